@@ -1,0 +1,136 @@
+//! The crate's single error type.
+
+use core::fmt;
+
+/// Everything that can go wrong in infer-core: loading a model and encoding one.
+///
+/// Inference itself cannot fail: once a model has loaded into a typed network,
+/// its shapes are proven to match the compiled buffers.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Error {
+    /// The bytes end before the model does.
+    Truncated {
+        /// Bytes given.
+        len: usize,
+        /// Bytes needed at least.
+        needed: usize,
+    },
+    /// The bytes do not start with the model magic: not a model.bin.
+    BadMagic {
+        /// The first four bytes found.
+        found: [u8; 4],
+    },
+    /// The model was written in a format version this build does not read.
+    UnsupportedVersion {
+        /// Version stored in the file.
+        found: u16,
+        /// The only version this build reads.
+        supported: u16,
+    },
+    /// The CRC-32 stored at the end does not match the bytes: corrupted in transit or in flash.
+    ChecksumMismatch {
+        /// CRC stored in the file.
+        stored: u32,
+        /// CRC computed over the bytes.
+        computed: u32,
+    },
+    /// The checksum is right but the content cannot be decoded (written by a broken encoder).
+    Malformed {
+        /// What could not be decoded.
+        what: &'static str,
+    },
+    /// An array in the model has the wrong length for the shapes the model itself declares.
+    InconsistentLength {
+        /// The field.
+        field: &'static str,
+        /// Bytes the declared shapes imply.
+        expected: usize,
+        /// Bytes present.
+        found: usize,
+    },
+    /// The model's shapes differ from the shapes this firmware was compiled for.
+    ShapeMismatch {
+        /// Which layer.
+        layer: &'static str,
+        /// The layer's shape in the model file.
+        found: [u32; 4],
+        /// The layer's shape compiled into this build.
+        compiled: [u32; 4],
+    },
+    /// A quantization parameter is out of the range the kernels support.
+    InvalidQuantization {
+        /// The parameter.
+        field: &'static str,
+    },
+    /// The output buffer is too small for the encoded model.
+    BufferTooSmall {
+        /// Bytes available.
+        available: usize,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Error::Truncated { len, needed } => write!(
+                f,
+                "model is truncated: {len} bytes, at least {needed} needed; copy the whole model.bin again"
+            ),
+            Error::BadMagic { found } => write!(
+                f,
+                "not a model.bin: starts with {found:02x?}, expected {:02x?} (\"{}\"); write it with `trainer fit --out model.bin`",
+                crate::format::MAGIC,
+                "I8CN"
+            ),
+            Error::UnsupportedVersion { found, supported } => write!(
+                f,
+                "model.bin is format version {found}, this build reads version {supported}; re-export it with a matching trainer (`trainer quantize` or `trainer fit`)"
+            ),
+            Error::ChecksumMismatch { stored, computed } => write!(
+                f,
+                "model.bin is corrupt: CRC-32 stored {stored:#010x}, computed {computed:#010x}; copy or flash it again"
+            ),
+            Error::Malformed { what } => write!(
+                f,
+                "model.bin is malformed ({what}) although its checksum is right; re-export it with `trainer fit` or `trainer quantize`"
+            ),
+            Error::InconsistentLength { field, expected, found } => write!(
+                f,
+                "model.bin is inconsistent: {field} has {found} bytes, its declared shape needs {expected}; re-export it"
+            ),
+            Error::ShapeMismatch { layer, found, compiled } => write!(
+                f,
+                "model.bin does not fit this build: {layer} is {} in the file, {} compiled; rebuild the firmware for this model or train the compiled architecture",
+                Dims(found),
+                Dims(compiled)
+            ),
+            Error::InvalidQuantization { field } => write!(
+                f,
+                "model.bin has an unsupported quantization parameter: {field}; re-quantize it with `trainer quantize`"
+            ),
+            Error::BufferTooSmall { available } => write!(
+                f,
+                "output buffer of {available} bytes is too small for the encoded model"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for Error {}
+
+/// Formats a shape as `a×b×c×d`, dropping trailing zeros.
+struct Dims([u32; 4]);
+
+impl fmt::Display for Dims {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let len = self.0.iter().rposition(|&d| d != 0).map_or(1, |i| i + 1);
+        for (i, d) in self.0.iter().take(len).enumerate() {
+            if i > 0 {
+                f.write_str("×")?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}

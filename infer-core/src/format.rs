@@ -1,0 +1,280 @@
+//! The `model.bin` wire format: postcard-encoded [`ModelFile`] followed by a CRC-32.
+//!
+//! The full specification is in `docs/model-format.md`. In short:
+//!
+//! ```text
+//! offset 0   magic      4 bytes  "I8CN"
+//! offset 4   version    u16, little-endian (fixed width, so it can be read before decoding)
+//! offset 6   body       postcard encoding of the rest of ModelFile (varint integers,
+//!                       f32 as 4 little-endian bytes, byte arrays as varint length + bytes)
+//! end − 4    crc32      CRC-32/ISO-HDLC of every byte before it, little-endian
+//! ```
+//!
+//! Weight arrays are byte slices that deserialize *borrowed*: a loaded model points into
+//! the bytes it was read from (flash on a microcontroller) and copies nothing.
+
+use crate::Error;
+use serde::{Deserialize, Serialize};
+
+/// First four bytes of every model.bin.
+pub const MAGIC: [u8; 4] = *b"I8CN";
+/// The format version this build writes and reads.
+pub const FORMAT_VERSION: u16 = 1;
+/// Bytes of magic + version at the start.
+pub const HEADER_LEN: usize = 6;
+/// Bytes of CRC at the end.
+pub const CRC_LEN: usize = 4;
+
+const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+
+/// CRC-32/ISO-HDLC (the zlib / PNG CRC) of `bytes`.
+pub fn crc32(bytes: &[u8]) -> u32 {
+    CRC32.checksum(bytes)
+}
+
+/// An affine quantization: `real = scale · (q − zero_point)`.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
+pub struct QuantParams {
+    /// Real value of one quantization step.
+    pub scale: f32,
+    /// The quantized value that represents real 0.
+    pub zero_point: i32,
+}
+
+/// The network input: an image of `height × width × channels` int8 values.
+///
+/// Pixels `p` in `0..=255` stand for `p / 255`; the input quantization is fixed at
+/// scale 1/255, zero point −128, so `q = p − 128` exactly.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
+pub struct InputSpec {
+    /// Rows.
+    pub height: u16,
+    /// Columns.
+    pub width: u16,
+    /// Channels (1 for grayscale).
+    pub channels: u16,
+    /// Input quantization (must be scale 1/255, zero point −128).
+    pub quant: QuantParams,
+}
+
+/// Per-output-channel int8 parameters shared by convolution and dense layers.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
+pub struct ChannelParams<'a> {
+    /// int8 weights (stored as their two's complement bytes), layout given by the layer.
+    #[serde(borrow)]
+    pub weights: &'a [u8],
+    /// Per-channel weight scale, f32 little-endian (symmetric: zero point 0).
+    #[serde(borrow)]
+    pub weight_scales: &'a [u8],
+    /// Per-channel bias, i32 little-endian, in units of `input_scale · weight_scale`.
+    #[serde(borrow)]
+    pub bias: &'a [u8],
+    /// Per-channel requantization multiplier (Q31, in `[2^30, 2^31)`), i32 little-endian.
+    #[serde(borrow)]
+    pub multiplier: &'a [u8],
+    /// Per-channel requantization shift in `-31..=30`, one i8 each.
+    #[serde(borrow)]
+    pub shift: &'a [u8],
+    /// Quantization of the layer's output.
+    pub output: QuantParams,
+}
+
+/// Conv2D, stride 1, valid padding, optional fused ReLU. Weights are `[filters][kh][kw][in]`.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
+pub struct Conv2dLayer<'a> {
+    /// Output channels.
+    pub filters: u16,
+    /// Kernel rows.
+    pub kernel_h: u16,
+    /// Kernel columns.
+    pub kernel_w: u16,
+    /// Input channels.
+    pub in_channels: u16,
+    /// Fused ReLU.
+    pub relu: bool,
+    /// Weights and requantization.
+    #[serde(borrow)]
+    pub params: ChannelParams<'a>,
+}
+
+/// Max pooling over `size × size` windows with stride `size`. Keeps its input's quantization.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
+pub struct MaxPoolLayer {
+    /// Window side and stride.
+    pub size: u16,
+}
+
+/// Dense layer over the flattened (row, column, channel) input. Weights are `[units][inputs]`.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
+pub struct DenseLayer<'a> {
+    /// Outputs.
+    pub units: u16,
+    /// Inputs (the flattened previous layer).
+    pub inputs: u32,
+    /// Weights and requantization.
+    #[serde(borrow)]
+    pub params: ChannelParams<'a>,
+}
+
+/// A whole model.bin (version 1: Conv2D+ReLU → MaxPool → Flatten → Dense → softmax).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
+pub struct ModelFile<'a> {
+    /// Always [`MAGIC`].
+    pub magic: [u8; 4],
+    /// Always [`FORMAT_VERSION`] for files this build writes.
+    #[serde(with = "postcard::fixint::le")]
+    pub version: u16,
+    /// The input image.
+    pub input: InputSpec,
+    /// First layer.
+    #[serde(borrow)]
+    pub conv: Conv2dLayer<'a>,
+    /// Second layer.
+    pub pool: MaxPoolLayer,
+    /// Classifier; softmax over its outputs gives the class probabilities.
+    #[serde(borrow)]
+    pub dense: DenseLayer<'a>,
+}
+
+impl<'a> ModelFile<'a> {
+    /// Decodes and checks model bytes: magic, version, CRC, then every array length
+    /// against the declared shapes, then the quantization parameters.
+    ///
+    /// # Errors
+    /// The first problem found, as an [`Error`] that names it.
+    ///
+    /// ```
+    /// use infer_core::{format::ModelFile, Error};
+    /// assert!(matches!(ModelFile::decode(b"I8"), Err(Error::Truncated { .. })));
+    /// assert!(matches!(ModelFile::decode(b"nope"), Err(Error::BadMagic { .. })));
+    /// ```
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, Error> {
+        let needed = HEADER_LEN + CRC_LEN;
+        let header = bytes.get(..HEADER_LEN);
+        let magic = bytes.get(..4).unwrap_or(bytes);
+        if magic != MAGIC.get(..magic.len()).unwrap_or(&[]) {
+            let mut found = [0u8; 4];
+            found.iter_mut().zip(magic).for_each(|(d, s)| *d = *s);
+            return Err(Error::BadMagic { found });
+        }
+        let Some(header) = header else {
+            return Err(Error::Truncated { len: bytes.len(), needed });
+        };
+        let version = u16::from_le_bytes([header[4], header[5]]);
+        if version != FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
+        }
+        let Some(body_len) = bytes.len().checked_sub(CRC_LEN).filter(|&n| n >= HEADER_LEN) else {
+            return Err(Error::Truncated { len: bytes.len(), needed });
+        };
+        let (body, stored) = bytes.split_at(body_len);
+        let stored = u32::from_le_bytes([stored[0], stored[1], stored[2], stored[3]]);
+        let computed = crc32(body);
+        if stored != computed {
+            return Err(Error::ChecksumMismatch { stored, computed });
+        }
+        let (model, rest): (ModelFile<'a>, &[u8]) =
+            postcard::take_from_bytes(body).map_err(|_| Error::Malformed { what: "postcard body" })?;
+        if !rest.is_empty() {
+            return Err(Error::Malformed { what: "trailing bytes after the model" });
+        }
+        model.validate()?;
+        Ok(model)
+    }
+
+    /// Encodes into `buf` (body + CRC) and returns the bytes written.
+    ///
+    /// # Errors
+    /// [`Error::BufferTooSmall`] if `buf` cannot hold the model.
+    pub fn encode<'b>(&self, buf: &'b mut [u8]) -> Result<&'b mut [u8], Error> {
+        let available = buf.len();
+        let body_len = postcard::to_slice(self, buf)
+            .map_err(|_| Error::BufferTooSmall { available })?
+            .len();
+        let crc = crc32(buf.get(..body_len).ok_or(Error::BufferTooSmall { available })?);
+        let total = body_len + CRC_LEN;
+        let out = buf.get_mut(..total).ok_or(Error::BufferTooSmall { available })?;
+        out[body_len..].copy_from_slice(&crc.to_le_bytes());
+        Ok(out)
+    }
+
+    /// Checks that every array has the length its declared shape implies and that the
+    /// quantization parameters are in the kernels' range.
+    ///
+    /// # Errors
+    /// [`Error::InconsistentLength`], [`Error::InvalidQuantization`] or [`Error::Malformed`].
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.magic != MAGIC {
+            return Err(Error::BadMagic { found: self.magic });
+        }
+        if self.version != FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion { found: self.version, supported: FORMAT_VERSION });
+        }
+        let input = &self.input;
+        if input.quant.zero_point != -128 || (input.quant.scale * 255.0 - 1.0).abs() > 1e-6 {
+            return Err(Error::InvalidQuantization { field: "input (must be scale 1/255, zero point -128)" });
+        }
+        let conv = &self.conv;
+        if conv.in_channels != input.channels {
+            return Err(Error::Malformed { what: "conv input channels differ from the input's" });
+        }
+        if conv.kernel_h == 0 || conv.kernel_w == 0 || conv.kernel_h > input.height || conv.kernel_w > input.width {
+            return Err(Error::Malformed { what: "conv kernel larger than its input" });
+        }
+        if conv.filters == 0 || self.dense.units == 0 {
+            return Err(Error::Malformed { what: "a layer with no outputs" });
+        }
+        let conv_weights = usize::from(conv.filters)
+            * usize::from(conv.kernel_h)
+            * usize::from(conv.kernel_w)
+            * usize::from(conv.in_channels);
+        check_channels("conv", &conv.params, usize::from(conv.filters), conv_weights)?;
+        let pool = self.pool.size;
+        if pool == 0 {
+            return Err(Error::Malformed { what: "pool size 0" });
+        }
+        let pooled_h = (input.height - conv.kernel_h + 1) / pool;
+        let pooled_w = (input.width - conv.kernel_w + 1) / pool;
+        let flat = usize::from(pooled_h) * usize::from(pooled_w) * usize::from(conv.filters);
+        if self.dense.inputs as usize != flat {
+            return Err(Error::InconsistentLength {
+                field: "dense inputs",
+                expected: flat,
+                found: self.dense.inputs as usize,
+            });
+        }
+        let dense_weights = usize::from(self.dense.units) * flat;
+        check_channels("dense", &self.dense.params, usize::from(self.dense.units), dense_weights)?;
+        if !(self.conv.params.output.scale > 0.0 && self.dense.params.output.scale > 0.0) {
+            return Err(Error::InvalidQuantization { field: "output scale (must be > 0)" });
+        }
+        Ok(())
+    }
+}
+
+fn check_channels(layer: &'static str, p: &ChannelParams<'_>, channels: usize, weights: usize) -> Result<(), Error> {
+    let fields: [(&'static str, &[u8], usize); 5] = [
+        (if layer == "conv" { "conv weights" } else { "dense weights" }, p.weights, weights),
+        (if layer == "conv" { "conv weight scales" } else { "dense weight scales" }, p.weight_scales, 4 * channels),
+        (if layer == "conv" { "conv bias" } else { "dense bias" }, p.bias, 4 * channels),
+        (if layer == "conv" { "conv multiplier" } else { "dense multiplier" }, p.multiplier, 4 * channels),
+        (if layer == "conv" { "conv shift" } else { "dense shift" }, p.shift, channels),
+    ];
+    for (field, bytes, expected) in fields {
+        if bytes.len() != expected {
+            return Err(Error::InconsistentLength { field, expected, found: bytes.len() });
+        }
+    }
+    for m in p.multiplier.chunks_exact(4) {
+        let m = i32::from_le_bytes([m[0], m[1], m[2], m[3]]);
+        if m < 0 {
+            return Err(Error::InvalidQuantization { field: "multiplier (must be >= 0)" });
+        }
+    }
+    for &s in p.shift {
+        if !(-31..=30).contains(&(s as i8)) {
+            return Err(Error::InvalidQuantization { field: "shift (must be in -31..=30)" });
+        }
+    }
+    Ok(())
+}

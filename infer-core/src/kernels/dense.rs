@@ -1,0 +1,70 @@
+//! int8 fully connected layer with per-output-channel weights.
+
+use super::ChannelRequant;
+
+/// `out[u] = clamp(requant(bias[u] + Σ_i (in[i] + input_offset) · w[u][i]) + zero point)`.
+///
+/// `weights` is `units × input.len()` int8 bytes, row by row; `output` has `units` values.
+pub fn dense_i8(input: &[i8], input_offset: i32, weights: &[u8], requant: &ChannelRequant<'_>, output: &mut [i8]) {
+    if input.is_empty() {
+        return;
+    }
+    for (u, (out, w_row)) in output.iter_mut().zip(weights.chunks_exact(input.len())).enumerate() {
+        let Some((bias, mult, shift)) = requant.channel(u) else {
+            return;
+        };
+        let mut acc = bias;
+        for (&x, &w) in input.iter().zip(w_row) {
+            acc += (i32::from(x) + input_offset) * i32::from(w as i8);
+        }
+        *out = requant.apply(acc, mult, shift);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{vec, vec::Vec};
+    use super::*;
+    use crate::kernels::TestRng;
+    use crate::requant::requantize;
+
+    #[test]
+    fn matches_naive_reference_exactly() {
+        let mut rng = TestRng(99);
+        for _ in 0..50 {
+            let n_in = 1 + rng.below(300) as usize;
+            let units = 1 + rng.below(12) as usize;
+            let input: Vec<i8> = (0..n_in).map(|_| rng.i8()).collect();
+            let w: Vec<i8> = (0..n_in * units).map(|_| rng.i8()).collect();
+            let bias: Vec<i32> = (0..units).map(|_| rng.below(200_001) as i32 - 100_000).collect();
+            let mult: Vec<i32> = (0..units).map(|_| (1 << 30) + rng.below(1 << 30) as i32).collect();
+            let shift: Vec<i32> = (0..units).map(|_| -(rng.below(16) as i32)).collect();
+            let offset = rng.below(256) as i32 - 127;
+            let zp = rng.below(256) as i32 - 128;
+            let expected: Vec<i8> = (0..units)
+                .map(|u| {
+                    let mut acc = bias[u];
+                    for i in 0..n_in {
+                        acc += (input[i] as i32 + offset) * w[u * n_in + i] as i32;
+                    }
+                    requantize(acc, mult[u], shift[u], zp, -128, 127)
+                })
+                .collect();
+            let bias_b: Vec<u8> = bias.iter().flat_map(|b| b.to_le_bytes()).collect();
+            let mult_b: Vec<u8> = mult.iter().flat_map(|b| b.to_le_bytes()).collect();
+            let shift_b: Vec<u8> = shift.iter().map(|&s| s as i8 as u8).collect();
+            let w_b: Vec<u8> = w.iter().map(|&v| v as u8).collect();
+            let rq = ChannelRequant {
+                bias: &bias_b,
+                multiplier: &mult_b,
+                shift: &shift_b,
+                output_offset: zp,
+                activation_min: -128,
+                activation_max: 127,
+            };
+            let mut out = vec![0i8; units];
+            dense_i8(&input, offset, &w_b, &rq, &mut out);
+            assert_eq!(out, expected);
+        }
+    }
+}

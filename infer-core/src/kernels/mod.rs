@@ -1,0 +1,83 @@
+//! Slice-based kernels: one non-generic function per operation, so every shape shares
+//! the same code in flash. The typed front end in [`crate::net`] checks the shapes at
+//! compile time and calls these with exactly sized slices.
+//!
+//! Contract shared by all kernels: tensors are NHWC without the batch dimension, row-major.
+//! Kernels never panic: if a slice is shorter than its geometry implies, the computation
+//! stops early and leaves the rest of the output untouched (the typed front end makes that
+//! impossible).
+
+pub mod activation;
+pub mod conv;
+pub mod dense;
+pub mod float;
+pub mod pool;
+
+/// Per-output-channel requantization parameters, read in place from model bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct ChannelRequant<'a> {
+    /// i32 little-endian biases, one per output channel.
+    pub bias: &'a [u8],
+    /// i32 little-endian Q31 multipliers, one per output channel.
+    pub multiplier: &'a [u8],
+    /// Shifts, one i8 per output channel.
+    pub shift: &'a [u8],
+    /// Added to each requantized value (the output zero point).
+    pub output_offset: i32,
+    /// Lowest output value (−128, or the zero point for a fused ReLU).
+    pub activation_min: i32,
+    /// Highest output value.
+    pub activation_max: i32,
+}
+
+impl ChannelRequant<'_> {
+    /// `(bias, multiplier, shift)` of output channel `channel`, or `None` past the end.
+    #[inline(always)]
+    pub fn channel(&self, channel: usize) -> Option<(i32, i32, i32)> {
+        let at = channel * 4;
+        let bias = self.bias.get(at..at + 4)?;
+        let mult = self.multiplier.get(at..at + 4)?;
+        let shift = *self.shift.get(channel)? as i8;
+        Some((
+            i32::from_le_bytes([bias[0], bias[1], bias[2], bias[3]]),
+            i32::from_le_bytes([mult[0], mult[1], mult[2], mult[3]]),
+            i32::from(shift),
+        ))
+    }
+
+    /// Requantizes accumulator `acc` (bias not yet added) of channel `channel`.
+    #[inline(always)]
+    pub fn apply(&self, acc: i32, multiplier: i32, shift: i32) -> i8 {
+        crate::requant::requantize(
+            acc,
+            multiplier,
+            shift,
+            self.output_offset,
+            self.activation_min,
+            self.activation_max,
+        )
+    }
+}
+
+/// Small deterministic generator for kernel tests.
+#[cfg(test)]
+pub(crate) struct TestRng(pub u64);
+
+#[cfg(test)]
+impl TestRng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    pub fn i8(&mut self) -> i8 {
+        self.next_u64() as i8
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+    pub fn f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+}

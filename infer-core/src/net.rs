@@ -1,0 +1,353 @@
+//! Typed front end: a network whose shapes are const generics, checked against each other
+//! at compile time and against a model.bin when it loads.
+
+use crate::format::{ChannelParams, ModelFile};
+use crate::kernels::{activation, conv, dense, float, pool, ChannelRequant};
+use crate::Error;
+
+/// Activation buffers for one inference: the conv output and the pooled output.
+///
+/// Its size is known at compile time ([`Scratch::BYTES`]); put it on the stack or in a
+/// `static`. Nothing else is allocated.
+#[derive(Debug, Clone)]
+pub struct Scratch<const CH: usize, const CW: usize, const F: usize, const PH: usize, const PW: usize> {
+    /// Conv + ReLU output, `CH × CW × F`.
+    pub conv: [[[i8; F]; CW]; CH],
+    /// Max-pooled output, `PH × PW × F`.
+    pub pool: [[[i8; F]; PW]; PH],
+}
+
+impl<const CH: usize, const CW: usize, const F: usize, const PH: usize, const PW: usize> Scratch<CH, CW, F, PH, PW> {
+    /// Bytes of RAM this scratch occupies.
+    pub const BYTES: usize = core::mem::size_of::<Self>();
+
+    /// Zeroed buffers.
+    pub const fn new() -> Self {
+        Self { conv: [[[0; F]; CW]; CH], pool: [[[0; F]; PW]; PH] }
+    }
+}
+
+impl<const CH: usize, const CW: usize, const F: usize, const PH: usize, const PW: usize> Default
+    for Scratch<CH, CW, F, PH, PW>
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The int8 logits of one inference and their quantization.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Output<const N: usize> {
+    /// Quantized logits.
+    pub logits: [i8; N],
+    /// Real value of one logit step.
+    pub scale: f32,
+    /// Logit value that stands for real 0.
+    pub zero_point: i32,
+}
+
+impl<const N: usize> Output<N> {
+    /// The predicted class: the largest logit, the first one on a tie.
+    pub fn class(&self) -> usize {
+        activation::argmax(&self.logits)
+    }
+
+    /// Class probabilities: softmax over the dequantized logits.
+    pub fn probabilities(&self) -> [f32; N] {
+        let mut p = [0.0; N];
+        activation::softmax_i8(&self.logits, self.scale, self.zero_point, &mut p);
+        p
+    }
+}
+
+/// Converts 8-bit pixels (0 = black, 255 = white) to the network's int8 input (`p − 128`).
+pub fn pixels_to_input<const H: usize, const W: usize>(pixels: &[[u8; W]; H]) -> [[[i8; 1]; W]; H] {
+    let mut out = [[[0i8; 1]; W]; H];
+    for (out_row, row) in out.iter_mut().zip(pixels) {
+        for (o, &p) in out_row.iter_mut().zip(row) {
+            o[0] = (p ^ 0x80) as i8;
+        }
+    }
+    out
+}
+
+/// Conv2D(F filters, K×K, valid) + ReLU → MaxPool P×P → Flatten → Dense(N), in int8.
+///
+/// `H×W×C` input, `CH×CW` conv output, `PH×PW` pooled output. The derived sizes are
+/// parameters because stable Rust cannot compute array lengths from generics; they are
+/// checked at compile time, so a wrong combination does not build.
+///
+/// ```
+/// use infer_core::{TutorialNet, Error};
+/// // Bytes that are not a model are refused with an error that names the problem.
+/// let err = TutorialNet::from_bytes(b"not a model").unwrap_err();
+/// assert!(matches!(err, Error::BadMagic { .. }));
+/// # Ok::<(), Error>(())
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Net<
+    'a,
+    const H: usize,
+    const W: usize,
+    const C: usize,
+    const K: usize,
+    const F: usize,
+    const CH: usize,
+    const CW: usize,
+    const P: usize,
+    const PH: usize,
+    const PW: usize,
+    const N: usize,
+> {
+    model: ModelFile<'a>,
+}
+
+/// The Keras tutorial's network: 28×28×1 → Conv 32@3×3 + ReLU → MaxPool 2 → Dense 10.
+pub type TutorialNet<'a> = Net<'a, 28, 28, 1, 3, 32, 26, 26, 2, 13, 13, 10>;
+/// Activation buffers for [`TutorialNet`] (26×26×32 + 13×13×32 bytes).
+pub type TutorialScratch = Scratch<26, 26, 32, 13, 13>;
+
+fn requant<'a>(p: &ChannelParams<'a>, relu: bool) -> ChannelRequant<'a> {
+    let zp = p.output.zero_point;
+    ChannelRequant {
+        bias: p.bias,
+        multiplier: p.multiplier,
+        shift: p.shift,
+        output_offset: zp,
+        activation_min: if relu { zp.clamp(-128, 127) } else { -128 },
+        activation_max: 127,
+    }
+}
+
+fn dims(a: usize, b: usize, c: usize, d: usize) -> [u32; 4] {
+    [a as u32, b as u32, c as u32, d as u32]
+}
+
+impl<
+        'a,
+        const H: usize,
+        const W: usize,
+        const C: usize,
+        const K: usize,
+        const F: usize,
+        const CH: usize,
+        const CW: usize,
+        const P: usize,
+        const PH: usize,
+        const PW: usize,
+        const N: usize,
+    > Net<'a, H, W, C, K, F, CH, CW, P, PH, PW, N>
+{
+    /// Compile-time shape contract; evaluated when a network type is used.
+    const SHAPES_AGREE: () = {
+        assert!(H > 0 && W > 0 && C > 0 && F > 0 && N > 0, "every dimension must be positive");
+        assert!(K >= 1 && K <= H && K <= W, "the kernel must fit in the input");
+        assert!(CH == H - K + 1 && CW == W - K + 1, "conv output must be (H-K+1)×(W-K+1)");
+        assert!(P >= 1 && PH == CH / P && PW == CW / P, "pool output must be the conv output / P");
+        assert!(PH > 0 && PW > 0, "the pool window must fit in the conv output");
+        assert!(N <= 64, "at most 64 classes");
+    };
+
+    /// Bytes of activation RAM one inference needs (the [`Scratch`]).
+    pub const SCRATCH_BYTES: usize = Scratch::<CH, CW, F, PH, PW>::BYTES;
+
+    /// Loads a model.bin in place (no copy) and checks it against this network's shapes.
+    ///
+    /// # Errors
+    /// Any [`Error`] of [`ModelFile::decode`], or [`Error::ShapeMismatch`] naming the layer
+    /// and both shapes.
+    pub fn from_bytes(bytes: &'a [u8]) -> Result<Self, Error> {
+        Self::from_model(ModelFile::decode(bytes)?)
+    }
+
+    /// Checks an already decoded model against this network's shapes.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] naming the layer and both shapes, or a validation error.
+    pub fn from_model(model: ModelFile<'a>) -> Result<Self, Error> {
+        let () = Self::SHAPES_AGREE;
+        model.validate()?;
+        let i = &model.input;
+        let found = dims(usize::from(i.height), usize::from(i.width), usize::from(i.channels), 0);
+        if found != dims(H, W, C, 0) {
+            return Err(Error::ShapeMismatch { layer: "input", found, compiled: dims(H, W, C, 0) });
+        }
+        let cv = &model.conv;
+        let found = dims(
+            usize::from(cv.kernel_h),
+            usize::from(cv.kernel_w),
+            usize::from(cv.in_channels),
+            usize::from(cv.filters),
+        );
+        if found != dims(K, K, C, F) {
+            return Err(Error::ShapeMismatch { layer: "conv", found, compiled: dims(K, K, C, F) });
+        }
+        let found = dims(usize::from(model.pool.size), 0, 0, 0);
+        if found != dims(P, 0, 0, 0) {
+            return Err(Error::ShapeMismatch { layer: "pool", found, compiled: dims(P, 0, 0, 0) });
+        }
+        let found = dims(model.dense.inputs as usize, usize::from(model.dense.units), 0, 0);
+        if found != dims(PH * PW * F, N, 0, 0) {
+            return Err(Error::ShapeMismatch { layer: "dense", found, compiled: dims(PH * PW * F, N, 0, 0) });
+        }
+        Ok(Self { model })
+    }
+
+    /// The decoded model (shapes, quantization, weights in place).
+    pub fn model(&self) -> &ModelFile<'a> {
+        &self.model
+    }
+
+    /// Runs one int8 inference. Allocates nothing and cannot fail.
+    pub fn infer(&self, input: &[[[i8; C]; W]; H], scratch: &mut Scratch<CH, CW, F, PH, PW>) -> Output<N> {
+        let m = &self.model;
+        let g = conv::ConvGeometry { in_h: H, in_w: W, in_c: C, k_h: K, k_w: K, filters: F };
+        let conv_out = scratch.conv.as_flattened_mut().as_flattened_mut();
+        conv::conv2d_i8(
+            &g,
+            input.as_flattened().as_flattened(),
+            -m.input.quant.zero_point,
+            m.conv.params.weights,
+            &requant(&m.conv.params, m.conv.relu),
+            conv_out,
+        );
+        let pg = pool::PoolGeometry { in_h: CH, in_w: CW, channels: F, size: P };
+        pool::max_pool(
+            &pg,
+            scratch.conv.as_flattened().as_flattened(),
+            scratch.pool.as_flattened_mut().as_flattened_mut(),
+        );
+        let mut logits = [0i8; N];
+        let dp = &m.dense.params;
+        dense::dense_i8(
+            scratch.pool.as_flattened().as_flattened(),
+            -m.conv.params.output.zero_point,
+            dp.weights,
+            &requant(dp, false),
+            &mut logits,
+        );
+        Output { logits, scale: dp.output.scale, zero_point: dp.output.zero_point }
+    }
+}
+
+/// f32 weights of a [`FloatNet`], in the same layouts as the int8 model.
+#[derive(Debug, Clone, Copy)]
+pub struct FloatWeights<'a> {
+    /// `F × K × K × C`.
+    pub conv_weights: &'a [f32],
+    /// `F`.
+    pub conv_bias: &'a [f32],
+    /// `N × (PH·PW·F)`, inputs in (row, column, channel) order.
+    pub dense_weights: &'a [f32],
+    /// `N`.
+    pub dense_bias: &'a [f32],
+}
+
+/// f32 activation buffers for a [`FloatNet`].
+#[derive(Debug, Clone)]
+pub struct FloatScratch<const CH: usize, const CW: usize, const F: usize, const PH: usize, const PW: usize> {
+    /// Conv + ReLU output.
+    pub conv: [[[f32; F]; CW]; CH],
+    /// Pooled output.
+    pub pool: [[[f32; F]; PW]; PH],
+}
+
+impl<const CH: usize, const CW: usize, const F: usize, const PH: usize, const PW: usize>
+    FloatScratch<CH, CW, F, PH, PW>
+{
+    /// Zeroed buffers.
+    pub const fn new() -> Self {
+        Self { conv: [[[0.0; F]; CW]; CH], pool: [[[0.0; F]; PW]; PH] }
+    }
+}
+
+impl<const CH: usize, const CW: usize, const F: usize, const PH: usize, const PW: usize> Default
+    for FloatScratch<CH, CW, F, PH, PW>
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The f32 counterpart of [`Net`]: same architecture, float weights.
+#[derive(Debug, Clone, Copy)]
+pub struct FloatNet<
+    'a,
+    const H: usize,
+    const W: usize,
+    const C: usize,
+    const K: usize,
+    const F: usize,
+    const CH: usize,
+    const CW: usize,
+    const P: usize,
+    const PH: usize,
+    const PW: usize,
+    const N: usize,
+> {
+    weights: FloatWeights<'a>,
+}
+
+/// The tutorial's network in f32.
+pub type TutorialFloatNet<'a> = FloatNet<'a, 28, 28, 1, 3, 32, 26, 26, 2, 13, 13, 10>;
+/// f32 activation buffers for [`TutorialFloatNet`].
+pub type TutorialFloatScratch = FloatScratch<26, 26, 32, 13, 13>;
+
+impl<
+        'a,
+        const H: usize,
+        const W: usize,
+        const C: usize,
+        const K: usize,
+        const F: usize,
+        const CH: usize,
+        const CW: usize,
+        const P: usize,
+        const PH: usize,
+        const PW: usize,
+        const N: usize,
+    > FloatNet<'a, H, W, C, K, F, CH, CW, P, PH, PW, N>
+{
+    /// Wraps float weights after checking every length.
+    ///
+    /// # Errors
+    /// [`Error::InconsistentLength`] naming the first array of the wrong length.
+    pub fn new(weights: FloatWeights<'a>) -> Result<Self, Error> {
+        let () = Net::<'a, H, W, C, K, F, CH, CW, P, PH, PW, N>::SHAPES_AGREE;
+        let checks = [
+            ("conv weights", weights.conv_weights.len(), F * K * K * C),
+            ("conv bias", weights.conv_bias.len(), F),
+            ("dense weights", weights.dense_weights.len(), N * PH * PW * F),
+            ("dense bias", weights.dense_bias.len(), N),
+        ];
+        for (field, found, expected) in checks {
+            if found != expected {
+                return Err(Error::InconsistentLength { field, expected, found });
+            }
+        }
+        Ok(Self { weights })
+    }
+
+    /// Runs one f32 inference on pixels scaled to `0..=1`; returns the logits.
+    pub fn infer(&self, input: &[[[f32; C]; W]; H], scratch: &mut FloatScratch<CH, CW, F, PH, PW>) -> [f32; N] {
+        let w = &self.weights;
+        let g = conv::ConvGeometry { in_h: H, in_w: W, in_c: C, k_h: K, k_w: K, filters: F };
+        float::conv2d_f32(
+            &g,
+            input.as_flattened().as_flattened(),
+            w.conv_weights,
+            w.conv_bias,
+            true,
+            scratch.conv.as_flattened_mut().as_flattened_mut(),
+        );
+        let pg = pool::PoolGeometry { in_h: CH, in_w: CW, channels: F, size: P };
+        pool::max_pool(
+            &pg,
+            scratch.conv.as_flattened().as_flattened(),
+            scratch.pool.as_flattened_mut().as_flattened_mut(),
+        );
+        let mut logits = [0.0; N];
+        float::dense_f32(scratch.pool.as_flattened().as_flattened(), w.dense_weights, w.dense_bias, &mut logits);
+        logits
+    }
+}

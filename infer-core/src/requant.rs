@@ -1,0 +1,119 @@
+//! Fixed-point requantization, bit-exact with TFLite's `MultiplyByQuantizedMultiplier`
+//! (gemmlowp's `SaturatingRoundingDoublingHighMul` followed by `RoundingDivideByPOT`)
+//! and CMSIS-NN's `arm_nn_requantize`.
+//!
+//! A real multiplier `m` in (0, 1) is stored as a Q31 `multiplier` in `[2^30, 2^31)` and a
+//! power-of-two `shift` so that `m ≈ multiplier · 2^(shift − 31)`.
+
+/// `round(a · b / 2^31)` with TFLite's rounding, saturating the single overflow case
+/// `i32::MIN · i32::MIN`.
+#[inline(always)]
+pub fn saturating_rounding_doubling_high_mul(a: i32, b: i32) -> i32 {
+    if a == i32::MIN && b == i32::MIN {
+        return i32::MAX;
+    }
+    let ab = i64::from(a) * i64::from(b);
+    let nudge: i64 = if ab >= 0 { 1 << 30 } else { 1 - (1 << 30) };
+    // Truncating division, as in C; cannot overflow i32 outside the case handled above.
+    ((ab + nudge) / (1i64 << 31)) as i32
+}
+
+/// `x / 2^exponent` rounded to nearest, ties away from zero (gemmlowp `RoundingDivideByPOT`).
+/// `exponent` is clamped to `0..=31`.
+#[inline(always)]
+pub fn rounding_divide_by_pot(x: i32, exponent: i32) -> i32 {
+    let exponent = exponent.clamp(0, 31) as u32;
+    let mask = ((1i64 << exponent) - 1) as i32;
+    let remainder = x & mask;
+    let threshold = (mask >> 1) + i32::from(x < 0);
+    (x >> exponent) + i32::from(remainder > threshold)
+}
+
+/// `x · multiplier · 2^(shift − 31)`, rounded as TFLite does.
+///
+/// `shift` > 0 shifts left before the multiplication, `shift` ≤ 0 rounds right after it.
+#[inline(always)]
+pub fn multiply_by_quantized_multiplier(x: i32, multiplier: i32, shift: i32) -> i32 {
+    let left = shift.clamp(0, 31) as u32;
+    let right = (-shift).clamp(0, 31);
+    rounding_divide_by_pot(
+        saturating_rounding_doubling_high_mul(x.wrapping_shl(left), multiplier),
+        right,
+    )
+}
+
+/// Requantizes an int32 accumulator to int8: scale, add the output zero point, clamp.
+#[inline(always)]
+pub fn requantize(acc: i32, multiplier: i32, shift: i32, output_zero_point: i32, min: i32, max: i32) -> i8 {
+    let scaled = multiply_by_quantized_multiplier(acc, multiplier, shift);
+    scaled.saturating_add(output_zero_point).clamp(min, max) as i8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The gemmlowp formulas, transcribed literally with i128 arithmetic.
+    fn reference(x: i32, multiplier: i32, shift: i32) -> i32 {
+        let left = if shift > 0 { shift } else { 0 };
+        let right = if shift > 0 { 0 } else { -shift };
+        let a = (i128::from(x) << left) as i32; // C: x * (1 << left), two's complement
+        let b = multiplier;
+        let high = if a == i32::MIN && b == i32::MIN {
+            i32::MAX
+        } else {
+            let ab = i128::from(a) * i128::from(b);
+            let nudge = if ab >= 0 { 1i128 << 30 } else { 1 - (1i128 << 30) };
+            let q = (ab + nudge) / (1i128 << 31);
+            q as i32
+        };
+        let mask = (1i128 << right) - 1;
+        let remainder = i128::from(high) & mask;
+        let threshold = (mask >> 1) + i128::from(high < 0);
+        ((i128::from(high) >> right) + i128::from(remainder > threshold)) as i32
+    }
+
+    #[test]
+    fn hand_computed_cases() {
+        let half = 1 << 30; // 0.5 in Q31
+        assert_eq!(multiply_by_quantized_multiplier(3, half, 0), 2); // 1.5 -> 2
+        assert_eq!(multiply_by_quantized_multiplier(-3, half, 0), -1); // -1.5 -> -1 (gemmlowp nudge)
+        assert_eq!(multiply_by_quantized_multiplier(100, half, -1), 25);
+        assert_eq!(multiply_by_quantized_multiplier(-100, half, -2), -13); // -12.5 -> -13
+        assert_eq!(multiply_by_quantized_multiplier(7, half, 1), 7);
+        assert_eq!(rounding_divide_by_pot(5, 1), 3);
+        assert_eq!(rounding_divide_by_pot(-5, 1), -3);
+        assert_eq!(rounding_divide_by_pot(4, 1), 2);
+        assert_eq!(saturating_rounding_doubling_high_mul(i32::MIN, i32::MIN), i32::MAX);
+    }
+
+    #[test]
+    fn matches_reference_on_pseudo_random_inputs() {
+        let mut state = 0x1234_5678_9abc_def0u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..200_000 {
+            let r = next();
+            let x = (r as i32) >> (r >> 59); // spread magnitudes
+            let multiplier = (1 << 30) + ((next() as u32) >> 2) as i32; // [2^30, 2^31)
+            let shift = (next() % 40) as i32 - 31; // [-31, 8]
+            let shift = if shift > 0 && x.unsigned_abs() > (1 << 20) { 0 } else { shift };
+            assert_eq!(
+                multiply_by_quantized_multiplier(x, multiplier, shift),
+                reference(x, multiplier, shift),
+                "x={x} m={multiplier} s={shift}"
+            );
+        }
+    }
+
+    #[test]
+    fn requantize_clamps_to_activation_range() {
+        assert_eq!(requantize(1_000_000, 1 << 30, 0, -128, -128, 127), 127);
+        assert_eq!(requantize(-1_000_000, 1 << 30, 0, -128, -128, 127), -128);
+        assert_eq!(requantize(10, 1 << 30, 0, 0, -128, 127), 5);
+    }
+}

@@ -1,0 +1,1 @@
+//! IDX dataset reading (placeholder, being written).

@@ -1,0 +1,9 @@
+//! Host-side trainer for the tutorial CNN: data loading, float training with
+//! ndarray, post-training int8 quantization and evaluation through infer-core.
+
+pub mod atomic;
+pub mod data;
+pub mod eval;
+pub mod network;
+pub mod quantize;
+pub mod train;

@@ -1,0 +1,1 @@
+//! Float model (placeholder, being written).
