@@ -79,9 +79,8 @@ impl fmt::Display for Error {
             ),
             Error::BadMagic { found } => write!(
                 f,
-                "not a model.bin: starts with {found:02x?}, expected {:02x?} (\"{}\"); write it with `trainer fit --out model.bin`",
-                crate::format::MAGIC,
-                "I8CN"
+                "not a model.bin: starts with {found:02x?}, expected {:02x?} (\"I8CN\"); write it with `trainer fit --out model.bin`",
+                crate::format::MAGIC
             ),
             Error::UnsupportedVersion { found, supported } => write!(
                 f,

@@ -158,14 +158,27 @@ impl<'a> ModelFile<'a> {
             return Err(Error::BadMagic { found });
         }
         let Some(header) = header else {
-            return Err(Error::Truncated { len: bytes.len(), needed });
+            return Err(Error::Truncated {
+                len: bytes.len(),
+                needed,
+            });
         };
         let version = u16::from_le_bytes([header[4], header[5]]);
         if version != FORMAT_VERSION {
-            return Err(Error::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
+            return Err(Error::UnsupportedVersion {
+                found: version,
+                supported: FORMAT_VERSION,
+            });
         }
-        let Some(body_len) = bytes.len().checked_sub(CRC_LEN).filter(|&n| n >= HEADER_LEN) else {
-            return Err(Error::Truncated { len: bytes.len(), needed });
+        let Some(body_len) = bytes
+            .len()
+            .checked_sub(CRC_LEN)
+            .filter(|&n| n >= HEADER_LEN)
+        else {
+            return Err(Error::Truncated {
+                len: bytes.len(),
+                needed,
+            });
         };
         let (body, stored) = bytes.split_at(body_len);
         let stored = u32::from_le_bytes([stored[0], stored[1], stored[2], stored[3]]);
@@ -174,9 +187,13 @@ impl<'a> ModelFile<'a> {
             return Err(Error::ChecksumMismatch { stored, computed });
         }
         let (model, rest): (ModelFile<'a>, &[u8]) =
-            postcard::take_from_bytes(body).map_err(|_| Error::Malformed { what: "postcard body" })?;
+            postcard::take_from_bytes(body).map_err(|_| Error::Malformed {
+                what: "postcard body",
+            })?;
         if !rest.is_empty() {
-            return Err(Error::Malformed { what: "trailing bytes after the model" });
+            return Err(Error::Malformed {
+                what: "trailing bytes after the model",
+            });
         }
         model.validate()?;
         Ok(model)
@@ -191,9 +208,14 @@ impl<'a> ModelFile<'a> {
         let body_len = postcard::to_slice(self, buf)
             .map_err(|_| Error::BufferTooSmall { available })?
             .len();
-        let crc = crc32(buf.get(..body_len).ok_or(Error::BufferTooSmall { available })?);
+        let crc = crc32(
+            buf.get(..body_len)
+                .ok_or(Error::BufferTooSmall { available })?,
+        );
         let total = body_len + CRC_LEN;
-        let out = buf.get_mut(..total).ok_or(Error::BufferTooSmall { available })?;
+        let out = buf
+            .get_mut(..total)
+            .ok_or(Error::BufferTooSmall { available })?;
         out[body_len..].copy_from_slice(&crc.to_le_bytes());
         Ok(out)
     }
@@ -208,30 +230,52 @@ impl<'a> ModelFile<'a> {
             return Err(Error::BadMagic { found: self.magic });
         }
         if self.version != FORMAT_VERSION {
-            return Err(Error::UnsupportedVersion { found: self.version, supported: FORMAT_VERSION });
+            return Err(Error::UnsupportedVersion {
+                found: self.version,
+                supported: FORMAT_VERSION,
+            });
         }
         let input = &self.input;
         if input.quant.zero_point != -128 || (input.quant.scale * 255.0 - 1.0).abs() > 1e-6 {
-            return Err(Error::InvalidQuantization { field: "input (must be scale 1/255, zero point -128)" });
+            return Err(Error::InvalidQuantization {
+                field: "input (must be scale 1/255, zero point -128)",
+            });
         }
         let conv = &self.conv;
         if conv.in_channels != input.channels {
-            return Err(Error::Malformed { what: "conv input channels differ from the input's" });
+            return Err(Error::Malformed {
+                what: "conv input channels differ from the input's",
+            });
         }
-        if conv.kernel_h == 0 || conv.kernel_w == 0 || conv.kernel_h > input.height || conv.kernel_w > input.width {
-            return Err(Error::Malformed { what: "conv kernel larger than its input" });
+        if conv.kernel_h == 0
+            || conv.kernel_w == 0
+            || conv.kernel_h > input.height
+            || conv.kernel_w > input.width
+        {
+            return Err(Error::Malformed {
+                what: "conv kernel larger than its input",
+            });
         }
         if conv.filters == 0 || self.dense.units == 0 {
-            return Err(Error::Malformed { what: "a layer with no outputs" });
+            return Err(Error::Malformed {
+                what: "a layer with no outputs",
+            });
         }
         let conv_weights = usize::from(conv.filters)
             * usize::from(conv.kernel_h)
             * usize::from(conv.kernel_w)
             * usize::from(conv.in_channels);
-        check_channels("conv", &conv.params, usize::from(conv.filters), conv_weights)?;
+        check_channels(
+            "conv",
+            &conv.params,
+            usize::from(conv.filters),
+            conv_weights,
+        )?;
         let pool = self.pool.size;
         if pool == 0 {
-            return Err(Error::Malformed { what: "pool size 0" });
+            return Err(Error::Malformed {
+                what: "pool size 0",
+            });
         }
         let pooled_h = (input.height - conv.kernel_h + 1) / pool;
         let pooled_w = (input.width - conv.kernel_w + 1) / pool;
@@ -244,37 +288,274 @@ impl<'a> ModelFile<'a> {
             });
         }
         let dense_weights = usize::from(self.dense.units) * flat;
-        check_channels("dense", &self.dense.params, usize::from(self.dense.units), dense_weights)?;
+        check_channels(
+            "dense",
+            &self.dense.params,
+            usize::from(self.dense.units),
+            dense_weights,
+        )?;
         if !(self.conv.params.output.scale > 0.0 && self.dense.params.output.scale > 0.0) {
-            return Err(Error::InvalidQuantization { field: "output scale (must be > 0)" });
+            return Err(Error::InvalidQuantization {
+                field: "output scale (must be > 0)",
+            });
         }
         Ok(())
     }
 }
 
-fn check_channels(layer: &'static str, p: &ChannelParams<'_>, channels: usize, weights: usize) -> Result<(), Error> {
+fn check_channels(
+    layer: &'static str,
+    p: &ChannelParams<'_>,
+    channels: usize,
+    weights: usize,
+) -> Result<(), Error> {
     let fields: [(&'static str, &[u8], usize); 5] = [
-        (if layer == "conv" { "conv weights" } else { "dense weights" }, p.weights, weights),
-        (if layer == "conv" { "conv weight scales" } else { "dense weight scales" }, p.weight_scales, 4 * channels),
-        (if layer == "conv" { "conv bias" } else { "dense bias" }, p.bias, 4 * channels),
-        (if layer == "conv" { "conv multiplier" } else { "dense multiplier" }, p.multiplier, 4 * channels),
-        (if layer == "conv" { "conv shift" } else { "dense shift" }, p.shift, channels),
+        (
+            if layer == "conv" {
+                "conv weights"
+            } else {
+                "dense weights"
+            },
+            p.weights,
+            weights,
+        ),
+        (
+            if layer == "conv" {
+                "conv weight scales"
+            } else {
+                "dense weight scales"
+            },
+            p.weight_scales,
+            4 * channels,
+        ),
+        (
+            if layer == "conv" {
+                "conv bias"
+            } else {
+                "dense bias"
+            },
+            p.bias,
+            4 * channels,
+        ),
+        (
+            if layer == "conv" {
+                "conv multiplier"
+            } else {
+                "dense multiplier"
+            },
+            p.multiplier,
+            4 * channels,
+        ),
+        (
+            if layer == "conv" {
+                "conv shift"
+            } else {
+                "dense shift"
+            },
+            p.shift,
+            channels,
+        ),
     ];
     for (field, bytes, expected) in fields {
         if bytes.len() != expected {
-            return Err(Error::InconsistentLength { field, expected, found: bytes.len() });
+            return Err(Error::InconsistentLength {
+                field,
+                expected,
+                found: bytes.len(),
+            });
         }
     }
     for m in p.multiplier.chunks_exact(4) {
         let m = i32::from_le_bytes([m[0], m[1], m[2], m[3]]);
         if m < 0 {
-            return Err(Error::InvalidQuantization { field: "multiplier (must be >= 0)" });
+            return Err(Error::InvalidQuantization {
+                field: "multiplier (must be >= 0)",
+            });
         }
     }
     for &s in p.shift {
         if !(-31..=30).contains(&(s as i8)) {
-            return Err(Error::InvalidQuantization { field: "shift (must be in -31..=30)" });
+            return Err(Error::InvalidQuantization {
+                field: "shift (must be in -31..=30)",
+            });
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    const ONE_I32: [u8; 4] = [0, 0, 0, 0x40]; // 2^30
+    const SCALE: [u8; 4] = [0, 0, 0x80, 0x3f]; // 1.0f32
+
+    /// Smallest valid model: 2×2 input, 1×1 conv with 1 filter, pool 2, dense 1→2.
+    fn tiny() -> ModelFile<'static> {
+        let params = |weights: &'static [u8], n: usize| ChannelParams {
+            weights,
+            weight_scales: &SCALE_X2[..4 * n],
+            bias: &ZERO_X2[..4 * n],
+            multiplier: &MULT_X2[..4 * n],
+            shift: &SHIFT_X2[..n],
+            output: QuantParams {
+                scale: 0.5,
+                zero_point: -1,
+            },
+        };
+        ModelFile {
+            magic: MAGIC,
+            version: FORMAT_VERSION,
+            input: InputSpec {
+                height: 2,
+                width: 2,
+                channels: 1,
+                quant: QuantParams {
+                    scale: 1.0 / 255.0,
+                    zero_point: -128,
+                },
+            },
+            conv: Conv2dLayer {
+                filters: 1,
+                kernel_h: 1,
+                kernel_w: 1,
+                in_channels: 1,
+                relu: true,
+                params: params(&[3], 1),
+            },
+            pool: MaxPoolLayer { size: 2 },
+            dense: DenseLayer {
+                units: 2,
+                inputs: 1,
+                params: params(&[5, 0xfb], 2),
+            },
+        }
+    }
+    static SCALE_X2: [u8; 8] = [
+        SCALE[0], SCALE[1], SCALE[2], SCALE[3], SCALE[0], SCALE[1], SCALE[2], SCALE[3],
+    ];
+    static ZERO_X2: [u8; 8] = [0; 8];
+    static MULT_X2: [u8; 8] = [
+        ONE_I32[0], ONE_I32[1], ONE_I32[2], ONE_I32[3], ONE_I32[0], ONE_I32[1], ONE_I32[2],
+        ONE_I32[3],
+    ];
+    static SHIFT_X2: [u8; 2] = [0xff, 0xff];
+
+    fn encoded(m: &ModelFile<'_>) -> Vec<u8> {
+        let mut buf = [0u8; 256];
+        m.encode(&mut buf).unwrap().to_vec()
+    }
+
+    #[test]
+    fn encoding_is_pinned_byte_for_byte() {
+        let bytes = encoded(&tiny());
+        let body_hex: Vec<std::string::String> = bytes[..bytes.len() - 4]
+            .iter()
+            .map(|b| std::format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            body_hex.concat(),
+            concat!(
+                "4938434e",
+                "0100", // magic "I8CN", version 1 (fixint LE)
+                "020201",
+                "8180803bff01", // input 2×2×1, scale 1/255 (f32 LE), zp -128 (zigzag 255)
+                "0101010101",   // conv: filters, kh, kw, in, relu
+                "0103",
+                "040000803f",
+                "0400000000", // weights [3], scales [1.0], bias [0]
+                "0400000040",
+                "01ff",       // multiplier [2^30], shift [-1]
+                "0000003f01", // output: scale 0.5, zp -1
+                "02",         // pool 2
+                "0201",       // dense: 2 units, 1 input
+                "0205fb",
+                "080000803f0000803f",
+                "080000000000000000",
+                "080000004000000040",
+                "02ffff",
+                "0000003f01",
+            )
+        );
+        let crc = u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().unwrap());
+        assert_eq!(crc, crc32(&bytes[..bytes.len() - 4]));
+    }
+
+    #[test]
+    fn decode_round_trips_and_borrows() {
+        let bytes = encoded(&tiny());
+        let m = ModelFile::decode(&bytes).unwrap();
+        assert_eq!(m, tiny());
+        // Zero-copy: the weights point into `bytes`.
+        let range = bytes.as_ptr_range();
+        assert!(range.contains(&m.dense.params.weights.as_ptr()));
+    }
+
+    #[test]
+    fn every_truncation_and_bit_flip_is_refused() {
+        let bytes = encoded(&tiny());
+        for len in 0..bytes.len() {
+            assert!(
+                ModelFile::decode(&bytes[..len]).is_err(),
+                "truncated to {len}"
+            );
+        }
+        for bit in 0..bytes.len() * 8 {
+            let mut b = bytes.clone();
+            b[bit / 8] ^= 1 << (bit % 8);
+            assert!(ModelFile::decode(&b).is_err(), "bit {bit} flipped");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let bytes = encoded(&tiny());
+        let mut other = bytes.clone();
+        other[4] = 2;
+        assert_eq!(
+            ModelFile::decode(&other),
+            Err(Error::UnsupportedVersion {
+                found: 2,
+                supported: FORMAT_VERSION
+            })
+        );
+        let mut corrupt = bytes.clone();
+        corrupt[20] ^= 0x10;
+        assert!(matches!(
+            ModelFile::decode(&corrupt),
+            Err(Error::ChecksumMismatch { .. })
+        ));
+        assert!(matches!(
+            ModelFile::decode(b"PK\x03\x04abcdefgh"),
+            Err(Error::BadMagic { .. })
+        ));
+        assert!(matches!(
+            ModelFile::decode(b"I8CN\x01"),
+            Err(Error::Truncated { .. })
+        ));
+        let mut bad = tiny();
+        bad.dense.params.shift = &SHIFT_X2[..1];
+        let mut buf = [0u8; 256];
+        let b = bad.encode(&mut buf).unwrap();
+        assert!(matches!(
+            ModelFile::decode(b),
+            Err(Error::InconsistentLength {
+                field: "dense shift",
+                expected: 2,
+                found: 1
+            })
+        ));
+        let msg = std::format!(
+            "{}",
+            Error::UnsupportedVersion {
+                found: 2,
+                supported: 1
+            }
+        );
+        assert!(
+            msg.contains("version 2") && msg.contains("version 1"),
+            "{msg}"
+        );
+    }
 }

@@ -10,20 +10,31 @@ use crate::Error;
 /// Its size is known at compile time ([`Scratch::BYTES`]); put it on the stack or in a
 /// `static`. Nothing else is allocated.
 #[derive(Debug, Clone)]
-pub struct Scratch<const CH: usize, const CW: usize, const F: usize, const PH: usize, const PW: usize> {
+pub struct Scratch<
+    const CH: usize,
+    const CW: usize,
+    const F: usize,
+    const PH: usize,
+    const PW: usize,
+> {
     /// Conv + ReLU output, `CH × CW × F`.
     pub conv: [[[i8; F]; CW]; CH],
     /// Max-pooled output, `PH × PW × F`.
     pub pool: [[[i8; F]; PW]; PH],
 }
 
-impl<const CH: usize, const CW: usize, const F: usize, const PH: usize, const PW: usize> Scratch<CH, CW, F, PH, PW> {
+impl<const CH: usize, const CW: usize, const F: usize, const PH: usize, const PW: usize>
+    Scratch<CH, CW, F, PH, PW>
+{
     /// Bytes of RAM this scratch occupies.
     pub const BYTES: usize = core::mem::size_of::<Self>();
 
     /// Zeroed buffers.
     pub const fn new() -> Self {
-        Self { conv: [[[0; F]; CW]; CH], pool: [[[0; F]; PW]; PH] }
+        Self {
+            conv: [[[0; F]; CW]; CH],
+            pool: [[[0; F]; PW]; PH],
+        }
     }
 }
 
@@ -140,11 +151,26 @@ impl<
 {
     /// Compile-time shape contract; evaluated when a network type is used.
     const SHAPES_AGREE: () = {
-        assert!(H > 0 && W > 0 && C > 0 && F > 0 && N > 0, "every dimension must be positive");
-        assert!(K >= 1 && K <= H && K <= W, "the kernel must fit in the input");
-        assert!(CH == H - K + 1 && CW == W - K + 1, "conv output must be (H-K+1)×(W-K+1)");
-        assert!(P >= 1 && PH == CH / P && PW == CW / P, "pool output must be the conv output / P");
-        assert!(PH > 0 && PW > 0, "the pool window must fit in the conv output");
+        assert!(
+            H > 0 && W > 0 && C > 0 && F > 0 && N > 0,
+            "every dimension must be positive"
+        );
+        assert!(
+            K >= 1 && K <= H && K <= W,
+            "the kernel must fit in the input"
+        );
+        assert!(
+            CH == H - K + 1 && CW == W - K + 1,
+            "conv output must be (H-K+1)×(W-K+1)"
+        );
+        assert!(
+            P >= 1 && PH == CH / P && PW == CW / P,
+            "pool output must be the conv output / P"
+        );
+        assert!(
+            PH > 0 && PW > 0,
+            "the pool window must fit in the conv output"
+        );
         assert!(N <= 64, "at most 64 classes");
     };
 
@@ -168,9 +194,18 @@ impl<
         let () = Self::SHAPES_AGREE;
         model.validate()?;
         let i = &model.input;
-        let found = dims(usize::from(i.height), usize::from(i.width), usize::from(i.channels), 0);
+        let found = dims(
+            usize::from(i.height),
+            usize::from(i.width),
+            usize::from(i.channels),
+            0,
+        );
         if found != dims(H, W, C, 0) {
-            return Err(Error::ShapeMismatch { layer: "input", found, compiled: dims(H, W, C, 0) });
+            return Err(Error::ShapeMismatch {
+                layer: "input",
+                found,
+                compiled: dims(H, W, C, 0),
+            });
         }
         let cv = &model.conv;
         let found = dims(
@@ -180,15 +215,32 @@ impl<
             usize::from(cv.filters),
         );
         if found != dims(K, K, C, F) {
-            return Err(Error::ShapeMismatch { layer: "conv", found, compiled: dims(K, K, C, F) });
+            return Err(Error::ShapeMismatch {
+                layer: "conv",
+                found,
+                compiled: dims(K, K, C, F),
+            });
         }
         let found = dims(usize::from(model.pool.size), 0, 0, 0);
         if found != dims(P, 0, 0, 0) {
-            return Err(Error::ShapeMismatch { layer: "pool", found, compiled: dims(P, 0, 0, 0) });
+            return Err(Error::ShapeMismatch {
+                layer: "pool",
+                found,
+                compiled: dims(P, 0, 0, 0),
+            });
         }
-        let found = dims(model.dense.inputs as usize, usize::from(model.dense.units), 0, 0);
+        let found = dims(
+            model.dense.inputs as usize,
+            usize::from(model.dense.units),
+            0,
+            0,
+        );
         if found != dims(PH * PW * F, N, 0, 0) {
-            return Err(Error::ShapeMismatch { layer: "dense", found, compiled: dims(PH * PW * F, N, 0, 0) });
+            return Err(Error::ShapeMismatch {
+                layer: "dense",
+                found,
+                compiled: dims(PH * PW * F, N, 0, 0),
+            });
         }
         Ok(Self { model })
     }
@@ -199,9 +251,20 @@ impl<
     }
 
     /// Runs one int8 inference. Allocates nothing and cannot fail.
-    pub fn infer(&self, input: &[[[i8; C]; W]; H], scratch: &mut Scratch<CH, CW, F, PH, PW>) -> Output<N> {
+    pub fn infer(
+        &self,
+        input: &[[[i8; C]; W]; H],
+        scratch: &mut Scratch<CH, CW, F, PH, PW>,
+    ) -> Output<N> {
         let m = &self.model;
-        let g = conv::ConvGeometry { in_h: H, in_w: W, in_c: C, k_h: K, k_w: K, filters: F };
+        let g = conv::ConvGeometry {
+            in_h: H,
+            in_w: W,
+            in_c: C,
+            k_h: K,
+            k_w: K,
+            filters: F,
+        };
         let conv_out = scratch.conv.as_flattened_mut().as_flattened_mut();
         conv::conv2d_i8(
             &g,
@@ -211,7 +274,12 @@ impl<
             &requant(&m.conv.params, m.conv.relu),
             conv_out,
         );
-        let pg = pool::PoolGeometry { in_h: CH, in_w: CW, channels: F, size: P };
+        let pg = pool::PoolGeometry {
+            in_h: CH,
+            in_w: CW,
+            channels: F,
+            size: P,
+        };
         pool::max_pool(
             &pg,
             scratch.conv.as_flattened().as_flattened(),
@@ -226,7 +294,11 @@ impl<
             &requant(dp, false),
             &mut logits,
         );
-        Output { logits, scale: dp.output.scale, zero_point: dp.output.zero_point }
+        Output {
+            logits,
+            scale: dp.output.scale,
+            zero_point: dp.output.zero_point,
+        }
     }
 }
 
@@ -245,7 +317,13 @@ pub struct FloatWeights<'a> {
 
 /// f32 activation buffers for a [`FloatNet`].
 #[derive(Debug, Clone)]
-pub struct FloatScratch<const CH: usize, const CW: usize, const F: usize, const PH: usize, const PW: usize> {
+pub struct FloatScratch<
+    const CH: usize,
+    const CW: usize,
+    const F: usize,
+    const PH: usize,
+    const PW: usize,
+> {
     /// Conv + ReLU output.
     pub conv: [[[f32; F]; CW]; CH],
     /// Pooled output.
@@ -257,7 +335,10 @@ impl<const CH: usize, const CW: usize, const F: usize, const PH: usize, const PW
 {
     /// Zeroed buffers.
     pub const fn new() -> Self {
-        Self { conv: [[[0.0; F]; CW]; CH], pool: [[[0.0; F]; PW]; PH] }
+        Self {
+            conv: [[[0.0; F]; CW]; CH],
+            pool: [[[0.0; F]; PW]; PH],
+        }
     }
 }
 
@@ -317,21 +398,40 @@ impl<
         let checks = [
             ("conv weights", weights.conv_weights.len(), F * K * K * C),
             ("conv bias", weights.conv_bias.len(), F),
-            ("dense weights", weights.dense_weights.len(), N * PH * PW * F),
+            (
+                "dense weights",
+                weights.dense_weights.len(),
+                N * PH * PW * F,
+            ),
             ("dense bias", weights.dense_bias.len(), N),
         ];
         for (field, found, expected) in checks {
             if found != expected {
-                return Err(Error::InconsistentLength { field, expected, found });
+                return Err(Error::InconsistentLength {
+                    field,
+                    expected,
+                    found,
+                });
             }
         }
         Ok(Self { weights })
     }
 
     /// Runs one f32 inference on pixels scaled to `0..=1`; returns the logits.
-    pub fn infer(&self, input: &[[[f32; C]; W]; H], scratch: &mut FloatScratch<CH, CW, F, PH, PW>) -> [f32; N] {
+    pub fn infer(
+        &self,
+        input: &[[[f32; C]; W]; H],
+        scratch: &mut FloatScratch<CH, CW, F, PH, PW>,
+    ) -> [f32; N] {
         let w = &self.weights;
-        let g = conv::ConvGeometry { in_h: H, in_w: W, in_c: C, k_h: K, k_w: K, filters: F };
+        let g = conv::ConvGeometry {
+            in_h: H,
+            in_w: W,
+            in_c: C,
+            k_h: K,
+            k_w: K,
+            filters: F,
+        };
         float::conv2d_f32(
             &g,
             input.as_flattened().as_flattened(),
@@ -340,14 +440,24 @@ impl<
             true,
             scratch.conv.as_flattened_mut().as_flattened_mut(),
         );
-        let pg = pool::PoolGeometry { in_h: CH, in_w: CW, channels: F, size: P };
+        let pg = pool::PoolGeometry {
+            in_h: CH,
+            in_w: CW,
+            channels: F,
+            size: P,
+        };
         pool::max_pool(
             &pg,
             scratch.conv.as_flattened().as_flattened(),
             scratch.pool.as_flattened_mut().as_flattened_mut(),
         );
         let mut logits = [0.0; N];
-        float::dense_f32(scratch.pool.as_flattened().as_flattened(), w.dense_weights, w.dense_bias, &mut logits);
+        float::dense_f32(
+            scratch.pool.as_flattened().as_flattened(),
+            w.dense_weights,
+            w.dense_bias,
+            &mut logits,
+        );
         logits
     }
 }

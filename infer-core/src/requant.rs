@@ -44,7 +44,14 @@ pub fn multiply_by_quantized_multiplier(x: i32, multiplier: i32, shift: i32) -> 
 
 /// Requantizes an int32 accumulator to int8: scale, add the output zero point, clamp.
 #[inline(always)]
-pub fn requantize(acc: i32, multiplier: i32, shift: i32, output_zero_point: i32, min: i32, max: i32) -> i8 {
+pub fn requantize(
+    acc: i32,
+    multiplier: i32,
+    shift: i32,
+    output_zero_point: i32,
+    min: i32,
+    max: i32,
+) -> i8 {
     let scaled = multiply_by_quantized_multiplier(acc, multiplier, shift);
     scaled.saturating_add(output_zero_point).clamp(min, max) as i8
 }
@@ -63,7 +70,11 @@ mod tests {
             i32::MAX
         } else {
             let ab = i128::from(a) * i128::from(b);
-            let nudge = if ab >= 0 { 1i128 << 30 } else { 1 - (1i128 << 30) };
+            let nudge = if ab >= 0 {
+                1i128 << 30
+            } else {
+                1 - (1i128 << 30)
+            };
             let q = (ab + nudge) / (1i128 << 31);
             q as i32
         };
@@ -84,7 +95,10 @@ mod tests {
         assert_eq!(rounding_divide_by_pot(5, 1), 3);
         assert_eq!(rounding_divide_by_pot(-5, 1), -3);
         assert_eq!(rounding_divide_by_pot(4, 1), 2);
-        assert_eq!(saturating_rounding_doubling_high_mul(i32::MIN, i32::MIN), i32::MAX);
+        assert_eq!(
+            saturating_rounding_doubling_high_mul(i32::MIN, i32::MIN),
+            i32::MAX
+        );
     }
 
     #[test]
@@ -101,7 +115,11 @@ mod tests {
             let x = (r as i32) >> (r >> 59); // spread magnitudes
             let multiplier = (1 << 30) + ((next() as u32) >> 2) as i32; // [2^30, 2^31)
             let shift = (next() % 40) as i32 - 31; // [-31, 8]
-            let shift = if shift > 0 && x.unsigned_abs() > (1 << 20) { 0 } else { shift };
+            let shift = if shift > 0 && x.unsigned_abs() > (1 << 20) {
+                0
+            } else {
+                shift
+            };
             assert_eq!(
                 multiply_by_quantized_multiplier(x, multiplier, shift),
                 reference(x, multiplier, shift),

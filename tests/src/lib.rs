@@ -1,1 +1,217 @@
-//! Shared helpers for the end-to-end tests.
+//! Helpers shared by the end-to-end tests: where things are, how to run the trainer
+//! binary and the firmware under QEMU, and how to read the firmware's output.
+
+use anyhow::{bail, ensure, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root.
+pub fn workspace_root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.parent().unwrap_or(here).to_path_buf()
+}
+
+/// The MNIST data directory the tests use (`data/mnist`, made by `cargo xtask fetch-mnist`).
+///
+/// # Errors
+/// If it does not exist, saying how to make it.
+pub fn data_dir() -> Result<PathBuf> {
+    let dir = workspace_root().join("data/mnist");
+    ensure!(
+        dir.join("t10k-images-idx3-ubyte").exists() || dir.join("t10k-images-idx3-ubyte.gz").exists(),
+        "{} has no MNIST data: run `cargo xtask fetch-mnist` (or `cargo xtask test`, which fetches it)",
+        dir.display()
+    );
+    Ok(dir)
+}
+
+/// The `trainer` binary built by this `cargo test` run (same profile), or `$TRAINER_BIN`.
+///
+/// # Errors
+/// If it has not been built.
+pub fn trainer_bin() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("TRAINER_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    // Test executables live in target/<profile>/deps; binaries one level up.
+    let exe = std::env::current_exe().context("locating the test executable")?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test executable has no profile dir")?;
+    let bin = profile_dir.join(format!("trainer{}", std::env::consts::EXE_SUFFIX));
+    ensure!(
+        bin.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` (which builds it) or set TRAINER_BIN",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+/// Runs the trainer with `args`; fails with its stderr if it exits non-zero.
+///
+/// # Errors
+/// If it cannot start or fails.
+pub fn run_trainer(args: &[&str]) -> Result<Output> {
+    let out = Command::new(trainer_bin()?)
+        .args(args)
+        .current_dir(workspace_root())
+        .output()
+        .context("starting trainer")?;
+    if !out.status.success() {
+        bail!(
+            "trainer {} failed ({}):\n{}\n{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out)
+}
+
+/// One `digit <i> label=<l> pred=<p>` line of the firmware.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DigitLine {
+    /// Image index.
+    pub index: usize,
+    /// True class.
+    pub label: u8,
+    /// Predicted class.
+    pub pred: u8,
+}
+
+/// The firmware's `summary:` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// Correct predictions.
+    pub correct: usize,
+    /// Images classified.
+    pub total: usize,
+    /// Mean instructions per inference (SysTick under `-icount shift=0`).
+    pub insns_per_inference: u64,
+    /// Peak stack use in bytes (painting).
+    pub stack_peak_bytes: u64,
+}
+
+/// What one firmware run printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirmwareReport {
+    /// Per-image lines, in order.
+    pub digits: Vec<DigitLine>,
+    /// The summary.
+    pub summary: Summary,
+}
+
+fn field<T: std::str::FromStr>(token: Option<&str>, key: &str, line: &str) -> Result<T> {
+    token
+        .and_then(|t| t.strip_prefix(key))
+        .and_then(|t| t.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("expected `{key}=<n>` in firmware line {line:?}"))
+}
+
+/// Parses the firmware's output: `digit` lines, then exactly one `summary:` line.
+///
+/// # Errors
+/// On a malformed line, a missing or repeated summary.
+pub fn parse_firmware_output(text: &str) -> Result<FirmwareReport> {
+    let mut digits = Vec::new();
+    let mut summary = None;
+    for line in text.lines() {
+        let mut t = line.split_whitespace();
+        match t.next() {
+            Some("digit") => {
+                let index = t
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .with_context(|| format!("bad line {line:?}"))?;
+                let label = field(t.next(), "label", line)?;
+                let pred = field(t.next(), "pred", line)?;
+                digits.push(DigitLine { index, label, pred });
+            }
+            Some("summary:") => {
+                ensure!(summary.is_none(), "more than one summary line");
+                summary = Some(Summary {
+                    correct: field(t.next(), "correct", line)?,
+                    total: field(t.next(), "total", line)?,
+                    insns_per_inference: field(t.next(), "insns_per_inference", line)?,
+                    stack_peak_bytes: field(t.next(), "stack_peak_bytes", line)?,
+                });
+            }
+            _ => {}
+        }
+    }
+    let summary = summary.context("the firmware printed no `summary:` line")?;
+    Ok(FirmwareReport { digits, summary })
+}
+
+/// Builds the firmware around `model` and `digits` and runs it under QEMU
+/// (`cargo run --release` in `firmware-example/`, whose runner is QEMU with a timeout).
+///
+/// # Errors
+/// If the build or QEMU fails (non-zero exit), with the output.
+pub fn run_firmware(model: &Path, digits: &Path) -> Result<String> {
+    let dir = workspace_root().join("firmware-example");
+    let out = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args(["run", "--release", "--quiet"])
+        .current_dir(&dir)
+        .env("FIRMWARE_MODEL", model)
+        .env("FIRMWARE_DIGITS", digits)
+        // The firmware has its own target and target dir; keep the host build's settings out.
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_MAKEFLAGS")
+        .output()
+        .context("starting cargo for the firmware")?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure!(
+        out.status.success(),
+        "firmware run failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(stdout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_firmware_contract_lines() {
+        let text = "boot\ndigit 0 label=7 pred=7\ndigit 1 label=2 pred=3\nsummary: correct=1 total=2 insns_per_inference=123 stack_peak_bytes=456\n";
+        let r = parse_firmware_output(text).unwrap();
+        assert_eq!(
+            r.digits,
+            vec![
+                DigitLine {
+                    index: 0,
+                    label: 7,
+                    pred: 7
+                },
+                DigitLine {
+                    index: 1,
+                    label: 2,
+                    pred: 3
+                }
+            ]
+        );
+        assert_eq!(
+            r.summary,
+            Summary {
+                correct: 1,
+                total: 2,
+                insns_per_inference: 123,
+                stack_peak_bytes: 456
+            }
+        );
+        assert!(parse_firmware_output("digit 0 label=7 pred=7\n").is_err());
+        assert!(parse_firmware_output(
+            "summary: correct=x total=1 insns_per_inference=1 stack_peak_bytes=1"
+        )
+        .is_err());
+    }
+}

@@ -23,7 +23,11 @@ pub fn load_net(bytes: &[u8]) -> Result<TutorialNet<'_>> {
 }
 
 /// Classifies image `pixels` (28×28, row-major) with `net`.
-pub fn classify(net: &TutorialNet<'_>, pixels: &[u8], scratch: &mut TutorialScratch) -> infer_core::Output<10> {
+pub fn classify(
+    net: &TutorialNet<'_>,
+    pixels: &[u8],
+    scratch: &mut TutorialScratch,
+) -> infer_core::Output<10> {
     let mut image = [[0u8; 28]; 28];
     for (row, src) in image.iter_mut().zip(pixels.chunks_exact(28)) {
         row.copy_from_slice(src);
@@ -55,6 +59,13 @@ pub fn evaluate_int8(model_bytes: &[u8], data: &Dataset) -> Result<Int8Evaluatio
                 .collect::<Vec<_>>()
         })
         .collect();
-    let correct = predictions.iter().zip(&data.labels).filter(|(p, l)| p == l).count();
-    Ok(Int8Evaluation { accuracy: correct as f64 / data.len() as f64, predictions })
+    let correct = predictions
+        .iter()
+        .zip(&data.labels)
+        .filter(|(p, l)| p == l)
+        .count();
+    Ok(Int8Evaluation {
+        accuracy: correct as f64 / data.len() as f64,
+        predictions,
+    })
 }

@@ -99,18 +99,32 @@ fn fit(args: &FitArgs) -> Result<()> {
     let (model, epochs) = train::fit(&split.train, &split.test, &config, &mut observer)?;
 
     let calibration_len = (args.calibration_images as usize).min(split.train.len()) * 784;
-    let quantized = quantize::QuantizedModel::from_float(&model, &split.train.images[..calibration_len])
-        .context("quantizing the trained model")?;
+    let quantized =
+        quantize::QuantizedModel::from_float(&model, &split.train.images[..calibration_len])
+            .context("quantizing the trained model")?;
     let bytes = quantized.to_bytes()?;
     let int8 = eval::evaluate_int8(&bytes, &split.test)?;
     let (_, float_accuracy) = train::evaluate(&model, &split.test);
     let float_predictions = predict_float(&model, &split.test);
-    let agreement = float_predictions.iter().zip(&int8.predictions).filter(|(a, b)| a == b).count() as f64
+    let agreement = float_predictions
+        .iter()
+        .zip(&int8.predictions)
+        .filter(|(a, b)| a == b)
+        .count() as f64
         / split.test.len() as f64;
 
-    println!("Test accuracy (float): {:.2}%", 100.0 * f64::from(float_accuracy));
-    println!("Test accuracy (int8, infer-core): {:.2}%", 100.0 * int8.accuracy);
-    println!("int8 and float predictions agree on {:.2}% of test images", 100.0 * agreement);
+    println!(
+        "Test accuracy (float): {:.2}%",
+        100.0 * f64::from(float_accuracy)
+    );
+    println!(
+        "Test accuracy (int8, infer-core): {:.2}%",
+        100.0 * int8.accuracy
+    );
+    println!(
+        "int8 and float predictions agree on {:.2}% of test images",
+        100.0 * agreement
+    );
     atomic::write_atomic(&args.out, &bytes)?;
     println!("Wrote {} ({} bytes)", args.out.display(), bytes.len());
     if let Some(path) = &args.metrics {
@@ -119,7 +133,10 @@ fn fit(args: &FitArgs) -> Result<()> {
             test_accuracy_f32: f64::from(float_accuracy),
             test_accuracy_int8: int8.accuracy,
             int8_float_agreement: agreement,
-            train_images: config.train_limit.unwrap_or(usize::MAX).min(split.train.len()),
+            train_images: config
+                .train_limit
+                .unwrap_or(usize::MAX)
+                .min(split.train.len()),
             test_images: split.test.len(),
             seed: args.seed,
             batch_size: config.batch_size,
@@ -137,16 +154,27 @@ fn predict_float(model: &trainer::network::FloatModel, data: &data::Dataset) -> 
     let mut out = Vec::with_capacity(data.len());
     for chunk in data.images.chunks(784 * 256) {
         let proba = model.predict_proba(chunk);
-        out.extend(proba.rows().into_iter().map(|r| infer_core::kernels::activation::argmax(r.as_slice().unwrap_or(&[])) as u8));
+        out.extend(
+            proba.rows().into_iter().map(|r| {
+                infer_core::kernels::activation::argmax(r.as_slice().unwrap_or(&[])) as u8
+            }),
+        );
     }
     out
 }
 
 fn eval_cmd(args: &EvalArgs) -> Result<()> {
-    let bytes = std::fs::read(&args.model)
-        .with_context(|| format!("reading {} (create it with `trainer fit --out {}`)", args.model.display(), args.model.display()))?;
+    let bytes = std::fs::read(&args.model).with_context(|| {
+        format!(
+            "reading {} (create it with `trainer fit --out {}`)",
+            args.model.display(),
+            args.model.display()
+        )
+    })?;
+    eval::load_net(&bytes).with_context(|| format!("loading {}", args.model.display()))?;
     let test = data::load_test(&args.data)?;
-    let result = eval::evaluate_int8(&bytes, &test).with_context(|| format!("evaluating {}", args.model.display()))?;
+    let result = eval::evaluate_int8(&bytes, &test)
+        .with_context(|| format!("evaluating {}", args.model.display()))?;
     if args.json {
         let json = serde_json::json!({
             "accuracy": result.accuracy,
@@ -156,7 +184,11 @@ fn eval_cmd(args: &EvalArgs) -> Result<()> {
         println!("{json}");
     } else {
         let correct = (result.accuracy * test.len() as f64).round() as usize;
-        println!("int8 accuracy: {:.2}% ({correct} of {} test images)", 100.0 * result.accuracy, test.len());
+        println!(
+            "int8 accuracy: {:.2}% ({correct} of {} test images)",
+            100.0 * result.accuracy,
+            test.len()
+        );
     }
     Ok(())
 }

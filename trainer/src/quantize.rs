@@ -6,21 +6,30 @@
 //! * requantization: Q31 multiplier + power-of-two shift ([`quantize_multiplier`]), applied
 //!   by infer-core with TFLite's rounding.
 
-use crate::network::{Activations, FloatModel, CLASSES, CONV_SIDE, FILTERS, FLAT, INPUT_SIDE, KERNEL, POOL_SIDE};
+use crate::network::{
+    Activations, FloatModel, CLASSES, CONV_SIDE, FILTERS, FLAT, INPUT_SIDE, KERNEL, POOL_SIDE,
+};
 use anyhow::{ensure, Context, Result};
 use infer_core::format::{
-    ChannelParams, Conv2dLayer, DenseLayer, InputSpec, MaxPoolLayer, ModelFile, QuantParams, FORMAT_VERSION, MAGIC,
+    ChannelParams, Conv2dLayer, DenseLayer, InputSpec, MaxPoolLayer, ModelFile, QuantParams,
+    FORMAT_VERSION, MAGIC,
 };
 
 /// Input quantization fixed by the format: pixel `p` (real `p / 255`) becomes `p − 128`.
-pub const INPUT_QUANT: QuantParams = QuantParams { scale: 1.0 / 255.0, zero_point: -128 };
+pub const INPUT_QUANT: QuantParams = QuantParams {
+    scale: 1.0 / 255.0,
+    zero_point: -128,
+};
 
 /// Splits a positive real multiplier into a Q31 multiplier and a shift, as TFLite's
 /// `QuantizeMultiplier`: `m ≈ multiplier · 2^(shift − 31)`, multiplier in `[2^30, 2^31)`.
 ///
 /// Returns `(0, 0)` for `m == 0` and for multipliers too small to represent.
 pub fn quantize_multiplier(m: f64) -> Result<(i32, i32)> {
-    ensure!(m.is_finite() && m >= 0.0, "requantization multiplier {m} is not a finite non-negative number");
+    ensure!(
+        m.is_finite() && m >= 0.0,
+        "requantization multiplier {m} is not a finite non-negative number"
+    );
     if m == 0.0 {
         return Ok((0, 0));
     }
@@ -43,7 +52,10 @@ pub fn quantize_multiplier(m: f64) -> Result<(i32, i32)> {
     if shift < -31 {
         return Ok((0, 0));
     }
-    ensure!(shift <= 30, "requantization multiplier {m} is too large (shift {shift} > 30)");
+    ensure!(
+        shift <= 30,
+        "requantization multiplier {m} is too large (shift {shift} > 30)"
+    );
     Ok((q_fixed as i32, shift))
 }
 
@@ -51,7 +63,11 @@ pub fn quantize_multiplier(m: f64) -> Result<(i32, i32)> {
 pub fn activation_quant(min: f32, max: f32) -> QuantParams {
     let min = min.min(0.0);
     let max = max.max(0.0);
-    let scale = if max > min { (max - min) / 255.0 } else { 1.0 / 255.0 };
+    let scale = if max > min {
+        (max - min) / 255.0
+    } else {
+        1.0 / 255.0
+    };
     let zero_point = (-128.0 - min / scale).round().clamp(-128.0, 127.0) as i32;
     QuantParams { scale, zero_point }
 }
@@ -97,17 +113,27 @@ impl QuantizedChannels {
         for (row, &b) in weights.chunks_exact(per).zip(bias) {
             let max = row.iter().fold(0.0f32, |m, w| m.max(w.abs()));
             let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
-            q.weights.extend(row.iter().map(|&w| ((w / scale).round().clamp(-127.0, 127.0) as i8) as u8));
+            q.weights.extend(
+                row.iter()
+                    .map(|&w| ((w / scale).round().clamp(-127.0, 127.0) as i8) as u8),
+            );
             let bias_scale = f64::from(input_scale) * f64::from(scale);
             let qb = (f64::from(b) / bias_scale).round();
-            ensure!(qb.abs() < f64::from(i32::MAX), "bias {b} does not fit int32 at scale {bias_scale}");
+            ensure!(
+                qb.abs() < f64::from(i32::MAX),
+                "bias {b} does not fit int32 at scale {bias_scale}"
+            );
             let (m, s) = quantize_multiplier(bias_scale / f64::from(output.scale))?;
             q.weight_scales.push(scale);
             q.bias.push(qb as i32);
             q.multiplier.push(m);
             q.shift.push(s as i8);
         }
-        q.weight_scale_bytes = q.weight_scales.iter().flat_map(|s| s.to_le_bytes()).collect();
+        q.weight_scale_bytes = q
+            .weight_scales
+            .iter()
+            .flat_map(|s| s.to_le_bytes())
+            .collect();
         q.bias_bytes = q.bias.iter().flat_map(|s| s.to_le_bytes()).collect();
         q.multiplier_bytes = q.multiplier.iter().flat_map(|s| s.to_le_bytes()).collect();
         q.shift_bytes = q.shift.iter().map(|&s| s as u8).collect();
@@ -147,9 +173,12 @@ impl QuantizedModel {
             !calibration_images.is_empty() && calibration_images.len() % pixels == 0,
             "calibration needs at least one 28×28 image"
         );
-        let (mut conv_max, mut logit_min, mut logit_max) = (0.0f32, f32::INFINITY, f32::NEG_INFINITY);
+        let (mut conv_max, mut logit_min, mut logit_max) =
+            (0.0f32, f32::INFINITY, f32::NEG_INFINITY);
         for chunk in calibration_images.chunks(pixels * 256) {
-            let Activations { conv_relu, logits, .. } = model.forward(chunk);
+            let Activations {
+                conv_relu, logits, ..
+            } = model.forward(chunk);
             conv_max = conv_relu.iter().fold(conv_max, |m, &v| m.max(v));
             for &v in &logits {
                 logit_min = logit_min.min(v);
@@ -161,7 +190,10 @@ impl QuantizedModel {
         let conv_w = model.conv_weights.as_standard_layout();
         let conv = QuantizedChannels::new(
             conv_w.as_slice().context("conv weights not contiguous")?,
-            model.conv_bias.as_slice().context("conv bias not contiguous")?,
+            model
+                .conv_bias
+                .as_slice()
+                .context("conv bias not contiguous")?,
             INPUT_QUANT.scale,
             conv_out,
         )
@@ -169,7 +201,10 @@ impl QuantizedModel {
         let dense_w = model.dense_weights.as_standard_layout();
         let dense = QuantizedChannels::new(
             dense_w.as_slice().context("dense weights not contiguous")?,
-            model.dense_bias.as_slice().context("dense bias not contiguous")?,
+            model
+                .dense_bias
+                .as_slice()
+                .context("dense bias not contiguous")?,
             conv_out.scale,
             logits,
         )
@@ -196,8 +231,14 @@ impl QuantizedModel {
                 relu: true,
                 params: self.conv.params(),
             },
-            pool: MaxPoolLayer { size: (CONV_SIDE / POOL_SIDE) as u16 },
-            dense: DenseLayer { units: CLASSES as u16, inputs: FLAT as u32, params: self.dense.params() },
+            pool: MaxPoolLayer {
+                size: (CONV_SIDE / POOL_SIDE) as u16,
+            },
+            dense: DenseLayer {
+                units: CLASSES as u16,
+                inputs: FLAT as u32,
+                params: self.dense.params(),
+            },
         }
     }
 
@@ -207,7 +248,11 @@ impl QuantizedModel {
     /// Only if encoding fails, which would be a bug.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let mut buf = vec![0u8; self.conv.weights.len() + self.dense.weights.len() + 4096];
-        let len = self.model_file().encode(&mut buf).map_err(|e| anyhow::anyhow!("{e}"))?.len();
+        let len = self
+            .model_file()
+            .encode(&mut buf)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .len();
         buf.truncate(len);
         Ok(buf)
     }

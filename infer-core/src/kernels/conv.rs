@@ -49,9 +49,17 @@ pub fn conv2d_i8(
     if out_w == 0 || f == 0 || row_len == 0 || g.out_h() == 0 {
         return;
     }
-    for (oy, out_row) in output.chunks_exact_mut(out_w * f).take(g.out_h()).enumerate() {
+    for (oy, out_row) in output
+        .chunks_exact_mut(out_w * f)
+        .take(g.out_h())
+        .enumerate()
+    {
         for (ox, out_px) in out_row.chunks_exact_mut(f).enumerate() {
-            for (fi, (out, w_f)) in out_px.iter_mut().zip(weights.chunks_exact(per_filter)).enumerate() {
+            for (fi, (out, w_f)) in out_px
+                .iter_mut()
+                .zip(weights.chunks_exact(per_filter))
+                .enumerate()
+            {
                 let Some((bias, mult, shift)) = requant.channel(fi) else {
                     return;
                 };
@@ -71,10 +79,10 @@ pub fn conv2d_i8(
 
 #[cfg(test)]
 mod tests {
-    use std::{vec, vec::Vec};
     use super::*;
     use crate::kernels::TestRng;
     use crate::requant::requantize;
+    use std::{vec, vec::Vec};
 
     /// Naive 6-loop reference with explicit indices.
     #[allow(clippy::too_many_arguments)]
@@ -98,12 +106,14 @@ mod tests {
                         for kx in 0..g.k_w {
                             for c in 0..g.in_c {
                                 let i = input[((y + ky) * g.in_w + x + kx) * g.in_c + c] as i32;
-                                let w = weights[((f * g.k_h + ky) * g.k_w + kx) * g.in_c + c] as i32;
+                                let w =
+                                    weights[((f * g.k_h + ky) * g.k_w + kx) * g.in_c + c] as i32;
                                 acc += (i + input_offset) * w;
                             }
                         }
                     }
-                    out[(y * g.out_w() + x) * g.filters + f] = requantize(acc, mult[f], shift[f], out_zp, min, 127);
+                    out[(y * g.out_w() + x) * g.filters + f] =
+                        requantize(acc, mult[f], shift[f], out_zp, min, 127);
                 }
             }
         }
@@ -123,14 +133,30 @@ mod tests {
                 filters: 1 + rng.below(9) as usize,
             };
             let input: Vec<i8> = (0..g.in_h * g.in_w * g.in_c).map(|_| rng.i8()).collect();
-            let weights: Vec<i8> = (0..g.filters * g.k_h * g.k_w * g.in_c).map(|_| rng.i8()).collect();
-            let bias: Vec<i32> = (0..g.filters).map(|_| rng.below(20_001) as i32 - 10_000).collect();
-            let mult: Vec<i32> = (0..g.filters).map(|_| (1 << 30) + (rng.below(1 << 30) as i32)).collect();
+            let weights: Vec<i8> = (0..g.filters * g.k_h * g.k_w * g.in_c)
+                .map(|_| rng.i8())
+                .collect();
+            let bias: Vec<i32> = (0..g.filters)
+                .map(|_| rng.below(20_001) as i32 - 10_000)
+                .collect();
+            let mult: Vec<i32> = (0..g.filters)
+                .map(|_| (1 << 30) + (rng.below(1 << 30) as i32))
+                .collect();
             let shift: Vec<i32> = (0..g.filters).map(|_| -(rng.below(12) as i32)).collect();
             let input_offset = rng.below(256) as i32 - 127;
             let out_zp = rng.below(256) as i32 - 128;
             let min = if case % 2 == 0 { -128 } else { out_zp };
-            let expected = reference(&g, &input, input_offset, &weights, &bias, &mult, &shift, out_zp, min);
+            let expected = reference(
+                &g,
+                &input,
+                input_offset,
+                &weights,
+                &bias,
+                &mult,
+                &shift,
+                out_zp,
+                min,
+            );
 
             let bias_b: Vec<u8> = bias.iter().flat_map(|b| b.to_le_bytes()).collect();
             let mult_b: Vec<u8> = mult.iter().flat_map(|b| b.to_le_bytes()).collect();
@@ -152,7 +178,14 @@ mod tests {
 
     #[test]
     fn short_slices_do_not_panic() {
-        let g = ConvGeometry { in_h: 5, in_w: 5, in_c: 2, k_h: 3, k_w: 3, filters: 4 };
+        let g = ConvGeometry {
+            in_h: 5,
+            in_w: 5,
+            in_c: 2,
+            k_h: 3,
+            k_w: 3,
+            filters: 4,
+        };
         let rq = ChannelRequant {
             bias: &[0; 8],
             multiplier: &[0; 8],

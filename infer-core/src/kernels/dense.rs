@@ -5,11 +5,21 @@ use super::ChannelRequant;
 /// `out[u] = clamp(requant(bias[u] + Σ_i (in[i] + input_offset) · w[u][i]) + zero point)`.
 ///
 /// `weights` is `units × input.len()` int8 bytes, row by row; `output` has `units` values.
-pub fn dense_i8(input: &[i8], input_offset: i32, weights: &[u8], requant: &ChannelRequant<'_>, output: &mut [i8]) {
+pub fn dense_i8(
+    input: &[i8],
+    input_offset: i32,
+    weights: &[u8],
+    requant: &ChannelRequant<'_>,
+    output: &mut [i8],
+) {
     if input.is_empty() {
         return;
     }
-    for (u, (out, w_row)) in output.iter_mut().zip(weights.chunks_exact(input.len())).enumerate() {
+    for (u, (out, w_row)) in output
+        .iter_mut()
+        .zip(weights.chunks_exact(input.len()))
+        .enumerate()
+    {
         let Some((bias, mult, shift)) = requant.channel(u) else {
             return;
         };
@@ -23,10 +33,10 @@ pub fn dense_i8(input: &[i8], input_offset: i32, weights: &[u8], requant: &Chann
 
 #[cfg(test)]
 mod tests {
-    use std::{vec, vec::Vec};
     use super::*;
     use crate::kernels::TestRng;
     use crate::requant::requantize;
+    use std::{vec, vec::Vec};
 
     #[test]
     fn matches_naive_reference_exactly() {
@@ -36,8 +46,12 @@ mod tests {
             let units = 1 + rng.below(12) as usize;
             let input: Vec<i8> = (0..n_in).map(|_| rng.i8()).collect();
             let w: Vec<i8> = (0..n_in * units).map(|_| rng.i8()).collect();
-            let bias: Vec<i32> = (0..units).map(|_| rng.below(200_001) as i32 - 100_000).collect();
-            let mult: Vec<i32> = (0..units).map(|_| (1 << 30) + rng.below(1 << 30) as i32).collect();
+            let bias: Vec<i32> = (0..units)
+                .map(|_| rng.below(200_001) as i32 - 100_000)
+                .collect();
+            let mult: Vec<i32> = (0..units)
+                .map(|_| (1 << 30) + rng.below(1 << 30) as i32)
+                .collect();
             let shift: Vec<i32> = (0..units).map(|_| -(rng.below(16) as i32)).collect();
             let offset = rng.below(256) as i32 - 127;
             let zp = rng.below(256) as i32 - 128;

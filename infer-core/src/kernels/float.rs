@@ -4,16 +4,31 @@ use super::conv::ConvGeometry;
 
 /// f32 convolution (stride 1, valid) with bias and optional ReLU.
 /// Layouts as in [`super::conv::conv2d_i8`].
-pub fn conv2d_f32(g: &ConvGeometry, input: &[f32], weights: &[f32], bias: &[f32], relu: bool, output: &mut [f32]) {
+pub fn conv2d_f32(
+    g: &ConvGeometry,
+    input: &[f32],
+    weights: &[f32],
+    bias: &[f32],
+    relu: bool,
+    output: &mut [f32],
+) {
     let (out_w, f, c) = (g.out_w(), g.filters, g.in_c);
     let row_len = g.k_w * c;
     let per_filter = g.k_h * row_len;
     if out_w == 0 || f == 0 || row_len == 0 || g.out_h() == 0 {
         return;
     }
-    for (oy, out_row) in output.chunks_exact_mut(out_w * f).take(g.out_h()).enumerate() {
+    for (oy, out_row) in output
+        .chunks_exact_mut(out_w * f)
+        .take(g.out_h())
+        .enumerate()
+    {
         for (ox, out_px) in out_row.chunks_exact_mut(f).enumerate() {
-            for ((out, w_f), &b) in out_px.iter_mut().zip(weights.chunks_exact(per_filter)).zip(bias) {
+            for ((out, w_f), &b) in out_px
+                .iter_mut()
+                .zip(weights.chunks_exact(per_filter))
+                .zip(bias)
+            {
                 let mut acc = b;
                 for (ky, w_row) in w_f.chunks_exact(row_len).enumerate() {
                     let start = ((oy + ky) * g.in_w + ox) * c;
@@ -33,16 +48,20 @@ pub fn dense_f32(input: &[f32], weights: &[f32], bias: &[f32], output: &mut [f32
     if input.is_empty() {
         return;
     }
-    for ((out, w_row), &b) in output.iter_mut().zip(weights.chunks_exact(input.len())).zip(bias) {
+    for ((out, w_row), &b) in output
+        .iter_mut()
+        .zip(weights.chunks_exact(input.len()))
+        .zip(bias)
+    {
         *out = b + input.iter().zip(w_row).map(|(x, w)| x * w).sum::<f32>();
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::{vec, vec::Vec};
     use super::*;
     use crate::kernels::TestRng;
+    use std::{vec, vec::Vec};
 
     #[test]
     fn conv_matches_naive_reference() {
@@ -57,7 +76,9 @@ mod tests {
                 filters: 1 + rng.below(5) as usize,
             };
             let input: Vec<f32> = (0..g.in_h * g.in_w * g.in_c).map(|_| rng.f32()).collect();
-            let w: Vec<f32> = (0..g.filters * g.k_h * g.k_w * g.in_c).map(|_| rng.f32()).collect();
+            let w: Vec<f32> = (0..g.filters * g.k_h * g.k_w * g.in_c)
+                .map(|_| rng.f32())
+                .collect();
             let b: Vec<f32> = (0..g.filters).map(|_| rng.f32()).collect();
             let mut out = vec![0.0; g.out_h() * g.out_w() * g.filters];
             conv2d_f32(&g, &input, &w, &b, true, &mut out);
@@ -91,7 +112,10 @@ mod tests {
         let mut out = [0.0f32; 3];
         dense_f32(&input, &w, &b, &mut out);
         for u in 0..3 {
-            let want: f64 = b[u] as f64 + (0..50).map(|i| input[i] as f64 * w[u * 50 + i] as f64).sum::<f64>();
+            let want: f64 = b[u] as f64
+                + (0..50)
+                    .map(|i| input[i] as f64 * w[u * 50 + i] as f64)
+                    .sum::<f64>();
             assert!((out[u] as f64 - want).abs() <= 1e-5);
         }
     }

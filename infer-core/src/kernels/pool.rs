@@ -16,18 +16,16 @@ pub struct PoolGeometry {
 impl PoolGeometry {
     /// Output rows (`in_h / size`).
     pub const fn out_h(&self) -> usize {
-        if self.size == 0 {
-            0
-        } else {
-            self.in_h / self.size
+        match self.in_h.checked_div(self.size) {
+            Some(n) => n,
+            None => 0,
         }
     }
     /// Output columns (`in_w / size`).
     pub const fn out_w(&self) -> usize {
-        if self.size == 0 {
-            0
-        } else {
-            self.in_w / self.size
+        match self.in_w.checked_div(self.size) {
+            Some(n) => n,
+            None => 0,
         }
     }
 }
@@ -38,7 +36,11 @@ pub fn max_pool<T: Copy + PartialOrd>(g: &PoolGeometry, input: &[T], output: &mu
     if out_w == 0 || c == 0 || g.out_h() == 0 {
         return;
     }
-    for (oy, out_row) in output.chunks_exact_mut(out_w * c).take(g.out_h()).enumerate() {
+    for (oy, out_row) in output
+        .chunks_exact_mut(out_w * c)
+        .take(g.out_h())
+        .enumerate()
+    {
         for (ox, out_px) in out_row.chunks_exact_mut(c).enumerate() {
             for (ch, out) in out_px.iter_mut().enumerate() {
                 let mut best: Option<T> = None;
@@ -62,9 +64,9 @@ pub fn max_pool<T: Copy + PartialOrd>(g: &PoolGeometry, input: &[T], output: &mu
 
 #[cfg(test)]
 mod tests {
-    use std::{vec, vec::Vec};
     use super::*;
     use crate::kernels::TestRng;
+    use std::{vec, vec::Vec};
 
     #[test]
     fn matches_naive_reference_exactly() {
@@ -76,7 +78,9 @@ mod tests {
                 channels: 1 + rng.below(5) as usize,
                 size: 1 + rng.below(3) as usize,
             };
-            let input: Vec<i8> = (0..g.in_h * g.in_w * g.channels).map(|_| rng.i8()).collect();
+            let input: Vec<i8> = (0..g.in_h * g.in_w * g.channels)
+                .map(|_| rng.i8())
+                .collect();
             let mut expected = vec![0i8; g.out_h() * g.out_w() * g.channels];
             for y in 0..g.out_h() {
                 for x in 0..g.out_w() {
@@ -84,7 +88,11 @@ mod tests {
                         let mut m = i8::MIN;
                         for dy in 0..g.size {
                             for dx in 0..g.size {
-                                m = m.max(input[((y * g.size + dy) * g.in_w + x * g.size + dx) * g.channels + c]);
+                                m = m.max(
+                                    input[((y * g.size + dy) * g.in_w + x * g.size + dx)
+                                        * g.channels
+                                        + c],
+                                );
                             }
                         }
                         expected[(y * g.out_w() + x) * g.channels + c] = m;

@@ -1,0 +1,72 @@
+//! `cargo xtask demo`: the main job end to end.
+
+use crate::{cargo, has_mnist, prereq, qemu, run_step, workspace_root};
+use anyhow::Result;
+use std::path::PathBuf;
+
+/// Options of `cargo xtask demo`.
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// Where the trained int8 model goes.
+    #[arg(long, default_value = "model.bin")]
+    pub out: PathBuf,
+    /// Training epochs (the tutorial's 6 by default).
+    #[arg(long, default_value_t = 6)]
+    pub epochs: u32,
+    /// Training seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// Fetches MNIST if missing, fits and quantizes, evaluates on the host, runs the firmware.
+///
+/// # Errors
+/// The first step that fails, by name.
+pub fn run(args: &DemoArgs) -> Result<()> {
+    let root = workspace_root();
+    let data = root.join("data/mnist");
+    if !has_mnist(&data) {
+        crate::fetch_mnist::run(&data)?;
+    }
+    let out = root.join(&args.out);
+    let out_str = out.to_string_lossy().into_owned();
+    run_step(
+        "trainer fit",
+        cargo()
+            .args([
+                "run",
+                "--release",
+                "--quiet",
+                "-p",
+                "trainer",
+                "--",
+                "fit",
+                "--out",
+                &out_str,
+            ])
+            .args([
+                "--epochs",
+                &args.epochs.to_string(),
+                "--seed",
+                &args.seed.to_string(),
+            ]),
+    )?;
+    run_step(
+        "trainer eval",
+        cargo().args([
+            "run",
+            "--release",
+            "--quiet",
+            "-p",
+            "trainer",
+            "--",
+            "eval",
+            "--model",
+            &out_str,
+        ]),
+    )?;
+    prereq::ensure_qemu()?;
+    prereq::ensure_targets()?;
+    eprintln!("==> firmware on the Cortex-M4F (QEMU mps2-an386)");
+    qemu::run(&qemu::QemuArgs::for_model(out, data))
+}

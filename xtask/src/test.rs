@@ -1,0 +1,79 @@
+//! `cargo xtask test`: every check, cheapest first, the same on a laptop and in CI.
+
+use crate::{cargo, has_mnist, prereq, run_step, workspace_root};
+use anyhow::Result;
+
+/// Options of `cargo xtask test`.
+#[derive(clap::Args)]
+pub struct TestArgs {
+    /// Skip `cargo fmt --check` and clippy (only the tests).
+    #[arg(long)]
+    pub no_lint: bool,
+}
+
+/// Installs prerequisites, fetches data, then runs fmt, clippy, docs and all tests.
+///
+/// # Errors
+/// The first step that fails, by name.
+pub fn run(args: &TestArgs) -> Result<()> {
+    prereq::ensure_targets()?;
+    prereq::ensure_qemu()?;
+    let data = workspace_root().join("data/mnist");
+    if !has_mnist(&data) {
+        crate::fetch_mnist::run(&data)?;
+    }
+    let firmware = workspace_root().join("firmware-example");
+    if !args.no_lint {
+        run_step(
+            "cargo fmt --check",
+            cargo().args(["fmt", "--all", "--", "--check"]),
+        )?;
+        run_step(
+            "cargo fmt --check (firmware-example)",
+            cargo()
+                .current_dir(&firmware)
+                .args(["fmt", "--", "--check"]),
+        )?;
+        run_step(
+            "cargo clippy --workspace --all-targets -- -D warnings",
+            cargo().args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--release",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+        )?;
+        run_step(
+            "cargo clippy (firmware-example) -- -D warnings",
+            cargo()
+                .current_dir(&firmware)
+                .args(["clippy", "--release", "--", "-D", "warnings"]),
+        )?;
+        run_step(
+            "cargo doc -p infer-core (warnings are errors)",
+            cargo()
+                .args(["doc", "--no-deps", "-p", "infer-core"])
+                .env("RUSTDOCFLAGS", "-D warnings"),
+        )?;
+    }
+    run_step(
+        "cargo build -p infer-core --target thumbv6m-none-eabi (no_std, no allocator)",
+        cargo().args([
+            "build",
+            "--release",
+            "-p",
+            "infer-core",
+            "--target",
+            "thumbv6m-none-eabi",
+        ]),
+    )?;
+    run_step(
+        "cargo test --workspace --release",
+        cargo().args(["test", "--workspace", "--release"]),
+    )?;
+    eprintln!("==> all checks passed");
+    Ok(())
+}
