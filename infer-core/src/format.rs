@@ -384,7 +384,7 @@ fn check_channels(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::vec::Vec;
 
@@ -392,7 +392,7 @@ mod tests {
     const SCALE: [u8; 4] = [0, 0, 0x80, 0x3f]; // 1.0f32
 
     /// Smallest valid model: 2×2 input, 1×1 conv with 1 filter, pool 2, dense 1→2.
-    fn tiny() -> ModelFile<'static> {
+    pub(crate) fn tiny() -> ModelFile<'static> {
         let params = |weights: &'static [u8], n: usize| ChannelParams {
             weights,
             weight_scales: &SCALE_X2[..4 * n],
@@ -442,7 +442,7 @@ mod tests {
     ];
     static SHIFT_X2: [u8; 2] = [0xff, 0xff];
 
-    fn encoded(m: &ModelFile<'_>) -> Vec<u8> {
+    pub(crate) fn encoded(m: &ModelFile<'_>) -> Vec<u8> {
         let mut buf = [0u8; 256];
         m.encode(&mut buf).unwrap().to_vec()
     }

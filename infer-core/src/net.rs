@@ -461,3 +461,90 @@ impl<
         logits
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::tests::{encoded, tiny};
+    use std::format;
+
+    /// The shapes of `format::tests::tiny()`: 2×2×1 input, 1×1 conv with 1 filter, pool 2, 2 classes.
+    type TinyNet<'a> = Net<'a, 2, 2, 1, 1, 1, 2, 2, 2, 1, 1, 2>;
+    type TinyScratch = Scratch<2, 2, 1, 1, 1>;
+
+    #[test]
+    fn infers_the_hand_computed_result() {
+        let bytes = encoded(&tiny());
+        let net = TinyNet::from_bytes(&bytes).unwrap();
+        let input = pixels_to_input(&[[0u8, 255], [10, 20]]);
+        let mut scratch = TinyScratch::new();
+        let out = net.infer(&input, &mut scratch);
+        // conv: acc = 3·p; ×0.25 (multiplier 2^30, shift −1); +zp −1; ReLU clamps at −1.
+        assert_eq!(scratch.conv, [[[-1], [127]], [[7], [14]]]);
+        assert_eq!(scratch.pool, [[[127]]]);
+        // dense: (127 + 1)·(5, −5) ×0.25 − 1 → (159, −161) → clamped.
+        assert_eq!(out.logits, [127, -128]);
+        assert_eq!(out.class(), 0);
+        let p = out.probabilities();
+        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_model_of_other_shapes_is_refused_naming_both() {
+        let bytes = encoded(&tiny());
+        let err = TutorialNet::from_bytes(&bytes).unwrap_err();
+        assert_eq!(
+            err,
+            Error::ShapeMismatch {
+                layer: "input",
+                found: [2, 2, 1, 0],
+                compiled: [28, 28, 1, 0]
+            }
+        );
+        type TwoFilters<'a> = Net<'a, 2, 2, 1, 1, 2, 2, 2, 2, 1, 1, 2>;
+        let err = TwoFilters::from_bytes(&bytes).unwrap_err();
+        assert_eq!(
+            err,
+            Error::ShapeMismatch {
+                layer: "conv",
+                found: [1, 1, 1, 1],
+                compiled: [1, 1, 1, 2]
+            }
+        );
+        let msg = format!("{err}");
+        assert!(
+            msg.contains("1×1×1×1 in the file") && msg.contains("1×1×1×2 compiled"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn float_net_checks_lengths_and_computes() {
+        let cw = [2.0f32];
+        let cb = [0.5f32];
+        let dw = [1.0f32, -1.0];
+        let db = [0.0f32, 0.25];
+        let w = FloatWeights {
+            conv_weights: &cw,
+            conv_bias: &cb,
+            dense_weights: &dw,
+            dense_bias: &db,
+        };
+        let net = FloatNet::<'_, 2, 2, 1, 1, 1, 2, 2, 2, 1, 1, 2>::new(w).unwrap();
+        let mut s = FloatScratch::new();
+        let logits = net.infer(&[[[0.0], [1.0]], [[0.25], [-3.0]]], &mut s);
+        // conv+relu: [0.5, 2.5, 1.0, 0]; pool max 2.5; dense: (2.5, −2.25)
+        assert_eq!(logits, [2.5, -2.25]);
+        let short = FloatWeights {
+            conv_bias: &[],
+            ..w
+        };
+        assert!(matches!(
+            FloatNet::<'_, 2, 2, 1, 1, 1, 2, 2, 2, 1, 1, 2>::new(short),
+            Err(Error::InconsistentLength {
+                field: "conv bias",
+                ..
+            })
+        ));
+    }
+}

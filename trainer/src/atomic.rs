@@ -31,6 +31,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         })?;
     tmp.write_all(bytes)
         .with_context(|| format!("writing {}", path.display()))?;
+    set_permissions(tmp.as_file(), path)?;
     tmp.as_file()
         .sync_all()
         .with_context(|| format!("flushing {} to disk", path.display()))?;
@@ -41,6 +42,21 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         // Persist the rename itself; failure here only weakens durability, not atomicity.
         let _ = d.sync_all();
     }
+    Ok(())
+}
+
+/// Gives the new file the mode of the file it replaces, or `rw-r--r--` for a new one
+/// (temporary files are created owner-only).
+#[cfg(unix)]
+fn set_permissions(file: &std::fs::File, path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o7777);
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting the permissions of {}", path.display()))
+}
+
+#[cfg(not(unix))]
+fn set_permissions(_file: &std::fs::File, _path: &Path) -> Result<()> {
     Ok(())
 }
 
@@ -60,6 +76,12 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("model.bin")]);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o644);
+        }
     }
 
     #[test]

@@ -1,11 +1,7 @@
 //! `trainer`: train the tutorial CNN, quantize it to int8 and evaluate it.
 
-use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
-use serde::Serialize;
-use std::path::PathBuf;
-use trainer::train::{ConsoleObserver, EpochMetrics, FitConfig};
-use trainer::{atomic, data, eval, quantize, train};
+use clap::{Parser, Subcommand};
+use trainer::commands::{eval, fit};
 
 /// Train the Keras MNIST tutorial CNN, quantize it to int8 and evaluate it with infer-core.
 #[derive(Parser)]
@@ -18,186 +14,16 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train the model, quantize it to int8 and write model.bin.
-    Fit(FitArgs),
+    Fit(fit::FitArgs),
     /// Evaluate a model.bin on the test set with infer-core's int8 kernels.
-    Eval(EvalArgs),
-}
-
-#[derive(Args)]
-struct FitArgs {
-    /// Where to write the int8 model (written atomically).
-    #[arg(long, default_value = "model.bin")]
-    out: PathBuf,
-    /// Directory with the four IDX files (raw or .gz).
-    #[arg(long, default_value = "data/mnist")]
-    data: PathBuf,
-    /// Passes over the training set.
-    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..))]
-    epochs: u32,
-    /// Images per gradient step.
-    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
-    batch_size: u32,
-    /// Adam learning rate.
-    #[arg(long, default_value_t = 0.001)]
-    lr: f32,
-    /// Seed for initialisation, shuffling and dropout.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    /// Worker threads (0 = all cores).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
-    /// Train on the first N training images only.
-    #[arg(long)]
-    train_limit: Option<usize>,
-    /// Training images used to calibrate the activation ranges.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
-    calibration_images: u32,
-    /// Also write the training metrics as JSON to this file.
-    #[arg(long)]
-    metrics: Option<PathBuf>,
-}
-
-#[derive(Args)]
-struct EvalArgs {
-    /// The int8 model to evaluate.
-    #[arg(long, default_value = "model.bin")]
-    model: PathBuf,
-    /// Directory with the IDX files; the test half is used.
-    #[arg(long, default_value = "data/mnist")]
-    data: PathBuf,
-    /// Print one JSON object: accuracy and every prediction.
-    #[arg(long)]
-    json: bool,
-}
-
-/// What `fit --metrics` writes.
-#[derive(Serialize)]
-struct Metrics<'a> {
-    params: usize,
-    test_accuracy_f32: f64,
-    test_accuracy_int8: f64,
-    int8_float_agreement: f64,
-    train_images: usize,
-    test_images: usize,
-    seed: u64,
-    batch_size: usize,
-    model_bytes: usize,
-    epochs: &'a [EpochMetrics],
-}
-
-fn fit(args: &FitArgs) -> Result<()> {
-    let split = data::load(&args.data)?;
-    let config = FitConfig {
-        epochs: args.epochs as usize,
-        batch_size: args.batch_size as usize,
-        learning_rate: args.lr,
-        seed: args.seed,
-        threads: args.threads,
-        train_limit: args.train_limit,
-    };
-    let mut observer = ConsoleObserver::new(config.epochs);
-    let (model, epochs) = train::fit(&split.train, &split.test, &config, &mut observer)?;
-
-    let calibration_len = (args.calibration_images as usize).min(split.train.len()) * 784;
-    let quantized =
-        quantize::QuantizedModel::from_float(&model, &split.train.images[..calibration_len])
-            .context("quantizing the trained model")?;
-    let bytes = quantized.to_bytes()?;
-    let int8 = eval::evaluate_int8(&bytes, &split.test)?;
-    let (_, float_accuracy) = train::evaluate(&model, &split.test);
-    let float_predictions = predict_float(&model, &split.test);
-    let agreement = float_predictions
-        .iter()
-        .zip(&int8.predictions)
-        .filter(|(a, b)| a == b)
-        .count() as f64
-        / split.test.len() as f64;
-
-    println!(
-        "Test accuracy (float): {:.2}%",
-        100.0 * f64::from(float_accuracy)
-    );
-    println!(
-        "Test accuracy (int8, infer-core): {:.2}%",
-        100.0 * int8.accuracy
-    );
-    println!(
-        "int8 and float predictions agree on {:.2}% of test images",
-        100.0 * agreement
-    );
-    atomic::write_atomic(&args.out, &bytes)?;
-    println!("Wrote {} ({} bytes)", args.out.display(), bytes.len());
-    if let Some(path) = &args.metrics {
-        let metrics = Metrics {
-            params: model.parameter_count(),
-            test_accuracy_f32: f64::from(float_accuracy),
-            test_accuracy_int8: int8.accuracy,
-            int8_float_agreement: agreement,
-            train_images: config
-                .train_limit
-                .unwrap_or(usize::MAX)
-                .min(split.train.len()),
-            test_images: split.test.len(),
-            seed: args.seed,
-            batch_size: config.batch_size,
-            model_bytes: bytes.len(),
-            epochs: &epochs,
-        };
-        let json = serde_json::to_vec_pretty(&metrics)?;
-        atomic::write_atomic(path, &json)?;
-        println!("Wrote {}", path.display());
-    }
-    Ok(())
-}
-
-fn predict_float(model: &trainer::network::FloatModel, data: &data::Dataset) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len());
-    for chunk in data.images.chunks(784 * 256) {
-        let proba = model.predict_proba(chunk);
-        out.extend(
-            proba.rows().into_iter().map(|r| {
-                infer_core::kernels::activation::argmax(r.as_slice().unwrap_or(&[])) as u8
-            }),
-        );
-    }
-    out
-}
-
-fn eval_cmd(args: &EvalArgs) -> Result<()> {
-    let bytes = std::fs::read(&args.model).with_context(|| {
-        format!(
-            "reading {} (create it with `trainer fit --out {}`)",
-            args.model.display(),
-            args.model.display()
-        )
-    })?;
-    eval::load_net(&bytes).with_context(|| format!("loading {}", args.model.display()))?;
-    let test = data::load_test(&args.data)?;
-    let result = eval::evaluate_int8(&bytes, &test)
-        .with_context(|| format!("evaluating {}", args.model.display()))?;
-    if args.json {
-        let json = serde_json::json!({
-            "accuracy": result.accuracy,
-            "images": test.len(),
-            "predictions": result.predictions,
-        });
-        println!("{json}");
-    } else {
-        let correct = (result.accuracy * test.len() as f64).round() as usize;
-        println!(
-            "int8 accuracy: {:.2}% ({correct} of {} test images)",
-            100.0 * result.accuracy,
-            test.len()
-        );
-    }
-    Ok(())
+    Eval(eval::EvalArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match &cli.command {
-        Command::Fit(args) => fit(args),
-        Command::Eval(args) => eval_cmd(args),
+        Command::Fit(args) => fit::run(args),
+        Command::Eval(args) => eval::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -281,8 +281,10 @@ mod tests {
         let q = activation_quant(0.0, 2.55);
         assert_eq!(q.zero_point, -128);
         assert!((q.scale - 0.01).abs() < 1e-7);
-        let q = activation_quant(-1.0, 1.0);
+        let q = activation_quant(-1.28, 1.27); // scale 0.01, real 0 at q = 0
         assert_eq!(q.zero_point, 0);
+        let q = activation_quant(-1.0, 1.0); // zero point −0.5 rounds away from zero, as TFLite
+        assert_eq!(q.zero_point, -1);
         let q = activation_quant(1.0, 2.0); // widened to [0, 2]
         assert_eq!(q.zero_point, -128);
     }
