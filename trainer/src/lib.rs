@@ -2,6 +2,7 @@
 //! ndarray, post-training int8 quantization and evaluation through infer-core.
 
 pub mod atomic;
+pub mod checkpoint;
 pub mod commands;
 pub mod data;
 pub mod eval;

@@ -37,6 +37,9 @@ pub struct FitArgs {
     /// Training images used to calibrate the activation ranges.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub calibration_images: u32,
+    /// Also keep the float weights in this file (see `trainer quantize --float`).
+    #[arg(long)]
+    pub save_float: Option<PathBuf>,
     /// Also write the training metrics as JSON to this file.
     #[arg(long)]
     pub metrics: Option<PathBuf>,
@@ -103,6 +106,10 @@ pub fn run(args: &FitArgs) -> Result<()> {
     );
     atomic::write_atomic(&args.out, &bytes)?;
     println!("Wrote {} ({} bytes)", args.out.display(), bytes.len());
+    if let Some(path) = &args.save_float {
+        crate::checkpoint::save(&model, path)?;
+        println!("Wrote {}", path.display());
+    }
     if let Some(path) = &args.metrics {
         let metrics = Metrics {
             params: model.parameter_count(),
