@@ -1,7 +1,7 @@
-//! `trainer`: train the tutorial CNN, quantize it to int8 and evaluate it.
+//! `trainer`: train the tutorial CNN, quantize it to int8, evaluate, inspect and draw it.
 
 use clap::{Parser, Subcommand};
-use trainer::commands::{eval, fit};
+use trainer::commands::{eval, fit, predict, quantize, report, summary};
 
 /// Train the Keras MNIST tutorial CNN, quantize it to int8 and evaluate it with infer-core.
 #[derive(Parser)]
@@ -17,6 +17,14 @@ enum Command {
     Fit(fit::FitArgs),
     /// Evaluate a model.bin on the test set with infer-core's int8 kernels.
     Eval(eval::EvalArgs),
+    /// Print the Keras-style layer table, parameter count, flash and RAM.
+    Summary(summary::SummaryArgs),
+    /// Classify one test image or a picture of your own, with the class probabilities.
+    Predict(predict::PredictArgs),
+    /// Quantize a float checkpoint (fit --save-float) into a model.bin.
+    Quantize(quantize::QuantizeArgs),
+    /// Draw the tutorial's pictures (PNG) and an index.html.
+    Report(report::ReportArgs),
 }
 
 fn main() {
@@ -24,6 +32,10 @@ fn main() {
     let result = match &cli.command {
         Command::Fit(args) => fit::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Summary(args) => summary::run(args),
+        Command::Predict(args) => predict::run(args),
+        Command::Quantize(args) => quantize::run(args),
+        Command::Report(args) => report::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

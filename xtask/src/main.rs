@@ -3,6 +3,8 @@
 //! Each subcommand is one job a developer or CI runs; `demo` and `test` are the two
 //! commands the README gives for a fresh machine.
 
+mod bench_mcu;
+mod bench_train;
 mod demo;
 mod fetch_mnist;
 mod prereq;
@@ -38,6 +40,10 @@ enum Command_ {
     },
     /// Build the firmware around a model.bin and run it under QEMU.
     Qemu(qemu::QemuArgs),
+    /// Training benchmark: wall seconds per epoch and peak RSS.
+    BenchTrain(bench_train::Args),
+    /// Microcontroller benchmark: every board under QEMU, one table.
+    BenchMcu(bench_mcu::Args),
 }
 
 fn main() {
@@ -47,6 +53,8 @@ fn main() {
         Command_::Test(args) => test::run(&args),
         Command_::FetchMnist { out } => fetch_mnist::run(&out),
         Command_::Qemu(args) => qemu::run(&args),
+        Command_::BenchTrain(args) => bench_train::run(&args),
+        Command_::BenchMcu(args) => bench_mcu::run(&args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -72,7 +72,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
     )?;
     run_step(
         "cargo test --workspace --release",
-        cargo().args(["test", "--workspace", "--release"]),
+        cargo().args(["test", "--workspace", "--release", "--no-fail-fast"]),
     )?;
     eprintln!("==> all checks passed");
     Ok(())

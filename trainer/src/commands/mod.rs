@@ -2,3 +2,7 @@
 
 pub mod eval;
 pub mod fit;
+pub mod predict;
+pub mod quantize;
+pub mod report;
+pub mod summary;
