@@ -30,43 +30,25 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     }
     let out = root.join(&args.out);
     let out_str = out.to_string_lossy().into_owned();
+    let epochs = args.epochs.to_string();
+    let seed = args.seed.to_string();
     run_step(
         "trainer fit",
-        cargo()
-            .args([
-                "run",
-                "--release",
-                "--quiet",
-                "-p",
-                "trainer",
-                "--",
-                "fit",
-                "--out",
-                &out_str,
-            ])
-            .args([
-                "--epochs",
-                &args.epochs.to_string(),
-                "--seed",
-                &args.seed.to_string(),
-            ]),
-    )?;
-    run_step(
-        "trainer eval",
-        cargo().args([
-            "run",
-            "--release",
-            "--quiet",
-            "-p",
-            "trainer",
-            "--",
-            "eval",
-            "--model",
-            &out_str,
+        trainer(&[
+            "fit", "--out", &out_str, "--epochs", &epochs, "--seed", &seed,
         ]),
     )?;
+    run_step("trainer eval", &mut trainer(&["eval", "--model", &out_str]))?;
     prereq::ensure_qemu()?;
     prereq::ensure_targets()?;
     eprintln!("==> firmware on the Cortex-M4F (QEMU mps2-an386)");
     qemu::run(&qemu::QemuArgs::for_model(out, data))
+}
+
+/// `cargo run --release -p trainer -- <args>`.
+fn trainer(args: &[&str]) -> std::process::Command {
+    let mut cmd = cargo();
+    cmd.args(["run", "--release", "--quiet", "-p", "trainer", "--"])
+        .args(args);
+    cmd
 }
