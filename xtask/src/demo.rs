@@ -34,7 +34,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     let seed = args.seed.to_string();
     run_step(
         "trainer fit",
-        trainer(&[
+        &mut trainer(&[
             "fit", "--out", &out_str, "--epochs", &epochs, "--seed", &seed,
         ]),
     )?;
