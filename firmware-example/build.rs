@@ -1,8 +1,13 @@
-//! Build script: puts `memory.x` on the linker's search path and embeds the
-//! model and the test digits, checking both so that a bad file fails the build
-//! rather than the board.
+//! Build script: picks the board's memory map, puts it on the linker's search
+//! path as `memory.x`, and embeds the model and the test digits, checking both so
+//! that a bad file fails the build rather than the board.
 //!
 //! Inputs (paths relative to this crate unless absolute; see README.md):
+//! - `FIRMWARE_BOARD`: one of [`BOARDS`]; default: the board of the target
+//!   (`thumbv6m` → `microbit`, `thumbv7m` → `mps2-an385`, `thumbv7em` →
+//!   `mps2-an386`). The firmware gets its name and SysTick rate from here.
+//! - `FIRMWARE_INSNS_PER_TICK` (`N` or `N/D`): overrides the board's SysTick
+//!   rate, to check that the calibration catches a wrong one.
 //! - `FIRMWARE_MODEL`, default `assets/model.bin`: must load with
 //!   `infer_core::TutorialNet::from_bytes`.
 //! - `FIRMWARE_DIGITS`, default `assets/digits.bin`: the digits file, records
@@ -13,6 +18,59 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process;
 
+/// An emulated board, as the firmware needs to know it.
+struct Board {
+    /// `FIRMWARE_BOARD` name, the same as QEMU's `-machine`.
+    name: &'static str,
+    /// Target triple prefix the board's core runs.
+    target: &'static str,
+    /// Memory map in `memory/`.
+    memory: &'static str,
+    /// Flash bytes (the `FLASH` region's length), for a readable error on overflow.
+    flash_bytes: usize,
+    /// Instructions per SysTick tick under `-icount shift=0`, as numerator and
+    /// denominator: QEMU advances 1 ns per instruction, and SysTick counts at
+    /// the core clock (MPS2: 25 MHz, 40 ns; nRF51: 16 MHz, 62.5 ns). The
+    /// firmware checks it against a counted loop at every start.
+    insns_per_tick: (u32, u32),
+}
+
+/// Every board the firmware runs on.
+const BOARDS: &[Board] = &[
+    Board {
+        name: "microbit",
+        target: "thumbv6m-",
+        memory: "microbit.x",
+        flash_bytes: 256 * 1024,
+        insns_per_tick: (125, 2),
+    },
+    Board {
+        name: "mps2-an385",
+        target: "thumbv7m-",
+        memory: "mps2.x",
+        flash_bytes: 4 << 20,
+        insns_per_tick: (40, 1),
+    },
+    Board {
+        name: "mps2-an386",
+        target: "thumbv7em-",
+        memory: "mps2.x",
+        flash_bytes: 4 << 20,
+        insns_per_tick: (40, 1),
+    },
+    Board {
+        name: "mps2-an500",
+        target: "thumbv7em-",
+        memory: "mps2.x",
+        flash_bytes: 4 << 20,
+        insns_per_tick: (40, 1),
+    },
+];
+
+/// Flash the program itself needs besides the model and the digits, with room
+/// to spare (the vector table, code and constants take about 20 KB).
+const CODE_ALLOWANCE: usize = 32 * 1024;
+
 /// Bytes in one digits record: one label byte and 28×28 pixels.
 const DIGIT_RECORD_BYTES: usize = 1 + 28 * 28;
 
@@ -20,14 +78,22 @@ fn main() {
     let crate_dir =
         PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let target = env::var("TARGET").expect("cargo sets TARGET");
+
+    let board = board(&target);
+    let (num, den) = insns_per_tick(board);
+    println!("cargo:rustc-env=FIRMWARE_BOARD_NAME={}", board.name);
+    println!("cargo:rustc-env=FIRMWARE_INSNS_PER_TICK_NUM={num}");
+    println!("cargo:rustc-env=FIRMWARE_INSNS_PER_TICK_DEN={den}");
 
     // cortex-m-rt's link.x includes memory.x from the linker search path. The
     // linker script is passed from here rather than from .cargo/config.toml's
     // `rustflags`, which a RUSTFLAGS environment variable would replace.
-    copy(&crate_dir.join("memory.x"), &out_dir.join("memory.x"));
+    let memory = crate_dir.join("memory").join(board.memory);
+    copy(&memory, &out_dir.join("memory.x"));
     println!("cargo:rustc-link-search={}", out_dir.display());
     println!("cargo:rustc-link-arg-bins=-Tlink.x");
-    println!("cargo:rerun-if-changed=memory.x");
+    println!("cargo:rerun-if-changed={}", memory.display());
 
     let model_path = asset_path(&crate_dir, "FIRMWARE_MODEL", "assets/model.bin");
     let model = read(&model_path, "FIRMWARE_MODEL");
@@ -37,7 +103,78 @@ fn main() {
     let digits_path = asset_path(&crate_dir, "FIRMWARE_DIGITS", "assets/digits.bin");
     let digits = read(&digits_path, "FIRMWARE_DIGITS");
     check_digits(&digits_path, &digits);
+    check_flash(board, model.len(), &digits_path, digits.len());
     write(&out_dir.join("digits.bin"), &digits);
+}
+
+/// The board named by `FIRMWARE_BOARD`, or the default board of `target`;
+/// stops the build if the name is unknown or the board runs another core.
+fn board(target: &str) -> &'static Board {
+    println!("cargo:rerun-if-env-changed=FIRMWARE_BOARD");
+    let names = || BOARDS.iter().map(|b| b.name).collect::<Vec<_>>().join(", ");
+    let board = match env::var("FIRMWARE_BOARD") {
+        Ok(name) => BOARDS.iter().find(|b| b.name == name).unwrap_or_else(|| {
+            fail(&format!(
+                "FIRMWARE_BOARD={name} is not a known board; known: {}",
+                names()
+            ))
+        }),
+        Err(_) => BOARDS
+            .iter()
+            .find(|b| target.starts_with(b.target))
+            .unwrap_or_else(|| {
+                fail(&format!(
+                    "no board runs target {target}; build for thumbv6m-none-eabi, \
+                     thumbv7m-none-eabi or thumbv7em-none-eabihf (boards: {})",
+                    names()
+                ))
+            }),
+    };
+    if !target.starts_with(board.target) {
+        fail(&format!(
+            "board {} runs {}* firmware, but the target is {target}",
+            board.name, board.target
+        ));
+    }
+    board
+}
+
+/// The board's instructions per SysTick tick, or `FIRMWARE_INSNS_PER_TICK`
+/// (`N` or `N/D`) to try another rate: the calibration at start fails the run
+/// if it is wrong.
+fn insns_per_tick(board: &Board) -> (u32, u32) {
+    println!("cargo:rerun-if-env-changed=FIRMWARE_INSNS_PER_TICK");
+    let Ok(text) = env::var("FIRMWARE_INSNS_PER_TICK") else {
+        return board.insns_per_tick;
+    };
+    let (num, den) = text.split_once('/').unwrap_or((&text, "1"));
+    match (num.trim().parse(), den.trim().parse()) {
+        (Ok(n), Ok(d)) if n > 0 && d > 0 => (n, d),
+        _ => fail(&format!(
+            "FIRMWARE_INSNS_PER_TICK={text} is not N or N/D with positive integers"
+        )),
+    }
+}
+
+/// Stops the build with a readable message if the model and the digits
+/// cannot fit in the board's flash next to the program.
+fn check_flash(board: &Board, model_bytes: usize, digits_path: &Path, digits_bytes: usize) {
+    let room = board
+        .flash_bytes
+        .saturating_sub(CODE_ALLOWANCE + model_bytes);
+    if digits_bytes > room {
+        fail(&format!(
+            "{}: {} digits ({digits_bytes} bytes) do not fit in {}'s {} KiB of flash \
+             next to the {model_bytes}-byte model and the program; at most {} do. \
+             `cargo xtask qemu --board {} --count N` runs larger sets in batches.",
+            digits_path.display(),
+            digits_bytes / DIGIT_RECORD_BYTES,
+            board.name,
+            board.flash_bytes / 1024,
+            room / DIGIT_RECORD_BYTES,
+            board.name,
+        ));
+    }
 }
 
 /// The path named by environment variable `var`, or `default`, resolved

@@ -14,35 +14,42 @@ use cortex_m_rt::exception;
 /// SysTick's 24-bit reload value: the longest period between wraps.
 const RELOAD: u32 = 0x00FF_FFFF;
 
-/// Instructions per SysTick tick on QEMU `mps2-an386` under `-icount shift=0`:
-/// QEMU clocks the MPS2 SysTick at the board's 25 MHz system clock (40 ns per
-/// tick), and icount shift 0 charges 1 ns per instruction, so 40 instructions
-/// pass per tick (checked against a counted loop: exact).
-const MPS2_INSNS_PER_TICK: u64 = 40;
+/// The board this firmware was built for (`build.rs`, `FIRMWARE_BOARD`).
+pub const BOARD: &str = env!("FIRMWARE_BOARD_NAME");
 
-/// Instructions per SysTick tick: `FIRMWARE_INSNS_PER_TICK` at build time
-/// (`cargo xtask qemu` sets it from its board table), else the MPS2 value.
-pub const INSNS_PER_TICK: u64 = match option_env!("FIRMWARE_INSNS_PER_TICK") {
-    Some(text) => parse_decimal(text),
-    None => MPS2_INSNS_PER_TICK,
-};
+/// Instructions per SysTick tick under `-icount shift=0`, as a fraction
+/// `NUM / DEN` (`build.rs`'s board table): QEMU charges 1 ns per instruction
+/// and clocks SysTick at the core clock, 25 MHz on MPS2 (40 instructions per
+/// tick), 16 MHz on the micro:bit (62.5). [`crate::calibrate`] checks it
+/// against a counted loop at every start.
+pub const INSNS_PER_TICK_NUM: u64 = parse_decimal(env!("FIRMWARE_INSNS_PER_TICK_NUM"));
+/// Denominator of the instructions per tick; see [`INSNS_PER_TICK_NUM`].
+pub const INSNS_PER_TICK_DEN: u64 = parse_decimal(env!("FIRMWARE_INSNS_PER_TICK_DEN"));
+
+/// Instructions in `ticks` SysTick ticks, rounded down.
+pub const fn ticks_to_insns(ticks: u64) -> u64 {
+    ticks * INSNS_PER_TICK_NUM / INSNS_PER_TICK_DEN
+}
 
 /// Parses a positive decimal integer at compile time; anything else stops the build.
 const fn parse_decimal(text: &str) -> u64 {
     let digits = text.as_bytes();
-    assert!(!digits.is_empty(), "FIRMWARE_INSNS_PER_TICK is empty");
+    assert!(
+        !digits.is_empty(),
+        "an instructions-per-tick value is empty"
+    );
     let mut value: u64 = 0;
     let mut index = 0;
     while index < digits.len() {
         let digit = digits[index];
         assert!(
             digit.is_ascii_digit(),
-            "FIRMWARE_INSNS_PER_TICK must be a decimal integer"
+            "instructions per tick must be decimal integers"
         );
         value = value * 10 + (digit - b'0') as u64;
         index += 1;
     }
-    assert!(value > 0, "FIRMWARE_INSNS_PER_TICK must be positive");
+    assert!(value > 0, "instructions per tick must be positive");
     value
 }
 
@@ -52,7 +59,12 @@ static WRAPS: AtomicU32 = AtomicU32::new(0);
 /// A running SysTick, counting up in ticks from when it was started.
 pub struct TickCounter {
     _syst: SYST,
+    /// Instructions a [`TickCounter::now`] call adds to an interval.
+    overhead_insns: u64,
 }
+
+/// Counter reads [`TickCounter::start`] times to measure their cost.
+const OVERHEAD_READS: u64 = 1_000;
 
 impl TickCounter {
     /// Starts SysTick from the processor clock with its wrap exception on.
@@ -67,7 +79,23 @@ impl TickCounter {
         // load, not a wrap: no exception). Reading 0 as "RELOAD ticks in"
         // would make the first interval negative, so wait for the load.
         while SYST::get_current() == 0 {}
-        Self { _syst: syst }
+        let mut counter = Self {
+            _syst: syst,
+            overhead_insns: 0,
+        };
+        let start = counter.now();
+        for _ in 0..OVERHEAD_READS {
+            core::hint::black_box(counter.now());
+        }
+        let ticks = counter.now() - start;
+        counter.overhead_insns = ticks_to_insns(ticks) / (OVERHEAD_READS + 1);
+        counter
+    }
+
+    /// Instructions one [`TickCounter::now`] call adds to the interval it ends
+    /// (and the loop around it), measured at start over 1,000 reads.
+    pub fn overhead_insns(&self) -> u64 {
+        self.overhead_insns
     }
 
     /// Ticks since [`TickCounter::start`].

@@ -2,9 +2,10 @@
 //! workload, then find the lowest word that no longer holds the pattern.
 //!
 //! The stack spans cortex-m-rt's linker symbols `_stack_end` (lowest address,
-//! just past .bss/.uninit) to `_stack_start` (the initial SP, top of RAM). The
-//! peak is measured from `_stack_start`, so it includes everything that was on
-//! the stack before painting (e.g. buffers in `main`'s frame).
+//! just past .bss/.uninit) to `_stack_start` (the initial SP, top of RAM).
+//! [`peak_bytes`] measures from `_stack_start`, so it includes everything that
+//! was on the stack before painting (e.g. buffers in `main`'s frame);
+//! [`depth_of`] measures one call from the caller's SP.
 
 use core::ptr;
 
@@ -22,6 +23,14 @@ extern "C" {
     static _stack_start: u32;
     /// Lowest address the stack may use, from cortex-m-rt's `link.x`.
     static _stack_end: u32;
+    /// Start of RAM, from cortex-m-rt's `link.x`.
+    static _ram_start: u32;
+}
+
+/// Bytes of RAM taken by statics (`.data`, `.bss`, `.uninit`): from the start
+/// of RAM to where the stack may end.
+pub fn static_bytes() -> usize {
+    bottom() - ptr::addr_of!(_ram_start) as usize
 }
 
 fn top() -> usize {
@@ -62,4 +71,35 @@ pub fn peak_bytes() -> usize {
         word = word.wrapping_add(1);
     }
     top - word as usize
+}
+
+/// Runs `f` and returns its result and the bytes of stack it used below the
+/// SP of this call, including its own frame and return address.
+///
+/// `f` must not be inlined into this function (pass a function marked
+/// `#[inline(never)]`), or its frame would sit above the painted area.
+/// Interrupts are masked meanwhile, so no exception frame is counted.
+#[inline(never)]
+pub fn depth_of<R>(f: impl FnOnce() -> R) -> (R, usize) {
+    cortex_m::interrupt::free(|_| {
+        let sp = cortex_m::register::msp::read() as usize & !3;
+        let mut word = bottom() as *mut u32;
+        while (word as usize) < sp {
+            // SAFETY: `word` is 4-aligned and in [_stack_end, SP): stack RAM
+            // below every live frame (this loop calls nothing and interrupts
+            // are masked, so nothing below the SP is in use).
+            unsafe { word.write_volatile(PATTERN) };
+            word = word.wrapping_add(1);
+        }
+        let result = f();
+        let mut word = bottom() as *const u32;
+        while (word as usize) < sp {
+            // SAFETY: `word` is 4-aligned and within the stack's RAM.
+            if unsafe { word.read_volatile() } != PATTERN {
+                break;
+            }
+            word = word.wrapping_add(1);
+        }
+        (result, sp - word as usize)
+    })
 }

@@ -236,7 +236,9 @@ impl<'a> ModelFile<'a> {
             });
         }
         let input = &self.input;
-        if input.quant.zero_point != -128 || (input.quant.scale * 255.0 - 1.0).abs() > 1e-6 {
+        // A NaN scale fails too: the comparison is false.
+        let scale_ok = (input.quant.scale * 255.0 - 1.0).abs() <= 1e-6;
+        if input.quant.zero_point != -128 || !scale_ok {
             return Err(Error::InvalidQuantization {
                 field: "input (must be scale 1/255, zero point -128)",
             });
@@ -261,15 +263,23 @@ impl<'a> ModelFile<'a> {
                 what: "a layer with no outputs",
             });
         }
-        let conv_weights = usize::from(conv.filters)
-            * usize::from(conv.kernel_h)
-            * usize::from(conv.kernel_w)
-            * usize::from(conv.in_channels);
+        // Products of u16 fields overflow a 32-bit usize: a corrupt shape, not a panic.
+        let too_large = Error::Malformed {
+            what: "shapes too large to address",
+        };
+        let per_filter = usize::from(conv.kernel_h)
+            .checked_mul(usize::from(conv.kernel_w))
+            .and_then(|n| n.checked_mul(usize::from(conv.in_channels)))
+            .ok_or(too_large)?;
+        let conv_weights = per_filter
+            .checked_mul(usize::from(conv.filters))
+            .ok_or(too_large)?;
         check_channels(
             "conv",
             &conv.params,
             usize::from(conv.filters),
             conv_weights,
+            per_filter,
         )?;
         let pool = self.pool.size;
         if pool == 0 {
@@ -279,7 +289,10 @@ impl<'a> ModelFile<'a> {
         }
         let pooled_h = (input.height - conv.kernel_h + 1) / pool;
         let pooled_w = (input.width - conv.kernel_w + 1) / pool;
-        let flat = usize::from(pooled_h) * usize::from(pooled_w) * usize::from(conv.filters);
+        let flat = usize::from(pooled_h)
+            .checked_mul(usize::from(pooled_w))
+            .and_then(|n| n.checked_mul(usize::from(conv.filters)))
+            .ok_or(too_large)?;
         if self.dense.inputs as usize != flat {
             return Err(Error::InconsistentLength {
                 field: "dense inputs",
@@ -287,27 +300,43 @@ impl<'a> ModelFile<'a> {
                 found: self.dense.inputs as usize,
             });
         }
-        let dense_weights = usize::from(self.dense.units) * flat;
+        let dense_weights = usize::from(self.dense.units)
+            .checked_mul(flat)
+            .ok_or(too_large)?;
         check_channels(
             "dense",
             &self.dense.params,
             usize::from(self.dense.units),
             dense_weights,
+            flat,
         )?;
-        if !(self.conv.params.output.scale > 0.0 && self.dense.params.output.scale > 0.0) {
-            return Err(Error::InvalidQuantization {
-                field: "output scale (must be > 0)",
-            });
+        for output in [self.conv.params.output, self.dense.params.output] {
+            if !(output.scale > 0.0 && output.scale.is_finite()) {
+                return Err(Error::InvalidQuantization {
+                    field: "output scale (must be finite and > 0)",
+                });
+            }
+            // int8 zero points; the next layer's input offset is minus this one.
+            if !(-128..=127).contains(&output.zero_point) {
+                return Err(Error::InvalidQuantization {
+                    field: "output zero point (must be in -128..=127)",
+                });
+            }
         }
         Ok(())
     }
 }
+
+/// Largest `|(x − x_zero_point) · w|` of one product: an int8 input minus an int8 zero
+/// point is within ±255, an int8 weight within ±128.
+const MAX_PRODUCT: i64 = 255 * 128;
 
 fn check_channels(
     layer: &'static str,
     p: &ChannelParams<'_>,
     channels: usize,
     weights: usize,
+    per_channel: usize,
 ) -> Result<(), Error> {
     let fields: [(&'static str, &[u8], usize); 5] = [
         (
@@ -377,6 +406,25 @@ fn check_channels(
         if !(-31..=30).contains(&(s as i8)) {
             return Err(Error::InvalidQuantization {
                 field: "shift (must be in -31..=30)",
+            });
+        }
+    }
+    // The int32 accumulator `bias + Σ (x − x_zero_point) · w` must not overflow for any
+    // input, so that every kernel, whatever its summation order, computes it exactly
+    // (and none can panic on overflow in a debug build).
+    let headroom = i64::try_from(per_channel)
+        .ok()
+        .and_then(|n| n.checked_mul(MAX_PRODUCT))
+        .map_or(-1, |sum| i64::from(i32::MAX) - sum);
+    for b in p.bias.chunks_exact(4) {
+        let b = i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        if i64::from(b).abs() > headroom {
+            return Err(Error::InvalidQuantization {
+                field: if layer == "conv" {
+                    "conv bias (too large: the int32 accumulator could overflow)"
+                } else {
+                    "dense bias (too large: the int32 accumulator could overflow)"
+                },
             });
         }
     }
@@ -506,6 +554,47 @@ pub(crate) mod tests {
             b[bit / 8] ^= 1 << (bit % 8);
             assert!(ModelFile::decode(&b).is_err(), "bit {bit} flipped");
         }
+    }
+
+    /// Parameters that would make a kernel overflow (a panic in a debug build, a wrong
+    /// result in release) are refused when the model loads.
+    #[test]
+    fn hostile_quantization_is_refused() {
+        let refused = |m: &ModelFile<'_>| {
+            let mut buf = [0u8; 256];
+            let bytes = m.encode(&mut buf).unwrap();
+            match ModelFile::decode(bytes) {
+                Err(Error::InvalidQuantization { field }) => field,
+                other => panic!("{other:?}"),
+            }
+        };
+        let mut m = tiny();
+        m.input.quant.scale = f32::NAN;
+        assert!(refused(&m).starts_with("input"));
+        let mut m = tiny();
+        m.conv.params.output.zero_point = i32::MIN;
+        assert!(refused(&m).contains("zero point"));
+        let mut m = tiny();
+        m.dense.params.output.zero_point = 128;
+        assert!(refused(&m).contains("zero point"));
+        let mut m = tiny();
+        m.dense.params.output.scale = f32::INFINITY;
+        assert!(refused(&m).contains("scale"));
+        // The conv has one product per output: headroom is i32::MAX − 255·128.
+        let edge = i32::MAX - 255 * 128;
+        let bias = [edge.to_le_bytes(), (-edge).to_le_bytes()].concat();
+        let mut m = tiny();
+        m.conv.params.bias = &bias[..4];
+        m.dense.params.bias = &bias;
+        assert_eq!(ModelFile::decode(&encoded(&m)), Ok(m));
+        let over = (edge + 1).to_le_bytes();
+        let mut m = tiny();
+        m.conv.params.bias = &over;
+        assert!(refused(&m).starts_with("conv bias"));
+        let under = [[0; 4], (-edge - 1).to_le_bytes()].concat();
+        let mut m = tiny();
+        m.dense.params.bias = &under;
+        assert!(refused(&m).starts_with("dense bias"));
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //!
 //! * [`format`]: the model.bin wire format (postcard + CRC-32), read in place.
 //! * [`net`]: the typed front end: shapes as const generics, buffers sized at compile time.
-//! * [`kernels`]: slice-based kernels, each tested against a naive reference.
+//! * [`kernels`]: slice-based kernels, each tested against a naive reference, and the fused
+//!   streaming kernels ([`kernels::fused`]) tested against them.
 //! * [`requant`]: TFLite / CMSIS-NN fixed-point requantization, bit-exact.
 //!
 //! ```
@@ -13,15 +14,21 @@
 //!
 //! fn classify(model_bytes: &[u8], pixels: &[[u8; 28]; 28]) -> Result<usize, Error> {
 //!     let net = TutorialNet::from_bytes(model_bytes)?; // checks magic, version, CRC, shapes
-//!     let mut scratch = TutorialScratch::new(); // 21,632 + 5,408 bytes, known at compile time
-//!     let output = net.infer(&pixels_to_input(pixels), &mut scratch);
+//!     let input = pixels_to_input(pixels);
+//!     let output = net.infer(&input); // streaming: ~1.2 KB of working memory on the stack
+//!
+//!     // The same result layer by layer, keeping the 26×26×32 conv output and the
+//!     // 13×13×32 pooled output (21,632 + 5,408 bytes) for inspection.
+//!     let mut scratch = TutorialScratch::new();
+//!     assert_eq!(net.infer_layers(&input, &mut scratch), output);
 //!     Ok(output.class())
 //! }
 //! assert!(classify(b"garbage", &[[0; 28]; 28]).is_err());
 //! # Ok::<(), Error>(())
 //! ```
 #![no_std]
-#![forbid(unsafe_code)]
+// No unsafe code, except the inline assembly of `kernels::dsp`, which allows it for itself.
+#![deny(unsafe_code)]
 
 #[cfg(test)]
 extern crate std;
@@ -35,6 +42,6 @@ pub mod requant;
 pub use error::Error;
 pub use format::ModelFile;
 pub use net::{
-    pixels_to_input, FloatNet, FloatScratch, FloatWeights, Net, Output, Scratch, TutorialFloatNet,
-    TutorialFloatScratch, TutorialNet, TutorialScratch,
+    pixels_to_input, FloatNet, FloatScratch, FloatWeights, Net, Output, Scratch, StreamScratch,
+    TutorialFloatNet, TutorialFloatScratch, TutorialNet, TutorialScratch, TutorialStreamScratch,
 };

@@ -2,13 +2,16 @@
 //! at compile time and against a model.bin when it loads.
 
 use crate::format::{ChannelParams, ModelFile};
+pub use crate::kernels::fused::StreamScratch;
+use crate::kernels::fused::{self, Stream3x3, StreamGeometry, StreamLayers, NATIVE_PAIRED};
 use crate::kernels::{activation, conv, dense, float, pool, ChannelRequant};
 use crate::Error;
 
-/// Activation buffers for one inference: the conv output and the pooled output.
+/// Activation buffers of the unfused reference inference, [`Net::infer_layers`]: the conv
+/// output and the pooled output, kept so that they can be inspected.
 ///
 /// Its size is known at compile time ([`Scratch::BYTES`]); put it on the stack or in a
-/// `static`. Nothing else is allocated.
+/// `static`. Nothing else is allocated. [`Net::infer`] does not need it.
 #[derive(Debug, Clone)]
 pub struct Scratch<
     const CH: usize,
@@ -115,8 +118,10 @@ pub struct Net<
 
 /// The Keras tutorial's network: 28×28×1 → Conv 32@3×3 + ReLU → MaxPool 2 → Dense 10.
 pub type TutorialNet<'a> = Net<'a, 28, 28, 1, 3, 32, 26, 26, 2, 13, 13, 10>;
-/// Activation buffers for [`TutorialNet`] (26×26×32 + 13×13×32 bytes).
+/// Activation buffers for [`TutorialNet::infer_layers`] (26×26×32 + 13×13×32 bytes).
 pub type TutorialScratch = Scratch<26, 26, 32, 13, 13>;
+/// Working memory of [`TutorialNet::infer`] and [`TutorialNet::stream`].
+pub type TutorialStreamScratch = StreamScratch<32, 10>;
 
 fn requant<'a>(p: &ChannelParams<'a>, relu: bool) -> ChannelRequant<'a> {
     let zp = p.output.zero_point;
@@ -251,7 +256,116 @@ impl<
     }
 
     /// Runs one int8 inference. Allocates nothing and cannot fail.
-    pub fn infer(
+    ///
+    /// Streams: conv, ReLU, pool and dense run position by position, so neither the conv
+    /// output nor the pooled tensor ever exists. The result is bit-exact with
+    /// [`Net::infer_layers`]. A 3×3 kernel over one channel with a 2×2 pool (the tutorial)
+    /// takes a fast path: on Arm microcontrollers [`fused::Stream3x3`], whose working
+    /// memory is a [`StreamScratch`] on the stack ([`StreamScratch::BYTES`], 1,192 bytes
+    /// for the tutorial), elsewhere [`fused::conv_pool_dense_wide`], laid out for vector
+    /// units. Any other shape takes the general [`fused::conv_pool_dense_i8`].
+    #[inline(always)]
+    pub fn infer(&self, input: &[[[i8; C]; W]; H]) -> Output<N> {
+        let mut scratch = StreamScratch::<F, N>::new();
+        let mut logits = [0i8; N];
+        if Self::FAST_PATH && !cfg!(target_arch = "arm") {
+            fused::conv_pool_dense_wide::<F, N>(
+                &self.layers(),
+                H,
+                W,
+                input.as_flattened().as_flattened(),
+                &mut logits,
+            );
+        } else if Self::FAST_PATH && NATIVE_PAIRED && F % 4 == 0 {
+            self.stream_unchecked::<true>(input, &mut scratch)
+                .run(&mut logits);
+        } else if Self::FAST_PATH {
+            self.stream_unchecked::<false>(input, &mut scratch)
+                .run(&mut logits);
+        } else {
+            fused::conv_pool_dense_i8(
+                &Self::GEOMETRY,
+                &self.layers(),
+                input.as_flattened().as_flattened(),
+                &mut scratch.acc,
+                &mut logits,
+            );
+        }
+        self.output(logits)
+    }
+
+    /// Whether [`fused::Stream3x3`] computes this network: a 3×3 conv over one channel
+    /// with a 2×2 pool.
+    const FAST_PATH: bool = C == 1 && K == 3 && P == 2;
+
+    /// The fast path's stages for one inference on `input`, for callers that time or
+    /// interleave them; `PAIRED` picks the inner loops ([`fused::NATIVE_PAIRED`] is what
+    /// [`Net::infer`] uses). `None` unless the network is a 3×3 conv over one channel with
+    /// a 2×2 pool (and, with `PAIRED`, a multiple of 4 filters). [`Stream3x3::run`] on the
+    /// result is exactly [`Net::infer`]'s work; [`Net::output`] wraps the logits it writes.
+    pub fn stream<'s, const PAIRED: bool>(
+        &'s self,
+        input: &'s [[[i8; C]; W]; H],
+        scratch: &'s mut StreamScratch<F, N>,
+    ) -> Option<Stream3x3<'a, 's, F, N, PAIRED>> {
+        (Self::FAST_PATH && (!PAIRED || F % 4 == 0))
+            .then(|| self.stream_unchecked::<PAIRED>(input, scratch))
+    }
+
+    /// [`Net::stream`] without the shape check.
+    #[inline(always)]
+    fn stream_unchecked<'s, const PAIRED: bool>(
+        &'s self,
+        input: &'s [[[i8; C]; W]; H],
+        scratch: &'s mut StreamScratch<F, N>,
+    ) -> Stream3x3<'a, 's, F, N, PAIRED> {
+        Stream3x3::new(
+            &self.layers(),
+            H,
+            W,
+            input.as_flattened().as_flattened(),
+            scratch,
+        )
+    }
+
+    /// Wraps int8 logits with the dense layer's output quantization.
+    pub fn output(&self, logits: [i8; N]) -> Output<N> {
+        let q = self.model.dense.params.output;
+        Output {
+            logits,
+            scale: q.scale,
+            zero_point: q.zero_point,
+        }
+    }
+
+    const GEOMETRY: StreamGeometry = StreamGeometry {
+        in_h: H,
+        in_w: W,
+        in_c: C,
+        k_h: K,
+        k_w: K,
+        filters: F,
+        pool: P,
+        units: N,
+    };
+
+    /// The model's layers as the fused kernels take them.
+    fn layers(&self) -> StreamLayers<'a> {
+        let m = &self.model;
+        StreamLayers {
+            input_offset: -m.input.quant.zero_point,
+            conv_weights: m.conv.params.weights,
+            conv: requant(&m.conv.params, m.conv.relu),
+            dense_input_offset: -m.conv.params.output.zero_point,
+            dense_weights: m.dense.params.weights,
+            dense: requant(&m.dense.params, false),
+        }
+    }
+
+    /// Runs one int8 inference layer by layer with the unfused reference kernels, keeping
+    /// the conv + ReLU output (`scratch.conv`) and the pooled output (`scratch.pool`).
+    /// Same result as [`Net::infer`], which is tested against it; allocates nothing.
+    pub fn infer_layers(
         &self,
         input: &[[[i8; C]; W]; H],
         scratch: &mut Scratch<CH, CW, F, PH, PW>,
@@ -478,7 +592,8 @@ mod tests {
         let net = TinyNet::from_bytes(&bytes).unwrap();
         let input = pixels_to_input(&[[0u8, 255], [10, 20]]);
         let mut scratch = TinyScratch::new();
-        let out = net.infer(&input, &mut scratch);
+        let out = net.infer_layers(&input, &mut scratch);
+        assert_eq!(net.infer(&input), out);
         // conv: acc = 3·p; ×0.25 (multiplier 2^30, shift −1); +zp −1; ReLU clamps at −1.
         assert_eq!(scratch.conv, [[[-1], [127]], [[7], [14]]]);
         assert_eq!(scratch.pool, [[[127]]]);
@@ -487,6 +602,12 @@ mod tests {
         assert_eq!(out.class(), 0);
         let p = out.probabilities();
         assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn stream_scratch_size_is_as_documented() {
+        // Net::infer's documentation states it.
+        assert_eq!(TutorialStreamScratch::BYTES, 1_192);
     }
 
     #[test]

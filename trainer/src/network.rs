@@ -179,6 +179,40 @@ impl FloatModel {
         proba
     }
 
+    /// Eval-mode logits `[n, 10]` and the largest conv activation (after ReLU) over all the
+    /// images: what int8 calibration measures, without keeping 86.5 KB of conv activations per
+    /// image as [`FloatModel::forward`] does.
+    ///
+    /// Same input contract as [`FloatModel::forward`]; an empty input gives `([0, 10], 0.0)`.
+    ///
+    /// # Panics
+    /// If `images.len()` is not a multiple of 784, or if a field does not have its documented shape.
+    pub fn logits_and_conv_max(&self, images: &[u8]) -> (Array2<f32>, f32) {
+        let n = image_count(images);
+        let weights = self.kernels();
+        let mut logits = Array2::zeros((n, CLASSES));
+        // Every conv output position lies in exactly one 2×2 pool window (26 = 2·13), so the
+        // largest pooled value is the largest conv activation.
+        let conv_max = as_slice_mut(logits.as_slice_mut())
+            .par_chunks_mut(CLASSES)
+            .zip(images.par_chunks(PIXELS))
+            .map_init(
+                || {
+                    (
+                        Array2::zeros((CONV_POSITIONS, TAPS)),
+                        vec![0.0; CONV_POSITIONS * FILTERS],
+                        vec![0.0; FLAT],
+                    )
+                },
+                |(patches, conv, pool), (out, image)| {
+                    weights.forward_image(image, patches, conv, pool, out);
+                    pool.iter().copied().fold(0.0f32, f32::max)
+                },
+            )
+            .reduce(|| 0.0, f32::max);
+        (logits, conv_max)
+    }
+
     /// Views of the weights as the matrices the kernels multiply by.
     fn kernels(&self) -> Kernels<'_> {
         let conv = self
@@ -440,6 +474,19 @@ mod tests {
             }
         }
         assert_eq!(model.predict_proba(&[]).dim(), (0, CLASSES));
+    }
+
+    #[test]
+    fn logits_and_conv_max_match_forward() {
+        let model = model_with_biases(6);
+        let images = random_images(7, 14);
+        let acts = model.forward(&images);
+        let (logits, conv_max) = model.logits_and_conv_max(&images);
+        assert_eq!(logits, acts.logits);
+        assert_eq!(conv_max, acts.conv_relu.iter().copied().fold(0.0, f32::max));
+        assert!(conv_max > 0.0);
+        let (empty, zero) = model.logits_and_conv_max(&[]);
+        assert_eq!((empty.dim(), zero), ((0, CLASSES), 0.0));
     }
 
     #[test]

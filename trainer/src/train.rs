@@ -92,7 +92,27 @@ pub trait FitObserver {
     fn batch_done(&mut self, epoch: usize, done: usize, total: usize, loss: f32, acc: f32);
     /// Epoch `epoch` of `epochs` is done, validation included.
     fn epoch_done(&mut self, epoch: usize, epochs: usize, metrics: &EpochMetrics);
+    /// Asked after every batch: `true` stops the fit, which then fails with [`Interrupted`].
+    /// The default never stops.
+    fn should_stop(&mut self) -> bool {
+        false
+    }
 }
+
+/// The error of a fit stopped by its observer ([`FitObserver::should_stop`]), e.g. on Ctrl-C.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Interrupted {
+    /// The epoch during which the fit stopped (from 1).
+    pub epoch: usize,
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "training interrupted during epoch {}", self.epoch)
+    }
+}
+
+impl std::error::Error for Interrupted {}
 
 /// Trains a freshly initialised [`FloatModel`] on `train`, validating on `validation` after
 /// every epoch, and returns it with the metrics of each epoch.
@@ -100,7 +120,8 @@ pub trait FitObserver {
 /// # Errors
 /// If the configuration is unusable (0 epochs, batch size 0, learning rate not finite and
 /// positive), if either set is empty, not made of 28×28 images, inconsistent (pixel count vs
-/// labels) or has a label above 9, or if the thread pool cannot be built.
+/// labels) or has a label above 9, if the thread pool cannot be built, or [`Interrupted`] if
+/// the observer asked to stop.
 ///
 /// # Examples
 /// ```
@@ -185,6 +206,9 @@ pub fn fit(
             let seen = order.len().min((batch_index + 1) * batch_size);
             let (loss, acc) = tally.means(seen);
             observer.batch_done(epoch, batch_index + 1, batches, loss, acc);
+            if observer.should_stop() {
+                return Err(Interrupted { epoch }.into());
+            }
         }
         let (loss, acc) = tally.means(train_len);
         let (val_loss, val_acc) = pool.install(|| evaluate_flat(&params, validation, &scratch));
@@ -484,6 +508,39 @@ mod tests {
         assert_eq!(recorder.batches, expected);
         assert_eq!(recorder.epochs, vec![(1, 2), (2, 2)]);
         Ok(())
+    }
+
+    /// Asks to stop after `after` batches.
+    struct StopAfter {
+        after: usize,
+        batches: usize,
+    }
+
+    impl FitObserver for StopAfter {
+        fn batch_done(&mut self, _: usize, _: usize, _: usize, _: f32, _: f32) {
+            self.batches += 1;
+        }
+        fn epoch_done(&mut self, _: usize, _: usize, _: &EpochMetrics) {}
+        fn should_stop(&mut self) -> bool {
+            self.batches >= self.after
+        }
+    }
+
+    #[test]
+    fn an_observer_can_stop_the_fit() {
+        let (train, validation) = (synthetic(64, 11), synthetic(10, 12));
+        let mut observer = StopAfter {
+            after: 3,
+            batches: 0,
+        };
+        // 64 images in batches of 32: the third batch is the first of epoch 2.
+        let error = fit(&train, &validation, &quick(5, 1), &mut observer).unwrap_err();
+        assert_eq!(
+            error.downcast_ref::<Interrupted>(),
+            Some(&Interrupted { epoch: 2 })
+        );
+        assert_eq!(observer.batches, 3);
+        assert_eq!(error.to_string(), "training interrupted during epoch 2");
     }
 
     #[test]

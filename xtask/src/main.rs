@@ -7,6 +7,8 @@ mod bench_mcu;
 mod bench_train;
 mod demo;
 mod fetch_mnist;
+mod fuzz;
+mod no_panic;
 mod prereq;
 mod qemu;
 mod test;
@@ -44,6 +46,10 @@ enum Command_ {
     BenchTrain(bench_train::Args),
     /// Microcontroller benchmark: every board under QEMU, one table.
     BenchMcu(bench_mcu::Args),
+    /// Run the cargo-fuzz targets (model loader, IDX reader) for a while each (nightly).
+    Fuzz(fuzz::FuzzArgs),
+    /// Link-time proof that infer-core's loading and inference cannot panic, per Cortex-M target.
+    NoPanic,
 }
 
 fn main() {
@@ -55,6 +61,8 @@ fn main() {
         Command_::Qemu(args) => qemu::run(&args),
         Command_::BenchTrain(args) => bench_train::run(&args),
         Command_::BenchMcu(args) => bench_mcu::run(&args),
+        Command_::Fuzz(args) => fuzz::run(&args),
+        Command_::NoPanic => no_panic::run(),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

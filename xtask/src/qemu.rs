@@ -1,8 +1,11 @@
-//! `cargo xtask qemu`: builds `firmware-example/` around a model and the first
-//! test digits, runs it under QEMU and checks that it reported a summary.
+//! `cargo xtask qemu`: builds `firmware-example/` for a board around a model and
+//! test digits, runs it under QEMU, and checks every digit's int8 logits (and so
+//! its prediction) against infer-core on the host.
 //!
 //! The digits file handed to the firmware (`FIRMWARE_DIGITS`) is specified in
-//! `firmware-example/README.md`, "Digits file"; see [`write_digits_file`].
+//! `firmware-example/README.md`, "Digits file" ([`trainer::data::digit_records`]). A board
+//! whose flash cannot hold all `--count` digits next to the model (the micro:bit's
+//! 256 KiB) runs them in batches, one firmware build per batch.
 
 use crate::workspace_root;
 use anyhow::{bail, ensure, Context, Result};
@@ -18,31 +21,54 @@ use trainer::data::{self, Dataset};
 /// The line the firmware prints last, before exiting successfully.
 const SUMMARY_PREFIX: &str = "summary:";
 
-/// An emulated board: how to build for it and how QEMU runs it.
+/// Bytes of one digits-file record: the label, then 28×28 pixels.
+const RECORD_BYTES: usize = 1 + 28 * 28;
+
+/// An emulated board: how to build for it and how QEMU runs it. The firmware's
+/// own table (`firmware-example/build.rs`, selected by `FIRMWARE_BOARD`) holds
+/// its memory map and SysTick rate.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Board {
-    /// The `--board` name.
+    /// The `--board` name: QEMU's `-machine` and the firmware's `FIRMWARE_BOARD`.
     pub name: &'static str,
     /// Rust target triple of the firmware.
     pub target: &'static str,
     /// QEMU `-cpu`.
     pub cpu: &'static str,
-    /// QEMU `-machine`.
-    pub machine: &'static str,
-    /// Instructions per SysTick tick under `-icount shift=0`; passed to the
-    /// firmware as `FIRMWARE_INSNS_PER_TICK`. MPS2 clocks SysTick at 25 MHz
-    /// and icount charges 1 ns per instruction: 40.
-    pub insns_per_tick: u32,
+    /// Digits one firmware image holds at most (its flash, less the program and
+    /// the model); larger `--count`s run in batches of this size.
+    pub max_digits: usize,
 }
 
-/// The boards `--board` accepts.
-pub const BOARDS: &[Board] = &[Board {
-    name: "mps2-an386",
-    target: "thumbv7em-none-eabihf",
-    cpu: "cortex-m4",
-    machine: "mps2-an386",
-    insns_per_tick: 40,
-}];
+/// The boards `--board` accepts; the first is the default.
+pub const BOARDS: &[Board] = &[
+    Board {
+        name: "mps2-an386",
+        target: "thumbv7em-none-eabihf",
+        cpu: "cortex-m4",
+        max_digits: 4_000,
+    },
+    Board {
+        name: "mps2-an385",
+        target: "thumbv7m-none-eabi",
+        cpu: "cortex-m3",
+        max_digits: 4_000,
+    },
+    Board {
+        name: "mps2-an500",
+        target: "thumbv7em-none-eabihf",
+        cpu: "cortex-m7",
+        max_digits: 4_000,
+    },
+    Board {
+        name: "microbit",
+        target: "thumbv6m-none-eabi",
+        cpu: "cortex-m0",
+        // 256 KiB of flash: ~20 KiB of program and a ~55 KiB model leave room
+        // for about 220 digits; 200 keeps a margin for larger models.
+        max_digits: 200,
+    },
+];
 
 /// Arguments of `cargo xtask qemu`.
 #[derive(Debug, clap::Args)]
@@ -53,13 +79,14 @@ pub struct QemuArgs {
     /// Directory with the MNIST IDX files (see `cargo xtask fetch-mnist`).
     #[arg(long, default_value = "data/mnist")]
     pub data: PathBuf,
-    /// Board to emulate.
+    /// Board to emulate: mps2-an386 (Cortex-M4F), mps2-an385 (M3), mps2-an500 (M7),
+    /// microbit (M0).
     #[arg(long, default_value = "mps2-an386", value_parser = parse_board)]
     pub board: &'static Board,
-    /// How many test images, from the first, to embed and classify.
+    /// How many test images, from the first, to classify (all 2,004: `--count 2004`).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     pub count: u64,
-    /// Seconds QEMU may run before it is killed and the task fails.
+    /// Seconds each QEMU run may take before it is killed and the task fails.
     #[arg(long, default_value_t = 600)]
     pub timeout_secs: u64,
 }
@@ -77,7 +104,11 @@ impl QemuArgs {
     }
 }
 
-fn parse_board(name: &str) -> Result<&'static Board, String> {
+/// The board named `name`.
+///
+/// # Errors
+/// An unknown name, with the known ones.
+pub fn parse_board(name: &str) -> Result<&'static Board, String> {
     BOARDS
         .iter()
         .find(|board| board.name == name)
@@ -88,48 +119,147 @@ fn parse_board(name: &str) -> Result<&'static Board, String> {
 }
 
 /// Builds the firmware for `args.board` around `args.model` and the first
-/// `args.count` test digits of `args.data`, runs it in QEMU with its output
-/// streamed to stdout, and checks the run.
+/// `args.count` test digits of `args.data` (in batches if the board's flash is
+/// too small), runs it in QEMU with its output streamed to stdout, and checks
+/// that every prediction equals infer-core's on the host.
 ///
 /// # Errors
 ///
-/// Unreadable model or dataset, a failed firmware build, QEMU missing, failing,
-/// timing out, or exiting without a `summary:` line for `count` digits.
+/// Unreadable model or dataset, a failed firmware build, QEMU missing, failing or
+/// timing out, a malformed report, or a prediction that differs from the host's.
 pub fn run(args: &QemuArgs) -> Result<()> {
     let board = args.board;
     let count = usize::try_from(args.count).context("--count does not fit in memory")?;
     let model = fs::canonicalize(&args.model)
         .with_context(|| format!("cannot find the model {}", args.model.display()))?;
-
     let dataset = data::load_test(&args.data)
         .with_context(|| format!("cannot load the test set from {}", args.data.display()))?;
-    let out_dir = workspace_root().join("target").join("xtask");
-    fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
-    let digits = out_dir.join(format!("digits-{count}.bin"));
-    write_digits_file(&dataset, count, &digits)?;
-
-    let elf = build_firmware(board, &model, &digits)?;
-    let summary = run_qemu(board, &elf, Duration::from_secs(args.timeout_secs))?;
-    let expected_total = format!(" total={count} ");
     ensure!(
-        summary.contains(&expected_total),
-        "the firmware classified a different number of digits than the {count} embedded: {summary}"
+        count <= dataset.len(),
+        "--count {count} is more than the {} test images",
+        dataset.len()
+    );
+    let model_bytes =
+        fs::read(&model).with_context(|| format!("cannot read {}", model.display()))?;
+    let host = host_logits(&model_bytes, &dataset, count)?;
+
+    let timeout = Duration::from_secs(args.timeout_secs);
+    let mut correct = 0;
+    let mut insns = 0u128;
+    for start in (0..count).step_by(board.max_digits) {
+        let batch = (count - start).min(board.max_digits);
+        if batch < count {
+            eprintln!(
+                "==> {}: digits {start}..{} of {count}",
+                board.name,
+                start + batch
+            );
+        }
+        let run = run_batch(board, &model, &dataset, start, batch, timeout)?;
+        check_against_host(&run, &host, start)?;
+        correct += run.summary.correct;
+        insns += u128::from(run.summary.insns_per_inference) * batch as u128;
+    }
+    let mean = insns / count as u128;
+    println!(
+        "qemu {}: {count} digits, every digit's int8 logits equal to the host's; \
+         correct={correct} ({:.2} %), insns_per_inference={mean}",
+        board.name,
+        100.0 * correct as f64 / count as f64
     );
     Ok(())
 }
 
-/// Writes the first `count` images of `dataset` to `path` as the firmware's digits file
-/// (format: [`trainer::data::digit_records`]).
+/// Writes digits `start..start + count` of `dataset` to a file, builds the
+/// firmware for `board` around them and `model`, and runs it.
 ///
 /// # Errors
-///
-/// Images that are not 28×28, `count` of zero or larger than the dataset, or a failed write.
-pub fn write_digits_file(dataset: &Dataset, count: usize, path: &Path) -> Result<()> {
-    let bytes = data::digit_records(dataset, count)?;
-    fs::write(path, &bytes).with_context(|| format!("cannot write {}", path.display()))
+/// As [`run`].
+pub fn run_batch(
+    board: &Board,
+    model: &Path,
+    dataset: &Dataset,
+    start: usize,
+    count: usize,
+    timeout: Duration,
+) -> Result<FirmwareRun> {
+    let out_dir = workspace_root().join("target").join("xtask");
+    fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let digits = out_dir.join(format!("digits-{start}-{count}.bin"));
+    let records = data::digit_records(dataset, start + count)?;
+    fs::write(&digits, &records[start * RECORD_BYTES..])
+        .with_context(|| format!("cannot write {}", digits.display()))?;
+    let elf = build_firmware(board, model, &digits)?;
+    let output = run_qemu(board, &elf, timeout)?;
+    let run = FirmwareRun::parse(&output, elf)?;
+    ensure!(
+        run.summary.total == count && run.digits.len() == count,
+        "the firmware classified {} digits ({} lines), not the {count} embedded",
+        run.summary.total,
+        run.digits.len()
+    );
+    Ok(run)
 }
 
-/// Builds the firmware in release mode and returns the ELF's path.
+/// The int8 logits of infer-core on the host (`TutorialNet::infer`) for the first `count`
+/// images of `dataset`.
+///
+/// # Errors
+/// A model that does not load, or images that are not 28×28.
+pub fn host_logits(model: &[u8], dataset: &Dataset, count: usize) -> Result<Vec<[i8; 10]>> {
+    let net = trainer::eval::load_net(model)?;
+    ensure!(
+        (dataset.rows, dataset.cols) == (28, 28),
+        "the model takes 28×28 images"
+    );
+    Ok(dataset
+        .images
+        .chunks_exact(28 * 28)
+        .take(count)
+        .map(|pixels| {
+            let mut input = [[[0i8; 1]; 28]; 28];
+            for (x, &p) in input.as_flattened_mut().iter_mut().zip(pixels) {
+                x[0] = (p ^ 0x80) as i8; // p − 128, as infer_core::pixels_to_input
+            }
+            net.infer(&input).logits
+        })
+        .collect())
+}
+
+/// Fails on the first digit whose prediction or logits differ from the host's
+/// (`host[start..]`).
+pub fn check_against_host(run: &FirmwareRun, host: &[[i8; 10]], start: usize) -> Result<()> {
+    ensure!(
+        run.logits.len() == run.digits.len(),
+        "{} digit lines but {} logits lines",
+        run.digits.len(),
+        run.logits.len()
+    );
+    for (i, (d, logits)) in run.digits.iter().zip(&run.logits).enumerate() {
+        ensure!(d.index == i, "digit line {i} has index {}", d.index);
+        let want = host
+            .get(start + i)
+            .with_context(|| format!("no host result for digit {}", start + i))?;
+        ensure!(
+            logits == want,
+            "digit {}: the firmware's logits {logits:?} differ from infer-core's on the host {want:?}",
+            start + i
+        );
+        let host_class = want
+            .iter()
+            .enumerate()
+            .fold(0, |best, (k, &l)| if l > want[best] { k } else { best });
+        ensure!(
+            usize::from(d.pred) == host_class,
+            "digit {}: the firmware predicts {}, the host {host_class}",
+            start + i,
+            d.pred
+        );
+    }
+    Ok(())
+}
+
+/// Builds the firmware for `board` in release mode and returns the ELF's path.
 fn build_firmware(board: &Board, model: &Path, digits: &Path) -> Result<PathBuf> {
     let firmware_dir = workspace_root().join("firmware-example");
     let target_dir = firmware_dir.join("target");
@@ -144,9 +274,13 @@ fn build_firmware(board: &Board, model: &Path, digits: &Path) -> Result<PathBuf>
             "--target-dir",
         ])
         .arg(&target_dir)
+        .env("FIRMWARE_BOARD", board.name)
         .env("FIRMWARE_MODEL", model)
         .env("FIRMWARE_DIGITS", digits)
-        .env("FIRMWARE_INSNS_PER_TICK", board.insns_per_tick.to_string())
+        // The firmware has its own target and flags; keep a host build's out.
+        .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .status()
         .context("cannot run cargo to build the firmware")?;
     ensure!(status.success(), "building the firmware failed ({status})");
@@ -156,6 +290,155 @@ fn build_firmware(board: &Board, model: &Path, digits: &Path) -> Result<PathBuf>
         .join("firmware-example"))
 }
 
+/// One `digit <i> label=<l> pred=<p>` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DigitLine {
+    /// Index within the run.
+    pub index: usize,
+    /// True class.
+    pub label: u8,
+    /// Predicted class.
+    pub pred: u8,
+}
+
+/// The `summary:` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// Correct predictions.
+    pub correct: usize,
+    /// Digits classified.
+    pub total: usize,
+    /// Mean instructions of one `TutorialNet::infer`.
+    pub insns_per_inference: u64,
+    /// Deepest stack of the whole run, printing included.
+    pub stack_peak_bytes: u64,
+}
+
+/// Everything one firmware run reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirmwareRun {
+    /// The ELF that ran.
+    pub elf: PathBuf,
+    /// `calibration:` line: (loop instructions, measured instructions).
+    pub calibration: (u64, u64),
+    /// Per-digit lines, in order.
+    pub digits: Vec<DigitLine>,
+    /// Per-digit `logits <i> <l0> … <l9>` lines, in order.
+    pub logits: Vec<[i8; 10]>,
+    /// `layers:` line, `(name, instructions)` in order.
+    pub layers: Vec<(String, u64)>,
+    /// `memory:` `infer_stack_bytes`.
+    pub infer_stack_bytes: u64,
+    /// `memory:` `static_ram_bytes`.
+    pub static_ram_bytes: u64,
+    /// The summary.
+    pub summary: Summary,
+}
+
+/// The value of `key=<n>` among `tokens`.
+fn field<T: std::str::FromStr>(tokens: &[&str], key: &str, line: &str) -> Result<T> {
+    tokens
+        .iter()
+        .find_map(|t| t.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("expected `{key}=<n>` in firmware line {line:?}"))
+}
+
+impl FirmwareRun {
+    /// Parses the firmware's output (see `firmware-example/src/main.rs`).
+    ///
+    /// # Errors
+    /// A missing or malformed line.
+    pub fn parse(text: &str, elf: PathBuf) -> Result<Self> {
+        let mut digits = Vec::new();
+        let mut logits = Vec::new();
+        let (mut calibration, mut layers, mut memory, mut summary) = (None, None, None, None);
+        for line in text.lines() {
+            let tokens: Vec<&str> = line.split_whitespace().collect();
+            match tokens.first().copied() {
+                Some("digit") => {
+                    let index = tokens
+                        .get(1)
+                        .and_then(|v| v.parse().ok())
+                        .with_context(|| format!("bad line {line:?}"))?;
+                    digits.push(DigitLine {
+                        index,
+                        label: field(&tokens, "label", line)?,
+                        pred: field(&tokens, "pred", line)?,
+                    });
+                }
+                Some("logits") => {
+                    let values: Vec<i8> = tokens[2..]
+                        .iter()
+                        .map(|v| v.parse())
+                        .collect::<Result<_, _>>()
+                        .with_context(|| format!("bad logits line {line:?}"))?;
+                    let values: [i8; 10] = values
+                        .try_into()
+                        .map_err(|_| anyhow::anyhow!("bad logits line {line:?}"))?;
+                    ensure!(
+                        tokens.get(1) == Some(&logits.len().to_string().as_str()),
+                        "logits line out of order: {line:?}"
+                    );
+                    logits.push(values);
+                }
+                Some("calibration:") => {
+                    calibration = Some((
+                        field(&tokens, "loop_insns", line)?,
+                        field(&tokens, "measured_insns", line)?,
+                    ));
+                }
+                Some("layers:") => {
+                    let mut all = Vec::new();
+                    for t in &tokens[1..] {
+                        let (name, value) = t
+                            .split_once('=')
+                            .with_context(|| format!("bad layers line {line:?}"))?;
+                        let value = value
+                            .parse()
+                            .with_context(|| format!("bad layers line {line:?}"))?;
+                        all.push((name.to_string(), value));
+                    }
+                    layers = Some(all);
+                }
+                Some("memory:") => {
+                    memory = Some((
+                        field(&tokens, "infer_stack_bytes", line)?,
+                        field(&tokens, "static_ram_bytes", line)?,
+                    ));
+                }
+                Some("summary:") => {
+                    ensure!(summary.is_none(), "more than one summary line");
+                    summary = Some(Summary {
+                        correct: field(&tokens, "correct", line)?,
+                        total: field(&tokens, "total", line)?,
+                        insns_per_inference: field(&tokens, "insns_per_inference", line)?,
+                        stack_peak_bytes: field(&tokens, "stack_peak_bytes", line)?,
+                    });
+                }
+                _ => {}
+            }
+        }
+        let (infer_stack_bytes, static_ram_bytes) =
+            memory.context("the firmware printed no `memory:` line")?;
+        Ok(Self {
+            elf,
+            calibration: calibration.context("the firmware printed no `calibration:` line")?,
+            digits,
+            logits,
+            layers: layers.context("the firmware printed no `layers:` line")?,
+            infer_stack_bytes,
+            static_ram_bytes,
+            summary: summary.context("the firmware printed no `summary:` line")?,
+        })
+    }
+
+    /// Instructions of layer `name` from the `layers:` line.
+    pub fn layer(&self, name: &str) -> Option<u64> {
+        self.layers.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+    }
+}
+
 /// Which output of QEMU a line came from.
 #[derive(Clone, Copy)]
 enum Stream {
@@ -163,10 +446,10 @@ enum Stream {
     Stderr,
 }
 
-/// Runs `elf` under QEMU, echoing its output, and returns the summary line.
+/// Runs `elf` under QEMU, echoing its output, and returns its stdout.
 fn run_qemu(board: &Board, elf: &Path, timeout: Duration) -> Result<String> {
     let mut child = Command::new("qemu-system-arm")
-        .args(["-cpu", board.cpu, "-machine", board.machine, "-nographic"])
+        .args(["-cpu", board.cpu, "-machine", board.name, "-nographic"])
         .args(["-semihosting-config", "enable=on,target=native"])
         .args(["-icount", "shift=0", "-kernel"])
         .arg(elf)
@@ -178,15 +461,14 @@ fn run_qemu(board: &Board, elf: &Path, timeout: Duration) -> Result<String> {
     let lines = forward_lines(&mut child);
 
     let deadline = Instant::now() + timeout;
-    let mut summary = None;
+    let mut stdout = String::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match lines.recv_timeout(left) {
             Ok((Stream::Stdout, line)) => {
                 println!("{line}");
-                if line.starts_with(SUMMARY_PREFIX) {
-                    summary = Some(line);
-                }
+                stdout.push_str(&line);
+                stdout.push('\n');
             }
             Ok((Stream::Stderr, line)) => eprintln!("{line}"),
             Err(RecvTimeoutError::Disconnected) => break,
@@ -206,7 +488,11 @@ fn run_qemu(board: &Board, elf: &Path, timeout: Duration) -> Result<String> {
         status.success(),
         "QEMU exited with {status}: the firmware failed"
     );
-    summary.with_context(|| format!("QEMU exited without a `{SUMMARY_PREFIX}` line"))
+    ensure!(
+        stdout.lines().any(|l| l.starts_with(SUMMARY_PREFIX)),
+        "QEMU exited without a `{SUMMARY_PREFIX}` line"
+    );
+    Ok(stdout)
 }
 
 /// Reads the child's stdout and stderr on two threads, line by line, into one
@@ -262,6 +548,37 @@ mod tests {
             parse_board("mps2-an386").map(|b| b.target),
             Ok("thumbv7em-none-eabihf")
         );
+        assert_eq!(
+            parse_board("microbit").map(|b| b.target),
+            Ok("thumbv6m-none-eabi")
+        );
         assert!(parse_board("nope").is_err_and(|e| e.contains("mps2-an386")));
+        assert_eq!(BOARDS[0].name, "mps2-an386", "the default board");
+    }
+
+    #[test]
+    fn parses_every_report_line() {
+        let text = "board: microbit insns_per_tick=125/2\n\
+            calibration: loop_insns=2000000 measured_insns=1999999\n\
+            digit 0 label=7 pred=7\n\
+            logits 0 -3 1 2 3 4 5 6 70 8 9\n\
+            digit 1 label=2 pred=3\n\
+            logits 1 0 0 0 5 0 0 0 0 0 0\n\
+            layers: prepare=10 conv_relu_pool=20 dense=30\n\
+            memory: infer_stack_bytes=1800 static_ram_bytes=16\n\
+            summary: correct=1 total=2 insns_per_inference=60 stack_peak_bytes=4000\n";
+        let run = FirmwareRun::parse(text, PathBuf::from("elf")).unwrap();
+        assert_eq!(run.calibration, (2_000_000, 1_999_999));
+        assert_eq!(run.digits.len(), 2);
+        assert_eq!(run.digits[1].pred, 3);
+        assert_eq!(run.logits[0], [-3, 1, 2, 3, 4, 5, 6, 70, 8, 9]);
+        assert!(check_against_host(&run, &[[0; 10]; 2], 0).is_err());
+        assert!(check_against_host(&run, &run.logits.clone(), 0).is_ok());
+        assert_eq!(run.layer("dense"), Some(30));
+        assert_eq!(run.layer("nope"), None);
+        assert_eq!((run.infer_stack_bytes, run.static_ram_bytes), (1800, 16));
+        assert_eq!(run.summary.insns_per_inference, 60);
+        let without_memory = text.replace("memory:", "mem:");
+        assert!(FirmwareRun::parse(&without_memory, PathBuf::new()).is_err());
     }
 }

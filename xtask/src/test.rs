@@ -9,6 +9,10 @@ pub struct TestArgs {
     /// Skip `cargo fmt --check` and clippy (only the tests).
     #[arg(long)]
     pub no_lint: bool,
+    /// Skip the 20-second smoke run of each fuzz target (nightly + cargo-fuzz, installed
+    /// if missing; the fuzz bodies still run on stable in `cargo test`).
+    #[arg(long)]
+    pub no_fuzz: bool,
 }
 
 /// Installs prerequisites, fetches data, then runs fmt, clippy, docs and all tests.
@@ -34,6 +38,14 @@ pub fn run(args: &TestArgs) -> Result<()> {
                 .current_dir(&firmware)
                 .args(["fmt", "--", "--check"]),
         )?;
+        for dir in ["tests/no-panic", "fuzz"] {
+            run_step(
+                &format!("cargo fmt --check ({dir})"),
+                cargo()
+                    .current_dir(workspace_root().join(dir))
+                    .args(["fmt", "--", "--check"]),
+            )?;
+        }
         run_step(
             "cargo clippy --workspace --all-targets -- -D warnings",
             cargo().args([
@@ -70,10 +82,17 @@ pub fn run(args: &TestArgs) -> Result<()> {
             "thumbv6m-none-eabi",
         ]),
     )?;
+    crate::no_panic::run()?;
     run_step(
         "cargo test --workspace --release",
         cargo().args(["test", "--workspace", "--release", "--no-fail-fast"]),
     )?;
+    if !args.no_fuzz {
+        crate::fuzz::run(&crate::fuzz::FuzzArgs {
+            seconds: 20,
+            target: None,
+        })?;
+    }
     eprintln!("==> all checks passed");
     Ok(())
 }

@@ -2,6 +2,12 @@
 //! the same code in flash. The typed front end in [`crate::net`] checks the shapes at
 //! compile time and calls these with exactly sized slices.
 //!
+//! The exceptions are the fused fast paths of [`fused`] (the tutorial's shape, generic
+//! over the number of filters and units so that their loops have constant bounds; a
+//! firmware has one network) and the target-specific instructions of [`dsp`], the
+//! crate's only `unsafe` code. The unfused kernels stay the reference the fused ones are
+//! tested against.
+//!
 //! Contract shared by all kernels: tensors are NHWC without the batch dimension, row-major.
 //! Kernels never panic: if a slice is shorter than its geometry implies, the computation
 //! stops early and leaves the rest of the output untouched (the typed front end makes that
@@ -10,7 +16,9 @@
 pub mod activation;
 pub mod conv;
 pub mod dense;
+pub mod dsp;
 pub mod float;
+pub mod fused;
 pub mod pool;
 
 /// Per-output-channel requantization parameters, read in place from model bytes.

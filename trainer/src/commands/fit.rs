@@ -1,11 +1,18 @@
 //! `trainer fit`: train, quantize, evaluate, write model.bin (and metrics).
 
-use crate::train::{ConsoleObserver, EpochMetrics, FitConfig};
-use crate::{atomic, data, eval, quantize, train};
-use anyhow::{Context, Result};
+use super::quantize::{calibration_images, check_output, print_scores};
+use crate::arch::Spec;
+use crate::train::{ConsoleObserver, EpochMetrics, FitConfig, FitObserver};
+use crate::{atomic, data, quantize, train};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Serialize;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+mod generic;
 
 /// Options of `trainer fit`.
 #[derive(Args)]
@@ -34,15 +41,32 @@ pub struct FitArgs {
     /// Train on the first N training images only.
     #[arg(long)]
     pub train_limit: Option<usize>,
-    /// Training images used to calibrate the activation ranges.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
-    pub calibration_images: u32,
+    /// Calibrate the int8 activation ranges on the first N training images [default: all the
+    /// images trained on].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub calibration_images: Option<u32>,
     /// Also keep the float weights in this file (see `trainer quantize --float`).
     #[arg(long)]
     pub save_float: Option<PathBuf>,
     /// Also write the training metrics as JSON to this file.
     #[arg(long)]
     pub metrics: Option<PathBuf>,
+    /// Train this architecture: a preset (`tutorial`, `tutorial-full`) or a spec file (see
+    /// docs/architecture-spec.md). `tutorial` without the options below takes the tutorial's
+    /// fast path; anything else trains through the generic layers and writes no model.bin yet
+    /// (int8 export of generic stacks comes with model format v2).
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// L2 regularisation: adds l2·Σw² over every kernel to the loss (generic path).
+    #[arg(long, default_value_t = 0.0)]
+    pub l2: f32,
+    /// L1 regularisation: adds l1·Σ|w| over every kernel to the loss (generic path).
+    #[arg(long, default_value_t = 0.0)]
+    pub l1: f32,
+    /// Stop when validation loss has not improved for N epochs and keep the best epoch's
+    /// weights (generic path).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub early_stopping_patience: Option<u32>,
 }
 
 /// What `fit --metrics` writes.
@@ -54,17 +78,49 @@ struct Metrics<'a> {
     int8_float_agreement: f64,
     train_images: usize,
     test_images: usize,
+    calibration_images: usize,
     seed: u64,
     batch_size: usize,
+    threads: usize,
     model_bytes: usize,
+    /// Wall time of the training loop (all epochs, validation included).
+    fit_seconds: f64,
+    /// Peak resident memory of the process so far (Linux `VmHWM`; null elsewhere).
+    peak_rss_bytes: Option<u64>,
     epochs: &'a [EpochMetrics],
 }
 
 /// Runs `trainer fit`.
 ///
+/// SIGINT (Ctrl-C) and SIGTERM stop the fit after the current batch; nothing is written, so
+/// the previous output files stay as they were. A second signal ends the process at once.
+///
 /// # Errors
-/// Bad data, a failed fit or an unwritable output, each named.
+/// Bad data, a failed fit, an interruption or an unwritable output, each named.
 pub fn run(args: &FitArgs) -> Result<()> {
+    let generic_options =
+        args.l2 != 0.0 || args.l1 != 0.0 || args.early_stopping_patience.is_some();
+    match &args.arch {
+        Some(arch) => {
+            let spec = Spec::load(arch)?;
+            let tutorial = Spec::tutorial();
+            let is_tutorial = spec.input == tutorial.input && spec.layers == tutorial.layers;
+            if !is_tutorial || generic_options {
+                return generic::run(args, &spec);
+            }
+        }
+        None if generic_options => bail!(
+            "--l2, --l1 and --early-stopping-patience train through the generic layers: add --arch tutorial (or another architecture)"
+        ),
+        None => {}
+    }
+    for path in std::iter::once(&args.out)
+        .chain(&args.save_float)
+        .chain(&args.metrics)
+    {
+        check_output(path)?;
+    }
+    let stop = stop_on_signals()?;
     let split = data::load(&args.data)?;
     let config = FitConfig {
         epochs: args.epochs as usize,
@@ -74,38 +130,37 @@ pub fn run(args: &FitArgs) -> Result<()> {
         threads: args.threads,
         train_limit: args.train_limit,
     };
-    let mut observer = ConsoleObserver::new(config.epochs);
-    let (model, epochs) = train::fit(&split.train, &split.test, &config, &mut observer)?;
+    let mut observer = StoppableObserver {
+        console: ConsoleObserver::new(config.epochs),
+        stop: &stop,
+    };
+    let start = Instant::now();
+    let (model, epochs) = match train::fit(&split.train, &split.test, &config, &mut observer) {
+        Err(e) if e.is::<train::Interrupted>() => bail!("{e}; {}", not_written(args)),
+        result => result?,
+    };
+    let fit_seconds = start.elapsed().as_secs_f64();
+    let train_images = config
+        .train_limit
+        .unwrap_or(usize::MAX)
+        .min(split.train.len());
 
-    let calibration_len = (args.calibration_images as usize).min(split.train.len()) * 784;
-    let quantized =
-        quantize::QuantizedModel::from_float(&model, &split.train.images[..calibration_len])
-            .context("quantizing the trained model")?;
-    let bytes = quantized.to_bytes()?;
-    let int8 = eval::evaluate_int8(&bytes, &split.test)?;
-    let (_, float_accuracy) = train::evaluate(&model, &split.test);
-    let float_predictions = predict_float(&model, &split.test);
-    let agreement = float_predictions
-        .iter()
-        .zip(&int8.predictions)
-        .filter(|(a, b)| a == b)
-        .count() as f64
-        / split.test.len() as f64;
-
+    let calibration = calibration_images(&split.train, args.calibration_images, train_images);
+    let scored = threads_pool(args.threads)?
+        .install(|| quantize::quantize_and_score(&model, calibration, &split.test))?;
+    print_scores(&scored);
+    if stop.load(Ordering::SeqCst) {
+        bail!(
+            "training interrupted after the last epoch; {}",
+            not_written(args)
+        );
+    }
+    atomic::write_atomic(&args.out, &scored.bytes)?;
     println!(
-        "Test accuracy (float): {:.2}%",
-        100.0 * f64::from(float_accuracy)
+        "Wrote {} ({} bytes)",
+        args.out.display(),
+        scored.bytes.len()
     );
-    println!(
-        "Test accuracy (int8, infer-core): {:.2}%",
-        100.0 * int8.accuracy
-    );
-    println!(
-        "int8 and float predictions agree on {:.2}% of test images",
-        100.0 * agreement
-    );
-    atomic::write_atomic(&args.out, &bytes)?;
-    println!("Wrote {} ({} bytes)", args.out.display(), bytes.len());
     if let Some(path) = &args.save_float {
         crate::checkpoint::save(&model, path)?;
         println!("Wrote {}", path.display());
@@ -113,17 +168,18 @@ pub fn run(args: &FitArgs) -> Result<()> {
     if let Some(path) = &args.metrics {
         let metrics = Metrics {
             params: model.parameter_count(),
-            test_accuracy_f32: f64::from(float_accuracy),
-            test_accuracy_int8: int8.accuracy,
-            int8_float_agreement: agreement,
-            train_images: config
-                .train_limit
-                .unwrap_or(usize::MAX)
-                .min(split.train.len()),
+            test_accuracy_f32: scored.float_accuracy,
+            test_accuracy_int8: scored.int8.accuracy,
+            int8_float_agreement: scored.agreement(),
+            train_images,
             test_images: split.test.len(),
+            calibration_images: scored.calibration.images,
             seed: args.seed,
             batch_size: config.batch_size,
-            model_bytes: bytes.len(),
+            threads: args.threads,
+            model_bytes: scored.bytes.len(),
+            fit_seconds,
+            peak_rss_bytes: peak_rss_bytes(),
             epochs: &epochs,
         };
         let json = serde_json::to_vec_pretty(&metrics)?;
@@ -133,15 +189,73 @@ pub fn run(args: &FitArgs) -> Result<()> {
     Ok(())
 }
 
-fn predict_float(model: &crate::network::FloatModel, data: &data::Dataset) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len());
-    for chunk in data.images.chunks(784 * 256) {
-        let proba = model.predict_proba(chunk);
-        out.extend(
-            proba.rows().into_iter().map(|r| {
-                infer_core::kernels::activation::argmax(r.as_slice().unwrap_or(&[])) as u8
-            }),
-        );
+/// The note that nothing was written, naming the files.
+fn not_written(args: &FitArgs) -> String {
+    let mut files = vec![args.out.display().to_string()];
+    files.extend(args.save_float.iter().map(|p| p.display().to_string()));
+    files.extend(args.metrics.iter().map(|p| p.display().to_string()));
+    format!(
+        "nothing written: {} left as {} were",
+        files.join(", "),
+        if files.len() == 1 { "it" } else { "they" }
+    )
+}
+
+/// Peak resident set size of this process (`VmHWM` of `/proc/self/status`), where the
+/// system tells it (Linux).
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// A rayon pool of `threads` workers (0 = all cores) for the post-training passes, so
+/// `--threads` bounds the whole command.
+fn threads_pool(threads: usize) -> Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .context("cannot start the evaluation threads")
+}
+
+/// A flag raised by SIGINT or SIGTERM. While it is down a signal only raises it; once it is up
+/// a second signal ends the process (exit status 128 + signal), as the user expects from a
+/// second Ctrl-C.
+fn stop_on_signals() -> Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let flag = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        // Registered first, so it sees the flag as it was before this signal raised it.
+        signal_hook::flag::register_conditional_shutdown(signal, 128 + signal, Arc::clone(&flag))
+            .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&flag)))
+            .with_context(|| format!("cannot install the handler of signal {signal}"))?;
     }
-    out
+    Ok(flag)
+}
+
+/// The console observer, stopping the fit once `stop` is raised.
+struct StoppableObserver<'a> {
+    console: ConsoleObserver,
+    stop: &'a AtomicBool,
+}
+
+impl FitObserver for StoppableObserver<'_> {
+    fn batch_done(&mut self, epoch: usize, done: usize, total: usize, loss: f32, acc: f32) {
+        self.console.batch_done(epoch, done, total, loss, acc);
+    }
+
+    fn epoch_done(&mut self, epoch: usize, epochs: usize, metrics: &EpochMetrics) {
+        self.console.epoch_done(epoch, epochs, metrics);
+    }
+
+    fn should_stop(&mut self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
 }

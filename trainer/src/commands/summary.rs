@@ -1,16 +1,531 @@
-//! `trainer summary` (being written).
+//! `trainer summary`: the Keras `model.summary()` table of the tutorial CNN, then what its int8
+//! form costs on a microcontroller: flash for model.bin, RAM for one inference.
 
-use anyhow::{bail, Result};
+use crate::arch::budget::{self, Board, Budget};
+use crate::arch::Spec;
+use crate::network::{CLASSES, CONV_SIDE, FILTERS, FLAT, KERNEL, POOL_SIDE};
+use crate::{eval, quantize};
+use anyhow::{Context, Result};
 use clap::Args;
+use infer_core::format::ModelFile;
+use infer_core::{TutorialScratch, TutorialStreamScratch};
+use std::path::PathBuf;
 
 /// Options of `trainer summary`.
 #[derive(Args)]
-pub struct SummaryArgs {}
+pub struct SummaryArgs {
+    /// Report this model.bin's actual size [default: computed from the architecture].
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Print one JSON object instead of the tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Summarise this architecture instead: a preset (`tutorial`, `tutorial-full`) or a spec
+    /// file (docs/architecture-spec.md); flash and RAM are then estimated from the spec.
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Check the int8 model's flash and RAM against this board (mps2-an385, mps2-an386,
+    /// mps2-an500, microbit).
+    #[arg(long)]
+    pub board: Option<String>,
+}
+
+/// One row of the Keras table.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Layer {
+    /// Keras' layer name, e.g. `conv2d`.
+    pub name: &'static str,
+    /// Keras' layer class, e.g. `Conv2D`.
+    pub kind: &'static str,
+    /// Output shape without the batch dimension.
+    pub output: Vec<usize>,
+    /// Trainable parameters.
+    pub params: usize,
+}
+
+/// The tutorial's layers as Keras names them.
+pub fn layers() -> Vec<Layer> {
+    let pooled = vec![POOL_SIDE, POOL_SIDE, FILTERS];
+    vec![
+        Layer {
+            name: "conv2d",
+            kind: "Conv2D",
+            output: vec![CONV_SIDE, CONV_SIDE, FILTERS],
+            params: FILTERS * KERNEL * KERNEL + FILTERS,
+        },
+        Layer {
+            name: "max_pooling2d",
+            kind: "MaxPooling2D",
+            output: pooled.clone(),
+            params: 0,
+        },
+        Layer {
+            name: "dropout",
+            kind: "Dropout",
+            output: pooled,
+            params: 0,
+        },
+        Layer {
+            name: "flatten",
+            kind: "Flatten",
+            output: vec![FLAT],
+            params: 0,
+        },
+        Layer {
+            name: "dropout_1",
+            kind: "Dropout",
+            output: vec![FLAT],
+            params: 0,
+        },
+        Layer {
+            name: "dense",
+            kind: "Dense",
+            output: vec![CLASSES],
+            params: CLASSES * FLAT + CLASSES,
+        },
+    ]
+}
+
+/// Where the bytes of a model.bin go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Flash {
+    /// Whole file.
+    pub total: usize,
+    /// int8 weights.
+    pub weights: usize,
+    /// Per-channel weight scales, int32 biases, multipliers and shifts.
+    pub channel_params: usize,
+    /// Magic, version, shapes, quantization parameters, length prefixes and CRC-32.
+    pub header: usize,
+}
+
+impl Flash {
+    /// Splits the size of `bytes`, a model.bin that [`eval::load_net`] accepts.
+    ///
+    /// # Errors
+    /// If the bytes are not a model.bin of the tutorial's shapes.
+    pub fn of(bytes: &[u8]) -> Result<Self> {
+        let net = eval::load_net(bytes)?;
+        let model: &ModelFile<'_> = net.model();
+        let (conv, dense) = (&model.conv.params, &model.dense.params);
+        let weights = conv.weights.len() + dense.weights.len();
+        let channel_params = [conv, dense]
+            .iter()
+            .map(|p| p.weight_scales.len() + p.bias.len() + p.multiplier.len() + p.shift.len())
+            .sum::<usize>();
+        Ok(Self {
+            total: bytes.len(),
+            weights,
+            channel_params,
+            header: bytes.len() - weights - channel_params,
+        })
+    }
+
+    /// The largest model.bin the tutorial's architecture can give. Sizes differ by at most a
+    /// byte, from the varint of the logits' zero point; this quantizes an untrained model
+    /// whose zero points take the longest encoding.
+    ///
+    /// # Errors
+    /// Only on a bug (the model does not encode).
+    pub fn of_architecture() -> Result<Self> {
+        let model = crate::network::FloatModel::glorot_uniform(1);
+        // A blank image: zero logits, so both zero points are −128 (two varint bytes each).
+        let bytes = quantize::QuantizedModel::from_float(&model, &[0; 784])?.to_bytes()?;
+        Self::of(&bytes)
+    }
+}
+
+/// RAM for one inference with infer-core (data only; the calls' own stack frames are not
+/// counted: the firmware measures those).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Ram {
+    /// With the streaming `TutorialNet::infer`: its scratch plus the input.
+    pub infer: usize,
+    /// The streaming scratch ([`TutorialStreamScratch::BYTES`]).
+    pub stream_scratch: usize,
+    /// With the layer-by-layer `TutorialNet::infer_layers`: its activations plus the input.
+    pub infer_layers: usize,
+    /// The conv and pooled activations ([`TutorialScratch::BYTES`]).
+    pub activations: usize,
+    /// The int8 input image.
+    pub input: usize,
+}
+
+/// The RAM figures of [`Ram`].
+pub fn ram() -> Ram {
+    let input = core::mem::size_of::<[[[i8; 1]; 28]; 28]>();
+    Ram {
+        infer: TutorialStreamScratch::BYTES + input,
+        stream_scratch: TutorialStreamScratch::BYTES,
+        infer_layers: TutorialScratch::BYTES + input,
+        activations: TutorialScratch::BYTES,
+        input,
+    }
+}
 
 /// Runs `trainer summary`.
 ///
 /// # Errors
-/// Not implemented yet.
-pub fn run(_args: &SummaryArgs) -> Result<()> {
-    bail!("trainer summary is not implemented yet")
+/// With `--model`, a missing or invalid model file.
+pub fn run(args: &SummaryArgs) -> Result<()> {
+    let board = args
+        .board
+        .as_deref()
+        .map(|name| {
+            budget::board(name).with_context(|| {
+                format!(
+                    "unknown board {name} (known: {})",
+                    budget::BOARDS.map(|b| b.name).join(", ")
+                )
+            })
+        })
+        .transpose()?;
+    if let Some(arch) = &args.arch {
+        anyhow::ensure!(
+            args.model.is_none(),
+            "--model reads a tutorial model.bin; it does not go with --arch"
+        );
+        let spec = Spec::load(arch)?;
+        return run_arch(&spec, board, args.json);
+    }
+    if let Some(board) = board {
+        if !args.json {
+            run_plain(args)?;
+            println!();
+            print_board(&Budget::of(&Spec::tutorial()), board);
+            return Ok(());
+        }
+        return run_arch(&Spec::tutorial(), Some(board), true);
+    }
+    run_plain(args)
+}
+
+/// The Keras table of `spec`, its int8 budget and, with `board`, whether it fits.
+fn run_arch(spec: &Spec, board: Option<Board>, json: bool) -> Result<()> {
+    let budget = Budget::of(spec);
+    let names = spec.keras_names();
+    let rows: Vec<Row> = spec
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let (trainable, fixed) = spec.params_of(i);
+            Row {
+                label: format!("{} ({})", names[i], l.keras_class()),
+                output: spec.shapes[i].dims(),
+                params: trainable + fixed,
+            }
+        })
+        .collect();
+    let non_trainable: usize = (0..spec.layers.len()).map(|i| spec.params_of(i).1).sum();
+    if json {
+        let json = serde_json::json!({
+            "arch": spec.name,
+            "layers": rows,
+            "total_params": spec.total_params(),
+            "non_trainable_params": non_trainable,
+            "int8_estimate": budget,
+            "board": board.map(|b| serde_json::json!({
+                "name": b.name,
+                "flash_bytes": b.flash,
+                "ram_bytes": b.ram,
+                "fits": budget.flash <= b.flash && budget.ram <= b.ram,
+            })),
+        });
+        println!("{json}");
+        return Ok(());
+    }
+    print!("{}", table(&rows, non_trainable));
+    println!();
+    println!("int8 on a microcontroller (estimated from the spec; batch norm folded, dropout and flatten free)");
+    println!(
+        " Flash  {} bytes = {} int8 weights + {} per-channel scales, biases, multipliers, shifts + ~{} header",
+        group(budget.flash),
+        group(budget.weights),
+        group(budget.channel_params),
+        group(budget.header)
+    );
+    println!(
+        " RAM    per layer-by-layer inference: {} bytes = {} int8 input + {} for the largest pair of consecutive int8 activations + {} for the class probabilities; weights stay in flash",
+        group(budget.ram),
+        group(budget.input),
+        group(budget.activations),
+        group(budget.scratch)
+    );
+    if let Some(board) = board {
+        println!();
+        print_board(&budget, board);
+    }
+    Ok(())
+}
+
+/// Whether `budget` fits `board`, said plainly.
+fn print_board(budget: &Budget, board: Board) {
+    let line = |what: &str, need: usize, have: usize| {
+        let verdict = if need <= have {
+            format!("fits ({:.1} % used)", need as f64 * 100.0 / have as f64)
+        } else {
+            format!("DOES NOT FIT: {} bytes too many", group(need - have))
+        };
+        println!(
+            " {what:<5}  needs {} of {} bytes: {verdict}",
+            group(need),
+            group(have)
+        );
+    };
+    println!("Board {} ({})", board.name, board.core);
+    line("Flash", budget.flash, board.flash);
+    line("RAM", budget.ram, board.ram);
+    if budget.flash > board.flash || budget.ram > board.ram {
+        println!(" This model does not fit on {}.", board.name);
+    } else {
+        println!(
+            " This model fits on {} (RAM excludes the stack and the firmware's own data).",
+            board.name
+        );
+    }
+}
+
+/// The tutorial's summary, as before `--arch` existed.
+fn run_plain(args: &SummaryArgs) -> Result<()> {
+    let flash = match &args.model {
+        Some(path) => {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            Flash::of(&bytes).with_context(|| format!("loading {}", path.display()))?
+        }
+        None => Flash::of_architecture()?,
+    };
+    let layers = layers();
+    let ram = ram();
+    if args.json {
+        let json = serde_json::json!({
+            "layers": layers,
+            "total_params": layers.iter().map(|l| l.params).sum::<usize>(),
+            "flash_bytes": flash,
+            "flash_source": args.model.as_ref().map_or("architecture".into(), |p| p.display().to_string()),
+            "ram_bytes": ram,
+        });
+        println!("{json}");
+        return Ok(());
+    }
+    print!("{}", keras_table(&layers));
+    println!();
+    let source = match &args.model {
+        Some(path) => format!("{}:", path.display()),
+        None => "model.bin (up to):".to_owned(),
+    };
+    println!("int8 on a microcontroller (infer-core)");
+    println!(
+        " Flash  {source} {} bytes = {} int8 weights + {} per-channel scales, biases, multipliers, shifts + {} header and CRC",
+        group(flash.total),
+        group(flash.weights),
+        group(flash.channel_params),
+        group(flash.header)
+    );
+    println!(
+        " RAM    per inference: {} bytes with infer = {} streaming scratch + {} int8 input; weights stay in flash",
+        group(ram.infer),
+        group(ram.stream_scratch),
+        group(ram.input)
+    );
+    println!(
+        "        ({} bytes with infer_layers, which keeps the {} bytes of conv and pooled activations)",
+        group(ram.infer_layers),
+        group(ram.activations)
+    );
+    Ok(())
+}
+
+/// Column widths of the Keras 3 table, inside the borders.
+const WIDTHS: [usize; 3] = [33, 24, 15];
+
+/// One row of [`table`]: `name (Class)`, output shape, parameters.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Row {
+    /// `conv2d_1 (Conv2D)`.
+    pub label: String,
+    /// Output shape without the batch dimension.
+    pub output: Vec<usize>,
+    /// Parameters (trainable and not).
+    pub params: usize,
+}
+
+/// The table Keras 3 prints for `model.summary()`.
+pub fn keras_table(layers: &[Layer]) -> String {
+    let rows: Vec<Row> = layers
+        .iter()
+        .map(|l| Row {
+            label: format!("{} ({})", l.name, l.kind),
+            output: l.output.clone(),
+            params: l.params,
+        })
+        .collect();
+    table(&rows, 0)
+}
+
+/// The Keras 3 table of any rows, `non_trainable` of whose parameters are not trained.
+pub fn table(layers: &[Row], non_trainable: usize) -> String {
+    let rule = |left: &str, fill: &str, mid: &str, right: &str| {
+        let cells: Vec<String> = WIDTHS.iter().map(|&w| fill.repeat(w)).collect();
+        format!("{left}{}{right}\n", cells.join(mid))
+    };
+    let row = |edge: &str, cells: [String; 3]| {
+        format!(
+            "{edge} {:<w0$}{edge} {:<w1$}{edge} {:>w2$} {edge}\n",
+            cells[0],
+            cells[1],
+            cells[2],
+            w0 = WIDTHS[0] - 1,
+            w1 = WIDTHS[1] - 1,
+            w2 = WIDTHS[2] - 2,
+        )
+    };
+    let mut out = String::from("Model: \"sequential\"\n");
+    out += &rule("┏", "━", "┳", "┓");
+    out += &row(
+        "┃",
+        [
+            "Layer (type)".into(),
+            "Output Shape".into(),
+            "Param #".into(),
+        ],
+    );
+    out += &rule("┡", "━", "╇", "┩");
+    for (i, layer) in layers.iter().enumerate() {
+        if i > 0 {
+            out += &rule("├", "─", "┼", "┤");
+        }
+        let shape: Vec<String> = layer.output.iter().map(usize::to_string).collect();
+        out += &row(
+            "│",
+            [
+                layer.label.clone(),
+                format!("(None, {})", shape.join(", ")),
+                group(layer.params),
+            ],
+        );
+    }
+    out += &rule("└", "─", "┴", "┘");
+    let total: usize = layers.iter().map(|l| l.params).sum();
+    let trainable = total - non_trainable.min(total);
+    out += &format!(" Total params: {} ({})\n", group(total), kib(total * 4));
+    out += &format!(
+        " Trainable params: {} ({})\n",
+        group(trainable),
+        kib(trainable * 4)
+    );
+    out += &format!(
+        " Non-trainable params: {} ({})\n",
+        group(total - trainable),
+        kib((total - trainable) * 4)
+    );
+    out
+}
+
+/// `54410` → `54,410`.
+pub fn group(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Bytes as Keras prints them (`217640` → `212.54 KB`, `4799528` → `4.58 MB`; binary units).
+fn kib(bytes: usize) -> String {
+    if bytes < 1024 {
+        format!("{bytes}.00 B")
+    } else if bytes >= 1024 * 1024 {
+        format!("{:.2} MB", bytes as f64 / (1024.0 * 1024.0))
+    } else {
+        format!("{:.2} KB", bytes as f64 / 1024.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_is_keras_3s() {
+        let expected = "\
+Model: \"sequential\"
+┏━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━┓
+┃ Layer (type)                    ┃ Output Shape           ┃       Param # ┃
+┡━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━┩
+│ conv2d (Conv2D)                 │ (None, 26, 26, 32)     │           320 │
+├─────────────────────────────────┼────────────────────────┼───────────────┤
+│ max_pooling2d (MaxPooling2D)    │ (None, 13, 13, 32)     │             0 │
+├─────────────────────────────────┼────────────────────────┼───────────────┤
+│ dropout (Dropout)               │ (None, 13, 13, 32)     │             0 │
+├─────────────────────────────────┼────────────────────────┼───────────────┤
+│ flatten (Flatten)               │ (None, 5408)           │             0 │
+├─────────────────────────────────┼────────────────────────┼───────────────┤
+│ dropout_1 (Dropout)             │ (None, 5408)           │             0 │
+├─────────────────────────────────┼────────────────────────┼───────────────┤
+│ dense (Dense)                   │ (None, 10)             │        54,090 │
+└─────────────────────────────────┴────────────────────────┴───────────────┘
+ Total params: 54,410 (212.54 KB)
+ Trainable params: 54,410 (212.54 KB)
+ Non-trainable params: 0 (0.00 B)
+";
+        assert_eq!(keras_table(&layers()), expected);
+    }
+
+    #[test]
+    fn parameters_agree_with_the_model() {
+        let total: usize = layers().iter().map(|l| l.params).sum();
+        assert_eq!(
+            total,
+            crate::network::FloatModel::glorot_uniform(1).parameter_count()
+        );
+    }
+
+    #[test]
+    fn flash_is_split_into_weights_channel_params_and_header() {
+        let flash = Flash::of_architecture().unwrap();
+        assert_eq!(flash.weights, 32 * 9 + 10 * 5408);
+        // per channel: f32 scale, i32 bias, i32 multiplier, i8 shift
+        assert_eq!(flash.channel_params, (32 + 10) * 13);
+        assert_eq!(
+            flash.total,
+            flash.weights + flash.channel_params + flash.header
+        );
+        assert!(flash.header < 100, "{flash:?}");
+        // A model calibrated on real-looking images is at most as large.
+        let model = crate::network::FloatModel::glorot_uniform(2);
+        let images: Vec<u8> = (0..3 * 784).map(|i| (i * 7 % 256) as u8).collect();
+        let bytes = quantize::QuantizedModel::from_float(&model, &images)
+            .unwrap()
+            .to_bytes()
+            .unwrap();
+        let other = Flash::of(&bytes).unwrap();
+        assert!(other.total <= flash.total && other.total + 2 >= flash.total);
+    }
+
+    #[test]
+    fn ram_is_the_scratch_and_the_input() {
+        let ram = ram();
+        assert_eq!(ram.activations, 26 * 26 * 32 + 13 * 13 * 32);
+        assert_eq!(ram.input, 784);
+        assert_eq!(ram.infer_layers, 27_824);
+        assert_eq!(ram.infer, ram.stream_scratch + 784);
+        assert!(ram.infer < ram.infer_layers);
+    }
+
+    #[test]
+    fn numbers_are_grouped_by_thousands() {
+        assert_eq!(group(0), "0");
+        assert_eq!(group(999), "999");
+        assert_eq!(group(1000), "1,000");
+        assert_eq!(group(54_410), "54,410");
+        assert_eq!(group(1_234_567), "1,234,567");
+        assert_eq!(kib(217_640), "212.54 KB");
+        assert_eq!(kib(4_799_528), "4.58 MB");
+    }
 }

@@ -1,0 +1,471 @@
+//! Packed 16-bit arithmetic of the Armv7E-M DSP extension (Cortex-M4, M7): two
+//! multiply-accumulates per instruction.
+//!
+//! This is infer-core's only module with `unsafe` code: on a DSP core (`cfg(infer_core_dsp)`,
+//! set by `build.rs` for `thumbv7em-*` targets) each function is one instruction of inline
+//! assembly. Everywhere else, including the host where the tests run, each is portable Rust
+//! computing the same value, so the kernels written with these functions are tested on the
+//! host and behave identically on the device. On x86-64 hosts, [`sse2`] holds the vector
+//! code of the host's fast path.
+//!
+//! A word holds two signed 16-bit halves: `lo` in bits 0..16, `hi` in bits 16..32.
+
+#![allow(unsafe_code)]
+
+#[cfg(infer_core_dsp)]
+use core::arch::asm;
+
+use super::fused::Filter3x3;
+
+/// The low half of `x`, sign-extended.
+#[inline(always)]
+pub const fn lo(x: u32) -> i32 {
+    x as u16 as i16 as i32
+}
+
+/// The high half of `x`, sign-extended.
+#[inline(always)]
+pub const fn hi(x: u32) -> i32 {
+    (x >> 16) as u16 as i16 as i32
+}
+
+/// Packs the low 16 bits of `lo` and of `hi` into one word.
+#[inline(always)]
+pub const fn pack(lo: i32, hi: i32) -> u32 {
+    (lo as u16 as u32) | ((hi as u16 as u32) << 16)
+}
+
+/// `SXTB16`: bytes 0 and 2 of `x`, sign-extended to the low and high halves.
+#[inline(always)]
+pub fn sxtb16(x: u32) -> u32 {
+    #[cfg(infer_core_dsp)]
+    {
+        let out: u32;
+        // SAFETY: SXTB16 reads one register and writes one; it touches no memory, no
+        // stack and no flags.
+        unsafe {
+            asm!("sxtb16 {0}, {1}", lateout(reg) out, in(reg) x,
+                 options(pure, nomem, nostack, preserves_flags));
+        }
+        out
+    }
+    #[cfg(not(infer_core_dsp))]
+    {
+        pack(i32::from(x as u8 as i8), i32::from((x >> 16) as u8 as i8))
+    }
+}
+
+/// `SXTB16 …, ROR #8`: bytes 1 and 3 of `x`, sign-extended to the low and high halves.
+#[inline(always)]
+pub fn sxtb16_ror8(x: u32) -> u32 {
+    #[cfg(infer_core_dsp)]
+    {
+        let out: u32;
+        // SAFETY: as in `sxtb16`: registers only.
+        unsafe {
+            asm!("sxtb16 {0}, {1}, ror #8", lateout(reg) out, in(reg) x,
+                 options(pure, nomem, nostack, preserves_flags));
+        }
+        out
+    }
+    #[cfg(not(infer_core_dsp))]
+    {
+        pack(
+            i32::from((x >> 8) as u8 as i8),
+            i32::from((x >> 24) as u8 as i8),
+        )
+    }
+}
+
+/// `PKHBT a, b, LSL #16`: `(lo(a), lo(b))`.
+#[inline(always)]
+pub fn pkhbt(a: u32, b: u32) -> u32 {
+    #[cfg(infer_core_dsp)]
+    {
+        let out: u32;
+        // SAFETY: registers only, no flags.
+        unsafe {
+            asm!("pkhbt {0}, {1}, {2}, lsl #16", lateout(reg) out, in(reg) a, in(reg) b,
+                 options(pure, nomem, nostack, preserves_flags));
+        }
+        out
+    }
+    #[cfg(not(infer_core_dsp))]
+    {
+        (a & 0xFFFF) | (b << 16)
+    }
+}
+
+/// `PKHTB a, b, ASR #16`: `(hi(b), hi(a))`, i.e. `b`'s high half low, `a`'s high half high.
+#[inline(always)]
+pub fn pkhtb(a: u32, b: u32) -> u32 {
+    #[cfg(infer_core_dsp)]
+    {
+        let out: u32;
+        // SAFETY: registers only, no flags.
+        unsafe {
+            asm!("pkhtb {0}, {1}, {2}, asr #16", lateout(reg) out, in(reg) a, in(reg) b,
+                 options(pure, nomem, nostack, preserves_flags));
+        }
+        out
+    }
+    #[cfg(not(infer_core_dsp))]
+    {
+        (a & 0xFFFF_0000) | (b >> 16)
+    }
+}
+
+/// `SMLAD`: `acc + lo(a)·lo(b) + hi(a)·hi(b)`, wrapping.
+///
+/// The instruction's sum is exact modulo 2^32 (it only sets the sticky Q flag on
+/// overflow, which nothing reads), the same as the wrapping sum here.
+#[inline(always)]
+pub fn smlad(a: u32, b: u32, acc: i32) -> i32 {
+    #[cfg(infer_core_dsp)]
+    {
+        let out: i32;
+        // SAFETY: registers only; may set the Q flag, so flags are not declared preserved.
+        unsafe {
+            asm!("smlad {0}, {1}, {2}, {3}", lateout(reg) out, in(reg) a, in(reg) b, in(reg) acc,
+                 options(pure, nomem, nostack));
+        }
+        out
+    }
+    #[cfg(not(infer_core_dsp))]
+    {
+        acc.wrapping_add(lo(a) * lo(b)).wrapping_add(hi(a) * hi(b))
+    }
+}
+
+/// `SMLABB`: `acc + lo(a)·lo(b)`, wrapping.
+#[inline(always)]
+pub fn smlabb(a: u32, b: u32, acc: i32) -> i32 {
+    #[cfg(infer_core_dsp)]
+    {
+        let out: i32;
+        // SAFETY: registers only; may set the Q flag.
+        unsafe {
+            asm!("smlabb {0}, {1}, {2}, {3}", lateout(reg) out, in(reg) a, in(reg) b, in(reg) acc,
+                 options(pure, nomem, nostack));
+        }
+        out
+    }
+    #[cfg(not(infer_core_dsp))]
+    {
+        acc.wrapping_add(lo(a) * lo(b))
+    }
+}
+
+/// `SMLATB`: `acc + hi(a)·lo(b)`, wrapping.
+#[inline(always)]
+pub fn smlatb(a: u32, b: u32, acc: i32) -> i32 {
+    #[cfg(infer_core_dsp)]
+    {
+        let out: i32;
+        // SAFETY: registers only; may set the Q flag.
+        unsafe {
+            asm!("smlatb {0}, {1}, {2}, {3}", lateout(reg) out, in(reg) a, in(reg) b, in(reg) acc,
+                 options(pure, nomem, nostack));
+        }
+        out
+    }
+    #[cfg(not(infer_core_dsp))]
+    {
+        acc.wrapping_add(hi(a) * lo(b))
+    }
+}
+
+/// The input of [`windows`]: a 4×4 patch (rows `[x0 x1 x2 x3]`) as the paired words
+/// of [`crate::kernels::fused::Stream3x3`]'s paired loops, in this order:
+/// `E0, O0, E1, O1, E2, O2, E3, O3, L0, R0, L1, R1`, where `Er = (x0, x2)` and
+/// `Or = (x1, x3)` of row `r`, `Ld = (x1 of row d, x1 of row d + 1)` and
+/// `Rd = (x2 of row d, x2 of row d + 1)`.
+pub type Patch = [u32; 12];
+
+/// A patch and room for `F` results right after it, as [`windows`] wants them: one
+/// buffer, so that its loop can find its end from the patch's address.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub struct PatchOut<const F: usize> {
+    /// The input.
+    pub patch: Patch,
+    /// One result per filter.
+    pub out: [u32; F],
+}
+
+/// `F` filters' pooled values at one position: for each filter of `filters`, the max
+/// `m` of its four 3×3 windows' accumulators `bias + Σ x·w` over `po.patch`, requantized
+/// as [`Requant::Fast`](crate::kernels::fused) does — 0 if `m ≤ 0`, else
+/// `((m·M + 2^30) >> 31 + 2^(r−1)) >> r` — but not yet capped; into `po.out`.
+///
+/// On a DSP core this is a loop of assembly (20 `SMLAD`-class instructions per filter,
+/// the loads scheduled by hand); elsewhere [`windows_portable`].
+#[inline(never)]
+pub fn windows<const F: usize>(po: &mut PatchOut<F>, filters: &[Filter3x3; F]) {
+    if F == 0 {
+        return;
+    }
+    #[cfg(infer_core_dsp)]
+    {
+        // Per filter (`Filter3x3`, `repr(C)`: pairs p0 p1 p2 m01 m2 at 0..20, bias at
+        // 20, multiplier at 24; 28 bytes): the four window sums, bias first; their max;
+        // cleared if ≤ 0, else requantized; stored; until `op` reaches the end of `out`,
+        // `end` bytes past the patch.
+        // SAFETY: `fp` walks the F filters (28·F readable bytes of `filters`), `ip` reads
+        // the 48 bytes of `po.patch`, `op` writes the 4·F bytes of `po.out`, which
+        // `repr(C)` places right after the patch, so the loop stops exactly at its end
+        // (F ≥ 1 checked above). All are 4-byte aligned (LDRD needs it). Nothing else is
+        // read or written, the stack is not touched, and every register written is
+        // declared.
+        unsafe {
+            let ip = po.patch.as_ptr();
+            let op = po.out.as_mut_ptr();
+            asm!(
+                "2:",
+                "ldrd {x1}, {x2}, [{ip}]",
+                "ldr {w}, [{fp}]",
+                "ldr {b}, [{fp}, #20]",
+                "smlad {l0}, {x1}, {w}, {b}",
+                "smlad {r0}, {x2}, {w}, {b}",
+                "ldrd {x1}, {x2}, [{ip}, #8]",
+                "smlad {l1}, {x1}, {w}, {b}",
+                "smlad {r1}, {x2}, {w}, {b}",
+                "ldr {w}, [{fp}, #4]",
+                "smlad {l0}, {x1}, {w}, {l0}",
+                "smlad {r0}, {x2}, {w}, {r0}",
+                "ldrd {x1}, {x2}, [{ip}, #16]",
+                "smlad {l1}, {x1}, {w}, {l1}",
+                "smlad {r1}, {x2}, {w}, {r1}",
+                "ldr {w}, [{fp}, #8]",
+                "smlad {l0}, {x1}, {w}, {l0}",
+                "smlad {r0}, {x2}, {w}, {r0}",
+                "ldr {b}, [{fp}, #16]",
+                "smlabb {l0}, {x2}, {b}, {l0}",
+                "smlatb {r0}, {x1}, {b}, {r0}",
+                "ldrd {x1}, {x2}, [{ip}, #24]",
+                "smlad {l1}, {x1}, {w}, {l1}",
+                "smlad {r1}, {x2}, {w}, {r1}",
+                "smlabb {l1}, {x2}, {b}, {l1}",
+                "smlatb {r1}, {x1}, {b}, {r1}",
+                "ldr {w}, [{fp}, #12]",
+                "ldrd {x1}, {x2}, [{ip}, #32]",
+                "smlad {l0}, {x1}, {w}, {l0}",
+                "smlad {r0}, {x2}, {w}, {r0}",
+                "ldrd {x1}, {x2}, [{ip}, #40]",
+                "smlad {l1}, {x1}, {w}, {l1}",
+                "smlad {r1}, {x2}, {w}, {r1}",
+                // m = max of the four.
+                "cmp {l0}, {r0}",
+                "it lt",
+                "movlt {l0}, {r0}",
+                "cmp {l1}, {r1}",
+                "it lt",
+                "movlt {l1}, {r1}",
+                "cmp {l0}, {l1}",
+                "it lt",
+                "movlt {l0}, {l1}",
+                // m ≤ 0 → 0 (and done).
+                "bics {l0}, {l0}, {l0}, asr #31",
+                "beq 4f",
+                // x = (m·M + 2^30) >> 31, unsigned: both factors are non-negative.
+                "ldr {w}, [{fp}, #24]",
+                "mov {x1}, #0x40000000",
+                "movs {x2}, #0",
+                "umlal {x1}, {x2}, {l0}, {w}",
+                "lsrs {x1}, {x1}, #31",
+                "orr {x1}, {x1}, {x2}, lsl #1",
+                // (x + 2^(r-1)) >> r, r in the high half of m2.
+                "lsrs {b}, {b}, #16",
+                "movs {x2}, #1",
+                "lsls {x2}, {x2}, {b}",
+                "add {x1}, {x1}, {x2}, lsr #1",
+                "lsrs {l0}, {x1}, {b}",
+                "4:",
+                "str {l0}, [{op}], #4",
+                "adds {fp}, #28",
+                "subs {x1}, {op}, {ip}",
+                "cmp {x1}, #{end}",
+                "bne 2b",
+                end = const 48 + 4 * F,
+                fp = inout(reg) filters.as_ptr() => _,
+                ip = in(reg) ip,
+                op = inout(reg) op => _,
+                l0 = out(reg) _,
+                r0 = out(reg) _,
+                l1 = out(reg) _,
+                r1 = out(reg) _,
+                w = out(reg) _,
+                b = out(reg) _,
+                x1 = out(reg) _,
+                x2 = out(reg) _,
+                options(nostack),
+            );
+        }
+    }
+    #[cfg(not(infer_core_dsp))]
+    windows_portable(po, filters);
+}
+
+/// [`windows`] in plain integer arithmetic (the reference the assembly is tested against,
+/// and the code elsewhere).
+pub fn windows_portable<const F: usize>(po: &mut PatchOut<F>, filters: &[Filter3x3; F]) {
+    for (f, out) in filters.iter().zip(&mut po.out) {
+        let m = window_sums(&po.patch, f).into_iter().max().unwrap_or(0);
+        *out = if m <= 0 {
+            0
+        } else {
+            let x =
+                ((u64::from(m as u32) * u64::from(f.multiplier as u32) + (1 << 30)) >> 31) as u32;
+            let r = f.right_shift() & 31;
+            (x + ((1 << r) >> 1)) >> r
+        };
+    }
+}
+
+/// Filter `f`'s four window accumulators `bias + Σ x·w` over `patch` (left and right
+/// windows of the top row, then of the bottom row), in plain integer arithmetic.
+pub fn window_sums(patch: &Patch, f: &Filter3x3) -> [i32; 4] {
+    let [e0, o0, e1, o1, e2, o2, e3, o3, l0, r0, l1, r1] = *patch;
+    let dot = |a: u32, b: u32| lo(a) * lo(b) + hi(a) * hi(b);
+    let [p0, p1, p2, m01, m2] = f.pairs;
+    let w21 = lo(m2);
+    [
+        dot(e0, p0) + dot(e1, p1) + dot(e2, p2) + dot(l0, m01) + lo(o2) * w21,
+        dot(o0, p0) + dot(o1, p1) + dot(o2, p2) + dot(r0, m01) + hi(e2) * w21,
+        dot(e1, p0) + dot(e2, p1) + dot(e3, p2) + dot(l1, m01) + lo(o3) * w21,
+        dot(o1, p0) + dot(o2, p1) + dot(o3, p2) + dot(r1, m01) + hi(e3) * w21,
+    ]
+    .map(|s| f.bias.wrapping_add(s))
+}
+
+/// x86-64's SSE2 (part of every x86-64 CPU, so always there): `PMADDWD` multiplies 8
+/// pairs of 16-bit values and adds each pair, four 32-bit sums per instruction. The
+/// wide fast path ([`super::fused::conv_pool_dense_wide`]) computes its conv windows
+/// with it, four filters per vector.
+#[cfg(target_arch = "x86_64")]
+pub mod sse2 {
+    use core::arch::x86_64::{
+        __m128i, _mm_add_epi32, _mm_and_si128, _mm_andnot_si128, _mm_cmpgt_epi32, _mm_madd_epi16,
+        _mm_or_si128, _mm_set1_epi32,
+    };
+
+    /// Four filters' 3×3 weights as five vectors of weight pairs: vector `p` holds
+    /// `(w[2p], w[2p + 1])` of each filter (the 10th weight is 0).
+    #[derive(Clone, Copy, Debug)]
+    pub struct Taps4([__m128i; 5]);
+
+    impl Taps4 {
+        /// From four filters' weights, row-major.
+        pub fn new(w: [[i16; 9]; 4]) -> Self {
+            let tap = |f: usize, t: usize| w[f].get(t).copied().unwrap_or(0);
+            Self(core::array::from_fn(|p| {
+                let lanes: [i16; 8] = core::array::from_fn(|l| tap(l / 2, 2 * p + l % 2));
+                // SAFETY: `[i16; 8]` and `__m128i` are both 16 plain bytes; every bit
+                // pattern is valid for either.
+                unsafe { core::mem::transmute::<[i16; 8], __m128i>(lanes) }
+            }))
+        }
+    }
+
+    /// For each group of four filters, the max over the four 3×3 windows of the 4×4 patch
+    /// `x` (windows at row, column offsets 0 and 1) of `bias + Σ x·w`, in `out`.
+    pub fn max_windows(x: &[[i16; 4]; 4], taps: &[Taps4], bias: &[[i32; 4]], out: &mut [[i32; 4]]) {
+        // SAFETY: the intrinsics only need SSE2, which every x86-64 CPU has (it is in the
+        // target's baseline features); they read and write registers only. The
+        // transmutes are between 16-byte plain-data types.
+        unsafe {
+            let pair = |a: i16, b: i16| {
+                _mm_set1_epi32(((a as u16 as u32) | ((b as u16 as u32) << 16)) as i32)
+            };
+            let mut windows = [[_mm_set1_epi32(0); 5]; 4];
+            for (w, (dy, dx)) in windows.iter_mut().zip([(0, 0), (0, 1), (1, 0), (1, 1)]) {
+                let t = |t: usize| if t < 9 { x[dy + t / 3][dx + t % 3] } else { 0 };
+                for (p, v) in w.iter_mut().enumerate() {
+                    *v = pair(t(2 * p), t(2 * p + 1));
+                }
+            }
+            for ((taps, bias), out) in taps.iter().zip(bias).zip(out) {
+                let bias = core::mem::transmute::<[i32; 4], __m128i>(*bias);
+                let mut best = _mm_set1_epi32(i32::MIN);
+                for w in &windows {
+                    let mut a = bias;
+                    for (t, x) in taps.0.iter().zip(w) {
+                        a = _mm_add_epi32(a, _mm_madd_epi16(*t, *x));
+                    }
+                    let gt = _mm_cmpgt_epi32(a, best);
+                    best = _mm_or_si128(_mm_and_si128(gt, a), _mm_andnot_si128(gt, best));
+                }
+                *out = core::mem::transmute::<__m128i, [i32; 4]>(best);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::TestRng;
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn sse2_windows_match_scalar_sums() {
+        let mut rng = TestRng(0x55E2);
+        for _ in 0..2_000 {
+            let w: [[i16; 9]; 8] =
+                core::array::from_fn(|_| core::array::from_fn(|_| rng.i8().into()));
+            let x: [[i16; 4]; 4] =
+                core::array::from_fn(|_| core::array::from_fn(|_| rng.i8().into()));
+            let bias: [[i32; 4]; 2] = core::array::from_fn(|_| {
+                core::array::from_fn(|_| rng.below(1 << 20) as i32 - (1 << 19))
+            });
+            let taps = [0, 1].map(|g| sse2::Taps4::new(core::array::from_fn(|f| w[4 * g + f])));
+            let mut out = [[0i32; 4]; 2];
+            sse2::max_windows(&x, &taps, &bias, &mut out);
+            for f in 0..8 {
+                let mut best = i32::MIN;
+                for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                    let mut a = bias[f / 4][f % 4];
+                    for t in 0..9 {
+                        a += i32::from(x[dy + t / 3][dx + t % 3]) * i32::from(w[f][t]);
+                    }
+                    best = best.max(a);
+                }
+                assert_eq!(out[f / 4][f % 4], best);
+            }
+        }
+    }
+
+    /// The instructions' definitions (Arm ARM), written out on bytes and halves.
+    #[test]
+    fn operations_match_their_definitions() {
+        let mut rng = TestRng(0xD5B);
+        for _ in 0..10_000 {
+            let (a, b, acc) = (
+                rng.next_u64() as u32,
+                rng.next_u64() as u32,
+                rng.next_u64() as i32,
+            );
+            let byte = |x: u32, i: u32| i32::from((x >> (8 * i)) as u8 as i8);
+            assert_eq!((lo(sxtb16(a)), hi(sxtb16(a))), (byte(a, 0), byte(a, 2)));
+            assert_eq!(
+                (lo(sxtb16_ror8(a)), hi(sxtb16_ror8(a))),
+                (byte(a, 1), byte(a, 3))
+            );
+            assert_eq!((lo(pkhbt(a, b)), hi(pkhbt(a, b))), (lo(a), lo(b)));
+            assert_eq!((lo(pkhtb(a, b)), hi(pkhtb(a, b))), (hi(b), hi(a)));
+            let wide = i64::from(acc) + i64::from(lo(a) * lo(b)) + i64::from(hi(a) * hi(b));
+            assert_eq!(smlad(a, b, acc), wide as i32);
+            assert_eq!(
+                smlabb(a, b, acc),
+                (i64::from(acc) + i64::from(lo(a) * lo(b))) as i32
+            );
+            assert_eq!(
+                smlatb(a, b, acc),
+                (i64::from(acc) + i64::from(hi(a) * lo(b))) as i32
+            );
+            let (x, y) = (rng.next_u64() as i16, rng.next_u64() as i16);
+            let p = pack(i32::from(x), i32::from(y));
+            assert_eq!((lo(p), hi(p)), (i32::from(x), i32::from(y)));
+        }
+    }
+}

@@ -1,0 +1,1406 @@
+//! Fused, streaming int8 Conv2D + ReLU → MaxPool → Flatten → Dense.
+//!
+//! The unfused kernels ([`super::conv`], [`super::pool`], [`super::dense`]) materialise the
+//! conv output and the pooled tensor. These kernels never do: they walk the pooled positions
+//! one at a time, compute that position's conv windows for every filter, pool them, and
+//! accumulate each pooled value straight into the dense layer's accumulators. The working
+//! memory is one accumulator per dense unit plus a few values per filter.
+//!
+//! Both are bit-exact with the unfused TFLite computation (tested against it exactly):
+//!
+//! * [`conv_pool_dense_i8`] serves any shape and any quantization: it keeps the unfused
+//!   order of operations (requantize → ReLU → max).
+//! * [`Stream3x3`] is the fast path for one input channel, a 3×3 kernel and a 2×2 pool.
+//!   With the quantization every trained model has (a ReLU at the conv's zero point,
+//!   right shifts) it takes the max of the four int32 accumulators of a pooling window
+//!   first and requantizes once. That is exact because requantization with a
+//!   non-negative multiplier and no left shift, the zero-point addition and the ReLU
+//!   clamp are all monotonic non-decreasing, and `max(f(a), f(b)) = f(max(a, b))` for such
+//!   an `f`. (A left shift can overflow and wrap, which is not monotonic.) With any other
+//!   quantization it requantizes every window, as the unfused kernels do.
+//!
+//! Accumulators wrap like the unfused kernels' (two's complement), so any summation order
+//! gives the same `i32`.
+
+use super::dsp;
+use super::ChannelRequant;
+
+/// Shape of the fused layers: an `in_h × in_w × in_c` input, a `k_h × k_w` valid stride-1
+/// convolution with `filters` outputs, a `pool × pool` max pool (stride `pool`, floor) and a
+/// dense layer with `units` outputs over the flattened pooled tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamGeometry {
+    /// Input rows.
+    pub in_h: usize,
+    /// Input columns.
+    pub in_w: usize,
+    /// Input channels.
+    pub in_c: usize,
+    /// Kernel rows.
+    pub k_h: usize,
+    /// Kernel columns.
+    pub k_w: usize,
+    /// Conv output channels.
+    pub filters: usize,
+    /// Pool window side and stride.
+    pub pool: usize,
+    /// Dense outputs.
+    pub units: usize,
+}
+
+impl StreamGeometry {
+    /// Conv output rows, `in_h − k_h + 1` (0 if the kernel does not fit).
+    pub const fn conv_h(&self) -> usize {
+        (self.in_h + 1).saturating_sub(self.k_h)
+    }
+    /// Conv output columns.
+    pub const fn conv_w(&self) -> usize {
+        (self.in_w + 1).saturating_sub(self.k_w)
+    }
+    /// Pooled rows, `conv_h / pool`.
+    pub const fn pooled_h(&self) -> usize {
+        match self.conv_h().checked_div(self.pool) {
+            Some(n) => n,
+            None => 0,
+        }
+    }
+    /// Pooled columns, `conv_w / pool`.
+    pub const fn pooled_w(&self) -> usize {
+        match self.conv_w().checked_div(self.pool) {
+            Some(n) => n,
+            None => 0,
+        }
+    }
+    /// Dense inputs: the flattened pooled tensor, `pooled_h · pooled_w · filters`.
+    pub const fn dense_inputs(&self) -> usize {
+        self.pooled_h() * self.pooled_w() * self.filters
+    }
+}
+
+/// The parameters of the fused layers, read in place from model bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamLayers<'a> {
+    /// Added to every input value (minus the input zero point).
+    pub input_offset: i32,
+    /// Conv weights, `filters × k_h × k_w × in_c` int8 bytes (OHWI).
+    pub conv_weights: &'a [u8],
+    /// Conv requantization; its `activation_min` is the fused ReLU.
+    pub conv: ChannelRequant<'a>,
+    /// Added to every pooled value before the dense layer (minus the conv zero point).
+    pub dense_input_offset: i32,
+    /// Dense weights, `units × dense_inputs` int8 bytes, inputs in (row, column, channel) order.
+    pub dense_weights: &'a [u8],
+    /// Dense requantization.
+    pub dense: ChannelRequant<'a>,
+}
+
+/// Requantizes the dense accumulators, which start at 0, into `logits`, adding each
+/// unit's bias last (the sum wraps like the unfused kernel's, so the order is free).
+fn finish_dense(dense: &ChannelRequant<'_>, acc: &[i32], logits: &mut [i8]) {
+    for (u, (out, &a)) in logits.iter_mut().zip(acc).enumerate() {
+        *out = requantize_unit(dense, u, a);
+    }
+}
+
+/// Output `u` of a layer whose accumulator (without bias) is `acc`; −128 if the layer has
+/// no parameters for it.
+#[inline(never)]
+fn requantize_unit(rq: &ChannelRequant<'_>, u: usize, acc: i32) -> i8 {
+    match rq.channel(u) {
+        Some((bias, mult, shift)) => requantize_outlined(rq, acc.wrapping_add(bias), mult, shift),
+        None => i8::MIN,
+    }
+}
+
+/// [`ChannelRequant::apply`], as one function that its rare callers share (code size).
+#[inline(never)]
+fn requantize_outlined(rq: &ChannelRequant<'_>, acc: i32, multiplier: i32, shift: i32) -> i8 {
+    rq.apply(acc, multiplier, shift)
+}
+
+/// Streams any-shape conv → ReLU → max pool → dense; `logits` gets the dense outputs.
+///
+/// `input` is `in_h × in_w × in_c` int8; `acc` is working memory of at least `units`
+/// values. Keeps the unfused order of operations: requantize each conv output, then pool.
+#[inline(never)]
+pub fn conv_pool_dense_i8(
+    g: &StreamGeometry,
+    layers: &StreamLayers<'_>,
+    input: &[i8],
+    acc: &mut [i32],
+    logits: &mut [i8],
+) {
+    let (ph, pw, f_n, c) = (g.pooled_h(), g.pooled_w(), g.filters, g.in_c);
+    let n_in = g.dense_inputs();
+    let row_len = g.k_w * c;
+    let per_filter = g.k_h * row_len;
+    if n_in == 0 || row_len == 0 || acc.len() < g.units {
+        return;
+    }
+    let acc = &mut acc[..g.units];
+    acc.fill(0);
+    for pos in 0..ph * pw {
+        let (py, px) = (pos / pw, pos % pw);
+        for (fi, w_f) in layers
+            .conv_weights
+            .chunks_exact(per_filter)
+            .take(f_n)
+            .enumerate()
+        {
+            let Some((bias, mult, shift)) = layers.conv.channel(fi) else {
+                return;
+            };
+            let mut best = i8::MIN;
+            for dy in 0..g.pool {
+                for dx in 0..g.pool {
+                    let (oy, ox) = (py * g.pool + dy, px * g.pool + dx);
+                    let mut a = bias;
+                    for (ky, w_row) in w_f.chunks_exact(row_len).enumerate() {
+                        let start = ((oy + ky) * g.in_w + ox) * c;
+                        let in_row = input.get(start..start + row_len).unwrap_or(&[]);
+                        for (&x, &w) in in_row.iter().zip(w_row) {
+                            a = a.wrapping_add(
+                                (i32::from(x) + layers.input_offset) * i32::from(w as i8),
+                            );
+                        }
+                    }
+                    best = best.max(layers.conv.apply(a, mult, shift));
+                }
+            }
+            let v = i32::from(best) + layers.dense_input_offset;
+            let at = pos * f_n + fi;
+            for (u, a) in acc.iter_mut().enumerate() {
+                if let Some(&w) = layers.dense_weights.get(u * n_in + at) {
+                    *a = a.wrapping_add(v.wrapping_mul(i32::from(w as i8)));
+                }
+            }
+        }
+    }
+    finish_dense(&layers.dense, acc, logits);
+}
+
+/// Whether the fast path pairs its products ([`dsp::smlad`]) on this target: on cores with
+/// the DSP extension (Cortex-M4, M7).
+pub const NATIVE_PAIRED: bool = cfg!(infer_core_dsp);
+
+/// One filter of the 3×3 fast path, derived from the model once per inference.
+/// `repr(C)`: [`dsp::windows`]'s assembly reads its fields by offset.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Filter3x3 {
+    /// The 9 weights (row-major), sign-extended and paired for [`dsp::smlad`], and in the
+    /// one free half the right shift of the requantization (minus its shift, within
+    /// `0..=31`; 0 for a left shift, which the pool-first requantization never sees):
+    /// `[(w00, w02), (w10, w12), (w20, w22), (w01, w11), (w21, right shift)]`.
+    pub pairs: [u32; 5],
+    /// `bias + input_offset · Σ w`: the accumulator's start when the inputs are used
+    /// without their offset.
+    pub bias: i32,
+    /// Requantization multiplier.
+    pub multiplier: i32,
+}
+
+impl Filter3x3 {
+    /// All zero: a placeholder until the stream fills it in.
+    pub const ZERO: Self = Self {
+        pairs: [0; 5],
+        bias: 0,
+        multiplier: 0,
+    };
+
+    /// The requantization's right shift (see [`Filter3x3::pairs`]).
+    pub const fn right_shift(&self) -> u32 {
+        self.pairs[4] >> 16
+    }
+}
+
+/// Working memory of [`Stream3x3`] for `F` filters and `N` dense units: 28·F + 8·F +
+/// 4·N bytes.
+#[derive(Debug, Clone)]
+pub struct StreamScratch<const F: usize, const N: usize> {
+    /// Per-filter parameters, derived from the model at the start of an inference.
+    pub filters: [Filter3x3; F],
+    /// The current position's non-zero pooled values (minus the conv zero point), as
+    /// entries: one word `(value, filter)` each (scalar), or three words each (paired):
+    /// the values of 4 filters as two packed pairs, and the byte offset of their weights.
+    pub entries: [u32; F],
+    /// The entries of a position whose input is all background.
+    pub background: [u32; F],
+    /// The dense accumulators.
+    pub acc: [i32; N],
+}
+
+impl<const F: usize, const N: usize> StreamScratch<F, N> {
+    /// Bytes of RAM this scratch occupies.
+    pub const BYTES: usize = core::mem::size_of::<Self>();
+
+    /// Zeroed buffers.
+    pub const fn new() -> Self {
+        Self {
+            filters: [Filter3x3::ZERO; F],
+            entries: [0; F],
+            background: [0; F],
+            acc: [0; N],
+        }
+    }
+}
+
+impl<const F: usize, const N: usize> Default for StreamScratch<F, N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// How a pooling window's accumulators become its pooled value, decided per inference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Requant {
+    /// ReLU at the conv's zero point, every multiplier ≥ 0 and shift ≤ 0: requantize the
+    /// max, [`pooled_value`].
+    Fast {
+        /// `127 − zero point`: the largest pooled value.
+        cap: u32,
+    },
+    /// Anything else: requantize every window, then take the max ([`pooled_value_exact`]).
+    Exact,
+}
+
+impl Requant {
+    /// [`Requant::Fast`] if the conv has a ReLU at its int8 zero point, the dense layer
+    /// takes minus that zero point, and (`right_shifts_only`) every multiplier is ≥ 0 and
+    /// every shift ≤ 0.
+    fn choose(layers: &StreamLayers<'_>, right_shifts_only: bool) -> Self {
+        let rq = &layers.conv;
+        let zp = rq.output_offset;
+        let relu_at_zero = rq.activation_min == zp
+            && rq.activation_max == 127
+            && (-128..=127).contains(&zp)
+            && layers.dense_input_offset == -zp;
+        if relu_at_zero && right_shifts_only {
+            Requant::Fast {
+                cap: (127 - zp) as u32,
+            }
+        } else {
+            Requant::Exact
+        }
+    }
+
+    /// The pooled value (minus the conv zero point) of filter `f`'s four window
+    /// accumulators `a`; `conv` and `dense_input_offset` as in [`StreamLayers`].
+    #[inline(always)]
+    fn pooled(
+        self,
+        conv: &ChannelRequant<'_>,
+        dense_input_offset: i32,
+        (fi, f): (usize, &Filter3x3),
+        a: [i32; 4],
+    ) -> i32 {
+        match self {
+            Requant::Fast { cap } => pooled_value(f, a, cap),
+            Requant::Exact => pooled_value_exact(conv, fi, a) + dense_input_offset,
+        }
+    }
+}
+
+/// The fast path: one input channel, 3×3 kernel, 2×2 pool, `F` filters, `N` dense units;
+/// `PAIRED` selects the paired ([`dsp::smlad`]) inner loops over the plain ones
+/// ([`NATIVE_PAIRED`] is the right choice for the target). It holds one inference's
+/// state: [`Stream3x3::run`] is the whole inference, and its stages are public so that a
+/// profiler can time them one by one. Made by [`crate::Net::stream`].
+///
+/// Like every kernel it never panics: weights shorter than the shapes imply stop the
+/// computation early. Besides taking the max before requantizing when that is exact (see
+/// the module documentation), it skips work that cannot change the result:
+///
+/// * A 4×4 input patch that is all background (every pixel at the input zero point, black
+///   in MNIST) gives each filter's four windows its bias: the pooled values of such a
+///   patch are computed once per inference.
+/// * Pooled values of 0 (the conv zero point, what the ReLU makes of every negative
+///   response) add nothing to the dense layer: only the others are kept, as a list of
+///   entries, and multiplied.
+pub struct Stream3x3<'a, 'w, const F: usize, const N: usize, const PAIRED: bool> {
+    scratch: &'w mut StreamScratch<F, N>,
+    input: &'w [i8],
+    in_w: usize,
+    pooled_h: usize,
+    pooled_w: usize,
+    dense_weights: &'a [u8],
+    dense: ChannelRequant<'a>,
+    /// The conv's requantization, for [`Requant::Exact`].
+    conv: ChannelRequant<'a>,
+    /// Added to a requantized conv output to give a pooled value.
+    dense_input_offset: i32,
+    requant: Requant,
+    /// Words of entries at the current position.
+    len: usize,
+    /// Words of entries of an all-background position.
+    background_len: usize,
+    /// The current position is all background: its entries are the background ones.
+    at_background: bool,
+    /// The input word of an all-background patch row, if the zero point is an int8.
+    background_row: Option<u32>,
+}
+
+impl<'a, 'w, const F: usize, const N: usize, const PAIRED: bool> Stream3x3<'a, 'w, F, N, PAIRED> {
+    /// Prepares an inference on `input` (`in_h × in_w`, one channel): derives the
+    /// per-filter parameters and the background entries and starts the dense
+    /// accumulators.
+    ///
+    /// Precondition (which `ModelFile::validate` guarantees): the conv's output zero point,
+    /// whose negation is `layers.dense_input_offset`, is an int8, so that pooled values fit
+    /// 16 bits; and with `PAIRED`, `F` is a multiple of 4. Otherwise the results are wrong
+    /// (but nothing panics).
+    #[inline(never)]
+    pub(crate) fn new(
+        layers: &StreamLayers<'a>,
+        in_h: usize,
+        in_w: usize,
+        input: &'w [i8],
+        scratch: &'w mut StreamScratch<F, N>,
+    ) -> Self {
+        let right_shifts_only = prepare_filters(layers, &mut scratch.filters);
+        scratch.acc = [0; N];
+        let requant = Requant::choose(layers, right_shifts_only);
+        let background_len = background_entries::<F, N, PAIRED>(layers, requant, scratch);
+        Self {
+            scratch,
+            input,
+            in_w,
+            pooled_h: (in_h + 1).saturating_sub(3) / 2,
+            pooled_w: (in_w + 1).saturating_sub(3) / 2,
+            dense_weights: layers.dense_weights,
+            dense: layers.dense,
+            conv: layers.conv,
+            dense_input_offset: layers.dense_input_offset,
+            requant,
+            len: 0,
+            background_len,
+            at_background: false,
+            background_row: i8::try_from(-layers.input_offset)
+                .ok()
+                .map(|b| u32::from_le_bytes([b as u8; 4])),
+        }
+    }
+
+    /// Rows and columns of pooled positions: the stages take each `(row, col)` once, in
+    /// any order.
+    pub fn pooled_shape(&self) -> (usize, usize) {
+        (self.pooled_h, self.pooled_w)
+    }
+
+    /// Stage 1 at pooled position (`row`, `col`): the four conv windows of every filter,
+    /// pooled and requantized (with ReLU), minus the conv zero point; the non-zero ones
+    /// become the position's entries.
+    ///
+    /// Each stage is a function of its own (not inlined), so that only one stage's frame is
+    /// on the stack at a time and the code exists once.
+    #[inline(never)]
+    pub fn conv_pool(&mut self, row: usize, col: usize) {
+        self.len = 0;
+        self.at_background = false;
+        let Some(rows) = self.rows(row, col) else {
+            return;
+        };
+        if self
+            .background_row
+            .is_some_and(|b| rows.iter().all(|&r| r == b))
+        {
+            self.at_background = true;
+        } else if PAIRED {
+            self.conv_pool_paired(&rows);
+        } else {
+            self.conv_pool_scalar(&rows);
+        }
+    }
+
+    /// Stage 2 at pooled position (`row`, `col`), after stage 1 there: adds the
+    /// position's entries, times their dense weights, into every dense accumulator, two
+    /// units at a time.
+    #[inline(never)]
+    pub fn dense(&mut self, row: usize, col: usize) {
+        let pos = row * self.pooled_w + col;
+        let s = &mut *self.scratch;
+        let entries = if self.at_background {
+            s.background.get(..self.background_len)
+        } else {
+            s.entries.get(..self.len)
+        };
+        let entries = entries.unwrap_or(&[]);
+        let n_in = self.pooled_h * self.pooled_w * F;
+        let weights = self.dense_weights;
+        let row = |u: usize| -> Option<&[u8; F]> {
+            weights.get(u * n_in + pos * F..)?.first_chunk::<F>()
+        };
+        for (pair, acc) in s.acc.chunks_mut(2).enumerate() {
+            let (Some(r0), Some(&a0)) = (row(2 * pair), acc.first()) else {
+                return;
+            };
+            // A lone last unit runs as a pair with itself; only the first sum is kept.
+            let r1 = row(2 * pair + 1).unwrap_or(r0);
+            let a1 = acc.get(1).copied().unwrap_or(0);
+            let sums = if PAIRED {
+                dense_paired(entries, r0, r1, [a0, a1])
+            } else {
+                dense_scalar(entries, r0, r1, [a0, a1])
+            };
+            for (a, s) in acc.iter_mut().zip(sums) {
+                *a = s;
+            }
+        }
+    }
+
+    /// Stage 3: requantizes the dense accumulators into `logits`.
+    #[inline(never)]
+    pub fn finish(&self, logits: &mut [i8; N]) {
+        finish_dense(&self.dense, &self.scratch.acc, logits);
+    }
+
+    /// Runs the whole inference: both stages at every position, then [`Self::finish`].
+    #[inline(always)]
+    pub fn run(mut self, logits: &mut [i8; N]) {
+        for row in 0..self.pooled_h {
+            for col in 0..self.pooled_w {
+                self.conv_pool(row, col);
+                self.dense(row, col);
+            }
+        }
+        self.finish(logits);
+    }
+
+    /// The 4×4 input patch under pooled position (`row`, `col`): one little-endian word
+    /// per row.
+    #[inline(always)]
+    fn rows(&self, row: usize, col: usize) -> Option<[u32; 4]> {
+        let mut rows = [0u32; 4];
+        for (r, word) in rows.iter_mut().enumerate() {
+            let start = (2 * row + r) * self.in_w + 2 * col;
+            let b = self.input.get(start..)?.first_chunk::<4>()?;
+            *word = u32::from_le_bytes(b.map(|x| x as u8));
+        }
+        Some(rows)
+    }
+
+    /// The pooled value of filter `f`'s four window accumulators `a`, minus the conv zero
+    /// point.
+    #[inline(always)]
+    fn pooled_value(&self, fi: usize, f: &Filter3x3, a: [i32; 4]) -> i32 {
+        self.requant
+            .pooled(&self.conv, self.dense_input_offset, (fi, f), a)
+    }
+
+    /// Stage 1 with one multiply-accumulate per product.
+    #[inline(always)]
+    fn conv_pool_scalar(&mut self, rows: &[u32; 4]) {
+        let x = rows.map(|w| w.to_le_bytes().map(|b| i32::from(b as i8)));
+        let mut v = [0u32; F];
+        // Indexing (rather than zipping) compiles to the faster loop on the Cortex-M3.
+        #[allow(clippy::needless_range_loop)]
+        for fi in 0..F {
+            let f = &self.scratch.filters[fi];
+            let [p0, p1, p2, mid01, mid2] = f.pairs;
+            // The weights, row by row, back from the pairs.
+            let w = [
+                [dsp::lo(p0), dsp::lo(mid01), dsp::hi(p0)],
+                [dsp::lo(p1), dsp::hi(mid01), dsp::hi(p1)],
+                [dsp::lo(p2), dsp::lo(mid2), dsp::hi(p2)],
+            ];
+            let mut a = [f.bias; 4];
+            for ky in 0..3 {
+                for kx in 0..3 {
+                    let w = w[ky][kx];
+                    a[0] = a[0].wrapping_add(x[ky][kx] * w);
+                    a[1] = a[1].wrapping_add(x[ky][kx + 1] * w);
+                    a[2] = a[2].wrapping_add(x[ky + 1][kx] * w);
+                    a[3] = a[3].wrapping_add(x[ky + 1][kx + 1] * w);
+                }
+            }
+            v[fi] = self.pooled_value(fi, f, a) as u32;
+        }
+        self.len = push_all::<F, PAIRED>(&v, u32::MAX, &mut self.scratch.entries);
+    }
+
+    /// Stage 1 with two multiply-accumulates per instruction ([`dsp::smlad`]), four
+    /// filters at a time ([`dsp::windows`]).
+    ///
+    /// Row `r` of the patch, `[x0 x1 x2 x3]`, is split into `E = (x0, x2)` and
+    /// `O = (x1, x3)`. The left window's row sum `x0·w0 + x1·w1 + x2·w2` is
+    /// `E·(w0, w2) + x1·w1`, the right window's `x1·w0 + x2·w1 + x3·w2` is
+    /// `O·(w0, w2) + x2·w1`. The middle-column terms of consecutive rows are paired too, so
+    /// a window costs five instructions for its nine products.
+    #[inline(always)]
+    fn conv_pool_paired(&mut self, rows: &[u32; 4]) {
+        let e = rows.map(dsp::sxtb16);
+        let o = rows.map(dsp::sxtb16_ror8);
+        // Middle column, two rows per word: left windows use x1 (low half of O), right
+        // windows x2 (high half of E). mid_l[r] = (x1 of row r, x1 of row r + 1).
+        let mid_l = [dsp::pkhbt(o[0], o[1]), dsp::pkhbt(o[1], o[2])];
+        let mid_r = [dsp::pkhtb(e[1], e[0]), dsp::pkhtb(e[2], e[1])];
+        let mut po = dsp::PatchOut {
+            patch: [
+                e[0], o[0], e[1], o[1], e[2], o[2], e[3], o[3], mid_l[0], mid_r[0], mid_l[1],
+                mid_r[1],
+            ],
+            out: [0u32; F],
+        };
+        let cap = match self.requant {
+            Requant::Fast { cap } => {
+                dsp::windows(&mut po, &self.scratch.filters);
+                cap
+            }
+            Requant::Exact => {
+                exact_all(
+                    &self.conv,
+                    self.dense_input_offset,
+                    &mut po,
+                    &self.scratch.filters,
+                );
+                u32::MAX
+            }
+        };
+        self.len = push_all::<F, PAIRED>(&po.out, cap, &mut self.scratch.entries);
+    }
+}
+
+/// [`Stream3x3`]'s paired stage for [`Requant::Exact`] (rare, so compact): every
+/// filter's pooled value (as `i32` bits) into `po.out`.
+#[inline(never)]
+#[cold]
+fn exact_all<const F: usize>(
+    conv: &ChannelRequant<'_>,
+    dense_input_offset: i32,
+    po: &mut dsp::PatchOut<F>,
+    filters: &[Filter3x3; F],
+) {
+    for (fi, (out, f)) in po.out.iter_mut().zip(filters).enumerate() {
+        let sums = dsp::window_sums(&po.patch, f);
+        *out = (pooled_value_exact(conv, fi, sums) + dense_input_offset) as u32;
+    }
+}
+
+/// The fast path laid out for wide vector units (the host): one input channel, 3×3
+/// kernel, 2×2 pool, `F` filters, `N` dense units, from `input` (`in_h × in_w`) to
+/// `logits`. Same arithmetic and the same shortcuts as [`Stream3x3`], but every inner loop
+/// runs over all filters, with the weights transposed to `[tap][filter]`, so that the
+/// compiler vectorizes it; the dense layer takes each position's whole pooled vector.
+/// Its working memory (about `72·F + 4·N` bytes) is on its stack. Same precondition as
+/// [`Stream3x3`]: pooled values fit 16 bits.
+pub fn conv_pool_dense_wide<const F: usize, const N: usize>(
+    layers: &StreamLayers<'_>,
+    in_h: usize,
+    in_w: usize,
+    input: &[i8],
+    logits: &mut [i8; N],
+) {
+    let mut filters = [Filter3x3::ZERO; F];
+    let requant = Requant::choose(layers, prepare_filters(layers, &mut filters));
+    let wide = WideFilters::new(&filters);
+    // An all-background position's pooled values.
+    let mut background = [0i16; F];
+    for (fi, (b, f)) in background.iter_mut().zip(&filters).enumerate() {
+        let raw_bias = layers.conv.channel(fi).map_or(0, |c| c.0);
+        *b = requant.pooled(
+            &layers.conv,
+            layers.dense_input_offset,
+            (fi, f),
+            [raw_bias; 4],
+        ) as i16;
+    }
+    let background_row = i8::try_from(-layers.input_offset)
+        .ok()
+        .map(|b| u32::from_le_bytes([b as u8; 4]));
+    let mut acc = [0i32; N];
+    let (pooled_h, pooled_w) = (
+        (in_h + 1).saturating_sub(3) / 2,
+        (in_w + 1).saturating_sub(3) / 2,
+    );
+    let n_in = pooled_h * pooled_w * F;
+    let mut pooled = [0i16; F];
+    for py in 0..pooled_h {
+        for px in 0..pooled_w {
+            let pos = py * pooled_w + px;
+            let mut rows = [[0i8; 4]; 4];
+            for (r, row) in rows.iter_mut().enumerate() {
+                let start = (2 * py + r) * in_w + 2 * px;
+                match input.get(start..).and_then(|s| s.first_chunk::<4>()) {
+                    Some(x) => *row = *x,
+                    None => return,
+                }
+            }
+            let words = rows.map(|r| u32::from_le_bytes(r.map(|x| x as u8)));
+            let at_background = background_row.is_some_and(|b| words.iter().all(|&w| w == b));
+            let complete = if at_background {
+                wide_dense(&background, layers.dense_weights, n_in, pos, &mut acc)
+            } else {
+                wide_conv_pool(layers, requant, &rows, &wide, &mut pooled);
+                wide_dense(&pooled, layers.dense_weights, n_in, pos, &mut acc)
+            };
+            if !complete {
+                return;
+            }
+        }
+    }
+    finish_dense(&layers.dense, &acc, logits);
+}
+
+/// [`conv_pool_dense_wide`]'s weights, laid out for its vector loops.
+struct WideFilters<const F: usize> {
+    /// `[tap][filter]`, taps row-major.
+    taps: [[i16; F]; 9],
+    /// Per filter, `bias + input_offset · Σ w`.
+    bias: [i32; F],
+    /// Per filter, the requantization multiplier (as [`Requant::Fast`] uses it).
+    multiplier: [u64; F],
+    /// Per filter, minus the shift, at most 31 (as [`Requant::Fast`] uses it).
+    right_shift: [u32; F],
+    /// On x86-64 with a multiple of 4 filters, the same for [`dsp::sse2`]: the first
+    /// `F / 4` elements, one per group of 4 filters.
+    #[cfg(target_arch = "x86_64")]
+    sse2: Option<([dsp::sse2::Taps4; F], [[i32; 4]; F])>,
+}
+
+impl<const F: usize> WideFilters<F> {
+    fn new(filters: &[Filter3x3; F]) -> Self {
+        let mut taps = [[0i16; F]; 9];
+        let mut bias = [0i32; F];
+        let mut multiplier = [0u64; F];
+        let mut right_shift = [0u32; F];
+        for (fi, f) in filters.iter().enumerate() {
+            for (tap, w) in taps.iter_mut().zip(weights_of(f)) {
+                tap[fi] = w as i16;
+            }
+            bias[fi] = f.bias;
+            multiplier[fi] = f.multiplier as u64;
+            right_shift[fi] = f.right_shift();
+        }
+        Self {
+            taps,
+            bias,
+            multiplier,
+            right_shift,
+            #[cfg(target_arch = "x86_64")]
+            sse2: (F % 4 == 0).then(|| {
+                let mut taps4 = [dsp::sse2::Taps4::new([[0; 9]; 4]); F];
+                let mut bias4 = [[0i32; 4]; F];
+                for (g, group) in filters.chunks_exact(4).enumerate() {
+                    taps4[g] = dsp::sse2::Taps4::new(core::array::from_fn(|j| {
+                        weights_of(&group[j]).map(|w| w as i16)
+                    }));
+                    bias4[g] = core::array::from_fn(|j| group[j].bias);
+                }
+                (taps4, bias4)
+            }),
+        }
+    }
+
+    /// Every filter's max over the four windows of the 4×4 patch `x`.
+    #[inline(always)]
+    fn max_windows(&self, x: &[[i16; 4]; 4]) -> [i32; F] {
+        #[cfg(target_arch = "x86_64")]
+        if let Some((taps4, bias4)) = &self.sse2 {
+            let mut out = [[0i32; 4]; F];
+            let groups = F / 4;
+            dsp::sse2::max_windows(x, &taps4[..groups], &bias4[..groups], &mut out[..groups]);
+            return core::array::from_fn(|f| out[f / 4][f % 4]);
+        }
+        self.max_windows_portable(x)
+    }
+
+    /// [`Self::max_windows`] in plain Rust (loops the compiler vectorizes).
+    #[inline(always)]
+    fn max_windows_portable(&self, x: &[[i16; 4]; 4]) -> [i32; F] {
+        let mut max = [i32::MIN; F];
+        for dy in 0..2 {
+            for dx in 0..2 {
+                let a = self.window(x, dy, dx);
+                for f in 0..F {
+                    max[f] = max[f].max(a[f]);
+                }
+            }
+        }
+        max
+    }
+
+    /// One window's accumulators, for every filter.
+    #[inline(always)]
+    fn window(&self, x: &[[i16; 4]; 4], dy: usize, dx: usize) -> [i32; F] {
+        let mut a = self.bias;
+        for ky in 0..3 {
+            for kx in 0..3 {
+                let x = i32::from(x[dy + ky][dx + kx]);
+                let w = &self.taps[3 * ky + kx];
+                for f in 0..F {
+                    a[f] = a[f].wrapping_add(x * i32::from(w[f]));
+                }
+            }
+        }
+        a
+    }
+}
+
+/// A filter's 9 weights, row-major, back from its pairs.
+fn weights_of(f: &Filter3x3) -> [i32; 9] {
+    let [p0, p1, p2, mid01, mid2] = f.pairs;
+    [
+        dsp::lo(p0),
+        dsp::lo(mid01),
+        dsp::hi(p0),
+        dsp::lo(p1),
+        dsp::hi(mid01),
+        dsp::hi(p1),
+        dsp::lo(p2),
+        dsp::lo(mid2),
+        dsp::hi(p2),
+    ]
+}
+
+/// [`conv_pool_dense_wide`]'s dense stage at position `pos`: the whole pooled vector `v`
+/// times each unit's weights. False if the weights end early.
+#[inline(never)]
+fn wide_dense<const F: usize, const N: usize>(
+    v: &[i16; F],
+    weights: &[u8],
+    n_in: usize,
+    pos: usize,
+    acc: &mut [i32; N],
+) -> bool {
+    for (u, a) in acc.iter_mut().enumerate() {
+        let Some(w) = weights
+            .get(u * n_in + pos * F..)
+            .and_then(|w| w.first_chunk::<F>())
+        else {
+            return false;
+        };
+        let mut sum = 0i32;
+        for f in 0..F {
+            sum = sum.wrapping_add(i32::from(v[f]) * i32::from(w[f] as i8));
+        }
+        *a = a.wrapping_add(sum);
+    }
+    true
+}
+
+/// [`conv_pool_dense_wide`]'s conv + ReLU + pool at one position whose 4×4 input patch is
+/// `rows`: every filter's pooled value (minus the conv zero point) into `pooled`.
+#[inline(never)]
+fn wide_conv_pool<const F: usize>(
+    layers: &StreamLayers<'_>,
+    requant: Requant,
+    rows: &[[i8; 4]; 4],
+    wide: &WideFilters<F>,
+    pooled: &mut [i16; F],
+) {
+    // As i16, which lets the compiler pair the products (x86's PMADDWD).
+    let x = rows.map(|r| r.map(i16::from));
+    if let Requant::Fast { cap } = requant {
+        let max = wide.max_windows(&x);
+        // [`pooled_value`] without its branch (unpredictable on real data): a max ≤ 0
+        // becomes 0, which requantizes to 0.
+        for f in 0..F {
+            let m = max[f].max(0) as u64;
+            let x = ((m * wide.multiplier[f] + (1 << 30)) >> 31) as u32;
+            let r = wide.right_shift[f];
+            pooled[f] = ((x + ((1 << r) >> 1)) >> r).min(cap) as i16;
+        }
+    } else {
+        let windows = [(0, 0), (0, 1), (1, 0), (1, 1)].map(|(dy, dx)| wide.window(&x, dy, dx));
+        for f in 0..F {
+            let a = windows.map(|w| w[f]);
+            let v = pooled_value_exact(&layers.conv, f, a) + layers.dense_input_offset;
+            pooled[f] = v as i16;
+        }
+    }
+}
+
+/// Computes the entries of an all-background position into `scratch.background`: each
+/// filter's four windows are its bias. Returns their length in words.
+fn background_entries<const F: usize, const N: usize, const PAIRED: bool>(
+    layers: &StreamLayers<'_>,
+    requant: Requant,
+    scratch: &mut StreamScratch<F, N>,
+) -> usize {
+    let mut v = [0u32; F];
+    for (fi, (v, f)) in v.iter_mut().zip(&scratch.filters).enumerate() {
+        let bias = layers.conv.channel(fi).map_or(0, |c| c.0);
+        *v = requant.pooled(&layers.conv, layers.dense_input_offset, (fi, f), [bias; 4]) as u32;
+    }
+    push_all::<F, PAIRED>(&v, u32::MAX, &mut scratch.background)
+}
+
+/// Writes the entries of the pooled values `v` (as `i32` bits, each first capped at
+/// `cap` as a `u32`) into `list`; returns their length in words. One function for every
+/// caller, so that its unrolled loop exists once.
+#[inline(never)]
+fn push_all<const F: usize, const PAIRED: bool>(
+    v: &[u32; F],
+    cap: u32,
+    list: &mut [u32; F],
+) -> usize {
+    // An opaque trip count keeps the loop rolled: unrolled it costs more flash than the
+    // conv stage itself, to save a few instructions per position.
+    let v = &v[..core::hint::black_box(F).min(F)];
+    let mut len = 0;
+    if PAIRED {
+        for (g, v) in v.chunks_exact(4).enumerate() {
+            let v = [v[0], v[1], v[2], v[3]].map(|v| v.min(cap) as i32);
+            push_group(list, &mut len, g, v);
+        }
+    } else {
+        for (fi, &v) in v.iter().enumerate() {
+            push(list, &mut len, fi, v.min(cap) as i32);
+        }
+    }
+    len
+}
+
+/// Fills `filters` from the conv layer (as far as its weights and parameters go); true if
+/// every multiplier is ≥ 0 and every shift ≤ 0, so that [`Requant::Fast`] is exact.
+fn prepare_filters(layers: &StreamLayers<'_>, filters: &mut [Filter3x3]) -> bool {
+    let mut right_shifts_only = true;
+    for (fi, f) in filters.iter_mut().enumerate() {
+        let (Some(w), Some((bias, multiplier, shift))) = (
+            layers.conv_weights.get(9 * fi..9 * fi + 9),
+            layers.conv.channel(fi),
+        ) else {
+            break;
+        };
+        right_shifts_only &= multiplier >= 0 && shift <= 0;
+        let mut x = [0i32; 9];
+        let mut sum = 0i32;
+        for (x, &w) in x.iter_mut().zip(w) {
+            *x = i32::from(w as i8);
+            sum = sum.wrapping_add(*x);
+        }
+        *f = Filter3x3 {
+            pairs: [
+                dsp::pack(x[0], x[2]),
+                dsp::pack(x[3], x[5]),
+                dsp::pack(x[6], x[8]),
+                dsp::pack(x[1], x[4]),
+                dsp::pack(x[7], (-shift).clamp(0, 31)),
+            ],
+            bias: bias.wrapping_add(layers.input_offset.wrapping_mul(sum)),
+            multiplier,
+        };
+    }
+    right_shifts_only
+}
+
+/// The pooled value of one filter's four window accumulators, minus the conv zero point:
+/// TFLite's requantization of their max, with the ReLU at the zero point.
+///
+/// A max `m ≤ 0` requantizes to at most 0 (a non-negative multiplier keeps the sign), so
+/// the ReLU makes it 0. For `m > 0`, `SaturatingRoundingDoublingHighMul(m, M)` is
+/// `(m·M + 2^30) >> 31` (its sign cases and its saturation cannot occur), and
+/// `RoundingDivideByPOT(x, r)` of an `x ≥ 0` is `(x + 2^(r−1)) >> r` (`x` for `r = 0`;
+/// no overflow as `x < 2^31`). The result is capped at `cap = 127 − zero point`.
+#[inline(always)]
+fn pooled_value(f: &Filter3x3, a: [i32; 4], cap: u32) -> i32 {
+    let m = a[0].max(a[1]).max(a[2].max(a[3]));
+    if m <= 0 {
+        return 0;
+    }
+    // Both factors are non-negative: an unsigned 32×32 → 64-bit multiply.
+    let x = ((u64::from(m as u32) * u64::from(f.multiplier as u32) + (1 << 30)) >> 31) as u32;
+    let r = f.right_shift() & 31;
+    let half = (1u32 << r) >> 1;
+    ((x + half) >> r).min(cap) as i32
+}
+
+/// The requantized max of filter `fi`'s four window accumulators for any parameters:
+/// requantize each, then take the max (the unfused kernels' order).
+#[inline(never)]
+#[cold]
+fn pooled_value_exact(rq: &ChannelRequant<'_>, fi: usize, a: [i32; 4]) -> i32 {
+    let Some((_, multiplier, shift)) = rq.channel(fi) else {
+        return i32::from(i8::MIN);
+    };
+    let mut best = i8::MIN;
+    for a in a {
+        best = best.max(requantize_outlined(rq, a, multiplier, shift));
+    }
+    i32::from(best)
+}
+
+/// Appends the entry `(v, filter)` to a scalar list unless `v` is 0 (branch-free: the
+/// slot is written either way and reused if not kept).
+#[inline(always)]
+fn push(list: &mut [u32], len: &mut usize, filter: usize, v: i32) {
+    if let Some(slot) = list.get_mut(*len) {
+        *slot = dsp::pack(v, filter as i32);
+        *len += usize::from(v != 0);
+    }
+}
+
+/// Appends group `g`'s four pooled values to a paired list, as two packed pairs
+/// `(v0, v2)`, `(v1, v3)` (the order [`dsp::sxtb16`] and [`dsp::sxtb16_ror8`] unpack 4
+/// weight bytes in) and the group's weight offset `4·g`, unless all four are 0.
+#[inline(always)]
+fn push_group(list: &mut [u32], len: &mut usize, g: usize, v: [i32; 4]) {
+    let (even, odd) = (dsp::pack(v[0], v[2]), dsp::pack(v[1], v[3]));
+    if let Some(slot) = list.get_mut(*len..*len + 3) {
+        slot[0] = even;
+        slot[1] = odd;
+        slot[2] = 4 * g as u32;
+        *len += 3 * usize::from(even | odd != 0);
+    }
+}
+
+/// `k` if it is at most `max`: `k & max` when `mask` (`max + 1` a power of two, or `max`
+/// a multiple of 4 below one, as the callers' `F − 1` and `F − 4`), else `k.min(max)`.
+#[inline(always)]
+fn bound(k: usize, max: usize, mask: bool) -> usize {
+    if mask {
+        k & max
+    } else {
+        k.min(max)
+    }
+}
+
+/// Dense stage for two units with rows `r0`, `r1` over scalar entries.
+#[inline(always)]
+fn dense_scalar<const F: usize>(
+    entries: &[u32],
+    r0: &[u8; F],
+    r1: &[u8; F],
+    start: [i32; 2],
+) -> [i32; 2] {
+    let [mut a0, mut a1] = start;
+    for &e in entries {
+        // Always `k < F`; bounding it again lets the compiler see that the loads are in
+        // bounds (a mask when it can).
+        let k = bound((e >> 16) as usize, F.saturating_sub(1), F.is_power_of_two());
+        let v = dsp::lo(e);
+        if let (Some(&w0), Some(&w1)) = (r0.get(k), r1.get(k)) {
+            a0 = a0.wrapping_add(v * i32::from(w0 as i8));
+            a1 = a1.wrapping_add(v * i32::from(w1 as i8));
+        }
+    }
+    [a0, a1]
+}
+
+/// Dense stage for two units with rows `r0`, `r1` over paired entries: each entry is
+/// four filters, whose four weight bytes one load fetches and [`dsp::sxtb16`] unpacks.
+#[inline(always)]
+fn dense_paired<const F: usize>(
+    entries: &[u32],
+    r0: &[u8; F],
+    r1: &[u8; F],
+    start: [i32; 2],
+) -> [i32; 2] {
+    let [mut a0, mut a1] = start;
+    for e in entries.chunks_exact(3) {
+        // Always `4·g ≤ F − 4` (the entries are this module's); bounding it again lets
+        // the compiler see that the loads are in bounds (a mask when it can).
+        let k = bound(e[2] as usize, F.saturating_sub(4), F.is_power_of_two());
+        let (Some(w0), Some(w1)) = (
+            r0.get(k..).and_then(|w| w.first_chunk::<4>()),
+            r1.get(k..).and_then(|w| w.first_chunk::<4>()),
+        ) else {
+            continue;
+        };
+        let (w0, w1) = (u32::from_le_bytes(*w0), u32::from_le_bytes(*w1));
+        a0 = dsp::smlad(dsp::sxtb16(w0), e[0], a0);
+        a0 = dsp::smlad(dsp::sxtb16_ror8(w0), e[1], a0);
+        a1 = dsp::smlad(dsp::sxtb16(w1), e[0], a1);
+        a1 = dsp::smlad(dsp::sxtb16_ror8(w1), e[1], a1);
+    }
+    [a0, a1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::{conv, dense, pool, TestRng};
+    use std::{boxed::Box, vec, vec::Vec};
+
+    /// Filters and units of the small fast-path cases.
+    const SHAPES: [(usize, usize); 11] = [
+        (1, 1),
+        (1, 3),
+        (2, 2),
+        (3, 1),
+        (4, 3),
+        (4, 4),
+        (5, 2),
+        (7, 5),
+        (8, 1),
+        (8, 6),
+        (12, 3),
+    ];
+
+    /// Random layers of one shape, owned.
+    struct Case {
+        g: StreamGeometry,
+        input: Vec<i8>,
+        conv_w: Vec<u8>,
+        conv_bias: Vec<u8>,
+        conv_mult: Vec<u8>,
+        conv_shift: Vec<u8>,
+        conv_zp: i32,
+        relu: bool,
+        dense_w: Vec<u8>,
+        dense_bias: Vec<u8>,
+        dense_mult: Vec<u8>,
+        dense_shift: Vec<u8>,
+        dense_zp: i32,
+    }
+
+    fn le(v: &[i32]) -> Vec<u8> {
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    /// Random valid quantization: multipliers in [2^30, 2^31) (sometimes 0), shifts in
+    /// −31..=30 with a bias towards the realistic −12..=0, any zero points and weights.
+    fn random_case(rng: &mut TestRng, g: StreamGeometry) -> Case {
+        let bytes = |rng: &mut TestRng, n: usize| (0..n).map(|_| rng.i8() as u8).collect();
+        let mult = |rng: &mut TestRng, n: usize| {
+            let m: Vec<i32> = (0..n)
+                .map(|_| match rng.below(20) {
+                    0 => 0,
+                    _ => (1 << 30) + rng.below(1 << 30) as i32,
+                })
+                .collect();
+            le(&m)
+        };
+        let shift = |rng: &mut TestRng, n: usize| {
+            (0..n)
+                .map(|_| match rng.below(6) {
+                    0 => (rng.below(62) as i32 - 31) as i8 as u8,
+                    _ => (-(rng.below(13) as i32)) as i8 as u8,
+                })
+                .collect()
+        };
+        let bias = |rng: &mut TestRng, n: usize, span: u64| {
+            let b: Vec<i32> = (0..n)
+                .map(|_| match rng.below(30) {
+                    0 => rng.next_u64() as i32,
+                    _ => rng.below(2 * span + 1) as i32 - span as i32,
+                })
+                .collect();
+            le(&b)
+        };
+        let n_in = g.dense_inputs();
+        Case {
+            input: (0..g.in_h * g.in_w * g.in_c).map(|_| rng.i8()).collect(),
+            conv_w: bytes(rng, g.filters * g.k_h * g.k_w * g.in_c),
+            conv_bias: bias(rng, g.filters, 40_000),
+            conv_mult: mult(rng, g.filters),
+            conv_shift: shift(rng, g.filters),
+            conv_zp: rng.below(256) as i32 - 128,
+            relu: rng.below(4) != 0,
+            dense_w: bytes(rng, g.units * n_in),
+            dense_bias: bias(rng, g.units, 400_000),
+            dense_mult: mult(rng, g.units),
+            dense_shift: shift(rng, g.units),
+            dense_zp: rng.below(256) as i32 - 128,
+            g,
+        }
+    }
+
+    impl Case {
+        fn layers(&self) -> StreamLayers<'_> {
+            StreamLayers {
+                input_offset: 128,
+                conv_weights: &self.conv_w,
+                conv: ChannelRequant {
+                    bias: &self.conv_bias,
+                    multiplier: &self.conv_mult,
+                    shift: &self.conv_shift,
+                    output_offset: self.conv_zp,
+                    activation_min: if self.relu { self.conv_zp } else { -128 },
+                    activation_max: 127,
+                },
+                dense_input_offset: -self.conv_zp,
+                dense_weights: &self.dense_w,
+                dense: ChannelRequant {
+                    bias: &self.dense_bias,
+                    multiplier: &self.dense_mult,
+                    shift: &self.dense_shift,
+                    output_offset: self.dense_zp,
+                    activation_min: -128,
+                    activation_max: 127,
+                },
+            }
+        }
+
+        /// The unfused kernels: conv → pool → dense, through full tensors.
+        fn reference(&self) -> Vec<i8> {
+            let g = &self.g;
+            let l = self.layers();
+            let cg = conv::ConvGeometry {
+                in_h: g.in_h,
+                in_w: g.in_w,
+                in_c: g.in_c,
+                k_h: g.k_h,
+                k_w: g.k_w,
+                filters: g.filters,
+            };
+            let mut conv_out = vec![0i8; cg.out_h() * cg.out_w() * g.filters];
+            conv::conv2d_i8(
+                &cg,
+                &self.input,
+                l.input_offset,
+                &self.conv_w,
+                &l.conv,
+                &mut conv_out,
+            );
+            let pg = pool::PoolGeometry {
+                in_h: cg.out_h(),
+                in_w: cg.out_w(),
+                channels: g.filters,
+                size: g.pool,
+            };
+            let mut pooled = vec![0i8; g.dense_inputs()];
+            pool::max_pool(&pg, &conv_out, &mut pooled);
+            let mut out = vec![0i8; g.units];
+            dense::dense_i8(
+                &pooled,
+                l.dense_input_offset,
+                &self.dense_w,
+                &l.dense,
+                &mut out,
+            );
+            out
+        }
+
+        fn generic(&self) -> Vec<i8> {
+            let mut acc = vec![0i32; self.g.units];
+            let mut out = vec![0i8; self.g.units];
+            conv_pool_dense_i8(&self.g, &self.layers(), &self.input, &mut acc, &mut out);
+            out
+        }
+
+        /// The 3×3 fast path with `F` filters and `N` units (which must be the case's),
+        /// paired or not.
+        fn fast_with<const F: usize, const N: usize, const PAIRED: bool>(&self) -> Vec<i8> {
+            assert_eq!((self.g.filters, self.g.units), (F, N));
+            let mut scratch = Box::new(StreamScratch::<F, N>::new());
+            let mut out = [0i8; N];
+            let layers = self.layers();
+            let s = Stream3x3::<F, N, PAIRED>::new(
+                &layers,
+                self.g.in_h,
+                self.g.in_w,
+                &self.input,
+                &mut scratch,
+            );
+            assert_eq!(s.requant == Requant::Exact, !self.fast_requant());
+            s.run(&mut out);
+            out.to_vec()
+        }
+
+        /// [`conv_pool_dense_wide`] with `F` filters and `N` units.
+        fn wide<const F: usize, const N: usize>(&self) -> Vec<i8> {
+            let mut out = [0i8; N];
+            conv_pool_dense_wide::<F, N>(
+                &self.layers(),
+                self.g.in_h,
+                self.g.in_w,
+                &self.input,
+                &mut out,
+            );
+            out.to_vec()
+        }
+
+        /// Every fast path (paired only for a multiple of 4 filters), for the shapes the
+        /// tests use ([`SHAPES`] and the tutorial's).
+        fn fast(&self) -> Vec<Vec<i8>> {
+            macro_rules! dispatch {
+                ($(($f:literal, $n:literal)),*) => {
+                    match (self.g.filters, self.g.units) {
+                        $(($f, $n) => {
+                            let mut out = vec![
+                                self.fast_with::<$f, $n, false>(),
+                                self.wide::<$f, $n>(),
+                            ];
+                            if $f % 4 == 0 {
+                                out.push(self.fast_with::<$f, $n, true>());
+                            }
+                            out
+                        })*
+                        other => panic!("no fast path instantiated for {other:?}"),
+                    }
+                };
+            }
+            dispatch!(
+                (1, 1),
+                (1, 3),
+                (2, 2),
+                (3, 1),
+                (4, 3),
+                (4, 4),
+                (5, 2),
+                (7, 5),
+                (8, 1),
+                (8, 6),
+                (12, 3),
+                (32, 10)
+            )
+        }
+
+        /// Whether the pool's max may be requantized once.
+        fn fast_requant(&self) -> bool {
+            let l = self.layers();
+            // Without a ReLU the clamp at −128 is one at the zero point −128.
+            (self.relu || self.conv_zp == -128)
+                && (0..self.g.filters).all(|f| {
+                    let (_, m, s) = l.conv.channel(f).unwrap();
+                    m >= 0 && s <= 0
+                })
+        }
+    }
+
+    #[test]
+    fn generic_stream_matches_unfused_kernels_on_random_shapes() {
+        let mut rng = TestRng(0x5EED_F00D);
+        for case in 0..300 {
+            let g = StreamGeometry {
+                in_h: 2 + rng.below(9) as usize,
+                in_w: 2 + rng.below(9) as usize,
+                in_c: 1 + rng.below(3) as usize,
+                k_h: 1 + rng.below(3) as usize,
+                k_w: 1 + rng.below(3) as usize,
+                filters: 1 + rng.below(6) as usize,
+                pool: 1 + rng.below(3) as usize,
+                units: 1 + rng.below(5) as usize,
+            };
+            if g.dense_inputs() == 0 {
+                continue;
+            }
+            let c = random_case(&mut rng, g);
+            assert_eq!(c.generic(), c.reference(), "case {case}: {g:?}");
+        }
+    }
+
+    #[test]
+    fn fast_paths_match_unfused_kernels_with_random_quantization() {
+        let mut rng = TestRng(0xFA57_0001);
+        let mut taken = 0;
+        for case in 0..600 {
+            // Tutorial-sized cases now and then; small ones (more of them) otherwise.
+            let (in_h, in_w, (filters, units)) = if case % 25 == 0 {
+                (28, 28, (32, 10))
+            } else {
+                (
+                    4 + rng.below(8) as usize,
+                    4 + rng.below(8) as usize,
+                    SHAPES[rng.below(SHAPES.len() as u64) as usize],
+                )
+            };
+            let g = StreamGeometry {
+                in_h,
+                in_w,
+                in_c: 1,
+                k_h: 3,
+                k_w: 3,
+                filters,
+                pool: 2,
+                units,
+            };
+            let mut c = random_case(&mut rng, g);
+            if case % 2 == 0 {
+                // What training produces: a ReLU and right shifts (any multiplier ≥ 0).
+                c.relu = true;
+                c.conv_shift = (0..filters)
+                    .map(|_| (-(rng.below(32) as i8)) as u8)
+                    .collect();
+            }
+            if case % 3 == 0 {
+                // Background patches (pixel 0, int8 −128) take their own path.
+                for (i, x) in c.input.iter_mut().enumerate() {
+                    if (i / 5) % 3 != 0 {
+                        *x = -128;
+                    }
+                }
+            }
+            let expected = c.reference();
+            assert_eq!(c.generic(), expected, "generic, case {case}: {g:?}");
+            for (kernel, out) in c.fast().iter().enumerate() {
+                assert_eq!(out, &expected, "kernel {kernel}, case {case}: {g:?}");
+            }
+            taken += usize::from(c.fast_requant());
+        }
+        assert!(
+            (300..600).contains(&taken),
+            "the pool-first requantization took {taken} of 600 cases"
+        );
+    }
+
+    #[test]
+    fn fast_path_requantizes_every_window_when_it_must() {
+        let g = StreamGeometry {
+            in_h: 6,
+            in_w: 6,
+            in_c: 1,
+            k_h: 3,
+            k_w: 3,
+            filters: 4,
+            pool: 2,
+            units: 3,
+        };
+        let mut rng = TestRng(77);
+        for round in 0..300 {
+            let mut c = random_case(&mut rng, g);
+            c.relu = true;
+            c.conv_shift = vec![0xFF; 4];
+            c.conv_mult = le(&[1 << 30; 4]);
+            c.conv_bias = le(&[0; 4]);
+            match round % 3 {
+                // A left shift that overflows: requantization wraps, not monotonic.
+                0 => c.conv_shift[1] = 20,
+                // A negative multiplier (the loader refuses it) reverses the order.
+                1 => c.conv_mult = le(&[1 << 30, -(1 << 30), 1 << 30, 1 << 30]),
+                // No ReLU: negative pooled values count.
+                _ => (c.relu, c.conv_zp) = (false, 3),
+            }
+            c.input = (0..36)
+                .map(|_| if rng.below(2) == 0 { -128 } else { 127 })
+                .collect();
+            assert!(!c.fast_requant());
+            let expected = c.reference();
+            for out in c.fast() {
+                assert_eq!(out, expected, "round {round}");
+            }
+        }
+    }
+
+    #[test]
+    fn pooled_value_is_tflite_requantization_of_the_max() {
+        use crate::requant::requantize;
+        let mut rng = TestRng(0x2E1F);
+        for shift in -31..=0 {
+            for &zp in &[-128, -5, 0, 100, 127] {
+                let cap = (127 - zp) as u32;
+                for mult in [
+                    0,
+                    1,
+                    1 << 30,
+                    (1 << 30) + 1,
+                    i32::MAX,
+                    rng.below(1 << 31) as i32,
+                ] {
+                    let f = Filter3x3 {
+                        pairs: [0, 0, 0, 0, dsp::pack(0, -shift)],
+                        multiplier: mult,
+                        ..Filter3x3::ZERO
+                    };
+                    let check = |m: i32| {
+                        let want = i32::from(requantize(m, mult, shift, zp, zp, 127)) - zp;
+                        let window = [m.saturating_sub(7), i32::MIN, m, m];
+                        assert_eq!(
+                            pooled_value(&f, window, cap),
+                            want,
+                            "m={m} mult={mult} shift={shift} zp={zp}"
+                        );
+                    };
+                    (-3..3000).for_each(check);
+                    for _ in 0..200 {
+                        check(rng.next_u64() as i32);
+                    }
+                    [i32::MAX, i32::MIN, 1 << 20, (1 << 20) + 1]
+                        .into_iter()
+                        .for_each(check);
+                }
+            }
+        }
+    }
+}

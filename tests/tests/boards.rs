@@ -1,0 +1,122 @@
+//! The firmware on every board — Cortex-M4F, M3, M7 (QEMU MPS2) and M0 (micro:bit) —
+//! computes for each of the first 100 test digits exactly the int8 logits that
+//! infer-core's unfused reference computes on the host, with a SysTick calibration that
+//! holds; and a wrong SysTick rate fails the run.
+//!
+//! All 2,004 test digits on one board: `cargo xtask qemu --board <board> --count 2004
+//! --model firmware-example/assets/model.bin` (batches of 200 on the micro:bit).
+
+use anyhow::Result;
+use e2e_tests::{data_dir, parse_firmware_output, run_firmware_on, workspace_root, BOARDS};
+use infer_core::{pixels_to_input, TutorialNet, TutorialScratch};
+use std::path::PathBuf;
+use trainer::data;
+
+/// Digits per board: what fits every board's flash and keeps the test at seconds.
+const DIGITS: usize = 100;
+
+/// The committed model and a digits file of the first [`DIGITS`] test images, with the
+/// host's logits for them from the unfused reference (`infer_layers`).
+fn setup() -> Result<(PathBuf, tempfile::TempDir, PathBuf, Vec<[i8; 10]>)> {
+    let model = workspace_root().join("firmware-example/assets/model.bin");
+    let test = data::load_test(&data_dir()?)?;
+    let bytes = std::fs::read(&model)?;
+    let net = TutorialNet::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut scratch = Box::new(TutorialScratch::new());
+    let host = test
+        .images
+        .chunks_exact(784)
+        .take(DIGITS)
+        .map(|image| {
+            let mut pixels = [[0u8; 28]; 28];
+            for (row, src) in pixels.iter_mut().zip(image.chunks_exact(28)) {
+                row.copy_from_slice(src);
+            }
+            net.infer_layers(&pixels_to_input(&pixels), &mut scratch)
+                .logits
+        })
+        .collect();
+    let dir = tempfile::tempdir()?;
+    let digits = dir.path().join("digits.bin");
+    std::fs::write(&digits, data::digit_records(&test, DIGITS)?)?;
+    Ok((model, dir, digits, host))
+}
+
+#[test]
+fn every_board_computes_exactly_the_host_reference_logits() -> Result<()> {
+    let (model, _dir, digits, host) = setup()?;
+    for board in &BOARDS {
+        let (ok, stdout) = run_firmware_on(board, &model, &digits, &[])?;
+        assert!(ok, "{}: the firmware failed:\n{stdout}", board.name);
+        let report = parse_firmware_output(&stdout)?;
+        assert!(
+            stdout.starts_with(&format!("board: {} ", board.name)),
+            "{stdout}"
+        );
+        assert_eq!(report.digits.len(), DIGITS, "{}", board.name);
+        assert_eq!(report.logits.len(), DIGITS, "{}", board.name);
+        for (i, (line, logits)) in report.digits.iter().zip(&report.logits).enumerate() {
+            assert_eq!(line.index, i);
+            assert_eq!(
+                logits[..],
+                host[i][..],
+                "{}: digit {i}: firmware logits vs the host's reference",
+                board.name
+            );
+            let class = (0..10).fold(
+                0,
+                |best, k| if host[i][k] > host[i][best] { k } else { best },
+            );
+            assert_eq!(usize::from(line.pred), class, "{}: digit {i}", board.name);
+        }
+        assert_eq!(report.summary.total, DIGITS);
+
+        // The counted loop: 2·10^6 instructions, measured to within 0.1 %.
+        let (loop_insns, measured) = report.calibration.expect("calibration line");
+        assert_eq!(loop_insns, 2_000_000);
+        assert!(
+            loop_insns.abs_diff(measured) <= loop_insns / 1000,
+            "{}: calibration {measured} for {loop_insns}",
+            board.name
+        );
+
+        // The stage-by-stage profile accounts for the whole inference: its stages (less
+        // the argmax, which `insns_per_inference` leaves out) add up to the total within
+        // 2 % (counter reads are subtracted, tick rounding is not).
+        let staged: u64 = report
+            .layers
+            .iter()
+            .filter(|(name, _)| name != "argmax")
+            .map(|(_, v)| v)
+            .sum();
+        let total = report.summary.insns_per_inference;
+        assert!(
+            staged.abs_diff(total) * 50 <= total,
+            "{}: stages {staged} vs inference {total}: {:?}",
+            board.name,
+            report.layers
+        );
+        assert!(report.infer_stack_bytes.is_some_and(|b| b > 0));
+    }
+    Ok(())
+}
+
+#[test]
+fn a_wrong_systick_rate_fails_the_calibration() -> Result<()> {
+    let (model, _dir, digits, _) = setup()?;
+    // The micro:bit clocks SysTick at 16 MHz (62.5 instructions per tick); the MPS2
+    // boards' 40 would undercount every inference by 36 %.
+    let board = BOARDS
+        .iter()
+        .find(|b| b.name == "microbit")
+        .expect("microbit");
+    let (ok, stdout) =
+        run_firmware_on(board, &model, &digits, &[("FIRMWARE_INSNS_PER_TICK", "40")])?;
+    assert!(!ok, "the firmware accepted a wrong SysTick rate:\n{stdout}");
+    assert!(
+        stdout.contains("calibration: loop_insns=2000000 measured_insns=1280000"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("summary:"), "{stdout}");
+    Ok(())
+}

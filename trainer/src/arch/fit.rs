@@ -1,0 +1,291 @@
+//! Mini-batch training of a generic [`Model`]: softmax cross-entropy, Adam (Keras 3 defaults
+//! and update rule), optional L2/L1 on the kernels, reshuffling every epoch, validation after
+//! each epoch, and early stopping on validation loss that restores the best epoch's weights.
+//!
+//! Deterministic: the same data, spec and config give bit-identical weights whatever the thread
+//! count (fixed chunking inside the layers, dropout masks keyed by seed, step and layer).
+
+use super::layers::{Layer, Mode, Tensor};
+use super::model::{cross_entropy, Model};
+use super::spec::Spec;
+use crate::data::Dataset;
+use crate::train::{EpochMetrics, FitObserver, Interrupted};
+use anyhow::{ensure, Context, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use std::time::Instant;
+
+/// Keras' Adam β₁.
+const BETA_1: f32 = 0.9;
+/// Keras' Adam β₂.
+const BETA_2: f32 = 0.999;
+/// Keras' Adam ε (added to `√v`).
+const EPSILON: f32 = 1e-7;
+/// Parameters per parallel task of the Adam step.
+const ADAM_BLOCK: usize = 16_384;
+/// ChaCha stream of the epoch shuffles.
+const SHUFFLE_STREAM: u64 = 1;
+
+/// Hyper-parameters of [`fit`].
+#[derive(Clone, Debug)]
+pub struct ArchFitConfig {
+    /// Passes over the training set (at most, with early stopping).
+    pub epochs: usize,
+    /// Images per gradient step; the last, partial batch of an epoch is used too.
+    pub batch_size: usize,
+    /// Adam learning rate.
+    pub learning_rate: f32,
+    /// Seeds initialisation, shuffling and dropout.
+    pub seed: u64,
+    /// Worker threads; 0 uses every core. Does not change the result.
+    pub threads: usize,
+    /// Train on only the first `n` training images.
+    pub train_limit: Option<usize>,
+    /// L2 factor: the loss gains `l2·Σw²` over every kernel.
+    pub l2: f32,
+    /// L1 factor: the loss gains `l1·Σ|w|` over every kernel.
+    pub l1: f32,
+    /// Stop once validation loss has not improved for this many epochs, then restore the
+    /// weights of the best epoch. `None` trains every epoch and keeps the last weights.
+    pub patience: Option<usize>,
+}
+
+impl Default for ArchFitConfig {
+    /// The tutorial's settings: 6 epochs of batch 128 at learning rate 0.001, seed 1, no
+    /// regularisation, no early stopping.
+    fn default() -> Self {
+        Self {
+            epochs: 6,
+            batch_size: 128,
+            learning_rate: 0.001,
+            seed: 1,
+            threads: 0,
+            train_limit: None,
+            l2: 0.0,
+            l1: 0.0,
+            patience: None,
+        }
+    }
+}
+
+/// What [`fit`] returns.
+#[derive(Clone, Debug)]
+pub struct ArchFit {
+    /// The trained model (the best epoch's, with early stopping).
+    pub model: Model,
+    /// Metrics of every epoch run.
+    pub epochs: Vec<EpochMetrics>,
+    /// The epoch (from 1) whose weights `model` holds.
+    pub best_epoch: usize,
+    /// Whether early stopping ended the fit before the last epoch.
+    pub stopped_early: bool,
+}
+
+/// Adam moments, one pair per trainable tensor.
+struct Adam {
+    lr: f32,
+    steps: u32,
+    moments: Vec<(Vec<f32>, Vec<f32>)>,
+}
+
+impl Adam {
+    fn new(lr: f32, model: &Model) -> Self {
+        let moments = model
+            .layers
+            .iter()
+            .flat_map(Layer::params)
+            .map(|p| (vec![0.0; p.value.len()], vec![0.0; p.value.len()]))
+            .collect();
+        Self {
+            lr,
+            steps: 0,
+            moments,
+        }
+    }
+
+    /// One Keras 3 Adam step on every trainable tensor, adding the L2/L1 gradient to kernels.
+    fn step(&mut self, model: &mut Model, l2: f32, l1: f32) {
+        self.steps += 1;
+        let t = f64::from(self.steps);
+        let lr_t = (f64::from(self.lr) * (1.0 - f64::from(BETA_2).powf(t)).sqrt()
+            / (1.0 - f64::from(BETA_1).powf(t))) as f32;
+        let params = model.layers.iter_mut().flat_map(Layer::params_mut);
+        for (p, (m, v)) in params.zip(&mut self.moments) {
+            let regularise = p.kernel && (l2 != 0.0 || l1 != 0.0);
+            // Element-wise, so splitting into blocks does not change the result.
+            p.value
+                .par_chunks_mut(ADAM_BLOCK)
+                .zip(p.grad.par_chunks(ADAM_BLOCK))
+                .zip(m.par_chunks_mut(ADAM_BLOCK))
+                .zip(v.par_chunks_mut(ADAM_BLOCK))
+                .for_each(|(((w, g), m), v)| {
+                    for (((w, g), m), v) in w.iter_mut().zip(g).zip(m).zip(v) {
+                        let mut g = *g;
+                        if regularise {
+                            g += 2.0 * l2 * *w + l1 * w.signum();
+                        }
+                        *m += (g - *m) * (1.0 - BETA_1);
+                        *v += (g * g - *v) * (1.0 - BETA_2);
+                        *w -= lr_t * *m / (v.sqrt() + EPSILON);
+                    }
+                });
+            p.grad.iter_mut().for_each(|g| *g = 0.0);
+        }
+    }
+}
+
+/// One training forward + backward on a batch: returns (mean loss without regularisation,
+/// correct predictions) and leaves the gradients in the layers' parameters.
+///
+/// # Panics
+/// If `x` does not match the model's input.
+pub fn forward_backward(model: &mut Model, x: Tensor, labels: &[u8], key: u64) -> (f32, usize) {
+    let classes = model.spec.classes();
+    let logits = model.forward(x, Mode::Train { key });
+    let mut grad = vec![0.0; logits.data.len()];
+    let (loss, correct) = cross_entropy(&logits.data, labels, classes, Some(&mut grad));
+    let mut dy = Tensor {
+        data: grad,
+        ..logits
+    };
+    for index in (0..model.layers.len()).rev() {
+        let input = model.spec.input_of(index);
+        match model.layers[index].backward(dy, index > 0, input) {
+            Some(dx) => dy = dx,
+            None => break,
+        }
+    }
+    (loss, correct)
+}
+
+/// Trains a freshly initialised model of `spec` on `train`, validating on `validation` after
+/// every epoch.
+///
+/// # Errors
+/// An unusable configuration, empty or mis-shaped data, a label outside the classes, a thread
+/// pool that cannot start, or [`Interrupted`] if the observer asked to stop.
+pub fn fit(
+    spec: &Spec,
+    train: &Dataset,
+    validation: &Dataset,
+    config: &ArchFitConfig,
+    observer: &mut (dyn FitObserver + Send),
+) -> Result<ArchFit> {
+    ensure!(config.epochs > 0, "epochs must be at least 1");
+    ensure!(config.batch_size > 0, "batch size must be at least 1");
+    ensure!(
+        config.learning_rate.is_finite() && config.learning_rate > 0.0,
+        "learning rate must be finite and positive"
+    );
+    ensure!(
+        config.l2 >= 0.0 && config.l1 >= 0.0 && config.l2.is_finite() && config.l1.is_finite(),
+        "--l2 and --l1 must be finite and non-negative"
+    );
+    let item = spec.input.len();
+    for (name, set) in [("training", train), ("validation", validation)] {
+        ensure!(!set.is_empty(), "the {name} set is empty");
+        ensure!(
+            set.pixels_per_image() == item && set.images.len() == set.len() * item,
+            "the {name} set's images are {}×{}, the spec's input is {}",
+            set.rows,
+            set.cols,
+            spec.input
+        );
+        ensure!(
+            set.labels.iter().all(|&l| usize::from(l) < spec.classes()),
+            "the {name} set has a label outside the spec's {} classes",
+            spec.classes()
+        );
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(config.threads)
+        .build()
+        .context("cannot start the training threads")?;
+    pool.install(|| fit_on_pool(spec, train, validation, config, observer))
+}
+
+fn fit_on_pool(
+    spec: &Spec,
+    train: &Dataset,
+    validation: &Dataset,
+    config: &ArchFitConfig,
+    observer: &mut (dyn FitObserver + Send),
+) -> Result<ArchFit> {
+    let item = spec.input.len();
+    let n = config.train_limit.unwrap_or(usize::MAX).min(train.len());
+    let mut model = Model::glorot_uniform(spec, config.seed);
+    let mut adam = Adam::new(config.learning_rate, &model);
+    let mut shuffle = ChaCha8Rng::seed_from_u64(config.seed);
+    shuffle.set_stream(SHUFFLE_STREAM);
+    let mut order: Vec<usize> = (0..n).collect();
+    let batches = n.div_ceil(config.batch_size);
+    let mut history = Vec::new();
+    let mut best: Option<(f32, usize, Model)> = None;
+    let mut step: u64 = 0;
+    let mut stopped_early = false;
+    for epoch in 1..=config.epochs {
+        let start = Instant::now();
+        order.shuffle(&mut shuffle);
+        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        for (b, indices) in order.chunks(config.batch_size).enumerate() {
+            let mut images = Vec::with_capacity(indices.len() * item);
+            let mut labels = Vec::with_capacity(indices.len());
+            for &i in indices {
+                images.extend_from_slice(&train.images[i * item..][..item]);
+                labels.push(train.labels[i]);
+            }
+            let x = model.input_batch(&images)?;
+            let key = config.seed ^ (step + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let reg = model.regularisation(config.l2, config.l1);
+            let (loss, ok) = forward_backward(&mut model, x, &labels, key);
+            adam.step(&mut model, config.l2, config.l1);
+            step += 1;
+            loss_sum += f64::from(loss + reg) * indices.len() as f64;
+            correct += ok;
+            seen += indices.len();
+            observer.batch_done(
+                epoch,
+                b + 1,
+                batches,
+                (loss_sum / seen as f64) as f32,
+                correct as f32 / seen as f32,
+            );
+            if observer.should_stop() {
+                return Err(Interrupted { epoch }.into());
+            }
+        }
+        let (val_loss, val_acc) = model.evaluate(&validation.images, &validation.labels)?;
+        let val_loss = val_loss + model.regularisation(config.l2, config.l1);
+        let metrics = EpochMetrics {
+            loss: (loss_sum / seen as f64) as f32,
+            acc: correct as f32 / seen as f32,
+            val_loss,
+            val_acc,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        observer.epoch_done(epoch, config.epochs, &metrics);
+        history.push(metrics);
+        if let Some(patience) = config.patience {
+            let improved = best.as_ref().is_none_or(|(l, _, _)| val_loss < *l);
+            if improved {
+                best = Some((val_loss, epoch, model.clone()));
+            } else if epoch - best.as_ref().map_or(0, |b| b.1) >= patience.max(1) {
+                stopped_early = epoch < config.epochs;
+                break;
+            }
+        }
+    }
+    let last = history.len();
+    let (model, best_epoch) = match best {
+        Some((_, epoch, model)) => (model, epoch),
+        None => (model, last),
+    };
+    Ok(ArchFit {
+        model,
+        epochs: history,
+        best_epoch,
+        stopped_early,
+    })
+}

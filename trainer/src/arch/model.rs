@@ -1,0 +1,248 @@
+//! A float model of any [`Spec`]: its layers with their weights, Keras' initialisation, the
+//! eval-mode forward pass, and softmax cross-entropy.
+
+use super::layers::{Layer, Mode, Param, Tensor};
+use super::spec::Spec;
+use crate::network::FloatModel;
+use anyhow::{ensure, Result};
+use rand::distributions::{Distribution, Uniform};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+/// Images per eval-mode forward pass (bounds the memory of the activations).
+const EVAL_BATCH: usize = 256;
+
+/// A generic float model.
+#[derive(Clone, Debug)]
+pub struct Model {
+    /// The architecture.
+    pub spec: Spec,
+    /// One per spec layer.
+    pub layers: Vec<Layer>,
+}
+
+impl Model {
+    /// Keras' default initialisation: Glorot-uniform kernels (fan-in `k²·c_in` or inputs,
+    /// fan-out `k²·filters` or units), zero biases, γ = 1, β = 0, drawn layer by layer from a
+    /// ChaCha8 RNG seeded with `seed`.
+    pub fn glorot_uniform(spec: &Spec, seed: u64) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut layers = Vec::with_capacity(spec.layers.len());
+        for (index, layer_spec) in spec.layers.iter().enumerate() {
+            let mut layer = Layer::new(layer_spec, index, spec.input_of(index));
+            let (fan_in, fan_out) = match &layer {
+                Layer::Conv(c) => (c.geom.taps(), c.geom.k * c.geom.k * c.geom.filters),
+                Layer::Dense(d) => (d.inputs, d.bias.value.len()),
+                _ => (0, 0),
+            };
+            if let Some(kernel) = layer.params_mut().into_iter().find(|p| p.kernel) {
+                let limit = (6.0 / (fan_in + fan_out) as f64).sqrt() as f32;
+                let uniform = Uniform::new_inclusive(-limit, limit);
+                kernel
+                    .value
+                    .iter_mut()
+                    .for_each(|w| *w = uniform.sample(&mut rng));
+            }
+            layers.push(layer);
+        }
+        Self {
+            spec: spec.clone(),
+            layers,
+        }
+    }
+
+    /// The tutorial spec with a [`FloatModel`]'s weights (kernels transposed to Keras' layout).
+    ///
+    /// # Errors
+    /// Never for a well-formed `FloatModel`; the shapes are checked.
+    pub fn from_tutorial(model: &FloatModel) -> Result<Self> {
+        let spec = Spec::tutorial();
+        let mut out = Self::glorot_uniform(&spec, 0);
+        let filters = model.conv_bias.len();
+        let classes = model.dense_bias.len();
+        for layer in &mut out.layers {
+            match layer {
+                Layer::Conv(c) => {
+                    ensure!(
+                        c.kernel.value.len() == model.conv_weights.len(),
+                        "conv shape"
+                    );
+                    // OHWI [f][tap] → HWIO [tap][f] (one input channel).
+                    let taps = c.geom.taps();
+                    for (i, w) in model.conv_weights.iter().enumerate() {
+                        c.kernel.value[(i % taps) * filters + i / taps] = *w;
+                    }
+                    c.bias.value = model.conv_bias.to_vec();
+                }
+                Layer::Dense(d) => {
+                    ensure!(
+                        d.kernel.value.len() == model.dense_weights.len(),
+                        "dense shape"
+                    );
+                    let inputs = d.inputs;
+                    for (i, w) in model.dense_weights.iter().enumerate() {
+                        d.kernel.value[(i % inputs) * classes + i / inputs] = *w;
+                    }
+                    d.bias.value = model.dense_bias.to_vec();
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Trainable parameters.
+    pub fn trainable_count(&self) -> usize {
+        self.layers
+            .iter()
+            .flat_map(Layer::params)
+            .map(|p| p.value.len())
+            .sum()
+    }
+
+    /// All parameters, Keras' "Total params" (batch norm's moving statistics included).
+    pub fn parameter_count(&self) -> usize {
+        self.spec.total_params()
+    }
+
+    /// The raw images (`n · h·w·c` bytes) as a float batch scaled to `0..=1`.
+    ///
+    /// # Errors
+    /// If the byte count is not a multiple of the input size.
+    pub fn input_batch(&self, images: &[u8]) -> Result<Tensor> {
+        let (h, w, c) = self.spec.input.hwc();
+        let item = h * w * c;
+        ensure!(
+            images.len() % item == 0,
+            "{} bytes are not whole {h}×{w}×{c} images",
+            images.len()
+        );
+        Ok(Tensor {
+            n: images.len() / item,
+            h,
+            w,
+            c,
+            data: images.iter().map(|&v| f32::from(v) / 255.0).collect(),
+        })
+    }
+
+    /// Runs the layers on `x` (logits out: the final softmax is left to the loss).
+    pub fn forward(&mut self, x: Tensor, mode: Mode) -> Tensor {
+        self.layers
+            .iter_mut()
+            .fold(x, |x, layer| layer.forward(x, mode))
+    }
+
+    /// Eval-mode logits `(n, classes)` of raw images, row-major, in batches of 256.
+    ///
+    /// # Errors
+    /// If the byte count is not a multiple of the input size.
+    pub fn logits(&self, images: &[u8]) -> Result<Vec<f32>> {
+        let item = self.spec.input.len();
+        let mut eval = self.clone();
+        let mut out = Vec::with_capacity(images.len() / item * self.spec.classes());
+        for batch in images.chunks(EVAL_BATCH * item) {
+            let x = eval.input_batch(batch)?;
+            out.extend(eval.forward(x, Mode::Eval).data);
+        }
+        Ok(out)
+    }
+
+    /// Mean cross-entropy and accuracy of eval-mode predictions on `images` / `labels`.
+    ///
+    /// # Errors
+    /// As [`Model::logits`].
+    pub fn evaluate(&self, images: &[u8], labels: &[u8]) -> Result<(f32, f32)> {
+        let logits = self.logits(images)?;
+        let (loss, correct) = cross_entropy(&logits, labels, self.spec.classes(), None);
+        Ok((loss, correct as f32 / labels.len().max(1) as f32))
+    }
+
+    /// `λ₂·Σw² + λ₁·Σ|w|` over the kernels (Keras' regularisation loss).
+    pub fn regularisation(&self, l2: f32, l1: f32) -> f32 {
+        if l2 == 0.0 && l1 == 0.0 {
+            return 0.0;
+        }
+        let mut sum = 0.0f64;
+        for p in self
+            .layers
+            .iter()
+            .flat_map(Layer::params)
+            .filter(|p| p.kernel)
+        {
+            for &w in &p.value {
+                sum += f64::from(l2) * f64::from(w * w) + f64::from(l1) * f64::from(w.abs());
+            }
+        }
+        sum as f32
+    }
+
+    /// Every stored float in a fixed order: per layer its trainable tensors, then batch norm's
+    /// moving mean and variance.
+    pub fn values(&self) -> Vec<&[f32]> {
+        let mut out: Vec<&[f32]> = Vec::new();
+        for layer in &self.layers {
+            out.extend(
+                layer
+                    .params()
+                    .into_iter()
+                    .map(|p: &Param| p.value.as_slice()),
+            );
+            if let Layer::BatchNorm(b) = layer {
+                out.push(&b.moving_mean);
+                out.push(&b.moving_var);
+            }
+        }
+        out
+    }
+
+    /// Mutable [`Model::values`], same order.
+    pub fn values_mut(&mut self) -> Vec<&mut Vec<f32>> {
+        let mut out: Vec<&mut Vec<f32>> = Vec::new();
+        for layer in &mut self.layers {
+            match layer {
+                Layer::Conv(c) => out.extend([&mut c.kernel.value, &mut c.bias.value]),
+                Layer::Dense(d) => out.extend([&mut d.kernel.value, &mut d.bias.value]),
+                Layer::BatchNorm(b) => out.extend([
+                    &mut b.gamma.value,
+                    &mut b.beta.value,
+                    &mut b.moving_mean,
+                    &mut b.moving_var,
+                ]),
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+/// Mean softmax cross-entropy of `logits` `(n, classes)` against `labels` and the number of
+/// correct argmax predictions. With `grad`, also writes `∂loss/∂logits = (p − onehot)/n`.
+pub fn cross_entropy(
+    logits: &[f32],
+    labels: &[u8],
+    classes: usize,
+    mut grad: Option<&mut [f32]>,
+) -> (f32, usize) {
+    let n = labels.len().max(1);
+    let mut loss = 0.0f64;
+    let mut correct = 0;
+    for (i, (row, &label)) in logits.chunks(classes).zip(labels).enumerate() {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let sum: f32 = row.iter().map(|v| (v - max).exp()).sum();
+        let label = usize::from(label);
+        loss += f64::from(sum.ln() - (row[label] - max));
+        let best = row
+            .iter()
+            .enumerate()
+            .fold(0, |b, (j, v)| if *v > row[b] { j } else { b });
+        correct += usize::from(best == label);
+        if let Some(g) = grad.as_deref_mut() {
+            for (j, (g, v)) in g[i * classes..][..classes].iter_mut().zip(row).enumerate() {
+                let p = (v - max).exp() / sum;
+                *g = (p - f32::from(u8::from(j == label))) / n as f32;
+            }
+        }
+    }
+    ((loss / n as f64) as f32, correct)
+}

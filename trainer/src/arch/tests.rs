@@ -1,0 +1,360 @@
+//! Gradient checks of every generic layer (central differences), a cross-check against the
+//! tutorial's `FloatModel`, a tiny fit, determinism and checkpoint round trips.
+
+use super::layers::{Layer, Mode, Tensor};
+use super::model::{cross_entropy, Model};
+use super::spec::{Activation, LayerSpec, Padding, Shape, Spec};
+use super::{checkpoint, fit, ArchFitConfig};
+use crate::data::Dataset;
+use crate::network::FloatModel;
+use crate::train::SilentObserver;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn random(len: usize, rng: &mut ChaCha8Rng) -> Vec<f32> {
+    (0..len).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
+}
+
+/// `Σ y·r` of a training forward (fixed dropout key), in f64.
+fn loss(layer: &Layer, x: &Tensor, r: &[f32]) -> f64 {
+    let y = layer.clone().forward(x.clone(), Mode::Train { key: 7 });
+    y.data
+        .iter()
+        .zip(r)
+        .map(|(a, b)| f64::from(*a) * f64::from(*b))
+        .sum()
+}
+
+/// Checks the input gradient and every parameter gradient of `spec` on a random batch of
+/// `n` inputs of `input` shape against central differences.
+fn gradient_check(spec: LayerSpec, input: Shape, n: usize, seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut layer = Layer::new(&spec, 1, input);
+    for p in layer.params_mut() {
+        let values = random(p.value.len(), &mut rng);
+        p.value = values
+            .iter()
+            .map(|v| if p.kernel { v * 0.5 } else { 1.0 + 0.3 * v })
+            .collect();
+    }
+    let (h, w, c) = input.hwc();
+    let x = Tensor {
+        n,
+        h,
+        w,
+        c,
+        data: random(n * h * w * c, &mut rng),
+    };
+    let y = layer.clone().forward(x.clone(), Mode::Train { key: 7 });
+    let r = random(y.data.len(), &mut rng);
+    let mut trained = layer.clone();
+    let out = trained.forward(x.clone(), Mode::Train { key: 7 });
+    let dx = trained
+        .backward(
+            Tensor {
+                data: r.clone(),
+                ..out
+            },
+            true,
+            input,
+        )
+        .expect("an input gradient");
+    let eps = 1e-2f32;
+    let close = |analytic: f32, numeric: f64, what: &str| {
+        let diff = (f64::from(analytic) - numeric).abs();
+        assert!(
+            diff <= 2e-3 + 2e-3 * numeric.abs(),
+            "{spec:?} {what}: analytic {analytic} vs numeric {numeric}"
+        );
+    };
+    for i in (0..x.data.len()).step_by((x.data.len() / 25).max(1)) {
+        let (mut plus, mut minus) = (x.clone(), x.clone());
+        plus.data[i] += eps;
+        minus.data[i] -= eps;
+        let numeric = (loss(&layer, &plus, &r) - loss(&layer, &minus, &r)) / f64::from(2.0 * eps);
+        close(dx.data[i], numeric, &format!("dx[{i}]"));
+    }
+    let grads: Vec<Vec<f32>> = trained.params().iter().map(|p| p.grad.clone()).collect();
+    for (t, grad) in grads.iter().enumerate() {
+        for i in (0..grad.len()).step_by((grad.len() / 25).max(1)) {
+            let nudge = |delta: f32| {
+                let mut l = layer.clone();
+                l.params_mut()[t].value[i] += delta;
+                loss(&l, &x, &r)
+            };
+            let numeric = (nudge(eps) - nudge(-eps)) / f64::from(2.0 * eps);
+            close(grad[i], numeric, &format!("param {t}[{i}]"));
+        }
+    }
+}
+
+fn spatial(h: usize, w: usize, c: usize) -> Shape {
+    Shape::Spatial { h, w, c }
+}
+
+#[test]
+fn conv_gradients_match_central_differences() {
+    let conv = |kernel, stride, padding, activation| LayerSpec::Conv2d {
+        filters: 3,
+        kernel,
+        stride,
+        padding,
+        activation,
+    };
+    gradient_check(
+        conv(3, 1, Padding::Valid, Activation::Relu),
+        spatial(6, 5, 2),
+        3,
+        1,
+    );
+    gradient_check(
+        conv(3, 2, Padding::Same, Activation::None),
+        spatial(7, 7, 2),
+        2,
+        2,
+    );
+    gradient_check(
+        conv(4, 1, Padding::Same, Activation::None),
+        spatial(5, 6, 1),
+        2,
+        3,
+    );
+    gradient_check(
+        conv(2, 2, Padding::Valid, Activation::Relu),
+        spatial(5, 5, 3),
+        2,
+        4,
+    );
+}
+
+#[test]
+fn dense_pool_dropout_and_flatten_gradients_match_central_differences() {
+    let dense = |activation| LayerSpec::Dense {
+        units: 4,
+        activation,
+    };
+    gradient_check(dense(Activation::Relu), Shape::Flat(7), 3, 5);
+    gradient_check(dense(Activation::None), Shape::Flat(5), 20, 6);
+    gradient_check(LayerSpec::MaxPool2d { pool: 2 }, spatial(5, 4, 3), 2, 7);
+    gradient_check(LayerSpec::MaxPool2d { pool: 3 }, spatial(6, 6, 1), 2, 8);
+    gradient_check(LayerSpec::Dropout { rate: 0.5 }, spatial(3, 3, 2), 2, 9);
+    gradient_check(LayerSpec::Flatten, spatial(2, 3, 2), 2, 10);
+}
+
+#[test]
+fn batch_norm_gradients_match_central_differences() {
+    gradient_check(LayerSpec::BatchNorm, spatial(3, 2, 3), 4, 11);
+    gradient_check(LayerSpec::BatchNorm, Shape::Flat(5), 6, 12);
+}
+
+#[test]
+fn batch_norm_normalises_in_training_and_tracks_moving_statistics_like_keras() {
+    let mut layer = Layer::new(&LayerSpec::BatchNorm, 0, Shape::Flat(1));
+    let x = Tensor {
+        n: 4,
+        h: 1,
+        w: 1,
+        c: 1,
+        data: vec![1.0, 2.0, 3.0, 6.0],
+    };
+    let y = layer.forward(x.clone(), Mode::Train { key: 0 });
+    // mean 3, biased variance 3.5
+    let expected: Vec<f32> = [-2.0f32, -1.0, 0.0, 3.0]
+        .iter()
+        .map(|d| d / (3.5f32 + 1e-3).sqrt())
+        .collect();
+    for (a, b) in y.data.iter().zip(&expected) {
+        assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+    }
+    let Layer::BatchNorm(bn) = &layer else {
+        unreachable!()
+    };
+    assert!((bn.moving_mean[0] - 0.03).abs() < 1e-6);
+    assert!((bn.moving_var[0] - (0.99 + 0.035)).abs() < 1e-6);
+    let eval = layer.forward(x, Mode::Eval);
+    assert!((eval.data[0] - (1.0 - 0.03) / (1.025f32 + 1e-3).sqrt()).abs() < 1e-6);
+}
+
+#[test]
+fn dropout_is_inverted_and_the_identity_in_eval() {
+    let mut layer = Layer::new(&LayerSpec::Dropout { rate: 0.25 }, 3, Shape::Flat(40_000));
+    let x = Tensor {
+        n: 1,
+        h: 1,
+        w: 1,
+        c: 40_000,
+        data: vec![1.0; 40_000],
+    };
+    let y = layer.forward(x.clone(), Mode::Train { key: 5 });
+    let kept = y.data.iter().filter(|v| **v != 0.0).count();
+    assert!((29_400..30_600).contains(&kept), "{kept}");
+    assert!(y
+        .data
+        .iter()
+        .all(|v| *v == 0.0 || (*v - 1.0 / 0.75).abs() < 1e-6));
+    assert_eq!(layer.forward(x.clone(), Mode::Eval), x);
+}
+
+#[test]
+fn cross_entropy_gradient_matches_central_differences() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let logits = random(3 * 4, &mut rng);
+    let labels = [2u8, 0, 3];
+    let mut grad = vec![0.0; 12];
+    cross_entropy(&logits, &labels, 4, Some(&mut grad));
+    for i in 0..12 {
+        let at = |d: f32| {
+            let mut l = logits.clone();
+            l[i] += d;
+            f64::from(cross_entropy(&l, &labels, 4, None).0)
+        };
+        let numeric = (at(1e-2) - at(-1e-2)) / 2e-2;
+        assert!((f64::from(grad[i]) - numeric).abs() < 1e-3, "{i}");
+    }
+}
+
+#[test]
+fn the_tutorial_preset_computes_the_float_models_logits() {
+    let float = FloatModel::glorot_uniform(3);
+    let model = Model::from_tutorial(&float).unwrap();
+    assert_eq!(model.trainable_count(), float.parameter_count());
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let images: Vec<u8> = (0..5 * 784).map(|_| rng.gen()).collect();
+    let ours = model.logits(&images).unwrap();
+    let theirs = float.forward(&images).logits;
+    for (a, b) in ours.iter().zip(theirs.iter()) {
+        assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
+    }
+    assert_eq!(ours.len(), theirs.len());
+}
+
+/// `n` 14×14 images: class `c` (of 4) is a bright 4×4 square in quadrant `c`.
+fn quadrants(n: usize, seed: u64) -> Dataset {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut images = Vec::new();
+    let mut labels = Vec::new();
+    for _ in 0..n {
+        let label: u8 = rng.gen_range(0..4);
+        let (top, left) = (
+            1 + 7 * usize::from(label / 2),
+            1 + 7 * usize::from(label % 2),
+        );
+        for y in 0..14 {
+            for x in 0..14 {
+                let inside = (top..top + 4).contains(&y) && (left..left + 4).contains(&x);
+                images.push(if inside {
+                    rng.gen_range(150..=255)
+                } else {
+                    rng.gen_range(0..80)
+                });
+            }
+        }
+        labels.push(label);
+    }
+    Dataset {
+        images,
+        labels,
+        rows: 14,
+        cols: 14,
+    }
+}
+
+const SMALL: &str = "input = [14, 14, 1]
+[[layer]]
+type = \"conv2d\"
+filters = 4
+kernel = 3
+stride = 2
+padding = \"same\"
+[[layer]]
+type = \"batchnorm\"
+[[layer]]
+type = \"conv2d\"
+filters = 4
+kernel = 3
+activation = \"relu\"
+[[layer]]
+type = \"maxpool2d\"
+[[layer]]
+type = \"dropout\"
+rate = 0.2
+[[layer]]
+type = \"flatten\"
+[[layer]]
+type = \"dense\"
+units = 8
+activation = \"relu\"
+[[layer]]
+type = \"dense\"
+units = 4
+activation = \"softmax\"
+";
+
+#[test]
+fn a_tiny_fit_learns_is_deterministic_and_round_trips_through_a_checkpoint() {
+    let spec = Spec::parse(SMALL).unwrap();
+    let (train, test) = (quadrants(400, 1), quadrants(100, 2));
+    let config = ArchFitConfig {
+        epochs: 4,
+        batch_size: 32,
+        learning_rate: 0.01,
+        threads: 2,
+        l2: 1e-4,
+        ..ArchFitConfig::default()
+    };
+    let before = Model::glorot_uniform(&spec, config.seed)
+        .evaluate(&test.images, &test.labels)
+        .unwrap();
+    let a = fit(&spec, &train, &test, &config, &mut SilentObserver).unwrap();
+    let (loss, acc) = a.model.evaluate(&test.images, &test.labels).unwrap();
+    assert!(loss < 0.5 * before.0, "loss {} → {loss}", before.0);
+    assert!(acc >= 0.9, "accuracy {acc}");
+    let one = ArchFitConfig {
+        threads: 1,
+        ..config.clone()
+    };
+    let b = fit(&spec, &train, &test, &one, &mut SilentObserver).unwrap();
+    assert_eq!(
+        a.model.values(),
+        b.model.values(),
+        "the thread count changed the weights"
+    );
+
+    let bytes = checkpoint::to_bytes(&a.model).unwrap();
+    let back = checkpoint::from_bytes(&bytes).unwrap();
+    assert_eq!(back.spec, spec);
+    assert_eq!(back.values(), a.model.values());
+    let mut damaged = bytes.clone();
+    damaged[20] ^= 1;
+    let e = format!("{:#}", checkpoint::from_bytes(&damaged).unwrap_err());
+    assert!(e.contains("CRC"), "{e}");
+}
+
+#[test]
+fn early_stopping_restores_the_best_epoch() {
+    let spec = Spec::parse(SMALL).unwrap();
+    let (train, test) = (quadrants(64, 3), quadrants(40, 4));
+    // A learning rate this high makes validation loss go up again quickly.
+    let config = ArchFitConfig {
+        epochs: 12,
+        batch_size: 16,
+        learning_rate: 0.05,
+        threads: 1,
+        patience: Some(2),
+        ..ArchFitConfig::default()
+    };
+    let run = fit(&spec, &train, &test, &config, &mut SilentObserver).unwrap();
+    let losses: Vec<f32> = run.epochs.iter().map(|e| e.val_loss).collect();
+    let best = losses
+        .iter()
+        .enumerate()
+        .fold(0, |b, (i, l)| if *l < losses[b] { i } else { b });
+    assert_eq!(run.best_epoch, best + 1, "{losses:?}");
+    let (loss, _) = run.model.evaluate(&test.images, &test.labels).unwrap();
+    assert!((loss - losses[best]).abs() < 1e-5, "{loss} vs {losses:?}");
+    if run.stopped_early {
+        assert_eq!(losses.len(), run.best_epoch + 2);
+    } else {
+        assert_eq!(losses.len(), 12);
+    }
+}

@@ -1,0 +1,217 @@
+//! `trainer fit --arch` and `trainer summary --arch/--board` from the outside: a spec file of
+//! one's own trains with no code edit, the tutorial preset keeps the fast path's exact bytes,
+//! and the full model's table has Keras' 1,199,882 parameters.
+
+mod cli_support;
+
+use cli_support::{data_dir, s, trainer_command, trainer_ok};
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A network of our own: strided same-padded conv, batch norm, pooling, two dense layers.
+const OWN: &str = "# mine
+name = \"mine\"
+input = [28, 28, 1]
+
+[[layer]]
+type = \"conv2d\"
+filters = 6
+kernel = 5
+stride = 2
+padding = \"same\"
+activation = \"relu\"
+
+[[layer]]
+type = \"batchnorm\"
+
+[[layer]]
+type = \"maxpool2d\"
+pool = 2
+
+[[layer]]
+type = \"flatten\"
+
+[[layer]]
+type = \"dense\"
+units = 16
+activation = \"relu\"
+
+[[layer]]
+type = \"dropout\"
+rate = 0.3
+
+[[layer]]
+type = \"dense\"
+units = 10
+activation = \"softmax\"
+";
+
+#[test]
+fn a_spec_file_of_ones_own_trains_and_writes_its_checkpoint_and_metrics_but_no_model_bin() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_dir(dir.path(), 200, 50);
+    let spec = dir.path().join("mine.toml");
+    std::fs::write(&spec, OWN).unwrap();
+    let (out, float, metrics) = (
+        dir.path().join("model.bin"),
+        dir.path().join("mine.f32"),
+        dir.path().join("metrics.json"),
+    );
+    let run = trainer_ok(&[
+        "fit",
+        "--data",
+        s(&data),
+        "--arch",
+        s(&spec),
+        "--out",
+        s(&out),
+        "--save-float",
+        s(&float),
+        "--metrics",
+        s(&metrics),
+        "--epochs",
+        "3",
+        "--batch-size",
+        "32",
+        "--threads",
+        "2",
+        "--l2",
+        "0.0001",
+        "--l1",
+        "0.00001",
+        "--early-stopping-patience",
+        "2",
+    ]);
+    let text = stdout(&run);
+    assert!(
+        text.contains("int8 export of this architecture comes with model format v2"),
+        "{text}"
+    );
+    assert!(!out.exists(), "a generic fit wrote a model.bin");
+    let model = trainer::arch::checkpoint::load(&float).unwrap();
+    assert_eq!(model.spec.name, "mine");
+    assert_eq!(model.spec.shapes[0].dims(), [14, 14, 6]);
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&metrics).unwrap()).unwrap();
+    assert_eq!(json["params"], model.parameter_count());
+    let epochs = json["epochs"].as_array().unwrap();
+    assert!(!epochs.is_empty() && epochs.len() <= 3);
+    for key in ["loss", "acc", "val_loss", "val_acc", "seconds"] {
+        assert!(epochs[0][key].is_number(), "{key}");
+    }
+    let accuracy = json["test_accuracy_f32"].as_f64().unwrap();
+    assert!(
+        accuracy > 0.5,
+        "the synthetic digits were not learnt: {accuracy}"
+    );
+    assert!(json.get("test_accuracy_int8").is_none());
+}
+
+#[test]
+fn arch_tutorial_without_generic_options_is_the_fast_path_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_dir(dir.path(), 120, 30);
+    let fit = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let mut args = vec![
+            "fit",
+            "--data",
+            s(&data),
+            "--out",
+            s(&out),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "32",
+        ];
+        args.extend_from_slice(extra);
+        trainer_ok(&args);
+        std::fs::read(out).unwrap()
+    };
+    let plain = fit("plain.bin", &[]);
+    let preset = fit("preset.bin", &["--arch", "tutorial"]);
+    assert_eq!(plain, preset);
+}
+
+#[test]
+fn generic_options_without_arch_and_bad_specs_are_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = trainer_command()
+        .args(["fit", "--data", "/nonexistent", "--l2", "0.01"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("add --arch"), "{err}");
+
+    let spec = dir.path().join("bad.toml");
+    std::fs::write(
+        &spec,
+        OWN.replace("type = \"flatten\"\n", "type = \"dropout\"\nrate = 0.1\n"),
+    )
+    .unwrap();
+    let out = trainer_command()
+        .args(["summary", "--arch", s(&spec)])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("layer 4 (dense)") && err.contains("add a `flatten`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn summary_of_the_full_model_has_keras_parameter_count_and_says_where_it_fits() {
+    let out = stdout(&trainer_ok(&["summary", "--arch", "tutorial-full"]));
+    assert!(out.contains("Total params: 1,199,882 (4.58 MB)"), "{out}");
+    assert!(
+        out.contains("│ conv2d_1 (Conv2D)               │ (None, 24, 24, 64)"),
+        "{out}"
+    );
+    let micro = stdout(&trainer_ok(&[
+        "summary",
+        "--arch",
+        "tutorial-full",
+        "--board",
+        "microbit",
+    ]));
+    assert!(
+        micro.contains("This model does not fit on microbit."),
+        "{micro}"
+    );
+    let mps2 = stdout(&trainer_ok(&[
+        "summary",
+        "--arch",
+        "tutorial-full",
+        "--board",
+        "mps2-an386",
+    ]));
+    assert!(mps2.contains("This model fits on mps2-an386"), "{mps2}");
+    let json: serde_json::Value = serde_json::from_slice(
+        &trainer_ok(&[
+            "summary",
+            "--arch",
+            "tutorial-full",
+            "--board",
+            "microbit",
+            "--json",
+        ])
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(json["total_params"], 1_199_882);
+    assert_eq!(json["board"]["fits"], false);
+}
+
+#[test]
+fn the_tutorial_preset_gives_the_tutorials_own_table() {
+    let plain = stdout(&trainer_ok(&["summary"]));
+    let preset = stdout(&trainer_ok(&["summary", "--arch", "tutorial"]));
+    let table = |t: &str| t.split("\n\n").next().unwrap().to_owned();
+    assert_eq!(table(&plain), table(&preset));
+    assert!(table(&plain).contains("54,410"));
+}

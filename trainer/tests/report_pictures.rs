@@ -1,0 +1,299 @@
+//! `trainer report`'s pictures hold what they claim: the convolutions are scipy's, pixel for
+//! pixel; the probabilities are infer-core's and sum to 1; the filters and feature maps are
+//! the model's.
+
+mod report_support;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use report_support::{naive_convolve, naive_gray, quick_model, read_png, synthetic_digits};
+use trainer::eval::{classify, load_net};
+use trainer::report::conv::{convolve_same_symm, EDGE_KERNEL};
+use trainer::report::{build, Grid, Inputs, Picture, Report};
+
+fn report(seed: u64, float: bool) -> (Report, trainer::data::Dataset, Vec<u8>) {
+    let test = synthetic_digits(40, 3);
+    let (model, bytes) = quick_model(&test);
+    let inputs = Inputs {
+        model: &bytes,
+        float: float.then_some(&model),
+        epochs: None,
+        test: &test,
+        seed,
+    };
+    let report = build(&inputs).unwrap();
+    (report, test, bytes)
+}
+
+/// Checks every raster of `picture` shows its grid: each value a `scale × scale` square of
+/// its stretched gray level.
+fn assert_rasters_are_drawn(picture: &Picture) {
+    let (w, h, rgb) = read_png(&picture.png);
+    assert_eq!((w, h), (picture.width, picture.height));
+    for raster in &picture.rasters {
+        let gray = naive_gray(&raster.grid.values);
+        for (i, &g) in gray.iter().enumerate() {
+            let (r, c) = ((i / raster.grid.cols) as u32, (i % raster.grid.cols) as u32);
+            for dy in 0..raster.scale {
+                for dx in 0..raster.scale {
+                    let (x, y) = (
+                        raster.x + c * raster.scale + dx,
+                        raster.y + r * raster.scale + dy,
+                    );
+                    let at = (y * w + x) as usize * 3;
+                    assert_eq!(
+                        rgb[at..at + 3],
+                        [g, g, g],
+                        "{} pixel ({x}, {y})",
+                        picture.file
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn convolution_matches_a_naive_reference_on_small_images() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    for (rows, cols) in [(1, 1), (1, 4), (2, 2), (3, 5), (6, 4), (7, 7)] {
+        // Small integers: every sum is exact whatever its order, so equality is exact.
+        let ints: Vec<f64> = (0..rows * cols)
+            .map(|_| f64::from(rng.gen_range(-9i8..10)))
+            .collect();
+        let mut k = [[0.0f32; 3]; 3];
+        for v in k.iter_mut().flatten() {
+            *v = f32::from(rng.gen_range(-5i8..6));
+        }
+        let image = Grid {
+            rows,
+            cols,
+            values: ints.clone(),
+        };
+        assert_eq!(
+            convolve_same_symm(&image, &k).values,
+            naive_convolve(&ints, rows, cols, &k),
+            "{rows}×{cols}"
+        );
+        assert_eq!(
+            convolve_same_symm(&image, &EDGE_KERNEL).values,
+            naive_convolve(&ints, rows, cols, &EDGE_KERNEL)
+        );
+        // Reals: the same up to the order of nine additions.
+        let reals: Vec<f64> = (0..rows * cols).map(|_| rng.gen_range(0.0..1.0)).collect();
+        for v in k.iter_mut().flatten() {
+            *v = rng.gen_range(-1.0f32..0.0);
+        }
+        let image = Grid {
+            rows,
+            cols,
+            values: reals.clone(),
+        };
+        for (a, b) in convolve_same_symm(&image, &k)
+            .values
+            .iter()
+            .zip(naive_convolve(&reals, rows, cols, &k))
+        {
+            assert!((a - b).abs() <= 1e-12, "{a} vs {b}");
+        }
+    }
+}
+
+#[test]
+fn random_filter_and_edge_pictures_show_the_exact_convolutions() {
+    let (report, test, _) = report(5, true);
+    let s = &report.summary;
+    let digit: Vec<f64> = test
+        .image(s.digit)
+        .unwrap()
+        .iter()
+        .map(|&p| f64::from(p) / 255.0)
+        .collect();
+
+    let random = &report.pictures[0];
+    assert_eq!(random.file, "1-random-filters.png");
+    assert_eq!(random.rasters.len(), 11);
+    assert_eq!(random.rasters[0].grid.values, digit);
+    for (raster, filter) in random.rasters[1..].iter().zip(&s.random_filters) {
+        assert!(filter.iter().flatten().all(|&v| (-1.0..0.0).contains(&v)));
+        let expected = naive_convolve(&digit, 28, 28, filter);
+        assert_eq!((raster.grid.rows, raster.grid.cols), (28, 28));
+        for (a, b) in raster.grid.values.iter().zip(&expected) {
+            assert!((a - b).abs() <= 1e-12, "{a} vs {b}");
+        }
+        // The picture's gray levels are those of the naive convolution.
+        assert_eq!(naive_gray(&raster.grid.values), naive_gray(&expected));
+    }
+    assert_rasters_are_drawn(random);
+
+    let edge = &report.pictures[1];
+    assert_eq!(edge.file, "2-edge-detection.png");
+    assert_eq!(edge.rasters.len(), 2);
+    assert_eq!(edge.rasters[0].grid.values, digit);
+    let expected = naive_convolve(&digit, 28, 28, &EDGE_KERNEL);
+    for (a, b) in edge.rasters[1].grid.values.iter().zip(&expected) {
+        assert!((a - b).abs() <= 1e-12, "{a} vs {b}");
+    }
+    assert_rasters_are_drawn(edge);
+    assert_rasters_are_drawn(&report.pictures[2]);
+    assert_rasters_are_drawn(&report.pictures[5]);
+    assert_rasters_are_drawn(&report.pictures[6]);
+}
+
+#[test]
+fn plotted_probabilities_are_infer_cores_and_sum_to_one() {
+    let (report, test, bytes) = report(9, false);
+    let net = load_net(&bytes).unwrap();
+    let mut scratch = Box::new(infer_core::TutorialScratch::new());
+    let s = &report.summary;
+    let shown = [Some(&s.random_digit), s.misclassified.as_ref()];
+    assert!(
+        s.misclassified.is_some(),
+        "an untrained model gets some wrong"
+    );
+    for seen in shown.into_iter().flatten() {
+        let out = classify(&net, test.image(seen.index).unwrap(), &mut scratch);
+        assert_eq!(seen.probabilities, out.probabilities());
+        assert_eq!(usize::from(seen.predicted), out.class());
+        assert_eq!(seen.label, test.labels[seen.index]);
+        let sum: f32 = seen.probabilities.iter().sum();
+        assert!((sum - 1.0).abs() < 1e-5, "probabilities sum to {sum}");
+        assert!(seen.probabilities.iter().all(|&p| (0.0..=1.0).contains(&p)));
+    }
+    let wrong = s.misclassified.as_ref().unwrap();
+    assert_ne!(wrong.predicted, wrong.label);
+    // The pictures show the digit they name.
+    let digit = |i: usize| -> Vec<f64> {
+        test.image(i)
+            .unwrap()
+            .iter()
+            .map(|&p| f64::from(p) / 255.0)
+            .collect()
+    };
+    assert_eq!(
+        report.pictures[2].rasters[0].grid.values,
+        digit(s.random_digit.index)
+    );
+    assert_eq!(
+        report.pictures[3].rasters[0].grid.values,
+        digit(wrong.index)
+    );
+
+    // Histograms and confusion matrix count the same test set.
+    let h = &s.histogram;
+    assert_eq!(h.all_count, test.len());
+    let wrong_count = (0..10)
+        .map(|t| {
+            (0..10)
+                .filter(|&p| p != t)
+                .map(|p| s.confusion[t][p])
+                .sum::<usize>()
+        })
+        .sum::<usize>();
+    assert_eq!(h.wrong_count, wrong_count);
+    assert_eq!(s.confusion.iter().flatten().sum::<usize>(), test.len());
+    for density in [&h.all, &h.wrong] {
+        let area: f64 = density
+            .iter()
+            .zip(h.edges.windows(2))
+            .map(|(d, e)| d * (e[1] - e[0]))
+            .sum();
+        assert!((area - 1.0).abs() < 1e-9, "{area}");
+    }
+}
+
+#[test]
+fn filters_and_feature_maps_are_the_models() {
+    let test = synthetic_digits(40, 3);
+    let (model, bytes) = quick_model(&test);
+    let (with_float, _, _) = report(5, true);
+    let (with_int8, _, _) = report(5, false);
+    let float_filters = &with_float.pictures[5].rasters;
+    let int8_filters = &with_int8.pictures[5].rasters;
+    assert_eq!(float_filters.len(), 32);
+    assert_eq!(int8_filters.len(), 32);
+    let net = load_net(&bytes).unwrap();
+    let scales: Vec<f64> = net
+        .model()
+        .conv
+        .params
+        .weight_scales
+        .chunks_exact(4)
+        .map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+        .collect();
+    for f in 0..32 {
+        for (i, (&a, &b)) in float_filters[f]
+            .grid
+            .values
+            .iter()
+            .zip(&int8_filters[f].grid.values)
+            .enumerate()
+        {
+            let w = f64::from(model.conv_weights[[f, i / 3, i % 3, 0]]);
+            assert_eq!(a, w, "float filter {f} tap {i}");
+            // Symmetric int8: within half a step of the float weight.
+            assert!(
+                (b - w).abs() <= scales[f] / 2.0 + 1e-9,
+                "int8 filter {f} tap {i}: {b} vs {w}"
+            );
+        }
+    }
+
+    // Feature maps: infer-core's int8 conv + ReLU, close to the float model's.
+    let digit = with_int8.summary.digit;
+    let maps = &with_int8.pictures[6].rasters;
+    assert_eq!(maps.len(), 32);
+    let float = model.forward(test.image(digit).unwrap());
+    let out_scale = f64::from(net.model().conv.params.output.scale);
+    for (f, map) in maps.iter().enumerate() {
+        assert_eq!((map.grid.rows, map.grid.cols), (26, 26));
+        for (i, &v) in map.grid.values.iter().enumerate() {
+            let reference = f64::from(float.conv_relu[[0, i / 26, i % 26, f]]);
+            // Output rounding (half a step) + nine weights each off by up to half their step.
+            let bound = out_scale / 2.0 + 4.5 * scales[f] + 1e-6;
+            assert!(v >= 0.0);
+            assert!(
+                (v - reference).abs() <= bound,
+                "map {f} pixel {i}: {v} vs {reference} (±{bound})"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_model_without_mistakes_gets_a_note_instead_of_picture_4() {
+    let mut test = synthetic_digits(30, 4);
+    let (_, bytes) = quick_model(&test);
+    test.labels = trainer::eval::evaluate_int8(&bytes, &test)
+        .unwrap()
+        .predictions;
+    let inputs = Inputs {
+        model: &bytes,
+        float: None,
+        epochs: None,
+        test: &test,
+        seed: 1,
+    };
+    let report = build(&inputs).unwrap();
+    assert!(report.summary.misclassified.is_none());
+    assert_eq!(report.summary.int8_accuracy, 1.0);
+    assert!(report.pictures[3].rasters.is_empty());
+    assert_eq!(report.summary.histogram.wrong_count, 0);
+    assert!(report.summary.histogram.wrong.iter().all(|&d| d == 0.0));
+    for (picture, (file, w, h)) in report.pictures.iter().zip(report_support::PICTURES) {
+        assert_eq!(picture.file, file);
+        let (width, height, _) = read_png(&picture.png);
+        assert_eq!((width, height), (w, h), "{file}");
+    }
+}
+
+#[test]
+fn the_seed_decides_every_choice() {
+    let (a, _, _) = report(21, false);
+    let (b, _, _) = report(21, false);
+    let (c, _, _) = report(22, false);
+    for (x, y) in a.pictures.iter().zip(&b.pictures) {
+        assert_eq!(x.png, y.png, "{}", x.file);
+    }
+    assert_ne!(a.summary.random_filters, c.summary.random_filters);
+}
