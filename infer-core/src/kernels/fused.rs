@@ -1252,7 +1252,7 @@ mod tests {
     #[test]
     fn generic_stream_matches_unfused_kernels_on_random_shapes() {
         let mut rng = TestRng(0x5EED_F00D);
-        for case in 0..300 {
+        for case in 0..if cfg!(miri) { 20 } else { 300 } {
             let g = StreamGeometry {
                 in_h: 2 + rng.below(9) as usize,
                 in_w: 2 + rng.below(9) as usize,
@@ -1275,7 +1275,8 @@ mod tests {
     fn fast_paths_match_unfused_kernels_with_random_quantization() {
         let mut rng = TestRng(0xFA57_0001);
         let mut taken = 0;
-        for case in 0..600 {
+        // Fewer cases under miri, which interprets every instruction.
+        for case in 0..if cfg!(miri) { 30 } else { 600 } {
             // Tutorial-sized cases now and then; small ones (more of them) otherwise.
             let (in_h, in_w, (filters, units)) = if case % 25 == 0 {
                 (28, 28, (32, 10))
@@ -1392,8 +1393,8 @@ mod tests {
                             "m={m} mult={mult} shift={shift} zp={zp}"
                         );
                     };
-                    (-3..3000).for_each(check);
-                    for _ in 0..200 {
+                    (-3..if cfg!(miri) { 30 } else { 3000 }).for_each(check);
+                    for _ in 0..if cfg!(miri) { 5 } else { 200 } {
                         check(rng.next_u64() as i32);
                     }
                     [i32::MAX, i32::MIN, 1 << 20, (1 << 20) + 1]

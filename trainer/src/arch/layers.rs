@@ -224,23 +224,23 @@ fn affine_forward(
         .for_each(|(y, x)| {
             let items = x.len() / item_in;
             let rows = items * rows_per_item;
-            let cols;
+            let mut cols = Vec::new();
             let xs: &[f32] = match im2col {
                 Some(g) => {
-                    let mut buf = vec![0.0; rows * row_len];
+                    cols = take_buffer(rows * row_len);
                     for (img, out) in x
                         .chunks(item_in)
-                        .zip(buf.chunks_mut(rows_per_item * row_len))
+                        .zip(cols.chunks_mut(rows_per_item * row_len))
                     {
                         g.im2col(img, out);
                     }
-                    cols = buf;
                     &cols
                 }
                 None => x,
             };
             let xm = ArrayView2::from_shape((rows, row_len), xs).expect("input shape");
             let product = xm.dot(&w);
+            give_buffer(cols);
             for (dst, src) in y
                 .chunks_mut(outs)
                 .zip(product.as_slice().expect("standard layout").chunks(outs))
@@ -276,17 +276,16 @@ fn affine_backward(
         .map(|(x, dz)| {
             let items = x.len() / item_in;
             let rows = items * rows_per_item;
-            let cols;
+            let mut cols = Vec::new();
             let xs: &[f32] = match im2col {
                 Some(g) => {
-                    let mut buf = vec![0.0; rows * row_len];
+                    cols = take_buffer(rows * row_len);
                     for (img, out) in x
                         .chunks(item_in)
-                        .zip(buf.chunks_mut(rows_per_item * row_len))
+                        .zip(cols.chunks_mut(rows_per_item * row_len))
                     {
                         g.im2col(img, out);
                     }
-                    cols = buf;
                     &cols
                 }
                 None => x,
@@ -295,6 +294,7 @@ fn affine_backward(
             let dzm = ArrayView2::from_shape((rows, outs), dz).expect("gradient shape");
             let dw = xm.t().dot(&dzm).into_raw_vec_and_offset().0;
             let db = dzm.sum_axis(Axis(0)).into_raw_vec_and_offset().0;
+            give_buffer(cols);
             let dx = if need_dx {
                 let dcols = dzm.dot(&w.t());
                 let dcols = dcols.as_standard_layout();
@@ -327,6 +327,26 @@ fn affine_backward(
         dx.extend_from_slice(&px);
     }
     (dw, db, need_dx.then_some(dx))
+}
+
+thread_local! {
+    /// Each worker's im2col matrix, kept between calls: allocating 10 MB per chunk made the
+    /// kernel clear fresh pages every time.
+    static BUFFER: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// This thread's spare buffer resized to `len` (contents unspecified: im2col overwrites all).
+fn take_buffer(len: usize) -> Vec<f32> {
+    let mut buf = BUFFER.with(|b| std::mem::take(&mut *b.borrow_mut()));
+    buf.resize(len, 0.0);
+    buf
+}
+
+/// Keeps `buf` for this thread's next [`take_buffer`].
+fn give_buffer(buf: Vec<f32>) {
+    if buf.capacity() > 0 {
+        BUFFER.with(|b| *b.borrow_mut() = buf);
+    }
 }
 
 fn add(sum: &mut [f32], part: &[f32]) {

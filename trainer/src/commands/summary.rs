@@ -519,6 +519,32 @@ Model: \"sequential\"
     }
 
     #[test]
+    fn batch_norms_moving_statistics_are_counted_as_non_trainable() {
+        let rows = vec![
+            Row {
+                label: "dense (Dense)".into(),
+                output: vec![10],
+                params: 7850,
+            },
+            Row {
+                label: "batch_normalization (BatchNormalization)".into(),
+                output: vec![10],
+                params: 40,
+            },
+        ];
+        let text = table(&rows, 20);
+        assert!(text.contains(" Total params: 7,890 (30.82 KB)"), "{text}");
+        assert!(
+            text.contains(" Trainable params: 7,870 (30.74 KB)"),
+            "{text}"
+        );
+        assert!(
+            text.contains(" Non-trainable params: 20 (80.00 B)"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn numbers_are_grouped_by_thousands() {
         assert_eq!(group(0), "0");
         assert_eq!(group(999), "999");
