@@ -1,27 +1,8 @@
 //! The trainer CLI's failure modes: a clear message naming the problem, a non-zero exit,
 //! never a panic or a backtrace.
 
-use std::process::{Command, Output};
-
-fn trainer(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_trainer"))
-        .args(args)
-        .env("RUST_BACKTRACE", "1")
-        .output()
-        .expect("run trainer")
-}
-
-fn assert_clean_failure(out: &Output, expected: &[&str]) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "should fail: {stderr}");
-    assert!(
-        !stderr.contains("panicked") && !stderr.contains("stack backtrace"),
-        "{stderr}"
-    );
-    for word in expected {
-        assert!(stderr.contains(word), "stderr lacks {word:?}: {stderr}");
-    }
-}
+mod cli_support;
+use cli_support::{assert_clean_failure, trainer};
 
 #[test]
 fn missing_data_directory_says_how_to_fetch_it() {

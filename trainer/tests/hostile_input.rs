@@ -8,31 +8,12 @@
 use flate2::{write::GzEncoder, Compression};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use trainer::data::{
     encode_idx_images, encode_idx_labels, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS,
 };
 
-fn trainer(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_trainer"))
-        .args(args)
-        .env("RUST_BACKTRACE", "1")
-        .output()
-        .expect("run trainer")
-}
-
-/// Fails unless `out` is a clean failure whose stderr contains every one of `expected`.
-fn assert_clean_failure(out: &Output, expected: &[&str]) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "should fail: {stderr}");
-    assert!(
-        !stderr.contains("panicked") && !stderr.contains("backtrace"),
-        "{stderr}"
-    );
-    for word in expected {
-        assert!(stderr.contains(word), "stderr lacks {word:?}: {stderr}");
-    }
-}
+mod cli_support;
+use cli_support::{assert_clean_failure, trainer};
 
 fn images(count: usize, side: usize) -> Vec<u8> {
     let pixels: Vec<u8> = (0..count * side * side).map(|i| (i % 253) as u8).collect();

@@ -95,3 +95,25 @@ pub fn names(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// Runs the trainer with `args`, backtraces enabled so that any panic would show.
+pub fn trainer(args: &[&str]) -> Output {
+    trainer_command()
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("run trainer")
+}
+
+/// Fails unless `out` is a clean failure whose stderr contains every one of `expected`.
+pub fn assert_clean_failure(out: &Output, expected: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "should fail: {stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+    for word in expected {
+        assert!(stderr.contains(word), "stderr lacks {word:?}: {stderr}");
+    }
+}
