@@ -58,6 +58,27 @@ pub enum Error {
         /// The layer's shape compiled into this build.
         compiled: [u32; 4],
     },
+    /// An operation of a format-2 (layer stack) model differs from the one compiled into this
+    /// build.
+    OpMismatch {
+        /// Index of the operation (0 = first), or the operation count for `what = "operations"`.
+        op: u16,
+        /// The differing property, e.g. `"conv2d filters"`.
+        what: &'static str,
+        /// Its value in the file.
+        found: u32,
+        /// Its value compiled into this build.
+        compiled: u32,
+    },
+    /// An operation of a format-2 model is of another type than the one compiled in.
+    OpTypeMismatch {
+        /// Index of the operation.
+        op: u16,
+        /// The type in the file (`conv2d`, `maxpool2d`, `dense`).
+        found: &'static str,
+        /// The type compiled into this build.
+        compiled: &'static str,
+    },
     /// A quantization parameter is out of the range the kernels support.
     InvalidQuantization {
         /// The parameter.
@@ -103,6 +124,23 @@ impl fmt::Display for Error {
                 "model.bin does not fit this build: {layer} is {} in the file, {} compiled; rebuild the firmware for this model or train the compiled architecture",
                 Dims(found),
                 Dims(compiled)
+            ),
+            Error::OpMismatch {
+                op,
+                what: "operations",
+                found,
+                compiled,
+            } => write!(
+                f,
+                "model.bin does not fit this build: it has {found} operations, {compiled} compiled (seen at {op}); rebuild the firmware from the model's spec or train the compiled spec"
+            ),
+            Error::OpMismatch { op, what, found, compiled } => write!(
+                f,
+                "model.bin does not fit this build: operation {op}'s {what} is {found} in the file, {compiled} compiled; rebuild the firmware from the model's spec or train the compiled spec"
+            ),
+            Error::OpTypeMismatch { op, found, compiled } => write!(
+                f,
+                "model.bin does not fit this build: operation {op} is a {found} in the file, a {compiled} compiled; rebuild the firmware from the model's spec or train the compiled spec"
             ),
             Error::InvalidQuantization { field } => write!(
                 f,

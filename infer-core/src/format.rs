@@ -149,52 +149,8 @@ impl<'a> ModelFile<'a> {
     /// assert!(matches!(ModelFile::decode(b"nope"), Err(Error::BadMagic { .. })));
     /// ```
     pub fn decode(bytes: &'a [u8]) -> Result<Self, Error> {
-        let needed = HEADER_LEN + CRC_LEN;
-        let header = bytes.get(..HEADER_LEN);
-        let magic = bytes.get(..4).unwrap_or(bytes);
-        if magic != MAGIC.get(..magic.len()).unwrap_or(&[]) {
-            let mut found = [0u8; 4];
-            found.iter_mut().zip(magic).for_each(|(d, s)| *d = *s);
-            return Err(Error::BadMagic { found });
-        }
-        let Some(header) = header else {
-            return Err(Error::Truncated {
-                len: bytes.len(),
-                needed,
-            });
-        };
-        let version = u16::from_le_bytes([header[4], header[5]]);
-        if version != FORMAT_VERSION {
-            return Err(Error::UnsupportedVersion {
-                found: version,
-                supported: FORMAT_VERSION,
-            });
-        }
-        let Some(body_len) = bytes
-            .len()
-            .checked_sub(CRC_LEN)
-            .filter(|&n| n >= HEADER_LEN)
-        else {
-            return Err(Error::Truncated {
-                len: bytes.len(),
-                needed,
-            });
-        };
-        let (body, stored) = bytes.split_at(body_len);
-        let stored = u32::from_le_bytes([stored[0], stored[1], stored[2], stored[3]]);
-        let computed = crc32(body);
-        if stored != computed {
-            return Err(Error::ChecksumMismatch { stored, computed });
-        }
-        let (model, rest): (ModelFile<'a>, &[u8]) =
-            postcard::take_from_bytes(body).map_err(|_| Error::Malformed {
-                what: "postcard body",
-            })?;
-        if !rest.is_empty() {
-            return Err(Error::Malformed {
-                what: "trailing bytes after the model",
-            });
-        }
+        let body = open_envelope(bytes, FORMAT_VERSION)?;
+        let model: ModelFile<'a> = decode_body(body, "postcard body")?;
         model.validate()?;
         Ok(model)
     }
@@ -204,20 +160,7 @@ impl<'a> ModelFile<'a> {
     /// # Errors
     /// [`Error::BufferTooSmall`] if `buf` cannot hold the model.
     pub fn encode<'b>(&self, buf: &'b mut [u8]) -> Result<&'b mut [u8], Error> {
-        let available = buf.len();
-        let body_len = postcard::to_slice(self, buf)
-            .map_err(|_| Error::BufferTooSmall { available })?
-            .len();
-        let crc = crc32(
-            buf.get(..body_len)
-                .ok_or(Error::BufferTooSmall { available })?,
-        );
-        let total = body_len + CRC_LEN;
-        let out = buf
-            .get_mut(..total)
-            .ok_or(Error::BufferTooSmall { available })?;
-        out[body_len..].copy_from_slice(&crc.to_le_bytes());
-        Ok(out)
+        seal(self, buf)
     }
 
     /// Checks that every array has the length its declared shape implies and that the
@@ -236,13 +179,7 @@ impl<'a> ModelFile<'a> {
             });
         }
         let input = &self.input;
-        // A NaN scale fails too: the comparison is false.
-        let scale_ok = (input.quant.scale * 255.0 - 1.0).abs() <= 1e-6;
-        if input.quant.zero_point != -128 || !scale_ok {
-            return Err(Error::InvalidQuantization {
-                field: "input (must be scale 1/255, zero point -128)",
-            });
-        }
+        check_input_quant(&input.quant)?;
         let conv = &self.conv;
         if conv.in_channels != input.channels {
             return Err(Error::Malformed {
@@ -311,27 +248,130 @@ impl<'a> ModelFile<'a> {
             flat,
         )?;
         for output in [self.conv.params.output, self.dense.params.output] {
-            if !(output.scale > 0.0 && output.scale.is_finite()) {
-                return Err(Error::InvalidQuantization {
-                    field: "output scale (must be finite and > 0)",
-                });
-            }
-            // int8 zero points; the next layer's input offset is minus this one.
-            if !(-128..=127).contains(&output.zero_point) {
-                return Err(Error::InvalidQuantization {
-                    field: "output zero point (must be in -128..=127)",
-                });
-            }
+            check_output_quant(&output)?;
         }
         Ok(())
     }
+}
+
+/// Checks the envelope every model.bin shares — magic, fixed-width version, CRC-32 — and
+/// returns the bytes the CRC covers (magic and version included: postcard decodes them too).
+///
+/// # Errors
+/// [`Error::BadMagic`], [`Error::Truncated`], [`Error::UnsupportedVersion`] (the found version
+/// and `version`) or [`Error::ChecksumMismatch`].
+pub(crate) fn open_envelope(bytes: &[u8], version: u16) -> Result<&[u8], Error> {
+    let needed = HEADER_LEN + CRC_LEN;
+    let header = bytes.get(..HEADER_LEN);
+    let magic = bytes.get(..4).unwrap_or(bytes);
+    if magic != MAGIC.get(..magic.len()).unwrap_or(&[]) {
+        let mut found = [0u8; 4];
+        found.iter_mut().zip(magic).for_each(|(d, s)| *d = *s);
+        return Err(Error::BadMagic { found });
+    }
+    let Some(header) = header else {
+        return Err(Error::Truncated {
+            len: bytes.len(),
+            needed,
+        });
+    };
+    let found = u16::from_le_bytes([header[4], header[5]]);
+    if found != version {
+        return Err(Error::UnsupportedVersion {
+            found,
+            supported: version,
+        });
+    }
+    let Some(body_len) = bytes
+        .len()
+        .checked_sub(CRC_LEN)
+        .filter(|&n| n >= HEADER_LEN)
+    else {
+        return Err(Error::Truncated {
+            len: bytes.len(),
+            needed,
+        });
+    };
+    let (body, stored) = bytes.split_at(body_len);
+    let stored = u32::from_le_bytes([stored[0], stored[1], stored[2], stored[3]]);
+    let computed = crc32(body);
+    if stored != computed {
+        return Err(Error::ChecksumMismatch { stored, computed });
+    }
+    Ok(body)
+}
+
+/// Decodes a whole postcard body (no trailing bytes); `what` names a failure.
+///
+/// # Errors
+/// [`Error::Malformed`].
+pub(crate) fn decode_body<'a, T: Deserialize<'a>>(
+    body: &'a [u8],
+    what: &'static str,
+) -> Result<T, Error> {
+    let (model, rest) = postcard::take_from_bytes(body).map_err(|_| Error::Malformed { what })?;
+    if !rest.is_empty() {
+        return Err(Error::Malformed {
+            what: "trailing bytes after the model",
+        });
+    }
+    Ok(model)
+}
+
+/// Writes `model` postcard-encoded into `buf`, followed by the CRC-32 of those bytes.
+///
+/// # Errors
+/// [`Error::BufferTooSmall`] if `buf` cannot hold it.
+pub(crate) fn seal<'b, T: Serialize>(model: &T, buf: &'b mut [u8]) -> Result<&'b mut [u8], Error> {
+    let available = buf.len();
+    let body_len = postcard::to_slice(model, buf)
+        .map_err(|_| Error::BufferTooSmall { available })?
+        .len();
+    let crc = crc32(
+        buf.get(..body_len)
+            .ok_or(Error::BufferTooSmall { available })?,
+    );
+    let total = body_len + CRC_LEN;
+    let out = buf
+        .get_mut(..total)
+        .ok_or(Error::BufferTooSmall { available })?;
+    out[body_len..].copy_from_slice(&crc.to_le_bytes());
+    Ok(out)
+}
+
+/// Checks an output quantization: finite positive scale, int8 zero point.
+pub(crate) fn check_output_quant(output: &QuantParams) -> Result<(), Error> {
+    if !(output.scale > 0.0 && output.scale.is_finite()) {
+        return Err(Error::InvalidQuantization {
+            field: "output scale (must be finite and > 0)",
+        });
+    }
+    // int8 zero points; the next layer's input offset is minus this one.
+    if !(-128..=127).contains(&output.zero_point) {
+        return Err(Error::InvalidQuantization {
+            field: "output zero point (must be in -128..=127)",
+        });
+    }
+    Ok(())
+}
+
+/// Checks the fixed input quantization: scale 1/255, zero point −128.
+pub(crate) fn check_input_quant(quant: &QuantParams) -> Result<(), Error> {
+    // A NaN scale fails too: the comparison is false.
+    let scale_ok = (quant.scale * 255.0 - 1.0).abs() <= 1e-6;
+    if quant.zero_point != -128 || !scale_ok {
+        return Err(Error::InvalidQuantization {
+            field: "input (must be scale 1/255, zero point -128)",
+        });
+    }
+    Ok(())
 }
 
 /// Largest `|(x − x_zero_point) · w|` of one product: an int8 input minus an int8 zero
 /// point is within ±255, an int8 weight within ±128.
 const MAX_PRODUCT: i64 = 255 * 128;
 
-fn check_channels(
+pub(crate) fn check_channels(
     layer: &'static str,
     p: &ChannelParams<'_>,
     channels: usize,

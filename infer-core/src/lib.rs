@@ -7,6 +7,7 @@
 //! * [`net`]: the typed front end: shapes as const generics, buffers sized at compile time.
 //! * [`kernels`]: slice-based kernels, each tested against a naive reference, and the fused
 //!   streaming kernels ([`kernels::fused`]) tested against them.
+//! * [`stack`]: any conv / pool / dense stack declared in a spec file (model.bin format 2).
 //! * [`requant`]: TFLite / CMSIS-NN fixed-point requantization, bit-exact.
 //!
 //! ```
@@ -38,6 +39,7 @@ pub mod format;
 pub mod kernels;
 pub mod net;
 pub mod requant;
+pub mod stack;
 
 pub use error::Error;
 pub use format::ModelFile;

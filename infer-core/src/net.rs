@@ -1,7 +1,7 @@
 //! Typed front end: a network whose shapes are const generics, checked against each other
 //! at compile time and against a model.bin when it loads.
 
-use crate::format::{ChannelParams, ModelFile};
+use crate::format::ModelFile;
 pub use crate::kernels::fused::StreamScratch;
 use crate::kernels::fused::{self, Stream3x3, StreamGeometry, StreamLayers, NATIVE_PAIRED};
 use crate::kernels::{activation, conv, dense, float, pool, ChannelRequant};
@@ -122,18 +122,6 @@ pub type TutorialNet<'a> = Net<'a, 28, 28, 1, 3, 32, 26, 26, 2, 13, 13, 10>;
 pub type TutorialScratch = Scratch<26, 26, 32, 13, 13>;
 /// Working memory of [`TutorialNet::infer`] and [`TutorialNet::stream`].
 pub type TutorialStreamScratch = StreamScratch<32, 10>;
-
-fn requant<'a>(p: &ChannelParams<'a>, relu: bool) -> ChannelRequant<'a> {
-    let zp = p.output.zero_point;
-    ChannelRequant {
-        bias: p.bias,
-        multiplier: p.multiplier,
-        shift: p.shift,
-        output_offset: zp,
-        activation_min: if relu { zp.clamp(-128, 127) } else { -128 },
-        activation_max: 127,
-    }
-}
 
 fn dims(a: usize, b: usize, c: usize, d: usize) -> [u32; 4] {
     [a as u32, b as u32, c as u32, d as u32]
@@ -355,10 +343,10 @@ impl<
         StreamLayers {
             input_offset: -m.input.quant.zero_point,
             conv_weights: m.conv.params.weights,
-            conv: requant(&m.conv.params, m.conv.relu),
+            conv: ChannelRequant::from_params(&m.conv.params, m.conv.relu),
             dense_input_offset: -m.conv.params.output.zero_point,
             dense_weights: m.dense.params.weights,
-            dense: requant(&m.dense.params, false),
+            dense: ChannelRequant::from_params(&m.dense.params, false),
         }
     }
 
@@ -378,6 +366,8 @@ impl<
             k_h: K,
             k_w: K,
             filters: F,
+            stride: 1,
+            padding: conv::Padding::Valid,
         };
         let conv_out = scratch.conv.as_flattened_mut().as_flattened_mut();
         conv::conv2d_i8(
@@ -385,7 +375,7 @@ impl<
             input.as_flattened().as_flattened(),
             -m.input.quant.zero_point,
             m.conv.params.weights,
-            &requant(&m.conv.params, m.conv.relu),
+            &ChannelRequant::from_params(&m.conv.params, m.conv.relu),
             conv_out,
         );
         let pg = pool::PoolGeometry {
@@ -405,7 +395,7 @@ impl<
             scratch.pool.as_flattened().as_flattened(),
             -m.conv.params.output.zero_point,
             dp.weights,
-            &requant(dp, false),
+            &ChannelRequant::from_params(dp, false),
             &mut logits,
         );
         Output {
@@ -545,6 +535,8 @@ impl<
             k_h: K,
             k_w: K,
             filters: F,
+            stride: 1,
+            padding: conv::Padding::Valid,
         };
         float::conv2d_f32(
             &g,

@@ -1,8 +1,56 @@
-//! int8 Conv2D, stride 1, valid padding, per-channel weights, fused activation clamp.
+//! int8 Conv2D: stride 1 or 2, valid or same padding, per-channel weights, fused activation
+//! clamp. [`conv2d_i8`] is the reference; [`conv2d_i8_packed`] is the fast path (an im2col patch
+//! per output pixel, packed for two multiply-accumulates per instruction on DSP cores), tested
+//! against it bit for bit.
 
+#[cfg(doc)]
+use super::dot::pack_patch;
+use super::dot::{dot_packed, PatchWords};
 use super::ChannelRequant;
+use core::num::NonZeroUsize;
 
-/// Shape of a valid, stride-1 convolution over an NHWC input.
+/// Padding of a convolution, as TensorFlow defines it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Padding {
+    /// No padding: `out = ⌊(in − kernel) / stride⌋ + 1`.
+    Valid,
+    /// Zero padding so that `out = ⌈in / stride⌉`; the smaller half of the padding goes
+    /// before (top / left).
+    Same,
+}
+
+/// Output length of a convolution along one axis (0 if the kernel does not fit a valid one).
+pub const fn out_dim(input: usize, kernel: usize, stride: usize, padding: Padding) -> usize {
+    if stride == 0 || kernel == 0 {
+        return 0;
+    }
+    match padding {
+        Padding::Valid => {
+            if kernel > input {
+                0
+            } else {
+                (input - kernel) / stride + 1
+            }
+        }
+        Padding::Same => input.div_ceil(stride),
+    }
+}
+
+/// Padding before the first input row / column along one axis.
+pub const fn pad_before(input: usize, kernel: usize, stride: usize, padding: Padding) -> usize {
+    match padding {
+        Padding::Valid => 0,
+        Padding::Same => {
+            let out = out_dim(input, kernel, stride, padding);
+            if out == 0 {
+                return 0;
+            }
+            ((out - 1) * stride + kernel).saturating_sub(input) / 2
+        }
+    }
+}
+
+/// Shape of a convolution over an NHWC input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvGeometry {
     /// Input rows.
@@ -17,21 +65,52 @@ pub struct ConvGeometry {
     pub k_w: usize,
     /// Output channels.
     pub filters: usize,
+    /// Step in both directions.
+    pub stride: usize,
+    /// Valid or same.
+    pub padding: Padding,
 }
 
 impl ConvGeometry {
-    /// Output rows (`in_h − k_h + 1`), 0 if the kernel is larger than the input.
+    /// Output rows.
     pub const fn out_h(&self) -> usize {
-        (self.in_h + 1).saturating_sub(self.k_h)
+        out_dim(self.in_h, self.k_h, self.stride, self.padding)
     }
     /// Output columns.
     pub const fn out_w(&self) -> usize {
-        (self.in_w + 1).saturating_sub(self.k_w)
+        out_dim(self.in_w, self.k_w, self.stride, self.padding)
+    }
+    /// Zero rows above the input.
+    pub const fn pad_top(&self) -> usize {
+        pad_before(self.in_h, self.k_h, self.stride, self.padding)
+    }
+    /// Zero columns left of the input.
+    pub const fn pad_left(&self) -> usize {
+        pad_before(self.in_w, self.k_w, self.stride, self.padding)
+    }
+    /// Values in one patch: `k_h · k_w · in_c`.
+    pub const fn taps(&self) -> usize {
+        self.k_h * self.k_w * self.in_c
+    }
+    /// The input row of kernel row `ky` at output row `oy`, if it is not padding.
+    #[inline(always)]
+    fn in_row(&self, oy: usize, ky: usize) -> Option<usize> {
+        (oy * self.stride + ky)
+            .checked_sub(self.pad_top())
+            .filter(|&y| y < self.in_h)
+    }
+    /// The input column of kernel column `kx` at output column `ox`, if it is not padding.
+    #[inline(always)]
+    fn in_col(&self, ox: usize, kx: usize) -> Option<usize> {
+        (ox * self.stride + kx)
+            .checked_sub(self.pad_left())
+            .filter(|&x| x < self.in_w)
     }
 }
 
 /// int8 convolution as TFLite computes it:
 /// `out[y][x][f] = clamp(requant(bias[f] + Σ (in + input_offset) · w[f]) + zero point)`.
+/// Padding stands for real 0, the input zero point, so padded taps add nothing.
 ///
 /// `input` is `in_h × in_w × in_c` int8, `weights` is `filters × k_h × k_w × in_c` int8 bytes,
 /// `output` is `out_h × out_w × filters`. `input_offset` is minus the input zero point.
@@ -43,35 +122,166 @@ pub fn conv2d_i8(
     requant: &ChannelRequant<'_>,
     output: &mut [i8],
 ) {
-    let (out_w, f, c) = (g.out_w(), g.filters, g.in_c);
-    let row_len = g.k_w * c;
-    let per_filter = g.k_h * row_len;
-    if out_w == 0 || f == 0 || row_len == 0 || g.out_h() == 0 {
+    let Some(sizes) = ChunkSizes::of(g) else {
         return;
-    }
+    };
     for (oy, out_row) in output
-        .chunks_exact_mut(out_w * f)
+        .chunks_exact_mut(sizes.out_row)
         .take(g.out_h())
         .enumerate()
     {
-        for (ox, out_px) in out_row.chunks_exact_mut(f).enumerate() {
+        for (ox, out_px) in out_row.chunks_exact_mut(sizes.pixel).enumerate() {
             for (fi, (out, w_f)) in out_px
                 .iter_mut()
-                .zip(weights.chunks_exact(per_filter))
+                .zip(weights.chunks_exact(sizes.taps))
                 .enumerate()
             {
                 let Some((bias, mult, shift)) = requant.channel(fi) else {
                     return;
                 };
                 let mut acc = bias;
-                for (ky, w_row) in w_f.chunks_exact(row_len).enumerate() {
-                    let start = ((oy + ky) * g.in_w + ox) * c;
-                    let in_row = input.get(start..start + row_len).unwrap_or(&[]);
-                    for (&x, &w) in in_row.iter().zip(w_row) {
-                        acc += (i32::from(x) + input_offset) * i32::from(w as i8);
+                for (ky, w_row) in w_f.chunks_exact(sizes.kernel_row).enumerate() {
+                    let Some(iy) = g.in_row(oy, ky) else { continue };
+                    for (kx, w_px) in w_row.chunks_exact(sizes.channels).enumerate() {
+                        let Some(ix) = g.in_col(ox, kx) else { continue };
+                        let start = (iy * g.in_w + ix) * g.in_c;
+                        let in_px = input.get(start..start + g.in_c).unwrap_or(&[]);
+                        for (&x, &w) in in_px.iter().zip(w_px) {
+                            acc += (i32::from(x) + input_offset) * i32::from(w as i8);
+                        }
                     }
                 }
                 *out = requant.apply(acc, mult, shift);
+            }
+        }
+    }
+}
+
+/// The non-zero chunk lengths the kernels iterate by (`None` if any is zero or overflows:
+/// there is nothing to compute then). `NonZeroUsize` tells the optimiser so, which removes
+/// the zero-chunk panics of `chunks_exact`.
+struct ChunkSizes {
+    /// `out_w · filters`.
+    out_row: usize,
+    /// `filters`.
+    pixel: usize,
+    /// `k_h · k_w · in_c`.
+    taps: usize,
+    /// `k_w · in_c`.
+    kernel_row: usize,
+    /// `in_c`.
+    channels: usize,
+}
+
+impl ChunkSizes {
+    #[inline(always)]
+    fn of(g: &ConvGeometry) -> Option<Self> {
+        let nonzero = |n: Option<usize>| n.and_then(NonZeroUsize::new);
+        let kernel_row = nonzero(g.k_w.checked_mul(g.in_c))?;
+        Some(Self {
+            out_row: nonzero(g.out_w().checked_mul(g.filters))?.get(),
+            pixel: nonzero(Some(g.filters))?.get(),
+            taps: nonzero(kernel_row.get().checked_mul(g.k_h))?.get(),
+            kernel_row: kernel_row.get(),
+            channels: nonzero(Some(g.in_c))?.get(),
+        })
+    }
+}
+
+/// Writes values one by one into a packed patch (layout of [`pack_patch`]); values past the
+/// end of the patch are dropped.
+struct PatchWriter<'p> {
+    patch: &'p mut [u32],
+    /// Taps in full groups of four.
+    grouped: usize,
+    next: usize,
+}
+
+impl PatchWriter<'_> {
+    #[inline(always)]
+    fn push(&mut self, value: i32) {
+        let n = self.next;
+        self.next += 1;
+        if n < self.grouped {
+            // Tap 4g + r goes to word 2g + (r & 1), half r >> 1.
+            let word = (n >> 2) * 2 + (n & 1);
+            if let Some(w) = self.patch.get_mut(word) {
+                let half = value as u16 as u32;
+                *w = if n & 2 == 0 {
+                    (*w & 0xFFFF_0000) | half
+                } else {
+                    (*w & 0x0000_FFFF) | (half << 16)
+                };
+            }
+        } else if let Some(w) = self.patch.get_mut(self.grouped / 2 + (n - self.grouped)) {
+            *w = value as u32;
+        }
+    }
+
+    #[inline(always)]
+    fn zeros(&mut self, count: usize) {
+        for _ in 0..count {
+            self.push(0);
+        }
+    }
+}
+
+/// The same convolution as [`conv2d_i8`], bit for bit, fast: for each output pixel the patch
+/// is gathered once into `patch` (offset added, packed as [`pack_patch`] packs), then each
+/// filter is one [`dot_packed`] over it.
+///
+/// `patch` needs [`PatchWords::words`]`(g.taps())` words; with fewer, nothing is computed.
+pub fn conv2d_i8_packed(
+    g: &ConvGeometry,
+    input: &[i8],
+    input_offset: i32,
+    weights: &[u8],
+    requant: &ChannelRequant<'_>,
+    patch: &mut [u32],
+    output: &mut [i8],
+) {
+    let Some(sizes) = ChunkSizes::of(g) else {
+        return;
+    };
+    let Some(patch) = patch.get_mut(..PatchWords::words(sizes.taps)) else {
+        return;
+    };
+    let c = g.in_c;
+    for (oy, out_row) in output
+        .chunks_exact_mut(sizes.out_row)
+        .take(g.out_h())
+        .enumerate()
+    {
+        for (ox, out_px) in out_row.chunks_exact_mut(sizes.pixel).enumerate() {
+            let mut writer = PatchWriter {
+                patch: &mut *patch,
+                grouped: sizes.taps / 4 * 4,
+                next: 0,
+            };
+            for ky in 0..g.k_h {
+                let Some(iy) = g.in_row(oy, ky) else {
+                    writer.zeros(sizes.kernel_row);
+                    continue;
+                };
+                for kx in 0..g.k_w {
+                    let start = g.in_col(ox, kx).map(|ix| (iy * g.in_w + ix) * c);
+                    match start.and_then(|s| input.get(s..s + c)) {
+                        Some(px) => px
+                            .iter()
+                            .for_each(|&x| writer.push(i32::from(x) + input_offset)),
+                        None => writer.zeros(c),
+                    }
+                }
+            }
+            for (fi, (out, w_f)) in out_px
+                .iter_mut()
+                .zip(weights.chunks_exact(sizes.taps))
+                .enumerate()
+            {
+                let Some((bias, mult, shift)) = requant.channel(fi) else {
+                    return;
+                };
+                *out = requant.apply(bias.wrapping_add(dot_packed(patch, w_f)), mult, shift);
             }
         }
     }
@@ -104,8 +314,14 @@ mod tests {
                     let mut acc = bias[f];
                     for ky in 0..g.k_h {
                         for kx in 0..g.k_w {
+                            let iy = (y * g.stride + ky) as isize - g.pad_top() as isize;
+                            let ix = (x * g.stride + kx) as isize - g.pad_left() as isize;
+                            if iy < 0 || ix < 0 || iy >= g.in_h as isize || ix >= g.in_w as isize {
+                                continue;
+                            }
+                            let (iy, ix) = (iy as usize, ix as usize);
                             for c in 0..g.in_c {
-                                let i = input[((y + ky) * g.in_w + x + kx) * g.in_c + c] as i32;
+                                let i = input[(iy * g.in_w + ix) * g.in_c + c] as i32;
                                 let w =
                                     weights[((f * g.k_h + ky) * g.k_w + kx) * g.in_c + c] as i32;
                                 acc += (i + input_offset) * w;
@@ -123,7 +339,7 @@ mod tests {
     #[test]
     fn matches_naive_reference_exactly() {
         let mut rng = TestRng(0xC0FFEE);
-        for case in 0..60 {
+        for case in 0..200 {
             let g = ConvGeometry {
                 in_h: 3 + rng.below(8) as usize,
                 in_w: 3 + rng.below(8) as usize,
@@ -131,6 +347,12 @@ mod tests {
                 k_h: 1 + rng.below(3) as usize,
                 k_w: 1 + rng.below(3) as usize,
                 filters: 1 + rng.below(9) as usize,
+                stride: 1 + rng.below(2) as usize,
+                padding: if rng.below(2) == 0 {
+                    Padding::Valid
+                } else {
+                    Padding::Same
+                },
             };
             let input: Vec<i8> = (0..g.in_h * g.in_w * g.in_c).map(|_| rng.i8()).collect();
             let weights: Vec<i8> = (0..g.filters * g.k_h * g.k_w * g.in_c)
@@ -173,6 +395,10 @@ mod tests {
             let mut out = vec![0i8; expected.len()];
             conv2d_i8(&g, &input, input_offset, &w_b, &rq, &mut out);
             assert_eq!(out, expected, "case {case}: {g:?}");
+            let mut packed = vec![0i8; expected.len()];
+            let mut patch = vec![0u32; PatchWords::words(g.taps())];
+            conv2d_i8_packed(&g, &input, input_offset, &w_b, &rq, &mut patch, &mut packed);
+            assert_eq!(packed, expected, "packed, case {case}: {g:?}");
         }
     }
 
@@ -185,6 +411,8 @@ mod tests {
             k_h: 3,
             k_w: 3,
             filters: 4,
+            stride: 1,
+            padding: Padding::Same,
         };
         let rq = ChannelRequant {
             bias: &[0; 8],
@@ -197,5 +425,9 @@ mod tests {
         let mut out = [0i8; 36];
         conv2d_i8(&g, &[1; 7], 0, &[1; 5], &rq, &mut out);
         conv2d_i8(&g, &[1; 50], 0, &[1; 72], &rq, &mut out[..3]);
+        let mut patch = [0u32; 16];
+        conv2d_i8_packed(&g, &[1; 7], 0, &[1; 5], &rq, &mut patch, &mut out);
+        conv2d_i8_packed(&g, &[1; 50], 0, &[1; 72], &rq, &mut patch[..3], &mut out);
+        conv2d_i8_packed(&g, &[1; 50], 0, &[1; 72], &rq, &mut patch, &mut out[..3]);
     }
 }

@@ -1,9 +1,11 @@
 //! f32 kernels, the float counterparts of the int8 ones (same layouts).
 
+#[cfg(test)]
+use super::conv;
 use super::conv::ConvGeometry;
 
-/// f32 convolution (stride 1, valid) with bias and optional ReLU.
-/// Layouts as in [`super::conv::conv2d_i8`].
+/// f32 convolution (any stride and padding of [`ConvGeometry`]) with bias and optional ReLU.
+/// Layouts as in [`super::conv::conv2d_i8`]; padded taps are zeros.
 pub fn conv2d_f32(
     g: &ConvGeometry,
     input: &[f32],
@@ -13,11 +15,11 @@ pub fn conv2d_f32(
     output: &mut [f32],
 ) {
     let (out_w, f, c) = (g.out_w(), g.filters, g.in_c);
-    let row_len = g.k_w * c;
-    let per_filter = g.k_h * row_len;
-    if out_w == 0 || f == 0 || row_len == 0 || g.out_h() == 0 {
+    let per_filter = g.taps();
+    if out_w == 0 || f == 0 || per_filter == 0 || g.out_h() == 0 {
         return;
     }
+    let (pad_top, pad_left) = (g.pad_top(), g.pad_left());
     for (oy, out_row) in output
         .chunks_exact_mut(out_w * f)
         .take(g.out_h())
@@ -30,11 +32,25 @@ pub fn conv2d_f32(
                 .zip(bias)
             {
                 let mut acc = b;
-                for (ky, w_row) in w_f.chunks_exact(row_len).enumerate() {
-                    let start = ((oy + ky) * g.in_w + ox) * c;
-                    let in_row = input.get(start..start + row_len).unwrap_or(&[]);
-                    for (&x, &w) in in_row.iter().zip(w_row) {
-                        acc += x * w;
+                for (ky, w_row) in w_f.chunks_exact(g.k_w * c).enumerate() {
+                    let Some(iy) = (oy * g.stride + ky)
+                        .checked_sub(pad_top)
+                        .filter(|&y| y < g.in_h)
+                    else {
+                        continue;
+                    };
+                    for (kx, w_px) in w_row.chunks_exact(c).enumerate() {
+                        let Some(ix) = (ox * g.stride + kx)
+                            .checked_sub(pad_left)
+                            .filter(|&x| x < g.in_w)
+                        else {
+                            continue;
+                        };
+                        let start = (iy * g.in_w + ix) * c;
+                        let in_px = input.get(start..start + c).unwrap_or(&[]);
+                        for (&x, &w) in in_px.iter().zip(w_px) {
+                            acc += x * w;
+                        }
                     }
                 }
                 *out = if relu { acc.max(0.0) } else { acc };
@@ -66,7 +82,7 @@ mod tests {
     #[test]
     fn conv_matches_naive_reference() {
         let mut rng = TestRng(5);
-        for _ in 0..30 {
+        for _ in 0..80 {
             let g = ConvGeometry {
                 in_h: 3 + rng.below(6) as usize,
                 in_w: 3 + rng.below(6) as usize,
@@ -74,6 +90,12 @@ mod tests {
                 k_h: 1 + rng.below(3) as usize,
                 k_w: 1 + rng.below(3) as usize,
                 filters: 1 + rng.below(5) as usize,
+                stride: 1 + rng.below(2) as usize,
+                padding: if rng.below(2) == 0 {
+                    conv::Padding::Valid
+                } else {
+                    conv::Padding::Same
+                },
             };
             let input: Vec<f32> = (0..g.in_h * g.in_w * g.in_c).map(|_| rng.f32()).collect();
             let w: Vec<f32> = (0..g.filters * g.k_h * g.k_w * g.in_c)
@@ -88,8 +110,18 @@ mod tests {
                         let mut acc = b[f] as f64;
                         for ky in 0..g.k_h {
                             for kx in 0..g.k_w {
+                                let iy = (y * g.stride + ky) as isize - g.pad_top() as isize;
+                                let ix = (x * g.stride + kx) as isize - g.pad_left() as isize;
+                                if iy < 0
+                                    || ix < 0
+                                    || iy >= g.in_h as isize
+                                    || ix >= g.in_w as isize
+                                {
+                                    continue;
+                                }
+                                let (iy, ix) = (iy as usize, ix as usize);
                                 for c in 0..g.in_c {
-                                    acc += input[((y + ky) * g.in_w + x + kx) * g.in_c + c] as f64
+                                    acc += input[(iy * g.in_w + ix) * g.in_c + c] as f64
                                         * w[((f * g.k_h + ky) * g.k_w + kx) * g.in_c + c] as f64;
                                 }
                             }

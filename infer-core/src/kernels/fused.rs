@@ -1133,6 +1133,8 @@ mod tests {
                 k_h: g.k_h,
                 k_w: g.k_w,
                 filters: g.filters,
+                stride: 1,
+                padding: conv::Padding::Valid,
             };
             let mut conv_out = vec![0i8; cg.out_h() * cg.out_w() * g.filters];
             conv::conv2d_i8(

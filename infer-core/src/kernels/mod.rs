@@ -16,6 +16,7 @@
 pub mod activation;
 pub mod conv;
 pub mod dense;
+pub mod dot;
 pub mod dsp;
 pub mod float;
 pub mod fused;
@@ -38,7 +39,21 @@ pub struct ChannelRequant<'a> {
     pub activation_max: i32,
 }
 
-impl ChannelRequant<'_> {
+impl<'a> ChannelRequant<'a> {
+    /// The requantization of a conv/dense layer's parameters, clamped below at the output
+    /// zero point (real 0) when the layer has a fused ReLU.
+    pub fn from_params(p: &crate::format::ChannelParams<'a>, relu: bool) -> Self {
+        let zp = p.output.zero_point;
+        Self {
+            bias: p.bias,
+            multiplier: p.multiplier,
+            shift: p.shift,
+            output_offset: zp,
+            activation_min: if relu { zp.clamp(-128, 127) } else { -128 },
+            activation_max: 127,
+        }
+    }
+
     /// `(bias, multiplier, shift)` of output channel `channel`, or `None` past the end.
     #[inline(always)]
     pub fn channel(&self, channel: usize) -> Option<(i32, i32, i32)> {

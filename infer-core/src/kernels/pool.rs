@@ -32,12 +32,15 @@ impl PoolGeometry {
 
 /// Max pooling for any ordered element type (int8 keeps its quantization unchanged).
 pub fn max_pool<T: Copy + PartialOrd>(g: &PoolGeometry, input: &[T], output: &mut [T]) {
-    let (out_w, c) = (g.out_w(), g.channels);
-    if out_w == 0 || c == 0 || g.out_h() == 0 {
+    let c = g.channels;
+    let Some(out_row_len) = g.out_w().checked_mul(c).filter(|&n| n != 0) else {
+        return;
+    };
+    if c == 0 || g.out_h() == 0 {
         return;
     }
     for (oy, out_row) in output
-        .chunks_exact_mut(out_w * c)
+        .chunks_exact_mut(out_row_len)
         .take(g.out_h())
         .enumerate()
     {

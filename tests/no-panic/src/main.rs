@@ -8,6 +8,10 @@
 //! out of range, an `unwrap`, a division by zero — is still reachable after
 //! optimisation, the link fails with `undefined symbol: infer_core_can_panic`.
 //!
+//! It links the layer-stack path too (format 2, `infer_core::stack`): `StackFile::decode`,
+//! a typed network of the tutorial's full model assembled from `stack::layers` as a
+//! firmware's generated code assembles it, and the run-time-shaped `stack::run`.
+//!
 //! The model and the pixels pass through [`black_box`]: the optimiser may not assume
 //! anything about their content, so the proof holds for *any* bytes, the hostile
 //! ones included, not just for the committed model. (Arithmetic overflow checks are
@@ -23,7 +27,9 @@
 use core::hint::black_box;
 use core::panic::PanicInfo;
 use cortex_m_rt::entry;
-use infer_core::{pixels_to_input, TutorialNet, TutorialScratch};
+use infer_core::stack::layers::{check_op_count, max, Conv2d, Dense, Layer, MaxPool2d};
+use infer_core::stack::{run, Kernels, StackFile};
+use infer_core::{pixels_to_input, Error, TutorialNet, TutorialScratch};
 
 /// Any model: the committed one stands in for bytes that arrived over a serial line.
 static MODEL: &[u8] = include_bytes!("../../../firmware-example/assets/model.bin");
@@ -31,6 +37,42 @@ static MODEL: &[u8] = include_bytes!("../../../firmware-example/assets/model.bin
 extern "C" {
     /// Defined nowhere: referencing it from reachable code fails the link.
     fn infer_core_can_panic() -> !;
+}
+
+// The tutorial's full model, typed (28×28×1 → conv 32 → conv 64 → pool 2 → dense 128 → dense 10).
+type Op0<'a> = Conv2d<'a, 28, 28, 1, 3, 32, 1, false, true>;
+type Op1<'a> = Conv2d<'a, 26, 26, 32, 3, 64, 1, false, true>;
+type Op2 = MaxPool2d<24, 24, 64, 2>;
+type Op3<'a> = Dense<'a, 9216, 128, true>;
+type Op4<'a> = Dense<'a, 128, 10, false>;
+const A: usize = max(max(Op0::OUT, <Op2 as Layer>::OUT), Op4::OUT);
+const B: usize = max(Op1::OUT, Op3::OUT);
+const PATCH: usize = max(Op0::PATCH_WORDS, Op1::PATCH_WORDS);
+
+/// Loads and runs the typed full model the way generated firmware code does.
+fn stack_typed(
+    bytes: &[u8],
+    image: &[i8; 784],
+    a: &mut [i8; A],
+    b: &mut [i8; B],
+) -> Result<[i8; 10], Error> {
+    let file = StackFile::decode(bytes)?;
+    check_op_count(&file, 5)?;
+    let ops = (
+        Op0::from_file(&file, 0)?,
+        Op1::from_file(&file, 1)?,
+        Op2::from_file(&file, 2)?,
+        Op3::from_file(&file, 3)?,
+        Op4::from_file(&file, 4)?,
+    );
+    let mut patch = [0u32; PATCH];
+    let mut logits = [0i8; 10];
+    ops.0.run(image, &mut patch, a);
+    ops.1.run(a, &mut patch, b);
+    ops.2.run(b, &mut patch, a);
+    ops.3.run(a, &mut patch, b);
+    ops.4.run(b, &mut patch, &mut logits);
+    Ok(logits)
 }
 
 #[panic_handler]
@@ -57,6 +99,30 @@ fn main() -> ! {
             Err(error) => {
                 black_box(error);
             }
+        }
+        let image: [i8; 784] = black_box([0; 784]);
+        let (mut a, mut b) = ([0i8; A], [0i8; B]);
+        black_box(stack_typed(bytes, &image, &mut a, &mut b).ok());
+        if let Ok(file) = StackFile::decode(bytes) {
+            let mut patch = [0u32; PATCH];
+            let result = run(
+                &file,
+                black_box(&image),
+                Kernels::Fast,
+                &mut a,
+                &mut b,
+                &mut patch,
+            );
+            black_box(result.ok().map(|l| l.first().copied()));
+            let result = run(
+                &file,
+                black_box(&image),
+                Kernels::Reference,
+                &mut a,
+                &mut b,
+                &mut patch,
+            );
+            black_box(result.ok().map(|l| l.first().copied()));
         }
         #[cfg(feature = "prove-check-works")]
         {

@@ -1,0 +1,114 @@
+//! int8 dot products for the generic conv and dense kernels, written with the packed
+//! instructions of [`super::dsp`] (two multiply-accumulates per `SMLAD` on DSP cores, portable
+//! Rust elsewhere).
+//!
+//! A patch is packed once per output pixel and reused by every filter: group `g` of four taps
+//! `x0 x1 x2 x3` (offset already added, so each fits in 16 bits) becomes the two words
+//! `(x0, x2)` and `(x1, x3)`, the order in which `SXTB16` and `SXTB16 ROR #8` unpack four int8
+//! weights from one word. The `taps % 4` last taps follow as one word each.
+
+use super::dsp::{pack, smlad, sxtb16, sxtb16_ror8};
+
+/// Sizes of a packed patch.
+#[derive(Debug, Clone, Copy)]
+pub struct PatchWords;
+
+impl PatchWords {
+    /// Words needed for `taps` values: two per full group of four, one per remaining tap.
+    pub const fn words(taps: usize) -> usize {
+        taps / 4 * 2 + taps % 4
+    }
+}
+
+/// Packs `taps` values, `value(tap)` each (in `-32768..=32767`), into `patch` as described in
+/// the module docs. Words past `patch` are dropped.
+#[inline(always)]
+pub fn pack_patch(patch: &mut [u32], taps: usize, mut value: impl FnMut(usize) -> i32) {
+    let groups = taps / 4;
+    let (grouped, tail) = patch.split_at_mut((groups * 2).min(patch.len()));
+    for (g, words) in grouped.chunks_exact_mut(2).enumerate() {
+        let t = g * 4;
+        words[0] = pack(value(t), value(t + 2));
+        words[1] = pack(value(t + 1), value(t + 3));
+    }
+    for (i, word) in tail.iter_mut().take(taps % 4).enumerate() {
+        *word = value(groups * 4 + i) as u32;
+    }
+}
+
+/// `Σ x[t] · w[t]` over a patch packed by [`pack_patch`] and `taps` int8 weights (as bytes).
+/// Stops at the shorter of the two.
+#[inline(always)]
+pub fn dot_packed(patch: &[u32], weights: &[u8]) -> i32 {
+    let groups = weights.len() / 4;
+    let (grouped, tail) = patch.split_at(patch.len().min(groups * 2));
+    let mut acc = 0i32;
+    for (words, w) in grouped.chunks_exact(2).zip(weights.chunks_exact(4)) {
+        let w = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+        acc = smlad(sxtb16(w), words[0], acc);
+        acc = smlad(sxtb16_ror8(w), words[1], acc);
+    }
+    for (&x, &w) in tail.iter().zip(weights.get(groups * 4..).unwrap_or(&[])) {
+        acc = acc.wrapping_add((x as i32).wrapping_mul(i32::from(w as i8)));
+    }
+    acc
+}
+
+/// `Σ (x[i] + offset) · w[i]` over int8 inputs and int8 weights (bytes), both unpacked four
+/// at a time; the offset's share is `offset · Σ w`. Stops at the shorter of the two.
+#[inline(always)]
+pub fn dot_i8_offset(input: &[i8], offset: i32, weights: &[u8]) -> i32 {
+    let mut acc = 0i32;
+    let mut weight_sum = 0i32;
+    let ones = pack(1, 1);
+    let mut xs = input.chunks_exact(4);
+    let mut ws = weights.chunks_exact(4);
+    for (x, w) in (&mut xs).zip(&mut ws) {
+        let x = u32::from_le_bytes([x[0] as u8, x[1] as u8, x[2] as u8, x[3] as u8]);
+        let w = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+        let (w02, w13) = (sxtb16(w), sxtb16_ror8(w));
+        acc = smlad(sxtb16(x), w02, acc);
+        acc = smlad(sxtb16_ror8(x), w13, acc);
+        weight_sum = smlad(w02, ones, weight_sum);
+        weight_sum = smlad(w13, ones, weight_sum);
+    }
+    for (&x, &w) in xs.remainder().iter().zip(ws.remainder()) {
+        let w = i32::from(w as i8);
+        acc = acc.wrapping_add(i32::from(x).wrapping_mul(w));
+        weight_sum = weight_sum.wrapping_add(w);
+    }
+    acc.wrapping_add(offset.wrapping_mul(weight_sum))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::TestRng;
+    use std::vec::Vec;
+
+    #[test]
+    fn packed_and_offset_dots_equal_the_naive_sums() {
+        let mut rng = TestRng(0xD07);
+        for taps in 0..70 {
+            let x: Vec<i8> = (0..taps).map(|_| rng.i8()).collect();
+            let w: Vec<u8> = (0..taps).map(|_| rng.i8() as u8).collect();
+            let offset = rng.below(256) as i32 - 127;
+            let want: i32 = x
+                .iter()
+                .zip(&w)
+                .map(|(&x, &w)| (i32::from(x) + offset) * i32::from(w as i8))
+                .sum();
+            let mut patch = std::vec![0u32; PatchWords::words(taps)];
+            pack_patch(&mut patch, taps, |t| i32::from(x[t]) + offset);
+            assert_eq!(dot_packed(&patch, &w), want, "packed, {taps} taps");
+            assert_eq!(dot_i8_offset(&x, offset, &w), want, "offset, {taps} taps");
+        }
+        // Extremes: every product at its largest magnitude.
+        let x = [-128i8; 37];
+        let w = [0x80u8; 37];
+        let mut patch = [0u32; 19];
+        pack_patch(&mut patch, 37, |_| -255);
+        assert_eq!(dot_packed(&patch, &w), 37 * 255 * 128);
+        assert_eq!(dot_i8_offset(&x, -127, &w), 37 * 255 * 128);
+    }
+}

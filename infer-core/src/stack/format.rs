@@ -1,0 +1,539 @@
+//! model.bin format 2: any chain of conv / max-pool / dense operations.
+//!
+//! The envelope is format 1's (`docs/model-format.md`): magic `"I8CN"`, a fixed-width
+//! little-endian `u16` version — here [`STACK_FORMAT_VERSION`] — a postcard body and a CRC-32
+//! of everything before it. The body is the input and the operations of a spec's int8 plan
+//! (`model_spec::plan`): dropout and flatten are gone, batch norm is folded in, and the last
+//! operation is the dense layer whose outputs are the logits. Every operation states its input
+//! shape, so a file describes itself and can be checked against a compiled network operation
+//! by operation. Weight arrays are borrowed from the bytes, as in format 1.
+
+use crate::format::{
+    check_channels, check_input_quant, check_output_quant, decode_body, open_envelope, seal,
+    ChannelParams, InputSpec, MAGIC,
+};
+use crate::kernels::conv::ConvGeometry;
+pub use crate::kernels::conv::Padding;
+use crate::Error;
+use serde::{Deserialize, Serialize};
+
+/// The format version of layer-stack models.
+pub const STACK_FORMAT_VERSION: u16 = 2;
+/// [`MAGIC`] and [`STACK_FORMAT_VERSION`], the first two fields of every [`StackFile`].
+pub const MAGIC_AND_VERSION: ([u8; 4], u16) = (MAGIC, STACK_FORMAT_VERSION);
+/// Most operations a format-2 model may hold.
+pub const MAX_OPS: usize = 32;
+
+/// Convolution with a square kernel; weights `[filters][ky][kx][in_c]`.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
+pub struct ConvOp<'a> {
+    /// Input rows.
+    pub in_h: u16,
+    /// Input columns.
+    pub in_w: u16,
+    /// Input channels.
+    pub in_c: u16,
+    /// Output channels.
+    pub filters: u16,
+    /// Kernel side.
+    pub kernel: u16,
+    /// Step in both directions, 1 or 2.
+    pub stride: u16,
+    /// Valid or same.
+    pub padding: Padding,
+    /// Fused ReLU.
+    pub relu: bool,
+    /// Weights and requantization.
+    #[serde(borrow)]
+    pub params: ChannelParams<'a>,
+}
+
+impl ConvOp<'_> {
+    /// The kernels' geometry.
+    pub fn geometry(&self) -> ConvGeometry {
+        ConvGeometry {
+            in_h: usize::from(self.in_h),
+            in_w: usize::from(self.in_w),
+            in_c: usize::from(self.in_c),
+            k_h: usize::from(self.kernel),
+            k_w: usize::from(self.kernel),
+            filters: usize::from(self.filters),
+            stride: usize::from(self.stride),
+            padding: self.padding,
+        }
+    }
+}
+
+/// Max pooling over non-overlapping `pool × pool` windows (remainder dropped); keeps its
+/// input's quantization.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolOp {
+    /// Input rows.
+    pub in_h: u16,
+    /// Input columns.
+    pub in_w: u16,
+    /// Channels.
+    pub channels: u16,
+    /// Window side and stride.
+    pub pool: u16,
+}
+
+/// Fully connected layer over the flattened (row, column, channel) input; weights
+/// `[units][inputs]`.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
+pub struct DenseOp<'a> {
+    /// Inputs.
+    pub inputs: u32,
+    /// Outputs.
+    pub units: u16,
+    /// Fused ReLU.
+    pub relu: bool,
+    /// Weights and requantization.
+    #[serde(borrow)]
+    pub params: ChannelParams<'a>,
+}
+
+/// One operation.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
+pub enum Op<'a> {
+    /// Convolution.
+    Conv2d(#[serde(borrow)] ConvOp<'a>),
+    /// Max pooling.
+    MaxPool2d(PoolOp),
+    /// Fully connected.
+    Dense(#[serde(borrow)] DenseOp<'a>),
+}
+
+impl<'a> Op<'a> {
+    /// The type's name as spec files write it.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Op::Conv2d(_) => "conv2d",
+            Op::MaxPool2d(_) => "maxpool2d",
+            Op::Dense(_) => "dense",
+        }
+    }
+
+    /// The per-channel parameters of a conv or dense operation.
+    pub fn params(&self) -> Option<&ChannelParams<'a>> {
+        match self {
+            Op::Conv2d(c) => Some(&c.params),
+            Op::Dense(d) => Some(&d.params),
+            Op::MaxPool2d(_) => None,
+        }
+    }
+
+    /// Output `(h, w, c)`; a dense layer's is `(1, 1, units)`.
+    pub fn out_shape(&self) -> (usize, usize, usize) {
+        match *self {
+            Op::Conv2d(c) => {
+                let g = c.geometry();
+                (g.out_h(), g.out_w(), g.filters)
+            }
+            Op::MaxPool2d(p) => {
+                let pool = usize::from(p.pool.max(1));
+                (
+                    usize::from(p.in_h) / pool,
+                    usize::from(p.in_w) / pool,
+                    usize::from(p.channels),
+                )
+            }
+            Op::Dense(d) => (1, 1, usize::from(d.units)),
+        }
+    }
+
+    /// Values read.
+    pub fn in_len(&self) -> usize {
+        match *self {
+            Op::Conv2d(c) => usize::from(c.in_h) * usize::from(c.in_w) * usize::from(c.in_c),
+            Op::MaxPool2d(p) => usize::from(p.in_h) * usize::from(p.in_w) * usize::from(p.channels),
+            Op::Dense(d) => d.inputs as usize,
+        }
+    }
+
+    /// Values written.
+    pub fn out_len(&self) -> usize {
+        let (h, w, c) = self.out_shape();
+        h * w * c
+    }
+}
+
+/// A whole format-2 model.bin.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct StackFile<'a> {
+    /// Always [`MAGIC`].
+    pub magic: [u8; 4],
+    /// Always [`STACK_FORMAT_VERSION`].
+    #[serde(with = "postcard::fixint::le")]
+    pub version: u16,
+    /// The input image (scale 1/255, zero point −128, as format 1).
+    pub input: InputSpec,
+    /// The operations, first to last; the last is a dense layer giving the logits.
+    #[serde(borrow)]
+    pub ops: heapless::Vec<Op<'a>, MAX_OPS>,
+}
+
+/// Where the shape walk is between operations.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Walk {
+    Spatial(usize, usize, usize),
+    Flat(usize),
+}
+
+impl<'a> StackFile<'a> {
+    /// Decodes and checks format-2 bytes: envelope, then every operation's shape against the
+    /// previous one's output, array lengths and quantization parameters.
+    ///
+    /// # Errors
+    /// The first problem found, as an [`Error`] that names it.
+    ///
+    /// ```
+    /// use infer_core::{stack::StackFile, Error};
+    /// assert!(matches!(StackFile::decode(b"I8CN\x01\x00...."), Err(Error::UnsupportedVersion { found: 1, supported: 2 })));
+    /// ```
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, Error> {
+        let body = open_envelope(bytes, STACK_FORMAT_VERSION)?;
+        let model: StackFile<'a> = decode_body(body, "postcard body (or more than 32 operations)")?;
+        model.validate()?;
+        Ok(model)
+    }
+
+    /// Encodes into `buf` (body + CRC) and returns the bytes written.
+    ///
+    /// # Errors
+    /// [`Error::BufferTooSmall`] if `buf` cannot hold the model.
+    pub fn encode<'b>(&self, buf: &'b mut [u8]) -> Result<&'b mut [u8], Error> {
+        seal(self, buf)
+    }
+
+    /// Number of classes: the last operation's outputs.
+    pub fn classes(&self) -> usize {
+        self.ops.last().map_or(0, Op::out_len)
+    }
+
+    /// Checks the operation chain, array lengths and quantization parameters.
+    ///
+    /// # Errors
+    /// [`Error::Malformed`], [`Error::InconsistentLength`] or [`Error::InvalidQuantization`].
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.magic != MAGIC {
+            return Err(Error::BadMagic { found: self.magic });
+        }
+        if self.version != STACK_FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                found: self.version,
+                supported: STACK_FORMAT_VERSION,
+            });
+        }
+        check_input_quant(&self.input.quant)?;
+        let too_large = Error::Malformed {
+            what: "shapes too large to address",
+        };
+        let input = &self.input;
+        let mut walk = Walk::Spatial(
+            usize::from(input.height),
+            usize::from(input.width),
+            usize::from(input.channels),
+        );
+        if input.height == 0 || input.width == 0 || input.channels == 0 {
+            return Err(Error::Malformed {
+                what: "an empty input",
+            });
+        }
+        for op in &self.ops {
+            walk = match *op {
+                Op::Conv2d(c) => {
+                    let shape = (
+                        usize::from(c.in_h),
+                        usize::from(c.in_w),
+                        usize::from(c.in_c),
+                    );
+                    if walk != Walk::Spatial(shape.0, shape.1, shape.2) {
+                        return Err(Error::Malformed {
+                            what: "a conv2d's input shape differs from the previous output",
+                        });
+                    }
+                    if c.filters == 0 || !(1..=2).contains(&c.stride) || c.kernel == 0 {
+                        return Err(Error::Malformed {
+                            what:
+                                "a conv2d with no filters, kernel 0 or a stride other than 1 or 2",
+                        });
+                    }
+                    let g = c.geometry();
+                    if g.out_h() == 0 || g.out_w() == 0 {
+                        return Err(Error::Malformed {
+                            what: "a conv2d kernel larger than its input",
+                        });
+                    }
+                    let taps = g.k_h.checked_mul(g.k_w).and_then(|n| n.checked_mul(g.in_c));
+                    let taps = taps.ok_or(too_large)?;
+                    let weights = taps.checked_mul(g.filters).ok_or(too_large)?;
+                    check_channels("conv", &c.params, g.filters, weights, taps)?;
+                    check_output_quant(&c.params.output)?;
+                    Walk::Spatial(g.out_h(), g.out_w(), g.filters)
+                }
+                Op::MaxPool2d(p) => {
+                    let shape = (
+                        usize::from(p.in_h),
+                        usize::from(p.in_w),
+                        usize::from(p.channels),
+                    );
+                    if walk != Walk::Spatial(shape.0, shape.1, shape.2) {
+                        return Err(Error::Malformed {
+                            what: "a maxpool2d's input shape differs from the previous output",
+                        });
+                    }
+                    if p.pool == 0 || p.pool > p.in_h || p.pool > p.in_w {
+                        return Err(Error::Malformed {
+                            what: "a maxpool2d window of 0 or larger than its input",
+                        });
+                    }
+                    let (h, w, c) = op.out_shape();
+                    Walk::Spatial(h, w, c)
+                }
+                Op::Dense(d) => {
+                    let inputs = match walk {
+                        Walk::Spatial(h, w, c) => h
+                            .checked_mul(w)
+                            .and_then(|n| n.checked_mul(c))
+                            .ok_or(too_large)?,
+                        Walk::Flat(n) => n,
+                    };
+                    if d.inputs as usize != inputs {
+                        return Err(Error::InconsistentLength {
+                            field: "dense inputs",
+                            expected: inputs,
+                            found: d.inputs as usize,
+                        });
+                    }
+                    if d.units == 0 {
+                        return Err(Error::Malformed {
+                            what: "a dense layer with no units",
+                        });
+                    }
+                    let units = usize::from(d.units);
+                    let weights = inputs.checked_mul(units).ok_or(too_large)?;
+                    check_channels("dense", &d.params, units, weights, inputs)?;
+                    check_output_quant(&d.params.output)?;
+                    Walk::Flat(units)
+                }
+            };
+        }
+        match self.ops.last() {
+            Some(Op::Dense(d)) if d.units >= 2 && !d.relu => Ok(()),
+            _ => Err(Error::Malformed {
+                what:
+                    "the last operation must be a dense layer without ReLU giving at least 2 logits",
+            }),
+        }
+    }
+}
+
+/// Minus the zero point of the values operation `index` reads: the input's, or the last
+/// conv/dense output before it (pooling keeps its input's quantization).
+pub fn input_offset(file: &StackFile<'_>, index: usize) -> i32 {
+    let zero_point = file
+        .ops
+        .iter()
+        .take(index)
+        .rev()
+        .find_map(Op::params)
+        .map_or(file.input.quant.zero_point, |p| p.output.zero_point);
+    -zero_point
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::format::QuantParams;
+    use std::vec::Vec;
+
+    /// Owned arrays of one conv/dense operation, to build test models from.
+    pub(crate) struct OwnedParams {
+        pub weights: Vec<u8>,
+        pub scales: Vec<u8>,
+        pub bias: Vec<u8>,
+        pub multiplier: Vec<u8>,
+        pub shift: Vec<u8>,
+        pub output: QuantParams,
+    }
+
+    impl OwnedParams {
+        /// Random weights and biases, multipliers in range, small shifts.
+        pub(crate) fn random(
+            rng: &mut crate::kernels::TestRng,
+            weights: usize,
+            channels: usize,
+        ) -> Self {
+            Self {
+                weights: (0..weights).map(|_| rng.i8() as u8).collect(),
+                scales: (0..channels).flat_map(|_| 0.01f32.to_le_bytes()).collect(),
+                bias: (0..channels)
+                    .flat_map(|_| (rng.below(2001) as i32 - 1000).to_le_bytes())
+                    .collect(),
+                multiplier: (0..channels)
+                    .flat_map(|_| ((1i32 << 30) + rng.below(1 << 30) as i32).to_le_bytes())
+                    .collect(),
+                shift: (0..channels)
+                    .map(|_| (-(rng.below(10) as i8) - 4) as u8)
+                    .collect(),
+                output: QuantParams {
+                    scale: 0.05,
+                    zero_point: rng.below(200) as i32 - 100,
+                },
+            }
+        }
+
+        pub(crate) fn view(&self) -> ChannelParams<'_> {
+            ChannelParams {
+                weights: &self.weights,
+                weight_scales: &self.scales,
+                bias: &self.bias,
+                multiplier: &self.multiplier,
+                shift: &self.shift,
+                output: self.output,
+            }
+        }
+    }
+
+    pub(crate) fn input(h: u16, w: u16, c: u16) -> InputSpec {
+        InputSpec {
+            height: h,
+            width: w,
+            channels: c,
+            quant: QuantParams {
+                scale: 1.0 / 255.0,
+                zero_point: -128,
+            },
+        }
+    }
+
+    /// 6×6×2 → conv 3×3 same stride 2 (4 filters) → pool 1 → dense 3, from owned arrays.
+    fn small(conv: &OwnedParams, dense: &OwnedParams) -> StackFile<'static> {
+        let conv: &'static OwnedParams = Box::leak(Box::new(OwnedParams {
+            weights: conv.weights.clone(),
+            scales: conv.scales.clone(),
+            bias: conv.bias.clone(),
+            multiplier: conv.multiplier.clone(),
+            shift: conv.shift.clone(),
+            output: conv.output,
+        }));
+        let dense: &'static OwnedParams = Box::leak(Box::new(OwnedParams {
+            weights: dense.weights.clone(),
+            scales: dense.scales.clone(),
+            bias: dense.bias.clone(),
+            multiplier: dense.multiplier.clone(),
+            shift: dense.shift.clone(),
+            output: dense.output,
+        }));
+        let mut ops = heapless::Vec::new();
+        ops.push(Op::Conv2d(ConvOp {
+            in_h: 6,
+            in_w: 6,
+            in_c: 2,
+            filters: 4,
+            kernel: 3,
+            stride: 2,
+            padding: Padding::Same,
+            relu: true,
+            params: conv.view(),
+        }))
+        .unwrap();
+        ops.push(Op::MaxPool2d(PoolOp {
+            in_h: 3,
+            in_w: 3,
+            channels: 4,
+            pool: 1,
+        }))
+        .unwrap();
+        ops.push(Op::Dense(DenseOp {
+            inputs: 36,
+            units: 3,
+            relu: false,
+            params: dense.view(),
+        }))
+        .unwrap();
+        StackFile {
+            magic: MAGIC,
+            version: STACK_FORMAT_VERSION,
+            input: input(6, 6, 2),
+            ops,
+        }
+    }
+
+    use std::boxed::Box;
+
+    #[test]
+    fn a_model_round_trips_and_every_truncation_or_flip_is_refused() {
+        let mut rng = crate::kernels::TestRng(42);
+        let conv = OwnedParams::random(&mut rng, 4 * 9 * 2, 4);
+        let dense = OwnedParams::random(&mut rng, 36 * 3, 3);
+        let file = small(&conv, &dense);
+        let mut buf = [0u8; 2048];
+        let bytes = file.encode(&mut buf).unwrap().to_vec();
+        assert_eq!(StackFile::decode(&bytes).unwrap(), file);
+        assert_eq!(file.classes(), 3);
+        assert_eq!(input_offset(&file, 0), 128);
+        assert_eq!(input_offset(&file, 2), -conv.output.zero_point);
+        for len in 0..bytes.len() {
+            assert!(
+                StackFile::decode(&bytes[..len]).is_err(),
+                "truncated to {len}"
+            );
+        }
+        for bit in 0..bytes.len() * 8 {
+            let mut flipped = bytes.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            assert!(StackFile::decode(&flipped).is_err(), "bit {bit}");
+        }
+        // Format 1 readers name the version; format 2 readers refuse format 1.
+        assert!(matches!(
+            crate::format::ModelFile::decode(&bytes),
+            Err(Error::UnsupportedVersion {
+                found: 2,
+                supported: 1
+            })
+        ));
+    }
+
+    #[test]
+    fn broken_chains_are_refused_with_the_problem_named() {
+        let mut rng = crate::kernels::TestRng(7);
+        let conv = OwnedParams::random(&mut rng, 4 * 9 * 2, 4);
+        let dense = OwnedParams::random(&mut rng, 36 * 3, 3);
+        let good = small(&conv, &dense);
+        good.validate().unwrap();
+        let mut bad = good.clone();
+        if let Op::MaxPool2d(p) = &mut bad.ops[1] {
+            p.channels = 5;
+        }
+        assert!(matches!(bad.validate(), Err(Error::Malformed { .. })));
+        let mut bad = good.clone();
+        if let Op::Dense(d) = &mut bad.ops[2] {
+            d.inputs = 35;
+        }
+        assert!(matches!(
+            bad.validate(),
+            Err(Error::InconsistentLength {
+                field: "dense inputs",
+                ..
+            })
+        ));
+        let mut bad = good.clone();
+        if let Op::Conv2d(c) = &mut bad.ops[0] {
+            c.stride = 3;
+        }
+        assert!(bad.validate().is_err());
+        let mut bad = good.clone();
+        bad.ops.pop();
+        assert!(bad.validate().is_err(), "must end in dense");
+        let mut bad = good.clone();
+        if let Op::Dense(d) = &mut bad.ops[2] {
+            d.params.weights = &d.params.weights[1..];
+        }
+        assert!(matches!(
+            bad.validate(),
+            Err(Error::InconsistentLength { .. })
+        ));
+    }
+}

@@ -1,0 +1,152 @@
+//! Runs a format-2 model whose shapes are known only at run time: for host tools (the
+//! trainer's evaluation), tests, and as the reference the typed networks are checked against.
+
+use super::format::{input_offset, Op, StackFile};
+use crate::kernels::conv::{conv2d_i8, conv2d_i8_packed};
+use crate::kernels::dense::{dense_i8, dense_i8_fast};
+use crate::kernels::dot::PatchWords;
+use crate::kernels::pool::{max_pool, PoolGeometry};
+use crate::kernels::ChannelRequant;
+use crate::Error;
+
+/// Which kernels [`run`] uses; both give the same bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernels {
+    /// The naive reference kernels.
+    Reference,
+    /// The fast paths (what the typed layers and the firmware run).
+    Fast,
+}
+
+/// Working memory [`run`] needs for `file`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BufferSizes {
+    /// Bytes of buffer A (outputs of operations 0, 2, 4, …).
+    pub a: usize,
+    /// Bytes of buffer B (outputs of operations 1, 3, 5, …).
+    pub b: usize,
+    /// Words of the packed patch buffer.
+    pub patch_words: usize,
+}
+
+impl BufferSizes {
+    /// The sizes for `file`.
+    pub fn of(file: &StackFile<'_>) -> Self {
+        let mut sizes = Self {
+            a: 0,
+            b: 0,
+            patch_words: 0,
+        };
+        for (i, op) in file.ops.iter().enumerate() {
+            let out = op.out_len();
+            if i % 2 == 0 {
+                sizes.a = sizes.a.max(out);
+            } else {
+                sizes.b = sizes.b.max(out);
+            }
+            if let Op::Conv2d(c) = op {
+                sizes.patch_words = sizes
+                    .patch_words
+                    .max(PatchWords::words(c.geometry().taps()));
+            }
+        }
+        sizes
+    }
+}
+
+/// Runs every operation of `file` on `input` (the int8 image), ping-ponging between `a` and
+/// `b`, and returns the int8 logits (a slice of `a` or `b`).
+///
+/// # Errors
+/// [`Error::BufferTooSmall`] if `input`, `a`, `b` or `patch` is smaller than
+/// [`BufferSizes::of`] says (the input must be exactly the model's input size).
+pub fn run<'b>(
+    file: &StackFile<'_>,
+    input: &[i8],
+    kernels: Kernels,
+    a: &'b mut [i8],
+    b: &'b mut [i8],
+    patch: &mut [u32],
+) -> Result<&'b [i8], Error> {
+    let sizes = BufferSizes::of(file);
+    let image = usize::from(file.input.height)
+        * usize::from(file.input.width)
+        * usize::from(file.input.channels);
+    if input.len() != image {
+        return Err(Error::BufferTooSmall {
+            available: input.len(),
+        });
+    }
+    for (have, need) in [(a.len(), sizes.a), (b.len(), sizes.b)] {
+        if have < need {
+            return Err(Error::BufferTooSmall { available: have });
+        }
+    }
+    if patch.len() < sizes.patch_words {
+        return Err(Error::BufferTooSmall {
+            available: patch.len() * 4,
+        });
+    }
+    for (i, op) in file.ops.iter().enumerate() {
+        let (src, dst): (&[i8], &mut [i8]) = match (i, i % 2) {
+            (0, _) => (input, &mut a[..]),
+            (_, 0) => (&b[..], &mut a[..]),
+            _ => (&a[..], &mut b[..]),
+        };
+        let (Some(src), Some(dst)) = (src.get(..op.in_len()), dst.get_mut(..op.out_len())) else {
+            return Err(Error::BufferTooSmall {
+                available: dst.len(),
+            });
+        };
+        let offset = input_offset(file, i);
+        match (op, kernels) {
+            (Op::Conv2d(c), Kernels::Reference) => conv2d_i8(
+                &c.geometry(),
+                src,
+                offset,
+                c.params.weights,
+                &ChannelRequant::from_params(&c.params, c.relu),
+                dst,
+            ),
+            (Op::Conv2d(c), Kernels::Fast) => conv2d_i8_packed(
+                &c.geometry(),
+                src,
+                offset,
+                c.params.weights,
+                &ChannelRequant::from_params(&c.params, c.relu),
+                patch,
+                dst,
+            ),
+            (Op::MaxPool2d(p), _) => max_pool(
+                &PoolGeometry {
+                    in_h: p.in_h.into(),
+                    in_w: p.in_w.into(),
+                    channels: p.channels.into(),
+                    size: p.pool.into(),
+                },
+                src,
+                dst,
+            ),
+            (Op::Dense(d), Kernels::Reference) => dense_i8(
+                src,
+                offset,
+                d.params.weights,
+                &ChannelRequant::from_params(&d.params, d.relu),
+                dst,
+            ),
+            (Op::Dense(d), Kernels::Fast) => dense_i8_fast(
+                src,
+                offset,
+                d.params.weights,
+                &ChannelRequant::from_params(&d.params, d.relu),
+                dst,
+            ),
+        }
+    }
+    let last = file.ops.len().saturating_sub(1);
+    let out = file.classes();
+    let logits: &'b [i8] = if last % 2 == 0 { a } else { b };
+    logits.get(..out).ok_or(Error::BufferTooSmall {
+        available: logits.len(),
+    })
+}

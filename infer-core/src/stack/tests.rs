@@ -1,0 +1,195 @@
+//! A typed network against [`super::run`] with both kernel sets, on random models; and a file
+//! that does not match the typed network.
+
+use super::format::tests::{input, OwnedParams};
+use super::format::{ConvOp, DenseOp, Op, Padding, PoolOp, StackFile, MAGIC_AND_VERSION};
+use super::layers::{check_op_count, max, Conv2d, Dense, Layer, MaxPool2d};
+use super::run::{run, BufferSizes, Kernels};
+use crate::kernels::TestRng;
+use crate::Error;
+use std::vec;
+use std::vec::Vec;
+
+// 10×10×2 → conv 3×3 same s1 ReLU ×5 → conv 3×3 valid s2 ×6 → pool 2 → dense 24→7 ReLU → dense 7→4.
+type Op0<'a> = Conv2d<'a, 10, 10, 2, 3, 5, 1, true, true>;
+type Op1<'a> = Conv2d<'a, 10, 10, 5, 3, 6, 2, false, false>;
+type Op2 = MaxPool2d<4, 4, 6, 2>;
+type Op3<'a> = Dense<'a, 24, 7, true>;
+type Op4<'a> = Dense<'a, 7, 4, false>;
+const _: () = assert!(Op0::OUT == Op1::IN && Op1::OUT == <Op2 as Layer>::IN);
+const _: () = assert!(<Op2 as Layer>::OUT == Op3::IN && Op3::OUT == Op4::IN);
+const A: usize = max(max(Op0::OUT, <Op2 as Layer>::OUT), Op4::OUT);
+const B: usize = max(Op1::OUT, Op3::OUT);
+const PATCH: usize = max(Op0::PATCH_WORDS, Op1::PATCH_WORDS);
+
+struct Typed<'a>(Op0<'a>, Op1<'a>, Op2, Op3<'a>, Op4<'a>);
+
+impl<'a> Typed<'a> {
+    fn from_file(file: &StackFile<'a>) -> Result<Self, Error> {
+        check_op_count(file, 5)?;
+        Ok(Self(
+            Op0::from_file(file, 0)?,
+            Op1::from_file(file, 1)?,
+            Op2::from_file(file, 2)?,
+            Op3::from_file(file, 3)?,
+            Op4::from_file(file, 4)?,
+        ))
+    }
+
+    fn infer(&self, image: &[i8; 200]) -> [i8; 4] {
+        let (mut a, mut b, mut patch) = ([0i8; A], [0i8; B], [0u32; PATCH]);
+        let mut logits = [0i8; 4];
+        self.0.run(image, &mut patch, &mut a);
+        self.1.run(&a, &mut patch, &mut b);
+        self.2.run(&b, &mut patch, &mut a);
+        self.3.run(&a, &mut patch, &mut b);
+        self.4.run(&b, &mut patch, &mut logits);
+        logits
+    }
+}
+
+fn model(rng: &mut TestRng) -> Vec<OwnedParams> {
+    vec![
+        OwnedParams::random(rng, 5 * 9 * 2, 5),
+        OwnedParams::random(rng, 6 * 9 * 5, 6),
+        OwnedParams::random(rng, 7 * 24, 7),
+        OwnedParams::random(rng, 4 * 7, 4),
+    ]
+}
+
+fn file(p: &[OwnedParams]) -> StackFile<'_> {
+    let mut ops = heapless::Vec::new();
+    let conv = |in_hw: u16, in_c, filters, stride, padding, relu, params| {
+        Op::Conv2d(ConvOp {
+            in_h: in_hw,
+            in_w: in_hw,
+            in_c,
+            filters,
+            kernel: 3,
+            stride,
+            padding,
+            relu,
+            params,
+        })
+    };
+    let _ = ops.push(conv(10, 2, 5, 1, Padding::Same, true, p[0].view()));
+    let _ = ops.push(conv(10, 5, 6, 2, Padding::Valid, false, p[1].view()));
+    let _ = ops.push(Op::MaxPool2d(PoolOp {
+        in_h: 4,
+        in_w: 4,
+        channels: 6,
+        pool: 2,
+    }));
+    let _ = ops.push(Op::Dense(DenseOp {
+        inputs: 24,
+        units: 7,
+        relu: true,
+        params: p[2].view(),
+    }));
+    let _ = ops.push(Op::Dense(DenseOp {
+        inputs: 7,
+        units: 4,
+        relu: false,
+        params: p[3].view(),
+    }));
+    StackFile {
+        magic: MAGIC_AND_VERSION.0,
+        version: MAGIC_AND_VERSION.1,
+        input: input(10, 10, 2),
+        ops,
+    }
+}
+
+#[test]
+fn typed_fast_and_reference_inference_agree_bit_for_bit() {
+    let mut rng = TestRng(0x57AC);
+    let cases = if cfg!(miri) { 2 } else { 40 };
+    let mut varied = 0;
+    for case in 0..cases {
+        let params = model(&mut rng);
+        let file = file(&params);
+        file.validate().unwrap();
+        let sizes = BufferSizes::of(&file);
+        assert_eq!((sizes.a, sizes.b, sizes.patch_words), (A, B, PATCH));
+        let typed = Typed::from_file(&file).unwrap();
+        let mut distinct = std::collections::BTreeSet::new();
+        for _ in 0..8 {
+            let image: [i8; 200] = core::array::from_fn(|_| rng.i8());
+            let (mut a, mut b, mut patch) = (vec![0i8; A], vec![0i8; B], vec![0u32; PATCH]);
+            let reference = run(
+                &file,
+                &image,
+                Kernels::Reference,
+                &mut a,
+                &mut b,
+                &mut patch,
+            )
+            .unwrap()
+            .to_vec();
+            let fast = run(&file, &image, Kernels::Fast, &mut a, &mut b, &mut patch)
+                .unwrap()
+                .to_vec();
+            assert_eq!(fast, reference, "case {case}");
+            assert_eq!(
+                typed.infer(&image).to_vec(),
+                reference,
+                "typed, case {case}"
+            );
+            distinct.insert(reference);
+        }
+        varied += usize::from(distinct.len() > 1);
+    }
+    // The logits depend on the image (random parameters saturate now and then): the test
+    // would notice a network that ignores its input.
+    assert!(
+        varied * 4 >= cases * 3,
+        "only {varied} of {cases} models varied"
+    );
+}
+
+#[test]
+fn a_file_of_another_declaration_is_refused_naming_operation_and_property() {
+    let mut rng = TestRng(3);
+    let params = model(&mut rng);
+    let mut other = file(&params);
+    if let Op::Conv2d(c) = &mut other.ops[1] {
+        c.relu = true;
+    }
+    let err = Typed::from_file(&other).err().unwrap();
+    assert_eq!(
+        err,
+        Error::OpMismatch {
+            op: 1,
+            what: "conv2d ReLU (0 no, 1 yes)",
+            found: 1,
+            compiled: 0
+        }
+    );
+    let mut fewer = file(&params);
+    fewer.ops.truncate(4);
+    assert!(matches!(
+        Typed::from_file(&fewer),
+        Err(Error::OpMismatch {
+            what: "operations",
+            found: 4,
+            compiled: 5,
+            ..
+        })
+    ));
+    let mut swapped = file(&params);
+    swapped.ops.swap(1, 2);
+    assert!(matches!(
+        Typed::from_file(&swapped),
+        Err(Error::OpTypeMismatch {
+            op: 1,
+            found: "maxpool2d",
+            compiled: "conv2d"
+        })
+    ));
+    // run refuses short buffers instead of panicking.
+    let good = file(&params);
+    let (mut a, mut b, mut patch) = (vec![0i8; A - 1], vec![0i8; B], vec![0u32; PATCH]);
+    assert!(run(&good, &[0; 200], Kernels::Fast, &mut a, &mut b, &mut patch).is_err());
+    let mut a = vec![0i8; A];
+    assert!(run(&good, &[0; 199], Kernels::Fast, &mut a, &mut b, &mut patch).is_err());
+}

@@ -1,0 +1,365 @@
+//! The int8 execution plan of a [`Spec`]: the operations an int8 inference runs, in order.
+//!
+//! Dropout and flatten disappear (NHWC activations are already flat, row-major as Keras
+//! flattens them), batch normalisation is folded into the conv or dense layer before it, and
+//! the last dense layer's softmax becomes "the outputs are logits". What remains is a chain of
+//! [`OpKind::Conv2d`], [`OpKind::MaxPool2d`] and [`OpKind::Dense`]; a format-2 model.bin
+//! stores exactly these operations, and the firmware's build derives its types and buffers
+//! from them.
+//!
+//! Buffers: operation `i` reads the input image (`i = 0`) or buffer `(i − 1) % 2` and writes
+//! buffer `i % 2`, so two ping-pong buffers of [`Plan::buffers`] bytes and one i16 patch of
+//! [`Plan::patch_len`] values hold every activation.
+
+use crate::spec::{conv_out, Activation, LayerSpec, Padding, Spec};
+use anyhow::{bail, Result};
+use std::fmt;
+
+/// One int8 operation with all its shapes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpKind {
+    /// Square-kernel 2-D convolution, weights `[filters][ky][kx][in_c]`, per-filter requantization.
+    Conv2d {
+        /// Input rows.
+        in_h: usize,
+        /// Input columns.
+        in_w: usize,
+        /// Input channels.
+        in_c: usize,
+        /// Output channels.
+        filters: usize,
+        /// Kernel side.
+        kernel: usize,
+        /// Step in both directions (1 or 2).
+        stride: usize,
+        /// Valid or same (TensorFlow's) padding.
+        padding: Padding,
+        /// Output rows.
+        out_h: usize,
+        /// Output columns.
+        out_w: usize,
+        /// Fused ReLU.
+        relu: bool,
+    },
+    /// Max pooling over non-overlapping `pool × pool` windows (remainder dropped).
+    MaxPool2d {
+        /// Input rows.
+        in_h: usize,
+        /// Input columns.
+        in_w: usize,
+        /// Channels.
+        channels: usize,
+        /// Window side and stride.
+        pool: usize,
+    },
+    /// Fully connected layer, weights `[units][inputs]`.
+    Dense {
+        /// Inputs (the flattened previous output).
+        inputs: usize,
+        /// Outputs.
+        units: usize,
+        /// Fused ReLU.
+        relu: bool,
+    },
+}
+
+impl OpKind {
+    /// Values read.
+    pub fn in_len(&self) -> usize {
+        match *self {
+            Self::Conv2d {
+                in_h, in_w, in_c, ..
+            } => in_h * in_w * in_c,
+            Self::MaxPool2d {
+                in_h,
+                in_w,
+                channels,
+                ..
+            } => in_h * in_w * channels,
+            Self::Dense { inputs, .. } => inputs,
+        }
+    }
+
+    /// Values written.
+    pub fn out_len(&self) -> usize {
+        match *self {
+            Self::Conv2d {
+                out_h,
+                out_w,
+                filters,
+                ..
+            } => out_h * out_w * filters,
+            Self::MaxPool2d {
+                in_h,
+                in_w,
+                channels,
+                pool,
+            } => (in_h / pool) * (in_w / pool) * channels,
+            Self::Dense { units, .. } => units,
+        }
+    }
+
+    /// int8 weights (bytes).
+    pub fn weights(&self) -> usize {
+        match *self {
+            Self::Conv2d {
+                in_c,
+                filters,
+                kernel,
+                ..
+            } => filters * kernel * kernel * in_c,
+            Self::MaxPool2d { .. } => 0,
+            Self::Dense { inputs, units, .. } => units * inputs,
+        }
+    }
+
+    /// Output channels with their own bias and requantization (0 for pooling).
+    pub fn channels(&self) -> usize {
+        match *self {
+            Self::Conv2d { filters, .. } => filters,
+            Self::MaxPool2d { .. } => 0,
+            Self::Dense { units, .. } => units,
+        }
+    }
+
+    /// Values in one convolution patch (`kernel² · in_c`), 0 for other operations.
+    pub fn taps(&self) -> usize {
+        match *self {
+            Self::Conv2d { in_c, kernel, .. } => kernel * kernel * in_c,
+            _ => 0,
+        }
+    }
+
+    /// The operation's name in spec files (`conv2d`, `maxpool2d`, `dense`).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Conv2d { .. } => "conv2d",
+            Self::MaxPool2d { .. } => "maxpool2d",
+            Self::Dense { .. } => "dense",
+        }
+    }
+}
+
+impl fmt::Display for OpKind {
+    /// A shape description both the plan and a model file can be compared by, e.g.
+    /// `conv2d 3×3 stride 1 valid relu, 28×28×1 → 26×26×32`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let act = |relu: bool| if relu { "relu" } else { "none" };
+        match *self {
+            Self::Conv2d {
+                in_h,
+                in_w,
+                in_c,
+                filters,
+                kernel,
+                stride,
+                padding,
+                out_h,
+                out_w,
+                relu,
+            } => {
+                let pad = match padding {
+                    Padding::Valid => "valid",
+                    Padding::Same => "same",
+                };
+                write!(
+                    f,
+                    "conv2d {kernel}×{kernel} stride {stride} {pad} {}, {in_h}×{in_w}×{in_c} → {out_h}×{out_w}×{filters}",
+                    act(relu)
+                )
+            }
+            Self::MaxPool2d {
+                in_h,
+                in_w,
+                channels,
+                pool,
+            } => write!(
+                f,
+                "maxpool2d {pool}×{pool}, {in_h}×{in_w}×{channels} → {}×{}×{channels}",
+                in_h / pool,
+                in_w / pool
+            ),
+            Self::Dense {
+                inputs,
+                units,
+                relu,
+            } => write!(f, "dense {}, {inputs} → {units}", act(relu)),
+        }
+    }
+}
+
+/// An operation and where it comes from in the spec.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlanOp {
+    /// What it computes.
+    pub kind: OpKind,
+    /// Index of its conv2d / maxpool2d / dense layer in [`Spec::layers`].
+    pub layer: usize,
+    /// Index of the batch-norm layer folded into it, if any.
+    pub batchnorm: Option<usize>,
+}
+
+/// The int8 operations of a spec, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Input `(height, width, channels)`.
+    pub input: (usize, usize, usize),
+    /// The operations, first to last; the last is a dense layer whose outputs are the logits.
+    pub ops: Vec<PlanOp>,
+}
+
+impl Plan {
+    /// The plan of `spec`.
+    ///
+    /// # Errors
+    /// A batch norm that cannot be folded: it must directly follow a conv2d or dense layer
+    /// with `activation = "none"` (fold it into a ReLU layer and the ReLU would come first).
+    pub fn of(spec: &Spec) -> Result<Self> {
+        let mut ops: Vec<PlanOp> = Vec::new();
+        for (index, layer) in spec.layers.iter().enumerate() {
+            let (h, w, c) = spec.input_of(index).hwc();
+            let kind = match *layer {
+                LayerSpec::Conv2d {
+                    filters,
+                    kernel,
+                    stride,
+                    padding,
+                    activation,
+                } => {
+                    let (out_h, _) = conv_out(h, kernel, stride, padding);
+                    let (out_w, _) = conv_out(w, kernel, stride, padding);
+                    OpKind::Conv2d {
+                        in_h: h,
+                        in_w: w,
+                        in_c: c,
+                        filters,
+                        kernel,
+                        stride,
+                        padding,
+                        out_h,
+                        out_w,
+                        relu: activation == Activation::Relu,
+                    }
+                }
+                LayerSpec::MaxPool2d { pool } => OpKind::MaxPool2d {
+                    in_h: h,
+                    in_w: w,
+                    channels: c,
+                    pool,
+                },
+                LayerSpec::Dense { units, activation } => OpKind::Dense {
+                    inputs: h * w * c,
+                    units,
+                    relu: activation == Activation::Relu,
+                },
+                LayerSpec::BatchNorm => {
+                    let previous = index
+                        .checked_sub(1)
+                        .and_then(|p| ops.last_mut().filter(|op| op.layer == p));
+                    match previous {
+                        Some(op)
+                            if op.batchnorm.is_none()
+                                && matches!(
+                                    op.kind,
+                                    OpKind::Conv2d { relu: false, .. }
+                                        | OpKind::Dense { relu: false, .. }
+                                ) =>
+                        {
+                            op.batchnorm = Some(index);
+                            continue;
+                        }
+                        _ => bail!(
+                            "layer {index} (batchnorm): int8 export folds batch norm into the layer just before it, which must be a conv2d or dense with activation = \"none\" (a ReLU in between cannot be folded); move the batch norm or drop that layer's activation"
+                        ),
+                    }
+                }
+                LayerSpec::Flatten | LayerSpec::Dropout { .. } => continue,
+            };
+            ops.push(PlanOp {
+                kind,
+                layer: index,
+                batchnorm: None,
+            });
+        }
+        Ok(Self {
+            input: spec.input.hwc(),
+            ops,
+        })
+    }
+
+    /// Values in the input image.
+    pub fn input_len(&self) -> usize {
+        self.input.0 * self.input.1 * self.input.2
+    }
+
+    /// Number of classes (outputs of the last operation).
+    pub fn classes(&self) -> usize {
+        self.ops.last().map_or(0, |op| op.kind.out_len())
+    }
+
+    /// Sizes in bytes of the two ping-pong activation buffers: buffer `i % 2` receives the
+    /// output of operation `i`.
+    pub fn buffers(&self) -> [usize; 2] {
+        let mut sizes = [0; 2];
+        for (i, op) in self.ops.iter().enumerate() {
+            sizes[i % 2] = sizes[i % 2].max(op.kind.out_len());
+        }
+        sizes
+    }
+
+    /// Values in the i16 convolution patch buffer (the largest `kernel² · in_c`).
+    pub fn patch_len(&self) -> usize {
+        self.ops.iter().map(|op| op.kind.taps()).max().unwrap_or(0)
+    }
+
+    /// int8 weights in bytes.
+    pub fn weights(&self) -> usize {
+        self.ops.iter().map(|op| op.kind.weights()).sum()
+    }
+
+    /// Output channels with per-channel parameters, over all operations.
+    pub fn channels(&self) -> usize {
+        self.ops.iter().map(|op| op.kind.channels()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_full_tutorial_model_plans_five_operations() {
+        let plan = Plan::of(&Spec::load("tutorial-full").unwrap()).unwrap();
+        let kinds: Vec<_> = plan.ops.iter().map(|op| op.kind.type_name()).collect();
+        assert_eq!(kinds, ["conv2d", "conv2d", "maxpool2d", "dense", "dense"]);
+        assert_eq!(
+            plan.ops.iter().map(|op| op.layer).collect::<Vec<_>>(),
+            [0, 1, 2, 5, 7]
+        );
+        assert_eq!(plan.ops[3].kind.in_len(), 12 * 12 * 64);
+        assert_eq!(plan.buffers(), [26 * 26 * 32, 24 * 24 * 64]);
+        assert_eq!(plan.patch_len(), 3 * 3 * 32);
+        assert_eq!(plan.weights() + plan.channels(), 1_199_882);
+        assert_eq!(plan.classes(), 10);
+        for pair in plan.ops.windows(2) {
+            assert_eq!(pair[0].kind.out_len(), pair[1].kind.in_len());
+        }
+    }
+
+    #[test]
+    fn batch_norm_folds_only_into_a_layer_without_activation() {
+        let folded = "input = [8, 8, 1]\n[[layer]]\ntype = \"conv2d\"\nfilters = 4\nkernel = 3\npadding = \"same\"\nstride = 2\n[[layer]]\ntype = \"batchnorm\"\n[[layer]]\ntype = \"flatten\"\n[[layer]]\ntype = \"dense\"\nunits = 3\nactivation = \"softmax\"\n";
+        let plan = Plan::of(&Spec::parse(folded).unwrap()).unwrap();
+        assert_eq!(plan.ops.len(), 2);
+        assert_eq!(plan.ops[0].batchnorm, Some(1));
+        assert_eq!(plan.ops[0].kind.out_len(), 4 * 4 * 4);
+        let relu_first = folded.replace("stride = 2\n", "stride = 2\nactivation = \"relu\"\n");
+        let err = Plan::of(&Spec::parse(&relu_first).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("layer 1 (batchnorm)"), "{err}");
+        let after_pool = folded.replace(
+            "[[layer]]\ntype = \"batchnorm\"\n",
+            "[[layer]]\ntype = \"maxpool2d\"\n[[layer]]\ntype = \"batchnorm\"\n",
+        );
+        assert!(Plan::of(&Spec::parse(&after_pool).unwrap()).is_err());
+    }
+}
