@@ -5,7 +5,7 @@
 
 #[cfg(doc)]
 use super::dot::pack_patch;
-use super::dot::{dot_packed, PatchWords};
+use super::dot::{dot_packed, dot_packed2, PatchWords};
 use super::ChannelRequant;
 use core::num::NonZeroUsize;
 
@@ -167,6 +167,8 @@ struct ChunkSizes {
     pixel: usize,
     /// `k_h · k_w · in_c`.
     taps: usize,
+    /// `2 · taps`: the weights of two filters.
+    two_filters: usize,
     /// `k_w · in_c`.
     kernel_row: usize,
     /// `in_c`.
@@ -178,10 +180,12 @@ impl ChunkSizes {
     fn of(g: &ConvGeometry) -> Option<Self> {
         let nonzero = |n: Option<usize>| n.and_then(NonZeroUsize::new);
         let kernel_row = nonzero(g.k_w.checked_mul(g.in_c))?;
+        let taps = nonzero(kernel_row.get().checked_mul(g.k_h))?;
         Some(Self {
             out_row: nonzero(g.out_w().checked_mul(g.filters))?.get(),
             pixel: nonzero(Some(g.filters))?.get(),
-            taps: nonzero(kernel_row.get().checked_mul(g.k_h))?.get(),
+            taps: taps.get(),
+            two_filters: nonzero(taps.get().checked_mul(2))?.get(),
             kernel_row: kernel_row.get(),
             channels: nonzero(Some(g.in_c))?.get(),
         })
@@ -273,15 +277,29 @@ pub fn conv2d_i8_packed(
                     }
                 }
             }
-            for (fi, (out, w_f)) in out_px
-                .iter_mut()
-                .zip(weights.chunks_exact(sizes.taps))
-                .enumerate()
-            {
-                let Some((bias, mult, shift)) = requant.channel(fi) else {
+            // Filters two at a time, sharing the patch loads; an odd last one alone.
+            let mut pairs = out_px.chunks_exact_mut(2);
+            let mut pair_weights = weights.chunks_exact(sizes.two_filters);
+            for (fi, (out, w)) in (&mut pairs).zip(&mut pair_weights).enumerate() {
+                let Some((w0, w1)) = w.split_at_checked(sizes.taps) else {
                     return;
                 };
-                *out = requant.apply(bias.wrapping_add(dot_packed(patch, w_f)), mult, shift);
+                let (acc0, acc1) = dot_packed2(patch, w0, w1);
+                let (Some((b0, m0, s0)), Some((b1, m1, s1))) =
+                    (requant.channel(2 * fi), requant.channel(2 * fi + 1))
+                else {
+                    return;
+                };
+                out[0] = requant.apply(b0.wrapping_add(acc0), m0, s0);
+                out[1] = requant.apply(b1.wrapping_add(acc1), m1, s1);
+            }
+            let last = g.filters / 2 * 2 * sizes.taps;
+            if let ([out], Some(w)) = (pairs.into_remainder(), weights.get(last..last + sizes.taps))
+            {
+                let Some((bias, mult, shift)) = requant.channel(g.filters - 1) else {
+                    return;
+                };
+                *out = requant.apply(bias.wrapping_add(dot_packed(patch, w)), mult, shift);
             }
         }
     }

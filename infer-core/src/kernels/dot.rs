@@ -54,6 +54,35 @@ pub fn dot_packed(patch: &[u32], weights: &[u8]) -> i32 {
     acc
 }
 
+/// [`dot_packed`] of one patch with two filters at once, sharing the patch loads (on a DSP
+/// core: 12 instructions per 8 multiply-accumulates instead of 14).
+#[inline(always)]
+pub fn dot_packed2(patch: &[u32], w0: &[u8], w1: &[u8]) -> (i32, i32) {
+    let groups = w0.len().min(w1.len()) / 4;
+    let (grouped, tail) = patch.split_at(patch.len().min(groups * 2));
+    let (mut acc0, mut acc1) = (0i32, 0i32);
+    for ((words, a), b) in grouped
+        .chunks_exact(2)
+        .zip(w0.chunks_exact(4))
+        .zip(w1.chunks_exact(4))
+    {
+        let (p0, p1) = (words[0], words[1]);
+        let a = u32::from_le_bytes([a[0], a[1], a[2], a[3]]);
+        let b = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        acc0 = smlad(sxtb16(a), p0, acc0);
+        acc1 = smlad(sxtb16(b), p0, acc1);
+        acc0 = smlad(sxtb16_ror8(a), p1, acc0);
+        acc1 = smlad(sxtb16_ror8(b), p1, acc1);
+    }
+    let rest0 = w0.get(groups * 4..).unwrap_or(&[]);
+    let rest1 = w1.get(groups * 4..).unwrap_or(&[]);
+    for ((&x, &a), &b) in tail.iter().zip(rest0).zip(rest1) {
+        acc0 = acc0.wrapping_add((x as i32).wrapping_mul(i32::from(a as i8)));
+        acc1 = acc1.wrapping_add((x as i32).wrapping_mul(i32::from(b as i8)));
+    }
+    (acc0, acc1)
+}
+
 /// `Σ (x[i] + offset) · w[i]` over int8 inputs and int8 weights (bytes), both unpacked four
 /// at a time; the offset's share is `offset · Σ w`. Stops at the shorter of the two.
 #[inline(always)]
@@ -101,6 +130,17 @@ mod tests {
             let mut patch = std::vec![0u32; PatchWords::words(taps)];
             pack_patch(&mut patch, taps, |t| i32::from(x[t]) + offset);
             assert_eq!(dot_packed(&patch, &w), want, "packed, {taps} taps");
+            let w2: Vec<u8> = w.iter().rev().copied().collect();
+            let want2: i32 = x
+                .iter()
+                .zip(&w2)
+                .map(|(&x, &w)| (i32::from(x) + offset) * i32::from(w as i8))
+                .sum();
+            assert_eq!(
+                dot_packed2(&patch, &w, &w2),
+                (want, want2),
+                "paired, {taps} taps"
+            );
             assert_eq!(dot_i8_offset(&x, offset, &w), want, "offset, {taps} taps");
         }
         // Extremes: every product at its largest magnitude.
