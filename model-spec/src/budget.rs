@@ -1,11 +1,13 @@
-//! What the int8 form of a [`Spec`] costs on a microcontroller: flash for the weights, RAM for
-//! a layer-by-layer inference, against a small table of boards.
+//! What the int8 form of a [`Spec`] costs on a microcontroller: flash for its format-2
+//! model.bin, RAM for a layer-by-layer inference, against a small table of boards.
 //!
-//! These are estimates from the spec alone: the model.bin format for generic stacks (format v2)
-//! is not written yet, so its header is estimated, not measured.
+//! Computed from the spec's int8 [`Plan`], the operations a format-2 model.bin stores
+//! (`docs/model-format.md`): the weights, per-channel parameters and RAM are exact; the rest of
+//! the file is exact but for the varints of the output zero points (see [`Budget::header`]).
 
-use crate::spec::{LayerSpec, Spec};
-
+use crate::plan::{OpKind, Plan};
+use crate::spec::Spec;
+use anyhow::Result;
 /// A board `--board` knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Board {
@@ -56,12 +58,11 @@ pub fn board(name: &str) -> Option<Board> {
 }
 
 /// Bytes per output channel of a conv/dense layer in model.bin: f32 weight scale, i32 bias,
-/// i32 multiplier, i8 shift (as format v1).
+/// i32 multiplier, i8 shift (as format 1).
 pub const CHANNEL_BYTES: usize = 13;
-/// Estimated fixed header (magic, version, CRC, input quantization).
-pub const HEADER_BYTES: usize = 32;
-/// Estimated header per conv/dense layer (kind, shapes, zero points, length prefixes).
-pub const LAYER_HEADER_BYTES: usize = 24;
+/// Bytes of an output zero point in the file at most: a zigzag varint, two bytes unless the
+/// zero point lies in −64..=63.
+pub const ZERO_POINT_MAX_BYTES: usize = 2;
 
 /// Flash and RAM of the int8 model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -70,64 +71,122 @@ pub struct Budget {
     pub weights: usize,
     /// Per-channel scales, biases, multipliers and shifts.
     pub channel_params: usize,
-    /// Header estimate.
+    /// The rest of model.bin: magic, version, shapes, quantization parameters, length
+    /// prefixes and CRC-32. Exact except each conv/dense output zero point, counted at its
+    /// longest ([`ZERO_POINT_MAX_BYTES`]): a real file is smaller by one byte per output zero
+    /// point in −64..=63.
     pub header: usize,
-    /// Flash total.
+    /// Flash total: the size of model.bin (at most; see [`Budget::header`]).
     pub flash: usize,
     /// The int8 input image, held by the caller for the whole inference.
     pub input: usize,
-    /// Largest pair of consecutive int8 layer outputs (the two buffers a layer-by-layer
-    /// inference ping-pongs between; the first layer reads the input instead).
+    /// The two ping-pong activation buffers ([`Plan::buffers`]): operation `i` writes buffer
+    /// `i % 2`.
+    pub buffers: [usize; 2],
+    /// Both buffers together.
     pub activations: usize,
+    /// The packed convolution patch: `taps / 4 · 2 + taps % 4` u32 words for the largest
+    /// [`Plan::patch_len`], in bytes.
+    pub patch: usize,
     /// f32 class probabilities computed from the int8 logits.
     pub scratch: usize,
-    /// RAM total for a layer-by-layer inference: input + activations + scratch (data only, not
-    /// the stack frames).
+    /// RAM total for a layer-by-layer inference: input + activations + patch + scratch (data
+    /// only, not the stack frames).
     pub ram: usize,
 }
 
 impl Budget {
     /// The budget of `spec`.
-    pub fn of(spec: &Spec) -> Self {
-        let mut weights = 0;
-        let mut channel_params = 0;
-        let mut header = HEADER_BYTES;
-        let mut activations = 0;
-        let mut previous = 0;
-        for (i, layer) in spec.layers.iter().enumerate() {
-            let out = spec.shapes[i].len();
-            match layer {
-                LayerSpec::Conv2d { filters, .. } => {
-                    weights += spec.params_of(i).0 - filters;
-                    channel_params += filters * CHANNEL_BYTES;
-                    header += LAYER_HEADER_BYTES;
-                }
-                LayerSpec::Dense { units, .. } => {
-                    weights += spec.params_of(i).0 - units;
-                    channel_params += units * CHANNEL_BYTES;
-                    header += LAYER_HEADER_BYTES;
-                }
-                // Pooling computes into a new buffer; dropout, flatten and folded batch norm
-                // cost nothing at inference.
-                LayerSpec::MaxPool2d { .. } => {}
-                LayerSpec::Dropout { .. } | LayerSpec::Flatten | LayerSpec::BatchNorm => continue,
-            }
-            activations = activations.max(previous + out);
-            previous = out;
-        }
-        let scratch = spec.classes() * 4;
-        let flash = weights + channel_params + header;
+    ///
+    /// # Errors
+    /// If the spec has no int8 plan ([`Plan::of`]: a batch norm that cannot be folded).
+    pub fn of(spec: &Spec) -> Result<Self> {
+        Ok(Self::of_plan(&Plan::of(spec)?))
+    }
+
+    /// The budget of the int8 operations `plan`.
+    pub fn of_plan(plan: &Plan) -> Self {
+        let weights = plan.weights();
+        let channel_params = plan.channels() * CHANNEL_BYTES;
+        let header = header_bytes(plan);
+        let input = plan.input_len();
+        let buffers = plan.buffers();
+        let activations = buffers[0] + buffers[1];
+        let taps = plan.patch_len();
+        let patch = (taps / 4 * 2 + taps % 4) * 4;
+        let scratch = plan.classes() * 4;
         Self {
             weights,
             channel_params,
             header,
-            flash,
-            input: spec.input.len(),
+            flash: weights + channel_params + header,
+            input,
+            buffers,
             activations,
+            patch,
             scratch,
-            ram: spec.input.len() + activations + scratch,
+            ram: input + activations + patch + scratch,
         }
     }
+}
+
+/// Bytes of a postcard varint (LEB128) of `v`.
+fn varint(v: usize) -> usize {
+    let mut bytes = 1;
+    let mut rest = v >> 7;
+    while rest > 0 {
+        bytes += 1;
+        rest >>= 7;
+    }
+    bytes
+}
+
+/// Everything in a format-2 model.bin of `plan` but the weight and per-channel arrays, in the
+/// order the fields are written (`infer_core::stack::format`); output zero points at their
+/// longest.
+fn header_bytes(plan: &Plan) -> usize {
+    // An f32 scale and an i32 zero point.
+    let quant = 4 + ZERO_POINT_MAX_BYTES;
+    // Length prefixes of the five arrays, then the output quantization.
+    let channel_params = |weights: usize, channels: usize| {
+        varint(weights) + 3 * varint(4 * channels) + varint(channels) + quant
+    };
+    let (h, w, c) = plan.input;
+    // magic, fixed-width version, input shape and quantization, operation count … CRC-32.
+    let mut bytes = 4 + 2 + varint(h) + varint(w) + varint(c) + quant + varint(plan.ops.len()) + 4;
+    for op in &plan.ops {
+        // The operation's enum tag.
+        bytes += 1;
+        bytes += match op.kind {
+            OpKind::Conv2d {
+                in_h,
+                in_w,
+                in_c,
+                filters,
+                kernel,
+                stride,
+                ..
+            } => {
+                // … the padding tag and the ReLU flag, one byte each.
+                [in_h, in_w, in_c, filters, kernel, stride]
+                    .map(varint)
+                    .iter()
+                    .sum::<usize>()
+                    + 2
+                    + channel_params(op.kind.weights(), filters)
+            }
+            OpKind::MaxPool2d {
+                in_h,
+                in_w,
+                channels,
+                pool,
+            } => [in_h, in_w, channels, pool].map(varint).iter().sum(),
+            OpKind::Dense { inputs, units, .. } => {
+                varint(inputs) + varint(units) + 1 + channel_params(op.kind.weights(), units)
+            }
+        };
+    }
+    bytes
 }
 
 #[cfg(test)]
@@ -135,18 +194,47 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_tutorial_matches_format_v1s_weights_and_its_layer_buffers() {
-        let b = Budget::of(&Spec::tutorial());
+    fn the_tutorial_matches_format_v1s_arrays_and_its_layer_buffers() {
+        let b = Budget::of(&Spec::tutorial()).unwrap();
         assert_eq!(b.weights, 32 * 9 + 10 * 5408);
         assert_eq!(b.channel_params, 42 * 13);
-        // conv out + pool out, as infer-core's TutorialScratch; with the input it is the
-        // 27,824 bytes `summary` reports for `infer_layers`, plus 40 for the probabilities.
-        assert_eq!(b.activations, 26 * 26 * 32 + 13 * 13 * 32);
-        assert_eq!(b.ram, 27_824 + 40);
-        let full = Budget::of(&Spec::load("tutorial-full").unwrap());
+        // conv out (A) + pool out (B), as infer-core's TutorialScratch: with the input the
+        // 27,824 bytes `summary` reports for `infer_layers`; plus 5 patch words for the 9 taps
+        // and 40 bytes of probabilities.
+        assert_eq!(b.buffers, [26 * 26 * 32, 13 * 13 * 32]);
+        assert_eq!(b.patch, 5 * 4);
+        assert_eq!(b.ram, 27_824 + 20 + 40);
+        // 10 envelope (magic, version, CRC) + 9 input + 1 op count; conv: tag + 6 shapes +
+        // padding + relu = 9, prefixes 2 + 3·2 + 1, quantization 6; pool: 5; dense: tag +
+        // inputs (2) + units + relu = 5, prefixes 3 + 3·1 + 1, quantization 6.
+        assert_eq!(b.header, 10 + 9 + 1 + (9 + 9 + 6) + 5 + (5 + 7 + 6));
+        let full = Budget::of(&Spec::load("tutorial-full").unwrap()).unwrap();
         assert_eq!(full.weights, 1_199_882 - 32 - 64 - 128 - 10);
-        assert_eq!(full.activations, 26 * 26 * 32 + 24 * 24 * 64);
+        assert_eq!(full.channel_params, (32 + 64 + 128 + 10) * 13);
+        // conv 1 → A, conv 2 → B, pool → A, dense → B, dense → A.
+        assert_eq!(full.buffers, [26 * 26 * 32, 24 * 24 * 64]);
+        assert_eq!(full.patch, 3 * 3 * 32 / 2 * 4);
+        assert_eq!(full.ram, 784 + full.activations + full.patch + 40);
         assert!(full.flash < board("mps2-an386").unwrap().flash);
         assert!(full.flash > board("microbit").unwrap().flash);
+    }
+
+    #[test]
+    fn varints_grow_every_seven_bits() {
+        assert_eq!(varint(0), 1);
+        assert_eq!(varint(127), 1);
+        assert_eq!(varint(128), 2);
+        assert_eq!(varint(16_383), 2);
+        assert_eq!(varint(16_384), 3);
+    }
+
+    #[test]
+    fn a_batch_norm_after_a_relu_has_no_budget() {
+        let text = Spec::tutorial().to_text().replace(
+            "[[layer]]\ntype = \"maxpool2d\"",
+            "[[layer]]\ntype = \"batchnorm\"\n\n[[layer]]\ntype = \"maxpool2d\"",
+        );
+        let spec = Spec::parse(&text).unwrap();
+        assert!(Budget::of(&spec).is_err(), "{text}");
     }
 }

@@ -3,7 +3,7 @@
 //! * weights: symmetric int8 per output channel (`scale = max|w| / 127`, zero point 0);
 //! * activations: asymmetric int8, ranges measured on calibration (training) images
 //!   ([`Calibration`]): the conv output over `[0, max]`; the logits over the range where the
-//!   class is decided ([`Calibration::logit_range`]);
+//!   class is decided ([`LogitStats::range`]);
 //! * biases: int32 in units of `input_scale · weight_scale`;
 //! * requantization: Q31 multiplier + power-of-two shift ([`quantize_multiplier`]), applied
 //!   by infer-core with TFLite's rounding.
@@ -98,9 +98,25 @@ pub struct QuantizedChannels {
 }
 
 impl QuantizedChannels {
-    /// Quantizes `channels` rows of float weights (each `weights.len() / channels` long).
-    fn new(weights: &[f32], bias: &[f32], input_scale: f32, output: QuantParams) -> Result<Self> {
+    /// Quantizes float weights given as one row per output channel (`bias.len()` rows, each
+    /// `weights.len() / bias.len()` long: OHWI for a conv, `[units][inputs]` for a dense
+    /// layer) whose input has scale `input_scale`, for an output quantized as `output`.
+    ///
+    /// # Errors
+    /// No channel, rows of unequal length, a bias beyond int32 or a requantization multiplier
+    /// beyond the Q31 range.
+    pub fn new(
+        weights: &[f32],
+        bias: &[f32],
+        input_scale: f32,
+        output: QuantParams,
+    ) -> Result<Self> {
         let channels = bias.len();
+        ensure!(
+            channels > 0 && !weights.is_empty() && weights.len() % channels == 0,
+            "{} weights do not split into {channels} output channels",
+            weights.len()
+        );
         let per = weights.len() / channels;
         let mut q = Self {
             weights: Vec::with_capacity(weights.len()),
@@ -144,7 +160,8 @@ impl QuantizedChannels {
         Ok(q)
     }
 
-    fn params(&self) -> ChannelParams<'_> {
+    /// The wire-format view of these arrays (borrowed).
+    pub fn params(&self) -> ChannelParams<'_> {
         ChannelParams {
             weights: &self.weights,
             weight_scales: &self.weight_scale_bytes,
@@ -165,18 +182,14 @@ pub struct QuantizedModel {
     pub dense: QuantizedChannels,
 }
 
-/// Share of the decisive logit range added on each side by [`Calibration::logit_range`], so
+/// Share of the decisive logit range added on each side by [`LogitStats::range`], so
 /// images a little beyond the calibration set's extremes are not clipped.
 pub const LOGIT_MARGIN: f32 = 0.1;
 
-/// Activation statistics of a float model over calibration images: what the int8 ranges are
-/// chosen from.
+/// What the decision-tuned int8 logit range ([`LogitStats::range`]) is chosen from: the
+/// logits of a float model over calibration images.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Calibration {
-    /// Number of images measured.
-    pub images: usize,
-    /// Largest conv activation after ReLU (the conv output range is `[0, conv_max]`).
-    pub conv_max: f32,
+pub struct LogitStats {
     /// Smallest logit of any image.
     pub logit_min: f32,
     /// Largest logit of any image.
@@ -187,49 +200,38 @@ pub struct Calibration {
     pub runner_up_max: f32,
 }
 
-impl Calibration {
-    /// Runs `model` (eval mode) over `images` (`n × 784` raw pixels, `n ≥ 1`) and records the
-    /// activation statistics.
-    ///
-    /// # Errors
-    /// If there is no whole 28×28 image, or the model produces non-finite values.
-    pub fn measure(model: &FloatModel, images: &[u8]) -> Result<Self> {
-        let pixels = INPUT_SIDE * INPUT_SIDE;
-        ensure!(
-            !images.is_empty() && images.len() % pixels == 0,
-            "calibration needs at least one 28×28 image ({} bytes given)",
-            images.len()
-        );
-        let (logits, conv_max) = model.logits_and_conv_max(images);
-        let mut stats = Self {
-            images: logits.nrows(),
-            conv_max,
+impl Default for LogitStats {
+    /// No image seen yet: every statistic at its identity (±∞).
+    fn default() -> Self {
+        Self {
             logit_min: f32::INFINITY,
             logit_max: f32::NEG_INFINITY,
             winner_min: f32::INFINITY,
             runner_up_max: f32::NEG_INFINITY,
-        };
-        for row in logits.rows() {
-            let (mut first, mut second) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
-            for &z in row {
-                stats.logit_min = stats.logit_min.min(z);
-                stats.logit_max = stats.logit_max.max(z);
-                if z > first {
-                    (first, second) = (z, first);
-                } else if z > second {
-                    second = z;
-                }
-            }
-            stats.winner_min = stats.winner_min.min(first);
-            stats.runner_up_max = stats.runner_up_max.max(second);
         }
-        ensure!(
-            [stats.conv_max, stats.logit_min, stats.logit_max]
-                .iter()
-                .all(|v| v.is_finite()),
-            "the float model produces non-finite activations; it cannot be quantized"
-        );
-        Ok(stats)
+    }
+}
+
+impl LogitStats {
+    /// Adds one image's logits.
+    pub fn observe(&mut self, logits: &[f32]) {
+        let (mut first, mut second) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
+        for &z in logits {
+            self.logit_min = self.logit_min.min(z);
+            self.logit_max = self.logit_max.max(z);
+            if z > first {
+                (first, second) = (z, first);
+            } else if z > second {
+                second = z;
+            }
+        }
+        self.winner_min = self.winner_min.min(first);
+        self.runner_up_max = self.runner_up_max.max(second);
+    }
+
+    /// Whether the logits seen are all finite (and at least one image was seen).
+    pub fn is_finite(&self) -> bool {
+        self.logit_min.is_finite() && self.logit_max.is_finite()
     }
 
     /// The real range given to the int8 logits.
@@ -250,7 +252,7 @@ impl Calibration {
     /// lower than in float (on average 0.3–0.7 points on the tutorial's test set).
     ///
     /// (`activation_quant` then widens the range to include 0, as TFLite requires.)
-    pub fn logit_range(&self) -> (f32, f32) {
+    pub fn range(&self) -> (f32, f32) {
         let lo = self.winner_min.min(self.runner_up_max);
         let hi = self.winner_min.max(self.runner_up_max);
         let margin = LOGIT_MARGIN * (hi - lo);
@@ -258,6 +260,53 @@ impl Calibration {
             (lo - margin).max(self.logit_min),
             (hi + margin).min(self.logit_max),
         )
+    }
+}
+
+/// Activation statistics of a float model over calibration images: what the int8 ranges are
+/// chosen from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Calibration {
+    /// Number of images measured.
+    pub images: usize,
+    /// Largest conv activation after ReLU (the conv output range is `[0, conv_max]`).
+    pub conv_max: f32,
+    /// The logits' statistics.
+    pub logits: LogitStats,
+}
+
+impl Calibration {
+    /// Runs `model` (eval mode) over `images` (`n × 784` raw pixels, `n ≥ 1`) and records the
+    /// activation statistics.
+    ///
+    /// # Errors
+    /// If there is no whole 28×28 image, or the model produces non-finite values.
+    pub fn measure(model: &FloatModel, images: &[u8]) -> Result<Self> {
+        let pixels = INPUT_SIDE * INPUT_SIDE;
+        ensure!(
+            !images.is_empty() && images.len() % pixels == 0,
+            "calibration needs at least one 28×28 image ({} bytes given)",
+            images.len()
+        );
+        let (logits, conv_max) = model.logits_and_conv_max(images);
+        let mut stats = LogitStats::default();
+        for row in logits.rows() {
+            stats.observe(row.as_slice().context("logits not contiguous")?);
+        }
+        ensure!(
+            conv_max.is_finite() && stats.is_finite(),
+            "the float model produces non-finite activations; it cannot be quantized"
+        );
+        Ok(Self {
+            images: logits.nrows(),
+            conv_max,
+            logits: stats,
+        })
+    }
+
+    /// The real range given to the int8 logits: [`LogitStats::range`].
+    pub fn logit_range(&self) -> (f32, f32) {
+        self.logits.range()
     }
 }
 
@@ -352,14 +401,10 @@ impl QuantizedModel {
     }
 }
 
-/// A float model quantized to int8 and both scored on a test set: what `trainer fit` and
-/// `trainer quantize` report.
+/// Float and int8 predictions of the same test set, and what `fit` and `quantize` report from
+/// them.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Scored {
-    /// The model.bin bytes.
-    pub bytes: Vec<u8>,
-    /// The activation statistics the int8 ranges were chosen from.
-    pub calibration: Calibration,
+pub struct Scores {
     /// Float (eval mode) prediction of every test image.
     pub float_predictions: Vec<u8>,
     /// Float test accuracy, in `0..=1`.
@@ -368,7 +413,43 @@ pub struct Scored {
     pub int8: Int8Evaluation,
 }
 
-impl Scored {
+impl Scores {
+    /// Scores the float `logits` (`labels.len()` rows of `classes`) against `labels`, next to
+    /// the int8 evaluation of the same images.
+    ///
+    /// # Errors
+    /// If the logits, labels and int8 predictions do not describe the same images.
+    pub fn new(
+        logits: &[f32],
+        classes: usize,
+        labels: &[u8],
+        int8: Int8Evaluation,
+    ) -> Result<Self> {
+        ensure!(
+            classes > 0
+                && logits.len() == labels.len() * classes
+                && int8.predictions.len() == labels.len(),
+            "{} float logits, {} int8 predictions and {} labels do not match",
+            logits.len(),
+            int8.predictions.len(),
+            labels.len()
+        );
+        let float_predictions: Vec<u8> = logits
+            .chunks_exact(classes)
+            .map(|row| first_max(row) as u8)
+            .collect();
+        let correct = float_predictions
+            .iter()
+            .zip(labels)
+            .filter(|(p, l)| p == l)
+            .count();
+        Ok(Self {
+            float_accuracy: correct as f64 / labels.len().max(1) as f64,
+            float_predictions,
+            int8,
+        })
+    }
+
     /// Fraction of test images on which the int8 and the float model predict the same class.
     pub fn agreement(&self) -> f64 {
         let same = self
@@ -379,6 +460,23 @@ impl Scored {
             .count();
         same as f64 / self.float_predictions.len().max(1) as f64
     }
+}
+
+/// Index of the first maximum of `values`, as infer-core breaks ties (0 if empty).
+pub fn first_max(values: &[f32]) -> usize {
+    (0..values.len()).fold(0, |b, j| if values[j] > values[b] { j } else { b })
+}
+
+/// A float model quantized to int8 and both scored on a test set: what `trainer fit` and
+/// `trainer quantize` report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    /// The model.bin bytes.
+    pub bytes: Vec<u8>,
+    /// The activation statistics the int8 ranges were chosen from.
+    pub calibration: Calibration,
+    /// Float and int8 accuracies and predictions.
+    pub scores: Scores,
 }
 
 /// Quantizes `model` calibrated on `calibration_images` (`n × 784` raw pixels), encodes it as
@@ -404,26 +502,17 @@ pub fn quantize_and_score(
     );
     let int8 = evaluate_int8(&bytes, test)?;
     let (logits, _) = model.logits_and_conv_max(&test.images);
-    let float_predictions: Vec<u8> = logits
-        .rows()
-        .into_iter()
-        .map(|row| {
-            // The first maximum, as infer-core breaks ties.
-            let best = (0..row.len()).fold(0, |b, j| if row[j] > row[b] { j } else { b });
-            best as u8
-        })
-        .collect();
-    let correct = float_predictions
-        .iter()
-        .zip(&test.labels)
-        .filter(|(p, l)| p == l)
-        .count();
+    let logits = logits.as_standard_layout();
+    let scores = Scores::new(
+        logits.as_slice().context("logits not contiguous")?,
+        CLASSES,
+        &test.labels,
+        int8,
+    )?;
     Ok(Scored {
         bytes,
         calibration,
-        float_accuracy: correct as f64 / test.len() as f64,
-        float_predictions,
-        int8,
+        scores,
     })
 }
 
@@ -458,10 +547,8 @@ mod tests {
         assert_eq!(q.zero_point, -128);
     }
 
-    fn stats(winner_min: f32, runner_up_max: f32, logit_min: f32, logit_max: f32) -> Calibration {
-        Calibration {
-            images: 1,
-            conv_max: 1.0,
+    fn stats(winner_min: f32, runner_up_max: f32, logit_min: f32, logit_max: f32) -> LogitStats {
+        LogitStats {
             logit_min,
             logit_max,
             winner_min,
@@ -472,15 +559,15 @@ mod tests {
     #[test]
     fn logit_range_spans_winners_and_runners_up_with_a_margin() {
         // width 8, margin 0.8 on each side
-        let (lo, hi) = stats(-2.0, 6.0, -20.0, 12.0).logit_range();
+        let (lo, hi) = stats(-2.0, 6.0, -20.0, 12.0).range();
         assert!(
             (lo + 2.8).abs() < 1e-6 && (hi - 6.8).abs() < 1e-6,
             "{lo} {hi}"
         );
         // never wider than min/max
-        assert_eq!(stats(-2.0, 6.0, -2.5, 6.1).logit_range(), (-2.5, 6.1));
+        assert_eq!(stats(-2.0, 6.0, -2.5, 6.1).range(), (-2.5, 6.1));
         // a confident model whose every winner beats every runner-up: the gap is the range
-        let (lo, hi) = stats(5.0, 1.0, -9.0, 9.0).logit_range();
+        let (lo, hi) = stats(5.0, 1.0, -9.0, 9.0).range();
         assert!(
             (lo - 0.6).abs() < 1e-6 && (hi - 5.4).abs() < 1e-6,
             "{lo} {hi}"
@@ -507,19 +594,19 @@ mod tests {
             runners_up.push(v[1]);
         }
         assert_eq!(
-            c.winner_min,
+            c.logits.winner_min,
             winners.iter().copied().fold(f32::INFINITY, f32::min)
         );
         assert_eq!(
-            c.runner_up_max,
+            c.logits.runner_up_max,
             runners_up.iter().copied().fold(f32::NEG_INFINITY, f32::max)
         );
         assert_eq!(
-            c.logit_min,
+            c.logits.logit_min,
             acts.logits.iter().copied().fold(f32::INFINITY, f32::min)
         );
         assert_eq!(
-            c.logit_max,
+            c.logits.logit_max,
             acts.logits
                 .iter()
                 .copied()
@@ -545,6 +632,7 @@ mod tests {
             .to_bytes()
             .unwrap();
         assert_eq!(scored.bytes, expected);
+        let scored = scored.scores;
         assert_eq!(scored.int8, evaluate_int8(&expected, &test).unwrap());
         let logits = model.forward(&images).logits;
         for (row, &p) in logits.rows().into_iter().zip(&scored.float_predictions) {

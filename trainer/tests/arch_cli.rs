@@ -1,6 +1,7 @@
 //! `trainer fit --arch` and `trainer summary --arch/--board` from the outside: a spec file of
-//! one's own trains with no code edit, the tutorial preset keeps the fast path's exact bytes,
-//! and the full model's table has Keras' 1,199,882 parameters.
+//! one's own trains with no code edit (and, when its batch norm cannot be folded, says why it
+//! writes no model.bin), the tutorial preset keeps the fast path's exact bytes, and the full
+//! model's table has Keras' 1,199,882 parameters. The format-2 export: `arch_export.rs`.
 
 mod cli_support;
 
@@ -10,7 +11,8 @@ fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A network of our own: strided same-padded conv, batch norm, pooling, two dense layers.
+/// A network of our own: strided same-padded conv, batch norm, pooling, two dense layers. Its
+/// batch norm follows a ReLU, so int8 export cannot fold it.
 const OWN: &str = "# mine
 name = \"mine\"
 input = [28, 28, 1]
@@ -49,7 +51,7 @@ activation = \"softmax\"
 ";
 
 #[test]
-fn a_spec_file_of_ones_own_trains_and_writes_its_checkpoint_and_metrics_but_no_model_bin() {
+fn a_spec_whose_batch_norm_cannot_be_folded_trains_and_says_why_it_writes_no_model_bin() {
     let dir = tempfile::tempdir().unwrap();
     let data = data_dir(dir.path(), 200, 50);
     let spec = dir.path().join("mine.toml");
@@ -86,10 +88,10 @@ fn a_spec_file_of_ones_own_trains_and_writes_its_checkpoint_and_metrics_but_no_m
     ]);
     let text = stdout(&run);
     assert!(
-        text.contains("int8 export of this architecture comes with model format v2"),
+        text.contains("No int8 model will be written") && text.contains("layer 1 (batchnorm)"),
         "{text}"
     );
-    assert!(!out.exists(), "a generic fit wrote a model.bin");
+    assert!(!out.exists(), "an unexportable fit wrote a model.bin");
     let model = trainer::arch::checkpoint::load(&float).unwrap();
     assert_eq!(model.spec.name, "mine");
     assert_eq!(model.spec.shapes[0].dims(), [14, 14, 6]);
@@ -107,6 +109,22 @@ fn a_spec_file_of_ones_own_trains_and_writes_its_checkpoint_and_metrics_but_no_m
         "the synthetic digits were not learnt: {accuracy}"
     );
     assert!(json.get("test_accuracy_int8").is_none());
+    assert_eq!(json["int8_exported"], false);
+    let summary = stdout(&trainer_ok(&[
+        "summary",
+        "--arch",
+        s(&spec),
+        "--board",
+        "microbit",
+    ]));
+    assert!(
+        summary.contains("no int8 export for this spec") && summary.contains("cannot be checked"),
+        "{summary}"
+    );
+    assert!(json["int8_unavailable"]
+        .as_str()
+        .unwrap()
+        .contains("layer 1 (batchnorm)"));
 }
 
 #[test]
@@ -214,4 +232,15 @@ fn the_tutorial_preset_gives_the_tutorials_own_table() {
     let table = |t: &str| t.split("\n\n").next().unwrap().to_owned();
     assert_eq!(table(&plain), table(&preset));
     assert!(table(&plain).contains("54,410"));
+    // The tutorial's board check is its format-1 file with the streaming `infer` the
+    // firmware runs (stream scratch + input), not a layer-by-layer plan.
+    let board = stdout(&trainer_ok(&["summary", "--board", "microbit"]));
+    let ram = trainer::commands::summary::ram().infer;
+    assert!(
+        board.contains(&format!(
+            "RAM    needs {} of 16,384 bytes: fits",
+            trainer::commands::summary::group(ram)
+        )) && board.contains("This model fits on microbit"),
+        "{board}"
+    );
 }

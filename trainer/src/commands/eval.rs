@@ -1,4 +1,4 @@
-//! `trainer eval`: score a model.bin on the test set with infer-core.
+//! `trainer eval`: score a model.bin (format 1 or 2) on the test set with infer-core.
 
 use crate::{data, eval};
 use anyhow::{Context, Result};
@@ -8,7 +8,7 @@ use std::path::PathBuf;
 /// Options of `trainer eval`.
 #[derive(Args)]
 pub struct EvalArgs {
-    /// The int8 model to evaluate.
+    /// The int8 model to evaluate (model.bin format 1 or 2).
     #[arg(long, default_value = "model.bin")]
     pub model: PathBuf,
     /// Directory with the IDX files; the test half is used.
@@ -31,7 +31,8 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             args.model.display()
         )
     })?;
-    eval::load_net(&bytes).with_context(|| format!("loading {}", args.model.display()))?;
+    // Either format: 1 (the tutorial network) or 2 (any layer stack), by the version field.
+    eval::Int8Model::load(&bytes).with_context(|| format!("loading {}", args.model.display()))?;
     let test = data::load_test(&args.data)?;
     let result = eval::evaluate_int8(&bytes, &test)
         .with_context(|| format!("evaluating {}", args.model.display()))?;

@@ -53,8 +53,8 @@ pub struct FitArgs {
     pub metrics: Option<PathBuf>,
     /// Train this architecture: a preset (`tutorial`, `tutorial-full`) or a spec file (see
     /// docs/architecture-spec.md). `tutorial` without the options below takes the tutorial's
-    /// fast path; anything else trains through the generic layers and writes no model.bin yet
-    /// (int8 export of generic stacks comes with model format v2).
+    /// fast path (model.bin format 1); anything else trains through the generic layers and
+    /// writes a model.bin in format 2 (any conv / pool / dense stack).
     #[arg(long)]
     pub arch: Option<String>,
     /// L2 regularisation: adds l2·Σw² over every kernel to the loss (generic path).
@@ -148,7 +148,7 @@ pub fn run(args: &FitArgs) -> Result<()> {
     let calibration = calibration_images(&split.train, args.calibration_images, train_images);
     let scored = threads_pool(args.threads)?
         .install(|| quantize::quantize_and_score(&model, calibration, &split.test))?;
-    print_scores(&scored);
+    print_scores(scored.calibration.images, &scored.scores);
     if stop.load(Ordering::SeqCst) {
         bail!(
             "training interrupted after the last epoch; {}",
@@ -168,9 +168,9 @@ pub fn run(args: &FitArgs) -> Result<()> {
     if let Some(path) = &args.metrics {
         let metrics = Metrics {
             params: model.parameter_count(),
-            test_accuracy_f32: scored.float_accuracy,
-            test_accuracy_int8: scored.int8.accuracy,
-            int8_float_agreement: scored.agreement(),
+            test_accuracy_f32: scored.scores.float_accuracy,
+            test_accuracy_int8: scored.scores.int8.accuracy,
+            int8_float_agreement: scored.scores.agreement(),
             train_images,
             test_images: split.test.len(),
             calibration_images: scored.calibration.images,

@@ -7,14 +7,13 @@ pub mod picture;
 use crate::{data, eval};
 use anyhow::{Context, Result};
 use clap::{ArgGroup, Args};
-use infer_core::TutorialScratch;
 use std::path::PathBuf;
 
 /// Options of `trainer predict`.
 #[derive(Args)]
 #[command(group(ArgGroup::new("input").required(true).args(["index", "image"])))]
 pub struct PredictArgs {
-    /// The int8 model.
+    /// The int8 model (model.bin format 1 or 2).
     #[arg(long, default_value = "model.bin")]
     pub model: PathBuf,
     /// Classify test image N (from 0) of `--data`.
@@ -49,13 +48,18 @@ pub fn run(args: &PredictArgs) -> Result<()> {
             args.model.display()
         )
     })?;
-    let net =
-        eval::load_net(&bytes).with_context(|| format!("loading {}", args.model.display()))?;
+    // Either format: 1 (the tutorial network) or 2 (any layer stack).
+    let model = eval::Int8Model::load(&bytes)
+        .with_context(|| format!("loading {}", args.model.display()))?;
+    let (h, w, c) = model.input_shape();
+    anyhow::ensure!(
+        (h, w, c) == (28, 28, 1),
+        "{} takes {h}×{w}×{c} inputs; predict classifies 28×28 grayscale digits",
+        args.model.display()
+    );
     let (pixels, label, title) = input(args)?;
     let flat: Vec<u8> = pixels.iter().flatten().copied().collect();
-    let mut scratch = Box::new(TutorialScratch::new());
-    let output = eval::classify(&net, &flat, &mut scratch);
-    let (class, probabilities) = (output.class(), output.probabilities());
+    let (class, probabilities) = model.classify(&flat)?;
     if args.json {
         let json = serde_json::json!({
             "class": class,

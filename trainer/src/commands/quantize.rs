@@ -1,9 +1,14 @@
 //! `trainer quantize`: re-quantize a float checkpoint (`fit --save-float`) into a model.bin,
 //! without retraining. Also the calibration and reporting steps `trainer fit` shares.
+//!
+//! The checkpoint's magic says which path wrote it: `F32C` (the tutorial's fast path) gives
+//! a format-1 model.bin, `F32G` (`fit --arch …`, any spec; the spec travels in the file) a
+//! format-2 one — in both cases the bytes `fit` wrote from the same weights and calibration
+//! images.
 
 use crate::data::{self, Dataset};
-use crate::quantize::{self, Scored};
-use crate::{atomic, checkpoint};
+use crate::quantize::{self, Scores};
+use crate::{arch, atomic, checkpoint};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -11,7 +16,8 @@ use std::path::{Path, PathBuf};
 /// Options of `trainer quantize`.
 #[derive(Args)]
 pub struct QuantizeArgs {
-    /// The float checkpoint, written by `trainer fit --save-float FILE`.
+    /// The float checkpoint, written by `trainer fit --save-float FILE` (tutorial or
+    /// `--arch`).
     #[arg(long = "float", value_name = "FILE")]
     pub float: PathBuf,
     /// Where to write the int8 model (written atomically).
@@ -31,19 +37,44 @@ pub struct QuantizeArgs {
 /// A missing or corrupt checkpoint, bad data, or an unwritable output, each named.
 pub fn run(args: &QuantizeArgs) -> Result<()> {
     check_output(&args.out)?;
-    let model = checkpoint::load(&args.float)?;
+    let bytes =
+        std::fs::read(&args.float).with_context(|| format!("reading {}", args.float.display()))?;
+    let loading = || format!("loading {}", args.float.display());
+    let generic = bytes.starts_with(&arch::checkpoint::MAGIC);
+    let model = if generic {
+        Float::Generic(arch::checkpoint::from_bytes(&bytes).with_context(loading)?)
+    } else {
+        Float::Tutorial(checkpoint::from_bytes(&bytes).with_context(loading)?)
+    };
     let split = data::load(&args.data)?;
     let calibration = calibration_images(&split.train, args.calibration_images, split.train.len());
-    let scored = quantize::quantize_and_score(&model, calibration, &split.test)
-        .with_context(|| format!("quantizing {}", args.float.display()))?;
-    print_scores(&scored);
-    atomic::write_atomic(&args.out, &scored.bytes)?;
-    println!(
-        "Wrote {} ({} bytes)",
-        args.out.display(),
-        scored.bytes.len()
-    );
+    let quantizing = || format!("quantizing {}", args.float.display());
+    let bytes = match model {
+        Float::Generic(model) => {
+            let scored = arch::quantize::quantize_and_score(&model, calibration, &split.test)
+                .with_context(quantizing)?;
+            print_scores(scored.calibration.images, &scored.scores);
+            print_drop(&scored.scores);
+            scored.bytes
+        }
+        Float::Tutorial(model) => {
+            let scored = quantize::quantize_and_score(&model, calibration, &split.test)
+                .with_context(quantizing)?;
+            print_scores(scored.calibration.images, &scored.scores);
+            scored.bytes
+        }
+    };
+    atomic::write_atomic(&args.out, &bytes)?;
+    println!("Wrote {} ({} bytes)", args.out.display(), bytes.len());
     Ok(())
+}
+
+/// A float checkpoint of either kind.
+enum Float {
+    /// `F32C`: the tutorial's fast path.
+    Tutorial(crate::network::FloatModel),
+    /// `F32G`: any spec.
+    Generic(arch::Model),
 }
 
 /// Refuses an output path that exists but is not a regular file (a directory, `/dev/null`, a
@@ -69,23 +100,29 @@ pub(crate) fn calibration_images(train: &Dataset, requested: Option<u32>, defaul
 }
 
 /// Prints the float and int8 test accuracies and their agreement, as `fit` and `quantize` do.
-pub(crate) fn print_scores(scored: &Scored) {
-    let images = scored.float_predictions.len();
-    println!(
-        "Calibrated on {} training images",
-        scored.calibration.images
-    );
+pub(crate) fn print_scores(calibration_images: usize, scores: &Scores) {
+    let images = scores.float_predictions.len();
+    println!("Calibrated on {calibration_images} training images");
     println!(
         "Test accuracy (float): {:.2}%",
-        100.0 * scored.float_accuracy
+        100.0 * scores.float_accuracy
     );
     println!(
         "Test accuracy (int8, infer-core): {:.2}%",
-        100.0 * scored.int8.accuracy
+        100.0 * scores.int8.accuracy
     );
-    let same = (scored.agreement() * images as f64).round() as usize;
+    let same = (scores.agreement() * images as f64).round() as usize;
     println!(
         "int8 and float predictions agree on {:.2}% of test images ({same} of {images})",
-        100.0 * scored.agreement()
+        100.0 * scores.agreement()
+    );
+}
+
+/// Prints the int8 accuracy minus the float accuracy, in percentage points (the generic
+/// path's extra line).
+pub(crate) fn print_drop(scores: &Scores) {
+    println!(
+        "int8 − float accuracy: {:+.2} points",
+        100.0 * (scores.int8.accuracy - scores.float_accuracy)
     );
 }

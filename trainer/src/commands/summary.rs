@@ -1,5 +1,6 @@
-//! `trainer summary`: the Keras `model.summary()` table of the tutorial CNN, then what its int8
-//! form costs on a microcontroller: flash for model.bin, RAM for one inference.
+//! `trainer summary`: the Keras `model.summary()` table of the tutorial CNN (or of any spec
+//! with `--arch`), then what its int8 form costs on a microcontroller: flash for model.bin,
+//! RAM for one inference. `--model` reads an actual model.bin of either format.
 
 use crate::arch::budget::{self, Board, Budget};
 use crate::arch::Spec;
@@ -7,14 +8,17 @@ use crate::network::{CLASSES, CONV_SIDE, FILTERS, FLAT, KERNEL, POOL_SIDE};
 use crate::{eval, quantize};
 use anyhow::{Context, Result};
 use clap::Args;
-use infer_core::format::ModelFile;
+use infer_core::format::{ChannelParams, ModelFile, FORMAT_VERSION};
+use infer_core::stack::{BufferSizes, Op, StackFile};
 use infer_core::{TutorialScratch, TutorialStreamScratch};
-use std::path::PathBuf;
+use model_spec::plan::OpKind;
+use std::path::{Path, PathBuf};
 
 /// Options of `trainer summary`.
 #[derive(Args)]
 pub struct SummaryArgs {
-    /// Report this model.bin's actual size [default: computed from the architecture].
+    /// Report this model.bin's actual size [default: computed from the architecture]; a
+    /// format-2 file (any layer stack) is described from its own operations.
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Print one JSON object instead of the tables.
@@ -100,25 +104,44 @@ pub struct Flash {
 }
 
 impl Flash {
-    /// Splits the size of `bytes`, a model.bin that [`eval::load_net`] accepts.
+    /// Splits the size of `bytes`, a model.bin of either format.
     ///
     /// # Errors
-    /// If the bytes are not a model.bin of the tutorial's shapes.
+    /// If the bytes are not a model.bin that infer-core accepts.
     pub fn of(bytes: &[u8]) -> Result<Self> {
-        let net = eval::load_net(bytes)?;
-        let model: &ModelFile<'_> = net.model();
-        let (conv, dense) = (&model.conv.params, &model.dense.params);
-        let weights = conv.weights.len() + dense.weights.len();
-        let channel_params = [conv, dense]
-            .iter()
-            .map(|p| p.weight_scales.len() + p.bias.len() + p.multiplier.len() + p.shift.len())
-            .sum::<usize>();
-        Ok(Self {
-            total: bytes.len(),
+        if eval::format_version(bytes)? == FORMAT_VERSION {
+            let net = eval::load_net(bytes)?;
+            let model: &ModelFile<'_> = net.model();
+            Ok(Self::split(
+                bytes.len(),
+                [&model.conv.params, &model.dense.params],
+            ))
+        } else {
+            let file = eval::load_stack(bytes)?;
+            Ok(Self::split(
+                bytes.len(),
+                file.ops.iter().filter_map(Op::params),
+            ))
+        }
+    }
+
+    /// The split of a file of `total` bytes holding the arrays of `params`.
+    fn split<'a, 'b: 'a>(
+        total: usize,
+        params: impl IntoIterator<Item = &'a ChannelParams<'b>>,
+    ) -> Self {
+        let (mut weights, mut channel_params) = (0, 0);
+        for p in params {
+            weights += p.weights.len();
+            channel_params +=
+                p.weight_scales.len() + p.bias.len() + p.multiplier.len() + p.shift.len();
+        }
+        Self {
+            total,
             weights,
             channel_params,
-            header: bytes.len() - weights - channel_params,
-        })
+            header: total - weights - channel_params,
+        }
     }
 
     /// The largest model.bin the tutorial's architecture can give. Sizes differ by at most a
@@ -183,21 +206,20 @@ pub fn run(args: &SummaryArgs) -> Result<()> {
     if let Some(arch) = &args.arch {
         anyhow::ensure!(
             args.model.is_none(),
-            "--model reads a tutorial model.bin; it does not go with --arch"
+            "--model describes the model.bin it reads; it does not go with --arch"
         );
         let spec = Spec::load(arch)?;
         return run_arch(&spec, board, args.json);
     }
-    if let Some(board) = board {
-        if !args.json {
-            run_plain(args)?;
-            println!();
-            print_board(&Budget::of(&Spec::tutorial()), board);
-            return Ok(());
+    if let Some(path) = &args.model {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        if eval::format_version(&bytes).with_context(|| format!("loading {}", path.display()))?
+            != FORMAT_VERSION
+        {
+            return run_stack(path, &bytes, board, args.json);
         }
-        return run_arch(&Spec::tutorial(), Some(board), true);
     }
-    run_plain(args)
+    run_plain(args, board)
 }
 
 /// The Keras table of `spec`, its int8 budget and, with `board`, whether it fits.
@@ -219,17 +241,22 @@ fn run_arch(spec: &Spec, board: Option<Board>, json: bool) -> Result<()> {
         .collect();
     let non_trainable: usize = (0..spec.layers.len()).map(|i| spec.params_of(i).1).sum();
     if json {
+        let (estimate, unavailable) = match &budget {
+            Ok(b) => (Some(b), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
         let json = serde_json::json!({
             "arch": spec.name,
             "layers": rows,
             "total_params": spec.total_params(),
             "non_trainable_params": non_trainable,
-            "int8_estimate": budget,
+            "int8_estimate": estimate,
+            "int8_unavailable": unavailable,
             "board": board.map(|b| serde_json::json!({
                 "name": b.name,
                 "flash_bytes": b.flash,
                 "ram_bytes": b.ram,
-                "fits": budget.flash <= b.flash && budget.ram <= b.ram,
+                "fits": estimate.map(|e| e.flash <= b.flash && e.ram <= b.ram),
             })),
         });
         println!("{json}");
@@ -237,30 +264,180 @@ fn run_arch(spec: &Spec, board: Option<Board>, json: bool) -> Result<()> {
     }
     print!("{}", table(&rows, non_trainable));
     println!();
-    println!("int8 on a microcontroller (estimated from the spec; batch norm folded, dropout and flatten free)");
+    let budget = match budget {
+        Ok(budget) => budget,
+        Err(e) => {
+            println!("int8 on a microcontroller: no int8 export for this spec: {e}");
+            if let Some(board) = board {
+                println!(
+                    "Board {}: cannot be checked without an int8 model",
+                    board.name
+                );
+            }
+            return Ok(());
+        }
+    };
+    println!("int8 on a microcontroller (model.bin format 2 of the spec's int8 plan: batch norm folded, dropout and flatten free)");
     println!(
-        " Flash  {} bytes = {} int8 weights + {} per-channel scales, biases, multipliers, shifts + ~{} header",
+        " Flash  {} bytes = {} int8 weights + {} per-channel scales, biases, multipliers, shifts + {} header and CRC (at most: output zero points counted at 2 bytes)",
         group(budget.flash),
         group(budget.weights),
         group(budget.channel_params),
         group(budget.header)
     );
-    println!(
-        " RAM    per layer-by-layer inference: {} bytes = {} int8 input + {} for the largest pair of consecutive int8 activations + {} for the class probabilities; weights stay in flash",
-        group(budget.ram),
-        group(budget.input),
-        group(budget.activations),
-        group(budget.scratch)
+    print_ram(
+        budget.ram,
+        budget.input,
+        budget.buffers,
+        budget.patch,
+        budget.scratch,
     );
     if let Some(board) = board {
         println!();
-        print_board(&budget, board);
+        print_board(budget.flash, budget.ram, board);
     }
     Ok(())
 }
 
-/// Whether `budget` fits `board`, said plainly.
-fn print_board(budget: &Budget, board: Board) {
+/// The RAM line of a layer-by-layer format-2 inference.
+fn print_ram(total: usize, input: usize, buffers: [usize; 2], patch: usize, scratch: usize) {
+    println!(
+        " RAM    per layer-by-layer inference: {} bytes = {} int8 input + {} + {} ping-pong activation buffers + {} conv patch + {} class probabilities; weights stay in flash",
+        group(total),
+        group(input),
+        group(buffers[0]),
+        group(buffers[1]),
+        group(patch),
+        group(scratch)
+    );
+}
+
+/// The shapes of a format-2 operation, as the plan describes them.
+pub fn op_kind(op: &Op<'_>) -> OpKind {
+    match *op {
+        Op::Conv2d(c) => {
+            let (out_h, out_w, _) = op.out_shape();
+            OpKind::Conv2d {
+                in_h: c.in_h.into(),
+                in_w: c.in_w.into(),
+                in_c: c.in_c.into(),
+                filters: c.filters.into(),
+                kernel: c.kernel.into(),
+                stride: c.stride.into(),
+                padding: match c.padding {
+                    infer_core::stack::format::Padding::Valid => model_spec::spec::Padding::Valid,
+                    infer_core::stack::format::Padding::Same => model_spec::spec::Padding::Same,
+                },
+                out_h,
+                out_w,
+                relu: c.relu,
+            }
+        }
+        Op::MaxPool2d(p) => OpKind::MaxPool2d {
+            in_h: p.in_h.into(),
+            in_w: p.in_w.into(),
+            channels: p.channels.into(),
+            pool: p.pool.into(),
+        },
+        Op::Dense(d) => OpKind::Dense {
+            inputs: d.inputs as usize,
+            units: d.units.into(),
+            relu: d.relu,
+        },
+    }
+}
+
+/// RAM of a layer-by-layer inference of a format-2 model with [`infer_core::stack::run()`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct StackRam {
+    /// Total: input + both buffers + patch + probabilities.
+    pub total: usize,
+    /// The int8 input image.
+    pub input: usize,
+    /// The two ping-pong activation buffers.
+    pub buffers: [usize; 2],
+    /// The packed convolution patch.
+    pub patch: usize,
+    /// f32 class probabilities.
+    pub probabilities: usize,
+}
+
+impl StackRam {
+    /// The RAM `file` needs, from infer-core's [`BufferSizes`].
+    pub fn of(file: &StackFile<'_>) -> Self {
+        let sizes = BufferSizes::of(file);
+        let input = usize::from(file.input.height)
+            * usize::from(file.input.width)
+            * usize::from(file.input.channels);
+        let patch = sizes.patch_words * 4;
+        let probabilities = file.classes() * 4;
+        Self {
+            total: input + sizes.a + sizes.b + patch + probabilities,
+            input,
+            buffers: [sizes.a, sizes.b],
+            patch,
+            probabilities,
+        }
+    }
+}
+
+/// The operations, flash and RAM of a format-2 model.bin and, with `board`, whether it fits.
+fn run_stack(path: &Path, bytes: &[u8], board: Option<Board>, json: bool) -> Result<()> {
+    let loading = || format!("loading {}", path.display());
+    let file = eval::load_stack(bytes).with_context(loading)?;
+    let flash = Flash::of(bytes).with_context(loading)?;
+    let ram = StackRam::of(&file);
+    let ops: Vec<String> = file.ops.iter().map(|op| op_kind(op).to_string()).collect();
+    if json {
+        let json = serde_json::json!({
+            "format": 2,
+            "ops": ops,
+            "flash_bytes": flash,
+            "flash_source": path.display().to_string(),
+            "ram_bytes": ram,
+            "board": board.map(|b| serde_json::json!({
+                "name": b.name,
+                "flash_bytes": b.flash,
+                "ram_bytes": b.ram,
+                "fits": flash.total <= b.flash && ram.total <= b.ram,
+            })),
+        });
+        println!("{json}");
+        return Ok(());
+    }
+    println!(
+        "{}: model.bin format 2, {} int8 operations",
+        path.display(),
+        ops.len()
+    );
+    for (i, op) in ops.iter().enumerate() {
+        println!(" {i:>2}  {op}");
+    }
+    println!();
+    println!("int8 on a microcontroller (infer-core)");
+    println!(
+        " Flash  {} bytes = {} int8 weights + {} per-channel scales, biases, multipliers, shifts + {} header and CRC",
+        group(flash.total),
+        group(flash.weights),
+        group(flash.channel_params),
+        group(flash.header)
+    );
+    print_ram(
+        ram.total,
+        ram.input,
+        ram.buffers,
+        ram.patch,
+        ram.probabilities,
+    );
+    if let Some(board) = board {
+        println!();
+        print_board(flash.total, ram.total, board);
+    }
+    Ok(())
+}
+
+/// Whether `flash` and `ram` bytes fit `board`, said plainly.
+fn print_board(flash: usize, ram: usize, board: Board) {
     let line = |what: &str, need: usize, have: usize| {
         let verdict = if need <= have {
             format!("fits ({:.1} % used)", need as f64 * 100.0 / have as f64)
@@ -274,9 +451,9 @@ fn print_board(budget: &Budget, board: Board) {
         );
     };
     println!("Board {} ({})", board.name, board.core);
-    line("Flash", budget.flash, board.flash);
-    line("RAM", budget.ram, board.ram);
-    if budget.flash > board.flash || budget.ram > board.ram {
+    line("Flash", flash, board.flash);
+    line("RAM", ram, board.ram);
+    if flash > board.flash || ram > board.ram {
         println!(" This model does not fit on {}.", board.name);
     } else {
         println!(
@@ -286,8 +463,9 @@ fn print_board(budget: &Budget, board: Board) {
     }
 }
 
-/// The tutorial's summary, as before `--arch` existed.
-fn run_plain(args: &SummaryArgs) -> Result<()> {
+/// The tutorial's summary, as before `--arch` existed; with `board`, whether its format-1
+/// model.bin and the streaming `infer` (what the firmware runs) fit.
+fn run_plain(args: &SummaryArgs, board: Option<Board>) -> Result<()> {
     let flash = match &args.model {
         Some(path) => {
             let bytes =
@@ -305,6 +483,12 @@ fn run_plain(args: &SummaryArgs) -> Result<()> {
             "flash_bytes": flash,
             "flash_source": args.model.as_ref().map_or("architecture".into(), |p| p.display().to_string()),
             "ram_bytes": ram,
+            "board": board.map(|b| serde_json::json!({
+                "name": b.name,
+                "flash_bytes": b.flash,
+                "ram_bytes": b.ram,
+                "fits": flash.total <= b.flash && ram.infer <= b.ram,
+            })),
         });
         println!("{json}");
         return Ok(());
@@ -334,6 +518,10 @@ fn run_plain(args: &SummaryArgs) -> Result<()> {
         group(ram.infer_layers),
         group(ram.activations)
     );
+    if let Some(board) = board {
+        println!();
+        print_board(flash.total, ram.infer, board);
+    }
     Ok(())
 }
 

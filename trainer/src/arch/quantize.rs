@@ -1,0 +1,677 @@
+//! Int8 export of any spec'd stack as model.bin format 2 (`infer_core::stack`), in the
+//! tutorial's TFLite scheme (`crate::quantize`), following the spec's int8 [`Plan`]:
+//!
+//! * batch norm is folded into the conv or dense layer before it ([`fold`]):
+//!   `w' = w·γ/√(var+ε)` per output channel, `b' = (b − mean)·γ/√(var+ε) + β`;
+//! * weights are symmetric int8 per output channel, stored OHWI (conv) or `[units][inputs]`
+//!   (dense); biases int32 in units of `input_scale · weight_scale`; Q31 multiplier and shift
+//!   per channel ([`QuantizedChannels`]);
+//! * each conv/dense output range is calibrated on the float model's eval-mode activations
+//!   over the calibration images ([`StackCalibration`]): `[0, max]` after a ReLU, `[min, max]`
+//!   otherwise, and the logits get the tutorial's decision-tuned range
+//!   ([`LogitStats::range`]); pooling keeps its input's quantization.
+
+use super::layers::{Layer, Mode};
+use super::model::Model;
+use crate::data::Dataset;
+use crate::eval::{evaluate_stack, load_stack};
+use crate::quantize::{activation_quant, LogitStats, QuantizedChannels, Scores, INPUT_QUANT};
+use anyhow::{bail, ensure, Context, Result};
+use infer_core::format::{InputSpec, QuantParams, MAGIC};
+use infer_core::stack::format::{ConvOp, DenseOp, Op, Padding as WirePadding, PoolOp, MAX_OPS};
+use infer_core::stack::{StackFile, STACK_FORMAT_VERSION};
+use model_spec::plan::{OpKind, Plan, PlanOp};
+use model_spec::spec::Padding;
+
+/// Images per eval-mode forward pass during calibration (bounds the activations' memory).
+const CALIBRATION_BATCH: usize = 256;
+
+/// The real range of one operation's output over the calibration images.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Range {
+    /// Smallest value.
+    pub min: f32,
+    /// Largest value.
+    pub max: f32,
+}
+
+/// Activation statistics of a generic float model over calibration images, one [`Range`] per
+/// operation of its [`Plan`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct StackCalibration {
+    /// Number of images measured.
+    pub images: usize,
+    /// Per plan operation, the range of its float output: after the folded batch norm if
+    /// there is one, after the fused ReLU if there is one.
+    pub ranges: Vec<Range>,
+    /// The logits' statistics (the last operation's outputs).
+    pub logits: LogitStats,
+}
+
+impl StackCalibration {
+    /// Runs `model` (eval mode) over `images` (raw pixels, whole input images, at least one)
+    /// and records the output range of every operation of `plan` and the logit statistics.
+    ///
+    /// # Errors
+    /// No whole image, a plan that is not `model`'s, or non-finite activations.
+    pub fn measure(model: &Model, plan: &Plan, images: &[u8]) -> Result<Self> {
+        let item = model.spec.input.len();
+        ensure!(
+            !images.is_empty() && images.len() % item == 0,
+            "calibration needs at least one whole {:?} image ({} bytes given)",
+            model.spec.input.dims(),
+            images.len()
+        );
+        // The spec layer whose output is operation j's output.
+        let mut op_at_layer = vec![None; model.layers.len()];
+        for (j, op) in plan.ops.iter().enumerate() {
+            let layer = op.batchnorm.unwrap_or(op.layer);
+            ensure!(layer < model.layers.len(), "the plan is not this model's");
+            op_at_layer[layer] = Some(j);
+        }
+        let mut ranges = vec![
+            Range {
+                min: f32::INFINITY,
+                max: f32::NEG_INFINITY,
+            };
+            plan.ops.len()
+        ];
+        let mut logits = LogitStats::default();
+        let mut finite = true;
+        let classes = model.spec.classes();
+        let mut eval = model.clone();
+        for batch in images.chunks(CALIBRATION_BATCH * item) {
+            let mut x = eval.input_batch(batch)?;
+            for (layer, op) in eval.layers.iter_mut().zip(&op_at_layer) {
+                x = layer.forward(x, Mode::Eval);
+                if let Some(j) = *op {
+                    let range = &mut ranges[j];
+                    for &v in &x.data {
+                        finite &= v.is_finite();
+                        range.min = range.min.min(v);
+                        range.max = range.max.max(v);
+                    }
+                }
+            }
+            x.data
+                .chunks_exact(classes)
+                .for_each(|row| logits.observe(row));
+        }
+        ensure!(
+            finite && logits.is_finite(),
+            "the float model produces non-finite activations; it cannot be quantized"
+        );
+        Ok(Self {
+            images: images.len() / item,
+            ranges,
+            logits,
+        })
+    }
+}
+
+/// A conv or dense layer with its batch norm folded in: float weights one row per output
+/// channel (OHWI `[filters][ky][kx][in_c]` for a conv, `[units][inputs]` for a dense layer)
+/// and one bias per output channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Folded {
+    /// Weights, row-major `[channel][…]`.
+    pub weights: Vec<f32>,
+    /// Biases.
+    pub bias: Vec<f32>,
+}
+
+/// The float weights of conv/dense operation `op` of `model`'s plan, with the batch norm
+/// folded in if the plan folds one, transposed from Keras' layouts (HWIO, `[input][unit]`)
+/// to one row per output channel.
+///
+/// # Errors
+/// If `op` does not point at a conv/dense layer (and, with a batch norm, a batch-norm layer)
+/// of `model` with consistent sizes.
+pub fn fold(model: &Model, op: &PlanOp) -> Result<Folded> {
+    let (kernel, bias) = match model.layers.get(op.layer) {
+        Some(Layer::Conv(c)) => (&c.kernel.value, &c.bias.value),
+        Some(Layer::Dense(d)) => (&d.kernel.value, &d.bias.value),
+        _ => bail!("layer {} is not a conv2d or dense layer", op.layer),
+    };
+    let outs = bias.len();
+    ensure!(
+        outs > 0 && kernel.len() % outs == 0,
+        "layer {}: {} kernel values for {outs} output channels",
+        op.layer,
+        kernel.len()
+    );
+    let rows = kernel.len() / outs;
+    // Per output channel: y' = y·scale + offset.
+    let (scale, offset): (Vec<f32>, Vec<f32>) = match op.batchnorm {
+        // Multiplying by 1 is exact: without batch norm the weights are only transposed.
+        None => (vec![1.0; outs], bias.clone()),
+        Some(index) => {
+            let Some(Layer::BatchNorm(bn)) = model.layers.get(index) else {
+                bail!("layer {index} is not a batch norm");
+            };
+            ensure!(
+                bn.gamma.value.len() == outs,
+                "batch norm {index} has {} channels, layer {} {outs}",
+                bn.gamma.value.len(),
+                op.layer
+            );
+            (0..outs)
+                .map(|c| {
+                    let inv = 1.0 / (bn.moving_var[c] + super::layers::BN_EPSILON).sqrt();
+                    let s = inv * bn.gamma.value[c];
+                    (s, (bias[c] - bn.moving_mean[c]) * s + bn.beta.value[c])
+                })
+                .unzip()
+        }
+    };
+    let mut weights = vec![0.0; kernel.len()];
+    for (r, row) in kernel.chunks_exact(outs).enumerate() {
+        for (o, (&w, &s)) in row.iter().zip(&scale).enumerate() {
+            weights[o * rows + r] = w * s;
+        }
+    }
+    Ok(Folded {
+        weights,
+        bias: offset,
+    })
+}
+
+/// One int8 operation, owning its arrays.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantizedOp {
+    /// Shapes.
+    pub kind: OpKind,
+    /// Weights and requantization of a conv/dense operation (`None` for pooling).
+    pub channels: Option<QuantizedChannels>,
+}
+
+/// A generic model in int8, ready to encode as a format-2 model.bin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantizedStack {
+    /// Input `(height, width, channels)`.
+    pub input: (usize, usize, usize),
+    /// The operations of the plan, in order.
+    pub ops: Vec<QuantizedOp>,
+}
+
+impl QuantizedStack {
+    /// Quantizes `model` along `plan` (its [`Plan::of`]) with the ranges of `calibration`.
+    ///
+    /// # Errors
+    /// A plan that is not `model`'s, or a parameter that cannot be represented (a bias
+    /// beyond int32, a requantization multiplier beyond the Q31 range).
+    pub fn from_calibration(
+        model: &Model,
+        plan: &Plan,
+        calibration: &StackCalibration,
+    ) -> Result<Self> {
+        ensure!(
+            calibration.ranges.len() == plan.ops.len(),
+            "the calibration has {} ranges for {} operations",
+            calibration.ranges.len(),
+            plan.ops.len()
+        );
+        let last = plan.ops.len().saturating_sub(1);
+        let mut input_quant = INPUT_QUANT;
+        let mut ops = Vec::with_capacity(plan.ops.len());
+        for (j, (op, range)) in plan.ops.iter().zip(&calibration.ranges).enumerate() {
+            let channels = match op.kind {
+                OpKind::MaxPool2d { .. } => None,
+                OpKind::Conv2d { relu, .. } | OpKind::Dense { relu, .. } => {
+                    let output = if j == last {
+                        let (lo, hi) = calibration.logits.range();
+                        activation_quant(lo, hi)
+                    } else if relu {
+                        activation_quant(0.0, range.max)
+                    } else {
+                        activation_quant(range.min, range.max)
+                    };
+                    let folded = fold(model, op)?;
+                    let channels = QuantizedChannels::new(
+                        &folded.weights,
+                        &folded.bias,
+                        input_quant.scale,
+                        output,
+                    )
+                    .with_context(|| format!("quantizing operation {j} ({})", op.kind))?;
+                    input_quant = output;
+                    Some(channels)
+                }
+            };
+            ops.push(QuantizedOp {
+                kind: op.kind,
+                channels,
+            });
+        }
+        Ok(Self {
+            input: plan.input,
+            ops,
+        })
+    }
+
+    /// The wire-format view (borrows the arrays).
+    ///
+    /// # Errors
+    /// More than [`MAX_OPS`] operations or a dimension beyond the format's integer widths.
+    pub fn stack_file(&self) -> Result<StackFile<'_>> {
+        let (h, w, c) = self.input;
+        let mut file = StackFile {
+            magic: MAGIC,
+            version: STACK_FORMAT_VERSION,
+            input: InputSpec {
+                height: narrow(h)?,
+                width: narrow(w)?,
+                channels: narrow(c)?,
+                quant: INPUT_QUANT,
+            },
+            ops: Default::default(),
+        };
+        for (j, op) in self.ops.iter().enumerate() {
+            let params = || {
+                op.channels
+                    .as_ref()
+                    .map(QuantizedChannels::params)
+                    .with_context(|| format!("operation {j} ({}) has no weights", op.kind))
+            };
+            let wire = match op.kind {
+                OpKind::Conv2d {
+                    in_h,
+                    in_w,
+                    in_c,
+                    filters,
+                    kernel,
+                    stride,
+                    padding,
+                    relu,
+                    ..
+                } => Op::Conv2d(ConvOp {
+                    in_h: narrow(in_h)?,
+                    in_w: narrow(in_w)?,
+                    in_c: narrow(in_c)?,
+                    filters: narrow(filters)?,
+                    kernel: narrow(kernel)?,
+                    stride: narrow(stride)?,
+                    padding: match padding {
+                        Padding::Valid => WirePadding::Valid,
+                        Padding::Same => WirePadding::Same,
+                    },
+                    relu,
+                    params: params()?,
+                }),
+                OpKind::MaxPool2d {
+                    in_h,
+                    in_w,
+                    channels,
+                    pool,
+                } => Op::MaxPool2d(PoolOp {
+                    in_h: narrow(in_h)?,
+                    in_w: narrow(in_w)?,
+                    channels: narrow(channels)?,
+                    pool: narrow(pool)?,
+                }),
+                OpKind::Dense {
+                    inputs,
+                    units,
+                    relu,
+                } => Op::Dense(DenseOp {
+                    inputs: u32::try_from(inputs).context("dense inputs beyond u32")?,
+                    units: narrow(units)?,
+                    relu,
+                    params: params()?,
+                }),
+            };
+            if file.ops.push(wire).is_err() {
+                bail!(
+                    "{} int8 operations; model.bin format 2 holds at most {MAX_OPS}",
+                    self.ops.len()
+                );
+            }
+        }
+        Ok(file)
+    }
+
+    /// Encodes as format-2 model.bin bytes and checks them with infer-core's decoder, so a
+    /// file infer-core would refuse is never written.
+    ///
+    /// # Errors
+    /// As [`QuantizedStack::stack_file`], or infer-core's reason for refusing the bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let arrays: usize = self
+            .ops
+            .iter()
+            .filter_map(|op| op.channels.as_ref())
+            .map(|c| c.weights.len() + 13 * c.bias.len())
+            .sum();
+        let mut buf = vec![0u8; arrays + 64 * self.ops.len() + 64];
+        let len = self
+            .stack_file()?
+            .encode(&mut buf)
+            .map_err(|e| anyhow::anyhow!("encoding model.bin: {e}"))?
+            .len();
+        buf.truncate(len);
+        load_stack(&buf).context("infer-core refuses the exported model")?;
+        Ok(buf)
+    }
+
+    /// The output quantization of operation `j` (a pool's is its input's).
+    pub fn output_quant(&self, j: usize) -> QuantParams {
+        self.ops
+            .iter()
+            .take(j + 1)
+            .rev()
+            .find_map(|op| op.channels.as_ref().map(|c| c.output))
+            .unwrap_or(INPUT_QUANT)
+    }
+}
+
+/// A shape for the format's `u16` fields.
+fn narrow(v: usize) -> Result<u16> {
+    u16::try_from(v).with_context(|| format!("dimension {v} does not fit model.bin's u16 fields"))
+}
+
+/// A generic float model quantized to format 2 and both scored on a test set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StackScored {
+    /// The format-2 model.bin bytes.
+    pub bytes: Vec<u8>,
+    /// The activation statistics the int8 ranges were chosen from.
+    pub calibration: StackCalibration,
+    /// Float and int8 accuracies and predictions.
+    pub scores: Scores,
+}
+
+/// Quantizes `model` calibrated on `calibration_images` (raw pixels of whole input images),
+/// encodes it as a format-2 model.bin, and scores the float model and the int8 model
+/// (infer-core's fast kernels) on `test`.
+///
+/// # Errors
+/// A batch norm the plan cannot fold, no calibration image, a test set that does not fit the
+/// model, or a parameter that cannot be represented.
+pub fn quantize_and_score(
+    model: &Model,
+    calibration_images: &[u8],
+    test: &Dataset,
+) -> Result<StackScored> {
+    let plan = Plan::of(&model.spec)?;
+    let calibration = StackCalibration::measure(model, &plan, calibration_images)
+        .context("calibrating the activation ranges")?;
+    let bytes = QuantizedStack::from_calibration(model, &plan, &calibration)
+        .context("quantizing the model")?
+        .to_bytes()?;
+    let int8 = evaluate_stack(&load_stack(&bytes)?, test)?;
+    let logits = model.logits(&test.images)?;
+    let scores = Scores::new(&logits, model.spec.classes(), &test.labels, int8)?;
+    Ok(StackScored {
+        bytes,
+        calibration,
+        scores,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::layers::Tensor;
+    use super::super::spec::Spec;
+    use super::*;
+    use crate::eval::StackBuffers;
+    use infer_core::stack::Kernels;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// conv (same, stride 2, no activation) + batch norm → pool → dense (none) + batch norm →
+    /// dense (logits).
+    const FOLDABLE: &str = "input = [7, 7, 2]
+[[layer]]
+type = \"conv2d\"
+filters = 4
+kernel = 3
+stride = 2
+padding = \"same\"
+[[layer]]
+type = \"batchnorm\"
+[[layer]]
+type = \"maxpool2d\"
+pool = 2
+[[layer]]
+type = \"flatten\"
+[[layer]]
+type = \"dense\"
+units = 5
+[[layer]]
+type = \"batchnorm\"
+[[layer]]
+type = \"dropout\"
+rate = 0.5
+[[layer]]
+type = \"dense\"
+units = 3
+activation = \"softmax\"
+";
+
+    /// A model of `spec` with random weights, biases and batch-norm statistics.
+    fn random_model(spec: &Spec, seed: u64) -> Model {
+        let mut model = Model::glorot_uniform(spec, seed);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
+        for layer in &mut model.layers {
+            match layer {
+                Layer::Conv(c) => c
+                    .bias
+                    .value
+                    .iter_mut()
+                    .for_each(|b| *b = rng.gen_range(-0.5..0.5)),
+                Layer::Dense(d) => d
+                    .bias
+                    .value
+                    .iter_mut()
+                    .for_each(|b| *b = rng.gen_range(-0.5..0.5)),
+                Layer::BatchNorm(b) => {
+                    for c in 0..b.gamma.value.len() {
+                        b.gamma.value[c] = rng.gen_range(0.3..2.0);
+                        b.beta.value[c] = rng.gen_range(-1.0..1.0);
+                        b.moving_mean[c] = rng.gen_range(-1.0..1.0);
+                        b.moving_var[c] = rng.gen_range(0.05..3.0);
+                    }
+                }
+                _ => {}
+            }
+        }
+        model
+    }
+
+    fn random_tensor(rng: &mut ChaCha8Rng, n: usize, (h, w, c): (usize, usize, usize)) -> Tensor {
+        Tensor {
+            n,
+            h,
+            w,
+            c,
+            data: (0..n * h * w * c)
+                .map(|_| rng.gen_range(-2.0..2.0))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn folding_batch_norm_gives_the_conv_then_batch_norm_output() {
+        let spec = Spec::parse(FOLDABLE).unwrap();
+        let model = random_model(&spec, 3);
+        let plan = Plan::of(&spec).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let mut checked = 0;
+        for op in plan.ops.iter().filter(|op| op.batchnorm.is_some()) {
+            let input = spec.input_of(op.layer);
+            let x = random_tensor(&mut rng, 5, input.hwc());
+            // conv/dense → batch norm, as the float model runs them.
+            let mut layers = model.layers.clone();
+            let bn = op.batchnorm.unwrap();
+            let conv_out = layers[op.layer].forward(x.clone(), Mode::Eval);
+            let expected = layers[bn].forward(conv_out, Mode::Eval);
+            // One layer with the folded weights, transposed back to Keras' layout.
+            let folded = fold(&model, op).unwrap();
+            let mut single = Layer::new(&spec.layers[op.layer], op.layer, input);
+            let outs = folded.bias.len();
+            let rows = folded.weights.len() / outs;
+            let (kernel, bias) = match &mut single {
+                Layer::Conv(c) => (&mut c.kernel.value, &mut c.bias.value),
+                Layer::Dense(d) => (&mut d.kernel.value, &mut d.bias.value),
+                _ => unreachable!(),
+            };
+            for o in 0..outs {
+                for r in 0..rows {
+                    kernel[r * outs + o] = folded.weights[o * rows + r];
+                }
+            }
+            bias.clone_from(&folded.bias);
+            let got = single.forward(x, Mode::Eval);
+            assert_eq!(
+                (got.n, got.h, got.w, got.c),
+                (expected.n, expected.h, expected.w, expected.c)
+            );
+            for (a, b) in got.data.iter().zip(&expected.data) {
+                assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+            }
+            checked += 1;
+        }
+        assert_eq!(checked, 2, "both the conv and the dense batch norm");
+    }
+
+    #[test]
+    fn without_batch_norm_folding_is_a_transpose() {
+        let spec = Spec::tutorial();
+        let model = random_model(&spec, 5);
+        let plan = Plan::of(&spec).unwrap();
+        let Layer::Conv(conv) = &model.layers[0] else {
+            panic!("layer 0 is the conv")
+        };
+        let folded = fold(&model, &plan.ops[0]).unwrap();
+        assert_eq!(folded.bias, conv.bias.value);
+        // OHWI [f][tap] from HWIO [tap][f].
+        for f in 0..32 {
+            for t in 0..9 {
+                assert_eq!(folded.weights[f * 9 + t], conv.kernel.value[t * 32 + f]);
+            }
+        }
+        assert!(fold(&model, &plan.ops[1]).is_err(), "a pool has no weights");
+    }
+
+    #[test]
+    fn calibration_records_each_operations_output_range() {
+        let spec = Spec::parse(FOLDABLE).unwrap();
+        let model = random_model(&spec, 11);
+        let plan = Plan::of(&spec).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let images: Vec<u8> = (0..300 * 98).map(|_| rng.gen()).collect();
+        let c = StackCalibration::measure(&model, &plan, &images).unwrap();
+        assert_eq!(c.images, 300);
+        // Run the layers by hand and look at each operation's output.
+        let mut x = model.input_batch(&images).unwrap();
+        let mut layers = model.layers.clone();
+        let mut outputs = Vec::new();
+        for layer in &mut layers {
+            x = layer.forward(x, Mode::Eval);
+            outputs.push(x.data.clone());
+        }
+        for (op, range) in plan.ops.iter().zip(&c.ranges) {
+            let out = &outputs[op.batchnorm.unwrap_or(op.layer)];
+            let min = out.iter().copied().fold(f32::INFINITY, f32::min);
+            let max = out.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            assert_eq!((range.min, range.max), (min, max), "{}", op.kind);
+        }
+        let mut logits = LogitStats::default();
+        x.data.chunks(3).for_each(|row| logits.observe(row));
+        assert_eq!(c.logits, logits);
+        assert!(StackCalibration::measure(&model, &plan, &images[..97]).is_err());
+        assert!(StackCalibration::measure(&model, &plan, &[]).is_err());
+    }
+
+    #[test]
+    fn the_export_decodes_and_its_int8_logits_track_the_float_model() {
+        let spec = Spec::parse(FOLDABLE).unwrap();
+        let model = random_model(&spec, 21);
+        let plan = Plan::of(&spec).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let images: Vec<u8> = (0..200 * 98).map(|_| rng.gen()).collect();
+        let calibration = StackCalibration::measure(&model, &plan, &images).unwrap();
+        let q = QuantizedStack::from_calibration(&model, &plan, &calibration).unwrap();
+        let bytes = q.to_bytes().unwrap();
+        let file = StackFile::decode(&bytes).unwrap();
+        let kinds: Vec<_> = file.ops.iter().map(Op::type_name).collect();
+        assert_eq!(kinds, ["conv2d", "maxpool2d", "dense", "dense"]);
+        for (wire, op) in file.ops.iter().zip(&q.ops) {
+            assert_eq!(wire.out_len(), op.kind.out_len());
+            assert_eq!(wire.in_len(), op.kind.in_len());
+        }
+        // Pooling keeps its input's quantization.
+        assert_eq!(q.output_quant(1), q.output_quant(0));
+        // Every int8 weight dequantizes to its folded float weight within half a step.
+        for (op, qop) in plan.ops.iter().zip(&q.ops) {
+            let Some(ch) = &qop.channels else { continue };
+            let folded = fold(&model, op).unwrap();
+            let per = folded.weights.len() / folded.bias.len();
+            for (i, (&w, &qw)) in folded.weights.iter().zip(&ch.weights).enumerate() {
+                let scale = ch.weight_scales[i / per];
+                assert!((f32::from(qw as i8) * scale - w).abs() <= scale * 0.5 + 1e-7);
+            }
+        }
+        // Dequantized int8 logits are close to the float logits, relative to the logit range.
+        let float = model.logits(&images).unwrap();
+        let out = q.output_quant(3);
+        let (lo, hi) = calibration.logits.range();
+        let mut buffers = StackBuffers::new(&file);
+        let mut worst = 0.0f32;
+        for (px, f) in images.chunks(98).zip(float.chunks(3)) {
+            let logits = buffers.logits(&file, px, Kernels::Reference).unwrap();
+            for (&q8, &fl) in logits.iter().zip(f) {
+                let real = out.scale * (i32::from(q8) - out.zero_point) as f32;
+                if (lo..=hi).contains(&fl) {
+                    worst = worst.max((real - fl).abs());
+                }
+            }
+        }
+        assert!(
+            worst < 0.1 * (hi - lo).max(1e-3),
+            "worst {worst} in [{lo}, {hi}]"
+        );
+    }
+
+    #[test]
+    fn the_tutorial_spec_exports_format_1s_weights() {
+        // The tutorial network through the generic path and through the fast path: the
+        // weight arrays and the conv's bias do not depend on calibration, so they are equal.
+        let fast = crate::network::FloatModel::glorot_uniform(4);
+        let model = Model::from_tutorial(&fast).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let images: Vec<u8> = (0..20 * 784).map(|_| rng.gen_range(0..=255)).collect();
+        let v1 = crate::quantize::QuantizedModel::from_float(&fast, &images).unwrap();
+        let plan = Plan::of(&model.spec).unwrap();
+        let calibration = StackCalibration::measure(&model, &plan, &images).unwrap();
+        let v2 = QuantizedStack::from_calibration(&model, &plan, &calibration).unwrap();
+        let conv = v2.ops[0].channels.as_ref().unwrap();
+        let dense = v2.ops[2].channels.as_ref().unwrap();
+        assert_eq!(conv.weights, v1.conv.weights);
+        assert_eq!(conv.weight_scales, v1.conv.weight_scales);
+        assert_eq!(conv.bias, v1.conv.bias);
+        assert_eq!(dense.weights, v1.dense.weights);
+        assert_eq!(dense.weight_scales, v1.dense.weight_scales);
+        let scale = |a: f32, b: f32| ((a - b) / b).abs();
+        assert!(scale(conv.output.scale, v1.conv.output.scale) < 1e-5);
+        assert!(scale(dense.output.scale, v1.dense.output.scale) < 1e-5);
+    }
+
+    #[test]
+    fn a_batch_norm_after_a_relu_is_refused_by_name() {
+        let spec = Spec::parse(&FOLDABLE.replace(
+            "padding = \"same\"\n",
+            "padding = \"same\"\nactivation = \"relu\"\n",
+        ))
+        .unwrap();
+        let model = random_model(&spec, 1);
+        let test = Dataset {
+            images: vec![0; 98],
+            labels: vec![0],
+            rows: 7,
+            cols: 7,
+        };
+        let err = quantize_and_score(&model, &[0; 98], &test).unwrap_err();
+        assert!(err.to_string().contains("layer 1 (batchnorm)"), "{err}");
+    }
+}

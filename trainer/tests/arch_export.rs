@@ -1,0 +1,278 @@
+//! `trainer fit --arch <spec>` writes model.bin format 2, and the figures it reports are
+//! infer-core's: a small spec with batch norm is fitted through the CLI, and this test
+//! recomputes its int8 accuracy with `infer_core::stack::run` (fast and reference kernels,
+//! same logits), its float accuracy and agreement from the float checkpoint, its flash and RAM
+//! from the budget; then `eval`, `summary`, `predict` and `quantize` read the same file.
+
+mod cli_support;
+
+use cli_support::{assert_clean_failure, data_dir, s, trainer, trainer_ok};
+use infer_core::stack::{run, BufferSizes, Kernels, Op, StackFile, STACK_FORMAT_VERSION};
+use model_spec::budget::Budget;
+use model_spec::{Plan, Spec};
+use trainer::quantize::first_max;
+
+/// Two conv + pool blocks: a same-padded conv folded with its batch norm, then a strided
+/// same-padded conv with ReLU.
+const SMALL: &str = "name = \"small\"
+input = [28, 28, 1]
+
+[[layer]]
+type = \"conv2d\"
+filters = 6
+kernel = 3
+padding = \"same\"
+
+[[layer]]
+type = \"batchnorm\"
+
+[[layer]]
+type = \"maxpool2d\"
+pool = 2
+
+[[layer]]
+type = \"conv2d\"
+filters = 8
+kernel = 3
+stride = 2
+padding = \"same\"
+activation = \"relu\"
+
+[[layer]]
+type = \"maxpool2d\"
+pool = 2
+
+[[layer]]
+type = \"flatten\"
+
+[[layer]]
+type = \"dropout\"
+rate = 0.25
+
+[[layer]]
+type = \"dense\"
+units = 10
+activation = \"softmax\"
+";
+
+fn json(bytes: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(bytes).unwrap()
+}
+
+#[test]
+fn a_fitted_spec_is_a_format_2_model_whose_reported_scores_infer_core_reproduces() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_dir(dir.path(), 260, 120);
+    let spec_path = dir.path().join("small.toml");
+    std::fs::write(&spec_path, SMALL).unwrap();
+    let (out, checkpoint, metrics) = (
+        dir.path().join("model.bin"),
+        dir.path().join("small.f32"),
+        dir.path().join("metrics.json"),
+    );
+    let fit = trainer_ok(&[
+        "fit",
+        "--data",
+        s(&data),
+        "--arch",
+        s(&spec_path),
+        "--out",
+        s(&out),
+        "--save-float",
+        s(&checkpoint),
+        "--metrics",
+        s(&metrics),
+        "--epochs",
+        "8",
+        "--train-limit",
+        "200",
+        "--batch-size",
+        "16",
+        "--threads",
+        "2",
+    ]);
+    let text = String::from_utf8_lossy(&fit.stdout).into_owned();
+    let bytes = std::fs::read(&out).unwrap();
+    assert!(
+        text.contains(&format!("({} bytes, model.bin format 2)", bytes.len())),
+        "{text}"
+    );
+    assert_eq!(
+        u16::from_le_bytes([bytes[4], bytes[5]]),
+        STACK_FORMAT_VERSION
+    );
+    let file = StackFile::decode(&bytes).unwrap();
+
+    // The file holds the spec's int8 plan.
+    let spec = Spec::parse(SMALL).unwrap();
+    let plan = Plan::of(&spec).unwrap();
+    assert_eq!(file.ops.len(), plan.ops.len());
+    for (op, planned) in file.ops.iter().zip(&plan.ops) {
+        assert_eq!(op.type_name(), planned.kind.type_name());
+        assert_eq!(
+            (op.in_len(), op.out_len()),
+            (planned.kind.in_len(), planned.kind.out_len())
+        );
+    }
+
+    // int8 accuracy: every test image through infer-core, fast and reference kernels.
+    let test = trainer::data::load_test(&data).unwrap();
+    let sizes = BufferSizes::of(&file);
+    let (mut a, mut b) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
+    let (mut a2, mut b2) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
+    let mut patch = vec![0u32; sizes.patch_words];
+    let mut int8 = Vec::new();
+    for px in test.images.chunks_exact(784) {
+        let input: Vec<i8> = px.iter().map(|&p| (i16::from(p) - 128) as i8).collect();
+        let fast = run(&file, &input, Kernels::Fast, &mut a, &mut b, &mut patch).unwrap();
+        let reference = run(
+            &file,
+            &input,
+            Kernels::Reference,
+            &mut a2,
+            &mut b2,
+            &mut patch,
+        )
+        .unwrap();
+        assert_eq!(fast, reference);
+        let first = (0..fast.len()).fold(0, |m, j| if fast[j] > fast[m] { j } else { m });
+        int8.push(first as u8);
+    }
+    let correct = int8
+        .iter()
+        .zip(&test.labels)
+        .filter(|(p, l)| p == l)
+        .count();
+    let m = json(&std::fs::read(&metrics).unwrap());
+    assert_eq!(m["int8_exported"], true);
+    let fraction = |key: &str, count: usize| {
+        // The same count of images; serde_json's f64 parsing may differ in the last bit.
+        let value = m[key].as_f64().unwrap();
+        let exact = count as f64 / test.len() as f64;
+        assert!(
+            (value - exact).abs() < 1e-12,
+            "{key}: {value} vs {count} of {}",
+            test.len()
+        );
+    };
+    fraction("test_accuracy_int8", correct);
+    // Float accuracy and agreement from the float checkpoint.
+    let model = trainer::arch::checkpoint::load(&checkpoint).unwrap();
+    let logits = model.logits(&test.images).unwrap();
+    let float: Vec<u8> = logits.chunks(10).map(|row| first_max(row) as u8).collect();
+    let float_correct = float
+        .iter()
+        .zip(&test.labels)
+        .filter(|(p, l)| p == l)
+        .count();
+    let same = float.iter().zip(&int8).filter(|(f, i)| f == i).count();
+    fraction("test_accuracy_f32", float_correct);
+    fraction("int8_float_agreement", same);
+    let drop = m["int8_minus_f32_accuracy"].as_f64().unwrap();
+    let expected = (correct as f64 - float_correct as f64) / test.len() as f64;
+    assert!((drop - expected).abs() < 1e-12, "{drop} vs {expected}");
+    assert_eq!(m["model_bytes"], bytes.len());
+    assert_eq!(m["calibration_images"], 200);
+    // The synthetic digits are learnt, and int8 mostly agrees with float (same padding and
+    // stride 2 mean the same in both).
+    assert!(
+        float_correct * 2 > test.len(),
+        "float {float_correct} of {}",
+        test.len()
+    );
+    assert!(
+        same * 10 >= test.len() * 9,
+        "int8 agrees on {same} of {}",
+        test.len()
+    );
+
+    // The budget: RAM is infer-core's; flash is the file, but for each output zero point in
+    // −64..=63, which the budget counts at two bytes and the file holds in one.
+    let budget = Budget::of(&spec).unwrap();
+    let short_zero_points = file
+        .ops
+        .iter()
+        .filter_map(Op::params)
+        .filter(|p| (-64..=63).contains(&p.output.zero_point))
+        .count();
+    assert_eq!(budget.flash, bytes.len() + short_zero_points);
+    assert_eq!(budget.buffers, [sizes.a, sizes.b]);
+    assert_eq!(budget.patch, sizes.patch_words * 4);
+    let summary = json(&trainer_ok(&["summary", "--model", s(&out), "--json"]).stdout);
+    assert_eq!(summary["format"], 2);
+    assert_eq!(summary["flash_bytes"]["total"], bytes.len());
+    assert_eq!(summary["flash_bytes"]["weights"], budget.weights);
+    assert_eq!(
+        summary["flash_bytes"]["channel_params"],
+        budget.channel_params
+    );
+    assert_eq!(summary["ram_bytes"]["total"], budget.ram);
+    assert_eq!(summary["ops"].as_array().unwrap().len(), plan.ops.len());
+    assert_eq!(summary["ops"][0], plan.ops[0].kind.to_string());
+
+    // eval, predict and quantize read format 2.
+    let eval =
+        json(&trainer_ok(&["eval", "--model", s(&out), "--data", s(&data), "--json"]).stdout);
+    assert_eq!(eval["accuracy"], m["test_accuracy_int8"]);
+    assert_eq!(eval["predictions"], serde_json::json!(int8));
+    let predict = json(
+        &trainer_ok(&[
+            "predict",
+            "--model",
+            s(&out),
+            "--data",
+            s(&data),
+            "--index",
+            "5",
+            "--json",
+        ])
+        .stdout,
+    );
+    assert_eq!(predict["class"], int8[5]);
+    let again = dir.path().join("again.bin");
+    let quantize = trainer_ok(&[
+        "quantize",
+        "--float",
+        s(&checkpoint),
+        "--data",
+        s(&data),
+        "--calibration-images",
+        "200",
+        "--out",
+        s(&again),
+    ]);
+    assert_eq!(
+        std::fs::read(&again).unwrap(),
+        bytes,
+        "quantize differs from fit"
+    );
+    let requantized = String::from_utf8_lossy(&quantize.stdout);
+    let scores = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| l.starts_with("Test accuracy") || l.starts_with("int8"))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(scores(&requantized), scores(&text));
+    assert_eq!(scores(&text).len(), 4, "{text}");
+}
+
+#[test]
+fn an_unknown_model_version_is_refused_with_both_formats_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.bin");
+    let mut bytes = b"I8CN".to_vec();
+    bytes.extend_from_slice(&3u16.to_le_bytes());
+    bytes.extend_from_slice(&[0; 32]);
+    std::fs::write(&model, &bytes).unwrap();
+    for sub in ["eval", "summary", "predict"] {
+        let mut args = vec![sub, "--model", s(&model)];
+        if sub == "predict" {
+            args.extend(["--index", "0"]);
+        }
+        assert_clean_failure(
+            &trainer(&args),
+            &["format version 3 is unknown", "reads 1", "and 2"],
+        );
+    }
+}
