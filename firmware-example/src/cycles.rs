@@ -14,11 +14,11 @@ use cortex_m_rt::exception;
 /// SysTick's 24-bit reload value: the longest period between wraps.
 const RELOAD: u32 = 0x00FF_FFFF;
 
-/// The board this firmware was built for (`build.rs`, `FIRMWARE_BOARD`).
+/// The board this firmware was built for (`build/main.rs`, `FIRMWARE_BOARD`).
 pub const BOARD: &str = env!("FIRMWARE_BOARD_NAME");
 
 /// Instructions per SysTick tick under `-icount shift=0`, as a fraction
-/// `NUM / DEN` (`build.rs`'s board table): QEMU charges 1 ns per instruction
+/// `NUM / DEN` (`build/main.rs`'s board table): QEMU charges 1 ns per instruction
 /// and clocks SysTick at the core clock, 25 MHz on MPS2 (40 instructions per
 /// tick), 16 MHz on the micro:bit (62.5). [`crate::calibrate`] checks it
 /// against a counted loop at every start.

@@ -1,7 +1,7 @@
-//! The test images, embedded by `build.rs` from `FIRMWARE_DIGITS`.
+//! The test images, embedded by `build/main.rs` from `FIRMWARE_DIGITS`.
 //!
 //! Records of `[label: u8][28×28 pixels: u8]` (README.md, "Digits file");
-//! `build.rs` has checked the length and the labels.
+//! `build/main.rs` has checked the length and the labels.
 
 /// Image side in pixels.
 const SIDE: usize = 28;

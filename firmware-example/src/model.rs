@@ -1,4 +1,4 @@
-//! The model, embedded by `build.rs` from `FIRMWARE_MODEL`.
+//! The model, embedded by `build/main.rs` from `FIRMWARE_MODEL`.
 
 /// Forces 4-byte alignment on the embedded bytes.
 #[repr(C, align(4))]

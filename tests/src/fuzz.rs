@@ -6,7 +6,9 @@
 //! test must refuse bad bytes with an error, never panic, and uphold the stated
 //! invariants on the bytes it accepts.
 
-use infer_core::format::{crc32, ModelFile, CRC_LEN};
+use infer_core::format::{crc32, ChannelParams, InputSpec, ModelFile, QuantParams, CRC_LEN};
+use infer_core::stack::format::{ConvOp, DenseOp, Ops, Padding, PoolOp, MAGIC_AND_VERSION};
+use infer_core::stack::{run, BufferSizes, Kernels, Op, StackFile};
 use infer_core::{Net, Scratch, TutorialNet};
 use std::path::{Path, PathBuf};
 use trainer::data::{parse_idx_images, parse_idx_labels, read_pair};
@@ -121,6 +123,176 @@ fn round_trip(bytes: &[u8]) {
     let mut buf = vec![0u8; bytes.len()];
     let encoded = model.encode(&mut buf).expect("re-encodes in as many bytes");
     assert_eq!(ModelFile::decode(encoded), Ok(model));
+}
+
+/// `stack_loader`: bytes → [`StackFile::decode`] (model.bin format 2) → if the model loads and
+/// is small enough to run quickly, one inference on an input taken from the same bytes with
+/// the fast kernels and with the reference kernels, which must agree bit for bit. As for
+/// [`model_loader`], the bytes are tried as given and with the CRC fixed up, and a model that
+/// decodes must re-encode to one that decodes equal.
+///
+/// Returns how many inferences ran (0 to 2).
+pub fn stack_loader(data: &[u8]) -> usize {
+    let mut inferences = run_stack(data);
+    if let Some(body_len) = data.len().checked_sub(CRC_LEN) {
+        let mut fixed = data.to_vec();
+        let crc = crc32(&fixed[..body_len]);
+        fixed[body_len..].copy_from_slice(&crc.to_le_bytes());
+        inferences += run_stack(&fixed);
+        stack_round_trip(&fixed);
+    }
+    inferences
+}
+
+fn stack_round_trip(bytes: &[u8]) {
+    let Ok(file) = StackFile::decode(bytes) else {
+        return;
+    };
+    let mut buf = vec![0u8; bytes.len()];
+    let encoded = file.encode(&mut buf).expect("re-encodes in as many bytes");
+    assert_eq!(StackFile::decode(encoded), Ok(file));
+}
+
+/// Multiply-accumulates of one inference, saturating.
+fn stack_macs(file: &StackFile<'_>) -> usize {
+    file.ops
+        .iter()
+        .map(|op| match op {
+            Op::Conv2d(c) => op.out_len().saturating_mul(c.geometry().taps()),
+            Op::Dense(d) => (d.inputs as usize).saturating_mul(usize::from(d.units)),
+            Op::MaxPool2d(_) => op.in_len(),
+        })
+        .fold(0usize, usize::saturating_add)
+}
+
+fn run_stack(bytes: &[u8]) -> usize {
+    let file = match StackFile::decode(bytes) {
+        Ok(file) => file,
+        Err(e) => {
+            assert!(!e.to_string().is_empty());
+            return 0;
+        }
+    };
+    let sizes = BufferSizes::of(&file);
+    let image = usize::from(file.input.height)
+        * usize::from(file.input.width)
+        * usize::from(file.input.channels);
+    // Decoding is what the fuzzer is after; huge shapes only cost time in the kernels.
+    if image > 1 << 16 || sizes.a.max(sizes.b) > 1 << 20 || stack_macs(&file) > 1 << 22 {
+        return 0;
+    }
+    let input: Vec<i8> = (0..image)
+        .map(|i| bytes[i * 31 % bytes.len()] as i8)
+        .collect();
+    let (mut a, mut b) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
+    let mut patch = vec![0u32; sizes.patch_words];
+    let fast = run(&file, &input, Kernels::Fast, &mut a, &mut b, &mut patch)
+        .expect("buffers of BufferSizes suffice")
+        .to_vec();
+    let reference = run(
+        &file,
+        &input,
+        Kernels::Reference,
+        &mut a,
+        &mut b,
+        &mut patch,
+    )
+    .expect("buffers of BufferSizes suffice")
+    .to_vec();
+    assert_eq!(fast, reference, "fast and reference kernels disagree");
+    assert_eq!(fast.len(), file.classes());
+    1
+}
+
+/// The `stack_loader` seed (`fuzz/seeds/stack_loader/small.bin`): a 6×6×2 input, conv 3×3
+/// same stride 2 with ReLU (3 filters), conv 2×2 valid (2 filters), max-pool 1, dense 2→2 —
+/// every kind of operation and option in about 200 bytes, with deterministic parameters.
+pub fn stack_seed() -> Vec<u8> {
+    let mut state = 0x5eed_57acu32;
+    let mut byte = move || {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        state as u8
+    };
+    let arrays = |channels: usize, weights: usize, byte: &mut dyn FnMut() -> u8| {
+        let w: Vec<u8> = (0..weights).map(|_| byte()).collect();
+        let scales: Vec<u8> = (0..channels).flat_map(|_| 0.02f32.to_le_bytes()).collect();
+        let bias: Vec<u8> = (0..channels)
+            .flat_map(|_| (i32::from(byte() as i8) * 4).to_le_bytes())
+            .collect();
+        let mult: Vec<u8> = (0..channels)
+            .flat_map(|_| ((1i32 << 30) + (i32::from(byte()) << 20)).to_le_bytes())
+            .collect();
+        let shift: Vec<u8> = (0..channels).map(|_| (-6i8) as u8).collect();
+        (w, scales, bias, mult, shift)
+    };
+    let owned = [
+        arrays(3, 3 * 9 * 2, &mut byte),
+        arrays(2, 2 * 4 * 3, &mut byte),
+        arrays(2, 2 * 2, &mut byte),
+    ];
+    let params = |i: usize, zero_point: i32| ChannelParams {
+        weights: &owned[i].0,
+        weight_scales: &owned[i].1,
+        bias: &owned[i].2,
+        multiplier: &owned[i].3,
+        shift: &owned[i].4,
+        output: QuantParams {
+            scale: 0.05,
+            zero_point,
+        },
+    };
+    let mut ops = Ops::new();
+    let conv = |in_hw, in_c, filters, kernel, stride, padding, relu, params| {
+        Op::Conv2d(ConvOp {
+            in_h: in_hw,
+            in_w: in_hw,
+            in_c,
+            filters,
+            kernel,
+            stride,
+            padding,
+            relu,
+            params,
+        })
+    };
+    let all = [
+        conv(6, 2, 3, 3, 2, Padding::Same, true, params(0, -20)),
+        conv(3, 3, 2, 2, 1, Padding::Valid, false, params(1, 5)),
+        Op::MaxPool2d(PoolOp {
+            in_h: 2,
+            in_w: 2,
+            channels: 2,
+            pool: 2,
+        }),
+        Op::Dense(DenseOp {
+            inputs: 2,
+            units: 2,
+            relu: false,
+            params: params(2, 0),
+        }),
+    ];
+    for op in all {
+        ops.push(op).expect("4 of 16 operations");
+    }
+    let file = StackFile {
+        magic: MAGIC_AND_VERSION.0,
+        version: MAGIC_AND_VERSION.1,
+        input: InputSpec {
+            height: 6,
+            width: 6,
+            channels: 2,
+            quant: QuantParams {
+                scale: 1.0 / 255.0,
+                zero_point: -128,
+            },
+        },
+        ops,
+    };
+    let mut buf = vec![0u8; 1024];
+    let bytes = file.encode(&mut buf).expect("the seed fits 1 KB");
+    bytes.to_vec()
 }
 
 /// `idx_reader`: bytes → [`parse_idx_images`] and [`parse_idx_labels`], checking what

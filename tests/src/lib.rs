@@ -2,6 +2,7 @@
 //! binary and the firmware under QEMU, and how to read the firmware's output.
 
 pub mod fuzz;
+pub mod stack_model;
 
 use anyhow::{bail, ensure, Context, Result};
 use std::path::{Path, PathBuf};
@@ -209,6 +210,7 @@ pub fn run_firmware(model: &Path, digits: &Path) -> Result<String> {
         .current_dir(&dir)
         .env("FIRMWARE_MODEL", model)
         .env("FIRMWARE_DIGITS", digits)
+        .env_remove("FIRMWARE_SPEC")
         // The firmware has its own target and target dir; keep the host build's settings out.
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("CARGO_BUILD_TARGET")
@@ -227,7 +229,7 @@ pub fn run_firmware(model: &Path, digits: &Path) -> Result<String> {
     Ok(stdout)
 }
 
-/// A board the firmware runs on (`firmware-example/build.rs` has the firmware's side of
+/// A board the firmware runs on (`firmware-example/build/main.rs` has the firmware's side of
 /// the table, `xtask/src/qemu.rs` the same for `cargo xtask qemu`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Board {
@@ -264,8 +266,8 @@ pub const BOARDS: [Board; 4] = [
 ];
 
 /// Builds the firmware for `board` around `model` and `digits` (extra build
-/// environment in `env`) and runs it under QEMU; returns whether it exited 0 and its
-/// stdout.
+/// environment in `env`, e.g. `FIRMWARE_SPEC`) and runs it under QEMU; returns whether it
+/// exited 0 and its stdout.
 ///
 /// Builds for one target share an ELF path, so concurrent callers are serialized until
 /// their ELF is copied away.
@@ -278,40 +280,15 @@ pub fn run_firmware_on(
     digits: &Path,
     env: &[(&str, &str)],
 ) -> Result<(bool, String)> {
-    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let dir = workspace_root().join("firmware-example");
     let elf = tempfile::NamedTempFile::new().context("temporary ELF")?;
-    {
-        let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-        let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-        cmd.args(["build", "--release", "--quiet", "--target", board.target])
-            .current_dir(&dir)
-            .env("FIRMWARE_BOARD", board.name)
-            .env("FIRMWARE_MODEL", model)
-            .env("FIRMWARE_DIGITS", digits)
-            .env_remove("CARGO_TARGET_DIR")
-            .env_remove("CARGO_BUILD_TARGET")
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .env_remove("CARGO_MAKEFLAGS");
-        for (key, value) in env {
-            cmd.env(key, value);
-        }
-        let out = cmd.output().context("starting cargo for the firmware")?;
-        ensure!(
-            out.status.success(),
-            "firmware build for {} failed ({}):\n{}",
-            board.name,
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let built = dir
-            .join("target")
-            .join(board.target)
-            .join("release/firmware-example");
-        std::fs::copy(&built, elf.path())
-            .with_context(|| format!("copying {}", built.display()))?;
-    }
+    let build = build_firmware_on(board, model, digits, env, Some(elf.path()))?;
+    ensure!(
+        build.status.success(),
+        "firmware build for {} failed ({}):\n{}",
+        board.name,
+        build.status,
+        String::from_utf8_lossy(&build.stderr)
+    );
     let out = Command::new("timeout")
         .args([
             "600",
@@ -335,6 +312,53 @@ pub fn run_firmware_on(
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
     ))
+}
+
+/// Builds the firmware for `board` around `model` and `digits` (extra build environment
+/// in `env`) and, if it succeeds and `elf` is given, copies the ELF there. Returns cargo's
+/// output whether the build succeeded or not (a refused model fails the build, with the
+/// reason on stderr).
+///
+/// Builds for one target share an ELF path and `cargo` serializes builds of one target
+/// directory anyway, so concurrent callers are serialized until their ELF is copied away.
+///
+/// # Errors
+/// If cargo cannot start or the ELF cannot be copied.
+pub fn build_firmware_on(
+    board: &Board,
+    model: &Path,
+    digits: &Path,
+    env: &[(&str, &str)],
+    elf: Option<&Path>,
+) -> Result<Output> {
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let dir = workspace_root().join("firmware-example");
+    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.args(["build", "--release", "--quiet", "--target", board.target])
+        .current_dir(&dir)
+        .env("FIRMWARE_BOARD", board.name)
+        .env("FIRMWARE_MODEL", model)
+        .env("FIRMWARE_DIGITS", digits)
+        .env_remove("FIRMWARE_SPEC")
+        .env_remove("FIRMWARE_INSNS_PER_TICK")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_MAKEFLAGS");
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    let out = cmd.output().context("starting cargo for the firmware")?;
+    if let (true, Some(elf)) = (out.status.success(), elf) {
+        let built = dir
+            .join("target")
+            .join(board.target)
+            .join("release/firmware-example");
+        std::fs::copy(&built, elf).with_context(|| format!("copying {}", built.display()))?;
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -104,3 +104,38 @@ fn idx_reader_on_seeds_and_mutants() {
         }
     }
 }
+
+#[test]
+fn stack_loader_on_its_seed_and_mutants() {
+    let seed = fuzz::stack_seed();
+    let committed = seeds("stack_loader");
+    assert_eq!(committed.len(), 1, "one seed: small.bin");
+    assert_eq!(
+        committed[0], seed,
+        "fuzz/seeds/stack_loader/small.bin is stack_seed()"
+    );
+    assert_eq!(
+        fuzz::stack_loader(&seed),
+        2,
+        "loads and runs as given and fixed up"
+    );
+    let mut rng = Rng(0x5eed_0003);
+    let mut inferred = 0;
+    for _ in 0..20_000 {
+        inferred += usize::from(fuzz::stack_loader(&mutate(&seed, &mut rng)) > 0);
+    }
+    assert!(
+        inferred > 1_000,
+        "only {inferred} mutants reached inference"
+    );
+    eprintln!("{inferred} of 20000 mutants reached inference");
+}
+
+/// Writes the seed file when `WRITE_STACK_SEED=1` (after changing `stack_seed`).
+#[test]
+fn write_stack_seed_when_asked() {
+    if std::env::var_os("WRITE_STACK_SEED").is_some() {
+        let path = workspace_root().join("fuzz/seeds/stack_loader/small.bin");
+        std::fs::write(&path, fuzz::stack_seed()).expect("write the seed");
+    }
+}

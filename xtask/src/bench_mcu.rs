@@ -14,10 +14,13 @@
 //!   function it calls, from the ELF ([`elf`]);
 //! - weight bytes: the model's int8 weights (and the whole model.bin), which
 //!   stay in flash.
+//!
+//! `--spec` runs a spec's format-2 model instead of the tutorial's (the firmware
+//! built with `FIRMWARE_SPEC`); its layer columns are then its operations.
 
 mod elf;
 
-use crate::qemu::{self, Board, FirmwareRun, BOARDS};
+use crate::qemu::{self, Board, FirmwareRun, Spec, BOARDS};
 use crate::workspace_root;
 use anyhow::{ensure, Context, Result};
 use std::fmt::Write as _;
@@ -31,6 +34,10 @@ pub struct Args {
     /// The model to run (default: the firmware's own).
     #[arg(long, default_value = "firmware-example/assets/model.bin")]
     pub model: PathBuf,
+    /// The spec `--model` was trained from (a `models/*.toml` file or a preset): run it as
+    /// a spec'd firmware (`cargo xtask qemu --spec`).
+    #[arg(long)]
+    pub spec: Option<String>,
     /// Directory with the MNIST IDX files.
     #[arg(long, default_value = "data/mnist")]
     pub data: PathBuf,
@@ -71,11 +78,33 @@ pub fn run(args: &Args) -> Result<()> {
     let model = fs::canonicalize(root.join(&args.model))
         .with_context(|| format!("cannot find the model {}", args.model.display()))?;
     let model_bytes = fs::read(&model)?;
-    let net = trainer::eval::load_net(&model_bytes)?;
-    let weights = net.model().conv.params.weights.len() + net.model().dense.params.weights.len();
+    let spec = args.spec.as_deref().map(Spec::resolve).transpose()?;
     let dataset = trainer::data::load_test(&root.join(&args.data))?;
     let count = usize::try_from(args.count)?;
-    let host = qemu::host_logits(&model_bytes, &dataset, count)?;
+    let (weights, host) = match spec {
+        Some(_) => {
+            let file = infer_core::stack::StackFile::decode(&model_bytes).map_err(|e| {
+                anyhow::anyhow!(
+                    "{} is not a format-2 model for --spec (give its --model): {e}",
+                    model.display()
+                )
+            })?;
+            let weights = file
+                .ops
+                .iter()
+                .filter_map(|op| op.params())
+                .map(|p| p.weights.len())
+                .sum();
+            let host = qemu::stack_host_logits(&model_bytes, &dataset, count)?;
+            (weights, host)
+        }
+        None => {
+            let net = trainer::eval::load_net(&model_bytes)?;
+            let weights =
+                net.model().conv.params.weights.len() + net.model().dense.params.weights.len();
+            (weights, qemu::host_logits(&model_bytes, &dataset, count)?)
+        }
+    };
     let boards: Vec<&'static Board> = if args.boards.is_empty() {
         BOARDS.iter().collect()
     } else {
@@ -85,7 +114,15 @@ pub fn run(args: &Args) -> Result<()> {
     let mut rows = Vec::new();
     for board in boards {
         eprintln!("==> {}", board.name);
-        let run = qemu::run_batch(board, &model, &dataset, 0, count, Duration::from_secs(600))?;
+        let run = qemu::run_batch(
+            board,
+            &model,
+            spec.as_ref(),
+            &dataset,
+            0,
+            count,
+            Duration::from_secs(600),
+        )?;
         qemu::check_against_host(&run, &host, 0).with_context(|| format!("on {}", board.name))?;
         let (loop_insns, measured) = run.calibration;
         ensure!(
@@ -107,7 +144,10 @@ pub fn run(args: &Args) -> Result<()> {
             run,
         });
     }
-    print!("{}", table(&rows, count, weights, model_bytes.len()));
+    print!(
+        "{}",
+        table(&rows, spec.is_none(), count, weights, model_bytes.len())
+    );
     if args.verbose {
         for row in &rows {
             println!("\n{} inference code:", row.board.name);
@@ -119,46 +159,66 @@ pub fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// The results as a Markdown table.
-fn table(rows: &[Row], count: usize, weights: usize, model_bytes: usize) -> String {
+/// Column title of a `layers:` stage.
+fn stage_title(name: &str) -> &str {
+    match name {
+        "conv_relu_pool" => "conv+ReLU+pool",
+        other => other,
+    }
+}
+
+/// The results as a Markdown table; the stage columns are the first row's `layers:` names
+/// (the tutorial's fused stages, or a spec'd network's operations).
+fn table(rows: &[Row], tutorial: bool, count: usize, weights: usize, model_bytes: usize) -> String {
     let mut out = String::new();
+    let stages: Vec<&str> = rows.first().map_or(Vec::new(), |row| {
+        row.run
+            .layers
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect()
+    });
     let _ = writeln!(
         out,
         "\nFirmware under QEMU 7.2, -icount shift=0 (instructions, not cycles), mean over \
          the first {count} test digits; every digit's int8 logits equal to the host's.\n"
     );
+    let _ = write!(out, "| board | core | insns/inference | vs CMSIS-NN |");
+    for stage in &stages {
+        let _ = write!(out, " {} |", stage_title(stage));
+    }
     let _ = writeln!(
         out,
-        "| board | core | insns/inference | vs CMSIS-NN | prepare | conv+ReLU+pool | dense | \
-         output | argmax | infer RAM (stack) B | run stack peak B | static RAM B | \
-         inference code B | weight B (model.bin) | correct |"
+        " infer RAM (stack) B | run stack peak B | static RAM B | inference code B | \
+         weight B (model.bin) | correct |"
     );
-    let _ = writeln!(
-        out,
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-    );
+    let _ = write!(out, "| --- | --- | ---: | ---: |");
+    for _ in &stages {
+        let _ = write!(out, " ---: |");
+    }
+    let _ = writeln!(out, " ---: | ---: | ---: | ---: | ---: | ---: |");
     for row in rows {
         let r = &row.run;
         let insns = r.summary.insns_per_inference;
+        // CMSIS-NN was measured on the tutorial's network only.
         let vs = CMSIS_NN
             .iter()
-            .find(|(b, _)| *b == row.board.name)
+            .find(|(b, _)| tutorial && *b == row.board.name)
             .map_or("n/a".to_string(), |(_, c)| {
                 format!("{:.3}×", insns as f64 / *c as f64)
             });
-        let layer = |name: &str| r.layer(name).map_or("?".to_string(), |v| v.to_string());
+        let _ = write!(
+            out,
+            "| {} | {} | {} | {} |",
+            row.board.name, row.board.cpu, insns, vs
+        );
+        for stage in &stages {
+            let value = r.layer(stage).map_or("?".to_string(), |v| v.to_string());
+            let _ = write!(out, " {value} |");
+        }
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} ({}) | {}/{} |",
-            row.board.name,
-            row.board.cpu,
-            insns,
-            vs,
-            layer("prepare"),
-            layer("conv_relu_pool"),
-            layer("dense"),
-            layer("output"),
-            layer("argmax"),
+            " {} | {} | {} | {} | {} ({}) | {}/{} |",
             r.infer_stack_bytes,
             r.summary.stack_peak_bytes,
             r.static_ram_bytes,

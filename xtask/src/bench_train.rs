@@ -30,6 +30,11 @@ pub struct Args {
     /// Fits to run; the medians are reported too.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub runs: u32,
+    /// Train this architecture (`trainer fit --arch`): a preset (`tutorial`, `tutorial-full`)
+    /// or a spec file, relative to the workspace root or absolute. Without it, the tutorial's
+    /// fast path.
+    #[arg(long)]
+    pub arch: Option<String>,
 }
 
 /// What one fit measured.
@@ -70,7 +75,8 @@ pub fn run(args: &Args) -> Result<()> {
     let epochs: Vec<f64> = runs.iter().flat_map(|r| r.epochs.iter().copied()).collect();
     let peak = runs.iter().filter_map(|r| r.peak_rss).max();
     println!(
-        "bench-train: {} epochs on {}, threads {}: whole fit {:.2} s (median of {}), median epoch {:.2} s, peak RSS {}",
+        "bench-train: {}, {} epochs on {}, threads {}: whole fit {:.2} s (median of {}), median epoch {:.2} s, peak RSS {}",
+        args.arch.as_deref().unwrap_or("tutorial fast path"),
         args.epochs,
         args.data.display(),
         args.threads,
@@ -135,6 +141,16 @@ fn fit(trainer: &Path, data: &Path, args: &Args, scratch: &Path) -> Result<Run> 
         .args(["--seed", &args.seed.to_string()]);
     if let Some(limit) = args.train_limit {
         cmd.args(["--train-limit", &limit.to_string()]);
+    }
+    if let Some(arch) = &args.arch {
+        // A spec file named relative to the workspace (the fit runs from the caller's directory).
+        let file = workspace_root().join(arch);
+        cmd.arg("--arch");
+        if file.is_file() {
+            cmd.arg(file);
+        } else {
+            cmd.arg(arch);
+        }
     }
     let start = Instant::now();
     let status = cmd.status().context("cannot start trainer fit")?;

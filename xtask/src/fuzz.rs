@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 const CARGO_FUZZ: &str = "0.13.2";
 
 /// The fuzz targets, as named in `fuzz/Cargo.toml`.
-pub const TARGETS: &[&str] = &["model_loader", "idx_reader"];
+pub const TARGETS: &[&str] = &["model_loader", "idx_reader", "stack_loader"];
 
 /// Options of `cargo xtask fuzz`.
 #[derive(clap::Args)]

@@ -2,6 +2,12 @@
 //! test digits, runs it under QEMU, and checks every digit's int8 logits (and so
 //! its prediction) against infer-core on the host.
 //!
+//! Without `--spec` the model is the tutorial network (model.bin format 1, the
+//! firmware's `TutorialNet`); with `--spec` it is the layer stack a spec file
+//! declares (format 2), which the firmware's build turns into its network
+//! (`FIRMWARE_SPEC`), checked against infer-core's reference kernels
+//! ([`infer_core::stack::run`]).
+//!
 //! The digits file handed to the firmware (`FIRMWARE_DIGITS`) is specified in
 //! `firmware-example/README.md`, "Digits file" ([`trainer::data::digit_records`]). A board
 //! whose flash cannot hold all `--count` digits next to the model (the micro:bit's
@@ -9,6 +15,7 @@
 
 use crate::workspace_root;
 use anyhow::{bail, ensure, Context, Result};
+use infer_core::stack::{self, BufferSizes, Kernels, StackFile};
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -25,7 +32,7 @@ const SUMMARY_PREFIX: &str = "summary:";
 const RECORD_BYTES: usize = 1 + 28 * 28;
 
 /// An emulated board: how to build for it and how QEMU runs it. The firmware's
-/// own table (`firmware-example/build.rs`, selected by `FIRMWARE_BOARD`) holds
+/// own table (`firmware-example/build/main.rs`, selected by `FIRMWARE_BOARD`) holds
 /// its memory map and SysTick rate.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Board {
@@ -76,6 +83,11 @@ pub struct QemuArgs {
     /// The model file to embed (as written by the trainer).
     #[arg(long)]
     pub model: PathBuf,
+    /// The spec the model was trained from: a `models/*.toml` file or a preset
+    /// (`tutorial-full`). The firmware is built from it (`FIRMWARE_SPEC`), so the model
+    /// must be its format-2 model.bin; without it, the model is the tutorial network.
+    #[arg(long)]
+    pub spec: Option<String>,
     /// Directory with the MNIST IDX files (see `cargo xtask fetch-mnist`).
     #[arg(long, default_value = "data/mnist")]
     pub data: PathBuf,
@@ -96,6 +108,7 @@ impl QemuArgs {
     pub fn for_model(model: PathBuf, data: PathBuf) -> Self {
         Self {
             model,
+            spec: None,
             data,
             board: &BOARDS[0],
             count: 100,
@@ -141,7 +154,11 @@ pub fn run(args: &QemuArgs) -> Result<()> {
     );
     let model_bytes =
         fs::read(&model).with_context(|| format!("cannot read {}", model.display()))?;
-    let host = host_logits(&model_bytes, &dataset, count)?;
+    let spec = args.spec.as_deref().map(Spec::resolve).transpose()?;
+    let host = match spec {
+        Some(_) => stack_host_logits(&model_bytes, &dataset, count)?,
+        None => host_logits(&model_bytes, &dataset, count)?,
+    };
 
     let timeout = Duration::from_secs(args.timeout_secs);
     let mut correct = 0;
@@ -155,7 +172,15 @@ pub fn run(args: &QemuArgs) -> Result<()> {
                 start + batch
             );
         }
-        let run = run_batch(board, &model, &dataset, start, batch, timeout)?;
+        let run = run_batch(
+            board,
+            &model,
+            spec.as_ref(),
+            &dataset,
+            start,
+            batch,
+            timeout,
+        )?;
         check_against_host(&run, &host, start)?;
         correct += run.summary.correct;
         insns += u128::from(run.summary.insns_per_inference) * batch as u128;
@@ -170,14 +195,40 @@ pub fn run(args: &QemuArgs) -> Result<()> {
     Ok(())
 }
 
+/// A `--spec` as the firmware's build takes it (`FIRMWARE_SPEC`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spec(String);
+
+impl Spec {
+    /// A preset name as it is, a file as its absolute path (the firmware's build runs in
+    /// `firmware-example/`).
+    ///
+    /// # Errors
+    /// Neither a preset nor an existing file.
+    pub fn resolve(spec: &str) -> Result<Self> {
+        if trainer::arch::spec::PRESETS
+            .iter()
+            .any(|(name, _)| *name == spec)
+        {
+            return Ok(Self(spec.to_owned()));
+        }
+        let path = fs::canonicalize(spec).with_context(|| {
+            format!("--spec {spec} is neither a preset nor an existing spec file")
+        })?;
+        Ok(Self(path.display().to_string()))
+    }
+}
+
 /// Writes digits `start..start + count` of `dataset` to a file, builds the
-/// firmware for `board` around them and `model`, and runs it.
+/// firmware for `board` around them and `model` (and `spec`, if the model is a
+/// spec's format-2 model), and runs it.
 ///
 /// # Errors
 /// As [`run`].
 pub fn run_batch(
     board: &Board,
     model: &Path,
+    spec: Option<&Spec>,
     dataset: &Dataset,
     start: usize,
     count: usize,
@@ -189,7 +240,7 @@ pub fn run_batch(
     let records = data::digit_records(dataset, start + count)?;
     fs::write(&digits, &records[start * RECORD_BYTES..])
         .with_context(|| format!("cannot write {}", digits.display()))?;
-    let elf = build_firmware(board, model, &digits)?;
+    let elf = build_firmware(board, model, spec, &digits)?;
     let output = run_qemu(board, &elf, timeout)?;
     let run = FirmwareRun::parse(&output, elf)?;
     ensure!(
@@ -206,7 +257,7 @@ pub fn run_batch(
 ///
 /// # Errors
 /// A model that does not load, or images that are not 28×28.
-pub fn host_logits(model: &[u8], dataset: &Dataset, count: usize) -> Result<Vec<[i8; 10]>> {
+pub fn host_logits(model: &[u8], dataset: &Dataset, count: usize) -> Result<Vec<Vec<i8>>> {
     let net = trainer::eval::load_net(model)?;
     ensure!(
         (dataset.rows, dataset.cols) == (28, 28),
@@ -221,14 +272,60 @@ pub fn host_logits(model: &[u8], dataset: &Dataset, count: usize) -> Result<Vec<
             for (x, &p) in input.as_flattened_mut().iter_mut().zip(pixels) {
                 x[0] = (p ^ 0x80) as i8; // p − 128, as infer_core::pixels_to_input
             }
-            net.infer(&input).logits
+            net.infer(&input).logits.to_vec()
         })
         .collect())
 }
 
+/// The int8 logits of infer-core's reference kernels on the host
+/// ([`infer_core::stack::run`]) for format-2 `model` and the first `count` images of
+/// `dataset`.
+///
+/// # Errors
+/// A model that does not decode, or images of another size than its input.
+pub fn stack_host_logits(model: &[u8], dataset: &Dataset, count: usize) -> Result<Vec<Vec<i8>>> {
+    let file = StackFile::decode(model)
+        .map_err(|e| anyhow::anyhow!("the model is not a format-2 model.bin: {e}"))?;
+    let shape = (
+        usize::from(file.input.height),
+        usize::from(file.input.width),
+        usize::from(file.input.channels),
+    );
+    ensure!(
+        shape == (dataset.rows, dataset.cols, 1),
+        "the model takes {}×{}×{} images, the test set has {}×{}×1",
+        shape.0,
+        shape.1,
+        shape.2,
+        dataset.rows,
+        dataset.cols
+    );
+    let sizes = BufferSizes::of(&file);
+    let (mut a, mut b) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
+    let mut patch = vec![0u32; sizes.patch_words];
+    dataset
+        .images
+        .chunks_exact(dataset.rows * dataset.cols)
+        .take(count)
+        .map(|pixels| {
+            let input: Vec<i8> = pixels.iter().map(|&p| (p ^ 0x80) as i8).collect();
+            stack::run(
+                &file,
+                &input,
+                Kernels::Reference,
+                &mut a,
+                &mut b,
+                &mut patch,
+            )
+            .map(<[i8]>::to_vec)
+            .map_err(|e| anyhow::anyhow!("host inference: {e}"))
+        })
+        .collect()
+}
+
 /// Fails on the first digit whose prediction or logits differ from the host's
 /// (`host[start..]`).
-pub fn check_against_host(run: &FirmwareRun, host: &[[i8; 10]], start: usize) -> Result<()> {
+pub fn check_against_host(run: &FirmwareRun, host: &[Vec<i8>], start: usize) -> Result<()> {
     ensure!(
         run.logits.len() == run.digits.len(),
         "{} digit lines but {} logits lines",
@@ -260,11 +357,21 @@ pub fn check_against_host(run: &FirmwareRun, host: &[[i8; 10]], start: usize) ->
 }
 
 /// Builds the firmware for `board` in release mode and returns the ELF's path.
-fn build_firmware(board: &Board, model: &Path, digits: &Path) -> Result<PathBuf> {
+fn build_firmware(
+    board: &Board,
+    model: &Path,
+    spec: Option<&Spec>,
+    digits: &Path,
+) -> Result<PathBuf> {
     let firmware_dir = workspace_root().join("firmware-example");
     let target_dir = firmware_dir.join("target");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
+    let mut command = Command::new(cargo);
+    match spec {
+        Some(Spec(spec)) => command.env("FIRMWARE_SPEC", spec),
+        None => command.env_remove("FIRMWARE_SPEC"),
+    };
+    let status = command
         .current_dir(&firmware_dir)
         .args([
             "build",
@@ -323,8 +430,8 @@ pub struct FirmwareRun {
     pub calibration: (u64, u64),
     /// Per-digit lines, in order.
     pub digits: Vec<DigitLine>,
-    /// Per-digit `logits <i> <l0> … <l9>` lines, in order.
-    pub logits: Vec<[i8; 10]>,
+    /// Per-digit `logits <i> <l0> … <l9>` lines, in order (one value per class).
+    pub logits: Vec<Vec<i8>>,
     /// `layers:` line, `(name, instructions)` in order.
     pub layers: Vec<(String, u64)>,
     /// `memory:` `infer_stack_bytes`.
@@ -368,14 +475,14 @@ impl FirmwareRun {
                     });
                 }
                 Some("logits") => {
-                    let values: Vec<i8> = tokens[2..]
+                    let values: Vec<i8> = tokens
+                        .get(2..)
+                        .unwrap_or_default()
                         .iter()
                         .map(|v| v.parse())
                         .collect::<Result<_, _>>()
                         .with_context(|| format!("bad logits line {line:?}"))?;
-                    let values: [i8; 10] = values
-                        .try_into()
-                        .map_err(|_| anyhow::anyhow!("bad logits line {line:?}"))?;
+                    ensure!(values.len() >= 2, "bad logits line {line:?}");
                     ensure!(
                         tokens.get(1) == Some(&logits.len().to_string().as_str()),
                         "logits line out of order: {line:?}"
@@ -572,7 +679,7 @@ mod tests {
         assert_eq!(run.digits.len(), 2);
         assert_eq!(run.digits[1].pred, 3);
         assert_eq!(run.logits[0], [-3, 1, 2, 3, 4, 5, 6, 70, 8, 9]);
-        assert!(check_against_host(&run, &[[0; 10]; 2], 0).is_err());
+        assert!(check_against_host(&run, &[vec![0; 10], vec![0; 10]], 0).is_err());
         assert!(check_against_host(&run, &run.logits.clone(), 0).is_ok());
         assert_eq!(run.layer("dense"), Some(30));
         assert_eq!(run.layer("nope"), None);

@@ -6,6 +6,7 @@
 #[cfg(doc)]
 use super::dot::pack_patch;
 use super::dot::{dot_packed, dot_packed2, PatchWords};
+use super::dsp::pack;
 use super::ChannelRequant;
 use core::num::NonZeroUsize;
 
@@ -192,33 +193,40 @@ impl ChunkSizes {
     }
 }
 
-/// Writes values one by one into a packed patch (layout of [`pack_patch`]); values past the
-/// end of the patch are dropped.
+/// Writes values one by one into a packed patch (layout of [`pack_patch`]): four at a time
+/// as two words, the `taps % 4` last ones one word each by [`PatchWriter::finish`]. Values
+/// past the end of the patch are dropped.
 struct PatchWriter<'p> {
-    patch: &'p mut [u32],
-    /// Taps in full groups of four.
-    grouped: usize,
-    next: usize,
+    words: core::slice::IterMut<'p, u32>,
+    quad: [i32; 4],
+    filled: usize,
 }
 
-impl PatchWriter<'_> {
+impl<'p> PatchWriter<'p> {
+    #[inline(always)]
+    fn new(patch: &'p mut [u32]) -> Self {
+        Self {
+            words: patch.iter_mut(),
+            quad: [0; 4],
+            filled: 0,
+        }
+    }
+
     #[inline(always)]
     fn push(&mut self, value: i32) {
-        let n = self.next;
-        self.next += 1;
-        if n < self.grouped {
-            // Tap 4g + r goes to word 2g + (r & 1), half r >> 1.
-            let word = (n >> 2) * 2 + (n & 1);
-            if let Some(w) = self.patch.get_mut(word) {
-                let half = value as u16 as u32;
-                *w = if n & 2 == 0 {
-                    (*w & 0xFFFF_0000) | half
-                } else {
-                    (*w & 0x0000_FFFF) | (half << 16)
-                };
+        if let Some(slot) = self.quad.get_mut(self.filled) {
+            *slot = value;
+        }
+        self.filled += 1;
+        if self.filled == 4 {
+            let q = self.quad;
+            if let Some(w) = self.words.next() {
+                *w = pack(q[0], q[2]);
             }
-        } else if let Some(w) = self.patch.get_mut(self.grouped / 2 + (n - self.grouped)) {
-            *w = value as u32;
+            if let Some(w) = self.words.next() {
+                *w = pack(q[1], q[3]);
+            }
+            self.filled = 0;
         }
     }
 
@@ -226,6 +234,15 @@ impl PatchWriter<'_> {
     fn zeros(&mut self, count: usize) {
         for _ in 0..count {
             self.push(0);
+        }
+    }
+
+    #[inline(always)]
+    fn finish(mut self) {
+        for &v in self.quad.iter().take(self.filled) {
+            if let Some(w) = self.words.next() {
+                *w = v as u32;
+            }
         }
     }
 }
@@ -251,24 +268,40 @@ pub fn conv2d_i8_packed(
         return;
     };
     let c = g.in_c;
+    let (pad_top, pad_left) = (g.pad_top(), g.pad_left());
     for (oy, out_row) in output
         .chunks_exact_mut(sizes.out_row)
         .take(g.out_h())
         .enumerate()
     {
         for (ox, out_px) in out_row.chunks_exact_mut(sizes.pixel).enumerate() {
-            let mut writer = PatchWriter {
-                patch: &mut *patch,
-                grouped: sizes.taps / 4 * 4,
-                next: 0,
-            };
+            let mut writer = PatchWriter::new(&mut *patch);
+            let x0 = ox * g.stride;
+            // The kernel's columns lie inside the input: each kernel row is one run of
+            // `k_w · in_c` values.
+            let inside = x0 >= pad_left && x0 - pad_left + g.k_w <= g.in_w;
             for ky in 0..g.k_h {
-                let Some(iy) = g.in_row(oy, ky) else {
+                let Some(iy) = (oy * g.stride + ky)
+                    .checked_sub(pad_top)
+                    .filter(|&y| y < g.in_h)
+                else {
                     writer.zeros(sizes.kernel_row);
                     continue;
                 };
+                let row_start = iy * g.in_w;
+                if inside {
+                    let start = (row_start + x0 - pad_left) * c;
+                    match input.get(start..start + sizes.kernel_row) {
+                        Some(run) => run
+                            .iter()
+                            .for_each(|&x| writer.push(i32::from(x) + input_offset)),
+                        None => writer.zeros(sizes.kernel_row),
+                    }
+                    continue;
+                }
                 for kx in 0..g.k_w {
-                    let start = g.in_col(ox, kx).map(|ix| (iy * g.in_w + ix) * c);
+                    let ix = (x0 + kx).checked_sub(pad_left).filter(|&x| x < g.in_w);
+                    let start = ix.map(|ix| (row_start + ix) * c);
                     match start.and_then(|s| input.get(s..s + c)) {
                         Some(px) => px
                             .iter()
@@ -277,6 +310,7 @@ pub fn conv2d_i8_packed(
                     }
                 }
             }
+            writer.finish();
             // Filters two at a time, sharing the patch loads; an odd last one alone.
             let mut pairs = out_px.chunks_exact_mut(2);
             let mut pair_weights = weights.chunks_exact(sizes.two_filters);

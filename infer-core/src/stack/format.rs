@@ -22,7 +22,11 @@ pub const STACK_FORMAT_VERSION: u16 = 2;
 /// [`MAGIC`] and [`STACK_FORMAT_VERSION`], the first two fields of every [`StackFile`].
 pub const MAGIC_AND_VERSION: ([u8; 4], u16) = (MAGIC, STACK_FORMAT_VERSION);
 /// Most operations a format-2 model may hold.
-pub const MAX_OPS: usize = 32;
+pub const MAX_OPS: usize = 16;
+
+/// The operation list of a [`StackFile`]: a fixed-capacity vector (`heapless`), so that
+/// decoding needs no allocator. Build one with `Ops::new()` and `push`.
+pub type Ops<'a> = heapless::Vec<Op<'a>, MAX_OPS>;
 
 /// Convolution with a square kernel; weights `[filters][ky][kx][in_c]`.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
@@ -170,7 +174,7 @@ pub struct StackFile<'a> {
     pub input: InputSpec,
     /// The operations, first to last; the last is a dense layer giving the logits.
     #[serde(borrow)]
-    pub ops: heapless::Vec<Op<'a>, MAX_OPS>,
+    pub ops: Ops<'a>,
 }
 
 /// Where the shape walk is between operations.
@@ -193,7 +197,7 @@ impl<'a> StackFile<'a> {
     /// ```
     pub fn decode(bytes: &'a [u8]) -> Result<Self, Error> {
         let body = open_envelope(bytes, STACK_FORMAT_VERSION)?;
-        let model: StackFile<'a> = decode_body(body, "postcard body (or more than 32 operations)")?;
+        let model: StackFile<'a> = decode_body(body, "postcard body (or more than 16 operations)")?;
         model.validate()?;
         Ok(model)
     }

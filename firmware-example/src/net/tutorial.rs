@@ -1,21 +1,79 @@
-//! Instructions per layer: the streaming inference run stage by stage, with
-//! the SysTick counter read between stages.
+//! The Keras tutorial's network: [`TutorialNet`] (model.bin format 1) with the
+//! fused streaming kernels, and its instructions per layer.
 //!
-//! `TutorialNet::infer` never materialises a layer's output, so its layers
-//! cannot be timed from outside. [`Profile::add`] runs the same stages
+//! The profile runs the streaming inference stage by stage, with the SysTick
+//! counter read between stages: `TutorialNet::infer` never materialises a
+//! layer's output, so its layers cannot be timed from outside.
+//! [`Profile::add`] runs the same stages
 //! ([`infer_core::TutorialNet::stream`]) with a counter read after each one:
 //! for every pooled position the conv + ReLU + max pool stage, then the dense
 //! stage. Consecutive reads share their endpoints, so every instruction falls
 //! in exactly one interval; each interval also holds one counter read, whose
 //! cost ([`TickCounter::overhead_insns`]) is subtracted.
 
+use cortex_m_semihosting::hprintln;
 use infer_core::kernels::fused::NATIVE_PAIRED;
-use infer_core::{TutorialNet, TutorialStreamScratch};
+use infer_core::{pixels_to_input, Error, TutorialNet, TutorialStreamScratch};
 
 use crate::cycles::{self, TickCounter};
+use crate::model;
 
-/// The input of one inference.
-type Input = [[[i8; 1]; 28]; 28];
+/// The network.
+pub type Network = TutorialNet<'static>;
+
+/// The network's input.
+pub type Input = [[[i8; 1]; 28]; 28];
+
+/// The working memory the digit loop keeps: none, the streaming inference
+/// keeps its own 1.2 KB on the stack (so `infer_stack_bytes` is all the RAM it
+/// needs).
+pub struct Scratch;
+
+impl Scratch {
+    /// Nothing.
+    pub const fn new() -> Self {
+        Self
+    }
+}
+
+/// Loads the embedded model (`build/main.rs` has checked it loads), out of
+/// line so that the decoding's stack is free again before the inference runs.
+///
+/// # Errors
+/// As [`TutorialNet::from_bytes`].
+#[inline(never)]
+pub fn load() -> Result<Network, Error> {
+    TutorialNet::from_bytes(model::MODEL)
+}
+
+/// An all-zero input, to fill with [`fill_input`].
+pub const ZERO_INPUT: Input = [[[0; 1]; 28]; 28];
+
+/// Writes the network's input for 8-bit pixels.
+pub fn fill_input(input: &mut Input, pixels: &[[u8; 28]; 28]) {
+    *input = pixels_to_input(pixels);
+}
+
+/// One inference, kept out of line so that its stack use can be measured and
+/// its code found in the ELF (`cargo xtask bench-mcu` sizes this function and
+/// everything it calls).
+#[inline(never)]
+pub fn infer_digit(net: &Network, input: &Input, _scratch: &mut Scratch) -> [i8; 10] {
+    net.infer(input).logits
+}
+
+/// Prints nothing: the tutorial's network is the default (a spec'd network
+/// prints a `network:` line here).
+pub fn print_network() {}
+
+/// Prints the `memory:` line (the loading's stack is not part of it).
+pub fn print_memory(infer_stack_bytes: usize, _load_stack_bytes: usize, static_ram_bytes: usize) {
+    hprintln!(
+        "memory: infer_stack_bytes={} static_ram_bytes={}",
+        infer_stack_bytes,
+        static_ram_bytes
+    );
+}
 
 /// Ticks per stage, summed over the profiled inferences.
 #[derive(Default)]
@@ -37,23 +95,29 @@ pub struct Profile {
 }
 
 /// Mean instructions per stage, counter reads subtracted.
-pub struct LayerInsns {
+struct LayerInsns {
     /// See [`Profile`].
-    pub prepare: u64,
+    prepare: u64,
     /// See [`Profile`].
-    pub conv_relu_pool: u64,
+    conv_relu_pool: u64,
     /// See [`Profile`].
-    pub dense: u64,
+    dense: u64,
     /// See [`Profile`].
-    pub output: u64,
+    output: u64,
     /// See [`Profile`].
-    pub argmax: u64,
+    argmax: u64,
 }
 
 impl Profile {
     /// Profiles one inference on `input`; returns its class.
     #[inline(never)]
-    pub fn add(&mut self, counter: &TickCounter, net: &TutorialNet<'_>, input: &Input) -> usize {
+    pub fn add(
+        &mut self,
+        counter: &TickCounter,
+        net: &Network,
+        input: &Input,
+        _scratch: &mut Scratch,
+    ) -> usize {
         let mut scratch = TutorialStreamScratch::new();
         let mut logits = [0i8; 10];
         let start = counter.now();
@@ -85,8 +149,21 @@ impl Profile {
         class
     }
 
+    /// Prints the `layers:` line: the mean instructions per stage.
+    pub fn print(&self, counter: &TickCounter) {
+        let layers = self.mean(counter);
+        hprintln!(
+            "layers: prepare={} conv_relu_pool={} dense={} output={} argmax={}",
+            layers.prepare,
+            layers.conv_relu_pool,
+            layers.dense,
+            layers.output,
+            layers.argmax
+        );
+    }
+
     /// Mean instructions per stage and inference.
-    pub fn mean(&self, counter: &TickCounter) -> LayerInsns {
+    fn mean(&self, counter: &TickCounter) -> LayerInsns {
         let runs = self.runs.max(1);
         let overhead = counter.overhead_insns();
         let per_run = |ticks: u64, reads: u64| {

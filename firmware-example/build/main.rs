@@ -1,6 +1,7 @@
 //! Build script: picks the board's memory map, puts it on the linker's search
 //! path as `memory.x`, and embeds the model and the test digits, checking both so
-//! that a bad file fails the build rather than the board.
+//! that a bad file fails the build rather than the board. With `FIRMWARE_SPEC` it
+//! also generates the network's Rust code from the spec file ([`network`]).
 //!
 //! Inputs (paths relative to this crate unless absolute; see README.md):
 //! - `FIRMWARE_BOARD`: one of [`BOARDS`]; default: the board of the target
@@ -8,10 +9,19 @@
 //!   `mps2-an386`). The firmware gets its name and SysTick rate from here.
 //! - `FIRMWARE_INSNS_PER_TICK` (`N` or `N/D`): overrides the board's SysTick
 //!   rate, to check that the calibration catches a wrong one.
-//! - `FIRMWARE_MODEL`, default `assets/model.bin`: must load with
-//!   `infer_core::TutorialNet::from_bytes`.
+//! - `FIRMWARE_SPEC`: a spec file (`models/*.toml`, docs/architecture-spec.md)
+//!   or a preset name (`tutorial`, `tutorial-full`). Unset: the firmware runs the
+//!   tutorial network (`infer_core::TutorialNet`, model.bin format 1). Set: it
+//!   runs the network the spec declares, whose types, buffers and weight layout
+//!   [`network`] generates into `$OUT_DIR/network.rs` (cfg `firmware_spec`).
+//! - `FIRMWARE_MODEL`, default `assets/model.bin`: without `FIRMWARE_SPEC` it
+//!   must load with `infer_core::TutorialNet::from_bytes`; with it, it must be a
+//!   format-2 model whose every operation matches the spec's (type, shapes,
+//!   ReLU), and model and network must fit the board's flash and RAM.
 //! - `FIRMWARE_DIGITS`, default `assets/digits.bin`: the digits file, records
 //!   of `[label: u8][28×28 pixels: u8]` (README.md, "Digits file").
+
+mod network;
 
 use std::env;
 use std::fs;
@@ -24,10 +34,9 @@ struct Board {
     name: &'static str,
     /// Target triple prefix the board's core runs.
     target: &'static str,
-    /// Memory map in `memory/`.
+    /// Memory map in `memory/`; its `FLASH` and `RAM` lengths are the sizes of
+    /// `model_spec::budget::BOARDS`, which the checks here use.
     memory: &'static str,
-    /// Flash bytes (the `FLASH` region's length), for a readable error on overflow.
-    flash_bytes: usize,
     /// Instructions per SysTick tick under `-icount shift=0`, as numerator and
     /// denominator: QEMU advances 1 ns per instruction, and SysTick counts at
     /// the core clock (MPS2: 25 MHz, 40 ns; nRF51: 16 MHz, 62.5 ns). The
@@ -41,28 +50,24 @@ const BOARDS: &[Board] = &[
         name: "microbit",
         target: "thumbv6m-",
         memory: "microbit.x",
-        flash_bytes: 256 * 1024,
         insns_per_tick: (125, 2),
     },
     Board {
         name: "mps2-an385",
         target: "thumbv7m-",
         memory: "mps2.x",
-        flash_bytes: 4 << 20,
         insns_per_tick: (40, 1),
     },
     Board {
         name: "mps2-an386",
         target: "thumbv7em-",
         memory: "mps2.x",
-        flash_bytes: 4 << 20,
         insns_per_tick: (40, 1),
     },
     Board {
         name: "mps2-an500",
         target: "thumbv7em-",
         memory: "mps2.x",
-        flash_bytes: 4 << 20,
         insns_per_tick: (40, 1),
     },
 ];
@@ -70,6 +75,9 @@ const BOARDS: &[Board] = &[
 /// Flash the program itself needs besides the model and the digits, with room
 /// to spare (the vector table, code and constants take about 20 KB).
 const CODE_ALLOWANCE: usize = 32 * 1024;
+
+/// Shape of the digits file's images (rows, columns, channels): what a spec must take.
+const DIGIT_SHAPE: (usize, usize, usize) = (28, 28, 1);
 
 /// Bytes in one digits record: one label byte and 28×28 pixels.
 const DIGIT_RECORD_BYTES: usize = 1 + 28 * 28;
@@ -95,16 +103,120 @@ fn main() {
     println!("cargo:rustc-link-arg-bins=-Tlink.x");
     println!("cargo:rerun-if-changed={}", memory.display());
 
+    let sizes = model_spec::budget::board(board.name).unwrap_or_else(|| {
+        fail(&format!(
+            "board {} is missing from model_spec::budget::BOARDS (its flash and RAM sizes)",
+            board.name
+        ))
+    });
     let model_path = asset_path(&crate_dir, "FIRMWARE_MODEL", "assets/model.bin");
     let model = read(&model_path, "FIRMWARE_MODEL");
-    check_model(&model_path, &model);
+    // Shown in messages as given (`FIRMWARE_MODEL=…`), not as resolved.
+    let model_name = env::var("FIRMWARE_MODEL").unwrap_or_else(|_| "assets/model.bin".into());
+
+    println!("cargo::rustc-check-cfg=cfg(firmware_spec)");
+    println!("cargo:rerun-if-env-changed=FIRMWARE_SPEC");
+    match env::var("FIRMWARE_SPEC") {
+        Ok(spec) => {
+            let network = spec_network(&crate_dir, board, &sizes, &spec, &model_name, &model);
+            write(&out_dir.join("network.rs"), network.as_bytes());
+            println!("cargo:rustc-cfg=firmware_spec");
+        }
+        Err(_) => {
+            check_tutorial_model(&model_name, &model);
+            check_memory(board, &sizes, &model_name, model.len(), None);
+        }
+    }
     write(&out_dir.join("model.bin"), &model);
 
     let digits_path = asset_path(&crate_dir, "FIRMWARE_DIGITS", "assets/digits.bin");
     let digits = read(&digits_path, "FIRMWARE_DIGITS");
     check_digits(&digits_path, &digits);
-    check_flash(board, model.len(), &digits_path, digits.len());
+    check_flash(board, &sizes, model.len(), &digits_path, digits.len());
     write(&out_dir.join("digits.bin"), &digits);
+}
+
+/// `FIRMWARE_SPEC=spec`: checks `model` (called `model_name`) against the spec
+/// and the board's memory, reports flash and RAM, and returns the network's
+/// generated code; stops the build on any problem.
+fn spec_network(
+    crate_dir: &Path,
+    board: &Board,
+    sizes: &model_spec::budget::Board,
+    spec: &str,
+    model_name: &str,
+    model: &[u8],
+) -> String {
+    let declared = network::Declared::load(crate_dir, spec).unwrap_or_else(|e| fail(&e));
+    if let Some(path) = &declared.path {
+        println!("cargo:rerun-if-changed={}", path.display());
+    }
+    if declared.plan.input != DIGIT_SHAPE {
+        let (h, w, c) = declared.plan.input;
+        fail(&format!(
+            "{spec} declares a {h}×{w}×{c} input, but the firmware classifies the \
+             28×28×1 digits of FIRMWARE_DIGITS"
+        ));
+    }
+    declared
+        .check_model(model_name, model)
+        .unwrap_or_else(|e| fail(&e));
+    let ram = network::Ram::of(&declared.plan);
+    check_memory(board, sizes, model_name, model.len(), Some((spec, &ram)));
+    // The build's report: cargo shows it (as a warning) on every build that
+    // runs this script; the firmware prints the measured figures.
+    println!(
+        "cargo:warning={spec} on {}: model {} of {} bytes of flash; RAM {} of {} bytes ({})",
+        board.name,
+        model.len(),
+        sizes.flash,
+        ram.total(),
+        sizes.ram,
+        ram.explain()
+    );
+    declared.generate()
+}
+
+/// Stops the build, with the numbers, if the model and the program do not fit
+/// the board's flash or (with a spec) the network's RAM does not fit its RAM.
+fn check_memory(
+    board: &Board,
+    sizes: &model_spec::budget::Board,
+    model_name: &str,
+    model_bytes: usize,
+    spec: Option<(&str, &network::Ram)>,
+) {
+    let mut problems = Vec::new();
+    let flash_need = model_bytes + CODE_ALLOWANCE;
+    if flash_need > sizes.flash {
+        problems.push(format!(
+            "flash: the {model_bytes}-byte model {model_name} and {CODE_ALLOWANCE} bytes for \
+             the program need {flash_need} bytes, but {} has {} ({} KiB)",
+            board.name,
+            sizes.flash,
+            sizes.flash / 1024
+        ));
+    }
+    if let Some((spec, ram)) = spec {
+        if ram.total() > sizes.ram {
+            problems.push(format!(
+                "RAM: the network {spec} declares needs {} bytes ({}), but {} has {} ({} KiB)",
+                ram.total(),
+                ram.explain(),
+                board.name,
+                sizes.ram,
+                sizes.ram / 1024
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        fail(&format!(
+            "the model does not fit {} ({}):\n  {}",
+            board.name,
+            sizes.core,
+            problems.join("\n  ")
+        ));
+    }
 }
 
 /// The board named by `FIRMWARE_BOARD`, or the default board of `target`;
@@ -158,10 +270,14 @@ fn insns_per_tick(board: &Board) -> (u32, u32) {
 
 /// Stops the build with a readable message if the model and the digits
 /// cannot fit in the board's flash next to the program.
-fn check_flash(board: &Board, model_bytes: usize, digits_path: &Path, digits_bytes: usize) {
-    let room = board
-        .flash_bytes
-        .saturating_sub(CODE_ALLOWANCE + model_bytes);
+fn check_flash(
+    board: &Board,
+    sizes: &model_spec::budget::Board,
+    model_bytes: usize,
+    digits_path: &Path,
+    digits_bytes: usize,
+) {
+    let room = sizes.flash.saturating_sub(CODE_ALLOWANCE + model_bytes);
     if digits_bytes > room {
         fail(&format!(
             "{}: {} digits ({digits_bytes} bytes) do not fit in {}'s {} KiB of flash \
@@ -170,7 +286,7 @@ fn check_flash(board: &Board, model_bytes: usize, digits_path: &Path, digits_byt
             digits_path.display(),
             digits_bytes / DIGIT_RECORD_BYTES,
             board.name,
-            board.flash_bytes / 1024,
+            sizes.flash / 1024,
             room / DIGIT_RECORD_BYTES,
             board.name,
         ));
@@ -187,11 +303,15 @@ fn asset_path(crate_dir: &Path, var: &str, default: &str) -> PathBuf {
     path
 }
 
-fn check_model(path: &Path, bytes: &[u8]) {
+fn check_tutorial_model(name: &str, bytes: &[u8]) {
     if let Err(error) = infer_core::TutorialNet::from_bytes(bytes) {
+        let hint = if infer_core::stack::StackFile::decode(bytes).is_ok() {
+            " (it is a format-2 layer-stack model: set FIRMWARE_SPEC to the spec it was trained from)"
+        } else {
+            ""
+        };
         fail(&format!(
-            "{} is not a usable TutorialNet model: {error}",
-            path.display()
+            "{name} is not a usable TutorialNet model: {error}{hint}"
         ));
     }
 }

@@ -1,0 +1,237 @@
+//! Format-2 models (any conv / max-pool / dense stack) with random weights for a spec's int8
+//! plan, and the host's logits for them: inputs for the bit-exactness and build-failure tests
+//! of the spec'd firmware that do not need a trained model.
+//!
+//! The parameters are random but in the ranges a quantized model has (Q31 multipliers in
+//! `[2^30, 2^31)`, biases that cannot overflow the accumulator), with each layer's shift chosen
+//! for its fan-in so that activations spread over the int8 range instead of saturating:
+//! every kernel path and the requantization are exercised, and the logits depend on the image.
+
+use anyhow::{anyhow, bail, ensure, Result};
+use infer_core::format::{ChannelParams, InputSpec, QuantParams};
+use infer_core::stack::format::{ConvOp, DenseOp, Op, Padding, PoolOp, MAGIC_AND_VERSION};
+use infer_core::stack::{run, BufferSizes, Kernels, StackFile};
+use model_spec::plan::{OpKind, Plan};
+use model_spec::spec::Padding as SpecPadding;
+
+/// SplitMix64: a small deterministic generator, so a seed names a model.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..=hi`.
+    fn range(&mut self, lo: i64, hi: i64) -> i64 {
+        lo + (self.next() % (hi - lo + 1) as u64) as i64
+    }
+}
+
+/// The arrays of one conv or dense operation.
+struct Params {
+    weights: Vec<u8>,
+    scales: Vec<u8>,
+    bias: Vec<u8>,
+    multiplier: Vec<u8>,
+    shift: Vec<u8>,
+    output: QuantParams,
+}
+
+impl Params {
+    /// `weights` int8 weights for `channels` outputs of `fan_in` inputs each.
+    fn random(rng: &mut Rng, weights: usize, channels: usize, fan_in: usize, relu: bool) -> Self {
+        // |Σ (x − zp)·w| grows like √fan_in; this shift keeps the activations of the
+        // MNIST digits spread over the int8 range, neither near 0 nor saturated (tried on
+        // the two-block network of tests/tests/stack_firmware.rs and tutorial-full).
+        let shift = -(5 + (usize::BITS - fan_in.leading_zeros()).div_ceil(2) as i64);
+        Self {
+            weights: (0..weights)
+                .map(|_| rng.range(-127, 127) as i8 as u8)
+                .collect(),
+            scales: (0..channels).flat_map(|_| 0.01f32.to_le_bytes()).collect(),
+            bias: (0..channels)
+                .flat_map(|_| (rng.range(-2000, 2000) as i32).to_le_bytes())
+                .collect(),
+            multiplier: (0..channels)
+                .flat_map(|_| (rng.range(1 << 30, (1 << 31) - 1) as i32).to_le_bytes())
+                .collect(),
+            shift: (0..channels)
+                .map(|_| (shift + rng.range(-1, 1)).max(-31) as i8 as u8)
+                .collect(),
+            output: QuantParams {
+                scale: 0.05,
+                zero_point: if relu {
+                    rng.range(-128, -90) as i32
+                } else {
+                    rng.range(-20, 20) as i32
+                },
+            },
+        }
+    }
+
+    fn view(&self) -> ChannelParams<'_> {
+        ChannelParams {
+            weights: &self.weights,
+            weight_scales: &self.scales,
+            bias: &self.bias,
+            multiplier: &self.multiplier,
+            shift: &self.shift,
+            output: self.output,
+        }
+    }
+}
+
+/// A format-2 model.bin of `plan` with random parameters drawn from `seed`.
+///
+/// # Errors
+/// A plan format 2 cannot hold (a dimension over `u16`, more than 32 operations).
+pub fn random_model(plan: &Plan, seed: u64) -> Result<Vec<u8>> {
+    let mut rng = Rng(seed);
+    let params: Vec<Option<Params>> = plan
+        .ops
+        .iter()
+        .map(|op| match op.kind {
+            OpKind::Conv2d { relu, .. } => Some(Params::random(
+                &mut rng,
+                op.kind.weights(),
+                op.kind.channels(),
+                op.kind.taps(),
+                relu,
+            )),
+            OpKind::Dense { inputs, relu, .. } => Some(Params::random(
+                &mut rng,
+                op.kind.weights(),
+                op.kind.channels(),
+                inputs,
+                relu,
+            )),
+            OpKind::MaxPool2d { .. } => None,
+        })
+        .collect();
+    let short = |n: usize| u16::try_from(n).map_err(|_| anyhow!("{n} does not fit format 2's u16"));
+    let mut file = StackFile {
+        magic: MAGIC_AND_VERSION.0,
+        version: MAGIC_AND_VERSION.1,
+        input: InputSpec {
+            height: short(plan.input.0)?,
+            width: short(plan.input.1)?,
+            channels: short(plan.input.2)?,
+            quant: QuantParams {
+                scale: 1.0 / 255.0,
+                zero_point: -128,
+            },
+        },
+        ops: Default::default(),
+    };
+    for (op, params) in plan.ops.iter().zip(&params) {
+        let op = match (op.kind, params) {
+            (
+                OpKind::Conv2d {
+                    in_h,
+                    in_w,
+                    in_c,
+                    filters,
+                    kernel,
+                    stride,
+                    padding,
+                    relu,
+                    ..
+                },
+                Some(p),
+            ) => Op::Conv2d(ConvOp {
+                in_h: short(in_h)?,
+                in_w: short(in_w)?,
+                in_c: short(in_c)?,
+                filters: short(filters)?,
+                kernel: short(kernel)?,
+                stride: short(stride)?,
+                padding: match padding {
+                    SpecPadding::Valid => Padding::Valid,
+                    SpecPadding::Same => Padding::Same,
+                },
+                relu,
+                params: p.view(),
+            }),
+            (
+                OpKind::MaxPool2d {
+                    in_h,
+                    in_w,
+                    channels,
+                    pool,
+                },
+                _,
+            ) => Op::MaxPool2d(PoolOp {
+                in_h: short(in_h)?,
+                in_w: short(in_w)?,
+                channels: short(channels)?,
+                pool: short(pool)?,
+            }),
+            (
+                OpKind::Dense {
+                    inputs,
+                    units,
+                    relu,
+                },
+                Some(p),
+            ) => Op::Dense(DenseOp {
+                inputs: u32::try_from(inputs)?,
+                units: short(units)?,
+                relu,
+                params: p.view(),
+            }),
+            _ => bail!("no parameters for operation {}", op.kind),
+        };
+        file.ops
+            .push(op)
+            .map_err(|_| anyhow!("more operations than format 2 holds"))?;
+    }
+    file.validate().map_err(|e| anyhow!("random model: {e}"))?;
+    let bound = plan.weights() + 16 * plan.channels() + 64 * (plan.ops.len() + 1);
+    let mut buf = vec![0u8; bound];
+    let bytes = file
+        .encode(&mut buf)
+        .map_err(|e| anyhow!("encoding the random model: {e}"))?;
+    Ok(bytes.to_vec())
+}
+
+/// The int8 logits infer-core's reference kernels compute on the host for `model` (format 2)
+/// and each image of `images` (8-bit pixels, the model's input size each), input quantized as
+/// the firmware does (`p − 128`).
+///
+/// # Errors
+/// A model that does not decode, or images of another size.
+pub fn host_logits(model: &[u8], images: &[u8]) -> Result<Vec<Vec<i8>>> {
+    let file = StackFile::decode(model).map_err(|e| anyhow!("{e}"))?;
+    let size = usize::from(file.input.height)
+        * usize::from(file.input.width)
+        * usize::from(file.input.channels);
+    ensure!(
+        size > 0 && images.len() % size == 0,
+        "{} bytes of images are not whole {size}-value inputs",
+        images.len()
+    );
+    let sizes = BufferSizes::of(&file);
+    let (mut a, mut b) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
+    let mut patch = vec![0u32; sizes.patch_words];
+    images
+        .chunks_exact(size)
+        .map(|pixels| {
+            let input: Vec<i8> = pixels.iter().map(|&p| (p ^ 0x80) as i8).collect();
+            run(
+                &file,
+                &input,
+                Kernels::Reference,
+                &mut a,
+                &mut b,
+                &mut patch,
+            )
+            .map(<[i8]>::to_vec)
+            .map_err(|e| anyhow!("{e}"))
+        })
+        .collect()
+}
