@@ -118,7 +118,14 @@ fn trainer_layers_and_infer_core_f32_kernels_agree() {
                     &x,
                     &mut y,
                 ),
-                (OpKind::Dense { inputs, units, relu }, Layer::Dense(d)) => {
+                (
+                    OpKind::Dense {
+                        inputs,
+                        units,
+                        relu,
+                    },
+                    Layer::Dense(d),
+                ) => {
                     let w = ohwi(&d.kernel.value, inputs, units);
                     dense_f32(&x, &w, &d.bias.value, &mut y);
                     if relu {

@@ -125,6 +125,26 @@ fn conv_gradients_match_central_differences() {
         2,
         4,
     );
+    // Runs of k·ic ≥ 32 input values are read in place from the image; windows over the
+    // padding are copied.
+    gradient_check(
+        conv(2, 1, Padding::Valid, Activation::Relu),
+        spatial(4, 5, 16),
+        2,
+        13,
+    );
+    gradient_check(
+        conv(3, 2, Padding::Same, Activation::Relu),
+        spatial(7, 6, 11),
+        2,
+        14,
+    );
+    gradient_check(
+        conv(3, 1, Padding::Same, Activation::None),
+        spatial(5, 5, 12),
+        1,
+        15,
+    );
 }
 
 #[test]
@@ -137,6 +157,8 @@ fn dense_pool_dropout_and_flatten_gradients_match_central_differences() {
     gradient_check(dense(Activation::None), Shape::Flat(5), 20, 6);
     gradient_check(LayerSpec::MaxPool2d { pool: 2 }, spatial(5, 4, 3), 2, 7);
     gradient_check(LayerSpec::MaxPool2d { pool: 3 }, spatial(6, 6, 1), 2, 8);
+    gradient_check(LayerSpec::MaxPool2d { pool: 2 }, spatial(4, 5, 2), 2, 16);
+    gradient_check(LayerSpec::MaxPool2d { pool: 2 }, spatial(3, 3, 2), 2, 17);
     gradient_check(LayerSpec::Dropout { rate: 0.5 }, spatial(3, 3, 2), 2, 9);
     gradient_check(LayerSpec::Flatten, spatial(2, 3, 2), 2, 10);
 }
@@ -193,6 +215,30 @@ fn dropout_is_inverted_and_the_identity_in_eval() {
         .iter()
         .all(|v| *v == 0.0 || (*v - 1.0 / 0.75).abs() < 1e-6));
     assert_eq!(layer.forward(x.clone(), Mode::Eval), x);
+}
+
+#[test]
+fn dropout_masks_follow_one_chacha_stream_whatever_the_blocks() {
+    let len = 40_000;
+    let mut layer = Layer::new(&LayerSpec::Dropout { rate: 0.3 }, 2, Shape::Flat(len));
+    let x = Tensor {
+        n: 1,
+        h: 1,
+        w: 1,
+        c: len,
+        data: vec![1.0; len],
+    };
+    let y = layer.forward(x, Mode::Train { key: 11 });
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    rng.set_stream(2);
+    for (i, v) in y.data.iter().enumerate() {
+        let expected = if rng.gen::<f32>() < 0.7 {
+            1.0 / 0.7
+        } else {
+            0.0
+        };
+        assert_eq!(*v, expected, "value {i}");
+    }
 }
 
 #[test]

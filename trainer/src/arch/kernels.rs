@@ -1,0 +1,690 @@
+//! The float kernels behind the generic layers, each single-threaded (the layers split the
+//! batch) and with a fixed summation order, so results do not depend on the thread count:
+//!
+//! - [`gemm_bias`]: `C = A·B + bias` (then ReLU if asked) with `B` packed once per call of a
+//!   layer ([`Packed`]): the forward passes of conv and dense.
+//! - [`gather_rows`]: for each target `t`, `out[t] += Σ g·A[s]` over a sparse list of
+//!   `(s, g)` ([`Lists`]): the backward passes, which only visit the non-zero output gradients
+//!   (after a ReLU, a max-pool or a dropout most of them are zero).
+//!
+//! `A` is a [`Rows`]: a plain row-major matrix, or the im2col matrix of a convolution read in
+//! place from the image (each row is `k` runs of `k·channels` values of the input).
+//!
+//! Both are plain safe Rust written so that the compiler vectorises them (fixed-size register
+//! tiles). On x86-64 a copy compiled for AVX2 + FMA is chosen at run time when the CPU has them;
+//! that is the only `unsafe` here.
+
+/// Rows of the GEMM register tile.
+const MR: usize = 6;
+/// Columns of the GEMM register tile (two 8-lane vectors).
+const NR: usize = 16;
+
+/// `a·b + c`, fused when the kernel copy is compiled for FMA (one rounding instead of two).
+#[inline(always)]
+fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+/// Whether this CPU runs the AVX2 + FMA copies.
+fn has_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The rows of a matrix `A`, each made of `segments` runs of `seg_len` values that lie anywhere
+/// in `data`: row `r`'s segment `s` is `data[start + s·stride..][..seg_len]` with
+/// `(start, stride) = placed[r]`. A plain row-major matrix is one segment per row.
+#[derive(Clone, Copy, Debug)]
+pub struct Rows<'a> {
+    data: &'a [f32],
+    placed: Option<&'a [(usize, usize)]>,
+    rows: usize,
+    segments: usize,
+    seg_len: usize,
+}
+
+impl<'a> Rows<'a> {
+    /// The row-major matrix `data` with `cols` columns (one segment per row).
+    ///
+    /// # Panics
+    /// If `data` is not whole rows.
+    pub fn matrix(data: &'a [f32], cols: usize) -> Self {
+        let rows = data.len().checked_div(cols).unwrap_or(0);
+        assert_eq!(rows * cols, data.len(), "matrix shape");
+        Self {
+            data,
+            placed: None,
+            rows,
+            segments: 1,
+            seg_len: cols,
+        }
+    }
+
+    /// Rows placed in `data` by `placed` (see [`Rows`]).
+    ///
+    /// # Panics
+    /// If a segment lies outside `data`.
+    pub fn placed(
+        data: &'a [f32],
+        placed: &'a [(usize, usize)],
+        segments: usize,
+        seg_len: usize,
+    ) -> Self {
+        for &(start, stride) in placed {
+            if segments > 0 && seg_len > 0 {
+                assert!(
+                    start + (segments - 1) * stride + seg_len <= data.len(),
+                    "a row outside the data"
+                );
+            }
+        }
+        Self {
+            data,
+            placed: Some(placed),
+            rows: placed.len(),
+            segments,
+            seg_len,
+        }
+    }
+
+    /// Rows.
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Values per row.
+    pub fn cols(&self) -> usize {
+        self.segments * self.seg_len
+    }
+
+    /// Writes the `(cols, rows)` transpose of the matrix into `out`.
+    pub fn transpose_into(&self, out: &mut Vec<f32>) {
+        let rows = self.rows;
+        out.resize(self.cols() * rows, 0.0);
+        for r in 0..rows {
+            for seg in 0..self.segments {
+                for (i, &v) in self.segment(r, seg).iter().enumerate() {
+                    out[(seg * self.seg_len + i) * rows + r] = v;
+                }
+            }
+        }
+    }
+
+    /// Segment `seg` of row `row` (`seg_len` values).
+    #[inline(always)]
+    fn segment(&self, row: usize, seg: usize) -> &'a [f32] {
+        let start = match self.placed {
+            None => (row * self.segments + seg) * self.seg_len,
+            Some(placed) => {
+                let (start, stride) = placed[row];
+                start + seg * stride
+            }
+        };
+        &self.data[start..start + self.seg_len]
+    }
+}
+
+/// A `(k, n)` row-major matrix rearranged into panels of 16 columns (`16·k` values each,
+/// row by row), the last panel zero-padded: what the GEMM tile reads contiguously.
+#[derive(Clone, Debug, Default)]
+pub struct Packed {
+    k: usize,
+    n: usize,
+    data: Vec<f32>,
+}
+
+impl Packed {
+    /// Packs the row-major `(k, n)` matrix `b`.
+    ///
+    /// # Panics
+    /// If `b` does not hold `k·n` values.
+    pub fn new(b: &[f32], k: usize, n: usize) -> Self {
+        let mut packed = Self::default();
+        packed.refill(b, k, n);
+        packed
+    }
+
+    /// Packs the row-major `(k, n)` matrix `b` in place of this one, reusing its memory.
+    ///
+    /// # Panics
+    /// If `b` does not hold `k·n` values.
+    pub fn refill(&mut self, b: &[f32], k: usize, n: usize) {
+        assert_eq!(b.len(), k * n, "matrix shape");
+        (self.k, self.n) = (k, n);
+        self.data.clear();
+        self.data.resize(n.div_ceil(NR) * k * NR, 0.0);
+        if self.data.is_empty() {
+            return;
+        }
+        for (p, panel) in self.data.chunks_exact_mut(k * NR).enumerate() {
+            let j0 = p * NR;
+            let width = NR.min(n - j0);
+            for (row, dst) in b.chunks_exact(n).zip(panel.chunks_exact_mut(NR)) {
+                dst[..width].copy_from_slice(&row[j0..j0 + width]);
+            }
+        }
+    }
+}
+
+/// `c = a·b + bias` (`(rows, n)` row-major), then `max(0, ·)` if `relu`.
+///
+/// # Panics
+/// If the shapes do not match.
+pub fn gemm_bias(a: &Rows, b: &Packed, bias: &[f32], relu: bool, c: &mut [f32]) {
+    assert!(
+        a.cols() == b.k && bias.len() == b.n && c.len() == a.len() * b.n,
+        "gemm shapes"
+    );
+    if a.is_empty() || b.n == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if has_fma() {
+        // SAFETY: the CPU has AVX2 and FMA (checked just above), all `gemm_fma` requires.
+        unsafe { gemm_fma(a, b, bias, relu, c) };
+        return;
+    }
+    gemm_impl::<false>(a, b, bias, relu, c);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gemm_fma(a: &Rows, b: &Packed, bias: &[f32], relu: bool, c: &mut [f32]) {
+    gemm_impl::<true>(a, b, bias, relu, c);
+}
+
+#[inline(always)]
+fn gemm_impl<const FMA: bool>(a: &Rows, b: &Packed, bias: &[f32], relu: bool, c: &mut [f32]) {
+    let (m, k, n) = (a.len(), b.k, b.n);
+    if k == 0 {
+        for row in c.chunks_exact_mut(n) {
+            for (o, &bv) in row.iter_mut().zip(bias) {
+                *o = if relu { bv.max(0.0) } else { bv };
+            }
+        }
+        return;
+    }
+    // Panel outer, rows inner: one panel (k·NR values) stays in L1 while `a` streams by.
+    for (p, panel) in b.data.chunks_exact(k * NR).enumerate() {
+        let j0 = p * NR;
+        let width = NR.min(n - j0);
+        let bias = &bias[j0..j0 + width];
+        for i0 in (0..m).step_by(MR) {
+            let acc = tile::<FMA>(a, i0, panel);
+            if width == NR && i0 + MR <= m {
+                // The common case, with fixed sizes: the tile goes from registers to `c`.
+                let bias: &[f32; NR] = bias.try_into().expect("a full panel");
+                for (r, acc) in acc.iter().enumerate() {
+                    let out: &mut [f32; NR] = (&mut c[(i0 + r) * n + j0..][..NR])
+                        .try_into()
+                        .expect("a full row");
+                    for ((o, &v), &bv) in out.iter_mut().zip(acc).zip(bias) {
+                        let v = v + bv;
+                        *o = if relu { v.max(0.0) } else { v };
+                    }
+                }
+                continue;
+            }
+            for (r, acc) in acc.iter().enumerate().take(m - i0) {
+                let out = &mut c[(i0 + r) * n + j0..][..width];
+                for ((o, &v), &bv) in out.iter_mut().zip(acc).zip(bias) {
+                    let v = v + bv;
+                    *o = if relu { v.max(0.0) } else { v };
+                }
+            }
+        }
+    }
+}
+
+/// The `MR × NR` register tile of rows `i0..i0 + MR` (rows past the end repeat the last row):
+/// `Σ_p a[r][p] · panel[p][j]`, segment by segment.
+#[inline(always)]
+fn tile<const FMA: bool>(a: &Rows, i0: usize, panel: &[f32]) -> [[f32; NR]; MR] {
+    let mut acc = [[0.0f32; NR]; MR];
+    let len = a.seg_len;
+    let last = a.len() - 1;
+    for seg in 0..a.segments {
+        let rows: [&[f32]; MR] = std::array::from_fn(|r| a.segment((i0 + r).min(last), seg));
+        let panel = &panel[seg * len * NR..][..len * NR];
+        for p in 0..len {
+            let b = &panel[p * NR..p * NR + NR];
+            for (acc, row) in acc.iter_mut().zip(&rows) {
+                let a = row[p];
+                for (c, &bv) in acc.iter_mut().zip(b) {
+                    *c = madd::<FMA>(a, bv, *c);
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// Bit `i % 64` of `out[i / 64]` is set where `values[i] != 0`; `out` holds
+/// `values.len().div_ceil(64)` words.
+pub fn nonzero_bits(values: &[f32], out: &mut [u64]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_fma() {
+        // SAFETY: the CPU has AVX2 and FMA (checked just above), all `bits_avx2` requires.
+        unsafe { bits_avx2::<false>(values, out) };
+        return;
+    }
+    bits_where::<false>(values, out);
+}
+
+/// Bit `i % 64` of `out[i / 64]` is set where `values[i] > 0`; `out` holds
+/// `values.len().div_ceil(64)` words.
+pub fn positive_bits(values: &[f32], out: &mut [u64]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_fma() {
+        // SAFETY: the CPU has AVX2 and FMA (checked just above), all `bits_avx2` requires.
+        unsafe { bits_avx2::<true>(values, out) };
+        return;
+    }
+    bits_where::<true>(values, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn bits_avx2<const POSITIVE: bool>(values: &[f32], out: &mut [u64]) {
+    bits_where::<POSITIVE>(values, out);
+}
+
+/// Bit `i` of a word is `values[i] > 0` (`POSITIVE`) or `values[i] != 0`.
+#[inline(always)]
+fn bits_where<const POSITIVE: bool>(values: &[f32], out: &mut [u64]) {
+    let word = |values: &[f32]| {
+        values.iter().enumerate().fold(0u64, |w, (i, &v)| {
+            let set = if POSITIVE { v > 0.0 } else { v != 0.0 };
+            w | (u64::from(set) << i)
+        })
+    };
+    let full = values.len() / 64;
+    for (w, values) in out.iter_mut().zip(values.chunks_exact(64)) {
+        let values: &[f32; 64] = values.try_into().expect("chunks of 64");
+        *w = word(values);
+    }
+    if values.len() % 64 != 0 {
+        out[full] = word(&values[full * 64..]);
+    }
+}
+
+/// Selected values of a matrix as one list per target (a row or a column), each entry
+/// `(source index, value)` in the matrix's order. Reused between calls: refilling it does not
+/// allocate once it is large enough.
+#[derive(Clone, Debug, Default)]
+pub struct Lists {
+    /// `(start, end)` of each target's entries in `entries`.
+    bounds: Vec<(usize, usize)>,
+    /// The entries, target by target.
+    entries: Vec<(u32, f32)>,
+}
+
+impl Lists {
+    /// One list per row of the row-major `(rows, cols)` matrix `values` (source = column): the
+    /// values whose bit is set in `keep` (bit `i % 64` of word `i / 64` for flat index `i`).
+    /// Visits set bits only, so its cost follows the number of entries, not of values.
+    ///
+    /// # Panics
+    /// If `keep` or `values` is shorter than the matrix.
+    pub fn fill_rows(&mut self, values: &[f32], keep: &[u64], rows: usize, cols: usize) {
+        self.bounds.clear();
+        self.entries.clear();
+        for r in 0..rows {
+            let start = self.entries.len();
+            let (lo, hi) = (r * cols, (r + 1) * cols);
+            let mut base = lo / 64 * 64;
+            while base < hi {
+                let mut bits = keep[base / 64];
+                if base < lo {
+                    bits &= !0 << (lo - base);
+                }
+                if hi - base < 64 {
+                    bits &= (1 << (hi - base)) - 1;
+                }
+                while bits != 0 {
+                    let i = base + bits.trailing_zeros() as usize;
+                    self.entries.push(((i - lo) as u32, values[i]));
+                    bits &= bits - 1;
+                }
+                base += 64;
+            }
+            self.bounds.push((start, self.entries.len()));
+        }
+    }
+
+    /// The column lists of the matrix whose row lists are `rows` (source = row, in row order).
+    pub fn fill_columns(&mut self, rows: &Lists, cols: usize) {
+        self.bounds.clear();
+        let mut next = vec![0usize; cols];
+        for &(c, _) in &rows.entries {
+            next[c as usize] += 1;
+        }
+        let mut start = 0;
+        for n in &mut next {
+            self.bounds.push((start, start + *n));
+            (*n, start) = (start, start + *n);
+        }
+        self.entries.clear();
+        self.entries.resize(start, (0, 0.0));
+        for r in 0..rows.targets() {
+            for &(c, v) in rows.of(r) {
+                let slot = &mut next[c as usize];
+                self.entries[*slot] = (r as u32, v);
+                *slot += 1;
+            }
+        }
+    }
+
+    /// Targets.
+    pub fn targets(&self) -> usize {
+        self.bounds.len()
+    }
+
+    /// Whether there are no entries at all.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The entries of target `t`.
+    pub fn of(&self, t: usize) -> &[(u32, f32)] {
+        let (start, end) = self.bounds[t];
+        &self.entries[start..end]
+    }
+}
+
+/// For every target `t` of `lists`: `out[t·cols..][..cols] += Σ g · src[s]` over its entries
+/// `(s, g)`, in list order. Works in blocks of a segment so that a block of every source row
+/// stays in cache across the targets.
+///
+/// # Panics
+/// If `out` does not hold `targets·cols` values or a source row is out of `src`.
+pub fn gather_rows(src: &Rows, lists: &Lists, out: &mut [f32]) {
+    assert_eq!(
+        out.len(),
+        lists.targets() * src.cols(),
+        "gather output shape"
+    );
+    if src.cols() == 0 || lists.is_empty() {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if has_fma() {
+        // SAFETY: the CPU has AVX2 and FMA (checked just above), all `gather_fma` requires.
+        unsafe { gather_fma(src, lists, out) };
+        return;
+    }
+    gather_impl::<false>(src, lists, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gather_fma(src: &Rows, lists: &Lists, out: &mut [f32]) {
+    gather_impl::<true>(src, lists, out);
+}
+
+#[inline(always)]
+fn gather_impl<const FMA: bool>(src: &Rows, lists: &Lists, out: &mut [f32]) {
+    for seg in 0..src.segments {
+        let mut off = 0;
+        while off < src.seg_len {
+            let left = src.seg_len - off;
+            off += if left >= 96 {
+                gather_block::<FMA, 96>(src, seg, off, lists, out)
+            } else if left >= 32 {
+                gather_block::<FMA, 32>(src, seg, off, lists, out)
+            } else if left >= 8 {
+                gather_block::<FMA, 8>(src, seg, off, lists, out)
+            } else {
+                gather_block::<FMA, 1>(src, seg, off, lists, out)
+            };
+        }
+    }
+}
+
+/// Values `off..off + W` of segment `seg` of every target; returns `W`.
+#[inline(always)]
+fn gather_block<const FMA: bool, const W: usize>(
+    src: &Rows,
+    seg: usize,
+    off: usize,
+    lists: &Lists,
+    out: &mut [f32],
+) -> usize {
+    let at = seg * src.seg_len + off;
+    for (t, dst) in out.chunks_exact_mut(src.cols()).enumerate() {
+        let entries = lists.of(t);
+        if entries.is_empty() {
+            continue;
+        }
+        let mut acc = [0.0f32; W];
+        for &(s, g) in entries {
+            let row = &src.segment(s as usize, seg)[off..off + W];
+            for (a, &x) in acc.iter_mut().zip(row) {
+                *a = madd::<FMA>(g, x, *a);
+            }
+        }
+        for (d, a) in dst[at..at + W].iter_mut().zip(&acc) {
+            *d += a;
+        }
+    }
+    W
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn random(len: usize, zeros: f64, rng: &mut ChaCha8Rng) -> Vec<f32> {
+        (0..len)
+            .map(|_| {
+                if rng.gen_bool(zeros) {
+                    0.0
+                } else {
+                    rng.gen_range(-1.0f32..1.0)
+                }
+            })
+            .collect()
+    }
+
+    /// Within the error bound of an f32 dot product of `terms` terms of magnitude ≤ 1.
+    fn close(a: f32, b: f64, terms: usize) -> bool {
+        (f64::from(a) - b).abs() <= 1e-6 * (terms as f64 + 1.0)
+    }
+
+    #[test]
+    fn gemm_matches_a_naive_product_on_odd_shapes() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        for (m, k, n) in [
+            (1, 1, 1),
+            (5, 3, 7),
+            (6, 9, 16),
+            (13, 288, 64),
+            (7, 40, 33),
+            (12, 17, 10),
+        ] {
+            for relu in [false, true] {
+                let a = random(m * k, 0.2, &mut rng);
+                let b = random(k * n, 0.0, &mut rng);
+                let bias = random(n, 0.0, &mut rng);
+                let mut c = vec![f32::NAN; m * n];
+                gemm_bias(
+                    &Rows::matrix(&a, k),
+                    &Packed::new(&b, k, n),
+                    &bias,
+                    relu,
+                    &mut c,
+                );
+                for i in 0..m {
+                    for j in 0..n {
+                        let mut s = f64::from(bias[j]);
+                        for p in 0..k {
+                            s += f64::from(a[i * k + p]) * f64::from(b[p * n + j]);
+                        }
+                        if relu {
+                            s = s.max(0.0);
+                        }
+                        assert!(close(c[i * n + j], s, k), "{m}×{k}×{n} [{i}][{j}]");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn placed_rows_give_the_same_results_as_the_materialised_matrix() {
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let data = random(300, 0.3, &mut rng);
+        let (segments, seg_len) = (3, 37);
+        let placed: Vec<(usize, usize)> = (0..11)
+            .map(|_| (rng.gen_range(0..50), rng.gen_range(0..60)))
+            .collect();
+        let rows = Rows::placed(&data, &placed, segments, seg_len);
+        let mut dense = Vec::new();
+        for &(start, stride) in &placed {
+            for s in 0..segments {
+                dense.extend_from_slice(&data[start + s * stride..][..seg_len]);
+            }
+        }
+        let dense = Rows::matrix(&dense, segments * seg_len);
+        let (k, n) = (segments * seg_len, 21);
+        let b = Packed::new(&random(k * n, 0.0, &mut rng), k, n);
+        let bias = random(n, 0.0, &mut rng);
+        let (mut c1, mut c2) = (vec![0.0; 11 * n], vec![0.0; 11 * n]);
+        gemm_bias(&rows, &b, &bias, false, &mut c1);
+        gemm_bias(&dense, &b, &bias, false, &mut c2);
+        assert_eq!(c1, c2);
+        let mut transposed = Vec::new();
+        rows.transpose_into(&mut transposed);
+        let dense_values: Vec<f32> = (0..11)
+            .flat_map(|r| (0..k).map(move |c| (r, c)))
+            .map(|(r, c)| transposed[c * 11 + r])
+            .collect();
+        assert_eq!(Rows::matrix(&dense_values, k).len(), 11);
+        let (mut c3, mut c4) = (vec![0.0; 11 * n], vec![0.0; 11 * n]);
+        gemm_bias(&Rows::matrix(&dense_values, k), &b, &bias, false, &mut c3);
+        gemm_bias(&dense, &b, &bias, false, &mut c4);
+        assert_eq!(c3, c4);
+        let grads = random(11 * 4, 0.5, &mut rng);
+        let mut keep = vec![0u64; 1];
+        nonzero_bits(&grads, &mut keep);
+        let (mut by_row, mut by_column) = (Lists::default(), Lists::default());
+        by_row.fill_rows(&grads, &keep, 11, 4);
+        by_column.fill_columns(&by_row, 4);
+        let (mut o1, mut o2) = (vec![0.5; 4 * k], vec![0.5; 4 * k]);
+        gather_rows(&rows, &by_column, &mut o1);
+        gather_rows(&dense, &by_column, &mut o2);
+        assert_eq!(o1, o2);
+        assert_ne!(o1, vec![0.5; 4 * k]);
+    }
+
+    #[test]
+    fn a_refilled_packing_equals_a_fresh_one() {
+        let mut rng = ChaCha8Rng::seed_from_u64(6);
+        let mut packed = Packed::new(&random(9 * 40, 0.0, &mut rng), 9, 40);
+        let b = random(5 * 21, 0.0, &mut rng);
+        packed.refill(&b, 5, 21);
+        let a = random(7 * 5, 0.0, &mut rng);
+        let bias = random(21, 0.0, &mut rng);
+        let (mut c1, mut c2) = (vec![0.0; 7 * 21], vec![0.0; 7 * 21]);
+        gemm_bias(&Rows::matrix(&a, 5), &packed, &bias, true, &mut c1);
+        gemm_bias(
+            &Rows::matrix(&a, 5),
+            &Packed::new(&b, 5, 21),
+            &bias,
+            true,
+            &mut c2,
+        );
+        assert_eq!(c1, c2);
+    }
+
+    #[test]
+    fn nonzero_bits_mark_the_non_zero_values() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for len in [0, 1, 7, 64, 65, 200] {
+            let values = random(len, 0.5, &mut rng);
+            let mut bits = vec![!0u64; len.div_ceil(64)];
+            nonzero_bits(&values, &mut bits);
+            for (i, v) in values.iter().enumerate() {
+                assert_eq!(
+                    (bits[i / 64] >> (i % 64)) & 1 == 1,
+                    *v != 0.0,
+                    "{len} [{i}]"
+                );
+            }
+            if len % 64 != 0 {
+                assert_eq!(bits[len / 64] >> (len % 64), 0, "bits past the end");
+            }
+        }
+    }
+
+    #[test]
+    fn gather_matches_a_naive_sum_by_rows_and_by_columns() {
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let (mut by_row, mut by_column) = (Lists::default(), Lists::default());
+        for (rows, cols, len) in [
+            (9, 5, 7),
+            (1, 1, 1),
+            (30, 64, 288),
+            (4, 3, 137),
+            (6, 2, 0),
+            (3, 130, 9),
+        ] {
+            let values = random(rows * cols, 0.6, &mut rng);
+            // Keep every value but those of a pseudo-random pattern (as a ReLU mask would).
+            let mut keep = vec![0u64; (rows * cols).div_ceil(64)];
+            nonzero_bits(&values, &mut keep);
+            let kept = |i: usize| i % 7 != 3;
+            for (w, word) in keep.iter_mut().enumerate() {
+                for b in 0..64 {
+                    if !kept(w * 64 + b) {
+                        *word &= !(1 << b);
+                    }
+                }
+            }
+            by_row.fill_rows(&values, &keep, rows, cols);
+            by_column.fill_columns(&by_row, cols);
+            for (lists, by_column, targets, sources) in
+                [(&by_row, false, rows, cols), (&by_column, true, cols, rows)]
+            {
+                assert_eq!(lists.targets(), targets);
+                let src = random(sources * len, 0.0, &mut rng);
+                let start = random(targets * len, 0.0, &mut rng);
+                let mut out = start.clone();
+                gather_rows(&Rows::matrix(&src, len), lists, &mut out);
+                for t in 0..targets {
+                    for x in 0..len {
+                        let mut s = f64::from(start[t * len + x]);
+                        for q in 0..sources {
+                            let i = if by_column {
+                                q * cols + t
+                            } else {
+                                t * cols + q
+                            };
+                            if kept(i) {
+                                s += f64::from(values[i]) * f64::from(src[q * len + x]);
+                            }
+                        }
+                        assert!(close(out[t * len + x], s, sources), "[{t}][{x}]");
+                    }
+                }
+            }
+        }
+    }
+}
