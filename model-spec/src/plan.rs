@@ -252,26 +252,25 @@ impl Plan {
                     units,
                     relu: activation == Activation::Relu,
                 },
-                LayerSpec::BatchNorm => {
+                LayerSpec::BatchNorm { activation } => {
                     let previous = index
                         .checked_sub(1)
                         .and_then(|p| ops.last_mut().filter(|op| op.layer == p));
                     match previous {
-                        Some(op)
-                            if op.batchnorm.is_none()
-                                && matches!(
-                                    op.kind,
-                                    OpKind::Conv2d { relu: false, .. }
-                                        | OpKind::Dense { relu: false, .. }
-                                ) =>
-                        {
-                            op.batchnorm = Some(index);
-                            continue;
-                        }
-                        _ => bail!(
-                            "layer {index} (batchnorm): int8 export folds batch norm into the layer just before it, which must be a conv2d or dense with activation = \"none\" (a ReLU in between cannot be folded); move the batch norm or drop that layer's activation"
-                        ),
+                        Some(op) if op.batchnorm.is_none() => match &mut op.kind {
+                            OpKind::Conv2d { relu, .. } | OpKind::Dense { relu, .. } if !*relu => {
+                                // Batch norm, then its activation: the folded layer's.
+                                *relu = activation == Activation::Relu;
+                                op.batchnorm = Some(index);
+                                continue;
+                            }
+                            _ => {}
+                        },
+                        _ => {}
                     }
+                    bail!(
+                        "layer {index} (batchnorm): int8 export folds batch norm into the layer just before it, which must be a conv2d or dense with activation = \"none\" (a ReLU in between cannot be folded); for conv → batch norm → ReLU write the conv without activation and `activation = \"relu\"` on the batchnorm"
+                    )
                 }
                 LayerSpec::Flatten | LayerSpec::Dropout { .. } => continue,
             };
@@ -353,6 +352,20 @@ mod tests {
         assert_eq!(plan.ops.len(), 2);
         assert_eq!(plan.ops[0].batchnorm, Some(1));
         assert_eq!(plan.ops[0].kind.out_len(), 4 * 4 * 4);
+        assert!(!matches!(
+            plan.ops[0].kind,
+            OpKind::Conv2d { relu: true, .. }
+        ));
+        let bn_relu = folded.replace(
+            "type = \"batchnorm\"\n",
+            "type = \"batchnorm\"\nactivation = \"relu\"\n",
+        );
+        let plan = Plan::of(&Spec::parse(&bn_relu).unwrap()).unwrap();
+        assert!(matches!(
+            plan.ops[0].kind,
+            OpKind::Conv2d { relu: true, .. }
+        ));
+        assert_eq!(plan.ops[0].batchnorm, Some(1));
         let relu_first = folded.replace("stride = 2\n", "stride = 2\nactivation = \"relu\"\n");
         let err = Plan::of(&Spec::parse(&relu_first).unwrap()).unwrap_err();
         assert!(err.to_string().contains("layer 1 (batchnorm)"), "{err}");

@@ -74,9 +74,14 @@ pub enum LayerSpec {
         /// Fraction dropped, in `[0, 1)`.
         rate: f32,
     },
-    /// Batch normalisation over the last axis (Keras defaults: momentum 0.99, epsilon 1e-3);
-    /// folded into the preceding conv/dense layer at quantization.
-    BatchNorm,
+    /// Batch normalisation over the last axis (Keras defaults: momentum 0.99, epsilon 1e-3),
+    /// then its activation — Keras' `BatchNormalization()` followed by `Activation(...)`;
+    /// folded into the preceding conv/dense layer at quantization, which then takes this
+    /// activation.
+    BatchNorm {
+        /// None or ReLU, applied after the normalisation.
+        activation: Activation,
+    },
 }
 
 impl LayerSpec {
@@ -88,7 +93,7 @@ impl LayerSpec {
             Self::Flatten => "Flatten",
             Self::Dense { .. } => "Dense",
             Self::Dropout { .. } => "Dropout",
-            Self::BatchNorm => "BatchNormalization",
+            Self::BatchNorm { .. } => "BatchNormalization",
         }
     }
 
@@ -100,7 +105,7 @@ impl LayerSpec {
             Self::Flatten => "flatten",
             Self::Dense { .. } => "dense",
             Self::Dropout { .. } => "dropout",
-            Self::BatchNorm => "batch_normalization",
+            Self::BatchNorm { .. } => "batch_normalization",
         }
     }
 
@@ -112,7 +117,7 @@ impl LayerSpec {
             Self::Flatten => "flatten",
             Self::Dense { .. } => "dense",
             Self::Dropout { .. } => "dropout",
-            Self::BatchNorm => "batchnorm",
+            Self::BatchNorm { .. } => "batchnorm",
         }
     }
 }
@@ -313,7 +318,7 @@ impl Spec {
                 filters, kernel, ..
             } => (kernel * kernel * c_in * filters + filters, 0),
             LayerSpec::Dense { units, .. } => (self.input_of(index).len() * units + units, 0),
-            LayerSpec::BatchNorm => (2 * c_in, 2 * c_in),
+            LayerSpec::BatchNorm { .. } => (2 * c_in, 2 * c_in),
             _ => (0, 0),
         }
     }
@@ -382,7 +387,12 @@ impl Spec {
                     );
                 }
                 LayerSpec::Dropout { rate } => out += &format!("rate = {rate:?}\n"),
-                LayerSpec::Flatten | LayerSpec::BatchNorm => {}
+                LayerSpec::BatchNorm { activation } => {
+                    if activation != Activation::None {
+                        out += &format!("activation = \"{}\"\n", activation_name(activation));
+                    }
+                }
+                LayerSpec::Flatten => {}
             }
         }
         out
@@ -469,7 +479,13 @@ fn infer(layer: &LayerSpec, input: Shape, last: bool) -> Result<Shape> {
             );
             Ok(input)
         }
-        LayerSpec::BatchNorm => Ok(input),
+        LayerSpec::BatchNorm { activation } => {
+            ensure!(
+                activation != Activation::Softmax,
+                "batch norm takes activation \"none\" or \"relu\""
+            );
+            Ok(input)
+        }
     }
 }
 
@@ -619,7 +635,8 @@ fn parse_layer(table: &Table) -> Result<LayerSpec> {
     let allowed: &[&str] = match kind {
         "conv2d" => &["type", "filters", "kernel", "stride", "padding", "activation"],
         "maxpool2d" => &["type", "pool"],
-        "flatten" | "batchnorm" => &["type"],
+        "flatten" => &["type"],
+        "batchnorm" => &["type", "activation"],
         "dense" => &["type", "units", "activation"],
         "dropout" => &["type", "rate"],
         _ => bail!(
@@ -671,7 +688,9 @@ fn parse_layer(table: &Table) -> Result<LayerSpec> {
             pool: int("pool", Some(2))?,
         },
         "flatten" => LayerSpec::Flatten,
-        "batchnorm" => LayerSpec::BatchNorm,
+        "batchnorm" => LayerSpec::BatchNorm {
+            activation: activation()?,
+        },
         "dense" => LayerSpec::Dense {
             units: int("units", None)?,
             activation: activation()?,

@@ -962,17 +962,21 @@ pub struct BatchNorm {
     pub moving_mean: Vec<f32>,
     /// Moving variance (not trained by gradient).
     pub moving_var: Vec<f32>,
+    /// ReLU after the normalisation (`activation = "relu"` in the spec).
+    pub relu: bool,
     cache: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 impl BatchNorm {
-    /// γ = 1, β = 0, moving mean 0, moving variance 1 (Keras' initialisers).
-    pub fn new(channels: usize) -> Self {
+    /// γ = 1, β = 0, moving mean 0, moving variance 1 (Keras' initialisers); a ReLU after
+    /// the normalisation if `relu`.
+    pub fn new(channels: usize, relu: bool) -> Self {
         Self {
             gamma: Param::new(vec![1.0; channels], false),
             beta: Param::new(vec![0.0; channels], false),
             moving_mean: vec![0.0; channels],
             moving_var: vec![1.0; channels],
+            relu,
             cache: None,
         }
     }
@@ -985,6 +989,9 @@ impl BatchNorm {
                     let inv = 1.0 / (self.moving_var[ch] + BN_EPSILON).sqrt();
                     *v = (*v - self.moving_mean[ch]) * inv * self.gamma.value[ch]
                         + self.beta.value[ch];
+                    if self.relu {
+                        *v = v.max(0.0);
+                    }
                 }
             }
             return x;
@@ -1020,6 +1027,9 @@ impl BatchNorm {
             for ch in 0..c {
                 row[ch] = ((f64::from(row[ch]) - mean[ch]) as f32) * inv_std[ch];
                 out[ch] = row[ch] * self.gamma.value[ch] + self.beta.value[ch];
+                if self.relu {
+                    out[ch] = out[ch].max(0.0);
+                }
             }
         }
         self.cache = Some((xhat, inv_std));
@@ -1032,6 +1042,16 @@ impl BatchNorm {
             .take()
             .expect("batch norm backward after a training forward");
         let c = dy.c;
+        if self.relu {
+            // The ReLU's gradient: zero where the normalised output was not positive.
+            for (d, xh) in dy.data.chunks_mut(c).zip(xhat.chunks(c)) {
+                for ch in 0..c {
+                    if xh[ch] * self.gamma.value[ch] + self.beta.value[ch] <= 0.0 {
+                        d[ch] = 0.0;
+                    }
+                }
+            }
+        }
         let m = (dy.data.len() / c) as f32;
         let mut sum_dy = vec![0.0f32; c];
         let mut sum_dy_xhat = vec![0.0f32; c];
@@ -1099,7 +1119,9 @@ impl Layer {
                 index,
                 mask: None,
             }),
-            LayerSpec::BatchNorm => Self::BatchNorm(BatchNorm::new(ic)),
+            LayerSpec::BatchNorm { activation } => {
+                Self::BatchNorm(BatchNorm::new(ic, activation == Activation::Relu))
+            }
         }
     }
 

@@ -165,13 +165,22 @@ fn dense_pool_dropout_and_flatten_gradients_match_central_differences() {
 
 #[test]
 fn batch_norm_gradients_match_central_differences() {
-    gradient_check(LayerSpec::BatchNorm, spatial(3, 2, 3), 4, 11);
-    gradient_check(LayerSpec::BatchNorm, Shape::Flat(5), 6, 12);
+    let bn = |activation| LayerSpec::BatchNorm { activation };
+    gradient_check(bn(Activation::None), spatial(3, 2, 3), 4, 11);
+    gradient_check(bn(Activation::None), Shape::Flat(5), 6, 12);
+    gradient_check(bn(Activation::Relu), spatial(3, 2, 3), 4, 13);
+    gradient_check(bn(Activation::Relu), Shape::Flat(5), 6, 14);
 }
 
 #[test]
 fn batch_norm_normalises_in_training_and_tracks_moving_statistics_like_keras() {
-    let mut layer = Layer::new(&LayerSpec::BatchNorm, 0, Shape::Flat(1));
+    let mut layer = Layer::new(
+        &LayerSpec::BatchNorm {
+            activation: Activation::None,
+        },
+        0,
+        Shape::Flat(1),
+    );
     let x = Tensor {
         n: 4,
         h: 1,
