@@ -23,10 +23,10 @@ use std::path::{Path, PathBuf};
 pub const RUN_STACK: usize = 1792;
 
 /// Stack decoding the model.bin takes (`net::load`: `StackFile::decode`, whose
-/// up-to-32-operation table is moved by value a few times, and each layer's
-/// `from_file`), before the buffers exist. Measured: `load_stack_bytes` 11.1 KiB
-/// on the M4F, 11.2 KiB on the M0, plus `main`'s frame (0.4 KiB).
-pub const LOAD_STACK: usize = 12 * 1024;
+/// up-to-16-operation table is moved by value a few times, and each layer's
+/// `from_file`), before the buffers exist. Measured: `load_stack_bytes` 4,960 B
+/// on the M4F, 6,060 B on the M0, plus `main`'s frame (0.4 KiB).
+pub const LOAD_STACK: usize = 7 * 1024;
 
 /// A spec, its int8 plan, and where it came from.
 pub struct Declared {

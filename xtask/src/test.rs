@@ -64,6 +64,24 @@ pub fn run(args: &TestArgs) -> Result<()> {
                 .current_dir(&firmware)
                 .args(["clippy", "--release", "--", "-D", "warnings"]),
         )?;
+        // The generated network of a spec'd build is code too: lint it, with the committed
+        // two-block model (built for the micro:bit, the tightest board).
+        run_step(
+            "cargo clippy (firmware-example, FIRMWARE_SPEC=models/two-blocks.toml, microbit) -- -D warnings",
+            cargo()
+                .current_dir(&firmware)
+                .args([
+                    "clippy",
+                    "--release",
+                    "--target",
+                    "thumbv6m-none-eabi",
+                    "--",
+                    "-D",
+                    "warnings",
+                ])
+                .env("FIRMWARE_SPEC", "../models/two-blocks.toml")
+                .env("FIRMWARE_MODEL", "assets/two-blocks.bin"),
+        )?;
         run_step(
             "cargo doc -p infer-core (warnings are errors)",
             cargo()
