@@ -2,8 +2,8 @@
 //!
 //! * [`format`]: model.bin format 2, the int8 operations of the stack;
 //! * [`layers`]: typed layers, shapes as const generics, from which a firmware's build
-//!   script assembles its network (see `firmware-example/build.rs`);
-//! * [`run`]: the same inference with shapes known only at run time (host tools, tests).
+//!   script assembles its network (see `firmware-example/build/network.rs`);
+//! * [`mod@run`]: the same inference with shapes known only at run time (host tools, tests).
 //!
 //! ```
 //! use infer_core::stack::{layers::{Conv2d, Dense, Layer, MaxPool2d}, StackFile};
