@@ -89,7 +89,7 @@ impl Params {
 /// A format-2 model.bin of `plan` with random parameters drawn from `seed`.
 ///
 /// # Errors
-/// A plan format 2 cannot hold (a dimension over `u16`, more than 32 operations).
+/// A plan format 2 cannot hold (a dimension over `u16`, more than 16 operations).
 pub fn random_model(plan: &Plan, seed: u64) -> Result<Vec<u8>> {
     let mut rng = Rng(seed);
     let params: Vec<Option<Params>> = plan

@@ -57,7 +57,7 @@ pub fn load_stack(bytes: &[u8]) -> Result<StackFile<'_>> {
 }
 
 /// A model.bin of either format, loaded and checked (boxed: both views are large, a
-/// [`StackFile`] holds up to 32 operations inline).
+/// [`StackFile`] holds up to 16 operations inline).
 #[derive(Debug)]
 pub enum Int8Model<'a> {
     /// Format 1.
