@@ -412,24 +412,9 @@ pub(crate) mod tests {
         }
     }
 
-    /// 6×6×2 → conv 3×3 same stride 2 (4 filters) → pool 1 → dense 3, from owned arrays.
-    fn small(conv: &OwnedParams, dense: &OwnedParams) -> StackFile<'static> {
-        let conv: &'static OwnedParams = Box::leak(Box::new(OwnedParams {
-            weights: conv.weights.clone(),
-            scales: conv.scales.clone(),
-            bias: conv.bias.clone(),
-            multiplier: conv.multiplier.clone(),
-            shift: conv.shift.clone(),
-            output: conv.output,
-        }));
-        let dense: &'static OwnedParams = Box::leak(Box::new(OwnedParams {
-            weights: dense.weights.clone(),
-            scales: dense.scales.clone(),
-            bias: dense.bias.clone(),
-            multiplier: dense.multiplier.clone(),
-            shift: dense.shift.clone(),
-            output: dense.output,
-        }));
+    /// 6×6×2 → conv 3×3 same stride 2 (4 filters) → pool 1 → dense 3, borrowing `conv`'s and
+    /// `dense`'s arrays.
+    fn small<'p>(conv: &'p OwnedParams, dense: &'p OwnedParams) -> StackFile<'p> {
         let mut ops = heapless::Vec::new();
         ops.push(Op::Conv2d(ConvOp {
             in_h: 6,
@@ -464,8 +449,6 @@ pub(crate) mod tests {
             ops,
         }
     }
-
-    use std::boxed::Box;
 
     #[test]
     fn a_model_round_trips_and_every_truncation_or_flip_is_refused() {
