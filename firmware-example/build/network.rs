@@ -6,7 +6,6 @@
 //! inference — is generated for `src/net/spec.rs` to include.
 
 use infer_core::format::ModelFile;
-use infer_core::kernels::dot::PatchWords;
 use infer_core::stack::format::Padding as FilePadding;
 use infer_core::stack::{Op, StackFile};
 use model_spec::plan::{OpKind, Plan};
@@ -188,20 +187,9 @@ pub struct Ram {
 impl Ram {
     /// The RAM of `plan`.
     pub fn of(plan: &Plan) -> Self {
-        let mut buffers = [0; 2];
-        let writers = plan.ops.len().saturating_sub(1);
-        for (index, op) in plan.ops.iter().take(writers).enumerate() {
-            buffers[index % 2] = buffers[index % 2].max(op.kind.out_len());
-        }
-        let patch_words = plan
-            .ops
-            .iter()
-            .map(|op| PatchWords::words(op.kind.taps()))
-            .max()
-            .unwrap_or(0);
         Self {
-            buffers,
-            patch: 4 * patch_words,
+            buffers: plan.buffers(),
+            patch: 4 * plan.patch_words(),
             input: plan.input_len(),
         }
     }
@@ -398,6 +386,17 @@ fn generate(spec: &str, plan: &Plan, ram: &Ram) -> String {
     let patch = max_of(&patches, &mut used);
     item(format!(
         "/// Words of the packed convolution patch: the largest convolution's.\npub const PATCH_WORDS: usize = {patch};"
+    ));
+    // The build's RAM check used model-spec's figures: they must be these.
+    let mut agree = vec![format!("PATCH_WORDS * 4 == {}", ram.patch)];
+    agree.extend(
+        buffers
+            .iter()
+            .map(|&(_, name, parity)| format!("{name} == {}", ram.buffers[parity])),
+    );
+    item(format!(
+        "const _: () = assert!({}, \"the RAM estimate (model-spec's Plan) differs from the layers' sizes\");",
+        agree.join(" && ")
     ));
     item(String::new());
 

@@ -85,8 +85,7 @@ pub struct Budget {
     pub buffers: [usize; 2],
     /// Both buffers together.
     pub activations: usize,
-    /// The packed convolution patch: `taps / 4 · 2 + taps % 4` u32 words for the largest
-    /// [`Plan::patch_len`], in bytes.
+    /// The packed convolution patch ([`Plan::patch_words`] u32 words), in bytes.
     pub patch: usize,
     /// f32 class probabilities computed from the int8 logits.
     pub scratch: usize,
@@ -112,8 +111,7 @@ impl Budget {
         let input = plan.input_len();
         let buffers = plan.buffers();
         let activations = buffers[0] + buffers[1];
-        let taps = plan.patch_len();
-        let patch = (taps / 4 * 2 + taps % 4) * 4;
+        let patch = plan.patch_words() * 4;
         let scratch = plan.classes() * 4;
         Self {
             weights,

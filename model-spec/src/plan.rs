@@ -8,8 +8,9 @@
 //! from them.
 //!
 //! Buffers: operation `i` reads the input image (`i = 0`) or buffer `(i − 1) % 2` and writes
-//! buffer `i % 2`, so two ping-pong buffers of [`Plan::buffers`] bytes and one i16 patch of
-//! [`Plan::patch_len`] values hold every activation.
+//! buffer `i % 2` (the last writes the logits), so two ping-pong buffers of
+//! [`Plan::buffers`] bytes and one packed patch of [`Plan::patch_words`] words hold every
+//! activation.
 
 use crate::spec::{conv_out, Activation, LayerSpec, Padding, Spec};
 use anyhow::{bail, Result};
@@ -297,18 +298,28 @@ impl Plan {
     }
 
     /// Sizes in bytes of the two ping-pong activation buffers: buffer `i % 2` receives the
-    /// output of operation `i`.
+    /// output of operation `i`, except the last operation's, which is the logits and goes to
+    /// the caller's own array.
     pub fn buffers(&self) -> [usize; 2] {
         let mut sizes = [0; 2];
-        for (i, op) in self.ops.iter().enumerate() {
+        let writers = self.ops.len().saturating_sub(1);
+        for (i, op) in self.ops.iter().take(writers).enumerate() {
             sizes[i % 2] = sizes[i % 2].max(op.kind.out_len());
         }
         sizes
     }
 
-    /// Values in the i16 convolution patch buffer (the largest `kernel² · in_c`).
+    /// Values in the largest convolution patch (`kernel² · in_c`).
     pub fn patch_len(&self) -> usize {
         self.ops.iter().map(|op| op.kind.taps()).max().unwrap_or(0)
+    }
+
+    /// u32 words of the packed patch buffer infer-core's conv kernel needs for
+    /// [`Plan::patch_len`] values: two per group of four, one per remaining value
+    /// (`infer_core::kernels::dot::PatchWords`).
+    pub fn patch_words(&self) -> usize {
+        let taps = self.patch_len();
+        taps / 4 * 2 + taps % 4
     }
 
     /// int8 weights in bytes.
@@ -338,6 +349,7 @@ mod tests {
         assert_eq!(plan.ops[3].kind.in_len(), 12 * 12 * 64);
         assert_eq!(plan.buffers(), [26 * 26 * 32, 24 * 24 * 64]);
         assert_eq!(plan.patch_len(), 3 * 3 * 32);
+        assert_eq!(plan.patch_words(), 3 * 3 * 32 / 2);
         assert_eq!(plan.weights() + plan.channels(), 1_199_882);
         assert_eq!(plan.classes(), 10);
         for pair in plan.ops.windows(2) {

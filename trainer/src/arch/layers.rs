@@ -410,6 +410,30 @@ fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     t
 }
 
+/// The end of a conv or dense backward pass: recycles the transposed weights, the output
+/// gradient and the kept input, and returns `dx` shaped as the input if it was asked for.
+fn finish_backward(
+    wt: Option<Vec<f32>>,
+    dy: Tensor,
+    x: Tensor,
+    dx: Vec<f32>,
+    need_dx: bool,
+) -> Option<Tensor> {
+    if let Some(wt) = wt {
+        recycle(wt);
+    }
+    recycle(dy.data);
+    let (n, h, w, c) = (x.n, x.h, x.w, x.c);
+    recycle(x.data);
+    need_dx.then_some(Tensor {
+        n,
+        h,
+        w,
+        c,
+        data: dx,
+    })
+}
+
 /// Sums per-chunk gradients `(dWᵀ, db)` in chunk order and adds them to the kernel (stored
 /// `(row_len, outs)`) and bias gradients.
 fn add_parts(
@@ -623,19 +647,7 @@ impl Conv {
             })
             .collect();
         add_parts(parts, taps, &mut self.kernel, &mut self.bias);
-        if let Some(wt) = wt {
-            recycle(wt);
-        }
-        recycle(dy.data);
-        let (n, h, w, c) = (x.n, x.h, x.w, x.c);
-        recycle(x.data);
-        need_dx.then_some(Tensor {
-            n,
-            h,
-            w,
-            c,
-            data: dx,
-        })
+        finish_backward(wt, dy, x, dx, need_dx)
     }
 }
 
@@ -742,19 +754,7 @@ impl Dense {
             })
             .collect();
         add_parts(parts, inputs, &mut self.kernel, &mut self.bias);
-        if let Some(wt) = wt {
-            recycle(wt);
-        }
-        recycle(dy.data);
-        let (n, h, w, c) = (x.n, x.h, x.w, x.c);
-        recycle(x.data);
-        need_dx.then_some(Tensor {
-            n,
-            h,
-            w,
-            c,
-            data: dx,
-        })
+        finish_backward(wt, dy, x, dx, need_dx)
     }
 }
 
