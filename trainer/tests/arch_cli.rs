@@ -1,6 +1,7 @@
 //! `trainer fit --arch` and `trainer summary --arch/--board` from the outside: a spec file of
 //! one's own trains with no code edit (and, when its batch norm cannot be folded, says why it
-//! writes no model.bin), the tutorial preset keeps the fast path's exact bytes, and the full
+//! writes no model.bin), the tutorial preset trains through the generic layers like any spec
+//! file (format 2, the same bytes as `models/tutorial.toml`), and the full
 //! model's table has Keras' 1,199,882 parameters. The format-2 export: `arch_export.rs`.
 
 mod cli_support;
@@ -128,7 +129,7 @@ fn a_spec_whose_batch_norm_cannot_be_folded_trains_and_says_why_it_writes_no_mod
 }
 
 #[test]
-fn arch_tutorial_without_generic_options_is_the_fast_path_byte_for_byte() {
+fn arch_tutorial_is_the_generic_path_and_the_same_bytes_as_its_spec_file() {
     let dir = tempfile::tempdir().unwrap();
     let data = data_dir(dir.path(), 120, 30);
     let fit = |name: &str, extra: &[&str]| {
@@ -148,9 +149,17 @@ fn arch_tutorial_without_generic_options_is_the_fast_path_byte_for_byte() {
         trainer_ok(&args);
         std::fs::read(out).unwrap()
     };
-    let plain = fit("plain.bin", &[]);
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/tutorial.toml");
+    let from_file = fit("file.bin", &["--arch", file]);
     let preset = fit("preset.bin", &["--arch", "tutorial"]);
-    assert_eq!(plain, preset);
+    assert_eq!(from_file, preset);
+    // Format 2: magic, then the version (u16 little-endian).
+    let magic = infer_core::format::MAGIC;
+    assert_eq!(&preset[..magic.len()], &magic[..]);
+    assert_eq!(
+        u16::from_le_bytes([preset[magic.len()], preset[magic.len() + 1]]),
+        infer_core::stack::STACK_FORMAT_VERSION
+    );
 }
 
 #[test]

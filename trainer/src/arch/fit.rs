@@ -5,8 +5,8 @@
 //! Deterministic: the same data, spec and config give bit-identical weights whatever the thread
 //! count (fixed chunking inside the layers, dropout masks keyed by seed, step and layer).
 
-use super::layers::{Layer, Mode, Tensor};
-use super::model::{cross_entropy, Model};
+use super::layers::{Layer, Prepared, Tensor, Trace};
+use super::model::{cross_entropy_sum, Model};
 use super::spec::Spec;
 use crate::data::Dataset;
 use crate::train::{EpochMetrics, FitObserver, Interrupted};
@@ -27,6 +27,11 @@ const EPSILON: f32 = 1e-7;
 const ADAM_BLOCK: usize = 16_384;
 /// ChaCha stream of the epoch shuffles.
 const SHUFFLE_STREAM: u64 = 1;
+/// Images per chunk of a training step: a chunk goes through every layer, forward and back,
+/// before the next one, so its activations stay in cache.
+const STEP_CHUNK: usize = 16;
+/// Most parts a batch is split into: parts run in parallel, each with its own gradients.
+const MAX_PARTS: usize = 8;
 
 /// Hyper-parameters of [`fit`].
 #[derive(Clone, Debug)]
@@ -131,33 +136,163 @@ impl Adam {
                         *w -= lr_t * *m / (v.sqrt() + EPSILON);
                     }
                 });
-            p.grad.iter_mut().for_each(|g| *g = 0.0);
         }
     }
 }
 
-/// One training forward + backward on a batch: returns (mean loss without regularisation,
-/// correct predictions) and leaves the gradients in the layers' parameters.
-///
-/// # Panics
-/// If `x` does not match the model's input.
-pub fn forward_backward(model: &mut Model, x: Tensor, labels: &[u8], key: u64) -> (f32, usize) {
-    let classes = model.spec.classes();
-    let logits = model.forward(x, Mode::Train { key });
-    let mut grad = vec![0.0; logits.data.len()];
-    let (loss, correct) = cross_entropy(&logits.data, labels, classes, Some(&mut grad));
-    let mut dy = Tensor {
-        data: grad,
-        ..logits
-    };
-    for index in (0..model.layers.len()).rev() {
-        let input = model.spec.input_of(index);
-        match model.layers[index].backward(dy, index > 0, input) {
-            Some(dx) => dy = dx,
-            None => break,
+/// One part of a batch in a training step: a trace per layer and its own gradients (as
+/// [`Layer::backward`] fills them).
+struct Part {
+    traces: Vec<Trace>,
+    grads: Vec<Vec<Vec<f32>>>,
+}
+
+impl Part {
+    fn new(model: &Model) -> Self {
+        Self {
+            traces: model.layers.iter().map(|_| Trace::default()).collect(),
+            grads: model.layers.iter().map(Layer::new_grads).collect(),
         }
     }
-    (loss, correct)
+
+    /// Forward and backward over `images` (images `first..` of a batch of `n`), chunk by
+    /// chunk; returns the summed loss and the correct predictions.
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &mut self,
+        model: &Model,
+        prepared: &[Prepared],
+        images: &[u8],
+        labels: &[u8],
+        first: usize,
+        chunk: usize,
+        n: usize,
+        key: u64,
+    ) -> Result<(f64, usize)> {
+        self.grads.iter_mut().flatten().for_each(|g| g.fill(0.0));
+        let item = model.spec.input.len();
+        let classes = model.spec.classes();
+        let (mut loss, mut correct) = (0.0, 0);
+        for (c, (images, labels)) in images
+            .chunks(chunk * item)
+            .zip(labels.chunks(chunk))
+            .enumerate()
+        {
+            let mut x = model.input_batch(images)?;
+            let layers = model.layers.iter().zip(&mut self.traces).zip(prepared);
+            for ((layer, trace), prep) in layers {
+                x = layer.forward_train(x, key, first + c * chunk, trace, prep);
+            }
+            let mut grad = vec![0.0; x.data.len()];
+            let (l, ok) = cross_entropy_sum(&x.data, labels, classes, n, Some(&mut grad));
+            loss += l;
+            correct += ok;
+            let mut dy = Tensor { data: grad, ..x };
+            for index in (0..model.layers.len()).rev() {
+                let input = model.spec.input_of(index);
+                let (trace, grads) = (&mut self.traces[index], &mut self.grads[index]);
+                let prep = Some(&prepared[index]);
+                match model.layers[index].backward(dy, index > 0, input, trace, grads, prep) {
+                    Some(dx) => dy = dx,
+                    None => break,
+                }
+            }
+        }
+        Ok((loss, correct))
+    }
+}
+
+/// What a training step keeps between steps: the parts of a batch.
+#[derive(Default)]
+pub struct Workspace {
+    parts: Vec<Part>,
+}
+
+/// One training forward + backward on a batch of raw images: returns (mean loss without
+/// regularisation, correct predictions) and leaves the gradients in the layers' parameters.
+///
+/// The batch is split into at most 8 parts of whole 16-image chunks (one part holding the whole
+/// batch if a layer needs it, see [`Layer::needs_whole_batch`]); the parts run in parallel on
+/// the current rayon pool and their gradients are summed in part order, so the result does
+/// not depend on the thread count. Dropout masks are drawn for the whole batch from `key`.
+///
+/// # Errors
+/// If `images` is not `labels.len()` images of the model's input.
+pub fn forward_backward(
+    model: &mut Model,
+    workspace: &mut Workspace,
+    images: &[u8],
+    labels: &[u8],
+    key: u64,
+) -> Result<(f32, usize)> {
+    let n = labels.len();
+    let item = model.spec.input.len();
+    ensure!(
+        images.len() == n * item,
+        "{} bytes are not {n} images of {item} bytes",
+        images.len()
+    );
+    if n == 0 {
+        return Ok((0.0, 0));
+    }
+    let whole = model.layers.iter().any(Layer::needs_whole_batch);
+    let (chunk, part_len) = if whole {
+        (n, n)
+    } else {
+        let chunks = n.div_ceil(STEP_CHUNK);
+        (STEP_CHUNK, chunks.div_ceil(MAX_PARTS) * STEP_CHUNK)
+    };
+    let count = n.div_ceil(part_len);
+    while workspace.parts.len() < count {
+        workspace.parts.push(Part::new(model));
+    }
+    let parts = &mut workspace.parts[..count];
+    let shared: &Model = model;
+    let prepared: Vec<Prepared> = shared.layers.par_iter().map(Layer::prepare).collect();
+    let results: Vec<Result<(f64, usize)>> = parts
+        .par_iter_mut()
+        .zip(images.par_chunks(part_len * item))
+        .zip(labels.par_chunks(part_len))
+        .enumerate()
+        .map(|(p, ((part, images), labels))| {
+            part.run(
+                shared,
+                &prepared,
+                images,
+                labels,
+                p * part_len,
+                chunk,
+                n,
+                key,
+            )
+        })
+        .collect();
+    let (mut loss, mut correct) = (0.0f64, 0);
+    for result in results {
+        let (l, ok) = result?;
+        loss += l;
+        correct += ok;
+    }
+    let (first, rest) = parts.split_at_mut(1);
+    let first = &mut first[0];
+    for (index, layer) in model.layers.iter_mut().enumerate() {
+        layer.update_moving_statistics(&first.traces[index]);
+        for (j, sum) in first.grads[index].iter_mut().enumerate() {
+            // Element-wise in part order, so splitting into blocks does not change the result.
+            sum.par_chunks_mut(ADAM_BLOCK)
+                .enumerate()
+                .for_each(|(b, sum)| {
+                    for part in rest.iter() {
+                        let other = &part.grads[index][j][b * ADAM_BLOCK..][..sum.len()];
+                        for (s, o) in sum.iter_mut().zip(other) {
+                            *s += o;
+                        }
+                    }
+                });
+        }
+        layer.set_grads(&first.grads[index]);
+    }
+    Ok(((loss / n as f64) as f32, correct))
 }
 
 /// Trains a freshly initialised model of `spec` on `train`, validating on `validation` after
@@ -217,6 +352,7 @@ fn fit_on_pool(
     let n = config.train_limit.unwrap_or(usize::MAX).min(train.len());
     let mut model = Model::glorot_uniform(spec, config.seed);
     let mut adam = Adam::new(config.learning_rate, &model);
+    let mut workspace = Workspace::default();
     let mut shuffle = ChaCha8Rng::seed_from_u64(config.seed);
     shuffle.set_stream(SHUFFLE_STREAM);
     let mut order: Vec<usize> = (0..n).collect();
@@ -236,10 +372,9 @@ fn fit_on_pool(
                 images.extend_from_slice(&train.images[i * item..][..item]);
                 labels.push(train.labels[i]);
             }
-            let x = model.input_batch(&images)?;
             let key = config.seed ^ (step + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             let reg = model.regularisation(config.l2, config.l1);
-            let (loss, ok) = forward_backward(&mut model, x, &labels, key);
+            let (loss, ok) = forward_backward(&mut model, &mut workspace, &images, &labels, key)?;
             adam.step(&mut model, config.l2, config.l1);
             step += 1;
             loss_sum += f64::from(loss + reg) * indices.len() as f64;

@@ -166,7 +166,7 @@ impl Packed {
     pub fn refill(&mut self, b: &[f32], k: usize, n: usize) {
         assert_eq!(b.len(), k * n, "matrix shape");
         (self.k, self.n) = (k, n);
-        self.data.clear();
+        // Every value is written below (a partial panel's padding as zeros).
         self.data.resize(n.div_ceil(NR) * k * NR, 0.0);
         if self.data.is_empty() {
             return;
@@ -175,8 +175,54 @@ impl Packed {
             let j0 = p * NR;
             let width = NR.min(n - j0);
             for (row, dst) in b.chunks_exact(n).zip(panel.chunks_exact_mut(NR)) {
-                dst[..width].copy_from_slice(&row[j0..j0 + width]);
+                if width == NR {
+                    // A fixed-size copy: a call to memcpy per 16 values costs more than it.
+                    let dst: &mut [f32; NR] = dst.try_into().expect("a panel row");
+                    let src: &[f32; NR] = row[j0..j0 + NR].try_into().expect("a panel row");
+                    *dst = *src;
+                } else {
+                    dst[..width].copy_from_slice(&row[j0..j0 + width]);
+                    dst[width..].fill(0.0);
+                }
             }
+        }
+    }
+}
+
+/// The `B` of a GEMM as the tile reads it: panel `p` (columns `16p..16p + 16`) starts at
+/// `p·panel_step` of `data`, its rows `row_stride` apart.
+#[derive(Clone, Copy, Debug)]
+pub struct Cols<'a> {
+    data: &'a [f32],
+    k: usize,
+    n: usize,
+    panel_step: usize,
+    row_stride: usize,
+}
+
+impl<'a> Cols<'a> {
+    /// The row-major `(k, n)` matrix `b` read in place, if `n` is a multiple of 16 (whole
+    /// panels): no packing needed.
+    pub fn row_major(b: &'a [f32], k: usize, n: usize) -> Option<Self> {
+        (n % NR == 0 && b.len() == k * n).then_some(Self {
+            data: b,
+            k,
+            n,
+            panel_step: NR,
+            row_stride: n,
+        })
+    }
+}
+
+impl Packed {
+    /// This packing as the GEMM reads it.
+    pub fn cols(&self) -> Cols<'_> {
+        Cols {
+            data: &self.data,
+            k: self.k,
+            n: self.n,
+            panel_step: self.k * NR,
+            row_stride: NR,
         }
     }
 }
@@ -186,10 +232,22 @@ impl Packed {
 /// # Panics
 /// If the shapes do not match.
 pub fn gemm_bias(a: &Rows, b: &Packed, bias: &[f32], relu: bool, c: &mut [f32]) {
+    gemm_cols(a, &b.cols(), bias, relu, c);
+}
+
+/// [`gemm_bias`] with `b` as [`Cols`].
+///
+/// # Panics
+/// If the shapes do not match.
+pub fn gemm_cols(a: &Rows, b: &Cols, bias: &[f32], relu: bool, c: &mut [f32]) {
     assert!(
         a.cols() == b.k && bias.len() == b.n && c.len() == a.len() * b.n,
         "gemm shapes"
     );
+    if b.k > 0 && b.n > 0 {
+        let last = (b.n.div_ceil(NR) - 1) * b.panel_step + (b.k - 1) * b.row_stride + NR;
+        assert!(last <= b.data.len(), "gemm B shape");
+    }
     if a.is_empty() || b.n == 0 {
         return;
     }
@@ -204,12 +262,12 @@ pub fn gemm_bias(a: &Rows, b: &Packed, bias: &[f32], relu: bool, c: &mut [f32]) 
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn gemm_fma(a: &Rows, b: &Packed, bias: &[f32], relu: bool, c: &mut [f32]) {
+unsafe fn gemm_fma(a: &Rows, b: &Cols, bias: &[f32], relu: bool, c: &mut [f32]) {
     gemm_impl::<true>(a, b, bias, relu, c);
 }
 
 #[inline(always)]
-fn gemm_impl<const FMA: bool>(a: &Rows, b: &Packed, bias: &[f32], relu: bool, c: &mut [f32]) {
+fn gemm_impl<const FMA: bool>(a: &Rows, b: &Cols, bias: &[f32], relu: bool, c: &mut [f32]) {
     let (m, k, n) = (a.len(), b.k, b.n);
     if k == 0 {
         for row in c.chunks_exact_mut(n) {
@@ -220,12 +278,13 @@ fn gemm_impl<const FMA: bool>(a: &Rows, b: &Packed, bias: &[f32], relu: bool, c:
         return;
     }
     // Panel outer, rows inner: one panel (k·NR values) stays in L1 while `a` streams by.
-    for (p, panel) in b.data.chunks_exact(k * NR).enumerate() {
+    for p in 0..n.div_ceil(NR) {
+        let panel = &b.data[p * b.panel_step..][..(k - 1) * b.row_stride + NR];
         let j0 = p * NR;
         let width = NR.min(n - j0);
         let bias = &bias[j0..j0 + width];
         for i0 in (0..m).step_by(MR) {
-            let acc = tile::<FMA>(a, i0, panel);
+            let acc = tile::<FMA>(a, i0, panel, b.row_stride);
             if width == NR && i0 + MR <= m {
                 // The common case, with fixed sizes: the tile goes from registers to `c`.
                 let bias: &[f32; NR] = bias.try_into().expect("a full panel");
@@ -254,15 +313,15 @@ fn gemm_impl<const FMA: bool>(a: &Rows, b: &Packed, bias: &[f32], relu: bool, c:
 /// The `MR × NR` register tile of rows `i0..i0 + MR` (rows past the end repeat the last row):
 /// `Σ_p a[r][p] · panel[p][j]`, segment by segment.
 #[inline(always)]
-fn tile<const FMA: bool>(a: &Rows, i0: usize, panel: &[f32]) -> [[f32; NR]; MR] {
+fn tile<const FMA: bool>(a: &Rows, i0: usize, panel: &[f32], stride: usize) -> [[f32; NR]; MR] {
     let mut acc = [[0.0f32; NR]; MR];
     let len = a.seg_len;
     let last = a.len() - 1;
     for seg in 0..a.segments {
         let rows: [&[f32]; MR] = std::array::from_fn(|r| a.segment((i0 + r).min(last), seg));
-        let panel = &panel[seg * len * NR..][..len * NR];
         for p in 0..len {
-            let b = &panel[p * NR..p * NR + NR];
+            let at = (seg * len + p) * stride;
+            let b: &[f32; NR] = panel[at..at + NR].try_into().expect("a panel row");
             for (acc, row) in acc.iter_mut().zip(&rows) {
                 let a = row[p];
                 for (c, &bv) in acc.iter_mut().zip(b) {
@@ -296,6 +355,43 @@ pub fn positive_bits(values: &[f32], out: &mut [u64]) {
         return;
     }
     bits_where::<true>(values, out);
+}
+
+/// Zeroes `values[i]` where bit `i % 64` of `bits[i / 64]` is clear.
+///
+/// # Panics
+/// If `bits` holds fewer than `values.len().div_ceil(64)` words.
+pub fn mask_by_bits(values: &mut [f32], bits: &[u64]) {
+    assert!(bits.len() >= values.len().div_ceil(64), "mask shape");
+    #[cfg(target_arch = "x86_64")]
+    if has_fma() {
+        // SAFETY: the CPU has AVX2 and FMA (checked just above), all `mask_avx2` requires.
+        unsafe { mask_avx2(values, bits) };
+        return;
+    }
+    mask_impl(values, bits);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn mask_avx2(values: &mut [f32], bits: &[u64]) {
+    mask_impl(values, bits);
+}
+
+#[inline(always)]
+fn mask_impl(values: &mut [f32], bits: &[u64]) {
+    for (values, &word) in values.chunks_mut(64).zip(bits) {
+        // Two 32-bit halves, so the shifts vectorise.
+        for (values, half) in values
+            .chunks_mut(32)
+            .zip([word as u32, (word >> 32) as u32])
+        {
+            for (j, v) in values.iter_mut().enumerate() {
+                let keep = ((half >> j) & 1).wrapping_neg();
+                *v = f32::from_bits(v.to_bits() & keep);
+            }
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -612,6 +708,38 @@ mod tests {
             &mut c2,
         );
         assert_eq!(c1, c2);
+    }
+
+    #[test]
+    fn gemm_reads_a_row_major_b_in_place_as_it_reads_a_packed_one() {
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        for (m, k, n) in [(9, 700, 32), (5, 3, 16), (13, 1, 48)] {
+            let a = random(m * k, 0.3, &mut rng);
+            let b = random(k * n, 0.5, &mut rng);
+            let bias = random(n, 0.0, &mut rng);
+            let (mut c1, mut c2) = (vec![0.0; m * n], vec![0.0; m * n]);
+            let a = Rows::matrix(&a, k);
+            let cols = Cols::row_major(&b, k, n).expect("whole panels");
+            gemm_cols(&a, &cols, &bias, true, &mut c1);
+            gemm_bias(&a, &Packed::new(&b, k, n), &bias, true, &mut c2);
+            assert_eq!(c1, c2, "{m}×{k}×{n}");
+        }
+        assert!(Cols::row_major(&[0.0; 30], 3, 10).is_none());
+    }
+
+    #[test]
+    fn mask_by_bits_zeroes_the_values_whose_bit_is_clear() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        for len in [0, 1, 31, 32, 64, 100, 300] {
+            let values = random(len, 0.0, &mut rng);
+            let bits: Vec<u64> = (0..len.div_ceil(64)).map(|_| rng.gen()).collect();
+            let mut masked = values.clone();
+            mask_by_bits(&mut masked, &bits);
+            for (i, (m, v)) in masked.iter().zip(&values).enumerate() {
+                let set = (bits[i / 64] >> (i % 64)) & 1 == 1;
+                assert_eq!(*m, if set { *v } else { 0.0 }, "{len} [{i}]");
+            }
+        }
     }
 
     #[test]

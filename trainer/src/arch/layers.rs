@@ -9,7 +9,10 @@
 //! output for its backward pass, and the large activation and gradient buffers are recycled
 //! from one pass to the next.
 
-use super::kernels::{gather_rows, gemm_bias, nonzero_bits, positive_bits, Lists, Packed, Rows};
+use super::kernels::{
+    gather_rows, gemm_bias, gemm_cols, mask_by_bits, nonzero_bits, positive_bits, Cols, Lists,
+    Packed, Rows,
+};
 use super::spec::{conv_out, Activation, LayerSpec, Shape};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -72,7 +75,38 @@ pub enum Mode {
     },
 }
 
-/// One layer with its parameters, gradients and training cache.
+/// What one layer keeps from a training forward pass for its backward pass. A training step
+/// holds one per layer for each part of the batch it runs at once (see
+/// [`super::fit::forward_backward`]), so the layers themselves stay read-only while parts run in
+/// parallel; the buffers are reused from one step to the next.
+#[derive(Debug, Default)]
+pub struct Trace {
+    /// Conv / dense: the input.
+    input: Option<Tensor>,
+    /// Conv / dense with ReLU: which outputs were positive (see [`positive_bits`]).
+    active: Option<Vec<u64>>,
+    /// Pool: the input's shape and where each output's maximum was.
+    argmax: Option<(Tensor, Vec<u32>)>,
+    /// Dropout: the mask (0 or the inverted-dropout scale).
+    mask: Option<Vec<f32>>,
+    /// Batch norm: x̂ and 1/σ of the batch.
+    norm: Option<(Vec<f32>, Vec<f32>)>,
+    /// Batch norm: the batch's mean and (biased) variance, for the moving statistics.
+    stats: Option<(Vec<f64>, Vec<f64>)>,
+}
+
+/// A layer's weights rearranged for its kernels, made once per training step
+/// ([`Layer::prepare`]) and shared by the parts of the batch: without it, every call packs
+/// (forward) and transposes (backward) its kernel again.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// The kernel packed for [`gemm_bias`].
+    packed: Option<Packed>,
+    /// The kernel transposed, `(outs, rows)`, for the input gradient.
+    transposed: Option<Vec<f32>>,
+}
+
+/// One layer with its parameters and their gradients.
 #[derive(Clone, Debug)]
 pub enum Layer {
     /// See [`Conv`].
@@ -140,6 +174,69 @@ impl ConvGeom {
     /// Values in one im2col row: `k·k·ic`.
     pub fn taps(&self) -> usize {
         self.k * self.k * self.ic
+    }
+
+    /// Writes the whole im2col matrix of one image, value `(p, t)` (output position `p`, column
+    /// `t = (ky·k + kx)·ic + ci`) at `out[p·row_stride + t·col_stride]`, zero where the window
+    /// hangs over the padding: row-major with `(taps, 1)`, transposed with `(1, rows)`. Walks
+    /// the input row by row (no per-row copies, which cost a call each when rows are short).
+    fn im2col_into(&self, image: &[f32], out: &mut [f32], row_stride: usize, col_stride: usize) {
+        let (k, ic) = (self.k, self.ic);
+        for oy in 0..self.oh {
+            for ky in 0..k {
+                let iy = (oy * self.stride + ky).wrapping_sub(self.pad_top);
+                for kx in 0..k {
+                    // Output columns whose input column `ox·stride + kx − pad_left` exists.
+                    let (s, pad) = (self.stride, self.pad_left);
+                    let lo = pad.saturating_sub(kx).div_ceil(s).min(self.ow);
+                    let hi = (self.iw + pad)
+                        .saturating_sub(kx)
+                        .div_ceil(s)
+                        .clamp(lo, self.ow);
+                    let (lo, hi) = if iy < self.ih { (lo, hi) } else { (0, 0) };
+                    for ci in 0..ic {
+                        let t = (ky * k + kx) * ic + ci;
+                        let base = oy * self.ow * row_stride + t * col_stride;
+                        for ox in (0..lo).chain(hi..self.ow) {
+                            out[base + ox * row_stride] = 0.0;
+                        }
+                        if lo == hi {
+                            continue;
+                        }
+                        let src = &image[(iy * self.iw + lo * s + kx - pad) * ic + ci..];
+                        let dst = &mut out[base + lo * row_stride..];
+                        if row_stride == 1 && s * ic == 1 {
+                            dst[..hi - lo].copy_from_slice(&src[..hi - lo]);
+                        } else {
+                            let dst = dst.iter_mut().step_by(row_stride);
+                            for (d, v) in dst.zip(src.iter().step_by(s * ic)).take(hi - lo) {
+                                *d = *v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`ConvGeom::im2col_into`] row-major for a one-channel input and a `K`×`K` kernel (a
+    /// first convolution): rows whose window lies inside the image are `K` fixed-size copies.
+    fn im2col_one_channel<const K: usize>(&self, image: &[f32], out: &mut [f32]) {
+        debug_assert!(self.ic == 1 && self.k == K);
+        for (p, row) in out.chunks_exact_mut(K * K).enumerate() {
+            let (oy, ox) = (p / self.ow, p % self.ow);
+            let iy = (oy * self.stride).wrapping_sub(self.pad_top);
+            let ix = (ox * self.stride).wrapping_sub(self.pad_left);
+            if iy < self.ih && iy + K <= self.ih && ix < self.iw && ix + K <= self.iw {
+                for (ky, dst) in row.chunks_exact_mut(K).enumerate() {
+                    let dst: &mut [f32; K] = dst.try_into().expect("a window row");
+                    let at = (iy + ky) * self.iw + ix;
+                    *dst = image[at..at + K].try_into().expect("a window row");
+                }
+            } else {
+                self.im2col_row(image, p, row);
+            }
+        }
     }
 
     /// Writes row `p` (output position `oy·ow + ox`) of the im2col matrix of one image: column
@@ -216,7 +313,19 @@ impl ConvGeom {
             return Rows::placed(image, &plan.placed, plan.segments, plan.seg_len);
         }
         let taps = self.taps();
-        let base = if plan.after_image { image.len() } else { 0 };
+        if !plan.after_image {
+            // Every row copied, in order.
+            buffer.resize(plan.copied.len() * taps, 0.0);
+            match (self.ic, self.k) {
+                (1, 2) => self.im2col_one_channel::<2>(image, buffer),
+                (1, 3) => self.im2col_one_channel::<3>(image, buffer),
+                (1, 5) => self.im2col_one_channel::<5>(image, buffer),
+                _ => self.im2col_into(image, buffer, taps, 1),
+            }
+            let buffer: &'a [f32] = buffer;
+            return Rows::placed(buffer, &plan.placed, plan.segments, plan.seg_len);
+        }
+        let base = image.len();
         buffer.resize(base + plan.copied.len() * taps, 0.0);
         buffer[..base].copy_from_slice(&image[..base]);
         for (row, &p) in buffer[base..].chunks_exact_mut(taps).zip(&plan.copied) {
@@ -287,9 +396,6 @@ pub struct Conv {
     pub kernel: Param,
     /// Bias per filter.
     pub bias: Param,
-    input: Option<Tensor>,
-    /// With ReLU: which outputs were positive (see [`positive_bits`]).
-    active: Option<Vec<u64>>,
 }
 
 /// Per-thread scratch of the conv and dense passes, kept between calls.
@@ -305,14 +411,14 @@ struct Scratch {
     rows: Lists,
     /// The same by column (filter or unit).
     columns: Lists,
-    /// One image's output gradient, zero where not visited (for [`Conv::dense_dw`]).
-    dense: Vec<f32>,
     /// `dense` packed for the GEMM.
     packed: Packed,
     /// One image's im2col matrix transposed.
     cols_t: Vec<f32>,
     /// One image's kernel gradient, HWIO.
     dw: Vec<f32>,
+    /// A max-pool's argmax buffer, between a backward pass and the next forward pass.
+    argmax: Vec<u32>,
 }
 
 thread_local! {
@@ -330,7 +436,7 @@ static SPARE: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
 /// Smaller vectors are not kept (cheap to allocate).
 const SPARE_MIN: usize = 1 << 14;
 /// Buffers kept at most.
-const SPARE_COUNT: usize = 12;
+const SPARE_COUNT: usize = 16;
 
 /// A vector of `len` values whose contents are unspecified (old values of a recycled buffer, or
 /// zeros): only for outputs that are written in full.
@@ -412,16 +518,7 @@ fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 
 /// The end of a conv or dense backward pass: recycles the transposed weights, the output
 /// gradient and the kept input, and returns `dx` shaped as the input if it was asked for.
-fn finish_backward(
-    wt: Option<Vec<f32>>,
-    dy: Tensor,
-    x: Tensor,
-    dx: Vec<f32>,
-    need_dx: bool,
-) -> Option<Tensor> {
-    if let Some(wt) = wt {
-        recycle(wt);
-    }
+fn finish_backward(dy: Tensor, x: Tensor, dx: Vec<f32>, need_dx: bool) -> Option<Tensor> {
     recycle(dy.data);
     let (n, h, w, c) = (x.n, x.h, x.w, x.c);
     recycle(x.data);
@@ -434,42 +531,46 @@ fn finish_backward(
     })
 }
 
-/// Sums per-chunk gradients `(dWᵀ, db)` in chunk order and adds them to the kernel (stored
-/// `(row_len, outs)`) and bias gradients.
-fn add_parts(
-    parts: Vec<(Vec<f32>, Vec<f32>)>,
-    row_len: usize,
-    kernel: &mut Param,
-    bias: &mut Param,
-) {
-    let mut parts = parts.into_iter();
-    let Some((mut dwt, mut db)) = parts.next() else {
-        return;
+/// Adds per-chunk gradients `(dWᵀ, db)` in chunk order to the transposed kernel gradient
+/// `grads[0]` and the bias gradient `grads[1]`; with `seeded`, the only part already is them
+/// (see [`seed`]).
+fn add_parts(parts: Vec<(Vec<f32>, Vec<f32>)>, seeded: bool, grads: &mut [Vec<f32>]) {
+    let [kernel, bias] = grads else {
+        panic!("a kernel and a bias gradient");
     };
     for (pw, pb) in parts {
-        dwt.par_chunks_mut(1 << 14)
+        if seeded {
+            (*kernel, *bias) = (pw, pb);
+            return;
+        }
+        kernel
+            .par_chunks_mut(1 << 14)
             .zip(pw.par_chunks(1 << 14))
             .for_each(|(s, p)| add(s, p));
-        add(&mut db, &pb);
+        add(bias, &pb);
         recycle(pw);
     }
-    let outs = db.len();
-    kernel
-        .grad
-        .par_chunks_mut((TILE * outs).max(1))
-        .enumerate()
-        .for_each(|(tile, grad)| {
-            let r0 = tile * TILE;
-            let rows = grad.len() / outs;
-            for o in 0..outs {
-                let src = &dwt[o * row_len + r0..][..rows];
-                for (grad, &d) in grad.chunks_exact_mut(outs).zip(src) {
-                    grad[o] += d;
-                }
-            }
-        });
-    add(&mut bias.grad, &db);
-    recycle(dwt);
+}
+
+/// When a backward pass has a single chunk, its kernel and bias gradients `grads[0..2]`
+/// themselves, taken out to be accumulated into directly (no zeroed copy of a kernel-sized
+/// buffer per call); `None` otherwise.
+fn seed(single: bool, grads: &mut [Vec<f32>]) -> Mutex<Option<(Vec<f32>, Vec<f32>)>> {
+    Mutex::new(single.then(|| (std::mem::take(&mut grads[0]), std::mem::take(&mut grads[1]))))
+}
+
+/// The seed if there is one, else zeroed `(dWᵀ, db)` of `kernel` and `outs` values.
+fn part_grads(
+    seed: &Mutex<Option<(Vec<f32>, Vec<f32>)>>,
+    kernel: usize,
+    outs: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let seeded = seed.lock().unwrap_or_else(PoisonError::into_inner).take();
+    seeded.unwrap_or_else(|| {
+        let mut dwt = reused(kernel);
+        dwt.fill(0.0);
+        (dwt, vec![0.0; outs])
+    })
 }
 
 fn add(sum: &mut [f32], part: &[f32]) {
@@ -493,8 +594,6 @@ impl Conv {
             bias: Param::new(vec![0.0; geom.filters], false),
             geom,
             relu,
-            input: None,
-            active: None,
         }
     }
 
@@ -506,13 +605,20 @@ impl Conv {
     }
 
     /// Per image: im2col, then one GEMM with the kernel.
-    fn forward(&mut self, x: Tensor, mode: Mode) -> Tensor {
+    fn forward(&self, x: Tensor, trace: Option<&mut Trace>, prep: Option<&Prepared>) -> Tensor {
         let g = self.geom;
         let (taps, positions) = (g.taps(), g.oh * g.ow);
         let (item_in, item_out) = (x.item_len(), positions * g.filters);
         let bias = &self.bias.value;
         let mut data = reused(x.n * item_out);
-        let w = Packed::new(&self.kernel.value, taps, g.filters);
+        let owned;
+        let w = match prep.and_then(|p| p.packed.as_ref()) {
+            Some(w) => w,
+            None => {
+                owned = Packed::new(&self.kernel.value, taps, g.filters);
+                &owned
+            }
+        };
         let plan = g.plan();
         data.par_chunks_mut((CHUNK * item_out).max(1))
             .zip(x.data.par_chunks((CHUNK * item_in).max(1)))
@@ -520,7 +626,7 @@ impl Conv {
                 with_scratch(|s| {
                     for (img, out) in x.chunks_exact(item_in).zip(y.chunks_exact_mut(item_out)) {
                         let rows = g.rows(&plan, img, &mut s.cols);
-                        gemm_bias(&rows, &w, bias, self.relu, out);
+                        gemm_bias(&rows, w, bias, self.relu, out);
                     }
                 });
             });
@@ -531,38 +637,58 @@ impl Conv {
             c: g.filters,
             data,
         };
-        match mode {
-            Mode::Train { .. } => {
-                self.input = Some(x);
-                self.active = self.relu.then(|| active_bits(&y.data, item_out));
+        match trace {
+            Some(trace) => {
+                trace.input = Some(x);
+                trace.active = self.relu.then(|| active_bits(&y.data, item_out));
             }
-            Mode::Eval => recycle(x.data),
+            None => recycle(x.data),
         }
         y
     }
 
     /// Per image: the non-zero output gradients by filter give `dWᵀ += Σ g·im2col row`, and by
-    /// output position `dx row = Σ g·Wᵀ row`, added back onto the image by col2im.
-    fn backward(&mut self, dy: Tensor, need_dx: bool) -> Option<Tensor> {
-        let x = self
+    /// output position `dx row = Σ g·Wᵀ row`, added back onto the image by col2im. With short
+    /// im2col rows ([`Conv::dense_dw`]) the kernel gradient is instead one GEMM per chunk of
+    /// images: `dW = im2colᵀ · dz` over all their output positions.
+    fn backward(
+        &self,
+        mut dy: Tensor,
+        need_dx: bool,
+        trace: &mut Trace,
+        grads: &mut [Vec<f32>],
+        prep: Option<&Prepared>,
+    ) -> Option<Tensor> {
+        let x = trace
             .input
             .take()
             .expect("conv backward after a training forward");
-        let active = self.active.take();
+        let active = trace.active.take();
         let active = active.as_deref();
         let g = self.geom;
         let (taps, positions, filters) = (g.taps(), g.oh * g.ow, g.filters);
         let (item_in, item_out) = (x.item_len(), positions * filters);
-        let wt = need_dx.then(|| transpose(&self.kernel.value, taps, filters));
+        let owned;
+        let wt = match (need_dx, prep.and_then(|p| p.transposed.as_deref())) {
+            (false, _) => None,
+            (true, Some(wt)) => Some(wt),
+            (true, None) => {
+                owned = transpose(&self.kernel.value, taps, filters);
+                Some(owned.as_slice())
+            }
+        };
         let plan = g.plan();
         let dense_dw = Self::dense_dw(&g);
         let mut dx = reused(if need_dx { x.data.len() } else { 0 });
         let chunk_in = (CHUNK * item_in).max(1);
         let dx_chunks = chunks_or_empty(&mut dx, chunk_in, x.data.len().div_ceil(chunk_in));
+        let single = x.data.len().div_ceil(chunk_in) == 1;
+        let seed = seed(single, grads);
+        let words = item_out.div_ceil(64);
         let parts: Vec<(Vec<f32>, Vec<f32>)> = x
             .data
             .par_chunks(chunk_in)
-            .zip(dy.data.par_chunks((CHUNK * item_out).max(1)))
+            .zip(dy.data.par_chunks_mut((CHUNK * item_out).max(1)))
             .zip(dx_chunks)
             .enumerate()
             .map(|(chunk, ((x, dy), dx))| {
@@ -574,21 +700,54 @@ impl Conv {
                         keep,
                         rows,
                         columns,
-                        dense,
                         packed,
                         cols_t,
                         dw,
+                        ..
                     } = s;
                     let no_bias = vec![0.0; filters];
-                    let mut dwt = vec![0.0; filters * taps];
-                    let mut db = vec![0.0; filters];
+                    let (mut dwt, mut db) = part_grads(&seed, filters * taps, filters);
                     dcols.resize(positions * taps, 0.0);
+                    let images = x.len() / item_in.max(1);
+                    if dense_dw && images > 0 {
+                        // dz: the output gradient where the ReLU passed it.
+                        if let Some(active) = active {
+                            for (i, dy) in dy.chunks_exact_mut(item_out).enumerate() {
+                                let bits = &active[(chunk * CHUNK + i) * words..][..words];
+                                mask_by_bits(dy, bits);
+                            }
+                        }
+                        for row in dy.chunks_exact(filters) {
+                            add(&mut db, row);
+                        }
+                        // dW = im2colᵀ · dz over every output position of the chunk.
+                        let all = images * positions;
+                        cols_t.resize(taps * all, 0.0);
+                        for (i, img) in x.chunks_exact(item_in).enumerate() {
+                            g.im2col_into(img, &mut cols_t[i * positions..], 1, all);
+                        }
+                        dw.resize(taps * filters, 0.0);
+                        let a = Rows::matrix(cols_t, all);
+                        if let Some(b) = Cols::row_major(dy, all, filters) {
+                            gemm_cols(&a, &b, &no_bias, false, dw);
+                        } else {
+                            packed.refill(dy, all, filters);
+                            gemm_bias(&a, packed, &no_bias, false, dw);
+                        }
+                        for (t, dw) in dw.chunks_exact(filters).enumerate() {
+                            for (f, &v) in dw.iter().enumerate() {
+                                dwt[f * taps + t] += v;
+                            }
+                        }
+                        if wt.is_none() {
+                            return (dwt, db);
+                        }
+                    }
                     for (i, (img, dy)) in x
                         .chunks_exact(item_in)
                         .zip(dy.chunks_exact(item_out))
                         .enumerate()
                     {
-                        let words = item_out.div_ceil(64);
                         let image = chunk * CHUNK + i;
                         let active = active.map(|a| &a[image * words..][..words]);
                         keep_bits(dy, active, keep);
@@ -596,32 +755,7 @@ impl Conv {
                         if rows.is_empty() {
                             continue;
                         }
-                        if dense_dw {
-                            // dW = im2colᵀ · dz over every output position.
-                            dense.clear();
-                            dense.resize(item_out, 0.0);
-                            for (p, dense) in dense.chunks_exact_mut(filters).enumerate() {
-                                for &(f, v) in rows.of(p) {
-                                    dense[f as usize] = v;
-                                    db[f as usize] += v;
-                                }
-                            }
-                            packed.refill(dense, positions, filters);
-                            g.rows(&plan, img, cols).transpose_into(cols_t);
-                            dw.resize(taps * filters, 0.0);
-                            gemm_bias(
-                                &Rows::matrix(cols_t, positions),
-                                packed,
-                                &no_bias,
-                                false,
-                                dw,
-                            );
-                            for (t, dw) in dw.chunks_exact(filters).enumerate() {
-                                for (f, &v) in dw.iter().enumerate() {
-                                    dwt[f * taps + t] += v;
-                                }
-                            }
-                        } else {
+                        if !dense_dw {
                             columns.fill_columns(rows, filters);
                             for (f, db) in db.iter_mut().enumerate() {
                                 for &(_, v) in columns.of(f) {
@@ -646,8 +780,8 @@ impl Conv {
                 })
             })
             .collect();
-        add_parts(parts, taps, &mut self.kernel, &mut self.bias);
-        finish_backward(wt, dy, x, dx, need_dx)
+        add_parts(parts, single, grads);
+        finish_backward(dy, x, dx, need_dx)
     }
 }
 
@@ -662,9 +796,6 @@ pub struct Dense {
     pub kernel: Param,
     /// Bias per unit.
     pub bias: Param,
-    input: Option<Tensor>,
-    /// With ReLU: which outputs were positive (see [`positive_bits`]).
-    active: Option<Vec<u64>>,
 }
 
 impl Dense {
@@ -675,21 +806,26 @@ impl Dense {
             relu,
             kernel: Param::new(vec![0.0; inputs * units], true),
             bias: Param::new(vec![0.0; units], false),
-            input: None,
-            active: None,
         }
     }
 
-    fn forward(&mut self, x: Tensor, mode: Mode) -> Tensor {
+    fn forward(&self, x: Tensor, trace: Option<&mut Trace>, prep: Option<&Prepared>) -> Tensor {
         let units = self.bias.value.len();
         let inputs = self.inputs;
-        let w = Packed::new(&self.kernel.value, inputs, units);
+        let owned;
+        let w = match prep.and_then(|p| p.packed.as_ref()) {
+            Some(w) => w,
+            None => {
+                owned = Packed::new(&self.kernel.value, inputs, units);
+                &owned
+            }
+        };
         let bias = &self.bias.value;
         let mut data = reused(x.n * units);
         data.par_chunks_mut((DENSE_CHUNK * units).max(1))
             .zip(x.data.par_chunks((DENSE_CHUNK * inputs).max(1)))
             .for_each(|(y, x)| {
-                gemm_bias(&Rows::matrix(x, inputs), &w, bias, self.relu, y);
+                gemm_bias(&Rows::matrix(x, inputs), w, bias, self.relu, y);
             });
         let y = Tensor {
             n: x.n,
@@ -698,30 +834,47 @@ impl Dense {
             c: units,
             data,
         };
-        match mode {
-            Mode::Train { .. } => {
-                self.input = Some(x);
-                self.active = self.relu.then(|| active_bits(&y.data, DENSE_CHUNK * units));
+        match trace {
+            Some(trace) => {
+                trace.input = Some(x);
+                trace.active = self.relu.then(|| active_bits(&y.data, DENSE_CHUNK * units));
             }
-            Mode::Eval => recycle(x.data),
+            None => recycle(x.data),
         }
         y
     }
 
     /// The non-zero output gradients by unit give `dWᵀ += Σ g·x row`, and by image
     /// `dx row = Σ g·Wᵀ row`.
-    fn backward(&mut self, dy: Tensor, need_dx: bool) -> Option<Tensor> {
-        let x = self
+    fn backward(
+        &self,
+        dy: Tensor,
+        need_dx: bool,
+        trace: &mut Trace,
+        grads: &mut [Vec<f32>],
+        prep: Option<&Prepared>,
+    ) -> Option<Tensor> {
+        let x = trace
             .input
             .take()
             .expect("dense backward after a training forward");
-        let active = self.active.take();
+        let active = trace.active.take();
         let active = active.as_deref();
         let (inputs, units) = (self.inputs, self.bias.value.len());
-        let wt = need_dx.then(|| transpose(&self.kernel.value, inputs, units));
+        let owned;
+        let wt = match (need_dx, prep.and_then(|p| p.transposed.as_deref())) {
+            (false, _) => None,
+            (true, Some(wt)) => Some(wt),
+            (true, None) => {
+                owned = transpose(&self.kernel.value, inputs, units);
+                Some(owned.as_slice())
+            }
+        };
         let mut dx = reused(if need_dx { x.data.len() } else { 0 });
         let chunk_in = (DENSE_CHUNK * inputs).max(1);
         let dx_chunks = chunks_or_empty(&mut dx, chunk_in, x.data.len().div_ceil(chunk_in));
+        let single = x.data.len().div_ceil(chunk_in) == 1;
+        let seed = seed(single, grads);
         let parts: Vec<(Vec<f32>, Vec<f32>)> = x
             .data
             .par_chunks(chunk_in)
@@ -731,9 +884,7 @@ impl Dense {
             .map(|(chunk, ((x, dy), dx))| {
                 dx.fill(0.0);
                 with_scratch(|s| {
-                    let mut dwt = reused(units * inputs);
-                    dwt.fill(0.0);
-                    let mut db = vec![0.0; units];
+                    let (mut dwt, mut db) = part_grads(&seed, units * inputs, units);
                     let rows = x.len() / inputs.max(1);
                     let words = (DENSE_CHUNK * units).div_ceil(64);
                     let active = active.map(|a| &a[chunk * words..][..words]);
@@ -753,25 +904,25 @@ impl Dense {
                 })
             })
             .collect();
-        add_parts(parts, inputs, &mut self.kernel, &mut self.bias);
-        finish_backward(wt, dy, x, dx, need_dx)
+        add_parts(parts, single, grads);
+        finish_backward(dy, x, dx, need_dx)
     }
 }
+
+/// Channels a max-pool window handles at once.
+const POOL_LANES: usize = 8;
 
 /// Max pooling over `pool × pool` windows with stride `pool`.
 #[derive(Clone, Debug)]
 pub struct Pool {
     /// Window side.
     pub pool: usize,
-    argmax: Option<(Tensor, Vec<u32>)>,
-    /// The argmax buffer of the last backward pass, reused by the next forward pass.
-    spare: Vec<u32>,
 }
 
 impl Pool {
     /// Each output takes the first largest value of its window (channel by channel, in
     /// vectors across the channels).
-    fn forward(&mut self, x: Tensor, mode: Mode) -> Tensor {
+    fn forward(&self, x: Tensor, trace: Option<&mut Trace>) -> Tensor {
         let p = self.pool;
         let (oh, ow, c) = (x.h / p, x.w / p, x.c);
         let item_in = x.item_len();
@@ -783,7 +934,7 @@ impl Pool {
             c,
             data: reused(x.n * item_out),
         };
-        let mut arg = std::mem::take(&mut self.spare);
+        let mut arg = with_scratch(|s| std::mem::take(&mut s.argmax));
         arg.resize(y.data.len(), 0);
         y.data
             .par_chunks_mut(item_out.max(1))
@@ -794,12 +945,35 @@ impl Pool {
                     for ox in 0..ow {
                         let o = (oy * ow + ox) * c;
                         let (best, at) = (&mut y[o..o + c], &mut arg[o..o + c]);
+                        let lanes = c / POOL_LANES * POOL_LANES;
+                        for ch in (0..lanes).step_by(POOL_LANES) {
+                            // Eight channels at a time in registers.
+                            let mut b = [f32::NEG_INFINITY; POOL_LANES];
+                            let mut a = [0u32; POOL_LANES];
+                            for dy in 0..p {
+                                for dx in 0..p {
+                                    let i = ((oy * p + dy) * x.w + ox * p + dx) * c + ch;
+                                    let v: &[f32; POOL_LANES] =
+                                        img[i..i + POOL_LANES].try_into().expect("lanes");
+                                    for l in 0..POOL_LANES {
+                                        let keep = u32::from(v[l] > b[l]).wrapping_neg();
+                                        b[l] = f32::from_bits(
+                                            (v[l].to_bits() & keep) | (b[l].to_bits() & !keep),
+                                        );
+                                        a[l] = ((i + l) as u32 & keep) | (a[l] & !keep);
+                                    }
+                                }
+                            }
+                            best[ch..ch + POOL_LANES].copy_from_slice(&b);
+                            at[ch..ch + POOL_LANES].copy_from_slice(&a);
+                        }
+                        let (best, at) = (&mut best[lanes..], &mut at[lanes..]);
                         best.fill(f32::NEG_INFINITY);
                         at.fill(0);
                         for dy in 0..p {
                             for dx in 0..p {
-                                let i = ((oy * p + dy) * x.w + ox * p + dx) * c;
-                                let window = img[i..i + c].iter().zip(i as u32..);
+                                let i = ((oy * p + dy) * x.w + ox * p + dx) * c + lanes;
+                                let window = img[i..i + c - lanes].iter().zip(i as u32..);
                                 for ((b, a), (&v, index)) in
                                     best.iter_mut().zip(at.iter_mut()).zip(window)
                                 {
@@ -816,25 +990,22 @@ impl Pool {
                     }
                 }
             });
-        match mode {
-            Mode::Train { .. } => {
+        match trace {
+            Some(trace) => {
                 let shape = Tensor {
                     data: Vec::new(),
                     ..x
                 };
-                self.argmax = Some((shape, arg));
-                recycle(x.data);
+                trace.argmax = Some((shape, arg));
             }
-            Mode::Eval => {
-                self.spare = arg;
-                recycle(x.data);
-            }
+            None => with_scratch(|s| s.argmax = arg),
         }
+        recycle(x.data);
         y
     }
 
-    fn backward(&mut self, dy: Tensor) -> Tensor {
-        let (shape, arg) = self
+    fn backward(&self, dy: Tensor, trace: &mut Trace) -> Tensor {
+        let (shape, arg) = trace
             .argmax
             .take()
             .expect("pool backward after a training forward");
@@ -876,7 +1047,7 @@ impl Pool {
                 }
                 dx[oh * p * w * c..].fill(0.0);
             });
-        self.spare = arg;
+        with_scratch(|s| s.argmax = arg);
         recycle(dy.data);
         dx
     }
@@ -889,57 +1060,118 @@ pub struct Dropout {
     pub rate: f32,
     /// This layer's index, mixed into the mask seed.
     pub index: usize,
-    mask: Option<Vec<f32>>,
 }
 
-/// Values per parallel task of the dropout masks (whole ChaCha blocks of 16 words).
+/// Values per parallel task of the dropout masks.
 const MASK_BLOCK: usize = 1 << 14;
 
+/// How a dropout mask with keep probability `keep` is drawn: `(b, t)`, `b` random bits per value
+/// (1, 2, 4, 8 or 16: the fewest that give `keep` exactly as `t / 2^b`, else 16 with `keep`
+/// rounded to a multiple of 2⁻¹⁶); a value is kept when its `b` bits, read as a number, are
+/// below `t`. So the usual rates (0.5, 0.25, …) cost one or two bits per value.
+pub fn mask_draw(keep: f32) -> (u32, u32) {
+    for bits in [1u32, 2, 4, 8, 16] {
+        let scaled = f64::from(keep) * f64::from(1u32 << bits);
+        if scaled.fract() == 0.0 {
+            return (bits, scaled as u32);
+        }
+    }
+    (16, (f64::from(keep) * 65536.0).round() as u32)
+}
+
+/// Fills `mask` (values `at..at + mask.len()` of the whole mask) with `scale` where the value's
+/// `BITS` bits of `rng`'s stream are below `threshold`, else 0 (see [`mask_draw`]).
+fn draw_mask<const BITS: u32>(
+    rng: &mut ChaCha8Rng,
+    at: usize,
+    threshold: u32,
+    scale: f32,
+    mask: &mut [f32],
+) {
+    let per = (32 / BITS) as usize;
+    let field = |word: u32, i: usize| (word >> (i as u32 * BITS)) & (u32::MAX >> (32 - BITS));
+    // `scale` or 0 as a bit select, which the compiler vectorises.
+    let value = |f: u32| f32::from_bits(scale.to_bits() & u32::from(f < threshold).wrapping_neg());
+    rng.set_word_pos((at / per) as u128);
+    let (mut out, mut sub) = (0, at % per);
+    let mut words = [0u32; 64];
+    while out < mask.len() {
+        let count = (sub + mask.len() - out).div_ceil(per).min(words.len());
+        let words = &mut words[..count];
+        rng.fill(words);
+        for &word in words.iter() {
+            let take = (per - sub).min(mask.len() - out);
+            if take == per {
+                for (i, m) in mask[out..out + per].iter_mut().enumerate() {
+                    *m = value(field(word, i));
+                }
+            } else {
+                for (i, m) in mask[out..out + take].iter_mut().enumerate() {
+                    *m = value(field(word, sub + i));
+                }
+            }
+            out += take;
+            sub = 0;
+        }
+    }
+}
+
 impl Dropout {
-    /// Value `i` of the mask is decided by word `i` of the ChaCha8 stream `index` of `key` (as
-    /// `rng.gen::<f32>() < 1 - rate`); blocks of the mask are drawn in parallel, each from its
-    /// own position in the stream.
-    fn forward(&mut self, mut x: Tensor, mode: Mode) -> Tensor {
+    /// Value `i` of the batch's mask is decided by bits `i·b..(i + 1)·b` of the ChaCha8 stream
+    /// `index` of `key` (word by word, low bits first), `b` as [`mask_draw`] picks for the keep
+    /// probability; this part of the batch starts at image `first`. Blocks of the mask are
+    /// drawn in parallel, each from its own position in the stream, so the mask does not depend
+    /// on how the batch is split.
+    fn forward(
+        &self,
+        mut x: Tensor,
+        mode: Mode,
+        first: usize,
+        trace: Option<&mut Trace>,
+    ) -> Tensor {
         let Mode::Train { key } = mode else {
             return x;
         };
         if self.rate == 0.0 {
-            self.mask = Some(vec![1.0; x.data.len()]);
+            if let Some(trace) = trace {
+                trace.mask = Some(vec![1.0; x.data.len()]);
+            }
             return x;
         }
+        let offset = first * x.item_len();
         let mut rng = ChaCha8Rng::seed_from_u64(key);
         rng.set_stream(self.index as u64);
         let keep = 1.0 - self.rate;
         let scale = 1.0 / keep;
+        let (bits, threshold) = mask_draw(keep);
         let mut mask = reused(x.data.len());
         mask.par_chunks_mut(MASK_BLOCK)
             .zip(x.data.par_chunks_mut(MASK_BLOCK))
             .enumerate()
             .for_each(|(block, (mask, x))| {
                 let mut rng = rng.clone();
-                rng.set_word_pos((block * MASK_BLOCK) as u128);
-                let mut words = [0u32; 256];
-                for (mask, x) in mask.chunks_mut(256).zip(x.chunks_mut(256)) {
-                    let words = &mut words[..mask.len()];
-                    rng.fill(words);
-                    for (m, &w) in mask.iter_mut().zip(words.iter()) {
-                        // What `rng.gen::<f32>()` makes of the same word (rand's `Standard`);
-                        // `scale` or 0 as a bit select, which the compiler vectorises.
-                        let u = ((w >> 8) as i32) as f32 * (1.0 / (1u32 << 24) as f32);
-                        let kept = u32::from(u < keep).wrapping_neg();
-                        *m = f32::from_bits(scale.to_bits() & kept);
-                    }
-                    for (v, m) in x.iter_mut().zip(mask.iter()) {
-                        *v *= m;
-                    }
+                let at = offset + block * MASK_BLOCK;
+                let draw = match bits {
+                    1 => draw_mask::<1>,
+                    2 => draw_mask::<2>,
+                    4 => draw_mask::<4>,
+                    8 => draw_mask::<8>,
+                    _ => draw_mask::<16>,
+                };
+                draw(&mut rng, at, threshold, scale, mask);
+                for (v, m) in x.iter_mut().zip(mask.iter()) {
+                    *v *= m;
                 }
             });
-        self.mask = Some(mask);
+        match trace {
+            Some(trace) => trace.mask = Some(mask),
+            None => recycle(mask),
+        }
         x
     }
 
-    fn backward(&mut self, mut dy: Tensor) -> Tensor {
-        let mask = self
+    fn backward(&self, mut dy: Tensor, trace: &mut Trace) -> Tensor {
+        let mask = trace
             .mask
             .take()
             .expect("dropout backward after a training forward");
@@ -964,7 +1196,6 @@ pub struct BatchNorm {
     pub moving_var: Vec<f32>,
     /// ReLU after the normalisation (`activation = "relu"` in the spec).
     pub relu: bool,
-    cache: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 impl BatchNorm {
@@ -977,11 +1208,12 @@ impl BatchNorm {
             moving_mean: vec![0.0; channels],
             moving_var: vec![1.0; channels],
             relu,
-            cache: None,
         }
     }
 
-    fn forward(&mut self, mut x: Tensor, mode: Mode) -> Tensor {
+    /// In training, normalises with the batch's statistics and keeps them in `trace` for
+    /// [`BatchNorm::update_moving`].
+    fn forward(&self, mut x: Tensor, mode: Mode, trace: Option<&mut Trace>) -> Tensor {
         let c = x.c;
         if let Mode::Eval = mode {
             for row in x.data.chunks_mut(c) {
@@ -1016,12 +1248,6 @@ impl BatchNorm {
             .iter()
             .map(|v| (1.0 / (v + f64::from(BN_EPSILON)).sqrt()) as f32)
             .collect();
-        for ch in 0..c {
-            self.moving_mean[ch] =
-                self.moving_mean[ch] * BN_MOMENTUM + mean[ch] as f32 * (1.0 - BN_MOMENTUM);
-            self.moving_var[ch] =
-                self.moving_var[ch] * BN_MOMENTUM + var[ch] as f32 * (1.0 - BN_MOMENTUM);
-        }
         let mut xhat = x.data.clone();
         for (row, out) in xhat.chunks_mut(c).zip(x.data.chunks_mut(c)) {
             for ch in 0..c {
@@ -1032,13 +1258,33 @@ impl BatchNorm {
                 }
             }
         }
-        self.cache = Some((xhat, inv_std));
+        if let Some(trace) = trace {
+            trace.norm = Some((xhat, inv_std));
+            trace.stats = Some((mean, var));
+        }
         x
     }
 
-    fn backward(&mut self, mut dy: Tensor) -> Tensor {
-        let (xhat, inv_std) = self
-            .cache
+    /// Moves the moving statistics towards those of the batch of the last training forward
+    /// pass (Keras' momentum).
+    fn update_moving(&mut self, trace: &Trace) {
+        let Some((mean, var)) = &trace.stats else {
+            return;
+        };
+        for ch in 0..self.moving_mean.len() {
+            self.moving_mean[ch] =
+                self.moving_mean[ch] * BN_MOMENTUM + mean[ch] as f32 * (1.0 - BN_MOMENTUM);
+            self.moving_var[ch] =
+                self.moving_var[ch] * BN_MOMENTUM + var[ch] as f32 * (1.0 - BN_MOMENTUM);
+        }
+    }
+
+    fn backward(&self, mut dy: Tensor, trace: &mut Trace, grads: &mut [Vec<f32>]) -> Tensor {
+        let [gamma_grad, beta_grad] = grads else {
+            panic!("a γ and a β gradient");
+        };
+        let (xhat, inv_std) = trace
+            .norm
             .take()
             .expect("batch norm backward after a training forward");
         let c = dy.c;
@@ -1061,8 +1307,8 @@ impl BatchNorm {
                 sum_dy_xhat[ch] += d[ch] * xh[ch];
             }
         }
-        add(&mut self.beta.grad, &sum_dy);
-        add(&mut self.gamma.grad, &sum_dy_xhat);
+        add(beta_grad, &sum_dy);
+        add(gamma_grad, &sum_dy_xhat);
         for (d, xh) in dy.data.chunks_mut(c).zip(xhat.chunks(c)) {
             for ch in 0..c {
                 let k = self.gamma.value[ch] * inv_std[ch] / m;
@@ -1103,62 +1349,161 @@ impl Layer {
                     activation == Activation::Relu,
                 ))
             }
-            LayerSpec::MaxPool2d { pool } => Self::Pool(Pool {
-                pool,
-                argmax: None,
-                spare: Vec::new(),
-            }),
+            LayerSpec::MaxPool2d { pool } => Self::Pool(Pool { pool }),
             LayerSpec::Flatten => Self::Flatten,
             LayerSpec::Dense { units, activation } => Self::Dense(Dense::new(
                 input.len(),
                 units,
                 activation == Activation::Relu,
             )),
-            LayerSpec::Dropout { rate } => Self::Dropout(Dropout {
-                rate,
-                index,
-                mask: None,
-            }),
+            LayerSpec::Dropout { rate } => Self::Dropout(Dropout { rate, index }),
             LayerSpec::BatchNorm { activation } => {
                 Self::BatchNorm(BatchNorm::new(ic, activation == Activation::Relu))
             }
         }
     }
 
-    /// Forward pass; in [`Mode::Train`] keeps what [`Layer::backward`] needs.
-    pub fn forward(&mut self, x: Tensor, mode: Mode) -> Tensor {
+    /// Forward pass, keeping nothing (in [`Mode::Train`]: dropout on the batch of `x` as
+    /// [`Layer::forward_train`] with `first = 0`, batch norm on the statistics of `x`).
+    pub fn forward(&self, x: Tensor, mode: Mode) -> Tensor {
+        self.run_forward(x, mode, 0, None, None)
+    }
+
+    /// This layer's weights rearranged for a training step's [`Layer::forward_train`] and
+    /// [`Layer::backward`] (valid until the weights change).
+    pub fn prepare(&self) -> Prepared {
+        let (kernel, rows, outs) = match self {
+            Self::Conv(l) => (&l.kernel.value, l.geom.taps(), l.geom.filters),
+            Self::Dense(l) => (&l.kernel.value, l.inputs, l.bias.value.len()),
+            _ => return Prepared::default(),
+        };
+        Prepared {
+            packed: Some(Packed::new(kernel, rows, outs)),
+            transposed: Some(transpose(kernel, rows, outs)),
+        }
+    }
+
+    /// Training forward pass of images `first..first + x.n` of a batch (dropout masks are
+    /// drawn for the whole batch, see [`Dropout`]), keeping in `trace` what
+    /// [`Layer::backward`] needs.
+    pub fn forward_train(
+        &self,
+        x: Tensor,
+        key: u64,
+        first: usize,
+        trace: &mut Trace,
+        prep: &Prepared,
+    ) -> Tensor {
+        self.run_forward(x, Mode::Train { key }, first, Some(trace), Some(prep))
+    }
+
+    fn run_forward(
+        &self,
+        x: Tensor,
+        mode: Mode,
+        first: usize,
+        trace: Option<&mut Trace>,
+        prep: Option<&Prepared>,
+    ) -> Tensor {
         match self {
-            Self::Conv(l) => l.forward(x, mode),
-            Self::Pool(l) => l.forward(x, mode),
+            Self::Conv(l) => l.forward(x, trace, prep),
+            Self::Pool(l) => l.forward(x, trace),
             Self::Flatten => Tensor {
                 h: 1,
                 w: 1,
                 c: x.item_len(),
                 ..x
             },
-            Self::Dense(l) => l.forward(x, mode),
-            Self::Dropout(l) => l.forward(x, mode),
-            Self::BatchNorm(l) => l.forward(x, mode),
+            Self::Dense(l) => l.forward(x, trace, prep),
+            Self::Dropout(l) => l.forward(x, mode, first, trace),
+            Self::BatchNorm(l) => l.forward(x, mode, trace),
         }
     }
 
-    /// Backward pass of the last training forward: adds to the parameter gradients and
-    /// returns the input gradient if `need_dx` (layers without parameters always return it).
+    /// Whether a training forward pass needs the whole batch at once (batch norm's
+    /// statistics): the other layers treat every image on its own.
+    pub fn needs_whole_batch(&self) -> bool {
+        matches!(self, Self::BatchNorm(_))
+    }
+
+    /// After a training forward pass over a whole batch: batch norm's moving statistics move
+    /// towards those of the batch kept in `trace`; other layers have none.
+    pub fn update_moving_statistics(&mut self, trace: &Trace) {
+        if let Self::BatchNorm(l) = self {
+            l.update_moving(trace);
+        }
+    }
+
+    /// Backward pass of the training forward that filled `trace`: adds to `grads` (one per
+    /// parameter, in the order of [`Layer::params`]) and returns the input gradient if
+    /// `need_dx` (layers without parameters always return it). `prep`, if given, is
+    /// [`Layer::prepare`] of the current weights.
     ///
     /// # Panics
-    /// Without a preceding [`Mode::Train`] forward.
-    pub fn backward(&mut self, dy: Tensor, need_dx: bool, input: Shape) -> Option<Tensor> {
+    /// Without a preceding [`Layer::forward_train`] on `trace`, or if `grads` does not match
+    /// the parameters.
+    pub fn backward(
+        &self,
+        dy: Tensor,
+        need_dx: bool,
+        input: Shape,
+        trace: &mut Trace,
+        grads: &mut [Vec<f32>],
+        prep: Option<&Prepared>,
+    ) -> Option<Tensor> {
         match self {
-            Self::Conv(l) => l.backward(dy, need_dx),
-            Self::Dense(l) => l.backward(dy, need_dx),
-            Self::Pool(l) => Some(l.backward(dy)),
+            Self::Conv(l) => l.backward(dy, need_dx, trace, grads, prep),
+            Self::Dense(l) => l.backward(dy, need_dx, trace, grads, prep),
+            Self::Pool(l) => Some(l.backward(dy, trace)),
             Self::Flatten => {
                 let (h, w, c) = input.hwc();
                 Some(Tensor { h, w, c, ..dy })
             }
-            Self::Dropout(l) => Some(l.backward(dy)),
-            Self::BatchNorm(l) => Some(l.backward(dy)),
+            Self::Dropout(l) => Some(l.backward(dy, trace)),
+            Self::BatchNorm(l) => Some(l.backward(dy, trace, grads)),
         }
+    }
+
+    /// Zeroed gradients for [`Layer::backward`]: one per parameter, in the order of
+    /// [`Layer::params`], kernels transposed (`(filters, k·k·ic)`, `(units, inputs)`).
+    pub fn new_grads(&self) -> Vec<Vec<f32>> {
+        self.params()
+            .iter()
+            .map(|p| vec![0.0; p.value.len()])
+            .collect()
+    }
+
+    /// Sets the parameters' `grad` to `grads` as [`Layer::backward`] fills them (kernels
+    /// transposed back to the parameters' layout).
+    pub fn set_grads(&mut self, grads: &[Vec<f32>]) {
+        let (kernel, bias) = match self {
+            Self::Conv(l) => (&mut l.kernel, &mut l.bias),
+            Self::Dense(l) => (&mut l.kernel, &mut l.bias),
+            Self::BatchNorm(l) => {
+                l.gamma.grad.copy_from_slice(&grads[0]);
+                l.beta.grad.copy_from_slice(&grads[1]);
+                return;
+            }
+            _ => return,
+        };
+        let outs = bias.value.len();
+        let rows = kernel.value.len().checked_div(outs).unwrap_or(0);
+        let dwt = &grads[0];
+        kernel
+            .grad
+            .par_chunks_mut((TILE * outs).max(1))
+            .enumerate()
+            .for_each(|(tile, grad)| {
+                let r0 = tile * TILE;
+                let tile_rows = grad.len() / outs;
+                for o in 0..outs {
+                    let src = &dwt[o * rows + r0..][..tile_rows];
+                    for (grad, &d) in grad.chunks_exact_mut(outs).zip(src) {
+                        grad[o] = d;
+                    }
+                }
+            });
+        bias.grad.copy_from_slice(&grads[1]);
     }
 
     /// The trainable tensors, in a fixed order.

@@ -8,9 +8,10 @@ use anyhow::{ensure, Result};
 use rand::distributions::{Distribution, Uniform};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
-/// Images per eval-mode forward pass (bounds the memory of the activations).
-const EVAL_BATCH: usize = 256;
+/// Images per task of an eval-mode pass (bounds the memory of the activations).
+const EVAL_CHUNK: usize = 16;
 
 /// A generic float model.
 #[derive(Clone, Debug)]
@@ -126,26 +127,34 @@ impl Model {
         })
     }
 
-    /// Runs the layers on `x` (logits out: the final softmax is left to the loss).
-    pub fn forward(&mut self, x: Tensor, mode: Mode) -> Tensor {
+    /// Runs the layers on `x`, keeping nothing (logits out: the final softmax is left to the
+    /// loss).
+    pub fn forward(&self, x: Tensor, mode: Mode) -> Tensor {
         self.layers
-            .iter_mut()
+            .iter()
             .fold(x, |x, layer| layer.forward(x, mode))
     }
 
-    /// Eval-mode logits `(n, classes)` of raw images, row-major, in batches of 256.
+    /// Eval-mode logits `(n, classes)` of raw images, row-major; chunks of 16 images run in
+    /// parallel on the current rayon pool.
     ///
     /// # Errors
     /// If the byte count is not a multiple of the input size.
     pub fn logits(&self, images: &[u8]) -> Result<Vec<f32>> {
         let item = self.spec.input.len();
-        let mut eval = self.clone();
-        let mut out = Vec::with_capacity(images.len() / item * self.spec.classes());
-        for batch in images.chunks(EVAL_BATCH * item) {
-            let x = eval.input_batch(batch)?;
-            out.extend(eval.forward(x, Mode::Eval).data);
-        }
-        Ok(out)
+        ensure!(
+            item > 0 && images.len() % item == 0,
+            "{} bytes are not whole images of {item} bytes",
+            images.len()
+        );
+        let chunks: Vec<Vec<f32>> = images
+            .par_chunks(EVAL_CHUNK * item)
+            .map(|chunk| {
+                let x = self.input_batch(chunk)?;
+                Ok(self.forward(x, Mode::Eval).data)
+            })
+            .collect::<Result<_>>()?;
+        Ok(chunks.concat())
     }
 
     /// Mean cross-entropy and accuracy of eval-mode predictions on `images` / `labels`.
@@ -222,9 +231,23 @@ pub fn cross_entropy(
     logits: &[f32],
     labels: &[u8],
     classes: usize,
-    mut grad: Option<&mut [f32]>,
+    grad: Option<&mut [f32]>,
 ) -> (f32, usize) {
     let n = labels.len().max(1);
+    let (loss, correct) = cross_entropy_sum(logits, labels, classes, n, grad);
+    ((loss / n as f64) as f32, correct)
+}
+
+/// Summed softmax cross-entropy of `logits` `(labels.len(), classes)` and the number of correct
+/// argmax predictions. With `grad`, also writes `(p − onehot)/n`: the gradient of the mean loss
+/// over a batch of `n` images of which these are a part.
+pub fn cross_entropy_sum(
+    logits: &[f32],
+    labels: &[u8],
+    classes: usize,
+    n: usize,
+    mut grad: Option<&mut [f32]>,
+) -> (f64, usize) {
     let mut loss = 0.0f64;
     let mut correct = 0;
     for (i, (row, &label)) in logits.chunks(classes).zip(labels).enumerate() {
@@ -244,5 +267,5 @@ pub fn cross_entropy(
             }
         }
     }
-    ((loss / n as f64) as f32, correct)
+    (loss, correct)
 }

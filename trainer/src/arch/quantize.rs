@@ -22,9 +22,11 @@ use infer_core::stack::format::{ConvOp, DenseOp, Op, Padding as WirePadding, Poo
 use infer_core::stack::{StackFile, STACK_FORMAT_VERSION};
 use model_spec::plan::{OpKind, Plan, PlanOp};
 use model_spec::spec::Padding;
+use rayon::prelude::*;
 
-/// Images per eval-mode forward pass during calibration (bounds the activations' memory).
-const CALIBRATION_BATCH: usize = 256;
+/// Images per eval-mode forward pass during calibration (bounds the activations' memory);
+/// batches run in parallel on the current rayon pool.
+const CALIBRATION_BATCH: usize = 16;
 
 /// The real range of one operation's output over the calibration images.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -69,33 +71,45 @@ impl StackCalibration {
             ensure!(layer < model.layers.len(), "the plan is not this model's");
             op_at_layer[layer] = Some(j);
         }
-        let mut ranges = vec![
-            Range {
-                min: f32::INFINITY,
-                max: f32::NEG_INFINITY,
-            };
-            plan.ops.len()
-        ];
-        let mut logits = LogitStats::default();
-        let mut finite = true;
+        let empty = Range {
+            min: f32::INFINITY,
+            max: f32::NEG_INFINITY,
+        };
         let classes = model.spec.classes();
-        let mut eval = model.clone();
-        for batch in images.chunks(CALIBRATION_BATCH * item) {
-            let mut x = eval.input_batch(batch)?;
-            for (layer, op) in eval.layers.iter_mut().zip(&op_at_layer) {
-                x = layer.forward(x, Mode::Eval);
-                if let Some(j) = *op {
-                    let range = &mut ranges[j];
-                    for &v in &x.data {
-                        finite &= v.is_finite();
-                        range.min = range.min.min(v);
-                        range.max = range.max.max(v);
+        // Each batch's statistics, merged below: minima and maxima, so the order of the
+        // batches does not matter.
+        let batches: Vec<(Vec<Range>, LogitStats, bool)> = images
+            .par_chunks(CALIBRATION_BATCH * item)
+            .map(|batch| {
+                let mut ranges = vec![empty; plan.ops.len()];
+                let mut logits = LogitStats::default();
+                let mut finite = true;
+                let mut x = model.input_batch(batch)?;
+                for (layer, op) in model.layers.iter().zip(&op_at_layer) {
+                    x = layer.forward(x, Mode::Eval);
+                    if let Some(j) = *op {
+                        finite &= widen(&mut ranges[j], &x.data);
                     }
                 }
+                x.data
+                    .chunks_exact(classes)
+                    .for_each(|row| logits.observe(row));
+                Ok((ranges, logits, finite))
+            })
+            .collect::<Result<_>>()?;
+        let mut ranges = vec![empty; plan.ops.len()];
+        let mut logits = LogitStats::default();
+        let mut finite = true;
+        for (batch_ranges, batch_logits, batch_finite) in batches {
+            for (range, b) in ranges.iter_mut().zip(batch_ranges) {
+                range.min = range.min.min(b.min);
+                range.max = range.max.max(b.max);
             }
-            x.data
-                .chunks_exact(classes)
-                .for_each(|row| logits.observe(row));
+            logits.logit_min = logits.logit_min.min(batch_logits.logit_min);
+            logits.logit_max = logits.logit_max.max(batch_logits.logit_max);
+            logits.winner_min = logits.winner_min.min(batch_logits.winner_min);
+            logits.runner_up_max = logits.runner_up_max.max(batch_logits.runner_up_max);
+            finite &= batch_finite;
         }
         ensure!(
             finite && logits.is_finite(),
@@ -107,6 +121,30 @@ impl StackCalibration {
             logits,
         })
     }
+}
+
+/// Widens `range` to the finite values of `values` and tells whether they all are finite; in
+/// lanes of 8, which the compiler vectorises.
+fn widen(range: &mut Range, values: &[f32]) -> bool {
+    let (mut lo, mut hi, mut finite) = ([range.min; 8], [range.max; 8], [true; 8]);
+    let lanes = values.chunks_exact(8);
+    let rest = lanes.remainder();
+    for lane in lanes {
+        for i in 0..8 {
+            let v = lane[i];
+            lo[i] = if v < lo[i] { v } else { lo[i] };
+            hi[i] = if v > hi[i] { v } else { hi[i] };
+            finite[i] &= v.abs() < f32::INFINITY;
+        }
+    }
+    for &v in rest {
+        lo[0] = if v < lo[0] { v } else { lo[0] };
+        hi[0] = if v > hi[0] { v } else { hi[0] };
+        finite[0] &= v.abs() < f32::INFINITY;
+    }
+    range.min = lo.iter().copied().fold(range.min, f32::min);
+    range.max = hi.iter().copied().fold(range.max, f32::max);
+    finite.iter().all(|&f| f)
 }
 
 /// A conv or dense layer with its batch norm folded in: float weights one row per output
@@ -501,7 +539,7 @@ activation = \"softmax\"
             let input = spec.input_of(op.layer);
             let x = random_tensor(&mut rng, 5, input.hwc());
             // conv/dense → batch norm, as the float model runs them.
-            let mut layers = model.layers.clone();
+            let layers = model.layers.clone();
             let bn = op.batchnorm.unwrap();
             let conv_out = layers[op.layer].forward(x.clone(), Mode::Eval);
             let expected = layers[bn].forward(conv_out, Mode::Eval);

@@ -1,7 +1,7 @@
 //! Gradient checks of every generic layer (central differences), a cross-check against the
 //! tutorial's `FloatModel`, a tiny fit, determinism and checkpoint round trips.
 
-use super::layers::{Layer, Mode, Tensor};
+use super::layers::{Layer, Mode, Prepared, Tensor, Trace};
 use super::model::{cross_entropy, Model};
 use super::spec::{Activation, LayerSpec, Padding, Shape, Spec};
 use super::{checkpoint, fit, ArchFitConfig};
@@ -47,9 +47,14 @@ fn gradient_check(spec: LayerSpec, input: Shape, n: usize, seed: u64) {
     };
     let y = layer.clone().forward(x.clone(), Mode::Train { key: 7 });
     let r = random(y.data.len(), &mut rng);
-    let mut trained = layer.clone();
-    let out = trained.forward(x.clone(), Mode::Train { key: 7 });
-    let dx = trained
+    let mut trace = Trace::default();
+    let out = layer.forward_train(x.clone(), 7, 0, &mut trace, &layer.prepare());
+    assert_eq!(
+        out, y,
+        "a training forward that keeps a trace computes the same"
+    );
+    let mut grads = layer.new_grads();
+    let dx = layer
         .backward(
             Tensor {
                 data: r.clone(),
@@ -57,9 +62,16 @@ fn gradient_check(spec: LayerSpec, input: Shape, n: usize, seed: u64) {
             },
             true,
             input,
+            &mut trace,
+            &mut grads,
+            None,
         )
         .expect("an input gradient");
-    let eps = 1e-2f32;
+    let mut trained = layer.clone();
+    trained.set_grads(&grads);
+    // Small enough that a nudge rarely moves a ReLU or pooling input across its kink
+    // (one-channel convolutions have small outputs), large enough for f32 forward passes.
+    let eps = 1e-3f32;
     let close = |analytic: f32, numeric: f64, what: &str| {
         let diff = (f64::from(analytic) - numeric).abs();
         assert!(
@@ -145,6 +157,32 @@ fn conv_gradients_match_central_differences() {
         1,
         15,
     );
+    // One input channel and a 2×2, 3×3 or 5×5 kernel: im2col by fixed-size window rows
+    // (windows over the padding row by row).
+    gradient_check(
+        conv(3, 1, Padding::Valid, Activation::Relu),
+        spatial(6, 7, 1),
+        3,
+        18,
+    );
+    gradient_check(
+        conv(3, 2, Padding::Same, Activation::Relu),
+        spatial(7, 6, 1),
+        2,
+        19,
+    );
+    gradient_check(
+        conv(5, 1, Padding::Same, Activation::None),
+        spatial(6, 6, 1),
+        2,
+        20,
+    );
+    gradient_check(
+        conv(2, 1, Padding::Same, Activation::Relu),
+        spatial(5, 4, 1),
+        2,
+        21,
+    );
 }
 
 #[test]
@@ -188,7 +226,9 @@ fn batch_norm_normalises_in_training_and_tracks_moving_statistics_like_keras() {
         c: 1,
         data: vec![1.0, 2.0, 3.0, 6.0],
     };
-    let y = layer.forward(x.clone(), Mode::Train { key: 0 });
+    let mut trace = Trace::default();
+    let y = layer.forward_train(x.clone(), 0, 0, &mut trace, &Prepared::default());
+    layer.update_moving_statistics(&trace);
     // mean 3, biased variance 3.5
     let expected: Vec<f32> = [-2.0f32, -1.0, 0.0, 3.0]
         .iter()
@@ -208,7 +248,7 @@ fn batch_norm_normalises_in_training_and_tracks_moving_statistics_like_keras() {
 
 #[test]
 fn dropout_is_inverted_and_the_identity_in_eval() {
-    let mut layer = Layer::new(&LayerSpec::Dropout { rate: 0.25 }, 3, Shape::Flat(40_000));
+    let layer = Layer::new(&LayerSpec::Dropout { rate: 0.25 }, 3, Shape::Flat(40_000));
     let x = Tensor {
         n: 1,
         h: 1,
@@ -229,7 +269,7 @@ fn dropout_is_inverted_and_the_identity_in_eval() {
 #[test]
 fn dropout_masks_follow_one_chacha_stream_whatever_the_blocks() {
     let len = 40_000;
-    let mut layer = Layer::new(&LayerSpec::Dropout { rate: 0.3 }, 2, Shape::Flat(len));
+    let layer = Layer::new(&LayerSpec::Dropout { rate: 0.3 }, 2, Shape::Flat(len));
     let x = Tensor {
         n: 1,
         h: 1,
@@ -237,16 +277,63 @@ fn dropout_masks_follow_one_chacha_stream_whatever_the_blocks() {
         c: len,
         data: vec![1.0; len],
     };
-    let y = layer.forward(x, Mode::Train { key: 11 });
+    let y = layer.forward(x.clone(), Mode::Train { key: 11 });
+    // 0.7 is not a multiple of 2⁻⁸: 16 bits per value, kept below round(0.7·2¹⁶).
+    assert_eq!(super::layers::mask_draw(0.7), (16, 45_875));
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     rng.set_stream(2);
+    let mut words = vec![0u32; len / 2];
+    rng.fill(&mut words[..]);
     for (i, v) in y.data.iter().enumerate() {
-        let expected = if rng.gen::<f32>() < 0.7 {
-            1.0 / 0.7
-        } else {
-            0.0
-        };
+        let bits = (words[i / 2] >> (16 * (i % 2))) & 0xffff;
+        let expected = if bits < 45_875 { 1.0 / 0.7 } else { 0.0 };
         assert_eq!(*v, expected, "value {i}");
+    }
+    // The same mask, drawn as a batch of 40 images in parts starting at images 0, 7 and 23.
+    let item = len / 40;
+    let mut parts = Vec::new();
+    for (first, last) in [(0, 7), (7, 23), (23, 40)] {
+        let part = Tensor {
+            n: last - first,
+            h: 1,
+            w: 1,
+            c: item,
+            data: vec![1.0; (last - first) * item],
+        };
+        let mut trace = Trace::default();
+        let out = layer.forward_train(part, 11, first, &mut trace, &Prepared::default());
+        parts.extend(out.data);
+    }
+    assert_eq!(parts, y.data);
+}
+
+#[test]
+fn dropout_masks_of_dyadic_rates_use_few_bits_and_keep_the_rate() {
+    for (rate, bits) in [(0.5f32, 1), (0.25, 2), (0.125, 4), (0.375, 4)] {
+        let (b, t) = super::layers::mask_draw(1.0 - rate);
+        assert_eq!(b, bits, "rate {rate}");
+        assert_eq!(f64::from(t) / f64::from(1u32 << b), f64::from(1.0 - rate));
+        let len = 64_000;
+        let layer = Layer::new(&LayerSpec::Dropout { rate }, 1, Shape::Flat(len));
+        let x = Tensor {
+            n: 1,
+            h: 1,
+            w: 1,
+            c: len,
+            data: vec![1.0; len],
+        };
+        let kept = layer
+            .forward(x, Mode::Train { key: 3 })
+            .data
+            .iter()
+            .filter(|v| **v != 0.0)
+            .count() as f64
+            / len as f64;
+        // σ ≤ 0.002 for 64,000 draws: 0.01 is more than 4σ.
+        assert!(
+            (kept - f64::from(1.0 - rate)).abs() < 0.01,
+            "rate {rate}: kept {kept}"
+        );
     }
 }
 
@@ -412,4 +499,103 @@ fn early_stopping_restores_the_best_epoch() {
     } else {
         assert_eq!(losses.len(), 12);
     }
+}
+
+/// [`SMALL`] without its batch norm: a training step runs it in parts of 16 images.
+fn small_in_parts() -> Spec {
+    Spec::parse(&SMALL.replace("[[layer]]\ntype = \"batchnorm\"\n", "")).unwrap()
+}
+
+#[test]
+fn a_step_in_parts_gives_the_gradients_and_loss_of_the_whole_batch() {
+    let spec = small_in_parts();
+    assert!(!spec
+        .layers
+        .iter()
+        .any(|l| matches!(l, LayerSpec::BatchNorm { .. })));
+    // 50 images: four parts of 16, 16, 16 and 2.
+    let data = quadrants(50, 5);
+    let mut model = Model::glorot_uniform(&spec, 3);
+    let mut workspace = fit::Workspace::default();
+    let (loss, correct) =
+        fit::forward_backward(&mut model, &mut workspace, &data.images, &data.labels, 9).unwrap();
+
+    // The whole batch as one chunk, by hand.
+    let whole = Model::glorot_uniform(&spec, 3);
+    let mut traces: Vec<Trace> = whole.layers.iter().map(|_| Trace::default()).collect();
+    let mut x = whole.input_batch(&data.images).unwrap();
+    for (layer, trace) in whole.layers.iter().zip(&mut traces) {
+        x = layer.forward_train(x, 9, 0, trace, &layer.prepare());
+    }
+    let mut grad = vec![0.0; x.data.len()];
+    let (whole_loss, whole_correct) =
+        cross_entropy(&x.data, &data.labels, spec.classes(), Some(&mut grad));
+    let mut dy = Tensor { data: grad, ..x };
+    let mut expected = Vec::new();
+    for index in (0..whole.layers.len()).rev() {
+        let layer = &whole.layers[index];
+        let mut grads = layer.new_grads();
+        let input = spec.input_of(index);
+        let dx = layer.backward(dy, index > 0, input, &mut traces[index], &mut grads, None);
+        let mut with = layer.clone();
+        with.set_grads(&grads);
+        expected.push(
+            with.params()
+                .iter()
+                .map(|p| p.grad.clone())
+                .collect::<Vec<_>>(),
+        );
+        match dx {
+            Some(dx) => dy = dx,
+            None => break,
+        }
+    }
+    expected.reverse();
+    assert_eq!(correct, whole_correct);
+    assert!(
+        (loss - whole_loss).abs() <= 1e-6 * whole_loss,
+        "{loss} vs {whole_loss}"
+    );
+    let mut compared = 0;
+    for (layer, expected) in model.layers.iter().zip(&expected) {
+        for (p, e) in layer.params().iter().zip(expected) {
+            let scale = e.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            assert!(scale > 0.0, "a zero gradient compares nothing");
+            for (a, b) in p.grad.iter().zip(e) {
+                assert!((a - b).abs() <= 1e-5 * scale, "{a} vs {b}");
+                compared += 1;
+            }
+        }
+    }
+    assert_eq!(compared, model.trainable_count());
+}
+
+#[test]
+fn a_fit_in_parts_is_deterministic_whatever_the_thread_count() {
+    let spec = small_in_parts();
+    let (train, test) = (quadrants(200, 6), quadrants(40, 7));
+    let config = ArchFitConfig {
+        epochs: 2,
+        batch_size: 40,
+        learning_rate: 0.01,
+        threads: 2,
+        ..ArchFitConfig::default()
+    };
+    let a = fit(&spec, &train, &test, &config, &mut SilentObserver).unwrap();
+    let again = fit(&spec, &train, &test, &config, &mut SilentObserver).unwrap();
+    let one = ArchFitConfig {
+        threads: 1,
+        ..config.clone()
+    };
+    let b = fit(&spec, &train, &test, &one, &mut SilentObserver).unwrap();
+    assert_eq!(a.model.values(), again.model.values());
+    assert_eq!(
+        a.model.values(),
+        b.model.values(),
+        "the thread count changed the weights"
+    );
+    assert_eq!(a.epochs[1].loss.to_bits(), b.epochs[1].loss.to_bits());
+    let other = ArchFitConfig { seed: 2, ..config };
+    let c = fit(&spec, &train, &test, &other, &mut SilentObserver).unwrap();
+    assert_ne!(a.model.values(), c.model.values());
 }

@@ -51,10 +51,9 @@ pub struct FitArgs {
     /// Also write the training metrics as JSON to this file.
     #[arg(long)]
     pub metrics: Option<PathBuf>,
-    /// Train this architecture: a preset (`tutorial`, `tutorial-full`) or a spec file (see
-    /// docs/architecture-spec.md). `tutorial` without the options below takes the tutorial's
-    /// fast path (model.bin format 1); anything else trains through the generic layers and
-    /// writes a model.bin in format 2 (any conv / pool / dense stack).
+    /// Train this architecture through the generic layers: a preset (`tutorial`,
+    /// `tutorial-full`) or a spec file (see docs/architecture-spec.md); writes a model.bin in
+    /// format 2 (any conv / pool / dense stack). Without it, the tutorial's own path (format 1).
     #[arg(long)]
     pub arch: Option<String>,
     /// L2 regularisation: adds l2·Σw² over every kernel to the loss (generic path).
@@ -101,14 +100,7 @@ pub fn run(args: &FitArgs) -> Result<()> {
     let generic_options =
         args.l2 != 0.0 || args.l1 != 0.0 || args.early_stopping_patience.is_some();
     match &args.arch {
-        Some(arch) => {
-            let spec = Spec::load(arch)?;
-            let tutorial = Spec::tutorial();
-            let is_tutorial = spec.input == tutorial.input && spec.layers == tutorial.layers;
-            if !is_tutorial || generic_options {
-                return generic::run(args, &spec);
-            }
-        }
+        Some(arch) => return generic::run(args, &Spec::load(arch)?),
         None if generic_options => bail!(
             "--l2, --l1 and --early-stopping-patience train through the generic layers: add --arch tutorial (or another architecture)"
         ),
