@@ -29,7 +29,7 @@ const ADAM_BLOCK: usize = 16_384;
 const SHUFFLE_STREAM: u64 = 1;
 /// Images per chunk of a training step: a chunk goes through every layer, forward and back,
 /// before the next one, so its activations stay in cache.
-const STEP_CHUNK: usize = 16;
+const STEP_CHUNK: usize = 8;
 /// Most parts a batch is split into: parts run in parallel, each with its own gradients.
 const MAX_PARTS: usize = 8;
 
@@ -211,7 +211,7 @@ pub struct Workspace {
 /// One training forward + backward on a batch of raw images: returns (mean loss without
 /// regularisation, correct predictions) and leaves the gradients in the layers' parameters.
 ///
-/// The batch is split into at most 8 parts of whole 16-image chunks (one part holding the whole
+/// The batch is split into at most 8 parts of whole 8-image chunks (one part holding the whole
 /// batch if a layer needs it, see [`Layer::needs_whole_batch`]); the parts run in parallel on
 /// the current rayon pool and their gradients are summed in part order, so the result does
 /// not depend on the thread count. Dropout masks are drawn for the whole batch from `key`.

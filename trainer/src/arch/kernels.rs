@@ -283,42 +283,75 @@ fn gemm_impl<const FMA: bool>(a: &Rows, b: &Cols, bias: &[f32], relu: bool, c: &
         let j0 = p * NR;
         let width = NR.min(n - j0);
         let bias = &bias[j0..j0 + width];
-        for i0 in (0..m).step_by(MR) {
-            let acc = tile::<FMA>(a, i0, panel, b.row_stride);
-            if width == NR && i0 + MR <= m {
-                // The common case, with fixed sizes: the tile goes from registers to `c`.
-                let bias: &[f32; NR] = bias.try_into().expect("a full panel");
-                for (r, acc) in acc.iter().enumerate() {
-                    let out: &mut [f32; NR] = (&mut c[(i0 + r) * n + j0..][..NR])
-                        .try_into()
-                        .expect("a full row");
-                    for ((o, &v), &bv) in out.iter_mut().zip(acc).zip(bias) {
-                        let v = v + bv;
-                        *o = if relu { v.max(0.0) } else { v };
-                    }
+        let mut i0 = 0;
+        while i0 < m {
+            // Whole tiles of 6 rows, then the rest in tiles of 4, 2 and 1 rows (each value is
+            // the same sum in the same order whatever its tile).
+            let rows = match m - i0 {
+                r if r >= MR => {
+                    tile_out::<FMA, MR>(a, i0, panel, b.row_stride, bias, relu, c, n, j0)
                 }
-                continue;
-            }
-            for (r, acc) in acc.iter().enumerate().take(m - i0) {
-                let out = &mut c[(i0 + r) * n + j0..][..width];
-                for ((o, &v), &bv) in out.iter_mut().zip(acc).zip(bias) {
-                    let v = v + bv;
-                    *o = if relu { v.max(0.0) } else { v };
-                }
-            }
+                r if r >= 4 => tile_out::<FMA, 4>(a, i0, panel, b.row_stride, bias, relu, c, n, j0),
+                r if r >= 2 => tile_out::<FMA, 2>(a, i0, panel, b.row_stride, bias, relu, c, n, j0),
+                _ => tile_out::<FMA, 1>(a, i0, panel, b.row_stride, bias, relu, c, n, j0),
+            };
+            i0 += rows;
         }
     }
 }
 
-/// The `MR × NR` register tile of rows `i0..i0 + MR` (rows past the end repeat the last row):
+/// Rows `i0..i0 + R` of columns `j0..j0 + bias.len()` of `c` (`n` columns): one register tile
+/// plus bias, then ReLU if asked. Returns `R`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn tile_out<const FMA: bool, const R: usize>(
+    a: &Rows,
+    i0: usize,
+    panel: &[f32],
+    stride: usize,
+    bias: &[f32],
+    relu: bool,
+    c: &mut [f32],
+    n: usize,
+    j0: usize,
+) -> usize {
+    let acc = tile::<FMA, R>(a, i0, panel, stride);
+    if let Ok(bias) = <&[f32; NR]>::try_from(bias) {
+        // A full panel, with fixed sizes: the tile goes from registers to `c`.
+        for (r, acc) in acc.iter().enumerate() {
+            let out: &mut [f32; NR] = (&mut c[(i0 + r) * n + j0..][..NR])
+                .try_into()
+                .expect("a full row");
+            for ((o, &v), &bv) in out.iter_mut().zip(acc).zip(bias) {
+                let v = v + bv;
+                *o = if relu { v.max(0.0) } else { v };
+            }
+        }
+        return R;
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        let out = &mut c[(i0 + r) * n + j0..][..bias.len()];
+        for ((o, &v), &bv) in out.iter_mut().zip(acc).zip(bias) {
+            let v = v + bv;
+            *o = if relu { v.max(0.0) } else { v };
+        }
+    }
+    R
+}
+
+/// The `R × NR` register tile of rows `i0..i0 + R` (at most [`MR`], all within `a`):
 /// `Σ_p a[r][p] · panel[p][j]`, segment by segment.
 #[inline(always)]
-fn tile<const FMA: bool>(a: &Rows, i0: usize, panel: &[f32], stride: usize) -> [[f32; NR]; MR] {
-    let mut acc = [[0.0f32; NR]; MR];
+fn tile<const FMA: bool, const R: usize>(
+    a: &Rows,
+    i0: usize,
+    panel: &[f32],
+    stride: usize,
+) -> [[f32; NR]; R] {
+    let mut acc = [[0.0f32; NR]; R];
     let len = a.seg_len;
-    let last = a.len() - 1;
     for seg in 0..a.segments {
-        let rows: [&[f32]; MR] = std::array::from_fn(|r| a.segment((i0 + r).min(last), seg));
+        let rows: [&[f32]; R] = std::array::from_fn(|r| a.segment(i0 + r, seg));
         for p in 0..len {
             let at = (seg * len + p) * stride;
             let b: &[f32; NR] = panel[at..at + NR].try_into().expect("a panel row");

@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 /// Images per task of an eval-mode pass (bounds the memory of the activations).
-const EVAL_CHUNK: usize = 16;
+const EVAL_CHUNK: usize = 8;
 
 /// A generic float model.
 #[derive(Clone, Debug)]
@@ -135,7 +135,7 @@ impl Model {
             .fold(x, |x, layer| layer.forward(x, mode))
     }
 
-    /// Eval-mode logits `(n, classes)` of raw images, row-major; chunks of 16 images run in
+    /// Eval-mode logits `(n, classes)` of raw images, row-major; chunks of 8 images run in
     /// parallel on the current rayon pool.
     ///
     /// # Errors

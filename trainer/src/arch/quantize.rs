@@ -26,7 +26,7 @@ use rayon::prelude::*;
 
 /// Images per eval-mode forward pass during calibration (bounds the activations' memory);
 /// batches run in parallel on the current rayon pool.
-const CALIBRATION_BATCH: usize = 16;
+const CALIBRATION_BATCH: usize = 8;
 
 /// The real range of one operation's output over the calibration images.
 #[derive(Debug, Clone, Copy, PartialEq)]

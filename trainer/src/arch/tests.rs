@@ -501,7 +501,7 @@ fn early_stopping_restores_the_best_epoch() {
     }
 }
 
-/// [`SMALL`] without its batch norm: a training step runs it in parts of 16 images.
+/// [`SMALL`] without its batch norm: a training step runs it in parts of 8-image chunks.
 fn small_in_parts() -> Spec {
     Spec::parse(&SMALL.replace("[[layer]]\ntype = \"batchnorm\"\n", "")).unwrap()
 }
@@ -513,7 +513,7 @@ fn a_step_in_parts_gives_the_gradients_and_loss_of_the_whole_batch() {
         .layers
         .iter()
         .any(|l| matches!(l, LayerSpec::BatchNorm { .. })));
-    // 50 images: four parts of 16, 16, 16 and 2.
+    // 50 images: seven parts of one 8-image chunk, the last of 2 images.
     let data = quadrants(50, 5);
     let mut model = Model::glorot_uniform(&spec, 3);
     let mut workspace = fit::Workspace::default();
