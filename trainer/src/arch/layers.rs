@@ -1020,32 +1020,12 @@ impl Pool {
             .zip(dy.data.par_chunks(item_out.max(1)))
             .zip(arg.par_chunks(item_out.max(1)))
             .for_each(|((dx, dy), arg)| {
-                // Every input value is in at most one window: write each window whole (the
-                // gradient at its argmax, zeros elsewhere), then zero what no window covers.
-                let (p, w, c) = (self.pool, shape.w, shape.c);
-                let (oh, ow) = (shape.h / p, shape.w / p);
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        let o = (oy * ow + ox) * c;
-                        let (g, at) = (&dy[o..o + c], &arg[o..o + c]);
-                        for wy in 0..p {
-                            for wx in 0..p {
-                                let i = ((oy * p + wy) * w + ox * p + wx) * c;
-                                let index = i as u32..;
-                                for ((d, (&g, &a)), index) in
-                                    dx[i..i + c].iter_mut().zip(g.iter().zip(at)).zip(index)
-                                {
-                                    let hit = u32::from(a == index).wrapping_neg();
-                                    *d = f32::from_bits(g.to_bits() & hit);
-                                }
-                            }
-                        }
-                    }
-                    dx[(oy * p * w + ow * p) * c..((oy + 1) * p * w) * c]
-                        .chunks_mut(w * c)
-                        .for_each(|row| row[..(w - ow * p) * c].fill(0.0));
+                // Every input value is in at most one window: zeros, then each output's
+                // gradient at its window's argmax (an index into this image).
+                dx.fill(0.0);
+                for (&g, &a) in dy.iter().zip(arg) {
+                    dx[a as usize] = g;
                 }
-                dx[oh * p * w * c..].fill(0.0);
             });
         with_scratch(|s| s.argmax = arg);
         recycle(dy.data);
