@@ -30,6 +30,10 @@ const SHUFFLE_STREAM: u64 = 1;
 /// Images per chunk of a training step: a chunk goes through every layer, forward and back,
 /// before the next one, so its activations stay in cache.
 const STEP_CHUNK: usize = 8;
+/// Models with more parameters than this take chunks of twice [`STEP_CHUNK`] images (each chunk
+/// streams the weights through the cache, which then costs more than the larger activations)
+/// and half as many parts (each part zeroes and sums a copy of the gradients).
+const LARGE_MODEL: usize = 1 << 18;
 /// Most parts a batch is split into: parts run in parallel, each with its own gradients.
 const MAX_PARTS: usize = 8;
 
@@ -211,7 +215,8 @@ pub struct Workspace {
 /// One training forward + backward on a batch of raw images: returns (mean loss without
 /// regularisation, correct predictions) and leaves the gradients in the layers' parameters.
 ///
-/// The batch is split into at most 8 parts of whole 8-image chunks (one part holding the whole
+/// The batch is split into at most 8 parts of whole chunks of 8 images (4 parts of 16-image
+/// chunks for a model of more than 2¹⁸ parameters; one part holding the whole
 /// batch if a layer needs it, see [`Layer::needs_whole_batch`]); the parts run in parallel on
 /// the current rayon pool and their gradients are summed in part order, so the result does
 /// not depend on the thread count. Dropout masks are drawn for the whole batch from `key`.
@@ -239,8 +244,13 @@ pub fn forward_backward(
     let (chunk, part_len) = if whole {
         (n, n)
     } else {
-        let chunks = n.div_ceil(STEP_CHUNK);
-        (STEP_CHUNK, chunks.div_ceil(MAX_PARTS) * STEP_CHUNK)
+        let (step, parts) = if model.trainable_count() > LARGE_MODEL {
+            (2 * STEP_CHUNK, MAX_PARTS / 2)
+        } else {
+            (STEP_CHUNK, MAX_PARTS)
+        };
+        let chunks = n.div_ceil(step);
+        (step, chunks.div_ceil(parts) * step)
     };
     let count = n.div_ceil(part_len);
     while workspace.parts.len() < count {
