@@ -121,6 +121,24 @@ fn one_command_writes_nine_pictures_and_the_page() {
             "{file}"
         );
     }
+    // The same weights in the generic checkpoint (what `fit --arch tutorial --save-float`
+    // writes) draw the same pictures.
+    let generic = dir.path().join("model.f32g");
+    let model_g = trainer::arch::Model::from_tutorial(&float).unwrap();
+    trainer::arch::checkpoint::save(&model_g, &generic).unwrap();
+    let from_generic = dir.path().join("from-generic");
+    run(
+        &from_generic,
+        "7",
+        &["--float", path(&generic), "--metrics", path(&metrics)],
+    );
+    for (file, _, _) in PICTURES {
+        assert_eq!(
+            std::fs::read(out.join(file)).unwrap(),
+            std::fs::read(from_generic.join(file)).unwrap(),
+            "{file}"
+        );
+    }
     let other = dir.path().join("other");
     run(&other, "8", &full);
     let other_json = check_report(&other);

@@ -92,6 +92,46 @@ impl Model {
         Ok(out)
     }
 
+    /// The tutorial's [`FloatModel`] with this model's weights (kernels transposed back to
+    /// OHWI and `[class][input]`): the inverse of [`Model::from_tutorial`].
+    ///
+    /// # Errors
+    /// If this model's spec is not the tutorial's.
+    pub fn to_tutorial(&self) -> Result<FloatModel> {
+        let tutorial = Spec::tutorial();
+        ensure!(
+            self.spec.input == tutorial.input && self.spec.layers == tutorial.layers,
+            "this float model is not the tutorial's network (input {}, {} layers)",
+            self.spec.input,
+            self.spec.layers.len()
+        );
+        let mut out = FloatModel::glorot_uniform(0);
+        let filters = out.conv_bias.len();
+        let classes = out.dense_bias.len();
+        for layer in &self.layers {
+            match layer {
+                Layer::Conv(c) => {
+                    let taps = c.geom.taps();
+                    for (i, w) in out.conv_weights.iter_mut().enumerate() {
+                        *w = c.kernel.value[(i % taps) * filters + i / taps];
+                    }
+                    out.conv_bias
+                        .assign(&ndarray::ArrayView1::from(&c.bias.value[..]));
+                }
+                Layer::Dense(d) => {
+                    let inputs = d.inputs;
+                    for (i, w) in out.dense_weights.iter_mut().enumerate() {
+                        *w = d.kernel.value[(i % inputs) * classes + i / inputs];
+                    }
+                    out.dense_bias
+                        .assign(&ndarray::ArrayView1::from(&d.bias.value[..]));
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
     /// Trainable parameters.
     pub fn trainable_count(&self) -> usize {
         self.layers

@@ -368,6 +368,14 @@ fn the_tutorial_preset_computes_the_float_models_logits() {
         assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
     }
     assert_eq!(ours.len(), theirs.len());
+    assert_eq!(
+        model.to_tutorial().unwrap(),
+        float,
+        "to_tutorial inverts from_tutorial"
+    );
+    let other = Model::glorot_uniform(&small_in_parts(), 1);
+    let e = other.to_tutorial().unwrap_err().to_string();
+    assert!(e.contains("not the tutorial's network"), "{e}");
 }
 
 /// `n` 14×14 images: class `c` (of 4) is a bright 4×4 square in quadrant `c`.
