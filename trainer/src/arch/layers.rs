@@ -1363,6 +1363,27 @@ impl Layer {
         }
     }
 
+    /// [`Layer::prepare`] for eval-mode passes only ([`Layer::forward_prepared`]): the packed
+    /// kernel, no transpose.
+    pub fn prepare_eval(&self) -> Prepared {
+        let (kernel, rows, outs) = match self {
+            Self::Conv(l) => (&l.kernel.value, l.geom.taps(), l.geom.filters),
+            Self::Dense(l) => (&l.kernel.value, l.inputs, l.bias.value.len()),
+            _ => return Prepared::default(),
+        };
+        Prepared {
+            packed: Some(Packed::new(kernel, rows, outs)),
+            transposed: None,
+        }
+    }
+
+    /// Eval-mode forward pass with the weights `prep` made by [`Layer::prepare_eval`] (or
+    /// [`Layer::prepare`]) of the current weights: the same result as [`Layer::forward`],
+    /// without packing the kernel again.
+    pub fn forward_prepared(&self, x: Tensor, prep: &Prepared) -> Tensor {
+        self.run_forward(x, Mode::Eval, 0, None, Some(prep))
+    }
+
     /// Training forward pass of images `first..first + x.n` of a batch (dropout masks are
     /// drawn for the whole batch, see [`Dropout`]), keeping in `trace` what
     /// [`Layer::backward`] needs.

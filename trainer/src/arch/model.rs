@@ -1,7 +1,7 @@
 //! A float model of any [`Spec`]: its layers with their weights, Keras' initialisation, the
 //! eval-mode forward pass, and softmax cross-entropy.
 
-use super::layers::{Layer, Mode, Param, Tensor};
+use super::layers::{Layer, Mode, Param, Prepared, Tensor};
 use super::spec::Spec;
 use crate::network::FloatModel;
 use anyhow::{ensure, Result};
@@ -175,6 +175,11 @@ impl Model {
             .fold(x, |x, layer| layer.forward(x, mode))
     }
 
+    /// [`Layer::prepare_eval`] of every layer, for [`Layer::forward_prepared`].
+    pub fn prepare_eval(&self) -> Vec<Prepared> {
+        self.layers.iter().map(Layer::prepare_eval).collect()
+    }
+
     /// Eval-mode logits `(n, classes)` of raw images, row-major; chunks of 8 images run in
     /// parallel on the current rayon pool.
     ///
@@ -187,11 +192,15 @@ impl Model {
             "{} bytes are not whole images of {item} bytes",
             images.len()
         );
+        let prepared = self.prepare_eval();
         let chunks: Vec<Vec<f32>> = images
             .par_chunks(EVAL_CHUNK * item)
             .map(|chunk| {
                 let x = self.input_batch(chunk)?;
-                Ok(self.forward(x, Mode::Eval).data)
+                let layers = self.layers.iter().zip(&prepared);
+                Ok(layers
+                    .fold(x, |x, (layer, prep)| layer.forward_prepared(x, prep))
+                    .data)
             })
             .collect::<Result<_>>()?;
         Ok(chunks.concat())

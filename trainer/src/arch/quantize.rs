@@ -11,7 +11,7 @@
 //!   otherwise, and the logits get the tutorial's decision-tuned range
 //!   ([`LogitStats::range`]); pooling keeps its input's quantization.
 
-use super::layers::{Layer, Mode};
+use super::layers::Layer;
 use super::model::Model;
 use crate::data::Dataset;
 use crate::eval::{evaluate_stack, load_stack};
@@ -78,6 +78,7 @@ impl StackCalibration {
         let classes = model.spec.classes();
         // Each batch's statistics, merged below: minima and maxima, so the order of the
         // batches does not matter.
+        let prepared = model.prepare_eval();
         let batches: Vec<(Vec<Range>, LogitStats, bool)> = images
             .par_chunks(CALIBRATION_BATCH * item)
             .map(|batch| {
@@ -85,8 +86,8 @@ impl StackCalibration {
                 let mut logits = LogitStats::default();
                 let mut finite = true;
                 let mut x = model.input_batch(batch)?;
-                for (layer, op) in model.layers.iter().zip(&op_at_layer) {
-                    x = layer.forward(x, Mode::Eval);
+                for ((layer, op), prep) in model.layers.iter().zip(&op_at_layer).zip(&prepared) {
+                    x = layer.forward_prepared(x, prep);
                     if let Some(j) = *op {
                         finite &= widen(&mut ranges[j], &x.data);
                     }
@@ -448,7 +449,7 @@ pub fn quantize_and_score(
 
 #[cfg(test)]
 mod tests {
-    use super::super::layers::Tensor;
+    use super::super::layers::{Mode, Tensor};
     use super::super::spec::Spec;
     use super::*;
     use crate::eval::StackBuffers;
