@@ -21,7 +21,7 @@
 //! - `FIRMWARE_DIGITS`, default `assets/digits.bin`: the digits file, records
 //!   of `[label: u8][28×28 pixels: u8]` (README.md, "Digits file").
 
-mod network;
+use model_spec::codegen as network;
 
 use std::env;
 use std::fs;

@@ -8,6 +8,7 @@
 //! - [`budget`]: what that plan costs in flash and RAM, against a table of boards.
 
 pub mod budget;
+pub mod codegen;
 pub mod plan;
 pub mod spec;
 

@@ -5,11 +5,11 @@
 //! typed layers with the shapes as const generics, buffer sizes, loading and
 //! inference — is generated for `src/net/spec.rs` to include.
 
+use crate::plan::{OpKind, Plan};
+use crate::spec::{Padding, Spec, PRESETS};
 use infer_core::format::ModelFile;
 use infer_core::stack::format::Padding as FilePadding;
 use infer_core::stack::{Op, StackFile};
-use model_spec::plan::{OpKind, Plan};
-use model_spec::spec::{Padding, Spec, PRESETS};
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
