@@ -1,15 +1,45 @@
-//! `FIRMWARE_SPEC`: the network a spec file declares. The spec is read with the
-//! trainer's own parser and planned with its own int8 plan (`model_spec`); the
-//! model.bin is checked against that plan operation by operation; the RAM the
-//! network needs is estimated for the board check; and the network's Rust code —
-//! typed layers with the shapes as const generics, buffer sizes, loading and
-//! inference — is generated for `src/net/spec.rs` to include.
+//! The typed network of a model.bin, generated at build time: every shape a const
+//! generic, every buffer sized at compile time. A firmware crate gets it with a few
+//! lines of `build.rs` and one `include!`:
+//!
+//! ```no_run
+//! // build.rs ([build-dependencies] model-spec): writes $OUT_DIR/network.rs
+//! if let Err(error) = model_spec::codegen::build("model.bin", None) {
+//!     panic!("{error}");
+//! }
+//! ```
+//!
+//! ```ignore
+//! // src/main.rs ([dependencies] infer-core)
+//! #[allow(dead_code)] // the generated module has more than most firmware uses
+//! mod network {
+//!     include!(concat!(env!("OUT_DIR"), "/network.rs"));
+//! }
+//! let net = network::Network::from_bytes(network::MODEL)?; // MODEL: the embedded model.bin
+//! let mut input = [0; network::INPUT];
+//! network::pixels_to_input(&pixels, &mut input); // pixels: &[u8; INPUT], H×W×C row-major
+//! let logits = net.infer(&input, &mut network::Scratch::new());
+//! ```
+//!
+//! The network is the model's own: its operations ([`StackFile`], model.bin format 2)
+//! become typed layers (`infer_core::stack::layers::{Conv2d, MaxPool2d, Dense}`).
+//! A spec file (`models/*.toml`, or a preset), where given, is only checked against the
+//! model: its int8 plan ([`Plan`], read with the trainer's own parser) must have exactly the
+//! model's operations, or the build stops naming the operation and both shapes
+//! ([`Declared::check_model`]). [`Ram`] estimates what the network needs for a board check
+//! (`firmware-example/build/main.rs`, which uses [`Network`] directly for its own messages).
+//!
+//! The generated module holds `INPUT`, `CLASSES`, `OPS`, `OP_NAMES`, one type alias `OpI`
+//! per operation, the ping-pong buffer and patch sizes with compile-time checks that the
+//! operations chain, `Scratch` (the working memory), `Network` (`from_bytes`, `infer`,
+//! `infer_probed`), `pixels_to_input` and, from [`build`], `MODEL`.
 
-use crate::plan::{OpKind, Plan};
+use crate::plan::{OpKind, Plan, PlanOp};
 use crate::spec::{Padding, Spec, PRESETS};
-use infer_core::format::ModelFile;
+use infer_core::format::{ModelFile, QuantParams, MAGIC};
 use infer_core::stack::format::Padding as FilePadding;
 use infer_core::stack::{Op, StackFile};
+use std::env;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -124,11 +154,202 @@ impl Declared {
         }
         Ok(())
     }
+}
 
-    /// The network's Rust code, for `src/net/spec.rs` to include.
-    pub fn generate(&self) -> String {
-        generate(&self.name, &self.plan, &Ram::of(&self.plan))
+/// The format version of model bytes (the fixed-width `u16` after the magic), if they
+/// start like a model.bin: a build picks its network by it before decoding.
+pub fn format_version(bytes: &[u8]) -> Option<u16> {
+    match bytes {
+        [m0, m1, m2, m3, v0, v1, ..] if [*m0, *m1, *m2, *m3] == MAGIC => {
+            Some(u16::from_le_bytes([*v0, *v1]))
+        }
+        _ => None,
     }
+}
+
+/// The network of a format-2 model.bin, to generate.
+pub struct Network {
+    /// How messages and the generated code name the model (e.g. `FIRMWARE_MODEL` as given).
+    pub model: String,
+    /// The spec the model was checked against, as given ([`Network::check_spec`]).
+    pub spec: Option<String>,
+    /// The model's operations in plan terms; with a spec, annotated with its layers.
+    pub plan: Plan,
+    /// The model's input quantization, for `pixels_to_input`.
+    pub input_quant: QuantParams,
+    /// The model file to embed as `MODEL` (absolute), if any.
+    pub embed: Option<PathBuf>,
+}
+
+impl Network {
+    /// The network of `bytes` (the model called `model` in messages).
+    ///
+    /// # Errors
+    /// Bytes that are not a valid format-2 model, with a hint for a format-1 model.
+    pub fn from_bytes(model: &str, bytes: &[u8]) -> Result<Self, String> {
+        let file = StackFile::decode(bytes).map_err(|error| {
+            let hint = if ModelFile::decode(bytes).is_ok() {
+                " (it is a format-1 tutorial model: its network is `infer_core::TutorialNet`, \
+                 not generated; `trainer fit --arch tutorial` writes the tutorial as format 2)"
+            } else {
+                ""
+            };
+            format!("{model} is not a format-2 model: {error}{hint}")
+        })?;
+        Ok(Self {
+            model: model.to_owned(),
+            spec: None,
+            plan: plan_of(&file),
+            input_quant: file.input.quant,
+            embed: None,
+        })
+    }
+
+    /// Checks the model (`bytes`, as given to [`Network::from_bytes`]) against `declared`:
+    /// the same input and operations. The generated code then names the spec and its
+    /// layers.
+    ///
+    /// # Errors
+    /// As [`Declared::check_model`].
+    pub fn check_spec(&mut self, declared: &Declared, bytes: &[u8]) -> Result<(), String> {
+        declared.check_model(&self.model, bytes)?;
+        // Operation for operation the same kinds (checked): take the spec's layer indices.
+        self.plan = declared.plan.clone();
+        self.spec = Some(declared.name.clone());
+        Ok(())
+    }
+
+    /// The RAM the network needs in a firmware like `firmware-example`.
+    pub fn ram(&self) -> Ram {
+        Ram::of(&self.plan)
+    }
+
+    /// The network's Rust code, to `include!` in a module.
+    pub fn generate(&self) -> String {
+        let mut out = generate(&self.model, self.spec.as_deref(), &self.plan, &self.ram());
+        out.push_str(&input_code(self.plan.input, &self.input_quant));
+        if let Some(path) = &self.embed {
+            out.push_str(&model_code(path));
+        }
+        out
+    }
+}
+
+/// For a firmware's `build.rs`: generates the typed network of the model.bin at `model`
+/// into `$OUT_DIR/network.rs`, embedding the model as `MODEL`, and tells cargo to rerun
+/// when the model or the spec changes. With `spec` (a spec file or a preset), the model
+/// must have exactly its operations. Relative paths are taken from the crate's directory.
+///
+/// # Errors
+/// An unreadable or invalid model, a spec that is unreadable, invalid or not the model's,
+/// as a message naming the files (a build script shows it with `panic!`).
+pub fn build(model: impl AsRef<Path>, spec: Option<&str>) -> Result<Network, String> {
+    let crate_dir = env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .ok_or("CARGO_MANIFEST_DIR is not set: call codegen::build from a build script")?;
+    let out_dir = env::var_os("OUT_DIR")
+        .map(PathBuf::from)
+        .ok_or("OUT_DIR is not set: call codegen::build from a build script")?;
+    let path = crate_dir.join(model.as_ref());
+    println!("cargo:rerun-if-changed={}", path.display());
+    let bytes = fs::read(&path)
+        .map_err(|error| format!("cannot read the model {} ({error})", path.display()))?;
+    let mut network = Network::from_bytes(&model.as_ref().display().to_string(), &bytes)?;
+    if let Some(spec) = spec {
+        let declared = Declared::load(&crate_dir, spec)?;
+        if let Some(path) = &declared.path {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
+        network.check_spec(&declared, &bytes)?;
+    }
+    network.embed = Some(
+        fs::canonicalize(&path)
+            .map_err(|error| format!("cannot resolve {} ({error})", path.display()))?,
+    );
+    let target = out_dir.join("network.rs");
+    fs::write(&target, network.generate())
+        .map_err(|error| format!("cannot write {} ({error})", target.display()))?;
+    Ok(network)
+}
+
+/// The operations of a decoded model as a [`Plan`] (operation `i` as "layer" `i`, no
+/// batch norm: a model.bin has them folded), which [`generate`] takes.
+fn plan_of(file: &StackFile<'_>) -> Plan {
+    Plan {
+        input: (
+            usize::from(file.input.height),
+            usize::from(file.input.width),
+            usize::from(file.input.channels),
+        ),
+        ops: file
+            .ops
+            .iter()
+            .enumerate()
+            .map(|(layer, op)| PlanOp {
+                kind: kind_of(op),
+                layer,
+                batchnorm: None,
+            })
+            .collect(),
+    }
+}
+
+/// `pixels_to_input`: the input quantization of `p / 255` for every 8-bit `p`, as a
+/// closed form when it is `p − 128` (the trainer's), else as a table.
+fn input_code((h, w, c): (usize, usize, usize), quant: &QuantParams) -> String {
+    let scale = f64::from(quant.scale);
+    let table: Vec<i8> = (0..=255u8)
+        .map(|p| {
+            let q = (f64::from(p) / 255.0 / scale).round() + f64::from(quant.zero_point);
+            q.clamp(-128.0, 127.0) as i8
+        })
+        .collect();
+    let offset = table
+        .iter()
+        .enumerate()
+        .all(|(p, &q)| p as i32 - 128 == i32::from(q));
+    let (table_item, convert) = if offset {
+        (String::new(), "(pixel ^ 0x80) as i8")
+    } else {
+        let values: Vec<String> = table.iter().map(i8::to_string).collect();
+        (
+            format!(
+                "\n/// The int8 input of each 8-bit value.\nconst PIXEL_TO_INPUT: [i8; 256] = [{}];\n",
+                values.join(", ")
+            ),
+            "PIXEL_TO_INPUT[usize::from(pixel)]",
+        )
+    };
+    format!(
+        "{table_item}
+/// Writes the network's int8 input for 8-bit values `pixels` ({h}×{w}×{c}, row-major,
+/// channels last: the real input `p / 255`), quantized as the model's input (scale
+/// {}, zero point {}).
+pub fn pixels_to_input(pixels: &[u8; INPUT], input: &mut [i8; INPUT]) {{
+    for (value, &pixel) in input.iter_mut().zip(pixels) {{
+        *value = {convert};
+    }}
+}}
+",
+        quant.scale, quant.zero_point
+    )
+}
+
+/// `MODEL`: the model.bin at `path`, embedded 4-byte aligned.
+fn model_code(path: &Path) -> String {
+    format!(
+        "
+/// Forces 4-byte alignment on the embedded model.
+#[repr(C, align(4))]
+struct Aligned<Bytes: ?Sized>(Bytes);
+
+static ALIGNED: &Aligned<[u8]> = &Aligned(*include_bytes!({:?}));
+
+/// The model.bin this network was generated from, 4-byte aligned, in flash.
+pub static MODEL: &[u8] = &ALIGNED.0;
+",
+        path.display().to_string()
+    )
 }
 
 /// `h×w×c`.
@@ -215,8 +436,9 @@ impl Ram {
     }
 }
 
-/// The generated module: see the text it writes.
-fn generate(spec: &str, plan: &Plan, ram: &Ram) -> String {
+/// The generated module: see the text it writes. `plan` is the model's (named `model`),
+/// checked against `spec` if given.
+fn generate(model: &str, spec: Option<&str>, plan: &Plan, ram: &Ram) -> String {
     let ops = &plan.ops;
     let last = ops.len().saturating_sub(1);
     let (h, w, c) = plan.input;
@@ -227,8 +449,9 @@ fn generate(spec: &str, plan: &Plan, ram: &Ram) -> String {
         out.push('\n');
     };
 
+    let checked = spec.map_or(String::new(), |spec| format!(", checked against {spec}"));
     line(&format!(
-        "// Generated by firmware-example/build/network.rs from FIRMWARE_SPEC={spec}; do not edit."
+        "// Generated by model_spec::codegen from {model}{checked}; do not edit."
     ));
     line("// Operation i reads the input (i = 0) or buffer (i - 1) % 2 and writes buffer i % 2;");
     line("// the last writes the logits. Every shape is a const generic, checked against the");
@@ -241,7 +464,7 @@ fn generate(spec: &str, plan: &Plan, ram: &Ram) -> String {
     };
 
     item(format!(
-        "/// `FIRMWARE_SPEC` as given to the build.\npub const SPEC: &str = {spec:?};"
+        "/// The spec the model was checked against, as given to the build.\npub const SPEC: Option<&str> = {spec:?};"
     ));
     item(format!(
         "/// Values in the input image ({h}×{w}×{c}).\npub const INPUT: usize = {};",
@@ -315,8 +538,9 @@ fn generate(spec: &str, plan: &Plan, ram: &Ram) -> String {
             }
         };
         item(format!(
-            "/// Operation {i}: {} (spec layer {}{folded}).\npub type Op{i}{lifetime} = {ty};",
-            op.kind, op.layer
+            "/// Operation {i}: {}{}{folded}.\npub type Op{i}{lifetime} = {ty};",
+            op.kind,
+            spec.map_or(String::new(), |_| format!(" (spec layer {})", op.layer))
         ));
     }
     item(String::new());
@@ -444,7 +668,7 @@ impl Default for Scratch {{
         })
         .collect();
     item(format!(
-        "/// The network {spec} declares, its weights borrowed from the model bytes.
+        "/// The network of {model}, its weights borrowed from the model bytes.
 pub struct Network<'a> {{
 {fields}}}
 "
