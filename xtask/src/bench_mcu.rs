@@ -15,8 +15,8 @@
 //! - weight bytes: the model's int8 weights (and the whole model.bin), which
 //!   stay in flash.
 //!
-//! `--spec` runs a spec's format-2 model instead of the tutorial's (the firmware
-//! built with `FIRMWARE_SPEC`); its layer columns are then its operations.
+//! A format-2 `--model` runs as its own network (generated from the model, checked
+//! against `--spec` if given); its layer columns are then its operations.
 
 mod elf;
 
@@ -34,8 +34,8 @@ pub struct Args {
     /// The model to run (default: the firmware's own).
     #[arg(long, default_value = "firmware-example/assets/model.bin")]
     pub model: PathBuf,
-    /// The spec `--model` was trained from (a `models/*.toml` file or a preset): run it as
-    /// a spec'd firmware (`cargo xtask qemu --spec`).
+    /// Optional: the spec `--model` was trained from (a `models/*.toml` file or a preset),
+    /// checked against it at build time (`cargo xtask qemu --spec`).
     #[arg(long)]
     pub spec: Option<String>,
     /// Directory with the MNIST IDX files.
@@ -81,14 +81,11 @@ pub fn run(args: &Args) -> Result<()> {
     let spec = args.spec.as_deref().map(Spec::resolve).transpose()?;
     let dataset = trainer::data::load_test(&root.join(&args.data))?;
     let count = usize::try_from(args.count)?;
-    let (weights, host) = match spec {
-        Some(_) => {
-            let file = infer_core::stack::StackFile::decode(&model_bytes).map_err(|e| {
-                anyhow::anyhow!(
-                    "{} is not a format-2 model for --spec (give its --model): {e}",
-                    model.display()
-                )
-            })?;
+    let stack = spec.is_some() || qemu::is_stack_model(&model_bytes);
+    let (weights, host) = match stack {
+        true => {
+            let file = infer_core::stack::StackFile::decode(&model_bytes)
+                .map_err(|e| anyhow::anyhow!("{} is not a format-2 model: {e}", model.display()))?;
             let weights = file
                 .ops
                 .iter()
@@ -98,7 +95,7 @@ pub fn run(args: &Args) -> Result<()> {
             let host = qemu::stack_host_logits(&model_bytes, &dataset, count)?;
             (weights, host)
         }
-        None => {
+        false => {
             let net = trainer::eval::load_net(&model_bytes)?;
             let weights =
                 net.model().conv.params.weights.len() + net.model().dense.params.weights.len();
@@ -146,7 +143,7 @@ pub fn run(args: &Args) -> Result<()> {
     }
     print!(
         "{}",
-        table(&rows, spec.is_none(), count, weights, model_bytes.len())
+        table(&rows, !stack, count, weights, model_bytes.len())
     );
     if args.verbose {
         for row in &rows {

@@ -2,11 +2,12 @@
 //! test digits, runs it under QEMU, and checks every digit's int8 logits (and so
 //! its prediction) against infer-core on the host.
 //!
-//! Without `--spec` the model is the tutorial network (model.bin format 1, the
-//! firmware's `TutorialNet`); with `--spec` it is the layer stack a spec file
-//! declares (format 2), which the firmware's build turns into its network
-//! (`FIRMWARE_SPEC`), checked against infer-core's reference kernels
-//! ([`infer_core::stack::run`]).
+//! The model's format version picks the network: format 1 is the tutorial
+//! network (the firmware's `TutorialNet`); any format-2 model is a layer stack,
+//! which the firmware's build turns into its network from the model itself
+//! (`model_spec::codegen`), checked against infer-core's reference kernels
+//! ([`infer_core::stack::run`]). `--spec` is optional: the build then also
+//! checks the model against the spec (`FIRMWARE_SPEC`).
 //!
 //! The digits file handed to the firmware (`FIRMWARE_DIGITS`) is specified in
 //! `firmware-example/README.md`, "Digits file" ([`trainer::data::digit_records`]). A board
@@ -83,9 +84,9 @@ pub struct QemuArgs {
     /// The model file to embed (as written by the trainer).
     #[arg(long)]
     pub model: PathBuf,
-    /// The spec the model was trained from: a `models/*.toml` file or a preset
-    /// (`tutorial-full`). The firmware is built from it (`FIRMWARE_SPEC`), so the model
-    /// must be its format-2 model.bin; without it, the model is the tutorial network.
+    /// Optional: the spec the model was trained from, a `models/*.toml` file or a preset
+    /// (`tutorial-full`). The firmware's build checks the model has exactly its operations
+    /// (`FIRMWARE_SPEC`); the network always comes from the model itself.
     #[arg(long)]
     pub spec: Option<String>,
     /// Directory with the MNIST IDX files (see `cargo xtask fetch-mnist`).
@@ -155,9 +156,10 @@ pub fn run(args: &QemuArgs) -> Result<()> {
     let model_bytes =
         fs::read(&model).with_context(|| format!("cannot read {}", model.display()))?;
     let spec = args.spec.as_deref().map(Spec::resolve).transpose()?;
-    let host = match spec {
-        Some(_) => stack_host_logits(&model_bytes, &dataset, count)?,
-        None => host_logits(&model_bytes, &dataset, count)?,
+    let host = if spec.is_some() || is_stack_model(&model_bytes) {
+        stack_host_logits(&model_bytes, &dataset, count)?
+    } else {
+        host_logits(&model_bytes, &dataset, count)?
     };
 
     let timeout = Duration::from_secs(args.timeout_secs);
@@ -195,6 +197,12 @@ pub fn run(args: &QemuArgs) -> Result<()> {
     Ok(())
 }
 
+/// Whether the firmware runs `model` as a layer stack (network generated from the model):
+/// any model whose version field is not format 1's (a bad one fails to decode, naming it).
+pub fn is_stack_model(model: &[u8]) -> bool {
+    model_spec::codegen::format_version(model) != Some(infer_core::format::FORMAT_VERSION)
+}
+
 /// A `--spec` as the firmware's build takes it (`FIRMWARE_SPEC`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spec(String);
@@ -220,8 +228,8 @@ impl Spec {
 }
 
 /// Writes digits `start..start + count` of `dataset` to a file, builds the
-/// firmware for `board` around them and `model` (and `spec`, if the model is a
-/// spec's format-2 model), and runs it.
+/// firmware for `board` around them and `model` (checked against `spec`, if given), and
+/// runs it.
 ///
 /// # Errors
 /// As [`run`].
