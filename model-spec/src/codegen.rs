@@ -776,3 +776,126 @@ fn max_of(terms: &[String], used: &mut Imports) -> String {
         format!("max({acc}, {t})")
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The committed two-blocks model (format 2) and the tutorial's (format 1).
+    const TWO_BLOCKS: &[u8] = include_bytes!("../../firmware-example/assets/two-blocks.bin");
+    const TUTORIAL: &[u8] = include_bytes!("../../firmware-example/assets/model.bin");
+
+    #[test]
+    fn the_format_version_is_read_before_decoding() {
+        assert_eq!(format_version(TWO_BLOCKS), Some(2));
+        assert_eq!(format_version(TUTORIAL), Some(1));
+        assert_eq!(format_version(b"I8CN\x07\x00"), Some(7));
+        assert_eq!(format_version(b"I8CN\x02"), None);
+        assert_eq!(format_version(b"XXXX\x02\x00rest"), None);
+    }
+
+    #[test]
+    fn the_network_is_the_models_own_and_a_spec_only_checks_it() {
+        let network = Network::from_bytes("two-blocks.bin", TWO_BLOCKS).unwrap();
+        let spec = Declared::load(
+            Path::new(env!("CARGO_MANIFEST_DIR")),
+            "../models/two-blocks.toml",
+        )
+        .unwrap();
+        let kinds = |plan: &Plan| plan.ops.iter().map(|op| op.kind).collect::<Vec<_>>();
+        assert_eq!(kinds(&network.plan), kinds(&spec.plan));
+        assert_eq!(network.plan.input, (28, 28, 1));
+        let code = network.generate();
+        assert!(
+            code.contains("pub const SPEC: Option<&str> = None;"),
+            "{code}"
+        );
+        assert!(
+            code.contains("pub type Op0<'a> = Conv2d<'a, 28, 28, 1, 3, 16, 1, false, true>;"),
+            "{code}"
+        );
+        assert!(
+            code.contains("pub type Op4<'a> = Dense<'a, 800, 10, false>;"),
+            "{code}"
+        );
+        // The trainer's input quantization (1/255, −128) is `p − 128`, no table.
+        assert!(code.contains("*value = (pixel ^ 0x80) as i8;"), "{code}");
+        assert!(!code.contains("PIXEL_TO_INPUT"));
+        assert!(
+            !code.contains("pub static MODEL"),
+            "only codegen::build embeds"
+        );
+
+        let mut checked = Network::from_bytes("two-blocks.bin", TWO_BLOCKS).unwrap();
+        checked.check_spec(&spec, TWO_BLOCKS).unwrap();
+        let code = checked.generate();
+        assert!(
+            code.contains("pub const SPEC: Option<&str> = Some(\"../models/two-blocks.toml\");")
+        );
+        assert!(
+            code.contains("(spec layer 2), batch norm 3 folded in."),
+            "{code}"
+        );
+        // The same network: only comments and `SPEC` differ.
+        let types = |code: &str| {
+            code.lines()
+                .filter(|l| !l.starts_with("//") && !l.contains("SPEC"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(types(&code), types(&network.generate()));
+    }
+
+    #[test]
+    fn a_spec_of_another_network_or_a_format_1_model_is_refused_naming_both() {
+        let other = Declared {
+            name: "tutorial".into(),
+            path: None,
+            plan: Plan::of(&Spec::load("tutorial").unwrap()).unwrap(),
+        };
+        let mut network = Network::from_bytes("two-blocks.bin", TWO_BLOCKS).unwrap();
+        let error = network.check_spec(&other, TWO_BLOCKS).unwrap_err();
+        assert!(
+            error.starts_with("two-blocks.bin operation 0 is conv2d 3×3 stride 1 valid relu, 28×28×1 → 26×26×16 but tutorial declares conv2d 3×3 stride 1 valid relu, 28×28×1 → 26×26×32"),
+            "{error}"
+        );
+        assert_eq!(network.spec, None);
+        let error = Network::from_bytes("model.bin", TUTORIAL).err().unwrap();
+        assert!(
+            error.contains("model.bin is not a format-2 model")
+                && error.contains("version 1")
+                && error.contains("format-1 tutorial model"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn another_input_quantization_gets_a_table() {
+        let quant = QuantParams {
+            scale: 2.0 / 255.0,
+            zero_point: 0,
+        };
+        let code = input_code((2, 3, 3), &quant);
+        let table = code
+            .split("PIXEL_TO_INPUT: [i8; 256] = [")
+            .nth(1)
+            .and_then(|rest| rest.split(']').next())
+            .unwrap();
+        let values: Vec<i8> = table.split(", ").map(|v| v.parse().unwrap()).collect();
+        assert_eq!(values.len(), 256);
+        // q = round(p / 2) (odd p are within a rounding error of .5), clamped to 127.
+        for (p, q) in [
+            (0, 0),
+            (2, 1),
+            (4, 2),
+            (100, 50),
+            (252, 126),
+            (254, 127),
+            (255, 127),
+        ] {
+            assert_eq!(values[p], q, "pixel {p}");
+        }
+        assert!(code.contains("*value = PIXEL_TO_INPUT[usize::from(pixel)];"));
+        assert!(code.contains("(2×3×3, row-major"));
+    }
+}

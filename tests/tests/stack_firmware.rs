@@ -1,5 +1,6 @@
-//! The firmware built from a spec file (`FIRMWARE_SPEC`): a network declared only in a spec
-//! goes to QEMU with no code edits, and computes for every digit exactly the int8 logits
+//! The firmware of a format-2 model.bin: a network declared only in a spec goes to QEMU with
+//! no code edits — its network generated from the model (`model_spec::codegen`), with or
+//! without the spec (`FIRMWARE_SPEC`) — and computes for every digit exactly the int8 logits
 //! infer-core's reference kernels compute on the host; a model.bin that does not match the
 //! spec, or that does not fit the board, fails the *build*, naming the operation and both
 //! shapes, or the numbers.
@@ -321,6 +322,30 @@ fn the_full_tutorial_model_runs_bit_exact_on_the_m7_and_the_m4f() -> Result<()> 
             report.summary
         );
     }
+    Ok(())
+}
+
+#[test]
+fn a_format_2_model_runs_without_a_spec_its_network_taken_from_the_model() -> Result<()> {
+    // No FIRMWARE_SPEC: the build generates the network from the model.bin alone.
+    let case = Case::random(Some(TWO_BLOCKS), 8, 20)?;
+    let board = board("mps2-an385");
+    let (ok, stdout) = run_firmware_on(board, &case.model, &case.digits, &[])?;
+    assert!(ok, "the firmware failed:\n{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "network: spec=none ops={} classes={}",
+            case.plan.ops.len(),
+            case.plan.classes()
+        )),
+        "{stdout}"
+    );
+    let report = parse_firmware_output(&stdout)?;
+    assert_eq!(
+        report.logits, case.host,
+        "firmware logits vs the host's reference"
+    );
+    assert_eq!(report.summary.total, case.host.len());
     Ok(())
 }
 
