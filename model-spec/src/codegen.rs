@@ -190,7 +190,7 @@ impl Network {
         let file = StackFile::decode(bytes).map_err(|error| {
             let hint = if ModelFile::decode(bytes).is_ok() {
                 " (it is a format-1 tutorial model: its network is `infer_core::TutorialNet`, \
-                 not generated; `trainer fit --arch tutorial` writes the tutorial as format 2)"
+                 not generated)"
             } else {
                 ""
             };
