@@ -97,19 +97,7 @@ pub struct StreamLayers<'a> {
 /// Requantizes the dense accumulators, which start at 0, into `logits`, adding each
 /// unit's bias last (the sum wraps like the unfused kernel's, so the order is free).
 fn finish_dense(dense: &ChannelRequant<'_>, acc: &[i32], logits: &mut [i8]) {
-    for (u, (out, &a)) in logits.iter_mut().zip(acc).enumerate() {
-        *out = requantize_unit(dense, u, a);
-    }
-}
-
-/// Output `u` of a layer whose accumulator (without bias) is `acc`; −128 if the layer has
-/// no parameters for it.
-#[inline(never)]
-fn requantize_unit(rq: &ChannelRequant<'_>, u: usize, acc: i32) -> i8 {
-    match rq.channel(u) {
-        Some((bias, mult, shift)) => requantize_outlined(rq, acc.wrapping_add(bias), mult, shift),
-        None => i8::MIN,
-    }
+    super::dense::finish_logits(dense, acc, logits);
 }
 
 /// [`ChannelRequant::apply`], as one function that its rare callers share (code size).

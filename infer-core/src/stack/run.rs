@@ -2,9 +2,9 @@
 //! trainer's evaluation), tests, and as the reference the typed networks are checked against.
 
 use super::format::{input_offset, Op, StackFile};
+use super::stages::{plan_file, run_general, Parts};
 use crate::kernels::conv::{conv2d_i8, conv2d_i8_packed};
 use crate::kernels::dense::{dense_i8, dense_i8_fast};
-use crate::kernels::dot::PatchWords;
 use crate::kernels::pool::{max_pool, PoolGeometry};
 use crate::kernels::ChannelRequant;
 use crate::Error;
@@ -14,18 +14,20 @@ use crate::Error;
 pub enum Kernels {
     /// The naive reference kernels.
     Reference,
-    /// The fast paths (what the typed layers and the firmware run).
+    /// The fast paths: the stages of [`super::stages::plan`], fused as the typed layers
+    /// and the firmware run them.
     Fast,
 }
 
-/// Working memory [`run`] needs for `file`.
+/// Working memory [`run`] needs for `file`, with either kernel set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BufferSizes {
-    /// Bytes of buffer A (outputs of operations 0, 2, 4, …).
+    /// Bytes of buffer A (outputs of operations 0, 2, 4, … with [`Kernels::Reference`], of
+    /// stages 0, 2, 4, … with [`Kernels::Fast`]).
     pub a: usize,
-    /// Bytes of buffer B (outputs of operations 1, 3, 5, …).
+    /// Bytes of buffer B (outputs of operations or stages 1, 3, 5, …).
     pub b: usize,
-    /// Words of the packed patch buffer.
+    /// Words of the patch buffer (the stages' packed patches and working memory).
     pub patch_words: usize,
 }
 
@@ -44,11 +46,17 @@ impl BufferSizes {
             } else {
                 sizes.b = sizes.b.max(out);
             }
-            if let Op::Conv2d(c) = op {
-                sizes.patch_words = sizes
-                    .patch_words
-                    .max(PatchWords::words(c.geometry().taps()));
+        }
+        let shapes: heapless::Vec<_, { super::format::MAX_OPS }> =
+            file.ops.iter().map(Op::shape).collect();
+        for (j, stage) in plan_file(file).iter().enumerate() {
+            let out = stage.out_len(&shapes);
+            if j % 2 == 0 {
+                sizes.a = sizes.a.max(out);
+            } else {
+                sizes.b = sizes.b.max(out);
             }
+            sizes.patch_words = sizes.patch_words.max(stage.patch_words(&shapes));
         }
         sizes
     }
@@ -86,6 +94,9 @@ pub fn run<'b>(
         return Err(Error::BufferTooSmall {
             available: patch.len() * 4,
         });
+    }
+    if kernels == Kernels::Fast {
+        return run_stages(file, input, a, b, patch);
     }
     for (i, op) in file.ops.iter().enumerate() {
         let (src, dst): (&[i8], &mut [i8]) = match (i, i % 2) {
@@ -144,6 +155,42 @@ pub fn run<'b>(
         }
     }
     let last = file.ops.len().saturating_sub(1);
+    let out = file.classes();
+    let logits: &'b [i8] = if last % 2 == 0 { a } else { b };
+    logits.get(..out).ok_or(Error::BufferTooSmall {
+        available: logits.len(),
+    })
+}
+
+/// [`run`] with [`Kernels::Fast`]: stage by stage, ping-ponging between `a` and `b`.
+fn run_stages<'b>(
+    file: &StackFile<'_>,
+    input: &[i8],
+    a: &'b mut [i8],
+    b: &'b mut [i8],
+    patch: &mut [u32],
+) -> Result<&'b [i8], Error> {
+    let stages = plan_file(file);
+    for (j, stage) in stages.iter().enumerate() {
+        let (src, dst): (&[i8], &mut [i8]) = match (j, j % 2) {
+            (0, _) => (input, &mut a[..]),
+            (_, 0) => (&b[..], &mut a[..]),
+            _ => (&a[..], &mut b[..]),
+        };
+        let (Some(first), Some(last)) = (file.ops.get(stage.first), file.ops.get(stage.last()))
+        else {
+            return Err(Error::Malformed { what: "stage" });
+        };
+        let (Some(src), Some(dst)) = (src.get(..first.in_len()), dst.get_mut(..last.out_len()))
+        else {
+            return Err(Error::BufferTooSmall {
+                available: dst.len(),
+            });
+        };
+        let parts = Parts::of(file, stage).ok_or(Error::Malformed { what: "stage" })?;
+        run_general(&parts, src, patch, dst);
+    }
+    let last = stages.len().saturating_sub(1);
     let out = file.classes();
     let logits: &'b [i8] = if last % 2 == 0 { a } else { b };
     logits.get(..out).ok_or(Error::BufferTooSmall {
