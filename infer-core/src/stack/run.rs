@@ -19,26 +19,42 @@ pub enum Kernels {
     Fast,
 }
 
-/// Working memory [`run`] needs for `file`, with either kernel set.
+/// Working memory of an inference of a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BufferSizes {
-    /// Bytes of buffer A (outputs of operations 0, 2, 4, … with [`Kernels::Reference`], of
-    /// stages 0, 2, 4, … with [`Kernels::Fast`]).
+    /// Bytes of buffer A (outputs of stages 0, 2, 4, … with [`Kernels::Fast`], of
+    /// operations 0, 2, 4, … with [`Kernels::Reference`]; the last's is the logits).
     pub a: usize,
-    /// Bytes of buffer B (outputs of operations or stages 1, 3, 5, …).
+    /// Bytes of buffer B (outputs of stages or operations 1, 3, 5, …).
     pub b: usize,
-    /// Words of the patch buffer (the stages' packed patches and working memory).
+    /// Words of the patch buffer (the stages' packed patches and working memory; with
+    /// [`BufferSizes::of`], as [`run`] computes every stage with
+    /// [`super::stages::run_general`]).
     pub patch_words: usize,
+    /// Bytes of kernel scratch on the stack (the one-channel 3×3 fast path's, in the typed
+    /// layers; [`run`] needs none).
+    pub stack_bytes: usize,
 }
 
 impl BufferSizes {
-    /// The sizes for `file`.
+    /// Sizes for [`run`] on `file` with either kernel set: the larger of
+    /// [`BufferSizes::engine`] and the op-by-op reference's buffers, each also large enough
+    /// for the logits, which [`run`] returns in one of them.
     pub fn of(file: &StackFile<'_>) -> Self {
-        let mut sizes = Self {
-            a: 0,
-            b: 0,
-            patch_words: 0,
-        };
+        let mut sizes = Self::engine(file);
+        let shapes: heapless::Vec<_, { super::format::MAX_OPS }> =
+            file.ops.iter().map(Op::shape).collect();
+        let plan = plan_file(file);
+        for stage in &plan {
+            sizes.patch_words = sizes.patch_words.max(stage.general_words(&shapes));
+        }
+        let stages = plan.len();
+        let classes = file.classes();
+        if stages % 2 == 1 {
+            sizes.a = sizes.a.max(classes);
+        } else {
+            sizes.b = sizes.b.max(classes);
+        }
         for (i, op) in file.ops.iter().enumerate() {
             let out = op.out_len();
             if i % 2 == 0 {
@@ -47,16 +63,34 @@ impl BufferSizes {
                 sizes.b = sizes.b.max(out);
             }
         }
+        sizes
+    }
+
+    /// What the engine needs: the buffers of the stage plan ([`super::stages::plan`]) as the
+    /// typed layers and the firmware lay them out, the last stage writing the caller's
+    /// logits.
+    pub fn engine(file: &StackFile<'_>) -> Self {
+        let mut sizes = Self {
+            a: 0,
+            b: 0,
+            patch_words: 0,
+            stack_bytes: 0,
+        };
         let shapes: heapless::Vec<_, { super::format::MAX_OPS }> =
             file.ops.iter().map(Op::shape).collect();
-        for (j, stage) in plan_file(file).iter().enumerate() {
+        let stages = plan_file(file);
+        for (j, stage) in stages.iter().enumerate() {
+            sizes.patch_words = sizes.patch_words.max(stage.patch_words(&shapes));
+            sizes.stack_bytes = sizes.stack_bytes.max(stage.stack_bytes(&shapes));
+            if j + 1 == stages.len() {
+                break;
+            }
             let out = stage.out_len(&shapes);
             if j % 2 == 0 {
                 sizes.a = sizes.a.max(out);
             } else {
                 sizes.b = sizes.b.max(out);
             }
-            sizes.patch_words = sizes.patch_words.max(stage.patch_words(&shapes));
         }
         sizes
     }

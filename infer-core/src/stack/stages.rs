@@ -194,6 +194,12 @@ impl Stage {
         if self.kernel == Kernel::Stream3x3 {
             return 0;
         }
+        self.general_words(shapes)
+    }
+
+    /// Words of the `patch` buffer [`run_general`] takes for the stage, whatever its
+    /// [`Kernel`] ([`super::run()`] computes every stage with it).
+    pub fn general_words(&self, shapes: &[Shape]) -> usize {
         let (taps, channels) = self.producer(shapes);
         let units = if self.dense {
             shapes.get(self.last()).map_or(0, Shape::units)
@@ -831,6 +837,9 @@ mod tests {
                 let reference = run(&file, &x, Kernels::Reference, &mut a, &mut b, &mut patch)
                     .unwrap()
                     .to_vec();
+                // Fresh buffers: nothing of the reference's run may show through.
+                let (mut a, mut b) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
+                let mut patch = vec![0u32; sizes.patch_words];
                 let fast = run(&file, &x, Kernels::Fast, &mut a, &mut b, &mut patch)
                     .unwrap()
                     .to_vec();

@@ -176,6 +176,9 @@ fn typed_fast_and_reference_inference_agree_bit_for_bit() {
             )
             .unwrap()
             .to_vec();
+            // Fresh buffers: nothing of the reference's run may show through.
+            let (mut a, mut b) = (vec![0i8; a.len()], vec![0i8; b.len()]);
+            let mut patch = vec![0u32; patch.len()];
             let fast = run(&file, &image, Kernels::Fast, &mut a, &mut b, &mut patch)
                 .unwrap()
                 .to_vec();
@@ -333,6 +336,9 @@ fn stream3x3_case<const F: usize>(rng: &mut TestRng) {
         )
         .unwrap()
         .to_vec();
+        // Fresh buffers: nothing of the reference's run may show through.
+        let (mut a, mut b) = (vec![0i8; a.len()], vec![0i8; b.len()]);
+        let mut patch = vec![0u32; patch.len()];
         let fast = run(&file, &image, Kernels::Fast, &mut a, &mut b, &mut patch)
             .unwrap()
             .to_vec();
