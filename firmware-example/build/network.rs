@@ -571,6 +571,9 @@ pub struct Network<'a> {{
     if used.conv_pool {
         layers.push("ConvPool");
     }
+    if used.stream3x3_map {
+        layers.push("ConvPool3x3");
+    }
     if used.stream3x3 {
         layers.push("ConvPoolDense3x3");
     }
@@ -605,6 +608,7 @@ struct Imports {
     conv_pool: bool,
     streamed: bool,
     stream3x3: bool,
+    stream3x3_map: bool,
 }
 
 /// `<'a>` unless the stage is a max pool alone (which borrows nothing).
@@ -632,28 +636,37 @@ fn stage_type(
     };
     let first = stage.first;
     if stage.kernel == Kernel::Stream3x3 {
-        if let (
-            OpKind::Conv2d {
-                in_h,
-                in_w,
-                filters,
-                relu,
-                ..
-            },
-            OpKind::Dense {
-                units,
-                relu: dense_relu,
-                ..
-            },
-        ) = (ops[first].kind, ops[first + 2].kind)
+        if let OpKind::Conv2d {
+            in_h,
+            in_w,
+            filters,
+            relu,
+            ..
+        } = ops[first].kind
         {
-            used.stream3x3 = true;
-            return (
-                "<'a>",
-                format!(
-                    "ConvPoolDense3x3<'a, {in_h}, {in_w}, {filters}, {units}, {relu}, {dense_relu}>"
-                ),
-            );
+            match ops.get(first + 2).map(|op| op.kind) {
+                Some(OpKind::Dense {
+                    units,
+                    relu: dense_relu,
+                    ..
+                }) if stage.dense => {
+                    used.stream3x3 = true;
+                    return (
+                        "<'a>",
+                        format!(
+                            "ConvPoolDense3x3<'a, {in_h}, {in_w}, {filters}, {units}, {relu}, {dense_relu}>"
+                        ),
+                    );
+                }
+                _ if !stage.dense => {
+                    used.stream3x3_map = true;
+                    return (
+                        "<'a>",
+                        format!("ConvPool3x3<'a, {in_h}, {in_w}, {filters}, {relu}>"),
+                    );
+                }
+                _ => {}
+            }
         }
     }
     let mut at = first;

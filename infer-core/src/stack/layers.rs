@@ -520,16 +520,7 @@ impl<
     fn from_file(file: &StackFile<'a>, index: usize) -> Result<Self, Error> {
         let () = Self::SHAPE;
         let conv = Conv2d::<'a, IH, IW, 1, 3, F, 1, false, RELU>::from_file(file, index)?;
-        let Op::MaxPool2d(p) = op_at(file, index + 1, "maxpool2d")? else {
-            return Err(Error::Malformed {
-                what: "operation type",
-            });
-        };
-        let pool = index + 1;
-        expect(pool, "maxpool2d input rows", p.in_h.into(), IH - 2)?;
-        expect(pool, "maxpool2d input columns", p.in_w.into(), IW - 2)?;
-        expect(pool, "maxpool2d channels", p.channels.into(), F)?;
-        expect(pool, "maxpool2d window", p.pool.into(), 2)?;
+        check_pool2(file, index + 1, IH - 2, IW - 2, F)?;
         let Op::Dense(d) = op_at(file, index + 2, "dense")? else {
             return Err(Error::Malformed {
                 what: "operation type",
@@ -569,6 +560,98 @@ impl<
             Stream3x3::<F, U, false>::new(&self.layers, IH, IW, input, &mut scratch).run(logits);
         }
     }
+}
+
+/// The first layer's fast path with its pooled map kept: a one-channel `IH × IW` input, a
+/// 3×3 stride-1 valid conv of `F` filters (ReLU if `RELU`) and a 2×2 max pool, as
+/// [`Stream3x3`] computes them ([`Stream3x3::conv_pool_into`]); its working memory, a
+/// [`StreamScratch`], is on the stack.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvPool3x3<'a, const IH: usize, const IW: usize, const F: usize, const RELU: bool> {
+    layers: StreamLayers<'a>,
+}
+
+impl<'a, const IH: usize, const IW: usize, const F: usize, const RELU: bool>
+    ConvPool3x3<'a, IH, IW, F, RELU>
+{
+    /// Bytes of its working memory on the stack.
+    pub const STACK_BYTES: usize = StreamScratch::<F, 0>::BYTES;
+    const POOLED: (usize, usize) = ((IH - 2) / 2, (IW - 2) / 2);
+    const SHAPE: () = assert!(
+        IH >= 4 && IW >= 4 && F > 0,
+        "the pooled map must not be empty"
+    );
+}
+
+impl<'a, const IH: usize, const IW: usize, const F: usize, const RELU: bool> Layer<'a>
+    for ConvPool3x3<'a, IH, IW, F, RELU>
+{
+    const IN: usize = IH * IW;
+    const OUT: usize = Self::POOLED.0 * Self::POOLED.1 * F;
+    const PATCH_WORDS: usize = 0;
+    const TYPE: &'static str = "conv2d+maxpool2d";
+    const OPS: usize = 2;
+
+    fn from_file(file: &StackFile<'a>, index: usize) -> Result<Self, Error> {
+        let () = Self::SHAPE;
+        let conv = Conv2d::<'a, IH, IW, 1, 3, F, 1, false, RELU>::from_file(file, index)?;
+        check_pool2(file, index + 1, IH - 2, IW - 2, F)?;
+        Ok(Self {
+            layers: StreamLayers {
+                input_offset: conv.input_offset,
+                conv_weights: conv.weights,
+                conv: conv.requant,
+                // The pooled values come back with the conv's zero point.
+                dense_input_offset: -conv.requant.output_offset,
+                dense_weights: &[],
+                dense: conv.requant,
+            },
+        })
+    }
+
+    fn run(&self, input: &[i8], _patch: &mut [u32], output: &mut [i8]) {
+        let mut scratch = StreamScratch::<F, 0>::new();
+        if NATIVE_PAIRED && F % 4 == 0 {
+            let stream = Stream3x3::<F, 0, true>::new(&self.layers, IH, IW, input, &mut scratch);
+            pooled_map(stream, output);
+        } else {
+            let stream = Stream3x3::<F, 0, false>::new(&self.layers, IH, IW, input, &mut scratch);
+            pooled_map(stream, output);
+        }
+    }
+}
+
+/// Writes the pooled map of `stream` into `output`, position by position.
+#[inline(always)]
+fn pooled_map<const F: usize, const PAIRED: bool>(
+    mut stream: Stream3x3<'_, '_, F, 0, PAIRED>,
+    output: &mut [i8],
+) {
+    let (rows, cols) = stream.pooled_shape();
+    for (pos, out) in output.chunks_exact_mut(F).take(rows * cols).enumerate() {
+        if let Some(out) = out.first_chunk_mut::<F>() {
+            stream.conv_pool_into(pos / cols.max(1), pos % cols.max(1), out);
+        }
+    }
+}
+
+/// Checks that operation `index` is a 2×2 max pool of an `in_h × in_w × channels` input.
+fn check_pool2(
+    file: &StackFile<'_>,
+    index: usize,
+    in_h: usize,
+    in_w: usize,
+    channels: usize,
+) -> Result<(), Error> {
+    let Op::MaxPool2d(p) = op_at(file, index, "maxpool2d")? else {
+        return Err(Error::Malformed {
+            what: "operation type",
+        });
+    };
+    expect(index, "maxpool2d input rows", p.in_h.into(), in_h)?;
+    expect(index, "maxpool2d input columns", p.in_w.into(), in_w)?;
+    expect(index, "maxpool2d channels", p.channels.into(), channels)?;
+    expect(index, "maxpool2d window", p.pool.into(), 2)
 }
 
 /// The larger of two sizes, for buffer sizes computed at compile time.

@@ -130,9 +130,10 @@ impl Op<'_> {
 pub enum Kernel {
     /// [`run_general`]: any stage.
     General,
-    /// One-channel 3×3 stride-1 valid conv → 2×2 max pool → the last dense layer:
-    /// [`crate::kernels::fused::Stream3x3`] in the typed layers (whose shapes are const
-    /// generics); [`super::run()`] computes it with [`run_general`].
+    /// One-channel 3×3 stride-1 valid conv → 2×2 max pool, then nothing (the pooled map is
+    /// kept) or the network's last dense layer: [`crate::kernels::fused::Stream3x3`] in the
+    /// typed layers (whose shapes are const generics); [`super::run()`] computes it with
+    /// [`run_general`].
     Stream3x3,
 }
 
@@ -245,22 +246,15 @@ pub const fn general_words(taps: usize, channels: usize, units: usize) -> usize 
     patch + channels + units
 }
 
-/// Whether operations `first..` (conv, pool, dense, the dense the last operation) match
-/// [`Kernel::Stream3x3`].
-fn stream3x3_fits(shapes: &[Shape], first: usize) -> bool {
-    let (
-        Some(Shape::Conv2d(g)),
-        Some(&Shape::MaxPool2d { pool: 2, .. }),
-        Some(Shape::Dense { .. }),
-    ) = (
-        shapes.get(first),
-        shapes.get(first + 1),
-        shapes.get(first + 2),
-    )
+/// Whether the stage of operations `first..` (conv, pool, and with `dense` the last
+/// operation, a dense layer) matches [`Kernel::Stream3x3`].
+fn stream3x3_fits(shapes: &[Shape], first: usize, dense: bool) -> bool {
+    let (Some(Shape::Conv2d(g)), Some(&Shape::MaxPool2d { pool: 2, .. })) =
+        (shapes.get(first), shapes.get(first + 1))
     else {
         return false;
     };
-    first + 3 == shapes.len()
+    (!dense || first + 3 == shapes.len())
         && g.in_c == 1
         && g.k_h == 3
         && g.k_w == 3
@@ -282,7 +276,7 @@ pub fn plan(shapes: &[Shape]) -> Stages {
         i += usize::from(pool);
         let dense = is(i, |s| matches!(s, Shape::Dense { .. }));
         i += usize::from(dense);
-        let kernel = if conv && pool && dense && stream3x3_fits(shapes, first) {
+        let kernel = if conv && pool && stream3x3_fits(shapes, first, dense) {
             Kernel::Stream3x3
         } else {
             Kernel::General
@@ -901,7 +895,8 @@ mod tests {
         assert_eq!(stages[0].kernel, Kernel::Stream3x3);
         assert_eq!(stages[0].stack_bytes(&tutorial), 1_192);
         assert_eq!(stages[0].patch_words(&tutorial), 0);
-        // two-blocks: conv+pool, then conv+pool+dense (general: 16 input channels).
+        // two-blocks: conv+pool (the 3×3 fast path, its pooled map kept), then
+        // conv+pool+dense (general: 16 input channels).
         let two = [
             g(28, 1, 16),
             pool(26, 16),
@@ -917,7 +912,8 @@ mod tests {
             .iter()
             .map(|s| (s.first, s.ops(), s.kernel))
             .collect();
-        assert_eq!(kinds, [(0, 2, Kernel::General), (2, 3, Kernel::General)]);
+        assert_eq!(kinds, [(0, 2, Kernel::Stream3x3), (2, 3, Kernel::General)]);
+        assert_eq!(stages[0].stack_bytes(&two), 36 * 16);
         assert_eq!(stages[0].out_len(&two), 13 * 13 * 16);
         // tutorial-full: conv, conv+pool+dense, dense.
         let full = [

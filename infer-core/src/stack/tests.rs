@@ -4,10 +4,15 @@
 use super::format::tests::{input, OwnedParams};
 use super::format::{ConvOp, DenseOp, Op, Padding, PoolOp, StackFile, MAGIC_AND_VERSION};
 use super::layers::{
-    check_op_count, max, Conv2d, ConvPool, ConvPoolDense3x3, Dense, Layer, MaxPool2d, Streamed,
+    check_op_count, max, Conv2d, ConvPool, ConvPool3x3, ConvPoolDense3x3, Dense, Layer, MaxPool2d,
+    Streamed,
 };
 use super::run::{run, BufferSizes, Kernels};
 use super::stages::{plan_file, Kernel};
+use crate::kernels::conv::conv2d_i8;
+use crate::kernels::fused::{Stream3x3, StreamLayers, StreamScratch};
+use crate::kernels::pool::{max_pool, PoolGeometry};
+use crate::kernels::ChannelRequant;
 use crate::kernels::TestRng;
 use crate::Error;
 use std::vec;
@@ -346,6 +351,52 @@ fn stream3x3_case<const F: usize>(rng: &mut TestRng) {
         stage.run(&image, &mut [], &mut logits);
         assert_eq!(fast, reference);
         assert_eq!(logits.to_vec(), reference, "F = {F}");
+        // The conv + pool alone, its pooled map kept, against the unfused kernels; both
+        // inner loops (paired as on DSP cores, and plain) where `F` allows.
+        let Op::Conv2d(c) = file.ops[0] else {
+            unreachable!()
+        };
+        let mut conv_out = vec![0i8; 8 * 10 * F];
+        conv2d_i8(
+            &c.geometry(),
+            &image,
+            128,
+            c.params.weights,
+            &ChannelRequant::from_params(&c.params, true),
+            &mut conv_out,
+        );
+        let mut pooled = vec![0i8; 4 * 5 * F];
+        max_pool(
+            &PoolGeometry {
+                in_h: 8,
+                in_w: 10,
+                channels: F,
+                size: 2,
+            },
+            &conv_out,
+            &mut pooled,
+        );
+        let map = ConvPool3x3::<10, 12, F, true>::from_file(&file, 0).unwrap();
+        let mut out = vec![0i8; 4 * 5 * F];
+        map.run(&image, &mut [], &mut out);
+        assert_eq!(out, pooled, "pooled map, F = {F}");
+        if F % 4 == 0 {
+            let layers = StreamLayers {
+                input_offset: 128,
+                conv_weights: c.params.weights,
+                conv: ChannelRequant::from_params(&c.params, true),
+                dense_input_offset: -c.params.output.zero_point,
+                dense_weights: &[],
+                dense: ChannelRequant::from_params(&c.params, true),
+            };
+            let mut scratch = StreamScratch::<F, 0>::new();
+            let mut stream = Stream3x3::<F, 0, true>::new(&layers, 10, 12, &image, &mut scratch);
+            let mut paired = vec![0i8; 4 * 5 * F];
+            for (pos, out) in paired.chunks_exact_mut(F).enumerate() {
+                stream.conv_pool_into(pos / 5, pos % 5, out.first_chunk_mut::<F>().unwrap());
+            }
+            assert_eq!(paired, pooled, "paired pooled map, F = {F}");
+        }
     }
 }
 
