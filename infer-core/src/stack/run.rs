@@ -2,7 +2,7 @@
 //! trainer's evaluation), tests, and as the reference the typed networks are checked against.
 
 use super::format::{input_offset, Op, StackFile};
-use super::stages::{plan_file, run_general, Parts};
+use super::stages::{plan_file, run_general, shapes_of, Parts};
 use crate::kernels::conv::{conv2d_i8, conv2d_i8_packed};
 use crate::kernels::dense::{dense_i8, dense_i8_fast};
 use crate::kernels::pool::{max_pool, PoolGeometry};
@@ -42,8 +42,7 @@ impl BufferSizes {
     /// for the logits, which [`run`] returns in one of them.
     pub fn of(file: &StackFile<'_>) -> Self {
         let mut sizes = Self::engine(file);
-        let shapes: heapless::Vec<_, { super::format::MAX_OPS }> =
-            file.ops.iter().map(Op::shape).collect();
+        let shapes = shapes_of(file);
         let plan = plan_file(file);
         for stage in &plan {
             sizes.patch_words = sizes.patch_words.max(stage.general_words(&shapes));
@@ -76,8 +75,7 @@ impl BufferSizes {
             patch_words: 0,
             stack_bytes: 0,
         };
-        let shapes: heapless::Vec<_, { super::format::MAX_OPS }> =
-            file.ops.iter().map(Op::shape).collect();
+        let shapes = shapes_of(file);
         let stages = plan_file(file);
         for (j, stage) in stages.iter().enumerate() {
             sizes.patch_words = sizes.patch_words.max(stage.patch_words(&shapes));

@@ -293,10 +293,19 @@ pub fn plan(shapes: &[Shape]) -> Stages {
     stages
 }
 
+/// The [`Shape`] of every operation of a decoded model.
+pub fn shapes_of(file: &StackFile<'_>) -> heapless::Vec<Shape, MAX_OPS> {
+    let mut shapes = heapless::Vec::new();
+    for op in &file.ops {
+        // The file holds at most `MAX_OPS` operations.
+        let _ = shapes.push(op.shape());
+    }
+    shapes
+}
+
 /// The stages of a decoded model.
 pub fn plan_file(file: &StackFile<'_>) -> Stages {
-    let shapes: heapless::Vec<Shape, MAX_OPS> = file.ops.iter().map(Op::shape).collect();
-    plan(&shapes)
+    plan(&shapes_of(file))
 }
 
 /// The conv of a stage, with its parameters.
@@ -428,7 +437,12 @@ pub fn run_general(parts: &Parts<'_>, input: &[i8], words: &mut [u32], output: &
     let (out_h, out_w) = (grid_h / p, grid_w / p);
     let taps = parts.conv.as_ref().map_or(0, |cp| cp.geometry.taps());
     let units = parts.dense.as_ref().map_or(0, |d| d.units);
-    let patch_len = general_words(taps, channels, units) - channels - units;
+    let values_words = if units > 0 {
+        PatchWords::words(channels)
+    } else {
+        0
+    };
+    let patch_len = PatchWords::words(taps).max(values_words);
     let Some((patch, work)) = words.split_at_mut_checked(patch_len) else {
         return;
     };
@@ -444,8 +458,8 @@ pub fn run_general(parts: &Parts<'_>, input: &[i8], words: &mut [u32], output: &
         .as_ref()
         .is_none_or(|cp| monotonic(&cp.requant, channels));
     let n_in = out_h * out_w * channels;
-    for pos in 0..out_h * out_w {
-        let (py, px) = (pos / out_w, pos % out_w);
+    for (py, px) in (0..out_h).flat_map(|py| (0..out_w).map(move |px| (py, px))) {
+        let pos = py * out_w + px;
         match &parts.conv {
             Some(cp) => conv_position(cp, input, (py, px), p, monotonic, patch, values),
             None => pool_position(input, (w, c), (py, px), p, values),
@@ -550,7 +564,7 @@ fn conv_position(
                     return;
                 };
                 let a = if background { 0 } else { dot_packed(patch, w) };
-                window(rq, g.filters - 1, a, monotonic, last);
+                window(rq, g.filters.saturating_sub(1), a, monotonic, last);
             }
         }
     }
@@ -640,7 +654,7 @@ fn dense_position(
         pair[1] = pair[1].wrapping_add(s1 as u32);
     }
     if let [last] = pairs.into_remainder() {
-        *last = last.wrapping_add(dot_packed(patch, row(d.units - 1)) as u32);
+        *last = last.wrapping_add(dot_packed(patch, row(d.units.saturating_sub(1))) as u32);
     }
 }
 
