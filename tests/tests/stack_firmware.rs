@@ -15,6 +15,7 @@ use e2e_tests::{
     build_firmware_on, data_dir, parse_firmware_output, run_firmware_on, run_trainer,
     workspace_root, Board, BOARDS,
 };
+use infer_core::stack::stages::Kernel;
 use model_spec::plan::Plan;
 use model_spec::spec::Spec;
 use std::path::{Path, PathBuf};
@@ -267,6 +268,32 @@ fn a_spec_declared_network_runs_bit_exact_on_every_board() -> Result<()> {
     for board in &BOARDS {
         let report = case.run_on(board)?;
         assert!(report.summary.stack_peak_bytes > 0);
+    }
+    Ok(())
+}
+
+#[test]
+fn the_tutorial_as_a_spec_runs_on_the_fused_3x3_stage_on_every_board() -> Result<()> {
+    // conv 3×3 ×32 + ReLU → pool 2 → dense 10: one stage of the plan, the fused one-channel
+    // kernel (`Stream3x3`: paired on the M4F/M7, plain on the M3/M0), no buffers.
+    let text = std::fs::read_to_string(workspace_root().join("models/tutorial.toml"))?;
+    let case = Case::random(Some(&text), 3, 40)?;
+    let stages = case.plan.stages();
+    assert_eq!(stages.len(), 1);
+    assert_eq!(stages[0].kernel, Kernel::Stream3x3);
+    assert_eq!(case.plan.buffers(), [0, 0]);
+    let distinct: std::collections::BTreeSet<_> = case.host.iter().collect();
+    assert!(distinct.len() >= 20, "{:?}", case.host);
+    for board in &BOARDS {
+        let report = case.run_on(board)?;
+        // The inference's whole working memory is on its stack: the fused kernel's 1,192
+        // bytes of scratch and its frames.
+        let stack = report.infer_stack_bytes.context("no memory line")?;
+        assert!(
+            stack <= 1_900,
+            "{}: {stack} bytes of inference stack",
+            board.name
+        );
     }
     Ok(())
 }
