@@ -23,7 +23,10 @@
 use super::format::{input_offset, Op, StackFile, MAX_OPS};
 use crate::kernels::conv::{gather_patch, ConvGeometry, Padding};
 use crate::kernels::dense::{dense_unit, finish_logit};
-use crate::kernels::dot::{dot_i8_offset, dot_packed, dot_packed2, pack_patch, PatchWords};
+use crate::kernels::dot::{
+    dot_i8_offset, dot_packed, dot_packed2, dot_packed4, pack_patch, PatchWords,
+};
+use crate::kernels::fused::NATIVE_PAIRED;
 use crate::kernels::ChannelRequant;
 
 /// An operation's type and shape, without its parameters: what a plan is made from.
@@ -546,8 +549,36 @@ fn conv_position(
             );
             let background = patch.iter().fold(0, |a, &w| a | w) == 0;
             let mut weights = cp.weights.chunks_exact(taps);
-            let mut pairs = values.chunks_exact_mut(2);
-            for (fi, pair) in (&mut pairs).enumerate() {
+            // Filters four at a time sharing each patch load (where `SMLAD` is emulated: on
+            // DSP cores the four accumulators, patch words and weight pointers do not fit the
+            // registers), then two, then one.
+            let split = if NATIVE_PAIRED {
+                0
+            } else {
+                values.len() / 4 * 4
+            };
+            let (quads, rest) = values.split_at_mut(split);
+            for (qi, quad) in quads.chunks_exact_mut(4).enumerate() {
+                let (Some(w0), Some(w1), Some(w2), Some(w3)) = (
+                    weights.next(),
+                    weights.next(),
+                    weights.next(),
+                    weights.next(),
+                ) else {
+                    return;
+                };
+                let a = if background {
+                    [0; 4]
+                } else {
+                    dot_packed4(patch, [w0, w1, w2, w3])
+                };
+                for (k, (best, a)) in quad.iter_mut().zip(a).enumerate() {
+                    window(rq, 4 * qi + k, a, monotonic, best);
+                }
+            }
+            let done = split;
+            let mut pairs = rest.chunks_exact_mut(2);
+            for (pi, pair) in (&mut pairs).enumerate() {
                 let (Some(w0), Some(w1)) = (weights.next(), weights.next()) else {
                     return;
                 };
@@ -556,8 +587,8 @@ fn conv_position(
                 } else {
                     dot_packed2(patch, w0, w1)
                 };
-                window(rq, 2 * fi, a0, monotonic, &mut pair[0]);
-                window(rq, 2 * fi + 1, a1, monotonic, &mut pair[1]);
+                window(rq, done + 2 * pi, a0, monotonic, &mut pair[0]);
+                window(rq, done + 2 * pi + 1, a1, monotonic, &mut pair[1]);
             }
             if let [last] = pairs.into_remainder() {
                 let Some(w) = weights.next() else {
