@@ -22,22 +22,24 @@
 //! ```
 //!
 //! The network is the model's own: its operations ([`StackFile`], model.bin format 2)
-//! become typed layers (`infer_core::stack::layers::{Conv2d, MaxPool2d, Dense}`).
+//! are grouped into fused stages by the one stage plan (`infer_core::stack::stages`) and
+//! become typed layers (`infer_core::stack::layers`).
 //! A spec file (`models/*.toml`, or a preset), where given, is only checked against the
 //! model: its int8 plan ([`Plan`], read with the trainer's own parser) must have exactly the
 //! model's operations, or the build stops naming the operation and both shapes
 //! ([`Declared::check_model`]). [`Ram`] estimates what the network needs for a board check
 //! (`firmware-example/build/main.rs`, which uses [`Network`] directly for its own messages).
 //!
-//! The generated module holds `INPUT`, `CLASSES`, `OPS`, `OP_NAMES`, one type alias `OpI`
-//! per operation, the ping-pong buffer and patch sizes with compile-time checks that the
-//! operations chain, `Scratch` (the working memory), `Network` (`from_bytes`, `infer`,
+//! The generated module holds `INPUT`, `CLASSES`, `OPS`, `STAGES`, `STAGE_NAMES`, one type
+//! alias `StageJ` per fused stage, the ping-pong buffer and patch sizes with compile-time
+//! checks that the stages chain and agree with model-spec's RAM figures, `Scratch` (the working memory), `Network` (`from_bytes`, `infer`,
 //! `infer_probed`), `pixels_to_input` and, from [`build`], `MODEL`.
 
 use crate::plan::{OpKind, Plan, PlanOp};
 use crate::spec::{Padding, Spec, PRESETS};
 use infer_core::format::{ModelFile, QuantParams, MAGIC};
 use infer_core::stack::format::Padding as FilePadding;
+use infer_core::stack::stages::{Kernel, Stage};
 use infer_core::stack::{Op, StackFile};
 use std::env;
 use std::fmt::Write as _;
@@ -396,11 +398,13 @@ fn kind_of(op: &Op<'_>) -> OpKind {
 /// The RAM one inference of a plan needs besides the program's own stack, in
 /// bytes, as the generated code lays it out.
 pub struct Ram {
-    /// The two ping-pong buffers: operation `i` writes buffer `i % 2`, except the
-    /// last, which writes the logits.
+    /// The two ping-pong buffers: stage `j` of the stage plan writes buffer
+    /// `j % 2`, except the last, which writes the logits.
     pub buffers: [usize; 2],
-    /// The packed convolution patch (the largest convolution's).
+    /// The stages' patch buffer (packed patch and working memory).
     pub patch: usize,
+    /// Scratch a fused kernel keeps on its stack.
+    pub kernel_stack: usize,
     /// The int8 input image.
     pub input: usize,
 }
@@ -411,13 +415,15 @@ impl Ram {
         Self {
             buffers: plan.buffers(),
             patch: 4 * plan.patch_words(),
+            kernel_stack: plan.stack_bytes(),
             input: plan.input_len(),
         }
     }
 
-    /// Buffers, patch and input: what the network keeps while it classifies.
+    /// Buffers, patch, kernel scratch and input: what the network keeps while it
+    /// classifies.
     pub fn network(&self) -> usize {
-        self.buffers[0] + self.buffers[1] + self.patch + self.input
+        self.buffers[0] + self.buffers[1] + self.patch + self.kernel_stack + self.input
     }
 
     /// The RAM the firmware needs for the network: the network and [`RUN_STACK`]
@@ -429,9 +435,10 @@ impl Ram {
     /// How [`Ram::total`] adds up, for messages.
     pub fn explain(&self) -> String {
         format!(
-            "ping-pong buffers {} + {}, patch {}, input {} and {RUN_STACK} of stack while \
-             it classifies, at least {LOAD_STACK} while the model loads",
-            self.buffers[0], self.buffers[1], self.patch, self.input
+            "ping-pong buffers {} + {}, patch {}, fused-kernel scratch {}, input {} and \
+             {RUN_STACK} of stack while it classifies, at least {LOAD_STACK} while the model \
+             loads",
+            self.buffers[0], self.buffers[1], self.patch, self.kernel_stack, self.input
         )
     }
 }
@@ -482,15 +489,6 @@ fn generate(model: &str, spec: Option<&str>, plan: &Plan, ram: &Ram) -> String {
         "/// RAM the build script estimated for the network and the firmware's stack:\n/// {}.\npub const RAM_ESTIMATE: usize = {};",
         ram.explain(),
         ram.total()
-    ));
-    let names: Vec<String> = ops
-        .iter()
-        .enumerate()
-        .map(|(i, op)| format!("\"{}_{i}\"", op.kind.type_name()))
-        .collect();
-    item(format!(
-        "/// Each operation's name in the `layers:` line.\npub const OP_NAMES: [&str; OPS] = [{}];",
-        names.join(", ")
     ));
     item(String::new());
 
@@ -566,19 +564,66 @@ fn generate(model: &str, spec: Option<&str>, plan: &Plan, ram: &Ram) -> String {
     ));
     item(String::new());
 
-    let writers: Vec<usize> = (0..last).collect();
+    // The stages infer-core's plan groups the operations into (the same plan as
+    // `stack::run` and the RAM estimate).
+    let stages = plan.stages();
+    let last_stage = stages.len().saturating_sub(1);
+    item(format!(
+        "/// Stages: the fused groups of operations the network runs.\npub const STAGES: usize = {};",
+        stages.len()
+    ));
+    let stage_names: Vec<String> = stages
+        .iter()
+        .map(|st| {
+            let names: Vec<String> = (st.first..=st.last())
+                .map(|i| format!("{}_{i}", ops[i].kind.type_name()))
+                .collect();
+            format!("\"{}\"", names.join("+"))
+        })
+        .collect();
+    item(format!(
+        "/// Each stage's name in the `layers:` line: its operations'.\npub const STAGE_NAMES: [&str; STAGES] = [{}];",
+        stage_names.join(", ")
+    ));
+    for (j, st) in stages.iter().enumerate() {
+        let (lifetime, ty) = stage_type(st, ops, &mut used);
+        item(format!(
+            "/// Stage {j}: operations {}..={} ({:?} kernel).\npub type Stage{j}{lifetime} = {ty};",
+            st.first,
+            st.last(),
+            st.kernel
+        ));
+    }
+    item(check(
+        "<Stage0 as Layer>::IN == INPUT".into(),
+        "stage 0 reads the input".into(),
+    ));
+    for j in 1..stages.len() {
+        let p = j - 1;
+        item(check(
+            format!("<Stage{p} as Layer>::OUT == <Stage{j} as Layer>::IN"),
+            format!("stage {p} writes what stage {j} reads"),
+        ));
+    }
+    item(check(
+        format!("<Stage{last_stage} as Layer>::OUT == CLASSES"),
+        format!("stage {last_stage} writes the logits"),
+    ));
+    item(String::new());
+
+    let writers: Vec<usize> = (0..last_stage).collect();
     let buffer = |parity: usize, used: &mut Imports| {
         let terms: Vec<String> = writers
             .iter()
-            .filter(|&&i| i % 2 == parity)
-            .map(|i| format!("<Op{i} as Layer>::OUT"))
+            .filter(|&&j| j % 2 == parity)
+            .map(|j| format!("<Stage{j} as Layer>::OUT"))
             .collect();
         max_of(&terms, used)
     };
     let list = |parity: usize| {
         let list: Vec<String> = writers
             .iter()
-            .filter(|&&i| i % 2 == parity)
+            .filter(|&&j| j % 2 == parity)
             .map(usize::to_string)
             .collect();
         if list.is_empty() {
@@ -587,29 +632,26 @@ fn generate(model: &str, spec: Option<&str>, plan: &Plan, ram: &Ram) -> String {
             list.join(", ")
         }
     };
-    // Buffer A exists if operation 0 is not the last, buffer B if operation 1
-    // is not: a network of one or two operations needs fewer buffers.
+    // Buffer A exists if stage 0 is not the last, buffer B if stage 1 is not: a
+    // network of one or two stages needs fewer buffers.
     let buffers: Vec<(&str, &str, usize)> = [("a", "BUFFER_A", 0), ("b", "BUFFER_B", 1)]
         .into_iter()
-        .filter(|&(_, _, first_writer)| first_writer < last)
+        .filter(|&(_, _, first_writer)| first_writer < last_stage)
         .collect();
     for &(field, name, parity) in &buffers {
         let size = buffer(parity, &mut used);
         item(format!(
-            "/// Bytes of ping-pong buffer {}: the outputs of operations {}.\npub const {name}: usize = {size};",
+            "/// Bytes of ping-pong buffer {}: the outputs of stages {}.\npub const {name}: usize = {size};",
             field.to_uppercase(),
             list(parity)
         ));
     }
-    let patches: Vec<String> = ops
-        .iter()
-        .enumerate()
-        .filter(|(_, op)| matches!(op.kind, OpKind::Conv2d { .. }))
-        .map(|(i, _)| format!("<Op{i} as Layer>::PATCH_WORDS"))
+    let patches: Vec<String> = (0..stages.len())
+        .map(|j| format!("<Stage{j} as Layer>::PATCH_WORDS"))
         .collect();
     let patch = max_of(&patches, &mut used);
     item(format!(
-        "/// Words of the packed convolution patch: the largest convolution's.\npub const PATCH_WORDS: usize = {patch};"
+        "/// Words of the patch buffer (packed patch and working memory): the largest stage's.\npub const PATCH_WORDS: usize = {patch};"
     ));
     // The build's RAM check used model-spec's figures: they must be these.
     let mut agree = vec![format!("PATCH_WORDS * 4 == {}", ram.patch)];
@@ -618,6 +660,19 @@ fn generate(model: &str, spec: Option<&str>, plan: &Plan, ram: &Ram) -> String {
             .iter()
             .map(|&(_, name, parity)| format!("{name} == {}", ram.buffers[parity])),
     );
+    let stream_stack: Vec<String> = stages
+        .iter()
+        .enumerate()
+        .filter(|(_, st)| st.kernel == Kernel::Stream3x3)
+        .map(|(j, _)| format!("Stage{j}::STACK_BYTES"))
+        .collect();
+    if !stream_stack.is_empty() {
+        agree.push(format!(
+            "{} == {}",
+            max_of(&stream_stack, &mut used),
+            ram.kernel_stack
+        ));
+    }
     item(format!(
         "const _: () = assert!({}, \"the RAM estimate (model-spec's Plan) differs from the layers' sizes\");",
         agree.join(" && ")
@@ -655,17 +710,10 @@ impl Default for Scratch {{
 "
     ));
 
-    let fields: String = ops
+    let fields: String = stages
         .iter()
         .enumerate()
-        .map(|(i, op)| {
-            let lifetime = if matches!(op.kind, OpKind::MaxPool2d { .. }) {
-                ""
-            } else {
-                "<'a>"
-            };
-            format!("    op{i}: Op{i}{lifetime},\n")
-        })
+        .map(|(j, st)| format!("    stage{j}: Stage{j}{},\n", stage_lifetime(st)))
         .collect();
     item(format!(
         "/// The network of {model}, its weights borrowed from the model bytes.
@@ -674,8 +722,15 @@ pub struct Network<'a> {{
 "
     ));
 
-    let loads: String = (0..ops.len())
-        .map(|i| format!("            op{i}: Op{i}::from_file(&file, {i})?,\n"))
+    let loads: String = stages
+        .iter()
+        .enumerate()
+        .map(|(j, st)| {
+            format!(
+                "            stage{j}: Stage{j}::from_file(&file, {})?,\n",
+                st.first
+            )
+        })
         .collect();
     let used_buffers: String = buffers
         .iter()
@@ -683,19 +738,19 @@ pub struct Network<'a> {{
         .chain(["patch".to_string()])
         .collect();
     let mut runs = String::new();
-    for i in 0..ops.len() {
-        let src = match i {
+    for j in 0..stages.len() {
+        let src = match j {
             0 => "input",
-            _ if (i - 1) % 2 == 0 => "a",
+            _ if (j - 1) % 2 == 0 => "a",
             _ => "b",
         };
-        let dst = match i {
-            _ if i == last => "&mut logits",
-            _ if i % 2 == 0 => "a",
+        let dst = match j {
+            _ if j == last_stage => "&mut logits",
+            _ if j % 2 == 0 => "a",
             _ => "b",
         };
-        let _ = writeln!(runs, "        self.op{i}.run({src}, patch, {dst});");
-        let _ = writeln!(runs, "        probe({i});");
+        let _ = writeln!(runs, "        self.stage{j}.run({src}, patch, {dst});");
+        let _ = writeln!(runs, "        probe({j});");
     }
     item(format!(
         "impl<'a> Network<'a> {{
@@ -716,7 +771,7 @@ pub struct Network<'a> {{
         self.infer_probed(input, scratch, |_| {{}})
     }}
 
-    /// [`Network::infer`], calling `probe(i)` after operation `i` (to time the layers).
+    /// [`Network::infer`], calling `probe(j)` after stage `j` (to time the stages).
     #[inline(always)]
     pub fn infer_probed(
         &self,
@@ -732,8 +787,20 @@ pub struct Network<'a> {{
     ));
 
     let mut layers = vec!["check_op_count"];
+    if used.max {
+        layers.push("max");
+    }
     if used.conv {
         layers.push("Conv2d");
+    }
+    if used.conv_pool {
+        layers.push("ConvPool");
+    }
+    if used.stream3x3_map {
+        layers.push("ConvPool3x3");
+    }
+    if used.stream3x3 {
+        layers.push("ConvPoolDense3x3");
     }
     if used.dense {
         layers.push("Dense");
@@ -742,8 +809,8 @@ pub struct Network<'a> {{
     if used.pool {
         layers.push("MaxPool2d");
     }
-    if used.max {
-        layers.insert(1, "max");
+    if used.streamed {
+        layers.push("Streamed");
     }
     line(&format!(
         "use infer_core::stack::layers::{{{}}};",
@@ -763,6 +830,103 @@ struct Imports {
     pool: bool,
     dense: bool,
     max: bool,
+    conv_pool: bool,
+    streamed: bool,
+    stream3x3: bool,
+    stream3x3_map: bool,
+}
+
+/// `<'a>` unless the stage is a max pool alone (which borrows nothing).
+fn stage_lifetime(stage: &Stage) -> &'static str {
+    if stage.pool && !stage.conv && !stage.dense {
+        ""
+    } else {
+        "<'a>"
+    }
+}
+
+/// The generic lifetime and the type of stage `stage` of `ops`, in terms of the
+/// `Op{i}` aliases.
+fn stage_type(
+    stage: &Stage,
+    ops: &[crate::plan::PlanOp],
+    used: &mut Imports,
+) -> (&'static str, String) {
+    let op = |i: usize| {
+        if matches!(ops[i].kind, OpKind::MaxPool2d { .. }) {
+            format!("Op{i}")
+        } else {
+            format!("Op{i}<'a>")
+        }
+    };
+    let first = stage.first;
+    if stage.kernel == Kernel::Stream3x3 {
+        if let OpKind::Conv2d {
+            in_h,
+            in_w,
+            filters,
+            relu,
+            ..
+        } = ops[first].kind
+        {
+            match ops.get(first + 2).map(|op| op.kind) {
+                Some(OpKind::Dense {
+                    units,
+                    relu: dense_relu,
+                    ..
+                }) if stage.dense => {
+                    used.stream3x3 = true;
+                    return (
+                        "<'a>",
+                        format!(
+                            "ConvPoolDense3x3<'a, {in_h}, {in_w}, {filters}, {units}, {relu}, {dense_relu}>"
+                        ),
+                    );
+                }
+                _ if !stage.dense => {
+                    used.stream3x3_map = true;
+                    return (
+                        "<'a>",
+                        format!("ConvPool3x3<'a, {in_h}, {in_w}, {filters}, {relu}>"),
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut at = first;
+    let mut producer = None;
+    if stage.conv {
+        producer = Some(op(at));
+        at += 1;
+    }
+    if stage.pool {
+        producer = Some(match producer {
+            Some(conv) => {
+                used.conv_pool = true;
+                format!("ConvPool<{conv}, {}>", op(at))
+            }
+            None => op(at),
+        });
+        at += 1;
+    }
+    let ty = match (producer, stage.dense) {
+        (Some(p), true) => {
+            let OpKind::Dense {
+                inputs,
+                units,
+                relu,
+            } = ops[at].kind
+            else {
+                unreachable!("the stage ends with a dense layer");
+            };
+            used.streamed = true;
+            format!("Streamed<'a, {p}, {inputs}, {units}, {relu}>")
+        }
+        (Some(p), false) => p,
+        (None, _) => op(at),
+    };
+    (stage_lifetime(stage), ty)
 }
 
 /// `max(max(a, b), c)`…, `0` for no terms.

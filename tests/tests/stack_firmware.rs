@@ -16,6 +16,7 @@ use e2e_tests::{
     build_firmware_on, data_dir, parse_firmware_output, run_firmware_on, run_trainer,
     workspace_root, Board, BOARDS,
 };
+use infer_core::stack::stages::Kernel;
 use model_spec::plan::Plan;
 use model_spec::spec::Spec;
 use std::path::{Path, PathBuf};
@@ -204,14 +205,19 @@ impl Case {
             "{}: measured more RAM than the build estimated:\n{stdout}",
             board.name
         );
-        // One `<type>_<index>` stage per operation, then the argmax; the stages add up to
-        // the whole inference within 2 % (counter reads are subtracted, tick rounding not).
+        // One entry per stage of the plan (its operations' `<type>_<index>` joined by `+`),
+        // then the argmax; the stages add up to the whole inference within 2 % (counter
+        // reads are subtracted, tick rounding not).
         let names: Vec<String> = self
             .plan
-            .ops
+            .stages()
             .iter()
-            .enumerate()
-            .map(|(i, op)| format!("{}_{i}", op.kind.type_name()))
+            .map(|stage| {
+                (stage.first..=stage.last())
+                    .map(|i| format!("{}_{i}", self.plan.ops[i].kind.type_name()))
+                    .collect::<Vec<_>>()
+                    .join("+")
+            })
             .chain(["argmax".to_string()])
             .collect();
         let reported: Vec<&String> = report.layers.iter().map(|(name, _)| name).collect();
@@ -263,6 +269,32 @@ fn a_spec_declared_network_runs_bit_exact_on_every_board() -> Result<()> {
     for board in &BOARDS {
         let report = case.run_on(board)?;
         assert!(report.summary.stack_peak_bytes > 0);
+    }
+    Ok(())
+}
+
+#[test]
+fn the_tutorial_as_a_spec_runs_on_the_fused_3x3_stage_on_every_board() -> Result<()> {
+    // conv 3×3 ×32 + ReLU → pool 2 → dense 10: one stage of the plan, the fused one-channel
+    // kernel (`Stream3x3`: paired on the M4F/M7, plain on the M3/M0), no buffers.
+    let text = std::fs::read_to_string(workspace_root().join("models/tutorial.toml"))?;
+    let case = Case::random(Some(&text), 3, 40)?;
+    let stages = case.plan.stages();
+    assert_eq!(stages.len(), 1);
+    assert_eq!(stages[0].kernel, Kernel::Stream3x3);
+    assert_eq!(case.plan.buffers(), [0, 0]);
+    let distinct: std::collections::BTreeSet<_> = case.host.iter().collect();
+    assert!(distinct.len() >= 20, "{:?}", case.host);
+    for board in &BOARDS {
+        let report = case.run_on(board)?;
+        // The inference's whole working memory is on its stack: the fused kernel's 1,192
+        // bytes of scratch and its frames.
+        let stack = report.infer_stack_bytes.context("no memory line")?;
+        assert!(
+            stack <= 1_900,
+            "{}: {stack} bytes of inference stack",
+            board.name
+        );
     }
     Ok(())
 }
@@ -405,9 +437,10 @@ fn a_model_too_big_for_the_board_fails_the_build_with_the_numbers() -> Result<()
         stderr.contains(&format!("the {model_bytes}-byte model")) && stderr.contains("has 262144"),
         "{stderr}"
     );
-    // RAM: the two ping-pong buffers (26×26×32 and 24×24×64 bytes) against its 16 KiB.
+    // RAM: the two ping-pong buffers (26×26×32 bytes of the first conv, 128 of the dense
+    // layer the second conv and the pool stream into) against its 16 KiB.
     let [a, b] = case.plan.buffers();
-    assert_eq!((a, b), (21_632, 36_864));
+    assert_eq!((a, b), (21_632, 128));
     assert!(
         stderr.contains(&format!("ping-pong buffers {a} + {b}")) && stderr.contains("has 16384"),
         "{stderr}"

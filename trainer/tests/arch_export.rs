@@ -196,8 +196,10 @@ fn a_fitted_spec_is_a_format_2_model_whose_reported_scores_infer_core_reproduces
         .filter(|p| (-64..=63).contains(&p.output.zero_point))
         .count();
     assert_eq!(budget.flash, bytes.len() + short_zero_points);
-    assert_eq!(budget.buffers, [sizes.a, sizes.b]);
-    assert_eq!(budget.patch, sizes.patch_words * 4);
+    let engine = BufferSizes::engine(&file);
+    assert_eq!(budget.buffers, [engine.a, engine.b]);
+    assert_eq!(budget.patch, engine.patch_words * 4);
+    assert_eq!(budget.kernel_stack, engine.stack_bytes);
     let summary = json(&trainer_ok(&["summary", "--model", s(&out), "--json"]).stdout);
     assert_eq!(summary["format"], 2);
     assert_eq!(summary["flash_bytes"]["total"], bytes.len());

@@ -17,7 +17,7 @@ pub mod generated {
 }
 
 pub use generated::Scratch;
-use generated::{CLASSES, INPUT, OPS, OP_NAMES};
+use generated::{CLASSES, INPUT, OPS, STAGES, STAGE_NAMES};
 
 /// The network, its weights in flash.
 pub type Network = generated::Network<'static>;
@@ -84,15 +84,16 @@ pub fn print_memory(infer_stack_bytes: usize, load_stack_bytes: usize, static_ra
     );
 }
 
-/// Ticks per operation, summed over the profiled inferences: the inference run
-/// with a counter read after each operation
+/// Ticks per stage (the fused groups of operations the network runs), summed
+/// over the profiled inferences: the inference run with a counter read after
+/// each stage
 /// ([`generated::Network::infer_probed`]). Consecutive reads share their
 /// endpoints, so every instruction falls in exactly one interval; each interval
 /// also holds one counter read, whose cost is subtracted.
 #[derive(Default)]
 pub struct Profile {
-    /// Ticks of each operation.
-    ops: [u64; OPS],
+    /// Ticks of each stage.
+    stages: [u64; STAGES],
     /// Ticks of the argmax.
     argmax: u64,
     /// Inferences profiled.
@@ -110,9 +111,9 @@ impl Profile {
         scratch: &mut Scratch,
     ) -> usize {
         let mut last = counter.now();
-        let logits = net.infer_probed(input, scratch, |op| {
+        let logits = net.infer_probed(input, scratch, |stage| {
             let now = counter.now();
-            if let Some(ticks) = self.ops.get_mut(op) {
+            if let Some(ticks) = self.stages.get_mut(stage) {
                 *ticks += now - last;
             }
             last = now;
@@ -123,14 +124,14 @@ impl Profile {
         class
     }
 
-    /// Prints the `layers:` line: mean instructions per operation (named
-    /// `<type>_<index>`) and of the argmax.
+    /// Prints the `layers:` line: mean instructions per stage (named after its
+    /// operations, `<type>_<index>` joined by `+`) and of the argmax.
     pub fn print(&self, counter: &TickCounter) {
         let runs = self.runs.max(1);
         let overhead = counter.overhead_insns();
         let mean = |ticks: u64| (cycles::ticks_to_insns(ticks) / runs).saturating_sub(overhead);
         hprint!("layers:");
-        for (name, &ticks) in OP_NAMES.iter().zip(&self.ops) {
+        for (name, &ticks) in STAGE_NAMES.iter().zip(&self.stages) {
             hprint!(" {}={}", name, mean(ticks));
         }
         hprintln!(" argmax={}", mean(self.argmax));

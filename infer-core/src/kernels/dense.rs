@@ -4,6 +4,34 @@
 use super::dot::dot_i8_offset;
 use super::ChannelRequant;
 
+/// Output `unit` of a dense layer (not the network's last) from its accumulator `acc`
+/// without bias; −128 if the layer has no parameters for it.
+#[inline(never)]
+pub fn dense_unit(requant: &ChannelRequant<'_>, unit: usize, acc: i32) -> i8 {
+    match requant.channel(unit) {
+        Some((bias, mult, shift)) => requant.apply(acc.wrapping_add(bias), mult, shift),
+        None => i8::MIN,
+    }
+}
+
+/// Logit `unit` of the network's last dense layer from its accumulator `acc` without bias:
+/// the one place every engine (the stages, [`super::fused::Stream3x3`]) turns the last
+/// layer's accumulators into logits. −128 if the layer has no parameters for it.
+#[inline(never)]
+pub fn finish_logit(requant: &ChannelRequant<'_>, unit: usize, acc: i32) -> i8 {
+    match requant.channel(unit) {
+        Some((bias, mult, shift)) => requant.apply(acc.wrapping_add(bias), mult, shift),
+        None => i8::MIN,
+    }
+}
+
+/// [`finish_logit`] of every unit: `logits[u]` from `acc[u]`.
+pub fn finish_logits(requant: &ChannelRequant<'_>, acc: &[i32], logits: &mut [i8]) {
+    for (u, (out, &a)) in logits.iter_mut().zip(acc).enumerate() {
+        *out = finish_logit(requant, u, a);
+    }
+}
+
 /// `out[u] = clamp(requant(bias[u] + Σ_i (in[i] + input_offset) · w[u][i]) + zero point)`.
 ///
 /// `weights` is `units × input.len()` int8 bytes, row by row; `output` has `units` values.

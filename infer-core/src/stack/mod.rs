@@ -18,6 +18,7 @@
 pub mod format;
 pub mod layers;
 pub mod run;
+pub mod stages;
 
 #[cfg(test)]
 mod tests;

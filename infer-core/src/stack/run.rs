@@ -2,9 +2,9 @@
 //! trainer's evaluation), tests, and as the reference the typed networks are checked against.
 
 use super::format::{input_offset, Op, StackFile};
+use super::stages::{plan_file, run_general, shapes_of, Parts};
 use crate::kernels::conv::{conv2d_i8, conv2d_i8_packed};
 use crate::kernels::dense::{dense_i8, dense_i8_fast};
-use crate::kernels::dot::PatchWords;
 use crate::kernels::pool::{max_pool, PoolGeometry};
 use crate::kernels::ChannelRequant;
 use crate::Error;
@@ -14,29 +14,46 @@ use crate::Error;
 pub enum Kernels {
     /// The naive reference kernels.
     Reference,
-    /// The fast paths (what the typed layers and the firmware run).
+    /// The fast paths: the stages of [`super::stages::plan`], fused as the typed layers
+    /// and the firmware run them.
     Fast,
 }
 
-/// Working memory [`run`] needs for `file`.
+/// Working memory of an inference of a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BufferSizes {
-    /// Bytes of buffer A (outputs of operations 0, 2, 4, …).
+    /// Bytes of buffer A (outputs of stages 0, 2, 4, … with [`Kernels::Fast`], of
+    /// operations 0, 2, 4, … with [`Kernels::Reference`]; the last's is the logits).
     pub a: usize,
-    /// Bytes of buffer B (outputs of operations 1, 3, 5, …).
+    /// Bytes of buffer B (outputs of stages or operations 1, 3, 5, …).
     pub b: usize,
-    /// Words of the packed patch buffer.
+    /// Words of the patch buffer (the stages' packed patches and working memory; with
+    /// [`BufferSizes::of`], as [`run`] computes every stage with
+    /// [`super::stages::run_general`]).
     pub patch_words: usize,
+    /// Bytes of kernel scratch on the stack (the one-channel 3×3 fast path's, in the typed
+    /// layers; [`run`] needs none).
+    pub stack_bytes: usize,
 }
 
 impl BufferSizes {
-    /// The sizes for `file`.
+    /// Sizes for [`run`] on `file` with either kernel set: the larger of
+    /// [`BufferSizes::engine`] and the op-by-op reference's buffers, each also large enough
+    /// for the logits, which [`run`] returns in one of them.
     pub fn of(file: &StackFile<'_>) -> Self {
-        let mut sizes = Self {
-            a: 0,
-            b: 0,
-            patch_words: 0,
-        };
+        let mut sizes = Self::engine(file);
+        let shapes = shapes_of(file);
+        let plan = plan_file(file);
+        for stage in &plan {
+            sizes.patch_words = sizes.patch_words.max(stage.general_words(&shapes));
+        }
+        let stages = plan.len();
+        let classes = file.classes();
+        if stages % 2 == 1 {
+            sizes.a = sizes.a.max(classes);
+        } else {
+            sizes.b = sizes.b.max(classes);
+        }
         for (i, op) in file.ops.iter().enumerate() {
             let out = op.out_len();
             if i % 2 == 0 {
@@ -44,10 +61,33 @@ impl BufferSizes {
             } else {
                 sizes.b = sizes.b.max(out);
             }
-            if let Op::Conv2d(c) = op {
-                sizes.patch_words = sizes
-                    .patch_words
-                    .max(PatchWords::words(c.geometry().taps()));
+        }
+        sizes
+    }
+
+    /// What the engine needs: the buffers of the stage plan ([`super::stages::plan`]) as the
+    /// typed layers and the firmware lay them out, the last stage writing the caller's
+    /// logits.
+    pub fn engine(file: &StackFile<'_>) -> Self {
+        let mut sizes = Self {
+            a: 0,
+            b: 0,
+            patch_words: 0,
+            stack_bytes: 0,
+        };
+        let shapes = shapes_of(file);
+        let stages = plan_file(file);
+        for (j, stage) in stages.iter().enumerate() {
+            sizes.patch_words = sizes.patch_words.max(stage.patch_words(&shapes));
+            sizes.stack_bytes = sizes.stack_bytes.max(stage.stack_bytes(&shapes));
+            if j + 1 == stages.len() {
+                break;
+            }
+            let out = stage.out_len(&shapes);
+            if j % 2 == 0 {
+                sizes.a = sizes.a.max(out);
+            } else {
+                sizes.b = sizes.b.max(out);
             }
         }
         sizes
@@ -86,6 +126,9 @@ pub fn run<'b>(
         return Err(Error::BufferTooSmall {
             available: patch.len() * 4,
         });
+    }
+    if kernels == Kernels::Fast {
+        return run_stages(file, input, a, b, patch);
     }
     for (i, op) in file.ops.iter().enumerate() {
         let (src, dst): (&[i8], &mut [i8]) = match (i, i % 2) {
@@ -144,6 +187,42 @@ pub fn run<'b>(
         }
     }
     let last = file.ops.len().saturating_sub(1);
+    let out = file.classes();
+    let logits: &'b [i8] = if last % 2 == 0 { a } else { b };
+    logits.get(..out).ok_or(Error::BufferTooSmall {
+        available: logits.len(),
+    })
+}
+
+/// [`run`] with [`Kernels::Fast`]: stage by stage, ping-ponging between `a` and `b`.
+fn run_stages<'b>(
+    file: &StackFile<'_>,
+    input: &[i8],
+    a: &'b mut [i8],
+    b: &'b mut [i8],
+    patch: &mut [u32],
+) -> Result<&'b [i8], Error> {
+    let stages = plan_file(file);
+    for (j, stage) in stages.iter().enumerate() {
+        let (src, dst): (&[i8], &mut [i8]) = match (j, j % 2) {
+            (0, _) => (input, &mut a[..]),
+            (_, 0) => (&b[..], &mut a[..]),
+            _ => (&a[..], &mut b[..]),
+        };
+        let (Some(first), Some(last)) = (file.ops.get(stage.first), file.ops.get(stage.last()))
+        else {
+            return Err(Error::Malformed { what: "stage" });
+        };
+        let (Some(src), Some(dst)) = (src.get(..first.in_len()), dst.get_mut(..last.out_len()))
+        else {
+            return Err(Error::BufferTooSmall {
+                available: dst.len(),
+            });
+        };
+        let parts = Parts::of(file, stage).ok_or(Error::Malformed { what: "stage" })?;
+        run_general(&parts, src, patch, dst);
+    }
+    let last = stages.len().saturating_sub(1);
     let out = file.classes();
     let logits: &'b [i8] = if last % 2 == 0 { a } else { b };
     logits.get(..out).ok_or(Error::BufferTooSmall {

@@ -3,8 +3,16 @@
 
 use super::format::tests::{input, OwnedParams};
 use super::format::{ConvOp, DenseOp, Op, Padding, PoolOp, StackFile, MAGIC_AND_VERSION};
-use super::layers::{check_op_count, max, Conv2d, Dense, Layer, MaxPool2d};
+use super::layers::{
+    check_op_count, max, Conv2d, ConvPool, ConvPool3x3, ConvPoolDense3x3, Dense, Layer, MaxPool2d,
+    Streamed,
+};
 use super::run::{run, BufferSizes, Kernels};
+use super::stages::{plan_file, Kernel};
+use crate::kernels::conv::conv2d_i8;
+use crate::kernels::fused::{Stream3x3, StreamLayers, StreamScratch};
+use crate::kernels::pool::{max_pool, PoolGeometry};
+use crate::kernels::ChannelRequant;
 use crate::kernels::TestRng;
 use crate::Error;
 use std::vec;
@@ -44,6 +52,41 @@ impl<'a> Typed<'a> {
         self.2.run(&b, &mut patch, &mut a);
         self.3.run(&a, &mut patch, &mut b);
         self.4.run(&b, &mut patch, &mut logits);
+        logits
+    }
+}
+
+// The same network as the stages of `stages::plan`: conv; conv + pool + dense; dense.
+type Stage0<'a> = Op0<'a>;
+type Stage1<'a> = Streamed<'a, ConvPool<Op1<'a>, Op2>, 24, 7, true>;
+type Stage2<'a> = Op4<'a>;
+const STAGE_A: usize = Stage0::OUT;
+const STAGE_B: usize = Stage1::OUT;
+const STAGE_PATCH: usize = max(
+    max(Stage0::PATCH_WORDS, Stage1::PATCH_WORDS),
+    Stage2::PATCH_WORDS,
+);
+const _: () = assert!(Stage0::OUT == Stage1::IN && Stage1::OUT == Stage2::IN);
+
+struct Staged<'a>(Stage0<'a>, Stage1<'a>, Stage2<'a>);
+
+impl<'a> Staged<'a> {
+    fn from_file(file: &StackFile<'a>) -> Result<Self, Error> {
+        check_op_count(file, Stage0::OPS + Stage1::OPS + Stage2::OPS)?;
+        Ok(Self(
+            Stage0::from_file(file, 0)?,
+            Stage1::from_file(file, 1)?,
+            Stage2::from_file(file, 4)?,
+        ))
+    }
+
+    fn infer(&self, image: &[i8; 200]) -> [i8; 4] {
+        let (mut a, mut b) = ([0i8; STAGE_A], [0i8; STAGE_B]);
+        let mut patch = [0u32; STAGE_PATCH];
+        let mut logits = [0i8; 4];
+        self.0.run(image, &mut patch, &mut a);
+        self.1.run(&a, &mut patch, &mut b);
+        self.2.run(&b, &mut patch, &mut logits);
         logits
     }
 }
@@ -110,12 +153,24 @@ fn typed_fast_and_reference_inference_agree_bit_for_bit() {
         let file = file(&params);
         file.validate().unwrap();
         let sizes = BufferSizes::of(&file);
-        assert_eq!((sizes.a, sizes.b, sizes.patch_words), (A, B, PATCH));
+        // The op-by-op reference needs the most; the stages need less.
+        assert_eq!((sizes.a, sizes.b), (A, B));
+        assert_eq!(sizes.patch_words, STAGE_PATCH);
+        const { assert!(STAGE_A + STAGE_B < A + B && PATCH <= STAGE_PATCH) };
+        let stages = plan_file(&file);
+        assert_eq!(
+            stages
+                .iter()
+                .map(|s| (s.first, s.ops()))
+                .collect::<Vec<_>>(),
+            [(0, 1), (1, 3), (4, 1)]
+        );
         let typed = Typed::from_file(&file).unwrap();
+        let staged = Staged::from_file(&file).unwrap();
         let mut distinct = std::collections::BTreeSet::new();
         for _ in 0..8 {
             let image: [i8; 200] = core::array::from_fn(|_| rng.i8());
-            let (mut a, mut b, mut patch) = (vec![0i8; A], vec![0i8; B], vec![0u32; PATCH]);
+            let (mut a, mut b, mut patch) = (vec![0i8; A], vec![0i8; B], vec![0u32; STAGE_PATCH]);
             let reference = run(
                 &file,
                 &image,
@@ -126,6 +181,9 @@ fn typed_fast_and_reference_inference_agree_bit_for_bit() {
             )
             .unwrap()
             .to_vec();
+            // Fresh buffers: nothing of the reference's run may show through.
+            let (mut a, mut b) = (vec![0i8; a.len()], vec![0i8; b.len()]);
+            let mut patch = vec![0u32; patch.len()];
             let fast = run(&file, &image, Kernels::Fast, &mut a, &mut b, &mut patch)
                 .unwrap()
                 .to_vec();
@@ -134,6 +192,11 @@ fn typed_fast_and_reference_inference_agree_bit_for_bit() {
                 typed.infer(&image).to_vec(),
                 reference,
                 "typed, case {case}"
+            );
+            assert_eq!(
+                staged.infer(&image).to_vec(),
+                reference,
+                "typed stages, case {case}"
             );
             distinct.insert(reference);
         }
@@ -155,6 +218,14 @@ fn a_file_of_another_declaration_is_refused_naming_operation_and_property() {
     if let Op::Conv2d(c) = &mut other.ops[1] {
         c.relu = true;
     }
+    assert!(matches!(
+        Staged::from_file(&other),
+        Err(Error::OpMismatch {
+            op: 1,
+            what: "conv2d ReLU (0 no, 1 yes)",
+            ..
+        })
+    ));
     let err = Typed::from_file(&other).err().unwrap();
     assert_eq!(
         err,
@@ -188,8 +259,154 @@ fn a_file_of_another_declaration_is_refused_naming_operation_and_property() {
     ));
     // run refuses short buffers instead of panicking.
     let good = file(&params);
-    let (mut a, mut b, mut patch) = (vec![0i8; A - 1], vec![0i8; B], vec![0u32; PATCH]);
+    let (mut a, mut b, mut patch) = (vec![0i8; A - 1], vec![0i8; B], vec![0u32; STAGE_PATCH]);
     assert!(run(&good, &[0; 200], Kernels::Fast, &mut a, &mut b, &mut patch).is_err());
     let mut a = vec![0i8; A];
     assert!(run(&good, &[0; 199], Kernels::Fast, &mut a, &mut b, &mut patch).is_err());
+}
+
+/// A one-channel `10 × 12` input → conv 3×3 (`F` filters) → pool 2 → dense 3: the
+/// [`ConvPoolDense3x3`] stage against the reference, with random quantizations (some not
+/// monotonic: negative multipliers or left shifts).
+fn stream3x3_case<const F: usize>(rng: &mut TestRng) {
+    type Stage<'a, const F: usize> = ConvPoolDense3x3<'a, 10, 12, F, 3, true, false>;
+    let inputs = 4 * 5 * F;
+    let mut conv = OwnedParams::random(rng, 9 * F, F);
+    let dense = OwnedParams::random(rng, 3 * inputs, 3);
+    if rng.below(3) == 0 {
+        for c in 0..F {
+            match rng.below(3) {
+                0 => conv.shift[c] = 1,
+                1 => conv.multiplier[4 * c..4 * c + 4]
+                    .copy_from_slice(&(-(1i32 << 30)).to_le_bytes()),
+                _ => {}
+            }
+        }
+    }
+    let mut ops = heapless::Vec::new();
+    let _ = ops.push(Op::Conv2d(ConvOp {
+        in_h: 10,
+        in_w: 12,
+        in_c: 1,
+        filters: F as u16,
+        kernel: 3,
+        stride: 1,
+        padding: Padding::Valid,
+        relu: true,
+        params: conv.view(),
+    }));
+    let _ = ops.push(Op::MaxPool2d(PoolOp {
+        in_h: 8,
+        in_w: 10,
+        channels: F as u16,
+        pool: 2,
+    }));
+    let _ = ops.push(Op::Dense(DenseOp {
+        inputs: inputs as u32,
+        units: 3,
+        relu: false,
+        params: dense.view(),
+    }));
+    let file = StackFile {
+        magic: MAGIC_AND_VERSION.0,
+        version: MAGIC_AND_VERSION.1,
+        input: input(10, 12, 1),
+        ops,
+    };
+    let stages = plan_file(&file);
+    assert_eq!(stages.len(), 1);
+    assert_eq!(stages[0].kernel, Kernel::Stream3x3);
+    let stage = Stage::<F>::from_file(&file, 0).unwrap();
+    let sizes = BufferSizes::of(&file);
+    for _ in 0..6 {
+        let background = rng.below(3);
+        let image: Vec<i8> = (0..120)
+            .map(|_| {
+                if rng.below(3) < background {
+                    -128
+                } else {
+                    rng.i8()
+                }
+            })
+            .collect();
+        let (mut a, mut b) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
+        let mut patch = vec![0u32; sizes.patch_words];
+        let reference = run(
+            &file,
+            &image,
+            Kernels::Reference,
+            &mut a,
+            &mut b,
+            &mut patch,
+        )
+        .unwrap()
+        .to_vec();
+        // Fresh buffers: nothing of the reference's run may show through.
+        let (mut a, mut b) = (vec![0i8; a.len()], vec![0i8; b.len()]);
+        let mut patch = vec![0u32; patch.len()];
+        let fast = run(&file, &image, Kernels::Fast, &mut a, &mut b, &mut patch)
+            .unwrap()
+            .to_vec();
+        let mut logits = [0i8; 3];
+        stage.run(&image, &mut [], &mut logits);
+        assert_eq!(fast, reference);
+        assert_eq!(logits.to_vec(), reference, "F = {F}");
+        // The conv + pool alone, its pooled map kept, against the unfused kernels; both
+        // inner loops (paired as on DSP cores, and plain) where `F` allows.
+        let Op::Conv2d(c) = file.ops[0] else {
+            unreachable!()
+        };
+        let mut conv_out = vec![0i8; 8 * 10 * F];
+        conv2d_i8(
+            &c.geometry(),
+            &image,
+            128,
+            c.params.weights,
+            &ChannelRequant::from_params(&c.params, true),
+            &mut conv_out,
+        );
+        let mut pooled = vec![0i8; 4 * 5 * F];
+        max_pool(
+            &PoolGeometry {
+                in_h: 8,
+                in_w: 10,
+                channels: F,
+                size: 2,
+            },
+            &conv_out,
+            &mut pooled,
+        );
+        let map = ConvPool3x3::<10, 12, F, true>::from_file(&file, 0).unwrap();
+        let mut out = vec![0i8; 4 * 5 * F];
+        map.run(&image, &mut [], &mut out);
+        assert_eq!(out, pooled, "pooled map, F = {F}");
+        if F % 4 == 0 {
+            let layers = StreamLayers {
+                input_offset: 128,
+                conv_weights: c.params.weights,
+                conv: ChannelRequant::from_params(&c.params, true),
+                dense_input_offset: -c.params.output.zero_point,
+                dense_weights: &[],
+                dense: ChannelRequant::from_params(&c.params, true),
+            };
+            let mut scratch = StreamScratch::<F, 0>::new();
+            let mut stream = Stream3x3::<F, 0, true>::new(&layers, 10, 12, &image, &mut scratch);
+            let mut paired = vec![0i8; 4 * 5 * F];
+            for (pos, out) in paired.chunks_exact_mut(F).enumerate() {
+                stream.conv_pool_into(pos / 5, pos % 5, out.first_chunk_mut::<F>().unwrap());
+            }
+            assert_eq!(paired, pooled, "paired pooled map, F = {F}");
+        }
+    }
+}
+
+#[test]
+fn the_one_channel_3x3_stage_matches_the_reference() {
+    let mut rng = TestRng(0x3A3);
+    let cases = if cfg!(miri) { 1 } else { 30 };
+    for _ in 0..cases {
+        stream3x3_case::<4>(&mut rng);
+        stream3x3_case::<5>(&mut rng);
+        stream3x3_case::<8>(&mut rng);
+    }
 }

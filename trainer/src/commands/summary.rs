@@ -289,7 +289,7 @@ fn run_arch(spec: &Spec, board: Option<Board>, json: bool) -> Result<()> {
         budget.ram,
         budget.input,
         budget.buffers,
-        budget.patch,
+        (budget.patch, budget.kernel_stack),
         budget.scratch,
     );
     if let Some(board) = board {
@@ -300,14 +300,21 @@ fn run_arch(spec: &Spec, board: Option<Board>, json: bool) -> Result<()> {
 }
 
 /// The RAM line of a layer-by-layer format-2 inference.
-fn print_ram(total: usize, input: usize, buffers: [usize; 2], patch: usize, scratch: usize) {
+fn print_ram(
+    total: usize,
+    input: usize,
+    buffers: [usize; 2],
+    (patch, kernel_stack): (usize, usize),
+    scratch: usize,
+) {
     println!(
-        " RAM    per layer-by-layer inference: {} bytes = {} int8 input + {} + {} ping-pong activation buffers + {} conv patch + {} class probabilities; weights stay in flash",
+        " RAM    per inference through the fused stages: {} bytes = {} int8 input + {} + {} ping-pong activation buffers + {} conv patch and stage working memory + {} fused-kernel scratch + {} class probabilities; weights stay in flash",
         group(total),
         group(input),
         group(buffers[0]),
         group(buffers[1]),
         group(patch),
+        group(kernel_stack),
         group(scratch)
     );
 }
@@ -347,35 +354,39 @@ pub fn op_kind(op: &Op<'_>) -> OpKind {
     }
 }
 
-/// RAM of a layer-by-layer inference of a format-2 model with [`infer_core::stack::run()`].
+/// RAM of an inference of a format-2 model through its fused stages
+/// (`infer_core::stack::stages`), as the firmware lays it out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct StackRam {
-    /// Total: input + both buffers + patch + probabilities.
+    /// Total: input + both buffers + patch + kernel scratch + probabilities.
     pub total: usize,
     /// The int8 input image.
     pub input: usize,
     /// The two ping-pong activation buffers.
     pub buffers: [usize; 2],
-    /// The packed convolution patch.
+    /// The stages' patch buffer (packed patch and working memory).
     pub patch: usize,
+    /// Scratch a fused kernel keeps on its stack.
+    pub kernel_stack: usize,
     /// f32 class probabilities.
     pub probabilities: usize,
 }
 
 impl StackRam {
-    /// The RAM `file` needs, from infer-core's [`BufferSizes`].
+    /// The RAM `file` needs, from infer-core's [`BufferSizes::engine`].
     pub fn of(file: &StackFile<'_>) -> Self {
-        let sizes = BufferSizes::of(file);
+        let sizes = BufferSizes::engine(file);
         let input = usize::from(file.input.height)
             * usize::from(file.input.width)
             * usize::from(file.input.channels);
         let patch = sizes.patch_words * 4;
         let probabilities = file.classes() * 4;
         Self {
-            total: input + sizes.a + sizes.b + patch + probabilities,
+            total: input + sizes.a + sizes.b + patch + sizes.stack_bytes + probabilities,
             input,
             buffers: [sizes.a, sizes.b],
             patch,
+            kernel_stack: sizes.stack_bytes,
             probabilities,
         }
     }
@@ -426,7 +437,7 @@ fn run_stack(path: &Path, bytes: &[u8], board: Option<Board>, json: bool) -> Res
         ram.total,
         ram.input,
         ram.buffers,
-        ram.patch,
+        (ram.patch, ram.kernel_stack),
         ram.probabilities,
     );
     if let Some(board) = board {
