@@ -7,7 +7,7 @@
 //! invariants on the bytes it accepts.
 
 use infer_core::format::{crc32, ChannelParams, InputSpec, ModelFile, QuantParams, CRC_LEN};
-use infer_core::stack::format::{ConvOp, DenseOp, Ops, Padding, PoolOp, MAGIC_AND_VERSION};
+use infer_core::stack::format::{ConvOp, DenseOp, Padding, PoolOp};
 use infer_core::stack::{run, BufferSizes, Kernels, Op, StackFile};
 use infer_core::{Net, Scratch, TutorialNet};
 use std::path::{Path, PathBuf};
@@ -243,7 +243,6 @@ pub fn stack_seed() -> Vec<u8> {
             zero_point,
         },
     };
-    let mut ops = Ops::new();
     let conv = |in_hw, in_c, filters, kernel, stride, padding, relu, params| {
         Op::Conv2d(ConvOp {
             in_h: in_hw,
@@ -273,13 +272,8 @@ pub fn stack_seed() -> Vec<u8> {
             params: params(2, 0),
         }),
     ];
-    for op in all {
-        ops.push(op).expect("4 of 16 operations");
-    }
-    let file = StackFile {
-        magic: MAGIC_AND_VERSION.0,
-        version: MAGIC_AND_VERSION.1,
-        input: InputSpec {
+    let file = StackFile::new(
+        InputSpec {
             height: 6,
             width: 6,
             channels: 2,
@@ -288,8 +282,8 @@ pub fn stack_seed() -> Vec<u8> {
                 zero_point: -128,
             },
         },
-        ops,
-    };
+        &all,
+    );
     let mut buf = vec![0u8; 1024];
     let bytes = file.encode(&mut buf).expect("the seed fits 1 KB");
     bytes.to_vec()

@@ -9,7 +9,7 @@
 
 use anyhow::{anyhow, bail, ensure, Result};
 use infer_core::format::{ChannelParams, InputSpec, QuantParams};
-use infer_core::stack::format::{ConvOp, DenseOp, Op, Padding, PoolOp, MAGIC_AND_VERSION};
+use infer_core::stack::format::{ConvOp, DenseOp, Op, Padding, PoolOp};
 use infer_core::stack::{run, BufferSizes, Kernels, StackFile};
 use model_spec::plan::{OpKind, Plan};
 use model_spec::spec::Padding as SpecPadding;
@@ -114,20 +114,16 @@ pub fn random_model(plan: &Plan, seed: u64) -> Result<Vec<u8>> {
         })
         .collect();
     let short = |n: usize| u16::try_from(n).map_err(|_| anyhow!("{n} does not fit format 2's u16"));
-    let mut file = StackFile {
-        magic: MAGIC_AND_VERSION.0,
-        version: MAGIC_AND_VERSION.1,
-        input: InputSpec {
-            height: short(plan.input.0)?,
-            width: short(plan.input.1)?,
-            channels: short(plan.input.2)?,
-            quant: QuantParams {
-                scale: 1.0 / 255.0,
-                zero_point: -128,
-            },
+    let input = InputSpec {
+        height: short(plan.input.0)?,
+        width: short(plan.input.1)?,
+        channels: short(plan.input.2)?,
+        quant: QuantParams {
+            scale: 1.0 / 255.0,
+            zero_point: -128,
         },
-        ops: Default::default(),
     };
+    let mut ops = Vec::with_capacity(plan.ops.len());
     for (op, params) in plan.ops.iter().zip(&params) {
         let op = match (op.kind, params) {
             (
@@ -186,10 +182,9 @@ pub fn random_model(plan: &Plan, seed: u64) -> Result<Vec<u8>> {
             }),
             _ => bail!("no parameters for operation {}", op.kind),
         };
-        file.ops
-            .push(op)
-            .map_err(|_| anyhow!("more operations than format 2 holds"))?;
+        ops.push(op);
     }
+    let file = StackFile::new(input, &ops);
     file.validate().map_err(|e| anyhow!("random model: {e}"))?;
     let bound = plan.weights() + 16 * plan.channels() + 64 * (plan.ops.len() + 1);
     let mut buf = vec![0u8; bound];

@@ -133,7 +133,7 @@ impl<'a> Int8Model<'a> {
 
 /// The output quantization of a format-2 model's logits (its last operation's).
 fn stack_output_quant(file: &StackFile<'_>) -> Result<infer_core::format::QuantParams> {
-    match file.ops.last().and_then(stack::Op::params) {
+    match file.ops.last().as_ref().and_then(stack::Op::params) {
         Some(p) => Ok(p.output),
         None => bail!("the model has no logits layer"),
     }

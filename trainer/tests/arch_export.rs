@@ -7,7 +7,7 @@
 mod cli_support;
 
 use cli_support::{assert_clean_failure, data_dir, s, trainer, trainer_ok};
-use infer_core::stack::{run, BufferSizes, Kernels, Op, StackFile, STACK_FORMAT_VERSION};
+use infer_core::stack::{run, BufferSizes, Kernels, StackFile, STACK_FORMAT_VERSION};
 use model_spec::budget::Budget;
 use model_spec::{Plan, Spec};
 use trainer::quantize::first_max;
@@ -192,7 +192,7 @@ fn a_fitted_spec_is_a_format_2_model_whose_reported_scores_infer_core_reproduces
     let short_zero_points = file
         .ops
         .iter()
-        .filter_map(Op::params)
+        .filter_map(|op| op.params().copied())
         .filter(|p| (-64..=63).contains(&p.output.zero_point))
         .count();
     assert_eq!(budget.flash, bytes.len() + short_zero_points);

@@ -92,8 +92,7 @@ pub fn run(args: &Args) -> Result<()> {
             let weights = file
                 .ops
                 .iter()
-                .filter_map(|op| op.params())
-                .map(|p| p.weights.len())
+                .filter_map(|op| op.params().map(|p| p.weights.len()))
                 .sum();
             let host = qemu::stack_host_logits(&model_bytes, &dataset, count)?;
             (weights, host)

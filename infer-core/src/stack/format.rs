@@ -9,8 +9,8 @@
 //! by operation. Weight arrays are borrowed from the bytes, as in format 1.
 
 use crate::format::{
-    check_channels, check_input_quant, check_output_quant, decode_body, open_envelope, seal,
-    ChannelParams, InputSpec, MAGIC,
+    check_channels, check_input_quant, check_output_quant, open_envelope, seal, ChannelParams,
+    InputSpec, HEADER_LEN, MAGIC,
 };
 use crate::kernels::conv::ConvGeometry;
 pub use crate::kernels::conv::Padding;
@@ -23,10 +23,6 @@ pub const STACK_FORMAT_VERSION: u16 = 2;
 pub const MAGIC_AND_VERSION: ([u8; 4], u16) = (MAGIC, STACK_FORMAT_VERSION);
 /// Most operations a format-2 model may hold.
 pub const MAX_OPS: usize = 16;
-
-/// The operation list of a [`StackFile`]: a fixed-capacity vector (`heapless`), so that
-/// decoding needs no allocator. Build one with `Ops::new()` and `push`.
-pub type Ops<'a> = heapless::Vec<Op<'a>, MAX_OPS>;
 
 /// Convolution with a square kernel; weights `[filters][ky][kx][in_c]`.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
@@ -162,19 +158,180 @@ impl<'a> Op<'a> {
     }
 }
 
-/// A whole format-2 model.bin.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+/// The operations of a [`StackFile`], first to last.
+///
+/// A decoded file keeps its operations as the postcard bytes they were read from and decodes
+/// one when asked for it ([`OpTable::get`], [`OpTable::iter`]), so that loading a model holds
+/// one operation at a time instead of a table of them: decoding takes well under 1 KiB of
+/// stack whatever the number of operations. [`StackFile::decode`] has decoded and checked
+/// every operation once, so reading them again cannot fail. A table built for encoding
+/// borrows a slice of operations instead ([`OpTable::from_slice`]).
+#[derive(Clone, Copy)]
+pub struct OpTable<'a> {
+    repr: Repr<'a>,
+}
+
+#[derive(Clone, Copy)]
+enum Repr<'a> {
+    /// `len` postcard-encoded operations, back to back.
+    Encoded { bytes: &'a [u8], len: u8 },
+    /// Operations in memory.
+    Slice(&'a [Op<'a>]),
+}
+
+impl<'a> OpTable<'a> {
+    /// A table of `ops`, for building a model to encode or check.
+    pub fn from_slice(ops: &'a [Op<'a>]) -> Self {
+        Self {
+            repr: Repr::Slice(ops),
+        }
+    }
+
+    /// Number of operations.
+    pub fn len(&self) -> usize {
+        match self.repr {
+            Repr::Encoded { len, .. } => usize::from(len),
+            Repr::Slice(ops) => ops.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The operations, first to last, by value (each [`Op`] borrows its arrays from the
+    /// model bytes).
+    pub fn iter(&self) -> OpIter<'a> {
+        OpIter {
+            repr: match self.repr {
+                Repr::Encoded { bytes, len } => IterRepr::Encoded {
+                    rest: bytes,
+                    left: len,
+                },
+                Repr::Slice(ops) => IterRepr::Slice(ops.iter()),
+            },
+        }
+    }
+
+    /// Operation `index`, or `None` past the end.
+    pub fn get(&self, index: usize) -> Option<Op<'a>> {
+        self.iter().nth(index)
+    }
+
+    /// The last operation.
+    pub fn last(&self) -> Option<Op<'a>> {
+        self.iter().last()
+    }
+}
+
+impl<'a> IntoIterator for &OpTable<'a> {
+    type Item = Op<'a>;
+    type IntoIter = OpIter<'a>;
+
+    fn into_iter(self) -> OpIter<'a> {
+        self.iter()
+    }
+}
+
+impl PartialEq for OpTable<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl core::fmt::Debug for OpTable<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for OpTable<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some(self.len()))?;
+        for op in self.iter() {
+            seq.serialize_element(&op)?;
+        }
+        seq.end()
+    }
+}
+
+/// Iterator over an [`OpTable`].
+#[derive(Clone)]
+pub struct OpIter<'a> {
+    repr: IterRepr<'a>,
+}
+
+#[derive(Clone)]
+enum IterRepr<'a> {
+    Encoded { rest: &'a [u8], left: u8 },
+    Slice(core::slice::Iter<'a, Op<'a>>),
+}
+
+impl<'a> OpIter<'a> {
+    /// Encoded bytes after the operations read so far (empty for a slice).
+    fn rest(&self) -> &'a [u8] {
+        match self.repr {
+            IterRepr::Encoded { rest, .. } => rest,
+            IterRepr::Slice(_) => &[],
+        }
+    }
+}
+
+impl<'a> Iterator for OpIter<'a> {
+    type Item = Op<'a>;
+
+    fn next(&mut self) -> Option<Op<'a>> {
+        match &mut self.repr {
+            IterRepr::Slice(ops) => ops.next().copied(),
+            IterRepr::Encoded { rest, left } => {
+                if *left == 0 {
+                    return None;
+                }
+                match postcard::take_from_bytes::<Op<'a>>(rest) {
+                    Ok((op, after)) => {
+                        *rest = after;
+                        *left -= 1;
+                        Some(op)
+                    }
+                    // Only for bytes `StackFile::decode` has not checked.
+                    Err(_) => {
+                        *left = 0;
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match &self.repr {
+            IterRepr::Slice(ops) => ops.size_hint(),
+            IterRepr::Encoded { left, .. } => (0, Some(usize::from(*left))),
+        }
+    }
+}
+
+/// A whole format-3 model.bin: the input and the operations. The magic and the version
+/// ([`MAGIC_AND_VERSION`]) are written by [`StackFile::encode`] and checked by
+/// [`StackFile::decode`].
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StackFile<'a> {
-    /// Always [`MAGIC`].
-    pub magic: [u8; 4],
-    /// Always [`STACK_FORMAT_VERSION`].
-    #[serde(with = "postcard::fixint::le")]
-    pub version: u16,
-    /// The input image (scale 1/255, zero point −128, as format 1).
+    /// The input tensor and its quantization.
     pub input: InputSpec,
     /// The operations, first to last; the last is a dense layer giving the logits.
-    #[serde(borrow)]
-    pub ops: Ops<'a>,
+    pub ops: OpTable<'a>,
+}
+
+/// What [`StackFile::encode`] writes before the CRC.
+#[derive(Serialize)]
+struct Wire<'s, 'a> {
+    magic: [u8; 4],
+    #[serde(with = "postcard::fixint::le")]
+    version: u16,
+    input: &'s InputSpec,
+    ops: &'s OpTable<'a>,
 }
 
 /// Where the shape walk is between operations.
@@ -197,22 +354,66 @@ impl<'a> StackFile<'a> {
     /// ```
     pub fn decode(bytes: &'a [u8]) -> Result<Self, Error> {
         let body = open_envelope(bytes, STACK_FORMAT_VERSION)?;
-        let model: StackFile<'a> = decode_body(body, "postcard body (or more than 16 operations)")?;
-        model.validate()?;
-        Ok(model)
+        let malformed = Error::Malformed {
+            what: "postcard body",
+        };
+        // The envelope has checked the magic and the version.
+        let rest = body.get(HEADER_LEN..).ok_or(malformed)?;
+        let (input, rest) = postcard::take_from_bytes::<InputSpec>(rest).map_err(|_| malformed)?;
+        let (len, rest) = postcard::take_from_bytes::<u32>(rest).map_err(|_| malformed)?;
+        let len = match u8::try_from(len) {
+            Ok(len) if usize::from(len) <= MAX_OPS => len,
+            _ => {
+                return Err(Error::Malformed {
+                    what: "more than 16 operations",
+                })
+            }
+        };
+        let file = StackFile {
+            input,
+            ops: OpTable {
+                repr: Repr::Encoded { bytes: rest, len },
+            },
+        };
+        // Every operation decodes, and nothing follows the last.
+        let mut ops = file.ops.iter();
+        if ops.by_ref().count() != usize::from(len) {
+            return Err(malformed);
+        }
+        if !ops.rest().is_empty() {
+            return Err(Error::Malformed {
+                what: "trailing bytes after the model",
+            });
+        }
+        file.validate()?;
+        Ok(file)
     }
 
-    /// Encodes into `buf` (body + CRC) and returns the bytes written.
+    /// A model of `input` and `ops`, to check ([`StackFile::validate`]) and encode.
+    pub fn new(input: InputSpec, ops: &'a [Op<'a>]) -> Self {
+        Self {
+            input,
+            ops: OpTable::from_slice(ops),
+        }
+    }
+
+    /// Encodes into `buf` (magic, version, body, CRC) and returns the bytes written.
     ///
     /// # Errors
     /// [`Error::BufferTooSmall`] if `buf` cannot hold the model.
     pub fn encode<'b>(&self, buf: &'b mut [u8]) -> Result<&'b mut [u8], Error> {
-        seal(self, buf)
+        let wire = Wire {
+            magic: MAGIC,
+            version: STACK_FORMAT_VERSION,
+            input: &self.input,
+            ops: &self.ops,
+        };
+        seal(&wire, buf)
     }
 
     /// Number of classes: the last operation's outputs.
     pub fn classes(&self) -> usize {
-        self.ops.last().map_or(0, Op::out_len)
+        self.ops.last().map_or(0, |op| op.out_len())
     }
 
     /// Checks the operation chain, array lengths and quantization parameters.
@@ -220,13 +421,9 @@ impl<'a> StackFile<'a> {
     /// # Errors
     /// [`Error::Malformed`], [`Error::InconsistentLength`] or [`Error::InvalidQuantization`].
     pub fn validate(&self) -> Result<(), Error> {
-        if self.magic != MAGIC {
-            return Err(Error::BadMagic { found: self.magic });
-        }
-        if self.version != STACK_FORMAT_VERSION {
-            return Err(Error::UnsupportedVersion {
-                found: self.version,
-                supported: STACK_FORMAT_VERSION,
+        if self.ops.len() > MAX_OPS {
+            return Err(Error::Malformed {
+                what: "more than 16 operations",
             });
         }
         check_input_quant(&self.input.quant)?;
@@ -245,7 +442,7 @@ impl<'a> StackFile<'a> {
             });
         }
         for op in &self.ops {
-            walk = match *op {
+            walk = match op {
                 Op::Conv2d(c) => {
                     let shape = (
                         usize::from(c.in_h),
@@ -340,9 +537,9 @@ pub fn input_offset(file: &StackFile<'_>, index: usize) -> i32 {
         .ops
         .iter()
         .take(index)
-        .rev()
-        .find_map(Op::params)
-        .map_or(file.input.quant.zero_point, |p| p.output.zero_point);
+        .fold(file.input.quant.zero_point, |zero_point, op| {
+            op.params().map_or(zero_point, |p| p.output.zero_point)
+        });
     -zero_point
 }
 
@@ -414,40 +611,32 @@ pub(crate) mod tests {
 
     /// 6×6×2 → conv 3×3 same stride 2 (4 filters) → pool 1 → dense 3, borrowing `conv`'s and
     /// `dense`'s arrays.
-    fn small<'p>(conv: &'p OwnedParams, dense: &'p OwnedParams) -> StackFile<'p> {
-        let mut ops = heapless::Vec::new();
-        ops.push(Op::Conv2d(ConvOp {
-            in_h: 6,
-            in_w: 6,
-            in_c: 2,
-            filters: 4,
-            kernel: 3,
-            stride: 2,
-            padding: Padding::Same,
-            relu: true,
-            params: conv.view(),
-        }))
-        .unwrap();
-        ops.push(Op::MaxPool2d(PoolOp {
-            in_h: 3,
-            in_w: 3,
-            channels: 4,
-            pool: 1,
-        }))
-        .unwrap();
-        ops.push(Op::Dense(DenseOp {
-            inputs: 36,
-            units: 3,
-            relu: false,
-            params: dense.view(),
-        }))
-        .unwrap();
-        StackFile {
-            magic: MAGIC,
-            version: STACK_FORMAT_VERSION,
-            input: input(6, 6, 2),
-            ops,
-        }
+    fn small<'p>(conv: &'p OwnedParams, dense: &'p OwnedParams) -> Vec<Op<'p>> {
+        std::vec![
+            Op::Conv2d(ConvOp {
+                in_h: 6,
+                in_w: 6,
+                in_c: 2,
+                filters: 4,
+                kernel: 3,
+                stride: 2,
+                padding: Padding::Same,
+                relu: true,
+                params: conv.view(),
+            }),
+            Op::MaxPool2d(PoolOp {
+                in_h: 3,
+                in_w: 3,
+                channels: 4,
+                pool: 1,
+            }),
+            Op::Dense(DenseOp {
+                inputs: 36,
+                units: 3,
+                relu: false,
+                params: dense.view(),
+            }),
+        ]
     }
 
     #[test]
@@ -455,10 +644,17 @@ pub(crate) mod tests {
         let mut rng = crate::kernels::TestRng(42);
         let conv = OwnedParams::random(&mut rng, 4 * 9 * 2, 4);
         let dense = OwnedParams::random(&mut rng, 36 * 3, 3);
-        let file = small(&conv, &dense);
+        let ops = small(&conv, &dense);
+        let file = StackFile::new(input(6, 6, 2), &ops);
         let mut buf = [0u8; 2048];
         let bytes = file.encode(&mut buf).unwrap().to_vec();
-        assert_eq!(StackFile::decode(&bytes).unwrap(), file);
+        let decoded = StackFile::decode(&bytes).unwrap();
+        assert_eq!(decoded, file);
+        // A decoded file (its operations still encoded) re-encodes to the same bytes.
+        let mut again = [0u8; 2048];
+        assert_eq!(decoded.encode(&mut again).unwrap(), &bytes[..]);
+        assert_eq!(decoded.ops.get(1), Some(ops[1]));
+        assert_eq!(decoded.ops.get(3), None);
         assert_eq!(file.classes(), 3);
         assert_eq!(input_offset(&file, 0), 128);
         assert_eq!(input_offset(&file, 2), -conv.output.zero_point);
@@ -489,38 +685,38 @@ pub(crate) mod tests {
         let conv = OwnedParams::random(&mut rng, 4 * 9 * 2, 4);
         let dense = OwnedParams::random(&mut rng, 36 * 3, 3);
         let good = small(&conv, &dense);
-        good.validate().unwrap();
+        let check = |ops: &[Op<'_>]| StackFile::new(input(6, 6, 2), ops).validate();
+        check(&good).unwrap();
         let mut bad = good.clone();
-        if let Op::MaxPool2d(p) = &mut bad.ops[1] {
+        if let Op::MaxPool2d(p) = &mut bad[1] {
             p.channels = 5;
         }
-        assert!(matches!(bad.validate(), Err(Error::Malformed { .. })));
+        assert!(matches!(check(&bad), Err(Error::Malformed { .. })));
         let mut bad = good.clone();
-        if let Op::Dense(d) = &mut bad.ops[2] {
+        if let Op::Dense(d) = &mut bad[2] {
             d.inputs = 35;
         }
         assert!(matches!(
-            bad.validate(),
+            check(&bad),
             Err(Error::InconsistentLength {
                 field: "dense inputs",
                 ..
             })
         ));
         let mut bad = good.clone();
-        if let Op::Conv2d(c) = &mut bad.ops[0] {
+        if let Op::Conv2d(c) = &mut bad[0] {
             c.stride = 3;
         }
-        assert!(bad.validate().is_err());
+        assert!(check(&bad).is_err());
         let mut bad = good.clone();
-        bad.ops.pop();
-        assert!(bad.validate().is_err(), "must end in dense");
+        bad.pop();
+        assert!(check(&bad).is_err(), "must end in dense");
         let mut bad = good.clone();
-        if let Op::Dense(d) = &mut bad.ops[2] {
+        if let Op::Dense(d) = &mut bad[2] {
             d.params.weights = &d.params.weights[1..];
         }
-        assert!(matches!(
-            bad.validate(),
-            Err(Error::InconsistentLength { .. })
-        ));
+        assert!(matches!(check(&bad), Err(Error::InconsistentLength { .. })));
+        let many = std::vec![good[1]; MAX_OPS + 1];
+        assert!(check(&many).is_err(), "more than 16 operations");
     }
 }

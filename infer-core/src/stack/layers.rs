@@ -66,11 +66,7 @@ fn expect(op: usize, what: &'static str, found: usize, compiled: usize) -> Resul
     })
 }
 
-fn op_at<'f, 'a>(
-    file: &'f StackFile<'a>,
-    index: usize,
-    compiled: &'static str,
-) -> Result<&'f Op<'a>, Error> {
+fn op_at<'a>(file: &StackFile<'a>, index: usize, compiled: &'static str) -> Result<Op<'a>, Error> {
     file.ops
         .get(index)
         .ok_or(Error::OpMismatch {

@@ -2,7 +2,7 @@
 //! that does not match the typed network.
 
 use super::format::tests::{input, OwnedParams};
-use super::format::{ConvOp, DenseOp, Op, Padding, PoolOp, StackFile, MAGIC_AND_VERSION};
+use super::format::{ConvOp, DenseOp, Op, Padding, PoolOp, StackFile};
 use super::layers::{check_op_count, max, Conv2d, Dense, Layer, MaxPool2d};
 use super::run::{run, BufferSizes, Kernels};
 use crate::kernels::TestRng;
@@ -57,8 +57,8 @@ fn model(rng: &mut TestRng) -> Vec<OwnedParams> {
     ]
 }
 
-fn file(p: &[OwnedParams]) -> StackFile<'_> {
-    let mut ops = heapless::Vec::new();
+fn ops(p: &[OwnedParams]) -> Vec<Op<'_>> {
+    let mut ops = Vec::new();
     let conv = |in_hw: u16, in_c, filters, stride, padding, relu, params| {
         Op::Conv2d(ConvOp {
             in_h: in_hw,
@@ -72,32 +72,31 @@ fn file(p: &[OwnedParams]) -> StackFile<'_> {
             params,
         })
     };
-    let _ = ops.push(conv(10, 2, 5, 1, Padding::Same, true, p[0].view()));
-    let _ = ops.push(conv(10, 5, 6, 2, Padding::Valid, false, p[1].view()));
-    let _ = ops.push(Op::MaxPool2d(PoolOp {
+    ops.push(conv(10, 2, 5, 1, Padding::Same, true, p[0].view()));
+    ops.push(conv(10, 5, 6, 2, Padding::Valid, false, p[1].view()));
+    ops.push(Op::MaxPool2d(PoolOp {
         in_h: 4,
         in_w: 4,
         channels: 6,
         pool: 2,
     }));
-    let _ = ops.push(Op::Dense(DenseOp {
+    ops.push(Op::Dense(DenseOp {
         inputs: 24,
         units: 7,
         relu: true,
         params: p[2].view(),
     }));
-    let _ = ops.push(Op::Dense(DenseOp {
+    ops.push(Op::Dense(DenseOp {
         inputs: 7,
         units: 4,
         relu: false,
         params: p[3].view(),
     }));
-    StackFile {
-        magic: MAGIC_AND_VERSION.0,
-        version: MAGIC_AND_VERSION.1,
-        input: input(10, 10, 2),
-        ops,
-    }
+    ops
+}
+
+fn file<'p>(ops: &'p [Op<'p>]) -> StackFile<'p> {
+    StackFile::new(input(10, 10, 2), ops)
 }
 
 #[test]
@@ -107,11 +106,17 @@ fn typed_fast_and_reference_inference_agree_bit_for_bit() {
     let mut varied = 0;
     for case in 0..cases {
         let params = model(&mut rng);
-        let file = file(&params);
+        let ops = ops(&params);
+        let file = file(&ops);
         file.validate().unwrap();
+        // Encoded and decoded, the file is read one operation at a time: the same.
+        let mut buf = vec![0u8; 4096];
+        let bytes = file.encode(&mut buf).unwrap().to_vec();
+        let decoded = StackFile::decode(&bytes).unwrap();
+        assert_eq!(decoded, file);
         let sizes = BufferSizes::of(&file);
         assert_eq!((sizes.a, sizes.b, sizes.patch_words), (A, B, PATCH));
-        let typed = Typed::from_file(&file).unwrap();
+        let typed = Typed::from_file(&decoded).unwrap();
         let mut distinct = std::collections::BTreeSet::new();
         for _ in 0..8 {
             let image: [i8; 200] = core::array::from_fn(|_| rng.i8());
@@ -151,11 +156,11 @@ fn typed_fast_and_reference_inference_agree_bit_for_bit() {
 fn a_file_of_another_declaration_is_refused_naming_operation_and_property() {
     let mut rng = TestRng(3);
     let params = model(&mut rng);
-    let mut other = file(&params);
-    if let Op::Conv2d(c) = &mut other.ops[1] {
+    let mut other = ops(&params);
+    if let Op::Conv2d(c) = &mut other[1] {
         c.relu = true;
     }
-    let err = Typed::from_file(&other).err().unwrap();
+    let err = Typed::from_file(&file(&other)).err().unwrap();
     assert_eq!(
         err,
         Error::OpMismatch {
@@ -165,10 +170,10 @@ fn a_file_of_another_declaration_is_refused_naming_operation_and_property() {
             compiled: 0
         }
     );
-    let mut fewer = file(&params);
-    fewer.ops.truncate(4);
+    let mut fewer = ops(&params);
+    fewer.truncate(4);
     assert!(matches!(
-        Typed::from_file(&fewer),
+        Typed::from_file(&file(&fewer)),
         Err(Error::OpMismatch {
             what: "operations",
             found: 4,
@@ -176,10 +181,10 @@ fn a_file_of_another_declaration_is_refused_naming_operation_and_property() {
             ..
         })
     ));
-    let mut swapped = file(&params);
-    swapped.ops.swap(1, 2);
+    let mut swapped = ops(&params);
+    swapped.swap(1, 2);
     assert!(matches!(
-        Typed::from_file(&swapped),
+        Typed::from_file(&file(&swapped)),
         Err(Error::OpTypeMismatch {
             op: 1,
             found: "maxpool2d",
@@ -187,7 +192,8 @@ fn a_file_of_another_declaration_is_refused_naming_operation_and_property() {
         })
     ));
     // run refuses short buffers instead of panicking.
-    let good = file(&params);
+    let good = ops(&params);
+    let good = file(&good);
     let (mut a, mut b, mut patch) = (vec![0i8; A - 1], vec![0i8; B], vec![0u32; PATCH]);
     assert!(run(&good, &[0; 200], Kernels::Fast, &mut a, &mut b, &mut patch).is_err());
     let mut a = vec![0i8; A];

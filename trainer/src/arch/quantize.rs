@@ -17,7 +17,7 @@ use crate::data::Dataset;
 use crate::eval::{evaluate_stack, load_stack};
 use crate::quantize::{activation_quant, LogitStats, QuantizedChannels, Scores, INPUT_QUANT};
 use anyhow::{bail, ensure, Context, Result};
-use infer_core::format::{InputSpec, QuantParams, MAGIC};
+use infer_core::format::{InputSpec, QuantParams};
 use infer_core::stack::format::{ConvOp, DenseOp, Op, Padding as WirePadding, PoolOp, MAX_OPS};
 use infer_core::stack::{StackFile, STACK_FORMAT_VERSION};
 use model_spec::plan::{OpKind, Plan, PlanOp};
@@ -249,23 +249,25 @@ impl QuantizedStack {
         })
     }
 
-    /// The wire-format view (borrows the arrays).
+    /// The wire-format input and operations (borrowing the arrays), for
+    /// [`StackFile::new`].
     ///
     /// # Errors
     /// More than [`MAX_OPS`] operations or a dimension beyond the format's integer widths.
-    pub fn stack_file(&self) -> Result<StackFile<'_>> {
+    pub fn wire(&self) -> Result<(InputSpec, Vec<Op<'_>>)> {
         let (h, w, c) = self.input;
-        let mut file = StackFile {
-            magic: MAGIC,
-            version: STACK_FORMAT_VERSION,
-            input: InputSpec {
-                height: narrow(h)?,
-                width: narrow(w)?,
-                channels: narrow(c)?,
-                quant: INPUT_QUANT,
-            },
-            ops: Default::default(),
+        let input = InputSpec {
+            height: narrow(h)?,
+            width: narrow(w)?,
+            channels: narrow(c)?,
+            quant: INPUT_QUANT,
         };
+        ensure!(
+            self.ops.len() <= MAX_OPS,
+            "{} int8 operations; model.bin format {STACK_FORMAT_VERSION} holds at most {MAX_OPS}",
+            self.ops.len()
+        );
+        let mut ops = Vec::with_capacity(self.ops.len());
         for (j, op) in self.ops.iter().enumerate() {
             let params = || {
                 op.channels
@@ -320,14 +322,9 @@ impl QuantizedStack {
                     params: params()?,
                 }),
             };
-            if file.ops.push(wire).is_err() {
-                bail!(
-                    "{} int8 operations; model.bin format 2 holds at most {MAX_OPS}",
-                    self.ops.len()
-                );
-            }
+            ops.push(wire);
         }
-        Ok(file)
+        Ok((input, ops))
     }
 
     /// Encodes as format-2 model.bin bytes and checks them with infer-core's decoder, so a
@@ -343,8 +340,8 @@ impl QuantizedStack {
             .map(|c| c.weights.len() + 13 * c.bias.len())
             .sum();
         let mut buf = vec![0u8; arrays + 64 * self.ops.len() + 64];
-        let len = self
-            .stack_file()?
+        let (input, ops) = self.wire()?;
+        let len = StackFile::new(input, &ops)
             .encode(&mut buf)
             .map_err(|e| anyhow::anyhow!("encoding model.bin: {e}"))?
             .len();
@@ -594,7 +591,7 @@ activation = \"softmax\"
         let q = QuantizedStack::from_calibration(&model, &plan, &calibration).unwrap();
         let bytes = q.to_bytes().unwrap();
         let file = StackFile::decode(&bytes).unwrap();
-        let kinds: Vec<_> = file.ops.iter().map(Op::type_name).collect();
+        let kinds: Vec<_> = file.ops.iter().map(|op| op.type_name()).collect();
         assert_eq!(kinds, ["conv2d", "maxpool2d", "dense", "dense"]);
         for (wire, op) in file.ops.iter().zip(&q.ops) {
             assert_eq!(wire.out_len(), op.kind.out_len());

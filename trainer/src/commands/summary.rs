@@ -114,22 +114,19 @@ impl Flash {
             let model: &ModelFile<'_> = net.model();
             Ok(Self::split(
                 bytes.len(),
-                [&model.conv.params, &model.dense.params],
+                [model.conv.params, model.dense.params],
             ))
         } else {
             let file = eval::load_stack(bytes)?;
             Ok(Self::split(
                 bytes.len(),
-                file.ops.iter().filter_map(Op::params),
+                file.ops.iter().filter_map(|op| op.params().copied()),
             ))
         }
     }
 
     /// The split of a file of `total` bytes holding the arrays of `params`.
-    fn split<'a, 'b: 'a>(
-        total: usize,
-        params: impl IntoIterator<Item = &'a ChannelParams<'b>>,
-    ) -> Self {
+    fn split<'a>(total: usize, params: impl IntoIterator<Item = ChannelParams<'a>>) -> Self {
         let (mut weights, mut channel_params) = (0, 0);
         for p in params {
             weights += p.weights.len();
@@ -387,7 +384,7 @@ fn run_stack(path: &Path, bytes: &[u8], board: Option<Board>, json: bool) -> Res
     let file = eval::load_stack(bytes).with_context(loading)?;
     let flash = Flash::of(bytes).with_context(loading)?;
     let ram = StackRam::of(&file);
-    let ops: Vec<String> = file.ops.iter().map(|op| op_kind(op).to_string()).collect();
+    let ops: Vec<String> = file.ops.iter().map(|op| op_kind(&op).to_string()).collect();
     if json {
         let json = serde_json::json!({
             "format": 2,
