@@ -16,7 +16,7 @@
 //!   [`network`] generates into `$OUT_DIR/network.rs` (cfg `firmware_spec`).
 //! - `FIRMWARE_MODEL`, default `assets/model.bin`: without `FIRMWARE_SPEC` it
 //!   must load with `infer_core::TutorialNet::from_bytes`; with it, it must be a
-//!   format-2 model whose every operation matches the spec's (type, shapes,
+//!   format-3 model whose every operation matches the spec's (type, shapes,
 //!   ReLU), and model and network must fit the board's flash and RAM.
 //! - `FIRMWARE_DIGITS`, default `assets/digits.bin`: the digits file, records
 //!   of `[label: u8][28×28 pixels: u8]` (README.md, "Digits file").
@@ -306,7 +306,7 @@ fn asset_path(crate_dir: &Path, var: &str, default: &str) -> PathBuf {
 fn check_tutorial_model(name: &str, bytes: &[u8]) {
     if let Err(error) = infer_core::TutorialNet::from_bytes(bytes) {
         let hint = if infer_core::stack::StackFile::decode(bytes).is_ok() {
-            " (it is a format-2 layer-stack model: set FIRMWARE_SPEC to the spec it was trained from)"
+            " (it is a format-3 layer-stack model: set FIRMWARE_SPEC to the spec it was trained from)"
         } else {
             ""
         };

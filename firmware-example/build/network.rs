@@ -24,7 +24,7 @@ pub const RUN_STACK: usize = 1792;
 /// Stack decoding the model.bin takes (`net::load`: `StackFile::decode`, which
 /// keeps the operations encoded and decodes one at a time, and each layer's
 /// `from_file`), before the buffers exist. Measured for two-blocks:
-/// `load_stack_bytes` 892 B on the M4F, 996 B on the M0, plus `main`'s frame
+/// `load_stack_bytes` 900 B on the M4F, 996 B on the M0, plus `main`'s frame
 /// and the reset handler's (under 512 B, which `tests/tests/stack_firmware.rs`
 /// allows for).
 pub const LOAD_STACK: usize = 1536;
@@ -69,7 +69,7 @@ impl Declared {
         })
     }
 
-    /// Checks that `bytes` (the model called `model` in messages) is a format-2
+    /// Checks that `bytes` (the model called `model` in messages) is a format-3
     /// model of exactly this plan: input, and every operation's type, shapes and
     /// ReLU.
     ///
@@ -86,7 +86,7 @@ impl Declared {
             } else {
                 String::new()
             };
-            format!("{model} is not a format-2 model to run {spec}: {error}{hint}")
+            format!("{model} is not a format-3 model to run {spec}: {error}{hint}")
         })?;
         let input = (
             usize::from(file.input.height),
@@ -472,12 +472,16 @@ pub struct Network<'a> {{
             _ if i % 2 == 0 => "a",
             _ => "b",
         };
-        let _ = writeln!(runs, "        self.op{i}.run({src}, patch, {dst});");
+        if i == last {
+            let _ = writeln!(runs, "        self.op{i}.run_logits({src}, {dst});");
+        } else {
+            let _ = writeln!(runs, "        self.op{i}.run({src}, patch, {dst});");
+        }
         let _ = writeln!(runs, "        probe({i});");
     }
     item(format!(
         "impl<'a> Network<'a> {{
-    /// Decodes a format-2 model and checks every operation against this network's types.
+    /// Decodes a format-3 model and checks every operation against this network's types.
     ///
     /// # Errors
     /// A malformed model, or one of another network: the operation and property named.
@@ -488,9 +492,10 @@ pub struct Network<'a> {{
 {loads}        }})
     }}
 
-    /// The int8 logits of `input`.
+    /// The wide logits of `input` (int32 accumulators requantized to one common scale,
+    /// zero point 0, not clipped to int8).
     #[inline(always)]
-    pub fn infer(&self, input: &[i8; INPUT], scratch: &mut Scratch) -> [i8; CLASSES] {{
+    pub fn infer(&self, input: &[i8; INPUT], scratch: &mut Scratch) -> [i32; CLASSES] {{
         self.infer_probed(input, scratch, |_| {{}})
     }}
 
@@ -501,7 +506,7 @@ pub struct Network<'a> {{
         input: &[i8; INPUT],
         scratch: &mut Scratch,
         mut probe: impl FnMut(usize),
-    ) -> [i8; CLASSES] {{
+    ) -> [i32; CLASSES] {{
         let Scratch {{ {used_buffers} }} = scratch;
         let mut logits = [0; CLASSES];
 {runs}        logits

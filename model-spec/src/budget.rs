@@ -1,7 +1,7 @@
-//! What the int8 form of a [`Spec`] costs on a microcontroller: flash for its format-2
+//! What the int8 form of a [`Spec`] costs on a microcontroller: flash for its format-3
 //! model.bin, RAM for a layer-by-layer inference, against a small table of boards.
 //!
-//! Computed from the spec's int8 [`Plan`], the operations a format-2 model.bin stores
+//! Computed from the spec's int8 [`Plan`], the operations a format-3 model.bin stores
 //! (`docs/model-format.md`): the weights, per-channel parameters and RAM are exact; the rest of
 //! the file is exact but for the varints of the output zero points (see [`Budget::header`]).
 
@@ -139,7 +139,7 @@ fn varint(v: usize) -> usize {
     bytes
 }
 
-/// Everything in a format-2 model.bin of `plan` but the weight and per-channel arrays, in the
+/// Everything in a format-3 model.bin of `plan` but the weight and per-channel arrays, in the
 /// order the fields are written (`infer_core::stack::format`); output zero points at their
 /// longest.
 fn header_bytes(plan: &Plan) -> usize {

@@ -125,7 +125,7 @@ fn round_trip(bytes: &[u8]) {
     assert_eq!(ModelFile::decode(encoded), Ok(model));
 }
 
-/// `stack_loader`: bytes → [`StackFile::decode`] (model.bin format 2) → if the model loads and
+/// `stack_loader`: bytes → [`StackFile::decode`] (model.bin format 3) → if the model loads and
 /// is small enough to run quickly, one inference on an input taken from the same bytes with
 /// the fast kernels and with the reference kernels, which must agree bit for bit. As for
 /// [`model_loader`], the bytes are tried as given and with the CRC fixed up, and a model that
@@ -186,9 +186,18 @@ fn run_stack(bytes: &[u8]) -> usize {
         .collect();
     let (mut a, mut b) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
     let mut patch = vec![0u32; sizes.patch_words];
-    let fast = run(&file, &input, Kernels::Fast, &mut a, &mut b, &mut patch)
-        .expect("buffers of BufferSizes suffice")
-        .to_vec();
+    let mut logits = vec![0i32; file.classes()];
+    let fast = run(
+        &file,
+        &input,
+        Kernels::Fast,
+        &mut a,
+        &mut b,
+        &mut patch,
+        &mut logits,
+    )
+    .expect("buffers of BufferSizes suffice")
+    .to_vec();
     let reference = run(
         &file,
         &input,
@@ -196,6 +205,7 @@ fn run_stack(bytes: &[u8]) -> usize {
         &mut a,
         &mut b,
         &mut patch,
+        &mut logits,
     )
     .expect("buffers of BufferSizes suffice")
     .to_vec();

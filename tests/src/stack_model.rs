@@ -86,13 +86,13 @@ impl Params {
     }
 }
 
-/// A format-2 model.bin of `plan` with random parameters drawn from `seed`.
+/// A format-3 model.bin of `plan` with random parameters drawn from `seed`.
 ///
 /// # Errors
-/// A plan format 2 cannot hold (a dimension over `u16`, more than 16 operations).
+/// A plan format 3 cannot hold (a dimension over `u16`, more than 16 operations).
 pub fn random_model(plan: &Plan, seed: u64) -> Result<Vec<u8>> {
     let mut rng = Rng(seed);
-    let params: Vec<Option<Params>> = plan
+    let mut params: Vec<Option<Params>> = plan
         .ops
         .iter()
         .map(|op| match op.kind {
@@ -113,7 +113,11 @@ pub fn random_model(plan: &Plan, seed: u64) -> Result<Vec<u8>> {
             OpKind::MaxPool2d { .. } => None,
         })
         .collect();
-    let short = |n: usize| u16::try_from(n).map_err(|_| anyhow!("{n} does not fit format 2's u16"));
+    // The logits are wide, of zero point 0 (the shifts are already ≤ 0).
+    if let Some(Some(logits)) = params.last_mut() {
+        logits.output.zero_point = 0;
+    }
+    let short = |n: usize| u16::try_from(n).map_err(|_| anyhow!("{n} does not fit format 3's u16"));
     let input = InputSpec {
         height: short(plan.input.0)?,
         width: short(plan.input.1)?,
@@ -194,13 +198,13 @@ pub fn random_model(plan: &Plan, seed: u64) -> Result<Vec<u8>> {
     Ok(bytes.to_vec())
 }
 
-/// The int8 logits infer-core's reference kernels compute on the host for `model` (format 2)
+/// The wide logits infer-core's reference kernels compute on the host for `model` (format 3)
 /// and each image of `images` (8-bit pixels, the model's input size each), input quantized as
 /// the firmware does (`p − 128`).
 ///
 /// # Errors
 /// A model that does not decode, or images of another size.
-pub fn host_logits(model: &[u8], images: &[u8]) -> Result<Vec<Vec<i8>>> {
+pub fn host_logits(model: &[u8], images: &[u8]) -> Result<Vec<Vec<i32>>> {
     let file = StackFile::decode(model).map_err(|e| anyhow!("{e}"))?;
     let size = usize::from(file.input.height)
         * usize::from(file.input.width)
@@ -213,6 +217,7 @@ pub fn host_logits(model: &[u8], images: &[u8]) -> Result<Vec<Vec<i8>>> {
     let sizes = BufferSizes::of(&file);
     let (mut a, mut b) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
     let mut patch = vec![0u32; sizes.patch_words];
+    let mut logits = vec![0i32; file.classes()];
     images
         .chunks_exact(size)
         .map(|pixels| {
@@ -224,8 +229,9 @@ pub fn host_logits(model: &[u8], images: &[u8]) -> Result<Vec<Vec<i8>>> {
                 &mut a,
                 &mut b,
                 &mut patch,
+                &mut logits,
             )
-            .map(<[i8]>::to_vec)
+            .map(<[i32]>::to_vec)
             .map_err(|e| anyhow!("{e}"))
         })
         .collect()

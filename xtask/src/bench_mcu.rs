@@ -15,7 +15,7 @@
 //! - weight bytes: the model's int8 weights (and the whole model.bin), which
 //!   stay in flash.
 //!
-//! `--spec` runs a spec's format-2 model instead of the tutorial's (the firmware
+//! `--spec` runs a spec's format-3 model instead of the tutorial's (the firmware
 //! built with `FIRMWARE_SPEC`); its layer columns are then its operations.
 
 mod elf;
@@ -85,7 +85,7 @@ pub fn run(args: &Args) -> Result<()> {
         Some(_) => {
             let file = infer_core::stack::StackFile::decode(&model_bytes).map_err(|e| {
                 anyhow::anyhow!(
-                    "{} is not a format-2 model for --spec (give its --model): {e}",
+                    "{} is not a format-3 model for --spec (give its --model): {e}",
                     model.display()
                 )
             })?;
@@ -180,7 +180,7 @@ fn table(rows: &[Row], tutorial: bool, count: usize, weights: usize, model_bytes
     let _ = writeln!(
         out,
         "\nFirmware under QEMU 7.2, -icount shift=0 (instructions, not cycles), mean over \
-         the first {count} test digits; every digit's int8 logits equal to the host's.\n"
+         the first {count} test digits; every digit's logits equal to the host's.\n"
     );
     let _ = write!(out, "| board | core | insns/inference | vs CMSIS-NN |");
     for stage in &stages {

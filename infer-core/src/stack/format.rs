@@ -1,4 +1,5 @@
-//! model.bin format 2: any chain of conv / max-pool / dense operations.
+//! model.bin format 3 (the layer-stack format): any chain of conv / max-pool / dense
+//! operations.
 //!
 //! The envelope is format 1's (`docs/model-format.md`): magic `"I8CN"`, a fixed-width
 //! little-endian `u16` version — here [`STACK_FORMAT_VERSION`] — a postcard body and a CRC-32
@@ -7,6 +8,12 @@
 //! operation is the dense layer whose outputs are the logits. Every operation states its input
 //! shape, so a file describes itself and can be checked against a compiled network operation
 //! by operation. Weight arrays are borrowed from the bytes, as in format 1.
+//!
+//! The logits are wide: the last layer's int32 accumulators are requantized to i32 (not
+//! clipped to int8) with one output scale for every class and zero point 0
+//! ([`crate::kernels::dense::requantize_wide`]); its shifts are all ≤ 0 (every per-class
+//! ratio below 1), so no accumulator can overflow. Format 2 differed only there (int8
+//! logits); its files are refused with the command that writes a current one.
 
 use crate::format::{
     check_channels, check_input_quant, check_output_quant, open_envelope, seal, ChannelParams,
@@ -18,10 +25,10 @@ use crate::Error;
 use serde::{Deserialize, Serialize};
 
 /// The format version of layer-stack models.
-pub const STACK_FORMAT_VERSION: u16 = 2;
+pub const STACK_FORMAT_VERSION: u16 = 3;
 /// [`MAGIC`] and [`STACK_FORMAT_VERSION`], the first two fields of every [`StackFile`].
 pub const MAGIC_AND_VERSION: ([u8; 4], u16) = (MAGIC, STACK_FORMAT_VERSION);
-/// Most operations a format-2 model may hold.
+/// Most operations a layer-stack model may hold.
 pub const MAX_OPS: usize = 16;
 
 /// Convolution with a square kernel; weights `[filters][ky][kx][in_c]`.
@@ -342,7 +349,7 @@ enum Walk {
 }
 
 impl<'a> StackFile<'a> {
-    /// Decodes and checks format-2 bytes: envelope, then every operation's shape against the
+    /// Decodes and checks format-3 bytes: envelope, then every operation's shape against the
     /// previous one's output, array lengths and quantization parameters.
     ///
     /// # Errors
@@ -350,7 +357,7 @@ impl<'a> StackFile<'a> {
     ///
     /// ```
     /// use infer_core::{stack::StackFile, Error};
-    /// assert!(matches!(StackFile::decode(b"I8CN\x01\x00...."), Err(Error::UnsupportedVersion { found: 1, supported: 2 })));
+    /// assert!(matches!(StackFile::decode(b"I8CN\x02\x00...."), Err(Error::UnsupportedVersion { found: 2, supported: 3 })));
     /// ```
     pub fn decode(bytes: &'a [u8]) -> Result<Self, Error> {
         let body = open_envelope(bytes, STACK_FORMAT_VERSION)?;
@@ -520,14 +527,33 @@ impl<'a> StackFile<'a> {
                 }
             };
         }
-        match self.ops.last() {
-            Some(Op::Dense(d)) if d.units >= 2 && !d.relu => Ok(()),
-            _ => Err(Error::Malformed {
+        let Some(Op::Dense(d)) = self.ops.last().filter(|op| match op {
+            Op::Dense(d) => d.units >= 2 && !d.relu,
+            _ => false,
+        }) else {
+            return Err(Error::Malformed {
                 what:
                     "the last operation must be a dense layer without ReLU giving at least 2 logits",
-            }),
-        }
+            });
+        };
+        check_logits_quant(&d.params)
     }
+}
+
+/// Checks the wide logits' requantization: zero point 0 and every shift ≤ 0, so that
+/// [`crate::kernels::dense::requantize_wide`] never scales an accumulator up.
+fn check_logits_quant(params: &ChannelParams<'_>) -> Result<(), Error> {
+    if params.output.zero_point != 0 {
+        return Err(Error::InvalidQuantization {
+            field: "logits zero point (must be 0)",
+        });
+    }
+    if params.shift.iter().any(|&s| s as i8 > 0) {
+        return Err(Error::InvalidQuantization {
+            field: "logits shift (must be <= 0: every class's scale ratio below 1)",
+        });
+    }
+    Ok(())
 }
 
 /// Minus the zero point of the values operation `index` reads: the input's, or the last
@@ -583,6 +609,18 @@ pub(crate) mod tests {
                     zero_point: rng.below(200) as i32 - 100,
                 },
             }
+        }
+
+        /// [`OwnedParams::random`] for a logits layer: output zero point 0 (the shifts are
+        /// already ≤ 0).
+        pub(crate) fn logits(
+            rng: &mut crate::kernels::TestRng,
+            weights: usize,
+            channels: usize,
+        ) -> Self {
+            let mut p = Self::random(rng, weights, channels);
+            p.output.zero_point = 0;
+            p
         }
 
         pub(crate) fn view(&self) -> ChannelParams<'_> {
@@ -643,7 +681,7 @@ pub(crate) mod tests {
     fn a_model_round_trips_and_every_truncation_or_flip_is_refused() {
         let mut rng = crate::kernels::TestRng(42);
         let conv = OwnedParams::random(&mut rng, 4 * 9 * 2, 4);
-        let dense = OwnedParams::random(&mut rng, 36 * 3, 3);
+        let dense = OwnedParams::logits(&mut rng, 36 * 3, 3);
         let ops = small(&conv, &dense);
         let file = StackFile::new(input(6, 6, 2), &ops);
         let mut buf = [0u8; 2048];
@@ -669,21 +707,39 @@ pub(crate) mod tests {
             flipped[bit / 8] ^= 1 << (bit % 8);
             assert!(StackFile::decode(&flipped).is_err(), "bit {bit}");
         }
-        // Format 1 readers name the version; format 2 readers refuse format 1.
+        // Format 1 readers name the version; layer-stack readers refuse format 1.
         assert!(matches!(
             crate::format::ModelFile::decode(&bytes),
             Err(Error::UnsupportedVersion {
-                found: 2,
+                found: 3,
                 supported: 1
             })
         ));
+        // Older layer-stack files (format 2: int8 logits) are refused, naming the version and
+        // the command that writes a current one.
+        let mut old = bytes.clone();
+        old[4] = 2;
+        let body = old.len() - 4;
+        let crc = crate::format::crc32(&old[..body]).to_le_bytes();
+        old[body..].copy_from_slice(&crc);
+        let refused = StackFile::decode(&old).unwrap_err();
+        assert_eq!(
+            refused,
+            Error::UnsupportedVersion {
+                found: 2,
+                supported: 3
+            }
+        );
+        let message = std::format!("{refused}");
+        assert!(message.contains("format version 2"), "{message}");
+        assert!(message.contains("trainer quantize --float"), "{message}");
     }
 
     #[test]
     fn broken_chains_are_refused_with_the_problem_named() {
         let mut rng = crate::kernels::TestRng(7);
         let conv = OwnedParams::random(&mut rng, 4 * 9 * 2, 4);
-        let dense = OwnedParams::random(&mut rng, 36 * 3, 3);
+        let dense = OwnedParams::logits(&mut rng, 36 * 3, 3);
         let good = small(&conv, &dense);
         let check = |ops: &[Op<'_>]| StackFile::new(input(6, 6, 2), ops).validate();
         check(&good).unwrap();
@@ -716,6 +772,23 @@ pub(crate) mod tests {
             d.params.weights = &d.params.weights[1..];
         }
         assert!(matches!(check(&bad), Err(Error::InconsistentLength { .. })));
+        let mut bad = good.clone();
+        if let Op::Dense(d) = &mut bad[2] {
+            d.params.output.zero_point = 1;
+        }
+        assert!(matches!(
+            check(&bad),
+            Err(Error::InvalidQuantization { .. })
+        ));
+        let positive = [1u8, 0, 0];
+        let mut bad = good.clone();
+        if let Op::Dense(d) = &mut bad[2] {
+            d.params.shift = &positive;
+        }
+        assert!(
+            matches!(check(&bad), Err(Error::InvalidQuantization { .. })),
+            "a logits shift > 0 could overflow"
+        );
         let many = std::vec![good[1]; MAX_OPS + 1];
         assert!(check(&many).is_err(), "more than 16 operations");
     }

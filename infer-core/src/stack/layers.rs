@@ -1,4 +1,4 @@
-//! Typed layers of a format-2 stack: each shape is a const generic, so a network declared
+//! Typed layers of a format-3 stack: each shape is a const generic, so a network declared
 //! with them (the firmware's build script generates one from the spec file) has its buffer
 //! sizes and layer-to-layer shape agreement fixed at compile time, and a model.bin is checked
 //! against them operation by operation when it loads.
@@ -8,7 +8,7 @@
 
 use super::format::{input_offset, Op, Padding, StackFile};
 use crate::kernels::conv::{conv2d_i8_packed, out_dim, ConvGeometry};
-use crate::kernels::dense::dense_i8_fast;
+use crate::kernels::dense::{dense_i8_fast, dense_i8_logits_fast};
 use crate::kernels::dot::PatchWords;
 use crate::kernels::pool::{max_pool, PoolGeometry};
 use crate::kernels::ChannelRequant;
@@ -300,6 +300,22 @@ impl<'a, const I: usize, const U: usize, const RELU: bool> Layer<'a> for Dense<'
 
     fn run(&self, input: &[i8], _patch: &mut [u32], output: &mut [i8]) {
         dense_i8_fast(
+            input.get(..I).unwrap_or(input),
+            self.input_offset,
+            self.weights,
+            &self.requant,
+            output,
+        );
+    }
+}
+
+impl<const I: usize, const U: usize> Dense<'_, I, U, false> {
+    /// Runs this layer as the network's last, the logits layer: `output` gets the `U` wide
+    /// logits (int32 accumulators requantized to one common scale, zero point 0, not clipped
+    /// to int8: [`crate::kernels::dense::requantize_wide`]). Slices of other lengths compute
+    /// less, never panic.
+    pub fn run_logits(&self, input: &[i8], output: &mut [i32]) {
+        dense_i8_logits_fast(
             input.get(..I).unwrap_or(input),
             self.input_offset,
             self.weights,

@@ -1,6 +1,6 @@
 //! Any conv / max-pool / dense stack, as a spec file declares it (`models/*.toml`):
 //!
-//! * [`format`]: model.bin format 2, the int8 operations of the stack;
+//! * [`format`]: model.bin format 3, the int8 operations of the stack;
 //! * [`layers`]: typed layers, shapes as const generics, from which a firmware's build
 //!   script assembles its network (see `firmware-example/build/network.rs`);
 //! * [`mod@run`]: the same inference with shapes known only at run time (host tools, tests).

@@ -1,9 +1,9 @@
-//! Runs a format-2 model whose shapes are known only at run time: for host tools (the
+//! Runs a format-3 model whose shapes are known only at run time: for host tools (the
 //! trainer's evaluation), tests, and as the reference the typed networks are checked against.
 
 use super::format::{input_offset, Op, StackFile};
 use crate::kernels::conv::{conv2d_i8, conv2d_i8_packed};
-use crate::kernels::dense::{dense_i8, dense_i8_fast};
+use crate::kernels::dense::{dense_i8, dense_i8_fast, dense_i8_logits, dense_i8_logits_fast};
 use crate::kernels::dot::PatchWords;
 use crate::kernels::pool::{max_pool, PoolGeometry};
 use crate::kernels::ChannelRequant;
@@ -18,10 +18,11 @@ pub enum Kernels {
     Fast,
 }
 
-/// Working memory [`run`] needs for `file`.
+/// Working memory [`run`] needs for `file`, besides the input and the logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BufferSizes {
-    /// Bytes of buffer A (outputs of operations 0, 2, 4, …).
+    /// Bytes of buffer A (outputs of operations 0, 2, 4, … but the last, which writes the
+    /// logits).
     pub a: usize,
     /// Bytes of buffer B (outputs of operations 1, 3, 5, …).
     pub b: usize,
@@ -37,7 +38,8 @@ impl BufferSizes {
             b: 0,
             patch_words: 0,
         };
-        for (i, op) in file.ops.iter().enumerate() {
+        let writers = file.ops.len().saturating_sub(1);
+        for (i, op) in file.ops.iter().enumerate().take(writers) {
             let out = op.out_len();
             if i % 2 == 0 {
                 sizes.a = sizes.a.max(out);
@@ -55,19 +57,22 @@ impl BufferSizes {
 }
 
 /// Runs every operation of `file` on `input` (the int8 image), ping-ponging between `a` and
-/// `b`, and returns the int8 logits (a slice of `a` or `b`).
+/// `b`; the last operation writes the wide logits into `logits`, which are returned (its
+/// first [`StackFile::classes`] values).
 ///
 /// # Errors
-/// [`Error::BufferTooSmall`] if `input`, `a`, `b` or `patch` is smaller than
-/// [`BufferSizes::of`] says (the input must be exactly the model's input size).
-pub fn run<'b>(
+/// [`Error::BufferTooSmall`] if `input`, `a`, `b`, `patch` or `logits` is smaller than
+/// [`BufferSizes::of`] and the classes say (the input must be exactly the model's input
+/// size).
+pub fn run<'l>(
     file: &StackFile<'_>,
     input: &[i8],
     kernels: Kernels,
-    a: &'b mut [i8],
-    b: &'b mut [i8],
+    a: &mut [i8],
+    b: &mut [i8],
     patch: &mut [u32],
-) -> Result<&'b [i8], Error> {
+    logits: &'l mut [i32],
+) -> Result<&'l [i32], Error> {
     let sizes = BufferSizes::of(file);
     let image = usize::from(file.input.height)
         * usize::from(file.input.width)
@@ -87,18 +92,39 @@ pub fn run<'b>(
             available: patch.len() * 4,
         });
     }
+    let classes = file.classes();
+    let available = logits.len();
+    let logits = logits
+        .get_mut(..classes)
+        .ok_or(Error::BufferTooSmall { available })?;
+    let last = file.ops.len().saturating_sub(1);
     for (i, op) in file.ops.iter().enumerate() {
         let (src, dst): (&[i8], &mut [i8]) = match (i, i % 2) {
             (0, _) => (input, &mut a[..]),
             (_, 0) => (&b[..], &mut a[..]),
             _ => (&a[..], &mut b[..]),
         };
+        let offset = input_offset(file, i);
+        if i == last {
+            // The logits layer (a dense layer: the decoder checked), finished wide.
+            let (Op::Dense(d), Some(src)) = (op, src.get(..op.in_len())) else {
+                return Err(Error::BufferTooSmall {
+                    available: src.len(),
+                });
+            };
+            let requant = ChannelRequant::from_params(&d.params, false);
+            let logits_kernel = match kernels {
+                Kernels::Reference => dense_i8_logits,
+                Kernels::Fast => dense_i8_logits_fast,
+            };
+            logits_kernel(src, offset, d.params.weights, &requant, logits);
+            break;
+        }
         let (Some(src), Some(dst)) = (src.get(..op.in_len()), dst.get_mut(..op.out_len())) else {
             return Err(Error::BufferTooSmall {
                 available: dst.len(),
             });
         };
-        let offset = input_offset(file, i);
         match (op, kernels) {
             (Op::Conv2d(c), Kernels::Reference) => conv2d_i8(
                 &c.geometry(),
@@ -143,10 +169,5 @@ pub fn run<'b>(
             ),
         }
     }
-    let last = file.ops.len().saturating_sub(1);
-    let out = file.classes();
-    let logits: &'b [i8] = if last % 2 == 0 { a } else { b };
-    logits.get(..out).ok_or(Error::BufferTooSmall {
-        available: logits.len(),
-    })
+    Ok(logits)
 }

@@ -18,7 +18,7 @@ type Op3<'a> = Dense<'a, 24, 7, true>;
 type Op4<'a> = Dense<'a, 7, 4, false>;
 const _: () = assert!(Op0::OUT == Op1::IN && Op1::OUT == <Op2 as Layer>::IN);
 const _: () = assert!(<Op2 as Layer>::OUT == Op3::IN && Op3::OUT == Op4::IN);
-const A: usize = max(max(Op0::OUT, <Op2 as Layer>::OUT), Op4::OUT);
+const A: usize = max(Op0::OUT, <Op2 as Layer>::OUT);
 const B: usize = max(Op1::OUT, Op3::OUT);
 const PATCH: usize = max(Op0::PATCH_WORDS, Op1::PATCH_WORDS);
 
@@ -36,14 +36,14 @@ impl<'a> Typed<'a> {
         ))
     }
 
-    fn infer(&self, image: &[i8; 200]) -> [i8; 4] {
+    fn infer(&self, image: &[i8; 200]) -> [i32; 4] {
         let (mut a, mut b, mut patch) = ([0i8; A], [0i8; B], [0u32; PATCH]);
-        let mut logits = [0i8; 4];
+        let mut logits = [0i32; 4];
         self.0.run(image, &mut patch, &mut a);
         self.1.run(&a, &mut patch, &mut b);
         self.2.run(&b, &mut patch, &mut a);
         self.3.run(&a, &mut patch, &mut b);
-        self.4.run(&b, &mut patch, &mut logits);
+        self.4.run_logits(&b, &mut logits);
         logits
     }
 }
@@ -53,7 +53,7 @@ fn model(rng: &mut TestRng) -> Vec<OwnedParams> {
         OwnedParams::random(rng, 5 * 9 * 2, 5),
         OwnedParams::random(rng, 6 * 9 * 5, 6),
         OwnedParams::random(rng, 7 * 24, 7),
-        OwnedParams::random(rng, 4 * 7, 4),
+        OwnedParams::logits(rng, 4 * 7, 4),
     ]
 }
 
@@ -121,6 +121,7 @@ fn typed_fast_and_reference_inference_agree_bit_for_bit() {
         for _ in 0..8 {
             let image: [i8; 200] = core::array::from_fn(|_| rng.i8());
             let (mut a, mut b, mut patch) = (vec![0i8; A], vec![0i8; B], vec![0u32; PATCH]);
+            let mut logits = [0i32; 4];
             let reference = run(
                 &file,
                 &image,
@@ -128,12 +129,21 @@ fn typed_fast_and_reference_inference_agree_bit_for_bit() {
                 &mut a,
                 &mut b,
                 &mut patch,
+                &mut logits,
             )
             .unwrap()
             .to_vec();
-            let fast = run(&file, &image, Kernels::Fast, &mut a, &mut b, &mut patch)
-                .unwrap()
-                .to_vec();
+            let fast = run(
+                &file,
+                &image,
+                Kernels::Fast,
+                &mut a,
+                &mut b,
+                &mut patch,
+                &mut logits,
+            )
+            .unwrap()
+            .to_vec();
             assert_eq!(fast, reference, "case {case}");
             assert_eq!(
                 typed.infer(&image).to_vec(),
@@ -195,7 +205,142 @@ fn a_file_of_another_declaration_is_refused_naming_operation_and_property() {
     let good = ops(&params);
     let good = file(&good);
     let (mut a, mut b, mut patch) = (vec![0i8; A - 1], vec![0i8; B], vec![0u32; PATCH]);
-    assert!(run(&good, &[0; 200], Kernels::Fast, &mut a, &mut b, &mut patch).is_err());
+    let mut logits = [0i32; 4];
+    let fast = Kernels::Fast;
+    assert!(run(
+        &good,
+        &[0; 200],
+        fast,
+        &mut a,
+        &mut b,
+        &mut patch,
+        &mut logits
+    )
+    .is_err());
     let mut a = vec![0i8; A];
-    assert!(run(&good, &[0; 199], Kernels::Fast, &mut a, &mut b, &mut patch).is_err());
+    assert!(run(
+        &good,
+        &[0; 199],
+        fast,
+        &mut a,
+        &mut b,
+        &mut patch,
+        &mut logits
+    )
+    .is_err());
+    assert!(run(
+        &good,
+        &[0; 200],
+        fast,
+        &mut a,
+        &mut b,
+        &mut patch,
+        &mut logits[..3]
+    )
+    .is_err());
+    assert!(run(
+        &good,
+        &[0; 200],
+        fast,
+        &mut a,
+        &mut b,
+        &mut patch,
+        &mut logits
+    )
+    .is_ok());
+}
+
+/// Random stacks on inputs other than 28×28×1 (colour 32×32×3, a 49×10×1 spectrogram, a
+/// 5×7×4 oddity): encoded, decoded, and run with both kernel sets, which agree bit for bit;
+/// the input spec records the shape, and an input of the wrong size is refused.
+#[test]
+fn any_input_shape_round_trips_and_runs() {
+    let mut rng = TestRng(0x32_32_03);
+    for (h, w, c) in [(32u16, 32u16, 3u16), (49, 10, 1), (5, 7, 4)] {
+        for case in 0..if cfg!(miri) { 1 } else { 4 } {
+            let (hu, wu, cu) = (usize::from(h), usize::from(w), usize::from(c));
+            let filters = 2 + rng.below(6) as u16;
+            let stride = 1 + rng.below(2) as u16;
+            let conv_p =
+                OwnedParams::random(&mut rng, usize::from(filters) * 9 * cu, filters.into());
+            let conv = ConvOp {
+                in_h: h,
+                in_w: w,
+                in_c: c,
+                filters,
+                kernel: 3,
+                stride,
+                padding: Padding::Same,
+                relu: true,
+                params: conv_p.view(),
+            };
+            let (oh, ow, oc) = Op::Conv2d(conv).out_shape();
+            let pool = PoolOp {
+                in_h: oh as u16,
+                in_w: ow as u16,
+                channels: oc as u16,
+                pool: 2,
+            };
+            let flat = Op::MaxPool2d(pool).out_len();
+            let units = 2 + rng.below(9) as u16;
+            let dense_p = OwnedParams::logits(&mut rng, flat * usize::from(units), units.into());
+            let ops = [
+                Op::Conv2d(conv),
+                Op::MaxPool2d(pool),
+                Op::Dense(DenseOp {
+                    inputs: flat as u32,
+                    units,
+                    relu: false,
+                    params: dense_p.view(),
+                }),
+            ];
+            let file = StackFile::new(input(h, w, c), &ops);
+            let mut buf = vec![0u8; 64 * 1024];
+            let bytes = file.encode(&mut buf).unwrap().to_vec();
+            let decoded = StackFile::decode(&bytes).unwrap();
+            assert_eq!(decoded, file);
+            assert_eq!(
+                (
+                    decoded.input.height,
+                    decoded.input.width,
+                    decoded.input.channels
+                ),
+                (h, w, c)
+            );
+            let sizes = BufferSizes::of(&decoded);
+            let (mut a, mut b) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
+            let mut patch = vec![0u32; sizes.patch_words];
+            let mut logits = vec![0i32; usize::from(units)];
+            let image: Vec<i8> = (0..hu * wu * cu).map(|_| rng.i8()).collect();
+            let mut outputs = Vec::new();
+            for kernels in [Kernels::Reference, Kernels::Fast] {
+                let out = run(
+                    &decoded,
+                    &image,
+                    kernels,
+                    &mut a,
+                    &mut b,
+                    &mut patch,
+                    &mut logits,
+                )
+                .unwrap()
+                .to_vec();
+                outputs.push(out);
+            }
+            assert_eq!(outputs[0], outputs[1], "{h}×{w}×{c} case {case}");
+            assert_eq!(outputs[0].len(), usize::from(units));
+            let short = &image[1..];
+            let fast = Kernels::Fast;
+            assert!(run(
+                &decoded,
+                short,
+                fast,
+                &mut a,
+                &mut b,
+                &mut patch,
+                &mut logits
+            )
+            .is_err());
+        }
+    }
 }

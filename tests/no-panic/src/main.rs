@@ -8,7 +8,7 @@
 //! out of range, an `unwrap`, a division by zero — is still reachable after
 //! optimisation, the link fails with `undefined symbol: infer_core_can_panic`.
 //!
-//! It links the layer-stack path too (format 2, `infer_core::stack`): `StackFile::decode`,
+//! It links the layer-stack path too (format 3, `infer_core::stack`): `StackFile::decode`,
 //! a typed network of the tutorial's full model assembled from `stack::layers` as a
 //! firmware's generated code assembles it, and the run-time-shaped `stack::run`.
 //!
@@ -45,7 +45,7 @@ type Op1<'a> = Conv2d<'a, 26, 26, 32, 3, 64, 1, false, true>;
 type Op2 = MaxPool2d<24, 24, 64, 2>;
 type Op3<'a> = Dense<'a, 9216, 128, true>;
 type Op4<'a> = Dense<'a, 128, 10, false>;
-const A: usize = max(max(Op0::OUT, <Op2 as Layer>::OUT), Op4::OUT);
+const A: usize = max(Op0::OUT, <Op2 as Layer>::OUT);
 const B: usize = max(Op1::OUT, Op3::OUT);
 const PATCH: usize = max(Op0::PATCH_WORDS, Op1::PATCH_WORDS);
 
@@ -55,7 +55,7 @@ fn stack_typed(
     image: &[i8; 784],
     a: &mut [i8; A],
     b: &mut [i8; B],
-) -> Result<[i8; 10], Error> {
+) -> Result<[i32; 10], Error> {
     let file = StackFile::decode(bytes)?;
     check_op_count(&file, 5)?;
     let ops = (
@@ -66,12 +66,12 @@ fn stack_typed(
         Op4::from_file(&file, 4)?,
     );
     let mut patch = [0u32; PATCH];
-    let mut logits = [0i8; 10];
+    let mut logits = [0i32; 10];
     ops.0.run(image, &mut patch, a);
     ops.1.run(a, &mut patch, b);
     ops.2.run(b, &mut patch, a);
     ops.3.run(a, &mut patch, b);
-    ops.4.run(b, &mut patch, &mut logits);
+    ops.4.run_logits(b, &mut logits);
     Ok(logits)
 }
 
@@ -105,6 +105,7 @@ fn main() -> ! {
         black_box(stack_typed(bytes, &image, &mut a, &mut b).ok());
         if let Ok(file) = StackFile::decode(bytes) {
             let mut patch = [0u32; PATCH];
+            let mut logits = [0i32; 10];
             let result = run(
                 &file,
                 black_box(&image),
@@ -112,6 +113,7 @@ fn main() -> ! {
                 &mut a,
                 &mut b,
                 &mut patch,
+                &mut logits,
             );
             black_box(result.ok().map(|l| l.first().copied()));
             let result = run(
@@ -121,6 +123,7 @@ fn main() -> ! {
                 &mut a,
                 &mut b,
                 &mut patch,
+                &mut logits,
             );
             black_box(result.ok().map(|l| l.first().copied()));
         }

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 #[derive(Args)]
 pub struct SummaryArgs {
     /// Report this model.bin's actual size [default: computed from the architecture]; a
-    /// format-2 file (any layer stack) is described from its own operations.
+    /// format-3 file (any layer stack) is described from its own operations.
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Print one JSON object instead of the tables.
@@ -274,7 +274,7 @@ fn run_arch(spec: &Spec, board: Option<Board>, json: bool) -> Result<()> {
             return Ok(());
         }
     };
-    println!("int8 on a microcontroller (model.bin format 2 of the spec's int8 plan: batch norm folded, dropout and flatten free)");
+    println!("int8 on a microcontroller (model.bin format 3 of the spec's int8 plan: batch norm folded, dropout and flatten free)");
     println!(
         " Flash  {} bytes = {} int8 weights + {} per-channel scales, biases, multipliers, shifts + {} header and CRC (at most: output zero points counted at 2 bytes)",
         group(budget.flash),
@@ -296,7 +296,7 @@ fn run_arch(spec: &Spec, board: Option<Board>, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// The RAM line of a layer-by-layer format-2 inference.
+/// The RAM line of a layer-by-layer format-3 inference.
 fn print_ram(total: usize, input: usize, buffers: [usize; 2], patch: usize, scratch: usize) {
     println!(
         " RAM    per layer-by-layer inference: {} bytes = {} int8 input + {} + {} ping-pong activation buffers + {} conv patch + {} class probabilities; weights stay in flash",
@@ -309,7 +309,7 @@ fn print_ram(total: usize, input: usize, buffers: [usize; 2], patch: usize, scra
     );
 }
 
-/// The shapes of a format-2 operation, as the plan describes them.
+/// The shapes of a format-3 operation, as the plan describes them.
 pub fn op_kind(op: &Op<'_>) -> OpKind {
     match *op {
         Op::Conv2d(c) => {
@@ -344,7 +344,7 @@ pub fn op_kind(op: &Op<'_>) -> OpKind {
     }
 }
 
-/// RAM of a layer-by-layer inference of a format-2 model with [`infer_core::stack::run()`].
+/// RAM of a layer-by-layer inference of a format-3 model with [`infer_core::stack::run()`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct StackRam {
     /// Total: input + both buffers + patch + probabilities.
@@ -378,7 +378,7 @@ impl StackRam {
     }
 }
 
-/// The operations, flash and RAM of a format-2 model.bin and, with `board`, whether it fits.
+/// The operations, flash and RAM of a format-3 model.bin and, with `board`, whether it fits.
 fn run_stack(path: &Path, bytes: &[u8], board: Option<Board>, json: bool) -> Result<()> {
     let loading = || format!("loading {}", path.display());
     let file = eval::load_stack(bytes).with_context(loading)?;
@@ -387,7 +387,7 @@ fn run_stack(path: &Path, bytes: &[u8], board: Option<Board>, json: bool) -> Res
     let ops: Vec<String> = file.ops.iter().map(|op| op_kind(&op).to_string()).collect();
     if json {
         let json = serde_json::json!({
-            "format": 2,
+            "format": infer_core::stack::STACK_FORMAT_VERSION,
             "ops": ops,
             "flash_bytes": flash,
             "flash_source": path.display().to_string(),
@@ -403,7 +403,7 @@ fn run_stack(path: &Path, bytes: &[u8], board: Option<Board>, json: bool) -> Res
         return Ok(());
     }
     println!(
-        "{}: model.bin format 2, {} int8 operations",
+        "{}: model.bin format 3, {} int8 operations",
         path.display(),
         ops.len()
     );
