@@ -24,7 +24,7 @@ pub const RUN_STACK: usize = 1792;
 /// Stack decoding the model.bin takes (`net::load`: `StackFile::decode`, which
 /// keeps the operations encoded and decodes one at a time, and each layer's
 /// `from_file`), before the buffers exist. Measured for two-blocks:
-/// `load_stack_bytes` 900 B on the M4F, 996 B on the M0, plus `main`'s frame
+/// `load_stack_bytes` 812 B on the M4F, 868 B on the M0, plus `main`'s frame
 /// and the reset handler's (under 512 B, which `tests/tests/stack_firmware.rs`
 /// allows for).
 pub const LOAD_STACK: usize = 1536;

@@ -87,7 +87,8 @@ pub struct Budget {
     pub activations: usize,
     /// The packed convolution patch ([`Plan::patch_words`] u32 words), in bytes.
     pub patch: usize,
-    /// f32 class probabilities computed from the int8 logits.
+    /// The wide (i32) logits, one per class, 4 bytes each (as many as f32 probabilities
+    /// computed from them).
     pub scratch: usize,
     /// RAM total for a layer-by-layer inference: input + activations + patch + scratch (data
     /// only, not the stack frames).

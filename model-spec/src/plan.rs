@@ -298,8 +298,8 @@ impl Plan {
     }
 
     /// Sizes in bytes of the two ping-pong activation buffers: buffer `i % 2` receives the
-    /// output of operation `i`, except the last operation's, which is the logits and goes to
-    /// the caller's own array.
+    /// output of operation `i`, except the last operation's, which is the wide (i32) logits
+    /// and goes to the caller's own array.
     pub fn buffers(&self) -> [usize; 2] {
         let mut sizes = [0; 2];
         let writers = self.ops.len().saturating_sub(1);

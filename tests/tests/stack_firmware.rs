@@ -197,6 +197,13 @@ impl Case {
         let estimate = number(&stdout, "ram_estimate_bytes=")?;
         let statics = number(&stdout, "static_ram_bytes=")?;
         let load = number(&stdout, "load_stack_bytes=")?;
+        // Loading holds one decoded operation at a time (issue 11, point 7): at most 1 KiB
+        // of stack, whatever the network.
+        assert!(
+            load <= 1024,
+            "{}: decoding the model took {load} bytes of stack",
+            board.name
+        );
         assert!(
             report.summary.stack_peak_bytes + statics <= estimate
                 && load + 512 + statics <= estimate,

@@ -223,7 +223,18 @@ impl<'a> OpTable<'a> {
 
     /// Operation `index`, or `None` past the end.
     pub fn get(&self, index: usize) -> Option<Op<'a>> {
-        self.iter().nth(index)
+        match self.repr {
+            Repr::Slice(ops) => ops.get(index).copied(),
+            Repr::Encoded { mut bytes, len } => {
+                if index >= usize::from(len) {
+                    return None;
+                }
+                for _ in 0..index {
+                    bytes = decode_op(bytes)?.1;
+                }
+                decode_op(bytes).map(|(op, _)| op)
+            }
+        }
     }
 
     /// The last operation.
@@ -296,14 +307,14 @@ impl<'a> Iterator for OpIter<'a> {
                 if *left == 0 {
                     return None;
                 }
-                match postcard::take_from_bytes::<Op<'a>>(rest) {
-                    Ok((op, after)) => {
+                match decode_op(rest) {
+                    Some((op, after)) => {
                         *rest = after;
                         *left -= 1;
                         Some(op)
                     }
                     // Only for bytes `StackFile::decode` has not checked.
-                    Err(_) => {
+                    None => {
                         *left = 0;
                         None
                     }
@@ -318,6 +329,14 @@ impl<'a> Iterator for OpIter<'a> {
             IterRepr::Encoded { left, .. } => (0, Some(usize::from(*left))),
         }
     }
+}
+
+/// Decodes one operation from the front of `bytes`. Out of line, so that every caller —
+/// the decoder's checks, each typed layer's `from_file` — shares one frame of the serde
+/// machinery instead of inlining a copy of it into its own (loading's stack stays small).
+#[inline(never)]
+fn decode_op(bytes: &[u8]) -> Option<(Op<'_>, &[u8])> {
+    postcard::take_from_bytes::<Op<'_>>(bytes).ok()
 }
 
 /// A whole format-3 model.bin: the input and the operations. The magic and the version
@@ -434,9 +453,6 @@ impl<'a> StackFile<'a> {
             });
         }
         check_input_quant(&self.input.quant)?;
-        let too_large = Error::Malformed {
-            what: "shapes too large to address",
-        };
         let input = &self.input;
         let mut walk = Walk::Spatial(
             usize::from(input.height),
@@ -448,95 +464,114 @@ impl<'a> StackFile<'a> {
                 what: "an empty input",
             });
         }
-        for op in &self.ops {
-            walk = match op {
-                Op::Conv2d(c) => {
-                    let shape = (
-                        usize::from(c.in_h),
-                        usize::from(c.in_w),
-                        usize::from(c.in_c),
-                    );
-                    if walk != Walk::Spatial(shape.0, shape.1, shape.2) {
-                        return Err(Error::Malformed {
-                            what: "a conv2d's input shape differs from the previous output",
-                        });
-                    }
-                    if c.filters == 0 || !(1..=2).contains(&c.stride) || c.kernel == 0 {
-                        return Err(Error::Malformed {
-                            what:
-                                "a conv2d with no filters, kernel 0 or a stride other than 1 or 2",
-                        });
-                    }
-                    let g = c.geometry();
-                    if g.out_h() == 0 || g.out_w() == 0 {
-                        return Err(Error::Malformed {
-                            what: "a conv2d kernel larger than its input",
-                        });
-                    }
-                    let taps = g.k_h.checked_mul(g.k_w).and_then(|n| n.checked_mul(g.in_c));
-                    let taps = taps.ok_or(too_large)?;
-                    let weights = taps.checked_mul(g.filters).ok_or(too_large)?;
-                    check_channels("conv", &c.params, g.filters, weights, taps)?;
-                    check_output_quant(&c.params.output)?;
-                    Walk::Spatial(g.out_h(), g.out_w(), g.filters)
-                }
-                Op::MaxPool2d(p) => {
-                    let shape = (
-                        usize::from(p.in_h),
-                        usize::from(p.in_w),
-                        usize::from(p.channels),
-                    );
-                    if walk != Walk::Spatial(shape.0, shape.1, shape.2) {
-                        return Err(Error::Malformed {
-                            what: "a maxpool2d's input shape differs from the previous output",
-                        });
-                    }
-                    if p.pool == 0 || p.pool > p.in_h || p.pool > p.in_w {
-                        return Err(Error::Malformed {
-                            what: "a maxpool2d window of 0 or larger than its input",
-                        });
-                    }
-                    let (h, w, c) = op.out_shape();
-                    Walk::Spatial(h, w, c)
-                }
-                Op::Dense(d) => {
-                    let inputs = match walk {
-                        Walk::Spatial(h, w, c) => h
-                            .checked_mul(w)
-                            .and_then(|n| n.checked_mul(c))
-                            .ok_or(too_large)?,
-                        Walk::Flat(n) => n,
-                    };
-                    if d.inputs as usize != inputs {
-                        return Err(Error::InconsistentLength {
-                            field: "dense inputs",
-                            expected: inputs,
-                            found: d.inputs as usize,
-                        });
-                    }
-                    if d.units == 0 {
-                        return Err(Error::Malformed {
-                            what: "a dense layer with no units",
-                        });
-                    }
-                    let units = usize::from(d.units);
-                    let weights = inputs.checked_mul(units).ok_or(too_large)?;
-                    check_channels("dense", &d.params, units, weights, inputs)?;
-                    check_output_quant(&d.params.output)?;
-                    Walk::Flat(units)
-                }
-            };
+        let last = self.ops.len().checked_sub(1).ok_or(Error::Malformed {
+            what: "no operations",
+        })?;
+        for (i, op) in self.ops.iter().enumerate() {
+            walk = check_op(&op, walk)?;
+            if i == last {
+                check_logits_op(&op)?;
+            }
         }
-        let Some(Op::Dense(d)) = self.ops.last().filter(|op| match op {
-            Op::Dense(d) => d.units >= 2 && !d.relu,
-            _ => false,
-        }) else {
-            return Err(Error::Malformed {
-                what:
-                    "the last operation must be a dense layer without ReLU giving at least 2 logits",
-            });
-        };
-        check_logits_quant(&d.params)
+        Ok(())
+    }
+}
+
+/// Checks one operation against the shape before it (`walk`) and returns the shape after it.
+/// Out of line, so that its temporaries and the decoding of the next operation never share
+/// the stack (loading's stack stays small).
+#[inline(never)]
+fn check_op(op: &Op<'_>, walk: Walk) -> Result<Walk, Error> {
+    let too_large = Error::Malformed {
+        what: "shapes too large to address",
+    };
+    Ok(match *op {
+        Op::Conv2d(c) => {
+            let shape = (
+                usize::from(c.in_h),
+                usize::from(c.in_w),
+                usize::from(c.in_c),
+            );
+            if walk != Walk::Spatial(shape.0, shape.1, shape.2) {
+                return Err(Error::Malformed {
+                    what: "a conv2d's input shape differs from the previous output",
+                });
+            }
+            if c.filters == 0 || !(1..=2).contains(&c.stride) || c.kernel == 0 {
+                return Err(Error::Malformed {
+                    what: "a conv2d with no filters, kernel 0 or a stride other than 1 or 2",
+                });
+            }
+            let g = c.geometry();
+            if g.out_h() == 0 || g.out_w() == 0 {
+                return Err(Error::Malformed {
+                    what: "a conv2d kernel larger than its input",
+                });
+            }
+            let taps = g.k_h.checked_mul(g.k_w).and_then(|n| n.checked_mul(g.in_c));
+            let taps = taps.ok_or(too_large)?;
+            let weights = taps.checked_mul(g.filters).ok_or(too_large)?;
+            check_channels("conv", &c.params, g.filters, weights, taps)?;
+            check_output_quant(&c.params.output)?;
+            Walk::Spatial(g.out_h(), g.out_w(), g.filters)
+        }
+        Op::MaxPool2d(p) => {
+            let shape = (
+                usize::from(p.in_h),
+                usize::from(p.in_w),
+                usize::from(p.channels),
+            );
+            if walk != Walk::Spatial(shape.0, shape.1, shape.2) {
+                return Err(Error::Malformed {
+                    what: "a maxpool2d's input shape differs from the previous output",
+                });
+            }
+            if p.pool == 0 || p.pool > p.in_h || p.pool > p.in_w {
+                return Err(Error::Malformed {
+                    what: "a maxpool2d window of 0 or larger than its input",
+                });
+            }
+            let (h, w, c) = op.out_shape();
+            Walk::Spatial(h, w, c)
+        }
+        Op::Dense(d) => {
+            let inputs = match walk {
+                Walk::Spatial(h, w, c) => h
+                    .checked_mul(w)
+                    .and_then(|n| n.checked_mul(c))
+                    .ok_or(too_large)?,
+                Walk::Flat(n) => n,
+            };
+            if d.inputs as usize != inputs {
+                return Err(Error::InconsistentLength {
+                    field: "dense inputs",
+                    expected: inputs,
+                    found: d.inputs as usize,
+                });
+            }
+            if d.units == 0 {
+                return Err(Error::Malformed {
+                    what: "a dense layer with no units",
+                });
+            }
+            let units = usize::from(d.units);
+            let weights = inputs.checked_mul(units).ok_or(too_large)?;
+            check_channels("dense", &d.params, units, weights, inputs)?;
+            check_output_quant(&d.params.output)?;
+            Walk::Flat(units)
+        }
+    })
+}
+
+/// Checks that `op`, the last operation, gives the logits: a dense layer without ReLU, at
+/// least 2 units, wide output quantization ([`check_logits_quant`]).
+#[inline(never)]
+fn check_logits_op(op: &Op<'_>) -> Result<(), Error> {
+    match op {
+        Op::Dense(d) if d.units >= 2 && !d.relu => check_logits_quant(&d.params),
+        _ => Err(Error::Malformed {
+            what: "the last operation must be a dense layer without ReLU giving at least 2 logits",
+        }),
     }
 }
 

@@ -66,6 +66,7 @@ fn expect(op: usize, what: &'static str, found: usize, compiled: usize) -> Resul
     })
 }
 
+#[inline(always)]
 fn op_at<'a>(file: &StackFile<'a>, index: usize, compiled: &'static str) -> Result<Op<'a>, Error> {
     file.ops
         .get(index)
@@ -172,6 +173,7 @@ impl<
     const PATCH_WORDS: usize = PatchWords::words(K * K * IC);
     const TYPE: &'static str = "conv2d";
 
+    #[inline(never)]
     fn from_file(file: &StackFile<'a>, index: usize) -> Result<Self, Error> {
         let () = Self::SHAPE;
         let Op::Conv2d(c) = op_at(file, index, Self::TYPE)? else {
@@ -239,6 +241,7 @@ impl<'a, const IH: usize, const IW: usize, const C: usize, const P: usize> Layer
     const PATCH_WORDS: usize = 0;
     const TYPE: &'static str = "maxpool2d";
 
+    #[inline(never)]
     fn from_file(file: &StackFile<'a>, index: usize) -> Result<Self, Error> {
         let () = Self::SHAPE;
         let Op::MaxPool2d(p) = op_at(file, index, Self::TYPE)? else {
@@ -276,6 +279,7 @@ impl<'a, const I: usize, const U: usize, const RELU: bool> Layer<'a> for Dense<'
     const PATCH_WORDS: usize = 0;
     const TYPE: &'static str = "dense";
 
+    #[inline(never)]
     fn from_file(file: &StackFile<'a>, index: usize) -> Result<Self, Error> {
         let () = Self::SHAPE;
         let Op::Dense(d) = op_at(file, index, Self::TYPE)? else {
