@@ -12,14 +12,14 @@
 //!   rate, to check that the calibration catches a wrong one.
 //! - `FIRMWARE_MODEL`, default `assets/model.bin`. Format 1 (by its version
 //!   field): the tutorial network, which must load with
-//!   `infer_core::TutorialNet::from_bytes`. Any other: a format-2 model, whose
+//!   `infer_core::TutorialNet::from_bytes`. Any other: a format-3 model, whose
 //!   network — types, buffers and weight layout — [`network`] generates from the
 //!   model's own operations into `$OUT_DIR/network.rs` (cfg `firmware_spec`); its
 //!   input must be 28×28×1 (the digits), and model and network must fit the
 //!   board's flash and RAM.
 //! - `FIRMWARE_SPEC`: optional, a spec file (`models/*.toml`,
 //!   docs/architecture-spec.md) or a preset name (`tutorial`, `tutorial-full`).
-//!   The model must then be a format-2 model whose every operation matches the
+//!   The model must then be a format-3 model whose every operation matches the
 //!   spec's (type, shapes, ReLU); the build fails naming both otherwise.
 //! - `FIRMWARE_DIGITS`, default `assets/digits.bin`: the digits file, records
 //!   of `[label: u8][28×28 pixels: u8]` (README.md, "Digits file").

@@ -1,7 +1,7 @@
-//! What the int8 form of a [`Spec`] costs on a microcontroller: flash for its format-2
+//! What the int8 form of a [`Spec`] costs on a microcontroller: flash for its format-3
 //! model.bin, RAM for an inference through the fused stages, against a small table of boards.
 //!
-//! Computed from the spec's int8 [`Plan`], the operations a format-2 model.bin stores
+//! Computed from the spec's int8 [`Plan`], the operations a format-3 model.bin stores
 //! (`docs/model-format.md`): the weights, per-channel parameters and RAM are exact; the rest of
 //! the file is exact but for the varints of the output zero points (see [`Budget::header`]).
 
@@ -90,10 +90,11 @@ pub struct Budget {
     pub patch: usize,
     /// Scratch a fused kernel keeps on its stack ([`Plan::stack_bytes`]).
     pub kernel_stack: usize,
-    /// f32 class probabilities computed from the int8 logits.
+    /// The wide (i32) logits, one per class, 4 bytes each (as many as f32 probabilities
+    /// computed from them).
     pub scratch: usize,
     /// RAM total for an inference through the stages: input + activations + patch + kernel
-    /// scratch + probabilities (data only, not the stack frames).
+    /// scratch + logits (data only, not the stack frames).
     pub ram: usize,
 }
 
@@ -144,7 +145,7 @@ fn varint(v: usize) -> usize {
     bytes
 }
 
-/// Everything in a format-2 model.bin of `plan` but the weight and per-channel arrays, in the
+/// Everything in a format-3 model.bin of `plan` but the weight and per-channel arrays, in the
 /// order the fields are written (`infer_core::stack::format`); output zero points at their
 /// longest.
 fn header_bytes(plan: &Plan) -> usize {
@@ -203,7 +204,7 @@ mod tests {
         assert_eq!(b.channel_params, 42 * 13);
         // One fused stage (conv + pool + dense on the one-channel 3×3 fast path): no
         // buffers, no patch, the fast path's 1,192 bytes of scratch (36 per filter, 4 per
-        // unit), the input and 40 bytes of probabilities.
+        // unit), the input and 40 bytes of wide logits.
         assert_eq!(b.buffers, [0, 0]);
         assert_eq!(b.patch, 0);
         assert_eq!(b.kernel_stack, 1_192);

@@ -3,7 +3,7 @@
 //! Dropout and flatten disappear (NHWC activations are already flat, row-major as Keras
 //! flattens them), batch normalisation is folded into the conv or dense layer before it, and
 //! the last dense layer's softmax becomes "the outputs are logits". What remains is a chain of
-//! [`OpKind::Conv2d`], [`OpKind::MaxPool2d`] and [`OpKind::Dense`]; a format-2 model.bin
+//! [`OpKind::Conv2d`], [`OpKind::MaxPool2d`] and [`OpKind::Dense`]; a format-3 model.bin
 //! stores exactly these operations, and the firmware's build derives its types and buffers
 //! from them.
 //!
@@ -353,8 +353,8 @@ impl Plan {
     }
 
     /// Sizes in bytes of the two ping-pong activation buffers: buffer `j % 2` receives the
-    /// output of stage `j`, except the last stage's, which is the logits and goes to the
-    /// caller's own array.
+    /// output of stage `j`, except the last stage's, which is the wide (i32) logits and goes
+    /// to the caller's own array.
     pub fn buffers(&self) -> [usize; 2] {
         let shapes = self.shapes();
         let stages = stages::plan(&shapes);

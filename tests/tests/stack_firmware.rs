@@ -5,7 +5,7 @@
 //! spec, or that does not fit the board, fails the *build*, naming the operation and both
 //! shapes, or the numbers.
 //!
-//! Most models here are random-weight format-2 models made for the spec's plan
+//! Most models here are random-weight format-3 models made for the spec's plan
 //! (`e2e_tests::stack_model`): bit-exactness does not need trained weights. The trained path,
 //! `trainer fit --arch models/two-blocks.toml` → model.bin → firmware on the M4F and the
 //! micro:bit, is `a_spec_fitted_by_the_cli_runs_in_qemu_as_the_trainer_evaluates_it`.
@@ -101,7 +101,7 @@ struct Case {
     model: PathBuf,
     digits: PathBuf,
     labels: Vec<u8>,
-    host: Vec<Vec<i8>>,
+    host: Vec<Vec<i32>>,
 }
 
 impl Case {
@@ -199,6 +199,13 @@ impl Case {
         let estimate = number(&stdout, "ram_estimate_bytes=")?;
         let statics = number(&stdout, "static_ram_bytes=")?;
         let load = number(&stdout, "load_stack_bytes=")?;
+        // Loading holds one decoded operation at a time (issue 11, point 7): at most 1 KiB
+        // of stack, whatever the network.
+        assert!(
+            load <= 1024,
+            "{}: decoding the model took {load} bytes of stack",
+            board.name
+        );
         assert!(
             report.summary.stack_peak_bytes + statics <= estimate
                 && load + 512 + statics <= estimate,
@@ -416,7 +423,7 @@ fn a_model_of_other_shapes_fails_the_build_naming_the_operation_and_both_shapes(
     let (ok, stderr) = case.build_with(board, &tutorial)?;
     assert!(!ok, "{stderr}");
     assert!(
-        stderr.contains("is not a format-2 model") && stderr.contains("format-1 tutorial model"),
+        stderr.contains("is not a format-3 model") && stderr.contains("format-1 tutorial model"),
         "{stderr}"
     );
 

@@ -15,7 +15,7 @@
 //! - weight bytes: the model's int8 weights (and the whole model.bin), which
 //!   stay in flash.
 //!
-//! A format-2 `--model` runs as its own network (generated from the model, checked
+//! A format-3 `--model` runs as its own network (generated from the model, checked
 //! against `--spec` if given); its layer columns are then its operations.
 
 mod elf;
@@ -85,12 +85,11 @@ pub fn run(args: &Args) -> Result<()> {
     let (weights, host) = match stack {
         true => {
             let file = infer_core::stack::StackFile::decode(&model_bytes)
-                .map_err(|e| anyhow::anyhow!("{} is not a format-2 model: {e}", model.display()))?;
+                .map_err(|e| anyhow::anyhow!("{} is not a format-3 model: {e}", model.display()))?;
             let weights = file
                 .ops
                 .iter()
-                .filter_map(|op| op.params())
-                .map(|p| p.weights.len())
+                .filter_map(|op| op.params().map(|p| p.weights.len()))
                 .sum();
             let host = qemu::stack_host_logits(&model_bytes, &dataset, count)?;
             (weights, host)
@@ -178,7 +177,7 @@ fn table(rows: &[Row], tutorial: bool, count: usize, weights: usize, model_bytes
     let _ = writeln!(
         out,
         "\nFirmware under QEMU 7.2, -icount shift=0 (instructions, not cycles), mean over \
-         the first {count} test digits; every digit's int8 logits equal to the host's.\n"
+         the first {count} test digits; every digit's logits equal to the host's.\n"
     );
     let _ = write!(out, "| board | core | insns/inference | vs CMSIS-NN |");
     for stage in &stages {

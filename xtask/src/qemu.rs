@@ -3,7 +3,7 @@
 //! its prediction) against infer-core on the host.
 //!
 //! The model's format version picks the network: format 1 is the tutorial
-//! network (the firmware's `TutorialNet`); any format-2 model is a layer stack,
+//! network (the firmware's `TutorialNet`); any format-3 model is a layer stack,
 //! which the firmware's build turns into its network from the model itself
 //! (`model_spec::codegen`), checked against infer-core's reference kernels
 //! ([`infer_core::stack::run`]). `--spec` is optional: the build then also
@@ -189,7 +189,7 @@ pub fn run(args: &QemuArgs) -> Result<()> {
     }
     let mean = insns / count as u128;
     println!(
-        "qemu {}: {count} digits, every digit's int8 logits equal to the host's; \
+        "qemu {}: {count} digits, every digit's logits equal to the host's; \
          correct={correct} ({:.2} %), insns_per_inference={mean}",
         board.name,
         100.0 * correct as f64 / count as f64
@@ -261,11 +261,11 @@ pub fn run_batch(
 }
 
 /// The int8 logits of infer-core on the host (`TutorialNet::infer`) for the first `count`
-/// images of `dataset`.
+/// images of `dataset`, widened to i32 (the firmware prints both formats' logits alike).
 ///
 /// # Errors
 /// A model that does not load, or images that are not 28×28.
-pub fn host_logits(model: &[u8], dataset: &Dataset, count: usize) -> Result<Vec<Vec<i8>>> {
+pub fn host_logits(model: &[u8], dataset: &Dataset, count: usize) -> Result<Vec<Vec<i32>>> {
     let net = trainer::eval::load_net(model)?;
     ensure!(
         (dataset.rows, dataset.cols) == (28, 28),
@@ -280,20 +280,20 @@ pub fn host_logits(model: &[u8], dataset: &Dataset, count: usize) -> Result<Vec<
             for (x, &p) in input.as_flattened_mut().iter_mut().zip(pixels) {
                 x[0] = (p ^ 0x80) as i8; // p − 128, as infer_core::pixels_to_input
             }
-            net.infer(&input).logits.to_vec()
+            net.infer(&input).logits.map(i32::from).to_vec()
         })
         .collect())
 }
 
-/// The int8 logits of infer-core's reference kernels on the host
-/// ([`infer_core::stack::run`]) for format-2 `model` and the first `count` images of
+/// The wide logits of infer-core's reference kernels on the host
+/// ([`infer_core::stack::run`]) for format-3 `model` and the first `count` images of
 /// `dataset`.
 ///
 /// # Errors
 /// A model that does not decode, or images of another size than its input.
-pub fn stack_host_logits(model: &[u8], dataset: &Dataset, count: usize) -> Result<Vec<Vec<i8>>> {
+pub fn stack_host_logits(model: &[u8], dataset: &Dataset, count: usize) -> Result<Vec<Vec<i32>>> {
     let file = StackFile::decode(model)
-        .map_err(|e| anyhow::anyhow!("the model is not a format-2 model.bin: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("the model is not a format-3 model.bin: {e}"))?;
     let shape = (
         usize::from(file.input.height),
         usize::from(file.input.width),
@@ -311,6 +311,7 @@ pub fn stack_host_logits(model: &[u8], dataset: &Dataset, count: usize) -> Resul
     let sizes = BufferSizes::of(&file);
     let (mut a, mut b) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
     let mut patch = vec![0u32; sizes.patch_words];
+    let mut logits = vec![0i32; file.classes()];
     dataset
         .images
         .chunks_exact(dataset.rows * dataset.cols)
@@ -324,8 +325,9 @@ pub fn stack_host_logits(model: &[u8], dataset: &Dataset, count: usize) -> Resul
                 &mut a,
                 &mut b,
                 &mut patch,
+                &mut logits,
             )
-            .map(<[i8]>::to_vec)
+            .map(<[i32]>::to_vec)
             .map_err(|e| anyhow::anyhow!("host inference: {e}"))
         })
         .collect()
@@ -333,7 +335,7 @@ pub fn stack_host_logits(model: &[u8], dataset: &Dataset, count: usize) -> Resul
 
 /// Fails on the first digit whose prediction or logits differ from the host's
 /// (`host[start..]`).
-pub fn check_against_host(run: &FirmwareRun, host: &[Vec<i8>], start: usize) -> Result<()> {
+pub fn check_against_host(run: &FirmwareRun, host: &[Vec<i32>], start: usize) -> Result<()> {
     ensure!(
         run.logits.len() == run.digits.len(),
         "{} digit lines but {} logits lines",
@@ -438,8 +440,9 @@ pub struct FirmwareRun {
     pub calibration: (u64, u64),
     /// Per-digit lines, in order.
     pub digits: Vec<DigitLine>,
-    /// Per-digit `logits <i> <l0> … <l9>` lines, in order (one value per class).
-    pub logits: Vec<Vec<i8>>,
+    /// Per-digit `logits <i> <l0> … <l9>` lines, in order (one value per class: int8 for
+    /// the tutorial's format 1, wide i32 for a format-3 spec'd network).
+    pub logits: Vec<Vec<i32>>,
     /// `layers:` line, `(name, instructions)` in order.
     pub layers: Vec<(String, u64)>,
     /// `memory:` `infer_stack_bytes`.
@@ -483,7 +486,7 @@ impl FirmwareRun {
                     });
                 }
                 Some("logits") => {
-                    let values: Vec<i8> = tokens
+                    let values: Vec<i32> = tokens
                         .get(2..)
                         .unwrap_or_default()
                         .iter()

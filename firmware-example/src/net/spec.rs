@@ -52,7 +52,7 @@ pub fn fill_input(input: &mut Input, pixels: &[[u8; 28]; 28]) {
 /// everything it calls). `scratch` is the digit loop's, reused by every
 /// inference.
 #[inline(never)]
-pub fn infer_digit(net: &Network, input: &Input, scratch: &mut Scratch) -> [i8; CLASSES] {
+pub fn infer_digit(net: &Network, input: &Input, scratch: &mut Scratch) -> [i32; CLASSES] {
     net.infer(input, scratch)
 }
 

@@ -94,10 +94,12 @@ pub struct StreamLayers<'a> {
     pub dense: ChannelRequant<'a>,
 }
 
-/// Requantizes the dense accumulators, which start at 0, into `logits`, adding each
+/// Requantizes the dense accumulators, which start at 0, into int8 `outputs`, adding each
 /// unit's bias last (the sum wraps like the unfused kernel's, so the order is free).
-fn finish_dense(dense: &ChannelRequant<'_>, acc: &[i32], logits: &mut [i8]) {
-    super::dense::finish_logits(dense, acc, logits);
+fn finish_dense(dense: &ChannelRequant<'_>, acc: &[i32], outputs: &mut [i8]) {
+    for (u, (out, &a)) in outputs.iter_mut().zip(acc).enumerate() {
+        *out = super::dense::dense_unit(dense, u, a);
+    }
 }
 
 /// [`ChannelRequant::apply`], as one function that its rare callers share (code size).
@@ -471,22 +473,43 @@ impl<'a, 'w, const F: usize, const N: usize, const PAIRED: bool> Stream3x3<'a, '
         }
     }
 
-    /// Stage 3: requantizes the dense accumulators into `logits`.
+    /// Stage 3: requantizes the dense accumulators into the dense layer's int8 `outputs`.
     #[inline(never)]
-    pub fn finish(&self, logits: &mut [i8; N]) {
-        finish_dense(&self.dense, &self.scratch.acc, logits);
+    pub fn finish(&self, outputs: &mut [i8; N]) {
+        finish_dense(&self.dense, &self.scratch.acc, outputs);
+    }
+
+    /// Stage 3 when the dense layer is the network's last: its wide `logits`
+    /// ([`super::dense::finish_logits`]).
+    #[inline(never)]
+    pub fn finish_logits(&self, logits: &mut [i32; N]) {
+        *logits = self.scratch.acc;
+        super::dense::finish_logits(&self.dense, logits);
     }
 
     /// Runs the whole inference: both stages at every position, then [`Self::finish`].
     #[inline(always)]
-    pub fn run(mut self, logits: &mut [i8; N]) {
+    pub fn run(mut self, outputs: &mut [i8; N]) {
+        self.stream();
+        self.finish(outputs);
+    }
+
+    /// [`Self::run`] for the network's last dense layer: then [`Self::finish_logits`].
+    #[inline(always)]
+    pub fn run_logits(mut self, logits: &mut [i32; N]) {
+        self.stream();
+        self.finish_logits(logits);
+    }
+
+    /// Both stages at every position.
+    #[inline(always)]
+    fn stream(&mut self) {
         for row in 0..self.pooled_h {
             for col in 0..self.pooled_w {
                 self.conv_pool(row, col);
                 self.dense(row, col);
             }
         }
-        self.finish(logits);
     }
 
     /// The 4×4 input patch under pooled position (`row`, `col`): one little-endian word

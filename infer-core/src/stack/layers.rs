@@ -1,4 +1,4 @@
-//! Typed layers of a format-2 stack: each shape is a const generic, so a network declared
+//! Typed layers of a format-3 stack: each shape is a const generic, so a network declared
 //! with them (the firmware's build script generates one from the spec file) has its buffer
 //! sizes and layer-to-layer shape agreement fixed at compile time, and a model.bin is checked
 //! against them operation by operation when it loads.
@@ -7,7 +7,9 @@
 //! [`crate::kernels`] (the fast paths, tested bit for bit against the references).
 
 use super::format::{input_offset, Op, Padding, StackFile};
-use super::stages::{dense_part, general_words, run_general, ConvPart, DensePart, Parts};
+use super::stages::{
+    dense_part, general_words, run_general, run_general_logits, ConvPart, DensePart, Parts,
+};
 use crate::kernels::conv::{conv2d_i8_packed, out_dim, ConvGeometry};
 use crate::kernels::dot::PatchWords;
 use crate::kernels::fused::{Stream3x3, StreamLayers, StreamScratch, NATIVE_PAIRED};
@@ -42,6 +44,14 @@ pub trait Layer<'a>: Sized {
     fn run(&self, input: &[i8], patch: &mut [u32], output: &mut [i8]);
 }
 
+/// A layer that can end a network: its (last) dense layer, without ReLU, gives the logits.
+pub trait Logits<'a>: Layer<'a> {
+    /// Computes the `OUT` wide logits (int32 accumulators requantized to one common scale,
+    /// zero point 0, not clipped to int8: [`crate::kernels::dense::finish_logits`]) from
+    /// `input` (`IN` values). Slices of other lengths compute less, never panic.
+    fn run_logits(&self, input: &[i8], patch: &mut [u32], logits: &mut [i32]);
+}
+
 /// Checks that `file` has exactly `count` operations.
 ///
 /// # Errors
@@ -71,11 +81,8 @@ fn expect(op: usize, what: &'static str, found: usize, compiled: usize) -> Resul
     })
 }
 
-fn op_at<'f, 'a>(
-    file: &'f StackFile<'a>,
-    index: usize,
-    compiled: &'static str,
-) -> Result<&'f Op<'a>, Error> {
+#[inline(always)]
+fn op_at<'a>(file: &StackFile<'a>, index: usize, compiled: &'static str) -> Result<Op<'a>, Error> {
     file.ops
         .get(index)
         .ok_or(Error::OpMismatch {
@@ -299,7 +306,7 @@ impl<'a, const I: usize, const U: usize, const RELU: bool> Layer<'a> for Dense<'
             RELU.into(),
         )?;
         Ok(Self {
-            part: dense_part(file, index, d),
+            part: dense_part(file, index, &d),
         })
     }
 
@@ -311,6 +318,18 @@ impl<'a, const I: usize, const U: usize, const RELU: bool> Layer<'a> for Dense<'
             dense: Some(self.part),
         };
         run_general(&parts, input, &mut [], output);
+    }
+}
+
+impl<'a, const I: usize, const U: usize> Logits<'a> for Dense<'a, I, U, false> {
+    fn run_logits(&self, input: &[i8], _patch: &mut [u32], logits: &mut [i32]) {
+        let parts = Parts {
+            input: (1, 1, I),
+            conv: None,
+            pool: 0,
+            dense: Some(self.part),
+        };
+        run_general_logits(&parts, input, &mut [], logits);
     }
 }
 
@@ -453,6 +472,18 @@ impl<'a, P: Producer<'a>, const I: usize, const U: usize, const RELU: bool> Laye
     }
 }
 
+impl<'a, P: Producer<'a>, const I: usize, const U: usize> Logits<'a>
+    for Streamed<'a, P, I, U, false>
+{
+    fn run_logits(&self, input: &[i8], patch: &mut [u32], logits: &mut [i32]) {
+        let parts = Parts {
+            dense: Some(self.dense.part),
+            ..self.producer.parts()
+        };
+        run_general_logits(&parts, input, patch, logits);
+    }
+}
+
 /// The compile-time shape check of [`Streamed`].
 trait Streamed3 {
     const SHAPE: ();
@@ -550,14 +581,32 @@ impl<
     }
 
     fn run(&self, input: &[i8], _patch: &mut [u32], output: &mut [i8]) {
-        let Some(logits) = output.first_chunk_mut::<U>() else {
+        let Some(output) = output.first_chunk_mut::<U>() else {
             return;
         };
         let mut scratch = StreamScratch::<F, U>::new();
         if NATIVE_PAIRED && F % 4 == 0 {
-            Stream3x3::<F, U, true>::new(&self.layers, IH, IW, input, &mut scratch).run(logits);
+            Stream3x3::<F, U, true>::new(&self.layers, IH, IW, input, &mut scratch).run(output);
         } else {
-            Stream3x3::<F, U, false>::new(&self.layers, IH, IW, input, &mut scratch).run(logits);
+            Stream3x3::<F, U, false>::new(&self.layers, IH, IW, input, &mut scratch).run(output);
+        }
+    }
+}
+
+impl<'a, const IH: usize, const IW: usize, const F: usize, const U: usize, const RELU: bool>
+    Logits<'a> for ConvPoolDense3x3<'a, IH, IW, F, U, RELU, false>
+{
+    fn run_logits(&self, input: &[i8], _patch: &mut [u32], logits: &mut [i32]) {
+        let Some(logits) = logits.first_chunk_mut::<U>() else {
+            return;
+        };
+        let mut scratch = StreamScratch::<F, U>::new();
+        if NATIVE_PAIRED && F % 4 == 0 {
+            Stream3x3::<F, U, true>::new(&self.layers, IH, IW, input, &mut scratch)
+                .run_logits(logits);
+        } else {
+            Stream3x3::<F, U, false>::new(&self.layers, IH, IW, input, &mut scratch)
+                .run_logits(logits);
         }
     }
 }

@@ -22,7 +22,7 @@
 
 use super::format::{input_offset, Op, StackFile, MAX_OPS};
 use crate::kernels::conv::{gather_patch, ConvGeometry, Padding};
-use crate::kernels::dense::{dense_unit, finish_logit};
+use crate::kernels::dense::{dense_unit, finish_logits};
 use crate::kernels::dot::{
     dot_i8_offset, dot_packed, dot_packed2, dot_packed4, pack_patch, PatchWords,
 };
@@ -337,8 +337,6 @@ pub struct DensePart<'a> {
     pub requant: ChannelRequant<'a>,
     /// Minus its input's zero point.
     pub input_offset: i32,
-    /// The network's last layer: its outputs are the logits ([`finish_logit`]).
-    pub logits: bool,
 }
 
 /// A stage with its parameters: what [`run_general`] computes.
@@ -388,13 +386,14 @@ impl<'a> Parts<'a> {
             let Op::Dense(d) = file.ops.get(at)? else {
                 return None;
             };
-            parts.dense = Some(dense_part(file, at, d));
+            parts.dense = Some(dense_part(file, at, &d));
         }
         Some(parts)
     }
 }
 
 /// The [`DensePart`] of dense operation `index` of `file`.
+#[inline(always)]
 pub(crate) fn dense_part<'a>(
     file: &StackFile<'a>,
     index: usize,
@@ -406,7 +405,6 @@ pub(crate) fn dense_part<'a>(
         weights: d.params.weights,
         requant: ChannelRequant::from_params(&d.params, d.relu),
         input_offset: input_offset(file, index),
-        logits: index + 1 == file.ops.len(),
     }
 }
 
@@ -421,6 +419,49 @@ fn monotonic(rq: &ChannelRequant<'_>, channels: usize) -> bool {
 /// memory. Bit for bit the unfused reference kernels' result. Short slices compute less,
 /// never panic.
 pub fn run_general(parts: &Parts<'_>, input: &[i8], words: &mut [u32], output: &mut [i8]) {
+    run_stage(parts, input, words, Out::Values(output));
+}
+
+/// [`run_general`] for the network's last stage, whose dense layer gives the logits:
+/// `logits` gets them wide ([`finish_logits`]). A stage without a dense layer writes
+/// nothing.
+pub fn run_general_logits(parts: &Parts<'_>, input: &[i8], words: &mut [u32], logits: &mut [i32]) {
+    run_stage(parts, input, words, Out::Logits(logits));
+}
+
+/// Where a stage's outputs go.
+enum Out<'o> {
+    /// int8 values for the next stage.
+    Values(&'o mut [i8]),
+    /// The network's wide logits.
+    Logits(&'o mut [i32]),
+}
+
+impl Out<'_> {
+    /// Writes dense layer `d`'s outputs from its accumulators without bias, `acc`.
+    fn finish(self, d: &DensePart<'_>, acc: impl Iterator<Item = i32>) {
+        match self {
+            Out::Values(output) => {
+                for (u, (out, a)) in output.iter_mut().zip(acc).enumerate() {
+                    *out = dense_unit(&d.requant, u, a);
+                }
+            }
+            Out::Logits(logits) => {
+                let logits = match logits.get_mut(..d.units) {
+                    Some(l) => l,
+                    None => logits,
+                };
+                for (out, a) in logits.iter_mut().zip(acc) {
+                    *out = a;
+                }
+                finish_logits(&d.requant, logits);
+            }
+        }
+    }
+}
+
+/// [`run_general`] and [`run_general_logits`].
+fn run_stage(parts: &Parts<'_>, input: &[i8], words: &mut [u32], mut output: Out<'_>) {
     let (h, w, c) = parts.input;
     let (grid_h, grid_w, channels) = match &parts.conv {
         Some(cp) => (
@@ -470,6 +511,9 @@ pub fn run_general(parts: &Parts<'_>, input: &[i8], words: &mut [u32], output: &
         match &parts.dense {
             None => {
                 let start = pos * channels;
+                let Out::Values(output) = &mut output else {
+                    return;
+                };
                 let Some(out) = output.get_mut(start..start + channels) else {
                     return;
                 };
@@ -481,38 +525,24 @@ pub fn run_general(parts: &Parts<'_>, input: &[i8], words: &mut [u32], output: &
         }
     }
     if let Some(d) = &parts.dense {
-        for (u, (out, &a)) in output.iter_mut().zip(acc.iter()).enumerate() {
-            *out = finish_unit(d, u, a as i32);
-        }
-    }
-}
-
-/// Output `u` of dense layer `d` from its accumulator without bias.
-#[inline(always)]
-fn finish_unit(d: &DensePart<'_>, u: usize, acc: i32) -> i8 {
-    if d.logits {
-        finish_logit(&d.requant, u, acc)
-    } else {
-        dense_unit(&d.requant, u, acc)
+        output.finish(d, acc.iter().map(|&a| a as i32));
     }
 }
 
 /// A dense layer over a materialised input.
-fn dense_direct(d: &DensePart<'_>, input: &[i8], output: &mut [i8]) {
+fn dense_direct(d: &DensePart<'_>, input: &[i8], output: Out<'_>) {
     let Some(input) = input.get(..d.inputs) else {
         return;
     };
     if d.inputs == 0 {
         return;
     }
-    for (u, (out, row)) in output
-        .iter_mut()
-        .zip(d.weights.chunks_exact(d.inputs))
+    let acc = d
+        .weights
+        .chunks_exact(d.inputs)
         .take(d.units)
-        .enumerate()
-    {
-        *out = finish_unit(d, u, dot_i8_offset(input, d.input_offset, row));
-    }
+        .map(|row| dot_i8_offset(input, d.input_offset, row));
+    output.finish(d, acc);
 }
 
 /// The conv (and pool) values of output position `(py, px)` into `values` (one `i8` per
@@ -692,7 +722,7 @@ fn dense_position(
 #[cfg(test)]
 mod tests {
     use super::super::format::tests::{input, OwnedParams};
-    use super::super::format::{ConvOp, DenseOp, PoolOp, MAGIC_AND_VERSION};
+    use super::super::format::{ConvOp, DenseOp, PoolOp};
     use super::super::run::{run, BufferSizes, Kernels};
     use super::*;
     use crate::kernels::TestRng;
@@ -785,23 +815,16 @@ mod tests {
             ops.push(Planned::Dense(inputs, units, true, owned.len() - 1));
             inputs = units;
         }
+        // The logits layer: no ReLU, output zero point 0, shifts ≤ 0 (as the decoder
+        // requires of a model's last layer).
         let units = 1 + rng.below(10) as usize;
-        owned.push(params(rng, units * inputs, units, wild));
-        ops.push(Planned::Dense(
-            inputs,
-            units,
-            rng.below(4) == 0,
-            owned.len() - 1,
-        ));
+        owned.push(OwnedParams::logits(rng, units * inputs, units));
+        ops.push(Planned::Dense(inputs, units, false, owned.len() - 1));
         ((h0 as u16, w0 as u16, c0 as u16), ops, owned)
     }
 
-    fn file<'p>(
-        (h, w, c): (u16, u16, u16),
-        planned: &[Planned],
-        owned: &'p [OwnedParams],
-    ) -> StackFile<'p> {
-        let mut ops = heapless::Vec::new();
+    fn ops<'p>(planned: &[Planned], owned: &'p [OwnedParams]) -> Vec<Op<'p>> {
+        let mut ops = Vec::new();
         for p in planned {
             let op = match *p {
                 Planned::Conv(g, relu, i) => Op::Conv2d(ConvOp {
@@ -823,14 +846,9 @@ mod tests {
                     params: owned[i].view(),
                 }),
             };
-            assert!(ops.push(op).is_ok());
+            ops.push(op);
         }
-        StackFile {
-            magic: MAGIC_AND_VERSION.0,
-            version: MAGIC_AND_VERSION.1,
-            input: input(h, w, c),
-            ops,
-        }
+        ops
     }
 
     /// A random image, often with background (the input zero point, −128) patches or all
@@ -856,7 +874,8 @@ mod tests {
         for case in 0..cases {
             let wild = case % 3 == 2;
             let (hwc, planned, owned) = random_stack(&mut rng, wild);
-            let file = file(hwc, &planned, &owned);
+            let ops = ops(&planned, &owned);
+            let file = StackFile::new(input(hwc.0, hwc.1, hwc.2), &ops);
             let sizes = BufferSizes::of(&file);
             let stages = plan_file(&file);
             assert_eq!(stages.iter().map(Stage::ops).sum::<usize>(), file.ops.len());
@@ -871,17 +890,16 @@ mod tests {
                     &mut rng,
                     usize::from(hwc.0) * usize::from(hwc.1) * usize::from(hwc.2),
                 );
-                let (mut a, mut b) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
-                let mut patch = vec![0u32; sizes.patch_words];
-                let reference = run(&file, &x, Kernels::Reference, &mut a, &mut b, &mut patch)
-                    .unwrap()
-                    .to_vec();
-                // Fresh buffers: nothing of the reference's run may show through.
-                let (mut a, mut b) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
-                let mut patch = vec![0u32; sizes.patch_words];
-                let fast = run(&file, &x, Kernels::Fast, &mut a, &mut b, &mut patch)
-                    .unwrap()
-                    .to_vec();
+                let mut results = Vec::new();
+                for kernels in [Kernels::Reference, Kernels::Fast] {
+                    // Fresh buffers: nothing of the reference's run may show through.
+                    let (mut a, mut b) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
+                    let mut patch = vec![0u32; sizes.patch_words];
+                    let mut logits = vec![0i32; file.classes()];
+                    let out = run(&file, &x, kernels, &mut a, &mut b, &mut patch, &mut logits);
+                    results.push(out.unwrap().to_vec());
+                }
+                let (reference, fast) = (&results[0], &results[1]);
                 assert_eq!(fast, reference, "case {case}: {:?}", file.ops);
             }
         }

@@ -54,7 +54,7 @@ pub struct FitArgs {
     /// Train this architecture: a preset (`tutorial`, `tutorial-full`) or a spec file (see
     /// docs/architecture-spec.md). `tutorial` without the options below takes the tutorial's
     /// fast path (model.bin format 1); anything else trains through the generic layers and
-    /// writes a model.bin in format 2 (any conv / pool / dense stack).
+    /// writes a model.bin in format 3 (any conv / pool / dense stack).
     #[arg(long)]
     pub arch: Option<String>,
     /// L2 regularisation: adds l2·Σw² over every kernel to the loss (generic path).
