@@ -1,7 +1,8 @@
 //! Build script: picks the board's memory map, puts it on the linker's search
 //! path as `memory.x`, and embeds the model and the test digits, checking both so
-//! that a bad file fails the build rather than the board. With `FIRMWARE_SPEC` it
-//! also generates the network's Rust code from the spec file ([`network`]).
+//! that a bad file fails the build rather than the board. For a format-2 model
+//! it generates the network's Rust code from the model with the library's
+//! helper ([`network`], `model_spec::codegen`), checked against `FIRMWARE_SPEC` if set.
 //!
 //! Inputs (paths relative to this crate unless absolute; see README.md):
 //! - `FIRMWARE_BOARD`: one of [`BOARDS`]; default: the board of the target
@@ -9,19 +10,21 @@
 //!   `mps2-an386`). The firmware gets its name and SysTick rate from here.
 //! - `FIRMWARE_INSNS_PER_TICK` (`N` or `N/D`): overrides the board's SysTick
 //!   rate, to check that the calibration catches a wrong one.
-//! - `FIRMWARE_SPEC`: a spec file (`models/*.toml`, docs/architecture-spec.md)
-//!   or a preset name (`tutorial`, `tutorial-full`). Unset: the firmware runs the
-//!   tutorial network (`infer_core::TutorialNet`, model.bin format 1). Set: it
-//!   runs the network the spec declares, whose types, buffers and weight layout
-//!   [`network`] generates into `$OUT_DIR/network.rs` (cfg `firmware_spec`).
-//! - `FIRMWARE_MODEL`, default `assets/model.bin`: without `FIRMWARE_SPEC` it
-//!   must load with `infer_core::TutorialNet::from_bytes`; with it, it must be a
-//!   format-2 model whose every operation matches the spec's (type, shapes,
-//!   ReLU), and model and network must fit the board's flash and RAM.
+//! - `FIRMWARE_MODEL`, default `assets/model.bin`. Format 1 (by its version
+//!   field): the tutorial network, which must load with
+//!   `infer_core::TutorialNet::from_bytes`. Any other: a format-3 model, whose
+//!   network — types, buffers and weight layout — [`network`] generates from the
+//!   model's own operations into `$OUT_DIR/network.rs` (cfg `firmware_spec`); its
+//!   input must be 28×28×1 (the digits), and model and network must fit the
+//!   board's flash and RAM.
+//! - `FIRMWARE_SPEC`: optional, a spec file (`models/*.toml`,
+//!   docs/architecture-spec.md) or a preset name (`tutorial`, `tutorial-full`).
+//!   The model must then be a format-3 model whose every operation matches the
+//!   spec's (type, shapes, ReLU); the build fails naming both otherwise.
 //! - `FIRMWARE_DIGITS`, default `assets/digits.bin`: the digits file, records
 //!   of `[label: u8][28×28 pixels: u8]` (README.md, "Digits file").
 
-mod network;
+use model_spec::codegen as network;
 
 use std::env;
 use std::fs;
@@ -116,16 +119,22 @@ fn main() {
 
     println!("cargo::rustc-check-cfg=cfg(firmware_spec)");
     println!("cargo:rerun-if-env-changed=FIRMWARE_SPEC");
-    match env::var("FIRMWARE_SPEC") {
-        Ok(spec) => {
-            let network = spec_network(&crate_dir, board, &sizes, &spec, &model_name, &model);
-            write(&out_dir.join("network.rs"), network.as_bytes());
-            println!("cargo:rustc-cfg=firmware_spec");
-        }
-        Err(_) => {
-            check_tutorial_model(&model_name, &model);
-            check_memory(board, &sizes, &model_name, model.len(), None);
-        }
+    let spec = env::var("FIRMWARE_SPEC").ok();
+    let tutorial = network::format_version(&model) == Some(infer_core::format::FORMAT_VERSION);
+    if tutorial && spec.is_none() {
+        check_tutorial_model(&model_name, &model);
+        check_memory(board, &sizes, &model_name, model.len(), None);
+    } else {
+        let network = stack_network(
+            &crate_dir,
+            board,
+            &sizes,
+            spec.as_deref(),
+            &model_name,
+            &model,
+        );
+        write(&out_dir.join("network.rs"), network.as_bytes());
+        println!("cargo:rustc-cfg=firmware_spec");
     }
     write(&out_dir.join("model.bin"), &model);
 
@@ -136,37 +145,49 @@ fn main() {
     write(&out_dir.join("digits.bin"), &digits);
 }
 
-/// `FIRMWARE_SPEC=spec`: checks `model` (called `model_name`) against the spec
-/// and the board's memory, reports flash and RAM, and returns the network's
-/// generated code; stops the build on any problem.
-fn spec_network(
+/// A format-2 `model` (called `model_name`): its network, checked against
+/// `FIRMWARE_SPEC=spec` if given and against the board's memory; reports flash
+/// and RAM and returns the network's generated code; stops the build on any
+/// problem.
+fn stack_network(
     crate_dir: &Path,
     board: &Board,
     sizes: &model_spec::budget::Board,
-    spec: &str,
+    spec: Option<&str>,
     model_name: &str,
     model: &[u8],
 ) -> String {
-    let declared = network::Declared::load(crate_dir, spec).unwrap_or_else(|e| fail(&e));
-    if let Some(path) = &declared.path {
-        println!("cargo:rerun-if-changed={}", path.display());
+    let mut network = network::Network::from_bytes(model_name, model).unwrap_or_else(|e| fail(&e));
+    if let Some(spec) = spec {
+        let declared = network::Declared::load(crate_dir, spec).unwrap_or_else(|e| fail(&e));
+        if let Some(path) = &declared.path {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
+        if declared.plan.input != DIGIT_SHAPE {
+            let (h, w, c) = declared.plan.input;
+            fail(&format!(
+                "{spec} declares a {h}×{w}×{c} input, but the firmware classifies the \
+                 28×28×1 digits of FIRMWARE_DIGITS"
+            ));
+        }
+        network
+            .check_spec(&declared, model)
+            .unwrap_or_else(|e| fail(&e));
     }
-    if declared.plan.input != DIGIT_SHAPE {
-        let (h, w, c) = declared.plan.input;
+    if network.plan.input != DIGIT_SHAPE {
+        let (h, w, c) = network.plan.input;
         fail(&format!(
-            "{spec} declares a {h}×{w}×{c} input, but the firmware classifies the \
+            "{model_name} takes a {h}×{w}×{c} input, but the firmware classifies the \
              28×28×1 digits of FIRMWARE_DIGITS"
         ));
     }
-    declared
-        .check_model(model_name, model)
-        .unwrap_or_else(|e| fail(&e));
-    let ram = network::Ram::of(&declared.plan);
-    check_memory(board, sizes, model_name, model.len(), Some((spec, &ram)));
+    let name = spec.unwrap_or(model_name);
+    let ram = network.ram();
+    check_memory(board, sizes, model_name, model.len(), Some((name, &ram)));
     // The build's report: cargo shows it (as a warning) on every build that
     // runs this script; the firmware prints the measured figures.
     println!(
-        "cargo:warning={spec} on {}: model {} of {} bytes of flash; RAM {} of {} bytes ({})",
+        "cargo:warning={name} on {}: model {} of {} bytes of flash; RAM {} of {} bytes ({})",
         board.name,
         model.len(),
         sizes.flash,
@@ -174,17 +195,18 @@ fn spec_network(
         sizes.ram,
         ram.explain()
     );
-    declared.generate()
+    network.generate()
 }
 
 /// Stops the build, with the numbers, if the model and the program do not fit
-/// the board's flash or (with a spec) the network's RAM does not fit its RAM.
+/// the board's flash or (for a generated network, named `name`) the network's
+/// RAM does not fit its RAM.
 fn check_memory(
     board: &Board,
     sizes: &model_spec::budget::Board,
     model_name: &str,
     model_bytes: usize,
-    spec: Option<(&str, &network::Ram)>,
+    network: Option<(&str, &network::Ram)>,
 ) {
     let mut problems = Vec::new();
     let flash_need = model_bytes + CODE_ALLOWANCE;
@@ -197,10 +219,10 @@ fn check_memory(
             sizes.flash / 1024
         ));
     }
-    if let Some((spec, ram)) = spec {
+    if let Some((name, ram)) = network {
         if ram.total() > sizes.ram {
             problems.push(format!(
-                "RAM: the network {spec} declares needs {} bytes ({}), but {} has {} ({} KiB)",
+                "RAM: the network of {name} needs {} bytes ({}), but {} has {} ({} KiB)",
                 ram.total(),
                 ram.explain(),
                 board.name,
@@ -303,15 +325,11 @@ fn asset_path(crate_dir: &Path, var: &str, default: &str) -> PathBuf {
     path
 }
 
+/// A model whose version field says format 1: the tutorial network's.
 fn check_tutorial_model(name: &str, bytes: &[u8]) {
     if let Err(error) = infer_core::TutorialNet::from_bytes(bytes) {
-        let hint = if infer_core::stack::StackFile::decode(bytes).is_ok() {
-            " (it is a format-2 layer-stack model: set FIRMWARE_SPEC to the spec it was trained from)"
-        } else {
-            ""
-        };
         fail(&format!(
-            "{name} is not a usable TutorialNet model: {error}{hint}"
+            "{name} is not a usable TutorialNet model: {error}"
         ));
     }
 }

@@ -7,7 +7,8 @@
 //! network: spec=<s> ops=<n> classes=<n> model_bytes=<n> ram_estimate_bytes=<n>
 //!                                        (FIRMWARE_SPEC builds only)
 //! digit <i> label=<l> pred=<p>          (one line per image)
-//! logits <i> <l0> … <l9>                 (its int8 logits)
+//! logits <i> <l0> … <l9>                 (its logits: int8 for the tutorial,
+//!                                        wide i32 for a spec'd network)
 //! layers: prepare=<n> conv_relu_pool=<n> dense=<n> output=<n> argmax=<n>
 //! memory: infer_stack_bytes=<n> static_ram_bytes=<n>
 //! summary: correct=<n> total=<n> insns_per_inference=<n> stack_peak_bytes=<n>

@@ -58,7 +58,7 @@ pub enum Error {
         /// The layer's shape compiled into this build.
         compiled: [u32; 4],
     },
-    /// An operation of a format-2 (layer stack) model differs from the one compiled into this
+    /// An operation of a format-3 (layer stack) model differs from the one compiled into this
     /// build.
     OpMismatch {
         /// Index of the operation (0 = first), or the operation count for `what = "operations"`.
@@ -70,7 +70,7 @@ pub enum Error {
         /// Its value compiled into this build.
         compiled: u32,
     },
-    /// An operation of a format-2 model is of another type than the one compiled in.
+    /// An operation of a format-3 model is of another type than the one compiled in.
     OpTypeMismatch {
         /// Index of the operation.
         op: u16,
@@ -103,10 +103,22 @@ impl fmt::Display for Error {
                 "not a model.bin: starts with {found:02x?}, expected {:02x?} (\"I8CN\"); write it with `trainer fit --out model.bin`",
                 crate::format::MAGIC
             ),
-            Error::UnsupportedVersion { found, supported } => write!(
-                f,
-                "model.bin is format version {found}, this build reads version {supported}; re-export it with a matching trainer (`trainer quantize` or `trainer fit`)"
-            ),
+            Error::UnsupportedVersion { found, supported } => {
+                let stack = crate::stack::STACK_FORMAT_VERSION;
+                if supported == stack && found < stack {
+                    // A retired layer-stack version (1 is the tutorial-only format, 2 had
+                    // int8 logits): the trainer writes the current one.
+                    write!(
+                        f,
+                        "model.bin is format version {found}, which this build no longer reads (it reads version {supported}, with exact wide logits); write a current one with `trainer quantize --float FILE --out model.bin` from the float checkpoint (`trainer fit --arch SPEC --save-float FILE`), or retrain with `trainer fit --arch SPEC --out model.bin`"
+                    )
+                } else {
+                    write!(
+                        f,
+                        "model.bin is format version {found}, this build reads version {supported}; re-export it with a matching trainer (`trainer quantize` or `trainer fit`)"
+                    )
+                }
+            }
             Error::ChecksumMismatch { stored, computed } => write!(
                 f,
                 "model.bin is corrupt: CRC-32 stored {stored:#010x}, computed {computed:#010x}; copy or flash it again"

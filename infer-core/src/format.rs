@@ -378,62 +378,33 @@ pub(crate) fn check_channels(
     weights: usize,
     per_channel: usize,
 ) -> Result<(), Error> {
-    let fields: [(&'static str, &[u8], usize); 5] = [
-        (
-            if layer == "conv" {
-                "conv weights"
-            } else {
-                "dense weights"
-            },
-            p.weights,
-            weights,
-        ),
-        (
-            if layer == "conv" {
-                "conv weight scales"
-            } else {
-                "dense weight scales"
-            },
-            p.weight_scales,
-            4 * channels,
-        ),
-        (
-            if layer == "conv" {
-                "conv bias"
-            } else {
-                "dense bias"
-            },
-            p.bias,
-            4 * channels,
-        ),
-        (
-            if layer == "conv" {
-                "conv multiplier"
-            } else {
-                "dense multiplier"
-            },
-            p.multiplier,
-            4 * channels,
-        ),
-        (
-            if layer == "conv" {
-                "conv shift"
-            } else {
-                "dense shift"
-            },
-            p.shift,
-            channels,
-        ),
-    ];
-    for (field, bytes, expected) in fields {
-        if bytes.len() != expected {
-            return Err(Error::InconsistentLength {
+    // One check after the other (no table of them: loading's stack stays small).
+    let conv = layer == "conv";
+    let check = |field: &'static str, bytes: &[u8], expected: usize| {
+        if bytes.len() == expected {
+            Ok(())
+        } else {
+            Err(Error::InconsistentLength {
                 field,
                 expected,
                 found: bytes.len(),
-            });
+            })
         }
-    }
+    };
+    let name = |conv_name, dense_name| if conv { conv_name } else { dense_name };
+    check(name("conv weights", "dense weights"), p.weights, weights)?;
+    check(
+        name("conv weight scales", "dense weight scales"),
+        p.weight_scales,
+        4 * channels,
+    )?;
+    check(name("conv bias", "dense bias"), p.bias, 4 * channels)?;
+    check(
+        name("conv multiplier", "dense multiplier"),
+        p.multiplier,
+        4 * channels,
+    )?;
+    check(name("conv shift", "dense shift"), p.shift, channels)?;
     for m in p.multiplier.chunks_exact(4) {
         let m = i32::from_le_bytes([m[0], m[1], m[2], m[3]]);
         if m < 0 {

@@ -7,7 +7,7 @@
 //! * [`net`]: the typed front end: shapes as const generics, buffers sized at compile time.
 //! * [`kernels`]: slice-based kernels, each tested against a naive reference, and the fused
 //!   streaming kernels ([`kernels::fused`]) tested against them.
-//! * [`stack`]: any conv / pool / dense stack declared in a spec file (model.bin format 2).
+//! * [`stack`]: any conv / pool / dense stack declared in a spec file (model.bin format 3).
 //! * [`requant`]: TFLite / CMSIS-NN fixed-point requantization, bit-exact.
 //!
 //! ```

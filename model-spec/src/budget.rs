@@ -1,7 +1,7 @@
-//! What the int8 form of a [`Spec`] costs on a microcontroller: flash for its format-2
-//! model.bin, RAM for a layer-by-layer inference, against a small table of boards.
+//! What the int8 form of a [`Spec`] costs on a microcontroller: flash for its format-3
+//! model.bin, RAM for an inference through the fused stages, against a small table of boards.
 //!
-//! Computed from the spec's int8 [`Plan`], the operations a format-2 model.bin stores
+//! Computed from the spec's int8 [`Plan`], the operations a format-3 model.bin stores
 //! (`docs/model-format.md`): the weights, per-channel parameters and RAM are exact; the rest of
 //! the file is exact but for the varints of the output zero points (see [`Budget::header`]).
 
@@ -80,17 +80,21 @@ pub struct Budget {
     pub flash: usize,
     /// The int8 input image, held by the caller for the whole inference.
     pub input: usize,
-    /// The two ping-pong activation buffers ([`Plan::buffers`]): operation `i` writes buffer
-    /// `i % 2`.
+    /// The two ping-pong activation buffers ([`Plan::buffers`]): stage `j` of the fused
+    /// stage plan ([`Plan::stages`]) writes buffer `j % 2`.
     pub buffers: [usize; 2],
     /// Both buffers together.
     pub activations: usize,
-    /// The packed convolution patch ([`Plan::patch_words`] u32 words), in bytes.
+    /// The stages' patch buffer (packed patch and working memory, [`Plan::patch_words`] u32
+    /// words), in bytes.
     pub patch: usize,
-    /// f32 class probabilities computed from the int8 logits.
+    /// Scratch a fused kernel keeps on its stack ([`Plan::stack_bytes`]).
+    pub kernel_stack: usize,
+    /// The wide (i32) logits, one per class, 4 bytes each (as many as f32 probabilities
+    /// computed from them).
     pub scratch: usize,
-    /// RAM total for a layer-by-layer inference: input + activations + patch + scratch (data
-    /// only, not the stack frames).
+    /// RAM total for an inference through the stages: input + activations + patch + kernel
+    /// scratch + logits (data only, not the stack frames).
     pub ram: usize,
 }
 
@@ -112,6 +116,7 @@ impl Budget {
         let buffers = plan.buffers();
         let activations = buffers[0] + buffers[1];
         let patch = plan.patch_words() * 4;
+        let kernel_stack = plan.stack_bytes();
         let scratch = plan.classes() * 4;
         Self {
             weights,
@@ -122,8 +127,9 @@ impl Budget {
             buffers,
             activations,
             patch,
+            kernel_stack,
             scratch,
-            ram: input + activations + patch + scratch,
+            ram: input + activations + patch + kernel_stack + scratch,
         }
     }
 }
@@ -139,7 +145,7 @@ fn varint(v: usize) -> usize {
     bytes
 }
 
-/// Everything in a format-2 model.bin of `plan` but the weight and per-channel arrays, in the
+/// Everything in a format-3 model.bin of `plan` but the weight and per-channel arrays, in the
 /// order the fields are written (`infer_core::stack::format`); output zero points at their
 /// longest.
 fn header_bytes(plan: &Plan) -> usize {
@@ -196,12 +202,13 @@ mod tests {
         let b = Budget::of(&Spec::tutorial()).unwrap();
         assert_eq!(b.weights, 32 * 9 + 10 * 5408);
         assert_eq!(b.channel_params, 42 * 13);
-        // conv out (A) + pool out (B), as infer-core's TutorialScratch: with the input the
-        // 27,824 bytes `summary` reports for `infer_layers`; plus 5 patch words for the 9 taps
-        // and 40 bytes of probabilities.
-        assert_eq!(b.buffers, [26 * 26 * 32, 13 * 13 * 32]);
-        assert_eq!(b.patch, 5 * 4);
-        assert_eq!(b.ram, 27_824 + 20 + 40);
+        // One fused stage (conv + pool + dense on the one-channel 3×3 fast path): no
+        // buffers, no patch, the fast path's 1,192 bytes of scratch (36 per filter, 4 per
+        // unit), the input and 40 bytes of wide logits.
+        assert_eq!(b.buffers, [0, 0]);
+        assert_eq!(b.patch, 0);
+        assert_eq!(b.kernel_stack, 1_192);
+        assert_eq!(b.ram, 784 + 1_192 + 40);
         // 10 envelope (magic, version, CRC) + 9 input + 1 op count; conv: tag + 6 shapes +
         // padding + relu = 9, prefixes 2 + 3·2 + 1, quantization 6; pool: 5; dense: tag +
         // inputs (2) + units + relu = 5, prefixes 3 + 3·1 + 1, quantization 6.
@@ -209,9 +216,9 @@ mod tests {
         let full = Budget::of(&Spec::load("tutorial-full").unwrap()).unwrap();
         assert_eq!(full.weights, 1_199_882 - 32 - 64 - 128 - 10);
         assert_eq!(full.channel_params, (32 + 64 + 128 + 10) * 13);
-        // conv 1 → A, conv 2 → B, pool → A, dense → B, dense → A.
-        assert_eq!(full.buffers, [26 * 26 * 32, 24 * 24 * 64]);
-        assert_eq!(full.patch, 3 * 3 * 32 / 2 * 4);
+        // Stages: conv 1 → A; conv 2 + pool + dense (streamed) → B; dense → the logits.
+        assert_eq!(full.buffers, [26 * 26 * 32, 128]);
+        assert_eq!(full.patch, (3 * 3 * 32 / 2 + 64 + 128) * 4);
         assert_eq!(full.ram, 784 + full.activations + full.patch + 40);
         assert!(full.flash < board("mps2-an386").unwrap().flash);
         assert!(full.flash > board("microbit").unwrap().flash);

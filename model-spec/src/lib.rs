@@ -4,10 +4,13 @@
 //!
 //! - [`spec`]: parsing and shape inference;
 //! - [`plan`]: the int8 execution plan (dropout and flatten gone, batch norm folded), which
-//!   fixes the layers of a format-2 model.bin and the firmware's buffers;
-//! - [`budget`]: what that plan costs in flash and RAM, against a table of boards.
+//!   fixes the layers of a format-3 model.bin and the firmware's buffers;
+//! - [`budget`]: what that plan costs in flash and RAM, against a table of boards;
+//! - [`codegen`]: for a firmware's `build.rs`, the typed network of a model.bin (checked
+//!   against a spec, if given), every shape a const generic.
 
 pub mod budget;
+pub mod codegen;
 pub mod plan;
 pub mod spec;
 

@@ -3,17 +3,22 @@
 //! Dropout and flatten disappear (NHWC activations are already flat, row-major as Keras
 //! flattens them), batch normalisation is folded into the conv or dense layer before it, and
 //! the last dense layer's softmax becomes "the outputs are logits". What remains is a chain of
-//! [`OpKind::Conv2d`], [`OpKind::MaxPool2d`] and [`OpKind::Dense`]; a format-2 model.bin
+//! [`OpKind::Conv2d`], [`OpKind::MaxPool2d`] and [`OpKind::Dense`]; a format-3 model.bin
 //! stores exactly these operations, and the firmware's build derives its types and buffers
 //! from them.
 //!
-//! Buffers: operation `i` reads the input image (`i = 0`) or buffer `(i − 1) % 2` and writes
-//! buffer `i % 2` (the last writes the logits), so two ping-pong buffers of
-//! [`Plan::buffers`] bytes and one packed patch of [`Plan::patch_words`] words hold every
+//! Stages and buffers: infer-core's stage plan ([`Plan::stages`],
+//! `infer_core::stack::stages::plan`) groups the operations into the fused stages the
+//! engine runs. Stage `j` reads the input image (`j = 0`) or buffer `(j − 1) % 2` and writes
+//! buffer `j % 2` (the last writes the logits), so two ping-pong buffers of
+//! [`Plan::buffers`] bytes, one patch buffer of [`Plan::patch_words`] words (packed patch
+//! and working memory) and [`Plan::stack_bytes`] of kernel scratch on the stack hold every
 //! activation.
 
 use crate::spec::{conv_out, Activation, LayerSpec, Padding, Spec};
 use anyhow::{bail, Result};
+use infer_core::kernels::conv::{ConvGeometry, Padding as KernelPadding};
+use infer_core::stack::stages::{self, Shape, Stages};
 use std::fmt;
 
 /// One int8 operation with all its shapes.
@@ -128,6 +133,46 @@ impl OpKind {
         match *self {
             Self::Conv2d { in_c, kernel, .. } => kernel * kernel * in_c,
             _ => 0,
+        }
+    }
+
+    /// The operation's shape in infer-core's terms, for its stage plan.
+    pub fn shape(&self) -> Shape {
+        match *self {
+            Self::Conv2d {
+                in_h,
+                in_w,
+                in_c,
+                filters,
+                kernel,
+                stride,
+                padding,
+                ..
+            } => Shape::Conv2d(ConvGeometry {
+                in_h,
+                in_w,
+                in_c,
+                k_h: kernel,
+                k_w: kernel,
+                filters,
+                stride,
+                padding: match padding {
+                    Padding::Valid => KernelPadding::Valid,
+                    Padding::Same => KernelPadding::Same,
+                },
+            }),
+            Self::MaxPool2d {
+                in_h,
+                in_w,
+                channels,
+                pool,
+            } => Shape::MaxPool2d {
+                in_h,
+                in_w,
+                channels,
+                pool,
+            },
+            Self::Dense { inputs, units, .. } => Shape::Dense { inputs, units },
         }
     }
 
@@ -297,14 +342,26 @@ impl Plan {
         self.ops.last().map_or(0, |op| op.kind.out_len())
     }
 
-    /// Sizes in bytes of the two ping-pong activation buffers: buffer `i % 2` receives the
-    /// output of operation `i`, except the last operation's, which is the logits and goes to
-    /// the caller's own array.
+    /// Each operation's [`Shape`], as infer-core plans from.
+    pub fn shapes(&self) -> Vec<Shape> {
+        self.ops.iter().map(|op| op.kind.shape()).collect()
+    }
+
+    /// The fused stages the engine runs (`infer_core::stack::stages::plan`).
+    pub fn stages(&self) -> Stages {
+        stages::plan(&self.shapes())
+    }
+
+    /// Sizes in bytes of the two ping-pong activation buffers: buffer `j % 2` receives the
+    /// output of stage `j`, except the last stage's, which is the wide (i32) logits and goes
+    /// to the caller's own array.
     pub fn buffers(&self) -> [usize; 2] {
+        let shapes = self.shapes();
+        let stages = stages::plan(&shapes);
         let mut sizes = [0; 2];
-        let writers = self.ops.len().saturating_sub(1);
-        for (i, op) in self.ops.iter().take(writers).enumerate() {
-            sizes[i % 2] = sizes[i % 2].max(op.kind.out_len());
+        let writers = stages.len().saturating_sub(1);
+        for (j, stage) in stages.iter().take(writers).enumerate() {
+            sizes[j % 2] = sizes[j % 2].max(stage.out_len(&shapes));
         }
         sizes
     }
@@ -314,12 +371,28 @@ impl Plan {
         self.ops.iter().map(|op| op.kind.taps()).max().unwrap_or(0)
     }
 
-    /// u32 words of the packed patch buffer infer-core's conv kernel needs for
-    /// [`Plan::patch_len`] values: two per group of four, one per remaining value
-    /// (`infer_core::kernels::dot::PatchWords`).
+    /// u32 words of the patch buffer the stages take (the largest stage's packed patch and
+    /// working memory: `infer_core::stack::stages::Stage::patch_words`).
     pub fn patch_words(&self) -> usize {
-        let taps = self.patch_len();
-        taps / 4 * 2 + taps % 4
+        let shapes = self.shapes();
+        let stages = stages::plan(&shapes);
+        stages
+            .iter()
+            .map(|s| s.patch_words(&shapes))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Bytes of kernel scratch the largest stage keeps on its stack (the one-channel 3×3
+    /// fast path's: `infer_core::stack::stages::Stage::stack_bytes`).
+    pub fn stack_bytes(&self) -> usize {
+        let shapes = self.shapes();
+        let stages = stages::plan(&shapes);
+        stages
+            .iter()
+            .map(|s| s.stack_bytes(&shapes))
+            .max()
+            .unwrap_or(0)
     }
 
     /// int8 weights in bytes.
@@ -347,9 +420,13 @@ mod tests {
             [0, 1, 2, 5, 7]
         );
         assert_eq!(plan.ops[3].kind.in_len(), 12 * 12 * 64);
-        assert_eq!(plan.buffers(), [26 * 26 * 32, 24 * 24 * 64]);
+        // Stages: conv; conv + pool + dense 128 (streamed); dense 10.
+        assert_eq!(plan.stages().len(), 3);
+        assert_eq!(plan.buffers(), [26 * 26 * 32, 128]);
         assert_eq!(plan.patch_len(), 3 * 3 * 32);
-        assert_eq!(plan.patch_words(), 3 * 3 * 32 / 2);
+        // The packed patch of the second conv, its 64 pooled values and 128 accumulators.
+        assert_eq!(plan.patch_words(), 3 * 3 * 32 / 2 + 64 + 128);
+        assert_eq!(plan.stack_bytes(), 0);
         assert_eq!(plan.weights() + plan.channels(), 1_199_882);
         assert_eq!(plan.classes(), 10);
         for pair in plan.ops.windows(2) {

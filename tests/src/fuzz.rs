@@ -7,7 +7,7 @@
 //! invariants on the bytes it accepts.
 
 use infer_core::format::{crc32, ChannelParams, InputSpec, ModelFile, QuantParams, CRC_LEN};
-use infer_core::stack::format::{ConvOp, DenseOp, Ops, Padding, PoolOp, MAGIC_AND_VERSION};
+use infer_core::stack::format::{ConvOp, DenseOp, Padding, PoolOp};
 use infer_core::stack::{run, BufferSizes, Kernels, Op, StackFile};
 use infer_core::{Net, Scratch, TutorialNet};
 use std::path::{Path, PathBuf};
@@ -125,7 +125,7 @@ fn round_trip(bytes: &[u8]) {
     assert_eq!(ModelFile::decode(encoded), Ok(model));
 }
 
-/// `stack_loader`: bytes → [`StackFile::decode`] (model.bin format 2) → if the model loads and
+/// `stack_loader`: bytes → [`StackFile::decode`] (model.bin format 3) → if the model loads and
 /// is small enough to run quickly, one inference on an input taken from the same bytes with
 /// the fast kernels and with the reference kernels, which must agree bit for bit. As for
 /// [`model_loader`], the bytes are tried as given and with the CRC fixed up, and a model that
@@ -186,9 +186,18 @@ fn run_stack(bytes: &[u8]) -> usize {
         .collect();
     let (mut a, mut b) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
     let mut patch = vec![0u32; sizes.patch_words];
-    let fast = run(&file, &input, Kernels::Fast, &mut a, &mut b, &mut patch)
-        .expect("buffers of BufferSizes suffice")
-        .to_vec();
+    let mut logits = vec![0i32; file.classes()];
+    let fast = run(
+        &file,
+        &input,
+        Kernels::Fast,
+        &mut a,
+        &mut b,
+        &mut patch,
+        &mut logits,
+    )
+    .expect("buffers of BufferSizes suffice")
+    .to_vec();
     let reference = run(
         &file,
         &input,
@@ -196,6 +205,7 @@ fn run_stack(bytes: &[u8]) -> usize {
         &mut a,
         &mut b,
         &mut patch,
+        &mut logits,
     )
     .expect("buffers of BufferSizes suffice")
     .to_vec();
@@ -243,7 +253,6 @@ pub fn stack_seed() -> Vec<u8> {
             zero_point,
         },
     };
-    let mut ops = Ops::new();
     let conv = |in_hw, in_c, filters, kernel, stride, padding, relu, params| {
         Op::Conv2d(ConvOp {
             in_h: in_hw,
@@ -273,13 +282,8 @@ pub fn stack_seed() -> Vec<u8> {
             params: params(2, 0),
         }),
     ];
-    for op in all {
-        ops.push(op).expect("4 of 16 operations");
-    }
-    let file = StackFile {
-        magic: MAGIC_AND_VERSION.0,
-        version: MAGIC_AND_VERSION.1,
-        input: InputSpec {
+    let file = StackFile::new(
+        InputSpec {
             height: 6,
             width: 6,
             channels: 2,
@@ -288,8 +292,8 @@ pub fn stack_seed() -> Vec<u8> {
                 zero_point: -128,
             },
         },
-        ops,
-    };
+        &all,
+    );
     let mut buf = vec![0u8; 1024];
     let bytes = file.encode(&mut buf).expect("the seed fits 1 KB");
     bytes.to_vec()

@@ -110,8 +110,9 @@ pub struct FirmwareReport {
     pub layers: Vec<(String, u64)>,
     /// `memory: infer_stack_bytes=<n> …`, if printed.
     pub infer_stack_bytes: Option<u64>,
-    /// `logits <i> <l0> … <l9>` lines, in order (empty if not printed).
-    pub logits: Vec<Vec<i8>>,
+    /// `logits <i> <l0> … <l9>` lines, in order (empty if not printed): int8 values for the
+    /// tutorial's format 1, wide i32 logits for a format-3 spec'd network.
+    pub logits: Vec<Vec<i32>>,
 }
 
 fn field<T: std::str::FromStr>(token: Option<&str>, key: &str, line: &str) -> Result<T> {
@@ -142,7 +143,7 @@ pub fn parse_firmware_output(text: &str) -> Result<FirmwareReport> {
                 ensure!(index == logits.len(), "logits line out of order: {line:?}");
                 let values = t
                     .map(str::parse)
-                    .collect::<Result<Vec<i8>, _>>()
+                    .collect::<Result<Vec<i32>, _>>()
                     .with_context(|| format!("bad line {line:?}"))?;
                 logits.push(values);
             }

@@ -9,7 +9,7 @@
 
 use anyhow::{anyhow, bail, ensure, Result};
 use infer_core::format::{ChannelParams, InputSpec, QuantParams};
-use infer_core::stack::format::{ConvOp, DenseOp, Op, Padding, PoolOp, MAGIC_AND_VERSION};
+use infer_core::stack::format::{ConvOp, DenseOp, Op, Padding, PoolOp};
 use infer_core::stack::{run, BufferSizes, Kernels, StackFile};
 use model_spec::plan::{OpKind, Plan};
 use model_spec::spec::Padding as SpecPadding;
@@ -86,13 +86,13 @@ impl Params {
     }
 }
 
-/// A format-2 model.bin of `plan` with random parameters drawn from `seed`.
+/// A format-3 model.bin of `plan` with random parameters drawn from `seed`.
 ///
 /// # Errors
-/// A plan format 2 cannot hold (a dimension over `u16`, more than 16 operations).
+/// A plan format 3 cannot hold (a dimension over `u16`, more than 16 operations).
 pub fn random_model(plan: &Plan, seed: u64) -> Result<Vec<u8>> {
     let mut rng = Rng(seed);
-    let params: Vec<Option<Params>> = plan
+    let mut params: Vec<Option<Params>> = plan
         .ops
         .iter()
         .map(|op| match op.kind {
@@ -113,21 +113,21 @@ pub fn random_model(plan: &Plan, seed: u64) -> Result<Vec<u8>> {
             OpKind::MaxPool2d { .. } => None,
         })
         .collect();
-    let short = |n: usize| u16::try_from(n).map_err(|_| anyhow!("{n} does not fit format 2's u16"));
-    let mut file = StackFile {
-        magic: MAGIC_AND_VERSION.0,
-        version: MAGIC_AND_VERSION.1,
-        input: InputSpec {
-            height: short(plan.input.0)?,
-            width: short(plan.input.1)?,
-            channels: short(plan.input.2)?,
-            quant: QuantParams {
-                scale: 1.0 / 255.0,
-                zero_point: -128,
-            },
+    // The logits are wide, of zero point 0 (the shifts are already ≤ 0).
+    if let Some(Some(logits)) = params.last_mut() {
+        logits.output.zero_point = 0;
+    }
+    let short = |n: usize| u16::try_from(n).map_err(|_| anyhow!("{n} does not fit format 3's u16"));
+    let input = InputSpec {
+        height: short(plan.input.0)?,
+        width: short(plan.input.1)?,
+        channels: short(plan.input.2)?,
+        quant: QuantParams {
+            scale: 1.0 / 255.0,
+            zero_point: -128,
         },
-        ops: Default::default(),
     };
+    let mut ops = Vec::with_capacity(plan.ops.len());
     for (op, params) in plan.ops.iter().zip(&params) {
         let op = match (op.kind, params) {
             (
@@ -186,10 +186,9 @@ pub fn random_model(plan: &Plan, seed: u64) -> Result<Vec<u8>> {
             }),
             _ => bail!("no parameters for operation {}", op.kind),
         };
-        file.ops
-            .push(op)
-            .map_err(|_| anyhow!("more operations than format 2 holds"))?;
+        ops.push(op);
     }
+    let file = StackFile::new(input, &ops);
     file.validate().map_err(|e| anyhow!("random model: {e}"))?;
     let bound = plan.weights() + 16 * plan.channels() + 64 * (plan.ops.len() + 1);
     let mut buf = vec![0u8; bound];
@@ -199,13 +198,13 @@ pub fn random_model(plan: &Plan, seed: u64) -> Result<Vec<u8>> {
     Ok(bytes.to_vec())
 }
 
-/// The int8 logits infer-core's reference kernels compute on the host for `model` (format 2)
+/// The wide logits infer-core's reference kernels compute on the host for `model` (format 3)
 /// and each image of `images` (8-bit pixels, the model's input size each), input quantized as
 /// the firmware does (`p − 128`).
 ///
 /// # Errors
 /// A model that does not decode, or images of another size.
-pub fn host_logits(model: &[u8], images: &[u8]) -> Result<Vec<Vec<i8>>> {
+pub fn host_logits(model: &[u8], images: &[u8]) -> Result<Vec<Vec<i32>>> {
     let file = StackFile::decode(model).map_err(|e| anyhow!("{e}"))?;
     let size = usize::from(file.input.height)
         * usize::from(file.input.width)
@@ -218,6 +217,7 @@ pub fn host_logits(model: &[u8], images: &[u8]) -> Result<Vec<Vec<i8>>> {
     let sizes = BufferSizes::of(&file);
     let (mut a, mut b) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
     let mut patch = vec![0u32; sizes.patch_words];
+    let mut logits = vec![0i32; file.classes()];
     images
         .chunks_exact(size)
         .map(|pixels| {
@@ -229,8 +229,9 @@ pub fn host_logits(model: &[u8], images: &[u8]) -> Result<Vec<Vec<i8>>> {
                 &mut a,
                 &mut b,
                 &mut patch,
+                &mut logits,
             )
-            .map(<[i8]>::to_vec)
+            .map(<[i32]>::to_vec)
             .map_err(|e| anyhow!("{e}"))
         })
         .collect()

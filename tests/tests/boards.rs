@@ -17,7 +17,7 @@ const DIGITS: usize = 100;
 
 /// The committed model and a digits file of the first [`DIGITS`] test images, with the
 /// host's logits for them from the unfused reference (`infer_layers`).
-fn setup() -> Result<(PathBuf, tempfile::TempDir, PathBuf, Vec<[i8; 10]>)> {
+fn setup() -> Result<(PathBuf, tempfile::TempDir, PathBuf, Vec<[i32; 10]>)> {
     let model = workspace_root().join("firmware-example/assets/model.bin");
     let test = data::load_test(&data_dir()?)?;
     let bytes = std::fs::read(&model)?;
@@ -34,6 +34,7 @@ fn setup() -> Result<(PathBuf, tempfile::TempDir, PathBuf, Vec<[i8; 10]>)> {
             }
             net.infer_layers(&pixels_to_input(&pixels), &mut scratch)
                 .logits
+                .map(i32::from)
         })
         .collect();
     let dir = tempfile::tempdir()?;

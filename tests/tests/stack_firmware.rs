@@ -1,10 +1,11 @@
-//! The firmware built from a spec file (`FIRMWARE_SPEC`): a network declared only in a spec
-//! goes to QEMU with no code edits, and computes for every digit exactly the int8 logits
+//! The firmware of a format-2 model.bin: a network declared only in a spec goes to QEMU with
+//! no code edits — its network generated from the model (`model_spec::codegen`), with or
+//! without the spec (`FIRMWARE_SPEC`) — and computes for every digit exactly the int8 logits
 //! infer-core's reference kernels compute on the host; a model.bin that does not match the
 //! spec, or that does not fit the board, fails the *build*, naming the operation and both
 //! shapes, or the numbers.
 //!
-//! Most models here are random-weight format-2 models made for the spec's plan
+//! Most models here are random-weight format-3 models made for the spec's plan
 //! (`e2e_tests::stack_model`): bit-exactness does not need trained weights. The trained path,
 //! `trainer fit --arch models/two-blocks.toml` → model.bin → firmware on the M4F and the
 //! micro:bit, is `a_spec_fitted_by_the_cli_runs_in_qemu_as_the_trainer_evaluates_it`.
@@ -15,6 +16,7 @@ use e2e_tests::{
     build_firmware_on, data_dir, parse_firmware_output, run_firmware_on, run_trainer,
     workspace_root, Board, BOARDS,
 };
+use infer_core::stack::stages::Kernel;
 use model_spec::plan::Plan;
 use model_spec::spec::Spec;
 use std::path::{Path, PathBuf};
@@ -99,7 +101,7 @@ struct Case {
     model: PathBuf,
     digits: PathBuf,
     labels: Vec<u8>,
-    host: Vec<Vec<i8>>,
+    host: Vec<Vec<i32>>,
 }
 
 impl Case {
@@ -197,20 +199,32 @@ impl Case {
         let estimate = number(&stdout, "ram_estimate_bytes=")?;
         let statics = number(&stdout, "static_ram_bytes=")?;
         let load = number(&stdout, "load_stack_bytes=")?;
+        // Loading holds one decoded operation at a time (issue 11, point 7): at most 1 KiB
+        // of stack, whatever the network.
+        assert!(
+            load <= 1024,
+            "{}: decoding the model took {load} bytes of stack",
+            board.name
+        );
         assert!(
             report.summary.stack_peak_bytes + statics <= estimate
                 && load + 512 + statics <= estimate,
             "{}: measured more RAM than the build estimated:\n{stdout}",
             board.name
         );
-        // One `<type>_<index>` stage per operation, then the argmax; the stages add up to
-        // the whole inference within 2 % (counter reads are subtracted, tick rounding not).
+        // One entry per stage of the plan (its operations' `<type>_<index>` joined by `+`),
+        // then the argmax; the stages add up to the whole inference within 2 % (counter
+        // reads are subtracted, tick rounding not).
         let names: Vec<String> = self
             .plan
-            .ops
+            .stages()
             .iter()
-            .enumerate()
-            .map(|(i, op)| format!("{}_{i}", op.kind.type_name()))
+            .map(|stage| {
+                (stage.first..=stage.last())
+                    .map(|i| format!("{}_{i}", self.plan.ops[i].kind.type_name()))
+                    .collect::<Vec<_>>()
+                    .join("+")
+            })
             .chain(["argmax".to_string()])
             .collect();
         let reported: Vec<&String> = report.layers.iter().map(|(name, _)| name).collect();
@@ -262,6 +276,32 @@ fn a_spec_declared_network_runs_bit_exact_on_every_board() -> Result<()> {
     for board in &BOARDS {
         let report = case.run_on(board)?;
         assert!(report.summary.stack_peak_bytes > 0);
+    }
+    Ok(())
+}
+
+#[test]
+fn the_tutorial_as_a_spec_runs_on_the_fused_3x3_stage_on_every_board() -> Result<()> {
+    // conv 3×3 ×32 + ReLU → pool 2 → dense 10: one stage of the plan, the fused one-channel
+    // kernel (`Stream3x3`: paired on the M4F/M7, plain on the M3/M0), no buffers.
+    let text = std::fs::read_to_string(workspace_root().join("models/tutorial.toml"))?;
+    let case = Case::random(Some(&text), 3, 40)?;
+    let stages = case.plan.stages();
+    assert_eq!(stages.len(), 1);
+    assert_eq!(stages[0].kernel, Kernel::Stream3x3);
+    assert_eq!(case.plan.buffers(), [0, 0]);
+    let distinct: std::collections::BTreeSet<_> = case.host.iter().collect();
+    assert!(distinct.len() >= 20, "{:?}", case.host);
+    for board in &BOARDS {
+        let report = case.run_on(board)?;
+        // The inference's whole working memory is on its stack: the fused kernel's 1,192
+        // bytes of scratch and its frames.
+        let stack = report.infer_stack_bytes.context("no memory line")?;
+        assert!(
+            stack <= 1_900,
+            "{}: {stack} bytes of inference stack",
+            board.name
+        );
     }
     Ok(())
 }
@@ -325,6 +365,30 @@ fn the_full_tutorial_model_runs_bit_exact_on_the_m7_and_the_m4f() -> Result<()> 
 }
 
 #[test]
+fn a_format_2_model_runs_without_a_spec_its_network_taken_from_the_model() -> Result<()> {
+    // No FIRMWARE_SPEC: the build generates the network from the model.bin alone.
+    let case = Case::random(Some(TWO_BLOCKS), 8, 20)?;
+    let board = board("mps2-an385");
+    let (ok, stdout) = run_firmware_on(board, &case.model, &case.digits, &[])?;
+    assert!(ok, "the firmware failed:\n{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "network: spec=none ops={} classes={}",
+            case.plan.ops.len(),
+            case.plan.classes()
+        )),
+        "{stdout}"
+    );
+    let report = parse_firmware_output(&stdout)?;
+    assert_eq!(
+        report.logits, case.host,
+        "firmware logits vs the host's reference"
+    );
+    assert_eq!(report.summary.total, case.host.len());
+    Ok(())
+}
+
+#[test]
 fn a_model_of_other_shapes_fails_the_build_naming_the_operation_and_both_shapes() -> Result<()> {
     let case = Case::random(Some(TWO_BLOCKS), 3, 1)?;
     // The same stack with 12 filters instead of 16 in the second convolution.
@@ -359,7 +423,7 @@ fn a_model_of_other_shapes_fails_the_build_naming_the_operation_and_both_shapes(
     let (ok, stderr) = case.build_with(board, &tutorial)?;
     assert!(!ok, "{stderr}");
     assert!(
-        stderr.contains("is not a format-2 model") && stderr.contains("format-1 tutorial model"),
+        stderr.contains("is not a format-3 model") && stderr.contains("format-1 tutorial model"),
         "{stderr}"
     );
 
@@ -380,9 +444,10 @@ fn a_model_too_big_for_the_board_fails_the_build_with_the_numbers() -> Result<()
         stderr.contains(&format!("the {model_bytes}-byte model")) && stderr.contains("has 262144"),
         "{stderr}"
     );
-    // RAM: the two ping-pong buffers (26×26×32 and 24×24×64 bytes) against its 16 KiB.
+    // RAM: the two ping-pong buffers (26×26×32 bytes of the first conv, 128 of the dense
+    // layer the second conv and the pool stream into) against its 16 KiB.
     let [a, b] = case.plan.buffers();
-    assert_eq!((a, b), (21_632, 36_864));
+    assert_eq!((a, b), (21_632, 128));
     assert!(
         stderr.contains(&format!("ping-pong buffers {a} + {b}")) && stderr.contains("has 16384"),
         "{stderr}"

@@ -1,13 +1,14 @@
 //! Evaluation of an int8 model.bin with infer-core, the same code the firmware runs.
 //!
 //! Two formats exist, told apart by the version in bytes 4..6 ([`format_version`]): format 1
-//! is the tutorial network ([`TutorialNet`]), format 2 any conv / pool / dense stack
-//! ([`StackFile`], run by [`infer_core::stack::run()`]).
+//! is the tutorial network ([`TutorialNet`], int8 logits), format 3 any conv / pool / dense
+//! stack ([`StackFile`], run by [`infer_core::stack::run()`], wide i32 logits). Format 2 (a
+//! stack with int8 logits) is retired.
 
 use crate::data::Dataset;
 use anyhow::{bail, ensure, Result};
 use infer_core::format::{FORMAT_VERSION, MAGIC};
-use infer_core::kernels::activation::{argmax, softmax_i8};
+use infer_core::kernels::activation::{argmax, softmax_i8, softmax_wide};
 use infer_core::stack::{self, BufferSizes, Kernels, StackFile, STACK_FORMAT_VERSION};
 use infer_core::{pixels_to_input, TutorialNet, TutorialScratch};
 use rayon::prelude::*;
@@ -25,7 +26,8 @@ pub struct Int8Evaluation {
 ///
 /// # Errors
 /// If the bytes do not start with the magic `I8CN` and a version, or the version is neither
-/// 1 (tutorial) nor 2 (layer stack).
+/// 1 (tutorial) nor 3 (layer stack); a retired version is named with the command that
+/// writes a current file.
 pub fn format_version(bytes: &[u8]) -> Result<u16> {
     if bytes.len() < 6 || bytes[..4] != MAGIC {
         // infer-core names the problem (truncated, or a foreign file) and the fix.
@@ -33,6 +35,12 @@ pub fn format_version(bytes: &[u8]) -> Result<u16> {
         return Err(refused.unwrap_or_else(|| anyhow::anyhow!("not a model.bin")));
     }
     let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+    if version > FORMAT_VERSION && version < STACK_FORMAT_VERSION {
+        // infer-core's message names the version and the command that writes a current one.
+        return Err(load_stack(bytes)
+            .err()
+            .unwrap_or_else(|| anyhow::anyhow!("model.bin format version {version} is retired")));
+    }
     ensure!(
         version == FORMAT_VERSION || version == STACK_FORMAT_VERSION,
         "model.bin format version {version} is unknown: this trainer reads {FORMAT_VERSION} (the tutorial network) and {STACK_FORMAT_VERSION} (any layer stack); re-export the model with the matching trainer"
@@ -48,7 +56,7 @@ pub fn load_net(bytes: &[u8]) -> Result<TutorialNet<'_>> {
     TutorialNet::from_bytes(bytes).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// Loads format-2 model bytes, checked by [`StackFile::decode`].
+/// Loads format-3 model bytes, checked by [`StackFile::decode`].
 ///
 /// # Errors
 /// The infer-core [`infer_core::Error`] as text.
@@ -56,8 +64,7 @@ pub fn load_stack(bytes: &[u8]) -> Result<StackFile<'_>> {
     StackFile::decode(bytes).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// A model.bin of either format, loaded and checked (boxed: both views are large, a
-/// [`StackFile`] holds up to 16 operations inline).
+/// A model.bin of either format, loaded and checked.
 #[derive(Debug)]
 pub enum Int8Model<'a> {
     /// Format 1.
@@ -91,12 +98,13 @@ impl<'a> Int8Model<'a> {
         )
     }
 
-    /// The int8 logits of one image (`pixels`, row-major, the model's input size) and their
-    /// quantization `(scale, zero_point)`.
+    /// The logits of one image (`pixels`, row-major, the model's input size) and their
+    /// quantization `(scale, zero_point)`: a format-1 model's int8 logits (widened), a
+    /// format-3 model's wide logits (zero point 0).
     ///
     /// # Errors
     /// If `pixels` is not one input image.
-    pub fn logits(&self, pixels: &[u8]) -> Result<(Vec<i8>, f32, i32)> {
+    pub fn logits(&self, pixels: &[u8]) -> Result<(Vec<i32>, f32, i32)> {
         let (h, w, c) = self.input_shape();
         ensure!(
             pixels.len() == h * w * c,
@@ -107,7 +115,8 @@ impl<'a> Int8Model<'a> {
             Self::Tutorial(net) => {
                 let mut scratch = Box::new(TutorialScratch::new());
                 let out = classify(net, pixels, &mut scratch);
-                Ok((out.logits.to_vec(), out.scale, out.zero_point))
+                let logits = out.logits.iter().map(|&l| i32::from(l)).collect();
+                Ok((logits, out.scale, out.zero_point))
             }
             Self::Stack(file) => {
                 let mut buffers = StackBuffers::new(file);
@@ -118,22 +127,37 @@ impl<'a> Int8Model<'a> {
         }
     }
 
-    /// The predicted class and the class probabilities (softmax of the dequantized int8
-    /// logits) of one image.
+    /// The predicted class and the class probabilities (softmax of the dequantized logits)
+    /// of one image.
     ///
     /// # Errors
     /// As [`Int8Model::logits`].
     pub fn classify(&self, pixels: &[u8]) -> Result<(usize, Vec<f32>)> {
         let (logits, scale, zero_point) = self.logits(pixels)?;
-        let mut probabilities = vec![0.0; logits.len()];
-        softmax_i8(&logits, scale, zero_point, &mut probabilities);
+        let probabilities = match self {
+            Self::Tutorial(_) => {
+                // The int8 logits, as the firmware's `Output::probabilities` sees them.
+                let narrow: Vec<i8> = logits.iter().map(|&l| l as i8).collect();
+                let mut out = vec![0.0; logits.len()];
+                softmax_i8(&narrow, scale, zero_point, &mut out);
+                out
+            }
+            Self::Stack(_) => probabilities(&logits, scale),
+        };
         Ok((argmax(&logits), probabilities))
     }
 }
 
-/// The output quantization of a format-2 model's logits (its last operation's).
-fn stack_output_quant(file: &StackFile<'_>) -> Result<infer_core::format::QuantParams> {
-    match file.ops.last().and_then(stack::Op::params) {
+/// Softmax of a format-3 model's wide logits (scale `scale`, zero point 0).
+pub fn probabilities(logits: &[i32], scale: f32) -> Vec<f32> {
+    let mut out = vec![0.0; logits.len()];
+    softmax_wide(logits, scale, &mut out);
+    out
+}
+
+/// The output quantization of a format-3 model's logits (its last operation's).
+pub fn stack_output_quant(file: &StackFile<'_>) -> Result<infer_core::format::QuantParams> {
+    match file.ops.last().as_ref().and_then(stack::Op::params) {
         Some(p) => Ok(p.output),
         None => bail!("the model has no logits layer"),
     }
@@ -152,14 +176,15 @@ pub fn classify(
     net.infer_layers(&pixels_to_input(&image), scratch)
 }
 
-/// Working memory of [`stack::run()`] for one format-2 model: the int8 input, the two
-/// ping-pong buffers and the packed patch.
+/// Working memory of [`stack::run()`] for one format-3 model: the int8 input, the two
+/// ping-pong buffers, the packed patch and the wide logits.
 #[derive(Debug, Clone)]
 pub struct StackBuffers {
     input: Vec<i8>,
     a: Vec<i8>,
     b: Vec<i8>,
     patch: Vec<u32>,
+    logits: Vec<i32>,
 }
 
 impl StackBuffers {
@@ -174,11 +199,12 @@ impl StackBuffers {
             a: vec![0; sizes.a],
             b: vec![0; sizes.b],
             patch: vec![0; sizes.patch_words],
+            logits: vec![0; file.classes()],
         }
     }
 
     /// Runs `file` on one image of raw `pixels` (`q = p − 128`) with `kernels` and returns the
-    /// int8 logits.
+    /// wide logits.
     ///
     /// # Errors
     /// If `pixels` is not one input image of `file`, or the buffers were made for another
@@ -188,7 +214,7 @@ impl StackBuffers {
         file: &StackFile<'_>,
         pixels: &[u8],
         kernels: Kernels,
-    ) -> Result<&[i8]> {
+    ) -> Result<&[i32]> {
         ensure!(
             pixels.len() == self.input.len(),
             "{} pixels given, the model takes {}",
@@ -205,6 +231,7 @@ impl StackBuffers {
             &mut self.a,
             &mut self.b,
             &mut self.patch,
+            &mut self.logits,
         )
         .map_err(|e| anyhow::anyhow!("{e}"))
     }
@@ -246,7 +273,7 @@ pub fn evaluate_int8(model_bytes: &[u8], data: &Dataset) -> Result<Int8Evaluatio
     Ok(scored(predictions, data))
 }
 
-/// Classifies every image of `data` with the format-2 model `file`, running
+/// Classifies every image of `data` with the format-3 model `file`, running
 /// [`stack::run()`] with the fast kernels (the firmware's) on the current rayon pool.
 ///
 /// # Errors
@@ -290,4 +317,124 @@ fn scored(predictions: Vec<u8>, data: &Dataset) -> Int8Evaluation {
         accuracy: correct as f64 / data.len() as f64,
         predictions,
     }
+}
+
+/// How an int8 model's class probabilities follow its float model's over a test set: the
+/// figures of issue 11's point 5, printed by `trainer eval --float FILE`.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct FloatAgreement {
+    /// Images compared.
+    pub images: usize,
+    /// Share of images whose int8 argmax is the float argmax, in `0..=1`.
+    pub argmax_agreement: f64,
+    /// Mean over images and classes of `|p_int8 − p_float|`.
+    pub mean_abs_probability_error: f64,
+    /// Largest `|p_int8 − p_float|` of any image and class.
+    pub max_abs_probability_error: f64,
+    /// Images whose lowest int8 probability (the floor) is shared by two classes whose float
+    /// probabilities differ: what clipped int8 logits produce.
+    pub images_with_false_floor_ties: usize,
+    /// Images with any two classes of exactly equal int8 probability whose float
+    /// probabilities differ (also coincidences of two equal wide logits).
+    pub images_with_false_ties: usize,
+    /// The first such image (its index in the test set).
+    pub first_false_tie: Option<usize>,
+    /// The largest int8 probability of any image (a ceiling below the float one's shows
+    /// clipped logits).
+    pub max_int8_probability: f64,
+    /// The largest float probability of any image.
+    pub max_float_probability: f64,
+}
+
+/// Softmax of float logits, in f64.
+fn softmax_f64(logits: &[f32]) -> Vec<f64> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exp: Vec<f64> = logits
+        .iter()
+        .map(|&l| (f64::from(l) - f64::from(max)).exp())
+        .collect();
+    let sum: f64 = exp.iter().sum();
+    exp.iter().map(|e| e / sum).collect()
+}
+
+/// Compares `model`'s class probabilities on every image of `data` with the float model's,
+/// given as its logits (`data.len()` rows of the model's classes).
+///
+/// # Errors
+/// Images that are not the model's input, or logits of another shape.
+pub fn compare_with_float(
+    model: &Int8Model<'_>,
+    float_logits: &[f32],
+    data: &Dataset,
+) -> Result<FloatAgreement> {
+    let (h, w, c) = model.input_shape();
+    let pixels = h * w * c;
+    ensure!(
+        !data.is_empty() && data.images.len() == data.len() * pixels,
+        "the model takes {h}×{w}×{c} images, the dataset has {}×{}×1",
+        data.rows,
+        data.cols
+    );
+    ensure!(
+        float_logits.len() % data.len() == 0,
+        "{} float logits for {} images",
+        float_logits.len(),
+        data.len()
+    );
+    let classes = float_logits.len() / data.len();
+    // Per image: (argmax agrees, Σ|Δp|, max |Δp|, false tie, max int8 p, false floor tie,
+    // max float p).
+    let rows: Vec<(bool, f64, f64, bool, f64, bool, f64)> = data
+        .images
+        .par_chunks(pixels)
+        .zip(float_logits.par_chunks(classes))
+        .map(|(px, float)| {
+            let (class, int8) = model.classify(px)?;
+            ensure!(
+                int8.len() == classes,
+                "{} int8 classes, {classes} float",
+                int8.len()
+            );
+            let p_float = softmax_f64(float);
+            let agrees = class == argmax(float);
+            let (mut sum, mut max) = (0.0f64, 0.0f64);
+            for (&q, &f) in int8.iter().zip(&p_float) {
+                let d = (f64::from(q) - f).abs();
+                sum += d;
+                max = max.max(d);
+            }
+            let false_tie_where = |at: &dyn Fn(f32) -> bool| {
+                (0..classes).any(|i| {
+                    (i + 1..classes)
+                        .any(|j| int8[i] == int8[j] && at(int8[i]) && p_float[i] != p_float[j])
+                })
+            };
+            let floor = int8.iter().copied().fold(f32::INFINITY, f32::min);
+            let false_tie = false_tie_where(&|_| true);
+            let false_floor_tie = false_tie_where(&|p| p == floor);
+            let top = int8.iter().copied().fold(0.0f32, f32::max);
+            let float_top = p_float.iter().copied().fold(0.0f64, f64::max);
+            Ok((
+                agrees,
+                sum,
+                max,
+                false_tie,
+                f64::from(top),
+                false_floor_tie,
+                float_top,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let n = rows.len();
+    Ok(FloatAgreement {
+        images: n,
+        argmax_agreement: rows.iter().filter(|r| r.0).count() as f64 / n as f64,
+        mean_abs_probability_error: rows.iter().map(|r| r.1).sum::<f64>() / (n * classes) as f64,
+        max_abs_probability_error: rows.iter().map(|r| r.2).fold(0.0, f64::max),
+        images_with_false_floor_ties: rows.iter().filter(|r| r.5).count(),
+        images_with_false_ties: rows.iter().filter(|r| r.3).count(),
+        first_false_tie: rows.iter().position(|r| r.3),
+        max_int8_probability: rows.iter().map(|r| r.4).fold(0.0, f64::max),
+        max_float_probability: rows.iter().map(|r| r.6).fold(0.0, f64::max),
+    })
 }

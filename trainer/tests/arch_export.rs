@@ -7,7 +7,7 @@
 mod cli_support;
 
 use cli_support::{assert_clean_failure, data_dir, s, trainer, trainer_ok};
-use infer_core::stack::{run, BufferSizes, Kernels, Op, StackFile, STACK_FORMAT_VERSION};
+use infer_core::stack::{run, BufferSizes, Kernels, StackFile, STACK_FORMAT_VERSION};
 use model_spec::budget::Budget;
 use model_spec::{Plan, Spec};
 use trainer::quantize::first_max;
@@ -60,7 +60,7 @@ fn json(bytes: &[u8]) -> serde_json::Value {
 }
 
 #[test]
-fn a_fitted_spec_is_a_format_2_model_whose_reported_scores_infer_core_reproduces() {
+fn a_fitted_spec_is_a_format_3_model_whose_reported_scores_infer_core_reproduces() {
     let dir = tempfile::tempdir().unwrap();
     let data = data_dir(dir.path(), 260, 120);
     let spec_path = dir.path().join("small.toml");
@@ -94,7 +94,7 @@ fn a_fitted_spec_is_a_format_2_model_whose_reported_scores_infer_core_reproduces
     let text = String::from_utf8_lossy(&fit.stdout).into_owned();
     let bytes = std::fs::read(&out).unwrap();
     assert!(
-        text.contains(&format!("({} bytes, model.bin format 2)", bytes.len())),
+        text.contains(&format!("({} bytes, model.bin format 3)", bytes.len())),
         "{text}"
     );
     assert_eq!(
@@ -121,10 +121,20 @@ fn a_fitted_spec_is_a_format_2_model_whose_reported_scores_infer_core_reproduces
     let (mut a, mut b) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
     let (mut a2, mut b2) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
     let mut patch = vec![0u32; sizes.patch_words];
+    let (mut logits, mut logits2) = (vec![0i32; file.classes()], vec![0i32; file.classes()]);
     let mut int8 = Vec::new();
     for px in test.images.chunks_exact(784) {
         let input: Vec<i8> = px.iter().map(|&p| (i16::from(p) - 128) as i8).collect();
-        let fast = run(&file, &input, Kernels::Fast, &mut a, &mut b, &mut patch).unwrap();
+        let fast = run(
+            &file,
+            &input,
+            Kernels::Fast,
+            &mut a,
+            &mut b,
+            &mut patch,
+            &mut logits,
+        )
+        .unwrap();
         let reference = run(
             &file,
             &input,
@@ -132,6 +142,7 @@ fn a_fitted_spec_is_a_format_2_model_whose_reported_scores_infer_core_reproduces
             &mut a2,
             &mut b2,
             &mut patch,
+            &mut logits2,
         )
         .unwrap();
         assert_eq!(fast, reference);
@@ -192,14 +203,16 @@ fn a_fitted_spec_is_a_format_2_model_whose_reported_scores_infer_core_reproduces
     let short_zero_points = file
         .ops
         .iter()
-        .filter_map(Op::params)
+        .filter_map(|op| op.params().copied())
         .filter(|p| (-64..=63).contains(&p.output.zero_point))
         .count();
     assert_eq!(budget.flash, bytes.len() + short_zero_points);
-    assert_eq!(budget.buffers, [sizes.a, sizes.b]);
-    assert_eq!(budget.patch, sizes.patch_words * 4);
+    let engine = BufferSizes::engine(&file);
+    assert_eq!(budget.buffers, [engine.a, engine.b]);
+    assert_eq!(budget.patch, engine.patch_words * 4);
+    assert_eq!(budget.kernel_stack, engine.stack_bytes);
     let summary = json(&trainer_ok(&["summary", "--model", s(&out), "--json"]).stdout);
-    assert_eq!(summary["format"], 2);
+    assert_eq!(summary["format"], 3);
     assert_eq!(summary["flash_bytes"]["total"], bytes.len());
     assert_eq!(summary["flash_bytes"]["weights"], budget.weights);
     assert_eq!(
@@ -210,7 +223,7 @@ fn a_fitted_spec_is_a_format_2_model_whose_reported_scores_infer_core_reproduces
     assert_eq!(summary["ops"].as_array().unwrap().len(), plan.ops.len());
     assert_eq!(summary["ops"][0], plan.ops[0].kind.to_string());
 
-    // eval, predict and quantize read format 2.
+    // eval, predict and quantize read format 3.
     let eval =
         json(&trainer_ok(&["eval", "--model", s(&out), "--data", s(&data), "--json"]).stdout);
     assert_eq!(eval["accuracy"], m["test_accuracy_int8"]);
@@ -229,6 +242,79 @@ fn a_fitted_spec_is_a_format_2_model_whose_reported_scores_infer_core_reproduces
         .stdout,
     );
     assert_eq!(predict["class"], int8[5]);
+
+    // Beside the float model: predict shows both probabilities, eval measures how close.
+    let both = json(
+        &trainer_ok(&[
+            "predict",
+            "--model",
+            s(&out),
+            "--float",
+            s(&checkpoint),
+            "--data",
+            s(&data),
+            "--index",
+            "5",
+            "--json",
+        ])
+        .stdout,
+    );
+    let float_row = &logits[5 * 10..6 * 10];
+    let max = float_row.iter().copied().fold(f32::MIN, f32::max);
+    let sum: f64 = float_row.iter().map(|&l| f64::from(l - max).exp()).sum();
+    for (k, &l) in float_row.iter().enumerate() {
+        let want = f64::from(l - max).exp() / sum;
+        let got = both["float_probabilities"][k].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-5, "class {k}: {got} vs {want}");
+        let int8_p = both["probabilities"][k].as_f64().unwrap();
+        assert!(
+            (int8_p - want).abs() < 0.2,
+            "class {k}: int8 {int8_p} vs {want}"
+        );
+    }
+    let compared = json(
+        &trainer_ok(&[
+            "eval",
+            "--model",
+            s(&out),
+            "--float",
+            s(&checkpoint),
+            "--data",
+            s(&data),
+            "--json",
+        ])
+        .stdout,
+    );
+    let v = &compared["versus_float"];
+    let agreement = v["argmax_agreement"].as_f64().unwrap();
+    assert!(
+        (agreement - same as f64 / test.len() as f64).abs() < 1e-12,
+        "{agreement} vs {same}"
+    );
+    let (mean, max) = (
+        v["mean_abs_probability_error"].as_f64().unwrap(),
+        v["max_abs_probability_error"].as_f64().unwrap(),
+    );
+    assert!(mean > 0.0 && mean <= max && max < 1.0, "{v}");
+    assert_eq!(v["images"], test.len());
+    let report = String::from_utf8_lossy(
+        &trainer_ok(&[
+            "eval",
+            "--model",
+            s(&out),
+            "--float",
+            s(&checkpoint),
+            "--data",
+            s(&data),
+        ])
+        .stdout,
+    )
+    .into_owned();
+    assert!(
+        report.contains("int8 and float argmax agree on"),
+        "{report}"
+    );
+    assert!(report.contains("mean |p_int8 − p_float|"), "{report}");
     let again = dir.path().join("again.bin");
     let quantize = trainer_ok(&[
         "quantize",
@@ -262,7 +348,7 @@ fn an_unknown_model_version_is_refused_with_both_formats_named() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model.bin");
     let mut bytes = b"I8CN".to_vec();
-    bytes.extend_from_slice(&3u16.to_le_bytes());
+    bytes.extend_from_slice(&4u16.to_le_bytes());
     bytes.extend_from_slice(&[0; 32]);
     std::fs::write(&model, &bytes).unwrap();
     for sub in ["eval", "summary", "predict"] {
@@ -272,7 +358,34 @@ fn an_unknown_model_version_is_refused_with_both_formats_named() {
         }
         assert_clean_failure(
             &trainer(&args),
-            &["format version 3 is unknown", "reads 1", "and 2"],
+            &["format version 4 is unknown", "reads 1", "and 3"],
+        );
+    }
+}
+
+#[test]
+fn a_retired_layer_stack_version_is_refused_with_the_command_that_writes_a_current_one() {
+    // A format-2 file (int8 logits), valid but for its version: the envelope is checked.
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.bin");
+    let mut bytes = b"I8CN".to_vec();
+    bytes.extend_from_slice(&2u16.to_le_bytes());
+    bytes.extend_from_slice(&[0; 32]);
+    let crc = infer_core::format::crc32(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    std::fs::write(&model, &bytes).unwrap();
+    for sub in ["eval", "summary", "predict"] {
+        let mut args = vec![sub, "--model", s(&model)];
+        if sub == "predict" {
+            args.extend(["--index", "0"]);
+        }
+        assert_clean_failure(
+            &trainer(&args),
+            &[
+                "format version 2",
+                "reads version 3",
+                "trainer quantize --float",
+            ],
         );
     }
 }

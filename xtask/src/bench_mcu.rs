@@ -15,8 +15,8 @@
 //! - weight bytes: the model's int8 weights (and the whole model.bin), which
 //!   stay in flash.
 //!
-//! `--spec` runs a spec's format-2 model instead of the tutorial's (the firmware
-//! built with `FIRMWARE_SPEC`); its layer columns are then its operations.
+//! A format-3 `--model` runs as its own network (generated from the model, checked
+//! against `--spec` if given); its layer columns are then its operations.
 
 mod elf;
 
@@ -34,8 +34,8 @@ pub struct Args {
     /// The model to run (default: the firmware's own).
     #[arg(long, default_value = "firmware-example/assets/model.bin")]
     pub model: PathBuf,
-    /// The spec `--model` was trained from (a `models/*.toml` file or a preset): run it as
-    /// a spec'd firmware (`cargo xtask qemu --spec`).
+    /// Optional: the spec `--model` was trained from (a `models/*.toml` file or a preset),
+    /// checked against it at build time (`cargo xtask qemu --spec`).
     #[arg(long)]
     pub spec: Option<String>,
     /// Directory with the MNIST IDX files.
@@ -81,24 +81,20 @@ pub fn run(args: &Args) -> Result<()> {
     let spec = args.spec.as_deref().map(Spec::resolve).transpose()?;
     let dataset = trainer::data::load_test(&root.join(&args.data))?;
     let count = usize::try_from(args.count)?;
-    let (weights, host) = match spec {
-        Some(_) => {
-            let file = infer_core::stack::StackFile::decode(&model_bytes).map_err(|e| {
-                anyhow::anyhow!(
-                    "{} is not a format-2 model for --spec (give its --model): {e}",
-                    model.display()
-                )
-            })?;
+    let stack = spec.is_some() || qemu::is_stack_model(&model_bytes);
+    let (weights, host) = match stack {
+        true => {
+            let file = infer_core::stack::StackFile::decode(&model_bytes)
+                .map_err(|e| anyhow::anyhow!("{} is not a format-3 model: {e}", model.display()))?;
             let weights = file
                 .ops
                 .iter()
-                .filter_map(|op| op.params())
-                .map(|p| p.weights.len())
+                .filter_map(|op| op.params().map(|p| p.weights.len()))
                 .sum();
             let host = qemu::stack_host_logits(&model_bytes, &dataset, count)?;
             (weights, host)
         }
-        None => {
+        false => {
             let net = trainer::eval::load_net(&model_bytes)?;
             let weights =
                 net.model().conv.params.weights.len() + net.model().dense.params.weights.len();
@@ -146,7 +142,7 @@ pub fn run(args: &Args) -> Result<()> {
     }
     print!(
         "{}",
-        table(&rows, spec.is_none(), count, weights, model_bytes.len())
+        table(&rows, !stack, count, weights, model_bytes.len())
     );
     if args.verbose {
         for row in &rows {
@@ -181,7 +177,7 @@ fn table(rows: &[Row], tutorial: bool, count: usize, weights: usize, model_bytes
     let _ = writeln!(
         out,
         "\nFirmware under QEMU 7.2, -icount shift=0 (instructions, not cycles), mean over \
-         the first {count} test digits; every digit's int8 logits equal to the host's.\n"
+         the first {count} test digits; every digit's logits equal to the host's.\n"
     );
     let _ = write!(out, "| board | core | insns/inference | vs CMSIS-NN |");
     for stage in &stages {

@@ -2,11 +2,12 @@
 //! test digits, runs it under QEMU, and checks every digit's int8 logits (and so
 //! its prediction) against infer-core on the host.
 //!
-//! Without `--spec` the model is the tutorial network (model.bin format 1, the
-//! firmware's `TutorialNet`); with `--spec` it is the layer stack a spec file
-//! declares (format 2), which the firmware's build turns into its network
-//! (`FIRMWARE_SPEC`), checked against infer-core's reference kernels
-//! ([`infer_core::stack::run`]).
+//! The model's format version picks the network: format 1 is the tutorial
+//! network (the firmware's `TutorialNet`); any format-3 model is a layer stack,
+//! which the firmware's build turns into its network from the model itself
+//! (`model_spec::codegen`), checked against infer-core's reference kernels
+//! ([`infer_core::stack::run`]). `--spec` is optional: the build then also
+//! checks the model against the spec (`FIRMWARE_SPEC`).
 //!
 //! The digits file handed to the firmware (`FIRMWARE_DIGITS`) is specified in
 //! `firmware-example/README.md`, "Digits file" ([`trainer::data::digit_records`]). A board
@@ -83,9 +84,9 @@ pub struct QemuArgs {
     /// The model file to embed (as written by the trainer).
     #[arg(long)]
     pub model: PathBuf,
-    /// The spec the model was trained from: a `models/*.toml` file or a preset
-    /// (`tutorial-full`). The firmware is built from it (`FIRMWARE_SPEC`), so the model
-    /// must be its format-2 model.bin; without it, the model is the tutorial network.
+    /// Optional: the spec the model was trained from, a `models/*.toml` file or a preset
+    /// (`tutorial-full`). The firmware's build checks the model has exactly its operations
+    /// (`FIRMWARE_SPEC`); the network always comes from the model itself.
     #[arg(long)]
     pub spec: Option<String>,
     /// Directory with the MNIST IDX files (see `cargo xtask fetch-mnist`).
@@ -155,9 +156,10 @@ pub fn run(args: &QemuArgs) -> Result<()> {
     let model_bytes =
         fs::read(&model).with_context(|| format!("cannot read {}", model.display()))?;
     let spec = args.spec.as_deref().map(Spec::resolve).transpose()?;
-    let host = match spec {
-        Some(_) => stack_host_logits(&model_bytes, &dataset, count)?,
-        None => host_logits(&model_bytes, &dataset, count)?,
+    let host = if spec.is_some() || is_stack_model(&model_bytes) {
+        stack_host_logits(&model_bytes, &dataset, count)?
+    } else {
+        host_logits(&model_bytes, &dataset, count)?
     };
 
     let timeout = Duration::from_secs(args.timeout_secs);
@@ -187,12 +189,18 @@ pub fn run(args: &QemuArgs) -> Result<()> {
     }
     let mean = insns / count as u128;
     println!(
-        "qemu {}: {count} digits, every digit's int8 logits equal to the host's; \
+        "qemu {}: {count} digits, every digit's logits equal to the host's; \
          correct={correct} ({:.2} %), insns_per_inference={mean}",
         board.name,
         100.0 * correct as f64 / count as f64
     );
     Ok(())
+}
+
+/// Whether the firmware runs `model` as a layer stack (network generated from the model):
+/// any model whose version field is not format 1's (a bad one fails to decode, naming it).
+pub fn is_stack_model(model: &[u8]) -> bool {
+    model_spec::codegen::format_version(model) != Some(infer_core::format::FORMAT_VERSION)
 }
 
 /// A `--spec` as the firmware's build takes it (`FIRMWARE_SPEC`).
@@ -220,8 +228,8 @@ impl Spec {
 }
 
 /// Writes digits `start..start + count` of `dataset` to a file, builds the
-/// firmware for `board` around them and `model` (and `spec`, if the model is a
-/// spec's format-2 model), and runs it.
+/// firmware for `board` around them and `model` (checked against `spec`, if given), and
+/// runs it.
 ///
 /// # Errors
 /// As [`run`].
@@ -253,11 +261,11 @@ pub fn run_batch(
 }
 
 /// The int8 logits of infer-core on the host (`TutorialNet::infer`) for the first `count`
-/// images of `dataset`.
+/// images of `dataset`, widened to i32 (the firmware prints both formats' logits alike).
 ///
 /// # Errors
 /// A model that does not load, or images that are not 28×28.
-pub fn host_logits(model: &[u8], dataset: &Dataset, count: usize) -> Result<Vec<Vec<i8>>> {
+pub fn host_logits(model: &[u8], dataset: &Dataset, count: usize) -> Result<Vec<Vec<i32>>> {
     let net = trainer::eval::load_net(model)?;
     ensure!(
         (dataset.rows, dataset.cols) == (28, 28),
@@ -272,20 +280,20 @@ pub fn host_logits(model: &[u8], dataset: &Dataset, count: usize) -> Result<Vec<
             for (x, &p) in input.as_flattened_mut().iter_mut().zip(pixels) {
                 x[0] = (p ^ 0x80) as i8; // p − 128, as infer_core::pixels_to_input
             }
-            net.infer(&input).logits.to_vec()
+            net.infer(&input).logits.map(i32::from).to_vec()
         })
         .collect())
 }
 
-/// The int8 logits of infer-core's reference kernels on the host
-/// ([`infer_core::stack::run`]) for format-2 `model` and the first `count` images of
+/// The wide logits of infer-core's reference kernels on the host
+/// ([`infer_core::stack::run`]) for format-3 `model` and the first `count` images of
 /// `dataset`.
 ///
 /// # Errors
 /// A model that does not decode, or images of another size than its input.
-pub fn stack_host_logits(model: &[u8], dataset: &Dataset, count: usize) -> Result<Vec<Vec<i8>>> {
+pub fn stack_host_logits(model: &[u8], dataset: &Dataset, count: usize) -> Result<Vec<Vec<i32>>> {
     let file = StackFile::decode(model)
-        .map_err(|e| anyhow::anyhow!("the model is not a format-2 model.bin: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("the model is not a format-3 model.bin: {e}"))?;
     let shape = (
         usize::from(file.input.height),
         usize::from(file.input.width),
@@ -303,6 +311,7 @@ pub fn stack_host_logits(model: &[u8], dataset: &Dataset, count: usize) -> Resul
     let sizes = BufferSizes::of(&file);
     let (mut a, mut b) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
     let mut patch = vec![0u32; sizes.patch_words];
+    let mut logits = vec![0i32; file.classes()];
     dataset
         .images
         .chunks_exact(dataset.rows * dataset.cols)
@@ -316,8 +325,9 @@ pub fn stack_host_logits(model: &[u8], dataset: &Dataset, count: usize) -> Resul
                 &mut a,
                 &mut b,
                 &mut patch,
+                &mut logits,
             )
-            .map(<[i8]>::to_vec)
+            .map(<[i32]>::to_vec)
             .map_err(|e| anyhow::anyhow!("host inference: {e}"))
         })
         .collect()
@@ -325,7 +335,7 @@ pub fn stack_host_logits(model: &[u8], dataset: &Dataset, count: usize) -> Resul
 
 /// Fails on the first digit whose prediction or logits differ from the host's
 /// (`host[start..]`).
-pub fn check_against_host(run: &FirmwareRun, host: &[Vec<i8>], start: usize) -> Result<()> {
+pub fn check_against_host(run: &FirmwareRun, host: &[Vec<i32>], start: usize) -> Result<()> {
     ensure!(
         run.logits.len() == run.digits.len(),
         "{} digit lines but {} logits lines",
@@ -430,8 +440,9 @@ pub struct FirmwareRun {
     pub calibration: (u64, u64),
     /// Per-digit lines, in order.
     pub digits: Vec<DigitLine>,
-    /// Per-digit `logits <i> <l0> … <l9>` lines, in order (one value per class).
-    pub logits: Vec<Vec<i8>>,
+    /// Per-digit `logits <i> <l0> … <l9>` lines, in order (one value per class: int8 for
+    /// the tutorial's format 1, wide i32 for a format-3 spec'd network).
+    pub logits: Vec<Vec<i32>>,
     /// `layers:` line, `(name, instructions)` in order.
     pub layers: Vec<(String, u64)>,
     /// `memory:` `infer_stack_bytes`.
@@ -475,7 +486,7 @@ impl FirmwareRun {
                     });
                 }
                 Some("logits") => {
-                    let values: Vec<i8> = tokens
+                    let values: Vec<i32> = tokens
                         .get(2..)
                         .unwrap_or_default()
                         .iter()

@@ -38,7 +38,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
                 .current_dir(&firmware)
                 .args(["fmt", "--", "--check"]),
         )?;
-        for dir in ["tests/no-panic", "fuzz"] {
+        for dir in ["tests/no-panic", "tests/own-firmware", "fuzz"] {
             run_step(
                 &format!("cargo fmt --check ({dir})"),
                 cargo()
@@ -81,6 +81,14 @@ pub fn run(args: &TestArgs) -> Result<()> {
                 ])
                 .env("FIRMWARE_SPEC", "../models/two-blocks.toml")
                 .env("FIRMWARE_MODEL", "assets/two-blocks.bin"),
+        )?;
+        // The firmware of its own that `tests/tests/own_firmware.rs` runs: its generated
+        // network included.
+        run_step(
+            "cargo clippy (tests/own-firmware) -- -D warnings",
+            cargo()
+                .current_dir(workspace_root().join("tests/own-firmware"))
+                .args(["clippy", "--release", "--", "-D", "warnings"]),
         )?;
         run_step(
             "cargo doc -p infer-core (warnings are errors)",

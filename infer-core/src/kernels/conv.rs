@@ -247,6 +247,57 @@ impl<'p> PatchWriter<'p> {
     }
 }
 
+/// Gathers the patch of output pixel `(oy, ox)` into `patch` (offset added, packed as
+/// [`pack_patch`] packs; padding as 0); `kernel_row` is `k_w · in_c`.
+#[inline(always)]
+pub(crate) fn gather_patch(
+    g: &ConvGeometry,
+    kernel_row: usize,
+    input: &[i8],
+    input_offset: i32,
+    (oy, ox): (usize, usize),
+    patch: &mut [u32],
+) {
+    let c = g.in_c;
+    let (pad_top, pad_left) = (g.pad_top(), g.pad_left());
+    let mut writer = PatchWriter::new(patch);
+    let x0 = ox * g.stride;
+    // The kernel's columns lie inside the input: each kernel row is one run of
+    // `k_w · in_c` values.
+    let inside = x0 >= pad_left && x0 - pad_left + g.k_w <= g.in_w;
+    for ky in 0..g.k_h {
+        let Some(iy) = (oy * g.stride + ky)
+            .checked_sub(pad_top)
+            .filter(|&y| y < g.in_h)
+        else {
+            writer.zeros(kernel_row);
+            continue;
+        };
+        let row_start = iy * g.in_w;
+        if inside {
+            let start = (row_start + x0 - pad_left) * c;
+            match input.get(start..start + kernel_row) {
+                Some(run) => run
+                    .iter()
+                    .for_each(|&x| writer.push(i32::from(x) + input_offset)),
+                None => writer.zeros(kernel_row),
+            }
+            continue;
+        }
+        for kx in 0..g.k_w {
+            let ix = (x0 + kx).checked_sub(pad_left).filter(|&x| x < g.in_w);
+            let start = ix.map(|ix| (row_start + ix) * c);
+            match start.and_then(|s| input.get(s..s + c)) {
+                Some(px) => px
+                    .iter()
+                    .for_each(|&x| writer.push(i32::from(x) + input_offset)),
+                None => writer.zeros(c),
+            }
+        }
+    }
+    writer.finish();
+}
+
 /// The same convolution as [`conv2d_i8`], bit for bit, fast: for each output pixel the patch
 /// is gathered once into `patch` (offset added, packed as [`pack_patch`] packs), then each
 /// filter is one [`dot_packed`] over it.
@@ -267,50 +318,13 @@ pub fn conv2d_i8_packed(
     let Some(patch) = patch.get_mut(..PatchWords::words(sizes.taps)) else {
         return;
     };
-    let c = g.in_c;
-    let (pad_top, pad_left) = (g.pad_top(), g.pad_left());
     for (oy, out_row) in output
         .chunks_exact_mut(sizes.out_row)
         .take(g.out_h())
         .enumerate()
     {
         for (ox, out_px) in out_row.chunks_exact_mut(sizes.pixel).enumerate() {
-            let mut writer = PatchWriter::new(&mut *patch);
-            let x0 = ox * g.stride;
-            // The kernel's columns lie inside the input: each kernel row is one run of
-            // `k_w · in_c` values.
-            let inside = x0 >= pad_left && x0 - pad_left + g.k_w <= g.in_w;
-            for ky in 0..g.k_h {
-                let Some(iy) = (oy * g.stride + ky)
-                    .checked_sub(pad_top)
-                    .filter(|&y| y < g.in_h)
-                else {
-                    writer.zeros(sizes.kernel_row);
-                    continue;
-                };
-                let row_start = iy * g.in_w;
-                if inside {
-                    let start = (row_start + x0 - pad_left) * c;
-                    match input.get(start..start + sizes.kernel_row) {
-                        Some(run) => run
-                            .iter()
-                            .for_each(|&x| writer.push(i32::from(x) + input_offset)),
-                        None => writer.zeros(sizes.kernel_row),
-                    }
-                    continue;
-                }
-                for kx in 0..g.k_w {
-                    let ix = (x0 + kx).checked_sub(pad_left).filter(|&x| x < g.in_w);
-                    let start = ix.map(|ix| (row_start + ix) * c);
-                    match start.and_then(|s| input.get(s..s + c)) {
-                        Some(px) => px
-                            .iter()
-                            .for_each(|&x| writer.push(i32::from(x) + input_offset)),
-                        None => writer.zeros(c),
-                    }
-                }
-            }
-            writer.finish();
+            gather_patch(g, sizes.kernel_row, input, input_offset, (oy, ox), patch);
             // Filters two at a time, sharing the patch loads; an odd last one alone.
             let mut pairs = out_px.chunks_exact_mut(2);
             let mut pair_weights = weights.chunks_exact(sizes.two_filters);

@@ -1,8 +1,117 @@
 //! int8 fully connected layer with per-output-channel weights: [`dense_i8`] is the reference,
 //! [`dense_i8_fast`] the same result four inputs at a time ([`super::dot::dot_i8_offset`]).
+//!
+//! A network's last layer, which gives the logits, is not clipped to int8: [`dense_i8_logits`]
+//! (reference) and [`dense_i8_logits_fast`] keep its int32 accumulators and finish them with
+//! [`requantize_wide`] into wide (i32) logits of one common scale, zero point 0.
 
 use super::dot::dot_i8_offset;
 use super::ChannelRequant;
+use crate::requant::multiply_by_quantized_multiplier;
+
+/// Finishes the logits layer: turns its int32 accumulators `acc` (bias included, one per
+/// class) into wide logits in place, `acc[u] = round(acc[u] · multiplier[u] · 2^(shift[u] −
+/// 31))` plus the output zero point (0 in a valid model), not clamped.
+///
+/// Every class has its own multiplier (its weight scale differs) and all share the output
+/// scale, so the logits compare and dequantize as the float model's. A model's decoder
+/// accepts only shifts ≤ 0 here (every per-class ratio below 1), so the result is never
+/// larger in magnitude than the accumulator and cannot overflow. Classes past the
+/// requantization arrays are left as they are.
+///
+/// This is the one place a logits layer's outputs are finished: every kernel that
+/// computes one ends here.
+#[inline]
+pub fn requantize_wide(acc: &mut [i32], requant: &ChannelRequant<'_>) {
+    for (u, value) in acc.iter_mut().enumerate() {
+        let Some((_, mult, shift)) = requant.channel(u) else {
+            return;
+        };
+        *value = multiply_by_quantized_multiplier(*value, mult, shift)
+            .saturating_add(requant.output_offset);
+    }
+}
+
+/// The logits layer, reference: `out[u] = requantize_wide(bias[u] + Σ_i (in[i] + input_offset)
+/// · w[u][i])` ([`requantize_wide`]).
+///
+/// `weights` is `units × input.len()` int8 bytes, row by row; `output` has `units` values.
+pub fn dense_i8_logits(
+    input: &[i8],
+    input_offset: i32,
+    weights: &[u8],
+    requant: &ChannelRequant<'_>,
+    output: &mut [i32],
+) {
+    if input.is_empty() {
+        return;
+    }
+    for (u, (out, w_row)) in output
+        .iter_mut()
+        .zip(weights.chunks_exact(input.len()))
+        .enumerate()
+    {
+        let Some((bias, _, _)) = requant.channel(u) else {
+            break;
+        };
+        let mut acc = bias;
+        for (&x, &w) in input.iter().zip(w_row) {
+            acc += (i32::from(x) + input_offset) * i32::from(w as i8);
+        }
+        *out = acc;
+    }
+    requantize_wide(output, requant);
+}
+
+/// The same as [`dense_i8_logits`], bit for bit, with packed multiply-accumulates.
+pub fn dense_i8_logits_fast(
+    input: &[i8],
+    input_offset: i32,
+    weights: &[u8],
+    requant: &ChannelRequant<'_>,
+    output: &mut [i32],
+) {
+    if input.is_empty() {
+        return;
+    }
+    for (u, (out, w_row)) in output
+        .iter_mut()
+        .zip(weights.chunks_exact(input.len()))
+        .enumerate()
+    {
+        let Some((bias, _, _)) = requant.channel(u) else {
+            break;
+        };
+        *out = bias.wrapping_add(dot_i8_offset(input, input_offset, w_row));
+    }
+    requantize_wide(output, requant);
+}
+
+/// Output `unit` of a dense layer (not the network's last) from its accumulator `acc`
+/// without bias; −128 if the layer has no parameters for it.
+#[inline(never)]
+pub fn dense_unit(requant: &ChannelRequant<'_>, unit: usize, acc: i32) -> i8 {
+    match requant.channel(unit) {
+        Some((bias, mult, shift)) => requant.apply(acc.wrapping_add(bias), mult, shift),
+        None => i8::MIN,
+    }
+}
+
+/// Finishes the logits of the network's last dense layer from its accumulators without
+/// bias, in place: adds each class's bias, then [`requantize_wide`]. With
+/// [`requantize_wide`], the one place every engine (the stages,
+/// [`super::fused::Stream3x3`], [`dense_i8_logits_fast`]) turns the last layer's
+/// accumulators into logits.
+#[inline(never)]
+pub fn finish_logits(requant: &ChannelRequant<'_>, logits: &mut [i32]) {
+    for (u, value) in logits.iter_mut().enumerate() {
+        let Some((bias, _, _)) = requant.channel(u) else {
+            break;
+        };
+        *value = value.wrapping_add(bias);
+    }
+    requantize_wide(logits, requant);
+}
 
 /// `out[u] = clamp(requant(bias[u] + Σ_i (in[i] + input_offset) · w[u][i]) + zero point)`.
 ///
@@ -109,6 +218,102 @@ mod tests {
             let mut fast = vec![0i8; units];
             dense_i8_fast(&input, offset, &w_b, &rq, &mut fast);
             assert_eq!(fast, expected, "fast path");
+        }
+    }
+
+    #[test]
+    fn logits_keep_the_accumulators_exactly_scaled_and_unclipped() {
+        let mut rng = TestRng(0x1061);
+        let mut beyond_int8 = 0;
+        for _ in 0..if cfg!(miri) { 5 } else { 50 } {
+            let n_in = 1 + rng.below(300) as usize;
+            let units = 2 + rng.below(12) as usize;
+            let input: Vec<i8> = (0..n_in).map(|_| rng.i8()).collect();
+            let w: Vec<i8> = (0..n_in * units).map(|_| rng.i8()).collect();
+            let bias: Vec<i32> = (0..units)
+                .map(|_| rng.below(200_001) as i32 - 100_000)
+                .collect();
+            // Ratios in (0, 1): shifts 0 and below, as a model's logits layer has.
+            let mult: Vec<i32> = (0..units)
+                .map(|_| (1 << 30) + rng.below(1 << 30) as i32)
+                .collect();
+            let shift: Vec<i32> = (0..units).map(|_| -(rng.below(4) as i32)).collect();
+            let offset = rng.below(256) as i32 - 127;
+            // Naive: exact accumulator, then the real ratio m·2^(s−31), rounded half away
+            // from zero (TFLite's rounding differs from it by at most one step).
+            let expected: Vec<i32> = (0..units)
+                .map(|u| {
+                    let mut acc = i64::from(bias[u]);
+                    for i in 0..n_in {
+                        acc += i64::from(input[i] as i32 + offset) * i64::from(w[u * n_in + i]);
+                    }
+                    let acc = i32::try_from(acc).unwrap();
+                    multiply_by_quantized_multiplier(acc, mult[u], shift[u])
+                })
+                .collect();
+            let bias_b: Vec<u8> = bias.iter().flat_map(|b| b.to_le_bytes()).collect();
+            let mult_b: Vec<u8> = mult.iter().flat_map(|b| b.to_le_bytes()).collect();
+            let shift_b: Vec<u8> = shift.iter().map(|&s| s as i8 as u8).collect();
+            let w_b: Vec<u8> = w.iter().map(|&v| v as u8).collect();
+            let rq = ChannelRequant {
+                bias: &bias_b,
+                multiplier: &mult_b,
+                shift: &shift_b,
+                output_offset: 0,
+                activation_min: -128,
+                activation_max: 127,
+            };
+            let mut out = vec![0i32; units];
+            dense_i8_logits(&input, offset, &w_b, &rq, &mut out);
+            assert_eq!(out, expected);
+            let mut fast = vec![0i32; units];
+            dense_i8_logits_fast(&input, offset, &w_b, &rq, &mut fast);
+            assert_eq!(fast, expected, "fast path");
+            // Within one step of the real value, and not clipped to int8.
+            for u in 0..units {
+                let mut acc = f64::from(bias[u]);
+                for i in 0..n_in {
+                    acc += f64::from(input[i] as i32 + offset) * f64::from(w[u * n_in + i]);
+                }
+                let real = acc * f64::from(mult[u]) * 2f64.powi(shift[u] - 31);
+                assert!(
+                    (f64::from(out[u]) - real).abs() <= 1.0,
+                    "{} vs {real}",
+                    out[u]
+                );
+                beyond_int8 += usize::from(!(-128..=127).contains(&out[u]));
+            }
+        }
+        assert!(beyond_int8 > 0, "the test never leaves the int8 range");
+    }
+
+    #[test]
+    fn wide_requantization_cannot_overflow_with_shifts_at_most_zero() {
+        let mult: Vec<u8> = (i32::MAX).to_le_bytes().to_vec();
+        let zero = [0u8; 4];
+        for (acc, shift) in [
+            (i32::MAX, 0i8),
+            (i32::MIN, 0),
+            (i32::MIN + 1, -31),
+            (-7, -1),
+        ] {
+            let shift_b = [shift as u8];
+            let rq = ChannelRequant {
+                bias: &zero,
+                multiplier: &mult,
+                shift: &shift_b,
+                output_offset: 0,
+                activation_min: -128,
+                activation_max: 127,
+            };
+            let mut v = [acc];
+            requantize_wide(&mut v, &rq);
+            let real = f64::from(acc) * f64::from(i32::MAX) * 2f64.powi(i32::from(shift) - 31);
+            assert!(
+                (f64::from(v[0]) - real).abs() <= 1.0,
+                "{acc} {shift}: {}",
+                v[0]
+            );
         }
     }
 }

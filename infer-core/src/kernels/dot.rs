@@ -83,6 +83,38 @@ pub fn dot_packed2(patch: &[u32], w0: &[u8], w1: &[u8]) -> (i32, i32) {
     (acc0, acc1)
 }
 
+/// [`dot_packed`] of one patch with four filters at once, each patch word loaded once for
+/// all four (on a DSP core: 22 instructions per 16 multiply-accumulates, against 24 for two
+/// [`dot_packed2`]).
+#[inline(always)]
+pub fn dot_packed4(patch: &[u32], w: [&[u8]; 4]) -> [i32; 4] {
+    let [w0, w1, w2, w3] = w;
+    let groups = w0.len().min(w1.len()).min(w2.len()).min(w3.len()) / 4;
+    let (grouped, tail) = patch.split_at(patch.len().min(groups * 2));
+    let mut acc = [0i32; 4];
+    let word = |w: &[u8]| u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+    for ((((words, a), b), c), d) in grouped
+        .chunks_exact(2)
+        .zip(w0.chunks_exact(4))
+        .zip(w1.chunks_exact(4))
+        .zip(w2.chunks_exact(4))
+        .zip(w3.chunks_exact(4))
+    {
+        let (p0, p1) = (words[0], words[1]);
+        for (acc, w) in acc.iter_mut().zip([word(a), word(b), word(c), word(d)]) {
+            *acc = smlad(sxtb16(w), p0, *acc);
+            *acc = smlad(sxtb16_ror8(w), p1, *acc);
+        }
+    }
+    for (acc, w) in acc.iter_mut().zip([w0, w1, w2, w3]) {
+        let rest = w.get(groups * 4..).unwrap_or(&[]);
+        for (&x, &w) in tail.iter().zip(rest) {
+            *acc = acc.wrapping_add((x as i32).wrapping_mul(i32::from(w as i8)));
+        }
+    }
+    acc
+}
+
 /// `Σ (x[i] + offset) · w[i]` over int8 inputs and int8 weights (bytes), both unpacked four
 /// at a time; the offset's share is `offset · Σ w`. Stops at the shorter of the two.
 #[inline(always)]
@@ -142,6 +174,18 @@ mod tests {
                 "paired, {taps} taps"
             );
             assert_eq!(dot_i8_offset(&x, offset, &w), want, "offset, {taps} taps");
+            let w3: Vec<u8> = w.iter().map(|&v| v.wrapping_mul(3)).collect();
+            let w4: Vec<u8> = w.iter().map(|&v| v ^ 0x5A).collect();
+            assert_eq!(
+                dot_packed4(&patch, [&w, &w2, &w3, &w4]),
+                [
+                    want,
+                    want2,
+                    dot_packed(&patch, &w3),
+                    dot_packed(&patch, &w4)
+                ],
+                "four filters, {taps} taps"
+            );
         }
         // Extremes: every product at its largest magnitude.
         let x = [-128i8; 37];

@@ -94,21 +94,11 @@ pub struct StreamLayers<'a> {
     pub dense: ChannelRequant<'a>,
 }
 
-/// Requantizes the dense accumulators, which start at 0, into `logits`, adding each
+/// Requantizes the dense accumulators, which start at 0, into int8 `outputs`, adding each
 /// unit's bias last (the sum wraps like the unfused kernel's, so the order is free).
-fn finish_dense(dense: &ChannelRequant<'_>, acc: &[i32], logits: &mut [i8]) {
-    for (u, (out, &a)) in logits.iter_mut().zip(acc).enumerate() {
-        *out = requantize_unit(dense, u, a);
-    }
-}
-
-/// Output `u` of a layer whose accumulator (without bias) is `acc`; −128 if the layer has
-/// no parameters for it.
-#[inline(never)]
-fn requantize_unit(rq: &ChannelRequant<'_>, u: usize, acc: i32) -> i8 {
-    match rq.channel(u) {
-        Some((bias, mult, shift)) => requantize_outlined(rq, acc.wrapping_add(bias), mult, shift),
-        None => i8::MIN,
+fn finish_dense(dense: &ChannelRequant<'_>, acc: &[i32], outputs: &mut [i8]) {
+    for (u, (out, &a)) in outputs.iter_mut().zip(acc).enumerate() {
+        *out = super::dense::dense_unit(dense, u, a);
     }
 }
 
@@ -448,22 +438,78 @@ impl<'a, 'w, const F: usize, const N: usize, const PAIRED: bool> Stream3x3<'a, '
         }
     }
 
-    /// Stage 3: requantizes the dense accumulators into `logits`.
+    /// Stage 1 at pooled position (`row`, `col`) for a conv + pool whose pooled map is
+    /// kept (no dense layer after it): the position's pooled values, one per filter, into
+    /// `out`, the conv's zero point (minus the `dense_input_offset` of the
+    /// [`StreamLayers`] this stream was made from) added back.
     #[inline(never)]
-    pub fn finish(&self, logits: &mut [i8; N]) {
-        finish_dense(&self.dense, &self.scratch.acc, logits);
+    pub fn conv_pool_into(&mut self, row: usize, col: usize, out: &mut [i8; F]) {
+        self.conv_pool(row, col);
+        let zero_point = -self.dense_input_offset;
+        let s = &*self.scratch;
+        let entries = if self.at_background {
+            s.background.get(..self.background_len)
+        } else {
+            s.entries.get(..self.len)
+        };
+        out.fill(zero_point as i8);
+        let mut set = |filter: usize, v: i32| {
+            if let Some(o) = out.get_mut(filter) {
+                *o = (v + zero_point) as i8;
+            }
+        };
+        if PAIRED {
+            for e in entries.unwrap_or(&[]).chunks_exact(3) {
+                let g = e[2] as usize;
+                set(g, dsp::lo(e[0]));
+                set(g + 2, dsp::hi(e[0]));
+                set(g + 1, dsp::lo(e[1]));
+                set(g + 3, dsp::hi(e[1]));
+            }
+        } else {
+            for &e in entries.unwrap_or(&[]) {
+                set(dsp::hi(e) as usize, dsp::lo(e));
+            }
+        }
+    }
+
+    /// Stage 3: requantizes the dense accumulators into the dense layer's int8 `outputs`.
+    #[inline(never)]
+    pub fn finish(&self, outputs: &mut [i8; N]) {
+        finish_dense(&self.dense, &self.scratch.acc, outputs);
+    }
+
+    /// Stage 3 when the dense layer is the network's last: its wide `logits`
+    /// ([`super::dense::finish_logits`]).
+    #[inline(never)]
+    pub fn finish_logits(&self, logits: &mut [i32; N]) {
+        *logits = self.scratch.acc;
+        super::dense::finish_logits(&self.dense, logits);
     }
 
     /// Runs the whole inference: both stages at every position, then [`Self::finish`].
     #[inline(always)]
-    pub fn run(mut self, logits: &mut [i8; N]) {
+    pub fn run(mut self, outputs: &mut [i8; N]) {
+        self.stream();
+        self.finish(outputs);
+    }
+
+    /// [`Self::run`] for the network's last dense layer: then [`Self::finish_logits`].
+    #[inline(always)]
+    pub fn run_logits(mut self, logits: &mut [i32; N]) {
+        self.stream();
+        self.finish_logits(logits);
+    }
+
+    /// Both stages at every position.
+    #[inline(always)]
+    fn stream(&mut self) {
         for row in 0..self.pooled_h {
             for col in 0..self.pooled_w {
                 self.conv_pool(row, col);
                 self.dense(row, col);
             }
         }
-        self.finish(logits);
     }
 
     /// The 4×4 input patch under pooled position (`row`, `col`): one little-endian word

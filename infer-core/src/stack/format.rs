@@ -1,4 +1,5 @@
-//! model.bin format 2: any chain of conv / max-pool / dense operations.
+//! model.bin format 3 (the layer-stack format): any chain of conv / max-pool / dense
+//! operations.
 //!
 //! The envelope is format 1's (`docs/model-format.md`): magic `"I8CN"`, a fixed-width
 //! little-endian `u16` version — here [`STACK_FORMAT_VERSION`] — a postcard body and a CRC-32
@@ -7,10 +8,16 @@
 //! operation is the dense layer whose outputs are the logits. Every operation states its input
 //! shape, so a file describes itself and can be checked against a compiled network operation
 //! by operation. Weight arrays are borrowed from the bytes, as in format 1.
+//!
+//! The logits are wide: the last layer's int32 accumulators are requantized to i32 (not
+//! clipped to int8) with one output scale for every class and zero point 0
+//! ([`crate::kernels::dense::requantize_wide`]); its shifts are all ≤ 0 (every per-class
+//! ratio below 1), so no accumulator can overflow. Format 2 differed only there (int8
+//! logits); its files are refused with the command that writes a current one.
 
 use crate::format::{
-    check_channels, check_input_quant, check_output_quant, decode_body, open_envelope, seal,
-    ChannelParams, InputSpec, MAGIC,
+    check_channels, check_input_quant, check_output_quant, open_envelope, seal, ChannelParams,
+    InputSpec, HEADER_LEN, MAGIC,
 };
 use crate::kernels::conv::ConvGeometry;
 pub use crate::kernels::conv::Padding;
@@ -18,15 +25,11 @@ use crate::Error;
 use serde::{Deserialize, Serialize};
 
 /// The format version of layer-stack models.
-pub const STACK_FORMAT_VERSION: u16 = 2;
+pub const STACK_FORMAT_VERSION: u16 = 3;
 /// [`MAGIC`] and [`STACK_FORMAT_VERSION`], the first two fields of every [`StackFile`].
 pub const MAGIC_AND_VERSION: ([u8; 4], u16) = (MAGIC, STACK_FORMAT_VERSION);
-/// Most operations a format-2 model may hold.
+/// Most operations a layer-stack model may hold.
 pub const MAX_OPS: usize = 16;
-
-/// The operation list of a [`StackFile`]: a fixed-capacity vector (`heapless`), so that
-/// decoding needs no allocator. Build one with `Ops::new()` and `push`.
-pub type Ops<'a> = heapless::Vec<Op<'a>, MAX_OPS>;
 
 /// Convolution with a square kernel; weights `[filters][ky][kx][in_c]`.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
@@ -162,19 +165,202 @@ impl<'a> Op<'a> {
     }
 }
 
-/// A whole format-2 model.bin.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+/// The operations of a [`StackFile`], first to last.
+///
+/// A decoded file keeps its operations as the postcard bytes they were read from and decodes
+/// one when asked for it ([`OpTable::get`], [`OpTable::iter`]), so that loading a model holds
+/// one operation at a time instead of a table of them: decoding takes well under 1 KiB of
+/// stack whatever the number of operations. [`StackFile::decode`] has decoded and checked
+/// every operation once, so reading them again cannot fail. A table built for encoding
+/// borrows a slice of operations instead ([`OpTable::from_slice`]).
+#[derive(Clone, Copy)]
+pub struct OpTable<'a> {
+    repr: Repr<'a>,
+}
+
+#[derive(Clone, Copy)]
+enum Repr<'a> {
+    /// `len` postcard-encoded operations, back to back.
+    Encoded { bytes: &'a [u8], len: u8 },
+    /// Operations in memory.
+    Slice(&'a [Op<'a>]),
+}
+
+impl<'a> OpTable<'a> {
+    /// A table of `ops`, for building a model to encode or check.
+    pub fn from_slice(ops: &'a [Op<'a>]) -> Self {
+        Self {
+            repr: Repr::Slice(ops),
+        }
+    }
+
+    /// Number of operations.
+    pub fn len(&self) -> usize {
+        match self.repr {
+            Repr::Encoded { len, .. } => usize::from(len),
+            Repr::Slice(ops) => ops.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The operations, first to last, by value (each [`Op`] borrows its arrays from the
+    /// model bytes).
+    pub fn iter(&self) -> OpIter<'a> {
+        OpIter {
+            repr: match self.repr {
+                Repr::Encoded { bytes, len } => IterRepr::Encoded {
+                    rest: bytes,
+                    left: len,
+                },
+                Repr::Slice(ops) => IterRepr::Slice(ops.iter()),
+            },
+        }
+    }
+
+    /// Operation `index`, or `None` past the end.
+    pub fn get(&self, index: usize) -> Option<Op<'a>> {
+        match self.repr {
+            Repr::Slice(ops) => ops.get(index).copied(),
+            Repr::Encoded { mut bytes, len } => {
+                if index >= usize::from(len) {
+                    return None;
+                }
+                for _ in 0..index {
+                    bytes = decode_op(bytes)?.1;
+                }
+                decode_op(bytes).map(|(op, _)| op)
+            }
+        }
+    }
+
+    /// The last operation.
+    pub fn last(&self) -> Option<Op<'a>> {
+        self.iter().last()
+    }
+}
+
+impl<'a> IntoIterator for &OpTable<'a> {
+    type Item = Op<'a>;
+    type IntoIter = OpIter<'a>;
+
+    fn into_iter(self) -> OpIter<'a> {
+        self.iter()
+    }
+}
+
+impl PartialEq for OpTable<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl core::fmt::Debug for OpTable<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for OpTable<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some(self.len()))?;
+        for op in self.iter() {
+            seq.serialize_element(&op)?;
+        }
+        seq.end()
+    }
+}
+
+/// Iterator over an [`OpTable`].
+#[derive(Clone)]
+pub struct OpIter<'a> {
+    repr: IterRepr<'a>,
+}
+
+#[derive(Clone)]
+enum IterRepr<'a> {
+    Encoded { rest: &'a [u8], left: u8 },
+    Slice(core::slice::Iter<'a, Op<'a>>),
+}
+
+impl<'a> OpIter<'a> {
+    /// Encoded bytes after the operations read so far (empty for a slice).
+    fn rest(&self) -> &'a [u8] {
+        match self.repr {
+            IterRepr::Encoded { rest, .. } => rest,
+            IterRepr::Slice(_) => &[],
+        }
+    }
+}
+
+impl<'a> Iterator for OpIter<'a> {
+    type Item = Op<'a>;
+
+    fn next(&mut self) -> Option<Op<'a>> {
+        match &mut self.repr {
+            IterRepr::Slice(ops) => ops.next().copied(),
+            IterRepr::Encoded { rest, left } => {
+                if *left == 0 {
+                    return None;
+                }
+                match decode_op(rest) {
+                    Some((op, after)) => {
+                        *rest = after;
+                        *left -= 1;
+                        Some(op)
+                    }
+                    // Only for bytes `StackFile::decode` has not checked.
+                    None => {
+                        *left = 0;
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match &self.repr {
+            IterRepr::Slice(ops) => ops.size_hint(),
+            IterRepr::Encoded { left, .. } => (0, Some(usize::from(*left))),
+        }
+    }
+}
+
+/// Decodes one operation from the front of `bytes`. Out of line, so that every caller —
+/// the decoder's checks, each typed layer's `from_file` — shares one frame of the serde
+/// machinery instead of inlining a copy of it into its own (loading's stack stays small).
+#[inline(never)]
+fn decode_op(bytes: &[u8]) -> Option<(Op<'_>, &[u8])> {
+    postcard::take_from_bytes::<Op<'_>>(bytes).ok()
+}
+
+/// A whole format-3 model.bin: the input and the operations. The magic and the version
+/// ([`MAGIC_AND_VERSION`]) are written by [`StackFile::encode`] and checked by
+/// [`StackFile::decode`].
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StackFile<'a> {
-    /// Always [`MAGIC`].
-    pub magic: [u8; 4],
-    /// Always [`STACK_FORMAT_VERSION`].
-    #[serde(with = "postcard::fixint::le")]
-    pub version: u16,
-    /// The input image (scale 1/255, zero point −128, as format 1).
+    /// The input tensor and its quantization.
     pub input: InputSpec,
     /// The operations, first to last; the last is a dense layer giving the logits.
-    #[serde(borrow)]
-    pub ops: Ops<'a>,
+    pub ops: OpTable<'a>,
+    /// Minus the zero point of the values each operation reads ([`input_offset`]), worked
+    /// out once when the file is made, so that loading a layer decodes no other operation.
+    offsets: [i16; MAX_OPS],
+}
+
+/// What [`StackFile::encode`] writes before the CRC.
+#[derive(Serialize)]
+struct Wire<'s, 'a> {
+    magic: [u8; 4],
+    #[serde(with = "postcard::fixint::le")]
+    version: u16,
+    input: &'s InputSpec,
+    ops: &'s OpTable<'a>,
 }
 
 /// Where the shape walk is between operations.
@@ -185,7 +371,7 @@ enum Walk {
 }
 
 impl<'a> StackFile<'a> {
-    /// Decodes and checks format-2 bytes: envelope, then every operation's shape against the
+    /// Decodes and checks format-3 bytes: envelope, then every operation's shape against the
     /// previous one's output, array lengths and quantization parameters.
     ///
     /// # Errors
@@ -193,26 +379,87 @@ impl<'a> StackFile<'a> {
     ///
     /// ```
     /// use infer_core::{stack::StackFile, Error};
-    /// assert!(matches!(StackFile::decode(b"I8CN\x01\x00...."), Err(Error::UnsupportedVersion { found: 1, supported: 2 })));
+    /// assert!(matches!(StackFile::decode(b"I8CN\x02\x00...."), Err(Error::UnsupportedVersion { found: 2, supported: 3 })));
     /// ```
+    // Out of line: a caller's frame stays small while the operations are checked.
+    #[inline(never)]
     pub fn decode(bytes: &'a [u8]) -> Result<Self, Error> {
         let body = open_envelope(bytes, STACK_FORMAT_VERSION)?;
-        let model: StackFile<'a> = decode_body(body, "postcard body (or more than 16 operations)")?;
-        model.validate()?;
-        Ok(model)
+        let malformed = Error::Malformed {
+            what: "postcard body",
+        };
+        // The envelope has checked the magic and the version.
+        let rest = body.get(HEADER_LEN..).ok_or(malformed)?;
+        let (input, rest) = postcard::take_from_bytes::<InputSpec>(rest).map_err(|_| malformed)?;
+        let (len, rest) = postcard::take_from_bytes::<u32>(rest).map_err(|_| malformed)?;
+        let len = match u8::try_from(len) {
+            Ok(len) if usize::from(len) <= MAX_OPS => len,
+            _ => {
+                return Err(Error::Malformed {
+                    what: "more than 16 operations",
+                })
+            }
+        };
+        let file = StackFile::with_offsets(
+            input,
+            OpTable {
+                repr: Repr::Encoded { bytes: rest, len },
+            },
+        );
+        // Every operation decodes, and nothing follows the last.
+        let mut ops = file.ops.iter();
+        if ops.by_ref().count() != usize::from(len) {
+            return Err(malformed);
+        }
+        if !ops.rest().is_empty() {
+            return Err(Error::Malformed {
+                what: "trailing bytes after the model",
+            });
+        }
+        file.validate()?;
+        Ok(file)
     }
 
-    /// Encodes into `buf` (body + CRC) and returns the bytes written.
+    /// A model of `input` and `ops`, to check ([`StackFile::validate`]) and encode.
+    pub fn new(input: InputSpec, ops: &'a [Op<'a>]) -> Self {
+        Self::with_offsets(input, OpTable::from_slice(ops))
+    }
+
+    /// The file of `input` and `ops`, each operation's input offset worked out (zero points
+    /// outside the `i16` range, which [`StackFile::validate`] refuses, are clamped).
+    fn with_offsets(input: InputSpec, ops: OpTable<'a>) -> Self {
+        let mut offsets = [0i16; MAX_OPS];
+        let mut zero_point = input.quant.zero_point;
+        for (offset, op) in offsets.iter_mut().zip(ops.iter()) {
+            *offset = zero_point.saturating_neg().clamp(-32768, 32767) as i16;
+            if let Some(p) = op.params() {
+                zero_point = p.output.zero_point;
+            }
+        }
+        Self {
+            input,
+            ops,
+            offsets,
+        }
+    }
+
+    /// Encodes into `buf` (magic, version, body, CRC) and returns the bytes written.
     ///
     /// # Errors
     /// [`Error::BufferTooSmall`] if `buf` cannot hold the model.
     pub fn encode<'b>(&self, buf: &'b mut [u8]) -> Result<&'b mut [u8], Error> {
-        seal(self, buf)
+        let wire = Wire {
+            magic: MAGIC,
+            version: STACK_FORMAT_VERSION,
+            input: &self.input,
+            ops: &self.ops,
+        };
+        seal(&wire, buf)
     }
 
     /// Number of classes: the last operation's outputs.
     pub fn classes(&self) -> usize {
-        self.ops.last().map_or(0, Op::out_len)
+        self.ops.last().map_or(0, |op| op.out_len())
     }
 
     /// Checks the operation chain, array lengths and quantization parameters.
@@ -220,19 +467,12 @@ impl<'a> StackFile<'a> {
     /// # Errors
     /// [`Error::Malformed`], [`Error::InconsistentLength`] or [`Error::InvalidQuantization`].
     pub fn validate(&self) -> Result<(), Error> {
-        if self.magic != MAGIC {
-            return Err(Error::BadMagic { found: self.magic });
-        }
-        if self.version != STACK_FORMAT_VERSION {
-            return Err(Error::UnsupportedVersion {
-                found: self.version,
-                supported: STACK_FORMAT_VERSION,
+        if self.ops.len() > MAX_OPS {
+            return Err(Error::Malformed {
+                what: "more than 16 operations",
             });
         }
         check_input_quant(&self.input.quant)?;
-        let too_large = Error::Malformed {
-            what: "shapes too large to address",
-        };
         let input = &self.input;
         let mut walk = Walk::Spatial(
             usize::from(input.height),
@@ -244,106 +484,148 @@ impl<'a> StackFile<'a> {
                 what: "an empty input",
             });
         }
-        for op in &self.ops {
-            walk = match *op {
-                Op::Conv2d(c) => {
-                    let shape = (
-                        usize::from(c.in_h),
-                        usize::from(c.in_w),
-                        usize::from(c.in_c),
-                    );
-                    if walk != Walk::Spatial(shape.0, shape.1, shape.2) {
-                        return Err(Error::Malformed {
-                            what: "a conv2d's input shape differs from the previous output",
-                        });
-                    }
-                    if c.filters == 0 || !(1..=2).contains(&c.stride) || c.kernel == 0 {
-                        return Err(Error::Malformed {
-                            what:
-                                "a conv2d with no filters, kernel 0 or a stride other than 1 or 2",
-                        });
-                    }
-                    let g = c.geometry();
-                    if g.out_h() == 0 || g.out_w() == 0 {
-                        return Err(Error::Malformed {
-                            what: "a conv2d kernel larger than its input",
-                        });
-                    }
-                    let taps = g.k_h.checked_mul(g.k_w).and_then(|n| n.checked_mul(g.in_c));
-                    let taps = taps.ok_or(too_large)?;
-                    let weights = taps.checked_mul(g.filters).ok_or(too_large)?;
-                    check_channels("conv", &c.params, g.filters, weights, taps)?;
-                    check_output_quant(&c.params.output)?;
-                    Walk::Spatial(g.out_h(), g.out_w(), g.filters)
-                }
-                Op::MaxPool2d(p) => {
-                    let shape = (
-                        usize::from(p.in_h),
-                        usize::from(p.in_w),
-                        usize::from(p.channels),
-                    );
-                    if walk != Walk::Spatial(shape.0, shape.1, shape.2) {
-                        return Err(Error::Malformed {
-                            what: "a maxpool2d's input shape differs from the previous output",
-                        });
-                    }
-                    if p.pool == 0 || p.pool > p.in_h || p.pool > p.in_w {
-                        return Err(Error::Malformed {
-                            what: "a maxpool2d window of 0 or larger than its input",
-                        });
-                    }
-                    let (h, w, c) = op.out_shape();
-                    Walk::Spatial(h, w, c)
-                }
-                Op::Dense(d) => {
-                    let inputs = match walk {
-                        Walk::Spatial(h, w, c) => h
-                            .checked_mul(w)
-                            .and_then(|n| n.checked_mul(c))
-                            .ok_or(too_large)?,
-                        Walk::Flat(n) => n,
-                    };
-                    if d.inputs as usize != inputs {
-                        return Err(Error::InconsistentLength {
-                            field: "dense inputs",
-                            expected: inputs,
-                            found: d.inputs as usize,
-                        });
-                    }
-                    if d.units == 0 {
-                        return Err(Error::Malformed {
-                            what: "a dense layer with no units",
-                        });
-                    }
-                    let units = usize::from(d.units);
-                    let weights = inputs.checked_mul(units).ok_or(too_large)?;
-                    check_channels("dense", &d.params, units, weights, inputs)?;
-                    check_output_quant(&d.params.output)?;
-                    Walk::Flat(units)
-                }
-            };
+        let last = self.ops.len().checked_sub(1).ok_or(Error::Malformed {
+            what: "no operations",
+        })?;
+        for (i, op) in self.ops.iter().enumerate() {
+            walk = check_op(&op, walk)?;
+            if i == last {
+                check_logits_op(&op)?;
+            }
         }
-        match self.ops.last() {
-            Some(Op::Dense(d)) if d.units >= 2 && !d.relu => Ok(()),
-            _ => Err(Error::Malformed {
-                what:
-                    "the last operation must be a dense layer without ReLU giving at least 2 logits",
-            }),
-        }
+        Ok(())
     }
+}
+
+/// Checks one operation against the shape before it (`walk`) and returns the shape after it.
+/// Out of line, so that its temporaries and the decoding of the next operation never share
+/// the stack (loading's stack stays small).
+#[inline(never)]
+fn check_op(op: &Op<'_>, walk: Walk) -> Result<Walk, Error> {
+    let too_large = Error::Malformed {
+        what: "shapes too large to address",
+    };
+    Ok(match *op {
+        Op::Conv2d(c) => {
+            let shape = (
+                usize::from(c.in_h),
+                usize::from(c.in_w),
+                usize::from(c.in_c),
+            );
+            if walk != Walk::Spatial(shape.0, shape.1, shape.2) {
+                return Err(Error::Malformed {
+                    what: "a conv2d's input shape differs from the previous output",
+                });
+            }
+            if c.filters == 0 || !(1..=2).contains(&c.stride) || c.kernel == 0 {
+                return Err(Error::Malformed {
+                    what: "a conv2d with no filters, kernel 0 or a stride other than 1 or 2",
+                });
+            }
+            let g = c.geometry();
+            if g.out_h() == 0 || g.out_w() == 0 {
+                return Err(Error::Malformed {
+                    what: "a conv2d kernel larger than its input",
+                });
+            }
+            let taps = g.k_h.checked_mul(g.k_w).and_then(|n| n.checked_mul(g.in_c));
+            let taps = taps.ok_or(too_large)?;
+            let weights = taps.checked_mul(g.filters).ok_or(too_large)?;
+            check_channels("conv", &c.params, g.filters, weights, taps)?;
+            check_output_quant(&c.params.output)?;
+            Walk::Spatial(g.out_h(), g.out_w(), g.filters)
+        }
+        Op::MaxPool2d(p) => {
+            let shape = (
+                usize::from(p.in_h),
+                usize::from(p.in_w),
+                usize::from(p.channels),
+            );
+            if walk != Walk::Spatial(shape.0, shape.1, shape.2) {
+                return Err(Error::Malformed {
+                    what: "a maxpool2d's input shape differs from the previous output",
+                });
+            }
+            if p.pool == 0 || p.pool > p.in_h || p.pool > p.in_w {
+                return Err(Error::Malformed {
+                    what: "a maxpool2d window of 0 or larger than its input",
+                });
+            }
+            let (h, w, c) = op.out_shape();
+            Walk::Spatial(h, w, c)
+        }
+        Op::Dense(d) => {
+            let inputs = match walk {
+                Walk::Spatial(h, w, c) => h
+                    .checked_mul(w)
+                    .and_then(|n| n.checked_mul(c))
+                    .ok_or(too_large)?,
+                Walk::Flat(n) => n,
+            };
+            if d.inputs as usize != inputs {
+                return Err(Error::InconsistentLength {
+                    field: "dense inputs",
+                    expected: inputs,
+                    found: d.inputs as usize,
+                });
+            }
+            if d.units == 0 {
+                return Err(Error::Malformed {
+                    what: "a dense layer with no units",
+                });
+            }
+            let units = usize::from(d.units);
+            let weights = inputs.checked_mul(units).ok_or(too_large)?;
+            check_channels("dense", &d.params, units, weights, inputs)?;
+            check_output_quant(&d.params.output)?;
+            Walk::Flat(units)
+        }
+    })
+}
+
+/// Checks that `op`, the last operation, gives the logits: a dense layer without ReLU, at
+/// least 2 units, wide output quantization ([`check_logits_quant`]).
+#[inline(never)]
+fn check_logits_op(op: &Op<'_>) -> Result<(), Error> {
+    match op {
+        Op::Dense(d) if d.units >= 2 && !d.relu => check_logits_quant(&d.params),
+        _ => Err(Error::Malformed {
+            what: "the last operation must be a dense layer without ReLU giving at least 2 logits",
+        }),
+    }
+}
+
+/// Checks the wide logits' requantization: zero point 0 and every shift ≤ 0, so that
+/// [`crate::kernels::dense::requantize_wide`] never scales an accumulator up.
+fn check_logits_quant(params: &ChannelParams<'_>) -> Result<(), Error> {
+    if params.output.zero_point != 0 {
+        return Err(Error::InvalidQuantization {
+            field: "logits zero point (must be 0)",
+        });
+    }
+    if params.shift.iter().any(|&s| s as i8 > 0) {
+        return Err(Error::InvalidQuantization {
+            field: "logits shift (must be <= 0: every class's scale ratio below 1)",
+        });
+    }
+    Ok(())
 }
 
 /// Minus the zero point of the values operation `index` reads: the input's, or the last
 /// conv/dense output before it (pooling keeps its input's quantization).
 pub fn input_offset(file: &StackFile<'_>, index: usize) -> i32 {
-    let zero_point = file
-        .ops
-        .iter()
-        .take(index)
-        .rev()
-        .find_map(Op::params)
-        .map_or(file.input.quant.zero_point, |p| p.output.zero_point);
-    -zero_point
+    file.offsets.get(index).map_or_else(
+        || {
+            file.ops
+                .iter()
+                .take(index)
+                .fold(file.input.quant.zero_point, |zero_point, op| {
+                    op.params().map_or(zero_point, |p| p.output.zero_point)
+                })
+                .saturating_neg()
+        },
+        |&offset| i32::from(offset),
+    )
 }
 
 #[cfg(test)]
@@ -388,6 +670,18 @@ pub(crate) mod tests {
             }
         }
 
+        /// [`OwnedParams::random`] for a logits layer: output zero point 0 (the shifts are
+        /// already ≤ 0).
+        pub(crate) fn logits(
+            rng: &mut crate::kernels::TestRng,
+            weights: usize,
+            channels: usize,
+        ) -> Self {
+            let mut p = Self::random(rng, weights, channels);
+            p.output.zero_point = 0;
+            p
+        }
+
         pub(crate) fn view(&self) -> ChannelParams<'_> {
             ChannelParams {
                 weights: &self.weights,
@@ -414,51 +708,50 @@ pub(crate) mod tests {
 
     /// 6×6×2 → conv 3×3 same stride 2 (4 filters) → pool 1 → dense 3, borrowing `conv`'s and
     /// `dense`'s arrays.
-    fn small<'p>(conv: &'p OwnedParams, dense: &'p OwnedParams) -> StackFile<'p> {
-        let mut ops = heapless::Vec::new();
-        ops.push(Op::Conv2d(ConvOp {
-            in_h: 6,
-            in_w: 6,
-            in_c: 2,
-            filters: 4,
-            kernel: 3,
-            stride: 2,
-            padding: Padding::Same,
-            relu: true,
-            params: conv.view(),
-        }))
-        .unwrap();
-        ops.push(Op::MaxPool2d(PoolOp {
-            in_h: 3,
-            in_w: 3,
-            channels: 4,
-            pool: 1,
-        }))
-        .unwrap();
-        ops.push(Op::Dense(DenseOp {
-            inputs: 36,
-            units: 3,
-            relu: false,
-            params: dense.view(),
-        }))
-        .unwrap();
-        StackFile {
-            magic: MAGIC,
-            version: STACK_FORMAT_VERSION,
-            input: input(6, 6, 2),
-            ops,
-        }
+    fn small<'p>(conv: &'p OwnedParams, dense: &'p OwnedParams) -> Vec<Op<'p>> {
+        std::vec![
+            Op::Conv2d(ConvOp {
+                in_h: 6,
+                in_w: 6,
+                in_c: 2,
+                filters: 4,
+                kernel: 3,
+                stride: 2,
+                padding: Padding::Same,
+                relu: true,
+                params: conv.view(),
+            }),
+            Op::MaxPool2d(PoolOp {
+                in_h: 3,
+                in_w: 3,
+                channels: 4,
+                pool: 1,
+            }),
+            Op::Dense(DenseOp {
+                inputs: 36,
+                units: 3,
+                relu: false,
+                params: dense.view(),
+            }),
+        ]
     }
 
     #[test]
     fn a_model_round_trips_and_every_truncation_or_flip_is_refused() {
         let mut rng = crate::kernels::TestRng(42);
         let conv = OwnedParams::random(&mut rng, 4 * 9 * 2, 4);
-        let dense = OwnedParams::random(&mut rng, 36 * 3, 3);
-        let file = small(&conv, &dense);
+        let dense = OwnedParams::logits(&mut rng, 36 * 3, 3);
+        let ops = small(&conv, &dense);
+        let file = StackFile::new(input(6, 6, 2), &ops);
         let mut buf = [0u8; 2048];
         let bytes = file.encode(&mut buf).unwrap().to_vec();
-        assert_eq!(StackFile::decode(&bytes).unwrap(), file);
+        let decoded = StackFile::decode(&bytes).unwrap();
+        assert_eq!(decoded, file);
+        // A decoded file (its operations still encoded) re-encodes to the same bytes.
+        let mut again = [0u8; 2048];
+        assert_eq!(decoded.encode(&mut again).unwrap(), &bytes[..]);
+        assert_eq!(decoded.ops.get(1), Some(ops[1]));
+        assert_eq!(decoded.ops.get(3), None);
         assert_eq!(file.classes(), 3);
         assert_eq!(input_offset(&file, 0), 128);
         assert_eq!(input_offset(&file, 2), -conv.output.zero_point);
@@ -473,54 +766,89 @@ pub(crate) mod tests {
             flipped[bit / 8] ^= 1 << (bit % 8);
             assert!(StackFile::decode(&flipped).is_err(), "bit {bit}");
         }
-        // Format 1 readers name the version; format 2 readers refuse format 1.
+        // Format 1 readers name the version; layer-stack readers refuse format 1.
         assert!(matches!(
             crate::format::ModelFile::decode(&bytes),
             Err(Error::UnsupportedVersion {
-                found: 2,
+                found: 3,
                 supported: 1
             })
         ));
+        // Older layer-stack files (format 2: int8 logits) are refused, naming the version and
+        // the command that writes a current one.
+        let mut old = bytes.clone();
+        old[4] = 2;
+        let body = old.len() - 4;
+        let crc = crate::format::crc32(&old[..body]).to_le_bytes();
+        old[body..].copy_from_slice(&crc);
+        let refused = StackFile::decode(&old).unwrap_err();
+        assert_eq!(
+            refused,
+            Error::UnsupportedVersion {
+                found: 2,
+                supported: 3
+            }
+        );
+        let message = std::format!("{refused}");
+        assert!(message.contains("format version 2"), "{message}");
+        assert!(message.contains("trainer quantize --float"), "{message}");
     }
 
     #[test]
     fn broken_chains_are_refused_with_the_problem_named() {
         let mut rng = crate::kernels::TestRng(7);
         let conv = OwnedParams::random(&mut rng, 4 * 9 * 2, 4);
-        let dense = OwnedParams::random(&mut rng, 36 * 3, 3);
+        let dense = OwnedParams::logits(&mut rng, 36 * 3, 3);
         let good = small(&conv, &dense);
-        good.validate().unwrap();
+        let check = |ops: &[Op<'_>]| StackFile::new(input(6, 6, 2), ops).validate();
+        check(&good).unwrap();
         let mut bad = good.clone();
-        if let Op::MaxPool2d(p) = &mut bad.ops[1] {
+        if let Op::MaxPool2d(p) = &mut bad[1] {
             p.channels = 5;
         }
-        assert!(matches!(bad.validate(), Err(Error::Malformed { .. })));
+        assert!(matches!(check(&bad), Err(Error::Malformed { .. })));
         let mut bad = good.clone();
-        if let Op::Dense(d) = &mut bad.ops[2] {
+        if let Op::Dense(d) = &mut bad[2] {
             d.inputs = 35;
         }
         assert!(matches!(
-            bad.validate(),
+            check(&bad),
             Err(Error::InconsistentLength {
                 field: "dense inputs",
                 ..
             })
         ));
         let mut bad = good.clone();
-        if let Op::Conv2d(c) = &mut bad.ops[0] {
+        if let Op::Conv2d(c) = &mut bad[0] {
             c.stride = 3;
         }
-        assert!(bad.validate().is_err());
+        assert!(check(&bad).is_err());
         let mut bad = good.clone();
-        bad.ops.pop();
-        assert!(bad.validate().is_err(), "must end in dense");
+        bad.pop();
+        assert!(check(&bad).is_err(), "must end in dense");
         let mut bad = good.clone();
-        if let Op::Dense(d) = &mut bad.ops[2] {
+        if let Op::Dense(d) = &mut bad[2] {
             d.params.weights = &d.params.weights[1..];
         }
+        assert!(matches!(check(&bad), Err(Error::InconsistentLength { .. })));
+        let mut bad = good.clone();
+        if let Op::Dense(d) = &mut bad[2] {
+            d.params.output.zero_point = 1;
+        }
         assert!(matches!(
-            bad.validate(),
-            Err(Error::InconsistentLength { .. })
+            check(&bad),
+            Err(Error::InvalidQuantization { .. })
         ));
+        let positive = [1u8, 0, 0];
+        let mut bad = good.clone();
+        if let Op::Dense(d) = &mut bad[2] {
+            d.params.shift = &positive;
+        }
+        assert!(
+            matches!(check(&bad), Err(Error::InvalidQuantization { .. })),
+            "a logits shift > 0 could overflow"
+        );
+        let many = std::vec![good[1]; MAX_OPS + 1];
+        assert!(check(&many).is_err(), "more than 16 operations");
     }
 }

@@ -1,4 +1,4 @@
-//! Typed layers of a format-2 stack: each shape is a const generic, so a network declared
+//! Typed layers of a format-3 stack: each shape is a const generic, so a network declared
 //! with them (the firmware's build script generates one from the spec file) has its buffer
 //! sizes and layer-to-layer shape agreement fixed at compile time, and a model.bin is checked
 //! against them operation by operation when it loads.
@@ -7,9 +7,12 @@
 //! [`crate::kernels`] (the fast paths, tested bit for bit against the references).
 
 use super::format::{input_offset, Op, Padding, StackFile};
+use super::stages::{
+    dense_part, general_words, run_general, run_general_logits, ConvPart, DensePart, Parts,
+};
 use crate::kernels::conv::{conv2d_i8_packed, out_dim, ConvGeometry};
-use crate::kernels::dense::dense_i8_fast;
 use crate::kernels::dot::PatchWords;
+use crate::kernels::fused::{Stream3x3, StreamLayers, StreamScratch, NATIVE_PAIRED};
 use crate::kernels::pool::{max_pool, PoolGeometry};
 use crate::kernels::ChannelRequant;
 use crate::Error;
@@ -22,10 +25,14 @@ pub trait Layer<'a>: Sized {
     const OUT: usize;
     /// Words of the packed patch buffer [`Layer::run`] needs.
     const PATCH_WORDS: usize;
-    /// The type's name as spec files write it.
+    /// The type's name as spec files write it (`+` between the operations of a stage).
     const TYPE: &'static str;
+    /// Operations of the model it computes (more than 1 for the fused stages of
+    /// [`super::stages`]).
+    const OPS: usize = 1;
 
-    /// Checks operation `index` of `file` against this layer's shapes and borrows its weights.
+    /// Checks operation `index` (and the next [`Layer::OPS`]` − 1`) of `file` against this
+    /// layer's shapes and borrows its weights.
     ///
     /// # Errors
     /// [`Error::OpTypeMismatch`] or [`Error::OpMismatch`] naming the operation, the property
@@ -35,6 +42,14 @@ pub trait Layer<'a>: Sized {
     /// Computes `output` (`OUT` values) from `input` (`IN` values). Slices of other lengths
     /// compute less, never panic; a network built from these layers sizes them at compile time.
     fn run(&self, input: &[i8], patch: &mut [u32], output: &mut [i8]);
+}
+
+/// A layer that can end a network: its (last) dense layer, without ReLU, gives the logits.
+pub trait Logits<'a>: Layer<'a> {
+    /// Computes the `OUT` wide logits (int32 accumulators requantized to one common scale,
+    /// zero point 0, not clipped to int8: [`crate::kernels::dense::finish_logits`]) from
+    /// `input` (`IN` values). Slices of other lengths compute less, never panic.
+    fn run_logits(&self, input: &[i8], patch: &mut [u32], logits: &mut [i32]);
 }
 
 /// Checks that `file` has exactly `count` operations.
@@ -66,11 +81,8 @@ fn expect(op: usize, what: &'static str, found: usize, compiled: usize) -> Resul
     })
 }
 
-fn op_at<'f, 'a>(
-    file: &'f StackFile<'a>,
-    index: usize,
-    compiled: &'static str,
-) -> Result<&'f Op<'a>, Error> {
+#[inline(always)]
+fn op_at<'a>(file: &StackFile<'a>, index: usize, compiled: &'static str) -> Result<Op<'a>, Error> {
     file.ops
         .get(index)
         .ok_or(Error::OpMismatch {
@@ -265,9 +277,7 @@ impl<'a, const IH: usize, const IW: usize, const C: usize, const P: usize> Layer
 /// Fully connected: `I` inputs, `U` units, fused ReLU if `RELU`.
 #[derive(Debug, Clone, Copy)]
 pub struct Dense<'a, const I: usize, const U: usize, const RELU: bool> {
-    weights: &'a [u8],
-    requant: ChannelRequant<'a>,
-    input_offset: i32,
+    part: DensePart<'a>,
 }
 
 impl<const I: usize, const U: usize, const RELU: bool> Dense<'_, I, U, RELU> {
@@ -296,21 +306,401 @@ impl<'a, const I: usize, const U: usize, const RELU: bool> Layer<'a> for Dense<'
             RELU.into(),
         )?;
         Ok(Self {
-            weights: d.params.weights,
-            requant: ChannelRequant::from_params(&d.params, RELU),
-            input_offset: input_offset(file, index),
+            part: dense_part(file, index, &d),
         })
     }
 
     fn run(&self, input: &[i8], _patch: &mut [u32], output: &mut [i8]) {
-        dense_i8_fast(
-            input.get(..I).unwrap_or(input),
-            self.input_offset,
-            self.weights,
-            &self.requant,
-            output,
-        );
+        let parts = Parts {
+            input: (1, 1, I),
+            conv: None,
+            pool: 0,
+            dense: Some(self.part),
+        };
+        run_general(&parts, input, &mut [], output);
     }
+}
+
+impl<'a, const I: usize, const U: usize> Logits<'a> for Dense<'a, I, U, false> {
+    fn run_logits(&self, input: &[i8], _patch: &mut [u32], logits: &mut [i32]) {
+        let parts = Parts {
+            input: (1, 1, I),
+            conv: None,
+            pool: 0,
+            dense: Some(self.part),
+        };
+        run_general_logits(&parts, input, &mut [], logits);
+    }
+}
+
+/// A layer that produces values position by position, so that a fused stage can take it:
+/// a conv, a max pool, or a conv with its max pool ([`ConvPool`]).
+pub trait Producer<'a>: Layer<'a> {
+    /// Values in one conv patch (0 without a conv).
+    const TAPS: usize;
+    /// Values per output position.
+    const CHANNELS: usize;
+    /// The stage it computes, with its parameters.
+    fn parts(&self) -> Parts<'a>;
+}
+
+impl<
+        'a,
+        const IH: usize,
+        const IW: usize,
+        const IC: usize,
+        const K: usize,
+        const F: usize,
+        const S: usize,
+        const SAME: bool,
+        const RELU: bool,
+    > Producer<'a> for Conv2d<'a, IH, IW, IC, K, F, S, SAME, RELU>
+{
+    const TAPS: usize = K * K * IC;
+    const CHANNELS: usize = F;
+
+    fn parts(&self) -> Parts<'a> {
+        Parts {
+            input: (IH, IW, IC),
+            conv: Some(ConvPart {
+                geometry: Self::GEOMETRY,
+                weights: self.weights,
+                requant: self.requant,
+                input_offset: self.input_offset,
+            }),
+            pool: 0,
+            dense: None,
+        }
+    }
+}
+
+impl<'a, const IH: usize, const IW: usize, const C: usize, const P: usize> Producer<'a>
+    for MaxPool2d<IH, IW, C, P>
+{
+    const TAPS: usize = 0;
+    const CHANNELS: usize = C;
+
+    fn parts(&self) -> Parts<'a> {
+        Parts {
+            input: (IH, IW, C),
+            conv: None,
+            pool: P,
+            dense: None,
+        }
+    }
+}
+
+/// A conv and the max pool after it, fused (a stage of [`super::stages`]): the pooled map
+/// is written, never the conv's. `C` is a [`Conv2d`], `P` a [`MaxPool2d`] over its output.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvPool<C, P> {
+    conv: C,
+    pool: P,
+}
+
+impl<'a, C: Producer<'a>, P: Producer<'a>> Layer<'a> for ConvPool<C, P> {
+    const IN: usize = C::IN;
+    const OUT: usize = P::OUT;
+    const PATCH_WORDS: usize = general_words(C::TAPS, C::CHANNELS, 0);
+    const TYPE: &'static str = "conv2d+maxpool2d";
+    const OPS: usize = 2;
+
+    fn from_file(file: &StackFile<'a>, index: usize) -> Result<Self, Error> {
+        let () = Self::SHAPE;
+        Ok(Self {
+            conv: C::from_file(file, index)?,
+            pool: P::from_file(file, index + 1)?,
+        })
+    }
+
+    fn run(&self, input: &[i8], patch: &mut [u32], output: &mut [i8]) {
+        run_general(&self.parts(), input, patch, output);
+    }
+}
+
+impl<'a, C: Producer<'a>, P: Producer<'a>> ConvPool<C, P> {
+    const SHAPE: () = assert!(
+        C::OUT == P::IN && C::TAPS > 0 && P::TAPS == 0 && C::OPS == 1 && P::OPS == 1,
+        "a conv, then a max pool over its output"
+    );
+}
+
+impl<'a, C: Producer<'a>, P: Producer<'a>> Producer<'a> for ConvPool<C, P> {
+    const TAPS: usize = C::TAPS;
+    const CHANNELS: usize = C::CHANNELS;
+
+    fn parts(&self) -> Parts<'a> {
+        Parts {
+            pool: self.pool.parts().pool,
+            ..self.conv.parts()
+        }
+    }
+}
+
+/// A conv, max pool or [`ConvPool`] (`P`) and the dense layer of `I` inputs and `U` outputs
+/// after it, fused (a stage of [`super::stages`]): the dense layer accumulates each
+/// position's values as they are produced, skipping positions whose values are all zero.
+#[derive(Debug, Clone, Copy)]
+pub struct Streamed<'a, P, const I: usize, const U: usize, const RELU: bool> {
+    producer: P,
+    dense: Dense<'a, I, U, RELU>,
+}
+
+impl<'a, P: Producer<'a>, const I: usize, const U: usize, const RELU: bool> Layer<'a>
+    for Streamed<'a, P, I, U, RELU>
+{
+    const IN: usize = P::IN;
+    const OUT: usize = U;
+    const PATCH_WORDS: usize = general_words(P::TAPS, P::CHANNELS, U);
+    const TYPE: &'static str = "stage+dense";
+    const OPS: usize = P::OPS + 1;
+
+    fn from_file(file: &StackFile<'a>, index: usize) -> Result<Self, Error> {
+        let () = <Self as Streamed3>::SHAPE;
+        Ok(Self {
+            producer: P::from_file(file, index)?,
+            dense: Dense::from_file(file, index + P::OPS)?,
+        })
+    }
+
+    fn run(&self, input: &[i8], patch: &mut [u32], output: &mut [i8]) {
+        let parts = Parts {
+            dense: Some(self.dense.part),
+            ..self.producer.parts()
+        };
+        run_general(&parts, input, patch, output);
+    }
+}
+
+impl<'a, P: Producer<'a>, const I: usize, const U: usize> Logits<'a>
+    for Streamed<'a, P, I, U, false>
+{
+    fn run_logits(&self, input: &[i8], patch: &mut [u32], logits: &mut [i32]) {
+        let parts = Parts {
+            dense: Some(self.dense.part),
+            ..self.producer.parts()
+        };
+        run_general_logits(&parts, input, patch, logits);
+    }
+}
+
+/// The compile-time shape check of [`Streamed`].
+trait Streamed3 {
+    const SHAPE: ();
+}
+
+impl<'a, P: Producer<'a>, const I: usize, const U: usize, const RELU: bool> Streamed3
+    for Streamed<'a, P, I, U, RELU>
+{
+    const SHAPE: () = assert!(P::OUT == I, "the dense layer reads what the stage produces");
+}
+
+/// The first layer's fast path: a one-channel `IH × IW` input, a 3×3 stride-1 valid conv
+/// of `F` filters (ReLU if `RELU`), a 2×2 max pool and the network's last dense layer of `U`
+/// outputs (ReLU if `DRELU`), as [`Stream3x3`] computes them ([`super::stages::Kernel`]'s
+/// `Stream3x3`): its working memory, a [`StreamScratch`], is on the stack.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvPoolDense3x3<
+    'a,
+    const IH: usize,
+    const IW: usize,
+    const F: usize,
+    const U: usize,
+    const RELU: bool,
+    const DRELU: bool,
+> {
+    layers: StreamLayers<'a>,
+}
+
+impl<
+        'a,
+        const IH: usize,
+        const IW: usize,
+        const F: usize,
+        const U: usize,
+        const RELU: bool,
+        const DRELU: bool,
+    > ConvPoolDense3x3<'a, IH, IW, F, U, RELU, DRELU>
+{
+    /// Dense inputs: the pooled map.
+    pub const INPUTS: usize = (IH - 2) / 2 * ((IW - 2) / 2) * F;
+    /// Bytes of its working memory on the stack.
+    pub const STACK_BYTES: usize = StreamScratch::<F, U>::BYTES;
+    const SHAPE: () = assert!(
+        IH >= 4 && IW >= 4 && F > 0 && U > 0,
+        "the pooled map must not be empty"
+    );
+}
+
+impl<
+        'a,
+        const IH: usize,
+        const IW: usize,
+        const F: usize,
+        const U: usize,
+        const RELU: bool,
+        const DRELU: bool,
+    > Layer<'a> for ConvPoolDense3x3<'a, IH, IW, F, U, RELU, DRELU>
+{
+    const IN: usize = IH * IW;
+    const OUT: usize = U;
+    const PATCH_WORDS: usize = 0;
+    const TYPE: &'static str = "conv2d+maxpool2d+dense";
+    const OPS: usize = 3;
+
+    fn from_file(file: &StackFile<'a>, index: usize) -> Result<Self, Error> {
+        let () = Self::SHAPE;
+        let conv = Conv2d::<'a, IH, IW, 1, 3, F, 1, false, RELU>::from_file(file, index)?;
+        check_pool2(file, index + 1, IH - 2, IW - 2, F)?;
+        let Op::Dense(d) = op_at(file, index + 2, "dense")? else {
+            return Err(Error::Malformed {
+                what: "operation type",
+            });
+        };
+        let dense = index + 2;
+        expect(dense, "dense inputs", d.inputs as usize, Self::INPUTS)?;
+        expect(dense, "dense units", d.units.into(), U)?;
+        expect(
+            dense,
+            "dense ReLU (0 no, 1 yes)",
+            d.relu.into(),
+            DRELU.into(),
+        )?;
+        // Its outputs are the logits.
+        expect(dense + 1, "operations", file.ops.len(), dense + 1)?;
+        Ok(Self {
+            layers: StreamLayers {
+                input_offset: conv.input_offset,
+                conv_weights: conv.weights,
+                conv: conv.requant,
+                dense_input_offset: input_offset(file, dense),
+                dense_weights: d.params.weights,
+                dense: ChannelRequant::from_params(&d.params, d.relu),
+            },
+        })
+    }
+
+    fn run(&self, input: &[i8], _patch: &mut [u32], output: &mut [i8]) {
+        let Some(output) = output.first_chunk_mut::<U>() else {
+            return;
+        };
+        let mut scratch = StreamScratch::<F, U>::new();
+        if NATIVE_PAIRED && F % 4 == 0 {
+            Stream3x3::<F, U, true>::new(&self.layers, IH, IW, input, &mut scratch).run(output);
+        } else {
+            Stream3x3::<F, U, false>::new(&self.layers, IH, IW, input, &mut scratch).run(output);
+        }
+    }
+}
+
+impl<'a, const IH: usize, const IW: usize, const F: usize, const U: usize, const RELU: bool>
+    Logits<'a> for ConvPoolDense3x3<'a, IH, IW, F, U, RELU, false>
+{
+    fn run_logits(&self, input: &[i8], _patch: &mut [u32], logits: &mut [i32]) {
+        let Some(logits) = logits.first_chunk_mut::<U>() else {
+            return;
+        };
+        let mut scratch = StreamScratch::<F, U>::new();
+        if NATIVE_PAIRED && F % 4 == 0 {
+            Stream3x3::<F, U, true>::new(&self.layers, IH, IW, input, &mut scratch)
+                .run_logits(logits);
+        } else {
+            Stream3x3::<F, U, false>::new(&self.layers, IH, IW, input, &mut scratch)
+                .run_logits(logits);
+        }
+    }
+}
+
+/// The first layer's fast path with its pooled map kept: a one-channel `IH × IW` input, a
+/// 3×3 stride-1 valid conv of `F` filters (ReLU if `RELU`) and a 2×2 max pool, as
+/// [`Stream3x3`] computes them ([`Stream3x3::conv_pool_into`]); its working memory, a
+/// [`StreamScratch`], is on the stack.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvPool3x3<'a, const IH: usize, const IW: usize, const F: usize, const RELU: bool> {
+    layers: StreamLayers<'a>,
+}
+
+impl<'a, const IH: usize, const IW: usize, const F: usize, const RELU: bool>
+    ConvPool3x3<'a, IH, IW, F, RELU>
+{
+    /// Bytes of its working memory on the stack.
+    pub const STACK_BYTES: usize = StreamScratch::<F, 0>::BYTES;
+    const POOLED: (usize, usize) = ((IH - 2) / 2, (IW - 2) / 2);
+    const SHAPE: () = assert!(
+        IH >= 4 && IW >= 4 && F > 0,
+        "the pooled map must not be empty"
+    );
+}
+
+impl<'a, const IH: usize, const IW: usize, const F: usize, const RELU: bool> Layer<'a>
+    for ConvPool3x3<'a, IH, IW, F, RELU>
+{
+    const IN: usize = IH * IW;
+    const OUT: usize = Self::POOLED.0 * Self::POOLED.1 * F;
+    const PATCH_WORDS: usize = 0;
+    const TYPE: &'static str = "conv2d+maxpool2d";
+    const OPS: usize = 2;
+
+    fn from_file(file: &StackFile<'a>, index: usize) -> Result<Self, Error> {
+        let () = Self::SHAPE;
+        let conv = Conv2d::<'a, IH, IW, 1, 3, F, 1, false, RELU>::from_file(file, index)?;
+        check_pool2(file, index + 1, IH - 2, IW - 2, F)?;
+        Ok(Self {
+            layers: StreamLayers {
+                input_offset: conv.input_offset,
+                conv_weights: conv.weights,
+                conv: conv.requant,
+                // The pooled values come back with the conv's zero point.
+                dense_input_offset: -conv.requant.output_offset,
+                dense_weights: &[],
+                dense: conv.requant,
+            },
+        })
+    }
+
+    fn run(&self, input: &[i8], _patch: &mut [u32], output: &mut [i8]) {
+        let mut scratch = StreamScratch::<F, 0>::new();
+        if NATIVE_PAIRED && F % 4 == 0 {
+            let stream = Stream3x3::<F, 0, true>::new(&self.layers, IH, IW, input, &mut scratch);
+            pooled_map(stream, output);
+        } else {
+            let stream = Stream3x3::<F, 0, false>::new(&self.layers, IH, IW, input, &mut scratch);
+            pooled_map(stream, output);
+        }
+    }
+}
+
+/// Writes the pooled map of `stream` into `output`, position by position.
+#[inline(always)]
+fn pooled_map<const F: usize, const PAIRED: bool>(
+    mut stream: Stream3x3<'_, '_, F, 0, PAIRED>,
+    output: &mut [i8],
+) {
+    let (rows, cols) = stream.pooled_shape();
+    for (pos, out) in output.chunks_exact_mut(F).take(rows * cols).enumerate() {
+        if let Some(out) = out.first_chunk_mut::<F>() {
+            stream.conv_pool_into(pos / cols.max(1), pos % cols.max(1), out);
+        }
+    }
+}
+
+/// Checks that operation `index` is a 2×2 max pool of an `in_h × in_w × channels` input.
+fn check_pool2(
+    file: &StackFile<'_>,
+    index: usize,
+    in_h: usize,
+    in_w: usize,
+    channels: usize,
+) -> Result<(), Error> {
+    let Op::MaxPool2d(p) = op_at(file, index, "maxpool2d")? else {
+        return Err(Error::Malformed {
+            what: "operation type",
+        });
+    };
+    expect(index, "maxpool2d input rows", p.in_h.into(), in_h)?;
+    expect(index, "maxpool2d input columns", p.in_w.into(), in_w)?;
+    expect(index, "maxpool2d channels", p.channels.into(), channels)?;
+    expect(index, "maxpool2d window", p.pool.into(), 2)
 }
 
 /// The larger of two sizes, for buffer sizes computed at compile time.

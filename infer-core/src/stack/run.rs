@@ -1,10 +1,10 @@
-//! Runs a format-2 model whose shapes are known only at run time: for host tools (the
+//! Runs a format-3 model whose shapes are known only at run time: for host tools (the
 //! trainer's evaluation), tests, and as the reference the typed networks are checked against.
 
 use super::format::{input_offset, Op, StackFile};
+use super::stages::{plan_file, run_general, run_general_logits, shapes_of, Parts};
 use crate::kernels::conv::{conv2d_i8, conv2d_i8_packed};
-use crate::kernels::dense::{dense_i8, dense_i8_fast};
-use crate::kernels::dot::PatchWords;
+use crate::kernels::dense::{dense_i8, dense_i8_fast, dense_i8_logits, dense_i8_logits_fast};
 use crate::kernels::pool::{max_pool, PoolGeometry};
 use crate::kernels::ChannelRequant;
 use crate::Error;
@@ -14,40 +14,73 @@ use crate::Error;
 pub enum Kernels {
     /// The naive reference kernels.
     Reference,
-    /// The fast paths (what the typed layers and the firmware run).
+    /// The fast paths: the stages of [`super::stages::plan`], fused as the typed layers
+    /// and the firmware run them.
     Fast,
 }
 
-/// Working memory [`run`] needs for `file`.
+/// Working memory of an inference of a model, besides the input and the logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BufferSizes {
-    /// Bytes of buffer A (outputs of operations 0, 2, 4, …).
+    /// Bytes of buffer A (outputs of stages 0, 2, 4, … with [`Kernels::Fast`], of
+    /// operations 0, 2, 4, … with [`Kernels::Reference`]; not the last's, which writes the
+    /// logits).
     pub a: usize,
-    /// Bytes of buffer B (outputs of operations 1, 3, 5, …).
+    /// Bytes of buffer B (outputs of stages or operations 1, 3, 5, …).
     pub b: usize,
-    /// Words of the packed patch buffer.
+    /// Words of the patch buffer (the stages' packed patches and working memory; with
+    /// [`BufferSizes::of`], as [`run`] computes every stage with
+    /// [`super::stages::run_general`]).
     pub patch_words: usize,
+    /// Bytes of kernel scratch on the stack (the one-channel 3×3 fast path's, in the typed
+    /// layers; [`run`] needs none).
+    pub stack_bytes: usize,
 }
 
 impl BufferSizes {
-    /// The sizes for `file`.
+    /// Sizes for [`run`] on `file` with either kernel set: the larger of
+    /// [`BufferSizes::engine`] and the op-by-op reference's buffers.
     pub fn of(file: &StackFile<'_>) -> Self {
-        let mut sizes = Self {
-            a: 0,
-            b: 0,
-            patch_words: 0,
-        };
-        for (i, op) in file.ops.iter().enumerate() {
+        let mut sizes = Self::engine(file);
+        let shapes = shapes_of(file);
+        for stage in &plan_file(file) {
+            sizes.patch_words = sizes.patch_words.max(stage.general_words(&shapes));
+        }
+        let writers = file.ops.len().saturating_sub(1);
+        for (i, op) in file.ops.iter().enumerate().take(writers) {
             let out = op.out_len();
             if i % 2 == 0 {
                 sizes.a = sizes.a.max(out);
             } else {
                 sizes.b = sizes.b.max(out);
             }
-            if let Op::Conv2d(c) = op {
-                sizes.patch_words = sizes
-                    .patch_words
-                    .max(PatchWords::words(c.geometry().taps()));
+        }
+        sizes
+    }
+
+    /// What the engine needs: the buffers of the stage plan ([`super::stages::plan`]) as the
+    /// typed layers and the firmware lay them out, the last stage writing the caller's
+    /// logits.
+    pub fn engine(file: &StackFile<'_>) -> Self {
+        let mut sizes = Self {
+            a: 0,
+            b: 0,
+            patch_words: 0,
+            stack_bytes: 0,
+        };
+        let shapes = shapes_of(file);
+        let stages = plan_file(file);
+        for (j, stage) in stages.iter().enumerate() {
+            sizes.patch_words = sizes.patch_words.max(stage.patch_words(&shapes));
+            sizes.stack_bytes = sizes.stack_bytes.max(stage.stack_bytes(&shapes));
+            if j + 1 == stages.len() {
+                break;
+            }
+            let out = stage.out_len(&shapes);
+            if j % 2 == 0 {
+                sizes.a = sizes.a.max(out);
+            } else {
+                sizes.b = sizes.b.max(out);
             }
         }
         sizes
@@ -55,19 +88,22 @@ impl BufferSizes {
 }
 
 /// Runs every operation of `file` on `input` (the int8 image), ping-ponging between `a` and
-/// `b`, and returns the int8 logits (a slice of `a` or `b`).
+/// `b`; the last operation writes the wide logits into `logits`, which are returned (its
+/// first [`StackFile::classes`] values).
 ///
 /// # Errors
-/// [`Error::BufferTooSmall`] if `input`, `a`, `b` or `patch` is smaller than
-/// [`BufferSizes::of`] says (the input must be exactly the model's input size).
-pub fn run<'b>(
+/// [`Error::BufferTooSmall`] if `input`, `a`, `b`, `patch` or `logits` is smaller than
+/// [`BufferSizes::of`] and the classes say (the input must be exactly the model's input
+/// size).
+pub fn run<'l>(
     file: &StackFile<'_>,
     input: &[i8],
     kernels: Kernels,
-    a: &'b mut [i8],
-    b: &'b mut [i8],
+    a: &mut [i8],
+    b: &mut [i8],
     patch: &mut [u32],
-) -> Result<&'b [i8], Error> {
+    logits: &'l mut [i32],
+) -> Result<&'l [i32], Error> {
     let sizes = BufferSizes::of(file);
     let image = usize::from(file.input.height)
         * usize::from(file.input.width)
@@ -87,18 +123,43 @@ pub fn run<'b>(
             available: patch.len() * 4,
         });
     }
+    let classes = file.classes();
+    let available = logits.len();
+    let logits = logits
+        .get_mut(..classes)
+        .ok_or(Error::BufferTooSmall { available })?;
+    if kernels == Kernels::Fast {
+        run_stages(file, input, a, b, patch, logits)?;
+        return Ok(logits);
+    }
+    let last = file.ops.len().saturating_sub(1);
     for (i, op) in file.ops.iter().enumerate() {
         let (src, dst): (&[i8], &mut [i8]) = match (i, i % 2) {
             (0, _) => (input, &mut a[..]),
             (_, 0) => (&b[..], &mut a[..]),
             _ => (&a[..], &mut b[..]),
         };
+        let offset = input_offset(file, i);
+        if i == last {
+            // The logits layer (a dense layer: the decoder checked), finished wide.
+            let (Op::Dense(d), Some(src)) = (op, src.get(..op.in_len())) else {
+                return Err(Error::BufferTooSmall {
+                    available: src.len(),
+                });
+            };
+            let requant = ChannelRequant::from_params(&d.params, false);
+            let logits_kernel = match kernels {
+                Kernels::Reference => dense_i8_logits,
+                Kernels::Fast => dense_i8_logits_fast,
+            };
+            logits_kernel(src, offset, d.params.weights, &requant, logits);
+            break;
+        }
         let (Some(src), Some(dst)) = (src.get(..op.in_len()), dst.get_mut(..op.out_len())) else {
             return Err(Error::BufferTooSmall {
                 available: dst.len(),
             });
         };
-        let offset = input_offset(file, i);
         match (op, kernels) {
             (Op::Conv2d(c), Kernels::Reference) => conv2d_i8(
                 &c.geometry(),
@@ -143,10 +204,48 @@ pub fn run<'b>(
             ),
         }
     }
-    let last = file.ops.len().saturating_sub(1);
-    let out = file.classes();
-    let logits: &'b [i8] = if last % 2 == 0 { a } else { b };
-    logits.get(..out).ok_or(Error::BufferTooSmall {
-        available: logits.len(),
-    })
+    Ok(logits)
+}
+
+/// [`run`] with [`Kernels::Fast`]: stage by stage, ping-ponging between `a` and `b`; the
+/// last stage writes the wide logits.
+fn run_stages(
+    file: &StackFile<'_>,
+    input: &[i8],
+    a: &mut [i8],
+    b: &mut [i8],
+    patch: &mut [u32],
+    logits: &mut [i32],
+) -> Result<(), Error> {
+    let stages = plan_file(file);
+    let last_stage = stages.len().saturating_sub(1);
+    for (j, stage) in stages.iter().enumerate() {
+        let (src, dst): (&[i8], &mut [i8]) = match (j, j % 2) {
+            (0, _) => (input, &mut a[..]),
+            (_, 0) => (&b[..], &mut a[..]),
+            _ => (&a[..], &mut b[..]),
+        };
+        let (Some(first), Some(last)) = (file.ops.get(stage.first), file.ops.get(stage.last()))
+        else {
+            return Err(Error::Malformed { what: "stage" });
+        };
+        let parts = Parts::of(file, stage).ok_or(Error::Malformed { what: "stage" })?;
+        let Some(src) = src.get(..first.in_len()) else {
+            return Err(Error::BufferTooSmall {
+                available: src.len(),
+            });
+        };
+        if j == last_stage {
+            // Its last operation is the logits layer (the decoder checked).
+            run_general_logits(&parts, src, patch, logits);
+            break;
+        }
+        let Some(dst) = dst.get_mut(..last.out_len()) else {
+            return Err(Error::BufferTooSmall {
+                available: dst.len(),
+            });
+        };
+        run_general(&parts, src, patch, dst);
+    }
+    Ok(())
 }

@@ -2,9 +2,17 @@
 //! that does not match the typed network.
 
 use super::format::tests::{input, OwnedParams};
-use super::format::{ConvOp, DenseOp, Op, Padding, PoolOp, StackFile, MAGIC_AND_VERSION};
-use super::layers::{check_op_count, max, Conv2d, Dense, Layer, MaxPool2d};
+use super::format::{ConvOp, DenseOp, Op, Padding, PoolOp, StackFile};
+use super::layers::{
+    check_op_count, max, Conv2d, ConvPool, ConvPool3x3, ConvPoolDense3x3, Dense, Layer, Logits,
+    MaxPool2d, Streamed,
+};
 use super::run::{run, BufferSizes, Kernels};
+use super::stages::{plan_file, Kernel};
+use crate::kernels::conv::conv2d_i8;
+use crate::kernels::fused::{Stream3x3, StreamLayers, StreamScratch};
+use crate::kernels::pool::{max_pool, PoolGeometry};
+use crate::kernels::ChannelRequant;
 use crate::kernels::TestRng;
 use crate::Error;
 use std::vec;
@@ -18,7 +26,7 @@ type Op3<'a> = Dense<'a, 24, 7, true>;
 type Op4<'a> = Dense<'a, 7, 4, false>;
 const _: () = assert!(Op0::OUT == Op1::IN && Op1::OUT == <Op2 as Layer>::IN);
 const _: () = assert!(<Op2 as Layer>::OUT == Op3::IN && Op3::OUT == Op4::IN);
-const A: usize = max(max(Op0::OUT, <Op2 as Layer>::OUT), Op4::OUT);
+const A: usize = max(Op0::OUT, <Op2 as Layer>::OUT);
 const B: usize = max(Op1::OUT, Op3::OUT);
 const PATCH: usize = max(Op0::PATCH_WORDS, Op1::PATCH_WORDS);
 
@@ -36,14 +44,49 @@ impl<'a> Typed<'a> {
         ))
     }
 
-    fn infer(&self, image: &[i8; 200]) -> [i8; 4] {
+    fn infer(&self, image: &[i8; 200]) -> [i32; 4] {
         let (mut a, mut b, mut patch) = ([0i8; A], [0i8; B], [0u32; PATCH]);
-        let mut logits = [0i8; 4];
+        let mut logits = [0i32; 4];
         self.0.run(image, &mut patch, &mut a);
         self.1.run(&a, &mut patch, &mut b);
         self.2.run(&b, &mut patch, &mut a);
         self.3.run(&a, &mut patch, &mut b);
-        self.4.run(&b, &mut patch, &mut logits);
+        self.4.run_logits(&b, &mut patch, &mut logits);
+        logits
+    }
+}
+
+// The same network as the stages of `stages::plan`: conv; conv + pool + dense; dense.
+type Stage0<'a> = Op0<'a>;
+type Stage1<'a> = Streamed<'a, ConvPool<Op1<'a>, Op2>, 24, 7, true>;
+type Stage2<'a> = Op4<'a>;
+const STAGE_A: usize = Stage0::OUT;
+const STAGE_B: usize = Stage1::OUT;
+const STAGE_PATCH: usize = max(
+    max(Stage0::PATCH_WORDS, Stage1::PATCH_WORDS),
+    Stage2::PATCH_WORDS,
+);
+const _: () = assert!(Stage0::OUT == Stage1::IN && Stage1::OUT == Stage2::IN);
+
+struct Staged<'a>(Stage0<'a>, Stage1<'a>, Stage2<'a>);
+
+impl<'a> Staged<'a> {
+    fn from_file(file: &StackFile<'a>) -> Result<Self, Error> {
+        check_op_count(file, Stage0::OPS + Stage1::OPS + Stage2::OPS)?;
+        Ok(Self(
+            Stage0::from_file(file, 0)?,
+            Stage1::from_file(file, 1)?,
+            Stage2::from_file(file, 4)?,
+        ))
+    }
+
+    fn infer(&self, image: &[i8; 200]) -> [i32; 4] {
+        let (mut a, mut b) = ([0i8; STAGE_A], [0i8; STAGE_B]);
+        let mut patch = [0u32; STAGE_PATCH];
+        let mut logits = [0i32; 4];
+        self.0.run(image, &mut patch, &mut a);
+        self.1.run(&a, &mut patch, &mut b);
+        self.2.run_logits(&b, &mut patch, &mut logits);
         logits
     }
 }
@@ -53,12 +96,12 @@ fn model(rng: &mut TestRng) -> Vec<OwnedParams> {
         OwnedParams::random(rng, 5 * 9 * 2, 5),
         OwnedParams::random(rng, 6 * 9 * 5, 6),
         OwnedParams::random(rng, 7 * 24, 7),
-        OwnedParams::random(rng, 4 * 7, 4),
+        OwnedParams::logits(rng, 4 * 7, 4),
     ]
 }
 
-fn file(p: &[OwnedParams]) -> StackFile<'_> {
-    let mut ops = heapless::Vec::new();
+fn ops(p: &[OwnedParams]) -> Vec<Op<'_>> {
+    let mut ops = Vec::new();
     let conv = |in_hw: u16, in_c, filters, stride, padding, relu, params| {
         Op::Conv2d(ConvOp {
             in_h: in_hw,
@@ -72,32 +115,31 @@ fn file(p: &[OwnedParams]) -> StackFile<'_> {
             params,
         })
     };
-    let _ = ops.push(conv(10, 2, 5, 1, Padding::Same, true, p[0].view()));
-    let _ = ops.push(conv(10, 5, 6, 2, Padding::Valid, false, p[1].view()));
-    let _ = ops.push(Op::MaxPool2d(PoolOp {
+    ops.push(conv(10, 2, 5, 1, Padding::Same, true, p[0].view()));
+    ops.push(conv(10, 5, 6, 2, Padding::Valid, false, p[1].view()));
+    ops.push(Op::MaxPool2d(PoolOp {
         in_h: 4,
         in_w: 4,
         channels: 6,
         pool: 2,
     }));
-    let _ = ops.push(Op::Dense(DenseOp {
+    ops.push(Op::Dense(DenseOp {
         inputs: 24,
         units: 7,
         relu: true,
         params: p[2].view(),
     }));
-    let _ = ops.push(Op::Dense(DenseOp {
+    ops.push(Op::Dense(DenseOp {
         inputs: 7,
         units: 4,
         relu: false,
         params: p[3].view(),
     }));
-    StackFile {
-        magic: MAGIC_AND_VERSION.0,
-        version: MAGIC_AND_VERSION.1,
-        input: input(10, 10, 2),
-        ops,
-    }
+    ops
+}
+
+fn file<'p>(ops: &'p [Op<'p>]) -> StackFile<'p> {
+    StackFile::new(input(10, 10, 2), ops)
 }
 
 #[test]
@@ -107,15 +149,34 @@ fn typed_fast_and_reference_inference_agree_bit_for_bit() {
     let mut varied = 0;
     for case in 0..cases {
         let params = model(&mut rng);
-        let file = file(&params);
+        let ops = ops(&params);
+        let file = file(&ops);
         file.validate().unwrap();
+        // Encoded and decoded, the file is read one operation at a time: the same.
+        let mut buf = vec![0u8; 4096];
+        let bytes = file.encode(&mut buf).unwrap().to_vec();
+        let decoded = StackFile::decode(&bytes).unwrap();
+        assert_eq!(decoded, file);
         let sizes = BufferSizes::of(&file);
-        assert_eq!((sizes.a, sizes.b, sizes.patch_words), (A, B, PATCH));
-        let typed = Typed::from_file(&file).unwrap();
+        // The op-by-op reference needs the most; the stages need less.
+        assert_eq!((sizes.a, sizes.b), (A, B));
+        assert_eq!(sizes.patch_words, STAGE_PATCH);
+        const { assert!(STAGE_A + STAGE_B < A + B && PATCH <= STAGE_PATCH) };
+        let stages = plan_file(&file);
+        assert_eq!(
+            stages
+                .iter()
+                .map(|s| (s.first, s.ops()))
+                .collect::<Vec<_>>(),
+            [(0, 1), (1, 3), (4, 1)]
+        );
+        let typed = Typed::from_file(&decoded).unwrap();
+        let staged = Staged::from_file(&decoded).unwrap();
         let mut distinct = std::collections::BTreeSet::new();
         for _ in 0..8 {
             let image: [i8; 200] = core::array::from_fn(|_| rng.i8());
-            let (mut a, mut b, mut patch) = (vec![0i8; A], vec![0i8; B], vec![0u32; PATCH]);
+            let (mut a, mut b, mut patch) = (vec![0i8; A], vec![0i8; B], vec![0u32; STAGE_PATCH]);
+            let mut logits = [0i32; 4];
             let reference = run(
                 &file,
                 &image,
@@ -123,17 +184,35 @@ fn typed_fast_and_reference_inference_agree_bit_for_bit() {
                 &mut a,
                 &mut b,
                 &mut patch,
+                &mut logits,
             )
             .unwrap()
             .to_vec();
-            let fast = run(&file, &image, Kernels::Fast, &mut a, &mut b, &mut patch)
-                .unwrap()
-                .to_vec();
+            // Fresh buffers: nothing of the reference's run may show through.
+            let (mut a, mut b) = (vec![0i8; a.len()], vec![0i8; b.len()]);
+            let mut patch = vec![0u32; patch.len()];
+            let mut logits = [0i32; 4];
+            let fast = run(
+                &file,
+                &image,
+                Kernels::Fast,
+                &mut a,
+                &mut b,
+                &mut patch,
+                &mut logits,
+            )
+            .unwrap()
+            .to_vec();
             assert_eq!(fast, reference, "case {case}");
             assert_eq!(
                 typed.infer(&image).to_vec(),
                 reference,
                 "typed, case {case}"
+            );
+            assert_eq!(
+                staged.infer(&image).to_vec(),
+                reference,
+                "typed stages, case {case}"
             );
             distinct.insert(reference);
         }
@@ -151,11 +230,19 @@ fn typed_fast_and_reference_inference_agree_bit_for_bit() {
 fn a_file_of_another_declaration_is_refused_naming_operation_and_property() {
     let mut rng = TestRng(3);
     let params = model(&mut rng);
-    let mut other = file(&params);
-    if let Op::Conv2d(c) = &mut other.ops[1] {
+    let mut other = ops(&params);
+    if let Op::Conv2d(c) = &mut other[1] {
         c.relu = true;
     }
-    let err = Typed::from_file(&other).err().unwrap();
+    assert!(matches!(
+        Staged::from_file(&file(&other)),
+        Err(Error::OpMismatch {
+            op: 1,
+            what: "conv2d ReLU (0 no, 1 yes)",
+            ..
+        })
+    ));
+    let err = Typed::from_file(&file(&other)).err().unwrap();
     assert_eq!(
         err,
         Error::OpMismatch {
@@ -165,10 +252,10 @@ fn a_file_of_another_declaration_is_refused_naming_operation_and_property() {
             compiled: 0
         }
     );
-    let mut fewer = file(&params);
-    fewer.ops.truncate(4);
+    let mut fewer = ops(&params);
+    fewer.truncate(4);
     assert!(matches!(
-        Typed::from_file(&fewer),
+        Typed::from_file(&file(&fewer)),
         Err(Error::OpMismatch {
             what: "operations",
             found: 4,
@@ -176,10 +263,10 @@ fn a_file_of_another_declaration_is_refused_naming_operation_and_property() {
             ..
         })
     ));
-    let mut swapped = file(&params);
-    swapped.ops.swap(1, 2);
+    let mut swapped = ops(&params);
+    swapped.swap(1, 2);
     assert!(matches!(
-        Typed::from_file(&swapped),
+        Typed::from_file(&file(&swapped)),
         Err(Error::OpTypeMismatch {
             op: 1,
             found: "maxpool2d",
@@ -187,9 +274,298 @@ fn a_file_of_another_declaration_is_refused_naming_operation_and_property() {
         })
     ));
     // run refuses short buffers instead of panicking.
-    let good = file(&params);
-    let (mut a, mut b, mut patch) = (vec![0i8; A - 1], vec![0i8; B], vec![0u32; PATCH]);
-    assert!(run(&good, &[0; 200], Kernels::Fast, &mut a, &mut b, &mut patch).is_err());
+    let good = ops(&params);
+    let good = file(&good);
+    let (mut a, mut b, mut patch) = (vec![0i8; A - 1], vec![0i8; B], vec![0u32; STAGE_PATCH]);
+    let mut logits = [0i32; 4];
+    let fast = Kernels::Fast;
+    assert!(run(
+        &good,
+        &[0; 200],
+        fast,
+        &mut a,
+        &mut b,
+        &mut patch,
+        &mut logits
+    )
+    .is_err());
     let mut a = vec![0i8; A];
-    assert!(run(&good, &[0; 199], Kernels::Fast, &mut a, &mut b, &mut patch).is_err());
+    assert!(run(
+        &good,
+        &[0; 199],
+        fast,
+        &mut a,
+        &mut b,
+        &mut patch,
+        &mut logits
+    )
+    .is_err());
+    assert!(run(
+        &good,
+        &[0; 200],
+        fast,
+        &mut a,
+        &mut b,
+        &mut patch,
+        &mut logits[..3]
+    )
+    .is_err());
+    assert!(run(
+        &good,
+        &[0; 200],
+        fast,
+        &mut a,
+        &mut b,
+        &mut patch,
+        &mut logits
+    )
+    .is_ok());
+}
+
+/// Random stacks on inputs other than 28×28×1 (colour 32×32×3, a 49×10×1 spectrogram, a
+/// 5×7×4 oddity): encoded, decoded, and run with both kernel sets, which agree bit for bit;
+/// the input spec records the shape, and an input of the wrong size is refused.
+#[test]
+fn any_input_shape_round_trips_and_runs() {
+    let mut rng = TestRng(0x32_32_03);
+    for (h, w, c) in [(32u16, 32u16, 3u16), (49, 10, 1), (5, 7, 4)] {
+        for case in 0..if cfg!(miri) { 1 } else { 4 } {
+            let (hu, wu, cu) = (usize::from(h), usize::from(w), usize::from(c));
+            let filters = 2 + rng.below(6) as u16;
+            let stride = 1 + rng.below(2) as u16;
+            let conv_p =
+                OwnedParams::random(&mut rng, usize::from(filters) * 9 * cu, filters.into());
+            let conv = ConvOp {
+                in_h: h,
+                in_w: w,
+                in_c: c,
+                filters,
+                kernel: 3,
+                stride,
+                padding: Padding::Same,
+                relu: true,
+                params: conv_p.view(),
+            };
+            let (oh, ow, oc) = Op::Conv2d(conv).out_shape();
+            let pool = PoolOp {
+                in_h: oh as u16,
+                in_w: ow as u16,
+                channels: oc as u16,
+                pool: 2,
+            };
+            let flat = Op::MaxPool2d(pool).out_len();
+            let units = 2 + rng.below(9) as u16;
+            let dense_p = OwnedParams::logits(&mut rng, flat * usize::from(units), units.into());
+            let ops = [
+                Op::Conv2d(conv),
+                Op::MaxPool2d(pool),
+                Op::Dense(DenseOp {
+                    inputs: flat as u32,
+                    units,
+                    relu: false,
+                    params: dense_p.view(),
+                }),
+            ];
+            let file = StackFile::new(input(h, w, c), &ops);
+            let mut buf = vec![0u8; 64 * 1024];
+            let bytes = file.encode(&mut buf).unwrap().to_vec();
+            let decoded = StackFile::decode(&bytes).unwrap();
+            assert_eq!(decoded, file);
+            assert_eq!(
+                (
+                    decoded.input.height,
+                    decoded.input.width,
+                    decoded.input.channels
+                ),
+                (h, w, c)
+            );
+            let sizes = BufferSizes::of(&decoded);
+            let (mut a, mut b) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
+            let mut patch = vec![0u32; sizes.patch_words];
+            let mut logits = vec![0i32; usize::from(units)];
+            let image: Vec<i8> = (0..hu * wu * cu).map(|_| rng.i8()).collect();
+            let mut outputs = Vec::new();
+            for kernels in [Kernels::Reference, Kernels::Fast] {
+                let out = run(
+                    &decoded,
+                    &image,
+                    kernels,
+                    &mut a,
+                    &mut b,
+                    &mut patch,
+                    &mut logits,
+                )
+                .unwrap()
+                .to_vec();
+                outputs.push(out);
+            }
+            assert_eq!(outputs[0], outputs[1], "{h}×{w}×{c} case {case}");
+            assert_eq!(outputs[0].len(), usize::from(units));
+            let short = &image[1..];
+            let fast = Kernels::Fast;
+            assert!(run(
+                &decoded,
+                short,
+                fast,
+                &mut a,
+                &mut b,
+                &mut patch,
+                &mut logits
+            )
+            .is_err());
+        }
+    }
+}
+
+/// A one-channel `10 × 12` input → conv 3×3 (`F` filters) → pool 2 → dense 3: the
+/// [`ConvPoolDense3x3`] stage against the reference, with random quantizations (some not
+/// monotonic: negative multipliers or left shifts).
+fn stream3x3_case<const F: usize>(rng: &mut TestRng) {
+    type Stage<'a, const F: usize> = ConvPoolDense3x3<'a, 10, 12, F, 3, true, false>;
+    let inputs = 4 * 5 * F;
+    let mut conv = OwnedParams::random(rng, 9 * F, F);
+    let dense = OwnedParams::logits(rng, 3 * inputs, 3);
+    if rng.below(3) == 0 {
+        for c in 0..F {
+            match rng.below(3) {
+                0 => conv.shift[c] = 1,
+                1 => conv.multiplier[4 * c..4 * c + 4]
+                    .copy_from_slice(&(-(1i32 << 30)).to_le_bytes()),
+                _ => {}
+            }
+        }
+    }
+    let ops = [
+        Op::Conv2d(ConvOp {
+            in_h: 10,
+            in_w: 12,
+            in_c: 1,
+            filters: F as u16,
+            kernel: 3,
+            stride: 1,
+            padding: Padding::Valid,
+            relu: true,
+            params: conv.view(),
+        }),
+        Op::MaxPool2d(PoolOp {
+            in_h: 8,
+            in_w: 10,
+            channels: F as u16,
+            pool: 2,
+        }),
+        Op::Dense(DenseOp {
+            inputs: inputs as u32,
+            units: 3,
+            relu: false,
+            params: dense.view(),
+        }),
+    ];
+    let file = StackFile::new(input(10, 12, 1), &ops);
+    let stages = plan_file(&file);
+    assert_eq!(stages.len(), 1);
+    assert_eq!(stages[0].kernel, Kernel::Stream3x3);
+    let stage = Stage::<F>::from_file(&file, 0).unwrap();
+    let sizes = BufferSizes::of(&file);
+    for _ in 0..6 {
+        let background = rng.below(3);
+        let image: Vec<i8> = (0..120)
+            .map(|_| {
+                if rng.below(3) < background {
+                    -128
+                } else {
+                    rng.i8()
+                }
+            })
+            .collect();
+        let (mut a, mut b) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
+        let mut patch = vec![0u32; sizes.patch_words];
+        let mut logits = [0i32; 3];
+        let reference = run(
+            &file,
+            &image,
+            Kernels::Reference,
+            &mut a,
+            &mut b,
+            &mut patch,
+            &mut logits,
+        )
+        .unwrap()
+        .to_vec();
+        // Fresh buffers: nothing of the reference's run may show through.
+        let (mut a, mut b) = (vec![0i8; a.len()], vec![0i8; b.len()]);
+        let mut patch = vec![0u32; patch.len()];
+        let mut logits = [0i32; 3];
+        let fast = run(
+            &file,
+            &image,
+            Kernels::Fast,
+            &mut a,
+            &mut b,
+            &mut patch,
+            &mut logits,
+        )
+        .unwrap()
+        .to_vec();
+        let mut logits = [0i32; 3];
+        stage.run_logits(&image, &mut [], &mut logits);
+        assert_eq!(fast, reference);
+        assert_eq!(logits.to_vec(), reference, "F = {F}");
+        // The conv + pool alone, its pooled map kept, against the unfused kernels; both
+        // inner loops (paired as on DSP cores, and plain) where `F` allows.
+        let Some(Op::Conv2d(c)) = file.ops.get(0) else {
+            unreachable!()
+        };
+        let mut conv_out = vec![0i8; 8 * 10 * F];
+        conv2d_i8(
+            &c.geometry(),
+            &image,
+            128,
+            c.params.weights,
+            &ChannelRequant::from_params(&c.params, true),
+            &mut conv_out,
+        );
+        let mut pooled = vec![0i8; 4 * 5 * F];
+        max_pool(
+            &PoolGeometry {
+                in_h: 8,
+                in_w: 10,
+                channels: F,
+                size: 2,
+            },
+            &conv_out,
+            &mut pooled,
+        );
+        let map = ConvPool3x3::<10, 12, F, true>::from_file(&file, 0).unwrap();
+        let mut out = vec![0i8; 4 * 5 * F];
+        map.run(&image, &mut [], &mut out);
+        assert_eq!(out, pooled, "pooled map, F = {F}");
+        if F % 4 == 0 {
+            let layers = StreamLayers {
+                input_offset: 128,
+                conv_weights: c.params.weights,
+                conv: ChannelRequant::from_params(&c.params, true),
+                dense_input_offset: -c.params.output.zero_point,
+                dense_weights: &[],
+                dense: ChannelRequant::from_params(&c.params, true),
+            };
+            let mut scratch = StreamScratch::<F, 0>::new();
+            let mut stream = Stream3x3::<F, 0, true>::new(&layers, 10, 12, &image, &mut scratch);
+            let mut paired = vec![0i8; 4 * 5 * F];
+            for (pos, out) in paired.chunks_exact_mut(F).enumerate() {
+                stream.conv_pool_into(pos / 5, pos % 5, out.first_chunk_mut::<F>().unwrap());
+            }
+            assert_eq!(paired, pooled, "paired pooled map, F = {F}");
+        }
+    }
+}
+
+#[test]
+fn the_one_channel_3x3_stage_matches_the_reference() {
+    let mut rng = TestRng(0x3A3);
+    let cases = if cfg!(miri) { 1 } else { 30 };
+    for _ in 0..cases {
+        stream3x3_case::<4>(&mut rng);
+        stream3x3_case::<5>(&mut rng);
+        stream3x3_case::<8>(&mut rng);
+    }
 }

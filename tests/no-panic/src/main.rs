@@ -8,7 +8,7 @@
 //! out of range, an `unwrap`, a division by zero — is still reachable after
 //! optimisation, the link fails with `undefined symbol: infer_core_can_panic`.
 //!
-//! It links the layer-stack path too (format 2, `infer_core::stack`): `StackFile::decode`,
+//! It links the layer-stack path too (format 3, `infer_core::stack`): `StackFile::decode`,
 //! a typed network of the tutorial's full model assembled from `stack::layers` as a
 //! firmware's generated code assembles it, and the run-time-shaped `stack::run`.
 //!
@@ -27,7 +27,10 @@
 use core::hint::black_box;
 use core::panic::PanicInfo;
 use cortex_m_rt::entry;
-use infer_core::stack::layers::{check_op_count, max, Conv2d, Dense, Layer, MaxPool2d};
+use infer_core::stack::layers::{
+    check_op_count, max, Conv2d, ConvPool, ConvPool3x3, ConvPoolDense3x3, Dense, Layer, Logits,
+    MaxPool2d, Streamed,
+};
 use infer_core::stack::{run, Kernels, StackFile};
 use infer_core::{pixels_to_input, Error, TutorialNet, TutorialScratch};
 
@@ -45,9 +48,15 @@ type Op1<'a> = Conv2d<'a, 26, 26, 32, 3, 64, 1, false, true>;
 type Op2 = MaxPool2d<24, 24, 64, 2>;
 type Op3<'a> = Dense<'a, 9216, 128, true>;
 type Op4<'a> = Dense<'a, 128, 10, false>;
-const A: usize = max(max(Op0::OUT, <Op2 as Layer>::OUT), Op4::OUT);
+// Its stages (`stack::stages::plan`), as the firmware's build script generates them.
+type Stage1<'a> = Streamed<'a, ConvPool<Op1<'a>, Op2>, 9216, 128, true>;
+const A: usize = max(Op0::OUT, <Op2 as Layer>::OUT);
 const B: usize = max(Op1::OUT, Op3::OUT);
-const PATCH: usize = max(Op0::PATCH_WORDS, Op1::PATCH_WORDS);
+const PATCH: usize = max(max(Op0::PATCH_WORDS, Op1::PATCH_WORDS), Stage1::PATCH_WORDS);
+// The tutorial's network on the fused one-channel 3×3 stage, and that stage with its pooled
+// map kept.
+type Tutorial<'a> = ConvPoolDense3x3<'a, 28, 28, 32, 10, true, false>;
+type FirstBlock<'a> = ConvPool3x3<'a, 28, 28, 32, true>;
 
 /// Loads and runs the typed full model the way generated firmware code does.
 fn stack_typed(
@@ -55,7 +64,7 @@ fn stack_typed(
     image: &[i8; 784],
     a: &mut [i8; A],
     b: &mut [i8; B],
-) -> Result<[i8; 10], Error> {
+) -> Result<[i32; 10], Error> {
     let file = StackFile::decode(bytes)?;
     check_op_count(&file, 5)?;
     let ops = (
@@ -66,12 +75,30 @@ fn stack_typed(
         Op4::from_file(&file, 4)?,
     );
     let mut patch = [0u32; PATCH];
-    let mut logits = [0i8; 10];
+    let mut logits = [0i32; 10];
     ops.0.run(image, &mut patch, a);
     ops.1.run(a, &mut patch, b);
     ops.2.run(b, &mut patch, a);
     ops.3.run(a, &mut patch, b);
-    ops.4.run(b, &mut patch, &mut logits);
+    ops.4.run_logits(b, &mut patch, &mut logits);
+    let stages = (
+        Op0::from_file(&file, 0)?,
+        Stage1::from_file(&file, 1)?,
+        Op4::from_file(&file, 4)?,
+    );
+    stages.0.run(image, &mut patch, a);
+    stages.1.run(a, &mut patch, b);
+    stages.2.run_logits(b, &mut patch, &mut logits);
+    Ok(logits)
+}
+
+/// The tutorial's network through the fused stages, and its first block alone.
+fn stack_fused(bytes: &[u8], image: &[i8; 784], a: &mut [i8; A]) -> Result<[i32; 10], Error> {
+    let file = StackFile::decode(bytes)?;
+    check_op_count(&file, 3)?;
+    let mut logits = [0i32; 10];
+    Tutorial::from_file(&file, 0)?.run_logits(image, &mut [], &mut logits);
+    FirstBlock::from_file(&file, 0)?.run(image, &mut [], a);
     Ok(logits)
 }
 
@@ -103,8 +130,10 @@ fn main() -> ! {
         let image: [i8; 784] = black_box([0; 784]);
         let (mut a, mut b) = ([0i8; A], [0i8; B]);
         black_box(stack_typed(bytes, &image, &mut a, &mut b).ok());
+        black_box(stack_fused(bytes, &image, &mut a).ok());
         if let Ok(file) = StackFile::decode(bytes) {
             let mut patch = [0u32; PATCH];
+            let mut logits = [0i32; 10];
             let result = run(
                 &file,
                 black_box(&image),
@@ -112,6 +141,7 @@ fn main() -> ! {
                 &mut a,
                 &mut b,
                 &mut patch,
+                &mut logits,
             );
             black_box(result.ok().map(|l| l.first().copied()));
             let result = run(
@@ -121,6 +151,7 @@ fn main() -> ! {
                 &mut a,
                 &mut b,
                 &mut patch,
+                &mut logits,
             );
             black_box(result.ok().map(|l| l.first().copied()));
         }

@@ -2,7 +2,7 @@
 //! `docs/architecture-spec.md`): parsing and shape inference ([`spec`]), generic float layers
 //! ([`layers`]) and model ([`model`]), training ([`mod@fit`]), float checkpoints ([`checkpoint`]),
 //! and the microcontroller budget ([`budget`]).
-//! Int8 export as model.bin format 2: [`quantize`].
+//! Int8 export as model.bin format 3: [`quantize`].
 //!
 //! The tutorial's own fast path (`crate::network`, `crate::train`) is separate and unchanged;
 //! the `tutorial` preset here describes the same network and is cross-checked against it.

@@ -1,4 +1,4 @@
-//! Int8 export of any spec'd stack as model.bin format 2 (`infer_core::stack`), in the
+//! Int8 export of any spec'd stack as model.bin format 3 (`infer_core::stack`), in the
 //! tutorial's TFLite scheme (`crate::quantize`), following the spec's int8 [`Plan`]:
 //!
 //! * batch norm is folded into the conv or dense layer before it ([`fold`]):
@@ -8,16 +8,18 @@
 //!   per channel ([`QuantizedChannels`]);
 //! * each conv/dense output range is calibrated on the float model's eval-mode activations
 //!   over the calibration images ([`StackCalibration`]): `[0, max]` after a ReLU, `[min, max]`
-//!   otherwise, and the logits get the tutorial's decision-tuned range
-//!   ([`LogitStats::range`]); pooling keeps its input's quantization.
+//!   otherwise; pooling keeps its input's quantization;
+//! * the logits (the last dense layer) are not calibrated and not clipped to int8: they keep
+//!   the int32 accumulators, requantized to wide i32 logits of one common scale, zero point 0
+//!   ([`logits_channels`]), so that their argmax and softmax follow the float model's.
 
 use super::layers::Layer;
 use super::model::Model;
 use crate::data::Dataset;
 use crate::eval::{evaluate_stack, load_stack};
-use crate::quantize::{activation_quant, LogitStats, QuantizedChannels, Scores, INPUT_QUANT};
+use crate::quantize::{activation_quant, QuantizedChannels, Scores, INPUT_QUANT};
 use anyhow::{bail, ensure, Context, Result};
-use infer_core::format::{InputSpec, QuantParams, MAGIC};
+use infer_core::format::{InputSpec, QuantParams};
 use infer_core::stack::format::{ConvOp, DenseOp, Op, Padding as WirePadding, PoolOp, MAX_OPS};
 use infer_core::stack::{StackFile, STACK_FORMAT_VERSION};
 use model_spec::plan::{OpKind, Plan, PlanOp};
@@ -44,15 +46,14 @@ pub struct StackCalibration {
     /// Number of images measured.
     pub images: usize,
     /// Per plan operation, the range of its float output: after the folded batch norm if
-    /// there is one, after the fused ReLU if there is one.
+    /// there is one, after the fused ReLU if there is one. (The last, the logits', is
+    /// measured but not used: the logits are wide.)
     pub ranges: Vec<Range>,
-    /// The logits' statistics (the last operation's outputs).
-    pub logits: LogitStats,
 }
 
 impl StackCalibration {
     /// Runs `model` (eval mode) over `images` (raw pixels, whole input images, at least one)
-    /// and records the output range of every operation of `plan` and the logit statistics.
+    /// and records the output range of every operation of `plan`.
     ///
     /// # Errors
     /// No whole image, a plan that is not `model`'s, or non-finite activations.
@@ -75,15 +76,13 @@ impl StackCalibration {
             min: f32::INFINITY,
             max: f32::NEG_INFINITY,
         };
-        let classes = model.spec.classes();
-        // Each batch's statistics, merged below: minima and maxima, so the order of the
-        // batches does not matter.
+        // Each batch's ranges, merged below: minima and maxima, so the order of the batches
+        // does not matter.
         let prepared = model.prepare_eval();
-        let batches: Vec<(Vec<Range>, LogitStats, bool)> = images
+        let batches: Vec<(Vec<Range>, bool)> = images
             .par_chunks(CALIBRATION_BATCH * item)
             .map(|batch| {
                 let mut ranges = vec![empty; plan.ops.len()];
-                let mut logits = LogitStats::default();
                 let mut finite = true;
                 let mut x = model.input_batch(batch)?;
                 for ((layer, op), prep) in model.layers.iter().zip(&op_at_layer).zip(&prepared) {
@@ -92,34 +91,26 @@ impl StackCalibration {
                         finite &= widen(&mut ranges[j], &x.data);
                     }
                 }
-                x.data
-                    .chunks_exact(classes)
-                    .for_each(|row| logits.observe(row));
-                Ok((ranges, logits, finite))
+                finite &= x.data.iter().all(|v| v.is_finite());
+                Ok((ranges, finite))
             })
             .collect::<Result<_>>()?;
         let mut ranges = vec![empty; plan.ops.len()];
-        let mut logits = LogitStats::default();
         let mut finite = true;
-        for (batch_ranges, batch_logits, batch_finite) in batches {
+        for (batch_ranges, batch_finite) in batches {
             for (range, b) in ranges.iter_mut().zip(batch_ranges) {
                 range.min = range.min.min(b.min);
                 range.max = range.max.max(b.max);
             }
-            logits.logit_min = logits.logit_min.min(batch_logits.logit_min);
-            logits.logit_max = logits.logit_max.max(batch_logits.logit_max);
-            logits.winner_min = logits.winner_min.min(batch_logits.winner_min);
-            logits.runner_up_max = logits.runner_up_max.max(batch_logits.runner_up_max);
             finite &= batch_finite;
         }
         ensure!(
-            finite && logits.is_finite(),
+            finite,
             "the float model produces non-finite activations; it cannot be quantized"
         );
         Ok(Self {
             images: images.len() / item,
             ranges,
-            logits,
         })
     }
 }
@@ -215,6 +206,51 @@ pub fn fold(model: &Model, op: &PlanOp) -> Result<Folded> {
     })
 }
 
+/// How far above the largest accumulator scale the logits' common scale is set: every
+/// per-class ratio `input_scale · weight_scale[c] / output_scale` is then below 1 by more
+/// than the Q31 multiplier's rounding, so its shift is ≤ 0 and no accumulator can overflow
+/// when requantized.
+pub const LOGITS_SCALE_MARGIN: f64 = 1.0 + 1.0 / 65_536.0;
+
+/// The logits layer (`folded`, reading values of scale `input_scale`) in int8 weights with
+/// wide outputs: one output scale for every class, just above the largest accumulator scale
+/// `input_scale · weight_scale[c]` ([`LOGITS_SCALE_MARGIN`]), zero point 0. The wide logits
+/// are then the int32 accumulators scaled by ratios in `(0, 1)`: their resolution is the
+/// accumulators', and nothing is clipped.
+///
+/// # Errors
+/// As [`QuantizedChannels::new`]; a ratio that would need a left shift (never, by
+/// construction: checked all the same, since infer-core refuses it).
+pub fn logits_channels(folded: &Folded, input_scale: f32) -> Result<QuantizedChannels> {
+    // The weight scales do not depend on the output quantization: a first pass finds them.
+    let probe = QuantParams {
+        scale: 1.0,
+        zero_point: 0,
+    };
+    let first = QuantizedChannels::new(&folded.weights, &folded.bias, input_scale, probe)?;
+    let largest = first
+        .weight_scales
+        .iter()
+        .map(|&w| f64::from(input_scale) * f64::from(w))
+        .fold(0.0f64, f64::max);
+    let scale = (largest * LOGITS_SCALE_MARGIN) as f32;
+    ensure!(
+        scale.is_finite() && scale > 0.0,
+        "the logits' accumulator scale {largest} has no f32 output scale"
+    );
+    let output = QuantParams {
+        scale,
+        zero_point: 0,
+    };
+    let channels = QuantizedChannels::new(&folded.weights, &folded.bias, input_scale, output)?;
+    ensure!(
+        channels.shift.iter().all(|&s| s <= 0),
+        "a logits requantization ratio reached 1 (shifts {:?})",
+        channels.shift
+    );
+    Ok(channels)
+}
+
 /// One int8 operation, owning its arrays.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantizedOp {
@@ -224,7 +260,7 @@ pub struct QuantizedOp {
     pub channels: Option<QuantizedChannels>,
 }
 
-/// A generic model in int8, ready to encode as a format-2 model.bin.
+/// A generic model in int8, ready to encode as a format-3 model.bin.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantizedStack {
     /// Input `(height, width, channels)`.
@@ -257,24 +293,28 @@ impl QuantizedStack {
             let channels = match op.kind {
                 OpKind::MaxPool2d { .. } => None,
                 OpKind::Conv2d { relu, .. } | OpKind::Dense { relu, .. } => {
-                    let output = if j == last {
-                        let (lo, hi) = calibration.logits.range();
-                        activation_quant(lo, hi)
-                    } else if relu {
-                        activation_quant(0.0, range.max)
-                    } else {
-                        activation_quant(range.min, range.max)
-                    };
                     let folded = fold(model, op)?;
-                    let channels = QuantizedChannels::new(
-                        &folded.weights,
-                        &folded.bias,
-                        input_quant.scale,
-                        output,
-                    )
-                    .with_context(|| format!("quantizing operation {j} ({})", op.kind))?;
-                    input_quant = output;
-                    Some(channels)
+                    let quantizing = || format!("quantizing operation {j} ({})", op.kind);
+                    if j == last {
+                        let channels =
+                            logits_channels(&folded, input_quant.scale).with_context(quantizing)?;
+                        Some(channels)
+                    } else {
+                        let output = if relu {
+                            activation_quant(0.0, range.max)
+                        } else {
+                            activation_quant(range.min, range.max)
+                        };
+                        let channels = QuantizedChannels::new(
+                            &folded.weights,
+                            &folded.bias,
+                            input_quant.scale,
+                            output,
+                        )
+                        .with_context(quantizing)?;
+                        input_quant = output;
+                        Some(channels)
+                    }
                 }
             };
             ops.push(QuantizedOp {
@@ -288,23 +328,25 @@ impl QuantizedStack {
         })
     }
 
-    /// The wire-format view (borrows the arrays).
+    /// The wire-format input and operations (borrowing the arrays), for
+    /// [`StackFile::new`].
     ///
     /// # Errors
     /// More than [`MAX_OPS`] operations or a dimension beyond the format's integer widths.
-    pub fn stack_file(&self) -> Result<StackFile<'_>> {
+    pub fn wire(&self) -> Result<(InputSpec, Vec<Op<'_>>)> {
         let (h, w, c) = self.input;
-        let mut file = StackFile {
-            magic: MAGIC,
-            version: STACK_FORMAT_VERSION,
-            input: InputSpec {
-                height: narrow(h)?,
-                width: narrow(w)?,
-                channels: narrow(c)?,
-                quant: INPUT_QUANT,
-            },
-            ops: Default::default(),
+        let input = InputSpec {
+            height: narrow(h)?,
+            width: narrow(w)?,
+            channels: narrow(c)?,
+            quant: INPUT_QUANT,
         };
+        ensure!(
+            self.ops.len() <= MAX_OPS,
+            "{} int8 operations; model.bin format {STACK_FORMAT_VERSION} holds at most {MAX_OPS}",
+            self.ops.len()
+        );
+        let mut ops = Vec::with_capacity(self.ops.len());
         for (j, op) in self.ops.iter().enumerate() {
             let params = || {
                 op.channels
@@ -359,21 +401,16 @@ impl QuantizedStack {
                     params: params()?,
                 }),
             };
-            if file.ops.push(wire).is_err() {
-                bail!(
-                    "{} int8 operations; model.bin format 2 holds at most {MAX_OPS}",
-                    self.ops.len()
-                );
-            }
+            ops.push(wire);
         }
-        Ok(file)
+        Ok((input, ops))
     }
 
-    /// Encodes as format-2 model.bin bytes and checks them with infer-core's decoder, so a
+    /// Encodes as format-3 model.bin bytes and checks them with infer-core's decoder, so a
     /// file infer-core would refuse is never written.
     ///
     /// # Errors
-    /// As [`QuantizedStack::stack_file`], or infer-core's reason for refusing the bytes.
+    /// As [`QuantizedStack::wire`], or infer-core's reason for refusing the bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let arrays: usize = self
             .ops
@@ -382,8 +419,8 @@ impl QuantizedStack {
             .map(|c| c.weights.len() + 13 * c.bias.len())
             .sum();
         let mut buf = vec![0u8; arrays + 64 * self.ops.len() + 64];
-        let len = self
-            .stack_file()?
+        let (input, ops) = self.wire()?;
+        let len = StackFile::new(input, &ops)
             .encode(&mut buf)
             .map_err(|e| anyhow::anyhow!("encoding model.bin: {e}"))?
             .len();
@@ -408,10 +445,10 @@ fn narrow(v: usize) -> Result<u16> {
     u16::try_from(v).with_context(|| format!("dimension {v} does not fit model.bin's u16 fields"))
 }
 
-/// A generic float model quantized to format 2 and both scored on a test set.
+/// A generic float model quantized to format 3 and both scored on a test set.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StackScored {
-    /// The format-2 model.bin bytes.
+    /// The format-3 model.bin bytes.
     pub bytes: Vec<u8>,
     /// The activation statistics the int8 ranges were chosen from.
     pub calibration: StackCalibration,
@@ -420,7 +457,7 @@ pub struct StackScored {
 }
 
 /// Quantizes `model` calibrated on `calibration_images` (raw pixels of whole input images),
-/// encodes it as a format-2 model.bin, and scores the float model and the int8 model
+/// encodes it as a format-3 model.bin, and scores the float model and the int8 model
 /// (infer-core's fast kernels) on `test`.
 ///
 /// # Errors
@@ -615,9 +652,6 @@ activation = \"softmax\"
             let max = out.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             assert_eq!((range.min, range.max), (min, max), "{}", op.kind);
         }
-        let mut logits = LogitStats::default();
-        x.data.chunks(3).for_each(|row| logits.observe(row));
-        assert_eq!(c.logits, logits);
         assert!(StackCalibration::measure(&model, &plan, &images[..97]).is_err());
         assert!(StackCalibration::measure(&model, &plan, &[]).is_err());
     }
@@ -633,7 +667,7 @@ activation = \"softmax\"
         let q = QuantizedStack::from_calibration(&model, &plan, &calibration).unwrap();
         let bytes = q.to_bytes().unwrap();
         let file = StackFile::decode(&bytes).unwrap();
-        let kinds: Vec<_> = file.ops.iter().map(Op::type_name).collect();
+        let kinds: Vec<_> = file.ops.iter().map(|op| op.type_name()).collect();
         assert_eq!(kinds, ["conv2d", "maxpool2d", "dense", "dense"]);
         for (wire, op) in file.ops.iter().zip(&q.ops) {
             assert_eq!(wire.out_len(), op.kind.out_len());
@@ -651,23 +685,38 @@ activation = \"softmax\"
                 assert!((f32::from(qw as i8) * scale - w).abs() <= scale * 0.5 + 1e-7);
             }
         }
-        // Dequantized int8 logits are close to the float logits, relative to the logit range.
+        // The logits are wide: zero point 0, one scale just above every class's accumulator
+        // scale, all shifts ≤ 0.
+        let logits_q = q.ops[3].channels.as_ref().unwrap();
+        assert_eq!(logits_q.output.zero_point, 0);
+        assert!(logits_q.shift.iter().all(|&s| s <= 0));
+        let input_scale = q.output_quant(2).scale;
+        for &w in &logits_q.weight_scales {
+            let ratio = f64::from(input_scale) * f64::from(w) / f64::from(logits_q.output.scale);
+            assert!(ratio < 1.0 && ratio > 0.0, "{ratio}");
+        }
+        let largest = logits_q
+            .weight_scales
+            .iter()
+            .map(|&w| f64::from(input_scale) * f64::from(w))
+            .fold(0.0, f64::max);
+        assert!(f64::from(logits_q.output.scale) / largest < 1.001);
+        // Dequantized wide logits are close to the float logits, relative to the logit range.
         let float = model.logits(&images).unwrap();
         let out = q.output_quant(3);
-        let (lo, hi) = calibration.logits.range();
+        let lo = float.iter().copied().fold(f32::INFINITY, f32::min);
+        let hi = float.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut buffers = StackBuffers::new(&file);
         let mut worst = 0.0f32;
         for (px, f) in images.chunks(98).zip(float.chunks(3)) {
             let logits = buffers.logits(&file, px, Kernels::Reference).unwrap();
-            for (&q8, &fl) in logits.iter().zip(f) {
-                let real = out.scale * (i32::from(q8) - out.zero_point) as f32;
-                if (lo..=hi).contains(&fl) {
-                    worst = worst.max((real - fl).abs());
-                }
+            for (&wide, &fl) in logits.iter().zip(f) {
+                let real = out.scale * wide as f32;
+                worst = worst.max((real - fl).abs());
             }
         }
         assert!(
-            worst < 0.1 * (hi - lo).max(1e-3),
+            worst < 0.05 * (hi - lo).max(1e-3),
             "worst {worst} in [{lo}, {hi}]"
         );
     }
@@ -676,6 +725,8 @@ activation = \"softmax\"
     fn the_tutorial_spec_exports_format_1s_weights() {
         // The tutorial network through the generic path and through the fast path: the
         // weight arrays and the conv's bias do not depend on calibration, so they are equal.
+        // (The logits differ on purpose: format 1 clips them to a decision-tuned int8
+        // range, format 3 keeps them wide.)
         let fast = crate::network::FloatModel::glorot_uniform(4);
         let model = Model::from_tutorial(&fast).unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(4);
@@ -693,7 +744,7 @@ activation = \"softmax\"
         assert_eq!(dense.weight_scales, v1.dense.weight_scales);
         let scale = |a: f32, b: f32| ((a - b) / b).abs();
         assert!(scale(conv.output.scale, v1.conv.output.scale) < 1e-5);
-        assert!(scale(dense.output.scale, v1.dense.output.scale) < 1e-5);
+        assert_eq!(dense.output.zero_point, 0);
     }
 
     #[test]

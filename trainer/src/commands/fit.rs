@@ -53,7 +53,7 @@ pub struct FitArgs {
     pub metrics: Option<PathBuf>,
     /// Train this architecture through the generic layers: a preset (`tutorial`,
     /// `tutorial-full`) or a spec file (see docs/architecture-spec.md); writes a model.bin in
-    /// format 2 (any conv / pool / dense stack). Without it, the tutorial's own path (format 1).
+    /// format 3 (any conv / pool / dense stack). Without it, the tutorial's own path (format 1).
     #[arg(long)]
     pub arch: Option<String>,
     /// L2 regularisation: adds l2·Σw² over every kernel to the loss (generic path).

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 #[derive(Args)]
 #[command(group(ArgGroup::new("input").required(true).args(["index", "image"])))]
 pub struct PredictArgs {
-    /// The int8 model (model.bin format 1 or 2).
+    /// The int8 model (model.bin format 1 or 3).
     #[arg(long, default_value = "model.bin")]
     pub model: PathBuf,
     /// Classify test image N (from 0) of `--data`.
@@ -30,9 +30,13 @@ pub struct PredictArgs {
     #[arg(long)]
     pub ascii: bool,
     /// Print one JSON object instead: class, probabilities, label (with `--index`) and the
-    /// 28×28 input.
+    /// 28×28 input (and, with `--float`, the float model's probabilities).
     #[arg(long)]
     pub json: bool,
+    /// Also show the float model's class probabilities beside the int8 ones: the float
+    /// checkpoint the model was quantized from (`trainer fit --save-float FILE`).
+    #[arg(long, value_name = "FILE")]
+    pub float: Option<PathBuf>,
 }
 
 /// Runs `trainer predict`.
@@ -48,7 +52,7 @@ pub fn run(args: &PredictArgs) -> Result<()> {
             args.model.display()
         )
     })?;
-    // Either format: 1 (the tutorial network) or 2 (any layer stack).
+    // Either format: 1 (the tutorial network) or 3 (any layer stack).
     let model = eval::Int8Model::load(&bytes)
         .with_context(|| format!("loading {}", args.model.display()))?;
     let (h, w, c) = model.input_shape();
@@ -60,10 +64,23 @@ pub fn run(args: &PredictArgs) -> Result<()> {
     let (pixels, label, title) = input(args)?;
     let flat: Vec<u8> = pixels.iter().flatten().copied().collect();
     let (class, probabilities) = model.classify(&flat)?;
+    let float = match &args.float {
+        Some(path) => {
+            let float = super::eval::load_float(path)?;
+            let logits = float
+                .logits(&flat)
+                .with_context(|| format!("running {}", path.display()))?;
+            let mut p = vec![0.0f32; logits.len()];
+            infer_core::kernels::activation::softmax(&logits, &mut p);
+            Some((path, p))
+        }
+        None => None,
+    };
     if args.json {
         let json = serde_json::json!({
             "class": class,
             "probabilities": probabilities,
+            "float_probabilities": float.as_ref().map(|(_, p)| p),
             "label": label,
             "pixels": pixels,
         });
@@ -80,6 +97,13 @@ pub fn run(args: &PredictArgs) -> Result<()> {
         "{}",
         art::bars(&probabilities, class, label.map(usize::from), args.ascii)
     );
+    if let Some((path, p)) = &float {
+        println!("Float model ({}) beside the int8 model:", path.display());
+        println!("  class      int8     float");
+        for (k, (q, f)) in probabilities.iter().zip(p).enumerate() {
+            println!("  {k:>5}  {:>7.3}%  {:>7.3}%", 100.0 * q, 100.0 * f);
+        }
+    }
     let verdict = match label {
         Some(l) if usize::from(l) == class => format!("; label {l}: correct"),
         Some(l) => format!("; label {l}: wrong"),

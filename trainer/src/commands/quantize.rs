@@ -3,7 +3,7 @@
 //!
 //! The checkpoint's magic says which path wrote it: `F32C` (the tutorial's fast path) gives
 //! a format-1 model.bin, `F32G` (`fit --arch …`, any spec; the spec travels in the file) a
-//! format-2 one — in both cases the bytes `fit` wrote from the same weights and calibration
+//! format-3 one — in both cases the bytes `fit` wrote from the same weights and calibration
 //! images.
 
 use crate::data::{self, Dataset};

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 #[derive(Args)]
 pub struct SummaryArgs {
     /// Report this model.bin's actual size [default: computed from the architecture]; a
-    /// format-2 file (any layer stack) is described from its own operations.
+    /// format-3 file (any layer stack) is described from its own operations.
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Print one JSON object instead of the tables.
@@ -114,22 +114,19 @@ impl Flash {
             let model: &ModelFile<'_> = net.model();
             Ok(Self::split(
                 bytes.len(),
-                [&model.conv.params, &model.dense.params],
+                [model.conv.params, model.dense.params],
             ))
         } else {
             let file = eval::load_stack(bytes)?;
             Ok(Self::split(
                 bytes.len(),
-                file.ops.iter().filter_map(Op::params),
+                file.ops.iter().filter_map(|op| op.params().copied()),
             ))
         }
     }
 
     /// The split of a file of `total` bytes holding the arrays of `params`.
-    fn split<'a, 'b: 'a>(
-        total: usize,
-        params: impl IntoIterator<Item = &'a ChannelParams<'b>>,
-    ) -> Self {
+    fn split<'a>(total: usize, params: impl IntoIterator<Item = ChannelParams<'a>>) -> Self {
         let (mut weights, mut channel_params) = (0, 0);
         for p in params {
             weights += p.weights.len();
@@ -277,7 +274,7 @@ fn run_arch(spec: &Spec, board: Option<Board>, json: bool) -> Result<()> {
             return Ok(());
         }
     };
-    println!("int8 on a microcontroller (model.bin format 2 of the spec's int8 plan: batch norm folded, dropout and flatten free)");
+    println!("int8 on a microcontroller (model.bin format 3 of the spec's int8 plan: batch norm folded, dropout and flatten free)");
     println!(
         " Flash  {} bytes = {} int8 weights + {} per-channel scales, biases, multipliers, shifts + {} header and CRC (at most: output zero points counted at 2 bytes)",
         group(budget.flash),
@@ -289,7 +286,7 @@ fn run_arch(spec: &Spec, board: Option<Board>, json: bool) -> Result<()> {
         budget.ram,
         budget.input,
         budget.buffers,
-        budget.patch,
+        (budget.patch, budget.kernel_stack),
         budget.scratch,
     );
     if let Some(board) = board {
@@ -299,20 +296,27 @@ fn run_arch(spec: &Spec, board: Option<Board>, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// The RAM line of a layer-by-layer format-2 inference.
-fn print_ram(total: usize, input: usize, buffers: [usize; 2], patch: usize, scratch: usize) {
+/// The RAM line of a layer-by-layer format-3 inference.
+fn print_ram(
+    total: usize,
+    input: usize,
+    buffers: [usize; 2],
+    (patch, kernel_stack): (usize, usize),
+    scratch: usize,
+) {
     println!(
-        " RAM    per layer-by-layer inference: {} bytes = {} int8 input + {} + {} ping-pong activation buffers + {} conv patch + {} class probabilities; weights stay in flash",
+        " RAM    per inference through the fused stages: {} bytes = {} int8 input + {} + {} ping-pong activation buffers + {} conv patch and stage working memory + {} fused-kernel scratch + {} class probabilities; weights stay in flash",
         group(total),
         group(input),
         group(buffers[0]),
         group(buffers[1]),
         group(patch),
+        group(kernel_stack),
         group(scratch)
     );
 }
 
-/// The shapes of a format-2 operation, as the plan describes them.
+/// The shapes of a format-3 operation, as the plan describes them.
 pub fn op_kind(op: &Op<'_>) -> OpKind {
     match *op {
         Op::Conv2d(c) => {
@@ -347,50 +351,54 @@ pub fn op_kind(op: &Op<'_>) -> OpKind {
     }
 }
 
-/// RAM of a layer-by-layer inference of a format-2 model with [`infer_core::stack::run()`].
+/// RAM of an inference of a format-3 model through its fused stages
+/// (`infer_core::stack::stages`), as the firmware lays it out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct StackRam {
-    /// Total: input + both buffers + patch + probabilities.
+    /// Total: input + both buffers + patch + kernel scratch + probabilities.
     pub total: usize,
     /// The int8 input image.
     pub input: usize,
     /// The two ping-pong activation buffers.
     pub buffers: [usize; 2],
-    /// The packed convolution patch.
+    /// The stages' patch buffer (packed patch and working memory).
     pub patch: usize,
+    /// Scratch a fused kernel keeps on its stack.
+    pub kernel_stack: usize,
     /// f32 class probabilities.
     pub probabilities: usize,
 }
 
 impl StackRam {
-    /// The RAM `file` needs, from infer-core's [`BufferSizes`].
+    /// The RAM `file` needs, from infer-core's [`BufferSizes::engine`].
     pub fn of(file: &StackFile<'_>) -> Self {
-        let sizes = BufferSizes::of(file);
+        let sizes = BufferSizes::engine(file);
         let input = usize::from(file.input.height)
             * usize::from(file.input.width)
             * usize::from(file.input.channels);
         let patch = sizes.patch_words * 4;
         let probabilities = file.classes() * 4;
         Self {
-            total: input + sizes.a + sizes.b + patch + probabilities,
+            total: input + sizes.a + sizes.b + patch + sizes.stack_bytes + probabilities,
             input,
             buffers: [sizes.a, sizes.b],
             patch,
+            kernel_stack: sizes.stack_bytes,
             probabilities,
         }
     }
 }
 
-/// The operations, flash and RAM of a format-2 model.bin and, with `board`, whether it fits.
+/// The operations, flash and RAM of a format-3 model.bin and, with `board`, whether it fits.
 fn run_stack(path: &Path, bytes: &[u8], board: Option<Board>, json: bool) -> Result<()> {
     let loading = || format!("loading {}", path.display());
     let file = eval::load_stack(bytes).with_context(loading)?;
     let flash = Flash::of(bytes).with_context(loading)?;
     let ram = StackRam::of(&file);
-    let ops: Vec<String> = file.ops.iter().map(|op| op_kind(op).to_string()).collect();
+    let ops: Vec<String> = file.ops.iter().map(|op| op_kind(&op).to_string()).collect();
     if json {
         let json = serde_json::json!({
-            "format": 2,
+            "format": infer_core::stack::STACK_FORMAT_VERSION,
             "ops": ops,
             "flash_bytes": flash,
             "flash_source": path.display().to_string(),
@@ -406,7 +414,7 @@ fn run_stack(path: &Path, bytes: &[u8], board: Option<Board>, json: bool) -> Res
         return Ok(());
     }
     println!(
-        "{}: model.bin format 2, {} int8 operations",
+        "{}: model.bin format 3, {} int8 operations",
         path.display(),
         ops.len()
     );
@@ -426,7 +434,7 @@ fn run_stack(path: &Path, bytes: &[u8], board: Option<Board>, json: bool) -> Res
         ram.total,
         ram.input,
         ram.buffers,
-        ram.patch,
+        (ram.patch, ram.kernel_stack),
         ram.probabilities,
     );
     if let Some(board) = board {

@@ -1,5 +1,5 @@
 //! `trainer fit --arch …` through the generic layers (`crate::arch`): trains, quantizes to a
-//! format-2 model.bin (`crate::arch::quantize`), scores float and int8 on the test set, and
+//! format-3 model.bin (`crate::arch::quantize`), scores float and int8 on the test set, and
 //! writes model.bin, the float checkpoint and the metrics.
 //!
 //! A spec whose batch norm cannot be folded (it follows a ReLU) still trains: the float
@@ -25,7 +25,7 @@ struct Metrics<'a> {
     arch: &'a str,
     params: usize,
     test_accuracy_f32: f64,
-    /// Whether model.bin (format 2) was written.
+    /// Whether model.bin (format 3) was written.
     int8_exported: bool,
     /// Why not, when it was not.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -168,7 +168,7 @@ pub(super) fn run(args: &FitArgs, spec: &Spec) -> Result<()> {
         (Some(scored), _) => {
             atomic::write_atomic(&args.out, &scored.bytes)?;
             println!(
-                "Wrote {} ({} bytes, model.bin format 2)",
+                "Wrote {} ({} bytes, model.bin format 3)",
                 args.out.display(),
                 scored.bytes.len()
             );

@@ -1,0 +1,998 @@
+//! The stage plan of a format-2 stack: the one place where its operation list is rewritten
+//! into what the fast engine runs. [`plan`] groups consecutive operations into stages,
+//! wherever the pattern occurs:
+//!
+//! * **conv → max pool**: one stage writes the pooled map, never the conv map. With a
+//!   monotonic requantization (every multiplier ≥ 0, no left shift; then requantization, the
+//!   zero-point addition and the ReLU clamp are all non-decreasing, so
+//!   `max(f(a), f(b)) = f(max(a, b))`) it keeps the max of each window's int32 accumulators
+//!   and requantizes once; otherwise it requantizes every window, then takes the max.
+//! * **conv / pool (→ pool) → dense**: the dense layer accumulates each position's values as
+//!   they are produced; no flattened buffer exists. Positions whose values are all at the
+//!   dense layer's input zero point add nothing and are skipped.
+//! * **background patches**: a conv window whose input patch is all at the input zero point
+//!   (padding included) sums to 0; its filters' dot products are skipped.
+//! * **the first layer's one-channel 3×3 conv → 2×2 pool → last dense**: the fused kernel
+//!   [`crate::kernels::fused::Stream3x3`] ([`Kernel::Stream3x3`]) in the typed layers.
+//!
+//! The plan is made from [`Shape`]s only, so the firmware's build script (through
+//! `model_spec`) and the RAM accounting see the same stages as [`super::run()`] and the typed
+//! layers. [`run_general`] computes any stage (any geometry and quantization), bit for bit
+//! as the unfused reference kernels do (tested on random geometries and quantizations).
+
+use super::format::{input_offset, Op, StackFile, MAX_OPS};
+use crate::kernels::conv::{gather_patch, ConvGeometry, Padding};
+use crate::kernels::dense::{dense_unit, finish_logits};
+use crate::kernels::dot::{
+    dot_i8_offset, dot_packed, dot_packed2, dot_packed4, pack_patch, PatchWords,
+};
+use crate::kernels::fused::NATIVE_PAIRED;
+use crate::kernels::ChannelRequant;
+
+/// An operation's type and shape, without its parameters: what a plan is made from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Convolution.
+    Conv2d(ConvGeometry),
+    /// Max pooling of an `in_h × in_w × channels` input over `pool × pool` windows.
+    MaxPool2d {
+        /// Input rows.
+        in_h: usize,
+        /// Input columns.
+        in_w: usize,
+        /// Channels.
+        channels: usize,
+        /// Window side and stride.
+        pool: usize,
+    },
+    /// Fully connected.
+    Dense {
+        /// Inputs.
+        inputs: usize,
+        /// Outputs.
+        units: usize,
+    },
+}
+
+impl Shape {
+    /// Values written.
+    pub const fn out_len(&self) -> usize {
+        let (h, w, c) = self.out_hwc();
+        h * w * c
+    }
+
+    /// Output `(rows, columns, channels)`; a dense layer's is `(1, 1, units)`.
+    pub const fn out_hwc(&self) -> (usize, usize, usize) {
+        match *self {
+            Shape::Conv2d(g) => (g.out_h(), g.out_w(), g.filters),
+            Shape::MaxPool2d {
+                in_h,
+                in_w,
+                channels,
+                pool,
+            } => match (in_h.checked_div(pool), in_w.checked_div(pool)) {
+                (Some(h), Some(w)) => (h, w, channels),
+                _ => (0, 0, channels),
+            },
+            Shape::Dense { units, .. } => (1, 1, units),
+        }
+    }
+
+    /// Input `(rows, columns, channels)`; a dense layer's is `(1, 1, inputs)`.
+    pub const fn in_hwc(&self) -> (usize, usize, usize) {
+        match *self {
+            Shape::Conv2d(g) => (g.in_h, g.in_w, g.in_c),
+            Shape::MaxPool2d {
+                in_h,
+                in_w,
+                channels,
+                ..
+            } => (in_h, in_w, channels),
+            Shape::Dense { inputs, .. } => (1, 1, inputs),
+        }
+    }
+
+    /// Values in one convolution patch (0 for other operations).
+    pub const fn taps(&self) -> usize {
+        match *self {
+            Shape::Conv2d(g) => g.taps(),
+            _ => 0,
+        }
+    }
+
+    /// Outputs of a dense layer (0 for other operations).
+    pub const fn units(&self) -> usize {
+        match *self {
+            Shape::Dense { units, .. } => units,
+            _ => 0,
+        }
+    }
+}
+
+impl Op<'_> {
+    /// The operation's [`Shape`].
+    pub fn shape(&self) -> Shape {
+        match *self {
+            Op::Conv2d(c) => Shape::Conv2d(c.geometry()),
+            Op::MaxPool2d(p) => Shape::MaxPool2d {
+                in_h: p.in_h.into(),
+                in_w: p.in_w.into(),
+                channels: p.channels.into(),
+                pool: p.pool.into(),
+            },
+            Op::Dense(d) => Shape::Dense {
+                inputs: d.inputs as usize,
+                units: d.units.into(),
+            },
+        }
+    }
+}
+
+/// How a stage is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// [`run_general`]: any stage.
+    General,
+    /// One-channel 3×3 stride-1 valid conv → 2×2 max pool, then nothing (the pooled map is
+    /// kept) or the network's last dense layer: [`crate::kernels::fused::Stream3x3`] in the
+    /// typed layers (whose shapes are const generics); [`super::run()`] computes it with
+    /// [`run_general`].
+    Stream3x3,
+}
+
+/// Consecutive operations computed as one: `first` and then, in this order, a conv (if
+/// `conv`), a max pool (if `pool`) and a dense layer (if `dense`); at least one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stage {
+    /// Index of the stage's first operation.
+    pub first: usize,
+    /// Starts with a convolution.
+    pub conv: bool,
+    /// Has a max pool (after the conv if any).
+    pub pool: bool,
+    /// Ends with a dense layer (streamed if the stage has a conv or pool).
+    pub dense: bool,
+    /// How it is computed.
+    pub kernel: Kernel,
+}
+
+/// The stages of a stack, first to last.
+pub type Stages = heapless::Vec<Stage, MAX_OPS>;
+
+impl Stage {
+    /// Operations in the stage.
+    pub const fn ops(&self) -> usize {
+        self.conv as usize + self.pool as usize + self.dense as usize
+    }
+
+    /// Index of the stage's last operation.
+    pub const fn last(&self) -> usize {
+        (self.first + self.ops()).saturating_sub(1)
+    }
+
+    /// Values the stage writes (its last operation's).
+    pub fn out_len(&self, shapes: &[Shape]) -> usize {
+        shapes.get(self.last()).map_or(0, Shape::out_len)
+    }
+
+    /// The producer's shape: `(taps, channels)` of what the stage computes per position
+    /// before its dense layer (taps 0 without a conv).
+    fn producer(&self, shapes: &[Shape]) -> (usize, usize) {
+        let first = shapes.get(self.first);
+        let taps = if self.conv {
+            first.map_or(0, Shape::taps)
+        } else {
+            0
+        };
+        let channels = match (self.conv || self.pool, first) {
+            (true, Some(s)) => s.out_hwc().2,
+            _ => 0,
+        };
+        (taps, channels)
+    }
+
+    /// Words of the `patch` buffer the stage's kernel takes (the packed patch and the
+    /// working memory of [`run_general`]; 0 for [`Kernel::Stream3x3`], whose working
+    /// memory is on its stack, [`Stage::stack_bytes`]).
+    pub fn patch_words(&self, shapes: &[Shape]) -> usize {
+        if self.kernel == Kernel::Stream3x3 {
+            return 0;
+        }
+        self.general_words(shapes)
+    }
+
+    /// Words of the `patch` buffer [`run_general`] takes for the stage, whatever its
+    /// [`Kernel`] ([`super::run()`] computes every stage with it).
+    pub fn general_words(&self, shapes: &[Shape]) -> usize {
+        let (taps, channels) = self.producer(shapes);
+        let units = if self.dense {
+            shapes.get(self.last()).map_or(0, Shape::units)
+        } else {
+            0
+        };
+        general_words(taps, channels, units)
+    }
+
+    /// Bytes of working memory the stage's kernel keeps on its stack: the
+    /// [`crate::kernels::fused::StreamScratch`] of [`Kernel::Stream3x3`].
+    pub fn stack_bytes(&self, shapes: &[Shape]) -> usize {
+        if self.kernel != Kernel::Stream3x3 {
+            return 0;
+        }
+        let (_, filters) = self.producer(shapes);
+        let units = shapes.get(self.last()).map_or(0, Shape::units);
+        stream3x3_bytes(filters, units)
+    }
+}
+
+/// Bytes of [`crate::kernels::fused::StreamScratch`] for `filters` and `units`.
+pub const fn stream3x3_bytes(filters: usize, units: usize) -> usize {
+    36 * filters + 4 * units
+}
+
+/// Words of `patch` that [`run_general`] needs for a stage with a conv of `taps` values per
+/// patch (0 without a conv), `channels` values per position before the dense layer, and a
+/// dense layer of `units` outputs (0 without one): the packed patch (the conv's, or the
+/// position's values for the dense layer), one word per channel and one per unit.
+pub const fn general_words(taps: usize, channels: usize, units: usize) -> usize {
+    if channels == 0 {
+        // A dense layer alone needs nothing.
+        return 0;
+    }
+    let conv = PatchWords::words(taps);
+    let values = if units > 0 {
+        PatchWords::words(channels)
+    } else {
+        0
+    };
+    let patch = if conv > values { conv } else { values };
+    patch + channels + units
+}
+
+/// Whether the stage of operations `first..` (conv, pool, and with `dense` the last
+/// operation, a dense layer) matches [`Kernel::Stream3x3`].
+fn stream3x3_fits(shapes: &[Shape], first: usize, dense: bool) -> bool {
+    let (Some(Shape::Conv2d(g)), Some(&Shape::MaxPool2d { pool: 2, .. })) =
+        (shapes.get(first), shapes.get(first + 1))
+    else {
+        return false;
+    };
+    (!dense || first + 3 == shapes.len())
+        && g.in_c == 1
+        && g.k_h == 3
+        && g.k_w == 3
+        && g.stride == 1
+        && g.padding == Padding::Valid
+}
+
+/// Groups `shapes` into stages: each conv takes the max pool after it, and a conv, pool or
+/// conv + pool takes the dense layer after it (see the module documentation).
+pub fn plan(shapes: &[Shape]) -> Stages {
+    let mut stages = Stages::new();
+    let mut i = 0;
+    while i < shapes.len() {
+        let first = i;
+        let is = |i: usize, f: fn(&Shape) -> bool| shapes.get(i).is_some_and(f);
+        let conv = is(i, |s| matches!(s, Shape::Conv2d(_)));
+        i += usize::from(conv);
+        let pool = is(i, |s| matches!(s, Shape::MaxPool2d { .. }));
+        i += usize::from(pool);
+        let dense = is(i, |s| matches!(s, Shape::Dense { .. }));
+        i += usize::from(dense);
+        let kernel = if conv && pool && stream3x3_fits(shapes, first, dense) {
+            Kernel::Stream3x3
+        } else {
+            Kernel::General
+        };
+        // At most one stage per operation, and `MAX_OPS` is the capacity.
+        let _ = stages.push(Stage {
+            first,
+            conv,
+            pool,
+            dense,
+            kernel,
+        });
+    }
+    stages
+}
+
+/// The [`Shape`] of every operation of a decoded model.
+pub fn shapes_of(file: &StackFile<'_>) -> heapless::Vec<Shape, MAX_OPS> {
+    let mut shapes = heapless::Vec::new();
+    for op in &file.ops {
+        // The file holds at most `MAX_OPS` operations.
+        let _ = shapes.push(op.shape());
+    }
+    shapes
+}
+
+/// The stages of a decoded model.
+pub fn plan_file(file: &StackFile<'_>) -> Stages {
+    plan(&shapes_of(file))
+}
+
+/// The conv of a stage, with its parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvPart<'a> {
+    /// Its geometry.
+    pub geometry: ConvGeometry,
+    /// `filters × k_h × k_w × in_c` int8 weights.
+    pub weights: &'a [u8],
+    /// Its requantization (with the ReLU if it has one).
+    pub requant: ChannelRequant<'a>,
+    /// Minus its input's zero point.
+    pub input_offset: i32,
+}
+
+/// The dense layer of a stage, with its parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct DensePart<'a> {
+    /// Inputs (the flattened `rows × columns × channels` of what the stage produces).
+    pub inputs: usize,
+    /// Outputs.
+    pub units: usize,
+    /// `units × inputs` int8 weights.
+    pub weights: &'a [u8],
+    /// Its requantization (with the ReLU if it has one).
+    pub requant: ChannelRequant<'a>,
+    /// Minus its input's zero point.
+    pub input_offset: i32,
+}
+
+/// A stage with its parameters: what [`run_general`] computes.
+#[derive(Debug, Clone, Copy)]
+pub struct Parts<'a> {
+    /// The stage's input `(rows, columns, channels)`.
+    pub input: (usize, usize, usize),
+    /// Its conv, if any.
+    pub conv: Option<ConvPart<'a>>,
+    /// Its max pool's window side (0: no pool).
+    pub pool: usize,
+    /// Its dense layer, if any.
+    pub dense: Option<DensePart<'a>>,
+}
+
+impl<'a> Parts<'a> {
+    /// The parameters of `stage` of `file` (`None` if the operations are not the stage's).
+    pub fn of(file: &StackFile<'a>, stage: &Stage) -> Option<Self> {
+        let mut at = stage.first;
+        let input = file.ops.get(at)?.shape().in_hwc();
+        let mut parts = Parts {
+            input,
+            conv: None,
+            pool: 0,
+            dense: None,
+        };
+        if stage.conv {
+            let Op::Conv2d(c) = file.ops.get(at)? else {
+                return None;
+            };
+            parts.conv = Some(ConvPart {
+                geometry: c.geometry(),
+                weights: c.params.weights,
+                requant: ChannelRequant::from_params(&c.params, c.relu),
+                input_offset: input_offset(file, at),
+            });
+            at += 1;
+        }
+        if stage.pool {
+            let Op::MaxPool2d(p) = file.ops.get(at)? else {
+                return None;
+            };
+            parts.pool = p.pool.into();
+            at += 1;
+        }
+        if stage.dense {
+            let Op::Dense(d) = file.ops.get(at)? else {
+                return None;
+            };
+            parts.dense = Some(dense_part(file, at, &d));
+        }
+        Some(parts)
+    }
+}
+
+/// The [`DensePart`] of dense operation `index` of `file`.
+#[inline(always)]
+pub(crate) fn dense_part<'a>(
+    file: &StackFile<'a>,
+    index: usize,
+    d: &super::format::DenseOp<'a>,
+) -> DensePart<'a> {
+    DensePart {
+        inputs: d.inputs as usize,
+        units: d.units.into(),
+        weights: d.params.weights,
+        requant: ChannelRequant::from_params(&d.params, d.relu),
+        input_offset: input_offset(file, index),
+    }
+}
+
+/// Whether every channel's requantization is monotonic (multiplier ≥ 0, no left shift), so
+/// that requantizing the max of accumulators equals the max of their requantizations.
+fn monotonic(rq: &ChannelRequant<'_>, channels: usize) -> bool {
+    (0..channels).all(|f| rq.channel(f).is_some_and(|(_, m, s)| m >= 0 && s <= 0))
+}
+
+/// Computes one stage: `input` (the stage's input values) to `output` (its last
+/// operation's), with `words` ([`general_words`] of the stage) as patch and working
+/// memory. Bit for bit the unfused reference kernels' result. Short slices compute less,
+/// never panic.
+pub fn run_general(parts: &Parts<'_>, input: &[i8], words: &mut [u32], output: &mut [i8]) {
+    run_stage(parts, input, words, Out::Values(output));
+}
+
+/// [`run_general`] for the network's last stage, whose dense layer gives the logits:
+/// `logits` gets them wide ([`finish_logits`]). A stage without a dense layer writes
+/// nothing.
+pub fn run_general_logits(parts: &Parts<'_>, input: &[i8], words: &mut [u32], logits: &mut [i32]) {
+    run_stage(parts, input, words, Out::Logits(logits));
+}
+
+/// Where a stage's outputs go.
+enum Out<'o> {
+    /// int8 values for the next stage.
+    Values(&'o mut [i8]),
+    /// The network's wide logits.
+    Logits(&'o mut [i32]),
+}
+
+impl Out<'_> {
+    /// Writes dense layer `d`'s outputs from its accumulators without bias, `acc`.
+    fn finish(self, d: &DensePart<'_>, acc: impl Iterator<Item = i32>) {
+        match self {
+            Out::Values(output) => {
+                for (u, (out, a)) in output.iter_mut().zip(acc).enumerate() {
+                    *out = dense_unit(&d.requant, u, a);
+                }
+            }
+            Out::Logits(logits) => {
+                let logits = match logits.get_mut(..d.units) {
+                    Some(l) => l,
+                    None => logits,
+                };
+                for (out, a) in logits.iter_mut().zip(acc) {
+                    *out = a;
+                }
+                finish_logits(&d.requant, logits);
+            }
+        }
+    }
+}
+
+/// [`run_general`] and [`run_general_logits`].
+fn run_stage(parts: &Parts<'_>, input: &[i8], words: &mut [u32], mut output: Out<'_>) {
+    let (h, w, c) = parts.input;
+    let (grid_h, grid_w, channels) = match &parts.conv {
+        Some(cp) => (
+            cp.geometry.out_h(),
+            cp.geometry.out_w(),
+            cp.geometry.filters,
+        ),
+        None => (h, w, c),
+    };
+    if parts.conv.is_none() && parts.pool == 0 {
+        if let Some(d) = &parts.dense {
+            dense_direct(d, input, output);
+        }
+        return;
+    }
+    let p = parts.pool.max(1);
+    let (out_h, out_w) = (grid_h / p, grid_w / p);
+    let taps = parts.conv.as_ref().map_or(0, |cp| cp.geometry.taps());
+    let units = parts.dense.as_ref().map_or(0, |d| d.units);
+    let values_words = if units > 0 {
+        PatchWords::words(channels)
+    } else {
+        0
+    };
+    let patch_len = PatchWords::words(taps).max(values_words);
+    let Some((patch, work)) = words.split_at_mut_checked(patch_len) else {
+        return;
+    };
+    let Some((values, acc)) = work.split_at_mut_checked(channels) else {
+        return;
+    };
+    let Some(acc) = acc.get_mut(..units) else {
+        return;
+    };
+    acc.fill(0);
+    let monotonic = parts
+        .conv
+        .as_ref()
+        .is_none_or(|cp| monotonic(&cp.requant, channels));
+    let n_in = out_h * out_w * channels;
+    for (py, px) in (0..out_h).flat_map(|py| (0..out_w).map(move |px| (py, px))) {
+        let pos = py * out_w + px;
+        match &parts.conv {
+            Some(cp) => conv_position(cp, input, (py, px), p, monotonic, patch, values),
+            None => pool_position(input, (w, c), (py, px), p, values),
+        }
+        match &parts.dense {
+            None => {
+                let start = pos * channels;
+                let Out::Values(output) = &mut output else {
+                    return;
+                };
+                let Some(out) = output.get_mut(start..start + channels) else {
+                    return;
+                };
+                for (o, &v) in out.iter_mut().zip(values.iter()) {
+                    *o = v as i32 as i8;
+                }
+            }
+            Some(d) => dense_position(d, values, n_in, pos * channels, patch, acc),
+        }
+    }
+    if let Some(d) = &parts.dense {
+        output.finish(d, acc.iter().map(|&a| a as i32));
+    }
+}
+
+/// A dense layer over a materialised input.
+fn dense_direct(d: &DensePart<'_>, input: &[i8], output: Out<'_>) {
+    let Some(input) = input.get(..d.inputs) else {
+        return;
+    };
+    if d.inputs == 0 {
+        return;
+    }
+    let acc = d
+        .weights
+        .chunks_exact(d.inputs)
+        .take(d.units)
+        .map(|row| dot_i8_offset(input, d.input_offset, row));
+    output.finish(d, acc);
+}
+
+/// The conv (and pool) values of output position `(py, px)` into `values` (one `i8` per
+/// filter, as `u32` bits of an `i32`).
+#[inline(never)]
+fn conv_position(
+    cp: &ConvPart<'_>,
+    input: &[i8],
+    (py, px): (usize, usize),
+    p: usize,
+    monotonic: bool,
+    patch: &mut [u32],
+    values: &mut [u32],
+) {
+    let g = &cp.geometry;
+    let taps = g.taps();
+    let rq = &cp.requant;
+    let Some(patch) = patch.get_mut(..PatchWords::words(taps)) else {
+        return;
+    };
+    if taps == 0 {
+        return;
+    }
+    values.fill(i32::MIN as u32);
+    for dy in 0..p {
+        for dx in 0..p {
+            gather_patch(
+                g,
+                g.k_w * g.in_c,
+                input,
+                cp.input_offset,
+                (py * p + dy, px * p + dx),
+                patch,
+            );
+            let background = patch.iter().fold(0, |a, &w| a | w) == 0;
+            let mut weights = cp.weights.chunks_exact(taps);
+            // Filters four at a time sharing each patch load (where `SMLAD` is emulated: on
+            // DSP cores the four accumulators, patch words and weight pointers do not fit the
+            // registers), then two, then one.
+            let split = if NATIVE_PAIRED {
+                0
+            } else {
+                values.len() / 4 * 4
+            };
+            let (quads, rest) = values.split_at_mut(split);
+            for (qi, quad) in quads.chunks_exact_mut(4).enumerate() {
+                let (Some(w0), Some(w1), Some(w2), Some(w3)) = (
+                    weights.next(),
+                    weights.next(),
+                    weights.next(),
+                    weights.next(),
+                ) else {
+                    return;
+                };
+                let a = if background {
+                    [0; 4]
+                } else {
+                    dot_packed4(patch, [w0, w1, w2, w3])
+                };
+                for (k, (best, a)) in quad.iter_mut().zip(a).enumerate() {
+                    window(rq, 4 * qi + k, a, monotonic, best);
+                }
+            }
+            let done = split;
+            let mut pairs = rest.chunks_exact_mut(2);
+            for (pi, pair) in (&mut pairs).enumerate() {
+                let (Some(w0), Some(w1)) = (weights.next(), weights.next()) else {
+                    return;
+                };
+                let (a0, a1) = if background {
+                    (0, 0)
+                } else {
+                    dot_packed2(patch, w0, w1)
+                };
+                window(rq, done + 2 * pi, a0, monotonic, &mut pair[0]);
+                window(rq, done + 2 * pi + 1, a1, monotonic, &mut pair[1]);
+            }
+            if let [last] = pairs.into_remainder() {
+                let Some(w) = weights.next() else {
+                    return;
+                };
+                let a = if background { 0 } else { dot_packed(patch, w) };
+                window(rq, g.filters.saturating_sub(1), a, monotonic, last);
+            }
+        }
+    }
+    if monotonic {
+        for (f, v) in values.iter_mut().enumerate() {
+            *v = match rq.channel(f) {
+                Some((_, m, s)) => i32::from(rq.apply(*v as i32, m, s)) as u32,
+                None => i8::MIN as i32 as u32,
+            };
+        }
+    }
+}
+
+/// Folds filter `f`'s window accumulator `a` (without bias) into its running max `best`:
+/// of the accumulators with bias if `monotonic`, else of the requantized values.
+#[inline(always)]
+fn window(rq: &ChannelRequant<'_>, f: usize, a: i32, monotonic: bool, best: &mut u32) {
+    let Some((bias, m, s)) = rq.channel(f) else {
+        return;
+    };
+    let a = a.wrapping_add(bias);
+    let v = if monotonic {
+        a
+    } else {
+        i32::from(rq.apply(a, m, s))
+    };
+    *best = (*best as i32).max(v) as u32;
+}
+
+/// The max pool of position `(py, px)` of an `_ × w × c` input into `values`.
+#[inline(never)]
+fn pool_position(
+    input: &[i8],
+    (w, c): (usize, usize),
+    (py, px): (usize, usize),
+    p: usize,
+    values: &mut [u32],
+) {
+    values.fill(i32::MIN as u32);
+    for dy in 0..p {
+        for dx in 0..p {
+            let start = ((py * p + dy) * w + px * p + dx) * c;
+            let Some(px_values) = input.get(start..start + c) else {
+                return;
+            };
+            for (v, &x) in values.iter_mut().zip(px_values) {
+                *v = (*v as i32).max(i32::from(x)) as u32;
+            }
+        }
+    }
+}
+
+/// Adds the values of one position (`values`, inputs `at..at + values.len()` of the dense
+/// layer, whose rows are `n_in` long) into the dense accumulators `acc`, unless every value
+/// is at the layer's input zero point.
+#[inline(never)]
+fn dense_position(
+    d: &DensePart<'_>,
+    values: &[u32],
+    n_in: usize,
+    at: usize,
+    patch: &mut [u32],
+    acc: &mut [u32],
+) {
+    let ch = values.len();
+    let Some(patch) = patch.get_mut(..PatchWords::words(ch)) else {
+        return;
+    };
+    pack_patch(patch, ch, |k| {
+        values
+            .get(k)
+            .map_or(0, |&v| (v as i32).wrapping_add(d.input_offset))
+    });
+    if patch.iter().fold(0, |a, &w| a | w) == 0 {
+        return;
+    }
+    let row = |u: usize| {
+        d.weights
+            .get(u * n_in + at..)
+            .and_then(|r| r.get(..ch))
+            .unwrap_or(&[])
+    };
+    let mut pairs = acc.chunks_exact_mut(2);
+    for (i, pair) in (&mut pairs).enumerate() {
+        let (s0, s1) = dot_packed2(patch, row(2 * i), row(2 * i + 1));
+        pair[0] = pair[0].wrapping_add(s0 as u32);
+        pair[1] = pair[1].wrapping_add(s1 as u32);
+    }
+    if let [last] = pairs.into_remainder() {
+        *last = last.wrapping_add(dot_packed(patch, row(d.units.saturating_sub(1))) as u32);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::format::tests::{input, OwnedParams};
+    use super::super::format::{ConvOp, DenseOp, PoolOp};
+    use super::super::run::{run, BufferSizes, Kernels};
+    use super::*;
+    use crate::kernels::TestRng;
+    use std::collections::BTreeSet;
+    use std::vec;
+    use std::vec::Vec;
+
+    /// Random parameters; with `wild`, some channels get a negative multiplier or a left
+    /// shift (the requantization is then not monotonic and the stages must requantize
+    /// every window).
+    fn params(rng: &mut TestRng, weights: usize, channels: usize, wild: bool) -> OwnedParams {
+        let mut p = OwnedParams::random(rng, weights, channels);
+        if wild {
+            for c in 0..channels {
+                match rng.below(3) {
+                    0 => {
+                        let m = -((1i32 << 30) + rng.below(1 << 30) as i32);
+                        p.multiplier[4 * c..4 * c + 4].copy_from_slice(&m.to_le_bytes());
+                    }
+                    1 => p.shift[c] = (1 + rng.below(3)) as u8,
+                    _ => {}
+                }
+            }
+        }
+        p
+    }
+
+    /// An operation to be, with the index of its parameters.
+    enum Planned {
+        Conv(ConvGeometry, bool, usize),
+        Pool(PoolOp),
+        Dense(usize, usize, bool, usize),
+    }
+
+    /// A random stack over a random input, and its parameters.
+    fn random_stack(
+        rng: &mut TestRng,
+        wild: bool,
+    ) -> ((u16, u16, u16), Vec<Planned>, Vec<OwnedParams>) {
+        let (h0, w0, c0) = (
+            4 + rng.below(9) as usize,
+            4 + rng.below(9) as usize,
+            1 + rng.below(3) as usize,
+        );
+        let (mut h, mut w, mut c) = (h0, w0, c0);
+        let mut ops = Vec::new();
+        let mut owned = Vec::new();
+        let blocks = 1 + rng.below(3);
+        for _ in 0..blocks {
+            if rng.below(4) != 0 {
+                let k = 1 + rng.below(3) as usize;
+                let g = ConvGeometry {
+                    in_h: h,
+                    in_w: w,
+                    in_c: c,
+                    k_h: k,
+                    k_w: k,
+                    filters: 1 + rng.below(9) as usize,
+                    stride: 1 + rng.below(2) as usize,
+                    padding: if rng.below(2) == 0 {
+                        Padding::Valid
+                    } else {
+                        Padding::Same
+                    },
+                };
+                if g.out_h() == 0 || g.out_w() == 0 {
+                    continue;
+                }
+                owned.push(params(rng, g.filters * g.taps(), g.filters, wild));
+                ops.push(Planned::Conv(g, rng.below(3) != 0, owned.len() - 1));
+                (h, w, c) = (g.out_h(), g.out_w(), g.filters);
+            }
+            if rng.below(3) != 0 {
+                let pool = 1 + rng.below(3) as usize;
+                if pool <= h && pool <= w {
+                    ops.push(Planned::Pool(PoolOp {
+                        in_h: h as u16,
+                        in_w: w as u16,
+                        channels: c as u16,
+                        pool: pool as u16,
+                    }));
+                    (h, w) = (h / pool, w / pool);
+                }
+            }
+        }
+        let mut inputs = h * w * c;
+        if rng.below(3) == 0 {
+            let units = 1 + rng.below(12) as usize;
+            owned.push(params(rng, units * inputs, units, wild));
+            ops.push(Planned::Dense(inputs, units, true, owned.len() - 1));
+            inputs = units;
+        }
+        // The logits layer: no ReLU, output zero point 0, shifts ≤ 0 (as the decoder
+        // requires of a model's last layer).
+        let units = 1 + rng.below(10) as usize;
+        owned.push(OwnedParams::logits(rng, units * inputs, units));
+        ops.push(Planned::Dense(inputs, units, false, owned.len() - 1));
+        ((h0 as u16, w0 as u16, c0 as u16), ops, owned)
+    }
+
+    fn ops<'p>(planned: &[Planned], owned: &'p [OwnedParams]) -> Vec<Op<'p>> {
+        let mut ops = Vec::new();
+        for p in planned {
+            let op = match *p {
+                Planned::Conv(g, relu, i) => Op::Conv2d(ConvOp {
+                    in_h: g.in_h as u16,
+                    in_w: g.in_w as u16,
+                    in_c: g.in_c as u16,
+                    filters: g.filters as u16,
+                    kernel: g.k_h as u16,
+                    stride: g.stride as u16,
+                    padding: g.padding,
+                    relu,
+                    params: owned[i].view(),
+                }),
+                Planned::Pool(p) => Op::MaxPool2d(p),
+                Planned::Dense(inputs, units, relu, i) => Op::Dense(DenseOp {
+                    inputs: inputs as u32,
+                    units: units as u16,
+                    relu,
+                    params: owned[i].view(),
+                }),
+            };
+            ops.push(op);
+        }
+        ops
+    }
+
+    /// A random image, often with background (the input zero point, −128) patches or all
+    /// background.
+    fn image(rng: &mut TestRng, len: usize) -> Vec<i8> {
+        let background = rng.below(4);
+        (0..len)
+            .map(|_| {
+                if background == 3 || rng.below(4) < background {
+                    -128
+                } else {
+                    rng.i8()
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn stages_match_the_unfused_reference_on_random_stacks_and_quantizations() {
+        let mut rng = TestRng(0x57A6E5);
+        let cases = if cfg!(miri) { 6 } else { 600 };
+        let mut seen = BTreeSet::new();
+        for case in 0..cases {
+            let wild = case % 3 == 2;
+            let (hwc, planned, owned) = random_stack(&mut rng, wild);
+            let ops = ops(&planned, &owned);
+            let file = StackFile::new(input(hwc.0, hwc.1, hwc.2), &ops);
+            let sizes = BufferSizes::of(&file);
+            let stages = plan_file(&file);
+            assert_eq!(stages.iter().map(Stage::ops).sum::<usize>(), file.ops.len());
+            for s in &stages {
+                let monotonic = Parts::of(&file, s)
+                    .and_then(|p| p.conv)
+                    .map(|c| monotonic(&c.requant, c.geometry.filters));
+                seen.insert((s.conv, s.pool, s.dense, monotonic));
+            }
+            for _ in 0..4 {
+                let x = image(
+                    &mut rng,
+                    usize::from(hwc.0) * usize::from(hwc.1) * usize::from(hwc.2),
+                );
+                let mut results = Vec::new();
+                for kernels in [Kernels::Reference, Kernels::Fast] {
+                    // Fresh buffers: nothing of the reference's run may show through.
+                    let (mut a, mut b) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
+                    let mut patch = vec![0u32; sizes.patch_words];
+                    let mut logits = vec![0i32; file.classes()];
+                    let out = run(&file, &x, kernels, &mut a, &mut b, &mut patch, &mut logits);
+                    results.push(out.unwrap().to_vec());
+                }
+                let (reference, fast) = (&results[0], &results[1]);
+                assert_eq!(fast, reference, "case {case}: {:?}", file.ops);
+            }
+        }
+        if !cfg!(miri) {
+            // Every kind of stage, with monotonic and other requantizations, was tested.
+            for kind in [
+                (true, false, false),
+                (true, true, false),
+                (true, true, true),
+                (true, false, true),
+            ] {
+                for m in [true, false] {
+                    assert!(
+                        seen.contains(&(kind.0, kind.1, kind.2, Some(m))),
+                        "{kind:?} {m}"
+                    );
+                }
+            }
+            assert!(seen.contains(&(false, true, false, None)));
+            assert!(seen.contains(&(false, true, true, None)));
+            assert!(seen.contains(&(false, false, true, None)));
+        }
+    }
+
+    #[test]
+    fn the_plan_fuses_wherever_the_pattern_occurs() {
+        let g = |in_h, in_c, filters| {
+            Shape::Conv2d(ConvGeometry {
+                in_h,
+                in_w: in_h,
+                in_c,
+                k_h: 3,
+                k_w: 3,
+                filters,
+                stride: 1,
+                padding: Padding::Valid,
+            })
+        };
+        let pool = |in_h, channels| Shape::MaxPool2d {
+            in_h,
+            in_w: in_h,
+            channels,
+            pool: 2,
+        };
+        // The tutorial: one stage, the 3×3 fast path, no buffers.
+        let tutorial = [
+            g(28, 1, 32),
+            pool(26, 32),
+            Shape::Dense {
+                inputs: 5408,
+                units: 10,
+            },
+        ];
+        let stages = plan(&tutorial);
+        assert_eq!(stages.len(), 1);
+        assert_eq!(stages[0].kernel, Kernel::Stream3x3);
+        assert_eq!(stages[0].stack_bytes(&tutorial), 1_192);
+        assert_eq!(stages[0].patch_words(&tutorial), 0);
+        // two-blocks: conv+pool (the 3×3 fast path, its pooled map kept), then
+        // conv+pool+dense (general: 16 input channels).
+        let two = [
+            g(28, 1, 16),
+            pool(26, 16),
+            g(13, 16, 32),
+            pool(11, 32),
+            Shape::Dense {
+                inputs: 800,
+                units: 10,
+            },
+        ];
+        let stages = plan(&two);
+        let kinds: Vec<_> = stages
+            .iter()
+            .map(|s| (s.first, s.ops(), s.kernel))
+            .collect();
+        assert_eq!(kinds, [(0, 2, Kernel::Stream3x3), (2, 3, Kernel::General)]);
+        assert_eq!(stages[0].stack_bytes(&two), 36 * 16);
+        assert_eq!(stages[0].out_len(&two), 13 * 13 * 16);
+        // tutorial-full: conv, conv+pool+dense, dense.
+        let full = [
+            g(28, 1, 32),
+            g(26, 32, 64),
+            pool(24, 64),
+            Shape::Dense {
+                inputs: 9216,
+                units: 128,
+            },
+            Shape::Dense {
+                inputs: 128,
+                units: 10,
+            },
+        ];
+        let kinds: Vec<_> = plan(&full).iter().map(|s| (s.first, s.ops())).collect();
+        assert_eq!(kinds, [(0, 1), (1, 3), (4, 1)]);
+    }
+}

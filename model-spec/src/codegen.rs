@@ -1,0 +1,1089 @@
+//! The typed network of a model.bin, generated at build time: every shape a const
+//! generic, every buffer sized at compile time. A firmware crate gets it with a few
+//! lines of `build.rs` and one `include!`:
+//!
+//! ```no_run
+//! // build.rs ([build-dependencies] model-spec): writes $OUT_DIR/network.rs
+//! if let Err(error) = model_spec::codegen::build("model.bin", None) {
+//!     panic!("{error}");
+//! }
+//! ```
+//!
+//! ```ignore
+//! // src/main.rs ([dependencies] infer-core)
+//! #[allow(dead_code)] // the generated module has more than most firmware uses
+//! mod network {
+//!     include!(concat!(env!("OUT_DIR"), "/network.rs"));
+//! }
+//! let net = network::Network::from_bytes(network::MODEL)?; // MODEL: the embedded model.bin
+//! let mut input = [0; network::INPUT];
+//! network::pixels_to_input(&pixels, &mut input); // pixels: &[u8; INPUT], H×W×C row-major
+//! let logits = net.infer(&input, &mut network::Scratch::new());
+//! ```
+//!
+//! The network is the model's own: its operations ([`StackFile`], model.bin format 3)
+//! are grouped into fused stages by the one stage plan (`infer_core::stack::stages`) and
+//! become typed layers (`infer_core::stack::layers`).
+//! A spec file (`models/*.toml`, or a preset), where given, is only checked against the
+//! model: its int8 plan ([`Plan`], read with the trainer's own parser) must have exactly the
+//! model's operations, or the build stops naming the operation and both shapes
+//! ([`Declared::check_model`]). [`Ram`] estimates what the network needs for a board check
+//! (`firmware-example/build/main.rs`, which uses [`Network`] directly for its own messages).
+//!
+//! The generated module holds `INPUT`, `CLASSES`, `OPS`, `STAGES`, `STAGE_NAMES`, one type
+//! alias `StageJ` per fused stage, the ping-pong buffer and patch sizes with compile-time
+//! checks that the stages chain and agree with model-spec's RAM figures, `Scratch` (the working memory), `Network` (`from_bytes`, `infer`,
+//! `infer_probed`), `pixels_to_input` and, from [`build`], `MODEL`.
+
+use crate::plan::{OpKind, Plan, PlanOp};
+use crate::spec::{Padding, Spec, PRESETS};
+use infer_core::format::{ModelFile, QuantParams, MAGIC};
+use infer_core::stack::format::Padding as FilePadding;
+use infer_core::stack::stages::{Kernel, Stage};
+use infer_core::stack::{Op, StackFile};
+use std::env;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Stack the firmware needs while it classifies, besides the network's buffers,
+/// patch and input: `main`'s and the digit loop's frames, the layer calls,
+/// printing and the SysTick exception. Measured (`stack_peak_bytes` less
+/// `scratch_bytes` and the input): 1.1 KiB on the Cortex-M4F, up to 1.8 KiB on the M0
+/// (1,840 B for a six-operation stack with wide i32 logits);
+/// `tests/tests/stack_firmware.rs` checks every run stays within the estimate.
+pub const RUN_STACK: usize = 1920;
+
+/// Stack decoding the model.bin takes (`net::load`: `StackFile::decode`, which
+/// keeps the operations encoded and decodes one at a time, and each layer's
+/// `from_file`), before the buffers exist. Measured for two-blocks:
+/// `load_stack_bytes` 812 B on the M4F, 868 B on the M0, plus `main`'s frame
+/// and the reset handler's (under 512 B, which `tests/tests/stack_firmware.rs`
+/// allows for).
+pub const LOAD_STACK: usize = 1536;
+
+/// A spec, its int8 plan, and where it came from.
+pub struct Declared {
+    /// `FIRMWARE_SPEC` as given: how messages and the generated code name it.
+    pub name: String,
+    /// The spec file, unless a preset was named.
+    pub path: Option<PathBuf>,
+    /// The int8 operations the spec declares.
+    pub plan: Plan,
+}
+
+impl Declared {
+    /// Reads `FIRMWARE_SPEC` (`arg`): a preset name or a file, relative paths taken
+    /// from `crate_dir`.
+    ///
+    /// # Errors
+    /// An unreadable file, an invalid spec or one with no int8 plan, as a message.
+    pub fn load(crate_dir: &Path, arg: &str) -> Result<Self, String> {
+        let (parsed, path) = if PRESETS.iter().any(|(name, _)| *name == arg) {
+            (Spec::load(arg), None)
+        } else {
+            let path = crate_dir.join(arg);
+            let text = fs::read_to_string(&path).map_err(|error| {
+                format!(
+                    "FIRMWARE_SPEC={arg}: cannot read {} ({error}); give a spec file \
+                     (models/*.toml) or a preset ({})",
+                    path.display(),
+                    PRESETS.map(|p| p.0).join(", ")
+                )
+            })?;
+            (Spec::parse(&text), Some(path))
+        };
+        let spec = parsed.map_err(|error| format!("FIRMWARE_SPEC={arg}: {error:#}"))?;
+        let plan = Plan::of(&spec).map_err(|error| format!("FIRMWARE_SPEC={arg}: {error:#}"))?;
+        Ok(Self {
+            name: arg.to_owned(),
+            path,
+            plan,
+        })
+    }
+
+    /// Checks that `bytes` (the model called `model` in messages) is a format-3
+    /// model of exactly this plan: input, and every operation's type, shapes and
+    /// ReLU.
+    ///
+    /// # Errors
+    /// The first difference, naming the operation and both descriptions.
+    pub fn check_model(&self, model: &str, bytes: &[u8]) -> Result<(), String> {
+        let spec = &self.name;
+        let file = StackFile::decode(bytes).map_err(|error| {
+            let hint = if ModelFile::decode(bytes).is_ok() {
+                format!(
+                    " (it is a format-1 tutorial model: build without FIRMWARE_SPEC, or \
+                     write a model for the spec with `trainer fit --arch {spec} --out model.bin`)"
+                )
+            } else {
+                String::new()
+            };
+            format!("{model} is not a format-3 model to run {spec}: {error}{hint}")
+        })?;
+        let input = (
+            usize::from(file.input.height),
+            usize::from(file.input.width),
+            usize::from(file.input.channels),
+        );
+        if input != self.plan.input {
+            return Err(format!(
+                "{model} takes a {} input but {spec} declares {}",
+                hwc(input),
+                hwc(self.plan.input)
+            ));
+        }
+        for (index, (op, planned)) in file.ops.iter().zip(&self.plan.ops).enumerate() {
+            let found = kind_of(&op);
+            if found != planned.kind {
+                return Err(format!(
+                    "{model} operation {index} is {found} but {spec} declares {}",
+                    planned.kind
+                ));
+            }
+        }
+        let (found, declared) = (file.ops.len(), self.plan.ops.len());
+        if found != declared {
+            let mut message = format!(
+                "{model} has {found} operations but {spec} declares {declared} (the first \
+                 {} agree)",
+                found.min(declared)
+            );
+            for (index, op) in file.ops.iter().enumerate().skip(declared) {
+                let _ = write!(message, "; {model} operation {index} is {}", kind_of(&op));
+            }
+            for (index, op) in self.plan.ops.iter().enumerate().skip(found) {
+                let _ = write!(message, "; {spec} operation {index} is {}", op.kind);
+            }
+            return Err(message);
+        }
+        Ok(())
+    }
+}
+
+/// The format version of model bytes (the fixed-width `u16` after the magic), if they
+/// start like a model.bin: a build picks its network by it before decoding.
+pub fn format_version(bytes: &[u8]) -> Option<u16> {
+    match bytes {
+        [m0, m1, m2, m3, v0, v1, ..] if [*m0, *m1, *m2, *m3] == MAGIC => {
+            Some(u16::from_le_bytes([*v0, *v1]))
+        }
+        _ => None,
+    }
+}
+
+/// The network of a format-3 model.bin, to generate.
+pub struct Network {
+    /// How messages and the generated code name the model (e.g. `FIRMWARE_MODEL` as given).
+    pub model: String,
+    /// The spec the model was checked against, as given ([`Network::check_spec`]).
+    pub spec: Option<String>,
+    /// The model's operations in plan terms; with a spec, annotated with its layers.
+    pub plan: Plan,
+    /// The model's input quantization, for `pixels_to_input`.
+    pub input_quant: QuantParams,
+    /// The model file to embed as `MODEL` (absolute), if any.
+    pub embed: Option<PathBuf>,
+}
+
+impl Network {
+    /// The network of `bytes` (the model called `model` in messages).
+    ///
+    /// # Errors
+    /// Bytes that are not a valid format-3 model, with a hint for a format-1 model.
+    pub fn from_bytes(model: &str, bytes: &[u8]) -> Result<Self, String> {
+        let file = StackFile::decode(bytes).map_err(|error| {
+            let hint = if ModelFile::decode(bytes).is_ok() {
+                " (it is a format-1 tutorial model: its network is `infer_core::TutorialNet`, \
+                 not generated)"
+            } else {
+                ""
+            };
+            format!("{model} is not a format-3 model: {error}{hint}")
+        })?;
+        Ok(Self {
+            model: model.to_owned(),
+            spec: None,
+            plan: plan_of(&file),
+            input_quant: file.input.quant,
+            embed: None,
+        })
+    }
+
+    /// Checks the model (`bytes`, as given to [`Network::from_bytes`]) against `declared`:
+    /// the same input and operations. The generated code then names the spec and its
+    /// layers.
+    ///
+    /// # Errors
+    /// As [`Declared::check_model`].
+    pub fn check_spec(&mut self, declared: &Declared, bytes: &[u8]) -> Result<(), String> {
+        declared.check_model(&self.model, bytes)?;
+        // Operation for operation the same kinds (checked): take the spec's layer indices.
+        self.plan = declared.plan.clone();
+        self.spec = Some(declared.name.clone());
+        Ok(())
+    }
+
+    /// The RAM the network needs in a firmware like `firmware-example`.
+    pub fn ram(&self) -> Ram {
+        Ram::of(&self.plan)
+    }
+
+    /// The network's Rust code, to `include!` in a module.
+    pub fn generate(&self) -> String {
+        let mut out = generate(&self.model, self.spec.as_deref(), &self.plan, &self.ram());
+        out.push_str(&input_code(self.plan.input, &self.input_quant));
+        if let Some(path) = &self.embed {
+            out.push_str(&model_code(path));
+        }
+        out
+    }
+}
+
+/// For a firmware's `build.rs`: generates the typed network of the model.bin at `model`
+/// into `$OUT_DIR/network.rs`, embedding the model as `MODEL`, and tells cargo to rerun
+/// when the model or the spec changes. With `spec` (a spec file or a preset), the model
+/// must have exactly its operations. Relative paths are taken from the crate's directory.
+///
+/// # Errors
+/// An unreadable or invalid model, a spec that is unreadable, invalid or not the model's,
+/// as a message naming the files (a build script shows it with `panic!`).
+pub fn build(model: impl AsRef<Path>, spec: Option<&str>) -> Result<Network, String> {
+    let crate_dir = env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .ok_or("CARGO_MANIFEST_DIR is not set: call codegen::build from a build script")?;
+    let out_dir = env::var_os("OUT_DIR")
+        .map(PathBuf::from)
+        .ok_or("OUT_DIR is not set: call codegen::build from a build script")?;
+    let path = crate_dir.join(model.as_ref());
+    println!("cargo:rerun-if-changed={}", path.display());
+    let bytes = fs::read(&path)
+        .map_err(|error| format!("cannot read the model {} ({error})", path.display()))?;
+    let mut network = Network::from_bytes(&model.as_ref().display().to_string(), &bytes)?;
+    if let Some(spec) = spec {
+        let declared = Declared::load(&crate_dir, spec)?;
+        if let Some(path) = &declared.path {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
+        network.check_spec(&declared, &bytes)?;
+    }
+    network.embed = Some(
+        fs::canonicalize(&path)
+            .map_err(|error| format!("cannot resolve {} ({error})", path.display()))?,
+    );
+    let target = out_dir.join("network.rs");
+    fs::write(&target, network.generate())
+        .map_err(|error| format!("cannot write {} ({error})", target.display()))?;
+    Ok(network)
+}
+
+/// The operations of a decoded model as a [`Plan`] (operation `i` as "layer" `i`, no
+/// batch norm: a model.bin has them folded), which [`generate`] takes.
+fn plan_of(file: &StackFile<'_>) -> Plan {
+    Plan {
+        input: (
+            usize::from(file.input.height),
+            usize::from(file.input.width),
+            usize::from(file.input.channels),
+        ),
+        ops: file
+            .ops
+            .iter()
+            .enumerate()
+            .map(|(layer, op)| PlanOp {
+                kind: kind_of(&op),
+                layer,
+                batchnorm: None,
+            })
+            .collect(),
+    }
+}
+
+/// `pixels_to_input`: the input quantization of `p / 255` for every 8-bit `p`, as a
+/// closed form when it is `p − 128` (the trainer's), else as a table.
+fn input_code((h, w, c): (usize, usize, usize), quant: &QuantParams) -> String {
+    let scale = f64::from(quant.scale);
+    let table: Vec<i8> = (0..=255u8)
+        .map(|p| {
+            let q = (f64::from(p) / 255.0 / scale).round() + f64::from(quant.zero_point);
+            q.clamp(-128.0, 127.0) as i8
+        })
+        .collect();
+    let offset = table
+        .iter()
+        .enumerate()
+        .all(|(p, &q)| p as i32 - 128 == i32::from(q));
+    let (table_item, convert) = if offset {
+        (String::new(), "(pixel ^ 0x80) as i8")
+    } else {
+        let values: Vec<String> = table.iter().map(i8::to_string).collect();
+        (
+            format!(
+                "\n/// The int8 input of each 8-bit value.\nconst PIXEL_TO_INPUT: [i8; 256] = [{}];\n",
+                values.join(", ")
+            ),
+            "PIXEL_TO_INPUT[usize::from(pixel)]",
+        )
+    };
+    format!(
+        "{table_item}
+/// Writes the network's int8 input for 8-bit values `pixels` ({h}×{w}×{c}, row-major,
+/// channels last: the real input `p / 255`), quantized as the model's input (scale
+/// {}, zero point {}).
+pub fn pixels_to_input(pixels: &[u8; INPUT], input: &mut [i8; INPUT]) {{
+    for (value, &pixel) in input.iter_mut().zip(pixels) {{
+        *value = {convert};
+    }}
+}}
+",
+        quant.scale, quant.zero_point
+    )
+}
+
+/// `MODEL`: the model.bin at `path`, embedded 4-byte aligned.
+fn model_code(path: &Path) -> String {
+    format!(
+        "
+/// Forces 4-byte alignment on the embedded model.
+#[repr(C, align(4))]
+struct Aligned<Bytes: ?Sized>(Bytes);
+
+static ALIGNED: &Aligned<[u8]> = &Aligned(*include_bytes!({:?}));
+
+/// The model.bin this network was generated from, 4-byte aligned, in flash.
+pub static MODEL: &[u8] = &ALIGNED.0;
+",
+        path.display().to_string()
+    )
+}
+
+/// `h×w×c`.
+fn hwc((h, w, c): (usize, usize, usize)) -> String {
+    format!("{h}×{w}×{c}")
+}
+
+/// A model file's operation in the plan's terms, so that both compare with `==`
+/// and print alike.
+fn kind_of(op: &Op<'_>) -> OpKind {
+    match *op {
+        Op::Conv2d(c) => {
+            let g = c.geometry();
+            OpKind::Conv2d {
+                in_h: g.in_h,
+                in_w: g.in_w,
+                in_c: g.in_c,
+                filters: g.filters,
+                kernel: usize::from(c.kernel),
+                stride: g.stride,
+                padding: match c.padding {
+                    FilePadding::Valid => Padding::Valid,
+                    FilePadding::Same => Padding::Same,
+                },
+                out_h: g.out_h(),
+                out_w: g.out_w(),
+                relu: c.relu,
+            }
+        }
+        Op::MaxPool2d(p) => OpKind::MaxPool2d {
+            in_h: usize::from(p.in_h),
+            in_w: usize::from(p.in_w),
+            channels: usize::from(p.channels),
+            pool: usize::from(p.pool),
+        },
+        Op::Dense(d) => OpKind::Dense {
+            inputs: d.inputs as usize,
+            units: usize::from(d.units),
+            relu: d.relu,
+        },
+    }
+}
+
+/// The RAM one inference of a plan needs besides the program's own stack, in
+/// bytes, as the generated code lays it out.
+pub struct Ram {
+    /// The two ping-pong buffers: stage `j` of the stage plan writes buffer
+    /// `j % 2`, except the last, which writes the logits.
+    pub buffers: [usize; 2],
+    /// The stages' patch buffer (packed patch and working memory).
+    pub patch: usize,
+    /// Scratch a fused kernel keeps on its stack.
+    pub kernel_stack: usize,
+    /// The int8 input image.
+    pub input: usize,
+}
+
+impl Ram {
+    /// The RAM of `plan`.
+    pub fn of(plan: &Plan) -> Self {
+        Self {
+            buffers: plan.buffers(),
+            patch: 4 * plan.patch_words(),
+            kernel_stack: plan.stack_bytes(),
+            input: plan.input_len(),
+        }
+    }
+
+    /// Buffers, patch, kernel scratch and input: what the network keeps while it
+    /// classifies.
+    pub fn network(&self) -> usize {
+        self.buffers[0] + self.buffers[1] + self.patch + self.kernel_stack + self.input
+    }
+
+    /// The RAM the firmware needs for the network: the network and [`RUN_STACK`]
+    /// while it classifies, or [`LOAD_STACK`] while it loads, whichever is more.
+    pub fn total(&self) -> usize {
+        (self.network() + RUN_STACK).max(LOAD_STACK)
+    }
+
+    /// How [`Ram::total`] adds up, for messages.
+    pub fn explain(&self) -> String {
+        format!(
+            "ping-pong buffers {} + {}, patch {}, fused-kernel scratch {}, input {} and \
+             {RUN_STACK} of stack while it classifies, at least {LOAD_STACK} while the model \
+             loads",
+            self.buffers[0], self.buffers[1], self.patch, self.kernel_stack, self.input
+        )
+    }
+}
+
+/// The generated module: see the text it writes. `plan` is the model's (named `model`),
+/// checked against `spec` if given.
+fn generate(model: &str, spec: Option<&str>, plan: &Plan, ram: &Ram) -> String {
+    let ops = &plan.ops;
+    let last = ops.len().saturating_sub(1);
+    let (h, w, c) = plan.input;
+    let mut used = Imports::default();
+    let mut out = String::new();
+    let mut line = |text: &str| {
+        out.push_str(text);
+        out.push('\n');
+    };
+
+    let checked = spec.map_or(String::new(), |spec| format!(", checked against {spec}"));
+    line(&format!(
+        "// Generated by model_spec::codegen from {model}{checked}; do not edit."
+    ));
+    line("// Operation i reads the input (i = 0) or buffer (i - 1) % 2 and writes buffer i % 2;");
+    line("// the last writes the logits. Every shape is a const generic, checked against the");
+    line("// model.bin when it loads (`Network::from_bytes`) and by the build script before.");
+    line("");
+    let mut body = String::new();
+    let mut item = |text: String| {
+        body.push_str(&text);
+        body.push('\n');
+    };
+
+    item(format!(
+        "/// The spec the model was checked against, as given to the build.\npub const SPEC: Option<&str> = {spec:?};"
+    ));
+    item(format!(
+        "/// Values in the input image ({h}×{w}×{c}).\npub const INPUT: usize = {};",
+        plan.input_len()
+    ));
+    item(format!(
+        "/// Classes: the last operation's outputs.\npub const CLASSES: usize = {};",
+        plan.classes()
+    ));
+    item(format!(
+        "/// Operations.\npub const OPS: usize = {};",
+        ops.len()
+    ));
+    item(format!(
+        "/// RAM the build script estimated for the network and the firmware's stack:\n/// {}.\npub const RAM_ESTIMATE: usize = {};",
+        ram.explain(),
+        ram.total()
+    ));
+    item(String::new());
+
+    for (i, op) in ops.iter().enumerate() {
+        let folded = op
+            .batchnorm
+            .map_or(String::new(), |b| format!(", batch norm {b} folded in"));
+        let (lifetime, ty) = match op.kind {
+            OpKind::Conv2d {
+                in_h,
+                in_w,
+                in_c,
+                filters,
+                kernel,
+                stride,
+                padding,
+                relu,
+                ..
+            } => {
+                used.conv = true;
+                let same = padding == Padding::Same;
+                (
+                    "<'a>",
+                    format!(
+                        "Conv2d<'a, {in_h}, {in_w}, {in_c}, {kernel}, {filters}, {stride}, {same}, {relu}>"
+                    ),
+                )
+            }
+            OpKind::MaxPool2d {
+                in_h,
+                in_w,
+                channels,
+                pool,
+            } => {
+                used.pool = true;
+                ("", format!("MaxPool2d<{in_h}, {in_w}, {channels}, {pool}>"))
+            }
+            OpKind::Dense {
+                inputs,
+                units,
+                relu,
+            } => {
+                used.dense = true;
+                ("<'a>", format!("Dense<'a, {inputs}, {units}, {relu}>"))
+            }
+        };
+        item(format!(
+            "/// Operation {i}: {}{}{folded}.\npub type Op{i}{lifetime} = {ty};",
+            op.kind,
+            spec.map_or(String::new(), |_| format!(" (spec layer {})", op.layer))
+        ));
+    }
+    item(String::new());
+
+    item("// Each operation reads what the one before writes.".into());
+    let check = |condition: String, message: String| {
+        format!("const _: () = assert!(\n    {condition},\n    \"{message}\"\n);")
+    };
+    item(check(
+        "<Op0 as Layer>::IN == INPUT".into(),
+        "operation 0 reads the input".into(),
+    ));
+    for i in 1..ops.len() {
+        let p = i - 1;
+        item(check(
+            format!("<Op{p} as Layer>::OUT == <Op{i} as Layer>::IN"),
+            format!("operation {p} writes what operation {i} reads"),
+        ));
+    }
+    item(check(
+        format!("<Op{last} as Layer>::OUT == CLASSES"),
+        format!("operation {last} writes the logits"),
+    ));
+    item(String::new());
+
+    // The stages infer-core's plan groups the operations into (the same plan as
+    // `stack::run` and the RAM estimate).
+    let stages = plan.stages();
+    let last_stage = stages.len().saturating_sub(1);
+    item(format!(
+        "/// Stages: the fused groups of operations the network runs.\npub const STAGES: usize = {};",
+        stages.len()
+    ));
+    let stage_names: Vec<String> = stages
+        .iter()
+        .map(|st| {
+            let names: Vec<String> = (st.first..=st.last())
+                .map(|i| format!("{}_{i}", ops[i].kind.type_name()))
+                .collect();
+            format!("\"{}\"", names.join("+"))
+        })
+        .collect();
+    item(format!(
+        "/// Each stage's name in the `layers:` line: its operations'.\npub const STAGE_NAMES: [&str; STAGES] = [{}];",
+        stage_names.join(", ")
+    ));
+    for (j, st) in stages.iter().enumerate() {
+        let (lifetime, ty) = stage_type(st, ops, &mut used);
+        item(format!(
+            "/// Stage {j}: operations {}..={} ({:?} kernel).\npub type Stage{j}{lifetime} = {ty};",
+            st.first,
+            st.last(),
+            st.kernel
+        ));
+    }
+    item(check(
+        "<Stage0 as Layer>::IN == INPUT".into(),
+        "stage 0 reads the input".into(),
+    ));
+    for j in 1..stages.len() {
+        let p = j - 1;
+        item(check(
+            format!("<Stage{p} as Layer>::OUT == <Stage{j} as Layer>::IN"),
+            format!("stage {p} writes what stage {j} reads"),
+        ));
+    }
+    item(check(
+        format!("<Stage{last_stage} as Layer>::OUT == CLASSES"),
+        format!("stage {last_stage} writes the logits"),
+    ));
+    item(String::new());
+
+    let writers: Vec<usize> = (0..last_stage).collect();
+    let buffer = |parity: usize, used: &mut Imports| {
+        let terms: Vec<String> = writers
+            .iter()
+            .filter(|&&j| j % 2 == parity)
+            .map(|j| format!("<Stage{j} as Layer>::OUT"))
+            .collect();
+        max_of(&terms, used)
+    };
+    let list = |parity: usize| {
+        let list: Vec<String> = writers
+            .iter()
+            .filter(|&&j| j % 2 == parity)
+            .map(usize::to_string)
+            .collect();
+        if list.is_empty() {
+            "none".to_string()
+        } else {
+            list.join(", ")
+        }
+    };
+    // Buffer A exists if stage 0 is not the last, buffer B if stage 1 is not: a
+    // network of one or two stages needs fewer buffers.
+    let buffers: Vec<(&str, &str, usize)> = [("a", "BUFFER_A", 0), ("b", "BUFFER_B", 1)]
+        .into_iter()
+        .filter(|&(_, _, first_writer)| first_writer < last_stage)
+        .collect();
+    for &(field, name, parity) in &buffers {
+        let size = buffer(parity, &mut used);
+        item(format!(
+            "/// Bytes of ping-pong buffer {}: the outputs of stages {}.\npub const {name}: usize = {size};",
+            field.to_uppercase(),
+            list(parity)
+        ));
+    }
+    let patches: Vec<String> = (0..stages.len())
+        .map(|j| format!("<Stage{j} as Layer>::PATCH_WORDS"))
+        .collect();
+    let patch = max_of(&patches, &mut used);
+    item(format!(
+        "/// Words of the patch buffer (packed patch and working memory): the largest stage's.\npub const PATCH_WORDS: usize = {patch};"
+    ));
+    // The build's RAM check used model-spec's figures: they must be these.
+    let mut agree = vec![format!("PATCH_WORDS * 4 == {}", ram.patch)];
+    agree.extend(
+        buffers
+            .iter()
+            .map(|&(_, name, parity)| format!("{name} == {}", ram.buffers[parity])),
+    );
+    let stream_stack: Vec<String> = stages
+        .iter()
+        .enumerate()
+        .filter(|(_, st)| st.kernel == Kernel::Stream3x3)
+        .map(|(j, _)| format!("Stage{j}::STACK_BYTES"))
+        .collect();
+    if !stream_stack.is_empty() {
+        agree.push(format!(
+            "{} == {}",
+            max_of(&stream_stack, &mut used),
+            ram.kernel_stack
+        ));
+    }
+    item(format!(
+        "const _: () = assert!({}, \"the RAM estimate (model-spec's Plan) differs from the layers' sizes\");",
+        agree.join(" && ")
+    ));
+    item(String::new());
+
+    let declarations: String = buffers
+        .iter()
+        .map(|(field, name, _)| format!("    {field}: [i8; {name}],\n"))
+        .collect();
+    let zeroes: String = buffers
+        .iter()
+        .map(|(field, name, _)| format!("            {field}: [0; {name}],\n"))
+        .collect();
+    item(format!(
+        "/// The working memory of one inference: the ping-pong buffers and the patch.
+pub struct Scratch {{
+{declarations}    patch: [u32; PATCH_WORDS],
+}}
+
+impl Scratch {{
+    /// Zeroed buffers.
+    pub const fn new() -> Self {{
+        Self {{
+{zeroes}            patch: [0; PATCH_WORDS],
+        }}
+    }}
+}}
+
+impl Default for Scratch {{
+    fn default() -> Self {{
+        Self::new()
+    }}
+}}
+"
+    ));
+
+    let fields: String = stages
+        .iter()
+        .enumerate()
+        .map(|(j, st)| format!("    stage{j}: Stage{j}{},\n", stage_lifetime(st)))
+        .collect();
+    item(format!(
+        "/// The network of {model}, its weights borrowed from the model bytes.
+pub struct Network<'a> {{
+{fields}}}
+"
+    ));
+
+    let loads: String = stages
+        .iter()
+        .enumerate()
+        .map(|(j, st)| {
+            format!(
+                "            stage{j}: Stage{j}::from_file(file, {})?,\n",
+                st.first
+            )
+        })
+        .collect();
+    let used_buffers: String = buffers
+        .iter()
+        .map(|(field, _, _)| format!("{field}, "))
+        .chain(["patch".to_string()])
+        .collect();
+    let mut runs = String::new();
+    for j in 0..stages.len() {
+        let src = match j {
+            0 => "input",
+            _ if (j - 1) % 2 == 0 => "a",
+            _ => "b",
+        };
+        let dst = match j {
+            _ if j == last_stage => "&mut logits",
+            _ if j % 2 == 0 => "a",
+            _ => "b",
+        };
+        if j == last_stage {
+            let _ = writeln!(
+                runs,
+                "        self.stage{j}.run_logits({src}, patch, {dst});"
+            );
+        } else {
+            let _ = writeln!(runs, "        self.stage{j}.run({src}, patch, {dst});");
+        }
+        let _ = writeln!(runs, "        probe({j});");
+    }
+    item(format!(
+        "impl<'a> Network<'a> {{
+    /// Decodes a format-3 model and checks every operation against this network's types.
+    ///
+    /// # Errors
+    /// A malformed model, or one of another network: the operation and property named.
+    #[inline(never)]
+    pub fn from_bytes(bytes: &'a [u8]) -> Result<Self, Error> {{
+        // Decoding (out of line) and building the stages are two sibling calls, so that
+        // the stack of the one is free again before the other's frame exists.
+        Self::from_file(&StackFile::decode(bytes)?)
+    }}
+
+    /// Checks every operation of a decoded model against this network's types and
+    /// borrows its weights.
+    ///
+    /// # Errors
+    /// A model of another network: the operation and property named.
+    #[inline(never)]
+    pub fn from_file(file: &StackFile<'a>) -> Result<Self, Error> {{
+        check_op_count(file, OPS)?;
+        Ok(Self {{
+{loads}        }})
+    }}
+
+    /// The wide logits of `input` (int32 accumulators requantized to one common scale,
+    /// zero point 0, not clipped to int8).
+    #[inline(always)]
+    pub fn infer(&self, input: &[i8; INPUT], scratch: &mut Scratch) -> [i32; CLASSES] {{
+        self.infer_probed(input, scratch, |_| {{}})
+    }}
+
+    /// [`Network::infer`], calling `probe(j)` after stage `j` (to time the stages).
+    #[inline(always)]
+    pub fn infer_probed(
+        &self,
+        input: &[i8; INPUT],
+        scratch: &mut Scratch,
+        mut probe: impl FnMut(usize),
+    ) -> [i32; CLASSES] {{
+        let Scratch {{ {used_buffers} }} = scratch;
+        let mut logits = [0; CLASSES];
+{runs}        logits
+    }}
+}}"
+    ));
+
+    let mut layers = vec!["check_op_count"];
+    if used.max {
+        layers.push("max");
+    }
+    if used.conv {
+        layers.push("Conv2d");
+    }
+    if used.conv_pool {
+        layers.push("ConvPool");
+    }
+    if used.stream3x3_map {
+        layers.push("ConvPool3x3");
+    }
+    if used.stream3x3 {
+        layers.push("ConvPoolDense3x3");
+    }
+    if used.dense {
+        layers.push("Dense");
+    }
+    layers.push("Layer");
+    layers.push("Logits");
+    if used.pool {
+        layers.push("MaxPool2d");
+    }
+    if used.streamed {
+        layers.push("Streamed");
+    }
+    line(&format!(
+        "use infer_core::stack::layers::{{{}}};",
+        layers.join(", ")
+    ));
+    line("use infer_core::stack::StackFile;");
+    line("use infer_core::Error;");
+    line("");
+    out.push_str(&body);
+    out
+}
+
+/// Which of the optional names the generated code uses.
+#[derive(Default)]
+struct Imports {
+    conv: bool,
+    pool: bool,
+    dense: bool,
+    max: bool,
+    conv_pool: bool,
+    streamed: bool,
+    stream3x3: bool,
+    stream3x3_map: bool,
+}
+
+/// `<'a>` unless the stage is a max pool alone (which borrows nothing).
+fn stage_lifetime(stage: &Stage) -> &'static str {
+    if stage.pool && !stage.conv && !stage.dense {
+        ""
+    } else {
+        "<'a>"
+    }
+}
+
+/// The generic lifetime and the type of stage `stage` of `ops`, in terms of the
+/// `Op{i}` aliases.
+fn stage_type(
+    stage: &Stage,
+    ops: &[crate::plan::PlanOp],
+    used: &mut Imports,
+) -> (&'static str, String) {
+    let op = |i: usize| {
+        if matches!(ops[i].kind, OpKind::MaxPool2d { .. }) {
+            format!("Op{i}")
+        } else {
+            format!("Op{i}<'a>")
+        }
+    };
+    let first = stage.first;
+    if stage.kernel == Kernel::Stream3x3 {
+        if let OpKind::Conv2d {
+            in_h,
+            in_w,
+            filters,
+            relu,
+            ..
+        } = ops[first].kind
+        {
+            match ops.get(first + 2).map(|op| op.kind) {
+                Some(OpKind::Dense {
+                    units,
+                    relu: dense_relu,
+                    ..
+                }) if stage.dense => {
+                    used.stream3x3 = true;
+                    return (
+                        "<'a>",
+                        format!(
+                            "ConvPoolDense3x3<'a, {in_h}, {in_w}, {filters}, {units}, {relu}, {dense_relu}>"
+                        ),
+                    );
+                }
+                _ if !stage.dense => {
+                    used.stream3x3_map = true;
+                    return (
+                        "<'a>",
+                        format!("ConvPool3x3<'a, {in_h}, {in_w}, {filters}, {relu}>"),
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut at = first;
+    let mut producer = None;
+    if stage.conv {
+        producer = Some(op(at));
+        at += 1;
+    }
+    if stage.pool {
+        producer = Some(match producer {
+            Some(conv) => {
+                used.conv_pool = true;
+                format!("ConvPool<{conv}, {}>", op(at))
+            }
+            None => op(at),
+        });
+        at += 1;
+    }
+    let ty = match (producer, stage.dense) {
+        (Some(p), true) => {
+            let OpKind::Dense {
+                inputs,
+                units,
+                relu,
+            } = ops[at].kind
+            else {
+                unreachable!("the stage ends with a dense layer");
+            };
+            used.streamed = true;
+            format!("Streamed<'a, {p}, {inputs}, {units}, {relu}>")
+        }
+        (Some(p), false) => p,
+        (None, _) => op(at),
+    };
+    (stage_lifetime(stage), ty)
+}
+
+/// `max(max(a, b), c)`…, `0` for no terms.
+fn max_of(terms: &[String], used: &mut Imports) -> String {
+    let mut terms = terms.iter();
+    let Some(first) = terms.next() else {
+        return "0".into();
+    };
+    terms.fold(first.clone(), |acc, t| {
+        used.max = true;
+        format!("max({acc}, {t})")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The committed two-blocks model (format 3) and the tutorial's (format 1).
+    const TWO_BLOCKS: &[u8] = include_bytes!("../../firmware-example/assets/two-blocks.bin");
+    const TUTORIAL: &[u8] = include_bytes!("../../firmware-example/assets/model.bin");
+
+    #[test]
+    fn the_format_version_is_read_before_decoding() {
+        assert_eq!(format_version(TWO_BLOCKS), Some(3));
+        assert_eq!(format_version(TUTORIAL), Some(1));
+        assert_eq!(format_version(b"I8CN\x07\x00"), Some(7));
+        assert_eq!(format_version(b"I8CN\x02"), None);
+        assert_eq!(format_version(b"XXXX\x02\x00rest"), None);
+    }
+
+    #[test]
+    fn the_network_is_the_models_own_and_a_spec_only_checks_it() {
+        let network = Network::from_bytes("two-blocks.bin", TWO_BLOCKS).unwrap();
+        let spec = Declared::load(
+            Path::new(env!("CARGO_MANIFEST_DIR")),
+            "../models/two-blocks.toml",
+        )
+        .unwrap();
+        let kinds = |plan: &Plan| plan.ops.iter().map(|op| op.kind).collect::<Vec<_>>();
+        assert_eq!(kinds(&network.plan), kinds(&spec.plan));
+        assert_eq!(network.plan.input, (28, 28, 1));
+        let code = network.generate();
+        assert!(
+            code.contains("pub const SPEC: Option<&str> = None;"),
+            "{code}"
+        );
+        assert!(
+            code.contains("pub type Op0<'a> = Conv2d<'a, 28, 28, 1, 3, 16, 1, false, true>;"),
+            "{code}"
+        );
+        assert!(
+            code.contains("pub type Op4<'a> = Dense<'a, 800, 10, false>;"),
+            "{code}"
+        );
+        // The trainer's input quantization (1/255, −128) is `p − 128`, no table.
+        assert!(code.contains("*value = (pixel ^ 0x80) as i8;"), "{code}");
+        assert!(!code.contains("PIXEL_TO_INPUT"));
+        assert!(
+            !code.contains("pub static MODEL"),
+            "only codegen::build embeds"
+        );
+
+        let mut checked = Network::from_bytes("two-blocks.bin", TWO_BLOCKS).unwrap();
+        checked.check_spec(&spec, TWO_BLOCKS).unwrap();
+        let code = checked.generate();
+        assert!(
+            code.contains("pub const SPEC: Option<&str> = Some(\"../models/two-blocks.toml\");")
+        );
+        assert!(
+            code.contains("(spec layer 2), batch norm 3 folded in."),
+            "{code}"
+        );
+        // The same network: only comments and `SPEC` differ.
+        let types = |code: &str| {
+            code.lines()
+                .filter(|l| !l.starts_with("//") && !l.contains("SPEC"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(types(&code), types(&network.generate()));
+    }
+
+    #[test]
+    fn a_spec_of_another_network_or_a_format_1_model_is_refused_naming_both() {
+        let other = Declared {
+            name: "tutorial".into(),
+            path: None,
+            plan: Plan::of(&Spec::load("tutorial").unwrap()).unwrap(),
+        };
+        let mut network = Network::from_bytes("two-blocks.bin", TWO_BLOCKS).unwrap();
+        let error = network.check_spec(&other, TWO_BLOCKS).unwrap_err();
+        assert!(
+            error.starts_with("two-blocks.bin operation 0 is conv2d 3×3 stride 1 valid relu, 28×28×1 → 26×26×16 but tutorial declares conv2d 3×3 stride 1 valid relu, 28×28×1 → 26×26×32"),
+            "{error}"
+        );
+        assert_eq!(network.spec, None);
+        let error = Network::from_bytes("model.bin", TUTORIAL).err().unwrap();
+        assert!(
+            error.contains("model.bin is not a format-3 model")
+                && error.contains("version 1")
+                && error.contains("format-1 tutorial model"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn another_input_quantization_gets_a_table() {
+        let quant = QuantParams {
+            scale: 2.0 / 255.0,
+            zero_point: 0,
+        };
+        let code = input_code((2, 3, 3), &quant);
+        let table = code
+            .split("PIXEL_TO_INPUT: [i8; 256] = [")
+            .nth(1)
+            .and_then(|rest| rest.split(']').next())
+            .unwrap();
+        let values: Vec<i8> = table.split(", ").map(|v| v.parse().unwrap()).collect();
+        assert_eq!(values.len(), 256);
+        // q = round(p / 2) (odd p are within a rounding error of .5), clamped to 127.
+        for (p, q) in [
+            (0, 0),
+            (2, 1),
+            (4, 2),
+            (100, 50),
+            (252, 126),
+            (254, 127),
+            (255, 127),
+        ] {
+            assert_eq!(values[p], q, "pixel {p}");
+        }
+        assert!(code.contains("*value = PIXEL_TO_INPUT[usize::from(pixel)];"));
+        assert!(code.contains("(2×3×3, row-major"));
+    }
+}
