@@ -73,6 +73,75 @@ pub fn run_trainer(args: &[&str]) -> Result<Output> {
     Ok(out)
 }
 
+/// `bytes` as a current (format-2) model.bin: a format-2 model as it is; a format-1 model —
+/// what `trainer fit` without `--arch` writes until the trainer moves to the layer stack —
+/// re-encoded as the same network in format 2, every parameter byte for byte (conv 3×3
+/// valid → max pool → dense, the only network format 1 holds).
+///
+/// TEMPORARY: goes, with infer-core's format-1 reader, once `trainer fit` writes format 2.
+///
+/// # Errors
+/// Bytes that are neither.
+pub fn as_format_2(bytes: &[u8]) -> Result<Vec<u8>> {
+    use infer_core::format::ModelFile;
+    use infer_core::stack::format::{ConvOp, DenseOp, Op, Ops, Padding, PoolOp};
+    use infer_core::stack::{StackFile, STACK_FORMAT_VERSION};
+    let v1 = match ModelFile::decode(bytes) {
+        Ok(v1) => v1,
+        Err(_) => {
+            StackFile::decode(bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+            return Ok(bytes.to_vec());
+        }
+    };
+    let (input, conv) = (v1.input, v1.conv);
+    let (conv_h, conv_w) = (
+        input.height - conv.kernel_h + 1,
+        input.width - conv.kernel_w + 1,
+    );
+    ensure!(
+        conv.kernel_h == conv.kernel_w,
+        "a format-1 model with a non-square kernel"
+    );
+    let mut ops = Ops::new();
+    for op in [
+        Op::Conv2d(ConvOp {
+            in_h: input.height,
+            in_w: input.width,
+            in_c: input.channels,
+            filters: conv.filters,
+            kernel: conv.kernel_h,
+            stride: 1,
+            padding: Padding::Valid,
+            relu: conv.relu,
+            params: conv.params,
+        }),
+        Op::MaxPool2d(PoolOp {
+            in_h: conv_h,
+            in_w: conv_w,
+            channels: conv.filters,
+            pool: v1.pool.size,
+        }),
+        Op::Dense(DenseOp {
+            inputs: v1.dense.inputs,
+            units: v1.dense.units,
+            relu: false,
+            params: v1.dense.params,
+        }),
+    ] {
+        ops.push(op)
+            .map_err(|_| anyhow::anyhow!("three operations fit"))?;
+    }
+    let file = StackFile {
+        magic: v1.magic,
+        version: STACK_FORMAT_VERSION,
+        input,
+        ops,
+    };
+    let mut buf = vec![0u8; bytes.len() + 64];
+    let out = file.encode(&mut buf).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(out.to_vec())
+}
+
 /// One `digit <i> label=<l> pred=<p>` line of the firmware.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DigitLine {

@@ -1,10 +1,12 @@
-//! End to end: `trainer fit` → model.bin → infer-core on the host → firmware in QEMU.
+//! End to end: `trainer fit` → model.bin → infer-core's engine on the host → firmware in
+//! QEMU.
 //!
 //! One short fit is shared by all tests of this file.
 
 use anyhow::{Context, Result};
-use e2e_tests::{data_dir, parse_firmware_output, run_firmware, run_trainer};
-use infer_core::TutorialScratch;
+use e2e_tests::stack_model::host_logits;
+use e2e_tests::{as_format_2, data_dir, parse_firmware_output, run_firmware, run_trainer};
+use infer_core::kernels::activation::argmax;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -12,7 +14,11 @@ use trainer::{data, eval};
 
 struct Fitted {
     _dir: tempfile::TempDir,
+    /// What `trainer fit` wrote.
     model: PathBuf,
+    /// The same model as a current (format-2) model.bin ([`as_format_2`]: until the
+    /// trainer writes format 2 itself, its format-1 model re-encoded).
+    current: PathBuf,
     metrics: Value,
 }
 
@@ -40,9 +46,13 @@ fn fitted() -> &'static Fitted {
         .expect("trainer fit");
         let metrics = serde_json::from_slice(&std::fs::read(&metrics).expect("metrics written"))
             .expect("metrics JSON");
+        let current = dir.path().join("current.bin");
+        let bytes = std::fs::read(&model).expect("model written");
+        std::fs::write(&current, as_format_2(&bytes).expect("a model.bin")).expect("write");
         Fitted {
             _dir: dir,
             model,
+            current,
             metrics,
         }
     })
@@ -81,15 +91,12 @@ fn fit_writes_a_model_and_keras_style_metrics() -> Result<()> {
 #[test]
 fn host_infer_core_reproduces_the_reported_int8_accuracy() -> Result<()> {
     let f = fitted();
-    let bytes = std::fs::read(&f.model)?;
     let test = data::load_test(&data_dir()?)?;
 
-    // infer-core directly, image by image, one scratch on the heap.
-    let net = eval::load_net(&bytes)?;
-    let mut scratch = Box::new(TutorialScratch::new());
-    let predictions: Vec<u8> = (0..test.len())
-        .map(|i| eval::classify(&net, test.image(i).expect("image"), &mut scratch).class() as u8)
-        .collect();
+    // infer-core's engine directly, image by image: the reference kernels, operation by
+    // operation, on the current-format model.
+    let logits = host_logits(&std::fs::read(&f.current)?, &test.images)?;
+    let predictions: Vec<u8> = logits.iter().map(|l| argmax(l) as u8).collect();
     let correct = predictions
         .iter()
         .zip(&test.labels)
@@ -121,13 +128,13 @@ fn host_infer_core_reproduces_the_reported_int8_accuracy() -> Result<()> {
 #[test]
 fn firmware_in_qemu_predicts_exactly_what_the_host_predicts() -> Result<()> {
     let f = fitted();
-    let bytes = std::fs::read(&f.model)?;
+    let bytes = std::fs::read(&f.current)?;
     let test = data::load_test(&data_dir()?)?;
     let host = eval::evaluate_int8(&bytes, &test)?;
 
     let digits = f.model.with_file_name("digits.bin");
     std::fs::write(&digits, data::digit_records(&test, 100)?)?;
-    let stdout = run_firmware(&f.model, &digits)?;
+    let stdout = run_firmware(&f.current, &digits)?;
     let report = parse_firmware_output(&stdout)?;
 
     assert_eq!(report.digits.len(), 100, "{stdout}");

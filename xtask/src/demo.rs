@@ -32,6 +32,9 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     let out_str = out.to_string_lossy().into_owned();
     let epochs = args.epochs.to_string();
     let seed = args.seed.to_string();
+    // The firmware reads format 2 only. Plain `trainer fit` writes the tutorial's model in
+    // format 2 once the trainer's move to the layer stack has landed (before that it wrote
+    // the retired format 1, which the firmware build refuses, naming this command).
     run_step(
         "trainer fit",
         &mut trainer(&[
