@@ -6,7 +6,7 @@
 //! * [`stack`]: the one engine: model.bin (format 2: any conv / pool / dense stack, read in
 //!   place), the stage plan that fuses conv → pool → dense wherever the pattern occurs, typed
 //!   layers with every shape a const generic (a firmware's network is generated from its
-//!   model by `model_spec::codegen`), and [`stack::run`] for shapes known only at run time.
+//!   model by `model_spec::codegen`), and [`stack::run()`] for shapes known only at run time.
 //! * [`format`]: the envelope every model.bin shares (magic, version, postcard body, CRC-32).
 //! * [`kernels`]: slice-based kernels, each tested against a naive reference, and the fused
 //!   one-channel 3×3 stage ([`kernels::fused`]) tested against them.
