@@ -380,6 +380,103 @@ mod tests {
         assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
     }
 
+    /// A one-channel 3×3 conv with a 2×2 pool: `infer` streams through `Stream3x3` (paired
+    /// with 4 filters where the target has the DSP extension), bit-exact with `infer_layers`.
+    #[test]
+    fn the_streamed_inference_equals_the_layer_by_layer_one() {
+        use crate::format::{ChannelParams, Conv2dLayer, DenseLayer, InputSpec, MaxPoolLayer};
+        use crate::format::{QuantParams, FORMAT_VERSION, MAGIC};
+        use crate::kernels::TestRng;
+        use std::vec::Vec;
+        type Small<'a> = Net<'a, 7, 8, 1, 3, 4, 5, 6, 2, 2, 3, 3>;
+        let mut rng = TestRng(0x57E4);
+        let le = |v: Vec<i32>| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+        let arrays = |rng: &mut TestRng, weights: usize, channels: usize| {
+            (
+                (0..weights).map(|_| rng.i8() as u8).collect::<Vec<u8>>(),
+                le((0..channels).map(|_| 0x3c23_d70a).collect()), // 0.01f32
+                le((0..channels)
+                    .map(|_| rng.below(4001) as i32 - 2000)
+                    .collect()),
+                le((0..channels)
+                    .map(|_| (1 << 30) + rng.below(1 << 30) as i32)
+                    .collect()),
+                (0..channels)
+                    .map(|_| (-(rng.below(9) as i8)) as u8)
+                    .collect::<Vec<u8>>(),
+            )
+        };
+        type Arrays = (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>);
+        fn params(a: &Arrays, zero_point: i32) -> ChannelParams<'_> {
+            ChannelParams {
+                weights: &a.0,
+                weight_scales: &a.1,
+                bias: &a.2,
+                multiplier: &a.3,
+                shift: &a.4,
+                output: QuantParams {
+                    scale: 0.05,
+                    zero_point,
+                },
+            }
+        }
+        let mut varied = 0;
+        for case in 0..40 {
+            let conv = arrays(&mut rng, 4 * 9, 4);
+            let dense = arrays(&mut rng, 3 * 2 * 3 * 4, 3);
+            let model = ModelFile {
+                magic: MAGIC,
+                version: FORMAT_VERSION,
+                input: InputSpec {
+                    height: 7,
+                    width: 8,
+                    channels: 1,
+                    quant: QuantParams {
+                        scale: 1.0 / 255.0,
+                        zero_point: -128,
+                    },
+                },
+                conv: Conv2dLayer {
+                    filters: 4,
+                    kernel_h: 3,
+                    kernel_w: 3,
+                    in_channels: 1,
+                    relu: true,
+                    params: params(&conv, rng.below(60) as i32 - 128),
+                },
+                pool: MaxPoolLayer { size: 2 },
+                dense: DenseLayer {
+                    units: 3,
+                    inputs: 24,
+                    params: params(&dense, rng.below(41) as i32 - 20),
+                },
+            };
+            let mut buf = [0u8; 1024];
+            let bytes = model.encode(&mut buf).unwrap().to_vec();
+            let net = Small::from_bytes(&bytes).unwrap();
+            let mut scratch = Scratch::new();
+            let mut distinct = std::collections::BTreeSet::new();
+            for _ in 0..20 {
+                let mut pixels = [[0u8; 8]; 7];
+                for p in pixels.as_flattened_mut() {
+                    // Background (0) half the time, to take the kernel's shortcuts too.
+                    *p = if rng.below(2) == 0 {
+                        0
+                    } else {
+                        rng.below(256) as u8
+                    };
+                }
+                let input = pixels_to_input(&pixels);
+                let reference = net.infer_layers(&input, &mut scratch);
+                assert_eq!(net.infer(&input), reference, "case {case}");
+                distinct.insert(reference.logits);
+            }
+            varied += usize::from(distinct.len() > 1);
+        }
+        // The logits depend on the input in most cases (some saturate: random weights).
+        assert!(varied >= 30, "only {varied} of 40 cases vary");
+    }
+
     #[test]
     fn a_model_of_other_shapes_is_refused_naming_both() {
         let bytes = encoded(&tiny());
