@@ -1,8 +1,8 @@
 //! Build script: picks the board's memory map, puts it on the linker's search
 //! path as `memory.x`, and embeds the model and the test digits, checking both so
-//! that a bad file fails the build rather than the board. For a format-2 model
-//! it generates the network's Rust code from the model with the library's
-//! helper ([`network`], `model_spec::codegen`), checked against `FIRMWARE_SPEC` if set.
+//! that a bad file fails the build rather than the board. It generates the
+//! network's Rust code from the model with the library's helper ([`network`],
+//! `model_spec::codegen`), checked against `FIRMWARE_SPEC` if set.
 //!
 //! Inputs (paths relative to this crate unless absolute; see README.md):
 //! - `FIRMWARE_BOARD`: one of [`BOARDS`]; default: the board of the target
@@ -10,17 +10,17 @@
 //!   `mps2-an386`). The firmware gets its name and SysTick rate from here.
 //! - `FIRMWARE_INSNS_PER_TICK` (`N` or `N/D`): overrides the board's SysTick
 //!   rate, to check that the calibration catches a wrong one.
-//! - `FIRMWARE_MODEL`, default `assets/model.bin`. Format 1 (by its version
-//!   field): the tutorial network, which must load with
-//!   `infer_core::TutorialNet::from_bytes`. Any other: a format-3 model, whose
-//!   network — types, buffers and weight layout — [`network`] generates from the
-//!   model's own operations into `$OUT_DIR/network.rs` (cfg `firmware_spec`); its
-//!   input must be 28×28×1 (the digits), and model and network must fit the
-//!   board's flash and RAM.
+//! - `FIRMWARE_MODEL`, default `assets/model.bin` (the tutorial's network): a
+//!   format-3 model, whose network — types, buffers and weight layout —
+//!   [`network`] generates from the model's own operations into
+//!   `$OUT_DIR/network.rs`; its input must be 28×28×1 (the digits), and model
+//!   and network must fit the board's flash and RAM. A model of a retired format
+//!   (format 1) fails the build, naming its version and the command that writes
+//!   a current one.
 //! - `FIRMWARE_SPEC`: optional, a spec file (`models/*.toml`,
 //!   docs/architecture-spec.md) or a preset name (`tutorial`, `tutorial-full`).
-//!   The model must then be a format-3 model whose every operation matches the
-//!   spec's (type, shapes, ReLU); the build fails naming both otherwise.
+//!   The model's every operation must then match the spec's (type, shapes,
+//!   ReLU); the build fails naming both otherwise.
 //! - `FIRMWARE_DIGITS`, default `assets/digits.bin`: the digits file, records
 //!   of `[label: u8][28×28 pixels: u8]` (README.md, "Digits file").
 
@@ -117,25 +117,17 @@ fn main() {
     // Shown in messages as given (`FIRMWARE_MODEL=…`), not as resolved.
     let model_name = env::var("FIRMWARE_MODEL").unwrap_or_else(|_| "assets/model.bin".into());
 
-    println!("cargo::rustc-check-cfg=cfg(firmware_spec)");
     println!("cargo:rerun-if-env-changed=FIRMWARE_SPEC");
     let spec = env::var("FIRMWARE_SPEC").ok();
-    let tutorial = network::format_version(&model) == Some(infer_core::format::FORMAT_VERSION);
-    if tutorial && spec.is_none() {
-        check_tutorial_model(&model_name, &model);
-        check_memory(board, &sizes, &model_name, model.len(), None);
-    } else {
-        let network = stack_network(
-            &crate_dir,
-            board,
-            &sizes,
-            spec.as_deref(),
-            &model_name,
-            &model,
-        );
-        write(&out_dir.join("network.rs"), network.as_bytes());
-        println!("cargo:rustc-cfg=firmware_spec");
-    }
+    let network = stack_network(
+        &crate_dir,
+        board,
+        &sizes,
+        spec.as_deref(),
+        &model_name,
+        &model,
+    );
+    write(&out_dir.join("network.rs"), network.as_bytes());
     write(&out_dir.join("model.bin"), &model);
 
     let digits_path = asset_path(&crate_dir, "FIRMWARE_DIGITS", "assets/digits.bin");
@@ -145,7 +137,7 @@ fn main() {
     write(&out_dir.join("digits.bin"), &digits);
 }
 
-/// A format-2 `model` (called `model_name`): its network, checked against
+/// The network of `model` (called `model_name`), checked against
 /// `FIRMWARE_SPEC=spec` if given and against the board's memory; reports flash
 /// and RAM and returns the network's generated code; stops the build on any
 /// problem.
@@ -183,7 +175,7 @@ fn stack_network(
     }
     let name = spec.unwrap_or(model_name);
     let ram = network.ram();
-    check_memory(board, sizes, model_name, model.len(), Some((name, &ram)));
+    check_memory(board, sizes, model_name, model.len(), name, &ram);
     // The build's report: cargo shows it (as a warning) on every build that
     // runs this script; the firmware prints the measured figures.
     println!(
@@ -199,14 +191,14 @@ fn stack_network(
 }
 
 /// Stops the build, with the numbers, if the model and the program do not fit
-/// the board's flash or (for a generated network, named `name`) the network's
-/// RAM does not fit its RAM.
+/// the board's flash or the network (named `name`) does not fit its RAM.
 fn check_memory(
     board: &Board,
     sizes: &model_spec::budget::Board,
     model_name: &str,
     model_bytes: usize,
-    network: Option<(&str, &network::Ram)>,
+    name: &str,
+    ram: &network::Ram,
 ) {
     let mut problems = Vec::new();
     let flash_need = model_bytes + CODE_ALLOWANCE;
@@ -219,17 +211,15 @@ fn check_memory(
             sizes.flash / 1024
         ));
     }
-    if let Some((name, ram)) = network {
-        if ram.total() > sizes.ram {
-            problems.push(format!(
-                "RAM: the network of {name} needs {} bytes ({}), but {} has {} ({} KiB)",
-                ram.total(),
-                ram.explain(),
-                board.name,
-                sizes.ram,
-                sizes.ram / 1024
-            ));
-        }
+    if ram.total() > sizes.ram {
+        problems.push(format!(
+            "RAM: the network of {name} needs {} bytes ({}), but {} has {} ({} KiB)",
+            ram.total(),
+            ram.explain(),
+            board.name,
+            sizes.ram,
+            sizes.ram / 1024
+        ));
     }
     if !problems.is_empty() {
         fail(&format!(
@@ -323,15 +313,6 @@ fn asset_path(crate_dir: &Path, var: &str, default: &str) -> PathBuf {
     let path = crate_dir.join(path);
     println!("cargo:rerun-if-changed={}", path.display());
     path
-}
-
-/// A model whose version field says format 1: the tutorial network's.
-fn check_tutorial_model(name: &str, bytes: &[u8]) {
-    if let Err(error) = infer_core::TutorialNet::from_bytes(bytes) {
-        fail(&format!(
-            "{name} is not a usable TutorialNet model: {error}"
-        ));
-    }
 }
 
 fn check_digits(path: &Path, bytes: &[u8]) {

@@ -1,18 +1,18 @@
 //! Single-image latency on the host, one thread: `cargo bench -p infer-core`.
 //!
 //! The tutorial's network on the committed model (`firmware-example/assets/model.bin`)
-//! and the first test digit of `data/mnist` (a digit drawn from the model's own weights
-//! if the data is missing, so that the benchmark always runs):
+//! and the first test digit of `data/mnist` (a digit drawn instead if the data is missing,
+//! so that the benchmark always runs):
 //!
-//! - `int8/infer`: [`TutorialNet::infer`], the streaming kernel (wide loops on the host);
-//! - `int8/infer_layers`: the unfused layer-by-layer reference;
-//! - `f32/infer`: [`TutorialFloatNet::infer`] with the model's weights dequantized.
+//! - `int8/stage`: the typed fused stage the firmware runs
+//!   ([`ConvPoolDense3x3`], the one-channel 3×3 streaming kernel);
+//! - `int8/run_fast`: [`stack::run`] with [`Kernels::Fast`], the stage plan with shapes
+//!   known at run time;
+//! - `int8/run_reference`: [`stack::run`] with the unfused reference kernels.
 
 use criterion::{criterion_main, Criterion};
-use infer_core::{
-    pixels_to_input, FloatWeights, TutorialFloatNet, TutorialFloatScratch, TutorialNet,
-    TutorialScratch,
-};
+use infer_core::stack::layers::{ConvPoolDense3x3, Layer, Logits};
+use infer_core::stack::{self, BufferSizes, Kernels, StackFile};
 use std::hint::black_box;
 use std::path::Path;
 
@@ -45,75 +45,50 @@ fn digit() -> [[u8; 28]; 28] {
     pixels
 }
 
-/// f32 weights from the int8 model: `w · scale` per output channel, `bias · s_in · s_w`.
-fn float_weights(net: &TutorialNet<'_>) -> [Vec<f32>; 4] {
-    let m = net.model();
-    let f32s = |b: &[u8]| -> Vec<f32> {
-        b.chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()
-    };
-    let i32s = |b: &[u8]| -> Vec<i32> {
-        b.chunks_exact(4)
-            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()
-    };
-    let dequant = |w: &[u8], scales: &[f32]| -> Vec<f32> {
-        let per = w.len() / scales.len();
-        w.iter()
-            .enumerate()
-            .map(|(i, &w)| f32::from(w as i8) * scales[i / per])
-            .collect()
-    };
-    let (cs, ds) = (
-        f32s(m.conv.params.weight_scales),
-        f32s(m.dense.params.weight_scales),
-    );
-    let conv_in = m.input.quant.scale;
-    let dense_in = m.conv.params.output.scale;
-    let bias = |b: &[u8], s: &[f32], s_in: f32| -> Vec<f32> {
-        i32s(b)
-            .iter()
-            .zip(s)
-            .map(|(&b, &s)| b as f32 * s * s_in)
-            .collect()
-    };
-    [
-        dequant(m.conv.params.weights, &cs),
-        bias(m.conv.params.bias, &cs, conv_in),
-        dequant(m.dense.params.weights, &ds),
-        bias(m.dense.params.bias, &ds, dense_in),
-    ]
-}
+/// The tutorial's network as the one fused stage its plan has.
+type Tutorial<'a> = ConvPoolDense3x3<'a, 28, 28, 32, 10, true, false>;
 
 fn bench(c: &mut Criterion) {
     let bytes = model();
-    let net = TutorialNet::from_bytes(&bytes).expect("the committed model loads");
+    let file = StackFile::decode(&bytes).expect("the committed model loads");
+    let net = Tutorial::from_file(&file, 0).expect("the committed model is the tutorial's");
     let pixels = digit();
-    let input = pixels_to_input(&pixels);
-    let mut scratch = Box::new(TutorialScratch::new());
-    assert_eq!(net.infer(&input), net.infer_layers(&input, &mut scratch));
+    let input: [i8; 784] = std::array::from_fn(|i| (pixels.as_flattened()[i] ^ 0x80) as i8);
+    let sizes = BufferSizes::of(&file);
+    let (mut a, mut b) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
+    let mut patch = vec![0u32; sizes.patch_words];
+    let mut logits = [0i32; 10];
+    net.run_logits(&input, &mut [], &mut logits);
+    let mut out = [0i32; 10];
+    for kernels in [Kernels::Fast, Kernels::Reference] {
+        let run = stack::run(&file, &input, kernels, &mut a, &mut b, &mut patch, &mut out);
+        assert_eq!(run.expect("buffers of BufferSizes"), logits, "{kernels:?}");
+    }
 
     let mut int8 = c.benchmark_group("int8");
-    int8.bench_function("infer", |b| b.iter(|| net.infer(black_box(&input))));
-    int8.bench_function("infer_layers", |b| {
-        b.iter(|| net.infer_layers(black_box(&input), &mut scratch))
+    int8.bench_function("stage", |bench| {
+        bench.iter(|| net.run_logits(black_box(&input), &mut [], &mut logits))
     });
+    for (name, kernels) in [
+        ("run_fast", Kernels::Fast),
+        ("run_reference", Kernels::Reference),
+    ] {
+        int8.bench_function(name, |bench| {
+            bench.iter(|| {
+                let run = stack::run(
+                    &file,
+                    black_box(&input),
+                    kernels,
+                    &mut a,
+                    &mut b,
+                    &mut patch,
+                    &mut out,
+                );
+                black_box(run.ok().map(|l| l[0]));
+            })
+        });
+    }
     int8.finish();
-
-    let [cw, cb, dw, db] = float_weights(&net);
-    let float = TutorialFloatNet::new(FloatWeights {
-        conv_weights: &cw,
-        conv_bias: &cb,
-        dense_weights: &dw,
-        dense_bias: &db,
-    })
-    .expect("shapes agree");
-    let x = pixels.map(|row| row.map(|p| [f32::from(p) / 255.0]));
-    let mut fscratch = Box::new(TutorialFloatScratch::new());
-    c.benchmark_group("f32").bench_function("infer", |b| {
-        b.iter(|| float.infer(black_box(&x), &mut fscratch))
-    });
 }
 
 // The macros define undocumented items.

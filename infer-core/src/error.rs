@@ -21,7 +21,9 @@ pub enum Error {
         /// The first four bytes found.
         found: [u8; 4],
     },
-    /// The model was written in a format version this build does not read.
+    /// The model was written in a format version this build does not read: a newer one, or
+    /// a retired one (format 1, the tutorial-only format), whose message names the command
+    /// that writes a current model.
     UnsupportedVersion {
         /// Version stored in the file.
         found: u16,
@@ -103,22 +105,19 @@ impl fmt::Display for Error {
                 "not a model.bin: starts with {found:02x?}, expected {:02x?} (\"I8CN\"); write it with `trainer fit --out model.bin`",
                 crate::format::MAGIC
             ),
-            Error::UnsupportedVersion { found, supported } => {
-                let stack = crate::stack::STACK_FORMAT_VERSION;
-                if supported == stack && found < stack {
-                    // A retired layer-stack version (1 is the tutorial-only format, 2 had
-                    // int8 logits): the trainer writes the current one.
-                    write!(
-                        f,
-                        "model.bin is format version {found}, which this build no longer reads (it reads version {supported}, with exact wide logits); write a current one with `trainer quantize --float FILE --out model.bin` from the float checkpoint (`trainer fit --arch SPEC --save-float FILE`), or retrain with `trainer fit --arch SPEC --out model.bin`"
-                    )
-                } else {
-                    write!(
-                        f,
-                        "model.bin is format version {found}, this build reads version {supported}; re-export it with a matching trainer (`trainer quantize` or `trainer fit`)"
-                    )
-                }
+            Error::UnsupportedVersion { found, supported }
+                if supported == crate::stack::STACK_FORMAT_VERSION && (1..supported).contains(&found) =>
+            {
+                // A retired version (1: the tutorial-only format; 2: int8 logits).
+                write!(
+                    f,
+                    "model.bin is format version {found}, which is retired: this build reads version {supported} (exact wide logits); write a current model with `trainer fit --out model.bin`, or `trainer quantize --float FILE --out model.bin` from a float checkpoint"
+                )
             }
+            Error::UnsupportedVersion { found, supported } => write!(
+                f,
+                "model.bin is format version {found}, this build reads version {supported}; re-export it with a matching trainer (`trainer quantize` or `trainer fit`)"
+            ),
             Error::ChecksumMismatch { stored, computed } => write!(
                 f,
                 "model.bin is corrupt: CRC-32 stored {stored:#010x}, computed {computed:#010x}; copy or flash it again"
@@ -181,5 +180,54 @@ impl fmt::Display for Dims {
             write!(f, "{d}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{crc32, CRC_LEN, HEADER_LEN, MAGIC};
+    use crate::stack::{StackFile, STACK_FORMAT_VERSION};
+    use std::string::ToString;
+    use std::vec::Vec;
+
+    /// A file with a valid envelope (magic, `version`, CRC) around an arbitrary body.
+    fn envelope(version: u16) -> Vec<u8> {
+        let mut bytes = Vec::from(MAGIC);
+        bytes.extend_from_slice(&version.to_le_bytes());
+        bytes.extend_from_slice(&[1, 2, 3]);
+        let crc = crc32(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(bytes.len(), HEADER_LEN + 3 + CRC_LEN);
+        bytes
+    }
+
+    #[test]
+    fn a_retired_format_is_refused_naming_its_version_and_the_command_that_writes_a_current_one() {
+        let err = StackFile::decode(&envelope(1)).unwrap_err();
+        assert_eq!(
+            err,
+            Error::UnsupportedVersion {
+                found: 1,
+                supported: STACK_FORMAT_VERSION
+            }
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains("format version 1, which is retired")
+                && message.contains("`trainer fit --out model.bin`"),
+            "{message}"
+        );
+        // A newer version is not called retired.
+        let newer = StackFile::decode(&envelope(STACK_FORMAT_VERSION + 1))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            newer.contains(&std::format!(
+                "format version {}, this build reads version {STACK_FORMAT_VERSION}",
+                STACK_FORMAT_VERSION + 1
+            )) && !newer.contains("retired"),
+            "{newer}"
+        );
     }
 }

@@ -1,31 +1,40 @@
 //! # infer-core
 //!
-//! `no_std`, allocation-free inference for the Keras MNIST tutorial's CNN (and networks
-//! of the same shape), in int8 following the TFLite quantization scheme, and in f32.
+//! `no_std`, allocation-free int8 inference (TFLite quantization scheme, bit-exact with
+//! CMSIS-NN) for conv / max-pool / dense stacks such as the Keras MNIST tutorial's CNN.
 //!
-//! * [`format`]: the model.bin wire format (postcard + CRC-32), read in place.
-//! * [`net`]: the typed front end: shapes as const generics, buffers sized at compile time.
+//! * [`stack`]: the one engine: model.bin (format 3: any conv / pool / dense stack with exact
+//!   wide logits, read in place), the stage plan that fuses conv → pool → dense wherever the pattern occurs, typed
+//!   layers with every shape a const generic (a firmware's network is generated from its
+//!   model by `model_spec::codegen`), and [`stack::run()`] for shapes known only at run time.
+//! * [`format`]: the envelope every model.bin shares (magic, version, postcard body, CRC-32).
 //! * [`kernels`]: slice-based kernels, each tested against a naive reference, and the fused
-//!   streaming kernels ([`kernels::fused`]) tested against them.
-//! * [`stack`]: any conv / pool / dense stack declared in a spec file (model.bin format 3).
+//!   one-channel 3×3 stage ([`kernels::fused`]) tested against them.
 //! * [`requant`]: TFLite / CMSIS-NN fixed-point requantization, bit-exact.
+//! * [`net`]: the reader of the retired format 1, kept only for the trainer until it writes
+//!   format 3 (firmware and tools refuse format 1, naming the command that writes a current
+//!   model).
 //!
 //! ```
-//! use infer_core::{pixels_to_input, Error, TutorialNet, TutorialScratch};
+//! use infer_core::kernels::activation::argmax;
+//! use infer_core::stack::layers::{ConvPoolDense3x3, Layer, Logits};
+//! use infer_core::stack::StackFile;
+//! use infer_core::Error;
 //!
-//! fn classify(model_bytes: &[u8], pixels: &[[u8; 28]; 28]) -> Result<usize, Error> {
-//!     let net = TutorialNet::from_bytes(model_bytes)?; // checks magic, version, CRC, shapes
-//!     let input = pixels_to_input(pixels);
-//!     let output = net.infer(&input); // streaming: ~1.2 KB of working memory on the stack
+//! /// The tutorial's network — conv 3×3 ×32 + ReLU → max pool 2 → dense 10 — as the one
+//! /// fused stage the engine plans for it.
+//! type Tutorial<'a> = ConvPoolDense3x3<'a, 28, 28, 32, 10, true, false>;
 //!
-//!     // The same result layer by layer, keeping the 26×26×32 conv output and the
-//!     // 13×13×32 pooled output (21,632 + 5,408 bytes) for inspection.
-//!     let mut scratch = TutorialScratch::new();
-//!     assert_eq!(net.infer_layers(&input, &mut scratch), output);
-//!     Ok(output.class())
+//! fn classify(model_bytes: &[u8], pixels: &[u8; 784]) -> Result<usize, Error> {
+//!     let file = StackFile::decode(model_bytes)?; // checks magic, version, CRC, every operation
+//!     let net = Tutorial::from_file(&file, 0)?; // checks the model's shapes against these
+//!     let input = pixels.map(|p| (p ^ 0x80) as i8); // the input quantization: p − 128
+//!     let mut logits = [0i32; 10]; // wide: int32 accumulators on one common scale
+//!     // Streaming: no activation buffers, ~1.2 KB of working memory on the stack.
+//!     net.run_logits(&input, &mut [], &mut logits);
+//!     Ok(argmax(&logits))
 //! }
-//! assert!(classify(b"garbage", &[[0; 28]; 28]).is_err());
-//! # Ok::<(), Error>(())
+//! assert!(classify(b"garbage", &[0; 784]).is_err());
 //! ```
 #![no_std]
 // No unsafe code, except the inline assembly of `kernels::dsp`, which allows it for itself.
@@ -42,8 +51,7 @@ pub mod requant;
 pub mod stack;
 
 pub use error::Error;
-pub use format::ModelFile;
 pub use net::{
-    pixels_to_input, FloatNet, FloatScratch, FloatWeights, Net, Output, Scratch, StreamScratch,
-    TutorialFloatNet, TutorialFloatScratch, TutorialNet, TutorialScratch, TutorialStreamScratch,
+    pixels_to_input, Net, Output, Scratch, StreamScratch, TutorialNet, TutorialScratch,
+    TutorialStreamScratch,
 };

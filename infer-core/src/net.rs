@@ -1,10 +1,12 @@
-//! Typed front end: a network whose shapes are const generics, checked against each other
-//! at compile time and against a model.bin when it loads.
+//! The reader of the retired model.bin format 1 (the tutorial's network only), kept for the
+//! trainer, which still writes and evaluates format 1 until it moves to the layer stack.
+//! Firmware and every other tool run format-2 models through [`crate::stack`]; this module
+//! goes when the trainer no longer needs it.
 
 use crate::format::ModelFile;
 pub use crate::kernels::fused::StreamScratch;
-use crate::kernels::fused::{self, Stream3x3, StreamGeometry, StreamLayers, NATIVE_PAIRED};
-use crate::kernels::{activation, conv, dense, float, pool, ChannelRequant};
+use crate::kernels::fused::{Stream3x3, StreamLayers, NATIVE_PAIRED};
+use crate::kernels::{activation, conv, dense, pool, ChannelRequant};
 use crate::Error;
 
 /// Activation buffers of the unfused reference inference, [`Net::infer_layers`]: the conv
@@ -85,7 +87,8 @@ pub fn pixels_to_input<const H: usize, const W: usize>(pixels: &[[u8; W]; H]) ->
     out
 }
 
-/// Conv2D(F filters, K×K, valid) + ReLU → MaxPool P×P → Flatten → Dense(N), in int8.
+/// Conv2D(F filters, K×K, valid) + ReLU → MaxPool P×P → Flatten → Dense(N), in int8: a
+/// format-1 model (retired; kept for the trainer).
 ///
 /// `H×W×C` input, `CH×CW` conv output, `PH×PW` pooled output. The derived sizes are
 /// parameters because stable Rust cannot compute array lengths from generics; they are
@@ -120,7 +123,7 @@ pub struct Net<
 pub type TutorialNet<'a> = Net<'a, 28, 28, 1, 3, 32, 26, 26, 2, 13, 13, 10>;
 /// Activation buffers for [`TutorialNet::infer_layers`] (26×26×32 + 13×13×32 bytes).
 pub type TutorialScratch = Scratch<26, 26, 32, 13, 13>;
-/// Working memory of [`TutorialNet::infer`] and [`TutorialNet::stream`].
+/// Working memory of [`TutorialNet::infer`].
 pub type TutorialStreamScratch = StreamScratch<32, 10>;
 
 fn dims(a: usize, b: usize, c: usize, d: usize) -> [u32; 4] {
@@ -245,76 +248,30 @@ impl<
 
     /// Runs one int8 inference. Allocates nothing and cannot fail.
     ///
-    /// Streams: conv, ReLU, pool and dense run position by position, so neither the conv
-    /// output nor the pooled tensor ever exists. The result is bit-exact with
-    /// [`Net::infer_layers`]. A 3×3 kernel over one channel with a 2×2 pool (the tutorial)
-    /// takes a fast path: on Arm microcontrollers [`fused::Stream3x3`], whose working
-    /// memory is a [`StreamScratch`] on the stack ([`StreamScratch::BYTES`], 1,192 bytes
-    /// for the tutorial), elsewhere [`fused::conv_pool_dense_wide`], laid out for vector
-    /// units. Any other shape takes the general [`fused::conv_pool_dense_i8`].
-    #[inline(always)]
+    /// A 3×3 kernel over one channel with a 2×2 pool (the tutorial) streams through
+    /// [`Stream3x3`], the kernel of the stack engine's fused first stage, bit-exact with
+    /// [`Net::infer_layers`]; any other shape runs [`Net::infer_layers`] with its
+    /// [`Scratch`] on the stack.
     pub fn infer(&self, input: &[[[i8; C]; W]; H]) -> Output<N> {
-        let mut scratch = StreamScratch::<F, N>::new();
         let mut logits = [0i8; N];
-        if Self::FAST_PATH && !cfg!(target_arch = "arm") {
-            fused::conv_pool_dense_wide::<F, N>(
-                &self.layers(),
-                H,
-                W,
-                input.as_flattened().as_flattened(),
-                &mut logits,
-            );
-        } else if Self::FAST_PATH && NATIVE_PAIRED && F % 4 == 0 {
-            self.stream_unchecked::<true>(input, &mut scratch)
-                .run(&mut logits);
-        } else if Self::FAST_PATH {
-            self.stream_unchecked::<false>(input, &mut scratch)
-                .run(&mut logits);
+        if Self::FAST_PATH {
+            let mut scratch = StreamScratch::<F, N>::new();
+            let layers = self.layers();
+            let input = input.as_flattened().as_flattened();
+            if NATIVE_PAIRED && F % 4 == 0 {
+                Stream3x3::<F, N, true>::new(&layers, H, W, input, &mut scratch).run(&mut logits);
+            } else {
+                Stream3x3::<F, N, false>::new(&layers, H, W, input, &mut scratch).run(&mut logits);
+            }
+            self.output(logits)
         } else {
-            fused::conv_pool_dense_i8(
-                &Self::GEOMETRY,
-                &self.layers(),
-                input.as_flattened().as_flattened(),
-                &mut scratch.acc,
-                &mut logits,
-            );
+            self.infer_layers(input, &mut Scratch::new())
         }
-        self.output(logits)
     }
 
-    /// Whether [`fused::Stream3x3`] computes this network: a 3×3 conv over one channel
-    /// with a 2×2 pool.
+    /// Whether [`Stream3x3`] computes this network: a 3×3 conv over one channel with a
+    /// 2×2 pool.
     const FAST_PATH: bool = C == 1 && K == 3 && P == 2;
-
-    /// The fast path's stages for one inference on `input`, for callers that time or
-    /// interleave them; `PAIRED` picks the inner loops ([`fused::NATIVE_PAIRED`] is what
-    /// [`Net::infer`] uses). `None` unless the network is a 3×3 conv over one channel with
-    /// a 2×2 pool (and, with `PAIRED`, a multiple of 4 filters). [`Stream3x3::run`] on the
-    /// result is exactly [`Net::infer`]'s work; [`Net::output`] wraps the logits it writes.
-    pub fn stream<'s, const PAIRED: bool>(
-        &'s self,
-        input: &'s [[[i8; C]; W]; H],
-        scratch: &'s mut StreamScratch<F, N>,
-    ) -> Option<Stream3x3<'a, 's, F, N, PAIRED>> {
-        (Self::FAST_PATH && (!PAIRED || F % 4 == 0))
-            .then(|| self.stream_unchecked::<PAIRED>(input, scratch))
-    }
-
-    /// [`Net::stream`] without the shape check.
-    #[inline(always)]
-    fn stream_unchecked<'s, const PAIRED: bool>(
-        &'s self,
-        input: &'s [[[i8; C]; W]; H],
-        scratch: &'s mut StreamScratch<F, N>,
-    ) -> Stream3x3<'a, 's, F, N, PAIRED> {
-        Stream3x3::new(
-            &self.layers(),
-            H,
-            W,
-            input.as_flattened().as_flattened(),
-            scratch,
-        )
-    }
 
     /// Wraps int8 logits with the dense layer's output quantization.
     pub fn output(&self, logits: [i8; N]) -> Output<N> {
@@ -325,17 +282,6 @@ impl<
             zero_point: q.zero_point,
         }
     }
-
-    const GEOMETRY: StreamGeometry = StreamGeometry {
-        in_h: H,
-        in_w: W,
-        in_c: C,
-        k_h: K,
-        k_w: K,
-        filters: F,
-        pool: P,
-        units: N,
-    };
 
     /// The model's layers as the fused kernels take them.
     fn layers(&self) -> StreamLayers<'a> {
@@ -406,168 +352,6 @@ impl<
     }
 }
 
-/// f32 weights of a [`FloatNet`], in the same layouts as the int8 model.
-#[derive(Debug, Clone, Copy)]
-pub struct FloatWeights<'a> {
-    /// `F × K × K × C`.
-    pub conv_weights: &'a [f32],
-    /// `F`.
-    pub conv_bias: &'a [f32],
-    /// `N × (PH·PW·F)`, inputs in (row, column, channel) order.
-    pub dense_weights: &'a [f32],
-    /// `N`.
-    pub dense_bias: &'a [f32],
-}
-
-/// f32 activation buffers for a [`FloatNet`].
-#[derive(Debug, Clone)]
-pub struct FloatScratch<
-    const CH: usize,
-    const CW: usize,
-    const F: usize,
-    const PH: usize,
-    const PW: usize,
-> {
-    /// Conv + ReLU output.
-    pub conv: [[[f32; F]; CW]; CH],
-    /// Pooled output.
-    pub pool: [[[f32; F]; PW]; PH],
-}
-
-impl<const CH: usize, const CW: usize, const F: usize, const PH: usize, const PW: usize>
-    FloatScratch<CH, CW, F, PH, PW>
-{
-    /// Zeroed buffers.
-    pub const fn new() -> Self {
-        Self {
-            conv: [[[0.0; F]; CW]; CH],
-            pool: [[[0.0; F]; PW]; PH],
-        }
-    }
-}
-
-impl<const CH: usize, const CW: usize, const F: usize, const PH: usize, const PW: usize> Default
-    for FloatScratch<CH, CW, F, PH, PW>
-{
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// The f32 counterpart of [`Net`]: same architecture, float weights.
-#[derive(Debug, Clone, Copy)]
-pub struct FloatNet<
-    'a,
-    const H: usize,
-    const W: usize,
-    const C: usize,
-    const K: usize,
-    const F: usize,
-    const CH: usize,
-    const CW: usize,
-    const P: usize,
-    const PH: usize,
-    const PW: usize,
-    const N: usize,
-> {
-    weights: FloatWeights<'a>,
-}
-
-/// The tutorial's network in f32.
-pub type TutorialFloatNet<'a> = FloatNet<'a, 28, 28, 1, 3, 32, 26, 26, 2, 13, 13, 10>;
-/// f32 activation buffers for [`TutorialFloatNet`].
-pub type TutorialFloatScratch = FloatScratch<26, 26, 32, 13, 13>;
-
-impl<
-        'a,
-        const H: usize,
-        const W: usize,
-        const C: usize,
-        const K: usize,
-        const F: usize,
-        const CH: usize,
-        const CW: usize,
-        const P: usize,
-        const PH: usize,
-        const PW: usize,
-        const N: usize,
-    > FloatNet<'a, H, W, C, K, F, CH, CW, P, PH, PW, N>
-{
-    /// Wraps float weights after checking every length.
-    ///
-    /// # Errors
-    /// [`Error::InconsistentLength`] naming the first array of the wrong length.
-    pub fn new(weights: FloatWeights<'a>) -> Result<Self, Error> {
-        let () = Net::<'a, H, W, C, K, F, CH, CW, P, PH, PW, N>::SHAPES_AGREE;
-        let checks = [
-            ("conv weights", weights.conv_weights.len(), F * K * K * C),
-            ("conv bias", weights.conv_bias.len(), F),
-            (
-                "dense weights",
-                weights.dense_weights.len(),
-                N * PH * PW * F,
-            ),
-            ("dense bias", weights.dense_bias.len(), N),
-        ];
-        for (field, found, expected) in checks {
-            if found != expected {
-                return Err(Error::InconsistentLength {
-                    field,
-                    expected,
-                    found,
-                });
-            }
-        }
-        Ok(Self { weights })
-    }
-
-    /// Runs one f32 inference on pixels scaled to `0..=1`; returns the logits.
-    pub fn infer(
-        &self,
-        input: &[[[f32; C]; W]; H],
-        scratch: &mut FloatScratch<CH, CW, F, PH, PW>,
-    ) -> [f32; N] {
-        let w = &self.weights;
-        let g = conv::ConvGeometry {
-            in_h: H,
-            in_w: W,
-            in_c: C,
-            k_h: K,
-            k_w: K,
-            filters: F,
-            stride: 1,
-            padding: conv::Padding::Valid,
-        };
-        float::conv2d_f32(
-            &g,
-            input.as_flattened().as_flattened(),
-            w.conv_weights,
-            w.conv_bias,
-            true,
-            scratch.conv.as_flattened_mut().as_flattened_mut(),
-        );
-        let pg = pool::PoolGeometry {
-            in_h: CH,
-            in_w: CW,
-            channels: F,
-            size: P,
-        };
-        pool::max_pool(
-            &pg,
-            scratch.conv.as_flattened().as_flattened(),
-            scratch.pool.as_flattened_mut().as_flattened_mut(),
-        );
-        let mut logits = [0.0; N];
-        float::dense_f32(
-            scratch.pool.as_flattened().as_flattened(),
-            w.dense_weights,
-            w.dense_bias,
-            &mut logits,
-        );
-        logits
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -596,10 +380,101 @@ mod tests {
         assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
     }
 
+    /// A one-channel 3×3 conv with a 2×2 pool: `infer` streams through `Stream3x3` (paired
+    /// with 4 filters where the target has the DSP extension), bit-exact with `infer_layers`.
     #[test]
-    fn stream_scratch_size_is_as_documented() {
-        // Net::infer's documentation states it.
-        assert_eq!(TutorialStreamScratch::BYTES, 1_192);
+    fn the_streamed_inference_equals_the_layer_by_layer_one() {
+        use crate::format::{ChannelParams, Conv2dLayer, DenseLayer, InputSpec, MaxPoolLayer};
+        use crate::format::{QuantParams, FORMAT_VERSION, MAGIC};
+        use crate::kernels::TestRng;
+        use std::vec::Vec;
+        type Small<'a> = Net<'a, 7, 8, 1, 3, 4, 5, 6, 2, 2, 3, 3>;
+        let mut rng = TestRng(0x57E4);
+        let le = |v: Vec<i32>| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+        let arrays = |rng: &mut TestRng, weights: usize, channels: usize| {
+            (
+                (0..weights).map(|_| rng.i8() as u8).collect::<Vec<u8>>(),
+                le((0..channels).map(|_| 0x3c23_d70a).collect()), // 0.01f32
+                le((0..channels)
+                    .map(|_| rng.below(4001) as i32 - 2000)
+                    .collect()),
+                le((0..channels)
+                    .map(|_| (1 << 30) + rng.below(1 << 30) as i32)
+                    .collect()),
+                (0..channels)
+                    .map(|_| (-(rng.below(9) as i8)) as u8)
+                    .collect::<Vec<u8>>(),
+            )
+        };
+        type Arrays = (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>);
+        fn params(a: &Arrays, zero_point: i32) -> ChannelParams<'_> {
+            ChannelParams {
+                weights: &a.0,
+                weight_scales: &a.1,
+                bias: &a.2,
+                multiplier: &a.3,
+                shift: &a.4,
+                output: QuantParams {
+                    scale: 0.05,
+                    zero_point,
+                },
+            }
+        }
+        let mut varied = 0;
+        for case in 0..40 {
+            let conv = arrays(&mut rng, 4 * 9, 4);
+            let dense = arrays(&mut rng, 3 * 2 * 3 * 4, 3);
+            let model = ModelFile {
+                magic: MAGIC,
+                version: FORMAT_VERSION,
+                input: InputSpec {
+                    height: 7,
+                    width: 8,
+                    channels: 1,
+                    quant: QuantParams {
+                        scale: 1.0 / 255.0,
+                        zero_point: -128,
+                    },
+                },
+                conv: Conv2dLayer {
+                    filters: 4,
+                    kernel_h: 3,
+                    kernel_w: 3,
+                    in_channels: 1,
+                    relu: true,
+                    params: params(&conv, rng.below(60) as i32 - 128),
+                },
+                pool: MaxPoolLayer { size: 2 },
+                dense: DenseLayer {
+                    units: 3,
+                    inputs: 24,
+                    params: params(&dense, rng.below(41) as i32 - 20),
+                },
+            };
+            let mut buf = [0u8; 1024];
+            let bytes = model.encode(&mut buf).unwrap().to_vec();
+            let net = Small::from_bytes(&bytes).unwrap();
+            let mut scratch = Scratch::new();
+            let mut distinct = std::collections::BTreeSet::new();
+            for _ in 0..20 {
+                let mut pixels = [[0u8; 8]; 7];
+                for p in pixels.as_flattened_mut() {
+                    // Background (0) half the time, to take the kernel's shortcuts too.
+                    *p = if rng.below(2) == 0 {
+                        0
+                    } else {
+                        rng.below(256) as u8
+                    };
+                }
+                let input = pixels_to_input(&pixels);
+                let reference = net.infer_layers(&input, &mut scratch);
+                assert_eq!(net.infer(&input), reference, "case {case}");
+                distinct.insert(reference.logits);
+            }
+            varied += usize::from(distinct.len() > 1);
+        }
+        // The logits depend on the input in most cases (some saturate: random weights).
+        assert!(varied >= 30, "only {varied} of 40 cases vary");
     }
 
     #[test]
@@ -629,35 +504,5 @@ mod tests {
             msg.contains("1×1×1×1 in the file") && msg.contains("1×1×1×2 compiled"),
             "{msg}"
         );
-    }
-
-    #[test]
-    fn float_net_checks_lengths_and_computes() {
-        let cw = [2.0f32];
-        let cb = [0.5f32];
-        let dw = [1.0f32, -1.0];
-        let db = [0.0f32, 0.25];
-        let w = FloatWeights {
-            conv_weights: &cw,
-            conv_bias: &cb,
-            dense_weights: &dw,
-            dense_bias: &db,
-        };
-        let net = FloatNet::<'_, 2, 2, 1, 1, 1, 2, 2, 2, 1, 1, 2>::new(w).unwrap();
-        let mut s = FloatScratch::new();
-        let logits = net.infer(&[[[0.0], [1.0]], [[0.25], [-3.0]]], &mut s);
-        // conv+relu: [0.5, 2.5, 1.0, 0]; pool max 2.5; dense: (2.5, −2.25)
-        assert_eq!(logits, [2.5, -2.25]);
-        let short = FloatWeights {
-            conv_bias: &[],
-            ..w
-        };
-        assert!(matches!(
-            FloatNet::<'_, 2, 2, 1, 1, 1, 2, 2, 2, 1, 1, 2>::new(short),
-            Err(Error::InconsistentLength {
-                field: "conv bias",
-                ..
-            })
-        ));
     }
 }

@@ -58,7 +58,7 @@ pub fn board(name: &str) -> Option<Board> {
 }
 
 /// Bytes per output channel of a conv/dense layer in model.bin: f32 weight scale, i32 bias,
-/// i32 multiplier, i8 shift (as format 1).
+/// i32 multiplier, i8 shift (`infer_core::format::ChannelParams`).
 pub const CHANNEL_BYTES: usize = 13;
 /// Bytes of an output zero point in the file at most: a zigzag varint, two bytes unless the
 /// zero point lies in −64..=63.

@@ -37,7 +37,7 @@
 
 use crate::plan::{OpKind, Plan, PlanOp};
 use crate::spec::{Padding, Spec, PRESETS};
-use infer_core::format::{ModelFile, QuantParams, MAGIC};
+use infer_core::format::QuantParams;
 use infer_core::stack::format::Padding as FilePadding;
 use infer_core::stack::stages::{Kernel, Stage};
 use infer_core::stack::{Op, StackFile};
@@ -110,17 +110,8 @@ impl Declared {
     /// The first difference, naming the operation and both descriptions.
     pub fn check_model(&self, model: &str, bytes: &[u8]) -> Result<(), String> {
         let spec = &self.name;
-        let file = StackFile::decode(bytes).map_err(|error| {
-            let hint = if ModelFile::decode(bytes).is_ok() {
-                format!(
-                    " (it is a format-1 tutorial model: build without FIRMWARE_SPEC, or \
-                     write a model for the spec with `trainer fit --arch {spec} --out model.bin`)"
-                )
-            } else {
-                String::new()
-            };
-            format!("{model} is not a format-3 model to run {spec}: {error}{hint}")
-        })?;
+        let file = StackFile::decode(bytes)
+            .map_err(|error| format!("{model} is not a format-3 model to run {spec}: {error}"))?;
         let input = (
             usize::from(file.input.height),
             usize::from(file.input.width),
@@ -161,17 +152,6 @@ impl Declared {
     }
 }
 
-/// The format version of model bytes (the fixed-width `u16` after the magic), if they
-/// start like a model.bin: a build picks its network by it before decoding.
-pub fn format_version(bytes: &[u8]) -> Option<u16> {
-    match bytes {
-        [m0, m1, m2, m3, v0, v1, ..] if [*m0, *m1, *m2, *m3] == MAGIC => {
-            Some(u16::from_le_bytes([*v0, *v1]))
-        }
-        _ => None,
-    }
-}
-
 /// The network of a format-3 model.bin, to generate.
 pub struct Network {
     /// How messages and the generated code name the model (e.g. `FIRMWARE_MODEL` as given).
@@ -190,17 +170,11 @@ impl Network {
     /// The network of `bytes` (the model called `model` in messages).
     ///
     /// # Errors
-    /// Bytes that are not a valid format-3 model, with a hint for a format-1 model.
+    /// Bytes that are not a valid format-3 model (a retired format's named, with the
+    /// command that writes a current model).
     pub fn from_bytes(model: &str, bytes: &[u8]) -> Result<Self, String> {
-        let file = StackFile::decode(bytes).map_err(|error| {
-            let hint = if ModelFile::decode(bytes).is_ok() {
-                " (it is a format-1 tutorial model: its network is `infer_core::TutorialNet`, \
-                 not generated)"
-            } else {
-                ""
-            };
-            format!("{model} is not a format-3 model: {error}{hint}")
-        })?;
+        let file = StackFile::decode(bytes)
+            .map_err(|error| format!("{model} is not a format-3 model: {error}"))?;
         Ok(Self {
             model: model.to_owned(),
             spec: None,
@@ -969,18 +943,8 @@ fn max_of(terms: &[String], used: &mut Imports) -> String {
 mod tests {
     use super::*;
 
-    /// The committed two-blocks model (format 3) and the tutorial's (format 1).
+    /// The committed two-blocks model (format 3).
     const TWO_BLOCKS: &[u8] = include_bytes!("../../firmware-example/assets/two-blocks.bin");
-    const TUTORIAL: &[u8] = include_bytes!("../../firmware-example/assets/model.bin");
-
-    #[test]
-    fn the_format_version_is_read_before_decoding() {
-        assert_eq!(format_version(TWO_BLOCKS), Some(3));
-        assert_eq!(format_version(TUTORIAL), Some(1));
-        assert_eq!(format_version(b"I8CN\x07\x00"), Some(7));
-        assert_eq!(format_version(b"I8CN\x02"), None);
-        assert_eq!(format_version(b"XXXX\x02\x00rest"), None);
-    }
 
     #[test]
     fn the_network_is_the_models_own_and_a_spec_only_checks_it() {
@@ -1035,7 +999,7 @@ mod tests {
     }
 
     #[test]
-    fn a_spec_of_another_network_or_a_format_1_model_is_refused_naming_both() {
+    fn a_spec_of_another_network_or_a_retired_format_is_refused_naming_both() {
         let other = Declared {
             name: "tutorial".into(),
             path: None,
@@ -1048,11 +1012,18 @@ mod tests {
             "{error}"
         );
         assert_eq!(network.spec, None);
-        let error = Network::from_bytes("model.bin", TUTORIAL).err().unwrap();
+        // The same bytes marked format 1 (CRC fixed up): a retired version, named with the
+        // command that writes a current model.
+        let mut retired = TWO_BLOCKS.to_vec();
+        retired[4..6].copy_from_slice(&1u16.to_le_bytes());
+        let body = retired.len() - infer_core::format::CRC_LEN;
+        let crc = infer_core::format::crc32(&retired[..body]);
+        retired[body..].copy_from_slice(&crc.to_le_bytes());
+        let error = Network::from_bytes("model.bin", &retired).err().unwrap();
         assert!(
             error.contains("model.bin is not a format-3 model")
-                && error.contains("version 1")
-                && error.contains("format-1 tutorial model"),
+                && error.contains("format version 1, which is retired")
+                && error.contains("`trainer fit --out model.bin`"),
             "{error}"
         );
     }

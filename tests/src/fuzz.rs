@@ -6,130 +6,20 @@
 //! test must refuse bad bytes with an error, never panic, and uphold the stated
 //! invariants on the bytes it accepts.
 
-use infer_core::format::{crc32, ChannelParams, InputSpec, ModelFile, QuantParams, CRC_LEN};
+use infer_core::format::{crc32, ChannelParams, InputSpec, QuantParams, CRC_LEN};
 use infer_core::stack::format::{ConvOp, DenseOp, Padding, PoolOp};
 use infer_core::stack::{run, BufferSizes, Kernels, Op, StackFile};
-use infer_core::{Net, Scratch, TutorialNet};
 use std::path::{Path, PathBuf};
 use trainer::data::{parse_idx_images, parse_idx_labels, read_pair};
 
-/// The smallest network the format can describe (2×2 input, one 1×1 filter, pool 2,
-/// two classes): with the `tiny.bin` seed the fuzzer reaches inference in microseconds.
-type TinyNet<'a> = Net<'a, 2, 2, 1, 1, 1, 2, 2, 2, 1, 1, 2>;
-/// A 4×4 input, one 3×3 filter, pool 2, two classes: the tutorial's kind of layers, which
-/// take the streaming fast path, in a model of ~100 bytes (seed `small3x3.bin`).
-type Small3x3Net<'a> = Net<'a, 4, 4, 1, 3, 1, 2, 2, 2, 1, 1, 2>;
-
-/// `model_loader`: bytes → [`TutorialNet::from_bytes`] (and two small networks') → if
-/// the model loads, one inference on an input taken from the same bytes, with the streaming
-/// kernels ([`Net::infer`]) and the layer-by-layer ones ([`Net::infer_layers`]), which
-/// must agree bit for bit.
+/// `stack_loader`: bytes → [`StackFile::decode`] (model.bin format 2) → if the model loads and
+/// is small enough to run quickly, one inference on an input taken from the same bytes with
+/// the fast kernels and with the reference kernels, which must agree bit for bit.
 ///
 /// The bytes are tried as given, then with their last four bytes replaced by the right
 /// CRC-32: as given, almost every mutation stops at the checksum; fixed up, the fuzzer
 /// reaches the postcard decoder, the validation and the kernels. A model that decodes
 /// must also re-encode to a model that decodes equal.
-///
-/// Returns how many inferences ran (0 to 6), so that tests can tell how deep inputs got.
-pub fn model_loader(data: &[u8]) -> usize {
-    let mut inferences = load_and_infer(data);
-    if let Some(body_len) = data.len().checked_sub(CRC_LEN) {
-        let mut fixed = data.to_vec();
-        let crc = crc32(&fixed[..body_len]);
-        fixed[body_len..].copy_from_slice(&crc.to_le_bytes());
-        inferences += load_and_infer(&fixed);
-        round_trip(&fixed);
-    }
-    inferences
-}
-
-fn load_and_infer(bytes: &[u8]) -> usize {
-    // The firmware's call, then the same decoded model against the small networks.
-    let tutorial = match TutorialNet::from_bytes(bytes) {
-        Ok(net) => infer(&net, bytes),
-        Err(e) => {
-            assert!(!e.to_string().is_empty());
-            0
-        }
-    };
-    let Ok(model) = ModelFile::decode(bytes) else {
-        return tutorial;
-    };
-    let tiny = TinyNet::from_model(model).map_or(0, |net| infer(&net, bytes));
-    let small = Small3x3Net::from_model(model).map_or(0, |net| infer(&net, bytes));
-    tutorial + tiny + small
-}
-
-/// One inference on an input taken from `bytes`, streaming and layer by layer; returns 1.
-#[allow(clippy::many_single_char_names)]
-fn infer<
-    const H: usize,
-    const W: usize,
-    const C: usize,
-    const K: usize,
-    const F: usize,
-    const CH: usize,
-    const CW: usize,
-    const P: usize,
-    const PH: usize,
-    const PW: usize,
-    const N: usize,
->(
-    net: &Net<'_, H, W, C, K, F, CH, CW, P, PH, PW, N>,
-    bytes: &[u8],
-) -> usize {
-    let mut input = [[[0i8; C]; W]; H];
-    for (i, x) in input
-        .as_flattened_mut()
-        .as_flattened_mut()
-        .iter_mut()
-        .enumerate()
-    {
-        *x = bytes[i * 31 % bytes.len()] as i8;
-    }
-    let output = net.infer(&input);
-    let mut scratch = Scratch::<CH, CW, F, PH, PW>::new();
-    // The streaming kernels must agree bit for bit with the layer-by-layer ones.
-    assert_eq!(net.infer_layers(&input, &mut scratch), output);
-    check_output(&output, net.model());
-    1
-}
-
-/// The class is the first largest logit; when the dequantized logits are finite the
-/// probabilities are too, and sum to 1.
-fn check_output<const N: usize>(output: &infer_core::Output<N>, model: &ModelFile<'_>) {
-    let class = output.class();
-    assert!(class < N);
-    assert!(output.logits.iter().all(|&l| l <= output.logits[class]));
-    assert!(output.logits[..class]
-        .iter()
-        .all(|&l| l < output.logits[class]));
-    assert_eq!(output.scale, model.dense.params.output.scale);
-    if (output.scale * 255.0).is_finite() {
-        let p = output.probabilities();
-        let sum: f32 = p.iter().sum();
-        assert!(
-            p.iter().all(|x| (0.0..=1.0).contains(x)) && (sum - 1.0).abs() < 1e-4,
-            "{p:?}"
-        );
-    }
-}
-
-fn round_trip(bytes: &[u8]) {
-    let Ok(model) = ModelFile::decode(bytes) else {
-        return;
-    };
-    // A canonical encoding is never longer than any encoding the decoder accepts.
-    let mut buf = vec![0u8; bytes.len()];
-    let encoded = model.encode(&mut buf).expect("re-encodes in as many bytes");
-    assert_eq!(ModelFile::decode(encoded), Ok(model));
-}
-
-/// `stack_loader`: bytes → [`StackFile::decode`] (model.bin format 3) → if the model loads and
-/// is small enough to run quickly, one inference on an input taken from the same bytes with
-/// the fast kernels and with the reference kernels, which must agree bit for bit. As for
-/// [`model_loader`], the bytes are tried as given and with the CRC fixed up, and a model that
-/// decodes must re-encode to one that decodes equal.
 ///
 /// Returns how many inferences ran (0 to 2).
 pub fn stack_loader(data: &[u8]) -> usize {

@@ -7,36 +7,21 @@
 //! --model firmware-example/assets/model.bin` (batches of 200 on the micro:bit).
 
 use anyhow::Result;
+use e2e_tests::stack_model::host_logits;
 use e2e_tests::{data_dir, parse_firmware_output, run_firmware_on, workspace_root, BOARDS};
-use infer_core::{pixels_to_input, TutorialNet, TutorialScratch};
 use std::path::PathBuf;
 use trainer::data;
 
 /// Digits per board: what fits every board's flash and keeps the test at seconds.
 const DIGITS: usize = 100;
 
-/// The committed model and a digits file of the first [`DIGITS`] test images, with the
-/// host's logits for them from the unfused reference (`infer_layers`).
-fn setup() -> Result<(PathBuf, tempfile::TempDir, PathBuf, Vec<[i32; 10]>)> {
+/// The committed model (the tutorial's network, format 3) and a digits file of the first
+/// [`DIGITS`] test images, with the host's logits for them from the unfused reference
+/// kernels (`stack::run` with `Kernels::Reference`).
+fn setup() -> Result<(PathBuf, tempfile::TempDir, PathBuf, Vec<Vec<i32>>)> {
     let model = workspace_root().join("firmware-example/assets/model.bin");
     let test = data::load_test(&data_dir()?)?;
-    let bytes = std::fs::read(&model)?;
-    let net = TutorialNet::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut scratch = Box::new(TutorialScratch::new());
-    let host = test
-        .images
-        .chunks_exact(784)
-        .take(DIGITS)
-        .map(|image| {
-            let mut pixels = [[0u8; 28]; 28];
-            for (row, src) in pixels.iter_mut().zip(image.chunks_exact(28)) {
-                row.copy_from_slice(src);
-            }
-            net.infer_layers(&pixels_to_input(&pixels), &mut scratch)
-                .logits
-                .map(i32::from)
-        })
-        .collect();
+    let host = host_logits(&std::fs::read(&model)?, &test.images[..DIGITS * 784])?;
     let dir = tempfile::tempdir()?;
     let digits = dir.path().join("digits.bin");
     std::fs::write(&digits, data::digit_records(&test, DIGITS)?)?;
@@ -59,8 +44,7 @@ fn every_board_computes_exactly_the_host_reference_logits() -> Result<()> {
         for (i, (line, logits)) in report.digits.iter().zip(&report.logits).enumerate() {
             assert_eq!(line.index, i);
             assert_eq!(
-                logits[..],
-                host[i][..],
+                logits, &host[i],
                 "{}: digit {i}: firmware logits vs the host's reference",
                 board.name
             );

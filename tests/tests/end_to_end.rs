@@ -1,10 +1,12 @@
-//! End to end: `trainer fit` → model.bin → infer-core on the host → firmware in QEMU.
+//! End to end: `trainer fit` → model.bin → infer-core's engine on the host → firmware in
+//! QEMU.
 //!
 //! One short fit is shared by all tests of this file.
 
 use anyhow::{Context, Result};
+use e2e_tests::stack_model::host_logits;
 use e2e_tests::{data_dir, parse_firmware_output, run_firmware, run_trainer};
-use infer_core::TutorialScratch;
+use infer_core::kernels::activation::argmax;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -12,6 +14,7 @@ use trainer::{data, eval};
 
 struct Fitted {
     _dir: tempfile::TempDir,
+    /// What `trainer fit --arch tutorial` wrote (format 3).
     model: PathBuf,
     metrics: Value,
 }
@@ -26,6 +29,8 @@ fn fitted() -> &'static Fitted {
         let data = data_dir().expect("MNIST data");
         run_trainer(&[
             "fit",
+            "--arch",
+            "tutorial",
             "--epochs",
             "1",
             "--seed",
@@ -81,15 +86,12 @@ fn fit_writes_a_model_and_keras_style_metrics() -> Result<()> {
 #[test]
 fn host_infer_core_reproduces_the_reported_int8_accuracy() -> Result<()> {
     let f = fitted();
-    let bytes = std::fs::read(&f.model)?;
     let test = data::load_test(&data_dir()?)?;
 
-    // infer-core directly, image by image, one scratch on the heap.
-    let net = eval::load_net(&bytes)?;
-    let mut scratch = Box::new(TutorialScratch::new());
-    let predictions: Vec<u8> = (0..test.len())
-        .map(|i| eval::classify(&net, test.image(i).expect("image"), &mut scratch).class() as u8)
-        .collect();
+    // infer-core's engine directly, image by image: the reference kernels, operation by
+    // operation, on the current-format model.
+    let logits = host_logits(&std::fs::read(&f.model)?, &test.images)?;
+    let predictions: Vec<u8> = logits.iter().map(|l| argmax(l) as u8).collect();
     let correct = predictions
         .iter()
         .zip(&test.labels)

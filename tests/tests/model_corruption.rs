@@ -2,15 +2,30 @@
 //! is refused with the right [`Error`], never loaded and never a panic.
 //!
 //! Exhaustive on the real trained model the firmware ships
-//! (`firmware-example/assets/model.bin`, ~55 KB): every truncation (each length 0..n)
-//! and every single-bit flip (each of the 8n bits), through the loader the firmware uses
-//! ([`TutorialNet::from_bytes`]). The flips are spread over the machine's cores; each one
-//! costs a CRC over the whole file, ~25 GB of CRC in all (seconds in `--release`).
+//! (`firmware-example/assets/model.bin`, the tutorial's network in format 2, ~55 KB): every
+//! truncation (each length 0..n) and every single-bit flip (each of the 8n bits), through
+//! the loader the firmware's generated code uses ([`StackFile::decode`], then the typed
+//! network's shape check). The flips are spread over the machine's cores; each one costs a
+//! CRC over the whole file, ~25 GB of CRC in all (seconds in `--release`).
 
+use e2e_tests::stack_model::random_model;
 use e2e_tests::workspace_root;
-use infer_core::format::{crc32, ModelFile, CRC_LEN, FORMAT_VERSION, HEADER_LEN, MAGIC};
-use infer_core::{Error, TutorialNet};
+use infer_core::format::{crc32, CRC_LEN, HEADER_LEN};
+use infer_core::stack::layers::{ConvPoolDense3x3, Layer};
+use infer_core::stack::{StackFile, STACK_FORMAT_VERSION};
+use infer_core::Error;
+use model_spec::plan::Plan;
+use model_spec::spec::Spec;
 use std::sync::OnceLock;
+
+/// The tutorial's network, as the firmware's build generates it for the committed model.
+type Tutorial<'a> = ConvPoolDense3x3<'a, 28, 28, 32, 10, true, false>;
+
+/// Loads `bytes` as the firmware does: decode and check, then check against the network.
+fn load(bytes: &[u8]) -> Result<(), Error> {
+    let file = StackFile::decode(bytes)?;
+    Tutorial::from_file(&file, 0).map(|_| ())
+}
 
 /// The committed real model.
 fn real_model() -> &'static [u8] {
@@ -18,9 +33,10 @@ fn real_model() -> &'static [u8] {
     BYTES.get_or_init(|| {
         let path = workspace_root().join("firmware-example/assets/model.bin");
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert!(
-            TutorialNet::from_bytes(&bytes).is_ok(),
-            "{} must be a valid TutorialNet model",
+        assert_eq!(
+            load(&bytes),
+            Ok(()),
+            "{} must be the tutorial's network",
             path.display()
         );
         bytes
@@ -64,7 +80,6 @@ fn every_truncation_is_refused_as_truncated_or_corrupt() {
     let needed = HEADER_LEN + CRC_LEN;
     par_for(bytes.len(), |_, len| {
         let prefix = &bytes[..len];
-        let got = TutorialNet::from_bytes(prefix).map(|_| ());
         let want = if len < needed {
             Error::Truncated { len, needed }
         } else {
@@ -75,7 +90,7 @@ fn every_truncation_is_refused_as_truncated_or_corrupt() {
             }
         };
         assert_eq!(
-            got,
+            load(prefix),
             Err(want),
             "truncated to {len} of {} bytes",
             bytes.len()
@@ -85,8 +100,9 @@ fn every_truncation_is_refused_as_truncated_or_corrupt() {
 
 /// Every single-bit flip is refused, by the first check that covers the bit:
 /// * in the magic (bytes 0–3): `BadMagic`, with the flipped bytes;
-/// * in the version (bytes 4–5): `UnsupportedVersion`, naming the flipped version and 1 —
-///   the version is read before the CRC so a newer file is reported as newer, not corrupt;
+/// * in the version (bytes 4–5): `UnsupportedVersion`, naming the flipped version and the
+///   one this build reads — the version is read before the CRC so a newer file is reported
+///   as newer (and an older one as retired), not as corrupt;
 /// * anywhere else, body or CRC: `ChecksumMismatch`. CRC-32's generator polynomial has
 ///   more than one term, so it detects every single-bit error in the codeword; a flip
 ///   in the body changes the computed CRC, a flip in the CRC changes the stored one.
@@ -99,13 +115,13 @@ fn every_bit_flip_is_refused_with_the_right_error() {
     par_for(n * 8, |flipped, bit| {
         let (at, mask) = (bit / 8, 1u8 << (bit % 8));
         flipped[at] ^= mask;
-        let got = TutorialNet::from_bytes(flipped).map(|_| ());
+        let got = load(flipped);
         let ok = match got {
             Err(Error::BadMagic { found }) => at < 4 && found[..] == flipped[..4],
             Err(Error::UnsupportedVersion { found, supported }) => {
                 (4..6).contains(&at)
-                    && supported == FORMAT_VERSION
-                    && found == FORMAT_VERSION ^ (u16::from(mask) << (8 * (at - 4)))
+                    && supported == STACK_FORMAT_VERSION
+                    && found == STACK_FORMAT_VERSION ^ (u16::from(mask) << (8 * (at - 4)))
             }
             Err(Error::ChecksumMismatch { stored, computed }) => {
                 if at >= n - CRC_LEN {
@@ -125,21 +141,18 @@ fn every_bit_flip_is_refused_with_the_right_error() {
     });
 }
 
-/// The real model's content, re-encoded with one field changed.
-fn reencode(edit: impl FnOnce(&mut ModelFile<'_>)) -> Vec<u8> {
-    let mut model = ModelFile::decode(real_model()).expect("real model decodes");
-    edit(&mut model);
-    let mut buf = vec![0u8; real_model().len() + 64];
-    let len = model.encode(&mut buf).expect("fits").len();
-    buf.truncate(len);
-    buf
+/// The real model with its version field set to `version` and the CRC fixed up.
+fn with_version(version: u16) -> Vec<u8> {
+    let mut bytes = real_model().to_vec();
+    bytes[4..6].copy_from_slice(&version.to_le_bytes());
+    let body = bytes.len() - CRC_LEN;
+    let crc = crc32(&bytes[..body]);
+    bytes[body..].copy_from_slice(&crc.to_le_bytes());
+    bytes
 }
 
 fn message(bytes: &[u8]) -> String {
-    TutorialNet::from_bytes(bytes)
-        .map(|_| ())
-        .expect_err("must be refused")
-        .to_string()
+    load(bytes).expect_err("must be refused").to_string()
 }
 
 fn assert_contains(text: &str, words: &[&str]) {
@@ -149,64 +162,68 @@ fn assert_contains(text: &str, words: &[&str]) {
 }
 
 #[test]
-fn another_format_version_names_both_versions() {
-    let bytes = reencode(|m| m.version = 2);
+fn a_retired_format_names_its_version_and_the_command_that_writes_a_current_one() {
+    // Format 1, the tutorial-only format: retired. Refused by its version even though the
+    // CRC is right — the version is checked before anything version-specific.
+    let bytes = with_version(1);
     assert_eq!(
-        TutorialNet::from_bytes(&bytes).map(|_| ()),
+        load(&bytes),
         Err(Error::UnsupportedVersion {
-            found: 2,
-            supported: 1
+            found: 1,
+            supported: STACK_FORMAT_VERSION
         })
     );
     assert_contains(
         &message(&bytes),
-        &["format version 2", "reads version 1", "re-export"],
+        &[
+            "format version 1, which is retired",
+            "`trainer fit --out model.bin`",
+        ],
     );
-    // A version this build does not read is reported as such even though the CRC is right:
-    // the version is checked before anything version-specific.
-    assert_eq!(&bytes[..4], &MAGIC);
+    // A newer version is reported as such, not as retired.
+    let newer = STACK_FORMAT_VERSION + 1;
+    let text = message(&with_version(newer));
+    assert_contains(
+        &text,
+        &[
+            &format!("format version {newer}"),
+            &format!("reads version {STACK_FORMAT_VERSION}"),
+        ],
+    );
+    assert!(!text.contains("retired"), "{text}");
 }
 
 #[test]
-fn a_model_of_other_shapes_names_both_shapes() {
-    // The same network with 16 filters instead of 32: consistent in itself.
-    let bytes = reencode(|m| {
-        let (c, d) = (&mut m.conv.params, &mut m.dense.params);
-        m.conv.filters = 16;
-        c.weights = &c.weights[..16 * 9];
-        c.weight_scales = &c.weight_scales[..16 * 4];
-        c.bias = &c.bias[..16 * 4];
-        c.multiplier = &c.multiplier[..16 * 4];
-        c.shift = &c.shift[..16];
-        m.dense.inputs = 13 * 13 * 16;
-        d.weights = &d.weights[..10 * 13 * 13 * 16];
-    });
-    assert!(ModelFile::decode(&bytes).is_ok(), "a valid model in itself");
+fn a_model_of_other_shapes_names_the_operation_and_both_values() {
+    // The tutorial's network with 16 filters instead of 32: valid in itself.
+    let tutorial = std::fs::read_to_string(workspace_root().join("models/tutorial.toml"))
+        .expect("models/tutorial.toml");
+    let narrow = tutorial.replace("filters = 32", "filters = 16");
+    assert_ne!(narrow, tutorial);
+    let plan = Plan::of(&Spec::parse(&narrow).expect("spec")).expect("plan");
+    let bytes = random_model(&plan, 1).expect("a model");
+    assert!(StackFile::decode(&bytes).is_ok(), "a valid model in itself");
     assert_eq!(
-        TutorialNet::from_bytes(&bytes).map(|_| ()),
-        Err(Error::ShapeMismatch {
-            layer: "conv",
-            found: [3, 3, 1, 16],
-            compiled: [3, 3, 1, 32]
+        load(&bytes),
+        Err(Error::OpMismatch {
+            op: 0,
+            what: "conv2d filters",
+            found: 16,
+            compiled: 32
         })
     );
     assert_contains(
         &message(&bytes),
-        &["conv", "3×3×1×16 in the file", "3×3×1×32 compiled"],
+        &["operation 0's conv2d filters is 16 in the file, 32 compiled"],
     );
 
     // Eight classes instead of ten.
-    let bytes = reencode(|m| {
-        let d = &mut m.dense.params;
-        m.dense.units = 8;
-        d.weights = &d.weights[..8 * 5408];
-        d.weight_scales = &d.weight_scales[..8 * 4];
-        d.bias = &d.bias[..8 * 4];
-        d.multiplier = &d.multiplier[..8 * 4];
-        d.shift = &d.shift[..8];
-    });
+    let eight = tutorial.replace("units = 10", "units = 8");
+    assert_ne!(eight, tutorial);
+    let plan = Plan::of(&Spec::parse(&eight).expect("spec")).expect("plan");
+    let bytes = random_model(&plan, 2).expect("a model");
     assert_contains(
         &message(&bytes),
-        &["dense", "5408×8 in the file", "5408×10 compiled"],
+        &["operation 2's dense units is 8 in the file, 10 compiled"],
     );
 }

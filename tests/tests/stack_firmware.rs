@@ -418,12 +418,21 @@ fn a_model_of_other_shapes_fails_the_build_naming_the_operation_and_both_shapes(
         "expected {expected:?} in:\n{stderr}"
     );
 
-    // A format-1 (tutorial) model is refused by its version, with a hint.
-    let tutorial = workspace_root().join("firmware-example/assets/model.bin");
-    let (ok, stderr) = case.build_with(board, &tutorial)?;
+    // A model of the retired format 1 (the matching model's bytes marked version 1, CRC fixed
+    // up) is refused by its version, naming the command that writes a current model.
+    let mut retired = std::fs::read(&case.model)?;
+    retired[4..6].copy_from_slice(&1u16.to_le_bytes());
+    let body = retired.len() - infer_core::format::CRC_LEN;
+    let crc = infer_core::format::crc32(&retired[..body]);
+    retired[body..].copy_from_slice(&crc.to_le_bytes());
+    let retired_path = case.dir.path().join("retired.bin");
+    std::fs::write(&retired_path, retired)?;
+    let (ok, stderr) = case.build_with(board, &retired_path)?;
     assert!(!ok, "{stderr}");
     assert!(
-        stderr.contains("is not a format-3 model") && stderr.contains("format-1 tutorial model"),
+        stderr.contains("is not a format-3 model")
+            && stderr.contains("format version 1, which is retired")
+            && stderr.contains("`trainer fit --out model.bin`"),
         "{stderr}"
     );
 

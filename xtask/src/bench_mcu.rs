@@ -15,14 +15,16 @@
 //! - weight bytes: the model's int8 weights (and the whole model.bin), which
 //!   stay in flash.
 //!
-//! A format-3 `--model` runs as its own network (generated from the model, checked
-//! against `--spec` if given); its layer columns are then its operations.
+//! The model runs as its own network (generated from the model, checked against
+//! `--spec` if given); the layer columns are the stages of its plan. The comparison
+//! with CMSIS-NN is for the tutorial's network (the committed model's).
 
 mod elf;
 
 use crate::qemu::{self, Board, FirmwareRun, Spec, BOARDS};
 use crate::workspace_root;
 use anyhow::{ensure, Context, Result};
+use model_spec::plan::Plan;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::PathBuf;
@@ -81,26 +83,15 @@ pub fn run(args: &Args) -> Result<()> {
     let spec = args.spec.as_deref().map(Spec::resolve).transpose()?;
     let dataset = trainer::data::load_test(&root.join(&args.data))?;
     let count = usize::try_from(args.count)?;
-    let stack = spec.is_some() || qemu::is_stack_model(&model_bytes);
-    let (weights, host) = match stack {
-        true => {
-            let file = infer_core::stack::StackFile::decode(&model_bytes)
-                .map_err(|e| anyhow::anyhow!("{} is not a format-3 model: {e}", model.display()))?;
-            let weights = file
-                .ops
-                .iter()
-                .filter_map(|op| op.params().map(|p| p.weights.len()))
-                .sum();
-            let host = qemu::stack_host_logits(&model_bytes, &dataset, count)?;
-            (weights, host)
-        }
-        false => {
-            let net = trainer::eval::load_net(&model_bytes)?;
-            let weights =
-                net.model().conv.params.weights.len() + net.model().dense.params.weights.len();
-            (weights, qemu::host_logits(&model_bytes, &dataset, count)?)
-        }
-    };
+    let file = infer_core::stack::StackFile::decode(&model_bytes)
+        .map_err(|e| anyhow::anyhow!("{} is not a usable model.bin: {e}", model.display()))?;
+    let weights = file
+        .ops
+        .iter()
+        .filter_map(|op| op.params().map(|p| p.weights.len()))
+        .sum();
+    let host = qemu::stack_host_logits(&model_bytes, &dataset, count)?;
+    let tutorial = is_tutorial(&model.display().to_string(), &model_bytes)?;
     let boards: Vec<&'static Board> = if args.boards.is_empty() {
         BOARDS.iter().collect()
     } else {
@@ -142,7 +133,7 @@ pub fn run(args: &Args) -> Result<()> {
     }
     print!(
         "{}",
-        table(&rows, !stack, count, weights, model_bytes.len())
+        table(&rows, tutorial, count, weights, model_bytes.len())
     );
     if args.verbose {
         for row in &rows {
@@ -155,16 +146,18 @@ pub fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// Column title of a `layers:` stage.
-fn stage_title(name: &str) -> &str {
-    match name {
-        "conv_relu_pool" => "conv+ReLU+pool",
-        other => other,
-    }
+/// Whether `bytes` (the model called `name`) is the tutorial's network: the operations of
+/// the `tutorial` preset's plan, whatever its weights.
+fn is_tutorial(name: &str, bytes: &[u8]) -> Result<bool> {
+    let network =
+        model_spec::codegen::Network::from_bytes(name, bytes).map_err(anyhow::Error::msg)?;
+    let tutorial = Plan::of(&model_spec::spec::Spec::tutorial())?;
+    let kinds = |plan: &Plan| plan.ops.iter().map(|op| op.kind).collect::<Vec<_>>();
+    Ok(network.plan.input == tutorial.input && kinds(&network.plan) == kinds(&tutorial))
 }
 
 /// The results as a Markdown table; the stage columns are the first row's `layers:` names
-/// (the tutorial's fused stages, or a spec'd network's operations).
+/// (the stages of the network's plan).
 fn table(rows: &[Row], tutorial: bool, count: usize, weights: usize, model_bytes: usize) -> String {
     let mut out = String::new();
     let stages: Vec<&str> = rows.first().map_or(Vec::new(), |row| {
@@ -181,7 +174,7 @@ fn table(rows: &[Row], tutorial: bool, count: usize, weights: usize, model_bytes
     );
     let _ = write!(out, "| board | core | insns/inference | vs CMSIS-NN |");
     for stage in &stages {
-        let _ = write!(out, " {} |", stage_title(stage));
+        let _ = write!(out, " {stage} |");
     }
     let _ = writeln!(
         out,

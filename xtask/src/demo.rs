@@ -32,10 +32,11 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     let out_str = out.to_string_lossy().into_owned();
     let epochs = args.epochs.to_string();
     let seed = args.seed.to_string();
+    // The tutorial through the one engine: the `tutorial` spec, model.bin format 3.
     run_step(
-        "trainer fit",
+        "trainer fit --arch tutorial",
         &mut trainer(&[
-            "fit", "--out", &out_str, "--epochs", &epochs, "--seed", &seed,
+            "fit", "--arch", "tutorial", "--out", &out_str, "--epochs", &epochs, "--seed", &seed,
         ]),
     )?;
     run_step("trainer eval", &mut trainer(&["eval", "--model", &out_str]))?;

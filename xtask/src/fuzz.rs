@@ -4,7 +4,8 @@
 //! Installs what it needs when missing: the nightly toolchain (rustup) and cargo-fuzz
 //! (`cargo install cargo-fuzz --version 0.13.2 --locked`, from crates.io). The corpus grows in
 //! `fuzz/corpus/<target>/` (not committed), starting from `fuzz/seeds/<target>/` and, for
-//! the model loader, the real model (of which libFuzzer reads the first `-max_len` bytes).
+//! the model loader (`stack_loader`), the real model (of which libFuzzer reads the first
+//! `-max_len` bytes).
 
 use crate::workspace_root;
 use anyhow::{bail, ensure, Context, Result};
@@ -14,7 +15,7 @@ use std::process::{Command, Stdio};
 const CARGO_FUZZ: &str = "0.13.2";
 
 /// The fuzz targets, as named in `fuzz/Cargo.toml`.
-pub const TARGETS: &[&str] = &["model_loader", "idx_reader", "stack_loader"];
+pub const TARGETS: &[&str] = &["stack_loader", "idx_reader"];
 
 /// Options of `cargo xtask fuzz`.
 #[derive(clap::Args)]
@@ -82,7 +83,7 @@ fn run_target(target: &str, seconds: u64) -> Result<u64> {
     let corpus = root.join("fuzz/corpus").join(target);
     std::fs::create_dir_all(&corpus)
         .with_context(|| format!("cannot create {}", corpus.display()))?;
-    if target == "model_loader" {
+    if target == "stack_loader" {
         let real = root.join("firmware-example/assets/model.bin");
         std::fs::copy(&real, corpus.join("real-model.bin"))
             .with_context(|| format!("cannot copy {}", real.display()))?;
@@ -95,9 +96,9 @@ fn run_target(target: &str, seconds: u64) -> Result<u64> {
         .args([
             "--",
             &format!("-max_total_time={seconds}"),
-            // Small inputs run fast: the tiny and 3×3 seed models load and infer in
-            // microseconds; the real model is explored through its first KB here, and
-            // exhaustively for corruption by tests/tests/model_corruption.rs.
+            // Small inputs run fast: the seed model loads and infers in microseconds; the
+            // real model is explored through its first 2 KB here, and exhaustively for
+            // corruption by tests/tests/model_corruption.rs.
             "-max_len=2048",
             "-timeout=10",
             "-print_final_stats=1",

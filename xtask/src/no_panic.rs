@@ -44,8 +44,8 @@ pub fn run() -> Result<()> {
             let stderr = String::from_utf8_lossy(&out.stderr);
             if stderr.contains(MISSING_SYMBOL) {
                 bail!(
-                    "a panic is reachable from TutorialNet::from_bytes / infer / infer_layers / \
-                     Output on {target}: the link needs the panic handler.\n{stderr}\n\
+                    "a panic is reachable from StackFile::decode / the typed layers / stack::run \
+                     on {target}: the link needs the panic handler.\n{stderr}\n\
                      To find it: build tests/no-panic with \
                      RUSTFLAGS=\"-C link-arg=--defsym={MISSING_SYMBOL}=0\" and \
                      CARGO_PROFILE_RELEASE_DEBUG=true, then look for the calls to \

@@ -2,12 +2,10 @@
 //! test digits, runs it under QEMU, and checks every digit's int8 logits (and so
 //! its prediction) against infer-core on the host.
 //!
-//! The model's format version picks the network: format 1 is the tutorial
-//! network (the firmware's `TutorialNet`); any format-3 model is a layer stack,
-//! which the firmware's build turns into its network from the model itself
-//! (`model_spec::codegen`), checked against infer-core's reference kernels
-//! ([`infer_core::stack::run`]). `--spec` is optional: the build then also
-//! checks the model against the spec (`FIRMWARE_SPEC`).
+//! The firmware's build turns the model into its network from the model itself
+//! (`model_spec::codegen`); its logits are checked against infer-core's
+//! reference kernels ([`infer_core::stack::run`]). `--spec` is optional: the
+//! build then also checks the model against the spec (`FIRMWARE_SPEC`).
 //!
 //! The digits file handed to the firmware (`FIRMWARE_DIGITS`) is specified in
 //! `firmware-example/README.md`, "Digits file" ([`trainer::data::digit_records`]). A board
@@ -156,11 +154,7 @@ pub fn run(args: &QemuArgs) -> Result<()> {
     let model_bytes =
         fs::read(&model).with_context(|| format!("cannot read {}", model.display()))?;
     let spec = args.spec.as_deref().map(Spec::resolve).transpose()?;
-    let host = if spec.is_some() || is_stack_model(&model_bytes) {
-        stack_host_logits(&model_bytes, &dataset, count)?
-    } else {
-        host_logits(&model_bytes, &dataset, count)?
-    };
+    let host = stack_host_logits(&model_bytes, &dataset, count)?;
 
     let timeout = Duration::from_secs(args.timeout_secs);
     let mut correct = 0;
@@ -195,12 +189,6 @@ pub fn run(args: &QemuArgs) -> Result<()> {
         100.0 * correct as f64 / count as f64
     );
     Ok(())
-}
-
-/// Whether the firmware runs `model` as a layer stack (network generated from the model):
-/// any model whose version field is not format 1's (a bad one fails to decode, naming it).
-pub fn is_stack_model(model: &[u8]) -> bool {
-    model_spec::codegen::format_version(model) != Some(infer_core::format::FORMAT_VERSION)
 }
 
 /// A `--spec` as the firmware's build takes it (`FIRMWARE_SPEC`).
@@ -260,40 +248,15 @@ pub fn run_batch(
     Ok(run)
 }
 
-/// The int8 logits of infer-core on the host (`TutorialNet::infer`) for the first `count`
-/// images of `dataset`, widened to i32 (the firmware prints both formats' logits alike).
-///
-/// # Errors
-/// A model that does not load, or images that are not 28×28.
-pub fn host_logits(model: &[u8], dataset: &Dataset, count: usize) -> Result<Vec<Vec<i32>>> {
-    let net = trainer::eval::load_net(model)?;
-    ensure!(
-        (dataset.rows, dataset.cols) == (28, 28),
-        "the model takes 28×28 images"
-    );
-    Ok(dataset
-        .images
-        .chunks_exact(28 * 28)
-        .take(count)
-        .map(|pixels| {
-            let mut input = [[[0i8; 1]; 28]; 28];
-            for (x, &p) in input.as_flattened_mut().iter_mut().zip(pixels) {
-                x[0] = (p ^ 0x80) as i8; // p − 128, as infer_core::pixels_to_input
-            }
-            net.infer(&input).logits.map(i32::from).to_vec()
-        })
-        .collect())
-}
-
 /// The wide logits of infer-core's reference kernels on the host
-/// ([`infer_core::stack::run`]) for format-3 `model` and the first `count` images of
+/// ([`infer_core::stack::run`]) for `model` and the first `count` images of
 /// `dataset`.
 ///
 /// # Errors
 /// A model that does not decode, or images of another size than its input.
 pub fn stack_host_logits(model: &[u8], dataset: &Dataset, count: usize) -> Result<Vec<Vec<i32>>> {
     let file = StackFile::decode(model)
-        .map_err(|e| anyhow::anyhow!("the model is not a format-3 model.bin: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("the model is not a usable model.bin: {e}"))?;
     let shape = (
         usize::from(file.input.height),
         usize::from(file.input.width),
@@ -425,7 +388,7 @@ pub struct Summary {
     pub correct: usize,
     /// Digits classified.
     pub total: usize,
-    /// Mean instructions of one `TutorialNet::infer`.
+    /// Mean instructions of one inference.
     pub insns_per_inference: u64,
     /// Deepest stack of the whole run, printing included.
     pub stack_peak_bytes: u64,

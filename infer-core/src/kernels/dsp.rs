@@ -5,8 +5,7 @@
 //! set by `build.rs` for `thumbv7em-*` targets) each function is one instruction of inline
 //! assembly. Everywhere else, including the host where the tests run, each is portable Rust
 //! computing the same value, so the kernels written with these functions are tested on the
-//! host and behave identically on the device. On x86-64 hosts, [`sse2`] holds the vector
-//! code of the host's fast path.
+//! host and behave identically on the device.
 //!
 //! A word holds two signed 16-bit halves: `lo` in bits 0..16, `hi` in bits 16..32.
 
@@ -338,102 +337,10 @@ pub fn window_sums(patch: &Patch, f: &Filter3x3) -> [i32; 4] {
     .map(|s| f.bias.wrapping_add(s))
 }
 
-/// x86-64's SSE2 (part of every x86-64 CPU, so always there): `PMADDWD` multiplies 8
-/// pairs of 16-bit values and adds each pair, four 32-bit sums per instruction. The
-/// wide fast path ([`super::fused::conv_pool_dense_wide`]) computes its conv windows
-/// with it, four filters per vector.
-#[cfg(target_arch = "x86_64")]
-pub mod sse2 {
-    use core::arch::x86_64::{
-        __m128i, _mm_add_epi32, _mm_and_si128, _mm_andnot_si128, _mm_cmpgt_epi32, _mm_madd_epi16,
-        _mm_or_si128, _mm_set1_epi32,
-    };
-
-    /// Four filters' 3×3 weights as five vectors of weight pairs: vector `p` holds
-    /// `(w[2p], w[2p + 1])` of each filter (the 10th weight is 0).
-    #[derive(Clone, Copy, Debug)]
-    pub struct Taps4([__m128i; 5]);
-
-    impl Taps4 {
-        /// From four filters' weights, row-major.
-        pub fn new(w: [[i16; 9]; 4]) -> Self {
-            let tap = |f: usize, t: usize| w[f].get(t).copied().unwrap_or(0);
-            Self(core::array::from_fn(|p| {
-                let lanes: [i16; 8] = core::array::from_fn(|l| tap(l / 2, 2 * p + l % 2));
-                // SAFETY: `[i16; 8]` and `__m128i` are both 16 plain bytes; every bit
-                // pattern is valid for either.
-                unsafe { core::mem::transmute::<[i16; 8], __m128i>(lanes) }
-            }))
-        }
-    }
-
-    /// For each group of four filters, the max over the four 3×3 windows of the 4×4 patch
-    /// `x` (windows at row, column offsets 0 and 1) of `bias + Σ x·w`, in `out`.
-    pub fn max_windows(x: &[[i16; 4]; 4], taps: &[Taps4], bias: &[[i32; 4]], out: &mut [[i32; 4]]) {
-        // SAFETY: the intrinsics only need SSE2, which every x86-64 CPU has (it is in the
-        // target's baseline features); they read and write registers only. The
-        // transmutes are between 16-byte plain-data types.
-        unsafe {
-            let pair = |a: i16, b: i16| {
-                _mm_set1_epi32(((a as u16 as u32) | ((b as u16 as u32) << 16)) as i32)
-            };
-            let mut windows = [[_mm_set1_epi32(0); 5]; 4];
-            for (w, (dy, dx)) in windows.iter_mut().zip([(0, 0), (0, 1), (1, 0), (1, 1)]) {
-                let t = |t: usize| if t < 9 { x[dy + t / 3][dx + t % 3] } else { 0 };
-                for (p, v) in w.iter_mut().enumerate() {
-                    *v = pair(t(2 * p), t(2 * p + 1));
-                }
-            }
-            for ((taps, bias), out) in taps.iter().zip(bias).zip(out) {
-                let bias = core::mem::transmute::<[i32; 4], __m128i>(*bias);
-                let mut best = _mm_set1_epi32(i32::MIN);
-                for w in &windows {
-                    let mut a = bias;
-                    for (t, x) in taps.0.iter().zip(w) {
-                        a = _mm_add_epi32(a, _mm_madd_epi16(*t, *x));
-                    }
-                    let gt = _mm_cmpgt_epi32(a, best);
-                    best = _mm_or_si128(_mm_and_si128(gt, a), _mm_andnot_si128(gt, best));
-                }
-                *out = core::mem::transmute::<__m128i, [i32; 4]>(best);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::kernels::TestRng;
-
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn sse2_windows_match_scalar_sums() {
-        let mut rng = TestRng(0x55E2);
-        for _ in 0..2_000 {
-            let w: [[i16; 9]; 8] =
-                core::array::from_fn(|_| core::array::from_fn(|_| rng.i8().into()));
-            let x: [[i16; 4]; 4] =
-                core::array::from_fn(|_| core::array::from_fn(|_| rng.i8().into()));
-            let bias: [[i32; 4]; 2] = core::array::from_fn(|_| {
-                core::array::from_fn(|_| rng.below(1 << 20) as i32 - (1 << 19))
-            });
-            let taps = [0, 1].map(|g| sse2::Taps4::new(core::array::from_fn(|f| w[4 * g + f])));
-            let mut out = [[0i32; 4]; 2];
-            sse2::max_windows(&x, &taps, &bias, &mut out);
-            for f in 0..8 {
-                let mut best = i32::MIN;
-                for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
-                    let mut a = bias[f / 4][f % 4];
-                    for t in 0..9 {
-                        a += i32::from(x[dy + t / 3][dx + t % 3]) * i32::from(w[f][t]);
-                    }
-                    best = best.max(a);
-                }
-                assert_eq!(out[f / 4][f % 4], best);
-            }
-        }
-    }
 
     /// The instructions' definitions (Arm ARM), written out on bytes and halves.
     #[test]

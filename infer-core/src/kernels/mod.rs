@@ -1,10 +1,10 @@
 //! Slice-based kernels: one non-generic function per operation, so every shape shares
-//! the same code in flash. The typed front end in [`crate::net`] checks the shapes at
-//! compile time and calls these with exactly sized slices.
+//! the same code in flash. The typed layers of [`crate::stack::layers`] check the shapes at
+//! compile time and call these with exactly sized slices.
 //!
-//! The exceptions are the fused fast paths of [`fused`] (the tutorial's shape, generic
-//! over the number of filters and units so that their loops have constant bounds; a
-//! firmware has one network) and the target-specific instructions of [`dsp`], the
+//! The exceptions are the fused one-channel 3×3 stage of [`fused`] (generic over the
+//! number of filters and units so that its loops have constant bounds; a firmware has one
+//! network) and the target-specific instructions of [`dsp`], the
 //! crate's only `unsafe` code. The unfused kernels stay the reference the fused ones are
 //! tested against.
 //!

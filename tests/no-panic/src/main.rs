@@ -1,16 +1,15 @@
 //! Link-time proof that loading a model and running an inference cannot panic.
 //!
-//! This binary links what a firmware links — [`TutorialNet::from_bytes`], `infer`,
-//! [`Output::class`](infer_core::Output::class) and
-//! [`Output::probabilities`](infer_core::Output::probabilities) — built like the firmware
-//! (release, LTO, one codegen unit). Its `#[panic_handler]` calls a function that is
+//! This binary links what a firmware links — `StackFile::decode` and the typed layers of
+//! `infer_core::stack::layers`, assembled as a firmware's generated code assembles them —
+//! built like the firmware (release, LTO, one codegen unit). Its `#[panic_handler]` calls a function that is
 //! declared but defined nowhere, so if any panic — an index out of bounds, a slice
 //! out of range, an `unwrap`, a division by zero — is still reachable after
 //! optimisation, the link fails with `undefined symbol: infer_core_can_panic`.
 //!
-//! It links the layer-stack path too (format 3, `infer_core::stack`): `StackFile::decode`,
-//! a typed network of the tutorial's full model assembled from `stack::layers` as a
-//! firmware's generated code assembles it, and the run-time-shaped `stack::run`.
+//! It links the tutorial's network on its fused one-channel 3×3 stage (and that stage with
+//! its pooled map kept), a typed network of the tutorial's full model layer by layer and as
+//! its stages, and the run-time-shaped `stack::run`.
 //!
 //! The model and the pixels pass through [`black_box`]: the optimiser may not assume
 //! anything about their content, so the proof holds for *any* bytes, the hostile
@@ -32,9 +31,10 @@ use infer_core::stack::layers::{
     MaxPool2d, Streamed,
 };
 use infer_core::stack::{run, Kernels, StackFile};
-use infer_core::{pixels_to_input, Error, TutorialNet, TutorialScratch};
+use infer_core::Error;
 
-/// Any model: the committed one stands in for bytes that arrived over a serial line.
+/// Any model: the committed one (the tutorial's network) stands in for bytes that arrived
+/// over a serial line.
 static MODEL: &[u8] = include_bytes!("../../../firmware-example/assets/model.bin");
 
 extern "C" {
@@ -111,22 +111,8 @@ fn panic(_: &PanicInfo<'_>) -> ! {
 
 #[entry]
 fn main() -> ! {
-    let mut scratch = TutorialScratch::new();
     loop {
         let bytes: &[u8] = black_box(MODEL);
-        let pixels: [[u8; 28]; 28] = black_box([[0; 28]; 28]);
-        match TutorialNet::from_bytes(bytes) {
-            Ok(net) => {
-                let input = pixels_to_input(&pixels);
-                let output = net.infer(&input);
-                black_box(output.class());
-                black_box(net.infer_layers(&input, &mut scratch));
-                black_box(output.probabilities());
-            }
-            Err(error) => {
-                black_box(error);
-            }
-        }
         let image: [i8; 784] = black_box([0; 784]);
         let (mut a, mut b) = ([0i8; A], [0i8; B]);
         black_box(stack_typed(bytes, &image, &mut a, &mut b).ok());
