@@ -1,16 +1,15 @@
 //! Evaluation of an int8 model.bin with infer-core, the same code the firmware runs.
 //!
-//! Two formats exist, told apart by the version in bytes 4..6 ([`format_version`]): format 1
-//! is the tutorial network ([`TutorialNet`], int8 logits), format 3 any conv / pool / dense
-//! stack ([`StackFile`], run by [`infer_core::stack::run()`], wide i32 logits). Format 2 (a
-//! stack with int8 logits) is retired.
+//! Every model.bin is format 3: any conv / pool / dense stack ([`StackFile`], run by
+//! [`infer_core::stack::run()`], wide i32 logits). Formats 1 (the tutorial-only network) and 2
+//! (a stack with int8 logits) are retired: [`format_version`] names them with the command
+//! that writes a current file.
 
 use crate::data::Dataset;
 use anyhow::{bail, ensure, Result};
-use infer_core::format::{FORMAT_VERSION, MAGIC};
-use infer_core::kernels::activation::{argmax, softmax_i8, softmax_wide};
+use infer_core::format::MAGIC;
+use infer_core::kernels::activation::{argmax, softmax_wide};
 use infer_core::stack::{self, BufferSizes, Kernels, StackFile, STACK_FORMAT_VERSION};
-use infer_core::{pixels_to_input, TutorialNet, TutorialScratch};
 use rayon::prelude::*;
 
 /// Per-image results of an int8 evaluation.
@@ -22,38 +21,61 @@ pub struct Int8Evaluation {
     pub predictions: Vec<u8>,
 }
 
-/// The format version of model.bin `bytes`: the little-endian `u16` after the magic.
+/// The format version of model.bin `bytes`: the little-endian `u16` after the magic, which
+/// must be the one this trainer reads ([`STACK_FORMAT_VERSION`]).
 ///
 /// # Errors
-/// If the bytes do not start with the magic `I8CN` and a version, or the version is neither
-/// 1 (tutorial) nor 3 (layer stack); a retired version is named with the command that
-/// writes a current file.
+/// If the bytes do not start with the magic `I8CN` and a version, or the version is not 3;
+/// a retired version (1, the tutorial-only format; 2, int8 logits) is named with the command
+/// that writes a current file.
 pub fn format_version(bytes: &[u8]) -> Result<u16> {
     if bytes.len() < 6 || bytes[..4] != MAGIC {
         // infer-core names the problem (truncated, or a foreign file) and the fix.
-        let refused = load_net(bytes).err();
+        let refused = load_stack(bytes).err();
         return Err(refused.unwrap_or_else(|| anyhow::anyhow!("not a model.bin")));
     }
     let version = u16::from_le_bytes([bytes[4], bytes[5]]);
-    if version > FORMAT_VERSION && version < STACK_FORMAT_VERSION {
+    if version < STACK_FORMAT_VERSION {
         // infer-core's message names the version and the command that writes a current one.
-        return Err(load_stack(bytes)
-            .err()
-            .unwrap_or_else(|| anyhow::anyhow!("model.bin format version {version} is retired")));
+        let refused = StackFile::decode(bytes).err().map_or_else(
+            || format!("model.bin format version {version} is retired"),
+            |e| e.to_string(),
+        );
+        if version == 1 {
+            bail!("{refused}; for the tutorial network: `trainer fit --out model.bin`");
+        }
+        bail!("{refused}");
     }
     ensure!(
-        version == FORMAT_VERSION || version == STACK_FORMAT_VERSION,
-        "model.bin format version {version} is unknown: this trainer reads {FORMAT_VERSION} (the tutorial network) and {STACK_FORMAT_VERSION} (any layer stack); re-export the model with the matching trainer"
+        version == STACK_FORMAT_VERSION,
+        "model.bin format version {version} is unknown: this trainer reads {STACK_FORMAT_VERSION}; re-export the model with the matching trainer"
     );
     Ok(version)
 }
 
-/// Loads model bytes as the tutorial network, naming the problem if they do not fit.
+/// Loads retired format-1 bytes as infer-core's `TutorialNet`. Kept only because xtask's
+/// format-1 paths (`qemu::host_logits`, `bench_mcu`) still call it; the trainer itself reads
+/// format 3 only. Remove it with those paths.
 ///
 /// # Errors
-/// The infer-core [`infer_core::Error`] as text, with the fix.
-pub fn load_net(bytes: &[u8]) -> Result<TutorialNet<'_>> {
-    TutorialNet::from_bytes(bytes).map_err(|e| anyhow::anyhow!("{e}"))
+/// The infer-core [`infer_core::Error`] as text.
+pub fn load_net(bytes: &[u8]) -> Result<infer_core::TutorialNet<'_>> {
+    infer_core::TutorialNet::from_bytes(bytes).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Classifies image `pixels` (28×28, row-major) with a retired format-1 `net`. Kept only
+/// for the e2e crate's format-1 test (`tests/tests/end_to_end.rs`) until it moves to
+/// [`Int8Model::classify`]; remove it with [`load_net`].
+pub fn classify(
+    net: &infer_core::TutorialNet<'_>,
+    pixels: &[u8],
+    scratch: &mut infer_core::TutorialScratch,
+) -> infer_core::Output<10> {
+    let mut image = [[0u8; 28]; 28];
+    for (row, src) in image.iter_mut().zip(pixels.chunks_exact(28)) {
+        row.copy_from_slice(src);
+    }
+    net.infer_layers(&infer_core::pixels_to_input(&image), scratch)
 }
 
 /// Loads format-3 model bytes, checked by [`StackFile::decode`].
@@ -64,33 +86,28 @@ pub fn load_stack(bytes: &[u8]) -> Result<StackFile<'_>> {
     StackFile::decode(bytes).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// A model.bin of either format, loaded and checked.
+/// A model.bin (format 3), loaded and checked.
 #[derive(Debug)]
-pub enum Int8Model<'a> {
-    /// Format 1.
-    Tutorial(Box<TutorialNet<'a>>),
-    /// Format 2.
-    Stack(Box<StackFile<'a>>),
-}
+pub struct Int8Model<'a>(Box<StackFile<'a>>);
 
 impl<'a> Int8Model<'a> {
-    /// Loads `bytes` by their [`format_version`].
+    /// Loads `bytes`, checking their [`format_version`] first.
     ///
     /// # Errors
-    /// An unknown version, or a file the format's decoder refuses.
+    /// A retired or unknown version, or a file the decoder refuses.
     pub fn load(bytes: &'a [u8]) -> Result<Self> {
-        Ok(match format_version(bytes)? {
-            FORMAT_VERSION => Self::Tutorial(Box::new(load_net(bytes)?)),
-            _ => Self::Stack(Box::new(load_stack(bytes)?)),
-        })
+        format_version(bytes)?;
+        Ok(Self(Box::new(load_stack(bytes)?)))
+    }
+
+    /// The decoded file.
+    pub fn file(&self) -> &StackFile<'a> {
+        &self.0
     }
 
     /// Input `(height, width, channels)`.
     pub fn input_shape(&self) -> (usize, usize, usize) {
-        let input = match self {
-            Self::Tutorial(net) => &net.model().input,
-            Self::Stack(file) => &file.input,
-        };
+        let input = &self.0.input;
         (
             usize::from(input.height),
             usize::from(input.width),
@@ -98,9 +115,8 @@ impl<'a> Int8Model<'a> {
         )
     }
 
-    /// The logits of one image (`pixels`, row-major, the model's input size) and their
-    /// quantization `(scale, zero_point)`: a format-1 model's int8 logits (widened), a
-    /// format-3 model's wide logits (zero point 0).
+    /// The wide logits of one image (`pixels`, row-major, the model's input size) and their
+    /// quantization `(scale, zero_point)` (zero point 0).
     ///
     /// # Errors
     /// If `pixels` is not one input image.
@@ -111,20 +127,11 @@ impl<'a> Int8Model<'a> {
             "{} pixels given, the model takes {h}×{w}×{c}",
             pixels.len()
         );
-        match self {
-            Self::Tutorial(net) => {
-                let mut scratch = Box::new(TutorialScratch::new());
-                let out = classify(net, pixels, &mut scratch);
-                let logits = out.logits.iter().map(|&l| i32::from(l)).collect();
-                Ok((logits, out.scale, out.zero_point))
-            }
-            Self::Stack(file) => {
-                let mut buffers = StackBuffers::new(file);
-                let logits = buffers.logits(file, pixels, Kernels::Fast)?.to_vec();
-                let output = stack_output_quant(file)?;
-                Ok((logits, output.scale, output.zero_point))
-            }
-        }
+        let file = &self.0;
+        let mut buffers = StackBuffers::new(file);
+        let logits = buffers.logits(file, pixels, Kernels::Fast)?.to_vec();
+        let output = stack_output_quant(file)?;
+        Ok((logits, output.scale, output.zero_point))
     }
 
     /// The predicted class and the class probabilities (softmax of the dequantized logits)
@@ -133,18 +140,8 @@ impl<'a> Int8Model<'a> {
     /// # Errors
     /// As [`Int8Model::logits`].
     pub fn classify(&self, pixels: &[u8]) -> Result<(usize, Vec<f32>)> {
-        let (logits, scale, zero_point) = self.logits(pixels)?;
-        let probabilities = match self {
-            Self::Tutorial(_) => {
-                // The int8 logits, as the firmware's `Output::probabilities` sees them.
-                let narrow: Vec<i8> = logits.iter().map(|&l| l as i8).collect();
-                let mut out = vec![0.0; logits.len()];
-                softmax_i8(&narrow, scale, zero_point, &mut out);
-                out
-            }
-            Self::Stack(_) => probabilities(&logits, scale),
-        };
-        Ok((argmax(&logits), probabilities))
+        let (logits, scale, _) = self.logits(pixels)?;
+        Ok((argmax(&logits), probabilities(&logits, scale)))
     }
 }
 
@@ -161,19 +158,6 @@ pub fn stack_output_quant(file: &StackFile<'_>) -> Result<infer_core::format::Qu
         Some(p) => Ok(p.output),
         None => bail!("the model has no logits layer"),
     }
-}
-
-/// Classifies image `pixels` (28×28, row-major) with `net`.
-pub fn classify(
-    net: &TutorialNet<'_>,
-    pixels: &[u8],
-    scratch: &mut TutorialScratch,
-) -> infer_core::Output<10> {
-    let mut image = [[0u8; 28]; 28];
-    for (row, src) in image.iter_mut().zip(pixels.chunks_exact(28)) {
-        row.copy_from_slice(src);
-    }
-    net.infer_layers(&pixels_to_input(&image), scratch)
 }
 
 /// Working memory of [`stack::run()`] for one format-3 model: the int8 input, the two
@@ -237,40 +221,13 @@ impl StackBuffers {
     }
 }
 
-/// Classifies every image of `data` with the int8 network in `model_bytes`, of either format.
+/// Classifies every image of `data` with the int8 network in `model_bytes` (format 3).
 ///
 /// # Errors
 /// If the model does not load or the images are not of its input size.
 pub fn evaluate_int8(model_bytes: &[u8], data: &Dataset) -> Result<Int8Evaluation> {
-    if format_version(model_bytes)? == STACK_FORMAT_VERSION {
-        return evaluate_stack(&load_stack(model_bytes)?, data);
-    }
-    let net = load_net(model_bytes)?;
-    ensure!(
-        data.rows == 28 && data.cols == 28,
-        "the model takes 28×28 images, the dataset has {}×{}",
-        data.rows,
-        data.cols
-    );
-    ensure!(!data.is_empty(), "the dataset has no images");
-    let predictions: Vec<u8> = data
-        .images
-        .par_chunks(784 * 64)
-        .flat_map_iter(|chunk| {
-            // The streaming `infer` (bit-exact with `infer_layers`, ~6× faster on the host).
-            chunk
-                .chunks_exact(784)
-                .map(|px| {
-                    let mut image = [[0u8; 28]; 28];
-                    for (row, src) in image.iter_mut().zip(px.chunks_exact(28)) {
-                        row.copy_from_slice(src);
-                    }
-                    net.infer(&pixels_to_input(&image)).class() as u8
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    Ok(scored(predictions, data))
+    format_version(model_bytes)?;
+    evaluate_stack(&load_stack(model_bytes)?, data)
 }
 
 /// Classifies every image of `data` with the format-3 model `file`, running

@@ -39,7 +39,7 @@ fn same_seed_and_data_give_byte_identical_models_whatever_the_thread_count() {
     assert_eq!(a, b, "two fits with the same seed differ");
     assert_eq!(a, c, "the thread count changed the model");
     assert_ne!(a, d, "another seed gave the same model");
-    trainer::eval::load_net(&a).unwrap();
+    trainer::eval::load_stack(&a).unwrap();
 }
 
 #[test]
@@ -105,7 +105,7 @@ fn quantize_reproduces_the_fits_model_from_its_float_checkpoint() {
         "--calibration-images",
         "5",
     ]);
-    trainer::eval::load_net(&std::fs::read(&fewer).unwrap()).unwrap();
+    trainer::eval::load_stack(&std::fs::read(&fewer).unwrap()).unwrap();
     // A model.bin is not a checkpoint.
     let out = trainer_command()
         .args([
@@ -223,7 +223,7 @@ fn a_fit_killed_or_interrupted_midway_leaves_the_previous_model_intact() {
             previous,
             "SIG{signal} changed model.bin"
         );
-        trainer::eval::load_net(&previous).unwrap();
+        trainer::eval::load_stack(&previous).unwrap();
         // No temporary file, metrics or checkpoint was left behind.
         assert_eq!(names(&work), before, "SIG{signal}");
     }

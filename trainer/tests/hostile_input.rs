@@ -103,9 +103,28 @@ impl Case {
     }
 }
 
-/// The committed real model, for `eval`.
+/// A valid model.bin (format 3) of the tutorial network, untrained, for `eval`: written
+/// once per test process.
 fn e2e_model() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../firmware-example/assets/model.bin")
+    use trainer::arch::quantize::{QuantizedStack, StackCalibration};
+    static MODEL: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let spec = trainer::arch::Spec::load("tutorial").unwrap();
+            let model = trainer::arch::Model::glorot_uniform(&spec, 1);
+            let plan = model_spec::Plan::of(&spec).unwrap();
+            let images: Vec<u8> = (0..4 * 784).map(|i| (i * 7 % 256) as u8).collect();
+            let calibration = StackCalibration::measure(&model, &plan, &images).unwrap();
+            let bytes = QuantizedStack::from_calibration(&model, &plan, &calibration)
+                .unwrap()
+                .to_bytes()
+                .unwrap();
+            let path = Path::new(env!("CARGO_TARGET_TMPDIR"))
+                .join(format!("hostile_input_model_{}.bin", std::process::id()));
+            std::fs::write(&path, bytes).unwrap();
+            path
+        })
+        .clone()
 }
 
 #[test]

@@ -204,10 +204,8 @@ fn predict_draws_a_test_image_and_ten_probability_bars() {
     assert!(art[..28].iter().all(|l| l.chars().count() == 58));
     // The bars agree with infer-core's probabilities.
     let bytes = std::fs::read(&model).unwrap();
-    let net = trainer::eval::load_net(&bytes).unwrap();
-    let mut scratch = Box::new(infer_core::TutorialScratch::new());
-    let output = trainer::eval::classify(&net, test.image(3).unwrap(), &mut scratch);
-    let (class, p) = (output.class(), output.probabilities());
+    let net = trainer::eval::Int8Model::load(&bytes).unwrap();
+    let (class, p) = net.classify(test.image(3).unwrap()).unwrap();
     for (digit, probability) in p.iter().enumerate() {
         let line = text
             .lines()
@@ -337,11 +335,9 @@ fn summary_prints_the_keras_table_and_the_microcontroller_costs() {
     let size = std::fs::metadata(&model).unwrap().len();
     let out = trainer_ok(&["summary", "--model", s(&model), "--json"]);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(json["total_params"], 54_410);
+    assert_eq!(json["format"], 3);
     assert_eq!(json["flash_bytes"]["total"], size);
-    assert_eq!(json["layers"][5]["output"], serde_json::json!([10]));
-    assert_eq!(
-        json["ram_bytes"]["infer_layers"],
-        infer_core::TutorialScratch::BYTES + 784
-    );
+    assert_eq!(json["flash_bytes"]["weights"], 32 * 9 + 10 * 5408);
+    assert_eq!(json["ram_bytes"]["input"], 784);
+    assert_eq!(json["ram_bytes"]["probabilities"], 10 * 4);
 }

@@ -7,7 +7,8 @@ mod report_support;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use report_support::{naive_convolve, naive_gray, quick_model, read_png, synthetic_digits};
-use trainer::eval::{classify, load_net};
+use trainer::arch::layers::Layer;
+use trainer::eval::{load_stack, Int8Model};
 use trainer::report::conv::{convolve_same_symm, EDGE_KERNEL};
 use trainer::report::{build, Grid, Inputs, Picture, Report};
 
@@ -143,8 +144,7 @@ fn random_filter_and_edge_pictures_show_the_exact_convolutions() {
 #[test]
 fn plotted_probabilities_are_infer_cores_and_sum_to_one() {
     let (report, test, bytes) = report(9, false);
-    let net = load_net(&bytes).unwrap();
-    let mut scratch = Box::new(infer_core::TutorialScratch::new());
+    let net = Int8Model::load(&bytes).unwrap();
     let s = &report.summary;
     let shown = [Some(&s.random_digit), s.misclassified.as_ref()];
     assert!(
@@ -152,9 +152,9 @@ fn plotted_probabilities_are_infer_cores_and_sum_to_one() {
         "an untrained model gets some wrong"
     );
     for seen in shown.into_iter().flatten() {
-        let out = classify(&net, test.image(seen.index).unwrap(), &mut scratch);
-        assert_eq!(seen.probabilities, out.probabilities());
-        assert_eq!(usize::from(seen.predicted), out.class());
+        let (class, probabilities) = net.classify(test.image(seen.index).unwrap()).unwrap();
+        assert_eq!(seen.probabilities[..], probabilities[..]);
+        assert_eq!(usize::from(seen.predicted), class);
         assert_eq!(seen.label, test.labels[seen.index]);
         let sum: f32 = seen.probabilities.iter().sum();
         assert!((sum - 1.0).abs() < 1e-5, "probabilities sum to {sum}");
@@ -212,10 +212,16 @@ fn filters_and_feature_maps_are_the_models() {
     let int8_filters = &with_int8.pictures[5].rasters;
     assert_eq!(float_filters.len(), 32);
     assert_eq!(int8_filters.len(), 32);
-    let net = load_net(&bytes).unwrap();
-    let scales: Vec<f64> = net
-        .model()
-        .conv
+    let file = load_stack(&bytes).unwrap();
+    let Some(infer_core::stack::Op::Conv2d(conv)) = file.ops.get(0) else {
+        panic!("the tutorial starts with a convolution")
+    };
+    let Layer::Conv(float_conv) = &model.layers[0] else {
+        panic!("the tutorial starts with a convolution")
+    };
+    // HWIO: tap t of filter f at t · 32 + f.
+    let weight = |f: usize, t: usize| float_conv.kernel.value[t * 32 + f];
+    let scales: Vec<f64> = conv
         .params
         .weight_scales
         .chunks_exact(4)
@@ -229,7 +235,7 @@ fn filters_and_feature_maps_are_the_models() {
             .zip(&int8_filters[f].grid.values)
             .enumerate()
         {
-            let w = f64::from(model.conv_weights[[f, i / 3, i % 3, 0]]);
+            let w = f64::from(weight(f, i));
             assert_eq!(a, w, "float filter {f} tap {i}");
             // Symmetric int8: within half a step of the float weight.
             assert!(
@@ -243,12 +249,21 @@ fn filters_and_feature_maps_are_the_models() {
     let digit = with_int8.summary.digit;
     let maps = &with_int8.pictures[6].rasters;
     assert_eq!(maps.len(), 32);
-    let float = model.forward(test.image(digit).unwrap());
-    let out_scale = f64::from(net.model().conv.params.output.scale);
+    let pixels = test.image(digit).unwrap();
+    // The float conv + ReLU, written out: valid 3×3 over pixels / 255.
+    let float_map = |f: usize, y: usize, x: usize| -> f64 {
+        let mut sum = f64::from(float_conv.bias.value[f]);
+        for t in 0..9 {
+            let p = f64::from(pixels[(y + t / 3) * 28 + x + t % 3]) / 255.0;
+            sum += f64::from(weight(f, t)) * p;
+        }
+        sum.max(0.0)
+    };
+    let out_scale = f64::from(conv.params.output.scale);
     for (f, map) in maps.iter().enumerate() {
         assert_eq!((map.grid.rows, map.grid.cols), (26, 26));
         for (i, &v) in map.grid.values.iter().enumerate() {
-            let reference = f64::from(float.conv_relu[[0, i / 26, i % 26, f]]);
+            let reference = float_map(f, i / 26, i % 26);
             // Output rounding (half a step) + nine weights each off by up to half their step.
             let bound = out_scale / 2.0 + 4.5 * scales[f] + 1e-6;
             assert!(v >= 0.0);

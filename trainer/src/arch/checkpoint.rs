@@ -1,9 +1,12 @@
-//! Float checkpoints of generic stacks (`fit --arch … --save-float FILE`).
+//! Float checkpoints of any stack, the tutorial included (`fit --save-float FILE`): the one
+//! checkpoint format `quantize --float`, `report --float`, `eval --float` and `predict
+//! --float` read.
 //!
 //! Format: postcard of [`GenericCheckpoint`] followed by a little-endian CRC-32 (ISO-HDLC) of
 //! everything before it, written atomically. Magic `F32G`, version 1. The spec travels as its
-//! canonical text ([`Spec::to_text`]), so the file says which network it holds. The tutorial's
-//! own `F32C` checkpoints (`crate::checkpoint`) are unchanged.
+//! canonical text ([`Spec::to_text`]), so the file says which network it holds. The retired
+//! tutorial-only path's `F32C` checkpoints are refused, naming the command that writes a
+//! current one.
 
 use super::model::Model;
 use super::spec::Spec;
@@ -56,10 +59,13 @@ pub fn to_bytes(model: &Model) -> Result<Vec<u8>> {
 /// # Errors
 /// Whichever check fails, named.
 pub fn from_bytes(bytes: &[u8]) -> Result<Model> {
-    ensure!(bytes.len() > 4, "too short for a float checkpoint");
     ensure!(
-        bytes.starts_with(&MAGIC),
-        "not a generic float checkpoint (magic is not F32G)"
+        !bytes.starts_with(b"F32C"),
+        "a float checkpoint of the retired tutorial-only path (magic F32C), which this trainer no longer reads; write a current one with `trainer fit --save-float FILE`"
+    );
+    ensure!(
+        bytes.len() > 4 && bytes.starts_with(&MAGIC),
+        "not a float checkpoint (expected magic \"F32G\"); write one with `trainer fit --save-float FILE`"
     );
     let (body, tail) = bytes.split_at(bytes.len() - 4);
     let stored = u32::from_le_bytes(tail.try_into().context("CRC")?);

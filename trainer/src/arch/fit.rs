@@ -7,9 +7,9 @@
 
 use super::layers::{Layer, Prepared, Tensor, Trace};
 use super::model::{cross_entropy_sum, Model};
+use super::observer::{EpochMetrics, FitObserver, Interrupted};
 use super::spec::Spec;
 use crate::data::Dataset;
-use crate::train::{EpochMetrics, FitObserver, Interrupted};
 use anyhow::{ensure, Context, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -322,7 +322,8 @@ pub fn fit(
     ensure!(config.batch_size > 0, "batch size must be at least 1");
     ensure!(
         config.learning_rate.is_finite() && config.learning_rate > 0.0,
-        "learning rate must be finite and positive"
+        "learning_rate (--lr) must be a positive number, got {}",
+        config.learning_rate
     );
     ensure!(
         config.l2 >= 0.0 && config.l1 >= 0.0 && config.l2.is_finite() && config.l1.is_finite(),

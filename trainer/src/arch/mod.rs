@@ -2,10 +2,8 @@
 //! `docs/architecture-spec.md`): parsing and shape inference ([`spec`]), generic float layers
 //! ([`layers`]) and model ([`model`]), training ([`mod@fit`]), float checkpoints ([`checkpoint`]),
 //! and the microcontroller budget ([`budget`]).
-//! Int8 export as model.bin format 3: [`quantize`].
-//!
-//! The tutorial's own fast path (`crate::network`, `crate::train`) is separate and unchanged;
-//! the `tutorial` preset here describes the same network and is cross-checked against it.
+//! Int8 export as model.bin format 3: [`quantize`], in the TFLite scheme of [`scheme`].
+//! The tutorial is the `tutorial` preset: plain `trainer fit` trains it here.
 
 pub mod budget;
 pub mod checkpoint;
@@ -13,7 +11,9 @@ pub mod fit;
 pub mod kernels;
 pub mod layers;
 pub mod model;
+pub mod observer;
 pub mod quantize;
+pub mod scheme;
 pub mod spec;
 
 pub use fit::{fit, ArchFit, ArchFitConfig};

@@ -3,7 +3,6 @@
 
 use super::layers::{Layer, Mode, Param, Prepared, Tensor};
 use super::spec::Spec;
-use crate::network::FloatModel;
 use anyhow::{ensure, Result};
 use rand::distributions::{Distribution, Uniform};
 use rand::SeedableRng;
@@ -50,86 +49,6 @@ impl Model {
             spec: spec.clone(),
             layers,
         }
-    }
-
-    /// The tutorial spec with a [`FloatModel`]'s weights (kernels transposed to Keras' layout).
-    ///
-    /// # Errors
-    /// Never for a well-formed `FloatModel`; the shapes are checked.
-    pub fn from_tutorial(model: &FloatModel) -> Result<Self> {
-        let spec = Spec::tutorial();
-        let mut out = Self::glorot_uniform(&spec, 0);
-        let filters = model.conv_bias.len();
-        let classes = model.dense_bias.len();
-        for layer in &mut out.layers {
-            match layer {
-                Layer::Conv(c) => {
-                    ensure!(
-                        c.kernel.value.len() == model.conv_weights.len(),
-                        "conv shape"
-                    );
-                    // OHWI [f][tap] → HWIO [tap][f] (one input channel).
-                    let taps = c.geom.taps();
-                    for (i, w) in model.conv_weights.iter().enumerate() {
-                        c.kernel.value[(i % taps) * filters + i / taps] = *w;
-                    }
-                    c.bias.value = model.conv_bias.to_vec();
-                }
-                Layer::Dense(d) => {
-                    ensure!(
-                        d.kernel.value.len() == model.dense_weights.len(),
-                        "dense shape"
-                    );
-                    let inputs = d.inputs;
-                    for (i, w) in model.dense_weights.iter().enumerate() {
-                        d.kernel.value[(i % inputs) * classes + i / inputs] = *w;
-                    }
-                    d.bias.value = model.dense_bias.to_vec();
-                }
-                _ => {}
-            }
-        }
-        Ok(out)
-    }
-
-    /// The tutorial's [`FloatModel`] with this model's weights (kernels transposed back to
-    /// OHWI and `[class][input]`): the inverse of [`Model::from_tutorial`].
-    ///
-    /// # Errors
-    /// If this model's spec is not the tutorial's.
-    pub fn to_tutorial(&self) -> Result<FloatModel> {
-        let tutorial = Spec::tutorial();
-        ensure!(
-            self.spec.input == tutorial.input && self.spec.layers == tutorial.layers,
-            "this float model is not the tutorial's network (input {}, {} layers)",
-            self.spec.input,
-            self.spec.layers.len()
-        );
-        let mut out = FloatModel::glorot_uniform(0);
-        let filters = out.conv_bias.len();
-        let classes = out.dense_bias.len();
-        for layer in &self.layers {
-            match layer {
-                Layer::Conv(c) => {
-                    let taps = c.geom.taps();
-                    for (i, w) in out.conv_weights.iter_mut().enumerate() {
-                        *w = c.kernel.value[(i % taps) * filters + i / taps];
-                    }
-                    out.conv_bias
-                        .assign(&ndarray::ArrayView1::from(&c.bias.value[..]));
-                }
-                Layer::Dense(d) => {
-                    let inputs = d.inputs;
-                    for (i, w) in out.dense_weights.iter_mut().enumerate() {
-                        *w = d.kernel.value[(i % inputs) * classes + i / inputs];
-                    }
-                    out.dense_bias
-                        .assign(&ndarray::ArrayView1::from(&d.bias.value[..]));
-                }
-                _ => {}
-            }
-        }
-        Ok(out)
     }
 
     /// Trainable parameters.

@@ -1,5 +1,5 @@
 //! Int8 export of any spec'd stack as model.bin format 3 (`infer_core::stack`), in the
-//! tutorial's TFLite scheme (`crate::quantize`), following the spec's int8 [`Plan`]:
+//! TFLite scheme ([`super::scheme`]), following the spec's int8 [`Plan`]:
 //!
 //! * batch norm is folded into the conv or dense layer before it ([`fold`]):
 //!   `w' = w·γ/√(var+ε)` per output channel, `b' = (b − mean)·γ/√(var+ε) + β`;
@@ -15,9 +15,11 @@
 
 use super::layers::Layer;
 use super::model::Model;
+pub use super::scheme::{
+    activation_quant, first_max, quantize_multiplier, QuantizedChannels, Scores, INPUT_QUANT,
+};
 use crate::data::Dataset;
 use crate::eval::{evaluate_stack, load_stack};
-use crate::quantize::{activation_quant, QuantizedChannels, Scores, INPUT_QUANT};
 use anyhow::{bail, ensure, Context, Result};
 use infer_core::format::{InputSpec, QuantParams};
 use infer_core::stack::format::{ConvOp, DenseOp, Op, Padding as WirePadding, PoolOp, MAX_OPS};
@@ -719,32 +721,6 @@ activation = \"softmax\"
             worst < 0.05 * (hi - lo).max(1e-3),
             "worst {worst} in [{lo}, {hi}]"
         );
-    }
-
-    #[test]
-    fn the_tutorial_spec_exports_format_1s_weights() {
-        // The tutorial network through the generic path and through the fast path: the
-        // weight arrays and the conv's bias do not depend on calibration, so they are equal.
-        // (The logits differ on purpose: format 1 clips them to a decision-tuned int8
-        // range, format 3 keeps them wide.)
-        let fast = crate::network::FloatModel::glorot_uniform(4);
-        let model = Model::from_tutorial(&fast).unwrap();
-        let mut rng = ChaCha8Rng::seed_from_u64(4);
-        let images: Vec<u8> = (0..20 * 784).map(|_| rng.gen_range(0..=255)).collect();
-        let v1 = crate::quantize::QuantizedModel::from_float(&fast, &images).unwrap();
-        let plan = Plan::of(&model.spec).unwrap();
-        let calibration = StackCalibration::measure(&model, &plan, &images).unwrap();
-        let v2 = QuantizedStack::from_calibration(&model, &plan, &calibration).unwrap();
-        let conv = v2.ops[0].channels.as_ref().unwrap();
-        let dense = v2.ops[2].channels.as_ref().unwrap();
-        assert_eq!(conv.weights, v1.conv.weights);
-        assert_eq!(conv.weight_scales, v1.conv.weight_scales);
-        assert_eq!(conv.bias, v1.conv.bias);
-        assert_eq!(dense.weights, v1.dense.weights);
-        assert_eq!(dense.weight_scales, v1.dense.weight_scales);
-        let scale = |a: f32, b: f32| ((a - b) / b).abs();
-        assert!(scale(conv.output.scale, v1.conv.output.scale) < 1e-5);
-        assert_eq!(dense.output.zero_point, 0);
     }
 
     #[test]

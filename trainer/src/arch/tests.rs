@@ -1,13 +1,12 @@
-//! Gradient checks of every generic layer (central differences), a cross-check against the
-//! tutorial's `FloatModel`, a tiny fit, determinism and checkpoint round trips.
+//! Gradient checks of every generic layer (central differences), a tiny fit, determinism and
+//! checkpoint round trips.
 
 use super::layers::{Layer, Mode, Prepared, Tensor, Trace};
 use super::model::{cross_entropy, Model};
+use super::observer::SilentObserver;
 use super::spec::{Activation, LayerSpec, Padding, Shape, Spec};
 use super::{checkpoint, fit, ArchFitConfig};
 use crate::data::Dataset;
-use crate::network::FloatModel;
-use crate::train::SilentObserver;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -355,30 +354,6 @@ fn cross_entropy_gradient_matches_central_differences() {
     }
 }
 
-#[test]
-fn the_tutorial_preset_computes_the_float_models_logits() {
-    let float = FloatModel::glorot_uniform(3);
-    let model = Model::from_tutorial(&float).unwrap();
-    assert_eq!(model.trainable_count(), float.parameter_count());
-    let mut rng = ChaCha8Rng::seed_from_u64(4);
-    let images: Vec<u8> = (0..5 * 784).map(|_| rng.gen()).collect();
-    let ours = model.logits(&images).unwrap();
-    let theirs = float.forward(&images).logits;
-    for (a, b) in ours.iter().zip(theirs.iter()) {
-        assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
-    }
-    assert_eq!(ours.len(), theirs.len());
-    assert_eq!(
-        model.to_tutorial().unwrap(),
-        float,
-        "to_tutorial inverts from_tutorial"
-    );
-    let other = Model::glorot_uniform(&small_in_parts(), 1);
-    let e = other.to_tutorial().unwrap_err().to_string();
-    assert!(e.contains("not the tutorial's network"), "{e}");
-}
-
-/// `n` 14×14 images: class `c` (of 4) is a bright 4×4 square in quadrant `c`.
 fn quadrants(n: usize, seed: u64) -> Dataset {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut images = Vec::new();

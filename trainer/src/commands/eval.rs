@@ -1,7 +1,7 @@
-//! `trainer eval`: score a model.bin (format 1 or 3) on the test set with infer-core; with
+//! `trainer eval`: score a model.bin (format 3) on the test set with infer-core; with
 //! `--float FILE`, also how its class probabilities follow the float model's.
 
-use crate::{arch, checkpoint, data, eval};
+use crate::{arch, data, eval};
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 /// Options of `trainer eval`.
 #[derive(Args)]
 pub struct EvalArgs {
-    /// The int8 model to evaluate (model.bin format 1 or 3).
+    /// The int8 model to evaluate (model.bin format 3).
     #[arg(long, default_value = "model.bin")]
     pub model: PathBuf,
     /// Directory with the IDX files; the test half is used.
@@ -27,20 +27,14 @@ pub struct EvalArgs {
     pub float: Option<PathBuf>,
 }
 
-/// The float model in a checkpoint of either kind (`F32G` any spec, `F32C` the tutorial's
-/// fast path), as generic layers.
+/// The float model in a checkpoint (`trainer fit --save-float FILE`).
 ///
 /// # Errors
-/// An unreadable or invalid checkpoint.
+/// An unreadable or invalid checkpoint; one of the retired tutorial-only path (`F32C`) is
+/// named with the command that writes a current one.
 pub(crate) fn load_float(path: &Path) -> Result<arch::Model> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let loading = || format!("loading {}", path.display());
-    if bytes.starts_with(&arch::checkpoint::MAGIC) {
-        arch::checkpoint::from_bytes(&bytes).with_context(loading)
-    } else {
-        let tutorial = checkpoint::from_bytes(&bytes).with_context(loading)?;
-        arch::Model::from_tutorial(&tutorial).with_context(loading)
-    }
+    arch::checkpoint::from_bytes(&bytes).with_context(|| format!("loading {}", path.display()))
 }
 
 /// Runs `trainer eval`.
@@ -55,7 +49,6 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             args.model.display()
         )
     })?;
-    // Either format: 1 (the tutorial network) or 3 (any layer stack), by the version field.
     let model = eval::Int8Model::load(&bytes)
         .with_context(|| format!("loading {}", args.model.display()))?;
     let test = data::load_test(&args.data)?;

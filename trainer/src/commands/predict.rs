@@ -13,7 +13,7 @@ use std::path::PathBuf;
 #[derive(Args)]
 #[command(group(ArgGroup::new("input").required(true).args(["index", "image"])))]
 pub struct PredictArgs {
-    /// The int8 model (model.bin format 1 or 3).
+    /// The int8 model (model.bin format 3).
     #[arg(long, default_value = "model.bin")]
     pub model: PathBuf,
     /// Classify test image N (from 0) of `--data`.
@@ -52,7 +52,6 @@ pub fn run(args: &PredictArgs) -> Result<()> {
             args.model.display()
         )
     })?;
-    // Either format: 1 (the tutorial network) or 3 (any layer stack).
     let model = eval::Int8Model::load(&bytes)
         .with_context(|| format!("loading {}", args.model.display()))?;
     let (h, w, c) = model.input_shape();

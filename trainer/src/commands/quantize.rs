@@ -1,14 +1,12 @@
 //! `trainer quantize`: re-quantize a float checkpoint (`fit --save-float`) into a model.bin,
 //! without retraining. Also the calibration and reporting steps `trainer fit` shares.
 //!
-//! The checkpoint's magic says which path wrote it: `F32C` (the tutorial's fast path) gives
-//! a format-1 model.bin, `F32G` (`fit --arch …`, any spec; the spec travels in the file) a
-//! format-3 one — in both cases the bytes `fit` wrote from the same weights and calibration
-//! images.
+//! The checkpoint holds the spec and the float weights; the model.bin written (format 3) is
+//! byte for byte the one `fit` wrote from the same weights and calibration images.
 
+use crate::arch::quantize::Scores;
 use crate::data::{self, Dataset};
-use crate::quantize::{self, Scores};
-use crate::{arch, atomic, checkpoint};
+use crate::{arch, atomic};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -16,8 +14,7 @@ use std::path::{Path, PathBuf};
 /// Options of `trainer quantize`.
 #[derive(Args)]
 pub struct QuantizeArgs {
-    /// The float checkpoint, written by `trainer fit --save-float FILE` (tutorial or
-    /// `--arch`).
+    /// The float checkpoint, written by `trainer fit --save-float FILE`.
     #[arg(long = "float", value_name = "FILE")]
     pub float: PathBuf,
     /// Where to write the int8 model (written atomically).
@@ -37,44 +34,20 @@ pub struct QuantizeArgs {
 /// A missing or corrupt checkpoint, bad data, or an unwritable output, each named.
 pub fn run(args: &QuantizeArgs) -> Result<()> {
     check_output(&args.out)?;
-    let bytes =
-        std::fs::read(&args.float).with_context(|| format!("reading {}", args.float.display()))?;
-    let loading = || format!("loading {}", args.float.display());
-    let generic = bytes.starts_with(&arch::checkpoint::MAGIC);
-    let model = if generic {
-        Float::Generic(arch::checkpoint::from_bytes(&bytes).with_context(loading)?)
-    } else {
-        Float::Tutorial(checkpoint::from_bytes(&bytes).with_context(loading)?)
-    };
+    let model = super::eval::load_float(&args.float)?;
     let split = data::load(&args.data)?;
     let calibration = calibration_images(&split.train, args.calibration_images, split.train.len());
-    let quantizing = || format!("quantizing {}", args.float.display());
-    let bytes = match model {
-        Float::Generic(model) => {
-            let scored = arch::quantize::quantize_and_score(&model, calibration, &split.test)
-                .with_context(quantizing)?;
-            print_scores(scored.calibration.images, &scored.scores);
-            print_drop(&scored.scores);
-            scored.bytes
-        }
-        Float::Tutorial(model) => {
-            let scored = quantize::quantize_and_score(&model, calibration, &split.test)
-                .with_context(quantizing)?;
-            print_scores(scored.calibration.images, &scored.scores);
-            scored.bytes
-        }
-    };
-    atomic::write_atomic(&args.out, &bytes)?;
-    println!("Wrote {} ({} bytes)", args.out.display(), bytes.len());
+    let scored = arch::quantize::quantize_and_score(&model, calibration, &split.test)
+        .with_context(|| format!("quantizing {}", args.float.display()))?;
+    print_scores(scored.calibration.images, &scored.scores);
+    print_drop(&scored.scores);
+    atomic::write_atomic(&args.out, &scored.bytes)?;
+    println!(
+        "Wrote {} ({} bytes)",
+        args.out.display(),
+        scored.bytes.len()
+    );
     Ok(())
-}
-
-/// A float checkpoint of either kind.
-enum Float {
-    /// `F32C`: the tutorial's fast path.
-    Tutorial(crate::network::FloatModel),
-    /// `F32G`: any spec.
-    Generic(arch::Model),
 }
 
 /// Refuses an output path that exists but is not a regular file (a directory, `/dev/null`, a

@@ -1,8 +1,7 @@
 //! `trainer report`: draw the tutorial's pictures of a model into a directory of PNGs and
 //! an `index.html` (see [`crate::report`]).
 
-use crate::network::FloatModel;
-use crate::{arch, checkpoint, data, report};
+use crate::{data, report};
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
@@ -14,8 +13,8 @@ pub struct ReportArgs {
     /// The int8 model to draw (from `trainer fit`).
     #[arg(long, default_value = "model.bin")]
     pub model: PathBuf,
-    /// Its float checkpoint (`fit --save-float`, also `fit --arch tutorial --save-float`):
-    /// the learnt filters are drawn from it instead of the dequantized int8 weights.
+    /// Its float checkpoint (`fit --save-float`): the learnt filters are drawn from it
+    /// instead of the dequantized int8 weights.
     #[arg(long)]
     pub float: Option<PathBuf>,
     /// Training metrics (`fit --metrics`) for the training curves.
@@ -46,8 +45,14 @@ pub fn run(args: &ReportArgs) -> Result<()> {
             args.model.display()
         )
     })?;
-    crate::eval::load_net(&model).with_context(|| format!("loading {}", args.model.display()))?;
-    let float = args.float.as_deref().map(load_float).transpose()?;
+    crate::eval::format_version(&model)
+        .and_then(|_| crate::eval::load_stack(&model))
+        .with_context(|| format!("loading {}", args.model.display()))?;
+    let float = args
+        .float
+        .as_deref()
+        .map(super::eval::load_float)
+        .transpose()?;
     let epochs = match &args.metrics {
         Some(path) => {
             let json = std::fs::read_to_string(path)
@@ -89,16 +94,4 @@ pub fn run(args: &ReportArgs) -> Result<()> {
         start.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-/// The tutorial's float weights from either checkpoint: the generic one (`F32G`, written by
-/// `fit --arch … --save-float`) of the tutorial's network, or the tutorial path's own (`F32C`).
-fn load_float(path: &std::path::Path) -> Result<FloatModel> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    if bytes.starts_with(&arch::checkpoint::MAGIC) {
-        return arch::checkpoint::from_bytes(&bytes)
-            .and_then(|model| model.to_tutorial())
-            .with_context(|| format!("loading {}", path.display()));
-    }
-    checkpoint::load(path)
 }

@@ -1,93 +1,36 @@
 //! `trainer summary`: the Keras `model.summary()` table of the tutorial CNN (or of any spec
 //! with `--arch`), then what its int8 form costs on a microcontroller: flash for model.bin,
-//! RAM for one inference. `--model` reads an actual model.bin of either format.
+//! RAM for one inference. `--model` reads an actual model.bin (format 3).
 
 use crate::arch::budget::{self, Board, Budget};
 use crate::arch::Spec;
-use crate::network::{CLASSES, CONV_SIDE, FILTERS, FLAT, KERNEL, POOL_SIDE};
-use crate::{eval, quantize};
+use crate::eval;
 use anyhow::{Context, Result};
 use clap::Args;
-use infer_core::format::{ChannelParams, ModelFile, FORMAT_VERSION};
+use infer_core::format::ChannelParams;
 use infer_core::stack::{BufferSizes, Op, StackFile};
-use infer_core::{TutorialScratch, TutorialStreamScratch};
 use model_spec::plan::OpKind;
 use std::path::{Path, PathBuf};
 
 /// Options of `trainer summary`.
 #[derive(Args)]
 pub struct SummaryArgs {
-    /// Report this model.bin's actual size [default: computed from the architecture]; a
-    /// format-3 file (any layer stack) is described from its own operations.
+    /// Describe this model.bin (format 3) from its own operations, with its actual size
+    /// [default: the architecture, estimated from its spec].
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Print one JSON object instead of the tables.
     #[arg(long)]
     pub json: bool,
-    /// Summarise this architecture instead: a preset (`tutorial`, `tutorial-full`) or a spec
-    /// file (docs/architecture-spec.md); flash and RAM are then estimated from the spec.
+    /// Summarise this architecture: a preset (`tutorial`, `tutorial-full`) or a spec file
+    /// (docs/architecture-spec.md) [default: tutorial]; flash and RAM are estimated from the
+    /// spec.
     #[arg(long)]
     pub arch: Option<String>,
     /// Check the int8 model's flash and RAM against this board (mps2-an385, mps2-an386,
     /// mps2-an500, microbit).
     #[arg(long)]
     pub board: Option<String>,
-}
-
-/// One row of the Keras table.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Layer {
-    /// Keras' layer name, e.g. `conv2d`.
-    pub name: &'static str,
-    /// Keras' layer class, e.g. `Conv2D`.
-    pub kind: &'static str,
-    /// Output shape without the batch dimension.
-    pub output: Vec<usize>,
-    /// Trainable parameters.
-    pub params: usize,
-}
-
-/// The tutorial's layers as Keras names them.
-pub fn layers() -> Vec<Layer> {
-    let pooled = vec![POOL_SIDE, POOL_SIDE, FILTERS];
-    vec![
-        Layer {
-            name: "conv2d",
-            kind: "Conv2D",
-            output: vec![CONV_SIDE, CONV_SIDE, FILTERS],
-            params: FILTERS * KERNEL * KERNEL + FILTERS,
-        },
-        Layer {
-            name: "max_pooling2d",
-            kind: "MaxPooling2D",
-            output: pooled.clone(),
-            params: 0,
-        },
-        Layer {
-            name: "dropout",
-            kind: "Dropout",
-            output: pooled,
-            params: 0,
-        },
-        Layer {
-            name: "flatten",
-            kind: "Flatten",
-            output: vec![FLAT],
-            params: 0,
-        },
-        Layer {
-            name: "dropout_1",
-            kind: "Dropout",
-            output: vec![FLAT],
-            params: 0,
-        },
-        Layer {
-            name: "dense",
-            kind: "Dense",
-            output: vec![CLASSES],
-            params: CLASSES * FLAT + CLASSES,
-        },
-    ]
 }
 
 /// Where the bytes of a model.bin go.
@@ -104,25 +47,16 @@ pub struct Flash {
 }
 
 impl Flash {
-    /// Splits the size of `bytes`, a model.bin of either format.
+    /// Splits the size of `bytes`, a model.bin (format 3).
     ///
     /// # Errors
     /// If the bytes are not a model.bin that infer-core accepts.
     pub fn of(bytes: &[u8]) -> Result<Self> {
-        if eval::format_version(bytes)? == FORMAT_VERSION {
-            let net = eval::load_net(bytes)?;
-            let model: &ModelFile<'_> = net.model();
-            Ok(Self::split(
-                bytes.len(),
-                [model.conv.params, model.dense.params],
-            ))
-        } else {
-            let file = eval::load_stack(bytes)?;
-            Ok(Self::split(
-                bytes.len(),
-                file.ops.iter().filter_map(|op| op.params().copied()),
-            ))
-        }
+        let file = eval::load_stack(bytes)?;
+        Ok(Self::split(
+            bytes.len(),
+            file.ops.iter().filter_map(|op| op.params().copied()),
+        ))
     }
 
     /// The split of a file of `total` bytes holding the arrays of `params`.
@@ -139,47 +73,6 @@ impl Flash {
             channel_params,
             header: total - weights - channel_params,
         }
-    }
-
-    /// The largest model.bin the tutorial's architecture can give. Sizes differ by at most a
-    /// byte, from the varint of the logits' zero point; this quantizes an untrained model
-    /// whose zero points take the longest encoding.
-    ///
-    /// # Errors
-    /// Only on a bug (the model does not encode).
-    pub fn of_architecture() -> Result<Self> {
-        let model = crate::network::FloatModel::glorot_uniform(1);
-        // A blank image: zero logits, so both zero points are −128 (two varint bytes each).
-        let bytes = quantize::QuantizedModel::from_float(&model, &[0; 784])?.to_bytes()?;
-        Self::of(&bytes)
-    }
-}
-
-/// RAM for one inference with infer-core (data only; the calls' own stack frames are not
-/// counted: the firmware measures those).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Ram {
-    /// With the streaming `TutorialNet::infer`: its scratch plus the input.
-    pub infer: usize,
-    /// The streaming scratch ([`TutorialStreamScratch::BYTES`]).
-    pub stream_scratch: usize,
-    /// With the layer-by-layer `TutorialNet::infer_layers`: its activations plus the input.
-    pub infer_layers: usize,
-    /// The conv and pooled activations ([`TutorialScratch::BYTES`]).
-    pub activations: usize,
-    /// The int8 input image.
-    pub input: usize,
-}
-
-/// The RAM figures of [`Ram`].
-pub fn ram() -> Ram {
-    let input = core::mem::size_of::<[[[i8; 1]; 28]; 28]>();
-    Ram {
-        infer: TutorialStreamScratch::BYTES + input,
-        stream_scratch: TutorialStreamScratch::BYTES,
-        infer_layers: TutorialScratch::BYTES + input,
-        activations: TutorialScratch::BYTES,
-        input,
     }
 }
 
@@ -200,43 +93,24 @@ pub fn run(args: &SummaryArgs) -> Result<()> {
             })
         })
         .transpose()?;
-    if let Some(arch) = &args.arch {
+    if args.arch.is_some() {
         anyhow::ensure!(
             args.model.is_none(),
             "--model describes the model.bin it reads; it does not go with --arch"
         );
-        let spec = Spec::load(arch)?;
-        return run_arch(&spec, board, args.json);
     }
     if let Some(path) = &args.model {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        if eval::format_version(&bytes).with_context(|| format!("loading {}", path.display()))?
-            != FORMAT_VERSION
-        {
-            return run_stack(path, &bytes, board, args.json);
-        }
+        return run_stack(path, &bytes, board, args.json);
     }
-    run_plain(args, board)
+    let spec = Spec::load(args.arch.as_deref().unwrap_or("tutorial"))?;
+    run_arch(&spec, board, args.json)
 }
 
 /// The Keras table of `spec`, its int8 budget and, with `board`, whether it fits.
 fn run_arch(spec: &Spec, board: Option<Board>, json: bool) -> Result<()> {
     let budget = Budget::of(spec);
-    let names = spec.keras_names();
-    let rows: Vec<Row> = spec
-        .layers
-        .iter()
-        .enumerate()
-        .map(|(i, l)| {
-            let (trainable, fixed) = spec.params_of(i);
-            Row {
-                label: format!("{} ({})", names[i], l.keras_class()),
-                output: spec.shapes[i].dims(),
-                params: trainable + fixed,
-            }
-        })
-        .collect();
-    let non_trainable: usize = (0..spec.layers.len()).map(|i| spec.params_of(i).1).sum();
+    let (rows, non_trainable) = rows(spec);
     if json {
         let (estimate, unavailable) = match &budget {
             Ok(b) => (Some(b), None),
@@ -294,6 +168,26 @@ fn run_arch(spec: &Spec, board: Option<Board>, json: bool) -> Result<()> {
         print_board(budget.flash, budget.ram, board);
     }
     Ok(())
+}
+
+/// The Keras table rows of `spec` and its non-trainable parameter count.
+pub fn rows(spec: &Spec) -> (Vec<Row>, usize) {
+    let names = spec.keras_names();
+    let rows = spec
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let (trainable, fixed) = spec.params_of(i);
+            Row {
+                label: format!("{} ({})", names[i], l.keras_class()),
+                output: spec.shapes[i].dims(),
+                params: trainable + fixed,
+            }
+        })
+        .collect();
+    let non_trainable = (0..spec.layers.len()).map(|i| spec.params_of(i).1).sum();
+    (rows, non_trainable)
 }
 
 /// The RAM line of a layer-by-layer format-3 inference.
@@ -392,6 +286,7 @@ impl StackRam {
 /// The operations, flash and RAM of a format-3 model.bin and, with `board`, whether it fits.
 fn run_stack(path: &Path, bytes: &[u8], board: Option<Board>, json: bool) -> Result<()> {
     let loading = || format!("loading {}", path.display());
+    eval::format_version(bytes).with_context(loading)?;
     let file = eval::load_stack(bytes).with_context(loading)?;
     let flash = Flash::of(bytes).with_context(loading)?;
     let ram = StackRam::of(&file);
@@ -471,68 +366,6 @@ fn print_board(flash: usize, ram: usize, board: Board) {
     }
 }
 
-/// The tutorial's summary, as before `--arch` existed; with `board`, whether its format-1
-/// model.bin and the streaming `infer` (what the firmware runs) fit.
-fn run_plain(args: &SummaryArgs, board: Option<Board>) -> Result<()> {
-    let flash = match &args.model {
-        Some(path) => {
-            let bytes =
-                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            Flash::of(&bytes).with_context(|| format!("loading {}", path.display()))?
-        }
-        None => Flash::of_architecture()?,
-    };
-    let layers = layers();
-    let ram = ram();
-    if args.json {
-        let json = serde_json::json!({
-            "layers": layers,
-            "total_params": layers.iter().map(|l| l.params).sum::<usize>(),
-            "flash_bytes": flash,
-            "flash_source": args.model.as_ref().map_or("architecture".into(), |p| p.display().to_string()),
-            "ram_bytes": ram,
-            "board": board.map(|b| serde_json::json!({
-                "name": b.name,
-                "flash_bytes": b.flash,
-                "ram_bytes": b.ram,
-                "fits": flash.total <= b.flash && ram.infer <= b.ram,
-            })),
-        });
-        println!("{json}");
-        return Ok(());
-    }
-    print!("{}", keras_table(&layers));
-    println!();
-    let source = match &args.model {
-        Some(path) => format!("{}:", path.display()),
-        None => "model.bin (up to):".to_owned(),
-    };
-    println!("int8 on a microcontroller (infer-core)");
-    println!(
-        " Flash  {source} {} bytes = {} int8 weights + {} per-channel scales, biases, multipliers, shifts + {} header and CRC",
-        group(flash.total),
-        group(flash.weights),
-        group(flash.channel_params),
-        group(flash.header)
-    );
-    println!(
-        " RAM    per inference: {} bytes with infer = {} streaming scratch + {} int8 input; weights stay in flash",
-        group(ram.infer),
-        group(ram.stream_scratch),
-        group(ram.input)
-    );
-    println!(
-        "        ({} bytes with infer_layers, which keeps the {} bytes of conv and pooled activations)",
-        group(ram.infer_layers),
-        group(ram.activations)
-    );
-    if let Some(board) = board {
-        println!();
-        print_board(flash.total, ram.infer, board);
-    }
-    Ok(())
-}
-
 /// Column widths of the Keras 3 table, inside the borders.
 const WIDTHS: [usize; 3] = [33, 24, 15];
 
@@ -545,19 +378,6 @@ pub struct Row {
     pub output: Vec<usize>,
     /// Parameters (trainable and not).
     pub params: usize,
-}
-
-/// The table Keras 3 prints for `model.summary()`.
-pub fn keras_table(layers: &[Layer]) -> String {
-    let rows: Vec<Row> = layers
-        .iter()
-        .map(|l| Row {
-            label: format!("{} ({})", l.name, l.kind),
-            output: l.output.clone(),
-            params: l.params,
-        })
-        .collect();
-    table(&rows, 0)
 }
 
 /// The Keras 3 table of any rows, `non_trainable` of whose parameters are not trained.
@@ -646,6 +466,7 @@ fn kib(bytes: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::arch::quantize::{QuantizedStack, StackCalibration};
 
     #[test]
     fn the_table_is_keras_3s() {
@@ -670,21 +491,33 @@ Model: \"sequential\"
  Trainable params: 54,410 (212.54 KB)
  Non-trainable params: 0 (0.00 B)
 ";
-        assert_eq!(keras_table(&layers()), expected);
+        let (rows, non_trainable) = rows(&Spec::load("tutorial").unwrap());
+        assert_eq!(table(&rows, non_trainable), expected);
     }
 
     #[test]
     fn parameters_agree_with_the_model() {
-        let total: usize = layers().iter().map(|l| l.params).sum();
+        let spec = Spec::load("tutorial").unwrap();
+        let (rows, _) = rows(&spec);
+        let total: usize = rows.iter().map(|r| r.params).sum();
         assert_eq!(
             total,
-            crate::network::FloatModel::glorot_uniform(1).parameter_count()
+            crate::arch::Model::glorot_uniform(&spec, 1).parameter_count()
         );
     }
 
     #[test]
     fn flash_is_split_into_weights_channel_params_and_header() {
-        let flash = Flash::of_architecture().unwrap();
+        let spec = Spec::load("tutorial").unwrap();
+        let model = crate::arch::Model::glorot_uniform(&spec, 2);
+        let images: Vec<u8> = (0..3 * 784).map(|i| (i * 7 % 256) as u8).collect();
+        let plan = model_spec::Plan::of(&spec).unwrap();
+        let calibration = StackCalibration::measure(&model, &plan, &images).unwrap();
+        let bytes = QuantizedStack::from_calibration(&model, &plan, &calibration)
+            .unwrap()
+            .to_bytes()
+            .unwrap();
+        let flash = Flash::of(&bytes).unwrap();
         assert_eq!(flash.weights, 32 * 9 + 10 * 5408);
         // per channel: f32 scale, i32 bias, i32 multiplier, i8 shift
         assert_eq!(flash.channel_params, (32 + 10) * 13);
@@ -692,26 +525,7 @@ Model: \"sequential\"
             flash.total,
             flash.weights + flash.channel_params + flash.header
         );
-        assert!(flash.header < 100, "{flash:?}");
-        // A model calibrated on real-looking images is at most as large.
-        let model = crate::network::FloatModel::glorot_uniform(2);
-        let images: Vec<u8> = (0..3 * 784).map(|i| (i * 7 % 256) as u8).collect();
-        let bytes = quantize::QuantizedModel::from_float(&model, &images)
-            .unwrap()
-            .to_bytes()
-            .unwrap();
-        let other = Flash::of(&bytes).unwrap();
-        assert!(other.total <= flash.total && other.total + 2 >= flash.total);
-    }
-
-    #[test]
-    fn ram_is_the_scratch_and_the_input() {
-        let ram = ram();
-        assert_eq!(ram.activations, 26 * 26 * 32 + 13 * 13 * 32);
-        assert_eq!(ram.input, 784);
-        assert_eq!(ram.infer_layers, 27_824);
-        assert_eq!(ram.infer, ram.stream_scratch + 784);
-        assert!(ram.infer < ram.infer_layers);
+        assert!(flash.header < 200, "{flash:?}");
     }
 
     #[test]

@@ -3,10 +3,13 @@
 
 use super::canvas::{text, Canvas, Picture};
 use super::Grid;
-use crate::eval::classify;
-use crate::network::{FloatModel, CONV_SIDE, FILTERS, KERNEL};
-use anyhow::{ensure, Result};
-use infer_core::{TutorialNet, TutorialScratch};
+use crate::arch::layers::Layer;
+use crate::arch::Model;
+use anyhow::{bail, ensure, Context, Result};
+use infer_core::kernels::conv::conv2d_i8;
+use infer_core::kernels::ChannelRequant;
+use infer_core::stack::format::{input_offset, ConvOp};
+use infer_core::stack::{Op, StackFile};
 use plotters::style::text_anchor::HPos;
 
 /// File name of picture 6.
@@ -18,29 +21,62 @@ pub const FILTERS_SIZE: (u32, u32) = (520, 560);
 /// Size of picture 7, pixels.
 pub const FEATURE_MAPS_SIZE: (u32, u32) = (740, 460);
 
-/// The trained float kernels: filter `f` is `conv_weights[f, ky, kx, 0]`.
-pub fn float_filters(model: &FloatModel) -> Vec<Grid> {
-    (0..FILTERS)
-        .map(|f| Grid {
-            rows: KERNEL,
-            cols: KERNEL,
-            values: (0..KERNEL * KERNEL)
-                .map(|i| f64::from(model.conv_weights[[f, i / KERNEL, i % KERNEL, 0]]))
-                .collect(),
-        })
-        .collect()
-}
-
-/// The int8 kernels of `net`, dequantized: `weight · scale[f]` (symmetric, zero point 0).
+/// The first operation of `file`, a convolution of a one-channel image: the layer pictures
+/// 6 and 7 show.
 ///
 /// # Errors
-/// If the weights or scales are not the tutorial's 32 filters of 3×3×1.
-pub fn int8_filters(net: &TutorialNet<'_>) -> Result<Vec<Grid>> {
-    let params = &net.model().conv.params;
-    let taps = KERNEL * KERNEL;
+/// If the network does not start with such a convolution.
+pub fn first_conv<'a>(file: &StackFile<'a>) -> Result<ConvOp<'a>> {
+    match file.ops.get(0) {
+        Some(Op::Conv2d(c)) if c.in_c == 1 => Ok(c),
+        _ => bail!(
+            "the report draws networks whose first layer is a convolution of a one-channel image"
+        ),
+    }
+}
+
+/// The trained float kernels of `model`'s first convolution, `side × side` each: filter
+/// `f` is `kernel[ky, kx, 0, f]` (HWIO).
+///
+/// # Errors
+/// If the model's first convolution is not `filters` kernels of `side × side × 1`.
+pub fn float_filters(model: &Model, filters: usize, side: usize) -> Result<Vec<Grid>> {
+    let conv = model
+        .layers
+        .iter()
+        .find_map(|l| match l {
+            Layer::Conv(c) => Some(c),
+            _ => None,
+        })
+        .context("the float model has no convolution")?;
+    let taps = side * side;
     ensure!(
-        params.weights.len() == FILTERS * taps && params.weight_scales.len() == FILTERS * 4,
-        "the model's conv layer is not 32 filters of 3×3×1"
+        conv.bias.value.len() == filters && conv.kernel.value.len() == filters * taps,
+        "the float model's first convolution is not {filters} filters of {side}×{side}×1 as the int8 model's"
+    );
+    Ok((0..filters)
+        .map(|f| Grid {
+            rows: side,
+            cols: side,
+            values: (0..taps)
+                .map(|t| f64::from(conv.kernel.value[t * filters + f]))
+                .collect(),
+        })
+        .collect())
+}
+
+/// The int8 kernels of `conv`, dequantized: `weight · scale[f]` (symmetric, zero point 0).
+///
+/// # Errors
+/// If the weights or scales are not `conv`'s filters.
+pub fn int8_filters(conv: &ConvOp<'_>) -> Result<Vec<Grid>> {
+    let params = &conv.params;
+    let side = usize::from(conv.kernel);
+    let filters = usize::from(conv.filters);
+    let taps = side * side * usize::from(conv.in_c);
+    ensure!(
+        params.weights.len() == filters * taps && params.weight_scales.len() == filters * 4,
+        "the model's first convolution does not hold {filters} filters of {side}×{side}"
     );
     Ok(params
         .weights
@@ -49,32 +85,55 @@ pub fn int8_filters(net: &TutorialNet<'_>) -> Result<Vec<Grid>> {
         .map(|(w, s)| {
             let scale = f64::from(f32::from_le_bytes([s[0], s[1], s[2], s[3]]));
             Grid {
-                rows: KERNEL,
-                cols: KERNEL,
+                rows: side,
+                cols: side,
                 values: w.iter().map(|&q| f64::from(q as i8) * scale).collect(),
             }
         })
         .collect())
 }
 
-/// The 32 feature maps (26×26, conv + ReLU) of `pixels` in infer-core's int8 network,
-/// dequantized with the conv layer's output scale and zero point.
-pub fn feature_maps(net: &TutorialNet<'_>, pixels: &[u8]) -> Vec<Grid> {
-    let mut scratch = Box::new(TutorialScratch::new());
-    classify(net, pixels, &mut scratch);
-    let out = net.model().conv.params.output;
-    (0..FILTERS)
+/// The feature maps of `pixels` (one input image, raw) after `file`'s first convolution (with
+/// its ReLU), computed by infer-core's int8 convolution and dequantized with the layer's
+/// output scale and zero point.
+///
+/// # Errors
+/// If the network does not start with a convolution or `pixels` is not one input image.
+pub fn feature_maps(file: &StackFile<'_>, pixels: &[u8]) -> Result<Vec<Grid>> {
+    let conv = first_conv(file)?;
+    let g = conv.geometry();
+    ensure!(
+        pixels.len() == g.in_h * g.in_w * g.in_c,
+        "{} pixels given, the model takes {}×{}×{}",
+        pixels.len(),
+        g.in_h,
+        g.in_w,
+        g.in_c
+    );
+    let input: Vec<i8> = pixels.iter().map(|&p| (p ^ 0x80) as i8).collect();
+    let (out_h, out_w, filters) = Op::Conv2d(conv).out_shape();
+    let mut maps = vec![0i8; out_h * out_w * filters];
+    conv2d_i8(
+        &g,
+        &input,
+        input_offset(file, 0),
+        conv.params.weights,
+        &ChannelRequant::from_params(&conv.params, conv.relu),
+        &mut maps,
+    );
+    let out = conv.params.output;
+    Ok((0..filters)
         .map(|f| Grid {
-            rows: CONV_SIDE,
-            cols: CONV_SIDE,
-            values: scratch
-                .conv
+            rows: out_h,
+            cols: out_w,
+            values: maps
                 .iter()
-                .flatten()
-                .map(|px| f64::from(out.scale) * f64::from(i32::from(px[f]) - out.zero_point))
+                .skip(f)
+                .step_by(filters)
+                .map(|&q| f64::from(out.scale) * f64::from(i32::from(q) - out.zero_point))
                 .collect(),
         })
-        .collect()
+        .collect())
 }
 
 /// Picture 6: the 32 filters in a 6×6 grid, `source` saying where they come from. Rasters:

@@ -33,10 +33,10 @@ pub mod scores;
 pub use canvas::{Picture, Raster};
 pub use grid::Grid;
 
+use crate::arch::Model;
 use crate::atomic::write_atomic;
 use crate::data::Dataset;
-use crate::eval::load_net;
-use crate::network::FloatModel;
+use crate::eval::{format_version, load_stack};
 use anyhow::{ensure, Context, Result};
 use conv::{Kernel, RANDOM_FILTERS};
 use probabilities::{Classified, ConfidenceHistogram};
@@ -48,11 +48,11 @@ use std::path::Path;
 
 /// What a report is drawn from.
 pub struct Inputs<'a> {
-    /// The int8 model (model.bin bytes).
+    /// The int8 model (model.bin bytes, format 3).
     pub model: &'a [u8],
     /// The float weights of the same model, for the learnt filters (else the int8 ones,
     /// dequantized, are drawn).
-    pub float: Option<&'a FloatModel>,
+    pub float: Option<&'a Model>,
     /// The training metrics, for the curves.
     pub epochs: Option<&'a [curves::Epoch]>,
     /// The test set: 28×28 images.
@@ -117,7 +117,9 @@ pub struct Report {
 /// If the model does not load, the test set is empty or not 28×28, or drawing fails.
 pub fn build(inputs: &Inputs<'_>) -> Result<Report> {
     font::register()?;
-    let net = load_net(inputs.model)?;
+    format_version(inputs.model)?;
+    let file = load_stack(inputs.model)?;
+    let conv = filters::first_conv(&file)?;
     let test = inputs.test;
     ensure!(!test.is_empty(), "the test set has no images");
     ensure!(
@@ -132,7 +134,7 @@ pub fn build(inputs: &Inputs<'_>) -> Result<Report> {
         test.len(),
         test.images.len()
     );
-    let scores = scores::Scores::of(&net, test);
+    let scores = scores::Scores::of(&file, test)?;
     let classified = |index: usize| Classified {
         index,
         label: test.labels[index],
@@ -158,13 +160,16 @@ pub fn build(inputs: &Inputs<'_>) -> Result<Report> {
     let histogram = ConfidenceHistogram::new(&confidence, &wrong_confidence);
     let matrix = confusion::confusion(&test.labels, &scores.predictions);
     let (filters, filters_from) = match inputs.float {
-        Some(model) => (filters::float_filters(model), "float weights".to_string()),
+        Some(model) => (
+            filters::float_filters(model, usize::from(conv.filters), usize::from(conv.kernel))?,
+            "float weights".to_string(),
+        ),
         None => (
-            filters::int8_filters(&net)?,
+            filters::int8_filters(&conv)?,
             "int8 weights, dequantized".to_string(),
         ),
     };
-    let maps = filters::feature_maps(&net, test.image(digit).unwrap_or(&[]));
+    let maps = filters::feature_maps(&file, test.image(digit).unwrap_or(&[]))?;
 
     let label = test.labels[digit];
     let wrong_grid = misclassified.as_ref().map(|c| digit_grid(c.index));

@@ -6,9 +6,9 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::Path;
+use trainer::arch::quantize::{QuantizedStack, StackCalibration};
+use trainer::arch::{Model, Spec};
 use trainer::data::Dataset;
-use trainer::network::FloatModel;
-use trainer::quantize::QuantizedModel;
 
 /// Every picture: file name and size in pixels, as the contract fixes them.
 pub const PICTURES: [(&str, u32, u32); 9] = [
@@ -54,10 +54,14 @@ pub fn synthetic_digits(n: usize, seed: u64) -> Dataset {
     }
 }
 
-/// A Glorot-initialised (untrained) model and its int8 quantization, calibrated on `data`.
-pub fn quick_model(data: &Dataset) -> (FloatModel, Vec<u8>) {
-    let float = FloatModel::glorot_uniform(1);
-    let bytes = QuantizedModel::from_float(&float, &data.images)
+/// A Glorot-initialised (untrained) tutorial model and its int8 quantization (model.bin
+/// format 3), calibrated on `data`.
+pub fn quick_model(data: &Dataset) -> (Model, Vec<u8>) {
+    let spec = Spec::load("tutorial").unwrap();
+    let float = Model::glorot_uniform(&spec, 1);
+    let plan = model_spec::Plan::of(&spec).unwrap();
+    let calibration = StackCalibration::measure(&float, &plan, &data.images).unwrap();
+    let bytes = QuantizedStack::from_calibration(&float, &plan, &calibration)
         .unwrap()
         .to_bytes()
         .unwrap();

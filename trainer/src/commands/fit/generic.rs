@@ -9,9 +9,9 @@
 use super::{
     not_written, peak_rss_bytes, stop_on_signals, threads_pool, FitArgs, StoppableObserver,
 };
+use crate::arch::observer::{ConsoleObserver, EpochMetrics, Interrupted};
 use crate::arch::{checkpoint, fit, ArchFitConfig, Spec};
 use crate::commands::quantize::{calibration_images, check_output, print_drop, print_scores};
-use crate::train::{ConsoleObserver, EpochMetrics, Interrupted};
 use crate::{arch, atomic, data};
 use anyhow::{bail, Result};
 use model_spec::Plan;
@@ -95,11 +95,15 @@ pub(super) fn run(args: &FitArgs, spec: &Spec) -> Result<()> {
         patience: args.early_stopping_patience.map(|p| p as usize),
     };
     let name = args.arch.as_deref().unwrap_or("tutorial");
-    println!(
-        "Architecture {name}: {} layers, {} parameters",
-        spec.layers.len(),
-        super::super::summary::group(spec.total_params())
-    );
+    // Plain `trainer fit` keeps the tutorial's Keras-style log; `--arch` names what it trains.
+    let named = args.arch.is_some();
+    if named {
+        println!(
+            "Architecture {name}: {} layers, {} parameters",
+            spec.layers.len(),
+            super::super::summary::group(spec.total_params())
+        );
+    }
     let no_export = |reason: &str| {
         println!(
             "No int8 model will be written ({} left as it was): {reason}",
@@ -140,7 +144,9 @@ pub(super) fn run(args: &FitArgs, spec: &Spec) -> Result<()> {
         let scored = threads_pool(args.threads)?
             .install(|| arch::quantize::quantize_and_score(&run.model, calibration, &split.test))?;
         print_scores(scored.calibration.images, &scored.scores);
-        print_drop(&scored.scores);
+        if named {
+            print_drop(&scored.scores);
+        }
         Some(scored)
     } else {
         None
@@ -168,9 +174,10 @@ pub(super) fn run(args: &FitArgs, spec: &Spec) -> Result<()> {
         (Some(scored), _) => {
             atomic::write_atomic(&args.out, &scored.bytes)?;
             println!(
-                "Wrote {} ({} bytes, model.bin format 3)",
+                "Wrote {} ({} bytes{})",
                 args.out.display(),
-                scored.bytes.len()
+                scored.bytes.len(),
+                if named { ", model.bin format 3" } else { "" }
             );
         }
         (None, Some(reason)) => no_export(reason),

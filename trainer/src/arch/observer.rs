@@ -1,8 +1,51 @@
-//! Progress reporting for [`super::fit`].
+//! Progress of a fit ([`super::fit()`]): the Keras-style epoch metrics, the observer that
+//! receives them, and its console and silent implementations.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::{Deserialize, Serialize};
 
-use super::{EpochMetrics, FitObserver};
+/// What Keras prints after an epoch.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// Mean training cross-entropy over the epoch's images, with dropout on, as the weights moved.
+    pub loss: f32,
+    /// Training accuracy over the epoch, same caveats as `loss`.
+    pub acc: f32,
+    /// Cross-entropy on the validation set after the epoch.
+    pub val_loss: f32,
+    /// Accuracy on the validation set after the epoch.
+    pub val_acc: f32,
+    /// Wall time of the epoch, validation included.
+    pub seconds: f64,
+}
+
+/// Receives progress from [`super::fit()`]. Epochs are numbered from 1.
+pub trait FitObserver {
+    /// Batch `done` of `total` of `epoch` is done; `loss` and `acc` are the epoch's running means.
+    fn batch_done(&mut self, epoch: usize, done: usize, total: usize, loss: f32, acc: f32);
+    /// Epoch `epoch` of `epochs` is done, validation included.
+    fn epoch_done(&mut self, epoch: usize, epochs: usize, metrics: &EpochMetrics);
+    /// Asked after every batch: `true` stops the fit, which then fails with [`Interrupted`].
+    /// The default never stops.
+    fn should_stop(&mut self) -> bool {
+        false
+    }
+}
+
+/// The error of a fit stopped by its observer ([`FitObserver::should_stop`]), e.g. on Ctrl-C.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Interrupted {
+    /// The epoch during which the fit stopped (from 1).
+    pub epoch: usize,
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "training interrupted during epoch {}", self.epoch)
+    }
+}
+
+impl std::error::Error for Interrupted {}
 
 /// Keras-like console output: a progress bar per epoch on stderr (hidden when stderr is not a
 /// terminal) and one summary line per epoch on stdout:
