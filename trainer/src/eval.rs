@@ -41,9 +41,6 @@ pub fn format_version(bytes: &[u8]) -> Result<u16> {
             || format!("model.bin format version {version} is retired"),
             |e| e.to_string(),
         );
-        if version == 1 {
-            bail!("{refused}; for the tutorial network: `trainer fit --out model.bin`");
-        }
         bail!("{refused}");
     }
     ensure!(
@@ -51,31 +48,6 @@ pub fn format_version(bytes: &[u8]) -> Result<u16> {
         "model.bin format version {version} is unknown: this trainer reads {STACK_FORMAT_VERSION}; re-export the model with the matching trainer"
     );
     Ok(version)
-}
-
-/// Loads retired format-1 bytes as infer-core's `TutorialNet`. Kept only because xtask's
-/// format-1 paths (`qemu::host_logits`, `bench_mcu`) still call it; the trainer itself reads
-/// format 3 only. Remove it with those paths.
-///
-/// # Errors
-/// The infer-core [`infer_core::Error`] as text.
-pub fn load_net(bytes: &[u8]) -> Result<infer_core::TutorialNet<'_>> {
-    infer_core::TutorialNet::from_bytes(bytes).map_err(|e| anyhow::anyhow!("{e}"))
-}
-
-/// Classifies image `pixels` (28×28, row-major) with a retired format-1 `net`. Kept only
-/// for the e2e crate's format-1 test (`tests/tests/end_to_end.rs`) until it moves to
-/// [`Int8Model::classify`]; remove it with [`load_net`].
-pub fn classify(
-    net: &infer_core::TutorialNet<'_>,
-    pixels: &[u8],
-    scratch: &mut infer_core::TutorialScratch,
-) -> infer_core::Output<10> {
-    let mut image = [[0u8; 28]; 28];
-    for (row, src) in image.iter_mut().zip(pixels.chunks_exact(28)) {
-        row.copy_from_slice(src);
-    }
-    net.infer_layers(&infer_core::pixels_to_input(&image), scratch)
 }
 
 /// Loads format-3 model bytes, checked by [`StackFile::decode`].
