@@ -188,7 +188,7 @@ fn a_failed_report_leaves_the_previous_one_whole() {
         ),
         (
             vec!["--model", path(&format_1)],
-            "format version 1, which this build no longer reads",
+            "format version 1, which is retired",
         ),
         (
             vec!["--model", path(&model), "--float", path(&f32c)],

@@ -1,11 +1,13 @@
-//! int8 fully connected layer with per-output-channel weights: [`dense_i8`] is the reference,
-//! [`dense_i8_fast`] the same result four inputs at a time ([`super::dot::dot_i8_offset`]).
+//! int8 fully connected layer with per-output-channel weights: [`dense_i8`] is the naive
+//! reference, and [`dense_unit`] the requantization the fused stages
+//! (`crate::stack::stages`, which accumulate with [`super::dot::dot_i8_offset`]) finish
+//! each output with.
 //!
 //! A network's last layer, which gives the logits, is not clipped to int8: [`dense_i8_logits`]
-//! (reference) and [`dense_i8_logits_fast`] keep its int32 accumulators and finish them with
-//! [`requantize_wide`] into wide (i32) logits of one common scale, zero point 0.
+//! (reference) keeps its int32 accumulators and finishes them with [`requantize_wide`] into
+//! wide (i32) logits of one common scale, zero point 0; the stages finish theirs with
+//! [`finish_logits`].
 
-use super::dot::dot_i8_offset;
 use super::ChannelRequant;
 use crate::requant::multiply_by_quantized_multiplier;
 
@@ -63,30 +65,6 @@ pub fn dense_i8_logits(
     requantize_wide(output, requant);
 }
 
-/// The same as [`dense_i8_logits`], bit for bit, with packed multiply-accumulates.
-pub fn dense_i8_logits_fast(
-    input: &[i8],
-    input_offset: i32,
-    weights: &[u8],
-    requant: &ChannelRequant<'_>,
-    output: &mut [i32],
-) {
-    if input.is_empty() {
-        return;
-    }
-    for (u, (out, w_row)) in output
-        .iter_mut()
-        .zip(weights.chunks_exact(input.len()))
-        .enumerate()
-    {
-        let Some((bias, _, _)) = requant.channel(u) else {
-            break;
-        };
-        *out = bias.wrapping_add(dot_i8_offset(input, input_offset, w_row));
-    }
-    requantize_wide(output, requant);
-}
-
 /// Output `unit` of a dense layer (not the network's last) from its accumulator `acc`
 /// without bias; −128 if the layer has no parameters for it.
 #[inline(never)]
@@ -100,7 +78,7 @@ pub fn dense_unit(requant: &ChannelRequant<'_>, unit: usize, acc: i32) -> i8 {
 /// Finishes the logits of the network's last dense layer from its accumulators without
 /// bias, in place: adds each class's bias, then [`requantize_wide`]. With
 /// [`requantize_wide`], the one place every engine (the stages,
-/// [`super::fused::Stream3x3`], [`dense_i8_logits_fast`]) turns the last layer's
+/// [`super::fused::Stream3x3`], [`dense_i8_logits`]) turns the last layer's
 /// accumulators into logits.
 #[inline(never)]
 pub fn finish_logits(requant: &ChannelRequant<'_>, logits: &mut [i32]) {
@@ -138,31 +116,6 @@ pub fn dense_i8(
         for (&x, &w) in input.iter().zip(w_row) {
             acc += (i32::from(x) + input_offset) * i32::from(w as i8);
         }
-        *out = requant.apply(acc, mult, shift);
-    }
-}
-
-/// The same as [`dense_i8`], bit for bit, with packed multiply-accumulates (two per `SMLAD`
-/// on DSP cores).
-pub fn dense_i8_fast(
-    input: &[i8],
-    input_offset: i32,
-    weights: &[u8],
-    requant: &ChannelRequant<'_>,
-    output: &mut [i8],
-) {
-    if input.is_empty() {
-        return;
-    }
-    for (u, (out, w_row)) in output
-        .iter_mut()
-        .zip(weights.chunks_exact(input.len()))
-        .enumerate()
-    {
-        let Some((bias, mult, shift)) = requant.channel(u) else {
-            return;
-        };
-        let acc = bias.wrapping_add(dot_i8_offset(input, input_offset, w_row));
         *out = requant.apply(acc, mult, shift);
     }
 }
@@ -215,9 +168,6 @@ mod tests {
             let mut out = vec![0i8; units];
             dense_i8(&input, offset, &w_b, &rq, &mut out);
             assert_eq!(out, expected);
-            let mut fast = vec![0i8; units];
-            dense_i8_fast(&input, offset, &w_b, &rq, &mut fast);
-            assert_eq!(fast, expected, "fast path");
         }
     }
 
@@ -266,9 +216,6 @@ mod tests {
             let mut out = vec![0i32; units];
             dense_i8_logits(&input, offset, &w_b, &rq, &mut out);
             assert_eq!(out, expected);
-            let mut fast = vec![0i32; units];
-            dense_i8_logits_fast(&input, offset, &w_b, &rq, &mut fast);
-            assert_eq!(fast, expected, "fast path");
             // Within one step of the real value, and not clipped to int8.
             for u in 0..units {
                 let mut acc = f64::from(bias[u]);

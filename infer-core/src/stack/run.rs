@@ -3,8 +3,8 @@
 
 use super::format::{input_offset, Op, StackFile};
 use super::stages::{plan_file, run_general, run_general_logits, shapes_of, Parts};
-use crate::kernels::conv::{conv2d_i8, conv2d_i8_packed};
-use crate::kernels::dense::{dense_i8, dense_i8_fast, dense_i8_logits, dense_i8_logits_fast};
+use crate::kernels::conv::conv2d_i8;
+use crate::kernels::dense::{dense_i8, dense_i8_logits};
 use crate::kernels::pool::{max_pool, PoolGeometry};
 use crate::kernels::ChannelRequant;
 use crate::Error;
@@ -148,11 +148,7 @@ pub fn run<'l>(
                 });
             };
             let requant = ChannelRequant::from_params(&d.params, false);
-            let logits_kernel = match kernels {
-                Kernels::Reference => dense_i8_logits,
-                Kernels::Fast => dense_i8_logits_fast,
-            };
-            logits_kernel(src, offset, d.params.weights, &requant, logits);
+            dense_i8_logits(src, offset, d.params.weights, &requant, logits);
             break;
         }
         let (Some(src), Some(dst)) = (src.get(..op.in_len()), dst.get_mut(..op.out_len())) else {
@@ -160,8 +156,9 @@ pub fn run<'l>(
                 available: dst.len(),
             });
         };
-        match (op, kernels) {
-            (Op::Conv2d(c), Kernels::Reference) => conv2d_i8(
+        // The reference kernels, operation by operation ([`Kernels::Fast`] ran the stages).
+        match op {
+            Op::Conv2d(c) => conv2d_i8(
                 &c.geometry(),
                 src,
                 offset,
@@ -169,16 +166,7 @@ pub fn run<'l>(
                 &ChannelRequant::from_params(&c.params, c.relu),
                 dst,
             ),
-            (Op::Conv2d(c), Kernels::Fast) => conv2d_i8_packed(
-                &c.geometry(),
-                src,
-                offset,
-                c.params.weights,
-                &ChannelRequant::from_params(&c.params, c.relu),
-                patch,
-                dst,
-            ),
-            (Op::MaxPool2d(p), _) => max_pool(
+            Op::MaxPool2d(p) => max_pool(
                 &PoolGeometry {
                     in_h: p.in_h.into(),
                     in_w: p.in_w.into(),
@@ -188,14 +176,7 @@ pub fn run<'l>(
                 src,
                 dst,
             ),
-            (Op::Dense(d), Kernels::Reference) => dense_i8(
-                src,
-                offset,
-                d.params.weights,
-                &ChannelRequant::from_params(&d.params, d.relu),
-                dst,
-            ),
-            (Op::Dense(d), Kernels::Fast) => dense_i8_fast(
+            Op::Dense(d) => dense_i8(
                 src,
                 offset,
                 d.params.weights,
