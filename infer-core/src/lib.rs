@@ -11,9 +11,6 @@
 //! * [`kernels`]: slice-based kernels, each tested against a naive reference, and the fused
 //!   one-channel 3×3 stage ([`kernels::fused`]) tested against them.
 //! * [`requant`]: TFLite / CMSIS-NN fixed-point requantization, bit-exact.
-//! * [`net`]: the reader of the retired format 1, kept only for the trainer until it writes
-//!   format 3 (firmware and tools refuse format 1, naming the command that writes a current
-//!   model).
 //!
 //! ```
 //! use infer_core::kernels::activation::argmax;
@@ -46,12 +43,7 @@ extern crate std;
 pub mod error;
 pub mod format;
 pub mod kernels;
-pub mod net;
 pub mod requant;
 pub mod stack;
 
 pub use error::Error;
-pub use net::{
-    pixels_to_input, Net, Output, Scratch, StreamScratch, TutorialNet, TutorialScratch,
-    TutorialStreamScratch,
-};

@@ -766,14 +766,6 @@ pub(crate) mod tests {
             flipped[bit / 8] ^= 1 << (bit % 8);
             assert!(StackFile::decode(&flipped).is_err(), "bit {bit}");
         }
-        // Format 1 readers name the version; layer-stack readers refuse format 1.
-        assert!(matches!(
-            crate::format::ModelFile::decode(&bytes),
-            Err(Error::UnsupportedVersion {
-                found: 3,
-                supported: 1
-            })
-        ));
         // Older layer-stack files (format 2: int8 logits) are refused, naming the version and
         // the command that writes a current one.
         let mut old = bytes.clone();
@@ -850,5 +842,83 @@ pub(crate) mod tests {
         );
         let many = std::vec![good[1]; MAX_OPS + 1];
         assert!(check(&many).is_err(), "more than 16 operations");
+    }
+
+    /// Parameters that would make a kernel overflow (a panic in a debug build, a wrong
+    /// result in release) are refused when the model loads, and so are broken envelopes,
+    /// each with its problem named.
+    #[test]
+    fn hostile_quantization_and_broken_envelopes_are_refused_by_name() {
+        let mut rng = crate::kernels::TestRng(11);
+        let conv = OwnedParams::random(&mut rng, 4 * 9 * 2, 4);
+        let dense = OwnedParams::logits(&mut rng, 36 * 3, 3);
+        let good = small(&conv, &dense);
+        let refused = |input: InputSpec, ops: &[Op<'_>]| match StackFile::new(input, ops).validate()
+        {
+            Err(Error::InvalidQuantization { field }) => field,
+            other => panic!("{other:?}"),
+        };
+        let mut nan = input(6, 6, 2);
+        nan.quant.scale = f32::NAN;
+        assert!(refused(nan, &good).starts_with("input"));
+        let mut bad = good.clone();
+        if let Op::Conv2d(c) = &mut bad[0] {
+            c.params.output.zero_point = i32::MIN;
+        }
+        assert!(refused(input(6, 6, 2), &bad).contains("zero point"));
+        let mut bad = good.clone();
+        if let Op::Dense(d) = &mut bad[2] {
+            d.params.output.scale = f32::INFINITY;
+        }
+        assert!(refused(input(6, 6, 2), &bad).contains("scale"));
+        // The conv sums 3·3·2 products per output: its headroom is i32::MAX − 18·255·128.
+        let edge = i32::MAX - 18 * 255 * 128;
+        let at_edge = [edge.to_le_bytes(), (-edge).to_le_bytes()].concat();
+        let at_edge = at_edge.repeat(2);
+        let mut ok = good.clone();
+        if let Op::Conv2d(c) = &mut ok[0] {
+            c.params.bias = &at_edge;
+        }
+        StackFile::new(input(6, 6, 2), &ok).validate().unwrap();
+        let over = [(edge + 1).to_le_bytes(), [0; 4], [0; 4], [0; 4]].concat();
+        let mut bad = good.clone();
+        if let Op::Conv2d(c) = &mut bad[0] {
+            c.params.bias = &over;
+        }
+        assert!(refused(input(6, 6, 2), &bad).starts_with("conv bias"));
+        let negative = [(-1i32).to_le_bytes(), [0; 4], [0; 4], [0; 4]].concat();
+        let mut bad = good.clone();
+        if let Op::Conv2d(c) = &mut bad[0] {
+            c.params.multiplier = &negative;
+        }
+        assert!(refused(input(6, 6, 2), &bad).starts_with("multiplier"));
+
+        let file = StackFile::new(input(6, 6, 2), &good);
+        let mut buf = [0u8; 2048];
+        let bytes = file.encode(&mut buf).unwrap().to_vec();
+        let mut corrupt = bytes.clone();
+        corrupt[20] ^= 0x10;
+        assert!(matches!(
+            StackFile::decode(&corrupt),
+            Err(Error::ChecksumMismatch { .. })
+        ));
+        assert!(matches!(
+            StackFile::decode(b"PK\x03\x04abcdefgh"),
+            Err(Error::BadMagic { .. })
+        ));
+        assert!(matches!(
+            StackFile::decode(b"I8CN\x03"),
+            Err(Error::Truncated { .. })
+        ));
+        let mut newer = bytes.clone();
+        newer[4] = 4;
+        let body = newer.len() - 4;
+        let crc = crate::format::crc32(&newer[..body]).to_le_bytes();
+        newer[body..].copy_from_slice(&crc);
+        let message = std::format!("{}", StackFile::decode(&newer).unwrap_err());
+        assert!(
+            message.contains("version 4") && message.contains("version 3"),
+            "{message}"
+        );
     }
 }
