@@ -922,3 +922,115 @@ pub(crate) mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod pinned {
+    use super::tests::input;
+    use super::*;
+    use crate::format::{crc32, QuantParams};
+    use std::vec::Vec;
+
+    /// The per-channel arrays of `n` channels: weight scale 1.0, bias 0, multiplier 2^30,
+    /// shift −1; output scale 0.5 and zero point `zp`.
+    struct Arrays {
+        scales: Vec<u8>,
+        bias: Vec<u8>,
+        multiplier: Vec<u8>,
+        shift: Vec<u8>,
+        zp: i32,
+    }
+
+    impl Arrays {
+        fn new(n: usize, zp: i32) -> Self {
+            Self {
+                scales: 1.0f32.to_le_bytes().repeat(n),
+                bias: [0u8; 4].repeat(n),
+                multiplier: (1i32 << 30).to_le_bytes().repeat(n),
+                shift: std::vec![0xff; n],
+                zp,
+            }
+        }
+
+        fn params<'a>(&'a self, weights: &'a [u8]) -> ChannelParams<'a> {
+            ChannelParams {
+                weights,
+                weight_scales: &self.scales,
+                bias: &self.bias,
+                multiplier: &self.multiplier,
+                shift: &self.shift,
+                output: QuantParams {
+                    scale: 0.5,
+                    zero_point: self.zp,
+                },
+            }
+        }
+    }
+
+    /// The exact bytes of a small model (docs/model-format.md): any change to the encoding
+    /// shows here.
+    #[test]
+    fn encoding_is_pinned_byte_for_byte() {
+        let (conv, dense) = (Arrays::new(1, -1), Arrays::new(2, 0));
+        let ops = [
+            Op::Conv2d(ConvOp {
+                in_h: 2,
+                in_w: 2,
+                in_c: 1,
+                filters: 1,
+                kernel: 1,
+                stride: 1,
+                padding: Padding::Valid,
+                relu: true,
+                params: conv.params(&[3]),
+            }),
+            Op::MaxPool2d(PoolOp {
+                in_h: 2,
+                in_w: 2,
+                channels: 1,
+                pool: 2,
+            }),
+            Op::Dense(DenseOp {
+                inputs: 1,
+                units: 2,
+                relu: false,
+                params: dense.params(&[5, 0xfb]),
+            }),
+        ];
+        let file = StackFile::new(input(2, 2, 1), &ops);
+        file.validate().unwrap();
+        let mut buf = [0u8; 256];
+        let bytes = file.encode(&mut buf).unwrap();
+        let (body, crc) = bytes.split_at(bytes.len() - 4);
+        let hex: Vec<std::string::String> = body.iter().map(|b| std::format!("{b:02x}")).collect();
+        assert_eq!(
+            hex.concat(),
+            concat!(
+                "4938434e",
+                "0300", // magic "I8CN", version 3 (fixint LE)
+                "020201",
+                "8180803bff01", // input 2×2×1, scale 1/255 (f32 LE), zp −128 (zigzag 255)
+                "03",           // three operations
+                "00",
+                "020201010101",
+                "0001", // conv2d: in 2×2×1, 1 filter, kernel 1, stride 1, valid, ReLU
+                "0103",
+                "040000803f",
+                "0400000000", // weights [3], scales [1.0], bias [0]
+                "0400000040",
+                "01ff",       // multiplier [2^30], shift [−1]
+                "0000003f01", // output: scale 0.5, zp −1 (zigzag 1)
+                "01",
+                "02020102", // maxpool2d: in 2×2×1, pool 2
+                "02",
+                "010200", // dense: 1 input, 2 units, no ReLU
+                "0205fb",
+                "080000803f0000803f",
+                "080000000000000000",
+                "080000004000000040",
+                "02ffff",
+                "0000003f00", // the logits: scale 0.5, zp 0
+            )
+        );
+        assert_eq!(u32::from_le_bytes(crc.try_into().unwrap()), crc32(body));
+    }
+}
