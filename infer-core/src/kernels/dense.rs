@@ -4,34 +4,11 @@
 //! each output with.
 //!
 //! A network's last layer, which gives the logits, is not clipped to int8: [`dense_i8_logits`]
-//! (reference) keeps its int32 accumulators and finishes them with [`requantize_wide`] into
-//! wide (i32) logits of one common scale, zero point 0; the stages finish theirs with
-//! [`finish_logits`].
+//! (reference) keeps its int32 accumulators and finishes them, as the stages do, with
+//! [`finish_logits`] into wide (i32) logits of one common scale, zero point 0.
 
 use super::ChannelRequant;
 use crate::requant::multiply_by_quantized_multiplier;
-
-/// Finishes the logits layer: turns its int32 accumulators `acc` (bias included, one per
-/// class) into wide logits in place, `acc[u] = round(acc[u] · multiplier[u] · 2^(shift[u] −
-/// 31))` plus the output zero point (0 in a valid model), not clamped.
-///
-/// Every class has its own multiplier (its weight scale differs) and all share the output
-/// scale, so the logits compare and dequantize as the float model's. A model's decoder
-/// accepts only shifts ≤ 0 here (every per-class ratio below 1), so the result is never
-/// larger in magnitude than the accumulator and cannot overflow. Classes past the
-/// requantization arrays are left as they are.
-///
-/// This is the one place a logits layer's outputs are finished: every kernel that
-/// computes one ends here.
-#[inline]
-pub fn requantize_wide(acc: &mut [i32], requant: &ChannelRequant<'_>) {
-    for (u, value) in acc.iter_mut().enumerate() {
-        let Some((_, mult, shift)) = requant.channel(u) else {
-            return;
-        };
-        *value = wide_logit(*value, mult, shift, requant.output_offset);
-    }
-}
 
 /// One wide logit from its accumulator (bias included). Out of line: the loops that call it
 /// stay small instead of being unrolled and vectorised around the 64-bit product (a 10-class
@@ -41,8 +18,8 @@ fn wide_logit(acc: i32, multiplier: i32, shift: i32, zero_point: i32) -> i32 {
     multiply_by_quantized_multiplier(acc, multiplier, shift).saturating_add(zero_point)
 }
 
-/// The logits layer, reference: `out[u] = requantize_wide(bias[u] + Σ_i (in[i] + input_offset)
-/// · w[u][i])` ([`requantize_wide`]).
+/// The logits layer, reference: `out[u]` is the wide logit of `bias[u] + Σ_i (in[i] +
+/// input_offset) · w[u][i]` ([`finish_logits`]).
 ///
 /// `weights` is `units × input.len()` int8 bytes, row by row; `output` has `units` values.
 pub fn dense_i8_logits(
@@ -60,16 +37,16 @@ pub fn dense_i8_logits(
         .zip(weights.chunks_exact(input.len()))
         .enumerate()
     {
-        let Some((bias, _, _)) = requant.channel(u) else {
+        if requant.channel(u).is_none() {
             break;
-        };
-        let mut acc = bias;
+        }
+        let mut acc = 0;
         for (&x, &w) in input.iter().zip(w_row) {
             acc += (i32::from(x) + input_offset) * i32::from(w as i8);
         }
         *out = acc;
     }
-    requantize_wide(output, requant);
+    finish_logits(requant, output);
 }
 
 /// Output `unit` of a dense layer (not the network's last) from its accumulator `acc`
@@ -83,10 +60,16 @@ pub fn dense_unit(requant: &ChannelRequant<'_>, unit: usize, acc: i32) -> i8 {
 }
 
 /// Finishes the logits of the network's last dense layer from its accumulators without
-/// bias, in place: adds each class's bias, then requantizes as [`requantize_wide`] does
-/// (both through one function, the one place every engine — the stages,
-/// [`super::fused::Stream3x3`], [`dense_i8_logits`] — turns the last layer's accumulators
-/// into logits).
+/// bias, in place: `logits[u] = round((acc[u] + bias[u]) · multiplier[u] · 2^(shift[u] − 31))`
+/// plus the output zero point (0 in a valid model), not clamped. The one place every engine
+/// — the stages, [`super::fused::Stream3x3`], [`dense_i8_logits`] — turns the last layer's
+/// accumulators into logits.
+///
+/// Every class has its own multiplier (its weight scale differs) and all share the output
+/// scale, so the logits compare and dequantize as the float model's. A model's decoder
+/// accepts only shifts ≤ 0 here (every per-class ratio below 1), so the result is never
+/// larger in magnitude than the accumulator and cannot overflow. Classes past the
+/// requantization arrays are left as they are.
 #[inline(never)]
 pub fn finish_logits(requant: &ChannelRequant<'_>, logits: &mut [i32]) {
     for (u, value) in logits.iter_mut().enumerate() {
@@ -260,7 +243,7 @@ mod tests {
                 activation_max: 127,
             };
             let mut v = [acc];
-            requantize_wide(&mut v, &rq);
+            finish_logits(&rq, &mut v);
             let real = f64::from(acc) * f64::from(i32::MAX) * 2f64.powi(i32::from(shift) - 31);
             assert!(
                 (f64::from(v[0]) - real).abs() <= 1.0,

@@ -11,7 +11,7 @@
 //!
 //! The logits are wide: the last layer's int32 accumulators are requantized to i32 (not
 //! clipped to int8) with one output scale for every class and zero point 0
-//! ([`crate::kernels::dense::requantize_wide`]); its shifts are all ≤ 0 (every per-class
+//! ([`crate::kernels::dense::finish_logits`]); its shifts are all ≤ 0 (every per-class
 //! ratio below 1), so no accumulator can overflow. Format 2 differed only there (int8
 //! logits); its files are refused with the command that writes a current one.
 
@@ -596,7 +596,7 @@ fn check_logits_op(op: &Op<'_>) -> Result<(), Error> {
 }
 
 /// Checks the wide logits' requantization: zero point 0 and every shift ≤ 0, so that
-/// [`crate::kernels::dense::requantize_wide`] never scales an accumulator up.
+/// [`crate::kernels::dense::finish_logits`] never scales an accumulator up.
 fn check_logits_quant(params: &ChannelParams<'_>) -> Result<(), Error> {
     if params.output.zero_point != 0 {
         return Err(Error::InvalidQuantization {
