@@ -424,7 +424,6 @@ impl Ram {
 /// checked against `spec` if given.
 fn generate(model: &str, spec: Option<&str>, plan: &Plan, ram: &Ram) -> String {
     let ops = &plan.ops;
-    let last = ops.len().saturating_sub(1);
     let (h, w, c) = plan.input;
     let mut used = Imports::default();
     let mut out = String::new();
@@ -521,24 +520,9 @@ fn generate(model: &str, spec: Option<&str>, plan: &Plan, ram: &Ram) -> String {
     item(String::new());
 
     item("// Each operation reads what the one before writes.".into());
-    let check = |condition: String, message: String| {
-        format!("const _: () = assert!(\n    {condition},\n    \"{message}\"\n);")
-    };
-    item(check(
-        "<Op0 as Layer>::IN == INPUT".into(),
-        "operation 0 reads the input".into(),
-    ));
-    for i in 1..ops.len() {
-        let p = i - 1;
-        item(check(
-            format!("<Op{p} as Layer>::OUT == <Op{i} as Layer>::IN"),
-            format!("operation {p} writes what operation {i} reads"),
-        ));
+    for check in chain_checks("Op", "operation", ops.len()) {
+        item(check);
     }
-    item(check(
-        format!("<Op{last} as Layer>::OUT == CLASSES"),
-        format!("operation {last} writes the logits"),
-    ));
     item(String::new());
 
     // The stages infer-core's plan groups the operations into (the same plan as
@@ -571,21 +555,9 @@ fn generate(model: &str, spec: Option<&str>, plan: &Plan, ram: &Ram) -> String {
             st.kernel
         ));
     }
-    item(check(
-        "<Stage0 as Layer>::IN == INPUT".into(),
-        "stage 0 reads the input".into(),
-    ));
-    for j in 1..stages.len() {
-        let p = j - 1;
-        item(check(
-            format!("<Stage{p} as Layer>::OUT == <Stage{j} as Layer>::IN"),
-            format!("stage {p} writes what stage {j} reads"),
-        ));
+    for check in chain_checks("Stage", "stage", stages.len()) {
+        item(check);
     }
-    item(check(
-        format!("<Stage{last_stage} as Layer>::OUT == CLASSES"),
-        format!("stage {last_stage} writes the logits"),
-    ));
     item(String::new());
 
     let writers: Vec<usize> = (0..last_stage).collect();
@@ -819,6 +791,31 @@ pub struct Network<'a> {{
     line("");
     out.push_str(&body);
     out
+}
+
+/// The `const` assertions that `count` layers named `{alias}0`, `{alias}1`, … chain: the
+/// first reads the input, each reads what the one before writes, the last writes the logits.
+fn chain_checks(alias: &str, what: &str, count: usize) -> Vec<String> {
+    let check = |condition: String, message: String| {
+        format!("const _: () = assert!(\n    {condition},\n    \"{message}\"\n);")
+    };
+    let last = count.saturating_sub(1);
+    let mut checks = vec![check(
+        format!("<{alias}0 as Layer>::IN == INPUT"),
+        format!("{what} 0 reads the input"),
+    )];
+    for i in 1..count {
+        let p = i - 1;
+        checks.push(check(
+            format!("<{alias}{p} as Layer>::OUT == <{alias}{i} as Layer>::IN"),
+            format!("{what} {p} writes what {what} {i} reads"),
+        ));
+    }
+    checks.push(check(
+        format!("<{alias}{last} as Layer>::OUT == CLASSES"),
+        format!("{what} {last} writes the logits"),
+    ));
+    checks
 }
 
 /// Which of the optional names the generated code uses.
