@@ -8,7 +8,7 @@
 
 use anyhow::{bail, Result};
 use e2e_tests::{data_dir, workspace_root};
-use infer_core::kernels::fused::{Stream3x3, StreamLayers, StreamScratch};
+use infer_core::kernels::fused::{background_start, Stream3x3, StreamLayers, StreamScratch};
 use infer_core::kernels::ChannelRequant;
 use infer_core::stack::layers::{ConvPoolDense3x3, Layer, Logits};
 use infer_core::stack::{run, BufferSizes, Kernels, Op, StackFile};
@@ -34,6 +34,8 @@ fn every_test_image_gives_identical_logits_in_every_path() -> Result<()> {
         dense_weights: dense.params.weights,
         dense: ChannelRequant::from_params(&dense.params, dense.relu),
     };
+    let mut start = [0; 10];
+    background_start::<32, 10>(&layers, 28, 28, &mut start);
     let test = data::load_test(&data_dir()?)?;
     assert_eq!(test.len(), 2004);
     let sizes = BufferSizes::of(&file);
@@ -71,11 +73,11 @@ fn every_test_image_gives_identical_logits_in_every_path() -> Result<()> {
         stage.run_logits(&input, &mut [], &mut logits);
         assert_eq!(logits[..], reference, "image {i}: the typed stage");
         let mut paired = [0i32; 10];
-        Stream3x3::<32, 10, true>::new(&layers, 28, 28, &input, &mut scratch)
+        Stream3x3::<32, 10, true>::new(&layers, 28, 28, &input, &mut scratch, &start)
             .run_logits(&mut paired);
         assert_eq!(paired[..], reference, "image {i}: stream, paired");
         let mut plain = [0i32; 10];
-        Stream3x3::<32, 10, false>::new(&layers, 28, 28, &input, &mut scratch)
+        Stream3x3::<32, 10, false>::new(&layers, 28, 28, &input, &mut scratch, &start)
             .run_logits(&mut plain);
         assert_eq!(plain[..], reference, "image {i}: stream, plain");
         distinct.insert(reference);

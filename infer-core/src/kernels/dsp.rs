@@ -114,6 +114,25 @@ pub fn pkhtb(a: u32, b: u32) -> u32 {
     }
 }
 
+/// `SSUB16`: `(lo(a) − lo(b), hi(a) − hi(b))`, each half wrapping.
+#[inline(always)]
+pub fn ssub16(a: u32, b: u32) -> u32 {
+    #[cfg(infer_core_dsp)]
+    {
+        let out: u32;
+        // SAFETY: registers only; sets the GE flags, so flags are not declared preserved.
+        unsafe {
+            asm!("ssub16 {0}, {1}, {2}", lateout(reg) out, in(reg) a, in(reg) b,
+                 options(pure, nomem, nostack));
+        }
+        out
+    }
+    #[cfg(not(infer_core_dsp))]
+    {
+        pack(lo(a) - lo(b), hi(a) - hi(b))
+    }
+}
+
 /// `SMLAD`: `acc + lo(a)·lo(b) + hi(a)·hi(b)`, wrapping.
 ///
 /// The instruction's sum is exact modulo 2^32 (it only sets the sticky Q flag on
@@ -360,6 +379,10 @@ mod tests {
             );
             assert_eq!((lo(pkhbt(a, b)), hi(pkhbt(a, b))), (lo(a), lo(b)));
             assert_eq!((lo(pkhtb(a, b)), hi(pkhtb(a, b))), (hi(b), hi(a)));
+            assert_eq!(
+                ssub16(a, b),
+                pack(lo(a).wrapping_sub(lo(b)), hi(a).wrapping_sub(hi(b)))
+            );
             let wide = i64::from(acc) + i64::from(lo(a) * lo(b)) + i64::from(hi(a) * hi(b));
             assert_eq!(smlad(a, b, acc), wide as i32);
             assert_eq!(

@@ -95,11 +95,14 @@ impl Filter3x3 {
 pub struct StreamScratch<const F: usize, const N: usize> {
     /// Per-filter parameters, derived from the model at the start of an inference.
     pub filters: [Filter3x3; F],
-    /// The current position's non-zero pooled values (minus the conv zero point), as
-    /// entries: one word `(value, filter)` each (scalar), or three words each (paired):
-    /// the values of 4 filters as two packed pairs, and the byte offset of their weights.
+    /// The current position's pooled values (minus the conv zero point) that differ from
+    /// the background ones, as differences from them, as entries: one word
+    /// `(difference, filter)` each (scalar), or three words each (paired): the differences
+    /// of 4 filters as two packed pairs, and the byte offset of their weights.
     pub entries: [u32; F],
-    /// The entries of a position whose input is all background.
+    /// The pooled values (minus the conv zero point) of a position whose input is all
+    /// background: one per filter (scalar), or per group of 4 filters the two packed
+    /// pairs of its entry (paired; the first `F / 2` words).
     pub background: [u32; F],
     /// The dense accumulators.
     pub acc: [i32; N],
@@ -187,12 +190,14 @@ impl Requant {
 /// computation early. Besides taking the max before requantizing when that is exact (see
 /// the module documentation), it skips work that cannot change the result:
 ///
-/// * A 4×4 input patch that is all background (every pixel at the input zero point, black
-///   in MNIST) gives each filter's four windows its bias: the pooled values of such a
-///   patch are computed once per inference.
-/// * Pooled values of 0 (the conv zero point, what the ReLU makes of every negative
-///   response) add nothing to the dense layer: only the others are kept, as a list of
-///   entries, and multiplied.
+/// * The dense accumulators start where an input that is all background (every pixel at
+///   the input zero point, black in MNIST) would leave them ([`background_start`],
+///   computed once when the layer is made), and each position adds only the difference
+///   its pooled values make. A 4×4 input patch that is all background gives each filter's
+///   four windows its bias, so its position costs nothing but the check.
+/// * Pooled values equal to the background's (0 for most filters: the ReLU makes every
+///   negative response the conv zero point) add nothing to the dense layer: only the
+///   others are kept, as a list of entries, and multiplied.
 pub struct Stream3x3<'a, 'w, const F: usize, const N: usize, const PAIRED: bool> {
     scratch: &'w mut StreamScratch<F, N>,
     input: &'w [i8],
@@ -208,18 +213,14 @@ pub struct Stream3x3<'a, 'w, const F: usize, const N: usize, const PAIRED: bool>
     requant: Requant,
     /// Words of entries at the current position.
     len: usize,
-    /// Words of entries of an all-background position.
-    background_len: usize,
-    /// The current position is all background: its entries are the background ones.
-    at_background: bool,
     /// The input word of an all-background patch row, if the zero point is an int8.
     background_row: Option<u32>,
 }
 
 impl<'a, 'w, const F: usize, const N: usize, const PAIRED: bool> Stream3x3<'a, 'w, F, N, PAIRED> {
     /// Prepares an inference on `input` (`in_h × in_w`, one channel): derives the
-    /// per-filter parameters and the background entries and starts the dense
-    /// accumulators.
+    /// per-filter parameters and the background values and starts the dense accumulators
+    /// at `start`, which must be [`background_start`] of the same layers and shape.
     ///
     /// Precondition (which a model's validation, `StackFile::decode`, guarantees): the
     /// conv's output zero point,
@@ -233,11 +234,12 @@ impl<'a, 'w, const F: usize, const N: usize, const PAIRED: bool> Stream3x3<'a, '
         in_w: usize,
         input: &'w [i8],
         scratch: &'w mut StreamScratch<F, N>,
+        start: &[i32; N],
     ) -> Self {
         let right_shifts_only = prepare_filters(layers, &mut scratch.filters);
-        scratch.acc = [0; N];
+        scratch.acc = *start;
         let requant = Requant::choose(layers, right_shifts_only);
-        let background_len = background_entries::<F, N, PAIRED>(layers, requant, scratch);
+        background_pairs::<F, N, PAIRED>(layers, requant, scratch);
         Self {
             scratch,
             input,
@@ -250,8 +252,6 @@ impl<'a, 'w, const F: usize, const N: usize, const PAIRED: bool> Stream3x3<'a, '
             dense_input_offset: layers.dense_input_offset,
             requant,
             len: 0,
-            background_len,
-            at_background: false,
             background_row: i8::try_from(-layers.input_offset)
                 .ok()
                 .map(|b| u32::from_le_bytes([b as u8; 4])),
@@ -265,15 +265,15 @@ impl<'a, 'w, const F: usize, const N: usize, const PAIRED: bool> Stream3x3<'a, '
     }
 
     /// Stage 1 at pooled position (`row`, `col`): the four conv windows of every filter,
-    /// pooled and requantized (with ReLU), minus the conv zero point; the non-zero ones
-    /// become the position's entries.
+    /// pooled and requantized (with ReLU), minus the conv zero point; those that differ
+    /// from the background's become the position's entries (none if the input patch is
+    /// all background).
     ///
     /// Each stage is a function of its own (not inlined), so that only one stage's frame is
     /// on the stack at a time and the code exists once.
     #[inline(never)]
     pub fn conv_pool(&mut self, row: usize, col: usize) {
         self.len = 0;
-        self.at_background = false;
         let Some(rows) = self.rows(row, col) else {
             return;
         };
@@ -281,7 +281,7 @@ impl<'a, 'w, const F: usize, const N: usize, const PAIRED: bool> Stream3x3<'a, '
             .background_row
             .is_some_and(|b| rows.iter().all(|&r| r == b))
         {
-            self.at_background = true;
+            // The background's values: nothing differs.
         } else if PAIRED {
             self.conv_pool_paired(&rows);
         } else {
@@ -296,12 +296,10 @@ impl<'a, 'w, const F: usize, const N: usize, const PAIRED: bool> Stream3x3<'a, '
     pub fn dense(&mut self, row: usize, col: usize) {
         let pos = row * self.pooled_w + col;
         let s = &mut *self.scratch;
-        let entries = if self.at_background {
-            s.background.get(..self.background_len)
-        } else {
-            s.entries.get(..self.len)
+        let entries = match s.entries.get(..self.len) {
+            Some(e) if !e.is_empty() => e,
+            _ => return,
         };
-        let entries = entries.unwrap_or(&[]);
         let n_in = self.pooled_h * self.pooled_w * F;
         let weights = self.dense_weights;
         let row = |u: usize| -> Option<&[u8; F]> {
@@ -334,28 +332,26 @@ impl<'a, 'w, const F: usize, const N: usize, const PAIRED: bool> Stream3x3<'a, '
         self.conv_pool(row, col);
         let zero_point = -self.dense_input_offset;
         let s = &*self.scratch;
-        let entries = if self.at_background {
-            s.background.get(..self.background_len)
-        } else {
-            s.entries.get(..self.len)
-        };
-        out.fill(zero_point as i8);
-        let mut set = |filter: usize, v: i32| {
+        for (fi, o) in out.iter_mut().enumerate() {
+            *o = (background_of::<F, PAIRED>(&s.background, fi) + zero_point) as i8;
+        }
+        let mut add = |filter: usize, difference: i32| {
             if let Some(o) = out.get_mut(filter) {
-                *o = (v + zero_point) as i8;
+                *o = (i32::from(*o) + difference) as i8;
             }
         };
+        let entries = s.entries.get(..self.len).unwrap_or(&[]);
         if PAIRED {
-            for e in entries.unwrap_or(&[]).chunks_exact(3) {
+            for e in entries.chunks_exact(3) {
                 let g = e[2] as usize;
-                set(g, dsp::lo(e[0]));
-                set(g + 2, dsp::hi(e[0]));
-                set(g + 1, dsp::lo(e[1]));
-                set(g + 3, dsp::hi(e[1]));
+                add(g, dsp::lo(e[0]));
+                add(g + 2, dsp::hi(e[0]));
+                add(g + 1, dsp::lo(e[1]));
+                add(g + 3, dsp::hi(e[1]));
             }
         } else {
-            for &e in entries.unwrap_or(&[]) {
-                set(dsp::hi(e) as usize, dsp::lo(e));
+            for &e in entries {
+                add(dsp::hi(e) as usize, dsp::lo(e));
             }
         }
     }
@@ -448,7 +444,8 @@ impl<'a, 'w, const F: usize, const N: usize, const PAIRED: bool> Stream3x3<'a, '
             }
             v[fi] = self.pooled_value(fi, f, a) as u32;
         }
-        self.len = push_all::<F, PAIRED>(&v, u32::MAX, &mut self.scratch.entries);
+        let s = &mut *self.scratch;
+        self.len = push_all::<F, PAIRED>(&v, u32::MAX, &s.background, &mut s.entries);
     }
 
     /// Stage 1 with two multiply-accumulates per instruction ([`dsp::smlad`]), four
@@ -489,7 +486,8 @@ impl<'a, 'w, const F: usize, const N: usize, const PAIRED: bool> Stream3x3<'a, '
                 u32::MAX
             }
         };
-        self.len = push_all::<F, PAIRED>(&po.out, cap, &mut self.scratch.entries);
+        let s = &mut *self.scratch;
+        self.len = push_all::<F, PAIRED>(&po.out, cap, &s.background, &mut s.entries);
     }
 }
 
@@ -509,42 +507,125 @@ fn exact_all<const F: usize>(
     }
 }
 
-/// Computes the entries of an all-background position into `scratch.background`: each
-/// filter's four windows are its bias. Returns their length in words.
-fn background_entries<const F: usize, const N: usize, const PAIRED: bool>(
+/// Fills `scratch.background` from `scratch.filters` (see [`StreamScratch::background`]).
+/// A loop of its own (rolled), so that it costs little flash.
+#[inline(never)]
+fn background_pairs<const F: usize, const N: usize, const PAIRED: bool>(
     layers: &StreamLayers<'_>,
     requant: Requant,
     scratch: &mut StreamScratch<F, N>,
-) -> usize {
-    let mut v = [0u32; F];
-    for (fi, (v, f)) in v.iter_mut().zip(&scratch.filters).enumerate() {
-        let bias = layers.conv.channel(fi).map_or(0, |c| c.0);
-        *v = requant.pooled(&layers.conv, layers.dense_input_offset, (fi, f), [bias; 4]) as u32;
+) {
+    let n = core::hint::black_box(F).min(F);
+    for (fi, f) in scratch.filters.iter().enumerate().take(n) {
+        let b = background_value(layers, requant, fi, f);
+        let (index, half) = if PAIRED {
+            // Group `fi / 4`'s pairs are (v0, v2), (v1, v3).
+            (fi / 4 * 2 + fi % 2, fi % 4 / 2)
+        } else {
+            (fi, 0)
+        };
+        if let Some(word) = scratch.background.get_mut(index) {
+            let shift = 16 * half as u32;
+            let mask = if PAIRED { 0xFFFF << shift } else { u32::MAX };
+            *word = (*word & !mask) | (((b as u32) << shift) & mask);
+        }
     }
-    push_all::<F, PAIRED>(&v, u32::MAX, &mut scratch.background)
+}
+
+/// Filter `fi`'s background value: in [`StreamScratch::background`]'s layout.
+fn background_of<const F: usize, const PAIRED: bool>(background: &[u32; F], fi: usize) -> i32 {
+    if PAIRED {
+        let word = background.get(fi / 4 * 2 + fi % 2).copied().unwrap_or(0);
+        if fi % 4 < 2 {
+            dsp::lo(word)
+        } else {
+            dsp::hi(word)
+        }
+    } else {
+        background.get(fi).map_or(0, |&b| b as i32)
+    }
+}
+
+/// Filter `fi`'s pooled value (minus the conv zero point) at a position whose input is all
+/// background: each of its four windows is its bias.
+fn background_value(layers: &StreamLayers<'_>, requant: Requant, fi: usize, f: &Filter3x3) -> i32 {
+    let bias = layers.conv.channel(fi).map_or(0, |c| c.0);
+    requant.pooled(&layers.conv, layers.dense_input_offset, (fi, f), [bias; 4])
+}
+
+/// Writes into `acc` the dense accumulators (without bias) of an `in_h × in_w` input that
+/// is all background, where [`Stream3x3::new`] starts them: computed once, when the layer
+/// is made (`stack::layers::ConvPoolDense3x3`), so that an inference spends nothing on the
+/// background. `F` filters, `N` dense units, as the stream's.
+#[inline(never)]
+pub fn background_start<const F: usize, const N: usize>(
+    layers: &StreamLayers<'_>,
+    in_h: usize,
+    in_w: usize,
+    acc: &mut [i32; N],
+) {
+    // Opaque trip counts keep the loops rolled (flash, and a small frame).
+    let filters = core::hint::black_box(F);
+    let mut right_shifts_only = true;
+    for fi in 0..filters {
+        right_shifts_only &= layers
+            .conv
+            .channel(fi)
+            .is_none_or(|(_, m, s)| m >= 0 && s <= 0);
+    }
+    let requant = Requant::choose(layers, right_shifts_only);
+    let n_in = (in_h + 1).saturating_sub(3) / 2 * ((in_w + 1).saturating_sub(3) / 2) * F;
+    *acc = [0; N];
+    for fi in 0..filters {
+        let Some((f, _)) = filter3x3(layers, fi) else {
+            break;
+        };
+        let b = background_value(layers, requant, fi, &f);
+        for (u, a) in acc.iter_mut().enumerate() {
+            let Some(row) = layers.dense_weights.get(u * n_in..(u + 1) * n_in) else {
+                break;
+            };
+            for &w in row.iter().skip(fi).step_by(filters.max(1)) {
+                *a = a.wrapping_add(b.wrapping_mul(i32::from(w as i8)));
+            }
+        }
+    }
 }
 
 /// Writes the entries of the pooled values `v` (as `i32` bits, each first capped at
-/// `cap` as a `u32`) into `list`; returns their length in words. One function for every
-/// caller, so that its unrolled loop exists once.
+/// `cap` as a `u32`), as differences from `background`, into `list`; returns their
+/// length in words. One function for every caller, so that its loop exists once.
 #[inline(never)]
 fn push_all<const F: usize, const PAIRED: bool>(
     v: &[u32; F],
     cap: u32,
+    background: &[u32; F],
     list: &mut [u32; F],
 ) -> usize {
     // An opaque trip count keeps the loop rolled: unrolled it costs more flash than the
     // conv stage itself, to save a few instructions per position.
-    let v = &v[..core::hint::black_box(F).min(F)];
+    let n = core::hint::black_box(F).min(F);
+    let v = &v[..n];
     let mut len = 0;
     if PAIRED {
-        for (g, v) in v.chunks_exact(4).enumerate() {
-            let v = [v[0], v[1], v[2], v[3]].map(|v| v.min(cap) as i32);
-            push_group(list, &mut len, g, v);
+        for (g, (v, b)) in v
+            .chunks_exact(4)
+            .zip(background.chunks_exact(2))
+            .enumerate()
+        {
+            let c = |i: usize| v[i].min(cap);
+            let even = dsp::ssub16(dsp::pkhbt(c(0), c(2)), b[0]);
+            let odd = dsp::ssub16(dsp::pkhbt(c(1), c(3)), b[1]);
+            push_group(list, &mut len, g, even, odd);
         }
     } else {
-        for (fi, &v) in v.iter().enumerate() {
-            push(list, &mut len, fi, v.min(cap) as i32);
+        for (fi, (&v, &b)) in v.iter().zip(background).enumerate() {
+            push(
+                list,
+                &mut len,
+                fi,
+                (v.min(cap) as i32).wrapping_sub(b as i32),
+            );
         }
     }
     len
@@ -554,33 +635,39 @@ fn push_all<const F: usize, const PAIRED: bool>(
 /// every multiplier is ≥ 0 and every shift ≤ 0, so that [`Requant::Fast`] is exact.
 fn prepare_filters(layers: &StreamLayers<'_>, filters: &mut [Filter3x3]) -> bool {
     let mut right_shifts_only = true;
-    for (fi, f) in filters.iter_mut().enumerate() {
-        let (Some(w), Some((bias, multiplier, shift))) = (
-            layers.conv_weights.get(9 * fi..9 * fi + 9),
-            layers.conv.channel(fi),
-        ) else {
+    for (fi, slot) in filters.iter_mut().enumerate() {
+        let Some((f, right)) = filter3x3(layers, fi) else {
             break;
         };
-        right_shifts_only &= multiplier >= 0 && shift <= 0;
-        let mut x = [0i32; 9];
-        let mut sum = 0i32;
-        for (x, &w) in x.iter_mut().zip(w) {
-            *x = i32::from(w as i8);
-            sum = sum.wrapping_add(*x);
-        }
-        *f = Filter3x3 {
-            pairs: [
-                dsp::pack(x[0], x[2]),
-                dsp::pack(x[3], x[5]),
-                dsp::pack(x[6], x[8]),
-                dsp::pack(x[1], x[4]),
-                dsp::pack(x[7], (-shift).clamp(0, 31)),
-            ],
-            bias: bias.wrapping_add(layers.input_offset.wrapping_mul(sum)),
-            multiplier,
-        };
+        *slot = f;
+        right_shifts_only &= right;
     }
     right_shifts_only
+}
+
+/// Filter `fi` of the conv as the fast path holds it, and whether its multiplier is ≥ 0
+/// and its shift ≤ 0; `None` past the conv's weights or parameters.
+fn filter3x3(layers: &StreamLayers<'_>, fi: usize) -> Option<(Filter3x3, bool)> {
+    let w = layers.conv_weights.get(9 * fi..9 * fi + 9)?;
+    let (bias, multiplier, shift) = layers.conv.channel(fi)?;
+    let mut x = [0i32; 9];
+    let mut sum = 0i32;
+    for (x, &w) in x.iter_mut().zip(w) {
+        *x = i32::from(w as i8);
+        sum = sum.wrapping_add(*x);
+    }
+    let f = Filter3x3 {
+        pairs: [
+            dsp::pack(x[0], x[2]),
+            dsp::pack(x[3], x[5]),
+            dsp::pack(x[6], x[8]),
+            dsp::pack(x[1], x[4]),
+            dsp::pack(x[7], (-shift).clamp(0, 31)),
+        ],
+        bias: bias.wrapping_add(layers.input_offset.wrapping_mul(sum)),
+        multiplier,
+    };
+    Some((f, multiplier >= 0 && shift <= 0))
 }
 
 /// The pooled value of one filter's four window accumulators, minus the conv zero point:
@@ -629,12 +716,11 @@ fn push(list: &mut [u32], len: &mut usize, filter: usize, v: i32) {
     }
 }
 
-/// Appends group `g`'s four pooled values to a paired list, as two packed pairs
-/// `(v0, v2)`, `(v1, v3)` (the order [`dsp::sxtb16`] and [`dsp::sxtb16_ror8`] unpack 4
-/// weight bytes in) and the group's weight offset `4·g`, unless all four are 0.
+/// Appends group `g`'s four values to a paired list, as two packed pairs `even =
+/// (v0, v2)`, `odd = (v1, v3)` (the order [`dsp::sxtb16`] and [`dsp::sxtb16_ror8`] unpack
+/// 4 weight bytes in) and the group's weight offset `4·g`, unless all four are 0.
 #[inline(always)]
-fn push_group(list: &mut [u32], len: &mut usize, g: usize, v: [i32; 4]) {
-    let (even, odd) = (dsp::pack(v[0], v[2]), dsp::pack(v[1], v[3]));
+fn push_group(list: &mut [u32], len: &mut usize, g: usize, even: u32, odd: u32) {
     if let Some(slot) = list.get_mut(*len..*len + 3) {
         slot[0] = even;
         slot[1] = odd;
@@ -887,12 +973,15 @@ mod tests {
             let mut scratch = Box::new(StreamScratch::<F, N>::new());
             let mut out = [0i8; N];
             let layers = self.layers();
+            let mut start = [0; N];
+            background_start::<F, N>(&layers, self.g.in_h, self.g.in_w, &mut start);
             let s = Stream3x3::<F, N, PAIRED>::new(
                 &layers,
                 self.g.in_h,
                 self.g.in_w,
                 &self.input,
                 &mut scratch,
+                &start,
             );
             assert_eq!(s.requant == Requant::Exact, !self.fast_requant());
             s.run(&mut out);

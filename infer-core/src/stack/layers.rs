@@ -12,7 +12,9 @@ use super::stages::{
 };
 use crate::kernels::conv::{conv2d_i8_packed, out_dim, ConvGeometry};
 use crate::kernels::dot::PatchWords;
-use crate::kernels::fused::{Stream3x3, StreamLayers, StreamScratch, NATIVE_PAIRED};
+use crate::kernels::fused::{
+    background_start, Stream3x3, StreamLayers, StreamScratch, NATIVE_PAIRED,
+};
 use crate::kernels::pool::{max_pool, PoolGeometry};
 use crate::kernels::ChannelRequant;
 use crate::Error;
@@ -510,6 +512,8 @@ pub struct ConvPoolDense3x3<
     const DRELU: bool,
 > {
     layers: StreamLayers<'a>,
+    /// The dense accumulators of an all-background input ([`background_start`]).
+    start: [i32; U],
 }
 
 impl<
@@ -550,8 +554,7 @@ impl<
 
     fn from_file(file: &StackFile<'a>, index: usize) -> Result<Self, Error> {
         let () = Self::SHAPE;
-        let conv = Conv2d::<'a, IH, IW, 1, 3, F, 1, false, RELU>::from_file(file, index)?;
-        check_pool2(file, index + 1, IH - 2, IW - 2, F)?;
+        let mut layers = ConvPool3x3::<'a, IH, IW, F, RELU>::from_file(file, index)?.layers;
         let Op::Dense(d) = op_at(file, index + 2, "dense")? else {
             return Err(Error::Malformed {
                 what: "operation type",
@@ -568,16 +571,15 @@ impl<
         )?;
         // Its outputs are the logits.
         expect(dense + 1, "operations", file.ops.len(), dense + 1)?;
-        Ok(Self {
-            layers: StreamLayers {
-                input_offset: conv.input_offset,
-                conv_weights: conv.weights,
-                conv: conv.requant,
-                dense_input_offset: input_offset(file, dense),
-                dense_weights: d.params.weights,
-                dense: ChannelRequant::from_params(&d.params, d.relu),
-            },
-        })
+        layers.dense_input_offset = input_offset(file, dense);
+        layers.dense_weights = d.params.weights;
+        layers.dense = ChannelRequant::from_params(&d.params, d.relu);
+        let mut stage = Self {
+            layers,
+            start: [0; U],
+        };
+        background_start::<F, U>(&stage.layers, IH, IW, &mut stage.start);
+        Ok(stage)
     }
 
     fn run(&self, input: &[i8], _patch: &mut [u32], output: &mut [i8]) {
@@ -586,9 +588,11 @@ impl<
         };
         let mut scratch = StreamScratch::<F, U>::new();
         if NATIVE_PAIRED && F % 4 == 0 {
-            Stream3x3::<F, U, true>::new(&self.layers, IH, IW, input, &mut scratch).run(output);
+            Stream3x3::<F, U, true>::new(&self.layers, IH, IW, input, &mut scratch, &self.start)
+                .run(output);
         } else {
-            Stream3x3::<F, U, false>::new(&self.layers, IH, IW, input, &mut scratch).run(output);
+            Stream3x3::<F, U, false>::new(&self.layers, IH, IW, input, &mut scratch, &self.start)
+                .run(output);
         }
     }
 }
@@ -602,10 +606,10 @@ impl<'a, const IH: usize, const IW: usize, const F: usize, const U: usize, const
         };
         let mut scratch = StreamScratch::<F, U>::new();
         if NATIVE_PAIRED && F % 4 == 0 {
-            Stream3x3::<F, U, true>::new(&self.layers, IH, IW, input, &mut scratch)
+            Stream3x3::<F, U, true>::new(&self.layers, IH, IW, input, &mut scratch, &self.start)
                 .run_logits(logits);
         } else {
-            Stream3x3::<F, U, false>::new(&self.layers, IH, IW, input, &mut scratch)
+            Stream3x3::<F, U, false>::new(&self.layers, IH, IW, input, &mut scratch, &self.start)
                 .run_logits(logits);
         }
     }
@@ -661,10 +665,12 @@ impl<'a, const IH: usize, const IW: usize, const F: usize, const RELU: bool> Lay
     fn run(&self, input: &[i8], _patch: &mut [u32], output: &mut [i8]) {
         let mut scratch = StreamScratch::<F, 0>::new();
         if NATIVE_PAIRED && F % 4 == 0 {
-            let stream = Stream3x3::<F, 0, true>::new(&self.layers, IH, IW, input, &mut scratch);
+            let stream =
+                Stream3x3::<F, 0, true>::new(&self.layers, IH, IW, input, &mut scratch, &[]);
             pooled_map(stream, output);
         } else {
-            let stream = Stream3x3::<F, 0, false>::new(&self.layers, IH, IW, input, &mut scratch);
+            let stream =
+                Stream3x3::<F, 0, false>::new(&self.layers, IH, IW, input, &mut scratch, &[]);
             pooled_map(stream, output);
         }
     }

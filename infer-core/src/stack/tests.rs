@@ -549,7 +549,8 @@ fn stream3x3_case<const F: usize>(rng: &mut TestRng) {
                 dense: ChannelRequant::from_params(&c.params, true),
             };
             let mut scratch = StreamScratch::<F, 0>::new();
-            let mut stream = Stream3x3::<F, 0, true>::new(&layers, 10, 12, &image, &mut scratch);
+            let mut stream =
+                Stream3x3::<F, 0, true>::new(&layers, 10, 12, &image, &mut scratch, &[]);
             let mut paired = vec![0i8; 4 * 5 * F];
             for (pos, out) in paired.chunks_exact_mut(F).enumerate() {
                 stream.conv_pool_into(pos / 5, pos % 5, out.first_chunk_mut::<F>().unwrap());
