@@ -13,16 +13,18 @@
 //! - `FIRMWARE_MODEL`, default `assets/model.bin` (the tutorial's network): a
 //!   format-3 model, whose network — types, buffers and weight layout —
 //!   [`network`] generates from the model's own operations into
-//!   `$OUT_DIR/network.rs`; its input must be 28×28×1 (the digits), and model
-//!   and network must fit the board's flash and RAM. A model of a retired format
+//!   `$OUT_DIR/network.rs`, for any input shape; model and network must fit the
+//!   board's flash and RAM. A model of a retired format
 //!   (format 1) fails the build, naming its version and the command that writes
 //!   a current one.
 //! - `FIRMWARE_SPEC`: optional, a spec file (`models/*.toml`,
 //!   docs/architecture-spec.md) or a preset name (`tutorial`, `tutorial-full`).
 //!   The model's every operation must then match the spec's (type, shapes,
 //!   ReLU); the build fails naming both otherwise.
-//! - `FIRMWARE_DIGITS`, default `assets/digits.bin`: the digits file, records
-//!   of `[label: u8][28×28 pixels: u8]` (README.md, "Digits file").
+//! - `FIRMWARE_DIGITS`, default `assets/digits.bin` (MNIST test digits): the
+//!   labelled inputs, records of `[label: u8][h×w×c values: u8]` for the
+//!   model's input shape, each value `v` standing for `v / 255` (README.md,
+//!   "Digits file").
 
 use model_spec::codegen as network;
 
@@ -79,11 +81,6 @@ const BOARDS: &[Board] = &[
 /// to spare (the vector table, code and constants take about 20 KB).
 const CODE_ALLOWANCE: usize = 32 * 1024;
 
-/// Shape of the digits file's images (rows, columns, channels): what a spec must take.
-const DIGIT_SHAPE: (usize, usize, usize) = (28, 28, 1);
-
-/// Bytes in one digits record: one label byte and 28×28 pixels.
-const DIGIT_RECORD_BYTES: usize = 1 + 28 * 28;
 
 fn main() {
     let crate_dir =
@@ -132,8 +129,8 @@ fn main() {
 
     let digits_path = asset_path(&crate_dir, "FIRMWARE_DIGITS", "assets/digits.bin");
     let digits = read(&digits_path, "FIRMWARE_DIGITS");
-    check_digits(&digits_path, &digits);
-    check_flash(board, &sizes, model.len(), &digits_path, digits.len());
+    let record = check_digits(&digits_path, &digits, &model);
+    check_flash(board, &sizes, model.len(), &digits_path, digits.len(), record);
     write(&out_dir.join("digits.bin"), &digits);
 }
 
@@ -155,23 +152,9 @@ fn stack_network(
         if let Some(path) = &declared.path {
             println!("cargo:rerun-if-changed={}", path.display());
         }
-        if declared.plan.input != DIGIT_SHAPE {
-            let (h, w, c) = declared.plan.input;
-            fail(&format!(
-                "{spec} declares a {h}×{w}×{c} input, but the firmware classifies the \
-                 28×28×1 digits of FIRMWARE_DIGITS"
-            ));
-        }
         network
             .check_spec(&declared, model)
             .unwrap_or_else(|e| fail(&e));
-    }
-    if network.plan.input != DIGIT_SHAPE {
-        let (h, w, c) = network.plan.input;
-        fail(&format!(
-            "{model_name} takes a {h}×{w}×{c} input, but the firmware classifies the \
-             28×28×1 digits of FIRMWARE_DIGITS"
-        ));
     }
     let name = spec.unwrap_or(model_name);
     let ram = network.ram();
@@ -288,6 +271,7 @@ fn check_flash(
     model_bytes: usize,
     digits_path: &Path,
     digits_bytes: usize,
+    record: usize,
 ) {
     let room = sizes.flash.saturating_sub(CODE_ALLOWANCE + model_bytes);
     if digits_bytes > room {
@@ -296,10 +280,10 @@ fn check_flash(
              next to the {model_bytes}-byte model and the program; at most {} do. \
              `cargo xtask qemu --board {} --count N` runs larger sets in batches.",
             digits_path.display(),
-            digits_bytes / DIGIT_RECORD_BYTES,
+            digits_bytes / record,
             board.name,
             sizes.flash / 1024,
-            room / DIGIT_RECORD_BYTES,
+            room / record,
             board.name,
         ));
     }
@@ -315,24 +299,24 @@ fn asset_path(crate_dir: &Path, var: &str, default: &str) -> PathBuf {
     path
 }
 
-fn check_digits(path: &Path, bytes: &[u8]) {
-    if bytes.is_empty() || !bytes.len().is_multiple_of(DIGIT_RECORD_BYTES) {
+/// Checks the labelled inputs against the model (`model`, already decoded once
+/// by [`stack_network`]): records of `[label: u8][h×w×c values: u8]` for the
+/// model's input shape (a label the model has no class for is just never
+/// predicted). Returns the record size.
+fn check_digits(path: &Path, bytes: &[u8], model: &[u8]) -> usize {
+    let file = infer_core::stack::StackFile::decode(model)
+        .unwrap_or_else(|e| fail(&format!("the model does not decode: {e}")));
+    let (h, w, c) = (file.input.height, file.input.width, file.input.channels);
+    let record = 1 + usize::from(h) * usize::from(w) * usize::from(c);
+    if bytes.is_empty() || !bytes.len().is_multiple_of(record) {
         fail(&format!(
-            "{} holds {} bytes, which is not a non-zero multiple of {DIGIT_RECORD_BYTES} \
-             (records of [label: u8][28×28 pixels: u8])",
+            "{} holds {} bytes, which is not a non-zero multiple of {record} \
+             (records of [label: u8][{h}×{w}×{c} values: u8], the model's input)",
             path.display(),
             bytes.len()
         ));
     }
-    for (index, record) in bytes.chunks_exact(DIGIT_RECORD_BYTES).enumerate() {
-        if record[0] > 9 {
-            fail(&format!(
-                "{}: record {index} has label {}, expected 0..=9",
-                path.display(),
-                record[0]
-            ));
-        }
-    }
+    record
 }
 
 fn read(path: &Path, var: &str) -> Vec<u8> {

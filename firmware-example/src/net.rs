@@ -22,7 +22,8 @@ pub mod generated {
 }
 
 pub use generated::Scratch;
-use generated::{CLASSES, INPUT, OPS, STAGES, STAGE_NAMES};
+pub use generated::INPUT;
+use generated::{CLASSES, OPS, STAGES, STAGE_NAMES};
 
 /// The network, its weights in flash.
 pub type Network = generated::Network<'static>;
@@ -44,12 +45,10 @@ pub fn load() -> Result<Network, Error> {
 /// An all-zero input, to fill with [`fill_input`].
 pub const ZERO_INPUT: Input = [0; INPUT];
 
-/// Writes the network's input for 8-bit pixels, quantized as the model's input
-/// ([`generated::pixels_to_input`]; the build has checked it is 28×28×1).
-pub fn fill_input(input: &mut Input, pixels: &[[u8; 28]; 28]) {
-    if let Ok(pixels) = pixels.as_flattened().try_into() {
-        generated::pixels_to_input(pixels, input);
-    }
+/// Writes the network's input for 8-bit values, quantized as the model's input
+/// ([`generated::pixels_to_input`]).
+pub fn fill_input(input: &mut Input, pixels: &[u8; INPUT]) {
+    generated::pixels_to_input(pixels, input);
 }
 
 /// One inference, kept out of line so that its stack use can be measured and

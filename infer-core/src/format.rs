@@ -40,10 +40,36 @@ pub struct QuantParams {
     pub zero_point: i32,
 }
 
+impl QuantParams {
+    /// The int8 value of the real `value / 255` for an 8-bit `value` (a pixel): TFLite's
+    /// `round(value / 255 / scale) + zero_point` (half away from zero), clamped to int8.
+    /// For the trainer's input quantization (scale 1/255, zero point −128) it is exactly
+    /// `value − 128`.
+    ///
+    /// ```
+    /// use infer_core::format::QuantParams;
+    /// let trainer = QuantParams { scale: 1.0 / 255.0, zero_point: -128 };
+    /// assert_eq!(trainer.quantize_pixel(0), -128);
+    /// assert_eq!(trainer.quantize_pixel(255), 127);
+    /// let coarse = QuantParams { scale: 1.0 / 64.0, zero_point: -64 };
+    /// assert_eq!(coarse.quantize_pixel(0), -64);
+    /// assert_eq!(coarse.quantize_pixel(128), -32); // round(32.13) − 64
+    /// assert_eq!(coarse.quantize_pixel(255), 0);
+    /// ```
+    pub fn quantize_pixel(&self, value: u8) -> i8 {
+        let steps = f64::from(value) / 255.0 / f64::from(self.scale);
+        // `steps ≥ 0` for a valid (positive) scale: truncating `steps + 0.5` rounds half
+        // away from zero; `as` saturates a NaN to 0 and an infinity to the i32 range.
+        let q = ((steps + 0.5) as i64).saturating_add(i64::from(self.zero_point));
+        q.clamp(-128, 127) as i8
+    }
+}
+
 /// The network input: an image of `height × width × channels` int8 values.
 ///
-/// Pixels `p` in `0..=255` stand for `p / 255`; the input quantization is fixed at
-/// scale 1/255, zero point −128, so `q = p − 128` exactly.
+/// Pixels `p` in `0..=255` stand for `p / 255`, quantized with the input's own
+/// parameters ([`QuantParams::quantize_pixel`]); the trainer writes scale 1/255, zero
+/// point −128, so that `q = p − 128` exactly.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
 pub struct InputSpec {
     /// Rows.
@@ -52,7 +78,7 @@ pub struct InputSpec {
     pub width: u16,
     /// Channels (1 for grayscale).
     pub channels: u16,
-    /// Input quantization (must be scale 1/255, zero point −128).
+    /// Input quantization: a finite scale > 0, an int8 zero point.
     pub quant: QuantParams,
 }
 
@@ -162,13 +188,14 @@ pub(crate) fn check_output_quant(output: &QuantParams) -> Result<(), Error> {
     Ok(())
 }
 
-/// Checks the fixed input quantization: scale 1/255, zero point −128.
+/// Checks the input quantization: finite positive scale, int8 zero point.
 pub(crate) fn check_input_quant(quant: &QuantParams) -> Result<(), Error> {
     // A NaN scale fails too: the comparison is false.
-    let scale_ok = (quant.scale * 255.0 - 1.0).abs() <= 1e-6;
-    if quant.zero_point != -128 || !scale_ok {
+    let valid =
+        quant.scale > 0.0 && quant.scale.is_finite() && (-128..=127).contains(&quant.zero_point);
+    if !valid {
         return Err(Error::InvalidQuantization {
-            field: "input (must be scale 1/255, zero point -128)",
+            field: "input (scale must be finite and > 0, zero point in -128..=127)",
         });
     }
     Ok(())

@@ -276,13 +276,7 @@ fn plan_of(file: &StackFile<'_>) -> Plan {
 /// `pixels_to_input`: the input quantization of `p / 255` for every 8-bit `p`, as a
 /// closed form when it is `p − 128` (the trainer's), else as a table.
 fn input_code((h, w, c): (usize, usize, usize), quant: &QuantParams) -> String {
-    let scale = f64::from(quant.scale);
-    let table: Vec<i8> = (0..=255u8)
-        .map(|p| {
-            let q = (f64::from(p) / 255.0 / scale).round() + f64::from(quant.zero_point);
-            q.clamp(-128.0, 127.0) as i8
-        })
-        .collect();
+    let table: Vec<i8> = (0..=255u8).map(|p| quant.quantize_pixel(p)).collect();
     let offset = table
         .iter()
         .enumerate()

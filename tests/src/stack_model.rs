@@ -10,9 +10,10 @@
 use anyhow::{anyhow, bail, ensure, Result};
 use infer_core::format::{ChannelParams, InputSpec, QuantParams};
 use infer_core::stack::format::{ConvOp, DenseOp, Op, Padding, PoolOp};
-use infer_core::stack::{run, BufferSizes, Kernels, StackFile};
+use infer_core::stack::{Kernels, StackFile};
 use model_spec::plan::{OpKind, Plan};
 use model_spec::spec::Padding as SpecPadding;
+use trainer::eval::StackBuffers;
 
 /// SplitMix64: a small deterministic generator, so a seed names a model.
 struct Rng(u64);
@@ -86,11 +87,28 @@ impl Params {
     }
 }
 
-/// A format-3 model.bin of `plan` with random parameters drawn from `seed`.
+/// A format-3 model.bin of `plan` with random parameters drawn from `seed`, its input
+/// quantized as the trainer's (scale 1/255, zero point −128).
 ///
 /// # Errors
 /// A plan format 3 cannot hold (a dimension over `u16`, more than 16 operations).
 pub fn random_model(plan: &Plan, seed: u64) -> Result<Vec<u8>> {
+    let trainer = QuantParams {
+        scale: 1.0 / 255.0,
+        zero_point: -128,
+    };
+    random_model_with_input(plan, seed, trainer)
+}
+
+/// [`random_model`] with the input quantization `input_quant`.
+///
+/// # Errors
+/// As [`random_model`].
+pub fn random_model_with_input(
+    plan: &Plan,
+    seed: u64,
+    input_quant: QuantParams,
+) -> Result<Vec<u8>> {
     let mut rng = Rng(seed);
     let mut params: Vec<Option<Params>> = plan
         .ops
@@ -122,10 +140,7 @@ pub fn random_model(plan: &Plan, seed: u64) -> Result<Vec<u8>> {
         height: short(plan.input.0)?,
         width: short(plan.input.1)?,
         channels: short(plan.input.2)?,
-        quant: QuantParams {
-            scale: 1.0 / 255.0,
-            zero_point: -128,
-        },
+        quant: input_quant,
     };
     let mut ops = Vec::with_capacity(plan.ops.len());
     for (op, params) in plan.ops.iter().zip(&params) {
@@ -199,8 +214,8 @@ pub fn random_model(plan: &Plan, seed: u64) -> Result<Vec<u8>> {
 }
 
 /// The wide logits infer-core's reference kernels compute on the host for `model` (format 3)
-/// and each image of `images` (8-bit pixels, the model's input size each), input quantized as
-/// the firmware does (`p − 128`).
+/// and each image of `images` (8-bit pixels, the model's input size each), quantized with the
+/// model's input parameters as the firmware does.
 ///
 /// # Errors
 /// A model that does not decode, or images of another size.
@@ -214,25 +229,12 @@ pub fn host_logits(model: &[u8], images: &[u8]) -> Result<Vec<Vec<i32>>> {
         "{} bytes of images are not whole {size}-value inputs",
         images.len()
     );
-    let sizes = BufferSizes::of(&file);
-    let (mut a, mut b) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
-    let mut patch = vec![0u32; sizes.patch_words];
-    let mut logits = vec![0i32; file.classes()];
+    let mut buffers = StackBuffers::new(&file);
     images
         .chunks_exact(size)
         .map(|pixels| {
-            let input: Vec<i8> = pixels.iter().map(|&p| (p ^ 0x80) as i8).collect();
-            run(
-                &file,
-                &input,
-                Kernels::Reference,
-                &mut a,
-                &mut b,
-                &mut patch,
-                &mut logits,
-            )
-            .map(<[i32]>::to_vec)
-            .map_err(|e| anyhow!("{e}"))
+            let logits = buffers.logits(&file, pixels, Kernels::Reference);
+            logits.map(<[i32]>::to_vec)
         })
         .collect()
 }

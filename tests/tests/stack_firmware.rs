@@ -11,11 +11,12 @@
 //! micro:bit, is `a_spec_fitted_by_the_cli_runs_in_qemu_as_the_trainer_evaluates_it`.
 
 use anyhow::{Context, Result};
-use e2e_tests::stack_model::{host_logits, random_model};
+use e2e_tests::stack_model::{host_logits, random_model, random_model_with_input};
 use e2e_tests::{
     build_firmware_on, data_dir, parse_firmware_output, run_firmware_on, run_trainer,
     workspace_root, Board, BOARDS,
 };
+use infer_core::format::QuantParams;
 use infer_core::stack::stages::Kernel;
 use model_spec::plan::Plan;
 use model_spec::spec::Spec;
@@ -122,18 +123,31 @@ impl Case {
         Self::new(dir, spec, model, digits)
     }
 
-    /// The case of `model` for `spec` (a file or a preset), its directory `dir`.
+    /// The case of `model` for `spec` (a file or a preset), its directory `dir`, on the
+    /// first `digits` committed digits.
     fn new(dir: tempfile::TempDir, spec: PathBuf, model: PathBuf, digits: usize) -> Result<Self> {
-        let plan = plan_of(&spec)?;
         let records = std::fs::read(workspace_root().join("firmware-example/assets/digits.bin"))?;
         let records = records
             .get(..digits * RECORD)
             .context("fewer committed digits than asked for")?;
+        Self::with_records(dir, spec, model, records)
+    }
+
+    /// The case of `model` for `spec` on the labelled inputs `records` (`[label][values]`
+    /// for the plan's input shape).
+    fn with_records(
+        dir: tempfile::TempDir,
+        spec: PathBuf,
+        model: PathBuf,
+        records: &[u8],
+    ) -> Result<Self> {
+        let plan = plan_of(&spec)?;
+        let record = 1 + plan.input.0 * plan.input.1 * plan.input.2;
         let digits_path = dir.path().join("digits.bin");
         std::fs::write(&digits_path, records)?;
-        let labels = records.chunks_exact(RECORD).map(|r| r[0]).collect();
+        let labels = records.chunks_exact(record).map(|r| r[0]).collect();
         let pixels: Vec<u8> = records
-            .chunks_exact(RECORD)
+            .chunks_exact(record)
             .flat_map(|r| r[1..].iter().copied())
             .collect();
         let host = host_logits(&std::fs::read(&model)?, &pixels)?;
@@ -360,6 +374,70 @@ fn the_full_tutorial_model_runs_bit_exact_on_the_m7_and_the_m4f() -> Result<()> 
             "{name}: {:?}",
             report.summary
         );
+    }
+    Ok(())
+}
+
+#[test]
+fn any_input_shape_and_input_quantization_run_bit_exact() -> Result<()> {
+    // A 32×32×3 input (as CIFAR's) whose quantization is not the trainer's: every
+    // conversion of the input values goes by the model's own parameters.
+    let spec = r#"
+input = [32, 32, 3]
+[[layer]]
+type = "conv2d"
+filters = 8
+kernel = 3
+activation = "relu"
+[[layer]]
+type = "maxpool2d"
+pool = 2
+[[layer]]
+type = "conv2d"
+filters = 8
+kernel = 3
+activation = "relu"
+[[layer]]
+type = "maxpool2d"
+pool = 2
+[[layer]]
+type = "flatten"
+[[layer]]
+type = "dense"
+units = 5
+activation = "softmax"
+"#;
+    let dir = tempfile::tempdir()?;
+    let spec_path = dir.path().join("spec.toml");
+    std::fs::write(&spec_path, spec)?;
+    let plan = plan_of(&spec_path)?;
+    let quant = QuantParams {
+        scale: 1.0 / 100.0,
+        zero_point: -20,
+    };
+    let model = dir.path().join("model.bin");
+    std::fs::write(&model, random_model_with_input(&plan, 11, quant)?)?;
+    // Labelled random inputs; some values above 2.27 = (127 + 20) / 100 · 255 / 255
+    // saturate at 127, and the conversion is not `v − 128`.
+    let mut state = 0x1234_5678_u32;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        state
+    };
+    let records: Vec<u8> = (0..12)
+        .flat_map(|_| {
+            let label = (next() % 5) as u8;
+            let values: Vec<u8> = (0..32 * 32 * 3).map(|_| next() as u8).collect();
+            std::iter::once(label).chain(values)
+        })
+        .collect();
+    let case = Case::with_records(dir, spec_path, model, &records)?;
+    let distinct: std::collections::BTreeSet<_> = case.host.iter().collect();
+    assert!(distinct.len() >= 10, "{:?}", case.host);
+    for name in ["mps2-an386", "microbit"] {
+        case.run_on(board(name))?;
     }
     Ok(())
 }

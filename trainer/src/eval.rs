@@ -159,8 +159,9 @@ impl StackBuffers {
         }
     }
 
-    /// Runs `file` on one image of raw `pixels` (`q = p − 128`) with `kernels` and returns the
-    /// wide logits.
+    /// Runs `file` on one image of raw `pixels` (quantized as the model's input,
+    /// [`QuantParams::quantize_pixel`](infer_core::format::QuantParams::quantize_pixel)) with
+    /// `kernels` and returns the wide logits.
     ///
     /// # Errors
     /// If `pixels` is not one input image of `file`, or the buffers were made for another
@@ -178,7 +179,7 @@ impl StackBuffers {
             self.input.len()
         );
         for (q, &p) in self.input.iter_mut().zip(pixels) {
-            *q = (p ^ 0x80) as i8;
+            *q = file.input.quant.quantize_pixel(p);
         }
         stack::run(
             file,

@@ -14,7 +14,7 @@
 
 use crate::workspace_root;
 use anyhow::{bail, ensure, Context, Result};
-use infer_core::stack::{self, BufferSizes, Kernels, StackFile};
+use infer_core::stack::{Kernels, StackFile};
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -23,6 +23,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
 use trainer::data::{self, Dataset};
+use trainer::eval::StackBuffers;
 
 /// The line the firmware prints last, before exiting successfully.
 const SUMMARY_PREFIX: &str = "summary:";
@@ -271,27 +272,14 @@ pub fn stack_host_logits(model: &[u8], dataset: &Dataset, count: usize) -> Resul
         dataset.rows,
         dataset.cols
     );
-    let sizes = BufferSizes::of(&file);
-    let (mut a, mut b) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
-    let mut patch = vec![0u32; sizes.patch_words];
-    let mut logits = vec![0i32; file.classes()];
+    let mut buffers = StackBuffers::new(&file);
     dataset
         .images
         .chunks_exact(dataset.rows * dataset.cols)
         .take(count)
         .map(|pixels| {
-            let input: Vec<i8> = pixels.iter().map(|&p| (p ^ 0x80) as i8).collect();
-            stack::run(
-                &file,
-                &input,
-                Kernels::Reference,
-                &mut a,
-                &mut b,
-                &mut patch,
-                &mut logits,
-            )
-            .map(<[i32]>::to_vec)
-            .map_err(|e| anyhow::anyhow!("host inference: {e}"))
+            let logits = buffers.logits(&file, pixels, Kernels::Reference);
+            logits.map(<[i32]>::to_vec).context("host inference")
         })
         .collect()
 }

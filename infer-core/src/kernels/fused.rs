@@ -833,6 +833,8 @@ mod tests {
     struct Case {
         g: Geometry,
         input: Vec<i8>,
+        /// The input's zero point (minus the conv's input offset).
+        input_zp: i32,
         conv_w: Vec<u8>,
         conv_bias: Vec<u8>,
         conv_mult: Vec<u8>,
@@ -883,6 +885,11 @@ mod tests {
         let n_in = g.dense_inputs();
         Case {
             input: (0..g.in_h * g.in_w).map(|_| rng.i8()).collect(),
+            // The trainer's −128 half the time, any int8 otherwise.
+            input_zp: match rng.below(2) {
+                0 => -128,
+                _ => rng.below(256) as i32 - 128,
+            },
             conv_w: bytes(rng, g.filters * 9),
             conv_bias: bias(rng, g.filters, 40_000),
             conv_mult: mult(rng, g.filters),
@@ -901,7 +908,7 @@ mod tests {
     impl Case {
         fn layers(&self) -> StreamLayers<'_> {
             StreamLayers {
-                input_offset: 128,
+                input_offset: -self.input_zp,
                 conv_weights: &self.conv_w,
                 conv: ChannelRequant {
                     bias: &self.conv_bias,
@@ -1065,10 +1072,11 @@ mod tests {
                     .collect();
             }
             if case % 3 == 0 {
-                // Background patches (pixel 0, int8 −128) take their own path.
+                // Background patches (every value at the input zero point) take their own
+                // path.
                 for (i, x) in c.input.iter_mut().enumerate() {
                     if (i / 5) % 3 != 0 {
-                        *x = -128;
+                        *x = c.input_zp as i8;
                     }
                 }
             }

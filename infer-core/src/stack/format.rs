@@ -858,9 +858,26 @@ pub(crate) mod tests {
             Err(Error::InvalidQuantization { field }) => field,
             other => panic!("{other:?}"),
         };
-        let mut nan = input(6, 6, 2);
-        nan.quant.scale = f32::NAN;
-        assert!(refused(nan, &good).starts_with("input"));
+        for (scale, zero_point) in [
+            (f32::NAN, -128),
+            (0.0, 0),
+            (-1.0, 0),
+            (0.1, 128),
+            (0.1, -129),
+        ] {
+            let mut bad = input(6, 6, 2);
+            bad.quant = QuantParams { scale, zero_point };
+            assert!(
+                refused(bad, &good).starts_with("input"),
+                "{scale} {zero_point}"
+            );
+        }
+        // The input carries its own quantization: any valid one is accepted.
+        for (scale, zero_point) in [(1.0 / 64.0, -64), (0.5, 127), (3.0, -128)] {
+            let mut own = input(6, 6, 2);
+            own.quant = QuantParams { scale, zero_point };
+            assert_eq!(StackFile::new(own, &good).validate(), Ok(()));
+        }
         let mut bad = good.clone();
         if let Op::Conv2d(c) = &mut bad[0] {
             c.params.output.zero_point = i32::MIN;

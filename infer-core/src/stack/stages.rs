@@ -851,14 +851,14 @@ mod tests {
         ops
     }
 
-    /// A random image, often with background (the input zero point, −128) patches or all
-    /// background.
-    fn image(rng: &mut TestRng, len: usize) -> Vec<i8> {
+    /// A random image, often with background (the input zero point `zero_point`) patches
+    /// or all background.
+    fn image(rng: &mut TestRng, len: usize, zero_point: i32) -> Vec<i8> {
         let background = rng.below(4);
         (0..len)
             .map(|_| {
                 if background == 3 || rng.below(4) < background {
-                    -128
+                    zero_point as i8
                 } else {
                     rng.i8()
                 }
@@ -875,7 +875,12 @@ mod tests {
             let wild = case % 3 == 2;
             let (hwc, planned, owned) = random_stack(&mut rng, wild);
             let ops = ops(&planned, &owned);
-            let file = StackFile::new(input(hwc.0, hwc.1, hwc.2), &ops);
+            let mut input = input(hwc.0, hwc.1, hwc.2);
+            if wild {
+                // The input carries its own quantization.
+                input.quant.zero_point = rng.below(256) as i32 - 128;
+            }
+            let file = StackFile::new(input, &ops);
             let sizes = BufferSizes::of(&file);
             let stages = plan_file(&file);
             assert_eq!(stages.iter().map(Stage::ops).sum::<usize>(), file.ops.len());
@@ -889,6 +894,7 @@ mod tests {
                 let x = image(
                     &mut rng,
                     usize::from(hwc.0) * usize::from(hwc.1) * usize::from(hwc.2),
+                    file.input.quant.zero_point,
                 );
                 let mut results = Vec::new();
                 for kernels in [Kernels::Reference, Kernels::Fast] {

@@ -110,7 +110,10 @@ pub fn feature_maps(file: &StackFile<'_>, pixels: &[u8]) -> Result<Vec<Grid>> {
         g.in_w,
         g.in_c
     );
-    let input: Vec<i8> = pixels.iter().map(|&p| (p ^ 0x80) as i8).collect();
+    let input: Vec<i8> = pixels
+        .iter()
+        .map(|&p| file.input.quant.quantize_pixel(p))
+        .collect();
     let (out_h, out_w, filters) = Op::Conv2d(conv).out_shape();
     let mut maps = vec![0i8; out_h * out_w * filters];
     conv2d_i8(
