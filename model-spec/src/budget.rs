@@ -5,7 +5,7 @@
 //! (`docs/model-format.md`): the weights, per-channel parameters and RAM are exact; the rest of
 //! the file is exact but for the varints of the output zero points (see [`Budget::header`]).
 
-use crate::plan::{OpKind, Plan};
+use crate::plan::{OpShape, Plan};
 use crate::spec::Spec;
 use anyhow::Result;
 /// A board `--board` knows.
@@ -162,30 +162,22 @@ fn header_bytes(plan: &Plan) -> usize {
         // The operation's enum tag.
         bytes += 1;
         bytes += match op.kind {
-            OpKind::Conv2d {
-                in_h,
-                in_w,
-                in_c,
-                filters,
-                kernel,
-                stride,
-                ..
-            } => {
+            OpShape::Conv2d { geometry: g, .. } => {
                 // … the padding tag and the ReLU flag, one byte each.
-                [in_h, in_w, in_c, filters, kernel, stride]
+                [g.in_h, g.in_w, g.in_c, g.filters, g.k_h, g.stride]
                     .map(varint)
                     .iter()
                     .sum::<usize>()
                     + 2
-                    + channel_params(op.kind.weights(), filters)
+                    + channel_params(op.kind.weights(), g.filters)
             }
-            OpKind::MaxPool2d {
+            OpShape::MaxPool2d {
                 in_h,
                 in_w,
                 channels,
                 pool,
             } => [in_h, in_w, channels, pool].map(varint).iter().sum(),
-            OpKind::Dense { inputs, units, .. } => {
+            OpShape::Dense { inputs, units, .. } => {
                 varint(inputs) + varint(units) + 1 + channel_params(op.kind.weights(), units)
             }
         };

@@ -35,12 +35,11 @@
 //! checks that the stages chain and agree with model-spec's RAM figures, `Scratch` (the working memory), `Network` (`from_bytes`, `infer`,
 //! `infer_probed`), `pixels_to_input` and, from [`build`], `MODEL`.
 
-use crate::plan::{OpKind, Plan, PlanOp};
+use crate::plan::{OpShape, Plan, PlanOp};
 use crate::spec::{Padding, Spec, PRESETS};
 use infer_core::format::QuantParams;
-use infer_core::stack::format::Padding as FilePadding;
 use infer_core::stack::stages::{Kernel, Stage};
-use infer_core::stack::{Op, StackFile};
+use infer_core::stack::StackFile;
 use std::env;
 use std::fmt::Write as _;
 use std::fs;
@@ -125,7 +124,7 @@ impl Declared {
             ));
         }
         for (index, (op, planned)) in file.ops.iter().zip(&self.plan.ops).enumerate() {
-            let found = kind_of(&op);
+            let found = op.shape();
             if found != planned.kind {
                 return Err(format!(
                     "{model} operation {index} is {found} but {spec} declares {}",
@@ -141,7 +140,7 @@ impl Declared {
                 found.min(declared)
             );
             for (index, op) in file.ops.iter().enumerate().skip(declared) {
-                let _ = write!(message, "; {model} operation {index} is {}", kind_of(&op));
+                let _ = write!(message, "; {model} operation {index} is {}", op.shape());
             }
             for (index, op) in self.plan.ops.iter().enumerate().skip(found) {
                 let _ = write!(message, "; {spec} operation {index} is {}", op.kind);
@@ -265,7 +264,7 @@ fn plan_of(file: &StackFile<'_>) -> Plan {
             .iter()
             .enumerate()
             .map(|(layer, op)| PlanOp {
-                kind: kind_of(&op),
+                kind: op.shape(),
                 layer,
                 batchnorm: None,
             })
@@ -328,42 +327,6 @@ pub static MODEL: &[u8] = &ALIGNED.0;
 /// `h×w×c`.
 fn hwc((h, w, c): (usize, usize, usize)) -> String {
     format!("{h}×{w}×{c}")
-}
-
-/// A model file's operation in the plan's terms, so that both compare with `==`
-/// and print alike.
-fn kind_of(op: &Op<'_>) -> OpKind {
-    match *op {
-        Op::Conv2d(c) => {
-            let g = c.geometry();
-            OpKind::Conv2d {
-                in_h: g.in_h,
-                in_w: g.in_w,
-                in_c: g.in_c,
-                filters: g.filters,
-                kernel: usize::from(c.kernel),
-                stride: g.stride,
-                padding: match c.padding {
-                    FilePadding::Valid => Padding::Valid,
-                    FilePadding::Same => Padding::Same,
-                },
-                out_h: g.out_h(),
-                out_w: g.out_w(),
-                relu: c.relu,
-            }
-        }
-        Op::MaxPool2d(p) => OpKind::MaxPool2d {
-            in_h: usize::from(p.in_h),
-            in_w: usize::from(p.in_w),
-            channels: usize::from(p.channels),
-            pool: usize::from(p.pool),
-        },
-        Op::Dense(d) => OpKind::Dense {
-            inputs: d.inputs as usize,
-            units: usize::from(d.units),
-            relu: d.relu,
-        },
-    }
 }
 
 /// The RAM one inference of a plan needs besides the program's own stack, in
@@ -467,27 +430,18 @@ fn generate(model: &str, spec: Option<&str>, plan: &Plan, ram: &Ram) -> String {
             .batchnorm
             .map_or(String::new(), |b| format!(", batch norm {b} folded in"));
         let (lifetime, ty) = match op.kind {
-            OpKind::Conv2d {
-                in_h,
-                in_w,
-                in_c,
-                filters,
-                kernel,
-                stride,
-                padding,
-                relu,
-                ..
-            } => {
+            OpShape::Conv2d { geometry: g, relu } => {
                 used.conv = true;
-                let same = padding == Padding::Same;
+                let same = g.padding == Padding::Same;
                 (
                     "<'a>",
                     format!(
-                        "Conv2d<'a, {in_h}, {in_w}, {in_c}, {kernel}, {filters}, {stride}, {same}, {relu}>"
+                        "Conv2d<'a, {}, {}, {}, {}, {}, {}, {same}, {relu}>",
+                        g.in_h, g.in_w, g.in_c, g.k_h, g.filters, g.stride
                     ),
                 )
             }
-            OpKind::MaxPool2d {
+            OpShape::MaxPool2d {
                 in_h,
                 in_w,
                 channels,
@@ -496,7 +450,7 @@ fn generate(model: &str, spec: Option<&str>, plan: &Plan, ram: &Ram) -> String {
                 used.pool = true;
                 ("", format!("MaxPool2d<{in_h}, {in_w}, {channels}, {pool}>"))
             }
-            OpKind::Dense {
+            OpShape::Dense {
                 inputs,
                 units,
                 relu,
@@ -842,7 +796,7 @@ fn stage_type(
     used: &mut Imports,
 ) -> (&'static str, String) {
     let op = |i: usize| {
-        if matches!(ops[i].kind, OpKind::MaxPool2d { .. }) {
+        if matches!(ops[i].kind, OpShape::MaxPool2d { .. }) {
             format!("Op{i}")
         } else {
             format!("Op{i}<'a>")
@@ -850,16 +804,10 @@ fn stage_type(
     };
     let first = stage.first;
     if stage.kernel == Kernel::Stream3x3 {
-        if let OpKind::Conv2d {
-            in_h,
-            in_w,
-            filters,
-            relu,
-            ..
-        } = ops[first].kind
-        {
+        if let OpShape::Conv2d { geometry: g, relu } = ops[first].kind {
+            let (in_h, in_w, filters) = (g.in_h, g.in_w, g.filters);
             match ops.get(first + 2).map(|op| op.kind) {
-                Some(OpKind::Dense {
+                Some(OpShape::Dense {
                     units,
                     relu: dense_relu,
                     ..
@@ -901,7 +849,7 @@ fn stage_type(
     }
     let ty = match (producer, stage.dense) {
         (Some(p), true) => {
-            let OpKind::Dense {
+            let OpShape::Dense {
                 inputs,
                 units,
                 relu,

@@ -3,7 +3,7 @@
 //! Dropout and flatten disappear (NHWC activations are already flat, row-major as Keras
 //! flattens them), batch normalisation is folded into the conv or dense layer before it, and
 //! the last dense layer's softmax becomes "the outputs are logits". What remains is a chain of
-//! [`OpKind::Conv2d`], [`OpKind::MaxPool2d`] and [`OpKind::Dense`]; a format-3 model.bin
+//! [`OpShape::Conv2d`], [`OpShape::MaxPool2d`] and [`OpShape::Dense`]; a format-3 model.bin
 //! stores exactly these operations, and the firmware's build derives its types and buffers
 //! from them.
 //!
@@ -15,230 +15,17 @@
 //! and working memory) and [`Plan::stack_bytes`] of kernel scratch on the stack hold every
 //! activation.
 
-use crate::spec::{conv_out, Activation, LayerSpec, Padding, Spec};
+use crate::spec::{Activation, LayerSpec, Spec};
 use anyhow::{bail, Result};
-use infer_core::kernels::conv::{ConvGeometry, Padding as KernelPadding};
-use infer_core::stack::stages::{self, Shape, Stages};
-use std::fmt;
-
-/// One int8 operation with all its shapes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OpKind {
-    /// Square-kernel 2-D convolution, weights `[filters][ky][kx][in_c]`, per-filter requantization.
-    Conv2d {
-        /// Input rows.
-        in_h: usize,
-        /// Input columns.
-        in_w: usize,
-        /// Input channels.
-        in_c: usize,
-        /// Output channels.
-        filters: usize,
-        /// Kernel side.
-        kernel: usize,
-        /// Step in both directions (1 or 2).
-        stride: usize,
-        /// Valid or same (TensorFlow's) padding.
-        padding: Padding,
-        /// Output rows.
-        out_h: usize,
-        /// Output columns.
-        out_w: usize,
-        /// Fused ReLU.
-        relu: bool,
-    },
-    /// Max pooling over non-overlapping `pool × pool` windows (remainder dropped).
-    MaxPool2d {
-        /// Input rows.
-        in_h: usize,
-        /// Input columns.
-        in_w: usize,
-        /// Channels.
-        channels: usize,
-        /// Window side and stride.
-        pool: usize,
-    },
-    /// Fully connected layer, weights `[units][inputs]`.
-    Dense {
-        /// Inputs (the flattened previous output).
-        inputs: usize,
-        /// Outputs.
-        units: usize,
-        /// Fused ReLU.
-        relu: bool,
-    },
-}
-
-impl OpKind {
-    /// Values read.
-    pub fn in_len(&self) -> usize {
-        match *self {
-            Self::Conv2d {
-                in_h, in_w, in_c, ..
-            } => in_h * in_w * in_c,
-            Self::MaxPool2d {
-                in_h,
-                in_w,
-                channels,
-                ..
-            } => in_h * in_w * channels,
-            Self::Dense { inputs, .. } => inputs,
-        }
-    }
-
-    /// Values written.
-    pub fn out_len(&self) -> usize {
-        match *self {
-            Self::Conv2d {
-                out_h,
-                out_w,
-                filters,
-                ..
-            } => out_h * out_w * filters,
-            Self::MaxPool2d {
-                in_h,
-                in_w,
-                channels,
-                pool,
-            } => (in_h / pool) * (in_w / pool) * channels,
-            Self::Dense { units, .. } => units,
-        }
-    }
-
-    /// int8 weights (bytes).
-    pub fn weights(&self) -> usize {
-        match *self {
-            Self::Conv2d {
-                in_c,
-                filters,
-                kernel,
-                ..
-            } => filters * kernel * kernel * in_c,
-            Self::MaxPool2d { .. } => 0,
-            Self::Dense { inputs, units, .. } => units * inputs,
-        }
-    }
-
-    /// Output channels with their own bias and requantization (0 for pooling).
-    pub fn channels(&self) -> usize {
-        match *self {
-            Self::Conv2d { filters, .. } => filters,
-            Self::MaxPool2d { .. } => 0,
-            Self::Dense { units, .. } => units,
-        }
-    }
-
-    /// Values in one convolution patch (`kernel² · in_c`), 0 for other operations.
-    pub fn taps(&self) -> usize {
-        match *self {
-            Self::Conv2d { in_c, kernel, .. } => kernel * kernel * in_c,
-            _ => 0,
-        }
-    }
-
-    /// The operation's shape in infer-core's terms, for its stage plan.
-    pub fn shape(&self) -> Shape {
-        match *self {
-            Self::Conv2d {
-                in_h,
-                in_w,
-                in_c,
-                filters,
-                kernel,
-                stride,
-                padding,
-                ..
-            } => Shape::Conv2d(ConvGeometry {
-                in_h,
-                in_w,
-                in_c,
-                k_h: kernel,
-                k_w: kernel,
-                filters,
-                stride,
-                padding: match padding {
-                    Padding::Valid => KernelPadding::Valid,
-                    Padding::Same => KernelPadding::Same,
-                },
-            }),
-            Self::MaxPool2d {
-                in_h,
-                in_w,
-                channels,
-                pool,
-            } => Shape::MaxPool2d {
-                in_h,
-                in_w,
-                channels,
-                pool,
-            },
-            Self::Dense { inputs, units, .. } => Shape::Dense { inputs, units },
-        }
-    }
-
-    /// The operation's name in spec files (`conv2d`, `maxpool2d`, `dense`).
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            Self::Conv2d { .. } => "conv2d",
-            Self::MaxPool2d { .. } => "maxpool2d",
-            Self::Dense { .. } => "dense",
-        }
-    }
-}
-
-impl fmt::Display for OpKind {
-    /// A shape description both the plan and a model file can be compared by, e.g.
-    /// `conv2d 3×3 stride 1 valid relu, 28×28×1 → 26×26×32`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let act = |relu: bool| if relu { "relu" } else { "none" };
-        match *self {
-            Self::Conv2d {
-                in_h,
-                in_w,
-                in_c,
-                filters,
-                kernel,
-                stride,
-                padding,
-                out_h,
-                out_w,
-                relu,
-            } => {
-                let pad = match padding {
-                    Padding::Valid => "valid",
-                    Padding::Same => "same",
-                };
-                write!(
-                    f,
-                    "conv2d {kernel}×{kernel} stride {stride} {pad} {}, {in_h}×{in_w}×{in_c} → {out_h}×{out_w}×{filters}",
-                    act(relu)
-                )
-            }
-            Self::MaxPool2d {
-                in_h,
-                in_w,
-                channels,
-                pool,
-            } => write!(
-                f,
-                "maxpool2d {pool}×{pool}, {in_h}×{in_w}×{channels} → {}×{}×{channels}",
-                in_h / pool,
-                in_w / pool
-            ),
-            Self::Dense {
-                inputs,
-                units,
-                relu,
-            } => write!(f, "dense {}, {inputs} → {units}", act(relu)),
-        }
-    }
-}
+use infer_core::kernels::conv::ConvGeometry;
+use infer_core::stack::stages::{self, Stages};
+pub use infer_core::stack::OpShape;
 
 /// An operation and where it comes from in the spec.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PlanOp {
     /// What it computes.
-    pub kind: OpKind,
+    pub kind: OpShape,
     /// Index of its conv2d / maxpool2d / dense layer in [`Spec::layers`].
     pub layer: usize,
     /// Index of the batch-norm layer folded into it, if any.
@@ -271,29 +58,26 @@ impl Plan {
                     stride,
                     padding,
                     activation,
-                } => {
-                    let (out_h, _) = conv_out(h, kernel, stride, padding);
-                    let (out_w, _) = conv_out(w, kernel, stride, padding);
-                    OpKind::Conv2d {
+                } => OpShape::Conv2d {
+                    geometry: ConvGeometry {
                         in_h: h,
                         in_w: w,
                         in_c: c,
+                        k_h: kernel,
+                        k_w: kernel,
                         filters,
-                        kernel,
                         stride,
                         padding,
-                        out_h,
-                        out_w,
-                        relu: activation == Activation::Relu,
-                    }
-                }
-                LayerSpec::MaxPool2d { pool } => OpKind::MaxPool2d {
+                    },
+                    relu: activation == Activation::Relu,
+                },
+                LayerSpec::MaxPool2d { pool } => OpShape::MaxPool2d {
                     in_h: h,
                     in_w: w,
                     channels: c,
                     pool,
                 },
-                LayerSpec::Dense { units, activation } => OpKind::Dense {
+                LayerSpec::Dense { units, activation } => OpShape::Dense {
                     inputs: h * w * c,
                     units,
                     relu: activation == Activation::Relu,
@@ -304,7 +88,9 @@ impl Plan {
                         .and_then(|p| ops.last_mut().filter(|op| op.layer == p));
                     match previous {
                         Some(op) if op.batchnorm.is_none() => match &mut op.kind {
-                            OpKind::Conv2d { relu, .. } | OpKind::Dense { relu, .. } if !*relu => {
+                            OpShape::Conv2d { relu, .. } | OpShape::Dense { relu, .. }
+                                if !*relu =>
+                            {
                                 // Batch norm, then its activation: the folded layer's.
                                 *relu = activation == Activation::Relu;
                                 op.batchnorm = Some(index);
@@ -342,9 +128,9 @@ impl Plan {
         self.ops.last().map_or(0, |op| op.kind.out_len())
     }
 
-    /// Each operation's [`Shape`], as infer-core plans from.
-    pub fn shapes(&self) -> Vec<Shape> {
-        self.ops.iter().map(|op| op.kind.shape()).collect()
+    /// Each operation's [`OpShape`], as infer-core plans from.
+    pub fn shapes(&self) -> Vec<OpShape> {
+        self.ops.iter().map(|op| op.kind).collect()
     }
 
     /// The fused stages the engine runs (`infer_core::stack::stages::plan`).
@@ -443,7 +229,7 @@ mod tests {
         assert_eq!(plan.ops[0].kind.out_len(), 4 * 4 * 4);
         assert!(!matches!(
             plan.ops[0].kind,
-            OpKind::Conv2d { relu: true, .. }
+            OpShape::Conv2d { relu: true, .. }
         ));
         let bn_relu = folded.replace(
             "type = \"batchnorm\"\n",
@@ -452,7 +238,7 @@ mod tests {
         let plan = Plan::of(&Spec::parse(&bn_relu).unwrap()).unwrap();
         assert!(matches!(
             plan.ops[0].kind,
-            OpKind::Conv2d { relu: true, .. }
+            OpShape::Conv2d { relu: true, .. }
         ));
         assert_eq!(plan.ops[0].batchnorm, Some(1));
         let relu_first = folded.replace("stride = 2\n", "stride = 2\nactivation = \"relu\"\n");

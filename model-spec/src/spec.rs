@@ -18,15 +18,8 @@ pub const TUTORIAL_FULL: &str = include_str!("../../models/tutorial-full.toml");
 /// The named presets `--arch` accepts besides a file path.
 pub const PRESETS: [(&str, &str); 2] = [("tutorial", TUTORIAL), ("tutorial-full", TUTORIAL_FULL)];
 
-/// Padding of a convolution, as Keras names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Padding {
-    /// No padding: the output shrinks by `kernel − 1` (before striding).
-    Valid,
-    /// Zero padding so that the output is `ceil(input / stride)`; TensorFlow puts the odd
-    /// extra row/column at the bottom/right.
-    Same,
-}
+/// Padding of a convolution, as Keras names it (`valid`, `same`): infer-core's.
+pub use infer_core::kernels::conv::Padding;
 
 /// An activation applied after a conv or dense layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

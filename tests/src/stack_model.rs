@@ -7,12 +7,11 @@
 //! for its fan-in so that activations spread over the int8 range instead of saturating:
 //! every kernel path and the requantization are exercised, and the logits depend on the image.
 
-use anyhow::{anyhow, bail, ensure, Result};
+use anyhow::{anyhow, ensure, Result};
 use infer_core::format::{ChannelParams, InputSpec, QuantParams};
-use infer_core::stack::format::{ConvOp, DenseOp, Op, Padding, PoolOp};
+use infer_core::stack::format::Op;
 use infer_core::stack::{Kernels, StackFile};
-use model_spec::plan::{OpKind, Plan};
-use model_spec::spec::Padding as SpecPadding;
+use model_spec::plan::{OpShape, Plan};
 use trainer::eval::StackBuffers;
 
 /// SplitMix64: a small deterministic generator, so a seed names a model.
@@ -114,21 +113,21 @@ pub fn random_model_with_input(
         .ops
         .iter()
         .map(|op| match op.kind {
-            OpKind::Conv2d { relu, .. } => Some(Params::random(
+            OpShape::Conv2d { relu, .. } => Some(Params::random(
                 &mut rng,
                 op.kind.weights(),
                 op.kind.channels(),
                 op.kind.taps(),
                 relu,
             )),
-            OpKind::Dense { inputs, relu, .. } => Some(Params::random(
+            OpShape::Dense { inputs, relu, .. } => Some(Params::random(
                 &mut rng,
                 op.kind.weights(),
                 op.kind.channels(),
                 inputs,
                 relu,
             )),
-            OpKind::MaxPool2d { .. } => None,
+            OpShape::MaxPool2d { .. } => None,
         })
         .collect();
     // The logits are wide, of zero point 0 (the shifts are already ≤ 0).
@@ -142,67 +141,13 @@ pub fn random_model_with_input(
         channels: short(plan.input.2)?,
         quant: input_quant,
     };
-    let mut ops = Vec::with_capacity(plan.ops.len());
-    for (op, params) in plan.ops.iter().zip(&params) {
-        let op = match (op.kind, params) {
-            (
-                OpKind::Conv2d {
-                    in_h,
-                    in_w,
-                    in_c,
-                    filters,
-                    kernel,
-                    stride,
-                    padding,
-                    relu,
-                    ..
-                },
-                Some(p),
-            ) => Op::Conv2d(ConvOp {
-                in_h: short(in_h)?,
-                in_w: short(in_w)?,
-                in_c: short(in_c)?,
-                filters: short(filters)?,
-                kernel: short(kernel)?,
-                stride: short(stride)?,
-                padding: match padding {
-                    SpecPadding::Valid => Padding::Valid,
-                    SpecPadding::Same => Padding::Same,
-                },
-                relu,
-                params: p.view(),
-            }),
-            (
-                OpKind::MaxPool2d {
-                    in_h,
-                    in_w,
-                    channels,
-                    pool,
-                },
-                _,
-            ) => Op::MaxPool2d(PoolOp {
-                in_h: short(in_h)?,
-                in_w: short(in_w)?,
-                channels: short(channels)?,
-                pool: short(pool)?,
-            }),
-            (
-                OpKind::Dense {
-                    inputs,
-                    units,
-                    relu,
-                },
-                Some(p),
-            ) => Op::Dense(DenseOp {
-                inputs: u32::try_from(inputs)?,
-                units: short(units)?,
-                relu,
-                params: p.view(),
-            }),
-            _ => bail!("no parameters for operation {}", op.kind),
-        };
-        ops.push(op);
-    }
+    let ops = plan
+        .ops
+        .iter()
+        .zip(&params)
+        .map(|(op, params)| Op::from_shape(op.kind, params.as_ref().map(Params::view)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow!("random model: {e}"))?;
     let file = StackFile::new(input, &ops);
     file.validate().map_err(|e| anyhow!("random model: {e}"))?;
     let bound = plan.weights() + 16 * plan.channels() + 64 * (plan.ops.len() + 1);

@@ -2,11 +2,9 @@
 //! for training and calibration) against infer-core's plain f32 kernels (`conv2d_f32` with
 //! stride and same padding, `max_pool`, `dense_f32`), on a spec that uses every option.
 
-use infer_core::kernels::conv::{ConvGeometry, Padding as KernelPadding};
 use infer_core::kernels::float::{conv2d_f32, dense_f32};
 use infer_core::kernels::pool::{max_pool, PoolGeometry};
-use model_spec::plan::{OpKind, Plan};
-use model_spec::spec::Padding;
+use model_spec::plan::{OpShape, Plan};
 use trainer::arch::layers::Layer;
 use trainer::arch::{Model, Spec};
 
@@ -70,38 +68,12 @@ fn trainer_layers_and_infer_core_f32_kernels_agree() {
         for op in &plan.ops {
             let mut y = vec![0.0f32; op.kind.out_len()];
             match (op.kind, &model.layers[op.layer]) {
-                (
-                    OpKind::Conv2d {
-                        in_h,
-                        in_w,
-                        in_c,
-                        filters,
-                        kernel,
-                        stride,
-                        padding,
-                        relu,
-                        ..
-                    },
-                    Layer::Conv(c),
-                ) => {
-                    let g = ConvGeometry {
-                        in_h,
-                        in_w,
-                        in_c,
-                        k_h: kernel,
-                        k_w: kernel,
-                        filters,
-                        stride,
-                        padding: match padding {
-                            Padding::Valid => KernelPadding::Valid,
-                            Padding::Same => KernelPadding::Same,
-                        },
-                    };
-                    let w = ohwi(&c.kernel.value, g.taps(), filters);
+                (OpShape::Conv2d { geometry: g, relu }, Layer::Conv(c)) => {
+                    let w = ohwi(&c.kernel.value, g.taps(), g.filters);
                     conv2d_f32(&g, &x, &w, &c.bias.value, relu, &mut y);
                 }
                 (
-                    OpKind::MaxPool2d {
+                    OpShape::MaxPool2d {
                         in_h,
                         in_w,
                         channels,
@@ -119,7 +91,7 @@ fn trainer_layers_and_infer_core_f32_kernels_agree() {
                     &mut y,
                 ),
                 (
-                    OpKind::Dense {
+                    OpShape::Dense {
                         inputs,
                         units,
                         relu,

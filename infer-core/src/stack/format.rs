@@ -114,11 +114,7 @@ pub enum Op<'a> {
 impl<'a> Op<'a> {
     /// The type's name as spec files write it.
     pub fn type_name(&self) -> &'static str {
-        match self {
-            Op::Conv2d(_) => "conv2d",
-            Op::MaxPool2d(_) => "maxpool2d",
-            Op::Dense(_) => "dense",
-        }
+        self.shape().type_name()
     }
 
     /// The per-channel parameters of a conv or dense operation.
@@ -132,36 +128,17 @@ impl<'a> Op<'a> {
 
     /// Output `(h, w, c)`; a dense layer's is `(1, 1, units)`.
     pub fn out_shape(&self) -> (usize, usize, usize) {
-        match *self {
-            Op::Conv2d(c) => {
-                let g = c.geometry();
-                (g.out_h(), g.out_w(), g.filters)
-            }
-            Op::MaxPool2d(p) => {
-                let pool = usize::from(p.pool.max(1));
-                (
-                    usize::from(p.in_h) / pool,
-                    usize::from(p.in_w) / pool,
-                    usize::from(p.channels),
-                )
-            }
-            Op::Dense(d) => (1, 1, usize::from(d.units)),
-        }
+        self.shape().out_hwc()
     }
 
     /// Values read.
     pub fn in_len(&self) -> usize {
-        match *self {
-            Op::Conv2d(c) => usize::from(c.in_h) * usize::from(c.in_w) * usize::from(c.in_c),
-            Op::MaxPool2d(p) => usize::from(p.in_h) * usize::from(p.in_w) * usize::from(p.channels),
-            Op::Dense(d) => d.inputs as usize,
-        }
+        self.shape().in_len()
     }
 
     /// Values written.
     pub fn out_len(&self) -> usize {
-        let (h, w, c) = self.out_shape();
-        h * w * c
+        self.shape().out_len()
     }
 }
 

@@ -15,12 +15,13 @@
 //! * **the first layer's one-channel 3×3 conv → 2×2 pool → last dense**: the fused kernel
 //!   [`crate::kernels::fused::Stream3x3`] ([`Kernel::Stream3x3`]) in the typed layers.
 //!
-//! The plan is made from [`Shape`]s only, so the firmware's build script (through
+//! The plan is made from [`OpShape`]s only, so the firmware's build script (through
 //! `model_spec`) and the RAM accounting see the same stages as [`super::run()`] and the typed
 //! layers. [`run_general`] computes any stage (any geometry and quantization), bit for bit
 //! as the unfused reference kernels do (tested on random geometries and quantizations).
 
 use super::format::{input_offset, Op, StackFile, MAX_OPS};
+pub use super::shape::OpShape;
 use crate::kernels::conv::{gather_patch, ConvGeometry, Padding};
 use crate::kernels::dense::{dense_unit, finish_logits};
 use crate::kernels::dot::{
@@ -28,105 +29,6 @@ use crate::kernels::dot::{
 };
 use crate::kernels::fused::NATIVE_PAIRED;
 use crate::kernels::ChannelRequant;
-
-/// An operation's type and shape, without its parameters: what a plan is made from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shape {
-    /// Convolution.
-    Conv2d(ConvGeometry),
-    /// Max pooling of an `in_h × in_w × channels` input over `pool × pool` windows.
-    MaxPool2d {
-        /// Input rows.
-        in_h: usize,
-        /// Input columns.
-        in_w: usize,
-        /// Channels.
-        channels: usize,
-        /// Window side and stride.
-        pool: usize,
-    },
-    /// Fully connected.
-    Dense {
-        /// Inputs.
-        inputs: usize,
-        /// Outputs.
-        units: usize,
-    },
-}
-
-impl Shape {
-    /// Values written.
-    pub const fn out_len(&self) -> usize {
-        let (h, w, c) = self.out_hwc();
-        h * w * c
-    }
-
-    /// Output `(rows, columns, channels)`; a dense layer's is `(1, 1, units)`.
-    pub const fn out_hwc(&self) -> (usize, usize, usize) {
-        match *self {
-            Shape::Conv2d(g) => (g.out_h(), g.out_w(), g.filters),
-            Shape::MaxPool2d {
-                in_h,
-                in_w,
-                channels,
-                pool,
-            } => match (in_h.checked_div(pool), in_w.checked_div(pool)) {
-                (Some(h), Some(w)) => (h, w, channels),
-                _ => (0, 0, channels),
-            },
-            Shape::Dense { units, .. } => (1, 1, units),
-        }
-    }
-
-    /// Input `(rows, columns, channels)`; a dense layer's is `(1, 1, inputs)`.
-    pub const fn in_hwc(&self) -> (usize, usize, usize) {
-        match *self {
-            Shape::Conv2d(g) => (g.in_h, g.in_w, g.in_c),
-            Shape::MaxPool2d {
-                in_h,
-                in_w,
-                channels,
-                ..
-            } => (in_h, in_w, channels),
-            Shape::Dense { inputs, .. } => (1, 1, inputs),
-        }
-    }
-
-    /// Values in one convolution patch (0 for other operations).
-    pub const fn taps(&self) -> usize {
-        match *self {
-            Shape::Conv2d(g) => g.taps(),
-            _ => 0,
-        }
-    }
-
-    /// Outputs of a dense layer (0 for other operations).
-    pub const fn units(&self) -> usize {
-        match *self {
-            Shape::Dense { units, .. } => units,
-            _ => 0,
-        }
-    }
-}
-
-impl Op<'_> {
-    /// The operation's [`Shape`].
-    pub fn shape(&self) -> Shape {
-        match *self {
-            Op::Conv2d(c) => Shape::Conv2d(c.geometry()),
-            Op::MaxPool2d(p) => Shape::MaxPool2d {
-                in_h: p.in_h.into(),
-                in_w: p.in_w.into(),
-                channels: p.channels.into(),
-                pool: p.pool.into(),
-            },
-            Op::Dense(d) => Shape::Dense {
-                inputs: d.inputs as usize,
-                units: d.units.into(),
-            },
-        }
-    }
-}
 
 /// How a stage is computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,16 +73,16 @@ impl Stage {
     }
 
     /// Values the stage writes (its last operation's).
-    pub fn out_len(&self, shapes: &[Shape]) -> usize {
-        shapes.get(self.last()).map_or(0, Shape::out_len)
+    pub fn out_len(&self, shapes: &[OpShape]) -> usize {
+        shapes.get(self.last()).map_or(0, OpShape::out_len)
     }
 
     /// The producer's shape: `(taps, channels)` of what the stage computes per position
     /// before its dense layer (taps 0 without a conv).
-    fn producer(&self, shapes: &[Shape]) -> (usize, usize) {
+    fn producer(&self, shapes: &[OpShape]) -> (usize, usize) {
         let first = shapes.get(self.first);
         let taps = if self.conv {
-            first.map_or(0, Shape::taps)
+            first.map_or(0, OpShape::taps)
         } else {
             0
         };
@@ -194,7 +96,7 @@ impl Stage {
     /// Words of the `patch` buffer the stage's kernel takes (the packed patch and the
     /// working memory of [`run_general`]; 0 for [`Kernel::Stream3x3`], whose working
     /// memory is on its stack, [`Stage::stack_bytes`]).
-    pub fn patch_words(&self, shapes: &[Shape]) -> usize {
+    pub fn patch_words(&self, shapes: &[OpShape]) -> usize {
         if self.kernel == Kernel::Stream3x3 {
             return 0;
         }
@@ -203,10 +105,10 @@ impl Stage {
 
     /// Words of the `patch` buffer [`run_general`] takes for the stage, whatever its
     /// [`Kernel`] ([`super::run()`] computes every stage with it).
-    pub fn general_words(&self, shapes: &[Shape]) -> usize {
+    pub fn general_words(&self, shapes: &[OpShape]) -> usize {
         let (taps, channels) = self.producer(shapes);
         let units = if self.dense {
-            shapes.get(self.last()).map_or(0, Shape::units)
+            shapes.get(self.last()).map_or(0, OpShape::units)
         } else {
             0
         };
@@ -215,12 +117,12 @@ impl Stage {
 
     /// Bytes of working memory the stage's kernel keeps on its stack: the
     /// [`crate::kernels::fused::StreamScratch`] of [`Kernel::Stream3x3`].
-    pub fn stack_bytes(&self, shapes: &[Shape]) -> usize {
+    pub fn stack_bytes(&self, shapes: &[OpShape]) -> usize {
         if self.kernel != Kernel::Stream3x3 {
             return 0;
         }
         let (_, filters) = self.producer(shapes);
-        let units = shapes.get(self.last()).map_or(0, Shape::units);
+        let units = shapes.get(self.last()).map_or(0, OpShape::units);
         stream3x3_bytes(filters, units)
     }
 }
@@ -251,8 +153,8 @@ pub const fn general_words(taps: usize, channels: usize, units: usize) -> usize 
 
 /// Whether the stage of operations `first..` (conv, pool, and with `dense` the last
 /// operation, a dense layer) matches [`Kernel::Stream3x3`].
-fn stream3x3_fits(shapes: &[Shape], first: usize, dense: bool) -> bool {
-    let (Some(Shape::Conv2d(g)), Some(&Shape::MaxPool2d { pool: 2, .. })) =
+fn stream3x3_fits(shapes: &[OpShape], first: usize, dense: bool) -> bool {
+    let (Some(OpShape::Conv2d { geometry: g, .. }), Some(&OpShape::MaxPool2d { pool: 2, .. })) =
         (shapes.get(first), shapes.get(first + 1))
     else {
         return false;
@@ -267,17 +169,17 @@ fn stream3x3_fits(shapes: &[Shape], first: usize, dense: bool) -> bool {
 
 /// Groups `shapes` into stages: each conv takes the max pool after it, and a conv, pool or
 /// conv + pool takes the dense layer after it (see the module documentation).
-pub fn plan(shapes: &[Shape]) -> Stages {
+pub fn plan(shapes: &[OpShape]) -> Stages {
     let mut stages = Stages::new();
     let mut i = 0;
     while i < shapes.len() {
         let first = i;
-        let is = |i: usize, f: fn(&Shape) -> bool| shapes.get(i).is_some_and(f);
-        let conv = is(i, |s| matches!(s, Shape::Conv2d(_)));
+        let is = |i: usize, f: fn(&OpShape) -> bool| shapes.get(i).is_some_and(f);
+        let conv = is(i, |s| matches!(s, OpShape::Conv2d { .. }));
         i += usize::from(conv);
-        let pool = is(i, |s| matches!(s, Shape::MaxPool2d { .. }));
+        let pool = is(i, |s| matches!(s, OpShape::MaxPool2d { .. }));
         i += usize::from(pool);
-        let dense = is(i, |s| matches!(s, Shape::Dense { .. }));
+        let dense = is(i, |s| matches!(s, OpShape::Dense { .. }));
         i += usize::from(dense);
         let kernel = if conv && pool && stream3x3_fits(shapes, first, dense) {
             Kernel::Stream3x3
@@ -296,8 +198,8 @@ pub fn plan(shapes: &[Shape]) -> Stages {
     stages
 }
 
-/// The [`Shape`] of every operation of a decoded model.
-pub fn shapes_of(file: &StackFile<'_>) -> heapless::Vec<Shape, MAX_OPS> {
+/// The [`OpShape`] of every operation of a decoded model.
+pub fn shapes_of(file: &StackFile<'_>) -> heapless::Vec<OpShape, MAX_OPS> {
     let mut shapes = heapless::Vec::new();
     for op in &file.ops {
         // The file holds at most `MAX_OPS` operations.
@@ -932,8 +834,8 @@ mod tests {
 
     #[test]
     fn the_plan_fuses_wherever_the_pattern_occurs() {
-        let g = |in_h, in_c, filters| {
-            Shape::Conv2d(ConvGeometry {
+        let g = |in_h, in_c, filters| OpShape::Conv2d {
+            geometry: ConvGeometry {
                 in_h,
                 in_w: in_h,
                 in_c,
@@ -942,9 +844,10 @@ mod tests {
                 filters,
                 stride: 1,
                 padding: Padding::Valid,
-            })
+            },
+            relu: true,
         };
-        let pool = |in_h, channels| Shape::MaxPool2d {
+        let pool = |in_h, channels| OpShape::MaxPool2d {
             in_h,
             in_w: in_h,
             channels,
@@ -954,9 +857,10 @@ mod tests {
         let tutorial = [
             g(28, 1, 32),
             pool(26, 32),
-            Shape::Dense {
+            OpShape::Dense {
                 inputs: 5408,
                 units: 10,
+                relu: false,
             },
         ];
         let stages = plan(&tutorial);
@@ -971,9 +875,10 @@ mod tests {
             pool(26, 16),
             g(13, 16, 32),
             pool(11, 32),
-            Shape::Dense {
+            OpShape::Dense {
                 inputs: 800,
                 units: 10,
+                relu: false,
             },
         ];
         let stages = plan(&two);
@@ -989,13 +894,15 @@ mod tests {
             g(28, 1, 32),
             g(26, 32, 64),
             pool(24, 64),
-            Shape::Dense {
+            OpShape::Dense {
                 inputs: 9216,
                 units: 128,
+                relu: false,
             },
-            Shape::Dense {
+            OpShape::Dense {
                 inputs: 128,
                 units: 10,
+                relu: false,
             },
         ];
         let kinds: Vec<_> = plan(&full).iter().map(|s| (s.first, s.ops())).collect();

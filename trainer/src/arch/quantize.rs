@@ -22,10 +22,9 @@ use crate::data::Dataset;
 use crate::eval::{evaluate_stack, load_stack};
 use anyhow::{bail, ensure, Context, Result};
 use infer_core::format::{InputSpec, QuantParams};
-use infer_core::stack::format::{ConvOp, DenseOp, Op, Padding as WirePadding, PoolOp, MAX_OPS};
+use infer_core::stack::format::{Op, MAX_OPS};
 use infer_core::stack::{StackFile, STACK_FORMAT_VERSION};
-use model_spec::plan::{OpKind, Plan, PlanOp};
-use model_spec::spec::Padding;
+use model_spec::plan::{OpShape, Plan, PlanOp};
 use rayon::prelude::*;
 
 /// Images per eval-mode forward pass during calibration (bounds the activations' memory);
@@ -257,7 +256,7 @@ pub fn logits_channels(folded: &Folded, input_scale: f32) -> Result<QuantizedCha
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantizedOp {
     /// Shapes.
-    pub kind: OpKind,
+    pub kind: OpShape,
     /// Weights and requantization of a conv/dense operation (`None` for pooling).
     pub channels: Option<QuantizedChannels>,
 }
@@ -293,8 +292,8 @@ impl QuantizedStack {
         let mut ops = Vec::with_capacity(plan.ops.len());
         for (j, (op, range)) in plan.ops.iter().zip(&calibration.ranges).enumerate() {
             let channels = match op.kind {
-                OpKind::MaxPool2d { .. } => None,
-                OpKind::Conv2d { relu, .. } | OpKind::Dense { relu, .. } => {
+                OpShape::MaxPool2d { .. } => None,
+                OpShape::Conv2d { relu, .. } | OpShape::Dense { relu, .. } => {
                     let folded = fold(model, op)?;
                     let quantizing = || format!("quantizing operation {j} ({})", op.kind);
                     if j == last {
@@ -350,59 +349,9 @@ impl QuantizedStack {
         );
         let mut ops = Vec::with_capacity(self.ops.len());
         for (j, op) in self.ops.iter().enumerate() {
-            let params = || {
-                op.channels
-                    .as_ref()
-                    .map(QuantizedChannels::params)
-                    .with_context(|| format!("operation {j} ({}) has no weights", op.kind))
-            };
-            let wire = match op.kind {
-                OpKind::Conv2d {
-                    in_h,
-                    in_w,
-                    in_c,
-                    filters,
-                    kernel,
-                    stride,
-                    padding,
-                    relu,
-                    ..
-                } => Op::Conv2d(ConvOp {
-                    in_h: narrow(in_h)?,
-                    in_w: narrow(in_w)?,
-                    in_c: narrow(in_c)?,
-                    filters: narrow(filters)?,
-                    kernel: narrow(kernel)?,
-                    stride: narrow(stride)?,
-                    padding: match padding {
-                        Padding::Valid => WirePadding::Valid,
-                        Padding::Same => WirePadding::Same,
-                    },
-                    relu,
-                    params: params()?,
-                }),
-                OpKind::MaxPool2d {
-                    in_h,
-                    in_w,
-                    channels,
-                    pool,
-                } => Op::MaxPool2d(PoolOp {
-                    in_h: narrow(in_h)?,
-                    in_w: narrow(in_w)?,
-                    channels: narrow(channels)?,
-                    pool: narrow(pool)?,
-                }),
-                OpKind::Dense {
-                    inputs,
-                    units,
-                    relu,
-                } => Op::Dense(DenseOp {
-                    inputs: u32::try_from(inputs).context("dense inputs beyond u32")?,
-                    units: narrow(units)?,
-                    relu,
-                    params: params()?,
-                }),
-            };
+            let params = op.channels.as_ref().map(QuantizedChannels::params);
+            let wire = Op::from_shape(op.kind, params)
+                .map_err(|e| anyhow::anyhow!("operation {j} ({}): {e}", op.kind))?;
             ops.push(wire);
         }
         Ok((input, ops))

@@ -8,8 +8,7 @@ use crate::eval;
 use anyhow::{Context, Result};
 use clap::Args;
 use infer_core::format::ChannelParams;
-use infer_core::stack::{BufferSizes, Op, StackFile};
-use model_spec::plan::OpKind;
+use infer_core::stack::{BufferSizes, StackFile};
 use std::path::{Path, PathBuf};
 
 /// Options of `trainer summary`.
@@ -210,41 +209,6 @@ fn print_ram(
     );
 }
 
-/// The shapes of a format-3 operation, as the plan describes them.
-pub fn op_kind(op: &Op<'_>) -> OpKind {
-    match *op {
-        Op::Conv2d(c) => {
-            let (out_h, out_w, _) = op.out_shape();
-            OpKind::Conv2d {
-                in_h: c.in_h.into(),
-                in_w: c.in_w.into(),
-                in_c: c.in_c.into(),
-                filters: c.filters.into(),
-                kernel: c.kernel.into(),
-                stride: c.stride.into(),
-                padding: match c.padding {
-                    infer_core::stack::format::Padding::Valid => model_spec::spec::Padding::Valid,
-                    infer_core::stack::format::Padding::Same => model_spec::spec::Padding::Same,
-                },
-                out_h,
-                out_w,
-                relu: c.relu,
-            }
-        }
-        Op::MaxPool2d(p) => OpKind::MaxPool2d {
-            in_h: p.in_h.into(),
-            in_w: p.in_w.into(),
-            channels: p.channels.into(),
-            pool: p.pool.into(),
-        },
-        Op::Dense(d) => OpKind::Dense {
-            inputs: d.inputs as usize,
-            units: d.units.into(),
-            relu: d.relu,
-        },
-    }
-}
-
 /// RAM of an inference of a format-3 model through its fused stages
 /// (`infer_core::stack::stages`), as the firmware lays it out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -290,7 +254,7 @@ fn run_stack(path: &Path, bytes: &[u8], board: Option<Board>, json: bool) -> Res
     let file = eval::load_stack(bytes).with_context(loading)?;
     let flash = Flash::of(bytes).with_context(loading)?;
     let ram = StackRam::of(&file);
-    let ops: Vec<String> = file.ops.iter().map(|op| op_kind(&op).to_string()).collect();
+    let ops: Vec<String> = file.ops.iter().map(|op| op.shape().to_string()).collect();
     if json {
         let json = serde_json::json!({
             "format": infer_core::stack::STACK_FORMAT_VERSION,

@@ -1,0 +1,263 @@
+//! [`OpShape`]: an operation's type and shapes without its parameters — what a spec
+//! declares (`model_spec::plan`), what a model file holds ([`Op::shape`]) and what the
+//! stage planner ([`super::stages::plan`]) works from. The two compare with `==` and print
+//! alike, so that a mismatch names both sides in the same words.
+
+use super::format::{ConvOp, DenseOp, Op, PoolOp};
+use crate::format::ChannelParams;
+use crate::kernels::conv::{ConvGeometry, Padding};
+use crate::Error;
+use core::fmt;
+
+/// An operation's type and shapes, without its parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpShape {
+    /// Convolution, weights `[filters][ky][kx][in_c]` (square kernels only: `k_h = k_w`).
+    Conv2d {
+        /// Its shapes.
+        geometry: ConvGeometry,
+        /// Fused ReLU.
+        relu: bool,
+    },
+    /// Max pooling of an `in_h × in_w × channels` input over non-overlapping `pool × pool`
+    /// windows (remainder dropped).
+    MaxPool2d {
+        /// Input rows.
+        in_h: usize,
+        /// Input columns.
+        in_w: usize,
+        /// Channels.
+        channels: usize,
+        /// Window side and stride.
+        pool: usize,
+    },
+    /// Fully connected, weights `[units][inputs]`.
+    Dense {
+        /// Inputs (the flattened previous output).
+        inputs: usize,
+        /// Outputs.
+        units: usize,
+        /// Fused ReLU.
+        relu: bool,
+    },
+}
+
+impl OpShape {
+    /// Output `(rows, columns, channels)`; a dense layer's is `(1, 1, units)`.
+    pub const fn out_hwc(&self) -> (usize, usize, usize) {
+        match *self {
+            OpShape::Conv2d { geometry: g, .. } => (g.out_h(), g.out_w(), g.filters),
+            OpShape::MaxPool2d {
+                in_h,
+                in_w,
+                channels,
+                pool,
+            } => match (in_h.checked_div(pool), in_w.checked_div(pool)) {
+                (Some(h), Some(w)) => (h, w, channels),
+                _ => (0, 0, channels),
+            },
+            OpShape::Dense { units, .. } => (1, 1, units),
+        }
+    }
+
+    /// Input `(rows, columns, channels)`; a dense layer's is `(1, 1, inputs)`.
+    pub const fn in_hwc(&self) -> (usize, usize, usize) {
+        match *self {
+            OpShape::Conv2d { geometry: g, .. } => (g.in_h, g.in_w, g.in_c),
+            OpShape::MaxPool2d {
+                in_h,
+                in_w,
+                channels,
+                ..
+            } => (in_h, in_w, channels),
+            OpShape::Dense { inputs, .. } => (1, 1, inputs),
+        }
+    }
+
+    /// Values read.
+    pub const fn in_len(&self) -> usize {
+        let (h, w, c) = self.in_hwc();
+        h * w * c
+    }
+
+    /// Values written.
+    pub const fn out_len(&self) -> usize {
+        let (h, w, c) = self.out_hwc();
+        h * w * c
+    }
+
+    /// Values in one convolution patch (0 for other operations).
+    pub const fn taps(&self) -> usize {
+        match *self {
+            OpShape::Conv2d { geometry: g, .. } => g.taps(),
+            _ => 0,
+        }
+    }
+
+    /// Outputs of a dense layer (0 for other operations).
+    pub const fn units(&self) -> usize {
+        match *self {
+            OpShape::Dense { units, .. } => units,
+            _ => 0,
+        }
+    }
+
+    /// Output channels with their own bias and requantization (0 for pooling).
+    pub const fn channels(&self) -> usize {
+        match *self {
+            OpShape::Conv2d { geometry: g, .. } => g.filters,
+            OpShape::MaxPool2d { .. } => 0,
+            OpShape::Dense { units, .. } => units,
+        }
+    }
+
+    /// int8 weights (bytes).
+    pub const fn weights(&self) -> usize {
+        match *self {
+            OpShape::Conv2d { geometry: g, .. } => g.filters * g.taps(),
+            OpShape::MaxPool2d { .. } => 0,
+            OpShape::Dense { inputs, units, .. } => inputs * units,
+        }
+    }
+
+    /// Whether a ReLU is fused in (never for pooling).
+    pub const fn relu(&self) -> bool {
+        match *self {
+            OpShape::Conv2d { relu, .. } | OpShape::Dense { relu, .. } => relu,
+            OpShape::MaxPool2d { .. } => false,
+        }
+    }
+
+    /// The type's name as spec files write it (`conv2d`, `maxpool2d`, `dense`).
+    pub const fn type_name(&self) -> &'static str {
+        match self {
+            OpShape::Conv2d { .. } => "conv2d",
+            OpShape::MaxPool2d { .. } => "maxpool2d",
+            OpShape::Dense { .. } => "dense",
+        }
+    }
+}
+
+impl fmt::Display for OpShape {
+    /// E.g. `conv2d 3×3 stride 1 valid relu, 28×28×1 → 26×26×32`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let act = |relu: bool| if relu { "relu" } else { "none" };
+        let (out_h, out_w, out_c) = self.out_hwc();
+        match *self {
+            OpShape::Conv2d { geometry: g, relu } => {
+                let pad = match g.padding {
+                    Padding::Valid => "valid",
+                    Padding::Same => "same",
+                };
+                write!(
+                    f,
+                    "conv2d {}×{} stride {} {pad} {}, {}×{}×{} → {out_h}×{out_w}×{out_c}",
+                    g.k_h,
+                    g.k_w,
+                    g.stride,
+                    act(relu),
+                    g.in_h,
+                    g.in_w,
+                    g.in_c
+                )
+            }
+            OpShape::MaxPool2d {
+                in_h,
+                in_w,
+                channels,
+                pool,
+            } => write!(
+                f,
+                "maxpool2d {pool}×{pool}, {in_h}×{in_w}×{channels} → {out_h}×{out_w}×{out_c}"
+            ),
+            OpShape::Dense {
+                inputs,
+                units,
+                relu,
+            } => write!(f, "dense {}, {inputs} → {units}", act(relu)),
+        }
+    }
+}
+
+impl<'a> Op<'a> {
+    /// The operation's [`OpShape`].
+    pub fn shape(&self) -> OpShape {
+        match *self {
+            Op::Conv2d(c) => OpShape::Conv2d {
+                geometry: c.geometry(),
+                relu: c.relu,
+            },
+            Op::MaxPool2d(p) => OpShape::MaxPool2d {
+                in_h: p.in_h.into(),
+                in_w: p.in_w.into(),
+                channels: p.channels.into(),
+                pool: p.pool.into(),
+            },
+            Op::Dense(d) => OpShape::Dense {
+                inputs: d.inputs as usize,
+                units: d.units.into(),
+                relu: d.relu,
+            },
+        }
+    }
+
+    /// The operation of `shape` with `params` (a conv's or dense layer's; pooling has
+    /// none), as a model file stores it.
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] for a dimension the format cannot hold (over `u16`; a dense
+    /// layer's inputs over `u32`), a convolution whose kernel is not square, or a conv or
+    /// dense layer without `params`.
+    pub fn from_shape(shape: OpShape, params: Option<ChannelParams<'a>>) -> Result<Self, Error> {
+        let too_big = Error::Malformed {
+            what: "a dimension over the format's u16 (inputs: u32)",
+        };
+        let short = |n: usize| u16::try_from(n).map_err(|_| too_big);
+        let params = || {
+            params.ok_or(Error::Malformed {
+                what: "a conv or dense operation without weights",
+            })
+        };
+        Ok(match shape {
+            OpShape::Conv2d { geometry: g, relu } => {
+                if g.k_h != g.k_w {
+                    return Err(Error::Malformed {
+                        what: "a convolution kernel that is not square",
+                    });
+                }
+                Op::Conv2d(ConvOp {
+                    in_h: short(g.in_h)?,
+                    in_w: short(g.in_w)?,
+                    in_c: short(g.in_c)?,
+                    filters: short(g.filters)?,
+                    kernel: short(g.k_h)?,
+                    stride: short(g.stride)?,
+                    padding: g.padding,
+                    relu,
+                    params: params()?,
+                })
+            }
+            OpShape::MaxPool2d {
+                in_h,
+                in_w,
+                channels,
+                pool,
+            } => Op::MaxPool2d(PoolOp {
+                in_h: short(in_h)?,
+                in_w: short(in_w)?,
+                channels: short(channels)?,
+                pool: short(pool)?,
+            }),
+            OpShape::Dense {
+                inputs,
+                units,
+                relu,
+            } => Op::Dense(DenseOp {
+                inputs: u32::try_from(inputs).map_err(|_| too_big)?,
+                units: short(units)?,
+                relu,
+                params: params()?,
+            }),
+        })
+    }
+}
