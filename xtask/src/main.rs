@@ -46,7 +46,8 @@ enum Command_ {
     BenchTrain(bench_train::Args),
     /// Microcontroller benchmark: every board under QEMU, one table.
     BenchMcu(bench_mcu::Args),
-    /// Run the cargo-fuzz targets (model loader, IDX reader) for a while each (nightly).
+    // Run the cargo-fuzz targets for a while each (the help names them: [`fuzz::about`]).
+    #[command(about = fuzz::about())]
     Fuzz(fuzz::FuzzArgs),
     /// Link-time proof that infer-core's loading and inference cannot panic, per Cortex-M target.
     NoPanic,

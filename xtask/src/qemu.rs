@@ -183,13 +183,18 @@ pub fn run(args: &QemuArgs) -> Result<()> {
         insns += u128::from(run.summary.insns_per_inference) * batch as u128;
     }
     let mean = insns / count as u128;
-    println!(
+    println!("{}", summary_line(board, count, correct, mean));
+    Ok(())
+}
+
+/// The line `run` ends with: the board, the digits, and the check against the host.
+pub fn summary_line(board: &Board, count: usize, correct: usize, mean_insns: u128) -> String {
+    format!(
         "qemu {}: {count} digits, every digit's logits equal to the host's; \
-         correct={correct} ({:.2} %), insns_per_inference={mean}",
+         correct={correct} ({:.2} %), insns_per_inference={mean_insns}",
         board.name,
         100.0 * correct as f64 / count as f64
-    );
-    Ok(())
+    )
 }
 
 /// A `--spec` as the firmware's build takes it (`FIRMWARE_SPEC`).
@@ -737,6 +742,54 @@ error: could not compile `x`
             ["model.bin operation 1 is maxpool2d 2×2 but tutorial-full declares conv2d 3×3"]
         );
         assert!(build_script_errors("error: could not compile `x`\n").is_empty());
+    }
+
+    #[test]
+    fn the_readmes_demo_sample_is_what_the_demo_prints() {
+        let readme = include_str!("../../README.md");
+        let after = readme
+            .split("`cargo xtask demo` ends with")
+            .nth(1)
+            .expect("the README shows the end of the demo's output");
+        let block = after
+            .split("```text\n")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .expect("a text block");
+        // The firmware's lines, in the format the parser reads. The README shows the tail of
+        // the output: the calibration line came earlier, and the digits shown are numbered
+        // as the first ones here.
+        let mut firmware = String::from("calibration: loop_insns=1 measured_insns=1\n");
+        let (mut digits, mut logits) = (0, 0);
+        for line in block.lines() {
+            let mut words: Vec<String> = line.split(' ').map(str::to_string).collect();
+            let counter = match words[0].as_str() {
+                "digit" => Some(&mut digits),
+                "logits" => Some(&mut logits),
+                _ => None,
+            };
+            if let Some(counter) = counter {
+                words[1] = counter.to_string();
+                *counter += 1;
+            }
+            firmware.push_str(&words.join(" "));
+            firmware.push('\n');
+        }
+        let run = FirmwareRun::parse(&firmware, PathBuf::new()).unwrap();
+        assert!(!run.digits.is_empty() && run.digits.len() == run.logits.len());
+        assert_eq!(run.logits[0].len(), 10);
+        // The last line is the demo's own, for the default board.
+        let last = block.lines().last().unwrap();
+        let s = run.summary;
+        assert_eq!(
+            last,
+            summary_line(
+                &BOARDS[0],
+                s.total,
+                s.correct,
+                u128::from(s.insns_per_inference)
+            )
+        );
     }
 
     #[test]
