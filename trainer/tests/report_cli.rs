@@ -48,8 +48,22 @@ fn check_report(out: &Path) -> serde_json::Value {
     for c in &captions {
         assert!(c.len() > 20 && !c.contains('\n'), "caption {c:?}");
     }
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let text = std::fs::read_to_string(out.join("report.json")).unwrap();
+    // Numbers as computed: no digits beyond an f32's nine (no `0.15000000000000002`).
+    for number in text
+        .split(|c: char| !(c.is_ascii_digit() || c == '.' || c == 'e' || c == '-'))
+        .filter(|s| s.contains('.'))
+    {
+        let mantissa = number.split('e').next().unwrap();
+        let digits = mantissa
+            .trim_start_matches('-')
+            .replace('.', "")
+            .trim_start_matches('0')
+            .len();
+        assert!(digits <= 9, "report.json prints {number}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(json["histogram"]["edges"][3], 0.15);
     let mut shown = vec![&json["random_digit"]];
     if !json["misclassified"].is_null() {
         shown.push(&json["misclassified"]);

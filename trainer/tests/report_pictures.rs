@@ -6,7 +6,7 @@ mod report_support;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use report_support::{naive_convolve, naive_gray, quick_model, read_png, synthetic_digits};
+use report_support::{naive_convolve, naive_gray_in, quick_model, read_png, synthetic_digits};
 use trainer::arch::layers::Layer;
 use trainer::eval::{load_stack, Int8Model};
 use trainer::report::conv::{convolve_same_symm, EDGE_KERNEL};
@@ -27,12 +27,12 @@ fn report(seed: u64, float: bool) -> (Report, trainer::data::Dataset, Vec<u8>) {
 }
 
 /// Checks every raster of `picture` shows its grid: each value a `scale × scale` square of
-/// its stretched gray level.
+/// its gray level on the raster's scale.
 fn assert_rasters_are_drawn(picture: &Picture) {
     let (w, h, rgb) = read_png(&picture.png);
     assert_eq!((w, h), (picture.width, picture.height));
     for raster in &picture.rasters {
-        let gray = naive_gray(&raster.grid.values);
+        let gray = naive_gray_in(&raster.grid.values, raster.range.0, raster.range.1);
         for (i, &g) in gray.iter().enumerate() {
             let (r, c) = ((i / raster.grid.cols) as u32, (i % raster.grid.cols) as u32);
             for dy in 0..raster.scale {
@@ -113,18 +113,52 @@ fn random_filter_and_edge_pictures_show_the_exact_convolutions() {
 
     let random = &report.pictures[0];
     assert_eq!(random.file, "1-random-filters.png");
-    assert_eq!(random.rasters.len(), 11);
+    // The digit, ten convolutions, ten filters, two colour bars.
+    assert_eq!(random.rasters.len(), 23);
     assert_eq!(random.rasters[0].grid.values, digit);
-    for (raster, filter) in random.rasters[1..].iter().zip(&s.random_filters) {
+    let convolutions = &random.rasters[1..11];
+    let all: Vec<f64> = convolutions
+        .iter()
+        .flat_map(|r| r.grid.values.iter().copied())
+        .collect();
+    let shared = (
+        all.iter().copied().fold(f64::INFINITY, f64::min),
+        all.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    );
+    for (raster, filter) in convolutions.iter().zip(&s.random_filters) {
         assert!(filter.iter().flatten().all(|&v| (-1.0..0.0).contains(&v)));
         let expected = naive_convolve(&digit, 28, 28, filter);
         assert_eq!((raster.grid.rows, raster.grid.cols), (28, 28));
         for (a, b) in raster.grid.values.iter().zip(&expected) {
             assert!((a - b).abs() <= 1e-12, "{a} vs {b}");
         }
-        // The picture's gray levels are those of the naive convolution.
-        assert_eq!(naive_gray(&raster.grid.values), naive_gray(&expected));
+        // All ten on one gray scale, from the lowest value of any to the highest.
+        assert_eq!(raster.range, shared);
     }
+    // Each random filter is drawn (3×3, on the scale −1 black to 0 white).
+    for (raster, filter) in random.rasters[11..21].iter().zip(&s.random_filters) {
+        let entries: Vec<f64> = filter.iter().flatten().map(|&v| f64::from(v)).collect();
+        assert_eq!((raster.grid.rows, raster.grid.cols), (3, 3));
+        assert_eq!(raster.grid.values, entries);
+        assert_eq!(raster.range, (-1.0, 0.0));
+    }
+    // Two colour bars: one over the convolutions' scale, one over the filters'.
+    for (bar, range) in random.rasters[21..].iter().zip([shared, (-1.0, 0.0)]) {
+        assert_eq!(bar.range, range);
+        assert_eq!(bar.grid.range(), range);
+        assert!(
+            bar.grid.values.len() >= 100,
+            "a bar of {}",
+            bar.grid.values.len()
+        );
+    }
+    // The scale's ends are written by the bar, and the caption names them.
+    let end = |v: f64| format!("{v:.1}").replace('-', "−");
+    assert!(
+        random.caption.contains(&end(shared.0)) && random.caption.contains(&end(shared.1)),
+        "{}",
+        random.caption
+    );
     assert_rasters_are_drawn(random);
 
     let edge = &report.pictures[1];
@@ -198,7 +232,8 @@ fn plotted_probabilities_are_infer_cores_and_sum_to_one() {
             .zip(h.edges.windows(2))
             .map(|(d, e)| d * (e[1] - e[0]))
             .sum();
-        assert!((area - 1.0).abs() < 1e-9, "{area}");
+        // Densities are rounded to 6 significant digits.
+        assert!((area - 1.0).abs() < 1e-5, "{area}");
     }
 }
 
@@ -311,4 +346,95 @@ fn the_seed_decides_every_choice() {
         assert_eq!(x.png, y.png, "{}", x.file);
     }
     assert_ne!(a.summary.random_filters, c.summary.random_filters);
+}
+
+#[test]
+fn every_probability_bar_is_labelled_with_its_value() {
+    let (report, _, _) = report(9, false);
+    let (w, _, rgb) = read_png(&report.pictures[3].png);
+    let pixel = |x: i32, y: i32| {
+        let at = (y as u32 * w + x as u32) as usize * 3;
+        [rgb[at], rgb[at + 1], rgb[at + 2]]
+    };
+    for (picture, seen) in [
+        (&report.pictures[2], &report.summary.random_digit),
+        (
+            &report.pictures[3],
+            report.summary.misclassified.as_ref().unwrap(),
+        ),
+    ] {
+        assert_eq!(picture.labels.len(), 10, "{}", picture.file);
+        let mut previous_x = 0;
+        for (class, (label, &p)) in picture.labels.iter().zip(&seen.probabilities).enumerate() {
+            let expected = if p > 0.0 && p < 0.005 {
+                "<0.01".to_string()
+            } else {
+                format!("{p:.2}")
+            };
+            assert_eq!(label.text, expected, "{} class {class}", picture.file);
+            // Left to right, one per bar.
+            assert!(
+                label.x > previous_x + 20,
+                "{}: {:?}",
+                picture.file,
+                picture.labels
+            );
+            previous_x = label.x;
+        }
+    }
+    // The true digit's value is written in the true digit's green, visibly (however small
+    // its bar), in picture 4.
+    let wrong = report.summary.misclassified.as_ref().unwrap();
+    let label = &report.pictures[3].labels[usize::from(wrong.label)];
+    let green = (label.y..label.y + label.size as i32)
+        .flat_map(|y| (label.x - 16..label.x + 16).map(move |x| (x, y)))
+        .filter(|&(x, y)| {
+            let [r, g, b] = pixel(x, y);
+            g > r + 40 && g > b + 40
+        })
+        .count();
+    assert!(
+        green >= 10,
+        "{green} green pixels in the true class's label {label:?}"
+    );
+}
+
+#[test]
+fn panel_numbers_sit_by_their_own_panel_clear_of_the_row_above() {
+    let (report, _, _) = report(5, false);
+    for picture in &report.pictures[5..7] {
+        let (w, _, rgb) = read_png(&picture.png);
+        let ink = |x: u32, y: u32| {
+            let at = (y * w + x) as usize * 3;
+            rgb[at..at + 3].iter().any(|&c| c < 200)
+        };
+        let rasters = &picture.rasters;
+        for panel in rasters {
+            let size = panel.grid.rows as u32 * panel.scale;
+            // The panel right above, if any (same column).
+            let Some(above) = rasters
+                .iter()
+                .filter(|r| r.x == panel.x && r.y < panel.y)
+                .max_by_key(|r| r.y)
+            else {
+                continue;
+            };
+            let above_bottom = above.y + size; // its frame's last row
+            let panel_top = panel.y - 1; // this panel's frame's first row
+            let rows: Vec<u32> = (above_bottom + 1..panel_top)
+                .filter(|&y| (panel.x..panel.x + size).any(|x| ink(x, y)))
+                .collect();
+            let (first, last) = (rows[0], rows[rows.len() - 1]);
+            let gap_above = first - above_bottom - 1;
+            let gap_below = panel_top - last - 1;
+            assert!(
+                gap_below >= 2 && gap_above >= 2 * gap_below,
+                "{}: the number over the panel at ({}, {}) is {gap_above} px below the row above \
+                 and {gap_below} px above its own panel",
+                picture.file,
+                panel.x,
+                panel.y
+            );
+        }
+    }
 }

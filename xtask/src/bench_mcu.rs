@@ -33,15 +33,16 @@ use std::time::Duration;
 /// Options of `cargo xtask bench-mcu`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The model to run (default: the firmware's own).
-    #[arg(long, default_value = "firmware-example/assets/model.bin")]
+    /// The model to run (default: the firmware's own; relative paths, as every path here,
+    /// from the repository root).
+    #[arg(long, default_value = "firmware-example/assets/model.bin", value_parser = crate::from_root)]
     pub model: PathBuf,
-    /// Optional: the spec `--model` was trained from (a `models/*.toml` file or a preset),
-    /// checked against it at build time (`cargo xtask qemu --spec`).
-    #[arg(long)]
+    // The spec `--model` was trained from, checked against it at build time (as `cargo
+    // xtask qemu --spec`).
+    #[arg(long, help = qemu::spec_help())]
     pub spec: Option<String>,
     /// Directory with the MNIST IDX files.
-    #[arg(long, default_value = "data/mnist")]
+    #[arg(long, default_value = "data/mnist", value_parser = crate::from_root)]
     pub data: PathBuf,
     /// Test digits per board (at most 200: the micro:bit's flash).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=200))]

@@ -12,8 +12,9 @@ use std::time::Instant;
 /// Options of `cargo xtask bench-train`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Directory with the IDX files (e.g. /usr/share/datasets/fashion-mnist).
-    #[arg(long, default_value = "data/mnist")]
+    /// Directory with the IDX files (e.g. /usr/share/datasets/fashion-mnist; relative paths
+    /// from the repository root).
+    #[arg(long, default_value = "data/mnist", value_parser = crate::from_root)]
     pub data: PathBuf,
     /// Worker threads (0 = all cores).
     #[arg(long, default_value_t = 2)]

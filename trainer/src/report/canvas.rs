@@ -21,10 +21,26 @@ pub struct Raster {
     pub x: u32,
     /// Top edge in the picture, pixels.
     pub y: u32,
-    /// Each value is a `scale × scale` square of gray [`Grid::gray_levels`].
+    /// Each value is a `scale × scale` square of gray ([`Grid::gray_levels_in`] `range`).
     pub scale: u32,
     /// The values drawn.
     pub grid: Grid,
+    /// The value drawn black and the value drawn white: the grid's own range, or a scale
+    /// shared with other rasters (and shown by a colour bar).
+    pub range: (f64, f64),
+}
+
+/// A value written on a chart (a bar's probability): its text and where it is drawn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Label {
+    /// The text.
+    pub text: String,
+    /// Horizontal centre, pixels.
+    pub x: i32,
+    /// Top edge, pixels.
+    pub y: i32,
+    /// Font size (height), pixels.
+    pub size: u32,
 }
 
 /// One finished picture of the report.
@@ -42,6 +58,8 @@ pub struct Picture {
     pub png: Vec<u8>,
     /// Every raster image in it, in drawing order.
     pub rasters: Vec<Raster>,
+    /// Every value label written on a chart, in drawing order.
+    pub labels: Vec<Label>,
 }
 
 /// An RGB picture being drawn.
@@ -50,6 +68,7 @@ pub struct Canvas {
     height: u32,
     rgb: Vec<u8>,
     rasters: Vec<Raster>,
+    labels: Vec<Label>,
 }
 
 impl Canvas {
@@ -60,6 +79,7 @@ impl Canvas {
             height,
             rgb: vec![255; width as usize * height as usize * 3],
             rasters: Vec::new(),
+            labels: Vec::new(),
         }
     }
 
@@ -81,6 +101,23 @@ impl Canvas {
     /// # Errors
     /// If the image does not fit in the canvas (a layout bug).
     pub fn blit(&mut self, x: u32, y: u32, scale: u32, grid: Grid) -> Result<()> {
+        let range = grid.range();
+        self.blit_in(x, y, scale, grid, range)
+    }
+
+    /// As [`Canvas::blit`], on the gray scale `range` (`range.0` black, `range.1` white)
+    /// instead of the grid's own.
+    ///
+    /// # Errors
+    /// If the image does not fit in the canvas (a layout bug).
+    pub fn blit_in(
+        &mut self,
+        x: u32,
+        y: u32,
+        scale: u32,
+        grid: Grid,
+        range: (f64, f64),
+    ) -> Result<()> {
         let (w, h) = (grid.cols as u32 * scale, grid.rows as u32 * scale);
         ensure!(
             x >= 1 && y >= 1 && x + w < self.width && y + h < self.height,
@@ -93,7 +130,7 @@ impl Canvas {
                 self.set(xx, yy, [FRAME.0, FRAME.1, FRAME.2]);
             }
         }
-        for (i, g) in grid.gray_levels().into_iter().enumerate() {
+        for (i, g) in grid.gray_levels_in(range).into_iter().enumerate() {
             let (r, c) = ((i / grid.cols) as u32, (i % grid.cols) as u32);
             for yy in 0..scale {
                 for xx in 0..scale {
@@ -101,8 +138,19 @@ impl Canvas {
                 }
             }
         }
-        self.rasters.push(Raster { x, y, scale, grid });
+        self.rasters.push(Raster {
+            x,
+            y,
+            scale,
+            grid,
+            range,
+        });
         Ok(())
+    }
+
+    /// Records value labels drawn on the canvas (by [`text`] in [`Canvas::plot`]).
+    pub fn note_labels(&mut self, labels: impl IntoIterator<Item = Label>) {
+        self.labels.extend(labels);
     }
 
     fn set(&mut self, x: u32, y: u32, rgb: [u8; 3]) {
@@ -140,6 +188,7 @@ impl Canvas {
             height: self.height,
             png,
             rasters: self.rasters,
+            labels: self.labels,
         })
     }
 }
@@ -150,8 +199,23 @@ impl Canvas {
 /// # Errors
 /// A plotters failure.
 pub fn text(area: &Area<'_>, text: &str, (x, y): (i32, i32), size: u32, h: HPos) -> Result<()> {
+    coloured_text(area, text, (x, y), size, h, BLACK)
+}
+
+/// As [`text`], in `colour`.
+///
+/// # Errors
+/// A plotters failure.
+pub fn coloured_text(
+    area: &Area<'_>,
+    text: &str,
+    (x, y): (i32, i32),
+    size: u32,
+    h: HPos,
+    colour: RGBColor,
+) -> Result<()> {
     let style = TextStyle::from((FAMILY, size).into_font())
-        .color(&BLACK)
+        .color(&colour)
         .pos(Pos::new(h, VPos::Top));
     area.draw_text(text, &style, (x, y))?;
     Ok(())

@@ -16,10 +16,13 @@ use plotters::style::text_anchor::HPos;
 pub const FILTERS_FILE: &str = "6-learnt-filters.png";
 /// File name of picture 7.
 pub const FEATURE_MAPS_FILE: &str = "7-feature-maps.png";
+/// How far above its panel a panel's number starts, pixels: close to its own panel, well
+/// clear of the row above.
+const NUMBER_ABOVE: i32 = 14;
 /// Size of picture 6, pixels.
-pub const FILTERS_SIZE: (u32, u32) = (520, 560);
+pub const FILTERS_SIZE: (u32, u32) = (520, 620);
 /// Size of picture 7, pixels.
-pub const FEATURE_MAPS_SIZE: (u32, u32) = (740, 460);
+pub const FEATURE_MAPS_SIZE: (u32, u32) = (740, 490);
 
 /// The first operation of `file`, a convolution of a one-channel image: the layer pictures
 /// 6 and 7 show.
@@ -146,7 +149,7 @@ pub fn feature_maps(file: &StackFile<'_>, pixels: &[u8]) -> Result<Vec<Grid>> {
 /// A drawing failure.
 pub fn learnt_filters(filters: &[Grid], source: &str) -> Result<Picture> {
     let mut canvas = Canvas::new(FILTERS_SIZE.0, FILTERS_SIZE.1);
-    let (x0, y0, pitch_x, pitch_y, scale) = (25u32, 62u32, 82u32, 86u32, 20u32);
+    let (x0, y0, pitch_x, pitch_y, scale) = (25u32, 62u32, 82u32, 96u32, 20u32);
     canvas.plot(|area| {
         let centre = (FILTERS_SIZE.0 / 2) as i32;
         let title = format!("the {} learnt 3×3 filters ({source})", filters.len());
@@ -156,7 +159,7 @@ pub fn learnt_filters(filters: &[Grid], source: &str) -> Result<Picture> {
             text(
                 area,
                 &format!("{}", k + 1),
-                ((x + 30) as i32, y as i32 - 21),
+                ((x + 30) as i32, y as i32 - NUMBER_ABOVE),
                 13,
                 HPos::Center,
             )?;
@@ -184,7 +187,7 @@ pub fn learnt_filters(filters: &[Grid], source: &str) -> Result<Picture> {
 /// A drawing failure.
 pub fn feature_maps_picture(maps: &[Grid], index: usize, label: u8) -> Result<Picture> {
     let mut canvas = Canvas::new(FEATURE_MAPS_SIZE.0, FEATURE_MAPS_SIZE.1);
-    let (x0, y0, pitch_x, pitch_y, scale) = (16u32, 62u32, 90u32, 100u32, 3u32);
+    let (x0, y0, pitch_x, pitch_y, scale) = (16u32, 62u32, 90u32, 112u32, 3u32);
     canvas.plot(|area| {
         let centre = (FEATURE_MAPS_SIZE.0 / 2) as i32;
         let title =
@@ -195,7 +198,7 @@ pub fn feature_maps_picture(maps: &[Grid], index: usize, label: u8) -> Result<Pi
             text(
                 area,
                 &format!("{}", k + 1),
-                ((x + 39) as i32, y as i32 - 21),
+                ((x + 39) as i32, y as i32 - NUMBER_ABOVE),
                 13,
                 HPos::Center,
             )?;

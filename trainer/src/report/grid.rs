@@ -22,22 +22,33 @@ impl Grid {
         }
     }
 
+    /// The smallest and the largest value (infinities for an empty grid).
+    pub fn range(&self) -> (f64, f64) {
+        self.values
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+                (lo.min(v), hi.max(v))
+            })
+    }
+
     /// The gray level (0 = black, 255 = white) of every value, stretched from the grid's
     /// minimum to its maximum as matplotlib's `imshow(cmap='gray')` does:
     /// `round(255 · (v − min) / (max − min))`. A constant grid is black.
     pub fn gray_levels(&self) -> Vec<u8> {
-        let (min, max) = self
-            .values
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
-                (lo.min(v), hi.max(v))
-            });
-        let range = max - min;
+        let (min, max) = self.range();
+        self.gray_levels_in((min, max))
+    }
+
+    /// The gray level of every value on a given scale: `low` (and below) black, `high` (and
+    /// above) white, `round((v − low) / (high − low) · 255)` between, as `imshow(vmin=low,
+    /// vmax=high)`. An empty or reversed scale draws everything black.
+    pub fn gray_levels_in(&self, (low, high): (f64, f64)) -> Vec<u8> {
+        let range = high - low;
         self.values
             .iter()
             .map(|&v| {
                 if range > 0.0 && range.is_finite() {
-                    (255.0 * (v - min) / range).round().clamp(0.0, 255.0) as u8
+                    ((v - low) / range * 255.0).round().clamp(0.0, 255.0) as u8
                 } else {
                     0
                 }

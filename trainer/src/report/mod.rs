@@ -30,7 +30,7 @@ pub mod page;
 pub mod probabilities;
 pub mod scores;
 
-pub use canvas::{Picture, Raster};
+pub use canvas::{Label, Picture, Raster};
 pub use grid::Grid;
 
 use crate::arch::Model;
@@ -187,7 +187,7 @@ pub fn build(inputs: &Inputs<'_>) -> Result<Report> {
     let summary = Summary {
         seed: inputs.seed,
         test_images: test.len(),
-        int8_accuracy: 1.0 - wrong.len() as f64 / test.len() as f64,
+        int8_accuracy: significant((test.len() - wrong.len()) as f64 / test.len() as f64),
         digit,
         random_filters,
         random_digit,
@@ -206,6 +206,22 @@ pub fn build(inputs: &Inputs<'_>) -> Result<Report> {
             .collect(),
     };
     Ok(Report { pictures, summary })
+}
+
+/// Significant digits of the ratios in `report.json` (accuracy, densities): counts of at most
+/// a few hundred thousand digits carry no more.
+pub const SIGNIFICANT_DIGITS: usize = 6;
+
+/// `v` rounded to [`SIGNIFICANT_DIGITS`] significant digits, so `report.json` prints what was
+/// computed (`0.15`, `0.929641`) and not the last bits of binary arithmetic
+/// (`0.15000000000000002`, `0.9296407185628742`).
+pub fn significant(v: f64) -> f64 {
+    if !v.is_finite() || v == 0.0 {
+        return v;
+    }
+    format!("{v:.*e}", SIGNIFICANT_DIGITS - 1)
+        .parse()
+        .unwrap_or(v)
 }
 
 /// Writes `report` into `dir` (created if missing): the PNGs, `report.json`, then

@@ -1,9 +1,9 @@
 //! Pictures 3, 4 and 5: how sure the int8 model is — the ten class probabilities of one
 //! digit, of one misclassified digit, and the spread of the top probability over the test set.
 
-use super::canvas::{text, Area, Canvas, Picture};
+use super::canvas::{coloured_text, text, Area, Canvas, Label, Picture};
 use super::font::FAMILY;
-use super::Grid;
+use super::{significant, Grid};
 use anyhow::Result;
 use plotters::prelude::*;
 use plotters::style::text_anchor::HPos;
@@ -19,6 +19,8 @@ pub const HISTOGRAM_FILE: &str = "5-confidence-histogram.png";
 pub const PROBABILITIES_SIZE: (u32, u32) = (720, 300);
 /// Size of picture 5, pixels.
 pub const HISTOGRAM_SIZE: (u32, u32) = (640, 400);
+/// Font size of the value written above each probability bar, pixels.
+const VALUE_SIZE: u32 = 12;
 /// Bins of the histogram over `[0, 1]`.
 pub const HISTOGRAM_BINS: usize = 20;
 
@@ -60,21 +62,23 @@ pub struct ConfidenceHistogram {
 impl ConfidenceHistogram {
     /// Bins the highest probabilities of all test digits and of the misclassified ones.
     pub fn new(all: &[f32], wrong: &[f32]) -> Self {
-        let width = 1.0 / HISTOGRAM_BINS as f64;
         let density = |values: &[f32]| {
             let mut counts = vec![0usize; HISTOGRAM_BINS];
             for &v in values {
-                let bin = ((f64::from(v) / width) as usize).min(HISTOGRAM_BINS - 1);
+                let bin = ((f64::from(v) * HISTOGRAM_BINS as f64) as usize).min(HISTOGRAM_BINS - 1);
                 counts[bin] += 1;
             }
+            // count / (total · width), width = 1 / bins, in one division.
             let total = values.len().max(1) as f64;
             counts
                 .into_iter()
-                .map(|c| c as f64 / (total * width))
+                .map(|c| significant((c * HISTOGRAM_BINS) as f64 / total))
                 .collect::<Vec<_>>()
         };
         Self {
-            edges: (0..=HISTOGRAM_BINS).map(|i| i as f64 * width).collect(),
+            edges: (0..=HISTOGRAM_BINS)
+                .map(|i| i as f64 / HISTOGRAM_BINS as f64)
+                .collect(),
             all: density(all),
             wrong: density(wrong),
             all_count: all.len(),
@@ -154,6 +158,7 @@ pub fn wrong_digit(wrong: Option<(&Grid, &Classified)>) -> Result<Picture> {
 
 fn draw_digit_and_bars(canvas: &mut Canvas, digit: &Grid, seen: &Classified) -> Result<()> {
     let (x, y, scale) = (24u32, 64u32, 8u32);
+    let mut labels = Vec::new();
     canvas.plot(|area| {
         let centre = (x + 14 * scale) as i32;
         text(
@@ -167,19 +172,43 @@ fn draw_digit_and_bars(canvas: &mut Canvas, digit: &Grid, seen: &Classified) -> 
         let said = format!("predicted {} (p = {p:.2})", seen.predicted);
         text(area, &said, (centre, 34), 16, HPos::Center)?;
         let (_, chart) = area.split_horizontally(270);
-        bars(&chart, seen)
+        labels = bars(&chart, seen)?;
+        for (label, class) in labels.iter().zip(0u8..) {
+            let colour = if class == seen.label { TRUE_BAR } else { BLACK };
+            coloured_text(
+                area,
+                &label.text,
+                (label.x, label.y),
+                label.size,
+                HPos::Center,
+                colour,
+            )?;
+        }
+        Ok(())
     })?;
+    canvas.note_labels(labels);
     canvas.blit(x, y, scale, digit.clone())
 }
 
-fn bars(area: &Area<'_>, seen: &Classified) -> Result<()> {
+/// A probability as written above its bar: two decimals, `<0.01` for a smaller non-zero one.
+pub fn bar_value(p: f32) -> String {
+    if p > 0.0 && p < 0.005 {
+        "<0.01".to_string()
+    } else {
+        format!("{p:.2}")
+    }
+}
+
+/// Draws the chart of the ten probabilities; returns the value labels to write above the
+/// bars (positions in the whole picture), class by class.
+fn bars(area: &Area<'_>, seen: &Classified) -> Result<Vec<Label>> {
     let mut chart = ChartBuilder::on(area)
         .caption(format!("true digit: {}", seen.label), (FAMILY, 20))
         .margin(8)
         .margin_right(24)
         .x_label_area_size(40)
         .y_label_area_size(48)
-        .build_cartesian_2d(-0.5f64..9.5f64, 0f64..1f64)?;
+        .build_cartesian_2d(-0.5f64..9.5f64, 0f64..1.12f64)?;
     chart
         .configure_mesh()
         .max_light_lines(0)
@@ -202,7 +231,21 @@ fn bars(area: &Area<'_>, seen: &Classified) -> Result<()> {
         let x = d as f64;
         Rectangle::new([(x - 0.38, 0.0), (x + 0.38, f64::from(p))], colour.filled())
     }))?;
-    Ok(())
+    // backend_coord gives positions in the whole picture.
+    Ok(seen
+        .probabilities
+        .iter()
+        .enumerate()
+        .map(|(d, &p)| {
+            let (x, top) = chart.backend_coord(&(d as f64, f64::from(p)));
+            Label {
+                text: bar_value(p),
+                x,
+                y: top - VALUE_SIZE as i32 - 3,
+                size: VALUE_SIZE,
+            }
+        })
+        .collect())
 }
 
 /// Picture 5: the normalised histograms of the highest class probability, misclassified
@@ -280,10 +323,11 @@ mod tests {
         let all = [0.1f32, 0.55, 0.97, 1.0, 1.0, 0.999];
         let h = ConfidenceHistogram::new(&all, &[0.55]);
         let width = 1.0 / HISTOGRAM_BINS as f64;
+        // Densities are rounded to 6 significant digits.
         let area: f64 = h.all.iter().map(|d| d * width).sum();
-        assert!((area - 1.0).abs() < 1e-12, "{area}");
+        assert!((area - 1.0).abs() < 1e-5, "{area}");
         // 0.97, 1.0, 1.0 and 0.999 land in the last bin, 0.55 in bin 11.
-        assert!((h.all[HISTOGRAM_BINS - 1] * width * 6.0 - 4.0).abs() < 1e-12);
+        assert_eq!(h.all[HISTOGRAM_BINS - 1], 13.3333);
         assert!((h.wrong[11] * width - 1.0).abs() < 1e-12);
         assert_eq!(h.wrong.iter().filter(|&&d| d != 0.0).count(), 1);
         let empty = ConfidenceHistogram::new(&all, &[]);

@@ -12,13 +12,13 @@ use trainer::data::Dataset;
 
 /// Every picture: file name and size in pixels, as the contract fixes them.
 pub const PICTURES: [(&str, u32, u32); 9] = [
-    ("1-random-filters.png", 920, 340),
+    ("1-random-filters.png", 1040, 400),
     ("2-edge-detection.png", 520, 300),
     ("3-probabilities.png", 720, 300),
     ("4-misclassified.png", 720, 300),
     ("5-confidence-histogram.png", 640, 400),
-    ("6-learnt-filters.png", 520, 560),
-    ("7-feature-maps.png", 740, 460),
+    ("6-learnt-filters.png", 520, 620),
+    ("7-feature-maps.png", 740, 490),
     ("8-confusion-matrix.png", 560, 560),
     ("9-training-curves.png", 900, 380),
 ];
@@ -141,11 +141,16 @@ pub fn naive_convolve(x: &[f64], rows: usize, cols: usize, k: &[[f32; 3]; 3]) ->
 pub fn naive_gray(values: &[f64]) -> Vec<u8> {
     let min = values.iter().copied().fold(f64::INFINITY, f64::min);
     let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    naive_gray_in(values, min, max)
+}
+
+/// `imshow(cmap='gray', vmin=min, vmax=max)`: min and below → 0, max and above → 255.
+pub fn naive_gray_in(values: &[f64], min: f64, max: f64) -> Vec<u8> {
     values
         .iter()
         .map(|&v| {
             if max > min {
-                ((v - min) / (max - min) * 255.0).round() as u8
+                ((v - min) / (max - min) * 255.0).round().clamp(0.0, 255.0) as u8
             } else {
                 0
             }

@@ -1,7 +1,8 @@
 //! A user's picture of a digit (PNG or JPEG, any size, grayscale or colour) prepared the way
 //! the MNIST digits were: white on black, the ink's bounding box scaled so its longer side is
 //! 20 pixels (aspect ratio kept, anti-aliased), pasted into a black 28×28 field so that its
-//! centre of mass is at pixel (14, 14).
+//! centre of mass is at pixel (14, 14). A photo of paper is levelled first (uneven light and
+//! noise taken out) and the digit is told from specks of dust by its size ([`prepare`]).
 
 use anyhow::{bail, ensure, Context, Result};
 use std::path::Path;
@@ -12,11 +13,19 @@ pub const SIDE: usize = 28;
 pub const BOX: usize = 20;
 /// Where the centre of mass goes (row and column), as in MNIST (its mean is 14.0 on both axes).
 pub const CENTRE: f64 = 14.0;
-/// Ink weaker than this share of the strongest ink (0..=255 scale) is background: paper
-/// texture, shadows and JPEG noise.
+/// Ink weaker than this share of the digit's ink (0..=255 scale) is background: paper
+/// texture, shadows and JPEG noise at the digit's edge.
 const NOISE_FLOOR: u32 = 51;
-/// Least difference between the strongest ink and the background for a picture to hold a digit.
+/// Least difference between the digit's ink and the background for a picture to hold a digit.
 const MIN_CONTRAST: u8 = 32;
+/// Ink stands out from the paper by at least this many standard deviations of its noise.
+const NOISE_SIGMAS: f64 = 4.0;
+/// The least noise level assumed (levels), so a clean synthetic picture is not over-fitted.
+const MIN_NOISE: f64 = 1.0;
+/// Fewest pixels of a digit: anything smaller is a speck.
+const MIN_DIGIT_PIXELS: usize = 4;
+/// A background whose levels span more than this is reported as unevenly lit.
+const UNEVEN: u8 = 16;
 
 /// An 8-bit grayscale picture, row-major, 0 = black.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,7 +45,7 @@ impl Gray {
 }
 
 /// A picture prepared as an MNIST digit, with what was done to it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Prepared {
     /// The 28×28 input, white ink on black.
     pub pixels: [[u8; SIDE]; SIDE],
@@ -48,6 +57,17 @@ pub struct Prepared {
     pub scaled: (usize, usize),
     /// Top-left corner of the scaled digit in the 28×28 field: `(x, y)`.
     pub offset: (usize, usize),
+    /// Lowest and highest level of the fitted background (the paper), in the picture's own
+    /// levels (0 = black).
+    pub paper: (u8, u8),
+    /// Standard deviation of the paper around its fitted level (noise), in levels.
+    pub noise: f64,
+    /// Ink pixels of the digit (above the threshold, in its strokes).
+    pub ink_pixels: usize,
+    /// Connected ink components taken as the digit.
+    pub strokes: usize,
+    /// Connected ink components ignored as specks (too small, or far from the digit).
+    pub specks: usize,
 }
 
 /// Reads and decodes a PNG or JPEG file (recognised by its first bytes) to grayscale.
@@ -109,7 +129,17 @@ fn decode_png(bytes: &[u8]) -> Result<(usize, usize, usize, Vec<u8>)> {
 }
 
 /// `(width, height, channels, 8-bit samples)` of a JPEG, decoded to luma.
+///
+/// The decoder fills a picture whose data stops early with grey; a JPEG must end its last
+/// scan with the end-of-image marker, so one without it is refused as truncated (as a
+/// truncated PNG is).
 fn decode_jpeg(bytes: &[u8]) -> Result<(usize, usize, usize, Vec<u8>)> {
+    ensure!(
+        jpeg_is_complete(bytes),
+        "the JPEG is truncated: its data stops before the end-of-image marker (FF D9) after \
+         {} bytes; copy the whole file again",
+        bytes.len()
+    );
     use zune_core::bytestream::ZCursor;
     use zune_core::colorspace::ColorSpace;
     use zune_core::options::DecoderOptions;
@@ -128,6 +158,17 @@ fn decode_jpeg(bytes: &[u8]) -> Result<(usize, usize, usize, Vec<u8>)> {
         channels,
         data,
     ))
+}
+
+/// True if an end-of-image marker (`FF D9`) follows the JPEG's last start-of-scan marker
+/// (`FF DA`). Inside a scan's entropy-coded data `FF` is always followed by `00` or a
+/// restart marker, so an `FF D9` there is the real end.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let marker = |m: u8| bytes.windows(2).rposition(|w| w == [0xff, m]);
+    match (marker(0xda), marker(0xd9)) {
+        (Some(scan), Some(end)) => end > scan,
+        _ => false,
+    }
 }
 
 /// Luma of interleaved samples with `channels` per pixel: 1 gray, 2 gray + alpha, 3 RGB,
@@ -167,48 +208,98 @@ fn to_gray(data: &[u8], channels: usize) -> Vec<u8> {
 
 /// Prepares `picture` as an MNIST digit (see the module docs).
 ///
-/// The background level is the median of the picture's border; if it is light the picture is
-/// inverted. Ink is then measured above the background and stretched to 0..=255, ink below
-/// 20 % of the strongest is dropped as noise, and the rest is cropped, scaled and centred.
+/// 1. Polarity: the median of the picture's border is the paper; if it is light, the picture
+///    is inverted so that ink is bright.
+/// 2. Background: a smooth surface (quadratic in x and y) is fitted to the paper by robust
+///    least squares — pixels far from the fit (ink, specks) are left out and the fit
+///    repeated — so uneven light (a gradient, a vignette) is taken away. The spread of the
+///    paper around it is the noise level.
+/// 3. Ink: what stands above the background by more than an adaptive threshold (Otsu's on
+///    the levels above the background, at least [`NOISE_SIGMAS`] times the noise).
+/// 4. The digit: the largest connected (8-neighbour) ink component, with the components
+///    near it of at least a tenth its size (a digit written in more than one stroke); smaller
+///    and distant ones are specks of dust or texture and are ignored.
+/// 5. The digit's pixels (and a one-pixel rim, its anti-aliased edge) are stretched so that
+///    its ink is white; ink weaker than 20 % of that is dropped; the rest is cropped, scaled
+///    and centred.
 ///
 /// # Errors
 /// If the picture holds no ink that stands out from its background.
 pub fn prepare(picture: &Gray) -> Result<Prepared> {
-    let background = border_median(picture);
-    let inverted = background > 127;
-    let (background, flip) = if inverted {
-        (255 - background, 255)
-    } else {
-        (background, 0)
-    };
-    let ink: Vec<u8> = picture
-        .pixels
+    let (width, height) = (picture.width, picture.height);
+    let paper = border_median(picture);
+    let inverted = paper > 127;
+    let flip = if inverted { 255 } else { 0 };
+    let bright: Vec<u8> = picture.pixels.iter().map(|&v| v ^ flip).collect();
+    let background = Background::fit(&bright, width, height);
+    let residual: Vec<u8> = bright
         .iter()
-        .map(|&v| (v ^ flip).saturating_sub(background))
+        .enumerate()
+        .map(|(i, &v)| {
+            let r = f64::from(v) - background.at(i % width, i / width);
+            r.round().clamp(0.0, 255.0) as u8
+        })
         .collect();
-    let peak = ink.iter().copied().max().unwrap_or(0);
-    ensure!(
-        peak >= MIN_CONTRAST,
-        "no digit found: nothing in the {}×{} picture stands out from its background",
-        picture.width,
-        picture.height
-    );
+    let noise_floor = (NOISE_SIGMAS * background.noise).ceil().min(255.0) as u8;
+    let threshold = otsu(&residual).max(noise_floor).max(MIN_CONTRAST / 2);
+    let mask: Vec<bool> = residual.iter().map(|&r| r > threshold).collect();
+    let (labels, found) = components(&mask, width, height);
+    let no_digit = || {
+        format!(
+            "no digit found: nothing in the {width}×{height} picture stands out from its background"
+        )
+    };
+    let largest = found.iter().max_by_key(|c| c.size).with_context(no_digit)?;
+    ensure!(largest.size >= MIN_DIGIT_PIXELS, "{}", no_digit());
+    let near = |c: &Component| {
+        let margin = (largest.x1 - largest.x0).max(largest.y1 - largest.y0) / 2 + 1;
+        c.x1 + margin >= largest.x0
+            && c.x0 <= largest.x1 + margin
+            && c.y1 + margin >= largest.y0
+            && c.y0 <= largest.y1 + margin
+    };
+    let kept: Vec<&Component> = found
+        .iter()
+        .filter(|c| c.size * 10 >= largest.size && near(c))
+        .collect();
+    let is_kept = |label: u32| label != 0 && kept.iter().any(|c| c.label == label);
+    let mut ink_levels: Vec<u8> = labels
+        .iter()
+        .zip(&residual)
+        .filter(|(&l, _)| is_kept(l))
+        .map(|(_, &r)| r)
+        .collect();
+    let ink_pixels = ink_levels.len();
+    ink_levels.sort_unstable();
+    // The ink's level: most of the digit's pixels (a noise spike does not set it).
+    let level = ink_levels[ink_levels.len() * 9 / 10];
+    ensure!(level >= MIN_CONTRAST, "{}", no_digit());
+    // The kept components and their one-pixel rim, stretched so the ink is 255.
+    let in_digit = |x: usize, y: usize| {
+        (y.saturating_sub(1)..(y + 2).min(height)).any(|yy| {
+            (x.saturating_sub(1)..(x + 2).min(width)).any(|xx| is_kept(labels[yy * width + xx]))
+        })
+    };
     let ink = Gray {
-        width: picture.width,
-        height: picture.height,
-        pixels: ink
+        width,
+        height,
+        pixels: residual
             .iter()
-            .map(|&v| {
-                let v = (u32::from(v) * 255 + u32::from(peak) / 2) / u32::from(peak);
+            .enumerate()
+            .map(|(i, &r)| {
+                if !in_digit(i % width, i / width) {
+                    return 0;
+                }
+                let v = (u32::from(r) * 255 + u32::from(level) / 2) / u32::from(level);
                 if v < NOISE_FLOOR {
                     0
                 } else {
-                    v as u8
+                    v.min(255) as u8
                 }
             })
             .collect(),
     };
-    let ink_box = bounding_box(&ink).context("no digit found after removing the noise")?;
+    let ink_box = bounding_box(&ink).with_context(no_digit)?;
     let (_, _, w, h) = ink_box;
     let long = w.max(h);
     let scaled_w = ((w * BOX + long / 2) / long).max(1);
@@ -235,13 +326,300 @@ pub fn prepare(picture: &Gray) -> Result<Prepared> {
             pixels[oy + y][ox + x] = digit.at(x, y);
         }
     }
+    let (low, high) = background.range();
+    let paper_range = if inverted {
+        (255 - high, 255 - low)
+    } else {
+        (low, high)
+    };
     Ok(Prepared {
         pixels,
         inverted,
         ink_box,
         scaled: (scaled_w, scaled_h),
         offset: (ox, oy),
+        paper: paper_range,
+        noise: background.noise,
+        ink_pixels,
+        strokes: kept.len(),
+        specks: found.len() - kept.len(),
     })
+}
+
+impl Prepared {
+    /// One line saying what was found: the paper (its range of levels and noise), the digit
+    /// (its pixels, strokes and box) and the specks passed over.
+    pub fn describe(&self) -> String {
+        let (x, y, w, h) = self.ink_box;
+        let (low, high) = self.paper;
+        let polarity = if self.inverted {
+            "dark on light (inverted)"
+        } else {
+            "light on dark"
+        };
+        let light = if high - low > UNEVEN {
+            " (uneven light, levelled)"
+        } else {
+            ""
+        };
+        format!(
+            "{polarity}; background {low}–{high}{light}, noise σ {:.1}; digit found: {} ink pixels \
+             in {} stroke{} at ({x}, {y}) {w}×{h}, {} speck{} ignored; scaled to {}×{}, centred by \
+             mass in 28×28",
+            self.noise,
+            self.ink_pixels,
+            self.strokes,
+            if self.strokes == 1 { "" } else { "s" },
+            self.specks,
+            if self.specks == 1 { "" } else { "s" },
+            self.scaled.0,
+            self.scaled.1
+        )
+    }
+}
+
+/// The paper's level under every pixel: `c0 + c1·u + c2·v + c3·u² + c4·u·v + c5·v²`, with
+/// `u`, `v` the pixel's position scaled to −1..=1.
+#[derive(Debug, Clone, PartialEq)]
+struct Background {
+    coefficients: [f64; 6],
+    width: usize,
+    height: usize,
+    /// Standard deviation of the paper around the surface (robust: from the median absolute
+    /// residual), at least [`MIN_NOISE`].
+    noise: f64,
+}
+
+impl Background {
+    /// Fits the surface to `pixels` (`width × height`, ink bright): robust least squares,
+    /// leaving out the pixels more than three standard deviations off (see [`prepare`]). At
+    /// most about 40,000 pixels, evenly spread, take part.
+    fn fit(pixels: &[u8], width: usize, height: usize) -> Self {
+        let step = ((pixels.len() as f64 / 40_000.0).sqrt().ceil() as usize).max(1);
+        let mut model = Self {
+            coefficients: [0.0; 6],
+            width,
+            height,
+            noise: MIN_NOISE,
+        };
+        let samples: Vec<(usize, usize, f64)> = (0..height)
+            .step_by(step)
+            .flat_map(|y| (0..width).step_by(step).map(move |x| (x, y)))
+            .map(|(x, y)| (x, y, f64::from(pixels[y * width + x])))
+            .collect();
+        let mut values: Vec<f64> = samples.iter().map(|s| s.2).collect();
+        model.coefficients[0] = median(&mut values);
+        let mut cutoff = f64::INFINITY;
+        for _ in 0..8 {
+            let residuals: Vec<f64> = samples
+                .iter()
+                .map(|&(x, y, v)| v - model.at(x, y))
+                .collect();
+            let mut spread: Vec<f64> = residuals
+                .iter()
+                .map(|r| r.abs())
+                .filter(|&r| r <= cutoff)
+                .collect();
+            model.noise = (1.4826 * median(&mut spread)).max(MIN_NOISE);
+            cutoff = 3.0 * model.noise;
+            let inliers: Vec<(usize, usize, f64)> = samples
+                .iter()
+                .zip(&residuals)
+                .filter(|(_, r)| r.abs() <= cutoff)
+                .map(|(&s, _)| s)
+                .collect();
+            match model.least_squares(&inliers) {
+                Some(coefficients) => model.coefficients = coefficients,
+                None => break,
+            }
+        }
+        model
+    }
+
+    /// Position of pixel `(x, y)` scaled to −1..=1 on both axes.
+    fn uv(&self, x: usize, y: usize) -> (f64, f64) {
+        let scale = |p: usize, n: usize| {
+            if n > 1 {
+                2.0 * p as f64 / (n - 1) as f64 - 1.0
+            } else {
+                0.0
+            }
+        };
+        (scale(x, self.width), scale(y, self.height))
+    }
+
+    /// The paper's level at pixel `(x, y)`.
+    fn at(&self, x: usize, y: usize) -> f64 {
+        let (u, v) = self.uv(x, y);
+        let c = &self.coefficients;
+        c[0] + c[1] * u + c[2] * v + c[3] * u * u + c[4] * u * v + c[5] * v * v
+    }
+
+    /// Lowest and highest level of the surface over the picture (on a grid of 9 × 9 points,
+    /// corners included), clamped to 0..=255.
+    fn range(&self) -> (u8, u8) {
+        let (mut low, mut high) = (f64::INFINITY, f64::NEG_INFINITY);
+        for i in 0..9 {
+            for j in 0..9 {
+                let v = self.at(
+                    i * self.width.saturating_sub(1) / 8,
+                    j * self.height.saturating_sub(1) / 8,
+                );
+                (low, high) = (low.min(v), high.max(v));
+            }
+        }
+        let byte = |v: f64| v.round().clamp(0.0, 255.0) as u8;
+        (byte(low), byte(high))
+    }
+
+    /// The coefficients that fit `samples` best: the quadratic surface, else (too few
+    /// samples, or all on a line) a plane, else a constant; `None` without samples.
+    fn least_squares(&self, samples: &[(usize, usize, f64)]) -> Option<[f64; 6]> {
+        let mut normal = [[0.0f64; 6]; 6];
+        let mut target = [0.0f64; 6];
+        for &(x, y, value) in samples {
+            let (u, v) = self.uv(x, y);
+            let basis = [1.0, u, v, u * u, u * v, v * v];
+            for (i, bi) in basis.iter().enumerate() {
+                target[i] += bi * value;
+                for (j, bj) in basis.iter().enumerate() {
+                    normal[i][j] += bi * bj;
+                }
+            }
+        }
+        [6, 3, 1].into_iter().find_map(|terms| {
+            if samples.len() < 2 * terms {
+                return None;
+            }
+            let solved = solve(&normal, &target, terms)?;
+            let mut coefficients = [0.0; 6];
+            coefficients[..terms].copy_from_slice(&solved[..terms]);
+            Some(coefficients)
+        })
+    }
+}
+
+/// Solves the leading `n × n` block of `a · x = b` by Gaussian elimination with partial
+/// pivoting; `None` if it is (nearly) singular.
+fn solve(a: &[[f64; 6]; 6], b: &[f64; 6], n: usize) -> Option<[f64; 6]> {
+    let mut m = *a;
+    let mut x = *b;
+    let scale = (0..n).map(|i| m[i][i].abs()).fold(0.0, f64::max);
+    for col in 0..n {
+        let pivot = (col..n).max_by(|&i, &j| m[i][col].abs().total_cmp(&m[j][col].abs()))?;
+        if m[pivot][col].abs() <= 1e-9 * scale.max(1e-300) {
+            return None;
+        }
+        m.swap(col, pivot);
+        x.swap(col, pivot);
+        let pivot_row = m[col];
+        for row in col + 1..n {
+            let f = m[row][col] / pivot_row[col];
+            for (target, source) in m[row][col..n].iter_mut().zip(&pivot_row[col..n]) {
+                *target -= f * source;
+            }
+            x[row] -= f * x[col];
+        }
+    }
+    for col in (0..n).rev() {
+        let tail: f64 = (col + 1..n).map(|k| m[col][k] * x[k]).sum();
+        x[col] = (x[col] - tail) / m[col][col];
+    }
+    Some(x)
+}
+
+/// The median of `values` (sorted in place); 0 for none.
+fn median(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_unstable_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Otsu's threshold of 8-bit levels: the `t` that best separates the levels `≤ t` from the
+/// levels `> t` (largest between-class variance).
+fn otsu(levels: &[u8]) -> u8 {
+    let mut histogram = [0u64; 256];
+    for &v in levels {
+        histogram[usize::from(v)] += 1;
+    }
+    let total = levels.len() as f64;
+    let sum: f64 = histogram
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| i as f64 * n as f64)
+        .sum();
+    let (mut below, mut below_sum) = (0.0f64, 0.0f64);
+    let (mut best, mut best_variance) = (0u8, -1.0f64);
+    for (t, &n) in histogram.iter().enumerate() {
+        below += n as f64;
+        below_sum += t as f64 * n as f64;
+        let above = total - below;
+        if below == 0.0 || above == 0.0 {
+            continue;
+        }
+        let difference = below_sum / below - (sum - below_sum) / above;
+        let variance = below * above * difference * difference;
+        if variance > best_variance {
+            (best, best_variance) = (t as u8, variance);
+        }
+    }
+    best
+}
+
+/// One connected (8-neighbour) group of ink pixels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Component {
+    /// Its label in the label image (from 1).
+    label: u32,
+    /// Pixels.
+    size: usize,
+    /// Leftmost, topmost, rightmost and bottommost pixel.
+    x0: usize,
+    y0: usize,
+    x1: usize,
+    y1: usize,
+}
+
+/// Labels the connected groups of `mask` (`width × height`): the label image (0 off the
+/// mask) and the groups.
+fn components(mask: &[bool], width: usize, height: usize) -> (Vec<u32>, Vec<Component>) {
+    let mut labels = vec![0u32; mask.len()];
+    let mut found = Vec::new();
+    let mut stack = Vec::new();
+    for start in 0..mask.len() {
+        if !mask[start] || labels[start] != 0 {
+            continue;
+        }
+        let label = found.len() as u32 + 1;
+        let mut c = Component {
+            label,
+            size: 0,
+            x0: usize::MAX,
+            y0: usize::MAX,
+            x1: 0,
+            y1: 0,
+        };
+        labels[start] = label;
+        stack.push(start);
+        while let Some(i) = stack.pop() {
+            let (x, y) = (i % width, i / width);
+            c.size += 1;
+            (c.x0, c.y0, c.x1, c.y1) = (c.x0.min(x), c.y0.min(y), c.x1.max(x), c.y1.max(y));
+            for yy in y.saturating_sub(1)..(y + 2).min(height) {
+                for xx in x.saturating_sub(1)..(x + 2).min(width) {
+                    let j = yy * width + xx;
+                    if mask[j] && labels[j] == 0 {
+                        labels[j] = label;
+                        stack.push(j);
+                    }
+                }
+            }
+        }
+        found.push(c);
+    }
+    (labels, found)
 }
 
 /// Median of the pixels on the picture's four edges.
