@@ -159,36 +159,19 @@ fn header_bytes(plan: &Plan) -> usize {
     // magic, fixed-width version, input shape and quantization, operation count … CRC-32.
     let mut bytes = 4 + 2 + varint(h) + varint(w) + varint(c) + quant + varint(plan.ops.len()) + 4;
     for op in &plan.ops {
-        // The operation's enum tag.
-        bytes += 1;
-        bytes += match op.kind {
-            OpKind::Conv2d {
-                in_h,
-                in_w,
-                in_c,
-                filters,
-                kernel,
-                stride,
-                ..
-            } => {
-                // … the padding tag and the ReLU flag, one byte each.
-                [in_h, in_w, in_c, filters, kernel, stride]
-                    .map(varint)
-                    .iter()
-                    .sum::<usize>()
-                    + 2
-                    + channel_params(op.kind.weights(), filters)
-            }
-            OpKind::MaxPool2d {
-                in_h,
-                in_w,
-                channels,
-                pool,
-            } => [in_h, in_w, channels, pool].map(varint).iter().sum(),
-            OpKind::Dense { inputs, units, .. } => {
-                varint(inputs) + varint(units) + 1 + channel_params(op.kind.weights(), units)
-            }
+        // The operation's enum tag, its shape fields, then for conv the padding tag and the
+        // ReLU flag (one byte each), for dense the ReLU flag, and their arrays.
+        let fields: usize = op.kind.wire_fields().into_iter().map(varint).sum();
+        let flags = match op.kind {
+            OpKind::Conv2d { .. } => 2,
+            OpKind::MaxPool2d { .. } => 0,
+            OpKind::Dense { .. } => 1,
         };
+        let arrays = match op.kind.channels() {
+            0 => 0,
+            channels => channel_params(op.kind.weights(), channels),
+        };
+        bytes += 1 + fields + flags + arrays;
     }
     bytes
 }

@@ -128,6 +128,30 @@ impl OpKind {
         }
     }
 
+    /// The operation's shape fields in the order model.bin (format 3) writes them: conv
+    /// `in_h, in_w, in_c, filters, kernel, stride`; pool `in_h, in_w, channels, pool`; dense
+    /// `inputs, units`. Each is a 16-bit field but a dense layer's `inputs` (32-bit).
+    pub fn wire_fields(&self) -> Vec<usize> {
+        match *self {
+            Self::Conv2d {
+                in_h,
+                in_w,
+                in_c,
+                filters,
+                kernel,
+                stride,
+                ..
+            } => vec![in_h, in_w, in_c, filters, kernel, stride],
+            Self::MaxPool2d {
+                in_h,
+                in_w,
+                channels,
+                pool,
+            } => vec![in_h, in_w, channels, pool],
+            Self::Dense { inputs, units, .. } => vec![inputs, units],
+        }
+    }
+
     /// Values in one convolution patch (`kernel² · in_c`), 0 for other operations.
     pub fn taps(&self) -> usize {
         match *self {

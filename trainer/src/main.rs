@@ -1,7 +1,7 @@
 //! `trainer`: train the tutorial CNN, quantize it to int8, evaluate, inspect and draw it.
 
 use clap::{Parser, Subcommand};
-use trainer::commands::{eval, fit, predict, quantize, report, summary};
+use trainer::commands::{eval, fit, predict, quantize, report, summary, StoppedBySignal};
 
 /// Train the Keras MNIST tutorial CNN, quantize it to int8 and evaluate it with infer-core.
 #[derive(Parser)]
@@ -27,7 +27,23 @@ enum Command {
     Report(report::ReportArgs),
 }
 
+/// Exit status when stdout or stderr is a pipe whose reader has gone (`trainer … | head`):
+/// 128 + SIGPIPE, what a shell reports for `cat` in the same place; nothing is printed.
+const BROKEN_PIPE_STATUS: i32 = 128 + signal_hook::consts::SIGPIPE;
+
 fn main() {
+    // Rust ignores SIGPIPE, so a write to a closed pipe fails and `println!` panics; end
+    // quietly instead, as `cat` does. (`fit` commits its files only after its last print
+    // before "Wrote", so a reader that goes away never leaves half an output.)
+    let always = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    if let Err(e) = signal_hook::flag::register_conditional_shutdown(
+        signal_hook::consts::SIGPIPE,
+        BROKEN_PIPE_STATUS,
+        always,
+    ) {
+        eprintln!("error: cannot install the SIGPIPE handler: {e}");
+        std::process::exit(1);
+    }
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Fit(args) => fit::run(args),
@@ -39,6 +55,9 @@ fn main() {
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
-        std::process::exit(1);
+        let status = e
+            .downcast_ref::<StoppedBySignal>()
+            .map_or(1, |stopped| 128 + stopped.signal);
+        std::process::exit(status);
     }
 }
