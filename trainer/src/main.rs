@@ -27,20 +27,9 @@ enum Command {
     Report(report::ReportArgs),
 }
 
-/// Exit status when stdout or stderr is a pipe whose reader has gone (`trainer … | head`):
-/// 128 + SIGPIPE, what a shell reports for `cat` in the same place; nothing is printed.
-const BROKEN_PIPE_STATUS: i32 = 128 + signal_hook::consts::SIGPIPE;
-
 fn main() {
-    // Rust ignores SIGPIPE, so a write to a closed pipe fails and `println!` panics; end
-    // quietly instead, as `cat` does. (`fit` commits its files only after its last print
-    // before "Wrote", so a reader that goes away never leaves half an output.)
-    let always = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    if let Err(e) = signal_hook::flag::register_conditional_shutdown(
-        signal_hook::consts::SIGPIPE,
-        BROKEN_PIPE_STATUS,
-        always,
-    ) {
+    // `trainer … | head` ends quietly (status 141), as `cat` does, instead of panicking.
+    if let Err(e) = trainer::pipe::exit_quietly_when_closed() {
         eprintln!("error: cannot install the SIGPIPE handler: {e}");
         std::process::exit(1);
     }

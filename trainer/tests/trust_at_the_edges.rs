@@ -194,6 +194,36 @@ fn item_2_two_outputs_on_one_file_or_an_output_on_an_input_are_refused() {
     let run = case.fit(&["--arch", s(&spec), "--out", s(&spec)]);
     refused_before_training(&run, &["would overwrite the input --arch"]);
     assert_eq!(std::fs::read(&spec).unwrap(), text);
+    // report --out onto the directory holding its --metrics, named as one of its files.
+    let (model, _) = case.trained();
+    let report = case.path("report");
+    std::fs::create_dir(&report).unwrap();
+    let metrics = report.join("report.json");
+    let run = case.fit(&["--out", s(&case.path("m.bin")), "--metrics", s(&metrics)]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let written = std::fs::read(&metrics).unwrap();
+    let run = trainer(&[
+        "report",
+        "--model",
+        s(&model),
+        "--metrics",
+        s(&metrics),
+        "--data",
+        s(&case.data),
+        "--out",
+        s(&report),
+    ]);
+    assert_clean_failure(&run, &["would overwrite the input --metrics"]);
+    assert_eq!(std::fs::read(&metrics).unwrap(), written);
+    assert_eq!(
+        names(&report),
+        ["report.json"],
+        "the report was partly written"
+    );
     let labels = case.data.join("train-labels-idx1-ubyte");
     let labels_before = std::fs::read(&labels).unwrap();
     let run = case.fit(&["--out", s(&case.path("m.bin")), "--metrics", s(&labels)]);

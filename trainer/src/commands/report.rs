@@ -88,7 +88,10 @@ pub fn run(args: &ReportArgs) -> Result<()> {
         100.0 * drawn.summary.int8_accuracy,
         args.seed
     );
-    report::write(&drawn, &args.out, &about)?;
+    let mut inputs = vec![("--model", args.model.as_path())];
+    inputs.extend(args.float.as_deref().map(|p| ("--float", p)));
+    inputs.extend(args.metrics.as_deref().map(|p| ("--metrics", p)));
+    report::write(&drawn, &args.out, &about, &inputs)?;
     println!(
         "Wrote {} pictures, report.json and index.html to {} in {:.2}s",
         drawn.pictures.len(),

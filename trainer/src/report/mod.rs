@@ -211,10 +211,11 @@ pub fn build(inputs: &Inputs<'_>) -> Result<Report> {
 /// Writes `report` into `dir` (created if missing, not its parents): the PNGs,
 /// `report.json`, then `index.html` with `about` as its first line. The files are committed
 /// together ([`Outputs`]): a failed or killed run leaves every previous file whole.
+/// `inputs` (flag, path) are the files the report was drawn from: none may be overwritten.
 ///
 /// # Errors
-/// If a file cannot be written; the message names it.
-pub fn write(report: &Report, dir: &Path, about: &str) -> Result<()> {
+/// If a file cannot be written, or would overwrite an input; the message names it.
+pub fn write(report: &Report, dir: &Path, about: &str, inputs: &[(&str, &Path)]) -> Result<()> {
     create_output_dir(dir)?;
     let json = serde_json::to_string_pretty(&report.summary).context("encoding report.json")?;
     let html = page::index_html(about, &report.pictures);
@@ -231,6 +232,9 @@ pub fn write(report: &Report, dir: &Path, about: &str) -> Result<()> {
         let path = dir.join(file);
         outputs.plan("--out", &path)?;
         outputs.stage(&path, bytes)?;
+    }
+    for (flag, path) in inputs {
+        outputs.refuse_input(flag, path)?;
     }
     outputs.commit()
 }
