@@ -228,6 +228,16 @@ fn item_2_two_outputs_on_one_file_or_an_output_on_an_input_are_refused() {
     let labels_before = std::fs::read(&labels).unwrap();
     let run = case.fit(&["--out", s(&case.path("m.bin")), "--metrics", s(&labels)]);
     refused_before_training(&run, &["would overwrite the input --data"]);
+    let run = trainer(&[
+        "quantize",
+        "--float",
+        "x.f32",
+        "--data",
+        s(&case.data),
+        "--out",
+        s(&labels),
+    ]);
+    assert_clean_failure(&run, &["--out", "would overwrite the input --data"]);
     assert_eq!(std::fs::read(&labels).unwrap(), labels_before);
 }
 
@@ -387,6 +397,16 @@ fn item_6_sizes_are_checked_before_anything_is_allocated() {
             "more than --max-memory 8.0 GiB",
             "raise --max-memory",
         ],
+    );
+    // summary --arch says the same before anyone tries.
+    let summary = trainer_ok(&["summary", "--arch", s(&big)]);
+    assert!(
+        stdout(&summary).contains(
+            " Training memory (trainer fit, batches of 128): about 44.7 GiB, more than fit's \
+             default --max-memory 8G: fit refuses it unless given more"
+        ),
+        "{}",
+        stdout(&summary)
     );
     let run = case.fit(&[
         "--arch",

@@ -11,6 +11,9 @@ use std::sync::Arc;
 
 mod generic;
 
+/// `--max-memory` unless given: an architecture needing more to train is refused.
+pub const DEFAULT_MAX_MEMORY: &str = "8G";
+
 /// Options of `trainer fit`.
 #[derive(Args)]
 pub struct FitArgs {
@@ -67,7 +70,7 @@ pub struct FitArgs {
     /// Refuse, before training, an architecture whose float parameters (with their gradients
     /// and Adam moments) and one batch of activations need more memory than this (`512M`,
     /// `8G`, …).
-    #[arg(long, value_name = "SIZE", default_value = "8G", value_parser = args::byte_size)]
+    #[arg(long, value_name = "SIZE", default_value = DEFAULT_MAX_MEMORY, value_parser = args::byte_size)]
     pub max_memory: u64,
 }
 

@@ -37,6 +37,7 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
     let mut outputs = Outputs::new();
     outputs.plan("--out", &args.out)?;
     outputs.refuse_input("--float", &args.float)?;
+    refuse_data_files(&outputs, &args.data)?;
     let model = super::eval::load_float(&args.float)?;
     let split = data::load(&args.data)?;
     let calibration = calibration_images(
@@ -56,6 +57,25 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
         args.out.display(),
         scored.bytes.len()
     );
+    Ok(())
+}
+
+/// Refuses an output planned onto one of the IDX files of the data directory `data` (raw or
+/// gzipped).
+///
+/// # Errors
+/// If one of them is a planned output.
+pub(crate) fn refuse_data_files(outputs: &Outputs, data: &Path) -> Result<()> {
+    for file in [
+        data::TRAIN_IMAGES,
+        data::TRAIN_LABELS,
+        data::TEST_IMAGES,
+        data::TEST_LABELS,
+    ] {
+        for file in [file.to_owned(), format!("{file}.gz")] {
+            outputs.refuse_input("--data", &data.join(file))?;
+        }
+    }
     Ok(())
 }
 

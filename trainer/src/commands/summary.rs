@@ -2,6 +2,7 @@
 //! with `--arch`), then what its int8 form costs on a microcontroller: flash for model.bin,
 //! RAM for one inference. `--model` reads an actual model.bin (format 3).
 
+use super::args;
 use crate::arch::budget::{self, Board, Budget};
 use crate::arch::Spec;
 use crate::eval;
@@ -138,6 +139,7 @@ fn run_arch(spec: &Spec, board: Option<Board>, json: bool) -> Result<()> {
         println!("{json}");
     } else {
         print!("{}", table(&rows, non_trainable));
+        print_training_memory(spec);
         println!();
     }
     let budget = match (budget, problem) {
@@ -185,6 +187,26 @@ fn run_arch(spec: &Spec, board: Option<Board>, json: bool) -> Result<()> {
         }
         None => Ok(()),
     }
+}
+
+/// The memory `trainer fit` needs for `spec` in batches of the default size, and whether its
+/// default `--max-memory` refuses it.
+fn print_training_memory(spec: &Spec) {
+    let batch = crate::arch::ArchFitConfig::default().batch_size;
+    let needed = crate::arch::fit::training_bytes(spec, batch);
+    let limit = args::byte_size(super::fit::DEFAULT_MAX_MEMORY).map_or(u128::MAX, u128::from);
+    println!(
+        " Training memory (trainer fit, batches of {batch}): about {}{}",
+        args::show_bytes(needed),
+        if needed > limit {
+            format!(
+                ", more than fit's default --max-memory {}: fit refuses it unless given more",
+                super::fit::DEFAULT_MAX_MEMORY
+            )
+        } else {
+            String::new()
+        }
+    );
 }
 
 /// Fails, naming what is too large, if `flash` and `ram` bytes do not fit `board`: scripts

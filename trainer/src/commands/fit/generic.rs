@@ -14,7 +14,7 @@ use crate::arch::observer::{ConsoleObserver, EpochMetrics, Interrupted};
 use crate::arch::{checkpoint, fit, ArchFitConfig, Spec};
 use crate::atomic::Outputs;
 use crate::commands::args::show_bytes;
-use crate::commands::quantize::{calibration_images, print_drop, print_scores};
+use crate::commands::quantize::{calibration_images, print_drop, print_scores, refuse_data_files};
 use crate::commands::StoppedBySignal;
 use crate::{arch, data};
 use anyhow::{bail, Context, Result};
@@ -72,16 +72,7 @@ pub(super) fn run(args: &FitArgs, spec: &Spec) -> Result<()> {
     if Path::new(name).is_file() {
         outputs.refuse_input("--arch", Path::new(name))?;
     }
-    for file in [
-        data::TRAIN_IMAGES,
-        data::TRAIN_LABELS,
-        data::TEST_IMAGES,
-        data::TEST_LABELS,
-    ] {
-        for file in [file.to_owned(), format!("{file}.gz")] {
-            outputs.refuse_input("--data", &args.data.join(file))?;
-        }
-    }
+    refuse_data_files(&outputs, &args.data)?;
     arch::quantize::check_exportable(spec)
         .with_context(|| format!("{name} cannot be trained into a model.bin"))?;
     let needed = arch::fit::training_bytes(spec, args.batch_size as usize);
