@@ -5,7 +5,7 @@
 //! (`docs/model-format.md`): the weights, per-channel parameters and RAM are exact; the rest of
 //! the file is exact but for the varints of the output zero points (see [`Budget::header`]).
 
-use crate::plan::{OpShape, Plan};
+use crate::plan::{wire_fields, OpShape, Plan};
 use crate::spec::Spec;
 use anyhow::Result;
 /// A board `--board` knows.
@@ -159,28 +159,19 @@ fn header_bytes(plan: &Plan) -> usize {
     // magic, fixed-width version, input shape and quantization, operation count … CRC-32.
     let mut bytes = 4 + 2 + varint(h) + varint(w) + varint(c) + quant + varint(plan.ops.len()) + 4;
     for op in &plan.ops {
-        // The operation's enum tag.
-        bytes += 1;
-        bytes += match op.kind {
-            OpShape::Conv2d { geometry: g, .. } => {
-                // … the padding tag and the ReLU flag, one byte each.
-                [g.in_h, g.in_w, g.in_c, g.filters, g.k_h, g.stride]
-                    .map(varint)
-                    .iter()
-                    .sum::<usize>()
-                    + 2
-                    + channel_params(op.kind.weights(), g.filters)
-            }
-            OpShape::MaxPool2d {
-                in_h,
-                in_w,
-                channels,
-                pool,
-            } => [in_h, in_w, channels, pool].map(varint).iter().sum(),
-            OpShape::Dense { inputs, units, .. } => {
-                varint(inputs) + varint(units) + 1 + channel_params(op.kind.weights(), units)
-            }
+        // The operation's enum tag, its shape fields, then for conv the padding tag and the
+        // ReLU flag (one byte each), for dense the ReLU flag, and their arrays.
+        let fields: usize = wire_fields(&op.kind).into_iter().map(varint).sum();
+        let flags = match op.kind {
+            OpShape::Conv2d { .. } => 2,
+            OpShape::MaxPool2d { .. } => 0,
+            OpShape::Dense { .. } => 1,
         };
+        let arrays = match op.kind.channels() {
+            0 => 0,
+            channels => channel_params(op.kind.weights(), channels),
+        };
+        bytes += 1 + fields + flags + arrays;
     }
     bytes
 }

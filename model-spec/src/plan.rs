@@ -21,6 +21,24 @@ use infer_core::kernels::conv::ConvGeometry;
 use infer_core::stack::stages::{self, Stages};
 pub use infer_core::stack::OpShape;
 
+/// The operation's shape fields in the order model.bin (format 3) writes them: conv
+/// `in_h, in_w, in_c, filters, kernel, stride`; pool `in_h, in_w, channels, pool`; dense
+/// `inputs, units`. Each is a 16-bit field but a dense layer's `inputs` (32-bit).
+pub fn wire_fields(shape: &OpShape) -> Vec<usize> {
+    match *shape {
+        OpShape::Conv2d { geometry: g, .. } => {
+            vec![g.in_h, g.in_w, g.in_c, g.filters, g.k_h, g.stride]
+        }
+        OpShape::MaxPool2d {
+            in_h,
+            in_w,
+            channels,
+            pool,
+        } => vec![in_h, in_w, channels, pool],
+        OpShape::Dense { inputs, units, .. } => vec![inputs, units],
+    }
+}
+
 /// An operation and where it comes from in the spec.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PlanOp {

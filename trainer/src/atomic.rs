@@ -1,48 +1,250 @@
-//! Atomic file output: a reader (or a crash) sees the old file or the new one, never half.
+//! A command's file outputs, all or nothing: [`Outputs`] checks every output location before
+//! any work starts, stages each file as a synced temporary file beside its target, and renames
+//! them all at the end. A command that fails before [`Outputs::commit`] leaves every previous
+//! file as it was; a reader (or a crash) sees an old file or a new one, never half of one.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use tempfile::NamedTempFile;
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory is
-/// written, flushed to disk, then renamed over `path`. If anything fails, or the process
-/// is killed midway, the previous content of `path` is untouched.
+/// One planned output: the flag that names it, its path and the same path canonicalized.
+struct Planned {
+    flag: String,
+    path: PathBuf,
+    canonical: PathBuf,
+}
+
+/// The file outputs of one command, checked up front and committed together.
 ///
-/// # Errors
-/// If the directory is not writable or the disk is full; the message names the path.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
+/// [`Outputs::plan`] every output (and [`Outputs::refuse_input`] every input file) before
+/// starting the work, [`Outputs::stage`] the bytes of each as they are ready, then
+/// [`Outputs::commit`]. Dropping it uncommitted removes the staged temporary files.
+#[derive(Default)]
+pub struct Outputs {
+    planned: Vec<Planned>,
+    staged: Vec<(PathBuf, NamedTempFile)>,
+}
+
+/// The directory a file path lives in (`.` for a bare file name).
+fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
-    };
-    if !dir.exists() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating directory {}", dir.display()))?;
     }
-    let mut tmp = tempfile::Builder::new()
+}
+
+/// `path` with its directory resolved (symbolic links, `..`), so that two spellings of one
+/// file compare equal; an existing file is resolved whole (a link to another output counts as
+/// that output).
+fn canonical(path: &Path) -> Result<PathBuf> {
+    if let Ok(full) = std::fs::canonicalize(path) {
+        return Ok(full);
+    }
+    let dir = parent_of(path);
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} does not name a file", path.display()))?;
+    let dir = std::fs::canonicalize(dir)
+        .with_context(|| format!("resolving the directory {}", dir.display()))?;
+    Ok(dir.join(name))
+}
+
+/// Checks that a file can be written at `path`, naming `flag` in every message: its directory
+/// exists (it is not created, as with `cp` or `curl -o`) and is writable, and `path` is not
+/// an existing directory, device or FIFO (the rename would put a regular file in its place).
+///
+/// # Errors
+/// The first of these that fails, in words.
+pub fn check_output(flag: &str, path: &Path) -> Result<()> {
+    let dir = parent_of(path);
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => bail!(
+            "{flag} {}: {} is not a directory",
+            path.display(),
+            dir.display()
+        ),
+        Err(_) => bail!(
+            "{flag} {}: the directory {} does not exist (create it first)",
+            path.display(),
+            dir.display()
+        ),
+    }
+    if path.file_name().is_none() {
+        bail!(
+            "{flag} {}: give a file name, not a directory",
+            path.display()
+        );
+    }
+    if let Ok(meta) = std::fs::metadata(path) {
+        if !meta.is_file() {
+            bail!(
+                "{flag} {}: it exists and is not a regular file; give a file path",
+                path.display()
+            );
+        }
+    }
+    // The directory must take a new file: the output is written there, then renamed.
+    tempfile::Builder::new()
         .prefix(".tmp-")
         .tempfile_in(dir)
+        .map(drop)
         .with_context(|| {
             format!(
-                "creating a temporary file in {} to write {}",
-                dir.display(),
-                path.display()
+                "{flag} {}: cannot create a file in {}",
+                path.display(),
+                dir.display()
             )
-        })?;
-    tmp.write_all(bytes)
-        .with_context(|| format!("writing {}", path.display()))?;
-    set_permissions(tmp.as_file(), path)?;
-    tmp.as_file()
-        .sync_all()
-        .with_context(|| format!("flushing {} to disk", path.display()))?;
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("renaming the new file onto {}", path.display()))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        // Persist the rename itself; failure here only weakens durability, not atomicity.
-        let _ = d.sync_all();
+        })
+}
+
+/// Checks that files can be written into the directory `dir` of `flag`: it is a writable
+/// directory, or it does not exist yet and its parent is a writable directory (it may then be
+/// created with [`create_output_dir`], but not its parents).
+///
+/// # Errors
+/// If `dir` is not a directory, or neither it nor its parent can take new files.
+pub fn check_output_dir(flag: &str, dir: &Path) -> Result<()> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => check_output(flag, &dir.join("probe")),
+        Ok(_) => bail!("{flag} {}: it exists and is not a directory", dir.display()),
+        Err(_) => check_output(flag, dir),
     }
-    Ok(())
+}
+
+/// Creates the output directory `dir` if it is missing, not its parents (see
+/// [`check_output_dir`]).
+///
+/// # Errors
+/// If it cannot be created.
+pub fn create_output_dir(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir(dir).with_context(|| format!("creating {}", dir.display()))
+}
+
+impl Outputs {
+    /// No outputs yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Checks the output `path` of `flag` (see [`check_output`]) and refuses a path already
+    /// planned for another output.
+    ///
+    /// # Errors
+    /// An unwritable location, or the same file given to two outputs.
+    pub fn plan(&mut self, flag: &str, path: &Path) -> Result<()> {
+        check_output(flag, path)?;
+        let canonical = canonical(path)?;
+        if let Some(other) = self.planned.iter().find(|p| p.canonical == canonical) {
+            bail!(
+                "{} {} and {flag} {} are the same file; give each output its own path",
+                other.flag,
+                other.path.display(),
+                path.display()
+            );
+        }
+        self.planned.push(Planned {
+            flag: flag.to_owned(),
+            path: path.to_owned(),
+            canonical,
+        });
+        Ok(())
+    }
+
+    /// Refuses an input file (`flag` `path`) that is also a planned output: the command would
+    /// overwrite what it reads.
+    ///
+    /// # Errors
+    /// If `path` is one of the planned outputs.
+    pub fn refuse_input(&self, flag: &str, path: &Path) -> Result<()> {
+        let Ok(canonical) = canonical(path) else {
+            return Ok(());
+        };
+        match self.planned.iter().find(|p| p.canonical == canonical) {
+            Some(out) => bail!(
+                "{} {} would overwrite the input {flag} {}; write the output elsewhere",
+                out.flag,
+                out.path.display(),
+                path.display()
+            ),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes `bytes` for the planned output `path` into a temporary file beside it, synced to
+    /// disk; [`Outputs::commit`] puts it in place.
+    ///
+    /// # Errors
+    /// If `path` was not planned (a bug), or the file cannot be written (disk full).
+    pub fn stage(&mut self, path: &Path, bytes: &[u8]) -> Result<()> {
+        anyhow::ensure!(
+            self.planned.iter().any(|p| p.path == path),
+            "internal error: {} was not checked before the work started",
+            path.display()
+        );
+        let dir = parent_of(path);
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempfile_in(dir)
+            .with_context(|| {
+                format!(
+                    "creating a temporary file in {} to write {}",
+                    dir.display(),
+                    path.display()
+                )
+            })?;
+        tmp.write_all(bytes)
+            .with_context(|| format!("writing {}", path.display()))?;
+        set_permissions(tmp.as_file(), path)?;
+        tmp.as_file()
+            .sync_all()
+            .with_context(|| format!("flushing {} to disk", path.display()))?;
+        self.staged.push((path.to_owned(), tmp));
+        Ok(())
+    }
+
+    /// Renames every staged file onto its path, in the order staged.
+    ///
+    /// # Errors
+    /// If a planned output was never staged (nothing is renamed then), or a rename fails
+    /// (the files renamed before it stay renamed; the rest keep their previous content).
+    pub fn commit(self) -> Result<()> {
+        for p in &self.planned {
+            anyhow::ensure!(
+                self.staged.iter().any(|(path, _)| *path == p.path),
+                "{} {} was not written; nothing written",
+                p.flag,
+                p.path.display()
+            );
+        }
+        for (path, tmp) in self.staged {
+            tmp.persist(&path)
+                .map_err(|e| e.error)
+                .with_context(|| format!("renaming the new file onto {}", path.display()))?;
+            if let Ok(d) = std::fs::File::open(parent_of(&path)) {
+                // Persist the rename itself; failure here only weakens durability.
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes `bytes` to `path` atomically: one output, checked, staged and committed (see
+/// [`Outputs`]). The directory of `path` must exist.
+///
+/// # Errors
+/// If the directory is missing or not writable, or the disk is full; the message names the
+/// path.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut outputs = Outputs::new();
+    outputs.plan("output", path)?;
+    outputs.stage(path, bytes)?;
+    outputs.commit()
 }
 
 /// Gives the new file the mode of the file it replaces, or `rw-r--r--` for a new one
@@ -89,11 +291,54 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("model.bin");
         write_atomic(&path, b"precious").unwrap();
-        // A directory where the file should go makes the rename fail.
+        // A directory where the file should go is refused.
         let target = dir.path().join("sub");
         std::fs::create_dir(&target).unwrap();
         std::fs::write(target.join("x"), b"x").unwrap();
         assert!(write_atomic(&target, b"new").is_err());
         assert_eq!(std::fs::read(&path).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn outputs_are_committed_together_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, b"old a").unwrap();
+        let mut outputs = Outputs::new();
+        outputs.plan("--a", &a).unwrap();
+        outputs.plan("--b", &b).unwrap();
+        outputs.stage(&a, b"new a").unwrap();
+        // b never staged: the commit fails and a keeps its content.
+        let err = outputs.commit().unwrap_err().to_string();
+        assert!(err.contains("--b"), "{err}");
+        assert_eq!(std::fs::read(&a).unwrap(), b"old a");
+        assert!(!b.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn the_same_file_twice_and_an_input_as_output_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        let mut outputs = Outputs::new();
+        outputs.plan("--out", &a).unwrap();
+        let again = dir.path().join(".").join("a");
+        let err = outputs
+            .plan("--save-float", &again)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("same file"), "{err}");
+        std::fs::write(&a, b"input").unwrap();
+        let err = outputs.refuse_input("--float", &again).unwrap_err();
+        assert!(err.to_string().contains("would overwrite"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_directory_is_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing").join("model.bin");
+        let err = write_atomic(&path, b"x").unwrap_err().to_string();
+        assert!(err.contains("does not exist"), "{err}");
+        assert!(!dir.path().join("missing").exists());
     }
 }

@@ -79,6 +79,9 @@ pub const LABELS_MAGIC: u32 = 0x0000_0801;
 /// The largest label the kit accepts: it classifies the ten digits `0..=9`.
 const MAX_LABEL: u8 = 9;
 
+/// Classes of the data sets the kit reads: the digits 0–9 (labels above 9 are refused).
+pub const CLASSES: usize = MAX_LABEL as usize + 1;
+
 /// The two first bytes of every gzip stream.
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 

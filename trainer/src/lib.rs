@@ -7,4 +7,5 @@ pub mod atomic;
 pub mod commands;
 pub mod data;
 pub mod eval;
+pub mod pipe;
 pub mod report;

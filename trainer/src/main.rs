@@ -1,7 +1,7 @@
 //! `trainer`: train the tutorial CNN, quantize it to int8, evaluate, inspect and draw it.
 
 use clap::{Parser, Subcommand};
-use trainer::commands::{eval, fit, predict, quantize, report, summary};
+use trainer::commands::{eval, fit, predict, quantize, report, summary, StoppedBySignal};
 
 /// Train the Keras MNIST tutorial CNN, quantize it to int8 and evaluate it with infer-core.
 #[derive(Parser)]
@@ -28,6 +28,11 @@ enum Command {
 }
 
 fn main() {
+    // `trainer … | head` ends quietly (status 141), as `cat` does, instead of panicking.
+    if let Err(e) = trainer::pipe::exit_quietly_when_closed() {
+        eprintln!("error: cannot install the SIGPIPE handler: {e}");
+        std::process::exit(1);
+    }
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Fit(args) => fit::run(args),
@@ -39,6 +44,9 @@ fn main() {
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
-        std::process::exit(1);
+        let status = e
+            .downcast_ref::<StoppedBySignal>()
+            .map_or(1, |stopped| 128 + stopped.signal);
+        std::process::exit(status);
     }
 }

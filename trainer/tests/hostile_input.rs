@@ -308,7 +308,10 @@ fn a_learning_rate_that_is_not_a_positive_number_is_refused() {
             "--out",
             case.model().to_str().unwrap(),
         ]);
-        assert_clean_failure(&out, &["learning_rate"]);
+        // In the user's words: the flag and what it takes, not the internal name.
+        assert_clean_failure(&out, &["--lr", lr, "a positive number such as 0.001"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("learning_rate"), "{stderr}");
         assert_eq!(std::fs::read(case.model()).expect("model.bin"), PREVIOUS);
     }
 }

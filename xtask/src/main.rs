@@ -54,6 +54,11 @@ enum Command_ {
 }
 
 fn main() {
+    // `cargo xtask … | head` ends quietly (status 141), as `cat` does, instead of panicking.
+    if let Err(e) = trainer::pipe::exit_quietly_when_closed() {
+        eprintln!("error: cannot install the SIGPIPE handler: {e}");
+        std::process::exit(1);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command_::Demo(args) => demo::run(&args),

@@ -305,12 +305,52 @@ pub fn forward_backward(
     Ok(((loss / n as f64) as f32, correct))
 }
 
+/// An estimate of the memory [`fit`] takes for `spec` with batches of `batch_size` images, in
+/// bytes: its float parameters four times (values, gradients and Adam's two moments) and the
+/// float input and outputs of every layer for one batch. Checked before training, so that an
+/// architecture too large for the machine is refused in words instead of aborting on a failed
+/// allocation.
+pub fn training_bytes(spec: &Spec, batch_size: usize) -> u128 {
+    let params = spec.total_params() as u128;
+    let activations: u128 = std::iter::once(&spec.input)
+        .chain(&spec.shapes)
+        .map(|shape| shape.len() as u128)
+        .sum();
+    4 * (4 * params + activations * batch_size as u128)
+}
+
+/// A training loss above this many times the loss of a uniform guess (`ln classes`) means the
+/// fit has diverged: a model that bad is no longer learning.
+const DIVERGED: f64 = 100.0;
+
+/// Refuses a loss that is not finite, or (`mean` over an epoch) far above a uniform guess's:
+/// the fit has diverged, almost always from too large a learning rate.
+fn check_converging(
+    loss: f64,
+    mean: bool,
+    epoch: usize,
+    config: &ArchFitConfig,
+    classes: usize,
+) -> Result<()> {
+    let guess = (classes.max(2) as f64).ln();
+    let diverged = !loss.is_finite() || (mean && loss > DIVERGED * guess);
+    ensure!(
+        !diverged,
+        "training diverged in epoch {epoch}: the loss is {loss:.4e}{} (a uniform guess scores {guess:.2}); \
+         try a smaller learning rate than --lr {} (the default is 0.001)",
+        if loss.is_finite() { "" } else { ", not a number" },
+        config.learning_rate
+    );
+    Ok(())
+}
+
 /// Trains a freshly initialised model of `spec` on `train`, validating on `validation` after
 /// every epoch.
 ///
 /// # Errors
 /// An unusable configuration, empty or mis-shaped data, a label outside the classes, a thread
-/// pool that cannot start, or [`Interrupted`] if the observer asked to stop.
+/// pool that cannot start, a diverging fit (a loss that is not finite, or over an epoch a
+/// hundred times a uniform guess's), or [`Interrupted`] if the observer asked to stop.
 pub fn fit(
     spec: &Spec,
     train: &Dataset,
@@ -376,6 +416,8 @@ fn fit_on_pool(
         let start = Instant::now();
         order.shuffle(&mut shuffle);
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        // The loss without regularisation, for the divergence check.
+        let mut data_loss = 0.0f64;
         for (b, indices) in order.chunks(config.batch_size).enumerate() {
             let mut images = Vec::with_capacity(indices.len() * item);
             let mut labels = Vec::with_capacity(indices.len());
@@ -386,6 +428,8 @@ fn fit_on_pool(
             let key = config.seed ^ (step + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             let reg = model.regularisation(config.l2, config.l1);
             let (loss, ok) = forward_backward(&mut model, &mut workspace, &images, &labels, key)?;
+            check_converging(f64::from(loss), false, epoch, config, spec.classes())?;
+            data_loss += f64::from(loss) * indices.len() as f64;
             adam.step(&mut model, config.l2, config.l1);
             step += 1;
             loss_sum += f64::from(loss + reg) * indices.len() as f64;
@@ -402,7 +446,10 @@ fn fit_on_pool(
                 return Err(Interrupted { epoch }.into());
             }
         }
+        check_converging(data_loss / seen as f64, true, epoch, config, spec.classes())?;
         let (val_loss, val_acc) = model.evaluate(&validation.images, &validation.labels)?;
+        // The weights after the epoch's last step, which the training loss has not seen yet.
+        check_converging(f64::from(val_loss), true, epoch, config, spec.classes())?;
         let val_loss = val_loss + model.regularisation(config.l2, config.l1);
         let metrics = EpochMetrics {
             loss: (loss_sum / seen as f64) as f32,

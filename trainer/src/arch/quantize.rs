@@ -24,7 +24,7 @@ use anyhow::{bail, ensure, Context, Result};
 use infer_core::format::{InputSpec, QuantParams};
 use infer_core::stack::format::{Op, MAX_OPS};
 use infer_core::stack::{StackFile, STACK_FORMAT_VERSION};
-use model_spec::plan::{OpShape, Plan, PlanOp};
+use model_spec::plan::{wire_fields, OpShape, Plan, PlanOp};
 use rayon::prelude::*;
 
 /// Images per eval-mode forward pass during calibration (bounds the activations' memory);
@@ -342,11 +342,7 @@ impl QuantizedStack {
             channels: narrow(c)?,
             quant: INPUT_QUANT,
         };
-        ensure!(
-            self.ops.len() <= MAX_OPS,
-            "{} int8 operations; model.bin format {STACK_FORMAT_VERSION} holds at most {MAX_OPS}",
-            self.ops.len()
-        );
+        check_op_count(self.ops.len())?;
         let mut ops = Vec::with_capacity(self.ops.len());
         for (j, op) in self.ops.iter().enumerate() {
             let params = op.channels.as_ref().map(QuantizedChannels::params);
@@ -391,9 +387,63 @@ impl QuantizedStack {
     }
 }
 
+/// Refuses more operations than model.bin holds.
+fn check_op_count(ops: usize) -> Result<()> {
+    ensure!(
+        ops <= MAX_OPS,
+        "the int8 plan has {ops} operations (conv2d, maxpool2d and dense layers; batch norm, \
+         dropout and flatten are free); model.bin format {STACK_FORMAT_VERSION} holds at most \
+         {MAX_OPS}: remove {} of them",
+        ops - MAX_OPS
+    );
+    Ok(())
+}
+
+/// Everything `trainer fit` needs of `spec` before the first epoch, so that no training ends
+/// without its model.bin: its int8 plan (every batch norm foldable), at most [`MAX_OPS`]
+/// operations, every dimension within the format's fields, and one output per digit class.
+/// Returns the plan.
+///
+/// # Errors
+/// The first of these that fails, naming the layer or the number.
+pub fn check_exportable(spec: &super::Spec) -> Result<Plan> {
+    let plan = Plan::of(spec)?;
+    check_op_count(plan.ops.len())?;
+    let (h, w, c) = plan.input;
+    for v in [h, w, c] {
+        narrow(v).context("the input shape")?;
+    }
+    for op in &plan.ops {
+        for (i, v) in wire_fields(&op.kind).into_iter().enumerate() {
+            let at = || format!("layer {} ({})", op.layer, op.kind);
+            if i == 0 && matches!(op.kind, OpShape::Dense { .. }) {
+                u32::try_from(v).map_err(|_| {
+                    anyhow::anyhow!("{}: {v} inputs do not fit model.bin's 32-bit field", at())
+                })?;
+            } else {
+                narrow(v).with_context(at)?;
+            }
+        }
+    }
+    let classes = spec.classes();
+    ensure!(
+        classes == crate::data::CLASSES,
+        "the last layer has {classes} outputs but the data has {} classes (the digits 0-9): give \
+         the last dense layer units = {}",
+        crate::data::CLASSES,
+        crate::data::CLASSES
+    );
+    Ok(plan)
+}
+
 /// A shape for the format's `u16` fields.
 fn narrow(v: usize) -> Result<u16> {
-    u16::try_from(v).with_context(|| format!("dimension {v} does not fit model.bin's u16 fields"))
+    u16::try_from(v).map_err(|_| {
+        anyhow::anyhow!(
+            "dimension {v} does not fit model.bin's 16-bit fields (at most {})",
+            u16::MAX
+        )
+    })
 }
 
 /// A generic float model quantized to format 3 and both scored on a test set.

@@ -17,7 +17,7 @@ pub struct PredictArgs {
     #[arg(long, default_value = "model.bin")]
     pub model: PathBuf,
     /// Classify test image N (from 0) of `--data`.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = super::args::whole_number::<usize>, allow_negative_numbers = true)]
     pub index: Option<usize>,
     /// Classify your own picture of a digit (PNG or JPEG, any size, grayscale or colour):
     /// uneven light levelled, the largest connected ink taken as the digit (specks ignored),

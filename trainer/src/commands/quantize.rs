@@ -4,10 +4,11 @@
 //! The checkpoint holds the spec and the float weights; the model.bin written (format 3) is
 //! byte for byte the one `fit` wrote from the same weights and calibration images.
 
+use crate::arch;
 use crate::arch::quantize::Scores;
+use crate::atomic::Outputs;
 use crate::data::{self, Dataset};
-use crate::{arch, atomic};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
 
@@ -24,7 +25,7 @@ pub struct QuantizeArgs {
     #[arg(long, default_value = "data/mnist")]
     pub data: PathBuf,
     /// Calibrate the int8 activation ranges on the first N training images [default: all].
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", value_parser = super::args::at_least_one::<u32>, allow_negative_numbers = true)]
     pub calibration_images: Option<u32>,
 }
 
@@ -33,15 +34,24 @@ pub struct QuantizeArgs {
 /// # Errors
 /// A missing or corrupt checkpoint, bad data, or an unwritable output, each named.
 pub fn run(args: &QuantizeArgs) -> Result<()> {
-    check_output(&args.out)?;
+    let mut outputs = Outputs::new();
+    outputs.plan("--out", &args.out)?;
+    outputs.refuse_input("--float", &args.float)?;
+    refuse_data_files(&outputs, &args.data)?;
     let model = super::eval::load_float(&args.float)?;
     let split = data::load(&args.data)?;
-    let calibration = calibration_images(&split.train, args.calibration_images, split.train.len());
+    let calibration = calibration_images(
+        &split.train,
+        args.calibration_images,
+        split.train.len(),
+        &args.data,
+    );
     let scored = arch::quantize::quantize_and_score(&model, calibration, &split.test)
         .with_context(|| format!("quantizing {}", args.float.display()))?;
     print_scores(scored.calibration.images, &scored.scores);
     print_drop(&scored.scores);
-    atomic::write_atomic(&args.out, &scored.bytes)?;
+    outputs.stage(&args.out, &scored.bytes)?;
+    outputs.commit()?;
     println!(
         "Wrote {} ({} bytes)",
         args.out.display(),
@@ -50,25 +60,44 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
     Ok(())
 }
 
-/// Refuses an output path that exists but is not a regular file (a directory, `/dev/null`, a
-/// FIFO): the atomic write would rename a new file over it.
+/// Refuses an output planned onto one of the IDX files of the data directory `data` (raw or
+/// gzipped).
 ///
 /// # Errors
-/// If `path` exists and is not a regular file.
-pub(crate) fn check_output(path: &Path) -> Result<()> {
-    match std::fs::metadata(path) {
-        Ok(meta) if !meta.is_file() => bail!(
-            "{} exists and is not a regular file; give --out a file path",
-            path.display()
-        ),
-        _ => Ok(()),
+/// If one of them is a planned output.
+pub(crate) fn refuse_data_files(outputs: &Outputs, data: &Path) -> Result<()> {
+    for file in [
+        data::TRAIN_IMAGES,
+        data::TRAIN_LABELS,
+        data::TEST_IMAGES,
+        data::TEST_LABELS,
+    ] {
+        for file in [file.to_owned(), format!("{file}.gz")] {
+            outputs.refuse_input("--data", &data.join(file))?;
+        }
     }
+    Ok(())
 }
 
 /// The calibration images: the first `requested` (default `default`) images of `train`, at
-/// most all of them.
-pub(crate) fn calibration_images(train: &Dataset, requested: Option<u32>, default: usize) -> &[u8] {
-    let count = requested.map_or(default, |n| n as usize).min(train.len());
+/// most all of them; asking for more than there are is said on stderr (`data` names them).
+pub(crate) fn calibration_images<'a>(
+    train: &'a Dataset,
+    requested: Option<u32>,
+    default: usize,
+    data: &Path,
+) -> &'a [u8] {
+    let count = requested.map_or(default, |n| n as usize);
+    if count > train.len() {
+        eprintln!(
+            "note: --calibration-images {count} is more than the {} training images of {}: \
+             calibrating on all {}",
+            train.len(),
+            data.display(),
+            train.len()
+        );
+    }
+    let count = count.min(train.len());
     &train.images[..count * train.pixels_per_image()]
 }
 

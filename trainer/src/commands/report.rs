@@ -24,9 +24,10 @@ pub struct ReportArgs {
     #[arg(long, default_value = "data/mnist")]
     pub data: PathBuf,
     /// Seed of the random choices (digits shown, random filters).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = super::args::whole_number::<u64>, allow_negative_numbers = true)]
     pub seed: u64,
-    /// Directory to write the PNGs, report.json and index.html into (created if missing).
+    /// Directory to write the PNGs, report.json and index.html into (created if missing; its
+    /// parent must exist).
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -38,6 +39,7 @@ pub struct ReportArgs {
 /// output directory, each named.
 pub fn run(args: &ReportArgs) -> Result<()> {
     let start = Instant::now();
+    crate::atomic::check_output_dir("--out", &args.out)?;
     let model = std::fs::read(&args.model).with_context(|| {
         format!(
             "reading {} (create it with `trainer fit --out {}`)",
@@ -86,7 +88,10 @@ pub fn run(args: &ReportArgs) -> Result<()> {
         100.0 * drawn.summary.int8_accuracy,
         args.seed
     );
-    report::write(&drawn, &args.out, &about)?;
+    let mut inputs = vec![("--model", args.model.as_path())];
+    inputs.extend(args.float.as_deref().map(|p| ("--float", p)));
+    inputs.extend(args.metrics.as_deref().map(|p| ("--metrics", p)));
+    report::write(&drawn, &args.out, &about, &inputs)?;
     println!(
         "Wrote {} pictures, report.json and index.html to {} in {:.2}s",
         drawn.pictures.len(),

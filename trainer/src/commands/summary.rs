@@ -2,6 +2,7 @@
 //! with `--arch`), then what its int8 form costs on a microcontroller: flash for model.bin,
 //! RAM for one inference. `--model` reads an actual model.bin (format 3).
 
+use super::args;
 use crate::arch::budget::{self, Board, Budget};
 use crate::arch::Spec;
 use crate::eval;
@@ -78,7 +79,8 @@ impl Flash {
 /// Runs `trainer summary`.
 ///
 /// # Errors
-/// With `--model`, a missing or invalid model file.
+/// With `--model`, a missing or invalid model file; with `--arch`, a spec `trainer fit` would
+/// refuse; with `--board`, a model that does not fit the board (after printing the summary).
 pub fn run(args: &SummaryArgs) -> Result<()> {
     let board = args
         .board
@@ -107,14 +109,18 @@ pub fn run(args: &SummaryArgs) -> Result<()> {
 }
 
 /// The Keras table of `spec`, its int8 budget and, with `board`, whether it fits.
+///
+/// # Errors
+/// After printing, if `fit` would refuse the spec (the problem of
+/// [`crate::arch::quantize::check_exportable`]) or the model does not fit `board`.
 fn run_arch(spec: &Spec, board: Option<Board>, json: bool) -> Result<()> {
     let budget = Budget::of(spec);
+    let problem = crate::arch::quantize::check_exportable(spec).err();
     let (rows, non_trainable) = rows(spec);
+    let fits = |b: &Budget, board: Board| b.flash <= board.flash && b.ram <= board.ram;
     if json {
-        let (estimate, unavailable) = match &budget {
-            Ok(b) => (Some(b), None),
-            Err(e) => (None, Some(e.to_string())),
-        };
+        let estimate = budget.as_ref().ok().filter(|_| problem.is_none());
+        let unavailable = problem.as_ref().map(|e| format!("{e:#}"));
         let json = serde_json::json!({
             "arch": spec.name,
             "layers": rows,
@@ -126,46 +132,102 @@ fn run_arch(spec: &Spec, board: Option<Board>, json: bool) -> Result<()> {
                 "name": b.name,
                 "flash_bytes": b.flash,
                 "ram_bytes": b.ram,
-                "fits": estimate.map(|e| e.flash <= b.flash && e.ram <= b.ram),
+                "fits": estimate.map(|e| fits(e, b)),
             })),
         });
         println!("{json}");
-        return Ok(());
+    } else {
+        print!("{}", table(&rows, non_trainable));
+        print_training_memory(spec);
+        println!();
     }
-    print!("{}", table(&rows, non_trainable));
-    println!();
-    let budget = match budget {
-        Ok(budget) => budget,
-        Err(e) => {
-            println!("int8 on a microcontroller: no int8 export for this spec: {e}");
-            if let Some(board) = board {
-                println!(
-                    "Board {}: cannot be checked without an int8 model",
-                    board.name
-                );
+    let budget = match (budget, problem) {
+        (Ok(budget), None) => budget,
+        (_, Some(e)) | (Err(e), None) => {
+            if !json {
+                println!("int8 on a microcontroller: no int8 export for this spec: {e:#}");
+                if let Some(board) = board {
+                    println!(
+                        "Board {}: cannot be checked without an int8 model",
+                        board.name
+                    );
+                }
             }
-            return Ok(());
+            return Err(e.context(format!(
+                "{} cannot be trained into a model.bin (trainer fit refuses it)",
+                spec.name
+            )));
         }
     };
-    println!("int8 on a microcontroller (model.bin format 3 of the spec's int8 plan: batch norm folded, dropout and flatten free)");
-    println!(
-        " Flash  {} bytes = {} int8 weights + {} per-channel scales, biases, multipliers, shifts + {} header and CRC (at most: output zero points counted at 2 bytes)",
-        group(budget.flash),
-        group(budget.weights),
-        group(budget.channel_params),
-        group(budget.header)
-    );
-    print_ram(
-        budget.ram,
-        budget.input,
-        budget.buffers,
-        (budget.patch, budget.kernel_stack),
-        budget.scratch,
-    );
-    if let Some(board) = board {
-        println!();
-        print_board(budget.flash, budget.ram, board);
+    if !json {
+        println!("int8 on a microcontroller (model.bin format 3 of the spec's int8 plan: batch norm folded, dropout and flatten free)");
+        println!(
+            " Flash  {} bytes = {} int8 weights + {} per-channel scales, biases, multipliers, shifts + {} header and CRC (at most: output zero points counted at 2 bytes)",
+            group(budget.flash),
+            group(budget.weights),
+            group(budget.channel_params),
+            group(budget.header)
+        );
+        print_ram(
+            budget.ram,
+            budget.input,
+            budget.buffers,
+            (budget.patch, budget.kernel_stack),
+            budget.scratch,
+        );
     }
+    match board {
+        Some(board) => {
+            if !json {
+                println!();
+                print_board(budget.flash, budget.ram, board);
+            }
+            check_fits(budget.flash, budget.ram, board)
+        }
+        None => Ok(()),
+    }
+}
+
+/// The memory `trainer fit` needs for `spec` in batches of the default size, and whether its
+/// default `--max-memory` refuses it.
+fn print_training_memory(spec: &Spec) {
+    let batch = crate::arch::ArchFitConfig::default().batch_size;
+    let needed = crate::arch::fit::training_bytes(spec, batch);
+    let limit = args::byte_size(super::fit::DEFAULT_MAX_MEMORY).map_or(u128::MAX, u128::from);
+    println!(
+        " Training memory (trainer fit, batches of {batch}): about {}{}",
+        args::show_bytes(needed),
+        if needed > limit {
+            format!(
+                ", more than fit's default --max-memory {}: fit refuses it unless given more",
+                super::fit::DEFAULT_MAX_MEMORY
+            )
+        } else {
+            String::new()
+        }
+    );
+}
+
+/// Fails, naming what is too large, if `flash` and `ram` bytes do not fit `board`: scripts
+/// can test `summary --board` by its exit status.
+fn check_fits(flash: usize, ram: usize, board: Board) -> Result<()> {
+    let mut over = Vec::new();
+    if flash > board.flash {
+        over.push(format!(
+            "flash {} bytes > {}",
+            group(flash),
+            group(board.flash)
+        ));
+    }
+    if ram > board.ram {
+        over.push(format!("RAM {} bytes > {}", group(ram), group(board.ram)));
+    }
+    anyhow::ensure!(
+        over.is_empty(),
+        "the model does not fit on {}: {}",
+        board.name,
+        over.join(", ")
+    );
     Ok(())
 }
 
@@ -270,7 +332,7 @@ fn run_stack(path: &Path, bytes: &[u8], board: Option<Board>, json: bool) -> Res
             })),
         });
         println!("{json}");
-        return Ok(());
+        return board.map_or(Ok(()), |b| check_fits(flash.total, ram.total, b));
     }
     println!(
         "{}: model.bin format 3, {} int8 operations",
@@ -296,11 +358,14 @@ fn run_stack(path: &Path, bytes: &[u8], board: Option<Board>, json: bool) -> Res
         (ram.patch, ram.kernel_stack),
         ram.probabilities,
     );
-    if let Some(board) = board {
-        println!();
-        print_board(flash.total, ram.total, board);
+    match board {
+        Some(board) => {
+            println!();
+            print_board(flash.total, ram.total, board);
+            check_fits(flash.total, ram.total, board)
+        }
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Whether `flash` and `ram` bytes fit `board`, said plainly.

@@ -34,7 +34,7 @@ pub use canvas::{Label, Picture, Raster};
 pub use grid::Grid;
 
 use crate::arch::Model;
-use crate::atomic::write_atomic;
+use crate::atomic::{create_output_dir, Outputs};
 use crate::data::Dataset;
 use crate::eval::{format_version, load_stack};
 use anyhow::{ensure, Context, Result};
@@ -224,19 +224,33 @@ pub fn significant(v: f64) -> f64 {
         .unwrap_or(v)
 }
 
-/// Writes `report` into `dir` (created if missing): the PNGs, `report.json`, then
-/// `index.html` with `about` as its first line. Each file is written atomically: a killed
-/// run leaves every previous file whole.
+/// Writes `report` into `dir` (created if missing, not its parents): the PNGs,
+/// `report.json`, then `index.html` with `about` as its first line. The files are committed
+/// together ([`Outputs`]): a failed or killed run leaves every previous file whole.
+/// `inputs` (flag, path) are the files the report was drawn from: none may be overwritten.
 ///
 /// # Errors
-/// If a file cannot be written; the message names it.
-pub fn write(report: &Report, dir: &Path, about: &str) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    for p in &report.pictures {
-        write_atomic(&dir.join(p.file), &p.png)?;
-    }
+/// If a file cannot be written, or would overwrite an input; the message names it.
+pub fn write(report: &Report, dir: &Path, about: &str, inputs: &[(&str, &Path)]) -> Result<()> {
+    create_output_dir(dir)?;
     let json = serde_json::to_string_pretty(&report.summary).context("encoding report.json")?;
-    write_atomic(&dir.join("report.json"), json.as_bytes())?;
     let html = page::index_html(about, &report.pictures);
-    write_atomic(&dir.join("index.html"), html.as_bytes())
+    let files = report
+        .pictures
+        .iter()
+        .map(|p| (p.file, p.png.as_slice()))
+        .chain([
+            ("report.json", json.as_bytes()),
+            ("index.html", html.as_bytes()),
+        ]);
+    let mut outputs = Outputs::new();
+    for (file, bytes) in files {
+        let path = dir.join(file);
+        outputs.plan("--out", &path)?;
+        outputs.stage(&path, bytes)?;
+    }
+    for (flag, path) in inputs {
+        outputs.refuse_input(flag, path)?;
+    }
+    outputs.commit()
 }

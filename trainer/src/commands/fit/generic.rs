@@ -2,20 +2,24 @@
 //! format-3 model.bin (`crate::arch::quantize`), scores float and int8 on the test set, and
 //! writes model.bin, the float checkpoint and the metrics.
 //!
-//! A spec whose batch norm cannot be folded (it follows a ReLU) still trains: the float
-//! checkpoint and metrics are written, model.bin is not, and the reason is printed before
-//! training starts and again at the end.
+//! Everything is checked before the first epoch: every output location (see
+//! [`crate::atomic::Outputs`]), that the spec exports to model.bin
+//! ([`arch::quantize::check_exportable`]) and that it fits `--max-memory`. The outputs are
+//! committed together at the end, so a fit that fails or is interrupted writes nothing.
 
 use super::{
     not_written, peak_rss_bytes, stop_on_signals, threads_pool, FitArgs, StoppableObserver,
 };
 use crate::arch::observer::{ConsoleObserver, EpochMetrics, Interrupted};
 use crate::arch::{checkpoint, fit, ArchFitConfig, Spec};
-use crate::commands::quantize::{calibration_images, check_output, print_drop, print_scores};
-use crate::{arch, atomic, data};
-use anyhow::{bail, Result};
-use model_spec::Plan;
+use crate::atomic::Outputs;
+use crate::commands::args::show_bytes;
+use crate::commands::quantize::{calibration_images, print_drop, print_scores, refuse_data_files};
+use crate::commands::StoppedBySignal;
+use crate::{arch, data};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -25,22 +29,14 @@ struct Metrics<'a> {
     arch: &'a str,
     params: usize,
     test_accuracy_f32: f64,
-    /// Whether model.bin (format 3) was written.
+    /// Always true: a fit that writes no model.bin fails (kept for readers of older files).
     int8_exported: bool,
-    /// Why not, when it was not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    int8_unavailable: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    test_accuracy_int8: Option<f64>,
+    test_accuracy_int8: f64,
     /// `test_accuracy_int8 − test_accuracy_f32` (negative: int8 is worse).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    int8_minus_f32_accuracy: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    int8_float_agreement: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    calibration_images: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    model_bytes: Option<usize>,
+    int8_minus_f32_accuracy: f64,
+    int8_float_agreement: f64,
+    calibration_images: usize,
+    model_bytes: usize,
     train_images: usize,
     test_images: usize,
     seed: u64,
@@ -60,27 +56,37 @@ struct Metrics<'a> {
 /// Runs `trainer fit` for `spec` on the generic path.
 ///
 /// # Errors
-/// Bad data, a failed fit or quantization, an interruption or an unwritable output, each
-/// named.
+/// An unusable output location, a spec that cannot be exported or is too large, bad data, a
+/// failed or diverging fit, a failed quantization, or an interruption, each named; nothing is
+/// written then.
 pub(super) fn run(args: &FitArgs, spec: &Spec) -> Result<()> {
-    let unexportable = Plan::of(spec).err().map(|e| e.to_string());
-    let writes_model = unexportable.is_none();
-    let outputs = writes_model.then_some(&args.out);
-    for path in outputs
-        .iter()
-        .copied()
-        .chain(&args.save_float)
-        .chain(&args.metrics)
-    {
-        check_output(path)?;
+    let name = args.arch.as_deref().unwrap_or("tutorial");
+    let mut outputs = Outputs::new();
+    outputs.plan("--out", &args.out)?;
+    if let Some(path) = &args.save_float {
+        outputs.plan("--save-float", path)?;
     }
-    let nothing_written = || {
-        if writes_model {
-            not_written(args)
-        } else {
-            generic_not_written(args)
-        }
-    };
+    if let Some(path) = &args.metrics {
+        outputs.plan("--metrics", path)?;
+    }
+    if Path::new(name).is_file() {
+        outputs.refuse_input("--arch", Path::new(name))?;
+    }
+    refuse_data_files(&outputs, &args.data)?;
+    arch::quantize::check_exportable(spec)
+        .with_context(|| format!("{name} cannot be trained into a model.bin"))?;
+    let needed = arch::fit::training_bytes(spec, args.batch_size as usize);
+    if needed > u128::from(args.max_memory) {
+        bail!(
+            "{name} needs about {} to train ({} parameters, with their gradients and Adam \
+             moments, and the activations of a batch of {}), more than --max-memory {}; \
+             make the architecture smaller, lower --batch-size, or raise --max-memory",
+            show_bytes(needed),
+            super::super::summary::group(spec.total_params()),
+            args.batch_size,
+            show_bytes(u128::from(args.max_memory))
+        );
+    }
     let stop = stop_on_signals()?;
     let split = data::load(&args.data)?;
     let config = ArchFitConfig {
@@ -94,7 +100,14 @@ pub(super) fn run(args: &FitArgs, spec: &Spec) -> Result<()> {
         l1: args.l1,
         patience: args.early_stopping_patience.map(|p| p as usize),
     };
-    let name = args.arch.as_deref().unwrap_or("tutorial");
+    if let Some(limit) = args.train_limit.filter(|&n| n > split.train.len()) {
+        eprintln!(
+            "note: --train-limit {limit} is more than the {} training images of {}: training on all {}",
+            split.train.len(),
+            args.data.display(),
+            split.train.len()
+        );
+    }
     // Plain `trainer fit` keeps the tutorial's Keras-style log; `--arch` names what it trains.
     let named = args.arch.is_some();
     if named {
@@ -104,23 +117,21 @@ pub(super) fn run(args: &FitArgs, spec: &Spec) -> Result<()> {
             super::super::summary::group(spec.total_params())
         );
     }
-    let no_export = |reason: &str| {
-        println!(
-            "No int8 model will be written ({} left as it was): {reason}",
-            args.out.display()
-        );
-    };
-    if let Some(reason) = &unexportable {
-        no_export(reason);
-    }
     let mut observer = StoppableObserver {
         console: ConsoleObserver::new(config.epochs),
-        stop: &stop,
+        stop: &stop.raised,
     };
     let start = Instant::now();
     let run = match fit(spec, &split.train, &split.test, &config, &mut observer) {
-        Err(e) if e.is::<Interrupted>() => bail!("{e}; {}", nothing_written()),
-        result => result?,
+        Err(e) if e.is::<Interrupted>() => {
+            return Err(StoppedBySignal {
+                signal: stop.signal(),
+                message: format!("{e}; {}", not_written(args)),
+            }
+            .into())
+        }
+        Err(e) => bail!("{e:#}; {}", not_written(args)),
+        Ok(run) => run,
     };
     let fit_seconds = start.elapsed().as_secs_f64();
     if run.stopped_early || config.patience.is_some() {
@@ -139,67 +150,45 @@ pub(super) fn run(args: &FitArgs, spec: &Spec) -> Result<()> {
         .train_limit
         .unwrap_or(usize::MAX)
         .min(split.train.len());
-    let scored = if writes_model {
-        let calibration = calibration_images(&split.train, args.calibration_images, train_images);
-        let scored = threads_pool(args.threads)?
-            .install(|| arch::quantize::quantize_and_score(&run.model, calibration, &split.test))?;
-        print_scores(scored.calibration.images, &scored.scores);
-        if named {
-            print_drop(&scored.scores);
-        }
-        Some(scored)
-    } else {
-        None
-    };
-    let float_accuracy = match &scored {
-        Some(s) => s.scores.float_accuracy,
-        None => {
-            let (_, accuracy) = threads_pool(args.threads)?
-                .install(|| run.model.evaluate(&split.test.images, &split.test.labels))?;
-            println!(
-                "Test accuracy (float): {:.2}% on {} images",
-                f64::from(accuracy) * 100.0,
-                split.test.len()
-            );
-            f64::from(accuracy)
-        }
-    };
-    if stop.load(Ordering::SeqCst) {
-        bail!(
-            "training interrupted after the last epoch; {}",
-            nothing_written()
-        );
+    let calibration = calibration_images(
+        &split.train,
+        args.calibration_images,
+        train_images,
+        &args.data,
+    );
+    let scored = threads_pool(args.threads)?
+        .install(|| arch::quantize::quantize_and_score(&run.model, calibration, &split.test))
+        .map_err(|e| anyhow::anyhow!("{e:#}; {}", not_written(args)))?;
+    print_scores(scored.calibration.images, &scored.scores);
+    if named {
+        print_drop(&scored.scores);
     }
-    match (&scored, &unexportable) {
-        (Some(scored), _) => {
-            atomic::write_atomic(&args.out, &scored.bytes)?;
-            println!(
-                "Wrote {} ({} bytes{})",
-                args.out.display(),
-                scored.bytes.len(),
-                if named { ", model.bin format 3" } else { "" }
-            );
+    if stop.raised.load(Ordering::SeqCst) {
+        return Err(StoppedBySignal {
+            signal: stop.signal(),
+            message: format!(
+                "training interrupted after the last epoch; {}",
+                not_written(args)
+            ),
         }
-        (None, Some(reason)) => no_export(reason),
-        (None, None) => {}
+        .into());
     }
+    outputs.stage(&args.out, &scored.bytes)?;
     if let Some(path) = &args.save_float {
-        checkpoint::save(&run.model, path)?;
-        println!("Wrote {}", path.display());
+        outputs.stage(path, &checkpoint::to_bytes(&run.model)?)?;
     }
     if let Some(path) = &args.metrics {
-        let scores = scored.as_ref().map(|s| &s.scores);
+        let scores = &scored.scores;
         let metrics = Metrics {
             arch: name,
             params: run.model.parameter_count(),
-            test_accuracy_f32: float_accuracy,
-            int8_exported: scored.is_some(),
-            int8_unavailable: unexportable.clone(),
-            test_accuracy_int8: scores.map(|s| s.int8.accuracy),
-            int8_minus_f32_accuracy: scores.map(|s| s.int8.accuracy - s.float_accuracy),
-            int8_float_agreement: scores.map(|s| s.agreement()),
-            calibration_images: scored.as_ref().map(|s| s.calibration.images),
-            model_bytes: scored.as_ref().map(|s| s.bytes.len()),
+            test_accuracy_f32: scores.float_accuracy,
+            int8_exported: true,
+            test_accuracy_int8: scores.int8.accuracy,
+            int8_minus_f32_accuracy: scores.int8.accuracy - scores.float_accuracy,
+            int8_float_agreement: scores.agreement(),
+            calibration_images: scored.calibration.images,
+            model_bytes: scored.bytes.len(),
             train_images,
             test_images: split.test.len(),
             seed: args.seed,
@@ -214,19 +203,17 @@ pub(super) fn run(args: &FitArgs, spec: &Spec) -> Result<()> {
             peak_rss_bytes: peak_rss_bytes(),
             epochs: &run.epochs,
         };
-        atomic::write_atomic(path, &serde_json::to_vec_pretty(&metrics)?)?;
+        outputs.stage(path, &serde_json::to_vec_pretty(&metrics)?)?;
+    }
+    outputs.commit()?;
+    println!(
+        "Wrote {} ({} bytes{})",
+        args.out.display(),
+        scored.bytes.len(),
+        if named { ", model.bin format 3" } else { "" }
+    );
+    for path in args.save_float.iter().chain(&args.metrics) {
         println!("Wrote {}", path.display());
     }
     Ok(())
-}
-
-/// The note that nothing was written, naming the files this path would have written when it
-/// writes no model.bin.
-fn generic_not_written(args: &FitArgs) -> String {
-    if args.save_float.is_none() && args.metrics.is_none() {
-        return "nothing written".to_owned();
-    }
-    let all = not_written(args);
-    // `not_written` names --out first, which this path does not write.
-    all.replacen(&format!("{}, ", args.out.display()), "", 1)
 }

@@ -113,11 +113,30 @@ pub fn decode(bytes: &[u8]) -> Result<Gray> {
     })
 }
 
+/// Most pixels a picture may declare: 64 megapixels (a large phone photo is 12 to 50). The
+/// header is checked before decoding, so a small file declaring a huge picture is refused
+/// instead of exhausting memory.
+pub const MAX_PIXELS: u64 = 64_000_000;
+
+/// Refuses a `kind` picture whose header declares more than [`MAX_PIXELS`].
+fn check_dimensions(kind: &str, width: u32, height: u32) -> Result<()> {
+    let pixels = u64::from(width) * u64::from(height);
+    ensure!(
+        pixels <= MAX_PIXELS,
+        "the {kind} declares {width}×{height} pixels ({:.0} megapixels); predict reads \
+         pictures of at most {} megapixels: scale it down first",
+        pixels as f64 / 1e6,
+        MAX_PIXELS / 1_000_000
+    );
+    Ok(())
+}
+
 /// `(width, height, channels, 8-bit samples)` of a PNG, any colour type and bit depth.
 fn decode_png(bytes: &[u8]) -> Result<(usize, usize, usize, Vec<u8>)> {
     let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
     decoder.set_transformations(png::Transformations::normalize_to_color8());
     let mut reader = decoder.read_info().context("bad PNG header")?;
+    check_dimensions("PNG", reader.info().width, reader.info().height)?;
     let size = reader
         .output_buffer_size()
         .context("the PNG is too large to decode")?;
@@ -143,8 +162,18 @@ fn decode_jpeg(bytes: &[u8]) -> Result<(usize, usize, usize, Vec<u8>)> {
     use zune_core::bytestream::ZCursor;
     use zune_core::colorspace::ColorSpace;
     use zune_core::options::DecoderOptions;
-    let options = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::Luma);
+    // The decoder's own size limit (16384 a side) would speak first: MAX_PIXELS is the limit.
+    let options = DecoderOptions::default()
+        .jpeg_set_out_colorspace(ColorSpace::Luma)
+        .set_max_width(usize::from(u16::MAX))
+        .set_max_height(usize::from(u16::MAX));
     let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    decoder
+        .decode_headers()
+        .map_err(|e| anyhow::anyhow!("bad JPEG header: {e:?}"))?;
+    if let Some(info) = decoder.info() {
+        check_dimensions("JPEG", info.width.into(), info.height.into())?;
+    }
     let data = decoder
         .decode()
         .map_err(|e| anyhow::anyhow!("bad JPEG: {e:?}"))?;
