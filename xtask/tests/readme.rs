@@ -13,14 +13,35 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The Markdown files whose commands are checked.
-const DOCS: &[&str] = &[
-    "README.md",
-    "docs/architecture-spec.md",
-    "docs/model-format.md",
-    "firmware-example/README.md",
-    "fuzz/README.md",
-];
+/// The Markdown files whose commands are checked: those in the root and in `docs/`, and every
+/// directory's `README.md` one level down (build outputs aside).
+fn docs() -> Vec<String> {
+    let root = root();
+    let mut found = Vec::new();
+    let markdown_in = |dir: &str, found: &mut Vec<String>| {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".md") {
+                found.push(if dir.is_empty() {
+                    name
+                } else {
+                    format!("{dir}/{name}")
+                });
+            }
+        }
+    };
+    markdown_in("", &mut found);
+    markdown_in("docs", &mut found);
+    for entry in std::fs::read_dir(&root).unwrap().flatten() {
+        let dir = entry.file_name().to_string_lossy().into_owned();
+        if entry.path().join("README.md").is_file() && dir != "target" {
+            found.push(format!("{dir}/README.md"));
+        }
+    }
+    found.sort();
+    assert!(found.iter().any(|f| f == "README.md"), "{found:?}");
+    found
+}
 
 /// The trainer binary of the same build as this test's xtask (`cargo test --workspace`
 /// builds both).
@@ -146,7 +167,7 @@ fn flags(help: &str) -> (Vec<String>, Vec<String>) {
 fn documented_commands_use_real_subcommands_and_flags() {
     let mut problems = Vec::new();
     let mut checked = 0;
-    for file in DOCS {
+    for file in &docs() {
         for command in documented(file) {
             let Some(subcommand) = command.words.first() else {
                 problems.push(format!(
@@ -230,7 +251,7 @@ fn flag_paragraphs(file: &str) -> Vec<(String, &'static str, String, Vec<String>
 fn flags_paragraphs_name_real_flags_and_every_required_one() {
     let mut problems = Vec::new();
     let mut checked = 0;
-    for file in DOCS {
+    for file in &docs() {
         for (at, program, subcommand, named) in flag_paragraphs(file) {
             let (listed, required) = flags(&help(program, &subcommand));
             for flag in &named {
@@ -324,7 +345,7 @@ fn files_the_documented_commands_write_in_the_root_are_ignored() {
         "README.md (cargo xtask demo)".to_string(),
         "model.bin".to_string(),
     )];
-    for file in DOCS {
+    for file in &docs() {
         for command in documented(file) {
             // Only commands run from the root (not after a `cd`).
             for pair in command.words.windows(2) {
