@@ -271,20 +271,18 @@ pub fn prepare(picture: &Gray) -> Result<Prepared> {
     let background = Background::fit(&bright, width, height);
     // Ink above the paper. Light falls on ink and paper alike, so dark ink on light paper is
     // measured relative to the paper under it, as if all of it were lit as its brightest part.
-    let gain = |x: usize, y: usize| {
-        if inverted {
-            let paper_here = (255.0 - background.at(x, y)).max(16.0);
-            ((255.0 - background.lowest()).max(16.0) / paper_here).min(MAX_GAIN)
-        } else {
-            1.0
-        }
-    };
+    let brightest_paper = (255.0 - background.lowest()).max(16.0);
     let mut levelled: Vec<f64> = bright
         .iter()
         .enumerate()
         .map(|(i, &v)| {
-            let (x, y) = (i % width, i / width);
-            (f64::from(v) - background.at(x, y)) * gain(x, y)
+            let level = background.at(i % width, i / width);
+            let gain = if inverted {
+                (brightest_paper / (255.0 - level).max(16.0)).min(MAX_GAIN)
+            } else {
+                1.0
+            };
+            (f64::from(v) - level) * gain
         })
         .collect();
     let mut noise = spread(&levelled);
