@@ -82,8 +82,37 @@ fn every_board_computes_exactly_the_host_reference_logits() -> Result<()> {
             report.layers
         );
         assert!(report.infer_stack_bytes.is_some_and(|b| b > 0));
+        if board.name == "mps2-an386" {
+            readme_demo_sample_is_in(&stdout);
+        }
     }
     Ok(())
+}
+
+/// The README's sample of `cargo xtask demo`'s last lines (its model is byte-identical to
+/// the committed one, the board the M4F) is what the firmware prints, line for line (the
+/// last line is xtask's own, checked in `xtask/src/qemu.rs`).
+fn readme_demo_sample_is_in(stdout: &str) {
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
+    let block = readme
+        .split("`cargo xtask demo` ends with")
+        .nth(1)
+        .and_then(|after| after.split("```text\n").nth(1))
+        .and_then(|b| b.split("```").next())
+        .expect("the README shows the end of the demo's output");
+    let firmware: Vec<&str> = block.lines().filter(|l| !l.starts_with("qemu ")).collect();
+    assert!(firmware.len() >= 3, "{block}");
+    for line in firmware {
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "README.md's demo sample shows {line:?}, which the firmware does not print:\n{}",
+            stdout
+                .lines()
+                .filter(|l| !l.starts_with("digit ") && !l.starts_with("logits "))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
 }
 
 #[test]
