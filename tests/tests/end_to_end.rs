@@ -5,7 +5,7 @@
 
 use anyhow::{Context, Result};
 use e2e_tests::stack_model::host_logits;
-use e2e_tests::{data_dir, parse_firmware_output, run_firmware, run_trainer};
+use e2e_tests::{data_dir, parse_firmware_output, run_firmware, run_trainer, workspace_root};
 use infer_core::kernels::activation::argmax;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -151,5 +151,34 @@ fn firmware_in_qemu_predicts_exactly_what_the_host_predicts() -> Result<()> {
         report.summary
     );
     assert!(report.summary.stack_peak_bytes > 0, "{:?}", report.summary);
+    Ok(())
+}
+
+/// `cargo xtask demo`'s fit (the tutorial, seed 1, the default 6 epochs) writes the committed
+/// model byte for byte: what the README shows of the demo (its sample output, checked in
+/// `boards.rs` on the committed model) is what the demo prints.
+#[test]
+fn the_demos_fit_writes_the_committed_model() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let model = dir.path().join("model.bin");
+    let data = data_dir()?;
+    run_trainer(&[
+        "fit",
+        "--arch",
+        "tutorial",
+        "--seed",
+        "1",
+        "--data",
+        data.to_str().expect("utf-8 path"),
+        "--out",
+        model.to_str().expect("utf-8 path"),
+    ])?;
+    let committed = workspace_root().join("firmware-example/assets/model.bin");
+    assert!(
+        std::fs::read(&model)? == std::fs::read(&committed)?,
+        "trainer fit --arch tutorial --seed 1 no longer writes {}: refit it (and update the \
+         README's figures)",
+        committed.display()
+    );
     Ok(())
 }
