@@ -251,8 +251,10 @@ fn to_gray(data: &[u8], channels: usize) -> Vec<u8> {
 ///    least squares — pixels far from the fit (ink, specks) are left out and the fit
 ///    repeated — so uneven light (a gradient, a vignette) is taken away. The spread of the
 ///    paper around it is the noise level.
-/// 3. Ink: what stands above the background by more than an adaptive threshold (Otsu's on
-///    the levels above the background, at least [`NOISE_SIGMAS`] times the noise).
+/// 3. Ink: what stands above the background — dark ink on light paper measured relative to
+///    the paper under it (boosted at most 1.6 times where the light is dim), averaged over a
+///    small box first when the paper is noisy — by more than an adaptive threshold (Otsu's on
+///    the levels above the background, at least four times the noise).
 /// 4. The digit: the largest connected (8-neighbour) ink component, with the components
 ///    near it of at least a tenth its size (a digit written in more than one stroke); smaller
 ///    and distant ones are specks of dust or texture and are ignored.
