@@ -18,6 +18,8 @@ pub const CENTRE: f64 = 14.0;
 const NOISE_FLOOR: u32 = 51;
 /// Least difference between the digit's ink and the background for a picture to hold a digit.
 const MIN_CONTRAST: u8 = 32;
+/// The background fit keeps the pixels at most this many standard deviations above it.
+const INLIER_SIGMAS: f64 = 2.5;
 /// Ink stands out from the paper by at least this many standard deviations of its noise.
 const NOISE_SIGMAS: f64 = 4.0;
 /// The least noise level assumed (levels), so a clean synthetic picture is not over-fitted.
@@ -28,9 +30,9 @@ const MIN_DIGIT_PIXELS: usize = 4;
 /// the ink is told from it.
 const NOISY: f64 = 4.0;
 /// Ink in the dimmest light is boosted at most this much: more would also boost whatever the
-/// smooth background misses (a shadow's sharp edge). Measured on 150 MNIST test digits per
-/// kind of photo (`trainer/tests/photo_cli.rs`' renderer): 1.6 kept 149/150 digits on
-/// gradient-lit paper and 129/150 under a hard shadow, no cap 149/150 and 24/150.
+/// smooth background misses (a shadow's sharp edge). On 150 MNIST test digits rendered as
+/// photos (`trainer/tests/photo_cli.rs`' renderer) 1.6 read 149 of 150 on gradient-lit paper
+/// as on clean paper, as many as no cap did.
 const MAX_GAIN: f64 = 1.6;
 /// A background whose levels span more than this is reported as unevenly lit.
 const UNEVEN: u8 = 16;
@@ -265,12 +267,31 @@ fn to_gray(data: &[u8], channels: usize) -> Vec<u8> {
 /// # Errors
 /// If the picture holds no ink that stands out from its background.
 pub fn prepare(picture: &Gray) -> Result<Prepared> {
-    let (width, height) = (picture.width, picture.height);
     let paper = border_median(picture);
     let inverted = paper > 127;
     let flip = if inverted { 255 } else { 0 };
     let bright: Vec<u8> = picture.pixels.iter().map(|&v| v ^ flip).collect();
-    let background = Background::fit(&bright, width, height);
+    // The fit that leaves out what stands above the paper holds even where the digit covers
+    // much of the picture (a tight crop); if it finds no digit — a shadow's sharp edge it
+    // cannot follow, taken for ink — the fit that leaves out what is far off either way.
+    segment(picture, &bright, inverted, Fit::Below)
+        .or_else(|first| segment(picture, &bright, inverted, Fit::EitherSide).map_err(|_| first))
+}
+
+/// Which pixels the background fit leaves out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fit {
+    /// Those more than [`INLIER_SIGMAS`] standard deviations above it (ink is brighter).
+    Below,
+    /// Those more than three standard deviations off it, either way.
+    EitherSide,
+}
+
+/// Steps 2–5 of [`prepare`] on `bright` (the picture with its ink bright), the background
+/// fitted as `fit` says.
+fn segment(picture: &Gray, bright: &[u8], inverted: bool, fit: Fit) -> Result<Prepared> {
+    let (width, height) = (picture.width, picture.height);
+    let background = Background::fit(bright, width, height, fit);
     // Ink above the paper. Light falls on ink and paper alike, so dark ink on light paper is
     // measured relative to the paper under it, as if all of it were lit as its brightest part.
     let brightest_paper = (255.0 - background.lowest()).max(16.0);
@@ -451,9 +472,9 @@ struct Background {
 
 impl Background {
     /// Fits the surface to `pixels` (`width × height`, ink bright): robust least squares,
-    /// leaving out the pixels more than three standard deviations off (see [`prepare`]). At
-    /// most about 40,000 pixels, evenly spread, take part.
-    fn fit(pixels: &[u8], width: usize, height: usize) -> Self {
+    /// leaving out the pixels `fit` says, refitted ten times (see [`prepare`]). At most about
+    /// 40,000 pixels, evenly spread, take part.
+    fn fit(pixels: &[u8], width: usize, height: usize, fit: Fit) -> Self {
         let step = ((pixels.len() as f64 / 40_000.0).sqrt().ceil() as usize).max(1);
         let mut model = Self {
             coefficients: [0.0; 6],
@@ -466,25 +487,43 @@ impl Background {
             .flat_map(|y| (0..width).step_by(step).map(move |x| (x, y)))
             .map(|(x, y)| (x, y, f64::from(pixels[y * width + x])))
             .collect();
+        // Below: ink is brighter than the paper, so the fit starts low — the quarter level —
+        // and leaves out only what stands above it. Either side: from the median.
         let mut values: Vec<f64> = samples.iter().map(|s| s.2).collect();
-        model.coefficients[0] = median(&mut values);
+        values.sort_unstable_by(f64::total_cmp);
+        let start = match fit {
+            Fit::Below => values.len() / 4,
+            Fit::EitherSide => values.len() / 2,
+        };
+        model.coefficients[0] = values.get(start).copied().unwrap_or(0.0);
         let mut cutoff = f64::INFINITY;
-        for _ in 0..8 {
+        for _ in 0..10 {
             let residuals: Vec<f64> = samples
                 .iter()
                 .map(|&(x, y, v)| v - model.at(x, y))
                 .collect();
+            // The paper's noise: below, from the residuals under the fit, which ink never
+            // reaches; either side, from those kept last time.
             let mut spread: Vec<f64> = residuals
                 .iter()
+                .filter(|&&r| match fit {
+                    Fit::Below => r <= 0.0,
+                    Fit::EitherSide => r.abs() <= cutoff,
+                })
                 .map(|r| r.abs())
-                .filter(|&r| r <= cutoff)
                 .collect();
             model.noise = (1.4826 * median(&mut spread)).max(MIN_NOISE);
-            cutoff = 3.0 * model.noise;
+            cutoff = match fit {
+                Fit::Below => INLIER_SIGMAS,
+                Fit::EitherSide => 3.0,
+            } * model.noise;
             let inliers: Vec<(usize, usize, f64)> = samples
                 .iter()
                 .zip(&residuals)
-                .filter(|(_, r)| r.abs() <= cutoff)
+                .filter(|(_, &r)| match fit {
+                    Fit::Below => r <= cutoff,
+                    Fit::EitherSide => r.abs() <= cutoff,
+                })
                 .map(|(&s, _)| s)
                 .collect();
             match model.least_squares(&inliers) {
@@ -570,10 +609,11 @@ impl Background {
     }
 }
 
-/// Robust standard deviation of `values` around 0: 1.4826 × their median absolute value (ink,
-/// a minority, hardly moves it), at least [`MIN_NOISE`].
+/// Robust standard deviation of the paper's noise in `values` (levels above the background):
+/// 1.4826 × the median of the values below 0, which ink — always above — never reaches
+/// however much of the picture it covers; at least [`MIN_NOISE`].
 fn spread(values: &[f64]) -> f64 {
-    let mut magnitudes: Vec<f64> = values.iter().map(|v| v.abs()).collect();
+    let mut magnitudes: Vec<f64> = values.iter().filter(|&&v| v <= 0.0).map(|v| -v).collect();
     if magnitudes.is_empty() {
         return MIN_NOISE;
     }
@@ -898,6 +938,79 @@ mod tests {
         // faint smudges below the contrast floor are not a digit either
         let faint = gray(30, 30, |x, _| if x == 10 { 220 } else { 200 });
         assert!(prepare(&faint).is_err());
+    }
+
+    #[test]
+    fn the_background_fit_follows_uneven_light_under_ink() {
+        // Paper lit by a quadratic surface; a third of it covered by a bright bar (ink, after
+        // inversion) that the robust fit must leave out.
+        let level = |x: usize, y: usize| 40.0 + 0.5 * x as f64 + 0.002 * (y * y) as f64;
+        let g = gray(120, 90, |x, y| {
+            if (40..80).contains(&x) {
+                250
+            } else {
+                level(x, y).round() as u8
+            }
+        });
+        let fit = Background::fit(&g.pixels, g.width, g.height, Fit::Below);
+        for (x, y) in [(0, 0), (119, 89), (60, 45), (10, 80)] {
+            assert!(
+                (fit.at(x, y) - level(x, y)).abs() < 1.0,
+                "({x}, {y}): {} vs {}",
+                fit.at(x, y),
+                level(x, y)
+            );
+        }
+        assert!(fit.noise <= 1.0, "{}", fit.noise);
+    }
+
+    #[test]
+    fn otsu_splits_two_levels_and_components_are_eight_connected() {
+        let mut levels = vec![10u8; 90];
+        levels.extend([200u8; 10]);
+        let t = otsu(&levels);
+        assert!((10..200).contains(&t), "{t}");
+        // Two diagonal pixels touch (8-neighbours); a third stands apart.
+        let mask = [
+            true, false, false, false, //
+            false, true, false, false, //
+            false, false, false, true, //
+        ];
+        let (labels, found) = components(&mask, 4, 3);
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[0].size, 2);
+        assert_eq!(labels[0], labels[5]);
+        assert_ne!(labels[0], labels[11]);
+        assert_eq!((found[1].x0, found[1].y0), (3, 2));
+    }
+
+    #[test]
+    fn specks_are_ignored_and_a_two_stroke_digit_kept_whole() {
+        // Dark on white: a "7"-like digit in two separate strokes, and five 2×2 specks far
+        // from it in the corners.
+        let g = gray(100, 100, |x, y| {
+            let bar = (30..70).contains(&x) && (20..26).contains(&y);
+            let stem = (55..61).contains(&x) && (30..80).contains(&y);
+            let speck = [(2, 2), (95, 3), (3, 94), (94, 95), (50, 96)]
+                .iter()
+                .any(|&(sx, sy)| (sx..sx + 2).contains(&x) && (sy..sy + 2).contains(&y));
+            if bar || stem || speck {
+                20
+            } else {
+                235
+            }
+        });
+        let p = prepare(&g).unwrap();
+        assert!(p.inverted);
+        assert_eq!(p.ink_box, (30, 20, 40, 60));
+        assert_eq!((p.strokes, p.specks), (2, 5));
+        assert_eq!(p.ink_pixels, 40 * 6 + 6 * 50);
+        assert!(p.describe().contains("in 2 strokes"), "{}", p.describe());
+        assert!(
+            p.describe().contains("5 specks ignored"),
+            "{}",
+            p.describe()
+        );
     }
 
     #[test]
