@@ -230,41 +230,7 @@ pub fn run_firmware(model: &Path, digits: &Path) -> Result<String> {
     Ok(stdout)
 }
 
-/// A board the firmware runs on (`firmware-example/build/main.rs` has the firmware's side of
-/// the table, `xtask/src/qemu.rs` the same for `cargo xtask qemu`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Board {
-    /// QEMU `-machine` and the firmware's `FIRMWARE_BOARD`.
-    pub name: &'static str,
-    /// Rust target of the firmware.
-    pub target: &'static str,
-    /// QEMU `-cpu`.
-    pub cpu: &'static str,
-}
-
-/// Every board: Cortex-M4F, M3, M7, M0.
-pub const BOARDS: [Board; 4] = [
-    Board {
-        name: "mps2-an386",
-        target: "thumbv7em-none-eabihf",
-        cpu: "cortex-m4",
-    },
-    Board {
-        name: "mps2-an385",
-        target: "thumbv7m-none-eabi",
-        cpu: "cortex-m3",
-    },
-    Board {
-        name: "mps2-an500",
-        target: "thumbv7em-none-eabihf",
-        cpu: "cortex-m7",
-    },
-    Board {
-        name: "microbit",
-        target: "thumbv6m-none-eabi",
-        cpu: "cortex-m0",
-    },
-];
+pub use model_spec::boards::{Board, BOARDS};
 
 /// Builds the firmware for `board` around `model` and `digits` (extra build
 /// environment in `env`, e.g. `FIRMWARE_SPEC`) and runs it under QEMU; returns whether it

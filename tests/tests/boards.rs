@@ -1,5 +1,5 @@
-//! The firmware on every board — Cortex-M4F, M3, M7 (QEMU MPS2) and M0 (micro:bit) —
-//! computes for each of the first 100 test digits exactly the int8 logits that
+//! The firmware on every board — Cortex-M4F, M3, M7 (QEMU MPS2), M0 (micro:bit) and M55
+//! (MPS3 AN547) — computes for each of the first 100 test digits exactly the int8 logits that
 //! infer-core's unfused reference computes on the host, with a SysTick calibration that
 //! holds; and a wrong SysTick rate fails the run.
 //!

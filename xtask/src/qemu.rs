@@ -31,51 +31,7 @@ const SUMMARY_PREFIX: &str = "summary:";
 /// Bytes of one digits-file record: the label, then 28×28 pixels.
 const RECORD_BYTES: usize = 1 + 28 * 28;
 
-/// An emulated board: how to build for it and how QEMU runs it. The firmware's
-/// own table (`firmware-example/build/main.rs`, selected by `FIRMWARE_BOARD`) holds
-/// its memory map and SysTick rate.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Board {
-    /// The `--board` name: QEMU's `-machine` and the firmware's `FIRMWARE_BOARD`.
-    pub name: &'static str,
-    /// Rust target triple of the firmware.
-    pub target: &'static str,
-    /// QEMU `-cpu`.
-    pub cpu: &'static str,
-    /// Digits one firmware image holds at most (its flash, less the program and
-    /// the model); larger `--count`s run in batches of this size.
-    pub max_digits: usize,
-}
-
-/// The boards `--board` accepts; the first is the default.
-pub const BOARDS: &[Board] = &[
-    Board {
-        name: "mps2-an386",
-        target: "thumbv7em-none-eabihf",
-        cpu: "cortex-m4",
-        max_digits: 4_000,
-    },
-    Board {
-        name: "mps2-an385",
-        target: "thumbv7m-none-eabi",
-        cpu: "cortex-m3",
-        max_digits: 4_000,
-    },
-    Board {
-        name: "mps2-an500",
-        target: "thumbv7em-none-eabihf",
-        cpu: "cortex-m7",
-        max_digits: 4_000,
-    },
-    Board {
-        name: "microbit",
-        target: "thumbv6m-none-eabi",
-        cpu: "cortex-m0",
-        // 256 KiB of flash: ~20 KiB of program and a ~55 KiB model leave room
-        // for about 220 digits; 200 keeps a margin for larger models.
-        max_digits: 200,
-    },
-];
+pub use model_spec::boards::{Board, BOARDS};
 
 /// Arguments of `cargo xtask qemu`.
 #[derive(Debug, clap::Args)]
@@ -93,7 +49,7 @@ pub struct QemuArgs {
     #[arg(long, default_value = "data/mnist", value_parser = from_root)]
     pub data: PathBuf,
     /// Board to emulate: mps2-an386 (Cortex-M4F), mps2-an385 (M3), mps2-an500 (M7),
-    /// microbit (M0).
+    /// microbit (M0), mps3-an547 (M55).
     #[arg(long, default_value = "mps2-an386", value_parser = parse_board)]
     pub board: &'static Board,
     /// How many test images, from the first, to classify (all 2,004: `--count 2004`).
@@ -123,13 +79,12 @@ impl QemuArgs {
 /// # Errors
 /// An unknown name, with the known ones.
 pub fn parse_board(name: &str) -> Result<&'static Board, String> {
-    BOARDS
-        .iter()
-        .find(|board| board.name == name)
-        .ok_or_else(|| {
-            let known: Vec<_> = BOARDS.iter().map(|board| board.name).collect();
-            format!("unknown board `{name}`; known boards: {}", known.join(", "))
-        })
+    model_spec::boards::board(name).ok_or_else(|| {
+        format!(
+            "unknown board `{name}`; known boards: {}",
+            model_spec::boards::names()
+        )
+    })
 }
 
 /// Builds the firmware for `args.board` around `args.model` and the first

@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use infer_core::format::ChannelParams;
 use infer_core::stack::{BufferSizes, StackFile};
+use model_spec::boards;
 use std::path::{Path, PathBuf};
 
 /// Options of `trainer summary`.
@@ -86,12 +87,9 @@ pub fn run(args: &SummaryArgs) -> Result<()> {
         .board
         .as_deref()
         .map(|name| {
-            budget::board(name).with_context(|| {
-                format!(
-                    "unknown board {name} (known: {})",
-                    budget::BOARDS.map(|b| b.name).join(", ")
-                )
-            })
+            budget::board(name)
+                .copied()
+                .with_context(|| format!("unknown board {name} (known: {})", boards::names()))
         })
         .transpose()?;
     if args.arch.is_some() {
