@@ -86,16 +86,16 @@ pub const BOARDS: [Board; 5] = [
     Board {
         name: "mps3-an547",
         core: "Cortex-M55 (Helium)",
-        // The ITCM and the DTCM (`firmware-example/memory/mps3-an547.x`).
-        flash: 512 * 1024,
+        // The 2 MiB SRAM holds the program (the ITCM only its reset vector) and the 512 KiB
+        // DTCM the data (`firmware-example/memory/mps3-an547.x`).
+        flash: 2 * MIB,
         ram: 512 * 1024,
         target: "thumbv8m.main-none-eabihf",
         cpu: "cortex-m55",
         memory: "mps3-an547.x",
         // SysTick counts the 32 MHz system clock: 31.25 ns.
         insns_per_tick: (125, 4),
-        // 512 KiB of ITCM: the program and a ~55 KiB model leave room for ~500 digits.
-        max_digits: 400,
+        max_digits: 2_000,
     },
 ];
 
