@@ -115,17 +115,25 @@ pub fn check_output(flag: &str, path: &Path) -> Result<()> {
         }
     }
     // The directory must take a new file: the output is written there, then renamed.
-    tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map(drop)
-        .with_context(|| {
-            format!(
-                "{flag} {}: cannot create a file in {}",
-                path.display(),
-                dir.display()
-            )
-        })
+    let probe = dir.join(format!(".tmp-probe-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            // Only a probe: it goes at once.
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        // A probe left by a killed process of the same id: the directory took files.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => bail!(
+            "{flag} {}: cannot create a file in {}: {e}",
+            path.display(),
+            dir.display()
+        ),
+    }
 }
 
 /// Checks that files can be written into the directory `dir` of `flag`: it is a writable
