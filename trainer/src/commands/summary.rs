@@ -102,16 +102,17 @@ pub fn run(args: &SummaryArgs) -> Result<()> {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         return run_stack(path, &bytes, board, args.json);
     }
-    let spec = Spec::load(args.arch.as_deref().unwrap_or("tutorial"))?;
-    run_arch(&spec, board, args.json)
+    let name = args.arch.as_deref().unwrap_or("tutorial");
+    run_arch(name, &Spec::load(name)?, board, args.json)
 }
 
-/// The Keras table of `spec`, its int8 budget and, with `board`, whether it fits.
+/// The Keras table of `spec` (`--arch name`), its int8 budget and, with `board`, whether it
+/// fits.
 ///
 /// # Errors
 /// After printing, if `fit` would refuse the spec (the problem of
 /// [`crate::arch::quantize::check_exportable`]) or the model does not fit `board`.
-fn run_arch(spec: &Spec, board: Option<Board>, json: bool) -> Result<()> {
+fn run_arch(name: &str, spec: &Spec, board: Option<Board>, json: bool) -> Result<()> {
     let budget = Budget::of(spec);
     let problem = crate::arch::quantize::check_exportable(spec).err();
     let (rows, non_trainable) = rows(spec);
@@ -152,8 +153,7 @@ fn run_arch(spec: &Spec, board: Option<Board>, json: bool) -> Result<()> {
                 }
             }
             return Err(e.context(format!(
-                "{} cannot be trained into a model.bin (trainer fit refuses it)",
-                spec.name
+                "{name} cannot be trained into a model.bin (trainer fit refuses it)"
             )));
         }
     };
