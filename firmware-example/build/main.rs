@@ -39,7 +39,6 @@ use model_spec::boards::{Board, BOARDS};
 /// to spare (the vector table, code and constants take about 20 KB).
 const CODE_ALLOWANCE: usize = 32 * 1024;
 
-
 fn main() {
     let crate_dir =
         PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
@@ -68,13 +67,7 @@ fn main() {
 
     println!("cargo:rerun-if-env-changed=FIRMWARE_SPEC");
     let spec = env::var("FIRMWARE_SPEC").ok();
-    let network = stack_network(
-        &crate_dir,
-        board,
-        spec.as_deref(),
-        &model_name,
-        &model,
-    );
+    let network = stack_network(&crate_dir, board, spec.as_deref(), &model_name, &model);
     write(&out_dir.join("network.rs"), network.as_bytes());
     write(&out_dir.join("model.bin"), &model);
 
