@@ -81,7 +81,7 @@ fn every_board_computes_exactly_the_host_reference_logits() -> Result<()> {
             board.name,
             report.layers
         );
-        assert!(report.infer_stack_bytes.is_some_and(|b| b > 0));
+        assert!(report.memory.is_some_and(|m| m.infer_stack_bytes > 0));
     }
     Ok(())
 }

@@ -310,7 +310,7 @@ fn the_tutorial_as_a_spec_runs_on_the_fused_3x3_stage_on_every_board() -> Result
         let report = case.run_on(board)?;
         // The inference's whole working memory is on its stack: the fused kernel's 1,192
         // bytes of scratch and its frames.
-        let stack = report.infer_stack_bytes.context("no memory line")?;
+        let stack = report.memory.context("no memory line")?.infer_stack_bytes;
         assert!(
             stack <= 1_900,
             "{}: {stack} bytes of inference stack",
