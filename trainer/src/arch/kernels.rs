@@ -30,7 +30,7 @@ fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
 }
 
 /// Whether this CPU runs the AVX2 + FMA copies.
-fn has_fma() -> bool {
+pub(super) fn has_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
@@ -40,6 +40,35 @@ fn has_fma() -> bool {
         false
     }
 }
+
+/// Defines `fn name(args) body` compiled twice, for AVX2 + FMA (chosen at run time when the
+/// CPU has them, x86-64) and for the baseline: for the element-wise passes of the layers
+/// (pooling, dropout), whose loops then use 8-lane vectors. Both copies give the same bits:
+/// Rust never fuses a separate multiply and add into an FMA, nor reorders a sum.
+macro_rules! simd_fn {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$meta])*
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
+            fn body($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn avx2($($arg: $ty),*) {
+                body($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            if $crate::arch::kernels::has_fma() {
+                // SAFETY: the CPU has AVX2 and FMA (checked just above), all `avx2` requires.
+                return unsafe { avx2($($arg),*) };
+            }
+            body($($arg),*)
+        }
+    };
+}
+pub(super) use simd_fn;
 
 /// The rows of a matrix `A`, each made of `segments` runs of `seg_len` values that lie anywhere
 /// in `data`: row `r`'s segment `s` is `data[start + s·stride..][..seg_len]` with
