@@ -10,8 +10,8 @@
 //! from one pass to the next.
 
 use super::kernels::{
-    gather_rows, gemm_bias, gemm_cols, mask_by_bits, nonzero_bits, positive_bits, simd_fn, Cols,
-    Lists, Packed, Rows,
+    gather_rows, gemm_bias, gemm_cols, mask_and_sum_rows, nonzero_bits, positive_bits, simd_fn,
+    Cols, Lists, Packed, Rows,
 };
 use super::spec::{conv_out, Activation, LayerSpec, Shape};
 use rand::{Rng, SeedableRng};
@@ -719,15 +719,11 @@ impl Conv {
                     dcols.resize(positions * taps, 0.0);
                     let images = x.len() / item_in.max(1);
                     if dense_dw && images > 0 {
-                        // dz: the output gradient where the ReLU passed it.
-                        if let Some(active) = active {
-                            for (i, dy) in dy.chunks_exact_mut(item_out).enumerate() {
-                                let bits = &active[(chunk * CHUNK + i) * words..][..words];
-                                mask_by_bits(dy, bits);
-                            }
-                        }
-                        for row in dy.chunks_exact(filters) {
-                            add(&mut db, row);
+                        // dz: the output gradient where the ReLU passed it, and db its sum
+                        // over the positions, image by image.
+                        for (i, dy) in dy.chunks_exact_mut(item_out).enumerate() {
+                            let bits = active.map(|a| &a[(chunk * CHUNK + i) * words..][..words]);
+                            mask_and_sum_rows(dy, bits, filters, &mut db);
                         }
                         // dW = im2colᵀ · dz over every output position of the chunk.
                         let all = images * positions;
@@ -984,6 +980,13 @@ impl Pool {
             .expect("pool backward after a training forward");
         let item_in = shape.item_len();
         let item_out = dy.item_len();
+        let pool = PoolShape {
+            iw: shape.w,
+            c: shape.c,
+            p: self.pool,
+            oh: shape.h / self.pool,
+            ow: shape.w / self.pool,
+        };
         let mut dx = Tensor {
             data: reused(shape.n * item_in),
             ..shape
@@ -992,11 +995,7 @@ impl Pool {
             .par_chunks_mut(item_in.max(1))
             .zip(dy.data.par_chunks(item_out.max(1)))
             .zip(arg.par_chunks(item_out.max(1)))
-            .for_each(|((dx, dy), arg)| {
-                // Every input value is in at most one window: zeros, then each output's
-                // gradient at its window's argmax (an index into this image).
-                unpool_image(dy, arg, dx);
-            });
+            .for_each(|((dx, dy), arg)| unpool_image(dy, arg, pool, dx));
         with_scratch(|s| s.argmax = arg);
         recycle(dy.data);
         dx
@@ -1113,13 +1112,59 @@ fn pool_windows<const P: usize>(img: &[f32], shape: PoolShape, y: &mut [f32], ar
 }
 
 simd_fn! {
-/// Zeroes `dx`, then puts each gradient of `dy` at its argmax `arg` (an index into `dx`).
-fn unpool_image(dy: &[f32], arg: &[u32], dx: &mut [f32]) {
-    dx.fill(0.0);
-    for (&g, &a) in dy.iter().zip(arg) {
-        dx[a as usize] = g;
+/// The gradient `dx` of one image of a max pool of `shape` (every value written): each
+/// output's gradient of `dy` at its window's argmax `arg` (an index into `dx`), zeros elsewhere
+/// (every input value is in at most one window). (The fixed-size paths drop the gradient of a
+/// window whose argmax is not in it, which only a window of −∞ or NaN values has.)
+fn unpool_image(dy: &[f32], arg: &[u32], shape: PoolShape, dx: &mut [f32]) {
+    match (shape.p, shape.c) {
+        (2, 16) => unpool_pixels::<2, 16>(dy, arg, shape, dx),
+        (2, 32) => unpool_pixels::<2, 32>(dy, arg, shape, dx),
+        (2, 64) => unpool_pixels::<2, 64>(dy, arg, shape, dx),
+        _ => {
+            dx.fill(0.0);
+            for (&g, &a) in dy.iter().zip(arg) {
+                dx[a as usize] = g;
+            }
+        }
     }
 }
+}
+
+/// [`unpool_image`] for `P × P` windows of `C` channels: one pass writing each window's values
+/// (the gradient where the argmax is, else zero) and zeros in the rows and columns no window
+/// covers, rather than zeroing everything and then scattering.
+#[inline(always)]
+fn unpool_pixels<const P: usize, const C: usize>(
+    dy: &[f32],
+    arg: &[u32],
+    shape: PoolShape,
+    dx: &mut [f32],
+) {
+    let PoolShape { iw, oh, ow, .. } = shape;
+    let row = iw * C;
+    for (iy, dx) in dx.chunks_exact_mut(row.max(1)).enumerate() {
+        let oy = iy / P;
+        if oy >= oh {
+            dx.fill(0.0);
+            continue;
+        }
+        for ox in 0..ow {
+            let o = (oy * ow + ox) * C;
+            let g: &[f32; C] = dy[o..o + C].try_into().expect("a pixel");
+            let at: &[u32; C] = arg[o..o + C].try_into().expect("a pixel");
+            for kx in 0..P {
+                let i = (ox * P + kx) * C;
+                let out: &mut [f32; C] = (&mut dx[i..i + C]).try_into().expect("a pixel");
+                let first = (iy * row + i) as u32;
+                for l in 0..C {
+                    let hit = u32::from(at[l] == first + l as u32).wrapping_neg();
+                    out[l] = f32::from_bits(g[l].to_bits() & hit);
+                }
+            }
+        }
+        dx[ow * P * C..].fill(0.0);
+    }
 }
 
 /// Inverted dropout.
@@ -1646,7 +1691,7 @@ mod tests {
     fn pooling_with_fixed_sizes_matches_the_general_windows_ties_included() {
         let mut rng = ChaCha8Rng::seed_from_u64(11);
         for c in [16, 32, 64] {
-            let (ih, iw) = (6, 7);
+            let (ih, iw) = (7, 7);
             let (oh, ow) = (ih / 2, iw / 2);
             // Few distinct values, so windows often hold ties (the first largest wins).
             let img: Vec<f32> = (0..ih * iw * c)
@@ -1664,6 +1709,15 @@ mod tests {
             pool_image(&img, shape, &mut y1, &mut a1);
             pool_windows::<0>(&img, shape, &mut y2, &mut a2);
             assert_eq!((&y1, &a1), (&y2, &a2), "{c} channels");
+            // Back: the fixed-size pass equals zeros plus a scatter, border included.
+            let dy: Vec<f32> = (0..oh * ow * c).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let mut dx = vec![f32::NAN; ih * iw * c];
+            unpool_image(&dy, &a1, shape, &mut dx);
+            let mut scattered = vec![0.0; ih * iw * c];
+            for (&g, &a) in dy.iter().zip(&a1) {
+                scattered[a as usize] = g;
+            }
+            assert_eq!(dx, scattered, "{c} channels");
             for (o, (&v, &a)) in y1.iter().zip(&a1).enumerate() {
                 let (pos, ch) = (o / c, o % c);
                 let (oy, ox) = (pos / ow, pos % ow);
