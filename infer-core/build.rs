@@ -1,15 +1,34 @@
 //! Detects Cortex-M cores with the DSP extension (SMLAD, SXTB16, PKHBT, …).
 //!
-//! Stable Rust does not expose Arm's `dsp` target feature to `cfg`, so the target name
-//! decides: `thumbv7em-*` (Cortex-M4, M7) has it; `thumbv6m` (M0) and `thumbv7m` (M3) do
-//! not. With it, the build sets `cfg(infer_core_dsp)` and `kernels::dsp` uses the
-//! instructions; elsewhere it uses portable Rust with the same results.
+//! Stable Rust does not expose Arm's `dsp` target feature to `cfg`, so the target and the
+//! flags decide: `thumbv7em-*` (Cortex-M4, M7) has it; `thumbv8m.main-*` has it when built
+//! for a Cortex-M55 or M85 (`-C target-cpu=cortex-m55`) or with `-C target-feature=+dsp`;
+//! `thumbv6m` (M0), `thumbv7m` (M3) and `thumbv8m.base` do not. With it, the build sets
+//! `cfg(infer_core_dsp)` and `kernels::dsp` uses the instructions; elsewhere it uses
+//! portable Rust with the same results.
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(infer_core_dsp)");
     println!("cargo::rerun-if-changed=build.rs");
+    println!("cargo::rerun-if-env-changed=CARGO_ENCODED_RUSTFLAGS");
     let target = std::env::var("TARGET").unwrap_or_default();
-    if target.starts_with("thumbv7em-") {
+    let flags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
+    // `-C target-cpu=X` arrives as one flag or two (`-C`, `target-cpu=X`).
+    let flag = |name: &str| {
+        flags
+            .split('\x1f')
+            .filter_map(|f| f.trim_start_matches("-C").strip_prefix(name))
+            .next_back()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let cpu = flag("target-cpu=");
+    let features = flag("target-feature=");
+    let dsp_cpu = matches!(cpu.as_str(), "cortex-m55" | "cortex-m85");
+    let dsp_feature = features.split(',').any(|f| f == "+dsp");
+    if target.starts_with("thumbv7em-")
+        || (target.starts_with("thumbv8m.main-") && (dsp_cpu || dsp_feature))
+    {
         println!("cargo::rustc-cfg=infer_core_dsp");
     }
 }

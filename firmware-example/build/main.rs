@@ -33,54 +33,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process;
 
-/// An emulated board, as the firmware needs to know it.
-struct Board {
-    /// `FIRMWARE_BOARD` name, the same as QEMU's `-machine`.
-    name: &'static str,
-    /// Target triple prefix the board's core runs.
-    target: &'static str,
-    /// Memory map in `memory/`; its `FLASH` and `RAM` lengths are the sizes of
-    /// `model_spec::budget::BOARDS`, which the checks here use.
-    memory: &'static str,
-    /// Instructions per SysTick tick under `-icount shift=0`, as numerator and
-    /// denominator: QEMU advances 1 ns per instruction, and SysTick counts at
-    /// the core clock (MPS2: 25 MHz, 40 ns; nRF51: 16 MHz, 62.5 ns). The
-    /// firmware checks it against a counted loop at every start.
-    insns_per_tick: (u32, u32),
-}
-
-/// Every board the firmware runs on.
-const BOARDS: &[Board] = &[
-    Board {
-        name: "microbit",
-        target: "thumbv6m-",
-        memory: "microbit.x",
-        insns_per_tick: (125, 2),
-    },
-    Board {
-        name: "mps2-an385",
-        target: "thumbv7m-",
-        memory: "mps2.x",
-        insns_per_tick: (40, 1),
-    },
-    Board {
-        name: "mps2-an386",
-        target: "thumbv7em-",
-        memory: "mps2.x",
-        insns_per_tick: (40, 1),
-    },
-    Board {
-        name: "mps2-an500",
-        target: "thumbv7em-",
-        memory: "mps2.x",
-        insns_per_tick: (40, 1),
-    },
-];
+use model_spec::boards::{Board, BOARDS};
 
 /// Flash the program itself needs besides the model and the digits, with room
 /// to spare (the vector table, code and constants take about 20 KB).
 const CODE_ALLOWANCE: usize = 32 * 1024;
-
 
 fn main() {
     let crate_dir =
@@ -103,12 +60,6 @@ fn main() {
     println!("cargo:rustc-link-arg-bins=-Tlink.x");
     println!("cargo:rerun-if-changed={}", memory.display());
 
-    let sizes = model_spec::budget::board(board.name).unwrap_or_else(|| {
-        fail(&format!(
-            "board {} is missing from model_spec::budget::BOARDS (its flash and RAM sizes)",
-            board.name
-        ))
-    });
     let model_path = asset_path(&crate_dir, "FIRMWARE_MODEL", "assets/model.bin");
     let model = read(&model_path, "FIRMWARE_MODEL");
     // Shown in messages as given (`FIRMWARE_MODEL=…`), not as resolved.
@@ -116,21 +67,14 @@ fn main() {
 
     println!("cargo:rerun-if-env-changed=FIRMWARE_SPEC");
     let spec = env::var("FIRMWARE_SPEC").ok();
-    let network = stack_network(
-        &crate_dir,
-        board,
-        &sizes,
-        spec.as_deref(),
-        &model_name,
-        &model,
-    );
+    let network = stack_network(&crate_dir, board, spec.as_deref(), &model_name, &model);
     write(&out_dir.join("network.rs"), network.as_bytes());
     write(&out_dir.join("model.bin"), &model);
 
     let digits_path = asset_path(&crate_dir, "FIRMWARE_DIGITS", "assets/digits.bin");
     let digits = read(&digits_path, "FIRMWARE_DIGITS");
     let record = check_digits(&digits_path, &digits, &model);
-    check_flash(board, &sizes, model.len(), &digits_path, digits.len(), record);
+    check_flash(board, model.len(), &digits_path, digits.len(), record);
     write(&out_dir.join("digits.bin"), &digits);
 }
 
@@ -141,7 +85,6 @@ fn main() {
 fn stack_network(
     crate_dir: &Path,
     board: &Board,
-    sizes: &model_spec::budget::Board,
     spec: Option<&str>,
     model_name: &str,
     model: &[u8],
@@ -158,16 +101,16 @@ fn stack_network(
     }
     let name = spec.unwrap_or(model_name);
     let ram = network.ram();
-    check_memory(board, sizes, model_name, model.len(), name, &ram);
+    check_memory(board, model_name, model.len(), name, &ram);
     // The build's report: cargo shows it (as a warning) on every build that
     // runs this script; the firmware prints the measured figures.
     println!(
         "cargo:warning={name} on {}: model {} of {} bytes of flash; RAM {} of {} bytes ({})",
         board.name,
         model.len(),
-        sizes.flash,
+        board.flash,
         ram.total(),
-        sizes.ram,
+        board.ram,
         ram.explain()
     );
     network.generate()
@@ -177,7 +120,6 @@ fn stack_network(
 /// the board's flash or the network (named `name`) does not fit its RAM.
 fn check_memory(
     board: &Board,
-    sizes: &model_spec::budget::Board,
     model_name: &str,
     model_bytes: usize,
     name: &str,
@@ -185,30 +127,30 @@ fn check_memory(
 ) {
     let mut problems = Vec::new();
     let flash_need = model_bytes + CODE_ALLOWANCE;
-    if flash_need > sizes.flash {
+    if flash_need > board.flash {
         problems.push(format!(
             "flash: the {model_bytes}-byte model {model_name} and {CODE_ALLOWANCE} bytes for \
              the program need {flash_need} bytes, but {} has {} ({} KiB)",
             board.name,
-            sizes.flash,
-            sizes.flash / 1024
+            board.flash,
+            board.flash / 1024
         ));
     }
-    if ram.total() > sizes.ram {
+    if ram.total() > board.ram {
         problems.push(format!(
             "RAM: the network of {name} needs {} bytes ({}), but {} has {} ({} KiB)",
             ram.total(),
             ram.explain(),
             board.name,
-            sizes.ram,
-            sizes.ram / 1024
+            board.ram,
+            board.ram / 1024
         ));
     }
     if !problems.is_empty() {
         fail(&format!(
             "the model does not fit {} ({}):\n  {}",
             board.name,
-            sizes.core,
+            board.core,
             problems.join("\n  ")
         ));
     }
@@ -218,28 +160,30 @@ fn check_memory(
 /// stops the build if the name is unknown or the board runs another core.
 fn board(target: &str) -> &'static Board {
     println!("cargo:rerun-if-env-changed=FIRMWARE_BOARD");
-    let names = || BOARDS.iter().map(|b| b.name).collect::<Vec<_>>().join(", ");
+    // The architecture decides (`thumbv7em-none-eabi` runs where `…-eabihf` does).
+    let arch = |triple: &str| triple.split('-').next().unwrap_or_default().to_string();
     let board = match env::var("FIRMWARE_BOARD") {
-        Ok(name) => BOARDS.iter().find(|b| b.name == name).unwrap_or_else(|| {
+        Ok(name) => model_spec::boards::board(&name).unwrap_or_else(|| {
             fail(&format!(
                 "FIRMWARE_BOARD={name} is not a known board; known: {}",
-                names()
+                model_spec::boards::names()
             ))
         }),
         Err(_) => BOARDS
             .iter()
-            .find(|b| target.starts_with(b.target))
+            .find(|b| arch(b.target) == arch(target))
             .unwrap_or_else(|| {
+                let targets: Vec<_> = BOARDS.iter().map(|b| b.target).collect();
                 fail(&format!(
-                    "no board runs target {target}; build for thumbv6m-none-eabi, \
-                     thumbv7m-none-eabi or thumbv7em-none-eabihf (boards: {})",
-                    names()
+                    "no board runs target {target}; build for one of {} (boards: {})",
+                    targets.join(", "),
+                    model_spec::boards::names()
                 ))
             }),
     };
-    if !target.starts_with(board.target) {
+    if arch(board.target) != arch(target) {
         fail(&format!(
-            "board {} runs {}* firmware, but the target is {target}",
+            "board {} runs {} firmware, but the target is {target}",
             board.name, board.target
         ));
     }
@@ -267,13 +211,12 @@ fn insns_per_tick(board: &Board) -> (u32, u32) {
 /// cannot fit in the board's flash next to the program.
 fn check_flash(
     board: &Board,
-    sizes: &model_spec::budget::Board,
     model_bytes: usize,
     digits_path: &Path,
     digits_bytes: usize,
     record: usize,
 ) {
-    let room = sizes.flash.saturating_sub(CODE_ALLOWANCE + model_bytes);
+    let room = board.flash.saturating_sub(CODE_ALLOWANCE + model_bytes);
     if digits_bytes > room {
         fail(&format!(
             "{}: {} digits ({digits_bytes} bytes) do not fit in {}'s {} KiB of flash \
@@ -282,7 +225,7 @@ fn check_flash(
             digits_path.display(),
             digits_bytes / record,
             board.name,
-            sizes.flash / 1024,
+            board.flash / 1024,
             room / record,
             board.name,
         ));

@@ -5,57 +5,10 @@
 //! (`docs/model-format.md`): the weights, per-channel parameters and RAM are exact; the rest of
 //! the file is exact but for the varints of the output zero points (see [`Budget::header`]).
 
+pub use crate::boards::{board, Board, BOARDS};
 use crate::plan::{wire_fields, OpShape, Plan};
 use crate::spec::Spec;
 use anyhow::Result;
-/// A board `--board` knows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Board {
-    /// Name as QEMU's `-machine` knows it (`microbit` included).
-    pub name: &'static str,
-    /// The CPU.
-    pub core: &'static str,
-    /// Flash (or the code memory QEMU maps) in bytes.
-    pub flash: usize,
-    /// RAM in bytes.
-    pub ram: usize,
-}
-
-const MIB: usize = 1024 * 1024;
-
-/// The boards, as QEMU 7.2 models them (`docs/system/arm/mps2.rst`, `microbit.rst`); the MPS2
-/// figures are the 4 MiB code SSRAM and 4 MiB data SSRAM.
-pub const BOARDS: [Board; 4] = [
-    Board {
-        name: "mps2-an385",
-        core: "Cortex-M3",
-        flash: 4 * MIB,
-        ram: 4 * MIB,
-    },
-    Board {
-        name: "mps2-an386",
-        core: "Cortex-M4F",
-        flash: 4 * MIB,
-        ram: 4 * MIB,
-    },
-    Board {
-        name: "mps2-an500",
-        core: "Cortex-M7",
-        flash: 4 * MIB,
-        ram: 4 * MIB,
-    },
-    Board {
-        name: "microbit",
-        core: "Cortex-M0 (nRF51822)",
-        flash: 256 * 1024,
-        ram: 16 * 1024,
-    },
-];
-
-/// The board called `name`.
-pub fn board(name: &str) -> Option<Board> {
-    BOARDS.iter().copied().find(|b| b.name == name)
-}
 
 /// Bytes per output channel of a conv/dense layer in model.bin: f32 weight scale, i32 bias,
 /// i32 multiplier, i8 shift (`infer_core::format::ChannelParams`).

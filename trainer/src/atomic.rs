@@ -8,11 +8,40 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use tempfile::NamedTempFile;
 
-/// One planned output: the flag that names it, its path and the same path canonicalized.
+/// One planned output: the flag that names it, its path, and what identifies its file.
 struct Planned {
     flag: String,
     path: PathBuf,
+    file: FileId,
+}
+
+/// What identifies a file whatever its spelling: its canonical path and, for an existing
+/// file on Unix, its device and inode (so a hard link to another output is that output).
+#[derive(PartialEq)]
+struct FileId {
     canonical: PathBuf,
+    inode: Option<(u64, u64)>,
+}
+
+impl FileId {
+    fn of(path: &Path) -> Result<Self> {
+        #[cfg(unix)]
+        let inode = {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+        };
+        #[cfg(not(unix))]
+        let inode = None;
+        Ok(Self {
+            canonical: canonical(path)?,
+            inode,
+        })
+    }
+
+    /// Whether both name the same file.
+    fn same(&self, other: &Self) -> bool {
+        self.canonical == other.canonical || (self.inode.is_some() && self.inode == other.inode)
+    }
 }
 
 /// The file outputs of one command, checked up front and committed together.
@@ -86,17 +115,25 @@ pub fn check_output(flag: &str, path: &Path) -> Result<()> {
         }
     }
     // The directory must take a new file: the output is written there, then renamed.
-    tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map(drop)
-        .with_context(|| {
-            format!(
-                "{flag} {}: cannot create a file in {}",
-                path.display(),
-                dir.display()
-            )
-        })
+    let probe = dir.join(format!(".tmp-probe-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            // Only a probe: it goes at once.
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        // A probe left by a killed process of the same id: the directory took files.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => bail!(
+            "{flag} {}: cannot create a file in {}: {e}",
+            path.display(),
+            dir.display()
+        ),
+    }
 }
 
 /// Checks that files can be written into the directory `dir` of `flag`: it is a writable
@@ -138,8 +175,8 @@ impl Outputs {
     /// An unwritable location, or the same file given to two outputs.
     pub fn plan(&mut self, flag: &str, path: &Path) -> Result<()> {
         check_output(flag, path)?;
-        let canonical = canonical(path)?;
-        if let Some(other) = self.planned.iter().find(|p| p.canonical == canonical) {
+        let file = FileId::of(path)?;
+        if let Some(other) = self.planned.iter().find(|p| p.file.same(&file)) {
             bail!(
                 "{} {} and {flag} {} are the same file; give each output its own path",
                 other.flag,
@@ -150,7 +187,7 @@ impl Outputs {
         self.planned.push(Planned {
             flag: flag.to_owned(),
             path: path.to_owned(),
-            canonical,
+            file,
         });
         Ok(())
     }
@@ -161,10 +198,10 @@ impl Outputs {
     /// # Errors
     /// If `path` is one of the planned outputs.
     pub fn refuse_input(&self, flag: &str, path: &Path) -> Result<()> {
-        let Ok(canonical) = canonical(path) else {
+        let Ok(file) = FileId::of(path) else {
             return Ok(());
         };
-        match self.planned.iter().find(|p| p.canonical == canonical) {
+        match self.planned.iter().find(|p| p.file.same(&file)) {
             Some(out) => bail!(
                 "{} {} would overwrite the input {flag} {}; write the output elsewhere",
                 out.flag,
@@ -330,6 +367,13 @@ mod tests {
         assert!(err.contains("same file"), "{err}");
         std::fs::write(&a, b"input").unwrap();
         let err = outputs.refuse_input("--float", &again).unwrap_err();
+        assert!(err.to_string().contains("would overwrite"), "{err}");
+        // A hard link is the same file under another name.
+        let mut outputs = Outputs::new();
+        outputs.plan("--out", &a).unwrap();
+        let link = dir.path().join("link");
+        std::fs::hard_link(&a, &link).unwrap();
+        let err = outputs.refuse_input("--float", &link).unwrap_err();
         assert!(err.to_string().contains("would overwrite"), "{err}");
     }
 

@@ -339,7 +339,7 @@ fn items_4_and_9_a_spec_fit_would_not_export_is_refused_before_the_first_epoch()
         );
         // summary --arch reports the same problem, and fails too.
         let summary = trainer(&["summary", "--arch", s(&spec)]);
-        assert_clean_failure(&summary, &["trainer fit refuses it", reason]);
+        assert_clean_failure(&summary, &[name, "trainer fit refuses it", reason]);
         assert!(
             stdout(&summary).contains("Total params"),
             "{name}: the table is still shown"

@@ -163,6 +163,7 @@ fn table(rows: &[Row], tutorial: bool, count: usize, weights: usize, model_bytes
     let mut out = String::new();
     let stages: Vec<&str> = rows.first().map_or(Vec::new(), |row| {
         row.run
+            .report
             .layers
             .iter()
             .map(|(name, _)| name.as_str())
@@ -189,7 +190,7 @@ fn table(rows: &[Row], tutorial: bool, count: usize, weights: usize, model_bytes
     let _ = writeln!(out, " ---: | ---: | ---: | ---: | ---: | ---: |");
     for row in rows {
         let r = &row.run;
-        let insns = r.summary.insns_per_inference;
+        let insns = r.report.summary.insns_per_inference;
         // CMSIS-NN was measured on the tutorial's network only.
         let vs = CMSIS_NN
             .iter()
@@ -203,20 +204,23 @@ fn table(rows: &[Row], tutorial: bool, count: usize, weights: usize, model_bytes
             row.board.name, row.board.cpu, insns, vs
         );
         for stage in &stages {
-            let value = r.layer(stage).map_or("?".to_string(), |v| v.to_string());
+            let value = r
+                .report
+                .layer(stage)
+                .map_or("?".to_string(), |v| v.to_string());
             let _ = write!(out, " {value} |");
         }
         let _ = writeln!(
             out,
             " {} | {} | {} | {} | {} ({}) | {}/{} |",
-            r.infer_stack_bytes,
-            r.summary.stack_peak_bytes,
-            r.static_ram_bytes,
+            r.memory.infer_stack_bytes,
+            r.report.summary.stack_peak_bytes,
+            r.memory.static_ram_bytes,
             row.code_bytes,
             weights,
             model_bytes,
-            r.summary.correct,
-            r.summary.total,
+            r.report.summary.correct,
+            r.report.summary.total,
         );
     }
     out

@@ -3,12 +3,17 @@
 use anyhow::{bail, Context, Result};
 use std::process::{Command, Stdio};
 
-/// Cross targets the firmware is built for.
-pub const TARGETS: &[&str] = &[
-    "thumbv7em-none-eabihf",
-    "thumbv7m-none-eabi",
-    "thumbv6m-none-eabi",
-];
+/// Cross targets the firmware is built for: every board's (`model_spec::boards`), once
+/// each, the default board's first.
+pub fn targets() -> Vec<&'static str> {
+    let mut targets: Vec<&str> = Vec::new();
+    for board in &model_spec::boards::BOARDS {
+        if !targets.contains(&board.target) {
+            targets.push(board.target);
+        }
+    }
+    targets
+}
 
 fn succeeds(cmd: &mut Command) -> bool {
     cmd.stdout(Stdio::null())
@@ -29,12 +34,11 @@ pub fn ensure_targets() -> Result<()> {
         Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
         _ => bail!(
             "rustup is not available; install the targets by hand: rustup target add {}",
-            TARGETS.join(" ")
+            targets().join(" ")
         ),
     };
-    let missing: Vec<&str> = TARGETS
-        .iter()
-        .copied()
+    let missing: Vec<&str> = targets()
+        .into_iter()
         .filter(|t| !installed.lines().any(|l| l.trim() == *t))
         .collect();
     if missing.is_empty() {

@@ -24,6 +24,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 use trainer::data::{self, Dataset};
 use trainer::eval::StackBuffers;
+use xtask::report::{self, FirmwareReport, Memory};
 
 /// The line the firmware prints last, before exiting successfully.
 const SUMMARY_PREFIX: &str = "summary:";
@@ -31,51 +32,7 @@ const SUMMARY_PREFIX: &str = "summary:";
 /// Bytes of one digits-file record: the label, then 28×28 pixels.
 const RECORD_BYTES: usize = 1 + 28 * 28;
 
-/// An emulated board: how to build for it and how QEMU runs it. The firmware's
-/// own table (`firmware-example/build/main.rs`, selected by `FIRMWARE_BOARD`) holds
-/// its memory map and SysTick rate.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Board {
-    /// The `--board` name: QEMU's `-machine` and the firmware's `FIRMWARE_BOARD`.
-    pub name: &'static str,
-    /// Rust target triple of the firmware.
-    pub target: &'static str,
-    /// QEMU `-cpu`.
-    pub cpu: &'static str,
-    /// Digits one firmware image holds at most (its flash, less the program and
-    /// the model); larger `--count`s run in batches of this size.
-    pub max_digits: usize,
-}
-
-/// The boards `--board` accepts; the first is the default.
-pub const BOARDS: &[Board] = &[
-    Board {
-        name: "mps2-an386",
-        target: "thumbv7em-none-eabihf",
-        cpu: "cortex-m4",
-        max_digits: 4_000,
-    },
-    Board {
-        name: "mps2-an385",
-        target: "thumbv7m-none-eabi",
-        cpu: "cortex-m3",
-        max_digits: 4_000,
-    },
-    Board {
-        name: "mps2-an500",
-        target: "thumbv7em-none-eabihf",
-        cpu: "cortex-m7",
-        max_digits: 4_000,
-    },
-    Board {
-        name: "microbit",
-        target: "thumbv6m-none-eabi",
-        cpu: "cortex-m0",
-        // 256 KiB of flash: ~20 KiB of program and a ~55 KiB model leave room
-        // for about 220 digits; 200 keeps a margin for larger models.
-        max_digits: 200,
-    },
-];
+pub use model_spec::boards::{Board, BOARDS};
 
 /// Arguments of `cargo xtask qemu`.
 #[derive(Debug, clap::Args)]
@@ -93,7 +50,7 @@ pub struct QemuArgs {
     #[arg(long, default_value = "data/mnist", value_parser = from_root)]
     pub data: PathBuf,
     /// Board to emulate: mps2-an386 (Cortex-M4F), mps2-an385 (M3), mps2-an500 (M7),
-    /// microbit (M0).
+    /// microbit (M0), mps3-an547 (M55).
     #[arg(long, default_value = "mps2-an386", value_parser = parse_board)]
     pub board: &'static Board,
     /// How many test images, from the first, to classify (all 2,004: `--count 2004`).
@@ -123,13 +80,12 @@ impl QemuArgs {
 /// # Errors
 /// An unknown name, with the known ones.
 pub fn parse_board(name: &str) -> Result<&'static Board, String> {
-    BOARDS
-        .iter()
-        .find(|board| board.name == name)
-        .ok_or_else(|| {
-            let known: Vec<_> = BOARDS.iter().map(|board| board.name).collect();
-            format!("unknown board `{name}`; known boards: {}", known.join(", "))
-        })
+    model_spec::boards::board(name).ok_or_else(|| {
+        format!(
+            "unknown board `{name}`; known boards: {}",
+            model_spec::boards::names()
+        )
+    })
 }
 
 /// Builds the firmware for `args.board` around `args.model` and the first
@@ -180,8 +136,8 @@ pub fn run(args: &QemuArgs) -> Result<()> {
             timeout,
         )?;
         check_against_host(&run, &host, start)?;
-        correct += run.summary.correct;
-        insns += u128::from(run.summary.insns_per_inference) * batch as u128;
+        correct += run.report.summary.correct;
+        insns += u128::from(run.report.summary.insns_per_inference) * batch as u128;
     }
     let mean = insns / count as u128;
     println!("{}", summary_line(board, count, correct, mean));
@@ -268,10 +224,10 @@ pub fn run_batch(
     let output = run_qemu(board, &elf, timeout)?;
     let run = FirmwareRun::parse(&output, elf)?;
     ensure!(
-        run.summary.total == count && run.digits.len() == count,
+        run.report.summary.total == count && run.report.digits.len() == count,
         "the firmware classified {} digits ({} lines), not the {count} embedded",
-        run.summary.total,
-        run.digits.len()
+        run.report.summary.total,
+        run.report.digits.len()
     );
     Ok(run)
 }
@@ -315,12 +271,12 @@ pub fn stack_host_logits(model: &[u8], dataset: &Dataset, count: usize) -> Resul
 /// (`host[start..]`).
 pub fn check_against_host(run: &FirmwareRun, host: &[Vec<i32>], start: usize) -> Result<()> {
     ensure!(
-        run.logits.len() == run.digits.len(),
+        run.report.logits.len() == run.report.digits.len(),
         "{} digit lines but {} logits lines",
-        run.digits.len(),
-        run.logits.len()
+        run.report.digits.len(),
+        run.report.logits.len()
     );
-    for (i, (d, logits)) in run.digits.iter().zip(&run.logits).enumerate() {
+    for (i, (d, logits)) in run.report.digits.iter().zip(&run.report.logits).enumerate() {
         ensure!(d.index == i, "digit line {i} has index {}", d.index);
         let want = host
             .get(start + i)
@@ -442,153 +398,41 @@ pub fn build_script_errors(cargo_log: &str) -> Vec<String> {
     messages
 }
 
-/// One `digit <i> label=<l> pred=<p>` line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DigitLine {
-    /// Index within the run.
-    pub index: usize,
-    /// True class.
-    pub label: u8,
-    /// Predicted class.
-    pub pred: u8,
-}
-
-/// The `summary:` line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Summary {
-    /// Correct predictions.
-    pub correct: usize,
-    /// Digits classified.
-    pub total: usize,
-    /// Mean instructions of one inference.
-    pub insns_per_inference: u64,
-    /// Deepest stack of the whole run, printing included.
-    pub stack_peak_bytes: u64,
-}
-
-/// Everything one firmware run reported.
+/// Everything one firmware run reported: its [`FirmwareReport`], with the lines a run of
+/// this firmware always prints required.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FirmwareRun {
     /// The ELF that ran.
     pub elf: PathBuf,
     /// `calibration:` line: (loop instructions, measured instructions).
     pub calibration: (u64, u64),
-    /// Per-digit lines, in order.
-    pub digits: Vec<DigitLine>,
-    /// Per-digit `logits <i> <l0> … <l9>` lines, in order (one value per class: int8 for
-    /// the tutorial's format 1, wide i32 for a format-3 spec'd network).
-    pub logits: Vec<Vec<i32>>,
-    /// `layers:` line, `(name, instructions)` in order.
-    pub layers: Vec<(String, u64)>,
-    /// `memory:` `infer_stack_bytes`.
-    pub infer_stack_bytes: u64,
-    /// `memory:` `static_ram_bytes`.
-    pub static_ram_bytes: u64,
-    /// The summary.
-    pub summary: Summary,
-}
-
-/// The value of `key=<n>` among `tokens`.
-fn field<T: std::str::FromStr>(tokens: &[&str], key: &str, line: &str) -> Result<T> {
-    tokens
-        .iter()
-        .find_map(|t| t.strip_prefix(key)?.strip_prefix('='))
-        .and_then(|v| v.parse().ok())
-        .with_context(|| format!("expected `{key}=<n>` in firmware line {line:?}"))
+    /// `memory:` line.
+    pub memory: Memory,
+    /// Everything printed.
+    pub report: FirmwareReport,
 }
 
 impl FirmwareRun {
-    /// Parses the firmware's output (see `firmware-example/src/main.rs`).
+    /// Parses the firmware's output ([`xtask::report::parse`]).
     ///
     /// # Errors
-    /// A missing or malformed line.
+    /// A malformed line, or no `calibration:`, `layers:`, `memory:` or `summary:` line.
     pub fn parse(text: &str, elf: PathBuf) -> Result<Self> {
-        let mut digits = Vec::new();
-        let mut logits = Vec::new();
-        let (mut calibration, mut layers, mut memory, mut summary) = (None, None, None, None);
-        for line in text.lines() {
-            let tokens: Vec<&str> = line.split_whitespace().collect();
-            match tokens.first().copied() {
-                Some("digit") => {
-                    let index = tokens
-                        .get(1)
-                        .and_then(|v| v.parse().ok())
-                        .with_context(|| format!("bad line {line:?}"))?;
-                    digits.push(DigitLine {
-                        index,
-                        label: field(&tokens, "label", line)?,
-                        pred: field(&tokens, "pred", line)?,
-                    });
-                }
-                Some("logits") => {
-                    let values: Vec<i32> = tokens
-                        .get(2..)
-                        .unwrap_or_default()
-                        .iter()
-                        .map(|v| v.parse())
-                        .collect::<Result<_, _>>()
-                        .with_context(|| format!("bad logits line {line:?}"))?;
-                    ensure!(values.len() >= 2, "bad logits line {line:?}");
-                    ensure!(
-                        tokens.get(1) == Some(&logits.len().to_string().as_str()),
-                        "logits line out of order: {line:?}"
-                    );
-                    logits.push(values);
-                }
-                Some("calibration:") => {
-                    calibration = Some((
-                        field(&tokens, "loop_insns", line)?,
-                        field(&tokens, "measured_insns", line)?,
-                    ));
-                }
-                Some("layers:") => {
-                    let mut all = Vec::new();
-                    for t in &tokens[1..] {
-                        let (name, value) = t
-                            .split_once('=')
-                            .with_context(|| format!("bad layers line {line:?}"))?;
-                        let value = value
-                            .parse()
-                            .with_context(|| format!("bad layers line {line:?}"))?;
-                        all.push((name.to_string(), value));
-                    }
-                    layers = Some(all);
-                }
-                Some("memory:") => {
-                    memory = Some((
-                        field(&tokens, "infer_stack_bytes", line)?,
-                        field(&tokens, "static_ram_bytes", line)?,
-                    ));
-                }
-                Some("summary:") => {
-                    ensure!(summary.is_none(), "more than one summary line");
-                    summary = Some(Summary {
-                        correct: field(&tokens, "correct", line)?,
-                        total: field(&tokens, "total", line)?,
-                        insns_per_inference: field(&tokens, "insns_per_inference", line)?,
-                        stack_peak_bytes: field(&tokens, "stack_peak_bytes", line)?,
-                    });
-                }
-                _ => {}
-            }
-        }
-        let (infer_stack_bytes, static_ram_bytes) =
-            memory.context("the firmware printed no `memory:` line")?;
+        let report = report::parse(text)?;
+        ensure!(
+            !report.layers.is_empty(),
+            "the firmware printed no `layers:` line"
+        );
         Ok(Self {
             elf,
-            calibration: calibration.context("the firmware printed no `calibration:` line")?,
-            digits,
-            logits,
-            layers: layers.context("the firmware printed no `layers:` line")?,
-            infer_stack_bytes,
-            static_ram_bytes,
-            summary: summary.context("the firmware printed no `summary:` line")?,
+            calibration: report
+                .calibration
+                .context("the firmware printed no `calibration:` line")?,
+            memory: report
+                .memory
+                .context("the firmware printed no `memory:` line")?,
+            report,
         })
-    }
-
-    /// Instructions of layer `name` from the `layers:` line.
-    pub fn layer(&self, name: &str) -> Option<u64> {
-        self.layers.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
     }
 }
 
@@ -763,7 +607,7 @@ error: could not compile `x`
             firmware.push_str(&words.join(" "));
             firmware.push('\n');
         }
-        let run = FirmwareRun::parse(&firmware, PathBuf::new()).unwrap();
+        let run = report::parse(&firmware).unwrap();
         assert!(!run.digits.is_empty() && run.digits.len() == run.logits.len());
         assert_eq!(run.logits[0].len(), 10);
         // The last line is the demo's own, for the default board.
@@ -793,15 +637,18 @@ error: could not compile `x`
             summary: correct=1 total=2 insns_per_inference=60 stack_peak_bytes=4000\n";
         let run = FirmwareRun::parse(text, PathBuf::from("elf")).unwrap();
         assert_eq!(run.calibration, (2_000_000, 1_999_999));
-        assert_eq!(run.digits.len(), 2);
-        assert_eq!(run.digits[1].pred, 3);
-        assert_eq!(run.logits[0], [-3, 1, 2, 3, 4, 5, 6, 70, 8, 9]);
+        assert_eq!(run.report.digits.len(), 2);
+        assert_eq!(run.report.digits[1].pred, 3);
+        assert_eq!(run.report.logits[0], [-3, 1, 2, 3, 4, 5, 6, 70, 8, 9]);
         assert!(check_against_host(&run, &[vec![0; 10], vec![0; 10]], 0).is_err());
-        assert!(check_against_host(&run, &run.logits.clone(), 0).is_ok());
-        assert_eq!(run.layer("dense"), Some(30));
-        assert_eq!(run.layer("nope"), None);
-        assert_eq!((run.infer_stack_bytes, run.static_ram_bytes), (1800, 16));
-        assert_eq!(run.summary.insns_per_inference, 60);
+        assert!(check_against_host(&run, &run.report.logits.clone(), 0).is_ok());
+        assert_eq!(run.report.layer("dense"), Some(30));
+        assert_eq!(run.report.layer("nope"), None);
+        assert_eq!(
+            (run.memory.infer_stack_bytes, run.memory.static_ram_bytes),
+            (1800, 16)
+        );
+        assert_eq!(run.report.summary.insns_per_inference, 60);
         let without_memory = text.replace("memory:", "mem:");
         assert!(FirmwareRun::parse(&without_memory, PathBuf::new()).is_err());
     }

@@ -30,7 +30,7 @@ fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
 }
 
 /// Whether this CPU runs the AVX2 + FMA copies.
-fn has_fma() -> bool {
+pub(super) fn has_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
@@ -40,6 +40,35 @@ fn has_fma() -> bool {
         false
     }
 }
+
+/// Defines `fn name(args) body` compiled twice, for AVX2 + FMA (chosen at run time when the
+/// CPU has them, x86-64) and for the baseline: for the element-wise passes of the layers
+/// (pooling, dropout), whose loops then use 8-lane vectors. Both copies give the same bits:
+/// Rust never fuses a separate multiply and add into an FMA, nor reorders a sum.
+macro_rules! simd_fn {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$meta])*
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
+            fn body($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn avx2($($arg: $ty),*) {
+                body($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            if $crate::arch::kernels::has_fma() {
+                // SAFETY: the CPU has AVX2 and FMA (checked just above), all `avx2` requires.
+                return unsafe { avx2($($arg),*) };
+            }
+            body($($arg),*)
+        }
+    };
+}
+pub(super) use simd_fn;
 
 /// The rows of a matrix `A`, each made of `segments` runs of `seg_len` values that lie anywhere
 /// in `data`: row `r`'s segment `s` is `data[start + s·stride..][..seg_len]` with
@@ -403,6 +432,56 @@ pub fn mask_by_bits(values: &mut [f32], bits: &[u64]) {
         return;
     }
     mask_impl(values, bits);
+}
+
+simd_fn! {
+/// For each row of `filters` values of `dy` in order: zeroes the values whose bit is clear in
+/// `bits` (as [`mask_by_bits`], if given), then adds the row to `sum` (`filters` values), each
+/// sum in row order. One pass, the sum in registers for 32 or 64 filters.
+///
+/// # Panics
+/// If `sum` does not hold `filters` values or `bits` is too short.
+pub fn mask_and_sum_rows(dy: &mut [f32], bits: Option<&[u64]>, filters: usize, sum: &mut [f32]) {
+    assert_eq!(sum.len(), filters, "sum shape");
+    match (filters, bits) {
+        (32, Some(bits)) => mask_sum_fixed::<32>(dy, bits, sum),
+        (64, Some(bits)) => mask_sum_fixed::<64>(dy, bits, sum),
+        _ => {
+            if let Some(bits) = bits {
+                mask_by_bits(dy, bits);
+            }
+            for row in dy.chunks_exact(filters.max(1)) {
+                for (s, v) in sum.iter_mut().zip(row) {
+                    *s += v;
+                }
+            }
+        }
+    }
+}
+}
+
+/// [`mask_and_sum_rows`] for `F` filters, a multiple of 32: each row is whole 32-bit halves of
+/// the words of `bits`.
+#[inline(always)]
+fn mask_sum_fixed<const F: usize>(dy: &mut [f32], bits: &[u64], sum: &mut [f32]) {
+    let sum: &mut [f32; F] = sum.try_into().expect("F sums");
+    let mut acc = *sum;
+    for (r, row) in dy.chunks_exact_mut(F).enumerate() {
+        for (j, (values, acc)) in row
+            .chunks_exact_mut(32)
+            .zip(acc.chunks_exact_mut(32))
+            .enumerate()
+        {
+            let at = r * F + 32 * j;
+            let half = (bits[at / 64] >> (at % 64)) as u32;
+            for (l, (v, a)) in values.iter_mut().zip(acc).enumerate() {
+                let keep = ((half >> l) & 1).wrapping_neg();
+                *v = f32::from_bits(v.to_bits() & keep);
+                *a += *v;
+            }
+        }
+    }
+    *sum = acc;
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -771,6 +850,32 @@ mod tests {
             for (i, (m, v)) in masked.iter().zip(&values).enumerate() {
                 let set = (bits[i / 64] >> (i % 64)) & 1 == 1;
                 assert_eq!(*m, if set { *v } else { 0.0 }, "{len} [{i}]");
+            }
+        }
+    }
+
+    #[test]
+    fn mask_and_sum_rows_equals_a_mask_then_sums_in_row_order() {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        for (rows, filters) in [(13, 32), (7, 64), (9, 10), (5, 16)] {
+            let dy = random(rows * filters, 0.2, &mut rng);
+            let bits: Vec<u64> = (0..(rows * filters).div_ceil(64))
+                .map(|_| rng.gen())
+                .collect();
+            let start = random(filters, 0.0, &mut rng);
+            for bits in [Some(&bits[..]), None] {
+                let (mut fused, mut sum) = (dy.clone(), start.clone());
+                mask_and_sum_rows(&mut fused, bits, filters, &mut sum);
+                let (mut masked, mut expected) = (dy.clone(), start.clone());
+                if let Some(bits) = bits {
+                    mask_by_bits(&mut masked, bits);
+                }
+                for row in masked.chunks_exact(filters) {
+                    for (e, v) in expected.iter_mut().zip(row) {
+                        *e += v;
+                    }
+                }
+                assert_eq!((fused, sum), (masked, expected), "{rows}×{filters}");
             }
         }
     }

@@ -10,8 +10,8 @@
 //! from one pass to the next.
 
 use super::kernels::{
-    gather_rows, gemm_bias, gemm_cols, mask_by_bits, nonzero_bits, positive_bits, Cols, Lists,
-    Packed, Rows,
+    gather_rows, gemm_bias, gemm_cols, mask_and_sum_rows, nonzero_bits, positive_bits, simd_fn,
+    Cols, Lists, Packed, Rows,
 };
 use super::spec::{conv_out, Activation, LayerSpec, Shape};
 use rand::{Rng, SeedableRng};
@@ -223,18 +223,27 @@ impl ConvGeom {
     /// first convolution): rows whose window lies inside the image are `K` fixed-size copies.
     fn im2col_one_channel<const K: usize>(&self, image: &[f32], out: &mut [f32]) {
         debug_assert!(self.ic == 1 && self.k == K);
-        for (p, row) in out.chunks_exact_mut(K * K).enumerate() {
-            let (oy, ox) = (p / self.ow, p % self.ow);
-            let iy = (oy * self.stride).wrapping_sub(self.pad_top);
-            let ix = (ox * self.stride).wrapping_sub(self.pad_left);
-            if iy < self.ih && iy + K <= self.ih && ix < self.iw && ix + K <= self.iw {
-                for (ky, dst) in row.chunks_exact_mut(K).enumerate() {
-                    let dst: &mut [f32; K] = dst.try_into().expect("a window row");
-                    let at = (iy + ky) * self.iw + ix;
-                    *dst = image[at..at + K].try_into().expect("a window row");
+        let (row_len, s) = (self.ow * K * K, self.stride);
+        // Output rows whose windows all lie inside the image (no padding on the left or right).
+        let whole_rows = self.pad_left == 0 && self.ow > 0 && (self.ow - 1) * s + K <= self.iw;
+        for (oy, out) in out.chunks_exact_mut(row_len.max(1)).enumerate() {
+            let iy = (oy * s).wrapping_sub(self.pad_top);
+            if whole_rows && iy < self.ih && iy + K <= self.ih {
+                // Window row `ky` of every position: sliding windows of input row `iy + ky`.
+                for ky in 0..K {
+                    let input = &image[(iy + ky) * self.iw..][..self.iw];
+                    for (row, window) in
+                        out.chunks_exact_mut(K * K).zip(input.windows(K).step_by(s))
+                    {
+                        let dst: &mut [f32; K] =
+                            (&mut row[ky * K..][..K]).try_into().expect("a window row");
+                        *dst = window.try_into().expect("a window row");
+                    }
                 }
             } else {
-                self.im2col_row(image, p, row);
+                for (ox, row) in out.chunks_exact_mut(K * K).enumerate() {
+                    self.im2col_row(image, oy * self.ow + ox, row);
+                }
             }
         }
     }
@@ -710,15 +719,11 @@ impl Conv {
                     dcols.resize(positions * taps, 0.0);
                     let images = x.len() / item_in.max(1);
                     if dense_dw && images > 0 {
-                        // dz: the output gradient where the ReLU passed it.
-                        if let Some(active) = active {
-                            for (i, dy) in dy.chunks_exact_mut(item_out).enumerate() {
-                                let bits = &active[(chunk * CHUNK + i) * words..][..words];
-                                mask_by_bits(dy, bits);
-                            }
-                        }
-                        for row in dy.chunks_exact(filters) {
-                            add(&mut db, row);
+                        // dz: the output gradient where the ReLU passed it, and db its sum
+                        // over the positions, image by image.
+                        for (i, dy) in dy.chunks_exact_mut(item_out).enumerate() {
+                            let bits = active.map(|a| &a[(chunk * CHUNK + i) * words..][..words]);
+                            mask_and_sum_rows(dy, bits, filters, &mut db);
                         }
                         // dW = im2colᵀ · dz over every output position of the chunk.
                         let all = images * positions;
@@ -941,54 +946,18 @@ impl Pool {
             .zip(arg.par_chunks_mut(item_out.max(1)))
             .zip(x.data.par_chunks(item_in.max(1)))
             .for_each(|((y, arg), img)| {
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        let o = (oy * ow + ox) * c;
-                        let (best, at) = (&mut y[o..o + c], &mut arg[o..o + c]);
-                        let lanes = c / POOL_LANES * POOL_LANES;
-                        for ch in (0..lanes).step_by(POOL_LANES) {
-                            // Eight channels at a time in registers.
-                            let mut b = [f32::NEG_INFINITY; POOL_LANES];
-                            let mut a = [0u32; POOL_LANES];
-                            for dy in 0..p {
-                                for dx in 0..p {
-                                    let i = ((oy * p + dy) * x.w + ox * p + dx) * c + ch;
-                                    let v: &[f32; POOL_LANES] =
-                                        img[i..i + POOL_LANES].try_into().expect("lanes");
-                                    for l in 0..POOL_LANES {
-                                        let keep = u32::from(v[l] > b[l]).wrapping_neg();
-                                        b[l] = f32::from_bits(
-                                            (v[l].to_bits() & keep) | (b[l].to_bits() & !keep),
-                                        );
-                                        a[l] = ((i + l) as u32 & keep) | (a[l] & !keep);
-                                    }
-                                }
-                            }
-                            best[ch..ch + POOL_LANES].copy_from_slice(&b);
-                            at[ch..ch + POOL_LANES].copy_from_slice(&a);
-                        }
-                        let (best, at) = (&mut best[lanes..], &mut at[lanes..]);
-                        best.fill(f32::NEG_INFINITY);
-                        at.fill(0);
-                        for dy in 0..p {
-                            for dx in 0..p {
-                                let i = ((oy * p + dy) * x.w + ox * p + dx) * c + lanes;
-                                let window = img[i..i + c - lanes].iter().zip(i as u32..);
-                                for ((b, a), (&v, index)) in
-                                    best.iter_mut().zip(at.iter_mut()).zip(window)
-                                {
-                                    // `if v > b { b = v; a = index }` as bit selects, which
-                                    // the compiler vectorises (a branch per value it did not).
-                                    let keep = u32::from(v > *b).wrapping_neg();
-                                    *b = f32::from_bits(
-                                        (v.to_bits() & keep) | (b.to_bits() & !keep),
-                                    );
-                                    *a = (index & keep) | (*a & !keep);
-                                }
-                            }
-                        }
-                    }
-                }
+                pool_image(
+                    img,
+                    PoolShape {
+                        iw: x.w,
+                        c,
+                        p,
+                        oh,
+                        ow,
+                    },
+                    y,
+                    arg,
+                );
             });
         match trace {
             Some(trace) => {
@@ -1011,6 +980,13 @@ impl Pool {
             .expect("pool backward after a training forward");
         let item_in = shape.item_len();
         let item_out = dy.item_len();
+        let pool = PoolShape {
+            iw: shape.w,
+            c: shape.c,
+            p: self.pool,
+            oh: shape.h / self.pool,
+            ow: shape.w / self.pool,
+        };
         let mut dx = Tensor {
             data: reused(shape.n * item_in),
             ..shape
@@ -1019,17 +995,175 @@ impl Pool {
             .par_chunks_mut(item_in.max(1))
             .zip(dy.data.par_chunks(item_out.max(1)))
             .zip(arg.par_chunks(item_out.max(1)))
-            .for_each(|((dx, dy), arg)| {
-                // Every input value is in at most one window: zeros, then each output's
-                // gradient at its window's argmax (an index into this image).
-                dx.fill(0.0);
-                for (&g, &a) in dy.iter().zip(arg) {
-                    dx[a as usize] = g;
-                }
-            });
+            .for_each(|((dx, dy), arg)| unpool_image(dy, arg, pool, dx));
         with_scratch(|s| s.argmax = arg);
         recycle(dy.data);
         dx
+    }
+}
+
+simd_fn! {
+/// Max-pools one image `img` into `y` over the windows of `shape`, `arg` getting the index in
+/// `img` of each output's first largest value (channel by channel, in vectors across the
+/// channels).
+fn pool_image(img: &[f32], shape: PoolShape, y: &mut [f32], arg: &mut [u32]) {
+    // The usual windows and channel counts with fixed sizes: their loops unroll and a pixel's
+    // channels stay in registers.
+    match (shape.p, shape.c) {
+        (2, 16) => pool_pixels::<2, 16>(img, shape, y, arg),
+        (2, 32) => pool_pixels::<2, 32>(img, shape, y, arg),
+        (2, 64) => pool_pixels::<2, 64>(img, shape, y, arg),
+        (2, _) => pool_windows::<2>(img, shape, y, arg),
+        _ => pool_windows::<0>(img, shape, y, arg),
+    }
+}
+}
+
+/// One image of a max pool: input columns `iw`, channels `c`, window side `p`, output `oh × ow`.
+#[derive(Clone, Copy, Debug)]
+struct PoolShape {
+    iw: usize,
+    c: usize,
+    p: usize,
+    oh: usize,
+    ow: usize,
+}
+
+/// [`pool_image`]'s work for `P × P` windows of `C` channels: the same comparisons in the same
+/// order as [`pool_windows`], all channels of an output at once.
+#[inline(always)]
+fn pool_pixels<const P: usize, const C: usize>(
+    img: &[f32],
+    shape: PoolShape,
+    y: &mut [f32],
+    arg: &mut [u32],
+) {
+    let PoolShape { iw, oh, ow, .. } = shape;
+    for oy in 0..oh {
+        for ox in 0..ow {
+            let mut b = [f32::NEG_INFINITY; C];
+            let mut a = [0u32; C];
+            for dy in 0..P {
+                for dx in 0..P {
+                    let i = ((oy * P + dy) * iw + ox * P + dx) * C;
+                    let v: &[f32; C] = img[i..i + C].try_into().expect("a pixel");
+                    for l in 0..C {
+                        let keep = u32::from(v[l] > b[l]).wrapping_neg();
+                        b[l] = f32::from_bits((v[l].to_bits() & keep) | (b[l].to_bits() & !keep));
+                        a[l] = ((i + l) as u32 & keep) | (a[l] & !keep);
+                    }
+                }
+            }
+            let o = (oy * ow + ox) * C;
+            y[o..o + C].copy_from_slice(&b);
+            arg[o..o + C].copy_from_slice(&a);
+        }
+    }
+}
+
+/// [`pool_image`]'s work, for windows of `P × P` if `P > 0`, else of `p × p`.
+#[inline(always)]
+fn pool_windows<const P: usize>(img: &[f32], shape: PoolShape, y: &mut [f32], arg: &mut [u32]) {
+    let PoolShape { iw, c, oh, ow, .. } = shape;
+    let p = if P > 0 { P } else { shape.p };
+    for oy in 0..oh {
+        for ox in 0..ow {
+            let o = (oy * ow + ox) * c;
+            let (best, at) = (&mut y[o..o + c], &mut arg[o..o + c]);
+            let lanes = c / POOL_LANES * POOL_LANES;
+            for ch in (0..lanes).step_by(POOL_LANES) {
+                // Eight channels at a time in registers.
+                let mut b = [f32::NEG_INFINITY; POOL_LANES];
+                let mut a = [0u32; POOL_LANES];
+                for dy in 0..p {
+                    for dx in 0..p {
+                        let i = ((oy * p + dy) * iw + ox * p + dx) * c + ch;
+                        let v: &[f32; POOL_LANES] =
+                            img[i..i + POOL_LANES].try_into().expect("lanes");
+                        for l in 0..POOL_LANES {
+                            let keep = u32::from(v[l] > b[l]).wrapping_neg();
+                            b[l] =
+                                f32::from_bits((v[l].to_bits() & keep) | (b[l].to_bits() & !keep));
+                            a[l] = ((i + l) as u32 & keep) | (a[l] & !keep);
+                        }
+                    }
+                }
+                best[ch..ch + POOL_LANES].copy_from_slice(&b);
+                at[ch..ch + POOL_LANES].copy_from_slice(&a);
+            }
+            let (best, at) = (&mut best[lanes..], &mut at[lanes..]);
+            best.fill(f32::NEG_INFINITY);
+            at.fill(0);
+            for dy in 0..p {
+                for dx in 0..p {
+                    let i = ((oy * p + dy) * iw + ox * p + dx) * c + lanes;
+                    let window = img[i..i + c - lanes].iter().zip(i as u32..);
+                    for ((b, a), (&v, index)) in best.iter_mut().zip(at.iter_mut()).zip(window) {
+                        // `if v > b { b = v; a = index }` as bit selects, which
+                        // the compiler vectorises (a branch per value it did not).
+                        let keep = u32::from(v > *b).wrapping_neg();
+                        *b = f32::from_bits((v.to_bits() & keep) | (b.to_bits() & !keep));
+                        *a = (index & keep) | (*a & !keep);
+                    }
+                }
+            }
+        }
+    }
+}
+
+simd_fn! {
+/// The gradient `dx` of one image of a max pool of `shape` (every value written): each
+/// output's gradient of `dy` at its window's argmax `arg` (an index into `dx`), zeros elsewhere
+/// (every input value is in at most one window). (The fixed-size paths drop the gradient of a
+/// window whose argmax is not in it, which only a window of −∞ or NaN values has.)
+fn unpool_image(dy: &[f32], arg: &[u32], shape: PoolShape, dx: &mut [f32]) {
+    match (shape.p, shape.c) {
+        (2, 16) => unpool_pixels::<2, 16>(dy, arg, shape, dx),
+        (2, 32) => unpool_pixels::<2, 32>(dy, arg, shape, dx),
+        (2, 64) => unpool_pixels::<2, 64>(dy, arg, shape, dx),
+        _ => {
+            dx.fill(0.0);
+            for (&g, &a) in dy.iter().zip(arg) {
+                dx[a as usize] = g;
+            }
+        }
+    }
+}
+}
+
+/// [`unpool_image`] for `P × P` windows of `C` channels: one pass writing each window's values
+/// (the gradient where the argmax is, else zero) and zeros in the rows and columns no window
+/// covers, rather than zeroing everything and then scattering.
+#[inline(always)]
+fn unpool_pixels<const P: usize, const C: usize>(
+    dy: &[f32],
+    arg: &[u32],
+    shape: PoolShape,
+    dx: &mut [f32],
+) {
+    let PoolShape { iw, oh, ow, .. } = shape;
+    let row = iw * C;
+    for (iy, dx) in dx.chunks_exact_mut(row.max(1)).enumerate() {
+        let oy = iy / P;
+        if oy >= oh {
+            dx.fill(0.0);
+            continue;
+        }
+        for ox in 0..ow {
+            let o = (oy * ow + ox) * C;
+            let g: &[f32; C] = dy[o..o + C].try_into().expect("a pixel");
+            let at: &[u32; C] = arg[o..o + C].try_into().expect("a pixel");
+            for kx in 0..P {
+                let i = (ox * P + kx) * C;
+                let out: &mut [f32; C] = (&mut dx[i..i + C]).try_into().expect("a pixel");
+                let first = (iy * row + i) as u32;
+                for l in 0..C {
+                    let hit = u32::from(at[l] == first + l as u32).wrapping_neg();
+                    out[l] = f32::from_bits(g[l].to_bits() & hit);
+                }
+            }
+        }
+        dx[ow * P * C..].fill(0.0);
     }
 }
 
@@ -1059,8 +1193,41 @@ pub fn mask_draw(keep: f32) -> (u32, u32) {
     (16, (f64::from(keep) * 65536.0).round() as u32)
 }
 
+simd_fn! {
+/// Draws block `mask` of a dropout mask (values `at..at + mask.len()` of the whole mask, `bits`
+/// bits per value, see [`mask_draw`]) and multiplies `x` by it.
+fn drop_block(
+    rng: &mut ChaCha8Rng,
+    at: usize,
+    bits: u32,
+    threshold: u32,
+    scale: f32,
+    mask: &mut [f32],
+    x: &mut [f32],
+) {
+    match bits {
+        1 => draw_mask::<1>(rng, at, threshold, scale, mask),
+        2 => draw_mask::<2>(rng, at, threshold, scale, mask),
+        4 => draw_mask::<4>(rng, at, threshold, scale, mask),
+        8 => draw_mask::<8>(rng, at, threshold, scale, mask),
+        _ => draw_mask::<16>(rng, at, threshold, scale, mask),
+    }
+    scale_by(x, mask);
+}
+}
+
+simd_fn! {
+/// `x[i] *= m[i]`.
+fn scale_by(x: &mut [f32], m: &[f32]) {
+    for (v, m) in x.iter_mut().zip(m) {
+        *v *= m;
+    }
+}
+}
+
 /// Fills `mask` (values `at..at + mask.len()` of the whole mask) with `scale` where the value's
 /// `BITS` bits of `rng`'s stream are below `threshold`, else 0 (see [`mask_draw`]).
+#[inline(always)]
 fn draw_mask<const BITS: u32>(
     rng: &mut ChaCha8Rng,
     at: usize,
@@ -1131,17 +1298,7 @@ impl Dropout {
             .for_each(|(block, (mask, x))| {
                 let mut rng = rng.clone();
                 let at = offset + block * MASK_BLOCK;
-                let draw = match bits {
-                    1 => draw_mask::<1>,
-                    2 => draw_mask::<2>,
-                    4 => draw_mask::<4>,
-                    8 => draw_mask::<8>,
-                    _ => draw_mask::<16>,
-                };
-                draw(&mut rng, at, threshold, scale, mask);
-                for (v, m) in x.iter_mut().zip(mask.iter()) {
-                    *v *= m;
-                }
+                drop_block(&mut rng, at, bits, threshold, scale, mask, x);
             });
         match trace {
             Some(trace) => trace.mask = Some(mask),
@@ -1155,9 +1312,7 @@ impl Dropout {
             .mask
             .take()
             .expect("dropout backward after a training forward");
-        for (d, m) in dy.data.iter_mut().zip(&mask) {
-            *d *= m;
-        }
+        scale_by(&mut dy.data, &mask);
         recycle(mask);
         dy
     }
@@ -1524,6 +1679,54 @@ impl Layer {
             Self::Dense(l) => vec![&l.kernel, &l.bias],
             Self::BatchNorm(l) => vec![&l.gamma, &l.beta],
             _ => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pooling_with_fixed_sizes_matches_the_general_windows_ties_included() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        for c in [16, 32, 64] {
+            let (ih, iw) = (7, 7);
+            let (oh, ow) = (ih / 2, iw / 2);
+            // Few distinct values, so windows often hold ties (the first largest wins).
+            let img: Vec<f32> = (0..ih * iw * c)
+                .map(|_| f32::from(rng.gen_range(-2i8..3)))
+                .collect();
+            let (mut y1, mut a1) = (vec![0.0; oh * ow * c], vec![0; oh * ow * c]);
+            let (mut y2, mut a2) = (vec![1.0; oh * ow * c], vec![1; oh * ow * c]);
+            let shape = PoolShape {
+                iw,
+                c,
+                p: 2,
+                oh,
+                ow,
+            };
+            pool_image(&img, shape, &mut y1, &mut a1);
+            pool_windows::<0>(&img, shape, &mut y2, &mut a2);
+            assert_eq!((&y1, &a1), (&y2, &a2), "{c} channels");
+            // Back: the fixed-size pass equals zeros plus a scatter, border included.
+            let dy: Vec<f32> = (0..oh * ow * c).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let mut dx = vec![f32::NAN; ih * iw * c];
+            unpool_image(&dy, &a1, shape, &mut dx);
+            let mut scattered = vec![0.0; ih * iw * c];
+            for (&g, &a) in dy.iter().zip(&a1) {
+                scattered[a as usize] = g;
+            }
+            assert_eq!(dx, scattered, "{c} channels");
+            for (o, (&v, &a)) in y1.iter().zip(&a1).enumerate() {
+                let (pos, ch) = (o / c, o % c);
+                let (oy, ox) = (pos / ow, pos % ow);
+                let window = [(0, 0), (0, 1), (1, 0), (1, 1)]
+                    .map(|(dy, dx)| ((2 * oy + dy) * iw + 2 * ox + dx) * c + ch);
+                let best = window.iter().map(|&i| img[i]).fold(f32::MIN, f32::max);
+                let first = window.into_iter().find(|&i| img[i] == best).unwrap();
+                assert_eq!((v, a as usize), (best, first), "{c} channels, output {o}");
+            }
         }
     }
 }

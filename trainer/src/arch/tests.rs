@@ -182,6 +182,13 @@ fn conv_gradients_match_central_differences() {
         2,
         21,
     );
+    // Strided windows inside the image: whole output rows of sliding windows.
+    gradient_check(
+        conv(3, 2, Padding::Valid, Activation::Relu),
+        spatial(9, 8, 1),
+        2,
+        22,
+    );
 }
 
 #[test]
@@ -196,6 +203,8 @@ fn dense_pool_dropout_and_flatten_gradients_match_central_differences() {
     gradient_check(LayerSpec::MaxPool2d { pool: 3 }, spatial(6, 6, 1), 2, 8);
     gradient_check(LayerSpec::MaxPool2d { pool: 2 }, spatial(4, 5, 2), 2, 16);
     gradient_check(LayerSpec::MaxPool2d { pool: 2 }, spatial(3, 3, 2), 2, 17);
+    // 2×2 windows of 32 channels: the fixed-size path.
+    gradient_check(LayerSpec::MaxPool2d { pool: 2 }, spatial(4, 5, 32), 2, 23);
     gradient_check(LayerSpec::Dropout { rate: 0.5 }, spatial(3, 3, 2), 2, 9);
     gradient_check(LayerSpec::Flatten, spatial(2, 3, 2), 2, 10);
 }

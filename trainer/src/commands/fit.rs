@@ -17,7 +17,8 @@ pub const DEFAULT_MAX_MEMORY: &str = "8G";
 /// Options of `trainer fit`.
 #[derive(Args)]
 pub struct FitArgs {
-    /// Where to write the int8 model (written atomically).
+    /// Where to write the int8 model (its directory must exist; written atomically, together
+    /// with the other outputs, at the end).
     #[arg(long, default_value = "model.bin")]
     pub out: PathBuf,
     /// Directory with the four IDX files (raw or .gz).

@@ -18,7 +18,8 @@ pub struct QuantizeArgs {
     /// The float checkpoint, written by `trainer fit --save-float FILE`.
     #[arg(long = "float", value_name = "FILE")]
     pub float: PathBuf,
-    /// Where to write the int8 model (written atomically).
+    /// Where to write the int8 model (its directory must exist; written atomically, together
+    /// with the other outputs, at the end).
     #[arg(long, default_value = "model.bin")]
     pub out: PathBuf,
     /// Directory with the IDX files: calibration on the training half, scores on the test half.

@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use infer_core::format::ChannelParams;
 use infer_core::stack::{BufferSizes, StackFile};
+use model_spec::boards;
 use std::path::{Path, PathBuf};
 
 /// Options of `trainer summary`.
@@ -86,12 +87,9 @@ pub fn run(args: &SummaryArgs) -> Result<()> {
         .board
         .as_deref()
         .map(|name| {
-            budget::board(name).with_context(|| {
-                format!(
-                    "unknown board {name} (known: {})",
-                    budget::BOARDS.map(|b| b.name).join(", ")
-                )
-            })
+            budget::board(name)
+                .copied()
+                .with_context(|| format!("unknown board {name} (known: {})", boards::names()))
         })
         .transpose()?;
     if args.arch.is_some() {
@@ -104,16 +102,17 @@ pub fn run(args: &SummaryArgs) -> Result<()> {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         return run_stack(path, &bytes, board, args.json);
     }
-    let spec = Spec::load(args.arch.as_deref().unwrap_or("tutorial"))?;
-    run_arch(&spec, board, args.json)
+    let name = args.arch.as_deref().unwrap_or("tutorial");
+    run_arch(name, &Spec::load(name)?, board, args.json)
 }
 
-/// The Keras table of `spec`, its int8 budget and, with `board`, whether it fits.
+/// The Keras table of `spec` (`--arch name`), its int8 budget and, with `board`, whether it
+/// fits.
 ///
 /// # Errors
 /// After printing, if `fit` would refuse the spec (the problem of
 /// [`crate::arch::quantize::check_exportable`]) or the model does not fit `board`.
-fn run_arch(spec: &Spec, board: Option<Board>, json: bool) -> Result<()> {
+fn run_arch(name: &str, spec: &Spec, board: Option<Board>, json: bool) -> Result<()> {
     let budget = Budget::of(spec);
     let problem = crate::arch::quantize::check_exportable(spec).err();
     let (rows, non_trainable) = rows(spec);
@@ -154,8 +153,7 @@ fn run_arch(spec: &Spec, board: Option<Board>, json: bool) -> Result<()> {
                 }
             }
             return Err(e.context(format!(
-                "{} cannot be trained into a model.bin (trainer fit refuses it)",
-                spec.name
+                "{name} cannot be trained into a model.bin (trainer fit refuses it)"
             )));
         }
     };
