@@ -91,9 +91,9 @@ pub fn run(args: &TestArgs) -> Result<()> {
                 .args(["clippy", "--release", "--", "-D", "warnings"]),
         )?;
         run_step(
-            "cargo doc -p infer-core (warnings are errors)",
+            "cargo doc --workspace (warnings are errors)",
             cargo()
-                .args(["doc", "--no-deps", "-p", "infer-core"])
+                .args(["doc", "--no-deps", "--workspace"])
                 .env("RUSTDOCFLAGS", "-D warnings"),
         )?;
     }

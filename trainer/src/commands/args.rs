@@ -1,6 +1,6 @@
 //! The CLI's number parsers: each refuses a bad value with what the flag takes, in words
-//! (clap prefixes the message with the value and the flag: "invalid value '0' for
-//! '--epochs <EPOCHS>': a whole number of at least 1").
+//! (clap prefixes the message with the value and the flag: `invalid value '0' for
+//! '--epochs <EPOCHS>': a whole number of at least 1`).
 //!
 //! Flags parsed here also take values that start with `-` (`allow_negative_numbers`), so
 //! `--lr -1` is refused as a negative learning rate rather than as an unknown flag `-1`.
