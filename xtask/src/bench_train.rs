@@ -32,8 +32,8 @@ pub struct Args {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub runs: u32,
     /// Train this architecture (`trainer fit --arch`): a preset (`tutorial`, `tutorial-full`)
-    /// or a spec file, relative to the workspace root or absolute. Without it, the tutorial's
-    /// fast path.
+    /// or a spec file, relative to the workspace root or absolute. Without it, plain
+    /// `trainer fit` (the tutorial).
     #[arg(long)]
     pub arch: Option<String>,
 }
@@ -77,7 +77,7 @@ pub fn run(args: &Args) -> Result<()> {
     let peak = runs.iter().filter_map(|r| r.peak_rss).max();
     println!(
         "bench-train: {}, {} epochs on {}, threads {}: whole fit {:.2} s (median of {}), median epoch {:.2} s, peak RSS {}",
-        args.arch.as_deref().unwrap_or("tutorial fast path"),
+        args.arch.as_deref().unwrap_or("tutorial"),
         args.epochs,
         args.data.display(),
         args.threads,
