@@ -324,6 +324,100 @@ pub fn windows<const F: usize>(po: &mut PatchOut<F>, filters: &[Filter3x3; F]) {
     windows_portable(po, filters);
 }
 
+/// Two filters' dot products over the first `8 · octets` taps of a packed patch (the words
+/// of [`crate::kernels::dot::pack_patch`]: `(x0, x2), (x1, x3)` per group of four) and
+/// int8 weights `w0`, `w1` (bytes, any alignment), added to `acc`. Returns `acc` unchanged
+/// if a slice is shorter than that.
+///
+/// On a DSP core this is a loop of assembly: eight taps of both filters in 24 instructions
+/// (each patch word loaded once for both filters, `SMLAD` on pairs); elsewhere
+/// [`dot2_octets_portable`].
+#[inline(never)]
+pub fn dot2_octets(patch: &[u32], w0: &[u8], w1: &[u8], octets: usize, acc: [i32; 2]) -> [i32; 2] {
+    if octets == 0 || patch.len() / 4 < octets || w0.len() / 8 < octets || w1.len() / 8 < octets {
+        return acc;
+    }
+    #[cfg(infer_core_dsp)]
+    {
+        let [mut acc0, mut acc1] = acc;
+        // SAFETY: `pp` reads 16 · octets bytes of `patch` (4 · octets words, checked above;
+        // word-aligned, which LDRD needs), `pa` and `pb` read 8 · octets bytes of `w0` and
+        // `w1` (checked above; LDR of a word may be unaligned on these cores), `n` counts the
+        // octets down from at least 1. Nothing is written to memory, the stack is not
+        // touched, and every register written is declared.
+        unsafe {
+            asm!(
+                "2:",
+                "ldrd {p0}, {p1}, [{pp}], #8",
+                "ldrd {p2}, {p3}, [{pp}], #8",
+                "ldr {w}, [{pa}], #4",
+                "sxtb16 {t}, {w}",
+                "sxtb16 {w}, {w}, ror #8",
+                "smlad {a0}, {t}, {p0}, {a0}",
+                "smlad {a0}, {w}, {p1}, {a0}",
+                "ldr {w}, [{pa}], #4",
+                "sxtb16 {t}, {w}",
+                "sxtb16 {w}, {w}, ror #8",
+                "smlad {a0}, {t}, {p2}, {a0}",
+                "smlad {a0}, {w}, {p3}, {a0}",
+                "ldr {w}, [{pb}], #4",
+                "sxtb16 {t}, {w}",
+                "sxtb16 {w}, {w}, ror #8",
+                "smlad {a1}, {t}, {p0}, {a1}",
+                "smlad {a1}, {w}, {p1}, {a1}",
+                "ldr {w}, [{pb}], #4",
+                "sxtb16 {t}, {w}",
+                "sxtb16 {w}, {w}, ror #8",
+                "smlad {a1}, {t}, {p2}, {a1}",
+                "smlad {a1}, {w}, {p3}, {a1}",
+                "subs {n}, {n}, #1",
+                "bne 2b",
+                pp = inout(reg) patch.as_ptr() => _,
+                pa = inout(reg) w0.as_ptr() => _,
+                pb = inout(reg) w1.as_ptr() => _,
+                n = inout(reg) octets => _,
+                a0 = inout(reg) acc0,
+                a1 = inout(reg) acc1,
+                p0 = out(reg) _,
+                p1 = out(reg) _,
+                p2 = out(reg) _,
+                p3 = out(reg) _,
+                w = out(reg) _,
+                t = out(reg) _,
+                options(nostack, readonly),
+            );
+        }
+        [acc0, acc1]
+    }
+    #[cfg(not(infer_core_dsp))]
+    dot2_octets_portable(patch, w0, w1, octets, acc)
+}
+
+/// [`dot2_octets`] in plain integer arithmetic (the reference the assembly is tested
+/// against, and the code elsewhere).
+pub fn dot2_octets_portable(
+    patch: &[u32],
+    w0: &[u8],
+    w1: &[u8],
+    octets: usize,
+    acc: [i32; 2],
+) -> [i32; 2] {
+    if octets == 0 || patch.len() / 4 < octets || w0.len() / 8 < octets || w1.len() / 8 < octets {
+        return acc;
+    }
+    let [mut acc0, mut acc1] = acc;
+    for (g, words) in patch.chunks_exact(2).take(2 * octets).enumerate() {
+        let word =
+            |w: &[u8]| u32::from_le_bytes([w[4 * g], w[4 * g + 1], w[4 * g + 2], w[4 * g + 3]]);
+        let (a, b) = (word(w0), word(w1));
+        acc0 = smlad(sxtb16(a), words[0], acc0);
+        acc0 = smlad(sxtb16_ror8(a), words[1], acc0);
+        acc1 = smlad(sxtb16(b), words[0], acc1);
+        acc1 = smlad(sxtb16_ror8(b), words[1], acc1);
+    }
+    [acc0, acc1]
+}
+
 /// [`windows`] in plain integer arithmetic (the reference the assembly is tested against,
 /// and the code elsewhere).
 pub fn windows_portable<const F: usize>(po: &mut PatchOut<F>, filters: &[Filter3x3; F]) {
@@ -360,6 +454,41 @@ pub fn window_sums(patch: &Patch, f: &Filter3x3) -> [i32; 4] {
 mod tests {
     use super::*;
     use crate::kernels::TestRng;
+
+    /// Two filters' dot products over whole octets of a packed patch, against the sum of
+    /// the products written out.
+    #[test]
+    fn dot2_octets_is_the_sum_of_products() {
+        let mut rng = TestRng(0x0C7E7);
+        for octets in 0..6 {
+            let taps = 8 * octets + rng.below(8) as usize;
+            let x: std::vec::Vec<i32> = (0..taps).map(|_| rng.below(511) as i32 - 255).collect();
+            let w: [std::vec::Vec<u8>; 2] =
+                [0, 1].map(|_| (0..taps).map(|_| rng.next_u64() as u8).collect());
+            let mut patch = std::vec![0u32; crate::kernels::dot::PatchWords::words(taps)];
+            crate::kernels::dot::pack_patch(&mut patch, taps, |t| x[t]);
+            let start = [rng.next_u64() as i32, rng.next_u64() as i32];
+            let want = [0, 1].map(|f| {
+                (0..8 * octets).fold(start[f], |a, t| {
+                    a.wrapping_add(x[t] * i32::from(w[f][t] as i8))
+                })
+            });
+            assert_eq!(
+                dot2_octets(&patch, &w[0], &w[1], octets, start),
+                want,
+                "{octets}"
+            );
+            assert_eq!(
+                dot2_octets_portable(&patch, &w[0], &w[1], octets, start),
+                want
+            );
+            // Too short a slice: nothing added.
+            assert_eq!(
+                dot2_octets(&patch, &w[0][..taps / 2], &w[1], octets.max(1), start),
+                start
+            );
+        }
+    }
 
     /// The instructions' definitions (Arm ARM), written out on bytes and halves.
     #[test]
