@@ -324,6 +324,12 @@ pub fn windows<const F: usize>(po: &mut PatchOut<F>, filters: &[Filter3x3; F]) {
     windows_portable(po, filters);
 }
 
+/// Whether `octets` (at least one) octets of taps fit `patch` (4 words each) and both
+/// weight rows (8 bytes each): [`dot2_octets`]'s precondition.
+fn octets_fit(patch: &[u32], w0: &[u8], w1: &[u8], octets: usize) -> bool {
+    octets > 0 && patch.len() / 4 >= octets && w0.len().min(w1.len()) / 8 >= octets
+}
+
 /// Two filters' dot products over the first `8 · octets` taps of a packed patch (the words
 /// of [`crate::kernels::dot::pack_patch`]: `(x0, x2), (x1, x3)` per group of four) and
 /// int8 weights `w0`, `w1` (bytes, any alignment), added to `acc`. Returns `acc` unchanged
@@ -334,7 +340,7 @@ pub fn windows<const F: usize>(po: &mut PatchOut<F>, filters: &[Filter3x3; F]) {
 /// [`dot2_octets_portable`].
 #[inline(never)]
 pub fn dot2_octets(patch: &[u32], w0: &[u8], w1: &[u8], octets: usize, acc: [i32; 2]) -> [i32; 2] {
-    if octets == 0 || patch.len() / 4 < octets || w0.len() / 8 < octets || w1.len() / 8 < octets {
+    if !octets_fit(patch, w0, w1, octets) {
         return acc;
     }
     #[cfg(infer_core_dsp)]
@@ -402,7 +408,7 @@ pub fn dot2_octets_portable(
     octets: usize,
     acc: [i32; 2],
 ) -> [i32; 2] {
-    if octets == 0 || patch.len() / 4 < octets || w0.len() / 8 < octets || w1.len() / 8 < octets {
+    if !octets_fit(patch, w0, w1, octets) {
         return acc;
     }
     let [mut acc0, mut acc1] = acc;

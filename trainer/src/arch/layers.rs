@@ -1507,20 +1507,17 @@ impl Layer {
     /// This layer's weights rearranged for a training step's [`Layer::forward_train`] and
     /// [`Layer::backward`] (valid until the weights change).
     pub fn prepare(&self) -> Prepared {
-        let (kernel, rows, outs) = match self {
-            Self::Conv(l) => (&l.kernel.value, l.geom.taps(), l.geom.filters),
-            Self::Dense(l) => (&l.kernel.value, l.inputs, l.bias.value.len()),
-            _ => return Prepared::default(),
-        };
-        Prepared {
-            packed: Some(Packed::new(kernel, rows, outs)),
-            transposed: Some(transpose(kernel, rows, outs)),
-        }
+        self.prepare_with(true)
     }
 
     /// [`Layer::prepare`] for eval-mode passes only ([`Layer::forward_prepared`]): the packed
     /// kernel, no transpose.
     pub fn prepare_eval(&self) -> Prepared {
+        self.prepare_with(false)
+    }
+
+    /// The packed kernel, and with `transposed` its transpose too.
+    fn prepare_with(&self, transposed: bool) -> Prepared {
         let (kernel, rows, outs) = match self {
             Self::Conv(l) => (&l.kernel.value, l.geom.taps(), l.geom.filters),
             Self::Dense(l) => (&l.kernel.value, l.inputs, l.bias.value.len()),
@@ -1528,7 +1525,7 @@ impl Layer {
         };
         Prepared {
             packed: Some(Packed::new(kernel, rows, outs)),
-            transposed: None,
+            transposed: transposed.then(|| transpose(kernel, rows, outs)),
         }
     }
 
