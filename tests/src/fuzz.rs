@@ -8,9 +8,10 @@
 
 use infer_core::format::{crc32, ChannelParams, InputSpec, QuantParams, CRC_LEN};
 use infer_core::stack::format::{ConvOp, DenseOp, Padding, PoolOp};
-use infer_core::stack::{run, BufferSizes, Kernels, Op, StackFile};
+use infer_core::stack::{BufferSizes, Kernels, Op, StackFile};
 use std::path::{Path, PathBuf};
 use trainer::data::{parse_idx_images, parse_idx_labels, read_pair};
+use trainer::eval::StackBuffers;
 
 /// `stack_loader`: bytes → [`StackFile::decode`] (model.bin format 2) → if the model loads and
 /// is small enough to run quickly, one inference on an input taken from the same bytes with
@@ -71,34 +72,16 @@ fn run_stack(bytes: &[u8]) -> usize {
     if image > 1 << 16 || sizes.a.max(sizes.b) > 1 << 20 || stack_macs(&file) > 1 << 22 {
         return 0;
     }
-    let input: Vec<i8> = (0..image)
-        .map(|i| bytes[i * 31 % bytes.len()] as i8)
-        .collect();
-    let (mut a, mut b) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
-    let mut patch = vec![0u32; sizes.patch_words];
-    let mut logits = vec![0i32; file.classes()];
-    let fast = run(
-        &file,
-        &input,
-        Kernels::Fast,
-        &mut a,
-        &mut b,
-        &mut patch,
-        &mut logits,
-    )
-    .expect("buffers of BufferSizes suffice")
-    .to_vec();
-    let reference = run(
-        &file,
-        &input,
-        Kernels::Reference,
-        &mut a,
-        &mut b,
-        &mut patch,
-        &mut logits,
-    )
-    .expect("buffers of BufferSizes suffice")
-    .to_vec();
+    let pixels: Vec<u8> = (0..image).map(|i| bytes[i * 31 % bytes.len()]).collect();
+    let mut buffers = StackBuffers::new(&file);
+    let mut logits = |kernels| {
+        buffers
+            .logits(&file, &pixels, kernels)
+            .expect("buffers of BufferSizes suffice")
+            .to_vec()
+    };
+    let fast = logits(Kernels::Fast);
+    let reference = logits(Kernels::Reference);
     assert_eq!(fast, reference, "fast and reference kernels disagree");
     assert_eq!(fast.len(), file.classes());
     1

@@ -11,8 +11,9 @@ use e2e_tests::{data_dir, workspace_root};
 use infer_core::kernels::fused::{background_start, Stream3x3, StreamLayers, StreamScratch};
 use infer_core::kernels::ChannelRequant;
 use infer_core::stack::layers::{ConvPoolDense3x3, Layer, Logits};
-use infer_core::stack::{run, BufferSizes, Kernels, Op, StackFile};
+use infer_core::stack::{Kernels, Op, StackFile};
 use trainer::data;
+use trainer::eval::StackBuffers;
 
 /// The tutorial's network as the one fused stage its plan has.
 type Tutorial<'a> = ConvPoolDense3x3<'a, 28, 28, 32, 10, true, false>;
@@ -38,36 +39,13 @@ fn every_test_image_gives_identical_logits_in_every_path() -> Result<()> {
     background_start::<32, 10>(&layers, 28, 28, &mut start);
     let test = data::load_test(&data_dir()?)?;
     assert_eq!(test.len(), 2004);
-    let sizes = BufferSizes::of(&file);
-    let (mut a, mut b) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
-    let mut patch = vec![0u32; sizes.patch_words];
+    let mut buffers = StackBuffers::new(&file);
     let mut scratch = Box::new(StreamScratch::<32, 10>::new());
     let mut distinct = std::collections::BTreeSet::new();
     for (i, image) in test.images.chunks_exact(784).enumerate() {
         let input: Vec<i8> = image.iter().map(|&p| (p ^ 0x80) as i8).collect();
-        let mut out = [0i32; 10];
-        let reference = run(
-            &file,
-            &input,
-            Kernels::Reference,
-            &mut a,
-            &mut b,
-            &mut patch,
-            &mut out,
-        )
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .to_vec();
-        let mut out = [0i32; 10];
-        let fast = run(
-            &file,
-            &input,
-            Kernels::Fast,
-            &mut a,
-            &mut b,
-            &mut patch,
-            &mut out,
-        )
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let reference = buffers.logits(&file, image, Kernels::Reference)?.to_vec();
+        let fast = buffers.logits(&file, image, Kernels::Fast)?;
         assert_eq!(fast, reference, "image {i}: stack::run, fast kernels");
         let mut logits = [0i32; 10];
         stage.run_logits(&input, &mut [], &mut logits);

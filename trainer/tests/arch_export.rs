@@ -7,10 +7,11 @@
 mod cli_support;
 
 use cli_support::{assert_clean_failure, data_dir, s, trainer, trainer_ok};
-use infer_core::stack::{run, BufferSizes, Kernels, StackFile, STACK_FORMAT_VERSION};
+use infer_core::stack::{BufferSizes, Kernels, StackFile, STACK_FORMAT_VERSION};
 use model_spec::budget::Budget;
 use model_spec::{Plan, Spec};
 use trainer::arch::quantize::first_max;
+use trainer::eval::StackBuffers;
 
 /// Two conv + pool blocks: a same-padded conv folded with its batch norm, then a strided
 /// same-padded conv with ReLU.
@@ -117,34 +118,15 @@ fn a_fitted_spec_is_a_format_3_model_whose_reported_scores_infer_core_reproduces
 
     // int8 accuracy: every test image through infer-core, fast and reference kernels.
     let test = trainer::data::load_test(&data).unwrap();
-    let sizes = BufferSizes::of(&file);
-    let (mut a, mut b) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
-    let (mut a2, mut b2) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
-    let mut patch = vec![0u32; sizes.patch_words];
-    let (mut logits, mut logits2) = (vec![0i32; file.classes()], vec![0i32; file.classes()]);
+    // Separate buffers: nothing of one path's run can show through in the other's.
+    let (mut fast_buffers, mut reference_buffers) =
+        (StackBuffers::new(&file), StackBuffers::new(&file));
     let mut int8 = Vec::new();
     for px in test.images.chunks_exact(784) {
-        let input: Vec<i8> = px.iter().map(|&p| (i16::from(p) - 128) as i8).collect();
-        let fast = run(
-            &file,
-            &input,
-            Kernels::Fast,
-            &mut a,
-            &mut b,
-            &mut patch,
-            &mut logits,
-        )
-        .unwrap();
-        let reference = run(
-            &file,
-            &input,
-            Kernels::Reference,
-            &mut a2,
-            &mut b2,
-            &mut patch,
-            &mut logits2,
-        )
-        .unwrap();
+        let fast = fast_buffers.logits(&file, px, Kernels::Fast).unwrap();
+        let reference = reference_buffers
+            .logits(&file, px, Kernels::Reference)
+            .unwrap();
         assert_eq!(fast, reference);
         let first = (0..fast.len()).fold(0, |m, j| if fast[j] > fast[m] { j } else { m });
         int8.push(first as u8);
