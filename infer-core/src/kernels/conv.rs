@@ -1,12 +1,12 @@
 //! int8 Conv2D: stride 1 or 2, valid or same padding, per-channel weights, fused activation
-//! clamp. [`conv2d_i8`] is the reference; [`conv2d_i8_packed`] is the fast path (an im2col patch
-//! per output pixel, packed for two multiply-accumulates per instruction on DSP cores), tested
-//! against it bit for bit.
+//! clamp. [`conv2d_i8`] is the reference; the fast path is the stage engine
+//! ([`crate::stack::stages`]), which gathers each output pixel's patch with [`gather_patch`]
+//! (packed for two multiply-accumulates per instruction on DSP cores) and is tested against
+//! the reference bit for bit.
 
 #[cfg(doc)]
 use super::dot::pack_patch;
-use super::dot::{dot_packed, dot_packed2, PatchWords};
-use super::dsp::pack;
+use super::dsp::{pack, sadd16, sxtb16, sxtb16_ror8, word_i8};
 use super::ChannelRequant;
 use core::num::NonZeroUsize;
 
@@ -168,8 +168,6 @@ struct ChunkSizes {
     pixel: usize,
     /// `k_h · k_w · in_c`.
     taps: usize,
-    /// `2 · taps`: the weights of two filters.
-    two_filters: usize,
     /// `k_w · in_c`.
     kernel_row: usize,
     /// `in_c`.
@@ -186,27 +184,56 @@ impl ChunkSizes {
             out_row: nonzero(g.out_w().checked_mul(g.filters))?.get(),
             pixel: nonzero(Some(g.filters))?.get(),
             taps: taps.get(),
-            two_filters: nonzero(taps.get().checked_mul(2))?.get(),
             kernel_row: kernel_row.get(),
             channels: nonzero(Some(g.in_c))?.get(),
         })
     }
 }
 
-/// Writes values one by one into a packed patch (layout of [`pack_patch`]): four at a time
-/// as two words, the `taps % 4` last ones one word each by [`PatchWriter::finish`]. Values
-/// past the end of the patch are dropped.
+/// Which patch [`gather_patch`] writes: a packed patch of its own, or one of the two
+/// pixels of a pair patch (the layouts of [`super::dot`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PatchSlot {
+    /// The whole patch ([`pack_patch`]'s layout).
+    Single,
+    /// The first pixel of a pair patch.
+    First,
+    /// The second pixel of a pair patch.
+    Second,
+}
+
+/// Writes values one by one into a packed patch or one pixel's half of a pair patch: four
+/// at a time as two words, the `taps % 4` last ones one word each by
+/// [`PatchWriter::finish`]. Values past the end of the patch are dropped.
 struct PatchWriter<'p> {
-    words: core::slice::IterMut<'p, u32>,
+    patch: &'p mut [u32],
+    /// The next group's first word.
+    at: usize,
+    /// Words from one group's first word to the next's.
+    step: usize,
+    /// The first tail value's word.
+    tail: usize,
+    /// Words from one tail value to the next.
+    tail_step: usize,
     quad: [i32; 4],
     filled: usize,
 }
 
 impl<'p> PatchWriter<'p> {
     #[inline(always)]
-    fn new(patch: &'p mut [u32]) -> Self {
+    fn new(patch: &'p mut [u32], taps: usize, slot: PatchSlot) -> Self {
+        let groups = taps / 4;
+        let (at, step, tail, tail_step) = match slot {
+            PatchSlot::Single => (0, 2, 2 * groups, 1),
+            PatchSlot::First => (0, 4, 4 * groups, 2),
+            PatchSlot::Second => (2, 4, 4 * groups + 1, 2),
+        };
         Self {
-            words: patch.iter_mut(),
+            patch,
+            at,
+            step,
+            tail,
+            tail_step,
             quad: [0; 4],
             filled: 0,
         }
@@ -220,36 +247,73 @@ impl<'p> PatchWriter<'p> {
         self.filled += 1;
         if self.filled == 4 {
             let q = self.quad;
-            if let Some(w) = self.words.next() {
-                *w = pack(q[0], q[2]);
+            if let Some([w0, w1]) = self.patch.get_mut(self.at..self.at + 2) {
+                *w0 = pack(q[0], q[2]);
+                *w1 = pack(q[1], q[3]);
             }
-            if let Some(w) = self.words.next() {
-                *w = pack(q[1], q[3]);
-            }
+            self.at += self.step;
             self.filled = 0;
         }
     }
 
+    /// Pushes `run` with `offset` added to each value: four at a time (one word load, two
+    /// `SXTB16` and two `SADD16` on DSP cores) while the writer is at a group's start.
+    #[inline(always)]
+    fn push_run(&mut self, run: &[i8], offset: i32) {
+        let mut rest = run;
+        if self.filled == 0 {
+            let offsets = pack(offset, offset);
+            let quads = run.chunks_exact(4);
+            let tail = quads.remainder();
+            let (step, count) = (self.step, quads.len());
+            let groups = self.patch.get_mut(self.at..).unwrap_or_default();
+            for (q, words) in quads.zip(groups.chunks_mut(step)) {
+                if let (Ok(q), [w0, w1, ..]) = (<&[i8; 4]>::try_from(q), words) {
+                    let x = word_i8(q);
+                    *w0 = sadd16(sxtb16(x), offsets);
+                    *w1 = sadd16(sxtb16_ror8(x), offsets);
+                }
+            }
+            self.at += step * count;
+            rest = tail;
+        }
+        for &x in rest {
+            self.push(i32::from(x) + offset);
+        }
+    }
+
+    /// Pushes `count` zeros: whole groups at once while the writer is at a group's start.
     #[inline(always)]
     fn zeros(&mut self, count: usize) {
-        for _ in 0..count {
+        let mut rest = count;
+        if self.filled == 0 {
+            for _ in 0..count / 4 {
+                if let Some([w0, w1]) = self.patch.get_mut(self.at..self.at + 2) {
+                    *w0 = 0;
+                    *w1 = 0;
+                }
+                self.at += self.step;
+            }
+            rest = count % 4;
+        }
+        for _ in 0..rest {
             self.push(0);
         }
     }
 
     #[inline(always)]
-    fn finish(mut self) {
-        for &v in self.quad.iter().take(self.filled) {
-            if let Some(w) = self.words.next() {
+    fn finish(self) {
+        for (i, &v) in self.quad.iter().take(self.filled).enumerate() {
+            if let Some(w) = self.patch.get_mut(self.tail + i * self.tail_step) {
                 *w = v as u32;
             }
         }
     }
 }
 
-/// Gathers the patch of output pixel `(oy, ox)` into `patch` (offset added, packed as
-/// [`pack_patch`] packs; padding as 0); `kernel_row` is `k_w · in_c`.
-#[inline(always)]
+/// Gathers the patch of output pixel `(oy, ox)` into `patch`, as `slot` says (offset
+/// added, packed as [`pack_patch`] packs; padding as 0); `kernel_row` is `k_w · in_c`.
+#[inline(never)]
 pub(crate) fn gather_patch(
     g: &ConvGeometry,
     kernel_row: usize,
@@ -257,10 +321,11 @@ pub(crate) fn gather_patch(
     input_offset: i32,
     (oy, ox): (usize, usize),
     patch: &mut [u32],
+    slot: PatchSlot,
 ) {
     let c = g.in_c;
     let (pad_top, pad_left) = (g.pad_top(), g.pad_left());
-    let mut writer = PatchWriter::new(patch);
+    let mut writer = PatchWriter::new(patch, g.taps(), slot);
     let x0 = ox * g.stride;
     // The kernel's columns lie inside the input: each kernel row is one run of
     // `k_w · in_c` values.
@@ -277,9 +342,7 @@ pub(crate) fn gather_patch(
         if inside {
             let start = (row_start + x0 - pad_left) * c;
             match input.get(start..start + kernel_row) {
-                Some(run) => run
-                    .iter()
-                    .for_each(|&x| writer.push(i32::from(x) + input_offset)),
+                Some(run) => writer.push_run(run, input_offset),
                 None => writer.zeros(kernel_row),
             }
             continue;
@@ -288,69 +351,12 @@ pub(crate) fn gather_patch(
             let ix = (x0 + kx).checked_sub(pad_left).filter(|&x| x < g.in_w);
             let start = ix.map(|ix| (row_start + ix) * c);
             match start.and_then(|s| input.get(s..s + c)) {
-                Some(px) => px
-                    .iter()
-                    .for_each(|&x| writer.push(i32::from(x) + input_offset)),
+                Some(px) => writer.push_run(px, input_offset),
                 None => writer.zeros(c),
             }
         }
     }
     writer.finish();
-}
-
-/// The same convolution as [`conv2d_i8`], bit for bit, fast: for each output pixel the patch
-/// is gathered once into `patch` (offset added, packed as [`pack_patch`] packs), then each
-/// filter is one [`dot_packed`] over it.
-///
-/// `patch` needs [`PatchWords::words`]`(g.taps())` words; with fewer, nothing is computed.
-pub fn conv2d_i8_packed(
-    g: &ConvGeometry,
-    input: &[i8],
-    input_offset: i32,
-    weights: &[u8],
-    requant: &ChannelRequant<'_>,
-    patch: &mut [u32],
-    output: &mut [i8],
-) {
-    let Some(sizes) = ChunkSizes::of(g) else {
-        return;
-    };
-    let Some(patch) = patch.get_mut(..PatchWords::words(sizes.taps)) else {
-        return;
-    };
-    for (oy, out_row) in output
-        .chunks_exact_mut(sizes.out_row)
-        .take(g.out_h())
-        .enumerate()
-    {
-        for (ox, out_px) in out_row.chunks_exact_mut(sizes.pixel).enumerate() {
-            gather_patch(g, sizes.kernel_row, input, input_offset, (oy, ox), patch);
-            // Filters two at a time, sharing the patch loads; an odd last one alone.
-            let mut pairs = out_px.chunks_exact_mut(2);
-            let mut pair_weights = weights.chunks_exact(sizes.two_filters);
-            for (fi, (out, w)) in (&mut pairs).zip(&mut pair_weights).enumerate() {
-                let Some((w0, w1)) = w.split_at_checked(sizes.taps) else {
-                    return;
-                };
-                let (acc0, acc1) = dot_packed2(patch, w0, w1);
-                let (Some((b0, m0, s0)), Some((b1, m1, s1))) =
-                    (requant.channel(2 * fi), requant.channel(2 * fi + 1))
-                else {
-                    return;
-                };
-                out[0] = requant.apply(b0.wrapping_add(acc0), m0, s0);
-                out[1] = requant.apply(b1.wrapping_add(acc1), m1, s1);
-            }
-            let last = g.filters / 2 * 2 * sizes.taps;
-            if let ([out], Some(w)) = (pairs.into_remainder(), weights.get(last..last + sizes.taps))
-            {
-                let Some((bias, mult, shift)) = requant.channel(g.filters - 1) else {
-                    return;
-                };
-                *out = requant.apply(bias.wrapping_add(dot_packed(patch, w)), mult, shift);
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -463,10 +469,6 @@ mod tests {
             let mut out = vec![0i8; expected.len()];
             conv2d_i8(&g, &input, input_offset, &w_b, &rq, &mut out);
             assert_eq!(out, expected, "case {case}: {g:?}");
-            let mut packed = vec![0i8; expected.len()];
-            let mut patch = vec![0u32; PatchWords::words(g.taps())];
-            conv2d_i8_packed(&g, &input, input_offset, &w_b, &rq, &mut patch, &mut packed);
-            assert_eq!(packed, expected, "packed, case {case}: {g:?}");
         }
     }
 
@@ -493,9 +495,5 @@ mod tests {
         let mut out = [0i8; 36];
         conv2d_i8(&g, &[1; 7], 0, &[1; 5], &rq, &mut out);
         conv2d_i8(&g, &[1; 50], 0, &[1; 72], &rq, &mut out[..3]);
-        let mut patch = [0u32; 16];
-        conv2d_i8_packed(&g, &[1; 7], 0, &[1; 5], &rq, &mut patch, &mut out);
-        conv2d_i8_packed(&g, &[1; 50], 0, &[1; 72], &rq, &mut patch[..3], &mut out);
-        conv2d_i8_packed(&g, &[1; 50], 0, &[1; 72], &rq, &mut patch, &mut out[..3]);
     }
 }

@@ -34,6 +34,47 @@ pub const fn pack(lo: i32, hi: i32) -> u32 {
     (lo as u16 as u32) | ((hi as u16 as u32) << 16)
 }
 
+/// The little-endian word of four bytes at any address: one `LDR` on DSP cores (which load
+/// unaligned words; the compiler, not assuming so, builds it from four byte loads).
+#[inline(always)]
+pub fn word(bytes: &[u8; 4]) -> u32 {
+    #[cfg(infer_core_dsp)]
+    // SAFETY: `bytes` is four readable bytes.
+    unsafe {
+        ldr(bytes.as_ptr())
+    }
+    #[cfg(not(infer_core_dsp))]
+    u32::from_le_bytes(*bytes)
+}
+
+/// [`word`] of four int8 values (their bytes).
+#[inline(always)]
+pub fn word_i8(values: &[i8; 4]) -> u32 {
+    #[cfg(infer_core_dsp)]
+    // SAFETY: `values` is four readable bytes.
+    unsafe {
+        ldr(values.as_ptr().cast())
+    }
+    #[cfg(not(infer_core_dsp))]
+    u32::from_le_bytes(values.map(|v| v as u8))
+}
+
+/// `LDR` of the word at `p`, aligned or not.
+///
+/// # Safety
+/// `p` must point to four readable bytes.
+#[cfg(infer_core_dsp)]
+#[inline(always)]
+unsafe fn ldr(p: *const u8) -> u32 {
+    let out: u32;
+    // SAFETY: the caller's promise; reads four bytes, no stack, no flags.
+    unsafe {
+        asm!("ldr {0}, [{1}]", lateout(reg) out, in(reg) p,
+             options(pure, readonly, nostack, preserves_flags));
+    }
+    out
+}
+
 /// `SXTB16`: bytes 0 and 2 of `x`, sign-extended to the low and high halves.
 #[inline(always)]
 pub fn sxtb16(x: u32) -> u32 {
@@ -114,24 +155,44 @@ pub fn pkhtb(a: u32, b: u32) -> u32 {
     }
 }
 
-/// `SSUB16`: `(lo(a) − lo(b), hi(a) − hi(b))`, each half wrapping.
-#[inline(always)]
-pub fn ssub16(a: u32, b: u32) -> u32 {
-    #[cfg(infer_core_dsp)]
-    {
-        let out: u32;
-        // SAFETY: registers only; sets the GE flags, so flags are not declared preserved.
-        unsafe {
-            asm!("ssub16 {0}, {1}, {2}", lateout(reg) out, in(reg) a, in(reg) b,
-                 options(pure, nomem, nostack));
+/// A halfword-parallel instruction `$insn d, a, b` (which sets the GE flags, so flags are
+/// not declared preserved), and its portable twin `$portable` on the halves.
+macro_rules! halfword_op {
+    ($(#[$doc:meta])* $name:ident, $insn:literal, $portable:path) => {
+        $(#[$doc])*
+        #[inline(always)]
+        pub fn $name(a: u32, b: u32) -> u32 {
+            #[cfg(infer_core_dsp)]
+            {
+                let out: u32;
+                // SAFETY: registers only; sets the GE flags.
+                unsafe {
+                    asm!(concat!($insn, " {0}, {1}, {2}"), lateout(reg) out, in(reg) a,
+                         in(reg) b, options(pure, nomem, nostack));
+                }
+                out
+            }
+            #[cfg(not(infer_core_dsp))]
+            {
+                pack($portable(lo(a), lo(b)), $portable(hi(a), hi(b)))
+            }
         }
-        out
-    }
-    #[cfg(not(infer_core_dsp))]
-    {
-        pack(lo(a) - lo(b), hi(a) - hi(b))
-    }
+    };
 }
+
+halfword_op!(
+    /// `SSUB16`: `(lo(a) − lo(b), hi(a) − hi(b))`, each half wrapping.
+    ssub16,
+    "ssub16",
+    i32::wrapping_sub
+);
+
+halfword_op!(
+    /// `SADD16`: `(lo(a) + lo(b), hi(a) + hi(b))`, each half wrapping.
+    sadd16,
+    "sadd16",
+    i32::wrapping_add
+);
 
 /// `SMLAD`: `acc + lo(a)·lo(b) + hi(a)·hi(b)`, wrapping.
 ///
@@ -424,6 +485,131 @@ pub fn dot2_octets_portable(
     [acc0, acc1]
 }
 
+/// Whether `blocks` (at least one) blocks of 16 taps fit a pair patch (16 words each) and
+/// both weight rows (16 bytes each): [`dot_pair2_blocks`]'s precondition.
+fn blocks_fit(patch: &[u32], w0: &[u8], w1: &[u8], blocks: usize) -> bool {
+    blocks > 0 && patch.len() / 16 >= blocks && w0.len().min(w1.len()) / 16 >= blocks
+}
+
+/// One group of four taps of [`dot_pair2_blocks`]'s loop: the group's four pair-patch words
+/// into r2–r5 (first pixel `(x0, x2), (x1, x3)`, then the second's), each filter's four
+/// weights unpacked into r7 (`w0, w2`) and r6 (`w1, w3`), eight `SMLAD`s.
+#[cfg(infer_core_dsp)]
+macro_rules! pair_group {
+    () => {
+        concat!(
+            "ldm r10!, {{r2, r3, r4, r5}}\n",
+            "ldr r6, [r11], #4\n",
+            "sxtb16 r7, r6\n",
+            "sxtb16 r6, r6, ror #8\n",
+            "smlad r0, r7, r2, r0\n",
+            "smlad r0, r6, r3, r0\n",
+            "smlad r1, r7, r4, r1\n",
+            "smlad r1, r6, r5, r1\n",
+            "ldr r6, [r12], #4\n",
+            "sxtb16 r7, r6\n",
+            "sxtb16 r6, r6, ror #8\n",
+            "smlad r8, r7, r2, r8\n",
+            "smlad r8, r6, r3, r8\n",
+            "smlad r9, r7, r4, r9\n",
+            "smlad r9, r6, r5, r9\n",
+        )
+    };
+}
+
+/// Two filters' dot products with two pixels' patches at once, over the first
+/// `16 · blocks` taps of a pair patch (the layout of [`crate::kernels::dot::dot_pair2`]:
+/// per group of four taps the first pixel's words `(x0, x2), (x1, x3)`, then the
+/// second's) and int8 weights `w0`, `w1` (bytes, any alignment), added to `acc` =
+/// `[w0 · first, w0 · second, w1 · first, w1 · second]`. Returns `acc` unchanged if a slice
+/// is shorter than that.
+///
+/// On a DSP core this is a loop of assembly: sixteen taps of both filters and both pixels
+/// (64 multiply-accumulates) in 62 instructions — each patch word loaded once (`LDM`) for
+/// both filters, each weight word loaded and unpacked once for both pixels; elsewhere
+/// [`dot_pair2_blocks_portable`].
+#[inline(never)]
+pub fn dot_pair2_blocks(
+    patch: &[u32],
+    w0: &[u8],
+    w1: &[u8],
+    blocks: usize,
+    acc: [i32; 4],
+) -> [i32; 4] {
+    if !blocks_fit(patch, w0, w1, blocks) {
+        return acc;
+    }
+    #[cfg(infer_core_dsp)]
+    {
+        let [mut a0, mut b0, mut a1, mut b1] = acc;
+        // Registers: accumulators a0 b0 a1 b1 in r0 r1 r8 r9; the patch pointer in r10,
+        // the weight pointers in r11 and r12, the block count in lr.
+        // SAFETY: r10 reads 64 · blocks bytes of `patch` (16 · blocks words, checked
+        // above; word-aligned, which LDM needs), r11 and r12 read 16 · blocks bytes of
+        // `w0` and `w1` (checked above; LDR of a word may be unaligned on these cores), lr
+        // counts the blocks down from at least 1. The loop needs fourteen registers: the
+        // twelve that can be operands are all named here (r2–r5 by name also because LDM
+        // needs its registers in ascending order), so no operand is in r6 or r7 (which
+        // cannot be named: LLVM's base and frame pointers); the loop saves those two on the
+        // stack, uses them as scratch and restores them before the block ends. Nothing else
+        // touches memory or the stack, and every register written is declared.
+        unsafe {
+            asm!(
+                "push {{r6, r7}}",
+                "2:",
+                pair_group!(),
+                pair_group!(),
+                pair_group!(),
+                pair_group!(),
+                "subs lr, lr, #1",
+                "bne 2b",
+                "pop {{r6, r7}}",
+                inout("r10") patch.as_ptr() => _,
+                inout("r11") w0.as_ptr() => _,
+                inout("r12") w1.as_ptr() => _,
+                inout("lr") blocks => _,
+                inout("r0") a0,
+                inout("r1") b0,
+                inout("r8") a1,
+                inout("r9") b1,
+                out("r2") _,
+                out("r3") _,
+                out("r4") _,
+                out("r5") _,
+                options(readonly),
+            );
+        }
+        [a0, b0, a1, b1]
+    }
+    #[cfg(not(infer_core_dsp))]
+    dot_pair2_blocks_portable(patch, w0, w1, blocks, acc)
+}
+
+/// [`dot_pair2_blocks`] in plain integer arithmetic (the reference the assembly is tested
+/// against, and the code elsewhere).
+pub fn dot_pair2_blocks_portable(
+    patch: &[u32],
+    w0: &[u8],
+    w1: &[u8],
+    blocks: usize,
+    acc: [i32; 4],
+) -> [i32; 4] {
+    if !blocks_fit(patch, w0, w1, blocks) {
+        return acc;
+    }
+    let [mut a0, mut b0, mut a1, mut b1] = acc;
+    for (g, words) in patch.chunks_exact(4).take(4 * blocks).enumerate() {
+        let word =
+            |w: &[u8]| u32::from_le_bytes([w[4 * g], w[4 * g + 1], w[4 * g + 2], w[4 * g + 3]]);
+        for (w, first, second) in [(word(w0), &mut a0, &mut b0), (word(w1), &mut a1, &mut b1)] {
+            let (even, odd) = (sxtb16(w), sxtb16_ror8(w));
+            *first = smlad(odd, words[1], smlad(even, words[0], *first));
+            *second = smlad(odd, words[3], smlad(even, words[2], *second));
+        }
+    }
+    [a0, b0, a1, b1]
+}
+
 /// [`windows`] in plain integer arithmetic (the reference the assembly is tested against,
 /// and the code elsewhere).
 pub fn windows_portable<const F: usize>(po: &mut PatchOut<F>, filters: &[Filter3x3; F]) {
@@ -496,6 +682,50 @@ mod tests {
         }
     }
 
+    /// Two filters' dot products with two pixels over whole blocks of a pair patch,
+    /// against the sums of products written out.
+    #[test]
+    fn dot_pair2_blocks_is_the_sum_of_products() {
+        let mut rng = TestRng(0x9A12);
+        for blocks in 0..5 {
+            let taps = 16 * blocks + rng.below(16) as usize;
+            let x: [std::vec::Vec<i32>; 2] =
+                [0, 1].map(|_| (0..taps).map(|_| rng.below(511) as i32 - 255).collect());
+            let w: [std::vec::Vec<u8>; 2] =
+                [0, 1].map(|_| (0..taps).map(|_| rng.next_u64() as u8).collect());
+            // The pair patch, written out from its definition.
+            let mut patch = std::vec![0u32; 2 * crate::kernels::dot::PatchWords::words(taps)];
+            for g in 0..taps / 4 {
+                for (p, x) in x.iter().enumerate() {
+                    let t = 4 * g;
+                    patch[4 * g + 2 * p] = pack(x[t], x[t + 2]);
+                    patch[4 * g + 2 * p + 1] = pack(x[t + 1], x[t + 3]);
+                }
+            }
+            let start = [0; 4].map(|_| rng.next_u64() as i32);
+            let want = [0, 1, 2, 3].map(|k| {
+                let (f, p) = (k / 2, k % 2);
+                (0..16 * blocks).fold(start[k], |a, t| {
+                    a.wrapping_add(x[p][t] * i32::from(w[f][t] as i8))
+                })
+            });
+            assert_eq!(
+                dot_pair2_blocks(&patch, &w[0], &w[1], blocks, start),
+                want,
+                "{blocks}"
+            );
+            assert_eq!(
+                dot_pair2_blocks_portable(&patch, &w[0], &w[1], blocks, start),
+                want
+            );
+            // Too short a slice: nothing added.
+            assert_eq!(
+                dot_pair2_blocks(&patch, &w[0][..taps / 2], &w[1], blocks.max(1), start),
+                start
+            );
+        }
+    }
+
     /// The instructions' definitions (Arm ARM), written out on bytes and halves.
     #[test]
     fn operations_match_their_definitions() {
@@ -517,6 +747,10 @@ mod tests {
             assert_eq!(
                 ssub16(a, b),
                 pack(lo(a).wrapping_sub(lo(b)), hi(a).wrapping_sub(hi(b)))
+            );
+            assert_eq!(
+                sadd16(a, b),
+                pack(lo(a).wrapping_add(lo(b)), hi(a).wrapping_add(hi(b)))
             );
             let wide = i64::from(acc) + i64::from(lo(a) * lo(b)) + i64::from(hi(a) * hi(b));
             assert_eq!(smlad(a, b, acc), wide as i32);
