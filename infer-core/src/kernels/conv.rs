@@ -190,19 +190,26 @@ impl ChunkSizes {
     }
 }
 
-/// Which patch [`gather_patch`] writes: a packed patch of its own, or one of the two
-/// pixels of a pair patch (the layouts of [`super::dot`]).
+/// Which patch [`gather_patch`] writes: pixel `pixel` of a patch of `pixels` interleaved
+/// pixels ([`PatchSlot::SINGLE`]: a packed patch of its own; `pixels` 4: a quad patch, the
+/// layouts of [`super::dot`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PatchSlot {
-    /// The whole patch ([`pack_patch`]'s layout).
-    Single,
-    /// The first pixel of a pair patch.
-    First,
-    /// The second pixel of a pair patch.
-    Second,
+pub(crate) struct PatchSlot {
+    /// The pixel, `0..pixels`.
+    pub pixel: usize,
+    /// Pixels in the patch.
+    pub pixels: usize,
 }
 
-/// Writes values one by one into a packed patch or one pixel's half of a pair patch: four
+impl PatchSlot {
+    /// A patch of one pixel.
+    pub const SINGLE: Self = Self {
+        pixel: 0,
+        pixels: 1,
+    };
+}
+
+/// Writes values one by one into a packed patch or one pixel's share of a quad patch: four
 /// at a time as two words, the `taps % 4` last ones one word each by
 /// [`PatchWriter::finish`]. Values past the end of the patch are dropped.
 struct PatchWriter<'p> {
@@ -222,18 +229,13 @@ struct PatchWriter<'p> {
 impl<'p> PatchWriter<'p> {
     #[inline(always)]
     fn new(patch: &'p mut [u32], taps: usize, slot: PatchSlot) -> Self {
-        let groups = taps / 4;
-        let (at, step, tail, tail_step) = match slot {
-            PatchSlot::Single => (0, 2, 2 * groups, 1),
-            PatchSlot::First => (0, 4, 4 * groups, 2),
-            PatchSlot::Second => (2, 4, 4 * groups + 1, 2),
-        };
+        let PatchSlot { pixel, pixels } = slot;
         Self {
             patch,
-            at,
-            step,
-            tail,
-            tail_step,
+            at: 2 * pixel,
+            step: 2 * pixels,
+            tail: taps / 4 * 2 * pixels + pixel,
+            tail_step: pixels,
             quad: [0; 4],
             filled: 0,
         }

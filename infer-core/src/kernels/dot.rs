@@ -7,11 +7,11 @@
 //! `(x0, x2)` and `(x1, x3)`, the order in which `SXTB16` and `SXTB16 ROR #8` unpack four int8
 //! weights from one word. The `taps % 4` last taps follow as one word each.
 //!
-//! A *pair patch* holds the patches of two output pixels, interleaved so that one load
-//! (`LDM` of four words) brings a group for both ([`dot_pair2`]): group `g` is words
-//! `4g..4g + 4`, the first pixel's two words then the second's; the `taps % 4` last taps
-//! follow as two words each, the first pixel's value then the second's. It takes
-//! `2 ·` [`PatchWords::words`] words.
+//! A *quad patch* holds the patches of four output pixels, interleaved so that one load
+//! (`LDM` of four words) brings a group of two of them ([`super::dsp::quad_filters`]):
+//! group `g` is words `8g..8g + 8`, each pixel's two words in turn; the `taps % 4` last
+//! taps follow as four words each, one value per pixel. It takes `4 ·`
+//! [`PatchWords::words`] words.
 
 use super::dsp::{self, pack, smlad, sxtb16, sxtb16_ror8};
 
@@ -134,53 +134,6 @@ pub fn dot_packed4(patch: &[u32], w: [&[u8]; 4]) -> [i32; 4] {
     acc
 }
 
-/// Two filters' dot products with two pixels' patches, over a pair patch of `taps` taps
-/// (module docs): `[w0 · first, w0 · second, w1 · first, w1 · second]`. Sixteen taps at a
-/// time in [`dsp::dot_pair2_blocks`] (on a DSP core 62 instructions per 64
-/// multiply-accumulates), then the rest. Stops at the shortest slice.
-#[inline(always)]
-pub fn dot_pair2(patch: &[u32], taps: usize, w0: &[u8], w1: &[u8]) -> [i32; 4] {
-    let taps = taps.min(w0.len()).min(w1.len());
-    let groups = (taps / 4).min(patch.len() / 4);
-    let mut acc = [0i32; 4];
-    let mut done = 0;
-    // On other cores the portable loop below runs inline (see `dot_packed2`); the unit
-    // tests take the block function too, to test the split.
-    if cfg!(any(infer_core_dsp, test)) && groups >= 4 {
-        let blocks = groups / 4;
-        acc = dsp::dot_pair2_blocks(patch, w0, w1, blocks, acc);
-        done = 4 * blocks;
-    }
-    let [mut a0, mut b0, mut a1, mut b1] = acc;
-    let word = |w: &[u8], g: usize| {
-        w.get(4 * g..4 * g + 4)
-            .map_or(0, |w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
-    };
-    for (g, words) in patch.chunks_exact(4).enumerate().take(groups).skip(done) {
-        let (p0, p1, q0, q1) = (words[0], words[1], words[2], words[3]);
-        let (u, v) = (word(w0, g), word(w1, g));
-        let (u0, u1, v0, v1) = (sxtb16(u), sxtb16_ror8(u), sxtb16(v), sxtb16_ror8(v));
-        a0 = smlad(u1, p1, smlad(u0, p0, a0));
-        b0 = smlad(u1, q1, smlad(u0, q0, b0));
-        a1 = smlad(v1, p1, smlad(v0, p0, a1));
-        b1 = smlad(v1, q1, smlad(v0, q0, b1));
-    }
-    if groups == taps / 4 {
-        let tail = patch.get(4 * groups..).unwrap_or(&[]);
-        let rest0 = w0.get(4 * groups..taps).unwrap_or(&[]);
-        let rest1 = w1.get(4 * groups..taps).unwrap_or(&[]);
-        for ((xs, &u), &v) in tail.chunks_exact(2).zip(rest0).zip(rest1) {
-            let (x, y) = (xs[0] as i32, xs[1] as i32);
-            let (u, v) = (i32::from(u as i8), i32::from(v as i8));
-            a0 = a0.wrapping_add(x.wrapping_mul(u));
-            b0 = b0.wrapping_add(y.wrapping_mul(u));
-            a1 = a1.wrapping_add(x.wrapping_mul(v));
-            b1 = b1.wrapping_add(y.wrapping_mul(v));
-        }
-    }
-    [a0, b0, a1, b1]
-}
-
 /// `Σ (x[i] + offset) · w[i]` over int8 inputs and int8 weights (bytes), both unpacked four
 /// at a time; the offset's share is `offset · Σ w`. Stops at the shorter of the two.
 #[inline(always)]
@@ -251,36 +204,6 @@ mod tests {
                     dot_packed(&patch, &w4)
                 ],
                 "four filters, {taps} taps"
-            );
-        }
-        // Pair patches: two pixels, laid out from their single patches.
-        for taps in 0..70 {
-            let x: [Vec<i32>; 2] =
-                [0, 1].map(|_| (0..taps).map(|_| rng.below(511) as i32 - 255).collect());
-            let w: [Vec<u8>; 2] = [0, 1].map(|_| (0..taps).map(|_| rng.i8() as u8).collect());
-            let mut patch = std::vec![0u32; 2 * PatchWords::words(taps)];
-            for (p, x) in x.iter().enumerate() {
-                let mut single = std::vec![0u32; PatchWords::words(taps)];
-                pack_patch(&mut single, taps, |t| x[t]);
-                // The pair layout of the module docs, from the single patch's words.
-                for (i, &word) in single.iter().enumerate() {
-                    let at = if i < taps / 4 * 2 {
-                        i / 2 * 4 + 2 * p + i % 2
-                    } else {
-                        taps / 4 * 4 + 2 * (i - taps / 4 * 2) + p
-                    };
-                    patch[at] = word;
-                }
-            }
-            let want = [0, 1, 2, 3].map(|k| {
-                (0..taps)
-                    .map(|t| x[k % 2][t] * i32::from(w[k / 2][t] as i8))
-                    .sum::<i32>()
-            });
-            assert_eq!(
-                dot_pair2(&patch, taps, &w[0], &w[1]),
-                want,
-                "pair, {taps} taps"
             );
         }
         // Extremes: every product at its largest magnitude.

@@ -485,30 +485,60 @@ pub fn dot2_octets_portable(
     [acc0, acc1]
 }
 
-/// Whether `blocks` (at least one) blocks of 16 taps fit a pair patch (16 words each) and
-/// both weight rows (16 bytes each): [`dot_pair2_blocks`]'s precondition.
-fn blocks_fit(patch: &[u32], w0: &[u8], w1: &[u8], blocks: usize) -> bool {
-    blocks > 0 && patch.len() / 16 >= blocks && w0.len().min(w1.len()) / 16 >= blocks
+/// What [`quad_filters`] computes: four pixels' quad patch of `taps` taps (the layout of
+/// [`crate::kernels::dot`]: per group of four taps, each pixel's words `(x0, x2), (x1,
+/// x3)` in turn), `filters` filters' int8 rows of `taps` bytes one after the other in
+/// `weights` (any alignment), and `stride`, the distance in values between the pixels'
+/// results (0: the four fold into one, a pool window).
+#[derive(Debug, Clone, Copy)]
+pub struct QuadConv<'a> {
+    /// The quad patch.
+    pub patch: &'a [u32],
+    /// The filters' rows.
+    pub weights: &'a [u8],
+    /// Taps per patch: a multiple of 16.
+    pub taps: usize,
+    /// Filters.
+    pub filters: usize,
+    /// Values from one pixel's results to the next pixel's.
+    pub stride: usize,
 }
 
-/// One group of four taps of [`dot_pair2_blocks`]'s loop: the group's four pair-patch words
-/// into r2–r5 (first pixel `(x0, x2), (x1, x3)`, then the second's), each filter's four
-/// weights unpacked into r7 (`w0, w2`) and r6 (`w1, w3`), eight `SMLAD`s.
+impl QuadConv<'_> {
+    /// Whether the sizes fit the slices and `values`: [`quad_filters`]' precondition.
+    fn fits(&self, values: &[u32]) -> bool {
+        let Self {
+            patch,
+            weights,
+            taps,
+            filters,
+            stride,
+        } = *self;
+        taps >= 16
+            && taps % 16 == 0
+            && filters > 0
+            && patch.len() >= 2 * taps
+            && weights.len() / taps >= filters
+            && values.len() > 3 * stride + filters - 1
+    }
+}
+
+/// One group of four taps of [`quad_filters`]' inner loop: the filter's four weights
+/// unpacked into r7 (`w0, w2`) and r6 (`w1, w3`), the group's eight quad-patch words into
+/// r2–r5 four at a time (`LDM`), eight `SMLAD`s into the four pixels' accumulators.
 #[cfg(infer_core_dsp)]
-macro_rules! pair_group {
+macro_rules! quad_group {
     () => {
         concat!(
-            "ldm r10!, {{r2, r3, r4, r5}}\n",
             "ldr r6, [r11], #4\n",
             "sxtb16 r7, r6\n",
             "sxtb16 r6, r6, ror #8\n",
+            "ldm r10!, {{r2, r3, r4, r5}}\n",
             "smlad r0, r7, r2, r0\n",
             "smlad r0, r6, r3, r0\n",
             "smlad r1, r7, r4, r1\n",
             "smlad r1, r6, r5, r1\n",
-            "ldr r6, [r12], #4\n",
-            "sxtb16 r7, r6\n",
-            "sxtb16 r6, r6, ror #8\n",
+            "ldm r10!, {{r2, r3, r4, r5}}\n",
             "smlad r8, r7, r2, r8\n",
             "smlad r8, r6, r3, r8\n",
             "smlad r9, r7, r4, r9\n",
@@ -517,97 +547,133 @@ macro_rules! pair_group {
     };
 }
 
-/// Two filters' dot products with two pixels' patches at once, over the first
-/// `16 · blocks` taps of a pair patch (the layout of [`crate::kernels::dot::dot_pair2`]:
-/// per group of four taps the first pixel's words `(x0, x2), (x1, x3)`, then the
-/// second's) and int8 weights `w0`, `w1` (bytes, any alignment), added to `acc` =
-/// `[w0 · first, w0 · second, w1 · first, w1 · second]`. Returns `acc` unchanged if a slice
-/// is shorter than that.
+/// One pixel's max update of [`quad_filters`]: `*r3 = max(*r3, acc)`, then `r3 += r2`.
+#[cfg(infer_core_dsp)]
+macro_rules! quad_max {
+    ($acc:literal) => {
+        concat!(
+            "ldr r4, [r3]\n",
+            "cmp ",
+            $acc,
+            ", r4\n",
+            "it gt\n",
+            "movgt r4, ",
+            $acc,
+            "\n",
+            "str r4, [r3]\n",
+            "add r3, r2\n",
+        )
+    };
+}
+
+/// Four pixels' convolutions ([`QuadConv`]) folded into running maxima: for filter `f` and
+/// pixel `p`, `values[p · stride + f] = max(values[p · stride + f], Σ x_p · w_f)` (as
+/// `i32`). Computes nothing if a size does not fit.
 ///
-/// On a DSP core this is a loop of assembly: sixteen taps of both filters and both pixels
-/// (64 multiply-accumulates) in 62 instructions — each patch word loaded once (`LDM`) for
-/// both filters, each weight word loaded and unpacked once for both pixels; elsewhere
-/// [`dot_pair2_blocks_portable`].
+/// On a DSP core this is one block of assembly: sixteen taps of four pixels (64
+/// multiply-accumulates) in 54 instructions — each weight word loaded and unpacked once for
+/// the four pixels, the patch loaded four words per `LDM` — and about 40 per filter around
+/// them; elsewhere [`quad_filters_portable`].
 #[inline(never)]
-pub fn dot_pair2_blocks(
-    patch: &[u32],
-    w0: &[u8],
-    w1: &[u8],
-    blocks: usize,
-    acc: [i32; 4],
-) -> [i32; 4] {
-    if !blocks_fit(patch, w0, w1, blocks) {
-        return acc;
+pub fn quad_filters(conv: &QuadConv<'_>, values: &mut [u32]) {
+    if !conv.fits(values) {
+        return;
     }
     #[cfg(infer_core_dsp)]
     {
-        let [mut a0, mut b0, mut a1, mut b1] = acc;
-        // Registers: accumulators a0 b0 a1 b1 in r0 r1 r8 r9; the patch pointer in r10,
-        // the weight pointers in r11 and r12, the block count in lr.
-        // SAFETY: r10 reads 64 · blocks bytes of `patch` (16 · blocks words, checked
-        // above; word-aligned, which LDM needs), r11 and r12 read 16 · blocks bytes of
-        // `w0` and `w1` (checked above; LDR of a word may be unaligned on these cores), lr
-        // counts the blocks down from at least 1. The loop needs fourteen registers: the
-        // twelve that can be operands are all named here (r2–r5 by name also because LDM
-        // needs its registers in ascending order), so no operand is in r6 or r7 (which
-        // cannot be named: LLVM's base and frame pointers); the loop saves those two on the
-        // stack, uses them as scratch and restores them before the block ends. Nothing else
-        // touches memory or the stack, and every register written is declared.
+        // Registers: accumulators of pixels 0–3 in r0 r1 r8 r9; patch words r2–r5; the
+        // unpacked weights r6 r7; the patch pointer r10, the weight pointer r11, the
+        // values pointer r12, the block count lr. On the stack (pushed from r0, r1, r10,
+        // lr): filters left [sp], stride in bytes [sp, #4], the patch [sp, #8], blocks per
+        // filter [sp, #12].
+        // SAFETY: r10 reads 8 · taps bytes of `patch` per filter (2 · taps words, checked
+        // above; word-aligned, which LDM needs), r11 reads taps bytes of `weights` per
+        // filter (filters · taps checked above; LDR of a word may be unaligned on these
+        // cores), r12 reads and writes `values` at p · stride + f for p < 4, f < filters
+        // (checked above), lr counts taps / 16 ≥ 1 blocks down. The twelve registers that
+        // can be operands are all named here (r2–r5 by name also because LDM needs its
+        // registers in ascending order), so no operand is in r6 or r7 (which cannot be
+        // named: LLVM's base and frame pointers); the block saves those two on the stack,
+        // uses them as scratch and restores them, and pops everything it pushed. Nothing
+        // else is read or written, and every register written is declared.
         unsafe {
             asm!(
                 "push {{r6, r7}}",
+                "push {{r0, r1, r10, lr}}",
+                "3:",
+                "movs r0, #0",
+                "movs r1, #0",
+                "mov.w r8, #0",
+                "mov.w r9, #0",
+                "ldr r10, [sp, #8]",
+                "ldr lr, [sp, #12]",
                 "2:",
-                pair_group!(),
-                pair_group!(),
-                pair_group!(),
-                pair_group!(),
+                quad_group!(),
+                quad_group!(),
+                quad_group!(),
+                quad_group!(),
                 "subs lr, lr, #1",
                 "bne 2b",
+                "ldr r2, [sp, #4]",
+                "mov r3, r12",
+                quad_max!("r0"),
+                quad_max!("r1"),
+                quad_max!("r8"),
+                quad_max!("r9"),
+                "adds r12, #4",
+                "ldr r2, [sp]",
+                "subs r2, #1",
+                "str r2, [sp]",
+                "bne 3b",
+                "add sp, #16",
                 "pop {{r6, r7}}",
-                inout("r10") patch.as_ptr() => _,
-                inout("r11") w0.as_ptr() => _,
-                inout("r12") w1.as_ptr() => _,
-                inout("lr") blocks => _,
-                inout("r0") a0,
-                inout("r1") b0,
-                inout("r8") a1,
-                inout("r9") b1,
+                inout("r0") conv.filters => _,
+                inout("r1") 4 * conv.stride => _,
+                inout("r10") conv.patch.as_ptr() => _,
+                inout("lr") conv.taps / 16 => _,
+                inout("r11") conv.weights.as_ptr() => _,
+                inout("r12") values.as_mut_ptr() => _,
                 out("r2") _,
                 out("r3") _,
                 out("r4") _,
                 out("r5") _,
-                options(readonly),
+                out("r8") _,
+                out("r9") _,
             );
         }
-        [a0, b0, a1, b1]
     }
     #[cfg(not(infer_core_dsp))]
-    dot_pair2_blocks_portable(patch, w0, w1, blocks, acc)
+    quad_filters_portable(conv, values);
 }
 
-/// [`dot_pair2_blocks`] in plain integer arithmetic (the reference the assembly is tested
+/// [`quad_filters`] in plain integer arithmetic (the reference the assembly is tested
 /// against, and the code elsewhere).
-pub fn dot_pair2_blocks_portable(
-    patch: &[u32],
-    w0: &[u8],
-    w1: &[u8],
-    blocks: usize,
-    acc: [i32; 4],
-) -> [i32; 4] {
-    if !blocks_fit(patch, w0, w1, blocks) {
-        return acc;
+pub fn quad_filters_portable(conv: &QuadConv<'_>, values: &mut [u32]) {
+    if !conv.fits(values) {
+        return;
     }
-    let [mut a0, mut b0, mut a1, mut b1] = acc;
-    for (g, words) in patch.chunks_exact(4).take(4 * blocks).enumerate() {
-        let word =
-            |w: &[u8]| u32::from_le_bytes([w[4 * g], w[4 * g + 1], w[4 * g + 2], w[4 * g + 3]]);
-        for (w, first, second) in [(word(w0), &mut a0, &mut b0), (word(w1), &mut a1, &mut b1)] {
+    let QuadConv {
+        patch,
+        weights,
+        taps,
+        filters,
+        stride,
+    } = *conv;
+    for (f, w) in weights.chunks_exact(taps).take(filters).enumerate() {
+        let mut acc = [0i32; 4];
+        for (words, w) in patch.chunks_exact(8).zip(w.chunks_exact(4)) {
+            let w = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
             let (even, odd) = (sxtb16(w), sxtb16_ror8(w));
-            *first = smlad(odd, words[1], smlad(even, words[0], *first));
-            *second = smlad(odd, words[3], smlad(even, words[2], *second));
+            for (p, acc) in acc.iter_mut().enumerate() {
+                *acc = smlad(odd, words[2 * p + 1], smlad(even, words[2 * p], *acc));
+            }
+        }
+        for (p, acc) in acc.into_iter().enumerate() {
+            if let Some(v) = values.get_mut(p * stride + f) {
+                *v = (*v as i32).max(acc) as u32;
+            }
         }
     }
-    [a0, b0, a1, b1]
 }
 
 /// [`windows`] in plain integer arithmetic (the reference the assembly is tested against,
@@ -682,47 +748,66 @@ mod tests {
         }
     }
 
-    /// Two filters' dot products with two pixels over whole blocks of a pair patch,
-    /// against the sums of products written out.
+    /// Four pixels' convolutions folded into maxima, over quad patches of random
+    /// lengths, against the sums of products written out.
     #[test]
-    fn dot_pair2_blocks_is_the_sum_of_products() {
+    fn quad_filters_fold_the_sums_of_products() {
         let mut rng = TestRng(0x9A12);
-        for blocks in 0..5 {
-            let taps = 16 * blocks + rng.below(16) as usize;
-            let x: [std::vec::Vec<i32>; 2] =
-                [0, 1].map(|_| (0..taps).map(|_| rng.below(511) as i32 - 255).collect());
-            let w: [std::vec::Vec<u8>; 2] =
-                [0, 1].map(|_| (0..taps).map(|_| rng.next_u64() as u8).collect());
-            // The pair patch, written out from its definition.
-            let mut patch = std::vec![0u32; 2 * crate::kernels::dot::PatchWords::words(taps)];
+        for case in 0..40 {
+            let taps = 16 * (case % 5) + if case % 7 == 6 { 4 } else { 0 };
+            let filters = 1 + rng.below(5) as usize;
+            let stride = [0, filters, filters + 3][case % 3];
+            let x: [std::vec::Vec<i32>; 4] =
+                [0; 4].map(|_| (0..taps).map(|_| rng.below(511) as i32 - 255).collect());
+            let w: std::vec::Vec<u8> = (0..taps * filters).map(|_| rng.next_u64() as u8).collect();
+            // The quad patch, written out from its definition.
+            let mut patch = std::vec![0u32; 2 * taps];
             for g in 0..taps / 4 {
                 for (p, x) in x.iter().enumerate() {
                     let t = 4 * g;
-                    patch[4 * g + 2 * p] = pack(x[t], x[t + 2]);
-                    patch[4 * g + 2 * p + 1] = pack(x[t + 1], x[t + 3]);
+                    patch[8 * g + 2 * p] = pack(x[t], x[t + 2]);
+                    patch[8 * g + 2 * p + 1] = pack(x[t + 1], x[t + 3]);
                 }
             }
-            let start = [0; 4].map(|_| rng.next_u64() as i32);
-            let want = [0, 1, 2, 3].map(|k| {
-                let (f, p) = (k / 2, k % 2);
-                (0..16 * blocks).fold(start[k], |a, t| {
-                    a.wrapping_add(x[p][t] * i32::from(w[f][t] as i8))
-                })
-            });
-            assert_eq!(
-                dot_pair2_blocks(&patch, &w[0], &w[1], blocks, start),
-                want,
-                "{blocks}"
+            let start: std::vec::Vec<u32> = (0..3 * stride + filters)
+                .map(|_| (rng.below(2001) as i32 - 1000) as u32)
+                .collect();
+            let mut want = start.clone();
+            if taps % 16 == 0 && taps > 0 {
+                for f in 0..filters {
+                    for (p, x) in x.iter().enumerate() {
+                        let sum: i32 = (0..taps)
+                            .map(|t| x[t] * i32::from(w[f * taps + t] as i8))
+                            .sum();
+                        let v = &mut want[p * stride + f];
+                        *v = (*v as i32).max(sum) as u32;
+                    }
+                }
+            }
+            let conv = QuadConv {
+                patch: &patch,
+                weights: &w,
+                taps,
+                filters,
+                stride,
+            };
+            let mut got = start.clone();
+            quad_filters(&conv, &mut got);
+            assert_eq!(got, want, "case {case}: {taps} taps");
+            let mut got = start.clone();
+            quad_filters_portable(&conv, &mut got);
+            assert_eq!(got, want, "portable, case {case}");
+            // Too short a slice: nothing changes.
+            let mut got = start.clone();
+            let short = &w[..w.len().saturating_sub(1)];
+            quad_filters(
+                &QuadConv {
+                    weights: short,
+                    ..conv
+                },
+                &mut got,
             );
-            assert_eq!(
-                dot_pair2_blocks_portable(&patch, &w[0], &w[1], blocks, start),
-                want
-            );
-            // Too short a slice: nothing added.
-            assert_eq!(
-                dot_pair2_blocks(&patch, &w[0][..taps / 2], &w[1], blocks.max(1), start),
-                start
-            );
+            assert_eq!(got, start);
         }
     }
 

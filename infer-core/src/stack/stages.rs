@@ -25,8 +25,9 @@ pub use super::shape::OpShape;
 use crate::kernels::conv::{gather_patch, ConvGeometry, Padding, PatchSlot};
 use crate::kernels::dense::{dense_unit, finish_logits};
 use crate::kernels::dot::{
-    dot_i8_offset, dot_packed, dot_packed2, dot_packed4, dot_pair2, pack_patch, PatchWords,
+    dot_i8_offset, dot_packed, dot_packed2, dot_packed4, pack_patch, PatchWords,
 };
+use crate::kernels::dsp::{quad_filters, QuadConv};
 use crate::kernels::fused::NATIVE_PAIRED;
 use crate::kernels::ChannelRequant;
 
@@ -139,15 +140,15 @@ pub const fn stream3x3_bytes(filters: usize, units: usize) -> usize {
 /// Words of `patch` that [`run_general`] needs for a stage with a conv of `taps` values per
 /// patch (0 without a conv), a max pool of window side `pool` (1 without one), `channels`
 /// values per position before the dense layer, and a dense layer of `units` outputs (0
-/// without one): the packed patch (the conv's pair patch, or the position's values for the
-/// dense layer), one word per channel of each position computed at once (two for a conv
-/// without a pool: its pixels go in pairs) and one per unit.
+/// without one): the packed patch (the conv's quad patch, or the position's values for the
+/// dense layer), one word per channel of each position computed at once (four for a conv
+/// without a pool: its pixels go four at a time) and one per unit.
 pub const fn general_words(taps: usize, channels: usize, units: usize, pool: usize) -> usize {
     if channels == 0 {
         // A dense layer alone needs nothing.
         return 0;
     }
-    let conv = 2 * PatchWords::words(taps);
+    let conv = QUAD * PatchWords::words(taps);
     let values = if units > 0 {
         PatchWords::words(channels)
     } else {
@@ -157,18 +158,21 @@ pub const fn general_words(taps: usize, channels: usize, units: usize, pool: usi
     patch + positions_at_once(taps, pool) * channels + units
 }
 
-/// Whether conv pixels go two at a time through a pair patch ([`dot_pair2`]): on DSP
-/// cores, where it saves a third of the instructions. Where `SMLAD` is emulated the
-/// one-pixel loop is faster (the Cortex-M3 ran two-blocks in 2,702,734 instructions with
-/// pairs, 2,211,781 without). The unit tests take the pairs, and the one-pixel loop for
-/// the odd pixel out. The buffers are sized for pairs on every core.
-const PAIR_PIXELS: bool = cfg!(any(infer_core_dsp, test));
+/// Conv pixels computed at once through a quad patch ([`quad_filters`]).
+const QUAD: usize = 4;
 
-/// Output positions a stage computes at once: two for a conv without a pool (its pixels go
-/// in pairs through [`dot_pair2`]), else one.
+/// Whether conv pixels go four at a time through a quad patch ([`quad_filters`], which
+/// needs whole blocks of 16 taps and a monotonic requantization): on DSP cores. Where
+/// `SMLAD` is emulated the one-pixel loop is faster (the Cortex-M3 ran two-blocks in
+/// 2,702,734 instructions with two pixels at a time, 2,211,781 one at a time). The unit
+/// tests take the quads. The buffers are sized for quads on every core.
+const QUAD_PIXELS: bool = cfg!(any(infer_core_dsp, test));
+
+/// Output positions a stage computes at once: four for a conv without a pool (its pixels
+/// go four at a time through [`quad_filters`]), else one.
 const fn positions_at_once(taps: usize, pool: usize) -> usize {
     if taps > 0 && pool <= 1 {
-        2
+        QUAD
     } else {
         1
     }
@@ -414,13 +418,13 @@ fn run_stage(parts: &Parts<'_>, input: &[i8], words: &mut [u32], mut output: Out
     } else {
         0
     };
-    let at_once = if PAIR_PIXELS {
+    let at_once = if QUAD_PIXELS {
         positions_at_once(taps, p)
     } else {
         1
     };
     let conv_words = if taps > 0 {
-        2 * PatchWords::words(taps)
+        QUAD * PatchWords::words(taps)
     } else {
         0
     };
@@ -492,7 +496,8 @@ fn dense_direct(d: &DensePart<'_>, input: &[i8], output: Out<'_>) {
 /// The conv (and pool) values of `n` consecutive output positions from `pos` of a grid
 /// `out_w` wide into `values` (one `i8` per filter and position, as `u32` bits of an
 /// `i32`): with a pool (`p > 1`, `n` = 1) the max over the window's `p²` conv pixels, else
-/// one pixel per position. The pixels go two at a time through a pair patch.
+/// one pixel per position. The pixels go four at a time through a quad patch where they
+/// can ([`QUAD_PIXELS`]), else one at a time.
 #[inline(never)]
 fn conv_positions(
     cp: &ConvPart<'_>,
@@ -503,7 +508,8 @@ fn conv_positions(
     patch: &mut [u32],
     values: &mut [u32],
 ) {
-    let channels = cp.geometry.filters;
+    let g = &cp.geometry;
+    let (taps, channels) = (g.taps(), g.filters);
     let Some(values) = values.get_mut(..n * channels) else {
         return;
     };
@@ -521,18 +527,45 @@ fn conv_positions(
         }
     };
     let count = if n == 1 { p * p } else { n };
+    let quads = QUAD_PIXELS && monotonic && taps % 16 == 0;
+    let kernel_row = g.k_w * g.in_c;
     let mut i = 0;
     while i < count {
-        if PAIR_PIXELS && i + 1 < count {
-            pixel_pair(
-                cp,
-                input,
-                [pixel(i), pixel(i + 1)],
-                monotonic,
-                patch,
-                values,
-            );
-            i += 2;
+        if quads && i + QUAD <= count {
+            let Some(patch) = patch.get_mut(..QUAD * PatchWords::words(taps)) else {
+                return;
+            };
+            for k in 0..QUAD {
+                let slot = PatchSlot {
+                    pixel: k,
+                    pixels: QUAD,
+                };
+                let at = pixel(i + k).0;
+                gather_patch(g, kernel_row, input, cp.input_offset, at, patch, slot);
+            }
+            // The four pixels' positions: all one (a pool window) or consecutive.
+            let (first, stride) = (pixel(i).1, (pixel(i + 1).1 - pixel(i).1) * channels);
+            let Some(values) = values.get_mut(first * channels..) else {
+                return;
+            };
+            if patch.iter().fold(0, |a, &w| a | w) == 0 {
+                // A background patch: every sum is 0.
+                for k in 0..QUAD {
+                    for v in values.iter_mut().skip(k * stride).take(channels) {
+                        *v = (*v as i32).max(0) as u32;
+                    }
+                }
+            } else {
+                let conv = QuadConv {
+                    patch,
+                    weights: cp.weights,
+                    taps,
+                    filters: channels,
+                    stride,
+                };
+                quad_filters(&conv, values);
+            }
+            i += QUAD;
         } else {
             let (at, slot) = pixel(i);
             let Some(values) = values.get_mut(slot * channels..(slot + 1) * channels) else {
@@ -559,68 +592,6 @@ fn conv_positions(
                 *v = q as u32;
             }
         }
-    }
-}
-
-/// Folds two conv pixels' accumulators into `values` (`[(pixel, position); 2]`; the
-/// positions' values one after the other): both patches gathered into one pair patch, then
-/// two filters at a time through [`dot_pair2`] (an odd last filter paired with itself).
-#[inline(always)]
-fn pixel_pair(
-    cp: &ConvPart<'_>,
-    input: &[i8],
-    pixels: [((usize, usize), usize); 2],
-    monotonic: bool,
-    patch: &mut [u32],
-    values: &mut [u32],
-) {
-    let g = &cp.geometry;
-    let (taps, channels) = (g.taps(), g.filters);
-    let Some(patch) = patch.get_mut(..2 * PatchWords::words(taps)) else {
-        return;
-    };
-    let [(first, s0), (second, s1)] = pixels;
-    let kernel_row = g.k_w * g.in_c;
-    let offset = cp.input_offset;
-    gather_patch(g, kernel_row, input, offset, first, patch, PatchSlot::First);
-    gather_patch(
-        g,
-        kernel_row,
-        input,
-        offset,
-        second,
-        patch,
-        PatchSlot::Second,
-    );
-    let background = patch.iter().fold(0, |a, &w| a | w) == 0;
-    let mut weights = cp.weights.chunks_exact(taps);
-    let mut f = 0;
-    while f < channels {
-        let Some(w0) = weights.next() else {
-            return;
-        };
-        let w1 = if f + 1 < channels {
-            match weights.next() {
-                Some(w) => w,
-                None => return,
-            }
-        } else {
-            w0
-        };
-        let acc = if background {
-            [0; 4]
-        } else {
-            dot_pair2(patch, taps, w0, w1)
-        };
-        // `acc` is `[w0 · first, w0 · second, w1 · first, w1 · second]`.
-        for (k, a) in acc.into_iter().enumerate().take(2 * (channels - f).min(2)) {
-            let filter = f + k / 2;
-            let slot = if k % 2 == 0 { s0 } else { s1 };
-            if let Some(best) = values.get_mut(slot * channels + filter) {
-                window(&cp.requant, filter, a, monotonic, best);
-            }
-        }
-        f += 2;
     }
 }
 
@@ -652,7 +623,7 @@ fn one_pixel(
         cp.input_offset,
         at,
         patch,
-        PatchSlot::Single,
+        PatchSlot::SINGLE,
     );
     let background = patch.iter().fold(0, |a, &w| a | w) == 0;
     let mut weights = cp.weights.chunks_exact(taps);
@@ -847,7 +818,13 @@ mod tests {
                     in_c: c,
                     k_h: k,
                     k_w: k,
-                    filters: 1 + rng.below(9) as usize,
+                    // Sometimes 16 filters: the next conv's patch is then whole blocks of
+                    // 16 taps, which go four pixels at a time.
+                    filters: if rng.below(4) == 0 {
+                        16
+                    } else {
+                        1 + rng.below(9) as usize
+                    },
                     stride: 1 + rng.below(2) as usize,
                     padding: if rng.below(2) == 0 {
                         Padding::Valid
@@ -938,6 +915,8 @@ mod tests {
         let mut rng = TestRng(0x57A6E5);
         let cases = if cfg!(miri) { 6 } else { 600 };
         let mut seen = BTreeSet::new();
+        // Monotonic conv stages by (whole blocks of 16 taps, pooled): four pixels at a time.
+        let mut quads = BTreeSet::new();
         for case in 0..cases {
             let wild = case % 3 == 2;
             let (hwc, planned, owned) = random_stack(&mut rng, wild);
@@ -956,6 +935,10 @@ mod tests {
                     .and_then(|p| p.conv)
                     .map(|c| monotonic(&c.requant, c.geometry.filters));
                 seen.insert((s.conv, s.pool, s.dense, monotonic));
+                if let (Some(true), Some(p)) = (monotonic, Parts::of(&file, s)) {
+                    let taps = p.conv.map_or(0, |c| c.geometry.taps());
+                    quads.insert((taps % 16 == 0, s.pool));
+                }
             }
             for _ in 0..4 {
                 let x = image(
@@ -994,6 +977,7 @@ mod tests {
             assert!(seen.contains(&(false, true, false, None)));
             assert!(seen.contains(&(false, true, true, None)));
             assert!(seen.contains(&(false, false, true, None)));
+            assert!(quads.contains(&(true, true)) && quads.contains(&(true, false)));
         }
     }
 
