@@ -676,6 +676,170 @@ pub fn quad_filters_portable(conv: &QuadConv<'_>, values: &mut [u32]) {
     }
 }
 
+/// What [`dense_rows`] computes: one position's `channels` values packed as
+/// [`crate::kernels::dot::pack_patch`] packs them (`patch`), and the dense layer's weight
+/// rows from that position on: row `u` is `weights[u · stride..][..channels]` (int8
+/// bytes, any alignment).
+#[derive(Debug, Clone, Copy)]
+pub struct DenseRows<'a> {
+    /// The packed values.
+    pub patch: &'a [u32],
+    /// The rows, from the position's first input on.
+    pub weights: &'a [u8],
+    /// Values of the position: a multiple of 8.
+    pub channels: usize,
+    /// Bytes from one row to the next.
+    pub stride: usize,
+}
+
+impl DenseRows<'_> {
+    /// Whether the sizes fit the slices and `acc` (whole pairs of units): [`dense_rows`]'
+    /// precondition.
+    fn fits(&self, acc: &[u32]) -> bool {
+        let units = acc.len() / 2 * 2;
+        self.channels >= 8
+            && self.channels % 8 == 0
+            && self.stride >= self.channels
+            && units > 0
+            && self.patch.len() >= self.channels / 2
+            && self.weights.len() >= (units - 1) * self.stride + self.channels
+    }
+}
+
+/// One octet of taps of [`dense_rows`]' inner loop for the unit in `$acc` with row pointer
+/// `$row`: two weight words, each unpacked into r9 (`w0, w2`) and r8 (`w1, w3`), four
+/// `SMLAD`s with the patch words in r2–r5.
+#[cfg(infer_core_dsp)]
+macro_rules! dense_octet {
+    ($acc:literal, $row:literal) => {
+        concat!(
+            "ldr r8, [",
+            $row,
+            "], #4\n",
+            "sxtb16 r9, r8\n",
+            "sxtb16 r8, r8, ror #8\n",
+            "smlad ",
+            $acc,
+            ", r9, r2, ",
+            $acc,
+            "\n",
+            "smlad ",
+            $acc,
+            ", r8, r3, ",
+            $acc,
+            "\n",
+            "ldr r8, [",
+            $row,
+            "], #4\n",
+            "sxtb16 r9, r8\n",
+            "sxtb16 r8, r8, ror #8\n",
+            "smlad ",
+            $acc,
+            ", r9, r4, ",
+            $acc,
+            "\n",
+            "smlad ",
+            $acc,
+            ", r8, r5, ",
+            $acc,
+            "\n",
+        )
+    };
+}
+
+/// A streamed dense layer's step ([`DenseRows`]): adds each unit's dot product of the
+/// position's values with its row into `acc` (one per unit; an odd last unit is left
+/// alone), wrapping. Computes nothing if a size does not fit.
+///
+/// On a DSP core this is one block of assembly: eight taps of two units in 24
+/// instructions (each patch word loaded once for both), 17 per pair of units around them;
+/// elsewhere [`dense_rows_portable`].
+#[inline(never)]
+pub fn dense_rows(rows: &DenseRows<'_>, acc: &mut [u32]) {
+    if !rows.fits(acc) {
+        return;
+    }
+    #[cfg(infer_core_dsp)]
+    {
+        // Registers: the two units' sums in r0 r1; patch words r2–r5; the unpacked weights
+        // r8 r9; the patch pointer r10, the two row pointers r11 r12, the octet count lr.
+        // On the stack (pushed from r0–r3, r10): pairs left [sp], the accumulator pointer
+        // [sp, #4], the step from a row's end to the row after next [sp, #8], octets per
+        // position [sp, #12], the patch [sp, #16].
+        // SAFETY: r10 reads channels / 2 words of `patch` per pair (checked above;
+        // word-aligned, which LDRD needs), r11 and r12 read `channels` bytes of rows 2i and
+        // 2i + 1 (the last row ends within `weights`, checked above; LDR of a word may be
+        // unaligned on these cores), [sp, #4] walks `acc` two words per pair (checked above,
+        // word-aligned, which LDRD and STRD need), lr counts channels / 8 ≥ 1 octets down.
+        // Every register used is named and declared; the block pops what it pushes, and
+        // reads and writes nothing else.
+        unsafe {
+            asm!(
+                "push {{r0, r1, r2, r3, r10}}",
+                "3:",
+                "ldr r10, [sp, #16]",
+                "ldr lr, [sp, #12]",
+                "movs r0, #0",
+                "movs r1, #0",
+                "2:",
+                "ldrd r2, r3, [r10], #8",
+                "ldrd r4, r5, [r10], #8",
+                dense_octet!("r0", "r11"),
+                dense_octet!("r1", "r12"),
+                "subs lr, lr, #1",
+                "bne 2b",
+                "ldr r2, [sp, #4]",
+                "ldrd r3, r4, [r2]",
+                "add r3, r0",
+                "add r4, r1",
+                "strd r3, r4, [r2], #8",
+                "str r2, [sp, #4]",
+                "ldr r2, [sp, #8]",
+                "add r11, r2",
+                "add r12, r2",
+                "ldr r2, [sp]",
+                "subs r2, #1",
+                "str r2, [sp]",
+                "bne 3b",
+                "add sp, #20",
+                inout("r0") acc.len() / 2 => _,
+                inout("r1") acc.as_mut_ptr() => _,
+                inout("r2") 2 * rows.stride - rows.channels => _,
+                inout("r3") rows.channels / 8 => _,
+                inout("r10") rows.patch.as_ptr() => _,
+                inout("r11") rows.weights.as_ptr() => _,
+                inout("r12") rows.weights.as_ptr().wrapping_add(rows.stride) => _,
+                out("r4") _,
+                out("r5") _,
+                out("r8") _,
+                out("r9") _,
+                out("lr") _,
+            );
+        }
+    }
+    #[cfg(not(infer_core_dsp))]
+    dense_rows_portable(rows, acc);
+}
+
+/// [`dense_rows`] in plain integer arithmetic (the reference the assembly is tested
+/// against, and the code elsewhere).
+pub fn dense_rows_portable(rows: &DenseRows<'_>, acc: &mut [u32]) {
+    if !rows.fits(acc) {
+        return;
+    }
+    let units = acc.len() / 2 * 2;
+    for (u, acc) in acc.iter_mut().take(units).enumerate() {
+        let row = rows.weights.get(u * rows.stride..).unwrap_or_default();
+        let row = row.get(..rows.channels).unwrap_or_default();
+        let mut sum = 0i32;
+        for (words, w) in rows.patch.chunks_exact(2).zip(row.chunks_exact(4)) {
+            let w = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+            sum = smlad(sxtb16_ror8(w), words[1], smlad(sxtb16(w), words[0], sum));
+        }
+        *acc = acc.wrapping_add(sum as u32);
+    }
+}
+
 /// [`windows`] in plain integer arithmetic (the reference the assembly is tested against,
 /// and the code elsewhere).
 pub fn windows_portable<const F: usize>(po: &mut PatchOut<F>, filters: &[Filter3x3; F]) {
@@ -804,6 +968,56 @@ mod tests {
                 &QuadConv {
                     weights: short,
                     ..conv
+                },
+                &mut got,
+            );
+            assert_eq!(got, start);
+        }
+    }
+
+    /// A streamed dense layer's step over random sizes, against the sums of products
+    /// written out.
+    #[test]
+    fn dense_rows_add_the_sums_of_products() {
+        let mut rng = TestRng(0xDE5E);
+        for case in 0..40 {
+            let channels = 8 * (case % 4) + if case % 9 == 8 { 4 } else { 0 };
+            let stride = channels + rng.below(20) as usize;
+            let units = 1 + rng.below(7) as usize;
+            let x: std::vec::Vec<i32> =
+                (0..channels).map(|_| rng.below(511) as i32 - 255).collect();
+            let w: std::vec::Vec<u8> = (0..units * stride).map(|_| rng.next_u64() as u8).collect();
+            let mut patch = std::vec![0u32; crate::kernels::dot::PatchWords::words(channels)];
+            crate::kernels::dot::pack_patch(&mut patch, channels, |t| x[t]);
+            let start: std::vec::Vec<u32> = (0..units).map(|_| rng.next_u64() as u32).collect();
+            let mut want = start.clone();
+            if channels % 8 == 0 && channels > 0 && units >= 2 {
+                for (u, acc) in want.iter_mut().take(units / 2 * 2).enumerate() {
+                    let sum: i32 = (0..channels)
+                        .map(|t| x[t] * i32::from(w[u * stride + t] as i8))
+                        .sum();
+                    *acc = acc.wrapping_add(sum as u32);
+                }
+            }
+            let rows = DenseRows {
+                patch: &patch,
+                weights: &w,
+                channels,
+                stride,
+            };
+            let mut got = start.clone();
+            dense_rows(&rows, &mut got);
+            assert_eq!(got, want, "case {case}");
+            let mut got = start.clone();
+            dense_rows_portable(&rows, &mut got);
+            assert_eq!(got, want, "portable, case {case}");
+            // Too short a slice: nothing changes.
+            let mut got = start.clone();
+            let short = &w[..(units / 2 * 2).saturating_sub(1) * stride + channels / 2];
+            dense_rows(
+                &DenseRows {
+                    weights: short,
+                    ..rows
                 },
                 &mut got,
             );

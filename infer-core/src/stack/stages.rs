@@ -27,7 +27,7 @@ use crate::kernels::dense::{dense_unit, finish_logits};
 use crate::kernels::dot::{
     dot_i8_offset, dot_packed, dot_packed2, dot_packed4, pack_patch, PatchWords,
 };
-use crate::kernels::dsp::{quad_filters, QuadConv};
+use crate::kernels::dsp::{dense_rows, quad_filters, DenseRows, QuadConv};
 use crate::kernels::fused::NATIVE_PAIRED;
 use crate::kernels::ChannelRequant;
 
@@ -716,6 +716,10 @@ fn pool_position(
     }
 }
 
+/// Whether a streamed dense layer's unit pairs go through [`dense_rows`] (whole octets of
+/// values): on DSP cores, and in the unit tests.
+const DENSE_ROWS: bool = cfg!(any(infer_core_dsp, test));
+
 /// Adds the values of one position (`values`, inputs `at..at + values.len()` of the dense
 /// layer, whose rows are `n_in` long) into the dense accumulators `acc`, unless every value
 /// is at the layer's input zero point.
@@ -746,8 +750,21 @@ fn dense_position(
             .and_then(|r| r.get(..ch))
             .unwrap_or(&[])
     };
+    let mut done = 0;
+    if DENSE_ROWS && ch % 8 == 0 && d.units >= 2 {
+        let rows = DenseRows {
+            patch,
+            weights: d.weights.get(at..).unwrap_or_default(),
+            channels: ch,
+            stride: n_in,
+        };
+        dense_rows(&rows, acc);
+        done = d.units / 2 * 2;
+    }
+    let acc = acc.get_mut(done..).unwrap_or_default();
     let mut pairs = acc.chunks_exact_mut(2);
     for (i, pair) in (&mut pairs).enumerate() {
+        let i = i + done / 2;
         let (s0, s1) = dot_packed2(patch, row(2 * i), row(2 * i + 1));
         pair[0] = pair[0].wrapping_add(s0 as u32);
         pair[1] = pair[1].wrapping_add(s1 as u32);
