@@ -58,6 +58,29 @@ pub fn requantize(
     scaled.saturating_add(output_zero_point).max(min).min(max) as i8
 }
 
+/// [`requantize`] of an accumulator `acc` > 0 with `multiplier` ≥ 0 and `shift` ≤ 0: the
+/// same value (the product is then non-negative, so the doubling high multiply is
+/// `(acc · multiplier + 2^30) >> 31` and the rounding division adds half and shifts), in
+/// unsigned arithmetic without the saturation and sign cases. Other arguments give
+/// unspecified values, never a panic.
+#[inline(always)]
+pub fn requantize_positive(
+    acc: i32,
+    multiplier: i32,
+    shift: i32,
+    output_zero_point: i32,
+    min: i32,
+    max: i32,
+) -> i8 {
+    let x = ((u64::from(acc as u32) * u64::from(multiplier as u32) + (1 << 30)) >> 31) as u32;
+    let r = (-shift).clamp(0, 31) as u32;
+    let y = (x.wrapping_add((1u32 << r) >> 1)) >> r;
+    (y as i32)
+        .saturating_add(output_zero_point)
+        .max(min)
+        .min(max) as i8
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +150,34 @@ mod tests {
                 multiply_by_quantized_multiplier(x, multiplier, shift),
                 reference(x, multiplier, shift),
                 "x={x} m={multiplier} s={shift}"
+            );
+        }
+    }
+
+    #[test]
+    fn requantize_positive_equals_requantize() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for i in 0..if cfg!(miri) { 2_000 } else { 200_000 } {
+            let r = next();
+            let acc = (((r as u32) >> 1) >> (r >> 59)).max(1) as i32;
+            let multiplier = if i % 5 == 0 {
+                (next() as u32 >> 1) as i32
+            } else {
+                (1 << 30) + ((next() as u32) >> 2) as i32
+            };
+            let shift = -((next() % 33) as i32);
+            let zp = (next() % 256) as i32 - 128;
+            let min = if i % 2 == 0 { -128 } else { zp };
+            assert_eq!(
+                requantize_positive(acc, multiplier, shift, zp, min, 127),
+                requantize(acc, multiplier, shift, zp, min, 127),
+                "acc={acc} m={multiplier} s={shift}"
             );
         }
     }

@@ -58,14 +58,29 @@ impl<'a> ChannelRequant<'a> {
     #[inline(always)]
     pub fn channel(&self, channel: usize) -> Option<(i32, i32, i32)> {
         let at = channel * 4;
-        let bias = self.bias.get(at..at + 4)?;
-        let mult = self.multiplier.get(at..at + 4)?;
+        let bias = self.bias.get(at..at + 4)?.first_chunk()?;
+        let mult = self.multiplier.get(at..at + 4)?.first_chunk()?;
         let shift = *self.shift.get(channel)? as i8;
         Some((
-            i32::from_le_bytes([bias[0], bias[1], bias[2], bias[3]]),
-            i32::from_le_bytes([mult[0], mult[1], mult[2], mult[3]]),
+            dsp::word(bias) as i32,
+            dsp::word(mult) as i32,
             i32::from(shift),
         ))
+    }
+
+    /// [`Self::apply`] of an accumulator `acc` > 0 with a multiplier ≥ 0 and a shift ≤ 0
+    /// (a monotonic requantization): the same value, faster
+    /// ([`crate::requant::requantize_positive`]).
+    #[inline(always)]
+    pub fn apply_positive(&self, acc: i32, multiplier: i32, shift: i32) -> i8 {
+        crate::requant::requantize_positive(
+            acc,
+            multiplier,
+            shift,
+            self.output_offset,
+            self.activation_min,
+            self.activation_max,
+        )
     }
 
     /// Requantizes accumulator `acc` (bias not yet added) of channel `channel`.

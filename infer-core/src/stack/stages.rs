@@ -162,7 +162,7 @@ pub const fn general_words(taps: usize, channels: usize, units: usize, pool: usi
 const QUAD: usize = 4;
 
 /// Whether conv pixels go four at a time through a quad patch ([`quad_filters`], which
-/// needs whole blocks of 16 taps and a monotonic requantization): on DSP cores. Where
+/// needs a monotonic requantization): on DSP cores. Where
 /// `SMLAD` is emulated the one-pixel loop is faster (the Cortex-M3 ran two-blocks in
 /// 2,702,734 instructions with two pixels at a time, 2,211,781 one at a time). The unit
 /// tests take the quads. The buffers are sized for quads on every core.
@@ -527,7 +527,7 @@ fn conv_positions(
         }
     };
     let count = if n == 1 { p * p } else { n };
-    let quads = QUAD_PIXELS && monotonic && taps % 16 == 0;
+    let quads = QUAD_PIXELS && monotonic;
     let kernel_row = g.k_w * g.in_c;
     let mut i = 0;
     while i < count {
@@ -576,15 +576,17 @@ fn conv_positions(
         }
     }
     if monotonic {
-        // The max accumulators with their bias, requantized; with a ReLU a sum ≤ 0 (the
-        // multiplier is ≥ 0) is the activation minimum without the arithmetic.
+        // The max accumulators with their bias, requantized (the multiplier is ≥ 0 and the
+        // shift ≤ 0): a positive sum by the short way, and with a ReLU a sum ≤ 0 is the
+        // activation minimum without the arithmetic.
         let rq = &cp.requant;
         let relu = rq.activation_min >= rq.output_offset;
         for position in values.chunks_exact_mut(channels) {
             for (f, v) in position.iter_mut().enumerate() {
                 let q = match rq.channel(f) {
                     Some((bias, m, s)) => match (*v as i32).wrapping_add(bias) {
-                        acc if relu && acc <= 0 => rq.activation_min,
+                        acc if acc > 0 => i32::from(rq.apply_positive(acc, m, s)),
+                        _ if relu => rq.activation_min,
                         acc => i32::from(rq.apply(acc, m, s)),
                     },
                     None => i32::from(i8::MIN),
@@ -836,7 +838,7 @@ mod tests {
                     k_h: k,
                     k_w: k,
                     // Sometimes 16 filters: the next conv's patch is then whole blocks of
-                    // 16 taps, which go four pixels at a time.
+                    // 16 taps, the quad kernel's block loop.
                     filters: if rng.below(4) == 0 {
                         16
                     } else {
@@ -932,7 +934,7 @@ mod tests {
         let mut rng = TestRng(0x57A6E5);
         let cases = if cfg!(miri) { 6 } else { 600 };
         let mut seen = BTreeSet::new();
-        // Monotonic conv stages by (whole blocks of 16 taps, pooled): four pixels at a time.
+        // Monotonic conv stages (four pixels at a time) by (whole blocks of 16 taps, pooled).
         let mut quads = BTreeSet::new();
         for case in 0..cases {
             let wild = case % 3 == 2;
