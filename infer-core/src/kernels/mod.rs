@@ -68,21 +68,6 @@ impl<'a> ChannelRequant<'a> {
         ))
     }
 
-    /// [`Self::apply`] of an accumulator `acc` > 0 with a multiplier ≥ 0 and a shift ≤ 0
-    /// (a monotonic requantization): the same value, faster
-    /// ([`crate::requant::requantize_positive`]).
-    #[inline(always)]
-    pub fn apply_positive(&self, acc: i32, multiplier: i32, shift: i32) -> i8 {
-        crate::requant::requantize_positive(
-            acc,
-            multiplier,
-            shift,
-            self.output_offset,
-            self.activation_min,
-            self.activation_max,
-        )
-    }
-
     /// Requantizes accumulator `acc` (bias not yet added) of channel `channel`.
     #[inline(always)]
     pub fn apply(&self, acc: i32, multiplier: i32, shift: i32) -> i8 {
@@ -94,6 +79,53 @@ impl<'a> ChannelRequant<'a> {
             self.activation_min,
             self.activation_max,
         )
+    }
+}
+
+/// A stage's input or output map: whole, or its last `held` rows in a ring buffer (row `y`
+/// at row `y % held` of `data`).
+#[derive(Debug, Clone, Copy)]
+pub struct MapRows<'m, T> {
+    /// The rows held.
+    pub data: T,
+    /// How many rows `data` holds (`usize::MAX`: the whole map).
+    pub held: usize,
+    /// Lifetime of the data.
+    _map: core::marker::PhantomData<&'m ()>,
+}
+
+impl<'m> MapRows<'m, &'m [i8]> {
+    /// A whole map.
+    pub fn whole(data: &'m [i8]) -> Self {
+        Self::ring(data, usize::MAX)
+    }
+}
+
+impl<'m> MapRows<'m, &'m mut [i8]> {
+    /// A whole map, to write.
+    pub fn whole_mut(data: &'m mut [i8]) -> Self {
+        Self::ring(data, usize::MAX)
+    }
+}
+
+impl<'m, T> MapRows<'m, T> {
+    /// The last `held` rows of a map, in a ring buffer.
+    pub fn ring(data: T, held: usize) -> Self {
+        Self {
+            data,
+            held: held.max(1),
+            _map: core::marker::PhantomData,
+        }
+    }
+
+    /// Where row `y` is held.
+    #[inline(always)]
+    pub fn slot(&self, y: usize) -> usize {
+        if y < self.held {
+            y
+        } else {
+            y % self.held
+        }
     }
 }
 
