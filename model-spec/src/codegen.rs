@@ -705,8 +705,10 @@ pub struct Network<'a> {{
         if stages[j].ring_in > 0 {
             let ring = if (j - 1) % 2 == 0 { "a" } else { "b" };
             let out = if j == last_stage {
+                used.chain_logits = true;
                 "Out::Logits(&mut logits)".to_string()
             } else {
+                used.chain_values = true;
                 format!("Out::Values(MapRows::whole_mut({dst}))")
             };
             let _ = writeln!(
@@ -791,7 +793,9 @@ pub struct Network<'a> {{
         layers.push("Dense");
     }
     layers.push("Layer");
-    layers.push("Logits");
+    if !used.chain_logits {
+        layers.push("Logits");
+    }
     if used.pool {
         layers.push("MaxPool2d");
     }
@@ -802,8 +806,10 @@ pub struct Network<'a> {{
         "use infer_core::stack::layers::{{{}}};",
         layers.join(", ")
     ));
-    if used.chain {
+    if used.chain_values {
         line("use infer_core::kernels::MapRows;");
+    }
+    if used.chain {
         line("use infer_core::stack::stages::Out;");
     }
     line("use infer_core::stack::StackFile;");
@@ -850,6 +856,10 @@ struct Imports {
     stream3x3: bool,
     stream3x3_map: bool,
     chain: bool,
+    /// A chain writes values (needs `MapRows`).
+    chain_values: bool,
+    /// The last step is a chain (the `Logits` trait goes unused).
+    chain_logits: bool,
 }
 
 /// `<'a>` unless the stage is a max pool alone (which borrows nothing).

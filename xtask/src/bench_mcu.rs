@@ -16,8 +16,9 @@
 //!   stay in flash.
 //!
 //! The model runs as its own network (generated from the model, checked against
-//! `--spec` if given); the layer columns are the stages of its plan. The comparison
-//! with CMSIS-NN is for the tutorial's network (the committed model's).
+//! `--spec` if given); the layer columns are the steps of its plan. For the networks
+//! CMSIS-NN was measured on (the tutorial, `models/two-blocks.toml`, tutorial-full) the
+//! table gives its figures beside ours.
 
 mod elf;
 
@@ -55,12 +56,35 @@ pub struct Args {
     pub verbose: bool,
 }
 
-/// Instructions per inference of CMSIS-NN 7.0 under TFLite Micro on the same
-/// model and boards, as measured for issue 5 (QEMU 7.2, `-icount shift=0`).
-const CMSIS_NN: &[(&str, u64)] = &[
-    ("mps2-an386", 2_022_388),
-    ("mps2-an385", 2_129_272),
-    ("mps2-an500", 2_032_808),
+/// Instructions per inference of CMSIS-NN 7.0 on the same int8 models and boards (QEMU
+/// 7.2, `-icount shift=0`; the tutorial under TFLite Micro as measured for issue 5, the
+/// others with `arm_convolve_wrapper_s8`, `arm_max_pool_s8` and
+/// `arm_fully_connected_per_channel_s8` as issue 13 gives them): `(network, board,
+/// instructions)`.
+const CMSIS_NN: &[(&str, &str, u64)] = &[
+    ("tutorial", "mps2-an386", 2_022_388),
+    ("tutorial", "mps2-an385", 2_129_272),
+    ("tutorial", "mps2-an500", 2_032_808),
+    ("two-blocks", "mps2-an386", 2_387_334),
+    ("two-blocks", "mps2-an385", 2_926_072),
+    ("two-blocks", "mps2-an500", 2_399_615),
+    ("two-blocks", "microbit", 6_719_681),
+    ("two-blocks", "mps3-an547", 593_157),
+    ("tutorial-full", "mps2-an386", 23_954_404),
+    ("tutorial-full", "mps2-an500", 23_954_404),
+    ("tutorial-full", "mps2-an385", 35_310_313),
+    ("tutorial-full", "mps3-an547", 3_676_074),
+];
+
+/// CMSIS-NN's inference RAM (its layer-by-layer buffers and scratch) for the networks of
+/// [`CMSIS_NN`], as issue 13 gives it.
+const CMSIS_NN_RAM: &[(&str, u64)] = &[("two-blocks", 15_020), ("tutorial-full", 60_284)];
+
+/// The networks of [`CMSIS_NN`]: name and spec (a preset or a spec file).
+const KNOWN_NETWORKS: &[(&str, &str)] = &[
+    ("tutorial", "tutorial"),
+    ("two-blocks", "models/two-blocks.toml"),
+    ("tutorial-full", "tutorial-full"),
 ];
 
 /// One board's row.
@@ -92,7 +116,11 @@ pub fn run(args: &Args) -> Result<()> {
         .filter_map(|op| op.params().map(|p| p.weights.len()))
         .sum();
     let host = qemu::stack_host_logits(&model_bytes, &dataset, count)?;
-    let tutorial = is_tutorial(&model.display().to_string(), &model_bytes)?;
+    let network =
+        model_spec::codegen::Network::from_bytes(&model.display().to_string(), &model_bytes)
+            .map_err(anyhow::Error::msg)?;
+    let known = known_network(&network.plan)?;
+    let macs = macs(&network.plan);
     let boards: Vec<&'static Board> = if args.boards.is_empty() {
         BOARDS.iter().collect()
     } else {
@@ -134,7 +162,7 @@ pub fn run(args: &Args) -> Result<()> {
     }
     print!(
         "{}",
-        table(&rows, tutorial, count, weights, model_bytes.len())
+        table(&rows, known, macs, count, weights, model_bytes.len())
     );
     if args.verbose {
         for row in &rows {
@@ -147,19 +175,48 @@ pub fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// Whether `bytes` (the model called `name`) is the tutorial's network: the operations of
-/// the `tutorial` preset's plan, whatever its weights.
-fn is_tutorial(name: &str, bytes: &[u8]) -> Result<bool> {
-    let network =
-        model_spec::codegen::Network::from_bytes(name, bytes).map_err(anyhow::Error::msg)?;
-    let tutorial = Plan::of(&model_spec::spec::Spec::tutorial())?;
+/// Which of [`KNOWN_NETWORKS`] `plan` is (the same input and operations, whatever the
+/// weights), if any.
+fn known_network(plan: &Plan) -> Result<Option<&'static str>> {
     let kinds = |plan: &Plan| plan.ops.iter().map(|op| op.kind).collect::<Vec<_>>();
-    Ok(network.plan.input == tutorial.input && kinds(&network.plan) == kinds(&tutorial))
+    for &(name, spec) in KNOWN_NETWORKS {
+        let spec = model_spec::spec::Spec::load(&workspace_root().join(spec).display().to_string())
+            .or_else(|_| model_spec::spec::Spec::load(spec))?;
+        let known = Plan::of(&spec)?;
+        if plan.input == known.input && kinds(plan) == kinds(&known) {
+            return Ok(Some(name));
+        }
+    }
+    Ok(None)
+}
+
+/// Multiply-accumulates of one inference: each conv's outputs times its taps, each dense
+/// layer's outputs times its inputs.
+fn macs(plan: &Plan) -> u64 {
+    plan.ops
+        .iter()
+        .map(|op| {
+            let k = op.kind;
+            let per_output = match k {
+                model_spec::plan::OpShape::Conv2d { .. } => k.taps(),
+                model_spec::plan::OpShape::Dense { inputs, .. } => inputs,
+                model_spec::plan::OpShape::MaxPool2d { .. } => 0,
+            };
+            (k.out_len() * per_output) as u64
+        })
+        .sum()
 }
 
 /// The results as a Markdown table; the stage columns are the first row's `layers:` names
 /// (the stages of the network's plan).
-fn table(rows: &[Row], tutorial: bool, count: usize, weights: usize, model_bytes: usize) -> String {
+fn table(
+    rows: &[Row],
+    known: Option<&str>,
+    macs: u64,
+    count: usize,
+    weights: usize,
+    model_bytes: usize,
+) -> String {
     let mut out = String::new();
     let stages: Vec<&str> = rows.first().map_or(Vec::new(), |row| {
         row.run
@@ -172,36 +229,51 @@ fn table(rows: &[Row], tutorial: bool, count: usize, weights: usize, model_bytes
     let _ = writeln!(
         out,
         "\nFirmware under QEMU 7.2, -icount shift=0 (instructions, not cycles), mean over \
-         the first {count} test digits; every digit's logits equal to the host's.\n"
+         the first {count} test digits ({}, {macs} multiply-accumulates per inference); \
+         every digit's logits equal to the host's. Inference RAM: the network's buffers and \
+         patch and the stack of one inference (its kernels' scratch included), the input \
+         aside{}.\n",
+        known.unwrap_or("a network CMSIS-NN was not measured on"),
+        known
+            .and_then(|k| CMSIS_NN_RAM.iter().find(|(n, _)| *n == k))
+            .map_or(String::new(), |(_, ram)| format!("; CMSIS-NN's: {ram} B"))
     );
-    let _ = write!(out, "| board | core | insns/inference | vs CMSIS-NN |");
+    let _ = write!(
+        out,
+        "| board | core | insns/inference | insns/MAC | CMSIS-NN | vs CMSIS-NN |"
+    );
     for stage in &stages {
         let _ = write!(out, " {stage} |");
     }
     let _ = writeln!(
         out,
-        " infer RAM (stack) B | run stack peak B | static RAM B | inference code B | \
-         weight B (model.bin) | correct |"
+        " inference RAM B | infer stack B | run stack peak B | static RAM B | \
+         inference code B | weight B (model.bin) | correct |"
     );
-    let _ = write!(out, "| --- | --- | ---: | ---: |");
+    let _ = write!(out, "| --- | --- | ---: | ---: | ---: | ---: |");
     for _ in &stages {
         let _ = write!(out, " ---: |");
     }
-    let _ = writeln!(out, " ---: | ---: | ---: | ---: | ---: | ---: |");
+    let _ = writeln!(out, " ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for row in rows {
         let r = &row.run;
         let insns = r.report.summary.insns_per_inference;
-        // CMSIS-NN was measured on the tutorial's network only.
-        let vs = CMSIS_NN
+        let cmsis = CMSIS_NN
             .iter()
-            .find(|(b, _)| tutorial && *b == row.board.name)
-            .map_or("n/a".to_string(), |(_, c)| {
-                format!("{:.3}×", insns as f64 / *c as f64)
-            });
+            .find(|(n, b, _)| Some(*n) == known && *b == row.board.name)
+            .map(|&(_, _, c)| c);
+        let (cmsis, vs) = cmsis.map_or(("n/a".to_string(), "n/a".to_string()), |c| {
+            (c.to_string(), format!("{:.3}×", insns as f64 / c as f64))
+        });
         let _ = write!(
             out,
-            "| {} | {} | {} | {} |",
-            row.board.name, row.board.cpu, insns, vs
+            "| {} | {} | {} | {:.2} | {} | {} |",
+            row.board.name,
+            row.board.cpu,
+            insns,
+            insns as f64 / macs.max(1) as f64,
+            cmsis,
+            vs
         );
         for stage in &stages {
             let value = r
@@ -212,7 +284,8 @@ fn table(rows: &[Row], tutorial: bool, count: usize, weights: usize, model_bytes
         }
         let _ = writeln!(
             out,
-            " {} | {} | {} | {} | {} ({}) | {}/{} |",
+            " {} | {} | {} | {} | {} | {} ({}) | {}/{} |",
+            r.memory.scratch_bytes + r.memory.infer_stack_bytes,
             r.memory.infer_stack_bytes,
             r.report.summary.stack_peak_bytes,
             r.memory.static_ram_bytes,

@@ -45,6 +45,9 @@ pub struct Memory {
     pub infer_stack_bytes: u64,
     /// Statics.
     pub static_ram_bytes: u64,
+    /// The network's working memory (ping-pong buffers and patch), kept in the digit
+    /// loop's frame.
+    pub scratch_bytes: u64,
 }
 
 /// What one firmware run printed.
@@ -138,6 +141,7 @@ pub fn parse(text: &str) -> Result<FirmwareReport> {
                 memory = Some(Memory {
                     infer_stack_bytes: field(&tokens, "infer_stack_bytes", line)?,
                     static_ram_bytes: field(&tokens, "static_ram_bytes", line)?,
+                    scratch_bytes: field(&tokens, "scratch_bytes", line)?,
                 });
             }
             Some("summary:") => {

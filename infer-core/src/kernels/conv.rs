@@ -267,7 +267,7 @@ impl<'p> PatchWriter<'p> {
             let offsets = pack(offset, offset);
             let quads = run.chunks_exact(4);
             let tail = quads.remainder();
-            let (step, count) = (self.step, quads.len());
+            let (step, count) = (self.step.max(1), quads.len());
             let groups = self.patch.get_mut(self.at..).unwrap_or_default();
             for (q, words) in quads.zip(groups.chunks_mut(step)) {
                 if let (Ok(q), [w0, w1, ..]) = (<&[i8; 4]>::try_from(q), words) {

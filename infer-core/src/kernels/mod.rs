@@ -22,6 +22,8 @@ pub mod float;
 pub mod fused;
 pub mod pool;
 
+use core::num::NonZeroUsize;
+
 /// Per-output-channel requantization parameters, read in place from model bytes.
 #[derive(Debug, Clone, Copy)]
 pub struct ChannelRequant<'a> {
@@ -89,7 +91,7 @@ pub struct MapRows<'m, T> {
     /// The rows held.
     pub data: T,
     /// How many rows `data` holds (`usize::MAX`: the whole map).
-    pub held: usize,
+    held: NonZeroUsize,
     /// Lifetime of the data.
     _map: core::marker::PhantomData<&'m ()>,
 }
@@ -109,11 +111,11 @@ impl<'m> MapRows<'m, &'m mut [i8]> {
 }
 
 impl<'m, T> MapRows<'m, T> {
-    /// The last `held` rows of a map, in a ring buffer.
+    /// The last `held` rows (at least 1) of a map, in a ring buffer.
     pub fn ring(data: T, held: usize) -> Self {
         Self {
             data,
-            held: held.max(1),
+            held: NonZeroUsize::new(held).unwrap_or(NonZeroUsize::MIN),
             _map: core::marker::PhantomData,
         }
     }
@@ -121,7 +123,7 @@ impl<'m, T> MapRows<'m, T> {
     /// Where row `y` is held.
     #[inline(always)]
     pub fn slot(&self, y: usize) -> usize {
-        if y < self.held {
+        if y < self.held.get() {
             y
         } else {
             y % self.held

@@ -99,8 +99,9 @@ impl Stage {
             return None;
         }
         plan(shapes)
-            .into_iter()
+            .iter()
             .find(|s| s.first + s.ops() == self.first)
+            .copied()
     }
 
     /// `(taps, channels)` of what the stage computes per position before its dense layer
@@ -560,13 +561,21 @@ impl<'p, 'a, 'w> StageRun<'p, 'a, 'w> {
                         self.patch,
                         self.values,
                     ),
-                    None => pool_position(input, (w, c), (row, pos % out_w), self.p, self.values),
+                    None => {
+                        pool_position(input, (w, c), (row, pos - row * out_w), self.p, self.values)
+                    }
                 }
-                for (k, values) in self.values.chunks_exact(channels).take(n).enumerate() {
+                for (k, values) in self
+                    .values
+                    .chunks_exact(channels.max(1))
+                    .take(n)
+                    .enumerate()
+                {
                     let start = (pos + k) * channels;
                     match (&self.parts.dense, &mut *output) {
                         (None, Out::Values(out)) => {
-                            let slot = (out.slot(row) * out_w + (pos + k) % out_w) * channels;
+                            let col = pos + k - row * out_w;
+                            let slot = (out.slot(row) * out_w + col) * channels;
                             let Some(out) = out.data.get_mut(slot..slot + channels) else {
                                 return;
                             };
@@ -710,6 +719,7 @@ fn conv_positions(
     }
     values.fill(i32::MIN as u32);
     // Conv pixel `i` and the position (0..n) its values go to.
+    let (out_w, p) = (out_w.max(1), p.max(1));
     let (py, px) = (pos / out_w, pos % out_w);
     let pixel = |i: usize| {
         if n == 1 {
@@ -772,7 +782,7 @@ fn conv_positions(
         // multiplier is ≥ 0) is the activation minimum without the arithmetic.
         let rq = &cp.requant;
         let relu = rq.activation_min >= rq.output_offset;
-        for position in values.chunks_exact_mut(channels) {
+        for position in values.chunks_exact_mut(channels.max(1)) {
             for (f, v) in position.iter_mut().enumerate() {
                 let q = match rq.channel(f) {
                     Some((bias, m, s)) => match (*v as i32).wrapping_add(bias) {

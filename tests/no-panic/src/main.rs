@@ -26,10 +26,12 @@
 use core::hint::black_box;
 use core::panic::PanicInfo;
 use cortex_m_rt::entry;
+use infer_core::kernels::MapRows;
 use infer_core::stack::layers::{
-    check_op_count, max, Conv2d, ConvPool, ConvPool3x3, ConvPoolDense3x3, Dense, Layer, Logits,
-    MaxPool2d, Streamed,
+    check_op_count, max, Chain, Conv2d, ConvPool, ConvPool3x3, ConvPoolDense3x3, Dense, Layer,
+    Logits, MaxPool2d, Streamed,
 };
+use infer_core::stack::stages::Out;
 use infer_core::stack::{run, Kernels, StackFile};
 use infer_core::Error;
 
@@ -48,11 +50,32 @@ type Op1<'a> = Conv2d<'a, 26, 26, 32, 3, 64, 1, false, true>;
 type Op2 = MaxPool2d<24, 24, 64, 2>;
 type Op3<'a> = Dense<'a, 9216, 128, true>;
 type Op4<'a> = Dense<'a, 128, 10, false>;
-// Its stages (`stack::stages::plan`), as the firmware's build script generates them.
+// Its stages (`stack::stages::plan`), as the firmware's build script generates them: the
+// first two run as one through a ring of 4 of the first conv's 26 rows.
 type Stage1<'a> = Streamed<'a, ConvPool<Op1<'a>, Op2>, 9216, 128, true>;
+type Chain01<'a> = Chain<Op0<'a>, Stage1<'a>, 4>;
+// two-blocks' first two stages as one: the fused one-channel stage with its pooled map kept,
+// writing rows into a ring of 4, and conv + pool + dense giving the logits.
+type TwoBlocks<'a> = Chain<
+    ConvPool3x3<'a, 28, 28, 16, true>,
+    Streamed<
+        'a,
+        ConvPool<Conv2d<'a, 13, 13, 16, 3, 32, 1, false, true>, MaxPool2d<11, 11, 32, 2>>,
+        800,
+        10,
+        false,
+    >,
+    4,
+>;
 const A: usize = max(Op0::OUT, <Op2 as Layer>::OUT);
 const B: usize = max(Op1::OUT, Op3::OUT);
-const PATCH: usize = max(max(Op0::PATCH_WORDS, Op1::PATCH_WORDS), Stage1::PATCH_WORDS);
+const PATCH: usize = max(
+    max(
+        max(Op0::PATCH_WORDS, Op1::PATCH_WORDS),
+        Chain01::PATCH_WORDS,
+    ),
+    TwoBlocks::PATCH_WORDS,
+);
 // The tutorial's network on the fused one-channel 3×3 stage, and that stage with its pooled
 // map kept.
 type Tutorial<'a> = ConvPoolDense3x3<'a, 28, 28, 32, 10, true, false>;
@@ -81,14 +104,11 @@ fn stack_typed(
     ops.2.run(b, &mut patch, a);
     ops.3.run(a, &mut patch, b);
     ops.4.run_logits(b, &mut patch, &mut logits);
-    let stages = (
-        Op0::from_file(&file, 0)?,
-        Stage1::from_file(&file, 1)?,
-        Op4::from_file(&file, 4)?,
-    );
-    stages.0.run(image, &mut patch, a);
-    stages.1.run(a, &mut patch, b);
-    stages.2.run_logits(b, &mut patch, &mut logits);
+    let stages = (Chain01::from_file(&file, 0)?, Op4::from_file(&file, 4)?);
+    let ring = &mut a[..Chain01::ring_bytes(26)];
+    let out = Out::Values(MapRows::whole_mut(&mut b[..]));
+    stages.0.run(image, ring, &mut patch, out);
+    stages.1.run_logits(b, &mut patch, &mut logits);
     Ok(logits)
 }
 
@@ -99,6 +119,9 @@ fn stack_fused(bytes: &[u8], image: &[i8; 784], a: &mut [i8; A]) -> Result<[i32;
     let mut logits = [0i32; 10];
     Tutorial::from_file(&file, 0)?.run_logits(image, &mut [], &mut logits);
     FirstBlock::from_file(&file, 0)?.run(image, &mut [], a);
+    let mut patch = [0u32; PATCH];
+    let ring = &mut a[..TwoBlocks::ring_bytes(13)];
+    TwoBlocks::from_file(&file, 0)?.run(image, ring, &mut patch, Out::Logits(&mut logits));
     Ok(logits)
 }
 
