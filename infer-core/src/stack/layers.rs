@@ -661,29 +661,32 @@ impl<'a, const IH: usize, const IW: usize, const F: usize, const RELU: bool> Lay
     }
 
     fn run(&self, input: &[i8], patch: &mut [u32], output: &mut [i8]) {
-        self.run_rows(input, patch, MapRows::whole_mut(output), 0..Self::POOLED.0);
+        let rows = Self::POOLED.0;
+        self.with_rows(input, patch, rows, &mut |write| {
+            write(0..rows, &mut *output)
+        });
     }
 }
 
 impl<'a, const IH: usize, const IW: usize, const F: usize, const RELU: bool> RowSource<'a>
     for ConvPool3x3<'a, IH, IW, F, RELU>
 {
-    fn run_rows(
+    fn with_rows(
         &self,
         input: &[i8],
         _patch: &mut [u32],
-        output: MapRows<'_, &mut [i8]>,
-        rows: Range<usize>,
+        held: usize,
+        consume: &mut dyn FnMut(&mut RowWriter<'_>),
     ) {
         let mut scratch = StreamScratch::<F, 0>::new();
         if NATIVE_PAIRED && F % 4 == 0 {
-            let stream =
+            let mut stream =
                 Stream3x3::<F, 0, true>::new(&self.layers, IH, IW, input, &mut scratch, &[]);
-            pooled_rows(stream, output, rows);
+            consume(&mut |rows, out| pooled_rows(&mut stream, MapRows::ring(out, held), rows));
         } else {
-            let stream =
+            let mut stream =
                 Stream3x3::<F, 0, false>::new(&self.layers, IH, IW, input, &mut scratch, &[]);
-            pooled_rows(stream, output, rows);
+            consume(&mut |rows, out| pooled_rows(&mut stream, MapRows::ring(out, held), rows));
         }
     }
 }
@@ -692,7 +695,7 @@ impl<'a, const IH: usize, const IW: usize, const F: usize, const RELU: bool> Row
 /// position.
 #[inline(always)]
 fn pooled_rows<const F: usize, const PAIRED: bool>(
-    mut stream: Stream3x3<'_, '_, F, 0, PAIRED>,
+    stream: &mut Stream3x3<'_, '_, F, 0, PAIRED>,
     output: MapRows<'_, &mut [i8]>,
     rows: Range<usize>,
 ) {
@@ -710,28 +713,36 @@ fn pooled_rows<const F: usize, const PAIRED: bool>(
     }
 }
 
+/// Writes output rows `rows` of a stage into a buffer holding the map or the last rows of
+/// it (row `r` at `r % held`, `held` given to [`RowSource::with_rows`]).
+pub type RowWriter<'w> = dyn FnMut(Range<usize>, &mut [i8]) + 'w;
+
 /// A stage that can write its output map a range of rows at a time, into the whole map or a
 /// ring buffer of its rows: the first of two stages run as one ([`Chain`]).
 pub trait RowSource<'a>: Layer<'a> {
-    /// Computes output rows `rows` from `input` (`IN` values) into `output`.
-    fn run_rows(
+    /// Sets up the stage's working memory for `input` (`IN` values) once, then calls
+    /// `consume` with a [`RowWriter`] into buffers of `held` rows.
+    fn with_rows(
         &self,
         input: &[i8],
         patch: &mut [u32],
-        output: MapRows<'_, &mut [i8]>,
-        rows: Range<usize>,
+        held: usize,
+        consume: &mut dyn FnMut(&mut RowWriter<'_>),
     );
 }
 
 impl<'a, T: Producer<'a>> RowSource<'a> for T {
-    fn run_rows(
+    fn with_rows(
         &self,
         input: &[i8],
         patch: &mut [u32],
-        output: MapRows<'_, &mut [i8]>,
-        rows: Range<usize>,
+        held: usize,
+        consume: &mut dyn FnMut(&mut RowWriter<'_>),
     ) {
-        run_general_rows(&self.parts(), input, patch, output, rows);
+        let parts = self.parts();
+        consume(&mut |rows, out| {
+            run_general_rows(&parts, input, patch, MapRows::ring(out, held), rows);
+        });
     }
 }
 
@@ -792,18 +803,13 @@ impl<'a, P: RowSource<'a>, C: GeneralStage<'a>, const R: usize> Chain<P, C, R> {
     /// through `ring`.
     pub fn run(&self, input: &[i8], ring: &mut [i8], patch: &mut [u32], output: Out<'_>) {
         let (first_patch, patch) = patch.split_at_mut(P::PATCH_WORDS.min(patch.len()));
-        let mut make = |rows: Range<usize>, ring: &mut [i8]| {
-            self.first
-                .run_rows(input, first_patch, MapRows::ring(ring, R), rows);
-        };
-        run_chain(
-            &mut make,
-            &self.second.stage_parts(),
-            ring,
-            R,
-            patch,
-            output,
-        );
+        let parts = self.second.stage_parts();
+        let mut output = Some(output);
+        self.first.with_rows(input, first_patch, R, &mut |make| {
+            if let Some(output) = output.take() {
+                run_chain(make, &parts, ring, R, patch, output);
+            }
+        });
     }
 }
 
