@@ -1,6 +1,6 @@
 //! int8 Conv2D: stride 1 or 2, valid or same padding, per-channel weights, fused activation
 //! clamp. [`conv2d_i8`] is the reference; the fast path is the stage engine
-//! ([`crate::stack::stages`]), which gathers each output pixel's patch with [`gather_patch`]
+//! ([`crate::stack::stages`]), which gathers each output pixel's patch with `gather_patch`
 //! (packed for two multiply-accumulates per instruction on DSP cores) and is tested against
 //! the reference bit for bit.
 
