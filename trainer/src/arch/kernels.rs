@@ -141,6 +141,31 @@ impl<'a> Rows<'a> {
         self.segments * self.seg_len
     }
 
+    /// Rows `range` of this matrix.
+    ///
+    /// # Panics
+    /// If `range` is not within the rows.
+    pub fn sub(&self, range: std::ops::Range<usize>) -> Self {
+        assert!(
+            range.start <= range.end && range.end <= self.rows,
+            "rows out of range"
+        );
+        let (data, placed) = match self.placed {
+            None => {
+                let cols = self.cols();
+                (&self.data[range.start * cols..range.end * cols], None)
+            }
+            Some(placed) => (self.data, Some(&placed[range.clone()])),
+        };
+        Self {
+            data,
+            placed,
+            rows: range.len(),
+            segments: self.segments,
+            seg_len: self.seg_len,
+        }
+    }
+
     /// Writes the `(cols, rows)` transpose of the matrix into `out`.
     pub fn transpose_into(&self, out: &mut Vec<f32>) {
         let rows = self.rows;
@@ -690,6 +715,171 @@ fn gather_block<const FMA: bool, const W: usize>(
             *d += a;
         }
     }
+    W
+}
+
+/// One image of a convolution followed by a max pool (windows `pool × pool`, stride `pool`), as
+/// [`pooled_grads`] reads it.
+#[derive(Clone, Copy, Debug)]
+pub struct PooledShape {
+    /// Output columns of the convolution.
+    pub ow: usize,
+    /// Filters.
+    pub filters: usize,
+    /// Window side.
+    pub pool: usize,
+    /// Rows of windows.
+    pub ph: usize,
+    /// Columns of windows.
+    pub pw: usize,
+}
+
+/// The kernel and bias gradients of one image of a convolution followed by a max pool, from
+/// the pooled output gradient `dy` (`ph·pw·filters`) and the argmax `arg` of each pooled output
+/// (its index in its band of `pool` rows of the convolution's output, `(row·ow + column)·
+/// filters + filter`): `dw[t][f] += Σ_p cols[p][t]·dz[p][f]` and `db[f] += Σ_p dz[p][f]` over
+/// the positions `p` of the convolution's output in order, `dz` being the gradient of the
+/// convolution's output (`dy` where the argmax is, else zero). `cols` is the image's im2col
+/// matrix (`oh·ow` rows of `taps`), `dw` `(taps, filters)` row-major.
+///
+/// The same sums in the same order as a GEMM `colsᵀ·dz` (fused multiply-adds as in
+/// [`gemm_bias`]) and a row-by-row sum of `dz`, without writing `dz` out: its values are
+/// made in registers, eight filters at a time (the zeros add nothing to a sum that starts from
+/// zero).
+///
+/// # Panics
+/// If the slices do not match `shape`.
+pub fn pooled_grads(
+    cols: &[f32],
+    dy: &[f32],
+    arg: &[u32],
+    shape: PooledShape,
+    dw: &mut [f32],
+    db: &mut [f32],
+) {
+    let s = shape;
+    let taps = dw.len().checked_div(s.filters).unwrap_or(0);
+    let last_row = (s.ph * s.pool).saturating_sub(1) * s.ow;
+    assert!(
+        dw.len() == taps * s.filters
+            && db.len() == s.filters
+            && dy.len() == s.ph * s.pw * s.filters
+            && arg.len() == dy.len()
+            && cols.len() >= (last_row + s.pw * s.pool) * taps
+            && s.pw * s.pool <= s.ow,
+        "pooled gradient shapes"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if has_fma() {
+        // SAFETY: the CPU has AVX2 and FMA (checked just above), all `pooled_fma` requires.
+        unsafe { pooled_fma(cols, dy, arg, shape, dw, db) };
+        return;
+    }
+    pooled_impl::<false>(cols, dy, arg, shape, dw, db);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn pooled_fma(
+    cols: &[f32],
+    dy: &[f32],
+    arg: &[u32],
+    shape: PooledShape,
+    dw: &mut [f32],
+    db: &mut [f32],
+) {
+    pooled_impl::<true>(cols, dy, arg, shape, dw, db);
+}
+
+/// Filters per group of [`pooled_grads`] (one 8-lane vector).
+const LANES: usize = 8;
+
+#[inline(always)]
+fn pooled_impl<const FMA: bool>(
+    cols: &[f32],
+    dy: &[f32],
+    arg: &[u32],
+    shape: PooledShape,
+    dw: &mut [f32],
+    db: &mut [f32],
+) {
+    let taps = dw.len() / shape.filters.max(1);
+    let mut f0 = 0;
+    while f0 < shape.filters {
+        let left = shape.filters - f0;
+        f0 += match (taps, left >= LANES) {
+            (9, true) => pooled_group::<FMA, 9, LANES>(cols, dy, arg, shape, f0, dw, db),
+            (_, true) => pooled_group::<FMA, 0, LANES>(cols, dy, arg, shape, f0, dw, db),
+            (_, false) => pooled_group::<FMA, 0, 1>(cols, dy, arg, shape, f0, dw, db),
+        };
+    }
+}
+
+/// [`pooled_grads`] for filters `f0..f0 + W` and `T` taps (or any number if `T` is 0, the
+/// sums then in memory rather than registers); returns `W`.
+#[inline(always)]
+fn pooled_group<const FMA: bool, const T: usize, const W: usize>(
+    cols: &[f32],
+    dy: &[f32],
+    arg: &[u32],
+    shape: PooledShape,
+    f0: usize,
+    dw: &mut [f32],
+    db: &mut [f32],
+) -> usize {
+    let PooledShape {
+        ow,
+        filters,
+        pool,
+        ph,
+        pw,
+    } = shape;
+    let taps = if T > 0 { T } else { dw.len() / filters };
+    let mut acc = [[0.0f32; W]; T];
+    for (t, acc) in acc.iter_mut().enumerate() {
+        acc.copy_from_slice(&dw[t * filters + f0..][..W]);
+    }
+    let mut sum: [f32; W] = db[f0..f0 + W].try_into().expect("a group");
+    let lanes: [u32; W] = std::array::from_fn(|l| (f0 + l) as u32);
+    for oy in 0..ph * pool {
+        let (band, row) = (oy / pool, oy % pool);
+        for wx in 0..pw {
+            let j = (band * pw + wx) * filters + f0;
+            let g: &[f32; W] = dy[j..j + W].try_into().expect("a group");
+            let at: &[u32; W] = arg[j..j + W].try_into().expect("a group");
+            for dx in 0..pool {
+                let ox = wx * pool + dx;
+                // This position's index in its band, for filter `f0`.
+                let here = ((row * ow + ox) * filters) as u32;
+                let dz: [f32; W] = std::array::from_fn(|l| {
+                    let hit = u32::from(at[l] == here + lanes[l]).wrapping_neg();
+                    f32::from_bits(g[l].to_bits() & hit)
+                });
+                let p = oy * ow + ox;
+                let col = &cols[p * taps..][..taps];
+                if T > 0 {
+                    for (acc, &x) in acc.iter_mut().zip(col) {
+                        for (a, &d) in acc.iter_mut().zip(&dz) {
+                            *a = madd::<FMA>(x, d, *a);
+                        }
+                    }
+                } else {
+                    for (t, &x) in col.iter().enumerate() {
+                        for (a, &d) in dw[t * filters + f0..][..W].iter_mut().zip(&dz) {
+                            *a = madd::<FMA>(x, d, *a);
+                        }
+                    }
+                }
+                for (s, &d) in sum.iter_mut().zip(&dz) {
+                    *s += d;
+                }
+            }
+        }
+    }
+    for (t, acc) in acc.iter().enumerate() {
+        dw[t * filters + f0..][..W].copy_from_slice(acc);
+    }
+    db[f0..f0 + W].copy_from_slice(&sum);
     W
 }
 
