@@ -322,6 +322,24 @@ unsafe fn gemm_fma(a: &Rows, b: &Cols, bias: &[f32], relu: bool, c: &mut [f32]) 
 
 #[inline(always)]
 fn gemm_impl<const FMA: bool>(a: &Rows, b: &Cols, bias: &[f32], relu: bool, c: &mut [f32]) {
+    // Rows of 9 values (a 3×3 convolution on one channel) with a fixed size: the tile's loop
+    // unrolls.
+    if a.segments == 1 && a.seg_len == 9 {
+        gemm_rows::<FMA, 9>(a, b, bias, relu, c);
+    } else {
+        gemm_rows::<FMA, 0>(a, b, bias, relu, c);
+    }
+}
+
+/// [`gemm_impl`] with segments of `K` values (any number if `K` is 0).
+#[inline(always)]
+fn gemm_rows<const FMA: bool, const K: usize>(
+    a: &Rows,
+    b: &Cols,
+    bias: &[f32],
+    relu: bool,
+    c: &mut [f32],
+) {
     let (m, k, n) = (a.len(), b.k, b.n);
     if k == 0 {
         for row in c.chunks_exact_mut(n) {
@@ -343,11 +361,15 @@ fn gemm_impl<const FMA: bool>(a: &Rows, b: &Cols, bias: &[f32], relu: bool, c: &
             // the same sum in the same order whatever its tile).
             let rows = match m - i0 {
                 r if r >= MR => {
-                    tile_out::<FMA, MR>(a, i0, panel, b.row_stride, bias, relu, c, n, j0)
+                    tile_out::<FMA, MR, K>(a, i0, panel, b.row_stride, bias, relu, c, n, j0)
                 }
-                r if r >= 4 => tile_out::<FMA, 4>(a, i0, panel, b.row_stride, bias, relu, c, n, j0),
-                r if r >= 2 => tile_out::<FMA, 2>(a, i0, panel, b.row_stride, bias, relu, c, n, j0),
-                _ => tile_out::<FMA, 1>(a, i0, panel, b.row_stride, bias, relu, c, n, j0),
+                r if r >= 4 => {
+                    tile_out::<FMA, 4, K>(a, i0, panel, b.row_stride, bias, relu, c, n, j0)
+                }
+                r if r >= 2 => {
+                    tile_out::<FMA, 2, K>(a, i0, panel, b.row_stride, bias, relu, c, n, j0)
+                }
+                _ => tile_out::<FMA, 1, K>(a, i0, panel, b.row_stride, bias, relu, c, n, j0),
             };
             i0 += rows;
         }
@@ -358,7 +380,7 @@ fn gemm_impl<const FMA: bool>(a: &Rows, b: &Cols, bias: &[f32], relu: bool, c: &
 /// plus bias, then ReLU if asked. Returns `R`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn tile_out<const FMA: bool, const R: usize>(
+fn tile_out<const FMA: bool, const R: usize, const K: usize>(
     a: &Rows,
     i0: usize,
     panel: &[f32],
@@ -369,7 +391,7 @@ fn tile_out<const FMA: bool, const R: usize>(
     n: usize,
     j0: usize,
 ) -> usize {
-    let acc = tile::<FMA, R>(a, i0, panel, stride);
+    let acc = tile::<FMA, R, K>(a, i0, panel, stride);
     if let Ok(bias) = <&[f32; NR]>::try_from(bias) {
         // A full panel, with fixed sizes: the tile goes from registers to `c`.
         for (r, acc) in acc.iter().enumerate() {
@@ -394,18 +416,18 @@ fn tile_out<const FMA: bool, const R: usize>(
 }
 
 /// The `R × NR` register tile of rows `i0..i0 + R` (at most [`MR`], all within `a`):
-/// `Σ_p a[r][p] · panel[p][j]`, segment by segment.
+/// `Σ_p a[r][p] · panel[p][j]`, segment by segment (segments of `K` values, any if `K` is 0).
 #[inline(always)]
-fn tile<const FMA: bool, const R: usize>(
+fn tile<const FMA: bool, const R: usize, const K: usize>(
     a: &Rows,
     i0: usize,
     panel: &[f32],
     stride: usize,
 ) -> [[f32; NR]; R] {
     let mut acc = [[0.0f32; NR]; R];
-    let len = a.seg_len;
+    let len = if K > 0 { K } else { a.seg_len };
     for seg in 0..a.segments {
-        let rows: [&[f32]; R] = std::array::from_fn(|r| a.segment(i0 + r, seg));
+        let rows: [&[f32]; R] = std::array::from_fn(|r| &a.segment(i0 + r, seg)[..len]);
         for p in 0..len {
             let at = (seg * len + p) * stride;
             let b: &[f32; NR] = panel[at..at + NR].try_into().expect("a panel row");
