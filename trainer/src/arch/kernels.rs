@@ -305,29 +305,42 @@ pub fn gemm_cols(a: &Rows, b: &Cols, bias: &[f32], relu: bool, c: &mut [f32]) {
     if a.is_empty() || b.n == 0 {
         return;
     }
+    run_gemm(a, b, bias, relu, Epilogue::Store(c));
+}
+
+/// What a GEMM does with its register tiles.
+enum Epilogue<'a> {
+    /// Writes them to `c` (`(rows, n)` row-major).
+    Store(&'a mut [f32]),
+    /// Keeps the first largest of each four rows and which row it was (see [`gemm_pool4`]).
+    Pool4(&'a mut [f32], &'a mut [u32]),
+}
+
+/// The GEMM of checked shapes, in the copy for this CPU.
+fn run_gemm(a: &Rows, b: &Cols, bias: &[f32], relu: bool, out: Epilogue) {
     #[cfg(target_arch = "x86_64")]
     if has_fma() {
         // SAFETY: the CPU has AVX2 and FMA (checked just above), all `gemm_fma` requires.
-        unsafe { gemm_fma(a, b, bias, relu, c) };
+        unsafe { gemm_fma(a, b, bias, relu, out) };
         return;
     }
-    gemm_impl::<false>(a, b, bias, relu, c);
+    gemm_impl::<false>(a, b, bias, relu, out);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn gemm_fma(a: &Rows, b: &Cols, bias: &[f32], relu: bool, c: &mut [f32]) {
-    gemm_impl::<true>(a, b, bias, relu, c);
+unsafe fn gemm_fma(a: &Rows, b: &Cols, bias: &[f32], relu: bool, out: Epilogue) {
+    gemm_impl::<true>(a, b, bias, relu, out);
 }
 
 #[inline(always)]
-fn gemm_impl<const FMA: bool>(a: &Rows, b: &Cols, bias: &[f32], relu: bool, c: &mut [f32]) {
+fn gemm_impl<const FMA: bool>(a: &Rows, b: &Cols, bias: &[f32], relu: bool, out: Epilogue) {
     // Rows of 9 values (a 3×3 convolution on one channel) with a fixed size: the tile's loop
     // unrolls.
     if a.segments == 1 && a.seg_len == 9 {
-        gemm_rows::<FMA, 9>(a, b, bias, relu, c);
+        gemm_rows::<FMA, 9>(a, b, bias, relu, out);
     } else {
-        gemm_rows::<FMA, 0>(a, b, bias, relu, c);
+        gemm_rows::<FMA, 0>(a, b, bias, relu, out);
     }
 }
 
@@ -338,8 +351,12 @@ fn gemm_rows<const FMA: bool, const K: usize>(
     b: &Cols,
     bias: &[f32],
     relu: bool,
-    c: &mut [f32],
+    out: Epilogue,
 ) {
+    let c = match out {
+        Epilogue::Store(c) => c,
+        Epilogue::Pool4(y, arg) => return pool_rows::<FMA, K>(a, b, bias, relu, (y, arg)),
+    };
     let (m, k, n) = (a.len(), b.k, b.n);
     if k == 0 {
         for row in c.chunks_exact_mut(n) {
@@ -440,6 +457,75 @@ fn tile<const FMA: bool, const R: usize, const K: usize>(
         }
     }
     acc
+}
+
+/// [`gemm_bias`] (then ReLU if `relu`) over the rows of `a` in groups of four, the positions of
+/// a 2×2 max-pool window in its order (top left, top right, bottom left, bottom right), keeping
+/// of each group and column only the first largest value, in `y` (`(rows / 4, n)` row-major),
+/// and in `arg` which of the four rows it was (0 to 3). The values of `gemm_bias` then a max
+/// pool, without writing the GEMM's output.
+///
+/// # Panics
+/// If the shapes do not match.
+pub fn gemm_pool4(a: &Rows, b: &Packed, bias: &[f32], relu: bool, y: &mut [f32], arg: &mut [u32]) {
+    let b = b.cols();
+    assert!(
+        a.cols() == b.k
+            && bias.len() == b.n
+            && a.len() % 4 == 0
+            && y.len() == a.len() / 4 * b.n
+            && arg.len() == y.len(),
+        "gemm pool shapes"
+    );
+    if a.is_empty() || b.n == 0 {
+        return;
+    }
+    run_gemm(a, &b, bias, relu, Epilogue::Pool4(y, arg));
+}
+
+/// [`gemm_rows`] keeping of each four rows the first largest and its row (`out`, see
+/// [`gemm_pool4`]).
+#[inline(always)]
+fn pool_rows<const FMA: bool, const K: usize>(
+    a: &Rows,
+    b: &Cols,
+    bias: &[f32],
+    relu: bool,
+    out: (&mut [f32], &mut [u32]),
+) {
+    let ((y, arg), n) = (out, b.n);
+    for p in 0..n.div_ceil(NR) {
+        let j0 = p * NR;
+        let width = NR.min(n - j0);
+        let mut padded = [0.0f32; NR];
+        padded[..width].copy_from_slice(&bias[j0..j0 + width]);
+        for (w, (y, arg)) in y
+            .chunks_exact_mut(n)
+            .zip(arg.chunks_exact_mut(n))
+            .enumerate()
+        {
+            let acc = if b.k == 0 {
+                [[0.0f32; NR]; 4]
+            } else {
+                let panel = &b.data[p * b.panel_step..][..(b.k - 1) * b.row_stride + NR];
+                tile::<FMA, 4, K>(a, 4 * w, panel, b.row_stride)
+            };
+            let mut best = [f32::NEG_INFINITY; NR];
+            let mut at = [0u32; NR];
+            for (r, acc) in acc.iter().enumerate() {
+                for j in 0..NR {
+                    let v = acc[j] + padded[j];
+                    let v = if relu { v.max(0.0) } else { v };
+                    // `if v > best { best = v; at = r }` as bit selects (vectorised).
+                    let keep = u32::from(v > best[j]).wrapping_neg();
+                    best[j] = f32::from_bits((v.to_bits() & keep) | (best[j].to_bits() & !keep));
+                    at[j] = (r as u32 & keep) | (at[j] & !keep);
+                }
+            }
+            y[j0..j0 + width].copy_from_slice(&best[..width]);
+            arg[j0..j0 + width].copy_from_slice(&at[..width]);
+        }
+    }
 }
 
 /// Bit `i % 64` of `out[i / 64]` is set where `values[i] != 0`; `out` holds
@@ -758,8 +844,7 @@ pub struct PooledShape {
 
 /// The kernel and bias gradients of one image of a convolution followed by a max pool, from
 /// the pooled output gradient `dy` (`ph·pw·filters`) and the argmax `arg` of each pooled output
-/// (its index in its band of `pool` rows of the convolution's output, `(row·ow + column)·
-/// filters + filter`): `dw[t][f] += Σ_p cols[p][t]·dz[p][f]` and `db[f] += Σ_p dz[p][f]` over
+/// (its position in its window, `row·pool + column`): `dw[t][f] += Σ_p cols[p][t]·dz[p][f]` and `db[f] += Σ_p dz[p][f]` over
 /// the positions `p` of the convolution's output in order, `dz` being the gradient of the
 /// convolution's output (`dy` where the argmax is, else zero). `cols` is the image's im2col
 /// matrix (`oh·ow` rows of `taps`), `dw` `(taps, filters)` row-major.
@@ -862,7 +947,6 @@ fn pooled_group<const FMA: bool, const T: usize, const W: usize>(
         acc.copy_from_slice(&dw[t * filters + f0..][..W]);
     }
     let mut sum: [f32; W] = db[f0..f0 + W].try_into().expect("a group");
-    let lanes: [u32; W] = std::array::from_fn(|l| (f0 + l) as u32);
     for oy in 0..ph * pool {
         let (band, row) = (oy / pool, oy % pool);
         for wx in 0..pw {
@@ -871,10 +955,10 @@ fn pooled_group<const FMA: bool, const T: usize, const W: usize>(
             let at: &[u32; W] = arg[j..j + W].try_into().expect("a group");
             for dx in 0..pool {
                 let ox = wx * pool + dx;
-                // This position's index in its band, for filter `f0`.
-                let here = ((row * ow + ox) * filters) as u32;
+                // This position's index in its window.
+                let here = (row * pool + dx) as u32;
                 let dz: [f32; W] = std::array::from_fn(|l| {
-                    let hit = u32::from(at[l] == here + lanes[l]).wrapping_neg();
+                    let hit = u32::from(at[l] == here).wrapping_neg();
                     f32::from_bits(g[l].to_bits() & hit)
                 });
                 let p = oy * ow + ox;
@@ -1012,6 +1096,34 @@ mod tests {
         gather_rows(&dense, &by_column, &mut o2);
         assert_eq!(o1, o2);
         assert_ne!(o1, vec![0.5; 4 * k]);
+    }
+
+    #[test]
+    fn gemm_pool4_equals_the_gemm_then_the_first_largest_of_each_four_rows() {
+        let mut rng = ChaCha8Rng::seed_from_u64(10);
+        for (windows, k, n, relu) in [(5, 9, 32, true), (3, 7, 21, false), (2, 40, 16, true)] {
+            // Few distinct values, so that rows often tie (the first one wins).
+            let mut few = |len: usize| -> Vec<f32> {
+                (0..len)
+                    .map(|_| f32::from(rng.gen_range(-2i8..3)))
+                    .collect()
+            };
+            let (a, b, bias) = (few(4 * windows * k), few(k * n), few(n));
+            let (a, b) = (Rows::matrix(&a, k), Packed::new(&b, k, n));
+            let mut c = vec![0.0; 4 * windows * n];
+            gemm_bias(&a, &b, &bias, relu, &mut c);
+            let (mut y, mut arg) = (vec![f32::NAN; windows * n], vec![9; windows * n]);
+            gemm_pool4(&a, &b, &bias, relu, &mut y, &mut arg);
+            for w in 0..windows {
+                for j in 0..n {
+                    let values: Vec<f32> = (0..4).map(|r| c[(4 * w + r) * n + j]).collect();
+                    let best = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let first = values.iter().position(|&v| v == best).unwrap();
+                    let at = w * n + j;
+                    assert_eq!((y[at], arg[at] as usize), (best, first), "{w} {j}");
+                }
+            }
+        }
     }
 
     #[test]

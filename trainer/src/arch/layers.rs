@@ -10,8 +10,8 @@
 //! from one pass to the next.
 
 use super::kernels::{
-    gather_rows, gemm_bias, gemm_cols, mask_and_sum_rows, mask_by_bits, nonzero_bits, pooled_grads,
-    positive_bits, simd_fn, Cols, Lists, Packed, PooledShape, Rows,
+    gather_rows, gemm_bias, gemm_cols, gemm_pool4, mask_and_sum_rows, mask_by_bits, nonzero_bits,
+    pooled_grads, positive_bits, simd_fn, Cols, Lists, Packed, PooledShape, Rows,
 };
 use super::spec::{conv_out, Activation, LayerSpec, Shape};
 use rand::{Rng, SeedableRng};
@@ -401,6 +401,23 @@ struct ConvPlan {
     after_image: bool,
 }
 
+impl ConvPlan {
+    /// This plan with its rows taken window by window of a 2×2 max pool (`ph × pw` windows of
+    /// an output `ow` positions wide), each window's four positions in its order: the rows
+    /// [`gemm_pool4`] reads. Positions outside every window are left out.
+    fn in_windows(self, ow: usize, ph: usize, pw: usize) -> Self {
+        let mut placed = Vec::with_capacity(4 * ph * pw);
+        for wy in 0..ph {
+            for wx in 0..pw {
+                for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                    placed.push(self.placed[(2 * wy + dy) * ow + 2 * wx + dx]);
+                }
+            }
+        }
+        Self { placed, ..self }
+    }
+}
+
 /// 2-D convolution. Kernel `[ky, kx, ci, f]` (Keras HWIO) viewed as a `(k·k·ic, filters)` matrix.
 #[derive(Clone, Debug)]
 pub struct Conv {
@@ -435,8 +452,6 @@ struct Scratch {
     dw: Vec<f32>,
     /// A max-pool's argmax buffer, between a backward pass and the next forward pass.
     argmax: Vec<u32>,
-    /// One band of a convolution's output before its max pool ([`Conv::forward_pooled`]).
-    strip: Vec<f32>,
 }
 
 thread_local! {
@@ -807,12 +822,13 @@ impl Conv {
 }
 
 impl Conv {
-    /// This convolution (with its ReLU) and a `pool × pool` max pool of stride `pool` after it,
-    /// as one pass: per image, `pool` output rows at a time are computed into a small buffer
-    /// and pooled at once, so the convolution's output never leaves the cache. The same values
-    /// as [`Layer::forward`] of the two layers in turn. A training pass (with `trace`) keeps
-    /// the input, which pooled outputs are positive, and where each pooled output's maximum is
-    /// in its band of the convolution's output, for [`Conv::backward_pooled`].
+    /// This convolution (with its ReLU) and a 2×2 max pool of stride 2 after it (`pool` is 2,
+    /// see [`Layer::pooled_conv`]), as one pass: the GEMM's rows are taken window by window and
+    /// each register tile of a window's four positions is pooled at once ([`gemm_pool4`]), so
+    /// the convolution's output is never written. The same values as [`Layer::forward`] of the
+    /// two layers in turn. A training pass (with `trace`) keeps the input, which pooled outputs
+    /// are positive, and where each pooled output's maximum is in its window, for
+    /// [`Conv::backward_pooled`].
     pub fn forward_pooled(
         &self,
         x: Tensor,
@@ -824,17 +840,9 @@ impl Conv {
         let (taps, filters) = (g.taps(), g.filters);
         let (ph, pw) = (g.oh / pool.max(1), g.ow / pool.max(1));
         let (item_in, item_out) = (x.item_len(), ph * pw * filters);
-        let (band, band_out) = (pool * g.ow, pw * filters);
         let bias = &self.bias.value;
         let w = packed_kernel(prep, &self.kernel.value, taps, filters);
-        let plan = g.plan();
-        let shape = PoolShape {
-            iw: g.ow,
-            c: filters,
-            p: pool,
-            oh: 1,
-            ow: pw,
-        };
+        let plan = g.plan().in_windows(g.ow, ph, pw);
         let mut data = reused(x.n * item_out);
         let mut arg = with_scratch(|s| std::mem::take(&mut s.argmax));
         arg.resize(data.len(), 0);
@@ -843,27 +851,13 @@ impl Conv {
             .zip(x.data.par_chunks((CHUNK * item_in).max(1)))
             .for_each(|((y, arg), x)| {
                 with_scratch(|s| {
-                    let Scratch { cols, strip, .. } = s;
-                    strip.resize(band * filters, 0.0);
                     let images = x.chunks_exact(item_in.max(1));
                     let outs = y.chunks_exact_mut(item_out.max(1));
                     for ((img, y), arg) in
                         images.zip(outs).zip(arg.chunks_exact_mut(item_out.max(1)))
                     {
-                        let rows = g.rows(&plan, img, cols);
-                        let bands = y.chunks_exact_mut(band_out.max(1));
-                        for (b, (y, arg)) in
-                            bands.zip(arg.chunks_exact_mut(band_out.max(1))).enumerate()
-                        {
-                            gemm_bias(
-                                &rows.sub(b * band..(b + 1) * band),
-                                &w,
-                                bias,
-                                self.relu,
-                                strip,
-                            );
-                            pool_image(strip, shape, y, arg);
-                        }
+                        let rows = g.rows(&plan, img, &mut s.cols);
+                        gemm_pool4(&rows, &w, bias, self.relu, y, arg);
                     }
                 });
             });
@@ -929,36 +923,27 @@ impl Conv {
                 .zip(active.par_chunks(words.max(1)))
                 .for_each(|(dy, bits)| mask_by_bits(dy, bits));
         }
-        let band_out = (dy.w * filters).max(1);
-        // One band of pooled outputs: a pool of one row of windows.
-        let band_shape = PoolShape {
-            iw: g.ow,
-            c: filters,
-            p: pool,
-            oh: 1,
-            ow: dy.w,
-        };
         if !Self::dense_dw(&g) || need_dx {
             let conv_item = conv_out.item_len();
             let mut dz = Tensor {
                 data: reused(conv_out.n * conv_item),
                 ..conv_out
             };
-            let conv_band = (pool * g.ow * filters).max(1);
+            let (pw, ow) = (dy.w, g.ow);
             dz.data
                 .par_chunks_mut(conv_item.max(1))
                 .zip(dy.data.par_chunks(item_out.max(1)))
                 .zip(arg.par_chunks(item_out.max(1)))
                 .for_each(|((dz, dy), arg)| {
-                    let bands = dy.chunks_exact(band_out).zip(arg.chunks_exact(band_out));
-                    let mut out = dz.chunks_mut(conv_band);
-                    for (dy, arg) in bands {
-                        if let Some(dz) = out.next() {
-                            unpool_image(dy, arg, band_shape, dz);
+                    dz.fill(0.0);
+                    let windows = dy.chunks_exact(filters).zip(arg.chunks_exact(filters));
+                    for (w, (dy, arg)) in windows.enumerate() {
+                        let (wy, wx) = (w / pw, w % pw);
+                        for (f, (&v, &a)) in dy.iter().zip(arg).enumerate() {
+                            let (r, c) = (a as usize / pool, a as usize % pool);
+                            dz[((wy * pool + r) * ow + wx * pool + c) * filters + f] = v;
                         }
                     }
-                    // Rows below the last band (an odd height).
-                    out.for_each(|dz| dz.fill(0.0));
                 });
             with_scratch(|s| s.argmax = arg);
             recycle(dy.data);
@@ -1792,11 +1777,11 @@ impl Layer {
         }
     }
 
-    /// The convolution and the window side if this layer is a convolution and `next` a max pool:
-    /// the two then run as one step ([`Conv::forward_pooled`], [`Conv::backward_pooled`]).
+    /// The convolution and the window side if this layer is a convolution and `next` a 2×2 max
+    /// pool: the two then run as one step ([`Conv::forward_pooled`], [`Conv::backward_pooled`]).
     pub fn pooled_conv(&self, next: Option<&Layer>) -> Option<(&Conv, usize)> {
         match (self, next) {
-            (Self::Conv(conv), Some(Self::Pool(pool))) if pool.pool > 0 => Some((conv, pool.pool)),
+            (Self::Conv(conv), Some(Self::Pool(pool))) if pool.pool == 2 => Some((conv, pool.pool)),
             _ => None,
         }
     }

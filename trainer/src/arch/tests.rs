@@ -597,7 +597,8 @@ fn a_fit_in_parts_is_deterministic_whatever_the_thread_count() {
 /// training, and kernel, bias and input gradients. Covers the direct gradient path (short im2col
 /// rows, no input gradient) with 32 filters (eight at a time in registers) and with 12 (a
 /// partial group), odd output sizes, no ReLU, and the path through the convolution's own
-/// backward pass (input gradient asked for, or long im2col rows).
+/// backward pass (input gradient asked for, or long im2col rows). Other pools than 2×2 run
+/// apart.
 #[test]
 fn a_pooled_convolution_gives_the_bits_of_its_convolution_and_pool_apart() {
     let mut rng = ChaCha8Rng::seed_from_u64(21);
@@ -605,7 +606,8 @@ fn a_pooled_convolution_gives_the_bits_of_its_convolution_and_pool_apart() {
         // (h, w, c, filters, kernel, padding, pool, relu)
         (12, 12, 1, 32, 3, Padding::Valid, 2, true),
         (11, 9, 1, 12, 3, Padding::Valid, 2, true),
-        (9, 10, 3, 8, 3, Padding::Same, 3, false),
+        (9, 10, 3, 8, 3, Padding::Same, 2, false),
+        (9, 10, 3, 8, 3, Padding::Same, 3, true),
         (8, 8, 1, 16, 2, Padding::Valid, 2, true),
         (7, 8, 4, 8, 3, Padding::Same, 2, true),
     ];
@@ -639,9 +641,13 @@ fn a_pooled_convolution_gives_the_bits_of_its_convolution_and_pool_apart() {
             _ => unreachable!("a convolution"),
         };
         let pool_layer = Layer::new(&LayerSpec::MaxPool2d { pool }, 1, conv_out);
-        let (fused, size) = conv
-            .pooled_conv(Some(&pool_layer))
-            .expect("a convolution before a max pool");
+        let Some((fused, size)) = conv.pooled_conv(Some(&pool_layer)) else {
+            assert_ne!(
+                pool, 2,
+                "a 2×2 max pool runs with the convolution before it"
+            );
+            continue;
+        };
         assert_eq!(size, pool);
         let n = 5;
         // Inputs with exact zeros, as images have.
