@@ -444,7 +444,11 @@ fn tile<const FMA: bool, const R: usize, const K: usize>(
     let mut acc = [[0.0f32; NR]; R];
     let len = if K > 0 { K } else { a.seg_len };
     for seg in 0..a.segments {
-        let rows: [&[f32]; R] = std::array::from_fn(|r| &a.segment(i0 + r, seg)[..len]);
+        // A plain loop: `array::from_fn` is not always inlined, and a call per tile shows.
+        let mut rows: [&[f32]; R] = [&[]; R];
+        for (r, row) in rows.iter_mut().enumerate() {
+            *row = &a.segment(i0 + r, seg)[..len];
+        }
         for p in 0..len {
             let at = (seg * len + p) * stride;
             let b: &[f32; NR] = panel[at..at + NR].try_into().expect("a panel row");
@@ -504,11 +508,12 @@ fn pool_rows<const FMA: bool, const K: usize>(
             .zip(arg.chunks_exact_mut(n))
             .enumerate()
         {
-            let acc = if b.k == 0 {
-                [[0.0f32; NR]; 4]
-            } else {
-                let panel = &b.data[p * b.panel_step..][..(b.k - 1) * b.row_stride + NR];
-                tile::<FMA, 4, K>(a, 4 * w, panel, b.row_stride)
+            let acc = match b.k {
+                0 => [[0.0f32; NR]; 4],
+                k => {
+                    let panel = &b.data[p * b.panel_step..][..(k - 1) * b.row_stride + NR];
+                    tile::<FMA, 4, K>(a, 4 * w, panel, b.row_stride)
+                }
             };
             let mut best = [f32::NEG_INFINITY; NR];
             let mut at = [0u32; NR];
@@ -522,8 +527,15 @@ fn pool_rows<const FMA: bool, const K: usize>(
                     at[j] = (r as u32 & keep) | (at[j] & !keep);
                 }
             }
-            y[j0..j0 + width].copy_from_slice(&best[..width]);
-            arg[j0..j0 + width].copy_from_slice(&at[..width]);
+            if width == NR {
+                // Fixed-size copies: a call to memcpy per 16 values costs more than them.
+                let y: &mut [f32; NR] = (&mut y[j0..j0 + NR]).try_into().expect("a panel");
+                let arg: &mut [u32; NR] = (&mut arg[j0..j0 + NR]).try_into().expect("a panel");
+                (*y, *arg) = (best, at);
+            } else {
+                y[j0..j0 + width].copy_from_slice(&best[..width]);
+                arg[j0..j0 + width].copy_from_slice(&at[..width]);
+            }
         }
     }
 }
@@ -957,10 +969,11 @@ fn pooled_group<const FMA: bool, const T: usize, const W: usize>(
                 let ox = wx * pool + dx;
                 // This position's index in its window.
                 let here = (row * pool + dx) as u32;
-                let dz: [f32; W] = std::array::from_fn(|l| {
-                    let hit = u32::from(at[l] == here).wrapping_neg();
-                    f32::from_bits(g[l].to_bits() & hit)
-                });
+                let mut dz = [0.0f32; W];
+                for ((d, &g), &at) in dz.iter_mut().zip(g).zip(at) {
+                    let hit = u32::from(at == here).wrapping_neg();
+                    *d = f32::from_bits(g.to_bits() & hit);
+                }
                 let p = oy * ow + ox;
                 let col = &cols[p * taps..][..taps];
                 if T > 0 {
