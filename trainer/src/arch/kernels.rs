@@ -838,6 +838,18 @@ fn gather_block<const FMA: bool, const W: usize>(
     W
 }
 
+/// The pooled output gradient of one image of a convolution followed by a max pool, and where
+/// each pooled output's maximum was (see [`pooled_grads`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Pooled<'a> {
+    /// The gradient, `ph·pw·filters`.
+    pub dy: &'a [f32],
+    /// Each pooled output's position in its window, `row·pool + column`.
+    pub arg: &'a [u32],
+    /// The geometry.
+    pub shape: PooledShape,
+}
+
 /// One image of a convolution followed by a max pool (windows `pool × pool`, stride `pool`), as
 /// [`pooled_grads`] reads it.
 #[derive(Clone, Copy, Debug)]
@@ -868,15 +880,8 @@ pub struct PooledShape {
 ///
 /// # Panics
 /// If the slices do not match `shape`.
-pub fn pooled_grads(
-    cols: &[f32],
-    dy: &[f32],
-    arg: &[u32],
-    shape: PooledShape,
-    dw: &mut [f32],
-    db: &mut [f32],
-) {
-    let s = shape;
+pub fn pooled_grads(cols: &[f32], pooled: Pooled, dw: &mut [f32], db: &mut [f32]) {
+    let Pooled { dy, arg, shape: s } = pooled;
     let taps = dw.len().checked_div(s.filters).unwrap_or(0);
     let last_row = (s.ph * s.pool).saturating_sub(1) * s.ow;
     assert!(
@@ -891,45 +896,32 @@ pub fn pooled_grads(
     #[cfg(target_arch = "x86_64")]
     if has_fma() {
         // SAFETY: the CPU has AVX2 and FMA (checked just above), all `pooled_fma` requires.
-        unsafe { pooled_fma(cols, dy, arg, shape, dw, db) };
+        unsafe { pooled_fma(cols, pooled, dw, db) };
         return;
     }
-    pooled_impl::<false>(cols, dy, arg, shape, dw, db);
+    pooled_impl::<false>(cols, pooled, dw, db);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn pooled_fma(
-    cols: &[f32],
-    dy: &[f32],
-    arg: &[u32],
-    shape: PooledShape,
-    dw: &mut [f32],
-    db: &mut [f32],
-) {
-    pooled_impl::<true>(cols, dy, arg, shape, dw, db);
+unsafe fn pooled_fma(cols: &[f32], pooled: Pooled, dw: &mut [f32], db: &mut [f32]) {
+    pooled_impl::<true>(cols, pooled, dw, db);
 }
 
 /// Filters per group of [`pooled_grads`] (one 8-lane vector).
 const LANES: usize = 8;
 
 #[inline(always)]
-fn pooled_impl<const FMA: bool>(
-    cols: &[f32],
-    dy: &[f32],
-    arg: &[u32],
-    shape: PooledShape,
-    dw: &mut [f32],
-    db: &mut [f32],
-) {
+fn pooled_impl<const FMA: bool>(cols: &[f32], pooled: Pooled, dw: &mut [f32], db: &mut [f32]) {
+    let shape = pooled.shape;
     let taps = dw.len() / shape.filters.max(1);
     let mut f0 = 0;
     while f0 < shape.filters {
         let left = shape.filters - f0;
         f0 += match (taps, left >= LANES) {
-            (9, true) => pooled_group::<FMA, 9, LANES>(cols, dy, arg, shape, f0, dw, db),
-            (_, true) => pooled_group::<FMA, 0, LANES>(cols, dy, arg, shape, f0, dw, db),
-            (_, false) => pooled_group::<FMA, 0, 1>(cols, dy, arg, shape, f0, dw, db),
+            (9, true) => pooled_group::<FMA, 9, LANES>(cols, pooled, f0, dw, db),
+            (_, true) => pooled_group::<FMA, 0, LANES>(cols, pooled, f0, dw, db),
+            (_, false) => pooled_group::<FMA, 0, 1>(cols, pooled, f0, dw, db),
         };
     }
 }
@@ -939,13 +931,12 @@ fn pooled_impl<const FMA: bool>(
 #[inline(always)]
 fn pooled_group<const FMA: bool, const T: usize, const W: usize>(
     cols: &[f32],
-    dy: &[f32],
-    arg: &[u32],
-    shape: PooledShape,
+    pooled: Pooled,
     f0: usize,
     dw: &mut [f32],
     db: &mut [f32],
 ) -> usize {
+    let Pooled { dy, arg, shape } = pooled;
     let PooledShape {
         ow,
         filters,

@@ -11,7 +11,7 @@
 
 use super::kernels::{
     gather_rows, gemm_bias, gemm_cols, gemm_pool4, mask_and_sum_rows, mask_by_bits, nonzero_bits,
-    pooled_grads, positive_bits, simd_fn, Cols, Lists, Packed, PooledShape, Rows,
+    pooled_grads, positive_bits, simd_fn, Cols, Lists, Packed, Pooled, PooledShape, Rows,
 };
 use super::spec::{conv_out, Activation, LayerSpec, Shape};
 use rand::{Rng, SeedableRng};
@@ -982,7 +982,8 @@ impl Conv {
                         .zip(arg.chunks_exact(item_out.max(1)))
                     {
                         g.im2col(img, &mut s.cols);
-                        pooled_grads(&s.cols, dy, arg, shape, &mut s.dw, &mut db);
+                        let pooled = Pooled { dy, arg, shape };
+                        pooled_grads(&s.cols, pooled, &mut s.dw, &mut db);
                     }
                     for (t, dw) in s.dw.chunks_exact(filters).enumerate() {
                         for (f, &v) in dw.iter().enumerate() {
