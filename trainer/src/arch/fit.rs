@@ -187,8 +187,8 @@ impl Part {
             while let Some(layer) = model.layers.get(index) {
                 let (trace, prep) = (&mut self.traces[index], &prepared[index]);
                 match layer.pooled_conv(model.layers.get(index + 1)) {
-                    Some((conv, pool)) => {
-                        x = conv.forward_pooled(x, pool, Some(trace), Some(prep));
+                    Some(conv) => {
+                        x = conv.forward_pooled(x, Some(trace), Some(prep));
                         index += 2;
                     }
                     None => {
@@ -213,9 +213,7 @@ impl Part {
                 let (trace, grads) = (&mut self.traces[index], &mut self.grads[index]);
                 let prep = Some(&prepared[index]);
                 let dx = match pooled {
-                    Some((conv, pool)) => {
-                        conv.backward_pooled(dy, pool, index > 0, trace, grads, prep)
-                    }
+                    Some(conv) => conv.backward_pooled(dy, index > 0, trace, grads, prep),
                     None => {
                         let input = model.spec.input_of(index);
                         layer.backward(dy, index > 0, input, trace, grads, prep)

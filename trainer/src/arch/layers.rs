@@ -401,6 +401,10 @@ struct ConvPlan {
     after_image: bool,
 }
 
+/// The window side of the max pools that run with the convolution before them
+/// ([`Layer::pooled_conv`]).
+const FUSED_POOL: usize = 2;
+
 impl ConvPlan {
     /// This plan with its rows taken window by window of a 2×2 max pool (`ph × pw` windows of
     /// an output `ow` positions wide), each window's four positions in its order: the rows
@@ -822,8 +826,8 @@ impl Conv {
 }
 
 impl Conv {
-    /// This convolution (with its ReLU) and a 2×2 max pool of stride 2 after it (`pool` is 2,
-    /// see [`Layer::pooled_conv`]), as one pass: the GEMM's rows are taken window by window and
+    /// This convolution (with its ReLU) and a 2×2 max pool of stride 2 after it (see
+    /// [`Layer::pooled_conv`]), as one pass: the GEMM's rows are taken window by window and
     /// each register tile of a window's four positions is pooled at once ([`gemm_pool4`]), so
     /// the convolution's output is never written. The same values as [`Layer::forward`] of the
     /// two layers in turn. A training pass (with `trace`) keeps the input, which pooled outputs
@@ -832,13 +836,12 @@ impl Conv {
     pub fn forward_pooled(
         &self,
         x: Tensor,
-        pool: usize,
         trace: Option<&mut Trace>,
         prep: Option<&Prepared>,
     ) -> Tensor {
         let g = self.geom;
         let (taps, filters) = (g.taps(), g.filters);
-        let (ph, pw) = (g.oh / pool.max(1), g.ow / pool.max(1));
+        let (ph, pw) = (g.oh / FUSED_POOL, g.ow / FUSED_POOL);
         let (item_in, item_out) = (x.item_len(), ph * pw * filters);
         let bias = &self.bias.value;
         let w = packed_kernel(prep, &self.kernel.value, taps, filters);
@@ -891,7 +894,7 @@ impl Conv {
 
     /// The backward pass of [`Conv::forward_pooled`] from the gradient `dy` of the pooled
     /// output: each pooled gradient goes to where its window's maximum was, if that value was
-    /// positive (the ReLU). For a convolution with short im2col rows ([`Conv::dense_dw`], a
+    /// positive (the ReLU). For a convolution with short im2col rows (fewer than 32 taps: a
     /// first convolution) whose input gradient is not needed, the gradients are summed
     /// straight from `dy` ([`pooled_grads`]: the same sums as [`Layer::backward`] of the two
     /// layers); otherwise the convolution's output gradient is written out and goes through
@@ -903,7 +906,6 @@ impl Conv {
     pub fn backward_pooled(
         &self,
         mut dy: Tensor,
-        pool: usize,
         need_dx: bool,
         trace: &mut Trace,
         grads: &mut [Vec<f32>],
@@ -913,7 +915,7 @@ impl Conv {
             .argmax
             .take()
             .expect("pooled conv backward after a pooled training forward");
-        let g = self.geom;
+        let (g, pool) = (self.geom, FUSED_POOL);
         let (taps, filters) = (g.taps(), g.filters);
         let item_out = dy.item_len();
         if let Some(active) = trace.active.take() {
@@ -1778,11 +1780,11 @@ impl Layer {
         }
     }
 
-    /// The convolution and the window side if this layer is a convolution and `next` a 2×2 max
-    /// pool: the two then run as one step ([`Conv::forward_pooled`], [`Conv::backward_pooled`]).
-    pub fn pooled_conv(&self, next: Option<&Layer>) -> Option<(&Conv, usize)> {
+    /// The convolution if this layer is a convolution and `next` a 2×2 max pool: the two then
+    /// run as one step ([`Conv::forward_pooled`], [`Conv::backward_pooled`]).
+    pub fn pooled_conv(&self, next: Option<&Layer>) -> Option<&Conv> {
         match (self, next) {
-            (Self::Conv(conv), Some(Self::Pool(pool))) if pool.pool == 2 => Some((conv, pool.pool)),
+            (Self::Conv(conv), Some(Self::Pool(pool))) if pool.pool == FUSED_POOL => Some(conv),
             _ => None,
         }
     }

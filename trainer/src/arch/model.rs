@@ -120,8 +120,8 @@ impl Model {
                 while let Some(layer) = self.layers.get(index) {
                     let prep = &prepared[index];
                     match layer.pooled_conv(self.layers.get(index + 1)) {
-                        Some((conv, pool)) => {
-                            x = conv.forward_pooled(x, pool, None, Some(prep));
+                        Some(conv) => {
+                            x = conv.forward_pooled(x, None, Some(prep));
                             index += 2;
                         }
                         None => {

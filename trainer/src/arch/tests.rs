@@ -641,14 +641,17 @@ fn a_pooled_convolution_gives_the_bits_of_its_convolution_and_pool_apart() {
             _ => unreachable!("a convolution"),
         };
         let pool_layer = Layer::new(&LayerSpec::MaxPool2d { pool }, 1, conv_out);
-        let Some((fused, size)) = conv.pooled_conv(Some(&pool_layer)) else {
+        let Some(fused) = conv.pooled_conv(Some(&pool_layer)) else {
             assert_ne!(
                 pool, 2,
                 "a 2×2 max pool runs with the convolution before it"
             );
             continue;
         };
-        assert_eq!(size, pool);
+        assert_eq!(
+            pool, 2,
+            "only 2×2 max pools run with the convolution before them"
+        );
         let n = 5;
         // Inputs with exact zeros, as images have.
         let data: Vec<f32> = (0..n * h * w * c)
@@ -658,14 +661,14 @@ fn a_pooled_convolution_gives_the_bits_of_its_convolution_and_pool_apart() {
         let what = format!("{h}×{w}×{c}, {filters} filters, pool {pool}");
         let prep = conv.prepare();
         let apart = pool_layer.forward(conv.forward(x.clone(), Mode::Eval), Mode::Eval);
-        let together = fused.forward_pooled(x.clone(), pool, None, Some(&prep));
+        let together = fused.forward_pooled(x.clone(), None, Some(&prep));
         assert_eq!(together, apart, "eval output, {what}");
         for need_dx in [false, true] {
             let (mut conv_trace, mut pool_trace) = (Trace::default(), Trace::default());
             let y = conv.forward_train(x.clone(), 1, 0, &mut conv_trace, &prep);
             let y = pool_layer.forward_train(y, 1, 0, &mut pool_trace, &Prepared::default());
             let mut trace = Trace::default();
-            let fused_y = fused.forward_pooled(x.clone(), pool, Some(&mut trace), Some(&prep));
+            let fused_y = fused.forward_pooled(x.clone(), Some(&mut trace), Some(&prep));
             assert_eq!(fused_y, y, "training output, {what}");
             // A sparse output gradient, as after dropout.
             let dy: Vec<f32> = (0..y.data.len())
@@ -685,7 +688,7 @@ fn a_pooled_convolution_gives_the_bits_of_its_convolution_and_pool_apart() {
             let dx = conv.backward(dz, need_dx, input, &mut conv_trace, &mut grads, Some(&prep));
             let mut fused_grads = conv.new_grads();
             let fused_dx =
-                fused.backward_pooled(dy, pool, need_dx, &mut trace, &mut fused_grads, Some(&prep));
+                fused.backward_pooled(dy, need_dx, &mut trace, &mut fused_grads, Some(&prep));
             assert_eq!(fused_dx, dx, "input gradient, {what}, need_dx {need_dx}");
             assert_eq!(fused_grads, grads, "gradients, {what}, need_dx {need_dx}");
             assert!(
