@@ -183,23 +183,47 @@ impl Part {
             .enumerate()
         {
             let mut x = model.input_batch(images)?;
-            let layers = model.layers.iter().zip(&mut self.traces).zip(prepared);
-            for ((layer, trace), prep) in layers {
-                x = layer.forward_train(x, key, first + c * chunk, trace, prep);
+            let mut index = 0;
+            while let Some(layer) = model.layers.get(index) {
+                let (trace, prep) = (&mut self.traces[index], &prepared[index]);
+                match layer.pooled_conv(model.layers.get(index + 1)) {
+                    Some(conv) => {
+                        x = conv.forward_pooled(x, Some(trace), Some(prep));
+                        index += 2;
+                    }
+                    None => {
+                        x = layer.forward_train(x, key, first + c * chunk, trace, prep);
+                        index += 1;
+                    }
+                }
             }
             let mut grad = vec![0.0; x.data.len()];
             let (l, ok) = cross_entropy_sum(&x.data, labels, classes, n, Some(&mut grad));
             loss += l;
             correct += ok;
             let mut dy = Tensor { data: grad, ..x };
-            for index in (0..model.layers.len()).rev() {
-                let input = model.spec.input_of(index);
+            let mut end = model.layers.len();
+            while end > 0 {
+                // A max pool fused into the convolution before it goes back with it.
+                let layer = &model.layers[end - 1];
+                let pooled = end
+                    .checked_sub(2)
+                    .and_then(|i| model.layers[i].pooled_conv(Some(layer)));
+                let index = end - 1 - usize::from(pooled.is_some());
                 let (trace, grads) = (&mut self.traces[index], &mut self.grads[index]);
                 let prep = Some(&prepared[index]);
-                match model.layers[index].backward(dy, index > 0, input, trace, grads, prep) {
+                let dx = match pooled {
+                    Some(conv) => conv.backward_pooled(dy, index > 0, trace, grads, prep),
+                    None => {
+                        let input = model.spec.input_of(index);
+                        layer.backward(dy, index > 0, input, trace, grads, prep)
+                    }
+                };
+                match dx {
                     Some(dx) => dy = dx,
                     None => break,
                 }
+                end = index;
             }
         }
         Ok((loss, correct))

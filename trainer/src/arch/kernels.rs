@@ -141,6 +141,31 @@ impl<'a> Rows<'a> {
         self.segments * self.seg_len
     }
 
+    /// Rows `range` of this matrix.
+    ///
+    /// # Panics
+    /// If `range` is not within the rows.
+    pub fn sub(&self, range: std::ops::Range<usize>) -> Self {
+        assert!(
+            range.start <= range.end && range.end <= self.rows,
+            "rows out of range"
+        );
+        let (data, placed) = match self.placed {
+            None => {
+                let cols = self.cols();
+                (&self.data[range.start * cols..range.end * cols], None)
+            }
+            Some(placed) => (self.data, Some(&placed[range.clone()])),
+        };
+        Self {
+            data,
+            placed,
+            rows: range.len(),
+            segments: self.segments,
+            seg_len: self.seg_len,
+        }
+    }
+
     /// Writes the `(cols, rows)` transpose of the matrix into `out`.
     pub fn transpose_into(&self, out: &mut Vec<f32>) {
         let rows = self.rows;
@@ -280,23 +305,58 @@ pub fn gemm_cols(a: &Rows, b: &Cols, bias: &[f32], relu: bool, c: &mut [f32]) {
     if a.is_empty() || b.n == 0 {
         return;
     }
+    run_gemm(a, b, bias, relu, Epilogue::Store(c));
+}
+
+/// What a GEMM does with its register tiles.
+enum Epilogue<'a> {
+    /// Writes them to `c` (`(rows, n)` row-major).
+    Store(&'a mut [f32]),
+    /// Keeps the first largest of each four rows and which row it was (see [`gemm_pool4`]).
+    Pool4(&'a mut [f32], &'a mut [u32]),
+}
+
+/// The GEMM of checked shapes, in the copy for this CPU.
+fn run_gemm(a: &Rows, b: &Cols, bias: &[f32], relu: bool, out: Epilogue) {
     #[cfg(target_arch = "x86_64")]
     if has_fma() {
         // SAFETY: the CPU has AVX2 and FMA (checked just above), all `gemm_fma` requires.
-        unsafe { gemm_fma(a, b, bias, relu, c) };
+        unsafe { gemm_fma(a, b, bias, relu, out) };
         return;
     }
-    gemm_impl::<false>(a, b, bias, relu, c);
+    gemm_impl::<false>(a, b, bias, relu, out);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn gemm_fma(a: &Rows, b: &Cols, bias: &[f32], relu: bool, c: &mut [f32]) {
-    gemm_impl::<true>(a, b, bias, relu, c);
+unsafe fn gemm_fma(a: &Rows, b: &Cols, bias: &[f32], relu: bool, out: Epilogue) {
+    gemm_impl::<true>(a, b, bias, relu, out);
 }
 
 #[inline(always)]
-fn gemm_impl<const FMA: bool>(a: &Rows, b: &Cols, bias: &[f32], relu: bool, c: &mut [f32]) {
+fn gemm_impl<const FMA: bool>(a: &Rows, b: &Cols, bias: &[f32], relu: bool, out: Epilogue) {
+    // Rows of 9 values (a 3×3 convolution on one channel) with a fixed size: the tile's loop
+    // unrolls.
+    if a.segments == 1 && a.seg_len == 9 {
+        gemm_rows::<FMA, 9>(a, b, bias, relu, out);
+    } else {
+        gemm_rows::<FMA, 0>(a, b, bias, relu, out);
+    }
+}
+
+/// [`gemm_impl`] with segments of `K` values (any number if `K` is 0).
+#[inline(always)]
+fn gemm_rows<const FMA: bool, const K: usize>(
+    a: &Rows,
+    b: &Cols,
+    bias: &[f32],
+    relu: bool,
+    out: Epilogue,
+) {
+    let c = match out {
+        Epilogue::Store(c) => c,
+        Epilogue::Pool4(y, arg) => return pool_rows::<FMA, K>(a, b, bias, relu, (y, arg)),
+    };
     let (m, k, n) = (a.len(), b.k, b.n);
     if k == 0 {
         for row in c.chunks_exact_mut(n) {
@@ -318,11 +378,15 @@ fn gemm_impl<const FMA: bool>(a: &Rows, b: &Cols, bias: &[f32], relu: bool, c: &
             // the same sum in the same order whatever its tile).
             let rows = match m - i0 {
                 r if r >= MR => {
-                    tile_out::<FMA, MR>(a, i0, panel, b.row_stride, bias, relu, c, n, j0)
+                    tile_out::<FMA, MR, K>(a, i0, panel, b.row_stride, bias, relu, c, n, j0)
                 }
-                r if r >= 4 => tile_out::<FMA, 4>(a, i0, panel, b.row_stride, bias, relu, c, n, j0),
-                r if r >= 2 => tile_out::<FMA, 2>(a, i0, panel, b.row_stride, bias, relu, c, n, j0),
-                _ => tile_out::<FMA, 1>(a, i0, panel, b.row_stride, bias, relu, c, n, j0),
+                r if r >= 4 => {
+                    tile_out::<FMA, 4, K>(a, i0, panel, b.row_stride, bias, relu, c, n, j0)
+                }
+                r if r >= 2 => {
+                    tile_out::<FMA, 2, K>(a, i0, panel, b.row_stride, bias, relu, c, n, j0)
+                }
+                _ => tile_out::<FMA, 1, K>(a, i0, panel, b.row_stride, bias, relu, c, n, j0),
             };
             i0 += rows;
         }
@@ -333,7 +397,7 @@ fn gemm_impl<const FMA: bool>(a: &Rows, b: &Cols, bias: &[f32], relu: bool, c: &
 /// plus bias, then ReLU if asked. Returns `R`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn tile_out<const FMA: bool, const R: usize>(
+fn tile_out<const FMA: bool, const R: usize, const K: usize>(
     a: &Rows,
     i0: usize,
     panel: &[f32],
@@ -344,7 +408,7 @@ fn tile_out<const FMA: bool, const R: usize>(
     n: usize,
     j0: usize,
 ) -> usize {
-    let acc = tile::<FMA, R>(a, i0, panel, stride);
+    let acc = tile::<FMA, R, K>(a, i0, panel, stride);
     if let Ok(bias) = <&[f32; NR]>::try_from(bias) {
         // A full panel, with fixed sizes: the tile goes from registers to `c`.
         for (r, acc) in acc.iter().enumerate() {
@@ -369,18 +433,22 @@ fn tile_out<const FMA: bool, const R: usize>(
 }
 
 /// The `R × NR` register tile of rows `i0..i0 + R` (at most [`MR`], all within `a`):
-/// `Σ_p a[r][p] · panel[p][j]`, segment by segment.
+/// `Σ_p a[r][p] · panel[p][j]`, segment by segment (segments of `K` values, any if `K` is 0).
 #[inline(always)]
-fn tile<const FMA: bool, const R: usize>(
+fn tile<const FMA: bool, const R: usize, const K: usize>(
     a: &Rows,
     i0: usize,
     panel: &[f32],
     stride: usize,
 ) -> [[f32; NR]; R] {
     let mut acc = [[0.0f32; NR]; R];
-    let len = a.seg_len;
+    let len = if K > 0 { K } else { a.seg_len };
     for seg in 0..a.segments {
-        let rows: [&[f32]; R] = std::array::from_fn(|r| a.segment(i0 + r, seg));
+        // A plain loop: `array::from_fn` is not always inlined, and a call per tile shows.
+        let mut rows: [&[f32]; R] = [&[]; R];
+        for (r, row) in rows.iter_mut().enumerate() {
+            *row = &a.segment(i0 + r, seg)[..len];
+        }
         for p in 0..len {
             let at = (seg * len + p) * stride;
             let b: &[f32; NR] = panel[at..at + NR].try_into().expect("a panel row");
@@ -393,6 +461,83 @@ fn tile<const FMA: bool, const R: usize>(
         }
     }
     acc
+}
+
+/// [`gemm_bias`] (then ReLU if `relu`) over the rows of `a` in groups of four, the positions of
+/// a 2×2 max-pool window in its order (top left, top right, bottom left, bottom right), keeping
+/// of each group and column only the first largest value, in `y` (`(rows / 4, n)` row-major),
+/// and in `arg` which of the four rows it was (0 to 3). The values of `gemm_bias` then a max
+/// pool, without writing the GEMM's output.
+///
+/// # Panics
+/// If the shapes do not match.
+pub fn gemm_pool4(a: &Rows, b: &Packed, bias: &[f32], relu: bool, y: &mut [f32], arg: &mut [u32]) {
+    let b = b.cols();
+    assert!(
+        a.cols() == b.k
+            && bias.len() == b.n
+            && a.len() % 4 == 0
+            && y.len() == a.len() / 4 * b.n
+            && arg.len() == y.len(),
+        "gemm pool shapes"
+    );
+    if a.is_empty() || b.n == 0 {
+        return;
+    }
+    run_gemm(a, &b, bias, relu, Epilogue::Pool4(y, arg));
+}
+
+/// [`gemm_rows`] keeping of each four rows the first largest and its row (`out`, see
+/// [`gemm_pool4`]).
+#[inline(always)]
+fn pool_rows<const FMA: bool, const K: usize>(
+    a: &Rows,
+    b: &Cols,
+    bias: &[f32],
+    relu: bool,
+    out: (&mut [f32], &mut [u32]),
+) {
+    let ((y, arg), n) = (out, b.n);
+    for p in 0..n.div_ceil(NR) {
+        let j0 = p * NR;
+        let width = NR.min(n - j0);
+        let mut padded = [0.0f32; NR];
+        padded[..width].copy_from_slice(&bias[j0..j0 + width]);
+        for (w, (y, arg)) in y
+            .chunks_exact_mut(n)
+            .zip(arg.chunks_exact_mut(n))
+            .enumerate()
+        {
+            let acc = match b.k {
+                0 => [[0.0f32; NR]; 4],
+                k => {
+                    let panel = &b.data[p * b.panel_step..][..(k - 1) * b.row_stride + NR];
+                    tile::<FMA, 4, K>(a, 4 * w, panel, b.row_stride)
+                }
+            };
+            let mut best = [f32::NEG_INFINITY; NR];
+            let mut at = [0u32; NR];
+            for (r, acc) in acc.iter().enumerate() {
+                for j in 0..NR {
+                    let v = acc[j] + padded[j];
+                    let v = if relu { v.max(0.0) } else { v };
+                    // `if v > best { best = v; at = r }` as bit selects (vectorised).
+                    let keep = u32::from(v > best[j]).wrapping_neg();
+                    best[j] = f32::from_bits((v.to_bits() & keep) | (best[j].to_bits() & !keep));
+                    at[j] = (r as u32 & keep) | (at[j] & !keep);
+                }
+            }
+            if width == NR {
+                // Fixed-size copies: a call to memcpy per 16 values costs more than them.
+                let y: &mut [f32; NR] = (&mut y[j0..j0 + NR]).try_into().expect("a panel");
+                let arg: &mut [u32; NR] = (&mut arg[j0..j0 + NR]).try_into().expect("a panel");
+                (*y, *arg) = (best, at);
+            } else {
+                y[j0..j0 + width].copy_from_slice(&best[..width]);
+                arg[j0..j0 + width].copy_from_slice(&at[..width]);
+            }
+        }
+    }
 }
 
 /// Bit `i % 64` of `out[i / 64]` is set where `values[i] != 0`; `out` holds
@@ -693,6 +838,161 @@ fn gather_block<const FMA: bool, const W: usize>(
     W
 }
 
+/// The pooled output gradient of one image of a convolution followed by a max pool, and where
+/// each pooled output's maximum was (see [`pooled_grads`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Pooled<'a> {
+    /// The gradient, `ph·pw·filters`.
+    pub dy: &'a [f32],
+    /// Each pooled output's position in its window, `row·pool + column`.
+    pub arg: &'a [u32],
+    /// The geometry.
+    pub shape: PooledShape,
+}
+
+/// One image of a convolution followed by a max pool (windows `pool × pool`, stride `pool`), as
+/// [`pooled_grads`] reads it.
+#[derive(Clone, Copy, Debug)]
+pub struct PooledShape {
+    /// Output columns of the convolution.
+    pub ow: usize,
+    /// Filters.
+    pub filters: usize,
+    /// Window side.
+    pub pool: usize,
+    /// Rows of windows.
+    pub ph: usize,
+    /// Columns of windows.
+    pub pw: usize,
+}
+
+/// The kernel and bias gradients of one image of a convolution followed by a max pool, from
+/// the pooled output gradient `dy` (`ph·pw·filters`) and the argmax `arg` of each pooled output
+/// (its position in its window, `row·pool + column`): `dw[t][f] += Σ_p cols[p][t]·dz[p][f]` and `db[f] += Σ_p dz[p][f]` over
+/// the positions `p` of the convolution's output in order, `dz` being the gradient of the
+/// convolution's output (`dy` where the argmax is, else zero). `cols` is the image's im2col
+/// matrix (`oh·ow` rows of `taps`), `dw` `(taps, filters)` row-major.
+///
+/// The same sums in the same order as a GEMM `colsᵀ·dz` (fused multiply-adds as in
+/// [`gemm_bias`]) and a row-by-row sum of `dz`, without writing `dz` out: its values are
+/// made in registers, eight filters at a time (the zeros add nothing to a sum that starts from
+/// zero).
+///
+/// # Panics
+/// If the slices do not match `shape`.
+pub fn pooled_grads(cols: &[f32], pooled: Pooled, dw: &mut [f32], db: &mut [f32]) {
+    let Pooled { dy, arg, shape: s } = pooled;
+    let taps = dw.len().checked_div(s.filters).unwrap_or(0);
+    let last_row = (s.ph * s.pool).saturating_sub(1) * s.ow;
+    assert!(
+        dw.len() == taps * s.filters
+            && db.len() == s.filters
+            && dy.len() == s.ph * s.pw * s.filters
+            && arg.len() == dy.len()
+            && cols.len() >= (last_row + s.pw * s.pool) * taps
+            && s.pw * s.pool <= s.ow,
+        "pooled gradient shapes"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if has_fma() {
+        // SAFETY: the CPU has AVX2 and FMA (checked just above), all `pooled_fma` requires.
+        unsafe { pooled_fma(cols, pooled, dw, db) };
+        return;
+    }
+    pooled_impl::<false>(cols, pooled, dw, db);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn pooled_fma(cols: &[f32], pooled: Pooled, dw: &mut [f32], db: &mut [f32]) {
+    pooled_impl::<true>(cols, pooled, dw, db);
+}
+
+/// Filters per group of [`pooled_grads`] (one 8-lane vector).
+const LANES: usize = 8;
+
+#[inline(always)]
+fn pooled_impl<const FMA: bool>(cols: &[f32], pooled: Pooled, dw: &mut [f32], db: &mut [f32]) {
+    let shape = pooled.shape;
+    let taps = dw.len() / shape.filters.max(1);
+    let mut f0 = 0;
+    while f0 < shape.filters {
+        let left = shape.filters - f0;
+        f0 += match (taps, left >= LANES) {
+            (9, true) => pooled_group::<FMA, 9, LANES>(cols, pooled, f0, dw, db),
+            (_, true) => pooled_group::<FMA, 0, LANES>(cols, pooled, f0, dw, db),
+            (_, false) => pooled_group::<FMA, 0, 1>(cols, pooled, f0, dw, db),
+        };
+    }
+}
+
+/// [`pooled_grads`] for filters `f0..f0 + W` and `T` taps (or any number if `T` is 0, the
+/// sums then in memory rather than registers); returns `W`.
+#[inline(always)]
+fn pooled_group<const FMA: bool, const T: usize, const W: usize>(
+    cols: &[f32],
+    pooled: Pooled,
+    f0: usize,
+    dw: &mut [f32],
+    db: &mut [f32],
+) -> usize {
+    let Pooled { dy, arg, shape } = pooled;
+    let PooledShape {
+        ow,
+        filters,
+        pool,
+        ph,
+        pw,
+    } = shape;
+    let taps = if T > 0 { T } else { dw.len() / filters };
+    let mut acc = [[0.0f32; W]; T];
+    for (t, acc) in acc.iter_mut().enumerate() {
+        acc.copy_from_slice(&dw[t * filters + f0..][..W]);
+    }
+    let mut sum: [f32; W] = db[f0..f0 + W].try_into().expect("a group");
+    for oy in 0..ph * pool {
+        let (band, row) = (oy / pool, oy % pool);
+        for wx in 0..pw {
+            let j = (band * pw + wx) * filters + f0;
+            let g: &[f32; W] = dy[j..j + W].try_into().expect("a group");
+            let at: &[u32; W] = arg[j..j + W].try_into().expect("a group");
+            for dx in 0..pool {
+                let ox = wx * pool + dx;
+                // This position's index in its window.
+                let here = (row * pool + dx) as u32;
+                let mut dz = [0.0f32; W];
+                for ((d, &g), &at) in dz.iter_mut().zip(g).zip(at) {
+                    let hit = u32::from(at == here).wrapping_neg();
+                    *d = f32::from_bits(g.to_bits() & hit);
+                }
+                let p = oy * ow + ox;
+                let col = &cols[p * taps..][..taps];
+                if T > 0 {
+                    for (acc, &x) in acc.iter_mut().zip(col) {
+                        for (a, &d) in acc.iter_mut().zip(&dz) {
+                            *a = madd::<FMA>(x, d, *a);
+                        }
+                    }
+                } else {
+                    for (t, &x) in col.iter().enumerate() {
+                        for (a, &d) in dw[t * filters + f0..][..W].iter_mut().zip(&dz) {
+                            *a = madd::<FMA>(x, d, *a);
+                        }
+                    }
+                }
+                for (s, &d) in sum.iter_mut().zip(&dz) {
+                    *s += d;
+                }
+            }
+        }
+    }
+    for (t, acc) in acc.iter().enumerate() {
+        dw[t * filters + f0..][..W].copy_from_slice(acc);
+    }
+    db[f0..f0 + W].copy_from_slice(&sum);
+    W
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -800,6 +1100,34 @@ mod tests {
         gather_rows(&dense, &by_column, &mut o2);
         assert_eq!(o1, o2);
         assert_ne!(o1, vec![0.5; 4 * k]);
+    }
+
+    #[test]
+    fn gemm_pool4_equals_the_gemm_then_the_first_largest_of_each_four_rows() {
+        let mut rng = ChaCha8Rng::seed_from_u64(10);
+        for (windows, k, n, relu) in [(5, 9, 32, true), (3, 7, 21, false), (2, 40, 16, true)] {
+            // Few distinct values, so that rows often tie (the first one wins).
+            let mut few = |len: usize| -> Vec<f32> {
+                (0..len)
+                    .map(|_| f32::from(rng.gen_range(-2i8..3)))
+                    .collect()
+            };
+            let (a, b, bias) = (few(4 * windows * k), few(k * n), few(n));
+            let (a, b) = (Rows::matrix(&a, k), Packed::new(&b, k, n));
+            let mut c = vec![0.0; 4 * windows * n];
+            gemm_bias(&a, &b, &bias, relu, &mut c);
+            let (mut y, mut arg) = (vec![f32::NAN; windows * n], vec![9; windows * n]);
+            gemm_pool4(&a, &b, &bias, relu, &mut y, &mut arg);
+            for w in 0..windows {
+                for j in 0..n {
+                    let values: Vec<f32> = (0..4).map(|r| c[(4 * w + r) * n + j]).collect();
+                    let best = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let first = values.iter().position(|&v| v == best).unwrap();
+                    let at = w * n + j;
+                    assert_eq!((y[at], arg[at] as usize), (best, first), "{w} {j}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -10,13 +10,14 @@
 //! from one pass to the next.
 
 use super::kernels::{
-    gather_rows, gemm_bias, gemm_cols, mask_and_sum_rows, nonzero_bits, positive_bits, simd_fn,
-    Cols, Lists, Packed, Rows,
+    gather_rows, gemm_bias, gemm_cols, gemm_pool4, mask_and_sum_rows, mask_by_bits, nonzero_bits,
+    pooled_grads, positive_bits, simd_fn, Cols, Lists, Packed, Pooled, PooledShape, Rows,
 };
 use super::spec::{conv_out, Activation, LayerSpec, Shape};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::sync::{Mutex, PoisonError};
 
@@ -274,6 +275,18 @@ impl ConvGeom {
         }
     }
 
+    /// The whole im2col matrix of one image, row-major (`oh·ow` rows of [`ConvGeom::taps`]), in
+    /// `buffer`.
+    fn im2col(&self, image: &[f32], buffer: &mut Vec<f32>) {
+        buffer.resize(self.oh * self.ow * self.taps(), 0.0);
+        match (self.ic, self.k) {
+            (1, 2) => self.im2col_one_channel::<2>(image, buffer),
+            (1, 3) => self.im2col_one_channel::<3>(image, buffer),
+            (1, 5) => self.im2col_one_channel::<5>(image, buffer),
+            _ => self.im2col_into(image, buffer, self.taps(), 1),
+        }
+    }
+
     /// Where the kernels read each im2col row (see [`Rows`]): in place from the image when its
     /// window lies inside it (row `ky` of the window is one run of `k·ic` input values), else
     /// from a copy after the image. Runs shorter than [`MIN_RUN`] are all copied.
@@ -324,13 +337,7 @@ impl ConvGeom {
         let taps = self.taps();
         if !plan.after_image {
             // Every row copied, in order.
-            buffer.resize(plan.copied.len() * taps, 0.0);
-            match (self.ic, self.k) {
-                (1, 2) => self.im2col_one_channel::<2>(image, buffer),
-                (1, 3) => self.im2col_one_channel::<3>(image, buffer),
-                (1, 5) => self.im2col_one_channel::<5>(image, buffer),
-                _ => self.im2col_into(image, buffer, taps, 1),
-            }
+            self.im2col(image, buffer);
             let buffer: &'a [f32] = buffer;
             return Rows::placed(buffer, &plan.placed, plan.segments, plan.seg_len);
         }
@@ -392,6 +399,27 @@ struct ConvPlan {
     seg_len: usize,
     /// The copies follow a copy of the image (some rows are read in place).
     after_image: bool,
+}
+
+/// The window side of the max pools that run with the convolution before them
+/// ([`Layer::pooled_conv`]).
+const FUSED_POOL: usize = 2;
+
+impl ConvPlan {
+    /// This plan with its rows taken window by window of a 2×2 max pool (`ph × pw` windows of
+    /// an output `ow` positions wide), each window's four positions in its order: the rows
+    /// [`gemm_pool4`] reads. Positions outside every window are left out.
+    fn in_windows(self, ow: usize, ph: usize, pw: usize) -> Self {
+        let mut placed = Vec::with_capacity(4 * ph * pw);
+        for wy in 0..ph {
+            for wx in 0..pw {
+                for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                    placed.push(self.placed[(2 * wy + dy) * ow + 2 * wx + dx]);
+                }
+            }
+        }
+        Self { placed, ..self }
+    }
 }
 
 /// 2-D convolution. Kernel `[ky, kx, ci, f]` (Keras HWIO) viewed as a `(k·k·ic, filters)` matrix.
@@ -588,6 +616,20 @@ fn add(sum: &mut [f32], part: &[f32]) {
     }
 }
 
+/// The `(rows, cols)` kernel packed for [`gemm_bias`]: `prep`'s packing if it has one, else
+/// packed now.
+fn packed_kernel<'a>(
+    prep: Option<&'a Prepared>,
+    kernel: &[f32],
+    rows: usize,
+    cols: usize,
+) -> Cow<'a, Packed> {
+    match prep.and_then(|p| p.packed.as_ref()) {
+        Some(w) => Cow::Borrowed(w),
+        None => Cow::Owned(Packed::new(kernel, rows, cols)),
+    }
+}
+
 /// `len` chunks of `chunk` values of `data`, or `count` empty slices if `data` is empty.
 fn chunks_or_empty(data: &mut [f32], chunk: usize, count: usize) -> Vec<&mut [f32]> {
     let mut chunks: Vec<&mut [f32]> = data.chunks_mut(chunk.max(1)).collect();
@@ -620,14 +662,7 @@ impl Conv {
         let (item_in, item_out) = (x.item_len(), positions * g.filters);
         let bias = &self.bias.value;
         let mut data = reused(x.n * item_out);
-        let owned;
-        let w = match prep.and_then(|p| p.packed.as_ref()) {
-            Some(w) => w,
-            None => {
-                owned = Packed::new(&self.kernel.value, taps, g.filters);
-                &owned
-            }
-        };
+        let w = packed_kernel(prep, &self.kernel.value, taps, g.filters);
         let plan = g.plan();
         data.par_chunks_mut((CHUNK * item_out).max(1))
             .zip(x.data.par_chunks((CHUNK * item_in).max(1)))
@@ -635,7 +670,7 @@ impl Conv {
                 with_scratch(|s| {
                     for (img, out) in x.chunks_exact(item_in).zip(y.chunks_exact_mut(item_out)) {
                         let rows = g.rows(&plan, img, &mut s.cols);
-                        gemm_bias(&rows, w, bias, self.relu, out);
+                        gemm_bias(&rows, &w, bias, self.relu, out);
                     }
                 });
             });
@@ -790,6 +825,184 @@ impl Conv {
     }
 }
 
+impl Conv {
+    /// This convolution (with its ReLU) and a 2×2 max pool of stride 2 after it (see
+    /// [`Layer::pooled_conv`]), as one pass: the GEMM's rows are taken window by window and
+    /// each register tile of a window's four positions is pooled at once ([`gemm_pool4`]), so
+    /// the convolution's output is never written. The same values as [`Layer::forward`] of the
+    /// two layers in turn. A training pass (with `trace`) keeps the input, which pooled outputs
+    /// are positive, and where each pooled output's maximum is in its window, for
+    /// [`Conv::backward_pooled`].
+    pub fn forward_pooled(
+        &self,
+        x: Tensor,
+        trace: Option<&mut Trace>,
+        prep: Option<&Prepared>,
+    ) -> Tensor {
+        let g = self.geom;
+        let (taps, filters) = (g.taps(), g.filters);
+        let (ph, pw) = (g.oh / FUSED_POOL, g.ow / FUSED_POOL);
+        let (item_in, item_out) = (x.item_len(), ph * pw * filters);
+        let bias = &self.bias.value;
+        let w = packed_kernel(prep, &self.kernel.value, taps, filters);
+        let plan = g.plan().in_windows(g.ow, ph, pw);
+        let mut data = reused(x.n * item_out);
+        let mut arg = with_scratch(|s| std::mem::take(&mut s.argmax));
+        arg.resize(data.len(), 0);
+        data.par_chunks_mut((CHUNK * item_out).max(1))
+            .zip(arg.par_chunks_mut((CHUNK * item_out).max(1)))
+            .zip(x.data.par_chunks((CHUNK * item_in).max(1)))
+            .for_each(|((y, arg), x)| {
+                with_scratch(|s| {
+                    let images = x.chunks_exact(item_in.max(1));
+                    let outs = y.chunks_exact_mut(item_out.max(1));
+                    for ((img, y), arg) in
+                        images.zip(outs).zip(arg.chunks_exact_mut(item_out.max(1)))
+                    {
+                        let rows = g.rows(&plan, img, &mut s.cols);
+                        gemm_pool4(&rows, &w, bias, self.relu, y, arg);
+                    }
+                });
+            });
+        let y = Tensor {
+            n: x.n,
+            h: ph,
+            w: pw,
+            c: filters,
+            data,
+        };
+        match trace {
+            Some(trace) => {
+                let conv_out = Tensor {
+                    n: x.n,
+                    h: g.oh,
+                    w: g.ow,
+                    c: filters,
+                    data: Vec::new(),
+                };
+                trace.argmax = Some((conv_out, arg));
+                trace.active = self.relu.then(|| active_bits(&y.data, item_out));
+                trace.input = Some(x);
+            }
+            None => {
+                with_scratch(|s| s.argmax = arg);
+                recycle(x.data);
+            }
+        }
+        y
+    }
+
+    /// The backward pass of [`Conv::forward_pooled`] from the gradient `dy` of the pooled
+    /// output: each pooled gradient goes to where its window's maximum was, if that value was
+    /// positive (the ReLU). Without the input gradient (a first convolution), the gradients
+    /// are summed straight from `dy` ([`pooled_grads`]: the same sums as [`Layer::backward`] of
+    /// the two layers); with it, the convolution's output gradient is written out and goes
+    /// through [`Layer::backward`] of the convolution.
+    ///
+    /// # Panics
+    /// Without a preceding [`Conv::forward_pooled`] in training on `trace`, or if `grads` does
+    /// not match the parameters.
+    pub fn backward_pooled(
+        &self,
+        mut dy: Tensor,
+        need_dx: bool,
+        trace: &mut Trace,
+        grads: &mut [Vec<f32>],
+        prep: Option<&Prepared>,
+    ) -> Option<Tensor> {
+        let (conv_out, arg) = trace
+            .argmax
+            .take()
+            .expect("pooled conv backward after a pooled training forward");
+        let (g, pool) = (self.geom, FUSED_POOL);
+        let (taps, filters) = (g.taps(), g.filters);
+        let item_out = dy.item_len();
+        if let Some(active) = trace.active.take() {
+            let words = item_out.div_ceil(64);
+            dy.data
+                .par_chunks_mut(item_out.max(1))
+                .zip(active.par_chunks(words.max(1)))
+                .for_each(|(dy, bits)| mask_by_bits(dy, bits));
+        }
+        if !Self::dense_dw(&g) || need_dx {
+            let conv_item = conv_out.item_len();
+            let mut dz = Tensor {
+                data: reused(conv_out.n * conv_item),
+                ..conv_out
+            };
+            let (pw, ow) = (dy.w, g.ow);
+            dz.data
+                .par_chunks_mut(conv_item.max(1))
+                .zip(dy.data.par_chunks(item_out.max(1)))
+                .zip(arg.par_chunks(item_out.max(1)))
+                .for_each(|((dz, dy), arg)| {
+                    dz.fill(0.0);
+                    let windows = dy.chunks_exact(filters).zip(arg.chunks_exact(filters));
+                    for (w, (dy, arg)) in windows.enumerate() {
+                        let (wy, wx) = (w / pw, w % pw);
+                        for (f, (&v, &a)) in dy.iter().zip(arg).enumerate() {
+                            let (r, c) = (a as usize / pool, a as usize % pool);
+                            dz[((wy * pool + r) * ow + wx * pool + c) * filters + f] = v;
+                        }
+                    }
+                });
+            with_scratch(|s| s.argmax = arg);
+            recycle(dy.data);
+            return self.backward(dz, need_dx, trace, grads, prep);
+        }
+        let x = trace
+            .input
+            .take()
+            .expect("pooled conv backward after a pooled training forward");
+        let item_in = x.item_len();
+        let chunk_in = (CHUNK * item_in).max(1);
+        let single = x.data.len().div_ceil(chunk_in) == 1;
+        let seed = seed(single, grads);
+        let shape = PooledShape {
+            ow: g.ow,
+            filters,
+            pool,
+            ph: dy.h,
+            pw: dy.w,
+        };
+        let parts: Vec<(Vec<f32>, Vec<f32>)> = x
+            .data
+            .par_chunks(chunk_in)
+            .zip(dy.data.par_chunks((CHUNK * item_out).max(1)))
+            .zip(arg.par_chunks((CHUNK * item_out).max(1)))
+            .map(|((x, dy), arg)| {
+                with_scratch(|s| {
+                    let (mut dwt, mut db) = part_grads(&seed, filters * taps, filters);
+                    // dW, (taps, filters), summed over the chunk's images from zero (as the
+                    // GEMM of `Layer::backward`), then added to the kernel gradient.
+                    s.dw.clear();
+                    s.dw.resize(taps * filters, 0.0);
+                    let images = x.chunks_exact(item_in.max(1));
+                    for ((img, dy), arg) in images
+                        .zip(dy.chunks_exact(item_out.max(1)))
+                        .zip(arg.chunks_exact(item_out.max(1)))
+                    {
+                        g.im2col(img, &mut s.cols);
+                        let pooled = Pooled { dy, arg, shape };
+                        pooled_grads(&s.cols, pooled, &mut s.dw, &mut db);
+                    }
+                    for (t, dw) in s.dw.chunks_exact(filters).enumerate() {
+                        for (f, &v) in dw.iter().enumerate() {
+                            dwt[f * taps + t] += v;
+                        }
+                    }
+                    (dwt, db)
+                })
+            })
+            .collect();
+        add_parts(parts, single, grads);
+        with_scratch(|s| s.argmax = arg);
+        recycle(dy.data);
+        recycle(x.data);
+        None
+    }
+}
+
 /// Fully connected layer. Kernel `(inputs, units)` (Keras layout), row-major.
 #[derive(Clone, Debug)]
 pub struct Dense {
@@ -817,20 +1030,13 @@ impl Dense {
     fn forward(&self, x: Tensor, trace: Option<&mut Trace>, prep: Option<&Prepared>) -> Tensor {
         let units = self.bias.value.len();
         let inputs = self.inputs;
-        let owned;
-        let w = match prep.and_then(|p| p.packed.as_ref()) {
-            Some(w) => w,
-            None => {
-                owned = Packed::new(&self.kernel.value, inputs, units);
-                &owned
-            }
-        };
+        let w = packed_kernel(prep, &self.kernel.value, inputs, units);
         let bias = &self.bias.value;
         let mut data = reused(x.n * units);
         data.par_chunks_mut((DENSE_CHUNK * units).max(1))
             .zip(x.data.par_chunks((DENSE_CHUNK * inputs).max(1)))
             .for_each(|(y, x)| {
-                gemm_bias(&Rows::matrix(x, inputs), w, bias, self.relu, y);
+                gemm_bias(&Rows::matrix(x, inputs), &w, bias, self.relu, y);
             });
         let y = Tensor {
             n: x.n,
@@ -1570,6 +1776,21 @@ impl Layer {
             Self::Dense(l) => l.forward(x, trace, prep),
             Self::Dropout(l) => l.forward(x, mode, first, trace),
             Self::BatchNorm(l) => l.forward(x, mode, trace),
+        }
+    }
+
+    /// The convolution if this layer is a convolution with short im2col rows (fewer than 32
+    /// taps: a first convolution) and `next` a 2×2 max pool: the two then run as one step
+    /// ([`Conv::forward_pooled`], [`Conv::backward_pooled`]). Longer rows run apart: their GEMM
+    /// is faster in tiles of six rows than of a window's four.
+    pub fn pooled_conv(&self, next: Option<&Layer>) -> Option<&Conv> {
+        match (self, next) {
+            (Self::Conv(conv), Some(Self::Pool(pool)))
+                if pool.pool == FUSED_POOL && Conv::dense_dw(&conv.geom) =>
+            {
+                Some(conv)
+            }
+            _ => None,
         }
     }
 

@@ -115,11 +115,22 @@ impl Model {
         let chunks: Vec<Vec<f32>> = images
             .par_chunks(EVAL_CHUNK * item)
             .map(|chunk| {
-                let x = self.input_batch(chunk)?;
-                let layers = self.layers.iter().zip(&prepared);
-                Ok(layers
-                    .fold(x, |x, (layer, prep)| layer.forward_prepared(x, prep))
-                    .data)
+                let mut x = self.input_batch(chunk)?;
+                let mut index = 0;
+                while let Some(layer) = self.layers.get(index) {
+                    let prep = &prepared[index];
+                    match layer.pooled_conv(self.layers.get(index + 1)) {
+                        Some(conv) => {
+                            x = conv.forward_pooled(x, None, Some(prep));
+                            index += 2;
+                        }
+                        None => {
+                            x = layer.forward_prepared(x, prep);
+                            index += 1;
+                        }
+                    }
+                }
+                Ok(x.data)
             })
             .collect::<Result<_>>()?;
         Ok(chunks.concat())

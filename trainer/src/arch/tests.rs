@@ -4,7 +4,7 @@
 use super::layers::{Layer, Mode, Prepared, Tensor, Trace};
 use super::model::{cross_entropy, Model};
 use super::observer::SilentObserver;
-use super::spec::{Activation, LayerSpec, Padding, Shape, Spec};
+use super::spec::{Activation, LayerSpec, Padding, Shape, Spec, TUTORIAL};
 use super::{checkpoint, fit, ArchFitConfig};
 use crate::data::Dataset;
 use rand::{Rng, SeedableRng};
@@ -590,4 +590,145 @@ fn a_fit_in_parts_is_deterministic_whatever_the_thread_count() {
     let other = ArchFitConfig { seed: 2, ..config };
     let c = fit(&spec, &train, &test, &other, &mut SilentObserver).unwrap();
     assert_ne!(a.model.values(), c.model.values());
+}
+
+/// A convolution and the max pool after it, run as one step ([`Conv::forward_pooled`],
+/// [`Conv::backward_pooled`]), give the bits of the two layers run apart: outputs in eval and
+/// training, and kernel, bias and input gradients. Covers the direct gradient path (short im2col
+/// rows, no input gradient) with 32 filters (eight at a time in registers) and with 12 (a
+/// partial group), odd output sizes, no ReLU, and the path through the convolution's own
+/// backward pass (input gradient asked for). Other pools than 2×2, and convolutions of 32 taps
+/// or more, run apart.
+#[test]
+fn a_pooled_convolution_gives_the_bits_of_its_convolution_and_pool_apart() {
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let cases = [
+        // (h, w, c, filters, kernel, padding, pool, relu)
+        (12, 12, 1, 32, 3, Padding::Valid, 2, true),
+        (11, 9, 1, 12, 3, Padding::Valid, 2, true),
+        (9, 10, 3, 8, 3, Padding::Same, 2, false),
+        (9, 10, 3, 8, 3, Padding::Same, 3, true),
+        (8, 8, 1, 16, 2, Padding::Valid, 2, true),
+        (7, 8, 4, 8, 3, Padding::Same, 2, true),
+    ];
+    for (h, w, c, filters, kernel, padding, pool, relu) in cases {
+        let activation = if relu {
+            Activation::Relu
+        } else {
+            Activation::None
+        };
+        let input = Shape::Spatial { h, w, c };
+        let mut conv = Layer::new(
+            &LayerSpec::Conv2d {
+                filters,
+                kernel,
+                stride: 1,
+                padding,
+                activation,
+            },
+            0,
+            input,
+        );
+        for p in conv.params_mut() {
+            p.value = random(p.value.len(), &mut rng);
+        }
+        let conv_out = match &conv {
+            Layer::Conv(l) => Shape::Spatial {
+                h: l.geom.oh,
+                w: l.geom.ow,
+                c: filters,
+            },
+            _ => unreachable!("a convolution"),
+        };
+        let pool_layer = Layer::new(&LayerSpec::MaxPool2d { pool }, 1, conv_out);
+        // Only a 2×2 pool after a convolution with fewer than 32 taps runs with it.
+        let fuses = pool == 2 && kernel * kernel * c < 32;
+        let Some(fused) = conv.pooled_conv(Some(&pool_layer)) else {
+            assert!(!fuses, "{h}×{w}×{c}, pool {pool} runs apart");
+            continue;
+        };
+        assert!(fuses, "{h}×{w}×{c}, pool {pool} runs fused");
+        let n = 5;
+        // Inputs with exact zeros, as images have.
+        let data: Vec<f32> = (0..n * h * w * c)
+            .map(|_| rng.gen_range(-1.0f32..1.0).max(0.0))
+            .collect();
+        let x = Tensor { n, h, w, c, data };
+        let what = format!("{h}×{w}×{c}, {filters} filters, pool {pool}");
+        let prep = conv.prepare();
+        let apart = pool_layer.forward(conv.forward(x.clone(), Mode::Eval), Mode::Eval);
+        let together = fused.forward_pooled(x.clone(), None, Some(&prep));
+        assert_eq!(together, apart, "eval output, {what}");
+        for need_dx in [false, true] {
+            let (mut conv_trace, mut pool_trace) = (Trace::default(), Trace::default());
+            let y = conv.forward_train(x.clone(), 1, 0, &mut conv_trace, &prep);
+            let y = pool_layer.forward_train(y, 1, 0, &mut pool_trace, &Prepared::default());
+            let mut trace = Trace::default();
+            let fused_y = fused.forward_pooled(x.clone(), Some(&mut trace), Some(&prep));
+            assert_eq!(fused_y, y, "training output, {what}");
+            // A sparse output gradient, as after dropout.
+            let dy: Vec<f32> = (0..y.data.len())
+                .map(|_| {
+                    if rng.gen_bool(0.5) {
+                        0.0
+                    } else {
+                        rng.gen_range(-1.0f32..1.0)
+                    }
+                })
+                .collect();
+            let dy = Tensor { data: dy, ..y };
+            let mut grads = conv.new_grads();
+            let dz = pool_layer
+                .backward(dy.clone(), true, conv_out, &mut pool_trace, &mut [], None)
+                .expect("a pool's input gradient");
+            let dx = conv.backward(dz, need_dx, input, &mut conv_trace, &mut grads, Some(&prep));
+            let mut fused_grads = conv.new_grads();
+            let fused_dx =
+                fused.backward_pooled(dy, need_dx, &mut trace, &mut fused_grads, Some(&prep));
+            assert_eq!(fused_dx, dx, "input gradient, {what}, need_dx {need_dx}");
+            assert_eq!(fused_grads, grads, "gradients, {what}, need_dx {need_dx}");
+            assert!(
+                fused_grads[0].iter().any(|&g| g != 0.0),
+                "a zero kernel gradient compares nothing"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_training_step_with_a_pooled_convolution_gives_the_bits_of_the_layers_apart() {
+    // The tutorial's layers on small images (a first convolution of 32 filters): conv + max
+    // pool fused in `forward_backward`, layer by layer here. One 8-image chunk.
+    let spec = Spec::parse(&TUTORIAL.replace("[28, 28, 1]", "[14, 14, 1]")).unwrap();
+    assert_eq!(spec.input.hwc(), (14, 14, 1));
+    let data = quadrants(8, 5);
+    let mut model = Model::glorot_uniform(&spec, 3);
+    let mut workspace = fit::Workspace::default();
+    fit::forward_backward(&mut model, &mut workspace, &data.images, &data.labels, 9).unwrap();
+    let whole = Model::glorot_uniform(&spec, 3);
+    let mut traces: Vec<Trace> = whole.layers.iter().map(|_| Trace::default()).collect();
+    let mut x = whole.input_batch(&data.images).unwrap();
+    let prepared: Vec<Prepared> = whole.layers.iter().map(Layer::prepare).collect();
+    for ((layer, trace), prep) in whole.layers.iter().zip(&mut traces).zip(&prepared) {
+        x = layer.forward_train(x, 9, 0, trace, prep);
+    }
+    let mut grad = vec![0.0; x.data.len()];
+    cross_entropy(&x.data, &data.labels, spec.classes(), Some(&mut grad));
+    let mut dy = Tensor { data: grad, ..x };
+    for index in (0..whole.layers.len()).rev() {
+        let layer = &whole.layers[index];
+        let mut grads = layer.new_grads();
+        let input = spec.input_of(index);
+        let prep = Some(&prepared[index]);
+        let dx = layer.backward(dy, index > 0, input, &mut traces[index], &mut grads, prep);
+        let mut with = layer.clone();
+        with.set_grads(&grads);
+        for (p, e) in model.layers[index].params().iter().zip(with.params()) {
+            assert_eq!(p.grad, e.grad, "layer {index}");
+        }
+        match dx {
+            Some(dx) => dy = dx,
+            None => break,
+        }
+    }
 }
