@@ -25,9 +25,8 @@ pub use super::shape::OpShape;
 use crate::kernels::conv::{gather_patch, ConvGeometry, Padding};
 use crate::kernels::dense::{dense_unit, finish_logits};
 use crate::kernels::dot::{
-    dot_i8_offset, dot_packed, dot_packed2, dot_packed4, pack_patch, PatchWords,
+    dot_i8_offset, dot_packed, dot_packed2, dot_packed4, pack_patch, PatchWords, FOUR_FILTERS,
 };
-use crate::kernels::fused::NATIVE_PAIRED;
 use crate::kernels::ChannelRequant;
 
 /// How a stage is computed.
@@ -481,13 +480,12 @@ fn conv_position(
             );
             let background = patch.iter().fold(0, |a, &w| a | w) == 0;
             let mut weights = cp.weights.chunks_exact(taps);
-            // Filters four at a time sharing each patch load (where `SMLAD` is emulated: on
-            // DSP cores the four accumulators, patch words and weight pointers do not fit the
-            // registers), then two, then one.
-            let split = if NATIVE_PAIRED {
-                0
-            } else {
+            // Filters four at a time sharing each patch load (where `FOUR_FILTERS` says),
+            // then two, then one.
+            let split = if FOUR_FILTERS {
                 values.len() / 4 * 4
+            } else {
+                0
             };
             let (quads, rest) = values.split_at_mut(split);
             for (qi, quad) in quads.chunks_exact_mut(4).enumerate() {
