@@ -1,11 +1,11 @@
 //! int8 Conv2D: stride 1 or 2, valid or same padding, per-channel weights, fused activation
-//! clamp. [`conv2d_i8`] is the reference; [`conv2d_i8_packed`] is the fast path (an im2col patch
-//! per output pixel, packed for two multiply-accumulates per instruction on DSP cores), tested
-//! against it bit for bit.
+//! clamp. [`conv2d_i8`] is the reference; the fast path is the stage engine
+//! ([`crate::stack::stages`]), which gathers each output pixel's patch with [`gather_patch`]
+//! (packed for two multiply-accumulates per instruction on DSP cores) and is tested against
+//! the reference bit for bit.
 
 #[cfg(doc)]
 use super::dot::pack_patch;
-use super::dot::{dot_packed, dot_packed2, PatchWords};
 use super::dsp::pack;
 use super::mve;
 use super::ChannelRequant;
@@ -169,8 +169,6 @@ struct ChunkSizes {
     pixel: usize,
     /// `k_h · k_w · in_c`.
     taps: usize,
-    /// `2 · taps`: the weights of two filters.
-    two_filters: usize,
     /// `k_w · in_c`.
     kernel_row: usize,
     /// `in_c`.
@@ -187,27 +185,58 @@ impl ChunkSizes {
             out_row: nonzero(g.out_w().checked_mul(g.filters))?.get(),
             pixel: nonzero(Some(g.filters))?.get(),
             taps: taps.get(),
-            two_filters: nonzero(taps.get().checked_mul(2))?.get(),
             kernel_row: kernel_row.get(),
             channels: nonzero(Some(g.in_c))?.get(),
         })
     }
 }
 
-/// Writes values one by one into a packed patch (layout of [`pack_patch`]): four at a time
-/// as two words, the `taps % 4` last ones one word each by [`PatchWriter::finish`]. Values
-/// past the end of the patch are dropped.
+/// Which patch [`gather_patch`] writes: pixel `pixel` of a patch of `pixels` interleaved
+/// pixels ([`PatchSlot::SINGLE`]: a packed patch of its own; `pixels` 4: a quad patch, the
+/// layouts of [`super::dot`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PatchSlot {
+    /// The pixel, `0..pixels`.
+    pub pixel: usize,
+    /// Pixels in the patch.
+    pub pixels: usize,
+}
+
+impl PatchSlot {
+    /// A patch of one pixel.
+    pub const SINGLE: Self = Self {
+        pixel: 0,
+        pixels: 1,
+    };
+}
+
+/// Writes values one by one into a packed patch or one pixel's share of a quad patch: four
+/// at a time as two words, the `taps % 4` last ones one word each by
+/// [`PatchWriter::finish`]. Values past the end of the patch are dropped.
 struct PatchWriter<'p> {
-    words: core::slice::IterMut<'p, u32>,
+    patch: &'p mut [u32],
+    /// The next group's first word.
+    at: usize,
+    /// Words from one group's first word to the next's.
+    step: usize,
+    /// The first tail value's word.
+    tail: usize,
+    /// Words from one tail value to the next.
+    tail_step: usize,
     quad: [i32; 4],
     filled: usize,
 }
 
 impl<'p> PatchWriter<'p> {
     #[inline(always)]
-    fn new(patch: &'p mut [u32]) -> Self {
+    fn new(patch: &'p mut [u32], taps: usize, slot: PatchSlot) -> Self {
+        let PatchSlot { pixel, pixels } = slot;
         Self {
-            words: patch.iter_mut(),
+            patch,
+            at: 2 * pixel,
+            step: 2 * pixels,
+            tail: taps / 4 * 2 * pixels + pixel,
+            tail_step: pixels,
             quad: [0; 4],
             filled: 0,
         }
@@ -221,53 +250,64 @@ impl<'p> PatchWriter<'p> {
         self.filled += 1;
         if self.filled == 4 {
             let q = self.quad;
-            if let Some(w) = self.words.next() {
-                *w = pack(q[0], q[2]);
+            if let Some([w0, w1]) = self.patch.get_mut(self.at..self.at + 2) {
+                *w0 = pack(q[0], q[2]);
+                *w1 = pack(q[1], q[3]);
             }
-            if let Some(w) = self.words.next() {
-                *w = pack(q[1], q[3]);
-            }
+            self.at += self.step;
             self.filled = 0;
         }
     }
 
-    /// Pushes `x + offset` for every value `x` of `run`; on an MVE core whole groups at a
-    /// time ([`mve::pack_groups`]) while the writer is at a group's start.
+    /// Pushes `run` with `offset` added to each value: whole groups at a time
+    /// ([`mve::pack_groups`]) while the writer is at a group's start.
     #[inline(always)]
     fn push_run(&mut self, run: &[i8], offset: i32) {
         let mut rest = run;
-        // The unit tests take the group path too, to test the split.
-        if cfg!(any(infer_core_mve, test)) && self.filled == 0 {
-            let words = core::mem::take(&mut self.words).into_slice();
-            let groups = (run.len() / 4).min(words.len() / 2);
-            let (head, tail) = words.split_at_mut(2 * groups);
-            mve::pack_groups(run, offset, head, groups);
-            self.words = tail.iter_mut();
-            rest = run.get(4 * groups..).unwrap_or_default();
+        if self.filled == 0 {
+            let (step, count) = (self.step, run.len() / 4);
+            let groups = self.patch.get_mut(self.at..).unwrap_or_default();
+            mve::pack_groups(run, offset, groups, step, count);
+            self.at += step * count;
+            rest = run.get(4 * count..).unwrap_or_default();
         }
-        rest.iter().for_each(|&x| self.push(i32::from(x) + offset));
+        for &x in rest {
+            self.push(i32::from(x) + offset);
+        }
     }
 
+    /// Pushes `count` zeros: whole groups at once while the writer is at a group's start.
     #[inline(always)]
     fn zeros(&mut self, count: usize) {
-        for _ in 0..count {
+        let mut rest = count;
+        if self.filled == 0 {
+            for _ in 0..count / 4 {
+                if let Some([w0, w1]) = self.patch.get_mut(self.at..self.at + 2) {
+                    *w0 = 0;
+                    *w1 = 0;
+                }
+                self.at += self.step;
+            }
+            rest = count % 4;
+        }
+        for _ in 0..rest {
             self.push(0);
         }
     }
 
     #[inline(always)]
-    fn finish(mut self) {
-        for &v in self.quad.iter().take(self.filled) {
-            if let Some(w) = self.words.next() {
+    fn finish(self) {
+        for (i, &v) in self.quad.iter().take(self.filled).enumerate() {
+            if let Some(w) = self.patch.get_mut(self.tail + i * self.tail_step) {
                 *w = v as u32;
             }
         }
     }
 }
 
-/// Gathers the patch of output pixel `(oy, ox)` into `patch` (offset added, packed as
-/// [`pack_patch`] packs; padding as 0); `kernel_row` is `k_w · in_c`.
-#[inline(always)]
+/// Gathers the patch of output pixel `(oy, ox)` into `patch`, as `slot` says (offset
+/// added, packed as [`pack_patch`] packs; padding as 0); `kernel_row` is `k_w · in_c`.
+#[inline(never)]
 pub(crate) fn gather_patch(
     g: &ConvGeometry,
     kernel_row: usize,
@@ -275,10 +315,11 @@ pub(crate) fn gather_patch(
     input_offset: i32,
     (oy, ox): (usize, usize),
     patch: &mut [u32],
+    slot: PatchSlot,
 ) {
     let c = g.in_c;
     let (pad_top, pad_left) = (g.pad_top(), g.pad_left());
-    let mut writer = PatchWriter::new(patch);
+    let mut writer = PatchWriter::new(patch, g.taps(), slot);
     let x0 = ox * g.stride;
     // The kernel's columns lie inside the input: each kernel row is one run of
     // `k_w · in_c` values.
@@ -310,61 +351,6 @@ pub(crate) fn gather_patch(
         }
     }
     writer.finish();
-}
-
-/// The same convolution as [`conv2d_i8`], bit for bit, fast: for each output pixel the patch
-/// is gathered once into `patch` (offset added, packed as [`pack_patch`] packs), then each
-/// filter is one [`dot_packed`] over it.
-///
-/// `patch` needs [`PatchWords::words`]`(g.taps())` words; with fewer, nothing is computed.
-pub fn conv2d_i8_packed(
-    g: &ConvGeometry,
-    input: &[i8],
-    input_offset: i32,
-    weights: &[u8],
-    requant: &ChannelRequant<'_>,
-    patch: &mut [u32],
-    output: &mut [i8],
-) {
-    let Some(sizes) = ChunkSizes::of(g) else {
-        return;
-    };
-    let Some(patch) = patch.get_mut(..PatchWords::words(sizes.taps)) else {
-        return;
-    };
-    for (oy, out_row) in output
-        .chunks_exact_mut(sizes.out_row)
-        .take(g.out_h())
-        .enumerate()
-    {
-        for (ox, out_px) in out_row.chunks_exact_mut(sizes.pixel).enumerate() {
-            gather_patch(g, sizes.kernel_row, input, input_offset, (oy, ox), patch);
-            // Filters two at a time, sharing the patch loads; an odd last one alone.
-            let mut pairs = out_px.chunks_exact_mut(2);
-            let mut pair_weights = weights.chunks_exact(sizes.two_filters);
-            for (fi, (out, w)) in (&mut pairs).zip(&mut pair_weights).enumerate() {
-                let Some((w0, w1)) = w.split_at_checked(sizes.taps) else {
-                    return;
-                };
-                let (acc0, acc1) = dot_packed2(patch, w0, w1);
-                let (Some((b0, m0, s0)), Some((b1, m1, s1))) =
-                    (requant.channel(2 * fi), requant.channel(2 * fi + 1))
-                else {
-                    return;
-                };
-                out[0] = requant.apply(b0.wrapping_add(acc0), m0, s0);
-                out[1] = requant.apply(b1.wrapping_add(acc1), m1, s1);
-            }
-            let last = g.filters / 2 * 2 * sizes.taps;
-            if let ([out], Some(w)) = (pairs.into_remainder(), weights.get(last..last + sizes.taps))
-            {
-                let Some((bias, mult, shift)) = requant.channel(g.filters - 1) else {
-                    return;
-                };
-                *out = requant.apply(bias.wrapping_add(dot_packed(patch, w)), mult, shift);
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -477,10 +463,6 @@ mod tests {
             let mut out = vec![0i8; expected.len()];
             conv2d_i8(&g, &input, input_offset, &w_b, &rq, &mut out);
             assert_eq!(out, expected, "case {case}: {g:?}");
-            let mut packed = vec![0i8; expected.len()];
-            let mut patch = vec![0u32; PatchWords::words(g.taps())];
-            conv2d_i8_packed(&g, &input, input_offset, &w_b, &rq, &mut patch, &mut packed);
-            assert_eq!(packed, expected, "packed, case {case}: {g:?}");
         }
     }
 
@@ -507,9 +489,5 @@ mod tests {
         let mut out = [0i8; 36];
         conv2d_i8(&g, &[1; 7], 0, &[1; 5], &rq, &mut out);
         conv2d_i8(&g, &[1; 50], 0, &[1; 72], &rq, &mut out[..3]);
-        let mut patch = [0u32; 16];
-        conv2d_i8_packed(&g, &[1; 7], 0, &[1; 5], &rq, &mut patch, &mut out);
-        conv2d_i8_packed(&g, &[1; 50], 0, &[1; 72], &rq, &mut patch[..3], &mut out);
-        conv2d_i8_packed(&g, &[1; 50], 0, &[1; 72], &rq, &mut patch, &mut out[..3]);
     }
 }

@@ -6,6 +6,12 @@
 //! `x0 x1 x2 x3` (offset already added, so each fits in 16 bits) becomes the two words
 //! `(x0, x2)` and `(x1, x3)`, the order in which `SXTB16` and `SXTB16 ROR #8` unpack four int8
 //! weights from one word. The `taps % 4` last taps follow as one word each.
+//!
+//! A *quad patch* holds the patches of four output pixels, interleaved so that one load
+//! (`LDM` of four words) brings a group of two of them ([`super::dsp::quad_filters`]):
+//! group `g` is words `8g..8g + 8`, each pixel's two words in turn; the `taps % 4` last
+//! taps follow as four words each, one value per pixel. It takes `4 ·`
+//! [`PatchWords::words`] words.
 
 use super::dsp::{self, pack, smlad, sxtb16, sxtb16_ror8};
 use super::mve;

@@ -34,6 +34,47 @@ pub const fn pack(lo: i32, hi: i32) -> u32 {
     (lo as u16 as u32) | ((hi as u16 as u32) << 16)
 }
 
+/// The little-endian word of four bytes at any address: one `LDR` on DSP cores (which load
+/// unaligned words; the compiler, not assuming so, builds it from four byte loads).
+#[inline(always)]
+pub fn word(bytes: &[u8; 4]) -> u32 {
+    #[cfg(infer_core_dsp)]
+    // SAFETY: `bytes` is four readable bytes.
+    unsafe {
+        ldr(bytes.as_ptr())
+    }
+    #[cfg(not(infer_core_dsp))]
+    u32::from_le_bytes(*bytes)
+}
+
+/// [`word`] of four int8 values (their bytes).
+#[inline(always)]
+pub fn word_i8(values: &[i8; 4]) -> u32 {
+    #[cfg(infer_core_dsp)]
+    // SAFETY: `values` is four readable bytes.
+    unsafe {
+        ldr(values.as_ptr().cast())
+    }
+    #[cfg(not(infer_core_dsp))]
+    u32::from_le_bytes(values.map(|v| v as u8))
+}
+
+/// `LDR` of the word at `p`, aligned or not.
+///
+/// # Safety
+/// `p` must point to four readable bytes.
+#[cfg(infer_core_dsp)]
+#[inline(always)]
+unsafe fn ldr(p: *const u8) -> u32 {
+    let out: u32;
+    // SAFETY: the caller's promise; reads four bytes, no stack, no flags.
+    unsafe {
+        asm!("ldr {0}, [{1}]", lateout(reg) out, in(reg) p,
+             options(pure, readonly, nostack, preserves_flags));
+    }
+    out
+}
+
 /// `SXTB16`: bytes 0 and 2 of `x`, sign-extended to the low and high halves.
 #[inline(always)]
 pub fn sxtb16(x: u32) -> u32 {
@@ -114,24 +155,44 @@ pub fn pkhtb(a: u32, b: u32) -> u32 {
     }
 }
 
-/// `SSUB16`: `(lo(a) − lo(b), hi(a) − hi(b))`, each half wrapping.
-#[inline(always)]
-pub fn ssub16(a: u32, b: u32) -> u32 {
-    #[cfg(infer_core_dsp)]
-    {
-        let out: u32;
-        // SAFETY: registers only; sets the GE flags, so flags are not declared preserved.
-        unsafe {
-            asm!("ssub16 {0}, {1}, {2}", lateout(reg) out, in(reg) a, in(reg) b,
-                 options(pure, nomem, nostack));
+/// A halfword-parallel instruction `$insn d, a, b` (which sets the GE flags, so flags are
+/// not declared preserved), and its portable twin `$portable` on the halves.
+macro_rules! halfword_op {
+    ($(#[$doc:meta])* $name:ident, $insn:literal, $portable:path) => {
+        $(#[$doc])*
+        #[inline(always)]
+        pub fn $name(a: u32, b: u32) -> u32 {
+            #[cfg(infer_core_dsp)]
+            {
+                let out: u32;
+                // SAFETY: registers only; sets the GE flags.
+                unsafe {
+                    asm!(concat!($insn, " {0}, {1}, {2}"), lateout(reg) out, in(reg) a,
+                         in(reg) b, options(pure, nomem, nostack));
+                }
+                out
+            }
+            #[cfg(not(infer_core_dsp))]
+            {
+                pack($portable(lo(a), lo(b)), $portable(hi(a), hi(b)))
+            }
         }
-        out
-    }
-    #[cfg(not(infer_core_dsp))]
-    {
-        pack(lo(a) - lo(b), hi(a) - hi(b))
-    }
+    };
 }
+
+halfword_op!(
+    /// `SSUB16`: `(lo(a) − lo(b), hi(a) − hi(b))`, each half wrapping.
+    ssub16,
+    "ssub16",
+    i32::wrapping_sub
+);
+
+halfword_op!(
+    /// `SADD16`: `(lo(a) + lo(b), hi(a) + hi(b))`, each half wrapping.
+    sadd16,
+    "sadd16",
+    i32::wrapping_add
+);
 
 /// `SMLAD`: `acc + lo(a)·lo(b) + hi(a)·hi(b)`, wrapping.
 ///
@@ -424,6 +485,364 @@ pub fn dot2_octets_portable(
     [acc0, acc1]
 }
 
+/// What [`quad_filters`] computes: four pixels' quad patch of `taps` taps (the layout of
+/// [`crate::kernels::dot`]: per group of four taps, each pixel's words `(x0, x2), (x1,
+/// x3)` in turn), `filters` filters' int8 rows of `taps` bytes one after the other in
+/// `weights` (any alignment), and `stride`, the distance in values between the pixels'
+/// results (0: the four fold into one, a pool window).
+#[derive(Debug, Clone, Copy)]
+pub struct QuadConv<'a> {
+    /// The quad patch.
+    pub patch: &'a [u32],
+    /// The filters' rows.
+    pub weights: &'a [u8],
+    /// Taps per patch: a multiple of 16.
+    pub taps: usize,
+    /// Filters.
+    pub filters: usize,
+    /// Values from one pixel's results to the next pixel's.
+    pub stride: usize,
+}
+
+impl QuadConv<'_> {
+    /// Whether the sizes fit the slices and `values`: [`quad_filters`]' precondition.
+    pub(crate) fn fits(&self, values: &[u32]) -> bool {
+        let Self {
+            patch,
+            weights,
+            taps,
+            filters,
+            stride,
+        } = *self;
+        taps >= 16
+            && taps % 16 == 0
+            && filters > 0
+            && patch.len() >= 2 * taps
+            && weights.len() / taps >= filters
+            && values.len() > 3 * stride + filters - 1
+    }
+}
+
+/// One group of four taps of [`quad_filters`]' inner loop: the filter's four weights
+/// unpacked into r7 (`w0, w2`) and r6 (`w1, w3`), the group's eight quad-patch words into
+/// r2–r5 four at a time (`LDM`), eight `SMLAD`s into the four pixels' accumulators.
+#[cfg(all(infer_core_dsp, not(infer_core_mve)))]
+macro_rules! quad_group {
+    () => {
+        concat!(
+            "ldr r6, [r11], #4\n",
+            "sxtb16 r7, r6\n",
+            "sxtb16 r6, r6, ror #8\n",
+            "ldm r10!, {{r2, r3, r4, r5}}\n",
+            "smlad r0, r7, r2, r0\n",
+            "smlad r0, r6, r3, r0\n",
+            "smlad r1, r7, r4, r1\n",
+            "smlad r1, r6, r5, r1\n",
+            "ldm r10!, {{r2, r3, r4, r5}}\n",
+            "smlad r8, r7, r2, r8\n",
+            "smlad r8, r6, r3, r8\n",
+            "smlad r9, r7, r4, r9\n",
+            "smlad r9, r6, r5, r9\n",
+        )
+    };
+}
+
+/// One pixel's max update of [`quad_filters`]: `*r3 = max(*r3, acc)`, then `r3 += r2`.
+#[cfg(all(infer_core_dsp, not(infer_core_mve)))]
+macro_rules! quad_max {
+    ($acc:literal) => {
+        concat!(
+            "ldr r4, [r3]\n",
+            "cmp ",
+            $acc,
+            ", r4\n",
+            "it gt\n",
+            "movgt r4, ",
+            $acc,
+            "\n",
+            "str r4, [r3]\n",
+            "add r3, r2\n",
+        )
+    };
+}
+
+/// Four pixels' convolutions ([`QuadConv`]) folded into running maxima: for filter `f` and
+/// pixel `p`, `values[p · stride + f] = max(values[p · stride + f], Σ x_p · w_f)` (as
+/// `i32`). Computes nothing if a size does not fit.
+///
+/// On a DSP core this is one block of assembly: sixteen taps of four pixels (64
+/// multiply-accumulates) in 54 instructions — each weight word loaded and unpacked once for
+/// the four pixels, the patch loaded four words per `LDM` — and about 40 per filter around
+/// them; on an MVE core [`super::mve::quad_filters`] (eleven instructions per 32); elsewhere
+/// [`quad_filters_portable`].
+#[inline(never)]
+pub fn quad_filters(conv: &QuadConv<'_>, values: &mut [u32]) {
+    if !conv.fits(values) {
+        return;
+    }
+    #[cfg(infer_core_mve)]
+    super::mve::quad_filters(conv, values);
+    #[cfg(all(infer_core_dsp, not(infer_core_mve)))]
+    {
+        // Registers: accumulators of pixels 0–3 in r0 r1 r8 r9; patch words r2–r5; the
+        // unpacked weights r6 r7; the patch pointer r10, the weight pointer r11, the
+        // values pointer r12, the block count lr. On the stack (pushed from r0, r1, r10,
+        // lr): filters left [sp], stride in bytes [sp, #4], the patch [sp, #8], blocks per
+        // filter [sp, #12].
+        // SAFETY: r10 reads 8 · taps bytes of `patch` per filter (2 · taps words, checked
+        // above; word-aligned, which LDM needs), r11 reads taps bytes of `weights` per
+        // filter (filters · taps checked above; LDR of a word may be unaligned on these
+        // cores), r12 reads and writes `values` at p · stride + f for p < 4, f < filters
+        // (checked above), lr counts taps / 16 ≥ 1 blocks down. The twelve registers that
+        // can be operands are all named here (r2–r5 by name also because LDM needs its
+        // registers in ascending order), so no operand is in r6 or r7 (which cannot be
+        // named: LLVM's base and frame pointers); the block saves those two on the stack,
+        // uses them as scratch and restores them, and pops everything it pushed. Nothing
+        // else is read or written, and every register written is declared.
+        unsafe {
+            asm!(
+                "push {{r6, r7}}",
+                "push {{r0, r1, r10, lr}}",
+                "3:",
+                "movs r0, #0",
+                "movs r1, #0",
+                "mov.w r8, #0",
+                "mov.w r9, #0",
+                "ldr r10, [sp, #8]",
+                "ldr lr, [sp, #12]",
+                "2:",
+                quad_group!(),
+                quad_group!(),
+                quad_group!(),
+                quad_group!(),
+                "subs lr, lr, #1",
+                "bne 2b",
+                "ldr r2, [sp, #4]",
+                "mov r3, r12",
+                quad_max!("r0"),
+                quad_max!("r1"),
+                quad_max!("r8"),
+                quad_max!("r9"),
+                "adds r12, #4",
+                "ldr r2, [sp]",
+                "subs r2, #1",
+                "str r2, [sp]",
+                "bne 3b",
+                "add sp, #16",
+                "pop {{r6, r7}}",
+                inout("r0") conv.filters => _,
+                inout("r1") 4 * conv.stride => _,
+                inout("r10") conv.patch.as_ptr() => _,
+                inout("lr") conv.taps / 16 => _,
+                inout("r11") conv.weights.as_ptr() => _,
+                inout("r12") values.as_mut_ptr() => _,
+                out("r2") _,
+                out("r3") _,
+                out("r4") _,
+                out("r5") _,
+                out("r8") _,
+                out("r9") _,
+            );
+        }
+    }
+    #[cfg(not(infer_core_dsp))]
+    quad_filters_portable(conv, values);
+}
+
+/// [`quad_filters`] in plain integer arithmetic (the reference the assembly is tested
+/// against, and the code elsewhere).
+pub fn quad_filters_portable(conv: &QuadConv<'_>, values: &mut [u32]) {
+    if !conv.fits(values) {
+        return;
+    }
+    let QuadConv {
+        patch,
+        weights,
+        taps,
+        filters,
+        stride,
+    } = *conv;
+    for (f, w) in weights.chunks_exact(taps).take(filters).enumerate() {
+        let mut acc = [0i32; 4];
+        for (words, w) in patch.chunks_exact(8).zip(w.chunks_exact(4)) {
+            let w = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+            let (even, odd) = (sxtb16(w), sxtb16_ror8(w));
+            for (p, acc) in acc.iter_mut().enumerate() {
+                *acc = smlad(odd, words[2 * p + 1], smlad(even, words[2 * p], *acc));
+            }
+        }
+        for (p, acc) in acc.into_iter().enumerate() {
+            if let Some(v) = values.get_mut(p * stride + f) {
+                *v = (*v as i32).max(acc) as u32;
+            }
+        }
+    }
+}
+
+/// What [`dense_rows`] computes: one position's `channels` values packed as
+/// [`crate::kernels::dot::pack_patch`] packs them (`patch`), and the dense layer's weight
+/// rows from that position on: row `u` is `weights[u · stride..][..channels]` (int8
+/// bytes, any alignment).
+#[derive(Debug, Clone, Copy)]
+pub struct DenseRows<'a> {
+    /// The packed values.
+    pub patch: &'a [u32],
+    /// The rows, from the position's first input on.
+    pub weights: &'a [u8],
+    /// Values of the position: a multiple of 8.
+    pub channels: usize,
+    /// Bytes from one row to the next.
+    pub stride: usize,
+}
+
+impl DenseRows<'_> {
+    /// Whether the sizes fit the slices and `acc` (whole pairs of units): [`dense_rows`]'
+    /// precondition.
+    fn fits(&self, acc: &[u32]) -> bool {
+        let units = acc.len() / 2 * 2;
+        self.channels >= 8
+            && self.channels % 8 == 0
+            && self.stride >= self.channels
+            && units > 0
+            && self.patch.len() >= self.channels / 2
+            && self.weights.len() >= (units - 1) * self.stride + self.channels
+    }
+}
+
+/// One octet of taps of [`dense_rows`]' inner loop for the unit in `$acc` with row pointer
+/// `$row`: two weight words, each unpacked into r9 (`w0, w2`) and r8 (`w1, w3`), four
+/// `SMLAD`s with the patch words in r2–r5.
+#[cfg(infer_core_dsp)]
+macro_rules! dense_octet {
+    ($acc:literal, $row:literal) => {
+        concat!(
+            "ldr r8, [",
+            $row,
+            "], #4\n",
+            "sxtb16 r9, r8\n",
+            "sxtb16 r8, r8, ror #8\n",
+            "smlad ",
+            $acc,
+            ", r9, r2, ",
+            $acc,
+            "\n",
+            "smlad ",
+            $acc,
+            ", r8, r3, ",
+            $acc,
+            "\n",
+            "ldr r8, [",
+            $row,
+            "], #4\n",
+            "sxtb16 r9, r8\n",
+            "sxtb16 r8, r8, ror #8\n",
+            "smlad ",
+            $acc,
+            ", r9, r4, ",
+            $acc,
+            "\n",
+            "smlad ",
+            $acc,
+            ", r8, r5, ",
+            $acc,
+            "\n",
+        )
+    };
+}
+
+/// A streamed dense layer's step ([`DenseRows`]): adds each unit's dot product of the
+/// position's values with its row into `acc` (one per unit; an odd last unit is left
+/// alone), wrapping. Computes nothing if a size does not fit.
+///
+/// On a DSP core this is one block of assembly: eight taps of two units in 24
+/// instructions (each patch word loaded once for both), 17 per pair of units around them;
+/// elsewhere [`dense_rows_portable`].
+#[inline(never)]
+pub fn dense_rows(rows: &DenseRows<'_>, acc: &mut [u32]) {
+    if !rows.fits(acc) {
+        return;
+    }
+    #[cfg(infer_core_dsp)]
+    {
+        // Registers: the two units' sums in r0 r1; patch words r2–r5; the unpacked weights
+        // r8 r9; the patch pointer r10, the two row pointers r11 r12, the octet count lr.
+        // On the stack (pushed from r0–r3, r10): pairs left [sp], the accumulator pointer
+        // [sp, #4], the step from a row's end to the row after next [sp, #8], octets per
+        // position [sp, #12], the patch [sp, #16].
+        // SAFETY: r10 reads channels / 2 words of `patch` per pair (checked above;
+        // word-aligned, which LDRD needs), r11 and r12 read `channels` bytes of rows 2i and
+        // 2i + 1 (the last row ends within `weights`, checked above; LDR of a word may be
+        // unaligned on these cores), [sp, #4] walks `acc` two words per pair (checked above,
+        // word-aligned, which LDRD and STRD need), lr counts channels / 8 ≥ 1 octets down.
+        // Every register used is named and declared; the block pops what it pushes, and
+        // reads and writes nothing else.
+        unsafe {
+            asm!(
+                "push {{r0, r1, r2, r3, r10}}",
+                "3:",
+                "ldr r10, [sp, #16]",
+                "ldr lr, [sp, #12]",
+                "movs r0, #0",
+                "movs r1, #0",
+                "2:",
+                "ldrd r2, r3, [r10], #8",
+                "ldrd r4, r5, [r10], #8",
+                dense_octet!("r0", "r11"),
+                dense_octet!("r1", "r12"),
+                "subs lr, lr, #1",
+                "bne 2b",
+                "ldr r2, [sp, #4]",
+                "ldrd r3, r4, [r2]",
+                "add r3, r0",
+                "add r4, r1",
+                "strd r3, r4, [r2], #8",
+                "str r2, [sp, #4]",
+                "ldr r2, [sp, #8]",
+                "add r11, r2",
+                "add r12, r2",
+                "ldr r2, [sp]",
+                "subs r2, #1",
+                "str r2, [sp]",
+                "bne 3b",
+                "add sp, #20",
+                inout("r0") acc.len() / 2 => _,
+                inout("r1") acc.as_mut_ptr() => _,
+                inout("r2") 2 * rows.stride - rows.channels => _,
+                inout("r3") rows.channels / 8 => _,
+                inout("r10") rows.patch.as_ptr() => _,
+                inout("r11") rows.weights.as_ptr() => _,
+                inout("r12") rows.weights.as_ptr().wrapping_add(rows.stride) => _,
+                out("r4") _,
+                out("r5") _,
+                out("r8") _,
+                out("r9") _,
+                out("lr") _,
+            );
+        }
+    }
+    #[cfg(not(infer_core_dsp))]
+    dense_rows_portable(rows, acc);
+}
+
+/// [`dense_rows`] in plain integer arithmetic (the reference the assembly is tested
+/// against, and the code elsewhere).
+pub fn dense_rows_portable(rows: &DenseRows<'_>, acc: &mut [u32]) {
+    if !rows.fits(acc) {
+        return;
+    }
+    let units = acc.len() / 2 * 2;
+    for (u, acc) in acc.iter_mut().take(units).enumerate() {
+        let row = rows.weights.get(u * rows.stride..).unwrap_or_default();
+        let row = row.get(..rows.channels).unwrap_or_default();
+        let mut sum = 0i32;
+        for (words, w) in rows.patch.chunks_exact(2).zip(row.chunks_exact(4)) {
+            let w = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+            sum = smlad(sxtb16_ror8(w), words[1], smlad(sxtb16(w), words[0], sum));
+        }
+        *acc = acc.wrapping_add(sum as u32);
+    }
+}
+
 /// [`windows`] in plain integer arithmetic (the reference the assembly is tested against,
 /// and the code elsewhere).
 pub fn windows_portable<const F: usize>(po: &mut PatchOut<F>, filters: &[Filter3x3; F]) {
@@ -496,6 +915,119 @@ mod tests {
         }
     }
 
+    /// Four pixels' convolutions folded into maxima, over quad patches of random
+    /// lengths, against the sums of products written out.
+    #[test]
+    fn quad_filters_fold_the_sums_of_products() {
+        let mut rng = TestRng(0x9A12);
+        for case in 0..40 {
+            let taps = 16 * (case % 5) + if case % 7 == 6 { 4 } else { 0 };
+            let filters = 1 + rng.below(5) as usize;
+            let stride = [0, filters, filters + 3][case % 3];
+            let x: [std::vec::Vec<i32>; 4] =
+                [0; 4].map(|_| (0..taps).map(|_| rng.below(511) as i32 - 255).collect());
+            let w: std::vec::Vec<u8> = (0..taps * filters).map(|_| rng.next_u64() as u8).collect();
+            // The quad patch, written out from its definition.
+            let mut patch = std::vec![0u32; 2 * taps];
+            for g in 0..taps / 4 {
+                for (p, x) in x.iter().enumerate() {
+                    let t = 4 * g;
+                    patch[8 * g + 2 * p] = pack(x[t], x[t + 2]);
+                    patch[8 * g + 2 * p + 1] = pack(x[t + 1], x[t + 3]);
+                }
+            }
+            let start: std::vec::Vec<u32> = (0..3 * stride + filters)
+                .map(|_| (rng.below(2001) as i32 - 1000) as u32)
+                .collect();
+            let mut want = start.clone();
+            if taps % 16 == 0 && taps > 0 {
+                for f in 0..filters {
+                    for (p, x) in x.iter().enumerate() {
+                        let sum: i32 = (0..taps)
+                            .map(|t| x[t] * i32::from(w[f * taps + t] as i8))
+                            .sum();
+                        let v = &mut want[p * stride + f];
+                        *v = (*v as i32).max(sum) as u32;
+                    }
+                }
+            }
+            let conv = QuadConv {
+                patch: &patch,
+                weights: &w,
+                taps,
+                filters,
+                stride,
+            };
+            let mut got = start.clone();
+            quad_filters(&conv, &mut got);
+            assert_eq!(got, want, "case {case}: {taps} taps");
+            let mut got = start.clone();
+            quad_filters_portable(&conv, &mut got);
+            assert_eq!(got, want, "portable, case {case}");
+            // Too short a slice: nothing changes.
+            let mut got = start.clone();
+            let short = &w[..w.len().saturating_sub(1)];
+            quad_filters(
+                &QuadConv {
+                    weights: short,
+                    ..conv
+                },
+                &mut got,
+            );
+            assert_eq!(got, start);
+        }
+    }
+
+    /// A streamed dense layer's step over random sizes, against the sums of products
+    /// written out.
+    #[test]
+    fn dense_rows_add_the_sums_of_products() {
+        let mut rng = TestRng(0xDE5E);
+        for case in 0..40 {
+            let channels = 8 * (case % 4) + if case % 9 == 8 { 4 } else { 0 };
+            let stride = channels + rng.below(20) as usize;
+            let units = 1 + rng.below(7) as usize;
+            let x: std::vec::Vec<i32> =
+                (0..channels).map(|_| rng.below(511) as i32 - 255).collect();
+            let w: std::vec::Vec<u8> = (0..units * stride).map(|_| rng.next_u64() as u8).collect();
+            let mut patch = std::vec![0u32; crate::kernels::dot::PatchWords::words(channels)];
+            crate::kernels::dot::pack_patch(&mut patch, channels, |t| x[t]);
+            let start: std::vec::Vec<u32> = (0..units).map(|_| rng.next_u64() as u32).collect();
+            let mut want = start.clone();
+            if channels % 8 == 0 && channels > 0 && units >= 2 {
+                for (u, acc) in want.iter_mut().take(units / 2 * 2).enumerate() {
+                    let sum: i32 = (0..channels)
+                        .map(|t| x[t] * i32::from(w[u * stride + t] as i8))
+                        .sum();
+                    *acc = acc.wrapping_add(sum as u32);
+                }
+            }
+            let rows = DenseRows {
+                patch: &patch,
+                weights: &w,
+                channels,
+                stride,
+            };
+            let mut got = start.clone();
+            dense_rows(&rows, &mut got);
+            assert_eq!(got, want, "case {case}");
+            let mut got = start.clone();
+            dense_rows_portable(&rows, &mut got);
+            assert_eq!(got, want, "portable, case {case}");
+            // Too short a slice: nothing changes.
+            let mut got = start.clone();
+            let short = &w[..(units / 2 * 2).saturating_sub(1) * stride + channels / 2];
+            dense_rows(
+                &DenseRows {
+                    weights: short,
+                    ..rows
+                },
+                &mut got,
+            );
+            assert_eq!(got, start);
+        }
+    }
+
     /// The instructions' definitions (Arm ARM), written out on bytes and halves.
     #[test]
     fn operations_match_their_definitions() {
@@ -517,6 +1049,10 @@ mod tests {
             assert_eq!(
                 ssub16(a, b),
                 pack(lo(a).wrapping_sub(lo(b)), hi(a).wrapping_sub(hi(b)))
+            );
+            assert_eq!(
+                sadd16(a, b),
+                pack(lo(a).wrapping_add(lo(b)), hi(a).wrapping_add(hi(b)))
             );
             let wide = i64::from(acc) + i64::from(lo(a) * lo(b)) + i64::from(hi(a) * hi(b));
             assert_eq!(smlad(a, b, acc), wide as i32);

@@ -20,7 +20,9 @@
 #[cfg(infer_core_mve)]
 use core::arch::asm;
 
-use super::dsp::{pack, smlad, sxtb16, sxtb16_ror8};
+#[cfg(infer_core_mve)]
+use super::dsp::QuadConv;
+use super::dsp::{pack, sadd16, smlad, sxtb16, sxtb16_ror8, word_i8};
 
 /// Halfword offsets that put eight taps of a packed patch (`x0 x2 x1 x3 x4 x6 x5 x7`) back
 /// into their order: lane `i` loads halfword `GATHER[i]`.
@@ -214,71 +216,202 @@ pub fn dot2_groups_portable(
     [acc0, acc1]
 }
 
-/// Writes `groups` groups of four values, `run[t] + offset` for the first `4 · groups` int8
-/// values of `run`, into the first `2 · groups` words of `patch` in the layout of
-/// [`crate::kernels::dot::pack_patch`] (`(x0, x2), (x1, x3)` per group; `offset` within
-/// `-32768..=32767 - 127`, so that every sum fits 16 bits). Writes nothing if a slice is
-/// shorter than that.
+/// Halfword offsets of pixel `p`'s eight taps in two groups of a quad patch (the layout of
+/// [`QuadConv`]: per group of four taps, each pixel's halfwords `x0 x2 x1 x3` in turn), in
+/// their order: lane `i` of pixel `p` loads halfword `QUAD_GATHER[8p + i]`.
+pub const QUAD_GATHER: [u16; 32] = {
+    let mut offsets = [0u16; 32];
+    let mut i = 0;
+    while i < 32 {
+        let (p, lane) = (i / 8, i % 8);
+        offsets[i] = (16 * (lane / 4) + 4 * p + GATHER[lane % 4] as usize) as u16;
+        i += 1;
+    }
+    offsets
+};
+
+/// One pixel's max update of [`quad_filters`]: `*lr = max(*lr, acc)`, then `lr += r9`.
+#[cfg(infer_core_mve)]
+macro_rules! pixel_max {
+    ($acc:literal) => {
+        concat!(
+            "ldr r3, [lr]\n",
+            "cmp ",
+            $acc,
+            ", r3\n",
+            "it gt\n",
+            "movgt r3, ",
+            $acc,
+            "\n",
+            "str r3, [lr]\n",
+            "add lr, r9\n",
+        )
+    };
+}
+/// [`super::dsp::quad_filters`] on an MVE core: four pixels' convolutions folded into
+/// running maxima, `values[p · stride + f] = max(values[p · stride + f], Σ x_p · w_f)`.
+/// Computes nothing if a size does not fit. Its portable twin is
+/// [`super::dsp::quad_filters_portable`].
 ///
-/// On an MVE core this is a loop of assembly: eight values in five instructions (one
-/// widening load, one add, one scatter store into the packed order, one pointer step, the
-/// loop end); elsewhere [`pack_groups_portable`].
-#[cfg_attr(infer_core_mve, inline(never))]
-#[cfg_attr(not(infer_core_mve), inline(always))]
-pub fn pack_groups(run: &[i8], offset: i32, patch: &mut [u32], groups: usize) {
-    if run.len() / 4 < groups || patch.len() / 2 < groups {
+/// One block of assembly: per filter, eight taps of the four pixels (32
+/// multiply-accumulates) in eleven instructions (one widening load of the filter's eight
+/// weights, then per pixel one gather of its taps in order and one `VMLADAVA.S16`, the
+/// pointer step and the loop end), then 33 to update the maxima.
+#[cfg(infer_core_mve)]
+#[inline(never)]
+pub fn quad_filters(conv: &QuadConv<'_>, values: &mut [u32]) {
+    if !conv.fits(values) {
         return;
     }
-    #[cfg(infer_core_mve)]
-    {
-        // SAFETY: the loop runs over `4 · groups` halfwords (tail-predicated: lanes past the
-        // count neither load nor store). `r1` reads the first `4 · groups` bytes of `run`
-        // (checked above; byte loads; a low register, as the widening load needs), `pp`
-        // scatters into the first `8 · groups` bytes of `patch` (checked above; halfword
-        // stores, word-aligned buffer), which nothing else borrows. The stack is not touched,
-        // and every register written (the pointers, lr, q0 and q3) is declared.
-        unsafe {
-            asm!(
-                "vldrh.u16 q3, [{offsets}]",
-                "wlstp.16 lr, {n}, 3f",
-                "2:",
-                "vldrb.s16 q0, [r1], #8",
-                "vadd.i16 q0, q0, {offset}",
-                "vstrh.16 q0, [{pp}, q3, uxtw #1]",
-                "adds {pp}, #16",
-                "letp lr, 2b",
-                "3:",
-                offsets = in(reg) GATHER.as_ptr(),
-                n = in(reg) 4 * groups,
-                offset = in(reg) offset,
-                pp = inout(reg) patch.as_mut_ptr() => _,
-                inout("r1") run.as_ptr() => _,
-                out("lr") _,
-                out("q0") _,
-                out("q3") _,
-                options(nostack),
-            );
-        }
+    // SAFETY: per filter, r3 gathers from the first 4 · taps bytes... of `patch`: the
+    // halfwords 16g + 4p + 0..4 for the taps / 4 groups g and pixels p < 4, i.e. 2 · taps
+    // words (checked above; halfword-aligned as gathers need); r1 reads taps bytes of
+    // `weights` per filter (filters · taps checked above; byte loads); r12 reads and
+    // writes `values` at p · stride + f for p < 4, f < filters (checked above); lr counts
+    // taps / 8 ≥ 2 turns. r6 and r7 are not used. Nothing else is read or written, the
+    // stack is not touched, and every register written is declared (explicit registers:
+    // the widening load takes a low one, `VMLADAVA` even ones).
+    unsafe {
+        asm!(
+            "vldrh.u16 q4, [r3]",
+            "vldrh.u16 q5, [r3, #16]",
+            "vldrh.u16 q6, [r3, #32]",
+            "vldrh.u16 q7, [r3, #48]",
+            "3:",
+            "movs r0, #0",
+            "movs r2, #0",
+            "movs r4, #0",
+            "mov.w r8, #0",
+            "mov r3, r11",
+            "dls lr, r5",
+            "2:",
+            "vldrb.s16 q0, [r1], #8",
+            "vldrh.u16 q1, [r3, q4, uxtw #1]",
+            "vmladava.s16 r0, q1, q0",
+            "vldrh.u16 q2, [r3, q5, uxtw #1]",
+            "vmladava.s16 r2, q2, q0",
+            "vldrh.u16 q1, [r3, q6, uxtw #1]",
+            "vmladava.s16 r4, q1, q0",
+            "vldrh.u16 q2, [r3, q7, uxtw #1]",
+            "vmladava.s16 r8, q2, q0",
+            "adds r3, #64",
+            "le lr, 2b",
+            "mov lr, r12",
+            pixel_max!("r0"),
+            pixel_max!("r2"),
+            pixel_max!("r4"),
+            pixel_max!("r8"),
+            "adds r12, #4",
+            "subs r10, #1",
+            "bne 3b",
+            inout("r3") QUAD_GATHER.as_ptr() => _,
+            inout("r1") conv.weights.as_ptr() => _,
+            inout("r5") conv.taps / 8 => _,
+            inout("r9") 4 * conv.stride => _,
+            inout("r10") conv.filters => _,
+            inout("r11") conv.patch.as_ptr() => _,
+            inout("r12") values.as_mut_ptr() => _,
+            out("r0") _,
+            out("r2") _,
+            out("r4") _,
+            out("r8") _,
+            out("lr") _,
+            out("q0") _,
+            out("q1") _,
+            out("q2") _,
+            out("q4") _,
+            out("q5") _,
+            out("q6") _,
+            out("q7") _,
+            options(nostack),
+        );
     }
-    #[cfg(not(infer_core_mve))]
-    pack_groups_portable(run, offset, patch, groups);
+}
+
+/// Whether `groups` groups fit `run` (four values each) and `patch` (two words, `step`
+/// words apart): [`pack_groups`]' precondition.
+#[cfg(infer_core_mve)]
+fn pack_fits(run: &[i8], patch: &[u32], step: usize, groups: usize) -> bool {
+    groups > 0 && step >= 2 && run.len() / 4 >= groups && patch.len() >= step * (groups - 1) + 2
+}
+
+/// Writes `groups` groups of four values, `run[t] + offset` for the first `4 · groups`
+/// values of `run` (`offset` in `-128..=128`), into `patch` as
+/// [`crate::kernels::dot::pack_patch`] packs them (`(x0, x2), (x1, x3)` per group), the
+/// groups `step` words apart (2: a packed patch; 8: one pixel's share of a quad patch).
+/// Groups past the end of `run` or `patch` are dropped.
+///
+/// On an MVE core this is a loop of assembly: eight values in five instructions (one
+/// widening load, one add, one scatter store into the packed order, the pointer step, the
+/// loop end); elsewhere [`pack_groups_portable`].
+#[inline(always)]
+pub fn pack_groups(run: &[i8], offset: i32, patch: &mut [u32], step: usize, groups: usize) {
+    #[cfg(infer_core_mve)]
+    if pack_fits(run, patch, step, groups) {
+        pack_groups_mve(run, offset, patch, step, groups);
+        return;
+    }
+    pack_groups_portable(run, offset, patch, step, groups);
+}
+
+/// [`pack_groups`]' assembly, for sizes that fit ([`pack_fits`]).
+#[cfg(infer_core_mve)]
+#[inline(never)]
+fn pack_groups_mve(run: &[i8], offset: i32, patch: &mut [u32], step: usize, groups: usize) {
+    // Halfword offsets of two groups: the packed order, the second group 2 · step halfwords on.
+    let s = (2 * step) as u16;
+    let scatter: [u16; 8] = [0, 2, 1, 3, s, s + 2, s + 1, s + 3];
+    // SAFETY: the loop runs over `4 · groups` halfwords (tail-predicated: lanes past the
+    // count neither load nor store). r1 reads the first `4 · groups` bytes of `run` (checked
+    // by the caller, `pack_fits`; byte loads; a low register, as the widening load needs);
+    // `pp` scatters into words `k · step` and `k · step + 1` of `patch` for k < groups,
+    // within it (checked by the caller; halfword stores into a word-aligned buffer, which
+    // nothing else borrows); `offsets` reads the 16 bytes of `scatter`. The stack is not
+    // otherwise touched, and every register written (the pointers, lr, q0 and q3) is
+    // declared.
+    unsafe {
+        asm!(
+            "vldrh.u16 q3, [{offsets}]",
+            "wlstp.16 lr, {n}, 3f",
+            "2:",
+            "vldrb.s16 q0, [r1], #8",
+            "vadd.i16 q0, q0, {offset}",
+            "vstrh.16 q0, [{pp}, q3, uxtw #1]",
+            "add {pp}, {advance}",
+            "letp lr, 2b",
+            "3:",
+            offsets = in(reg) scatter.as_ptr(),
+            n = in(reg) 4 * groups,
+            offset = in(reg) offset,
+            advance = in(reg) 8 * step,
+            pp = inout(reg) patch.as_mut_ptr() => _,
+            inout("r1") run.as_ptr() => _,
+            out("lr") _,
+            out("q0") _,
+            out("q3") _,
+            options(nostack),
+        );
+    }
 }
 
 /// [`pack_groups`] in plain integer arithmetic (the reference the assembly is tested
-/// against, and the code elsewhere).
+/// against, and the code elsewhere): one word load, two `SXTB16` and two `SADD16` per group
+/// on DSP cores.
 #[inline(always)]
-pub fn pack_groups_portable(run: &[i8], offset: i32, patch: &mut [u32], groups: usize) {
-    if run.len() / 4 < groups || patch.len() / 2 < groups {
-        return;
-    }
-    for (x, words) in run
-        .chunks_exact(4)
-        .zip(patch.chunks_exact_mut(2))
-        .take(groups)
-    {
-        let v = |i: usize| i32::from(x[i]) + offset;
-        words[0] = pack(v(0), v(2));
-        words[1] = pack(v(1), v(3));
+pub fn pack_groups_portable(
+    run: &[i8],
+    offset: i32,
+    patch: &mut [u32],
+    step: usize,
+    groups: usize,
+) {
+    let offsets = pack(offset, offset);
+    for (q, words) in run.chunks_exact(4).zip(patch.chunks_mut(step)).take(groups) {
+        if let (Ok(q), [w0, w1, ..]) = (<&[i8; 4]>::try_from(q), words) {
+            let x = word_i8(q);
+            *w0 = sadd16(sxtb16(x), offsets);
+            *w1 = sadd16(sxtb16_ror8(x), offsets);
+        }
     }
 }
 
@@ -302,8 +435,9 @@ mod tests {
         assert_eq!(gathered, (100..108).collect::<Vec<_>>());
     }
 
-    /// Packing whole groups of int8 values with an offset, against `pack_patch`, on random
-    /// lengths, offsets and values; too short a slice writes nothing.
+    /// Packing whole groups of int8 values with an offset, a packed patch's groups and one
+    /// pixel's share of a quad patch, against `pack_patch`, on random lengths, offsets and
+    /// values; nothing else is written.
     #[test]
     fn packed_groups_equal_pack_patch() {
         let mut rng = TestRng(0x9AC4);
@@ -311,19 +445,23 @@ mod tests {
             let len = rng.below(120) as usize;
             let groups = len / 4;
             let x: Vec<i8> = (0..len).map(|_| rng.i8()).collect();
-            let offset = rng.below(256) as i32 - 127;
+            let offset = rng.below(257) as i32 - 128;
             let mut want = std::vec![0u32; 2 * groups];
             pack_patch(&mut want, 4 * groups, |t| i32::from(x[t]) + offset);
             let fill = rng.next_u64() as u32;
-            for f in [pack_groups, pack_groups_portable] {
-                let mut patch = std::vec![fill; 2 * groups + 1];
-                f(&x, offset, &mut patch, groups);
-                assert_eq!(patch[..2 * groups], want[..], "{case}");
-                assert_eq!(patch[2 * groups], fill, "{case}: wrote past the groups");
-                if groups > 0 {
-                    let mut short = std::vec![fill; 2 * groups - 1];
-                    f(&x, offset, &mut short, groups);
-                    assert!(short.iter().all(|&w| w == fill));
+            for step in [2, 8] {
+                for f in [pack_groups, pack_groups_portable] {
+                    let mut patch = std::vec![fill; step * groups + 2];
+                    f(&x, offset, &mut patch, step, groups);
+                    for (k, w) in patch.iter().enumerate() {
+                        let g = k / step;
+                        let expected = if g < groups && k % step < 2 {
+                            want[2 * g + k % step]
+                        } else {
+                            fill
+                        };
+                        assert_eq!(*w, expected, "{case}: step {step}, word {k}");
+                    }
                 }
             }
         }

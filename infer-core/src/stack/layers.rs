@@ -10,8 +10,7 @@ use super::format::{input_offset, Op, Padding, StackFile};
 use super::stages::{
     dense_part, general_words, run_general, run_general_logits, ConvPart, DensePart, Parts,
 };
-use crate::kernels::conv::{conv2d_i8_packed, out_dim, ConvGeometry};
-use crate::kernels::dot::PatchWords;
+use crate::kernels::conv::{out_dim, ConvGeometry};
 use crate::kernels::fused::{
     background_start, Stream3x3, StreamLayers, StreamScratch, NATIVE_PAIRED,
 };
@@ -187,7 +186,7 @@ impl<
 {
     const IN: usize = IH * IW * IC;
     const OUT: usize = Self::OH * Self::OW * F;
-    const PATCH_WORDS: usize = PatchWords::words(K * K * IC);
+    const PATCH_WORDS: usize = general_words(K * K * IC, F, 0, 1);
     const TYPE: &'static str = "conv2d";
 
     fn from_file(file: &StackFile<'a>, index: usize) -> Result<Self, Error> {
@@ -223,15 +222,7 @@ impl<
     }
 
     fn run(&self, input: &[i8], patch: &mut [u32], output: &mut [i8]) {
-        conv2d_i8_packed(
-            &Self::GEOMETRY,
-            input,
-            self.input_offset,
-            self.weights,
-            &self.requant,
-            patch,
-            output,
-        );
+        run_general(&self.parts(), input, patch, output);
     }
 }
 
@@ -342,6 +333,8 @@ pub trait Producer<'a>: Layer<'a> {
     const TAPS: usize;
     /// Values per output position.
     const CHANNELS: usize;
+    /// Its max pool's window side (1 without a pool).
+    const POOL: usize;
     /// The stage it computes, with its parameters.
     fn parts(&self) -> Parts<'a>;
 }
@@ -360,6 +353,7 @@ impl<
 {
     const TAPS: usize = K * K * IC;
     const CHANNELS: usize = F;
+    const POOL: usize = 1;
 
     fn parts(&self) -> Parts<'a> {
         Parts {
@@ -381,6 +375,7 @@ impl<'a, const IH: usize, const IW: usize, const C: usize, const P: usize> Produ
 {
     const TAPS: usize = 0;
     const CHANNELS: usize = C;
+    const POOL: usize = P;
 
     fn parts(&self) -> Parts<'a> {
         Parts {
@@ -403,7 +398,7 @@ pub struct ConvPool<C, P> {
 impl<'a, C: Producer<'a>, P: Producer<'a>> Layer<'a> for ConvPool<C, P> {
     const IN: usize = C::IN;
     const OUT: usize = P::OUT;
-    const PATCH_WORDS: usize = general_words(C::TAPS, C::CHANNELS, 0);
+    const PATCH_WORDS: usize = general_words(C::TAPS, C::CHANNELS, 0, P::POOL);
     const TYPE: &'static str = "conv2d+maxpool2d";
     const OPS: usize = 2;
 
@@ -430,6 +425,7 @@ impl<'a, C: Producer<'a>, P: Producer<'a>> ConvPool<C, P> {
 impl<'a, C: Producer<'a>, P: Producer<'a>> Producer<'a> for ConvPool<C, P> {
     const TAPS: usize = C::TAPS;
     const CHANNELS: usize = C::CHANNELS;
+    const POOL: usize = P::POOL;
 
     fn parts(&self) -> Parts<'a> {
         Parts {
@@ -453,7 +449,7 @@ impl<'a, P: Producer<'a>, const I: usize, const U: usize, const RELU: bool> Laye
 {
     const IN: usize = P::IN;
     const OUT: usize = U;
-    const PATCH_WORDS: usize = general_words(P::TAPS, P::CHANNELS, U);
+    const PATCH_WORDS: usize = general_words(P::TAPS, P::CHANNELS, U, P::POOL);
     const TYPE: &'static str = "stage+dense";
     const OPS: usize = P::OPS + 1;
 
