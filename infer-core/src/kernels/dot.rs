@@ -16,11 +16,20 @@
 use super::dsp::{self, pack, smlad, sxtb16, sxtb16_ror8};
 use super::mve;
 
-/// Whether a conv computes its filters four at a time, each patch load shared by the four
-/// ([`dot_packed4`]), rather than two at a time ([`dot_packed2`]): where `SMLAD` is emulated,
-/// and on MVE cores; not on DSP cores without MVE, where four accumulators, patch words and
-/// weight pointers do not fit the registers.
-pub const FOUR_FILTERS: bool = cfg!(infer_core_mve) || !cfg!(infer_core_dsp);
+/// Whether a conv pixel of `taps` taps computes its filters four at a time, each patch load
+/// shared by the four ([`dot_packed4`]), rather than two at a time ([`dot_packed2`]): where
+/// `SMLAD` is emulated, and on MVE cores from [`MVE_MIN_TAPS`] taps on; not on DSP cores
+/// otherwise, where four accumulators, patch words and weight pointers do not fit the
+/// registers.
+pub const fn four_filters(taps: usize) -> bool {
+    (cfg!(infer_core_mve) && taps >= MVE_MIN_TAPS) || !cfg!(infer_core_dsp)
+}
+
+/// Taps from which a pixel's dot products run in the MVE loops of [`mve`]: below, the call
+/// and the loop set-up cost more than the inline `SMLAD` loops (tutorial-full's one-channel
+/// 3×3 conv, 9 taps, took 2.55 M instructions on the Cortex-M55 through them, against 2.04
+/// M inline).
+pub const MVE_MIN_TAPS: usize = 32;
 
 /// Sizes of a packed patch.
 #[derive(Debug, Clone, Copy)]
@@ -68,8 +77,8 @@ pub fn dot_packed(patch: &[u32], weights: &[u8]) -> i32 {
 }
 
 /// [`dot_packed`] of one patch with two filters at once, sharing the patch loads: on an MVE
-/// core every group of four taps in [`mve::dot2_groups`] (six instructions per 16
-/// multiply-accumulates); on a DSP core eight taps at a time in [`dsp::dot2_octets`] (24
+/// core every group of four taps in [`mve::dot2_groups`] (seven instructions per 16
+/// multiply-accumulates) from [`MVE_MIN_TAPS`] taps on; on a DSP core eight taps at a time in [`dsp::dot2_octets`] (24
 /// instructions per 16 multiply-accumulates), then the rest.
 #[inline(always)]
 pub fn dot_packed2(patch: &[u32], w0: &[u8], w1: &[u8]) -> (i32, i32) {
@@ -77,7 +86,7 @@ pub fn dot_packed2(patch: &[u32], w0: &[u8], w1: &[u8]) -> (i32, i32) {
     let (grouped, tail) = patch.split_at(patch.len().min(groups * 2));
     let (mut acc0, mut acc1) = (0i32, 0i32);
     let (mut rest, mut rest0, mut rest1) = (grouped, w0, w1);
-    if cfg!(infer_core_mve) {
+    if cfg!(infer_core_mve) && 2 * grouped.len() >= MVE_MIN_TAPS {
         [acc0, acc1] = mve::dot2_groups(grouped, w0, w1, grouped.len() / 2, [0, 0]);
         rest = &[];
     } else if cfg!(any(infer_core_dsp, test)) && grouped.len() >= 16 {
@@ -116,7 +125,7 @@ pub fn dot_packed2(patch: &[u32], w0: &[u8], w1: &[u8]) -> (i32, i32) {
 
 /// [`dot_packed`] of one patch with four filters at once, each patch word loaded once for
 /// all four ([`mve::dot4_groups`]: on a DSP core 22 instructions per 16 multiply-accumulates,
-/// against 24 for two [`dot_packed2`]; on an MVE core ten per 32).
+/// against 24 for two [`dot_packed2`]; on an MVE core eleven per 32).
 #[inline(always)]
 pub fn dot_packed4(patch: &[u32], w: [&[u8]; 4]) -> [i32; 4] {
     let [w0, w1, w2, w3] = w;

@@ -20,9 +20,9 @@
 #[cfg(infer_core_mve)]
 use core::arch::asm;
 
-#[cfg(infer_core_mve)]
-use super::dsp::QuadConv;
 use super::dsp::{pack, sadd16, smlad, sxtb16, sxtb16_ror8, word_i8};
+#[cfg(infer_core_mve)]
+use super::dsp::{DenseRows, QuadConv};
 
 /// Halfword offsets that put eight taps of a packed patch (`x0 x2 x1 x3 x4 x6 x5 x7`) back
 /// into their order: lane `i` loads halfword `GATHER[i]`.
@@ -44,9 +44,9 @@ fn weight_word(w: &[u8]) -> u32 {
 /// and int8 weight rows `w` (bytes, any alignment), added to `acc`. Returns `acc` unchanged
 /// if a slice is shorter than that.
 ///
-/// On an MVE core this is a loop of assembly: eight taps of the four filters in ten
-/// instructions (one gather of the patch, one pointer step, then per filter one widening
-/// weight load and one `VMLADAVA.S16`); elsewhere [`dot4_groups_portable`].
+/// On an MVE core this is a loop of assembly: eight taps of the four filters in eleven
+/// instructions (one gather of the patch, one pointer step, per filter one widening weight
+/// load and one `VMLADAVA.S16`, the loop end); elsewhere [`dot4_groups_portable`].
 #[cfg_attr(infer_core_mve, inline(never))]
 #[cfg_attr(not(infer_core_mve), inline(always))]
 pub fn dot4_groups(patch: &[u32], w: [&[u8]; 4], groups: usize, acc: [i32; 4]) -> [i32; 4] {
@@ -140,7 +140,7 @@ pub fn dot4_groups_portable(
 /// and int8 weight rows `w0`, `w1` (bytes, any alignment), added to `acc`. Returns `acc`
 /// unchanged if a slice is shorter than that.
 ///
-/// On an MVE core this is a loop of assembly: eight taps of both filters in six
+/// On an MVE core this is a loop of assembly: eight taps of both filters in seven
 /// instructions; elsewhere [`dot2_groups_portable`].
 #[cfg_attr(infer_core_mve, inline(never))]
 #[cfg_attr(not(infer_core_mve), inline(always))]
@@ -328,6 +328,75 @@ pub fn quad_filters(conv: &QuadConv<'_>, values: &mut [u32]) {
     }
 }
 
+/// [`super::dsp::dense_rows`] on an MVE core: a streamed dense layer's step, each pair of
+/// units' dot products of the position's packed values with their rows added into `acc`
+/// (an odd last unit is left alone). Computes nothing if a size does not fit. Its portable
+/// twin is [`super::dsp::dense_rows_portable`].
+///
+/// One block of assembly: eight values of two units (16 multiply-accumulates) in seven
+/// instructions (one gather of the values in order, the pointer step, per unit one widening
+/// load of its weights and one `VMLADAVA.S16`, the loop end), 16 per pair of units around
+/// them.
+#[cfg(infer_core_mve)]
+#[inline(never)]
+pub fn dense_rows(rows: &DenseRows<'_>, acc: &mut [u32]) {
+    if !rows.fits(acc) {
+        return;
+    }
+    // SAFETY: per pair i, r4 gathers from the first channels / 2 words of `patch` (checked
+    // above; halfword-aligned as gathers need); r1 and r3 read `channels` bytes of rows 2i
+    // and 2i + 1 (the last row ends within `weights`, checked above; byte loads; low
+    // registers, as the widening load needs), then step by r8 to the next pair's rows; r9
+    // reads and writes `acc` two words per pair (acc.len() / 2 pairs, within it); lr counts
+    // channels / 8 ≥ 1 turns. r6 and r7 are not used. Nothing else is read or written, the
+    // stack is not touched, and every register written is declared.
+    unsafe {
+        asm!(
+            "vldrh.u16 q3, [r12]",
+            "3:",
+            "movs r0, #0",
+            "movs r2, #0",
+            "mov r4, r11",
+            "dls lr, r5",
+            "2:",
+            "vldrh.u16 q0, [r4, q3, uxtw #1]",
+            "adds r4, #16",
+            "vldrb.s16 q1, [r1], #8",
+            "vmladava.s16 r0, q0, q1",
+            "vldrb.s16 q2, [r3], #8",
+            "vmladava.s16 r2, q0, q2",
+            "le lr, 2b",
+            "ldr r12, [r9]",
+            "add r12, r0",
+            "str r12, [r9], #4",
+            "ldr r12, [r9]",
+            "add r12, r2",
+            "str r12, [r9], #4",
+            "add r1, r8",
+            "add r3, r8",
+            "subs r10, #1",
+            "bne 3b",
+            inout("r12") GATHER.as_ptr() => _,
+            inout("r1") rows.weights.as_ptr() => _,
+            inout("r3") rows.weights.as_ptr().wrapping_add(rows.stride) => _,
+            inout("r5") rows.channels / 8 => _,
+            inout("r8") 2 * rows.stride - rows.channels => _,
+            inout("r9") acc.as_mut_ptr() => _,
+            inout("r10") acc.len() / 2 => _,
+            inout("r11") rows.patch.as_ptr() => _,
+            out("r0") _,
+            out("r2") _,
+            out("r4") _,
+            out("lr") _,
+            out("q0") _,
+            out("q1") _,
+            out("q2") _,
+            out("q3") _,
+            options(nostack),
+        );
+    }
+}
+
 /// Whether `groups` groups fit `run` (four values each) and `patch` (two words, `step`
 /// words apart): [`pack_groups`]' precondition.
 #[cfg(infer_core_mve)]
@@ -405,6 +474,9 @@ pub fn pack_groups_portable(
     step: usize,
     groups: usize,
 ) {
+    if step < 2 {
+        return;
+    }
     let offsets = pack(offset, offset);
     for (q, words) in run.chunks_exact(4).zip(patch.chunks_mut(step)).take(groups) {
         if let (Ok(q), [w0, w1, ..]) = (<&[i8; 4]>::try_from(q), words) {

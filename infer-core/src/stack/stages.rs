@@ -25,7 +25,7 @@ pub use super::shape::OpShape;
 use crate::kernels::conv::{gather_patch, ConvGeometry, Padding, PatchSlot};
 use crate::kernels::dense::{dense_unit, finish_logits};
 use crate::kernels::dot::{
-    dot_i8_offset, dot_packed, dot_packed2, dot_packed4, pack_patch, PatchWords, FOUR_FILTERS,
+    dot_i8_offset, dot_packed, dot_packed2, dot_packed4, four_filters, pack_patch, PatchWords,
 };
 use crate::kernels::dsp::{dense_rows, quad_filters, DenseRows, QuadConv};
 use crate::kernels::ChannelRequant;
@@ -512,7 +512,7 @@ fn conv_positions(
     let Some(values) = values.get_mut(..n * channels) else {
         return;
     };
-    if out_w == 0 {
+    if out_w == 0 || channels == 0 {
         return;
     }
     values.fill(i32::MIN as u32);
@@ -626,9 +626,9 @@ fn one_pixel(
     );
     let background = patch.iter().fold(0, |a, &w| a | w) == 0;
     let mut weights = cp.weights.chunks_exact(taps);
-    // Filters four at a time sharing each patch load (where `FOUR_FILTERS` says), then
+    // Filters four at a time sharing each patch load (where `four_filters` says), then
     // two, then one.
-    let split = if FOUR_FILTERS {
+    let split = if four_filters(taps) {
         values.len() / 4 * 4
     } else {
         0
