@@ -42,7 +42,9 @@ pub fn multiply_by_quantized_multiplier(x: i32, multiplier: i32, shift: i32) -> 
     )
 }
 
-/// Requantizes an int32 accumulator to int8: scale, add the output zero point, clamp.
+/// Requantizes an int32 accumulator to int8: scale, add the output zero point, clamp. A
+/// positive accumulator with a multiplier ≥ 0 and no left shift (the common case) takes
+/// [`requantize_positive`], the same value by a shorter way.
 #[inline(always)]
 pub fn requantize(
     acc: i32,
@@ -52,10 +54,36 @@ pub fn requantize(
     min: i32,
     max: i32,
 ) -> i8 {
+    if acc > 0 && multiplier >= 0 && shift <= 0 {
+        return requantize_positive(acc, multiplier, shift, output_zero_point, min, max);
+    }
     let scaled = multiply_by_quantized_multiplier(acc, multiplier, shift);
     // `max(min).min(max)`, not `clamp(min, max)`: the same for `min <= max`, and no panic
     // path (`clamp` asserts `min <= max`, which the optimiser cannot always prove).
     scaled.saturating_add(output_zero_point).max(min).min(max) as i8
+}
+
+/// [`requantize`] of an accumulator `acc` > 0 with `multiplier` ≥ 0 and `shift` ≤ 0: the
+/// same value (the product is then non-negative, so the doubling high multiply is
+/// `(acc · multiplier + 2^30) >> 31` and the rounding division adds half and shifts), in
+/// unsigned arithmetic without the saturation and sign cases. Other arguments give
+/// unspecified values, never a panic.
+#[inline(always)]
+pub fn requantize_positive(
+    acc: i32,
+    multiplier: i32,
+    shift: i32,
+    output_zero_point: i32,
+    min: i32,
+    max: i32,
+) -> i8 {
+    let x = ((u64::from(acc as u32) * u64::from(multiplier as u32) + (1 << 30)) >> 31) as u32;
+    let r = (-shift).clamp(0, 31) as u32;
+    let y = (x.wrapping_add((1u32 << r) >> 1)) >> r;
+    (y as i32)
+        .saturating_add(output_zero_point)
+        .max(min)
+        .min(max) as i8
 }
 
 #[cfg(test)]
@@ -127,6 +155,33 @@ mod tests {
                 multiply_by_quantized_multiplier(x, multiplier, shift),
                 reference(x, multiplier, shift),
                 "x={x} m={multiplier} s={shift}"
+            );
+        }
+    }
+
+    #[test]
+    fn requantize_positive_equals_the_general_requantization() {
+        let mut rng = crate::kernels::TestRng(0x9E37_79B9_7F4A_7C15);
+        let mut next = || rng.next_u64();
+        for i in 0..if cfg!(miri) { 2_000 } else { 200_000 } {
+            let r = next();
+            let acc = (((r as u32) >> 1) >> (r >> 59)).max(1) as i32;
+            let multiplier = if i % 5 == 0 {
+                (next() as u32 >> 1) as i32
+            } else {
+                (1 << 30) + ((next() as u32) >> 2) as i32
+            };
+            let shift = -((next() % 33) as i32);
+            let zp = (next() % 256) as i32 - 128;
+            let min = if i % 2 == 0 { -128 } else { zp };
+            let general = multiply_by_quantized_multiplier(acc, multiplier, shift)
+                .saturating_add(zp)
+                .max(min)
+                .min(127) as i8;
+            assert_eq!(
+                requantize_positive(acc, multiplier, shift, zp, min, 127),
+                general,
+                "acc={acc} m={multiplier} s={shift}"
             );
         }
     }

@@ -152,9 +152,10 @@ mod tests {
         let full = Budget::of(&Spec::load("tutorial-full").unwrap()).unwrap();
         assert_eq!(full.weights, 1_199_882 - 32 - 64 - 128 - 10);
         assert_eq!(full.channel_params, (32 + 64 + 128 + 10) * 13);
-        // Stages: conv 1 → A; conv 2 + pool + dense (streamed) → B; dense → the logits.
-        assert_eq!(full.buffers, [26 * 26 * 32, 128]);
-        assert_eq!(full.patch, (3 * 3 * 32 / 2 + 64 + 128) * 4);
+        // Stages: conv 1 → A (a ring of 4 rows, conv 2 running with it); conv 2 + pool +
+        // dense (streamed) → B; dense → the logits.
+        assert_eq!(full.buffers, [4 * 26 * 32, 128]);
+        assert_eq!(full.patch, ((4 * 5 + 4 * 32) + (4 * 144 + 64 + 128)) * 4);
         assert_eq!(full.ram, 784 + full.activations + full.patch + 40);
         assert!(full.flash < board("mps2-an386").unwrap().flash);
         assert!(full.flash > board("microbit").unwrap().flash);

@@ -53,6 +53,12 @@ use std::path::{Path, PathBuf};
 /// `tests/tests/stack_firmware.rs` checks every run stays within the estimate.
 pub const RUN_STACK: usize = 1920;
 
+/// Stack two stages run as one through a ring take besides [`RUN_STACK`]
+/// (`stages::run_chain`'s frame and the first stage's calls nested in it, while the
+/// second's run is live): measured for two-blocks, 236 B more than the sequential
+/// stages on the Cortex-M4F, 448 B on the M0.
+pub const CHAIN_STACK: usize = 512;
+
 /// Stack decoding the model.bin takes (`net::load`: `StackFile::decode`, which
 /// keeps the operations encoded and decodes one at a time, and each layer's
 /// `from_file`), before the buffers exist. Measured for two-blocks:
@@ -341,16 +347,20 @@ pub struct Ram {
     pub kernel_stack: usize,
     /// The int8 input image.
     pub input: usize,
+    /// [`CHAIN_STACK`] if two stages run as one, else 0.
+    pub chain_stack: usize,
 }
 
 impl Ram {
     /// The RAM of `plan`.
     pub fn of(plan: &Plan) -> Self {
+        let chained = plan.stages().iter().any(|s| s.ring_in > 0);
         Self {
             buffers: plan.buffers(),
             patch: 4 * plan.patch_words(),
             kernel_stack: plan.stack_bytes(),
             input: plan.input_len(),
+            chain_stack: if chained { CHAIN_STACK } else { 0 },
         }
     }
 
@@ -363,16 +373,21 @@ impl Ram {
     /// The RAM the firmware needs for the network: the network and [`RUN_STACK`]
     /// while it classifies, or [`LOAD_STACK`] while it loads, whichever is more.
     pub fn total(&self) -> usize {
-        (self.network() + RUN_STACK).max(LOAD_STACK)
+        (self.network() + RUN_STACK + self.chain_stack).max(LOAD_STACK)
     }
 
     /// How [`Ram::total`] adds up, for messages.
     pub fn explain(&self) -> String {
         format!(
             "ping-pong buffers {} + {}, patch {}, fused-kernel scratch {}, input {} and \
-             {RUN_STACK} of stack while it classifies, at least {LOAD_STACK} while the model \
+             {} of stack while it classifies, at least {LOAD_STACK} while the model \
              loads",
-            self.buffers[0], self.buffers[1], self.patch, self.kernel_stack, self.input
+            self.buffers[0],
+            self.buffers[1],
+            self.patch,
+            self.kernel_stack,
+            self.input,
+            RUN_STACK + self.chain_stack
         )
     }
 }
@@ -477,22 +492,18 @@ fn generate(model: &str, spec: Option<&str>, plan: &Plan, ram: &Ram) -> String {
     // `stack::run` and the RAM estimate).
     let stages = plan.stages();
     let last_stage = stages.len().saturating_sub(1);
-    item(format!(
-        "/// Stages: the fused groups of operations the network runs.\npub const STAGES: usize = {};",
-        stages.len()
-    ));
-    let stage_names: Vec<String> = stages
+    let step_names: Vec<String> = plan
+        .step_names()
         .iter()
-        .map(|st| {
-            let names: Vec<String> = (st.first..=st.last())
-                .map(|i| format!("{}_{i}", ops[i].kind.type_name()))
-                .collect();
-            format!("\"{}\"", names.join("+"))
-        })
+        .map(|name| format!("\"{name}\""))
         .collect();
     item(format!(
-        "/// Each stage's name in the `layers:` line: its operations'.\npub const STAGE_NAMES: [&str; STAGES] = [{}];",
-        stage_names.join(", ")
+        "/// Steps: the fused groups of operations the network runs (a stage, or two run as\n/// one through a ring buffer).\npub const STAGES: usize = {};",
+        step_names.len()
+    ));
+    item(format!(
+        "/// Each step's name in the `layers:` line: its operations'.\npub const STAGE_NAMES: [&str; STAGES] = [{}];",
+        step_names.join(", ")
     ));
     for (j, st) in stages.iter().enumerate() {
         let (lifetime, ty) = stage_type(st, ops, &mut used);
@@ -506,6 +517,19 @@ fn generate(model: &str, spec: Option<&str>, plan: &Plan, ram: &Ram) -> String {
     for check in chain_checks("Stage", "stage", stages.len()) {
         item(check);
     }
+    // Stages run as one: the first writes its rows into a ring, the second reads them.
+    let shapes: Vec<OpShape> = ops.iter().map(|op| op.kind).collect();
+    let chained = |j: usize| stages.get(j + 1).is_some_and(|next| next.ring_in > 0);
+    for (j, st) in stages.iter().enumerate().filter(|&(j, _)| chained(j)) {
+        used.chain = true;
+        let next = j + 1;
+        let ring = stages[next].ring_in;
+        item(format!(
+            "/// Stages {j} and {next} run as one, stage {next} reading stage {j}'s map through a ring of\n/// {ring} rows.\npub type Chain{j}<'a> = Chain<Stage{j}{}, Stage{next}{}, {ring}>;",
+            stage_lifetime(st),
+            stage_lifetime(&stages[next])
+        ));
+    }
     item(String::new());
 
     let writers: Vec<usize> = (0..last_stage).collect();
@@ -513,7 +537,14 @@ fn generate(model: &str, spec: Option<&str>, plan: &Plan, ram: &Ram) -> String {
         let terms: Vec<String> = writers
             .iter()
             .filter(|&&j| j % 2 == parity)
-            .map(|j| format!("<Stage{j} as Layer>::OUT"))
+            .map(|&j| {
+                if chained(j) {
+                    let rows = shapes[stages[j].last()].out_hwc().0;
+                    format!("Chain{j}::ring_bytes({rows})")
+                } else {
+                    format!("<Stage{j} as Layer>::OUT")
+                }
+            })
             .collect();
         max_of(&terms, used)
     };
@@ -544,7 +575,14 @@ fn generate(model: &str, spec: Option<&str>, plan: &Plan, ram: &Ram) -> String {
         ));
     }
     let patches: Vec<String> = (0..stages.len())
-        .map(|j| format!("<Stage{j} as Layer>::PATCH_WORDS"))
+        .filter(|&j| !chained(j))
+        .map(|j| {
+            if stages[j].ring_in > 0 {
+                format!("Chain{}::PATCH_WORDS", j - 1)
+            } else {
+                format!("<Stage{j} as Layer>::PATCH_WORDS")
+            }
+        })
         .collect();
     let patch = max_of(&patches, &mut used);
     item(format!(
@@ -610,7 +648,14 @@ impl Default for Scratch {{
     let fields: String = stages
         .iter()
         .enumerate()
-        .map(|(j, st)| format!("    stage{j}: Stage{j}{},\n", stage_lifetime(st)))
+        .filter(|&(j, _)| stages[j].ring_in == 0)
+        .map(|(j, st)| {
+            if chained(j) {
+                format!("    chain{j}: Chain{j}<'a>,\n")
+            } else {
+                format!("    stage{j}: Stage{j}{},\n", stage_lifetime(st))
+            }
+        })
         .collect();
     item(format!(
         "/// The network of {model}, its weights borrowed from the model bytes.
@@ -622,9 +667,15 @@ pub struct Network<'a> {{
     let loads: String = stages
         .iter()
         .enumerate()
+        .filter(|&(j, _)| stages[j].ring_in == 0)
         .map(|(j, st)| {
+            let (field, ty) = if chained(j) {
+                ("chain", "Chain")
+            } else {
+                ("stage", "Stage")
+            };
             format!(
-                "            stage{j}: Stage{j}::from_file(file, {})?,\n",
+                "            {field}{j}: {ty}{j}::from_file(file, {})?,\n",
                 st.first
             )
         })
@@ -635,6 +686,7 @@ pub struct Network<'a> {{
         .chain(["patch".to_string()])
         .collect();
     let mut runs = String::new();
+    let mut step = 0;
     for j in 0..stages.len() {
         let src = match j {
             0 => "input",
@@ -646,15 +698,28 @@ pub struct Network<'a> {{
             _ if j % 2 == 0 => "a",
             _ => "b",
         };
-        if j == last_stage {
+        if chained(j) {
+            // The next stage's run computes this one too, writing its rows into `dst`.
+            continue;
+        }
+        if stages[j].ring_in > 0 {
+            let ring = if (j - 1) % 2 == 0 { "a" } else { "b" };
+            let out = if j == last_stage {
+                "Out::Logits(&mut logits)".to_string()
+            } else {
+                format!("Out::Values(MapRows::whole_mut({dst}))")
+            };
             let _ = writeln!(
                 runs,
-                "        self.stage{j}.run_logits({src}, patch, {dst});"
+                "        self.chain{}.run(input, {ring}, patch, {out});",
+                j - 1
             );
         } else {
-            let _ = writeln!(runs, "        self.stage{j}.run({src}, patch, {dst});");
+            let method = if j == last_stage { "run_logits" } else { "run" };
+            let _ = writeln!(runs, "        self.stage{j}.{method}({src}, patch, {dst});");
         }
-        let _ = writeln!(runs, "        probe({j});");
+        let _ = writeln!(runs, "        probe({step});");
+        step += 1;
     }
     item(format!(
         "impl<'a> Network<'a> {{
@@ -704,6 +769,9 @@ pub struct Network<'a> {{
     ));
 
     let mut layers = vec!["check_op_count"];
+    if used.chain {
+        layers.push("Chain");
+    }
     if used.max {
         layers.push("max");
     }
@@ -734,6 +802,10 @@ pub struct Network<'a> {{
         "use infer_core::stack::layers::{{{}}};",
         layers.join(", ")
     ));
+    if used.chain {
+        line("use infer_core::kernels::MapRows;");
+        line("use infer_core::stack::stages::Out;");
+    }
     line("use infer_core::stack::StackFile;");
     line("use infer_core::Error;");
     line("");
@@ -777,6 +849,7 @@ struct Imports {
     streamed: bool,
     stream3x3: bool,
     stream3x3_map: bool,
+    chain: bool,
 }
 
 /// `<'a>` unless the stage is a max pool alone (which borrows nothing).

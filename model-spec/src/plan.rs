@@ -156,6 +156,24 @@ impl Plan {
         stages::plan(&self.shapes())
     }
 
+    /// The name of each step the firmware runs and profiles (its `layers:` line): a stage,
+    /// or two stages run as one through a ring ([`stages::Stage::ring_in`]); each named
+    /// after its operations, `<type>_<index>` joined by `+`.
+    pub fn step_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for stage in &self.stages() {
+            let name = (stage.first..=stage.last())
+                .map(|i| format!("{}_{i}", self.ops[i].kind.type_name()))
+                .collect::<Vec<_>>()
+                .join("+");
+            match names.last_mut() {
+                Some(last) if stage.ring_in > 0 => *last = format!("{last}+{name}"),
+                _ => names.push(name),
+            }
+        }
+        names
+    }
+
     /// Sizes in bytes of the two ping-pong activation buffers: buffer `j % 2` receives the
     /// output of stage `j`, except the last stage's, which is the wide (i32) logits and goes
     /// to the caller's own array.
@@ -224,12 +242,19 @@ mod tests {
             [0, 1, 2, 5, 7]
         );
         assert_eq!(plan.ops[3].kind.in_len(), 12 * 12 * 64);
-        // Stages: conv; conv + pool + dense 128 (streamed); dense 10.
+        // Stages: conv; conv + pool + dense 128 (streamed); dense 10. The first two run as
+        // one, the second reading the first's 26 × 26 × 32 map through a ring of 4 rows.
         assert_eq!(plan.stages().len(), 3);
-        assert_eq!(plan.buffers(), [26 * 26 * 32, 128]);
+        assert_eq!(plan.step_names().len(), 2);
+        assert_eq!(plan.buffers(), [4 * 26 * 32, 128]);
         assert_eq!(plan.patch_len(), 3 * 3 * 32);
-        // The packed patch of the second conv, its 64 pooled values and 128 accumulators.
-        assert_eq!(plan.patch_words(), 3 * 3 * 32 / 2 + 64 + 128);
+        // Both convs' working memory: the first's quad patch (4 × 5 words for 9 taps) and
+        // four positions' 32 values; the second's quad patch (4 × 144 words), its 64
+        // pooled values and 128 accumulators.
+        assert_eq!(
+            plan.patch_words(),
+            (4 * 5 + 4 * 32) + (4 * (3 * 3 * 32 / 2) + 64 + 128)
+        );
         assert_eq!(plan.stack_bytes(), 0);
         assert_eq!(plan.weights() + plan.channels(), 1_199_882);
         assert_eq!(plan.classes(), 10);

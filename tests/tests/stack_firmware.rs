@@ -231,14 +231,8 @@ impl Case {
         // reads are subtracted, tick rounding not).
         let names: Vec<String> = self
             .plan
-            .stages()
-            .iter()
-            .map(|stage| {
-                (stage.first..=stage.last())
-                    .map(|i| format!("{}_{i}", self.plan.ops[i].kind.type_name()))
-                    .collect::<Vec<_>>()
-                    .join("+")
-            })
+            .step_names()
+            .into_iter()
             .chain(["argmax".to_string()])
             .collect();
         let reported: Vec<&String> = report.layers.iter().map(|(name, _)| name).collect();

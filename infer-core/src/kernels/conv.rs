@@ -8,7 +8,7 @@
 use super::dot::pack_patch;
 use super::dsp::pack;
 use super::mve;
-use super::ChannelRequant;
+use super::{ChannelRequant, MapRows};
 use core::num::NonZeroUsize;
 
 /// Padding of a convolution, as TensorFlow defines it.
@@ -305,13 +305,14 @@ impl<'p> PatchWriter<'p> {
     }
 }
 
-/// Gathers the patch of output pixel `(oy, ox)` into `patch`, as `slot` says (offset
+/// Gathers the patch of output pixel `(oy, ox)` of `input` (whole or a ring of its rows)
+/// into `patch`, as `slot` says (offset
 /// added, packed as [`pack_patch`] packs; padding as 0); `kernel_row` is `k_w · in_c`.
 #[inline(never)]
 pub(crate) fn gather_patch(
     g: &ConvGeometry,
     kernel_row: usize,
-    input: &[i8],
+    input: MapRows<'_, &[i8]>,
     input_offset: i32,
     (oy, ox): (usize, usize),
     patch: &mut [u32],
@@ -332,10 +333,10 @@ pub(crate) fn gather_patch(
             writer.zeros(kernel_row);
             continue;
         };
-        let row_start = iy * g.in_w;
+        let row_start = input.slot(iy) * g.in_w;
         if inside {
             let start = (row_start + x0 - pad_left) * c;
-            match input.get(start..start + kernel_row) {
+            match input.data.get(start..start + kernel_row) {
                 Some(run) => writer.push_run(run, input_offset),
                 None => writer.zeros(kernel_row),
             }
@@ -344,7 +345,7 @@ pub(crate) fn gather_patch(
         for kx in 0..g.k_w {
             let ix = (x0 + kx).checked_sub(pad_left).filter(|&x| x < g.in_w);
             let start = ix.map(|ix| (row_start + ix) * c);
-            match start.and_then(|s| input.get(s..s + c)) {
+            match start.and_then(|s| input.data.get(s..s + c)) {
                 Some(px) => writer.push_run(px, input_offset),
                 None => writer.zeros(c),
             }

@@ -496,7 +496,7 @@ pub struct QuadConv<'a> {
     pub patch: &'a [u32],
     /// The filters' rows.
     pub weights: &'a [u8],
-    /// Taps per patch: a multiple of 16.
+    /// Taps per patch.
     pub taps: usize,
     /// Filters.
     pub filters: usize,
@@ -514,19 +514,18 @@ impl QuadConv<'_> {
             filters,
             stride,
         } = *self;
-        taps >= 16
-            && taps % 16 == 0
+        taps > 0
             && filters > 0
-            && patch.len() >= 2 * taps
+            && patch.len() >= 4 * crate::kernels::dot::PatchWords::words(taps)
             && weights.len() / taps >= filters
             && values.len() > 3 * stride + filters - 1
     }
 }
 
-/// One group of four taps of [`quad_filters`]' inner loop: the filter's four weights
+/// One group of four taps of [`quad_filters`]' inner loops: the filter's four weights
 /// unpacked into r7 (`w0, w2`) and r6 (`w1, w3`), the group's eight quad-patch words into
 /// r2–r5 four at a time (`LDM`), eight `SMLAD`s into the four pixels' accumulators.
-#[cfg(all(infer_core_dsp, not(infer_core_mve)))]
+#[cfg(infer_core_dsp)]
 macro_rules! quad_group {
     () => {
         concat!(
@@ -548,7 +547,7 @@ macro_rules! quad_group {
 }
 
 /// One pixel's max update of [`quad_filters`]: `*r3 = max(*r3, acc)`, then `r3 += r2`.
-#[cfg(all(infer_core_dsp, not(infer_core_mve)))]
+#[cfg(infer_core_dsp)]
 macro_rules! quad_max {
     ($acc:literal) => {
         concat!(
@@ -572,8 +571,10 @@ macro_rules! quad_max {
 ///
 /// On a DSP core this is one block of assembly: sixteen taps of four pixels (64
 /// multiply-accumulates) in 54 instructions — each weight word loaded and unpacked once for
-/// the four pixels, the patch loaded four words per `LDM` — and about 40 per filter around
-/// them; on an MVE core [`super::mve::quad_filters`] (eleven instructions per 32); elsewhere
+/// the four pixels, the patch loaded four words per `LDM` — then the remaining groups of
+/// four taps (15 instructions each) and single taps (8 each), and about 45 per filter
+/// around them; on an MVE core, for whole blocks of sixteen taps,
+/// [`super::mve::quad_filters`] (eleven instructions per 32); elsewhere
 /// [`quad_filters_portable`].
 #[inline(never)]
 pub fn quad_filters(conv: &QuadConv<'_>, values: &mut [u32]) {
@@ -581,35 +582,42 @@ pub fn quad_filters(conv: &QuadConv<'_>, values: &mut [u32]) {
         return;
     }
     #[cfg(infer_core_mve)]
-    super::mve::quad_filters(conv, values);
-    #[cfg(all(infer_core_dsp, not(infer_core_mve)))]
+    if conv.taps % 16 == 0 {
+        super::mve::quad_filters(conv, values);
+        return;
+    }
+    #[cfg(infer_core_dsp)]
     {
         // Registers: accumulators of pixels 0–3 in r0 r1 r8 r9; patch words r2–r5; the
         // unpacked weights r6 r7; the patch pointer r10, the weight pointer r11, the
-        // values pointer r12, the block count lr. On the stack (pushed from r0, r1, r10,
-        // lr): filters left [sp], stride in bytes [sp, #4], the patch [sp, #8], blocks per
-        // filter [sp, #12].
-        // SAFETY: r10 reads 8 · taps bytes of `patch` per filter (2 · taps words, checked
-        // above; word-aligned, which LDM needs), r11 reads taps bytes of `weights` per
-        // filter (filters · taps checked above; LDR of a word may be unaligned on these
-        // cores), r12 reads and writes `values` at p · stride + f for p < 4, f < filters
-        // (checked above), lr counts taps / 16 ≥ 1 blocks down. The twelve registers that
-        // can be operands are all named here (r2–r5 by name also because LDM needs its
-        // registers in ascending order), so no operand is in r6 or r7 (which cannot be
-        // named: LLVM's base and frame pointers); the block saves those two on the stack,
-        // uses them as scratch and restores them, and pops everything it pushed. Nothing
-        // else is read or written, and every register written is declared.
+        // values pointer r12, the loop count lr. On the stack (pushed from r0–r3, r10,
+        // lr): filters left [sp], stride in bytes [sp, #4], groups of four taps after the
+        // blocks of sixteen [sp, #8], single taps after those [sp, #12], the patch
+        // [sp, #16], blocks of sixteen taps [sp, #20].
+        // SAFETY: r10 reads the 4 · PatchWords::words(taps) words of `patch` per filter
+        // (checked above; word-aligned, which LDM needs), r11 reads taps bytes of
+        // `weights` per filter (filters · taps checked above; LDR of a word may be
+        // unaligned on these cores), r12 reads and writes `values` at p · stride + f for
+        // p < 4, f < filters (checked above); each loop count is tested for 0 before its
+        // loop. The twelve registers that can be operands are all named here (r2–r5 by
+        // name also because LDM needs its registers in ascending order), so no operand is
+        // in r6 or r7 (which cannot be named: LLVM's base and frame pointers); the block
+        // saves those two on the stack, uses them as scratch and restores them, and pops
+        // everything it pushes. Nothing else is read or written, and every register
+        // written is declared.
         unsafe {
             asm!(
                 "push {{r6, r7}}",
-                "push {{r0, r1, r10, lr}}",
+                "push {{r0, r1, r2, r3, r10, lr}}",
                 "3:",
                 "movs r0, #0",
                 "movs r1, #0",
                 "mov.w r8, #0",
                 "mov.w r9, #0",
-                "ldr r10, [sp, #8]",
-                "ldr lr, [sp, #12]",
+                "ldr r10, [sp, #16]",
+                "ldr lr, [sp, #20]",
+                "cmp lr, #0",
+                "beq 4f",
                 "2:",
                 quad_group!(),
                 quad_group!(),
@@ -617,6 +625,28 @@ pub fn quad_filters(conv: &QuadConv<'_>, values: &mut [u32]) {
                 quad_group!(),
                 "subs lr, lr, #1",
                 "bne 2b",
+                "4:",
+                "ldr lr, [sp, #8]",
+                "cmp lr, #0",
+                "beq 5f",
+                "6:",
+                quad_group!(),
+                "subs lr, lr, #1",
+                "bne 6b",
+                "5:",
+                "ldr lr, [sp, #12]",
+                "cmp lr, #0",
+                "beq 7f",
+                "8:",
+                "ldrsb r6, [r11], #1",
+                "ldm r10!, {{r2, r3, r4, r5}}",
+                "mla r0, r2, r6, r0",
+                "mla r1, r3, r6, r1",
+                "mla r8, r4, r6, r8",
+                "mla r9, r5, r6, r9",
+                "subs lr, lr, #1",
+                "bne 8b",
+                "7:",
                 "ldr r2, [sp, #4]",
                 "mov r3, r12",
                 quad_max!("r0"),
@@ -628,16 +658,16 @@ pub fn quad_filters(conv: &QuadConv<'_>, values: &mut [u32]) {
                 "subs r2, #1",
                 "str r2, [sp]",
                 "bne 3b",
-                "add sp, #16",
+                "add sp, #24",
                 "pop {{r6, r7}}",
                 inout("r0") conv.filters => _,
                 inout("r1") 4 * conv.stride => _,
+                inout("r2") conv.taps % 16 / 4 => _,
+                inout("r3") conv.taps % 4 => _,
                 inout("r10") conv.patch.as_ptr() => _,
                 inout("lr") conv.taps / 16 => _,
                 inout("r11") conv.weights.as_ptr() => _,
                 inout("r12") values.as_mut_ptr() => _,
-                out("r2") _,
-                out("r3") _,
                 out("r4") _,
                 out("r5") _,
                 out("r8") _,
@@ -662,13 +692,20 @@ pub fn quad_filters_portable(conv: &QuadConv<'_>, values: &mut [u32]) {
         filters,
         stride,
     } = *conv;
+    let (grouped, tail) = patch.split_at(taps / 4 * 8);
     for (f, w) in weights.chunks_exact(taps).take(filters).enumerate() {
         let mut acc = [0i32; 4];
-        for (words, w) in patch.chunks_exact(8).zip(w.chunks_exact(4)) {
+        for (words, w) in grouped.chunks_exact(8).zip(w.chunks_exact(4)) {
             let w = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
             let (even, odd) = (sxtb16(w), sxtb16_ror8(w));
             for (p, acc) in acc.iter_mut().enumerate() {
                 *acc = smlad(odd, words[2 * p + 1], smlad(even, words[2 * p], *acc));
+            }
+        }
+        let tail_weights = w.get(taps / 4 * 4..).unwrap_or_default();
+        for (words, &w) in tail.chunks_exact(4).zip(tail_weights) {
+            for (acc, &x) in acc.iter_mut().zip(words) {
+                *acc = acc.wrapping_add((x as i32).wrapping_mul(i32::from(w as i8)));
             }
         }
         for (p, acc) in acc.into_iter().enumerate() {
@@ -924,26 +961,29 @@ mod tests {
     fn quad_filters_fold_the_sums_of_products() {
         let mut rng = TestRng(0x9A12);
         for case in 0..40 {
-            let taps = 16 * (case % 5) + if case % 7 == 6 { 4 } else { 0 };
+            let taps = 16 * (case % 5) + [0, 4, 9, 3][case % 4];
             let filters = 1 + rng.below(5) as usize;
             let stride = [0, filters, filters + 3][case % 3];
             let x: [std::vec::Vec<i32>; 4] =
                 [0; 4].map(|_| (0..taps).map(|_| rng.below(511) as i32 - 255).collect());
             let w: std::vec::Vec<u8> = (0..taps * filters).map(|_| rng.next_u64() as u8).collect();
             // The quad patch, written out from its definition.
-            let mut patch = std::vec![0u32; 2 * taps];
-            for g in 0..taps / 4 {
-                for (p, x) in x.iter().enumerate() {
+            let mut patch = std::vec![0u32; 4 * crate::kernels::dot::PatchWords::words(taps)];
+            for (p, x) in x.iter().enumerate() {
+                for g in 0..taps / 4 {
                     let t = 4 * g;
                     patch[8 * g + 2 * p] = pack(x[t], x[t + 2]);
                     patch[8 * g + 2 * p + 1] = pack(x[t + 1], x[t + 3]);
+                }
+                for i in 0..taps % 4 {
+                    patch[taps / 4 * 8 + 4 * i + p] = x[taps / 4 * 4 + i] as u32;
                 }
             }
             let start: std::vec::Vec<u32> = (0..3 * stride + filters)
                 .map(|_| (rng.below(2001) as i32 - 1000) as u32)
                 .collect();
             let mut want = start.clone();
-            if taps % 16 == 0 && taps > 0 {
+            if taps > 0 {
                 for f in 0..filters {
                     for (p, x) in x.iter().enumerate() {
                         let sum: i32 = (0..taps)

@@ -59,12 +59,12 @@ impl<'a> ChannelRequant<'a> {
     #[inline(always)]
     pub fn channel(&self, channel: usize) -> Option<(i32, i32, i32)> {
         let at = channel * 4;
-        let bias = self.bias.get(at..at + 4)?;
-        let mult = self.multiplier.get(at..at + 4)?;
+        let bias = self.bias.get(at..at + 4)?.first_chunk()?;
+        let mult = self.multiplier.get(at..at + 4)?.first_chunk()?;
         let shift = *self.shift.get(channel)? as i8;
         Some((
-            i32::from_le_bytes([bias[0], bias[1], bias[2], bias[3]]),
-            i32::from_le_bytes([mult[0], mult[1], mult[2], mult[3]]),
+            dsp::word(bias) as i32,
+            dsp::word(mult) as i32,
             i32::from(shift),
         ))
     }
@@ -80,6 +80,53 @@ impl<'a> ChannelRequant<'a> {
             self.activation_min,
             self.activation_max,
         )
+    }
+}
+
+/// A stage's input or output map: whole, or its last `held` rows in a ring buffer (row `y`
+/// at row `y % held` of `data`).
+#[derive(Debug, Clone, Copy)]
+pub struct MapRows<'m, T> {
+    /// The rows held.
+    pub data: T,
+    /// How many rows `data` holds (`usize::MAX`: the whole map).
+    pub held: usize,
+    /// Lifetime of the data.
+    _map: core::marker::PhantomData<&'m ()>,
+}
+
+impl<'m> MapRows<'m, &'m [i8]> {
+    /// A whole map.
+    pub fn whole(data: &'m [i8]) -> Self {
+        Self::ring(data, usize::MAX)
+    }
+}
+
+impl<'m> MapRows<'m, &'m mut [i8]> {
+    /// A whole map, to write.
+    pub fn whole_mut(data: &'m mut [i8]) -> Self {
+        Self::ring(data, usize::MAX)
+    }
+}
+
+impl<'m, T> MapRows<'m, T> {
+    /// The last `held` rows of a map, in a ring buffer.
+    pub fn ring(data: T, held: usize) -> Self {
+        Self {
+            data,
+            held: held.max(1),
+            _map: core::marker::PhantomData,
+        }
+    }
+
+    /// Where row `y` is held.
+    #[inline(always)]
+    pub fn slot(&self, y: usize) -> usize {
+        if y < self.held {
+            y
+        } else {
+            y % self.held
+        }
     }
 }
 

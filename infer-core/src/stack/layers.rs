@@ -8,15 +8,17 @@
 
 use super::format::{input_offset, Op, Padding, StackFile};
 use super::stages::{
-    dense_part, general_words, run_general, run_general_logits, ConvPart, DensePart, Parts,
+    dense_part, general_words, run_chain, run_general, run_general_logits, run_general_rows,
+    ConvPart, DensePart, Out, Parts,
 };
 use crate::kernels::conv::{out_dim, ConvGeometry};
 use crate::kernels::fused::{
     background_start, Stream3x3, StreamLayers, StreamScratch, NATIVE_PAIRED,
 };
 use crate::kernels::pool::{max_pool, PoolGeometry};
-use crate::kernels::ChannelRequant;
+use crate::kernels::{ChannelRequant, MapRows};
 use crate::Error;
+use core::ops::Range;
 
 /// One operation of a typed stack.
 pub trait Layer<'a>: Sized {
@@ -658,31 +660,150 @@ impl<'a, const IH: usize, const IW: usize, const F: usize, const RELU: bool> Lay
         })
     }
 
-    fn run(&self, input: &[i8], _patch: &mut [u32], output: &mut [i8]) {
+    fn run(&self, input: &[i8], patch: &mut [u32], output: &mut [i8]) {
+        self.run_rows(input, patch, MapRows::whole_mut(output), 0..Self::POOLED.0);
+    }
+}
+
+impl<'a, const IH: usize, const IW: usize, const F: usize, const RELU: bool> RowSource<'a>
+    for ConvPool3x3<'a, IH, IW, F, RELU>
+{
+    fn run_rows(
+        &self,
+        input: &[i8],
+        _patch: &mut [u32],
+        output: MapRows<'_, &mut [i8]>,
+        rows: Range<usize>,
+    ) {
         let mut scratch = StreamScratch::<F, 0>::new();
         if NATIVE_PAIRED && F % 4 == 0 {
             let stream =
                 Stream3x3::<F, 0, true>::new(&self.layers, IH, IW, input, &mut scratch, &[]);
-            pooled_map(stream, output);
+            pooled_rows(stream, output, rows);
         } else {
             let stream =
                 Stream3x3::<F, 0, false>::new(&self.layers, IH, IW, input, &mut scratch, &[]);
-            pooled_map(stream, output);
+            pooled_rows(stream, output, rows);
         }
     }
 }
 
-/// Writes the pooled map of `stream` into `output`, position by position.
+/// Writes rows `rows` of the pooled map of `stream` into `output`'s rows, position by
+/// position.
 #[inline(always)]
-fn pooled_map<const F: usize, const PAIRED: bool>(
+fn pooled_rows<const F: usize, const PAIRED: bool>(
     mut stream: Stream3x3<'_, '_, F, 0, PAIRED>,
-    output: &mut [i8],
+    output: MapRows<'_, &mut [i8]>,
+    rows: Range<usize>,
 ) {
-    let (rows, cols) = stream.pooled_shape();
-    for (pos, out) in output.chunks_exact_mut(F).take(rows * cols).enumerate() {
-        if let Some(out) = out.first_chunk_mut::<F>() {
-            stream.conv_pool_into(pos / cols.max(1), pos % cols.max(1), out);
+    let (pooled_rows, cols) = stream.pooled_shape();
+    for row in rows.start..rows.end.min(pooled_rows) {
+        let start = output.slot(row) * cols * F;
+        let Some(out_row) = output.data.get_mut(start..start + cols * F) else {
+            return;
+        };
+        for (col, out) in out_row.chunks_exact_mut(F).enumerate() {
+            if let Some(out) = out.first_chunk_mut::<F>() {
+                stream.conv_pool_into(row, col, out);
+            }
         }
+    }
+}
+
+/// A stage that can write its output map a range of rows at a time, into the whole map or a
+/// ring buffer of its rows: the first of two stages run as one ([`Chain`]).
+pub trait RowSource<'a>: Layer<'a> {
+    /// Computes output rows `rows` from `input` (`IN` values) into `output`.
+    fn run_rows(
+        &self,
+        input: &[i8],
+        patch: &mut [u32],
+        output: MapRows<'_, &mut [i8]>,
+        rows: Range<usize>,
+    );
+}
+
+impl<'a, T: Producer<'a>> RowSource<'a> for T {
+    fn run_rows(
+        &self,
+        input: &[i8],
+        patch: &mut [u32],
+        output: MapRows<'_, &mut [i8]>,
+        rows: Range<usize>,
+    ) {
+        run_general_rows(&self.parts(), input, patch, output, rows);
+    }
+}
+
+/// A stage computed by [`super::stages::run_general`] from its [`Parts`]: the second of
+/// two stages run as one ([`Chain`]).
+pub trait GeneralStage<'a>: Layer<'a> {
+    /// The stage, with its parameters.
+    fn stage_parts(&self) -> Parts<'a>;
+}
+
+impl<'a, T: Producer<'a>> GeneralStage<'a> for T {
+    fn stage_parts(&self) -> Parts<'a> {
+        self.parts()
+    }
+}
+
+impl<'a, P: Producer<'a>, const I: usize, const U: usize, const RELU: bool> GeneralStage<'a>
+    for Streamed<'a, P, I, U, RELU>
+{
+    fn stage_parts(&self) -> Parts<'a> {
+        Parts {
+            dense: Some(self.dense.part),
+            ..self.producer.parts()
+        }
+    }
+}
+
+/// A network's first two stages run as one (the plan's [`super::stages::Stage::ring_in`]):
+/// the first (`P`) writes its output rows into a ring buffer of `R` rows as the second
+/// (`C`) needs them ([`super::stages::run_chain`]). Its working memory is both stages'
+/// patch buffers; the ring takes the place of the first's output buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Chain<P, C, const R: usize> {
+    first: P,
+    second: C,
+}
+
+impl<'a, P: RowSource<'a>, C: GeneralStage<'a>, const R: usize> Chain<P, C, R> {
+    /// Words of the patch buffer: the first stage's, then the second's.
+    pub const PATCH_WORDS: usize = P::PATCH_WORDS + C::PATCH_WORDS;
+    /// Bytes of the ring buffer: `R` rows of the first stage's output map of `rows` rows.
+    pub const fn ring_bytes(rows: usize) -> usize {
+        R * (P::OUT / rows)
+    }
+
+    /// Checks operation `index` and the next ones against both stages.
+    ///
+    /// # Errors
+    /// As [`Layer::from_file`].
+    pub fn from_file(file: &StackFile<'a>, index: usize) -> Result<Self, Error> {
+        Ok(Self {
+            first: P::from_file(file, index)?,
+            second: C::from_file(file, index + P::OPS)?,
+        })
+    }
+
+    /// Computes the second stage's output (values or the logits) from the first's `input`,
+    /// through `ring`.
+    pub fn run(&self, input: &[i8], ring: &mut [i8], patch: &mut [u32], output: Out<'_>) {
+        let (first_patch, patch) = patch.split_at_mut(P::PATCH_WORDS.min(patch.len()));
+        let mut make = |rows: Range<usize>, ring: &mut [i8]| {
+            self.first
+                .run_rows(input, first_patch, MapRows::ring(ring, R), rows);
+        };
+        run_chain(
+            &mut make,
+            &self.second.stage_parts(),
+            ring,
+            R,
+            patch,
+            output,
+        );
     }
 }
 

@@ -2,12 +2,16 @@
 //! trainer's evaluation), tests, and as the reference the typed networks are checked against.
 
 use super::format::{input_offset, Op, StackFile};
-use super::stages::{plan_file, run_general, run_general_logits, shapes_of, Parts};
+use super::stages::{
+    plan_file, run_chain, run_general, run_general_logits, run_general_rows, shapes_of, Out, Parts,
+};
 use crate::kernels::conv::conv2d_i8;
 use crate::kernels::dense::{dense_i8, dense_i8_logits};
 use crate::kernels::pool::{max_pool, PoolGeometry};
 use crate::kernels::ChannelRequant;
+use crate::kernels::MapRows;
 use crate::Error;
+use core::ops::Range;
 
 /// Which kernels [`run`] uses; both give the same bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,7 +204,12 @@ fn run_stages(
 ) -> Result<(), Error> {
     let stages = plan_file(file);
     let last_stage = stages.len().saturating_sub(1);
+    let shapes = shapes_of(file);
     for (j, stage) in stages.iter().enumerate() {
+        if stage.ring_out > 0 {
+            // The next stage runs it, through a ring.
+            continue;
+        }
         let (src, dst): (&[i8], &mut [i8]) = match (j, j % 2) {
             (0, _) => (input, &mut a[..]),
             (_, 0) => (&b[..], &mut a[..]),
@@ -211,6 +220,29 @@ fn run_stages(
             return Err(Error::Malformed { what: "stage" });
         };
         let parts = Parts::of(file, stage).ok_or(Error::Malformed { what: "stage" })?;
+        if stage.ring_in > 0 {
+            // The plan chains the second stage to the first only: the first reads the input
+            // and writes its rows into `a`, a ring; this one writes `b` or the logits.
+            let producer_stage = stages.first().ok_or(Error::Malformed { what: "stage" })?;
+            let producer =
+                Parts::of(file, producer_stage).ok_or(Error::Malformed { what: "stage" })?;
+            let words = producer_stage.general_words(&shapes).min(patch.len());
+            let (producer_words, words) = patch.split_at_mut(words);
+            let mut make = |rows: Range<usize>, ring: &mut [i8]| {
+                let ring = MapRows::ring(ring, stage.ring_in);
+                run_general_rows(&producer, input, producer_words, ring, rows);
+            };
+            let out = if j == last_stage {
+                Out::Logits(logits)
+            } else {
+                Out::Values(MapRows::whole_mut(b))
+            };
+            run_chain(&mut make, &parts, a, stage.ring_in, words, out);
+            if j == last_stage {
+                break;
+            }
+            continue;
+        }
         let Some(src) = src.get(..first.in_len()) else {
             return Err(Error::BufferTooSmall {
                 available: src.len(),

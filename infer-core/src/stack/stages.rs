@@ -28,7 +28,8 @@ use crate::kernels::dot::{
     dot_i8_offset, dot_packed, dot_packed2, dot_packed4, four_filters, pack_patch, PatchWords,
 };
 use crate::kernels::dsp::{dense_rows, quad_filters, DenseRows, QuadConv};
-use crate::kernels::ChannelRequant;
+use crate::kernels::{ChannelRequant, MapRows};
+use core::ops::Range;
 
 /// How a stage is computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +57,12 @@ pub struct Stage {
     pub dense: bool,
     /// How it is computed.
     pub kernel: Kernel,
+    /// Rows of the ring buffer through which it reads the previous stage's output, the two
+    /// run as one ([`run_chain`]); 0: it reads the whole map.
+    pub ring_in: usize,
+    /// Rows of the ring buffer it writes its output into, for the next stage's
+    /// [`Stage::ring_in`]; 0: it writes the whole map.
+    pub ring_out: usize,
 }
 
 /// The stages of a stack, first to last.
@@ -72,14 +79,32 @@ impl Stage {
         (self.first + self.ops()).saturating_sub(1)
     }
 
-    /// Values the stage writes (its last operation's).
+    /// Values the stage writes (its last operation's; with [`Stage::ring_out`], the rows of
+    /// its ring).
     pub fn out_len(&self, shapes: &[OpShape]) -> usize {
-        shapes.get(self.last()).map_or(0, OpShape::out_len)
+        let Some(last) = shapes.get(self.last()) else {
+            return 0;
+        };
+        if self.ring_out == 0 {
+            return last.out_len();
+        }
+        let (h, w, c) = last.out_hwc();
+        self.ring_out.min(h) * w * c
     }
 
-    /// The producer's shape: `(taps, channels)` of what the stage computes per position
-    /// before its dense layer (taps 0 without a conv).
-    fn producer(&self, shapes: &[OpShape]) -> (usize, usize) {
+    /// The stage before it, whose output it reads through a ring ([`Stage::ring_in`]).
+    fn producer(&self, shapes: &[OpShape]) -> Option<Stage> {
+        if self.ring_in == 0 {
+            return None;
+        }
+        plan(shapes)
+            .into_iter()
+            .find(|s| s.first + s.ops() == self.first)
+    }
+
+    /// `(taps, channels)` of what the stage computes per position before its dense layer
+    /// (taps 0 without a conv).
+    fn taps_channels(&self, shapes: &[OpShape]) -> (usize, usize) {
         let first = shapes.get(self.first);
         let taps = if self.conv {
             first.map_or(0, OpShape::taps)
@@ -97,16 +122,23 @@ impl Stage {
     /// working memory of [`run_general`]; 0 for [`Kernel::Stream3x3`], whose working
     /// memory is on its stack, [`Stage::stack_bytes`]).
     pub fn patch_words(&self, shapes: &[OpShape]) -> usize {
+        let chained = self.producer(shapes).map_or(0, |p| p.patch_words(shapes));
         if self.kernel == Kernel::Stream3x3 {
-            return 0;
+            return chained;
         }
-        self.general_words(shapes)
+        self.own_words(shapes) + chained
     }
 
     /// Words of the `patch` buffer [`run_general`] takes for the stage, whatever its
     /// [`Kernel`] ([`super::run()`] computes every stage with it).
     pub fn general_words(&self, shapes: &[OpShape]) -> usize {
-        let (taps, channels) = self.producer(shapes);
+        let chained = self.producer(shapes).map_or(0, |p| p.general_words(shapes));
+        self.own_words(shapes) + chained
+    }
+
+    /// [`Stage::general_words`] of the stage alone (not the one it runs with).
+    fn own_words(&self, shapes: &[OpShape]) -> usize {
+        let (taps, channels) = self.taps_channels(shapes);
         let units = if self.dense {
             shapes.get(self.last()).map_or(0, OpShape::units)
         } else {
@@ -123,9 +155,10 @@ impl Stage {
     /// [`crate::kernels::fused::StreamScratch`] of [`Kernel::Stream3x3`].
     pub fn stack_bytes(&self, shapes: &[OpShape]) -> usize {
         if self.kernel != Kernel::Stream3x3 {
-            return 0;
+            // A stage run with the one before it keeps that one's scratch while it runs.
+            return self.producer(shapes).map_or(0, |p| p.stack_bytes(shapes));
         }
-        let (_, filters) = self.producer(shapes);
+        let (_, filters) = self.taps_channels(shapes);
         let units = shapes.get(self.last()).map_or(0, OpShape::units);
         stream3x3_bytes(filters, units)
     }
@@ -161,7 +194,7 @@ pub const fn general_words(taps: usize, channels: usize, units: usize, pool: usi
 const QUAD: usize = 4;
 
 /// Whether conv pixels go four at a time through a quad patch ([`quad_filters`], which
-/// needs whole blocks of 16 taps and a monotonic requantization): on DSP cores. Where
+/// needs a monotonic requantization): on DSP cores. Where
 /// `SMLAD` is emulated the one-pixel loop is faster (the Cortex-M3 ran two-blocks in
 /// 2,702,734 instructions with two pixels at a time, 2,211,781 one at a time). The unit
 /// tests take the quads. The buffers are sized for quads on every core.
@@ -212,14 +245,35 @@ pub fn plan(shapes: &[OpShape]) -> Stages {
         } else {
             Kernel::General
         };
-        // At most one stage per operation, and `MAX_OPS` is the capacity.
-        let _ = stages.push(Stage {
+        let mut stage = Stage {
             first,
             conv,
             pool,
             dense,
             kernel,
-        });
+            ring_in: 0,
+            ring_out: 0,
+        };
+        // The second stage, if it starts with a conv or a pool, reads the first's output
+        // through a ring of the rows one of its output rows needs, when the first writes a
+        // map (no dense layer) and the ring is smaller. (The first reads the network's
+        // input, so the second's output buffer is free while both run.)
+        let stages_before = stages.len();
+        if let (Some(before), Some(head)) = (stages.last_mut(), shapes.get(first)) {
+            let pool_size = match shapes.get(first + 1) {
+                Some(&OpShape::MaxPool2d { pool: p, .. }) if conv && pool => p,
+                _ => 1,
+            };
+            let rows = ring_rows(head, pool_size);
+            let general = kernel == Kernel::General;
+            if general && stages_before == 1 && !before.dense && rows > 0 && rows < head.in_hwc().0
+            {
+                before.ring_out = rows;
+                stage.ring_in = rows;
+            }
+        }
+        // At most one stage per operation, and `MAX_OPS` is the capacity.
+        let _ = stages.push(stage);
     }
     stages
 }
@@ -347,7 +401,7 @@ fn monotonic(rq: &ChannelRequant<'_>, channels: usize) -> bool {
 /// memory. Bit for bit the unfused reference kernels' result. Short slices compute less,
 /// never panic.
 pub fn run_general(parts: &Parts<'_>, input: &[i8], words: &mut [u32], output: &mut [i8]) {
-    run_stage(parts, input, words, Out::Values(output));
+    run_stage(parts, input, words, Out::Values(MapRows::whole_mut(output)));
 }
 
 /// [`run_general`] for the network's last stage, whose dense layer gives the logits:
@@ -358,9 +412,9 @@ pub fn run_general_logits(parts: &Parts<'_>, input: &[i8], words: &mut [u32], lo
 }
 
 /// Where a stage's outputs go.
-enum Out<'o> {
-    /// int8 values for the next stage.
-    Values(&'o mut [i8]),
+pub enum Out<'o> {
+    /// int8 values for the next stage: its input map, whole or in a ring buffer.
+    Values(MapRows<'o, &'o mut [i8]>),
     /// The network's wide logits.
     Logits(&'o mut [i32]),
 }
@@ -370,7 +424,7 @@ impl Out<'_> {
     fn finish(self, d: &DensePart<'_>, acc: impl Iterator<Item = i32>) {
         match self {
             Out::Values(output) => {
-                for (u, (out, a)) in output.iter_mut().zip(acc).enumerate() {
+                for (u, (out, a)) in output.data.iter_mut().zip(acc).enumerate() {
                     *out = dense_unit(&d.requant, u, a);
                 }
             }
@@ -390,89 +444,227 @@ impl Out<'_> {
 
 /// [`run_general`] and [`run_general_logits`].
 fn run_stage(parts: &Parts<'_>, input: &[i8], words: &mut [u32], mut output: Out<'_>) {
-    let (h, w, c) = parts.input;
-    let (grid_h, grid_w, channels) = match &parts.conv {
-        Some(cp) => (
-            cp.geometry.out_h(),
-            cp.geometry.out_w(),
-            cp.geometry.filters,
-        ),
-        None => (h, w, c),
-    };
     if parts.conv.is_none() && parts.pool == 0 {
         if let Some(d) = &parts.dense {
             dense_direct(d, input, output);
         }
         return;
     }
-    let p = parts.pool.max(1);
-    let (out_h, out_w) = (grid_h / p, grid_w / p);
-    let taps = parts.conv.as_ref().map_or(0, |cp| cp.geometry.taps());
-    let units = parts.dense.as_ref().map_or(0, |d| d.units);
-    if channels == 0 || out_w == 0 {
-        return;
-    }
-    let values_words = if units > 0 {
-        PatchWords::words(channels)
-    } else {
-        0
-    };
-    let at_once = if QUAD_PIXELS {
-        positions_at_once(taps, p)
-    } else {
-        1
-    };
-    let conv_words = if taps > 0 {
-        QUAD * PatchWords::words(taps)
-    } else {
-        0
-    };
-    let patch_len = conv_words.max(values_words);
-    let Some((patch, work)) = words.split_at_mut_checked(patch_len) else {
+    let Some(mut run) = StageRun::new(parts, words) else {
         return;
     };
-    let Some((values, acc)) = work.split_at_mut_checked(at_once * channels) else {
-        return;
-    };
-    let Some(acc) = acc.get_mut(..units) else {
-        return;
-    };
-    acc.fill(0);
-    let monotonic = parts
-        .conv
-        .as_ref()
-        .is_none_or(|cp| monotonic(&cp.requant, channels));
-    let positions = out_h * out_w;
-    let n_in = positions * channels;
-    let mut pos = 0;
-    while pos < positions {
-        let n = at_once.min(positions - pos);
-        let (py, px) = (pos / out_w, pos % out_w);
-        match &parts.conv {
-            Some(cp) => conv_positions(cp, input, (pos, n, out_w), p, monotonic, patch, values),
-            None => pool_position(input, (w, c), (py, px), p, values),
+    let input = MapRows::whole(input);
+    run.rows(input, 0..run.out_h, &mut output);
+    run.finish(output);
+}
+
+/// A stage being computed, position row by position row: its parts, its working memory
+/// (the patch, the values of the positions computed at once, and the streamed dense
+/// layer's accumulators, kept from one call of [`StageRun::rows`] to the next).
+struct StageRun<'p, 'a, 'w> {
+    parts: &'p Parts<'a>,
+    patch: &'w mut [u32],
+    values: &'w mut [u32],
+    acc: &'w mut [u32],
+    /// The pool window's side (1 without a pool).
+    p: usize,
+    /// Output positions per row, and rows.
+    out_w: usize,
+    out_h: usize,
+    /// Values per position.
+    channels: usize,
+    /// Positions computed at once.
+    at_once: usize,
+    /// The conv's requantization is monotonic (or there is no conv).
+    monotonic: bool,
+}
+
+impl<'p, 'a, 'w> StageRun<'p, 'a, 'w> {
+    /// The run of a stage with a conv or a pool, its working memory taken from `words`
+    /// ([`general_words`] of the stage); `None` if `words` is too short or the stage
+    /// computes nothing.
+    fn new(parts: &'p Parts<'a>, words: &'w mut [u32]) -> Option<Self> {
+        let (h, w, c) = parts.input;
+        let (grid_h, grid_w, channels) = match &parts.conv {
+            Some(cp) => (
+                cp.geometry.out_h(),
+                cp.geometry.out_w(),
+                cp.geometry.filters,
+            ),
+            None => (h, w, c),
+        };
+        let p = parts.pool.max(1);
+        let (out_h, out_w) = (grid_h / p, grid_w / p);
+        let taps = parts.conv.as_ref().map_or(0, |cp| cp.geometry.taps());
+        let units = parts.dense.as_ref().map_or(0, |d| d.units);
+        if channels == 0 || out_w == 0 {
+            return None;
         }
-        for (k, values) in values.chunks_exact(channels).take(n).enumerate() {
-            let start = (pos + k) * channels;
-            match &parts.dense {
-                None => {
-                    let Out::Values(output) = &mut output else {
-                        return;
-                    };
-                    let Some(out) = output.get_mut(start..start + channels) else {
-                        return;
-                    };
-                    for (o, &v) in out.iter_mut().zip(values.iter()) {
-                        *o = v as i32 as i8;
+        let values_words = if units > 0 {
+            PatchWords::words(channels)
+        } else {
+            0
+        };
+        let at_once = if QUAD_PIXELS {
+            positions_at_once(taps, p)
+        } else {
+            1
+        };
+        let conv_words = if taps > 0 {
+            QUAD * PatchWords::words(taps)
+        } else {
+            0
+        };
+        let (patch, work) = words.split_at_mut_checked(conv_words.max(values_words))?;
+        let (values, acc) = work.split_at_mut_checked(at_once * channels)?;
+        let acc = acc.get_mut(..units)?;
+        acc.fill(0);
+        let monotonic = parts
+            .conv
+            .as_ref()
+            .is_none_or(|cp| monotonic(&cp.requant, channels));
+        Some(Self {
+            parts,
+            patch,
+            values,
+            acc,
+            p,
+            out_w,
+            out_h,
+            channels,
+            at_once,
+            monotonic,
+        })
+    }
+
+    /// Computes output rows `rows` from `input`: into `output`'s rows, or into the dense
+    /// accumulators.
+    fn rows(&mut self, input: MapRows<'_, &[i8]>, rows: Range<usize>, output: &mut Out<'_>) {
+        let (_, w, c) = self.parts.input;
+        let (out_w, channels) = (self.out_w, self.channels);
+        let n_in = self.out_h * out_w * channels;
+        for row in rows.start..rows.end.min(self.out_h) {
+            let end = (row + 1) * out_w;
+            let mut pos = row * out_w;
+            while pos < end {
+                let n = self.at_once.min(end - pos);
+                let at = (pos, n, out_w);
+                match &self.parts.conv {
+                    Some(cp) => conv_positions(
+                        cp,
+                        input,
+                        at,
+                        self.p,
+                        self.monotonic,
+                        self.patch,
+                        self.values,
+                    ),
+                    None => pool_position(input, (w, c), (row, pos % out_w), self.p, self.values),
+                }
+                for (k, values) in self.values.chunks_exact(channels).take(n).enumerate() {
+                    let start = (pos + k) * channels;
+                    match (&self.parts.dense, &mut *output) {
+                        (None, Out::Values(out)) => {
+                            let slot = (out.slot(row) * out_w + (pos + k) % out_w) * channels;
+                            let Some(out) = out.data.get_mut(slot..slot + channels) else {
+                                return;
+                            };
+                            for (o, &v) in out.iter_mut().zip(values.iter()) {
+                                *o = v as i32 as i8;
+                            }
+                        }
+                        (Some(d), _) => {
+                            dense_position(d, values, n_in, start, self.patch, self.acc)
+                        }
+                        (None, Out::Logits(_)) => return,
                     }
                 }
-                Some(d) => dense_position(d, values, n_in, start, patch, acc),
+                pos += n;
             }
         }
-        pos += n;
     }
-    if let Some(d) = &parts.dense {
-        output.finish(d, acc.iter().map(|&a| a as i32));
+
+    /// Writes the streamed dense layer's outputs (nothing without one).
+    fn finish(self, output: Out<'_>) {
+        if let Some(d) = &self.parts.dense {
+            output.finish(d, self.acc.iter().map(|&a| a as i32));
+        }
+    }
+}
+
+/// Computes output rows `rows` of a stage without a dense layer (a conv, a pool, or both)
+/// from `input` into `output`, whole or a ring of rows: a producer's share of
+/// [`run_chain`], with `words` ([`general_words`] of the stage) as its working memory.
+pub fn run_general_rows(
+    parts: &Parts<'_>,
+    input: &[i8],
+    words: &mut [u32],
+    output: MapRows<'_, &mut [i8]>,
+    rows: Range<usize>,
+) {
+    if parts.dense.is_some() {
+        return;
+    }
+    if let Some(mut run) = StageRun::new(parts, words) {
+        run.rows(MapRows::whole(input), rows, &mut Out::Values(output));
+    }
+}
+
+/// Runs two stages as one, the second (`consumer`, which starts with a conv or a pool)
+/// reading the first's output through `ring`, a ring buffer of the producer's last
+/// `ring_rows` output rows (at least the rows one consumer output row needs: the plan's
+/// [`Stage::ring_in`]): for each consumer output row in order, `producer(rows, ring)`
+/// first writes the producer rows it needs and does not have yet (row `r` at row
+/// `r % ring_rows` of `ring`, as [`run_general_rows`] writes them), then the consumer
+/// computes the row into `output` (its rows, or its streamed dense layer's accumulators,
+/// finished into values or the logits at the end). `words` is the consumer's working
+/// memory ([`general_words`]). Bit for bit the two stages one after the other.
+pub fn run_chain(
+    producer: &mut dyn FnMut(Range<usize>, &mut [i8]),
+    consumer: &Parts<'_>,
+    ring: &mut [i8],
+    ring_rows: usize,
+    words: &mut [u32],
+    mut output: Out<'_>,
+) {
+    let Some(mut run) = StageRun::new(consumer, words) else {
+        return;
+    };
+    let (in_h, _, _) = consumer.input;
+    let mut made = 0;
+    for row in 0..run.out_h {
+        let need = input_rows_needed(consumer, row).min(in_h);
+        if need > made {
+            producer(made..need, ring);
+            made = need;
+        }
+        run.rows(MapRows::ring(&*ring, ring_rows), row..row + 1, &mut output);
+    }
+    run.finish(output);
+}
+
+/// Input rows `0..n` that output row `row` of a stage starting with a conv or a pool
+/// needs: `n`.
+fn input_rows_needed(parts: &Parts<'_>, row: usize) -> usize {
+    let p = parts.pool.max(1);
+    let last = (row + 1) * p - 1;
+    match &parts.conv {
+        Some(cp) => {
+            let g = &cp.geometry;
+            (last * g.stride + g.k_h).saturating_sub(g.pad_top())
+        }
+        None => last + 1,
+    }
+}
+
+/// Rows of the ring through which a stage starting with `first` (a conv or a pool) and,
+/// with `pooled`, a max pool of window `pool` after a conv reads its input: the rows one
+/// output row needs.
+fn ring_rows(first: &OpShape, pool: usize) -> usize {
+    match first {
+        OpShape::Conv2d { geometry: g, .. } => (pool.max(1) - 1) * g.stride + g.k_h,
+        OpShape::MaxPool2d { pool, .. } => *pool,
+        OpShape::Dense { .. } => 0,
     }
 }
 
@@ -500,7 +692,7 @@ fn dense_direct(d: &DensePart<'_>, input: &[i8], output: Out<'_>) {
 #[inline(never)]
 fn conv_positions(
     cp: &ConvPart<'_>,
-    input: &[i8],
+    input: MapRows<'_, &[i8]>,
     (pos, n, out_w): (usize, usize, usize),
     p: usize,
     monotonic: bool,
@@ -526,7 +718,7 @@ fn conv_positions(
         }
     };
     let count = if n == 1 { p * p } else { n };
-    let quads = QUAD_PIXELS && monotonic && taps % 16 == 0;
+    let quads = QUAD_PIXELS && monotonic;
     let kernel_row = g.k_w * g.in_c;
     let mut i = 0;
     while i < count {
@@ -599,7 +791,7 @@ fn conv_positions(
 #[inline(always)]
 fn one_pixel(
     cp: &ConvPart<'_>,
-    input: &[i8],
+    input: MapRows<'_, &[i8]>,
     at: (usize, usize),
     monotonic: bool,
     patch: &mut [u32],
@@ -694,7 +886,7 @@ fn window(rq: &ChannelRequant<'_>, f: usize, a: i32, monotonic: bool, best: &mut
 /// The max pool of position `(py, px)` of an `_ × w × c` input into `values`.
 #[inline(never)]
 fn pool_position(
-    input: &[i8],
+    input: MapRows<'_, &[i8]>,
     (w, c): (usize, usize),
     (py, px): (usize, usize),
     p: usize,
@@ -703,8 +895,8 @@ fn pool_position(
     values.fill(i32::MIN as u32);
     for dy in 0..p {
         for dx in 0..p {
-            let start = ((py * p + dy) * w + px * p + dx) * c;
-            let Some(px_values) = input.get(start..start + c) else {
+            let start = (input.slot(py * p + dy) * w + px * p + dx) * c;
+            let Some(px_values) = input.data.get(start..start + c) else {
                 return;
             };
             for (v, &x) in values.iter_mut().zip(px_values) {
@@ -834,7 +1026,7 @@ mod tests {
                     k_h: k,
                     k_w: k,
                     // Sometimes 16 filters: the next conv's patch is then whole blocks of
-                    // 16 taps, which go four pixels at a time.
+                    // 16 taps, the quad kernel's block loop.
                     filters: if rng.below(4) == 0 {
                         16
                     } else {
@@ -930,8 +1122,10 @@ mod tests {
         let mut rng = TestRng(0x57A6E5);
         let cases = if cfg!(miri) { 6 } else { 600 };
         let mut seen = BTreeSet::new();
-        // Monotonic conv stages by (whole blocks of 16 taps, pooled): four pixels at a time.
+        // Monotonic conv stages (four pixels at a time) by (whole blocks of 16 taps, pooled).
         let mut quads = BTreeSet::new();
+        // Second stages reading the first through a ring, by (conv, dense).
+        let mut chains = BTreeSet::new();
         for case in 0..cases {
             let wild = case % 3 == 2;
             let (hwc, planned, owned) = random_stack(&mut rng, wild);
@@ -950,6 +1144,9 @@ mod tests {
                     .and_then(|p| p.conv)
                     .map(|c| monotonic(&c.requant, c.geometry.filters));
                 seen.insert((s.conv, s.pool, s.dense, monotonic));
+                if s.ring_in > 0 {
+                    chains.insert((s.conv, s.dense));
+                }
                 if let (Some(true), Some(p)) = (monotonic, Parts::of(&file, s)) {
                     let taps = p.conv.map_or(0, |c| c.geometry.taps());
                     quads.insert((taps % 16 == 0, s.pool));
@@ -993,6 +1190,9 @@ mod tests {
             assert!(seen.contains(&(false, true, true, None)));
             assert!(seen.contains(&(false, false, true, None)));
             assert!(quads.contains(&(true, true)) && quads.contains(&(true, false)));
+            for chain in [(true, true), (true, false), (false, false), (false, true)] {
+                assert!(chains.contains(&chain), "{chain:?}");
+            }
         }
     }
 
@@ -1052,7 +1252,11 @@ mod tests {
             .collect();
         assert_eq!(kinds, [(0, 2, Kernel::Stream3x3), (2, 3, Kernel::General)]);
         assert_eq!(stages[0].stack_bytes(&two), 36 * 16);
-        assert_eq!(stages[0].out_len(&two), 13 * 13 * 16);
+        // The second reads the first's 13 × 13 × 16 map through a ring of the 4 rows one
+        // of its pooled rows needs, and keeps the first's scratch while both run.
+        assert_eq!((stages[0].ring_out, stages[1].ring_in), (4, 4));
+        assert_eq!(stages[0].out_len(&two), 4 * 13 * 16);
+        assert_eq!(stages[1].stack_bytes(&two), 36 * 16);
         // tutorial-full: conv, conv+pool+dense, dense.
         let full = [
             g(28, 1, 32),
@@ -1069,7 +1273,13 @@ mod tests {
                 relu: false,
             },
         ];
-        let kinds: Vec<_> = plan(&full).iter().map(|s| (s.first, s.ops())).collect();
+        let stages = plan(&full);
+        let kinds: Vec<_> = stages.iter().map(|s| (s.first, s.ops())).collect();
         assert_eq!(kinds, [(0, 1), (1, 3), (4, 1)]);
+        // The first conv's 26 × 26 × 32 map through a ring of 4 rows; the third stage reads
+        // a whole buffer.
+        let rings: Vec<_> = stages.iter().map(|s| (s.ring_in, s.ring_out)).collect();
+        assert_eq!(rings, [(0, 4), (4, 0), (0, 0)]);
+        assert_eq!(stages[0].out_len(&full), 4 * 26 * 32);
     }
 }
