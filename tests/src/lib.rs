@@ -106,6 +106,37 @@ pub fn run_firmware(model: &Path, digits: &Path) -> Result<String> {
     Ok(stdout)
 }
 
+/// Runs `cargo run --release --quiet` in `dir`, a firmware crate of its own (its own
+/// workspace, `.cargo/config.toml` with the target and the QEMU runner), as its user would:
+/// the host test's own cargo settings stay out, and `timeout` ends QEMU too if it hangs.
+/// Returns the standard output.
+///
+/// # Errors
+/// If cargo cannot start, or the build or the run fails (non-zero exit), with the output.
+pub fn run_own_crate(dir: &Path) -> Result<String> {
+    let out = Command::new("timeout")
+        .arg("600")
+        .arg(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args(["run", "--release", "--quiet"])
+        .current_dir(dir)
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_MAKEFLAGS")
+        .output()
+        .with_context(|| format!("starting cargo in {}", dir.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure!(
+        out.status.success(),
+        "{} failed ({}):\n{stdout}\n{}",
+        dir.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(stdout)
+}
+
 pub use model_spec::boards::{Board, BOARDS};
 
 /// Builds the firmware for `board` around `model` and `digits` (extra build

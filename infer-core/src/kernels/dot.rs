@@ -26,9 +26,7 @@ pub const fn four_filters(taps: usize) -> bool {
 }
 
 /// Taps from which a pixel's dot products run in the MVE loops of [`mve`]: below, the call
-/// and the loop set-up cost more than the inline `SMLAD` loops (tutorial-full's one-channel
-/// 3×3 conv, 9 taps, took 2.55 M instructions on the Cortex-M55 through them, against 2.04
-/// M inline).
+/// and the loop set-up cost more than the inline `SMLAD` loops.
 pub const MVE_MIN_TAPS: usize = 32;
 
 /// Sizes of a packed patch.
@@ -78,8 +76,8 @@ pub fn dot_packed(patch: &[u32], weights: &[u8]) -> i32 {
 
 /// [`dot_packed`] of one patch with two filters at once, sharing the patch loads: on an MVE
 /// core every group of four taps in [`mve::dot2_groups`] (seven instructions per 16
-/// multiply-accumulates) from [`MVE_MIN_TAPS`] taps on; on a DSP core eight taps at a time in [`dsp::dot2_octets`] (24
-/// instructions per 16 multiply-accumulates), then the rest.
+/// multiply-accumulates) from [`MVE_MIN_TAPS`] taps on; on a DSP core eight taps at a time
+/// in [`dsp::dot2_octets`] (24 instructions per 16 multiply-accumulates); then the rest.
 #[inline(always)]
 pub fn dot_packed2(patch: &[u32], w0: &[u8], w1: &[u8]) -> (i32, i32) {
     let groups = w0.len().min(w1.len()) / 4;
