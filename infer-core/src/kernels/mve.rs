@@ -263,9 +263,9 @@ pub fn quad_filters(conv: &QuadConv<'_>, values: &mut [u32]) {
     if !conv.fits(values) {
         return;
     }
-    // SAFETY: per filter, r3 gathers from the first 4 · taps bytes... of `patch`: the
-    // halfwords 16g + 4p + 0..4 for the taps / 4 groups g and pixels p < 4, i.e. 2 · taps
-    // words (checked above; halfword-aligned as gathers need); r1 reads taps bytes of
+    // SAFETY: per filter, r3 gathers the halfwords 16g + 4p + 0..4 of `patch` for the
+    // taps / 4 groups g and pixels p < 4, i.e. its first 2 · taps words (checked above;
+    // halfword-aligned as gathers need); r1 reads taps bytes of
     // `weights` per filter (filters · taps checked above; byte loads); r12 reads and
     // writes `values` at p · stride + f for p < 4, f < filters (checked above); lr counts
     // taps / 8 ≥ 2 turns. r6 and r7 are not used. Nothing else is read or written, the

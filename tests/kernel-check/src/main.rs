@@ -14,6 +14,7 @@ use core::panic::PanicInfo;
 use cortex_m_rt::entry;
 use cortex_m_semihosting::debug::{self, ExitStatus, EXIT_FAILURE, EXIT_SUCCESS};
 use cortex_m_semihosting::hprintln;
+use infer_core::kernels::dot::PatchWords;
 use infer_core::kernels::{dsp, mve};
 
 /// Random cases per kernel.
@@ -103,11 +104,17 @@ fn main() -> ! {
 
         // Four pixels' quad patch, all filters, into running maxima (stride 0: a pool
         // window; else consecutive positions).
-        let taps = 16 * (1 + rng.below(10));
+        // Whole blocks of sixteen taps (the MVE loop) half the time, any count (the DSP
+        // block) otherwise.
+        let taps = if rng.below(2) == 0 {
+            16 * (1 + rng.below(10))
+        } else {
+            1 + rng.below(160)
+        };
         let filters = 1 + rng.below(12);
         let stride = [0, filters, filters + rng.below(4)][rng.below(3)];
         let conv = dsp::QuadConv {
-            patch: &patch[..2 * taps],
+            patch: &patch[..4 * PatchWords::words(taps)],
             weights: &weights[..filters * taps],
             taps,
             filters,
