@@ -6,9 +6,14 @@
 //! `thumbv6m` (M0), `thumbv7m` (M3) and `thumbv8m.base` do not. With it, the build sets
 //! `cfg(infer_core_dsp)` and `kernels::dsp` uses the instructions; elsewhere it uses
 //! portable Rust with the same results.
+//!
+//! The M-profile Vector Extension (Helium, MVE) comes with the Cortex-M55 and M85 or with
+//! `-C target-feature=+mve` (or `+mve.fp`) on `thumbv8m.main-*`: there the build also sets
+//! `cfg(infer_core_mve)`, and `kernels::mve` uses its vector instructions.
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(infer_core_dsp)");
+    println!("cargo::rustc-check-cfg=cfg(infer_core_mve)");
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-env-changed=CARGO_ENCODED_RUSTFLAGS");
     let target = std::env::var("TARGET").unwrap_or_default();
@@ -24,11 +29,15 @@ fn main() {
     };
     let cpu = flag("target-cpu=");
     let features = flag("target-feature=");
-    let dsp_cpu = matches!(cpu.as_str(), "cortex-m55" | "cortex-m85");
-    let dsp_feature = features.split(',').any(|f| f == "+dsp");
-    if target.starts_with("thumbv7em-")
-        || (target.starts_with("thumbv8m.main-") && (dsp_cpu || dsp_feature))
-    {
+    let helium_cpu = matches!(cpu.as_str(), "cortex-m55" | "cortex-m85");
+    let has = |feature: &str| features.split(',').any(|f| f == feature);
+    let main = target.starts_with("thumbv8m.main-");
+    // The M55 and M85 have both; MVE implies the DSP extension.
+    let mve = main && (helium_cpu || has("+mve") || has("+mve.fp"));
+    if target.starts_with("thumbv7em-") || mve || (main && has("+dsp")) {
         println!("cargo::rustc-cfg=infer_core_dsp");
+    }
+    if mve {
+        println!("cargo::rustc-cfg=infer_core_mve");
     }
 }

@@ -82,24 +82,60 @@ pub use xtask::report::{parse as parse_firmware_output, DigitLine, FirmwareRepor
 /// If the build or QEMU fails (non-zero exit), with the output.
 pub fn run_firmware(model: &Path, digits: &Path) -> Result<String> {
     let dir = workspace_root().join("firmware-example");
-    let out = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+    let out = own_build(Command::new(cargo_program()), &dir)
         .args(["run", "--release", "--quiet"])
-        .current_dir(&dir)
         .env("FIRMWARE_MODEL", model)
         .env("FIRMWARE_DIGITS", digits)
         .env_remove("FIRMWARE_SPEC")
-        // The firmware has its own target and target dir; keep the host build's settings out.
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("CARGO_BUILD_TARGET")
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_MAKEFLAGS")
         .output()
         .context("starting cargo for the firmware")?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     ensure!(
         out.status.success(),
         "firmware run failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(stdout)
+}
+
+/// `command` (cargo, or a wrapper of it) in `dir`, a crate with its own target and target
+/// dir (the firmware, or a crate of its own), with the host build's settings kept out.
+fn own_build(mut command: Command, dir: &Path) -> Command {
+    command
+        .current_dir(dir)
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_MAKEFLAGS");
+    command
+}
+
+/// The cargo that runs the tests.
+fn cargo_program() -> std::ffi::OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
+/// Runs `cargo run --release --quiet` in `dir`, a firmware crate of its own (its own
+/// workspace, `.cargo/config.toml` with the target and the QEMU runner), as its user would:
+/// the host test's own cargo settings stay out, and `timeout` ends QEMU too if it hangs.
+/// Returns the standard output.
+///
+/// # Errors
+/// If cargo cannot start, or the build or the run fails (non-zero exit), with the output.
+pub fn run_own_crate(dir: &Path) -> Result<String> {
+    let mut timeout = Command::new("timeout");
+    timeout.arg("600").arg(cargo_program());
+    let out = own_build(timeout, dir)
+        .args(["run", "--release", "--quiet"])
+        .output()
+        .with_context(|| format!("starting cargo in {}", dir.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure!(
+        out.status.success(),
+        "{} failed ({}):\n{stdout}\n{}",
+        dir.display(),
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );

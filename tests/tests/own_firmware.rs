@@ -4,10 +4,9 @@
 //! `model_spec::codegen::build`), run with `cargo run` under QEMU: for every input it
 //! prints exactly the logits infer-core's reference kernels compute on the host.
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{Context, Result};
 use e2e_tests::stack_model::host_logits;
-use e2e_tests::workspace_root;
-use std::process::Command;
+use e2e_tests::{run_own_crate, workspace_root};
 
 /// Bytes of one digits record: the label, then 28×28 pixels.
 const RECORD: usize = 1 + 28 * 28;
@@ -53,28 +52,8 @@ fn parse(stdout: &str) -> Result<(Vec<Line>, usize)> {
 
 #[test]
 fn a_firmware_of_its_own_runs_the_model_through_the_library_helper() -> Result<()> {
-    let dir = workspace_root().join("tests/own-firmware");
-    // `cargo run --release` in the crate, as its user would; its runner is QEMU. The host
-    // test's own settings stay out; `timeout` (not --foreground) ends QEMU too if it hangs.
-    let out = Command::new("timeout")
-        .arg("600")
-        .arg(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .args(["run", "--release", "--quiet"])
-        .current_dir(&dir)
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("CARGO_BUILD_TARGET")
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_MAKEFLAGS")
-        .output()
-        .context("starting cargo in tests/own-firmware")?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    ensure!(
-        out.status.success(),
-        "tests/own-firmware failed ({}):\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // `cargo run --release` in the crate, as its user would; its runner is QEMU.
+    let stdout = run_own_crate(&workspace_root().join("tests/own-firmware"))?;
     let (lines, done) = parse(&stdout)?;
     assert_eq!(done, COUNT, "{stdout}");
     assert_eq!(lines.len(), COUNT, "{stdout}");

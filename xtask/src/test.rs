@@ -38,7 +38,12 @@ pub fn run(args: &TestArgs) -> Result<()> {
                 .current_dir(&firmware)
                 .args(["fmt", "--", "--check"]),
         )?;
-        for dir in ["tests/no-panic", "tests/own-firmware", "fuzz"] {
+        for dir in [
+            "tests/no-panic",
+            "tests/own-firmware",
+            "tests/kernel-check",
+            "fuzz",
+        ] {
             run_step(
                 &format!("cargo fmt --check ({dir})"),
                 cargo()
@@ -88,6 +93,13 @@ pub fn run(args: &TestArgs) -> Result<()> {
             "cargo clippy (tests/own-firmware) -- -D warnings",
             cargo()
                 .current_dir(workspace_root().join("tests/own-firmware"))
+                .args(["clippy", "--release", "--", "-D", "warnings"]),
+        )?;
+        // The Cortex-M55 kernel check that `tests/tests/kernel_check.rs` runs.
+        run_step(
+            "cargo clippy (tests/kernel-check) -- -D warnings",
+            cargo()
+                .current_dir(workspace_root().join("tests/kernel-check"))
                 .args(["clippy", "--release", "--", "-D", "warnings"]),
         )?;
         run_step(

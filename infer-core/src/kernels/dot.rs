@@ -14,6 +14,20 @@
 //! [`PatchWords::words`] words.
 
 use super::dsp::{self, pack, smlad, sxtb16, sxtb16_ror8};
+use super::mve;
+
+/// Whether a conv pixel of `taps` taps computes its filters four at a time, each patch load
+/// shared by the four ([`dot_packed4`]), rather than two at a time ([`dot_packed2`]): where
+/// `SMLAD` is emulated, and on MVE cores from [`MVE_MIN_TAPS`] taps on; not on DSP cores
+/// otherwise, where four accumulators, patch words and weight pointers do not fit the
+/// registers.
+pub const fn four_filters(taps: usize) -> bool {
+    (cfg!(infer_core_mve) && taps >= MVE_MIN_TAPS) || !cfg!(infer_core_dsp)
+}
+
+/// Taps from which a pixel's dot products run in the MVE loops of [`mve`]: below, the call
+/// and the loop set-up cost more than the inline `SMLAD` loops.
+pub const MVE_MIN_TAPS: usize = 32;
 
 /// Sizes of a packed patch.
 #[derive(Debug, Clone, Copy)]
@@ -60,19 +74,24 @@ pub fn dot_packed(patch: &[u32], weights: &[u8]) -> i32 {
     acc
 }
 
-/// [`dot_packed`] of one patch with two filters at once, sharing the patch loads: eight
-/// taps at a time in [`dsp::dot2_octets`] (on a DSP core 24 instructions per 16
-/// multiply-accumulates), then the rest.
+/// [`dot_packed`] of one patch with two filters at once, sharing the patch loads: on an MVE
+/// core every group of four taps in [`mve::dot2_groups`] (seven instructions per 16
+/// multiply-accumulates) from [`MVE_MIN_TAPS`] taps on; on a DSP core eight taps at a time
+/// in [`dsp::dot2_octets`] (24 instructions per 16 multiply-accumulates); then the rest.
 #[inline(always)]
 pub fn dot_packed2(patch: &[u32], w0: &[u8], w1: &[u8]) -> (i32, i32) {
     let groups = w0.len().min(w1.len()) / 4;
     let (grouped, tail) = patch.split_at(patch.len().min(groups * 2));
     let (mut acc0, mut acc1) = (0i32, 0i32);
     let (mut rest, mut rest0, mut rest1) = (grouped, w0, w1);
-    // The assembly pays a call; it wins from four octets on, on DSP cores (elsewhere the
-    // inline loop below is faster: the Cortex-M3 ran the tutorial-full model 25 % slower
-    // through the out-of-line portable loop). The unit tests take it too, to test the split.
-    if cfg!(any(infer_core_dsp, test)) && grouped.len() >= 16 {
+    if cfg!(infer_core_mve) && 2 * grouped.len() >= MVE_MIN_TAPS {
+        [acc0, acc1] = mve::dot2_groups(grouped, w0, w1, grouped.len() / 2, [0, 0]);
+        rest = &[];
+    } else if cfg!(any(infer_core_dsp, test)) && grouped.len() >= 16 {
+        // The assembly pays a call; it wins from four octets on, on DSP cores (elsewhere
+        // the inline loop below is faster: the Cortex-M3 ran the tutorial-full model 25 %
+        // slower through the out-of-line portable loop). The unit tests take it too, to
+        // test the split.
         let octets = grouped.len() / 4;
         [acc0, acc1] = dsp::dot2_octets(grouped, w0, w1, octets, [0, 0]);
         let done = 8 * octets;
@@ -103,28 +122,14 @@ pub fn dot_packed2(patch: &[u32], w0: &[u8], w1: &[u8]) -> (i32, i32) {
 }
 
 /// [`dot_packed`] of one patch with four filters at once, each patch word loaded once for
-/// all four (on a DSP core: 22 instructions per 16 multiply-accumulates, against 24 for two
-/// [`dot_packed2`]).
+/// all four ([`mve::dot4_groups`]: on a DSP core 22 instructions per 16 multiply-accumulates,
+/// against 24 for two [`dot_packed2`]; on an MVE core eleven per 32).
 #[inline(always)]
 pub fn dot_packed4(patch: &[u32], w: [&[u8]; 4]) -> [i32; 4] {
     let [w0, w1, w2, w3] = w;
     let groups = w0.len().min(w1.len()).min(w2.len()).min(w3.len()) / 4;
     let (grouped, tail) = patch.split_at(patch.len().min(groups * 2));
-    let mut acc = [0i32; 4];
-    let word = |w: &[u8]| u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
-    for ((((words, a), b), c), d) in grouped
-        .chunks_exact(2)
-        .zip(w0.chunks_exact(4))
-        .zip(w1.chunks_exact(4))
-        .zip(w2.chunks_exact(4))
-        .zip(w3.chunks_exact(4))
-    {
-        let (p0, p1) = (words[0], words[1]);
-        for (acc, w) in acc.iter_mut().zip([word(a), word(b), word(c), word(d)]) {
-            *acc = smlad(sxtb16(w), p0, *acc);
-            *acc = smlad(sxtb16_ror8(w), p1, *acc);
-        }
-    }
+    let mut acc = mve::dot4_groups(grouped, w, grouped.len() / 2, [0; 4]);
     for (acc, w) in acc.iter_mut().zip([w0, w1, w2, w3]) {
         let rest = w.get(groups * 4..).unwrap_or(&[]);
         for (&x, &w) in tail.iter().zip(rest) {

@@ -506,7 +506,7 @@ pub struct QuadConv<'a> {
 
 impl QuadConv<'_> {
     /// Whether the sizes fit the slices and `values`: [`quad_filters`]' precondition.
-    fn fits(&self, values: &[u32]) -> bool {
+    pub(crate) fn fits(&self, values: &[u32]) -> bool {
         let Self {
             patch,
             weights,
@@ -573,10 +573,17 @@ macro_rules! quad_max {
 /// multiply-accumulates) in 54 instructions — each weight word loaded and unpacked once for
 /// the four pixels, the patch loaded four words per `LDM` — then the remaining groups of
 /// four taps (15 instructions each) and single taps (8 each), and about 45 per filter
-/// around them; elsewhere [`quad_filters_portable`].
+/// around them; on an MVE core, for whole blocks of sixteen taps,
+/// [`super::mve::quad_filters`] (eleven instructions per 32); elsewhere
+/// [`quad_filters_portable`].
 #[inline(never)]
 pub fn quad_filters(conv: &QuadConv<'_>, values: &mut [u32]) {
     if !conv.fits(values) {
+        return;
+    }
+    #[cfg(infer_core_mve)]
+    if conv.taps % 16 == 0 {
+        super::mve::quad_filters(conv, values);
         return;
     }
     #[cfg(infer_core_dsp)]
@@ -728,7 +735,7 @@ pub struct DenseRows<'a> {
 impl DenseRows<'_> {
     /// Whether the sizes fit the slices and `acc` (whole pairs of units): [`dense_rows`]'
     /// precondition.
-    fn fits(&self, acc: &[u32]) -> bool {
+    pub(crate) fn fits(&self, acc: &[u32]) -> bool {
         let units = acc.len() / 2 * 2;
         self.channels >= 8
             && self.channels % 8 == 0
@@ -742,7 +749,7 @@ impl DenseRows<'_> {
 /// One octet of taps of [`dense_rows`]' inner loop for the unit in `$acc` with row pointer
 /// `$row`: two weight words, each unpacked into r9 (`w0, w2`) and r8 (`w1, w3`), four
 /// `SMLAD`s with the patch words in r2–r5.
-#[cfg(infer_core_dsp)]
+#[cfg(all(infer_core_dsp, not(infer_core_mve)))]
 macro_rules! dense_octet {
     ($acc:literal, $row:literal) => {
         concat!(
@@ -786,13 +793,16 @@ macro_rules! dense_octet {
 ///
 /// On a DSP core this is one block of assembly: eight taps of two units in 24
 /// instructions (each patch word loaded once for both), 17 per pair of units around them;
-/// elsewhere [`dense_rows_portable`].
+/// on an MVE core [`super::mve::dense_rows`] (seven per 16); elsewhere
+/// [`dense_rows_portable`].
 #[inline(never)]
 pub fn dense_rows(rows: &DenseRows<'_>, acc: &mut [u32]) {
     if !rows.fits(acc) {
         return;
     }
-    #[cfg(infer_core_dsp)]
+    #[cfg(infer_core_mve)]
+    super::mve::dense_rows(rows, acc);
+    #[cfg(all(infer_core_dsp, not(infer_core_mve)))]
     {
         // Registers: the two units' sums in r0 r1; patch words r2–r5; the unpacked weights
         // r8 r9; the patch pointer r10, the two row pointers r11 r12, the octet count lr.

@@ -25,10 +25,9 @@ pub use super::shape::OpShape;
 use crate::kernels::conv::{gather_patch, ConvGeometry, Padding, PatchSlot};
 use crate::kernels::dense::{dense_unit, finish_logits};
 use crate::kernels::dot::{
-    dot_i8_offset, dot_packed, dot_packed2, dot_packed4, pack_patch, PatchWords,
+    dot_i8_offset, dot_packed, dot_packed2, dot_packed4, four_filters, pack_patch, PatchWords,
 };
 use crate::kernels::dsp::{dense_rows, quad_filters, DenseRows, QuadConv};
-use crate::kernels::fused::NATIVE_PAIRED;
 use crate::kernels::{ChannelRequant, MapRows};
 use core::ops::Range;
 
@@ -714,7 +713,7 @@ fn conv_positions(
     let Some(values) = values.get_mut(..n * channels) else {
         return;
     };
-    if out_w == 0 {
+    if out_w == 0 || channels == 0 {
         return;
     }
     values.fill(i32::MIN as u32);
@@ -829,13 +828,12 @@ fn one_pixel(
     );
     let background = patch.iter().fold(0, |a, &w| a | w) == 0;
     let mut weights = cp.weights.chunks_exact(taps);
-    // Filters four at a time sharing each patch load (where `SMLAD` is emulated: on DSP
-    // cores the four accumulators, patch words and weight pointers do not fit the
-    // registers), then two, then one.
-    let split = if NATIVE_PAIRED {
-        0
-    } else {
+    // Filters four at a time sharing each patch load (where `four_filters` says), then
+    // two, then one.
+    let split = if four_filters(taps) {
         values.len() / 4 * 4
+    } else {
+        0
     };
     let (quads, rest) = values.split_at_mut(split);
     for (qi, quad) in quads.chunks_exact_mut(4).enumerate() {

@@ -1,0 +1,584 @@
+//! Dot products on the M-profile Vector Extension (Helium, MVE) of the Cortex-M55 and M85:
+//! eight 16-bit multiply-accumulates per `VMLADAVA.S16`.
+//!
+//! Like [`super::dsp`], this module holds inline assembly and so allows `unsafe` code: on an
+//! MVE core (`cfg(infer_core_mve)`, set by `build.rs` for `thumbv8m.main-*` built for a
+//! Cortex-M55/M85 or with `+mve`) each function is one loop of assembly. Everywhere else,
+//! including the host where the tests run, each is its portable twin (`…_portable`, the
+//! reference the assembly must equal bit for bit), which is also the code DSP cores and
+//! plain cores inline.
+//!
+//! Both read a patch packed by [`crate::kernels::dot::pack_patch`] as it is: group `g` of
+//! four taps is the words `(x0, x2), (x1, x3)`, i.e. the halfwords `x0 x2 x1 x3`. The
+//! assembly brings eight taps into natural order with one gather load (`VLDRH.U16` with the
+//! halfword offsets [`GATHER`]) shared by every filter, and widens eight int8 weights of a
+//! filter with one `VLDRB.S16`; its loops are tail-predicated (`WLSTP`/`LETP`), so a last
+//! group of four taps needs no code of its own.
+
+#![allow(unsafe_code)]
+
+#[cfg(infer_core_mve)]
+use core::arch::asm;
+
+use super::dsp::{pack, sadd16, smlad, sxtb16, sxtb16_ror8, word_i8};
+#[cfg(infer_core_mve)]
+use super::dsp::{DenseRows, QuadConv};
+
+/// Halfword offsets that put eight taps of a packed patch (`x0 x2 x1 x3 x4 x6 x5 x7`) back
+/// into their order: lane `i` loads halfword `GATHER[i]`.
+pub const GATHER: [u16; 8] = [0, 2, 1, 3, 4, 6, 5, 7];
+
+/// Whether `groups` groups of four taps fit `patch` (two words each) and every weight row
+/// of `rows` (four bytes each): the precondition of [`dot4_groups`] and [`dot2_groups`].
+fn groups_fit(patch: &[u32], rows: &[&[u8]], groups: usize) -> bool {
+    patch.len() / 2 >= groups && rows.iter().all(|w| w.len() / 4 >= groups)
+}
+
+/// The four weights of group `g` of row `w`, as one little-endian word.
+#[inline(always)]
+fn weight_word(w: &[u8]) -> u32 {
+    u32::from_le_bytes([w[0], w[1], w[2], w[3]])
+}
+
+/// Four filters' dot products over the first `groups` groups of four taps of a packed patch
+/// and int8 weight rows `w` (bytes, any alignment), added to `acc`. Returns `acc` unchanged
+/// if a slice is shorter than that.
+///
+/// On an MVE core this is a loop of assembly: eight taps of the four filters in eleven
+/// instructions (one gather of the patch, one pointer step, per filter one widening weight
+/// load and one `VMLADAVA.S16`, the loop end); elsewhere [`dot4_groups_portable`].
+#[cfg_attr(infer_core_mve, inline(never))]
+#[cfg_attr(not(infer_core_mve), inline(always))]
+pub fn dot4_groups(patch: &[u32], w: [&[u8]; 4], groups: usize, acc: [i32; 4]) -> [i32; 4] {
+    if !groups_fit(patch, &w, groups) {
+        return acc;
+    }
+    #[cfg(infer_core_mve)]
+    {
+        let [mut a0, mut a1, mut a2, mut a3] = acc;
+        // SAFETY: the loop runs over `4 · groups` halfwords (tail-predicated: lanes past the
+        // count neither load nor accumulate). `pp` gathers from the first `8 · groups` bytes
+        // of `patch` (checked above; halfword-aligned, as gathers need), the four weight
+        // pointers read `4 · groups` bytes of their rows (checked above; byte loads). Nothing
+        // is written to memory, the stack is not touched, and every register written (the
+        // pointers, lr and q0–q3) is declared. The widening loads take low registers
+        // (r0–r5) and `VMLADAVA` even ones, hence the explicit registers.
+        unsafe {
+            asm!(
+                "vldrh.u16 q3, [{offsets}]",
+                "wlstp.16 lr, {n}, 3f",
+                "2:",
+                "vldrh.u16 q0, [{pp}, q3, uxtw #1]",
+                "adds {pp}, #16",
+                "vldrb.s16 q1, [r0], #8",
+                "vmladava.s16 r2, q0, q1",
+                "vldrb.s16 q2, [r1], #8",
+                "vmladava.s16 r4, q0, q2",
+                "vldrb.s16 q1, [r3], #8",
+                "vmladava.s16 r8, q0, q1",
+                "vldrb.s16 q2, [r5], #8",
+                "vmladava.s16 r10, q0, q2",
+                "letp lr, 2b",
+                "3:",
+                offsets = in(reg) GATHER.as_ptr(),
+                n = in(reg) 4 * groups,
+                pp = inout(reg) patch.as_ptr() => _,
+                inout("r0") w[0].as_ptr() => _,
+                inout("r1") w[1].as_ptr() => _,
+                inout("r3") w[2].as_ptr() => _,
+                inout("r5") w[3].as_ptr() => _,
+                inout("r2") a0,
+                inout("r4") a1,
+                inout("r8") a2,
+                inout("r10") a3,
+                out("lr") _,
+                out("q0") _,
+                out("q1") _,
+                out("q2") _,
+                out("q3") _,
+                options(nostack, readonly),
+            );
+        }
+        [a0, a1, a2, a3]
+    }
+    #[cfg(not(infer_core_mve))]
+    dot4_groups_portable(patch, w, groups, acc)
+}
+
+/// [`dot4_groups`] in plain integer arithmetic (the reference the assembly is tested
+/// against, and the code elsewhere).
+#[inline(always)]
+pub fn dot4_groups_portable(
+    patch: &[u32],
+    w: [&[u8]; 4],
+    groups: usize,
+    mut acc: [i32; 4],
+) -> [i32; 4] {
+    if !groups_fit(patch, &w, groups) {
+        return acc;
+    }
+    let [w0, w1, w2, w3] = w;
+    for ((((words, a), b), c), d) in patch
+        .chunks_exact(2)
+        .zip(w0.chunks_exact(4))
+        .zip(w1.chunks_exact(4))
+        .zip(w2.chunks_exact(4))
+        .zip(w3.chunks_exact(4))
+        .take(groups)
+    {
+        let (p0, p1) = (words[0], words[1]);
+        let ws = [a, b, c, d].map(weight_word);
+        for (acc, w) in acc.iter_mut().zip(ws) {
+            *acc = smlad(sxtb16(w), p0, *acc);
+            *acc = smlad(sxtb16_ror8(w), p1, *acc);
+        }
+    }
+    acc
+}
+
+/// Two filters' dot products over the first `groups` groups of four taps of a packed patch
+/// and int8 weight rows `w0`, `w1` (bytes, any alignment), added to `acc`. Returns `acc`
+/// unchanged if a slice is shorter than that.
+///
+/// On an MVE core this is a loop of assembly: eight taps of both filters in seven
+/// instructions; elsewhere [`dot2_groups_portable`].
+#[cfg_attr(infer_core_mve, inline(never))]
+#[cfg_attr(not(infer_core_mve), inline(always))]
+pub fn dot2_groups(patch: &[u32], w0: &[u8], w1: &[u8], groups: usize, acc: [i32; 2]) -> [i32; 2] {
+    if !groups_fit(patch, &[w0, w1], groups) {
+        return acc;
+    }
+    #[cfg(infer_core_mve)]
+    {
+        let [mut a0, mut a1] = acc;
+        // SAFETY: as in `dot4_groups`, with two weight rows.
+        unsafe {
+            asm!(
+                "vldrh.u16 q3, [{offsets}]",
+                "wlstp.16 lr, {n}, 3f",
+                "2:",
+                "vldrh.u16 q0, [{pp}, q3, uxtw #1]",
+                "adds {pp}, #16",
+                "vldrb.s16 q1, [r1], #8",
+                "vmladava.s16 r2, q0, q1",
+                "vldrb.s16 q2, [r3], #8",
+                "vmladava.s16 r4, q0, q2",
+                "letp lr, 2b",
+                "3:",
+                offsets = in(reg) GATHER.as_ptr(),
+                n = in(reg) 4 * groups,
+                pp = inout(reg) patch.as_ptr() => _,
+                inout("r1") w0.as_ptr() => _,
+                inout("r3") w1.as_ptr() => _,
+                inout("r2") a0,
+                inout("r4") a1,
+                out("lr") _,
+                out("q0") _,
+                out("q1") _,
+                out("q2") _,
+                out("q3") _,
+                options(nostack, readonly),
+            );
+        }
+        [a0, a1]
+    }
+    #[cfg(not(infer_core_mve))]
+    dot2_groups_portable(patch, w0, w1, groups, acc)
+}
+
+/// [`dot2_groups`] in plain integer arithmetic (the reference the assembly is tested
+/// against, and the code elsewhere).
+#[inline(always)]
+pub fn dot2_groups_portable(
+    patch: &[u32],
+    w0: &[u8],
+    w1: &[u8],
+    groups: usize,
+    acc: [i32; 2],
+) -> [i32; 2] {
+    if !groups_fit(patch, &[w0, w1], groups) {
+        return acc;
+    }
+    let [mut acc0, mut acc1] = acc;
+    for ((words, a), b) in patch
+        .chunks_exact(2)
+        .zip(w0.chunks_exact(4))
+        .zip(w1.chunks_exact(4))
+        .take(groups)
+    {
+        let (p0, p1) = (words[0], words[1]);
+        let (a, b) = (weight_word(a), weight_word(b));
+        acc0 = smlad(sxtb16(a), p0, acc0);
+        acc1 = smlad(sxtb16(b), p0, acc1);
+        acc0 = smlad(sxtb16_ror8(a), p1, acc0);
+        acc1 = smlad(sxtb16_ror8(b), p1, acc1);
+    }
+    [acc0, acc1]
+}
+
+/// Halfword offsets of pixel `p`'s eight taps in two groups of a quad patch (the layout of
+/// [`QuadConv`]: per group of four taps, each pixel's halfwords `x0 x2 x1 x3` in turn), in
+/// their order: lane `i` of pixel `p` loads halfword `QUAD_GATHER[8p + i]`.
+pub const QUAD_GATHER: [u16; 32] = {
+    let mut offsets = [0u16; 32];
+    let mut i = 0;
+    while i < 32 {
+        let (p, lane) = (i / 8, i % 8);
+        offsets[i] = (16 * (lane / 4) + 4 * p + GATHER[lane % 4] as usize) as u16;
+        i += 1;
+    }
+    offsets
+};
+
+/// One pixel's max update of [`quad_filters`]: `*lr = max(*lr, acc)`, then `lr += r9`.
+#[cfg(infer_core_mve)]
+macro_rules! pixel_max {
+    ($acc:literal) => {
+        concat!(
+            "ldr r3, [lr]\n",
+            "cmp ",
+            $acc,
+            ", r3\n",
+            "it gt\n",
+            "movgt r3, ",
+            $acc,
+            "\n",
+            "str r3, [lr]\n",
+            "add lr, r9\n",
+        )
+    };
+}
+/// [`super::dsp::quad_filters`] on an MVE core: four pixels' convolutions folded into
+/// running maxima, `values[p · stride + f] = max(values[p · stride + f], Σ x_p · w_f)`.
+/// Computes nothing if a size does not fit. Its portable twin is
+/// [`super::dsp::quad_filters_portable`].
+///
+/// One block of assembly: per filter, eight taps of the four pixels (32
+/// multiply-accumulates) in eleven instructions (one widening load of the filter's eight
+/// weights, then per pixel one gather of its taps in order and one `VMLADAVA.S16`, the
+/// pointer step and the loop end), then 33 to update the maxima.
+#[cfg(infer_core_mve)]
+#[inline(never)]
+pub fn quad_filters(conv: &QuadConv<'_>, values: &mut [u32]) {
+    if !conv.fits(values) {
+        return;
+    }
+    // SAFETY: per filter, r3 gathers the halfwords 16g + 4p + 0..4 of `patch` for the
+    // taps / 4 groups g and pixels p < 4, i.e. its first 2 · taps words (checked above;
+    // halfword-aligned as gathers need); r1 reads taps bytes of
+    // `weights` per filter (filters · taps checked above; byte loads); r12 reads and
+    // writes `values` at p · stride + f for p < 4, f < filters (checked above); lr counts
+    // taps / 8 ≥ 2 turns. r6 and r7 are not used. Nothing else is read or written, the
+    // stack is not touched, and every register written is declared (explicit registers:
+    // the widening load takes a low one, `VMLADAVA` even ones).
+    unsafe {
+        asm!(
+            "vldrh.u16 q4, [r3]",
+            "vldrh.u16 q5, [r3, #16]",
+            "vldrh.u16 q6, [r3, #32]",
+            "vldrh.u16 q7, [r3, #48]",
+            "3:",
+            "movs r0, #0",
+            "movs r2, #0",
+            "movs r4, #0",
+            "mov.w r8, #0",
+            "mov r3, r11",
+            "dls lr, r5",
+            "2:",
+            "vldrb.s16 q0, [r1], #8",
+            "vldrh.u16 q1, [r3, q4, uxtw #1]",
+            "vmladava.s16 r0, q1, q0",
+            "vldrh.u16 q2, [r3, q5, uxtw #1]",
+            "vmladava.s16 r2, q2, q0",
+            "vldrh.u16 q1, [r3, q6, uxtw #1]",
+            "vmladava.s16 r4, q1, q0",
+            "vldrh.u16 q2, [r3, q7, uxtw #1]",
+            "vmladava.s16 r8, q2, q0",
+            "adds r3, #64",
+            "le lr, 2b",
+            "mov lr, r12",
+            pixel_max!("r0"),
+            pixel_max!("r2"),
+            pixel_max!("r4"),
+            pixel_max!("r8"),
+            "adds r12, #4",
+            "subs r10, #1",
+            "bne 3b",
+            inout("r3") QUAD_GATHER.as_ptr() => _,
+            inout("r1") conv.weights.as_ptr() => _,
+            inout("r5") conv.taps / 8 => _,
+            inout("r9") 4 * conv.stride => _,
+            inout("r10") conv.filters => _,
+            inout("r11") conv.patch.as_ptr() => _,
+            inout("r12") values.as_mut_ptr() => _,
+            out("r0") _,
+            out("r2") _,
+            out("r4") _,
+            out("r8") _,
+            out("lr") _,
+            out("q0") _,
+            out("q1") _,
+            out("q2") _,
+            out("q4") _,
+            out("q5") _,
+            out("q6") _,
+            out("q7") _,
+            options(nostack),
+        );
+    }
+}
+
+/// [`super::dsp::dense_rows`] on an MVE core: a streamed dense layer's step, each pair of
+/// units' dot products of the position's packed values with their rows added into `acc`
+/// (an odd last unit is left alone). Computes nothing if a size does not fit. Its portable
+/// twin is [`super::dsp::dense_rows_portable`].
+///
+/// One block of assembly: eight values of two units (16 multiply-accumulates) in seven
+/// instructions (one gather of the values in order, the pointer step, per unit one widening
+/// load of its weights and one `VMLADAVA.S16`, the loop end), 16 per pair of units around
+/// them.
+#[cfg(infer_core_mve)]
+#[inline(never)]
+pub fn dense_rows(rows: &DenseRows<'_>, acc: &mut [u32]) {
+    if !rows.fits(acc) {
+        return;
+    }
+    // SAFETY: per pair i, r4 gathers from the first channels / 2 words of `patch` (checked
+    // above; halfword-aligned as gathers need); r1 and r3 read `channels` bytes of rows 2i
+    // and 2i + 1 (the last row ends within `weights`, checked above; byte loads; low
+    // registers, as the widening load needs), then step by r8 to the next pair's rows; r9
+    // reads and writes `acc` two words per pair (acc.len() / 2 pairs, within it); lr counts
+    // channels / 8 ≥ 1 turns. r6 and r7 are not used. Nothing else is read or written, the
+    // stack is not touched, and every register written is declared.
+    unsafe {
+        asm!(
+            "vldrh.u16 q3, [r12]",
+            "3:",
+            "movs r0, #0",
+            "movs r2, #0",
+            "mov r4, r11",
+            "dls lr, r5",
+            "2:",
+            "vldrh.u16 q0, [r4, q3, uxtw #1]",
+            "adds r4, #16",
+            "vldrb.s16 q1, [r1], #8",
+            "vmladava.s16 r0, q0, q1",
+            "vldrb.s16 q2, [r3], #8",
+            "vmladava.s16 r2, q0, q2",
+            "le lr, 2b",
+            "ldr r12, [r9]",
+            "add r12, r0",
+            "str r12, [r9], #4",
+            "ldr r12, [r9]",
+            "add r12, r2",
+            "str r12, [r9], #4",
+            "add r1, r8",
+            "add r3, r8",
+            "subs r10, #1",
+            "bne 3b",
+            inout("r12") GATHER.as_ptr() => _,
+            inout("r1") rows.weights.as_ptr() => _,
+            inout("r3") rows.weights.as_ptr().wrapping_add(rows.stride) => _,
+            inout("r5") rows.channels / 8 => _,
+            inout("r8") 2 * rows.stride - rows.channels => _,
+            inout("r9") acc.as_mut_ptr() => _,
+            inout("r10") acc.len() / 2 => _,
+            inout("r11") rows.patch.as_ptr() => _,
+            out("r0") _,
+            out("r2") _,
+            out("r4") _,
+            out("lr") _,
+            out("q0") _,
+            out("q1") _,
+            out("q2") _,
+            out("q3") _,
+            options(nostack),
+        );
+    }
+}
+
+/// Whether `groups` groups fit `run` (four values each) and `patch` (two words, `step`
+/// words apart): [`pack_groups`]' precondition.
+#[cfg(infer_core_mve)]
+fn pack_fits(run: &[i8], patch: &[u32], step: usize, groups: usize) -> bool {
+    groups > 0 && step >= 2 && run.len() / 4 >= groups && patch.len() >= step * (groups - 1) + 2
+}
+
+/// Writes `groups` groups of four values, `run[t] + offset` for the first `4 · groups`
+/// values of `run` (`offset` in `-128..=128`), into `patch` as
+/// [`crate::kernels::dot::pack_patch`] packs them (`(x0, x2), (x1, x3)` per group), the
+/// groups `step` words apart (2: a packed patch; 8: one pixel's share of a quad patch).
+/// Groups past the end of `run` or `patch` are dropped.
+///
+/// On an MVE core this is a loop of assembly: eight values in five instructions (one
+/// widening load, one add, one scatter store into the packed order, the pointer step, the
+/// loop end); elsewhere [`pack_groups_portable`].
+#[inline(always)]
+pub fn pack_groups(run: &[i8], offset: i32, patch: &mut [u32], step: usize, groups: usize) {
+    #[cfg(infer_core_mve)]
+    if pack_fits(run, patch, step, groups) {
+        pack_groups_mve(run, offset, patch, step, groups);
+        return;
+    }
+    pack_groups_portable(run, offset, patch, step, groups);
+}
+
+/// [`pack_groups`]' assembly, for sizes that fit ([`pack_fits`]).
+#[cfg(infer_core_mve)]
+#[inline(never)]
+fn pack_groups_mve(run: &[i8], offset: i32, patch: &mut [u32], step: usize, groups: usize) {
+    // Halfword offsets of two groups: the packed order, the second group 2 · step halfwords on.
+    let s = (2 * step) as u16;
+    let scatter: [u16; 8] = [0, 2, 1, 3, s, s + 2, s + 1, s + 3];
+    // SAFETY: the loop runs over `4 · groups` halfwords (tail-predicated: lanes past the
+    // count neither load nor store). r1 reads the first `4 · groups` bytes of `run` (checked
+    // by the caller, `pack_fits`; byte loads; a low register, as the widening load needs);
+    // `pp` scatters into words `k · step` and `k · step + 1` of `patch` for k < groups,
+    // within it (checked by the caller; halfword stores into a word-aligned buffer, which
+    // nothing else borrows); `offsets` reads the 16 bytes of `scatter`. The stack is not
+    // otherwise touched, and every register written (the pointers, lr, q0 and q3) is
+    // declared.
+    unsafe {
+        asm!(
+            "vldrh.u16 q3, [{offsets}]",
+            "wlstp.16 lr, {n}, 3f",
+            "2:",
+            "vldrb.s16 q0, [r1], #8",
+            "vadd.i16 q0, q0, {offset}",
+            "vstrh.16 q0, [{pp}, q3, uxtw #1]",
+            "add {pp}, {advance}",
+            "letp lr, 2b",
+            "3:",
+            offsets = in(reg) scatter.as_ptr(),
+            n = in(reg) 4 * groups,
+            offset = in(reg) offset,
+            advance = in(reg) 8 * step,
+            pp = inout(reg) patch.as_mut_ptr() => _,
+            inout("r1") run.as_ptr() => _,
+            out("lr") _,
+            out("q0") _,
+            out("q3") _,
+            options(nostack),
+        );
+    }
+}
+
+/// [`pack_groups`] in plain integer arithmetic (the reference the assembly is tested
+/// against, and the code elsewhere): one word load, two `SXTB16` and two `SADD16` per group
+/// on DSP cores.
+#[inline(always)]
+pub fn pack_groups_portable(
+    run: &[i8],
+    offset: i32,
+    patch: &mut [u32],
+    step: usize,
+    groups: usize,
+) {
+    if step < 2 {
+        return;
+    }
+    let offsets = pack(offset, offset);
+    for (q, words) in run.chunks_exact(4).zip(patch.chunks_mut(step)).take(groups) {
+        if let (Ok(q), [w0, w1, ..]) = (<&[i8; 4]>::try_from(q), words) {
+            let x = word_i8(q);
+            *w0 = sadd16(sxtb16(x), offsets);
+            *w1 = sadd16(sxtb16_ror8(x), offsets);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::dot::{pack_patch, PatchWords};
+    use crate::kernels::TestRng;
+    use std::vec::Vec;
+
+    /// The lanes of the assembly's gather: eight taps of a packed patch in their order.
+    #[test]
+    fn gather_offsets_put_packed_taps_in_order() {
+        let mut patch = [0u32; 4];
+        pack_patch(&mut patch, 8, |t| t as i32 + 100);
+        let halves: Vec<i32> = patch
+            .iter()
+            .flat_map(|&w| [super::super::dsp::lo(w), super::super::dsp::hi(w)])
+            .collect();
+        let gathered: Vec<i32> = GATHER.iter().map(|&o| halves[usize::from(o)]).collect();
+        assert_eq!(gathered, (100..108).collect::<Vec<_>>());
+    }
+
+    /// Packing whole groups of int8 values with an offset, a packed patch's groups and one
+    /// pixel's share of a quad patch, against `pack_patch`, on random lengths, offsets and
+    /// values; nothing else is written.
+    #[test]
+    fn packed_groups_equal_pack_patch() {
+        let mut rng = TestRng(0x9AC4);
+        for case in 0..300 {
+            let len = rng.below(120) as usize;
+            let groups = len / 4;
+            let x: Vec<i8> = (0..len).map(|_| rng.i8()).collect();
+            let offset = rng.below(257) as i32 - 128;
+            let mut want = std::vec![0u32; 2 * groups];
+            pack_patch(&mut want, 4 * groups, |t| i32::from(x[t]) + offset);
+            let fill = rng.next_u64() as u32;
+            for step in [2, 8] {
+                for f in [pack_groups, pack_groups_portable] {
+                    let mut patch = std::vec![fill; step * groups + 2];
+                    f(&x, offset, &mut patch, step, groups);
+                    for (k, w) in patch.iter().enumerate() {
+                        let g = k / step;
+                        let expected = if g < groups && k % step < 2 {
+                            want[2 * g + k % step]
+                        } else {
+                            fill
+                        };
+                        assert_eq!(*w, expected, "{case}: step {step}, word {k}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Two and four filters' dot products over whole groups of four taps, against the sum
+    /// of the products written out, on random lengths, values and starting accumulators;
+    /// too short a slice adds nothing.
+    #[test]
+    fn group_dots_are_the_sums_of_products() {
+        let mut rng = TestRng(0x4E1E);
+        for case in 0..400 {
+            let taps = rng.below(160) as usize;
+            let groups = taps / 4;
+            let x: Vec<i32> = (0..taps).map(|_| rng.below(511) as i32 - 255).collect();
+            let w: [Vec<u8>; 4] = [0; 4].map(|_| (0..taps).map(|_| rng.next_u64() as u8).collect());
+            let mut patch = std::vec![0u32; PatchWords::words(taps)];
+            pack_patch(&mut patch, taps, |t| x[t]);
+            let start = [0; 4].map(|_| rng.next_u64() as i32);
+            let want = [0, 1, 2, 3].map(|f| {
+                (0..4 * groups).fold(start[f], |a, t| {
+                    a.wrapping_add(x[t] * i32::from(w[f][t] as i8))
+                })
+            });
+            let rows = [&w[0][..], &w[1][..], &w[2][..], &w[3][..]];
+            assert_eq!(dot4_groups(&patch, rows, groups, start), want, "{case}");
+            assert_eq!(dot4_groups_portable(&patch, rows, groups, start), want);
+            let two = [start[0], start[1]];
+            assert_eq!(
+                dot2_groups(&patch, &w[0], &w[1], groups, two),
+                [want[0], want[1]],
+                "{case}"
+            );
+            assert_eq!(
+                dot2_groups_portable(&patch, &w[0], &w[1], groups, two),
+                [want[0], want[1]]
+            );
+            if groups > 0 {
+                let short = &w[2][..4 * groups - 1];
+                let rows = [&w[0][..], &w[1][..], short, &w[3][..]];
+                assert_eq!(dot4_groups(&patch, rows, groups, start), start);
+                assert_eq!(dot2_groups(&patch, &w[0], short, groups, two), two);
+                let patch = &patch[..2 * groups - 1];
+                assert_eq!(dot2_groups(patch, &w[0], &w[1], groups, two), two);
+            }
+        }
+    }
+}

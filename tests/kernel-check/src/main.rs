@@ -1,0 +1,168 @@
+//! infer-core's assembly kernels against their portable twins, bit for bit, on the
+//! Cortex-M55 under QEMU (the host tests can only run the twins): the Helium (MVE) loops of
+//! `kernels::mve` and the DSP blocks of `kernels::dsp` (which dispatch to the MVE ones on
+//! this core), on random sizes and random values (any bits where the kernel takes any).
+//!
+//! Prints `kernel-check: <n> cases, every result equal to the portable twin's` and exits 0;
+//! on the first difference, prints the kernel and the case and exits 1.
+
+#![no_std]
+#![no_main]
+
+use core::panic::PanicInfo;
+
+use cortex_m_rt::entry;
+use cortex_m_semihosting::debug::{self, ExitStatus, EXIT_FAILURE, EXIT_SUCCESS};
+use cortex_m_semihosting::hprintln;
+use infer_core::kernels::dot::PatchWords;
+use infer_core::kernels::{dsp, mve};
+
+/// Random cases per kernel.
+const CASES: usize = 300;
+
+/// xorshift64: the same cases on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn fill_words(&mut self, words: &mut [u32]) {
+        words.iter_mut().for_each(|w| *w = self.next() as u32);
+    }
+    fn fill_bytes(&mut self, bytes: &mut [u8]) {
+        bytes.iter_mut().for_each(|b| *b = self.next() as u8);
+    }
+}
+
+/// Fails the run if `got` differs from `want`.
+fn check<T: PartialEq + core::fmt::Debug>(kernel: &str, case: usize, got: T, want: T) {
+    if got != want {
+        hprintln!(
+            "kernel-check: {} case {}: {:?} != {:?}",
+            kernel,
+            case,
+            got,
+            want
+        );
+        exit(EXIT_FAILURE);
+    }
+}
+
+#[entry]
+fn main() -> ! {
+    let mut rng = Rng(0x4D56_4531);
+    let mut patch = [0u32; 4 * 2 * 160];
+    let mut weights = [0u8; 12 * 160];
+    let mut checked = 0;
+    for case in 0..CASES {
+        rng.fill_words(&mut patch);
+        rng.fill_bytes(&mut weights);
+        let acc4 = [0; 4].map(|_| rng.next() as i32);
+
+        // One pixel, four and two filters: any number of groups of four taps.
+        let groups = rng.below(41);
+        let rows = [0, 1, 2, 3].map(|f| &weights[f * 160..f * 160 + 4 * groups]);
+        let got = mve::dot4_groups(&patch, rows, groups, acc4);
+        check(
+            "dot4_groups",
+            case,
+            got,
+            mve::dot4_groups_portable(&patch, rows, groups, acc4),
+        );
+        let acc2 = [acc4[0], acc4[1]];
+        let got = mve::dot2_groups(&patch, rows[0], rows[1], groups, acc2);
+        let want = mve::dot2_groups_portable(&patch, rows[0], rows[1], groups, acc2);
+        check("dot2_groups", case, got, want);
+        let octets = 1 + rng.below(20);
+        let (w0, w1) = (&weights[..8 * octets], &weights[160..160 + 8 * octets]);
+        let got = dsp::dot2_octets(&patch, w0, w1, octets, acc2);
+        let want = dsp::dot2_octets_portable(&patch, w0, w1, octets, acc2);
+        check("dot2_octets", case, got, want);
+
+        // Packing groups of int8 values: a packed patch (step 2) and a quad patch's pixel
+        // (step 8), written over random words.
+        let mut run = [0u8; 160];
+        rng.fill_bytes(&mut run);
+        let run = run.map(|b| b as i8);
+        let offset = rng.below(257) as i32 - 128;
+        let groups = rng.below(41);
+        for step in [2, 8] {
+            let mut got = [0u32; 8 * 40 + 2];
+            rng.fill_words(&mut got);
+            let mut want = got;
+            mve::pack_groups(&run, offset, &mut got, step, groups);
+            mve::pack_groups_portable(&run, offset, &mut want, step, groups);
+            check("pack_groups", case, got, want);
+        }
+
+        // Four pixels' quad patch, all filters, into running maxima (stride 0: a pool
+        // window; else consecutive positions).
+        // Whole blocks of sixteen taps (the MVE loop) half the time, any count (the DSP
+        // block) otherwise.
+        let taps = if rng.below(2) == 0 {
+            16 * (1 + rng.below(10))
+        } else {
+            1 + rng.below(160)
+        };
+        let filters = 1 + rng.below(12);
+        let stride = [0, filters, filters + rng.below(4)][rng.below(3)];
+        let conv = dsp::QuadConv {
+            patch: &patch[..4 * PatchWords::words(taps)],
+            weights: &weights[..filters * taps],
+            taps,
+            filters,
+            stride,
+        };
+        let mut got = [0u32; 64];
+        rng.fill_words(&mut got);
+        let mut want = got;
+        dsp::quad_filters(&conv, &mut got);
+        dsp::quad_filters_portable(&conv, &mut want);
+        check("quad_filters", case, got, want);
+
+        // A streamed dense layer's step: pairs of units over whole octets of values.
+        let channels = 8 * (1 + rng.below(12));
+        let units = 2 + rng.below(15);
+        let stride = channels + rng.below(24);
+        let rows = dsp::DenseRows {
+            patch: &patch[..channels / 2],
+            weights: &weights[..(units - 1) * stride + channels],
+            channels,
+            stride,
+        };
+        let mut got = [0u32; 16];
+        rng.fill_words(&mut got);
+        let mut want = got;
+        dsp::dense_rows(&rows, &mut got[..units]);
+        dsp::dense_rows_portable(&rows, &mut want[..units]);
+        check("dense_rows", case, got, want);
+        checked += 1;
+    }
+    hprintln!(
+        "kernel-check: {} cases, every result equal to the portable twin's",
+        checked
+    );
+    exit(EXIT_SUCCESS)
+}
+
+/// Ends the run: QEMU exits with `status`.
+fn exit(status: ExitStatus) -> ! {
+    debug::exit(status);
+    // Only reached without a semihosting host.
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+#[panic_handler]
+fn panic(info: &PanicInfo) -> ! {
+    hprintln!("kernel-check: panic: {}", info);
+    exit(EXIT_FAILURE)
+}
