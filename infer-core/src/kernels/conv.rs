@@ -268,14 +268,14 @@ impl<'p> PatchWriter<'p> {
         if self.filled == 0 {
             let quads = run.chunks_exact(4);
             let tail = quads.remainder();
+            // `max(1)`: no step 0 (a panic), whatever the slot says.
             let (step, count) = (self.step.max(1), quads.len());
             let groups = self.patch.get_mut(self.at..).unwrap_or_default();
             if cfg!(infer_core_mve) {
                 mve::pack_groups(run, offset, groups, step, count);
             } else {
                 let offsets = pack(offset, offset);
-                // `max(1)`: no step 0 (a panic), whatever the slot says.
-                for (q, words) in quads.zip(groups.chunks_mut(step.max(1))) {
+                for (q, words) in quads.zip(groups.chunks_mut(step)) {
                     if let (Ok(q), [w0, w1, ..]) = (<&[i8; 4]>::try_from(q), words) {
                         let x = word_i8(q);
                         *w0 = sadd16(sxtb16(x), offsets);
