@@ -574,7 +574,7 @@ macro_rules! quad_max {
 /// the four pixels, the patch loaded four words per `LDM` — then the remaining groups of
 /// four taps (15 instructions each) and single taps (8 each), and about 45 per filter
 /// around them; on an MVE core, for whole blocks of sixteen taps,
-/// [`super::mve::quad_filters`] (eleven instructions per 32); elsewhere
+/// `mve::quad_filters` (eleven instructions per 32); elsewhere
 /// [`quad_filters_portable`].
 #[inline(never)]
 pub fn quad_filters(conv: &QuadConv<'_>, values: &mut [u32]) {
@@ -793,7 +793,7 @@ macro_rules! dense_octet {
 ///
 /// On a DSP core this is one block of assembly: eight taps of two units in 24
 /// instructions (each patch word loaded once for both), 17 per pair of units around them;
-/// on an MVE core [`super::mve::dense_rows`] (seven per 16); elsewhere
+/// on an MVE core `mve::dense_rows` (seven per 16); elsewhere
 /// [`dense_rows_portable`].
 #[inline(never)]
 pub fn dense_rows(rows: &DenseRows<'_>, acc: &mut [u32]) {

@@ -217,7 +217,7 @@ pub fn dot2_groups_portable(
 }
 
 /// Halfword offsets of pixel `p`'s eight taps in two groups of a quad patch (the layout of
-/// [`QuadConv`]: per group of four taps, each pixel's halfwords `x0 x2 x1 x3` in turn), in
+/// [`super::dsp::QuadConv`]: per group of four taps, each pixel's halfwords `x0 x2 x1 x3` in turn), in
 /// their order: lane `i` of pixel `p` loads halfword `QUAD_GATHER[8p + i]`.
 pub const QUAD_GATHER: [u16; 32] = {
     let mut offsets = [0u16; 32];
