@@ -633,7 +633,7 @@ error: could not compile `x`
             digit 1 label=2 pred=3\n\
             logits 1 0 0 0 5 0 0 0 0 0 0\n\
             layers: prepare=10 conv_relu_pool=20 dense=30\n\
-            memory: infer_stack_bytes=1800 static_ram_bytes=16\n\
+            memory: infer_stack_bytes=1800 static_ram_bytes=16 scratch_bytes=900\n\
             summary: correct=1 total=2 insns_per_inference=60 stack_peak_bytes=4000\n";
         let run = FirmwareRun::parse(text, PathBuf::from("elf")).unwrap();
         assert_eq!(run.calibration, (2_000_000, 1_999_999));
@@ -645,8 +645,12 @@ error: could not compile `x`
         assert_eq!(run.report.layer("dense"), Some(30));
         assert_eq!(run.report.layer("nope"), None);
         assert_eq!(
-            (run.memory.infer_stack_bytes, run.memory.static_ram_bytes),
-            (1800, 16)
+            (
+                run.memory.infer_stack_bytes,
+                run.memory.static_ram_bytes,
+                run.memory.scratch_bytes
+            ),
+            (1800, 16, 900)
         );
         assert_eq!(run.report.summary.insns_per_inference, 60);
         let without_memory = text.replace("memory:", "mem:");
