@@ -43,8 +43,8 @@ pub fn multiply_by_quantized_multiplier(x: i32, multiplier: i32, shift: i32) -> 
 }
 
 /// Requantizes an int32 accumulator to int8: scale, add the output zero point, clamp. A
-/// positive accumulator with a multiplier ≥ 0 and no left shift (the common case) takes
-/// [`requantize_positive`], the same value by a shorter way.
+/// positive accumulator with a multiplier ≥ 0 and no left shift (the common case) is scaled
+/// by [`scale_positive`], the same value by a shorter way.
 #[inline(always)]
 pub fn requantize(
     acc: i32,
@@ -54,36 +54,26 @@ pub fn requantize(
     min: i32,
     max: i32,
 ) -> i8 {
-    if acc > 0 && multiplier >= 0 && shift <= 0 {
-        return requantize_positive(acc, multiplier, shift, output_zero_point, min, max);
-    }
-    let scaled = multiply_by_quantized_multiplier(acc, multiplier, shift);
+    let scaled = if acc > 0 && multiplier >= 0 && shift <= 0 {
+        scale_positive(acc, multiplier, shift)
+    } else {
+        multiply_by_quantized_multiplier(acc, multiplier, shift)
+    };
     // `max(min).min(max)`, not `clamp(min, max)`: the same for `min <= max`, and no panic
     // path (`clamp` asserts `min <= max`, which the optimiser cannot always prove).
     scaled.saturating_add(output_zero_point).max(min).min(max) as i8
 }
 
-/// [`requantize`] of an accumulator `acc` > 0 with `multiplier` ≥ 0 and `shift` ≤ 0: the
-/// same value (the product is then non-negative, so the doubling high multiply is
-/// `(acc · multiplier + 2^30) >> 31` and the rounding division adds half and shifts), in
-/// unsigned arithmetic without the saturation and sign cases. Other arguments give
-/// unspecified values, never a panic.
+/// [`multiply_by_quantized_multiplier`] of an accumulator `acc` > 0 with `multiplier` ≥ 0
+/// and `shift` ≤ 0: the same value (the product is then non-negative, so the doubling high
+/// multiply is `(acc · multiplier + 2^30) >> 31` and the rounding division adds half and
+/// shifts), in unsigned arithmetic without the saturation and sign cases. Other arguments
+/// give unspecified values, never a panic.
 #[inline(always)]
-pub fn requantize_positive(
-    acc: i32,
-    multiplier: i32,
-    shift: i32,
-    output_zero_point: i32,
-    min: i32,
-    max: i32,
-) -> i8 {
+fn scale_positive(acc: i32, multiplier: i32, shift: i32) -> i32 {
     let x = ((u64::from(acc as u32) * u64::from(multiplier as u32) + (1 << 30)) >> 31) as u32;
     let r = (-shift).clamp(0, 31) as u32;
-    let y = (x.wrapping_add((1u32 << r) >> 1)) >> r;
-    (y as i32)
-        .saturating_add(output_zero_point)
-        .max(min)
-        .min(max) as i8
+    ((x.wrapping_add((1u32 << r) >> 1)) >> r) as i32
 }
 
 #[cfg(test)]
@@ -160,7 +150,7 @@ mod tests {
     }
 
     #[test]
-    fn requantize_positive_equals_the_general_requantization() {
+    fn the_positive_scaling_equals_the_general_requantization() {
         let mut rng = crate::kernels::TestRng(0x9E37_79B9_7F4A_7C15);
         let mut next = || rng.next_u64();
         for i in 0..if cfg!(miri) { 2_000 } else { 200_000 } {
@@ -179,8 +169,13 @@ mod tests {
                 .max(min)
                 .min(127) as i8;
             assert_eq!(
-                requantize_positive(acc, multiplier, shift, zp, min, 127),
+                requantize(acc, multiplier, shift, zp, min, 127),
                 general,
+                "acc={acc} m={multiplier} s={shift}"
+            );
+            assert_eq!(
+                scale_positive(acc, multiplier, shift),
+                multiply_by_quantized_multiplier(acc, multiplier, shift),
                 "acc={acc} m={multiplier} s={shift}"
             );
         }
