@@ -44,7 +44,7 @@ pub fn multiply_by_quantized_multiplier(x: i32, multiplier: i32, shift: i32) -> 
 
 /// Requantizes an int32 accumulator to int8: scale, add the output zero point, clamp. A
 /// positive accumulator with a multiplier ≥ 0 and no left shift (the common case) is scaled
-/// by [`scale_positive`], the same value by a shorter way.
+/// by `scale_positive`, the same value by a shorter way.
 #[inline(always)]
 pub fn requantize(
     acc: i32,
