@@ -70,7 +70,7 @@ pub fn requantize(
 /// shifts), in unsigned arithmetic without the saturation and sign cases. Other arguments
 /// give unspecified values, never a panic.
 #[inline(always)]
-fn scale_positive(acc: i32, multiplier: i32, shift: i32) -> i32 {
+pub(crate) fn scale_positive(acc: i32, multiplier: i32, shift: i32) -> i32 {
     let x = ((u64::from(acc as u32) * u64::from(multiplier as u32) + (1 << 30)) >> 31) as u32;
     let r = (-shift).clamp(0, 31) as u32;
     ((x.wrapping_add((1u32 << r) >> 1)) >> r) as i32

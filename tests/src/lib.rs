@@ -118,17 +118,18 @@ fn cargo_program() -> std::ffi::OsString {
 }
 
 /// Runs `cargo run --release --quiet` in `dir`, a firmware crate of its own (its own
-/// workspace, `.cargo/config.toml` with the target and the QEMU runner), as its user would:
-/// the host test's own cargo settings stay out, and `timeout` ends QEMU too if it hangs.
-/// Returns the standard output.
+/// workspace, `.cargo/config.toml` with the target and the QEMU runner), as its user would
+/// (for `target` if given, else the crate's default target): the host test's own cargo
+/// settings stay out, and `timeout` ends QEMU too if it hangs. Returns the standard output.
 ///
 /// # Errors
 /// If cargo cannot start, or the build or the run fails (non-zero exit), with the output.
-pub fn run_own_crate(dir: &Path) -> Result<String> {
+pub fn run_own_crate(dir: &Path, target: Option<&str>) -> Result<String> {
     let mut timeout = Command::new("timeout");
     timeout.arg("600").arg(cargo_program());
     let out = own_build(timeout, dir)
         .args(["run", "--release", "--quiet"])
+        .args(target.map(|t| ["--target", t]).into_iter().flatten())
         .output()
         .with_context(|| format!("starting cargo in {}", dir.display()))?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -53,7 +53,7 @@ fn parse(stdout: &str) -> Result<(Vec<Line>, usize)> {
 #[test]
 fn a_firmware_of_its_own_runs_the_model_through_the_library_helper() -> Result<()> {
     // `cargo run --release` in the crate, as its user would; its runner is QEMU.
-    let stdout = run_own_crate(&workspace_root().join("tests/own-firmware"))?;
+    let stdout = run_own_crate(&workspace_root().join("tests/own-firmware"), None)?;
     let (lines, done) = parse(&stdout)?;
     assert_eq!(done, COUNT, "{stdout}");
     assert_eq!(lines.len(), COUNT, "{stdout}");

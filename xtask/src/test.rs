@@ -95,12 +95,20 @@ pub fn run(args: &TestArgs) -> Result<()> {
                 .current_dir(workspace_root().join("tests/own-firmware"))
                 .args(["clippy", "--release", "--", "-D", "warnings"]),
         )?;
-        // The Cortex-M55 kernel check that `tests/tests/kernel_check.rs` runs.
+        // The kernel checks that `tests/tests/kernel_check.rs` runs: the Cortex-M55's (the
+        // crate's default target) and the Cortex-M4F's.
         run_step(
             "cargo clippy (tests/kernel-check) -- -D warnings",
             cargo()
                 .current_dir(workspace_root().join("tests/kernel-check"))
                 .args(["clippy", "--release", "--", "-D", "warnings"]),
+        )?;
+        run_step(
+            "cargo clippy (tests/kernel-check, thumbv7em-none-eabihf) -- -D warnings",
+            cargo()
+                .current_dir(workspace_root().join("tests/kernel-check"))
+                .args(["clippy", "--release", "--target", "thumbv7em-none-eabihf"])
+                .args(["--", "-D", "warnings"]),
         )?;
         run_step(
             "cargo doc --workspace (warnings are errors)",

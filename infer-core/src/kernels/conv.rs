@@ -6,8 +6,7 @@
 
 #[cfg(doc)]
 use super::dot::pack_patch;
-use super::dsp::{pack, sadd16, sxtb16, sxtb16_ror8, word_i8};
-use super::mve;
+use super::dsp::{pack, pack_groups};
 use super::{ChannelRequant, MapRows};
 use core::num::NonZeroUsize;
 
@@ -259,30 +258,17 @@ impl<'p> PatchWriter<'p> {
         }
     }
 
-    /// Pushes `run` with `offset` added to each value: four at a time (one word load, two
-    /// `SXTB16` and two `SADD16` on DSP cores; on MVE cores eight per five instructions,
-    /// [`mve::pack_groups`]) while the writer is at a group's start.
+    /// Pushes `run` with `offset` added to each value: four at a time
+    /// ([`super::dsp::pack_groups`]) while the writer is at a group's start.
     #[inline(always)]
     fn push_run(&mut self, run: &[i8], offset: i32) {
         let mut rest = run;
         if self.filled == 0 {
             let quads = run.chunks_exact(4);
             let tail = quads.remainder();
-            // `max(1)`: no step 0 (a panic), whatever the slot says.
-            let (step, count) = (self.step.max(1), quads.len());
+            let (step, count) = (self.step, quads.len());
             let groups = self.patch.get_mut(self.at..).unwrap_or_default();
-            if cfg!(infer_core_mve) {
-                mve::pack_groups(run, offset, groups, step, count);
-            } else {
-                let offsets = pack(offset, offset);
-                for (q, words) in quads.zip(groups.chunks_mut(step)) {
-                    if let (Ok(q), [w0, w1, ..]) = (<&[i8; 4]>::try_from(q), words) {
-                        let x = word_i8(q);
-                        *w0 = sadd16(sxtb16(x), offsets);
-                        *w1 = sadd16(sxtb16_ror8(x), offsets);
-                    }
-                }
-            }
+            pack_groups(run, offset, groups, step, count);
             self.at += step * count;
             rest = tail;
         }

@@ -15,6 +15,7 @@
 use core::arch::asm;
 
 use super::fused::Filter3x3;
+use super::ChannelRequant;
 
 /// The low half of `x`, sign-extended.
 #[inline(always)]
@@ -573,7 +574,7 @@ macro_rules! quad_max {
 /// multiply-accumulates) in 54 instructions — each weight word loaded and unpacked once for
 /// the four pixels, the patch loaded four words per `LDM` — then the remaining groups of
 /// four taps (15 instructions each) and single taps (8 each), and about 45 per filter
-/// around them; on an MVE core, for whole blocks of sixteen taps,
+/// around them (about 36 for a pool window, whose four sums go to one running max); on an MVE core, for whole blocks of sixteen taps,
 /// `mve::quad_filters` (eleven instructions per 32); elsewhere
 /// [`quad_filters_portable`].
 #[inline(never)]
@@ -649,10 +650,25 @@ pub fn quad_filters(conv: &QuadConv<'_>, values: &mut [u32]) {
                 "7:",
                 "ldr r2, [sp, #4]",
                 "mov r3, r12",
+                "cbnz r2, 9f",
+                // Stride 0 (a pool window): the four sums' max, then one running max.
+                "cmp r0, r1",
+                "it lt",
+                "movlt r0, r1",
+                "cmp r0, r8",
+                "it lt",
+                "movlt r0, r8",
+                "cmp r0, r9",
+                "it lt",
+                "movlt r0, r9",
+                quad_max!("r0"),
+                "b 10f",
+                "9:",
                 quad_max!("r0"),
                 quad_max!("r1"),
                 quad_max!("r8"),
                 quad_max!("r9"),
+                "10:",
                 "adds r12, #4",
                 "ldr r2, [sp]",
                 "subs r2, #1",
@@ -791,8 +807,8 @@ macro_rules! dense_octet {
 /// position's values with its row into `acc` (one per unit; an odd last unit is left
 /// alone), wrapping. Computes nothing if a size does not fit.
 ///
-/// On a DSP core this is one block of assembly: eight taps of two units in 24
-/// instructions (each patch word loaded once for both), 17 per pair of units around them;
+/// On a DSP core this is one block of assembly: eight taps of two units in 23
+/// instructions (each patch word loaded once for both), 14 per pair of units around them;
 /// on an MVE core `mve::dense_rows` (seven per 16); elsewhere
 /// [`dense_rows_portable`].
 #[inline(never)]
@@ -810,7 +826,7 @@ pub fn dense_rows(rows: &DenseRows<'_>, acc: &mut [u32]) {
         // [sp, #4], the step from a row's end to the row after next [sp, #8], octets per
         // position [sp, #12], the patch [sp, #16].
         // SAFETY: r10 reads channels / 2 words of `patch` per pair (checked above;
-        // word-aligned, which LDRD needs), r11 and r12 read `channels` bytes of rows 2i and
+        // word-aligned, which LDM needs), r11 and r12 read `channels` bytes of rows 2i and
         // 2i + 1 (the last row ends within `weights`, checked above; LDR of a word may be
         // unaligned on these cores), [sp, #4] walks `acc` two words per pair (checked above,
         // word-aligned, which LDRD and STRD need), lr counts channels / 8 ≥ 1 octets down.
@@ -822,20 +838,16 @@ pub fn dense_rows(rows: &DenseRows<'_>, acc: &mut [u32]) {
                 "3:",
                 "ldr r10, [sp, #16]",
                 "ldr lr, [sp, #12]",
-                "movs r0, #0",
-                "movs r1, #0",
+                "ldr r2, [sp, #4]",
+                "ldrd r0, r1, [r2]",
                 "2:",
-                "ldrd r2, r3, [r10], #8",
-                "ldrd r4, r5, [r10], #8",
+                "ldm r10!, {{r2, r3, r4, r5}}",
                 dense_octet!("r0", "r11"),
                 dense_octet!("r1", "r12"),
                 "subs lr, lr, #1",
                 "bne 2b",
                 "ldr r2, [sp, #4]",
-                "ldrd r3, r4, [r2]",
-                "add r3, r0",
-                "add r4, r1",
-                "strd r3, r4, [r2], #8",
+                "strd r0, r1, [r2], #8",
                 "str r2, [sp, #4]",
                 "ldr r2, [sp, #8]",
                 "add r11, r2",
@@ -915,10 +927,301 @@ pub fn window_sums(patch: &Patch, f: &Filter3x3) -> [i32; 4] {
     .map(|s| f.bias.wrapping_add(s))
 }
 
+/// Requantizes whole positions of accumulators in place (`values`: `channels` `i32` per
+/// position, as `u32` bits, without their bias) to int8 values (the `u32` bits of an
+/// `i32`), for a monotonic requantization (every shift ≤ 0; multipliers are ≥ 0 in any
+/// valid model) whose clamp floor is at or above the output zero point (a ReLU): a sum ≤ 0
+/// is the activation minimum, a positive one is scaled in unsigned arithmetic
+/// (`requant::scale_positive`), offset and clamped — [`ChannelRequant::apply`]'s value. A
+/// shift > 0 gives other (unspecified) values, never a panic; channels past the parameters
+/// give −128.
+///
+/// A loop of assembly on DSP cores when the floor is the zero point itself and the ceiling
+/// 127 (23 instructions per positive sum, 8 per other); elsewhere
+/// [`requantize_relu_portable`].
+#[inline(always)]
+pub fn requantize_relu(rq: &ChannelRequant<'_>, values: &mut [u32], channels: usize) {
+    #[cfg(infer_core_dsp)]
+    if relu_fits(rq, values, channels) {
+        requantize_relu_dsp(rq, values, channels);
+        return;
+    }
+    requantize_relu_portable(rq, values, channels);
+}
+
+/// Whether [`requantize_relu`]'s assembly can run: whole positions of at least one channel,
+/// parameters for every channel, the floor at the zero point (in `-128..=127`), ceiling 127.
+#[cfg(infer_core_dsp)]
+fn relu_fits(rq: &ChannelRequant<'_>, values: &[u32], channels: usize) -> bool {
+    channels > 0
+        && values.len() >= channels
+        && rq.bias.len() / 4 >= channels
+        && rq.multiplier.len() / 4 >= channels
+        && rq.shift.len() >= channels
+        && rq.activation_min == rq.output_offset
+        && (-128..=127).contains(&rq.output_offset)
+        && rq.activation_max == 127
+}
+
+/// [`requantize_relu`]'s assembly, where `relu_fits`.
+#[cfg(infer_core_dsp)]
+#[inline(never)]
+fn requantize_relu_dsp(rq: &ChannelRequant<'_>, values: &mut [u32], channels: usize) {
+    // Registers: the position's values r0, biases r1, multipliers r2, shifts r3, the
+    // channel r4 (counting down), the zero point (= the floor) r5, the sum r8, the
+    // product's low word r9 and high word r10, the multiplier then the rounding bit r11,
+    // the shift r12, the channels lr; positions left on the stack.
+    // SAFETY: for each of `values.len() / channels` (≥ 1) positions, it reads and writes
+    // words i < channels of the position's `channels` values (within `values`, checked by
+    // the caller, `relu_fits`; word-aligned), and reads words i of the biases and the
+    // multipliers and byte i of the shifts (each at least `channels` long, checked; word
+    // loads may be unaligned on these cores). It pushes one word and pops it, and declares
+    // every register it writes.
+    unsafe {
+        asm!(
+            "push {{r9}}",
+            "3:",
+            "sub r4, lr, #1",
+            "2:",
+            "ldr r8, [r0, r4, lsl #2]",
+            "ldr r9, [r1, r4, lsl #2]",
+            "add r8, r8, r9",
+            "cmp r8, #0",
+            "ble 4f",
+            "ldr r11, [r2, r4, lsl #2]",
+            "ldrsb r12, [r3, r4]",
+            "mov r9, #0x40000000",
+            "movs r10, #0",
+            "umlal r9, r10, r8, r11",
+            "lsrs r9, r9, #31",
+            "orr r8, r9, r10, lsl #1",
+            "rsb r12, r12, #0",
+            "movs r11, #1",
+            "lsl r11, r11, r12",
+            "add r8, r8, r11, lsr #1",
+            "lsr r8, r8, r12",
+            "usat r8, #8, r8",
+            "add r8, r8, r5",
+            "ssat r8, #8, r8",
+            "str r8, [r0, r4, lsl #2]",
+            "subs r4, r4, #1",
+            "bpl 2b",
+            "b 5f",
+            "4:",
+            "str r5, [r0, r4, lsl #2]",
+            "subs r4, r4, #1",
+            "bpl 2b",
+            "5:",
+            "add r0, r0, lr, lsl #2",
+            "ldr r9, [sp]",
+            "subs r9, r9, #1",
+            "str r9, [sp]",
+            "bne 3b",
+            "add sp, #4",
+            inout("r0") values.as_mut_ptr() => _,
+            inout("r1") rq.bias.as_ptr() => _,
+            inout("r2") rq.multiplier.as_ptr() => _,
+            inout("r3") rq.shift.as_ptr() => _,
+            out("r4") _,
+            in("r5") rq.output_offset,
+            out("r8") _,
+            inout("r9") values.len() / channels => _,
+            out("r10") _,
+            out("r11") _,
+            out("r12") _,
+            inout("lr") channels => _,
+        );
+    }
+}
+
+/// [`requantize_relu`] in plain Rust (the reference the assembly is tested against, and
+/// the code on other cores).
+#[inline(always)]
+pub fn requantize_relu_portable(rq: &ChannelRequant<'_>, values: &mut [u32], channels: usize) {
+    let (offset, min, max) = (rq.output_offset, rq.activation_min, rq.activation_max);
+    rq.map_positions(values, channels, |acc, m, s| {
+        if acc <= 0 {
+            min
+        } else {
+            let scaled = crate::requant::scale_positive(acc, m, s) as u32;
+            (scaled.min(255) as i32 + offset).min(max).max(min)
+        }
+    });
+}
+
+/// Whether `groups` groups fit `run` (four values each) and `patch` (two words, `step`
+/// words apart): the assembly of [`pack_groups`] runs only then.
+#[cfg(infer_core_dsp)]
+fn pack_fits(run: &[i8], patch: &[u32], step: usize, groups: usize) -> bool {
+    groups > 0 && step >= 2 && run.len() / 4 >= groups && patch.len() >= step * (groups - 1) + 2
+}
+
+/// Writes `groups` groups of four values, `run[t] + offset` for the first `4 · groups`
+/// values of `run` (`offset` in `-128..=128`), into `patch` as
+/// [`crate::kernels::dot::pack_patch`] packs them (`(x0, x2), (x1, x3)` per group), the
+/// groups `step` words apart (2: a packed patch; 8: one pixel's share of a quad patch).
+/// Groups past the end of `run` or `patch` are dropped.
+///
+/// A loop of assembly on DSP cores (nine instructions per group: one word load, two
+/// `SXTB16`, two `SADD16`, one `STRD`, the step, the loop end) and MVE cores (the
+/// `kernels::mve` loop, eight values in five instructions); elsewhere
+/// [`pack_groups_portable`].
+#[inline(always)]
+pub fn pack_groups(run: &[i8], offset: i32, patch: &mut [u32], step: usize, groups: usize) {
+    #[cfg(infer_core_dsp)]
+    if pack_fits(run, patch, step, groups) {
+        #[cfg(infer_core_mve)]
+        super::mve::pack_groups_mve(run, offset, patch, step, groups);
+        #[cfg(not(infer_core_mve))]
+        pack_groups_dsp(run, offset, patch, step, groups);
+        return;
+    }
+    pack_groups_portable(run, offset, patch, step, groups);
+}
+
+/// [`pack_groups`]' DSP assembly, for sizes that fit (`pack_fits`).
+#[cfg(all(infer_core_dsp, not(infer_core_mve)))]
+#[inline(never)]
+fn pack_groups_dsp(run: &[i8], offset: i32, patch: &mut [u32], step: usize, groups: usize) {
+    // SAFETY: the loop runs `groups` times (≥ 1, checked by the caller, `pack_fits`); it
+    // reads the first `4 · groups` bytes of `run` (word loads, aligned or not: Armv7E-M
+    // loads unaligned words) and writes words `k · step` and `k · step + 1` of `patch` for
+    // k < groups, within it (checked by the caller; `STRD` to a word-aligned `u32` buffer
+    // that nothing else borrows). It touches no stack; every register it writes is declared.
+    unsafe {
+        asm!(
+            "2:",
+            "ldr {x}, [{run}], #4",
+            "sxtb16 {a}, {x}",
+            "sxtb16 {b}, {x}, ror #8",
+            "sadd16 {a}, {a}, {offsets}",
+            "sadd16 {b}, {b}, {offsets}",
+            "strd {a}, {b}, [{patch}]",
+            "add {patch}, {advance}",
+            "subs {n}, #1",
+            "bne 2b",
+            run = inout(reg) run.as_ptr() => _,
+            patch = inout(reg) patch.as_mut_ptr() => _,
+            n = inout(reg) groups => _,
+            offsets = in(reg) pack(offset, offset),
+            advance = in(reg) 4 * step,
+            x = out(reg) _,
+            a = out(reg) _,
+            b = out(reg) _,
+            options(nostack),
+        );
+    }
+}
+
+/// [`pack_groups`] in plain integer arithmetic (the reference the assembly is tested
+/// against, and the code on other cores): one word load, two `SXTB16` and two `SADD16` per group
+/// on DSP cores.
+#[inline(always)]
+pub fn pack_groups_portable(
+    run: &[i8],
+    offset: i32,
+    patch: &mut [u32],
+    step: usize,
+    groups: usize,
+) {
+    if step < 2 {
+        return;
+    }
+    let offsets = pack(offset, offset);
+    for (q, words) in run.chunks_exact(4).zip(patch.chunks_mut(step)).take(groups) {
+        if let (Ok(q), [w0, w1, ..]) = (<&[i8; 4]>::try_from(q), words) {
+            let x = word_i8(q);
+            *w0 = sadd16(sxtb16(x), offsets);
+            *w1 = sadd16(sxtb16_ror8(x), offsets);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::dot::pack_patch;
     use crate::kernels::TestRng;
+    use std::vec::Vec;
+
+    /// Packing whole groups of int8 values with an offset, a packed patch's groups and one
+    /// pixel's share of a quad patch, against `pack_patch`, on random lengths, offsets and
+    /// values; nothing else is written.
+    #[test]
+    fn packed_groups_equal_pack_patch() {
+        let mut rng = TestRng(0x9AC4);
+        for case in 0..300 {
+            let len = rng.below(120) as usize;
+            let groups = len / 4;
+            let x: Vec<i8> = (0..len).map(|_| rng.i8()).collect();
+            let offset = rng.below(257) as i32 - 128;
+            let mut want = std::vec![0u32; 2 * groups];
+            pack_patch(&mut want, 4 * groups, |t| i32::from(x[t]) + offset);
+            let fill = rng.next_u64() as u32;
+            for step in [2, 8] {
+                for f in [pack_groups, pack_groups_portable] {
+                    let mut patch = std::vec![fill; step * groups + 2];
+                    f(&x, offset, &mut patch, step, groups);
+                    for (k, w) in patch.iter().enumerate() {
+                        let g = k / step;
+                        let expected = if g < groups && k % step < 2 {
+                            want[2 * g + k % step]
+                        } else {
+                            fill
+                        };
+                        assert_eq!(*w, expected, "{case}: step {step}, word {k}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The ReLU requantization of whole positions equals the general one (`apply` of each
+    /// sum) on random sums, biases, multipliers ≥ 0, shifts ≤ 0 and zero points, with the
+    /// floor at the zero point or (zero point −128, no ReLU) at −128.
+    #[test]
+    fn relu_requantization_equals_the_general_one() {
+        let mut rng = TestRng(0x2E1A);
+        for case in 0..2000 {
+            let channels = 1 + rng.below(12) as usize;
+            let positions = 1 + rng.below(3) as usize;
+            let bytes = |rng: &mut TestRng, n: usize| -> Vec<u8> {
+                (0..n).map(|_| rng.next_u64() as u8).collect()
+            };
+            let bias = bytes(&mut rng, 4 * channels);
+            let mut multiplier = bytes(&mut rng, 4 * channels);
+            multiplier
+                .iter_mut()
+                .skip(3)
+                .step_by(4)
+                .for_each(|b| *b &= 0x7F);
+            let shift: Vec<u8> = (0..channels)
+                .map(|_| (-(rng.below(32) as i8)) as u8)
+                .collect();
+            let zero_point = rng.below(256) as i32 - 128;
+            let rq = ChannelRequant {
+                bias: &bias,
+                multiplier: &multiplier,
+                shift: &shift,
+                output_offset: zero_point,
+                activation_min: if rng.below(4) == 0 { -128 } else { zero_point },
+                activation_max: 127,
+            };
+            if rq.activation_min < rq.output_offset {
+                continue;
+            }
+            let values: Vec<u32> = (0..positions * channels)
+                .map(|_| (rng.next_u64() as i32 >> rng.below(24)) as u32)
+                .collect();
+            let mut want = values.clone();
+            rq.map_positions(&mut want, channels, |acc, m, s| {
+                i32::from(rq.apply(acc, m, s))
+            });
+            let mut got = values;
+            requantize_relu(&rq, &mut got, channels);
+            assert_eq!(got, want, "{case}");
+        }
+    }
 
     /// Two filters' dot products over whole octets of a packed patch, against the sum of
     /// the products written out.

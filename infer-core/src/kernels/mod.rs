@@ -71,6 +71,54 @@ impl<'a> ChannelRequant<'a> {
         ))
     }
 
+    /// Requantizes, in place, whole positions of accumulators without their bias (`values`:
+    /// one `i32` per channel, as `u32` bits, `channels` per position) to int8 values (as the
+    /// `u32` bits of an `i32`): the bias added, then [`Self::apply`]. Channels past the
+    /// parameters give −128. A `monotonic` requantization (every shift ≤ 0) with its floor
+    /// at or above the zero point (a ReLU) takes the shorter way of
+    /// [`dsp::requantize_relu`] to the same values.
+    #[inline(never)]
+    pub fn requantize_positions(&self, values: &mut [u32], channels: usize, monotonic: bool) {
+        if monotonic && self.activation_min >= self.output_offset {
+            dsp::requantize_relu(self, values, channels);
+            return;
+        }
+        self.map_positions(values, channels, |acc, m, s| {
+            i32::from(self.apply(acc, m, s))
+        });
+    }
+
+    /// Replaces each accumulator of whole positions (`values`, `channels` per position) by
+    /// `f(sum, multiplier, shift)` (`sum` = the accumulator plus its channel's bias,
+    /// wrapping), as `u32` bits; channels past the parameters get −128.
+    #[inline(always)]
+    pub(crate) fn map_positions(
+        &self,
+        values: &mut [u32],
+        channels: usize,
+        f: impl Fn(i32, i32, i32) -> i32,
+    ) {
+        for position in values.chunks_exact_mut(channels.max(1)) {
+            let params = self
+                .bias
+                .chunks_exact(4)
+                .zip(self.multiplier.chunks_exact(4))
+                .zip(self.shift);
+            let mut values = position.iter_mut();
+            for (v, ((bias, mult), &shift)) in (&mut values).zip(params) {
+                let (Some(bias), Some(mult)) = (bias.first_chunk(), mult.first_chunk()) else {
+                    break;
+                };
+                let acc = (*v as i32).wrapping_add(dsp::word(bias) as i32);
+                let (m, s) = (dsp::word(mult) as i32, i32::from(shift as i8));
+                *v = f(acc, m, s) as u32;
+            }
+            for v in values {
+                *v = i32::from(i8::MIN) as u32;
+            }
+        }
+    }
+
     /// Requantizes accumulator `acc` (bias not yet added) of channel `channel`.
     #[inline(always)]
     pub fn apply(&self, acc: i32, multiplier: i32, shift: i32) -> i8 {

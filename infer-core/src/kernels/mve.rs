@@ -20,7 +20,7 @@
 #[cfg(infer_core_mve)]
 use core::arch::asm;
 
-use super::dsp::{pack, sadd16, smlad, sxtb16, sxtb16_ror8, word_i8};
+use super::dsp::{smlad, sxtb16, sxtb16_ror8};
 #[cfg(infer_core_mve)]
 use super::dsp::{DenseRows, QuadConv};
 
@@ -397,42 +397,24 @@ pub fn dense_rows(rows: &DenseRows<'_>, acc: &mut [u32]) {
     }
 }
 
-/// Whether `groups` groups fit `run` (four values each) and `patch` (two words, `step`
-/// words apart): [`pack_groups`]' precondition.
-#[cfg(infer_core_mve)]
-fn pack_fits(run: &[i8], patch: &[u32], step: usize, groups: usize) -> bool {
-    groups > 0 && step >= 2 && run.len() / 4 >= groups && patch.len() >= step * (groups - 1) + 2
-}
-
-/// Writes `groups` groups of four values, `run[t] + offset` for the first `4 · groups`
-/// values of `run` (`offset` in `-128..=128`), into `patch` as
-/// [`crate::kernels::dot::pack_patch`] packs them (`(x0, x2), (x1, x3)` per group), the
-/// groups `step` words apart (2: a packed patch; 8: one pixel's share of a quad patch).
-/// Groups past the end of `run` or `patch` are dropped.
-///
-/// On an MVE core this is a loop of assembly: eight values in five instructions (one
+/// [`super::dsp::pack_groups`] on an MVE core: eight values in five instructions (one
 /// widening load, one add, one scatter store into the packed order, the pointer step, the
-/// loop end); elsewhere [`pack_groups_portable`].
-#[inline(always)]
-pub fn pack_groups(run: &[i8], offset: i32, patch: &mut [u32], step: usize, groups: usize) {
-    #[cfg(infer_core_mve)]
-    if pack_fits(run, patch, step, groups) {
-        pack_groups_mve(run, offset, patch, step, groups);
-        return;
-    }
-    pack_groups_portable(run, offset, patch, step, groups);
-}
-
-/// [`pack_groups`]' assembly, for sizes that fit ([`pack_fits`]).
+/// loop end), for sizes that fit (`pack_fits`).
 #[cfg(infer_core_mve)]
 #[inline(never)]
-fn pack_groups_mve(run: &[i8], offset: i32, patch: &mut [u32], step: usize, groups: usize) {
+pub(crate) fn pack_groups_mve(
+    run: &[i8],
+    offset: i32,
+    patch: &mut [u32],
+    step: usize,
+    groups: usize,
+) {
     // Halfword offsets of two groups: the packed order, the second group 2 · step halfwords on.
     let s = (2 * step) as u16;
     let scatter: [u16; 8] = [0, 2, 1, 3, s, s + 2, s + 1, s + 3];
     // SAFETY: the loop runs over `4 · groups` halfwords (tail-predicated: lanes past the
     // count neither load nor store). r1 reads the first `4 · groups` bytes of `run` (checked
-    // by the caller, `pack_fits`; byte loads; a low register, as the widening load needs);
+    // by the caller, `dsp::pack_fits`; byte loads; a low register, as the widening load needs);
     // `pp` scatters into words `k · step` and `k · step + 1` of `patch` for k < groups,
     // within it (checked by the caller; halfword stores into a word-aligned buffer, which
     // nothing else borrows); `offsets` reads the 16 bytes of `scatter`. The stack is not
@@ -463,30 +445,6 @@ fn pack_groups_mve(run: &[i8], offset: i32, patch: &mut [u32], step: usize, grou
     }
 }
 
-/// [`pack_groups`] in plain integer arithmetic (the reference the assembly is tested
-/// against, and the code elsewhere): one word load, two `SXTB16` and two `SADD16` per group
-/// on DSP cores.
-#[inline(always)]
-pub fn pack_groups_portable(
-    run: &[i8],
-    offset: i32,
-    patch: &mut [u32],
-    step: usize,
-    groups: usize,
-) {
-    if step < 2 {
-        return;
-    }
-    let offsets = pack(offset, offset);
-    for (q, words) in run.chunks_exact(4).zip(patch.chunks_mut(step)).take(groups) {
-        if let (Ok(q), [w0, w1, ..]) = (<&[i8; 4]>::try_from(q), words) {
-            let x = word_i8(q);
-            *w0 = sadd16(sxtb16(x), offsets);
-            *w1 = sadd16(sxtb16_ror8(x), offsets);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -505,38 +463,6 @@ mod tests {
             .collect();
         let gathered: Vec<i32> = GATHER.iter().map(|&o| halves[usize::from(o)]).collect();
         assert_eq!(gathered, (100..108).collect::<Vec<_>>());
-    }
-
-    /// Packing whole groups of int8 values with an offset, a packed patch's groups and one
-    /// pixel's share of a quad patch, against `pack_patch`, on random lengths, offsets and
-    /// values; nothing else is written.
-    #[test]
-    fn packed_groups_equal_pack_patch() {
-        let mut rng = TestRng(0x9AC4);
-        for case in 0..300 {
-            let len = rng.below(120) as usize;
-            let groups = len / 4;
-            let x: Vec<i8> = (0..len).map(|_| rng.i8()).collect();
-            let offset = rng.below(257) as i32 - 128;
-            let mut want = std::vec![0u32; 2 * groups];
-            pack_patch(&mut want, 4 * groups, |t| i32::from(x[t]) + offset);
-            let fill = rng.next_u64() as u32;
-            for step in [2, 8] {
-                for f in [pack_groups, pack_groups_portable] {
-                    let mut patch = std::vec![fill; step * groups + 2];
-                    f(&x, offset, &mut patch, step, groups);
-                    for (k, w) in patch.iter().enumerate() {
-                        let g = k / step;
-                        let expected = if g < groups && k % step < 2 {
-                            want[2 * g + k % step]
-                        } else {
-                            fill
-                        };
-                        assert_eq!(*w, expected, "{case}: step {step}, word {k}");
-                    }
-                }
-            }
-        }
     }
 
     /// Two and four filters' dot products over whole groups of four taps, against the sum

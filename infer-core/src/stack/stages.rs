@@ -777,22 +777,8 @@ fn conv_positions(
         }
     }
     if monotonic {
-        // The max accumulators with their bias, requantized; with a ReLU a sum ≤ 0 (the
-        // multiplier is ≥ 0) is the activation minimum without the arithmetic.
-        let rq = &cp.requant;
-        let relu = rq.activation_min >= rq.output_offset;
-        for position in values.chunks_exact_mut(channels.max(1)) {
-            for (f, v) in position.iter_mut().enumerate() {
-                let q = match rq.channel(f) {
-                    Some((bias, m, s)) => match (*v as i32).wrapping_add(bias) {
-                        acc if relu && acc <= 0 => rq.activation_min,
-                        acc => i32::from(rq.apply(acc, m, s)),
-                    },
-                    None => i32::from(i8::MIN),
-                };
-                *v = q as u32;
-            }
-        }
+        // The max accumulators with their bias, requantized.
+        cp.requant.requantize_positions(values, channels, true);
     }
 }
 

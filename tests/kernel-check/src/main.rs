@@ -1,7 +1,8 @@
-//! infer-core's assembly kernels against their portable twins, bit for bit, on the
-//! Cortex-M55 under QEMU (the host tests can only run the twins): the Helium (MVE) loops of
-//! `kernels::mve` and the DSP blocks of `kernels::dsp` (which dispatch to the MVE ones on
-//! this core), on random sizes and random values (any bits where the kernel takes any).
+//! infer-core's assembly kernels against their portable twins, bit for bit, under QEMU (the
+//! host tests can only run the twins): on the Cortex-M55 the Helium (MVE) loops of
+//! `kernels::mve` and the DSP blocks of `kernels::dsp` (which dispatch to the MVE ones
+//! there), on the Cortex-M4F (`--target thumbv7em-none-eabihf`) the DSP blocks alone; on
+//! random sizes and random values (any bits where the kernel takes any).
 //!
 //! Prints `kernel-check: <n> cases, every result equal to the portable twin's` and exits 0;
 //! on the first difference, prints the kernel and the case and exits 1.
@@ -15,7 +16,7 @@ use cortex_m_rt::entry;
 use cortex_m_semihosting::debug::{self, ExitStatus, EXIT_FAILURE, EXIT_SUCCESS};
 use cortex_m_semihosting::hprintln;
 use infer_core::kernels::dot::PatchWords;
-use infer_core::kernels::{dsp, mve};
+use infer_core::kernels::{dsp, mve, ChannelRequant};
 
 /// Random cases per kernel.
 const CASES: usize = 300;
@@ -97,8 +98,8 @@ fn main() -> ! {
             let mut got = [0u32; 8 * 40 + 2];
             rng.fill_words(&mut got);
             let mut want = got;
-            mve::pack_groups(&run, offset, &mut got, step, groups);
-            mve::pack_groups_portable(&run, offset, &mut want, step, groups);
+            dsp::pack_groups(&run, offset, &mut got, step, groups);
+            dsp::pack_groups_portable(&run, offset, &mut want, step, groups);
             check("pack_groups", case, got, want);
         }
 
@@ -126,6 +127,37 @@ fn main() -> ! {
         dsp::quad_filters(&conv, &mut got);
         dsp::quad_filters_portable(&conv, &mut want);
         check("quad_filters", case, got, want);
+
+        // Requantizing positions with a ReLU: random sums, biases, multipliers ≥ 0, shifts
+        // in -31..=0, zero points.
+        let channels = 1 + rng.below(16);
+        let positions = 1 + rng.below(4);
+        let mut params = [0u8; 9 * 16];
+        rng.fill_bytes(&mut params);
+        let (bias, rest) = params.split_at_mut(4 * 16);
+        let (multiplier, shift) = rest.split_at_mut(4 * 16);
+        for m in multiplier.chunks_exact_mut(4) {
+            m[3] &= 0x7F;
+        }
+        for s in shift.iter_mut() {
+            *s = (-(rng.below(32) as i8)) as u8;
+        }
+        let zero_point = rng.below(256) as i32 - 128;
+        let rq = ChannelRequant {
+            bias,
+            multiplier,
+            shift,
+            output_offset: zero_point,
+            activation_min: zero_point,
+            activation_max: 127,
+        };
+        let mut got = [0u32; 64];
+        rng.fill_words(&mut got);
+        let mut want = got;
+        let n = positions * channels;
+        dsp::requantize_relu(&rq, &mut got[..n], channels);
+        dsp::requantize_relu_portable(&rq, &mut want[..n], channels);
+        check("requantize_relu", case, got, want);
 
         // A streamed dense layer's step: pairs of units over whole octets of values.
         let channels = 8 * (1 + rng.below(12));
