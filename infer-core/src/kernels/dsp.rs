@@ -1043,7 +1043,7 @@ pub fn requantize_relu_portable(rq: &ChannelRequant<'_>, values: &mut [u32], cha
         if acc <= 0 {
             min
         } else {
-            let scaled = crate::requant::scale_positive(acc, m, s) as u32;
+            let scaled = crate::requant::scale_positive(acc, word(m) as i32, i32::from(s)) as u32;
             (scaled.min(255) as i32 + offset).min(max).max(min)
         }
     });
@@ -1128,7 +1128,8 @@ pub fn pack_groups_portable(
         return;
     }
     let offsets = pack(offset, offset);
-    for (q, words) in run.chunks_exact(4).zip(patch.chunks_mut(step)).take(groups) {
+    let run = run.get(..groups.saturating_mul(4)).unwrap_or(run);
+    for (q, words) in run.chunks_exact(4).zip(patch.chunks_mut(step)) {
         if let (Ok(q), [w0, w1, ..]) = (<&[i8; 4]>::try_from(q), words) {
             let x = word_i8(q);
             *w0 = sadd16(sxtb16(x), offsets);
@@ -1215,7 +1216,7 @@ mod tests {
                 .collect();
             let mut want = values.clone();
             rq.map_positions(&mut want, channels, |acc, m, s| {
-                i32::from(rq.apply(acc, m, s))
+                i32::from(rq.apply(acc, word(m) as i32, i32::from(s)))
             });
             let mut got = values;
             requantize_relu(&rq, &mut got, channels);

@@ -84,21 +84,26 @@ impl<'a> ChannelRequant<'a> {
             return;
         }
         self.map_positions(values, channels, |acc, m, s| {
-            i32::from(self.apply(acc, m, s))
+            i32::from(self.apply(acc, dsp::word(m) as i32, i32::from(s)))
         });
     }
 
     /// Replaces each accumulator of whole positions (`values`, `channels` per position) by
     /// `f(sum, multiplier, shift)` (`sum` = the accumulator plus its channel's bias,
-    /// wrapping), as `u32` bits; channels past the parameters get −128.
+    /// wrapping; the multiplier's bytes, for `f` to read only if it needs them), as `u32`
+    /// bits; channels past the parameters get −128.
     #[inline(always)]
     pub(crate) fn map_positions(
         &self,
         values: &mut [u32],
         channels: usize,
-        f: impl Fn(i32, i32, i32) -> i32,
+        f: impl Fn(i32, &[u8; 4], i8) -> i32,
     ) {
-        for position in values.chunks_exact_mut(channels.max(1)) {
+        // Split, not `chunks_exact_mut`: no division (a library call on the Cortex-M0).
+        let channels = channels.max(1);
+        let mut rest = values;
+        while let Some((position, tail)) = rest.split_at_mut_checked(channels) {
+            rest = tail;
             let params = self
                 .bias
                 .chunks_exact(4)
@@ -110,8 +115,7 @@ impl<'a> ChannelRequant<'a> {
                     break;
                 };
                 let acc = (*v as i32).wrapping_add(dsp::word(bias) as i32);
-                let (m, s) = (dsp::word(mult) as i32, i32::from(shift as i8));
-                *v = f(acc, m, s) as u32;
+                *v = f(acc, mult, shift as i8) as u32;
             }
             for v in values {
                 *v = i32::from(i8::MIN) as u32;
