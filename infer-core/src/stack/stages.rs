@@ -749,8 +749,9 @@ fn conv_positions(
             let Some(values) = values.get_mut(first * channels..) else {
                 return;
             };
-            if patch.iter().fold(0, |a, &w| a | w) == 0 {
-                // A background patch: every sum is 0.
+            // A background patch (every sum 0) is common in an image (one channel) and rare
+            // in a deeper map, where looking for it costs more than it saves.
+            if g.in_c == 1 && patch.iter().fold(0, |a, &w| a | w) == 0 {
                 for k in 0..QUAD {
                     for v in values.iter_mut().skip(k * stride).take(channels) {
                         *v = (*v as i32).max(0) as u32;
