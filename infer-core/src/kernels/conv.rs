@@ -355,6 +355,76 @@ pub(crate) fn gather_patch(
     writer.finish();
 }
 
+/// Gathers the int8 patch of output pixel `(oy, ox)` of `input` (whole or a ring of its
+/// rows) into pixel `pixel`'s share of an int8 quad patch (`patch`, laid out as
+/// [`super::mve::QuadConvI8`] reads it): the input values as they are, padding as the
+/// input zero point (`zero_point`, which the offset turns into 0); `kernel_row` is
+/// `k_w · in_c`. Bytes past `patch` are dropped.
+#[inline(never)]
+pub(crate) fn gather_patch_i8(
+    g: &ConvGeometry,
+    kernel_row: usize,
+    input: MapRows<'_, &[i8]>,
+    zero_point: i8,
+    (oy, ox): (usize, usize),
+    patch: &mut [u8],
+    pixel: usize,
+) {
+    let c = g.in_c;
+    let (pad_top, pad_left) = (g.pad_top(), g.pad_left());
+    // Writes `n` taps from tap `t` on: `run`'s values, or the zero point.
+    let mut t = 0;
+    let mut put = |run: Option<&[i8]>, n: usize| {
+        let mut done = 0;
+        if let (Some(run), 0) = (run, t % 16) {
+            // Whole blocks from a block's start: one vector move each on MVE cores.
+            let blocks = n / 16;
+            let at = 64 * (t / 16) + 16 * pixel;
+            super::mve::copy_blocks(run, patch.get_mut(at..).unwrap_or_default(), blocks);
+            done = 16 * blocks;
+        }
+        while done < n {
+            let lane = (t + done) % 16;
+            let len = (16 - lane).min(n - done);
+            let at = 64 * ((t + done) / 16) + 16 * pixel + lane;
+            if let Some(out) = patch.get_mut(at..at + len) {
+                match run.and_then(|r| r.get(done..done + len)) {
+                    Some(values) => {
+                        for (o, &v) in out.iter_mut().zip(values) {
+                            *o = v as u8;
+                        }
+                    }
+                    None => out.fill(zero_point as u8),
+                }
+            }
+            done += len;
+        }
+        t += n;
+    };
+    let x0 = ox * g.stride;
+    let inside = x0 >= pad_left && x0 - pad_left + g.k_w <= g.in_w;
+    for ky in 0..g.k_h {
+        let Some(iy) = (oy * g.stride + ky)
+            .checked_sub(pad_top)
+            .filter(|&y| y < g.in_h)
+        else {
+            put(None, kernel_row);
+            continue;
+        };
+        let row_start = input.slot(iy) * g.in_w;
+        if inside {
+            let start = (row_start + x0 - pad_left) * c;
+            put(input.data.get(start..start + kernel_row), kernel_row);
+            continue;
+        }
+        for kx in 0..g.k_w {
+            let ix = (x0 + kx).checked_sub(pad_left).filter(|&x| x < g.in_w);
+            let start = ix.map(|ix| (row_start + ix) * c);
+            put(start.and_then(|s| input.data.get(s..s + c)), c);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,6 +35,15 @@ pub const fn pack(lo: i32, hi: i32) -> u32 {
     (lo as u16 as u32) | ((hi as u16 as u32) << 16)
 }
 
+/// The bytes of `words`, in memory order: a working buffer of words seen as bytes (for the
+/// int8 quad patch of `kernels::mve`).
+#[inline(always)]
+pub fn bytes_of_words(words: &mut [u32]) -> &mut [u8] {
+    // SAFETY: the bytes are exactly the words' memory (4 per word), borrowed mutably for as
+    // long as `words` is, and any bit pattern is a valid `u8` (alignment 1).
+    unsafe { core::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), 4 * words.len()) }
+}
+
 /// The little-endian word of four bytes at any address: one `LDR` on DSP cores (which load
 /// unaligned words; the compiler, not assuming so, builds it from four byte loads).
 #[inline(always)]

@@ -328,6 +328,211 @@ pub fn quad_filters(conv: &QuadConv<'_>, values: &mut [u32]) {
     }
 }
 
+/// Copies `blocks` blocks of sixteen bytes from `run` into `patch`, the blocks 64 bytes
+/// apart there (one pixel's share of an int8 quad patch, [`QuadConvI8`]). Blocks past the
+/// end of `run` or `patch` are dropped.
+///
+/// On an MVE core a loop of three instructions per block (one vector load, one store, the
+/// loop end); elsewhere [`copy_blocks_portable`].
+#[inline(always)]
+pub fn copy_blocks(run: &[i8], patch: &mut [u8], blocks: usize) {
+    #[cfg(infer_core_mve)]
+    if blocks > 0 && run.len() / 16 >= blocks && patch.len() >= 64 * (blocks - 1) + 16 {
+        // SAFETY: the loop runs `blocks` (≥ 1) times, reading bytes 16k..16k + 16 of `run`
+        // and writing bytes 64k..64k + 16 of `patch` for k < blocks, all within them
+        // (checked above; byte accesses, no alignment needed). Registers written are
+        // declared; no stack.
+        unsafe {
+            asm!(
+                "dls lr, {n}",
+                "2:",
+                "vldrb.u8 q0, [{src}], #16",
+                "vstrb.8 q0, [{dst}], #64",
+                "le lr, 2b",
+                n = in(reg) blocks,
+                src = inout(reg) run.as_ptr() => _,
+                dst = inout(reg) patch.as_mut_ptr() => _,
+                out("lr") _,
+                out("q0") _,
+                options(nostack),
+            );
+        }
+        return;
+    }
+    copy_blocks_portable(run, patch, blocks);
+}
+
+/// [`copy_blocks`] in plain Rust (the reference the assembly is tested against, and the
+/// code elsewhere).
+#[inline(always)]
+pub fn copy_blocks_portable(run: &[i8], patch: &mut [u8], blocks: usize) {
+    for (src, dst) in run.chunks_exact(16).zip(patch.chunks_mut(64)).take(blocks) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = s as u8;
+        }
+    }
+}
+
+/// What [`quad_filters_i8`] computes: four pixels' int8 patches without their input offset
+/// (`patch`: for tap `t` of pixel `p`, byte `64 · (t / 16) + 16 · p + t % 16`, blocks of
+/// sixteen taps of the four pixels in turn; the last block's bytes past `taps` unused),
+/// `filters` filters' int8 rows of `taps` bytes one after the other in `weights`, the
+/// `offset` added to every input value, and `stride`, the distance in values between the
+/// pixels' results (0: the four fold into one, a pool window).
+#[derive(Debug, Clone, Copy)]
+pub struct QuadConvI8<'a> {
+    /// The int8 quad patch.
+    pub patch: &'a [u8],
+    /// The filters' rows.
+    pub weights: &'a [u8],
+    /// Taps per patch.
+    pub taps: usize,
+    /// Filters.
+    pub filters: usize,
+    /// Added to every input value (minus the input zero point, `-127..=128`).
+    pub offset: i32,
+    /// Values from one pixel's results to the next pixel's.
+    pub stride: usize,
+}
+
+impl QuadConvI8<'_> {
+    /// Bytes of a quad patch of `taps` taps.
+    pub const fn patch_bytes(taps: usize) -> usize {
+        taps.div_ceil(16) * 64
+    }
+
+    /// Whether the sizes fit the slices and `values`: [`quad_filters_i8`]' precondition.
+    pub(crate) fn fits(&self, values: &[u32]) -> bool {
+        self.taps >= 16
+            && self.filters > 0
+            && self.patch.len() >= Self::patch_bytes(self.taps)
+            && self.weights.len() / self.taps >= self.filters
+            && values.len() > 3 * self.stride + self.filters - 1
+    }
+}
+
+/// Four pixels' convolutions from an int8 quad patch ([`QuadConvI8`]) folded into running
+/// maxima: for filter `f` and pixel `p`, `values[p · stride + f] = max(values[p · stride +
+/// f], Σ (x_p + offset) · w_f)` (as `i32`, computed as `Σ x_p · w_f + offset · Σ w_f`,
+/// the same sum modulo 2³²). Computes nothing if a size does not fit.
+///
+/// On an MVE core one block of assembly: per filter, sixteen taps of the four pixels (64
+/// multiply-accumulates) in ten instructions (the filter's sixteen weights, per pixel one
+/// load of its sixteen taps and one `VMLADAVA.S8`, the weights' sum by `VADDVA.S8`, the
+/// loop end; the last block tail-predicated), then the offset and the maxima; elsewhere
+/// [`quad_filters_i8_portable`].
+#[cfg_attr(infer_core_mve, inline(never))]
+#[cfg_attr(not(infer_core_mve), inline(always))]
+pub fn quad_filters_i8(conv: &QuadConvI8<'_>, values: &mut [u32]) {
+    if !conv.fits(values) {
+        return;
+    }
+    #[cfg(infer_core_mve)]
+    {
+        let taps = conv.taps;
+        // On the stack: filters left [sp], the bytes the weight pointer overshoots a row
+        // by (the last block's loads step 16) [sp, #4], the offset [sp, #8].
+        // SAFETY: per filter, r3 reads 4 · taps.div_ceil(16) · 16 bytes of `patch` from its
+        // start (the last block's lanes past `taps` predicated off; checked above, byte
+        // loads); r1 reads the filter's `taps` bytes of `weights` (filters · taps checked
+        // above; predicated past `taps`) and is moved back to the next row; lr reads and
+        // writes `values` at p · stride + f for p < 4, f < filters (checked above). The
+        // loop count `taps` is ≥ 16. The block pops the three words it pushes; nothing
+        // else is read or written, and every register written is declared (explicit
+        // registers: `VMLADAVA` and `VADDVA` take even ones).
+        unsafe {
+            asm!(
+                "push {{r0, r2, r4}}",
+                "3:",
+                "movs r0, #0",
+                "movs r2, #0",
+                "movs r4, #0",
+                "mov.w r8, #0",
+                "mov.w r10, #0",
+                "mov r3, r11",
+                "dlstp.8 lr, r5",
+                "2:",
+                "vldrb.s8 q0, [r1], #16",
+                "vldrb.s8 q1, [r3], #16",
+                "vmladava.s8 r0, q1, q0",
+                "vldrb.s8 q2, [r3], #16",
+                "vmladava.s8 r2, q2, q0",
+                "vldrb.s8 q1, [r3], #16",
+                "vmladava.s8 r4, q1, q0",
+                "vldrb.s8 q2, [r3], #16",
+                "vmladava.s8 r8, q2, q0",
+                "vaddva.s8 r10, q0",
+                "letp lr, 2b",
+                "ldr r3, [sp, #4]",
+                "subs r1, r1, r3",
+                "ldr r3, [sp, #8]",
+                "mla r0, r10, r3, r0",
+                "mla r2, r10, r3, r2",
+                "mla r4, r10, r3, r4",
+                "mla r8, r10, r3, r8",
+                "mov lr, r12",
+                pixel_max!("r0"),
+                pixel_max!("r2"),
+                pixel_max!("r4"),
+                pixel_max!("r8"),
+                "adds r12, #4",
+                "ldr r3, [sp]",
+                "subs r3, #1",
+                "str r3, [sp]",
+                "bne 3b",
+                "add sp, #12",
+                inout("r0") conv.filters => _,
+                inout("r2") taps.div_ceil(16) * 16 - taps => _,
+                inout("r4") conv.offset => _,
+                inout("r1") conv.weights.as_ptr() => _,
+                inout("r5") taps => _,
+                inout("r9") 4 * conv.stride => _,
+                inout("r11") conv.patch.as_ptr() => _,
+                inout("r12") values.as_mut_ptr() => _,
+                out("r3") _,
+                out("r8") _,
+                out("r10") _,
+                out("lr") _,
+                out("q0") _,
+                out("q1") _,
+                out("q2") _,
+            );
+        }
+    }
+    #[cfg(not(infer_core_mve))]
+    quad_filters_i8_portable(conv, values);
+}
+
+/// [`quad_filters_i8`] in plain integer arithmetic (the reference the assembly is tested
+/// against, and the code elsewhere).
+pub fn quad_filters_i8_portable(conv: &QuadConvI8<'_>, values: &mut [u32]) {
+    if !conv.fits(values) {
+        return;
+    }
+    let QuadConvI8 {
+        patch,
+        weights,
+        taps,
+        filters,
+        offset,
+        stride,
+    } = *conv;
+    for (f, w) in weights.chunks_exact(taps).take(filters).enumerate() {
+        for p in 0..4 {
+            let acc = w.iter().enumerate().fold(0i32, |acc, (t, &w)| {
+                let x = patch
+                    .get(64 * (t / 16) + 16 * p + t % 16)
+                    .map_or(0, |&x| x as i8);
+                let x = i32::from(x).wrapping_add(offset);
+                acc.wrapping_add(x.wrapping_mul(i32::from(w as i8)))
+            });
+            if let Some(v) = values.get_mut(p * stride + f) {
+                *v = (*v as i32).max(acc) as u32;
+            }
+        }
+    }
+}
+
 /// [`super::dsp::dense_rows`] on an MVE core: a streamed dense layer's step, each pair of
 /// units' dot products of the position's packed values with their rows added into `acc`
 /// (an odd last unit is left alone). Computes nothing if a size does not fit. Its portable

@@ -22,12 +22,13 @@
 
 use super::format::{input_offset, Op, StackFile, MAX_OPS};
 pub use super::shape::OpShape;
-use crate::kernels::conv::{gather_patch, ConvGeometry, Padding, PatchSlot};
+use crate::kernels::conv::{gather_patch, gather_patch_i8, ConvGeometry, Padding, PatchSlot};
 use crate::kernels::dense::{dense_unit, finish_logits};
 use crate::kernels::dot::{
     dot_i8_offset, dot_packed, dot_packed2, dot_packed4, four_filters, pack_patch, PatchWords,
 };
-use crate::kernels::dsp::{dense_rows, quad_filters, DenseRows, QuadConv};
+use crate::kernels::dsp::{bytes_of_words, dense_rows, quad_filters, DenseRows, QuadConv};
+use crate::kernels::mve::{quad_filters_i8, QuadConvI8};
 use crate::kernels::{ChannelRequant, MapRows};
 use core::ops::Range;
 
@@ -200,6 +201,17 @@ const QUAD: usize = 4;
 /// 2,702,734 instructions with two pixels at a time, 2,211,781 one at a time). The unit
 /// tests take the quads. The buffers are sized for quads on every core.
 const QUAD_PIXELS: bool = cfg!(any(infer_core_dsp, test));
+
+/// Whether a quad of conv pixels (the first at output position `pos`) goes through an
+/// int8 patch ([`quad_filters_i8`]: the input values as they are, the offset folded into
+/// the sums) rather than a widened one: on MVE cores, whose `VMLADAVA.S8` multiplies 16
+/// int8 pairs at once, for a multi-channel input of 16 taps or more (a one-channel image
+/// keeps the widened patch, where a background patch is found and skipped). The unit tests
+/// take both ways, alternating between quads.
+fn int8_quads(g: &ConvGeometry, pos: usize) -> bool {
+    let eligible = g.in_c > 1 && g.taps() >= 16;
+    eligible && (cfg!(infer_core_mve) || (cfg!(test) && pos / QUAD % 2 == 1))
+}
 
 /// Output positions a stage computes at once: four for a conv without a pool (its pixels
 /// go four at a time through [`quad_filters`]), else one.
@@ -736,6 +748,30 @@ fn conv_positions(
             let Some(patch) = patch.get_mut(..QUAD * PatchWords::words(taps)) else {
                 return;
             };
+            // The four pixels' positions: all one (a pool window) or consecutive.
+            let (first, stride) = (pixel(i).1, (pixel(i + 1).1 - pixel(i).1) * channels);
+            if int8_quads(g, pos + i) {
+                let Some(values) = values.get_mut(first * channels..) else {
+                    return;
+                };
+                let bytes = bytes_of_words(patch);
+                let zero_point = cp.input_offset.wrapping_neg() as i8;
+                for k in 0..QUAD {
+                    let at = pixel(i + k).0;
+                    gather_patch_i8(g, kernel_row, input, zero_point, at, bytes, k);
+                }
+                let conv = QuadConvI8 {
+                    patch: bytes,
+                    weights: cp.weights,
+                    taps,
+                    filters: channels,
+                    offset: cp.input_offset,
+                    stride,
+                };
+                quad_filters_i8(&conv, values);
+                i += QUAD;
+                continue;
+            }
             for k in 0..QUAD {
                 let slot = PatchSlot {
                     pixel: k,
@@ -744,8 +780,6 @@ fn conv_positions(
                 let at = pixel(i + k).0;
                 gather_patch(g, kernel_row, input, cp.input_offset, at, patch, slot);
             }
-            // The four pixels' positions: all one (a pool window) or consecutive.
-            let (first, stride) = (pixel(i).1, (pixel(i + 1).1 - pixel(i).1) * channels);
             let Some(values) = values.get_mut(first * channels..) else {
                 return;
             };

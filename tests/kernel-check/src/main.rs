@@ -128,6 +128,33 @@ fn main() -> ! {
         dsp::quad_filters_portable(&conv, &mut want);
         check("quad_filters", case, got, want);
 
+        // Blocks of sixteen bytes into one pixel's share of an int8 quad patch.
+        let blocks = rng.below(10);
+        let mut got = [0u8; 64 * 9 + 16];
+        rng.fill_bytes(&mut got);
+        let mut want = got;
+        mve::copy_blocks(&run, &mut got, blocks);
+        mve::copy_blocks_portable(&run, &mut want, blocks);
+        check("copy_blocks", case, got, want);
+
+        // Four pixels' int8 quad patch (the bytes of random words), all filters, any taps
+        // from 16 (the last block partial most of the time), any offset.
+        let taps = 16 + rng.below(145);
+        let conv = mve::QuadConvI8 {
+            patch: &dsp::bytes_of_words(&mut patch)[..mve::QuadConvI8::patch_bytes(taps)],
+            weights: &weights[..filters * taps],
+            taps,
+            filters,
+            offset: rng.below(256) as i32 - 127,
+            stride,
+        };
+        let mut got = [0u32; 64];
+        rng.fill_words(&mut got);
+        let mut want = got;
+        mve::quad_filters_i8(&conv, &mut got);
+        mve::quad_filters_i8_portable(&conv, &mut want);
+        check("quad_filters_i8", case, got, want);
+
         // Requantizing positions with a ReLU: random sums, biases, multipliers ≥ 0, shifts
         // in -31..=0, zero points.
         let channels = 1 + rng.below(16);
