@@ -26,4 +26,7 @@
 #[rustfmt::skip]
 mod schema_generated;
 
+/// The flatbuffers runtime the generated code is built on (its `Vector` type appears in
+/// the generated accessors).
+pub use flatbuffers;
 pub use schema_generated::tflite;
