@@ -228,3 +228,61 @@ fn import_command_writes_the_model_or_leaves_the_output_as_it_was() -> Result<()
     assert_eq!(std::fs::read(&out)?, imported.bytes);
     Ok(())
 }
+
+/// Runs `trainer infer` and reads its output array.
+fn infer(model: &std::path::Path, input: &std::path::Path, dir: &std::path::Path) -> Result<Array> {
+    let output = dir.join("y.npy");
+    let out = Command::new(trainer_bin()?)
+        .arg("infer")
+        .arg("--model")
+        .arg(model)
+        .arg("--input")
+        .arg(input)
+        .arg("--output")
+        .arg(&output)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Array::from_bytes(&std::fs::read(&output)?)
+}
+
+#[test]
+fn infer_command_gives_tflm_outputs_from_int8_or_float_inputs() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let model = fixture("tflite/tutorial_int8.tflite");
+    let inputs = fixture("tflite/tutorial_inputs.npy");
+    let (_, want) = int8_rows("tflite/tutorial_tflm_outputs.npy")?;
+    // A .tflite: TFLite's int8 outputs.
+    let got = infer(&model, &inputs, dir.path())?;
+    assert_eq!(got.shape, [100, 10]);
+    assert_eq!(got.elements, Elements::I8(want.clone()));
+    // Float inputs, quantized with the model's input parameters: the same outputs.
+    let imported = import(&read("tflite/tutorial_int8.tflite")?)?;
+    let q = imported.input.quant;
+    let (shape, x) = int8_rows("tflite/tutorial_inputs.npy")?;
+    let float = Array {
+        shape,
+        elements: Elements::F32(
+            x.iter()
+                .map(|&v| q.scale * (i32::from(v) - q.zero_point) as f32)
+                .collect(),
+        ),
+    };
+    let float_path = dir.path().join("x.npy");
+    std::fs::write(&float_path, float.to_bytes())?;
+    assert_eq!(
+        infer(&model, &float_path, dir.path())?.elements,
+        got.elements
+    );
+    // The imported model.bin: its wide logits, TFLite's outputs before the zero point.
+    let bin = dir.path().join("model.bin");
+    std::fs::write(&bin, &imported.bytes)?;
+    let Elements::I32(wide) = infer(&bin, &inputs, dir.path())?.elements else {
+        anyhow::bail!("model.bin outputs are not int32");
+    };
+    assert_eq!(imported.int8_outputs(&wide), want);
+    Ok(())
+}

@@ -4,6 +4,7 @@ pub mod args;
 pub mod eval;
 pub mod fit;
 pub mod import;
+pub mod infer;
 pub mod predict;
 pub mod quantize;
 pub mod report;
