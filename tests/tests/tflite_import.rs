@@ -286,3 +286,26 @@ fn infer_command_gives_tflm_outputs_from_int8_or_float_inputs() -> Result<()> {
     assert_eq!(imported.int8_outputs(&wide), want);
     Ok(())
 }
+
+#[test]
+fn float_edged_model_gives_tflm_float_outputs_from_float_inputs() -> Result<()> {
+    // QUANTIZE first and DEQUANTIZE last: the float edges of a model converted with float
+    // input and output.
+    let imported = import(&read("tflite/tutorial_float_io.tflite")?)?;
+    assert!(imported.input.float && imported.output.float);
+    assert!(imported.steps[0].contains("QUANTIZE         -> the float input's quantization"));
+    let dir = tempfile::tempdir()?;
+    let got = infer(
+        &fixture("tflite/tutorial_float_io.tflite"),
+        &fixture("tflite/tutorial_float_io_inputs.npy"),
+        dir.path(),
+    )?;
+    let want = Array::from_bytes(&read("tflite/tutorial_float_io_tflm_outputs.npy")?)?;
+    assert_eq!(got.shape, [100, 10]);
+    let (Elements::F32(got), Elements::F32(want)) = (got.elements, want.elements) else {
+        anyhow::bail!("float32 outputs expected");
+    };
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&got), bits(&want));
+    Ok(())
+}

@@ -6,7 +6,8 @@
    input and output, calibrated on CALIBRATION training images), twice: with the Dense layer's
    logits as the output (`tutorial_int8.tflite`, what the engine runs) and with the softmax
    (`tutorial_softmax_int8.tflite`, which the importer must refuse until the engine has an
-   int8 softmax).
+   int8 softmax), and once more with float32 input and output (`tutorial_float_io.tflite`: a
+   QUANTIZE first, a DEQUANTIZE last), run on the float images.
 3. Runs the first INPUTS test images through TensorFlow Lite Micro's interpreter
    (`tflite_micro.python.tflite_micro.runtime.Interpreter`, its reference kernels) and writes
    the int8 inputs and TFLM's int8 outputs as .npy files.
@@ -65,7 +66,10 @@ def tutorial(softmax, batch_size=None):
     return tf.keras.Sequential(layers)
 
 
-def convert(model, calibration):
+def convert(model, calibration, int8_io=True):
+    """Full-integer int8 conversion; with `int8_io` False the input and output stay float32
+    (a QUANTIZE first, a DEQUANTIZE last)."""
+
     def representative():
         for image in calibration:
             yield [image[None]]
@@ -74,8 +78,9 @@ def convert(model, calibration):
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
+    if int8_io:
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
     return converter.convert()
 
 
@@ -97,7 +102,7 @@ def golden(out_dir, name, model_bytes, inputs):
         micro.invoke()
         outputs.append(micro.get_output(0)[0].copy())
         micro.reset()
-    outputs = np.stack(outputs).astype(np.int8)
+    outputs = np.stack(outputs)
     np.save(os.path.join(out_dir, f"{name}_inputs.npy"), inputs)
     np.save(os.path.join(out_dir, f"{name}_tflm_outputs.npy"), outputs)
 
@@ -110,9 +115,9 @@ def golden(out_dir, name, model_bytes, inputs):
         desktop.set_tensor(inp["index"], x.reshape(inp["shape"]))
         desktop.invoke()
         got = desktop.get_tensor(out["index"])[0]
-        diff = np.abs(got.astype(np.int32) - want.astype(np.int32))
+        diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
         differ += int(np.count_nonzero(diff))
-        largest = max(largest, int(diff.max()))
+        largest = max(largest, float(diff.max()))
     return outputs, differ, largest
 
 
@@ -144,6 +149,9 @@ def main():
         f.write(tutorial_bytes)
     with open(os.path.join(out_dir, "tutorial_softmax_int8.tflite"), "wb") as f:
         f.write(softmax_bytes)
+    float_io_bytes = convert(fixed_logits, calibration, int8_io=False)
+    with open(os.path.join(out_dir, "tutorial_float_io.tflite"), "wb") as f:
+        f.write(float_io_bytes)
 
     in_scale, in_zero = quant_of(
         tflm.Interpreter.from_bytes(tutorial_bytes).get_input_details(0)
@@ -151,6 +159,8 @@ def main():
     images = test_x[:INPUTS]
     inputs = np.clip(np.round(images / in_scale) + in_zero, -128, 127).astype(np.int8)
     outputs, differ, largest = golden(out_dir, "tutorial", tutorial_bytes, inputs)
+    # The float-edged model on the float images (its QUANTIZE and DEQUANTIZE run in TFLM).
+    _, float_differ, _ = golden(out_dir, "tutorial_float_io", float_io_bytes, images)
     out_scale, out_zero = quant_of(
         tflm.Interpreter.from_bytes(tutorial_bytes).get_output_details(0)
     )
@@ -164,8 +174,9 @@ def main():
         "output_quant": [out_scale, out_zero],
         "tflm_correct": int(np.count_nonzero(outputs.argmax(1) == labels)),
         "desktop_values_differing_from_tflm": differ,
-        "desktop_largest_difference_lsb": largest,
+        "desktop_largest_difference_lsb": int(largest),
         "tensorflow": tf.__version__,
+        "float_io_desktop_values_differing_from_tflm": float_differ,
     }
     # The anomaly-detection model of MLPerf Tiny, on seeded random int8 inputs.
     with open(os.path.join(mlperf_dir, "ad01_int8.tflite"), "rb") as f:
@@ -174,7 +185,7 @@ def main():
     ad_inputs = rng.integers(-128, 128, size=(INPUTS, 640), dtype=np.int8)
     _, ad_differ, ad_largest = golden(out_dir, "ad01", ad_bytes, ad_inputs)
     summary["ad01_desktop_values_differing_from_tflm"] = ad_differ
-    summary["ad01_desktop_largest_difference_lsb"] = ad_largest
+    summary["ad01_desktop_largest_difference_lsb"] = int(ad_largest)
     print(json.dumps(summary, indent=1))
     with open(os.path.join(out_dir, "golden.json"), "w") as f:
         json.dump(summary, f, indent=1)
