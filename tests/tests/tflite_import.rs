@@ -309,3 +309,45 @@ fn float_edged_model_gives_tflm_float_outputs_from_float_inputs() -> Result<()> 
     assert_eq!(bits(&got), bits(&want));
     Ok(())
 }
+
+/// The xorshift32 inputs of the MLPerf golden files `golden.py` writes without their inputs
+/// (`xorshift_inputs`): each value the top byte of the state after a (13, 17, 5) step.
+fn xorshift_inputs(len: usize, seed: u32) -> Vec<i8> {
+    let mut state = seed;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            (state >> 24) as u8 as i8
+        })
+        .collect()
+}
+
+#[test]
+fn mlperf_goldens_for_later_are_tflm_outputs_of_regenerable_inputs() -> Result<()> {
+    // The inputs are regenerated here exactly as golden.py made them...
+    let golden: serde_json::Value = serde_json::from_slice(&read("tflite/golden.json")?)?;
+    let seed = golden["xorshift_seed"].as_u64().context("xorshift_seed")? as u32;
+    let first: Vec<i8> = golden["xorshift_first_values"]
+        .as_array()
+        .context("xorshift_first_values")?
+        .iter()
+        .filter_map(|v| v.as_i64().map(|v| v as i8))
+        .collect();
+    assert_eq!(xorshift_inputs(8, seed), first);
+    // ...and TFLM's outputs for them are there, one row per input, for each model's output.
+    for (name, model, values) in [
+        ("kws", "kws_ref_model.tflite", 12),
+        ("resnet", "pretrainedResnet_quant.tflite", 10),
+        ("vww", "vww_96_int8.tflite", 2),
+    ] {
+        let graph = Graph::parse(&read(&format!("mlperf-tiny/{model}"))?)?;
+        let output = graph.tensor(graph.outputs[0])?;
+        assert_eq!(output.elements(), Some(values), "{model}");
+        let (shape, outputs) = int8_rows(&format!("tflite/{name}_tflm_outputs.npy"))?;
+        assert_eq!(shape, [100, values], "{name}");
+        assert_eq!(outputs.len(), 100 * values);
+    }
+    Ok(())
+}

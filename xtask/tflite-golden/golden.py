@@ -13,7 +13,10 @@
    the int8 inputs and TFLM's int8 outputs as .npy files.
 4. Does the same for MLPerf Tiny's anomaly-detection model (MLPERF_DIR/ad01_int8.tflite) on
    INPUTS seeded random int8 inputs.
-5. Runs the same inputs through the desktop interpreter (tf.lite.Interpreter) and prints how
+5. Runs MLPerf Tiny's three other models (keyword spotting, ResNet-8, visual wake words) on
+   INPUTS xorshift32 inputs each (`xorshift_inputs`: regenerated, not stored) and writes
+   TFLM's outputs, for when the engine runs them.
+6. Runs the same inputs through the desktop interpreter (tf.lite.Interpreter) and prints how
    many outputs differ from TFLM's (its int8 FULLY_CONNECTED may rescale with one rounding,
    TFLM with two); nothing of it is written.
 
@@ -36,6 +39,14 @@ EPOCHS = 2
 SEED = 1
 CALIBRATION = 500
 INPUTS = 100
+XORSHIFT_SEED = 0x2545F491
+# The MLPerf Tiny models the engine cannot run yet: their TFLM outputs on xorshift inputs,
+# ready for when it can (only the outputs are stored; the inputs are regenerated).
+MLPERF_LATER = [
+    ("kws", "kws_ref_model.tflite"),
+    ("resnet", "pretrainedResnet_quant.tflite"),
+    ("vww", "vww_96_int8.tflite"),
+]
 
 
 def read_idx(path):
@@ -90,7 +101,20 @@ def quant_of(details):
     return float(params["scales"][0]), int(params["zero_points"][0])
 
 
-def golden(out_dir, name, model_bytes, inputs):
+def xorshift_inputs(count, size, seed=XORSHIFT_SEED):
+    """`count` rows of `size` int8 values: xorshift32 (13, 17, 5) from `seed`, each value the
+    top byte of the state after a step, as two's complement. The Rust tests regenerate them."""
+    state = seed
+    values = np.empty(count * size, dtype=np.uint8)
+    for i in range(count * size):
+        state ^= (state << 13) & 0xFFFFFFFF
+        state ^= state >> 17
+        state ^= (state << 5) & 0xFFFFFFFF
+        values[i] = state >> 24
+    return values.view(np.int8).reshape(count, size)
+
+
+def golden(out_dir, name, model_bytes, inputs, write_inputs=True):
     """Runs `inputs` (one row per inference, each of the model's input shape) through TFLM,
     writes NAME_inputs.npy and NAME_tflm_outputs.npy, and returns TFLM's outputs with how many
     values the desktop interpreter gives otherwise and its largest difference."""
@@ -103,7 +127,8 @@ def golden(out_dir, name, model_bytes, inputs):
         outputs.append(micro.get_output(0)[0].copy())
         micro.reset()
     outputs = np.stack(outputs)
-    np.save(os.path.join(out_dir, f"{name}_inputs.npy"), inputs)
+    if write_inputs:
+        np.save(os.path.join(out_dir, f"{name}_inputs.npy"), inputs)
     np.save(os.path.join(out_dir, f"{name}_tflm_outputs.npy"), outputs)
 
     desktop = tf.lite.Interpreter(model_content=model_bytes)
@@ -186,6 +211,17 @@ def main():
     _, ad_differ, ad_largest = golden(out_dir, "ad01", ad_bytes, ad_inputs)
     summary["ad01_desktop_values_differing_from_tflm"] = ad_differ
     summary["ad01_desktop_largest_difference_lsb"] = int(ad_largest)
+    for name, file in MLPERF_LATER:
+        with open(os.path.join(mlperf_dir, file), "rb") as f:
+            model_bytes = f.read()
+        shape = tflm.Interpreter.from_bytes(model_bytes).get_input_details(0)["shape"]
+        size = int(np.prod(shape))
+        inputs = xorshift_inputs(INPUTS, size)
+        _, differ, largest = golden(out_dir, name, model_bytes, inputs, write_inputs=False)
+        summary[f"{name}_desktop_values_differing_from_tflm"] = differ
+        summary[f"{name}_desktop_largest_difference_lsb"] = int(largest)
+    summary["xorshift_seed"] = XORSHIFT_SEED
+    summary["xorshift_first_values"] = xorshift_inputs(1, 8)[0].tolist()
     print(json.dumps(summary, indent=1))
     with open(os.path.join(out_dir, "golden.json"), "w") as f:
         json.dump(summary, f, indent=1)
