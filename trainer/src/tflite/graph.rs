@@ -274,7 +274,11 @@ impl Graph {
         }
         let model = fb::root_as_model(bytes).map_err(|e| {
             // The verifier's message spans lines ("…\n\twhile verifying …\n\n"): one line.
-            let reason = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+            let reason = e
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
             anyhow::anyhow!("corrupt TensorFlow Lite flatbuffer: {reason}")
         })?;
         let subgraphs = model.subgraphs().map_or(0, |s| s.len());
