@@ -603,3 +603,86 @@ fn encode(
     }
     encode_checked(spec, &wire)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tflite::graph::ConvOptions;
+
+    /// The Keras tutorial fixture: CONV_2D, MAX_POOL_2D, RESHAPE, FULLY_CONNECTED.
+    fn tutorial() -> Graph {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/tflite/tutorial_int8.tflite"
+        );
+        Graph::parse(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    fn refusal(graph: &Graph) -> String {
+        format!("{:#}", lower(graph).unwrap_err())
+    }
+
+    fn conv_options(graph: &mut Graph) -> &mut ConvOptions {
+        match &mut graph.operators[0].kind {
+            OpKind::Conv2d(o) => o,
+            other => panic!("operator 0 is {}", other.name()),
+        }
+    }
+
+    #[test]
+    fn the_tutorial_maps_onto_three_engine_operations() {
+        let imported = lower(&tutorial()).unwrap();
+        let file = infer_core::stack::StackFile::decode(&imported.bytes).unwrap();
+        let ops: Vec<&str> = file.ops.iter().map(|op| op.type_name()).collect();
+        assert_eq!(ops, ["conv2d", "maxpool2d", "dense"]);
+        assert_eq!(imported.steps.len(), 4);
+        assert!(imported.steps[2].ends_with("flatten (no engine operation)"));
+        assert_eq!(imported.int8_outputs(&[-200, 0, 100]), [-128, 43, 127]);
+    }
+
+    #[test]
+    fn options_the_engine_lacks_are_named_with_the_operator() {
+        let mut graph = tutorial();
+        conv_options(&mut graph).activation = Activation::Relu6;
+        assert!(refusal(&graph).contains(
+            "operator 0 CONV_2D: parsed, but the engine cannot run it yet (a fused RELU6)"
+        ));
+        let mut graph = tutorial();
+        conv_options(&mut graph).stride_w = 2;
+        assert!(refusal(&graph).contains("(strides 1×2 (the engine's are equal, 1 or 2))"));
+        let mut graph = tutorial();
+        conv_options(&mut graph).dilation_h = 2;
+        assert!(refusal(&graph).contains("(dilation 2×1)"));
+        let mut graph = tutorial();
+        if let OpKind::MaxPool2d(p) = &mut graph.operators[1].kind {
+            p.stride_h = 1;
+        }
+        assert!(refusal(&graph).contains("operator 1 MAX_POOL_2D: parsed, but"));
+    }
+
+    #[test]
+    fn a_graph_that_is_not_a_chain_or_ends_otherwise_is_refused() {
+        let mut graph = tutorial();
+        // The dense layer reads the pool's output (5,408 values too), past the flatten.
+        let pooled = graph.operators[1].outputs[0];
+        graph.operators[3].inputs[0] = Some(pooled);
+        let err = refusal(&graph);
+        assert!(
+            err.starts_with(&format!(
+                "operator 3 FULLY_CONNECTED reads tensor {pooled}, not the previous operator's \
+                 output"
+            )),
+            "{err}"
+        );
+        let mut graph = tutorial();
+        graph.operators[3].kind = OpKind::FullyConnected {
+            activation: Activation::Relu,
+            keep_num_dims: false,
+        };
+        assert!(refusal(&graph).contains("gives at least 2 logits without activation"));
+        let mut graph = tutorial();
+        graph.operators.truncate(2);
+        let err = refusal(&graph);
+        assert!(err.contains("is not the graph's output"), "{err}");
+    }
+}
