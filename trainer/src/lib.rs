@@ -7,5 +7,7 @@ pub mod atomic;
 pub mod commands;
 pub mod data;
 pub mod eval;
+pub mod npy;
 pub mod pipe;
 pub mod report;
+pub mod tflite;

@@ -1,7 +1,9 @@
 //! `trainer`: train the tutorial CNN, quantize it to int8, evaluate, inspect and draw it.
 
 use clap::{Parser, Subcommand};
-use trainer::commands::{eval, fit, predict, quantize, report, summary, StoppedBySignal};
+use trainer::commands::{
+    eval, fit, import, infer, predict, quantize, report, summary, StoppedBySignal,
+};
 
 /// Train the Keras MNIST tutorial CNN, quantize it to int8 and evaluate it with infer-core.
 #[derive(Parser)]
@@ -25,6 +27,10 @@ enum Command {
     Quantize(quantize::QuantizeArgs),
     /// Draw the tutorial's pictures (PNG) and an index.html.
     Report(report::ReportArgs),
+    /// Import a TensorFlow Lite int8 model (.tflite) as a model.bin.
+    Import(import::ImportArgs),
+    /// Run a model.bin or .tflite on a batch of .npy inputs, writing its outputs as .npy.
+    Infer(infer::InferArgs),
 }
 
 fn main() {
@@ -41,6 +47,8 @@ fn main() {
         Command::Predict(args) => predict::run(args),
         Command::Quantize(args) => quantize::run(args),
         Command::Report(args) => report::run(args),
+        Command::Import(args) => import::run(args),
+        Command::Infer(args) => infer::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

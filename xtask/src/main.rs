@@ -12,6 +12,7 @@ mod no_panic;
 mod prereq;
 mod qemu;
 mod test;
+mod tflite_golden;
 
 use anyhow::{ensure, Context, Result};
 use clap::{Parser, Subcommand};
@@ -51,6 +52,9 @@ enum Command_ {
     Fuzz(fuzz::FuzzArgs),
     /// Link-time proof that infer-core's loading and inference cannot panic, per Cortex-M target.
     NoPanic,
+    /// Regenerate the TensorFlow Lite golden fixtures (a pinned Python venv under target/:
+    /// Keras conversion, TensorFlow Lite Micro's outputs) that `trainer import` is tested on.
+    TfliteGolden(tflite_golden::GoldenArgs),
 }
 
 fn main() {
@@ -69,6 +73,7 @@ fn main() {
         Command_::BenchMcu(args) => bench_mcu::run(&args),
         Command_::Fuzz(args) => fuzz::run(&args),
         Command_::NoPanic => no_panic::run(),
+        Command_::TfliteGolden(args) => tflite_golden::run(&args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

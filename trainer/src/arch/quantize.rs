@@ -359,21 +359,8 @@ impl QuantizedStack {
     /// # Errors
     /// As [`QuantizedStack::wire`], or infer-core's reason for refusing the bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let arrays: usize = self
-            .ops
-            .iter()
-            .filter_map(|op| op.channels.as_ref())
-            .map(|c| c.weights.len() + 13 * c.bias.len())
-            .sum();
-        let mut buf = vec![0u8; arrays + 64 * self.ops.len() + 64];
         let (input, ops) = self.wire()?;
-        let len = StackFile::new(input, &ops)
-            .encode(&mut buf)
-            .map_err(|e| anyhow::anyhow!("encoding model.bin: {e}"))?
-            .len();
-        buf.truncate(len);
-        load_stack(&buf).context("infer-core refuses the exported model")?;
-        Ok(buf)
+        encode_checked(input, &ops)
     }
 
     /// The output quantization of operation `j` (a pool's is its input's).
@@ -385,6 +372,27 @@ impl QuantizedStack {
             .find_map(|op| op.channels.as_ref().map(|c| c.output))
             .unwrap_or(INPUT_QUANT)
     }
+}
+
+/// Encodes `input` and `ops` as format-3 model.bin bytes and checks them with infer-core's
+/// decoder, so a file infer-core would refuse is never written.
+///
+/// # Errors
+/// infer-core's reason for refusing the bytes.
+pub fn encode_checked(input: InputSpec, ops: &[Op<'_>]) -> Result<Vec<u8>> {
+    let arrays: usize = ops
+        .iter()
+        .filter_map(Op::params)
+        .map(|p| p.weights.len() + p.weight_scales.len() + p.bias.len() + p.multiplier.len())
+        .sum();
+    let mut buf = vec![0u8; 2 * arrays + 64 * ops.len() + 64];
+    let len = StackFile::new(input, ops)
+        .encode(&mut buf)
+        .map_err(|e| anyhow::anyhow!("encoding model.bin: {e}"))?
+        .len();
+    buf.truncate(len);
+    load_stack(&buf).context("infer-core refuses the model")?;
+    Ok(buf)
 }
 
 /// Refuses more operations than model.bin holds.

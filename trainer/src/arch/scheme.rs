@@ -143,15 +143,49 @@ impl QuantizedChannels {
             q.multiplier.push(m);
             q.shift.push(s as i8);
         }
-        q.weight_scale_bytes = q
+        Ok(q.with_bytes())
+    }
+
+    /// Channels already quantized (an imported TensorFlow Lite model's), kept as they are:
+    /// `weights` as their bytes, one scale, bias, multiplier and shift per output channel.
+    pub fn from_int8(
+        weights: Vec<u8>,
+        weight_scales: Vec<f32>,
+        bias: Vec<i32>,
+        multiplier: Vec<i32>,
+        shift: Vec<i8>,
+        output: QuantParams,
+    ) -> Self {
+        Self {
+            weights,
+            weight_scales,
+            bias,
+            multiplier,
+            shift,
+            output,
+            weight_scale_bytes: Vec::new(),
+            bias_bytes: Vec::new(),
+            multiplier_bytes: Vec::new(),
+            shift_bytes: Vec::new(),
+        }
+        .with_bytes()
+    }
+
+    /// Fills the little-endian byte arrays [`QuantizedChannels::params`] borrows.
+    fn with_bytes(mut self) -> Self {
+        self.weight_scale_bytes = self
             .weight_scales
             .iter()
             .flat_map(|s| s.to_le_bytes())
             .collect();
-        q.bias_bytes = q.bias.iter().flat_map(|s| s.to_le_bytes()).collect();
-        q.multiplier_bytes = q.multiplier.iter().flat_map(|s| s.to_le_bytes()).collect();
-        q.shift_bytes = q.shift.iter().map(|&s| s as u8).collect();
-        Ok(q)
+        self.bias_bytes = self.bias.iter().flat_map(|s| s.to_le_bytes()).collect();
+        self.multiplier_bytes = self
+            .multiplier
+            .iter()
+            .flat_map(|s| s.to_le_bytes())
+            .collect();
+        self.shift_bytes = self.shift.iter().map(|&s| s as u8).collect();
+        self
     }
 
     /// The wire-format view of these arrays (borrowed).

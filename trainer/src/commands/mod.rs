@@ -3,6 +3,8 @@
 pub mod args;
 pub mod eval;
 pub mod fit;
+pub mod import;
+pub mod infer;
 pub mod predict;
 pub mod quantize;
 pub mod report;

@@ -1,0 +1,353 @@
+//! `trainer import`: TensorFlow Lite models against TensorFlow Lite Micro's own outputs.
+//!
+//! The golden files in `tests/fixtures/tflite/` were written by `cargo xtask tflite-golden`
+//! (TFLM's interpreter from the pinned `tflite-micro` package); no Python runs here. Every
+//! output of the imported model, run on the host by infer-core (both kernel sets), must
+//! equal TFLM's, for every input.
+
+use anyhow::{ensure, Context, Result};
+use e2e_tests::{trainer_bin, workspace_root};
+use infer_core::stack::{run, BufferSizes, Kernels, StackFile};
+use std::path::PathBuf;
+use std::process::Command;
+use trainer::npy::{Array, Elements};
+use trainer::tflite::{graph::Graph, import};
+
+fn fixture(path: &str) -> PathBuf {
+    workspace_root().join("tests/fixtures").join(path)
+}
+
+fn read(path: &str) -> Result<Vec<u8>> {
+    let path = fixture(path);
+    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn int8_rows(path: &str) -> Result<(Vec<usize>, Vec<i8>)> {
+    let array = Array::from_bytes(&read(path)?).with_context(|| path.to_owned())?;
+    match array.elements {
+        Elements::I8(v) => Ok((array.shape, v)),
+        other => anyhow::bail!("{path} holds {}", other.type_name()),
+    }
+}
+
+/// Imports `model`, runs every row of `inputs` with both kernel sets and compares the int8
+/// outputs with TFLM's `outputs`, value by value. Returns the number of inferences.
+fn check_against_tflm(model: &str, inputs: &str, outputs: &str) -> Result<usize> {
+    let imported = import(&read(model)?).with_context(|| model.to_owned())?;
+    let file = StackFile::decode(&imported.bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (in_shape, inputs) = int8_rows(inputs)?;
+    let (out_shape, want) = int8_rows(outputs)?;
+    let count = in_shape[0];
+    ensure!(
+        count == 100 && out_shape[0] == count,
+        "100 inputs and outputs"
+    );
+    let in_len = inputs.len() / count;
+    let classes = file.classes();
+    ensure!(want.len() == count * classes, "output rows of {classes}");
+    let sizes = BufferSizes::of(&file);
+    let (mut a, mut b) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
+    let mut patch = vec![0u32; sizes.patch_words];
+    let mut logits = vec![0i32; classes];
+    for kernels in [Kernels::Reference, Kernels::Fast] {
+        for (i, (x, want)) in inputs
+            .chunks_exact(in_len)
+            .zip(want.chunks_exact(classes))
+            .enumerate()
+        {
+            let wide = run(&file, x, kernels, &mut a, &mut b, &mut patch, &mut logits)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let got = imported.int8_outputs(wide);
+            ensure!(
+                got == want,
+                "{model}, input {i}, {kernels:?} kernels: ours {got:?}, TFLM {want:?}"
+            );
+        }
+    }
+    Ok(count)
+}
+
+#[test]
+fn keras_tutorial_matches_tflm_on_100_digits() -> Result<()> {
+    let n = check_against_tflm(
+        "tflite/tutorial_int8.tflite",
+        "tflite/tutorial_inputs.npy",
+        "tflite/tutorial_tflm_outputs.npy",
+    )?;
+    assert_eq!(n, 100);
+    Ok(())
+}
+
+#[test]
+fn mlperf_anomaly_detection_matches_tflm_on_100_inputs() -> Result<()> {
+    let n = check_against_tflm(
+        "mlperf-tiny/ad01_int8.tflite",
+        "tflite/ad01_inputs.npy",
+        "tflite/ad01_tflm_outputs.npy",
+    )?;
+    assert_eq!(n, 100);
+    Ok(())
+}
+
+/// The error of importing `path`, with its causes.
+fn refusal(path: &str) -> String {
+    match import(&read(path).unwrap()) {
+        Ok(_) => panic!("{path} imported"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+#[test]
+fn mlperf_models_the_engine_cannot_run_yet_name_every_operator() {
+    let cases: [(&str, usize, usize, &[&str]); 3] = [
+        (
+            "mlperf-tiny/kws_ref_model.tflite",
+            7,
+            13,
+            &[
+                "operator 0 CONV_2D: parsed, but the engine cannot run it yet (a 10×4 kernel",
+                "operator 1 DEPTHWISE_CONV_2D: parsed, but the engine cannot run it yet \
+                 (depthwise convolution)",
+                "operator 9 AVERAGE_POOL_2D: parsed, but the engine cannot run it yet (average \
+                 pooling)",
+                "operator 12 SOFTMAX: parsed, but the engine cannot run it yet (int8 softmax)",
+            ],
+        ),
+        (
+            "mlperf-tiny/pretrainedResnet_quant.tflite",
+            5,
+            16,
+            &[
+                "operator 3 ADD: parsed, but the engine cannot run it yet (residual ADD",
+                "operator 12 AVERAGE_POOL_2D",
+                "operator 15 SOFTMAX",
+            ],
+        ),
+        (
+            "mlperf-tiny/vww_96_int8.tflite",
+            15,
+            31,
+            &[
+                "operator 25 DEPTHWISE_CONV_2D",
+                "operator 27 AVERAGE_POOL_2D",
+                "operator 30 SOFTMAX",
+            ],
+        ),
+    ];
+    for (path, refused, total, lines) in cases {
+        let err = refusal(path);
+        let head = format!("{refused} of the {total} operators cannot run on the engine yet");
+        assert!(err.contains(&head), "{path}: {err}");
+        assert_eq!(err.matches("parsed, but").count(), refused, "{err}");
+        for line in lines {
+            assert!(err.contains(line), "{path}: no {line:?} in\n{err}");
+        }
+    }
+    // The graphs themselves are read whole: every operator, tensor and constant.
+    let kws = Graph::parse(&read("mlperf-tiny/kws_ref_model.tflite").unwrap()).unwrap();
+    assert_eq!(kws.operators.len(), 13);
+    assert_eq!(kws.inputs.len(), 1);
+}
+
+#[test]
+fn softmax_output_is_refused_until_the_engine_has_int8_softmax() {
+    let err = refusal("tflite/tutorial_softmax_int8.tflite");
+    assert!(
+        err.contains(
+            "1 of the 5 operators cannot run on the engine yet; nothing written:\n  operator 4 \
+             SOFTMAX: parsed, but the engine cannot run it yet (int8 softmax)"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn truncated_or_garbage_files_are_errors_not_panics() {
+    let bytes = read("tflite/tutorial_int8.tflite").unwrap();
+    for len in (0..bytes.len()).step_by(97).chain([bytes.len() - 1]) {
+        let err = format!("{:#}", import(&bytes[..len]).unwrap_err());
+        assert!(
+            err.contains("not a TensorFlow Lite model")
+                || err.contains("corrupt TensorFlow Lite flatbuffer"),
+            "{len} bytes: {err}"
+        );
+    }
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let err = format!("{:#}", import(&garbage).unwrap_err());
+    assert!(err.contains("not a TensorFlow Lite model"), "{err}");
+    // Bytes flipped anywhere: an error or a model, never a panic.
+    let mut state = 0x2545_f491_u32;
+    for _ in 0..2000 {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        let mut corrupt = bytes.clone();
+        let at = state as usize % corrupt.len();
+        corrupt[at] ^= (state >> 24) as u8 | 1;
+        let _ = import(&corrupt);
+    }
+}
+
+#[test]
+fn import_command_writes_the_model_or_leaves_the_output_as_it_was() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("model.bin");
+    std::fs::write(&out, b"previous")?;
+    let refused = Command::new(trainer_bin()?)
+        .arg("import")
+        .arg(fixture("mlperf-tiny/kws_ref_model.tflite"))
+        .arg("--out")
+        .arg(&out)
+        .output()?;
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("kws_ref_model.tflite: 7 of the 13"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&out)?, b"previous");
+    let ok = Command::new(trainer_bin()?)
+        .arg("import")
+        .arg(fixture("tflite/tutorial_int8.tflite"))
+        .arg("--out")
+        .arg(&out)
+        .output()?;
+    ensure!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        stdout.contains("0 CONV_2D          -> conv2d 3×3 ×32"),
+        "{stdout}"
+    );
+    let imported = import(&read("tflite/tutorial_int8.tflite")?)?;
+    assert_eq!(std::fs::read(&out)?, imported.bytes);
+    Ok(())
+}
+
+/// Runs `trainer infer` and reads its output array.
+fn infer(model: &std::path::Path, input: &std::path::Path, dir: &std::path::Path) -> Result<Array> {
+    let output = dir.join("y.npy");
+    let out = Command::new(trainer_bin()?)
+        .arg("infer")
+        .arg("--model")
+        .arg(model)
+        .arg("--input")
+        .arg(input)
+        .arg("--output")
+        .arg(&output)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Array::from_bytes(&std::fs::read(&output)?)
+}
+
+#[test]
+fn infer_command_gives_tflm_outputs_from_int8_or_float_inputs() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let model = fixture("tflite/tutorial_int8.tflite");
+    let inputs = fixture("tflite/tutorial_inputs.npy");
+    let (_, want) = int8_rows("tflite/tutorial_tflm_outputs.npy")?;
+    // A .tflite: TFLite's int8 outputs.
+    let got = infer(&model, &inputs, dir.path())?;
+    assert_eq!(got.shape, [100, 10]);
+    assert_eq!(got.elements, Elements::I8(want.clone()));
+    // Float inputs, quantized with the model's input parameters: the same outputs.
+    let imported = import(&read("tflite/tutorial_int8.tflite")?)?;
+    let q = imported.input.quant;
+    let (shape, x) = int8_rows("tflite/tutorial_inputs.npy")?;
+    let float = Array {
+        shape,
+        elements: Elements::F32(
+            x.iter()
+                .map(|&v| q.scale * (i32::from(v) - q.zero_point) as f32)
+                .collect(),
+        ),
+    };
+    let float_path = dir.path().join("x.npy");
+    std::fs::write(&float_path, float.to_bytes())?;
+    assert_eq!(
+        infer(&model, &float_path, dir.path())?.elements,
+        got.elements
+    );
+    // The imported model.bin: its wide logits, TFLite's outputs before the zero point.
+    let bin = dir.path().join("model.bin");
+    std::fs::write(&bin, &imported.bytes)?;
+    let Elements::I32(wide) = infer(&bin, &inputs, dir.path())?.elements else {
+        anyhow::bail!("model.bin outputs are not int32");
+    };
+    assert_eq!(imported.int8_outputs(&wide), want);
+    Ok(())
+}
+
+#[test]
+fn float_edged_model_gives_tflm_float_outputs_from_float_inputs() -> Result<()> {
+    // QUANTIZE first and DEQUANTIZE last: the float edges of a model converted with float
+    // input and output.
+    let imported = import(&read("tflite/tutorial_float_io.tflite")?)?;
+    assert!(imported.input.float && imported.output.float);
+    assert!(imported.steps[0].contains("QUANTIZE         -> the float input's quantization"));
+    let dir = tempfile::tempdir()?;
+    let got = infer(
+        &fixture("tflite/tutorial_float_io.tflite"),
+        &fixture("tflite/tutorial_float_io_inputs.npy"),
+        dir.path(),
+    )?;
+    let want = Array::from_bytes(&read("tflite/tutorial_float_io_tflm_outputs.npy")?)?;
+    assert_eq!(got.shape, [100, 10]);
+    let (Elements::F32(got), Elements::F32(want)) = (got.elements, want.elements) else {
+        anyhow::bail!("float32 outputs expected");
+    };
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&got), bits(&want));
+    Ok(())
+}
+
+/// The xorshift32 inputs of the MLPerf golden files `golden.py` writes without their inputs
+/// (`xorshift_inputs`): each value the top byte of the state after a (13, 17, 5) step.
+fn xorshift_inputs(len: usize, seed: u32) -> Vec<i8> {
+    let mut state = seed;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            (state >> 24) as u8 as i8
+        })
+        .collect()
+}
+
+#[test]
+fn mlperf_goldens_for_later_are_tflm_outputs_of_regenerable_inputs() -> Result<()> {
+    // The inputs are regenerated here exactly as golden.py made them...
+    let golden: serde_json::Value = serde_json::from_slice(&read("tflite/golden.json")?)?;
+    let seed = golden["xorshift_seed"].as_u64().context("xorshift_seed")? as u32;
+    let first: Vec<i8> = golden["xorshift_first_values"]
+        .as_array()
+        .context("xorshift_first_values")?
+        .iter()
+        .filter_map(|v| v.as_i64().map(|v| v as i8))
+        .collect();
+    assert_eq!(xorshift_inputs(8, seed), first);
+    // ...and TFLM's outputs for them are there, one row per input, for each model's output.
+    for (name, model, values) in [
+        ("kws", "kws_ref_model.tflite", 12),
+        ("resnet", "pretrainedResnet_quant.tflite", 10),
+        ("vww", "vww_96_int8.tflite", 2),
+    ] {
+        let graph = Graph::parse(&read(&format!("mlperf-tiny/{model}"))?)?;
+        let output = graph.tensor(graph.outputs[0])?;
+        assert_eq!(output.elements(), Some(values), "{model}");
+        let (shape, outputs) = int8_rows(&format!("tflite/{name}_tflm_outputs.npy"))?;
+        assert_eq!(shape, [100, values], "{name}");
+        assert_eq!(outputs.len(), 100 * values);
+    }
+    Ok(())
+}

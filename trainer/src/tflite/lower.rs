@@ -1,0 +1,688 @@
+//! A parsed TensorFlow Lite graph mapped onto what the engine runs today: [`lower`].
+//!
+//! The engine (model.bin format 3, `infer_core::stack`) runs a chain of CONV_2D (square
+//! kernel, equal strides 1 or 2, SAME or VALID padding, fused ReLU or none), MAX_POOL_2D
+//! (square window equal to its stride) and FULLY_CONNECTED (fused ReLU or none), int8 with
+//! per-channel or per-tensor weights, the last a FULLY_CONNECTED without activation whose
+//! outputs are kept wide (int32, no zero point, no clamp). RESHAPE is the flatten before a
+//! FULLY_CONNECTED; QUANTIZE at the input and DEQUANTIZE at the output are the float edges
+//! of a model converted with float input or output. Every other operator of
+//! [`super::graph::SUPPORTED`] is parsed but cannot run yet: [`lower`] lists each with its
+//! index and what it needs, and nothing is encoded.
+//!
+//! The last layer's TensorFlow Lite output is int8: `clamp(L + zero_point, −128, 127)` of the
+//! engine's wide logit `L` (the same requantization, before the zero point and the clamp):
+//! [`Imported::int8_outputs`].
+
+use super::graph::{Activation, DataType, Graph, OpKind, Operator, Padding, Tensor};
+use crate::arch::quantize::encode_checked;
+use crate::arch::scheme::{quantize_multiplier, QuantizedChannels};
+use anyhow::{bail, ensure, Context, Result};
+use infer_core::format::{InputSpec, QuantParams};
+use infer_core::kernels::conv::{ConvGeometry, Padding as EnginePadding};
+use infer_core::stack::format::MAX_OPS;
+use infer_core::stack::shape::OpShape;
+use infer_core::stack::Op;
+
+/// One end of the imported model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Edge {
+    /// The TensorFlow Lite tensor's shape (batch first).
+    pub shape: Vec<usize>,
+    /// Whether the model takes or gives float values there (a QUANTIZE at the input, a
+    /// DEQUANTIZE at the output); the int8 values are quantized with [`Edge::quant`].
+    pub float: bool,
+    /// The int8 quantization at this end.
+    pub quant: QuantParams,
+}
+
+/// A model mapped onto the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Imported {
+    /// The model.bin bytes (format 3), checked by infer-core's decoder.
+    pub bytes: Vec<u8>,
+    /// The input: its int8 quantization is the model.bin's input quantization.
+    pub input: Edge,
+    /// The output: the model.bin gives wide logits of scale `output.quant.scale`;
+    /// [`Imported::int8_outputs`] adds the zero point and clamps, as TensorFlow Lite does.
+    pub output: Edge,
+    /// What became of each operator, one line each, for the command's report.
+    pub steps: Vec<String>,
+}
+
+impl Imported {
+    /// TensorFlow Lite's int8 outputs from the engine's wide `logits`:
+    /// `clamp(L + zero_point, −128, 127)`.
+    pub fn int8_outputs(&self, logits: &[i32]) -> Vec<i8> {
+        let zero_point = self.output.quant.zero_point;
+        logits
+            .iter()
+            .map(|&l| l.saturating_add(zero_point).clamp(-128, 127) as i8)
+            .collect()
+    }
+}
+
+/// What the engine runs for one operator.
+enum Lowered {
+    /// An engine operation.
+    Op(OpShape, Option<Box<QuantizedChannels>>),
+    /// Nothing: a flatten, or a float edge.
+    Nothing,
+}
+
+/// Maps `graph` onto the engine and encodes the model.bin.
+///
+/// # Errors
+/// Every operator the engine cannot run yet, one line each (`operator 3 DEPTHWISE_CONV_2D:
+/// parsed, but the engine cannot run it yet (depthwise convolution)`), or the first problem
+/// of the graph's shape (not a chain, several inputs, too many operations, parameters
+/// infer-core refuses).
+pub fn lower(graph: &Graph) -> Result<Imported> {
+    ensure!(
+        graph.inputs.len() == 1 && graph.outputs.len() == 1,
+        "the graph has {} inputs and {} outputs; the engine runs one of each",
+        graph.inputs.len(),
+        graph.outputs.len()
+    );
+    let last_index = graph
+        .operators
+        .len()
+        .checked_sub(1)
+        .context("the graph has no operators")?;
+    ensure!(
+        graph.tensors.iter().any(|t| t.dtype == DataType::Int8),
+        "a float model (no int8 tensor): the kit imports full-integer int8 models (convert \
+         with a representative dataset and TFLITE_BUILTINS_INT8)"
+    );
+    // First every operator on its own, so that every one the engine lacks is named.
+    let mut problems = Vec::new();
+    let mut lowered = Vec::new();
+    for op in &graph.operators {
+        match lower_op(graph, op, op.index == 0, op.index == last_index) {
+            Ok(l) => lowered.push(l),
+            Err(e) => problems.push(format!(
+                "operator {} {}: parsed, but the engine cannot run it yet ({e:#})",
+                op.index,
+                op.kind.name()
+            )),
+        }
+    }
+    if !problems.is_empty() {
+        bail!(
+            "{} of the {} operators cannot run on the engine yet; nothing written:\n  {}",
+            problems.len(),
+            graph.operators.len(),
+            problems.join("\n  ")
+        );
+    }
+    // Then the chain: each operator reads the previous one's output.
+    let mut current = graph.inputs[0];
+    let mut steps = Vec::new();
+    let mut ops = Vec::new();
+    for (op, lowered) in graph.operators.iter().zip(lowered) {
+        let reads = op.inputs.first().copied().flatten();
+        ensure!(
+            reads == Some(current),
+            "operator {} {} reads tensor {}, not the previous operator's output (tensor \
+             {current}): the engine runs a chain of operators, not a graph, yet",
+            op.index,
+            op.kind.name(),
+            reads.map_or_else(|| "none".to_owned(), |t| t.to_string())
+        );
+        current = *op.outputs.first().context("an operator without outputs")?;
+        let what = match lowered {
+            Lowered::Op(shape, channels) => {
+                let text = describe(&shape, channels.as_deref());
+                ops.push((op.index, shape, channels));
+                text
+            }
+            Lowered::Nothing => match op.kind {
+                OpKind::Reshape => "flatten (no engine operation)".to_owned(),
+                OpKind::Quantize => "the float input's quantization".to_owned(),
+                _ => "the float output's dequantization".to_owned(),
+            },
+        };
+        steps.push(format!("{:>3} {:<16} -> {what}", op.index, op.kind.name()));
+    }
+    ensure!(
+        current == graph.outputs[0],
+        "the last operator's output (tensor {current}) is not the graph's output (tensor {})",
+        graph.outputs[0]
+    );
+    let input = edge(
+        graph,
+        graph.inputs[0],
+        graph.operators.first(),
+        OpKind::Quantize,
+    )?;
+    let output = edge(
+        graph,
+        graph.outputs[0],
+        graph.operators.last(),
+        OpKind::Dequantize,
+    )?;
+    ensure!(
+        ops.len() <= MAX_OPS,
+        "{} engine operations; model.bin holds at most {MAX_OPS}",
+        ops.len()
+    );
+    let Some((last, OpShape::Dense { units, relu, .. }, Some(channels))) = ops.last_mut() else {
+        bail!(
+            "the last operator the engine runs must be a FULLY_CONNECTED without activation \
+             (its outputs are the logits)"
+        );
+    };
+    ensure!(
+        !*relu && *units >= 2,
+        "operator {last} FULLY_CONNECTED: the engine's last layer gives at least 2 logits \
+         without activation"
+    );
+    if let Some(s) = channels.shift.iter().find(|&&s| s > 0) {
+        bail!(
+            "operator {last} FULLY_CONNECTED: its output scale is below input scale × weight \
+             scale (shift {s} > 0); the engine's wide logits need every ratio below 1"
+        );
+    }
+    // Wide logits: the requantization without the zero point and the clamp.
+    channels.output.zero_point = 0;
+    let bytes = encode(&input, &ops)?;
+    Ok(Imported {
+        bytes,
+        input,
+        output,
+        steps,
+    })
+}
+
+/// The input or output edge at `tensor`: the int8 side of a QUANTIZE / DEQUANTIZE `op`
+/// (`edge_kind`) if there is one.
+fn edge(graph: &Graph, tensor: usize, op: Option<&Operator>, edge_kind: OpKind) -> Result<Edge> {
+    let outer = graph.tensor(tensor)?;
+    let (float, int8) = match op {
+        Some(op) if op.kind == edge_kind => {
+            let inner = if edge_kind == OpKind::Quantize {
+                op.outputs.first().copied()
+            } else {
+                op.inputs.first().copied().flatten()
+            };
+            (
+                true,
+                graph.tensor(inner.context("a QUANTIZE without tensors")?)?,
+            )
+        }
+        _ => (false, outer),
+    };
+    Ok(Edge {
+        shape: outer.shape.clone(),
+        float,
+        quant: activation_quant(int8, "the tensor")?,
+    })
+}
+
+/// The per-tensor int8 quantization of an activation tensor `t` (`what` names it).
+fn activation_quant(t: &Tensor, what: &str) -> Result<QuantParams> {
+    ensure!(
+        t.dtype == DataType::Int8,
+        "{what} \"{}\" is {}; the engine computes in int8",
+        t.name,
+        t.dtype.name()
+    );
+    let (scale, zero_point) = t
+        .quant
+        .as_ref()
+        .and_then(|q| q.per_tensor())
+        .with_context(|| format!("{what} \"{}\" has no per-tensor quantization", t.name))?;
+    ensure!(
+        scale.is_finite() && scale > 0.0 && (-128..=127).contains(&zero_point),
+        "{what} \"{}\" has scale {scale} and zero point {zero_point}",
+        t.name
+    );
+    Ok(QuantParams {
+        scale,
+        zero_point: zero_point as i32,
+    })
+}
+
+/// Tensor `i` of `op`'s inputs.
+fn input_of<'g>(graph: &'g Graph, op: &Operator, i: usize) -> Result<Option<&'g Tensor>> {
+    op.inputs
+        .get(i)
+        .copied()
+        .flatten()
+        .map(|t| graph.tensor(t))
+        .transpose()
+}
+
+/// Tensor `i` of `op`'s inputs, which must be there.
+fn required_input<'g>(graph: &'g Graph, op: &Operator, i: usize) -> Result<&'g Tensor> {
+    input_of(graph, op, i)?.with_context(|| format!("input {i} is missing"))
+}
+
+/// The first output of `op`.
+fn output_of<'g>(graph: &'g Graph, op: &Operator) -> Result<&'g Tensor> {
+    graph.tensor(*op.outputs.first().context("it has no output")?)
+}
+
+/// What the engine runs for `op` (`first`, `last`: whether it is the graph's first or last
+/// operator, where QUANTIZE / DEQUANTIZE may stand).
+fn lower_op(graph: &Graph, op: &Operator, first: bool, last: bool) -> Result<Lowered> {
+    match op.kind {
+        OpKind::Conv2d(o) => {
+            let (input, output) = (required_input(graph, op, 0)?, output_of(graph, op)?);
+            let filter = required_input(graph, op, 1)?;
+            let &[_, in_h, in_w, in_c] = input.shape.as_slice() else {
+                bail!("its input is {}, not [1, h, w, c]", input.shape_text());
+            };
+            let &[filters, k_h, k_w, f_c] = filter.shape.as_slice() else {
+                bail!("its filter is {}, not [o, h, w, i]", filter.shape_text());
+            };
+            ensure!(
+                input.shape[0] == 1,
+                "batch {} (the engine runs batch 1)",
+                input.shape[0]
+            );
+            ensure!(
+                f_c == in_c,
+                "grouped convolution ({in_c} input channels, filter {f_c})"
+            );
+            ensure!(k_h == k_w, "a {k_h}×{k_w} kernel (the engine's are square)");
+            ensure!(
+                o.stride_h == o.stride_w && (1..=2).contains(&o.stride_h),
+                "strides {}×{} (the engine's are equal, 1 or 2)",
+                o.stride_h,
+                o.stride_w
+            );
+            ensure!(
+                o.dilation_h == 1 && o.dilation_w == 1,
+                "dilation {}×{}",
+                o.dilation_h,
+                o.dilation_w
+            );
+            let relu = relu_of(o.activation)?;
+            let geometry = ConvGeometry {
+                in_h,
+                in_w,
+                in_c,
+                k_h,
+                k_w,
+                filters,
+                stride: o.stride_h,
+                padding: match o.padding {
+                    Padding::Same => EnginePadding::Same,
+                    Padding::Valid => EnginePadding::Valid,
+                },
+            };
+            ensure!(
+                output.shape == [1, geometry.out_h(), geometry.out_w(), filters],
+                "its output is {}, the engine's would be [1, {}, {}, {filters}]",
+                output.shape_text(),
+                geometry.out_h(),
+                geometry.out_w()
+            );
+            let channels = channels(graph, op, filters)?;
+            Ok(Lowered::Op(
+                OpShape::Conv2d { geometry, relu },
+                Some(Box::new(channels)),
+            ))
+        }
+        OpKind::MaxPool2d(o) => {
+            let (input, output) = (required_input(graph, op, 0)?, output_of(graph, op)?);
+            let &[1, in_h, in_w, channels] = input.shape.as_slice() else {
+                bail!("its input is {}, not [1, h, w, c]", input.shape_text());
+            };
+            let pool = o.filter_h;
+            ensure!(
+                o.filter_w == pool && o.stride_h == pool && o.stride_w == pool,
+                "a {}×{} window with strides {}×{} (the engine pools square windows as far \
+                 apart as they are wide)",
+                o.filter_h,
+                o.filter_w,
+                o.stride_h,
+                o.stride_w
+            );
+            ensure!(
+                o.padding == Padding::Valid || (in_h % pool == 0 && in_w % pool == 0),
+                "SAME padding of a {in_h}×{in_w} input by {pool}×{pool} windows"
+            );
+            ensure!(
+                o.activation == Activation::None,
+                "a fused {}",
+                o.activation.name()
+            );
+            ensure!(
+                activation_quant(input, "its input")? == activation_quant(output, "its output")?,
+                "its output's quantization differs from its input's"
+            );
+            let shape = OpShape::MaxPool2d {
+                in_h,
+                in_w,
+                channels,
+                pool,
+            };
+            let (h, w, c) = shape.out_hwc();
+            ensure!(
+                output.shape == [1, h, w, c],
+                "its output is {}, not [1, {h}, {w}, {c}]",
+                output.shape_text()
+            );
+            Ok(Lowered::Op(shape, None))
+        }
+        OpKind::FullyConnected { activation, .. } => {
+            let (input, output) = (required_input(graph, op, 0)?, output_of(graph, op)?);
+            let weights = required_input(graph, op, 1)?;
+            let &[units, inputs] = weights.shape.as_slice() else {
+                bail!(
+                    "its weights are {}, not [units, inputs]",
+                    weights.shape_text()
+                );
+            };
+            ensure!(
+                input.elements() == Some(inputs),
+                "its input {} is not one row of {inputs} values (the engine runs batch 1)",
+                input.shape_text()
+            );
+            ensure!(
+                output.elements() == Some(units),
+                "its output {} is not {units} values",
+                output.shape_text()
+            );
+            let relu = relu_of(activation)?;
+            let channels = channels(graph, op, units)?;
+            Ok(Lowered::Op(
+                OpShape::Dense {
+                    inputs,
+                    units,
+                    relu,
+                },
+                Some(Box::new(channels)),
+            ))
+        }
+        OpKind::Reshape => {
+            let (input, output) = (required_input(graph, op, 0)?, output_of(graph, op)?);
+            ensure!(
+                activation_quant(input, "its input")? == activation_quant(output, "its output")?,
+                "its output's quantization differs from its input's"
+            );
+            let flat = matches!(output.shape.as_slice(), [1, _] | [_]);
+            ensure!(
+                flat && input.elements() == output.elements(),
+                "a reshape of {} to {} (the engine runs a reshape only as the flatten before \
+                 FULLY_CONNECTED)",
+                input.shape_text(),
+                output.shape_text()
+            );
+            Ok(Lowered::Nothing)
+        }
+        OpKind::Quantize => {
+            let (input, output) = (required_input(graph, op, 0)?, output_of(graph, op)?);
+            ensure!(
+                first && input.dtype == DataType::Float32,
+                "a QUANTIZE of {} inside the graph (the engine takes QUANTIZE only from the \
+                 float input)",
+                input.dtype.name()
+            );
+            activation_quant(output, "its output")?;
+            Ok(Lowered::Nothing)
+        }
+        OpKind::Dequantize => {
+            let (input, output) = (required_input(graph, op, 0)?, output_of(graph, op)?);
+            ensure!(
+                last && output.dtype == DataType::Float32,
+                "a DEQUANTIZE inside the graph (the engine takes DEQUANTIZE only to the float \
+                 output)"
+            );
+            activation_quant(input, "its input")?;
+            Ok(Lowered::Nothing)
+        }
+        OpKind::DepthwiseConv2d { .. } => bail!("depthwise convolution"),
+        OpKind::AveragePool2d(_) => bail!("average pooling"),
+        OpKind::Softmax { .. } => bail!("int8 softmax"),
+        OpKind::Add { .. } => bail!("residual ADD: a graph, not a chain"),
+    }
+}
+
+/// ReLU or none; ReLU6 is for later.
+fn relu_of(activation: Activation) -> Result<bool> {
+    match activation {
+        Activation::None => Ok(false),
+        Activation::Relu => Ok(true),
+        Activation::Relu6 => bail!("a fused RELU6"),
+    }
+}
+
+/// The int8 weights, biases and requantization of a conv or dense operator `op` with
+/// `channels` output channels (weights along dimension 0).
+///
+/// Each channel's multiplier is `f64(input scale) · f64(weight scale) / f64(output scale)`,
+/// split by TFLite's `QuantizeMultiplier` ([`quantize_multiplier`]), as TensorFlow Lite
+/// Micro's convolutions compute it (`PopulateConvolutionQuantizationParams`). Its
+/// FULLY_CONNECTED with one weight scale gives the same results, measured with the pinned
+/// `tflite-micro` package: all 64,000 outputs of the MLPerf anomaly-detection model's golden
+/// file; the product taken in f32 first (`GetQuantizedConvolutionMultipler` in TFLM's
+/// sources) changes 9 of its 10 layers' multipliers and outputs by 1 (the first at input 24).
+fn channels(graph: &Graph, op: &Operator, channels: usize) -> Result<QuantizedChannels> {
+    let input = required_input(graph, op, 0)?;
+    let output = output_of(graph, op)?;
+    let filter = required_input(graph, op, 1)?;
+    let in_q = activation_quant(input, "its input")?;
+    let out_q = activation_quant(output, "its output")?;
+    let weights = constant(filter, DataType::Int8, "weights")?.to_vec();
+    ensure!(
+        Some(weights.len()) == filter.elements(),
+        "its weights hold {} bytes for the shape {}",
+        weights.len(),
+        filter.shape_text()
+    );
+    let q = filter
+        .quant
+        .as_ref()
+        .with_context(|| format!("its weights \"{}\" are not quantized", filter.name))?;
+    ensure!(
+        q.zero_points.iter().all(|&z| z == 0),
+        "its weights have a zero point other than 0 (the engine's are symmetric)"
+    );
+    let scales: Vec<f32> = match q.scales.len() {
+        1 => vec![q.scales[0]; channels],
+        n if n == channels && q.axis == 0 => q.scales.clone(),
+        n => bail!(
+            "its weights have {n} scales along dimension {} for {channels} output channels",
+            q.axis
+        ),
+    };
+    let bias = match input_of(graph, op, 2)? {
+        None => vec![0; channels],
+        Some(b) => {
+            let data = constant(b, DataType::Int32, "bias")?;
+            ensure!(
+                data.len() == 4 * channels,
+                "its bias holds {} bytes for {channels} channels",
+                data.len()
+            );
+            data.chunks_exact(4)
+                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        }
+    };
+    let mut multipliers = Vec::with_capacity(channels);
+    let mut shifts = Vec::with_capacity(channels);
+    for &w in &scales {
+        ensure!(
+            w.is_finite() && w > 0.0,
+            "a weight scale of {w} (must be finite and > 0)"
+        );
+        let real = f64::from(in_q.scale) * f64::from(w) / f64::from(out_q.scale);
+        let (m, s) = quantize_multiplier(real)?;
+        multipliers.push(m);
+        shifts.push(i8::try_from(s).context("a shift beyond i8")?);
+    }
+    Ok(QuantizedChannels::from_int8(
+        weights,
+        scales,
+        bias,
+        multipliers,
+        shifts,
+        out_q,
+    ))
+}
+
+/// The constant contents of `t`, the operator's `what`, which must be of type `dtype`.
+fn constant<'t>(t: &'t Tensor, dtype: DataType, what: &str) -> Result<&'t [u8]> {
+    ensure!(
+        t.dtype == dtype,
+        "its {what} is {} (the engine's is {})",
+        t.dtype.name(),
+        dtype.name()
+    );
+    t.data
+        .as_deref()
+        .with_context(|| format!("its {what} \"{}\" is not constant", t.name))
+}
+
+/// One line about an engine operation.
+fn describe(shape: &OpShape, channels: Option<&QuantizedChannels>) -> String {
+    let weights = channels.map_or("", |c| {
+        if c.weight_scales.windows(2).all(|w| w[0] == w[1]) {
+            "per-tensor weights"
+        } else {
+            "per-channel weights"
+        }
+    });
+    let relu = |r: bool| if r { ", relu" } else { "" };
+    match *shape {
+        OpShape::Conv2d {
+            geometry: g,
+            relu: r,
+        } => format!(
+            "conv2d {}×{} ×{}, stride {}, {}{}, {weights}",
+            g.k_h,
+            g.k_w,
+            g.filters,
+            g.stride,
+            match g.padding {
+                EnginePadding::Same => "same",
+                EnginePadding::Valid => "valid",
+            },
+            relu(r)
+        ),
+        OpShape::MaxPool2d { pool, .. } => format!("maxpool2d {pool}×{pool}"),
+        OpShape::Dense {
+            inputs,
+            units,
+            relu: r,
+        } => format!("dense {inputs} -> {units}{}, {weights}", relu(r)),
+    }
+}
+
+/// Encodes the engine operations `ops` after `input` as model.bin bytes, checked by
+/// infer-core's decoder.
+fn encode(
+    input: &Edge,
+    ops: &[(usize, OpShape, Option<Box<QuantizedChannels>>)],
+) -> Result<Vec<u8>> {
+    let short = |n: usize| u16::try_from(n).context("an input dimension over 65,535");
+    let (h, w, c) = match input.shape.as_slice() {
+        &[1, h, w, c] => (short(h)?, short(w)?, short(c)?),
+        &[1, n] | &[n] => (1, 1, short(n)?),
+        _ => bail!(
+            "an input of shape {:?} (the engine takes [1, h, w, c] or [1, n])",
+            input.shape
+        ),
+    };
+    let spec = InputSpec {
+        height: h,
+        width: w,
+        channels: c,
+        quant: input.quant,
+    };
+    let mut wire = Vec::with_capacity(ops.len());
+    for (index, shape, channels) in ops {
+        let params = channels.as_deref().map(QuantizedChannels::params);
+        wire.push(
+            Op::from_shape(*shape, params).map_err(|e| anyhow::anyhow!("operator {index}: {e}"))?,
+        );
+    }
+    encode_checked(spec, &wire)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tflite::graph::ConvOptions;
+
+    /// The Keras tutorial fixture: CONV_2D, MAX_POOL_2D, RESHAPE, FULLY_CONNECTED.
+    fn tutorial() -> Graph {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/tflite/tutorial_int8.tflite"
+        );
+        Graph::parse(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    fn refusal(graph: &Graph) -> String {
+        format!("{:#}", lower(graph).unwrap_err())
+    }
+
+    fn conv_options(graph: &mut Graph) -> &mut ConvOptions {
+        match &mut graph.operators[0].kind {
+            OpKind::Conv2d(o) => o,
+            other => panic!("operator 0 is {}", other.name()),
+        }
+    }
+
+    #[test]
+    fn the_tutorial_maps_onto_three_engine_operations() {
+        let imported = lower(&tutorial()).unwrap();
+        let file = infer_core::stack::StackFile::decode(&imported.bytes).unwrap();
+        let ops: Vec<&str> = file.ops.iter().map(|op| op.type_name()).collect();
+        assert_eq!(ops, ["conv2d", "maxpool2d", "dense"]);
+        assert_eq!(imported.steps.len(), 4);
+        assert!(imported.steps[2].ends_with("flatten (no engine operation)"));
+        assert_eq!(imported.int8_outputs(&[-200, 0, 100]), [-128, 43, 127]);
+    }
+
+    #[test]
+    fn options_the_engine_lacks_are_named_with_the_operator() {
+        let mut graph = tutorial();
+        conv_options(&mut graph).activation = Activation::Relu6;
+        assert!(refusal(&graph).contains(
+            "operator 0 CONV_2D: parsed, but the engine cannot run it yet (a fused RELU6)"
+        ));
+        let mut graph = tutorial();
+        conv_options(&mut graph).stride_w = 2;
+        assert!(refusal(&graph).contains("(strides 1×2 (the engine's are equal, 1 or 2))"));
+        let mut graph = tutorial();
+        conv_options(&mut graph).dilation_h = 2;
+        assert!(refusal(&graph).contains("(dilation 2×1)"));
+        let mut graph = tutorial();
+        if let OpKind::MaxPool2d(p) = &mut graph.operators[1].kind {
+            p.stride_h = 1;
+        }
+        assert!(refusal(&graph).contains("operator 1 MAX_POOL_2D: parsed, but"));
+    }
+
+    #[test]
+    fn a_graph_that_is_not_a_chain_or_ends_otherwise_is_refused() {
+        let mut graph = tutorial();
+        // The dense layer reads the pool's output (5,408 values too), past the flatten.
+        let pooled = graph.operators[1].outputs[0];
+        graph.operators[3].inputs[0] = Some(pooled);
+        let err = refusal(&graph);
+        assert!(
+            err.starts_with(&format!(
+                "operator 3 FULLY_CONNECTED reads tensor {pooled}, not the previous operator's \
+                 output"
+            )),
+            "{err}"
+        );
+        let mut graph = tutorial();
+        graph.operators[3].kind = OpKind::FullyConnected {
+            activation: Activation::Relu,
+            keep_num_dims: false,
+        };
+        assert!(refusal(&graph).contains("gives at least 2 logits without activation"));
+        let mut graph = tutorial();
+        graph.operators.truncate(2);
+        let err = refusal(&graph);
+        assert!(err.contains("is not the graph's output"), "{err}");
+    }
+}
