@@ -328,6 +328,73 @@ pub fn quad_filters(conv: &QuadConv<'_>, values: &mut [u32]) {
     }
 }
 
+/// [`super::dsp::requantize_relu`] on an MVE core, where `dsp::relu_fits`: four channels
+/// at a time, in twelve instructions (the sums, biases and multipliers loaded as vectors of
+/// any alignment, `VQRDMULH` — exactly TFLite's saturating rounding doubling high multiply
+/// — then `VRSHL` by the negative shift — its rounding division, exact for the sums > 0
+/// that matter; a sum ≤ 0 gives a value ≤ 0, which the floor replaces — the zero point
+/// added with saturation, the clamp, the store; the last four tail-predicated).
+#[cfg(infer_core_mve)]
+#[inline(never)]
+pub(crate) fn requantize_relu_mve(
+    rq: &super::ChannelRequant<'_>,
+    values: &mut [u32],
+    channels: usize,
+) {
+    // SAFETY: the caller checked (`dsp::relu_fits`) that `values` holds at least one whole
+    // position of `channels` ≥ 1 values and the parameters at least `channels` biases,
+    // multipliers (4 bytes each) and shifts. For each of `values.len() / channels`
+    // positions, the tail-predicated loop reads and writes the position's `channels` words
+    // (word-aligned) and reads `4 · channels` bytes of biases and multipliers and
+    // `channels` shifts (byte loads, any alignment); lanes past `channels` neither load
+    // nor store. Every register written is declared; no stack.
+    unsafe {
+        asm!(
+            "vdup.32 q6, r8",
+            "vdup.32 q7, r9",
+            "3:",
+            "mov r0, r12",
+            "mov r8, r1",
+            "mov r9, r2",
+            "mov r3, r10",
+            "dlstp.32 lr, r4",
+            "2:",
+            "vldrw.u32 q0, [r0]",
+            "vldrb.u8 q1, [r8], #16",
+            "vadd.i32 q0, q0, q1",
+            "vldrb.u8 q1, [r9], #16",
+            "vqrdmulh.s32 q0, q0, q1",
+            "vldrb.s32 q1, [r3], #4",
+            "vrshl.s32 q0, q0, q1",
+            "vqadd.s32 q0, q0, r11",
+            "vmax.s32 q0, q0, q6",
+            "vmin.s32 q0, q0, q7",
+            "vstrw.32 q0, [r0], #16",
+            "letp lr, 2b",
+            "add.w r12, r12, r4, lsl #2",
+            "subs r5, #1",
+            "bne 3b",
+            inout("r8") rq.activation_min => _,
+            inout("r9") rq.activation_max => _,
+            in("r1") rq.bias.as_ptr(),
+            in("r2") rq.multiplier.as_ptr(),
+            in("r10") rq.shift.as_ptr(),
+            in("r4") channels,
+            inout("r5") values.len() / channels => _,
+            in("r11") rq.output_offset,
+            inout("r12") values.as_mut_ptr() => _,
+            out("r0") _,
+            out("r3") _,
+            out("lr") _,
+            out("q0") _,
+            out("q1") _,
+            out("q6") _,
+            out("q7") _,
+            options(nostack),
+        );
+    }
+}
+
 /// Copies `blocks` blocks of sixteen bytes from `run` into `patch`, the blocks 64 bytes
 /// apart there (one pixel's share of an int8 quad patch, [`QuadConvI8`]). Blocks past the
 /// end of `run` or `patch` are dropped.

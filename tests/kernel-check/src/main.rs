@@ -166,6 +166,10 @@ fn main() -> ! {
         for m in multiplier.chunks_exact_mut(4) {
             m[3] &= 0x7F;
         }
+        // Biases of every magnitude too.
+        for b in bias.chunks_exact_mut(4) {
+            b.copy_from_slice(&((rng.next() as i32) >> rng.below(32)).to_le_bytes());
+        }
         for s in shift.iter_mut() {
             *s = (-(rng.below(32) as i8)) as u8;
         }
@@ -178,8 +182,11 @@ fn main() -> ! {
             activation_min: zero_point,
             activation_max: 127,
         };
+        // Sums of every magnitude, so that most land inside the clamp.
         let mut got = [0u32; 64];
-        rng.fill_words(&mut got);
+        for v in got.iter_mut() {
+            *v = ((rng.next() as i32) >> rng.below(32)) as u32;
+        }
         let mut want = got;
         let n = positions * channels;
         dsp::requantize_relu(&rq, &mut got[..n], channels);
