@@ -367,7 +367,7 @@ pub(crate) fn gather_patch_i8(
     input: MapRows<'_, &[i8]>,
     zero_point: i8,
     (oy, ox): (usize, usize),
-    patch: &mut [u8],
+    patch: &mut [i8],
     pixel: usize,
 ) {
     let c = g.in_c;
@@ -389,12 +389,8 @@ pub(crate) fn gather_patch_i8(
             let at = 64 * ((t + done) / 16) + 16 * pixel + lane;
             if let Some(out) = patch.get_mut(at..at + len) {
                 match run.and_then(|r| r.get(done..done + len)) {
-                    Some(values) => {
-                        for (o, &v) in out.iter_mut().zip(values) {
-                            *o = v as u8;
-                        }
-                    }
-                    None => out.fill(zero_point as u8),
+                    Some(values) => out.copy_from_slice(values),
+                    None => out.fill(zero_point),
                 }
             }
             done += len;

@@ -35,13 +35,13 @@ pub const fn pack(lo: i32, hi: i32) -> u32 {
     (lo as u16 as u32) | ((hi as u16 as u32) << 16)
 }
 
-/// The bytes of `words`, in memory order: a working buffer of words seen as bytes (for the
-/// int8 quad patch of `kernels::mve`).
+/// The bytes of `words` as int8 values, in memory order: a working buffer of words seen as
+/// bytes (for the int8 patches of `kernels::mve`).
 #[inline(always)]
-pub fn bytes_of_words(words: &mut [u32]) -> &mut [u8] {
+pub fn int8_of_words(words: &mut [u32]) -> &mut [i8] {
     // SAFETY: the bytes are exactly the words' memory (4 per word), borrowed mutably for as
-    // long as `words` is, and any bit pattern is a valid `u8` (alignment 1).
-    unsafe { core::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), 4 * words.len()) }
+    // long as `words` is, and any bit pattern is a valid `i8` (alignment 1).
+    unsafe { core::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<i8>(), 4 * words.len()) }
 }
 
 /// The little-endian word of four bytes at any address: one `LDR` on DSP cores (which load
@@ -774,7 +774,7 @@ impl DenseRows<'_> {
 /// One octet of taps of [`dense_rows`]' inner loop for the unit in `$acc` with row pointer
 /// `$row`: two weight words, each unpacked into r9 (`w0, w2`) and r8 (`w1, w3`), four
 /// `SMLAD`s with the patch words in r2–r5.
-#[cfg(all(infer_core_dsp, not(infer_core_mve)))]
+#[cfg(infer_core_dsp)]
 macro_rules! dense_octet {
     ($acc:literal, $row:literal) => {
         concat!(
@@ -817,17 +817,15 @@ macro_rules! dense_octet {
 /// alone), wrapping. Computes nothing if a size does not fit.
 ///
 /// On a DSP core this is one block of assembly: eight taps of two units in 23
-/// instructions (each patch word loaded once for both), 14 per pair of units around them;
-/// on an MVE core `mve::dense_rows` (seven per 16); elsewhere
+/// instructions (each patch word loaded once for both), 14 per pair of units around them
+/// (MVE cores take the int8 values as they are instead, `mve::dense_rows_i8`); elsewhere
 /// [`dense_rows_portable`].
 #[inline(never)]
 pub fn dense_rows(rows: &DenseRows<'_>, acc: &mut [u32]) {
     if !rows.fits(acc) {
         return;
     }
-    #[cfg(infer_core_mve)]
-    super::mve::dense_rows(rows, acc);
-    #[cfg(all(infer_core_dsp, not(infer_core_mve)))]
+    #[cfg(infer_core_dsp)]
     {
         // Registers: the two units' sums in r0 r1; patch words r2–r5; the unpacked weights
         // r8 r9; the patch pointer r10, the two row pointers r11 r12, the octet count lr.

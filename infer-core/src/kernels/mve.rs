@@ -20,9 +20,10 @@
 #[cfg(infer_core_mve)]
 use core::arch::asm;
 
-use super::dsp::{smlad, sxtb16, sxtb16_ror8};
+use super::dot::dot_i8_offset;
 #[cfg(infer_core_mve)]
-use super::dsp::{DenseRows, QuadConv};
+use super::dsp::QuadConv;
+use super::dsp::{smlad, sxtb16, sxtb16_ror8};
 
 /// Halfword offsets that put eight taps of a packed patch (`x0 x2 x1 x3 x4 x6 x5 x7`) back
 /// into their order: lane `i` loads halfword `GATHER[i]`.
@@ -395,6 +396,128 @@ pub(crate) fn requantize_relu_mve(
     }
 }
 
+/// What [`dense_rows_i8`] computes: one position's `channels` int8 values as they are
+/// (`values`), the dense layer's weight rows from that position on (row `u` is
+/// `weights[u · stride..][..channels]`, int8 bytes, any alignment), and the `offset` added
+/// to every value.
+#[derive(Debug, Clone, Copy)]
+pub struct DenseRowsI8<'a> {
+    /// The values, as they are.
+    pub values: &'a [i8],
+    /// The rows, from the position's first input on.
+    pub weights: &'a [u8],
+    /// Values of the position.
+    pub channels: usize,
+    /// Bytes from one row to the next.
+    pub stride: usize,
+    /// Added to every value (minus the layer's input zero point, `-127..=128`).
+    pub offset: i32,
+}
+
+impl DenseRowsI8<'_> {
+    /// Whether the sizes fit the slices and `acc` (whole pairs of units): [`dense_rows_i8`]'
+    /// precondition.
+    pub(crate) fn fits(&self, acc: &[u32]) -> bool {
+        let units = acc.len() / 2 * 2;
+        self.channels > 0
+            && self.stride >= self.channels
+            && units > 0
+            && self.values.len() >= self.channels
+            && self.weights.len() >= (units - 1) * self.stride + self.channels
+    }
+}
+
+/// A streamed dense layer's step from int8 values ([`DenseRowsI8`]): adds each unit's
+/// `Σ (x + offset) · w` (as `Σ x · w + offset · Σ w`, the same modulo 2³²) into `acc` (one
+/// per unit; an odd last unit is left alone), wrapping. Computes nothing if a size does
+/// not fit.
+///
+/// On an MVE core one block of assembly: sixteen values of two units (32
+/// multiply-accumulates) in eight instructions (the values, per unit its weights, one
+/// `VMLADAVA.S8` and one `VADDVA.S8`, the loop end; the last sixteen tail-predicated), 17
+/// per pair of units around them; elsewhere [`dense_rows_i8_portable`].
+#[cfg_attr(infer_core_mve, inline(never))]
+#[cfg_attr(not(infer_core_mve), inline(always))]
+pub fn dense_rows_i8(rows: &DenseRowsI8<'_>, acc: &mut [u32]) {
+    if !rows.fits(acc) {
+        return;
+    }
+    #[cfg(infer_core_mve)]
+    {
+        let ch = rows.channels;
+        // On the stack: pairs left [sp], the offset [sp, #4], the step from where a row's
+        // pointer ends (it overshoots to a whole sixteen) to the row after next [sp, #8].
+        // SAFETY: per pair of units, r9 reads the `channels` bytes of `values`, r1 and r3
+        // read `channels` bytes of rows 2i and 2i + 1 (the last row ends within `weights`,
+        // checked above; byte loads, lanes past `channels` predicated off), r12 walks `acc`
+        // two words per pair (checked above; word-aligned as LDRD/STRD need). The block
+        // pops the three words it pushes; every register written is declared.
+        unsafe {
+            asm!(
+                "push {{r0, r2, r4}}",
+                "3:",
+                "ldrd r0, r2, [r12]",
+                "movs r4, #0",
+                "mov.w r8, #0",
+                "mov r9, r5",
+                "dlstp.8 lr, r11",
+                "2:",
+                "vldrb.u8 q0, [r9], #16",
+                "vldrb.u8 q1, [r1], #16",
+                "vmladava.s8 r0, q0, q1",
+                "vaddva.s8 r4, q1",
+                "vldrb.u8 q2, [r3], #16",
+                "vmladava.s8 r2, q0, q2",
+                "vaddva.s8 r8, q2",
+                "letp lr, 2b",
+                "ldr r9, [sp, #4]",
+                "mla r0, r4, r9, r0",
+                "mla r2, r8, r9, r2",
+                "strd r0, r2, [r12], #8",
+                "ldr r9, [sp, #8]",
+                "add r1, r9",
+                "add r3, r9",
+                "ldr r9, [sp]",
+                "subs r9, #1",
+                "str r9, [sp]",
+                "bne 3b",
+                "add sp, #12",
+                inout("r0") acc.len() / 2 => _,
+                inout("r2") rows.offset => _,
+                inout("r4") 2 * rows.stride - ch.div_ceil(16) * 16 => _,
+                inout("r1") rows.weights.as_ptr() => _,
+                inout("r3") rows.weights.as_ptr().wrapping_add(rows.stride) => _,
+                in("r5") rows.values.as_ptr(),
+                in("r11") ch,
+                inout("r12") acc.as_mut_ptr() => _,
+                out("r8") _,
+                out("r9") _,
+                out("lr") _,
+                out("q0") _,
+                out("q1") _,
+                out("q2") _,
+            );
+        }
+    }
+    #[cfg(not(infer_core_mve))]
+    dense_rows_i8_portable(rows, acc);
+}
+
+/// [`dense_rows_i8`] in plain integer arithmetic (the reference the assembly is tested
+/// against, and the code elsewhere).
+pub fn dense_rows_i8_portable(rows: &DenseRowsI8<'_>, acc: &mut [u32]) {
+    if !rows.fits(acc) {
+        return;
+    }
+    let units = acc.len() / 2 * 2;
+    let values = rows.values.get(..rows.channels).unwrap_or_default();
+    for (u, acc) in acc.iter_mut().take(units).enumerate() {
+        let row = rows.weights.get(u * rows.stride..).unwrap_or_default();
+        let row = row.get(..rows.channels).unwrap_or_default();
+        *acc = acc.wrapping_add(dot_i8_offset(values, rows.offset, row) as u32);
+    }
+}
+
 /// Copies `blocks` blocks of sixteen bytes from `run` into `patch`, the blocks 64 bytes
 /// apart there (one pixel's share of an int8 quad patch, [`QuadConvI8`]). Blocks past the
 /// end of `run` or `patch` are dropped.
@@ -402,7 +525,7 @@ pub(crate) fn requantize_relu_mve(
 /// On an MVE core a loop of three instructions per block (one vector load, one store, the
 /// loop end); elsewhere [`copy_blocks_portable`].
 #[inline(always)]
-pub fn copy_blocks(run: &[i8], patch: &mut [u8], blocks: usize) {
+pub fn copy_blocks(run: &[i8], patch: &mut [i8], blocks: usize) {
     #[cfg(infer_core_mve)]
     if blocks > 0 && run.len() / 16 >= blocks && patch.len() >= 64 * (blocks - 1) + 16 {
         // SAFETY: the loop runs `blocks` (≥ 1) times, reading bytes 16k..16k + 16 of `run`
@@ -432,10 +555,10 @@ pub fn copy_blocks(run: &[i8], patch: &mut [u8], blocks: usize) {
 /// [`copy_blocks`] in plain Rust (the reference the assembly is tested against, and the
 /// code elsewhere).
 #[inline(always)]
-pub fn copy_blocks_portable(run: &[i8], patch: &mut [u8], blocks: usize) {
+pub fn copy_blocks_portable(run: &[i8], patch: &mut [i8], blocks: usize) {
     for (src, dst) in run.chunks_exact(16).zip(patch.chunks_mut(64)).take(blocks) {
-        for (d, &s) in dst.iter_mut().zip(src) {
-            *d = s as u8;
+        if let Some(dst) = dst.get_mut(..16) {
+            dst.copy_from_slice(src);
         }
     }
 }
@@ -449,7 +572,7 @@ pub fn copy_blocks_portable(run: &[i8], patch: &mut [u8], blocks: usize) {
 #[derive(Debug, Clone, Copy)]
 pub struct QuadConvI8<'a> {
     /// The int8 quad patch.
-    pub patch: &'a [u8],
+    pub patch: &'a [i8],
     /// The filters' rows.
     pub weights: &'a [u8],
     /// Taps per patch.
@@ -587,9 +710,7 @@ pub fn quad_filters_i8_portable(conv: &QuadConvI8<'_>, values: &mut [u32]) {
     for (f, w) in weights.chunks_exact(taps).take(filters).enumerate() {
         for p in 0..4 {
             let acc = w.iter().enumerate().fold(0i32, |acc, (t, &w)| {
-                let x = patch
-                    .get(64 * (t / 16) + 16 * p + t % 16)
-                    .map_or(0, |&x| x as i8);
+                let x = patch.get(64 * (t / 16) + 16 * p + t % 16).map_or(0, |&x| x);
                 let x = i32::from(x).wrapping_add(offset);
                 acc.wrapping_add(x.wrapping_mul(i32::from(w as i8)))
             });
@@ -597,75 +718,6 @@ pub fn quad_filters_i8_portable(conv: &QuadConvI8<'_>, values: &mut [u32]) {
                 *v = (*v as i32).max(acc) as u32;
             }
         }
-    }
-}
-
-/// [`super::dsp::dense_rows`] on an MVE core: a streamed dense layer's step, each pair of
-/// units' dot products of the position's packed values with their rows added into `acc`
-/// (an odd last unit is left alone). Computes nothing if a size does not fit. Its portable
-/// twin is [`super::dsp::dense_rows_portable`].
-///
-/// One block of assembly: eight values of two units (16 multiply-accumulates) in seven
-/// instructions (one gather of the values in order, the pointer step, per unit one widening
-/// load of its weights and one `VMLADAVA.S16`, the loop end), 16 per pair of units around
-/// them.
-#[cfg(infer_core_mve)]
-#[inline(never)]
-pub fn dense_rows(rows: &DenseRows<'_>, acc: &mut [u32]) {
-    if !rows.fits(acc) {
-        return;
-    }
-    // SAFETY: per pair i, r4 gathers from the first channels / 2 words of `patch` (checked
-    // above; halfword-aligned as gathers need); r1 and r3 read `channels` bytes of rows 2i
-    // and 2i + 1 (the last row ends within `weights`, checked above; byte loads; low
-    // registers, as the widening load needs), then step by r8 to the next pair's rows; r9
-    // reads and writes `acc` two words per pair (acc.len() / 2 pairs, within it); lr counts
-    // channels / 8 ≥ 1 turns. r6 and r7 are not used. Nothing else is read or written, the
-    // stack is not touched, and every register written is declared.
-    unsafe {
-        asm!(
-            "vldrh.u16 q3, [r12]",
-            "3:",
-            "movs r0, #0",
-            "movs r2, #0",
-            "mov r4, r11",
-            "dls lr, r5",
-            "2:",
-            "vldrh.u16 q0, [r4, q3, uxtw #1]",
-            "adds r4, #16",
-            "vldrb.s16 q1, [r1], #8",
-            "vmladava.s16 r0, q0, q1",
-            "vldrb.s16 q2, [r3], #8",
-            "vmladava.s16 r2, q0, q2",
-            "le lr, 2b",
-            "ldr r12, [r9]",
-            "add r12, r0",
-            "str r12, [r9], #4",
-            "ldr r12, [r9]",
-            "add r12, r2",
-            "str r12, [r9], #4",
-            "add r1, r8",
-            "add r3, r8",
-            "subs r10, #1",
-            "bne 3b",
-            inout("r12") GATHER.as_ptr() => _,
-            inout("r1") rows.weights.as_ptr() => _,
-            inout("r3") rows.weights.as_ptr().wrapping_add(rows.stride) => _,
-            inout("r5") rows.channels / 8 => _,
-            inout("r8") 2 * rows.stride - rows.channels => _,
-            inout("r9") acc.as_mut_ptr() => _,
-            inout("r10") acc.len() / 2 => _,
-            inout("r11") rows.patch.as_ptr() => _,
-            out("r0") _,
-            out("r2") _,
-            out("r4") _,
-            out("lr") _,
-            out("q0") _,
-            out("q1") _,
-            out("q2") _,
-            out("q3") _,
-            options(nostack),
-        );
     }
 }
 

@@ -27,8 +27,8 @@ use crate::kernels::dense::{dense_unit, finish_logits};
 use crate::kernels::dot::{
     dot_i8_offset, dot_packed, dot_packed2, dot_packed4, four_filters, pack_patch, PatchWords,
 };
-use crate::kernels::dsp::{bytes_of_words, dense_rows, quad_filters, DenseRows, QuadConv};
-use crate::kernels::mve::{quad_filters_i8, QuadConvI8};
+use crate::kernels::dsp::{dense_rows, int8_of_words, quad_filters, DenseRows, QuadConv};
+use crate::kernels::mve::{dense_rows_i8, quad_filters_i8, DenseRowsI8, QuadConvI8};
 use crate::kernels::{ChannelRequant, MapRows};
 use core::ops::Range;
 
@@ -754,7 +754,7 @@ fn conv_positions(
                 let Some(values) = values.get_mut(first * channels..) else {
                     return;
                 };
-                let bytes = bytes_of_words(patch);
+                let bytes = int8_of_words(patch);
                 let zero_point = cp.input_offset.wrapping_neg() as i8;
                 for k in 0..QUAD {
                     let at = pixel(i + k).0;
@@ -937,6 +937,14 @@ fn pool_position(
     }
 }
 
+/// Whether a streamed dense layer's step at position `position` takes the int8 values as
+/// they are ([`dense_rows_i8`], the offset folded into the sums) rather than a widened
+/// patch: on MVE cores, whose `VMLADAVA.S8` multiplies 16 int8 pairs at once, for two units
+/// or more. The unit tests take both ways, alternating between positions.
+fn int8_dense(units: usize, position: usize) -> bool {
+    units >= 2 && (cfg!(infer_core_mve) || (cfg!(test) && position % 2 == 1))
+}
+
 /// Whether a streamed dense layer's unit pairs go through [`dense_rows`] (whole octets of
 /// values): on DSP cores, and in the unit tests.
 const DENSE_ROWS: bool = cfg!(any(infer_core_dsp, test));
@@ -957,6 +965,32 @@ fn dense_position(
     let Some(patch) = patch.get_mut(..PatchWords::words(ch)) else {
         return;
     };
+    if int8_dense(d.units, at / ch.max(1)) {
+        // The values as they are, unless every one is at the zero point.
+        let zero_point = d.input_offset.wrapping_neg();
+        if values.iter().all(|&v| v as i32 == zero_point) {
+            return;
+        }
+        let bytes = int8_of_words(patch);
+        for (b, &v) in bytes.iter_mut().zip(values) {
+            *b = v as i8;
+        }
+        let rows = DenseRowsI8 {
+            values: bytes,
+            weights: d.weights.get(at..).unwrap_or_default(),
+            channels: ch,
+            stride: n_in,
+            offset: d.input_offset,
+        };
+        dense_rows_i8(&rows, acc);
+        if let (true, Some(last)) = (d.units % 2 == 1, acc.last_mut()) {
+            let row = d.weights.get((d.units - 1) * n_in + at..);
+            let row = row.and_then(|r| r.get(..ch)).unwrap_or_default();
+            let values = rows.values.get(..ch).unwrap_or_default();
+            *last = last.wrapping_add(dot_i8_offset(values, d.input_offset, row) as u32);
+        }
+        return;
+    }
     pack_patch(patch, ch, |k| {
         values
             .get(k)

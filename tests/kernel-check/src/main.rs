@@ -128,10 +128,29 @@ fn main() -> ! {
         dsp::quad_filters_portable(&conv, &mut want);
         check("quad_filters", case, got, want);
 
+        // A streamed dense layer's step from int8 values: pairs of units, any channels.
+        let channels = 1 + rng.below(160);
+        let units = 2 + rng.below(10);
+        let stride = channels + rng.below(8);
+        let rows = mve::DenseRowsI8 {
+            values: &dsp::int8_of_words(&mut patch)[..channels],
+            weights: &weights[..(units - 1) * stride + channels],
+            channels,
+            stride,
+            offset: rng.below(256) as i32 - 127,
+        };
+        let mut got = [0u32; 16];
+        rng.fill_words(&mut got);
+        let mut want = got;
+        mve::dense_rows_i8(&rows, &mut got[..units]);
+        mve::dense_rows_i8_portable(&rows, &mut want[..units]);
+        check("dense_rows_i8", case, got, want);
+
         // Blocks of sixteen bytes into one pixel's share of an int8 quad patch.
         let blocks = rng.below(10);
-        let mut got = [0u8; 64 * 9 + 16];
-        rng.fill_bytes(&mut got);
+        let mut bytes = [0u8; 64 * 9 + 16];
+        rng.fill_bytes(&mut bytes);
+        let mut got = bytes.map(|b| b as i8);
         let mut want = got;
         mve::copy_blocks(&run, &mut got, blocks);
         mve::copy_blocks_portable(&run, &mut want, blocks);
@@ -141,7 +160,7 @@ fn main() -> ! {
         // from 16 (the last block partial most of the time), any offset.
         let taps = 16 + rng.below(145);
         let conv = mve::QuadConvI8 {
-            patch: &dsp::bytes_of_words(&mut patch)[..mve::QuadConvI8::patch_bytes(taps)],
+            patch: &dsp::int8_of_words(&mut patch)[..mve::QuadConvI8::patch_bytes(taps)],
             weights: &weights[..filters * taps],
             taps,
             filters,
