@@ -604,7 +604,9 @@ impl QuadConvI8<'_> {
 /// Four pixels' convolutions from an int8 quad patch ([`QuadConvI8`]) folded into running
 /// maxima: for filter `f` and pixel `p`, `values[p · stride + f] = max(values[p · stride +
 /// f], Σ (x_p + offset) · w_f)` (as `i32`, computed as `Σ x_p · w_f + offset · Σ w_f`,
-/// the same sum modulo 2³²). Computes nothing if a size does not fit.
+/// the same sum modulo 2³²; a pool window's offset term is added to the max of its four
+/// sums, the same while the sums fit an `i32`, as every valid model's do). Computes
+/// nothing if a size does not fit.
 ///
 /// On an MVE core one block of assembly: per filter, sixteen taps of the four pixels (64
 /// multiply-accumulates) in ten instructions (the filter's sixteen weights, per pixel one
@@ -656,15 +658,33 @@ pub fn quad_filters_i8(conv: &QuadConvI8<'_>, values: &mut [u32]) {
                 "ldr r3, [sp, #4]",
                 "subs r1, r1, r3",
                 "ldr r3, [sp, #8]",
+                "mov lr, r12",
+                "cmp r9, #0",
+                "bne 9f",
+                // Stride 0 (a pool window): the four sums' max, its offset term, then one
+                // running max.
+                "cmp r0, r2",
+                "it lt",
+                "movlt r0, r2",
+                "cmp r0, r4",
+                "it lt",
+                "movlt r0, r4",
+                "cmp r0, r8",
+                "it lt",
+                "movlt r0, r8",
+                "mla r0, r10, r3, r0",
+                pixel_max!("r0"),
+                "b 10f",
+                "9:",
                 "mla r0, r10, r3, r0",
                 "mla r2, r10, r3, r2",
                 "mla r4, r10, r3, r4",
                 "mla r8, r10, r3, r8",
-                "mov lr, r12",
                 pixel_max!("r0"),
                 pixel_max!("r2"),
                 pixel_max!("r4"),
                 pixel_max!("r8"),
+                "10:",
                 "adds r12, #4",
                 "ldr r3, [sp]",
                 "subs r3, #1",
