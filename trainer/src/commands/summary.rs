@@ -29,7 +29,7 @@ pub struct SummaryArgs {
     #[arg(long)]
     pub arch: Option<String>,
     /// Check the int8 model's flash and RAM against this board (mps2-an385, mps2-an386,
-    /// mps2-an500, microbit).
+    /// mps2-an500, microbit, mps3-an547).
     #[arg(long)]
     pub board: Option<String>,
 }
