@@ -566,9 +566,10 @@ pub fn copy_blocks_portable(run: &[i8], patch: &mut [i8], blocks: usize) {
 /// What [`quad_filters_i8`] computes: four pixels' int8 patches without their input offset
 /// (`patch`: for tap `t` of pixel `p`, byte `64 · (t / 16) + 16 · p + t % 16`, blocks of
 /// sixteen taps of the four pixels in turn; the last block's bytes past `taps` unused),
-/// `filters` filters' int8 rows of `taps` bytes one after the other in `weights`, the
-/// `offset` added to every input value, and `stride`, the distance in values between the
-/// pixels' results (0: the four fold into one, a pool window).
+/// `filters` filters' int8 rows of `taps` bytes one after the other in `weights`, each
+/// filter's offset term `offset · Σ w` (`offset_terms`, [`offset_terms`]), and `stride`, the
+/// distance in values between the pixels' results (0: the four fold into one, a pool
+/// window).
 #[derive(Debug, Clone, Copy)]
 pub struct QuadConvI8<'a> {
     /// The int8 quad patch.
@@ -579,10 +580,23 @@ pub struct QuadConvI8<'a> {
     pub taps: usize,
     /// Filters.
     pub filters: usize,
-    /// Added to every input value (minus the input zero point, `-127..=128`).
-    pub offset: i32,
+    /// Per filter, the input offset times the sum of its weights (as `u32` bits).
+    pub offset_terms: &'a [u32],
     /// Values from one pixel's results to the next pixel's.
     pub stride: usize,
+}
+
+/// Writes each filter's offset term, `offset · Σ w` (wrapping, as `u32` bits), into
+/// `terms`, for the `filters` rows of `taps` int8 weights in `weights`: what
+/// [`QuadConvI8`] adds to a filter's sums of the int8 values as they are. Terms past the
+/// rows are left alone.
+pub fn offset_terms(weights: &[u8], taps: usize, offset: i32, terms: &mut [u32]) {
+    for (term, row) in terms.iter_mut().zip(weights.chunks_exact(taps.max(1))) {
+        let sum = row
+            .iter()
+            .fold(0i32, |a, &w| a.wrapping_add(i32::from(w as i8)));
+        *term = offset.wrapping_mul(sum) as u32;
+    }
 }
 
 impl QuadConvI8<'_> {
@@ -595,6 +609,7 @@ impl QuadConvI8<'_> {
     pub(crate) fn fits(&self, values: &[u32]) -> bool {
         self.taps >= 16
             && self.filters > 0
+            && self.offset_terms.len() >= self.filters
             && self.patch.len() >= Self::patch_bytes(self.taps)
             && self.weights.len() / self.taps >= self.filters
             && values.len() > 3 * self.stride + self.filters - 1
@@ -603,15 +618,15 @@ impl QuadConvI8<'_> {
 
 /// Four pixels' convolutions from an int8 quad patch ([`QuadConvI8`]) folded into running
 /// maxima: for filter `f` and pixel `p`, `values[p · stride + f] = max(values[p · stride +
-/// f], Σ (x_p + offset) · w_f)` (as `i32`, computed as `Σ x_p · w_f + offset · Σ w_f`,
-/// the same sum modulo 2³²; a pool window's offset term is added to the max of its four
-/// sums, the same while the sums fit an `i32`, as every valid model's do). Computes
-/// nothing if a size does not fit.
+/// f], Σ (x_p + offset) · w_f)` (as `i32`, computed as `Σ x_p · w_f` plus the filter's
+/// offset term, the same sum modulo 2³²; a pool window's offset term is added to the max
+/// of its four sums, the same while the sums fit an `i32`, as every valid model's do).
+/// Computes nothing if a size does not fit.
 ///
 /// On an MVE core one block of assembly: per filter, sixteen taps of the four pixels (64
-/// multiply-accumulates) in ten instructions (the filter's sixteen weights, per pixel one
-/// load of its sixteen taps and one `VMLADAVA.S8`, the weights' sum by `VADDVA.S8`, the
-/// loop end; the last block tail-predicated), then the offset and the maxima; elsewhere
+/// multiply-accumulates) in nine instructions (the filter's sixteen weights, per pixel one
+/// load of its sixteen taps and one `VMLADAVA.S8`, the loop end; the last block
+/// tail-predicated), then the offset term and the maxima; elsewhere
 /// [`quad_filters_i8_portable`].
 #[cfg_attr(infer_core_mve, inline(never))]
 #[cfg_attr(not(infer_core_mve), inline(always))]
@@ -622,25 +637,26 @@ pub fn quad_filters_i8(conv: &QuadConvI8<'_>, values: &mut [u32]) {
     #[cfg(infer_core_mve)]
     {
         let taps = conv.taps;
-        // On the stack: filters left [sp], the bytes the weight pointer overshoots a row
-        // by (the last block's loads step 16) [sp, #4], the offset [sp, #8].
+        // Registers: the four sums r0 r2 r4 r8, the offset terms' pointer r10. On the
+        // stack: filters left [sp], the bytes the weight pointer overshoots a row by (the
+        // last block's loads step 16) [sp, #4].
         // SAFETY: per filter, r3 reads 4 · taps.div_ceil(16) · 16 bytes of `patch` from its
         // start (the last block's lanes past `taps` predicated off; checked above, byte
         // loads); r1 reads the filter's `taps` bytes of `weights` (filters · taps checked
-        // above; predicated past `taps`) and is moved back to the next row; lr reads and
-        // writes `values` at p · stride + f for p < 4, f < filters (checked above). The
-        // loop count `taps` is ≥ 16. The block pops the three words it pushes; nothing
-        // else is read or written, and every register written is declared (explicit
-        // registers: `VMLADAVA` and `VADDVA` take even ones).
+        // above; predicated past `taps`) and is moved back to the next row; r10 reads one
+        // word of `offset_terms` per filter (filters checked above; word-aligned); lr reads
+        // and writes `values` at p · stride + f for p < 4, f < filters (checked above). The
+        // loop count `taps` is ≥ 16. The block pops the two words it pushes; nothing else
+        // is read or written, and every register written is declared (explicit registers:
+        // `VMLADAVA` takes even ones).
         unsafe {
             asm!(
-                "push {{r0, r2, r4}}",
+                "push {{r0, r2}}",
                 "3:",
                 "movs r0, #0",
                 "movs r2, #0",
                 "movs r4, #0",
                 "mov.w r8, #0",
-                "mov.w r10, #0",
                 "mov r3, r11",
                 "dlstp.8 lr, r5",
                 "2:",
@@ -653,11 +669,10 @@ pub fn quad_filters_i8(conv: &QuadConvI8<'_>, values: &mut [u32]) {
                 "vmladava.s8 r4, q1, q0",
                 "vldrb.s8 q2, [r3], #16",
                 "vmladava.s8 r8, q2, q0",
-                "vaddva.s8 r10, q0",
                 "letp lr, 2b",
                 "ldr r3, [sp, #4]",
                 "subs r1, r1, r3",
-                "ldr r3, [sp, #8]",
+                "ldr r3, [r10], #4",
                 "mov lr, r12",
                 "cmp r9, #0",
                 "bne 9f",
@@ -672,14 +687,14 @@ pub fn quad_filters_i8(conv: &QuadConvI8<'_>, values: &mut [u32]) {
                 "cmp r0, r8",
                 "it lt",
                 "movlt r0, r8",
-                "mla r0, r10, r3, r0",
+                "add r0, r3",
                 pixel_max!("r0"),
                 "b 10f",
                 "9:",
-                "mla r0, r10, r3, r0",
-                "mla r2, r10, r3, r2",
-                "mla r4, r10, r3, r4",
-                "mla r8, r10, r3, r8",
+                "add r0, r3",
+                "add r2, r3",
+                "add r4, r3",
+                "add r8, r3",
                 pixel_max!("r0"),
                 pixel_max!("r2"),
                 pixel_max!("r4"),
@@ -690,18 +705,18 @@ pub fn quad_filters_i8(conv: &QuadConvI8<'_>, values: &mut [u32]) {
                 "subs r3, #1",
                 "str r3, [sp]",
                 "bne 3b",
-                "add sp, #12",
+                "add sp, #8",
                 inout("r0") conv.filters => _,
                 inout("r2") taps.div_ceil(16) * 16 - taps => _,
-                inout("r4") conv.offset => _,
+                inout("r10") conv.offset_terms.as_ptr() => _,
                 inout("r1") conv.weights.as_ptr() => _,
                 inout("r5") taps => _,
                 inout("r9") 4 * conv.stride => _,
                 inout("r11") conv.patch.as_ptr() => _,
                 inout("r12") values.as_mut_ptr() => _,
                 out("r3") _,
+                out("r4") _,
                 out("r8") _,
-                out("r10") _,
                 out("lr") _,
                 out("q0") _,
                 out("q1") _,
@@ -724,15 +739,15 @@ pub fn quad_filters_i8_portable(conv: &QuadConvI8<'_>, values: &mut [u32]) {
         weights,
         taps,
         filters,
-        offset,
+        offset_terms,
         stride,
     } = *conv;
-    for (f, w) in weights.chunks_exact(taps).take(filters).enumerate() {
+    let rows = weights.chunks_exact(taps).zip(offset_terms).take(filters);
+    for (f, (w, &term)) in rows.enumerate() {
         for p in 0..4 {
-            let acc = w.iter().enumerate().fold(0i32, |acc, (t, &w)| {
+            let acc = w.iter().enumerate().fold(term as i32, |acc, (t, &w)| {
                 let x = patch.get(64 * (t / 16) + 16 * p + t % 16).map_or(0, |&x| x);
-                let x = i32::from(x).wrapping_add(offset);
-                acc.wrapping_add(x.wrapping_mul(i32::from(w as i8)))
+                acc.wrapping_add(i32::from(x).wrapping_mul(i32::from(w as i8)))
             });
             if let Some(v) = values.get_mut(p * stride + f) {
                 *v = (*v as i32).max(acc) as u32;

@@ -28,7 +28,7 @@ use crate::kernels::dot::{
     dot_i8_offset, dot_packed, dot_packed2, dot_packed4, four_filters, pack_patch, PatchWords,
 };
 use crate::kernels::dsp::{dense_rows, int8_of_words, quad_filters, DenseRows, QuadConv};
-use crate::kernels::mve::{dense_rows_i8, quad_filters_i8, DenseRowsI8, QuadConvI8};
+use crate::kernels::mve::{dense_rows_i8, offset_terms, quad_filters_i8, DenseRowsI8, QuadConvI8};
 use crate::kernels::{ChannelRequant, MapRows};
 use core::ops::Range;
 
@@ -176,7 +176,8 @@ pub const fn stream3x3_bytes(filters: usize, units: usize) -> usize {
 /// values per position before the dense layer, and a dense layer of `units` outputs (0
 /// without one): the packed patch (the conv's quad patch, or the position's values for the
 /// dense layer), one word per channel of each position computed at once (four for a conv
-/// without a pool: its pixels go four at a time) and one per unit.
+/// without a pool: its pixels go four at a time), one per unit, and with a conv one per
+/// filter (its offset term for an int8 patch, [`offset_terms`]).
 pub const fn general_words(taps: usize, channels: usize, units: usize, pool: usize) -> usize {
     if channels == 0 {
         // A dense layer alone needs nothing.
@@ -189,7 +190,8 @@ pub const fn general_words(taps: usize, channels: usize, units: usize, pool: usi
         0
     };
     let patch = if conv > values { conv } else { values };
-    patch + positions_at_once(taps, pool) * channels + units
+    let terms = if taps > 0 { channels } else { 0 };
+    patch + positions_at_once(taps, pool) * channels + units + terms
 }
 
 /// Conv pixels computed at once through a quad patch ([`quad_filters`]).
@@ -209,8 +211,13 @@ const QUAD_PIXELS: bool = cfg!(any(infer_core_dsp, test));
 /// keeps the widened patch, where a background patch is found and skipped). The unit tests
 /// take both ways, alternating between quads.
 fn int8_quads(g: &ConvGeometry, pos: usize) -> bool {
-    let eligible = g.in_c > 1 && g.taps() >= 16;
-    eligible && (cfg!(infer_core_mve) || (cfg!(test) && pos / QUAD % 2 == 1))
+    int8_quads_possible(g) && (cfg!(infer_core_mve) || pos / QUAD % 2 == 1)
+}
+
+/// Whether any quad of a conv may go through an int8 patch ([`int8_quads`]): on MVE cores
+/// (and in the unit tests), for a multi-channel input of 16 taps or more.
+fn int8_quads_possible(g: &ConvGeometry) -> bool {
+    cfg!(any(infer_core_mve, test)) && g.in_c > 1 && g.taps() >= 16
 }
 
 /// Output positions a stage computes at once: four for a conv without a pool (its pixels
@@ -479,6 +486,8 @@ struct StageRun<'p, 'a, 'w> {
     patch: &'w mut [u32],
     values: &'w mut [u32],
     acc: &'w mut [u32],
+    /// The conv's offset terms, where its quads may go through int8 patches.
+    terms: &'w mut [u32],
     /// The pool window's side (1 without a pool).
     p: usize,
     /// Output positions per row, and rows.
@@ -530,8 +539,16 @@ impl<'p, 'a, 'w> StageRun<'p, 'a, 'w> {
         };
         let (patch, work) = words.split_at_mut_checked(conv_words.max(values_words))?;
         let (values, acc) = work.split_at_mut_checked(at_once * channels)?;
-        let acc = acc.get_mut(..units)?;
+        let (acc, terms) = acc.split_at_mut_checked(units)?;
         acc.fill(0);
+        let terms = terms.get_mut(..if taps > 0 { channels } else { 0 })?;
+        if let Some(cp) = parts
+            .conv
+            .as_ref()
+            .filter(|cp| int8_quads_possible(&cp.geometry))
+        {
+            offset_terms(cp.weights, taps, cp.input_offset, terms);
+        }
         let monotonic = parts
             .conv
             .as_ref()
@@ -541,6 +558,7 @@ impl<'p, 'a, 'w> StageRun<'p, 'a, 'w> {
             patch,
             values,
             acc,
+            terms,
             p,
             out_w,
             out_h,
@@ -569,7 +587,7 @@ impl<'p, 'a, 'w> StageRun<'p, 'a, 'w> {
                         at,
                         self.p,
                         self.monotonic,
-                        self.patch,
+                        (self.patch, self.terms),
                         self.values,
                     ),
                     None => {
@@ -717,7 +735,7 @@ fn conv_positions(
     (pos, n, out_w): (usize, usize, usize),
     p: usize,
     monotonic: bool,
-    patch: &mut [u32],
+    (patch, terms): (&mut [u32], &[u32]),
     values: &mut [u32],
 ) {
     let g = &cp.geometry;
@@ -765,7 +783,7 @@ fn conv_positions(
                     weights: cp.weights,
                     taps,
                     filters: channels,
-                    offset: cp.input_offset,
+                    offset_terms: terms,
                     stride,
                 };
                 quad_filters_i8(&conv, values);

@@ -159,12 +159,15 @@ fn main() -> ! {
         // Four pixels' int8 quad patch (the bytes of random words), all filters, any taps
         // from 16 (the last block partial most of the time), any offset.
         let taps = 16 + rng.below(145);
+        // Offset terms well inside an i32, as a valid model's are (the pool window's max
+        // is taken before its term is added).
+        let terms = [0u32; 12].map(|_| ((rng.next() as i32) >> 8) as u32);
         let conv = mve::QuadConvI8 {
             patch: &dsp::int8_of_words(&mut patch)[..mve::QuadConvI8::patch_bytes(taps)],
             weights: &weights[..filters * taps],
             taps,
             filters,
-            offset: rng.below(256) as i32 - 127,
+            offset_terms: &terms[..filters],
             stride,
         };
         let mut got = [0u32; 64];
