@@ -21,6 +21,11 @@ use std::time::Instant;
 const BETA_1: f32 = 0.9;
 /// Keras' Adam β₂.
 const BETA_2: f32 = 0.999;
+/// `1 − β₁` as Keras has it: computed in double precision (Python floats), then rounded to
+/// f32 (0.1, where `1.0f32 − 0.9f32` is 0.100000024).
+const ONE_MINUS_BETA_1: f32 = (1.0 - 0.9f64) as f32;
+/// `1 − β₂` as Keras has it (0.001, where `1.0f32 − 0.999f32` is 0.0009999871: 1.3·10⁻⁵ less).
+const ONE_MINUS_BETA_2: f32 = (1.0 - 0.999f64) as f32;
 /// Keras' Adam ε (added to `√v`).
 const EPSILON: f32 = 1e-7;
 /// Parameters per parallel task of the Adam step.
@@ -117,9 +122,9 @@ impl Adam {
     /// One Keras 3 Adam step on every trainable tensor, adding the L2/L1 gradient to kernels.
     fn step(&mut self, model: &mut Model, l2: f32, l1: f32) {
         self.steps += 1;
-        let t = f64::from(self.steps);
-        let lr_t = (f64::from(self.lr) * (1.0 - f64::from(BETA_2).powf(t)).sqrt()
-            / (1.0 - f64::from(BETA_1).powf(t))) as f32;
+        // In f32, as Keras computes it.
+        let t = self.steps as f32;
+        let lr_t = self.lr * (1.0 - BETA_2.powf(t)).sqrt() / (1.0 - BETA_1.powf(t));
         let params = model.layers.iter_mut().flat_map(Layer::params_mut);
         for (p, (m, v)) in params.zip(&mut self.moments) {
             let regularise = p.kernel && (l2 != 0.0 || l1 != 0.0);
@@ -135,8 +140,8 @@ impl Adam {
                         if regularise {
                             g += 2.0 * l2 * *w + l1 * w.signum();
                         }
-                        *m += (g - *m) * (1.0 - BETA_1);
-                        *v += (g * g - *v) * (1.0 - BETA_2);
+                        *m += (g - *m) * ONE_MINUS_BETA_1;
+                        *v += (g * g - *v) * ONE_MINUS_BETA_2;
                         *w -= lr_t * *m / (v.sqrt() + EPSILON);
                     }
                 });
