@@ -8,6 +8,7 @@ mod bench_train;
 mod demo;
 mod fetch_mnist;
 mod fuzz;
+mod keras_golden;
 mod no_panic;
 mod prereq;
 mod qemu;
@@ -51,6 +52,9 @@ enum Command_ {
     Fuzz(fuzz::FuzzArgs),
     /// Link-time proof that infer-core's loading and inference cannot panic, per Cortex-M target.
     NoPanic,
+    /// Regenerate the Keras golden runs of the trainer's parity test (tests/keras-golden/) in
+    /// a venv of pinned TensorFlow/Keras under target/ (needs Python 3.11+ and the network).
+    KerasGolden(keras_golden::Args),
 }
 
 fn main() {
@@ -69,6 +73,7 @@ fn main() {
         Command_::BenchMcu(args) => bench_mcu::run(&args),
         Command_::Fuzz(args) => fuzz::run(&args),
         Command_::NoPanic => no_panic::run(),
+        Command_::KerasGolden(args) => keras_golden::run(&args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

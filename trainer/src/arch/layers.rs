@@ -1513,6 +1513,30 @@ impl Dropout {
         x
     }
 
+    /// Training forward pass with a given mask: images `first..first + x.n` of a batch whose
+    /// values `keep` says to keep (NHWC, `true` keeps; scaled by `1/(1 − rate)` as a drawn mask
+    /// is).
+    ///
+    /// # Panics
+    /// If `keep` holds fewer than `(first + x.n)` images' values.
+    pub fn forward_kept(
+        &self,
+        mut x: Tensor,
+        keep: &[bool],
+        first: usize,
+        trace: &mut Trace,
+    ) -> Tensor {
+        let scale = 1.0 / (1.0 - self.rate);
+        let keep = &keep[first * x.item_len()..][..x.data.len()];
+        let mut mask = reused(x.data.len());
+        for (m, &k) in mask.iter_mut().zip(keep) {
+            *m = if k { scale } else { 0.0 };
+        }
+        scale_by(&mut x.data, &mask);
+        trace.mask = Some(mask);
+        x
+    }
+
     fn backward(&self, mut dy: Tensor, trace: &mut Trace) -> Tensor {
         let mask = trace
             .mask
