@@ -7,7 +7,10 @@ order with fixed dropout masks, and writes what Keras computed under `tests/kera
 - `train-images-idx3-ubyte.gz`, `train-labels-idx1-ubyte.gz`: the images used (the first
   `IMAGES` training images of `data/mnist`), shared by the cases;
 - `<case>/golden.json`: the setup, the per-step losses, the tensors' names and shapes;
-- `<case>/grads-step1.f32`: the gradient of every trainable tensor at step 1;
+- `<case>/grads-step1.f32`: the gradient of the data loss (without L1/L2) with respect to
+  every trainable tensor at step 1;
+- `<case>/grads-step1-float64.f32` (cases with batch norm): the same gradients computed by
+  Keras in float64, rounded to float32;
 - `<case>/weights-step<k>.f32`: every weight (batch norm's moving statistics included) after
   step k, for the case's checkpoints (step 1, the last step, and for some cases one between).
 
@@ -48,11 +51,28 @@ IMAGES = 256
 BATCH = 128
 LEARNING_RATE = 0.001
 
-# (case directory, spec file under models/, seed, steps after which the weights are kept; the
-# last is the number of steps run)
+# Case directory, spec file, seed, the steps after which the weights are kept (the last is the
+# number of steps run), the L2 / L1 factors on every kernel (Keras' L1L2 regulariser), and
+# whether step 1's gradients are also computed in float64 (for the cases with batch norm, where
+# Keras' float32 gradients are the less accurate of the two frameworks').
 CASES = [
-    ("tutorial", "models/tutorial.toml", 1, [1, 50]),
-    ("two-blocks", "models/two-blocks.toml", 2, [1, 10, 50]),
+    {"name": "tutorial", "spec": "models/tutorial.toml", "seed": 1, "checkpoints": [1, 50]},
+    {
+        "name": "two-blocks",
+        "spec": "models/two-blocks.toml",
+        "seed": 2,
+        "checkpoints": [1, 10, 50],
+        "float64_reference": True,
+    },
+    {
+        "name": "strided-l1l2",
+        "spec": "tools/keras-golden/specs/strided.toml",
+        "seed": 3,
+        "checkpoints": [1, 10, 30],
+        "l2": 1e-2,
+        "l1": 1e-3,
+        "float64_reference": True,
+    },
 ]
 
 MASK64 = (1 << 64) - 1
@@ -109,13 +129,15 @@ def write_gz(path, data):
             f.write(data)
 
 
-def build(spec, seed):
+def build(spec, seed, l2=0.0, l1=0.0):
     """The spec's network in Keras. Returns (model, steps): steps are ("layer", keras layer)
     or ("dropout", spec index, rate), in order; the initial weights are set."""
     h, w, c = spec["input"]
     inputs = keras.Input((h, w, c))
     x = inputs
     steps = []
+    # Keras' L1L2: l1·Σ|w| + l2·Σw² added to the loss, for every kernel.
+    reg = keras.regularizers.L1L2(l1=l1, l2=l2) if (l1 or l2) else None
     for index, layer in enumerate(spec["layer"]):
         kind = layer["type"]
         if kind == "conv2d":
@@ -125,6 +147,7 @@ def build(spec, seed):
                 strides=layer.get("stride", 1),
                 padding=layer.get("padding", "valid"),
                 activation=None if layer.get("activation", "none") == "none" else layer["activation"],
+                kernel_regularizer=reg,
             )
             steps.append(("layer", k, index))
         elif kind == "maxpool2d":
@@ -133,7 +156,7 @@ def build(spec, seed):
             steps.append(("layer", keras.layers.Flatten(), index))
         elif kind == "dense":
             act = layer.get("activation", "none")
-            k = keras.layers.Dense(layer["units"], activation=None if act == "none" else act)
+            k = keras.layers.Dense(layer["units"], activation=None if act == "none" else act, kernel_regularizer=reg)
             steps.append(("layer", k, index))
         elif kind == "dropout":
             steps.append(("dropout", index, float(layer["rate"])))
@@ -166,12 +189,47 @@ def weight_layers(steps):
     return [s[1] for s in steps if s[0] == "layer" and s[1].weights]
 
 
-def run_case(root, out_dir, name, spec_path, seed, checkpoints, images, labels):
+def forward(steps, x, masks):
+    """The network in training mode, dropout through TensorFlow's own with the given uniforms."""
+    h = x
+    k = 0
+    for step in steps:
+        if step[0] == "layer":
+            h = step[1](h, training=True)
+        else:
+            u = masks[k]
+            h = tf.nn.experimental.general_dropout(
+                h, step[2], uniform_sampler=lambda shape, dtype, u=u: tf.reshape(u, shape)
+            )
+            k += 1
+    return h
+
+
+def float64_gradients(spec, seed, x, y, masks):
+    """Step 1's data-loss gradients computed in float64 from the same weights, batch and masks:
+    the reference that says which of two float32 results is the more accurate."""
+    keras.backend.clear_session()
+    keras.config.set_floatx("float64")
+    try:
+        model, steps = build(spec, seed)
+        with tf.GradientTape() as tape:
+            h = forward(steps, tf.constant(x, dtype=tf.float64), [tf.cast(u, tf.float64) for u in masks])
+            loss = keras.losses.CategoricalCrossentropy()(tf.constant(y, dtype=tf.float64), h)
+        grads = tape.gradient(loss, model.trainable_variables)
+        return [np.asarray(g, dtype=np.float32) for g in grads]
+    finally:
+        keras.config.set_floatx("float32")
+        keras.backend.clear_session()
+
+
+def run_case(root, out_dir, case, images, labels):
+    name, spec_path, seed, checkpoints = case["name"], case["spec"], case["seed"], case["checkpoints"]
+    l2, l1 = case.get("l2", 0.0), case.get("l1", 0.0)
     total_steps = checkpoints[-1]
     with open(os.path.join(root, spec_path), "rb") as f:
         spec = tomllib.load(f)
     keras.utils.set_random_seed(seed)
-    model, steps = build(spec, seed)
+    model, steps = build(spec, seed, l2, l1)
     layers = weight_layers(steps)
     names, shapes = [], []
     kinds = {i: l["type"] for i, l in enumerate(spec["layer"])}
@@ -195,22 +253,18 @@ def run_case(root, out_dir, name, spec_path, seed, checkpoints, images, labels):
     # tape's gradients, the optimizer's apply; in a tf.function as model.fit runs it.
     @tf.function
     def train_step(x, y, masks):
-        with tf.GradientTape() as tape:
-            h = x
-            k = 0
-            for step in steps:
-                if step[0] == "layer":
-                    h = step[1](h, training=True)
-                else:
-                    u = masks[k]
-                    h = tf.nn.experimental.general_dropout(
-                        h, step[2], uniform_sampler=lambda shape, dtype, u=u: tf.reshape(u, shape)
-                    )
-                    k += 1
-            loss = loss_fn(y, h)
+        with tf.GradientTape(persistent=True) as tape:
+            h = forward(steps, x, masks)
+            data_loss = loss_fn(y, h)
+            # As Keras' compute_loss: the layers' regularisation losses added.
+            loss = data_loss + tf.add_n(model.losses) if model.losses else data_loss
         grads = tape.gradient(loss, variables)
+        # What is recorded: the data loss's gradient, as the trainer's forward_backward leaves
+        # it (its Adam step adds the regularisation's).
+        data_grads = tape.gradient(data_loss, variables)
+        del tape
         optimizer.apply_gradients(zip(grads, variables))
-        return loss, grads
+        return loss, data_grads
 
     losses, keep_counts = [], []
     batches = IMAGES // BATCH
@@ -231,12 +285,15 @@ def run_case(root, out_dir, name, spec_path, seed, checkpoints, images, labels):
         losses.append(float(np.float32(loss)))
         if step == 0:
             grads_step1 = [np.asarray(g, dtype=np.float32) for g in grads]
+            first_batch = (x, y, masks)
         if step + 1 in checkpoints:
             kept_weights[step + 1] = [np.asarray(w, dtype=np.float32) for layer in layers for w in layer.get_weights()]
 
     case_dir = os.path.join(out_dir, name)
     os.makedirs(case_dir, exist_ok=True)
     files = [("grads-step1.f32", grads_step1)]
+    if case.get("float64_reference"):
+        files.append(("grads-step1-float64.f32", float64_gradients(spec, seed, *first_batch)))
     files += [(f"weights-step{k}.f32", kept_weights[k]) for k in checkpoints]
     for file, tensors in files:
         with open(os.path.join(case_dir, file), "wb") as f:
@@ -253,6 +310,8 @@ def run_case(root, out_dir, name, spec_path, seed, checkpoints, images, labels):
         "batch_size": BATCH,
         "steps": total_steps,
         "learning_rate": LEARNING_RATE,
+        "l2": l2,
+        "l1": l1,
         "tensors": [
             {"name": n, "shape": s, "trainable": n in trainable, "init_sum": float(np.sum(t, dtype=np.float64))}
             for n, s, t in zip(names, shapes, init)
@@ -260,6 +319,7 @@ def run_case(root, out_dir, name, spec_path, seed, checkpoints, images, labels):
         "dropout_kept_step1": keep_counts,
         "losses": losses,
         "gradients_step1": "grads-step1.f32",
+        "gradients_step1_float64": "grads-step1-float64.f32" if case.get("float64_reference") else None,
         "weights": [{"step": k, "file": f"weights-step{k}.f32"} for k in checkpoints],
     }
     with open(os.path.join(case_dir, "golden.json"), "w") as f:
@@ -307,9 +367,9 @@ def main():
     header = struct.pack(">IIII", 0x803, IMAGES, 28, 28)
     write_gz(os.path.join(out_dir, "train-images-idx3-ubyte.gz"), header + images.tobytes())
     write_gz(os.path.join(out_dir, "train-labels-idx1-ubyte.gz"), struct.pack(">II", 0x801, IMAGES) + labels.tobytes())
-    for name, spec_path, seed, checkpoints in CASES:
+    for case in CASES:
         keras.backend.clear_session()
-        run_case(args.root, out_dir, name, spec_path, seed, checkpoints, images, labels)
+        run_case(args.root, out_dir, case, images, labels)
     return 0
 
 
