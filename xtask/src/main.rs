@@ -8,11 +8,13 @@ mod bench_train;
 mod demo;
 mod fetch_mnist;
 mod fuzz;
+mod keras_golden;
 mod no_panic;
 mod prereq;
 mod qemu;
 mod test;
 mod tflite_golden;
+mod venv;
 
 use anyhow::{ensure, Context, Result};
 use clap::{Parser, Subcommand};
@@ -55,6 +57,9 @@ enum Command_ {
     /// Regenerate the TensorFlow Lite golden fixtures (a pinned Python venv under target/:
     /// Keras conversion, TensorFlow Lite Micro's outputs) that `trainer import` is tested on.
     TfliteGolden(tflite_golden::GoldenArgs),
+    /// Regenerate the Keras golden runs of the trainer's parity test (tests/keras-golden/) in
+    /// a venv of pinned TensorFlow/Keras under target/ (needs Python 3.11+ and the network).
+    KerasGolden(keras_golden::Args),
 }
 
 fn main() {
@@ -74,6 +79,7 @@ fn main() {
         Command_::Fuzz(args) => fuzz::run(&args),
         Command_::NoPanic => no_panic::run(),
         Command_::TfliteGolden(args) => tflite_golden::run(&args),
+        Command_::KerasGolden(args) => keras_golden::run(&args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -21,6 +21,11 @@ use std::time::Instant;
 const BETA_1: f32 = 0.9;
 /// Keras' Adam β₂.
 const BETA_2: f32 = 0.999;
+/// `1 − β₁` as Keras has it: computed in double precision (Python floats), then rounded to
+/// f32 (0.1, where `1.0f32 − 0.9f32` is 0.100000024).
+const ONE_MINUS_BETA_1: f32 = (1.0 - 0.9f64) as f32;
+/// `1 − β₂` as Keras has it (0.001, where `1.0f32 − 0.999f32` is 0.0009999871: 1.3·10⁻⁵ less).
+const ONE_MINUS_BETA_2: f32 = (1.0 - 0.999f64) as f32;
 /// Keras' Adam ε (added to `√v`).
 const EPSILON: f32 = 1e-7;
 /// Parameters per parallel task of the Adam step.
@@ -92,15 +97,22 @@ pub struct ArchFit {
     pub stopped_early: bool,
 }
 
-/// Adam moments, one pair per trainable tensor.
-struct Adam {
+/// Keras 3's Adam over a model's trainable tensors: its moments and step count.
+///
+/// Step `t` updates `m += (g − m)·(1 − β₁)`, `v += (g² − v)·(1 − β₂)` and
+/// `w −= lr_t·m / (√v + ε)` with `lr_t = lr·√(1 − β₂ᵗ) / (1 − β₁ᵗ)`: ε is added to `√v`, and `v`
+/// is not bias-corrected on its own (Keras' `Adam.update_step`).
+#[derive(Clone, Debug)]
+pub struct Adam {
     lr: f32,
     steps: u32,
     moments: Vec<(Vec<f32>, Vec<f32>)>,
 }
 
 impl Adam {
-    fn new(lr: f32, model: &Model) -> Self {
+    /// Zero moments for every trainable tensor of `model` ([`Layer::params`]), learning rate
+    /// `lr`.
+    pub fn new(lr: f32, model: &Model) -> Self {
         let moments = model
             .layers
             .iter()
@@ -114,12 +126,13 @@ impl Adam {
         }
     }
 
-    /// One Keras 3 Adam step on every trainable tensor, adding the L2/L1 gradient to kernels.
-    fn step(&mut self, model: &mut Model, l2: f32, l1: f32) {
+    /// One step on every trainable tensor of `model` (the one given to [`Adam::new`]) from the
+    /// gradients its last [`forward_backward`] left, adding the L2/L1 gradient to kernels.
+    pub fn step(&mut self, model: &mut Model, l2: f32, l1: f32) {
         self.steps += 1;
-        let t = f64::from(self.steps);
-        let lr_t = (f64::from(self.lr) * (1.0 - f64::from(BETA_2).powf(t)).sqrt()
-            / (1.0 - f64::from(BETA_1).powf(t))) as f32;
+        // In f32, as Keras computes it.
+        let t = self.steps as f32;
+        let lr_t = self.lr * (1.0 - BETA_2.powf(t)).sqrt() / (1.0 - BETA_1.powf(t));
         let params = model.layers.iter_mut().flat_map(Layer::params_mut);
         for (p, (m, v)) in params.zip(&mut self.moments) {
             let regularise = p.kernel && (l2 != 0.0 || l1 != 0.0);
@@ -135,13 +148,24 @@ impl Adam {
                         if regularise {
                             g += 2.0 * l2 * *w + l1 * w.signum();
                         }
-                        *m += (g - *m) * (1.0 - BETA_1);
-                        *v += (g * g - *v) * (1.0 - BETA_2);
+                        *m += (g - *m) * ONE_MINUS_BETA_1;
+                        *v += (g * g - *v) * ONE_MINUS_BETA_2;
                         *w -= lr_t * *m / (v.sqrt() + EPSILON);
                     }
                 });
         }
     }
+}
+
+/// Where the dropout masks of a training step come from.
+#[derive(Clone, Copy, Debug)]
+pub enum Masks<'a> {
+    /// Drawn from this key, as [`fit`] does (see [`Dropout`](super::layers::Dropout)).
+    Drawn(u64),
+    /// Given: for each layer of the model, in order, which values of the whole batch it keeps
+    /// (NHWC, image after image, `true` keeps: the value is scaled by `1/(1 − rate)`); empty for
+    /// the layers other than dropout. For reproducing another framework's masks.
+    Given(&'a [Vec<bool>]),
 }
 
 /// One part of a batch in a training step: a trace per layer and its own gradients (as
@@ -171,7 +195,7 @@ impl Part {
         first: usize,
         chunk: usize,
         n: usize,
-        key: u64,
+        masks: Masks<'_>,
     ) -> Result<(f64, usize)> {
         self.grads.iter_mut().flatten().for_each(|g| g.fill(0.0));
         let item = model.spec.input.len();
@@ -192,7 +216,14 @@ impl Part {
                         index += 2;
                     }
                     None => {
-                        x = layer.forward_train(x, key, first + c * chunk, trace, prep);
+                        let at = first + c * chunk;
+                        x = match (layer, masks) {
+                            (Layer::Dropout(dropout), Masks::Given(keep)) => {
+                                dropout.forward_kept(x, &keep[index], at, trace)
+                            }
+                            (_, Masks::Drawn(key)) => layer.forward_train(x, key, at, trace, prep),
+                            (_, Masks::Given(_)) => layer.forward_train(x, 0, at, trace, prep),
+                        };
                         index += 1;
                     }
                 }
@@ -243,16 +274,18 @@ pub struct Workspace {
 /// chunks for a model of more than 2¹⁸ parameters; one part holding the whole
 /// batch if a layer needs it, see [`Layer::needs_whole_batch`]); the parts run in parallel on
 /// the current rayon pool and their gradients are summed in part order, so the result does
-/// not depend on the thread count. Dropout masks are drawn for the whole batch from `key`.
+/// not depend on the thread count. Dropout masks are drawn for the whole batch from a key, or
+/// given (see [`Masks`]).
 ///
 /// # Errors
-/// If `images` is not `labels.len()` images of the model's input.
+/// If `images` is not `labels.len()` images of the model's input, or given masks are not one
+/// per layer with one flag per value of the batch for each dropout layer.
 pub fn forward_backward(
     model: &mut Model,
     workspace: &mut Workspace,
     images: &[u8],
     labels: &[u8],
-    key: u64,
+    masks: Masks<'_>,
 ) -> Result<(f32, usize)> {
     let n = labels.len();
     let item = model.spec.input.len();
@@ -261,6 +294,25 @@ pub fn forward_backward(
         "{} bytes are not {n} images of {item} bytes",
         images.len()
     );
+    if let Masks::Given(keep) = masks {
+        ensure!(
+            keep.len() == model.layers.len(),
+            "{} dropout masks given for {} layers",
+            keep.len(),
+            model.layers.len()
+        );
+        for (index, (layer, keep)) in model.layers.iter().zip(keep).enumerate() {
+            let values = match layer {
+                Layer::Dropout(_) => n * model.spec.input_of(index).len(),
+                _ => 0,
+            };
+            ensure!(
+                keep.len() == values,
+                "layer {index}'s given mask has {} values, not {values}",
+                keep.len()
+            );
+        }
+    }
     if n == 0 {
         return Ok((0.0, 0));
     }
@@ -297,7 +349,7 @@ pub fn forward_backward(
                 p * part_len,
                 chunk,
                 n,
-                key,
+                masks,
             )
         })
         .collect();
@@ -451,7 +503,8 @@ fn fit_on_pool(
             }
             let key = config.seed ^ (step + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             let reg = model.regularisation(config.l2, config.l1);
-            let (loss, ok) = forward_backward(&mut model, &mut workspace, &images, &labels, key)?;
+            let masks = Masks::Drawn(key);
+            let (loss, ok) = forward_backward(&mut model, &mut workspace, &images, &labels, masks)?;
             check_converging(f64::from(loss), false, epoch, config, spec.classes())?;
             data_loss += f64::from(loss) * indices.len() as f64;
             adam.step(&mut model, config.l2, config.l1);

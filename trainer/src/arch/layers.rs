@@ -1495,7 +1495,7 @@ impl Dropout {
         let mut rng = ChaCha8Rng::seed_from_u64(key);
         rng.set_stream(self.index as u64);
         let keep = 1.0 - self.rate;
-        let scale = 1.0 / keep;
+        let scale = self.scale();
         let (bits, threshold) = mask_draw(keep);
         let mut mask = reused(x.data.len());
         mask.par_chunks_mut(MASK_BLOCK)
@@ -1510,6 +1510,35 @@ impl Dropout {
             Some(trace) => trace.mask = Some(mask),
             None => recycle(mask),
         }
+        x
+    }
+
+    /// What a kept value is multiplied by: `1/(1 − rate)`, as Keras (TensorFlow's dropout).
+    fn scale(&self) -> f32 {
+        1.0 / (1.0 - self.rate)
+    }
+
+    /// Training forward pass with a given mask: images `first..first + x.n` of a batch whose
+    /// values `keep` says to keep (NHWC, `true` keeps; scaled by `1/(1 − rate)` as a drawn mask
+    /// is).
+    ///
+    /// # Panics
+    /// If `keep` holds fewer than `(first + x.n)` images' values.
+    pub fn forward_kept(
+        &self,
+        mut x: Tensor,
+        keep: &[bool],
+        first: usize,
+        trace: &mut Trace,
+    ) -> Tensor {
+        let scale = self.scale();
+        let keep = &keep[first * x.item_len()..][..x.data.len()];
+        let mut mask = reused(x.data.len());
+        for (m, &k) in mask.iter_mut().zip(keep) {
+            *m = if k { scale } else { 0.0 };
+        }
+        scale_by(&mut x.data, &mask);
+        trace.mask = Some(mask);
         x
     }
 

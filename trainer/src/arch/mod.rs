@@ -16,7 +16,7 @@ pub mod quantize;
 pub mod scheme;
 pub mod spec;
 
-pub use fit::{fit, ArchFit, ArchFitConfig};
+pub use fit::{fit, Adam, ArchFit, ArchFitConfig, Masks};
 pub use model::Model;
 pub use spec::Spec;
 

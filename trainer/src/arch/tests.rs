@@ -498,6 +498,13 @@ fn small_in_parts() -> Spec {
     Spec::parse(&SMALL.replace("[[layer]]\ntype = \"batchnorm\"\n", "")).unwrap()
 }
 
+/// One [`fit::forward_backward`] over all of `data`, dropout masks drawn from key 9.
+fn step_with_key_9(model: &mut Model, data: &Dataset) -> (f32, usize) {
+    let mut workspace = fit::Workspace::default();
+    let masks = fit::Masks::Drawn(9);
+    fit::forward_backward(model, &mut workspace, &data.images, &data.labels, masks).unwrap()
+}
+
 #[test]
 fn a_step_in_parts_gives_the_gradients_and_loss_of_the_whole_batch() {
     let spec = small_in_parts();
@@ -508,9 +515,7 @@ fn a_step_in_parts_gives_the_gradients_and_loss_of_the_whole_batch() {
     // 50 images: seven parts of one 8-image chunk, the last of 2 images.
     let data = quadrants(50, 5);
     let mut model = Model::glorot_uniform(&spec, 3);
-    let mut workspace = fit::Workspace::default();
-    let (loss, correct) =
-        fit::forward_backward(&mut model, &mut workspace, &data.images, &data.labels, 9).unwrap();
+    let (loss, correct) = step_with_key_9(&mut model, &data);
 
     // The whole batch as one chunk, by hand.
     let whole = Model::glorot_uniform(&spec, 3);
@@ -703,8 +708,7 @@ fn a_training_step_with_a_pooled_convolution_gives_the_bits_of_the_layers_apart(
     assert_eq!(spec.input.hwc(), (14, 14, 1));
     let data = quadrants(8, 5);
     let mut model = Model::glorot_uniform(&spec, 3);
-    let mut workspace = fit::Workspace::default();
-    fit::forward_backward(&mut model, &mut workspace, &data.images, &data.labels, 9).unwrap();
+    step_with_key_9(&mut model, &data);
     let whole = Model::glorot_uniform(&spec, 3);
     let mut traces: Vec<Trace> = whole.layers.iter().map(|_| Trace::default()).collect();
     let mut x = whole.input_batch(&data.images).unwrap();
@@ -731,4 +735,54 @@ fn a_training_step_with_a_pooled_convolution_gives_the_bits_of_the_layers_apart(
             None => break,
         }
     }
+}
+
+#[test]
+fn given_dropout_masks_scale_what_they_keep_and_must_fit_the_batch() {
+    // The tutorial's layers on small images: dropout at layers 2 and 4.
+    let spec = Spec::parse(&TUTORIAL.replace("[28, 28, 1]", "[14, 14, 1]")).unwrap();
+    let data = quadrants(8, 4);
+    let sizes: Vec<usize> = (0..spec.layers.len())
+        .map(|i| match spec.layers[i] {
+            LayerSpec::Dropout { .. } => 8 * spec.input_of(i).len(),
+            _ => 0,
+        })
+        .collect();
+    let step = |keep: &[Vec<bool>]| {
+        let mut model = Model::glorot_uniform(&spec, 5);
+        let mut workspace = fit::Workspace::default();
+        let masks = fit::Masks::Given(keep);
+        fit::forward_backward(
+            &mut model,
+            &mut workspace,
+            &data.images,
+            &data.labels,
+            masks,
+        )
+        .map(|(loss, _)| (loss, model))
+    };
+    // Keeping everything is no dropout at all but for the 1/(1 − rate) scaling: the same loss
+    // as the eval-mode forward pass of a model whose dense kernel is scaled by 1/0.75 · 1/0.5.
+    let all: Vec<Vec<bool>> = sizes.iter().map(|&n| vec![true; n]).collect();
+    let (loss, _) = step(&all).unwrap();
+    let mut scaled = Model::glorot_uniform(&spec, 5);
+    for layer in &mut scaled.layers {
+        if let Layer::Dense(d) = layer {
+            d.kernel.value.iter_mut().for_each(|w| *w *= 2.0 / 0.75);
+        }
+    }
+    let (expected, _) = scaled.evaluate(&data.images, &data.labels).unwrap();
+    assert!((loss - expected).abs() < 1e-5, "{loss} against {expected}");
+    // Dropping everything leaves the dense layer its bias alone: a uniform guess.
+    let none: Vec<Vec<bool>> = sizes.iter().map(|&n| vec![false; n]).collect();
+    let (loss, _) = step(&none).unwrap();
+    assert!((loss - 10f32.ln()).abs() < 1e-6, "{loss}");
+    // One flag short, or a mask for a layer that is not a dropout, is refused.
+    let mut short = all.clone();
+    short[2].pop();
+    assert!(step(&short).unwrap_err().to_string().contains("layer 2"));
+    let mut extra = all.clone();
+    extra[0].push(true);
+    assert!(step(&extra).unwrap_err().to_string().contains("layer 0"));
+    assert!(step(&all[..3]).is_err());
 }
