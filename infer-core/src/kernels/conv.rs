@@ -319,39 +319,11 @@ pub(crate) fn gather_patch(
     patch: &mut [u32],
     slot: PatchSlot,
 ) {
-    let c = g.in_c;
-    let (pad_top, pad_left) = (g.pad_top(), g.pad_left());
     let mut writer = PatchWriter::new(patch, g.taps(), slot);
-    let x0 = ox * g.stride;
-    // The kernel's columns lie inside the input: each kernel row is one run of
-    // `k_w · in_c` values.
-    let inside = x0 >= pad_left && x0 - pad_left + g.k_w <= g.in_w;
-    for ky in 0..g.k_h {
-        let Some(iy) = (oy * g.stride + ky)
-            .checked_sub(pad_top)
-            .filter(|&y| y < g.in_h)
-        else {
-            writer.zeros(kernel_row);
-            continue;
-        };
-        let row_start = input.slot(iy) * g.in_w;
-        if inside {
-            let start = (row_start + x0 - pad_left) * c;
-            match input.data.get(start..start + kernel_row) {
-                Some(run) => writer.push_run(run, input_offset),
-                None => writer.zeros(kernel_row),
-            }
-            continue;
-        }
-        for kx in 0..g.k_w {
-            let ix = (x0 + kx).checked_sub(pad_left).filter(|&x| x < g.in_w);
-            let start = ix.map(|ix| (row_start + ix) * c);
-            match start.and_then(|s| input.data.get(s..s + c)) {
-                Some(px) => writer.push_run(px, input_offset),
-                None => writer.zeros(c),
-            }
-        }
-    }
+    patch_runs(g, kernel_row, input, (oy, ox), |run, n| match run {
+        Some(run) => writer.push_run(run, input_offset),
+        None => writer.zeros(n),
+    });
     writer.finish();
 }
 
@@ -370,11 +342,9 @@ pub(crate) fn gather_patch_i8(
     patch: &mut [i8],
     pixel: usize,
 ) {
-    let c = g.in_c;
-    let (pad_top, pad_left) = (g.pad_top(), g.pad_left());
     // Writes `n` taps from tap `t` on: `run`'s values, or the zero point.
     let mut t = 0;
-    let mut put = |run: Option<&[i8]>, n: usize| {
+    let put = |run: Option<&[i8]>, n: usize| {
         let mut done = 0;
         if let (Some(run), 0) = (run, t % 16) {
             // Whole blocks from a block's start: one vector move each on MVE cores.
@@ -397,6 +367,23 @@ pub(crate) fn gather_patch_i8(
         }
         t += n;
     };
+    patch_runs(g, kernel_row, input, (oy, ox), put);
+}
+
+/// Walks the patch of output pixel `(oy, ox)` of `input` (whole or a ring of its rows) in
+/// tap order as runs: `put(Some(run), n)` for `n` input values, `put(None, n)` for `n` taps
+/// of padding (or of input rows past `input`); `kernel_row` is `k_w · in_c`. Where the
+/// kernel's columns lie inside the input, each kernel row is one run.
+#[inline(always)]
+fn patch_runs(
+    g: &ConvGeometry,
+    kernel_row: usize,
+    input: MapRows<'_, &[i8]>,
+    (oy, ox): (usize, usize),
+    mut put: impl FnMut(Option<&[i8]>, usize),
+) {
+    let c = g.in_c;
+    let (pad_top, pad_left) = (g.pad_top(), g.pad_left());
     let x0 = ox * g.stride;
     let inside = x0 >= pad_left && x0 - pad_left + g.k_w <= g.in_w;
     for ky in 0..g.k_h {
