@@ -10,10 +10,15 @@
 //! The M-profile Vector Extension (Helium, MVE) comes with the Cortex-M55 and M85 or with
 //! `-C target-feature=+mve` (or `+mve.fp`) on `thumbv8m.main-*`: there the build also sets
 //! `cfg(infer_core_mve)`, and `kernels::mve` uses its vector instructions.
+//!
+//! Cores with a 32 × 32 → 64-bit multiply-accumulate (`SMLAL`: Armv7-M, Armv7E-M, Armv8-M
+//! mainline) get `cfg(infer_core_long_multiply)`; where they lack the DSP extension (the
+//! Cortex-M3) the conv pixels go in pairs through `kernels::pairs`.
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(infer_core_dsp)");
     println!("cargo::rustc-check-cfg=cfg(infer_core_mve)");
+    println!("cargo::rustc-check-cfg=cfg(infer_core_long_multiply)");
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-env-changed=CARGO_ENCODED_RUSTFLAGS");
     let target = std::env::var("TARGET").unwrap_or_default();
@@ -39,5 +44,13 @@ fn main() {
     }
     if mve {
         println!("cargo::rustc-cfg=infer_core_mve");
+    }
+    // Armv7-M and Armv8-M mainline multiply 32 × 32 → 64 bits (`SMLAL`); Armv6-M (M0) and
+    // Armv8-M baseline do not.
+    if ["thumbv7m-", "thumbv7em-", "thumbv8m.main-"]
+        .iter()
+        .any(|t| target.starts_with(t))
+    {
+        println!("cargo::rustc-cfg=infer_core_long_multiply");
     }
 }

@@ -34,8 +34,8 @@
 //! assert!(classify(b"garbage", &[0; 784]).is_err());
 //! ```
 #![no_std]
-// No unsafe code, except the inline assembly of `kernels::dsp` and `kernels::mve`, which allow
-// it for themselves.
+// No unsafe code, except the inline assembly of `kernels::dsp`, `kernels::mve` and
+// `kernels::pairs`, which allow it for themselves.
 #![deny(unsafe_code)]
 
 #[cfg(test)]

@@ -96,20 +96,22 @@ pub fn run(args: &TestArgs) -> Result<()> {
                 .args(["clippy", "--release", "--", "-D", "warnings"]),
         )?;
         // The kernel checks that `tests/tests/kernel_check.rs` runs: the Cortex-M55's (the
-        // crate's default target) and the Cortex-M4F's.
+        // crate's default target), the Cortex-M4F's and the Cortex-M3's.
         run_step(
             "cargo clippy (tests/kernel-check) -- -D warnings",
             cargo()
                 .current_dir(workspace_root().join("tests/kernel-check"))
                 .args(["clippy", "--release", "--", "-D", "warnings"]),
         )?;
-        run_step(
-            "cargo clippy (tests/kernel-check, thumbv7em-none-eabihf) -- -D warnings",
-            cargo()
-                .current_dir(workspace_root().join("tests/kernel-check"))
-                .args(["clippy", "--release", "--target", "thumbv7em-none-eabihf"])
-                .args(["--", "-D", "warnings"]),
-        )?;
+        for target in ["thumbv7em-none-eabihf", "thumbv7m-none-eabi"] {
+            run_step(
+                &format!("cargo clippy (tests/kernel-check, {target}) -- -D warnings"),
+                cargo()
+                    .current_dir(workspace_root().join("tests/kernel-check"))
+                    .args(["clippy", "--release", "--target", target])
+                    .args(["--", "-D", "warnings"]),
+            )?;
+        }
         run_step(
             "cargo doc --workspace (warnings are errors)",
             cargo()

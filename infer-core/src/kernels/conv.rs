@@ -7,6 +7,7 @@
 #[cfg(doc)]
 use super::dot::pack_patch;
 use super::dsp::{pack, pack_groups};
+use super::pairs::pair_word;
 use super::{ChannelRequant, MapRows};
 use core::num::NonZeroUsize;
 
@@ -325,6 +326,48 @@ pub(crate) fn gather_patch(
         None => writer.zeros(n),
     });
     writer.finish();
+}
+
+/// Gathers the patch of output pixel `(oy, ox)` of `input` (whole or a ring of its rows)
+/// into pixel `pixel` (0 to 3) of a pair patch ([`super::pairs`]): value `t` (offset
+/// added; padding as 0) into word `2t + pixel / 2`, as the pair word's first value (the
+/// word is set) for an even pixel, as its second (added) for an odd one, so the even pixel
+/// of a pair must be gathered first; `kernel_row` is `k_w · in_c`. Values past `patch`
+/// are dropped.
+#[inline(never)]
+pub(crate) fn gather_pair_patch(
+    g: &ConvGeometry,
+    kernel_row: usize,
+    input: MapRows<'_, &[i8]>,
+    input_offset: i32,
+    (oy, ox): (usize, usize),
+    patch: &mut [u32],
+    pixel: usize,
+) {
+    let (mut at, second) = (pixel / 2, pixel % 2 == 1);
+    patch_runs(g, kernel_row, input, (oy, ox), |run, n| {
+        let words = patch
+            .get_mut(at..)
+            .unwrap_or_default()
+            .iter_mut()
+            .step_by(2);
+        match (run, second) {
+            (Some(run), true) => {
+                for (word, &x) in words.zip(run) {
+                    *word = word.wrapping_add(pair_word(0, i32::from(x) + input_offset));
+                }
+            }
+            (Some(run), false) => {
+                for (word, &x) in words.zip(run) {
+                    *word = pair_word(i32::from(x) + input_offset, 0);
+                }
+            }
+            // Padding adds 0 to an odd pixel's words.
+            (None, true) => {}
+            (None, false) => words.take(n).for_each(|word| *word = 0),
+        }
+        at += 2 * n;
+    });
 }
 
 /// Gathers the int8 patch of output pixel `(oy, ox)` of `input` (whole or a ring of its

@@ -4,7 +4,7 @@
 //!
 //! The exceptions are the fused one-channel 3×3 stage of [`fused`] (generic over the
 //! number of filters and units so that its loops have constant bounds; a firmware has one
-//! network) and the target-specific instructions of [`dsp`] and [`mve`], the
+//! network) and the target-specific instructions of [`dsp`], [`mve`] and [`pairs`], the
 //! crate's only `unsafe` code. The unfused kernels stay the reference the fused ones are
 //! tested against.
 //!
@@ -21,6 +21,7 @@ pub mod dsp;
 pub mod float;
 pub mod fused;
 pub mod mve;
+pub mod pairs;
 pub mod pool;
 
 use core::num::NonZeroUsize;

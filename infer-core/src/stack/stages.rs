@@ -22,13 +22,16 @@
 
 use super::format::{input_offset, Op, StackFile, MAX_OPS};
 pub use super::shape::OpShape;
-use crate::kernels::conv::{gather_patch, gather_patch_i8, ConvGeometry, Padding, PatchSlot};
+use crate::kernels::conv::{
+    gather_pair_patch, gather_patch, gather_patch_i8, ConvGeometry, Padding, PatchSlot,
+};
 use crate::kernels::dense::{dense_unit, finish_logits};
 use crate::kernels::dot::{
     dot_i8_offset, dot_packed, dot_packed2, dot_packed4, four_filters, pack_patch, PatchWords,
 };
 use crate::kernels::dsp::{dense_rows, int8_of_words, quad_filters, DenseRows, QuadConv};
 use crate::kernels::mve::{dense_rows_i8, offset_terms, quad_filters_i8, DenseRowsI8, QuadConvI8};
+use crate::kernels::pairs::{pair_filters, PairConv};
 use crate::kernels::{ChannelRequant, MapRows};
 use core::ops::Range;
 
@@ -219,6 +222,16 @@ fn int8_quads(g: &ConvGeometry, pos: usize) -> bool {
 fn int8_quads_possible(g: &ConvGeometry) -> bool {
     cfg!(any(infer_core_mve, test)) && g.in_c > 1 && g.taps() >= 16
 }
+
+/// Whether conv pixels go up to four at a time through a pair patch ([`pair_filters`], which
+/// needs a monotonic requantization): on cores with `SMLAL` but no DSP extension (the
+/// Cortex-M3 ran two-blocks in 2,067,094 instructions one pixel at a time, 1,019,394
+/// through pair patches; tutorial-full in 45,601,968 and 21,028,580). The unit tests take
+/// the pairs for every third block of four positions, the quads for the others.
+const PAIR_PIXELS: bool = cfg!(any(
+    all(infer_core_long_multiply, not(infer_core_dsp)),
+    test
+));
 
 /// Output positions a stage computes at once: four for a conv without a pool (its pixels
 /// go four at a time through [`quad_filters`]), else one.
@@ -527,7 +540,7 @@ impl<'p, 'a, 'w> StageRun<'p, 'a, 'w> {
         } else {
             0
         };
-        let at_once = if QUAD_PIXELS {
+        let at_once = if QUAD_PIXELS || PAIR_PIXELS {
             positions_at_once(taps, p)
         } else {
             1
@@ -758,11 +771,39 @@ fn conv_positions(
         }
     };
     let count = if n == 1 { p * p } else { n };
-    let quads = QUAD_PIXELS && monotonic;
+    let pairs = PAIR_PIXELS && monotonic && (!cfg!(test) || pos / QUAD % 3 == 2);
+    let quads = QUAD_PIXELS && monotonic && !pairs;
     let kernel_row = g.k_w * g.in_c;
     let mut i = 0;
     while i < count {
-        if quads && i + QUAD <= count {
+        if pairs {
+            // Up to four pixels through a pair patch.
+            let pixels = (count - i).min(QUAD);
+            let Some(patch) = patch.get_mut(..2 * taps) else {
+                return;
+            };
+            for k in 0..pixels {
+                let at = pixel(i + k).0;
+                gather_pair_patch(g, kernel_row, input, cp.input_offset, at, patch, k);
+            }
+            // Their positions: all one (a pool window) or consecutive.
+            let (first, stride) = (pixel(i).1, if n == 1 { 0 } else { channels });
+            let Some(values) = values.get_mut(first * channels..) else {
+                return;
+            };
+            let conv = PairConv {
+                patch,
+                weights: cp.weights,
+                taps,
+                filters: channels,
+                pixels,
+                stride,
+                // As for the quads: common in an image, rare in a deeper map.
+                background: g.in_c == 1,
+            };
+            pair_filters(&conv, values);
+            i += pixels;
+        } else if quads && i + QUAD <= count {
             let Some(patch) = patch.get_mut(..QUAD * PatchWords::words(taps)) else {
                 return;
             };

@@ -1,8 +1,9 @@
 //! infer-core's assembly kernels against their portable twins, bit for bit, under QEMU (the
 //! host tests can only run the twins): on the Cortex-M55 the Helium (MVE) loops of
 //! `kernels::mve` and the DSP blocks of `kernels::dsp` (which dispatch to the MVE ones
-//! there), on the Cortex-M4F (`--target thumbv7em-none-eabihf`) the DSP blocks alone; on
-//! random sizes and random values (any bits where the kernel takes any).
+//! there), on the Cortex-M4F (`--target thumbv7em-none-eabihf`) the DSP blocks alone, on
+//! the Cortex-M3 (`--target thumbv7m-none-eabi`) the pair-patch loop of `kernels::pairs`;
+//! on random sizes and random values (any bits where the kernel takes any).
 //!
 //! Prints `kernel-check: <n> cases, every result equal to the portable twin's` and exits 0;
 //! on the first difference, prints the kernel and the case and exits 1.
@@ -16,7 +17,7 @@ use cortex_m_rt::entry;
 use cortex_m_semihosting::debug::{self, ExitStatus, EXIT_FAILURE, EXIT_SUCCESS};
 use cortex_m_semihosting::hprintln;
 use infer_core::kernels::dot::PatchWords;
-use infer_core::kernels::{dsp, mve, ChannelRequant};
+use infer_core::kernels::{dsp, mve, pairs, ChannelRequant};
 
 /// Random cases per kernel.
 const CASES: usize = 300;
@@ -231,6 +232,20 @@ fn main() -> ! {
         dsp::dense_rows(&rows, &mut got[..units]);
         dsp::dense_rows_portable(&rows, &mut want[..units]);
         check("dense_rows", case, got, want);
+
+        // Four pixels' sums of a pair patch: any number of taps (chunks of 128; eight, two
+        // and one at a time), any bits in the pair words, a patch starting at any pair of
+        // words.
+        let taps = rng.below(300);
+        let start = 2 * rng.below(40);
+        let (words, w) = (&patch[start..], &weights[..taps]);
+        let got = pairs::filter_sums(words, w);
+        check(
+            "filter_sums",
+            case,
+            got,
+            pairs::filter_sums_portable(words, w),
+        );
         checked += 1;
     }
     hprintln!(

@@ -1,0 +1,416 @@
+//! Two conv pixels per multiply-accumulate on cores without the DSP extension but with a
+//! 32 × 32 → 64-bit multiply-accumulate (`SMLAL`: the Cortex-M3).
+//!
+//! A *pair word* holds the patch values `a` and `b` (offset added, so in `-255..=255`) of the
+//! same tap of two pixels as the one number `a + b · 2^23` ([`pair_word`]). Multiplied by a
+//! weight `w` and summed over taps in 64 bits, the words give `Σ a·w + 2^23 · Σ b·w`: both
+//! pixels' sums, one `SMLAL` per tap and pair. They come apart exactly ([`split`]) while
+//! `|Σ a·w| < 2^22`, i.e. over at most [`CHUNK_TAPS`] taps (`128 · 255 · 128 < 2^22`), so
+//! the taps are summed in chunks of that many, each split and added to the pixels' `i32`
+//! sums (which wrap as the other kernels' do).
+//!
+//! A *pair patch* holds the patches of up to four pixels: tap `t`'s pair words are words
+//! `2t` (pixels 0 and 1) and `2t + 1` (pixels 2 and 3), `2 · taps` words in all (no more
+//! than a quad patch of [`super::dot`]). [`pair_filters`] runs over all the filters, each
+//! over the taps in [`filter_sums`]: per two taps one load of four pair words (`LDM`), two
+//! weight loads and four `SMLAL`s, eight multiply-accumulates in seven instructions.
+//!
+//! Like [`super::dsp`], this module holds inline assembly and so allows `unsafe` code: on a
+//! core with `SMLAL` and without the DSP extension (`cfg(infer_core_long_multiply)` without
+//! `cfg(infer_core_dsp)`, set by `build.rs`), [`filter_sums`] is one block of assembly (LLVM's
+//! own loop unrolls and spills: the Cortex-M3 ran two-blocks in 1,727,854 instructions
+//! through it, 1,076,357 through a first assembly loop). Everywhere else, including the
+//! host where the tests run, it is its portable twin [`filter_sums_portable`], which the
+//! assembly must equal bit for bit (`tests/kernel-check` runs both on the Cortex-M3 under
+//! QEMU).
+
+#![allow(unsafe_code)]
+
+/// Bits from a pair word's first value to its second.
+pub const PAIR_SHIFT: u32 = 23;
+
+/// Taps summed in 64 bits before the sums are split ([`split`]): at most
+/// `2^22 / (255 · 128)`.
+pub const CHUNK_TAPS: usize = 128;
+
+/// The pair word of values `a` and `b` (each in `-255..=255`): `a + b · 2^23`.
+#[inline(always)]
+pub const fn pair_word(a: i32, b: i32) -> u32 {
+    a.wrapping_add(b.wrapping_shl(PAIR_SHIFT)) as u32
+}
+
+/// The two sums `(Σ a·w, Σ b·w)` of a 64-bit sum of pair words times weights, each sum of
+/// magnitude below `2^22`.
+#[inline(always)]
+pub const fn split(sum: i64) -> (i32, i32) {
+    let a = (sum as i32).wrapping_shl(32 - PAIR_SHIFT) >> (32 - PAIR_SHIFT);
+    let b = (sum.wrapping_add(1 << (PAIR_SHIFT - 1)) >> PAIR_SHIFT) as i32;
+    (a, b)
+}
+
+/// What [`pair_filters`] computes: the pair patch of `pixels` pixels (1 to 4) of `taps`
+/// taps, `filters` filters' int8 rows of `taps` bytes one after the other in `weights`,
+/// and `stride`, the distance in values between the pixels' results (0: they fold into
+/// one, a pool window).
+#[derive(Debug, Clone, Copy)]
+pub struct PairConv<'a> {
+    /// The pair patch.
+    pub patch: &'a [u32],
+    /// The filters' rows.
+    pub weights: &'a [u8],
+    /// Taps per patch.
+    pub taps: usize,
+    /// Filters.
+    pub filters: usize,
+    /// Pixels in the patch, 1 to 4.
+    pub pixels: usize,
+    /// Values from one pixel's results to the next pixel's.
+    pub stride: usize,
+    /// Whether to look for a background patch (all zeros, every sum 0) first: worth it in
+    /// an image, where it is common, not in a deeper map.
+    pub background: bool,
+}
+
+impl PairConv<'_> {
+    /// Whether the sizes fit the slices and `values`: [`pair_filters`]' precondition.
+    fn fits(&self, values: &[u32]) -> bool {
+        let Self {
+            patch,
+            weights,
+            taps,
+            filters,
+            pixels,
+            stride,
+            ..
+        } = *self;
+        taps > 0
+            && filters > 0
+            && (1..=4).contains(&pixels)
+            && patch.len() >= 2 * taps
+            && weights.len() / taps >= filters
+            && values.len() > (pixels - 1) * stride + filters - 1
+    }
+}
+
+/// The pixels' convolutions ([`PairConv`]) folded into running maxima: for filter `f` and
+/// pixel `p < pixels`, `values[p · stride + f] = max(values[p · stride + f], Σ x_p · w_f)`
+/// (as `i32`; the patch's other pixels are computed from whatever their words hold, and
+/// dropped). With [`PairConv::background`], a patch of zeros sums to 0 without the
+/// products. Computes nothing if a size does not fit.
+#[inline(never)]
+pub fn pair_filters(conv: &PairConv<'_>, values: &mut [u32]) {
+    if !conv.fits(values) {
+        return;
+    }
+    let patch = conv.patch.get(..2 * conv.taps).unwrap_or_default();
+    let background = conv.background && patch.iter().fold(0, |a, &w| a | w) == 0;
+    let rows = conv.weights.chunks_exact(conv.taps).take(conv.filters);
+    for (f, w) in rows.enumerate() {
+        let sums = if background {
+            [0; 4]
+        } else {
+            filter_sums(patch, w)
+        };
+        for (p, sum) in sums.into_iter().take(conv.pixels).enumerate() {
+            if let Some(v) = values.get_mut(p * conv.stride + f) {
+                *v = (*v as i32).max(sum) as u32;
+            }
+        }
+    }
+}
+
+/// Two taps of [`filter_sums`]' loops: two taps of both pair words (`LDM` into r2–r5), each
+/// tap's weight into lr, four `SMLAL`s into the pairs' 64-bit sums r0:r1 and r8:r9.
+#[cfg(all(infer_core_long_multiply, not(infer_core_dsp)))]
+macro_rules! two_taps {
+    () => {
+        concat!(
+            "ldm r10!, {{r2, r3, r4, r5}}\n",
+            "ldrsb lr, [r11], #1\n",
+            "smlal r0, r1, r2, lr\n",
+            "smlal r8, r9, r3, lr\n",
+            "ldrsb lr, [r11], #1\n",
+            "smlal r0, r1, r4, lr\n",
+            "smlal r8, r9, r5, lr\n",
+        )
+    };
+}
+
+/// One 64-bit pair sum `$lo:$hi` of [`filter_sums`] split ([`split`]) and added to the sums
+/// `$a` and `$b` (lr is scratch).
+#[cfg(all(infer_core_long_multiply, not(infer_core_dsp)))]
+macro_rules! split_into {
+    ($lo:literal, $hi:literal, $a:literal, $b:literal) => {
+        concat!(
+            "sbfx lr, ",
+            $lo,
+            ", #0, #23\n",
+            "add ",
+            $a,
+            ", lr\n",
+            "adds ",
+            $lo,
+            ", ",
+            $lo,
+            ", #0x400000\n",
+            "adc ",
+            $hi,
+            ", ",
+            $hi,
+            ", #0\n",
+            "lsr ",
+            $lo,
+            ", ",
+            $lo,
+            ", #23\n",
+            "orr ",
+            $lo,
+            ", ",
+            $lo,
+            ", ",
+            $hi,
+            ", lsl #9\n",
+            "add ",
+            $b,
+            ", ",
+            $lo,
+            "\n",
+        )
+    };
+}
+
+/// The four pixels' sums of a pair patch (`2 · w.len()` words) with one filter's int8
+/// weights `w` (bytes), wrapping: for each chunk of [`CHUNK_TAPS`] taps, the two 64-bit
+/// sums of the pair words (as `i32`, any bits) times the weights, [`split`] and added.
+/// `[0; 4]` if `patch` is shorter than `2 · w.len()` words.
+///
+/// With `SMLAL` and without the DSP extension (the Cortex-M3) this is one block of
+/// assembly: eight taps (32 multiply-accumulates of pixels) in 30 instructions — per two
+/// taps one `LDM` of four pair words, two weight loads, four `SMLAL`s — then two taps at a
+/// time and a last one, and about 35 instructions per chunk around them; elsewhere
+/// [`filter_sums_portable`].
+#[inline(always)]
+pub fn filter_sums(patch: &[u32], w: &[u8]) -> [i32; 4] {
+    if patch.len() / 2 < w.len() {
+        return [0; 4];
+    }
+    #[cfg(all(infer_core_long_multiply, not(infer_core_dsp)))]
+    {
+        let (s0, s1, s2, s3): (i32, i32, i32, i32);
+        // SAFETY: r12 counts the `w.len()` taps down, a chunk of at most 128 at a time (the
+        // taps left after it on the stack at [sp], the four sums at [sp, #8..24]); per tap
+        // r10 reads two words of `patch` (2 · w.len() words, checked above; word-aligned,
+        // as LDM and LDRD need) and r11 one byte of `w`; each loop tests its count before
+        // running. The block writes only the 24 bytes it reserves below the stack pointer
+        // (a multiple of 8, so the stack stays aligned) and gives them back; every register
+        // written (the pointers and the count, r0–r5, r8, r9, lr, the flags) is declared.
+        unsafe {
+            core::arch::asm!(
+                "sub sp, #24",
+                "movs r2, #0",
+                "movs r3, #0",
+                "strd r2, r3, [sp, #8]",
+                "strd r2, r3, [sp, #16]",
+                "1:",
+                // This chunk: r12 = min(taps left, 128); the taps left after it to [sp].
+                "subs r2, r12, #128",
+                "it ls",
+                "movls r2, #0",
+                "str r2, [sp]",
+                "it hi",
+                "movhi r12, #128",
+                "movs r0, #0",
+                "movs r1, #0",
+                "mov.w r8, #0",
+                "mov.w r9, #0",
+                // Eight taps at a time while at least eight are left.
+                "subs r12, r12, #8",
+                "blo 5f",
+                "2:",
+                two_taps!(),
+                two_taps!(),
+                two_taps!(),
+                two_taps!(),
+                "subs r12, r12, #8",
+                "bhs 2b",
+                "5:",
+                // r12 = taps left − 8: two at a time while at least two are left.
+                "adds r12, r12, #6",
+                "bmi 6f",
+                "7:",
+                two_taps!(),
+                "subs r12, r12, #2",
+                "bpl 7b",
+                "6:",
+                // r12 = taps left − 2: the last one, if any.
+                "adds r12, r12, #1",
+                "bne 8f",
+                "ldrd r2, r3, [r10], #8",
+                "ldrsb lr, [r11], #1",
+                "smlal r0, r1, r2, lr",
+                "smlal r8, r9, r3, lr",
+                "8:",
+                // The chunk's four sums into the pixels'.
+                "ldrd r2, r3, [sp, #8]",
+                "ldrd r4, r5, [sp, #16]",
+                split_into!("r0", "r1", "r2", "r3"),
+                split_into!("r8", "r9", "r4", "r5"),
+                "ldr r12, [sp]",
+                "cmp r12, #0",
+                "beq 9f",
+                "strd r2, r3, [sp, #8]",
+                "strd r4, r5, [sp, #16]",
+                "b 1b",
+                "9:",
+                "add sp, #24",
+                inout("r10") patch.as_ptr() => _,
+                inout("r11") w.as_ptr() => _,
+                inout("r12") w.len() => _,
+                out("r2") s0,
+                out("r3") s1,
+                out("r4") s2,
+                out("r5") s3,
+                out("r0") _,
+                out("r1") _,
+                out("r8") _,
+                out("r9") _,
+                out("lr") _,
+                options(readonly),
+            );
+        }
+        [s0, s1, s2, s3]
+    }
+    #[cfg(not(all(infer_core_long_multiply, not(infer_core_dsp))))]
+    filter_sums_portable(patch, w)
+}
+
+/// [`filter_sums`] in plain integer arithmetic (the reference the assembly is tested
+/// against, and the code elsewhere).
+pub fn filter_sums_portable(patch: &[u32], w: &[u8]) -> [i32; 4] {
+    if patch.len() / 2 < w.len() {
+        return [0; 4];
+    }
+    let mut sums = [0i32; 4];
+    for (words, w) in patch.chunks(2 * CHUNK_TAPS).zip(w.chunks(CHUNK_TAPS)) {
+        let mut wide = [0i64; 2];
+        for (pair, &w) in words.chunks_exact(2).zip(w) {
+            let w = i64::from(w as i8);
+            for (wide, &x) in wide.iter_mut().zip(pair) {
+                *wide = wide.wrapping_add(i64::from(x as i32).wrapping_mul(w));
+            }
+        }
+        let ((s0, s1), (s2, s3)) = (split(wide[0]), split(wide[1]));
+        for (sum, s) in sums.iter_mut().zip([s0, s1, s2, s3]) {
+            *sum = sum.wrapping_add(s);
+        }
+    }
+    sums
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::TestRng;
+    use std::vec::Vec;
+
+    #[test]
+    fn pair_words_split_back_into_their_sums_at_the_extremes() {
+        for (a, b) in [(255, 255), (-255, -255), (255, -255), (-255, 255), (0, 1)] {
+            for w in [127i64, -128] {
+                let sum =
+                    (0..CHUNK_TAPS).fold(0i64, |s, _| s + i64::from(pair_word(a, b) as i32) * w);
+                let n = CHUNK_TAPS as i32;
+                assert_eq!(
+                    split(sum),
+                    (n * a * w as i32, n * b * w as i32),
+                    "{a} {b} {w}"
+                );
+            }
+        }
+    }
+
+    /// The kernel against the sums of products written out, on random tap counts (across
+    /// chunk boundaries), values at their extremes, random or all 0 (background), pixel
+    /// counts, strides and starting maxima; too short a slice changes nothing.
+    #[test]
+    fn pair_filters_fold_the_sums_of_products_into_the_maxima() {
+        let mut rng = TestRng(0x9A125);
+        for case in 0..400 {
+            let taps = 1 + rng.below(300) as usize;
+            let filters = 1 + rng.below(6) as usize;
+            let pixels = 1 + rng.below(4) as usize;
+            let stride = if rng.below(3) == 0 {
+                0
+            } else {
+                filters + rng.below(3) as usize
+            };
+            let (extreme, background) = (case % 4 == 0, case % 8 == 1);
+            let x: Vec<[i32; 4]> = (0..taps)
+                .map(|_| {
+                    [0; 4].map(|_| match (extreme, background) {
+                        (true, _) => [255, -255][rng.below(2) as usize],
+                        (_, true) => 0,
+                        _ => rng.below(511) as i32 - 255,
+                    })
+                })
+                .collect();
+            let weights: Vec<u8> = (0..taps * filters)
+                .map(|_| match extreme {
+                    true => [0x7F, 0x80][rng.below(2) as usize],
+                    false => rng.next_u64() as u8,
+                })
+                .collect();
+            let mut patch = std::vec![0u32; 2 * taps];
+            for (t, x) in x.iter().enumerate() {
+                patch[2 * t] = pair_word(x[0], x[1]);
+                patch[2 * t + 1] = pair_word(x[2], x[3]);
+            }
+            let len = (pixels - 1) * stride + filters;
+            let start: Vec<u32> = (0..len)
+                .map(|_| rng.next_u64() as u32 >> rng.below(32))
+                .collect();
+            let mut want = start.clone();
+            for f in 0..filters {
+                for p in 0..pixels {
+                    let sum = (0..taps).fold(0i32, |s, t| {
+                        s.wrapping_add(x[t][p] * i32::from(weights[f * taps + t] as i8))
+                    });
+                    let v = &mut want[p * stride + f];
+                    *v = (*v as i32).max(sum) as u32;
+                }
+            }
+            let conv = PairConv {
+                patch: &patch,
+                weights: &weights,
+                taps,
+                filters,
+                pixels,
+                stride,
+                background: rng.below(2) == 0,
+            };
+            let mut values = start.clone();
+            pair_filters(&conv, &mut values);
+            assert_eq!(values, want, "case {case}: {taps} taps, {pixels} pixels");
+            let short = [
+                PairConv {
+                    patch: &patch[..2 * taps - 1],
+                    ..conv
+                },
+                PairConv {
+                    weights: &weights[..taps * filters - 1],
+                    ..conv
+                },
+                PairConv { pixels: 5, ..conv },
+                PairConv { pixels: 0, ..conv },
+            ];
+            for conv in short {
+                let mut values = start.clone();
+                pair_filters(&conv, &mut values);
+                assert_eq!(values, start, "case {case}");
+            }
+            let mut values = start[..len - 1].to_vec();
+            pair_filters(&conv, &mut values);
+            assert_eq!(values, start[..len - 1], "case {case}");
+        }
+    }
+}
