@@ -155,7 +155,11 @@ mod tests {
         // Stages: conv 1 → A (a ring of 4 rows, conv 2 running with it); conv 2 + pool +
         // dense (streamed) → B; dense → the logits.
         assert_eq!(full.buffers, [4 * 26 * 32, 128]);
-        assert_eq!(full.patch, ((4 * 5 + 4 * 32) + (4 * 144 + 64 + 128)) * 4);
+        // Each conv's working memory ends with one offset term per filter.
+        assert_eq!(
+            full.patch,
+            ((4 * 5 + 4 * 32 + 32) + (4 * 144 + 64 + 128 + 64)) * 4
+        );
         assert_eq!(full.ram, 784 + full.activations + full.patch + 40);
         assert!(full.flash < board("mps2-an386").unwrap().flash);
         assert!(full.flash > board("microbit").unwrap().flash);

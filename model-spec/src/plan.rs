@@ -248,12 +248,12 @@ mod tests {
         assert_eq!(plan.step_names().len(), 2);
         assert_eq!(plan.buffers(), [4 * 26 * 32, 128]);
         assert_eq!(plan.patch_len(), 3 * 3 * 32);
-        // Both convs' working memory: the first's quad patch (4 × 5 words for 9 taps) and
-        // four positions' 32 values; the second's quad patch (4 × 144 words), its 64
-        // pooled values and 128 accumulators.
+        // Both convs' working memory: the first's quad patch (4 × 5 words for 9 taps),
+        // four positions' 32 values and its 32 filters' offset terms; the second's quad
+        // patch (4 × 144 words), its 64 pooled values, 128 accumulators and 64 offset terms.
         assert_eq!(
             plan.patch_words(),
-            (4 * 5 + 4 * 32) + (4 * (3 * 3 * 32 / 2) + 64 + 128)
+            (4 * 5 + 4 * 32 + 32) + (4 * (3 * 3 * 32 / 2) + 64 + 128 + 64)
         );
         assert_eq!(plan.stack_bytes(), 0);
         assert_eq!(plan.weights() + plan.channels(), 1_199_882);
