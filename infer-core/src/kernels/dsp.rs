@@ -583,17 +583,12 @@ macro_rules! quad_max {
 /// multiply-accumulates) in 54 instructions — each weight word loaded and unpacked once for
 /// the four pixels, the patch loaded four words per `LDM` — then the remaining groups of
 /// four taps (15 instructions each) and single taps (8 each), and about 45 per filter
-/// around them (about 36 for a pool window, whose four sums go to one running max); on an MVE core, for whole blocks of sixteen taps,
-/// `mve::quad_filters` (eleven instructions per 32); elsewhere
-/// [`quad_filters_portable`].
+/// around them (about 36 for a pool window, whose four sums go to one running max) (MVE
+/// cores take convs of 16 taps or more through an int8 patch instead,
+/// `mve::quad_filters_i8`); elsewhere [`quad_filters_portable`].
 #[inline(never)]
 pub fn quad_filters(conv: &QuadConv<'_>, values: &mut [u32]) {
     if !conv.fits(values) {
-        return;
-    }
-    #[cfg(infer_core_mve)]
-    if conv.taps % 16 == 0 {
-        super::mve::quad_filters(conv, values);
         return;
     }
     #[cfg(infer_core_dsp)]

@@ -1,5 +1,7 @@
-//! Dot products on the M-profile Vector Extension (Helium, MVE) of the Cortex-M55 and M85:
-//! eight 16-bit multiply-accumulates per `VMLADAVA.S16`.
+//! Kernels on the M-profile Vector Extension (Helium, MVE) of the Cortex-M55 and M85: convs
+//! and streamed dense layers on int8 values as they are (sixteen multiply-accumulates per
+//! `VMLADAVA.S8`, the input offset folded in), the requantization four channels at a time,
+//! and one-pixel dot products on a widened patch (eight per `VMLADAVA.S16`).
 //!
 //! Like [`super::dsp`], this module holds inline assembly and so allows `unsafe` code: on an
 //! MVE core (`cfg(infer_core_mve)`, set by `build.rs` for `thumbv8m.main-*` built for a
@@ -8,7 +10,7 @@
 //! reference the assembly must equal bit for bit), which is also the code DSP cores and
 //! plain cores inline.
 //!
-//! Both read a patch packed by [`crate::kernels::dot::pack_patch`] as it is: group `g` of
+//! The one-pixel dots read a patch packed by [`crate::kernels::dot::pack_patch`] as it is: group `g` of
 //! four taps is the words `(x0, x2), (x1, x3)`, i.e. the halfwords `x0 x2 x1 x3`. The
 //! assembly brings eight taps into natural order with one gather load (`VLDRH.U16` with the
 //! halfword offsets [`GATHER`]) shared by every filter, and widens eight int8 weights of a
@@ -21,8 +23,6 @@
 use core::arch::asm;
 
 use super::dot::dot_i8_offset;
-#[cfg(infer_core_mve)]
-use super::dsp::QuadConv;
 use super::dsp::{smlad, sxtb16, sxtb16_ror8};
 
 /// Halfword offsets that put eight taps of a packed patch (`x0 x2 x1 x3 x4 x6 x5 x7`) back
@@ -217,21 +217,7 @@ pub fn dot2_groups_portable(
     [acc0, acc1]
 }
 
-/// Halfword offsets of pixel `p`'s eight taps in two groups of a quad patch (the layout of
-/// [`super::dsp::QuadConv`]: per group of four taps, each pixel's halfwords `x0 x2 x1 x3` in turn), in
-/// their order: lane `i` of pixel `p` loads halfword `QUAD_GATHER[8p + i]`.
-pub const QUAD_GATHER: [u16; 32] = {
-    let mut offsets = [0u16; 32];
-    let mut i = 0;
-    while i < 32 {
-        let (p, lane) = (i / 8, i % 8);
-        offsets[i] = (16 * (lane / 4) + 4 * p + GATHER[lane % 4] as usize) as u16;
-        i += 1;
-    }
-    offsets
-};
-
-/// One pixel's max update of [`quad_filters`]: `*lr = max(*lr, acc)`, then `lr += r9`.
+/// One pixel's max update of [`quad_filters_i8`]: `*lr = max(*lr, acc)`, then `lr += r9`.
 #[cfg(infer_core_mve)]
 macro_rules! pixel_max {
     ($acc:literal) => {
@@ -249,86 +235,6 @@ macro_rules! pixel_max {
         )
     };
 }
-/// [`super::dsp::quad_filters`] on an MVE core: four pixels' convolutions folded into
-/// running maxima, `values[p · stride + f] = max(values[p · stride + f], Σ x_p · w_f)`.
-/// Computes nothing if a size does not fit. Its portable twin is
-/// [`super::dsp::quad_filters_portable`].
-///
-/// One block of assembly: per filter, eight taps of the four pixels (32
-/// multiply-accumulates) in eleven instructions (one widening load of the filter's eight
-/// weights, then per pixel one gather of its taps in order and one `VMLADAVA.S16`, the
-/// pointer step and the loop end), then 33 to update the maxima.
-#[cfg(infer_core_mve)]
-#[inline(never)]
-pub fn quad_filters(conv: &QuadConv<'_>, values: &mut [u32]) {
-    if !conv.fits(values) {
-        return;
-    }
-    // SAFETY: per filter, r3 gathers the halfwords 16g + 4p + 0..4 of `patch` for the
-    // taps / 4 groups g and pixels p < 4, i.e. its first 2 · taps words (checked above;
-    // halfword-aligned as gathers need); r1 reads taps bytes of
-    // `weights` per filter (filters · taps checked above; byte loads); r12 reads and
-    // writes `values` at p · stride + f for p < 4, f < filters (checked above); lr counts
-    // taps / 8 ≥ 2 turns. r6 and r7 are not used. Nothing else is read or written, the
-    // stack is not touched, and every register written is declared (explicit registers:
-    // the widening load takes a low one, `VMLADAVA` even ones).
-    unsafe {
-        asm!(
-            "vldrh.u16 q4, [r3]",
-            "vldrh.u16 q5, [r3, #16]",
-            "vldrh.u16 q6, [r3, #32]",
-            "vldrh.u16 q7, [r3, #48]",
-            "3:",
-            "movs r0, #0",
-            "movs r2, #0",
-            "movs r4, #0",
-            "mov.w r8, #0",
-            "mov r3, r11",
-            "dls lr, r5",
-            "2:",
-            "vldrb.s16 q0, [r1], #8",
-            "vldrh.u16 q1, [r3, q4, uxtw #1]",
-            "vmladava.s16 r0, q1, q0",
-            "vldrh.u16 q2, [r3, q5, uxtw #1]",
-            "vmladava.s16 r2, q2, q0",
-            "vldrh.u16 q1, [r3, q6, uxtw #1]",
-            "vmladava.s16 r4, q1, q0",
-            "vldrh.u16 q2, [r3, q7, uxtw #1]",
-            "vmladava.s16 r8, q2, q0",
-            "adds r3, #64",
-            "le lr, 2b",
-            "mov lr, r12",
-            pixel_max!("r0"),
-            pixel_max!("r2"),
-            pixel_max!("r4"),
-            pixel_max!("r8"),
-            "adds r12, #4",
-            "subs r10, #1",
-            "bne 3b",
-            inout("r3") QUAD_GATHER.as_ptr() => _,
-            inout("r1") conv.weights.as_ptr() => _,
-            inout("r5") conv.taps / 8 => _,
-            inout("r9") 4 * conv.stride => _,
-            inout("r10") conv.filters => _,
-            inout("r11") conv.patch.as_ptr() => _,
-            inout("r12") values.as_mut_ptr() => _,
-            out("r0") _,
-            out("r2") _,
-            out("r4") _,
-            out("r8") _,
-            out("lr") _,
-            out("q0") _,
-            out("q1") _,
-            out("q2") _,
-            out("q4") _,
-            out("q5") _,
-            out("q6") _,
-            out("q7") _,
-            options(nostack),
-        );
-    }
-}
-
 /// [`super::dsp::requantize_relu`] on an MVE core, where `dsp::relu_fits`: four channels
 /// at a time, in twelve instructions (the sums, biases and multipliers loaded as vectors of
 /// any alignment, `VQRDMULH` — exactly TFLite's saturating rounding doubling high multiply

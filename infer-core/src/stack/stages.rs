@@ -210,17 +210,16 @@ const QUAD_PIXELS: bool = cfg!(any(infer_core_dsp, test));
 /// Whether a quad of conv pixels (the first at output position `pos`) goes through an
 /// int8 patch ([`quad_filters_i8`]: the input values as they are, the offset folded into
 /// the sums) rather than a widened one: on MVE cores, whose `VMLADAVA.S8` multiplies 16
-/// int8 pairs at once, for a multi-channel input of 16 taps or more (a one-channel image
-/// keeps the widened patch, where a background patch is found and skipped). The unit tests
-/// take both ways, alternating between quads.
+/// int8 pairs at once, for 16 taps or more. The unit tests take both ways, alternating
+/// between quads.
 fn int8_quads(g: &ConvGeometry, pos: usize) -> bool {
     int8_quads_possible(g) && (cfg!(infer_core_mve) || pos / QUAD % 2 == 1)
 }
 
 /// Whether any quad of a conv may go through an int8 patch ([`int8_quads`]): on MVE cores
-/// (and in the unit tests), for a multi-channel input of 16 taps or more.
+/// (and in the unit tests), for 16 taps or more.
 fn int8_quads_possible(g: &ConvGeometry) -> bool {
-    cfg!(any(infer_core_mve, test)) && g.in_c > 1 && g.taps() >= 16
+    cfg!(any(infer_core_mve, test)) && g.taps() >= 16
 }
 
 /// Whether conv pixels go up to four at a time through a pair patch ([`pair_filters`], which
@@ -813,21 +812,32 @@ fn conv_positions(
                 let Some(values) = values.get_mut(first * channels..) else {
                     return;
                 };
-                let bytes = int8_of_words(patch);
+                let Some(bytes) = int8_of_words(patch).get_mut(..QuadConvI8::patch_bytes(taps))
+                else {
+                    return;
+                };
                 let zero_point = cp.input_offset.wrapping_neg() as i8;
+                if g.in_c == 1 {
+                    // Every byte written, so that a background patch is all zero points.
+                    bytes.fill(zero_point);
+                }
                 for k in 0..QUAD {
                     let at = pixel(i + k).0;
                     gather_patch_i8(g, kernel_row, input, zero_point, at, bytes, k);
                 }
-                let conv = QuadConvI8 {
-                    patch: bytes,
-                    weights: cp.weights,
-                    taps,
-                    filters: channels,
-                    offset_terms: terms,
-                    stride,
-                };
-                quad_filters_i8(&conv, values);
+                if g.in_c == 1 && bytes.iter().all(|&b| b == zero_point) {
+                    background_quad(values, stride, channels);
+                } else {
+                    let conv = QuadConvI8 {
+                        patch: bytes,
+                        weights: cp.weights,
+                        taps,
+                        filters: channels,
+                        offset_terms: terms,
+                        stride,
+                    };
+                    quad_filters_i8(&conv, values);
+                }
                 i += QUAD;
                 continue;
             }
@@ -845,11 +855,7 @@ fn conv_positions(
             // A background patch (every sum 0) is common in an image (one channel) and rare
             // in a deeper map, where looking for it costs more than it saves.
             if g.in_c == 1 && patch.iter().fold(0, |a, &w| a | w) == 0 {
-                for k in 0..QUAD {
-                    for v in values.iter_mut().skip(k * stride).take(channels) {
-                        *v = (*v as i32).max(0) as u32;
-                    }
-                }
+                background_quad(values, stride, channels);
             } else {
                 let conv = QuadConv {
                     patch,
@@ -873,6 +879,16 @@ fn conv_positions(
     if monotonic {
         // The max accumulators with their bias, requantized.
         cp.requant.requantize_positions(values, channels, true);
+    }
+}
+
+/// Folds a background quad (four pixels whose sums are all 0) into the running maxima
+/// `values`: pixel `k`'s `channels` values from `k · stride` on.
+fn background_quad(values: &mut [u32], stride: usize, channels: usize) {
+    for k in 0..QUAD {
+        for v in values.iter_mut().skip(k * stride).take(channels) {
+            *v = (*v as i32).max(0) as u32;
+        }
     }
 }
 

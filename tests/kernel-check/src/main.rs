@@ -106,13 +106,8 @@ fn main() -> ! {
 
         // Four pixels' quad patch, all filters, into running maxima (stride 0: a pool
         // window; else consecutive positions).
-        // Whole blocks of sixteen taps (the MVE loop) half the time, any count (the DSP
-        // block) otherwise.
-        let taps = if rng.below(2) == 0 {
-            16 * (1 + rng.below(10))
-        } else {
-            1 + rng.below(160)
-        };
+        // Any count of taps (whole blocks of sixteen, groups of four, single taps).
+        let taps = 1 + rng.below(160);
         let filters = 1 + rng.below(12);
         let stride = [0, filters, filters + rng.below(4)][rng.below(3)];
         let conv = dsp::QuadConv {
