@@ -878,7 +878,7 @@ fn conv_positions(
     }
     if monotonic {
         // The max accumulators with their bias, requantized.
-        cp.requant.requantize_positions(values, channels, true);
+        cp.requant.requantize_positions(values, channels);
     }
 }
 
