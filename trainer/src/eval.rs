@@ -196,6 +196,29 @@ impl StackBuffers {
         .map_err(|e| anyhow::anyhow!("{e}"))
     }
 
+    /// Runs `file` on one int8 `input` (already quantized as the model's input) with
+    /// `kernels` and returns the wide logits.
+    ///
+    /// # Errors
+    /// If `input` is not one input of `file`, or the buffers were made for another file.
+    pub fn logits_of_int8(
+        &mut self,
+        file: &StackFile<'_>,
+        input: &[i8],
+        kernels: Kernels,
+    ) -> Result<&[i32]> {
+        stack::run(
+            file,
+            input,
+            kernels,
+            &mut self.a,
+            &mut self.b,
+            &mut self.patch,
+            &mut self.logits,
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
     /// [`StackBuffers::logits`] of the tutorial's network through its fused stage.
     ///
     /// # Errors

@@ -7,12 +7,13 @@
 //! parameters as TensorFlow Lite's QUANTIZE does (`round(x / scale) + zero_point`, clamped).
 
 use crate::atomic::Outputs;
+use crate::eval::StackBuffers;
 use crate::npy::{Array, Elements};
 use crate::tflite::{self, lower::Imported};
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 use infer_core::format::QuantParams;
-use infer_core::stack::{run as run_model, BufferSizes, Kernels, StackFile};
+use infer_core::stack::{Kernels, StackFile};
 use std::path::PathBuf;
 
 /// Options of `trainer infer`.
@@ -59,23 +60,13 @@ pub fn run(args: &InferArgs) -> Result<()> {
     let rows = quantized_rows(&input, &file)
         .with_context(|| format!("--input {}", args.input.display()))?;
     let classes = file.classes();
-    let sizes = BufferSizes::of(&file);
-    let (mut a, mut b) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
-    let mut patch = vec![0u32; sizes.patch_words];
-    let mut logits = vec![0i32; classes];
+    let mut buffers = StackBuffers::new(&file);
     let in_len = input_len(&file);
     let mut wide = Vec::with_capacity(rows.len() / in_len.max(1) * classes);
     for row in rows.chunks_exact(in_len) {
-        let out = run_model(
-            &file,
-            row,
-            Kernels::Fast,
-            &mut a,
-            &mut b,
-            &mut patch,
-            &mut logits,
-        )
-        .map_err(|e| anyhow::anyhow!("running {}: {e}", args.model.display()))?;
+        let out = buffers
+            .logits_of_int8(&file, row, Kernels::Fast)
+            .with_context(|| format!("running {}", args.model.display()))?;
         wide.extend_from_slice(out);
     }
     let n = wide.len() / classes.max(1);
