@@ -15,7 +15,7 @@
 use core::arch::asm;
 
 use super::fused::Filter3x3;
-use super::ChannelRequant;
+use super::{put_sum, ChannelRequant};
 
 /// The low half of `x`, sign-extended.
 #[inline(always)]
@@ -575,14 +575,15 @@ macro_rules! quad_max {
     };
 }
 
-/// Four pixels' convolutions ([`QuadConv`]) folded into running maxima: for filter `f` and
-/// pixel `p`, `values[p · stride + f] = max(values[p · stride + f], Σ x_p · w_f)` (as
-/// `i32`). Computes nothing if a size does not fit.
+/// Four pixels' convolutions ([`QuadConv`]): for filter `f` and pixel `p`, the sum
+/// `Σ x_p · w_f` (as `i32`) stored at `values[p · stride + f]`, or, with stride 0 (a pool
+/// window), folded into the running max `values[f]` ([`super::put_sum`]). Computes nothing
+/// if a size does not fit.
 ///
 /// On a DSP core this is one block of assembly: sixteen taps of four pixels (64
 /// multiply-accumulates) in 54 instructions — each weight word loaded and unpacked once for
 /// the four pixels, the patch loaded four words per `LDM` — then the remaining groups of
-/// four taps (15 instructions each) and single taps (8 each), and about 45 per filter
+/// four taps (15 instructions each) and single taps (8 each), and about 26 per filter
 /// around them (about 36 for a pool window, whose four sums go to one running max) (MVE
 /// cores take convs of 16 taps or more through an int8 patch instead,
 /// `mve::quad_filters_i8`); elsewhere [`quad_filters_portable`].
@@ -667,11 +668,13 @@ pub fn quad_filters(conv: &QuadConv<'_>, values: &mut [u32]) {
                 "movlt r0, r9",
                 quad_max!("r0"),
                 "b 10f",
+                // A stride (four pixels of their own): the sums stored.
                 "9:",
-                quad_max!("r0"),
-                quad_max!("r1"),
-                quad_max!("r8"),
-                quad_max!("r9"),
+                "str r0, [r3]",
+                "str r1, [r3, r2]",
+                "add.w r3, r3, r2, lsl #1",
+                "str r8, [r3]",
+                "str r9, [r3, r2]",
                 "10:",
                 "adds r12, #4",
                 "ldr r2, [sp]",
@@ -729,9 +732,7 @@ pub fn quad_filters_portable(conv: &QuadConv<'_>, values: &mut [u32]) {
             }
         }
         for (p, acc) in acc.into_iter().enumerate() {
-            if let Some(v) = values.get_mut(p * stride + f) {
-                *v = (*v as i32).max(acc) as u32;
-            }
+            put_sum(values, p * stride + f, stride, acc);
         }
     }
 }
@@ -1273,10 +1274,10 @@ mod tests {
         }
     }
 
-    /// Four pixels' convolutions folded into maxima, over quad patches of random
+    /// Four pixels' convolutions stored, or folded into a pool window's maxima, over quad patches of random
     /// lengths, against the sums of products written out.
     #[test]
-    fn quad_filters_fold_the_sums_of_products() {
+    fn quad_filters_store_or_fold_the_sums_of_products() {
         let mut rng = TestRng(0x9A12);
         for case in 0..40 {
             let taps = 16 * (case % 5) + [0, 4, 9, 3][case % 4];
@@ -1307,8 +1308,7 @@ mod tests {
                         let sum: i32 = (0..taps)
                             .map(|t| x[t] * i32::from(w[f * taps + t] as i8))
                             .sum();
-                        let v = &mut want[p * stride + f];
-                        *v = (*v as i32).max(sum) as u32;
+                        put_sum(&mut want, p * stride + f, stride, sum);
                     }
                 }
             }

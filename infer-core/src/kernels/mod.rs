@@ -186,6 +186,21 @@ impl<'m, T> MapRows<'m, T> {
     }
 }
 
+/// Puts pixel sum `sum` of a multi-pixel conv kernel ([`dsp::quad_filters`],
+/// [`mve::quad_filters_i8`], [`pairs::pair_filters`]) at `values[index]`: with `stride` 0
+/// the pixels are one pool window's, and the sum is folded into that running max; otherwise
+/// each pixel has values of its own, and the sum is stored.
+#[inline(always)]
+pub(crate) fn put_sum(values: &mut [u32], index: usize, stride: usize, sum: i32) {
+    if let Some(v) = values.get_mut(index) {
+        *v = if stride == 0 {
+            (*v as i32).max(sum) as u32
+        } else {
+            sum as u32
+        };
+    }
+}
+
 /// Small deterministic generator for kernel tests.
 #[cfg(test)]
 pub(crate) struct TestRng(pub u64);

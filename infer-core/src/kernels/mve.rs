@@ -24,6 +24,7 @@ use core::arch::asm;
 
 use super::dot::dot_i8_offset;
 use super::dsp::{smlad, sxtb16, sxtb16_ror8};
+use super::put_sum;
 
 /// Halfword offsets that put eight taps of a packed patch (`x0 x2 x1 x3 x4 x6 x5 x7`) back
 /// into their order: lane `i` loads halfword `GATHER[i]`.
@@ -522,11 +523,12 @@ impl QuadConvI8<'_> {
     }
 }
 
-/// Four pixels' convolutions from an int8 quad patch ([`QuadConvI8`]) folded into running
-/// maxima: for filter `f` and pixel `p`, `values[p · stride + f] = max(values[p · stride +
-/// f], Σ (x_p + offset) · w_f)` (as `i32`, computed as `Σ x_p · w_f` plus the filter's
-/// offset term, the same sum modulo 2³²; a pool window's offset term is added to the max
-/// of its four sums, the same while the sums fit an `i32`, as every valid model's do).
+/// Four pixels' convolutions from an int8 quad patch ([`QuadConvI8`]): for filter `f` and
+/// pixel `p`, the sum `Σ (x_p + offset) · w_f` (as `i32`, computed as `Σ x_p · w_f` plus the
+/// filter's offset term, the same sum modulo 2³²) stored at `values[p · stride + f]`, or,
+/// with stride 0 (a pool window), folded into the running max `values[f]`
+/// ([`super::put_sum`]; the window's offset term is added to the max of its four sums, the
+/// same while the sums fit an `i32`, as every valid model's do).
 /// Computes nothing if a size does not fit.
 ///
 /// On an MVE core one block of assembly: per filter, sixteen taps of the four pixels (64
@@ -596,15 +598,17 @@ pub fn quad_filters_i8(conv: &QuadConvI8<'_>, values: &mut [u32]) {
                 "add r0, r3",
                 pixel_max!("r0"),
                 "b 10f",
+                // A stride (four pixels of their own): the sums and their offset term stored.
                 "9:",
                 "add r0, r3",
                 "add r2, r3",
                 "add r4, r3",
                 "add r8, r3",
-                pixel_max!("r0"),
-                pixel_max!("r2"),
-                pixel_max!("r4"),
-                pixel_max!("r8"),
+                "str r0, [lr]",
+                "str r2, [lr, r9]",
+                "add.w lr, lr, r9, lsl #1",
+                "str r4, [lr]",
+                "str r8, [lr, r9]",
                 "10:",
                 "adds r12, #4",
                 "ldr r3, [sp]",
@@ -655,9 +659,7 @@ pub fn quad_filters_i8_portable(conv: &QuadConvI8<'_>, values: &mut [u32]) {
                 let x = patch.get(64 * (t / 16) + 16 * p + t % 16).map_or(0, |&x| x);
                 acc.wrapping_add(i32::from(x).wrapping_mul(i32::from(w as i8)))
             });
-            if let Some(v) = values.get_mut(p * stride + f) {
-                *v = (*v as i32).max(acc) as u32;
-            }
+            put_sum(values, p * stride + f, stride, acc);
         }
     }
 }

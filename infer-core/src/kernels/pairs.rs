@@ -26,6 +26,8 @@
 
 #![allow(unsafe_code)]
 
+use super::put_sum;
+
 /// Bits from a pair word's first value to its second.
 pub const PAIR_SHIFT: u32 = 23;
 
@@ -92,10 +94,10 @@ impl PairConv<'_> {
     }
 }
 
-/// The pixels' convolutions ([`PairConv`]) folded into running maxima: for filter `f` and
-/// pixel `p < pixels`, `values[p · stride + f] = max(values[p · stride + f], Σ x_p · w_f)`
-/// (as `i32`; the patch's other pixels are computed from whatever their words hold, and
-/// dropped). With [`PairConv::background`], a patch of zeros sums to 0 without the
+/// The pixels' convolutions ([`PairConv`]): for filter `f` and pixel `p < pixels`, the sum
+/// `Σ x_p · w_f` (as `i32`) stored at `values[p · stride + f]`, or, with stride 0 (a pool
+/// window), folded into the running max `values[f]` ([`super::put_sum`]; the patch's other
+/// pixels are computed from whatever their words hold, and dropped). With [`PairConv::background`], a patch of zeros sums to 0 without the
 /// products. Computes nothing if a size does not fit.
 #[inline(never)]
 pub fn pair_filters(conv: &PairConv<'_>, values: &mut [u32]) {
@@ -112,9 +114,7 @@ pub fn pair_filters(conv: &PairConv<'_>, values: &mut [u32]) {
             filter_sums(patch, w)
         };
         for (p, sum) in sums.into_iter().take(conv.pixels).enumerate() {
-            if let Some(v) = values.get_mut(p * conv.stride + f) {
-                *v = (*v as i32).max(sum) as u32;
-            }
+            put_sum(values, p * conv.stride + f, conv.stride, sum);
         }
     }
 }
@@ -333,7 +333,7 @@ mod tests {
     /// chunk boundaries), values at their extremes, random or all 0 (background), pixel
     /// counts, strides and starting maxima; too short a slice changes nothing.
     #[test]
-    fn pair_filters_fold_the_sums_of_products_into_the_maxima() {
+    fn pair_filters_store_or_fold_the_sums_of_products() {
         let mut rng = TestRng(0x9A125);
         for case in 0..400 {
             let taps = 1 + rng.below(300) as usize;
@@ -371,12 +371,13 @@ mod tests {
                 .collect();
             let mut want = start.clone();
             for f in 0..filters {
+                // `p` picks a pixel in every tap's values and its place in `want`.
+                #[allow(clippy::needless_range_loop)]
                 for p in 0..pixels {
                     let sum = (0..taps).fold(0i32, |s, t| {
                         s.wrapping_add(x[t][p] * i32::from(weights[f * taps + t] as i8))
                     });
-                    let v = &mut want[p * stride + f];
-                    *v = (*v as i32).max(sum) as u32;
+                    put_sum(&mut want, p * stride + f, stride, sum);
                 }
             }
             let conv = PairConv {
