@@ -577,8 +577,8 @@ macro_rules! quad_max {
 
 /// Four pixels' convolutions ([`QuadConv`]): for filter `f` and pixel `p`, the sum
 /// `Σ x_p · w_f` (as `i32`) stored at `values[p · stride + f]`, or, with stride 0 (a pool
-/// window), folded into the running max `values[f]` ([`super::put_sum`]). Computes nothing
-/// if a size does not fit.
+/// window), folded into the running max `values[f]`. Computes nothing if a size does not
+/// fit.
 ///
 /// On a DSP core this is one block of assembly: sixteen taps of four pixels (64
 /// multiply-accumulates) in 54 instructions — each weight word loaded and unpacked once for

@@ -526,10 +526,9 @@ impl QuadConvI8<'_> {
 /// Four pixels' convolutions from an int8 quad patch ([`QuadConvI8`]): for filter `f` and
 /// pixel `p`, the sum `Σ (x_p + offset) · w_f` (as `i32`, computed as `Σ x_p · w_f` plus the
 /// filter's offset term, the same sum modulo 2³²) stored at `values[p · stride + f]`, or,
-/// with stride 0 (a pool window), folded into the running max `values[f]`
-/// ([`super::put_sum`]; the window's offset term is added to the max of its four sums, the
-/// same while the sums fit an `i32`, as every valid model's do).
-/// Computes nothing if a size does not fit.
+/// with stride 0 (a pool window), folded into the running max `values[f]` (the window's
+/// offset term is added to the max of its four sums, the same while the sums fit an `i32`,
+/// as every valid model's do). Computes nothing if a size does not fit.
 ///
 /// On an MVE core one block of assembly: per filter, sixteen taps of the four pixels (64
 /// multiply-accumulates) in nine instructions (the filter's sixteen weights, per pixel one

@@ -96,9 +96,9 @@ impl PairConv<'_> {
 
 /// The pixels' convolutions ([`PairConv`]): for filter `f` and pixel `p < pixels`, the sum
 /// `Σ x_p · w_f` (as `i32`) stored at `values[p · stride + f]`, or, with stride 0 (a pool
-/// window), folded into the running max `values[f]` ([`super::put_sum`]; the patch's other
-/// pixels are computed from whatever their words hold, and dropped). With [`PairConv::background`], a patch of zeros sums to 0 without the
-/// products. Computes nothing if a size does not fit.
+/// window), folded into the running max `values[f]` (the patch's other pixels are computed
+/// from whatever their words hold, and dropped). With [`PairConv::background`], a patch of
+/// zeros sums to 0 without the products. Computes nothing if a size does not fit.
 #[inline(never)]
 pub fn pair_filters(conv: &PairConv<'_>, values: &mut [u32]) {
     if !conv.fits(values) {
