@@ -25,6 +25,9 @@
 //!   labelled inputs, records of `[label: u8][h×w×c values: u8]` for the
 //!   model's input shape, each value `v` standing for `v / 255` (README.md,
 //!   "Digits file").
+//! - the crate's feature `small-ram` (infer-core's): the engine computes one
+//!   conv pixel at a time, and the network's patch buffer is sized for that (as
+//!   on the Cortex-M0 in every build, `Board::default_pixels`).
 
 use model_spec::codegen as network;
 
@@ -90,6 +93,11 @@ fn stack_network(
     model: &[u8],
 ) -> String {
     let mut network = network::Network::from_bytes(model_name, model).unwrap_or_else(|e| fail(&e));
+    network.pixels = if env::var_os("CARGO_FEATURE_SMALL_RAM").is_some() {
+        infer_core::stack::Pixels::One
+    } else {
+        board.default_pixels()
+    };
     if let Some(spec) = spec {
         let declared = network::Declared::load(crate_dir, spec).unwrap_or_else(|e| fail(&e));
         if let Some(path) = &declared.path {

@@ -12,7 +12,7 @@
 
 use criterion::{criterion_main, Criterion};
 use infer_core::stack::layers::{ConvPoolDense3x3, Layer, Logits};
-use infer_core::stack::{self, BufferSizes, Kernels, StackFile};
+use infer_core::stack::{self, BufferSizes, Kernels, Pixels, StackFile};
 use std::hint::black_box;
 use std::path::Path;
 
@@ -54,7 +54,7 @@ fn bench(c: &mut Criterion) {
     let net = Tutorial::from_file(&file, 0).expect("the committed model is the tutorial's");
     let pixels = digit();
     let input: [i8; 784] = std::array::from_fn(|i| (pixels.as_flattened()[i] ^ 0x80) as i8);
-    let sizes = BufferSizes::of(&file);
+    let sizes = BufferSizes::of(&file, Pixels::BUILT);
     let (mut a, mut b) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
     let mut patch = vec![0u32; sizes.patch_words];
     let mut logits = [0i32; 10];

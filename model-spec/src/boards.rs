@@ -3,6 +3,8 @@
 //! harnesses that build and run it under QEMU (`cargo xtask qemu`/`bench-mcu`, the
 //! end-to-end tests: target, `-cpu`, batch size).
 
+use infer_core::stack::Pixels;
+
 /// An emulated board: what it has, how to build for it and how QEMU runs it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Board {
@@ -98,6 +100,19 @@ pub const BOARDS: [Board; 5] = [
         max_digits: 2_000,
     },
 ];
+
+impl Board {
+    /// Conv pixels infer-core computes at once on the board's core in a default build
+    /// (`infer_core::stack::Pixels::BUILT` there): one on the Cortex-M0, whose kernels take
+    /// one at a time (four would only cost RAM), else four.
+    pub fn default_pixels(&self) -> Pixels {
+        if self.target.starts_with("thumbv6m") {
+            Pixels::One
+        } else {
+            Pixels::Four
+        }
+    }
+}
 
 /// The board called `name`.
 pub fn board(name: &str) -> Option<&'static Board> {

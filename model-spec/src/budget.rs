@@ -9,6 +9,7 @@ pub use crate::boards::{board, Board, BOARDS};
 use crate::plan::{wire_fields, OpShape, Plan};
 use crate::spec::Spec;
 use anyhow::Result;
+use infer_core::stack::Pixels;
 
 /// Bytes per output channel of a conv/dense layer in model.bin: f32 weight scale, i32 bias,
 /// i32 multiplier, i8 shift (`infer_core::format::ChannelParams`).
@@ -52,23 +53,24 @@ pub struct Budget {
 }
 
 impl Budget {
-    /// The budget of `spec`.
+    /// The budget of `spec` in a build computing `pixels` conv pixels at once.
     ///
     /// # Errors
     /// If the spec has no int8 plan ([`Plan::of`]: a batch norm that cannot be folded).
-    pub fn of(spec: &Spec) -> Result<Self> {
-        Ok(Self::of_plan(&Plan::of(spec)?))
+    pub fn of(spec: &Spec, pixels: Pixels) -> Result<Self> {
+        Ok(Self::of_plan(&Plan::of(spec)?, pixels))
     }
 
-    /// The budget of the int8 operations `plan`.
-    pub fn of_plan(plan: &Plan) -> Self {
+    /// The budget of the int8 operations `plan` in a build computing `pixels` conv pixels
+    /// at once.
+    pub fn of_plan(plan: &Plan, pixels: Pixels) -> Self {
         let weights = plan.weights();
         let channel_params = plan.channels() * CHANNEL_BYTES;
         let header = header_bytes(plan);
         let input = plan.input_len();
         let buffers = plan.buffers();
         let activations = buffers[0] + buffers[1];
-        let patch = plan.patch_words() * 4;
+        let patch = plan.patch_words(pixels) * 4;
         let kernel_stack = plan.stack_bytes();
         let scratch = plan.classes() * 4;
         Self {
@@ -135,7 +137,7 @@ mod tests {
 
     #[test]
     fn the_tutorial_matches_format_v1s_arrays_and_its_layer_buffers() {
-        let b = Budget::of(&Spec::tutorial()).unwrap();
+        let b = Budget::of(&Spec::tutorial(), Pixels::Four).unwrap();
         assert_eq!(b.weights, 32 * 9 + 10 * 5408);
         assert_eq!(b.channel_params, 42 * 13);
         // One fused stage (conv + pool + dense on the one-channel 3×3 fast path): no
@@ -149,18 +151,23 @@ mod tests {
         // padding + relu = 9, prefixes 2 + 3·2 + 1, quantization 6; pool: 5; dense: tag +
         // inputs (2) + units + relu = 5, prefixes 3 + 3·1 + 1, quantization 6.
         assert_eq!(b.header, 10 + 9 + 1 + (9 + 9 + 6) + 5 + (5 + 7 + 6));
-        let full = Budget::of(&Spec::load("tutorial-full").unwrap()).unwrap();
+        let full_spec = Spec::load("tutorial-full").unwrap();
+        let full = Budget::of(&full_spec, Pixels::Four).unwrap();
         assert_eq!(full.weights, 1_199_882 - 32 - 64 - 128 - 10);
         assert_eq!(full.channel_params, (32 + 64 + 128 + 10) * 13);
         // Stages: conv 1 → A (a ring of 4 rows, conv 2 running with it); conv 2 + pool +
         // dense (streamed) → B; dense → the logits.
         assert_eq!(full.buffers, [4 * 26 * 32, 128]);
-        // Each conv's working memory ends with one offset term per filter.
+        // The second conv's working memory ends with one offset term per filter.
         assert_eq!(
             full.patch,
-            ((4 * 5 + 4 * 32 + 32) + (4 * 144 + 64 + 128 + 64)) * 4
+            ((4 * 5 + 4 * 32) + (4 * 144 + 64 + 128 + 64)) * 4
         );
         assert_eq!(full.ram, 784 + full.activations + full.patch + 40);
+        // The small-RAM build: one pixel's patch and values, no offset terms.
+        let small = Budget::of(&full_spec, Pixels::One).unwrap();
+        assert_eq!(small.patch, ((5 + 32) + (144 + 64 + 128)) * 4);
+        assert_eq!(small.ram, full.ram - full.patch + small.patch);
         assert!(full.flash < board("mps2-an386").unwrap().flash);
         assert!(full.flash > board("microbit").unwrap().flash);
     }
@@ -181,6 +188,6 @@ mod tests {
             "[[layer]]\ntype = \"batchnorm\"\n\n[[layer]]\ntype = \"maxpool2d\"",
         );
         let spec = Spec::parse(&text).unwrap();
-        assert!(Budget::of(&spec).is_err(), "{text}");
+        assert!(Budget::of(&spec, Pixels::Four).is_err(), "{text}");
     }
 }

@@ -38,7 +38,7 @@
 use crate::plan::{OpShape, Plan, PlanOp};
 use crate::spec::{Padding, Spec, PRESETS};
 use infer_core::format::QuantParams;
-use infer_core::stack::stages::{Kernel, Stage};
+use infer_core::stack::stages::{Kernel, Pixels, Stage};
 use infer_core::stack::StackFile;
 use std::env;
 use std::fmt::Write as _;
@@ -169,6 +169,9 @@ pub struct Network {
     pub input_quant: QuantParams,
     /// The model file to embed as `MODEL` (absolute), if any.
     pub embed: Option<PathBuf>,
+    /// Conv pixels the firmware's infer-core computes at once (its feature `small-ram`:
+    /// one), which sizes the patch buffer.
+    pub pixels: Pixels,
 }
 
 impl Network {
@@ -186,6 +189,7 @@ impl Network {
             plan: plan_of(&file),
             input_quant: file.input.quant,
             embed: None,
+            pixels: Pixels::Four,
         })
     }
 
@@ -205,7 +209,7 @@ impl Network {
 
     /// The RAM the network needs in a firmware like `firmware-example`.
     pub fn ram(&self) -> Ram {
-        Ram::of(&self.plan)
+        Ram::of(&self.plan, self.pixels)
     }
 
     /// The network's Rust code, to `include!` in a module.
@@ -352,12 +356,12 @@ pub struct Ram {
 }
 
 impl Ram {
-    /// The RAM of `plan`.
-    pub fn of(plan: &Plan) -> Self {
+    /// The RAM of `plan` in a build computing `pixels` conv pixels at once.
+    pub fn of(plan: &Plan, pixels: Pixels) -> Self {
         let chained = plan.stages().iter().any(|s| s.ring_in > 0);
         Self {
             buffers: plan.buffers(),
-            patch: 4 * plan.patch_words(),
+            patch: 4 * plan.patch_words(pixels),
             kernel_stack: plan.stack_bytes(),
             input: plan.input_len(),
             chain_stack: if chained { CHAIN_STACK } else { 0 },

@@ -18,7 +18,7 @@
 use crate::spec::{Activation, LayerSpec, Spec};
 use anyhow::{bail, Result};
 use infer_core::kernels::conv::ConvGeometry;
-use infer_core::stack::stages::{self, Stages};
+use infer_core::stack::stages::{self, Pixels, Stages};
 pub use infer_core::stack::OpShape;
 
 /// The operation's shape fields in the order model.bin (format 3) writes them: conv
@@ -193,14 +193,15 @@ impl Plan {
         self.ops.iter().map(|op| op.kind.taps()).max().unwrap_or(0)
     }
 
-    /// u32 words of the patch buffer the stages take (the largest stage's packed patch and
-    /// working memory: `infer_core::stack::stages::Stage::patch_words`).
-    pub fn patch_words(&self) -> usize {
+    /// u32 words of the patch buffer the stages take computing `pixels` conv pixels at once
+    /// (the largest stage's packed patch and working memory:
+    /// `infer_core::stack::stages::Stage::patch_words`).
+    pub fn patch_words(&self, pixels: Pixels) -> usize {
         let shapes = self.shapes();
         let stages = stages::plan(&shapes);
         stages
             .iter()
-            .map(|s| s.patch_words(&shapes))
+            .map(|s| s.patch_words(&shapes, pixels))
             .max()
             .unwrap_or(0)
     }
@@ -248,12 +249,17 @@ mod tests {
         assert_eq!(plan.step_names().len(), 2);
         assert_eq!(plan.buffers(), [4 * 26 * 32, 128]);
         assert_eq!(plan.patch_len(), 3 * 3 * 32);
-        // Both convs' working memory: the first's quad patch (4 × 5 words for 9 taps),
-        // four positions' 32 values and its 32 filters' offset terms; the second's quad
-        // patch (4 × 144 words), its 64 pooled values, 128 accumulators and 64 offset terms.
+        // Both convs' working memory: the first's quad patch (4 × 5 words for 9 taps) and
+        // four positions' 32 values; the second's quad patch (4 × 144 words), its 64 pooled
+        // values, 128 accumulators and 64 offset terms (for int8 patches: 16 taps or more).
         assert_eq!(
-            plan.patch_words(),
-            (4 * 5 + 4 * 32 + 32) + (4 * (3 * 3 * 32 / 2) + 64 + 128 + 64)
+            plan.patch_words(Pixels::Four),
+            (4 * 5 + 4 * 32) + (4 * (3 * 3 * 32 / 2) + 64 + 128 + 64)
+        );
+        // One pixel at a time: one patch each, one position's values, no offset terms.
+        assert_eq!(
+            plan.patch_words(Pixels::One),
+            (5 + 32) + (3 * 3 * 32 / 2 + 64 + 128)
         );
         assert_eq!(plan.stack_bytes(), 0);
         assert_eq!(plan.weights() + plan.channels(), 1_199_882);

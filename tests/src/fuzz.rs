@@ -8,7 +8,7 @@
 
 use infer_core::format::{crc32, ChannelParams, InputSpec, QuantParams, CRC_LEN};
 use infer_core::stack::format::{ConvOp, DenseOp, Padding, PoolOp};
-use infer_core::stack::{BufferSizes, Kernels, Op, StackFile};
+use infer_core::stack::{BufferSizes, Kernels, Op, Pixels, StackFile};
 use std::path::{Path, PathBuf};
 use trainer::data::{parse_idx_images, parse_idx_labels, read_pair};
 use trainer::eval::StackBuffers;
@@ -64,7 +64,7 @@ fn run_stack(bytes: &[u8]) -> usize {
             return 0;
         }
     };
-    let sizes = BufferSizes::of(&file);
+    let sizes = BufferSizes::of(&file, Pixels::Four);
     let image = usize::from(file.input.height)
         * usize::from(file.input.width)
         * usize::from(file.input.channels);

@@ -146,8 +146,8 @@ pub fn run_own_crate(dir: &Path, target: Option<&str>) -> Result<String> {
 pub use model_spec::boards::{Board, BOARDS};
 
 /// Builds the firmware for `board` around `model` and `digits` (extra build
-/// environment in `env`, e.g. `FIRMWARE_SPEC`) and runs it under QEMU; returns whether it
-/// exited 0 and its stdout.
+/// environment in `env`, e.g. `FIRMWARE_SPEC`; cargo features `features`, e.g.
+/// `small-ram`) and runs it under QEMU; returns whether it exited 0 and its stdout.
 ///
 /// Builds for one target share an ELF path, so concurrent callers are serialized until
 /// their ELF is copied away.
@@ -158,10 +158,10 @@ pub fn run_firmware_on(
     board: &Board,
     model: &Path,
     digits: &Path,
-    env: &[(&str, &str)],
+    (env, features): (&[(&str, &str)], &[&str]),
 ) -> Result<(bool, String)> {
     let elf = tempfile::NamedTempFile::new().context("temporary ELF")?;
-    let build = build_firmware_on(board, model, digits, env, Some(elf.path()))?;
+    let build = build_firmware_on(board, model, digits, (env, features), Some(elf.path()))?;
     ensure!(
         build.status.success(),
         "firmware build for {} failed ({}):\n{}",
@@ -195,7 +195,8 @@ pub fn run_firmware_on(
 }
 
 /// Builds the firmware for `board` around `model` and `digits` (extra build environment
-/// in `env`) and, if it succeeds and `elf` is given, copies the ELF there. Returns cargo's
+/// in `env`, cargo features `features`) and, if it succeeds and `elf` is given, copies the
+/// ELF there. Returns cargo's
 /// output whether the build succeeded or not (a refused model fails the build, with the
 /// reason on stderr).
 ///
@@ -208,7 +209,7 @@ pub fn build_firmware_on(
     board: &Board,
     model: &Path,
     digits: &Path,
-    env: &[(&str, &str)],
+    (env, features): (&[(&str, &str)], &[&str]),
     elf: Option<&Path>,
 ) -> Result<Output> {
     static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -229,6 +230,9 @@ pub fn build_firmware_on(
         .env_remove("CARGO_MAKEFLAGS");
     for (key, value) in env {
         cmd.env(key, value);
+    }
+    for feature in features {
+        cmd.args(["--features", feature]);
     }
     let out = cmd.output().context("starting cargo for the firmware")?;
     if let (true, Some(elf)) = (out.status.success(), elf) {

@@ -32,7 +32,7 @@ fn setup() -> Result<(PathBuf, tempfile::TempDir, PathBuf, Vec<Vec<i32>>)> {
 fn every_board_computes_exactly_the_host_reference_logits() -> Result<()> {
     let (model, _dir, digits, host) = setup()?;
     for board in &BOARDS {
-        let (ok, stdout) = run_firmware_on(board, &model, &digits, &[])?;
+        let (ok, stdout) = run_firmware_on(board, &model, &digits, (&[], &[]))?;
         assert!(ok, "{}: the firmware failed:\n{stdout}", board.name);
         let report = parse_firmware_output(&stdout)?;
         assert!(
@@ -124,8 +124,12 @@ fn a_wrong_systick_rate_fails_the_calibration() -> Result<()> {
         .iter()
         .find(|b| b.name == "microbit")
         .expect("microbit");
-    let (ok, stdout) =
-        run_firmware_on(board, &model, &digits, &[("FIRMWARE_INSNS_PER_TICK", "40")])?;
+    let (ok, stdout) = run_firmware_on(
+        board,
+        &model,
+        &digits,
+        (&[("FIRMWARE_INSNS_PER_TICK", "40")], &[]),
+    )?;
     assert!(!ok, "the firmware accepted a wrong SysTick rate:\n{stdout}");
     assert!(
         stdout.contains("calibration: loop_insns=2000000 measured_insns=1280000"),

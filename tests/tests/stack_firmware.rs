@@ -169,12 +169,17 @@ impl Case {
     /// Builds and runs the firmware on `board` and checks every digit's logits against the
     /// host's; returns the report.
     fn run_on(&self, board: &Board) -> Result<e2e_tests::FirmwareReport> {
+        self.run_with(board, &[])
+    }
+
+    /// [`Case::run_on`] with the firmware's cargo features `features`.
+    fn run_with(&self, board: &Board, features: &[&str]) -> Result<e2e_tests::FirmwareReport> {
         let spec = self.spec_env();
         let (ok, stdout) = run_firmware_on(
             board,
             &self.model,
             &self.digits,
-            &[("FIRMWARE_SPEC", &spec)],
+            (&[("FIRMWARE_SPEC", &spec)], features),
         )?;
         assert!(ok, "{}: the firmware failed:\n{stdout}", board.name);
         let report = parse_firmware_output(&stdout)?;
@@ -261,7 +266,7 @@ impl Case {
             board,
             model,
             &self.digits,
-            &[("FIRMWARE_SPEC", &spec)],
+            (&[("FIRMWARE_SPEC", &spec)], &[]),
             None,
         )?;
         Ok((
@@ -438,11 +443,27 @@ activation = "softmax"
 }
 
 #[test]
+fn the_small_ram_build_computes_the_same_logits_in_less_memory() -> Result<()> {
+    // The M4F's default build runs four conv pixels at once through its assembly quads; the
+    // small-RAM build one at a time, its patch buffer a quarter: the same logits (checked
+    // against the host's in `run_with`), fewer bytes, more instructions.
+    let case = Case::random(Some(TWO_BLOCKS), 6, 12)?;
+    let board = board("mps2-an386");
+    let fast = case.run_with(board, &[])?;
+    let small = case.run_with(board, &["small-ram"])?;
+    let scratch = |r: &e2e_tests::FirmwareReport| r.memory.as_ref().map(|m| m.scratch_bytes);
+    let (fast_bytes, small_bytes) = (scratch(&fast).unwrap(), scratch(&small).unwrap());
+    assert!(small_bytes < fast_bytes, "{small_bytes} vs {fast_bytes}");
+    assert!(small.summary.insns_per_inference > fast.summary.insns_per_inference);
+    Ok(())
+}
+
+#[test]
 fn a_format_2_model_runs_without_a_spec_its_network_taken_from_the_model() -> Result<()> {
     // No FIRMWARE_SPEC: the build generates the network from the model.bin alone.
     let case = Case::random(Some(TWO_BLOCKS), 8, 20)?;
     let board = board("mps2-an385");
-    let (ok, stdout) = run_firmware_on(board, &case.model, &case.digits, &[])?;
+    let (ok, stdout) = run_firmware_on(board, &case.model, &case.digits, (&[], &[]))?;
     assert!(ok, "the firmware failed:\n{stdout}");
     assert!(
         stdout.contains(&format!(

@@ -7,7 +7,7 @@
 
 use anyhow::{ensure, Context, Result};
 use e2e_tests::{trainer_bin, workspace_root};
-use infer_core::stack::{run, BufferSizes, Kernels, StackFile};
+use infer_core::stack::{run, BufferSizes, Kernels, Pixels, StackFile};
 use std::path::PathBuf;
 use std::process::Command;
 use trainer::npy::{Array, Elements};
@@ -45,7 +45,7 @@ fn check_against_tflm(model: &str, inputs: &str, outputs: &str) -> Result<usize>
     let in_len = inputs.len() / count;
     let classes = file.classes();
     ensure!(want.len() == count * classes, "output rows of {classes}");
-    let sizes = BufferSizes::of(&file);
+    let sizes = BufferSizes::of(&file, Pixels::Four);
     let (mut a, mut b) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
     let mut patch = vec![0u32; sizes.patch_words];
     let mut logits = vec![0i32; classes];

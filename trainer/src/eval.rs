@@ -10,6 +10,7 @@ use anyhow::{bail, ensure, Result};
 use infer_core::format::MAGIC;
 use infer_core::kernels::activation::{argmax, softmax_wide};
 use infer_core::stack::layers::{ConvPoolDense3x3, Layer, Logits};
+use infer_core::stack::Pixels;
 use infer_core::stack::{self, BufferSizes, Kernels, StackFile, STACK_FORMAT_VERSION};
 use rayon::prelude::*;
 
@@ -147,9 +148,10 @@ pub struct StackBuffers {
 }
 
 impl StackBuffers {
-    /// Buffers of the sizes `file` needs ([`BufferSizes::of`]).
+    /// Buffers of the sizes `file` needs ([`BufferSizes::of`], for this build's
+    /// [`Pixels::BUILT`]).
     pub fn new(file: &StackFile<'_>) -> Self {
-        let sizes = BufferSizes::of(file);
+        let sizes = BufferSizes::of(file, Pixels::BUILT);
         let input = usize::from(file.input.height)
             * usize::from(file.input.width)
             * usize::from(file.input.channels);

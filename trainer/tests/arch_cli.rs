@@ -194,6 +194,42 @@ fn summary_of_the_full_model_has_keras_parameter_count_and_says_where_it_fits() 
         "mps2-an386",
     ]));
     assert!(mps2.contains("This model fits on mps2-an386"), "{mps2}");
+    // Both sides of the RAM/instruction trade: the default build's RAM (four conv pixels at
+    // once) and the small-RAM build's (one), each as model-spec's budget has it; on the
+    // Cortex-M0, whose kernels take one pixel at a time, the default build is the small one.
+    let spec = model_spec::Spec::load("tutorial-full").unwrap();
+    let ram = |pixels| {
+        let ram = model_spec::budget::Budget::of(&spec, pixels).unwrap().ram;
+        ram.to_string()
+            .as_bytes()
+            .rchunks(3)
+            .rev()
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let (four, one) = (
+        ram(infer_core::stack::Pixels::Four),
+        ram(infer_core::stack::Pixels::One),
+    );
+    assert_ne!(four, one);
+    assert!(
+        mps2.contains(&format!(
+            "RAM    per inference through the fused stages: {four} bytes"
+        )),
+        "{mps2}"
+    );
+    assert!(
+        mps2.contains(&format!("RAM    of the small-RAM build (--small-ram: one conv pixel at a time, more instructions; cargo xtask bench-mcu --small-ram measures them): {one} bytes")),
+        "{mps2}"
+    );
+    assert!(
+        micro.contains(&format!(
+            "RAM    per inference through the fused stages: {one} bytes"
+        )),
+        "{micro}"
+    );
+    assert!(!micro.contains("small-RAM build"), "{micro}");
     let json = trainer_command()
         .args([
             "summary",

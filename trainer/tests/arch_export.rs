@@ -7,7 +7,7 @@
 mod cli_support;
 
 use cli_support::{assert_clean_failure, data_dir, s, trainer, trainer_ok};
-use infer_core::stack::{BufferSizes, Kernels, StackFile, STACK_FORMAT_VERSION};
+use infer_core::stack::{BufferSizes, Kernels, Pixels, StackFile, STACK_FORMAT_VERSION};
 use model_spec::budget::Budget;
 use model_spec::{Plan, Spec};
 use trainer::arch::quantize::first_max;
@@ -181,7 +181,7 @@ fn a_fitted_spec_is_a_format_3_model_whose_reported_scores_infer_core_reproduces
 
     // The budget: RAM is infer-core's; flash is the file, but for each output zero point in
     // −64..=63, which the budget counts at two bytes and the file holds in one.
-    let budget = Budget::of(&spec).unwrap();
+    let budget = Budget::of(&spec, Pixels::Four).unwrap();
     let short_zero_points = file
         .ops
         .iter()
@@ -189,10 +189,14 @@ fn a_fitted_spec_is_a_format_3_model_whose_reported_scores_infer_core_reproduces
         .filter(|p| (-64..=63).contains(&p.output.zero_point))
         .count();
     assert_eq!(budget.flash, bytes.len() + short_zero_points);
-    let engine = BufferSizes::engine(&file);
+    let engine = BufferSizes::engine(&file, Pixels::Four);
     assert_eq!(budget.buffers, [engine.a, engine.b]);
     assert_eq!(budget.patch, engine.patch_words * 4);
     assert_eq!(budget.kernel_stack, engine.stack_bytes);
+    let small = Budget::of(&spec, Pixels::One).unwrap();
+    let small_engine = BufferSizes::engine(&file, Pixels::One);
+    assert_eq!(small.patch, small_engine.patch_words * 4);
+    assert!(small.patch < budget.patch, "one pixel's patch is smaller");
     let summary = json(&trainer_ok(&["summary", "--model", s(&out), "--json"]).stdout);
     assert_eq!(summary["format"], 3);
     assert_eq!(summary["flash_bytes"]["total"], bytes.len());
@@ -202,6 +206,7 @@ fn a_fitted_spec_is_a_format_3_model_whose_reported_scores_infer_core_reproduces
         budget.channel_params
     );
     assert_eq!(summary["ram_bytes"]["total"], budget.ram);
+    assert_eq!(summary["ram_bytes_small_ram"]["total"], small.ram);
     assert_eq!(summary["ops"].as_array().unwrap().len(), plan.ops.len());
     assert_eq!(summary["ops"][0], plan.ops[0].kind.to_string());
 

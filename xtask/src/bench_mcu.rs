@@ -22,7 +22,7 @@
 
 mod elf;
 
-use crate::qemu::{self, Board, FirmwareRun, Spec, BOARDS};
+use crate::qemu::{self, Board, FirmwareBuild, FirmwareRun, Spec, BOARDS};
 use crate::workspace_root;
 use anyhow::{ensure, Context, Result};
 use model_spec::plan::Plan;
@@ -54,6 +54,10 @@ pub struct Args {
     /// Also list the functions counted as inference code.
     #[arg(long)]
     pub verbose: bool,
+    /// Build the small-RAM engine (the firmware's feature `small-ram`): one conv pixel at a
+    /// time instead of four, about a quarter of the patch memory for more instructions.
+    #[arg(long)]
+    pub small_ram: bool,
 }
 
 /// Instructions per inference of CMSIS-NN 7.0 on the same int8 models and boards (QEMU
@@ -130,15 +134,13 @@ pub fn run(args: &Args) -> Result<()> {
     let mut rows = Vec::new();
     for board in boards {
         eprintln!("==> {}", board.name);
-        let run = qemu::run_batch(
+        let build = FirmwareBuild {
             board,
-            &model,
-            spec.as_ref(),
-            &dataset,
-            0,
-            count,
-            Duration::from_secs(600),
-        )?;
+            model: &model,
+            spec: spec.as_ref(),
+            small_ram: args.small_ram,
+        };
+        let run = qemu::run_batch(&build, &dataset, 0, count, Duration::from_secs(600))?;
         qemu::check_against_host(&run, &host, 0).with_context(|| format!("on {}", board.name))?;
         let (loop_insns, measured) = run.calibration;
         ensure!(
@@ -162,7 +164,15 @@ pub fn run(args: &Args) -> Result<()> {
     }
     print!(
         "{}",
-        table(&rows, known, macs, count, weights, model_bytes.len())
+        table(
+            &rows,
+            known,
+            macs,
+            count,
+            weights,
+            model_bytes.len(),
+            args.small_ram
+        )
     );
     if args.verbose {
         for row in &rows {
@@ -216,6 +226,7 @@ fn table(
     count: usize,
     weights: usize,
     model_bytes: usize,
+    small_ram: bool,
 ) -> String {
     let mut out = String::new();
     let stages: Vec<&str> = rows.first().map_or(Vec::new(), |row| {
@@ -230,10 +241,15 @@ fn table(
         out,
         "\nFirmware under QEMU 7.2, -icount shift=0 (instructions, not cycles), mean over \
          the first {count} test digits ({}, {macs} multiply-accumulates per inference); \
-         every digit's logits equal to the host's. Inference RAM: the network's buffers and \
-         patch and the stack of one inference (its kernels' scratch included), the input \
+         every digit's logits equal to the host's. {} Inference RAM: the network's buffers \
+         and patch and the stack of one inference (its kernels' scratch included), the input \
          aside{}.\n",
         known.unwrap_or("a network CMSIS-NN was not measured on"),
+        if small_ram {
+            "The small-RAM build (--small-ram): one conv pixel at a time."
+        } else {
+            "The default build: four conv pixels at once where the core's kernels can."
+        },
         known
             .and_then(|k| CMSIS_NN_RAM.iter().find(|(n, _)| *n == k))
             .map_or(String::new(), |(_, ram)| format!("; CMSIS-NN's: {ram} B"))

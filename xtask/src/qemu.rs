@@ -59,6 +59,23 @@ pub struct QemuArgs {
     /// Seconds each QEMU run may take before it is killed and the task fails.
     #[arg(long, default_value_t = 600)]
     pub timeout_secs: u64,
+    /// Build the small-RAM engine (the firmware's feature `small-ram`): one conv pixel at a
+    /// time instead of four, about a quarter of the patch memory for more instructions.
+    #[arg(long)]
+    pub small_ram: bool,
+}
+
+/// What a firmware is built from besides its digits.
+#[derive(Debug, Clone, Copy)]
+pub struct FirmwareBuild<'a> {
+    /// The board.
+    pub board: &'a Board,
+    /// The model file.
+    pub model: &'a Path,
+    /// The spec the build checks the model against, if any.
+    pub spec: Option<&'a Spec>,
+    /// The small-RAM build (the firmware's feature `small-ram`).
+    pub small_ram: bool,
 }
 
 impl QemuArgs {
@@ -71,6 +88,7 @@ impl QemuArgs {
             board: &BOARDS[0],
             count: 100,
             timeout_secs: 600,
+            small_ram: false,
         }
     }
 }
@@ -126,15 +144,13 @@ pub fn run(args: &QemuArgs) -> Result<()> {
                 start + batch
             );
         }
-        let run = run_batch(
+        let build = FirmwareBuild {
             board,
-            &model,
-            spec.as_ref(),
-            &dataset,
-            start,
-            batch,
-            timeout,
-        )?;
+            model: &model,
+            spec: spec.as_ref(),
+            small_ram: args.small_ram,
+        };
+        let run = run_batch(&build, &dataset, start, batch, timeout)?;
         check_against_host(&run, &host, start)?;
         correct += run.report.summary.correct;
         insns += u128::from(run.report.summary.insns_per_inference) * batch as u128;
@@ -200,15 +216,12 @@ pub fn spec_help() -> String {
 }
 
 /// Writes digits `start..start + count` of `dataset` to a file, builds the
-/// firmware for `board` around them and `model` (checked against `spec`, if given), and
-/// runs it.
+/// firmware `build` around them, and runs it.
 ///
 /// # Errors
 /// As [`run`].
 pub fn run_batch(
-    board: &Board,
-    model: &Path,
-    spec: Option<&Spec>,
+    build: &FirmwareBuild<'_>,
     dataset: &Dataset,
     start: usize,
     count: usize,
@@ -220,8 +233,8 @@ pub fn run_batch(
     let records = data::digit_records(dataset, start + count)?;
     fs::write(&digits, &records[start * RECORD_BYTES..])
         .with_context(|| format!("cannot write {}", digits.display()))?;
-    let elf = build_firmware(board, model, spec, &digits)?;
-    let output = run_qemu(board, &elf, timeout)?;
+    let elf = build_firmware(build, &digits)?;
+    let output = run_qemu(build.board, &elf, timeout)?;
     let run = FirmwareRun::parse(&output, elf)?;
     ensure!(
         run.report.summary.total == count && run.report.digits.len() == count,
@@ -300,13 +313,14 @@ pub fn check_against_host(run: &FirmwareRun, host: &[Vec<i32>], start: usize) ->
     Ok(())
 }
 
-/// Builds the firmware for `board` in release mode and returns the ELF's path.
-fn build_firmware(
-    board: &Board,
-    model: &Path,
-    spec: Option<&Spec>,
-    digits: &Path,
-) -> Result<PathBuf> {
+/// Builds the firmware `build` around `digits` in release mode and returns the ELF's path.
+fn build_firmware(build: &FirmwareBuild<'_>, digits: &Path) -> Result<PathBuf> {
+    let FirmwareBuild {
+        board,
+        model,
+        spec,
+        small_ram,
+    } = *build;
     let firmware_dir = workspace_root().join("firmware-example");
     let target_dir = firmware_dir.join("target");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -325,6 +339,11 @@ fn build_firmware(
             "--target-dir",
         ])
         .arg(&target_dir)
+        .args(if small_ram {
+            &["--features", "small-ram"][..]
+        } else {
+            &[]
+        })
         .env("FIRMWARE_BOARD", board.name)
         .env("FIRMWARE_MODEL", model)
         .env("FIRMWARE_DIGITS", digits)

@@ -9,7 +9,7 @@
 use super::format::{input_offset, Op, Padding, StackFile};
 use super::stages::{
     dense_part, general_words, run_chain, run_general, run_general_logits, run_general_rows,
-    ConvPart, DensePart, Out, Parts,
+    ConvPart, DensePart, Out, Parts, Pixels,
 };
 use crate::kernels::conv::{out_dim, ConvGeometry};
 use crate::kernels::fused::{
@@ -188,7 +188,7 @@ impl<
 {
     const IN: usize = IH * IW * IC;
     const OUT: usize = Self::OH * Self::OW * F;
-    const PATCH_WORDS: usize = general_words(K * K * IC, F, 0, 1);
+    const PATCH_WORDS: usize = general_words(K * K * IC, F, 0, 1, Pixels::BUILT);
     const TYPE: &'static str = "conv2d";
 
     fn from_file(file: &StackFile<'a>, index: usize) -> Result<Self, Error> {
@@ -400,7 +400,7 @@ pub struct ConvPool<C, P> {
 impl<'a, C: Producer<'a>, P: Producer<'a>> Layer<'a> for ConvPool<C, P> {
     const IN: usize = C::IN;
     const OUT: usize = P::OUT;
-    const PATCH_WORDS: usize = general_words(C::TAPS, C::CHANNELS, 0, P::POOL);
+    const PATCH_WORDS: usize = general_words(C::TAPS, C::CHANNELS, 0, P::POOL, Pixels::BUILT);
     const TYPE: &'static str = "conv2d+maxpool2d";
     const OPS: usize = 2;
 
@@ -451,7 +451,7 @@ impl<'a, P: Producer<'a>, const I: usize, const U: usize, const RELU: bool> Laye
 {
     const IN: usize = P::IN;
     const OUT: usize = U;
-    const PATCH_WORDS: usize = general_words(P::TAPS, P::CHANNELS, U, P::POOL);
+    const PATCH_WORDS: usize = general_words(P::TAPS, P::CHANNELS, U, P::POOL, Pixels::BUILT);
     const TYPE: &'static str = "stage+dense";
     const OPS: usize = P::OPS + 1;
 

@@ -28,3 +28,4 @@ mod tests;
 pub use format::{Op, StackFile, STACK_FORMAT_VERSION};
 pub use run::{run, BufferSizes, Kernels};
 pub use shape::OpShape;
+pub use stages::Pixels;

@@ -4,6 +4,7 @@
 use super::format::{input_offset, Op, StackFile};
 use super::stages::{
     plan_file, run_chain, run_general, run_general_logits, run_general_rows, shapes_of, Out, Parts,
+    Pixels,
 };
 use crate::kernels::conv::conv2d_i8;
 use crate::kernels::dense::{dense_i8, dense_i8_logits};
@@ -42,13 +43,13 @@ pub struct BufferSizes {
 }
 
 impl BufferSizes {
-    /// Sizes for [`run`] on `file` with either kernel set: the larger of
-    /// [`BufferSizes::engine`] and the op-by-op reference's buffers.
-    pub fn of(file: &StackFile<'_>) -> Self {
-        let mut sizes = Self::engine(file);
+    /// Sizes for [`run`] on `file` with either kernel set, computing `pixels` conv pixels
+    /// at once: the larger of [`BufferSizes::engine`] and the op-by-op reference's buffers.
+    pub fn of(file: &StackFile<'_>, pixels: Pixels) -> Self {
+        let mut sizes = Self::engine(file, pixels);
         let shapes = shapes_of(file);
         for stage in &plan_file(file) {
-            sizes.patch_words = sizes.patch_words.max(stage.general_words(&shapes));
+            sizes.patch_words = sizes.patch_words.max(stage.general_words(&shapes, pixels));
         }
         let writers = file.ops.len().saturating_sub(1);
         for (i, op) in file.ops.iter().enumerate().take(writers) {
@@ -62,10 +63,10 @@ impl BufferSizes {
         sizes
     }
 
-    /// What the engine needs: the buffers of the stage plan ([`super::stages::plan`]) as the
-    /// typed layers and the firmware lay them out, the last stage writing the caller's
-    /// logits.
-    pub fn engine(file: &StackFile<'_>) -> Self {
+    /// What the engine needs computing `pixels` conv pixels at once: the buffers of the
+    /// stage plan ([`super::stages::plan`]) as the typed layers and the firmware lay them
+    /// out, the last stage writing the caller's logits.
+    pub fn engine(file: &StackFile<'_>, pixels: Pixels) -> Self {
         let mut sizes = Self {
             a: 0,
             b: 0,
@@ -75,7 +76,7 @@ impl BufferSizes {
         let shapes = shapes_of(file);
         let stages = plan_file(file);
         for (j, stage) in stages.iter().enumerate() {
-            sizes.patch_words = sizes.patch_words.max(stage.patch_words(&shapes));
+            sizes.patch_words = sizes.patch_words.max(stage.patch_words(&shapes, pixels));
             sizes.stack_bytes = sizes.stack_bytes.max(stage.stack_bytes(&shapes));
             if j + 1 == stages.len() {
                 break;
@@ -93,12 +94,13 @@ impl BufferSizes {
 
 /// Runs every operation of `file` on `input` (the int8 image), ping-ponging between `a` and
 /// `b`; the last operation writes the wide logits into `logits`, which are returned (its
-/// first [`StackFile::classes`] values).
+/// first [`StackFile::classes`] values). With [`Kernels::Fast`], four conv pixels go at once
+/// where `patch` holds [`BufferSizes::of`] [`Pixels::Four`]'s words, else one ([`Pixels`]).
 ///
 /// # Errors
 /// [`Error::BufferTooSmall`] if `input`, `a`, `b`, `patch` or `logits` is smaller than
-/// [`BufferSizes::of`] and the classes say (the input must be exactly the model's input
-/// size).
+/// [`BufferSizes::of`] (with [`Pixels::One`]) and the classes say (the input must be
+/// exactly the model's input size).
 pub fn run<'l>(
     file: &StackFile<'_>,
     input: &[i8],
@@ -108,7 +110,7 @@ pub fn run<'l>(
     patch: &mut [u32],
     logits: &'l mut [i32],
 ) -> Result<&'l [i32], Error> {
-    let sizes = BufferSizes::of(file);
+    let sizes = BufferSizes::of(file, Pixels::One);
     let image = usize::from(file.input.height)
         * usize::from(file.input.width)
         * usize::from(file.input.channels);
@@ -133,7 +135,12 @@ pub fn run<'l>(
         .get_mut(..classes)
         .ok_or(Error::BufferTooSmall { available })?;
     if kernels == Kernels::Fast {
-        run_stages(file, input, a, b, patch, logits)?;
+        let pixels = if patch.len() >= BufferSizes::of(file, Pixels::Four).patch_words {
+            Pixels::Four
+        } else {
+            Pixels::One
+        };
+        run_stages(file, input, (a, b), (patch, pixels), logits)?;
         return Ok(logits);
     }
     let last = file.ops.len().saturating_sub(1);
@@ -197,9 +204,8 @@ pub fn run<'l>(
 fn run_stages(
     file: &StackFile<'_>,
     input: &[i8],
-    a: &mut [i8],
-    b: &mut [i8],
-    patch: &mut [u32],
+    (a, b): (&mut [i8], &mut [i8]),
+    (patch, pixels): (&mut [u32], Pixels),
     logits: &mut [i32],
 ) -> Result<(), Error> {
     let stages = plan_file(file);
@@ -226,7 +232,9 @@ fn run_stages(
             let producer_stage = stages.first().ok_or(Error::Malformed { what: "stage" })?;
             let producer =
                 Parts::of(file, producer_stage).ok_or(Error::Malformed { what: "stage" })?;
-            let words = producer_stage.general_words(&shapes).min(patch.len());
+            let words = producer_stage
+                .general_words(&shapes, pixels)
+                .min(patch.len());
             let (producer_words, words) = patch.split_at_mut(words);
             let mut make = |rows: Range<usize>, ring: &mut [i8]| {
                 let ring = MapRows::ring(ring, stage.ring_in);

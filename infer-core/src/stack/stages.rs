@@ -124,25 +124,30 @@ impl Stage {
     }
 
     /// Words of the `patch` buffer the stage's kernel takes (the packed patch and the
-    /// working memory of [`run_general`]; 0 for [`Kernel::Stream3x3`], whose working
-    /// memory is on its stack, [`Stage::stack_bytes`]).
-    pub fn patch_words(&self, shapes: &[OpShape]) -> usize {
-        let chained = self.producer(shapes).map_or(0, |p| p.patch_words(shapes));
+    /// working memory of [`run_general`] computing `pixels` conv pixels at once; 0 for
+    /// [`Kernel::Stream3x3`], whose working memory is on its stack, [`Stage::stack_bytes`]).
+    pub fn patch_words(&self, shapes: &[OpShape], pixels: Pixels) -> usize {
+        let chained = self
+            .producer(shapes)
+            .map_or(0, |p| p.patch_words(shapes, pixels));
         if self.kernel == Kernel::Stream3x3 {
             return chained;
         }
-        self.own_words(shapes) + chained
+        self.own_words(shapes, pixels) + chained
     }
 
-    /// Words of the `patch` buffer [`run_general`] takes for the stage, whatever its
-    /// [`Kernel`] ([`super::run()`] computes every stage with it).
-    pub fn general_words(&self, shapes: &[OpShape]) -> usize {
-        let chained = self.producer(shapes).map_or(0, |p| p.general_words(shapes));
-        self.own_words(shapes) + chained
+    /// Words of the `patch` buffer [`run_general`] takes for the stage computing `pixels`
+    /// conv pixels at once, whatever its [`Kernel`] ([`super::run()`] computes every stage
+    /// with it).
+    pub fn general_words(&self, shapes: &[OpShape], pixels: Pixels) -> usize {
+        let chained = self
+            .producer(shapes)
+            .map_or(0, |p| p.general_words(shapes, pixels));
+        self.own_words(shapes, pixels) + chained
     }
 
     /// [`Stage::general_words`] of the stage alone (not the one it runs with).
-    fn own_words(&self, shapes: &[OpShape]) -> usize {
+    fn own_words(&self, shapes: &[OpShape], pixels: Pixels) -> usize {
         let (taps, channels) = self.taps_channels(shapes);
         let units = if self.dense {
             shapes.get(self.last()).map_or(0, OpShape::units)
@@ -153,7 +158,7 @@ impl Stage {
             Some(&OpShape::MaxPool2d { pool, .. }) if self.pool => pool,
             _ => 1,
         };
-        general_words(taps, channels, units, pool)
+        general_words(taps, channels, units, pool, pixels)
     }
 
     /// Bytes of working memory the stage's kernel keeps on its stack: the
@@ -177,28 +182,90 @@ pub const fn stream3x3_bytes(filters: usize, units: usize) -> usize {
 /// Words of `patch` that [`run_general`] needs for a stage with a conv of `taps` values per
 /// patch (0 without a conv), a max pool of window side `pool` (1 without one), `channels`
 /// values per position before the dense layer, and a dense layer of `units` outputs (0
-/// without one): the packed patch (the conv's quad patch, or the position's values for the
-/// dense layer), one word per channel of each position computed at once (four for a conv
-/// without a pool: its pixels go four at a time), one per unit, and with a conv one per
-/// filter (its offset term for an int8 patch, [`offset_terms`]).
-pub const fn general_words(taps: usize, channels: usize, units: usize, pool: usize) -> usize {
+/// without one), computing `pixels` conv pixels at once: the packed patch (the conv's
+/// patch of `pixels` pixels, or the position's values for the dense layer), one word per
+/// channel of each position computed at once (with four pixels, four positions for a conv
+/// without a pool), one per unit, and with four pixels and a conv of 16 taps or more one
+/// per filter (its offset term for an int8 patch, [`offset_terms`]).
+pub const fn general_words(
+    taps: usize,
+    channels: usize,
+    units: usize,
+    pool: usize,
+    pixels: Pixels,
+) -> usize {
     if channels == 0 {
         // A dense layer alone needs nothing.
         return 0;
     }
-    let conv = QUAD * PatchWords::words(taps);
+    let conv = pixels.count() * PatchWords::words(taps);
     let values = if units > 0 {
         PatchWords::words(channels)
     } else {
         0
     };
     let patch = if conv > values { conv } else { values };
-    let terms = if taps > 0 { channels } else { 0 };
-    patch + positions_at_once(taps, pool) * channels + units + terms
+    patch
+        + positions_at_once(taps, pool, pixels) * channels
+        + units
+        + term_words(taps, channels, pixels)
+}
+
+/// Words of a conv's offset terms ([`offset_terms`]) in its working memory: one per filter
+/// where its quads may go through int8 patches (four pixels at once, 16 taps or more,
+/// [`int8_quads_possible`] on some core).
+const fn term_words(taps: usize, channels: usize, pixels: Pixels) -> usize {
+    if matches!(pixels, Pixels::Four) && taps >= 16 {
+        channels
+    } else {
+        0
+    }
 }
 
 /// Conv pixels computed at once through a quad patch ([`quad_filters`]).
 const QUAD: usize = 4;
+
+/// The trade between RAM and instructions that a build picks: how many conv pixels the
+/// engine computes at once where a core's kernels can take several (a quad patch on DSP and
+/// MVE cores, a pair patch on the Cortex-M3). Four need about four times the patch memory
+/// of one (and, on those cores, far fewer instructions); on the Cortex-M0 both compute one
+/// pixel at a time. The working memory a stage is given decides: with [`general_words`] of
+/// four pixels it computes four, with less one. The typed layers and the firmware take
+/// [`Pixels::BUILT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pixels {
+    /// Four pixels at once: fewer instructions.
+    Four,
+    /// One pixel at a time: less RAM.
+    One,
+}
+
+impl Pixels {
+    /// This build's choice: [`Pixels::One`] with infer-core's feature `small-ram` or where
+    /// the kernels take one pixel at a time anyway (the Cortex-M0, the host outside the
+    /// unit tests), else [`Pixels::Four`].
+    pub const BUILT: Self = if cfg!(feature = "small-ram") || !(QUAD_PIXELS || PAIR_PIXELS) {
+        Self::One
+    } else {
+        Self::Four
+    };
+
+    /// The number of pixels.
+    pub const fn count(self) -> usize {
+        match self {
+            Self::Four => QUAD,
+            Self::One => 1,
+        }
+    }
+
+    /// The name the build option and reports use: `fast` (four) or `small-ram` (one).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Four => "fast",
+            Self::One => "small-ram",
+        }
+    }
+}
 
 /// Whether conv pixels go four at a time through a quad patch ([`quad_filters`], which
 /// needs a monotonic requantization): on DSP cores. Where
@@ -232,11 +299,11 @@ const PAIR_PIXELS: bool = cfg!(any(
     test
 ));
 
-/// Output positions a stage computes at once: four for a conv without a pool (its pixels
-/// go four at a time through [`quad_filters`]), else one.
-const fn positions_at_once(taps: usize, pool: usize) -> usize {
+/// Output positions a stage computes at once: with four pixels at once, four for a conv
+/// without a pool (its pixels go four at a time through [`quad_filters`]), else one.
+const fn positions_at_once(taps: usize, pool: usize, pixels: Pixels) -> usize {
     if taps > 0 && pool <= 1 {
-        QUAD
+        pixels.count()
     } else {
         1
     }
@@ -507,6 +574,8 @@ struct StageRun<'p, 'a, 'w> {
     out_h: usize,
     /// Values per position.
     channels: usize,
+    /// Conv pixels computed at once.
+    pixels: Pixels,
     /// Positions computed at once.
     at_once: usize,
     /// The conv's requantization is monotonic (or there is no conv).
@@ -539,13 +608,19 @@ impl<'p, 'a, 'w> StageRun<'p, 'a, 'w> {
         } else {
             0
         };
+        // The working memory decides how many pixels go at once.
+        let pixels = if words.len() >= general_words(taps, channels, units, p, Pixels::Four) {
+            Pixels::Four
+        } else {
+            Pixels::One
+        };
         let at_once = if QUAD_PIXELS || PAIR_PIXELS {
-            positions_at_once(taps, p)
+            positions_at_once(taps, p, pixels)
         } else {
             1
         };
         let conv_words = if taps > 0 {
-            QUAD * PatchWords::words(taps)
+            pixels.count() * PatchWords::words(taps)
         } else {
             0
         };
@@ -553,11 +628,11 @@ impl<'p, 'a, 'w> StageRun<'p, 'a, 'w> {
         let (values, acc) = work.split_at_mut_checked(at_once * channels)?;
         let (acc, terms) = acc.split_at_mut_checked(units)?;
         acc.fill(0);
-        let terms = terms.get_mut(..if taps > 0 { channels } else { 0 })?;
+        let terms = terms.get_mut(..term_words(taps, channels, pixels))?;
         if let Some(cp) = parts
             .conv
             .as_ref()
-            .filter(|cp| int8_quads_possible(&cp.geometry))
+            .filter(|cp| pixels == Pixels::Four && int8_quads_possible(&cp.geometry))
         {
             offset_terms(cp.weights, taps, cp.input_offset, terms);
         }
@@ -575,6 +650,7 @@ impl<'p, 'a, 'w> StageRun<'p, 'a, 'w> {
             out_w,
             out_h,
             channels,
+            pixels,
             at_once,
             monotonic,
         })
@@ -597,7 +673,7 @@ impl<'p, 'a, 'w> StageRun<'p, 'a, 'w> {
                         cp,
                         input,
                         at,
-                        self.p,
+                        (self.p, self.pixels),
                         self.monotonic,
                         (self.patch, self.terms),
                         self.values,
@@ -738,14 +814,15 @@ fn dense_direct(d: &DensePart<'_>, input: &[i8], output: Out<'_>) {
 /// The conv (and pool) values of `n` consecutive output positions from `pos` of a grid
 /// `out_w` wide into `values` (one `i8` per filter and position, as `u32` bits of an
 /// `i32`): with a pool (`p > 1`, `n` = 1) the max over the window's `p²` conv pixels, else
-/// one pixel per position. The pixels go four at a time through a quad patch where they
-/// can ([`QUAD_PIXELS`]), else one at a time.
+/// one pixel per position. With [`Pixels::Four`] the pixels go four at a time through a
+/// quad or pair patch where they can ([`QUAD_PIXELS`], [`PAIR_PIXELS`]), else one at a
+/// time.
 #[inline(never)]
 fn conv_positions(
     cp: &ConvPart<'_>,
     input: MapRows<'_, &[i8]>,
     (pos, n, out_w): (usize, usize, usize),
-    p: usize,
+    (p, pixels): (usize, Pixels),
     monotonic: bool,
     (patch, terms): (&mut [u32], &[u32]),
     values: &mut [u32],
@@ -770,8 +847,9 @@ fn conv_positions(
         }
     };
     let count = if n == 1 { p * p } else { n };
-    let pairs = PAIR_PIXELS && monotonic && (!cfg!(test) || pos / QUAD % 3 == 2);
-    let quads = QUAD_PIXELS && monotonic && !pairs;
+    let several = pixels == Pixels::Four && monotonic;
+    let pairs = PAIR_PIXELS && several && (!cfg!(test) || pos / QUAD % 3 == 2);
+    let quads = QUAD_PIXELS && several && !pairs;
     let kernel_row = g.k_w * g.in_c;
     let mut i = 0;
     while i < count {
@@ -1276,7 +1354,13 @@ mod tests {
                 input.quant.zero_point = rng.below(256) as i32 - 128;
             }
             let file = StackFile::new(input, &ops);
-            let sizes = BufferSizes::of(&file);
+            // Every fifth case with the small-RAM working memory: one pixel at a time.
+            let pixels = if case % 5 == 4 {
+                Pixels::One
+            } else {
+                Pixels::Four
+            };
+            let sizes = BufferSizes::of(&file, pixels);
             let stages = plan_file(&file);
             assert_eq!(stages.iter().map(Stage::ops).sum::<usize>(), file.ops.len());
             for s in &stages {
@@ -1371,7 +1455,7 @@ mod tests {
         assert_eq!(stages.len(), 1);
         assert_eq!(stages[0].kernel, Kernel::Stream3x3);
         assert_eq!(stages[0].stack_bytes(&tutorial), 1_192);
-        assert_eq!(stages[0].patch_words(&tutorial), 0);
+        assert_eq!(stages[0].patch_words(&tutorial, Pixels::Four), 0);
         // two-blocks: conv+pool (the 3×3 fast path, its pooled map kept), then
         // conv+pool+dense (general: 16 input channels).
         let two = [

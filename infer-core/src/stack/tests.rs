@@ -8,7 +8,7 @@ use super::layers::{
     Logits, MaxPool2d, Streamed,
 };
 use super::run::{run, BufferSizes, Kernels};
-use super::stages::{plan_file, Kernel, Out};
+use super::stages::{plan_file, Kernel, Out, Pixels};
 use crate::kernels::conv::conv2d_i8;
 use crate::kernels::fused::{Stream3x3, StreamLayers, StreamScratch};
 use crate::kernels::pool::{max_pool, PoolGeometry};
@@ -161,7 +161,7 @@ fn typed_fast_and_reference_inference_agree_bit_for_bit() {
         let bytes = file.encode(&mut buf).unwrap().to_vec();
         let decoded = StackFile::decode(&bytes).unwrap();
         assert_eq!(decoded, file);
-        let sizes = BufferSizes::of(&file);
+        let sizes = BufferSizes::of(&file, Pixels::BUILT);
         // The op-by-op reference needs the most; the stages need less.
         assert_eq!((sizes.a, sizes.b), (A, B));
         assert_eq!(sizes.patch_words, STAGE_PATCH);
@@ -383,7 +383,7 @@ fn any_input_shape_round_trips_and_runs() {
                 ),
                 (h, w, c)
             );
-            let sizes = BufferSizes::of(&decoded);
+            let sizes = BufferSizes::of(&decoded, Pixels::BUILT);
             let (mut a, mut b) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
             let mut patch = vec![0u32; sizes.patch_words];
             let mut logits = vec![0i32; usize::from(units)];
@@ -469,7 +469,7 @@ fn stream3x3_case<const F: usize>(rng: &mut TestRng) {
     assert_eq!(stages.len(), 1);
     assert_eq!(stages[0].kernel, Kernel::Stream3x3);
     let stage = Stage::<F>::from_file(&file, 0).unwrap();
-    let sizes = BufferSizes::of(&file);
+    let sizes = BufferSizes::of(&file, Pixels::BUILT);
     for _ in 0..6 {
         let background = rng.below(3);
         let image: Vec<i8> = (0..120)

@@ -9,6 +9,7 @@ use crate::eval;
 use anyhow::{Context, Result};
 use clap::Args;
 use infer_core::format::ChannelParams;
+use infer_core::stack::Pixels;
 use infer_core::stack::{BufferSizes, StackFile};
 use model_spec::boards;
 use std::path::{Path, PathBuf};
@@ -113,7 +114,8 @@ pub fn run(args: &SummaryArgs) -> Result<()> {
 /// After printing, if `fit` would refuse the spec (the problem of
 /// [`crate::arch::quantize::check_exportable`]) or the model does not fit `board`.
 fn run_arch(name: &str, spec: &Spec, board: Option<Board>, json: bool) -> Result<()> {
-    let budget = Budget::of(spec);
+    let budget = Budget::of(spec, default_pixels(board));
+    let small = Budget::of(spec, Pixels::One).ok();
     let problem = crate::arch::quantize::check_exportable(spec).err();
     let (rows, non_trainable) = rows(spec);
     let fits = |b: &Budget, board: Board| b.flash <= board.flash && b.ram <= board.ram;
@@ -126,6 +128,7 @@ fn run_arch(name: &str, spec: &Spec, board: Option<Board>, json: bool) -> Result
             "total_params": spec.total_params(),
             "non_trainable_params": non_trainable,
             "int8_estimate": estimate,
+            "int8_estimate_small_ram": small.as_ref().filter(|_| estimate.is_some()),
             "int8_unavailable": unavailable,
             "board": board.map(|b| serde_json::json!({
                 "name": b.name,
@@ -174,13 +177,17 @@ fn run_arch(name: &str, spec: &Spec, board: Option<Board>, json: bool) -> Result
             budget.scratch,
         );
     }
+    let small_ram = small.map_or(budget.ram, |s| s.ram);
+    if !json {
+        print_small_ram(budget.ram, small_ram);
+    }
     match board {
         Some(board) => {
             if !json {
                 println!();
                 print_board(budget.flash, budget.ram, board);
             }
-            check_fits(budget.flash, budget.ram, board)
+            check_fits(budget.flash, (budget.ram, small_ram), board)
         }
         None => Ok(()),
     }
@@ -206,9 +213,28 @@ fn print_training_memory(spec: &Spec) {
     );
 }
 
-/// Fails, naming what is too large, if `flash` and `ram` bytes do not fit `board`: scripts
-/// can test `summary --board` by its exit status.
-fn check_fits(flash: usize, ram: usize, board: Board) -> Result<()> {
+/// Conv pixels the engine computes at once in a default build for `board` (four without
+/// one: the cores whose kernels take several).
+fn default_pixels(board: Option<Board>) -> Pixels {
+    board.map_or(Pixels::Four, |b| b.default_pixels())
+}
+
+/// The RAM line of the small-RAM build (one conv pixel at a time), if it needs less than
+/// the default build's `ram` bytes.
+fn print_small_ram(ram: usize, small_ram: usize) {
+    if small_ram < ram {
+        println!(
+            " RAM    of the small-RAM build (--small-ram: one conv pixel at a time, more instructions; cargo xtask bench-mcu --small-ram measures them): {} bytes, {} fewer",
+            group(small_ram),
+            group(ram - small_ram)
+        );
+    }
+}
+
+/// Fails, naming what is too large, if `flash` bytes and `ram` bytes (the default build's,
+/// the small-RAM build's) do not fit `board`: scripts can test `summary --board` by its
+/// exit status.
+fn check_fits(flash: usize, (ram, small_ram): (usize, usize), board: Board) -> Result<()> {
     let mut over = Vec::new();
     if flash > board.flash {
         over.push(format!(
@@ -218,7 +244,19 @@ fn check_fits(flash: usize, ram: usize, board: Board) -> Result<()> {
         ));
     }
     if ram > board.ram {
-        over.push(format!("RAM {} bytes > {}", group(ram), group(board.ram)));
+        let small = if small_ram <= board.ram {
+            format!(
+                " (the small-RAM build needs {} and fits: --small-ram, the firmware's feature small-ram)",
+                group(small_ram)
+            )
+        } else {
+            String::new()
+        };
+        over.push(format!(
+            "RAM {} bytes > {}{small}",
+            group(ram),
+            group(board.ram)
+        ));
     }
     anyhow::ensure!(
         over.is_empty(),
@@ -288,9 +326,10 @@ pub struct StackRam {
 }
 
 impl StackRam {
-    /// The RAM `file` needs, from infer-core's [`BufferSizes::engine`].
-    pub fn of(file: &StackFile<'_>) -> Self {
-        let sizes = BufferSizes::engine(file);
+    /// The RAM `file` needs computing `pixels` conv pixels at once, from infer-core's
+    /// [`BufferSizes::engine`].
+    pub fn of(file: &StackFile<'_>, pixels: Pixels) -> Self {
+        let sizes = BufferSizes::engine(file, pixels);
         let input = usize::from(file.input.height)
             * usize::from(file.input.width)
             * usize::from(file.input.channels);
@@ -313,7 +352,8 @@ fn run_stack(path: &Path, bytes: &[u8], board: Option<Board>, json: bool) -> Res
     eval::format_version(bytes).with_context(loading)?;
     let file = eval::load_stack(bytes).with_context(loading)?;
     let flash = Flash::of(bytes).with_context(loading)?;
-    let ram = StackRam::of(&file);
+    let ram = StackRam::of(&file, default_pixels(board));
+    let small = StackRam::of(&file, Pixels::One);
     let ops: Vec<String> = file.ops.iter().map(|op| op.shape().to_string()).collect();
     if json {
         let json = serde_json::json!({
@@ -322,6 +362,7 @@ fn run_stack(path: &Path, bytes: &[u8], board: Option<Board>, json: bool) -> Res
             "flash_bytes": flash,
             "flash_source": path.display().to_string(),
             "ram_bytes": ram,
+            "ram_bytes_small_ram": small,
             "board": board.map(|b| serde_json::json!({
                 "name": b.name,
                 "flash_bytes": b.flash,
@@ -330,7 +371,9 @@ fn run_stack(path: &Path, bytes: &[u8], board: Option<Board>, json: bool) -> Res
             })),
         });
         println!("{json}");
-        return board.map_or(Ok(()), |b| check_fits(flash.total, ram.total, b));
+        return board.map_or(Ok(()), |b| {
+            check_fits(flash.total, (ram.total, small.total), b)
+        });
     }
     println!(
         "{}: model.bin format 3, {} int8 operations",
@@ -356,11 +399,12 @@ fn run_stack(path: &Path, bytes: &[u8], board: Option<Board>, json: bool) -> Res
         (ram.patch, ram.kernel_stack),
         ram.probabilities,
     );
+    print_small_ram(ram.total, small.total);
     match board {
         Some(board) => {
             println!();
             print_board(flash.total, ram.total, board);
-            check_fits(flash.total, ram.total, board)
+            check_fits(flash.total, (ram.total, small.total), board)
         }
         None => Ok(()),
     }
