@@ -530,10 +530,12 @@ impl QuadConvI8<'_> {
 /// offset term is added to the max of its four sums, the same while the sums fit an `i32`,
 /// as every valid model's do). Computes nothing if a size does not fit.
 ///
-/// On an MVE core one block of assembly: per filter, sixteen taps of the four pixels (64
-/// multiply-accumulates) in nine instructions (the filter's sixteen weights, per pixel one
-/// load of its sixteen taps and one `VMLADAVA.S8`, the loop end; the last block
-/// tail-predicated), then the offset term and the maxima; elsewhere
+/// On an MVE core two blocks of assembly: the filters two at a time, sixteen taps of the four
+/// pixels (128 multiply-accumulates) in sixteen instructions (both filters' sixteen weights,
+/// per pixel one load of its sixteen taps and two `VMLADAVA.S8`s into eight accumulators,
+/// the loop end; a last partial block with its weights' lanes past `taps` predicated off,
+/// so zero), then the offset terms and the stores or maxima; an odd last filter alone, in
+/// nine instructions per 64 (its loop tail-predicated); elsewhere
 /// [`quad_filters_i8_portable`].
 #[cfg_attr(infer_core_mve, inline(never))]
 #[cfg_attr(not(infer_core_mve), inline(always))]
@@ -544,6 +546,188 @@ pub fn quad_filters_i8(conv: &QuadConvI8<'_>, values: &mut [u32]) {
     #[cfg(infer_core_mve)]
     {
         let taps = conv.taps;
+        let pairs = conv.filters / 2;
+        if pairs > 0 {
+            // Registers: filter 2i's four sums r0 r4 r8 r12, filter 2i + 1's r2 r6 r10 lr
+            // (`VMLADAVA` takes even ones); the rows' pointers r1 r3, the patch pointer r5,
+            // the block count r9. On the stack (pushed from r0–r5, r8–r10): pairs left [sp],
+            // the pair's first row [sp, #4], taps [sp, #8], the offset terms [sp, #12], the
+            // values [sp, #16], the patch [sp, #20], the stride in bytes [sp, #24], whole
+            // blocks of sixteen taps [sp, #28], the taps after them [sp, #32].
+            // SAFETY: per pair, r5 reads 4 · taps.div_ceil(16) · 16 bytes of `patch` from its
+            // start (checked above, byte loads); r1 and r3 read rows 2i and 2i + 1, `taps`
+            // bytes each (2 · pairs · taps ≤ filters · taps checked above; the last partial
+            // block's loads predicated to the `taps % 16` lanes left, which `VCTP` sets, the
+            // others zeroed and not read); two words of `offset_terms` per pair (filters
+            // checked above; word-aligned); `values` read and written at p · stride + 2i and
+            // p · stride + 2i + 1 for p < 4 (checked above; word-aligned, as LDRD/STRD need).
+            // r6 (which cannot be named) is saved on the stack and restored; the block pops
+            // everything it pushes, reads and writes nothing else, and every register written
+            // is declared.
+            unsafe {
+                asm!(
+                    "push {{r6}}",
+                    "push {{r0, r1, r2, r3, r4, r5, r8, r9, r10}}",
+                    "3:",
+                    "ldr r1, [sp, #4]",
+                    "ldr r11, [sp, #8]",
+                    "add r3, r1, r11",
+                    "add r11, r3, r11",
+                    "str r11, [sp, #4]",
+                    "ldr r5, [sp, #20]",
+                    "ldr r9, [sp, #28]",
+                    "movs r0, #0",
+                    "movs r2, #0",
+                    "movs r4, #0",
+                    "movs r6, #0",
+                    "mov.w r8, #0",
+                    "mov.w r10, #0",
+                    "mov.w r12, #0",
+                    "mov.w lr, #0",
+                    "2:",
+                    "vldrb.s8 q0, [r1], #16",
+                    "vldrb.s8 q1, [r3], #16",
+                    "vldrb.s8 q2, [r5], #16",
+                    "vmladava.s8 r0, q2, q0",
+                    "vmladava.s8 r2, q2, q1",
+                    "vldrb.s8 q3, [r5], #16",
+                    "vmladava.s8 r4, q3, q0",
+                    "vmladava.s8 r6, q3, q1",
+                    "vldrb.s8 q2, [r5], #16",
+                    "vmladava.s8 r8, q2, q0",
+                    "vmladava.s8 r10, q2, q1",
+                    "vldrb.s8 q3, [r5], #16",
+                    "vmladava.s8 r12, q3, q0",
+                    "vmladava.s8 lr, q3, q1",
+                    "subs r9, #1",
+                    "bne 2b",
+                    // The taps after the whole blocks: the weights' other lanes zero.
+                    "ldr r9, [sp, #32]",
+                    "cmp r9, #0",
+                    "beq 4f",
+                    "vctp.8 r9",
+                    "vpstt",
+                    "vldrbt.s8 q0, [r1]",
+                    "vldrbt.s8 q1, [r3]",
+                    "vldrb.s8 q2, [r5], #16",
+                    "vmladava.s8 r0, q2, q0",
+                    "vmladava.s8 r2, q2, q1",
+                    "vldrb.s8 q3, [r5], #16",
+                    "vmladava.s8 r4, q3, q0",
+                    "vmladava.s8 r6, q3, q1",
+                    "vldrb.s8 q2, [r5], #16",
+                    "vmladava.s8 r8, q2, q0",
+                    "vmladava.s8 r10, q2, q1",
+                    "vldrb.s8 q3, [r5], #16",
+                    "vmladava.s8 r12, q3, q0",
+                    "vmladava.s8 lr, q3, q1",
+                    "4:",
+                    // The pair's offset terms into r1 and r3; the values' pointer r5.
+                    "ldr r9, [sp, #12]",
+                    "ldr r1, [r9], #4",
+                    "ldr r3, [r9], #4",
+                    "str r9, [sp, #12]",
+                    "ldr r5, [sp, #16]",
+                    "ldr r9, [sp, #24]",
+                    "cmp r9, #0",
+                    "bne 9f",
+                    // Stride 0 (a pool window): each filter's four sums' max, its offset
+                    // term, then its running max.
+                    "cmp r0, r4",
+                    "it lt",
+                    "movlt r0, r4",
+                    "cmp r0, r8",
+                    "it lt",
+                    "movlt r0, r8",
+                    "cmp r0, r12",
+                    "it lt",
+                    "movlt r0, r12",
+                    "add r0, r1",
+                    "cmp r2, r6",
+                    "it lt",
+                    "movlt r2, r6",
+                    "cmp r2, r10",
+                    "it lt",
+                    "movlt r2, r10",
+                    "cmp r2, lr",
+                    "it lt",
+                    "movlt r2, lr",
+                    "add r2, r3",
+                    "ldrd r4, r6, [r5]",
+                    "cmp r0, r4",
+                    "it lt",
+                    "movlt r0, r4",
+                    "cmp r2, r6",
+                    "it lt",
+                    "movlt r2, r6",
+                    "strd r0, r2, [r5], #8",
+                    "b 10f",
+                    // A stride (four pixels of their own): the sums and their offset terms
+                    // stored, pixel by pixel.
+                    "9:",
+                    "add r0, r1",
+                    "add r4, r1",
+                    "add r8, r1",
+                    "add r12, r1",
+                    "add r2, r3",
+                    "add r6, r3",
+                    "add r10, r3",
+                    "add lr, r3",
+                    "add r11, r5, r9",
+                    "strd r0, r2, [r5], #8",
+                    "strd r4, r6, [r11]",
+                    "add r11, r9",
+                    "strd r8, r10, [r11]",
+                    "add r11, r9",
+                    "strd r12, lr, [r11]",
+                    "10:",
+                    "str r5, [sp, #16]",
+                    "ldr r0, [sp]",
+                    "subs r0, #1",
+                    "str r0, [sp]",
+                    "bne 3b",
+                    "add sp, #36",
+                    "pop {{r6}}",
+                    inout("r0") pairs => _,
+                    inout("r1") conv.weights.as_ptr() => _,
+                    inout("r2") taps => _,
+                    inout("r3") conv.offset_terms.as_ptr() => _,
+                    inout("r4") values.as_mut_ptr() => _,
+                    inout("r5") conv.patch.as_ptr() => _,
+                    inout("r8") 4 * conv.stride => _,
+                    inout("r9") taps / 16 => _,
+                    inout("r10") taps % 16 => _,
+                    out("r11") _,
+                    out("r12") _,
+                    out("lr") _,
+                    out("q0") _,
+                    out("q1") _,
+                    out("q2") _,
+                    out("q3") _,
+                );
+            }
+        }
+        if conv.filters % 2 == 0 {
+            return;
+        }
+        // The odd last filter.
+        let last = conv.filters - 1;
+        let Some(values) = values.get_mut(last..) else {
+            return;
+        };
+        let (weights, terms) = (
+            conv.weights.get(last * taps..).unwrap_or_default(),
+            conv.offset_terms.get(last..).unwrap_or_default(),
+        );
+        let conv = QuadConvI8 {
+            weights,
+            offset_terms: terms,
+            filters: 1,
+            ..*conv
+        };
+        if !conv.fits(values) {
+            return;
+        }
         // Registers: the four sums r0 r2 r4 r8, the offset terms' pointer r10. On the
         // stack: filters left [sp], the bytes the weight pointer overshoots a row by (the
         // last block's loads step 16) [sp, #4].
