@@ -13,9 +13,9 @@
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use trainer::arch::fit::{forward_backward, Workspace};
+use trainer::arch::fit::{forward_backward, validate, Workspace};
 use trainer::arch::layers::Layer;
-use trainer::arch::{Adam, Masks, Model, Spec};
+use trainer::arch::{Adam, EarlyStopping, Masks, Model, Spec, Verdict};
 
 /// Step 1's loss and gradients.
 const TOLERANCE_STEP1: f64 = 1e-5;
@@ -45,6 +45,7 @@ fn weight_tolerances(case: &str) -> &'static [(usize, f64)] {
     match case {
         "tutorial" => &[(1, 1e-5), (50, 1e-3)],
         "two-blocks" => &[(1, 1e-4), (10, 1e-3), (50, 2e-2)],
+        "dense-l1-zeros" => &[(1, 1e-5), (10, 1e-4), (30, 1e-3)],
         _ => &[(1, 1e-4), (10, 1e-3), (30, 5e-3)],
     }
 }
@@ -254,6 +255,7 @@ fn run_case(case: &str) {
     let lr = golden["learning_rate"].as_f64().expect("learning_rate") as f32;
     let l2 = golden["l2"].as_f64().expect("l2") as f32;
     let l1 = golden["l1"].as_f64().expect("l1") as f32;
+    let zero_every = golden["zero_kernel_every"].as_u64().map(|k| k as usize);
     let losses: Vec<f64> = golden["losses"]
         .as_array()
         .expect("losses")
@@ -301,8 +303,11 @@ fn run_case(case: &str) {
             .find(|p| p.kernel)
             .expect("a kernel");
         let len = kernel.value.len();
-        for (w, u) in kernel.value.iter_mut().zip(uniforms(key, len)) {
+        for (i, (w, u)) in kernel.value.iter_mut().zip(uniforms(key, len)).enumerate() {
             *w = ((2.0 * f64::from(u) - 1.0) * limit) as f32;
+            if zero_every.is_some_and(|k| i % k == 0) {
+                *w = 0.0;
+            }
         }
     }
     // "layer <index> <type>/<variable>", as the script names them.
@@ -346,7 +351,21 @@ fn run_case(case: &str) {
         .iter()
         .map(|w| (w["step"].as_u64().expect("step") as usize, file(&w["file"])))
         .collect();
+    let evaluation_losses: Vec<(usize, f64)> = golden["evaluation_losses"]
+        .as_array()
+        .expect("evaluation_losses")
+        .iter()
+        .map(|e| {
+            let step = e["step"].as_u64().expect("step") as usize;
+            (step, e["loss"].as_f64().expect("loss"))
+        })
+        .collect();
     let tolerances = weight_tolerances(case);
+    assert_eq!(
+        evaluation_losses.iter().map(|e| e.0).collect::<Vec<_>>(),
+        tolerances.iter().map(|t| t.0).collect::<Vec<_>>(),
+        "the golden run evaluates after the steps the test compares"
+    );
     assert_eq!(
         checkpoints.iter().map(|c| c.0).collect::<Vec<_>>(),
         tolerances.iter().map(|t| t.0).collect::<Vec<_>>(),
@@ -465,6 +484,21 @@ fn run_case(case: &str) {
             let tolerances = vec![tolerance; tensors.len()];
             let e = compare(&what, at, &model.values(), keras, &tensors, &tolerances);
             eprintln!("{case}: {what}: largest relative error {e:.2e} (tolerance {tolerance:e})");
+            // Keras' `val_loss` on the golden images against `fit`'s validation loss (what early
+            // stopping judges), within the weights' tolerance.
+            let keras = evaluation_losses
+                .iter()
+                .find(|e| e.0 == at)
+                .map_or(f64::NAN, |e| e.1);
+            let loss = validate(&model, &data, l2, l1).expect("a validation").loss;
+            let err = (f64::from(loss) - keras).abs() / keras.abs();
+            eprintln!(
+                "{case}: evaluation loss after step {at}: {loss:.7} keras {keras:.7} relative error {err:.2e} (tolerance {tolerance:e})"
+            );
+            assert!(
+                err <= tolerance,
+                "{case}: the evaluation loss after step {at} is {loss} against Keras' {keras}, relative error {err:.3e} above {tolerance:e}"
+            );
         }
     }
     eprintln!("{case}: losses: largest relative error {worst_loss:.2e}");
@@ -483,4 +517,52 @@ fn two_blocks_trains_as_keras_does_step_by_step() {
 #[test]
 fn strided_same_padded_with_l1_l2_trains_as_keras_does_step_by_step() {
     run_case("strided-l1l2");
+}
+
+#[test]
+fn dense_with_zero_weights_and_l1_trains_as_keras_does_step_by_step() {
+    run_case("dense-l1-zeros");
+}
+
+/// Early stopping against Keras' own `EarlyStopping(monitor="val_loss", patience=p,
+/// restore_best_weights=True)`, which the golden script drove with fixed sequences of
+/// validation losses as `model.fit` does: the same epochs run and the same epoch restored
+/// (`fit` keeps the weights of the last [`Verdict::Best`] epoch and stops at [`Verdict::Stop`]).
+#[test]
+fn early_stopping_stops_and_restores_as_keras_does() {
+    let path = root().join("tests/keras-golden/early-stopping.json");
+    let golden: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("the file"))
+        .expect("early-stopping.json is JSON");
+    let cases = golden["cases"].as_array().expect("cases");
+    assert!(cases.len() >= 10, "{} sequences", cases.len());
+    for case in cases {
+        let patience = case["patience"].as_u64().expect("patience") as usize;
+        let losses: Vec<f32> = case["val_loss"]
+            .as_array()
+            .expect("val_loss")
+            .iter()
+            .map(|v| v.as_f64().expect("a loss") as f32)
+            .collect();
+        let mut stopping = EarlyStopping::new(patience);
+        let (mut run, mut restored) = (0, 0);
+        for (i, &loss) in losses.iter().enumerate() {
+            let epoch = i + 1;
+            run = epoch;
+            match stopping.epoch_end(epoch, loss) {
+                Verdict::Best => restored = epoch,
+                Verdict::Continue => {}
+                Verdict::Stop => break,
+            }
+        }
+        let keras = (
+            case["epochs_run"].as_u64().expect("epochs_run") as usize,
+            case["restored_epoch"].as_u64().expect("restored_epoch") as usize,
+        );
+        eprintln!("patience {patience}, {losses:?}: ours {run} epochs, restores {restored}; Keras {keras:?}");
+        assert_eq!(
+            (run, restored),
+            keras,
+            "patience {patience}, validation losses {losses:?}: (epochs run, epoch restored)"
+        );
+    }
 }
