@@ -10,7 +10,8 @@ order with fixed dropout masks, and writes what Keras computed under `tests/kera
 - `<case>/grads-step1.f32`: the gradient of the data loss (without L1/L2) with respect to
   every trainable tensor at step 1;
 - `<case>/grads-step1-float64.f32` (cases with batch norm): the same gradients computed by
-  Keras in float64, rounded to float32;
+  Keras in float64, rounded to float32; `<case>/moving-step1-float64.f32`: batch norm's moving
+  statistics after step 1 computed so (the non-trainable tensors, in order);
 - `<case>/weights-step<k>.f32`: every weight (batch norm's moving statistics included) after
   step k, for the case's checkpoints (step 1, the last step, and for some cases one between).
 
@@ -83,6 +84,16 @@ CASES = [
         "checkpoints": [1, 10, 30],
         "l1": 1e-3,
         "zero_kernel_every": 3,
+    },
+    {
+        # Batch norm after a pool, its moving variance started at 1e-3: the validation loss
+        # (inference mode) depends on epsilon = 1e-3 and on the moving statistics.
+        "name": "pool-norm",
+        "spec": "tools/keras-golden/specs/pool-norm.toml",
+        "seed": 5,
+        "checkpoints": [1, 10, 30],
+        "moving_variance": 1e-3,
+        "float64_reference": True,
     },
 ]
 
@@ -158,10 +169,11 @@ def write_gz(path, data):
             f.write(data)
 
 
-def build(spec, seed, l2=0.0, l1=0.0, zero_every=None):
+def build(spec, seed, l2=0.0, l1=0.0, zero_every=None, moving_variance=None):
     """The spec's network in Keras. Returns (model, steps): steps are ("layer", keras layer)
     or ("dropout", spec index, rate), in order; the initial weights are set (with
-    `zero_every`, every kernel's values at flat indices divisible by it are 0)."""
+    `zero_every`, every kernel's values at flat indices divisible by it are 0; with
+    `moving_variance`, every batch norm's moving variance starts at that value)."""
     h, w, c = spec["input"]
     inputs = keras.Input((h, w, c))
     x = inputs
@@ -205,6 +217,9 @@ def build(spec, seed, l2=0.0, l1=0.0, zero_every=None):
         if step[0] != "layer":
             continue
         layer, index = step[1], step[2]
+        if isinstance(layer, keras.layers.BatchNormalization) and moving_variance is not None:
+            layer.moving_variance.assign(np.full(layer.moving_variance.shape, moving_variance, np.float32))
+            continue
         if isinstance(layer, keras.layers.Conv2D):
             kh, kw, ci, f = layer.kernel.shape
             kernel = glorot(seed, index, (kh, kw, ci, f), kh * kw * ci, kh * kw * f)
@@ -239,18 +254,20 @@ def forward(steps, x, masks):
     return h
 
 
-def float64_gradients(spec, seed, x, y, masks):
-    """Step 1's data-loss gradients computed in float64 from the same weights, batch and masks:
-    the reference that says which of two float32 results is the more accurate."""
+def float64_step1(spec, seed, case, x, y, masks):
+    """Step 1's data-loss gradients and the moving statistics after its forward pass (every
+    non-trainable tensor, in order), computed in float64 from the same weights, batch and
+    masks: the reference that says which of two float32 results is the more accurate."""
     keras.backend.clear_session()
     keras.config.set_floatx("float64")
     try:
-        model, steps = build(spec, seed)
+        model, steps = build(spec, seed, 0.0, 0.0, case.get("zero_kernel_every"), case.get("moving_variance"))
         with tf.GradientTape() as tape:
             h = forward(steps, tf.constant(x, dtype=tf.float64), [tf.cast(u, tf.float64) for u in masks])
             loss = keras.losses.CategoricalCrossentropy()(tf.constant(y, dtype=tf.float64), h)
         grads = tape.gradient(loss, model.trainable_variables)
-        return [np.asarray(g, dtype=np.float32) for g in grads]
+        moving = [np.asarray(v, dtype=np.float32) for layer in weight_layers(steps) for v in layer.non_trainable_weights]
+        return [np.asarray(g, dtype=np.float32) for g in grads], moving
     finally:
         keras.config.set_floatx("float32")
         keras.backend.clear_session()
@@ -263,7 +280,7 @@ def run_case(root, out_dir, case, images, labels):
     with open(os.path.join(root, spec_path), "rb") as f:
         spec = tomllib.load(f)
     keras.utils.set_random_seed(seed)
-    model, steps = build(spec, seed, l2, l1, case.get("zero_kernel_every"))
+    model, steps = build(spec, seed, l2, l1, case.get("zero_kernel_every"), case.get("moving_variance"))
     layers = weight_layers(steps)
     names, shapes = [], []
     kinds = {i: l["type"] for i, l in enumerate(spec["layer"])}
@@ -334,7 +351,9 @@ def run_case(root, out_dir, case, images, labels):
     os.makedirs(case_dir, exist_ok=True)
     files = [("grads-step1.f32", grads_step1)]
     if case.get("float64_reference"):
-        files.append(("grads-step1-float64.f32", float64_gradients(spec, seed, *first_batch)))
+        grads64, moving64 = float64_step1(spec, seed, case, *first_batch)
+        files.append(("grads-step1-float64.f32", grads64))
+        files.append(("moving-step1-float64.f32", moving64))
     files += [(f"weights-step{k}.f32", kept_weights[k]) for k in checkpoints]
     for file, tensors in files:
         with open(os.path.join(case_dir, file), "wb") as f:
@@ -354,6 +373,7 @@ def run_case(root, out_dir, case, images, labels):
         "l2": l2,
         "l1": l1,
         "zero_kernel_every": case.get("zero_kernel_every"),
+        "moving_variance": case.get("moving_variance"),
         "tensors": [
             {"name": n, "shape": s, "trainable": n in trainable, "init_sum": float(np.sum(t, dtype=np.float64))}
             for n, s, t in zip(names, shapes, init)
@@ -362,6 +382,7 @@ def run_case(root, out_dir, case, images, labels):
         "losses": losses,
         "gradients_step1": "grads-step1.f32",
         "gradients_step1_float64": "grads-step1-float64.f32" if case.get("float64_reference") else None,
+        "moving_step1_float64": "moving-step1-float64.f32" if case.get("float64_reference") else None,
         "weights": [{"step": k, "file": f"weights-step{k}.f32"} for k in checkpoints],
         "evaluation_losses": evaluation_losses,
     }
