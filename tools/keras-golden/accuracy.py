@@ -75,7 +75,13 @@ def main():
     parser.add_argument("--spec", default="models/tutorial.toml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--threads", type=int, default=0, help="TensorFlow's threads (0: its default)")
     args = parser.parse_args()
+    if args.threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     with open(args.spec, "rb") as f:
         spec = tomllib.load(f)
     x_train, y_train = load(args.data, "train")

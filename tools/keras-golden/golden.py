@@ -10,7 +10,8 @@ order with fixed dropout masks, and writes what Keras computed under `tests/kera
 - `<case>/grads-step1.f32`: the gradient of the data loss (without L1/L2) with respect to
   every trainable tensor at step 1;
 - `<case>/grads-step1-float64.f32` (cases with batch norm): the same gradients computed by
-  Keras in float64, rounded to float32;
+  Keras in float64, rounded to float32; `<case>/moving-step1-float64.f32`: batch norm's moving
+  statistics after step 1 computed so (the non-trainable tensors, in order);
 - `<case>/weights-step<k>.f32`: every weight (batch norm's moving statistics included) after
   step k, for the case's checkpoints (step 1, the last step, and for some cases one between).
 
@@ -73,6 +74,45 @@ CASES = [
         "l1": 1e-3,
         "float64_reference": True,
     },
+    {
+        # A dense layer straight on the pixels with every third kernel weight exactly 0: the
+        # weights of MNIST's blank border pixels get no gradient from the data, so only L1's
+        # gradient at exactly 0 moves them (sign(0) = 0 in TensorFlow: they stay 0).
+        "name": "dense-l1-zeros",
+        "spec": "tools/keras-golden/specs/dense.toml",
+        "seed": 4,
+        "checkpoints": [1, 10, 30],
+        "l1": 1e-3,
+        "zero_kernel_every": 3,
+    },
+    {
+        # Batch norm after a pool, its moving variance started at 1e-3: the validation loss
+        # (inference mode) depends on epsilon = 1e-3 and on the moving statistics.
+        "name": "pool-norm",
+        "spec": "tools/keras-golden/specs/pool-norm.toml",
+        "seed": 5,
+        "checkpoints": [1, 10, 30],
+        "moving_variance": 1e-3,
+        "float64_reference": True,
+    },
+]
+
+# Early stopping: sequences of validation losses fed to Keras' own
+# `EarlyStopping(monitor="val_loss", patience=p, restore_best_weights=True)` as `model.fit`
+# drives it; written to `early-stopping.json` with the epochs run and the epoch restored.
+EARLY_STOPPING = [
+    {"patience": 2, "val_loss": [1.0, 0.9, 0.8, 0.7, 0.6, 0.5]},
+    {"patience": 2, "val_loss": [1.0, 0.9, 0.95, 0.97, 0.99, 0.8]},
+    {"patience": 3, "val_loss": [1.0, 0.9, 0.95, 0.97, 0.99, 0.8]},
+    {"patience": 4, "val_loss": [1.0, 0.9, 0.95, 0.97, 0.99, 0.8]},
+    {"patience": 2, "val_loss": [1.0, 0.9, 0.9, 0.9, 0.85, 0.8]},
+    {"patience": 3, "val_loss": [1.0, 0.9, 0.9, 0.9, 0.85, 0.8]},
+    {"patience": 1, "val_loss": [0.5, 0.6, 0.4, 0.3]},
+    {"patience": 2, "val_loss": [0.5, 0.6, 0.7, 0.8, 0.1]},
+    {"patience": 2, "val_loss": [1.0, 1.1, 0.9, 1.2, 0.8]},
+    {"patience": 2, "val_loss": [1.0, 1.1, 1.2, 0.9, 0.7]},
+    {"patience": 0, "val_loss": [1.0, 0.9, 0.95, 0.8]},
+    {"patience": 1, "val_loss": [0.7]},
 ]
 
 MASK64 = (1 << 64) - 1
@@ -129,9 +169,11 @@ def write_gz(path, data):
             f.write(data)
 
 
-def build(spec, seed, l2=0.0, l1=0.0):
+def build(spec, seed, l2=0.0, l1=0.0, zero_every=None, moving_variance=None):
     """The spec's network in Keras. Returns (model, steps): steps are ("layer", keras layer)
-    or ("dropout", spec index, rate), in order; the initial weights are set."""
+    or ("dropout", spec index, rate), in order; the initial weights are set (with
+    `zero_every`, every kernel's values at flat indices divisible by it are 0; with
+    `moving_variance`, every batch norm's moving variance starts at that value)."""
     h, w, c = spec["input"]
     inputs = keras.Input((h, w, c))
     x = inputs
@@ -175,13 +217,20 @@ def build(spec, seed, l2=0.0, l1=0.0):
         if step[0] != "layer":
             continue
         layer, index = step[1], step[2]
+        if isinstance(layer, keras.layers.BatchNormalization) and moving_variance is not None:
+            layer.moving_variance.assign(np.full(layer.moving_variance.shape, moving_variance, np.float32))
+            continue
         if isinstance(layer, keras.layers.Conv2D):
             kh, kw, ci, f = layer.kernel.shape
             kernel = glorot(seed, index, (kh, kw, ci, f), kh * kw * ci, kh * kw * f)
-            layer.kernel.assign(kernel)
         elif isinstance(layer, keras.layers.Dense):
             fi, fo = layer.kernel.shape
-            layer.kernel.assign(glorot(seed, index, (fi, fo), fi, fo))
+            kernel = glorot(seed, index, (fi, fo), fi, fo)
+        else:
+            continue
+        if zero_every:
+            kernel.reshape(-1)[::zero_every] = 0.0
+        layer.kernel.assign(kernel)
     return model, steps
 
 
@@ -205,18 +254,20 @@ def forward(steps, x, masks):
     return h
 
 
-def float64_gradients(spec, seed, x, y, masks):
-    """Step 1's data-loss gradients computed in float64 from the same weights, batch and masks:
-    the reference that says which of two float32 results is the more accurate."""
+def float64_step1(spec, seed, case, x, y, masks):
+    """Step 1's data-loss gradients and the moving statistics after its forward pass (every
+    non-trainable tensor, in order), computed in float64 from the same weights, batch and
+    masks: the reference that says which of two float32 results is the more accurate."""
     keras.backend.clear_session()
     keras.config.set_floatx("float64")
     try:
-        model, steps = build(spec, seed)
+        model, steps = build(spec, seed, 0.0, 0.0, case.get("zero_kernel_every"), case.get("moving_variance"))
         with tf.GradientTape() as tape:
             h = forward(steps, tf.constant(x, dtype=tf.float64), [tf.cast(u, tf.float64) for u in masks])
             loss = keras.losses.CategoricalCrossentropy()(tf.constant(y, dtype=tf.float64), h)
         grads = tape.gradient(loss, model.trainable_variables)
-        return [np.asarray(g, dtype=np.float32) for g in grads]
+        moving = [np.asarray(v, dtype=np.float32) for layer in weight_layers(steps) for v in layer.non_trainable_weights]
+        return [np.asarray(g, dtype=np.float32) for g in grads], moving
     finally:
         keras.config.set_floatx("float32")
         keras.backend.clear_session()
@@ -229,7 +280,7 @@ def run_case(root, out_dir, case, images, labels):
     with open(os.path.join(root, spec_path), "rb") as f:
         spec = tomllib.load(f)
     keras.utils.set_random_seed(seed)
-    model, steps = build(spec, seed, l2, l1)
+    model, steps = build(spec, seed, l2, l1, case.get("zero_kernel_every"), case.get("moving_variance"))
     layers = weight_layers(steps)
     names, shapes = [], []
     kinds = {i: l["type"] for i, l in enumerate(spec["layer"])}
@@ -266,6 +317,11 @@ def run_case(root, out_dir, case, images, labels):
         optimizer.apply_gradients(zip(grads, variables))
         return loss, data_grads
 
+    # Keras' `val_loss`, as EarlyStopping monitors it: `evaluate` in inference mode (batch
+    # norm's moving statistics, no dropout), batches of 128, the regularisation included.
+    model.compile(loss=keras.losses.CategoricalCrossentropy())
+    evaluation_losses = []
+
     losses, keep_counts = [], []
     batches = IMAGES // BATCH
     grads_step1 = None
@@ -288,12 +344,16 @@ def run_case(root, out_dir, case, images, labels):
             first_batch = (x, y, masks)
         if step + 1 in checkpoints:
             kept_weights[step + 1] = [np.asarray(w, dtype=np.float32) for layer in layers for w in layer.get_weights()]
+            loss = model.evaluate(x_all, y_all, batch_size=BATCH, verbose=0)
+            evaluation_losses.append({"step": step + 1, "loss": float(np.float32(loss))})
 
     case_dir = os.path.join(out_dir, name)
     os.makedirs(case_dir, exist_ok=True)
     files = [("grads-step1.f32", grads_step1)]
     if case.get("float64_reference"):
-        files.append(("grads-step1-float64.f32", float64_gradients(spec, seed, *first_batch)))
+        grads64, moving64 = float64_step1(spec, seed, case, *first_batch)
+        files.append(("grads-step1-float64.f32", grads64))
+        files.append(("moving-step1-float64.f32", moving64))
     files += [(f"weights-step{k}.f32", kept_weights[k]) for k in checkpoints]
     for file, tensors in files:
         with open(os.path.join(case_dir, file), "wb") as f:
@@ -312,6 +372,8 @@ def run_case(root, out_dir, case, images, labels):
         "learning_rate": LEARNING_RATE,
         "l2": l2,
         "l1": l1,
+        "zero_kernel_every": case.get("zero_kernel_every"),
+        "moving_variance": case.get("moving_variance"),
         "tensors": [
             {"name": n, "shape": s, "trainable": n in trainable, "init_sum": float(np.sum(t, dtype=np.float64))}
             for n, s, t in zip(names, shapes, init)
@@ -320,12 +382,51 @@ def run_case(root, out_dir, case, images, labels):
         "losses": losses,
         "gradients_step1": "grads-step1.f32",
         "gradients_step1_float64": "grads-step1-float64.f32" if case.get("float64_reference") else None,
+        "moving_step1_float64": "moving-step1-float64.f32" if case.get("float64_reference") else None,
         "weights": [{"step": k, "file": f"weights-step{k}.f32"} for k in checkpoints],
+        "evaluation_losses": evaluation_losses,
     }
     with open(os.path.join(case_dir, "golden.json"), "w") as f:
         json.dump(golden, f, indent=1)
         f.write("\n")
     print(f"{name}: loss {losses[0]:.6f} -> {losses[-1]:.6f} after {total_steps} steps")
+
+
+def early_stopping(out_dir):
+    """Runs Keras' EarlyStopping callback over each sequence of `EARLY_STOPPING` as
+    `model.fit` does (`on_train_begin`, `on_epoch_end` after each epoch until the model's
+    `stop_training`, `on_train_end`), the model's one weight set to the epoch number (from 1)
+    before each epoch's end, and writes the epochs run and the epoch whose weight is restored."""
+    keras.backend.clear_session()
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False)])
+    results = []
+    for case in EARLY_STOPPING:
+        callback = keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=case["patience"], restore_best_weights=True
+        )
+        callback.set_model(model)
+        model.stop_training = False
+        callback.on_train_begin()
+        run = 0
+        for epoch, val_loss in enumerate(case["val_loss"]):
+            model.set_weights([np.array([[epoch + 1]], dtype=np.float32)])
+            callback.on_epoch_end(epoch, {"loss": val_loss, "val_loss": val_loss})
+            run = epoch + 1
+            if model.stop_training:
+                break
+        callback.on_train_end()
+        restored = int(model.get_weights()[0][0, 0])
+        results.append(dict(case, epochs_run=run, restored_epoch=restored))
+    golden = {
+        "about": "Keras' EarlyStopping(monitor='val_loss', restore_best_weights=True) on fixed "
+        "validation losses; made by tools/keras-golden/golden.py",
+        "keras": keras.__version__,
+        "cases": results,
+    }
+    with open(os.path.join(out_dir, "early-stopping.json"), "w") as f:
+        json.dump(golden, f, indent=1)
+        f.write("\n")
+    print(f"early stopping: {len(results)} sequences")
 
 
 def dropout_len(spec, index):
@@ -370,6 +471,7 @@ def main():
     for case in CASES:
         keras.backend.clear_session()
         run_case(args.root, out_dir, case, images, labels)
+    early_stopping(out_dir)
     return 0
 
 

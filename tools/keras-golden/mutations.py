@@ -1,6 +1,7 @@
 """Shows that the Keras parity test can fail: applies one-line mutations to the trainer, one at
-a time, runs `cargo test --release -p trainer --test keras_parity`, reports which tests failed
-and on what, and restores the file. Run from the repository root with a clean work tree:
+a time, runs `cargo test --release -p trainer --test keras_parity` (or the tests the mutation
+names), reports which tests failed and on what, and restores the file. Run from the
+repository root with a clean work tree:
 
     python3 tools/keras-golden/mutations.py            # all
     python3 tools/keras-golden/mutations.py 3 17       # by index
@@ -17,7 +18,11 @@ M = "trainer/src/arch/model.rs"
 K = "trainer/src/arch/kernels.rs"
 S = "model-spec/src/spec.rs"
 
-# (what, file, text, replacement)
+# The tests a mutation runs unless it names others.
+PARITY = ["--test", "keras_parity"]
+LIB_EARLY_STOPPING = ["--lib", "early_stopping"]
+
+# (what, file, text, replacement[, test selection])
 MUTATIONS = [
     ("softmax cross-entropy gradient / (n + 1)", M,
      "*g = (p - f32::from(u8::from(j == label))) / n as f32;",
@@ -71,10 +76,10 @@ MUTATIONS = [
      "            (out, total / 2)",
      "            (out, total.div_ceil(2))"),
     ("L2 gradient without the factor 2", F,
-     "g += 2.0 * l2 * *w + l1 * w.signum();",
-     "g += l2 * *w + l1 * w.signum();"),
+     "g += 2.0 * l2 * *w + l1 * sign(*w);",
+     "g += l2 * *w + l1 * sign(*w);"),
     ("L1 gradient dropped", F,
-     "g += 2.0 * l2 * *w + l1 * w.signum();",
+     "g += 2.0 * l2 * *w + l1 * sign(*w);",
      "g += 2.0 * l2 * *w;"),
     ("L2 loss halved", M,
      "sum += f64::from(l2) * f64::from(w * w) + f64::from(l1) * f64::from(w.abs());",
@@ -94,13 +99,42 @@ MUTATIONS = [
     ("Adam: 1 - beta2 in f32", F,
      "*v += (g * g - *v) * ONE_MINUS_BETA_2;",
      "*v += (g * g - *v) * (1.0 - BETA_2);"),
+    ("L1 gradient at 0 with f32::signum (sign(0) = 1)", F,
+     "g += 2.0 * l2 * *w + l1 * sign(*w);",
+     "g += 2.0 * l2 * *w + l1 * w.signum();"),
+    ("validation loss without the regularisation", F,
+     "loss: data_loss + model.regularisation(l2, l1),",
+     "loss: data_loss,"),
+    ("batch norm inference without epsilon", L,
+     "let inv = 1.0 / (self.moving_var[ch] + BN_EPSILON).sqrt();",
+     "let inv = 1.0 / self.moving_var[ch].sqrt();"),
+    ("early stopping: a tie counts as an improvement", F,
+     "Some((best, at)) if val_loss >= best || val_loss.is_nan() => {",
+     "Some((best, at)) if val_loss > best || val_loss.is_nan() => {"),
+    ("early stopping: one epoch more patience", F,
+     "if epoch - at >= self.patience.max(1) {",
+     "if epoch - at > self.patience.max(1) {"),
+    ("early stopping: one epoch less patience", F,
+     "if epoch - at >= self.patience.max(1) {",
+     "if epoch - at + 1 >= self.patience.max(1) {"),
+    ("early stopping: patience 0 never stops", F,
+     "if epoch - at >= self.patience.max(1) {",
+     "if epoch - at >= self.patience.max(1) && self.patience > 0 {"),
+    # fit's use of the verdicts: trainer/src/arch/tests.rs (`early_stopping_restores_the_best_epoch`).
+    ("fit restores the last epoch's weights, not the best", F,
+     "Some((epoch, model)) => (model, epoch),",
+     "Some((epoch, _best)) => (model, epoch),", LIB_EARLY_STOPPING),
+    ("fit reports the epoch after the best", F,
+     "Verdict::Best => best = Some((epoch, model.clone())),",
+     "Verdict::Best => best = Some((epoch + 1, model.clone())),", LIB_EARLY_STOPPING),
 ]
 
 
 def main():
     only = sys.argv[1:]
     escaped = 0
-    for i, (what, path, text, replacement) in enumerate(MUTATIONS):
+    for i, (what, path, text, replacement, *tests) in enumerate(MUTATIONS):
+        tests = tests[0] if tests else PARITY
         if only and str(i) not in only:
             continue
         with open(path) as f:
@@ -112,7 +146,7 @@ def main():
             f.write(source.replace(text, replacement))
         try:
             run = subprocess.run(
-                ["cargo", "test", "--release", "-p", "trainer", "--test", "keras_parity", "--no-fail-fast"],
+                ["cargo", "test", "--release", "-p", "trainer", *tests, "--no-fail-fast"],
                 capture_output=True, text=True)
         finally:
             with open(path, "w") as f:

@@ -3,19 +3,23 @@
 //! (`cargo xtask keras-golden` regenerates them; no Python is needed here).
 //!
 //! Each case starts from the same weights, trains on the same 256 MNIST images in the same
-//! order (two batches of 128, in turn) with the same dropout masks (and, for `strided-l1l2`,
-//! the same L1/L2 factors), and compares the loss of every step, the gradients of step 1 and
-//! every weight (batch norm's moving statistics included) after the steps the case keeps. The
-//! initial weights and the masks come from the portable SplitMix64 stream the script uses
+//! order (two batches of 128, in turn) with the same dropout masks (and, for `strided-l1l2` and
+//! `dense-l1-zeros`, the same L1/L2 factors), and compares the loss of every step, the
+//! gradients of step 1, every weight (batch norm's moving statistics included) and the
+//! validation loss (Keras' `evaluate`, against `fit::validate`) after the steps the case keeps.
+//! The initial weights and the masks come from the portable SplitMix64 stream the script uses
 //! (`uniforms` below), checked against the script's checksums first.
 //!
 //! Errors are relative per tensor, at the scale of its layer (see [`compare`]).
+//!
+//! Early stopping is checked against Keras' own `EarlyStopping` callback on fixed sequences of
+//! validation losses (`tests/keras-golden/early-stopping.json`).
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use trainer::arch::fit::{forward_backward, Workspace};
+use trainer::arch::fit::{forward_backward, validate, Workspace};
 use trainer::arch::layers::Layer;
-use trainer::arch::{Adam, Masks, Model, Spec};
+use trainer::arch::{Adam, EarlyStopping, Masks, Model, Spec, Verdict};
 
 /// Step 1's loss and gradients.
 const TOLERANCE_STEP1: f64 = 1e-5;
@@ -37,6 +41,9 @@ const TOLERANCE_LOSS: f64 = 1e-3;
 /// the first convolution) — the comparison at step 10 is the sharp one. Strided-l1l2 after 30
 /// steps: Keras against itself 1.8·10⁻³, allowed 5·10⁻³.
 ///
+/// Pool-norm (batch norm after a pool, no bias to cancel) stays within 7.5·10⁻⁵ to step 30;
+/// dense-l1-zeros (no batch norm, no convolution) within 10⁻⁶.
+///
 /// Step 1's gradients of the batch-norm cases are held to 10⁻⁵ of Keras' float64 gradients,
 /// and to 10⁻⁵ plus Keras' own float32 error of its float32 ones: there the trainer is the more
 /// accurate (two-blocks 1.5·10⁻⁶ from float64, Keras' float32 6.5·10⁻⁶; strided-l1l2 2.0·10⁻⁶
@@ -45,6 +52,8 @@ fn weight_tolerances(case: &str) -> &'static [(usize, f64)] {
     match case {
         "tutorial" => &[(1, 1e-5), (50, 1e-3)],
         "two-blocks" => &[(1, 1e-4), (10, 1e-3), (50, 2e-2)],
+        "dense-l1-zeros" => &[(1, 1e-5), (10, 1e-4), (30, 1e-3)],
+        "pool-norm" => &[(1, 1e-4), (10, 1e-3), (30, 1e-3)],
         _ => &[(1, 1e-4), (10, 1e-3), (30, 5e-3)],
     }
 }
@@ -185,29 +194,65 @@ fn layer_scale(values: &[&[f32]], tensors: &[Tensor], i: usize, step: usize) -> 
 /// Batch norm's moving statistics after step 1, as updates: `ours − initial` against
 /// `keras − initial`, over the largest Keras update. At the scale of the statistics themselves
 /// (about 1) an update of 1 % of `0.01·(batch statistic − moving)` would pass unseen.
-fn compare_moving_updates(initial: &[Vec<f32>], ours: &[&[f32]], flat: &[f32], tensors: &[Tensor]) {
-    let mut at = 0;
+///
+/// With Keras' float64 statistics (`float64`: the non-trainable tensors, in order), ours must
+/// be within 10⁻⁵ of those, and within 10⁻⁵ plus Keras' own float32 error of Keras' float32
+/// ones (as the gradients).
+fn compare_moving_updates(
+    initial: &[Vec<f32>],
+    ours: &[&[f32]],
+    flat: &[f32],
+    tensors: &[Tensor],
+    float64: Option<&[f32]>,
+) {
+    let (mut at, mut at64) = (0, 0);
     for ((t, initial), ours) in tensors.iter().zip(initial).zip(ours) {
         let keras = &flat[at..at + t.len];
         at += t.len;
+        let exact = match (t.trainable, float64) {
+            (true, _) => continue,
+            (false, Some(f)) => {
+                at64 += t.len;
+                Some(&f[at64 - t.len..at64])
+            }
+            (false, None) => None,
+        };
         if !t.name.contains("/moving_") {
             continue;
         }
         let update =
             |v: &[f32]| -> Vec<f32> { v.iter().zip(initial).map(|(v, i)| v - i).collect() };
+        let error = |a: &[f32], b: &[f32]| -> f64 {
+            let diff = a
+                .iter()
+                .zip(b)
+                .map(|(a, b)| f64::from((a - b).abs()))
+                .fold(0.0, f64::max);
+            diff / max_abs(b).max(f64::MIN_POSITIVE)
+        };
         let (ours, keras) = (update(ours), update(keras));
-        let diff = ours
-            .iter()
-            .zip(&keras)
-            .map(|(a, b)| f64::from((a - b).abs()))
-            .fold(0.0, f64::max);
-        let err = diff / max_abs(&keras).max(f64::MIN_POSITIVE);
-        eprintln!("  step-1 update of {:<32} relative error {err:.2e}", t.name);
-        assert!(
-            err <= TOLERANCE_STEP1,
-            "the step-1 update of {} differs from Keras' by {err:.3e} (relative), above {TOLERANCE_STEP1:e}",
-            t.name
-        );
+        let check = |reference: &[f32], against: &str, tolerance: f64| {
+            let err = error(&ours, reference);
+            eprintln!(
+                "  step-1 update of {:<32} against {against}: relative error {err:.2e} (tolerance {tolerance:.1e})",
+                t.name
+            );
+            assert!(
+                err <= tolerance,
+                "the step-1 update of {} differs from {against}'s by {err:.3e} (relative), above {tolerance:e}",
+                t.name
+            );
+        };
+        let mut tolerance = TOLERANCE_STEP1;
+        if let Some(exact) = exact {
+            let exact = update(exact);
+            check(&exact, "Keras float64", TOLERANCE_STEP1);
+            tolerance += error(&keras, &exact);
+        }
+        check(&keras, "Keras", tolerance);
+    }
+    if let Some(f) = float64 {
+        assert_eq!(at64, f.len(), "float64 moving statistics: golden file size");
     }
 }
 
@@ -254,6 +299,8 @@ fn run_case(case: &str) {
     let lr = golden["learning_rate"].as_f64().expect("learning_rate") as f32;
     let l2 = golden["l2"].as_f64().expect("l2") as f32;
     let l1 = golden["l1"].as_f64().expect("l1") as f32;
+    let zero_every = golden["zero_kernel_every"].as_u64().map(|k| k as usize);
+    let moving_variance = golden["moving_variance"].as_f64().map(|v| v as f32);
     let losses: Vec<f64> = golden["losses"]
         .as_array()
         .expect("losses")
@@ -289,6 +336,12 @@ fn run_case(case: &str) {
     let mut model = Model::glorot_uniform(&spec, 0);
     for (index, layer) in model.layers.iter_mut().enumerate() {
         let (fan_in, fan_out) = match layer {
+            Layer::BatchNorm(norm) => {
+                if let Some(v) = moving_variance {
+                    norm.moving_var.fill(v);
+                }
+                continue;
+            }
             Layer::Conv(c) => (c.geom.taps(), c.geom.k * c.geom.k * c.geom.filters),
             Layer::Dense(d) => (d.inputs, d.bias.value.len()),
             _ => continue,
@@ -301,8 +354,11 @@ fn run_case(case: &str) {
             .find(|p| p.kernel)
             .expect("a kernel");
         let len = kernel.value.len();
-        for (w, u) in kernel.value.iter_mut().zip(uniforms(key, len)) {
+        for (i, (w, u)) in kernel.value.iter_mut().zip(uniforms(key, len)).enumerate() {
             *w = ((2.0 * f64::from(u) - 1.0) * limit) as f32;
+            if zero_every.is_some_and(|k| i % k == 0) {
+                *w = 0.0;
+            }
         }
     }
     // "layer <index> <type>/<variable>", as the script names them.
@@ -346,7 +402,21 @@ fn run_case(case: &str) {
         .iter()
         .map(|w| (w["step"].as_u64().expect("step") as usize, file(&w["file"])))
         .collect();
+    let evaluation_losses: Vec<(usize, f64)> = golden["evaluation_losses"]
+        .as_array()
+        .expect("evaluation_losses")
+        .iter()
+        .map(|e| {
+            let step = e["step"].as_u64().expect("step") as usize;
+            (step, e["loss"].as_f64().expect("loss"))
+        })
+        .collect();
     let tolerances = weight_tolerances(case);
+    assert_eq!(
+        evaluation_losses.iter().map(|e| e.0).collect::<Vec<_>>(),
+        tolerances.iter().map(|t| t.0).collect::<Vec<_>>(),
+        "the golden run evaluates after the steps the test compares"
+    );
     assert_eq!(
         checkpoints.iter().map(|c| c.0).collect::<Vec<_>>(),
         tolerances.iter().map(|t| t.0).collect::<Vec<_>>(),
@@ -457,7 +527,15 @@ fn run_case(case: &str) {
         adam.step(&mut model, l2, l1);
         if step == 0 {
             let keras = &checkpoints[0].1;
-            compare_moving_updates(&initial, &model.values(), keras, &tensors);
+            let float64 = (!golden["moving_step1_float64"].is_null())
+                .then(|| file(&golden["moving_step1_float64"]));
+            compare_moving_updates(
+                &initial,
+                &model.values(),
+                keras,
+                &tensors,
+                float64.as_deref(),
+            );
         }
         let kept = checkpoints.iter().zip(tolerances);
         for ((_, keras), &(at, tolerance)) in kept.filter(|(c, _)| c.0 == step + 1) {
@@ -465,6 +543,21 @@ fn run_case(case: &str) {
             let tolerances = vec![tolerance; tensors.len()];
             let e = compare(&what, at, &model.values(), keras, &tensors, &tolerances);
             eprintln!("{case}: {what}: largest relative error {e:.2e} (tolerance {tolerance:e})");
+            // Keras' `val_loss` on the golden images against `fit`'s validation loss (what early
+            // stopping judges), within the weights' tolerance.
+            let keras = evaluation_losses
+                .iter()
+                .find(|e| e.0 == at)
+                .map_or(f64::NAN, |e| e.1);
+            let loss = validate(&model, &data, l2, l1).expect("a validation").loss;
+            let err = (f64::from(loss) - keras).abs() / keras.abs();
+            eprintln!(
+                "{case}: evaluation loss after step {at}: {loss:.7} keras {keras:.7} relative error {err:.2e} (tolerance {tolerance:e})"
+            );
+            assert!(
+                err <= tolerance,
+                "{case}: the evaluation loss after step {at} is {loss} against Keras' {keras}, relative error {err:.3e} above {tolerance:e}"
+            );
         }
     }
     eprintln!("{case}: losses: largest relative error {worst_loss:.2e}");
@@ -483,4 +576,57 @@ fn two_blocks_trains_as_keras_does_step_by_step() {
 #[test]
 fn strided_same_padded_with_l1_l2_trains_as_keras_does_step_by_step() {
     run_case("strided-l1l2");
+}
+
+#[test]
+fn dense_with_zero_weights_and_l1_trains_as_keras_does_step_by_step() {
+    run_case("dense-l1-zeros");
+}
+
+/// Early stopping against Keras' own `EarlyStopping(monitor="val_loss", patience=p,
+/// restore_best_weights=True)`, which the golden script drove with fixed sequences of
+/// validation losses as `model.fit` does: the same epochs run and the same epoch restored
+/// (`fit` keeps the weights of the last [`Verdict::Best`] epoch and stops at [`Verdict::Stop`]).
+#[test]
+fn early_stopping_stops_and_restores_as_keras_does() {
+    let path = root().join("tests/keras-golden/early-stopping.json");
+    let golden: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("the file"))
+        .expect("early-stopping.json is JSON");
+    let cases = golden["cases"].as_array().expect("cases");
+    assert!(cases.len() >= 10, "{} sequences", cases.len());
+    for case in cases {
+        let patience = case["patience"].as_u64().expect("patience") as usize;
+        let losses: Vec<f32> = case["val_loss"]
+            .as_array()
+            .expect("val_loss")
+            .iter()
+            .map(|v| v.as_f64().expect("a loss") as f32)
+            .collect();
+        let mut stopping = EarlyStopping::new(patience);
+        let (mut run, mut restored) = (0, 0);
+        for (i, &loss) in losses.iter().enumerate() {
+            let epoch = i + 1;
+            run = epoch;
+            match stopping.epoch_end(epoch, loss) {
+                Verdict::Best => restored = epoch,
+                Verdict::Continue => {}
+                Verdict::Stop => break,
+            }
+        }
+        let keras = (
+            case["epochs_run"].as_u64().expect("epochs_run") as usize,
+            case["restored_epoch"].as_u64().expect("restored_epoch") as usize,
+        );
+        eprintln!("patience {patience}, {losses:?}: ours {run} epochs, restores {restored}; Keras {keras:?}");
+        assert_eq!(
+            (run, restored),
+            keras,
+            "patience {patience}, validation losses {losses:?}: (epochs run, epoch restored)"
+        );
+    }
+}
+
+#[test]
+fn batch_norm_after_a_pool_validates_as_keras_does() {
+    run_case("pool-norm");
 }

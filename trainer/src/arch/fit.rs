@@ -127,7 +127,8 @@ impl Adam {
     }
 
     /// One step on every trainable tensor of `model` (the one given to [`Adam::new`]) from the
-    /// gradients its last [`forward_backward`] left, adding the L2/L1 gradient to kernels.
+    /// gradients its last [`forward_backward`] left, adding the L2/L1 gradient
+    /// `2·l2·w + l1·sign(w)` to kernels (`sign(0) = 0`, as TensorFlow's).
     pub fn step(&mut self, model: &mut Model, l2: f32, l1: f32) {
         self.steps += 1;
         // In f32, as Keras computes it.
@@ -146,7 +147,7 @@ impl Adam {
                     for (((w, g), m), v) in w.iter_mut().zip(g).zip(m).zip(v) {
                         let mut g = *g;
                         if regularise {
-                            g += 2.0 * l2 * *w + l1 * w.signum();
+                            g += 2.0 * l2 * *w + l1 * sign(*w);
                         }
                         *m += (g - *m) * ONE_MINUS_BETA_1;
                         *v += (g * g - *v) * ONE_MINUS_BETA_2;
@@ -154,6 +155,69 @@ impl Adam {
                     }
                 });
         }
+    }
+}
+
+/// What [`EarlyStopping::epoch_end`] says of an epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The best epoch so far: keep its weights (they are the ones restored at the end).
+    Best,
+    /// Not the best, but patience is not exhausted: train on.
+    Continue,
+    /// Patience is exhausted: stop, and restore the best epoch's weights.
+    Stop,
+}
+
+/// Keras' `EarlyStopping(monitor="val_loss", patience=p, min_delta=0,
+/// restore_best_weights=True)`, as [`fit`] applies it after every epoch.
+///
+/// An epoch is the best so far when its validation loss (with the regularisation, as Keras
+/// reports `val_loss`) is strictly below every earlier epoch's (the first epoch always is; a
+/// tie is not an improvement); training stops after `p` epochs in a row without one (`p = 0`
+/// acts as 1: Keras stops at the first epoch that does not improve); the weights restored at
+/// the end, stopped or not, are those of the best epoch.
+#[derive(Clone, Debug)]
+pub struct EarlyStopping {
+    patience: usize,
+    /// The best loss so far and its epoch.
+    best: Option<(f32, usize)>,
+}
+
+impl EarlyStopping {
+    /// Stops after `patience` epochs without improvement.
+    pub fn new(patience: usize) -> Self {
+        Self {
+            patience,
+            best: None,
+        }
+    }
+
+    /// Judges epoch `epoch` (from 1) by its validation loss.
+    pub fn epoch_end(&mut self, epoch: usize, val_loss: f32) -> Verdict {
+        match self.best {
+            Some((best, at)) if val_loss >= best || val_loss.is_nan() => {
+                if epoch - at >= self.patience.max(1) {
+                    Verdict::Stop
+                } else {
+                    Verdict::Continue
+                }
+            }
+            _ => {
+                self.best = Some((val_loss, epoch));
+                Verdict::Best
+            }
+        }
+    }
+}
+
+/// The sign of `w` as TensorFlow's gradient of `|w|` has it: 0 at ±0 (where `f32::signum`
+/// gives ±1), so L1 leaves a weight of exactly 0 where the data leave it.
+fn sign(w: f32) -> f32 {
+    if w == 0.0 {
+        0.0
+    } else {
+        w.signum()
     }
 }
 
@@ -395,6 +459,32 @@ pub fn training_bytes(spec: &Spec, batch_size: usize) -> u128 {
     4 * (4 * params + activations * batch_size as u128)
 }
 
+/// What [`validate`] measures.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Validation {
+    /// Keras' `val_loss`, which [`EarlyStopping`] judges: the mean cross-entropy in inference
+    /// mode plus the regularisation `l2·Σw² + l1·Σ|w|` of the kernels.
+    pub loss: f32,
+    /// The mean cross-entropy alone.
+    pub data_loss: f32,
+    /// The fraction of images whose largest logit is their label's.
+    pub accuracy: f32,
+}
+
+/// `model` on a validation set as [`fit`] measures it after every epoch: inference mode (no
+/// dropout, batch norm's moving statistics).
+///
+/// # Errors
+/// As [`Model::evaluate`].
+pub fn validate(model: &Model, set: &Dataset, l2: f32, l1: f32) -> Result<Validation> {
+    let (data_loss, accuracy) = model.evaluate(&set.images, &set.labels)?;
+    Ok(Validation {
+        loss: data_loss + model.regularisation(l2, l1),
+        data_loss,
+        accuracy,
+    })
+}
+
 /// A training loss above this many times the loss of a uniform guess (`ln classes`) means the
 /// fit has diverged: a model that bad is no longer learning.
 const DIVERGED: f64 = 100.0;
@@ -485,7 +575,8 @@ fn fit_on_pool(
     let mut order: Vec<usize> = (0..n).collect();
     let batches = n.div_ceil(config.batch_size);
     let mut history = Vec::new();
-    let mut best: Option<(f32, usize, Model)> = None;
+    let mut stopping = config.patience.map(EarlyStopping::new);
+    let mut best: Option<(usize, Model)> = None;
     let mut step: u64 = 0;
     let mut stopped_early = false;
     for epoch in 1..=config.epochs {
@@ -524,32 +615,39 @@ fn fit_on_pool(
             }
         }
         check_converging(data_loss / seen as f64, true, epoch, config, spec.classes())?;
-        let (val_loss, val_acc) = model.evaluate(&validation.images, &validation.labels)?;
+        let val = validate(&model, validation, config.l2, config.l1)?;
         // The weights after the epoch's last step, which the training loss has not seen yet.
-        check_converging(f64::from(val_loss), true, epoch, config, spec.classes())?;
-        let val_loss = val_loss + model.regularisation(config.l2, config.l1);
+        check_converging(
+            f64::from(val.data_loss),
+            true,
+            epoch,
+            config,
+            spec.classes(),
+        )?;
+        let val_loss = val.loss;
         let metrics = EpochMetrics {
             loss: (loss_sum / seen as f64) as f32,
             acc: correct as f32 / seen as f32,
             val_loss,
-            val_acc,
+            val_acc: val.accuracy,
             seconds: start.elapsed().as_secs_f64(),
         };
         observer.epoch_done(epoch, config.epochs, &metrics);
         history.push(metrics);
-        if let Some(patience) = config.patience {
-            let improved = best.as_ref().is_none_or(|(l, _, _)| val_loss < *l);
-            if improved {
-                best = Some((val_loss, epoch, model.clone()));
-            } else if epoch - best.as_ref().map_or(0, |b| b.1) >= patience.max(1) {
-                stopped_early = epoch < config.epochs;
-                break;
+        if let Some(stopping) = &mut stopping {
+            match stopping.epoch_end(epoch, val_loss) {
+                Verdict::Best => best = Some((epoch, model.clone())),
+                Verdict::Continue => {}
+                Verdict::Stop => {
+                    stopped_early = epoch < config.epochs;
+                    break;
+                }
             }
         }
     }
     let last = history.len();
     let (model, best_epoch) = match best {
-        Some((_, epoch, model)) => (model, epoch),
+        Some((epoch, model)) => (model, epoch),
         None => (model, last),
     };
     Ok(ArchFit {

@@ -16,7 +16,7 @@ pub mod quantize;
 pub mod scheme;
 pub mod spec;
 
-pub use fit::{fit, Adam, ArchFit, ArchFitConfig, Masks};
+pub use fit::{fit, Adam, ArchFit, ArchFitConfig, EarlyStopping, Masks, Verdict};
 pub use model::Model;
 pub use spec::Spec;
 
