@@ -137,12 +137,18 @@ fn firmware_in_qemu_predicts_exactly_what_the_host_predicts() -> Result<()> {
         assert_eq!(line.index, i);
         assert_eq!(line.label, test.labels[i], "label of digit {i}");
         assert_eq!(
-            line.pred, host.predictions[i],
+            line.pred,
+            u16::from(host.predictions[i]),
             "digit {i}: firmware {} vs host {}",
-            line.pred, host.predictions[i]
+            line.pred,
+            host.predictions[i]
         );
     }
-    let correct = report.digits.iter().filter(|d| d.label == d.pred).count();
+    let correct = report
+        .digits
+        .iter()
+        .filter(|d| u16::from(d.label) == d.pred)
+        .count();
     assert_eq!(report.summary.correct, correct);
     assert_eq!(report.summary.total, 100);
     assert!(

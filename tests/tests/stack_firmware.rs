@@ -596,7 +596,8 @@ fn a_spec_fitted_by_the_cli_runs_in_qemu_as_the_trainer_evaluates_it() -> Result
         let report = case.run_on(board(name))?;
         for (i, line) in report.digits.iter().enumerate() {
             assert_eq!(
-                line.pred, predictions[i],
+                line.pred,
+                u16::from(predictions[i]),
                 "{name}: digit {i}: the firmware and `trainer eval` disagree"
             );
         }

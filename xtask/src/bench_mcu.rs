@@ -22,6 +22,7 @@
 
 mod elf;
 
+use crate::inputs::Inputs;
 use crate::qemu::{self, Board, FirmwareBuild, FirmwareRun, Spec, BOARDS};
 use crate::workspace_root;
 use anyhow::{ensure, Context, Result};
@@ -110,16 +111,15 @@ pub fn run(args: &Args) -> Result<()> {
         .with_context(|| format!("cannot find the model {}", args.model.display()))?;
     let model_bytes = fs::read(&model)?;
     let spec = args.spec.as_deref().map(Spec::resolve).transpose()?;
-    let dataset = trainer::data::load_test(&root.join(&args.data))?;
     let count = usize::try_from(args.count)?;
-    let file = infer_core::stack::StackFile::decode(&model_bytes)
-        .map_err(|e| anyhow::anyhow!("{} is not a usable model.bin: {e}", model.display()))?;
+    let file = qemu::decode(&model_bytes).with_context(|| model.display().to_string())?;
+    let inputs = Inputs::for_model(&file, &root.join(&args.data), count)?;
     let weights = file
         .ops
         .iter()
         .filter_map(|op| op.params().map(|p| p.weights.len()))
         .sum();
-    let host = qemu::stack_host_logits(&model_bytes, &dataset, count)?;
+    let host = qemu::stack_host_logits(&file, &inputs)?;
     let network =
         model_spec::codegen::Network::from_bytes(&model.display().to_string(), &model_bytes)
             .map_err(anyhow::Error::msg)?;
@@ -140,7 +140,7 @@ pub fn run(args: &Args) -> Result<()> {
             spec: spec.as_ref(),
             small_ram: args.small_ram,
         };
-        let run = qemu::run_batch(&build, &dataset, 0, count, Duration::from_secs(600))?;
+        let run = qemu::run_batch(&build, &inputs, 0, count, Duration::from_secs(600))?;
         qemu::check_against_host(&run, &host, 0).with_context(|| format!("on {}", board.name))?;
         let (loop_insns, measured) = run.calibration;
         ensure!(
@@ -168,7 +168,7 @@ pub fn run(args: &Args) -> Result<()> {
             &rows,
             known,
             macs,
-            count,
+            (count, inputs.labelled),
             weights,
             model_bytes.len(),
             args.small_ram
@@ -223,7 +223,7 @@ fn table(
     rows: &[Row],
     known: Option<&str>,
     macs: u64,
-    count: usize,
+    (count, labelled): (usize, bool),
     weights: usize,
     model_bytes: usize,
     small_ram: bool,
@@ -240,10 +240,15 @@ fn table(
     let _ = writeln!(
         out,
         "\nFirmware under QEMU 7.2, -icount shift=0 (instructions, not cycles), mean over \
-         the first {count} test digits ({}, {macs} multiply-accumulates per inference); \
-         every digit's logits equal to the host's. {} Inference RAM: the network's buffers \
+         {count} {} ({}, {macs} multiply-accumulates per inference); every output equal to \
+         the host's. {} Inference RAM: the network's buffers \
          and patch and the stack of one inference (its kernels' scratch included), the input \
          aside{}.\n",
+        if labelled {
+            "test digits, the first"
+        } else {
+            "pseudo-random inputs (labels meaningless)"
+        },
         known.unwrap_or("a network CMSIS-NN was not measured on"),
         if small_ram {
             "The small-RAM build (--small-ram): one conv pixel at a time."
@@ -300,7 +305,7 @@ fn table(
         }
         let _ = writeln!(
             out,
-            " {} | {} | {} | {} | {} | {} ({}) | {}/{} |",
+            " {} | {} | {} | {} | {} | {} ({}) | {} |",
             r.memory.scratch_bytes + r.memory.infer_stack_bytes,
             r.memory.infer_stack_bytes,
             r.report.summary.stack_peak_bytes,
@@ -308,8 +313,11 @@ fn table(
             row.code_bytes,
             weights,
             model_bytes,
-            r.report.summary.correct,
-            r.report.summary.total,
+            if labelled {
+                format!("{}/{}", r.report.summary.correct, r.report.summary.total)
+            } else {
+                "–".to_string()
+            },
         );
     }
     out

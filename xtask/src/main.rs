@@ -8,6 +8,7 @@ mod bench_train;
 mod demo;
 mod fetch_mnist;
 mod fuzz;
+mod inputs;
 mod keras_golden;
 mod no_panic;
 mod prereq;

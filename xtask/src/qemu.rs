@@ -12,6 +12,7 @@
 //! whose flash cannot hold all `--count` digits next to the model (the micro:bit's
 //! 256 KiB) runs them in batches, one firmware build per batch.
 
+use crate::inputs::Inputs;
 use crate::{from_root, workspace_root};
 use anyhow::{bail, ensure, Context, Result};
 use infer_core::stack::{Kernels, StackFile};
@@ -22,15 +23,11 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
-use trainer::data::{self, Dataset};
 use trainer::eval::StackBuffers;
 use xtask::report::{self, FirmwareReport, Memory};
 
 /// The line the firmware prints last, before exiting successfully.
 const SUMMARY_PREFIX: &str = "summary:";
-
-/// Bytes of one digits-file record: the label, then 28×28 pixels.
-const RECORD_BYTES: usize = 1 + 28 * 28;
 
 pub use model_spec::boards::{Board, BOARDS};
 
@@ -120,23 +117,19 @@ pub fn run(args: &QemuArgs) -> Result<()> {
     let count = usize::try_from(args.count).context("--count does not fit in memory")?;
     let model = fs::canonicalize(&args.model)
         .with_context(|| format!("cannot find the model {}", args.model.display()))?;
-    let dataset = data::load_test(&args.data)
-        .with_context(|| format!("cannot load the test set from {}", args.data.display()))?;
-    ensure!(
-        count <= dataset.len(),
-        "--count {count} is more than the {} test images",
-        dataset.len()
-    );
     let model_bytes =
         fs::read(&model).with_context(|| format!("cannot read {}", model.display()))?;
+    let file = decode(&model_bytes)?;
+    let inputs = Inputs::for_model(&file, &args.data, count)?;
     let spec = args.spec.as_deref().map(Spec::resolve).transpose()?;
-    let host = stack_host_logits(&model_bytes, &dataset, count)?;
+    let host = stack_host_logits(&file, &inputs)?;
 
     let timeout = Duration::from_secs(args.timeout_secs);
     let mut correct = 0;
     let mut insns = 0u128;
-    for start in (0..count).step_by(board.max_digits) {
-        let batch = (count - start).min(board.max_digits);
+    let per_image = inputs.per_image(board);
+    for start in (0..count).step_by(per_image) {
+        let batch = (count - start).min(per_image);
         if batch < count {
             eprintln!(
                 "==> {}: digits {start}..{} of {count}",
@@ -150,17 +143,27 @@ pub fn run(args: &QemuArgs) -> Result<()> {
             spec: spec.as_ref(),
             small_ram: args.small_ram,
         };
-        let run = run_batch(&build, &dataset, start, batch, timeout)?;
+        let run = run_batch(&build, &inputs, start, batch, timeout)?;
         check_against_host(&run, &host, start)?;
         correct += run.report.summary.correct;
         insns += u128::from(run.report.summary.insns_per_inference) * batch as u128;
     }
     let mean = insns / count as u128;
-    println!("{}", summary_line(board, count, correct, mean));
+    let line = if inputs.labelled {
+        summary_line(board, count, correct, mean)
+    } else {
+        format!(
+            "qemu {}: {count} pseudo-random inputs, every output equal to the host's; \
+             insns_per_inference={mean}",
+            board.name
+        )
+    };
+    println!("{line}");
     Ok(())
 }
 
-/// The line `run` ends with: the board, the digits, and the check against the host.
+/// The line `run` ends with for MNIST digits: the board, the digits, and the check against
+/// the host.
 pub fn summary_line(board: &Board, count: usize, correct: usize, mean_insns: u128) -> String {
     format!(
         "qemu {}: {count} digits, every digit's logits equal to the host's; \
@@ -168,6 +171,15 @@ pub fn summary_line(board: &Board, count: usize, correct: usize, mean_insns: u12
         board.name,
         100.0 * correct as f64 / count as f64
     )
+}
+
+/// `model` decoded.
+///
+/// # Errors
+/// A model that does not decode, with the decoder's reason.
+pub fn decode(model: &[u8]) -> Result<StackFile<'_>> {
+    StackFile::decode(model)
+        .map_err(|e| anyhow::anyhow!("the model is not a usable model.bin: {e}"))
 }
 
 /// A `--spec` as the firmware's build takes it (`FIRMWARE_SPEC`).
@@ -215,14 +227,14 @@ pub fn spec_help() -> String {
     )
 }
 
-/// Writes digits `start..start + count` of `dataset` to a file, builds the
-/// firmware `build` around them, and runs it.
+/// Writes inputs `start..start + count` of `inputs` to a file, builds the firmware `build`
+/// around them, and runs it.
 ///
 /// # Errors
 /// As [`run`].
 pub fn run_batch(
     build: &FirmwareBuild<'_>,
-    dataset: &Dataset,
+    inputs: &Inputs,
     start: usize,
     count: usize,
     timeout: Duration,
@@ -230,8 +242,7 @@ pub fn run_batch(
     let out_dir = workspace_root().join("target").join("xtask");
     fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
     let digits = out_dir.join(format!("digits-{start}-{count}.bin"));
-    let records = data::digit_records(dataset, start + count)?;
-    fs::write(&digits, &records[start * RECORD_BYTES..])
+    fs::write(&digits, inputs.records(start, count))
         .with_context(|| format!("cannot write {}", digits.display()))?;
     let elf = build_firmware(build, &digits)?;
     let output = run_qemu(build.board, &elf, timeout)?;
@@ -246,35 +257,16 @@ pub fn run_batch(
 }
 
 /// The wide logits of infer-core's reference kernels on the host
-/// ([`infer_core::stack::run`]) for `model` and the first `count` images of
-/// `dataset`.
+/// ([`infer_core::stack::run`]) for `file` and every input of `inputs` (made for it).
 ///
 /// # Errors
-/// A model that does not decode, or images of another size than its input.
-pub fn stack_host_logits(model: &[u8], dataset: &Dataset, count: usize) -> Result<Vec<Vec<i32>>> {
-    let file = StackFile::decode(model)
-        .map_err(|e| anyhow::anyhow!("the model is not a usable model.bin: {e}"))?;
-    let shape = (
-        usize::from(file.input.height),
-        usize::from(file.input.width),
-        usize::from(file.input.channels),
-    );
-    ensure!(
-        shape == (dataset.rows, dataset.cols, 1),
-        "the model takes {}×{}×{} images, the test set has {}×{}×1",
-        shape.0,
-        shape.1,
-        shape.2,
-        dataset.rows,
-        dataset.cols
-    );
-    let mut buffers = StackBuffers::new(&file);
-    dataset
-        .images
-        .chunks_exact(dataset.rows * dataset.cols)
-        .take(count)
+/// An inference that fails.
+pub fn stack_host_logits(file: &StackFile<'_>, inputs: &Inputs) -> Result<Vec<Vec<i32>>> {
+    let mut buffers = StackBuffers::new(file);
+    inputs
+        .values()
         .map(|pixels| {
-            let logits = buffers.logits(&file, pixels, Kernels::Reference);
+            let logits = buffers.logits(file, pixels, Kernels::Reference);
             logits.map(<[i32]>::to_vec).context("host inference")
         })
         .collect()

@@ -21,8 +21,9 @@ pub struct DigitLine {
     pub index: usize,
     /// True class.
     pub label: u8,
-    /// Predicted class.
-    pub pred: u8,
+    /// Predicted class (the index of the largest output; an imported model may have
+    /// hundreds).
+    pub pred: u16,
 }
 
 /// The `summary:` line.
