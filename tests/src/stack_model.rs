@@ -127,7 +127,14 @@ pub fn random_model_with_input(
                 inputs,
                 relu,
             )),
-            OpShape::MaxPool2d { .. } => None,
+            OpShape::DepthwiseConv2d { .. } => Some(Params::random(
+                &mut rng,
+                op.kind.weights(),
+                op.kind.channels(),
+                op.kind.weights() / op.kind.channels().max(1),
+                false,
+            )),
+            OpShape::MaxPool2d { .. } | OpShape::AvgPool2d { .. } => None,
         })
         .collect();
     // The logits are wide, of zero point 0 (the shifts are already ≤ 0).
