@@ -90,7 +90,7 @@ impl Params {
 /// quantized as the trainer's (scale 1/255, zero point −128).
 ///
 /// # Errors
-/// A plan format 3 cannot hold (a dimension over `u16`, more than 16 operations).
+/// A plan format 3 cannot hold (a dimension over `u16`, more than 32 operations).
 pub fn random_model(plan: &Plan, seed: u64) -> Result<Vec<u8>> {
     let trainer = QuantParams {
         scale: 1.0 / 255.0,

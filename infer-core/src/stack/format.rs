@@ -32,7 +32,7 @@ pub const STACK_FORMAT_VERSION: u16 = 3;
 /// [`MAGIC`] and [`STACK_FORMAT_VERSION`], the first two fields of every [`StackFile`].
 pub const MAGIC_AND_VERSION: ([u8; 4], u16) = (MAGIC, STACK_FORMAT_VERSION);
 /// Most operations a layer-stack model may hold.
-pub const MAX_OPS: usize = 16;
+pub const MAX_OPS: usize = 32;
 
 /// Convolution with a square kernel; weights `[filters][ky][kx][in_c]`.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
@@ -514,7 +514,7 @@ impl<'a> StackFile<'a> {
             Ok(len) if usize::from(len) <= MAX_OPS => len,
             _ => {
                 return Err(Error::Malformed {
-                    what: "more than 16 operations",
+                    what: "more than 32 operations",
                 })
             }
         };
@@ -587,7 +587,7 @@ impl<'a> StackFile<'a> {
     pub fn validate(&self) -> Result<(), Error> {
         if self.ops.len() > MAX_OPS {
             return Err(Error::Malformed {
-                what: "more than 16 operations",
+                what: "more than 32 operations",
             });
         }
         check_input_quant(&self.input.quant)?;
@@ -1006,7 +1006,7 @@ pub(crate) mod tests {
             "a logits shift > 0 could overflow"
         );
         let many = std::vec![good[1]; MAX_OPS + 1];
-        assert!(check(&many).is_err(), "more than 16 operations");
+        assert!(check(&many).is_err(), "more than 32 operations");
     }
 
     /// Parameters that would make a kernel overflow (a panic in a debug build, a wrong
