@@ -9,6 +9,7 @@
 //! it sums all the channels of a position at once in a scratch row.
 
 use super::window::Window;
+use core::num::NonZeroUsize;
 
 /// Shape of an average pooling over an NHWC input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,14 +35,20 @@ impl AvgPoolGeometry {
     }
 }
 
-/// `sum / count` rounded half away from zero, as TFLite's integer average pool rounds
-/// (`count` > 0).
+/// `sum / count` rounded half away from zero, as TFLite's integer average pool rounds,
+/// clamped to `min..=max`; `min` for a window without values (`count` 0, which TFLite's
+/// padding never gives).
 #[inline(always)]
-fn rounded_mean(sum: i32, count: i32) -> i32 {
-    if sum > 0 {
-        (sum + count / 2) / count
+fn rounded_mean(sum: i32, count: i32, min: i8, max: i8) -> i8 {
+    let half = count / 2;
+    let biased = if sum > 0 {
+        sum.wrapping_add(half)
     } else {
-        (sum - count / 2) / count
+        sum.wrapping_sub(half)
+    };
+    match biased.checked_div(count) {
+        Some(mean) => mean.clamp(i32::from(min), i32::from(max).max(i32::from(min))) as i8,
+        None => min,
     }
 }
 
@@ -77,11 +84,7 @@ pub fn average_pool_reference(
                 let Some(out) = output.get_mut((oy * g.out_w() + ox) * c + ch) else {
                     return;
                 };
-                *out = if count == 0 {
-                    min
-                } else {
-                    rounded_mean(sum, count).clamp(i32::from(min), i32::from(max)) as i8
-                };
+                *out = rounded_mean(sum, count, min, max);
             }
         }
     }
@@ -108,13 +111,14 @@ pub fn average_pool(
     let Some(sums) = sums.get_mut(..c) else {
         return;
     };
-    if c == 0 {
+    // Non-zero: no division by zero or empty chunks the optimiser must keep a panic for.
+    let (Some(out_w), Some(pixel_len)) = (NonZeroUsize::new(g.out_w()), NonZeroUsize::new(c))
+    else {
         return;
-    }
-    let out_w = g.out_w();
+    };
     for (pixel, out) in output
-        .chunks_exact_mut(c)
-        .take(g.out_h() * out_w)
+        .chunks_exact_mut(pixel_len.get())
+        .take(g.out_h() * out_w.get())
         .enumerate()
     {
         let (oy, ox) = (pixel / out_w, pixel % out_w);
@@ -130,11 +134,7 @@ pub fn average_pool(
             count += 1;
         }
         for (o, &s) in out.iter_mut().zip(sums.iter()) {
-            *o = if count == 0 {
-                min
-            } else {
-                rounded_mean(s as i32, count).clamp(i32::from(min), i32::from(max)) as i8
-            };
+            *o = rounded_mean(s as i32, count, min, max);
         }
     }
 }

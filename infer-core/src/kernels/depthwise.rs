@@ -11,6 +11,7 @@
 
 use super::window::Window;
 use super::ChannelRequant;
+use core::num::NonZeroUsize;
 
 /// Shape of a depthwise convolution over an NHWC input; weights `[ky][kx][out_c]` (TFLite's
 /// `[1, k_h, k_w, out_c]`).
@@ -115,17 +116,22 @@ pub fn depthwise_i8(
     acc: &mut [u32],
     output: &mut [i8],
 ) {
-    let (out_c, mult) = (g.out_c(), g.multiplier);
+    let out_c = g.out_c();
     let Some(acc) = acc.get_mut(..out_c) else {
         return;
     };
-    if out_c == 0 || mult == 0 {
+    // Non-zero: no division by zero or empty chunks the optimiser must keep a panic for.
+    let (Some(out_w), Some(mult), Some(pixel_len)) = (
+        NonZeroUsize::new(g.out_w()),
+        NonZeroUsize::new(g.multiplier),
+        NonZeroUsize::new(out_c),
+    ) else {
         return;
-    }
-    let out_w = g.out_w();
+    };
+    let mult = mult.get();
     for (pixel, out) in output
-        .chunks_exact_mut(out_c)
-        .take(g.out_h() * out_w)
+        .chunks_exact_mut(pixel_len.get())
+        .take(g.out_h() * out_w.get())
         .enumerate()
     {
         let (oy, ox) = (pixel / out_w, pixel % out_w);

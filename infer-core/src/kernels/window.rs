@@ -98,9 +98,10 @@ impl fmt::Display for Window {
 /// The window positions `k` (of `0..kernel`) whose input index `start + k − pad` lies in
 /// `0..len`, and `start − pad`.
 fn inside(start: usize, pad: usize, kernel: usize, len: usize) -> (Range<usize>, isize) {
+    // `max` and `min`, not `clamp`, which asserts its bounds are ordered (a panic path).
     let origin = start as isize - pad as isize;
-    let first = (-origin).clamp(0, kernel as isize) as usize;
-    let end = (len as isize - origin).clamp(0, kernel as isize) as usize;
+    let first = (-origin).max(0).min(kernel as isize) as usize;
+    let end = (len as isize - origin).max(0).min(kernel as isize) as usize;
     (first..end.max(first), origin)
 }
 

@@ -1,5 +1,6 @@
 //! model.bin format 3 (the layer-stack format): any chain of conv / max-pool / dense
-//! operations.
+//! operations, and the depthwise convs, average pools and non-square conv kernels of
+//! imported TensorFlow Lite models.
 //!
 //! The envelope is format 1's (`docs/model-format.md`): magic `"I8CN"`, a fixed-width
 //! little-endian `u16` version — here [`STACK_FORMAT_VERSION`] — a postcard body and a CRC-32

@@ -14,6 +14,8 @@
 //!   (padding included) sums to 0; its filters' dot products are skipped.
 //! * **the first layer's one-channel 3×3 conv → 2×2 pool → last dense**: the fused kernel
 //!   [`crate::kernels::fused::Stream3x3`] ([`Kernel::Stream3x3`]) in the typed layers.
+//! * **a depthwise conv or an average pool** (only imported models have them) is a stage of
+//!   its own ([`Stage::alone`]), computed by its kernel ([`run_alone`]).
 //!
 //! The plan is made from [`OpShape`]s only, so the firmware's build script (through
 //! `model_spec`) and the RAM accounting see the same stages as [`super::run()`] and the typed
