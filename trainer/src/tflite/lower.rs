@@ -1,11 +1,12 @@
 //! A parsed TensorFlow Lite graph mapped onto what the engine runs today: [`lower`].
 //!
 //! The engine (model.bin format 3, `infer_core::stack`) runs a chain of CONV_2D (any
-//! kernel, equal strides 1 or 2, SAME or VALID padding, fused ReLU or none),
+//! kernel, equal strides 1 or 2, SAME or VALID padding, fused ReLU or none, or a ReLU6
+//! that clamps as a ReLU does in int8),
 //! DEPTHWISE_CONV_2D (any kernel, depth multiplier and strides, SAME or VALID, fused
 //! ReLU, ReLU6 or none), MAX_POOL_2D (square window equal to its stride), AVERAGE_POOL_2D
 //! (any window and strides, SAME or VALID, fused activation) and FULLY_CONNECTED (fused
-//! ReLU or none), int8 with per-channel or per-tensor weights, the last a FULLY_CONNECTED
+//! ReLU or none, ReLU6 as CONV_2D), int8 with per-channel or per-tensor weights, the last a FULLY_CONNECTED
 //! without activation whose outputs are kept wide (int32, no zero point, no clamp). RESHAPE
 //! is the flatten before a FULLY_CONNECTED; QUANTIZE at the input and DEQUANTIZE at the
 //! output are the float edges of a model converted with float input or output; a SOFTMAX
@@ -362,7 +363,7 @@ fn lower_op(graph: &Graph, op: &Operator, last_index: usize) -> Result<Lowered> 
                 o.dilation_h,
                 o.dilation_w
             );
-            let relu = relu_of(o.activation)?;
+            let relu = relu_of(o.activation, activation_quant(output, "its output")?)?;
             let geometry = ConvGeometry {
                 in_h,
                 in_w,
@@ -450,7 +451,7 @@ fn lower_op(graph: &Graph, op: &Operator, last_index: usize) -> Result<Lowered> 
                 "its output {} is not {units} values",
                 output.shape_text()
             );
-            let relu = relu_of(activation)?;
+            let relu = relu_of(activation, activation_quant(output, "its output")?)?;
             let channels = channels(graph, op, units, 0)?;
             Ok(Lowered::Op(
                 OpShape::Dense {
@@ -636,12 +637,23 @@ fn softmax_params(beta: f32, input_scale: f32) -> Result<SoftmaxParams> {
     })
 }
 
-/// ReLU or none; ReLU6 is for later.
-fn relu_of(activation: Activation) -> Result<bool> {
+/// Whether a conv or dense layer whose output is quantized with `out` has a fused ReLU:
+/// none, ReLU, or a ReLU6 whose 6 quantizes to 127 or more (as when the converter
+/// calibrated the output to 0..6), which then clamps exactly as a ReLU does. A ReLU6 that
+/// clips inside the int8 range is refused: the engine's conv and dense clamp at 127 only.
+fn relu_of(activation: Activation, out: QuantParams) -> Result<bool> {
     match activation {
         Activation::None => Ok(false),
         Activation::Relu => Ok(true),
-        Activation::Relu6 => bail!("a fused RELU6"),
+        Activation::Relu6 => {
+            let (_, max) = clamp_of(Activation::Relu6, out);
+            ensure!(
+                max == 127,
+                "a fused RELU6 that clips inside the int8 range (6.0 quantizes to {max}; the \
+                 engine's conv and dense clamp at 127 only)"
+            );
+            Ok(true)
+        }
     }
 }
 
@@ -862,11 +874,30 @@ mod tests {
 
     #[test]
     fn options_the_engine_lacks_are_named_with_the_operator() {
+        // A RELU6 whose 6 is inside the output range would clip below 127: refused.
         let mut graph = tutorial();
         conv_options(&mut graph).activation = Activation::Relu6;
+        // The conv's output, and the pool's and the flatten's, which keep its quantization.
+        let quantize = |graph: &mut Graph, scale: f32| {
+            for op in 0..3 {
+                let t = graph.operators[op].outputs[0];
+                graph.tensors[t].quant = Some(crate::tflite::graph::Quantization {
+                    scales: vec![scale],
+                    zero_points: vec![-128],
+                    axis: 0,
+                });
+            }
+        };
+        quantize(&mut graph, 0.1);
         assert!(refusal(&graph).contains(
-            "operator 0 CONV_2D: parsed, but the engine cannot run it yet (a fused RELU6)"
+            "operator 0 CONV_2D: parsed, but the engine cannot run it yet (a fused RELU6 that \
+             clips inside the int8 range (6.0 quantizes to -68"
         ));
+        // Calibrated to 0..6, its 6 is 127: exactly a ReLU, the same model.bin.
+        quantize(&mut graph, 6.0 / 255.0);
+        let relu6 = lower(&graph).unwrap();
+        conv_options(&mut graph).activation = Activation::Relu;
+        assert_eq!(relu6.bytes, lower(&graph).unwrap().bytes);
         let mut graph = tutorial();
         conv_options(&mut graph).stride_w = 2;
         assert!(refusal(&graph).contains("(strides 1×2 (the engine's are equal, 1 or 2))"));
