@@ -1,15 +1,19 @@
 //! # infer-core
 //!
 //! `no_std`, allocation-free int8 inference (TFLite quantization scheme, bit-exact with
-//! CMSIS-NN) for conv / max-pool / dense stacks such as the Keras MNIST tutorial's CNN.
+//! CMSIS-NN) for conv / max-pool / dense stacks such as the Keras MNIST tutorial's CNN, and
+//! the depthwise convs, average pools and int8 softmax of imported TensorFlow Lite models
+//! (bit-exact with TensorFlow Lite Micro).
 //!
 //! * [`stack`]: the one engine: model.bin (format 3: any conv / pool / dense stack with exact
 //!   wide logits, read in place), the stage plan that fuses conv → pool → dense wherever the pattern occurs, typed
 //!   layers with every shape a const generic (a firmware's network is generated from its
 //!   model by `model_spec::codegen`), and [`stack::run()`] for shapes known only at run time.
 //! * [`format`]: the envelope every model.bin shares (magic, version, postcard body, CRC-32).
-//! * [`kernels`]: slice-based kernels, each tested against a naive reference, and the fused
-//!   one-channel 3×3 stage ([`kernels::fused`]) tested against them.
+//! * [`kernels`]: slice-based kernels, each tested against a naive reference (the depthwise
+//!   conv and average pool of [`kernels::depthwise`] and [`kernels::average_pool`] with
+//!   theirs), the fused one-channel 3×3 stage ([`kernels::fused`]) tested against them, and
+//!   TFLite's int8 softmax ([`kernels::softmax`]).
 //! * [`requant`]: TFLite / CMSIS-NN fixed-point requantization, bit-exact.
 //!
 //! ```

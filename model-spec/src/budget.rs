@@ -115,12 +115,15 @@ fn header_bytes(plan: &Plan) -> usize {
     let mut bytes = 4 + 2 + varint(h) + varint(w) + varint(c) + quant + varint(plan.ops.len()) + 4;
     for op in &plan.ops {
         // The operation's enum tag, its shape fields, then for conv the padding tag and the
-        // ReLU flag (one byte each), for dense the ReLU flag, and their arrays.
+        // ReLU flag (one byte each), for dense the ReLU flag, for a depthwise conv or an
+        // average pool the padding tag and the clamp's two i8 (up to 2 bytes each), and
+        // their arrays.
         let fields: usize = wire_fields(&op.kind).into_iter().map(varint).sum();
         let flags = match op.kind {
             OpShape::Conv2d { .. } => 2,
             OpShape::MaxPool2d { .. } => 0,
             OpShape::Dense { .. } => 1,
+            OpShape::DepthwiseConv2d { .. } | OpShape::AvgPool2d { .. } => 5,
         };
         let arrays = match op.kind.channels() {
             0 => 0,

@@ -39,7 +39,7 @@ use crate::plan::{OpShape, Plan, PlanOp};
 use crate::spec::{Padding, Spec, PRESETS};
 use infer_core::format::QuantParams;
 use infer_core::stack::stages::{Kernel, Pixels, Stage};
-use infer_core::stack::StackFile;
+use infer_core::stack::{Op, StackFile};
 use std::env;
 use std::fmt::Write as _;
 use std::fs;
@@ -183,6 +183,9 @@ impl Network {
     pub fn from_bytes(model: &str, bytes: &[u8]) -> Result<Self, String> {
         let file = StackFile::decode(bytes)
             .map_err(|error| format!("{model} is not a format-3 model: {error}"))?;
+        if let Some(refusal) = firmware_refusal(&file) {
+            return Err(format!("{model}: {refusal}"));
+        }
         Ok(Self {
             model: model.to_owned(),
             spec: None,
@@ -396,6 +399,22 @@ impl Ram {
     }
 }
 
+/// Why the firmware cannot run `file` yet, if it cannot: an operation without a typed
+/// layer (a depthwise conv, an average pool, a conv whose kernel is not square, which only
+/// imported models have; the host runs them, `trainer infer`).
+fn firmware_refusal(file: &StackFile<'_>) -> Option<String> {
+    let (index, op) = file
+        .ops
+        .iter()
+        .enumerate()
+        .find(|(_, op)| !matches!(op, Op::Conv2d(_) | Op::MaxPool2d(_) | Op::Dense(_)))?;
+    Some(format!(
+        "operation {index} ({}) has no firmware layer yet: the firmware runs conv2d with \
+         square kernels, maxpool2d and dense; run this model on the host with `trainer infer`",
+        op.shape()
+    ))
+}
+
 /// The generated module: see the text it writes. `plan` is the model's (named `model`),
 /// checked against `spec` if given.
 fn generate(model: &str, spec: Option<&str>, plan: &Plan, ram: &Ram) -> String {
@@ -477,6 +496,11 @@ fn generate(model: &str, spec: Option<&str>, plan: &Plan, ram: &Ram) -> String {
                 used.dense = true;
                 ("<'a>", format!("Dense<'a, {inputs}, {units}, {relu}>"))
             }
+            // Refused before (`firmware_refusal`); the generated code would not compile.
+            OpShape::DepthwiseConv2d { .. } | OpShape::AvgPool2d { .. } => (
+                "",
+                format!("compile_error!(\"{}: no firmware layer\")", op.kind),
+            ),
         };
         item(format!(
             "/// Operation {i}: {}{}{folded}.\npub type Op{i}{lifetime} = {ty};",

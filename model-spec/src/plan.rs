@@ -22,12 +22,36 @@ use infer_core::stack::stages::{self, Pixels, Stages};
 pub use infer_core::stack::OpShape;
 
 /// The operation's shape fields in the order model.bin (format 3) writes them: conv
-/// `in_h, in_w, in_c, filters, kernel, stride`; pool `in_h, in_w, channels, pool`; dense
-/// `inputs, units`. Each is a 16-bit field but a dense layer's `inputs` (32-bit).
+/// `in_h, in_w, in_c, filters, kernel, stride` (and the kernel's columns last if it is not
+/// square); pool `in_h, in_w, channels, pool`; dense `inputs, units`; depthwise conv
+/// `in_h, in_w, in_c, multiplier, k_h, k_w, stride_h, stride_w`; average pool the same
+/// without the multiplier. Each is a 16-bit field but a dense layer's `inputs` (32-bit).
 pub fn wire_fields(shape: &OpShape) -> Vec<usize> {
     match *shape {
+        OpShape::Conv2d { geometry: g, .. } if g.k_h != g.k_w => {
+            vec![g.in_h, g.in_w, g.in_c, g.filters, g.k_h, g.stride, g.k_w]
+        }
         OpShape::Conv2d { geometry: g, .. } => {
             vec![g.in_h, g.in_w, g.in_c, g.filters, g.k_h, g.stride]
+        }
+        OpShape::DepthwiseConv2d { geometry: g, .. } => {
+            let w = g.window;
+            vec![
+                g.in_h,
+                g.in_w,
+                g.in_c,
+                g.multiplier,
+                w.k_h,
+                w.k_w,
+                w.stride_h,
+                w.stride_w,
+            ]
+        }
+        OpShape::AvgPool2d { geometry: g, .. } => {
+            let w = g.window;
+            vec![
+                g.in_h, g.in_w, g.channels, w.k_h, w.k_w, w.stride_h, w.stride_w,
+            ]
         }
         OpShape::MaxPool2d {
             in_h,

@@ -49,9 +49,17 @@ fn stack_macs(file: &StackFile<'_>) -> usize {
     file.ops
         .iter()
         .map(|op| match op {
-            Op::Conv2d(c) => op.out_len().saturating_mul(c.geometry().taps()),
+            Op::Conv2d(_) | Op::Conv2dRect(..) => op
+                .out_len()
+                .saturating_mul(op.conv().map_or(0, |(_, g)| g.taps())),
+            Op::DepthwiseConv2d(d) => op
+                .out_len()
+                .saturating_mul(usize::from(d.window.rows) * usize::from(d.window.cols)),
             Op::Dense(d) => (d.inputs as usize).saturating_mul(usize::from(d.units)),
             Op::MaxPool2d(_) => op.in_len(),
+            Op::AvgPool2d(p) => op
+                .out_len()
+                .saturating_mul(usize::from(p.window.rows) * usize::from(p.window.cols)),
         })
         .fold(0usize, usize::saturating_add)
 }

@@ -90,7 +90,7 @@ impl Params {
 /// quantized as the trainer's (scale 1/255, zero point −128).
 ///
 /// # Errors
-/// A plan format 3 cannot hold (a dimension over `u16`, more than 16 operations).
+/// A plan format 3 cannot hold (a dimension over `u16`, more than 32 operations).
 pub fn random_model(plan: &Plan, seed: u64) -> Result<Vec<u8>> {
     let trainer = QuantParams {
         scale: 1.0 / 255.0,
@@ -127,7 +127,14 @@ pub fn random_model_with_input(
                 inputs,
                 relu,
             )),
-            OpShape::MaxPool2d { .. } => None,
+            OpShape::DepthwiseConv2d { .. } => Some(Params::random(
+                &mut rng,
+                op.kind.weights(),
+                op.kind.channels(),
+                op.kind.weights() / op.kind.channels().max(1),
+                false,
+            )),
+            OpShape::MaxPool2d { .. } | OpShape::AvgPool2d { .. } => None,
         })
         .collect();
     // The logits are wide, of zero point 0 (the shifts are already ≤ 0).

@@ -295,13 +295,13 @@ fn items_4_and_9_a_spec_fit_would_not_export_is_refused_before_the_first_epoch()
         FLATTEN,
         "type = \"dense\"\nunits = 12\nactivation = \"softmax\"",
     ]);
-    let mut eighteen = vec![FLATTEN];
-    eighteen.extend(std::iter::repeat_n(
+    let mut too_many = vec![FLATTEN];
+    too_many.extend(std::iter::repeat_n(
         "type = \"dense\"\nunits = 8\nactivation = \"relu\"",
-        17,
+        33,
     ));
-    eighteen.push(SOFTMAX_10);
-    let eighteen_operations = spec_text(&eighteen);
+    too_many.push(SOFTMAX_10);
+    let too_many_operations = spec_text(&too_many);
     let wide = spec_text(&[
         "type = \"conv2d\"\nfilters = 70000\nkernel = 3\nactivation = \"relu\"",
         FLATTEN,
@@ -319,9 +319,9 @@ fn items_4_and_9_a_spec_fit_would_not_export_is_refused_before_the_first_epoch()
             "the last layer has 12 outputs but the data has 10 classes",
         ),
         (
-            "eighteen.toml",
-            eighteen_operations.as_str(),
-            "the int8 plan has 18 operations",
+            "too-many.toml",
+            too_many_operations.as_str(),
+            "the int8 plan has 34 operations",
         ),
         (
             "wide.toml",

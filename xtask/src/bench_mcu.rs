@@ -200,8 +200,8 @@ fn known_network(plan: &Plan) -> Result<Option<&'static str>> {
     Ok(None)
 }
 
-/// Multiply-accumulates of one inference: each conv's outputs times its taps, each dense
-/// layer's outputs times its inputs.
+/// Multiply-accumulates of one inference: each conv's outputs times its taps, each
+/// depthwise conv's times its kernel's, each dense layer's outputs times its inputs.
 fn macs(plan: &Plan) -> u64 {
     plan.ops
         .iter()
@@ -209,8 +209,12 @@ fn macs(plan: &Plan) -> u64 {
             let k = op.kind;
             let per_output = match k {
                 model_spec::plan::OpShape::Conv2d { .. } => k.taps(),
+                model_spec::plan::OpShape::DepthwiseConv2d { geometry: g, .. } => {
+                    g.window.k_h * g.window.k_w
+                }
                 model_spec::plan::OpShape::Dense { inputs, .. } => inputs,
-                model_spec::plan::OpShape::MaxPool2d { .. } => 0,
+                model_spec::plan::OpShape::MaxPool2d { .. }
+                | model_spec::plan::OpShape::AvgPool2d { .. } => 0,
             };
             (k.out_len() * per_output) as u64
         })

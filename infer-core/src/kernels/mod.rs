@@ -14,8 +14,10 @@
 //! impossible).
 
 pub mod activation;
+pub mod average_pool;
 pub mod conv;
 pub mod dense;
+pub mod depthwise;
 pub mod dot;
 pub mod dsp;
 pub mod float;
@@ -23,6 +25,8 @@ pub mod fused;
 pub mod mve;
 pub mod pairs;
 pub mod pool;
+pub mod softmax;
+pub mod window;
 
 use core::num::NonZeroUsize;
 
@@ -55,6 +59,19 @@ impl<'a> ChannelRequant<'a> {
             output_offset: zp,
             activation_min: if relu { zp.clamp(-128, 127) } else { -128 },
             activation_max: 127,
+        }
+    }
+
+    /// The requantization of a layer's parameters clamped to `min..=max` (a fused
+    /// activation's bounds, as TFLite computes them from the output quantization).
+    pub fn from_params_clamped(p: &crate::format::ChannelParams<'a>, min: i8, max: i8) -> Self {
+        Self {
+            bias: p.bias,
+            multiplier: p.multiplier,
+            shift: p.shift,
+            output_offset: p.output.zero_point,
+            activation_min: i32::from(min),
+            activation_max: i32::from(max),
         }
     }
 

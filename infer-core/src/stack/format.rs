@@ -1,5 +1,6 @@
 //! model.bin format 3 (the layer-stack format): any chain of conv / max-pool / dense
-//! operations.
+//! operations, and the depthwise convs, average pools and non-square conv kernels of
+//! imported TensorFlow Lite models.
 //!
 //! The envelope is format 1's (`docs/model-format.md`): magic `"I8CN"`, a fixed-width
 //! little-endian `u16` version — here [`STACK_FORMAT_VERSION`] — a postcard body and a CRC-32
@@ -19,8 +20,11 @@ use crate::format::{
     check_channels, check_input_quant, check_output_quant, open_envelope, seal, ChannelParams,
     InputSpec, HEADER_LEN, MAGIC,
 };
+use crate::kernels::average_pool::AvgPoolGeometry;
 use crate::kernels::conv::ConvGeometry;
 pub use crate::kernels::conv::Padding;
+use crate::kernels::depthwise::DepthwiseGeometry;
+use crate::kernels::window::Window;
 use crate::Error;
 use serde::{Deserialize, Serialize};
 
@@ -29,7 +33,7 @@ pub const STACK_FORMAT_VERSION: u16 = 3;
 /// [`MAGIC`] and [`STACK_FORMAT_VERSION`], the first two fields of every [`StackFile`].
 pub const MAGIC_AND_VERSION: ([u8; 4], u16) = (MAGIC, STACK_FORMAT_VERSION);
 /// Most operations a layer-stack model may hold.
-pub const MAX_OPS: usize = 16;
+pub const MAX_OPS: usize = 32;
 
 /// Convolution with a square kernel; weights `[filters][ky][kx][in_c]`.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
@@ -100,7 +104,124 @@ pub struct DenseOp<'a> {
     pub params: ChannelParams<'a>,
 }
 
-/// One operation.
+/// A sliding [`Window`] as the format stores it: each dimension a `u16`.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowFields {
+    /// Rows.
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
+    /// Vertical step.
+    pub stride_h: u16,
+    /// Horizontal step.
+    pub stride_w: u16,
+    /// Valid or same.
+    pub padding: Padding,
+}
+
+impl WindowFields {
+    /// The kernels' window.
+    pub fn window(&self) -> Window {
+        Window {
+            k_h: usize::from(self.rows),
+            k_w: usize::from(self.cols),
+            stride_h: usize::from(self.stride_h),
+            stride_w: usize::from(self.stride_w),
+            padding: self.padding,
+        }
+    }
+
+    /// `w` as stored.
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] for a dimension over `u16`.
+    pub fn of(w: &Window) -> Result<Self, Error> {
+        let short = |n: usize| {
+            u16::try_from(n).map_err(|_| Error::Malformed {
+                what: "a window dimension over the format's u16",
+            })
+        };
+        Ok(Self {
+            rows: short(w.k_h)?,
+            cols: short(w.k_w)?,
+            stride_h: short(w.stride_h)?,
+            stride_w: short(w.stride_w)?,
+            padding: w.padding,
+        })
+    }
+}
+
+/// Depthwise convolution (TFLite's DEPTHWISE_CONV_2D): input channel `c` convolved with
+/// its own `multiplier` filters gives output channels `c · multiplier ..`; weights
+/// `[ky][kx][out_c]` (TFLite's layout), the activation a clamp to `min..=max`.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
+pub struct DepthwiseOp<'a> {
+    /// Input rows.
+    pub in_h: u16,
+    /// Input columns.
+    pub in_w: u16,
+    /// Input channels.
+    pub in_c: u16,
+    /// Output channels per input channel.
+    pub multiplier: u16,
+    /// The kernel's size, strides and padding.
+    pub window: WindowFields,
+    /// Lowest output value (the fused activation's, as TFLite computes it from the output
+    /// quantization: −128 for none, the zero point for ReLU and ReLU6).
+    pub min: i8,
+    /// Highest output value (127, or the quantized 6 of a ReLU6).
+    pub max: i8,
+    /// Weights and requantization (one channel per output channel).
+    #[serde(borrow)]
+    pub params: ChannelParams<'a>,
+}
+
+impl DepthwiseOp<'_> {
+    /// The kernels' geometry.
+    pub fn geometry(&self) -> DepthwiseGeometry {
+        DepthwiseGeometry {
+            in_h: usize::from(self.in_h),
+            in_w: usize::from(self.in_w),
+            in_c: usize::from(self.in_c),
+            multiplier: usize::from(self.multiplier),
+            window: self.window.window(),
+        }
+    }
+}
+
+/// Average pooling (TFLite's AVERAGE_POOL_2D): any window and strides, valid or same
+/// padding (padding not counted), the mean rounded half away from zero and clamped to
+/// `min..=max`; keeps its input's quantization.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AvgPoolOp {
+    /// Input rows.
+    pub in_h: u16,
+    /// Input columns.
+    pub in_w: u16,
+    /// Channels.
+    pub channels: u16,
+    /// The window's size, strides and padding.
+    pub window: WindowFields,
+    /// Lowest output value (the fused activation's).
+    pub min: i8,
+    /// Highest output value.
+    pub max: i8,
+}
+
+impl AvgPoolOp {
+    /// The kernels' geometry.
+    pub fn geometry(&self) -> AvgPoolGeometry {
+        AvgPoolGeometry {
+            in_h: usize::from(self.in_h),
+            in_w: usize::from(self.in_w),
+            channels: usize::from(self.channels),
+            window: self.window.window(),
+        }
+    }
+}
+
+/// One operation. The variants after [`Op::Dense`] came later (the TensorFlow Lite import);
+/// files without them are encoded as before.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
 pub enum Op<'a> {
     /// Convolution.
@@ -109,6 +230,13 @@ pub enum Op<'a> {
     MaxPool2d(PoolOp),
     /// Fully connected.
     Dense(#[serde(borrow)] DenseOp<'a>),
+    /// Convolution with a kernel that is not square: the [`ConvOp`]'s `kernel` rows by the
+    /// `u16` columns (a square kernel is always an [`Op::Conv2d`]).
+    Conv2dRect(#[serde(borrow)] ConvOp<'a>, u16),
+    /// Depthwise convolution.
+    DepthwiseConv2d(#[serde(borrow)] DepthwiseOp<'a>),
+    /// Average pooling.
+    AvgPool2d(AvgPoolOp),
 }
 
 impl<'a> Op<'a> {
@@ -117,12 +245,26 @@ impl<'a> Op<'a> {
         self.shape().type_name()
     }
 
-    /// The per-channel parameters of a conv or dense operation.
+    /// The per-channel parameters of a conv, depthwise conv or dense operation.
     pub fn params(&self) -> Option<&ChannelParams<'a>> {
         match self {
-            Op::Conv2d(c) => Some(&c.params),
+            Op::Conv2d(c) | Op::Conv2dRect(c, _) => Some(&c.params),
+            Op::DepthwiseConv2d(d) => Some(&d.params),
             Op::Dense(d) => Some(&d.params),
-            Op::MaxPool2d(_) => None,
+            Op::MaxPool2d(_) | Op::AvgPool2d(_) => None,
+        }
+    }
+
+    /// A convolution's parameters and geometry (square or not).
+    pub fn conv(&self) -> Option<(&ConvOp<'a>, ConvGeometry)> {
+        match self {
+            Op::Conv2d(c) => Some((c, c.geometry())),
+            Op::Conv2dRect(c, k_w) => {
+                let mut g = c.geometry();
+                g.k_w = usize::from(*k_w);
+                Some((c, g))
+            }
+            _ => None,
         }
     }
 
@@ -373,7 +515,7 @@ impl<'a> StackFile<'a> {
             Ok(len) if usize::from(len) <= MAX_OPS => len,
             _ => {
                 return Err(Error::Malformed {
-                    what: "more than 16 operations",
+                    what: "more than 32 operations",
                 })
             }
         };
@@ -446,7 +588,7 @@ impl<'a> StackFile<'a> {
     pub fn validate(&self) -> Result<(), Error> {
         if self.ops.len() > MAX_OPS {
             return Err(Error::Malformed {
-                what: "more than 16 operations",
+                what: "more than 32 operations",
             });
         }
         check_input_quant(&self.input.quant)?;
@@ -483,7 +625,7 @@ fn check_op(op: &Op<'_>, walk: Walk) -> Result<Walk, Error> {
         what: "shapes too large to address",
     };
     Ok(match *op {
-        Op::Conv2d(c) => {
+        Op::Conv2d(c) | Op::Conv2dRect(c, _) => {
             let shape = (
                 usize::from(c.in_h),
                 usize::from(c.in_w),
@@ -494,12 +636,14 @@ fn check_op(op: &Op<'_>, walk: Walk) -> Result<Walk, Error> {
                     what: "a conv2d's input shape differs from the previous output",
                 });
             }
-            if c.filters == 0 || !(1..=2).contains(&c.stride) || c.kernel == 0 {
+            let Some((_, g)) = op.conv() else {
+                return Err(Error::Malformed { what: "conv2d" });
+            };
+            if c.filters == 0 || !(1..=2).contains(&c.stride) || g.k_h == 0 || g.k_w == 0 {
                 return Err(Error::Malformed {
                     what: "a conv2d with no filters, kernel 0 or a stride other than 1 or 2",
                 });
             }
-            let g = c.geometry();
             if g.out_h() == 0 || g.out_w() == 0 {
                 return Err(Error::Malformed {
                     what: "a conv2d kernel larger than its input",
@@ -530,6 +674,51 @@ fn check_op(op: &Op<'_>, walk: Walk) -> Result<Walk, Error> {
             }
             let (h, w, c) = op.out_shape();
             Walk::Spatial(h, w, c)
+        }
+        Op::DepthwiseConv2d(d) => {
+            let g = d.geometry();
+            let w = g.window;
+            if walk != Walk::Spatial(g.in_h, g.in_w, g.in_c) {
+                return Err(Error::Malformed {
+                    what: "a depthwise_conv2d's input shape differs from the previous output",
+                });
+            }
+            if g.multiplier == 0 || w.stride_h == 0 || w.stride_w == 0 || d.min > d.max {
+                return Err(Error::Malformed {
+                    what: "a depthwise_conv2d with multiplier or stride 0, or min above max",
+                });
+            }
+            if g.out_h() == 0 || g.out_w() == 0 {
+                return Err(Error::Malformed {
+                    what: "a depthwise_conv2d kernel of 0 or larger than its input",
+                });
+            }
+            let taps = w.k_h.checked_mul(w.k_w).ok_or(too_large)?;
+            let out_c = g.in_c.checked_mul(g.multiplier).ok_or(too_large)?;
+            let weights = taps.checked_mul(out_c).ok_or(too_large)?;
+            check_channels("conv", &d.params, out_c, weights, taps)?;
+            check_output_quant(&d.params.output)?;
+            Walk::Spatial(g.out_h(), g.out_w(), out_c)
+        }
+        Op::AvgPool2d(p) => {
+            let g = p.geometry();
+            let w = g.window;
+            if walk != Walk::Spatial(g.in_h, g.in_w, g.channels) {
+                return Err(Error::Malformed {
+                    what: "an avgpool2d's input shape differs from the previous output",
+                });
+            }
+            if w.stride_h == 0 || w.stride_w == 0 || p.min > p.max {
+                return Err(Error::Malformed {
+                    what: "an avgpool2d with stride 0, or min above max",
+                });
+            }
+            if g.out_h() == 0 || g.out_w() == 0 {
+                return Err(Error::Malformed {
+                    what: "an avgpool2d window of 0 or larger than its input",
+                });
+            }
+            Walk::Spatial(g.out_h(), g.out_w(), g.channels)
         }
         Op::Dense(d) => {
             let inputs = match walk {
@@ -818,7 +1007,7 @@ pub(crate) mod tests {
             "a logits shift > 0 could overflow"
         );
         let many = std::vec![good[1]; MAX_OPS + 1];
-        assert!(check(&many).is_err(), "more than 16 operations");
+        assert!(check(&many).is_err(), "more than 32 operations");
     }
 
     /// Parameters that would make a kernel overflow (a panic in a debug build, a wrong
@@ -958,6 +1147,145 @@ mod pinned {
                 },
             }
         }
+    }
+
+    /// The exact bytes of the operations only imported models have: a conv whose kernel
+    /// is not square, a depthwise conv and an average pool (docs/model-format.md).
+    #[test]
+    fn imported_operations_are_pinned_byte_for_byte() {
+        let (conv, depthwise, dense) = (Arrays::new(1, -1), Arrays::new(2, -2), Arrays::new(2, 0));
+        let window = |rows, cols| WindowFields {
+            rows,
+            cols,
+            stride_h: 1,
+            stride_w: 1,
+            padding: Padding::Valid,
+        };
+        let ops = [
+            Op::Conv2dRect(
+                ConvOp {
+                    in_h: 2,
+                    in_w: 2,
+                    in_c: 1,
+                    filters: 1,
+                    kernel: 1,
+                    stride: 1,
+                    padding: Padding::Valid,
+                    relu: false,
+                    params: conv.params(&[3, 4]),
+                },
+                2,
+            ),
+            Op::DepthwiseConv2d(DepthwiseOp {
+                in_h: 2,
+                in_w: 1,
+                in_c: 1,
+                multiplier: 2,
+                window: window(1, 1),
+                min: -2,
+                max: 10,
+                params: depthwise.params(&[1, 0xff]),
+            }),
+            Op::AvgPool2d(AvgPoolOp {
+                in_h: 2,
+                in_w: 1,
+                channels: 2,
+                window: window(2, 1),
+                min: -128,
+                max: 127,
+            }),
+            Op::Dense(DenseOp {
+                inputs: 2,
+                units: 2,
+                relu: false,
+                params: dense.params(&[5, 0xfb, 1, 2]),
+            }),
+        ];
+        let file = StackFile::new(input(2, 2, 1), &ops);
+        file.validate().unwrap();
+        let mut buf = [0u8; 512];
+        let bytes = file.encode(&mut buf).unwrap().to_vec();
+        assert_eq!(StackFile::decode(&bytes).unwrap(), file);
+        let hex: Vec<std::string::String> = bytes.iter().map(|b| std::format!("{b:02x}")).collect();
+        let hex = hex.concat();
+        let ops_hex = concat!(
+            "03",
+            "020201010101",
+            "0000", // conv2d_rect: in 2×2×1, 1 filter, 1 row, stride 1, valid, no ReLU
+            "020304",
+            "040000803f",
+            "0400000000",
+            "0400000040",
+            "01ff",
+            "0000003f01", // weights [3, 4], scale, bias, multiplier, shift; output zp −1
+            "02",         // …and 2 columns
+            "04",
+            "02010102",
+            "0101010100", // depthwise_conv2d: in 2×1×1, multiplier 2, window 1×1 stride 1×1 valid
+            "fe0a",       // min −2, max 10 (an i8 is one byte)
+            "0201ff",
+            "080000803f0000803f",
+            "080000000000000000",
+            "080000004000000040",
+            "02ffff",
+            "0000003f03", // output zp −2
+            "05",
+            "020102",
+            "0201010100", // avgpool2d: in 2×1×2, window 2×1 stride 1×1 valid
+            "807f",       // min −128, max 127
+        );
+        assert!(hex.contains(ops_hex), "{hex}");
+        // Their checks: each refused with its problem named.
+        let malformed = |what: &str, change: &dyn Fn(&mut Op<'_>), at: usize| {
+            let mut bad = ops;
+            change(&mut bad[at]);
+            match StackFile::new(input(2, 2, 1), &bad).validate() {
+                Err(Error::Malformed { what: found }) => assert!(found.contains(what), "{found}"),
+                other => panic!("{what}: {other:?}"),
+            }
+        };
+        malformed(
+            "min above max",
+            &|op| {
+                if let Op::DepthwiseConv2d(d) = op {
+                    d.min = 11;
+                }
+            },
+            1,
+        );
+        malformed(
+            "avgpool2d's input",
+            &|op| {
+                if let Op::AvgPool2d(p) = op {
+                    p.channels = 3;
+                }
+            },
+            2,
+        );
+        malformed(
+            "larger than its input",
+            &|op| {
+                if let Op::AvgPool2d(p) = op {
+                    p.window.rows = 3;
+                }
+            },
+            2,
+        );
+        malformed(
+            "larger than its input",
+            &|op| {
+                if let Op::Conv2dRect(_, cols) = op {
+                    *cols = 3;
+                }
+            },
+            0,
+        );
+        let mut bad = ops;
+        if let Op::DepthwiseConv2d(d) = &mut bad[1] {
+            d.params.weights = &[1];
+        }
+        let found = StackFile::new(input(2, 2, 1), &bad).validate();
+        assert!(matches!(found, Err(Error::InconsistentLength { .. })));
     }
 
     /// The exact bytes of a small model (docs/model-format.md): any change to the encoding

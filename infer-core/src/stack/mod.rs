@@ -1,4 +1,5 @@
-//! Any conv / max-pool / dense stack, as a spec file declares it (`models/*.toml`):
+//! Any conv / max-pool / dense stack, as a spec file declares it (`models/*.toml`), or with
+//! the depthwise convs and average pools of an imported TensorFlow Lite model:
 //!
 //! * [`format`]: model.bin format 3, the int8 operations of the stack;
 //! * [`shape`]: an operation's type and shapes ([`OpShape`]), what plans are made from;

@@ -3,8 +3,8 @@
 
 use super::format::{input_offset, Op, StackFile};
 use super::stages::{
-    plan_file, run_chain, run_general, run_general_logits, run_general_rows, shapes_of, Out, Parts,
-    Pixels,
+    plan_file, run_alone, run_chain, run_general, run_general_logits, run_general_rows, shapes_of,
+    Out, Parts, Pixels,
 };
 use crate::kernels::conv::conv2d_i8;
 use crate::kernels::dense::{dense_i8, dense_i8_logits};
@@ -169,14 +169,19 @@ pub fn run<'l>(
         };
         // The reference kernels, operation by operation ([`Kernels::Fast`] ran the stages).
         match op {
-            Op::Conv2d(c) => conv2d_i8(
-                &c.geometry(),
-                src,
-                offset,
-                c.params.weights,
-                &ChannelRequant::from_params(&c.params, c.relu),
-                dst,
-            ),
+            Op::Conv2d(c) | Op::Conv2dRect(c, _) => {
+                if let Some((_, g)) = op.conv() {
+                    conv2d_i8(
+                        &g,
+                        src,
+                        offset,
+                        c.params.weights,
+                        &ChannelRequant::from_params(&c.params, c.relu),
+                        dst,
+                    );
+                }
+            }
+            Op::DepthwiseConv2d(_) | Op::AvgPool2d(_) => run_alone(file, i, true, src, patch, dst),
             Op::MaxPool2d(p) => max_pool(
                 &PoolGeometry {
                     in_h: p.in_h.into(),
@@ -225,6 +230,16 @@ fn run_stages(
         else {
             return Err(Error::Malformed { what: "stage" });
         };
+        if stage.alone {
+            let (Some(src), Some(dst)) = (src.get(..first.in_len()), dst.get_mut(..last.out_len()))
+            else {
+                return Err(Error::BufferTooSmall {
+                    available: dst.len(),
+                });
+            };
+            run_alone(file, stage.first, false, src, patch, dst);
+            continue;
+        }
         let parts = Parts::of(file, stage).ok_or(Error::Malformed { what: "stage" })?;
         if stage.ring_in > 0 {
             // The plan chains the second stage to the first only: the first reads the input

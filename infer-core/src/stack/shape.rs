@@ -3,16 +3,18 @@
 //! stage planner ([`super::stages::plan`]) works from. The two compare with `==` and print
 //! alike, so that a mismatch names both sides in the same words.
 
-use super::format::{ConvOp, DenseOp, Op, PoolOp};
+use super::format::{AvgPoolOp, ConvOp, DenseOp, DepthwiseOp, Op, PoolOp, WindowFields};
 use crate::format::ChannelParams;
+use crate::kernels::average_pool::AvgPoolGeometry;
 use crate::kernels::conv::{ConvGeometry, Padding};
+use crate::kernels::depthwise::DepthwiseGeometry;
 use crate::Error;
 use core::fmt;
 
 /// An operation's type and shapes, without its parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpShape {
-    /// Convolution, weights `[filters][ky][kx][in_c]` (square kernels only: `k_h = k_w`).
+    /// Convolution, weights `[filters][ky][kx][in_c]`.
     Conv2d {
         /// Its shapes.
         geometry: ConvGeometry,
@@ -40,6 +42,24 @@ pub enum OpShape {
         /// Fused ReLU.
         relu: bool,
     },
+    /// Depthwise convolution, weights `[ky][kx][out_c]`.
+    DepthwiseConv2d {
+        /// Its shapes.
+        geometry: DepthwiseGeometry,
+        /// Lowest output value (the fused activation's).
+        min: i8,
+        /// Highest output value.
+        max: i8,
+    },
+    /// Average pooling.
+    AvgPool2d {
+        /// Its shapes.
+        geometry: AvgPoolGeometry,
+        /// Lowest output value (the fused activation's).
+        min: i8,
+        /// Highest output value.
+        max: i8,
+    },
 }
 
 impl OpShape {
@@ -57,6 +77,8 @@ impl OpShape {
                 _ => (0, 0, channels),
             },
             OpShape::Dense { units, .. } => (1, 1, units),
+            OpShape::DepthwiseConv2d { geometry: g, .. } => (g.out_h(), g.out_w(), g.out_c()),
+            OpShape::AvgPool2d { geometry: g, .. } => (g.out_h(), g.out_w(), g.channels),
         }
     }
 
@@ -71,6 +93,8 @@ impl OpShape {
                 ..
             } => (in_h, in_w, channels),
             OpShape::Dense { inputs, .. } => (1, 1, inputs),
+            OpShape::DepthwiseConv2d { geometry: g, .. } => (g.in_h, g.in_w, g.in_c),
+            OpShape::AvgPool2d { geometry: g, .. } => (g.in_h, g.in_w, g.channels),
         }
     }
 
@@ -86,7 +110,7 @@ impl OpShape {
         h * w * c
     }
 
-    /// Values in one convolution patch (0 for other operations).
+    /// Values in one convolution patch (0 for other operations, depthwise included).
     pub const fn taps(&self) -> usize {
         match *self {
             OpShape::Conv2d { geometry: g, .. } => g.taps(),
@@ -106,8 +130,9 @@ impl OpShape {
     pub const fn channels(&self) -> usize {
         match *self {
             OpShape::Conv2d { geometry: g, .. } => g.filters,
-            OpShape::MaxPool2d { .. } => 0,
+            OpShape::MaxPool2d { .. } | OpShape::AvgPool2d { .. } => 0,
             OpShape::Dense { units, .. } => units,
+            OpShape::DepthwiseConv2d { geometry: g, .. } => g.out_c(),
         }
     }
 
@@ -115,25 +140,41 @@ impl OpShape {
     pub const fn weights(&self) -> usize {
         match *self {
             OpShape::Conv2d { geometry: g, .. } => g.filters * g.taps(),
-            OpShape::MaxPool2d { .. } => 0,
+            OpShape::MaxPool2d { .. } | OpShape::AvgPool2d { .. } => 0,
             OpShape::Dense { inputs, units, .. } => inputs * units,
+            OpShape::DepthwiseConv2d { geometry: g, .. } => g.weights(),
         }
     }
 
-    /// Whether a ReLU is fused in (never for pooling).
+    /// Whether a ReLU is fused in (never for pooling; a depthwise conv's activation is its
+    /// clamp, `min` and `max`).
     pub const fn relu(&self) -> bool {
         match *self {
             OpShape::Conv2d { relu, .. } | OpShape::Dense { relu, .. } => relu,
-            OpShape::MaxPool2d { .. } => false,
+            _ => false,
         }
     }
 
-    /// The type's name as spec files write it (`conv2d`, `maxpool2d`, `dense`).
+    /// The type's name as spec files write it (`conv2d`, `maxpool2d`, `dense`;
+    /// `depthwise_conv2d` and `avgpool2d`, which only imported models have).
     pub const fn type_name(&self) -> &'static str {
         match self {
             OpShape::Conv2d { .. } => "conv2d",
             OpShape::MaxPool2d { .. } => "maxpool2d",
             OpShape::Dense { .. } => "dense",
+            OpShape::DepthwiseConv2d { .. } => "depthwise_conv2d",
+            OpShape::AvgPool2d { .. } => "avgpool2d",
+        }
+    }
+
+    /// Words of scratch the operation's kernel takes when it runs alone (a depthwise conv
+    /// or an average pool: one accumulator per output channel; 0 for the others, whose
+    /// working memory the stage plan counts).
+    pub const fn alone_words(&self) -> usize {
+        match *self {
+            OpShape::DepthwiseConv2d { geometry: g, .. } => g.out_c(),
+            OpShape::AvgPool2d { geometry: g, .. } => g.channels,
+            _ => 0,
         }
     }
 }
@@ -175,6 +216,24 @@ impl fmt::Display for OpShape {
                 units,
                 relu,
             } => write!(f, "dense {}, {inputs} → {units}", act(relu)),
+            OpShape::DepthwiseConv2d {
+                geometry: g,
+                min,
+                max,
+            } => write!(
+                f,
+                "depthwise_conv2d {} ×{} clamp {min}..={max}, {}×{}×{} → {out_h}×{out_w}×{out_c}",
+                g.window, g.multiplier, g.in_h, g.in_w, g.in_c
+            ),
+            OpShape::AvgPool2d {
+                geometry: g,
+                min,
+                max,
+            } => write!(
+                f,
+                "avgpool2d {} clamp {min}..={max}, {}×{}×{} → {out_h}×{out_w}×{out_c}",
+                g.window, g.in_h, g.in_w, g.channels
+            ),
         }
     }
 }
@@ -186,6 +245,24 @@ impl<'a> Op<'a> {
             Op::Conv2d(c) => OpShape::Conv2d {
                 geometry: c.geometry(),
                 relu: c.relu,
+            },
+            Op::Conv2dRect(c, k_w) => {
+                let mut geometry = c.geometry();
+                geometry.k_w = usize::from(k_w);
+                OpShape::Conv2d {
+                    geometry,
+                    relu: c.relu,
+                }
+            }
+            Op::DepthwiseConv2d(d) => OpShape::DepthwiseConv2d {
+                geometry: d.geometry(),
+                min: d.min,
+                max: d.max,
+            },
+            Op::AvgPool2d(p) => OpShape::AvgPool2d {
+                geometry: p.geometry(),
+                min: p.min,
+                max: p.max,
             },
             Op::MaxPool2d(p) => OpShape::MaxPool2d {
                 in_h: p.in_h.into(),
@@ -206,8 +283,8 @@ impl<'a> Op<'a> {
     ///
     /// # Errors
     /// [`Error::Malformed`] for a dimension the format cannot hold (over `u16`; a dense
-    /// layer's inputs over `u32`), a convolution whose kernel is not square, or a conv or
-    /// dense layer without `params`.
+    /// layer's inputs over `u32`), or a conv, depthwise conv or dense layer without
+    /// `params`. A convolution whose kernel is not square is an [`Op::Conv2dRect`].
     pub fn from_shape(shape: OpShape, params: Option<ChannelParams<'a>>) -> Result<Self, Error> {
         let too_big = Error::Malformed {
             what: "a dimension over the format's u16 (inputs: u32)",
@@ -220,12 +297,7 @@ impl<'a> Op<'a> {
         };
         Ok(match shape {
             OpShape::Conv2d { geometry: g, relu } => {
-                if g.k_h != g.k_w {
-                    return Err(Error::Malformed {
-                        what: "a convolution kernel that is not square",
-                    });
-                }
-                Op::Conv2d(ConvOp {
+                let conv = ConvOp {
                     in_h: short(g.in_h)?,
                     in_w: short(g.in_w)?,
                     in_c: short(g.in_c)?,
@@ -235,8 +307,39 @@ impl<'a> Op<'a> {
                     padding: g.padding,
                     relu,
                     params: params()?,
-                })
+                };
+                if g.k_h == g.k_w {
+                    Op::Conv2d(conv)
+                } else {
+                    Op::Conv2dRect(conv, short(g.k_w)?)
+                }
             }
+            OpShape::DepthwiseConv2d {
+                geometry: g,
+                min,
+                max,
+            } => Op::DepthwiseConv2d(DepthwiseOp {
+                in_h: short(g.in_h)?,
+                in_w: short(g.in_w)?,
+                in_c: short(g.in_c)?,
+                multiplier: short(g.multiplier)?,
+                window: WindowFields::of(&g.window)?,
+                min,
+                max,
+                params: params()?,
+            }),
+            OpShape::AvgPool2d {
+                geometry: g,
+                min,
+                max,
+            } => Op::AvgPool2d(AvgPoolOp {
+                in_h: short(g.in_h)?,
+                in_w: short(g.in_w)?,
+                channels: short(g.channels)?,
+                window: WindowFields::of(&g.window)?,
+                min,
+                max,
+            }),
             OpShape::MaxPool2d {
                 in_h,
                 in_w,

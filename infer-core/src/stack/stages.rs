@@ -14,6 +14,8 @@
 //!   (padding included) sums to 0; its filters' dot products are skipped.
 //! * **the first layer's one-channel 3×3 conv → 2×2 pool → last dense**: the fused kernel
 //!   [`crate::kernels::fused::Stream3x3`] ([`Kernel::Stream3x3`]) in the typed layers.
+//! * **a depthwise conv or an average pool** (only imported models have them) is a stage of
+//!   its own ([`Stage::alone`]), computed by its kernel ([`run_alone`]).
 //!
 //! The plan is made from [`OpShape`]s only, so the firmware's build script (through
 //! `model_spec`) and the RAM accounting see the same stages as [`super::run()`] and the typed
@@ -48,7 +50,8 @@ pub enum Kernel {
 }
 
 /// Consecutive operations computed as one: `first` and then, in this order, a conv (if
-/// `conv`), a max pool (if `pool`) and a dense layer (if `dense`); at least one of them.
+/// `conv`), a max pool (if `pool`) and a dense layer (if `dense`); at least one of them. Or
+/// a depthwise conv or an average pool alone (`alone`), by its own kernel ([`run_alone`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stage {
     /// Index of the stage's first operation.
@@ -59,6 +62,8 @@ pub struct Stage {
     pub pool: bool,
     /// Ends with a dense layer (streamed if the stage has a conv or pool).
     pub dense: bool,
+    /// A depthwise conv or an average pool, the stage's only operation.
+    pub alone: bool,
     /// How it is computed.
     pub kernel: Kernel,
     /// Rows of the ring buffer through which it reads the previous stage's output, the two
@@ -75,7 +80,7 @@ pub type Stages = heapless::Vec<Stage, MAX_OPS>;
 impl Stage {
     /// Operations in the stage.
     pub const fn ops(&self) -> usize {
-        self.conv as usize + self.pool as usize + self.dense as usize
+        self.conv as usize + self.pool as usize + self.dense as usize + self.alone as usize
     }
 
     /// Index of the stage's last operation.
@@ -148,6 +153,9 @@ impl Stage {
 
     /// [`Stage::general_words`] of the stage alone (not the one it runs with).
     fn own_words(&self, shapes: &[OpShape], pixels: Pixels) -> usize {
+        if self.alone {
+            return shapes.get(self.first).map_or(0, OpShape::alone_words);
+        }
         let (taps, channels) = self.taps_channels(shapes);
         let units = if self.dense {
             shapes.get(self.last()).map_or(0, OpShape::units)
@@ -339,6 +347,9 @@ pub fn plan(shapes: &[OpShape]) -> Stages {
         i += usize::from(pool);
         let dense = is(i, |s| matches!(s, OpShape::Dense { .. }));
         i += usize::from(dense);
+        // Anything else (a depthwise conv, an average pool) is a stage of its own.
+        let alone = i == first;
+        i += usize::from(alone);
         let kernel = if conv && pool && stream3x3_fits(shapes, first, dense) {
             Kernel::Stream3x3
         } else {
@@ -349,6 +360,7 @@ pub fn plan(shapes: &[OpShape]) -> Stages {
             conv,
             pool,
             dense,
+            alone,
             kernel,
             ring_in: 0,
             ring_out: 0,
@@ -365,8 +377,8 @@ pub fn plan(shapes: &[OpShape]) -> Stages {
             };
             let rows = ring_rows(head, pool_size);
             let general = kernel == Kernel::General;
-            if general && stages_before == 1 && !before.dense && rows > 0 && rows < head.in_hwc().0
-            {
+            let chains = general && stages_before == 1 && !before.dense && !before.alone;
+            if chains && !alone && rows > 0 && rows < head.in_hwc().0 {
                 before.ring_out = rows;
                 stage.ring_in = rows;
             }
@@ -390,6 +402,43 @@ pub fn shapes_of(file: &StackFile<'_>) -> heapless::Vec<OpShape, MAX_OPS> {
 /// The stages of a decoded model.
 pub fn plan_file(file: &StackFile<'_>) -> Stages {
     plan(&shapes_of(file))
+}
+
+/// Computes operation `index` of `file`, a depthwise conv or an average pool (a stage
+/// [`Stage::alone`]), from `input` to `output`, with `words` ([`OpShape::alone_words`]) as
+/// scratch: with its fast kernel, or with `reference` its naive reference. Other
+/// operations, short slices or scratch compute nothing.
+pub fn run_alone(
+    file: &StackFile<'_>,
+    index: usize,
+    reference: bool,
+    input: &[i8],
+    words: &mut [u32],
+    output: &mut [i8],
+) {
+    use crate::kernels::average_pool::{average_pool, average_pool_reference};
+    use crate::kernels::depthwise::{depthwise_i8, depthwise_i8_reference};
+    match file.ops.get(index) {
+        Some(Op::DepthwiseConv2d(d)) => {
+            let g = d.geometry();
+            let requant = ChannelRequant::from_params_clamped(&d.params, d.min, d.max);
+            let offset = input_offset(file, index);
+            if reference {
+                depthwise_i8_reference(&g, input, offset, d.params.weights, &requant, output);
+            } else {
+                depthwise_i8(&g, input, offset, d.params.weights, &requant, words, output);
+            }
+        }
+        Some(Op::AvgPool2d(p)) => {
+            let g = p.geometry();
+            if reference {
+                average_pool_reference(&g, input, p.min, p.max, output);
+            } else {
+                average_pool(&g, input, p.min, p.max, words, output);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The conv of a stage, with its parameters.
@@ -445,11 +494,10 @@ impl<'a> Parts<'a> {
             dense: None,
         };
         if stage.conv {
-            let Op::Conv2d(c) = file.ops.get(at)? else {
-                return None;
-            };
+            let op = file.ops.get(at)?;
+            let (c, geometry) = op.conv()?;
             parts.conv = Some(ConvPart {
-                geometry: c.geometry(),
+                geometry,
                 weights: c.params.weights,
                 requant: ChannelRequant::from_params(&c.params, c.relu),
                 input_offset: input_offset(file, at),
@@ -791,7 +839,7 @@ fn ring_rows(first: &OpShape, pool: usize) -> usize {
     match first {
         OpShape::Conv2d { geometry: g, .. } => (pool.max(1) - 1) * g.stride + g.k_h,
         OpShape::MaxPool2d { pool, .. } => *pool,
-        OpShape::Dense { .. } => 0,
+        _ => 0,
     }
 }
 
@@ -1185,9 +1233,12 @@ fn dense_position(
 #[cfg(test)]
 mod tests {
     use super::super::format::tests::{input, OwnedParams};
-    use super::super::format::{ConvOp, DenseOp, PoolOp};
+    use super::super::format::{AvgPoolOp, DenseOp, DepthwiseOp, PoolOp};
     use super::super::run::{run, BufferSizes, Kernels};
     use super::*;
+    use crate::kernels::average_pool::AvgPoolGeometry;
+    use crate::kernels::depthwise::DepthwiseGeometry;
+    use crate::kernels::window::Window;
     use crate::kernels::TestRng;
     use std::collections::BTreeSet;
     use std::vec;
@@ -1218,6 +1269,8 @@ mod tests {
         Conv(ConvGeometry, bool, usize),
         Pool(PoolOp),
         Dense(usize, usize, bool, usize),
+        Depthwise(DepthwiseOp<'static>, usize),
+        AvgPool(AvgPoolOp),
     }
 
     /// A random stack over a random input, and its parameters.
@@ -1237,12 +1290,18 @@ mod tests {
         for _ in 0..blocks {
             if rng.below(4) != 0 {
                 let k = 1 + rng.below(3) as usize;
+                // Sometimes a kernel that is not square (an `Op::Conv2dRect`).
+                let k_w = if rng.below(4) == 0 {
+                    1 + rng.below(4) as usize
+                } else {
+                    k
+                };
                 let g = ConvGeometry {
                     in_h: h,
                     in_w: w,
                     in_c: c,
                     k_h: k,
-                    k_w: k,
+                    k_w,
                     // Sometimes 16 filters: the next conv's patch is then whole blocks of
                     // 16 taps, the quad kernel's block loop.
                     filters: if rng.below(4) == 0 {
@@ -1263,6 +1322,60 @@ mod tests {
                 owned.push(params(rng, g.filters * g.taps(), g.filters, wild));
                 ops.push(Planned::Conv(g, rng.below(3) != 0, owned.len() - 1));
                 (h, w, c) = (g.out_h(), g.out_w(), g.filters);
+            }
+            // Sometimes a depthwise conv or an average pool, each a stage of its own.
+            match rng.below(6) {
+                0 | 1 => {
+                    let window = Window::random(rng);
+                    let (min, max) = random_clamp(rng);
+                    let multiplier = 1 + rng.below(2) as usize;
+                    let g = DepthwiseGeometry {
+                        in_h: h,
+                        in_w: w,
+                        in_c: c,
+                        multiplier,
+                        window,
+                    };
+                    if g.out_h() > 0 && g.out_w() > 0 {
+                        owned.push(params(rng, g.weights(), g.out_c(), wild));
+                        let op = Op::from_shape(
+                            OpShape::DepthwiseConv2d {
+                                geometry: g,
+                                min,
+                                max,
+                            },
+                            Some(EMPTY_PARAMS),
+                        );
+                        if let Ok(Op::DepthwiseConv2d(d)) = op {
+                            ops.push(Planned::Depthwise(d, owned.len() - 1));
+                            (h, w, c) = (g.out_h(), g.out_w(), g.out_c());
+                        }
+                    }
+                }
+                2 => {
+                    let (min, max) = random_clamp(rng);
+                    let g = AvgPoolGeometry {
+                        in_h: h,
+                        in_w: w,
+                        channels: c,
+                        window: Window::random(rng),
+                    };
+                    if g.out_h() > 0 && g.out_w() > 0 {
+                        let op = Op::from_shape(
+                            OpShape::AvgPool2d {
+                                geometry: g,
+                                min,
+                                max,
+                            },
+                            None,
+                        );
+                        if let Ok(Op::AvgPool2d(p)) = op {
+                            ops.push(Planned::AvgPool(p));
+                            (h, w) = (g.out_h(), g.out_w());
+                        }
+                    }
+                }
+                _ => {}
             }
             if rng.below(3) != 0 {
                 let pool = 1 + rng.below(3) as usize;
@@ -1292,21 +1405,44 @@ mod tests {
         ((h0 as u16, w0 as u16, c0 as u16), ops, owned)
     }
 
+    /// Parameters to build an operation with, replaced by its own.
+    const EMPTY_PARAMS: crate::format::ChannelParams<'static> = crate::format::ChannelParams {
+        weights: &[],
+        weight_scales: &[],
+        bias: &[],
+        multiplier: &[],
+        shift: &[],
+        output: crate::format::QuantParams {
+            scale: 1.0,
+            zero_point: 0,
+        },
+    };
+
+    /// A random activation clamp: none, from a zero point, or a narrow range.
+    fn random_clamp(rng: &mut TestRng) -> (i8, i8) {
+        match rng.below(3) {
+            0 => (-128, 127),
+            1 => (rng.i8(), 127),
+            _ => {
+                let lo = rng.i8();
+                (lo, lo.saturating_add(rng.below(100) as i8))
+            }
+        }
+    }
+
     fn ops<'p>(planned: &[Planned], owned: &'p [OwnedParams]) -> Vec<Op<'p>> {
         let mut ops = Vec::new();
         for p in planned {
             let op = match *p {
-                Planned::Conv(g, relu, i) => Op::Conv2d(ConvOp {
-                    in_h: g.in_h as u16,
-                    in_w: g.in_w as u16,
-                    in_c: g.in_c as u16,
-                    filters: g.filters as u16,
-                    kernel: g.k_h as u16,
-                    stride: g.stride as u16,
-                    padding: g.padding,
-                    relu,
+                Planned::Conv(g, relu, i) => {
+                    Op::from_shape(OpShape::Conv2d { geometry: g, relu }, Some(owned[i].view()))
+                        .unwrap()
+                }
+                Planned::Depthwise(d, i) => Op::DepthwiseConv2d(DepthwiseOp {
                     params: owned[i].view(),
+                    ..d
                 }),
+                Planned::AvgPool(p) => Op::AvgPool2d(p),
                 Planned::Pool(p) => Op::MaxPool2d(p),
                 Planned::Dense(inputs, units, relu, i) => Op::Dense(DenseOp {
                     inputs: inputs as u32,
@@ -1344,6 +1480,9 @@ mod tests {
         let mut quads = BTreeSet::new();
         // Second stages reading the first through a ring, by (conv, dense).
         let mut chains = BTreeSet::new();
+        // The imported models' operations: convs whose kernel is not square, depthwise
+        // convs and average pools (stages of their own).
+        let mut imported = BTreeSet::new();
         for case in 0..cases {
             let wild = case % 3 == 2;
             let (hwc, planned, owned) = random_stack(&mut rng, wild);
@@ -1363,7 +1502,17 @@ mod tests {
             let sizes = BufferSizes::of(&file, pixels);
             let stages = plan_file(&file);
             assert_eq!(stages.iter().map(Stage::ops).sum::<usize>(), file.ops.len());
+            for op in &file.ops {
+                if matches!(op, Op::Conv2dRect(..)) {
+                    imported.insert("conv2d_rect");
+                }
+            }
             for s in &stages {
+                if s.alone {
+                    let name = file.ops.get(s.first).map_or("", |op| op.type_name());
+                    imported.insert(name);
+                    assert_eq!(s.ops(), 1);
+                }
                 let monotonic = Parts::of(&file, s)
                     .and_then(|p| p.conv)
                     .map(|c| monotonic(&c.requant, c.geometry.filters));
@@ -1417,6 +1566,8 @@ mod tests {
             for chain in [(true, true), (true, false), (false, false), (false, true)] {
                 assert!(chains.contains(&chain), "{chain:?}");
             }
+            let all = ["avgpool2d", "conv2d_rect", "depthwise_conv2d"];
+            assert_eq!(imported.into_iter().collect::<Vec<_>>(), all);
         }
     }
 

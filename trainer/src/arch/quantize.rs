@@ -293,6 +293,13 @@ impl QuantizedStack {
         for (j, (op, range)) in plan.ops.iter().zip(&calibration.ranges).enumerate() {
             let channels = match op.kind {
                 OpShape::MaxPool2d { .. } => None,
+                OpShape::DepthwiseConv2d { .. } | OpShape::AvgPool2d { .. } => {
+                    bail!(
+                        "operation {j} ({}): the trainer does not train it (only imported \
+                         models have it)",
+                        op.kind
+                    )
+                }
                 OpShape::Conv2d { relu, .. } | OpShape::Dense { relu, .. } => {
                     let folded = fold(model, op)?;
                     let quantizing = || format!("quantizing operation {j} ({})", op.kind);

@@ -40,12 +40,22 @@ pub fn run(args: &ImportArgs) -> Result<()> {
         println!("{step}");
     }
     println!("Input:  {}", edge_text(&imported.input));
-    println!(
-        "Output: {} (model.bin gives the wide logits L, of this scale; TFLite's int8 output is \
-         clamp(L + {}, -128, 127))",
-        edge_text(&imported.output),
-        imported.output.quant.zero_point
-    );
+    match &imported.softmax {
+        None => println!(
+            "Output: {} (model.bin gives the wide logits L, of this scale; TFLite's int8 \
+             output is clamp(L + {}, -128, 127))",
+            edge_text(&imported.output),
+            imported.output.quant.zero_point
+        ),
+        Some(s) => println!(
+            "Output: {} (model.bin gives the wide logits L, of scale {}; TFLite's int8 output \
+             is the int8 softmax of clamp(L + {}, -128, 127), which `trainer infer` on the \
+             .tflite computes)",
+            edge_text(&imported.output),
+            s.logits.scale,
+            s.logits.zero_point
+        ),
+    }
     outputs.stage(&args.out, &imported.bytes)?;
     outputs.commit()?;
     println!(

@@ -1,25 +1,34 @@
 //! A parsed TensorFlow Lite graph mapped onto what the engine runs today: [`lower`].
 //!
-//! The engine (model.bin format 3, `infer_core::stack`) runs a chain of CONV_2D (square
-//! kernel, equal strides 1 or 2, SAME or VALID padding, fused ReLU or none), MAX_POOL_2D
-//! (square window equal to its stride) and FULLY_CONNECTED (fused ReLU or none), int8 with
-//! per-channel or per-tensor weights, the last a FULLY_CONNECTED without activation whose
-//! outputs are kept wide (int32, no zero point, no clamp). RESHAPE is the flatten before a
-//! FULLY_CONNECTED; QUANTIZE at the input and DEQUANTIZE at the output are the float edges
-//! of a model converted with float input or output. Every other operator of
-//! [`super::graph::SUPPORTED`] is parsed but cannot run yet: [`lower`] lists each with its
-//! index and what it needs, and nothing is encoded.
+//! The engine (model.bin format 3, `infer_core::stack`) runs a chain of CONV_2D (any
+//! kernel, equal strides 1 or 2, SAME or VALID padding, fused ReLU or none, or a ReLU6
+//! that clamps as a ReLU does in int8),
+//! DEPTHWISE_CONV_2D (any kernel, depth multiplier and strides, SAME or VALID, fused
+//! ReLU, ReLU6 or none), MAX_POOL_2D (square window equal to its stride), AVERAGE_POOL_2D
+//! (any window and strides, SAME or VALID, fused activation) and FULLY_CONNECTED (fused
+//! ReLU or none, ReLU6 as CONV_2D), int8 with per-channel or per-tensor weights, the last a FULLY_CONNECTED
+//! without activation whose outputs are kept wide (int32, no zero point, no clamp). RESHAPE
+//! is the flatten before a FULLY_CONNECTED; QUANTIZE at the input and DEQUANTIZE at the
+//! output are the float edges of a model converted with float input or output; a SOFTMAX
+//! after the last FULLY_CONNECTED is TensorFlow Lite's int8 softmax of its int8 outputs,
+//! computed on the host from the engine's logits ([`Imported::int8_outputs`]), not by the
+//! engine. Every other operator of [`super::graph::SUPPORTED`] is parsed but cannot run yet:
+//! [`lower`] lists each with its index and what it needs, and nothing is encoded.
 //!
 //! The last layer's TensorFlow Lite output is int8: `clamp(L + zero_point, −128, 127)` of the
-//! engine's wide logit `L` (the same requantization, before the zero point and the clamp):
-//! [`Imported::int8_outputs`].
+//! engine's wide logit `L` (the same requantization, before the zero point and the clamp),
+//! then the SOFTMAX if the model has one: [`Imported::int8_outputs`].
 
 use super::graph::{Activation, DataType, Graph, OpKind, Operator, Padding, Tensor};
 use crate::arch::quantize::encode_checked;
 use crate::arch::scheme::{quantize_multiplier, QuantizedChannels};
 use anyhow::{bail, ensure, Context, Result};
 use infer_core::format::{InputSpec, QuantParams};
+use infer_core::kernels::average_pool::AvgPoolGeometry;
 use infer_core::kernels::conv::{ConvGeometry, Padding as EnginePadding};
+use infer_core::kernels::depthwise::DepthwiseGeometry;
+use infer_core::kernels::softmax::{softmax_i8, SoftmaxParams};
+use infer_core::kernels::window::Window;
 use infer_core::stack::format::MAX_OPS;
 use infer_core::stack::shape::OpShape;
 use infer_core::stack::Op;
@@ -43,22 +52,51 @@ pub struct Imported {
     pub bytes: Vec<u8>,
     /// The input: its int8 quantization is the model.bin's input quantization.
     pub input: Edge,
-    /// The output: the model.bin gives wide logits of scale `output.quant.scale`;
-    /// [`Imported::int8_outputs`] adds the zero point and clamps, as TensorFlow Lite does.
+    /// The output: the model.bin gives wide logits of scale `output.quant.scale` (without
+    /// a softmax; with one, [`Softmax::logits`]); [`Imported::int8_outputs`] adds the zero
+    /// point and clamps, as TensorFlow Lite does, then computes the softmax if any.
     pub output: Edge,
+    /// The SOFTMAX after the engine's logits, if the model ends with one.
+    pub softmax: Option<Softmax>,
     /// What became of each operator, one line each, for the command's report.
     pub steps: Vec<String>,
 }
 
+/// A model's final SOFTMAX: TensorFlow Lite's int8 softmax of the last FULLY_CONNECTED's
+/// int8 outputs, computed on the host after the engine
+/// ([`infer_core::kernels::softmax::softmax_i8`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Softmax {
+    /// The quantization of its input, the FULLY_CONNECTED's int8 output (the engine's
+    /// logits are these values before the zero point and the clamp).
+    pub logits: QuantParams,
+    /// Its fixed-point parameters, as TensorFlow Lite Micro prepares them.
+    pub params: SoftmaxParams,
+}
+
 impl Imported {
-    /// TensorFlow Lite's int8 outputs from the engine's wide `logits`:
-    /// `clamp(L + zero_point, −128, 127)`.
+    /// TensorFlow Lite's int8 outputs from the engine's wide `logits` (one inference's, or
+    /// several back to back): `clamp(L + zero_point, −128, 127)`, then the softmax of each
+    /// inference's values if the model has one.
     pub fn int8_outputs(&self, logits: &[i32]) -> Vec<i8> {
-        let zero_point = self.output.quant.zero_point;
-        logits
+        let zero_point = self
+            .softmax
+            .map_or(self.output.quant.zero_point, |s| s.logits.zero_point);
+        let int8: Vec<i8> = logits
             .iter()
             .map(|&l| l.saturating_add(zero_point).clamp(-128, 127) as i8)
-            .collect()
+            .collect();
+        match &self.softmax {
+            None => int8,
+            Some(s) => {
+                let row = self.output.shape.iter().skip(1).product::<usize>().max(1);
+                let mut out = vec![0; int8.len()];
+                for (x, y) in int8.chunks(row).zip(out.chunks_mut(row)) {
+                    softmax_i8(&s.params, x, y);
+                }
+                out
+            }
+        }
     }
 }
 
@@ -68,6 +106,8 @@ enum Lowered {
     Op(OpShape, Option<Box<QuantizedChannels>>),
     /// Nothing: a flatten, or a float edge.
     Nothing,
+    /// The final softmax, on the host.
+    Softmax(Softmax),
 }
 
 /// Maps `graph` onto the engine and encodes the model.bin.
@@ -98,7 +138,7 @@ pub fn lower(graph: &Graph) -> Result<Imported> {
     let mut problems = Vec::new();
     let mut lowered = Vec::new();
     for op in &graph.operators {
-        match lower_op(graph, op, op.index == 0, op.index == last_index) {
+        match lower_op(graph, op, last_index) {
             Ok(l) => lowered.push(l),
             Err(e) => problems.push(format!(
                 "operator {} {}: parsed, but the engine cannot run it yet ({e:#})",
@@ -119,6 +159,7 @@ pub fn lower(graph: &Graph) -> Result<Imported> {
     let mut current = graph.inputs[0];
     let mut steps = Vec::new();
     let mut ops = Vec::new();
+    let mut softmax = None;
     for (op, lowered) in graph.operators.iter().zip(lowered) {
         let reads = op.inputs.first().copied().flatten();
         ensure!(
@@ -135,6 +176,10 @@ pub fn lower(graph: &Graph) -> Result<Imported> {
                 let text = describe(&shape, channels.as_deref());
                 ops.push((op.index, shape, channels));
                 text
+            }
+            Lowered::Softmax(s) => {
+                softmax = Some(s);
+                "int8 softmax of the logits (on the host, after the engine)".to_owned()
             }
             Lowered::Nothing => match op.kind {
                 OpKind::Reshape => "flatten (no engine operation)".to_owned(),
@@ -183,6 +228,12 @@ pub fn lower(graph: &Graph) -> Result<Imported> {
              scale (shift {s} > 0); the engine's wide logits need every ratio below 1"
         );
     }
+    if let Some(s) = &softmax {
+        ensure!(
+            s.logits == channels.output,
+            "operator {last} FULLY_CONNECTED: the SOFTMAX does not read its output"
+        );
+    }
     // Wide logits: the requantization without the zero point and the clamp.
     channels.output.zero_point = 0;
     let bytes = encode(&input, &ops)?;
@@ -190,6 +241,7 @@ pub fn lower(graph: &Graph) -> Result<Imported> {
         bytes,
         input,
         output,
+        softmax,
         steps,
     })
 }
@@ -263,9 +315,23 @@ fn output_of<'g>(graph: &'g Graph, op: &Operator) -> Result<&'g Tensor> {
     graph.tensor(*op.outputs.first().context("it has no output")?)
 }
 
-/// What the engine runs for `op` (`first`, `last`: whether it is the graph's first or last
-/// operator, where QUANTIZE / DEQUANTIZE may stand).
-fn lower_op(graph: &Graph, op: &Operator, first: bool, last: bool) -> Result<Lowered> {
+/// The clamp of a fused `activation` on an output quantized with `q`, as TensorFlow Lite's
+/// `CalculateActivationRangeQuantized` computes it: `zero_point + round(f / scale)` for
+/// the bounds 0 and 6 (in `f32`), within −128..=127.
+fn clamp_of(activation: Activation, q: QuantParams) -> (i8, i8) {
+    let quantize = |f: f32| q.zero_point.saturating_add((f / q.scale).round() as i32);
+    let (min, max) = match activation {
+        Activation::None => (-128, 127),
+        Activation::Relu => (quantize(0.0).max(-128), 127),
+        Activation::Relu6 => (quantize(0.0).max(-128), quantize(6.0).min(127)),
+    };
+    (min.clamp(-128, 127) as i8, max.clamp(-128, 127) as i8)
+}
+
+/// What the engine runs for `op` (`last_index`: the graph's last operator's; QUANTIZE may
+/// stand first, DEQUANTIZE last, SOFTMAX last or before a final DEQUANTIZE).
+fn lower_op(graph: &Graph, op: &Operator, last_index: usize) -> Result<Lowered> {
+    let (first, last) = (op.index == 0, op.index == last_index);
     match op.kind {
         OpKind::Conv2d(o) => {
             let (input, output) = (required_input(graph, op, 0)?, output_of(graph, op)?);
@@ -285,7 +351,6 @@ fn lower_op(graph: &Graph, op: &Operator, first: bool, last: bool) -> Result<Low
                 f_c == in_c,
                 "grouped convolution ({in_c} input channels, filter {f_c})"
             );
-            ensure!(k_h == k_w, "a {k_h}×{k_w} kernel (the engine's are square)");
             ensure!(
                 o.stride_h == o.stride_w && (1..=2).contains(&o.stride_h),
                 "strides {}×{} (the engine's are equal, 1 or 2)",
@@ -298,7 +363,7 @@ fn lower_op(graph: &Graph, op: &Operator, first: bool, last: bool) -> Result<Low
                 o.dilation_h,
                 o.dilation_w
             );
-            let relu = relu_of(o.activation)?;
+            let relu = relu_of(o.activation, activation_quant(output, "its output")?)?;
             let geometry = ConvGeometry {
                 in_h,
                 in_w,
@@ -319,7 +384,7 @@ fn lower_op(graph: &Graph, op: &Operator, first: bool, last: bool) -> Result<Low
                 geometry.out_h(),
                 geometry.out_w()
             );
-            let channels = channels(graph, op, filters)?;
+            let channels = channels(graph, op, filters, 0)?;
             Ok(Lowered::Op(
                 OpShape::Conv2d { geometry, relu },
                 Some(Box::new(channels)),
@@ -386,8 +451,8 @@ fn lower_op(graph: &Graph, op: &Operator, first: bool, last: bool) -> Result<Low
                 "its output {} is not {units} values",
                 output.shape_text()
             );
-            let relu = relu_of(activation)?;
-            let channels = channels(graph, op, units)?;
+            let relu = relu_of(activation, activation_quant(output, "its output")?)?;
+            let channels = channels(graph, op, units, 0)?;
             Ok(Lowered::Op(
                 OpShape::Dense {
                     inputs,
@@ -434,24 +499,167 @@ fn lower_op(graph: &Graph, op: &Operator, first: bool, last: bool) -> Result<Low
             activation_quant(input, "its input")?;
             Ok(Lowered::Nothing)
         }
-        OpKind::DepthwiseConv2d { .. } => bail!("depthwise convolution"),
-        OpKind::AveragePool2d(_) => bail!("average pooling"),
-        OpKind::Softmax { .. } => bail!("int8 softmax"),
+        OpKind::DepthwiseConv2d { conv: o, .. } => {
+            let (input, output) = (required_input(graph, op, 0)?, output_of(graph, op)?);
+            let filter = required_input(graph, op, 1)?;
+            let &[1, in_h, in_w, in_c] = input.shape.as_slice() else {
+                bail!("its input is {}, not [1, h, w, c]", input.shape_text());
+            };
+            let &[1, k_h, k_w, out_c] = filter.shape.as_slice() else {
+                bail!("its filter is {}, not [1, h, w, c]", filter.shape_text());
+            };
+            // TensorFlow Lite Micro takes the multiplier from the shapes, as here.
+            ensure!(
+                in_c > 0 && out_c % in_c == 0,
+                "{out_c} output channels for {in_c} input channels"
+            );
+            ensure!(
+                o.dilation_h == 1 && o.dilation_w == 1,
+                "dilation {}×{}",
+                o.dilation_h,
+                o.dilation_w
+            );
+            let geometry = DepthwiseGeometry {
+                in_h,
+                in_w,
+                in_c,
+                multiplier: out_c / in_c,
+                window: Window {
+                    k_h,
+                    k_w,
+                    stride_h: o.stride_h,
+                    stride_w: o.stride_w,
+                    padding: engine_padding(o.padding),
+                },
+            };
+            ensure!(
+                output.shape == [1, geometry.out_h(), geometry.out_w(), out_c],
+                "its output is {}, the engine's would be [1, {}, {}, {out_c}]",
+                output.shape_text(),
+                geometry.out_h(),
+                geometry.out_w()
+            );
+            let (min, max) = clamp_of(o.activation, activation_quant(output, "its output")?);
+            let channels = channels(graph, op, out_c, 3)?;
+            Ok(Lowered::Op(
+                OpShape::DepthwiseConv2d { geometry, min, max },
+                Some(Box::new(channels)),
+            ))
+        }
+        OpKind::AveragePool2d(o) => {
+            let (input, output) = (required_input(graph, op, 0)?, output_of(graph, op)?);
+            let &[1, in_h, in_w, channels] = input.shape.as_slice() else {
+                bail!("its input is {}, not [1, h, w, c]", input.shape_text());
+            };
+            let out_q = activation_quant(output, "its output")?;
+            ensure!(
+                activation_quant(input, "its input")? == out_q,
+                "its output's quantization differs from its input's"
+            );
+            let geometry = AvgPoolGeometry {
+                in_h,
+                in_w,
+                channels,
+                window: Window {
+                    k_h: o.filter_h,
+                    k_w: o.filter_w,
+                    stride_h: o.stride_h,
+                    stride_w: o.stride_w,
+                    padding: engine_padding(o.padding),
+                },
+            };
+            let (h, w) = (geometry.out_h(), geometry.out_w());
+            ensure!(
+                h > 0 && w > 0 && output.shape == [1, h, w, channels],
+                "its output is {}, not [1, {h}, {w}, {channels}]",
+                output.shape_text()
+            );
+            let (min, max) = clamp_of(o.activation, out_q);
+            Ok(Lowered::Op(OpShape::AvgPool2d { geometry, min, max }, None))
+        }
+        OpKind::Softmax { beta } => {
+            let (input, output) = (required_input(graph, op, 0)?, output_of(graph, op)?);
+            let dequantized_next = graph
+                .operators
+                .get(op.index + 1)
+                .is_some_and(|next| next.kind == OpKind::Dequantize && next.index == last_index);
+            ensure!(
+                last || dequantized_next,
+                "a SOFTMAX inside the graph (the engine takes SOFTMAX only at the output)"
+            );
+            let logits = activation_quant(input, "its input")?;
+            let out_q = activation_quant(output, "its output")?;
+            // TensorFlow Lite Micro's int8 softmax requires this output quantization.
+            ensure!(
+                out_q.scale == 1.0 / 256.0 && out_q.zero_point == -128,
+                "its output has scale {} and zero point {} (TensorFlow Lite's int8 softmax \
+                 gives scale 1/256, zero point −128)",
+                out_q.scale,
+                out_q.zero_point
+            );
+            Ok(Lowered::Softmax(Softmax {
+                logits,
+                params: softmax_params(beta, logits.scale)?,
+            }))
+        }
         OpKind::Add { .. } => bail!("residual ADD: a graph, not a chain"),
     }
 }
 
-/// ReLU or none; ReLU6 is for later.
-fn relu_of(activation: Activation) -> Result<bool> {
-    match activation {
-        Activation::None => Ok(false),
-        Activation::Relu => Ok(true),
-        Activation::Relu6 => bail!("a fused RELU6"),
+/// The engine's padding.
+fn engine_padding(padding: Padding) -> EnginePadding {
+    match padding {
+        Padding::Same => EnginePadding::Same,
+        Padding::Valid => EnginePadding::Valid,
     }
 }
 
-/// The int8 weights, biases and requantization of a conv or dense operator `op` with
-/// `channels` output channels (weights along dimension 0).
+/// The int8 softmax's parameters for `beta` and the input scale, as TensorFlow Lite
+/// Micro's `CalculateSoftmaxParams` prepares them (`PreprocessSoftmaxScaling`, then
+/// `CalculateInputRadius`, both in `f64`): the input differences scaled to Q5.26.
+fn softmax_params(beta: f32, input_scale: f32) -> Result<SoftmaxParams> {
+    const DIFF_INTEGER_BITS: i32 = 5;
+    let real =
+        (f64::from(beta) * f64::from(input_scale) * f64::from(1u32 << (31 - DIFF_INTEGER_BITS)))
+            .min(f64::from(i32::MAX));
+    let (multiplier, left_shift) = quantize_multiplier(real)?;
+    ensure!(
+        left_shift >= 0,
+        "a softmax input scale of {input_scale} with beta {beta} is too small"
+    );
+    let radius = f64::from((1 << DIFF_INTEGER_BITS) - 1)
+        * f64::from(1u32 << (31 - DIFF_INTEGER_BITS))
+        / 2f64.powi(left_shift);
+    Ok(SoftmaxParams {
+        multiplier,
+        left_shift,
+        diff_min: -(radius.floor() as i32),
+    })
+}
+
+/// Whether a conv or dense layer whose output is quantized with `out` has a fused ReLU:
+/// none, ReLU, or a ReLU6 whose 6 quantizes to 127 or more (as when the converter
+/// calibrated the output to 0..6), which then clamps exactly as a ReLU does. A ReLU6 that
+/// clips inside the int8 range is refused: the engine's conv and dense clamp at 127 only.
+fn relu_of(activation: Activation, out: QuantParams) -> Result<bool> {
+    match activation {
+        Activation::None => Ok(false),
+        Activation::Relu => Ok(true),
+        Activation::Relu6 => {
+            let (_, max) = clamp_of(Activation::Relu6, out);
+            ensure!(
+                max == 127,
+                "a fused RELU6 that clips inside the int8 range (6.0 quantizes to {max}; the \
+                 engine's conv and dense clamp at 127 only)"
+            );
+            Ok(true)
+        }
+    }
+}
+
+/// The int8 weights, biases and requantization of a conv, depthwise conv or dense operator
+/// `op` with `channels` output channels (per-channel weight scales along dimension `axis`:
+/// 0, or 3 for a depthwise conv).
 ///
 /// Each channel's multiplier is `f64(input scale) · f64(weight scale) / f64(output scale)`,
 /// split by TFLite's `QuantizeMultiplier` ([`quantize_multiplier`]), as TensorFlow Lite
@@ -460,7 +668,12 @@ fn relu_of(activation: Activation) -> Result<bool> {
 /// `tflite-micro` package: all 64,000 outputs of the MLPerf anomaly-detection model's golden
 /// file; the product taken in f32 first (`GetQuantizedConvolutionMultipler` in TFLM's
 /// sources) changes 9 of its 10 layers' multipliers and outputs by 1 (the first at input 24).
-fn channels(graph: &Graph, op: &Operator, channels: usize) -> Result<QuantizedChannels> {
+fn channels(
+    graph: &Graph,
+    op: &Operator,
+    channels: usize,
+    axis: usize,
+) -> Result<QuantizedChannels> {
     let input = required_input(graph, op, 0)?;
     let output = output_of(graph, op)?;
     let filter = required_input(graph, op, 1)?;
@@ -483,7 +696,7 @@ fn channels(graph: &Graph, op: &Operator, channels: usize) -> Result<QuantizedCh
     );
     let scales: Vec<f32> = match q.scales.len() {
         1 => vec![q.scales[0]; channels],
-        n if n == channels && q.axis == 0 => q.scales.clone(),
+        n if n == channels && q.axis == axis => q.scales.clone(),
         n => bail!(
             "its weights have {n} scales along dimension {} for {channels} output channels",
             q.axis
@@ -548,7 +761,26 @@ fn describe(shape: &OpShape, channels: Option<&QuantizedChannels>) -> String {
         }
     });
     let relu = |r: bool| if r { ", relu" } else { "" };
+    let clamp = |min: i8, max: i8| match (min, max) {
+        (-128, 127) => String::new(),
+        (min, max) => format!(", clamp {min}..={max}"),
+    };
     match *shape {
+        OpShape::DepthwiseConv2d {
+            geometry: g,
+            min,
+            max,
+        } => format!(
+            "depthwise_conv2d {} ×{}{}, {weights}",
+            g.window,
+            g.multiplier,
+            clamp(min, max)
+        ),
+        OpShape::AvgPool2d {
+            geometry: g,
+            min,
+            max,
+        } => format!("avgpool2d {}{}", g.window, clamp(min, max)),
         OpShape::Conv2d {
             geometry: g,
             relu: r,
@@ -642,11 +874,30 @@ mod tests {
 
     #[test]
     fn options_the_engine_lacks_are_named_with_the_operator() {
+        // A RELU6 whose 6 is inside the output range would clip below 127: refused.
         let mut graph = tutorial();
         conv_options(&mut graph).activation = Activation::Relu6;
+        // The conv's output, and the pool's and the flatten's, which keep its quantization.
+        let quantize = |graph: &mut Graph, scale: f32| {
+            for op in 0..3 {
+                let t = graph.operators[op].outputs[0];
+                graph.tensors[t].quant = Some(crate::tflite::graph::Quantization {
+                    scales: vec![scale],
+                    zero_points: vec![-128],
+                    axis: 0,
+                });
+            }
+        };
+        quantize(&mut graph, 0.1);
         assert!(refusal(&graph).contains(
-            "operator 0 CONV_2D: parsed, but the engine cannot run it yet (a fused RELU6)"
+            "operator 0 CONV_2D: parsed, but the engine cannot run it yet (a fused RELU6 that \
+             clips inside the int8 range (6.0 quantizes to -68"
         ));
+        // Calibrated to 0..6, its 6 is 127: exactly a ReLU, the same model.bin.
+        quantize(&mut graph, 6.0 / 255.0);
+        let relu6 = lower(&graph).unwrap();
+        conv_options(&mut graph).activation = Activation::Relu;
+        assert_eq!(relu6.bytes, lower(&graph).unwrap().bytes);
         let mut graph = tutorial();
         conv_options(&mut graph).stride_w = 2;
         assert!(refusal(&graph).contains("(strides 1×2 (the engine's are equal, 1 or 2))"));
