@@ -35,11 +35,11 @@
 //! checks that the stages chain and agree with model-spec's RAM figures, `Scratch` (the working memory), `Network` (`from_bytes`, `infer`,
 //! `infer_probed`), `pixels_to_input` and, from [`build`], `MODEL`.
 
-use crate::plan::{OpShape, Plan, PlanOp};
+use crate::plan::{wire_fields, OpShape, Plan, PlanOp};
 use crate::spec::{Padding, Spec, PRESETS};
 use infer_core::format::QuantParams;
 use infer_core::stack::stages::{Kernel, Pixels, Stage};
-use infer_core::stack::{Op, StackFile};
+use infer_core::stack::StackFile;
 use std::env;
 use std::fmt::Write as _;
 use std::fs;
@@ -183,9 +183,6 @@ impl Network {
     pub fn from_bytes(model: &str, bytes: &[u8]) -> Result<Self, String> {
         let file = StackFile::decode(bytes)
             .map_err(|error| format!("{model} is not a format-3 model: {error}"))?;
-        if let Some(refusal) = firmware_refusal(&file) {
-            return Err(format!("{model}: {refusal}"));
-        }
         Ok(Self {
             model: model.to_owned(),
             spec: None,
@@ -399,22 +396,6 @@ impl Ram {
     }
 }
 
-/// Why the firmware cannot run `file` yet, if it cannot: an operation without a typed
-/// layer (a depthwise conv, an average pool, a conv whose kernel is not square, which only
-/// imported models have; the host runs them, `trainer infer`).
-fn firmware_refusal(file: &StackFile<'_>) -> Option<String> {
-    let (index, op) = file
-        .ops
-        .iter()
-        .enumerate()
-        .find(|(_, op)| !matches!(op, Op::Conv2d(_) | Op::MaxPool2d(_) | Op::Dense(_)))?;
-    Some(format!(
-        "operation {index} ({}) has no firmware layer yet: the firmware runs conv2d with \
-         square kernels, maxpool2d and dense; run this model on the host with `trainer infer`",
-        op.shape()
-    ))
-}
-
 /// The generated module: see the text it writes. `plan` is the model's (named `model`),
 /// checked against `spec` if given.
 fn generate(model: &str, spec: Option<&str>, plan: &Plan, ram: &Ram) -> String {
@@ -474,8 +455,8 @@ fn generate(model: &str, spec: Option<&str>, plan: &Plan, ram: &Ram) -> String {
                 (
                     "<'a>",
                     format!(
-                        "Conv2d<'a, {}, {}, {}, {}, {}, {}, {same}, {relu}>",
-                        g.in_h, g.in_w, g.in_c, g.k_h, g.filters, g.stride
+                        "Conv2d<'a, {}, {}, {}, {}, {}, {}, {}, {same}, {relu}>",
+                        g.in_h, g.in_w, g.in_c, g.k_h, g.k_w, g.filters, g.stride
                     ),
                 )
             }
@@ -496,11 +477,18 @@ fn generate(model: &str, spec: Option<&str>, plan: &Plan, ram: &Ram) -> String {
                 used.dense = true;
                 ("<'a>", format!("Dense<'a, {inputs}, {units}, {relu}>"))
             }
-            // Refused before (`firmware_refusal`); the generated code would not compile.
-            OpShape::DepthwiseConv2d { .. } | OpShape::AvgPool2d { .. } => (
-                "",
-                format!("compile_error!(\"{}: no firmware layer\")", op.kind),
-            ),
+            // Their const generics are the fields in model.bin's order, then the padding.
+            OpShape::DepthwiseConv2d { geometry: g, .. } => {
+                used.depthwise = true;
+                let same = g.window.padding == Padding::Same;
+                let fields = generic_list(&op.kind);
+                ("<'a>", format!("DepthwiseConv2d<'a, {fields}, {same}>"))
+            }
+            OpShape::AvgPool2d { geometry: g, .. } => {
+                used.avg_pool = true;
+                let same = g.window.padding == Padding::Same;
+                ("", format!("AvgPool2d<{}, {same}>", generic_list(&op.kind)))
+            }
         };
         item(format!(
             "/// Operation {i}: {}{}{folded}.\npub type Op{i}{lifetime} = {ty};",
@@ -554,8 +542,8 @@ fn generate(model: &str, spec: Option<&str>, plan: &Plan, ram: &Ram) -> String {
         let ring = stages[next].ring_in;
         item(format!(
             "/// Stages {j} and {next} run as one, stage {next} reading stage {j}'s map through a ring of\n/// {ring} rows.\npub type Chain{j}<'a> = Chain<Stage{j}{}, Stage{next}{}, {ring}>;",
-            stage_lifetime(st),
-            stage_lifetime(&stages[next])
+            stage_lifetime(st, ops),
+            stage_lifetime(&stages[next], ops)
         ));
     }
     item(String::new());
@@ -681,7 +669,7 @@ impl Default for Scratch {{
             if chained(j) {
                 format!("    chain{j}: Chain{j}<'a>,\n")
             } else {
-                format!("    stage{j}: Stage{j}{},\n", stage_lifetime(st))
+                format!("    stage{j}: Stage{j}{},\n", stage_lifetime(st, ops))
             }
         })
         .collect();
@@ -805,6 +793,9 @@ pub struct Network<'a> {{
     if used.max {
         layers.push("max");
     }
+    if used.avg_pool {
+        layers.push("AvgPool2d");
+    }
     if used.conv {
         layers.push("Conv2d");
     }
@@ -819,6 +810,9 @@ pub struct Network<'a> {{
     }
     if used.dense {
         layers.push("Dense");
+    }
+    if used.depthwise {
+        layers.push("DepthwiseConv2d");
     }
     layers.push("Layer");
     if !used.chain_logits {
@@ -875,7 +869,9 @@ fn chain_checks(alias: &str, what: &str, count: usize) -> Vec<String> {
 /// Which of the optional names the generated code uses.
 #[derive(Default)]
 struct Imports {
+    avg_pool: bool,
     conv: bool,
+    depthwise: bool,
     pool: bool,
     dense: bool,
     max: bool,
@@ -890,9 +886,22 @@ struct Imports {
     chain_logits: bool,
 }
 
-/// `<'a>` unless the stage is a max pool alone (which borrows nothing).
-fn stage_lifetime(stage: &Stage) -> &'static str {
-    if stage.pool && !stage.conv && !stage.dense {
+/// `kind`'s fields as model.bin writes them ([`wire_fields`]), comma-separated.
+fn generic_list(kind: &OpShape) -> String {
+    let fields: Vec<String> = wire_fields(kind).iter().map(usize::to_string).collect();
+    fields.join(", ")
+}
+
+/// Whether the typed layer of `kind` borrows weights (a pool borrows nothing).
+fn borrows(kind: &OpShape) -> bool {
+    !matches!(kind, OpShape::MaxPool2d { .. } | OpShape::AvgPool2d { .. })
+}
+
+/// `<'a>` unless the stage is a pool alone (which borrows nothing).
+fn stage_lifetime(stage: &Stage, ops: &[crate::plan::PlanOp]) -> &'static str {
+    let pool_alone = stage.pool && !stage.conv && !stage.dense;
+    let avg_pool_alone = stage.alone && ops.get(stage.first).is_some_and(|op| !borrows(&op.kind));
+    if pool_alone || avg_pool_alone {
         ""
     } else {
         "<'a>"
@@ -907,10 +916,10 @@ fn stage_type(
     used: &mut Imports,
 ) -> (&'static str, String) {
     let op = |i: usize| {
-        if matches!(ops[i].kind, OpShape::MaxPool2d { .. }) {
-            format!("Op{i}")
-        } else {
+        if borrows(&ops[i].kind) {
             format!("Op{i}<'a>")
+        } else {
+            format!("Op{i}")
         }
     };
     let first = stage.first;
@@ -974,7 +983,7 @@ fn stage_type(
         (Some(p), false) => p,
         (None, _) => op(at),
     };
-    (stage_lifetime(stage), ty)
+    (stage_lifetime(stage, ops), ty)
 }
 
 /// `max(max(a, b), c)`…, `0` for no terms.
@@ -1013,7 +1022,7 @@ mod tests {
             "{code}"
         );
         assert!(
-            code.contains("pub type Op0<'a> = Conv2d<'a, 28, 28, 1, 3, 16, 1, false, true>;"),
+            code.contains("pub type Op0<'a> = Conv2d<'a, 28, 28, 1, 3, 3, 16, 1, false, true>;"),
             "{code}"
         );
         assert!(

@@ -11,11 +11,14 @@ use super::stages::{
     dense_part, general_words, run_chain, run_general, run_general_logits, run_general_rows,
     ConvPart, DensePart, Out, Parts, Pixels,
 };
+use crate::kernels::average_pool::{average_pool, AvgPoolGeometry};
 use crate::kernels::conv::{out_dim, ConvGeometry};
+use crate::kernels::depthwise::{depthwise_i8, DepthwiseGeometry};
 use crate::kernels::fused::{
     background_start, Stream3x3, StreamLayers, StreamScratch, NATIVE_PAIRED,
 };
 use crate::kernels::pool::{max_pool, PoolGeometry};
+use crate::kernels::window::Window;
 use crate::kernels::{ChannelRequant, MapRows};
 use crate::Error;
 use core::ops::Range;
@@ -115,15 +118,16 @@ const fn padding(same: bool) -> Padding {
     }
 }
 
-/// Convolution: `IH × IW × IC` input, `F` square `K × K` filters, stride `S`, same padding if
-/// `SAME`, fused ReLU if `RELU`.
+/// Convolution: `IH × IW × IC` input, `F` filters of `KH × KW` (a square kernel, `K × K`,
+/// is the common case), stride `S`, same padding if `SAME`, fused ReLU if `RELU`.
 #[derive(Debug, Clone, Copy)]
 pub struct Conv2d<
     'a,
     const IH: usize,
     const IW: usize,
     const IC: usize,
-    const K: usize,
+    const KH: usize,
+    const KW: usize,
     const F: usize,
     const S: usize,
     const SAME: bool,
@@ -139,24 +143,25 @@ impl<
         const IH: usize,
         const IW: usize,
         const IC: usize,
-        const K: usize,
+        const KH: usize,
+        const KW: usize,
         const F: usize,
         const S: usize,
         const SAME: bool,
         const RELU: bool,
-    > Conv2d<'a, IH, IW, IC, K, F, S, SAME, RELU>
+    > Conv2d<'a, IH, IW, IC, KH, KW, F, S, SAME, RELU>
 {
     /// Output rows.
-    pub const OH: usize = out_dim(IH, K, S, padding(SAME));
+    pub const OH: usize = out_dim(IH, KH, S, padding(SAME));
     /// Output columns.
-    pub const OW: usize = out_dim(IW, K, S, padding(SAME));
+    pub const OW: usize = out_dim(IW, KW, S, padding(SAME));
     const SHAPE: () = {
         assert!(
             IH > 0 && IW > 0 && IC > 0 && F > 0,
             "every dimension must be positive"
         );
         assert!(S == 1 || S == 2, "stride must be 1 or 2");
-        assert!(K >= 1, "kernel must be at least 1");
+        assert!(KH >= 1 && KW >= 1, "kernel must be at least 1");
         assert!(
             Self::OH > 0 && Self::OW > 0,
             "a valid kernel must fit in the input"
@@ -166,8 +171,8 @@ impl<
         in_h: IH,
         in_w: IW,
         in_c: IC,
-        k_h: K,
-        k_w: K,
+        k_h: KH,
+        k_w: KW,
         filters: F,
         stride: S,
         padding: padding(SAME),
@@ -179,21 +184,23 @@ impl<
         const IH: usize,
         const IW: usize,
         const IC: usize,
-        const K: usize,
+        const KH: usize,
+        const KW: usize,
         const F: usize,
         const S: usize,
         const SAME: bool,
         const RELU: bool,
-    > Layer<'a> for Conv2d<'a, IH, IW, IC, K, F, S, SAME, RELU>
+    > Layer<'a> for Conv2d<'a, IH, IW, IC, KH, KW, F, S, SAME, RELU>
 {
     const IN: usize = IH * IW * IC;
     const OUT: usize = Self::OH * Self::OW * F;
-    const PATCH_WORDS: usize = general_words(K * K * IC, F, 0, 1, Pixels::BUILT);
+    const PATCH_WORDS: usize = general_words(KH * KW * IC, F, 0, 1, Pixels::BUILT);
     const TYPE: &'static str = "conv2d";
 
     fn from_file(file: &StackFile<'a>, index: usize) -> Result<Self, Error> {
         let () = Self::SHAPE;
-        let Op::Conv2d(c) = op_at(file, index, Self::TYPE)? else {
+        let op = op_at(file, index, Self::TYPE)?;
+        let Some((c, g)) = op.conv() else {
             return Err(Error::Malformed {
                 what: "operation type",
             });
@@ -201,7 +208,8 @@ impl<
         expect(index, "conv2d input rows", c.in_h.into(), IH)?;
         expect(index, "conv2d input columns", c.in_w.into(), IW)?;
         expect(index, "conv2d input channels", c.in_c.into(), IC)?;
-        expect(index, "conv2d kernel", c.kernel.into(), K)?;
+        expect(index, "conv2d kernel rows", g.k_h, KH)?;
+        expect(index, "conv2d kernel columns", g.k_w, KW)?;
         expect(index, "conv2d filters", c.filters.into(), F)?;
         expect(index, "conv2d stride", c.stride.into(), S)?;
         expect(
@@ -266,6 +274,241 @@ impl<'a, const IH: usize, const IW: usize, const C: usize, const P: usize> Layer
 
     fn run(&self, input: &[i8], _patch: &mut [u32], output: &mut [i8]) {
         max_pool(&Self::GEOMETRY, input, output);
+    }
+}
+
+/// The window of `KH × KW`, strides `SH` and `SW`, same padding if `SAME`.
+const fn window(kh: usize, kw: usize, sh: usize, sw: usize, same: bool) -> Window {
+    Window {
+        k_h: kh,
+        k_w: kw,
+        stride_h: sh,
+        stride_w: sw,
+        padding: padding(same),
+    }
+}
+
+/// Checks a stored window against the compiled one.
+fn expect_window(
+    index: usize,
+    what: [&'static str; 5],
+    found: &Window,
+    compiled: &Window,
+) -> Result<(), Error> {
+    expect(index, what[0], found.k_h, compiled.k_h)?;
+    expect(index, what[1], found.k_w, compiled.k_w)?;
+    expect(index, what[2], found.stride_h, compiled.stride_h)?;
+    expect(index, what[3], found.stride_w, compiled.stride_w)?;
+    expect(
+        index,
+        what[4],
+        usize::from(found.padding == Padding::Same),
+        usize::from(compiled.padding == Padding::Same),
+    )
+}
+
+/// Depthwise convolution: `IH × IW × C` input, `M` output channels per input channel, a
+/// `KH × KW` kernel with strides `SH` and `SW`, same padding if `SAME`; the fused activation
+/// (its output range) comes from the model.
+#[derive(Debug, Clone, Copy)]
+pub struct DepthwiseConv2d<
+    'a,
+    const IH: usize,
+    const IW: usize,
+    const C: usize,
+    const M: usize,
+    const KH: usize,
+    const KW: usize,
+    const SH: usize,
+    const SW: usize,
+    const SAME: bool,
+> {
+    weights: &'a [u8],
+    requant: ChannelRequant<'a>,
+    input_offset: i32,
+}
+
+impl<
+        'a,
+        const IH: usize,
+        const IW: usize,
+        const C: usize,
+        const M: usize,
+        const KH: usize,
+        const KW: usize,
+        const SH: usize,
+        const SW: usize,
+        const SAME: bool,
+    > DepthwiseConv2d<'a, IH, IW, C, M, KH, KW, SH, SW, SAME>
+{
+    const GEOMETRY: DepthwiseGeometry = DepthwiseGeometry {
+        in_h: IH,
+        in_w: IW,
+        in_c: C,
+        multiplier: M,
+        window: window(KH, KW, SH, SW, SAME),
+    };
+    const SHAPE: () = assert!(
+        C > 0
+            && M > 0
+            && SH > 0
+            && SW > 0
+            && Self::GEOMETRY.out_h() > 0
+            && Self::GEOMETRY.out_w() > 0,
+        "every dimension must be positive and a valid kernel must fit in the input"
+    );
+}
+
+impl<
+        'a,
+        const IH: usize,
+        const IW: usize,
+        const C: usize,
+        const M: usize,
+        const KH: usize,
+        const KW: usize,
+        const SH: usize,
+        const SW: usize,
+        const SAME: bool,
+    > Layer<'a> for DepthwiseConv2d<'a, IH, IW, C, M, KH, KW, SH, SW, SAME>
+{
+    const IN: usize = IH * IW * C;
+    const OUT: usize = Self::GEOMETRY.out_h() * Self::GEOMETRY.out_w() * C * M;
+    const PATCH_WORDS: usize = C * M;
+    const TYPE: &'static str = "depthwise_conv2d";
+
+    fn from_file(file: &StackFile<'a>, index: usize) -> Result<Self, Error> {
+        let () = Self::SHAPE;
+        let Op::DepthwiseConv2d(d) = op_at(file, index, Self::TYPE)? else {
+            return Err(Error::Malformed {
+                what: "operation type",
+            });
+        };
+        let g = d.geometry();
+        expect(index, "depthwise input rows", g.in_h, IH)?;
+        expect(index, "depthwise input columns", g.in_w, IW)?;
+        expect(index, "depthwise input channels", g.in_c, C)?;
+        expect(index, "depthwise multiplier", g.multiplier, M)?;
+        expect_window(
+            index,
+            [
+                "depthwise kernel rows",
+                "depthwise kernel columns",
+                "depthwise row stride",
+                "depthwise column stride",
+                "depthwise padding (0 valid, 1 same)",
+            ],
+            &g.window,
+            &Self::GEOMETRY.window,
+        )?;
+        Ok(Self {
+            weights: d.params.weights,
+            requant: ChannelRequant::from_params_clamped(&d.params, d.min, d.max),
+            input_offset: input_offset(file, index),
+        })
+    }
+
+    fn run(&self, input: &[i8], patch: &mut [u32], output: &mut [i8]) {
+        depthwise_i8(
+            &Self::GEOMETRY,
+            input,
+            self.input_offset,
+            self.weights,
+            &self.requant,
+            patch,
+            output,
+        );
+    }
+}
+
+/// Average pooling of an `IH × IW × C` input over `KH × KW` windows with strides `SH` and
+/// `SW`, same padding if `SAME` (padding not counted); the output range comes from the model.
+#[derive(Debug, Clone, Copy)]
+pub struct AvgPool2d<
+    const IH: usize,
+    const IW: usize,
+    const C: usize,
+    const KH: usize,
+    const KW: usize,
+    const SH: usize,
+    const SW: usize,
+    const SAME: bool,
+> {
+    min: i8,
+    max: i8,
+}
+
+impl<
+        const IH: usize,
+        const IW: usize,
+        const C: usize,
+        const KH: usize,
+        const KW: usize,
+        const SH: usize,
+        const SW: usize,
+        const SAME: bool,
+    > AvgPool2d<IH, IW, C, KH, KW, SH, SW, SAME>
+{
+    const GEOMETRY: AvgPoolGeometry = AvgPoolGeometry {
+        in_h: IH,
+        in_w: IW,
+        channels: C,
+        window: window(KH, KW, SH, SW, SAME),
+    };
+    const SHAPE: () = assert!(
+        C > 0 && SH > 0 && SW > 0 && Self::GEOMETRY.out_h() > 0 && Self::GEOMETRY.out_w() > 0,
+        "every dimension must be positive and a valid window must fit in the input"
+    );
+}
+
+impl<
+        'a,
+        const IH: usize,
+        const IW: usize,
+        const C: usize,
+        const KH: usize,
+        const KW: usize,
+        const SH: usize,
+        const SW: usize,
+        const SAME: bool,
+    > Layer<'a> for AvgPool2d<IH, IW, C, KH, KW, SH, SW, SAME>
+{
+    const IN: usize = IH * IW * C;
+    const OUT: usize = Self::GEOMETRY.out_h() * Self::GEOMETRY.out_w() * C;
+    const PATCH_WORDS: usize = C;
+    const TYPE: &'static str = "avgpool2d";
+
+    fn from_file(file: &StackFile<'a>, index: usize) -> Result<Self, Error> {
+        let () = Self::SHAPE;
+        let Op::AvgPool2d(p) = op_at(file, index, Self::TYPE)? else {
+            return Err(Error::Malformed {
+                what: "operation type",
+            });
+        };
+        let g = p.geometry();
+        expect(index, "avgpool2d input rows", g.in_h, IH)?;
+        expect(index, "avgpool2d input columns", g.in_w, IW)?;
+        expect(index, "avgpool2d channels", g.channels, C)?;
+        expect_window(
+            index,
+            [
+                "avgpool2d window rows",
+                "avgpool2d window columns",
+                "avgpool2d row stride",
+                "avgpool2d column stride",
+                "avgpool2d padding (0 valid, 1 same)",
+            ],
+            &g.window,
+            &Self::GEOMETRY.window,
+        )?;
+        Ok(Self {
+            min: p.min,
+            max: p.max,
+        })
+    }
+
+    fn run(&self, input: &[i8], patch: &mut [u32], output: &mut [i8]) {
+        average_pool(&Self::GEOMETRY, input, self.min, self.max, patch, output);
     }
 }
 
@@ -346,14 +589,15 @@ impl<
         const IH: usize,
         const IW: usize,
         const IC: usize,
-        const K: usize,
+        const KH: usize,
+        const KW: usize,
         const F: usize,
         const S: usize,
         const SAME: bool,
         const RELU: bool,
-    > Producer<'a> for Conv2d<'a, IH, IW, IC, K, F, S, SAME, RELU>
+    > Producer<'a> for Conv2d<'a, IH, IW, IC, KH, KW, F, S, SAME, RELU>
 {
-    const TAPS: usize = K * K * IC;
+    const TAPS: usize = KH * KW * IC;
     const CHANNELS: usize = F;
     const POOL: usize = 1;
 
@@ -645,7 +889,7 @@ impl<'a, const IH: usize, const IW: usize, const F: usize, const RELU: bool> Lay
 
     fn from_file(file: &StackFile<'a>, index: usize) -> Result<Self, Error> {
         let () = Self::SHAPE;
-        let conv = Conv2d::<'a, IH, IW, 1, 3, F, 1, false, RELU>::from_file(file, index)?;
+        let conv = Conv2d::<'a, IH, IW, 1, 3, 3, F, 1, false, RELU>::from_file(file, index)?;
         check_pool2(file, index + 1, IH - 2, IW - 2, F)?;
         Ok(Self {
             layers: StreamLayers {

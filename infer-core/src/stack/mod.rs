@@ -10,7 +10,7 @@
 //! ```
 //! use infer_core::stack::{layers::{Conv2d, Dense, Layer, MaxPool2d}, StackFile};
 //! // A network's layers; their shapes must chain, which the compiler checks:
-//! type Op0<'a> = Conv2d<'a, 28, 28, 1, 3, 32, 1, false, true>;
+//! type Op0<'a> = Conv2d<'a, 28, 28, 1, 3, 3, 32, 1, false, true>;
 //! type Op1 = MaxPool2d<26, 26, 32, 2>;
 //! type Op2<'a> = Dense<'a, 5408, 10, false>;
 //! const _: () = assert!(Op0::OUT == <Op1 as Layer>::IN && <Op1 as Layer>::OUT == Op2::IN);

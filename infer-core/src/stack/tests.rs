@@ -20,8 +20,8 @@ use std::vec;
 use std::vec::Vec;
 
 // 10×10×2 → conv 3×3 same s1 ReLU ×5 → conv 3×3 valid s2 ×6 → pool 2 → dense 24→7 ReLU → dense 7→4.
-type Op0<'a> = Conv2d<'a, 10, 10, 2, 3, 5, 1, true, true>;
-type Op1<'a> = Conv2d<'a, 10, 10, 5, 3, 6, 2, false, false>;
+type Op0<'a> = Conv2d<'a, 10, 10, 2, 3, 3, 5, 1, true, true>;
+type Op1<'a> = Conv2d<'a, 10, 10, 5, 3, 3, 6, 2, false, false>;
 type Op2 = MaxPool2d<4, 4, 6, 2>;
 type Op3<'a> = Dense<'a, 24, 7, true>;
 type Op4<'a> = Dense<'a, 7, 4, false>;

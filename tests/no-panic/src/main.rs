@@ -45,8 +45,8 @@ extern "C" {
 }
 
 // The tutorial's full model, typed (28×28×1 → conv 32 → conv 64 → pool 2 → dense 128 → dense 10).
-type Op0<'a> = Conv2d<'a, 28, 28, 1, 3, 32, 1, false, true>;
-type Op1<'a> = Conv2d<'a, 26, 26, 32, 3, 64, 1, false, true>;
+type Op0<'a> = Conv2d<'a, 28, 28, 1, 3, 3, 32, 1, false, true>;
+type Op1<'a> = Conv2d<'a, 26, 26, 32, 3, 3, 64, 1, false, true>;
 type Op2 = MaxPool2d<24, 24, 64, 2>;
 type Op3<'a> = Dense<'a, 9216, 128, true>;
 type Op4<'a> = Dense<'a, 128, 10, false>;
@@ -60,7 +60,7 @@ type TwoBlocks<'a> = Chain<
     ConvPool3x3<'a, 28, 28, 16, true>,
     Streamed<
         'a,
-        ConvPool<Conv2d<'a, 13, 13, 16, 3, 32, 1, false, true>, MaxPool2d<11, 11, 32, 2>>,
+        ConvPool<Conv2d<'a, 13, 13, 16, 3, 3, 32, 1, false, true>, MaxPool2d<11, 11, 32, 2>>,
         800,
         10,
         false,
