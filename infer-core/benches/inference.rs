@@ -61,7 +61,14 @@ fn bench(c: &mut Criterion) {
     net.run_logits(&input, &mut [], &mut logits);
     let mut out = [0i32; 10];
     for kernels in [Kernels::Fast, Kernels::Reference] {
-        let run = stack::run(&file, &input, kernels, &mut a, &mut b, &mut patch, &mut out);
+        let run = stack::run(
+            &file,
+            &input,
+            kernels,
+            [&mut a, &mut b, &mut []],
+            &mut patch,
+            &mut out,
+        );
         assert_eq!(run.expect("buffers of BufferSizes"), logits, "{kernels:?}");
     }
 
@@ -79,8 +86,7 @@ fn bench(c: &mut Criterion) {
                     &file,
                     black_box(&input),
                     kernels,
-                    &mut a,
-                    &mut b,
+                    [&mut a, &mut b, &mut []],
                     &mut patch,
                     &mut out,
                 );

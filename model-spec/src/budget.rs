@@ -34,10 +34,11 @@ pub struct Budget {
     pub flash: usize,
     /// The int8 input image, held by the caller for the whole inference.
     pub input: usize,
-    /// The two ping-pong activation buffers ([`Plan::buffers`]): stage `j` of the fused
-    /// stage plan ([`Plan::stages`]) writes buffer `j % 2`.
-    pub buffers: [usize; 2],
-    /// Both buffers together.
+    /// The activation buffers ([`Plan::buffers`]): in a chain, stage `j` of the fused
+    /// stage plan ([`Plan::stages`]) writes buffer `j % 2`; the third holds a tensor an add
+    /// or a branch of an imported graph reads later (0 for a chain).
+    pub buffers: [usize; 3],
+    /// The buffers together.
     pub activations: usize,
     /// The stages' patch buffer (packed patch and working memory, [`Plan::patch_words`] u32
     /// words), in bytes.
@@ -69,7 +70,7 @@ impl Budget {
         let header = header_bytes(plan);
         let input = plan.input_len();
         let buffers = plan.buffers();
-        let activations = buffers[0] + buffers[1];
+        let activations = buffers.iter().sum();
         let patch = plan.patch_words(pixels) * 4;
         let kernel_stack = plan.stack_bytes();
         let scratch = plan.classes() * 4;
@@ -124,6 +125,9 @@ fn header_bytes(plan: &Plan) -> usize {
             OpShape::MaxPool2d { .. } => 0,
             OpShape::Dense { .. } => 1,
             OpShape::DepthwiseConv2d { .. } | OpShape::AvgPool2d { .. } => 5,
+            // Left shift, three multipliers and shifts, the output quantization, the clamp.
+            OpShape::Add { .. } => 1 + 3 * (5 + 1) + quant + 2,
+            OpShape::Branch { .. } => 0,
         };
         let arrays = match op.kind.channels() {
             0 => 0,
@@ -146,7 +150,7 @@ mod tests {
         // One fused stage (conv + pool + dense on the one-channel 3×3 fast path): no
         // buffers, no patch, the fast path's 1,192 bytes of scratch (36 per filter, 4 per
         // unit), the input and 40 bytes of wide logits.
-        assert_eq!(b.buffers, [0, 0]);
+        assert_eq!(b.buffers, [0, 0, 0]);
         assert_eq!(b.patch, 0);
         assert_eq!(b.kernel_stack, 1_192);
         assert_eq!(b.ram, 784 + 1_192 + 40);
@@ -160,7 +164,7 @@ mod tests {
         assert_eq!(full.channel_params, (32 + 64 + 128 + 10) * 13);
         // Stages: conv 1 → A (a ring of 4 rows, conv 2 running with it); conv 2 + pool +
         // dense (streamed) → B; dense → the logits.
-        assert_eq!(full.buffers, [4 * 26 * 32, 128]);
+        assert_eq!(full.buffers, [4 * 26 * 32, 128, 0]);
         // The second conv's working memory ends with one offset term per filter.
         assert_eq!(
             full.patch,

@@ -183,6 +183,19 @@ impl Network {
     pub fn from_bytes(model: &str, bytes: &[u8]) -> Result<Self, String> {
         let file = StackFile::decode(bytes)
             .map_err(|error| format!("{model} is not a format-3 model: {error}"))?;
+        if let Some((index, op)) = file
+            .ops
+            .iter()
+            .enumerate()
+            .find(|(_, op)| op.shape().reads().is_some())
+        {
+            return Err(format!(
+                "{model}: operation {index} ({}) has no firmware layer yet: the firmware runs \
+                 chains of operations, not graphs; run this model on the host with `trainer \
+                 infer`",
+                op.shape()
+            ));
+        }
         Ok(Self {
             model: model.to_owned(),
             spec: None,
@@ -342,9 +355,10 @@ fn hwc((h, w, c): (usize, usize, usize)) -> String {
 /// The RAM one inference of a plan needs besides the program's own stack, in
 /// bytes, as the generated code lays it out.
 pub struct Ram {
-    /// The two ping-pong buffers: stage `j` of the stage plan writes buffer
-    /// `j % 2`, except the last, which writes the logits.
-    pub buffers: [usize; 2],
+    /// The activation buffers (`stages::assign_buffers`): in a chain stage `j` of the
+    /// stage plan writes buffer `j % 2`, except the last, which writes the logits; the
+    /// third holds a tensor an add or a branch reads later.
+    pub buffers: [usize; 3],
     /// The stages' patch buffer (packed patch and working memory).
     pub patch: usize,
     /// Scratch a fused kernel keeps on its stack.
@@ -371,7 +385,7 @@ impl Ram {
     /// Buffers, patch, kernel scratch and input: what the network keeps while it
     /// classifies.
     pub fn network(&self) -> usize {
-        self.buffers[0] + self.buffers[1] + self.patch + self.kernel_stack + self.input
+        self.buffers.iter().sum::<usize>() + self.patch + self.kernel_stack + self.input
     }
 
     /// The RAM the firmware needs for the network: the network and [`RUN_STACK`]
@@ -383,11 +397,12 @@ impl Ram {
     /// How [`Ram::total`] adds up, for messages.
     pub fn explain(&self) -> String {
         format!(
-            "ping-pong buffers {} + {}, patch {}, fused-kernel scratch {}, input {} and \
-             {} of stack while it classifies, at least {LOAD_STACK} while the model \
-             loads",
-            self.buffers[0],
-            self.buffers[1],
+            "{}, patch {}, fused-kernel scratch {}, input {} and {} of stack while it \
+             classifies, at least {LOAD_STACK} while the model loads",
+            match self.buffers {
+                [a, b, 0] => format!("ping-pong buffers {a} + {b}"),
+                [a, b, c] => format!("buffers {a} + {b} + {c}"),
+            },
             self.patch,
             self.kernel_stack,
             self.input,
@@ -489,6 +504,8 @@ fn generate(model: &str, spec: Option<&str>, plan: &Plan, ram: &Ram) -> String {
                 let same = g.window.padding == Padding::Same;
                 ("", format!("AvgPool2d<{}, {same}>", generic_list(&op.kind)))
             }
+            // `Network::from_bytes` refuses them.
+            OpShape::Add { .. } | OpShape::Branch { .. } => ("", "()".to_owned()),
         };
         item(format!(
             "/// Operation {i}: {}{}{folded}.\npub type Op{i}{lifetime} = {ty};",

@@ -25,7 +25,8 @@ pub use infer_core::stack::OpShape;
 /// `in_h, in_w, in_c, filters, kernel, stride` (and the kernel's columns last if it is not
 /// square); pool `in_h, in_w, channels, pool`; dense `inputs, units`; depthwise conv
 /// `in_h, in_w, in_c, multiplier, k_h, k_w, stride_h, stride_w`; average pool the same
-/// without the multiplier. Each is a 16-bit field but a dense layer's `inputs` (32-bit).
+/// without the multiplier; add `h, w, channels, other`; branch `h, w, channels, from`. Each
+/// is a 16-bit field but a dense layer's `inputs` (32-bit).
 pub fn wire_fields(shape: &OpShape) -> Vec<usize> {
     match *shape {
         OpShape::Conv2d { geometry: g, .. } if g.k_h != g.k_w => {
@@ -60,6 +61,19 @@ pub fn wire_fields(shape: &OpShape) -> Vec<usize> {
             pool,
         } => vec![in_h, in_w, channels, pool],
         OpShape::Dense { inputs, units, .. } => vec![inputs, units],
+        OpShape::Add {
+            h,
+            w,
+            channels,
+            other,
+            ..
+        } => vec![h, w, channels, other],
+        OpShape::Branch {
+            h,
+            w,
+            channels,
+            from,
+        } => vec![h, w, channels, from],
     }
 }
 
@@ -198,18 +212,26 @@ impl Plan {
         names
     }
 
-    /// Sizes in bytes of the two ping-pong activation buffers: buffer `j % 2` receives the
-    /// output of stage `j`, except the last stage's, which is the wide (i32) logits and goes
-    /// to the caller's own array.
-    pub fn buffers(&self) -> [usize; 2] {
+    /// Sizes in bytes of the activation buffers (`stages::assign_buffers`): in a chain,
+    /// buffer `j % 2` receives the output of stage `j`, except the last stage's, which is
+    /// the wide (i32) logits and goes to the caller's own array; the third holds a tensor
+    /// an add or a branch of an imported graph reads later (0 for a chain).
+    ///
+    /// # Panics
+    /// If the operations need more buffers (a model.bin whose decoder refused it: a spec's
+    /// plan is a chain).
+    pub fn buffers(&self) -> [usize; stages::MAX_BUFFERS] {
+        self.buffer_plan().sizes
+    }
+
+    /// Where each stage's output goes (`stages::assign_buffers`).
+    ///
+    /// # Panics
+    /// As [`Plan::buffers`].
+    pub fn buffer_plan(&self) -> stages::BufferPlan {
         let shapes = self.shapes();
-        let stages = stages::plan(&shapes);
-        let mut sizes = [0; 2];
-        let writers = stages.len().saturating_sub(1);
-        for (j, stage) in stages.iter().take(writers).enumerate() {
-            sizes[j % 2] = sizes[j % 2].max(stage.out_len(&shapes));
-        }
-        sizes
+        stages::stage_buffers(&stages::plan(&shapes), &shapes)
+            .expect("a plan whose tensors fit the buffers (the decoder checks a model.bin's)")
     }
 
     /// Values in the largest convolution patch (`kernel² · in_c`).
@@ -271,7 +293,7 @@ mod tests {
         // one, the second reading the first's 26 × 26 × 32 map through a ring of 4 rows.
         assert_eq!(plan.stages().len(), 3);
         assert_eq!(plan.step_names().len(), 2);
-        assert_eq!(plan.buffers(), [4 * 26 * 32, 128]);
+        assert_eq!(plan.buffers(), [4 * 26 * 32, 128, 0]);
         assert_eq!(plan.patch_len(), 3 * 3 * 32);
         // Both convs' working memory: the first's quad patch (4 × 5 words for 9 taps) and
         // four positions' 32 values; the second's quad patch (4 × 144 words), its 64 pooled

@@ -56,7 +56,8 @@ fn stack_macs(file: &StackFile<'_>) -> usize {
                 .out_len()
                 .saturating_mul(usize::from(d.window.rows) * usize::from(d.window.cols)),
             Op::Dense(d) => (d.inputs as usize).saturating_mul(usize::from(d.units)),
-            Op::MaxPool2d(_) => op.in_len(),
+            Op::MaxPool2d(_) | Op::Add(_) => op.in_len(),
+            Op::Branch(_) => 0,
             Op::AvgPool2d(p) => op
                 .out_len()
                 .saturating_mul(usize::from(p.window.rows) * usize::from(p.window.cols)),
@@ -77,7 +78,8 @@ fn run_stack(bytes: &[u8]) -> usize {
         * usize::from(file.input.width)
         * usize::from(file.input.channels);
     // Decoding is what the fuzzer is after; huge shapes only cost time in the kernels.
-    if image > 1 << 16 || sizes.a.max(sizes.b) > 1 << 20 || stack_macs(&file) > 1 << 22 {
+    if image > 1 << 16 || sizes.a.max(sizes.b).max(sizes.c) > 1 << 20 || stack_macs(&file) > 1 << 22
+    {
         return 0;
     }
     let pixels: Vec<u8> = (0..image).map(|i| bytes[i * 31 % bytes.len()]).collect();

@@ -134,7 +134,10 @@ pub fn random_model_with_input(
                 op.kind.weights() / op.kind.channels().max(1),
                 false,
             )),
-            OpShape::MaxPool2d { .. } | OpShape::AvgPool2d { .. } => None,
+            OpShape::MaxPool2d { .. }
+            | OpShape::AvgPool2d { .. }
+            | OpShape::Add { .. }
+            | OpShape::Branch { .. } => None,
         })
         .collect();
     // The logits are wide, of zero point 0 (the shifts are already ≤ 0).

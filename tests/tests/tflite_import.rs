@@ -55,7 +55,7 @@ fn check_rows_against_tflm(
     let classes = file.classes();
     ensure!(want.len() == count * classes, "output rows of {classes}");
     let sizes = BufferSizes::of(&file, Pixels::Four);
-    let (mut a, mut b) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
+    let (mut a, mut b, mut c) = (vec![0i8; sizes.a], vec![0i8; sizes.b], vec![0i8; sizes.c]);
     let mut patch = vec![0u32; sizes.patch_words];
     let mut logits = vec![0i32; classes];
     for kernels in [Kernels::Reference, Kernels::Fast] {
@@ -64,7 +64,8 @@ fn check_rows_against_tflm(
             .zip(want.chunks_exact(classes))
             .enumerate()
         {
-            let wide = run(&file, x, kernels, &mut a, &mut b, &mut patch, &mut logits)
+            let buffers = [&mut a[..], &mut b[..], &mut c[..]];
+            let wide = run(&file, x, kernels, buffers, &mut patch, &mut logits)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             let got = imported.int8_outputs(wide);
             ensure!(
@@ -99,14 +100,6 @@ fn mlperf_anomaly_detection_matches_tflm_on_100_inputs() -> Result<()> {
     Ok(())
 }
 
-/// The error of importing `path`, with its causes.
-fn refusal(path: &str) -> String {
-    match import(&read(path).unwrap()) {
-        Ok(_) => panic!("{path} imported"),
-        Err(e) => format!("{e:#}"),
-    }
-}
-
 #[test]
 fn mlperf_keyword_spotting_matches_tflm_on_100_inputs() -> Result<()> {
     // DS-CNN: a 10×4 stride-2 conv, four depthwise 3×3 + pointwise blocks, a 25×5 average
@@ -132,19 +125,9 @@ fn mlperf_keyword_spotting_matches_tflm_on_100_inputs() -> Result<()> {
         ]
     );
     assert!(imported.softmax.is_some());
-    // The firmware has no layer for the depthwise conv, the average pool or the 10×4 conv
-    // yet: its build refuses the model, naming the first.
-    let refused = model_spec::codegen::Network::from_bytes("kws.bin", &imported.bytes)
-        .err()
-        .context("the firmware build took the model")?;
-    assert!(
-        refused.starts_with(
-            "kws.bin: operation 0 (conv2d 10×4 stride 2 same relu, 49×10×1 → 25×5×64) has no \
-             firmware layer yet: the firmware runs conv2d with square kernels, maxpool2d and \
-             dense; run this model on the host with `trainer infer`"
-        ),
-        "{refused}"
-    );
+    // The firmware has layers for all of them.
+    model_spec::codegen::Network::from_bytes("kws.bin", &imported.bytes)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let seed = 0x2545_f491;
     let inputs = xorshift_inputs(100 * 49 * 10, seed);
     let n = check_rows_against_tflm(model, 100, &inputs, "tflite/kws_tflm_outputs.npy")?;
@@ -167,25 +150,102 @@ fn mlperf_visual_wake_words_matches_tflm_on_100_inputs() -> Result<()> {
 }
 
 #[test]
-fn mlperf_models_the_engine_cannot_run_yet_name_every_operator() {
-    // ResNet-8: its residual ADDs (a graph, not a chain).
-    let err = refusal("mlperf-tiny/pretrainedResnet_quant.tflite");
-    assert!(
-        err.contains("3 of the 16 operators cannot run on the engine yet"),
-        "{err}"
+fn mlperf_image_classification_matches_tflm_on_100_inputs() -> Result<()> {
+    // ResNet-8: three residual blocks (the second and third with a 1×1 stride-2 conv on the
+    // skip path), each ending in an ADD of two tensors; an 8×8 average pool, the classifier
+    // and the softmax. A graph, not a chain: each skip conv reads a block's input again
+    // (a branch), each ADD an earlier tensor.
+    let model = "mlperf-tiny/pretrainedResnet_quant.tflite";
+    let imported = import(&read(model)?)?;
+    let file = StackFile::decode(&imported.bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let ops: Vec<String> = file.ops.iter().map(|op| op.shape().to_string()).collect();
+    let kinds: Vec<&str> = file.ops.iter().map(|op| op.type_name()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "conv2d",
+            "conv2d",
+            "conv2d",
+            "add",
+            "conv2d",
+            "conv2d",
+            "branch",
+            "conv2d",
+            "add",
+            "conv2d",
+            "conv2d",
+            "branch",
+            "conv2d",
+            "add",
+            "avgpool2d",
+            "dense"
+        ],
+        "{ops:#?}"
     );
-    assert_eq!(err.matches("parsed, but").count(), 3, "{err}");
-    for line in [
-        "operator 3 ADD: parsed, but the engine cannot run it yet (residual ADD",
-        "operator 7 ADD",
-        "operator 11 ADD",
-    ] {
-        assert!(err.contains(line), "no {line:?} in\n{err}");
+    // Each ADD names the block's input (tensor k + 1: operation k's output), each branch
+    // the block's input again.
+    assert!(ops[3].starts_with("add tensor 1 "), "{}", ops[3]);
+    assert!(ops[6].starts_with("branch to tensor 4,"), "{}", ops[6]);
+    assert!(ops[8].starts_with("add tensor 6 "), "{}", ops[8]);
+    assert!(ops[11].starts_with("branch to tensor 9,"), "{}", ops[11]);
+    assert!(ops[13].starts_with("add tensor 11 "), "{}", ops[13]);
+    assert!(imported.softmax.is_some());
+    // Three buffers: a block's input stays while its main path runs.
+    let sizes = BufferSizes::engine(&file, Pixels::Four);
+    assert_eq!(sizes.buffers(), [32 * 32 * 16, 32 * 32 * 16, 32 * 32 * 16]);
+    let inputs = xorshift_inputs(100 * 32 * 32 * 3, 0x2545_f491);
+    let n = check_rows_against_tflm(model, 100, &inputs, "tflite/resnet_tflm_outputs.npy")?;
+    assert_eq!(n, 100);
+    Ok(())
+}
+
+#[test]
+fn graph_files_naming_a_later_tensor_or_another_shape_are_refused() -> Result<()> {
+    // ResNet-8's model.bin with its first ADD's tensor or its first branch's changed: an
+    // error at decode time, never a panic.
+    let imported = import(&read("mlperf-tiny/pretrainedResnet_quant.tflite")?)?;
+    let file = StackFile::decode(&imported.bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let ops: Vec<infer_core::stack::Op<'_>> = file.ops.iter().collect();
+    let refused = |ops: &[infer_core::stack::Op<'_>]| {
+        StackFile::new(file.input, ops)
+            .validate()
+            .expect_err("refused")
+            .to_string()
+    };
+    for other in [4u16, 5, 16, 200] {
+        let mut bad = ops.clone();
+        if let infer_core::stack::Op::Add(a) = &mut bad[3] {
+            a.other = other;
+        }
+        let err = refused(&bad);
+        assert!(
+            err.contains("not computed before it") || err.contains("differ in shape"),
+            "other {other}: {err}"
+        );
     }
-    // The graphs themselves are read whole: every operator, tensor and constant.
-    let kws = Graph::parse(&read("mlperf-tiny/kws_ref_model.tflite").unwrap()).unwrap();
-    assert_eq!(kws.operators.len(), 13);
-    assert_eq!(kws.inputs.len(), 1);
+    for from in [6u16, 7, 60, 0] {
+        let mut bad = ops.clone();
+        if let infer_core::stack::Op::Branch(b) = &mut bad[6] {
+            b.from = from;
+        }
+        let err = refused(&bad);
+        assert!(
+            err.contains("not computed before it") || err.contains("not its tensor's"),
+            "from {from}: {err}"
+        );
+    }
+    // Encoded (a valid envelope), the decoder refuses it the same way.
+    let mut bad = ops.clone();
+    if let infer_core::stack::Op::Add(a) = &mut bad[8] {
+        a.other = 9;
+    }
+    let mut buf = vec![0u8; imported.bytes.len() + 64];
+    let bytes = StackFile::new(file.input, &bad)
+        .encode(&mut buf)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let err = StackFile::decode(bytes).expect_err("refused").to_string();
+    assert!(err.contains("not computed before it"), "{err}");
+    Ok(())
 }
 
 #[test]
@@ -211,8 +271,7 @@ fn softmax_output_is_tflite_int8_softmax_of_the_logits() -> Result<()> {
             &file,
             x,
             Kernels::Fast,
-            &mut a,
-            &mut b,
+            [&mut a, &mut b, &mut []],
             &mut patch,
             &mut wide,
         )
@@ -266,17 +325,19 @@ fn import_command_writes_the_model_or_leaves_the_output_as_it_was() -> Result<()
     let dir = tempfile::tempdir()?;
     let out = dir.path().join("model.bin");
     std::fs::write(&out, b"previous")?;
+    // The tutorial's model cut short: refused, naming the file.
+    let cut = dir.path().join("cut.tflite");
+    std::fs::write(&cut, &read("tflite/tutorial_int8.tflite")?[..600])?;
     let refused = Command::new(trainer_bin()?)
         .arg("import")
-        .arg(fixture("mlperf-tiny/pretrainedResnet_quant.tflite"))
+        .arg(&cut)
         .arg("--out")
         .arg(&out)
         .output()?;
     assert_eq!(refused.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
-        stderr.starts_with("error: ")
-            && stderr.contains("pretrainedResnet_quant.tflite: 3 of the 16"),
+        stderr.starts_with("error: ") && stderr.contains("cut.tflite"),
         "{stderr}"
     );
     assert_eq!(std::fs::read(&out)?, b"previous");

@@ -134,8 +134,8 @@ pub fn stack_output_quant(file: &StackFile<'_>) -> Result<infer_core::format::Qu
     }
 }
 
-/// Working memory of [`stack::run()`] for one format-3 model: the int8 input, the two
-/// ping-pong buffers, the packed patch and the wide logits.
+/// Working memory of [`stack::run()`] for one format-3 model: the int8 input, the
+/// buffers (two ping-pong buffers, a third for a graph's tensor an add reads later), the packed patch and the wide logits.
 #[derive(Debug, Clone)]
 pub struct StackBuffers {
     /// The quantization of the input (the model's).
@@ -143,6 +143,7 @@ pub struct StackBuffers {
     input: Vec<i8>,
     a: Vec<i8>,
     b: Vec<i8>,
+    c: Vec<i8>,
     patch: Vec<u32>,
     logits: Vec<i32>,
 }
@@ -160,6 +161,7 @@ impl StackBuffers {
             input: vec![0; input],
             a: vec![0; sizes.a],
             b: vec![0; sizes.b],
+            c: vec![0; sizes.c],
             patch: vec![0; sizes.patch_words],
             logits: vec![0; file.classes()],
         }
@@ -190,8 +192,7 @@ impl StackBuffers {
             file,
             &self.input,
             kernels,
-            &mut self.a,
-            &mut self.b,
+            [&mut self.a, &mut self.b, &mut self.c],
             &mut self.patch,
             &mut self.logits,
         )
@@ -213,8 +214,7 @@ impl StackBuffers {
             file,
             input,
             kernels,
-            &mut self.a,
-            &mut self.b,
+            [&mut self.a, &mut self.b, &mut self.c],
             &mut self.patch,
             &mut self.logits,
         )

@@ -214,7 +214,9 @@ fn macs(plan: &Plan) -> u64 {
                 }
                 model_spec::plan::OpShape::Dense { inputs, .. } => inputs,
                 model_spec::plan::OpShape::MaxPool2d { .. }
-                | model_spec::plan::OpShape::AvgPool2d { .. } => 0,
+                | model_spec::plan::OpShape::AvgPool2d { .. }
+                | model_spec::plan::OpShape::Add { .. }
+                | model_spec::plan::OpShape::Branch { .. } => 0,
             };
             (k.out_len() * per_output) as u64
         })

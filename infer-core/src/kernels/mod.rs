@@ -14,6 +14,7 @@
 //! impossible).
 
 pub mod activation;
+pub mod add;
 pub mod average_pool;
 pub mod conv;
 pub mod dense;

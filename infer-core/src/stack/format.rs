@@ -25,6 +25,7 @@ use crate::kernels::conv::ConvGeometry;
 pub use crate::kernels::conv::Padding;
 use crate::kernels::depthwise::DepthwiseGeometry;
 use crate::kernels::window::Window;
+use crate::stack::stages::{assign_buffers, Unit};
 use crate::Error;
 use serde::{Deserialize, Serialize};
 
@@ -220,6 +221,57 @@ impl AvgPoolOp {
     }
 }
 
+/// Elementwise addition (TFLite's int8 ADD) of the previous output and tensor `other`, of
+/// the same shape, as TensorFlow Lite Micro's reference kernel computes it
+/// ([`crate::kernels::add`]); the inputs' zero points are their tensors'.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
+pub struct AddOp {
+    /// Rows.
+    pub h: u16,
+    /// Columns.
+    pub w: u16,
+    /// Channels.
+    pub channels: u16,
+    /// The other operand: tensor 0 is the model's input, tensor `k + 1` the output of
+    /// operation `k` (an earlier one, or the previous).
+    pub other: u16,
+    /// The left shift both operands take first (TFLite's 20; at most 22).
+    pub left_shift: u8,
+    /// The previous output's Q31 multiplier (≥ 0).
+    pub multiplier: i32,
+    /// Its shift (−31..=0).
+    pub shift: i8,
+    /// The other operand's Q31 multiplier (≥ 0).
+    pub other_multiplier: i32,
+    /// Its shift (−31..=0).
+    pub other_shift: i8,
+    /// The sum's Q31 multiplier (≥ 0).
+    pub output_multiplier: i32,
+    /// Its shift (−31..=0).
+    pub output_shift: i8,
+    /// The output's quantization.
+    pub output: crate::format::QuantParams,
+    /// Lowest output value (the fused activation's).
+    pub min: i8,
+    /// Highest output value.
+    pub max: i8,
+}
+
+/// An earlier tensor again: the next operation reads tensor `from` instead of the previous
+/// output (a branch of the graph; nothing is computed or copied).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BranchOp {
+    /// Rows of the tensor.
+    pub h: u16,
+    /// Its columns.
+    pub w: u16,
+    /// Its channels.
+    pub channels: u16,
+    /// The tensor: 0 the model's input, `k + 1` the output of operation `k` (an earlier one
+    /// than the previous).
+    pub from: u16,
+}
+
 /// One operation. The variants after [`Op::Dense`] came later (the TensorFlow Lite import);
 /// files without them are encoded as before.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
@@ -237,6 +289,10 @@ pub enum Op<'a> {
     DepthwiseConv2d(#[serde(borrow)] DepthwiseOp<'a>),
     /// Average pooling.
     AvgPool2d(AvgPoolOp),
+    /// Elementwise addition of the previous output and an earlier tensor.
+    Add(AddOp),
+    /// An earlier tensor, which the next operation reads.
+    Branch(BranchOp),
 }
 
 impl<'a> Op<'a> {
@@ -251,7 +307,16 @@ impl<'a> Op<'a> {
             Op::Conv2d(c) | Op::Conv2dRect(c, _) => Some(&c.params),
             Op::DepthwiseConv2d(d) => Some(&d.params),
             Op::Dense(d) => Some(&d.params),
-            Op::MaxPool2d(_) | Op::AvgPool2d(_) => None,
+            Op::MaxPool2d(_) | Op::AvgPool2d(_) | Op::Add(_) | Op::Branch(_) => None,
+        }
+    }
+
+    /// The zero point of the operation's output, if it sets one (a conv, depthwise conv,
+    /// dense layer or add); the others keep their input's.
+    pub fn out_zero_point(&self) -> Option<i32> {
+        match self {
+            Op::Add(a) => Some(a.output.zero_point),
+            _ => self.params().map(|p| p.output.zero_point),
         }
     }
 
@@ -467,8 +532,9 @@ pub struct StackFile<'a> {
     pub input: InputSpec,
     /// The operations, first to last; the last is a dense layer giving the logits.
     pub ops: OpTable<'a>,
-    /// Minus the zero point of the values each operation reads ([`input_offset`]), worked
-    /// out once when the file is made, so that loading a layer decodes no other operation.
+    /// Minus the zero point of the values each operation reads ([`input_offset`]; for a
+    /// branch, of the tensor it names), worked out once when the file is made, so that
+    /// loading a layer decodes no other operation.
     offsets: [i16; MAX_OPS],
 }
 
@@ -547,13 +613,22 @@ impl<'a> StackFile<'a> {
     /// The file of `input` and `ops`, each operation's input offset worked out (zero points
     /// outside the `i16` range, which [`StackFile::validate`] refuses, are clamped).
     fn with_offsets(input: InputSpec, ops: OpTable<'a>) -> Self {
+        // The zero point of each tensor: the input's, then each operation's output's.
+        let mut zero_points = [0i32; MAX_OPS + 1];
+        zero_points[0] = input.quant.zero_point;
         let mut offsets = [0i16; MAX_OPS];
-        let mut zero_point = input.quant.zero_point;
-        for (offset, op) in offsets.iter_mut().zip(ops.iter()) {
-            *offset = zero_point.saturating_neg().clamp(-32768, 32767) as i16;
-            if let Some(p) = op.params() {
-                zero_point = p.output.zero_point;
-            }
+        for (k, op) in ops.iter().enumerate().take(MAX_OPS) {
+            let read = zero_points[k];
+            offsets[k] = read.saturating_neg().clamp(-32768, 32767) as i16;
+            zero_points[k + 1] = match op {
+                // A reference to a later tensor, which `validate` refuses, reads the input's.
+                Op::Branch(b) => zero_points
+                    .get(usize::from(b.from))
+                    .filter(|_| usize::from(b.from) <= k)
+                    .copied()
+                    .unwrap_or(zero_points[0]),
+                _ => op.out_zero_point().unwrap_or(read),
+            };
         }
         Self {
             input,
@@ -607,12 +682,59 @@ impl<'a> StackFile<'a> {
             what: "no operations",
         })?;
         for (i, op) in self.ops.iter().enumerate() {
-            walk = check_op(&op, walk)?;
+            let named = match op.shape().reads() {
+                Some(t) => Some(self.tensor_walk(i, t)?),
+                None => None,
+            };
+            walk = check_op(&op, walk, named)?;
             if i == last {
                 check_logits_op(&op)?;
             }
         }
+        // The tensors a later add or branch reads stay in buffers of their own until then.
+        let units = self
+            .ops
+            .iter()
+            .enumerate()
+            .map(|(i, op)| Unit::of_op(i, &op.shape()));
+        if assign_buffers(units).is_none() {
+            return Err(Error::Malformed {
+                what: "a graph whose live tensors need more than 3 buffers",
+            });
+        }
         Ok(())
+    }
+
+    /// The shape of tensor `t` (0 the input, `k + 1` the output of operation `k`) as
+    /// operation `reader` may read it: an earlier tensor or the previous output.
+    fn tensor_walk(&self, reader: usize, t: usize) -> Result<Walk, Error> {
+        if t > reader {
+            return Err(Error::Malformed {
+                what: "an add or branch naming a tensor that is not computed before it",
+            });
+        }
+        let Some(k) = t.checked_sub(1) else {
+            let i = &self.input;
+            return Ok(Walk::Spatial(
+                usize::from(i.height),
+                usize::from(i.width),
+                usize::from(i.channels),
+            ));
+        };
+        Ok(match self.ops.get(k) {
+            Some(Op::Dense(d)) => Walk::Flat(usize::from(d.units)),
+            Some(op) => {
+                let (h, w, c) = op.out_shape();
+                Walk::Spatial(h, w, c)
+            }
+            None => return Err(Error::Malformed { what: "tensor" }),
+        })
+    }
+
+    /// Minus the zero point of tensor `t` (0 the input, `k + 1` the output of operation
+    /// `k`) for a tensor some operation reads: operation `t`'s input offset.
+    pub fn tensor_offset(&self, t: usize) -> i32 {
+        input_offset(self, t)
     }
 }
 
@@ -620,11 +742,45 @@ impl<'a> StackFile<'a> {
 /// Out of line, so that its temporaries and the decoding of the next operation never share
 /// the stack (loading's stack stays small).
 #[inline(never)]
-fn check_op(op: &Op<'_>, walk: Walk) -> Result<Walk, Error> {
+fn check_op(op: &Op<'_>, walk: Walk, named: Option<Walk>) -> Result<Walk, Error> {
     let too_large = Error::Malformed {
         what: "shapes too large to address",
     };
     Ok(match *op {
+        Op::Add(a) => {
+            let shape = Walk::Spatial(a.h.into(), a.w.into(), a.channels.into());
+            if walk != shape || named != Some(shape) {
+                return Err(Error::Malformed {
+                    what: "an add's operands differ in shape from it",
+                });
+            }
+            if a.min > a.max || a.left_shift > 22 {
+                return Err(Error::Malformed {
+                    what: "an add with min above max, or a left shift over 22",
+                });
+            }
+            let pairs = [
+                (a.multiplier, a.shift),
+                (a.other_multiplier, a.other_shift),
+                (a.output_multiplier, a.output_shift),
+            ];
+            if pairs.iter().any(|&(m, s)| m < 0 || !(-31..=0).contains(&s)) {
+                return Err(Error::InvalidQuantization {
+                    field: "add multiplier (must be >= 0) or shift (must be -31..=0)",
+                });
+            }
+            check_output_quant(&a.output)?;
+            shape
+        }
+        Op::Branch(b) => {
+            let shape = Walk::Spatial(b.h.into(), b.w.into(), b.channels.into());
+            if named != Some(shape) || usize::from(b.h) * usize::from(b.w) == 0 {
+                return Err(Error::Malformed {
+                    what: "a branch whose shape is not its tensor's",
+                });
+            }
+            shape
+        }
         Op::Conv2d(c) | Op::Conv2dRect(c, _) => {
             let shape = (
                 usize::from(c.in_h),
@@ -777,21 +933,14 @@ fn check_logits_quant(params: &ChannelParams<'_>) -> Result<(), Error> {
     Ok(())
 }
 
-/// Minus the zero point of the values operation `index` reads: the input's, or the last
-/// conv/dense output before it (pooling keeps its input's quantization).
+/// Minus the zero point of the values operation `index` reads (tensor `index`): the
+/// input's, or that of the conv/dense/add output it comes from (pooling keeps its input's
+/// quantization, a branch its tensor's).
 pub fn input_offset(file: &StackFile<'_>, index: usize) -> i32 {
-    file.offsets.get(index).map_or_else(
-        || {
-            file.ops
-                .iter()
-                .take(index)
-                .fold(file.input.quant.zero_point, |zero_point, op| {
-                    op.params().map_or(zero_point, |p| p.output.zero_point)
-                })
-                .saturating_neg()
-        },
-        |&offset| i32::from(offset),
-    )
+    // A file holds at most `MAX_OPS` operations: every index read is in the table.
+    file.offsets
+        .get(index)
+        .map_or(-file.input.quant.zero_point, |&offset| i32::from(offset))
 }
 
 #[cfg(test)]
@@ -1110,6 +1259,7 @@ pub(crate) mod tests {
 mod pinned {
     use super::tests::input;
     use super::*;
+    use super::{AddOp, BranchOp};
     use crate::format::{crc32, QuantParams};
     use std::vec::Vec;
 
@@ -1286,6 +1436,72 @@ mod pinned {
         }
         let found = StackFile::new(input(2, 2, 1), &bad).validate();
         assert!(matches!(found, Err(Error::InconsistentLength { .. })));
+    }
+
+    /// The exact bytes of an add and a branch (docs/model-format.md): `x + x`, then the
+    /// input again for the logits layer.
+    #[test]
+    fn graph_operations_are_pinned_byte_for_byte() {
+        let dense = Arrays::new(2, 0);
+        let ops = [
+            Op::Add(AddOp {
+                h: 2,
+                w: 1,
+                channels: 1,
+                other: 0,
+                left_shift: 20,
+                multiplier: 1 << 30,
+                shift: 0,
+                other_multiplier: 1 << 30,
+                other_shift: -1,
+                output_multiplier: 1 << 30,
+                output_shift: -19,
+                output: QuantParams {
+                    scale: 0.5,
+                    zero_point: -1,
+                },
+                min: -128,
+                max: 127,
+            }),
+            Op::Branch(BranchOp {
+                h: 2,
+                w: 1,
+                channels: 1,
+                from: 0,
+            }),
+            Op::Dense(DenseOp {
+                inputs: 2,
+                units: 2,
+                relu: false,
+                params: dense.params(&[5, 0xfb, 1, 2]),
+            }),
+        ];
+        let file = StackFile::new(input(2, 1, 1), &ops);
+        file.validate().unwrap();
+        let mut buf = [0u8; 256];
+        let bytes = file.encode(&mut buf).unwrap().to_vec();
+        assert_eq!(StackFile::decode(&bytes).unwrap(), file);
+        let hex: Vec<std::string::String> = bytes.iter().map(|b| std::format!("{b:02x}")).collect();
+        let hex = hex.concat();
+        let ops_hex = concat!(
+            "06",
+            "02010100",     // add: 2×1×1, the other operand tensor 0 (the input)
+            "14",           // left shift 20 (a u8)
+            "808080800800", // multiplier 2^30 (zigzag varint), shift 0 (an i8)
+            "8080808008ff", // the other's: 2^30, −1
+            "8080808008ed", // the sum's: 2^30, −19
+            "0000003f01",   // output scale 0.5, zero point −1
+            "807f",         // min −128, max 127
+            "07",
+            "02010100", // branch: 2×1×1, tensor 0
+            "02",       // dense…
+        );
+        assert!(hex.contains(ops_hex), "{hex}");
+        // The add's offsets: the input's zero point (−128) for both operands.
+        assert_eq!(input_offset(&file, 0), 128);
+        assert_eq!(file.tensor_offset(0), 128);
+        // The dense layer reads the input again, through the branch.
+        assert_eq!(input_offset(&file, 2), 128);
     }
 
     /// The exact bytes of a small model (docs/model-format.md): any change to the encoding

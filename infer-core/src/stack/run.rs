@@ -3,8 +3,9 @@
 
 use super::format::{input_offset, Op, StackFile};
 use super::stages::{
-    plan_file, run_alone, run_chain, run_general, run_general_logits, run_general_rows, shapes_of,
-    Out, Parts, Pixels,
+    assign_buffers, plan_file, run_add, run_alone, run_chain, run_general, run_general_logits,
+    run_general_rows, shapes_of, stage_buffers, BufferPlan, OpShape, Out, Parts, Pixels, Unit,
+    MAX_BUFFERS, NO_BUFFER,
 };
 use crate::kernels::conv::conv2d_i8;
 use crate::kernels::dense::{dense_i8, dense_i8_logits};
@@ -27,12 +28,16 @@ pub enum Kernels {
 /// Working memory of an inference of a model, besides the input and the logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BufferSizes {
-    /// Bytes of buffer A (outputs of stages 0, 2, 4, … with [`Kernels::Fast`], of
-    /// operations 0, 2, 4, … with [`Kernels::Reference`]; not the last's, which writes the
-    /// logits).
+    /// Bytes of buffer A (buffer 0 of [`super::stages::assign_buffers`]: in a chain the
+    /// outputs of stages 0, 2, 4, … with [`Kernels::Fast`], of operations 0, 2, 4, … with
+    /// [`Kernels::Reference`]; not the last's, which writes the logits).
     pub a: usize,
-    /// Bytes of buffer B (outputs of stages or operations 1, 3, 5, …).
+    /// Bytes of buffer B (buffer 1: in a chain the outputs of stages or operations 1, 3,
+    /// 5, …).
     pub b: usize,
+    /// Bytes of buffer C (buffer 2: a tensor that an add or a branch reads later, while
+    /// A and B hold others; 0 for a chain).
+    pub c: usize,
     /// Words of the patch buffer (the stages' packed patches and working memory; with
     /// [`BufferSizes::of`], as [`run`] computes every stage with
     /// [`super::stages::run_general`]).
@@ -51,14 +56,11 @@ impl BufferSizes {
         for stage in &plan_file(file) {
             sizes.patch_words = sizes.patch_words.max(stage.general_words(&shapes, pixels));
         }
-        let writers = file.ops.len().saturating_sub(1);
-        for (i, op) in file.ops.iter().enumerate().take(writers) {
-            let out = op.out_len();
-            if i % 2 == 0 {
-                sizes.a = sizes.a.max(out);
-            } else {
-                sizes.b = sizes.b.max(out);
-            }
+        for shape in &shapes {
+            sizes.patch_words = sizes.patch_words.max(shape.alone_words());
+        }
+        if let Some(plan) = op_buffers(&shapes) {
+            sizes.set_buffers(&plan.sizes);
         }
         sizes
     }
@@ -70,43 +72,102 @@ impl BufferSizes {
         let mut sizes = Self {
             a: 0,
             b: 0,
+            c: 0,
             patch_words: 0,
             stack_bytes: 0,
         };
         let shapes = shapes_of(file);
         let stages = plan_file(file);
-        for (j, stage) in stages.iter().enumerate() {
+        for stage in &stages {
             sizes.patch_words = sizes.patch_words.max(stage.patch_words(&shapes, pixels));
             sizes.stack_bytes = sizes.stack_bytes.max(stage.stack_bytes(&shapes));
-            if j + 1 == stages.len() {
-                break;
-            }
-            let out = stage.out_len(&shapes);
-            if j % 2 == 0 {
-                sizes.a = sizes.a.max(out);
-            } else {
-                sizes.b = sizes.b.max(out);
-            }
+        }
+        if let Some(plan) = stage_buffers(&stages, &shapes) {
+            sizes.set_buffers(&plan.sizes);
         }
         sizes
     }
+
+    /// Each buffer at least as large as `sizes` says.
+    fn set_buffers(&mut self, sizes: &[usize; MAX_BUFFERS]) {
+        for (have, &need) in [&mut self.a, &mut self.b, &mut self.c]
+            .into_iter()
+            .zip(sizes)
+        {
+            *have = (*have).max(need);
+        }
+    }
+
+    /// The buffers, A, B and C.
+    pub fn buffers(&self) -> [usize; MAX_BUFFERS] {
+        [self.a, self.b, self.c]
+    }
 }
 
-/// Runs every operation of `file` on `input` (the int8 image), ping-ponging between `a` and
-/// `b`; the last operation writes the wide logits into `logits`, which are returned (its
-/// first [`StackFile::classes`] values). With [`Kernels::Fast`], four conv pixels go at once
-/// where `patch` holds [`BufferSizes::of`] [`Pixels::Four`]'s words, else one ([`Pixels`]).
+/// The buffers of the op-by-op reference: every operation a unit of its own.
+fn op_buffers(shapes: &[OpShape]) -> Option<BufferPlan> {
+    assign_buffers(
+        shapes
+            .iter()
+            .enumerate()
+            .map(|(i, shape)| Unit::of_op(i, shape)),
+    )
+}
+
+/// The model's buffers `buffers` as [`assign_buffers`]' `plan` uses them for a unit
+/// writing `dst` ([`NO_BUFFER`]: the logits): that one to write, the others to read.
+fn split<'b>(buffers: &'b mut [&mut [i8]; MAX_BUFFERS], dst: u8) -> (&'b mut [i8], Reads<'b>) {
+    let mut write: &mut [i8] = &mut [];
+    let mut read: [&[i8]; MAX_BUFFERS] = [&[]; MAX_BUFFERS];
+    for (k, buffer) in buffers.iter_mut().enumerate() {
+        if k == usize::from(dst) {
+            write = buffer;
+        } else {
+            read[k] = buffer;
+        }
+    }
+    (write, Reads(read))
+}
+
+/// The buffers a unit reads.
+struct Reads<'b>([&'b [i8]; MAX_BUFFERS]);
+
+impl<'b> Reads<'b> {
+    /// Tensor `t` as `plan` keeps it (the model's `input` for tensor 0), its first `len`
+    /// values.
+    fn tensor(
+        &self,
+        plan: &BufferPlan,
+        t: usize,
+        input: &'b [i8],
+        len: usize,
+    ) -> Result<&'b [i8], Error> {
+        let values = match plan.of_tensor(t) {
+            NO_BUFFER => input,
+            b => self.0.get(usize::from(b)).copied().unwrap_or(&[]),
+        };
+        values.get(..len).ok_or(Error::BufferTooSmall {
+            available: values.len(),
+        })
+    }
+}
+
+/// Runs every operation of `file` on `input` (the int8 image), keeping the tensors in the
+/// buffers `[a, b, c]` as [`super::stages::assign_buffers`] plans (a chain ping-pongs
+/// between `a` and `b`; `c` may be empty); the last operation writes the wide logits
+/// into `logits`, which are returned (its first [`StackFile::classes`] values). With
+/// [`Kernels::Fast`], four conv pixels go at once where `patch` holds [`BufferSizes::of`]
+/// [`Pixels::Four`]'s words, else one ([`Pixels`]).
 ///
 /// # Errors
-/// [`Error::BufferTooSmall`] if `input`, `a`, `b`, `patch` or `logits` is smaller than
+/// [`Error::BufferTooSmall`] if `input`, a buffer, `patch` or `logits` is smaller than
 /// [`BufferSizes::of`] (with [`Pixels::One`]) and the classes say (the input must be
 /// exactly the model's input size).
 pub fn run<'l>(
     file: &StackFile<'_>,
     input: &[i8],
     kernels: Kernels,
-    a: &mut [i8],
-    b: &mut [i8],
+    mut buffers: [&mut [i8]; MAX_BUFFERS],
     patch: &mut [u32],
     logits: &'l mut [i32],
 ) -> Result<&'l [i32], Error> {
@@ -119,7 +180,7 @@ pub fn run<'l>(
             available: input.len(),
         });
     }
-    for (have, need) in [(a.len(), sizes.a), (b.len(), sizes.b)] {
+    for (have, need) in buffers.iter().map(|b| b.len()).zip(sizes.buffers()) {
         if have < need {
             return Err(Error::BufferTooSmall { available: have });
         }
@@ -134,39 +195,39 @@ pub fn run<'l>(
     let logits = logits
         .get_mut(..classes)
         .ok_or(Error::BufferTooSmall { available })?;
+    let shapes = shapes_of(file);
     if kernels == Kernels::Fast {
         let pixels = if patch.len() >= BufferSizes::of(file, Pixels::Four).patch_words {
             Pixels::Four
         } else {
             Pixels::One
         };
-        run_stages(file, input, (a, b), (patch, pixels), logits)?;
+        run_stages(file, input, &mut buffers, (patch, pixels), logits)?;
         return Ok(logits);
     }
+    let plan = op_buffers(&shapes).ok_or(Error::Malformed { what: "buffers" })?;
     let last = file.ops.len().saturating_sub(1);
     for (i, op) in file.ops.iter().enumerate() {
-        let (src, dst): (&[i8], &mut [i8]) = match (i, i % 2) {
-            (0, _) => (input, &mut a[..]),
-            (_, 0) => (&b[..], &mut a[..]),
-            _ => (&a[..], &mut b[..]),
-        };
+        if let Op::Branch(_) = op {
+            continue;
+        }
+        let dst = plan.out.get(i).copied().unwrap_or(NO_BUFFER);
+        let (dst, reads) = split(&mut buffers, dst);
+        let src = reads.tensor(&plan, i, input, op.in_len())?;
         let offset = input_offset(file, i);
         if i == last {
             // The logits layer (a dense layer: the decoder checked), finished wide.
-            let (Op::Dense(d), Some(src)) = (op, src.get(..op.in_len())) else {
-                return Err(Error::BufferTooSmall {
-                    available: src.len(),
-                });
+            let Op::Dense(d) = op else {
+                return Err(Error::Malformed { what: "logits" });
             };
             let requant = ChannelRequant::from_params(&d.params, false);
             dense_i8_logits(src, offset, d.params.weights, &requant, logits);
             break;
         }
-        let (Some(src), Some(dst)) = (src.get(..op.in_len()), dst.get_mut(..op.out_len())) else {
-            return Err(Error::BufferTooSmall {
-                available: dst.len(),
-            });
-        };
+        let available = dst.len();
+        let dst = dst
+            .get_mut(..op.out_len())
+            .ok_or(Error::BufferTooSmall { available })?;
         // The reference kernels, operation by operation ([`Kernels::Fast`] ran the stages).
         match op {
             Op::Conv2d(c) | Op::Conv2dRect(c, _) => {
@@ -182,6 +243,10 @@ pub fn run<'l>(
                 }
             }
             Op::DepthwiseConv2d(_) | Op::AvgPool2d(_) => run_alone(file, i, true, src, patch, dst),
+            Op::Add(a) => {
+                let other = reads.tensor(&plan, usize::from(a.other), input, op.in_len())?;
+                run_add(file, i, true, (src, other), patch, dst);
+            }
             Op::MaxPool2d(p) => max_pool(
                 &PoolGeometry {
                     in_h: p.in_h.into(),
@@ -199,54 +264,46 @@ pub fn run<'l>(
                 &ChannelRequant::from_params(&d.params, d.relu),
                 dst,
             ),
+            Op::Branch(_) => {}
         }
     }
     Ok(logits)
 }
 
-/// [`run`] with [`Kernels::Fast`]: stage by stage, ping-ponging between `a` and `b`; the
-/// last stage writes the wide logits.
+/// [`run`] with [`Kernels::Fast`]: stage by stage, each writing the buffer of
+/// [`stage_buffers`]; the last stage writes the wide logits.
 fn run_stages(
     file: &StackFile<'_>,
     input: &[i8],
-    (a, b): (&mut [i8], &mut [i8]),
+    buffers: &mut [&mut [i8]; MAX_BUFFERS],
     (patch, pixels): (&mut [u32], Pixels),
     logits: &mut [i32],
 ) -> Result<(), Error> {
     let stages = plan_file(file);
     let last_stage = stages.len().saturating_sub(1);
     let shapes = shapes_of(file);
+    let plan = stage_buffers(&stages, &shapes).ok_or(Error::Malformed { what: "buffers" })?;
     for (j, stage) in stages.iter().enumerate() {
         if stage.ring_out > 0 {
             // The next stage runs it, through a ring.
             continue;
         }
-        let (src, dst): (&[i8], &mut [i8]) = match (j, j % 2) {
-            (0, _) => (input, &mut a[..]),
-            (_, 0) => (&b[..], &mut a[..]),
-            _ => (&a[..], &mut b[..]),
-        };
         let (Some(first), Some(last)) = (file.ops.get(stage.first), file.ops.get(stage.last()))
         else {
             return Err(Error::Malformed { what: "stage" });
         };
-        if stage.alone {
-            let (Some(src), Some(dst)) = (src.get(..first.in_len()), dst.get_mut(..last.out_len()))
-            else {
-                return Err(Error::BufferTooSmall {
-                    available: dst.len(),
-                });
-            };
-            run_alone(file, stage.first, false, src, patch, dst);
+        if let Op::Branch(_) = first {
             continue;
         }
-        let parts = Parts::of(file, stage).ok_or(Error::Malformed { what: "stage" })?;
+        let dst = plan.out.get(j).copied().unwrap_or(NO_BUFFER);
         if stage.ring_in > 0 {
             // The plan chains the second stage to the first only: the first reads the input
-            // and writes its rows into `a`, a ring; this one writes `b` or the logits.
+            // and writes its rows into its buffer, a ring; this one writes its own or the
+            // logits.
             let producer_stage = stages.first().ok_or(Error::Malformed { what: "stage" })?;
             let producer =
                 Parts::of(file, producer_stage).ok_or(Error::Malformed { what: "stage" })?;
+            let parts = Parts::of(file, stage).ok_or(Error::Malformed { what: "stage" })?;
             let words = producer_stage
                 .general_words(&shapes, pixels)
                 .min(patch.len());
@@ -255,32 +312,51 @@ fn run_stages(
                 let ring = MapRows::ring(ring, stage.ring_in);
                 run_general_rows(&producer, input, producer_words, ring, rows);
             };
+            let ring_buffer = plan.out.first().copied().unwrap_or(NO_BUFFER);
+            let (mut ring, mut out): (&mut [i8], &mut [i8]) = (&mut [], &mut []);
+            for (k, buffer) in buffers.iter_mut().enumerate() {
+                if k == usize::from(ring_buffer) {
+                    ring = buffer;
+                } else if k == usize::from(dst) {
+                    out = buffer;
+                }
+            }
             let out = if j == last_stage {
                 Out::Logits(logits)
             } else {
-                Out::Values(MapRows::whole_mut(b))
+                Out::Values(MapRows::whole_mut(out))
             };
-            run_chain(&mut make, &parts, a, stage.ring_in, words, out);
+            run_chain(&mut make, &parts, ring, stage.ring_in, words, out);
             if j == last_stage {
                 break;
             }
             continue;
         }
-        let Some(src) = src.get(..first.in_len()) else {
-            return Err(Error::BufferTooSmall {
-                available: src.len(),
-            });
-        };
+        let (dst, reads) = split(buffers, dst);
+        let src = reads.tensor(&plan, stage.first, input, first.in_len())?;
+        if stage.alone {
+            let available = dst.len();
+            let dst = dst
+                .get_mut(..last.out_len())
+                .ok_or(Error::BufferTooSmall { available })?;
+            if let Op::Add(a) = first {
+                let other = reads.tensor(&plan, usize::from(a.other), input, first.in_len())?;
+                run_add(file, stage.first, false, (src, other), patch, dst);
+            } else {
+                run_alone(file, stage.first, false, src, patch, dst);
+            }
+            continue;
+        }
+        let parts = Parts::of(file, stage).ok_or(Error::Malformed { what: "stage" })?;
         if j == last_stage {
             // Its last operation is the logits layer (the decoder checked).
             run_general_logits(&parts, src, patch, logits);
             break;
         }
-        let Some(dst) = dst.get_mut(..last.out_len()) else {
-            return Err(Error::BufferTooSmall {
-                available: dst.len(),
-            });
-        };
+        let available = dst.len();
+        let dst = dst
+            .get_mut(..last.out_len())
+            .ok_or(Error::BufferTooSmall { available })?;
         run_general(&parts, src, patch, dst);
     }
     Ok(())

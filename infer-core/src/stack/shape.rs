@@ -3,8 +3,9 @@
 //! stage planner ([`super::stages::plan`]) works from. The two compare with `==` and print
 //! alike, so that a mismatch names both sides in the same words.
 
-use super::format::{AvgPoolOp, ConvOp, DenseOp, DepthwiseOp, Op, PoolOp, WindowFields};
+use super::format::{AvgPoolOp, BranchOp, ConvOp, DenseOp, DepthwiseOp, Op, PoolOp, WindowFields};
 use crate::format::ChannelParams;
+use crate::kernels::add::ADD_SCRATCH_WORDS;
 use crate::kernels::average_pool::AvgPoolGeometry;
 use crate::kernels::conv::{ConvGeometry, Padding};
 use crate::kernels::depthwise::DepthwiseGeometry;
@@ -60,6 +61,35 @@ pub enum OpShape {
         /// Highest output value.
         max: i8,
     },
+    /// Elementwise addition (TFLite's ADD) of the previous output and an earlier tensor
+    /// of the same shape, only in imported models.
+    Add {
+        /// Rows.
+        h: usize,
+        /// Columns.
+        w: usize,
+        /// Channels.
+        channels: usize,
+        /// The other operand: tensor 0 is the model's input, tensor `k + 1` the output of
+        /// operation `k`.
+        other: usize,
+        /// Lowest output value (the fused activation's).
+        min: i8,
+        /// Highest output value.
+        max: i8,
+    },
+    /// An earlier tensor again: the next operation reads it instead of the previous
+    /// output (a branch of a graph; computes nothing).
+    Branch {
+        /// Rows.
+        h: usize,
+        /// Columns.
+        w: usize,
+        /// Channels.
+        channels: usize,
+        /// The tensor: 0 the model's input, `k + 1` the output of operation `k`.
+        from: usize,
+    },
 }
 
 impl OpShape {
@@ -79,6 +109,19 @@ impl OpShape {
             OpShape::Dense { units, .. } => (1, 1, units),
             OpShape::DepthwiseConv2d { geometry: g, .. } => (g.out_h(), g.out_w(), g.out_c()),
             OpShape::AvgPool2d { geometry: g, .. } => (g.out_h(), g.out_w(), g.channels),
+            OpShape::Add { h, w, channels, .. } | OpShape::Branch { h, w, channels, .. } => {
+                (h, w, channels)
+            }
+        }
+    }
+
+    /// The earlier tensor an [`OpShape::Add`] or an [`OpShape::Branch`] reads (0 the
+    /// model's input, `k + 1` the output of operation `k`).
+    pub const fn reads(&self) -> Option<usize> {
+        match *self {
+            OpShape::Add { other, .. } => Some(other),
+            OpShape::Branch { from, .. } => Some(from),
+            _ => None,
         }
     }
 
@@ -95,6 +138,9 @@ impl OpShape {
             OpShape::Dense { inputs, .. } => (1, 1, inputs),
             OpShape::DepthwiseConv2d { geometry: g, .. } => (g.in_h, g.in_w, g.in_c),
             OpShape::AvgPool2d { geometry: g, .. } => (g.in_h, g.in_w, g.channels),
+            OpShape::Add { h, w, channels, .. } | OpShape::Branch { h, w, channels, .. } => {
+                (h, w, channels)
+            }
         }
     }
 
@@ -130,7 +176,10 @@ impl OpShape {
     pub const fn channels(&self) -> usize {
         match *self {
             OpShape::Conv2d { geometry: g, .. } => g.filters,
-            OpShape::MaxPool2d { .. } | OpShape::AvgPool2d { .. } => 0,
+            OpShape::MaxPool2d { .. }
+            | OpShape::AvgPool2d { .. }
+            | OpShape::Add { .. }
+            | OpShape::Branch { .. } => 0,
             OpShape::Dense { units, .. } => units,
             OpShape::DepthwiseConv2d { geometry: g, .. } => g.out_c(),
         }
@@ -140,7 +189,10 @@ impl OpShape {
     pub const fn weights(&self) -> usize {
         match *self {
             OpShape::Conv2d { geometry: g, .. } => g.filters * g.taps(),
-            OpShape::MaxPool2d { .. } | OpShape::AvgPool2d { .. } => 0,
+            OpShape::MaxPool2d { .. }
+            | OpShape::AvgPool2d { .. }
+            | OpShape::Add { .. }
+            | OpShape::Branch { .. } => 0,
             OpShape::Dense { inputs, units, .. } => inputs * units,
             OpShape::DepthwiseConv2d { geometry: g, .. } => g.weights(),
         }
@@ -156,7 +208,8 @@ impl OpShape {
     }
 
     /// The type's name as spec files write it (`conv2d`, `maxpool2d`, `dense`;
-    /// `depthwise_conv2d` and `avgpool2d`, which only imported models have).
+    /// `depthwise_conv2d`, `avgpool2d`, `add` and `branch`, which only imported models
+    /// have).
     pub const fn type_name(&self) -> &'static str {
         match self {
             OpShape::Conv2d { .. } => "conv2d",
@@ -164,16 +217,19 @@ impl OpShape {
             OpShape::Dense { .. } => "dense",
             OpShape::DepthwiseConv2d { .. } => "depthwise_conv2d",
             OpShape::AvgPool2d { .. } => "avgpool2d",
+            OpShape::Add { .. } => "add",
+            OpShape::Branch { .. } => "branch",
         }
     }
 
     /// Words of scratch the operation's kernel takes when it runs alone (a depthwise conv
-    /// or an average pool: one accumulator per output channel; 0 for the others, whose
-    /// working memory the stage plan counts).
+    /// or an average pool: one accumulator per output channel; an add: its tables; 0 for
+    /// the others, whose working memory the stage plan counts).
     pub const fn alone_words(&self) -> usize {
         match *self {
             OpShape::DepthwiseConv2d { geometry: g, .. } => g.out_c(),
             OpShape::AvgPool2d { geometry: g, .. } => g.channels,
+            OpShape::Add { .. } => ADD_SCRATCH_WORDS,
             _ => 0,
         }
     }
@@ -234,6 +290,15 @@ impl fmt::Display for OpShape {
                 "avgpool2d {} clamp {min}..={max}, {}×{}×{} → {out_h}×{out_w}×{out_c}",
                 g.window, g.in_h, g.in_w, g.channels
             ),
+            OpShape::Add {
+                other, min, max, ..
+            } => write!(
+                f,
+                "add tensor {other} clamp {min}..={max}, {out_h}×{out_w}×{out_c} → {out_h}×{out_w}×{out_c}"
+            ),
+            OpShape::Branch { from, .. } => {
+                write!(f, "branch to tensor {from}, {out_h}×{out_w}×{out_c}")
+            }
         }
     }
 }
@@ -275,6 +340,20 @@ impl<'a> Op<'a> {
                 units: d.units.into(),
                 relu: d.relu,
             },
+            Op::Add(a) => OpShape::Add {
+                h: a.h.into(),
+                w: a.w.into(),
+                channels: a.channels.into(),
+                other: a.other.into(),
+                min: a.min,
+                max: a.max,
+            },
+            Op::Branch(b) => OpShape::Branch {
+                h: b.h.into(),
+                w: b.w.into(),
+                channels: b.channels.into(),
+                from: b.from.into(),
+            },
         }
     }
 
@@ -284,7 +363,9 @@ impl<'a> Op<'a> {
     /// # Errors
     /// [`Error::Malformed`] for a dimension the format cannot hold (over `u16`; a dense
     /// layer's inputs over `u32`), or a conv, depthwise conv or dense layer without
-    /// `params`. A convolution whose kernel is not square is an [`Op::Conv2dRect`].
+    /// `params`, or an add (whose requantization is not a [`ChannelParams`]: build its
+    /// [`Op::Add`] directly). A convolution whose kernel is not square is an
+    /// [`Op::Conv2dRect`].
     pub fn from_shape(shape: OpShape, params: Option<ChannelParams<'a>>) -> Result<Self, Error> {
         let too_big = Error::Malformed {
             what: "a dimension over the format's u16 (inputs: u32)",
@@ -361,6 +442,22 @@ impl<'a> Op<'a> {
                 relu,
                 params: params()?,
             }),
+            OpShape::Branch {
+                h,
+                w,
+                channels,
+                from,
+            } => Op::Branch(BranchOp {
+                h: short(h)?,
+                w: short(w)?,
+                channels: short(channels)?,
+                from: short(from)?,
+            }),
+            OpShape::Add { .. } => {
+                return Err(Error::Malformed {
+                    what: "an add from its shape alone (its requantization is not a ChannelParams)",
+                })
+            }
         })
     }
 }

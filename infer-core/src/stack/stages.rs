@@ -14,8 +14,14 @@
 //!   (padding included) sums to 0; its filters' dot products are skipped.
 //! * **the first layer's one-channel 3×3 conv → 2×2 pool → last dense**: the fused kernel
 //!   [`crate::kernels::fused::Stream3x3`] ([`Kernel::Stream3x3`]) in the typed layers.
-//! * **a depthwise conv or an average pool** (only imported models have them) is a stage of
-//!   its own ([`Stage::alone`]), computed by its kernel ([`run_alone`]).
+//! * **a depthwise conv, an average pool, an add or a branch** (only imported models have
+//!   them) is a stage of its own ([`Stage::alone`]), computed by its kernel ([`run_alone`],
+//!   [`run_add`]; a branch computes nothing).
+//! * **buffers**: each stage's output goes to the lowest-numbered buffer whose tensor is
+//!   dead (read by no later stage) and which the stage does not read ([`assign_buffers`]):
+//!   a chain ping-pongs between buffers 0 and 1, and a tensor that an add or a branch reads
+//!   later keeps its buffer until then (at most [`MAX_BUFFERS`]). No stage fuses past a
+//!   tensor that a later add or branch reads, nor chains through a ring.
 //!
 //! The plan is made from [`OpShape`]s only, so the firmware's build script (through
 //! `model_spec`) and the RAM accounting see the same stages as [`super::run()`] and the typed
@@ -24,6 +30,7 @@
 
 use super::format::{input_offset, Op, StackFile, MAX_OPS};
 pub use super::shape::OpShape;
+use crate::kernels::add::AddParams;
 use crate::kernels::conv::{
     gather_pair_patch, gather_patch, gather_patch_i8, ConvGeometry, Padding, PatchSlot,
 };
@@ -62,7 +69,7 @@ pub struct Stage {
     pub pool: bool,
     /// Ends with a dense layer (streamed if the stage has a conv or pool).
     pub dense: bool,
-    /// A depthwise conv or an average pool, the stage's only operation.
+    /// A depthwise conv, an average pool, an add or a branch: the stage's only operation.
     pub alone: bool,
     /// How it is computed.
     pub kernel: Kernel,
@@ -340,7 +347,11 @@ pub fn plan(shapes: &[OpShape]) -> Stages {
     let mut i = 0;
     while i < shapes.len() {
         let first = i;
-        let is = |i: usize, f: fn(&OpShape) -> bool| shapes.get(i).is_some_and(f);
+        // Operation `i` joins the stage if it is of the kind, and (after the first) the
+        // tensor it reads, the one before's output, is read by no add or branch.
+        let is = |i: usize, f: fn(&OpShape) -> bool| {
+            shapes.get(i).is_some_and(f) && (i == first || !named_later(shapes, i))
+        };
         let conv = is(i, |s| matches!(s, OpShape::Conv2d { .. }));
         i += usize::from(conv);
         let pool = is(i, |s| matches!(s, OpShape::MaxPool2d { .. }));
@@ -377,7 +388,11 @@ pub fn plan(shapes: &[OpShape]) -> Stages {
             };
             let rows = ring_rows(head, pool_size);
             let general = kernel == Kernel::General;
-            let chains = general && stages_before == 1 && !before.dense && !before.alone;
+            let chains = general
+                && stages_before == 1
+                && !before.dense
+                && !before.alone
+                && !named_later(shapes, first);
             if chains && !alone && rows > 0 && rows < head.in_hwc().0 {
                 before.ring_out = rows;
                 stage.ring_in = rows;
@@ -387,6 +402,170 @@ pub fn plan(shapes: &[OpShape]) -> Stages {
         let _ = stages.push(stage);
     }
     stages
+}
+
+/// Whether an add or a branch reads tensor `t` (0 the input, `k + 1` the output of
+/// operation `k`).
+fn named_later(shapes: &[OpShape], t: usize) -> bool {
+    shapes.iter().any(|s| s.reads() == Some(t))
+}
+
+/// Buffers a plan may keep tensors in ([`assign_buffers`]): two for a chain, a third for a
+/// tensor a later add or branch reads.
+pub const MAX_BUFFERS: usize = 3;
+
+/// No buffer: a stage that writes the logits, or a branch (its tensor stays where it is);
+/// the model's input, which is the caller's.
+pub const NO_BUFFER: u8 = u8::MAX;
+
+/// What [`assign_buffers`] needs of a stage (or of an operation, for the op-by-op
+/// reference): its operations and what it reads besides the previous output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unit {
+    /// Its first operation.
+    pub first: usize,
+    /// Its last operation.
+    pub last: usize,
+    /// The tensor an add's other operand is (`None` otherwise).
+    pub other: Option<usize>,
+    /// The tensor a branch names (`None` otherwise): the unit computes nothing.
+    pub branch: Option<usize>,
+    /// Values it writes.
+    pub out_len: usize,
+}
+
+impl Unit {
+    /// Operation `index` of shape `shape` as a unit of its own.
+    pub fn of_op(index: usize, shape: &OpShape) -> Self {
+        Self::of(index, index, shape, shape.out_len())
+    }
+
+    /// Stage `stage` of `shapes` as a unit.
+    pub fn of_stage(stage: &Stage, shapes: &[OpShape]) -> Self {
+        let (first, last, out_len) = (stage.first, stage.last(), stage.out_len(shapes));
+        match shapes.get(first) {
+            Some(shape) => Self::of(first, last, shape, out_len),
+            None => Self {
+                first,
+                last,
+                other: None,
+                branch: None,
+                out_len,
+            },
+        }
+    }
+
+    fn of(first: usize, last: usize, shape: &OpShape, out_len: usize) -> Self {
+        let (other, branch) = match *shape {
+            OpShape::Add { other, .. } => (Some(other), None),
+            OpShape::Branch { from, .. } => (None, Some(from)),
+            _ => (None, None),
+        };
+        Self {
+            first,
+            last,
+            other,
+            branch,
+            out_len,
+        }
+    }
+}
+
+/// Where the units' outputs are kept ([`assign_buffers`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BufferPlan {
+    /// The buffer each unit writes ([`NO_BUFFER`]: a branch, or the last unit, which writes
+    /// the logits).
+    pub out: [u8; MAX_OPS],
+    /// The buffer each tensor is in (0 the model's input, [`NO_BUFFER`]; `k + 1` the output
+    /// of operation `k`), as the units read them.
+    pub tensor: [u8; MAX_OPS + 1],
+    /// Bytes of each buffer: the largest output written to it (0: unused).
+    pub sizes: [usize; MAX_BUFFERS],
+}
+
+impl BufferPlan {
+    /// The buffer of tensor `t` ([`NO_BUFFER`] for the input or out of range).
+    pub fn of_tensor(&self, t: usize) -> u8 {
+        self.tensor.get(t).copied().unwrap_or(NO_BUFFER)
+    }
+
+    /// Buffers used.
+    pub fn count(&self) -> usize {
+        self.sizes.iter().filter(|&&n| n > 0).count()
+    }
+}
+
+/// Assigns every unit's output (stages, or operations one by one) to a buffer: the
+/// lowest-numbered one whose tensor no unit from this one on reads; the last unit writes
+/// the logits, a branch nothing. Greedy in the order the tensors appear, which keeps as
+/// few buffers as tensors are ever live at once (interval colouring); a chain ping-pongs
+/// between buffers 0 and 1 (unit `j` writes buffer `j % 2`). `None` if more than
+/// [`MAX_BUFFERS`] would be needed, or for more than [`MAX_OPS`] units or a reference
+/// to a later tensor (which the decoder refuses).
+pub fn assign_buffers<I: Iterator<Item = Unit> + Clone>(units: I) -> Option<BufferPlan> {
+    const NONE: u8 = u8::MAX;
+    // Each tensor's storage (a branch's output is the tensor it names) and the last unit
+    // that reads each storage.
+    let mut storage = [0u8; MAX_OPS + 1];
+    let mut last_use = [0u8; MAX_OPS + 1];
+    let count = units.clone().count();
+    if count > MAX_OPS {
+        return None;
+    }
+    for (j, u) in units.clone().enumerate() {
+        let (read, out) = (*storage.get(u.first)?, u.last.checked_add(1)?);
+        match u.branch {
+            Some(from) if from <= u.first => *storage.get_mut(out)? = *storage.get(from)?,
+            Some(_) => return None,
+            None => {
+                *last_use.get_mut(usize::from(read))? = j as u8;
+                *storage.get_mut(out)? = out as u8;
+                *last_use.get_mut(out)? = j as u8;
+            }
+        }
+        if let Some(other) = u.other {
+            if other > u.first {
+                return None;
+            }
+            let other = *storage.get(other)?;
+            *last_use.get_mut(usize::from(other))? = j as u8;
+        }
+    }
+    let mut plan = BufferPlan {
+        out: [NO_BUFFER; MAX_OPS],
+        tensor: [NO_BUFFER; MAX_OPS + 1],
+        sizes: [0; MAX_BUFFERS],
+    };
+    // The storage tensor each buffer holds.
+    let mut holder = [NONE; MAX_BUFFERS];
+    for (j, u) in units.enumerate() {
+        let out = u.last + 1;
+        if let Some(from) = u.branch {
+            *plan.tensor.get_mut(out)? = *plan.tensor.get(from)?;
+            continue;
+        }
+        if j + 1 == count {
+            break;
+        }
+        let dead = |t: u8| {
+            t == NONE
+                || last_use
+                    .get(usize::from(t))
+                    .is_none_or(|&l| usize::from(l) < j)
+        };
+        let free = holder.iter().position(|&t| dead(t))?;
+        holder[free] = out as u8;
+        plan.out[j] = free as u8;
+        *plan.tensor.get_mut(out)? = free as u8;
+        plan.sizes[free] = plan.sizes[free].max(u.out_len);
+    }
+    Some(plan)
+}
+
+/// The buffers of `stages` of `shapes` ([`assign_buffers`]); `None` as there.
+pub fn stage_buffers(stages: &[Stage], shapes: &[OpShape]) -> Option<BufferPlan> {
+    assign_buffers(stages.iter().map(|s| Unit::of_stage(s, shapes)))
 }
 
 /// The [`OpShape`] of every operation of a decoded model.
@@ -438,6 +617,51 @@ pub fn run_alone(
             }
         }
         _ => {}
+    }
+}
+
+/// The requantization of add operation `index` of `file` (`None` for another operation):
+/// the previous output's and its other tensor's offsets (their zero points), multipliers
+/// and shifts, the sum's, and the clamp.
+pub fn add_params(file: &StackFile<'_>, index: usize) -> Option<AddParams> {
+    let Some(Op::Add(a)) = file.ops.get(index) else {
+        return None;
+    };
+    Some(AddParams {
+        offsets: [
+            input_offset(file, index),
+            file.tensor_offset(usize::from(a.other)),
+        ],
+        multipliers: [a.multiplier, a.other_multiplier],
+        shifts: [i32::from(a.shift), i32::from(a.other_shift)],
+        left_shift: u32::from(a.left_shift),
+        output_multiplier: a.output_multiplier,
+        output_shift: i32::from(a.output_shift),
+        output_zero_point: a.output.zero_point,
+        min: a.min,
+        max: a.max,
+    })
+}
+
+/// Computes add operation `index` of `file` from `previous` (the previous output) and
+/// `other` (its other tensor) to `output`, with `words` ([`OpShape::alone_words`]) as
+/// scratch: with its fast kernel, or with `reference` its naive reference. Other
+/// operations compute nothing; short slices compute less.
+pub fn run_add(
+    file: &StackFile<'_>,
+    index: usize,
+    reference: bool,
+    (previous, other): (&[i8], &[i8]),
+    words: &mut [u32],
+    output: &mut [i8],
+) {
+    use crate::kernels::add::{add, add_reference};
+    if let Some(p) = add_params(file, index) {
+        if reference {
+            add_reference(&p, previous, other, output);
+        } else {
+            add(&p, previous, other, words, output);
+        }
     }
 }
 
@@ -1537,7 +1761,14 @@ mod tests {
                     let (mut a, mut b) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
                     let mut patch = vec![0u32; sizes.patch_words];
                     let mut logits = vec![0i32; file.classes()];
-                    let out = run(&file, &x, kernels, &mut a, &mut b, &mut patch, &mut logits);
+                    let out = run(
+                        &file,
+                        &x,
+                        kernels,
+                        [&mut a, &mut b, &mut []],
+                        &mut patch,
+                        &mut logits,
+                    );
                     results.push(out.unwrap().to_vec());
                 }
                 let (reference, fast) = (&results[0], &results[1]);
@@ -1656,5 +1887,174 @@ mod tests {
         let rings: Vec<_> = stages.iter().map(|s| (s.ring_in, s.ring_out)).collect();
         assert_eq!(rings, [(0, 4), (4, 0), (0, 0)]);
         assert_eq!(stages[0].out_len(&full), 4 * 26 * 32);
+    }
+}
+
+#[cfg(test)]
+mod graph_tests {
+    use super::super::format::tests::{input, OwnedParams};
+    use super::super::format::{AddOp, BranchOp, ConvOp, DenseOp, PoolOp};
+    use super::super::run::{run, BufferSizes, Kernels};
+    use super::*;
+    use crate::format::QuantParams;
+    use crate::kernels::TestRng;
+    use std::vec;
+    use std::vec::Vec;
+
+    #[test]
+    fn a_chain_ping_pongs_between_two_buffers() {
+        let units = (0..7).map(|j| Unit {
+            first: j,
+            last: j,
+            other: None,
+            branch: None,
+            out_len: 10 + j,
+        });
+        let plan = assign_buffers(units).unwrap();
+        assert_eq!(plan.out[..7], [0, 1, 0, 1, 0, 1, NO_BUFFER]);
+        // The last unit writes the logits: the largest outputs before it.
+        assert_eq!(plan.sizes, [14, 15, 0]);
+        assert_eq!(plan.count(), 2);
+    }
+
+    fn add_op(rng: &mut TestRng, (h, w, c): (u16, u16, u16), other: u16) -> AddOp {
+        let m = |rng: &mut TestRng| (1i32 << 30) + rng.below(1 << 30) as i32;
+        AddOp {
+            h,
+            w,
+            channels: c,
+            other,
+            left_shift: 20,
+            multiplier: m(rng),
+            shift: -(rng.below(2) as i8),
+            other_multiplier: m(rng),
+            other_shift: -(rng.below(2) as i8),
+            output_multiplier: m(rng),
+            output_shift: -18 - rng.below(3) as i8,
+            output: QuantParams {
+                scale: 0.1,
+                zero_point: rng.below(200) as i32 - 100,
+            },
+            min: -128 + rng.below(100) as i8,
+            max: 127,
+        }
+    }
+
+    fn conv<'p>(p: &'p OwnedParams, (h, w, c): (u16, u16, u16), f: u16, k: u16, s: u16) -> Op<'p> {
+        Op::Conv2d(ConvOp {
+            in_h: h,
+            in_w: w,
+            in_c: c,
+            filters: f,
+            kernel: k,
+            stride: s,
+            padding: Padding::Same,
+            relu: false,
+            params: p.view(),
+        })
+    }
+
+    /// A small residual graph: conv → max pool 1 → conv → add of the first conv's output →
+    /// branch back to it → 1×1 stride-2 conv → dense. The pool is not fused into the first
+    /// conv's stage (the add reads that conv's output); three buffers; the fast stages give
+    /// the reference's bits.
+    #[test]
+    fn a_residual_graph_keeps_its_tensors_and_matches_the_reference() {
+        let mut rng = TestRng(0x5e5);
+        for case in 0..30 {
+            let c0 = OwnedParams::random(&mut rng, 4 * 9 * 2, 4);
+            let c2 = OwnedParams::random(&mut rng, 4 * 9 * 4, 4);
+            let c5 = OwnedParams::random(&mut rng, 3 * 4, 3);
+            let dense = OwnedParams::logits(&mut rng, 27 * 3, 3);
+            let ops = [
+                conv(&c0, (6, 6, 2), 4, 3, 1),
+                Op::MaxPool2d(PoolOp {
+                    in_h: 6,
+                    in_w: 6,
+                    channels: 4,
+                    pool: 1,
+                }),
+                conv(&c2, (6, 6, 4), 4, 3, 1),
+                Op::Add(add_op(&mut rng, (6, 6, 4), 1)),
+                Op::Branch(BranchOp {
+                    h: 6,
+                    w: 6,
+                    channels: 4,
+                    from: 1,
+                }),
+                conv(&c5, (6, 6, 4), 3, 1, 2),
+                Op::Dense(DenseOp {
+                    inputs: 27,
+                    units: 3,
+                    relu: false,
+                    params: dense.view(),
+                }),
+            ];
+            let file = StackFile::new(input(6, 6, 2), &ops);
+            file.validate().unwrap();
+            let stages = plan_file(&file);
+            let firsts: Vec<usize> = stages.iter().map(|s| s.first).collect();
+            // The 1×1 conv takes the dense layer (its output is no tensor anything names).
+            assert_eq!(firsts, [0, 1, 2, 3, 4, 5]);
+            let sizes = BufferSizes::of(&file, Pixels::Four);
+            assert_eq!(sizes.buffers(), [144, 144, 144]);
+            let (mut a, mut b, mut c) = (vec![0i8; 144], vec![0i8; 144], vec![0i8; 144]);
+            let mut patch = vec![0u32; sizes.patch_words];
+            let x: Vec<i8> = (0..72).map(|_| rng.i8()).collect();
+            let mut logits = [[0i32; 3]; 2];
+            for (kernels, out) in [Kernels::Reference, Kernels::Fast].iter().zip(&mut logits) {
+                let buffers = [&mut a[..], &mut b[..], &mut c[..]];
+                run(&file, &x, *kernels, buffers, &mut patch, out).unwrap();
+            }
+            assert_eq!(logits[0], logits[1], "case {case}");
+            // Too few buffers: an error, not a panic.
+            let buffers = [&mut a[..], &mut b[..], &mut c[..10]];
+            let mut out = [0; 3];
+            let short = run(&file, &x, Kernels::Fast, buffers, &mut patch, &mut out);
+            assert!(matches!(short, Err(crate::Error::BufferTooSmall { .. })));
+        }
+    }
+
+    #[test]
+    fn a_graph_needing_four_buffers_or_naming_a_later_tensor_is_refused() {
+        let mut rng = TestRng(9);
+        let p: Vec<OwnedParams> = (0..2)
+            .map(|_| OwnedParams::random(&mut rng, 4 * 9 * 4, 4))
+            .collect();
+        let p0 = OwnedParams::random(&mut rng, 4 * 9 * 2, 4);
+        let dense = OwnedParams::logits(&mut rng, 144 * 2, 2);
+        let dense = Op::Dense(DenseOp {
+            inputs: 144,
+            units: 2,
+            relu: false,
+            params: dense.view(),
+        });
+        // Tensors 1 and 2 live when the third conv writes tensor 3, all three read or live
+        // when the first add writes: four buffers.
+        let mut ops = vec![
+            conv(&p0, (6, 6, 2), 4, 3, 1),
+            conv(&p[0], (6, 6, 4), 4, 3, 1),
+            conv(&p[1], (6, 6, 4), 4, 3, 1),
+            Op::Add(add_op(&mut rng, (6, 6, 4), 2)),
+            Op::Add(add_op(&mut rng, (6, 6, 4), 1)),
+            dense,
+        ];
+        let refused = StackFile::new(input(6, 6, 2), &ops).validate();
+        assert_eq!(
+            refused,
+            Err(crate::Error::Malformed {
+                what: "a graph whose live tensors need more than 3 buffers"
+            })
+        );
+        // Without the third conv and the first add: three.
+        ops.drain(2..4);
+        StackFile::new(input(6, 6, 2), &ops).validate().unwrap();
+        if let Op::Add(a) = &mut ops[2] {
+            a.other = 3;
+        }
+        let refused = StackFile::new(input(6, 6, 2), &ops).validate();
+        assert!(
+            matches!(refused, Err(crate::Error::Malformed { what }) if what.contains("not computed before"))
+        );
     }
 }

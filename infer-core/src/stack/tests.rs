@@ -185,8 +185,7 @@ fn typed_fast_and_reference_inference_agree_bit_for_bit() {
                 &file,
                 &image,
                 Kernels::Reference,
-                &mut a,
-                &mut b,
+                [&mut a, &mut b, &mut []],
                 &mut patch,
                 &mut logits,
             )
@@ -200,8 +199,7 @@ fn typed_fast_and_reference_inference_agree_bit_for_bit() {
                 &file,
                 &image,
                 Kernels::Fast,
-                &mut a,
-                &mut b,
+                [&mut a, &mut b, &mut []],
                 &mut patch,
                 &mut logits,
             )
@@ -287,8 +285,7 @@ fn a_file_of_another_declaration_is_refused_naming_operation_and_property() {
         &good,
         &[0; 200],
         fast,
-        &mut a,
-        &mut b,
+        [&mut a, &mut b, &mut []],
         &mut patch,
         &mut logits
     )
@@ -298,8 +295,7 @@ fn a_file_of_another_declaration_is_refused_naming_operation_and_property() {
         &good,
         &[0; 199],
         fast,
-        &mut a,
-        &mut b,
+        [&mut a, &mut b, &mut []],
         &mut patch,
         &mut logits
     )
@@ -308,8 +304,7 @@ fn a_file_of_another_declaration_is_refused_naming_operation_and_property() {
         &good,
         &[0; 200],
         fast,
-        &mut a,
-        &mut b,
+        [&mut a, &mut b, &mut []],
         &mut patch,
         &mut logits[..3]
     )
@@ -318,8 +313,7 @@ fn a_file_of_another_declaration_is_refused_naming_operation_and_property() {
         &good,
         &[0; 200],
         fast,
-        &mut a,
-        &mut b,
+        [&mut a, &mut b, &mut []],
         &mut patch,
         &mut logits
     )
@@ -394,8 +388,7 @@ fn any_input_shape_round_trips_and_runs() {
                     &decoded,
                     &image,
                     kernels,
-                    &mut a,
-                    &mut b,
+                    [&mut a, &mut b, &mut []],
                     &mut patch,
                     &mut logits,
                 )
@@ -411,8 +404,7 @@ fn any_input_shape_round_trips_and_runs() {
                 &decoded,
                 short,
                 fast,
-                &mut a,
-                &mut b,
+                [&mut a, &mut b, &mut []],
                 &mut patch,
                 &mut logits
             )
@@ -488,8 +480,7 @@ fn stream3x3_case<const F: usize>(rng: &mut TestRng) {
             &file,
             &image,
             Kernels::Reference,
-            &mut a,
-            &mut b,
+            [&mut a, &mut b, &mut []],
             &mut patch,
             &mut logits,
         )
@@ -503,8 +494,7 @@ fn stream3x3_case<const F: usize>(rng: &mut TestRng) {
             &file,
             &image,
             Kernels::Fast,
-            &mut a,
-            &mut b,
+            [&mut a, &mut b, &mut []],
             &mut patch,
             &mut logits,
         )

@@ -293,7 +293,10 @@ impl QuantizedStack {
         for (j, (op, range)) in plan.ops.iter().zip(&calibration.ranges).enumerate() {
             let channels = match op.kind {
                 OpShape::MaxPool2d { .. } => None,
-                OpShape::DepthwiseConv2d { .. } | OpShape::AvgPool2d { .. } => {
+                OpShape::DepthwiseConv2d { .. }
+                | OpShape::AvgPool2d { .. }
+                | OpShape::Add { .. }
+                | OpShape::Branch { .. } => {
                     bail!(
                         "operation {j} ({}): the trainer does not train it (only imported \
                          models have it)",

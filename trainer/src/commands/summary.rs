@@ -291,16 +291,23 @@ pub fn rows(spec: &Spec) -> (Vec<Row>, usize) {
 fn print_ram(
     total: usize,
     input: usize,
-    buffers: [usize; 2],
+    buffers: [usize; 3],
     (patch, kernel_stack): (usize, usize),
     scratch: usize,
 ) {
+    let buffers = match buffers {
+        [a, b, 0] => format!("{} + {} ping-pong activation buffers", group(a), group(b)),
+        [a, b, c] => format!(
+            "{} + {} + {} activation buffers (the third keeping a tensor an add reads later)",
+            group(a),
+            group(b),
+            group(c)
+        ),
+    };
     println!(
-        " RAM    per inference through the fused stages: {} bytes = {} int8 input + {} + {} ping-pong activation buffers + {} conv patch and stage working memory + {} fused-kernel scratch + {} class probabilities; weights stay in flash",
+        " RAM    per inference through the fused stages: {} bytes = {} int8 input + {buffers} + {} conv patch and stage working memory + {} fused-kernel scratch + {} class probabilities; weights stay in flash",
         group(total),
         group(input),
-        group(buffers[0]),
-        group(buffers[1]),
         group(patch),
         group(kernel_stack),
         group(scratch)
@@ -311,12 +318,13 @@ fn print_ram(
 /// (`infer_core::stack::stages`), as the firmware lays it out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct StackRam {
-    /// Total: input + both buffers + patch + kernel scratch + probabilities.
+    /// Total: input + the buffers + patch + kernel scratch + probabilities.
     pub total: usize,
     /// The int8 input image.
     pub input: usize,
-    /// The two ping-pong activation buffers.
-    pub buffers: [usize; 2],
+    /// The activation buffers: two ping-pong buffers, and a third for a tensor an add
+    /// reads later (0 for a chain).
+    pub buffers: [usize; 3],
     /// The stages' patch buffer (packed patch and working memory).
     pub patch: usize,
     /// Scratch a fused kernel keeps on its stack.
@@ -336,9 +344,13 @@ impl StackRam {
         let patch = sizes.patch_words * 4;
         let probabilities = file.classes() * 4;
         Self {
-            total: input + sizes.a + sizes.b + patch + sizes.stack_bytes + probabilities,
+            total: input
+                + sizes.buffers().iter().sum::<usize>()
+                + patch
+                + sizes.stack_bytes
+                + probabilities,
             input,
-            buffers: [sizes.a, sizes.b],
+            buffers: sizes.buffers(),
             patch,
             kernel_stack: sizes.stack_bytes,
             probabilities,

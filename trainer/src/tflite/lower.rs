@@ -29,6 +29,7 @@ use infer_core::kernels::conv::{ConvGeometry, Padding as EnginePadding};
 use infer_core::kernels::depthwise::DepthwiseGeometry;
 use infer_core::kernels::softmax::{softmax_i8, SoftmaxParams};
 use infer_core::kernels::window::Window;
+use infer_core::stack::format::AddOp;
 use infer_core::stack::format::MAX_OPS;
 use infer_core::stack::shape::OpShape;
 use infer_core::stack::Op;
@@ -104,6 +105,9 @@ impl Imported {
 enum Lowered {
     /// An engine operation.
     Op(OpShape, Option<Box<QuantizedChannels>>),
+    /// An ADD: its requantization (the operands in the operator's order, `other` not yet
+    /// known).
+    Add(AddOp),
     /// Nothing: a flatten, or a float edge.
     Nothing,
     /// The final softmax, on the host.
@@ -155,38 +159,80 @@ pub fn lower(graph: &Graph) -> Result<Imported> {
             problems.join("\n  ")
         );
     }
-    // Then the chain: each operator reads the previous one's output.
+    // Then the graph, in the operators' order: each engine operation reads the previous
+    // one's output; where an operator reads another tensor, a branch to it goes first.
+    // Engine tensors: 0 the input, `k + 1` the output of engine operation `k`.
+    let mut engine_tensor = std::collections::HashMap::from([(graph.inputs[0], 0usize)]);
     let mut current = graph.inputs[0];
     let mut steps = Vec::new();
-    let mut ops = Vec::new();
+    let mut ops: Vec<Lowering> = Vec::new();
     let mut softmax = None;
     for (op, lowered) in graph.operators.iter().zip(lowered) {
         let reads = op.inputs.first().copied().flatten();
-        ensure!(
-            reads == Some(current),
-            "operator {} {} reads tensor {}, not the previous operator's output (tensor \
-             {current}): the engine runs a chain of operators, not a graph, yet",
-            op.index,
-            op.kind.name(),
-            reads.map_or_else(|| "none".to_owned(), |t| t.to_string())
-        );
-        current = *op.outputs.first().context("an operator without outputs")?;
+        let engine_of = |t: Option<usize>| {
+            t.and_then(|t| engine_tensor.get(&t).copied())
+                .with_context(|| {
+                    format!(
+                        "operator {} {} reads tensor {}, which no operator before it computes",
+                        op.index,
+                        op.kind.name(),
+                        t.map_or_else(|| "none".to_owned(), |t| t.to_string())
+                    )
+                })
+        };
+        let output = *op.outputs.first().context("an operator without outputs")?;
+        let computed = ops.len();
         let what = match lowered {
             Lowered::Op(shape, channels) => {
+                let from = engine_of(reads)?;
+                branch_to(graph, &mut ops, reads, from, &mut steps)?;
                 let text = describe(&shape, channels.as_deref());
-                ops.push((op.index, shape, channels));
+                ops.push((op.index, shape, channels, None));
+                text
+            }
+            Lowered::Add(mut add) => {
+                let second = op.inputs.get(1).copied().flatten();
+                let (e1, e2) = (engine_of(reads)?, engine_of(second)?);
+                // The previous output is the first operand; the other is named.
+                let (first, other) = if e2 == ops.len() && e1 != ops.len() {
+                    (add.multiplier, add.other_multiplier) = (add.other_multiplier, add.multiplier);
+                    (add.shift, add.other_shift) = (add.other_shift, add.shift);
+                    ((second, e2), e1)
+                } else {
+                    ((reads, e1), e2)
+                };
+                branch_to(graph, &mut ops, first.0, first.1, &mut steps)?;
+                add.other = u16::try_from(other).context("a tensor index over u16")?;
+                let shape = Op::Add(add).shape();
+                let text = format!("add of tensor {other}{}", clamp_text(add.min, add.max));
+                ops.push((op.index, shape, None, Some(add)));
                 text
             }
             Lowered::Softmax(s) => {
+                ensure!(
+                    reads == Some(current),
+                    "operator {} SOFTMAX does not read the last operator's output",
+                    op.index
+                );
                 softmax = Some(s);
                 "int8 softmax of the logits (on the host, after the engine)".to_owned()
             }
-            Lowered::Nothing => match op.kind {
-                OpKind::Reshape => "flatten (no engine operation)".to_owned(),
-                OpKind::Quantize => "the float input's quantization".to_owned(),
-                _ => "the float output's dequantization".to_owned(),
-            },
+            Lowered::Nothing => {
+                // No engine operation: its output is the tensor it reads.
+                let from = engine_of(reads)?;
+                engine_tensor.insert(output, from);
+                match op.kind {
+                    OpKind::Reshape => "flatten (no engine operation)".to_owned(),
+                    OpKind::Quantize => "the float input's quantization".to_owned(),
+                    _ => "the float output's dequantization".to_owned(),
+                }
+            }
         };
+        if ops.len() > computed {
+            // An engine operation computed it.
+            engine_tensor.insert(output, ops.len());
+        }
+        current = output;
         steps.push(format!("{:>3} {:<16} -> {what}", op.index, op.kind.name()));
     }
     ensure!(
@@ -211,7 +257,7 @@ pub fn lower(graph: &Graph) -> Result<Imported> {
         "{} engine operations; model.bin holds at most {MAX_OPS}",
         ops.len()
     );
-    let Some((last, OpShape::Dense { units, relu, .. }, Some(channels))) = ops.last_mut() else {
+    let Some((last, OpShape::Dense { units, relu, .. }, Some(channels), _)) = ops.last_mut() else {
         bail!(
             "the last operator the engine runs must be a FULLY_CONNECTED without activation \
              (its outputs are the logits)"
@@ -602,7 +648,125 @@ fn lower_op(graph: &Graph, op: &Operator, last_index: usize) -> Result<Lowered> 
                 params: softmax_params(beta, logits.scale)?,
             }))
         }
-        OpKind::Add { .. } => bail!("residual ADD: a graph, not a chain"),
+        OpKind::Add { activation } => {
+            let a = required_input(graph, op, 0)?;
+            let b = required_input(graph, op, 1)?;
+            let output = output_of(graph, op)?;
+            let &[1, h, w, channels] = output.shape.as_slice() else {
+                bail!("its output is {}, not [1, h, w, c]", output.shape_text());
+            };
+            ensure!(
+                a.shape == output.shape && b.shape == output.shape,
+                "operands {} and {} for an output {} (the engine adds tensors of one shape, \
+                 no broadcasting)",
+                a.shape_text(),
+                b.shape_text(),
+                output.shape_text()
+            );
+            let (qa, qb) = (
+                activation_quant(a, "its first input")?,
+                activation_quant(b, "its second input")?,
+            );
+            let out_q = activation_quant(output, "its output")?;
+            let (min, max) = clamp_of(activation, out_q);
+            let p = add_params(qa.scale, qb.scale, out_q.scale)?;
+            let short = |n: usize| u16::try_from(n).context("a dimension over 65,535");
+            Ok(Lowered::Add(AddOp {
+                h: short(h)?,
+                w: short(w)?,
+                channels: short(channels)?,
+                other: 0,
+                left_shift: ADD_LEFT_SHIFT as u8,
+                multiplier: p[0].0,
+                shift: p[0].1,
+                other_multiplier: p[1].0,
+                other_shift: p[1].1,
+                output_multiplier: p[2].0,
+                output_shift: p[2].1,
+                output: out_q,
+                min,
+                max,
+            }))
+        }
+    }
+}
+
+/// The left shift of TensorFlow Lite's int8 ADD.
+const ADD_LEFT_SHIFT: i32 = 20;
+
+/// An int8 ADD's multipliers and shifts for input scales `a` and `b` and output scale
+/// `out`, as TensorFlow Lite Micro's `AddPrepare` computes them (in `f64`): each input
+/// scaled by `a / (2 · max(a, b))`, `b / (2 · max(a, b))`, the sum by
+/// `2 · max(a, b) / (2^20 · out)`, each split by `QuantizeMultiplierSmallerThanOneExp`
+/// ([`quantize_multiplier`], whose shifts are then ≤ 0).
+fn add_params(a: f32, b: f32, out: f32) -> Result<[(i32, i8); 3]> {
+    let twice_max = 2.0 * f64::from(a.max(b));
+    let reals = [
+        f64::from(a) / twice_max,
+        f64::from(b) / twice_max,
+        twice_max / (f64::from(1u32 << ADD_LEFT_SHIFT) * f64::from(out)),
+    ];
+    let mut params = [(0, 0); 3];
+    for (p, real) in params.iter_mut().zip(reals) {
+        let (m, s) = quantize_multiplier(real)?;
+        ensure!(
+            s <= 0,
+            "an ADD multiplier of {real} (input scales {a} and {b}, output scale {out}) is not \
+             below 1"
+        );
+        *p = (m, i8::try_from(s).context("a shift beyond i8")?);
+    }
+    Ok(params)
+}
+
+/// Pushes onto `ops` a branch to engine tensor `from` (TensorFlow Lite tensor `tensor`)
+/// unless it is the previous operation's output, with a line in `steps`.
+fn branch_to(
+    graph: &Graph,
+    ops: &mut Vec<Lowering>,
+    tensor: Option<usize>,
+    from: usize,
+    steps: &mut Vec<String>,
+) -> Result<()> {
+    if from == ops.len() {
+        return Ok(());
+    }
+    let t = graph.tensor(tensor.context("an operator without input")?)?;
+    let &[1, h, w, channels] = t.shape.as_slice() else {
+        bail!(
+            "a branch to tensor \"{}\" of shape {} (the engine branches to [1, h, w, c] maps)",
+            t.name,
+            t.shape_text()
+        );
+    };
+    let shape = OpShape::Branch {
+        h,
+        w,
+        channels,
+        from,
+    };
+    steps.push(format!(
+        "    {:<16} -> branch to engine tensor {from} (\"{}\")",
+        "", t.name
+    ));
+    ops.push((usize::MAX, shape, None, None));
+    Ok(())
+}
+
+/// An engine operation being lowered: the operator's index (`usize::MAX` for a branch),
+/// its shape, and a conv's or dense layer's channels or an add's requantization.
+type Lowering = (
+    usize,
+    OpShape,
+    Option<Box<QuantizedChannels>>,
+    Option<AddOp>,
+);
+
+/// `, clamp min..=max` unless it clamps nothing.
+fn clamp_text(min: i8, max: i8) -> String {
+    match (min, max) {
+        (-128, 127) => String::new(),
+        (min, max) => format!(", clamp {min}..={max}"),
     }
 }
 
@@ -761,10 +925,7 @@ fn describe(shape: &OpShape, channels: Option<&QuantizedChannels>) -> String {
         }
     });
     let relu = |r: bool| if r { ", relu" } else { "" };
-    let clamp = |min: i8, max: i8| match (min, max) {
-        (-128, 127) => String::new(),
-        (min, max) => format!(", clamp {min}..={max}"),
-    };
+    let clamp = clamp_text;
     match *shape {
         OpShape::DepthwiseConv2d {
             geometry: g,
@@ -797,6 +958,10 @@ fn describe(shape: &OpShape, channels: Option<&QuantizedChannels>) -> String {
             relu(r)
         ),
         OpShape::MaxPool2d { pool, .. } => format!("maxpool2d {pool}×{pool}"),
+        OpShape::Add {
+            other, min, max, ..
+        } => format!("add of tensor {other}{}", clamp(min, max)),
+        OpShape::Branch { from, .. } => format!("branch to tensor {from}"),
         OpShape::Dense {
             inputs,
             units,
@@ -807,10 +972,7 @@ fn describe(shape: &OpShape, channels: Option<&QuantizedChannels>) -> String {
 
 /// Encodes the engine operations `ops` after `input` as model.bin bytes, checked by
 /// infer-core's decoder.
-fn encode(
-    input: &Edge,
-    ops: &[(usize, OpShape, Option<Box<QuantizedChannels>>)],
-) -> Result<Vec<u8>> {
+fn encode(input: &Edge, ops: &[Lowering]) -> Result<Vec<u8>> {
     let short = |n: usize| u16::try_from(n).context("an input dimension over 65,535");
     let (h, w, c) = match input.shape.as_slice() {
         &[1, h, w, c] => (short(h)?, short(w)?, short(c)?),
@@ -827,7 +989,11 @@ fn encode(
         quant: input.quant,
     };
     let mut wire = Vec::with_capacity(ops.len());
-    for (index, shape, channels) in ops {
+    for (index, shape, channels, add) in ops {
+        if let Some(add) = add {
+            wire.push(Op::Add(*add));
+            continue;
+        }
         let params = channels.as_deref().map(QuantizedChannels::params);
         wire.push(
             Op::from_shape(*shape, params).map_err(|e| anyhow::anyhow!("operator {index}: {e}"))?,
@@ -913,15 +1079,23 @@ mod tests {
 
     #[test]
     fn a_graph_that_is_not_a_chain_or_ends_otherwise_is_refused() {
+        // The dense layer reads the pool's output past the flatten: the same tensor.
         let mut graph = tutorial();
-        // The dense layer reads the pool's output (5,408 values too), past the flatten.
         let pooled = graph.operators[1].outputs[0];
         graph.operators[3].inputs[0] = Some(pooled);
+        assert_eq!(
+            lower(&graph).unwrap().bytes,
+            lower(&tutorial()).unwrap().bytes
+        );
+        // A copy of that tensor, which no operator computes.
+        let copy = graph.tensors.len();
+        graph.tensors.push(graph.tensors[pooled].clone());
+        graph.operators[3].inputs[0] = Some(copy);
         let err = refusal(&graph);
         assert!(
             err.starts_with(&format!(
-                "operator 3 FULLY_CONNECTED reads tensor {pooled}, not the previous operator's \
-                 output"
+                "operator 3 FULLY_CONNECTED reads tensor {copy}, which no operator before it \
+                 computes"
             )),
             "{err}"
         );
