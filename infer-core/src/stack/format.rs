@@ -613,21 +613,19 @@ impl<'a> StackFile<'a> {
     /// The file of `input` and `ops`, each operation's input offset worked out (zero points
     /// outside the `i16` range, which [`StackFile::validate`] refuses, are clamped).
     fn with_offsets(input: InputSpec, ops: OpTable<'a>) -> Self {
-        // The zero point of each tensor: the input's, then each operation's output's.
-        let mut zero_points = [0i32; MAX_OPS + 1];
-        zero_points[0] = input.quant.zero_point;
         let mut offsets = [0i16; MAX_OPS];
+        // The zero point of tensor `k`, which operation `k` reads.
+        let mut zero_point = input.quant.zero_point;
         for (k, op) in ops.iter().enumerate().take(MAX_OPS) {
-            let read = zero_points[k];
-            offsets[k] = read.saturating_neg().clamp(-32768, 32767) as i16;
-            zero_points[k + 1] = match op {
-                // A reference to a later tensor, which `validate` refuses, reads the input's.
-                Op::Branch(b) => zero_points
-                    .get(usize::from(b.from))
-                    .filter(|_| usize::from(b.from) <= k)
-                    .copied()
-                    .unwrap_or(zero_points[0]),
-                _ => op.out_zero_point().unwrap_or(read),
+            offsets[k] = zero_point.saturating_neg().clamp(-32768, 32767) as i16;
+            zero_point = match op {
+                // Tensor `from`'s, read by operation `from` (a later tensor, which
+                // `validate` refuses, reads the input's).
+                Op::Branch(b) => match offsets.get(usize::from(b.from)) {
+                    Some(&offset) if usize::from(b.from) <= k => -i32::from(offset),
+                    _ => input.quant.zero_point,
+                },
+                _ => op.out_zero_point().unwrap_or(zero_point),
             };
         }
         Self {
@@ -681,22 +679,48 @@ impl<'a> StackFile<'a> {
         let last = self.ops.len().checked_sub(1).ok_or(Error::Malformed {
             what: "no operations",
         })?;
+        // The tensor each add or branch names (`u8::MAX`: none), and which are branches.
+        let mut named = [u8::MAX; MAX_OPS];
+        let mut branches = 0u32;
         for (i, op) in self.ops.iter().enumerate() {
-            let named = match op.shape().reads() {
-                Some(t) => Some(self.tensor_walk(i, t)?),
+            let t = match op {
+                Op::Add(a) => Some(a.other),
+                Op::Branch(b) => {
+                    branches |= 1u32.checked_shl(i as u32).unwrap_or(0);
+                    Some(b.from)
+                }
+                _ => None,
+            };
+            let tensor = match t {
+                Some(t) => {
+                    if let Some(n) = named.get_mut(i) {
+                        *n = u8::try_from(t).unwrap_or(u8::MAX - 1);
+                    }
+                    Some(self.tensor_walk(i, usize::from(t))?)
+                }
                 None => None,
             };
-            walk = check_op(&op, walk, named)?;
+            walk = check_op(&op, walk, tensor)?;
             if i == last {
                 check_logits_op(&op)?;
             }
         }
         // The tensors a later add or branch reads stay in buffers of their own until then.
-        let units = self
-            .ops
-            .iter()
-            .enumerate()
-            .map(|(i, op)| Unit::of_op(i, &op.shape()));
+        let units = (0..self.ops.len()).map(|i| {
+            let t = named
+                .get(i)
+                .copied()
+                .filter(|&t| t != u8::MAX)
+                .map(usize::from);
+            let branch = branches & 1u32.checked_shl(i as u32).unwrap_or(0) != 0;
+            Unit {
+                first: i,
+                last: i,
+                other: t.filter(|_| !branch),
+                branch: t.filter(|_| branch),
+                out_len: 1,
+            }
+        });
         if assign_buffers(units).is_none() {
             return Err(Error::Malformed {
                 what: "a graph whose live tensors need more than 3 buffers",
@@ -706,7 +730,9 @@ impl<'a> StackFile<'a> {
     }
 
     /// The shape of tensor `t` (0 the input, `k + 1` the output of operation `k`) as
-    /// operation `reader` may read it: an earlier tensor or the previous output.
+    /// operation `reader` may read it: an earlier tensor or the previous output. Out of
+    /// line: only a graph's adds and branches pay for its decoding.
+    #[inline(never)]
     fn tensor_walk(&self, reader: usize, t: usize) -> Result<Walk, Error> {
         if t > reader {
             return Err(Error::Malformed {

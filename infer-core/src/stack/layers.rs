@@ -421,6 +421,87 @@ impl<
     }
 }
 
+/// Elementwise addition (TFLite's int8 ADD) of the previous output and tensor `OTHER` (0 the
+/// model's input, `k + 1` the output of operation `k`), both `H × W × C`; its requantization
+/// and clamp come from the model. It reads two tensors: a network calls [`Add::run_add`];
+/// [`Layer::run`], which has one input, writes nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct Add<const H: usize, const W: usize, const C: usize, const OTHER: usize> {
+    params: crate::kernels::add::AddParams,
+}
+
+impl<const H: usize, const W: usize, const C: usize, const OTHER: usize> Add<H, W, C, OTHER> {
+    const SHAPE: () = assert!(H * W * C > 0, "every dimension must be positive");
+
+    /// Computes `output` from `previous` (the previous output) and `other` (tensor
+    /// `OTHER`), `H × W × C` values each, with `patch` ([`Layer::PATCH_WORDS`]) holding its
+    /// tables ([`crate::kernels::add::add`]). Slices of other lengths compute less, never
+    /// panic.
+    #[inline(always)]
+    pub fn run_add(&self, previous: &[i8], other: &[i8], patch: &mut [u32], output: &mut [i8]) {
+        crate::kernels::add::add(&self.params, previous, other, patch, output);
+    }
+}
+
+impl<'a, const H: usize, const W: usize, const C: usize, const OTHER: usize> Layer<'a>
+    for Add<H, W, C, OTHER>
+{
+    const IN: usize = H * W * C;
+    const OUT: usize = H * W * C;
+    const PATCH_WORDS: usize = crate::kernels::add::ADD_SCRATCH_WORDS;
+    const TYPE: &'static str = "add";
+
+    fn from_file(file: &StackFile<'a>, index: usize) -> Result<Self, Error> {
+        let () = Self::SHAPE;
+        let Op::Add(a) = op_at(file, index, Self::TYPE)? else {
+            return Err(Error::Malformed {
+                what: "operation type",
+            });
+        };
+        expect(index, "add rows", a.h.into(), H)?;
+        expect(index, "add columns", a.w.into(), W)?;
+        expect(index, "add channels", a.channels.into(), C)?;
+        expect(index, "add's other tensor", a.other.into(), OTHER)?;
+        let params =
+            super::stages::add_params(file, index).ok_or(Error::Malformed { what: "add" })?;
+        Ok(Self { params })
+    }
+
+    /// Writes nothing: an add reads two tensors ([`Add::run_add`]).
+    fn run(&self, _input: &[i8], _patch: &mut [u32], _output: &mut [i8]) {}
+}
+
+/// Tensor `FROM` (`H × W × C`; 0 the model's input, `k + 1` the output of operation `k`)
+/// again, for the next operation to read: a branch of the graph. It computes nothing; a
+/// network hands the next layer that tensor's buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Branch<const H: usize, const W: usize, const C: usize, const FROM: usize>;
+
+impl<'a, const H: usize, const W: usize, const C: usize, const FROM: usize> Layer<'a>
+    for Branch<H, W, C, FROM>
+{
+    const IN: usize = H * W * C;
+    const OUT: usize = H * W * C;
+    const PATCH_WORDS: usize = 0;
+    const TYPE: &'static str = "branch";
+
+    fn from_file(file: &StackFile<'a>, index: usize) -> Result<Self, Error> {
+        let Op::Branch(b) = op_at(file, index, Self::TYPE)? else {
+            return Err(Error::Malformed {
+                what: "operation type",
+            });
+        };
+        expect(index, "branch rows", b.h.into(), H)?;
+        expect(index, "branch columns", b.w.into(), W)?;
+        expect(index, "branch channels", b.channels.into(), C)?;
+        expect(index, "branch tensor", b.from.into(), FROM)?;
+        Ok(Self)
+    }
+
+    /// Computes nothing: its output is its tensor, in that tensor's buffer.
+    fn run(&self, _input: &[i8], _patch: &mut [u32], _output: &mut [i8]) {}
+}
+
 /// Average pooling of an `IH × IW × C` input over `KH × KW` windows with strides `SH` and
 /// `SW`, same padding if `SAME` (padding not counted); the output range comes from the model.
 #[derive(Debug, Clone, Copy)]

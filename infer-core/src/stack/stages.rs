@@ -540,7 +540,7 @@ pub fn assign_buffers<I: Iterator<Item = Unit> + Clone>(units: I) -> Option<Buff
     // The storage tensor each buffer holds.
     let mut holder = [NONE; MAX_BUFFERS];
     for (j, u) in units.enumerate() {
-        let out = u.last + 1;
+        let out = u.last.checked_add(1)?;
         if let Some(from) = u.branch {
             *plan.tensor.get_mut(out)? = *plan.tensor.get(from)?;
             continue;
@@ -555,10 +555,11 @@ pub fn assign_buffers<I: Iterator<Item = Unit> + Clone>(units: I) -> Option<Buff
                     .is_none_or(|&l| usize::from(l) < j)
         };
         let free = holder.iter().position(|&t| dead(t))?;
-        holder[free] = out as u8;
-        plan.out[j] = free as u8;
+        *holder.get_mut(free)? = out as u8;
+        *plan.out.get_mut(j)? = free as u8;
         *plan.tensor.get_mut(out)? = free as u8;
-        plan.sizes[free] = plan.sizes[free].max(u.out_len);
+        let size = plan.sizes.get_mut(free)?;
+        *size = (*size).max(u.out_len);
     }
     Some(plan)
 }
