@@ -577,7 +577,7 @@ fn a_ds_cnn_fitted_by_the_cli_runs_in_qemu_as_the_trainer_evaluates_it() -> Resu
         "models/ds-cnn.toml",
         &["--epochs", "3", "--lr", "0.003"],
         &["mps2-an386"],
-        30,
+        40,
     )
 }
 
