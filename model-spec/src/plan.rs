@@ -3,9 +3,15 @@
 //! Dropout and flatten disappear (NHWC activations are already flat, row-major as Keras
 //! flattens them), batch normalisation is folded into the conv or dense layer before it, and
 //! the last dense layer's softmax becomes "the outputs are logits". What remains is a chain of
-//! [`OpShape::Conv2d`], [`OpShape::MaxPool2d`] and [`OpShape::Dense`]; a format-3 model.bin
-//! stores exactly these operations, and the firmware's build derives its types and buffers
-//! from them.
+//! [`OpShape::Conv2d`], [`OpShape::DepthwiseConv2d`], [`OpShape::MaxPool2d`],
+//! [`OpShape::AvgPool2d`] and [`OpShape::Dense`]; a format-3 model.bin stores exactly these
+//! operations, and the firmware's build derives its types and buffers from them.
+//!
+//! Activations: a ReLU6 is planned as a ReLU (`relu: true`), its 6 being the top of the
+//! int8 output range (the export calibrates the range to at most `[0, 6]`). A depthwise
+//! conv's and an average pool's clamp is always the whole int8 range, `-128..=127`: after a
+//! ReLU or ReLU6 the output's zero point is −128 (its range starts at 0), so the clamp to
+//! int8 is the activation.
 //!
 //! Stages and buffers: infer-core's stage plan ([`Plan::stages`],
 //! `infer_core::stack::stages::plan`) groups the operations into the fused stages the
@@ -15,9 +21,12 @@
 //! and working memory) and [`Plan::stack_bytes`] of kernel scratch on the stack hold every
 //! activation.
 
-use crate::spec::{Activation, LayerSpec, Spec};
+use crate::spec::{Activation, LayerSpec, Padding, Spec};
 use anyhow::{bail, Result};
+use infer_core::kernels::average_pool::AvgPoolGeometry;
 use infer_core::kernels::conv::ConvGeometry;
+use infer_core::kernels::depthwise::DepthwiseGeometry;
+use infer_core::kernels::window::Window;
 use infer_core::stack::stages::{self, Pixels, Stages};
 pub use infer_core::stack::OpShape;
 
@@ -82,7 +91,8 @@ pub fn wire_fields(shape: &OpShape) -> Vec<usize> {
 pub struct PlanOp {
     /// What it computes.
     pub kind: OpShape,
-    /// Index of its conv2d / maxpool2d / dense layer in [`Spec::layers`].
+    /// Index of its layer (conv2d, depthwise_conv2d, maxpool2d, avgpool2d or dense) in
+    /// [`Spec::layers`].
     pub layer: usize,
     /// Index of the batch-norm layer folded into it, if any.
     pub batchnorm: Option<usize>,
@@ -101,8 +111,9 @@ impl Plan {
     /// The plan of `spec`.
     ///
     /// # Errors
-    /// A batch norm that cannot be folded: it must directly follow a conv2d or dense layer
-    /// with `activation = "none"` (fold it into a ReLU layer and the ReLU would come first).
+    /// A batch norm that cannot be folded: it must directly follow a conv2d, depthwise_conv2d
+    /// or dense layer with `activation = "none"` (fold it into a ReLU layer and the ReLU
+    /// would come first).
     pub fn of(spec: &Spec) -> Result<Self> {
         let mut ops: Vec<PlanOp> = Vec::new();
         for (index, layer) in spec.layers.iter().enumerate() {
@@ -125,7 +136,38 @@ impl Plan {
                         stride,
                         padding,
                     },
-                    relu: activation == Activation::Relu,
+                    relu: activation.clamps(),
+                },
+                LayerSpec::DepthwiseConv2d {
+                    kernel,
+                    stride,
+                    padding,
+                    multiplier,
+                    ..
+                } => OpShape::DepthwiseConv2d {
+                    geometry: DepthwiseGeometry {
+                        in_h: h,
+                        in_w: w,
+                        in_c: c,
+                        multiplier,
+                        window: square(kernel, stride, padding),
+                    },
+                    min: i8::MIN,
+                    max: i8::MAX,
+                },
+                LayerSpec::AvgPool2d {
+                    pool,
+                    stride,
+                    padding,
+                } => OpShape::AvgPool2d {
+                    geometry: AvgPoolGeometry {
+                        in_h: h,
+                        in_w: w,
+                        channels: c,
+                        window: square(pool, stride, padding),
+                    },
+                    min: i8::MIN,
+                    max: i8::MAX,
                 },
                 LayerSpec::MaxPool2d { pool } => OpShape::MaxPool2d {
                     in_h: h,
@@ -136,7 +178,7 @@ impl Plan {
                 LayerSpec::Dense { units, activation } => OpShape::Dense {
                     inputs: h * w * c,
                     units,
-                    relu: activation == Activation::Relu,
+                    relu: activation.clamps(),
                 },
                 LayerSpec::BatchNorm { activation } => {
                     let previous = index
@@ -148,7 +190,14 @@ impl Plan {
                                 if !*relu =>
                             {
                                 // Batch norm, then its activation: the folded layer's.
-                                *relu = activation == Activation::Relu;
+                                *relu = activation.clamps();
+                                op.batchnorm = Some(index);
+                                continue;
+                            }
+                            // Its clamp is the whole int8 range whatever the activation.
+                            OpShape::DepthwiseConv2d { .. }
+                                if spec.layers[op.layer].activation() == Activation::None =>
+                            {
                                 op.batchnorm = Some(index);
                                 continue;
                             }
@@ -157,7 +206,7 @@ impl Plan {
                         _ => {}
                     }
                     bail!(
-                        "layer {index} (batchnorm): int8 export folds batch norm into the layer just before it, which must be a conv2d or dense with activation = \"none\" (a ReLU in between cannot be folded); for conv → batch norm → ReLU write the conv without activation and `activation = \"relu\"` on the batchnorm"
+                        "layer {index} (batchnorm): int8 export folds batch norm into the layer just before it, which must be a conv2d, depthwise_conv2d or dense with activation = \"none\" (a ReLU in between cannot be folded); for conv → batch norm → ReLU write the conv without activation and `activation = \"relu\"` on the batchnorm"
                     )
                 }
                 LayerSpec::Flatten | LayerSpec::Dropout { .. } => continue,
@@ -172,6 +221,12 @@ impl Plan {
             input: spec.input.hwc(),
             ops,
         })
+    }
+
+    /// The activation of operation `op` of this plan of `spec`: its batch norm's if it
+    /// folds one, else its layer's (none for pooling).
+    pub fn activation(spec: &Spec, op: &PlanOp) -> Activation {
+        spec.layers[op.batchnorm.unwrap_or(op.layer)].activation()
     }
 
     /// Values in the input image.
@@ -275,6 +330,17 @@ impl Plan {
     }
 }
 
+/// A square `side × side` window moving `stride` both ways.
+fn square(side: usize, stride: usize, padding: Padding) -> Window {
+    Window {
+        k_h: side,
+        k_w: side,
+        stride_h: stride,
+        stride_w: stride,
+        padding,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,6 +379,67 @@ mod tests {
         for pair in plan.ops.windows(2) {
             assert_eq!(pair[0].kind.out_len(), pair[1].kind.in_len());
         }
+    }
+
+    #[test]
+    fn a_ds_cnn_plans_depthwise_convs_an_average_pool_and_relu6_as_relu() {
+        let spec = Spec::parse(include_str!("../../models/ds-cnn.toml")).unwrap();
+        let plan = Plan::of(&spec).unwrap();
+        let kinds: Vec<_> = plan.ops.iter().map(|op| op.kind.type_name()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "conv2d",
+                "depthwise_conv2d",
+                "conv2d",
+                "depthwise_conv2d",
+                "conv2d",
+                "avgpool2d",
+                "dense"
+            ]
+        );
+        // ReLU6 is a ReLU (conv) or the whole int8 range (depthwise conv, average pool).
+        for op in &plan.ops[..6] {
+            match op.kind {
+                OpShape::Conv2d { relu, .. } => assert!(relu),
+                OpShape::DepthwiseConv2d { min, max, .. } | OpShape::AvgPool2d { min, max, .. } => {
+                    assert_eq!((min, max), (-128, 127))
+                }
+                _ => panic!("{}", op.kind),
+            }
+        }
+        let OpShape::DepthwiseConv2d { geometry: g, .. } = plan.ops[3].kind else {
+            panic!("a depthwise conv")
+        };
+        assert_eq!(
+            (g.in_h, g.out_h(), g.out_c(), g.window.stride_w),
+            (14, 7, 32, 2)
+        );
+        assert_eq!(plan.ops[5].kind.out_len(), 3 * 3 * 64);
+        assert_eq!(plan.weights() + plan.channels(), spec.total_params());
+        for pair in plan.ops.windows(2) {
+            assert_eq!(pair[0].kind.out_len(), pair[1].kind.in_len());
+        }
+    }
+
+    #[test]
+    fn batch_norm_folds_into_a_depthwise_conv_without_activation() {
+        let text = "input = [8, 8, 2]\n[[layer]]\ntype = \"depthwise_conv2d\"\nkernel = 3\ndepth_multiplier = 2\n\
+                    [[layer]]\ntype = \"batchnorm\"\nactivation = \"relu6\"\n\
+                    [[layer]]\ntype = \"flatten\"\n[[layer]]\ntype = \"dense\"\nunits = 3\nactivation = \"softmax\"\n";
+        let spec = Spec::parse(text).unwrap();
+        let plan = Plan::of(&spec).unwrap();
+        assert_eq!(plan.ops.len(), 2);
+        assert_eq!(plan.ops[0].batchnorm, Some(1));
+        assert_eq!(Plan::activation(&spec, &plan.ops[0]), Activation::Relu6);
+        let relu_first = text.replacen(
+            "depth_multiplier = 2\n",
+            "depth_multiplier = 2\nactivation = \"relu\"\n",
+            1,
+        );
+        let err = Plan::of(&Spec::parse(&relu_first).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("layer 1 (batchnorm)"), "{err}");
+        assert!(err.to_string().contains("depthwise_conv2d"), "{err}");
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub enum Activation {
     None,
     /// `max(0, x)`.
     Relu,
+    /// `min(max(0, x), 6)`. In int8 it is a ReLU whose output range is calibrated to at
+    /// most `[0, 6]`, so that 6 quantizes to 127 or beyond and the int8 clamp is the 6.
+    Relu6,
     /// Softmax over the classes; only on the last layer, where it pairs with cross-entropy.
     Softmax,
 }
@@ -45,8 +48,33 @@ pub enum LayerSpec {
         stride: usize,
         /// Valid or same.
         padding: Padding,
-        /// None or ReLU.
+        /// None, ReLU or ReLU6.
         activation: Activation,
+    },
+    /// Depthwise 2-D convolution: input channel `c` convolved with its own `multiplier`
+    /// square `kernel × kernel` filters gives output channels `c·multiplier ..` (Keras'
+    /// `DepthwiseConv2D`).
+    DepthwiseConv2d {
+        /// Side of the square kernel.
+        kernel: usize,
+        /// Step in both directions.
+        stride: usize,
+        /// Valid or same.
+        padding: Padding,
+        /// Output channels per input channel (Keras' `depth_multiplier`).
+        multiplier: usize,
+        /// None, ReLU or ReLU6.
+        activation: Activation,
+    },
+    /// Average pooling over `pool × pool` windows moving `stride` (Keras'
+    /// `AveragePooling2D`); with same padding the padded positions are not counted.
+    AvgPool2d {
+        /// Side of the window.
+        pool: usize,
+        /// Step in both directions (Keras' default: the pool).
+        stride: usize,
+        /// Valid or same.
+        padding: Padding,
     },
     /// Max pooling over non-overlapping `pool × pool` windows (stride = pool, remainder dropped).
     MaxPool2d {
@@ -59,7 +87,7 @@ pub enum LayerSpec {
     Dense {
         /// Outputs.
         units: usize,
-        /// None, ReLU, or softmax on the last layer.
+        /// None, ReLU, ReLU6, or softmax on the last layer.
         activation: Activation,
     },
     /// Inverted dropout: zeroes a `rate` fraction of the values while training.
@@ -72,7 +100,7 @@ pub enum LayerSpec {
     /// folded into the preceding conv/dense layer at quantization, which then takes this
     /// activation.
     BatchNorm {
-        /// None or ReLU, applied after the normalisation.
+        /// None, ReLU or ReLU6, applied after the normalisation.
         activation: Activation,
     },
 }
@@ -82,6 +110,8 @@ impl LayerSpec {
     pub fn keras_class(&self) -> &'static str {
         match self {
             Self::Conv2d { .. } => "Conv2D",
+            Self::DepthwiseConv2d { .. } => "DepthwiseConv2D",
+            Self::AvgPool2d { .. } => "AveragePooling2D",
             Self::MaxPool2d { .. } => "MaxPooling2D",
             Self::Flatten => "Flatten",
             Self::Dense { .. } => "Dense",
@@ -94,6 +124,8 @@ impl LayerSpec {
     pub fn keras_name(&self) -> &'static str {
         match self {
             Self::Conv2d { .. } => "conv2d",
+            Self::DepthwiseConv2d { .. } => "depthwise_conv2d",
+            Self::AvgPool2d { .. } => "average_pooling2d",
             Self::MaxPool2d { .. } => "max_pooling2d",
             Self::Flatten => "flatten",
             Self::Dense { .. } => "dense",
@@ -102,10 +134,23 @@ impl LayerSpec {
         }
     }
 
+    /// The activation after the layer (none for layers without one).
+    pub fn activation(&self) -> Activation {
+        match *self {
+            Self::Conv2d { activation, .. }
+            | Self::DepthwiseConv2d { activation, .. }
+            | Self::Dense { activation, .. }
+            | Self::BatchNorm { activation } => activation,
+            _ => Activation::None,
+        }
+    }
+
     /// The spec file's `type` value.
     pub fn type_name(&self) -> &'static str {
         match self {
             Self::Conv2d { .. } => "conv2d",
+            Self::DepthwiseConv2d { .. } => "depthwise_conv2d",
+            Self::AvgPool2d { .. } => "avgpool2d",
             Self::MaxPool2d { .. } => "maxpool2d",
             Self::Flatten => "flatten",
             Self::Dense { .. } => "dense",
@@ -159,6 +204,13 @@ impl Shape {
             Self::Spatial { h, w, c } => vec![h, w, c],
             Self::Flat(n) => vec![n],
         }
+    }
+}
+
+impl Activation {
+    /// Whether it clamps at 0 (ReLU or ReLU6): int8 runs both as a ReLU.
+    pub fn clamps(self) -> bool {
+        matches!(self, Self::Relu | Self::Relu6)
     }
 }
 
@@ -310,6 +362,9 @@ impl Spec {
             LayerSpec::Conv2d {
                 filters, kernel, ..
             } => (kernel * kernel * c_in * filters + filters, 0),
+            LayerSpec::DepthwiseConv2d {
+                kernel, multiplier, ..
+            } => (kernel * kernel * c_in * multiplier + c_in * multiplier, 0),
             LayerSpec::Dense { units, .. } => (self.input_of(index).len() * units + units, 0),
             LayerSpec::BatchNorm { .. } => (2 * c_in, 2 * c_in),
             _ => (0, 0),
@@ -365,11 +420,31 @@ impl Spec {
                 } => {
                     out += &format!(
                         "filters = {filters}\nkernel = {kernel}\nstride = {stride}\npadding = \"{}\"\nactivation = \"{}\"\n",
-                        match padding {
-                            Padding::Valid => "valid",
-                            Padding::Same => "same",
-                        },
+                        padding_name(padding),
                         activation_name(activation)
+                    );
+                }
+                LayerSpec::DepthwiseConv2d {
+                    kernel,
+                    stride,
+                    padding,
+                    multiplier,
+                    activation,
+                } => {
+                    out += &format!(
+                        "kernel = {kernel}\nstride = {stride}\npadding = \"{}\"\ndepth_multiplier = {multiplier}\nactivation = \"{}\"\n",
+                        padding_name(padding),
+                        activation_name(activation)
+                    );
+                }
+                LayerSpec::AvgPool2d {
+                    pool,
+                    stride,
+                    padding,
+                } => {
+                    out += &format!(
+                        "pool = {pool}\nstride = {stride}\npadding = \"{}\"\n",
+                        padding_name(padding)
                     );
                 }
                 LayerSpec::MaxPool2d { pool } => out += &format!("pool = {pool}\n"),
@@ -392,12 +467,56 @@ impl Spec {
     }
 }
 
+fn padding_name(p: Padding) -> &'static str {
+    match p {
+        Padding::Valid => "valid",
+        Padding::Same => "same",
+    }
+}
+
 fn activation_name(a: Activation) -> &'static str {
     match a {
         Activation::None => "none",
         Activation::Relu => "relu",
+        Activation::Relu6 => "relu6",
         Activation::Softmax => "softmax",
     }
+}
+
+/// The output rows and columns of a conv or depthwise conv `layer` with a `kernel × kernel`
+/// window moving `stride` over `input`, and the input's channels.
+fn sliding(
+    layer: &LayerSpec,
+    input: Shape,
+    kernel: usize,
+    stride: usize,
+    padding: Padding,
+    activation: Activation,
+) -> Result<(usize, usize, usize)> {
+    let Shape::Spatial { h, w, c } = input else {
+        bail!(
+            "{} needs an h×w×c input, got the vector {input}",
+            layer.type_name()
+        );
+    };
+    ensure!(kernel > 0, "kernel must be positive");
+    ensure!(
+        (1..=2).contains(&stride),
+        "stride must be 1 or 2, got {stride}"
+    );
+    ensure!(
+        activation != Activation::Softmax,
+        "softmax is only for the last dense layer"
+    );
+    if padding == Padding::Valid {
+        ensure!(
+            kernel <= h && kernel <= w,
+            "kernel {kernel}×{kernel} is larger than its {input} input (use padding = \"same\")"
+        );
+    }
+    let (oh, _) = conv_out(h, kernel, stride, padding);
+    let (ow, _) = conv_out(w, kernel, stride, padding);
+    Ok((oh, ow, c))
 }
 
 /// The output shape of `layer` on `input`.
@@ -410,32 +529,48 @@ fn infer(layer: &LayerSpec, input: Shape, last: bool) -> Result<Shape> {
             padding,
             activation,
         } => {
-            let Shape::Spatial { h, w, .. } = input else {
-                bail!("conv2d needs an h×w×c input, got the vector {input}");
-            };
             ensure!(filters > 0, "filters must be positive");
-            ensure!(kernel > 0, "kernel must be positive");
+            let (h, w, _) = sliding(layer, input, kernel, stride, padding, activation)?;
+            Ok(Shape::Spatial { h, w, c: filters })
+        }
+        LayerSpec::DepthwiseConv2d {
+            kernel,
+            stride,
+            padding,
+            multiplier,
+            activation,
+        } => {
             ensure!(
-                (1..=2).contains(&stride),
-                "stride must be 1 or 2, got {stride}"
+                multiplier > 0,
+                "depth_multiplier must be positive (1: one filter per input channel)"
             );
-            ensure!(
-                activation != Activation::Softmax,
-                "softmax is only for the last dense layer"
-            );
+            let (h, w, c) = sliding(layer, input, kernel, stride, padding, activation)?;
+            Ok(Shape::Spatial {
+                h,
+                w,
+                c: c * multiplier,
+            })
+        }
+        LayerSpec::AvgPool2d {
+            pool,
+            stride,
+            padding,
+        } => {
+            let Shape::Spatial { h, w, c } = input else {
+                bail!("avgpool2d needs an h×w×c input, got the vector {input}");
+            };
+            ensure!(pool >= 1, "pool must be positive");
+            ensure!(stride >= 1, "stride must be positive");
             if padding == Padding::Valid {
                 ensure!(
-                    kernel <= h && kernel <= w,
-                    "kernel {kernel}×{kernel} is larger than its {input} input (use padding = \"same\")"
+                    pool <= h && pool <= w,
+                    "pool {pool}×{pool} is larger than its {input} input (use padding = \"same\", or pool = {} to average all of it)",
+                    h.min(w)
                 );
             }
-            let (oh, _) = conv_out(h, kernel, stride, padding);
-            let (ow, _) = conv_out(w, kernel, stride, padding);
-            Ok(Shape::Spatial {
-                h: oh,
-                w: ow,
-                c: filters,
-            })
+            let (oh, _) = conv_out(h, pool, stride, padding);
+            let (ow, _) = conv_out(w, pool, stride, padding);
+            Ok(Shape::Spatial { h: oh, w: ow, c })
         }
         LayerSpec::MaxPool2d { pool } => {
             let Shape::Spatial { h, w, c } = input else {
@@ -475,7 +610,7 @@ fn infer(layer: &LayerSpec, input: Shape, last: bool) -> Result<Shape> {
         LayerSpec::BatchNorm { activation } => {
             ensure!(
                 activation != Activation::Softmax,
-                "batch norm takes activation \"none\" or \"relu\""
+                "batch norm takes activation \"none\", \"relu\" or \"relu6\""
             );
             Ok(input)
         }
@@ -627,13 +762,22 @@ fn parse_layer(table: &Table) -> Result<LayerSpec> {
     let kind = kind.string(*line, "type")?;
     let allowed: &[&str] = match kind {
         "conv2d" => &["type", "filters", "kernel", "stride", "padding", "activation"],
+        "depthwise_conv2d" => &[
+            "type",
+            "kernel",
+            "stride",
+            "padding",
+            "depth_multiplier",
+            "activation",
+        ],
         "maxpool2d" => &["type", "pool"],
+        "avgpool2d" => &["type", "pool", "stride", "padding"],
         "flatten" => &["type"],
         "batchnorm" => &["type", "activation"],
         "dense" => &["type", "units", "activation"],
         "dropout" => &["type", "rate"],
         _ => bail!(
-            "line {line}: unknown type `{kind}` (expected conv2d, maxpool2d, flatten, dense, dropout, batchnorm)"
+            "line {line}: unknown type `{kind}` (expected conv2d, depthwise_conv2d, maxpool2d, avgpool2d, flatten, dense, dropout, batchnorm)"
         ),
     };
     for (line, key, _) in &table.entries {
@@ -655,10 +799,21 @@ fn parse_layer(table: &Table) -> Result<LayerSpec> {
             Some((line, k, v)) => match v.string(*line, k)? {
                 "none" | "linear" => Ok(Activation::None),
                 "relu" => Ok(Activation::Relu),
+                "relu6" => Ok(Activation::Relu6),
                 "softmax" => Ok(Activation::Softmax),
                 other => bail!(
-                    "line {line}: unknown activation `{other}` (expected none, relu, softmax)"
+                    "line {line}: unknown activation `{other}` (expected none, relu, relu6, softmax)"
                 ),
+            },
+        }
+    };
+    let padding = || -> Result<Padding> {
+        match get("padding") {
+            None => Ok(Padding::Valid),
+            Some((line, k, v)) => match v.string(*line, k)? {
+                "valid" => Ok(Padding::Valid),
+                "same" => Ok(Padding::Same),
+                other => bail!("line {line}: unknown padding `{other}` (expected valid, same)"),
             },
         }
     };
@@ -667,19 +822,27 @@ fn parse_layer(table: &Table) -> Result<LayerSpec> {
             filters: int("filters", None)?,
             kernel: int("kernel", None)?,
             stride: int("stride", Some(1))?,
-            padding: match get("padding") {
-                None => Padding::Valid,
-                Some((line, k, v)) => match v.string(*line, k)? {
-                    "valid" => Padding::Valid,
-                    "same" => Padding::Same,
-                    other => bail!("line {line}: unknown padding `{other}` (expected valid, same)"),
-                },
-            },
+            padding: padding()?,
+            activation: activation()?,
+        },
+        "depthwise_conv2d" => LayerSpec::DepthwiseConv2d {
+            kernel: int("kernel", None)?,
+            stride: int("stride", Some(1))?,
+            padding: padding()?,
+            multiplier: int("depth_multiplier", Some(1))?,
             activation: activation()?,
         },
         "maxpool2d" => LayerSpec::MaxPool2d {
             pool: int("pool", Some(2))?,
         },
+        "avgpool2d" => {
+            let pool = int("pool", Some(2))?;
+            LayerSpec::AvgPool2d {
+                pool,
+                stride: int("stride", Some(pool))?,
+                padding: padding()?,
+            }
+        }
         "flatten" => LayerSpec::Flatten,
         "batchnorm" => LayerSpec::BatchNorm {
             activation: activation()?,
@@ -770,6 +933,48 @@ mod tests {
     }
 
     #[test]
+    fn depthwise_average_pool_and_relu6_parse_with_keras_shapes() {
+        let spec = Spec::parse(include_str!("../../models/ds-cnn.toml")).unwrap();
+        let shapes: Vec<_> = spec.shapes.iter().map(Shape::dims).collect();
+        assert_eq!(
+            shapes,
+            [
+                vec![14, 14, 32],
+                vec![14, 14, 32],
+                vec![14, 14, 32],
+                vec![7, 7, 32],
+                vec![7, 7, 64],
+                vec![3, 3, 64],
+                vec![576],
+                vec![10]
+            ]
+        );
+        assert_eq!(spec.params_of(1), (3 * 3 * 32 + 32, 0));
+        assert_eq!(spec.total_params(), 9_898);
+        assert_eq!(spec.layers[1].activation(), Activation::Relu6);
+        assert_eq!(
+            spec.layers[5],
+            LayerSpec::AvgPool2d {
+                pool: 2,
+                stride: 2,
+                padding: Padding::Valid
+            }
+        );
+        assert_eq!(spec.keras_names()[3], "depthwise_conv2d_1");
+        assert_eq!(spec.layers[5].keras_class(), "AveragePooling2D");
+        assert_eq!(Spec::parse(&spec.to_text()).unwrap(), spec);
+        // A depth multiplier, stride 2, overlapping average pool windows with same padding.
+        let text = "input = [9, 9, 2]\n[[layer]]\ntype = \"depthwise_conv2d\"\nkernel = 3\nstride = 2\ndepth_multiplier = 3\nactivation = \"relu6\"\n\
+                    [[layer]]\ntype = \"avgpool2d\"\npool = 3\nstride = 2\npadding = \"same\"\n\
+                    [[layer]]\ntype = \"flatten\"\n[[layer]]\ntype = \"dense\"\nunits = 3\nactivation = \"softmax\"\n";
+        let spec = Spec::parse(text).unwrap();
+        assert_eq!(spec.shapes[0], Shape::Spatial { h: 4, w: 4, c: 6 });
+        assert_eq!(spec.shapes[1], Shape::Spatial { h: 2, w: 2, c: 6 });
+        assert_eq!(spec.params_of(0), (3 * 3 * 2 * 3 + 6, 0));
+        assert_eq!(Spec::parse(&spec.to_text()).unwrap(), spec);
+    }
+
+    #[test]
     fn errors_name_the_line_or_the_layer_and_the_problem() {
         let head = "input = [28, 28, 1]\n";
         let soft = "[[layer]]\ntype = \"flatten\"\n[[layer]]\ntype = \"dense\"\nunits = 10\nactivation = \"softmax\"\n";
@@ -816,6 +1021,35 @@ mod tests {
         ));
         assert!(
             e.contains("layer 1 (dense)") && e.contains("only for the last"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{head}[[layer]]\ntype = \"depthwise_conv2d\"\nkernel = 3\ndepth_multiplier = 0\n{soft}"
+        ));
+        assert!(
+            e.contains("layer 0 (depthwise_conv2d)")
+                && e.contains("depth_multiplier must be positive"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{head}[[layer]]\ntype = \"depthwise_conv2d\"\nkernel = 3\nfilters = 8\n{soft}"
+        ));
+        assert!(
+            e.contains("line 5") && e.contains("`filters` is not a key of depthwise_conv2d"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{head}[[layer]]\ntype = \"avgpool2d\"\npool = 29\n{soft}"
+        ));
+        assert!(
+            e.contains("layer 0 (avgpool2d)") && e.contains("pool = 28 to average all of it"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{head}[[layer]]\ntype = \"conv2d\"\nfilters = 4\nkernel = 3\nactivation = \"relu8\"\n{soft}"
+        ));
+        assert!(
+            e.contains("line 6") && e.contains("expected none, relu, relu6, softmax"),
             "{e}"
         );
     }

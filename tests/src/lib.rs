@@ -145,6 +145,17 @@ pub fn run_own_crate(dir: &Path, target: Option<&str>) -> Result<String> {
 
 pub use model_spec::boards::{Board, BOARDS};
 
+/// The board called `name` (one of [`BOARDS`]).
+///
+/// # Panics
+/// If there is no such board: a test's own mistake.
+pub fn board(name: &str) -> &'static Board {
+    BOARDS
+        .iter()
+        .find(|b| b.name == name)
+        .unwrap_or_else(|| panic!("no board {name} among e2e_tests::BOARDS"))
+}
+
 /// Builds the firmware for `board` around `model` and `digits` (extra build
 /// environment in `env`, e.g. `FIRMWARE_SPEC`; cargo features `features`, e.g.
 /// `small-ram`) and runs it under QEMU; returns whether it exited 0 and its stdout.

@@ -60,38 +60,74 @@ fn json(bytes: &[u8]) -> serde_json::Value {
     serde_json::from_slice(bytes).unwrap()
 }
 
-#[test]
-fn a_fitted_spec_is_a_format_3_model_whose_reported_scores_infer_core_reproduces() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = data_dir(dir.path(), 260, 120);
-    let spec_path = dir.path().join("small.toml");
-    std::fs::write(&spec_path, SMALL).unwrap();
+/// What [`fit_briefly`] wrote.
+struct Fitted {
+    data: std::path::PathBuf,
+    out: std::path::PathBuf,
+    checkpoint: std::path::PathBuf,
+    metrics: std::path::PathBuf,
+}
+
+/// Fits the spec file `spec` with the CLI on the first 200 of 260 synthetic training digits
+/// (120 test digits, all under `root`) in batches of 16 on 2 threads, with `options`; keeps
+/// the model, the float checkpoint and the metrics.
+fn fit_briefly(
+    root: &std::path::Path,
+    spec: &str,
+    options: &[&str],
+) -> (std::process::Output, Fitted) {
+    let data = data_dir(root, 260, 120);
     let (out, checkpoint, metrics) = (
-        dir.path().join("model.bin"),
-        dir.path().join("small.f32"),
-        dir.path().join("metrics.json"),
+        root.join("model.bin"),
+        root.join("float.f32"),
+        root.join("metrics.json"),
     );
-    let fit = trainer_ok(&[
+    let mut args = vec![
         "fit",
         "--data",
         s(&data),
         "--arch",
-        s(&spec_path),
+        spec,
         "--out",
         s(&out),
         "--save-float",
         s(&checkpoint),
         "--metrics",
         s(&metrics),
-        "--epochs",
-        "8",
         "--train-limit",
         "200",
         "--batch-size",
         "16",
         "--threads",
         "2",
-    ]);
+    ];
+    args.extend_from_slice(options);
+    let fit = trainer_ok(&args);
+    (
+        fit,
+        Fitted {
+            data,
+            out,
+            checkpoint,
+            metrics,
+        },
+    )
+}
+
+#[test]
+fn a_fitted_spec_is_a_format_3_model_whose_reported_scores_infer_core_reproduces() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec_path = dir.path().join("small.toml");
+    std::fs::write(&spec_path, SMALL).unwrap();
+    let (
+        fit,
+        Fitted {
+            data,
+            out,
+            checkpoint,
+            metrics,
+        },
+    ) = fit_briefly(dir.path(), s(&spec_path), &["--epochs", "8"]);
     let text = String::from_utf8_lossy(&fit.stdout).into_owned();
     let bytes = std::fs::read(&out).unwrap();
     assert!(
@@ -373,4 +409,68 @@ fn a_retired_layer_stack_version_is_refused_with_the_command_that_writes_a_curre
             assert_clean_failure(&trainer(&args), &needles);
         }
     }
+}
+
+#[test]
+fn the_ds_cnn_spec_fits_and_exports_exactly_its_plan_which_infer_core_runs_as_scored() {
+    // Depthwise convs, an average pool and ReLU6 (`models/ds-cnn.toml`), fitted briefly.
+    let dir = tempfile::tempdir().unwrap();
+    let spec_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/ds-cnn.toml");
+    let options = ["--epochs", "6", "--lr", "0.003"];
+    let (
+        _,
+        Fitted {
+            data,
+            out,
+            checkpoint,
+            metrics,
+        },
+    ) = fit_briefly(dir.path(), spec_path, &options);
+    let bytes = std::fs::read(&out).unwrap();
+    let file = StackFile::decode(&bytes).unwrap();
+    // Operation for operation the spec's plan, shapes and clamps included: what the
+    // firmware's build checks with FIRMWARE_SPEC.
+    let spec = Spec::load(spec_path).unwrap();
+    let plan = Plan::of(&spec).unwrap();
+    let shapes: Vec<_> = file.ops.iter().map(|op| op.shape()).collect();
+    assert_eq!(shapes, plan.shapes());
+    let test = trainer::data::load_test(&data).unwrap();
+    let mut buffers = StackBuffers::new(&file);
+    let mut int8 = Vec::new();
+    for px in test.images.chunks_exact(784) {
+        let reference = buffers
+            .logits(&file, px, Kernels::Reference)
+            .unwrap()
+            .to_vec();
+        let fast = buffers.logits(&file, px, Kernels::Fast).unwrap();
+        assert_eq!(fast, reference);
+        let first = (0..fast.len()).fold(0, |m, j| if fast[j] > fast[m] { j } else { m });
+        int8.push(first as u8);
+    }
+    let model = trainer::arch::checkpoint::load(&checkpoint).unwrap();
+    let logits = model.logits(&test.images).unwrap();
+    let float: Vec<u8> = logits.chunks(10).map(|row| first_max(row) as u8).collect();
+    let count = |p: &[u8]| p.iter().zip(&test.labels).filter(|(p, l)| p == l).count();
+    let (correct, float_correct) = (count(&int8), count(&float));
+    let same = float.iter().zip(&int8).filter(|(f, i)| f == i).count();
+    let m = json(&std::fs::read(&metrics).unwrap());
+    let n = test.len() as f64;
+    // The reported scores are these (serde_json's f64 parsing may differ in the last bit).
+    for (key, count) in [
+        ("test_accuracy_int8", correct),
+        ("test_accuracy_f32", float_correct),
+        ("int8_float_agreement", same),
+    ] {
+        let value = m[key].as_f64().unwrap();
+        assert!(
+            (value - count as f64 / n).abs() < 1e-12,
+            "{key}: {value} vs {count}"
+        );
+    }
+    // Learnt (chance is 10 %; 120 of 120 measured), and int8 mostly agrees with float.
+    assert!(
+        float_correct * 2 > test.len(),
+        "float {float_correct} of {n}"
+    );
+    assert!(same * 10 >= test.len() * 9, "int8 agrees on {same} of {n}");
 }

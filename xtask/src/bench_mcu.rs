@@ -17,8 +17,9 @@
 //!
 //! The model runs as its own network (generated from the model, checked against
 //! `--spec` if given); the layer columns are the steps of its plan. For the networks
-//! CMSIS-NN was measured on (the tutorial, `models/two-blocks.toml`, tutorial-full) the
-//! table gives its figures beside ours.
+//! CMSIS-NN was measured on (the tutorial, `models/two-blocks.toml`, tutorial-full, and the
+//! MLPerf Tiny models imported from `tests/fixtures/mlperf-tiny/`) the table gives its
+//! figures beside ours.
 
 mod elf;
 
@@ -79,11 +80,49 @@ const CMSIS_NN: &[(&str, &str, u64)] = &[
     ("tutorial-full", "mps2-an500", 23_954_404),
     ("tutorial-full", "mps2-an385", 35_310_313),
     ("tutorial-full", "mps3-an547", 3_676_074),
+    ("MLPerf Tiny keyword spotting", "mps2-an386", 7_843_137),
+    ("MLPerf Tiny keyword spotting", "mps2-an385", 10_543_089),
+    ("MLPerf Tiny keyword spotting", "mps3-an547", 1_783_086),
+    ("MLPerf Tiny visual wake words", "mps2-an386", 24_712_985),
+    ("MLPerf Tiny visual wake words", "mps2-an385", 32_075_849),
+    ("MLPerf Tiny visual wake words", "mps3-an547", 6_425_772),
+    ("MLPerf Tiny anomaly detection", "mps2-an386", 579_915),
+    ("MLPerf Tiny anomaly detection", "mps2-an385", 953_511),
+    ("MLPerf Tiny anomaly detection", "mps3-an547", 147_611),
 ];
 
-/// CMSIS-NN's inference RAM (its layer-by-layer buffers and scratch) for the networks of
-/// [`CMSIS_NN`], as issue 13 gives it.
-const CMSIS_NN_RAM: &[(&str, u64)] = &[("two-blocks", 15_020), ("tutorial-full", 60_284)];
+/// The RAM to compare with for the networks of [`CMSIS_NN`]: CMSIS-NN's inference RAM (its
+/// layer-by-layer buffers and scratch) as issue 13 gives it, and for the MLPerf Tiny models
+/// TFLite Micro's arena (from its own allocation report, issue 15).
+const CMSIS_NN_RAM: &[(&str, &str, u64)] = &[
+    ("two-blocks", "CMSIS-NN's", 15_020),
+    ("tutorial-full", "CMSIS-NN's", 60_284),
+    (
+        "MLPerf Tiny keyword spotting",
+        "TFLite Micro's arena",
+        24_272,
+    ),
+    (
+        "MLPerf Tiny visual wake words",
+        "TFLite Micro's arena",
+        103_680,
+    ),
+    (
+        "MLPerf Tiny anomaly detection",
+        "TFLite Micro's arena",
+        3_984,
+    ),
+];
+
+/// The MLPerf Tiny reference models (`tests/fixtures/mlperf-tiny/`, imported with `trainer
+/// import`) among [`CMSIS_NN`]'s networks, known by their input `(rows, columns, channels)`
+/// and multiply-accumulates per inference (CMSIS-NN called as TFLite Micro calls it, QEMU
+/// 7.2 instructions, as issue 15 gives them).
+const MLPERF_TINY: &[(&str, (usize, usize, usize), u64)] = &[
+    ("MLPerf Tiny keyword spotting", (49, 10, 1), 2_656_768),
+    ("MLPerf Tiny visual wake words", (96, 96, 3), 7_489_664),
+    ("MLPerf Tiny anomaly detection", (1, 1, 640), 264_192),
+];
 
 /// The networks of [`CMSIS_NN`]: name and spec (a preset or a spec file).
 const KNOWN_NETWORKS: &[(&str, &str)] = &[
@@ -186,7 +225,7 @@ pub fn run(args: &Args) -> Result<()> {
 }
 
 /// Which of [`KNOWN_NETWORKS`] `plan` is (the same input and operations, whatever the
-/// weights), if any.
+/// weights), or which of [`MLPERF_TINY`] (the same input and multiply-accumulates), if any.
 fn known_network(plan: &Plan) -> Result<Option<&'static str>> {
     let kinds = |plan: &Plan| plan.ops.iter().map(|op| op.kind).collect::<Vec<_>>();
     for &(name, spec) in KNOWN_NETWORKS {
@@ -197,7 +236,10 @@ fn known_network(plan: &Plan) -> Result<Option<&'static str>> {
             return Ok(Some(name));
         }
     }
-    Ok(None)
+    Ok(MLPERF_TINY
+        .iter()
+        .find(|&&(_, input, count)| plan.input == input && macs(plan) == count)
+        .map(|&(name, _, _)| name))
 }
 
 /// Multiply-accumulates of one inference: each conv's outputs times its taps, each
@@ -262,8 +304,10 @@ fn table(
             "The default build: four conv pixels at once where the core's kernels can."
         },
         known
-            .and_then(|k| CMSIS_NN_RAM.iter().find(|(n, _)| *n == k))
-            .map_or(String::new(), |(_, ram)| format!("; CMSIS-NN's: {ram} B"))
+            .and_then(|k| CMSIS_NN_RAM.iter().find(|(n, _, _)| *n == k))
+            .map_or(String::new(), |(_, whose, ram)| format!(
+                "; {whose}: {ram} B"
+            ))
     );
     let _ = write!(
         out,

@@ -413,10 +413,15 @@ impl<'a> OpTable<'a> {
                 if index >= usize::from(len) {
                     return None;
                 }
-                for _ in 0..index {
-                    bytes = decode_op(bytes)?.1;
+                // One call site: one decoded operation in this frame (loading's stack).
+                for at in 0.. {
+                    let (op, rest) = decode_op(bytes)?;
+                    if at == index {
+                        return Some(op);
+                    }
+                    bytes = rest;
                 }
-                decode_op(bytes).map(|(op, _)| op)
+                None
             }
         }
     }

@@ -9,7 +9,9 @@
 //!
 //! It links the tutorial's network on its fused one-channel 3×3 stage (and that stage with
 //! its pooled map kept), a typed network of the tutorial's full model layer by layer and as
-//! its stages, and the run-time-shaped `stack::run`.
+//! its stages, the layers of imported models (a conv of a 10×4 kernel, depthwise convs of
+//! strides 1 and 2, an average pool: MLPerf Tiny keyword spotting's and visual wake words'
+//! shapes), and the run-time-shaped `stack::run`.
 //!
 //! The model and the pixels pass through [`black_box`]: the optimiser may not assume
 //! anything about their content, so the proof holds for *any* bytes, the hostile
@@ -28,8 +30,8 @@ use core::panic::PanicInfo;
 use cortex_m_rt::entry;
 use infer_core::kernels::MapRows;
 use infer_core::stack::layers::{
-    check_op_count, max, Chain, Conv2d, ConvPool, ConvPool3x3, ConvPoolDense3x3, Dense, Layer,
-    Logits, MaxPool2d, Streamed,
+    check_op_count, max, AvgPool2d, Chain, Conv2d, ConvPool, ConvPool3x3, ConvPoolDense3x3, Dense,
+    DepthwiseConv2d, Layer, Logits, MaxPool2d, Streamed,
 };
 use infer_core::stack::stages::Out;
 use infer_core::stack::{run, Kernels, StackFile};
@@ -125,6 +127,44 @@ fn stack_fused(bytes: &[u8], image: &[i8; 784], a: &mut [i8; A]) -> Result<[i32;
     Ok(logits)
 }
 
+// The imported models' layers (MLPerf Tiny keyword spotting's first blocks, a depthwise
+// conv of stride 2 with same padding as visual wake words', and the pool and classifier).
+type Kws0<'a> = Conv2d<'a, 49, 10, 1, 10, 4, 64, 2, true, true>;
+type Kws1<'a> = DepthwiseConv2d<'a, 25, 5, 64, 1, 3, 3, 1, 1, true>;
+type Vww<'a> = DepthwiseConv2d<'a, 25, 5, 64, 2, 3, 3, 2, 2, true>;
+type KwsPool = AvgPool2d<25, 5, 64, 25, 5, 25, 5, false>;
+type KwsDense<'a> = Dense<'a, 64, 12, false>;
+const IMPORTED: usize = max(
+    max(Kws0::OUT, Kws1::OUT),
+    max(<Vww as Layer>::OUT, <KwsPool as Layer>::OUT),
+);
+const IMPORTED_PATCH: usize = max(
+    max(Kws0::PATCH_WORDS, Kws1::PATCH_WORDS),
+    max(Vww::PATCH_WORDS, <KwsPool as Layer>::PATCH_WORDS),
+);
+
+/// Loads and runs the imported models' layers the way generated firmware code does.
+fn stack_imported(bytes: &[u8], input: &[i8; 490]) -> Result<[i32; 12], Error> {
+    let file = StackFile::decode(bytes)?;
+    check_op_count(&file, 5)?;
+    let ops = (
+        Kws0::from_file(&file, 0)?,
+        Kws1::from_file(&file, 1)?,
+        Vww::from_file(&file, 2)?,
+        KwsPool::from_file(&file, 3)?,
+        KwsDense::from_file(&file, 4)?,
+    );
+    let (mut a, mut b) = ([0i8; IMPORTED], [0i8; IMPORTED]);
+    let mut patch = [0u32; IMPORTED_PATCH];
+    let mut logits = [0i32; 12];
+    ops.0.run(input, &mut patch, &mut a);
+    ops.1.run(&a, &mut patch, &mut b);
+    ops.2.run(&b, &mut patch, &mut a);
+    ops.3.run(&a, &mut patch, &mut b);
+    ops.4.run_logits(&b, &mut patch, &mut logits);
+    Ok(logits)
+}
+
 #[panic_handler]
 fn panic(_: &PanicInfo<'_>) -> ! {
     // SAFETY: never runs. The function does not exist, so a binary in which this
@@ -140,6 +180,7 @@ fn main() -> ! {
         let (mut a, mut b) = ([0i8; A], [0i8; B]);
         black_box(stack_typed(bytes, &image, &mut a, &mut b).ok());
         black_box(stack_fused(bytes, &image, &mut a).ok());
+        black_box(stack_imported(bytes, &black_box([0; 490])).ok());
         if let Ok(file) = StackFile::decode(bytes) {
             let mut patch = [0u32; PATCH];
             let mut logits = [0i32; 10];

@@ -13,6 +13,7 @@ use super::kernels::{
     gather_rows, gemm_bias, gemm_cols, gemm_pool4, mask_and_sum_rows, mask_by_bits, nonzero_bits,
     pooled_grads, positive_bits, simd_fn, Cols, Lists, Packed, Pooled, PooledShape, Rows,
 };
+use super::sliding::{activate, AvgPool, Depthwise, Slide};
 use super::spec::{conv_out, Activation, LayerSpec, Shape};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -82,10 +83,11 @@ pub enum Mode {
 /// parallel; the buffers are reused from one step to the next.
 #[derive(Debug, Default)]
 pub struct Trace {
-    /// Conv / dense: the input.
-    input: Option<Tensor>,
-    /// Conv / dense with ReLU: which outputs were positive (see [`positive_bits`]).
-    active: Option<Vec<u64>>,
+    /// Conv / depthwise conv / dense: the input.
+    pub(super) input: Option<Tensor>,
+    /// Conv / depthwise conv / dense with ReLU: which outputs were positive (with ReLU6:
+    /// and below 6; see [`clip_bits`]).
+    pub(super) active: Option<Vec<u64>>,
     /// Pool: the input's shape and where each output's maximum was.
     argmax: Option<(Tensor, Vec<u32>)>,
     /// Dropout: the mask (0 or the inverted-dropout scale).
@@ -112,8 +114,12 @@ pub struct Prepared {
 pub enum Layer {
     /// See [`Conv`].
     Conv(Conv),
+    /// See [`Depthwise`].
+    Depthwise(Depthwise),
     /// See [`Pool`].
     Pool(Pool),
+    /// See [`AvgPool`].
+    AvgPool(AvgPool),
     /// Flattening (a no-op on NHWC data).
     Flatten,
     /// See [`Dense`].
@@ -136,7 +142,7 @@ pub struct Param {
 }
 
 impl Param {
-    fn new(value: Vec<f32>, kernel: bool) -> Self {
+    pub(super) fn new(value: Vec<f32>, kernel: bool) -> Self {
         let grad = vec![0.0; value.len()];
         Self {
             value,
@@ -429,6 +435,8 @@ pub struct Conv {
     pub geom: ConvGeom,
     /// ReLU after the bias.
     pub relu: bool,
+    /// With `relu`, a ReLU6: the output also clipped at 6.
+    pub relu6: bool,
     /// Kernel, HWIO.
     pub kernel: Param,
     /// Bias per filter.
@@ -516,6 +524,24 @@ fn active_bits(y: &[f32], item: usize) -> Vec<u64> {
     bits.par_chunks_mut(words.max(1))
         .zip(y.par_chunks(item.max(1)))
         .for_each(|(bits, y)| positive_bits(y, bits));
+    bits
+}
+
+/// [`active_bits`] for a ReLU (`relu6` false) or a ReLU6: the values in `(0, 6)`.
+pub(super) fn clip_bits(y: &[f32], item: usize, relu6: bool) -> Vec<u64> {
+    let mut bits = active_bits(y, item);
+    if relu6 {
+        let words = item.div_ceil(64);
+        bits.par_chunks_mut(words.max(1))
+            .zip(y.par_chunks(item.max(1)))
+            .for_each(|(bits, y)| {
+                for (i, &v) in y.iter().enumerate() {
+                    if v >= 6.0 {
+                        bits[i / 64] &= !(1 << (i % 64));
+                    }
+                }
+            });
+    }
     bits
 }
 
@@ -645,6 +671,7 @@ impl Conv {
             bias: Param::new(vec![0.0; geom.filters], false),
             geom,
             relu,
+            relu6: false,
         }
     }
 
@@ -671,6 +698,9 @@ impl Conv {
                     for (img, out) in x.chunks_exact(item_in).zip(y.chunks_exact_mut(item_out)) {
                         let rows = g.rows(&plan, img, &mut s.cols);
                         gemm_bias(&rows, &w, bias, self.relu, out);
+                        if self.relu6 {
+                            activate(out, true, true);
+                        }
                     }
                 });
             });
@@ -684,7 +714,7 @@ impl Conv {
         match trace {
             Some(trace) => {
                 trace.input = Some(x);
-                trace.active = self.relu.then(|| active_bits(&y.data, item_out));
+                trace.active = self.relu.then(|| clip_bits(&y.data, item_out, self.relu6));
             }
             None => recycle(x.data),
         }
@@ -1010,6 +1040,8 @@ pub struct Dense {
     pub inputs: usize,
     /// ReLU after the bias.
     pub relu: bool,
+    /// With `relu`, a ReLU6: the output also clipped at 6.
+    pub relu6: bool,
     /// Kernel `(inputs, units)`.
     pub kernel: Param,
     /// Bias per unit.
@@ -1022,6 +1054,7 @@ impl Dense {
         Self {
             inputs,
             relu,
+            relu6: false,
             kernel: Param::new(vec![0.0; inputs * units], true),
             bias: Param::new(vec![0.0; units], false),
         }
@@ -1037,6 +1070,9 @@ impl Dense {
             .zip(x.data.par_chunks((DENSE_CHUNK * inputs).max(1)))
             .for_each(|(y, x)| {
                 gemm_bias(&Rows::matrix(x, inputs), &w, bias, self.relu, y);
+                if self.relu6 {
+                    activate(y, true, true);
+                }
             });
         let y = Tensor {
             n: x.n,
@@ -1048,7 +1084,9 @@ impl Dense {
         match trace {
             Some(trace) => {
                 trace.input = Some(x);
-                trace.active = self.relu.then(|| active_bits(&y.data, DENSE_CHUNK * units));
+                trace.active = self
+                    .relu
+                    .then(|| clip_bits(&y.data, DENSE_CHUNK * units, self.relu6));
             }
             None => recycle(x.data),
         }
@@ -1564,8 +1602,10 @@ pub struct BatchNorm {
     pub moving_mean: Vec<f32>,
     /// Moving variance (not trained by gradient).
     pub moving_var: Vec<f32>,
-    /// ReLU after the normalisation (`activation = "relu"` in the spec).
+    /// ReLU after the normalisation (`activation = "relu"` or `"relu6"` in the spec).
     pub relu: bool,
+    /// With `relu`, a ReLU6: the output also clipped at 6.
+    pub relu6: bool,
 }
 
 impl BatchNorm {
@@ -1578,6 +1618,7 @@ impl BatchNorm {
             moving_mean: vec![0.0; channels],
             moving_var: vec![1.0; channels],
             relu,
+            relu6: false,
         }
     }
 
@@ -1593,6 +1634,9 @@ impl BatchNorm {
                         + self.beta.value[ch];
                     if self.relu {
                         *v = v.max(0.0);
+                    }
+                    if self.relu6 {
+                        *v = v.min(6.0);
                     }
                 }
             }
@@ -1625,6 +1669,9 @@ impl BatchNorm {
                 out[ch] = row[ch] * self.gamma.value[ch] + self.beta.value[ch];
                 if self.relu {
                     out[ch] = out[ch].max(0.0);
+                }
+                if self.relu6 {
+                    out[ch] = out[ch].min(6.0);
                 }
             }
         }
@@ -1659,10 +1706,13 @@ impl BatchNorm {
             .expect("batch norm backward after a training forward");
         let c = dy.c;
         if self.relu {
-            // The ReLU's gradient: zero where the normalised output was not positive.
+            // The ReLU's gradient: zero where the normalised output was not positive (and
+            // for a ReLU6, where it was 6 or more).
+            let top = if self.relu6 { 6.0 } else { f32::INFINITY };
             for (d, xh) in dy.data.chunks_mut(c).zip(xhat.chunks(c)) {
                 for ch in 0..c {
-                    if xh[ch] * self.gamma.value[ch] + self.beta.value[ch] <= 0.0 {
+                    let out = xh[ch] * self.gamma.value[ch] + self.beta.value[ch];
+                    if out <= 0.0 || out >= top {
                         d[ch] = 0.0;
                     }
                 }
@@ -1703,33 +1753,56 @@ impl Layer {
             } => {
                 let (oh, pad_top) = conv_out(ih, kernel, stride, padding);
                 let (ow, pad_left) = conv_out(iw, kernel, stride, padding);
-                Self::Conv(Conv::new(
-                    ConvGeom {
-                        ih,
-                        iw,
-                        ic,
-                        oh,
-                        ow,
-                        filters,
-                        k: kernel,
-                        stride,
-                        pad_top,
-                        pad_left,
-                    },
-                    activation == Activation::Relu,
-                ))
+                Self::Conv(Conv {
+                    relu6: activation == Activation::Relu6,
+                    ..Conv::new(
+                        ConvGeom {
+                            ih,
+                            iw,
+                            ic,
+                            oh,
+                            ow,
+                            filters,
+                            k: kernel,
+                            stride,
+                            pad_top,
+                            pad_left,
+                        },
+                        activation.clamps(),
+                    )
+                })
             }
+            LayerSpec::DepthwiseConv2d {
+                kernel,
+                stride,
+                padding,
+                multiplier,
+                activation,
+            } => Self::Depthwise(Depthwise::new(
+                Slide::new(ih, iw, kernel, stride, padding),
+                ic,
+                multiplier,
+                activation.clamps(),
+                activation == Activation::Relu6,
+            )),
+            LayerSpec::AvgPool2d {
+                pool,
+                stride,
+                padding,
+            } => Self::AvgPool(AvgPool {
+                slide: Slide::new(ih, iw, pool, stride, padding),
+            }),
             LayerSpec::MaxPool2d { pool } => Self::Pool(Pool { pool }),
             LayerSpec::Flatten => Self::Flatten,
-            LayerSpec::Dense { units, activation } => Self::Dense(Dense::new(
-                input.len(),
-                units,
-                activation == Activation::Relu,
-            )),
+            LayerSpec::Dense { units, activation } => Self::Dense(Dense {
+                relu6: activation == Activation::Relu6,
+                ..Dense::new(input.len(), units, activation.clamps())
+            }),
             LayerSpec::Dropout { rate } => Self::Dropout(Dropout { rate, index }),
-            LayerSpec::BatchNorm { activation } => {
-                Self::BatchNorm(BatchNorm::new(ic, activation == Activation::Relu))
-            }
+            LayerSpec::BatchNorm { activation } => Self::BatchNorm(BatchNorm {
+                relu6: activation == Activation::Relu6,
+                ..BatchNorm::new(ic, activation.clamps())
+            }),
         }
     }
 
@@ -1795,7 +1868,9 @@ impl Layer {
     ) -> Tensor {
         match self {
             Self::Conv(l) => l.forward(x, trace, prep),
+            Self::Depthwise(l) => l.forward(x, trace),
             Self::Pool(l) => l.forward(x, trace),
+            Self::AvgPool(l) => l.forward(x),
             Self::Flatten => Tensor {
                 h: 1,
                 w: 1,
@@ -1815,7 +1890,7 @@ impl Layer {
     pub fn pooled_conv(&self, next: Option<&Layer>) -> Option<&Conv> {
         match (self, next) {
             (Self::Conv(conv), Some(Self::Pool(pool)))
-                if pool.pool == FUSED_POOL && Conv::dense_dw(&conv.geom) =>
+                if pool.pool == FUSED_POOL && Conv::dense_dw(&conv.geom) && !conv.relu6 =>
             {
                 Some(conv)
             }
@@ -1857,7 +1932,9 @@ impl Layer {
         match self {
             Self::Conv(l) => l.backward(dy, need_dx, trace, grads, prep),
             Self::Dense(l) => l.backward(dy, need_dx, trace, grads, prep),
+            Self::Depthwise(l) => l.backward(dy, need_dx, trace, grads),
             Self::Pool(l) => Some(l.backward(dy, trace)),
+            Self::AvgPool(l) => Some(l.backward(dy, input.hwc())),
             Self::Flatten => {
                 let (h, w, c) = input.hwc();
                 Some(Tensor { h, w, c, ..dy })
@@ -1868,7 +1945,8 @@ impl Layer {
     }
 
     /// Zeroed gradients for [`Layer::backward`]: one per parameter, in the order of
-    /// [`Layer::params`], kernels transposed (`(filters, k·k·ic)`, `(units, inputs)`).
+    /// [`Layer::params`], conv and dense kernels transposed (`(filters, k·k·ic)`,
+    /// `(units, inputs)`; a depthwise kernel as it is).
     pub fn new_grads(&self) -> Vec<Vec<f32>> {
         self.params()
             .iter()
@@ -1885,6 +1963,11 @@ impl Layer {
             Self::BatchNorm(l) => {
                 l.gamma.grad.copy_from_slice(&grads[0]);
                 l.beta.grad.copy_from_slice(&grads[1]);
+                return;
+            }
+            Self::Depthwise(l) => {
+                l.kernel.grad.copy_from_slice(&grads[0]);
+                l.bias.grad.copy_from_slice(&grads[1]);
                 return;
             }
             _ => return,
@@ -1913,6 +1996,7 @@ impl Layer {
     pub fn params_mut(&mut self) -> Vec<&mut Param> {
         match self {
             Self::Conv(l) => vec![&mut l.kernel, &mut l.bias],
+            Self::Depthwise(l) => vec![&mut l.kernel, &mut l.bias],
             Self::Dense(l) => vec![&mut l.kernel, &mut l.bias],
             Self::BatchNorm(l) => vec![&mut l.gamma, &mut l.beta],
             _ => Vec::new(),
@@ -1923,6 +2007,7 @@ impl Layer {
     pub fn params(&self) -> Vec<&Param> {
         match self {
             Self::Conv(l) => vec![&l.kernel, &l.bias],
+            Self::Depthwise(l) => vec![&l.kernel, &l.bias],
             Self::Dense(l) => vec![&l.kernel, &l.bias],
             Self::BatchNorm(l) => vec![&l.gamma, &l.beta],
             _ => Vec::new(),

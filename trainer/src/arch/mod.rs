@@ -14,6 +14,7 @@ pub mod model;
 pub mod observer;
 pub mod quantize;
 pub mod scheme;
+pub mod sliding;
 pub mod spec;
 
 pub use fit::{fit, Adam, ArchFit, ArchFitConfig, EarlyStopping, Masks, Verdict};

@@ -32,6 +32,11 @@ impl Model {
             let mut layer = Layer::new(layer_spec, index, spec.input_of(index));
             let (fan_in, fan_out) = match &layer {
                 Layer::Conv(c) => (c.geom.taps(), c.geom.k * c.geom.k * c.geom.filters),
+                // Keras' fans of a `(k, k, ic, multiplier)` kernel.
+                Layer::Depthwise(d) => {
+                    let taps = d.slide.k * d.slide.k;
+                    (taps * d.ic, taps * d.multiplier)
+                }
                 Layer::Dense(d) => (d.inputs, d.bias.value.len()),
                 _ => (0, 0),
             };
@@ -190,6 +195,7 @@ impl Model {
         for layer in &mut self.layers {
             match layer {
                 Layer::Conv(c) => out.extend([&mut c.kernel.value, &mut c.bias.value]),
+                Layer::Depthwise(d) => out.extend([&mut d.kernel.value, &mut d.bias.value]),
                 Layer::Dense(d) => out.extend([&mut d.kernel.value, &mut d.bias.value]),
                 Layer::BatchNorm(b) => out.extend([
                     &mut b.gamma.value,

@@ -1,14 +1,18 @@
 //! Int8 export of any spec'd stack as model.bin format 3 (`infer_core::stack`), in the
 //! TFLite scheme ([`super::scheme`]), following the spec's int8 [`Plan`]:
 //!
-//! * batch norm is folded into the conv or dense layer before it ([`fold`]):
+//! * batch norm is folded into the conv, depthwise conv or dense layer before it ([`fold`]):
 //!   `w' = w·γ/√(var+ε)` per output channel, `b' = (b − mean)·γ/√(var+ε) + β`;
-//! * weights are symmetric int8 per output channel, stored OHWI (conv) or `[units][inputs]`
-//!   (dense); biases int32 in units of `input_scale · weight_scale`; Q31 multiplier and shift
-//!   per channel ([`QuantizedChannels`]);
-//! * each conv/dense output range is calibrated on the float model's eval-mode activations
-//!   over the calibration images ([`StackCalibration`]): `[0, max]` after a ReLU, `[min, max]`
-//!   otherwise; pooling keeps its input's quantization;
+//! * weights are symmetric int8 per output channel, stored OHWI (conv), `[ky][kx][out_c]`
+//!   (depthwise conv) or `[units][inputs]` (dense); biases int32 in units of
+//!   `input_scale · weight_scale`; Q31 multiplier and shift per channel
+//!   ([`QuantizedChannels`]);
+//! * each conv/depthwise/dense output range is calibrated on the float model's eval-mode
+//!   activations over the calibration images ([`StackCalibration`]): `[0, max]` after a ReLU,
+//!   `[0, min(max, 6)]` after a ReLU6 (so that the int8 clamp at 127 is the 6 or above it,
+//!   and a ReLU6 runs exactly as a ReLU), `[min, max]` otherwise; a depthwise conv's clamp
+//!   is the whole int8 range (its ReLU is the zero point −128); max and average pooling keep
+//!   their input's quantization;
 //! * the logits (the last dense layer) are not calibrated and not clipped to int8: they keep
 //!   the int32 accumulators, requantized to wide i32 logits of one common scale, zero point 0
 //!   ([`logits_channels`]), so that their argmax and softmax follow the float model's.
@@ -18,6 +22,7 @@ use super::model::Model;
 pub use super::scheme::{
     activation_quant, first_max, quantize_multiplier, QuantizedChannels, Scores, INPUT_QUANT,
 };
+use super::spec::Activation;
 use crate::data::Dataset;
 use crate::eval::{evaluate_stack, load_stack};
 use anyhow::{bail, ensure, Context, Result};
@@ -140,9 +145,9 @@ fn widen(range: &mut Range, values: &[f32]) -> bool {
     finite.iter().all(|&f| f)
 }
 
-/// A conv or dense layer with its batch norm folded in: float weights one row per output
-/// channel (OHWI `[filters][ky][kx][in_c]` for a conv, `[units][inputs]` for a dense layer)
-/// and one bias per output channel.
+/// A conv, depthwise conv or dense layer with its batch norm folded in: float weights one
+/// row per output channel (OHWI `[filters][ky][kx][in_c]` for a conv, `[out_c][ky][kx]` for
+/// a depthwise conv, `[units][inputs]` for a dense layer) and one bias per output channel.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Folded {
     /// Weights, row-major `[channel][…]`.
@@ -151,9 +156,9 @@ pub struct Folded {
     pub bias: Vec<f32>,
 }
 
-/// The float weights of conv/dense operation `op` of `model`'s plan, with the batch norm
-/// folded in if the plan folds one, transposed from Keras' layouts (HWIO, `[input][unit]`)
-/// to one row per output channel.
+/// The float weights of conv/depthwise/dense operation `op` of `model`'s plan, with the
+/// batch norm folded in if the plan folds one, transposed from Keras' layouts (HWIO,
+/// `[ky][kx][out_c]`, `[input][unit]`) to one row per output channel.
 ///
 /// # Errors
 /// If `op` does not point at a conv/dense layer (and, with a batch norm, a batch-norm layer)
@@ -161,8 +166,12 @@ pub struct Folded {
 pub fn fold(model: &Model, op: &PlanOp) -> Result<Folded> {
     let (kernel, bias) = match model.layers.get(op.layer) {
         Some(Layer::Conv(c)) => (&c.kernel.value, &c.bias.value),
+        Some(Layer::Depthwise(d)) => (&d.kernel.value, &d.bias.value),
         Some(Layer::Dense(d)) => (&d.kernel.value, &d.bias.value),
-        _ => bail!("layer {} is not a conv2d or dense layer", op.layer),
+        _ => bail!(
+            "layer {} is not a conv2d, depthwise_conv2d or dense layer",
+            op.layer
+        ),
     };
     let outs = bias.len();
     ensure!(
@@ -257,7 +266,8 @@ pub fn logits_channels(folded: &Folded, input_scale: f32) -> Result<QuantizedCha
 pub struct QuantizedOp {
     /// Shapes.
     pub kind: OpShape,
-    /// Weights and requantization of a conv/dense operation (`None` for pooling).
+    /// Weights and requantization of a conv/depthwise/dense operation (`None` for pooling);
+    /// a depthwise conv's weights in the wire's `[ky][kx][out_c]`.
     pub channels: Option<QuantizedChannels>,
 }
 
@@ -292,18 +302,17 @@ impl QuantizedStack {
         let mut ops = Vec::with_capacity(plan.ops.len());
         for (j, (op, range)) in plan.ops.iter().zip(&calibration.ranges).enumerate() {
             let channels = match op.kind {
-                OpShape::MaxPool2d { .. } => None,
-                OpShape::DepthwiseConv2d { .. }
-                | OpShape::AvgPool2d { .. }
-                | OpShape::Add { .. }
-                | OpShape::Branch { .. } => {
+                OpShape::MaxPool2d { .. } | OpShape::AvgPool2d { .. } => None,
+                OpShape::Add { .. } | OpShape::Branch { .. } => {
                     bail!(
                         "operation {j} ({}): the trainer does not train it (only imported \
                          models have it)",
                         op.kind
                     )
                 }
-                OpShape::Conv2d { relu, .. } | OpShape::Dense { relu, .. } => {
+                OpShape::Conv2d { .. }
+                | OpShape::Dense { .. }
+                | OpShape::DepthwiseConv2d { .. } => {
                     let folded = fold(model, op)?;
                     let quantizing = || format!("quantizing operation {j} ({})", op.kind);
                     if j == last {
@@ -311,18 +320,29 @@ impl QuantizedStack {
                             logits_channels(&folded, input_quant.scale).with_context(quantizing)?;
                         Some(channels)
                     } else {
-                        let output = if relu {
-                            activation_quant(0.0, range.max)
-                        } else {
-                            activation_quant(range.min, range.max)
+                        let output = match Plan::activation(&model.spec, op) {
+                            Activation::Relu => activation_quant(0.0, range.max),
+                            Activation::Relu6 => activation_quant(0.0, range.max.min(6.0)),
+                            _ => activation_quant(range.min, range.max),
                         };
-                        let channels = QuantizedChannels::new(
+                        let mut channels = QuantizedChannels::new(
                             &folded.weights,
                             &folded.bias,
                             input_quant.scale,
                             output,
                         )
                         .with_context(quantizing)?;
+                        if let OpShape::DepthwiseConv2d { geometry, .. } = op.kind {
+                            // `[out_c][tap]` to the wire's `[tap][out_c]`.
+                            let (outs, taps) =
+                                (geometry.out_c(), channels.weights.len() / geometry.out_c());
+                            let rows = channels.weights.clone();
+                            for (o, row) in rows.chunks_exact(taps).enumerate() {
+                                for (t, &w) in row.iter().enumerate() {
+                                    channels.weights[t * outs + o] = w;
+                                }
+                            }
+                        }
                         input_quant = output;
                         Some(channels)
                     }
@@ -409,8 +429,8 @@ pub fn encode_checked(input: InputSpec, ops: &[Op<'_>]) -> Result<Vec<u8>> {
 fn check_op_count(ops: usize) -> Result<()> {
     ensure!(
         ops <= MAX_OPS,
-        "the int8 plan has {ops} operations (conv2d, maxpool2d and dense layers; batch norm, \
-         dropout and flatten are free); model.bin format {STACK_FORMAT_VERSION} holds at most \
+        "the int8 plan has {ops} operations (conv2d, depthwise_conv2d, maxpool2d, avgpool2d \
+         and dense layers; batch norm, dropout and flatten are free); model.bin format {STACK_FORMAT_VERSION} holds at most \
          {MAX_OPS}: remove {} of them",
         ops - MAX_OPS
     );
@@ -559,6 +579,11 @@ activation = \"softmax\"
                     .value
                     .iter_mut()
                     .for_each(|b| *b = rng.gen_range(-0.5..0.5)),
+                Layer::Depthwise(d) => d
+                    .bias
+                    .value
+                    .iter_mut()
+                    .for_each(|b| *b = rng.gen_range(-0.5..0.5)),
                 Layer::BatchNorm(b) => {
                     for c in 0..b.gamma.value.len() {
                         b.gamma.value[c] = rng.gen_range(0.3..2.0);
@@ -587,7 +612,15 @@ activation = \"softmax\"
 
     #[test]
     fn folding_batch_norm_gives_the_conv_then_batch_norm_output() {
-        let spec = Spec::parse(FOLDABLE).unwrap();
+        for text in [FOLDABLE, DEPTHWISE] {
+            fold_matches_batch_norm(text);
+        }
+    }
+
+    /// [`fold`] of each operation of `text`'s plan that folds a batch norm (two of them)
+    /// gives the layer then the batch norm.
+    fn fold_matches_batch_norm(text: &str) {
+        let spec = Spec::parse(text).unwrap();
         let model = random_model(&spec, 3);
         let plan = Plan::of(&spec).unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(9);
@@ -607,6 +640,7 @@ activation = \"softmax\"
             let rows = folded.weights.len() / outs;
             let (kernel, bias) = match &mut single {
                 Layer::Conv(c) => (&mut c.kernel.value, &mut c.bias.value),
+                Layer::Depthwise(d) => (&mut d.kernel.value, &mut d.bias.value),
                 Layer::Dense(d) => (&mut d.kernel.value, &mut d.bias.value),
                 _ => unreachable!(),
             };
@@ -616,7 +650,10 @@ activation = \"softmax\"
                 }
             }
             bias.clone_from(&folded.bias);
-            let got = single.forward(x, Mode::Eval);
+            let mut got = single.forward(x, Mode::Eval);
+            // The batch norm's activation, which the folded layer takes at export.
+            let act = Plan::activation(&spec, op);
+            super::super::sliding::activate(&mut got.data, act.clamps(), act == Activation::Relu6);
             assert_eq!(
                 (got.n, got.h, got.w, got.c),
                 (expected.n, expected.h, expected.w, expected.c)
@@ -626,7 +663,7 @@ activation = \"softmax\"
             }
             checked += 1;
         }
-        assert_eq!(checked, 2, "both the conv and the dense batch norm");
+        assert_eq!(checked, 2, "both batch norms of {text}");
     }
 
     #[test]
@@ -720,24 +757,126 @@ activation = \"softmax\"
             .map(|&w| f64::from(input_scale) * f64::from(w))
             .fold(0.0, f64::max);
         assert!(f64::from(logits_q.output.scale) / largest < 1.001);
-        // Dequantized wide logits are close to the float logits, relative to the logit range.
-        let float = model.logits(&images).unwrap();
-        let out = q.output_quant(3);
+        assert_logits_track(&model, &q, &bytes, &images, 0.05);
+    }
+
+    /// Dequantized wide logits of the int8 model (`q`, encoded as `bytes`) are within
+    /// `tolerance` of the float model's logit range of its float logits on `images`, with
+    /// both the reference and the fast kernels.
+    fn assert_logits_track(
+        model: &Model,
+        q: &QuantizedStack,
+        bytes: &[u8],
+        images: &[u8],
+        tolerance: f32,
+    ) {
+        let file = StackFile::decode(bytes).unwrap();
+        let (item, classes) = (model.spec.input.len(), model.spec.classes());
+        let float = model.logits(images).unwrap();
+        let out = q.output_quant(q.ops.len() - 1);
         let lo = float.iter().copied().fold(f32::INFINITY, f32::min);
         let hi = float.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut buffers = StackBuffers::new(&file);
         let mut worst = 0.0f32;
-        for (px, f) in images.chunks(98).zip(float.chunks(3)) {
-            let logits = buffers.logits(&file, px, Kernels::Reference).unwrap();
+        for (px, f) in images.chunks(item).zip(float.chunks(classes)) {
+            let logits = buffers
+                .logits(&file, px, Kernels::Reference)
+                .unwrap()
+                .to_vec();
+            let fast = buffers.logits(&file, px, Kernels::Fast).unwrap();
+            assert_eq!(logits, fast, "the fast kernels give the reference's logits");
             for (&wide, &fl) in logits.iter().zip(f) {
                 let real = out.scale * wide as f32;
                 worst = worst.max((real - fl).abs());
             }
         }
         assert!(
-            worst < 0.05 * (hi - lo).max(1e-3),
+            worst < tolerance * (hi - lo).max(1e-3),
             "worst {worst} in [{lo}, {hi}]"
         );
+    }
+
+    /// conv (ReLU6) → depthwise conv (multiplier 2, stride 2, same) + batch norm (ReLU6) →
+    /// pointwise conv + batch norm (ReLU) → depthwise conv (valid, ReLU) → overlapping
+    /// average pool → dense (logits).
+    const DEPTHWISE: &str = "input = [9, 9, 1]
+[[layer]]
+type = \"conv2d\"
+filters = 3
+kernel = 3
+padding = \"same\"
+activation = \"relu6\"
+[[layer]]
+type = \"depthwise_conv2d\"
+kernel = 3
+stride = 2
+padding = \"same\"
+depth_multiplier = 2
+[[layer]]
+type = \"batchnorm\"
+activation = \"relu6\"
+[[layer]]
+type = \"conv2d\"
+filters = 4
+kernel = 1
+[[layer]]
+type = \"batchnorm\"
+activation = \"relu\"
+[[layer]]
+type = \"depthwise_conv2d\"
+kernel = 2
+activation = \"relu\"
+[[layer]]
+type = \"avgpool2d\"
+pool = 3
+stride = 2
+padding = \"same\"
+[[layer]]
+type = \"flatten\"
+[[layer]]
+type = \"dense\"
+units = 3
+activation = \"softmax\"
+";
+
+    #[test]
+    fn depthwise_convs_average_pools_and_relu6_export_as_planned_and_track_the_float_model() {
+        let spec = Spec::parse(DEPTHWISE).unwrap();
+        let model = random_model(&spec, 23);
+        let plan = Plan::of(&spec).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let images: Vec<u8> = (0..200 * 81).map(|_| rng.gen()).collect();
+        let calibration = StackCalibration::measure(&model, &plan, &images).unwrap();
+        let q = QuantizedStack::from_calibration(&model, &plan, &calibration).unwrap();
+        let bytes = q.to_bytes().unwrap();
+        let file = StackFile::decode(&bytes).unwrap();
+        // The file holds exactly the spec's plan, clamps included.
+        let shapes: Vec<_> = file.ops.iter().map(|op| op.shape()).collect();
+        assert_eq!(shapes, plan.shapes());
+        // After a ReLU or ReLU6 the output range starts at 0 (zero point −128); a ReLU6's
+        // range ends at 6 at most.
+        for (j, op) in plan.ops.iter().enumerate().take(4) {
+            let out = q.output_quant(j);
+            assert_eq!(out.zero_point, -128, "{}", op.kind);
+            if Plan::activation(&spec, op) == Activation::Relu6 {
+                assert!(out.scale * 255.0 <= 6.0 * (1.0 + 1e-6), "{}", op.kind);
+            }
+        }
+        // Average pooling keeps its input's quantization.
+        assert_eq!(q.output_quant(4), q.output_quant(3));
+        // The depthwise weights are `[tap][out_c]` on the wire: each dequantizes to its
+        // folded float weight (`[out_c][tap]`) within half a step.
+        let folded = fold(&model, &plan.ops[1]).unwrap();
+        let ch = q.ops[1].channels.as_ref().unwrap();
+        let (outs, taps) = (6, 9);
+        for o in 0..outs {
+            for t in 0..taps {
+                let (w, scale) = (folded.weights[o * taps + t], ch.weight_scales[o]);
+                let qw = f32::from(ch.weights[t * outs + o] as i8);
+                assert!((qw * scale - w).abs() <= scale * 0.5 + 1e-7, "{o} {t}");
+            }
+        }
+        assert_logits_track(&model, &q, &bytes, &images, 0.05);
     }
 
     #[test]

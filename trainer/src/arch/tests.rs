@@ -27,13 +27,25 @@ fn loss(layer: &Layer, x: &Tensor, r: &[f32]) -> f64 {
 /// Checks the input gradient and every parameter gradient of `spec` on a random batch of
 /// `n` inputs of `input` shape against central differences.
 fn gradient_check(spec: LayerSpec, input: Shape, n: usize, seed: u64) {
+    gradient_check_scaled(spec, input, n, seed, 1.0);
+}
+
+/// [`gradient_check`] with the inputs, biases, γ and β `scale` times larger: for a ReLU6,
+/// large enough that some outputs are clipped at 6 and others not (checked).
+fn gradient_check_scaled(spec: LayerSpec, input: Shape, n: usize, seed: u64, scale: f32) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut layer = Layer::new(&spec, 1, input);
     for p in layer.params_mut() {
         let values = random(p.value.len(), &mut rng);
         p.value = values
             .iter()
-            .map(|v| if p.kernel { v * 0.5 } else { 1.0 + 0.3 * v })
+            .map(|v| {
+                if p.kernel {
+                    v * 0.5
+                } else {
+                    scale * (1.0 + 0.3 * v)
+                }
+            })
             .collect();
     }
     let (h, w, c) = input.hwc();
@@ -42,9 +54,22 @@ fn gradient_check(spec: LayerSpec, input: Shape, n: usize, seed: u64) {
         h,
         w,
         c,
-        data: random(n * h * w * c, &mut rng),
+        data: random(n * h * w * c, &mut rng)
+            .into_iter()
+            .map(|v| v * scale)
+            .collect(),
     };
     let y = layer.clone().forward(x.clone(), Mode::Train { key: 7 });
+    if spec.activation() == Activation::Relu6 {
+        let clipped = y.data.iter().filter(|&&v| v == 6.0).count();
+        let between = y.data.iter().filter(|&&v| v > 0.0 && v < 6.0).count();
+        let zero = y.data.iter().filter(|&&v| v == 0.0).count();
+        assert!(
+            clipped > 0 && between > 0 && zero > 0 && clipped + between + zero == y.data.len(),
+            "{spec:?}: {clipped} outputs at 6, {between} inside, {zero} at 0 of {}",
+            y.data.len()
+        );
+    }
     let r = random(y.data.len(), &mut rng);
     let mut trace = Trace::default();
     let out = layer.forward_train(x.clone(), 7, 0, &mut trace, &layer.prepare());
@@ -207,6 +232,122 @@ fn dense_pool_dropout_and_flatten_gradients_match_central_differences() {
     gradient_check(LayerSpec::MaxPool2d { pool: 2 }, spatial(4, 5, 32), 2, 23);
     gradient_check(LayerSpec::Dropout { rate: 0.5 }, spatial(3, 3, 2), 2, 9);
     gradient_check(LayerSpec::Flatten, spatial(2, 3, 2), 2, 10);
+}
+
+#[test]
+fn depthwise_conv_gradients_match_central_differences() {
+    let dw = |kernel, stride, padding, multiplier, activation| LayerSpec::DepthwiseConv2d {
+        kernel,
+        stride,
+        padding,
+        multiplier,
+        activation,
+    };
+    gradient_check(
+        dw(3, 1, Padding::Same, 1, Activation::Relu),
+        spatial(5, 6, 3),
+        3,
+        31,
+    );
+    gradient_check(
+        dw(3, 2, Padding::Same, 2, Activation::None),
+        spatial(7, 6, 2),
+        2,
+        32,
+    );
+    gradient_check(
+        dw(2, 1, Padding::Valid, 3, Activation::None),
+        spatial(4, 5, 2),
+        2,
+        33,
+    );
+    gradient_check(
+        dw(3, 2, Padding::Valid, 1, Activation::Relu),
+        spatial(7, 7, 4),
+        2,
+        34,
+    );
+    gradient_check_scaled(
+        dw(3, 1, Padding::Same, 2, Activation::Relu6),
+        spatial(5, 5, 2),
+        2,
+        35,
+        4.0,
+    );
+}
+
+#[test]
+fn average_pool_gradients_match_central_differences() {
+    let avg = |pool, stride, padding| LayerSpec::AvgPool2d {
+        pool,
+        stride,
+        padding,
+    };
+    gradient_check(avg(2, 2, Padding::Valid), spatial(5, 4, 3), 2, 41);
+    // Overlapping windows, same padding (the padded positions not counted).
+    gradient_check(avg(3, 2, Padding::Same), spatial(6, 5, 2), 2, 42);
+    gradient_check(avg(3, 1, Padding::Same), spatial(4, 4, 1), 2, 43);
+    // Global: one window over the whole map.
+    gradient_check(avg(7, 7, Padding::Valid), spatial(7, 7, 4), 3, 44);
+}
+
+#[test]
+fn average_pool_with_same_padding_averages_only_the_values_inside() {
+    let layer = Layer::new(
+        &LayerSpec::AvgPool2d {
+            pool: 3,
+            stride: 1,
+            padding: Padding::Same,
+        },
+        0,
+        spatial(2, 2, 1),
+    );
+    let x = Tensor {
+        n: 1,
+        h: 2,
+        w: 2,
+        c: 1,
+        data: vec![1.0, 2.0, 3.0, 6.0],
+    };
+    // Every 3×3 window centred on a pixel of a 2×2 map holds all four values.
+    let y = layer.forward(x, Mode::Eval);
+    assert_eq!((y.h, y.w, y.data), (2, 2, vec![3.0; 4]));
+}
+
+#[test]
+fn relu6_gradients_match_central_differences_where_outputs_clip_at_six() {
+    gradient_check_scaled(
+        LayerSpec::Conv2d {
+            filters: 3,
+            kernel: 3,
+            stride: 1,
+            padding: Padding::Same,
+            activation: Activation::Relu6,
+        },
+        spatial(5, 5, 2),
+        2,
+        51,
+        4.0,
+    );
+    gradient_check_scaled(
+        LayerSpec::Dense {
+            units: 6,
+            activation: Activation::Relu6,
+        },
+        Shape::Flat(20),
+        5,
+        52,
+        4.0,
+    );
+    gradient_check_scaled(
+        LayerSpec::BatchNorm {
+            activation: Activation::Relu6,
+        },
+        spatial(3, 2, 3),
+        4,
+        53,
+        4.0,
+    );
 }
 
 #[test]
