@@ -87,6 +87,18 @@ fn visual_wake_words_runs_on_the_m4f_and_the_m55_as_on_the_host() -> Result<()> 
 }
 
 #[test]
+fn image_classification_runs_on_every_core_as_on_the_host() -> Result<()> {
+    // ResNet-8: a graph (three residual ADDs, two branches to a block's input), three
+    // buffers, a 32×32×3 input.
+    check_on_boards(
+        "pretrainedResnet_quant.tflite",
+        3,
+        0x2545_f491,
+        &["mps2-an386", "mps2-an385", "mps3-an547"],
+    )
+}
+
+#[test]
 fn anomaly_detection_runs_on_the_m3_and_the_m55_as_on_the_host() -> Result<()> {
     // Ten dense layers, 640 outputs.
     check_on_boards(

@@ -30,8 +30,8 @@ use core::panic::PanicInfo;
 use cortex_m_rt::entry;
 use infer_core::kernels::MapRows;
 use infer_core::stack::layers::{
-    check_op_count, max, AvgPool2d, Chain, Conv2d, ConvPool, ConvPool3x3, ConvPoolDense3x3, Dense,
-    DepthwiseConv2d, Layer, Logits, MaxPool2d, Streamed,
+    check_op_count, max, Add, AvgPool2d, Branch, Chain, Conv2d, ConvPool, ConvPool3x3,
+    ConvPoolDense3x3, Dense, DepthwiseConv2d, Layer, Logits, MaxPool2d, Streamed,
 };
 use infer_core::stack::stages::Out;
 use infer_core::stack::{run, Kernels, StackFile};
@@ -165,6 +165,47 @@ fn stack_imported(bytes: &[u8], input: &[i8; 490]) -> Result<[i32; 12], Error> {
     Ok(logits)
 }
 
+// A residual block as MLPerf Tiny ResNet-8's third: a 3×3 stride-2 conv, a branch back to
+// the block's input, the 1×1 stride-2 conv of the skip path, the add, the pool, the classifier.
+type ResConv<'a> = Conv2d<'a, 16, 16, 32, 3, 3, 64, 2, true, true>;
+type ResBranch = Branch<16, 16, 32, 0>;
+type ResSkip<'a> = Conv2d<'a, 16, 16, 32, 1, 1, 64, 2, true, false>;
+type ResAdd = Add<8, 8, 64, 1>;
+type ResPool = AvgPool2d<8, 8, 64, 8, 8, 8, 8, false>;
+type ResDense<'a> = Dense<'a, 64, 10, false>;
+const RES: usize = ResConv::OUT;
+const RES_PATCH: usize = max(
+    max(ResConv::PATCH_WORDS, ResSkip::PATCH_WORDS),
+    max(
+        <ResAdd as Layer>::PATCH_WORDS,
+        <ResPool as Layer>::PATCH_WORDS,
+    ),
+);
+
+/// Loads and runs a residual block's layers the way generated firmware code does.
+fn stack_graph(bytes: &[u8], input: &[i8; 16 * 16 * 32]) -> Result<[i32; 10], Error> {
+    let file = StackFile::decode(bytes)?;
+    check_op_count(&file, 6)?;
+    let ops = (
+        ResConv::from_file(&file, 0)?,
+        ResBranch::from_file(&file, 1)?,
+        ResSkip::from_file(&file, 2)?,
+        ResAdd::from_file(&file, 3)?,
+        ResPool::from_file(&file, 4)?,
+        ResDense::from_file(&file, 5)?,
+    );
+    let (mut a, mut b, mut c) = ([0i8; RES], [0i8; RES], [0i8; RES]);
+    let mut patch = [0u32; RES_PATCH];
+    let mut logits = [0i32; 10];
+    ops.0.run(input, &mut patch, &mut a);
+    black_box(&ops.1);
+    ops.2.run(input, &mut patch, &mut b);
+    ops.3.run_add(&b, &a, &mut patch, &mut c);
+    ops.4.run(&c, &mut patch, &mut a);
+    ops.5.run_logits(&a[..64], &mut patch, &mut logits);
+    Ok(logits)
+}
+
 #[panic_handler]
 fn panic(_: &PanicInfo<'_>) -> ! {
     // SAFETY: never runs. The function does not exist, so a binary in which this
@@ -181,6 +222,7 @@ fn main() -> ! {
         black_box(stack_typed(bytes, &image, &mut a, &mut b).ok());
         black_box(stack_fused(bytes, &image, &mut a).ok());
         black_box(stack_imported(bytes, &black_box([0; 490])).ok());
+        black_box(stack_graph(bytes, &black_box([0; 16 * 16 * 32])).ok());
         if let Ok(file) = StackFile::decode(bytes) {
             let mut patch = [0u32; PATCH];
             let mut logits = [0i32; 10];
@@ -188,8 +230,7 @@ fn main() -> ! {
                 &file,
                 black_box(&image),
                 Kernels::Fast,
-                &mut a,
-                &mut b,
+                [&mut a, &mut b, &mut []],
                 &mut patch,
                 &mut logits,
             );
@@ -198,8 +239,7 @@ fn main() -> ! {
                 &file,
                 black_box(&image),
                 Kernels::Reference,
-                &mut a,
-                &mut b,
+                [&mut a, &mut b, &mut []],
                 &mut patch,
                 &mut logits,
             );
