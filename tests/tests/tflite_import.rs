@@ -201,7 +201,7 @@ fn softmax_output_is_tflite_int8_softmax_of_the_logits() -> Result<()> {
     let file = StackFile::decode(&imported.bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (_, inputs) = int8_rows("tflite/tutorial_inputs.npy")?;
     let (_, logits) = int8_rows("tflite/tutorial_tflm_outputs.npy")?;
-    let sizes = BufferSizes::of(&file);
+    let sizes = BufferSizes::of(&file, Pixels::Four);
     let (mut a, mut b) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
     let mut patch = vec![0u32; sizes.patch_words];
     let mut wide = vec![0i32; 10];

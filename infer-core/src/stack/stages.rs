@@ -27,6 +27,7 @@ pub use super::shape::OpShape;
 use crate::kernels::conv::{
     gather_pair_patch, gather_patch, gather_patch_i8, ConvGeometry, Padding, PatchSlot,
 };
+use super::dense::{dense_direct, dense_words};
 use crate::kernels::dense::{dense_unit, finish_logits};
 use crate::kernels::dot::{
     dot_i8_offset, dot_packed, dot_packed2, dot_packed4, four_filters, pack_patch, PatchWords,
@@ -155,6 +156,10 @@ impl Stage {
     fn own_words(&self, shapes: &[OpShape], pixels: Pixels) -> usize {
         if self.alone {
             return shapes.get(self.first).map_or(0, OpShape::alone_words);
+        }
+        if !self.conv && !self.pool {
+            let inputs = shapes.get(self.first).map_or(0, OpShape::in_len);
+            return dense_words(inputs, pixels);
         }
         let (taps, channels) = self.taps_channels(shapes);
         let units = if self.dense {
@@ -467,6 +472,10 @@ pub struct DensePart<'a> {
     pub requant: ChannelRequant<'a>,
     /// Minus its input's zero point.
     pub input_offset: i32,
+    /// Every unit's requantization is monotonic (multiplier ≥ 0, no left shift), so that
+    /// a ReLU layer's sums may be requantized the shorter way
+    /// ([`ChannelRequant::requantize_positions`]); found when the layer is loaded.
+    pub monotonic: bool,
 }
 
 /// A stage with its parameters: what [`run_general`] computes.
@@ -528,12 +537,14 @@ pub(crate) fn dense_part<'a>(
     index: usize,
     d: &super::format::DenseOp<'a>,
 ) -> DensePart<'a> {
+    let requant = ChannelRequant::from_params(&d.params, d.relu);
     DensePart {
         inputs: d.inputs as usize,
         units: d.units.into(),
         weights: d.params.weights,
-        requant: ChannelRequant::from_params(&d.params, d.relu),
+        requant,
         input_offset: input_offset(file, index),
+        monotonic: monotonic(&requant, d.units.into()),
     }
 }
 
@@ -593,7 +604,7 @@ impl Out<'_> {
 fn run_stage(parts: &Parts<'_>, input: &[i8], words: &mut [u32], mut output: Out<'_>) {
     if parts.conv.is_none() && parts.pool == 0 {
         if let Some(d) = &parts.dense {
-            dense_direct(d, input, output);
+            dense_direct(d, input, words, output);
         }
         return;
     }
@@ -841,22 +852,6 @@ fn ring_rows(first: &OpShape, pool: usize) -> usize {
         OpShape::MaxPool2d { pool, .. } => *pool,
         _ => 0,
     }
-}
-
-/// A dense layer over a materialised input.
-fn dense_direct(d: &DensePart<'_>, input: &[i8], output: Out<'_>) {
-    let Some(input) = input.get(..d.inputs) else {
-        return;
-    };
-    if d.inputs == 0 {
-        return;
-    }
-    let acc = d
-        .weights
-        .chunks_exact(d.inputs)
-        .take(d.units)
-        .map(|row| dot_i8_offset(input, d.input_offset, row));
-    output.finish(d, acc);
 }
 
 /// The conv (and pool) values of `n` consecutive output positions from `pos` of a grid
