@@ -181,3 +181,114 @@ fn skip_channels<'a>(rq: &ChannelRequant<'a>, first: usize) -> ChannelRequant<'a
         ..*rq
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::format::tests::{input, OwnedParams};
+    use super::super::format::{DenseOp, Op, StackFile};
+    use super::super::run::tests::reference_and_fast;
+    use super::super::run::BufferSizes;
+    use super::*;
+    use crate::kernels::TestRng;
+    use std::collections::BTreeSet;
+    use std::vec::Vec;
+
+    /// Random inputs: whole octets most of the time (the packed way), else any count.
+    fn inputs(rng: &mut TestRng) -> usize {
+        match rng.below(4) {
+            0 => 1 + rng.below(40) as usize,
+            1 => 4 * (1 + rng.below(40) as usize),
+            _ => 8 * (1 + rng.below(90) as usize),
+        }
+    }
+
+    #[test]
+    fn dense_stacks_match_the_reference_on_random_sizes_and_quantizations() {
+        let mut rng = TestRng(0xDE45E);
+        let cases = if cfg!(miri) { 4 } else { 300 };
+        // (inputs a whole number of octets, whole blocks, an odd last unit, ReLU layer
+        // monotonic) of the layers run with the packed working memory.
+        let mut seen = BTreeSet::new();
+        for case in 0..cases {
+            let layers = 1 + rng.below(3) as usize;
+            let n0 = inputs(&mut rng);
+            let mut n = n0;
+            let mut owned = Vec::new();
+            let mut shapes = Vec::new();
+            for layer in 0..layers {
+                let last = layer + 1 == layers;
+                let units = match rng.below(3) {
+                    0 => 1 + rng.below(8) as usize,
+                    1 => 1 + rng.below(100) as usize,
+                    _ => inputs(&mut rng),
+                };
+                let mut p = if last {
+                    OwnedParams::logits(&mut rng, units * n, units)
+                } else {
+                    OwnedParams::random(&mut rng, units * n, units)
+                };
+                // Biases and shifts that spread the outputs over the int8 range; every
+                // third case some channels with a left shift or a negative multiplier.
+                for b in p.bias.chunks_exact_mut(4) {
+                    let bias = rng.below(400_001) as i32 - 200_000;
+                    b.copy_from_slice(&bias.to_le_bytes());
+                }
+                for s in p.shift.iter_mut() {
+                    *s = (-(rng.below(12) as i8) - 2) as u8;
+                }
+                let wild = !last && case % 3 == 2;
+                if wild {
+                    p.make_wild(&mut rng, 8);
+                }
+                let relu = !last && rng.below(4) != 0;
+                seen.insert((
+                    n % 8 == 0,
+                    units % BLOCK == 0,
+                    units % 2 == 1,
+                    relu && !wild,
+                ));
+                owned.push(p);
+                shapes.push((n, units, relu));
+                n = units;
+            }
+            let ops: Vec<Op<'_>> = shapes
+                .iter()
+                .zip(&owned)
+                .map(|(&(inputs, units, relu), p)| {
+                    Op::Dense(DenseOp {
+                        inputs: inputs as u32,
+                        units: units as u16,
+                        relu,
+                        params: p.view(),
+                    })
+                })
+                .collect();
+            let mut spec = input(1, 1, n0 as u16);
+            spec.quant.zero_point = rng.below(256) as i32 - 128;
+            let file = StackFile::new(spec, &ops);
+            let pixels = if case % 4 == 3 {
+                Pixels::One
+            } else {
+                Pixels::Four
+            };
+            let sizes = BufferSizes::of(&file, pixels);
+            for _ in 0..3 {
+                let x: Vec<i8> = (0..n0).map(|_| rng.i8()).collect();
+                let [reference, fast] = reference_and_fast(&file, &x, &sizes);
+                assert_eq!(fast, reference, "case {case}: {shapes:?}");
+            }
+        }
+        if !cfg!(miri) {
+            for octets in [true, false] {
+                for odd in [true, false] {
+                    assert!(seen.contains(&(octets, false, odd, true)), "{octets} {odd}");
+                    assert!(
+                        seen.contains(&(octets, false, odd, false)),
+                        "{octets} {odd}"
+                    );
+                }
+            }
+            assert!(seen.iter().any(|s| s.1));
+        }
+    }
+}

@@ -27,8 +27,8 @@ pub mod stages;
 #[cfg(test)]
 mod tests;
 
+pub use dense::dense_words;
 pub use format::{Op, StackFile, STACK_FORMAT_VERSION};
 pub use run::{run, BufferSizes, Kernels};
 pub use shape::OpShape;
-pub use dense::dense_words;
 pub use stages::Pixels;

@@ -22,12 +22,12 @@
 //! layers. [`run_general`] computes any stage (any geometry and quantization), bit for bit
 //! as the unfused reference kernels do (tested on random geometries and quantizations).
 
+use super::dense::{dense_direct, dense_words};
 use super::format::{input_offset, Op, StackFile, MAX_OPS};
 pub use super::shape::OpShape;
 use crate::kernels::conv::{
     gather_pair_patch, gather_patch, gather_patch_i8, ConvGeometry, Padding, PatchSlot,
 };
-use super::dense::{dense_direct, dense_words};
 use crate::kernels::dense::{dense_unit, finish_logits};
 use crate::kernels::dot::{
     dot_i8_offset, dot_packed, dot_packed2, dot_packed4, four_filters, pack_patch, PatchWords,
@@ -473,8 +473,8 @@ pub struct DensePart<'a> {
     /// Minus its input's zero point.
     pub input_offset: i32,
     /// Every unit's requantization is monotonic (multiplier ≥ 0, no left shift), so that
-    /// a ReLU layer's sums may be requantized the shorter way
-    /// ([`ChannelRequant::requantize_positions`]); found when the layer is loaded.
+    /// a ReLU layer's sums may be requantized the shorter way (`requantize_positions`);
+    /// found when the layer is loaded.
     pub monotonic: bool,
 }
 
@@ -1229,14 +1229,14 @@ fn dense_position(
 mod tests {
     use super::super::format::tests::{input, OwnedParams};
     use super::super::format::{AvgPoolOp, DenseOp, DepthwiseOp, PoolOp};
-    use super::super::run::{run, BufferSizes, Kernels};
+    use super::super::run::tests::reference_and_fast;
+    use super::super::run::BufferSizes;
     use super::*;
     use crate::kernels::average_pool::AvgPoolGeometry;
     use crate::kernels::depthwise::DepthwiseGeometry;
     use crate::kernels::window::Window;
     use crate::kernels::TestRng;
     use std::collections::BTreeSet;
-    use std::vec;
     use std::vec::Vec;
 
     /// Random parameters; with `wild`, some channels get a negative multiplier or a left
@@ -1245,16 +1245,7 @@ mod tests {
     fn params(rng: &mut TestRng, weights: usize, channels: usize, wild: bool) -> OwnedParams {
         let mut p = OwnedParams::random(rng, weights, channels);
         if wild {
-            for c in 0..channels {
-                match rng.below(3) {
-                    0 => {
-                        let m = -((1i32 << 30) + rng.below(1 << 30) as i32);
-                        p.multiplier[4 * c..4 * c + 4].copy_from_slice(&m.to_le_bytes());
-                    }
-                    1 => p.shift[c] = (1 + rng.below(3)) as u8,
-                    _ => {}
-                }
-            }
+            p.make_wild(rng, 3);
         }
         p
     }
@@ -1526,16 +1517,7 @@ mod tests {
                     usize::from(hwc.0) * usize::from(hwc.1) * usize::from(hwc.2),
                     file.input.quant.zero_point,
                 );
-                let mut results = Vec::new();
-                for kernels in [Kernels::Reference, Kernels::Fast] {
-                    // Fresh buffers: nothing of the reference's run may show through.
-                    let (mut a, mut b) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
-                    let mut patch = vec![0u32; sizes.patch_words];
-                    let mut logits = vec![0i32; file.classes()];
-                    let out = run(&file, &x, kernels, &mut a, &mut b, &mut patch, &mut logits);
-                    results.push(out.unwrap().to_vec());
-                }
-                let (reference, fast) = (&results[0], &results[1]);
+                let [reference, fast] = reference_and_fast(&file, &x, &sizes);
                 assert_eq!(fast, reference, "case {case}: {:?}", file.ops);
             }
         }
