@@ -15,6 +15,10 @@
 //! over the taps in [`filter_sums`]: per two taps one load of four pair words (`LDM`), two
 //! weight loads and four `SMLAL`s, eight multiply-accumulates in seven instructions.
 //!
+//! A dense layer over a vector has no second pixel to pair; there the Cortex-M3 takes four
+//! units at a time from the values widened once ([`dot4_wide`]: per value one halfword
+//! load, per unit one byte load and one `MLA`).
+//!
 //! Like [`super::dsp`], this module holds inline assembly and so allows `unsafe` code: on a
 //! core with `SMLAL` and without the DSP extension (`cfg(infer_core_long_multiply)` without
 //! `cfg(infer_core_dsp)`, set by `build.rs`), [`filter_sums`] is one block of assembly (LLVM's
@@ -305,6 +309,101 @@ pub fn filter_sums_portable(patch: &[u32], w: &[u8]) -> [i32; 4] {
         }
     }
     sums
+}
+
+/// One value of [`dot4_wide`]'s loop: the value (r8 steps on by the half), then per unit
+/// its weight (rows r10, r11, r12, lr, each stepping on by the byte) and one `MLA` into
+/// r0–r3.
+#[cfg(all(infer_core_long_multiply, not(infer_core_dsp)))]
+macro_rules! wide_value {
+    () => {
+        concat!(
+            "ldrsh r4, [r8], #2\n",
+            "ldrsb r5, [r10], #1\n",
+            "mla r0, r4, r5, r0\n",
+            "ldrsb r5, [r11], #1\n",
+            "mla r1, r4, r5, r1\n",
+            "ldrsb r5, [r12], #1\n",
+            "mla r2, r4, r5, r2\n",
+            "ldrsb r5, [lr], #1\n",
+            "mla r3, r4, r5, r3\n",
+        )
+    };
+}
+
+/// `Σ x[i] · w[i]` of widened values `xs` (int8 values with their offset added, as `i16`)
+/// with four int8 weight rows (bytes) at once, each value loaded once for the four, over
+/// the length of the shortest, wrapping.
+///
+/// On a core with `SMLAL` and without the DSP extension (the Cortex-M3) one loop of
+/// assembly for the whole fours of values: per value one halfword load, per unit one
+/// signed byte load and one `MLA` (nine instructions per four multiply-accumulates), two
+/// per four values for the loop end; the last values in Rust. Elsewhere
+/// [`dot4_wide_portable`].
+#[inline(never)]
+pub fn dot4_wide(xs: &[i16], rows: [&[u8]; 4]) -> [i32; 4] {
+    #[cfg(all(infer_core_long_multiply, not(infer_core_dsp)))]
+    {
+        let n = rows.iter().fold(xs.len(), |n, r| n.min(r.len()));
+        let body = n / 4 * 4;
+        if body > 0 {
+            let (mut a0, mut a1, mut a2, mut a3) = (0i32, 0i32, 0i32, 0i32);
+            // SAFETY: the loop runs body / 4 ≥ 1 times; r8 reads the first `body` halves of
+            // `xs` (within it: body ≤ xs.len(); 2-aligned as an `i16` slice is, which LDRSH
+            // needs) and r10, r11, r12, lr the first `body` bytes of the four rows (each at
+            // least `body` long). It writes only the registers it declares; no stack.
+            unsafe {
+                core::arch::asm!(
+                    "2:",
+                    wide_value!(),
+                    wide_value!(),
+                    wide_value!(),
+                    wide_value!(),
+                    "cmp r8, r9",
+                    "bne 2b",
+                    inout("r0") a0,
+                    inout("r1") a1,
+                    inout("r2") a2,
+                    inout("r3") a3,
+                    out("r4") _,
+                    out("r5") _,
+                    inout("r8") xs.as_ptr() => _,
+                    in("r9") xs.as_ptr().wrapping_add(body),
+                    inout("r10") rows[0].as_ptr() => _,
+                    inout("r11") rows[1].as_ptr() => _,
+                    inout("r12") rows[2].as_ptr() => _,
+                    inout("lr") rows[3].as_ptr() => _,
+                    options(nostack, readonly),
+                );
+            }
+            let tail = dot4_wide_portable(
+                xs.get(body..).unwrap_or_default(),
+                rows.map(|r| r.get(body..).unwrap_or_default()),
+            );
+            return [
+                a0.wrapping_add(tail[0]),
+                a1.wrapping_add(tail[1]),
+                a2.wrapping_add(tail[2]),
+                a3.wrapping_add(tail[3]),
+            ];
+        }
+    }
+    dot4_wide_portable(xs, rows)
+}
+
+/// [`dot4_wide`] in plain integer arithmetic (the reference the assembly is tested
+/// against, and the code elsewhere).
+pub fn dot4_wide_portable(xs: &[i16], rows: [&[u8]; 4]) -> [i32; 4] {
+    let [r0, r1, r2, r3] = rows;
+    let (mut a0, mut a1, mut a2, mut a3) = (0i32, 0i32, 0i32, 0i32);
+    for ((((&x, &w0), &w1), &w2), &w3) in xs.iter().zip(r0).zip(r1).zip(r2).zip(r3) {
+        let x = i32::from(x);
+        a0 = a0.wrapping_add(x.wrapping_mul(i32::from(w0 as i8)));
+        a1 = a1.wrapping_add(x.wrapping_mul(i32::from(w1 as i8)));
+        a2 = a2.wrapping_add(x.wrapping_mul(i32::from(w2 as i8)));
+        a3 = a3.wrapping_add(x.wrapping_mul(i32::from(w3 as i8)));
+    }
+    [a0, a1, a2, a3]
 }
 
 #[cfg(test)]

@@ -14,8 +14,9 @@
 use super::stages::{DensePart, Out, Pixels};
 use crate::kernels::dense::{dense_unit, finish_logits};
 use crate::kernels::dot::{dot_i8_offset, dot_packed, PatchWords};
-use crate::kernels::dsp::{dense_rows, pack_groups, DenseRows};
+use crate::kernels::dsp::{dense_quads, dense_rows, halves_of_words, pack_groups, DenseRows};
 use crate::kernels::mve::{dense_rows_i8, DenseRowsI8};
+use crate::kernels::pairs::dot4_wide;
 use crate::kernels::ChannelRequant;
 
 /// Units whose sums are computed, then requantized, together (on the stack: 32 words).
@@ -33,30 +34,42 @@ pub const fn dense_words(inputs: usize, pixels: Pixels) -> usize {
     }
 }
 
-/// How a block of units is computed.
+/// How a layer's units are computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Way {
-    /// From the packed input, pairs of units through [`dense_rows`].
+    /// From the packed input: quads of units through [`dense_quads`] (whole sixteens of
+    /// inputs), pairs through [`dense_rows`].
     Packed,
+    /// From the input widened to `i16` with its offset added, quads of units through
+    /// [`dot4_wide`].
+    Wide,
     /// From the int8 input as it is, pairs of units through [`dense_rows_i8`].
     Int8,
     /// Unit by unit, [`dot_i8_offset`].
     Units,
 }
 
-/// The way for `inputs` inputs with `words` words of working memory: on MVE cores the
-/// int8 input; on DSP cores (and in the unit tests) the packed one where it fits and is
-/// whole octets; else unit by unit. The unit tests take the int8 way for every other
-/// block.
-fn way(inputs: usize, words: usize, block: usize) -> Way {
-    let packed = cfg!(any(infer_core_dsp, test))
-        && !cfg!(infer_core_mve)
-        && inputs % 8 == 0
-        && words >= dense_words(inputs, Pixels::Four);
-    if cfg!(infer_core_mve) || (cfg!(test) && (block % 2 == 1 || !packed)) {
+/// The way for a layer of `inputs` inputs and `units` units with `words` words of working
+/// memory: on MVE cores the int8 input; where it fits, on DSP cores the packed one (whole
+/// octets of inputs), on the Cortex-M3 the widened one; else unit by unit. The unit tests
+/// take each way in turn, by the layer's sizes.
+fn way(inputs: usize, units: usize, words: usize) -> Way {
+    let fits = words >= dense_words(inputs, Pixels::Four);
+    let packs = fits && inputs % 8 == 0;
+    if cfg!(test) {
+        return match (inputs + units) % 4 {
+            0 if packs => Way::Packed,
+            1 if fits => Way::Wide,
+            2 => Way::Units,
+            _ => Way::Int8,
+        };
+    }
+    if cfg!(infer_core_mve) {
         Way::Int8
-    } else if packed {
+    } else if cfg!(infer_core_dsp) && packs {
         Way::Packed
+    } else if cfg!(all(infer_core_long_multiply, not(infer_core_dsp))) && fits {
+        Way::Wide
     } else {
         Way::Units
     }
@@ -73,13 +86,23 @@ pub(crate) fn dense_direct(d: &DensePart<'_>, input: &[i8], words: &mut [u32], m
     if n == 0 {
         return;
     }
-    let patch = words.get_mut(..dense_words(n, Pixels::Four));
-    let patch: &[u32] = match patch {
-        Some(patch) if way(n, patch.len(), 0) == Way::Packed || cfg!(test) => {
+    let way = way(n, d.units, words.len());
+    let patch = words
+        .get_mut(..dense_words(n, Pixels::Four))
+        .unwrap_or_default();
+    let (patch, xs): (&[u32], &[i16]) = match way {
+        Way::Packed => {
             pack_groups(input, d.input_offset, patch, 2, n / 4);
-            patch
+            (patch, &[])
         }
-        _ => &[],
+        Way::Wide => {
+            let xs = halves_of_words(patch);
+            for (x, &v) in xs.iter_mut().zip(input) {
+                *x = (i32::from(v) + d.input_offset) as i16;
+            }
+            (&[], xs.get(..n).unwrap_or_default())
+        }
+        _ => (&[], &[]),
     };
     let mut sums = [0u32; BLOCK];
     let mut first = 0;
@@ -97,7 +120,7 @@ pub(crate) fn dense_direct(d: &DensePart<'_>, input: &[i8], words: &mut [u32], m
                 .unwrap_or_default()
         };
         let mut done = 0;
-        match way(n, patch.len(), first / BLOCK) {
+        match way {
             Way::Packed if count >= 2 => {
                 let rows = DenseRows {
                     patch,
@@ -105,12 +128,31 @@ pub(crate) fn dense_direct(d: &DensePart<'_>, input: &[i8], words: &mut [u32], m
                     channels: n,
                     stride: n,
                 };
-                dense_rows(&rows, acc);
+                if n % 16 == 0 {
+                    dense_quads(&rows, acc);
+                    done = count / 4 * 4;
+                }
+                let rows = DenseRows {
+                    weights: weights.get(done * n..).unwrap_or_default(),
+                    ..rows
+                };
+                dense_rows(&rows, acc.get_mut(done..).unwrap_or_default());
                 done = count / 2 * 2;
                 if let Some(last) = acc.get_mut(done) {
                     *last = dot_packed(patch, row(done)) as u32;
                     done += 1;
                 }
+            }
+            Way::Wide => {
+                for (q, quad) in acc.chunks_mut(4).enumerate() {
+                    let u = 4 * q;
+                    let last = count - 1;
+                    let rows = [u, u + 1, u + 2, u + 3].map(|u| row(u.min(last)));
+                    for (a, sum) in quad.iter_mut().zip(dot4_wide(xs, rows)) {
+                        *a = sum as u32;
+                    }
+                }
+                done = count;
             }
             Way::Int8 if count >= 2 => {
                 let rows = DenseRowsI8 {
@@ -209,7 +251,13 @@ mod tests {
         // (inputs a whole number of octets, whole blocks, an odd last unit, ReLU layer
         // monotonic) of the layers run with the packed working memory.
         let mut seen = BTreeSet::new();
+        let mut ways = Vec::new();
         for case in 0..cases {
+            let pixels = if case % 4 == 3 {
+                Pixels::One
+            } else {
+                Pixels::Four
+            };
             let layers = 1 + rng.below(3) as usize;
             let n0 = inputs(&mut rng);
             let mut n = n0;
@@ -247,6 +295,7 @@ mod tests {
                     units % 2 == 1,
                     relu && !wild,
                 ));
+                ways.push(way(n, units, dense_words(n, pixels)));
                 owned.push(p);
                 shapes.push((n, units, relu));
                 n = units;
@@ -266,11 +315,6 @@ mod tests {
             let mut spec = input(1, 1, n0 as u16);
             spec.quant.zero_point = rng.below(256) as i32 - 128;
             let file = StackFile::new(spec, &ops);
-            let pixels = if case % 4 == 3 {
-                Pixels::One
-            } else {
-                Pixels::Four
-            };
             let sizes = BufferSizes::of(&file, pixels);
             for _ in 0..3 {
                 let x: Vec<i8> = (0..n0).map(|_| rng.i8()).collect();
@@ -289,6 +333,9 @@ mod tests {
                 }
             }
             assert!(seen.iter().any(|s| s.1));
+            for w in [Way::Packed, Way::Wide, Way::Int8, Way::Units] {
+                assert!(ways.contains(&w), "{w:?}");
+            }
         }
     }
 }
