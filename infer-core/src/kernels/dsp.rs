@@ -11,7 +11,7 @@
 
 #![allow(unsafe_code)]
 
-#[cfg(infer_core_dsp)]
+#[cfg(infer_core_long_multiply)]
 use core::arch::asm;
 
 use super::fused::Filter3x3;
@@ -904,10 +904,10 @@ pub fn dense_rows_portable(rows: &DenseRows<'_>, acc: &mut [u32]) {
     add_row_sums(rows, acc, acc.len() / 2 * 2);
 }
 
-/// Whether the sizes fit [`dense_quads`]: whole sixteens of values, and whole quads of units
+/// Whether the sizes fit [`dense_quads`]: whole 32s of values, and whole quads of units
 /// within `weights`.
 fn quads_fit(rows: &DenseRows<'_>, acc: &[u32]) -> bool {
-    rows.fits_groups(acc, 16, 4)
+    rows.fits_groups(acc, 32, 4)
 }
 
 /// One group of four taps of [`dense_quads`]' inner loop for the units in `$lo` (row
@@ -965,13 +965,13 @@ macro_rules! quad_taps {
     };
 }
 
-/// [`dense_rows`] four units at a time, for values in whole sixteens: adds each unit's dot
+/// [`dense_rows`] four units at a time, for values in whole 32s: adds each unit's dot
 /// product into `acc` (one per unit; units past the last whole quad are left alone),
-/// wrapping. Computes nothing if a size does not fit (fewer than 16 values or not a
-/// multiple of 16, fewer than four units, short slices).
+/// wrapping. Computes nothing if a size does not fit (fewer than 32 values or not a
+/// multiple of 32, fewer than four units, short slices).
 ///
-/// On a DSP core one block of assembly: sixteen values of four units (64
-/// multiply-accumulates) in 87 instructions (each pair of patch words loaded once for the
+/// On a DSP core one block of assembly: 32 values of four units (128
+/// multiply-accumulates) in 171 instructions (each pair of patch words loaded once for the
 /// four units: 21 per four values, 3 for the loop end), 13 per quad of units around them;
 /// elsewhere [`dense_quads_portable`].
 #[inline(never)]
@@ -992,7 +992,7 @@ pub fn dense_quads(rows: &DenseRows<'_>, acc: &mut [u32]) {
         // bytes of rows 4i to 4i + 3 (the last row ends within `weights`, checked above;
         // LDR of a word may be unaligned on these cores), [sp, #8] walks `acc` four words
         // per quad (checked above, word-aligned as LDM/STM need); the inner loop runs
-        // channels / 16 ≥ 1 times. The block pops the five words it pushes; every register
+        // channels / 32 ≥ 1 times. The block pops the five words it pushes; every register
         // it writes is declared.
         unsafe {
             asm!(
@@ -1002,6 +1002,10 @@ pub fn dense_quads(rows: &DenseRows<'_>, acc: &mut [u32]) {
                 "ldr r8, [sp, #8]",
                 "ldm r8, {{r0, r1, r2, r3}}",
                 "2:",
+                quad_taps!(),
+                quad_taps!(),
+                quad_taps!(),
+                quad_taps!(),
                 quad_taps!(),
                 quad_taps!(),
                 quad_taps!(),
@@ -1104,12 +1108,13 @@ pub fn window_sums(patch: &Patch, f: &Filter3x3) -> [i32; 4] {
 /// shift > 0 gives other (unspecified) values, never a panic; channels past the parameters
 /// give −128.
 ///
-/// A loop of assembly on DSP cores when the floor is the zero point itself and the ceiling
-/// 127 (23 instructions per positive sum, 8 per other; on MVE cores 12 per four sums,
+/// A loop of assembly on DSP cores and the Cortex-M3 (it needs only `UMLAL`, `USAT` and
+/// `SSAT`) when the floor is the zero point itself and the ceiling 127 (23 instructions
+/// per positive sum, 8 per other; on MVE cores 12 per four sums,
 /// `mve::requantize_relu_mve`); elsewhere [`requantize_relu_portable`].
 #[inline(always)]
 pub fn requantize_relu(rq: &ChannelRequant<'_>, values: &mut [u32], channels: usize) {
-    #[cfg(infer_core_dsp)]
+    #[cfg(infer_core_long_multiply)]
     if relu_fits(rq, values, channels) {
         #[cfg(infer_core_mve)]
         super::mve::requantize_relu_mve(rq, values, channels);
@@ -1122,7 +1127,7 @@ pub fn requantize_relu(rq: &ChannelRequant<'_>, values: &mut [u32], channels: us
 
 /// Whether [`requantize_relu`]'s assembly can run: whole positions of at least one channel,
 /// parameters for every channel, the floor at the zero point (in `-128..=127`), ceiling 127.
-#[cfg(infer_core_dsp)]
+#[cfg(infer_core_long_multiply)]
 pub(crate) fn relu_fits(rq: &ChannelRequant<'_>, values: &[u32], channels: usize) -> bool {
     channels > 0
         && values.len() >= channels
@@ -1135,7 +1140,7 @@ pub(crate) fn relu_fits(rq: &ChannelRequant<'_>, values: &[u32], channels: usize
 }
 
 /// [`requantize_relu`]'s assembly, where `relu_fits`.
-#[cfg(all(infer_core_dsp, not(infer_core_mve)))]
+#[cfg(all(infer_core_long_multiply, not(infer_core_mve)))]
 #[inline(never)]
 fn requantize_relu_dsp(rq: &ChannelRequant<'_>, values: &mut [u32], channels: usize) {
     // Registers: the position's values r0, biases r1, multipliers r2, shifts r3, the
@@ -1512,7 +1517,7 @@ mod tests {
         type Rows = fn(&DenseRows<'_>, &mut [u32]);
         let kernels: [(usize, usize, Rows, Rows); 2] = [
             (8, 2, dense_rows, dense_rows_portable),
-            (16, 4, dense_quads, dense_quads_portable),
+            (32, 4, dense_quads, dense_quads_portable),
         ];
         let mut rng = TestRng(0xDE5E);
         for (values, least, kernel, portable) in kernels {

@@ -16,7 +16,7 @@ use crate::kernels::dense::{dense_unit, finish_logits};
 use crate::kernels::dot::{dot_i8_offset, dot_packed, PatchWords};
 use crate::kernels::dsp::{dense_quads, dense_rows, halves_of_words, pack_groups, DenseRows};
 use crate::kernels::mve::{dense_rows_i8, DenseRowsI8};
-use crate::kernels::pairs::dot4_wide;
+use crate::kernels::pairs::{dense_quads_wide, dot4_wide};
 use crate::kernels::ChannelRequant;
 
 /// Units whose sums are computed, then requantized, together (on the stack: 32 words).
@@ -37,7 +37,7 @@ pub const fn dense_words(inputs: usize, pixels: Pixels) -> usize {
 /// How a layer's units are computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Way {
-    /// From the packed input: quads of units through [`dense_quads`] (whole sixteens of
+    /// From the packed input: quads of units through [`dense_quads`] (whole 32s of
     /// inputs), pairs through [`dense_rows`].
     Packed,
     /// From the input widened to `i16` with its offset added, quads of units through
@@ -128,7 +128,7 @@ pub(crate) fn dense_direct(d: &DensePart<'_>, input: &[i8], words: &mut [u32], m
                     channels: n,
                     stride: n,
                 };
-                if n % 16 == 0 {
+                if n % 32 == 0 {
                     dense_quads(&rows, acc);
                     done = count / 4 * 4;
                 }
@@ -144,9 +144,20 @@ pub(crate) fn dense_direct(d: &DensePart<'_>, input: &[i8], words: &mut [u32], m
                 }
             }
             Way::Wide => {
-                for (q, quad) in acc.chunks_mut(4).enumerate() {
-                    let u = 4 * q;
-                    let last = count - 1;
+                // Whole quads in one call (whole sixteens of values), the rest four rows at
+                // a time (the last row repeated where a quad is short).
+                if n % 16 == 0 {
+                    dense_quads_wide(xs, weights, n, acc);
+                    done = count / 4 * 4;
+                }
+                let last = count - 1;
+                for (q, quad) in acc
+                    .get_mut(done..)
+                    .unwrap_or_default()
+                    .chunks_mut(4)
+                    .enumerate()
+                {
+                    let u = done + 4 * q;
                     let rows = [u, u + 1, u + 2, u + 3].map(|u| row(u.min(last)));
                     for (a, sum) in quad.iter_mut().zip(dot4_wide(xs, rows)) {
                         *a = sum as u32;

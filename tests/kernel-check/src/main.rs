@@ -212,7 +212,7 @@ fn main() -> ! {
         check("requantize_relu", case, got, want);
 
         // A streamed dense layer's step, pairs of units over whole octets of values; a
-        // dense layer's quads of units over whole sixteens. Any stride.
+        // dense layer's quads of units over whole 32s. Any stride.
         type Rows = fn(&dsp::DenseRows<'_>, &mut [u32]);
         let kernels: [(&str, usize, usize, Rows, Rows); 2] = [
             (
@@ -266,6 +266,18 @@ fn main() -> ! {
             got,
             pairs::dot4_wide_portable(&xs[..values], rows),
         );
+
+        // Quads of units from widened values: whole sixteens of values, any stride.
+        let n = 16 * (1 + rng.below(9));
+        let units = 4 + rng.below(9);
+        let stride = n + rng.below(8);
+        let rows = &weights[..(units - 1) * stride + n];
+        let mut got = [0u32; 12];
+        rng.fill_words(&mut got);
+        let mut want = got;
+        pairs::dense_quads_wide(&xs[..n], rows, stride, &mut got[..units]);
+        pairs::dense_quads_wide_portable(&xs[..n], rows, stride, &mut want[..units]);
+        check("dense_quads_wide", case, got, want);
 
         // Four pixels' sums of a pair patch: any number of taps (chunks of 128; eight, two
         // and one at a time), any bits in the pair words, a patch starting at any pair of
