@@ -1143,6 +1143,11 @@ pub(crate) fn relu_fits(rq: &ChannelRequant<'_>, values: &[u32], channels: usize
 #[cfg(all(infer_core_long_multiply, not(infer_core_mve)))]
 #[inline(never)]
 fn requantize_relu_dsp(rq: &ChannelRequant<'_>, values: &mut [u32], channels: usize) {
+    // Positions, without a division the compiler cannot prove safe (the caller checked
+    // `channels` > 0; `checked_div` keeps the panic path out of the binary anyway).
+    let Some(positions) = values.len().checked_div(channels) else {
+        return;
+    };
     // Registers: the position's values r0, biases r1, multipliers r2, shifts r3, the
     // channel r4 (counting down), the zero point (= the floor) r5, the sum r8, the
     // product's low word r9 and high word r10, the multiplier then the rounding bit r11,
@@ -1201,7 +1206,7 @@ fn requantize_relu_dsp(rq: &ChannelRequant<'_>, values: &mut [u32], channels: us
             out("r4") _,
             in("r5") rq.output_offset,
             out("r8") _,
-            inout("r9") values.len() / channels => _,
+            inout("r9") positions => _,
             out("r10") _,
             out("r11") _,
             out("r12") _,
