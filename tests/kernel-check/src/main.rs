@@ -211,22 +211,73 @@ fn main() -> ! {
         dsp::requantize_relu_portable(&rq, &mut want[..n], channels);
         check("requantize_relu", case, got, want);
 
-        // A streamed dense layer's step: pairs of units over whole octets of values.
-        let channels = 8 * (1 + rng.below(12));
-        let units = 2 + rng.below(15);
-        let stride = channels + rng.below(24);
-        let rows = dsp::DenseRows {
-            patch: &patch[..channels / 2],
-            weights: &weights[..(units - 1) * stride + channels],
-            channels,
-            stride,
-        };
-        let mut got = [0u32; 16];
+        // A streamed dense layer's step, pairs of units over whole octets of values; a
+        // dense layer's quads of units over whole 32s. Any stride.
+        type Rows = fn(&dsp::DenseRows<'_>, &mut [u32]);
+        let kernels: [(&str, usize, usize, Rows, Rows); 2] = [
+            (
+                "dense_rows",
+                8,
+                2,
+                dsp::dense_rows,
+                dsp::dense_rows_portable,
+            ),
+            (
+                "dense_quads",
+                16,
+                4,
+                dsp::dense_quads,
+                dsp::dense_quads_portable,
+            ),
+        ];
+        for (name, values, least, kernel, portable) in kernels {
+            let channels = values * (1 + rng.below(96 / values));
+            let units = least + rng.below(17 - least);
+            let stride = channels + rng.below(16);
+            let rows = dsp::DenseRows {
+                patch: &patch[..channels / 2],
+                weights: &weights[..(units - 1) * stride + channels],
+                channels,
+                stride,
+            };
+            let mut got = [0u32; 16];
+            rng.fill_words(&mut got);
+            let mut want = got;
+            kernel(&rows, &mut got[..units]);
+            portable(&rows, &mut want[..units]);
+            check(name, case, got, want);
+        }
+
+        // Four units from widened values: any count of values, any bits in them, rows at
+        // any alignment.
+        let values = rng.below(300);
+        let start = rng.below(4);
+        let halves = [0u32; 160].map(|_| rng.next() as u32);
+        let mut xs = [0i16; 320];
+        for (pair, word) in xs.chunks_exact_mut(2).zip(halves) {
+            pair[0] = word as i16;
+            pair[1] = (word >> 16) as i16;
+        }
+        let rows = [0, 1, 2, 3].map(|u| &weights[start + u * 300..start + u * 300 + values]);
+        let got = pairs::dot4_wide(&xs[..values], rows);
+        check(
+            "dot4_wide",
+            case,
+            got,
+            pairs::dot4_wide_portable(&xs[..values], rows),
+        );
+
+        // Quads of units from widened values: whole sixteens of values, any stride.
+        let n = 16 * (1 + rng.below(9));
+        let units = 4 + rng.below(9);
+        let stride = n + rng.below(8);
+        let rows = &weights[..(units - 1) * stride + n];
+        let mut got = [0u32; 12];
         rng.fill_words(&mut got);
         let mut want = got;
-        dsp::dense_rows(&rows, &mut got[..units]);
-        dsp::dense_rows_portable(&rows, &mut want[..units]);
-        check("dense_rows", case, got, want);
+        pairs::dense_quads_wide(&xs[..n], rows, stride, &mut got[..units]);
+        pairs::dense_quads_wide_portable(&xs[..n], rows, stride, &mut want[..units]);
+        check("dense_quads_wide", case, got, want);
 
         // Four pixels' sums of a pair patch: any number of taps (chunks of 128; eight, two
         // and one at a time), any bits in the pair words, a patch starting at any pair of
