@@ -7,15 +7,16 @@
 //! `reference_integer_ops::DepthwiseConvPerChannel`, loop for loop); [`depthwise_i8`] is
 //! the fast path, tested against it bit for bit on random geometries.
 //!
-//! The fast path of a multiplier-1 conv with at most [`MAX_TAPS`] taps (MobileNet's and
-//! DS-CNN's 3×3) goes channel group by channel group: four channels at a time (then one by
+//! On cores without MVE, the fast path of a multiplier-1 conv with at most [`MAX_TAPS`]
+//! taps (MobileNet's and DS-CNN's 3×3) goes channel group by channel group: four channels at a time (then one by
 //! one), their weights held on the stack, every output pixel of the group computed in
 //! registers. Pixels whose window lies inside the input start from the bias with the input
 //! offset folded in (`bias + offset · Σ w`, once per channel) and multiply the int8 inputs
 //! as they are; border pixels start from the bare bias and add the offset to each input
 //! they visit. On DSP cores four channels of a tap take one input load, two `SXTB16` and
-//! four `SMLAxx`. Other convs accumulate all channels of one output pixel in a scratch
-//! row of `i32`, visiting only the kernel taps inside the input.
+//! four `SMLAxx` (`dsp::QuadTaps`). Other convs, and every conv on MVE cores (where the
+//! compiler vectorises it, slightly faster there), accumulate all channels of one output
+//! pixel in a scratch row of `i32`, visiting only the kernel taps inside the input.
 
 use super::dsp;
 use super::window::Window;
@@ -113,10 +114,11 @@ pub const fn depthwise_scratch_words(g: &DepthwiseGeometry) -> usize {
     g.out_c()
 }
 
-/// The fast path, bit for bit [`depthwise_i8_reference`]: per output pixel, the
-/// accumulators of all its channels in `acc` (at least [`depthwise_scratch_words`] words),
-/// each kernel tap inside the input adding one input pixel times one weight row. Short
-/// slices compute less, never panic.
+/// The fast path, bit for bit [`depthwise_i8_reference`]: by channel groups where it can
+/// (the module's documentation says when), else per output pixel, the accumulators of all
+/// its channels in `acc` (at least [`depthwise_scratch_words`] words), each kernel tap
+/// inside the input adding one input pixel times one weight row. Short slices compute
+/// less, never panic.
 pub fn depthwise_i8(
     g: &DepthwiseGeometry,
     input: &[i8],
