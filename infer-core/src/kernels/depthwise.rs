@@ -7,16 +7,16 @@
 //! `reference_integer_ops::DepthwiseConvPerChannel`, loop for loop); [`depthwise_i8`] is
 //! the fast path, tested against it bit for bit on random geometries.
 //!
-//! On cores without MVE, the fast path of a multiplier-1 conv with at most [`MAX_TAPS`]
-//! taps (MobileNet's and DS-CNN's 3×3) goes channel group by channel group: four channels at a time (then one by
+//! The fast path of a multiplier-1 conv with at most [`MAX_TAPS`] taps (MobileNet's and
+//! DS-CNN's 3×3) goes channel group by channel group: four channels at a time (then one by
 //! one), their weights held on the stack, every output pixel of the group computed in
 //! registers. Pixels whose window lies inside the input start from the bias with the input
 //! offset folded in (`bias + offset · Σ w`, once per channel) and multiply the int8 inputs
 //! as they are; border pixels start from the bare bias and add the offset to each input
 //! they visit. On DSP cores four channels of a tap take one input load, two `SXTB16` and
-//! four `SMLAxx` (`dsp::QuadTaps`). Other convs, and every conv on MVE cores (where the
-//! compiler vectorises it, slightly faster there), accumulate all channels of one output
-//! pixel in a scratch row of `i32`, visiting only the kernel taps inside the input.
+//! four `SMLAxx` (`dsp::QuadTaps`; the same on MVE cores, for now). Other convs
+//! accumulate all channels of one output pixel in a scratch row of `i32`, visiting only
+//! the kernel taps inside the input.
 
 use super::dsp;
 use super::window::Window;
@@ -135,10 +135,7 @@ pub fn depthwise_i8(
         weights,
         requant,
     };
-    // MVE cores keep the way by pixels (which the compiler vectorises), as fast there.
-    let done = if cfg!(infer_core_mve) {
-        false
-    } else if cfg!(infer_core_dsp) {
+    let done = if cfg!(infer_core_dsp) {
         conv.by_groups::<Halves>(output)
     } else {
         conv.by_groups::<Bytes>(output)
