@@ -236,41 +236,193 @@ pub fn smlad(a: u32, b: u32, acc: i32) -> i32 {
     }
 }
 
-/// `SMLABB`: `acc + lo(a)·lo(b)`, wrapping.
-#[inline(always)]
-pub fn smlabb(a: u32, b: u32, acc: i32) -> i32 {
-    #[cfg(infer_core_dsp)]
-    {
-        let out: i32;
-        // SAFETY: registers only; may set the Q flag.
-        unsafe {
-            asm!("smlabb {0}, {1}, {2}, {3}", lateout(reg) out, in(reg) a, in(reg) b, in(reg) acc,
-                 options(pure, nomem, nostack));
+/// A halfword multiply-accumulate `$insn d, a, b, acc` (which may set the Q flag) with
+/// halves `$a` of `a` and `$b` of `b`, and its portable twin.
+macro_rules! halfword_mac {
+    ($(#[$doc:meta])* $name:ident, $insn:literal, $a:ident, $b:ident) => {
+        $(#[$doc])*
+        #[inline(always)]
+        pub fn $name(a: u32, b: u32, acc: i32) -> i32 {
+            #[cfg(infer_core_dsp)]
+            {
+                let out: i32;
+                // SAFETY: registers only; may set the Q flag.
+                unsafe {
+                    asm!(concat!($insn, " {0}, {1}, {2}, {3}"), lateout(reg) out, in(reg) a,
+                         in(reg) b, in(reg) acc, options(pure, nomem, nostack));
+                }
+                out
+            }
+            #[cfg(not(infer_core_dsp))]
+            {
+                acc.wrapping_add($a(a) * $b(b))
+            }
         }
-        out
-    }
-    #[cfg(not(infer_core_dsp))]
-    {
-        acc.wrapping_add(lo(a) * lo(b))
+    };
+}
+
+halfword_mac!(
+    /// `SMLABB`: `acc + lo(a)·lo(b)`, wrapping.
+    smlabb,
+    "smlabb",
+    lo,
+    lo
+);
+
+halfword_mac!(
+    /// `SMLATB`: `acc + hi(a)·lo(b)`, wrapping.
+    smlatb,
+    "smlatb",
+    hi,
+    lo
+);
+
+halfword_mac!(
+    /// `SMLATT`: `acc + hi(a)·hi(b)`, wrapping.
+    smlatt,
+    "smlatt",
+    hi,
+    hi
+);
+
+/// The kernel taps of four channels of a depthwise conv (a multiplier of 1), at most `N`:
+/// per tap where its four int8 inputs lie relative to the window's first (`offset`) and its
+/// four weights as packed halves, for [`QuadTaps::sums`].
+#[derive(Debug, Clone, Copy)]
+pub struct QuadTaps<const N: usize> {
+    /// Per tap `[offset, weights of channels 0 and 2, weights of channels 1 and 3]`.
+    taps: [[u32; 3]; N],
+    /// Taps held.
+    count: usize,
+    /// The largest `offset + 4`: the input a window needs.
+    span: usize,
+}
+
+impl<const N: usize> Default for QuadTaps<N> {
+    fn default() -> Self {
+        Self {
+            taps: [[0; 3]; N],
+            count: 0,
+            span: 0,
+        }
     }
 }
 
-/// `SMLATB`: `acc + hi(a)·lo(b)`, wrapping.
-#[inline(always)]
-pub fn smlatb(a: u32, b: u32, acc: i32) -> i32 {
-    #[cfg(infer_core_dsp)]
-    {
-        let out: i32;
-        // SAFETY: registers only; may set the Q flag.
-        unsafe {
-            asm!("smlatb {0}, {1}, {2}, {3}", lateout(reg) out, in(reg) a, in(reg) b, in(reg) acc,
-                 options(pure, nomem, nostack));
-        }
-        out
+impl<const N: usize> QuadTaps<N> {
+    /// Adds a tap: four int8 inputs at `offset`, weights `w`; false (nothing added) when
+    /// `N` taps are held or the offset does not fit a word.
+    pub fn push(&mut self, offset: usize, w: [i8; 4]) -> bool {
+        let (Some(slot), Ok(at)) = (self.taps.get_mut(self.count), u32::try_from(offset)) else {
+            return false;
+        };
+        let Some(end) = offset.checked_add(4) else {
+            return false;
+        };
+        let w = word_i8(&w);
+        *slot = [at, sxtb16(w), sxtb16_ror8(w)];
+        self.count += 1;
+        self.span = self.span.max(end);
+        true
     }
-    #[cfg(not(infer_core_dsp))]
-    {
-        acc.wrapping_add(hi(a) * lo(b))
+
+    /// Whether a window at `base` fits `input`, for [`QuadTaps::sums`] to compute.
+    #[inline(always)]
+    pub fn fits(&self, input: &[i8], base: usize) -> bool {
+        input
+            .len()
+            .checked_sub(base)
+            .is_some_and(|n| n >= self.span)
+    }
+
+    /// `acc[c] + Σ x[c]·w[c]` over the taps, `x` the four int8 values at `base + offset` of
+    /// `input`, for each channel `c`; `acc` unchanged when the window does not fit `input`.
+    ///
+    /// On DSP cores a loop of assembly: eleven instructions per tap (the offset, the input
+    /// word and the weights loaded, two `SXTB16`, two `SMLABB`, two `SMLATT`, the loop
+    /// end); elsewhere [`QuadTaps::sums_portable`].
+    #[inline(always)]
+    pub fn sums(&self, input: &[i8], base: usize, acc: [i32; 4]) -> [i32; 4] {
+        let (Some(window), Some(taps)) = (
+            input.get(base..).and_then(|w| w.get(..self.span)),
+            self.taps.get(..self.count),
+        ) else {
+            return acc;
+        };
+        if taps.is_empty() {
+            return acc;
+        }
+        #[cfg(infer_core_dsp)]
+        {
+            let [mut a0, mut a1, mut a2, mut a3] = acc;
+            let range = taps.as_ptr_range();
+            // SAFETY: `q` walks the taps, three words each (aligned `u32`s), and stops at
+            // their end (there is at least one); each reads the word at
+            // `window + offset`, inside `window` since `offset + 4 <= span` (`push`) and
+            // `window` is `span` bytes. Registers only besides; sets the flags (`CMP`)
+            // and may set the Q flag.
+            unsafe {
+                asm!(
+                    "2:",
+                    "ldr {x}, [{q}], #12",
+                    "ldr {x}, [{p}, {x}]",
+                    "ldrd {we}, {wo}, [{q}, #-8]",
+                    "sxtb16 {t}, {x}",
+                    "sxtb16 {x}, {x}, ror #8",
+                    "smlabb {a0}, {t}, {we}, {a0}",
+                    "smlatt {a2}, {t}, {we}, {a2}",
+                    "smlabb {a1}, {x}, {wo}, {a1}",
+                    "smlatt {a3}, {x}, {wo}, {a3}",
+                    "cmp {q}, {end}",
+                    "bne 2b",
+                    p = in(reg) window.as_ptr(),
+                    q = inout(reg) range.start => _,
+                    end = in(reg) range.end,
+                    x = out(reg) _,
+                    t = out(reg) _,
+                    we = out(reg) _,
+                    wo = out(reg) _,
+                    a0 = inout(reg) a0,
+                    a1 = inout(reg) a1,
+                    a2 = inout(reg) a2,
+                    a3 = inout(reg) a3,
+                    options(readonly, nostack),
+                );
+            }
+            [a0, a1, a2, a3]
+        }
+        #[cfg(not(infer_core_dsp))]
+        {
+            Self::sums_of(window, taps, acc)
+        }
+    }
+
+    /// [`QuadTaps::sums`] in portable code (the reference the assembly is tested against).
+    pub fn sums_portable(&self, input: &[i8], base: usize, acc: [i32; 4]) -> [i32; 4] {
+        match (
+            input.get(base..).and_then(|w| w.get(..self.span)),
+            self.taps.get(..self.count),
+        ) {
+            (Some(window), Some(taps)) => Self::sums_of(window, taps, acc),
+            _ => acc,
+        }
+    }
+
+    /// The sums over `taps` of the window `window`.
+    #[inline(always)]
+    fn sums_of(window: &[i8], taps: &[[u32; 3]], mut acc: [i32; 4]) -> [i32; 4] {
+        for &[offset, even, odd] in taps {
+            let at = offset as usize;
+            let Some(x) = window.get(at..at + 4).and_then(|x| x.first_chunk()) else {
+                return acc;
+            };
+            let x = word_i8(x);
+            let (xe, xo) = (sxtb16(x), sxtb16_ror8(x));
+            acc[0] = smlabb(xe, even, acc[0]);
+            acc[1] = smlabb(xo, odd, acc[1]);
+            acc[2] = smlatt(xe, even, acc[2]);
+            acc[3] = smlatt(xo, odd, acc[3]);
+        }
+        acc
     }
 }
 
