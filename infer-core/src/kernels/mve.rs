@@ -481,7 +481,7 @@ pub fn copy_blocks_portable(run: &[i8], patch: &mut [i8], blocks: usize) {
 /// `filters` filters' int8 rows of `taps` bytes one after the other in `weights`, each
 /// filter's offset term `offset · Σ w` (`offset_terms`, [`offset_terms`]), and `stride`, the
 /// distance in values between the pixels' results (0: the four fold into one, a pool
-/// window).
+/// window; otherwise at least `filters`, so that no pixel's results overlap another's).
 #[derive(Debug, Clone, Copy)]
 pub struct QuadConvI8<'a> {
     /// The int8 quad patch.

@@ -16,9 +16,9 @@ use core::panic::PanicInfo;
 use cortex_m_rt::entry;
 use cortex_m_semihosting::debug::{self, ExitStatus, EXIT_FAILURE, EXIT_SUCCESS};
 use cortex_m_semihosting::hprintln;
-use infer_core::kernels::dot::PatchWords;
 use infer_core::kernels::conv::Padding;
 use infer_core::kernels::depthwise::{depthwise_i8, depthwise_i8_reference, DepthwiseGeometry};
+use infer_core::kernels::dot::PatchWords;
 use infer_core::kernels::window::Window;
 use infer_core::kernels::{dsp, mve, pairs, ChannelRequant};
 
@@ -160,6 +160,9 @@ fn main() -> ! {
         // Four pixels' int8 quad patch (the bytes of random words), all filters, any taps
         // from 16 (the last block partial most of the time), any offset.
         let taps = 16 + rng.below(145);
+        // Its own stride: 0 (a pool window) or at least `filters`, as the kernel's contract
+        // says (a smaller one makes pixels overwrite each other's results in kernel order).
+        let stride = [0, filters, filters + rng.below(4)][rng.below(3)];
         // Offset terms well inside an i32, as a valid model's are (the pool window's max
         // is taken before its term is added).
         let terms = [0u32; 12].map(|_| ((rng.next() as i32) >> 8) as u32);
@@ -309,7 +312,12 @@ fn main() -> ! {
         }
         let base = dw_rng.below(300);
         let got = taps.sums(&input, base, acc4);
-        check("quad_taps", case, got, taps.sums_portable(&input, base, acc4));
+        check(
+            "quad_taps",
+            case,
+            got,
+            taps.sums_portable(&input, base, acc4),
+        );
 
         // A whole depthwise conv (multiplier 1, up to 3 × 3, strides 1 and 2, same
         // padding: interior and border pixels) against its naive reference.
@@ -328,7 +336,10 @@ fn main() -> ! {
         };
         let (bias, multiplier, shift) = (&weights[..36], &weights[36..72], &weights[72..81]);
         let mut multipliers = [0u8; 36];
-        for (m, b) in multipliers.chunks_exact_mut(4).zip(multiplier.chunks_exact(4)) {
+        for (m, b) in multipliers
+            .chunks_exact_mut(4)
+            .zip(multiplier.chunks_exact(4))
+        {
             let m32 = (1u32 << 30) | (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) >> 2);
             m.copy_from_slice(&m32.to_le_bytes());
         }
@@ -348,7 +359,10 @@ fn main() -> ! {
         let offset = dw_rng.below(256) as i32 - 127;
         let n = g.out_h() * g.out_w() * g.out_c();
         let (mut got, mut want) = ([0i8; 576], [0i8; 576]);
-        let (input, w) = (&input[..g.in_h * g.in_w * g.in_c], &weights[100..100 + g.weights()]);
+        let (input, w) = (
+            &input[..g.in_h * g.in_w * g.in_c],
+            &weights[100..100 + g.weights()],
+        );
         let mut scratch = [0u32; 9];
         depthwise_i8(&g, input, offset, w, &rq, &mut scratch, &mut got[..n]);
         depthwise_i8_reference(&g, input, offset, w, &rq, &mut want[..n]);
