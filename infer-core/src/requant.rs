@@ -76,6 +76,27 @@ pub(crate) fn scale_positive(acc: i32, multiplier: i32, shift: i32) -> i32 {
     ((x.wrapping_add((1u32 << r) >> 1)) >> r) as i32
 }
 
+/// [`multiply_by_quantized_multiplier`] of any accumulator `acc` with `multiplier` ≥ 0
+/// and `shift` ≤ 0: the same value, from the magnitude in unsigned arithmetic. The
+/// doubling high multiply of a negative product `−|acc|·m` is `−((|acc|·m + 2^30 − 1) >> 31)`
+/// (its nudge is `1 − 2^30` and C's division truncates), and the rounding division of a
+/// value ≤ 0 is minus that of its magnitude (ties away from zero), so both signs take
+/// [`scale_positive`]'s steps with a nudge one smaller for the negative. Other arguments
+/// give unspecified values, never a panic.
+#[inline(always)]
+pub(crate) fn scale_right(acc: i32, multiplier: i32, shift: i32) -> i32 {
+    let negative = acc < 0;
+    let product = u64::from(acc.unsigned_abs()) * u64::from(multiplier as u32);
+    let high = ((product + (1 << 30) - u64::from(negative)) >> 31) as u32;
+    let r = (-shift).clamp(0, 31) as u32;
+    let scaled = (high.wrapping_add((1u32 << r) >> 1) >> r) as i32;
+    if negative {
+        scaled.wrapping_neg()
+    } else {
+        scaled
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,7 +171,7 @@ mod tests {
     }
 
     #[test]
-    fn the_positive_scaling_equals_the_general_requantization() {
+    fn the_positive_and_right_scalings_equal_the_general_requantization() {
         let mut rng = crate::kernels::TestRng(0x9E37_79B9_7F4A_7C15);
         let mut next = || rng.next_u64();
         for i in 0..if cfg!(miri) { 2_000 } else { 200_000 } {
@@ -178,6 +199,36 @@ mod tests {
                 multiply_by_quantized_multiplier(acc, multiplier, shift),
                 "acc={acc} m={multiplier} s={shift}"
             );
+            // Both signs, the extremes too.
+            for acc in [
+                acc,
+                -acc,
+                i32::MIN + (acc & 7),
+                i32::MAX - (acc & 7),
+                acc & 3,
+            ] {
+                assert_eq!(
+                    scale_right(acc, multiplier, shift),
+                    multiply_by_quantized_multiplier(acc, multiplier, shift),
+                    "acc={acc} m={multiplier} s={shift}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_right_scaling_rounds_ties_as_tflite() {
+        // Multipliers of few bits: products and shifted values land exactly on halves.
+        for multiplier in [0, 1 << 30, 3 << 29, (1 << 30) + 1, i32::MAX] {
+            for acc in (-600..=600).chain([i32::MIN, i32::MIN + 1, i32::MAX]) {
+                for shift in -9..=0 {
+                    assert_eq!(
+                        scale_right(acc, multiplier, shift),
+                        reference(acc, multiplier, shift),
+                        "acc={acc} m={multiplier} s={shift}"
+                    );
+                }
+            }
         }
     }
 

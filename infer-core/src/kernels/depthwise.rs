@@ -5,13 +5,24 @@
 //!
 //! [`depthwise_i8_reference`] is the naive reference (TFLite's
 //! `reference_integer_ops::DepthwiseConvPerChannel`, loop for loop); [`depthwise_i8`] is
-//! the fast path, tested against it bit for bit on random geometries: per output pixel it
-//! accumulates every output channel at once in a scratch row of `i32`, visiting only the
-//! kernel taps inside the input.
+//! the fast path, tested against it bit for bit on random geometries.
+//!
+//! The fast path of a multiplier-1 conv with at most [`MAX_TAPS`] taps (MobileNet's and
+//! DS-CNN's 3×3) goes channel group by channel group: four channels at a time (then one by
+//! one), their weights held on the stack, every output pixel of the group computed in
+//! registers. Pixels whose window lies inside the input start from the bias with the input
+//! offset folded in (`bias + offset · Σ w`, once per channel) and multiply the int8 inputs
+//! as they are; border pixels start from the bare bias and add the offset to each input
+//! they visit. On DSP cores four channels of a tap take one input load, two `SXTB16` and
+//! four `SMLAxx` (`dsp::QuadTaps`; the same on MVE cores, for now). Other convs
+//! accumulate all channels of one output pixel in a scratch row of `i32`, visiting only
+//! the kernel taps inside the input.
 
+use super::dsp;
 use super::window::Window;
 use super::ChannelRequant;
 use core::num::NonZeroUsize;
+use core::ops::Range;
 
 /// Shape of a depthwise convolution over an NHWC input; weights `[ky][kx][out_c]` (TFLite's
 /// `[1, k_h, k_w, out_c]`).
@@ -103,10 +114,11 @@ pub const fn depthwise_scratch_words(g: &DepthwiseGeometry) -> usize {
     g.out_c()
 }
 
-/// The fast path, bit for bit [`depthwise_i8_reference`]: per output pixel, the
-/// accumulators of all its channels in `acc` (at least [`depthwise_scratch_words`] words),
-/// each kernel tap inside the input adding one input pixel times one weight row. Short
-/// slices compute less, never panic.
+/// The fast path, bit for bit [`depthwise_i8_reference`]: by channel groups where it can
+/// (the module's documentation says when), else per output pixel, the accumulators of all
+/// its channels in `acc` (at least [`depthwise_scratch_words`] words), each kernel tap
+/// inside the input adding one input pixel times one weight row. Short slices compute
+/// less, never panic.
 pub fn depthwise_i8(
     g: &DepthwiseGeometry,
     input: &[i8],
@@ -116,48 +128,379 @@ pub fn depthwise_i8(
     acc: &mut [u32],
     output: &mut [i8],
 ) {
-    let out_c = g.out_c();
-    let Some(acc) = acc.get_mut(..out_c) else {
-        return;
+    let conv = Operands {
+        g,
+        input,
+        input_offset,
+        weights,
+        requant,
     };
-    // Non-zero: no division by zero or empty chunks the optimiser must keep a panic for.
-    let (Some(out_w), Some(mult), Some(pixel_len)) = (
-        NonZeroUsize::new(g.out_w()),
-        NonZeroUsize::new(g.multiplier),
-        NonZeroUsize::new(out_c),
-    ) else {
-        return;
+    let done = if cfg!(infer_core_dsp) {
+        conv.by_groups::<Halves>(output)
+    } else {
+        conv.by_groups::<Bytes>(output)
     };
-    let mult = mult.get();
-    for (pixel, out) in output
-        .chunks_exact_mut(pixel_len.get())
-        .take(g.out_h() * out_w.get())
-        .enumerate()
-    {
-        let (oy, ox) = (pixel / out_w, pixel % out_w);
-        acc.fill(0);
-        for (tap, pixel) in g.window.inside((oy, ox), (g.in_h, g.in_w)) {
-            let (at, tap) = (pixel * g.in_c, tap * out_c);
-            let (Some(px), Some(w)) = (input.get(at..at + g.in_c), weights.get(tap..tap + out_c))
-            else {
-                return;
-            };
-            for ((&x, w), a) in px
-                .iter()
-                .zip(w.chunks_exact(mult))
-                .zip(acc.chunks_exact_mut(mult))
-            {
-                let x = i32::from(x) + input_offset;
-                for (a, &w) in a.iter_mut().zip(w) {
-                    *a = a.wrapping_add(x.wrapping_mul(i32::from(w as i8)) as u32);
+    if !done {
+        conv.by_pixels(acc, output);
+    }
+}
+
+/// The operands of one depthwise conv, for its ways of computing.
+#[derive(Clone, Copy)]
+struct Operands<'a, 'p> {
+    g: &'a DepthwiseGeometry,
+    input: &'a [i8],
+    input_offset: i32,
+    weights: &'a [u8],
+    requant: &'a ChannelRequant<'p>,
+}
+
+/// Most kernel taps (3 × 3) of the channel-group path, whose weights it holds on the stack.
+pub const MAX_TAPS: usize = 9;
+
+/// How a group of `L` channels multiplies-accumulates.
+trait Lanes<const L: usize> {
+    /// A tap's `L` weights, prepared.
+    type Tap: Copy;
+    /// A tap of zero weights.
+    const ZERO: Self::Tap;
+    /// The taps of a window inside the input, prepared.
+    type Window: Default;
+    /// Whether this way is exact for input offset `offset`.
+    fn fits(offset: i32) -> bool;
+    /// The tap of weights `w`.
+    fn tap(w: [i8; L]) -> Self::Tap;
+    /// Adds to `window` a tap reading input `offset` (relative to the window's first)
+    /// with weights `w`.
+    fn push(window: &mut Self::Window, offset: usize, w: [i8; L]);
+    /// `acc[l] + Σ x[l]·w[l]` over the taps of `window` at `base` of `input`; `None` if
+    /// it does not fit.
+    fn window(window: &Self::Window, input: &[i8], base: usize, acc: [i32; L]) -> Option<[i32; L]>;
+    /// `acc[l] += (x[l] + offset) · w[l]` for each lane `l`.
+    fn mac(acc: &mut [i32; L], x: &[i8; L], w: &Self::Tap, offset: i32);
+}
+
+/// One multiply-accumulate per lane: any core, any group size.
+struct Bytes;
+
+/// The taps of a window for [`Bytes`]: input offsets and weights.
+struct BytesWindow<const L: usize> {
+    taps: [(usize, [i32; L]); MAX_TAPS],
+    count: usize,
+}
+
+impl<const L: usize> Default for BytesWindow<L> {
+    fn default() -> Self {
+        Self {
+            taps: [(0, [0; L]); MAX_TAPS],
+            count: 0,
+        }
+    }
+}
+
+impl<const L: usize> Lanes<L> for Bytes {
+    type Tap = [i32; L];
+    const ZERO: [i32; L] = [0; L];
+    type Window = BytesWindow<L>;
+    fn fits(_: i32) -> bool {
+        true
+    }
+    #[inline(always)]
+    fn tap(w: [i8; L]) -> [i32; L] {
+        w.map(i32::from)
+    }
+    fn push(window: &mut BytesWindow<L>, offset: usize, w: [i8; L]) {
+        if let Some(slot) = window.taps.get_mut(window.count) {
+            *slot = (offset, w.map(i32::from));
+            window.count += 1;
+        }
+    }
+    #[inline(always)]
+    fn window(
+        window: &BytesWindow<L>,
+        input: &[i8],
+        base: usize,
+        mut acc: [i32; L],
+    ) -> Option<[i32; L]> {
+        for (o, w) in window.taps.iter().take(window.count) {
+            let at = base + o;
+            let x: &[i8; L] = input.get(at..at + L)?.first_chunk()?;
+            for ((a, &x), &w) in acc.iter_mut().zip(x).zip(w) {
+                *a = a.wrapping_add(i32::from(x).wrapping_mul(w));
+            }
+        }
+        Some(acc)
+    }
+    #[inline(always)]
+    fn mac(acc: &mut [i32; L], x: &[i8; L], w: &[i32; L], offset: i32) {
+        for ((a, &x), &w) in acc.iter_mut().zip(x).zip(w) {
+            *a = a.wrapping_add((i32::from(x) + offset).wrapping_mul(w));
+        }
+    }
+}
+
+/// Four lanes as packed halves: the weights of channels 0 and 2 in one word, 1 and 3 in
+/// the other; per tap one input word, two `SXTB16` (and two `SADD16` of the offset at the
+/// border) and four `SMLABB`/`SMLATT` on DSP cores (their portable twins elsewhere).
+struct Halves;
+
+impl Lanes<4> for Halves {
+    type Tap = [u32; 2];
+    const ZERO: [u32; 2] = [0; 2];
+    type Window = dsp::QuadTaps<MAX_TAPS>;
+    /// An input plus the offset must fit a half.
+    fn fits(offset: i32) -> bool {
+        (-32_000..=32_000).contains(&offset)
+    }
+    #[inline(always)]
+    fn tap(w: [i8; 4]) -> [u32; 2] {
+        let w = dsp::word_i8(&w);
+        [dsp::sxtb16(w), dsp::sxtb16_ror8(w)]
+    }
+    fn push(window: &mut Self::Window, offset: usize, w: [i8; 4]) {
+        window.push(offset, w);
+    }
+    #[inline(always)]
+    fn window(window: &Self::Window, input: &[i8], base: usize, acc: [i32; 4]) -> Option<[i32; 4]> {
+        window
+            .fits(input, base)
+            .then(|| window.sums(input, base, acc))
+    }
+    #[inline(always)]
+    fn mac(acc: &mut [i32; 4], x: &[i8; 4], w: &[u32; 2], offset: i32) {
+        let x = dsp::word_i8(x);
+        let offset = dsp::pack(offset, offset);
+        let even = dsp::sadd16(dsp::sxtb16(x), offset);
+        let odd = dsp::sadd16(dsp::sxtb16_ror8(x), offset);
+        acc[0] = dsp::smlabb(even, w[0], acc[0]);
+        acc[1] = dsp::smlabb(odd, w[1], acc[1]);
+        acc[2] = dsp::smlatt(even, w[0], acc[2]);
+        acc[3] = dsp::smlatt(odd, w[1], acc[3]);
+    }
+}
+
+/// What every channel group of [`Operands::by_groups`] shares.
+struct Plan<'a, 'p> {
+    conv: Operands<'a, 'p>,
+    /// Kernel taps.
+    taps: usize,
+    /// Input index of each tap relative to the window's first.
+    offsets: [usize; MAX_TAPS],
+    /// Output rows and columns whose window lies inside the input.
+    rows: Range<usize>,
+    cols: Range<usize>,
+}
+
+/// The outputs `o` of `0..out` whose window `o · stride − pad .. + kernel` lies inside
+/// `0..len` (a run: none, or from the first to the last such).
+fn interior(out: usize, stride: usize, pad: usize, kernel: usize, len: usize) -> Range<usize> {
+    let inside = |o: usize| o * stride >= pad && o * stride - pad + kernel <= len;
+    let first = (0..out).find(|&o| inside(o)).unwrap_or(out);
+    first..(first..out).find(|&o| !inside(o)).unwrap_or(out)
+}
+
+/// The window positions `k` of `0..kernel` whose input `origin + k` lies in `0..len`.
+#[inline(always)]
+fn taps_inside(origin: isize, kernel: usize, len: usize) -> Range<usize> {
+    // `max` and `min`, not `clamp`, which asserts its bounds are ordered (a panic path).
+    let first = (-origin).max(0).min(kernel as isize) as usize;
+    let end = (len as isize - origin).max(0).min(kernel as isize) as usize;
+    first..end.max(first)
+}
+
+impl Operands<'_, '_> {
+    /// [`depthwise_i8`] channel group by channel group (four channels, then one), for a
+    /// multiplier of 1 and at most [`MAX_TAPS`] kernel taps, `L4` the way of four lanes; false
+    /// (nothing computed) for other convs.
+    fn by_groups<L4: Lanes<4>>(&self, output: &mut [i8]) -> bool {
+        let g = self.g;
+        let win = &g.window;
+        let taps = win.k_h * win.k_w;
+        if g.multiplier != 1 || taps > MAX_TAPS {
+            return false;
+        }
+        let mut offsets = [0; MAX_TAPS];
+        let mut slots = offsets.iter_mut();
+        for ky in 0..win.k_h {
+            for (kx, o) in (0..win.k_w).zip(&mut slots) {
+                *o = (ky * g.in_w + kx) * g.in_c;
+            }
+        }
+        let plan = Plan {
+            conv: *self,
+            taps,
+            offsets,
+            rows: interior(
+                g.out_h(),
+                win.stride_h,
+                win.pad_top(g.in_h),
+                win.k_h,
+                g.in_h,
+            ),
+            cols: interior(
+                g.out_w(),
+                win.stride_w,
+                win.pad_left(g.in_w),
+                win.k_w,
+                g.in_w,
+            ),
+        };
+        let quads = g.in_c / 4 * 4;
+        let four = L4::fits(self.input_offset);
+        for c0 in (0..quads).step_by(4) {
+            if four {
+                Self::channel_group::<4, L4>(&plan, c0, output);
+            } else {
+                Self::channel_group::<4, Bytes>(&plan, c0, output);
+            }
+        }
+        for c0 in quads..g.in_c {
+            Self::channel_group::<1, Bytes>(&plan, c0, output);
+        }
+        true
+    }
+
+    /// Output channels `c0 .. c0 + L` of every output pixel: `None` (the rest not computed) if
+    /// a slice is short.
+    #[inline(never)]
+    fn channel_group<const L: usize, W: Lanes<L>>(
+        p: &Plan<'_, '_>,
+        c0: usize,
+        output: &mut [i8],
+    ) -> Option<()> {
+        let Operands {
+            g,
+            input,
+            input_offset: offset,
+            weights,
+            requant: rq,
+        } = p.conv;
+        let win = &g.window;
+        let channels = g.in_c;
+        let mut taps = [W::ZERO; MAX_TAPS];
+        let mut window = W::Window::default();
+        let mut sums = [0i32; L];
+        for (t, (tap, &o)) in taps.iter_mut().zip(&p.offsets).take(p.taps).enumerate() {
+            let at = t * channels + c0;
+            let w: [u8; L] = *weights.get(at..at + L)?.first_chunk()?;
+            let w = w.map(|w| w as i8);
+            for (s, &w) in sums.iter_mut().zip(&w) {
+                *s = s.wrapping_add(i32::from(w));
+            }
+            *tap = W::tap(w);
+            W::push(&mut window, o, w);
+        }
+        let (mut bias, mut mult, mut shift) = ([0; L], [0; L], [0; L]);
+        for l in 0..L {
+            (bias[l], mult[l], shift[l]) = rq.channel(c0 + l)?;
+        }
+        let mut folded = bias;
+        for (f, &s) in folded.iter_mut().zip(&sums) {
+            *f = f.wrapping_add(offset.wrapping_mul(s));
+        }
+        // A monotonic requantization (multiplier ≥ 0, no left shift) clamped at or above the
+        // zero point (a ReLU) takes any sum ≤ 0 to the floor.
+        let relu = rq.activation_min >= rq.output_offset && rq.activation_min <= rq.activation_max;
+        let floor: [bool; L] = core::array::from_fn(|l| relu && mult[l] >= 0 && shift[l] <= 0);
+        let (pad_top, pad_left) = (win.pad_top(g.in_h), win.pad_left(g.in_w));
+        let out_w = g.out_w();
+        for oy in 0..g.out_h() {
+            let inner_row = p.rows.contains(&oy);
+            // Input row of the window's first row, for interior rows.
+            let iy = (oy * win.stride_h).wrapping_sub(pad_top);
+            let y0 = (oy * win.stride_h) as isize - pad_top as isize;
+            for ox in 0..out_w {
+                let acc = if inner_row && p.cols.contains(&ox) {
+                    let ix = (ox * win.stride_w).wrapping_sub(pad_left);
+                    W::window(&window, input, (iy * g.in_w + ix) * channels + c0, folded)?
+                } else {
+                    // Only the taps inside the input, their inputs plus the offset.
+                    let mut acc = bias;
+                    let x0 = (ox * win.stride_w) as isize - pad_left as isize;
+                    let cols = taps_inside(x0, win.k_w, g.in_w);
+                    for ky in taps_inside(y0, win.k_h, g.in_h) {
+                        let row = (y0 + ky as isize) as usize * g.in_w;
+                        for kx in cols.clone() {
+                            let at = (row + (x0 + kx as isize) as usize) * channels + c0;
+                            let x = input.get(at..at + L)?.first_chunk()?;
+                            W::mac(&mut acc, x, taps.get(ky * win.k_w + kx)?, offset);
+                        }
+                    }
+                    acc
+                };
+                let at = (oy * out_w + ox) * channels + c0;
+                let out: &mut [i8; L] = output.get_mut(at..at + L)?.first_chunk_mut()?;
+                for l in 0..L {
+                    out[l] = if !floor[l] {
+                        rq.apply(acc[l], mult[l], shift[l])
+                    } else if acc[l] <= 0 {
+                        rq.activation_min as i8
+                    } else {
+                        // `apply`'s way for a positive sum, its conditions known to hold.
+                        crate::requant::scale_positive(acc[l], mult[l], shift[l])
+                            .saturating_add(rq.output_offset)
+                            .max(rq.activation_min)
+                            .min(rq.activation_max) as i8
+                    };
                 }
             }
         }
-        for (oc, (o, &a)) in out.iter_mut().zip(acc.iter()).enumerate() {
-            let Some((bias, m, s)) = requant.channel(oc) else {
-                return;
-            };
-            *o = requant.apply((a as i32).wrapping_add(bias), m, s);
+        Some(())
+    }
+
+    /// [`depthwise_i8`] pixel by pixel: all channels of an output pixel accumulated in `acc`.
+    fn by_pixels(&self, acc: &mut [u32], output: &mut [i8]) {
+        let Operands {
+            g,
+            input,
+            input_offset,
+            weights,
+            requant,
+        } = *self;
+        let out_c = g.out_c();
+        let Some(acc) = acc.get_mut(..out_c) else {
+            return;
+        };
+        // Non-zero: no division by zero or empty chunks the optimiser must keep a panic for.
+        let (Some(out_w), Some(mult), Some(pixel_len)) = (
+            NonZeroUsize::new(g.out_w()),
+            NonZeroUsize::new(g.multiplier),
+            NonZeroUsize::new(out_c),
+        ) else {
+            return;
+        };
+        let mult = mult.get();
+        for (pixel, out) in output
+            .chunks_exact_mut(pixel_len.get())
+            .take(g.out_h() * out_w.get())
+            .enumerate()
+        {
+            let (oy, ox) = (pixel / out_w, pixel % out_w);
+            acc.fill(0);
+            for (tap, pixel) in g.window.inside((oy, ox), (g.in_h, g.in_w)) {
+                let (at, tap) = (pixel * g.in_c, tap * out_c);
+                let (Some(px), Some(w)) =
+                    (input.get(at..at + g.in_c), weights.get(tap..tap + out_c))
+                else {
+                    return;
+                };
+                for ((&x, w), a) in px
+                    .iter()
+                    .zip(w.chunks_exact(mult))
+                    .zip(acc.chunks_exact_mut(mult))
+                {
+                    let x = i32::from(x) + input_offset;
+                    for (a, &w) in a.iter_mut().zip(w) {
+                        *a = a.wrapping_add(x.wrapping_mul(i32::from(w as i8)) as u32);
+                    }
+                }
+            }
+            for (oc, (o, &a)) in out.iter_mut().zip(acc.iter()).enumerate() {
+                let Some((bias, m, s)) = requant.channel(oc) else {
+                    return;
+                };
+                *o = requant.apply((a as i32).wrapping_add(bias), m, s);
+            }
         }
     }
 }
@@ -243,8 +586,99 @@ pub(crate) mod tests {
             let mut acc = vec![0u32; depthwise_scratch_words(&g)];
             depthwise_i8(&g, &input, offset, &weights, &rq.view(), &mut acc, &mut got);
             assert_eq!(got, want, "{g:?}");
+            let view = rq.view();
+            let conv = Operands::of(&g, &input, offset, &weights, &view);
+            got.fill(0);
+            conv.by_pixels(&mut acc, &mut got);
+            assert_eq!(got, want, "by pixels {g:?}");
+            let groups = g.multiplier == 1 && g.window.k_h * g.window.k_w <= MAX_TAPS;
+            assert_eq!(conv.by_groups_match(&want), groups, "{g:?}");
         }
         assert!(seen.iter().all(|&s| s), "{seen:?}");
+    }
+
+    impl<'a, 'p> Operands<'a, 'p> {
+        fn of(
+            g: &'a DepthwiseGeometry,
+            input: &'a [i8],
+            input_offset: i32,
+            weights: &'a [u8],
+            requant: &'a ChannelRequant<'p>,
+        ) -> Self {
+            Self {
+                g,
+                input,
+                input_offset,
+                weights,
+                requant,
+            }
+        }
+
+        /// Whether the conv goes by channel groups; if so, asserts both ways of four lanes
+        /// (packed halves, bytes) compute `want`.
+        fn by_groups_match(&self, want: &[i8]) -> bool {
+            let mut got = vec![0i8; want.len()];
+            if !self.by_groups::<Bytes>(&mut got) {
+                return false;
+            }
+            assert_eq!(
+                got, want,
+                "bytes, offset {} {:?}",
+                self.input_offset, self.g
+            );
+            got.fill(0);
+            assert!(self.by_groups::<Halves>(&mut got));
+            assert_eq!(
+                got, want,
+                "halves, offset {} {:?}",
+                self.input_offset, self.g
+            );
+            true
+        }
+    }
+
+    #[test]
+    fn channel_groups_match_the_reference_on_mobilenet_shapes() {
+        // 3×3, multiplier 1, strides 1 and 2, same and valid padding, channel counts with
+        // and without a remainder past the groups of four: interior and border pixels.
+        let mut rng = TestRng(0x5eed);
+        for case in 0..300 {
+            let stride = 1 + case % 2;
+            let g = DepthwiseGeometry {
+                in_h: 1 + rng.below(12) as usize,
+                in_w: 1 + rng.below(12) as usize,
+                in_c: 1 + rng.below(19) as usize,
+                multiplier: 1,
+                window: Window {
+                    k_h: 1 + rng.below(3) as usize,
+                    k_w: 1 + rng.below(3) as usize,
+                    stride_h: stride,
+                    stride_w: stride,
+                    padding: if case % 4 < 2 {
+                        crate::kernels::conv::Padding::Same
+                    } else {
+                        crate::kernels::conv::Padding::Valid
+                    },
+                },
+            };
+            if g.out_h() == 0 || g.out_w() == 0 {
+                continue;
+            }
+            let input: Vec<i8> = (0..g.in_h * g.in_w * g.in_c).map(|_| rng.i8()).collect();
+            let weights: Vec<u8> = (0..g.weights()).map(|_| rng.i8() as u8).collect();
+            let rq = Requant::random(&mut rng, g.out_c());
+            // Now and then an offset too wide for packed halves (the bytes way then).
+            let offset = if case % 25 == 0 {
+                40_000
+            } else {
+                rng.below(256) as i32 - 127
+            };
+            let len = g.out_h() * g.out_w() * g.out_c();
+            let mut want = vec![0i8; len];
+            depthwise_i8_reference(&g, &input, offset, &weights, &rq.view(), &mut want);
+            let view = rq.view();
+            assert!(Operands::of(&g, &input, offset, &weights, &view).by_groups_match(&want));
+        }
     }
 
     #[test]

@@ -15,6 +15,8 @@
 
 use super::dsp::{self, pack, smlad, sxtb16, sxtb16_ror8};
 use super::mve;
+#[cfg(test)]
+use super::pairs::dot4_wide;
 
 /// Whether a conv pixel of `taps` taps computes its filters four at a time, each patch load
 /// shared by the four ([`dot_packed4`]), rather than two at a time ([`dot_packed2`]): where
@@ -200,16 +202,20 @@ mod tests {
             assert_eq!(dot_i8_offset(&x, offset, &w), want, "offset, {taps} taps");
             let w3: Vec<u8> = w.iter().map(|&v| v.wrapping_mul(3)).collect();
             let w4: Vec<u8> = w.iter().map(|&v| v ^ 0x5A).collect();
+            let want4 = [
+                want,
+                want2,
+                dot_packed(&patch, &w3),
+                dot_packed(&patch, &w4),
+            ];
+            let rows = [&w[..], &w2, &w3, &w4];
             assert_eq!(
-                dot_packed4(&patch, [&w, &w2, &w3, &w4]),
-                [
-                    want,
-                    want2,
-                    dot_packed(&patch, &w3),
-                    dot_packed(&patch, &w4)
-                ],
+                dot_packed4(&patch, rows),
+                want4,
                 "four filters, {taps} taps"
             );
+            let xs: Vec<i16> = x.iter().map(|&v| (i32::from(v) + offset) as i16).collect();
+            assert_eq!(dot4_wide(&xs, rows), want4, "widened values, {taps} taps");
         }
         // Extremes: every product at its largest magnitude.
         let x = [-128i8; 37];

@@ -11,7 +11,7 @@
 
 #![allow(unsafe_code)]
 
-#[cfg(infer_core_dsp)]
+#[cfg(infer_core_long_multiply)]
 use core::arch::asm;
 
 use super::fused::Filter3x3;
@@ -42,6 +42,16 @@ pub fn int8_of_words(words: &mut [u32]) -> &mut [i8] {
     // SAFETY: the bytes are exactly the words' memory (4 per word), borrowed mutably for as
     // long as `words` is, and any bit pattern is a valid `i8` (alignment 1).
     unsafe { core::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<i8>(), 4 * words.len()) }
+}
+
+/// The halves of `words` as `i16` values, in memory order: a working buffer of words seen
+/// as halfwords (for the widened values of `kernels::dot::dot4_wide`).
+#[inline(always)]
+pub fn halves_of_words(words: &mut [u32]) -> &mut [i16] {
+    // SAFETY: the halves are exactly the words' memory (2 per word), borrowed mutably for
+    // as long as `words` is; a word's alignment (4) satisfies an `i16`'s (2), and any bit
+    // pattern is a valid `i16`.
+    unsafe { core::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<i16>(), 2 * words.len()) }
 }
 
 /// The little-endian word of four bytes at any address: one `LDR` on DSP cores (which load
@@ -226,41 +236,193 @@ pub fn smlad(a: u32, b: u32, acc: i32) -> i32 {
     }
 }
 
-/// `SMLABB`: `acc + lo(a)·lo(b)`, wrapping.
-#[inline(always)]
-pub fn smlabb(a: u32, b: u32, acc: i32) -> i32 {
-    #[cfg(infer_core_dsp)]
-    {
-        let out: i32;
-        // SAFETY: registers only; may set the Q flag.
-        unsafe {
-            asm!("smlabb {0}, {1}, {2}, {3}", lateout(reg) out, in(reg) a, in(reg) b, in(reg) acc,
-                 options(pure, nomem, nostack));
+/// A halfword multiply-accumulate `$insn d, a, b, acc` (which may set the Q flag) with
+/// halves `$a` of `a` and `$b` of `b`, and its portable twin.
+macro_rules! halfword_mac {
+    ($(#[$doc:meta])* $name:ident, $insn:literal, $a:ident, $b:ident) => {
+        $(#[$doc])*
+        #[inline(always)]
+        pub fn $name(a: u32, b: u32, acc: i32) -> i32 {
+            #[cfg(infer_core_dsp)]
+            {
+                let out: i32;
+                // SAFETY: registers only; may set the Q flag.
+                unsafe {
+                    asm!(concat!($insn, " {0}, {1}, {2}, {3}"), lateout(reg) out, in(reg) a,
+                         in(reg) b, in(reg) acc, options(pure, nomem, nostack));
+                }
+                out
+            }
+            #[cfg(not(infer_core_dsp))]
+            {
+                acc.wrapping_add($a(a) * $b(b))
+            }
         }
-        out
-    }
-    #[cfg(not(infer_core_dsp))]
-    {
-        acc.wrapping_add(lo(a) * lo(b))
+    };
+}
+
+halfword_mac!(
+    /// `SMLABB`: `acc + lo(a)·lo(b)`, wrapping.
+    smlabb,
+    "smlabb",
+    lo,
+    lo
+);
+
+halfword_mac!(
+    /// `SMLATB`: `acc + hi(a)·lo(b)`, wrapping.
+    smlatb,
+    "smlatb",
+    hi,
+    lo
+);
+
+halfword_mac!(
+    /// `SMLATT`: `acc + hi(a)·hi(b)`, wrapping.
+    smlatt,
+    "smlatt",
+    hi,
+    hi
+);
+
+/// The kernel taps of four channels of a depthwise conv (a multiplier of 1), at most `N`:
+/// per tap where its four int8 inputs lie relative to the window's first (`offset`) and its
+/// four weights as packed halves, for [`QuadTaps::sums`].
+#[derive(Debug, Clone, Copy)]
+pub struct QuadTaps<const N: usize> {
+    /// Per tap `[offset, weights of channels 0 and 2, weights of channels 1 and 3]`.
+    taps: [[u32; 3]; N],
+    /// Taps held.
+    count: usize,
+    /// The largest `offset + 4`: the input a window needs.
+    span: usize,
+}
+
+impl<const N: usize> Default for QuadTaps<N> {
+    fn default() -> Self {
+        Self {
+            taps: [[0; 3]; N],
+            count: 0,
+            span: 0,
+        }
     }
 }
 
-/// `SMLATB`: `acc + hi(a)·lo(b)`, wrapping.
-#[inline(always)]
-pub fn smlatb(a: u32, b: u32, acc: i32) -> i32 {
-    #[cfg(infer_core_dsp)]
-    {
-        let out: i32;
-        // SAFETY: registers only; may set the Q flag.
-        unsafe {
-            asm!("smlatb {0}, {1}, {2}, {3}", lateout(reg) out, in(reg) a, in(reg) b, in(reg) acc,
-                 options(pure, nomem, nostack));
-        }
-        out
+impl<const N: usize> QuadTaps<N> {
+    /// Adds a tap: four int8 inputs at `offset`, weights `w`; false (nothing added) when
+    /// `N` taps are held or the offset does not fit a word.
+    pub fn push(&mut self, offset: usize, w: [i8; 4]) -> bool {
+        let (Some(slot), Ok(at)) = (self.taps.get_mut(self.count), u32::try_from(offset)) else {
+            return false;
+        };
+        let Some(end) = offset.checked_add(4) else {
+            return false;
+        };
+        let w = word_i8(&w);
+        *slot = [at, sxtb16(w), sxtb16_ror8(w)];
+        self.count += 1;
+        self.span = self.span.max(end);
+        true
     }
-    #[cfg(not(infer_core_dsp))]
-    {
-        acc.wrapping_add(hi(a) * lo(b))
+
+    /// Whether a window at `base` fits `input`, for [`QuadTaps::sums`] to compute.
+    #[inline(always)]
+    pub fn fits(&self, input: &[i8], base: usize) -> bool {
+        input
+            .len()
+            .checked_sub(base)
+            .is_some_and(|n| n >= self.span)
+    }
+
+    /// `acc[c] + Σ x[c]·w[c]` over the taps, `x` the four int8 values at `base + offset` of
+    /// `input`, for each channel `c`; `acc` unchanged when the window does not fit `input`.
+    ///
+    /// On DSP cores a loop of assembly: eleven instructions per tap (the offset, the input
+    /// word and the weights loaded, two `SXTB16`, two `SMLABB`, two `SMLATT`, the loop
+    /// end); elsewhere [`QuadTaps::sums_portable`].
+    #[inline(always)]
+    pub fn sums(&self, input: &[i8], base: usize, acc: [i32; 4]) -> [i32; 4] {
+        let (Some(window), Some(taps)) = (
+            input.get(base..).and_then(|w| w.get(..self.span)),
+            self.taps.get(..self.count),
+        ) else {
+            return acc;
+        };
+        if taps.is_empty() {
+            return acc;
+        }
+        #[cfg(infer_core_dsp)]
+        {
+            let [mut a0, mut a1, mut a2, mut a3] = acc;
+            let range = taps.as_ptr_range();
+            // SAFETY: `q` walks the taps, three words each (aligned `u32`s), and stops at
+            // their end (there is at least one); each reads the word at
+            // `window + offset`, inside `window` since `offset + 4 <= span` (`push`) and
+            // `window` is `span` bytes. Registers only besides; sets the flags (`CMP`)
+            // and may set the Q flag.
+            unsafe {
+                asm!(
+                    "2:",
+                    "ldr {x}, [{q}], #12",
+                    "ldr {x}, [{p}, {x}]",
+                    "ldrd {we}, {wo}, [{q}, #-8]",
+                    "sxtb16 {t}, {x}",
+                    "sxtb16 {x}, {x}, ror #8",
+                    "smlabb {a0}, {t}, {we}, {a0}",
+                    "smlatt {a2}, {t}, {we}, {a2}",
+                    "smlabb {a1}, {x}, {wo}, {a1}",
+                    "smlatt {a3}, {x}, {wo}, {a3}",
+                    "cmp {q}, {end}",
+                    "bne 2b",
+                    p = in(reg) window.as_ptr(),
+                    q = inout(reg) range.start => _,
+                    end = in(reg) range.end,
+                    x = out(reg) _,
+                    t = out(reg) _,
+                    we = out(reg) _,
+                    wo = out(reg) _,
+                    a0 = inout(reg) a0,
+                    a1 = inout(reg) a1,
+                    a2 = inout(reg) a2,
+                    a3 = inout(reg) a3,
+                    options(readonly, nostack),
+                );
+            }
+            [a0, a1, a2, a3]
+        }
+        #[cfg(not(infer_core_dsp))]
+        {
+            Self::sums_of(window, taps, acc)
+        }
+    }
+
+    /// [`QuadTaps::sums`] in portable code (the reference the assembly is tested against).
+    pub fn sums_portable(&self, input: &[i8], base: usize, acc: [i32; 4]) -> [i32; 4] {
+        match (
+            input.get(base..).and_then(|w| w.get(..self.span)),
+            self.taps.get(..self.count),
+        ) {
+            (Some(window), Some(taps)) => Self::sums_of(window, taps, acc),
+            _ => acc,
+        }
+    }
+
+    /// The sums over `taps` of the window `window`.
+    #[inline(always)]
+    fn sums_of(window: &[i8], taps: &[[u32; 3]], mut acc: [i32; 4]) -> [i32; 4] {
+        for &[offset, even, odd] in taps {
+            let at = offset as usize;
+            let Some(x) = window.get(at..at + 4).and_then(|x| x.first_chunk()) else {
+                return acc;
+            };
+            let x = word_i8(x);
+            let (xe, xo) = (sxtb16(x), sxtb16_ror8(x));
+            acc[0] = smlabb(xe, even, acc[0]);
+            acc[1] = smlabb(xo, odd, acc[1]);
+            acc[2] = smlatt(xe, even, acc[2]);
+            acc[3] = smlatt(xo, odd, acc[3]);
+        }
+        acc
     }
 }
 
@@ -757,9 +919,15 @@ impl DenseRows<'_> {
     /// Whether the sizes fit the slices and `acc` (whole pairs of units): [`dense_rows`]'
     /// precondition.
     pub(crate) fn fits(&self, acc: &[u32]) -> bool {
-        let units = acc.len() / 2 * 2;
-        self.channels >= 8
-            && self.channels % 8 == 0
+        self.fits_groups(acc, 8, 2)
+    }
+
+    /// Whether the values are whole groups of `values` (at least one) and `acc`'s whole
+    /// groups of `units` units (at least one) fit the slices.
+    fn fits_groups(&self, acc: &[u32], values: usize, units: usize) -> bool {
+        let units = acc.len() / units * units;
+        self.channels >= values
+            && self.channels % values == 0
             && self.stride >= self.channels
             && units > 0
             && self.patch.len() >= self.channels / 2
@@ -885,7 +1053,160 @@ pub fn dense_rows_portable(rows: &DenseRows<'_>, acc: &mut [u32]) {
     if !rows.fits(acc) {
         return;
     }
-    let units = acc.len() / 2 * 2;
+    add_row_sums(rows, acc, acc.len() / 2 * 2);
+}
+
+/// Whether the sizes fit [`dense_quads`]: whole 32s of values, and whole quads of units
+/// within `weights`.
+fn quads_fit(rows: &DenseRows<'_>, acc: &[u32]) -> bool {
+    rows.fits_groups(acc, 32, 4)
+}
+
+/// One group of four taps of [`dense_quads`]' inner loop for the units in `$lo` (row
+/// pointer `$row`) and `$hi` (the row after it, `$row + r12`): one weight word each,
+/// unpacked into r9 (`w0, w2`) and r8 (`w1, w3`), two `SMLAD`s each with the patch words
+/// in r4 r5; `$row` steps on by the word.
+#[cfg(infer_core_dsp)]
+macro_rules! quad_group {
+    ($lo:literal, $hi:literal, $row:literal) => {
+        concat!(
+            "ldr r8, [",
+            $row,
+            ", r12]\n",
+            "sxtb16 r9, r8\n",
+            "smlad ",
+            $hi,
+            ", r9, r4, ",
+            $hi,
+            "\n",
+            "sxtb16 r8, r8, ror #8\n",
+            "smlad ",
+            $hi,
+            ", r8, r5, ",
+            $hi,
+            "\n",
+            "ldr r8, [",
+            $row,
+            "], #4\n",
+            "sxtb16 r9, r8\n",
+            "smlad ",
+            $lo,
+            ", r9, r4, ",
+            $lo,
+            "\n",
+            "sxtb16 r8, r8, ror #8\n",
+            "smlad ",
+            $lo,
+            ", r8, r5, ",
+            $lo,
+            "\n",
+        )
+    };
+}
+
+/// Four taps of the four units of [`dense_quads`]: the two patch words, then units 0 and 1
+/// (rows r11, r11 + r12) and 2 and 3 (rows lr, lr + r12).
+#[cfg(infer_core_dsp)]
+macro_rules! quad_taps {
+    () => {
+        concat!(
+            "ldrd r4, r5, [r10], #8\n",
+            quad_group!("r0", "r1", "r11"),
+            quad_group!("r2", "r3", "lr"),
+        )
+    };
+}
+
+/// [`dense_rows`] four units at a time, for values in whole 32s: adds each unit's dot
+/// product into `acc` (one per unit; units past the last whole quad are left alone),
+/// wrapping. Computes nothing if a size does not fit (fewer than 32 values or not a
+/// multiple of 32, fewer than four units, short slices).
+///
+/// On a DSP core one block of assembly: 32 values of four units (128
+/// multiply-accumulates) in 171 instructions (each pair of patch words loaded once for the
+/// four units: 21 per four values, 3 for the loop end), 13 per quad of units around them;
+/// elsewhere [`dense_quads_portable`].
+#[inline(never)]
+pub fn dense_quads(rows: &DenseRows<'_>, acc: &mut [u32]) {
+    if !quads_fit(rows, acc) {
+        return;
+    }
+    #[cfg(infer_core_dsp)]
+    {
+        let patch = rows.patch.as_ptr();
+        // Registers: the four units' sums r0–r3; patch words r4 r5; the unpacked weights r8
+        // r9; the patch pointer r10; the rows of units 0 and 2 r11 and lr (units 1 and 3
+        // at r12 bytes after them). On the stack (pushed from r0–r4): the patch's end [sp],
+        // its start [sp, #4], the accumulator pointer [sp, #8], quads left [sp, #12], the
+        // step from where row 0's pointer ends to the next quad's row 0 [sp, #16].
+        // SAFETY: per quad, r10 reads the channels / 2 words of `patch` (checked above,
+        // word-aligned as LDRD needs), r11, r11 + r12, lr and lr + r12 read `channels`
+        // bytes of rows 4i to 4i + 3 (the last row ends within `weights`, checked above;
+        // LDR of a word may be unaligned on these cores), [sp, #8] walks `acc` four words
+        // per quad (checked above, word-aligned as LDM/STM need); the inner loop runs
+        // channels / 32 ≥ 1 times. The block pops the five words it pushes; every register
+        // it writes is declared.
+        unsafe {
+            asm!(
+                "push {{r0, r1, r2, r3, r4}}",
+                "3:",
+                "ldr r10, [sp, #4]",
+                "ldr r8, [sp, #8]",
+                "ldm r8, {{r0, r1, r2, r3}}",
+                "2:",
+                quad_taps!(),
+                quad_taps!(),
+                quad_taps!(),
+                quad_taps!(),
+                quad_taps!(),
+                quad_taps!(),
+                quad_taps!(),
+                quad_taps!(),
+                "ldr r9, [sp]",
+                "cmp r10, r9",
+                "bne 2b",
+                "ldr r8, [sp, #8]",
+                "stm r8!, {{r0, r1, r2, r3}}",
+                "str r8, [sp, #8]",
+                "ldr r8, [sp, #16]",
+                "add r11, r8",
+                "add lr, r8",
+                "ldr r8, [sp, #12]",
+                "subs r8, #1",
+                "str r8, [sp, #12]",
+                "bne 3b",
+                "add sp, #20",
+                inout("r0") patch.wrapping_add(rows.channels / 2) => _,
+                inout("r1") patch => _,
+                inout("r2") acc.as_mut_ptr() => _,
+                inout("r3") acc.len() / 4 => _,
+                inout("r4") 4 * rows.stride - rows.channels => _,
+                out("r5") _,
+                out("r8") _,
+                out("r9") _,
+                out("r10") _,
+                inout("r11") rows.weights.as_ptr() => _,
+                in("r12") rows.stride,
+                inout("lr") rows.weights.as_ptr().wrapping_add(2 * rows.stride) => _,
+            );
+        }
+    }
+    #[cfg(not(infer_core_dsp))]
+    dense_quads_portable(rows, acc);
+}
+
+/// [`dense_quads`] in plain integer arithmetic (the reference the assembly is tested
+/// against, and the code elsewhere).
+pub fn dense_quads_portable(rows: &DenseRows<'_>, acc: &mut [u32]) {
+    if !quads_fit(rows, acc) {
+        return;
+    }
+    add_row_sums(rows, acc, acc.len() / 4 * 4);
+}
+
+/// Adds to each of the first `units` of `acc` its row's dot product with the packed
+/// values (sizes already checked).
+fn add_row_sums(rows: &DenseRows<'_>, acc: &mut [u32], units: usize) {
     for (u, acc) in acc.iter_mut().take(units).enumerate() {
         let row = rows.weights.get(u * rows.stride..).unwrap_or_default();
         let row = row.get(..rows.channels).unwrap_or_default();
@@ -939,12 +1260,13 @@ pub fn window_sums(patch: &Patch, f: &Filter3x3) -> [i32; 4] {
 /// shift > 0 gives other (unspecified) values, never a panic; channels past the parameters
 /// give −128.
 ///
-/// A loop of assembly on DSP cores when the floor is the zero point itself and the ceiling
-/// 127 (23 instructions per positive sum, 8 per other; on MVE cores 12 per four sums,
+/// A loop of assembly on DSP cores and the Cortex-M3 (it needs only `UMLAL`, `USAT` and
+/// `SSAT`) when the floor is the zero point itself and the ceiling 127 (23 instructions
+/// per positive sum, 8 per other; on MVE cores 12 per four sums,
 /// `mve::requantize_relu_mve`); elsewhere [`requantize_relu_portable`].
 #[inline(always)]
 pub fn requantize_relu(rq: &ChannelRequant<'_>, values: &mut [u32], channels: usize) {
-    #[cfg(infer_core_dsp)]
+    #[cfg(infer_core_long_multiply)]
     if relu_fits(rq, values, channels) {
         #[cfg(infer_core_mve)]
         super::mve::requantize_relu_mve(rq, values, channels);
@@ -957,7 +1279,7 @@ pub fn requantize_relu(rq: &ChannelRequant<'_>, values: &mut [u32], channels: us
 
 /// Whether [`requantize_relu`]'s assembly can run: whole positions of at least one channel,
 /// parameters for every channel, the floor at the zero point (in `-128..=127`), ceiling 127.
-#[cfg(infer_core_dsp)]
+#[cfg(infer_core_long_multiply)]
 pub(crate) fn relu_fits(rq: &ChannelRequant<'_>, values: &[u32], channels: usize) -> bool {
     channels > 0
         && values.len() >= channels
@@ -970,9 +1292,14 @@ pub(crate) fn relu_fits(rq: &ChannelRequant<'_>, values: &[u32], channels: usize
 }
 
 /// [`requantize_relu`]'s assembly, where `relu_fits`.
-#[cfg(all(infer_core_dsp, not(infer_core_mve)))]
+#[cfg(all(infer_core_long_multiply, not(infer_core_mve)))]
 #[inline(never)]
 fn requantize_relu_dsp(rq: &ChannelRequant<'_>, values: &mut [u32], channels: usize) {
+    // Positions, without a division the compiler cannot prove safe (the caller checked
+    // `channels` > 0; `checked_div` keeps the panic path out of the binary anyway).
+    let Some(positions) = values.len().checked_div(channels) else {
+        return;
+    };
     // Registers: the position's values r0, biases r1, multipliers r2, shifts r3, the
     // channel r4 (counting down), the zero point (= the floor) r5, the sum r8, the
     // product's low word r9 and high word r10, the multiplier then the rounding bit r11,
@@ -1031,7 +1358,7 @@ fn requantize_relu_dsp(rq: &ChannelRequant<'_>, values: &mut [u32], channels: us
             out("r4") _,
             in("r5") rq.output_offset,
             out("r8") _,
-            inout("r9") values.len() / channels => _,
+            inout("r9") positions => _,
             out("r10") _,
             out("r11") _,
             out("r12") _,
@@ -1339,53 +1666,63 @@ mod tests {
         }
     }
 
-    /// A streamed dense layer's step over random sizes, against the sums of products
-    /// written out.
+    /// A streamed dense layer's step (pairs of units over whole octets of values) and a
+    /// dense layer's quads of units (over whole sixteens) over random sizes, against the
+    /// sums of products written out.
     #[test]
-    fn dense_rows_add_the_sums_of_products() {
+    fn dense_rows_and_quads_add_the_sums_of_products() {
+        type Rows = fn(&DenseRows<'_>, &mut [u32]);
+        let kernels: [(usize, usize, Rows, Rows); 2] = [
+            (8, 2, dense_rows, dense_rows_portable),
+            (32, 4, dense_quads, dense_quads_portable),
+        ];
         let mut rng = TestRng(0xDE5E);
-        for case in 0..40 {
-            let channels = 8 * (case % 4) + if case % 9 == 8 { 4 } else { 0 };
-            let stride = channels + rng.below(20) as usize;
-            let units = 1 + rng.below(7) as usize;
-            let x: std::vec::Vec<i32> =
-                (0..channels).map(|_| rng.below(511) as i32 - 255).collect();
-            let w: std::vec::Vec<u8> = (0..units * stride).map(|_| rng.next_u64() as u8).collect();
-            let mut patch = std::vec![0u32; crate::kernels::dot::PatchWords::words(channels)];
-            crate::kernels::dot::pack_patch(&mut patch, channels, |t| x[t]);
-            let start: std::vec::Vec<u32> = (0..units).map(|_| rng.next_u64() as u32).collect();
-            let mut want = start.clone();
-            if channels % 8 == 0 && channels > 0 && units >= 2 {
-                for (u, acc) in want.iter_mut().take(units / 2 * 2).enumerate() {
-                    let sum: i32 = (0..channels)
-                        .map(|t| x[t] * i32::from(w[u * stride + t] as i8))
-                        .sum();
-                    *acc = acc.wrapping_add(sum as u32);
+        for (values, least, kernel, portable) in kernels {
+            for case in 0..60 {
+                let channels = values * (case % 5) + if case % 7 == 6 { values / 2 } else { 0 };
+                let stride = channels + rng.below(20) as usize;
+                let units = 1 + rng.below(13) as usize;
+                let x: std::vec::Vec<i32> =
+                    (0..channels).map(|_| rng.below(511) as i32 - 255).collect();
+                let w: std::vec::Vec<u8> =
+                    (0..units * stride).map(|_| rng.next_u64() as u8).collect();
+                let mut patch = std::vec![0u32; crate::kernels::dot::PatchWords::words(channels)];
+                crate::kernels::dot::pack_patch(&mut patch, channels, |t| x[t]);
+                let start: std::vec::Vec<u32> = (0..units).map(|_| rng.next_u64() as u32).collect();
+                let mut want = start.clone();
+                let whole = units / least * least;
+                if channels % values == 0 && channels > 0 && whole > 0 {
+                    for (u, acc) in want.iter_mut().take(whole).enumerate() {
+                        let sum: i32 = (0..channels)
+                            .map(|t| x[t] * i32::from(w[u * stride + t] as i8))
+                            .sum();
+                        *acc = acc.wrapping_add(sum as u32);
+                    }
                 }
+                let rows = DenseRows {
+                    patch: &patch,
+                    weights: &w,
+                    channels,
+                    stride,
+                };
+                let mut got = start.clone();
+                kernel(&rows, &mut got);
+                assert_eq!(got, want, "{values}: case {case}");
+                let mut got = start.clone();
+                portable(&rows, &mut got);
+                assert_eq!(got, want, "portable {values}: case {case}");
+                // Too short a slice: nothing changes.
+                let mut got = start.clone();
+                let short = &w[..whole.saturating_sub(1) * stride + channels / 2];
+                kernel(
+                    &DenseRows {
+                        weights: short,
+                        ..rows
+                    },
+                    &mut got,
+                );
+                assert_eq!(got, start);
             }
-            let rows = DenseRows {
-                patch: &patch,
-                weights: &w,
-                channels,
-                stride,
-            };
-            let mut got = start.clone();
-            dense_rows(&rows, &mut got);
-            assert_eq!(got, want, "case {case}");
-            let mut got = start.clone();
-            dense_rows_portable(&rows, &mut got);
-            assert_eq!(got, want, "portable, case {case}");
-            // Too short a slice: nothing changes.
-            let mut got = start.clone();
-            let short = &w[..(units / 2 * 2).saturating_sub(1) * stride + channels / 2];
-            dense_rows(
-                &DenseRows {
-                    weights: short,
-                    ..rows
-                },
-                &mut got,
-            );
-            assert_eq!(got, start);
         }
     }
 

@@ -249,6 +249,11 @@ pub(crate) fn requantize_relu_mve(
     values: &mut [u32],
     channels: usize,
 ) {
+    // Positions, without a division the compiler cannot prove safe (the caller checked
+    // `channels` > 0; `checked_div` keeps the panic path out of the binary anyway).
+    let Some(positions) = values.len().checked_div(channels) else {
+        return;
+    };
     // SAFETY: the caller checked (`dsp::relu_fits`) that `values` holds at least one whole
     // position of `channels` ≥ 1 values and the parameters at least `channels` biases,
     // multipliers (4 bytes each) and shifts. For each of `values.len() / channels`
@@ -288,7 +293,7 @@ pub(crate) fn requantize_relu_mve(
             in("r2") rq.multiplier.as_ptr(),
             in("r10") rq.shift.as_ptr(),
             in("r4") channels,
-            inout("r5") values.len() / channels => _,
+            inout("r5") positions => _,
             in("r11") rq.output_offset,
             inout("r12") values.as_mut_ptr() => _,
             out("r0") _,
@@ -476,7 +481,7 @@ pub fn copy_blocks_portable(run: &[i8], patch: &mut [i8], blocks: usize) {
 /// `filters` filters' int8 rows of `taps` bytes one after the other in `weights`, each
 /// filter's offset term `offset · Σ w` (`offset_terms`, [`offset_terms`]), and `stride`, the
 /// distance in values between the pixels' results (0: the four fold into one, a pool
-/// window).
+/// window; otherwise at least `filters`, so that no pixel's results overlap another's).
 #[derive(Debug, Clone, Copy)]
 pub struct QuadConvI8<'a> {
     /// The int8 quad patch.

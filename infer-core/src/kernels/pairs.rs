@@ -15,6 +15,10 @@
 //! over the taps in [`filter_sums`]: per two taps one load of four pair words (`LDM`), two
 //! weight loads and four `SMLAL`s, eight multiply-accumulates in seven instructions.
 //!
+//! A dense layer over a vector has no second pixel to pair; there the Cortex-M3 takes four
+//! units at a time from the values widened once ([`dot4_wide`]: per value one halfword
+//! load, per unit one byte load and one `MLA`).
+//!
 //! Like [`super::dsp`], this module holds inline assembly and so allows `unsafe` code: on a
 //! core with `SMLAL` and without the DSP extension (`cfg(infer_core_long_multiply)` without
 //! `cfg(infer_core_dsp)`, set by `build.rs`), [`filter_sums`] is one block of assembly (LLVM's
@@ -307,6 +311,204 @@ pub fn filter_sums_portable(patch: &[u32], w: &[u8]) -> [i32; 4] {
     sums
 }
 
+/// One value of [`dot4_wide`]'s loop: the value (r8 steps on by the half), then per unit
+/// its weight (rows r10, r11, r12, lr, each stepping on by the byte) and one `MLA` into
+/// r0–r3.
+#[cfg(all(infer_core_long_multiply, not(infer_core_dsp)))]
+macro_rules! wide_value {
+    () => {
+        concat!(
+            "ldrsh r4, [r8], #2\n",
+            "ldrsb r5, [r10], #1\n",
+            "mla r0, r4, r5, r0\n",
+            "ldrsb r5, [r11], #1\n",
+            "mla r1, r4, r5, r1\n",
+            "ldrsb r5, [r12], #1\n",
+            "mla r2, r4, r5, r2\n",
+            "ldrsb r5, [lr], #1\n",
+            "mla r3, r4, r5, r3\n",
+        )
+    };
+}
+
+/// Four values of [`dense_quads_wide`]' loop (`wide_value!` four times).
+#[cfg(all(infer_core_long_multiply, not(infer_core_dsp)))]
+macro_rules! wide_four {
+    () => {
+        concat!(wide_value!(), wide_value!(), wide_value!(), wide_value!())
+    };
+}
+
+/// `Σ x[i] · w[i]` of widened values `xs` (int8 values with their offset added, as `i16`)
+/// with four int8 weight rows (bytes) at once, each value loaded once for the four, over
+/// the length of the shortest, wrapping.
+///
+/// On a core with `SMLAL` and without the DSP extension (the Cortex-M3) one loop of
+/// assembly for the whole fours of values: per value one halfword load, per unit one
+/// signed byte load and one `MLA` (nine instructions per four multiply-accumulates), two
+/// per four values for the loop end; the last values in Rust. Elsewhere
+/// [`dot4_wide_portable`].
+#[inline(never)]
+pub fn dot4_wide(xs: &[i16], rows: [&[u8]; 4]) -> [i32; 4] {
+    #[cfg(all(infer_core_long_multiply, not(infer_core_dsp)))]
+    {
+        let n = rows.iter().fold(xs.len(), |n, r| n.min(r.len()));
+        let body = n / 4 * 4;
+        if body > 0 {
+            let (mut a0, mut a1, mut a2, mut a3) = (0i32, 0i32, 0i32, 0i32);
+            // SAFETY: the loop runs body / 4 ≥ 1 times; r8 reads the first `body` halves of
+            // `xs` (within it: body ≤ xs.len(); 2-aligned as an `i16` slice is, which LDRSH
+            // needs) and r10, r11, r12, lr the first `body` bytes of the four rows (each at
+            // least `body` long). It writes only the registers it declares; no stack.
+            unsafe {
+                core::arch::asm!(
+                    "2:",
+                    wide_value!(),
+                    wide_value!(),
+                    wide_value!(),
+                    wide_value!(),
+                    "cmp r8, r9",
+                    "bne 2b",
+                    inout("r0") a0,
+                    inout("r1") a1,
+                    inout("r2") a2,
+                    inout("r3") a3,
+                    out("r4") _,
+                    out("r5") _,
+                    inout("r8") xs.as_ptr() => _,
+                    in("r9") xs.as_ptr().wrapping_add(body),
+                    inout("r10") rows[0].as_ptr() => _,
+                    inout("r11") rows[1].as_ptr() => _,
+                    inout("r12") rows[2].as_ptr() => _,
+                    inout("lr") rows[3].as_ptr() => _,
+                    options(nostack, readonly),
+                );
+            }
+            let tail = dot4_wide_portable(
+                xs.get(body..).unwrap_or_default(),
+                rows.map(|r| r.get(body..).unwrap_or_default()),
+            );
+            return [
+                a0.wrapping_add(tail[0]),
+                a1.wrapping_add(tail[1]),
+                a2.wrapping_add(tail[2]),
+                a3.wrapping_add(tail[3]),
+            ];
+        }
+    }
+    dot4_wide_portable(xs, rows)
+}
+
+/// Whether the sizes fit [`dense_quads_wide`]: whole sixteens of values (at least one), whole
+/// quads of units (at least one) within `weights`, rows `stride` ≥ the values apart.
+fn quads_wide_fit(xs: &[i16], weights: &[u8], stride: usize, acc: &[u32]) -> bool {
+    let (n, units) = (xs.len(), acc.len() / 4 * 4);
+    n >= 16 && n % 16 == 0 && stride >= n && units > 0 && weights.len() >= (units - 1) * stride + n
+}
+
+/// A dense layer's units four at a time from widened values `xs` (as [`dot4_wide`]): adds
+/// each unit's dot product of `xs` with its row (row `u` is `weights[u · stride..]`) into
+/// `acc` (one per unit; units past the last whole quad are left alone), wrapping. Computes
+/// nothing if a size does not fit (values not whole sixteens, fewer than four units, short
+/// slices).
+///
+/// On the Cortex-M3 one block of assembly: [`dot4_wide`]'s loop sixteen values at a time
+/// (146 instructions per 64 multiply-accumulates) for every quad of units, 16 instructions
+/// per quad around it; elsewhere [`dense_quads_wide_portable`].
+#[inline(never)]
+pub fn dense_quads_wide(xs: &[i16], weights: &[u8], stride: usize, acc: &mut [u32]) {
+    if !quads_wide_fit(xs, weights, stride, acc) {
+        return;
+    }
+    #[cfg(all(infer_core_long_multiply, not(infer_core_dsp)))]
+    {
+        let n = xs.len();
+        let w = weights.as_ptr();
+        // Registers: the four units' sums r0–r3, the value r4, the weight r5, the value
+        // pointer r8 and its end r9, the four rows r10, r11, r12, lr. On the stack (pushed
+        // from r0–r3): the values' start [sp], the accumulator pointer [sp, #4], quads left
+        // [sp, #8], the step from where a row's pointer ends to the next quad's [sp, #12].
+        // SAFETY: per quad, r8 reads the `n` halves of `xs` (2-aligned, as LDRSH needs),
+        // r10, r11, r12 and lr read `n` bytes of rows 4i to 4i + 3 (the last row ends
+        // within `weights`, checked above), [sp, #4] walks `acc` four words per quad
+        // (checked above, word-aligned as LDM/STM need); the inner loop runs n / 16 ≥ 1
+        // times. The block pops the four words it pushes; every register it writes is
+        // declared.
+        unsafe {
+            core::arch::asm!(
+                "push {{r0, r1, r2, r3}}",
+                "3:",
+                "ldr r8, [sp]",
+                "ldr r4, [sp, #4]",
+                "ldm r4, {{r0, r1, r2, r3}}",
+                "2:",
+                wide_four!(),
+                wide_four!(),
+                wide_four!(),
+                wide_four!(),
+                "cmp r8, r9",
+                "bne 2b",
+                "ldr r4, [sp, #4]",
+                "stm r4!, {{r0, r1, r2, r3}}",
+                "str r4, [sp, #4]",
+                "ldr r4, [sp, #12]",
+                "add r10, r4",
+                "add r11, r4",
+                "add r12, r4",
+                "add lr, r4",
+                "ldr r4, [sp, #8]",
+                "subs r4, #1",
+                "str r4, [sp, #8]",
+                "bne 3b",
+                "add sp, #16",
+                inout("r0") xs.as_ptr() => _,
+                inout("r1") acc.as_mut_ptr() => _,
+                inout("r2") acc.len() / 4 => _,
+                inout("r3") 4 * stride - n => _,
+                out("r4") _,
+                out("r5") _,
+                out("r8") _,
+                in("r9") xs.as_ptr().wrapping_add(n),
+                inout("r10") w => _,
+                inout("r11") w.wrapping_add(stride) => _,
+                inout("r12") w.wrapping_add(2 * stride) => _,
+                inout("lr") w.wrapping_add(3 * stride) => _,
+            );
+        }
+    }
+    #[cfg(not(all(infer_core_long_multiply, not(infer_core_dsp))))]
+    dense_quads_wide_portable(xs, weights, stride, acc);
+}
+
+/// [`dense_quads_wide`] in plain integer arithmetic (the reference the assembly is tested
+/// against, and the code elsewhere).
+pub fn dense_quads_wide_portable(xs: &[i16], weights: &[u8], stride: usize, acc: &mut [u32]) {
+    if !quads_wide_fit(xs, weights, stride, acc) {
+        return;
+    }
+    for (q, quad) in acc.chunks_exact_mut(4).enumerate() {
+        let rows = [0, 1, 2, 3].map(|u| weights.get((4 * q + u) * stride..).unwrap_or_default());
+        for (a, sum) in quad.iter_mut().zip(dot4_wide_portable(xs, rows)) {
+            *a = a.wrapping_add(sum as u32);
+        }
+    }
+}
+
+/// [`dot4_wide`] in plain integer arithmetic (the reference the assembly is tested
+/// against, and the code elsewhere).
+pub fn dot4_wide_portable(xs: &[i16], rows: [&[u8]; 4]) -> [i32; 4] {
+    let [r0, r1, r2, r3] = rows;
+    let (mut a0, mut a1, mut a2, mut a3) = (0i32, 0i32, 0i32, 0i32);
+    for ((((&x, &w0), &w1), &w2), &w3) in xs.iter().zip(r0).zip(r1).zip(r2).zip(r3) {
+        let x = i32::from(x);
+        a0 = a0.wrapping_add(x.wrapping_mul(i32::from(w0 as i8)));
+        a1 = a1.wrapping_add(x.wrapping_mul(i32::from(w1 as i8)));
+        a2 = a2.wrapping_add(x.wrapping_mul(i32::from(w2 as i8)));
+        a3 = a3.wrapping_add(x.wrapping_mul(i32::from(w3 as i8)));
+    }
+    [a0, a1, a2, a3]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,6 +614,34 @@ mod tests {
             let mut values = start[..len - 1].to_vec();
             pair_filters(&conv, &mut values);
             assert_eq!(values, start[..len - 1], "case {case}");
+        }
+    }
+
+    #[test]
+    fn dense_quads_wide_add_the_sums_of_products() {
+        let mut rng = TestRng(0x91DE);
+        for case in 0..80 {
+            let n = 8 * (case % 9) + if case % 5 == 4 { 4 } else { 0 };
+            let stride = n + rng.below(9) as usize;
+            let units = 1 + rng.below(14) as usize;
+            let xs: Vec<i16> = (0..n).map(|_| rng.below(511) as i16 - 255).collect();
+            let w: std::vec::Vec<u8> = (0..units * stride).map(|_| rng.next_u64() as u8).collect();
+            let start: std::vec::Vec<u32> = (0..units).map(|_| rng.next_u64() as u32).collect();
+            let mut want = start.clone();
+            if n >= 16 && n % 16 == 0 {
+                for (u, a) in want.iter_mut().take(units / 4 * 4).enumerate() {
+                    let sum: i32 = (0..n)
+                        .map(|i| i32::from(xs[i]) * i32::from(w[u * stride + i] as i8))
+                        .sum();
+                    *a = a.wrapping_add(sum as u32);
+                }
+            }
+            let mut got = start.clone();
+            dense_quads_wide(&xs, &w, stride, &mut got);
+            assert_eq!(got, want, "case {case}");
+            let mut got = start.clone();
+            dense_quads_wide_portable(&xs, &w, stride, &mut got);
+            assert_eq!(got, want, "portable, case {case}");
         }
     }
 }

@@ -1028,6 +1028,21 @@ pub(crate) mod tests {
             p
         }
 
+        /// Gives each channel, one in `one_in` (≥ 2) each, a negative multiplier or a
+        /// left shift: a requantization that is not monotonic.
+        pub(crate) fn make_wild(&mut self, rng: &mut crate::kernels::TestRng, one_in: u64) {
+            for c in 0..self.shift.len() {
+                match rng.below(one_in) {
+                    0 => {
+                        let m = -((1i32 << 30) + rng.below(1 << 30) as i32);
+                        self.multiplier[4 * c..4 * c + 4].copy_from_slice(&m.to_le_bytes());
+                    }
+                    1 => self.shift[c] = (1 + rng.below(3)) as u8,
+                    _ => {}
+                }
+            }
+        }
+
         pub(crate) fn view(&self) -> ChannelParams<'_> {
             ChannelParams {
                 weights: &self.weights,

@@ -6,6 +6,7 @@
 //! Each layer borrows its weights from the model bytes and runs a slice kernel of
 //! [`crate::kernels`] (the fast paths, tested bit for bit against the references).
 
+use super::dense::dense_words;
 use super::format::{input_offset, Op, Padding, StackFile};
 use super::stages::{
     dense_part, general_words, run_chain, run_general, run_general_logits, run_general_rows,
@@ -606,7 +607,7 @@ impl<const I: usize, const U: usize, const RELU: bool> Dense<'_, I, U, RELU> {
 impl<'a, const I: usize, const U: usize, const RELU: bool> Layer<'a> for Dense<'a, I, U, RELU> {
     const IN: usize = I;
     const OUT: usize = U;
-    const PATCH_WORDS: usize = 0;
+    const PATCH_WORDS: usize = dense_words(I, Pixels::BUILT);
     const TYPE: &'static str = "dense";
 
     fn from_file(file: &StackFile<'a>, index: usize) -> Result<Self, Error> {
@@ -629,26 +630,26 @@ impl<'a, const I: usize, const U: usize, const RELU: bool> Layer<'a> for Dense<'
         })
     }
 
-    fn run(&self, input: &[i8], _patch: &mut [u32], output: &mut [i8]) {
+    fn run(&self, input: &[i8], patch: &mut [u32], output: &mut [i8]) {
         let parts = Parts {
             input: (1, 1, I),
             conv: None,
             pool: 0,
             dense: Some(self.part),
         };
-        run_general(&parts, input, &mut [], output);
+        run_general(&parts, input, patch, output);
     }
 }
 
 impl<'a, const I: usize, const U: usize> Logits<'a> for Dense<'a, I, U, false> {
-    fn run_logits(&self, input: &[i8], _patch: &mut [u32], logits: &mut [i32]) {
+    fn run_logits(&self, input: &[i8], patch: &mut [u32], logits: &mut [i32]) {
         let parts = Parts {
             input: (1, 1, I),
             conv: None,
             pool: 0,
             dense: Some(self.part),
         };
-        run_general_logits(&parts, input, &mut [], logits);
+        run_general_logits(&parts, input, patch, logits);
     }
 }
 

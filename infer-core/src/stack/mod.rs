@@ -17,6 +17,7 @@
 //! assert!(StackFile::decode(b"not a model").is_err());
 //! ```
 
+mod dense;
 pub mod format;
 pub mod layers;
 pub mod run;
@@ -26,6 +27,7 @@ pub mod stages;
 #[cfg(test)]
 mod tests;
 
+pub use dense::dense_words;
 pub use format::{Op, StackFile, STACK_FORMAT_VERSION};
 pub use run::{run, BufferSizes, Kernels};
 pub use shape::OpShape;

@@ -361,3 +361,27 @@ fn run_stages(
     }
     Ok(())
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::{vec, vec::Vec};
+
+    /// The logits of `file` on `x` with the reference kernels, then the fast ones, each in
+    /// fresh buffers of `sizes` (nothing of the reference's run may show through).
+    pub(crate) fn reference_and_fast(
+        file: &StackFile<'_>,
+        x: &[i8],
+        sizes: &BufferSizes,
+    ) -> [Vec<i32>; 2] {
+        [Kernels::Reference, Kernels::Fast].map(|kernels| {
+            let (mut a, mut b, mut c) =
+                (vec![0i8; sizes.a], vec![0i8; sizes.b], vec![0i8; sizes.c]);
+            let mut patch = vec![0u32; sizes.patch_words];
+            let mut logits = vec![0i32; file.classes()];
+            let buffers = [&mut a[..], &mut b[..], &mut c[..]];
+            let out = run(file, x, kernels, buffers, &mut patch, &mut logits);
+            out.unwrap().to_vec()
+        })
+    }
+}

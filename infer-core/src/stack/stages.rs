@@ -28,6 +28,7 @@
 //! layers. [`run_general`] computes any stage (any geometry and quantization), bit for bit
 //! as the unfused reference kernels do (tested on random geometries and quantizations).
 
+use super::dense::{dense_direct, dense_words};
 use super::format::{input_offset, Op, StackFile, MAX_OPS};
 pub use super::shape::OpShape;
 use crate::kernels::add::AddParams;
@@ -162,6 +163,10 @@ impl Stage {
     fn own_words(&self, shapes: &[OpShape], pixels: Pixels) -> usize {
         if self.alone {
             return shapes.get(self.first).map_or(0, OpShape::alone_words);
+        }
+        if !self.conv && !self.pool {
+            let inputs = shapes.get(self.first).map_or(0, OpShape::in_len);
+            return dense_words(inputs, pixels);
         }
         let (taps, channels) = self.taps_channels(shapes);
         let units = if self.dense {
@@ -692,6 +697,10 @@ pub struct DensePart<'a> {
     pub requant: ChannelRequant<'a>,
     /// Minus its input's zero point.
     pub input_offset: i32,
+    /// Every unit's requantization is monotonic (multiplier ≥ 0, no left shift), so that
+    /// a ReLU layer's sums may be requantized the shorter way (`requantize_positions`);
+    /// found when the layer is loaded.
+    pub monotonic: bool,
 }
 
 /// A stage with its parameters: what [`run_general`] computes.
@@ -753,12 +762,14 @@ pub(crate) fn dense_part<'a>(
     index: usize,
     d: &super::format::DenseOp<'a>,
 ) -> DensePart<'a> {
+    let requant = ChannelRequant::from_params(&d.params, d.relu);
     DensePart {
         inputs: d.inputs as usize,
         units: d.units.into(),
         weights: d.params.weights,
-        requant: ChannelRequant::from_params(&d.params, d.relu),
+        requant,
         input_offset: input_offset(file, index),
+        monotonic: monotonic(&requant, d.units.into()),
     }
 }
 
@@ -818,7 +829,7 @@ impl Out<'_> {
 fn run_stage(parts: &Parts<'_>, input: &[i8], words: &mut [u32], mut output: Out<'_>) {
     if parts.conv.is_none() && parts.pool == 0 {
         if let Some(d) = &parts.dense {
-            dense_direct(d, input, output);
+            dense_direct(d, input, words, output);
         }
         return;
     }
@@ -1066,22 +1077,6 @@ fn ring_rows(first: &OpShape, pool: usize) -> usize {
         OpShape::MaxPool2d { pool, .. } => *pool,
         _ => 0,
     }
-}
-
-/// A dense layer over a materialised input.
-fn dense_direct(d: &DensePart<'_>, input: &[i8], output: Out<'_>) {
-    let Some(input) = input.get(..d.inputs) else {
-        return;
-    };
-    if d.inputs == 0 {
-        return;
-    }
-    let acc = d
-        .weights
-        .chunks_exact(d.inputs)
-        .take(d.units)
-        .map(|row| dot_i8_offset(input, d.input_offset, row));
-    output.finish(d, acc);
 }
 
 /// The conv (and pool) values of `n` consecutive output positions from `pos` of a grid
@@ -1459,14 +1454,14 @@ fn dense_position(
 mod tests {
     use super::super::format::tests::{input, OwnedParams};
     use super::super::format::{AvgPoolOp, DenseOp, DepthwiseOp, PoolOp};
-    use super::super::run::{run, BufferSizes, Kernels};
+    use super::super::run::tests::reference_and_fast;
+    use super::super::run::BufferSizes;
     use super::*;
     use crate::kernels::average_pool::AvgPoolGeometry;
     use crate::kernels::depthwise::DepthwiseGeometry;
     use crate::kernels::window::Window;
     use crate::kernels::TestRng;
     use std::collections::BTreeSet;
-    use std::vec;
     use std::vec::Vec;
 
     /// Random parameters; with `wild`, some channels get a negative multiplier or a left
@@ -1475,16 +1470,7 @@ mod tests {
     fn params(rng: &mut TestRng, weights: usize, channels: usize, wild: bool) -> OwnedParams {
         let mut p = OwnedParams::random(rng, weights, channels);
         if wild {
-            for c in 0..channels {
-                match rng.below(3) {
-                    0 => {
-                        let m = -((1i32 << 30) + rng.below(1 << 30) as i32);
-                        p.multiplier[4 * c..4 * c + 4].copy_from_slice(&m.to_le_bytes());
-                    }
-                    1 => p.shift[c] = (1 + rng.below(3)) as u8,
-                    _ => {}
-                }
-            }
+            p.make_wild(rng, 3);
         }
         p
     }
@@ -1756,23 +1742,7 @@ mod tests {
                     usize::from(hwc.0) * usize::from(hwc.1) * usize::from(hwc.2),
                     file.input.quant.zero_point,
                 );
-                let mut results = Vec::new();
-                for kernels in [Kernels::Reference, Kernels::Fast] {
-                    // Fresh buffers: nothing of the reference's run may show through.
-                    let (mut a, mut b) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
-                    let mut patch = vec![0u32; sizes.patch_words];
-                    let mut logits = vec![0i32; file.classes()];
-                    let out = run(
-                        &file,
-                        &x,
-                        kernels,
-                        [&mut a, &mut b, &mut []],
-                        &mut patch,
-                        &mut logits,
-                    );
-                    results.push(out.unwrap().to_vec());
-                }
-                let (reference, fast) = (&results[0], &results[1]);
+                let [reference, fast] = reference_and_fast(&file, &x, &sizes);
                 assert_eq!(fast, reference, "case {case}: {:?}", file.ops);
             }
         }

@@ -16,7 +16,10 @@ use core::panic::PanicInfo;
 use cortex_m_rt::entry;
 use cortex_m_semihosting::debug::{self, ExitStatus, EXIT_FAILURE, EXIT_SUCCESS};
 use cortex_m_semihosting::hprintln;
+use infer_core::kernels::conv::Padding;
+use infer_core::kernels::depthwise::{depthwise_i8, depthwise_i8_reference, DepthwiseGeometry};
 use infer_core::kernels::dot::PatchWords;
+use infer_core::kernels::window::Window;
 use infer_core::kernels::{dsp, mve, pairs, ChannelRequant};
 
 /// Random cases per kernel.
@@ -62,6 +65,8 @@ fn main() -> ! {
     let mut rng = Rng(0x4D56_4531);
     let mut patch = [0u32; 4 * 2 * 160];
     let mut weights = [0u8; 12 * 160];
+    // The depthwise cases draw from their own generator, so the others' cases stay put.
+    let mut dw_rng = Rng(0x4457_3333);
     let mut checked = 0;
     for case in 0..CASES {
         rng.fill_words(&mut patch);
@@ -155,6 +160,9 @@ fn main() -> ! {
         // Four pixels' int8 quad patch (the bytes of random words), all filters, any taps
         // from 16 (the last block partial most of the time), any offset.
         let taps = 16 + rng.below(145);
+        // Its own stride: 0 (a pool window) or at least `filters`, as the kernel's contract
+        // says (a smaller one makes pixels overwrite each other's results in kernel order).
+        let stride = [0, filters, filters + rng.below(4)][rng.below(3)];
         // Offset terms well inside an i32, as a valid model's are (the pool window's max
         // is taken before its term is added).
         let terms = [0u32; 12].map(|_| ((rng.next() as i32) >> 8) as u32);
@@ -211,22 +219,73 @@ fn main() -> ! {
         dsp::requantize_relu_portable(&rq, &mut want[..n], channels);
         check("requantize_relu", case, got, want);
 
-        // A streamed dense layer's step: pairs of units over whole octets of values.
-        let channels = 8 * (1 + rng.below(12));
-        let units = 2 + rng.below(15);
-        let stride = channels + rng.below(24);
-        let rows = dsp::DenseRows {
-            patch: &patch[..channels / 2],
-            weights: &weights[..(units - 1) * stride + channels],
-            channels,
-            stride,
-        };
-        let mut got = [0u32; 16];
+        // A streamed dense layer's step, pairs of units over whole octets of values; a
+        // dense layer's quads of units over whole 32s. Any stride.
+        type Rows = fn(&dsp::DenseRows<'_>, &mut [u32]);
+        let kernels: [(&str, usize, usize, Rows, Rows); 2] = [
+            (
+                "dense_rows",
+                8,
+                2,
+                dsp::dense_rows,
+                dsp::dense_rows_portable,
+            ),
+            (
+                "dense_quads",
+                16,
+                4,
+                dsp::dense_quads,
+                dsp::dense_quads_portable,
+            ),
+        ];
+        for (name, values, least, kernel, portable) in kernels {
+            let channels = values * (1 + rng.below(96 / values));
+            let units = least + rng.below(17 - least);
+            let stride = channels + rng.below(16);
+            let rows = dsp::DenseRows {
+                patch: &patch[..channels / 2],
+                weights: &weights[..(units - 1) * stride + channels],
+                channels,
+                stride,
+            };
+            let mut got = [0u32; 16];
+            rng.fill_words(&mut got);
+            let mut want = got;
+            kernel(&rows, &mut got[..units]);
+            portable(&rows, &mut want[..units]);
+            check(name, case, got, want);
+        }
+
+        // Four units from widened values: any count of values, any bits in them, rows at
+        // any alignment.
+        let values = rng.below(300);
+        let start = rng.below(4);
+        let halves = [0u32; 160].map(|_| rng.next() as u32);
+        let mut xs = [0i16; 320];
+        for (pair, word) in xs.chunks_exact_mut(2).zip(halves) {
+            pair[0] = word as i16;
+            pair[1] = (word >> 16) as i16;
+        }
+        let rows = [0, 1, 2, 3].map(|u| &weights[start + u * 300..start + u * 300 + values]);
+        let got = pairs::dot4_wide(&xs[..values], rows);
+        check(
+            "dot4_wide",
+            case,
+            got,
+            pairs::dot4_wide_portable(&xs[..values], rows),
+        );
+
+        // Quads of units from widened values: whole sixteens of values, any stride.
+        let n = 16 * (1 + rng.below(9));
+        let units = 4 + rng.below(9);
+        let stride = n + rng.below(8);
+        let rows = &weights[..(units - 1) * stride + n];
+        let mut got = [0u32; 12];
         rng.fill_words(&mut got);
         let mut want = got;
-        dsp::dense_rows(&rows, &mut got[..units]);
-        dsp::dense_rows_portable(&rows, &mut want[..units]);
-        check("dense_rows", case, got, want);
+        pairs::dense_quads_wide(&xs[..n], rows, stride, &mut got[..units]);
+        pairs::dense_quads_wide_portable(&xs[..n], rows, stride, &mut want[..units]);
+        check("dense_quads_wide", case, got, want);
 
         // Four pixels' sums of a pair patch: any number of taps (chunks of 128; eight, two
         // and one at a time), any bits in the pair words, a patch starting at any pair of
@@ -241,6 +300,73 @@ fn main() -> ! {
             got,
             pairs::filter_sums_portable(words, w),
         );
+
+        // Four channels' sums over the taps of a depthwise window: 1 to 9 taps at any
+        // offsets, the window at any base, inputs and weights any bytes.
+        let mut input = [0i8; 600];
+        input.iter_mut().for_each(|x| *x = dw_rng.next() as i8);
+        let mut taps = dsp::QuadTaps::<9>::default();
+        for _ in 0..1 + dw_rng.below(9) {
+            let w = [0; 4].map(|_| dw_rng.next() as i8);
+            taps.push(dw_rng.below(300), w);
+        }
+        let base = dw_rng.below(300);
+        let got = taps.sums(&input, base, acc4);
+        check(
+            "quad_taps",
+            case,
+            got,
+            taps.sums_portable(&input, base, acc4),
+        );
+
+        // A whole depthwise conv (multiplier 1, up to 3 × 3, strides 1 and 2, same
+        // padding: interior and border pixels) against its naive reference.
+        let g = DepthwiseGeometry {
+            in_h: 1 + dw_rng.below(8),
+            in_w: 1 + dw_rng.below(8),
+            in_c: 1 + dw_rng.below(9),
+            multiplier: 1,
+            window: Window {
+                k_h: 1 + dw_rng.below(3),
+                k_w: 1 + dw_rng.below(3),
+                stride_h: 1 + case % 2,
+                stride_w: 1 + case % 2,
+                padding: Padding::Same,
+            },
+        };
+        let (bias, multiplier, shift) = (&weights[..36], &weights[36..72], &weights[72..81]);
+        let mut multipliers = [0u8; 36];
+        for (m, b) in multipliers
+            .chunks_exact_mut(4)
+            .zip(multiplier.chunks_exact(4))
+        {
+            let m32 = (1u32 << 30) | (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) >> 2);
+            m.copy_from_slice(&m32.to_le_bytes());
+        }
+        let mut shifts = [0u8; 9];
+        for (s, &b) in shifts.iter_mut().zip(shift) {
+            *s = (-((b % 12) as i8) + 1) as u8;
+        }
+        let zero_point = dw_rng.below(256) as i32 - 128;
+        let rq = ChannelRequant {
+            bias,
+            multiplier: &multipliers,
+            shift: &shifts,
+            output_offset: zero_point,
+            activation_min: if case % 3 == 0 { -128 } else { zero_point },
+            activation_max: 127,
+        };
+        let offset = dw_rng.below(256) as i32 - 127;
+        let n = g.out_h() * g.out_w() * g.out_c();
+        let (mut got, mut want) = ([0i8; 576], [0i8; 576]);
+        let (input, w) = (
+            &input[..g.in_h * g.in_w * g.in_c],
+            &weights[100..100 + g.weights()],
+        );
+        let mut scratch = [0u32; 9];
+        depthwise_i8(&g, input, offset, w, &rq, &mut scratch, &mut got[..n]);
+        depthwise_i8_reference(&g, input, offset, w, &rq, &mut want[..n]);
+        check("depthwise_i8", case, got, want);
         checked += 1;
     }
     hprintln!(

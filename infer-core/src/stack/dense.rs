@@ -1,0 +1,352 @@
+//! A dense layer over a materialised vector (a dense after a dense, or on the model's
+//! input): the stage [`super::stages::run_general`] computes when a stage has no conv and
+//! no pool.
+//!
+//! CMSIS-NN's `arm_fully_connected_s8` computes such a layer unit by unit from the int8
+//! input; so did this engine, at four instructions per multiply-accumulate and some
+//! hundred per unit on the Cortex-M4F (the offset's share `offset · Σ w` summed again for
+//! every unit, one call and one requantization per unit). Here the input is prepared once
+//! for every unit (widened with its offset added, as the core's kernels take it: packed
+//! for `SMLAD`, or kept as int8 for Helium's `VMLADAVA.S8`), several units share each load
+//! of it, and the units' sums are requantized a block at a time
+//! ([`ChannelRequant::requantize_positions`]).
+
+use super::stages::{DensePart, Out, Pixels};
+use crate::kernels::dense::{dense_unit, finish_logits};
+use crate::kernels::dot::{dot_i8_offset, dot_packed, PatchWords};
+use crate::kernels::dsp::{dense_quads, dense_rows, halves_of_words, pack_groups, DenseRows};
+use crate::kernels::mve::{dense_rows_i8, DenseRowsI8};
+use crate::kernels::pairs::{dense_quads_wide, dot4_wide};
+use crate::kernels::ChannelRequant;
+
+/// Units whose sums are computed, then requantized, together (on the stack: 32 words).
+const BLOCK: usize = 32;
+
+/// Words of working memory a dense layer of `inputs` inputs alone takes, computing
+/// `pixels` conv pixels at once (the build's trade between RAM and instructions): with
+/// four, its input packed ([`PatchWords::words`], sized on every core: the DSP cores
+/// take it, the Helium cores the int8 input as it is); with one, nothing (the units one by
+/// one, [`dot_i8_offset`]).
+pub const fn dense_words(inputs: usize, pixels: Pixels) -> usize {
+    match pixels {
+        Pixels::Four => PatchWords::words(inputs),
+        Pixels::One => 0,
+    }
+}
+
+/// How a layer's units are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Way {
+    /// From the packed input: quads of units through [`dense_quads`] (whole 32s of
+    /// inputs), pairs through [`dense_rows`].
+    Packed,
+    /// From the input widened to `i16` with its offset added, quads of units through
+    /// [`dot4_wide`].
+    Wide,
+    /// From the int8 input as it is, pairs of units through [`dense_rows_i8`].
+    Int8,
+    /// Unit by unit, [`dot_i8_offset`].
+    Units,
+}
+
+/// The way for a layer of `inputs` inputs and `units` units with `words` words of working
+/// memory: on MVE cores the int8 input; where it fits, on DSP cores the packed one (whole
+/// octets of inputs), on the Cortex-M3 the widened one; else unit by unit. The unit tests
+/// take each way in turn, by the layer's sizes.
+fn way(inputs: usize, units: usize, words: usize) -> Way {
+    let fits = words >= dense_words(inputs, Pixels::Four);
+    let packs = fits && inputs % 8 == 0;
+    if cfg!(test) {
+        return match (inputs + units) % 4 {
+            0 if packs => Way::Packed,
+            1 if fits => Way::Wide,
+            2 => Way::Units,
+            _ => Way::Int8,
+        };
+    }
+    if cfg!(infer_core_mve) {
+        Way::Int8
+    } else if cfg!(infer_core_dsp) && packs {
+        Way::Packed
+    } else if cfg!(all(infer_core_long_multiply, not(infer_core_dsp))) && fits {
+        Way::Wide
+    } else {
+        Way::Units
+    }
+}
+
+/// Computes dense layer `d` over `input` into `output`, with `words` ([`dense_words`]) as
+/// working memory; bit for bit [`crate::kernels::dense::dense_i8`] (and, for the logits,
+/// [`crate::kernels::dense::dense_i8_logits`]). Short slices compute less, never panic.
+pub(crate) fn dense_direct(d: &DensePart<'_>, input: &[i8], words: &mut [u32], mut out: Out<'_>) {
+    let n = d.inputs;
+    let Some(input) = input.get(..n) else {
+        return;
+    };
+    if n == 0 {
+        return;
+    }
+    let way = way(n, d.units, words.len());
+    let patch = words
+        .get_mut(..dense_words(n, Pixels::Four))
+        .unwrap_or_default();
+    let (patch, xs): (&[u32], &[i16]) = match way {
+        Way::Packed => {
+            pack_groups(input, d.input_offset, patch, 2, n / 4);
+            (patch, &[])
+        }
+        Way::Wide => {
+            let xs = halves_of_words(patch);
+            for (x, &v) in xs.iter_mut().zip(input) {
+                *x = (i32::from(v) + d.input_offset) as i16;
+            }
+            (&[], xs.get(..n).unwrap_or_default())
+        }
+        _ => (&[], &[]),
+    };
+    let mut sums = [0u32; BLOCK];
+    let mut first = 0;
+    while first < d.units {
+        let count = (d.units - first).min(BLOCK);
+        let Some(acc) = sums.get_mut(..count) else {
+            return;
+        };
+        acc.fill(0);
+        let weights = d.weights.get(first * n..).unwrap_or_default();
+        let row = |u: usize| {
+            weights
+                .get(u * n..)
+                .and_then(|r| r.get(..n))
+                .unwrap_or_default()
+        };
+        let mut done = 0;
+        match way {
+            Way::Packed if count >= 2 => {
+                let rows = DenseRows {
+                    patch,
+                    weights,
+                    channels: n,
+                    stride: n,
+                };
+                if n % 32 == 0 {
+                    dense_quads(&rows, acc);
+                    done = count / 4 * 4;
+                }
+                let rows = DenseRows {
+                    weights: weights.get(done * n..).unwrap_or_default(),
+                    ..rows
+                };
+                dense_rows(&rows, acc.get_mut(done..).unwrap_or_default());
+                done = count / 2 * 2;
+                if let Some(last) = acc.get_mut(done) {
+                    *last = dot_packed(patch, row(done)) as u32;
+                    done += 1;
+                }
+            }
+            Way::Wide => {
+                // Whole quads in one call (whole sixteens of values), the rest four rows at
+                // a time (the last row repeated where a quad is short).
+                if n % 16 == 0 {
+                    dense_quads_wide(xs, weights, n, acc);
+                    done = count / 4 * 4;
+                }
+                let last = count - 1;
+                for (q, quad) in acc
+                    .get_mut(done..)
+                    .unwrap_or_default()
+                    .chunks_mut(4)
+                    .enumerate()
+                {
+                    let u = done + 4 * q;
+                    let rows = [u, u + 1, u + 2, u + 3].map(|u| row(u.min(last)));
+                    for (a, sum) in quad.iter_mut().zip(dot4_wide(xs, rows)) {
+                        *a = sum as u32;
+                    }
+                }
+                done = count;
+            }
+            Way::Int8 if count >= 2 => {
+                let rows = DenseRowsI8 {
+                    values: input,
+                    weights,
+                    channels: n,
+                    stride: n,
+                    offset: d.input_offset,
+                };
+                dense_rows_i8(&rows, acc);
+                done = count / 2 * 2;
+            }
+            _ => {}
+        }
+        for (u, a) in acc.iter_mut().enumerate().skip(done) {
+            *a = dot_i8_offset(input, d.input_offset, row(u)) as u32;
+        }
+        finish_block(d, first, acc, &mut out);
+        first += count;
+    }
+}
+
+/// Writes units `first..first + acc.len()` of dense layer `d` from their sums without bias
+/// `acc` (overwritten): int8 values a block at a time where the requantization allows
+/// ([`ChannelRequant::requantize_positions`]: no ReLU, or a monotonic one), else unit by
+/// unit; or wide logits.
+fn finish_block(d: &DensePart<'_>, first: usize, acc: &mut [u32], out: &mut Out<'_>) {
+    let rq = skip_channels(&d.requant, first);
+    match out {
+        Out::Values(output) => {
+            let Some(output) = output.data.get_mut(first..) else {
+                return;
+            };
+            let relu = rq.activation_min >= rq.output_offset;
+            if relu && !d.monotonic {
+                for (u, (o, &a)) in output.iter_mut().zip(acc.iter()).enumerate() {
+                    *o = dense_unit(&d.requant, first + u, a as i32);
+                }
+                return;
+            }
+            rq.requantize_positions(acc, acc.len());
+            for (o, &a) in output.iter_mut().zip(acc.iter()) {
+                *o = a as i32 as i8;
+            }
+        }
+        Out::Logits(logits) => {
+            let Some(logits) = logits.get_mut(first..) else {
+                return;
+            };
+            let n = acc.len().min(logits.len());
+            let (Some(logits), Some(acc)) = (logits.get_mut(..n), acc.get(..n)) else {
+                return;
+            };
+            for (l, &a) in logits.iter_mut().zip(acc) {
+                *l = a as i32;
+            }
+            finish_logits(&rq, logits);
+        }
+    }
+}
+
+/// The requantization of channels `first..` of `rq`.
+fn skip_channels<'a>(rq: &ChannelRequant<'a>, first: usize) -> ChannelRequant<'a> {
+    ChannelRequant {
+        bias: rq.bias.get(4 * first..).unwrap_or_default(),
+        multiplier: rq.multiplier.get(4 * first..).unwrap_or_default(),
+        shift: rq.shift.get(first..).unwrap_or_default(),
+        ..*rq
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::format::tests::{input, OwnedParams};
+    use super::super::format::{DenseOp, Op, StackFile};
+    use super::super::run::tests::reference_and_fast;
+    use super::super::run::BufferSizes;
+    use super::*;
+    use crate::kernels::TestRng;
+    use std::collections::BTreeSet;
+    use std::vec::Vec;
+
+    /// Random inputs: whole octets most of the time (the packed way), else any count.
+    fn inputs(rng: &mut TestRng) -> usize {
+        match rng.below(4) {
+            0 => 1 + rng.below(40) as usize,
+            1 => 4 * (1 + rng.below(40) as usize),
+            _ => 8 * (1 + rng.below(90) as usize),
+        }
+    }
+
+    #[test]
+    fn dense_stacks_match_the_reference_on_random_sizes_and_quantizations() {
+        let mut rng = TestRng(0xDE45E);
+        let cases = if cfg!(miri) { 4 } else { 300 };
+        // (inputs a whole number of octets, whole blocks, an odd last unit, ReLU layer
+        // monotonic) of the layers run with the packed working memory.
+        let mut seen = BTreeSet::new();
+        let mut ways = Vec::new();
+        for case in 0..cases {
+            let pixels = if case % 4 == 3 {
+                Pixels::One
+            } else {
+                Pixels::Four
+            };
+            let layers = 1 + rng.below(3) as usize;
+            let n0 = inputs(&mut rng);
+            let mut n = n0;
+            let mut owned = Vec::new();
+            let mut shapes = Vec::new();
+            for layer in 0..layers {
+                let last = layer + 1 == layers;
+                let units = match rng.below(3) {
+                    0 => 1 + rng.below(8) as usize,
+                    1 => 1 + rng.below(100) as usize,
+                    _ => inputs(&mut rng),
+                };
+                let mut p = if last {
+                    OwnedParams::logits(&mut rng, units * n, units)
+                } else {
+                    OwnedParams::random(&mut rng, units * n, units)
+                };
+                // Biases and shifts that spread the outputs over the int8 range; every
+                // third case some channels with a left shift or a negative multiplier.
+                for b in p.bias.chunks_exact_mut(4) {
+                    let bias = rng.below(400_001) as i32 - 200_000;
+                    b.copy_from_slice(&bias.to_le_bytes());
+                }
+                for s in p.shift.iter_mut() {
+                    *s = (-(rng.below(12) as i8) - 2) as u8;
+                }
+                let wild = !last && case % 3 == 2;
+                if wild {
+                    p.make_wild(&mut rng, 8);
+                }
+                let relu = !last && rng.below(4) != 0;
+                seen.insert((
+                    n % 8 == 0,
+                    units % BLOCK == 0,
+                    units % 2 == 1,
+                    relu && !wild,
+                ));
+                ways.push(way(n, units, dense_words(n, pixels)));
+                owned.push(p);
+                shapes.push((n, units, relu));
+                n = units;
+            }
+            let ops: Vec<Op<'_>> = shapes
+                .iter()
+                .zip(&owned)
+                .map(|(&(inputs, units, relu), p)| {
+                    Op::Dense(DenseOp {
+                        inputs: inputs as u32,
+                        units: units as u16,
+                        relu,
+                        params: p.view(),
+                    })
+                })
+                .collect();
+            let mut spec = input(1, 1, n0 as u16);
+            spec.quant.zero_point = rng.below(256) as i32 - 128;
+            let file = StackFile::new(spec, &ops);
+            let sizes = BufferSizes::of(&file, pixels);
+            for _ in 0..3 {
+                let x: Vec<i8> = (0..n0).map(|_| rng.i8()).collect();
+                let [reference, fast] = reference_and_fast(&file, &x, &sizes);
+                assert_eq!(fast, reference, "case {case}: {shapes:?}");
+            }
+        }
+        if !cfg!(miri) {
+            for octets in [true, false] {
+                for odd in [true, false] {
+                    assert!(seen.contains(&(octets, false, odd, true)), "{octets} {odd}");
+                    assert!(
+                        seen.contains(&(octets, false, odd, false)),
+                        "{octets} {odd}"
+                    );
+                }
+            }
+            assert!(seen.iter().any(|s| s.1));
+            for w in [Way::Packed, Way::Wide, Way::Int8, Way::Units] {
+                assert!(ways.contains(&w), "{w:?}");
+            }
+        }
+    }
+}
