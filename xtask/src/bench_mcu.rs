@@ -86,6 +86,9 @@ const CMSIS_NN: &[(&str, &str, u64)] = &[
     ("MLPerf Tiny visual wake words", "mps2-an386", 24_712_985),
     ("MLPerf Tiny visual wake words", "mps2-an385", 32_075_849),
     ("MLPerf Tiny visual wake words", "mps3-an547", 6_425_772),
+    ("MLPerf Tiny image classification", "mps2-an386", 29_870_665),
+    ("MLPerf Tiny image classification", "mps2-an385", 41_754_485),
+    ("MLPerf Tiny image classification", "mps3-an547", 4_807_325),
     ("MLPerf Tiny anomaly detection", "mps2-an386", 579_915),
     ("MLPerf Tiny anomaly detection", "mps2-an385", 953_511),
     ("MLPerf Tiny anomaly detection", "mps3-an547", 147_611),
@@ -121,6 +124,7 @@ const CMSIS_NN_RAM: &[(&str, &str, u64)] = &[
 const MLPERF_TINY: &[(&str, (usize, usize, usize), u64)] = &[
     ("MLPerf Tiny keyword spotting", (49, 10, 1), 2_656_768),
     ("MLPerf Tiny visual wake words", (96, 96, 3), 7_489_664),
+    ("MLPerf Tiny image classification", (32, 32, 3), 12_501_632),
     ("MLPerf Tiny anomaly detection", (1, 1, 640), 264_192),
 ];
 
