@@ -207,8 +207,8 @@ impl OpShape {
         }
     }
 
-    /// The type's name as spec files write it (`conv2d`, `maxpool2d`, `dense`;
-    /// `depthwise_conv2d`, `avgpool2d`, `add` and `branch`, which only imported models
+    /// The type's name as spec files write it (`conv2d`, `maxpool2d`, `dense`,
+    /// `depthwise_conv2d`, `avgpool2d`; `add` and `branch`, which only imported models
     /// have).
     pub const fn type_name(&self) -> &'static str {
         match self {

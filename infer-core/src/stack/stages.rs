@@ -14,8 +14,8 @@
 //!   (padding included) sums to 0; its filters' dot products are skipped.
 //! * **the first layer's one-channel 3×3 conv → 2×2 pool → last dense**: the fused kernel
 //!   [`crate::kernels::fused::Stream3x3`] ([`Kernel::Stream3x3`]) in the typed layers.
-//! * **a depthwise conv, an average pool, an add or a branch** (only imported models have
-//!   them) is a stage of its own ([`Stage::alone`]), computed by its kernel ([`run_alone`],
+//! * **a depthwise conv, an average pool, an add or a branch** (the last two only in
+//!   imported models) is a stage of its own ([`Stage::alone`]), computed by its kernel ([`run_alone`],
 //!   [`run_add`]; a branch computes nothing).
 //! * **buffers**: each stage's output goes to the lowest-numbered buffer whose tensor is
 //!   dead (read by no later stage) and which the stage does not read ([`assign_buffers`]):
