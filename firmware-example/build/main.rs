@@ -70,14 +70,15 @@ fn main() {
 
     println!("cargo:rerun-if-env-changed=FIRMWARE_SPEC");
     let spec = env::var("FIRMWARE_SPEC").ok();
-    let network = stack_network(&crate_dir, board, spec.as_deref(), &model_name, &model);
+    let (network, flash_bytes) =
+        stack_network(&crate_dir, board, spec.as_deref(), &model_name, &model);
     write(&out_dir.join("network.rs"), network.as_bytes());
     write(&out_dir.join("model.bin"), &model);
 
     let digits_path = asset_path(&crate_dir, "FIRMWARE_DIGITS", "assets/digits.bin");
     let digits = read(&digits_path, "FIRMWARE_DIGITS");
     let record = check_digits(&digits_path, &digits, &model);
-    check_flash(board, model.len(), &digits_path, digits.len(), record);
+    check_flash(board, flash_bytes, &digits_path, digits.len(), record);
     write(&out_dir.join("digits.bin"), &digits);
 }
 
@@ -91,13 +92,16 @@ fn stack_network(
     spec: Option<&str>,
     model_name: &str,
     model: &[u8],
-) -> String {
+) -> (String, usize) {
     let mut network = network::Network::from_bytes(model_name, model).unwrap_or_else(|e| fail(&e));
     network.pixels = if env::var_os("CARGO_FEATURE_SMALL_RAM").is_some() {
         infer_core::stack::Pixels::One
     } else {
         board.default_pixels()
     };
+    if network.pixels == infer_core::stack::Pixels::Four && board.widens_convs() {
+        network.widen_convs(model).unwrap_or_else(|e| fail(&e));
+    }
     if let Some(spec) = spec {
         let declared = network::Declared::load(crate_dir, spec).unwrap_or_else(|e| fail(&e));
         if let Some(path) = &declared.path {
@@ -109,19 +113,25 @@ fn stack_network(
     }
     let name = spec.unwrap_or(model_name);
     let ram = network.ram();
-    check_memory(board, model_name, model.len(), name, &ram);
+    // The model and its widened conv weights, both in flash.
+    let flash_bytes = model.len() + network.widened_bytes();
+    check_memory(board, model_name, flash_bytes, name, &ram);
     // The build's report: cargo shows it (as a warning) on every build that
     // runs this script; the firmware prints the measured figures.
     println!(
-        "cargo:warning={name} on {}: model {} of {} bytes of flash; RAM {} of {} bytes ({})",
+        "cargo:warning={name} on {}: model {} of {} bytes of flash{}; RAM {} of {} bytes ({})",
         board.name,
         model.len(),
         board.flash,
+        match network.widened_bytes() {
+            0 => String::new(),
+            n => format!(" (+{n} of conv weights widened for the DSP kernel)"),
+        },
         ram.total(),
         board.ram,
         ram.explain()
     );
-    network.generate()
+    (network.generate(), flash_bytes)
 }
 
 /// Stops the build, with the numbers, if the model and the program do not fit
@@ -137,7 +147,8 @@ fn check_memory(
     let flash_need = model_bytes + CODE_ALLOWANCE;
     if flash_need > board.flash {
         problems.push(format!(
-            "flash: the {model_bytes}-byte model {model_name} and {CODE_ALLOWANCE} bytes for \
+            "flash: the {model_bytes}-byte model {model_name} (its widened conv weights \
+             included) and {CODE_ALLOWANCE} bytes for \
              the program need {flash_need} bytes, but {} has {} ({} KiB)",
             board.name,
             board.flash,

@@ -38,7 +38,8 @@
 use crate::plan::{wire_fields, OpShape, Plan, PlanOp};
 use crate::spec::{Padding, Spec, PRESETS};
 use infer_core::format::QuantParams;
-use infer_core::stack::stages::{Kernel, Pixels, Stage, NO_BUFFER};
+use infer_core::kernels::dsp::{wide_words, widen_filter};
+use infer_core::stack::stages::{plan_file, Kernel, Pixels, Stage, NO_BUFFER};
 use infer_core::stack::StackFile;
 use std::env;
 use std::fmt::Write as _;
@@ -182,6 +183,9 @@ pub struct Network {
     /// Conv pixels the firmware's infer-core computes at once (its feature `small-ram`:
     /// one), which sizes the patch buffer.
     pub pixels: Pixels,
+    /// Each conv's weights widened for a DSP core's four-pixel kernel
+    /// ([`Network::widen_convs`]): `(operation, words)`, emitted as `PREPARED`.
+    pub widened: Vec<(usize, Vec<u32>)>,
 }
 
 impl Network {
@@ -200,7 +204,48 @@ impl Network {
             input_quant: file.input.quant,
             embed: None,
             pixels: Pixels::Four,
+            widened: Vec::new(),
         })
+    }
+
+    /// Widens the weights of every conv of the model (`bytes`, as given to
+    /// [`Network::from_bytes`]) that runs through a DSP core's four-pixel kernel (all but a
+    /// one-channel 3×3 conv fused with its pool)
+    /// (`infer_core::kernels::dsp::widen_filter`), so that the generated code keeps them in
+    /// flash beside the model and loads the network with them
+    /// (`infer_core::stack::prepared`): twice each conv's weight bytes of flash for about a
+    /// tenth fewer instructions in a multi-channel conv ([`crate::boards::Board::widens_convs`]
+    /// says on which boards).
+    ///
+    /// # Errors
+    /// Bytes that are not a valid format-3 model.
+    pub fn widen_convs(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let file = StackFile::decode(bytes)
+            .map_err(|error| format!("{} is not a format-3 model: {error}", self.model))?;
+        // A one-channel 3×3 conv fused with its pool has a kernel of its own.
+        let own_kernel: Vec<usize> = plan_file(&file)
+            .iter()
+            .filter(|st| st.kernel == Kernel::Stream3x3)
+            .map(|st| st.first)
+            .collect();
+        self.widened = file
+            .ops
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| !own_kernel.contains(index))
+            .filter_map(|(index, op)| {
+                let (c, g) = op.conv()?;
+                let mut words = vec![0; g.filters * wide_words(g.taps())];
+                widen_filter(c.params.weights, g.taps(), g.filters, &mut words)
+                    .then_some((index, words))
+            })
+            .collect();
+        Ok(())
+    }
+
+    /// Flash bytes of the widened weights ([`Network::widen_convs`]).
+    pub fn widened_bytes(&self) -> usize {
+        self.widened.iter().map(|(_, w)| 4 * w.len()).sum()
     }
 
     /// Checks the model (`bytes`, as given to [`Network::from_bytes`]) against `declared`:
@@ -224,7 +269,15 @@ impl Network {
 
     /// The network's Rust code, to `include!` in a module.
     pub fn generate(&self) -> String {
-        let mut out = generate(&self.model, self.spec.as_deref(), &self.plan, &self.ram());
+        let prepared = !self.widened.is_empty();
+        let mut out = generate(
+            &self.model,
+            self.spec.as_deref(),
+            &self.plan,
+            &self.ram(),
+            prepared,
+        );
+        out.push_str(&prepared_code(&self.widened));
         out.push_str(&input_code(self.plan.input, &self.input_quant));
         if let Some(path) = &self.embed {
             out.push_str(&model_code(path));
@@ -344,6 +397,35 @@ pub static MODEL: &[u8] = &ALIGNED.0;
     )
 }
 
+/// `PREPARED`: the widened conv weights ([`Network::widen_convs`]), in flash, which
+/// `Network::from_bytes` hands to the model (`StackFile::prepare`).
+fn prepared_code(widened: &[(usize, Vec<u32>)]) -> String {
+    let mut code = String::new();
+    let mut entries = String::new();
+    for (op, words) in widened {
+        let list: Vec<String> = words.iter().map(|w| format!("{w:#x}")).collect();
+        let _ = write!(
+            code,
+            "\n/// Operation {op}'s conv weights, widened.\nstatic PREPARED_{op}: [u32; {}] = [{}];\n",
+            words.len(),
+            list.join(", ")
+        );
+        let _ = writeln!(
+            entries,
+            "    infer_core::stack::prepared::PreparedWeights {{ op: {op}, words: &PREPARED_{op} }},"
+        );
+    }
+    format!(
+        "{code}
+/// The conv weights widened for the core's four-pixel kernel, checked against the model's
+/// when it loads (`infer_core::stack::prepared`); none on a core that does not use them.
+static PREPARED: [infer_core::stack::prepared::PreparedWeights<'static>; {}] = [
+{entries}];
+",
+        widened.len()
+    )
+}
+
 /// `h×w×c`.
 fn hwc((h, w, c): (usize, usize, usize)) -> String {
     format!("{h}×{w}×{c}")
@@ -419,7 +501,7 @@ impl Ram {
 
 /// The generated module: see the text it writes. `plan` is the model's (named `model`),
 /// checked against `spec` if given.
-fn generate(model: &str, spec: Option<&str>, plan: &Plan, ram: &Ram) -> String {
+fn generate(model: &str, spec: Option<&str>, plan: &Plan, ram: &Ram, prepared: bool) -> String {
     let ops = &plan.ops;
     let (h, w, c) = plan.input;
     let mut used = Imports::default();
@@ -805,6 +887,13 @@ pub struct Network<'a> {{
         let _ = writeln!(runs, "        probe({step});");
         step += 1;
     }
+    let from_bytes_body = if prepared {
+        "let mut file = StackFile::decode(bytes)?;
+        file.prepare(&PREPARED);
+        Self::from_file(&file)"
+    } else {
+        "Self::from_file(&StackFile::decode(bytes)?)"
+    };
     item(format!(
         "impl<'a> Network<'a> {{
     /// Decodes a format-3 model and checks every operation against this network's types.
@@ -815,7 +904,7 @@ pub struct Network<'a> {{
     pub fn from_bytes(bytes: &'a [u8]) -> Result<Self, Error> {{
         // Decoding (out of line) and building the stages are two sibling calls, so that
         // the stack of the one is free again before the other's frame exists.
-        Self::from_file(&StackFile::decode(bytes)?)
+        {from_bytes_body}
     }}
 
     /// Checks every operation of a decoded model against this network's types and
@@ -1155,6 +1244,53 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(types(&code), types(&network.generate()));
+    }
+
+    #[test]
+    fn widened_conv_weights_are_generated_beside_the_model_only_when_asked() {
+        let mut network = Network::from_bytes("two-blocks.bin", TWO_BLOCKS).unwrap();
+        let code = network.generate();
+        assert!(
+            code.contains("PreparedWeights<'static>; 0] = [\n];"),
+            "{code}"
+        );
+        assert!(code.contains("Self::from_file(&StackFile::decode(bytes)?)"));
+        network.widen_convs(TWO_BLOCKS).unwrap();
+        // The second conv (op 2), as the model's own weights widened; the first, one
+        // channel 3×3 with its pool, has a kernel of its own.
+        let file = StackFile::decode(TWO_BLOCKS).unwrap();
+        let ops: Vec<usize> = network.widened.iter().map(|(op, _)| *op).collect();
+        assert_eq!(ops, [2]);
+        for (op, words) in &network.widened {
+            let (c, g) = file
+                .ops
+                .get(*op)
+                .unwrap()
+                .conv()
+                .map(|(c, g)| (*c, g))
+                .unwrap();
+            assert!(infer_core::kernels::dsp::is_widened(
+                c.params.weights,
+                g.taps(),
+                g.filters,
+                words
+            ));
+        }
+        assert_eq!(
+            network.widened_bytes(),
+            network
+                .widened
+                .iter()
+                .map(|(_, w)| 4 * w.len())
+                .sum::<usize>()
+        );
+        let code = network.generate();
+        assert!(code.contains("static PREPARED_2: [u32; "), "{code}");
+        assert!(code.contains("file.prepare(&PREPARED);"), "{code}");
+        assert!(
+            code.contains("PreparedWeights { op: 2, words: &PREPARED_2 },"),
+            "{code}"
+        );
     }
 
     #[test]

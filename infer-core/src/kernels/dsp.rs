@@ -674,9 +674,22 @@ pub struct QuadConv<'a> {
     pub filters: usize,
     /// Values from one pixel's results to the next pixel's.
     pub stride: usize,
+    /// The same rows widened ([`widen_filter`]), or empty. With them each group of four
+    /// taps' weights is one `LDM` of two words instead of a load and two `SXTB16` for
+    /// every four pixels; rows that do not fill `filters · wide_words(taps)` words are
+    /// ignored (the int8 rows serve).
+    pub wide: &'a [u32],
 }
 
 impl QuadConv<'_> {
+    /// The widened rows, if they are there for every filter.
+    fn widened(&self) -> Option<&[u32]> {
+        let words = self.filters.checked_mul(wide_words(self.taps))?;
+        self.wide
+            .get(..words)
+            .filter(|w| w.len() == words && words > 0)
+    }
+
     /// Whether the sizes fit the slices and `values`: [`quad_filters`]' precondition.
     pub(crate) fn fits(&self, values: &[u32]) -> bool {
         let Self {
@@ -685,6 +698,7 @@ impl QuadConv<'_> {
             taps,
             filters,
             stride,
+            ..
         } = *self;
         taps > 0
             && filters > 0
@@ -718,6 +732,27 @@ macro_rules! quad_group {
     };
 }
 
+/// [`quad_group`] with widened weights ([`widen_filter`]): the group's two weight words
+/// straight into r6 (`w1, w3`) and r7 (`w0, w2`) by one `LDM`.
+#[cfg(infer_core_dsp)]
+macro_rules! quad_group_wide {
+    () => {
+        concat!(
+            "ldm r11!, {{r6, r7}}\n",
+            "ldm r10!, {{r2, r3, r4, r5}}\n",
+            "smlad r0, r7, r2, r0\n",
+            "smlad r0, r6, r3, r0\n",
+            "smlad r1, r7, r4, r1\n",
+            "smlad r1, r6, r5, r1\n",
+            "ldm r10!, {{r2, r3, r4, r5}}\n",
+            "smlad r8, r7, r2, r8\n",
+            "smlad r8, r6, r3, r8\n",
+            "smlad r9, r7, r4, r9\n",
+            "smlad r9, r6, r5, r9\n",
+        )
+    };
+}
+
 /// One pixel's max update of [`quad_filters`]: `*r3 = max(*r3, acc)`, then `r3 += r2`.
 #[cfg(infer_core_dsp)]
 macro_rules! quad_max {
@@ -737,44 +772,13 @@ macro_rules! quad_max {
     };
 }
 
-/// Four pixels' convolutions ([`QuadConv`]): for filter `f` and pixel `p`, the sum
-/// `Σ x_p · w_f` (as `i32`) stored at `values[p · stride + f]`, or, with stride 0 (a pool
-/// window), folded into the running max `values[f]`. Computes nothing if a size does not
-/// fit.
-///
-/// On a DSP core this is one block of assembly: sixteen taps of four pixels (64
-/// multiply-accumulates) in 54 instructions — each weight word loaded and unpacked once for
-/// the four pixels, the patch loaded four words per `LDM` — then the remaining groups of
-/// four taps (15 instructions each) and single taps (8 each), and about 26 per filter
-/// around them (about 36 for a pool window, whose four sums go to one running max) (MVE
-/// cores take convs of 16 taps or more through an int8 patch instead,
-/// `mve::quad_filters_i8`); elsewhere [`quad_filters_portable`].
-#[inline(never)]
-pub fn quad_filters(conv: &QuadConv<'_>, values: &mut [u32]) {
-    if !conv.fits(values) {
-        return;
-    }
-    #[cfg(infer_core_dsp)]
-    {
-        // Registers: accumulators of pixels 0–3 in r0 r1 r8 r9; patch words r2–r5; the
-        // unpacked weights r6 r7; the patch pointer r10, the weight pointer r11, the
-        // values pointer r12, the loop count lr. On the stack (pushed from r0–r3, r10,
-        // lr): filters left [sp], stride in bytes [sp, #4], groups of four taps after the
-        // blocks of sixteen [sp, #8], single taps after those [sp, #12], the patch
-        // [sp, #16], blocks of sixteen taps [sp, #20].
-        // SAFETY: r10 reads the 4 · PatchWords::words(taps) words of `patch` per filter
-        // (checked above; word-aligned, which LDM needs), r11 reads taps bytes of
-        // `weights` per filter (filters · taps checked above; LDR of a word may be
-        // unaligned on these cores), r12 reads and writes `values` at p · stride + f for
-        // p < 4, f < filters (checked above); each loop count is tested for 0 before its
-        // loop. The twelve registers that can be operands are all named here (r2–r5 by
-        // name also because LDM needs its registers in ascending order), so no operand is
-        // in r6 or r7 (which cannot be named: LLVM's base and frame pointers); the block
-        // saves those two on the stack, uses them as scratch and restores them, and pops
-        // everything it pushes. Nothing else is read or written, and every register
-        // written is declared.
-        unsafe {
-            asm!(
+/// [`quad_filters`]' assembly, its weights' group loads (`$group`, a macro like
+/// [`quad_group`]) and single-tap load into r6 (`$single`) given: the int8 rows' or the
+/// widened rows'. `$weights` is the rows' first byte or word.
+#[cfg(infer_core_dsp)]
+macro_rules! quad_filters_asm {
+    ($group:ident, $single:literal, $conv:expr, $weights:expr, $values:expr) => {
+        asm!(
                 "push {{r6, r7}}",
                 "push {{r0, r1, r2, r3, r10, lr}}",
                 "3:",
@@ -784,13 +788,25 @@ pub fn quad_filters(conv: &QuadConv<'_>, values: &mut [u32]) {
                 "mov.w r9, #0",
                 "ldr r10, [sp, #16]",
                 "ldr lr, [sp, #20]",
-                "cmp lr, #0",
+                // Blocks of 32 taps, after one of 16 if their count is odd (the flags of
+                // the shift last until the loop: nothing between sets them).
+                "lsrs lr, lr, #1",
+                "bcc 11f",
+                $group!(),
+                $group!(),
+                $group!(),
+                $group!(),
+                "11:",
                 "beq 4f",
                 "2:",
-                quad_group!(),
-                quad_group!(),
-                quad_group!(),
-                quad_group!(),
+                $group!(),
+                $group!(),
+                $group!(),
+                $group!(),
+                $group!(),
+                $group!(),
+                $group!(),
+                $group!(),
                 "subs lr, lr, #1",
                 "bne 2b",
                 "4:",
@@ -798,7 +814,7 @@ pub fn quad_filters(conv: &QuadConv<'_>, values: &mut [u32]) {
                 "cmp lr, #0",
                 "beq 5f",
                 "6:",
-                quad_group!(),
+                $group!(),
                 "subs lr, lr, #1",
                 "bne 6b",
                 "5:",
@@ -806,7 +822,7 @@ pub fn quad_filters(conv: &QuadConv<'_>, values: &mut [u32]) {
                 "cmp lr, #0",
                 "beq 7f",
                 "8:",
-                "ldrsb r6, [r11], #1",
+                $single,
                 "ldm r10!, {{r2, r3, r4, r5}}",
                 "mla r0, r2, r6, r0",
                 "mla r1, r3, r6, r1",
@@ -845,19 +861,79 @@ pub fn quad_filters(conv: &QuadConv<'_>, values: &mut [u32]) {
                 "bne 3b",
                 "add sp, #24",
                 "pop {{r6, r7}}",
-                inout("r0") conv.filters => _,
-                inout("r1") 4 * conv.stride => _,
-                inout("r2") conv.taps % 16 / 4 => _,
-                inout("r3") conv.taps % 4 => _,
-                inout("r10") conv.patch.as_ptr() => _,
-                inout("lr") conv.taps / 16 => _,
-                inout("r11") conv.weights.as_ptr() => _,
-                inout("r12") values.as_mut_ptr() => _,
+                inout("r0") $conv.filters => _,
+                inout("r1") 4 * $conv.stride => _,
+                inout("r2") $conv.taps % 16 / 4 => _,
+                inout("r3") $conv.taps % 4 => _,
+                inout("r10") $conv.patch.as_ptr() => _,
+                inout("lr") $conv.taps / 16 => _,
+                inout("r11") $weights => _,
+                inout("r12") $values.as_mut_ptr() => _,
                 out("r4") _,
                 out("r5") _,
                 out("r8") _,
                 out("r9") _,
-            );
+            )
+    };
+}
+
+/// Four pixels' convolutions ([`QuadConv`]): for filter `f` and pixel `p`, the sum
+/// `Σ x_p · w_f` (as `i32`) stored at `values[p · stride + f]`, or, with stride 0 (a pool
+/// window), folded into the running max `values[f]`. Computes nothing if a size does not
+/// fit.
+///
+/// On a DSP core this is one block of assembly: 32 taps of four pixels (128
+/// multiply-accumulates) in 106 instructions — each weight word loaded and unpacked once for
+/// the four pixels, the patch loaded four words per `LDM` — after one block of sixteen if
+/// their count is odd, then the remaining groups of four taps (15 instructions each) and
+/// single taps (8 each), and about 27 per filter around them (about 37 for a pool window,
+/// whose four sums go to one running max). With widened rows ([`QuadConv::wide`]) a group's
+/// weights are one `LDM`: 90 instructions per block of 32 taps, 13 per group after them.
+/// (MVE cores take convs of 16 taps or more through an int8 patch instead,
+/// `mve::quad_filters_i8`); elsewhere [`quad_filters_portable`].
+#[inline(never)]
+pub fn quad_filters(conv: &QuadConv<'_>, values: &mut [u32]) {
+    if !conv.fits(values) {
+        return;
+    }
+    #[cfg(infer_core_dsp)]
+    {
+        // Registers: accumulators of pixels 0–3 in r0 r1 r8 r9; patch words r2–r5; the
+        // unpacked weights r6 r7; the patch pointer r10, the weight pointer r11, the
+        // values pointer r12, the loop count lr. On the stack (pushed from r0–r3, r10,
+        // lr): filters left [sp], stride in bytes [sp, #4], groups of four taps after the
+        // blocks of sixteen [sp, #8], single taps after those [sp, #12], the patch
+        // [sp, #16], blocks of sixteen taps [sp, #20].
+        // SAFETY: r10 reads the 4 · PatchWords::words(taps) words of `patch` per filter
+        // (checked above; word-aligned, which LDM needs), r11 reads taps bytes of
+        // `weights` per filter (filters · taps checked above; LDR of a word may be
+        // unaligned on these cores) or, with widened rows, wide_words(taps) words of
+        // `wide` per filter (filters · wide_words(taps) checked by `widened`; a `u32`
+        // slice is word-aligned, which LDM needs), r12 reads and writes `values` at
+        // p · stride + f for p < 4, f < filters (checked above); each loop count is tested
+        // for 0 before its loop. The twelve registers that can be operands are all named here (r2–r5 by
+        // name also because LDM needs its registers in ascending order), so no operand is
+        // in r6 or r7 (which cannot be named: LLVM's base and frame pointers); the block
+        // saves those two on the stack, uses them as scratch and restores them, and pops
+        // everything it pushes. Nothing else is read or written, and every register
+        // written is declared.
+        unsafe {
+            match conv.widened() {
+                Some(wide) => quad_filters_asm!(
+                    quad_group_wide,
+                    "ldr r6, [r11], #4",
+                    conv,
+                    wide.as_ptr(),
+                    values
+                ),
+                None => quad_filters_asm!(
+                    quad_group,
+                    "ldrsb r6, [r11], #1",
+                    conv,
+                    conv.weights.as_ptr(),
+                    values
+                ),
+            }
         }
     }
     #[cfg(not(infer_core_dsp))]
@@ -876,27 +952,102 @@ pub fn quad_filters_portable(conv: &QuadConv<'_>, values: &mut [u32]) {
         taps,
         filters,
         stride,
+        ..
     } = *conv;
     let (grouped, tail) = patch.split_at(taps / 4 * 8);
-    for (f, w) in weights.chunks_exact(taps).take(filters).enumerate() {
-        let mut acc = [0i32; 4];
-        for (words, w) in grouped.chunks_exact(8).zip(w.chunks_exact(4)) {
-            let w = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
-            let (even, odd) = (sxtb16(w), sxtb16_ror8(w));
-            for (p, acc) in acc.iter_mut().enumerate() {
-                *acc = smlad(odd, words[2 * p + 1], smlad(even, words[2 * p], *acc));
+    let per_filter = wide_words(taps);
+    for f in 0..filters {
+        // The filter's words as the assembly loads them: widened, or widened here.
+        let acc = match conv.widened() {
+            Some(wide) => {
+                let row = wide.get(f * per_filter..).unwrap_or_default();
+                quad_sums(row.iter().copied(), grouped, tail, taps)
             }
-        }
-        let tail_weights = w.get(taps / 4 * 4..).unwrap_or_default();
-        for (words, &w) in tail.chunks_exact(4).zip(tail_weights) {
-            for (acc, &x) in acc.iter_mut().zip(words) {
-                *acc = acc.wrapping_add((x as i32).wrapping_mul(i32::from(w as i8)));
+            None => {
+                let row = weights.get(f * taps..).unwrap_or_default();
+                quad_sums(wide_filter_words(row, taps), grouped, tail, taps)
             }
-        }
+        };
         for (p, acc) in acc.into_iter().enumerate() {
             put_sum(values, p * stride + f, stride, acc);
         }
     }
+}
+
+/// One filter's four sums of [`quad_filters_portable`] from its widened row (`words`,
+/// [`wide_filter_words`]), the quad patch's groups (`grouped`) and single taps (`tail`).
+fn quad_sums(
+    mut words: impl Iterator<Item = u32>,
+    grouped: &[u32],
+    tail: &[u32],
+    taps: usize,
+) -> [i32; 4] {
+    let mut acc = [0i32; 4];
+    for group in grouped.chunks_exact(8) {
+        let (odd, even) = (words.next().unwrap_or(0), words.next().unwrap_or(0));
+        for (p, acc) in acc.iter_mut().enumerate() {
+            *acc = smlad(odd, group[2 * p + 1], smlad(even, group[2 * p], *acc));
+        }
+    }
+    for (pixels, w) in tail.chunks_exact(4).take(taps % 4).zip(words) {
+        for (acc, &x) in acc.iter_mut().zip(pixels) {
+            *acc = acc.wrapping_add((x as i32).wrapping_mul(w as i32));
+        }
+    }
+    acc
+}
+
+/// Words of one filter's row of `taps` int8 weights widened for [`quad_filters`]
+/// ([`widen_filter`]).
+pub const fn wide_words(taps: usize) -> usize {
+    taps / 4 * 2 + taps % 4
+}
+
+/// One filter's row of `taps` int8 weights (`row`, at least `taps` bytes) as
+/// [`quad_filters`] loads it widened: per group of four taps the words `(w1, w3)` and
+/// `(w0, w2)` of 16-bit halves (what `SXTB16` makes of the group's word, rotated by 8 and
+/// not), then each single tap sign-extended to a word. [`wide_words`] words.
+pub fn wide_filter_words(row: &[u8], taps: usize) -> impl Iterator<Item = u32> + '_ {
+    let row = row.get(..taps).unwrap_or_default();
+    let (groups, singles) = row.split_at(row.len() / 4 * 4);
+    groups
+        .chunks_exact(4)
+        .flat_map(|g| {
+            let w = u32::from_le_bytes([g[0], g[1], g[2], g[3]]);
+            [sxtb16_ror8(w), sxtb16(w)]
+        })
+        .chain(singles.iter().map(|&b| i32::from(b as i8) as u32))
+}
+
+/// Writes `filters` int8 rows of `taps` weights (`weights`) widened for [`quad_filters`]
+/// ([`wide_filter_words`]) into `wide`, which takes `filters · wide_words(taps)` words.
+/// Returns `false`, writing nothing, if a slice is too short.
+pub fn widen_filter(weights: &[u8], taps: usize, filters: usize, wide: &mut [u32]) -> bool {
+    let words = filters.saturating_mul(wide_words(taps));
+    if taps == 0 || weights.len() / taps < filters || wide.len() < words {
+        return false;
+    }
+    let rows = weights.chunks_exact(taps).take(filters);
+    for (out, w) in wide
+        .iter_mut()
+        .zip(rows.flat_map(|r| wide_filter_words(r, taps)))
+    {
+        *out = w;
+    }
+    true
+}
+
+/// Whether `wide` holds exactly `filters` int8 rows of `taps` weights (`weights`) widened
+/// ([`widen_filter`]): what a model's prepared weights must be to be used.
+pub fn is_widened(weights: &[u8], taps: usize, filters: usize, wide: &[u32]) -> bool {
+    taps > 0
+        && weights.len() / taps >= filters
+        && wide.len() == filters.saturating_mul(wide_words(taps))
+        && weights
+            .chunks_exact(taps)
+            .take(filters)
+            .flat_map(|r| wide_filter_words(r, taps))
+            .eq(wide.iter().copied())
 }
 
 /// What [`dense_rows`] computes: one position's `channels` values packed as
@@ -1639,19 +1790,49 @@ mod tests {
                     }
                 }
             }
+            let mut wide = std::vec![0u32; filters * wide_words(taps)];
+            assert_eq!(widen_filter(&w, taps, filters, &mut wide), taps > 0);
+            assert_eq!(is_widened(&w, taps, filters, &wide), taps > 0);
             let conv = QuadConv {
                 patch: &patch,
                 weights: &w,
                 taps,
                 filters,
                 stride,
+                wide: &[],
             };
-            let mut got = start.clone();
-            quad_filters(&conv, &mut got);
-            assert_eq!(got, want, "case {case}: {taps} taps");
-            let mut got = start.clone();
-            quad_filters_portable(&conv, &mut got);
-            assert_eq!(got, want, "portable, case {case}");
+            // From the int8 rows, from the widened rows, and from widened rows one word
+            // short (ignored: the int8 rows serve).
+            let short_wide = &wide[..wide.len().saturating_sub(1)];
+            for wide in [&[][..], &wide, short_wide] {
+                let conv = QuadConv { wide, ..conv };
+                let mut got = start.clone();
+                quad_filters(&conv, &mut got);
+                assert_eq!(got, want, "case {case}: {taps} taps, {} wide", wide.len());
+                let mut got = start.clone();
+                quad_filters_portable(&conv, &mut got);
+                assert_eq!(got, want, "portable, case {case}, {} wide", wide.len());
+            }
+            // Widened rows are what the kernel multiplies by, when they are there.
+            if taps > 0 {
+                let other: std::vec::Vec<u8> = w.iter().map(|b| b.wrapping_add(1)).collect();
+                let mut other_wide = std::vec![0u32; wide.len()];
+                widen_filter(&other, taps, filters, &mut other_wide);
+                assert!(!is_widened(&w, taps, filters, &other_wide));
+                let with = |weights: &[u8], wide: &[u32]| {
+                    let mut got = start.clone();
+                    quad_filters_portable(
+                        &QuadConv {
+                            weights,
+                            wide,
+                            ..conv
+                        },
+                        &mut got,
+                    );
+                    got
+                };
+                assert_eq!(with(&w, &other_wide), with(&other, &[]), "case {case}");
+            }
             // Too short a slice: nothing changes.
             let mut got = start.clone();
             let short = &w[..w.len().saturating_sub(1)];

@@ -25,6 +25,7 @@ use crate::kernels::conv::ConvGeometry;
 pub use crate::kernels::conv::Padding;
 use crate::kernels::depthwise::DepthwiseGeometry;
 use crate::kernels::window::Window;
+use crate::stack::prepared::PreparedWeights;
 use crate::stack::stages::{assign_buffers, Unit};
 use crate::Error;
 use serde::{Deserialize, Serialize};
@@ -541,6 +542,9 @@ pub struct StackFile<'a> {
     /// branch, of the tensor it names), worked out once when the file is made, so that
     /// loading a layer decodes no other operation.
     offsets: [i16; MAX_OPS],
+    /// Weights prepared for the core's kernels ([`StackFile::prepare`]), and a bit per
+    /// operation whose entry there matches its weights.
+    prepared: (&'a [PreparedWeights<'a>], u32),
 }
 
 /// What [`StackFile::encode`] writes before the CRC.
@@ -637,7 +641,28 @@ impl<'a> StackFile<'a> {
             input,
             ops,
             offsets,
+            prepared: (&[], 0),
         }
+    }
+
+    /// The file with weights prepared ahead of time for the core's kernels (see
+    /// [`super::prepared`]). Each entry is checked against its operation's weights here,
+    /// once; an entry that does not match (prepared from another model) is ignored.
+    pub fn prepare(&mut self, prepared: &'a [PreparedWeights<'a>]) {
+        self.prepared = (prepared, super::prepared::matching(self, prepared));
+    }
+
+    /// Conv operation `index`'s widened weights, if the file was given matching ones
+    /// ([`StackFile::prepare`]), else empty.
+    pub fn prepared(&self, index: usize) -> &'a [u32] {
+        let (prepared, mask) = self.prepared;
+        if index >= MAX_OPS || mask & (1 << index) == 0 {
+            return &[];
+        }
+        prepared
+            .iter()
+            .find(|p| p.op == index)
+            .map_or(&[], |p| p.words)
     }
 
     /// Encodes into `buf` (magic, version, body, CRC) and returns the bytes written.

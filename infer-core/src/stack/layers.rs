@@ -135,6 +135,7 @@ pub struct Conv2d<
     const RELU: bool,
 > {
     weights: &'a [u8],
+    wide: &'a [u32],
     requant: ChannelRequant<'a>,
     input_offset: i32,
 }
@@ -227,6 +228,7 @@ impl<
         )?;
         Ok(Self {
             weights: c.params.weights,
+            wide: file.prepared(index),
             requant: ChannelRequant::from_params(&c.params, RELU),
             input_offset: input_offset(file, index),
         })
@@ -689,6 +691,7 @@ impl<
             conv: Some(ConvPart {
                 geometry: Self::GEOMETRY,
                 weights: self.weights,
+                wide: self.wide,
                 requant: self.requant,
                 input_offset: self.input_offset,
             }),

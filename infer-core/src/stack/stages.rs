@@ -678,6 +678,10 @@ pub struct ConvPart<'a> {
     pub geometry: ConvGeometry,
     /// `filters × k_h × k_w × in_c` int8 weights.
     pub weights: &'a [u8],
+    /// The same weights widened for the DSP cores' four-pixel kernel
+    /// ([`crate::kernels::dsp::widen_filter`]), if the model was given them
+    /// ([`StackFile::prepare`]), else empty.
+    pub wide: &'a [u32],
     /// Its requantization (with the ReLU if it has one).
     pub requant: ChannelRequant<'a>,
     /// Minus its input's zero point.
@@ -733,6 +737,7 @@ impl<'a> Parts<'a> {
             parts.conv = Some(ConvPart {
                 geometry,
                 weights: c.params.weights,
+                wide: file.prepared(at),
                 requant: ChannelRequant::from_params(&c.params, c.relu),
                 input_offset: input_offset(file, at),
             });
@@ -1209,6 +1214,7 @@ fn conv_positions(
                     taps,
                     filters: channels,
                     stride,
+                    wide: cp.wide,
                 };
                 quad_filters(&conv, values);
             }

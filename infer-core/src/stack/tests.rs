@@ -564,3 +564,108 @@ fn the_one_channel_3x3_stage_matches_the_reference() {
         stream3x3_case::<8>(&mut rng);
     }
 }
+
+/// Widens conv operation `index` of `file`'s weights (`kernels::dsp::widen_filter`).
+fn widened(file: &StackFile<'_>, index: usize) -> Vec<u32> {
+    use crate::kernels::dsp::{wide_words, widen_filter};
+    let op = file.ops.get(index).unwrap();
+    let (c, g) = op.conv().unwrap();
+    let mut words = vec![0; g.filters * wide_words(g.taps())];
+    assert!(widen_filter(
+        c.params.weights,
+        g.taps(),
+        g.filters,
+        &mut words
+    ));
+    words
+}
+
+#[test]
+fn prepared_weights_are_used_when_they_match_and_ignored_otherwise() {
+    use super::prepared::PreparedWeights;
+    let mut rng = TestRng(0x91DE);
+    for case in 0..8 {
+        let (params, others) = (model(&mut rng), model(&mut rng));
+        let (ops, other_ops) = (ops(&params), ops(&others));
+        let (file, other) = (file(&ops), file(&other_ops));
+        let mut buf = vec![0u8; 4096];
+        let bytes = file.encode(&mut buf).unwrap().to_vec();
+        let (own, foreign) = ([widened(&file, 0), widened(&file, 1)], widened(&other, 1));
+        let prepared = [
+            PreparedWeights {
+                op: 0,
+                words: &own[0],
+            },
+            // Another model's rows for operation 1 come first: the first entry is the one
+            // used, and it does not match.
+            PreparedWeights {
+                op: 1,
+                words: &foreign,
+            },
+            PreparedWeights {
+                op: 1,
+                words: &own[1],
+            },
+            // Not a conv, and beyond the model.
+            PreparedWeights {
+                op: 3,
+                words: &own[0],
+            },
+            PreparedWeights {
+                op: 40,
+                words: &own[0],
+            },
+        ];
+        let decoded = StackFile::decode(&bytes).unwrap();
+        let mut with = decoded;
+        with.prepare(&prepared);
+        assert_eq!(with.prepared(0), &own[0][..], "case {case}");
+        for index in [1, 2, 3, 4, 40] {
+            assert!(with.prepared(index).is_empty(), "case {case}, op {index}");
+        }
+        let only_own = [
+            PreparedWeights {
+                op: 0,
+                words: &own[0],
+            },
+            PreparedWeights {
+                op: 1,
+                words: &own[1],
+            },
+        ];
+        let mut own_file = decoded;
+        own_file.prepare(&only_own);
+        assert_eq!(own_file.prepared(1), &own[1][..]);
+        let image: [i8; 200] = core::array::from_fn(|_| rng.i8());
+        let infer = |file: &StackFile<'_>, kernels| {
+            let (mut a, mut b, mut patch) = (vec![0i8; A], vec![0i8; B], vec![0u32; STAGE_PATCH]);
+            let mut logits = [0i32; 4];
+            run(
+                file,
+                &image,
+                kernels,
+                [&mut a, &mut b, &mut []],
+                &mut patch,
+                &mut logits,
+            )
+            .unwrap()
+            .to_vec()
+        };
+        let reference = infer(&decoded, Kernels::Reference);
+        for file in [&with, &own_file] {
+            assert_eq!(infer(file, Kernels::Fast), reference, "case {case}");
+            let typed = Typed::from_file(file).unwrap();
+            assert_eq!(
+                typed.infer(&image).to_vec(),
+                reference,
+                "typed, case {case}"
+            );
+            let staged = Staged::from_file(file).unwrap();
+            assert_eq!(
+                staged.infer(&image).to_vec(),
+                reference,
+                "staged, case {case}"
+            );
+        }
+    }
+}

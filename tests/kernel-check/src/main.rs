@@ -121,6 +121,7 @@ fn main() -> ! {
             taps,
             filters,
             stride,
+            wide: &[],
         };
         let mut got = [0u32; 64];
         rng.fill_words(&mut got);
@@ -128,6 +129,20 @@ fn main() -> ! {
         dsp::quad_filters(&conv, &mut got);
         dsp::quad_filters_portable(&conv, &mut want);
         check("quad_filters", case, got, want);
+
+        // The same with the filters' rows widened (an `LDM` per group of four weights).
+        let mut wide = [0u32; 12 * dsp::wide_words(160)];
+        dsp::widen_filter(conv.weights, taps, filters, &mut wide);
+        let conv = dsp::QuadConv {
+            wide: &wide[..filters * dsp::wide_words(taps)],
+            ..conv
+        };
+        let mut got = [0u32; 64];
+        rng.fill_words(&mut got);
+        let mut want = got;
+        dsp::quad_filters(&conv, &mut got);
+        dsp::quad_filters_portable(&conv, &mut want);
+        check("quad_filters_wide", case, got, want);
 
         // A streamed dense layer's step from int8 values: pairs of units, any channels.
         let channels = 1 + rng.below(160);
