@@ -99,8 +99,8 @@ fn stack_network(
     } else {
         board.default_pixels()
     };
-    if network.pixels == infer_core::stack::Pixels::Four && board.widens_convs() {
-        network.widen_convs(model).unwrap_or_else(|e| fail(&e));
+    if network.pixels == infer_core::stack::Pixels::Four && board.widens_weights() {
+        network.widen_weights(model).unwrap_or_else(|e| fail(&e));
     }
     if let Some(spec) = spec {
         let declared = network::Declared::load(crate_dir, spec).unwrap_or_else(|e| fail(&e));
@@ -113,7 +113,7 @@ fn stack_network(
     }
     let name = spec.unwrap_or(model_name);
     let ram = network.ram();
-    // The model and its widened conv weights, both in flash.
+    // The model and its widened weights, both in flash.
     let flash_bytes = model.len() + network.widened_bytes();
     check_memory(board, model_name, flash_bytes, name, &ram);
     // The build's report: cargo shows it (as a warning) on every build that
@@ -125,7 +125,7 @@ fn stack_network(
         board.flash,
         match network.widened_bytes() {
             0 => String::new(),
-            n => format!(" (+{n} of conv weights widened for the DSP kernel)"),
+            n => format!(" (+{n} of weights widened for the DSP kernels)"),
         },
         ram.total(),
         board.ram,
@@ -147,7 +147,7 @@ fn check_memory(
     let flash_need = model_bytes + CODE_ALLOWANCE;
     if flash_need > board.flash {
         problems.push(format!(
-            "flash: the {model_bytes}-byte model {model_name} (its widened conv weights \
+            "flash: the {model_bytes}-byte model {model_name} (its widened weights \
              included) and {CODE_ALLOWANCE} bytes for \
              the program need {flash_need} bytes, but {} has {} ({} KiB)",
             board.name,

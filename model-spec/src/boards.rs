@@ -113,11 +113,11 @@ impl Board {
         }
     }
 
-    /// Whether its four-pixel conv kernel runs faster from widened weights kept in flash
+    /// Whether its conv and dense kernels run faster from widened weights kept in flash
     /// beside the model (`infer_core::stack::prepared`): the DSP cores without Helium (M4F,
-    /// M7), whose kernel would otherwise unpack each group of four weights for every four
-    /// pixels; the M55 multiplies int8 by int8 as the weights are.
-    pub fn widens_convs(&self) -> bool {
+    /// M7), whose kernels would otherwise unpack each group of four weights again and
+    /// again; the M55 multiplies int8 by int8 as the weights are.
+    pub fn widens_weights(&self) -> bool {
         self.target.starts_with("thumbv7em")
     }
 }

@@ -38,8 +38,9 @@
 use crate::plan::{wire_fields, OpShape, Plan, PlanOp};
 use crate::spec::{Padding, Spec, PRESETS};
 use infer_core::format::QuantParams;
-use infer_core::kernels::dsp::{wide_words, widen_filter};
+use infer_core::kernels::dsp::{dense_wide_words_of, wide_words, widen_filter};
 use infer_core::stack::stages::{plan_file, Kernel, Pixels, Stage, NO_BUFFER};
+use infer_core::stack::Op;
 use infer_core::stack::StackFile;
 use std::env;
 use std::fmt::Write as _;
@@ -183,8 +184,8 @@ pub struct Network {
     /// Conv pixels the firmware's infer-core computes at once (its feature `small-ram`:
     /// one), which sizes the patch buffer.
     pub pixels: Pixels,
-    /// Each conv's weights widened for a DSP core's four-pixel kernel
-    /// ([`Network::widen_convs`]): `(operation, words)`, emitted as `PREPARED`.
+    /// Conv and dense weights widened for a DSP core's kernels
+    /// ([`Network::widen_weights`]): `(operation, words)`, emitted as `PREPARED`.
     pub widened: Vec<(usize, Vec<u32>)>,
 }
 
@@ -208,42 +209,65 @@ impl Network {
         })
     }
 
-    /// Widens the weights of every conv of the model (`bytes`, as given to
-    /// [`Network::from_bytes`]) that runs through a DSP core's four-pixel kernel (all but a
-    /// one-channel 3×3 conv fused with its pool)
-    /// (`infer_core::kernels::dsp::widen_filter`), so that the generated code keeps them in
-    /// flash beside the model and loads the network with them
-    /// (`infer_core::stack::prepared`): twice each conv's weight bytes of flash for about a
-    /// tenth fewer instructions in a multi-channel conv ([`crate::boards::Board::widens_convs`]
-    /// says on which boards).
+    /// Widens the weights the DSP cores' kernels would otherwise unpack again and again
+    /// (`infer_core::stack::prepared`), so that the generated code keeps them in flash beside
+    /// the model (`bytes`, as given to [`Network::from_bytes`]) and loads the network with
+    /// them: every conv that runs through the four-pixel kernel (all but a one-channel 3×3
+    /// conv fused with its pool; `infer_core::kernels::dsp::widen_filter`), and every dense
+    /// layer over a vector (not streamed after a conv or pool) of whole sixteens of inputs
+    /// and at least four units (`infer_core::kernels::dsp::dense_wide_words_of`). Twice each
+    /// such layer's weight bytes of flash, for about a tenth fewer instructions in a
+    /// multi-channel conv and half in such a dense layer
+    /// ([`crate::boards::Board::widens_weights`] says on which boards).
     ///
     /// # Errors
     /// Bytes that are not a valid format-3 model.
-    pub fn widen_convs(&mut self, bytes: &[u8]) -> Result<(), String> {
+    pub fn widen_weights(&mut self, bytes: &[u8]) -> Result<(), String> {
         let file = StackFile::decode(bytes)
             .map_err(|error| format!("{} is not a format-3 model: {error}", self.model))?;
-        // A one-channel 3×3 conv fused with its pool has a kernel of its own.
-        let own_kernel: Vec<usize> = plan_file(&file)
-            .iter()
-            .filter(|st| st.kernel == Kernel::Stream3x3)
-            .map(|st| st.first)
-            .collect();
+        let stages = plan_file(&file);
+        // A one-channel 3×3 conv fused with its pool has a kernel of its own; a dense layer
+        // after a conv or pool in its stage is streamed.
+        let own_kernel = |index: usize| {
+            stages
+                .iter()
+                .any(|st| st.first == index && st.kernel == Kernel::Stream3x3)
+        };
+        let over_vector = |index: usize| {
+            stages
+                .iter()
+                .any(|st| st.first == index && st.dense && !st.conv && !st.pool)
+        };
         self.widened = file
             .ops
             .iter()
             .enumerate()
-            .filter(|(index, _)| !own_kernel.contains(index))
             .filter_map(|(index, op)| {
-                let (c, g) = op.conv()?;
-                let mut words = vec![0; g.filters * wide_words(g.taps())];
-                widen_filter(c.params.weights, g.taps(), g.filters, &mut words)
-                    .then_some((index, words))
+                let words: Vec<u32> = match op {
+                    Op::Dense(d) => {
+                        let (inputs, units) = (d.inputs as usize, usize::from(d.units));
+                        if !over_vector(index) || inputs % 16 != 0 || units < 4 {
+                            return None;
+                        }
+                        dense_wide_words_of(d.params.weights, inputs, units).collect()
+                    }
+                    _ => {
+                        let (c, g) = op.conv()?;
+                        if own_kernel(index) {
+                            return None;
+                        }
+                        let mut words = vec![0; g.filters * wide_words(g.taps())];
+                        widen_filter(c.params.weights, g.taps(), g.filters, &mut words)
+                            .then_some(words)?
+                    }
+                };
+                Some((index, words))
             })
             .collect();
         Ok(())
     }
 
-    /// Flash bytes of the widened weights ([`Network::widen_convs`]).
+    /// Flash bytes of the widened weights ([`Network::widen_weights`]).
     pub fn widened_bytes(&self) -> usize {
         self.widened.iter().map(|(_, w)| 4 * w.len()).sum()
     }
@@ -397,7 +421,7 @@ pub static MODEL: &[u8] = &ALIGNED.0;
     )
 }
 
-/// `PREPARED`: the widened conv weights ([`Network::widen_convs`]), in flash, which
+/// `PREPARED`: the widened conv and dense weights ([`Network::widen_weights`]), in flash, which
 /// `Network::from_bytes` hands to the model (`StackFile::prepare`).
 fn prepared_code(widened: &[(usize, Vec<u32>)]) -> String {
     let mut code = String::new();
@@ -406,7 +430,7 @@ fn prepared_code(widened: &[(usize, Vec<u32>)]) -> String {
         let list: Vec<String> = words.iter().map(|w| format!("{w:#x}")).collect();
         let _ = write!(
             code,
-            "\n/// Operation {op}'s conv weights, widened.\nstatic PREPARED_{op}: [u32; {}] = [{}];\n",
+            "\n/// Operation {op}'s weights, widened.\nstatic PREPARED_{op}: [u32; {}] = [{}];\n",
             words.len(),
             list.join(", ")
         );
@@ -417,7 +441,7 @@ fn prepared_code(widened: &[(usize, Vec<u32>)]) -> String {
     }
     format!(
         "{code}
-/// The conv weights widened for the core's four-pixel kernel, checked against the model's
+/// The weights widened for the core's kernels, checked against the model's
 /// when it loads (`infer_core::stack::prepared`); none on a core that does not use them.
 static PREPARED: [infer_core::stack::prepared::PreparedWeights<'static>; {}] = [
 {entries}];
@@ -1255,7 +1279,7 @@ mod tests {
             "{code}"
         );
         assert!(code.contains("Self::from_file(&StackFile::decode(bytes)?)"));
-        network.widen_convs(TWO_BLOCKS).unwrap();
+        network.widen_weights(TWO_BLOCKS).unwrap();
         // The second conv (op 2), as the model's own weights widened; the first, one
         // channel 3×3 with its pool, has a kernel of its own.
         let file = StackFile::decode(TWO_BLOCKS).unwrap();

@@ -1346,6 +1346,169 @@ pub fn dense_quads(rows: &DenseRows<'_>, acc: &mut [u32]) {
     dense_quads_portable(rows, acc);
 }
 
+/// Words of a dense layer's rows widened for [`dense_quads_widened`]: its whole quads of
+/// units (`units / 4 · 4` rows of `inputs`, a multiple of 4) as 16-bit halves, two words per
+/// four weights.
+pub const fn dense_wide_words(inputs: usize, units: usize) -> usize {
+    units / 4 * 4 * (inputs / 4 * 2)
+}
+
+/// A dense layer's `units` rows of `inputs` int8 weights (`weights`, `inputs` a multiple of
+/// 4) as [`dense_quads_widened`] loads them: per quad of units, per group of four inputs,
+/// each unit's `(w0, w2)` and `(w1, w3)` (what `SXTB16` makes of the group's word, and of it
+/// rotated by 8). [`dense_wide_words`] words; the units after the last whole quad are not
+/// widened.
+pub fn dense_wide_words_of(
+    weights: &[u8],
+    inputs: usize,
+    units: usize,
+) -> impl Iterator<Item = u32> + '_ {
+    let groups = inputs / 4;
+    (0..units / 4).flat_map(move |q| {
+        (0..groups).flat_map(move |g| {
+            (0..4).flat_map(move |j| {
+                let at = (4 * q + j) * inputs + 4 * g;
+                let w = weights
+                    .get(at..at + 4)
+                    .map_or(0, |w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+                [sxtb16(w), sxtb16_ror8(w)]
+            })
+        })
+    })
+}
+
+/// Whether `wide` holds exactly the widened rows ([`dense_wide_words_of`]) of a dense layer
+/// of `units` rows of `inputs` int8 weights (`weights`): what a model's prepared weights must
+/// be to be used.
+pub fn is_dense_widened(weights: &[u8], inputs: usize, units: usize, wide: &[u32]) -> bool {
+    inputs % 4 == 0
+        && units >= 4
+        && weights.len() / inputs.max(1) >= units
+        && wide.len() == dense_wide_words(inputs, units)
+        && dense_wide_words_of(weights, inputs, units).eq(wide.iter().copied())
+}
+
+/// One group of four inputs of [`dense_quads_widened`]: the two patch words into r4 r5,
+/// then units 0 and 1's widened weights (r6–r9, one `LDM`) and units 2 and 3's.
+#[cfg(infer_core_dsp)]
+macro_rules! dense_group_wide {
+    () => {
+        concat!(
+            "ldrd r4, r5, [r10], #8\n",
+            "ldm r11!, {{r6, r7, r8, r9}}\n",
+            "smlad r0, r6, r4, r0\n",
+            "smlad r0, r7, r5, r0\n",
+            "smlad r1, r8, r4, r1\n",
+            "smlad r1, r9, r5, r1\n",
+            "ldm r11!, {{r6, r7, r8, r9}}\n",
+            "smlad r2, r6, r4, r2\n",
+            "smlad r2, r7, r5, r2\n",
+            "smlad r3, r8, r4, r3\n",
+            "smlad r3, r9, r5, r3\n",
+        )
+    };
+}
+
+/// Whether [`dense_quads_widened`]'s sizes fit: whole sixteens of inputs (at least one),
+/// the packed patch, at least one quad of units in `acc` and its widened rows.
+fn widened_quads_fit(patch: &[u32], wide: &[u32], inputs: usize, acc: &[u32]) -> bool {
+    let quads = acc.len() / 4;
+    inputs >= 16
+        && inputs % 16 == 0
+        && patch.len() >= inputs / 2
+        && quads > 0
+        && wide.len() / quads >= 2 * inputs
+}
+
+/// [`dense_quads`] from widened rows ([`dense_wide_words_of`], `wide` from the first quad
+/// of `acc`'s units on): adds each unit's dot product of the packed `patch` (`inputs`
+/// values, [`crate::kernels::dot::pack_patch`]'s layout) into `acc`, whole quads of units
+/// (the units after them are left alone), wrapping. Computes nothing if a size does not fit
+/// (fewer than 16 inputs or not a multiple of 16, short slices).
+///
+/// On a DSP core one block of assembly: sixteen inputs of four units (64
+/// multiply-accumulates) in 46 instructions (per four inputs the two patch words in one
+/// `LDRD`, the four units' eight weight words in two `LDM`s, eight `SMLAD`s), 11 per quad
+/// of units around them; elsewhere [`dense_quads_widened_portable`].
+#[inline(never)]
+pub fn dense_quads_widened(patch: &[u32], wide: &[u32], inputs: usize, acc: &mut [u32]) {
+    if !widened_quads_fit(patch, wide, inputs, acc) {
+        return;
+    }
+    #[cfg(infer_core_dsp)]
+    {
+        // Registers: the four units' sums r0–r3; patch words r4 r5; the widened weights
+        // r6–r9; the patch pointer r10, its end r12; the widened rows' pointer r11; quads
+        // left lr. On the stack (pushed from r0 r1): the accumulator pointer [sp], the
+        // patch [sp, #4].
+        // SAFETY: per quad, r10 reads the inputs / 2 words of `patch` (checked above;
+        // word-aligned, as LDRD needs) up to r12, r11 reads 2 · inputs words of `wide`
+        // (quads · 2 · inputs checked above; a `u32` slice is word-aligned, as LDM needs),
+        // [sp] walks `acc` four words per quad (checked above, word-aligned as LDM/STM
+        // need); the inner loop runs inputs / 16 ≥ 1 times. r6 and r7 (which cannot be
+        // named) are saved on the stack and restored; the block pops everything it pushes,
+        // reads and writes nothing else, and every register it writes is declared.
+        unsafe {
+            asm!(
+                "push {{r6, r7}}",
+                "push {{r0, r1}}",
+                "3:",
+                "ldr r10, [sp, #4]",
+                "ldr r8, [sp]",
+                "ldm r8, {{r0, r1, r2, r3}}",
+                "2:",
+                dense_group_wide!(),
+                dense_group_wide!(),
+                dense_group_wide!(),
+                dense_group_wide!(),
+                "cmp r10, r12",
+                "bne 2b",
+                "ldr r8, [sp]",
+                "stm r8!, {{r0, r1, r2, r3}}",
+                "str r8, [sp]",
+                "subs lr, #1",
+                "bne 3b",
+                "add sp, #8",
+                "pop {{r6, r7}}",
+                inout("r0") acc.as_mut_ptr() => _,
+                inout("r1") patch.as_ptr() => _,
+                out("r2") _,
+                out("r3") _,
+                out("r4") _,
+                out("r5") _,
+                out("r8") _,
+                out("r9") _,
+                out("r10") _,
+                inout("r11") wide.as_ptr() => _,
+                in("r12") patch.as_ptr().wrapping_add(inputs / 2),
+                inout("lr") acc.len() / 4 => _,
+            );
+        }
+    }
+    #[cfg(not(infer_core_dsp))]
+    dense_quads_widened_portable(patch, wide, inputs, acc);
+}
+
+/// [`dense_quads_widened`] in plain integer arithmetic (the reference the assembly is
+/// tested against, and the code elsewhere).
+pub fn dense_quads_widened_portable(patch: &[u32], wide: &[u32], inputs: usize, acc: &mut [u32]) {
+    if !widened_quads_fit(patch, wide, inputs, acc) {
+        return;
+    }
+    let groups = inputs / 4;
+    for (quad, words) in acc.chunks_exact_mut(4).zip(wide.chunks_exact(8 * groups)) {
+        let mut sums = [0i32; 4];
+        for (x, w) in patch.chunks_exact(2).zip(words.chunks_exact(8)) {
+            for (j, sum) in sums.iter_mut().enumerate() {
+                *sum = smlad(w[2 * j + 1], x[1], smlad(w[2 * j], x[0], *sum));
+            }
+        }
+        for (a, sum) in quad.iter_mut().zip(sums) {
+            *a = a.wrapping_add(sum as u32);
+        }
+    }
+}
+
 /// [`dense_quads`] in plain integer arithmetic (the reference the assembly is tested
 /// against, and the code elsewhere).
 pub fn dense_quads_portable(rows: &DenseRows<'_>, acc: &mut [u32]) {
@@ -1844,6 +2007,57 @@ mod tests {
                 &mut got,
             );
             assert_eq!(got, start);
+        }
+    }
+
+    /// A dense layer's quads of units from widened rows, over random sizes, against the
+    /// sums of products written out; rows of other weights, or too short, are refused.
+    #[test]
+    fn dense_quads_from_widened_rows_add_the_sums_of_products() {
+        let mut rng = TestRng(0xD1DE);
+        for case in 0..200 {
+            let inputs = 16 * (1 + rng.below(12) as usize);
+            let units = 1 + rng.below(40) as usize;
+            let x: std::vec::Vec<i32> = (0..inputs).map(|_| rng.below(511) as i32 - 255).collect();
+            let w: std::vec::Vec<u8> = (0..inputs * units).map(|_| rng.next_u64() as u8).collect();
+            let patch: std::vec::Vec<u32> = x
+                .chunks_exact(4)
+                .flat_map(|q| [pack(q[0], q[2]), pack(q[1], q[3])])
+                .collect();
+            let wide: std::vec::Vec<u32> = dense_wide_words_of(&w, inputs, units).collect();
+            assert_eq!(wide.len(), dense_wide_words(inputs, units));
+            assert_eq!(is_dense_widened(&w, inputs, units, &wide), units >= 4);
+            let start: std::vec::Vec<u32> = (0..units).map(|_| rng.next_u64() as u32).collect();
+            let mut want = start.clone();
+            for (u, acc) in want.iter_mut().enumerate().take(units / 4 * 4) {
+                let sum: i32 = (0..inputs)
+                    .map(|i| x[i] * i32::from(w[u * inputs + i] as i8))
+                    .sum();
+                *acc = acc.wrapping_add(sum as u32);
+            }
+            for kernel in [dense_quads_widened, dense_quads_widened_portable] {
+                let mut got = start.clone();
+                kernel(&patch, &wide, inputs, &mut got);
+                assert_eq!(got, want, "case {case}: {inputs} inputs, {units} units");
+                // One word short: nothing changes (when there is a quad at all).
+                let mut got = start.clone();
+                kernel(
+                    &patch,
+                    &wide[..wide.len().saturating_sub(1)],
+                    inputs,
+                    &mut got,
+                );
+                assert_eq!(got, start, "case {case}");
+            }
+            // A weight of a widened row changed: the rows are another layer's.
+            if units >= 4 {
+                let mut other = w.clone();
+                other[rng.below((units / 4 * 4 * inputs) as u64) as usize] ^= 1;
+                assert!(
+                    !is_dense_widened(&other, inputs, units, &wide),
+                    "case {case}"
+                );
+            }
         }
     }
 

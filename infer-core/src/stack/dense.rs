@@ -14,7 +14,10 @@
 use super::stages::{DensePart, Out, Pixels};
 use crate::kernels::dense::{dense_unit, finish_logits};
 use crate::kernels::dot::{dot_i8_offset, dot_packed, PatchWords};
-use crate::kernels::dsp::{dense_quads, dense_rows, halves_of_words, pack_groups, DenseRows};
+use crate::kernels::dsp::{
+    dense_quads, dense_quads_widened, dense_rows, dense_wide_words, halves_of_words, pack_groups,
+    DenseRows,
+};
 use crate::kernels::mve::{dense_rows_i8, DenseRowsI8};
 use crate::kernels::pairs::{dense_quads_wide, dot4_wide};
 use crate::kernels::ChannelRequant;
@@ -128,7 +131,16 @@ pub(crate) fn dense_direct(d: &DensePart<'_>, input: &[i8], words: &mut [u32], m
                     channels: n,
                     stride: n,
                 };
-                if n % 32 == 0 {
+                // The block's whole quads from the widened rows if the model has them
+                // (its first unit is a multiple of 4: the quads are the layer's).
+                let wide = d
+                    .wide
+                    .get(first / 4 * dense_wide_words(n, 4)..)
+                    .filter(|_| d.wide.len() == dense_wide_words(n, d.units) && n % 16 == 0);
+                if let Some(wide) = wide {
+                    dense_quads_widened(patch, wide, n, acc);
+                    done = count / 4 * 4;
+                } else if n % 32 == 0 {
                     dense_quads(&rows, acc);
                     done = count / 4 * 4;
                 }
@@ -239,9 +251,11 @@ fn skip_channels<'a>(rq: &ChannelRequant<'a>, first: usize) -> ChannelRequant<'a
 mod tests {
     use super::super::format::tests::{input, OwnedParams};
     use super::super::format::{DenseOp, Op, StackFile};
+    use super::super::prepared::PreparedWeights;
     use super::super::run::tests::reference_and_fast;
     use super::super::run::BufferSizes;
     use super::*;
+    use crate::kernels::dsp::dense_wide_words_of;
     use crate::kernels::TestRng;
     use std::collections::BTreeSet;
     use std::vec::Vec;
@@ -263,6 +277,7 @@ mod tests {
         // monotonic) of the layers run with the packed working memory.
         let mut seen = BTreeSet::new();
         let mut ways = Vec::new();
+        let mut widened_layers = 0;
         for case in 0..cases {
             let pixels = if case % 4 == 3 {
                 Pixels::One
@@ -327,12 +342,38 @@ mod tests {
             spec.quant.zero_point = rng.below(256) as i32 - 128;
             let file = StackFile::new(spec, &ops);
             let sizes = BufferSizes::of(&file, pixels);
+            // The same model with its layers' rows widened where the DSP kernel takes them.
+            let widened: Vec<(usize, Vec<u32>)> = shapes
+                .iter()
+                .zip(&owned)
+                .enumerate()
+                .filter(|(_, (&(inputs, units, _), _))| inputs % 16 == 0 && units >= 4)
+                .map(|(op, (&(inputs, units, _), p))| {
+                    (op, dense_wide_words_of(&p.weights, inputs, units).collect())
+                })
+                .collect();
+            let prepared: Vec<PreparedWeights<'_>> = widened
+                .iter()
+                .map(|(op, words)| PreparedWeights { op: *op, words })
+                .collect();
+            let mut prepared_file = file;
+            prepared_file.prepare(&prepared);
+            for (op, words) in &widened {
+                assert_eq!(prepared_file.prepared(*op), &words[..], "case {case}");
+            }
+            widened_layers += widened.len();
             for _ in 0..3 {
                 let x: Vec<i8> = (0..n0).map(|_| rng.i8()).collect();
                 let [reference, fast] = reference_and_fast(&file, &x, &sizes);
                 assert_eq!(fast, reference, "case {case}: {shapes:?}");
+                let [_, widened] = reference_and_fast(&prepared_file, &x, &sizes);
+                assert_eq!(widened, reference, "widened, case {case}: {shapes:?}");
             }
         }
+        assert!(
+            widened_layers * 10 >= cases,
+            "{widened_layers} widened layers"
+        );
         if !cfg!(miri) {
             for octets in [true, false] {
                 for odd in [true, false] {

@@ -652,7 +652,7 @@ impl<'a> StackFile<'a> {
         self.prepared = (prepared, super::prepared::matching(self, prepared));
     }
 
-    /// Conv operation `index`'s widened weights, if the file was given matching ones
+    /// Conv or dense operation `index`'s widened weights, if the file was given matching ones
     /// ([`StackFile::prepare`]), else empty.
     pub fn prepared(&self, index: usize) -> &'a [u32] {
         let (prepared, mask) = self.prepared;

@@ -697,6 +697,10 @@ pub struct DensePart<'a> {
     pub units: usize,
     /// `units × inputs` int8 weights.
     pub weights: &'a [u8],
+    /// The same weights widened for the DSP cores' dense kernel over a vector
+    /// ([`crate::kernels::dsp::dense_wide_words_of`]), if the model was given them
+    /// ([`StackFile::prepare`]), else empty.
+    pub wide: &'a [u32],
     /// Its requantization (with the ReLU if it has one).
     pub requant: ChannelRequant<'a>,
     /// Minus its input's zero point.
@@ -772,6 +776,7 @@ pub(crate) fn dense_part<'a>(
         inputs: d.inputs as usize,
         units: d.units.into(),
         weights: d.params.weights,
+        wide: file.prepared(index),
         requant,
         input_offset: input_offset(file, index),
         monotonic: monotonic(&requant, d.units.into()),

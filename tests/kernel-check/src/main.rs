@@ -131,7 +131,8 @@ fn main() -> ! {
         check("quad_filters", case, got, want);
 
         // The same with the filters' rows widened (an `LDM` per group of four weights).
-        let mut wide = [0u32; 12 * dsp::wide_words(160)];
+        // At most 12 filters of 159 taps (39 groups and 3 single taps: 81 words).
+        let mut wide = [0u32; 12 * 81];
         dsp::widen_filter(conv.weights, taps, filters, &mut wide);
         let conv = dsp::QuadConv {
             wide: &wide[..filters * dsp::wide_words(taps)],
@@ -270,6 +271,20 @@ fn main() -> ! {
             portable(&rows, &mut want[..units]);
             check(name, case, got, want);
         }
+
+        // A dense layer's quads of units from widened rows (random words, as any rows'),
+        // over whole sixteens of values.
+        let inputs = 16 * (1 + rng.below(6));
+        let units = 4 + rng.below(13);
+        let mut wide = [0u32; 16 * 48];
+        rng.fill_words(&mut wide);
+        let wide = &wide[..dsp::dense_wide_words(inputs, units)];
+        let mut got = [0u32; 16];
+        rng.fill_words(&mut got);
+        let mut want = got;
+        dsp::dense_quads_widened(&patch[..inputs / 2], wide, inputs, &mut got[..units]);
+        dsp::dense_quads_widened_portable(&patch[..inputs / 2], wide, inputs, &mut want[..units]);
+        check("dense_quads_widened", case, got, want);
 
         // Four units from widened values: any count of values, any bits in them, rows at
         // any alignment.
