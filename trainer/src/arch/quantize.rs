@@ -20,14 +20,15 @@
 use super::layers::Layer;
 use super::model::Model;
 pub use super::scheme::{
-    activation_quant, first_max, quantize_multiplier, QuantizedChannels, Scores, INPUT_QUANT,
+    activation_quant, add_op, first_max, quantize_multiplier, QuantizedChannels, Scores,
+    INPUT_QUANT,
 };
 use super::spec::Activation;
 use crate::data::Dataset;
 use crate::eval::{evaluate_stack, load_stack};
 use anyhow::{bail, ensure, Context, Result};
 use infer_core::format::{InputSpec, QuantParams};
-use infer_core::stack::format::{Op, MAX_OPS};
+use infer_core::stack::format::{AddOp, Op, MAX_OPS};
 use infer_core::stack::{StackFile, STACK_FORMAT_VERSION};
 use model_spec::plan::{wire_fields, OpShape, Plan, PlanOp};
 use rayon::prelude::*;
@@ -90,13 +91,12 @@ impl StackCalibration {
             .map(|batch| {
                 let mut ranges = vec![empty; plan.ops.len()];
                 let mut finite = true;
-                let mut x = model.input_batch(batch)?;
-                for ((layer, op), prep) in model.layers.iter().zip(&op_at_layer).zip(&prepared) {
-                    x = layer.forward_prepared(x, prep);
-                    if let Some(j) = *op {
+                let x = model.input_batch(batch)?;
+                let x = model.forward_eval(x, &prepared, false, |layer, x| {
+                    if let Some(j) = op_at_layer[layer] {
                         finite &= widen(&mut ranges[j], &x.data);
                     }
-                }
+                });
                 finite &= x.data.iter().all(|v| v.is_finite());
                 Ok((ranges, finite))
             })
@@ -269,6 +269,8 @@ pub struct QuantizedOp {
     /// Weights and requantization of a conv/depthwise/dense operation (`None` for pooling);
     /// a depthwise conv's weights in the wire's `[ky][kx][out_c]`.
     pub channels: Option<QuantizedChannels>,
+    /// An add's TFLite int8 ADD parameters (`None` for the other operations).
+    pub add: Option<AddOp>,
 }
 
 /// A generic model in int8, ready to encode as a format-3 model.bin.
@@ -298,33 +300,53 @@ impl QuantizedStack {
             plan.ops.len()
         );
         let last = plan.ops.len().saturating_sub(1);
-        let mut input_quant = INPUT_QUANT;
+        // The quantization of each tensor: 0 the input, `j + 1` operation j's output.
+        let mut quants = vec![INPUT_QUANT];
         let mut ops = Vec::with_capacity(plan.ops.len());
         for (j, (op, range)) in plan.ops.iter().zip(&calibration.ranges).enumerate() {
-            let channels = match op.kind {
-                OpShape::MaxPool2d { .. } | OpShape::AvgPool2d { .. } => None,
-                OpShape::Add { .. } | OpShape::Branch { .. } => {
-                    bail!(
-                        "operation {j} ({}): the trainer does not train it (only imported \
-                         models have it)",
-                        op.kind
+            let input_quant = quants[j];
+            // A conv's, depthwise conv's, hidden dense layer's or add's output range.
+            let output = match Plan::activation(&model.spec, op) {
+                Activation::Relu => activation_quant(0.0, range.max),
+                Activation::Relu6 => activation_quant(0.0, range.max.min(6.0)),
+                _ => activation_quant(range.min, range.max),
+            };
+            let quantizing = || format!("quantizing operation {j} ({})", op.kind);
+            let (channels, add, out) = match op.kind {
+                OpShape::MaxPool2d { .. } | OpShape::AvgPool2d { .. } => (None, None, input_quant),
+                OpShape::Branch { from, .. } => {
+                    let quant = quants.get(from).copied();
+                    (None, None, quant.context("a branch to a later tensor")?)
+                }
+                OpShape::Add {
+                    h,
+                    w,
+                    channels,
+                    other,
+                    min,
+                    max,
+                } => {
+                    let b = quants.get(other).context("an add of a later tensor")?;
+                    let add = add_op(
+                        (h, w, channels),
+                        other,
+                        (input_quant.scale, b.scale),
+                        output,
+                        (min, max),
                     )
+                    .with_context(quantizing)?;
+                    (None, Some(add), output)
                 }
                 OpShape::Conv2d { .. }
                 | OpShape::Dense { .. }
                 | OpShape::DepthwiseConv2d { .. } => {
                     let folded = fold(model, op)?;
-                    let quantizing = || format!("quantizing operation {j} ({})", op.kind);
                     if j == last {
                         let channels =
                             logits_channels(&folded, input_quant.scale).with_context(quantizing)?;
-                        Some(channels)
+                        let out = channels.output;
+                        (Some(channels), None, out)
                     } else {
-                        let output = match Plan::activation(&model.spec, op) {
-                            Activation::Relu => activation_quant(0.0, range.max),
-                            Activation::Relu6 => activation_quant(0.0, range.max.min(6.0)),
-                            _ => activation_quant(range.min, range.max),
-                        };
                         let mut channels = QuantizedChannels::new(
                             &folded.weights,
                             &folded.bias,
@@ -343,14 +365,15 @@ impl QuantizedStack {
                                 }
                             }
                         }
-                        input_quant = output;
-                        Some(channels)
+                        (Some(channels), None, output)
                     }
                 }
             };
+            quants.push(out);
             ops.push(QuantizedOp {
                 kind: op.kind,
                 channels,
+                add,
             });
         }
         Ok(Self {
@@ -375,6 +398,10 @@ impl QuantizedStack {
         check_op_count(self.ops.len())?;
         let mut ops = Vec::with_capacity(self.ops.len());
         for (j, op) in self.ops.iter().enumerate() {
+            if let Some(add) = op.add {
+                ops.push(Op::Add(add));
+                continue;
+            }
             let params = op.channels.as_ref().map(QuantizedChannels::params);
             let wire = Op::from_shape(op.kind, params)
                 .map_err(|e| anyhow::anyhow!("operation {j} ({}): {e}", op.kind))?;
@@ -393,14 +420,24 @@ impl QuantizedStack {
         encode_checked(input, &ops)
     }
 
-    /// The output quantization of operation `j` (a pool's is its input's).
+    /// The output quantization of operation `j` (a pool's is its input's, a branch's its
+    /// tensor's).
     pub fn output_quant(&self, j: usize) -> QuantParams {
-        self.ops
-            .iter()
-            .take(j + 1)
-            .rev()
-            .find_map(|op| op.channels.as_ref().map(|c| c.output))
-            .unwrap_or(INPUT_QUANT)
+        // Tensor t: 0 the input, `k + 1` operation k's output.
+        let mut t = j + 1;
+        while let Some(op) = t.checked_sub(1).and_then(|k| self.ops.get(k)) {
+            if let Some(c) = &op.channels {
+                return c.output;
+            }
+            if let Some(a) = &op.add {
+                return a.output;
+            }
+            t = match op.kind {
+                OpShape::Branch { from, .. } if from < t => from,
+                _ => t - 1,
+            };
+        }
+        INPUT_QUANT
     }
 }
 
