@@ -916,6 +916,105 @@ activation = \"softmax\"
         assert_logits_track(&model, &q, &bytes, &images, 0.05);
     }
 
+    /// conv → residual (identity shortcut; conv, batch norm, ReLU6 after the add) →
+    /// residual (strided conv + batch norm on the main path; a strided 1×1 conv + batch norm
+    /// on the shortcut; ReLU after the add) → dense (logits).
+    const RESIDUAL: &str = "input = [8, 8, 1]
+[[layer]]
+type = \"conv2d\"
+filters = 3
+kernel = 3
+padding = \"same\"
+activation = \"relu\"
+[[layer]]
+type = \"residual\"
+activation = \"relu6\"
+[[layer.main]]
+type = \"conv2d\"
+filters = 3
+kernel = 3
+padding = \"same\"
+[[layer.main]]
+type = \"batchnorm\"
+[[layer]]
+type = \"residual\"
+activation = \"relu\"
+[[layer.main]]
+type = \"conv2d\"
+filters = 5
+kernel = 3
+stride = 2
+padding = \"same\"
+[[layer.main]]
+type = \"batchnorm\"
+[[layer.shortcut]]
+type = \"conv2d\"
+filters = 5
+kernel = 1
+stride = 2
+[[layer.shortcut]]
+type = \"batchnorm\"
+[[layer]]
+type = \"flatten\"
+[[layer]]
+type = \"dense\"
+units = 3
+activation = \"softmax\"
+";
+
+    #[test]
+    fn residual_blocks_export_as_branches_and_tflite_adds_and_track_the_float_model() {
+        let spec = Spec::parse(RESIDUAL).unwrap();
+        let model = random_model(&spec, 25);
+        let plan = Plan::of(&spec).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(6);
+        let images: Vec<u8> = (0..200 * 64).map(|_| rng.gen()).collect();
+        let calibration = StackCalibration::measure(&model, &plan, &images).unwrap();
+        let q = QuantizedStack::from_calibration(&model, &plan, &calibration).unwrap();
+        let bytes = q.to_bytes().unwrap();
+        let file = StackFile::decode(&bytes).unwrap();
+        let shapes: Vec<_> = file.ops.iter().map(|op| op.shape()).collect();
+        assert_eq!(shapes, plan.shapes());
+        let kinds: Vec<_> = shapes.iter().map(OpShape::type_name).collect();
+        assert_eq!(
+            kinds,
+            ["conv2d", "conv2d", "add", "conv2d", "branch", "conv2d", "add", "dense"]
+        );
+        // Tensor t's quantization: 0 the input, `j + 1` operation j's output.
+        let tensor = |t: usize| t.checked_sub(1).map_or(INPUT_QUANT, |j| q.output_quant(j));
+        // A branch's output is its tensor's: the block's input.
+        assert_eq!(q.output_quant(4), tensor(3));
+        for (j, op) in plan.ops.iter().enumerate() {
+            let OpShape::Add {
+                h,
+                w,
+                channels,
+                other,
+                min,
+                max,
+            } = op.kind
+            else {
+                assert!(q.ops[j].add.is_none());
+                continue;
+            };
+            // TFLite's ADD parameters for the operands' scales, into the calibrated range
+            // of the add's (activated) output.
+            let range = calibration.ranges[j];
+            let output = match Plan::activation(&spec, op) {
+                Activation::Relu => activation_quant(0.0, range.max),
+                Activation::Relu6 => activation_quant(0.0, range.max.min(6.0)),
+                _ => unreachable!("both adds have an activation"),
+            };
+            assert_eq!(output.zero_point, -128);
+            let scales = (tensor(j).scale, tensor(other).scale);
+            let expected = add_op((h, w, channels), other, scales, output, (min, max)).unwrap();
+            assert_eq!(q.ops[j].add, Some(expected));
+            assert_eq!(file.ops.get(j), Some(Op::Add(expected)));
+            assert_eq!(q.output_quant(j), output);
+        }
+        assert_logits_track(&model, &q, &bytes, &images, 0.05);
+    }
+
     #[test]
     fn a_batch_norm_after_a_relu_is_refused_by_name() {
         let spec = Spec::parse(&FOLDABLE.replace(
