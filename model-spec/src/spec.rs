@@ -1391,6 +1391,26 @@ mod tests {
     }
 
     #[test]
+    fn a_residual_spec_with_any_line_dropped_or_doubled_parses_or_is_refused_without_panicking() {
+        let text = include_str!("../../models/resnet-tiny.toml");
+        let lines: Vec<&str> = text.lines().collect();
+        for i in 0..lines.len() {
+            for doubled in [false, true] {
+                let mut edited = lines.clone();
+                if doubled {
+                    edited.insert(i, lines[i]);
+                } else {
+                    edited.remove(i);
+                }
+                if let Ok(spec) = Spec::parse(&edited.join("\n")) {
+                    crate::plan::Plan::of(&spec).ok();
+                    assert_eq!(Spec::parse(&spec.to_text()).unwrap(), spec);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn residual_errors_name_the_block_the_problem_and_the_fix() {
         let head = "input = [8, 8, 4]\n";
         let tail = "[[layer]]\ntype = \"flatten\"\n[[layer]]\ntype = \"dense\"\nunits = 3\nactivation = \"softmax\"\n";

@@ -12,7 +12,9 @@
 //!   `[0, min(max, 6)]` after a ReLU6 (so that the int8 clamp at 127 is the 6 or above it,
 //!   and a ReLU6 runs exactly as a ReLU), `[min, max]` otherwise; a depthwise conv's clamp
 //!   is the whole int8 range (its ReLU is the zero point −128); max and average pooling keep
-//!   their input's quantization;
+//!   their input's quantization, a branch its tensor's;
+//! * a residual block's add is TFLite's int8 ADD ([`add_op`]) of its operands' scales into
+//!   its output range, calibrated as a conv's (its clamp too is the whole int8 range);
 //! * the logits (the last dense layer) are not calibrated and not clipped to int8: they keep
 //!   the int32 accumulators, requantized to wide i32 logits of one common scale, zero point 0
 //!   ([`logits_channels`]), so that their argmax and softmax follow the float model's.
@@ -467,7 +469,8 @@ fn check_op_count(ops: usize) -> Result<()> {
     ensure!(
         ops <= MAX_OPS,
         "the int8 plan has {ops} operations (conv2d, depthwise_conv2d, maxpool2d, avgpool2d \
-         and dense layers; batch norm, dropout and flatten are free); model.bin format {STACK_FORMAT_VERSION} holds at most \
+         and dense layers, a residual block's add and its shortcut's branch; batch norm, \
+         dropout and flatten are free); model.bin format {STACK_FORMAT_VERSION} holds at most \
          {MAX_OPS}: remove {} of them",
         ops - MAX_OPS
     );
