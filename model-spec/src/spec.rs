@@ -1488,9 +1488,9 @@ mod tests {
         let e = err(&block(conv("main", 4, 1)).replace("\"relu\"", "\"softmax\""));
         assert!(e.contains("none, relu or relu6"), "{e}");
         // A block on a vector.
-        let e = err(&format!(
+        let e = err(
             "input = [8, 8, 4]\n[[layer]]\ntype = \"flatten\"\n[[layer]]\ntype = \"residual\"\n[[layer.main]]\ntype = \"dropout\"\nrate = 0.1\n[[layer]]\ntype = \"dense\"\nunits = 3\nactivation = \"softmax\"\n"
-        ));
+        );
         assert!(e.contains("needs an h×w×c input"), "{e}");
         // Blocks built in code are checked too.
         let bad = Spec::new(
