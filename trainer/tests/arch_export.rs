@@ -338,23 +338,7 @@ fn a_fitted_spec_is_a_format_3_model_whose_reported_scores_infer_core_reproduces
         "{report}"
     );
     assert!(report.contains("mean |p_int8 − p_float|"), "{report}");
-    let again = dir.path().join("again.bin");
-    let quantize = trainer_ok(&[
-        "quantize",
-        "--float",
-        s(&checkpoint),
-        "--data",
-        s(&data),
-        "--calibration-images",
-        "200",
-        "--out",
-        s(&again),
-    ]);
-    assert_eq!(
-        std::fs::read(&again).unwrap(),
-        bytes,
-        "quantize differs from fit"
-    );
+    let quantize = quantizes_to(dir.path(), &checkpoint, &data, &bytes);
     let requantized = String::from_utf8_lossy(&quantize.stdout);
     let scores = |t: &str| -> Vec<String> {
         t.lines()
@@ -444,13 +428,24 @@ fn the_resnet_spec_fits_and_exports_its_blocks_as_adds_which_infer_core_runs_as_
         ]
     );
     // The float checkpoint re-quantizes to the same bytes.
-    let again = dir.path().join("again.bin");
-    trainer_ok(&[
+    quantizes_to(dir.path(), &fitted.checkpoint, &fitted.data, &bytes);
+}
+
+/// Checks that `trainer quantize` of the float `checkpoint`, calibrated on the 200 training
+/// images [`fit_briefly`] trains on in `data`, writes `bytes` (into `dir`); its output.
+fn quantizes_to(
+    dir: &std::path::Path,
+    checkpoint: &std::path::Path,
+    data: &std::path::Path,
+    bytes: &[u8],
+) -> std::process::Output {
+    let again = dir.join("again.bin");
+    let quantize = trainer_ok(&[
         "quantize",
         "--float",
-        s(&fitted.checkpoint),
+        s(checkpoint),
         "--data",
-        s(&fitted.data),
+        s(data),
         "--calibration-images",
         "200",
         "--out",
@@ -461,6 +456,7 @@ fn the_resnet_spec_fits_and_exports_its_blocks_as_adds_which_infer_core_runs_as_
         bytes,
         "quantize differs from fit"
     );
+    quantize
 }
 
 /// Fits the spec file `spec_path` briefly ([`fit_briefly`] with `options`) and checks that

@@ -836,6 +836,42 @@ activation = \"softmax\"
         );
     }
 
+    /// A random model of a spec, exported.
+    struct Exported {
+        spec: Spec,
+        model: Model,
+        plan: Plan,
+        calibration: StackCalibration,
+        q: QuantizedStack,
+        bytes: Vec<u8>,
+        images: Vec<u8>,
+    }
+
+    /// A random model of `text` (weights from `seed`) calibrated on 200 random images (from
+    /// `image_seed`) and exported; its file holds exactly the spec's plan, clamps included.
+    fn exported(text: &str, seed: u64, image_seed: u64) -> Exported {
+        let spec = Spec::parse(text).unwrap();
+        let model = random_model(&spec, seed);
+        let plan = Plan::of(&spec).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(image_seed);
+        let images: Vec<u8> = (0..200 * spec.input.len()).map(|_| rng.gen()).collect();
+        let calibration = StackCalibration::measure(&model, &plan, &images).unwrap();
+        let q = QuantizedStack::from_calibration(&model, &plan, &calibration).unwrap();
+        let bytes = q.to_bytes().unwrap();
+        let file = StackFile::decode(&bytes).unwrap();
+        let shapes: Vec<_> = file.ops.iter().map(|op| op.shape()).collect();
+        assert_eq!(shapes, plan.shapes());
+        Exported {
+            spec,
+            model,
+            plan,
+            calibration,
+            q,
+            bytes,
+            images,
+        }
+    }
+
     /// conv (ReLU6) → depthwise conv (multiplier 2, stride 2, same) + batch norm (ReLU6) →
     /// pointwise conv + batch norm (ReLU) → depthwise conv (valid, ReLU) → overlapping
     /// average pool → dense (logits).
@@ -881,18 +917,15 @@ activation = \"softmax\"
 
     #[test]
     fn depthwise_convs_average_pools_and_relu6_export_as_planned_and_track_the_float_model() {
-        let spec = Spec::parse(DEPTHWISE).unwrap();
-        let model = random_model(&spec, 23);
-        let plan = Plan::of(&spec).unwrap();
-        let mut rng = ChaCha8Rng::seed_from_u64(4);
-        let images: Vec<u8> = (0..200 * 81).map(|_| rng.gen()).collect();
-        let calibration = StackCalibration::measure(&model, &plan, &images).unwrap();
-        let q = QuantizedStack::from_calibration(&model, &plan, &calibration).unwrap();
-        let bytes = q.to_bytes().unwrap();
-        let file = StackFile::decode(&bytes).unwrap();
-        // The file holds exactly the spec's plan, clamps included.
-        let shapes: Vec<_> = file.ops.iter().map(|op| op.shape()).collect();
-        assert_eq!(shapes, plan.shapes());
+        let Exported {
+            spec,
+            model,
+            plan,
+            q,
+            bytes,
+            images,
+            ..
+        } = exported(DEPTHWISE, 23, 4);
         // After a ReLU or ReLU6 the output range starts at 0 (zero point −128); a ReLU6's
         // range ends at 6 at most.
         for (j, op) in plan.ops.iter().enumerate().take(4) {
@@ -967,18 +1000,17 @@ activation = \"softmax\"
 
     #[test]
     fn residual_blocks_export_as_branches_and_tflite_adds_and_track_the_float_model() {
-        let spec = Spec::parse(RESIDUAL).unwrap();
-        let model = random_model(&spec, 25);
-        let plan = Plan::of(&spec).unwrap();
-        let mut rng = ChaCha8Rng::seed_from_u64(6);
-        let images: Vec<u8> = (0..200 * 64).map(|_| rng.gen()).collect();
-        let calibration = StackCalibration::measure(&model, &plan, &images).unwrap();
-        let q = QuantizedStack::from_calibration(&model, &plan, &calibration).unwrap();
-        let bytes = q.to_bytes().unwrap();
+        let Exported {
+            spec,
+            model,
+            plan,
+            calibration,
+            q,
+            bytes,
+            images,
+        } = exported(RESIDUAL, 25, 6);
         let file = StackFile::decode(&bytes).unwrap();
-        let shapes: Vec<_> = file.ops.iter().map(|op| op.shape()).collect();
-        assert_eq!(shapes, plan.shapes());
-        let kinds: Vec<_> = shapes.iter().map(OpShape::type_name).collect();
+        let kinds: Vec<_> = plan.shapes().iter().map(OpShape::type_name).collect();
         assert_eq!(
             kinds,
             ["conv2d", "conv2d", "add", "conv2d", "branch", "conv2d", "add", "dense"]
