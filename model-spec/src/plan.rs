@@ -4,7 +4,9 @@
 //! flattens them), batch normalisation is folded into the conv or dense layer before it, and
 //! the last dense layer's softmax becomes "the outputs are logits". What remains is a chain of
 //! [`OpShape::Conv2d`], [`OpShape::DepthwiseConv2d`], [`OpShape::MaxPool2d`],
-//! [`OpShape::AvgPool2d`] and [`OpShape::Dense`]; a format-3 model.bin stores exactly these
+//! [`OpShape::AvgPool2d`] and [`OpShape::Dense`], and for each residual block an
+//! [`OpShape::Add`] (after a [`OpShape::Branch`] back to the block's input and the shortcut's
+//! operations, if the shortcut has layers); a format-3 model.bin stores exactly these
 //! operations, and the firmware's build derives its types and buffers from them.
 //!
 //! Activations: a ReLU6 is planned as a ReLU (`relu: true`), its 6 being the top of the
@@ -15,14 +17,15 @@
 //!
 //! Stages and buffers: infer-core's stage plan ([`Plan::stages`],
 //! `infer_core::stack::stages::plan`) groups the operations into the fused stages the
-//! engine runs. Stage `j` reads the input image (`j = 0`) or buffer `(j − 1) % 2` and writes
-//! buffer `j % 2` (the last writes the logits), so two ping-pong buffers of
+//! engine runs. In a chain, stage `j` reads the input image (`j = 0`) or buffer `(j − 1) % 2`
+//! and writes buffer `j % 2` (the last writes the logits; a residual block's input keeps a
+//! third buffer while its main path runs), so two ping-pong buffers of
 //! [`Plan::buffers`] bytes, one patch buffer of [`Plan::patch_words`] words (packed patch
 //! and working memory) and [`Plan::stack_bytes`] of kernel scratch on the stack hold every
 //! activation.
 
 use crate::spec::{Activation, LayerSpec, Padding, Spec};
-use anyhow::{bail, Result};
+use anyhow::{bail, ensure, Result};
 use infer_core::kernels::average_pool::AvgPoolGeometry;
 use infer_core::kernels::conv::ConvGeometry;
 use infer_core::kernels::depthwise::DepthwiseGeometry;
@@ -113,10 +116,16 @@ impl Plan {
     /// # Errors
     /// A batch norm that cannot be folded: it must directly follow a conv2d, depthwise_conv2d
     /// or dense layer with `activation = "none"` (fold it into a ReLU layer and the ReLU
-    /// would come first).
+    /// would come first) whose output no residual block reads; residual blocks that would
+    /// need more than the engine's activation buffers.
     pub fn of(spec: &Spec) -> Result<Self> {
         let mut ops: Vec<PlanOp> = Vec::new();
+        // The operation tensor of each spec tensor (0 the input, `i + 1` layer `i`'s output;
+        // for operations, `k + 1` is operation `k`'s output): a layer without an operation
+        // of its own leaves its input's.
+        let mut tensor = vec![0; spec.layers.len() + 1];
         for (index, layer) in spec.layers.iter().enumerate() {
+            tensor[index + 1] = ops.len();
             let (h, w, c) = spec.input_of(index).hwc();
             let kind = match *layer {
                 LayerSpec::Conv2d {
@@ -180,6 +189,28 @@ impl Plan {
                     units,
                     relu: activation.clamps(),
                 },
+                LayerSpec::Branch { from } => {
+                    let (h, w, channels) = spec.input_of(from).hwc();
+                    OpShape::Branch {
+                        h,
+                        w,
+                        channels,
+                        from: tensor[from],
+                    }
+                }
+                LayerSpec::Add { other, .. } => OpShape::Add {
+                    h,
+                    w,
+                    channels: c,
+                    other: tensor[other],
+                    // After a ReLU or ReLU6 the output's zero point is −128 (its range
+                    // starts at 0): the clamp to int8 is the activation.
+                    min: i8::MIN,
+                    max: i8::MAX,
+                },
+                LayerSpec::BatchNorm { .. } if spec.reads_again(index) => bail!(
+                    "layer {index} (batchnorm): int8 export folds batch norm into the layer just before it, but a residual block reads that layer's output as it is (the block's input); put the batch norm after a conv2d inside the block, or before the block"
+                ),
                 LayerSpec::BatchNorm { activation } => {
                     let previous = index
                         .checked_sub(1)
@@ -216,11 +247,20 @@ impl Plan {
                 layer: index,
                 batchnorm: None,
             });
+            tensor[index + 1] = ops.len();
         }
-        Ok(Self {
+        let plan = Self {
             input: spec.input.hwc(),
             ops,
-        })
+        };
+        let shapes = plan.shapes();
+        ensure!(
+            shapes.len() > infer_core::stack::format::MAX_OPS
+                || stages::stage_buffers(&stages::plan(&shapes), &shapes).is_some(),
+            "the residual blocks keep more tensors alive at once than the engine's {} activation buffers hold",
+            stages::MAX_BUFFERS
+        );
+        Ok(plan)
     }
 
     /// The activation of operation `op` of this plan of `spec`: its batch norm's if it
@@ -270,11 +310,11 @@ impl Plan {
     /// Sizes in bytes of the activation buffers (`stages::assign_buffers`): in a chain,
     /// buffer `j % 2` receives the output of stage `j`, except the last stage's, which is
     /// the wide (i32) logits and goes to the caller's own array; the third holds a tensor
-    /// an add or a branch of an imported graph reads later (0 for a chain).
+    /// an add or a branch reads later (a residual block's input; 0 for a chain).
     ///
     /// # Panics
-    /// If the operations need more buffers (a model.bin whose decoder refused it: a spec's
-    /// plan is a chain).
+    /// If the operations need more buffers (a model.bin whose decoder refused it; [`Plan::of`]
+    /// refuses such a spec).
     pub fn buffers(&self) -> [usize; stages::MAX_BUFFERS] {
         self.buffer_plan().sizes
     }
@@ -420,6 +460,96 @@ mod tests {
         for pair in plan.ops.windows(2) {
             assert_eq!(pair[0].kind.out_len(), pair[1].kind.in_len());
         }
+    }
+
+    #[test]
+    fn residual_blocks_plan_adds_and_branches_on_operation_tensors() {
+        let spec = Spec::parse(include_str!("../../models/resnet-tiny.toml")).unwrap();
+        let plan = Plan::of(&spec).unwrap();
+        let kinds: Vec<_> = plan.ops.iter().map(|op| op.kind.type_name()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "conv2d",
+                "conv2d",
+                "conv2d",
+                "add",
+                "conv2d",
+                "conv2d",
+                "branch",
+                "conv2d",
+                "add",
+                "avgpool2d",
+                "dense"
+            ]
+        );
+        // Flatten is gone: spec layer 11 is operation 10. The tensors an add or a branch
+        // names are operation outputs (here the same numbers as the spec's).
+        assert_eq!(plan.ops[10].layer, 11);
+        assert!(matches!(
+            plan.ops[3].kind,
+            OpShape::Add {
+                h: 14,
+                w: 14,
+                channels: 8,
+                other: 1,
+                min: -128,
+                max: 127
+            }
+        ));
+        assert!(matches!(
+            plan.ops[6].kind,
+            OpShape::Branch {
+                h: 14,
+                w: 14,
+                channels: 8,
+                from: 4
+            }
+        ));
+        assert!(matches!(plan.ops[8].kind, OpShape::Add { other: 6, .. }));
+        assert_eq!(Plan::activation(&spec, &plan.ops[8]), Activation::Relu);
+        // A block's input stays in a third buffer while its main path runs.
+        assert_eq!(plan.buffers()[2], 14 * 14 * 8);
+        assert_eq!(plan.weights() + plan.channels(), spec.total_params());
+    }
+
+    #[test]
+    fn residual_tensors_follow_folded_batch_norms_and_refuse_one_on_a_block_input() {
+        let text = "input = [8, 8, 2]\n[[layer]]\ntype = \"conv2d\"\nfilters = 4\nkernel = 3\npadding = \"same\"\n\
+                    [[layer]]\ntype = \"batchnorm\"\nactivation = \"relu\"\n[[layer]]\ntype = \"dropout\"\nrate = 0.1\n\
+                    [[layer]]\ntype = \"residual\"\n\
+                    [[layer.main]]\ntype = \"conv2d\"\nfilters = 4\nkernel = 3\npadding = \"same\"\n\
+                    [[layer.main]]\ntype = \"batchnorm\"\n\
+                    [[layer.shortcut]]\ntype = \"conv2d\"\nfilters = 4\nkernel = 1\n\
+                    [[layer.shortcut]]\ntype = \"batchnorm\"\n\
+                    [[layer]]\ntype = \"flatten\"\n[[layer]]\ntype = \"dense\"\nunits = 3\nactivation = \"softmax\"\n";
+        let spec = Spec::parse(text).unwrap();
+        let plan = Plan::of(&spec).unwrap();
+        let shapes = plan.shapes();
+        let kinds: Vec<_> = shapes.iter().map(OpShape::type_name).collect();
+        assert_eq!(
+            kinds,
+            ["conv2d", "conv2d", "branch", "conv2d", "add", "dense"]
+        );
+        // The block's input is the first conv's output (batch norm folded, dropout gone).
+        assert_eq!(shapes[2].reads(), Some(1));
+        assert_eq!(shapes[4].reads(), Some(2));
+        assert_eq!(plan.ops[1].batchnorm, Some(4));
+        assert_eq!(plan.ops[3].batchnorm, Some(7));
+        let on_input = text.replacen(
+            "[[layer.main]]\ntype = \"conv2d\"",
+            "[[layer.main]]\ntype = \"batchnorm\"\n[[layer.main]]\ntype = \"conv2d\"",
+            1,
+        );
+        let on_input = on_input.replacen("[[layer]]\ntype = \"dropout\"\nrate = 0.1\n", "", 1);
+        let err = Plan::of(&Spec::parse(&on_input).unwrap()).unwrap_err();
+        assert!(
+            err.to_string().contains("layer 2 (batchnorm)")
+                && err
+                    .to_string()
+                    .contains("a residual block reads that layer's output"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -103,6 +103,59 @@ pub enum LayerSpec {
         /// None, ReLU or ReLU6, applied after the normalisation.
         activation: Activation,
     },
+    /// A residual block's shortcut with layers of its own (a `[[layer.shortcut]]` list): the
+    /// layers after it read tensor `from`, the block's input, instead of the previous output
+    /// (the main path's, which the block's [`LayerSpec::Add`] reads). Only a residual block
+    /// has it (see [`Spec::blocks`]).
+    Branch {
+        /// The tensor: 0 the spec's input, `i + 1` the output of layer `i`.
+        from: usize,
+    },
+    /// The end of a residual block (`type = "residual"`): the previous output plus tensor
+    /// `other` (Keras' `Add()`), then the activation. Without a shortcut layer the previous
+    /// output is the main path's and `other` the block's input; with one, the previous output
+    /// is the shortcut's and `other` the main path's.
+    Add {
+        /// The other operand: 0 the spec's input, `i + 1` the output of layer `i`.
+        other: usize,
+        /// None, ReLU or ReLU6, applied after the sum.
+        activation: Activation,
+    },
+}
+
+/// The layer types a residual block's main path and shortcut may hold.
+pub const BLOCK_TYPES: [&str; 6] = [
+    "conv2d",
+    "depthwise_conv2d",
+    "maxpool2d",
+    "avgpool2d",
+    "batchnorm",
+    "dropout",
+];
+
+/// A residual block of a [`Spec`], by layer indices: the main path is layers
+/// `start..end_of_main`, the shortcut the identity or layers `branch + 1..add`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Block {
+    /// Its first layer; tensor `start` (the output of layer `start − 1`, or the input) is the
+    /// block's input.
+    pub start: usize,
+    /// Its [`LayerSpec::Branch`], if the shortcut has layers: the main path ends before it.
+    pub branch: Option<usize>,
+    /// Its [`LayerSpec::Add`].
+    pub add: usize,
+}
+
+impl Block {
+    /// The main path's layers.
+    pub fn main(&self) -> std::ops::Range<usize> {
+        self.start..self.branch.unwrap_or(self.add)
+    }
+
+    /// The shortcut's layers (empty: the identity).
+    pub fn shortcut(&self) -> std::ops::Range<usize> {
+        self.branch.map_or(self.add..self.add, |b| b + 1..self.add)
+    }
 }
 
 impl LayerSpec {
@@ -117,6 +170,8 @@ impl LayerSpec {
             Self::Dense { .. } => "Dense",
             Self::Dropout { .. } => "Dropout",
             Self::BatchNorm { .. } => "BatchNormalization",
+            Self::Branch { .. } => "Shortcut",
+            Self::Add { .. } => "Add",
         }
     }
 
@@ -131,6 +186,8 @@ impl LayerSpec {
             Self::Dense { .. } => "dense",
             Self::Dropout { .. } => "dropout",
             Self::BatchNorm { .. } => "batch_normalization",
+            Self::Branch { .. } => "shortcut",
+            Self::Add { .. } => "add",
         }
     }
 
@@ -140,12 +197,14 @@ impl LayerSpec {
             Self::Conv2d { activation, .. }
             | Self::DepthwiseConv2d { activation, .. }
             | Self::Dense { activation, .. }
+            | Self::Add { activation, .. }
             | Self::BatchNorm { activation } => activation,
             _ => Activation::None,
         }
     }
 
-    /// The spec file's `type` value.
+    /// The spec file's `type` value (a residual block's add: `residual`, the table that
+    /// declares the block; its [`LayerSpec::Branch`]: `shortcut`).
     pub fn type_name(&self) -> &'static str {
         match self {
             Self::Conv2d { .. } => "conv2d",
@@ -156,6 +215,8 @@ impl LayerSpec {
             Self::Dense { .. } => "dense",
             Self::Dropout { .. } => "dropout",
             Self::BatchNorm { .. } => "batchnorm",
+            Self::Branch { .. } => "shortcut",
+            Self::Add { .. } => "residual",
         }
     }
 }
@@ -300,14 +361,52 @@ impl Spec {
         }
         let input = input.context("missing `input = [height, width, channels]`")?;
         ensure!(!doc.layers.is_empty(), "no [[layer]] tables");
+        // The layers in order, a residual block's flattened (main path, [branch, shortcut],
+        // add), with the line of each one's table.
         let mut layers = Vec::new();
-        for (index, table) in doc.layers.iter().enumerate() {
-            layers.push(
-                parse_layer(table)
-                    .with_context(|| format!("layer {index} (line {})", table.line))?,
-            );
+        let mut lines = Vec::new();
+        for table in &doc.layers {
+            let at = || format!("layer {} (line {})", layers.len(), table.line);
+            if !table.is_residual() {
+                ensure!(
+                    table.main.is_empty() && table.shortcut.is_empty(),
+                    "line {}: [[layer.{}]] belongs to a `type = \"residual\"` layer; the layer at line {} is not one",
+                    table.main.first().or(table.shortcut.first()).map_or(0, |t| t.line),
+                    if table.main.is_empty() { "shortcut" } else { "main" },
+                    table.line
+                );
+                layers.push(parse_layer(table).with_context(at)?);
+                lines.push(table.line);
+                continue;
+            }
+            let activation = parse_residual(table).with_context(at)?;
+            let start = layers.len();
+            for (path, tables) in [("main", &table.main), ("shortcut", &table.shortcut)] {
+                if path == "shortcut" && !tables.is_empty() {
+                    layers.push(LayerSpec::Branch { from: start });
+                    lines.push(table.line);
+                }
+                for inner in tables {
+                    let layer = parse_layer(inner).with_context(|| {
+                        format!(
+                            "layer {} (line {}), in the {path} path of the residual block at line {}",
+                            layers.len(),
+                            inner.line,
+                            table.line
+                        )
+                    })?;
+                    layers.push(layer);
+                    lines.push(inner.line);
+                }
+            }
+            let other = match table.shortcut.is_empty() {
+                true => start,
+                false => start + table.main.len(),
+            };
+            layers.push(LayerSpec::Add { other, activation });
+            lines.push(table.line);
         }
-        Self::new(name, input, layers)
+        Self::checked(name, input, layers, &lines)
     }
 
     /// Checks `layers` against `input` and infers the shapes.
@@ -315,12 +414,47 @@ impl Spec {
     /// # Errors
     /// The first impossible layer, by index and type, with the shape it got.
     pub fn new(name: String, input: Shape, layers: Vec<LayerSpec>) -> Result<Self> {
-        let mut shapes = Vec::with_capacity(layers.len());
+        Self::checked(name, input, layers, &[])
+    }
+
+    /// [`Spec::new`], naming in its errors the line of each layer's table (`lines[i]` for
+    /// layer `i`, where given).
+    fn checked(
+        name: String,
+        input: Shape,
+        layers: Vec<LayerSpec>,
+        lines: &[usize],
+    ) -> Result<Self> {
+        let blocks = find_blocks(&layers)?;
+        let mut shapes: Vec<Shape> = Vec::with_capacity(layers.len());
         let mut shape = input;
         let last = layers.len().saturating_sub(1);
         for (index, layer) in layers.iter().enumerate() {
-            shape = infer(layer, shape, index == last)
-                .with_context(|| format!("layer {index} ({})", layer.type_name()))?;
+            let tensor = |t: usize| if t == 0 { input } else { shapes[t - 1] };
+            let at = || match lines.get(index) {
+                Some(line) => format!("layer {index} ({}) at line {line}", layer.type_name()),
+                None => format!("layer {index} ({})", layer.type_name()),
+            };
+            let block = blocks.iter().find(|b| (b.start..=b.add).contains(&index));
+            shape = match *layer {
+                LayerSpec::Branch { from } => tensor(from),
+                LayerSpec::Add { other, activation } => {
+                    let block = block.context("an add outside a residual block")?;
+                    check_add(block, tensor(block.start), tensor(other), shape, activation)
+                        .with_context(at)?
+                }
+                _ => {
+                    if block.is_some() {
+                        ensure!(
+                            BLOCK_TYPES.contains(&layer.type_name()),
+                            "{}: a residual block holds only {} layers",
+                            at(),
+                            BLOCK_TYPES.join(", ")
+                        );
+                    }
+                    infer(layer, shape, index == last).with_context(at)?
+                }
+            };
             shapes.push(shape);
         }
         match layers.last() {
@@ -337,6 +471,21 @@ impl Spec {
             input,
             layers,
             shapes,
+        })
+    }
+
+    /// The residual blocks, first to last (checked by [`Spec::new`]).
+    pub fn blocks(&self) -> Vec<Block> {
+        find_blocks(&self.layers).unwrap_or_default()
+    }
+
+    /// Whether tensor `t` (0 the input, `i + 1` the output of layer `i`) is read again by a
+    /// later layer than the next: it is a residual block's input or its main path's output.
+    pub fn reads_again(&self, t: usize) -> bool {
+        self.layers.iter().any(|l| match *l {
+            LayerSpec::Branch { from } => from == t,
+            LayerSpec::Add { other, .. } => other == t,
+            _ => false,
         })
     }
 
@@ -408,8 +557,26 @@ impl Spec {
             out += &format!("name = \"{}\"\n", self.name);
         }
         out += &format!("input = [{h}, {w}, {c}]\n");
-        for layer in &self.layers {
-            out += &format!("\n[[layer]]\ntype = \"{}\"\n", layer.type_name());
+        let blocks = self.blocks();
+        for (index, layer) in self.layers.iter().enumerate() {
+            let block = blocks.iter().find(|b| (b.start..=b.add).contains(&index));
+            let table = match block {
+                Some(b) if b.start == index => {
+                    let activation = self.layers[b.add].activation();
+                    out += "\n[[layer]]\ntype = \"residual\"\n";
+                    if activation != Activation::None {
+                        out += &format!("activation = \"{}\"\n", activation_name(activation));
+                    }
+                    "layer.main"
+                }
+                Some(b) if b.main().contains(&index) => "layer.main",
+                Some(_) => "layer.shortcut",
+                None => "layer",
+            };
+            if matches!(layer, LayerSpec::Branch { .. } | LayerSpec::Add { .. }) {
+                continue;
+            }
+            out += &format!("\n[[{table}]]\ntype = \"{}\"\n", layer.type_name());
             match *layer {
                 LayerSpec::Conv2d {
                     filters,
@@ -460,11 +627,108 @@ impl Spec {
                         out += &format!("activation = \"{}\"\n", activation_name(activation));
                     }
                 }
-                LayerSpec::Flatten => {}
+                LayerSpec::Flatten | LayerSpec::Branch { .. } | LayerSpec::Add { .. } => {}
             }
         }
         out
     }
+}
+
+/// The residual blocks of `layers`: each [`LayerSpec::Add`] closes one, whose input is
+/// tensor `other` (identity shortcut) or, if layer `other` is a [`LayerSpec::Branch`], that
+/// branch's tensor; a block holds no other block, and every branch belongs to one.
+fn find_blocks(layers: &[LayerSpec]) -> Result<Vec<Block>> {
+    let mut blocks: Vec<Block> = Vec::new();
+    for (add, layer) in layers.iter().enumerate() {
+        let LayerSpec::Add { other, .. } = *layer else {
+            continue;
+        };
+        let (start, branch) = match layers.get(other) {
+            Some(&LayerSpec::Branch { from }) if other < add => (from, Some(other)),
+            _ => (other, None),
+        };
+        let block = Block { start, branch, add };
+        ensure!(
+            start < block.main().end && block.main().end <= add,
+            "layer {add} (residual): its main path is empty (a residual block needs at least one layer in [[layer.main]])"
+        );
+        ensure!(
+            blocks.last().is_none_or(|b| b.add < start),
+            "layer {add} (residual): residual blocks may not overlap or nest"
+        );
+        let inside = |i: &usize| Some(*i) != branch;
+        if let Some(i) = (start..add)
+            .filter(inside)
+            .find(|&i| matches!(layers[i], LayerSpec::Branch { .. } | LayerSpec::Add { .. }))
+        {
+            bail!(
+                "layer {i} ({}): residual blocks may not nest",
+                layers[i].type_name()
+            );
+        }
+        blocks.push(block);
+    }
+    if let Some(i) = layers.iter().enumerate().position(|(i, l)| {
+        matches!(l, LayerSpec::Branch { .. }) && !blocks.iter().any(|b| b.branch == Some(i))
+    }) {
+        bail!("layer {i} (shortcut): a branch outside a residual block");
+    }
+    Ok(blocks)
+}
+
+/// The output shape of a residual block's add: its main path's and its shortcut's must be
+/// one shape (`input`: the block's input; `other`, `previous`: the add's operands).
+fn check_add(
+    block: &Block,
+    input: Shape,
+    other: Shape,
+    previous: Shape,
+    activation: Activation,
+) -> Result<Shape> {
+    ensure!(
+        activation != Activation::Softmax,
+        "a residual block takes activation \"none\", \"relu\" or \"relu6\""
+    );
+    let Shape::Spatial { h, w, .. } = input else {
+        bail!("a residual block needs an h×w×c input, got the vector {input}");
+    };
+    let (main, shortcut) = match block.branch {
+        Some(_) => (other, previous),
+        None => (previous, other),
+    };
+    if main == shortcut {
+        return Ok(main);
+    }
+    let Shape::Spatial {
+        h: mh,
+        w: mw,
+        c: mc,
+    } = main
+    else {
+        bail!("the main path gives the vector {main}, not an h×w×c map");
+    };
+    // The 1×1 conv shortcut that would give the main path's shape, if one does.
+    let stride = (1..=2).find(|&s| h.div_ceil(s) == mh && w.div_ceil(s) == mw);
+    let fix = match (block.branch, stride) {
+        (None, Some(stride)) => format!(
+            "give the block a shortcut that makes {input} into {main}: [[layer.shortcut]] with type = \"conv2d\", filters = {mc}, kernel = 1, stride = {stride}"
+        ),
+        (Some(_), Some(stride)) => format!(
+            "make the shortcut's output {main} (a conv2d with filters = {mc}, kernel = 1, stride = {stride} does)"
+        ),
+        (_, None) => format!(
+            "no 1×1 conv shortcut makes the block's {input} input into {main} (stride 1 or 2): \
+             change the main path (padding = \"same\", a stride of at most 2 in all)"
+        ),
+    };
+    bail!(
+        "the main path gives {main} but the {} gives {shortcut}, and the add needs one shape: {fix}",
+        if block.branch.is_some() {
+            "shortcut"
+        } else {
+            "identity shortcut (the block's input)"
+        }
+    )
 }
 
 fn padding_name(p: Padding) -> &'static str {
@@ -614,6 +878,10 @@ fn infer(layer: &LayerSpec, input: Shape, last: bool) -> Result<Shape> {
             );
             Ok(input)
         }
+        // They read earlier tensors: `Spec::new` infers their shapes.
+        LayerSpec::Branch { .. } | LayerSpec::Add { .. } => {
+            bail!("a residual block's shortcut or add outside its block")
+        }
     }
 }
 
@@ -657,10 +925,33 @@ impl Value {
     }
 }
 
-/// One `[[layer]]` table: its header line and its `(line, key, value)` entries.
+/// One `[[layer]]` table: its header line, its `(line, key, value)` entries and, for a
+/// residual block, its `[[layer.main]]` and `[[layer.shortcut]]` tables.
 struct Table {
     line: usize,
     entries: Vec<(usize, String, Value)>,
+    main: Vec<Table>,
+    shortcut: Vec<Table>,
+}
+
+impl Table {
+    fn new(line: usize) -> Self {
+        Self {
+            line,
+            entries: Vec::new(),
+            main: Vec::new(),
+            shortcut: Vec::new(),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&(usize, String, Value)> {
+        self.entries.iter().find(|(_, k, _)| k == key)
+    }
+
+    /// Whether it says `type = "residual"`.
+    fn is_residual(&self) -> bool {
+        matches!(self.get("type"), Some((_, _, Value::Str(s))) if s == "residual")
+    }
 }
 
 /// The top-level entries and the layer tables.
@@ -681,14 +972,25 @@ fn parse_document(text: &str) -> Result<Document> {
             continue;
         }
         if content.starts_with('[') && !content.contains('=') {
-            ensure!(
-                content == "[[layer]]",
-                "line {line}: unknown table `{content}` (the only table is [[layer]])"
-            );
-            doc.layers.push(Table {
-                line,
-                entries: Vec::new(),
-            });
+            match content {
+                "[[layer]]" => doc.layers.push(Table::new(line)),
+                "[[layer.main]]" | "[[layer.shortcut]]" => {
+                    let layer = doc.layers.last_mut().with_context(|| {
+                        format!("line {line}: {content} before any [[layer]] (it belongs to a `type = \"residual\"` layer)")
+                    })?;
+                    let path = match content {
+                        "[[layer.main]]" => &mut layer.main,
+                        _ => &mut layer.shortcut,
+                    };
+                    path.push(Table::new(line));
+                }
+                "[layer.main]" | "[layer.shortcut]" => bail!(
+                    "line {line}: write [{content}] (an array of tables: one per layer of the path, in order)"
+                ),
+                _ => bail!(
+                    "line {line}: unknown table `{content}` (the tables are [[layer]], and in a residual layer [[layer.main]] and [[layer.shortcut]])"
+                ),
+            }
             continue;
         }
         let (key, value) = content
@@ -700,8 +1002,20 @@ fn parse_document(text: &str) -> Result<Document> {
             "line {line}: bad key `{key}`"
         );
         let value = parse_value(value.trim()).with_context(|| format!("line {line}: `{key}`"))?;
+        // The last table opened: a path's last layer if the last [[layer]] has paths.
         let entries = match doc.layers.last_mut() {
-            Some(table) => &mut table.entries,
+            Some(table) => {
+                let path_line = |p: &[Table]| p.last().map_or(0, |t| t.line);
+                let in_path = if path_line(&table.shortcut) > path_line(&table.main) {
+                    table.shortcut.last_mut()
+                } else {
+                    table.main.last_mut()
+                };
+                match in_path {
+                    Some(inner) => &mut inner.entries,
+                    None => &mut table.entries,
+                }
+            }
             None => &mut doc.top,
         };
         ensure!(
@@ -756,11 +1070,52 @@ fn parse_value(text: &str) -> Result<Value> {
     }
 }
 
+/// The activation after a residual block's add (`type = "residual"`, `activation`).
+fn parse_residual(table: &Table) -> Result<Activation> {
+    for (line, key, _) in &table.entries {
+        ensure!(
+            key == "type" || key == "activation",
+            "line {line}: `{key}` is not a key of residual (it takes activation; its layers go in [[layer.main]] and [[layer.shortcut]] tables)"
+        );
+    }
+    ensure!(
+        !table.main.is_empty(),
+        "the residual block at line {} has no [[layer.main]] layers (its main path)",
+        table.line
+    );
+    match parse_activation(table)? {
+        Activation::Softmax => bail!(
+            "line {}: a residual block's activation is none, relu or relu6",
+            table.get("activation").map_or(table.line, |e| e.0)
+        ),
+        other => Ok(other),
+    }
+}
+
+/// A table's `activation` (none if absent).
+fn parse_activation(table: &Table) -> Result<Activation> {
+    match table.get("activation") {
+        None => Ok(Activation::None),
+        Some((line, k, v)) => match v.string(*line, k)? {
+            "none" | "linear" => Ok(Activation::None),
+            "relu" => Ok(Activation::Relu),
+            "relu6" => Ok(Activation::Relu6),
+            "softmax" => Ok(Activation::Softmax),
+            other => bail!(
+                "line {line}: unknown activation `{other}` (expected none, relu, relu6, softmax)"
+            ),
+        },
+    }
+}
+
 fn parse_layer(table: &Table) -> Result<LayerSpec> {
-    let get = |key: &str| table.entries.iter().find(|(_, k, _)| k == key);
+    let get = |key: &str| table.get(key);
     let (line, _, kind) = get("type").context("missing `type = \"…\"`")?;
     let kind = kind.string(*line, "type")?;
     let allowed: &[&str] = match kind {
+        "residual" => bail!(
+            "line {line}: a residual block inside another: blocks do not nest (close the first with a [[layer]] after it)"
+        ),
         "conv2d" => &["type", "filters", "kernel", "stride", "padding", "activation"],
         "depthwise_conv2d" => &[
             "type",
@@ -777,7 +1132,7 @@ fn parse_layer(table: &Table) -> Result<LayerSpec> {
         "dense" => &["type", "units", "activation"],
         "dropout" => &["type", "rate"],
         _ => bail!(
-            "line {line}: unknown type `{kind}` (expected conv2d, depthwise_conv2d, maxpool2d, avgpool2d, flatten, dense, dropout, batchnorm)"
+            "line {line}: unknown type `{kind}` (expected conv2d, depthwise_conv2d, maxpool2d, avgpool2d, flatten, dense, dropout, batchnorm, residual)"
         ),
     };
     for (line, key, _) in &table.entries {
@@ -793,20 +1148,7 @@ fn parse_layer(table: &Table) -> Result<LayerSpec> {
             None => default.with_context(|| format!("{kind} needs `{key}`")),
         }
     };
-    let activation = || -> Result<Activation> {
-        match get("activation") {
-            None => Ok(Activation::None),
-            Some((line, k, v)) => match v.string(*line, k)? {
-                "none" | "linear" => Ok(Activation::None),
-                "relu" => Ok(Activation::Relu),
-                "relu6" => Ok(Activation::Relu6),
-                "softmax" => Ok(Activation::Softmax),
-                other => bail!(
-                    "line {line}: unknown activation `{other}` (expected none, relu, relu6, softmax)"
-                ),
-            },
-        }
-    };
+    let activation = || parse_activation(table);
     let padding = || -> Result<Padding> {
         match get("padding") {
             None => Ok(Padding::Valid),
@@ -972,6 +1314,198 @@ mod tests {
         assert_eq!(spec.shapes[1], Shape::Spatial { h: 2, w: 2, c: 6 });
         assert_eq!(spec.params_of(0), (3 * 3 * 2 * 3 + 6, 0));
         assert_eq!(Spec::parse(&spec.to_text()).unwrap(), spec);
+    }
+
+    #[test]
+    fn residual_blocks_flatten_into_main_path_branch_shortcut_and_add() {
+        let spec = Spec::parse(include_str!("../../models/resnet-tiny.toml")).unwrap();
+        let types: Vec<_> = spec.layers.iter().map(LayerSpec::type_name).collect();
+        assert_eq!(
+            types,
+            [
+                "conv2d",
+                "conv2d",
+                "conv2d",
+                "residual",
+                "conv2d",
+                "conv2d",
+                "shortcut",
+                "conv2d",
+                "residual",
+                "avgpool2d",
+                "flatten",
+                "dense"
+            ]
+        );
+        // Block 1 adds its main path's output to its input (tensor 1, layer 0's output);
+        // block 2 branches back to its input (tensor 4), whose 1×1 conv output is added to
+        // the main path's output (tensor 6).
+        assert_eq!(
+            spec.layers[3],
+            LayerSpec::Add {
+                other: 1,
+                activation: Activation::Relu
+            }
+        );
+        assert_eq!(spec.layers[6], LayerSpec::Branch { from: 4 });
+        assert_eq!(
+            spec.layers[8],
+            LayerSpec::Add {
+                other: 6,
+                activation: Activation::Relu
+            }
+        );
+        assert_eq!(
+            spec.blocks(),
+            [
+                Block {
+                    start: 1,
+                    branch: None,
+                    add: 3
+                },
+                Block {
+                    start: 4,
+                    branch: Some(6),
+                    add: 8
+                }
+            ]
+        );
+        assert_eq!(spec.blocks()[1].main(), 4..6);
+        assert_eq!(spec.blocks()[1].shortcut(), 7..8);
+        assert!(spec.blocks()[0].shortcut().is_empty());
+        let dims: Vec<_> = spec.shapes.iter().map(Shape::dims).collect();
+        assert_eq!(dims[3], [14, 14, 8]);
+        assert_eq!(dims[6], [14, 14, 8], "the branch gives the block's input");
+        assert_eq!(dims[8], [7, 7, 16]);
+        assert_eq!(spec.total_params(), 6_330);
+        assert!(spec.reads_again(1) && spec.reads_again(4) && spec.reads_again(6));
+        assert!(!spec.reads_again(2) && !spec.reads_again(0));
+        assert_eq!(spec.keras_names()[8], "add_1");
+        assert_eq!(spec.layers[6].keras_class(), "Shortcut");
+        assert_eq!(Spec::parse(&spec.to_text()).unwrap(), spec);
+        assert!(
+            spec.to_text().contains("[[layer.shortcut]]"),
+            "{}",
+            spec.to_text()
+        );
+    }
+
+    #[test]
+    fn a_residual_spec_with_any_line_dropped_or_doubled_parses_or_is_refused_without_panicking() {
+        let text = include_str!("../../models/resnet-tiny.toml");
+        let lines: Vec<&str> = text.lines().collect();
+        for i in 0..lines.len() {
+            for doubled in [false, true] {
+                let mut edited = lines.clone();
+                if doubled {
+                    edited.insert(i, lines[i]);
+                } else {
+                    edited.remove(i);
+                }
+                if let Ok(spec) = Spec::parse(&edited.join("\n")) {
+                    crate::plan::Plan::of(&spec).ok();
+                    assert_eq!(Spec::parse(&spec.to_text()).unwrap(), spec);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn residual_errors_name_the_block_the_problem_and_the_fix() {
+        let head = "input = [8, 8, 4]\n";
+        let tail = "[[layer]]\ntype = \"flatten\"\n[[layer]]\ntype = \"dense\"\nunits = 3\nactivation = \"softmax\"\n";
+        let conv = |table: &str, filters: usize, stride: usize| {
+            format!("[[layer.{table}]]\ntype = \"conv2d\"\nfilters = {filters}\nkernel = 3\nstride = {stride}\npadding = \"same\"\n")
+        };
+        let block = |body: String| {
+            format!("{head}[[layer]]\ntype = \"residual\"\nactivation = \"relu\"\n{body}{tail}")
+        };
+        // Fine: the identity shortcut on an unchanged shape.
+        Spec::parse(&block(conv("main", 4, 1))).unwrap();
+        // The identity cannot follow a stride and more filters: the fix is a 1×1 conv.
+        let e = err(&block(conv("main", 8, 2)));
+        assert!(
+            e.contains("layer 1 (residual) at line 2")
+                && e.contains("the main path gives 4×4×8 but the identity shortcut (the block's input) gives 8×8×4")
+                && e.contains("[[layer.shortcut]] with type = \"conv2d\", filters = 8, kernel = 1, stride = 2"),
+            "{e}"
+        );
+        let fixed = format!(
+            "{}[[layer.shortcut]]\ntype = \"conv2d\"\nfilters = 8\nkernel = 1\nstride = 2\n",
+            conv("main", 8, 2)
+        );
+        Spec::parse(&block(fixed)).unwrap();
+        // A shortcut of the wrong shape.
+        let e = err(&block(format!(
+            "{}{}",
+            conv("main", 8, 2),
+            conv("shortcut", 8, 1)
+        )));
+        assert!(
+            e.contains("the main path gives 4×4×8 but the shortcut gives 8×8×8")
+                && e.contains("filters = 8, kernel = 1, stride = 2"),
+            "{e}"
+        );
+        // No 1×1 conv reaches a valid 3×3 conv's 6×6.
+        let valid = "[[layer.main]]\ntype = \"conv2d\"\nfilters = 4\nkernel = 3\n".to_owned();
+        let e = err(&block(valid));
+        assert!(e.contains("no 1×1 conv shortcut makes"), "{e}");
+        // Empty main path, nesting, layers a block cannot hold, misplaced paths.
+        let e = err(&block(conv("shortcut", 4, 1)));
+        assert!(e.contains("has no [[layer.main]] layers"), "{e}");
+        let e = err(&block(format!(
+            "{}[[layer.main]]\ntype = \"residual\"\n",
+            conv("main", 4, 1)
+        )));
+        assert!(
+            e.contains("line 11") && e.contains("blocks do not nest"),
+            "{e}"
+        );
+        let e = err(&block("[[layer.main]]\ntype = \"flatten\"\n".to_owned()));
+        assert!(
+            e.contains("layer 0 (flatten) at line 5")
+                && e.contains("a residual block holds only conv2d, depthwise_conv2d"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{head}[[layer]]\ntype = \"conv2d\"\nfilters = 4\nkernel = 1\n{}{tail}",
+            conv("main", 4, 1)
+        ));
+        assert!(
+            e.contains("line 6: [[layer.main]] belongs to a `type = \"residual\"` layer"),
+            "{e}"
+        );
+        let e = err(&block("[layer.shortcut]\n".to_owned()));
+        assert!(e.contains("write [[layer.shortcut]]"), "{e}");
+        let e = err(&format!(
+            "{head}[[layer]]\ntype = \"residual\"\nfilters = 3\n{}{tail}",
+            conv("main", 4, 1)
+        ));
+        assert!(
+            e.contains("line 4: `filters` is not a key of residual"),
+            "{e}"
+        );
+        let e = err(&block(conv("main", 4, 1)).replace("\"relu\"", "\"softmax\""));
+        assert!(e.contains("none, relu or relu6"), "{e}");
+        // A block on a vector.
+        let e = err(
+            "input = [8, 8, 4]\n[[layer]]\ntype = \"flatten\"\n[[layer]]\ntype = \"residual\"\n[[layer.main]]\ntype = \"dropout\"\nrate = 0.1\n[[layer]]\ntype = \"dense\"\nunits = 3\nactivation = \"softmax\"\n"
+        );
+        assert!(e.contains("needs an h×w×c input"), "{e}");
+        // Blocks built in code are checked too.
+        let bad = Spec::new(
+            String::new(),
+            Shape::Spatial { h: 4, w: 4, c: 2 },
+            vec![
+                LayerSpec::Branch { from: 0 },
+                LayerSpec::Flatten,
+                LayerSpec::Dense {
+                    units: 2,
+                    activation: Activation::Softmax,
+                },
+            ],
+        );
+        assert!(format!("{:#}", bad.unwrap_err()).contains("a branch outside a residual block"));
     }
 
     #[test]

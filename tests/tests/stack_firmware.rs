@@ -8,7 +8,8 @@
 //! Most models here are random-weight format-3 models made for the spec's plan
 //! (`e2e_tests::stack_model`): bit-exactness does not need trained weights. The trained path,
 //! `trainer fit --arch models/two-blocks.toml` → model.bin → firmware on the M4F and the
-//! micro:bit, is `a_spec_fitted_by_the_cli_runs_in_qemu_as_the_trainer_evaluates_it`.
+//! micro:bit, is `a_spec_fitted_by_the_cli_runs_in_qemu_as_the_trainer_evaluates_it` (and
+//! likewise for `models/ds-cnn.toml` and `models/resnet-tiny.toml`, on the M4F).
 
 use anyhow::{Context, Result};
 use e2e_tests::stack_model::{host_logits, random_model, random_model_with_input};
@@ -569,6 +570,18 @@ fn a_ds_cnn_fitted_by_the_cli_runs_in_qemu_as_the_trainer_evaluates_it() -> Resu
     fit_and_run(
         "models/ds-cnn.toml",
         &["--epochs", "3", "--lr", "0.003"],
+        &["mps2-an386"],
+        40,
+    )
+}
+
+#[test]
+fn a_resnet_fitted_by_the_cli_runs_in_qemu_as_the_trainer_evaluates_it() -> Result<()> {
+    // Two residual blocks (`models/resnet-tiny.toml`): the adds and the branch to a block's
+    // input run on the board as the trainer's int8 evaluation computes them.
+    fit_and_run(
+        "models/resnet-tiny.toml",
+        &["--epochs", "2", "--lr", "0.003"],
         &["mps2-an386"],
         40,
     )

@@ -5,7 +5,7 @@
 
 mod cli_support;
 
-use cli_support::{data_dir, s, trainer_command, trainer_ok};
+use cli_support::{assert_clean_failure, data_dir, s, trainer_command, trainer_ok};
 
 fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -163,6 +163,55 @@ fn bad_specs_are_refused_with_the_reason() {
         err.contains("layer 4 (dense)") && err.contains("add a `flatten`"),
         "{err}"
     );
+}
+
+#[test]
+fn residual_specs_that_cannot_train_or_export_are_refused_before_training_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_dir(dir.path(), 40, 10);
+    let resnet = include_str!("../../models/resnet-tiny.toml");
+    let shortcut = "[[layer.shortcut]]\ntype = \"conv2d\"\nfilters = 16\nkernel = 1\nstride = 2\n";
+    // The second block without its shortcut; then with a batch norm on its input.
+    let cases = [
+        (
+            resnet.replace(shortcut, ""),
+            vec!["layer 6 (residual) at line 39", "kernel = 1, stride = 2"],
+        ),
+        (
+            resnet.replacen(
+                "[[layer.main]]",
+                "[[layer.main]]\ntype = \"batchnorm\"\n\n[[layer.main]]",
+                1,
+            ),
+            vec![
+                "layer 1 (batchnorm)",
+                "a residual block reads that layer's output",
+            ],
+        ),
+    ];
+    for (text, expected) in cases {
+        let spec = dir.path().join("bad.toml");
+        std::fs::write(&spec, text).unwrap();
+        let out = dir.path().join("model.bin");
+        let fit = trainer_command()
+            .args([
+                "fit",
+                "--data",
+                s(&data),
+                "--arch",
+                s(&spec),
+                "--out",
+                s(&out),
+            ])
+            .output()
+            .unwrap();
+        assert_clean_failure(&fit, &expected);
+        assert!(!out.exists(), "nothing written");
+        assert!(
+            !String::from_utf8_lossy(&fit.stdout).contains("Epoch"),
+            "refused before the first epoch"
+        );
+    }
 }
 
 #[test]

@@ -338,23 +338,7 @@ fn a_fitted_spec_is_a_format_3_model_whose_reported_scores_infer_core_reproduces
         "{report}"
     );
     assert!(report.contains("mean |p_int8 − p_float|"), "{report}");
-    let again = dir.path().join("again.bin");
-    let quantize = trainer_ok(&[
-        "quantize",
-        "--float",
-        s(&checkpoint),
-        "--data",
-        s(&data),
-        "--calibration-images",
-        "200",
-        "--out",
-        s(&again),
-    ]);
-    assert_eq!(
-        std::fs::read(&again).unwrap(),
-        bytes,
-        "quantize differs from fit"
-    );
+    let quantize = quantizes_to(dir.path(), &checkpoint, &data, &bytes);
     let requantized = String::from_utf8_lossy(&quantize.stdout);
     let scores = |t: &str| -> Vec<String> {
         t.lines()
@@ -414,27 +398,91 @@ fn a_retired_layer_stack_version_is_refused_with_the_command_that_writes_a_curre
 #[test]
 fn the_ds_cnn_spec_fits_and_exports_exactly_its_plan_which_infer_core_runs_as_scored() {
     // Depthwise convs, an average pool and ReLU6 (`models/ds-cnn.toml`), fitted briefly.
-    let dir = tempfile::tempdir().unwrap();
     let spec_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/ds-cnn.toml");
-    let options = ["--epochs", "6", "--lr", "0.003"];
-    let (
-        _,
-        Fitted {
-            data,
-            out,
-            checkpoint,
-            metrics,
-        },
-    ) = fit_briefly(dir.path(), spec_path, &options);
-    let bytes = std::fs::read(&out).unwrap();
+    fits_and_exports_its_plan_as_scored(spec_path, &["--epochs", "6", "--lr", "0.003"]);
+}
+
+#[test]
+fn the_resnet_spec_fits_and_exports_its_blocks_as_adds_which_infer_core_runs_as_scored() {
+    // Two residual blocks, one with a strided 1×1 conv shortcut (`models/resnet-tiny.toml`).
+    let spec_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/resnet-tiny.toml");
+    let (dir, fitted) =
+        fits_and_exports_its_plan_as_scored(spec_path, &["--epochs", "6", "--lr", "0.003"]);
+    let bytes = std::fs::read(&fitted.out).unwrap();
     let file = StackFile::decode(&bytes).unwrap();
-    // Operation for operation the spec's plan, shapes and clamps included: what the
-    // firmware's build checks with FIRMWARE_SPEC.
+    let kinds: Vec<_> = file.ops.iter().map(|op| op.type_name()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "conv2d",
+            "conv2d",
+            "conv2d",
+            "add",
+            "conv2d",
+            "conv2d",
+            "branch",
+            "conv2d",
+            "add",
+            "avgpool2d",
+            "dense"
+        ]
+    );
+    // The float checkpoint re-quantizes to the same bytes.
+    quantizes_to(dir.path(), &fitted.checkpoint, &fitted.data, &bytes);
+}
+
+/// Checks that `trainer quantize` of the float `checkpoint`, calibrated on the 200 training
+/// images [`fit_briefly`] trains on in `data`, writes `bytes` (into `dir`); its output.
+fn quantizes_to(
+    dir: &std::path::Path,
+    checkpoint: &std::path::Path,
+    data: &std::path::Path,
+    bytes: &[u8],
+) -> std::process::Output {
+    let again = dir.join("again.bin");
+    let quantize = trainer_ok(&[
+        "quantize",
+        "--float",
+        s(checkpoint),
+        "--data",
+        s(data),
+        "--calibration-images",
+        "200",
+        "--out",
+        s(&again),
+    ]);
+    assert_eq!(
+        std::fs::read(&again).unwrap(),
+        bytes,
+        "quantize differs from fit"
+    );
+    quantize
+}
+
+/// Fits the spec file `spec_path` briefly ([`fit_briefly`] with `options`) and checks that
+/// its model.bin holds exactly the spec's plan, shapes and clamps included (what the
+/// firmware's build checks with FIRMWARE_SPEC), whose int8 logits infer-core computes alike
+/// with both kernels and whose accuracies and agreement are the ones `fit` reported; that
+/// it learnt, and that int8 mostly agrees with float.
+fn fits_and_exports_its_plan_as_scored(
+    spec_path: &str,
+    options: &[&str],
+) -> (tempfile::TempDir, Fitted) {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, fitted) = fit_briefly(dir.path(), spec_path, options);
+    let Fitted {
+        data,
+        out,
+        checkpoint,
+        metrics,
+    } = &fitted;
+    let bytes = std::fs::read(out).unwrap();
+    let file = StackFile::decode(&bytes).unwrap();
     let spec = Spec::load(spec_path).unwrap();
     let plan = Plan::of(&spec).unwrap();
     let shapes: Vec<_> = file.ops.iter().map(|op| op.shape()).collect();
     assert_eq!(shapes, plan.shapes());
-    let test = trainer::data::load_test(&data).unwrap();
+    let test = trainer::data::load_test(data).unwrap();
     let mut buffers = StackBuffers::new(&file);
     let mut int8 = Vec::new();
     for px in test.images.chunks_exact(784) {
@@ -447,13 +495,13 @@ fn the_ds_cnn_spec_fits_and_exports_exactly_its_plan_which_infer_core_runs_as_sc
         let first = (0..fast.len()).fold(0, |m, j| if fast[j] > fast[m] { j } else { m });
         int8.push(first as u8);
     }
-    let model = trainer::arch::checkpoint::load(&checkpoint).unwrap();
+    let model = trainer::arch::checkpoint::load(checkpoint).unwrap();
     let logits = model.logits(&test.images).unwrap();
     let float: Vec<u8> = logits.chunks(10).map(|row| first_max(row) as u8).collect();
     let count = |p: &[u8]| p.iter().zip(&test.labels).filter(|(p, l)| p == l).count();
     let (correct, float_correct) = (count(&int8), count(&float));
     let same = float.iter().zip(&int8).filter(|(f, i)| f == i).count();
-    let m = json(&std::fs::read(&metrics).unwrap());
+    let m = json(&std::fs::read(metrics).unwrap());
     let n = test.len() as f64;
     // The reported scores are these (serde_json's f64 parsing may differ in the last bit).
     for (key, count) in [
@@ -473,4 +521,5 @@ fn the_ds_cnn_spec_fits_and_exports_exactly_its_plan_which_infer_core_runs_as_sc
         "float {float_correct} of {n}"
     );
     assert!(same * 10 >= test.len() * 9, "int8 agrees on {same} of {n}");
+    (dir, fitted)
 }

@@ -8,6 +8,7 @@
 use super::layers::{Layer, Prepared, Tensor, Trace};
 use super::model::{cross_entropy_sum, Model};
 use super::observer::{EpochMetrics, FitObserver, Interrupted};
+use super::residual::{Pending, Saved};
 use super::spec::Spec;
 use crate::data::Dataset;
 use anyhow::{ensure, Context, Result};
@@ -271,22 +272,29 @@ impl Part {
             .enumerate()
         {
             let mut x = model.input_batch(images)?;
+            let mut saved = Saved::new(&model.spec);
             let mut index = 0;
             while let Some(layer) = model.layers.get(index) {
                 let (trace, prep) = (&mut self.traces[index], &prepared[index]);
-                match layer.pooled_conv(model.layers.get(index + 1)) {
+                match model.pooled_at(index) {
                     Some(conv) => {
+                        saved.keep(index, &x);
                         x = conv.forward_pooled(x, Some(trace), Some(prep));
                         index += 2;
                     }
                     None => {
                         let at = first + c * chunk;
-                        x = match (layer, masks) {
-                            (Layer::Dropout(dropout), Masks::Given(keep)) => {
-                                dropout.forward_kept(x, &keep[index], at, trace)
-                            }
-                            (_, Masks::Drawn(key)) => layer.forward_train(x, key, at, trace, prep),
-                            (_, Masks::Given(_)) => layer.forward_train(x, 0, at, trace, prep),
+                        x = match saved.step(index, layer, x, Some(trace)) {
+                            Ok(y) => y,
+                            Err(x) => match (layer, masks) {
+                                (Layer::Dropout(dropout), Masks::Given(keep)) => {
+                                    dropout.forward_kept(x, &keep[index], at, trace)
+                                }
+                                (_, Masks::Drawn(key)) => {
+                                    layer.forward_train(x, key, at, trace, prep)
+                                }
+                                (_, Masks::Given(_)) => layer.forward_train(x, 0, at, trace, prep),
+                            },
                         };
                         index += 1;
                     }
@@ -297,13 +305,12 @@ impl Part {
             loss += l;
             correct += ok;
             let mut dy = Tensor { data: grad, ..x };
+            let mut pending = Pending::new(&model.spec);
             let mut end = model.layers.len();
             while end > 0 {
                 // A max pool fused into the convolution before it goes back with it.
                 let layer = &model.layers[end - 1];
-                let pooled = end
-                    .checked_sub(2)
-                    .and_then(|i| model.layers[i].pooled_conv(Some(layer)));
+                let pooled = end.checked_sub(2).and_then(|i| model.pooled_at(i));
                 let index = end - 1 - usize::from(pooled.is_some());
                 let (trace, grads) = (&mut self.traces[index], &mut self.grads[index]);
                 let prep = Some(&prepared[index]);
@@ -311,11 +318,15 @@ impl Part {
                     Some(conv) => conv.backward_pooled(dy, index > 0, trace, grads, prep),
                     None => {
                         let input = model.spec.input_of(index);
-                        layer.backward(dy, index > 0, input, trace, grads, prep)
+                        match pending.backward(layer, dy, input, trace) {
+                            Ok(dx) => Some(dx),
+                            Err(dy) => layer.backward(dy, index > 0, input, trace, grads, prep),
+                        }
                     }
                 };
                 match dx {
-                    Some(dx) => dy = dx,
+                    // With what residual blocks left for this tensor.
+                    Some(dx) => dy = pending.collect(index, dx),
                     None => break,
                 }
                 end = index;

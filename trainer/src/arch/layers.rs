@@ -13,6 +13,7 @@ use super::kernels::{
     gather_rows, gemm_bias, gemm_cols, gemm_pool4, mask_and_sum_rows, mask_by_bits, nonzero_bits,
     pooled_grads, positive_bits, simd_fn, Cols, Lists, Packed, Pooled, PooledShape, Rows,
 };
+use super::residual::Add;
 use super::sliding::{activate, AvgPool, Depthwise, Slide};
 use super::spec::{conv_out, Activation, LayerSpec, Shape};
 use rand::{Rng, SeedableRng};
@@ -128,6 +129,17 @@ pub enum Layer {
     Dropout(Dropout),
     /// See [`BatchNorm`].
     BatchNorm(BatchNorm),
+    /// A residual block's shortcut with layers of its own starts here: the next layer reads
+    /// tensor `from` (0 the input, `i + 1` layer `i`'s output), the block's input.
+    /// On its own, the identity: the model runs it with that tensor
+    /// ([`super::residual::Saved`], [`super::residual::Pending`]).
+    Branch {
+        /// The tensor the next layer reads.
+        from: usize,
+    },
+    /// A residual block's add; on its own, the identity: the model runs it with the tensor
+    /// it adds ([`super::residual::Saved`], [`super::residual::Pending`]).
+    Add(Add),
 }
 
 /// A trainable tensor: values, gradient, and whether L1/L2 apply (kernels only).
@@ -1803,6 +1815,12 @@ impl Layer {
                 relu6: activation == Activation::Relu6,
                 ..BatchNorm::new(ic, activation.clamps())
             }),
+            LayerSpec::Branch { from } => Self::Branch { from },
+            LayerSpec::Add { other, activation } => Self::Add(Add {
+                other,
+                relu: activation.clamps(),
+                relu6: activation == Activation::Relu6,
+            }),
         }
     }
 
@@ -1880,6 +1898,7 @@ impl Layer {
             Self::Dense(l) => l.forward(x, trace, prep),
             Self::Dropout(l) => l.forward(x, mode, first, trace),
             Self::BatchNorm(l) => l.forward(x, mode, trace),
+            Self::Branch { .. } | Self::Add(_) => x,
         }
     }
 
@@ -1941,6 +1960,7 @@ impl Layer {
             }
             Self::Dropout(l) => Some(l.backward(dy, trace)),
             Self::BatchNorm(l) => Some(l.backward(dy, trace, grads)),
+            Self::Branch { .. } | Self::Add(_) => Some(dy),
         }
     }
 

@@ -1,7 +1,8 @@
 //! A float model of any [`Spec`]: its layers with their weights, Keras' initialisation, the
 //! eval-mode forward pass, and softmax cross-entropy.
 
-use super::layers::{Layer, Mode, Param, Prepared, Tensor};
+use super::layers::{Conv, Layer, Mode, Param, Prepared, Tensor};
+use super::residual::Saved;
 use super::spec::Spec;
 use anyhow::{ensure, Result};
 use rand::distributions::{Distribution, Uniform};
@@ -94,9 +95,52 @@ impl Model {
     /// Runs the layers on `x`, keeping nothing (logits out: the final softmax is left to the
     /// loss).
     pub fn forward(&self, x: Tensor, mode: Mode) -> Tensor {
-        self.layers
-            .iter()
-            .fold(x, |x, layer| layer.forward(x, mode))
+        let mut saved = Saved::new(&self.spec);
+        self.layers.iter().enumerate().fold(x, |x, (index, layer)| {
+            saved
+                .step(index, layer, x, None)
+                .unwrap_or_else(|x| layer.forward(x, mode))
+        })
+    }
+
+    /// The convolution of layers `index` and `index + 1` if they run as one step
+    /// ([`Layer::pooled_conv`]): not when a residual block reads the convolution's output.
+    pub fn pooled_at(&self, index: usize) -> Option<&Conv> {
+        let conv = self.layers.get(index)?;
+        conv.pooled_conv(self.layers.get(index + 1))
+            .filter(|_| !self.spec.reads_again(index + 1))
+    }
+
+    /// Eval-mode pass of `x` with `prepared` ([`Model::prepare_eval`]), calling `each(i, y)`
+    /// with the output `y` of every layer `i` — of every second one of a convolution and its
+    /// max pool run as one step ([`Model::pooled_at`]) when `fuse`.
+    pub fn forward_eval(
+        &self,
+        mut x: Tensor,
+        prepared: &[Prepared],
+        fuse: bool,
+        mut each: impl FnMut(usize, &Tensor),
+    ) -> Tensor {
+        let mut saved = Saved::new(&self.spec);
+        let mut index = 0;
+        while let Some(layer) = self.layers.get(index) {
+            let prep = &prepared[index];
+            match self.pooled_at(index).filter(|_| fuse) {
+                Some(conv) => {
+                    saved.keep(index, &x);
+                    x = conv.forward_pooled(x, None, Some(prep));
+                    index += 1;
+                }
+                None => {
+                    x = saved
+                        .step(index, layer, x, None)
+                        .unwrap_or_else(|x| layer.forward_prepared(x, prep));
+                }
+            }
+            each(index, &x);
+            index += 1;
+        }
+        x
     }
 
     /// [`Layer::prepare_eval`] of every layer, for [`Layer::forward_prepared`].
@@ -120,22 +164,8 @@ impl Model {
         let chunks: Vec<Vec<f32>> = images
             .par_chunks(EVAL_CHUNK * item)
             .map(|chunk| {
-                let mut x = self.input_batch(chunk)?;
-                let mut index = 0;
-                while let Some(layer) = self.layers.get(index) {
-                    let prep = &prepared[index];
-                    match layer.pooled_conv(self.layers.get(index + 1)) {
-                        Some(conv) => {
-                            x = conv.forward_pooled(x, None, Some(prep));
-                            index += 2;
-                        }
-                        None => {
-                            x = layer.forward_prepared(x, prep);
-                            index += 1;
-                        }
-                    }
-                }
-                Ok(x.data)
+                let x = self.input_batch(chunk)?;
+                Ok(self.forward_eval(x, &prepared, true, |_, _| {}).data)
             })
             .collect::<Result<_>>()?;
         Ok(chunks.concat())

@@ -12,7 +12,9 @@
 //!   `[0, min(max, 6)]` after a ReLU6 (so that the int8 clamp at 127 is the 6 or above it,
 //!   and a ReLU6 runs exactly as a ReLU), `[min, max]` otherwise; a depthwise conv's clamp
 //!   is the whole int8 range (its ReLU is the zero point −128); max and average pooling keep
-//!   their input's quantization;
+//!   their input's quantization, a branch its tensor's;
+//! * a residual block's add is TFLite's int8 ADD ([`add_op`]) of its operands' scales into
+//!   its output range, calibrated as a conv's (its clamp too is the whole int8 range);
 //! * the logits (the last dense layer) are not calibrated and not clipped to int8: they keep
 //!   the int32 accumulators, requantized to wide i32 logits of one common scale, zero point 0
 //!   ([`logits_channels`]), so that their argmax and softmax follow the float model's.
@@ -20,14 +22,15 @@
 use super::layers::Layer;
 use super::model::Model;
 pub use super::scheme::{
-    activation_quant, first_max, quantize_multiplier, QuantizedChannels, Scores, INPUT_QUANT,
+    activation_quant, add_op, first_max, quantize_multiplier, QuantizedChannels, Scores,
+    INPUT_QUANT,
 };
 use super::spec::Activation;
 use crate::data::Dataset;
 use crate::eval::{evaluate_stack, load_stack};
 use anyhow::{bail, ensure, Context, Result};
 use infer_core::format::{InputSpec, QuantParams};
-use infer_core::stack::format::{Op, MAX_OPS};
+use infer_core::stack::format::{AddOp, Op, MAX_OPS};
 use infer_core::stack::{StackFile, STACK_FORMAT_VERSION};
 use model_spec::plan::{wire_fields, OpShape, Plan, PlanOp};
 use rayon::prelude::*;
@@ -90,13 +93,12 @@ impl StackCalibration {
             .map(|batch| {
                 let mut ranges = vec![empty; plan.ops.len()];
                 let mut finite = true;
-                let mut x = model.input_batch(batch)?;
-                for ((layer, op), prep) in model.layers.iter().zip(&op_at_layer).zip(&prepared) {
-                    x = layer.forward_prepared(x, prep);
-                    if let Some(j) = *op {
+                let x = model.input_batch(batch)?;
+                let x = model.forward_eval(x, &prepared, false, |layer, x| {
+                    if let Some(j) = op_at_layer[layer] {
                         finite &= widen(&mut ranges[j], &x.data);
                     }
-                }
+                });
                 finite &= x.data.iter().all(|v| v.is_finite());
                 Ok((ranges, finite))
             })
@@ -269,6 +271,8 @@ pub struct QuantizedOp {
     /// Weights and requantization of a conv/depthwise/dense operation (`None` for pooling);
     /// a depthwise conv's weights in the wire's `[ky][kx][out_c]`.
     pub channels: Option<QuantizedChannels>,
+    /// An add's TFLite int8 ADD parameters (`None` for the other operations).
+    pub add: Option<AddOp>,
 }
 
 /// A generic model in int8, ready to encode as a format-3 model.bin.
@@ -298,33 +302,53 @@ impl QuantizedStack {
             plan.ops.len()
         );
         let last = plan.ops.len().saturating_sub(1);
-        let mut input_quant = INPUT_QUANT;
+        // The quantization of each tensor: 0 the input, `j + 1` operation j's output.
+        let mut quants = vec![INPUT_QUANT];
         let mut ops = Vec::with_capacity(plan.ops.len());
         for (j, (op, range)) in plan.ops.iter().zip(&calibration.ranges).enumerate() {
-            let channels = match op.kind {
-                OpShape::MaxPool2d { .. } | OpShape::AvgPool2d { .. } => None,
-                OpShape::Add { .. } | OpShape::Branch { .. } => {
-                    bail!(
-                        "operation {j} ({}): the trainer does not train it (only imported \
-                         models have it)",
-                        op.kind
+            let input_quant = quants[j];
+            // A conv's, depthwise conv's, hidden dense layer's or add's output range.
+            let output = match Plan::activation(&model.spec, op) {
+                Activation::Relu => activation_quant(0.0, range.max),
+                Activation::Relu6 => activation_quant(0.0, range.max.min(6.0)),
+                _ => activation_quant(range.min, range.max),
+            };
+            let quantizing = || format!("quantizing operation {j} ({})", op.kind);
+            let (channels, add, out) = match op.kind {
+                OpShape::MaxPool2d { .. } | OpShape::AvgPool2d { .. } => (None, None, input_quant),
+                OpShape::Branch { from, .. } => {
+                    let quant = quants.get(from).copied();
+                    (None, None, quant.context("a branch to a later tensor")?)
+                }
+                OpShape::Add {
+                    h,
+                    w,
+                    channels,
+                    other,
+                    min,
+                    max,
+                } => {
+                    let b = quants.get(other).context("an add of a later tensor")?;
+                    let add = add_op(
+                        (h, w, channels),
+                        other,
+                        (input_quant.scale, b.scale),
+                        output,
+                        (min, max),
                     )
+                    .with_context(quantizing)?;
+                    (None, Some(add), output)
                 }
                 OpShape::Conv2d { .. }
                 | OpShape::Dense { .. }
                 | OpShape::DepthwiseConv2d { .. } => {
                     let folded = fold(model, op)?;
-                    let quantizing = || format!("quantizing operation {j} ({})", op.kind);
                     if j == last {
                         let channels =
                             logits_channels(&folded, input_quant.scale).with_context(quantizing)?;
-                        Some(channels)
+                        let out = channels.output;
+                        (Some(channels), None, out)
                     } else {
-                        let output = match Plan::activation(&model.spec, op) {
-                            Activation::Relu => activation_quant(0.0, range.max),
-                            Activation::Relu6 => activation_quant(0.0, range.max.min(6.0)),
-                            _ => activation_quant(range.min, range.max),
-                        };
                         let mut channels = QuantizedChannels::new(
                             &folded.weights,
                             &folded.bias,
@@ -343,14 +367,15 @@ impl QuantizedStack {
                                 }
                             }
                         }
-                        input_quant = output;
-                        Some(channels)
+                        (Some(channels), None, output)
                     }
                 }
             };
+            quants.push(out);
             ops.push(QuantizedOp {
                 kind: op.kind,
                 channels,
+                add,
             });
         }
         Ok(Self {
@@ -375,6 +400,10 @@ impl QuantizedStack {
         check_op_count(self.ops.len())?;
         let mut ops = Vec::with_capacity(self.ops.len());
         for (j, op) in self.ops.iter().enumerate() {
+            if let Some(add) = op.add {
+                ops.push(Op::Add(add));
+                continue;
+            }
             let params = op.channels.as_ref().map(QuantizedChannels::params);
             let wire = Op::from_shape(op.kind, params)
                 .map_err(|e| anyhow::anyhow!("operation {j} ({}): {e}", op.kind))?;
@@ -393,14 +422,24 @@ impl QuantizedStack {
         encode_checked(input, &ops)
     }
 
-    /// The output quantization of operation `j` (a pool's is its input's).
+    /// The output quantization of operation `j` (a pool's is its input's, a branch's its
+    /// tensor's).
     pub fn output_quant(&self, j: usize) -> QuantParams {
-        self.ops
-            .iter()
-            .take(j + 1)
-            .rev()
-            .find_map(|op| op.channels.as_ref().map(|c| c.output))
-            .unwrap_or(INPUT_QUANT)
+        // Tensor t: 0 the input, `k + 1` operation k's output.
+        let mut t = j + 1;
+        while let Some(op) = t.checked_sub(1).and_then(|k| self.ops.get(k)) {
+            if let Some(c) = &op.channels {
+                return c.output;
+            }
+            if let Some(a) = &op.add {
+                return a.output;
+            }
+            t = match op.kind {
+                OpShape::Branch { from, .. } if from < t => from,
+                _ => t - 1,
+            };
+        }
+        INPUT_QUANT
     }
 }
 
@@ -430,7 +469,8 @@ fn check_op_count(ops: usize) -> Result<()> {
     ensure!(
         ops <= MAX_OPS,
         "the int8 plan has {ops} operations (conv2d, depthwise_conv2d, maxpool2d, avgpool2d \
-         and dense layers; batch norm, dropout and flatten are free); model.bin format {STACK_FORMAT_VERSION} holds at most \
+         and dense layers, a residual block's add and its shortcut's branch; batch norm, \
+         dropout and flatten are free); model.bin format {STACK_FORMAT_VERSION} holds at most \
          {MAX_OPS}: remove {} of them",
         ops - MAX_OPS
     );
@@ -796,6 +836,42 @@ activation = \"softmax\"
         );
     }
 
+    /// A random model of a spec, exported.
+    struct Exported {
+        spec: Spec,
+        model: Model,
+        plan: Plan,
+        calibration: StackCalibration,
+        q: QuantizedStack,
+        bytes: Vec<u8>,
+        images: Vec<u8>,
+    }
+
+    /// A random model of `text` (weights from `seed`) calibrated on 200 random images (from
+    /// `image_seed`) and exported; its file holds exactly the spec's plan, clamps included.
+    fn exported(text: &str, seed: u64, image_seed: u64) -> Exported {
+        let spec = Spec::parse(text).unwrap();
+        let model = random_model(&spec, seed);
+        let plan = Plan::of(&spec).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(image_seed);
+        let images: Vec<u8> = (0..200 * spec.input.len()).map(|_| rng.gen()).collect();
+        let calibration = StackCalibration::measure(&model, &plan, &images).unwrap();
+        let q = QuantizedStack::from_calibration(&model, &plan, &calibration).unwrap();
+        let bytes = q.to_bytes().unwrap();
+        let file = StackFile::decode(&bytes).unwrap();
+        let shapes: Vec<_> = file.ops.iter().map(|op| op.shape()).collect();
+        assert_eq!(shapes, plan.shapes());
+        Exported {
+            spec,
+            model,
+            plan,
+            calibration,
+            q,
+            bytes,
+            images,
+        }
+    }
+
     /// conv (ReLU6) → depthwise conv (multiplier 2, stride 2, same) + batch norm (ReLU6) →
     /// pointwise conv + batch norm (ReLU) → depthwise conv (valid, ReLU) → overlapping
     /// average pool → dense (logits).
@@ -841,18 +917,15 @@ activation = \"softmax\"
 
     #[test]
     fn depthwise_convs_average_pools_and_relu6_export_as_planned_and_track_the_float_model() {
-        let spec = Spec::parse(DEPTHWISE).unwrap();
-        let model = random_model(&spec, 23);
-        let plan = Plan::of(&spec).unwrap();
-        let mut rng = ChaCha8Rng::seed_from_u64(4);
-        let images: Vec<u8> = (0..200 * 81).map(|_| rng.gen()).collect();
-        let calibration = StackCalibration::measure(&model, &plan, &images).unwrap();
-        let q = QuantizedStack::from_calibration(&model, &plan, &calibration).unwrap();
-        let bytes = q.to_bytes().unwrap();
-        let file = StackFile::decode(&bytes).unwrap();
-        // The file holds exactly the spec's plan, clamps included.
-        let shapes: Vec<_> = file.ops.iter().map(|op| op.shape()).collect();
-        assert_eq!(shapes, plan.shapes());
+        let Exported {
+            spec,
+            model,
+            plan,
+            q,
+            bytes,
+            images,
+            ..
+        } = exported(DEPTHWISE, 23, 4);
         // After a ReLU or ReLU6 the output range starts at 0 (zero point −128); a ReLU6's
         // range ends at 6 at most.
         for (j, op) in plan.ops.iter().enumerate().take(4) {
@@ -875,6 +948,104 @@ activation = \"softmax\"
                 let qw = f32::from(ch.weights[t * outs + o] as i8);
                 assert!((qw * scale - w).abs() <= scale * 0.5 + 1e-7, "{o} {t}");
             }
+        }
+        assert_logits_track(&model, &q, &bytes, &images, 0.05);
+    }
+
+    /// conv → residual (identity shortcut; conv, batch norm, ReLU6 after the add) →
+    /// residual (strided conv + batch norm on the main path; a strided 1×1 conv + batch norm
+    /// on the shortcut; ReLU after the add) → dense (logits).
+    const RESIDUAL: &str = "input = [8, 8, 1]
+[[layer]]
+type = \"conv2d\"
+filters = 3
+kernel = 3
+padding = \"same\"
+activation = \"relu\"
+[[layer]]
+type = \"residual\"
+activation = \"relu6\"
+[[layer.main]]
+type = \"conv2d\"
+filters = 3
+kernel = 3
+padding = \"same\"
+[[layer.main]]
+type = \"batchnorm\"
+[[layer]]
+type = \"residual\"
+activation = \"relu\"
+[[layer.main]]
+type = \"conv2d\"
+filters = 5
+kernel = 3
+stride = 2
+padding = \"same\"
+[[layer.main]]
+type = \"batchnorm\"
+[[layer.shortcut]]
+type = \"conv2d\"
+filters = 5
+kernel = 1
+stride = 2
+[[layer.shortcut]]
+type = \"batchnorm\"
+[[layer]]
+type = \"flatten\"
+[[layer]]
+type = \"dense\"
+units = 3
+activation = \"softmax\"
+";
+
+    #[test]
+    fn residual_blocks_export_as_branches_and_tflite_adds_and_track_the_float_model() {
+        let Exported {
+            spec,
+            model,
+            plan,
+            calibration,
+            q,
+            bytes,
+            images,
+        } = exported(RESIDUAL, 25, 6);
+        let file = StackFile::decode(&bytes).unwrap();
+        let kinds: Vec<_> = plan.shapes().iter().map(OpShape::type_name).collect();
+        assert_eq!(
+            kinds,
+            ["conv2d", "conv2d", "add", "conv2d", "branch", "conv2d", "add", "dense"]
+        );
+        // Tensor t's quantization: 0 the input, `j + 1` operation j's output.
+        let tensor = |t: usize| t.checked_sub(1).map_or(INPUT_QUANT, |j| q.output_quant(j));
+        // A branch's output is its tensor's: the block's input.
+        assert_eq!(q.output_quant(4), tensor(3));
+        for (j, op) in plan.ops.iter().enumerate() {
+            let OpShape::Add {
+                h,
+                w,
+                channels,
+                other,
+                min,
+                max,
+            } = op.kind
+            else {
+                assert!(q.ops[j].add.is_none());
+                continue;
+            };
+            // TFLite's ADD parameters for the operands' scales, into the calibrated range
+            // of the add's (activated) output.
+            let range = calibration.ranges[j];
+            let output = match Plan::activation(&spec, op) {
+                Activation::Relu => activation_quant(0.0, range.max),
+                Activation::Relu6 => activation_quant(0.0, range.max.min(6.0)),
+                _ => unreachable!("both adds have an activation"),
+            };
+            assert_eq!(output.zero_point, -128);
+            let scales = (tensor(j).scale, tensor(other).scale);
+            let expected = add_op((h, w, channels), other, scales, output, (min, max)).unwrap();
+            assert_eq!(q.ops[j].add, Some(expected));
+            assert_eq!(file.ops.get(j), Some(Op::Add(expected)));
+            assert_eq!(q.output_quant(j), output);
         }
         assert_logits_track(&model, &q, &bytes, &images, 0.05);
     }

@@ -5,13 +5,15 @@
 //!   (training) images;
 //! * biases: int32 in units of `input_scale · weight_scale`;
 //! * requantization: Q31 multiplier + power-of-two shift ([`quantize_multiplier`]), applied
-//!   by infer-core with TFLite's rounding.
+//!   by infer-core with TFLite's rounding;
+//! * an add (a residual block's): TFLite's int8 ADD parameters ([`add_op`]).
 //!
 //! Also the float-versus-int8 [`Scores`] that `fit` and `quantize` report.
 
 use crate::eval::Int8Evaluation;
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use infer_core::format::{ChannelParams, QuantParams};
+use infer_core::stack::format::AddOp;
 
 /// Input quantization fixed by the format: pixel `p` (real `p / 255`) becomes `p − 128`.
 pub const INPUT_QUANT: QuantParams = QuantParams {
@@ -68,6 +70,63 @@ pub fn activation_quant(min: f32, max: f32) -> QuantParams {
     };
     let zero_point = (-128.0 - min / scale).round().clamp(-128.0, 127.0) as i32;
     QuantParams { scale, zero_point }
+}
+
+/// The left shift of TensorFlow Lite's int8 ADD.
+pub const ADD_LEFT_SHIFT: i32 = 20;
+
+/// TensorFlow Lite's int8 ADD of an `h × w × c` map (the previous output, of scale
+/// `scales.0`) and tensor `other` (of scale `scales.1`) into `output`, clamped to
+/// `min..=max`, as model.bin's add operation holds it: its multipliers and shifts as
+/// TensorFlow Lite Micro's `AddPrepare` computes them (in `f64`): each input scaled by
+/// `a / (2 · max(a, b))`, `b / (2 · max(a, b))`, the sum by `2 · max(a, b) / (2^20 · out)`,
+/// each split by `QuantizeMultiplierSmallerThanOneExp` ([`quantize_multiplier`], whose shifts
+/// are then ≤ 0).
+///
+/// # Errors
+/// A dimension or `other` over the format's 16 bits, or a scale that gives a multiplier
+/// of 1 or more.
+pub fn add_op(
+    (h, w, c): (usize, usize, usize),
+    other: usize,
+    (a, b): (f32, f32),
+    output: QuantParams,
+    (min, max): (i8, i8),
+) -> Result<AddOp> {
+    let out = output.scale;
+    let twice_max = 2.0 * f64::from(a.max(b));
+    let reals = [
+        f64::from(a) / twice_max,
+        f64::from(b) / twice_max,
+        twice_max / (f64::from(1u32 << ADD_LEFT_SHIFT) * f64::from(out)),
+    ];
+    let mut params = [(0, 0); 3];
+    for (p, real) in params.iter_mut().zip(reals) {
+        let (m, s) = quantize_multiplier(real)?;
+        ensure!(
+            s <= 0,
+            "an ADD multiplier of {real} (input scales {a} and {b}, output scale {out}) is not \
+             below 1"
+        );
+        *p = (m, i8::try_from(s).context("a shift beyond i8")?);
+    }
+    let short = |n: usize| u16::try_from(n).context("a dimension over 65,535");
+    Ok(AddOp {
+        h: short(h)?,
+        w: short(w)?,
+        channels: short(c)?,
+        other: short(other)?,
+        left_shift: ADD_LEFT_SHIFT as u8,
+        multiplier: params[0].0,
+        shift: params[0].1,
+        other_multiplier: params[1].0,
+        other_shift: params[1].1,
+        output_multiplier: params[2].0,
+        output_shift: params[2].1,
+        output,
+        min,
+        max,
+    })
 }
 
 /// One quantized layer's per-channel arrays, owned (serialized borrowed).

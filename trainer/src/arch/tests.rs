@@ -931,3 +931,185 @@ fn given_dropout_masks_scale_what_they_keep_and_must_fit_the_batch() {
     assert!(step(&extra).unwrap_err().to_string().contains("layer 0"));
     assert!(step(&all[..3]).is_err());
 }
+
+/// conv → residual (identity shortcut, ReLU after the add) → residual (strided, batch norm in
+/// the main path, a strided 1×1 conv + batch norm on the shortcut, `activation`) → dense.
+fn residual_spec(activation: &str) -> Spec {
+    Spec::parse(&format!(
+        "input = [6, 6, 2]
+[[layer]]
+type = \"conv2d\"
+filters = 3
+kernel = 3
+padding = \"same\"
+activation = \"relu\"
+[[layer]]
+type = \"residual\"
+activation = \"relu\"
+[[layer.main]]
+type = \"conv2d\"
+filters = 3
+kernel = 3
+padding = \"same\"
+activation = \"relu\"
+[[layer.main]]
+type = \"conv2d\"
+filters = 3
+kernel = 3
+padding = \"same\"
+[[layer]]
+type = \"residual\"
+activation = \"{activation}\"
+[[layer.main]]
+type = \"conv2d\"
+filters = 4
+kernel = 3
+stride = 2
+padding = \"same\"
+[[layer.main]]
+type = \"batchnorm\"
+activation = \"relu\"
+[[layer.main]]
+type = \"depthwise_conv2d\"
+kernel = 3
+padding = \"same\"
+[[layer.shortcut]]
+type = \"conv2d\"
+filters = 4
+kernel = 1
+stride = 2
+[[layer.shortcut]]
+type = \"batchnorm\"
+[[layer]]
+type = \"flatten\"
+[[layer]]
+type = \"dense\"
+units = 3
+activation = \"softmax\"
+"
+    ))
+    .unwrap()
+}
+
+/// The gradient of the mean cross-entropy with respect to every parameter of a model with
+/// residual blocks, as a training step computes it, against central differences of the
+/// training forward pass: the gradient of each add reaches both its paths and the layers
+/// before the block.
+#[test]
+fn residual_block_gradients_match_central_differences() {
+    for (activation, seed) in [("none", 31), ("relu", 33), ("relu6", 32)] {
+        let mut spec = residual_spec(activation);
+        spec.name = format!("block 2 with {activation}");
+        check_model_gradients(&spec, seed);
+    }
+    // A block on the input whose main path is a first convolution and its 2×2 max pool,
+    // which train as one step.
+    let pooled = Spec::parse(
+        "name = \"a pooled block\"\ninput = [6, 6, 2]
+[[layer]]
+type = \"residual\"
+[[layer.main]]
+type = \"conv2d\"
+filters = 4
+kernel = 3
+padding = \"same\"
+activation = \"relu\"
+[[layer.main]]
+type = \"maxpool2d\"
+[[layer.shortcut]]
+type = \"conv2d\"
+filters = 4
+kernel = 1
+stride = 2
+[[layer]]
+type = \"flatten\"
+[[layer]]
+type = \"dense\"
+units = 3
+activation = \"softmax\"
+",
+    )
+    .unwrap();
+    let model = Model::glorot_uniform(&pooled, 1);
+    assert!(
+        model.pooled_at(0).is_some(),
+        "the conv and its pool run as one step"
+    );
+    check_model_gradients(&pooled, 34);
+}
+
+/// Checks every parameter gradient of a training step of `spec` (Glorot weights from
+/// `seed`, biases and β moved off 0) against differences of the mean cross-entropy of a
+/// training forward pass: central differences, or where a nudge moves a ReLU input across
+/// its kink on one side, the one-sided difference on the other side.
+fn check_model_gradients(spec: &Spec, seed: u64) {
+    let mut model = Model::glorot_uniform(spec, seed);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    for p in model.layers.iter_mut().flat_map(Layer::params_mut) {
+        if !p.kernel {
+            p.value
+                .iter_mut()
+                .for_each(|v| *v += rng.gen_range(-0.3..0.3));
+        }
+    }
+    let (n, item, classes) = (5, spec.input.len(), spec.classes());
+    let images: Vec<u8> = (0..n * item).map(|_| rng.gen()).collect();
+    let labels: Vec<u8> = (0..n).map(|_| rng.gen_range(0..classes as u8)).collect();
+    let loss = |m: &Model| {
+        let x = m.input_batch(&images).unwrap();
+        let logits = m.forward(x, Mode::Train { key: 1 });
+        f64::from(cross_entropy(&logits.data, &labels, classes, None).0)
+    };
+    let mut workspace = fit::Workspace::default();
+    let masks = fit::Masks::Drawn(1);
+    let (step_loss, _) =
+        fit::forward_backward(&mut model, &mut workspace, &images, &labels, masks).unwrap();
+    let base = loss(&model);
+    assert!(
+        (f64::from(step_loss) - base).abs() < 1e-5,
+        "{step_loss} vs {base}"
+    );
+    let scale = f64::from(
+        model
+            .layers
+            .iter()
+            .flat_map(Layer::params)
+            .flat_map(|p| &p.grad)
+            .fold(0.0f32, |m, g| m.max(g.abs())),
+    );
+    let mut checked = 0;
+    for (l, layer) in model.layers.iter().enumerate() {
+        for (t, p) in layer.params().iter().enumerate() {
+            let reached = p.grad.iter().fold(0.0f32, |m, g| m.max(g.abs()));
+            assert!(
+                !p.kernel || f64::from(reached) > 1e-3 * scale,
+                "layer {l} ({}): no gradient reached its kernel",
+                spec.layers[l].type_name()
+            );
+            for i in (0..p.value.len()).step_by((p.value.len() / 8).max(1)) {
+                let nudge = |delta: f32| {
+                    let mut m = model.clone();
+                    m.layers[l].params_mut()[t].value[i] += delta;
+                    loss(&m)
+                };
+                let analytic = f64::from(p.grad[i]);
+                let close = |numeric: f64| {
+                    (analytic - numeric).abs() <= 2e-3 * scale + 2e-2 * numeric.abs()
+                };
+                let (eps, small) = (1e-3f32, 1e-4f32);
+                let central = (nudge(eps) - nudge(-eps)) / f64::from(2.0 * eps);
+                let right = (nudge(small) - base) / f64::from(small);
+                let left = (base - nudge(-small)) / f64::from(small);
+                assert!(
+                    close(central) || close(right) || close(left),
+                    "{}: layer {l} ({}) param {t}[{i}]: analytic {analytic} vs numeric {central} \
+                     (one-sided {left}, {right})",
+                    spec.name,
+                    spec.layers[l].type_name()
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 30, "{checked} values checked");
+}

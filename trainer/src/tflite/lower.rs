@@ -21,7 +21,7 @@
 
 use super::graph::{Activation, DataType, Graph, OpKind, Operator, Padding, Tensor};
 use crate::arch::quantize::encode_checked;
-use crate::arch::scheme::{quantize_multiplier, QuantizedChannels};
+use crate::arch::scheme::{add_op, quantize_multiplier, QuantizedChannels};
 use anyhow::{bail, ensure, Context, Result};
 use infer_core::format::{InputSpec, QuantParams};
 use infer_core::kernels::average_pool::AvgPoolGeometry;
@@ -668,55 +668,16 @@ fn lower_op(graph: &Graph, op: &Operator, last_index: usize) -> Result<Lowered> 
                 activation_quant(b, "its second input")?,
             );
             let out_q = activation_quant(output, "its output")?;
-            let (min, max) = clamp_of(activation, out_q);
-            let p = add_params(qa.scale, qb.scale, out_q.scale)?;
-            let short = |n: usize| u16::try_from(n).context("a dimension over 65,535");
-            Ok(Lowered::Add(AddOp {
-                h: short(h)?,
-                w: short(w)?,
-                channels: short(channels)?,
-                other: 0,
-                left_shift: ADD_LEFT_SHIFT as u8,
-                multiplier: p[0].0,
-                shift: p[0].1,
-                other_multiplier: p[1].0,
-                other_shift: p[1].1,
-                output_multiplier: p[2].0,
-                output_shift: p[2].1,
-                output: out_q,
-                min,
-                max,
-            }))
+            let clamp = clamp_of(activation, out_q);
+            Ok(Lowered::Add(add_op(
+                (h, w, channels),
+                0,
+                (qa.scale, qb.scale),
+                out_q,
+                clamp,
+            )?))
         }
     }
-}
-
-/// The left shift of TensorFlow Lite's int8 ADD.
-const ADD_LEFT_SHIFT: i32 = 20;
-
-/// An int8 ADD's multipliers and shifts for input scales `a` and `b` and output scale
-/// `out`, as TensorFlow Lite Micro's `AddPrepare` computes them (in `f64`): each input
-/// scaled by `a / (2 · max(a, b))`, `b / (2 · max(a, b))`, the sum by
-/// `2 · max(a, b) / (2^20 · out)`, each split by `QuantizeMultiplierSmallerThanOneExp`
-/// ([`quantize_multiplier`], whose shifts are then ≤ 0).
-fn add_params(a: f32, b: f32, out: f32) -> Result<[(i32, i8); 3]> {
-    let twice_max = 2.0 * f64::from(a.max(b));
-    let reals = [
-        f64::from(a) / twice_max,
-        f64::from(b) / twice_max,
-        twice_max / (f64::from(1u32 << ADD_LEFT_SHIFT) * f64::from(out)),
-    ];
-    let mut params = [(0, 0); 3];
-    for (p, real) in params.iter_mut().zip(reals) {
-        let (m, s) = quantize_multiplier(real)?;
-        ensure!(
-            s <= 0,
-            "an ADD multiplier of {real} (input scales {a} and {b}, output scale {out}) is not \
-             below 1"
-        );
-        *p = (m, i8::try_from(s).context("a shift beyond i8")?);
-    }
-    Ok(params)
 }
 
 /// Pushes onto `ops` a branch to engine tensor `from` (TensorFlow Lite tensor `tensor`)
