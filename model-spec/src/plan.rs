@@ -15,9 +15,9 @@
 //!
 //! Stages and buffers: infer-core's stage plan ([`Plan::stages`],
 //! `infer_core::stack::stages::plan`) groups the operations into the fused stages the
-//! engine runs. Stage `j` reads the input image (`j = 0`) or buffer `(j − 1) % 2` and writes
-//! buffer `j % 2` (the last writes the logits), so two ping-pong buffers of
-//! [`Plan::buffers`] bytes, one patch buffer of [`Plan::patch_words`] words (packed patch
+//! engine runs. Stage `j` reads the input image (`j = 0`) or the output of the stage before
+//! and writes its own beside it (the last writes the logits), so an arena of
+//! [`Plan::arena`] bytes, one patch buffer of [`Plan::patch_words`] words (packed patch
 //! and working memory) and [`Plan::stack_bytes`] of kernel scratch on the stack hold every
 //! activation.
 
@@ -267,22 +267,22 @@ impl Plan {
         names
     }
 
-    /// Sizes in bytes of the activation buffers (`stages::assign_buffers`): in a chain,
-    /// buffer `j % 2` receives the output of stage `j`, except the last stage's, which is
-    /// the wide (i32) logits and goes to the caller's own array; the third holds a tensor
-    /// an add or a branch of an imported graph reads later (0 for a chain).
+    /// Bytes of the activation arena (`stages::assign_buffers`): every stage's output but
+    /// the last's (the wide i32 logits, which go to the caller's own array), at offsets
+    /// where the tensors live at once never overlap (in a chain, each output beside the
+    /// one it reads; an add computed in place takes its other operand's place).
     ///
     /// # Panics
     /// If the operations need more buffers (a model.bin whose decoder refused it: a spec's
     /// plan is a chain).
-    pub fn buffers(&self) -> [usize; stages::MAX_BUFFERS] {
-        self.buffer_plan().sizes
+    pub fn arena(&self) -> usize {
+        self.buffer_plan().arena
     }
 
     /// Where each stage's output goes (`stages::assign_buffers`).
     ///
     /// # Panics
-    /// As [`Plan::buffers`].
+    /// As [`Plan::arena`].
     pub fn buffer_plan(&self) -> stages::BufferPlan {
         let shapes = self.shapes();
         stages::stage_buffers(&stages::plan(&shapes), &shapes)
@@ -359,7 +359,7 @@ mod tests {
         // one, the second reading the first's 26 × 26 × 32 map through a ring of 4 rows.
         assert_eq!(plan.stages().len(), 3);
         assert_eq!(plan.step_names().len(), 2);
-        assert_eq!(plan.buffers(), [4 * 26 * 32, 128, 0]);
+        assert_eq!(plan.arena(), 4 * 26 * 32 + 128);
         assert_eq!(plan.patch_len(), 3 * 3 * 32);
         // Both convs' working memory: the first's quad patch (4 × 5 words for 9 taps) and
         // four positions' 32 values; the second's quad patch (4 × 144 words), its 64 pooled

@@ -723,6 +723,7 @@ impl<'a> StackFile<'a> {
                 last: i,
                 other: t.filter(|_| !branch),
                 branch: t.filter(|_| branch),
+                in_place: false,
                 out_len: 1,
             }
         });
