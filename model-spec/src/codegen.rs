@@ -31,7 +31,7 @@
 //! (`firmware-example/build/main.rs`, which uses [`Network`] directly for its own messages).
 //!
 //! The generated module holds `INPUT`, `CLASSES`, `OPS`, `STAGES`, `STAGE_NAMES`, one type
-//! alias `StageJ` per fused stage, the ping-pong buffer and patch sizes with compile-time
+//! alias `StageJ` per fused stage, the arena and patch sizes with compile-time
 //! checks that the stages chain and agree with model-spec's RAM figures, `Scratch` (the working memory), `Network` (`from_bytes`, `infer`,
 //! `infer_into`, `infer_probed`), `pixels_to_input` and, from [`build`], `MODEL`.
 

@@ -14,14 +14,20 @@
 //!   (padding included) sums to 0; its filters' dot products are skipped.
 //! * **the first layer's one-channel 3×3 conv → 2×2 pool → last dense**: the fused kernel
 //!   [`crate::kernels::fused::Stream3x3`] ([`Kernel::Stream3x3`]) in the typed layers.
+//! * **conv / pool / dense → add**, where the add's other operand dies at the add (and is
+//!   neither the model's input nor what the stage reads): the stage adds each value it
+//!   computes to the other operand's at that index and writes the sum over it
+//!   ([`Stage::add`], [`add_in_place`]); the stage's own output is never held.
 //! * **a depthwise conv, an average pool, an add or a branch** (the last two only in
-//!   imported models) is a stage of its own ([`Stage::alone`]), computed by its kernel ([`run_alone`],
-//!   [`run_add`]; a branch computes nothing).
+//!   imported models) is otherwise a stage of its own ([`Stage::alone`]), computed by its
+//!   kernel ([`run_alone`], [`run_add`]; a branch computes nothing).
 //! * **buffers**: each stage's output goes to the lowest-numbered buffer whose tensor is
-//!   dead (read by no later stage) and which the stage does not read ([`assign_buffers`]):
-//!   a chain ping-pongs between buffers 0 and 1, and a tensor that an add or a branch reads
-//!   later keeps its buffer until then (at most [`MAX_BUFFERS`]). No stage fuses past a
-//!   tensor that a later add or branch reads, nor chains through a ring.
+//!   dead (read by no later stage) and which the stage does not read, an add in place to
+//!   its other operand's ([`assign_buffers`]): a chain ping-pongs between buffers 0 and 1,
+//!   and a tensor that an add or a branch reads later keeps its buffer until then (at most
+//!   [`MAX_BUFFERS`] tensors live at once). Every tensor then has an offset in one arena,
+//!   where those live at the same time do not overlap ([`BufferPlan::arena`]). No stage
+//!   fuses past a tensor that a later add or branch reads, nor chains through a ring.
 //!
 //! The plan is made from [`OpShape`]s only, so the firmware's build script (through
 //! `model_spec`) and the RAM accounting see the same stages as [`super::run()`] and the typed
@@ -2423,6 +2429,63 @@ mod graph_tests {
                     want = logits[0].to_vec();
                 }
                 assert_eq!(logits[1].to_vec(), want);
+            }
+        }
+    }
+
+    /// A dense layer with an add in place (which no model.bin holds yet: the decoder's adds
+    /// read maps) through `run_general`, with and without the add's tables and the packed
+    /// input: the dense layer's outputs, then the add, bit for bit.
+    #[test]
+    fn a_dense_layer_adds_in_place_as_the_reference_does() {
+        use crate::kernels::add::add_reference;
+        use crate::kernels::dense::dense_i8;
+        let mut rng = TestRng(0xde5e);
+        for case in 0..300 {
+            let (n, units) = (1 + rng.below(70) as usize, 1 + rng.below(40) as usize);
+            let mut p = OwnedParams::random(&mut rng, n * units, units);
+            if case % 3 == 0 {
+                p.make_wild(&mut rng, 3);
+            }
+            let requant = ChannelRequant::from_params(&p.view(), case % 2 == 0);
+            let input_offset = rng.below(256) as i32 - 128;
+            let m = |rng: &mut TestRng| (1i32 << 30) + rng.below(1 << 30) as i32;
+            let add = AddParams {
+                offsets: [rng.below(256) as i32 - 128, rng.below(256) as i32 - 128],
+                multipliers: [m(&mut rng), m(&mut rng)],
+                shifts: [-(rng.below(3) as i32), -(rng.below(3) as i32)],
+                left_shift: 20,
+                output_multiplier: m(&mut rng),
+                output_shift: -18 - rng.below(3) as i32,
+                output_zero_point: rng.below(256) as i32 - 128,
+                min: rng.i8().min(0),
+                max: 127,
+            };
+            let parts = Parts {
+                input: (1, 1, n),
+                conv: None,
+                pool: 0,
+                dense: Some(DensePart {
+                    inputs: n,
+                    units,
+                    weights: &p.weights,
+                    requant,
+                    input_offset,
+                    monotonic: monotonic(&requant, units),
+                }),
+                add: Some(add),
+            };
+            let x: Vec<i8> = (0..n).map(|_| rng.i8()).collect();
+            let other: Vec<i8> = (0..units).map(|_| rng.i8()).collect();
+            let mut values = vec![0i8; units];
+            dense_i8(&x, input_offset, &p.weights, &requant, &mut values);
+            let mut want = vec![0i8; units];
+            add_reference(&add, &values, &other, &mut want);
+            let packed = crate::stack::dense_words(n, Pixels::Four);
+            for words in [packed + ADD_SCRATCH_WORDS, ADD_SCRATCH_WORDS, 10] {
+                let mut out = other.clone();
+                run_general(&parts, &x, &mut vec![0u32; words], &mut out);
+                assert_eq!(out, want, "case {case}, {words} words");
             }
         }
     }
