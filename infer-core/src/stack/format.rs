@@ -25,7 +25,7 @@ use crate::kernels::conv::ConvGeometry;
 pub use crate::kernels::conv::Padding;
 use crate::kernels::depthwise::DepthwiseGeometry;
 use crate::kernels::window::Window;
-use crate::stack::stages::{assign_buffers, Unit};
+use crate::stack::stages::{buffers_fit, Unit};
 use crate::Error;
 use serde::{Deserialize, Serialize};
 
@@ -727,7 +727,7 @@ impl<'a> StackFile<'a> {
                 out_len: 1,
             }
         });
-        if assign_buffers(units).is_none() {
+        if !buffers_fit(units) {
             return Err(Error::Malformed {
                 what: "a graph whose live tensors need more than 3 buffers",
             });

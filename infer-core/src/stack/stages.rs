@@ -608,6 +608,20 @@ impl BufferPlan {
 /// reference to a later tensor (which the decoder refuses), or an add in place over the
 /// model's input or the tensor its unit reads.
 pub fn assign_buffers<I: Iterator<Item = Unit> + Clone>(units: I) -> Option<BufferPlan> {
+    plan_buffers::<true, I>(units)
+}
+
+/// Whether the units' live tensors fit [`MAX_BUFFERS`] buffers ([`assign_buffers`] but
+/// not `None`), without placing them in the arena: what the decoder checks, in less stack.
+pub fn buffers_fit<I: Iterator<Item = Unit> + Clone>(units: I) -> bool {
+    plan_buffers::<false, I>(units).is_some()
+}
+
+/// [`assign_buffers`], the arena placed only with `ARENA` (without, what only the arena
+/// needs is dead code).
+fn plan_buffers<const ARENA: bool, I: Iterator<Item = Unit> + Clone>(
+    units: I,
+) -> Option<BufferPlan> {
     const NONE: u8 = u8::MAX;
     // Each tensor's storage (a branch's output is the tensor it names, an add in place's
     // its other operand's), the first and last unit that use each storage, and its size.
@@ -639,7 +653,7 @@ pub fn assign_buffers<I: Iterator<Item = Unit> + Clone>(units: I) -> Option<Buff
                 };
                 *storage.get_mut(out)? = own;
                 *last_use.get_mut(usize::from(own))? = j as u8;
-                if j + 1 < count {
+                if ARENA && j + 1 < count {
                     let first = first_use.get_mut(usize::from(own))?;
                     if *first == NONE {
                         *first = j as u8;
@@ -695,6 +709,9 @@ pub fn assign_buffers<I: Iterator<Item = Unit> + Clone>(units: I) -> Option<Buff
         let size = plan.sizes.get_mut(free)?;
         *size = (*size).max(u.out_len);
     }
+    if !ARENA {
+        return Some(plan);
+    }
     plan.arena = place(&first_use, &last_use, &bytes, &mut plan.at)?;
     for t in 0..plan.tensor.len() {
         let s = usize::from(*storage.get(t)?);
@@ -708,6 +725,7 @@ pub fn assign_buffers<I: Iterator<Item = Unit> + Clone>(units: I) -> Option<Buff
 /// the largest first (the earliest written of equal ones), each at the lowest offset where
 /// it overlaps no tensor placed before that is live at the same time (TensorFlow Lite
 /// Micro's greedy planner). Returns the arena's size.
+#[inline(never)]
 fn place(
     first: &[u8; MAX_OPS + 1],
     last: &[u8; MAX_OPS + 1],
