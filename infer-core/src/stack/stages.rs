@@ -671,19 +671,16 @@ fn plan_buffers<const ARENA: bool, I: Iterator<Item = Unit> + Clone>(
             *last_use.get_mut(usize::from(other))? = j as u8;
         }
     }
-    let mut plan = BufferPlan {
-        out: [NO_BUFFER; MAX_OPS],
-        tensor: [NO_BUFFER; MAX_OPS + 1],
-        sizes: [0; MAX_BUFFERS],
-        at: [0; MAX_OPS + 1],
-        arena: 0,
-    };
+    // Each unit's buffer, each tensor's, each buffer's size.
+    let mut outs = [NO_BUFFER; MAX_OPS];
+    let mut tensors = [NO_BUFFER; MAX_OPS + 1];
+    let mut sizes = [0; MAX_BUFFERS];
     // The storage tensor each buffer holds.
     let mut holder = [NONE; MAX_BUFFERS];
     for (j, u) in units.enumerate() {
         let out = u.last.checked_add(1)?;
         if let Some(from) = u.branch {
-            *plan.tensor.get_mut(out)? = *plan.tensor.get(from)?;
+            *tensors.get_mut(out)? = *tensors.get(from)?;
             continue;
         }
         if j + 1 == count {
@@ -691,7 +688,7 @@ fn plan_buffers<const ARENA: bool, I: Iterator<Item = Unit> + Clone>(
         }
         let free = match u.other.filter(|_| u.in_place) {
             // Its other operand's buffer, which it overwrites.
-            Some(other) => usize::from(*plan.tensor.get(other)?),
+            Some(other) => usize::from(*tensors.get(other)?),
             None => {
                 let dead = |t: u8| {
                     t == NONE
@@ -704,11 +701,19 @@ fn plan_buffers<const ARENA: bool, I: Iterator<Item = Unit> + Clone>(
                 free
             }
         };
-        *plan.out.get_mut(j)? = free as u8;
-        *plan.tensor.get_mut(out)? = free as u8;
-        let size = plan.sizes.get_mut(free)?;
+        *outs.get_mut(j)? = free as u8;
+        *tensors.get_mut(out)? = free as u8;
+        let size = sizes.get_mut(free)?;
         *size = (*size).max(u.out_len);
     }
+    // Built only now, so that a caller that only asks whether it exists keeps none.
+    let mut plan = BufferPlan {
+        out: outs,
+        tensor: tensors,
+        sizes,
+        at: [0; MAX_OPS + 1],
+        arena: 0,
+    };
     if !ARENA {
         return Some(plan);
     }
