@@ -23,7 +23,8 @@ pub mod generated {
 
 pub use generated::Scratch;
 pub use generated::INPUT;
-use generated::{CLASSES, OPS, STAGES, STAGE_NAMES};
+pub use generated::CLASSES;
+use generated::{OPS, STAGES, STAGE_NAMES};
 
 /// The network, its weights in flash.
 pub type Network = generated::Network<'static>;
@@ -51,13 +52,19 @@ pub fn fill_input(input: &mut Input, pixels: &[u8; INPUT]) {
     generated::pixels_to_input(pixels, input);
 }
 
-/// One inference, kept out of line so that its stack use can be measured and
-/// its code found in the ELF (`cargo xtask bench-mcu` sizes this function and
-/// everything it calls). `scratch` is the digit loop's, reused by every
-/// inference.
+/// One inference into `logits`, kept out of line so that its stack use can be
+/// measured and its code found in the ELF (`cargo xtask bench-mcu` sizes this
+/// function and everything it calls). `scratch` and `logits` are the digit
+/// loop's, reused by every inference (the logits written in place: a model
+/// with many outputs, as anomaly detection's 640, keeps one array of them).
 #[inline(never)]
-pub fn infer_digit(net: &Network, input: &Input, scratch: &mut Scratch) -> [i32; CLASSES] {
-    net.infer(input, scratch)
+pub fn infer_digit(
+    net: &Network,
+    input: &Input,
+    scratch: &mut Scratch,
+    logits: &mut [i32; CLASSES],
+) {
+    net.infer_into(input, scratch, logits);
 }
 
 /// Prints the `network:` line: the spec (`none` without one), the operations and classes, the
@@ -113,16 +120,17 @@ impl Profile {
         net: &Network,
         input: &Input,
         scratch: &mut Scratch,
+        logits: &mut [i32; CLASSES],
     ) -> usize {
         let mut last = counter.now();
-        let logits = net.infer_probed(input, scratch, |stage| {
+        net.infer_probed(input, scratch, logits, |stage| {
             let now = counter.now();
             if let Some(ticks) = self.stages.get_mut(stage) {
                 *ticks += now - last;
             }
             last = now;
         });
-        let class = argmax(&logits);
+        let class = argmax(logits);
         self.argmax += counter.now() - last;
         self.runs += 1;
         class

@@ -55,20 +55,13 @@ fn bench(c: &mut Criterion) {
     let pixels = digit();
     let input: [i8; 784] = std::array::from_fn(|i| (pixels.as_flattened()[i] ^ 0x80) as i8);
     let sizes = BufferSizes::of(&file, Pixels::BUILT);
-    let (mut a, mut b) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
+    let mut arena = vec![0i8; sizes.arena];
     let mut patch = vec![0u32; sizes.patch_words];
     let mut logits = [0i32; 10];
     net.run_logits(&input, &mut [], &mut logits);
     let mut out = [0i32; 10];
     for kernels in [Kernels::Fast, Kernels::Reference] {
-        let run = stack::run(
-            &file,
-            &input,
-            kernels,
-            [&mut a, &mut b, &mut []],
-            &mut patch,
-            &mut out,
-        );
+        let run = stack::run(&file, &input, kernels, &mut arena, &mut patch, &mut out);
         assert_eq!(run.expect("buffers of BufferSizes"), logits, "{kernels:?}");
     }
 
@@ -86,7 +79,7 @@ fn bench(c: &mut Criterion) {
                     &file,
                     black_box(&input),
                     kernels,
-                    [&mut a, &mut b, &mut []],
+                    &mut arena,
                     &mut patch,
                     &mut out,
                 );

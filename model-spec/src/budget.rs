@@ -34,11 +34,8 @@ pub struct Budget {
     pub flash: usize,
     /// The int8 input image, held by the caller for the whole inference.
     pub input: usize,
-    /// The activation buffers ([`Plan::buffers`]): in a chain, stage `j` of the fused
-    /// stage plan ([`Plan::stages`]) writes buffer `j % 2`; the third holds a tensor an add
-    /// or a branch of an imported graph reads later (0 for a chain).
-    pub buffers: [usize; 3],
-    /// The buffers together.
+    /// The activation arena ([`Plan::arena`]): the outputs of the fused stages
+    /// ([`Plan::stages`]) but the last, those live at once side by side.
     pub activations: usize,
     /// The stages' patch buffer (packed patch and working memory, [`Plan::patch_words`] u32
     /// words), in bytes.
@@ -69,8 +66,7 @@ impl Budget {
         let channel_params = plan.channels() * CHANNEL_BYTES;
         let header = header_bytes(plan);
         let input = plan.input_len();
-        let buffers = plan.buffers();
-        let activations = buffers.iter().sum();
+        let activations = plan.arena();
         let patch = plan.patch_words(pixels) * 4;
         let kernel_stack = plan.stack_bytes();
         let scratch = plan.classes() * 4;
@@ -80,7 +76,6 @@ impl Budget {
             header,
             flash: weights + channel_params + header,
             input,
-            buffers,
             activations,
             patch,
             kernel_stack,
@@ -150,7 +145,7 @@ mod tests {
         // One fused stage (conv + pool + dense on the one-channel 3×3 fast path): no
         // buffers, no patch, the fast path's 1,192 bytes of scratch (36 per filter, 4 per
         // unit), the input and 40 bytes of wide logits.
-        assert_eq!(b.buffers, [0, 0, 0]);
+        assert_eq!(b.activations, 0);
         assert_eq!(b.patch, 0);
         assert_eq!(b.kernel_stack, 1_192);
         assert_eq!(b.ram, 784 + 1_192 + 40);
@@ -163,8 +158,8 @@ mod tests {
         assert_eq!(full.weights, 1_199_882 - 32 - 64 - 128 - 10);
         assert_eq!(full.channel_params, (32 + 64 + 128 + 10) * 13);
         // Stages: conv 1 → A (a ring of 4 rows, conv 2 running with it); conv 2 + pool +
-        // dense (streamed) → B; dense → the logits.
-        assert_eq!(full.buffers, [4 * 26 * 32, 128, 0]);
+        // dense (streamed) → B; dense → the logits: the two side by side in the arena.
+        assert_eq!(full.activations, 4 * 26 * 32 + 128);
         // The second conv's working memory ends with one offset term per filter.
         assert_eq!(
             full.patch,

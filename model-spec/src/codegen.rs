@@ -31,15 +31,15 @@
 //! (`firmware-example/build/main.rs`, which uses [`Network`] directly for its own messages).
 //!
 //! The generated module holds `INPUT`, `CLASSES`, `OPS`, `STAGES`, `STAGE_NAMES`, one type
-//! alias `StageJ` per fused stage, the ping-pong buffer and patch sizes with compile-time
+//! alias `StageJ` per fused stage, the arena and patch sizes with compile-time
 //! checks that the stages chain and agree with model-spec's RAM figures, `Scratch` (the working memory), `Network` (`from_bytes`, `infer`,
-//! `infer_probed`), `pixels_to_input` and, from [`build`], `MODEL`.
+//! `infer_into`, `infer_probed`), `pixels_to_input` and, from [`build`], `MODEL`.
 
 use crate::plan::{wire_fields, OpShape, Plan, PlanOp};
 use crate::spec::{Padding, Spec, PRESETS};
 use infer_core::format::QuantParams;
 use infer_core::kernels::dsp::{dense_wide_words_of, wide_words, widen_filter};
-use infer_core::stack::stages::{plan_file, Kernel, Pixels, Stage, NO_BUFFER};
+use infer_core::stack::stages::{plan_file, Kernel, Pixels, Stage};
 use infer_core::stack::Op;
 use infer_core::stack::StackFile;
 use std::env;
@@ -73,8 +73,9 @@ pub const CHAIN_STACK: usize = 768;
 /// `from_file`), before the buffers exist, plus `main`'s frame and the reset
 /// handler's (under 512 B). Measured `load_stack_bytes` on the M4F: 1,356–1,484 B
 /// for the spec'd networks (`tests/tests/stack_firmware.rs`), 1,724 B for MLPerf
-/// Tiny keyword spotting (eleven operations), 2,016–2,036 B for ResNet-8 (its
-/// additions check the tensor they name). It was 812 B for two-blocks before the
+/// Tiny keyword spotting (eleven operations), 2,084 B for ResNet-8 (its
+/// additions check the tensor they name; 1,884 B before its convs took their adds in
+/// place). It was 812 B for two-blocks before the
 /// operation enum grew the imported models' variants: serde's derived decoding keeps
 /// a slot for each variant in `decode_op`'s frame and its callers'.
 pub const LOAD_STACK: usize = 2560;
@@ -458,10 +459,9 @@ fn hwc((h, w, c): (usize, usize, usize)) -> String {
 /// The RAM one inference of a plan needs besides the program's own stack, in
 /// bytes, as the generated code lays it out.
 pub struct Ram {
-    /// The activation buffers (`stages::assign_buffers`): in a chain stage `j` of the
-    /// stage plan writes buffer `j % 2`, except the last, which writes the logits; the
-    /// third holds a tensor an add or a branch reads later.
-    pub buffers: [usize; 3],
+    /// The arena of the activations (`stages::assign_buffers`): every stage's output but
+    /// the last's (the logits), those live at once side by side.
+    pub arena: usize,
     /// The stages' patch buffer (packed patch and working memory).
     pub patch: usize,
     /// Scratch a fused kernel keeps on its stack.
@@ -479,7 +479,7 @@ impl Ram {
     pub fn of(plan: &Plan, pixels: Pixels) -> Self {
         let chained = plan.stages().iter().any(|s| s.ring_in > 0);
         Self {
-            buffers: plan.buffers(),
+            arena: plan.arena(),
             patch: 4 * plan.patch_words(pixels),
             kernel_stack: plan.stack_bytes(),
             input: plan.input_len(),
@@ -491,7 +491,7 @@ impl Ram {
     /// Buffers, patch, kernel scratch and input: what the network keeps while it
     /// classifies.
     pub fn network(&self) -> usize {
-        self.buffers.iter().sum::<usize>() + self.patch + self.kernel_stack + self.input
+        self.arena + self.patch + self.kernel_stack + self.input
     }
 
     /// The RAM the firmware needs for the network: the network and its stack
@@ -509,12 +509,9 @@ impl Ram {
     /// How [`Ram::total`] adds up, for messages.
     pub fn explain(&self) -> String {
         format!(
-            "{}, patch {}, fused-kernel scratch {}, input {} and {} of stack while it \
-             classifies, at least {LOAD_STACK} while the model loads",
-            match self.buffers {
-                [a, b, 0] => format!("ping-pong buffers {a} + {b}"),
-                [a, b, c] => format!("buffers {a} + {b} + {c}"),
-            },
+            "activation arena {}, patch {}, fused-kernel scratch {}, input {} and {} of stack \
+             while it classifies, at least {LOAD_STACK} while the model loads",
+            self.arena,
             self.patch,
             self.kernel_stack,
             self.input,
@@ -710,48 +707,34 @@ fn generate(model: &str, spec: Option<&str>, plan: &Plan, ram: &Ram, prepared: b
     }
     item(String::new());
 
-    // The buffers of the one plan (`stages::assign_buffers`): stage `j` writes
-    // `buffer_plan.out[j]`.
+    // The arena of the one plan (`stages::assign_buffers`): every tensor at its offset.
     let buffer_plan = plan.buffer_plan();
-    const NAMES: [(&str, &str); 3] = [("a", "BUFFER_A"), ("b", "BUFFER_B"), ("c", "BUFFER_C")];
-    let writers = |k: usize| -> Vec<usize> {
-        (0..stages.len())
-            .filter(|&j| usize::from(buffer_plan.out[j]) == k)
-            .collect()
+    item(format!(
+        "/// Bytes of the arena the tensors are kept in (those live at once never overlap).\npub const ARENA: usize = {};",
+        buffer_plan.arena
+    ));
+    // Where tensor `t` of `len` values is (`None`: the input).
+    let region = |t: usize, len: usize| {
+        buffer_plan
+            .region(t, len)
+            .map(|r| format!("{}..{}", r.start, r.end))
     };
-    // A buffer exists if some stage writes it: a network of one or two stages needs fewer.
-    let buffers: Vec<(&str, &str, usize)> = NAMES
-        .iter()
-        .enumerate()
-        .filter(|&(k, _)| !writers(k).is_empty())
-        .map(|(k, &(field, name))| (field, name, k))
-        .collect();
-    for &(field, name, k) in &buffers {
-        let terms: Vec<String> = writers(k)
-            .iter()
-            .map(|&j| {
-                if chained(j) {
-                    let rows = shapes[stages[j].last()].out_hwc().0;
-                    format!("Chain{j}::ring_bytes({rows})")
-                } else {
-                    format!("<Stage{j} as Layer>::OUT")
-                }
-            })
-            .collect();
-        let list: Vec<String> = writers(k).iter().map(usize::to_string).collect();
-        let size = max_of(&terms, &mut used);
-        let kind = if k < 2 { "ping-pong buffer" } else { "buffer" };
-        item(format!(
-            "/// Bytes of {kind} {}: the outputs of stages {}.\npub const {name}: usize = {size};",
-            field.to_uppercase(),
-            list.join(", ")
-        ));
+    // Each stage's output fits its region.
+    for (j, st) in stages.iter().enumerate().filter(|&(j, _)| j != last_stage) {
+        let out = if chained(j) {
+            let rows = shapes[st.last()].out_hwc().0;
+            format!("Chain{j}::ring_bytes({rows})")
+        } else {
+            format!("<Stage{j} as Layer>::OUT")
+        };
+        if let Some(r) = buffer_plan.region(st.last() + 1, st.out_len(&shapes)) {
+            item(format!(
+                "const _: () = assert!({out} <= {} && {} <= ARENA, \"stage {j}'s output fits its place in the arena\");",
+                r.len(),
+                r.end
+            ));
+        }
     }
-    // The variable holding tensor `t` when a stage reads it.
-    let tensor = |t: usize| match buffer_plan.of_tensor(t) {
-        NO_BUFFER => "input",
-        k => NAMES[usize::from(k)].0,
-    };
     let patches: Vec<String> = (0..stages.len())
         .filter(|&j| !chained(j))
         .map(|j| {
@@ -767,12 +750,10 @@ fn generate(model: &str, spec: Option<&str>, plan: &Plan, ram: &Ram, prepared: b
         "/// Words of the patch buffer (packed patch and working memory): the largest stage's.\npub const PATCH_WORDS: usize = {patch};"
     ));
     // The build's RAM check used model-spec's figures: they must be these.
-    let mut agree = vec![format!("PATCH_WORDS * 4 == {}", ram.patch)];
-    agree.extend(
-        buffers
-            .iter()
-            .map(|&(_, name, k)| format!("{name} == {}", ram.buffers[k])),
-    );
+    let mut agree = vec![
+        format!("PATCH_WORDS * 4 == {}", ram.patch),
+        format!("ARENA == {}", ram.arena),
+    ];
     let stream_stack: Vec<String> = stages
         .iter()
         .enumerate()
@@ -792,25 +773,27 @@ fn generate(model: &str, spec: Option<&str>, plan: &Plan, ram: &Ram, prepared: b
     ));
     item(String::new());
 
-    let declarations: String = buffers
-        .iter()
-        .map(|(field, name, _)| format!("    {field}: [i8; {name}],\n"))
-        .collect();
-    let zeroes: String = buffers
-        .iter()
-        .map(|(field, name, _)| format!("            {field}: [0; {name}],\n"))
-        .collect();
+    // A network of one stage keeps nothing in the arena.
+    let uses_arena = buffer_plan.arena > 0;
+    let (field, zero) = if uses_arena {
+        (
+            "\n    arena: [i8; ARENA],",
+            "\n            arena: [0; ARENA],",
+        )
+    } else {
+        ("", "")
+    };
     item(format!(
-        "/// The working memory of one inference: the ping-pong buffers and the patch.
-pub struct Scratch {{
-{declarations}    patch: [u32; PATCH_WORDS],
+        "/// The working memory of one inference: the arena of the tensors and the patch.
+pub struct Scratch {{{field}
+    patch: [u32; PATCH_WORDS],
 }}
 
 impl Scratch {{
     /// Zeroed buffers.
     pub const fn new() -> Self {{
-        Self {{
-{zeroes}            patch: [0; PATCH_WORDS],
+        Self {{{zero}
+            patch: [0; PATCH_WORDS],
         }}
     }}
 }}
@@ -858,53 +841,111 @@ pub struct Network<'a> {{
             )
         })
         .collect();
-    let used_buffers: String = buffers
-        .iter()
-        .map(|(field, _, _)| format!("{field}, "))
-        .chain(["patch".to_string()])
-        .collect();
     let mut runs = String::new();
     let mut step = 0;
+    // Binds `dst` to the region of tensor `out` (`out_len` values; none: the logits) and
+    // `src`, … to the regions of `reads` (the input's name where a tensor is the input).
+    let mut bind = |runs: &mut String, out: Option<(usize, usize)>, reads: &[(usize, usize)]| {
+        let write = out.and_then(|(t, len)| region(t, len));
+        let names = ["src", "other"];
+        let from_input = reads.iter().all(|&(t, len)| region(t, len).is_none());
+        if write.is_none() && from_input {
+            // It reads the input and writes the logits: nothing in the arena.
+            return vec!["input"; reads.len()];
+        }
+        let dst = if write.is_some() { "dst" } else { "_" };
+        let write = write.unwrap_or_else(|| "0..0".into());
+        let regions: Vec<String> = reads
+            .iter()
+            .map(|&(t, len)| region(t, len).map_or("None".into(), |r| format!("Some({r})")))
+            .collect();
+        used.regions = true;
+        // A tensor that is the input is not in the arena: its name goes unbound.
+        let bound: Vec<&str> = reads
+            .iter()
+            .zip(names)
+            .map(|(&(t, len), name)| if region(t, len).is_some() { name } else { "_" })
+            .collect();
+        let _ = writeln!(
+            runs,
+            "        let ({dst}, [{}]) = regions(arena, {write}, [{}]);",
+            bound.join(", "),
+            regions.join(", ")
+        );
+        reads
+            .iter()
+            .zip(names)
+            .map(|(&(t, len), name)| {
+                if region(t, len).is_some() {
+                    name
+                } else {
+                    "input"
+                }
+            })
+            .collect::<Vec<_>>()
+    };
     for (j, st) in stages.iter().enumerate() {
-        let src = tensor(st.first);
-        let dst = match usize::from(buffer_plan.out[j]) {
-            _ if j == last_stage => "&mut logits",
-            k => NAMES.get(k).map_or("&mut logits", |n| n.0),
-        };
         if chained(j) {
-            // The next stage's run computes this one too, writing its rows into `dst`.
+            // The next stage's run computes this one too, writing its rows into its ring.
             continue;
         }
+        let last = j == last_stage;
+        let out_len = shapes[st.last()].out_len();
+        let out = (!last).then_some((st.last() + 1, out_len));
         if st.ring_in > 0 {
-            let ring = NAMES[usize::from(buffer_plan.out[j - 1])].0;
-            let out = if j == last_stage {
+            let producer = &stages[j - 1];
+            let ring = region(st.first, producer.out_len(&shapes)).unwrap_or_else(|| "0..0".into());
+            let dst = out
+                .and_then(|(t, len)| region(t, len))
+                .unwrap_or_else(|| "0..0".into());
+            used.regions_mut = true;
+            let name = if last { "_" } else { "dst" };
+            let _ = writeln!(
+                runs,
+                "        let (ring, {name}) = regions_mut(arena, {ring}, {dst});"
+            );
+            let out = if last {
                 used.chain_logits = true;
-                "Out::Logits(&mut logits)".to_string()
+                "Out::Logits(&mut logits[..])".to_string()
             } else {
                 used.chain_values = true;
-                format!("Out::Values(MapRows::whole_mut({dst}))")
+                "Out::Values(MapRows::whole_mut(dst))".to_string()
             };
             let _ = writeln!(
                 runs,
-                "        self.chain{}.run(input, {ring}, patch, {out});",
+                "        self.chain{}.run(input, ring, patch, {out});",
                 j - 1
             );
         } else {
+            let in_len = shapes[st.first].in_len();
             match shapes[st.first] {
-                // Its tensor stays where it is: the next stage reads that buffer.
+                // Its tensor stays where it is: the next stage reads it there.
                 OpShape::Branch { from, .. } => {
-                    let _ = writeln!(runs, "        // Stage {j}: a branch to tensor {from}.");
-                }
-                OpShape::Add { other, .. } => {
-                    let other = tensor(other);
                     let _ = writeln!(
                         runs,
-                        "        self.stage{j}.run_add({src}, {other}, patch, {dst});"
+                        "        // Stage {j}: a branch to tensor {from}.\n        let _ = &self.stage{j};"
+                    );
+                }
+                OpShape::Add { other, .. } => {
+                    let names = bind(&mut runs, out, &[(st.first, in_len), (other, in_len)]);
+                    let _ = writeln!(
+                        runs,
+                        "        self.stage{j}.run_add({}, {}, patch, dst);",
+                        names[0], names[1]
                     );
                 }
                 _ => {
-                    let method = if j == last_stage { "run_logits" } else { "run" };
-                    let _ = writeln!(runs, "        self.stage{j}.{method}({src}, patch, {dst});");
+                    let names = bind(&mut runs, out, &[(st.first, in_len)]);
+                    if last {
+                        let _ = writeln!(
+                            runs,
+                            "        self.stage{j}.run_logits({}, patch, &mut logits[..]);",
+                            names[0]
+                        );
+                    } else {
+                        let _ =
+                            writeln!(runs, "        self.stage{j}.run({}, patch, dst);", names[0]);
+                    }
                 }
             }
         }
@@ -918,6 +959,7 @@ pub struct Network<'a> {{
     } else {
         "Self::from_file(&StackFile::decode(bytes)?)"
     };
+    let arena = if uses_arena { "arena, " } else { "" };
     item(format!(
         "impl<'a> Network<'a> {{
     /// Decodes a format-3 model and checks every operation against this network's types.
@@ -946,26 +988,38 @@ pub struct Network<'a> {{
     /// The wide logits of `input` (int32 accumulators requantized to one common scale,
     /// zero point 0, not clipped to int8).
     #[inline(always)]
+    #[allow(dead_code)] // a firmware may take them in place instead (`infer_into`)
     pub fn infer(&self, input: &[i8; INPUT], scratch: &mut Scratch) -> [i32; CLASSES] {{
-        self.infer_probed(input, scratch, |_| {{}})
+        let mut logits = [0; CLASSES];
+        self.infer_into(input, scratch, &mut logits);
+        logits
     }}
 
-    /// [`Network::infer`], calling `probe(j)` after stage `j` (to time the stages).
+    /// [`Network::infer`] into the caller's `logits` (no copy of them: for many classes,
+    /// the caller's array is the only one).
+    #[inline(always)]
+    pub fn infer_into(&self, input: &[i8; INPUT], scratch: &mut Scratch, logits: &mut [i32; CLASSES]) {{
+        self.infer_probed(input, scratch, logits, |_| {{}});
+    }}
+
+    /// [`Network::infer_into`], calling `probe(j)` after stage `j` (to time the stages).
     #[inline(always)]
     pub fn infer_probed(
         &self,
         input: &[i8; INPUT],
         scratch: &mut Scratch,
+        logits: &mut [i32; CLASSES],
         mut probe: impl FnMut(usize),
-    ) -> [i32; CLASSES] {{
-        let Scratch {{ {used_buffers} }} = scratch;
-        let mut logits = [0; CLASSES];
-{runs}        logits
-    }}
+    ) {{
+        let Scratch {{ {arena}patch }} = scratch;
+{runs}    }}
 }}"
     ));
 
     let mut layers = vec!["check_op_count"];
+    if used.add_in_place {
+        layers.push("AddInPlace");
+    }
     if used.chain {
         layers.push("Chain");
     }
@@ -1016,8 +1070,20 @@ pub struct Network<'a> {{
     if used.chain_values {
         line("use infer_core::kernels::MapRows;");
     }
-    if used.chain {
-        line("use infer_core::stack::stages::Out;");
+    let stage_items: Vec<&str> = [
+        (used.chain, "Out"),
+        (used.regions, "regions"),
+        (used.regions_mut, "regions_mut"),
+    ]
+    .iter()
+    .filter(|&&(u, _)| u)
+    .map(|&(_, name)| name)
+    .collect();
+    if !stage_items.is_empty() {
+        line(&format!(
+            "use infer_core::stack::stages::{{{}}};",
+            stage_items.join(", ")
+        ));
     }
     line("use infer_core::stack::StackFile;");
     line("use infer_core::Error;");
@@ -1091,6 +1157,12 @@ struct Imports {
     chain_values: bool,
     /// The last step is a chain (the `Logits` trait goes unused).
     chain_logits: bool,
+    /// A stage with an add in place.
+    add_in_place: bool,
+    /// `stages::regions`.
+    regions: bool,
+    /// `stages::regions_mut` (a chain's ring and output).
+    regions_mut: bool,
 }
 
 /// `kind`'s fields as model.bin writes them ([`wire_fields`]), comma-separated.
@@ -1180,13 +1252,14 @@ fn stage_type(
         });
         at += 1;
     }
+    let dense_at = at;
     let ty = match (producer, stage.dense) {
         (Some(p), true) => {
             let OpShape::Dense {
                 inputs,
                 units,
                 relu,
-            } = ops[at].kind
+            } = ops[dense_at].kind
             else {
                 unreachable!("the stage ends with a dense layer");
             };
@@ -1195,6 +1268,14 @@ fn stage_type(
         }
         (Some(p), false) => p,
         (None, _) => op(at),
+    };
+    let ty = if stage.add {
+        // The add after it, computed in place.
+        used.add = true;
+        used.add_in_place = true;
+        format!("AddInPlace<{ty}, {}>", op(stage.last()))
+    } else {
+        ty
     };
     (stage_lifetime(stage, ops), ty)
 }

@@ -17,10 +17,9 @@
 //!
 //! Stages and buffers: infer-core's stage plan ([`Plan::stages`],
 //! `infer_core::stack::stages::plan`) groups the operations into the fused stages the
-//! engine runs. In a chain, stage `j` reads the input image (`j = 0`) or buffer `(j − 1) % 2`
-//! and writes buffer `j % 2` (the last writes the logits; a residual block's input keeps a
-//! third buffer while its main path runs), so two ping-pong buffers of
-//! [`Plan::buffers`] bytes, one patch buffer of [`Plan::patch_words`] words (packed patch
+//! engine runs. Stage `j` reads the input image (`j = 0`) or the output of the stage before
+//! and writes its own beside it (the last writes the logits), so an arena of
+//! [`Plan::arena`] bytes, one patch buffer of [`Plan::patch_words`] words (packed patch
 //! and working memory) and [`Plan::stack_bytes`] of kernel scratch on the stack hold every
 //! activation.
 
@@ -307,22 +306,22 @@ impl Plan {
         names
     }
 
-    /// Sizes in bytes of the activation buffers (`stages::assign_buffers`): in a chain,
-    /// buffer `j % 2` receives the output of stage `j`, except the last stage's, which is
-    /// the wide (i32) logits and goes to the caller's own array; the third holds a tensor
-    /// an add or a branch reads later (a residual block's input; 0 for a chain).
+    /// Bytes of the activation arena (`stages::assign_buffers`): every stage's output but
+    /// the last's (the wide i32 logits, which go to the caller's own array), at offsets
+    /// where the tensors live at once never overlap (in a chain, each output beside the
+    /// one it reads; an add computed in place takes its other operand's place).
     ///
     /// # Panics
     /// If the operations need more buffers (a model.bin whose decoder refused it; [`Plan::of`]
     /// refuses such a spec).
-    pub fn buffers(&self) -> [usize; stages::MAX_BUFFERS] {
-        self.buffer_plan().sizes
+    pub fn arena(&self) -> usize {
+        self.buffer_plan().arena
     }
 
     /// Where each stage's output goes (`stages::assign_buffers`).
     ///
     /// # Panics
-    /// As [`Plan::buffers`].
+    /// As [`Plan::arena`].
     pub fn buffer_plan(&self) -> stages::BufferPlan {
         let shapes = self.shapes();
         stages::stage_buffers(&stages::plan(&shapes), &shapes)
@@ -399,7 +398,7 @@ mod tests {
         // one, the second reading the first's 26 × 26 × 32 map through a ring of 4 rows.
         assert_eq!(plan.stages().len(), 3);
         assert_eq!(plan.step_names().len(), 2);
-        assert_eq!(plan.buffers(), [4 * 26 * 32, 128, 0]);
+        assert_eq!(plan.arena(), 4 * 26 * 32 + 128);
         assert_eq!(plan.patch_len(), 3 * 3 * 32);
         // Both convs' working memory: the first's quad patch (4 × 5 words for 9 taps) and
         // four positions' 32 values; the second's quad patch (4 × 144 words), its 64 pooled
@@ -508,8 +507,10 @@ mod tests {
         ));
         assert!(matches!(plan.ops[8].kind, OpShape::Add { other: 6, .. }));
         assert_eq!(Plan::activation(&spec, &plan.ops[8]), Activation::Relu);
-        // A block's input stays in a third buffer while its main path runs.
-        assert_eq!(plan.buffers()[2], 14 * 14 * 8);
+        // The first block's add is computed in place by its second conv (over the block's
+        // input), and the second block's shortcut fits beside its main path: two 14×14×8
+        // maps of arena.
+        assert_eq!(plan.arena(), 2 * 14 * 14 * 8);
         assert_eq!(plan.weights() + plan.channels(), spec.total_params());
     }
 

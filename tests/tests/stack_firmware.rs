@@ -296,7 +296,7 @@ fn the_tutorial_as_a_spec_runs_on_the_fused_3x3_stage_on_every_board() -> Result
     let stages = case.plan.stages();
     assert_eq!(stages.len(), 1);
     assert_eq!(stages[0].kernel, Kernel::Stream3x3);
-    assert_eq!(case.plan.buffers(), [0, 0, 0]);
+    assert_eq!(case.plan.arena(), 0);
     let distinct: std::collections::BTreeSet<_> = case.host.iter().collect();
     assert!(distinct.len() >= 20, "{:?}", case.host);
     for board in &BOARDS {
@@ -541,11 +541,10 @@ fn a_model_too_big_for_the_board_fails_the_build_with_the_numbers() -> Result<()
         stderr.contains(&format!("the {model_bytes}-byte model")) && stderr.contains("has 262144"),
         "{stderr}"
     );
-    // RAM fits its 16 KiB: the two ping-pong buffers are a ring of 4 of the first conv's 26
-    // rows of 26×32 bytes and the 128 of the dense layer the second conv and the pool
-    // stream into (the whole first map, 21,632 bytes, did not fit).
-    let [a, b, _] = case.plan.buffers();
-    assert_eq!((a, b), (4 * 26 * 32, 128));
+    // RAM fits its 16 KiB: the arena holds a ring of 4 of the first conv's 26 rows of 26×32
+    // bytes and the 128 of the dense layer the second conv and the pool stream into (the
+    // whole first map, 21,632 bytes, did not fit).
+    assert_eq!(case.plan.arena(), 4 * 26 * 32 + 128);
     assert!(!stderr.contains("has 16384"), "{stderr}");
     Ok(())
 }

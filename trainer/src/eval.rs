@@ -135,15 +135,13 @@ pub fn stack_output_quant(file: &StackFile<'_>) -> Result<infer_core::format::Qu
 }
 
 /// Working memory of [`stack::run()`] for one format-3 model: the int8 input, the
-/// buffers (two ping-pong buffers, a third for a graph's tensor an add reads later), the packed patch and the wide logits.
+/// arena of the activations, the packed patch and the wide logits.
 #[derive(Debug, Clone)]
 pub struct StackBuffers {
     /// The quantization of the input (the model's).
     input_quant: infer_core::format::QuantParams,
     input: Vec<i8>,
-    a: Vec<i8>,
-    b: Vec<i8>,
-    c: Vec<i8>,
+    arena: Vec<i8>,
     patch: Vec<u32>,
     logits: Vec<i32>,
 }
@@ -159,9 +157,7 @@ impl StackBuffers {
         Self {
             input_quant: file.input.quant,
             input: vec![0; input],
-            a: vec![0; sizes.a],
-            b: vec![0; sizes.b],
-            c: vec![0; sizes.c],
+            arena: vec![0; sizes.arena],
             patch: vec![0; sizes.patch_words],
             logits: vec![0; file.classes()],
         }
@@ -192,7 +188,7 @@ impl StackBuffers {
             file,
             &self.input,
             kernels,
-            [&mut self.a, &mut self.b, &mut self.c],
+            &mut self.arena,
             &mut self.patch,
             &mut self.logits,
         )
@@ -214,7 +210,7 @@ impl StackBuffers {
             file,
             input,
             kernels,
-            [&mut self.a, &mut self.b, &mut self.c],
+            &mut self.arena,
             &mut self.patch,
             &mut self.logits,
         )

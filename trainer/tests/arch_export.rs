@@ -226,7 +226,7 @@ fn a_fitted_spec_is_a_format_3_model_whose_reported_scores_infer_core_reproduces
         .count();
     assert_eq!(budget.flash, bytes.len() + short_zero_points);
     let engine = BufferSizes::engine(&file, Pixels::Four);
-    assert_eq!(budget.buffers, engine.buffers());
+    assert_eq!(budget.activations, engine.arena);
     assert_eq!(budget.patch, engine.patch_words * 4);
     assert_eq!(budget.kernel_stack, engine.stack_bytes);
     let small = Budget::of(&spec, Pixels::One).unwrap();

@@ -46,7 +46,7 @@ pub struct Memory {
     pub infer_stack_bytes: u64,
     /// Statics.
     pub static_ram_bytes: u64,
-    /// The network's working memory (ping-pong buffers and patch), kept in the digit
+    /// The network's working memory (activation arena and patch), kept in the digit
     /// loop's frame.
     pub scratch_bytes: u64,
 }

@@ -76,29 +76,59 @@ pub fn add_reference(p: &AddParams, a: &[i8], b: &[i8], output: &mut [i8]) {
     }
 }
 
+/// An addition ready to run value by value: each input's scaled values tabulated in
+/// words of working memory where there are [`ADD_SCRATCH_WORDS`], else computed as
+/// [`add_reference`] does. What [`add`] and a stage computing an add in place
+/// (`stack::stages`) take.
+#[derive(Debug)]
+pub struct AddTables<'w> {
+    params: AddParams,
+    /// Input 0's and input 1's scaled values, indexed by the value's byte.
+    tables: Option<(&'w [u32], &'w [u32])>,
+}
+
+impl<'w> AddTables<'w> {
+    /// The tables of `p` in `words` (its first [`ADD_SCRATCH_WORDS`]; with fewer, none).
+    pub fn new(p: &AddParams, words: &'w mut [u32]) -> Self {
+        let tables = words
+            .get_mut(..ADD_SCRATCH_WORDS)
+            .map(|w| w.split_at_mut(ADD_SCRATCH_WORDS / 2))
+            .map(|(ta, tb)| {
+                for (v, (sa, sb)) in ta.iter_mut().zip(tb.iter_mut()).enumerate() {
+                    // Indexed by the value's byte: 0..=127, then −128..=−1.
+                    let x = v as u8 as i8;
+                    *sa = p.scaled(0, x) as u32;
+                    *sb = p.scaled(1, x) as u32;
+                }
+                (&*ta, &*tb)
+            });
+        Self { params: *p, tables }
+    }
+
+    /// The sum of `x0` (input 0) and `x1` (input 1): [`add_reference`]'s value.
+    #[inline(always)]
+    pub fn one(&self, x0: i8, x1: i8) -> i8 {
+        let p = &self.params;
+        let scaled = match self.tables {
+            Some((ta, tb)) => {
+                match (ta.get(usize::from(x0 as u8)), tb.get(usize::from(x1 as u8))) {
+                    (Some(&s0), Some(&s1)) => (s0 as i32).wrapping_add(s1 as i32),
+                    _ => p.scaled(0, x0).wrapping_add(p.scaled(1, x1)),
+                }
+            }
+            None => p.scaled(0, x0).wrapping_add(p.scaled(1, x1)),
+        };
+        p.output(scaled)
+    }
+}
+
 /// [`add_reference`]'s results, each input's scaled values tabulated in `words` (at least
 /// [`ADD_SCRATCH_WORDS`]; with fewer, it computes as the reference does). Short slices
 /// compute less, never panic.
 pub fn add(p: &AddParams, a: &[i8], b: &[i8], words: &mut [u32], output: &mut [i8]) {
-    let Some((ta, tb)) = words
-        .get_mut(..ADD_SCRATCH_WORDS)
-        .map(|w| w.split_at_mut(ADD_SCRATCH_WORDS / 2))
-    else {
-        add_reference(p, a, b, output);
-        return;
-    };
-    for (v, (sa, sb)) in ta.iter_mut().zip(tb.iter_mut()).enumerate() {
-        // Indexed by the value's byte: 0..=127, then −128..=−1.
-        let x = v as u8 as i8;
-        *sa = p.scaled(0, x) as u32;
-        *sb = p.scaled(1, x) as u32;
-    }
+    let tables = AddTables::new(p, words);
     for ((y, &x0), &x1) in output.iter_mut().zip(a).zip(b) {
-        let (Some(&s0), Some(&s1)) = (ta.get(usize::from(x0 as u8)), tb.get(usize::from(x1 as u8)))
-        else {
-            return;
-        };
-        *y = p.output((s0 as i32).wrapping_add(s1 as i32));
+        *y = tables.one(x0, x1);
     }
 }
 

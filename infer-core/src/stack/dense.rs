@@ -11,7 +11,8 @@
 //! of it, and the units' sums are requantized a block at a time
 //! ([`ChannelRequant::requantize_positions`]).
 
-use super::stages::{DensePart, Out, Pixels};
+use super::stages::{added, DensePart, Out, Pixels};
+use crate::kernels::add::AddTables;
 use crate::kernels::dense::{dense_unit, finish_logits};
 use crate::kernels::dot::{dot_i8_offset, dot_packed, PatchWords};
 use crate::kernels::dsp::{
@@ -81,7 +82,13 @@ fn way(inputs: usize, units: usize, words: usize) -> Way {
 /// Computes dense layer `d` over `input` into `output`, with `words` ([`dense_words`]) as
 /// working memory; bit for bit [`crate::kernels::dense::dense_i8`] (and, for the logits,
 /// [`crate::kernels::dense::dense_i8_logits`]). Short slices compute less, never panic.
-pub(crate) fn dense_direct(d: &DensePart<'_>, input: &[i8], words: &mut [u32], mut out: Out<'_>) {
+pub(crate) fn dense_direct(
+    d: &DensePart<'_>,
+    input: &[i8],
+    words: &mut [u32],
+    mut out: Out<'_>,
+    add: Option<&AddTables<'_>>,
+) {
     let n = d.inputs;
     let Some(input) = input.get(..n) else {
         return;
@@ -193,7 +200,7 @@ pub(crate) fn dense_direct(d: &DensePart<'_>, input: &[i8], words: &mut [u32], m
         for (u, a) in acc.iter_mut().enumerate().skip(done) {
             *a = dot_i8_offset(input, d.input_offset, row(u)) as u32;
         }
-        finish_block(d, first, acc, &mut out);
+        finish_block(d, first, acc, &mut out, add);
         first += count;
     }
 }
@@ -201,8 +208,14 @@ pub(crate) fn dense_direct(d: &DensePart<'_>, input: &[i8], words: &mut [u32], m
 /// Writes units `first..first + acc.len()` of dense layer `d` from their sums without bias
 /// `acc` (overwritten): int8 values a block at a time where the requantization allows
 /// ([`ChannelRequant::requantize_positions`]: no ReLU, or a monotonic one), else unit by
-/// unit; or wide logits.
-fn finish_block(d: &DensePart<'_>, first: usize, acc: &mut [u32], out: &mut Out<'_>) {
+/// unit; or wide logits. With `add`, each value is added in place to the one it replaces.
+fn finish_block(
+    d: &DensePart<'_>,
+    first: usize,
+    acc: &mut [u32],
+    out: &mut Out<'_>,
+    add: Option<&AddTables<'_>>,
+) {
     let rq = skip_channels(&d.requant, first);
     match out {
         Out::Values(output) => {
@@ -212,13 +225,13 @@ fn finish_block(d: &DensePart<'_>, first: usize, acc: &mut [u32], out: &mut Out<
             let relu = rq.activation_min >= rq.output_offset;
             if relu && !d.monotonic {
                 for (u, (o, &a)) in output.iter_mut().zip(acc.iter()).enumerate() {
-                    *o = dense_unit(&d.requant, first + u, a as i32);
+                    *o = added(add, dense_unit(&d.requant, first + u, a as i32), *o);
                 }
                 return;
             }
             rq.requantize_positions(acc, acc.len());
             for (o, &a) in output.iter_mut().zip(acc.iter()) {
-                *o = a as i32 as i8;
+                *o = added(add, a as i32 as i8, *o);
             }
         }
         Out::Logits(logits) => {

@@ -26,7 +26,7 @@ pub use crate::kernels::conv::Padding;
 use crate::kernels::depthwise::DepthwiseGeometry;
 use crate::kernels::window::Window;
 use crate::stack::prepared::PreparedWeights;
-use crate::stack::stages::{assign_buffers, Unit};
+use crate::stack::stages::{buffers_fit, Unit};
 use crate::Error;
 use serde::{Deserialize, Serialize};
 
@@ -748,10 +748,11 @@ impl<'a> StackFile<'a> {
                 last: i,
                 other: t.filter(|_| !branch),
                 branch: t.filter(|_| branch),
+                in_place: false,
                 out_len: 1,
             }
         });
-        if assign_buffers(units).is_none() {
+        if !buffers_fit(units) {
             return Err(Error::Malformed {
                 what: "a graph whose live tensors need more than 3 buffers",
             });

@@ -638,6 +638,7 @@ impl<'a, const I: usize, const U: usize, const RELU: bool> Layer<'a> for Dense<'
             conv: None,
             pool: 0,
             dense: Some(self.part),
+            add: None,
         };
         run_general(&parts, input, patch, output);
     }
@@ -650,6 +651,7 @@ impl<'a, const I: usize, const U: usize> Logits<'a> for Dense<'a, I, U, false> {
             conv: None,
             pool: 0,
             dense: Some(self.part),
+            add: None,
         };
         run_general_logits(&parts, input, patch, logits);
     }
@@ -697,6 +699,7 @@ impl<
             }),
             pool: 0,
             dense: None,
+            add: None,
         }
     }
 }
@@ -714,6 +717,7 @@ impl<'a, const IH: usize, const IW: usize, const C: usize, const P: usize> Produ
             conv: None,
             pool: P,
             dense: None,
+            add: None,
         }
     }
 }
@@ -735,10 +739,8 @@ impl<'a, C: Producer<'a>, P: Producer<'a>> Layer<'a> for ConvPool<C, P> {
 
     fn from_file(file: &StackFile<'a>, index: usize) -> Result<Self, Error> {
         let () = Self::SHAPE;
-        Ok(Self {
-            conv: C::from_file(file, index)?,
-            pool: P::from_file(file, index + 1)?,
-        })
+        let (conv, pool) = pair_from_file(file, index)?;
+        Ok(Self { conv, pool })
     }
 
     fn run(&self, input: &[i8], patch: &mut [u32], output: &mut [i8]) {
@@ -786,10 +788,8 @@ impl<'a, P: Producer<'a>, const I: usize, const U: usize, const RELU: bool> Laye
 
     fn from_file(file: &StackFile<'a>, index: usize) -> Result<Self, Error> {
         let () = <Self as Streamed3>::SHAPE;
-        Ok(Self {
-            producer: P::from_file(file, index)?,
-            dense: Dense::from_file(file, index + P::OPS)?,
-        })
+        let (producer, dense) = pair_from_file(file, index)?;
+        Ok(Self { producer, dense })
     }
 
     fn run(&self, input: &[i8], patch: &mut [u32], output: &mut [i8]) {
@@ -1099,6 +1099,75 @@ impl<'a, P: Producer<'a>, const I: usize, const U: usize, const RELU: bool> Gene
     }
 }
 
+impl<'a, const I: usize, const U: usize, const RELU: bool> GeneralStage<'a>
+    for Dense<'a, I, U, RELU>
+{
+    fn stage_parts(&self) -> Parts<'a> {
+        Parts {
+            input: (1, 1, I),
+            conv: None,
+            pool: 0,
+            dense: Some(self.part),
+            add: None,
+        }
+    }
+}
+
+/// A stage (`S`: a conv, a max pool, both, a dense layer or a streamed one) and the add
+/// after it (`A`, an [`Add`] of the stage's output and tensor `OTHER`) computed in place
+/// (the plan's [`super::stages::Stage::add`]): its output buffer holds tensor `OTHER`, and
+/// each value the stage computes is added to the one it replaces, so the stage's own
+/// output is never held. Its working memory is the stage's and the add's tables.
+#[derive(Debug, Clone, Copy)]
+pub struct AddInPlace<S, A> {
+    stage: S,
+    add: A,
+}
+
+impl<
+        'a,
+        S: GeneralStage<'a>,
+        const H: usize,
+        const W: usize,
+        const C: usize,
+        const OTHER: usize,
+    > AddInPlace<S, Add<H, W, C, OTHER>>
+{
+    const SHAPE: () = assert!(S::OUT == H * W * C, "the add reads what the stage produces");
+}
+
+impl<
+        'a,
+        S: GeneralStage<'a>,
+        const H: usize,
+        const W: usize,
+        const C: usize,
+        const OTHER: usize,
+    > Layer<'a> for AddInPlace<S, Add<H, W, C, OTHER>>
+{
+    const IN: usize = S::IN;
+    const OUT: usize = H * W * C;
+    const PATCH_WORDS: usize = S::PATCH_WORDS + crate::kernels::add::ADD_SCRATCH_WORDS;
+    const TYPE: &'static str = "stage+add";
+    const OPS: usize = S::OPS + 1;
+
+    fn from_file(file: &StackFile<'a>, index: usize) -> Result<Self, Error> {
+        let () = Self::SHAPE;
+        let (stage, add) = pair_from_file(file, index)?;
+        Ok(Self { stage, add })
+    }
+
+    /// Computes the sums into `output`, which holds tensor `OTHER` (`OUT` values) and gets
+    /// the add's output.
+    fn run(&self, input: &[i8], patch: &mut [u32], output: &mut [i8]) {
+        let parts = Parts {
+            add: Some(self.add.params),
+            ..self.stage.stage_parts()
+        };
+        run_general(&parts, input, patch, output);
+    }
+}
+
 /// A network's first two stages run as one (the plan's [`super::stages::Stage::ring_in`]):
 /// the first (`P`) writes its output rows into a ring buffer of `R` rows as the second
 /// (`C`) needs them ([`super::stages::run_chain`]). Its working memory is both stages'
@@ -1122,10 +1191,8 @@ impl<'a, P: RowSource<'a>, C: GeneralStage<'a>, const R: usize> Chain<P, C, R> {
     /// # Errors
     /// As [`Layer::from_file`].
     pub fn from_file(file: &StackFile<'a>, index: usize) -> Result<Self, Error> {
-        Ok(Self {
-            first: P::from_file(file, index)?,
-            second: C::from_file(file, index + P::OPS)?,
-        })
+        let (first, second) = pair_from_file(file, index)?;
+        Ok(Self { first, second })
     }
 
     /// Computes the second stage's output (values or the logits) from the first's `input`,
@@ -1140,6 +1207,16 @@ impl<'a, P: RowSource<'a>, C: GeneralStage<'a>, const R: usize> Chain<P, C, R> {
             }
         });
     }
+}
+
+/// The two layers of a fused stage: `A` from operation `index` of `file` on, `B` from the
+/// operation after `A`'s.
+fn pair_from_file<'a, A: Layer<'a>, B: Layer<'a>>(
+    file: &StackFile<'a>,
+    index: usize,
+) -> Result<(A, B), Error> {
+    let first = A::from_file(file, index)?;
+    Ok((first, B::from_file(file, index + A::OPS)?))
 }
 
 /// Checks that operation `index` is a 2×2 max pool of an `in_h × in_w × channels` input.

@@ -3,9 +3,9 @@
 
 use super::format::{input_offset, Op, StackFile};
 use super::stages::{
-    assign_buffers, plan_file, run_add, run_alone, run_chain, run_general, run_general_logits,
-    run_general_rows, shapes_of, stage_buffers, BufferPlan, OpShape, Out, Parts, Pixels, Unit,
-    MAX_BUFFERS, NO_BUFFER,
+    assign_buffers, plan_file, regions, regions_mut, run_add, run_alone, run_chain, run_general,
+    run_general_logits, run_general_rows, shapes_of, stage_buffers, BufferPlan, OpShape, Out,
+    Parts, Pixels, Unit,
 };
 use crate::kernels::conv::conv2d_i8;
 use crate::kernels::dense::{dense_i8, dense_i8_logits};
@@ -28,16 +28,10 @@ pub enum Kernels {
 /// Working memory of an inference of a model, besides the input and the logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BufferSizes {
-    /// Bytes of buffer A (buffer 0 of [`super::stages::assign_buffers`]: in a chain the
-    /// outputs of stages 0, 2, 4, … with [`Kernels::Fast`], of operations 0, 2, 4, … with
-    /// [`Kernels::Reference`]; not the last's, which writes the logits).
-    pub a: usize,
-    /// Bytes of buffer B (buffer 1: in a chain the outputs of stages or operations 1, 3,
-    /// 5, …).
-    pub b: usize,
-    /// Bytes of buffer C (buffer 2: a tensor that an add or a branch reads later, while
-    /// A and B hold others; 0 for a chain).
-    pub c: usize,
+    /// Bytes of the arena the tensors are kept in ([`super::stages::assign_buffers`]:
+    /// every tensor but the input and the logits, those live at once never overlapping;
+    /// with [`BufferSizes::of`], the larger of the stages' and the operations one by one).
+    pub arena: usize,
     /// Words of the patch buffer (the stages' packed patches and working memory; with
     /// [`BufferSizes::of`], as [`run`] computes every stage with
     /// [`super::stages::run_general`]).
@@ -60,7 +54,7 @@ impl BufferSizes {
             sizes.patch_words = sizes.patch_words.max(shape.alone_words());
         }
         if let Some(plan) = op_buffers(&shapes) {
-            sizes.set_buffers(&plan.sizes);
+            sizes.arena = sizes.arena.max(plan.arena);
         }
         sizes
     }
@@ -70,9 +64,7 @@ impl BufferSizes {
     /// out, the last stage writing the caller's logits.
     pub fn engine(file: &StackFile<'_>, pixels: Pixels) -> Self {
         let mut sizes = Self {
-            a: 0,
-            b: 0,
-            c: 0,
+            arena: 0,
             patch_words: 0,
             stack_bytes: 0,
         };
@@ -83,24 +75,9 @@ impl BufferSizes {
             sizes.stack_bytes = sizes.stack_bytes.max(stage.stack_bytes(&shapes));
         }
         if let Some(plan) = stage_buffers(&stages, &shapes) {
-            sizes.set_buffers(&plan.sizes);
+            sizes.arena = plan.arena;
         }
         sizes
-    }
-
-    /// Each buffer at least as large as `sizes` says.
-    fn set_buffers(&mut self, sizes: &[usize; MAX_BUFFERS]) {
-        for (have, &need) in [&mut self.a, &mut self.b, &mut self.c]
-            .into_iter()
-            .zip(sizes)
-        {
-            *have = (*have).max(need);
-        }
-    }
-
-    /// The buffers, A, B and C.
-    pub fn buffers(&self) -> [usize; MAX_BUFFERS] {
-        [self.a, self.b, self.c]
     }
 }
 
@@ -114,60 +91,56 @@ fn op_buffers(shapes: &[OpShape]) -> Option<BufferPlan> {
     )
 }
 
-/// The model's buffers `buffers` as [`assign_buffers`]' `plan` uses them for a unit
-/// writing `dst` ([`NO_BUFFER`]: the logits): that one to write, the others to read.
-fn split<'b>(buffers: &'b mut [&mut [i8]; MAX_BUFFERS], dst: u8) -> (&'b mut [i8], Reads<'b>) {
-    let mut write: &mut [i8] = &mut [];
-    let mut read: [&[i8]; MAX_BUFFERS] = [&[]; MAX_BUFFERS];
-    for (k, buffer) in buffers.iter_mut().enumerate() {
-        if k == usize::from(dst) {
-            write = buffer;
+/// The regions of `arena` a unit of `plan` writes (its output tensor `out`, `out_len`
+/// values; [`usize::MAX`]: the logits, nothing) and reads (`reads`: tensors and lengths,
+/// the model's `input` for tensor 0). A region too small or overlapping is an error.
+fn unit_regions<'b, const N: usize>(
+    plan: &BufferPlan,
+    arena: &'b mut [i8],
+    input: &'b [i8],
+    (out, out_len): (usize, usize),
+    reads: [(usize, usize); N],
+) -> Result<(&'b mut [i8], [&'b [i8]; N]), Error> {
+    let available = arena.len();
+    let write = plan.region(out, out_len);
+    let writes = write.is_some();
+    let (dst, got) = regions(
+        arena,
+        write.unwrap_or(0..0),
+        reads.map(|(t, len)| plan.region(t, len)),
+    );
+    if writes && dst.len() < out_len {
+        return Err(Error::BufferTooSmall { available });
+    }
+    let mut values = [&[][..]; N];
+    for ((v, got), (t, len)) in values.iter_mut().zip(got).zip(reads) {
+        let src = if plan.region(t, len).is_none() {
+            input
         } else {
-            read[k] = buffer;
-        }
-    }
-    (write, Reads(read))
-}
-
-/// The buffers a unit reads.
-struct Reads<'b>([&'b [i8]; MAX_BUFFERS]);
-
-impl<'b> Reads<'b> {
-    /// Tensor `t` as `plan` keeps it (the model's `input` for tensor 0), its first `len`
-    /// values.
-    fn tensor(
-        &self,
-        plan: &BufferPlan,
-        t: usize,
-        input: &'b [i8],
-        len: usize,
-    ) -> Result<&'b [i8], Error> {
-        let values = match plan.of_tensor(t) {
-            NO_BUFFER => input,
-            b => self.0.get(usize::from(b)).copied().unwrap_or(&[]),
+            got
         };
-        values.get(..len).ok_or(Error::BufferTooSmall {
-            available: values.len(),
-        })
+        *v = src.get(..len).ok_or(Error::BufferTooSmall {
+            available: src.len(),
+        })?;
     }
+    Ok((dst, values))
 }
 
-/// Runs every operation of `file` on `input` (the int8 image), keeping the tensors in the
-/// buffers `[a, b, c]` as [`super::stages::assign_buffers`] plans (a chain ping-pongs
-/// between `a` and `b`; `c` may be empty); the last operation writes the wide logits
-/// into `logits`, which are returned (its first [`StackFile::classes`] values). With
-/// [`Kernels::Fast`], four conv pixels go at once where `patch` holds [`BufferSizes::of`]
-/// [`Pixels::Four`]'s words, else one ([`Pixels`]).
+/// Runs every operation of `file` on `input` (the int8 image), keeping the tensors in
+/// `arena` where [`super::stages::assign_buffers`] places them; the last operation writes
+/// the wide logits into `logits`, which are returned (its first [`StackFile::classes`]
+/// values). With [`Kernels::Fast`], four conv pixels go at once where `patch` holds
+/// [`BufferSizes::of`] [`Pixels::Four`]'s words, else one ([`Pixels`]).
 ///
 /// # Errors
-/// [`Error::BufferTooSmall`] if `input`, a buffer, `patch` or `logits` is smaller than
+/// [`Error::BufferTooSmall`] if `input`, `arena`, `patch` or `logits` is smaller than
 /// [`BufferSizes::of`] (with [`Pixels::One`]) and the classes say (the input must be
 /// exactly the model's input size).
 pub fn run<'l>(
     file: &StackFile<'_>,
     input: &[i8],
     kernels: Kernels,
-    mut buffers: [&mut [i8]; MAX_BUFFERS],
+    arena: &mut [i8],
     patch: &mut [u32],
     logits: &'l mut [i32],
 ) -> Result<&'l [i32], Error> {
@@ -180,10 +153,10 @@ pub fn run<'l>(
             available: input.len(),
         });
     }
-    for (have, need) in buffers.iter().map(|b| b.len()).zip(sizes.buffers()) {
-        if have < need {
-            return Err(Error::BufferTooSmall { available: have });
-        }
+    if arena.len() < sizes.arena {
+        return Err(Error::BufferTooSmall {
+            available: arena.len(),
+        });
     }
     if patch.len() < sizes.patch_words {
         return Err(Error::BufferTooSmall {
@@ -202,7 +175,7 @@ pub fn run<'l>(
         } else {
             Pixels::One
         };
-        run_stages(file, input, &mut buffers, (patch, pixels), logits)?;
+        run_stages(file, input, arena, (patch, pixels), logits)?;
         return Ok(logits);
     }
     let plan = op_buffers(&shapes).ok_or(Error::Malformed { what: "buffers" })?;
@@ -211,10 +184,14 @@ pub fn run<'l>(
         if let Op::Branch(_) = op {
             continue;
         }
-        let dst = plan.out.get(i).copied().unwrap_or(NO_BUFFER);
-        let (dst, reads) = split(&mut buffers, dst);
-        let src = reads.tensor(&plan, i, input, op.in_len())?;
         let offset = input_offset(file, i);
+        let other = match op {
+            Op::Add(a) => usize::from(a.other),
+            _ => i,
+        };
+        let out = if i == last { usize::MAX } else { i + 1 };
+        let reads = [(i, op.in_len()), (other, op.in_len())];
+        let (dst, [src, other]) = unit_regions(&plan, arena, input, (out, op.out_len()), reads)?;
         if i == last {
             // The logits layer (a dense layer: the decoder checked), finished wide.
             let Op::Dense(d) = op else {
@@ -243,10 +220,7 @@ pub fn run<'l>(
                 }
             }
             Op::DepthwiseConv2d(_) | Op::AvgPool2d(_) => run_alone(file, i, true, src, patch, dst),
-            Op::Add(a) => {
-                let other = reads.tensor(&plan, usize::from(a.other), input, op.in_len())?;
-                run_add(file, i, true, (src, other), patch, dst);
-            }
+            Op::Add(_) => run_add(file, i, true, (src, other), patch, dst),
             Op::MaxPool2d(p) => max_pool(
                 &PoolGeometry {
                     in_h: p.in_h.into(),
@@ -275,7 +249,7 @@ pub fn run<'l>(
 fn run_stages(
     file: &StackFile<'_>,
     input: &[i8],
-    buffers: &mut [&mut [i8]; MAX_BUFFERS],
+    arena: &mut [i8],
     (patch, pixels): (&mut [u32], Pixels),
     logits: &mut [i32],
 ) -> Result<(), Error> {
@@ -295,10 +269,14 @@ fn run_stages(
         if let Op::Branch(_) = first {
             continue;
         }
-        let dst = plan.out.get(j).copied().unwrap_or(NO_BUFFER);
+        let out = if j == last_stage {
+            usize::MAX
+        } else {
+            stage.last() + 1
+        };
         if stage.ring_in > 0 {
             // The plan chains the second stage to the first only: the first reads the input
-            // and writes its rows into its buffer, a ring; this one writes its own or the
+            // and writes its rows into its region, a ring; this one writes its own or the
             // logits.
             let producer_stage = stages.first().ok_or(Error::Malformed { what: "stage" })?;
             let producer =
@@ -312,14 +290,14 @@ fn run_stages(
                 let ring = MapRows::ring(ring, stage.ring_in);
                 run_general_rows(&producer, input, producer_words, ring, rows);
             };
-            let ring_buffer = plan.out.first().copied().unwrap_or(NO_BUFFER);
-            let (mut ring, mut out): (&mut [i8], &mut [i8]) = (&mut [], &mut []);
-            for (k, buffer) in buffers.iter_mut().enumerate() {
-                if k == usize::from(ring_buffer) {
-                    ring = buffer;
-                } else if k == usize::from(dst) {
-                    out = buffer;
-                }
+            let ring_len = producer_stage.out_len(&shapes);
+            let ring_at = plan.region(stage.first, ring_len).unwrap_or(0..0);
+            let out_at = plan.region(out, last.out_len()).unwrap_or(0..0);
+            let (ring, out) = regions_mut(arena, ring_at, out_at);
+            if ring.len() < ring_len {
+                return Err(Error::BufferTooSmall {
+                    available: ring.len(),
+                });
             }
             let out = if j == last_stage {
                 Out::Logits(logits)
@@ -332,15 +310,19 @@ fn run_stages(
             }
             continue;
         }
-        let (dst, reads) = split(buffers, dst);
-        let src = reads.tensor(&plan, stage.first, input, first.in_len())?;
+        // An add alone reads its other operand; one in place finds it in its output.
+        let other = match shapes.get(stage.first) {
+            Some(OpShape::Add { other, .. }) => *other,
+            _ => stage.first,
+        };
+        let reads = [(stage.first, first.in_len()), (other, first.in_len())];
+        let (dst, [src, other]) = unit_regions(&plan, arena, input, (out, last.out_len()), reads)?;
         if stage.alone {
             let available = dst.len();
             let dst = dst
                 .get_mut(..last.out_len())
                 .ok_or(Error::BufferTooSmall { available })?;
-            if let Op::Add(a) = first {
-                let other = reads.tensor(&plan, usize::from(a.other), input, first.in_len())?;
+            if let Op::Add(_) = first {
                 run_add(file, stage.first, false, (src, other), patch, dst);
             } else {
                 run_alone(file, stage.first, false, src, patch, dst);
@@ -353,6 +335,7 @@ fn run_stages(
             run_general_logits(&parts, src, patch, logits);
             break;
         }
+        // With an add in place, `dst` holds its other operand.
         let available = dst.len();
         let dst = dst
             .get_mut(..last.out_len())
@@ -375,12 +358,10 @@ pub(crate) mod tests {
         sizes: &BufferSizes,
     ) -> [Vec<i32>; 2] {
         [Kernels::Reference, Kernels::Fast].map(|kernels| {
-            let (mut a, mut b, mut c) =
-                (vec![0i8; sizes.a], vec![0i8; sizes.b], vec![0i8; sizes.c]);
+            let mut arena = vec![0i8; sizes.arena];
             let mut patch = vec![0u32; sizes.patch_words];
             let mut logits = vec![0i32; file.classes()];
-            let buffers = [&mut a[..], &mut b[..], &mut c[..]];
-            let out = run(file, x, kernels, buffers, &mut patch, &mut logits);
+            let out = run(file, x, kernels, &mut arena, &mut patch, &mut logits);
             out.unwrap().to_vec()
         })
     }

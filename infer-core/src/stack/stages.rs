@@ -14,14 +14,20 @@
 //!   (padding included) sums to 0; its filters' dot products are skipped.
 //! * **the first layer's one-channel 3×3 conv → 2×2 pool → last dense**: the fused kernel
 //!   [`crate::kernels::fused::Stream3x3`] ([`Kernel::Stream3x3`]) in the typed layers.
+//! * **conv / pool / dense → add**, where the add's other operand dies at the add (and is
+//!   neither the model's input nor what the stage reads): the stage adds each value it
+//!   computes to the other operand's at that index and writes the sum over it
+//!   ([`Stage::add`], [`add_in_place`]); the stage's own output is never held.
 //! * **a depthwise conv, an average pool, an add or a branch** (the last two only in
-//!   imported models) is a stage of its own ([`Stage::alone`]), computed by its kernel ([`run_alone`],
-//!   [`run_add`]; a branch computes nothing).
+//!   imported models) is otherwise a stage of its own ([`Stage::alone`]), computed by its
+//!   kernel ([`run_alone`], [`run_add`]; a branch computes nothing).
 //! * **buffers**: each stage's output goes to the lowest-numbered buffer whose tensor is
-//!   dead (read by no later stage) and which the stage does not read ([`assign_buffers`]):
-//!   a chain ping-pongs between buffers 0 and 1, and a tensor that an add or a branch reads
-//!   later keeps its buffer until then (at most [`MAX_BUFFERS`]). No stage fuses past a
-//!   tensor that a later add or branch reads, nor chains through a ring.
+//!   dead (read by no later stage) and which the stage does not read, an add in place to
+//!   its other operand's ([`assign_buffers`]): a chain ping-pongs between buffers 0 and 1,
+//!   and a tensor that an add or a branch reads later keeps its buffer until then (at most
+//!   [`MAX_BUFFERS`] tensors live at once). Every tensor then has an offset in one arena,
+//!   where those live at the same time do not overlap ([`BufferPlan::arena`]). No stage
+//!   fuses past a tensor that a later add or branch reads, nor chains through a ring.
 //!
 //! The plan is made from [`OpShape`]s only, so the firmware's build script (through
 //! `model_spec`) and the RAM accounting see the same stages as [`super::run()`] and the typed
@@ -31,7 +37,7 @@
 use super::dense::{dense_direct, dense_words};
 use super::format::{input_offset, Op, StackFile, MAX_OPS};
 pub use super::shape::OpShape;
-use crate::kernels::add::AddParams;
+use crate::kernels::add::{AddParams, AddTables, ADD_SCRATCH_WORDS};
 use crate::kernels::conv::{
     gather_pair_patch, gather_patch, gather_patch_i8, ConvGeometry, Padding, PatchSlot,
 };
@@ -72,6 +78,10 @@ pub struct Stage {
     pub dense: bool,
     /// A depthwise conv, an average pool, an add or a branch: the stage's only operation.
     pub alone: bool,
+    /// Ends with an add (after its conv, pool or dense layer) computed in place: each
+    /// output value is added to the value of the add's other operand at its index, which
+    /// that tensor's storage then holds ([`add_in_place`]).
+    pub add: bool,
     /// How it is computed.
     pub kernel: Kernel,
     /// Rows of the ring buffer through which it reads the previous stage's output, the two
@@ -88,12 +98,21 @@ pub type Stages = heapless::Vec<Stage, MAX_OPS>;
 impl Stage {
     /// Operations in the stage.
     pub const fn ops(&self) -> usize {
-        self.conv as usize + self.pool as usize + self.dense as usize + self.alone as usize
+        self.conv as usize
+            + self.pool as usize
+            + self.dense as usize
+            + self.alone as usize
+            + self.add as usize
     }
 
     /// Index of the stage's last operation.
     pub const fn last(&self) -> usize {
         (self.first + self.ops()).saturating_sub(1)
+    }
+
+    /// Index of its dense layer, if it has one (the last operation but an add).
+    const fn dense_index(&self) -> usize {
+        self.last().saturating_sub(self.add as usize)
     }
 
     /// Values the stage writes (its last operation's; with [`Stage::ring_out`], the rows of
@@ -159,8 +178,15 @@ impl Stage {
         self.own_words(shapes, pixels) + chained
     }
 
-    /// [`Stage::general_words`] of the stage alone (not the one it runs with).
+    /// [`Stage::general_words`] of the stage alone (not the one it runs with): with an add
+    /// in place, its tables after the rest ([`ADD_SCRATCH_WORDS`]).
     fn own_words(&self, shapes: &[OpShape], pixels: Pixels) -> usize {
+        let tables = if self.add { ADD_SCRATCH_WORDS } else { 0 };
+        self.compute_words(shapes, pixels) + tables
+    }
+
+    /// [`Stage::own_words`] but an add's tables.
+    fn compute_words(&self, shapes: &[OpShape], pixels: Pixels) -> usize {
         if self.alone {
             return shapes.get(self.first).map_or(0, OpShape::alone_words);
         }
@@ -170,7 +196,7 @@ impl Stage {
         }
         let (taps, channels) = self.taps_channels(shapes);
         let units = if self.dense {
-            shapes.get(self.last()).map_or(0, OpShape::units)
+            shapes.get(self.dense_index()).map_or(0, OpShape::units)
         } else {
             0
         };
@@ -189,7 +215,7 @@ impl Stage {
             return self.producer(shapes).map_or(0, |p| p.stack_bytes(shapes));
         }
         let (_, filters) = self.taps_channels(shapes);
-        let units = shapes.get(self.last()).map_or(0, OpShape::units);
+        let units = shapes.get(self.dense_index()).map_or(0, OpShape::units);
         stream3x3_bytes(filters, units)
     }
 }
@@ -371,12 +397,16 @@ pub fn plan(shapes: &[OpShape]) -> Stages {
         } else {
             Kernel::General
         };
+        // An add after a conv, pool or dense stage, computed in place.
+        let add = !alone && kernel == Kernel::General && add_in_place(shapes, first, i);
+        i += usize::from(add);
         let mut stage = Stage {
             first,
             conv,
             pool,
             dense,
             alone,
+            add,
             kernel,
             ring_in: 0,
             ring_out: 0,
@@ -397,6 +427,8 @@ pub fn plan(shapes: &[OpShape]) -> Stages {
                 && stages_before == 1
                 && !before.dense
                 && !before.alone
+                && !before.add
+                && !add
                 && !named_later(shapes, first);
             if chains && !alone && rows > 0 && rows < head.in_hwc().0 {
                 before.ring_out = rows;
@@ -415,8 +447,44 @@ fn named_later(shapes: &[OpShape], t: usize) -> bool {
     shapes.iter().any(|s| s.reads() == Some(t))
 }
 
-/// Buffers a plan may keep tensors in ([`assign_buffers`]): two for a chain, a third for a
-/// tensor a later add or branch reads.
+/// The tensor whose storage tensor `t` is: `t`, or for a branch's output the tensor it
+/// names (followed through branches).
+fn storage_of(shapes: &[OpShape], mut t: usize) -> usize {
+    while let Some(&OpShape::Branch { from, .. }) = t.checked_sub(1).and_then(|k| shapes.get(k)) {
+        if from >= t {
+            break;
+        }
+        t = from;
+    }
+    t
+}
+
+/// Whether operation `add`, if an add, can be computed in place by the stage of operations
+/// `first..add` before it (a conv, pool or dense stage): the stage's output (the add's
+/// previous operand) is read by nothing else, and the add's other operand is no input
+/// of the model's, is not what the stage reads, and dies at the add (no later operation
+/// reads it). Then `out[i]` depends only on `other[i]`, and the stage writes each sum
+/// over the value it adds: the other operand's storage becomes the add's output, and the
+/// stage's own output is never held.
+pub fn add_in_place(shapes: &[OpShape], first: usize, add: usize) -> bool {
+    let Some(&OpShape::Add { other, .. }) = shapes.get(add) else {
+        return false;
+    };
+    let storage = storage_of(shapes, other);
+    let read_later = shapes
+        .iter()
+        .skip(add + 1)
+        .any(|s| s.reads().is_some_and(|t| storage_of(shapes, t) == storage));
+    add > first
+        && add + 1 < shapes.len()
+        && !named_later(shapes, add)
+        && storage != 0
+        && storage != storage_of(shapes, first)
+        && !read_later
+}
+
+/// Tensors a plan may keep live at once ([`assign_buffers`]): two for a chain, a third
+/// for a tensor a later add or branch reads.
 pub const MAX_BUFFERS: usize = 3;
 
 /// No buffer: a stage that writes the logits, or a branch (its tensor stays where it is);
@@ -435,6 +503,9 @@ pub struct Unit {
     pub other: Option<usize>,
     /// The tensor a branch names (`None` otherwise): the unit computes nothing.
     pub branch: Option<usize>,
+    /// It ends with an add computed in place ([`Stage::add`]): its output takes the
+    /// storage of its other operand, which dies there.
+    pub in_place: bool,
     /// Values it writes.
     pub out_len: usize,
 }
@@ -448,13 +519,22 @@ impl Unit {
     /// Stage `stage` of `shapes` as a unit.
     pub fn of_stage(stage: &Stage, shapes: &[OpShape]) -> Self {
         let (first, last, out_len) = (stage.first, stage.last(), stage.out_len(shapes));
-        match shapes.get(first) {
-            Some(shape) => Self::of(first, last, shape, out_len),
+        let head = if stage.add {
+            shapes.get(last)
+        } else {
+            shapes.get(first)
+        };
+        match head {
+            Some(shape) => Self {
+                in_place: stage.add,
+                ..Self::of(first, last, shape, out_len)
+            },
             None => Self {
                 first,
                 last,
                 other: None,
                 branch: None,
+                in_place: false,
                 out_len,
             },
         }
@@ -471,22 +551,30 @@ impl Unit {
             last,
             other,
             branch,
+            in_place: false,
             out_len,
         }
     }
 }
 
-/// Where the units' outputs are kept ([`assign_buffers`]).
+/// Where the units' outputs are kept ([`assign_buffers`]): each tensor at an offset of one
+/// arena of [`BufferPlan::arena`] bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BufferPlan {
     /// The buffer each unit writes ([`NO_BUFFER`]: a branch, or the last unit, which writes
-    /// the logits).
+    /// the logits): tensors live at once are in different buffers, at most
+    /// [`MAX_BUFFERS`].
     pub out: [u8; MAX_OPS],
     /// The buffer each tensor is in (0 the model's input, [`NO_BUFFER`]; `k + 1` the output
     /// of operation `k`), as the units read them.
     pub tensor: [u8; MAX_OPS + 1],
     /// Bytes of each buffer: the largest output written to it (0: unused).
     pub sizes: [usize; MAX_BUFFERS],
+    /// The offset in the arena of each tensor, as [`BufferPlan::tensor`] (0 where none).
+    pub at: [u32; MAX_OPS + 1],
+    /// Bytes of the arena: the tensors live at once never overlap in it (a tensor written
+    /// in place is its other operand's storage).
+    pub arena: usize,
 }
 
 impl BufferPlan {
@@ -499,21 +587,48 @@ impl BufferPlan {
     pub fn count(&self) -> usize {
         self.sizes.iter().filter(|&&n| n > 0).count()
     }
+
+    /// Where tensor `t` of `len` values is in the arena (`None`: the model's input).
+    pub fn region(&self, t: usize, len: usize) -> Option<Range<usize>> {
+        if self.of_tensor(t) == NO_BUFFER {
+            return None;
+        }
+        let at = self.at.get(t).map_or(0, |&a| a as usize);
+        Some(at..at + len)
+    }
 }
 
 /// Assigns every unit's output (stages, or operations one by one) to a buffer: the
-/// lowest-numbered one whose tensor no unit from this one on reads; the last unit writes
-/// the logits, a branch nothing. Greedy in the order the tensors appear, which keeps as
-/// few buffers as tensors are ever live at once (interval colouring); a chain ping-pongs
-/// between buffers 0 and 1 (unit `j` writes buffer `j % 2`). `None` if more than
-/// [`MAX_BUFFERS`] would be needed, or for more than [`MAX_OPS`] units or a reference
-/// to a later tensor (which the decoder refuses).
+/// lowest-numbered one whose tensor no unit from this one on reads (an add in place: its
+/// other operand's); the last unit writes the logits, a branch nothing. Greedy in the
+/// order the tensors appear, which keeps as few buffers as tensors are ever live at once
+/// (interval colouring); a chain ping-pongs between buffers 0 and 1 (unit `j` writes
+/// buffer `j % 2`). Then places each stored tensor in one arena (`place`). `None` if
+/// more than [`MAX_BUFFERS`] would be needed, for more than [`MAX_OPS`] units, a
+/// reference to a later tensor (which the decoder refuses), or an add in place over the
+/// model's input or the tensor its unit reads.
 pub fn assign_buffers<I: Iterator<Item = Unit> + Clone>(units: I) -> Option<BufferPlan> {
+    plan_buffers::<true, I>(units)
+}
+
+/// Whether the units' live tensors fit [`MAX_BUFFERS`] buffers ([`assign_buffers`] but
+/// not `None`), without placing them in the arena: what the decoder checks, in less stack.
+pub fn buffers_fit<I: Iterator<Item = Unit> + Clone>(units: I) -> bool {
+    plan_buffers::<false, I>(units).is_some()
+}
+
+/// [`assign_buffers`], the arena placed only with `ARENA` (without, what only the arena
+/// needs is dead code).
+fn plan_buffers<const ARENA: bool, I: Iterator<Item = Unit> + Clone>(
+    units: I,
+) -> Option<BufferPlan> {
     const NONE: u8 = u8::MAX;
-    // Each tensor's storage (a branch's output is the tensor it names) and the last unit
-    // that reads each storage.
+    // Each tensor's storage (a branch's output is the tensor it names, an add in place's
+    // its other operand's), the first and last unit that use each storage, and its size.
     let mut storage = [0u8; MAX_OPS + 1];
+    let mut first_use = [NONE; MAX_OPS + 1];
     let mut last_use = [0u8; MAX_OPS + 1];
+    let mut bytes = [0usize; MAX_OPS + 1];
     let count = units.clone().count();
     if count > MAX_OPS {
         return None;
@@ -525,8 +640,27 @@ pub fn assign_buffers<I: Iterator<Item = Unit> + Clone>(units: I) -> Option<Buff
             Some(_) => return None,
             None => {
                 *last_use.get_mut(usize::from(read))? = j as u8;
-                *storage.get_mut(out)? = out as u8;
-                *last_use.get_mut(out)? = j as u8;
+                let own = match (u.in_place, u.other) {
+                    (true, Some(other)) if other <= u.first => {
+                        let s = *storage.get(other)?;
+                        if s == 0 || s == read {
+                            return None;
+                        }
+                        s
+                    }
+                    (true, _) => return None,
+                    (false, _) => out as u8,
+                };
+                *storage.get_mut(out)? = own;
+                *last_use.get_mut(usize::from(own))? = j as u8;
+                if ARENA && j + 1 < count {
+                    let first = first_use.get_mut(usize::from(own))?;
+                    if *first == NONE {
+                        *first = j as u8;
+                    }
+                    let size = bytes.get_mut(usize::from(own))?;
+                    *size = (*size).max(u.out_len);
+                }
             }
         }
         if let Some(other) = u.other {
@@ -537,36 +671,175 @@ pub fn assign_buffers<I: Iterator<Item = Unit> + Clone>(units: I) -> Option<Buff
             *last_use.get_mut(usize::from(other))? = j as u8;
         }
     }
-    let mut plan = BufferPlan {
-        out: [NO_BUFFER; MAX_OPS],
-        tensor: [NO_BUFFER; MAX_OPS + 1],
-        sizes: [0; MAX_BUFFERS],
-    };
+    // Each unit's buffer, each tensor's, each buffer's size.
+    let mut outs = [NO_BUFFER; MAX_OPS];
+    let mut tensors = [NO_BUFFER; MAX_OPS + 1];
+    let mut sizes = [0; MAX_BUFFERS];
     // The storage tensor each buffer holds.
     let mut holder = [NONE; MAX_BUFFERS];
     for (j, u) in units.enumerate() {
         let out = u.last.checked_add(1)?;
         if let Some(from) = u.branch {
-            *plan.tensor.get_mut(out)? = *plan.tensor.get(from)?;
+            *tensors.get_mut(out)? = *tensors.get(from)?;
             continue;
         }
         if j + 1 == count {
             break;
         }
-        let dead = |t: u8| {
-            t == NONE
-                || last_use
-                    .get(usize::from(t))
-                    .is_none_or(|&l| usize::from(l) < j)
+        let free = match u.other.filter(|_| u.in_place) {
+            // Its other operand's buffer, which it overwrites.
+            Some(other) => usize::from(*tensors.get(other)?),
+            None => {
+                let dead = |t: u8| {
+                    t == NONE
+                        || last_use
+                            .get(usize::from(t))
+                            .is_none_or(|&l| usize::from(l) < j)
+                };
+                let free = holder.iter().position(|&t| dead(t))?;
+                *holder.get_mut(free)? = out as u8;
+                free
+            }
         };
-        let free = holder.iter().position(|&t| dead(t))?;
-        *holder.get_mut(free)? = out as u8;
-        *plan.out.get_mut(j)? = free as u8;
-        *plan.tensor.get_mut(out)? = free as u8;
-        let size = plan.sizes.get_mut(free)?;
+        *outs.get_mut(j)? = free as u8;
+        *tensors.get_mut(out)? = free as u8;
+        let size = sizes.get_mut(free)?;
         *size = (*size).max(u.out_len);
     }
+    // Built only now, so that a caller that only asks whether it exists keeps none.
+    let mut plan = BufferPlan {
+        out: outs,
+        tensor: tensors,
+        sizes,
+        at: [0; MAX_OPS + 1],
+        arena: 0,
+    };
+    if !ARENA {
+        return Some(plan);
+    }
+    plan.arena = place(&first_use, &last_use, &bytes, &mut plan.at)?;
+    for t in 0..plan.tensor.len() {
+        let s = usize::from(*storage.get(t)?);
+        *plan.at.get_mut(t)? = *plan.at.get(s)?;
+    }
     Some(plan)
+}
+
+/// Places each storage tensor `s` (used by units `first[s]..=last[s]`, [`NO_BUFFER`]
+/// first: none; `bytes[s]` long) in one arena, writing its offset to `at[s]`:
+/// the largest first (the earliest written of equal ones), each at the lowest offset where
+/// it overlaps no tensor placed before that is live at the same time (TensorFlow Lite
+/// Micro's greedy planner). Returns the arena's size.
+#[inline(never)]
+fn place(
+    first: &[u8; MAX_OPS + 1],
+    last: &[u8; MAX_OPS + 1],
+    bytes: &[usize; MAX_OPS + 1],
+    at: &mut [u32; MAX_OPS + 1],
+) -> Option<usize> {
+    let mut placed = [false; MAX_OPS + 1];
+    let mut arena = 0;
+    loop {
+        // The largest tensor not placed yet (the earliest written of equal ones).
+        let mut next = None;
+        for s in 0..bytes.len() {
+            let (Some(&b), Some(&f), Some(&p)) = (bytes.get(s), first.get(s), placed.get(s)) else {
+                return None;
+            };
+            let before = |n: usize| {
+                let (nb, nf) = (bytes.get(n).copied().unwrap_or(0), first.get(n).copied());
+                let earlier = nf.is_some_and(|nf| f < nf);
+                b > nb || (b == nb && earlier)
+            };
+            if f != NO_BUFFER && !p && next.is_none_or(before) {
+                next = Some(s);
+            }
+        }
+        let Some(s) = next else {
+            return Some(arena);
+        };
+        let (f, l, len) = (*first.get(s)?, *last.get(s)?, *bytes.get(s)?);
+        // Those placed that are live with it.
+        let live = |o: usize| {
+            placed.get(o).copied().unwrap_or(false)
+                && first.get(o).is_some_and(|&fo| fo <= l)
+                && last.get(o).is_some_and(|&lo| f <= lo)
+        };
+        let range = |o: usize| {
+            let a = at.get(o).map_or(0, |&a| a as usize);
+            a..a + bytes.get(o).copied().unwrap_or(0)
+        };
+        // The lowest offset, 0 or the end of a live tensor, free for `len` bytes.
+        let mut best = None;
+        for candidate in
+            core::iter::once(0).chain((0..bytes.len()).filter(|&o| live(o)).map(|o| range(o).end))
+        {
+            let fits = (0..bytes.len()).filter(|&o| live(o)).all(|o| {
+                let r = range(o);
+                candidate + len <= r.start || r.end <= candidate
+            });
+            if fits && best.is_none_or(|b| candidate < b) {
+                best = Some(candidate);
+            }
+        }
+        let offset = best?;
+        *at.get_mut(s)? = u32::try_from(offset).ok()?;
+        *placed.get_mut(s)? = true;
+        arena = arena.max(offset + len);
+    }
+}
+
+/// Region `write` of `arena` to write, and regions `reads` to read (`None`: an empty
+/// slice, as for a region that overlaps `write` or lies outside the arena): how a plan's
+/// stage gets its tensors ([`BufferPlan::region`]). Never panics.
+pub fn regions<'a, const N: usize>(
+    arena: &'a mut [i8],
+    write: Range<usize>,
+    reads: [Option<Range<usize>>; N],
+) -> (&'a mut [i8], [&'a [i8]; N]) {
+    let start = write.start;
+    let end = write.end.max(start);
+    let Some((before, rest)) = arena.split_at_mut_checked(start) else {
+        return (&mut [], [&[]; N]);
+    };
+    let Some((out, after)) = rest.split_at_mut_checked(end - start) else {
+        return (&mut [], [&[]; N]);
+    };
+    let (before, after): (&'a [i8], &'a [i8]) = (before, after);
+    let read = reads.map(|r| match r {
+        Some(r) if r.end <= start => before.get(r).unwrap_or_default(),
+        Some(r) if r.start >= end => after
+            .get(r.start - end..r.end.saturating_sub(end))
+            .unwrap_or_default(),
+        _ => &[],
+    });
+    (out, read)
+}
+
+/// Two disjoint regions of `arena` to write (`a` before or after `b`; overlapping or
+/// outside the arena: empty slices). Never panics.
+pub fn regions_mut(arena: &mut [i8], a: Range<usize>, b: Range<usize>) -> (&mut [i8], &mut [i8]) {
+    if a.is_empty() {
+        return (&mut [], arena.get_mut(b).unwrap_or_default());
+    }
+    if b.is_empty() {
+        return (arena.get_mut(a).unwrap_or_default(), &mut []);
+    }
+    let swap = b.start < a.start;
+    let (lo, hi) = if swap { (b, a) } else { (a, b) };
+    if lo.end > hi.start {
+        return (&mut [], &mut []);
+    }
+    let Some((head, tail)) = arena.split_at_mut_checked(hi.start) else {
+        return (&mut [], &mut []);
+    };
+    let lo_slice = head.get_mut(lo).unwrap_or_default();
+    let hi_slice = tail.get_mut(..hi.end - hi.start).unwrap_or_default();
+    if swap {
+        (hi_slice, lo_slice)
+    } else {
+        (lo_slice, hi_slice)
+    }
 }
 
 /// The buffers of `stages` of `shapes` ([`assign_buffers`]); `None` as there.
@@ -722,6 +995,8 @@ pub struct Parts<'a> {
     pub pool: usize,
     /// Its dense layer, if any.
     pub dense: Option<DensePart<'a>>,
+    /// The add it ends with, computed in place in its output ([`Stage::add`]), if any.
+    pub add: Option<AddParams>,
 }
 
 impl<'a> Parts<'a> {
@@ -734,6 +1009,7 @@ impl<'a> Parts<'a> {
             conv: None,
             pool: 0,
             dense: None,
+            add: None,
         };
         if stage.conv {
             let op = file.ops.get(at)?;
@@ -759,6 +1035,10 @@ impl<'a> Parts<'a> {
                 return None;
             };
             parts.dense = Some(dense_part(file, at, &d));
+            at += 1;
+        }
+        if stage.add {
+            parts.add = Some(add_params(file, at)?);
         }
         Some(parts)
     }
@@ -790,9 +1070,11 @@ fn monotonic(rq: &ChannelRequant<'_>, channels: usize) -> bool {
 }
 
 /// Computes one stage: `input` (the stage's input values) to `output` (its last
-/// operation's), with `words` ([`general_words`] of the stage) as patch and working
-/// memory. Bit for bit the unfused reference kernels' result. Short slices compute less,
-/// never panic.
+/// operation's), with `words` ([`general_words`] of the stage, and with an add the
+/// [`ADD_SCRATCH_WORDS`] of its tables after them) as patch and working memory. With an
+/// add ([`Parts::add`]) `output` holds its other operand, and each value is added to the
+/// one it replaces. Bit for bit the unfused reference kernels' result. Short slices
+/// compute less, never panic.
 pub fn run_general(parts: &Parts<'_>, input: &[i8], words: &mut [u32], output: &mut [i8]) {
     run_stage(parts, input, words, Out::Values(MapRows::whole_mut(output)));
 }
@@ -813,12 +1095,13 @@ pub enum Out<'o> {
 }
 
 impl Out<'_> {
-    /// Writes dense layer `d`'s outputs from its accumulators without bias, `acc`.
-    fn finish(self, d: &DensePart<'_>, acc: impl Iterator<Item = i32>) {
+    /// Writes dense layer `d`'s outputs from its accumulators without bias, `acc` (added
+    /// in place with `add`).
+    fn finish(self, d: &DensePart<'_>, acc: impl Iterator<Item = i32>, add: Option<&AddTables>) {
         match self {
             Out::Values(output) => {
                 for (u, (out, a)) in output.data.iter_mut().zip(acc).enumerate() {
-                    *out = dense_unit(&d.requant, u, a);
+                    *out = added(add, dense_unit(&d.requant, u, a), *out);
                 }
             }
             Out::Logits(logits) => {
@@ -835,15 +1118,42 @@ impl Out<'_> {
     }
 }
 
+/// `value` (a stage's output) added in place to `other` (the value it replaces) with
+/// `add`; without one, `value`.
+#[inline(always)]
+pub(crate) fn added(add: Option<&AddTables>, value: i8, other: i8) -> i8 {
+    match add {
+        Some(t) => t.one(value, other),
+        None => value,
+    }
+}
+
+/// `words` of a stage split into its working memory and, with an add, the add's tables
+/// ([`ADD_SCRATCH_WORDS`] at the end).
+fn add_tables<'w>(
+    parts: &Parts<'_>,
+    words: &'w mut [u32],
+) -> (&'w mut [u32], Option<AddTables<'w>>) {
+    match &parts.add {
+        Some(p) => {
+            let split = words.len().saturating_sub(ADD_SCRATCH_WORDS);
+            let (words, tables) = words.split_at_mut(split);
+            (words, Some(AddTables::new(p, tables)))
+        }
+        None => (words, None),
+    }
+}
+
 /// [`run_general`] and [`run_general_logits`].
 fn run_stage(parts: &Parts<'_>, input: &[i8], words: &mut [u32], mut output: Out<'_>) {
+    let (words, add) = add_tables(parts, words);
     if parts.conv.is_none() && parts.pool == 0 {
         if let Some(d) = &parts.dense {
-            dense_direct(d, input, words, output);
+            dense_direct(d, input, words, output, add.as_ref());
         }
         return;
     }
-    let Some(mut run) = StageRun::new(parts, words) else {
+    let Some(mut run) = StageRun::new(parts, words, add) else {
         return;
     };
     let input = MapRows::whole(input);
@@ -874,13 +1184,15 @@ struct StageRun<'p, 'a, 'w> {
     at_once: usize,
     /// The conv's requantization is monotonic (or there is no conv).
     monotonic: bool,
+    /// The add computed in place in the output, if any.
+    add: Option<AddTables<'w>>,
 }
 
 impl<'p, 'a, 'w> StageRun<'p, 'a, 'w> {
     /// The run of a stage with a conv or a pool, its working memory taken from `words`
     /// ([`general_words`] of the stage); `None` if `words` is too short or the stage
     /// computes nothing.
-    fn new(parts: &'p Parts<'a>, words: &'w mut [u32]) -> Option<Self> {
+    fn new(parts: &'p Parts<'a>, words: &'w mut [u32], add: Option<AddTables<'w>>) -> Option<Self> {
         let (h, w, c) = parts.input;
         let (grid_h, grid_w, channels) = match &parts.conv {
             Some(cp) => (
@@ -947,6 +1259,7 @@ impl<'p, 'a, 'w> StageRun<'p, 'a, 'w> {
             pixels,
             at_once,
             monotonic,
+            add,
         })
     }
 
@@ -990,8 +1303,17 @@ impl<'p, 'a, 'w> StageRun<'p, 'a, 'w> {
                             let Some(out) = out.data.get_mut(slot..slot + channels) else {
                                 return;
                             };
-                            for (o, &v) in out.iter_mut().zip(values.iter()) {
-                                *o = v as i32 as i8;
+                            match &self.add {
+                                Some(add) => {
+                                    for (o, &v) in out.iter_mut().zip(values.iter()) {
+                                        *o = add.one(v as i32 as i8, *o);
+                                    }
+                                }
+                                None => {
+                                    for (o, &v) in out.iter_mut().zip(values.iter()) {
+                                        *o = v as i32 as i8;
+                                    }
+                                }
                             }
                         }
                         (Some(d), _) => {
@@ -1008,7 +1330,7 @@ impl<'p, 'a, 'w> StageRun<'p, 'a, 'w> {
     /// Writes the streamed dense layer's outputs (nothing without one).
     fn finish(self, output: Out<'_>) {
         if let Some(d) = &self.parts.dense {
-            output.finish(d, self.acc.iter().map(|&a| a as i32));
+            output.finish(d, self.acc.iter().map(|&a| a as i32), self.add.as_ref());
         }
     }
 }
@@ -1026,7 +1348,7 @@ pub fn run_general_rows(
     if parts.dense.is_some() {
         return;
     }
-    if let Some(mut run) = StageRun::new(parts, words) {
+    if let Some(mut run) = StageRun::new(parts, words, None) {
         run.rows(MapRows::whole(input), rows, &mut Out::Values(output));
     }
 }
@@ -1048,7 +1370,7 @@ pub fn run_chain(
     words: &mut [u32],
     mut output: Out<'_>,
 ) {
-    let Some(mut run) = StageRun::new(consumer, words) else {
+    let Some(mut run) = StageRun::new(consumer, words, None) else {
         return;
     };
     let (in_h, _, _) = consumer.input;
@@ -1890,6 +2212,7 @@ mod graph_tests {
             last: j,
             other: None,
             branch: None,
+            in_place: false,
             out_len: 10 + j,
         });
         let plan = assign_buffers(units).unwrap();
@@ -1897,6 +2220,80 @@ mod graph_tests {
         // The last unit writes the logits: the largest outputs before it.
         assert_eq!(plan.sizes, [14, 15, 0]);
         assert_eq!(plan.count(), 2);
+        // In the arena, each output beside the one it reads: the largest pair.
+        assert_eq!(plan.arena, 14 + 15);
+        for t in 1..6 {
+            let (a, b) = (
+                plan.region(t, 9 + t).unwrap(),
+                plan.region(t + 1, 10 + t).unwrap(),
+            );
+            assert!(a.end <= b.start || b.end <= a.start, "{t}: {a:?} {b:?}");
+        }
+    }
+
+    /// A ResNet block's shapes: conv → conv → conv → add of the first conv's output (→ a
+    /// dense layer for the logits). The add is computed in place by the third conv's stage
+    /// in the first conv's tensor: two maps live at once, not three.
+    #[test]
+    fn a_residual_block_fused_in_place_keeps_two_buffers() {
+        let conv = |filters| OpShape::Conv2d {
+            geometry: ConvGeometry {
+                in_h: 8,
+                in_w: 8,
+                in_c: 4,
+                k_h: 3,
+                k_w: 3,
+                filters,
+                stride: 1,
+                padding: Padding::Same,
+            },
+            relu: true,
+        };
+        let add = |other| OpShape::Add {
+            h: 8,
+            w: 8,
+            channels: 4,
+            other,
+            min: -128,
+            max: 127,
+        };
+        let dense = OpShape::Dense {
+            inputs: 256,
+            units: 10,
+            relu: false,
+        };
+        let block = [conv(4), conv(4), conv(4), add(1), dense];
+        let stages = plan(&block);
+        let kinds: Vec<_> = stages.iter().map(|s| (s.first, s.ops(), s.add)).collect();
+        assert_eq!(
+            kinds,
+            [(0, 1, false), (1, 1, false), (2, 2, true), (4, 1, false)]
+        );
+        let buffers = stage_buffers(&stages, &block).unwrap();
+        assert_eq!(buffers.count(), 2);
+        assert_eq!(buffers.arena, 2 * 256);
+        // The sum is where the first conv's output was.
+        assert_eq!(buffers.region(4, 256), buffers.region(1, 256));
+        // Unfused (operation by operation): three.
+        let ops = block.iter().enumerate().map(|(i, s)| Unit::of_op(i, s));
+        let unfused = assign_buffers(ops).unwrap();
+        assert_eq!((unfused.count(), unfused.arena), (3, 3 * 256));
+        // An add whose other operand is read later (a branch to it), or is the tensor the
+        // stage reads, or the model's input, is not computed in place.
+        let branch = |from| OpShape::Branch {
+            h: 8,
+            w: 8,
+            channels: 4,
+            from,
+        };
+        let later = [conv(4), conv(4), add(1), branch(1), conv(4), dense];
+        assert!(plan(&later).iter().all(|s| !s.add));
+        let own = [conv(4), conv(4), add(1), dense];
+        assert!(plan(&own).iter().all(|s| !s.add));
+        let own = [conv(4), branch(1), conv(4), add(1), dense];
+        assert!(plan(&own).iter().all(|s| !s.add));
+        let input = [conv(4), add(0), dense];
+        assert!(plan(&input).iter().all(|s| !s.add));
     }
 
     fn add_op(rng: &mut TestRng, (h, w, c): (u16, u16, u16), other: u16) -> AddOp {
@@ -1920,6 +2317,15 @@ mod graph_tests {
             min: -128 + rng.below(100) as i8,
             max: 127,
         }
+    }
+
+    fn branch<'p>((h, w, channels): (u16, u16, u16), from: u16) -> Op<'p> {
+        Op::Branch(BranchOp {
+            h,
+            w,
+            channels,
+            from,
+        })
     }
 
     fn conv<'p>(p: &'p OwnedParams, (h, w, c): (u16, u16, u16), f: u16, k: u16, s: u16) -> Op<'p> {
@@ -1958,12 +2364,7 @@ mod graph_tests {
                 }),
                 conv(&c2, (6, 6, 4), 4, 3, 1),
                 Op::Add(add_op(&mut rng, (6, 6, 4), 1)),
-                Op::Branch(BranchOp {
-                    h: 6,
-                    w: 6,
-                    channels: 4,
-                    from: 1,
-                }),
+                branch((6, 6, 4), 1),
                 conv(&c5, (6, 6, 4), 3, 1, 2),
                 Op::Dense(DenseOp {
                     inputs: 27,
@@ -1979,22 +2380,155 @@ mod graph_tests {
             // The 1×1 conv takes the dense layer (its output is no tensor anything names).
             assert_eq!(firsts, [0, 1, 2, 3, 4, 5]);
             let sizes = BufferSizes::of(&file, Pixels::Four);
-            assert_eq!(sizes.buffers(), [144, 144, 144]);
-            let (mut a, mut b, mut c) = (vec![0i8; 144], vec![0i8; 144], vec![0i8; 144]);
+            assert_eq!(sizes.arena, 3 * 144);
+            let mut arena = vec![0i8; sizes.arena];
             let mut patch = vec![0u32; sizes.patch_words];
             let x: Vec<i8> = (0..72).map(|_| rng.i8()).collect();
             let mut logits = [[0i32; 3]; 2];
             for (kernels, out) in [Kernels::Reference, Kernels::Fast].iter().zip(&mut logits) {
-                let buffers = [&mut a[..], &mut b[..], &mut c[..]];
-                run(&file, &x, *kernels, buffers, &mut patch, out).unwrap();
+                run(&file, &x, *kernels, &mut arena, &mut patch, out).unwrap();
             }
             assert_eq!(logits[0], logits[1], "case {case}");
-            // Too few buffers: an error, not a panic.
-            let buffers = [&mut a[..], &mut b[..], &mut c[..10]];
+            // Too small an arena: an error, not a panic.
             let mut out = [0; 3];
-            let short = run(&file, &x, Kernels::Fast, buffers, &mut patch, &mut out);
+            let short = &mut arena[..3 * 144 - 10];
+            let short = run(&file, &x, Kernels::Fast, short, &mut patch, &mut out);
             assert!(matches!(short, Err(crate::Error::BufferTooSmall { .. })));
         }
+    }
+
+    /// Adds computed in place after a conv (a ResNet block, and a downsampling one whose
+    /// shortcut is a 1×1 stride-2 conv after a branch) give the unfused reference's bits,
+    /// in less memory.
+    #[test]
+    fn adds_in_place_match_the_unfused_reference() {
+        let mut rng = TestRng(0xadd5);
+        for case in 0..40 {
+            let c0 = OwnedParams::random(&mut rng, 4 * 9 * 2, 4);
+            let c: Vec<OwnedParams> = (0..3)
+                .map(|_| OwnedParams::random(&mut rng, 4 * 9 * 4, 4))
+                .collect();
+            let c5 = OwnedParams::random(&mut rng, 4 * 9 * 4, 4);
+            let c7 = OwnedParams::random(&mut rng, 4 * 4, 4);
+            let d = [OwnedParams::random(&mut rng, 8 * 36, 8)];
+            let logits = OwnedParams::logits(&mut rng, 8 * 3, 3);
+            fn dense(p: &OwnedParams, inputs: u32, units: u16, relu: bool) -> Op<'_> {
+                Op::Dense(DenseOp {
+                    inputs,
+                    units,
+                    relu,
+                    params: p.view(),
+                })
+            }
+            let ops = [
+                conv(&c0, (6, 6, 2), 4, 3, 1),
+                conv(&c[0], (6, 6, 4), 4, 3, 1),
+                conv(&c[1], (6, 6, 4), 4, 3, 1),
+                Op::Add(add_op(&mut rng, (6, 6, 4), 1)),
+                conv(&c[2], (6, 6, 4), 4, 3, 2),
+                conv(&c5, (3, 3, 4), 4, 3, 1),
+                branch((6, 6, 4), 4),
+                conv(&c7, (6, 6, 4), 4, 1, 2),
+                Op::Add(add_op(&mut rng, (3, 3, 4), 6)),
+                dense(&d[0], 36, 8, case % 2 == 0),
+                dense(&logits, 8, 3, false),
+            ];
+            let file = StackFile::new(input(6, 6, 2), &ops);
+            file.validate().unwrap();
+            let stages = plan_file(&file);
+            let fused: Vec<(usize, usize)> = stages
+                .iter()
+                .filter(|s| s.add)
+                .map(|s| (s.first, s.ops()))
+                .collect();
+            assert_eq!(fused, [(2, 2), (7, 2)]);
+            let shapes = shapes_of(&file);
+            let plan = stage_buffers(&stages, &shapes).unwrap();
+            // Two 6×6×4 maps at most, where the operations one by one keep three.
+            assert_eq!(plan.arena, 2 * 144);
+            assert_eq!(op_buffers_arena(&shapes), 3 * 144);
+            let x: Vec<i8> = (0..72).map(|_| rng.i8()).collect();
+            let mut want = vec![0i32; 3];
+            for pixels in [Pixels::Four, Pixels::One] {
+                let sizes = BufferSizes::of(&file, pixels);
+                let mut patch = vec![0u32; sizes.patch_words];
+                let mut arena = vec![0i8; sizes.arena];
+                let mut logits = [[0i32; 3]; 2];
+                for (kernels, out) in [Kernels::Reference, Kernels::Fast].iter().zip(&mut logits) {
+                    arena.fill(rng.i8());
+                    run(&file, &x, *kernels, &mut arena, &mut patch, out).unwrap();
+                }
+                assert_eq!(logits[0], logits[1], "case {case} {pixels:?}");
+                if pixels == Pixels::Four {
+                    want = logits[0].to_vec();
+                }
+                assert_eq!(logits[1].to_vec(), want);
+            }
+        }
+    }
+
+    /// A dense layer with an add in place (which no model.bin holds yet: the decoder's adds
+    /// read maps) through `run_general`, with and without the add's tables and the packed
+    /// input: the dense layer's outputs, then the add, bit for bit.
+    #[test]
+    fn a_dense_layer_adds_in_place_as_the_reference_does() {
+        use crate::kernels::add::add_reference;
+        use crate::kernels::dense::dense_i8;
+        let mut rng = TestRng(0xde5e);
+        for case in 0..300 {
+            let (n, units) = (1 + rng.below(70) as usize, 1 + rng.below(40) as usize);
+            let mut p = OwnedParams::random(&mut rng, n * units, units);
+            if case % 3 == 0 {
+                p.make_wild(&mut rng, 3);
+            }
+            let requant = ChannelRequant::from_params(&p.view(), case % 2 == 0);
+            let input_offset = rng.below(256) as i32 - 128;
+            let m = |rng: &mut TestRng| (1i32 << 30) + rng.below(1 << 30) as i32;
+            let add = AddParams {
+                offsets: [rng.below(256) as i32 - 128, rng.below(256) as i32 - 128],
+                multipliers: [m(&mut rng), m(&mut rng)],
+                shifts: [-(rng.below(3) as i32), -(rng.below(3) as i32)],
+                left_shift: 20,
+                output_multiplier: m(&mut rng),
+                output_shift: -18 - rng.below(3) as i32,
+                output_zero_point: rng.below(256) as i32 - 128,
+                min: rng.i8().min(0),
+                max: 127,
+            };
+            let parts = Parts {
+                input: (1, 1, n),
+                conv: None,
+                pool: 0,
+                dense: Some(DensePart {
+                    inputs: n,
+                    units,
+                    weights: &p.weights,
+                    wide: &[],
+                    requant,
+                    input_offset,
+                    monotonic: monotonic(&requant, units),
+                }),
+                add: Some(add),
+            };
+            let x: Vec<i8> = (0..n).map(|_| rng.i8()).collect();
+            let other: Vec<i8> = (0..units).map(|_| rng.i8()).collect();
+            let mut values = vec![0i8; units];
+            dense_i8(&x, input_offset, &p.weights, &requant, &mut values);
+            let mut want = vec![0i8; units];
+            add_reference(&add, &values, &other, &mut want);
+            let packed = crate::stack::dense_words(n, Pixels::Four);
+            for words in [packed + ADD_SCRATCH_WORDS, ADD_SCRATCH_WORDS, 10] {
+                let mut out = other.clone();
+                run_general(&parts, &x, &mut vec![0u32; words], &mut out);
+                assert_eq!(out, want, "case {case}, {words} words");
+            }
+        }
+    }
+
+    /// The arena of the operations one by one.
+    fn op_buffers_arena(shapes: &[OpShape]) -> usize {
+        let units = shapes.iter().enumerate().map(|(i, s)| Unit::of_op(i, s));
+        assign_buffers(units).unwrap().arena
     }
 
     #[test]

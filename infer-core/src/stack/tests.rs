@@ -30,6 +30,9 @@ const _: () = assert!(<Op2 as Layer>::OUT == Op3::IN && Op3::OUT == Op4::IN);
 const A: usize = max(Op0::OUT, <Op2 as Layer>::OUT);
 const B: usize = max(Op1::OUT, Op3::OUT);
 const PATCH: usize = max(Op0::PATCH_WORDS, Op1::PATCH_WORDS);
+/// The op-by-op reference's arena: the conv map beside the next conv's (then the dense
+/// layers' outputs where those were).
+const ARENA: usize = A + B;
 
 struct Typed<'a>(Op0<'a>, Op1<'a>, Op2, Op3<'a>, Op4<'a>);
 
@@ -163,7 +166,7 @@ fn typed_fast_and_reference_inference_agree_bit_for_bit() {
         assert_eq!(decoded, file);
         let sizes = BufferSizes::of(&file, Pixels::BUILT);
         // The op-by-op reference needs the most; the stages need less.
-        assert_eq!((sizes.a, sizes.b), (A, B));
+        assert_eq!(sizes.arena, ARENA);
         assert_eq!(sizes.patch_words, STAGE_PATCH);
         const { assert!(STAGE_A + STAGE_B < A + B) };
         let stages = plan_file(&file);
@@ -179,27 +182,27 @@ fn typed_fast_and_reference_inference_agree_bit_for_bit() {
         let mut distinct = std::collections::BTreeSet::new();
         for _ in 0..8 {
             let image: [i8; 200] = core::array::from_fn(|_| rng.i8());
-            let (mut a, mut b, mut patch) = (vec![0i8; A], vec![0i8; B], vec![0u32; STAGE_PATCH]);
+            let (mut arena, mut patch) = (vec![0i8; ARENA], vec![0u32; STAGE_PATCH]);
             let mut logits = [0i32; 4];
             let reference = run(
                 &file,
                 &image,
                 Kernels::Reference,
-                [&mut a, &mut b, &mut []],
+                &mut arena,
                 &mut patch,
                 &mut logits,
             )
             .unwrap()
             .to_vec();
             // Fresh buffers: nothing of the reference's run may show through.
-            let (mut a, mut b) = (vec![0i8; a.len()], vec![0i8; b.len()]);
+            let mut arena = vec![0i8; arena.len()];
             let mut patch = vec![0u32; patch.len()];
             let mut logits = [0i32; 4];
             let fast = run(
                 &file,
                 &image,
                 Kernels::Fast,
-                [&mut a, &mut b, &mut []],
+                &mut arena,
                 &mut patch,
                 &mut logits,
             )
@@ -278,46 +281,22 @@ fn a_file_of_another_declaration_is_refused_naming_operation_and_property() {
     // run refuses short buffers instead of panicking.
     let good = ops(&params);
     let good = file(&good);
-    let (mut a, mut b, mut patch) = (vec![0i8; A - 1], vec![0i8; B], vec![0u32; STAGE_PATCH]);
+    let (mut arena, mut patch) = (vec![0i8; ARENA - 1], vec![0u32; STAGE_PATCH]);
     let mut logits = [0i32; 4];
     let fast = Kernels::Fast;
+    assert!(run(&good, &[0; 200], fast, &mut arena, &mut patch, &mut logits).is_err());
+    let mut arena = vec![0i8; ARENA];
+    assert!(run(&good, &[0; 199], fast, &mut arena, &mut patch, &mut logits).is_err());
     assert!(run(
         &good,
         &[0; 200],
         fast,
-        [&mut a, &mut b, &mut []],
-        &mut patch,
-        &mut logits
-    )
-    .is_err());
-    let mut a = vec![0i8; A];
-    assert!(run(
-        &good,
-        &[0; 199],
-        fast,
-        [&mut a, &mut b, &mut []],
-        &mut patch,
-        &mut logits
-    )
-    .is_err());
-    assert!(run(
-        &good,
-        &[0; 200],
-        fast,
-        [&mut a, &mut b, &mut []],
+        &mut arena,
         &mut patch,
         &mut logits[..3]
     )
     .is_err());
-    assert!(run(
-        &good,
-        &[0; 200],
-        fast,
-        [&mut a, &mut b, &mut []],
-        &mut patch,
-        &mut logits
-    )
-    .is_ok());
+    assert!(run(&good, &[0; 200], fast, &mut arena, &mut patch, &mut logits).is_ok());
 }
 
 /// Random stacks on inputs other than 28×28×1 (colour 32×32×3, a 49×10×1 spectrogram, a
@@ -378,7 +357,7 @@ fn any_input_shape_round_trips_and_runs() {
                 (h, w, c)
             );
             let sizes = BufferSizes::of(&decoded, Pixels::BUILT);
-            let (mut a, mut b) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
+            let mut arena = vec![0i8; sizes.arena];
             let mut patch = vec![0u32; sizes.patch_words];
             let mut logits = vec![0i32; usize::from(units)];
             let image: Vec<i8> = (0..hu * wu * cu).map(|_| rng.i8()).collect();
@@ -388,7 +367,7 @@ fn any_input_shape_round_trips_and_runs() {
                     &decoded,
                     &image,
                     kernels,
-                    [&mut a, &mut b, &mut []],
+                    &mut arena,
                     &mut patch,
                     &mut logits,
                 )
@@ -400,15 +379,7 @@ fn any_input_shape_round_trips_and_runs() {
             assert_eq!(outputs[0].len(), usize::from(units));
             let short = &image[1..];
             let fast = Kernels::Fast;
-            assert!(run(
-                &decoded,
-                short,
-                fast,
-                [&mut a, &mut b, &mut []],
-                &mut patch,
-                &mut logits
-            )
-            .is_err());
+            assert!(run(&decoded, short, fast, &mut arena, &mut patch, &mut logits).is_err());
         }
     }
 }
@@ -473,28 +444,28 @@ fn stream3x3_case<const F: usize>(rng: &mut TestRng) {
                 }
             })
             .collect();
-        let (mut a, mut b) = (vec![0i8; sizes.a], vec![0i8; sizes.b]);
+        let mut arena = vec![0i8; sizes.arena];
         let mut patch = vec![0u32; sizes.patch_words];
         let mut logits = [0i32; 3];
         let reference = run(
             &file,
             &image,
             Kernels::Reference,
-            [&mut a, &mut b, &mut []],
+            &mut arena,
             &mut patch,
             &mut logits,
         )
         .unwrap()
         .to_vec();
         // Fresh buffers: nothing of the reference's run may show through.
-        let (mut a, mut b) = (vec![0i8; a.len()], vec![0i8; b.len()]);
+        let mut arena = vec![0i8; arena.len()];
         let mut patch = vec![0u32; patch.len()];
         let mut logits = [0i32; 3];
         let fast = run(
             &file,
             &image,
             Kernels::Fast,
-            [&mut a, &mut b, &mut []],
+            &mut arena,
             &mut patch,
             &mut logits,
         )
@@ -638,18 +609,11 @@ fn prepared_weights_are_used_when_they_match_and_ignored_otherwise() {
         assert_eq!(own_file.prepared(1), &own[1][..]);
         let image: [i8; 200] = core::array::from_fn(|_| rng.i8());
         let infer = |file: &StackFile<'_>, kernels| {
-            let (mut a, mut b, mut patch) = (vec![0i8; A], vec![0i8; B], vec![0u32; STAGE_PATCH]);
+            let (mut arena, mut patch) = (vec![0i8; ARENA], vec![0u32; STAGE_PATCH]);
             let mut logits = [0i32; 4];
-            run(
-                file,
-                &image,
-                kernels,
-                [&mut a, &mut b, &mut []],
-                &mut patch,
-                &mut logits,
-            )
-            .unwrap()
-            .to_vec()
+            run(file, &image, kernels, &mut arena, &mut patch, &mut logits)
+                .unwrap()
+                .to_vec()
         };
         let reference = infer(&decoded, Kernels::Reference);
         for file in [&with, &own_file] {

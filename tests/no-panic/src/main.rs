@@ -30,10 +30,10 @@ use core::panic::PanicInfo;
 use cortex_m_rt::entry;
 use infer_core::kernels::MapRows;
 use infer_core::stack::layers::{
-    check_op_count, max, Add, AvgPool2d, Branch, Chain, Conv2d, ConvPool, ConvPool3x3,
-    ConvPoolDense3x3, Dense, DepthwiseConv2d, Layer, Logits, MaxPool2d, Streamed,
+    check_op_count, max, Add, AddInPlace, AvgPool2d, Branch, Chain, Conv2d, ConvPool,
+    ConvPool3x3, ConvPoolDense3x3, Dense, DepthwiseConv2d, Layer, Logits, MaxPool2d, Streamed,
 };
-use infer_core::stack::stages::Out;
+use infer_core::stack::stages::{regions, Out};
 use infer_core::stack::{run, Kernels, StackFile};
 use infer_core::Error;
 
@@ -171,13 +171,15 @@ type ResConv<'a> = Conv2d<'a, 16, 16, 32, 3, 3, 64, 2, true, true>;
 type ResBranch = Branch<16, 16, 32, 0>;
 type ResSkip<'a> = Conv2d<'a, 16, 16, 32, 1, 1, 64, 2, true, false>;
 type ResAdd = Add<8, 8, 64, 1>;
+// The skip path's conv with the add after it, computed in place in the first conv's output.
+type ResSkipAdd<'a> = AddInPlace<ResSkip<'a>, ResAdd>;
 type ResPool = AvgPool2d<8, 8, 64, 8, 8, 8, 8, false>;
 type ResDense<'a> = Dense<'a, 64, 10, false>;
 const RES: usize = ResConv::OUT;
 const RES_PATCH: usize = max(
     max(ResConv::PATCH_WORDS, ResSkip::PATCH_WORDS),
     max(
-        <ResAdd as Layer>::PATCH_WORDS,
+        max(<ResAdd as Layer>::PATCH_WORDS, ResSkipAdd::PATCH_WORDS),
         <ResPool as Layer>::PATCH_WORDS,
     ),
 );
@@ -203,6 +205,17 @@ fn stack_graph(bytes: &[u8], input: &[i8; 16 * 16 * 32]) -> Result<[i32; 10], Er
     ops.3.run_add(&b, &a, &mut patch, &mut c);
     ops.4.run(&c, &mut patch, &mut a);
     ops.5.run_logits(&a[..64], &mut patch, &mut logits);
+    // As the plan runs it: the add in place, the tensors in one arena (regions given at
+    // run time here, so that any are proved).
+    let fused = ResSkipAdd::from_file(&file, 2)?;
+    let mut arena = [0i8; 2 * RES];
+    let at = black_box(0..RES);
+    let (dst, _) = regions(&mut arena, at.clone(), []);
+    ops.0.run(input, &mut patch, dst);
+    let (dst, _) = regions(&mut arena, at.clone(), []);
+    fused.run(input, &mut patch, dst);
+    let (dst, [src]) = regions(&mut arena, black_box(RES..2 * RES), [Some(at)]);
+    ops.4.run(src, &mut patch, dst);
     Ok(logits)
 }
 
@@ -220,6 +233,7 @@ fn main() -> ! {
         let image: [i8; 784] = black_box([0; 784]);
         let (mut a, mut b) = ([0i8; A], [0i8; B]);
         black_box(stack_typed(bytes, &image, &mut a, &mut b).ok());
+        let mut arena = [0i8; A + B];
         black_box(stack_fused(bytes, &image, &mut a).ok());
         black_box(stack_imported(bytes, &black_box([0; 490])).ok());
         black_box(stack_graph(bytes, &black_box([0; 16 * 16 * 32])).ok());
@@ -230,7 +244,7 @@ fn main() -> ! {
                 &file,
                 black_box(&image),
                 Kernels::Fast,
-                [&mut a, &mut b, &mut []],
+                &mut arena,
                 &mut patch,
                 &mut logits,
             );
@@ -239,7 +253,7 @@ fn main() -> ! {
                 &file,
                 black_box(&image),
                 Kernels::Reference,
-                [&mut a, &mut b, &mut []],
+                &mut arena,
                 &mut patch,
                 &mut logits,
             );

@@ -172,7 +172,7 @@ fn run_arch(name: &str, spec: &Spec, board: Option<Board>, json: bool) -> Result
         print_ram(
             budget.ram,
             budget.input,
-            budget.buffers,
+            budget.activations,
             (budget.patch, budget.kernel_stack),
             budget.scratch,
         );
@@ -291,23 +291,15 @@ pub fn rows(spec: &Spec) -> (Vec<Row>, usize) {
 fn print_ram(
     total: usize,
     input: usize,
-    buffers: [usize; 3],
+    arena: usize,
     (patch, kernel_stack): (usize, usize),
     scratch: usize,
 ) {
-    let buffers = match buffers {
-        [a, b, 0] => format!("{} + {} ping-pong activation buffers", group(a), group(b)),
-        [a, b, c] => format!(
-            "{} + {} + {} activation buffers (the third keeping a tensor an add reads later)",
-            group(a),
-            group(b),
-            group(c)
-        ),
-    };
     println!(
-        " RAM    per inference through the fused stages: {} bytes = {} int8 input + {buffers} + {} conv patch and stage working memory + {} fused-kernel scratch + {} class probabilities; weights stay in flash",
+        " RAM    per inference through the fused stages: {} bytes = {} int8 input + {} activation arena + {} conv patch and stage working memory + {} fused-kernel scratch + {} class probabilities; weights stay in flash",
         group(total),
         group(input),
+        group(arena),
         group(patch),
         group(kernel_stack),
         group(scratch)
@@ -322,9 +314,8 @@ pub struct StackRam {
     pub total: usize,
     /// The int8 input image.
     pub input: usize,
-    /// The activation buffers: two ping-pong buffers, and a third for a tensor an add
-    /// reads later (0 for a chain).
-    pub buffers: [usize; 3],
+    /// The activation arena (the stages' outputs, those live at once side by side).
+    pub arena: usize,
     /// The stages' patch buffer (packed patch and working memory).
     pub patch: usize,
     /// Scratch a fused kernel keeps on its stack.
@@ -344,13 +335,9 @@ impl StackRam {
         let patch = sizes.patch_words * 4;
         let probabilities = file.classes() * 4;
         Self {
-            total: input
-                + sizes.buffers().iter().sum::<usize>()
-                + patch
-                + sizes.stack_bytes
-                + probabilities,
+            total: input + sizes.arena + patch + sizes.stack_bytes + probabilities,
             input,
-            buffers: sizes.buffers(),
+            arena: sizes.arena,
             patch,
             kernel_stack: sizes.stack_bytes,
             probabilities,
@@ -407,7 +394,7 @@ fn run_stack(path: &Path, bytes: &[u8], board: Option<Board>, json: bool) -> Res
     print_ram(
         ram.total,
         ram.input,
-        ram.buffers,
+        ram.arena,
         (ram.patch, ram.kernel_stack),
         ram.probabilities,
     );
