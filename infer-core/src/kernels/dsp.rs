@@ -285,144 +285,285 @@ halfword_mac!(
     hi
 );
 
-/// The kernel taps of four channels of a depthwise conv (a multiplier of 1), at most `N`:
-/// per tap where its four int8 inputs lie relative to the window's first (`offset`) and its
-/// four weights as packed halves, for [`QuadTaps::sums`].
-#[derive(Debug, Clone, Copy)]
-pub struct QuadTaps<const N: usize> {
-    /// Per tap `[offset, weights of channels 0 and 2, weights of channels 1 and 3]`.
-    taps: [[u32; 3]; N],
-    /// Taps held.
-    count: usize,
-    /// The largest `offset + 4`: the input a window needs.
-    span: usize,
+/// Most kernel taps of a [`DwQuad`] (a 3 × 3 window).
+pub const DW_TAPS: usize = 9;
+
+/// One channel's requantization in [`dw_quads`]: TFLite's `MultiplyByQuantizedMultiplier`
+/// for a right shift `shift` in `1..=31` (`half` = `2^(shift − 1)`), the output zero point
+/// added, clamped to `-128..=127`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct DwRequant {
+    /// The Q31 multiplier (≥ 0).
+    pub multiplier: i32,
+    /// `2^(shift − 1)`: the rounding of the right shift.
+    pub half: i32,
+    /// The right shift.
+    pub shift: i32,
+    /// The output zero point.
+    pub zero_point: i32,
 }
 
-impl<const N: usize> Default for QuadTaps<N> {
-    fn default() -> Self {
-        Self {
-            taps: [[0; 3]; N],
-            count: 0,
-            span: 0,
+/// A block of output pixels of four channels of a depthwise conv (a multiplier of 1), as
+/// [`dw_quads`] computes them: `rows × cols` pixels, each with its window's taps at the
+/// same offsets from its origin, its four channels' sums requantized by `requant`.
+///
+/// The sums are doubled: weights and bias are stored times two, so the requantization's
+/// doubling high multiply is one `SMMLAR` (`(2·acc · M + 2^31) >> 32` is gemmlowp's
+/// `(acc · M + 2^30) >> 31`, rounded alike on both signs, while `|acc| < 2^30`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct DwQuad {
+    /// Each channel's sum before its taps, doubled (the bias with the input offset's
+    /// share folded in).
+    pub bias: [i32; 4],
+    /// Per tap: the byte offset of its four inputs from the pixel's origin (an `i32`'s
+    /// bits), then its doubled weights as packed halves, channels 0 and 2, then 1 and 3.
+    /// A tap of zero weights still reads its word.
+    pub taps: [[u32; 3]; DW_TAPS],
+    /// The four channels' requantizations.
+    pub requant: [DwRequant; 4],
+    /// Input bytes from one pixel's origin to the next in a row.
+    pub in_step: i32,
+    /// Output bytes from one pixel's first channel to the next in a row.
+    pub out_step: i32,
+    /// Input bytes from one row's first origin to the next row's.
+    pub in_row: i32,
+    /// Output bytes from one row's first pixel to the next row's.
+    pub out_row: i32,
+    /// Pixels per row.
+    pub cols: u32,
+    /// Rows.
+    pub rows: u32,
+}
+
+// The assembly of [`dw_quads`] reads these fields at these byte offsets.
+const _: () = {
+    assert!(core::mem::offset_of!(DwQuad, taps) == 16);
+    assert!(core::mem::offset_of!(DwQuad, requant) == 124);
+    assert!(core::mem::offset_of!(DwQuad, in_step) == 188);
+    assert!(core::mem::offset_of!(DwQuad, in_row) == 196);
+    assert!(core::mem::offset_of!(DwQuad, out_row) == 200);
+    assert!(core::mem::offset_of!(DwQuad, cols) == 204);
+};
+
+impl DwQuad {
+    #[cfg_attr(not(any(infer_core_dsp, test)), allow(dead_code))]
+    /// Whether [`dw_quads`]' assembly may run: at least one pixel, steps ≥ 0, shifts in
+    /// `0..=31`, every tap's word inside `input` (`len` bytes) for every pixel (the first
+    /// origin at `origin`) and every pixel's four outputs inside `output` (`out_len`
+    /// bytes, the first at `out_at`).
+    fn fits(&self, len: usize, origin: isize, out_len: usize, out_at: usize) -> bool {
+        let (rows, cols) = (i64::from(self.rows), i64::from(self.cols));
+        let steps = [self.in_step, self.out_step, self.in_row, self.out_row];
+        if rows == 0 || cols == 0 || steps.iter().any(|&s| s < 0) {
+            return false;
         }
-    }
-}
-
-impl<const N: usize> QuadTaps<N> {
-    /// Adds a tap: four int8 inputs at `offset`, weights `w`; false (nothing added) when
-    /// `N` taps are held or the offset does not fit a word.
-    pub fn push(&mut self, offset: usize, w: [i8; 4]) -> bool {
-        let (Some(slot), Ok(at)) = (self.taps.get_mut(self.count), u32::try_from(offset)) else {
+        if self.requant.iter().any(|r| !(0..=31).contains(&r.shift)) {
             return false;
-        };
-        let Some(end) = offset.checked_add(4) else {
-            return false;
-        };
-        let w = word_i8(&w);
-        *slot = [at, sxtb16(w), sxtb16_ror8(w)];
-        self.count += 1;
-        self.span = self.span.max(end);
-        true
-    }
-
-    /// Whether a window at `base` fits `input`, for [`QuadTaps::sums`] to compute.
-    #[inline(always)]
-    pub fn fits(&self, input: &[i8], base: usize) -> bool {
-        input
-            .len()
-            .checked_sub(base)
-            .is_some_and(|n| n >= self.span)
-    }
-
-    /// `acc[c] + Σ x[c]·w[c]` over the taps, `x` the four int8 values at `base + offset` of
-    /// `input`, for each channel `c`; `acc` unchanged when the window does not fit `input`.
-    ///
-    /// On DSP cores a loop of assembly: eleven instructions per tap (the offset, the input
-    /// word and the weights loaded, two `SXTB16`, two `SMLABB`, two `SMLATT`, the loop
-    /// end); elsewhere [`QuadTaps::sums_portable`].
-    #[inline(always)]
-    pub fn sums(&self, input: &[i8], base: usize, acc: [i32; 4]) -> [i32; 4] {
-        let (Some(window), Some(taps)) = (
-            input.get(base..).and_then(|w| w.get(..self.span)),
-            self.taps.get(..self.count),
+        }
+        let offsets = self.taps.iter().map(|t| i64::from(t[0] as i32));
+        let (lo, hi) = offsets.fold((i64::MAX, i64::MIN), |(lo, hi), o| (lo.min(o), hi.max(o)));
+        let last = |row: i32, step: i32| (rows - 1) * i64::from(row) + (cols - 1) * i64::from(step);
+        let (Ok(origin), Ok(len), Ok(out_len), Ok(out_at)) = (
+            i64::try_from(origin),
+            i64::try_from(len),
+            i64::try_from(out_len),
+            i64::try_from(out_at),
         ) else {
-            return acc;
+            return false;
         };
-        if taps.is_empty() {
-            return acc;
+        origin + lo >= 0
+            && origin + last(self.in_row, self.in_step) + hi + 4 <= len
+            && out_at + last(self.out_row, self.out_step) + 4 <= out_len
+    }
+}
+
+/// `acc + ((a · b + 2^31) >> 32)`, wrapping: `SMMLAR`.
+#[inline(always)]
+pub fn smmlar(a: i32, b: i32, acc: i32) -> i32 {
+    acc.wrapping_add(((i64::from(a) * i64::from(b) + (1 << 31)) >> 32) as i32)
+}
+
+/// One doubled sum requantized as [`dw_quads`] does: `SMMLAR` with the rounding half,
+/// one less if the sum is negative, shifted right (`ASR` by register: 32 or more gives
+/// the sign), the zero point added, saturated to int8 (`SSAT`).
+#[inline(always)]
+pub fn dw_requantize(acc: i32, r: &DwRequant) -> i8 {
+    let t = smmlar(acc, r.multiplier, r.half).wrapping_add(acc >> 31);
+    let s = r.shift as u32 & 0xFF;
+    let t = if s >= 32 { t >> 31 } else { t >> s };
+    t.wrapping_add(r.zero_point).clamp(-128, 127) as i8
+}
+
+/// One tap of [`dw_quads`]' assembly: offset and weights loaded (`LDM`), the four inputs'
+/// word, two `SXTB16`, four `SMLAxx`.
+#[cfg(infer_core_dsp)]
+macro_rules! dw_tap {
+    () => {
+        concat!(
+            "ldm r5!, {{r8, r9, r10}}\n",
+            "ldr r11, [r4, r8]\n",
+            "sxtb16 r12, r11\n",
+            "sxtb16 r11, r11, ror #8\n",
+            "smlabb r0, r12, r9, r0\n",
+            "smlatt r2, r12, r9, r2\n",
+            "smlabb r1, r11, r10, r1\n",
+            "smlatt r3, r11, r10, r3\n",
+        )
+    };
+}
+
+/// One channel's requantization in [`dw_quads`]' assembly ([`dw_requantize`]): its
+/// parameters loaded (`LDM`), six instructions, the byte stored at `$byte` of the pixel.
+#[cfg(infer_core_dsp)]
+macro_rules! dw_requant {
+    ($acc:literal, $byte:literal) => {
+        concat!(
+            "ldm r5!, {{r8, r9, r10, r11}}\n",
+            "smmlar r12, ",
+            $acc,
+            ", r8, r9\n",
+            "add r12, r12, ",
+            $acc,
+            ", asr #31\n",
+            "asr r12, r12, r10\n",
+            "add r12, r12, r11\n",
+            "ssat r12, #8, r12\n",
+            "strb r12, [r6, #",
+            $byte,
+            "]\n",
+        )
+    };
+}
+
+/// Computes the block of pixels of `q`: pixel `(i, j)` (row `i < rows`, column
+/// `j < cols`) reads its taps' words at `origin + i · in_row + j · in_step + offset` of
+/// `input` (int8 values of four channels each) and writes its four channels at
+/// `out_at + i · out_row + j · out_step` of `output`: for each channel `c`, `bias[c] +
+/// Σ x[c] · w[c]` over the taps, requantized by [`dw_requantize`]. Taps whose word falls
+/// outside `input` are skipped, pixels outside `output` not written.
+///
+/// On a DSP core, when every word read and written lies inside the slices, one block of
+/// assembly: per pixel 108 instructions (the biases loaded, eight per tap, seven per
+/// channel's requantization, seven to step on); elsewhere [`dw_quads_portable`].
+#[inline(never)]
+pub fn dw_quads(q: &DwQuad, input: &[i8], origin: isize, output: &mut [i8], out_at: usize) {
+    #[cfg(infer_core_dsp)]
+    if q.fits(input.len(), origin, output.len(), out_at) {
+        // Registers: the four sums r0–r3; the pixel's origin r4; the walk through `q`
+        // r5 (back to its start after each pixel); the pixel's output r6; the pixels left
+        // in the row r7; a tap's offset and weights, then a channel's parameters, r8–r11;
+        // the input word and its halves r11 r12; the rows left lr. The row's first origin
+        // and output are pushed with lr during the row.
+        // SAFETY: `fits` checked that every word the block reads, `origin + i · in_row +
+        // j · in_step + offset` for every pixel (i, j) and tap (steps ≥ 0, so the first
+        // and last pixels bound them; word loads may be unaligned on these cores), lies
+        // inside `input`, and that every pixel's four bytes lie inside `output`; `r5` reads
+        // the 212 bytes of `q` (`repr(C)`, word-aligned as LDM needs) and comes back to its
+        // start; rows and cols are at least 1. The block saves r6 and r7 (which cannot be
+        // operands: LLVM's base and frame pointers) and pops all it pushes; every other
+        // register it writes is declared.
+        unsafe {
+            asm!(
+                "push {{r6, r7}}",
+                "mov r6, r0",
+                "3:",
+                "push {{r4, r6, lr}}",
+                "ldr r7, [r5, #204]",
+                "2:",
+                "ldm r5!, {{r0, r1, r2, r3}}",
+                dw_tap!(),
+                dw_tap!(),
+                dw_tap!(),
+                dw_tap!(),
+                dw_tap!(),
+                dw_tap!(),
+                dw_tap!(),
+                dw_tap!(),
+                dw_tap!(),
+                dw_requant!("r0", "0"),
+                dw_requant!("r1", "1"),
+                dw_requant!("r2", "2"),
+                dw_requant!("r3", "3"),
+                "ldm r5, {{r8, r9}}",
+                "add r4, r8",
+                "add r6, r9",
+                "sub r5, #188",
+                "subs r7, #1",
+                "bne 2b",
+                "pop {{r4, r6, lr}}",
+                "ldr r8, [r5, #196]",
+                "add r4, r8",
+                "ldr r8, [r5, #200]",
+                "add r6, r8",
+                "subs lr, #1",
+                "bne 3b",
+                "pop {{r6, r7}}",
+                inout("r0") output.as_mut_ptr().wrapping_add(out_at) => _,
+                out("r1") _,
+                out("r2") _,
+                out("r3") _,
+                inout("r4") input.as_ptr().wrapping_offset(origin) => _,
+                inout("r5") core::ptr::from_ref(q) => _,
+                out("r8") _,
+                out("r9") _,
+                out("r10") _,
+                out("r11") _,
+                out("r12") _,
+                inout("lr") q.rows => _,
+            );
         }
-        #[cfg(infer_core_dsp)]
-        {
-            let [mut a0, mut a1, mut a2, mut a3] = acc;
-            let range = taps.as_ptr_range();
-            // SAFETY: `q` walks the taps, three words each (aligned `u32`s), and stops at
-            // their end (there is at least one); each reads the word at
-            // `window + offset`, inside `window` since `offset + 4 <= span` (`push`) and
-            // `window` is `span` bytes. Registers only besides; sets the flags (`CMP`)
-            // and may set the Q flag.
-            unsafe {
-                asm!(
-                    "2:",
-                    "ldr {x}, [{q}], #12",
-                    "ldr {x}, [{p}, {x}]",
-                    "ldrd {we}, {wo}, [{q}, #-8]",
-                    "sxtb16 {t}, {x}",
-                    "sxtb16 {x}, {x}, ror #8",
-                    "smlabb {a0}, {t}, {we}, {a0}",
-                    "smlatt {a2}, {t}, {we}, {a2}",
-                    "smlabb {a1}, {x}, {wo}, {a1}",
-                    "smlatt {a3}, {x}, {wo}, {a3}",
-                    "cmp {q}, {end}",
-                    "bne 2b",
-                    p = in(reg) window.as_ptr(),
-                    q = inout(reg) range.start => _,
-                    end = in(reg) range.end,
-                    x = out(reg) _,
-                    t = out(reg) _,
-                    we = out(reg) _,
-                    wo = out(reg) _,
-                    a0 = inout(reg) a0,
-                    a1 = inout(reg) a1,
-                    a2 = inout(reg) a2,
-                    a3 = inout(reg) a3,
-                    options(readonly, nostack),
-                );
+        return;
+    }
+    dw_quads_portable(q, input, origin, output, out_at);
+}
+
+/// [`dw_quads`] in plain integer arithmetic (the reference the assembly is tested against,
+/// and the code elsewhere).
+#[cfg_attr(infer_core_dsp, inline(never))]
+pub fn dw_quads_portable(
+    q: &DwQuad,
+    input: &[i8],
+    origin: isize,
+    output: &mut [i8],
+    out_at: usize,
+) {
+    let at = |start: isize, row: i32, step: i32, i: u32, j: u32| {
+        start
+            .wrapping_add((row as isize).wrapping_mul(i as isize))
+            .wrapping_add((step as isize).wrapping_mul(j as isize))
+    };
+    for i in 0..q.rows {
+        for j in 0..q.cols {
+            let pixel = at(origin, q.in_row, q.in_step, i, j);
+            let mut acc = q.bias;
+            for &[offset, even, odd] in &q.taps {
+                let Some(x) = usize::try_from(pixel.wrapping_add(offset as i32 as isize))
+                    .ok()
+                    .and_then(|at| input.get(at..at.checked_add(4)?))
+                    .and_then(|x| x.first_chunk())
+                else {
+                    continue;
+                };
+                let x = word_i8(x);
+                let (xe, xo) = (sxtb16(x), sxtb16_ror8(x));
+                acc[0] = smlabb(xe, even, acc[0]);
+                acc[2] = smlatt(xe, even, acc[2]);
+                acc[1] = smlabb(xo, odd, acc[1]);
+                acc[3] = smlatt(xo, odd, acc[3]);
             }
-            [a0, a1, a2, a3]
-        }
-        #[cfg(not(infer_core_dsp))]
-        {
-            Self::sums_of(window, taps, acc)
-        }
-    }
-
-    /// [`QuadTaps::sums`] in portable code (the reference the assembly is tested against).
-    pub fn sums_portable(&self, input: &[i8], base: usize, acc: [i32; 4]) -> [i32; 4] {
-        match (
-            input.get(base..).and_then(|w| w.get(..self.span)),
-            self.taps.get(..self.count),
-        ) {
-            (Some(window), Some(taps)) => Self::sums_of(window, taps, acc),
-            _ => acc,
-        }
-    }
-
-    /// The sums over `taps` of the window `window`.
-    #[inline(always)]
-    fn sums_of(window: &[i8], taps: &[[u32; 3]], mut acc: [i32; 4]) -> [i32; 4] {
-        for &[offset, even, odd] in taps {
-            let at = offset as usize;
-            let Some(x) = window.get(at..at + 4).and_then(|x| x.first_chunk()) else {
-                return acc;
+            let out = at(out_at as isize, q.out_row, q.out_step, i, j);
+            let Some(out) = usize::try_from(out)
+                .ok()
+                .and_then(|at| output.get_mut(at..at.checked_add(4)?))
+            else {
+                continue;
             };
-            let x = word_i8(x);
-            let (xe, xo) = (sxtb16(x), sxtb16_ror8(x));
-            acc[0] = smlabb(xe, even, acc[0]);
-            acc[1] = smlabb(xo, odd, acc[1]);
-            acc[2] = smlatt(xe, even, acc[2]);
-            acc[3] = smlatt(xo, odd, acc[3]);
+            for (o, (&a, r)) in out.iter_mut().zip(acc.iter().zip(&q.requant)) {
+                *o = dw_requantize(a, r);
+            }
         }
-        acc
     }
 }
 
@@ -1723,6 +1864,93 @@ mod tests {
                 );
                 assert_eq!(got, start);
             }
+        }
+    }
+
+    /// A block of depthwise pixels fits exactly when every word it reads and writes lies
+    /// inside the slices (and its shifts are in range), on random steps and offsets.
+    #[test]
+    fn dw_quads_fit_exactly_when_every_word_is_inside() {
+        let mut rng = TestRng(0xF175);
+        let mut fitting = 0;
+        for _ in 0..20_000 {
+            let small = |rng: &mut TestRng, n: u64| rng.below(n) as i32 - 4;
+            let mut q = DwQuad {
+                in_step: small(&mut rng, 24),
+                out_step: small(&mut rng, 24),
+                in_row: small(&mut rng, 60),
+                out_row: small(&mut rng, 60),
+                cols: rng.below(4) as u32,
+                rows: rng.below(4) as u32,
+                ..DwQuad::default()
+            };
+            for t in &mut q.taps {
+                t[0] = (rng.below(40) as i32 - 8) as u32;
+            }
+            for r in &mut q.requant {
+                r.shift = rng.below(34) as i32 - 1;
+            }
+            let (len, out_len) = (rng.below(200) as usize, rng.below(200) as usize);
+            let origin = rng.below(60) as isize - 20;
+            let out_at = rng.below(60) as usize;
+            let steps = [q.in_step, q.out_step, q.in_row, q.out_row];
+            let inside = steps.iter().all(|&s| s >= 0)
+                && q.requant.iter().all(|r| (0..=31).contains(&r.shift))
+                && q.rows > 0
+                && q.cols > 0
+                && (0..q.rows as isize).all(|i| {
+                    (0..q.cols as isize).all(|j| {
+                        let pixel = origin + i * q.in_row as isize + j * q.in_step as isize;
+                        let out =
+                            out_at as isize + i * q.out_row as isize + j * q.out_step as isize;
+                        q.taps.iter().all(|t| {
+                            let at = pixel + t[0] as i32 as isize;
+                            at >= 0 && at + 4 <= len as isize
+                        }) && out >= 0
+                            && out + 4 <= out_len as isize
+                    })
+                });
+            assert_eq!(q.fits(len, origin, out_len, out_at), inside, "{q:?}");
+            fitting += usize::from(inside);
+        }
+        assert!(fitting > 100, "{fitting}");
+    }
+
+    /// A depthwise pixel's requantization equals TFLite's (the doubled sum's `SMMLAR`,
+    /// sign and shift against `MultiplyByQuantizedMultiplier`, offset, clamped) for sums
+    /// below 2^30 in magnitude, multipliers ≥ 0 and right shifts 1 to 31.
+    #[test]
+    fn dw_requantization_equals_tflite() {
+        let mut rng = TestRng(0x5A11);
+        for i in 0..200_000 {
+            let r = rng.next_u64();
+            let acc = ((r as i32) >> 2) >> (r >> 59);
+            let acc = if i % 7 == 0 {
+                (acc & 0x7FF) - 0x400
+            } else {
+                acc
+            };
+            let multiplier = if i % 5 == 0 {
+                (rng.next_u64() as u32 >> 1) as i32
+            } else {
+                (1 << 30) + ((rng.next_u64() as u32) >> 2) as i32
+            };
+            let shift = 1 + rng.below(31) as i32;
+            let zero_point = rng.below(256) as i32 - 128;
+            let want = (multiply_by_quantized_multiplier(acc, multiplier, -shift)
+                .saturating_add(zero_point))
+            .clamp(-128, 127) as i8;
+            let r = DwRequant {
+                multiplier,
+                half: 1 << (shift - 1),
+                shift,
+                zero_point,
+            };
+            assert_eq!(
+                dw_requantize(2 * acc, &r),
+                want,
+                "acc={acc} m={multiplier} s={shift}"
+            );
         }
     }
 
