@@ -383,7 +383,7 @@ impl Operands<'_, '_> {
             };
         }
         // Each tap's offset and doubled packed weights, and its weights as they are.
-        let mut full = [[0u32; 3]; dsp::DW_TAPS];
+        let mut full = [[0u32; dsp::DW_TAP_WORDS]; dsp::DW_TAPS];
         let mut w = [[0i32; 4]; dsp::DW_TAPS];
         let mut magnitude = [0i64; 4];
         for (t, ((f, w), &o)) in full
@@ -396,12 +396,7 @@ impl Operands<'_, '_> {
             let at = t * channels + c0;
             let bytes: &[u8; 4] = p.conv.weights.get(at..at + 4)?.first_chunk()?;
             *w = bytes.map(|b| i32::from(b as i8));
-            let d = w.map(|w| 2 * w);
-            *f = [
-                i32::try_from(o).ok()? as u32,
-                dsp::pack(d[0], d[2]),
-                dsp::pack(d[1], d[3]),
-            ];
+            *f = dsp::dw_tap(i32::try_from(o).ok()?, w.map(|w| 2 * w));
             for (m, &w) in magnitude.iter_mut().zip(w.iter()) {
                 *m += i64::from(w.unsigned_abs());
             }
@@ -423,6 +418,7 @@ impl Operands<'_, '_> {
             for (oxs, kx) in segments(g.out_w(), win.stride_w, pad_left, win.k_w, g.in_w) {
                 // Taps outside read the first inside tap's word (any readable word).
                 let first = full[(ky.start * win.k_w + kx.start).min(dsp::DW_TAPS - 1)][0];
+                let outside = dsp::dw_tap(first as i32, [0; 4]);
                 let mut sums = [0i32; 4];
                 for (t, tap) in q.taps.iter_mut().enumerate() {
                     let (y, x) = (t / win.k_w.max(1), t % win.k_w.max(1));
@@ -432,7 +428,7 @@ impl Operands<'_, '_> {
                         }
                         full[t]
                     } else {
-                        [first, 0, 0]
+                        outside
                     };
                 }
                 for ((q, &b), &s) in q.bias.iter_mut().zip(&bias).zip(&sums) {

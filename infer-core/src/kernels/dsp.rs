@@ -288,6 +288,53 @@ halfword_mac!(
 /// Most kernel taps of a [`DwQuad`] (a 3 × 3 window).
 pub const DW_TAPS: usize = 9;
 
+/// Words of a [`DwTap`]: on DSP cores the offset and the four weights as two words of
+/// packed halves (channels 0 and 2, 1 and 3), which `SMLABB`/`SMLATT` take as they are;
+/// elsewhere the offset and the four weights one word each, for `MLA`.
+#[cfg(infer_core_dsp)]
+pub const DW_TAP_WORDS: usize = 3;
+/// Words of a [`DwTap`]: on DSP cores the offset and the four weights as two words of
+/// packed halves (channels 0 and 2, 1 and 3), which `SMLABB`/`SMLATT` take as they are;
+/// elsewhere the offset and the four weights one word each, for `MLA`.
+#[cfg(not(infer_core_dsp))]
+pub const DW_TAP_WORDS: usize = 5;
+
+/// One tap of a [`DwQuad`]: the byte offset of its four int8 inputs from the pixel's
+/// origin (an `i32`'s bits), then its four weights ([`dw_tap`] writes them,
+/// [`dw_tap_weights`] reads them).
+pub type DwTap = [u32; DW_TAP_WORDS];
+
+/// The tap at `offset` with weights `w` (each in `i16` range; [`DwQuad`] takes them
+/// doubled).
+pub fn dw_tap(offset: i32, w: [i32; 4]) -> DwTap {
+    #[cfg(infer_core_dsp)]
+    {
+        [offset as u32, pack(w[0], w[2]), pack(w[1], w[3])]
+    }
+    #[cfg(not(infer_core_dsp))]
+    {
+        [
+            offset as u32,
+            w[0] as u32,
+            w[1] as u32,
+            w[2] as u32,
+            w[3] as u32,
+        ]
+    }
+}
+
+/// The four weights of tap `t`, as the assembly of [`dw_quads`] multiplies them.
+pub fn dw_tap_weights(t: &DwTap) -> [i32; 4] {
+    #[cfg(infer_core_dsp)]
+    {
+        [lo(t[1]), lo(t[2]), hi(t[1]), hi(t[2])]
+    }
+    #[cfg(not(infer_core_dsp))]
+    {
+        [t[1] as i32, t[2] as i32, t[3] as i32, t[4] as i32]
+    }
+}
+
 /// One channel's requantization in [`dw_quads`]: TFLite's `MultiplyByQuantizedMultiplier`
 /// for a right shift `shift` in `1..=31` (`half` = `2^(shift − 1)`), the output zero point
 /// added, clamped to `-128..=127`.
@@ -317,10 +364,9 @@ pub struct DwQuad {
     /// Each channel's sum before its taps, doubled (the bias with the input offset's
     /// share folded in).
     pub bias: [i32; 4],
-    /// Per tap: the byte offset of its four inputs from the pixel's origin (an `i32`'s
-    /// bits), then its doubled weights as packed halves, channels 0 and 2, then 1 and 3.
-    /// A tap of zero weights still reads its word.
-    pub taps: [[u32; 3]; DW_TAPS],
+    /// The taps, their weights doubled ([`dw_tap`]). A tap of zero weights still reads
+    /// its word.
+    pub taps: [DwTap; DW_TAPS],
     /// The four channels' requantizations.
     pub requant: [DwRequant; 4],
     /// Input bytes from one pixel's origin to the next in a row.
@@ -337,18 +383,20 @@ pub struct DwQuad {
     pub rows: u32,
 }
 
-// The assembly of [`dw_quads`] reads these fields at these byte offsets.
-const _: () = {
-    assert!(core::mem::offset_of!(DwQuad, taps) == 16);
-    assert!(core::mem::offset_of!(DwQuad, requant) == 124);
-    assert!(core::mem::offset_of!(DwQuad, in_step) == 188);
-    assert!(core::mem::offset_of!(DwQuad, in_row) == 196);
-    assert!(core::mem::offset_of!(DwQuad, out_row) == 200);
-    assert!(core::mem::offset_of!(DwQuad, cols) == 204);
-};
+/// Where the assembly of [`dw_quads`] finds the steps of a pixel (the end of its walk
+/// through the biases, taps and requantizations), of a row, and the columns.
+const DW_STEPS: usize = core::mem::offset_of!(DwQuad, in_step);
+#[cfg(infer_core_long_multiply)]
+const DW_IN_ROW: usize = core::mem::offset_of!(DwQuad, in_row);
+#[cfg(infer_core_long_multiply)]
+const DW_OUT_ROW: usize = core::mem::offset_of!(DwQuad, out_row);
+#[cfg(infer_core_long_multiply)]
+const DW_COLS: usize = core::mem::offset_of!(DwQuad, cols);
+// The walk: four biases, the taps, four requantizations of four words, then the steps.
+const _: () = assert!(DW_STEPS == 4 * (4 + DW_TAPS * DW_TAP_WORDS + 16));
 
 impl DwQuad {
-    #[cfg_attr(not(any(infer_core_dsp, test)), allow(dead_code))]
+    #[cfg_attr(not(any(infer_core_long_multiply, test)), allow(dead_code))]
     /// Whether [`dw_quads`]' assembly may run: at least one pixel, steps ≥ 0, shifts in
     /// `0..=31`, every tap's word inside `input` (`len` bytes) for every pixel (the first
     /// origin at `origin`) and every pixel's four outputs inside `output` (`out_len`
@@ -396,8 +444,8 @@ pub fn dw_requantize(acc: i32, r: &DwRequant) -> i8 {
     t.wrapping_add(r.zero_point).clamp(-128, 127) as i8
 }
 
-/// One tap of [`dw_quads`]' assembly: offset and weights loaded (`LDM`), the four inputs'
-/// word, two `SXTB16`, four `SMLAxx`.
+/// One tap of [`dw_quads_asm`] on DSP cores: offset and packed weights loaded (`LDM`),
+/// the four inputs' word, two `SXTB16`, four `SMLAxx`.
 #[cfg(infer_core_dsp)]
 macro_rules! dw_tap {
     () => {
@@ -414,23 +462,63 @@ macro_rules! dw_tap {
     };
 }
 
-/// One channel's requantization in [`dw_quads`]' assembly ([`dw_requantize`]): its
-/// parameters loaded (`LDM`), six instructions, the byte stored at `$byte` of the pixel.
+/// One tap of [`dw_quads_asm`] without the DSP extension: offset and weights loaded
+/// (`LDM`), the four inputs' word, each byte sign-extended (`SXTB`, the last by `ASR`) and
+/// multiplied in (`MLA`).
+#[cfg(all(infer_core_long_multiply, not(infer_core_dsp)))]
+macro_rules! dw_tap {
+    () => {
+        concat!(
+            "ldm r5!, {{r8, r9, r10, r11, r12}}\n",
+            "ldr lr, [r4, r8]\n",
+            "sxtb r8, lr\n",
+            "mla r0, r8, r9, r0\n",
+            "sxtb r8, lr, ror #8\n",
+            "mla r1, r8, r10, r1\n",
+            "sxtb r8, lr, ror #16\n",
+            "mla r2, r8, r11, r2\n",
+            "asr lr, lr, #24\n",
+            "mla r3, lr, r12, r3\n",
+        )
+    };
+}
+
+/// The high word of the doubled sum `$acc` times the multiplier (r8), rounded, plus the
+/// rounding half (r9), into r9: `SMMLAR` on DSP cores.
 #[cfg(infer_core_dsp)]
+macro_rules! dw_scale {
+    ($acc:literal) => {
+        concat!("smmlar r9, ", $acc, ", r8, r9\n")
+    };
+}
+
+/// The high word of the doubled sum `$acc` times the multiplier (r8), rounded, plus the
+/// rounding half (r9), into r9: `SMLAL` onto `half · 2^32 + 2^31` without the DSP
+/// extension.
+#[cfg(all(infer_core_long_multiply, not(infer_core_dsp)))]
+macro_rules! dw_scale {
+    ($acc:literal) => {
+        concat!("mov r12, #0x80000000\n", "smlal r12, r9, ", $acc, ", r8\n")
+    };
+}
+
+/// One channel's requantization in [`dw_quads_asm`] ([`dw_requantize`]): its parameters
+/// loaded (`LDM`: multiplier, half, shift, zero point), the scaling ([`dw_scale`]), one
+/// less for a negative sum, the shift, the zero point, `SSAT`, the byte stored at `$byte`
+/// of the pixel.
+#[cfg(infer_core_long_multiply)]
 macro_rules! dw_requant {
     ($acc:literal, $byte:literal) => {
         concat!(
             "ldm r5!, {{r8, r9, r10, r11}}\n",
-            "smmlar r12, ",
-            $acc,
-            ", r8, r9\n",
-            "add r12, r12, ",
+            dw_scale!($acc),
+            "add r9, r9, ",
             $acc,
             ", asr #31\n",
-            "asr r12, r12, r10\n",
-            "add r12, r12, r11\n",
-            "ssat r12, #8, r12\n",
-            "strb r12, [r6, #",
+            "asr r9, r9, r10\n",
+            "add r9, r9, r11\n",
+            "ssat r9, #8, r9\n",
+            "strb r9, [r6, #",
             $byte,
             "]\n",
         )
@@ -444,79 +532,90 @@ macro_rules! dw_requant {
 /// Σ x[c] · w[c]` over the taps, requantized by [`dw_requantize`]. Taps whose word falls
 /// outside `input` are skipped, pixels outside `output` not written.
 ///
-/// On a DSP core, when every word read and written lies inside the slices, one block of
-/// assembly: per pixel 108 instructions (the biases loaded, eight per tap, seven per
-/// channel's requantization, seven to step on); elsewhere [`dw_quads_portable`].
+/// When every word read and written lies inside the slices, one block of assembly
+/// (`dw_quads_asm`): per pixel 108 instructions on a DSP core (the biases loaded, eight
+/// per tap, seven per channel's requantization, seven to step on), 130 on the Cortex-M3
+/// (ten per tap, eight per requantization); elsewhere [`dw_quads_portable`].
 #[inline(never)]
 pub fn dw_quads(q: &DwQuad, input: &[i8], origin: isize, output: &mut [i8], out_at: usize) {
-    #[cfg(infer_core_dsp)]
+    #[cfg(infer_core_long_multiply)]
     if q.fits(input.len(), origin, output.len(), out_at) {
-        // Registers: the four sums r0–r3; the pixel's origin r4; the walk through `q`
-        // r5 (back to its start after each pixel); the pixel's output r6; the pixels left
-        // in the row r7; a tap's offset and weights, then a channel's parameters, r8–r11;
-        // the input word and its halves r11 r12; the rows left lr. The row's first origin
-        // and output are pushed with lr during the row.
-        // SAFETY: `fits` checked that every word the block reads, `origin + i · in_row +
-        // j · in_step + offset` for every pixel (i, j) and tap (steps ≥ 0, so the first
-        // and last pixels bound them; word loads may be unaligned on these cores), lies
-        // inside `input`, and that every pixel's four bytes lie inside `output`; `r5` reads
-        // the 212 bytes of `q` (`repr(C)`, word-aligned as LDM needs) and comes back to its
-        // start; rows and cols are at least 1. The block saves r6 and r7 (which cannot be
-        // operands: LLVM's base and frame pointers) and pops all it pushes; every other
-        // register it writes is declared.
-        unsafe {
-            asm!(
-                "push {{r6, r7}}",
-                "mov r6, r0",
-                "3:",
-                "push {{r4, r6, lr}}",
-                "ldr r7, [r5, #204]",
-                "2:",
-                "ldm r5!, {{r0, r1, r2, r3}}",
-                dw_tap!(),
-                dw_tap!(),
-                dw_tap!(),
-                dw_tap!(),
-                dw_tap!(),
-                dw_tap!(),
-                dw_tap!(),
-                dw_tap!(),
-                dw_tap!(),
-                dw_requant!("r0", "0"),
-                dw_requant!("r1", "1"),
-                dw_requant!("r2", "2"),
-                dw_requant!("r3", "3"),
-                "ldm r5, {{r8, r9}}",
-                "add r4, r8",
-                "add r6, r9",
-                "sub r5, #188",
-                "subs r7, #1",
-                "bne 2b",
-                "pop {{r4, r6, lr}}",
-                "ldr r8, [r5, #196]",
-                "add r4, r8",
-                "ldr r8, [r5, #200]",
-                "add r6, r8",
-                "subs lr, #1",
-                "bne 3b",
-                "pop {{r6, r7}}",
-                inout("r0") output.as_mut_ptr().wrapping_add(out_at) => _,
-                out("r1") _,
-                out("r2") _,
-                out("r3") _,
-                inout("r4") input.as_ptr().wrapping_offset(origin) => _,
-                inout("r5") core::ptr::from_ref(q) => _,
-                out("r8") _,
-                out("r9") _,
-                out("r10") _,
-                out("r11") _,
-                out("r12") _,
-                inout("lr") q.rows => _,
-            );
-        }
+        dw_quads_asm(q, input, origin, output, out_at);
         return;
     }
     dw_quads_portable(q, input, origin, output, out_at);
+}
+
+/// [`dw_quads`]' assembly, where `fits`.
+#[cfg(infer_core_long_multiply)]
+#[inline(always)]
+fn dw_quads_asm(q: &DwQuad, input: &[i8], origin: isize, output: &mut [i8], out_at: usize) {
+    // Registers: the four sums r0–r3; the pixel's origin r4; the walk through `q` r5
+    // (back to its start after each pixel); the pixel's output r6; the pixels left in the
+    // row r7; a tap's offset and weights, then a channel's parameters and results, r8–r12;
+    // the input word and its halves r11 r12 (DSP) or lr. The rows left (r1 on entry), the
+    // row's first origin and output are pushed during the row.
+    // SAFETY: the caller checked `fits`: every word the block reads, `origin + i · in_row
+    // + j · in_step + offset` for every pixel (i, j) and tap (steps ≥ 0, so the first and
+    // last pixels bound them; word loads may be unaligned on these cores), lies inside
+    // `input`, and every pixel's four bytes inside `output`; rows and cols are at least 1.
+    // `r5` reads `q` (`repr(C)`, word-aligned as LDM needs) and comes back to its start.
+    // The block saves r6 and r7 (which cannot be operands: LLVM's base and frame
+    // pointers) and pops all it pushes; every other register it writes is declared.
+    unsafe {
+        asm!(
+            "push {{r6, r7}}",
+            "mov r6, r0",
+            "3:",
+            "push {{r1, r4, r6}}",
+            "ldr r7, [r5, #{cols}]",
+            "2:",
+            "ldm r5!, {{r0, r1, r2, r3}}",
+            dw_tap!(),
+            dw_tap!(),
+            dw_tap!(),
+            dw_tap!(),
+            dw_tap!(),
+            dw_tap!(),
+            dw_tap!(),
+            dw_tap!(),
+            dw_tap!(),
+            dw_requant!("r0", "0"),
+            dw_requant!("r1", "1"),
+            dw_requant!("r2", "2"),
+            dw_requant!("r3", "3"),
+            "ldm r5, {{r8, r9}}",
+            "add r4, r8",
+            "add r6, r9",
+            "sub r5, #{steps}",
+            "subs r7, #1",
+            "bne 2b",
+            "pop {{r1, r4, r6}}",
+            "ldr r8, [r5, #{in_row}]",
+            "add r4, r8",
+            "ldr r8, [r5, #{out_row}]",
+            "add r6, r8",
+            "subs r1, #1",
+            "bne 3b",
+            "pop {{r6, r7}}",
+            inout("r0") output.as_mut_ptr().wrapping_add(out_at) => _,
+            inout("r1") q.rows => _,
+            out("r2") _,
+            out("r3") _,
+            inout("r4") input.as_ptr().wrapping_offset(origin) => _,
+            inout("r5") core::ptr::from_ref(q) => _,
+            out("r8") _,
+            out("r9") _,
+            out("r10") _,
+            out("r11") _,
+            out("r12") _,
+            out("lr") _,
+            cols = const DW_COLS,
+            steps = const DW_STEPS,
+            in_row = const DW_IN_ROW,
+            out_row = const DW_OUT_ROW,
+        );
+    }
 }
 
 /// [`dw_quads`] in plain integer arithmetic (the reference the assembly is tested against,
@@ -538,20 +637,16 @@ pub fn dw_quads_portable(
         for j in 0..q.cols {
             let pixel = at(origin, q.in_row, q.in_step, i, j);
             let mut acc = q.bias;
-            for &[offset, even, odd] in &q.taps {
-                let Some(x) = usize::try_from(pixel.wrapping_add(offset as i32 as isize))
+            for tap in &q.taps {
+                let Some(x) = usize::try_from(pixel.wrapping_add(tap[0] as i32 as isize))
                     .ok()
                     .and_then(|at| input.get(at..at.checked_add(4)?))
-                    .and_then(|x| x.first_chunk())
                 else {
                     continue;
                 };
-                let x = word_i8(x);
-                let (xe, xo) = (sxtb16(x), sxtb16_ror8(x));
-                acc[0] = smlabb(xe, even, acc[0]);
-                acc[2] = smlatt(xe, even, acc[2]);
-                acc[1] = smlabb(xo, odd, acc[1]);
-                acc[3] = smlatt(xo, odd, acc[3]);
+                for ((a, &x), w) in acc.iter_mut().zip(x).zip(dw_tap_weights(tap)) {
+                    *a = a.wrapping_add(i32::from(x).wrapping_mul(w));
+                }
             }
             let out = at(out_at as isize, q.out_row, q.out_step, i, j);
             let Some(out) = usize::try_from(out)

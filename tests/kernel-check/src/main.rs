@@ -302,8 +302,9 @@ fn main() -> ! {
         );
 
         // Blocks of four channels' depthwise pixels: up to 3 × 4 pixels, nine taps at any
-        // offsets (some negative from the origin), any weights, biases, multipliers and
-        // zero points, shifts 0 to 31; the block inside the slices most of the time.
+        // offsets (some negative from the origin), any weights of 16 bits, biases,
+        // multipliers and zero points, shifts 0 to 31; the block inside the slices most of
+        // the time (the DSP assembly on the M4F and M55, the MLA one on the M3).
         let mut input = [0i8; 600];
         input.iter_mut().for_each(|x| *x = dw_rng.next() as i8);
         let mut q = dsp::DwQuad {
@@ -316,11 +317,8 @@ fn main() -> ! {
             ..dsp::DwQuad::default()
         };
         for t in &mut q.taps {
-            *t = [
-                (dw_rng.below(100) as i32 - 40) as u32,
-                dw_rng.next() as u32,
-                dw_rng.next() as u32,
-            ];
+            let w = [0; 4].map(|_| i32::from(dw_rng.next() as i16));
+            *t = dsp::dw_tap(dw_rng.below(100) as i32 - 40, w);
         }
         for (b, r) in q.bias.iter_mut().zip(&mut q.requant) {
             *b = (dw_rng.next() as i32) >> dw_rng.below(32);
