@@ -420,16 +420,27 @@ impl Operands<'_, '_> {
                 let first = full[(ky.start * win.k_w + kx.start).min(dsp::DW_TAPS - 1)][0];
                 let outside = dsp::dw_tap(first as i32, [0; 4]);
                 let mut sums = [0i32; 4];
-                for (t, tap) in q.taps.iter_mut().enumerate() {
-                    let (y, x) = (t / win.k_w.max(1), t % win.k_w.max(1));
-                    *tap = if t < p.taps && ky.contains(&y) && kx.contains(&x) {
-                        for (s, &w) in sums.iter_mut().zip(&w[t]) {
-                            *s += w;
+                let mut t = 0;
+                for y in 0..win.k_h {
+                    let row = ky.contains(&y);
+                    for x in 0..win.k_w {
+                        if let (Some(tap), Some(f), Some(w)) =
+                            (q.taps.get_mut(t), full.get(t), w.get(t))
+                        {
+                            *tap = if row && kx.contains(&x) {
+                                for (s, &w) in sums.iter_mut().zip(w) {
+                                    *s += w;
+                                }
+                                *f
+                            } else {
+                                outside
+                            };
                         }
-                        full[t]
-                    } else {
-                        outside
-                    };
+                        t += 1;
+                    }
+                }
+                for tap in q.taps.iter_mut().skip(p.taps) {
+                    *tap = outside;
                 }
                 for ((q, &b), &s) in q.bias.iter_mut().zip(&bias).zip(&sums) {
                     *q = b.wrapping_add(offset.wrapping_mul(s)).wrapping_mul(2);

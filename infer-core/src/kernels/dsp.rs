@@ -397,33 +397,42 @@ const _: () = assert!(DW_STEPS == 4 * (4 + DW_TAPS * DW_TAP_WORDS + 16));
 
 impl DwQuad {
     #[cfg_attr(not(any(infer_core_long_multiply, test)), allow(dead_code))]
-    /// Whether [`dw_quads`]' assembly may run: at least one pixel, steps ≥ 0, shifts in
-    /// `0..=31`, every tap's word inside `input` (`len` bytes) for every pixel (the first
+    /// Whether [`dw_quads`]' assembly may run: at least one pixel, steps ≥ 0, every tap's
+    /// word inside `input` (`len` bytes) for every pixel (the first
     /// origin at `origin`) and every pixel's four outputs inside `output` (`out_len`
     /// bytes, the first at `out_at`).
     fn fits(&self, len: usize, origin: isize, out_len: usize, out_at: usize) -> bool {
-        let (rows, cols) = (i64::from(self.rows), i64::from(self.cols));
         let steps = [self.in_step, self.out_step, self.in_row, self.out_row];
-        if rows == 0 || cols == 0 || steps.iter().any(|&s| s < 0) {
+        if steps.iter().any(|&s| s < 0) {
             return false;
         }
-        if self.requant.iter().any(|r| !(0..=31).contains(&r.shift)) {
-            return false;
-        }
-        let offsets = self.taps.iter().map(|t| i64::from(t[0] as i32));
-        let (lo, hi) = offsets.fold((i64::MAX, i64::MIN), |(lo, hi), o| (lo.min(o), hi.max(o)));
-        let last = |row: i32, step: i32| (rows - 1) * i64::from(row) + (cols - 1) * i64::from(step);
-        let (Ok(origin), Ok(len), Ok(out_len), Ok(out_at)) = (
-            i64::try_from(origin),
-            i64::try_from(len),
-            i64::try_from(out_len),
-            i64::try_from(out_at),
-        ) else {
-            return false;
+        let (lo, hi) = self.taps.iter().fold((i32::MAX, i32::MIN), |(lo, hi), t| {
+            (lo.min(t[0] as i32), hi.max(t[0] as i32))
+        });
+        // Checked arithmetic in `isize`: cheap on the 32-bit cores, and any overflow is a
+        // block that does not fit.
+        let inside = || -> Option<bool> {
+            let rows = isize::try_from(self.rows).ok()?.checked_sub(1)?;
+            let cols = isize::try_from(self.cols).ok()?.checked_sub(1)?;
+            let last = |row: i32, step: i32| {
+                rows.checked_mul(row as isize)?
+                    .checked_add(cols.checked_mul(step as isize)?)
+            };
+            let end = origin
+                .checked_add(last(self.in_row, self.in_step)?)?
+                .checked_add(hi as isize)?
+                .checked_add(4)?;
+            let out_end = isize::try_from(out_at)
+                .ok()?
+                .checked_add(last(self.out_row, self.out_step)?)?
+                .checked_add(4)?;
+            Some(
+                origin.checked_add(lo as isize)? >= 0
+                    && end <= isize::try_from(len).ok()?
+                    && out_end <= isize::try_from(out_len).ok()?,
+            )
         };
-        origin + lo >= 0
-            && origin + last(self.in_row, self.in_step) + hi + 4 <= len
-            && out_at + last(self.out_row, self.out_step) + 4 <= out_len
+        self.rows > 0 && self.cols > 0 && inside() == Some(true)
     }
 }
 
@@ -1963,7 +1972,7 @@ mod tests {
     }
 
     /// A block of depthwise pixels fits exactly when every word it reads and writes lies
-    /// inside the slices (and its shifts are in range), on random steps and offsets.
+    /// inside the slices, on random steps and offsets.
     #[test]
     fn dw_quads_fit_exactly_when_every_word_is_inside() {
         let mut rng = TestRng(0xF175);
@@ -1982,15 +1991,11 @@ mod tests {
             for t in &mut q.taps {
                 t[0] = (rng.below(40) as i32 - 8) as u32;
             }
-            for r in &mut q.requant {
-                r.shift = rng.below(34) as i32 - 1;
-            }
             let (len, out_len) = (rng.below(200) as usize, rng.below(200) as usize);
             let origin = rng.below(60) as isize - 20;
             let out_at = rng.below(60) as usize;
             let steps = [q.in_step, q.out_step, q.in_row, q.out_row];
             let inside = steps.iter().all(|&s| s >= 0)
-                && q.requant.iter().all(|r| (0..=31).contains(&r.shift))
                 && q.rows > 0
                 && q.cols > 0
                 && (0..q.rows as isize).all(|i| {

@@ -303,7 +303,7 @@ fn main() -> ! {
 
         // Blocks of four channels' depthwise pixels: up to 3 × 4 pixels, nine taps at any
         // offsets (some negative from the origin), any weights of 16 bits, biases,
-        // multipliers and zero points, shifts 0 to 31; the block inside the slices most of
+        // multipliers and zero points, shifts 0 to 39 (`ASR` by 32 or more gives the sign); the block inside the slices most of
         // the time (the DSP assembly on the M4F and M55, the MLA one on the M3).
         let mut input = [0i8; 600];
         input.iter_mut().for_each(|x| *x = dw_rng.next() as i8);
@@ -322,10 +322,10 @@ fn main() -> ! {
         }
         for (b, r) in q.bias.iter_mut().zip(&mut q.requant) {
             *b = (dw_rng.next() as i32) >> dw_rng.below(32);
-            let shift = dw_rng.below(32) as i32;
+            let shift = dw_rng.below(40) as i32;
             *r = dsp::DwRequant {
                 multiplier: (dw_rng.next() as u32 >> 1) as i32,
-                half: (1 << shift) >> 1,
+                half: (1 << (shift & 31)) >> 1,
                 shift,
                 zero_point: dw_rng.below(256) as i32 - 128,
             };
