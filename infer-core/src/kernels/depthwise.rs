@@ -10,7 +10,8 @@
 //! The fast path of a multiplier-1 conv with at most [`MAX_TAPS`] taps (MobileNet's and
 //! DS-CNN's 3×3) goes channel group by channel group: four channels at a time (then one by
 //! one). A group of four whose requantization allows it (no fused activation, multipliers
-//! ≥ 0, right shifts, sums below 2^30) goes through [`dsp::dw_quads`]: its output pixels in
+//! ≥ 0, right shifts, sums below 2^30), over a map of more than nine output pixels, goes
+//! through [`dsp::dw_quads`]: its output pixels in
 //! blocks whose windows have the same taps inside the input (the interior, each border
 //! row and column, each corner), every block one call, each pixel's sums started from the
 //! bias with the input offset's share of its inside taps folded in (`bias + offset · Σ w`),
@@ -340,7 +341,9 @@ impl Operands<'_, '_> {
             return false;
         };
         let g = self.g;
-        let use_quads = quads && rq_clamp_is_int8(self.requant);
+        // Maps of nine output pixels or fewer are all border blocks of a pixel or two, whose
+        // set-up costs more than the pixel: those go the bytes way.
+        let use_quads = quads && rq_clamp_is_int8(self.requant) && g.out_h() * g.out_w() > 9;
         let quads = g.in_c / 4 * 4;
         for c0 in (0..quads).step_by(4) {
             if use_quads && Self::quad(&plan, c0, output).is_some() {
