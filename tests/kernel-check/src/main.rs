@@ -303,8 +303,9 @@ fn main() -> ! {
 
         // Blocks of four channels' depthwise pixels: up to 3 × 4 pixels, nine taps at any
         // offsets (some negative from the origin), any weights of 16 bits, biases,
-        // multipliers and zero points, shifts 0 to 39 (`ASR` by 32 or more gives the sign); the block inside the slices most of
-        // the time (the DSP assembly on the M4F and M55, the MLA one on the M3).
+        // multipliers and zero points, shifts 0 to 39 (`ASR` by 32 or more gives the
+        // sign); the block inside the slices most of the time (the DSP assembly on the
+        // M4F and M55, the MLA one on the M3).
         let mut input = [0i8; 600];
         input.iter_mut().for_each(|x| *x = dw_rng.next() as i8);
         let mut q = dsp::DwQuad {
