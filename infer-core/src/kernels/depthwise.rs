@@ -723,7 +723,7 @@ pub(crate) mod tests {
         }
 
         /// Whether the conv goes by channel groups; if so, asserts both ways of four lanes
-        /// (packed halves, bytes) compute `want`.
+        /// (bytes alone, and the four-channel blocks where they fit) compute `want`.
         fn by_groups_match(&self, want: &[i8]) -> bool {
             let mut got = vec![0i8; want.len()];
             if !self.by_groups(&mut got, false) {
@@ -773,7 +773,7 @@ pub(crate) mod tests {
                 continue;
             };
             let rq = Requant::random(&mut rng, g.out_c());
-            // Now and then an offset too wide for packed halves (the bytes way then).
+            // Now and then an offset far outside the int8 range.
             let offset = if case % 25 == 0 {
                 40_000
             } else {
