@@ -629,7 +629,7 @@ fn dw_quads_asm(q: &DwQuad, input: &[i8], origin: isize, output: &mut [i8], out_
 
 /// [`dw_quads`] in plain integer arithmetic (the reference the assembly is tested against,
 /// and the code elsewhere).
-#[cfg_attr(infer_core_dsp, inline(never))]
+#[cfg_attr(infer_core_long_multiply, inline(never))]
 pub fn dw_quads_portable(
     q: &DwQuad,
     input: &[i8],
