@@ -9,14 +9,18 @@
 //!
 //! The fast path of a multiplier-1 conv with at most [`MAX_TAPS`] taps (MobileNet's and
 //! DS-CNN's 3×3) goes channel group by channel group: four channels at a time (then one by
-//! one), their weights held on the stack, every output pixel of the group computed in
-//! registers. Pixels whose window lies inside the input start from the bias with the input
-//! offset folded in (`bias + offset · Σ w`, once per channel) and multiply the int8 inputs
-//! as they are; border pixels start from the bare bias and add the offset to each input
-//! they visit. On DSP cores four channels of a tap take one input load, two `SXTB16` and
-//! four `SMLAxx` (`dsp::QuadTaps`; the same on MVE cores, for now). Other convs
-//! accumulate all channels of one output pixel in a scratch row of `i32`, visiting only
-//! the kernel taps inside the input.
+//! one). A group of four whose requantization allows it (no fused activation, multipliers
+//! ≥ 0, right shifts, sums below 2^30), over a map of more than nine output pixels, goes
+//! through [`dsp::dw_quads`]: its output pixels in
+//! blocks whose windows have the same taps inside the input (the interior, each border
+//! row and column, each corner), every block one call, each pixel's sums started from the
+//! bias with the input offset's share of its inside taps folded in (`bias + offset · Σ w`),
+//! its outside taps given zero weights, and requantized in the same loop. Other groups keep
+//! their weights on the stack and compute every output pixel in registers: pixels whose
+//! window lies inside the input start from the folded bias and multiply the int8 inputs as
+//! they are; border pixels start from the bare bias and add the offset to each input they
+//! visit. Other convs accumulate all channels of one output pixel in a scratch row of
+//! `i32`, visiting only the kernel taps inside the input.
 
 use super::dsp;
 use super::window::Window;
@@ -135,11 +139,7 @@ pub fn depthwise_i8(
         weights,
         requant,
     };
-    let done = if cfg!(infer_core_dsp) {
-        conv.by_groups::<Halves>(output)
-    } else {
-        conv.by_groups::<Bytes>(output)
-    };
+    let done = conv.by_groups(output, true);
     if !done {
         conv.by_pixels(acc, output);
     }
@@ -166,8 +166,6 @@ trait Lanes<const L: usize> {
     const ZERO: Self::Tap;
     /// The taps of a window inside the input, prepared.
     type Window: Default;
-    /// Whether this way is exact for input offset `offset`.
-    fn fits(offset: i32) -> bool;
     /// The tap of weights `w`.
     fn tap(w: [i8; L]) -> Self::Tap;
     /// Adds to `window` a tap reading input `offset` (relative to the window's first)
@@ -202,9 +200,6 @@ impl<const L: usize> Lanes<L> for Bytes {
     type Tap = [i32; L];
     const ZERO: [i32; L] = [0; L];
     type Window = BytesWindow<L>;
-    fn fits(_: i32) -> bool {
-        true
-    }
     #[inline(always)]
     fn tap(w: [i8; L]) -> [i32; L] {
         w.map(i32::from)
@@ -239,46 +234,6 @@ impl<const L: usize> Lanes<L> for Bytes {
     }
 }
 
-/// Four lanes as packed halves: the weights of channels 0 and 2 in one word, 1 and 3 in
-/// the other; per tap one input word, two `SXTB16` (and two `SADD16` of the offset at the
-/// border) and four `SMLABB`/`SMLATT` on DSP cores (their portable twins elsewhere).
-struct Halves;
-
-impl Lanes<4> for Halves {
-    type Tap = [u32; 2];
-    const ZERO: [u32; 2] = [0; 2];
-    type Window = dsp::QuadTaps<MAX_TAPS>;
-    /// An input plus the offset must fit a half.
-    fn fits(offset: i32) -> bool {
-        (-32_000..=32_000).contains(&offset)
-    }
-    #[inline(always)]
-    fn tap(w: [i8; 4]) -> [u32; 2] {
-        let w = dsp::word_i8(&w);
-        [dsp::sxtb16(w), dsp::sxtb16_ror8(w)]
-    }
-    fn push(window: &mut Self::Window, offset: usize, w: [i8; 4]) {
-        window.push(offset, w);
-    }
-    #[inline(always)]
-    fn window(window: &Self::Window, input: &[i8], base: usize, acc: [i32; 4]) -> Option<[i32; 4]> {
-        window
-            .fits(input, base)
-            .then(|| window.sums(input, base, acc))
-    }
-    #[inline(always)]
-    fn mac(acc: &mut [i32; 4], x: &[i8; 4], w: &[u32; 2], offset: i32) {
-        let x = dsp::word_i8(x);
-        let offset = dsp::pack(offset, offset);
-        let even = dsp::sadd16(dsp::sxtb16(x), offset);
-        let odd = dsp::sadd16(dsp::sxtb16_ror8(x), offset);
-        acc[0] = dsp::smlabb(even, w[0], acc[0]);
-        acc[1] = dsp::smlabb(odd, w[1], acc[1]);
-        acc[2] = dsp::smlatt(even, w[0], acc[2]);
-        acc[3] = dsp::smlatt(odd, w[1], acc[3]);
-    }
-}
-
 /// What every channel group of [`Operands::by_groups`] shares.
 struct Plan<'a, 'p> {
     conv: Operands<'a, 'p>,
@@ -299,6 +254,37 @@ fn interior(out: usize, stride: usize, pad: usize, kernel: usize, len: usize) ->
     first..(first..out).find(|&o| !inside(o)).unwrap_or(out)
 }
 
+/// The runs of outputs `o` of `0..out` whose windows (`o · stride − pad .. + kernel`
+/// over `0..len`) have the same positions inside the input, each with those positions
+/// ([`taps_inside`]).
+fn segments(
+    out: usize,
+    stride: usize,
+    pad: usize,
+    kernel: usize,
+    len: usize,
+) -> impl Iterator<Item = (Range<usize>, Range<usize>)> {
+    let taps = move |o: usize| taps_inside((o * stride) as isize - pad as isize, kernel, len);
+    let mut o = 0;
+    core::iter::from_fn(move || {
+        if o >= out {
+            return None;
+        }
+        let (start, inside) = (o, taps(o));
+        o += 1;
+        while o < out && taps(o) == inside {
+            o += 1;
+        }
+        Some((start..o, inside))
+    })
+}
+
+/// Whether a requantization clamps to the whole int8 range (no fused activation), as
+/// [`dsp::dw_quads`] does.
+fn rq_clamp_is_int8(rq: &ChannelRequant<'_>) -> bool {
+    rq.activation_min == -128 && rq.activation_max == 127
+}
+
 /// The window positions `k` of `0..kernel` whose input `origin + k` lies in `0..len`.
 #[inline(always)]
 fn taps_inside(origin: isize, kernel: usize, len: usize) -> Range<usize> {
@@ -309,15 +295,14 @@ fn taps_inside(origin: isize, kernel: usize, len: usize) -> Range<usize> {
 }
 
 impl Operands<'_, '_> {
-    /// [`depthwise_i8`] channel group by channel group (four channels, then one), for a
-    /// multiplier of 1 and at most [`MAX_TAPS`] kernel taps, `L4` the way of four lanes; false
-    /// (nothing computed) for other convs.
-    fn by_groups<L4: Lanes<4>>(&self, output: &mut [i8]) -> bool {
+    /// The plan of the channel-group paths: `None` for a multiplier other than 1 or more
+    /// than [`MAX_TAPS`] kernel taps.
+    fn plan(&self) -> Option<Plan<'_, '_>> {
         let g = self.g;
         let win = &g.window;
         let taps = win.k_h * win.k_w;
         if g.multiplier != 1 || taps > MAX_TAPS {
-            return false;
+            return None;
         }
         let mut offsets = [0; MAX_TAPS];
         let mut slots = offsets.iter_mut();
@@ -326,7 +311,7 @@ impl Operands<'_, '_> {
                 *o = (ky * g.in_w + kx) * g.in_c;
             }
         }
-        let plan = Plan {
+        Some(Plan {
             conv: *self,
             taps,
             offsets,
@@ -344,20 +329,135 @@ impl Operands<'_, '_> {
                 win.k_w,
                 g.in_w,
             ),
+        })
+    }
+
+    /// [`depthwise_i8`] channel group by channel group (four channels, then one), for a
+    /// multiplier of 1 and at most [`MAX_TAPS`] kernel taps, `L4` the way of four lanes
+    /// (after [`Operands::quad`]'s if `quads` and it takes the group); false (nothing
+    /// computed) for other convs.
+    fn by_groups(&self, output: &mut [i8], quads: bool) -> bool {
+        let Some(plan) = self.plan() else {
+            return false;
         };
+        let g = self.g;
+        // Maps of nine output pixels or fewer are all border blocks of a pixel or two, whose
+        // set-up costs more than the pixel: those go the bytes way.
+        let use_quads = quads && rq_clamp_is_int8(self.requant) && g.out_h() * g.out_w() > 9;
         let quads = g.in_c / 4 * 4;
-        let four = L4::fits(self.input_offset);
         for c0 in (0..quads).step_by(4) {
-            if four {
-                Self::channel_group::<4, L4>(&plan, c0, output);
-            } else {
-                Self::channel_group::<4, Bytes>(&plan, c0, output);
+            if use_quads && Self::quad(&plan, c0, output).is_some() {
+                continue;
             }
+            Self::channel_group::<4, Bytes>(&plan, c0, output);
         }
         for c0 in quads..g.in_c {
             Self::channel_group::<1, Bytes>(&plan, c0, output);
         }
         true
+    }
+
+    /// Output channels `c0 .. c0 + 4` of every output pixel through [`dsp::dw_quads`], one
+    /// block of pixels per kind of window (the taps inside the input the same): `None`
+    /// (maybe some computed) if the group's requantization or sums do not fit it (a
+    /// multiplier < 0, a shift outside `-31..=-1`, sums that may reach 2^30) or a slice is
+    /// short.
+    ///
+    /// Every block starts from the bias with the input offset's share of the taps inside
+    /// folded in, `bias + offset · Σ w`, and its taps outside the input get zero weights
+    /// (and read the first inside tap's word).
+    fn quad(p: &Plan<'_, '_>, c0: usize, output: &mut [i8]) -> Option<()> {
+        let (g, offset, rq) = (p.conv.g, p.conv.input_offset, p.conv.requant);
+        let win = &g.window;
+        let channels = g.in_c;
+        let mut q = dsp::DwQuad::default();
+        let mut bias = [0i32; 4];
+        for (l, (r, b)) in q.requant.iter_mut().zip(&mut bias).enumerate() {
+            let (bias, multiplier, shift) = rq.channel(c0 + l)?;
+            if multiplier < 0 || !(-31..=-1).contains(&shift) {
+                return None;
+            }
+            *b = bias;
+            *r = dsp::DwRequant {
+                multiplier,
+                half: 1 << (-shift - 1),
+                shift: -shift,
+                zero_point: rq.output_offset,
+            };
+        }
+        // Each tap's offset and doubled packed weights, and its weights as they are.
+        let mut full = [[0u32; dsp::DW_TAP_WORDS]; dsp::DW_TAPS];
+        let mut w = [[0i32; 4]; dsp::DW_TAPS];
+        let mut magnitude = [0i64; 4];
+        for (t, ((f, w), &o)) in full
+            .iter_mut()
+            .zip(&mut w)
+            .zip(&p.offsets)
+            .take(p.taps)
+            .enumerate()
+        {
+            let at = t * channels + c0;
+            let bytes: &[u8; 4] = p.conv.weights.get(at..at + 4)?.first_chunk()?;
+            *w = bytes.map(|b| i32::from(b as i8));
+            *f = dsp::dw_tap(i32::try_from(o).ok()?, w.map(|w| 2 * w));
+            for (m, &w) in magnitude.iter_mut().zip(w.iter()) {
+                *m += i64::from(w.unsigned_abs());
+            }
+        }
+        // |sum| ≤ |bias| + |offset · Σ w| + 128 · Σ |w|: below 2^30, the doubled sums fit.
+        for (&b, &m) in bias.iter().zip(&magnitude) {
+            let bound = i64::from(b.unsigned_abs()) + (i64::from(offset.unsigned_abs()) + 128) * m;
+            if bound >= 1 << 30 {
+                return None;
+            }
+        }
+        let step = |n: usize| i32::try_from(n).ok();
+        q.in_step = step(win.stride_w * channels)?;
+        q.in_row = step(win.stride_h * g.in_w * channels)?;
+        q.out_step = step(channels)?;
+        q.out_row = step(g.out_w() * channels)?;
+        let (pad_top, pad_left) = (win.pad_top(g.in_h), win.pad_left(g.in_w));
+        for (oys, ky) in segments(g.out_h(), win.stride_h, pad_top, win.k_h, g.in_h) {
+            for (oxs, kx) in segments(g.out_w(), win.stride_w, pad_left, win.k_w, g.in_w) {
+                // Taps outside read the first inside tap's word (any readable word).
+                let first = full[(ky.start * win.k_w + kx.start).min(dsp::DW_TAPS - 1)][0];
+                let outside = dsp::dw_tap(first as i32, [0; 4]);
+                let mut sums = [0i32; 4];
+                let mut t = 0;
+                for y in 0..win.k_h {
+                    let row = ky.contains(&y);
+                    for x in 0..win.k_w {
+                        if let (Some(tap), Some(f), Some(w)) =
+                            (q.taps.get_mut(t), full.get(t), w.get(t))
+                        {
+                            *tap = if row && kx.contains(&x) {
+                                for (s, &w) in sums.iter_mut().zip(w) {
+                                    *s += w;
+                                }
+                                *f
+                            } else {
+                                outside
+                            };
+                        }
+                        t += 1;
+                    }
+                }
+                for tap in q.taps.iter_mut().skip(p.taps) {
+                    *tap = outside;
+                }
+                for ((q, &b), &s) in q.bias.iter_mut().zip(&bias).zip(&sums) {
+                    *q = b.wrapping_add(offset.wrapping_mul(s)).wrapping_mul(2);
+                }
+                q.rows = u32::try_from(oys.len()).ok()?;
+                q.cols = u32::try_from(oxs.len()).ok()?;
+                let y0 = (oys.start * win.stride_h) as isize - pad_top as isize;
+                let x0 = (oxs.start * win.stride_w) as isize - pad_left as isize;
+                let origin = (y0 * g.in_w as isize + x0) * channels as isize + c0 as isize;
+                let out_at = (oys.start * g.out_w() + oxs.start) * channels + c0;
+                dsp::dw_quads(&q, p.conv.input, origin, output, out_at);
+            }
+        }
+        Some(())
     }
 
     /// Output channels `c0 .. c0 + L` of every output pixel: `None` (the rest not computed) if
@@ -557,6 +657,16 @@ pub(crate) mod tests {
         }
     }
 
+    /// A random input and random weights for `g`; `None` if it has no output.
+    fn random_tensors(rng: &mut TestRng, g: &DepthwiseGeometry) -> Option<(Vec<i8>, Vec<u8>)> {
+        if g.out_h() == 0 || g.out_w() == 0 {
+            return None;
+        }
+        let input = (0..g.in_h * g.in_w * g.in_c).map(|_| rng.i8()).collect();
+        let weights = (0..g.weights()).map(|_| rng.i8() as u8).collect();
+        Some((input, weights))
+    }
+
     #[test]
     fn fast_path_matches_the_reference_on_random_geometries() {
         let mut rng = TestRng(0xD3E9);
@@ -570,13 +680,11 @@ pub(crate) mod tests {
                 multiplier: 1 + rng.below(3) as usize,
                 window: Window::random(&mut rng),
             };
-            if g.out_h() == 0 || g.out_w() == 0 {
+            let Some((input, weights)) = random_tensors(&mut rng, &g) else {
                 continue;
-            }
+            };
             let same = g.window.padding == crate::kernels::conv::Padding::Same;
             seen[usize::from(g.multiplier > 1) + 2 * usize::from(same)] = true;
-            let input: Vec<i8> = (0..g.in_h * g.in_w * g.in_c).map(|_| rng.i8()).collect();
-            let weights: Vec<u8> = (0..g.weights()).map(|_| rng.i8() as u8).collect();
             let rq = Requant::random(&mut rng, g.out_c());
             let offset = rng.below(256) as i32 - 127;
             let len = g.out_h() * g.out_w() * g.out_c();
@@ -615,10 +723,10 @@ pub(crate) mod tests {
         }
 
         /// Whether the conv goes by channel groups; if so, asserts both ways of four lanes
-        /// (packed halves, bytes) compute `want`.
+        /// (bytes alone, and the four-channel blocks where they fit) compute `want`.
         fn by_groups_match(&self, want: &[i8]) -> bool {
             let mut got = vec![0i8; want.len()];
-            if !self.by_groups::<Bytes>(&mut got) {
+            if !self.by_groups(&mut got, false) {
                 return false;
             }
             assert_eq!(
@@ -627,10 +735,10 @@ pub(crate) mod tests {
                 self.input_offset, self.g
             );
             got.fill(0);
-            assert!(self.by_groups::<Halves>(&mut got));
+            assert!(self.by_groups(&mut got, true));
             assert_eq!(
                 got, want,
-                "halves, offset {} {:?}",
+                "quads, offset {} {:?}",
                 self.input_offset, self.g
             );
             true
@@ -661,13 +769,11 @@ pub(crate) mod tests {
                     },
                 },
             };
-            if g.out_h() == 0 || g.out_w() == 0 {
+            let Some((input, weights)) = random_tensors(&mut rng, &g) else {
                 continue;
-            }
-            let input: Vec<i8> = (0..g.in_h * g.in_w * g.in_c).map(|_| rng.i8()).collect();
-            let weights: Vec<u8> = (0..g.weights()).map(|_| rng.i8() as u8).collect();
+            };
             let rq = Requant::random(&mut rng, g.out_c());
-            // Now and then an offset too wide for packed halves (the bytes way then).
+            // Now and then an offset far outside the int8 range.
             let offset = if case % 25 == 0 {
                 40_000
             } else {
@@ -678,6 +784,58 @@ pub(crate) mod tests {
             depthwise_i8_reference(&g, &input, offset, &weights, &rq.view(), &mut want);
             let view = rq.view();
             assert!(Operands::of(&g, &input, offset, &weights, &view).by_groups_match(&want));
+        }
+    }
+
+    #[test]
+    fn channel_quads_take_every_group_of_an_int8_clamp_and_match_the_reference() {
+        // Right shifts, multipliers ≥ 0, no fused activation: every group of four goes
+        // through `dsp::dw_quads`, whatever the kernel (up to 3 × 3 and 1 × 9), strides,
+        // padding and map; its results are the reference's.
+        let mut rng = TestRng(0x0D5F);
+        for case in 0..400 {
+            let (k_h, k_w) = if case % 10 == 9 {
+                (1, 9)
+            } else {
+                (1 + rng.below(3) as usize, 1 + rng.below(3) as usize)
+            };
+            let g = DepthwiseGeometry {
+                in_h: 1 + rng.below(10) as usize,
+                in_w: 1 + rng.below(10) as usize,
+                in_c: 4 * (1 + rng.below(4) as usize),
+                multiplier: 1,
+                window: Window {
+                    k_h,
+                    k_w,
+                    stride_h: 1 + rng.below(2) as usize,
+                    stride_w: 1 + rng.below(2) as usize,
+                    padding: if case % 3 == 0 {
+                        crate::kernels::conv::Padding::Valid
+                    } else {
+                        crate::kernels::conv::Padding::Same
+                    },
+                },
+            };
+            let Some((input, weights)) = random_tensors(&mut rng, &g) else {
+                continue;
+            };
+            let mut rq = Requant::random(&mut rng, g.out_c());
+            for s in &mut rq.shift {
+                *s = (-1 - rng.below(12) as i8) as u8;
+            }
+            (rq.min, rq.max) = (-128, 127);
+            let offset = rng.below(256) as i32 - 127;
+            let len = g.out_h() * g.out_w() * g.out_c();
+            let mut want = vec![0i8; len];
+            depthwise_i8_reference(&g, &input, offset, &weights, &rq.view(), &mut want);
+            let view = rq.view();
+            let conv = Operands::of(&g, &input, offset, &weights, &view);
+            let plan = conv.plan().unwrap();
+            let mut got = vec![0i8; len];
+            for c0 in (0..g.in_c).step_by(4) {
+                assert!(Operands::quad(&plan, c0, &mut got).is_some(), "{g:?}");
+            }
+            assert_eq!(got, want, "{g:?}");
         }
     }
 

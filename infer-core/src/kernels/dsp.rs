@@ -285,144 +285,389 @@ halfword_mac!(
     hi
 );
 
-/// The kernel taps of four channels of a depthwise conv (a multiplier of 1), at most `N`:
-/// per tap where its four int8 inputs lie relative to the window's first (`offset`) and its
-/// four weights as packed halves, for [`QuadTaps::sums`].
-#[derive(Debug, Clone, Copy)]
-pub struct QuadTaps<const N: usize> {
-    /// Per tap `[offset, weights of channels 0 and 2, weights of channels 1 and 3]`.
-    taps: [[u32; 3]; N],
-    /// Taps held.
-    count: usize,
-    /// The largest `offset + 4`: the input a window needs.
-    span: usize,
-}
+/// Most kernel taps of a [`DwQuad`] (a 3 × 3 window).
+pub const DW_TAPS: usize = 9;
 
-impl<const N: usize> Default for QuadTaps<N> {
-    fn default() -> Self {
-        Self {
-            taps: [[0; 3]; N],
-            count: 0,
-            span: 0,
-        }
+/// Words of a [`DwTap`]: on DSP cores the offset and the four weights as two words of
+/// packed halves (channels 0 and 2, 1 and 3), which `SMLABB`/`SMLATT` take as they are;
+/// elsewhere the offset and the four weights one word each, for `MLA`.
+#[cfg(infer_core_dsp)]
+pub const DW_TAP_WORDS: usize = 3;
+/// Words of a [`DwTap`]: on DSP cores the offset and the four weights as two words of
+/// packed halves (channels 0 and 2, 1 and 3), which `SMLABB`/`SMLATT` take as they are;
+/// elsewhere the offset and the four weights one word each, for `MLA`.
+#[cfg(not(infer_core_dsp))]
+pub const DW_TAP_WORDS: usize = 5;
+
+/// One tap of a [`DwQuad`]: the byte offset of its four int8 inputs from the pixel's
+/// origin (an `i32`'s bits), then its four weights ([`dw_tap`] writes them,
+/// [`dw_tap_weights`] reads them).
+pub type DwTap = [u32; DW_TAP_WORDS];
+
+/// The tap at `offset` with weights `w` (each in `i16` range; [`DwQuad`] takes them
+/// doubled).
+pub fn dw_tap(offset: i32, w: [i32; 4]) -> DwTap {
+    #[cfg(infer_core_dsp)]
+    {
+        [offset as u32, pack(w[0], w[2]), pack(w[1], w[3])]
+    }
+    #[cfg(not(infer_core_dsp))]
+    {
+        [
+            offset as u32,
+            w[0] as u32,
+            w[1] as u32,
+            w[2] as u32,
+            w[3] as u32,
+        ]
     }
 }
 
-impl<const N: usize> QuadTaps<N> {
-    /// Adds a tap: four int8 inputs at `offset`, weights `w`; false (nothing added) when
-    /// `N` taps are held or the offset does not fit a word.
-    pub fn push(&mut self, offset: usize, w: [i8; 4]) -> bool {
-        let (Some(slot), Ok(at)) = (self.taps.get_mut(self.count), u32::try_from(offset)) else {
+/// The four weights of tap `t`, as the assembly of [`dw_quads`] multiplies them.
+pub fn dw_tap_weights(t: &DwTap) -> [i32; 4] {
+    #[cfg(infer_core_dsp)]
+    {
+        [lo(t[1]), lo(t[2]), hi(t[1]), hi(t[2])]
+    }
+    #[cfg(not(infer_core_dsp))]
+    {
+        [t[1] as i32, t[2] as i32, t[3] as i32, t[4] as i32]
+    }
+}
+
+/// One channel's requantization in [`dw_quads`]: TFLite's `MultiplyByQuantizedMultiplier`
+/// for a right shift `shift` in `1..=31` (`half` = `2^(shift − 1)`), the output zero point
+/// added, clamped to `-128..=127`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct DwRequant {
+    /// The Q31 multiplier (≥ 0).
+    pub multiplier: i32,
+    /// `2^(shift − 1)`: the rounding of the right shift.
+    pub half: i32,
+    /// The right shift.
+    pub shift: i32,
+    /// The output zero point.
+    pub zero_point: i32,
+}
+
+/// A block of output pixels of four channels of a depthwise conv (a multiplier of 1), as
+/// [`dw_quads`] computes them: `rows × cols` pixels, each with its window's taps at the
+/// same offsets from its origin, its four channels' sums requantized by `requant`.
+///
+/// The sums are doubled: weights and bias are stored times two, so the requantization's
+/// doubling high multiply is one `SMMLAR` (`(2·acc · M + 2^31) >> 32` is gemmlowp's
+/// `(acc · M + 2^30) >> 31`, rounded alike on both signs, while `|acc| < 2^30`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct DwQuad {
+    /// Each channel's sum before its taps, doubled (the bias with the input offset's
+    /// share folded in).
+    pub bias: [i32; 4],
+    /// The taps, their weights doubled ([`dw_tap`]). A tap of zero weights still reads
+    /// its word.
+    pub taps: [DwTap; DW_TAPS],
+    /// The four channels' requantizations.
+    pub requant: [DwRequant; 4],
+    /// Input bytes from one pixel's origin to the next in a row.
+    pub in_step: i32,
+    /// Output bytes from one pixel's first channel to the next in a row.
+    pub out_step: i32,
+    /// Input bytes from one row's first origin to the next row's.
+    pub in_row: i32,
+    /// Output bytes from one row's first pixel to the next row's.
+    pub out_row: i32,
+    /// Pixels per row.
+    pub cols: u32,
+    /// Rows.
+    pub rows: u32,
+}
+
+/// Where the assembly of [`dw_quads`] finds the steps of a pixel (the end of its walk
+/// through the biases, taps and requantizations), of a row, and the columns.
+const DW_STEPS: usize = core::mem::offset_of!(DwQuad, in_step);
+#[cfg(infer_core_long_multiply)]
+const DW_IN_ROW: usize = core::mem::offset_of!(DwQuad, in_row);
+#[cfg(infer_core_long_multiply)]
+const DW_OUT_ROW: usize = core::mem::offset_of!(DwQuad, out_row);
+#[cfg(infer_core_long_multiply)]
+const DW_COLS: usize = core::mem::offset_of!(DwQuad, cols);
+// The walk: four biases, the taps, four requantizations of four words, then the steps.
+const _: () = assert!(DW_STEPS == 4 * (4 + DW_TAPS * DW_TAP_WORDS + 16));
+
+impl DwQuad {
+    #[cfg_attr(not(any(infer_core_long_multiply, test)), allow(dead_code))]
+    /// Whether [`dw_quads`]' assembly may run: at least one pixel, steps ≥ 0, every tap's
+    /// word inside `input` (`len` bytes) for every pixel (the first
+    /// origin at `origin`) and every pixel's four outputs inside `output` (`out_len`
+    /// bytes, the first at `out_at`).
+    fn fits(&self, len: usize, origin: isize, out_len: usize, out_at: usize) -> bool {
+        let steps = [self.in_step, self.out_step, self.in_row, self.out_row];
+        if steps.iter().any(|&s| s < 0) {
             return false;
-        };
-        let Some(end) = offset.checked_add(4) else {
-            return false;
-        };
-        let w = word_i8(&w);
-        *slot = [at, sxtb16(w), sxtb16_ror8(w)];
-        self.count += 1;
-        self.span = self.span.max(end);
-        true
-    }
-
-    /// Whether a window at `base` fits `input`, for [`QuadTaps::sums`] to compute.
-    #[inline(always)]
-    pub fn fits(&self, input: &[i8], base: usize) -> bool {
-        input
-            .len()
-            .checked_sub(base)
-            .is_some_and(|n| n >= self.span)
-    }
-
-    /// `acc[c] + Σ x[c]·w[c]` over the taps, `x` the four int8 values at `base + offset` of
-    /// `input`, for each channel `c`; `acc` unchanged when the window does not fit `input`.
-    ///
-    /// On DSP cores a loop of assembly: eleven instructions per tap (the offset, the input
-    /// word and the weights loaded, two `SXTB16`, two `SMLABB`, two `SMLATT`, the loop
-    /// end); elsewhere [`QuadTaps::sums_portable`].
-    #[inline(always)]
-    pub fn sums(&self, input: &[i8], base: usize, acc: [i32; 4]) -> [i32; 4] {
-        let (Some(window), Some(taps)) = (
-            input.get(base..).and_then(|w| w.get(..self.span)),
-            self.taps.get(..self.count),
-        ) else {
-            return acc;
-        };
-        if taps.is_empty() {
-            return acc;
         }
-        #[cfg(infer_core_dsp)]
-        {
-            let [mut a0, mut a1, mut a2, mut a3] = acc;
-            let range = taps.as_ptr_range();
-            // SAFETY: `q` walks the taps, three words each (aligned `u32`s), and stops at
-            // their end (there is at least one); each reads the word at
-            // `window + offset`, inside `window` since `offset + 4 <= span` (`push`) and
-            // `window` is `span` bytes. Registers only besides; sets the flags (`CMP`)
-            // and may set the Q flag.
-            unsafe {
-                asm!(
-                    "2:",
-                    "ldr {x}, [{q}], #12",
-                    "ldr {x}, [{p}, {x}]",
-                    "ldrd {we}, {wo}, [{q}, #-8]",
-                    "sxtb16 {t}, {x}",
-                    "sxtb16 {x}, {x}, ror #8",
-                    "smlabb {a0}, {t}, {we}, {a0}",
-                    "smlatt {a2}, {t}, {we}, {a2}",
-                    "smlabb {a1}, {x}, {wo}, {a1}",
-                    "smlatt {a3}, {x}, {wo}, {a3}",
-                    "cmp {q}, {end}",
-                    "bne 2b",
-                    p = in(reg) window.as_ptr(),
-                    q = inout(reg) range.start => _,
-                    end = in(reg) range.end,
-                    x = out(reg) _,
-                    t = out(reg) _,
-                    we = out(reg) _,
-                    wo = out(reg) _,
-                    a0 = inout(reg) a0,
-                    a1 = inout(reg) a1,
-                    a2 = inout(reg) a2,
-                    a3 = inout(reg) a3,
-                    options(readonly, nostack),
-                );
-            }
-            [a0, a1, a2, a3]
-        }
-        #[cfg(not(infer_core_dsp))]
-        {
-            Self::sums_of(window, taps, acc)
-        }
-    }
-
-    /// [`QuadTaps::sums`] in portable code (the reference the assembly is tested against).
-    pub fn sums_portable(&self, input: &[i8], base: usize, acc: [i32; 4]) -> [i32; 4] {
-        match (
-            input.get(base..).and_then(|w| w.get(..self.span)),
-            self.taps.get(..self.count),
-        ) {
-            (Some(window), Some(taps)) => Self::sums_of(window, taps, acc),
-            _ => acc,
-        }
-    }
-
-    /// The sums over `taps` of the window `window`.
-    #[inline(always)]
-    fn sums_of(window: &[i8], taps: &[[u32; 3]], mut acc: [i32; 4]) -> [i32; 4] {
-        for &[offset, even, odd] in taps {
-            let at = offset as usize;
-            let Some(x) = window.get(at..at + 4).and_then(|x| x.first_chunk()) else {
-                return acc;
+        let (lo, hi) = self.taps.iter().fold((i32::MAX, i32::MIN), |(lo, hi), t| {
+            (lo.min(t[0] as i32), hi.max(t[0] as i32))
+        });
+        // Checked arithmetic in `isize`: cheap on the 32-bit cores, and any overflow is a
+        // block that does not fit.
+        let inside = || -> Option<bool> {
+            let rows = isize::try_from(self.rows).ok()?.checked_sub(1)?;
+            let cols = isize::try_from(self.cols).ok()?.checked_sub(1)?;
+            let last = |row: i32, step: i32| {
+                rows.checked_mul(row as isize)?
+                    .checked_add(cols.checked_mul(step as isize)?)
             };
-            let x = word_i8(x);
-            let (xe, xo) = (sxtb16(x), sxtb16_ror8(x));
-            acc[0] = smlabb(xe, even, acc[0]);
-            acc[1] = smlabb(xo, odd, acc[1]);
-            acc[2] = smlatt(xe, even, acc[2]);
-            acc[3] = smlatt(xo, odd, acc[3]);
+            let end = origin
+                .checked_add(last(self.in_row, self.in_step)?)?
+                .checked_add(hi as isize)?
+                .checked_add(4)?;
+            let out_end = isize::try_from(out_at)
+                .ok()?
+                .checked_add(last(self.out_row, self.out_step)?)?
+                .checked_add(4)?;
+            Some(
+                origin.checked_add(lo as isize)? >= 0
+                    && end <= isize::try_from(len).ok()?
+                    && out_end <= isize::try_from(out_len).ok()?,
+            )
+        };
+        self.rows > 0 && self.cols > 0 && inside() == Some(true)
+    }
+}
+
+/// `acc + ((a · b + 2^31) >> 32)`, wrapping: `SMMLAR`.
+#[inline(always)]
+pub fn smmlar(a: i32, b: i32, acc: i32) -> i32 {
+    acc.wrapping_add(((i64::from(a) * i64::from(b) + (1 << 31)) >> 32) as i32)
+}
+
+/// One doubled sum requantized as [`dw_quads`] does: `SMMLAR` with the rounding half,
+/// one less if the sum is negative, shifted right (`ASR` by register: 32 or more gives
+/// the sign), the zero point added, saturated to int8 (`SSAT`).
+#[inline(always)]
+pub fn dw_requantize(acc: i32, r: &DwRequant) -> i8 {
+    let t = smmlar(acc, r.multiplier, r.half).wrapping_add(acc >> 31);
+    let s = r.shift as u32 & 0xFF;
+    let t = if s >= 32 { t >> 31 } else { t >> s };
+    t.wrapping_add(r.zero_point).clamp(-128, 127) as i8
+}
+
+/// One tap of [`dw_quads_asm`] on DSP cores: offset and packed weights loaded (`LDM`),
+/// the four inputs' word, two `SXTB16`, four `SMLAxx`.
+#[cfg(infer_core_dsp)]
+macro_rules! dw_tap {
+    () => {
+        concat!(
+            "ldm r5!, {{r8, r9, r10}}\n",
+            "ldr r11, [r4, r8]\n",
+            "sxtb16 r12, r11\n",
+            "sxtb16 r11, r11, ror #8\n",
+            "smlabb r0, r12, r9, r0\n",
+            "smlatt r2, r12, r9, r2\n",
+            "smlabb r1, r11, r10, r1\n",
+            "smlatt r3, r11, r10, r3\n",
+        )
+    };
+}
+
+/// One tap of [`dw_quads_asm`] without the DSP extension: offset and weights loaded
+/// (`LDM`), the four inputs' word, each byte sign-extended (`SXTB`, the last by `ASR`) and
+/// multiplied in (`MLA`).
+#[cfg(all(infer_core_long_multiply, not(infer_core_dsp)))]
+macro_rules! dw_tap {
+    () => {
+        concat!(
+            "ldm r5!, {{r8, r9, r10, r11, r12}}\n",
+            "ldr lr, [r4, r8]\n",
+            "sxtb r8, lr\n",
+            "mla r0, r8, r9, r0\n",
+            "sxtb r8, lr, ror #8\n",
+            "mla r1, r8, r10, r1\n",
+            "sxtb r8, lr, ror #16\n",
+            "mla r2, r8, r11, r2\n",
+            "asr lr, lr, #24\n",
+            "mla r3, lr, r12, r3\n",
+        )
+    };
+}
+
+/// The high word of the doubled sum `$acc` times the multiplier (r8), rounded, plus the
+/// rounding half (r9), into r9: `SMMLAR` on DSP cores.
+#[cfg(infer_core_dsp)]
+macro_rules! dw_scale {
+    ($acc:literal) => {
+        concat!("smmlar r9, ", $acc, ", r8, r9\n")
+    };
+}
+
+/// The high word of the doubled sum `$acc` times the multiplier (r8), rounded, plus the
+/// rounding half (r9), into r9: `SMLAL` onto `half · 2^32 + 2^31` without the DSP
+/// extension.
+#[cfg(all(infer_core_long_multiply, not(infer_core_dsp)))]
+macro_rules! dw_scale {
+    ($acc:literal) => {
+        concat!("mov r12, #0x80000000\n", "smlal r12, r9, ", $acc, ", r8\n")
+    };
+}
+
+/// One channel's requantization in [`dw_quads_asm`] ([`dw_requantize`]): its parameters
+/// loaded (`LDM`: multiplier, half, shift, zero point), the scaling ([`dw_scale`]), one
+/// less for a negative sum, the shift, the zero point, `SSAT`, the byte stored at `$byte`
+/// of the pixel.
+#[cfg(infer_core_long_multiply)]
+macro_rules! dw_requant {
+    ($acc:literal, $byte:literal) => {
+        concat!(
+            "ldm r5!, {{r8, r9, r10, r11}}\n",
+            dw_scale!($acc),
+            "add r9, r9, ",
+            $acc,
+            ", asr #31\n",
+            "asr r9, r9, r10\n",
+            "add r9, r9, r11\n",
+            "ssat r9, #8, r9\n",
+            "strb r9, [r6, #",
+            $byte,
+            "]\n",
+        )
+    };
+}
+
+/// Computes the block of pixels of `q`: pixel `(i, j)` (row `i < rows`, column
+/// `j < cols`) reads its taps' words at `origin + i · in_row + j · in_step + offset` of
+/// `input` (int8 values of four channels each) and writes its four channels at
+/// `out_at + i · out_row + j · out_step` of `output`: for each channel `c`, `bias[c] +
+/// Σ x[c] · w[c]` over the taps, requantized by [`dw_requantize`]. Taps whose word falls
+/// outside `input` are skipped, pixels outside `output` not written.
+///
+/// When every word read and written lies inside the slices, one block of assembly
+/// (`dw_quads_asm`): per pixel 108 instructions on a DSP core (the biases loaded, eight
+/// per tap, seven per channel's requantization, seven to step on), 130 on the Cortex-M3
+/// (ten per tap, eight per requantization); elsewhere [`dw_quads_portable`].
+#[inline(never)]
+pub fn dw_quads(q: &DwQuad, input: &[i8], origin: isize, output: &mut [i8], out_at: usize) {
+    #[cfg(infer_core_long_multiply)]
+    if q.fits(input.len(), origin, output.len(), out_at) {
+        dw_quads_asm(q, input, origin, output, out_at);
+        return;
+    }
+    dw_quads_portable(q, input, origin, output, out_at);
+}
+
+/// [`dw_quads`]' assembly, where `fits`.
+#[cfg(infer_core_long_multiply)]
+#[inline(always)]
+fn dw_quads_asm(q: &DwQuad, input: &[i8], origin: isize, output: &mut [i8], out_at: usize) {
+    // Registers: the four sums r0–r3; the pixel's origin r4; the walk through `q` r5
+    // (back to its start after each pixel); the pixel's output r6; the pixels left in the
+    // row r7; a tap's offset and weights, then a channel's parameters and results, r8–r12;
+    // the input word and its halves r11 r12 (DSP) or lr. The rows left (r1 on entry), the
+    // row's first origin and output are pushed during the row.
+    // SAFETY: the caller checked `fits`: every word the block reads, `origin + i · in_row
+    // + j · in_step + offset` for every pixel (i, j) and tap (steps ≥ 0, so the first and
+    // last pixels bound them; word loads may be unaligned on these cores), lies inside
+    // `input`, and every pixel's four bytes inside `output`; rows and cols are at least 1.
+    // `r5` reads `q` (`repr(C)`, word-aligned as LDM needs) and comes back to its start.
+    // The block saves r6 and r7 (which cannot be operands: LLVM's base and frame
+    // pointers) and pops all it pushes; every other register it writes is declared.
+    unsafe {
+        asm!(
+            "push {{r6, r7}}",
+            "mov r6, r0",
+            "3:",
+            "push {{r1, r4, r6}}",
+            "ldr r7, [r5, #{cols}]",
+            "2:",
+            "ldm r5!, {{r0, r1, r2, r3}}",
+            dw_tap!(),
+            dw_tap!(),
+            dw_tap!(),
+            dw_tap!(),
+            dw_tap!(),
+            dw_tap!(),
+            dw_tap!(),
+            dw_tap!(),
+            dw_tap!(),
+            dw_requant!("r0", "0"),
+            dw_requant!("r1", "1"),
+            dw_requant!("r2", "2"),
+            dw_requant!("r3", "3"),
+            "ldm r5, {{r8, r9}}",
+            "add r4, r8",
+            "add r6, r9",
+            "sub r5, #{steps}",
+            "subs r7, #1",
+            "bne 2b",
+            "pop {{r1, r4, r6}}",
+            "ldr r8, [r5, #{in_row}]",
+            "add r4, r8",
+            "ldr r8, [r5, #{out_row}]",
+            "add r6, r8",
+            "subs r1, #1",
+            "bne 3b",
+            "pop {{r6, r7}}",
+            inout("r0") output.as_mut_ptr().wrapping_add(out_at) => _,
+            inout("r1") q.rows => _,
+            out("r2") _,
+            out("r3") _,
+            inout("r4") input.as_ptr().wrapping_offset(origin) => _,
+            inout("r5") core::ptr::from_ref(q) => _,
+            out("r8") _,
+            out("r9") _,
+            out("r10") _,
+            out("r11") _,
+            out("r12") _,
+            out("lr") _,
+            cols = const DW_COLS,
+            steps = const DW_STEPS,
+            in_row = const DW_IN_ROW,
+            out_row = const DW_OUT_ROW,
+        );
+    }
+}
+
+/// [`dw_quads`] in plain integer arithmetic (the reference the assembly is tested against,
+/// and the code elsewhere).
+#[cfg_attr(infer_core_long_multiply, inline(never))]
+pub fn dw_quads_portable(
+    q: &DwQuad,
+    input: &[i8],
+    origin: isize,
+    output: &mut [i8],
+    out_at: usize,
+) {
+    let at = |start: isize, row: i32, step: i32, i: u32, j: u32| {
+        start
+            .wrapping_add((row as isize).wrapping_mul(i as isize))
+            .wrapping_add((step as isize).wrapping_mul(j as isize))
+    };
+    for i in 0..q.rows {
+        for j in 0..q.cols {
+            let pixel = at(origin, q.in_row, q.in_step, i, j);
+            let mut acc = q.bias;
+            for tap in &q.taps {
+                let Some(x) = usize::try_from(pixel.wrapping_add(tap[0] as i32 as isize))
+                    .ok()
+                    .and_then(|at| input.get(at..at.checked_add(4)?))
+                else {
+                    continue;
+                };
+                for ((a, &x), w) in acc.iter_mut().zip(x).zip(dw_tap_weights(tap)) {
+                    *a = a.wrapping_add(i32::from(x).wrapping_mul(w));
+                }
+            }
+            let out = at(out_at as isize, q.out_row, q.out_step, i, j);
+            let Some(out) = usize::try_from(out)
+                .ok()
+                .and_then(|at| output.get_mut(at..at.checked_add(4)?))
+            else {
+                continue;
+            };
+            for (o, (&a, r)) in out.iter_mut().zip(acc.iter().zip(&q.requant)) {
+                *o = dw_requantize(a, r);
+            }
         }
-        acc
     }
 }
 
@@ -2118,6 +2363,89 @@ mod tests {
                 );
                 assert_eq!(got, start);
             }
+        }
+    }
+
+    /// A block of depthwise pixels fits exactly when every word it reads and writes lies
+    /// inside the slices, on random steps and offsets.
+    #[test]
+    fn dw_quads_fit_exactly_when_every_word_is_inside() {
+        let mut rng = TestRng(0xF175);
+        let mut fitting = 0;
+        for _ in 0..20_000 {
+            let small = |rng: &mut TestRng, n: u64| rng.below(n) as i32 - 4;
+            let mut q = DwQuad {
+                in_step: small(&mut rng, 24),
+                out_step: small(&mut rng, 24),
+                in_row: small(&mut rng, 60),
+                out_row: small(&mut rng, 60),
+                cols: rng.below(4) as u32,
+                rows: rng.below(4) as u32,
+                ..DwQuad::default()
+            };
+            for t in &mut q.taps {
+                t[0] = (rng.below(40) as i32 - 8) as u32;
+            }
+            let (len, out_len) = (rng.below(200) as usize, rng.below(200) as usize);
+            let origin = rng.below(60) as isize - 20;
+            let out_at = rng.below(60) as usize;
+            let steps = [q.in_step, q.out_step, q.in_row, q.out_row];
+            let inside = steps.iter().all(|&s| s >= 0)
+                && q.rows > 0
+                && q.cols > 0
+                && (0..q.rows as isize).all(|i| {
+                    (0..q.cols as isize).all(|j| {
+                        let pixel = origin + i * q.in_row as isize + j * q.in_step as isize;
+                        let out =
+                            out_at as isize + i * q.out_row as isize + j * q.out_step as isize;
+                        q.taps.iter().all(|t| {
+                            let at = pixel + t[0] as i32 as isize;
+                            at >= 0 && at + 4 <= len as isize
+                        }) && out >= 0
+                            && out + 4 <= out_len as isize
+                    })
+                });
+            assert_eq!(q.fits(len, origin, out_len, out_at), inside, "{q:?}");
+            fitting += usize::from(inside);
+        }
+        assert!(fitting > 100, "{fitting}");
+    }
+
+    /// A depthwise pixel's requantization equals TFLite's (the doubled sum's `SMMLAR`,
+    /// sign and shift against `MultiplyByQuantizedMultiplier`, offset, clamped) for sums
+    /// below 2^30 in magnitude, multipliers ≥ 0 and right shifts 1 to 31.
+    #[test]
+    fn dw_requantization_equals_tflite() {
+        let mut rng = TestRng(0x5A11);
+        for i in 0..200_000 {
+            let r = rng.next_u64();
+            let acc = ((r as i32) >> 2) >> (r >> 59);
+            let acc = if i % 7 == 0 {
+                (acc & 0x7FF) - 0x400
+            } else {
+                acc
+            };
+            let multiplier = if i % 5 == 0 {
+                (rng.next_u64() as u32 >> 1) as i32
+            } else {
+                (1 << 30) + ((rng.next_u64() as u32) >> 2) as i32
+            };
+            let shift = 1 + rng.below(31) as i32;
+            let zero_point = rng.below(256) as i32 - 128;
+            let want = (multiply_by_quantized_multiplier(acc, multiplier, -shift)
+                .saturating_add(zero_point))
+            .clamp(-128, 127) as i8;
+            let r = DwRequant {
+                multiplier,
+                half: 1 << (shift - 1),
+                shift,
+                zero_point,
+            };
+            assert_eq!(
+                dw_requantize(2 * acc, &r),
+                want,
+                "acc={acc} m={multiplier} s={shift}"
+            );
         }
     }
 

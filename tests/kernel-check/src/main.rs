@@ -331,23 +331,44 @@ fn main() -> ! {
             pairs::filter_sums_portable(words, w),
         );
 
-        // Four channels' sums over the taps of a depthwise window: 1 to 9 taps at any
-        // offsets, the window at any base, inputs and weights any bytes.
+        // Blocks of four channels' depthwise pixels: up to 3 × 4 pixels, nine taps at any
+        // offsets (some negative from the origin), any weights of 16 bits, biases,
+        // multipliers and zero points, shifts 0 to 39 (`ASR` by 32 or more gives the
+        // sign); the block inside the slices most of the time (the DSP assembly on the
+        // M4F and M55, the MLA one on the M3).
         let mut input = [0i8; 600];
         input.iter_mut().for_each(|x| *x = dw_rng.next() as i8);
-        let mut taps = dsp::QuadTaps::<9>::default();
-        for _ in 0..1 + dw_rng.below(9) {
-            let w = [0; 4].map(|_| dw_rng.next() as i8);
-            taps.push(dw_rng.below(300), w);
+        let mut q = dsp::DwQuad {
+            in_step: 4 * dw_rng.below(12) as i32,
+            out_step: dw_rng.below(12) as i32,
+            in_row: dw_rng.below(200) as i32,
+            out_row: dw_rng.below(60) as i32,
+            cols: 1 + dw_rng.below(4) as u32,
+            rows: 1 + dw_rng.below(3) as u32,
+            ..dsp::DwQuad::default()
+        };
+        for t in &mut q.taps {
+            let w = [0; 4].map(|_| i32::from(dw_rng.next() as i16));
+            *t = dsp::dw_tap(dw_rng.below(100) as i32 - 40, w);
         }
-        let base = dw_rng.below(300);
-        let got = taps.sums(&input, base, acc4);
-        check(
-            "quad_taps",
-            case,
-            got,
-            taps.sums_portable(&input, base, acc4),
-        );
+        for (b, r) in q.bias.iter_mut().zip(&mut q.requant) {
+            *b = (dw_rng.next() as i32) >> dw_rng.below(32);
+            let shift = dw_rng.below(40) as i32;
+            *r = dsp::DwRequant {
+                multiplier: (dw_rng.next() as u32 >> 1) as i32,
+                half: (1 << (shift & 31)) >> 1,
+                shift,
+                zero_point: dw_rng.below(256) as i32 - 128,
+            };
+        }
+        let origin = 40 + dw_rng.below(80) as isize;
+        let out_at = dw_rng.below(40);
+        let mut got = [0i8; 256];
+        got.iter_mut().for_each(|x| *x = dw_rng.next() as i8);
+        let mut want = got;
+        dsp::dw_quads(&q, &input, origin, &mut got, out_at);
+        dsp::dw_quads_portable(&q, &input, origin, &mut want, out_at);
+        check("dw_quads", case, got, want);
 
         // A whole depthwise conv (multiplier 1, up to 3 × 3, strides 1 and 2, same
         // padding: interior and border pixels) against its naive reference.
