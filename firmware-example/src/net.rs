@@ -22,8 +22,8 @@ pub mod generated {
 }
 
 pub use generated::Scratch;
-pub use generated::INPUT;
 pub use generated::CLASSES;
+pub use generated::INPUT;
 use generated::{OPS, STAGES, STAGE_NAMES};
 
 /// The network, its weights in flash.
