@@ -30,8 +30,8 @@ use core::panic::PanicInfo;
 use cortex_m_rt::entry;
 use infer_core::kernels::MapRows;
 use infer_core::stack::layers::{
-    check_op_count, max, Add, AddInPlace, AvgPool2d, Branch, Chain, Conv2d, ConvPool,
-    ConvPool3x3, ConvPoolDense3x3, Dense, DepthwiseConv2d, Layer, Logits, MaxPool2d, Streamed,
+    check_op_count, max, Add, AddInPlace, AvgPool2d, Branch, Chain, Conv2d, ConvPool, ConvPool3x3,
+    ConvPoolDense3x3, Dense, DepthwiseConv2d, Layer, Logits, MaxPool2d, Streamed,
 };
 use infer_core::stack::stages::{regions, Out};
 use infer_core::stack::{run, Kernels, StackFile};
