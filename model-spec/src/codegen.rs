@@ -313,8 +313,9 @@ impl Network {
 }
 
 /// For a firmware's `build.rs`: generates the typed network of the model.bin at `model`
-/// into `$OUT_DIR/network.rs`, embedding the model as `MODEL`, and tells cargo to rerun
-/// when the model or the spec changes. With `spec` (a spec file or a preset), the model
+/// into `$OUT_DIR/network.rs`, embedding the model as `MODEL` (and, for a Cortex-M4 or M7
+/// target, its conv and dense weights widened beside it, [`Network::widen_weights`]), and
+/// tells cargo to rerun when the model or the spec changes. With `spec` (a spec file or a preset), the model
 /// must have exactly its operations. Relative paths are taken from the crate's directory.
 ///
 /// # Errors
@@ -332,6 +333,11 @@ pub fn build(model: impl AsRef<Path>, spec: Option<&str>) -> Result<Network, Str
     let bytes = fs::read(&path)
         .map_err(|error| format!("cannot read the model {} ({error})", path.display()))?;
     let mut network = Network::from_bytes(&model.as_ref().display().to_string(), &bytes)?;
+    // A DSP core without Helium (Cortex-M4, M7) runs the convs and dense layers faster from
+    // weights widened into flash beside the model (`Network::widen_weights`).
+    if env::var("TARGET").is_ok_and(|target| target.starts_with("thumbv7em")) {
+        network.widen_weights(&bytes)?;
+    }
     if let Some(spec) = spec {
         let declared = Declared::load(&crate_dir, spec)?;
         if let Some(path) = &declared.path {
