@@ -28,6 +28,9 @@
 //! - the crate's feature `small-ram` (infer-core's): the engine computes one
 //!   conv pixel at a time, and the network's patch buffer is sized for that (as
 //!   on the Cortex-M0 in every build, `Board::default_pixels`).
+//! - the crate's feature `narrow-weights`: on a board whose kernels take widened
+//!   weights (`Board::widens_weights`: the M4F and M7), none are generated; the
+//!   layers run from the model's int8 weights alone (less flash, more instructions).
 
 use model_spec::codegen as network;
 
@@ -99,7 +102,8 @@ fn stack_network(
     } else {
         board.default_pixels()
     };
-    if network.pixels == infer_core::stack::Pixels::Four && board.widens_weights() {
+    let narrow = env::var_os("CARGO_FEATURE_NARROW_WEIGHTS").is_some();
+    if network.pixels == infer_core::stack::Pixels::Four && board.widens_weights() && !narrow {
         network.widen_weights(model).unwrap_or_else(|e| fail(&e));
     }
     if let Some(spec) = spec {

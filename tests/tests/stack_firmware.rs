@@ -437,10 +437,11 @@ activation = "softmax"
 }
 
 #[test]
-fn the_small_ram_build_computes_the_same_logits_in_less_memory() -> Result<()> {
-    // The M4F's default build runs four conv pixels at once through its assembly quads; the
-    // small-RAM build one at a time, its patch buffer a quarter: the same logits (checked
-    // against the host's in `run_with`), fewer bytes, more instructions.
+fn the_small_ram_and_narrow_weight_builds_compute_the_same_logits_for_less_memory() -> Result<()> {
+    // The M4F's default build runs four conv pixels at once through its assembly quads, from
+    // weights widened into flash; the small-RAM build one at a time, its patch buffer a
+    // quarter; the narrow-weights build from the int8 weights alone: the same logits
+    // (checked against the host's in `run_with`), fewer bytes, more instructions.
     let case = Case::random(Some(TWO_BLOCKS), 6, 12)?;
     let board = board("mps2-an386");
     let fast = case.run_with(board, &[])?;
@@ -449,6 +450,13 @@ fn the_small_ram_build_computes_the_same_logits_in_less_memory() -> Result<()> {
     let (fast_bytes, small_bytes) = (scratch(&fast).unwrap(), scratch(&small).unwrap());
     assert!(small_bytes < fast_bytes, "{small_bytes} vs {fast_bytes}");
     assert!(small.summary.insns_per_inference > fast.summary.insns_per_inference);
+    let narrow = case.run_with(board, &["narrow-weights"])?;
+    assert!(
+        narrow.summary.insns_per_inference > fast.summary.insns_per_inference,
+        "narrow {} vs widened {}",
+        narrow.summary.insns_per_inference,
+        fast.summary.insns_per_inference
+    );
     Ok(())
 }
 
