@@ -1156,12 +1156,12 @@ pub fn quad_filters(conv: &QuadConv<'_>, values: &mut [u32]) {
         // `wide` per filter (filters · wide_words(taps) checked by `widened`; a `u32`
         // slice is word-aligned, which LDM needs), r12 reads and writes `values` at
         // p · stride + f for p < 4, f < filters (checked above); each loop count is tested
-        // for 0 before its loop. The twelve registers that can be operands are all named here (r2–r5 by
-        // name also because LDM needs its registers in ascending order), so no operand is
-        // in r6 or r7 (which cannot be named: LLVM's base and frame pointers); the block
-        // saves those two on the stack, uses them as scratch and restores them, and pops
-        // everything it pushes. Nothing else is read or written, and every register
-        // written is declared.
+        // for 0 before its loop. The twelve registers that can be operands are all named
+        // here (r2–r5 by name also because LDM needs its registers in ascending order), so
+        // no operand is in r6 or r7 (which cannot be named: LLVM's base and frame
+        // pointers); the block saves those two on the stack, uses them as scratch and
+        // restores them, and pops everything it pushes. Nothing else is read or written,
+        // and every register written is declared.
         unsafe {
             match conv.widened() {
                 Some(wide) => quad_filters_asm!(
@@ -1258,10 +1258,19 @@ pub fn wide_filter_words(row: &[u8], taps: usize) -> impl Iterator<Item = u32> +
     groups
         .chunks_exact(4)
         .flat_map(|g| {
-            let w = u32::from_le_bytes([g[0], g[1], g[2], g[3]]);
-            [sxtb16_ror8(w), sxtb16(w)]
+            let [even, odd] = group_halves(g);
+            [odd, even]
         })
         .chain(singles.iter().map(|&b| i32::from(b as i8) as u32))
+}
+
+/// Four int8 weights (`group`, at least 4 bytes; 0 if shorter) as `SXTB16` unpacks their
+/// word: `[(w0, w2), (w1, w3)]` as 16-bit halves, what both widened layouts are made of.
+fn group_halves(group: &[u8]) -> [u32; 2] {
+    let w = group
+        .get(..4)
+        .map_or(0, |w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+    [sxtb16(w), sxtb16_ror8(w)]
 }
 
 /// Writes `filters` int8 rows of `taps` weights (`weights`) widened for [`quad_filters`]
@@ -1613,10 +1622,7 @@ pub fn dense_wide_words_of(
         (0..groups).flat_map(move |g| {
             (0..4).flat_map(move |j| {
                 let at = (4 * q + j) * inputs + 4 * g;
-                let w = weights
-                    .get(at..at + 4)
-                    .map_or(0, |w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
-                [sxtb16(w), sxtb16_ror8(w)]
+                group_halves(weights.get(at..).unwrap_or_default())
             })
         })
     })
