@@ -28,9 +28,10 @@
 //! - the crate's feature `small-ram` (infer-core's): the engine computes one
 //!   conv pixel at a time, and the network's patch buffer is sized for that (as
 //!   on the Cortex-M0 in every build, `Board::default_pixels`).
-//! - the crate's feature `narrow-weights`: on a board whose kernels take widened
-//!   weights (`Board::widens_weights`: the M4F and M7), none are generated; the
-//!   layers run from the model's int8 weights alone (less flash, more instructions).
+//! - the crate's feature `narrow-weights`: on a board whose kernels take prepared
+//!   weights (`Board::preparation`: widened on the M4F and M7, dense units paired
+//!   on the M3), none are generated; the layers run from the model's int8 weights
+//!   alone (less flash, more instructions).
 
 use model_spec::codegen as network;
 
@@ -103,8 +104,12 @@ fn stack_network(
         board.default_pixels()
     };
     let narrow = env::var_os("CARGO_FEATURE_NARROW_WEIGHTS").is_some();
-    if network.pixels == infer_core::stack::Pixels::Four && board.widens_weights() && !narrow {
-        network.widen_weights(model).unwrap_or_else(|e| fail(&e));
+    if let (infer_core::stack::Pixels::Four, Some(preparation), false) =
+        (network.pixels, board.preparation(), narrow)
+    {
+        network
+            .prepare_weights(model, preparation)
+            .unwrap_or_else(|e| fail(&e));
     }
     if let Some(spec) = spec {
         let declared = network::Declared::load(crate_dir, spec).unwrap_or_else(|e| fail(&e));
@@ -117,8 +122,8 @@ fn stack_network(
     }
     let name = spec.unwrap_or(model_name);
     let ram = network.ram();
-    // The model and its widened weights, both in flash.
-    let flash_bytes = model.len() + network.widened_bytes();
+    // The model and its prepared weights, both in flash.
+    let flash_bytes = model.len() + network.prepared_bytes();
     check_memory(board, model_name, flash_bytes, name, &ram);
     // The build's report: cargo shows it (as a warning) on every build that
     // runs this script; the firmware prints the measured figures.
@@ -127,9 +132,9 @@ fn stack_network(
         board.name,
         model.len(),
         board.flash,
-        match network.widened_bytes() {
+        match network.prepared_bytes() {
             0 => String::new(),
-            n => format!(" (+{n} of weights widened for the DSP kernels)"),
+            n => format!(" (+{n} of weights prepared for the core's kernels)"),
         },
         ram.total(),
         board.ram,
@@ -151,7 +156,7 @@ fn check_memory(
     let flash_need = model_bytes + CODE_ALLOWANCE;
     if flash_need > board.flash {
         problems.push(format!(
-            "flash: the {model_bytes}-byte model {model_name} (its widened weights \
+            "flash: the {model_bytes}-byte model {model_name} (its prepared weights \
              included) and {CODE_ALLOWANCE} bytes for \
              the program need {flash_need} bytes, but {} has {} ({} KiB)",
             board.name,

@@ -3,6 +3,7 @@
 //! harnesses that build and run it under QEMU (`cargo xtask qemu`/`bench-mcu`, the
 //! end-to-end tests: target, `-cpu`, batch size).
 
+use infer_core::stack::prepared::Preparation;
 use infer_core::stack::Pixels;
 
 /// An emulated board: what it has, how to build for it and how QEMU runs it.
@@ -113,12 +114,13 @@ impl Board {
         }
     }
 
-    /// Whether its conv and dense kernels run faster from widened weights kept in flash
-    /// beside the model (`infer_core::stack::prepared`): the DSP cores without Helium (M4F,
-    /// M7), whose kernels would otherwise unpack each group of four weights again and
-    /// again; the M55 multiplies int8 by int8 as the weights are.
-    pub fn widens_weights(&self) -> bool {
-        self.target.starts_with("thumbv7em")
+    /// How its kernels take weights prepared in flash beside the model
+    /// (`infer_core::stack::prepared`), if they do: widened on the DSP cores without Helium
+    /// (M4F, M7), whose kernels would otherwise unpack each group of four weights again and
+    /// again; dense units paired on the M3; none on the M0 or the M55 (which multiplies
+    /// int8 by int8 as the weights are).
+    pub fn preparation(&self) -> Option<Preparation> {
+        Preparation::for_target(self.target)
     }
 }
 

@@ -39,6 +39,8 @@ use crate::plan::{wire_fields, OpShape, Plan, PlanOp};
 use crate::spec::{Padding, Spec, PRESETS};
 use infer_core::format::QuantParams;
 use infer_core::kernels::dsp::{dense_wide_words_of, wide_words, widen_filter};
+use infer_core::kernels::pairs::dense_pair_words_of;
+use infer_core::stack::prepared::Preparation;
 use infer_core::stack::stages::{plan_file, Kernel, Pixels, Stage};
 use infer_core::stack::Op;
 use infer_core::stack::StackFile;
@@ -186,9 +188,9 @@ pub struct Network {
     /// Conv pixels the firmware's infer-core computes at once (its feature `small-ram`:
     /// one), which sizes the patch buffer.
     pub pixels: Pixels,
-    /// Conv and dense weights widened for a DSP core's kernels
-    /// ([`Network::widen_weights`]): `(operation, words)`, emitted as `PREPARED`.
-    pub widened: Vec<(usize, Vec<u32>)>,
+    /// Conv and dense weights prepared for the target's kernels
+    /// ([`Network::prepare_weights`]): `(operation, words)`, emitted as `PREPARED`.
+    pub prepared: Vec<(usize, Vec<u32>)>,
 }
 
 impl Network {
@@ -207,24 +209,31 @@ impl Network {
             input_quant: file.input.quant,
             embed: None,
             pixels: Pixels::Four,
-            widened: Vec::new(),
+            prepared: Vec::new(),
         })
     }
 
-    /// Widens the weights the DSP cores' kernels would otherwise unpack again and again
-    /// (`infer_core::stack::prepared`), so that the generated code keeps them in flash beside
-    /// the model (`bytes`, as given to [`Network::from_bytes`]) and loads the network with
-    /// them: every conv that runs through the four-pixel kernel (all but a one-channel 3×3
-    /// conv fused with its pool; `infer_core::kernels::dsp::widen_filter`), and every dense
-    /// layer over a vector (not streamed after a conv or pool) of whole sixteens of inputs
-    /// and at least four units (`infer_core::kernels::dsp::dense_wide_words_of`). Twice each
-    /// such layer's weight bytes of flash, for about a tenth fewer instructions in a
-    /// multi-channel conv and half in such a dense layer
-    /// ([`crate::boards::Board::widens_weights`] says on which boards).
+    /// Prepares the weights the target's kernels would otherwise unpack again and again
+    /// (`infer_core::stack::prepared`), as `preparation` says, so that the generated code
+    /// keeps them in flash beside the model (`bytes`, as given to [`Network::from_bytes`]) and
+    /// loads the network with them. Widened for a DSP core: every conv that runs through the
+    /// four-pixel kernel (all but a one-channel 3×3 conv fused with its pool;
+    /// `infer_core::kernels::dsp::widen_filter`), and every dense layer over a vector (not
+    /// streamed after a conv or pool) of whole sixteens of inputs and at least four units
+    /// (`infer_core::kernels::dsp::dense_wide_words_of`). Paired for the Cortex-M3: every
+    /// dense layer over a vector of whole fours of inputs and at least four units
+    /// (`infer_core::kernels::pairs::dense_pair_words_of`). Twice each such layer's weight
+    /// bytes of flash, for about a tenth fewer instructions in a multi-channel conv and half
+    /// in such a dense layer ([`crate::boards::Board::preparation`] says which boards take
+    /// which).
     ///
     /// # Errors
     /// Bytes that are not a valid format-3 model.
-    pub fn widen_weights(&mut self, bytes: &[u8]) -> Result<(), String> {
+    pub fn prepare_weights(
+        &mut self,
+        bytes: &[u8],
+        preparation: Preparation,
+    ) -> Result<(), String> {
         let file = StackFile::decode(bytes)
             .map_err(|error| format!("{} is not a format-3 model: {error}", self.model))?;
         let stages = plan_file(&file);
@@ -240,7 +249,8 @@ impl Network {
                 .iter()
                 .any(|st| st.first == index && st.dense && !st.conv && !st.pool)
         };
-        self.widened = file
+        let widened = preparation == Preparation::Widened;
+        self.prepared = file
             .ops
             .iter()
             .enumerate()
@@ -248,14 +258,19 @@ impl Network {
                 let words: Vec<u32> = match op {
                     Op::Dense(d) => {
                         let (inputs, units) = (d.inputs as usize, usize::from(d.units));
-                        if !over_vector(index) || inputs % 16 != 0 || units < 4 {
+                        let whole = if widened { 16 } else { 4 };
+                        if !over_vector(index) || inputs % whole != 0 || units < 4 {
                             return None;
                         }
-                        dense_wide_words_of(d.params.weights, inputs, units).collect()
+                        if widened {
+                            dense_wide_words_of(d.params.weights, inputs, units).collect()
+                        } else {
+                            dense_pair_words_of(d.params.weights, inputs, units).collect()
+                        }
                     }
                     _ => {
                         let (c, g) = op.conv()?;
-                        if own_kernel(index) {
+                        if !widened || own_kernel(index) {
                             return None;
                         }
                         let mut words = vec![0; g.filters * wide_words(g.taps())];
@@ -269,9 +284,9 @@ impl Network {
         Ok(())
     }
 
-    /// Flash bytes of the widened weights ([`Network::widen_weights`]).
-    pub fn widened_bytes(&self) -> usize {
-        self.widened.iter().map(|(_, w)| 4 * w.len()).sum()
+    /// Flash bytes of the prepared weights ([`Network::prepare_weights`]).
+    pub fn prepared_bytes(&self) -> usize {
+        self.prepared.iter().map(|(_, w)| 4 * w.len()).sum()
     }
 
     /// Checks the model (`bytes`, as given to [`Network::from_bytes`]) against `declared`:
@@ -295,7 +310,7 @@ impl Network {
 
     /// The network's Rust code, to `include!` in a module.
     pub fn generate(&self) -> String {
-        let prepared = !self.widened.is_empty();
+        let prepared = !self.prepared.is_empty();
         let mut out = generate(
             &self.model,
             self.spec.as_deref(),
@@ -303,7 +318,7 @@ impl Network {
             &self.ram(),
             prepared,
         );
-        out.push_str(&prepared_code(&self.widened));
+        out.push_str(&prepared_code(&self.prepared));
         out.push_str(&input_code(self.plan.input, &self.input_quant));
         if let Some(path) = &self.embed {
             out.push_str(&model_code(path));
@@ -314,7 +329,7 @@ impl Network {
 
 /// For a firmware's `build.rs`: generates the typed network of the model.bin at `model`
 /// into `$OUT_DIR/network.rs`, embedding the model as `MODEL` (and, for a Cortex-M4 or M7
-/// target, its conv and dense weights widened beside it, [`Network::widen_weights`]), and
+/// target or a Cortex-M3's, its weights prepared beside it, [`Network::prepare_weights`]), and
 /// tells cargo to rerun when the model or the spec changes. With `spec` (a spec file or a preset), the model
 /// must have exactly its operations. Relative paths are taken from the crate's directory.
 ///
@@ -334,9 +349,11 @@ pub fn build(model: impl AsRef<Path>, spec: Option<&str>) -> Result<Network, Str
         .map_err(|error| format!("cannot read the model {} ({error})", path.display()))?;
     let mut network = Network::from_bytes(&model.as_ref().display().to_string(), &bytes)?;
     // A DSP core without Helium (Cortex-M4, M7) runs the convs and dense layers faster from
-    // weights widened into flash beside the model (`Network::widen_weights`).
-    if env::var("TARGET").is_ok_and(|target| target.starts_with("thumbv7em")) {
-        network.widen_weights(&bytes)?;
+    // weights widened into flash beside the model, the Cortex-M3 its dense layers from
+    // paired rows (`Network::prepare_weights`).
+    let target = env::var("TARGET").unwrap_or_default();
+    if let Some(preparation) = Preparation::for_target(&target) {
+        network.prepare_weights(&bytes, preparation)?;
     }
     if let Some(spec) = spec {
         let declared = Declared::load(&crate_dir, spec)?;
@@ -429,20 +446,20 @@ pub static MODEL: &[u8] = &ALIGNED.0;
     )
 }
 
-/// `PREPARED`: the widened conv and dense weights ([`Network::widen_weights`]), in flash, which
-/// `Network::from_bytes` hands to the model (`StackFile::prepare`).
-fn prepared_code(widened: &[(usize, Vec<u32>)]) -> String {
-    // None widened: no `PREPARED`, and `from_bytes` does not name it.
-    if widened.is_empty() {
+/// `PREPARED`: the prepared conv and dense weights ([`Network::prepare_weights`]), in flash,
+/// which `Network::from_bytes` hands to the model (`StackFile::prepare`).
+fn prepared_code(prepared: &[(usize, Vec<u32>)]) -> String {
+    // None prepared: no `PREPARED`, and `from_bytes` does not name it.
+    if prepared.is_empty() {
         return String::new();
     }
     let mut code = String::new();
     let mut entries = String::new();
-    for (op, words) in widened {
+    for (op, words) in prepared {
         let list: Vec<String> = words.iter().map(|w| format!("{w:#x}")).collect();
         let _ = write!(
             code,
-            "\n/// Operation {op}'s weights, widened.\nstatic PREPARED_{op}: [u32; {}] = [{}];\n",
+            "\n/// Operation {op}'s weights, prepared.\nstatic PREPARED_{op}: [u32; {}] = [{}];\n",
             words.len(),
             list.join(", ")
         );
@@ -453,12 +470,12 @@ fn prepared_code(widened: &[(usize, Vec<u32>)]) -> String {
     }
     format!(
         "{code}
-/// The weights widened for the core's kernels, checked against the model's
+/// The weights prepared for the core's kernels, checked against the model's
 /// when it loads (`infer_core::stack::prepared`).
 static PREPARED: [infer_core::stack::prepared::PreparedWeights<'static>; {}] = [
 {entries}];
 ",
-        widened.len()
+        prepared.len()
     )
 }
 
@@ -1367,14 +1384,21 @@ mod tests {
         let mut network = Network::from_bytes("two-blocks.bin", TWO_BLOCKS).unwrap();
         let code = network.generate();
         assert!(!code.contains("PREPARED"), "{code}");
+        // The Cortex-M3 pairs only the dense layers over a vector: two-blocks has none.
+        network
+            .prepare_weights(TWO_BLOCKS, Preparation::Paired)
+            .unwrap();
+        assert!(network.prepared.is_empty());
         assert!(code.contains("Self::from_file(&StackFile::decode(bytes)?)"));
-        network.widen_weights(TWO_BLOCKS).unwrap();
+        network
+            .prepare_weights(TWO_BLOCKS, Preparation::Widened)
+            .unwrap();
         // The second conv (op 2), as the model's own weights widened; the first, one
         // channel 3×3 with its pool, has a kernel of its own.
         let file = StackFile::decode(TWO_BLOCKS).unwrap();
-        let ops: Vec<usize> = network.widened.iter().map(|(op, _)| *op).collect();
+        let ops: Vec<usize> = network.prepared.iter().map(|(op, _)| *op).collect();
         assert_eq!(ops, [2]);
-        for (op, words) in &network.widened {
+        for (op, words) in &network.prepared {
             let (c, g) = file
                 .ops
                 .get(*op)
@@ -1390,9 +1414,9 @@ mod tests {
             ));
         }
         assert_eq!(
-            network.widened_bytes(),
+            network.prepared_bytes(),
             network
-                .widened
+                .prepared
                 .iter()
                 .map(|(_, w)| 4 * w.len())
                 .sum::<usize>()

@@ -100,7 +100,8 @@ fn image_classification_runs_on_every_core_as_on_the_host() -> Result<()> {
 
 #[test]
 fn anomaly_detection_runs_on_every_core_as_on_the_host() -> Result<()> {
-    // Ten dense layers, 640 outputs; on the M4F from rows widened at build time.
+    // Ten dense layers, 640 outputs; on the M4F from rows widened at build time, on the M3
+    // from units paired at build time.
     check_on_boards(
         "ad01_int8.tflite",
         4,

@@ -1628,17 +1628,6 @@ pub fn dense_wide_words_of(
     })
 }
 
-/// Whether `wide` holds exactly the widened rows ([`dense_wide_words_of`]) of a dense layer
-/// of `units` rows of `inputs` int8 weights (`weights`): what a model's prepared weights must
-/// be to be used.
-pub fn is_dense_widened(weights: &[u8], inputs: usize, units: usize, wide: &[u32]) -> bool {
-    inputs % 4 == 0
-        && units >= 4
-        && weights.len() / inputs.max(1) >= units
-        && wide.len() == dense_wide_words(inputs, units)
-        && dense_wide_words_of(weights, inputs, units).eq(wide.iter().copied())
-}
-
 /// One group of four inputs of [`dense_quads_widened`]: the two patch words into r4 r5,
 /// then units 0 and 1's widened weights (r6–r9, one `LDM`) and units 2 and 3's.
 #[cfg(infer_core_dsp)]
@@ -2042,6 +2031,7 @@ mod tests {
     use crate::kernels::dot::pack_patch;
     use crate::kernels::TestRng;
     use crate::requant::multiply_by_quantized_multiplier;
+    use crate::stack::prepared::{is_dense_prepared, Preparation::Widened};
     use std::vec::Vec;
 
     /// Packing whole groups of int8 values with an offset, a packed patch's groups and one
@@ -2277,7 +2267,10 @@ mod tests {
                 .collect();
             let wide: std::vec::Vec<u32> = dense_wide_words_of(&w, inputs, units).collect();
             assert_eq!(wide.len(), dense_wide_words(inputs, units));
-            assert_eq!(is_dense_widened(&w, inputs, units, &wide), units >= 4);
+            assert_eq!(
+                is_dense_prepared(&w, inputs, units, &wide, Widened),
+                units >= 4
+            );
             let start: std::vec::Vec<u32> = (0..units).map(|_| rng.next_u64() as u32).collect();
             let mut want = start.clone();
             for (u, acc) in want.iter_mut().enumerate().take(units / 4 * 4) {
@@ -2305,7 +2298,7 @@ mod tests {
                 let mut other = w.clone();
                 other[rng.below((units / 4 * 4 * inputs) as u64) as usize] ^= 1;
                 assert!(
-                    !is_dense_widened(&other, inputs, units, &wide),
+                    !is_dense_prepared(&other, inputs, units, &wide, Widened),
                     "case {case}"
                 );
             }

@@ -509,6 +509,179 @@ pub fn dot4_wide_portable(xs: &[i16], rows: [&[u8]; 4]) -> [i32; 4] {
     [a0, a1, a2, a3]
 }
 
+/// Whether this build's prepared dense weights (`crate::stack::prepared`) are paired
+/// rows ([`dense_pair_words_of`]): on the Cortex-M3 (`SMLAL` without the DSP extension),
+/// where [`dense_quads_paired`] takes them; a DSP core's are widened rows.
+pub const PAIRED: bool = cfg!(all(infer_core_long_multiply, not(infer_core_dsp)));
+
+/// Words of a dense layer's rows paired for [`dense_quads_paired`]: its whole quads of
+/// units (`units / 4 · 4` rows of `inputs`), one pair word per two units and input.
+pub const fn dense_pair_words(inputs: usize, units: usize) -> usize {
+    units / 4 * 2 * inputs
+}
+
+/// A dense layer's `units` rows of `inputs` int8 weights (`weights`) as
+/// [`dense_quads_paired`] loads them: per quad of units, per input `i`, the pair words
+/// ([`pair_word`]) of units 0 and 1's weights `i` and of units 2 and 3's.
+/// [`dense_pair_words`] words; the units after the last whole quad are not paired.
+/// (`crate::stack::prepared::is_dense_prepared` checks a model's against them.)
+pub fn dense_pair_words_of(
+    weights: &[u8],
+    inputs: usize,
+    units: usize,
+) -> impl Iterator<Item = u32> + '_ {
+    let w = move |u: usize, i: usize| {
+        i32::from(weights.get(u * inputs + i).copied().unwrap_or(0) as i8)
+    };
+    (0..units / 4).flat_map(move |q| {
+        (0..inputs).flat_map(move |i| {
+            let u = 4 * q;
+            [
+                pair_word(w(u, i), w(u + 1, i)),
+                pair_word(w(u + 2, i), w(u + 3, i)),
+            ]
+        })
+    })
+}
+
+/// Whether the sizes fit [`dense_quads_paired`]: whole fours of values (at least one), at
+/// least one quad of units in `acc` and its paired rows.
+fn quads_paired_fit(xs: &[i16], words: &[u32], acc: &[u32]) -> bool {
+    let (n, quads) = (xs.len(), acc.len() / 4);
+    n >= 4 && n % 4 == 0 && quads > 0 && words.len() / quads >= 2 * n
+}
+
+/// One value of [`dense_quads_paired`]' loop: the value into r4, its two pair words
+/// (`LDM` into r5, r8), two `SMLAL`s into the pairs' 64-bit sums r0:r1 and r2:r3.
+#[cfg(all(infer_core_long_multiply, not(infer_core_dsp)))]
+macro_rules! paired_value {
+    () => {
+        concat!(
+            "ldrsh r4, [r9], #2\n",
+            "ldm r11!, {{r5, r8}}\n",
+            "smlal r0, r1, r4, r5\n",
+            "smlal r2, r3, r4, r8\n",
+        )
+    };
+}
+
+/// A dense layer's units four at a time from widened values `xs` (int8 values with their
+/// offset added, as `i16`) and paired rows `words` ([`dense_pair_words_of`], from the first
+/// quad of `acc`'s units on): adds each unit's dot product into `acc` (units past the last
+/// whole quad are left alone), wrapping. Each pair word times a value gives two units'
+/// products in one `SMLAL`, as [`pair_filters`] gives two pixels'; the taps are summed in
+/// chunks of [`CHUNK_TAPS`] and [`split`]. Computes nothing if a size does not fit (values
+/// not whole fours, fewer than four units, short slices).
+///
+/// On the Cortex-M3 one block of assembly: per value one halfword load, one `LDM` of two
+/// pair words and two `SMLAL`s (four multiply-accumulates in four instructions, plus two per
+/// four values for the loop end), and about 40 instructions per chunk and quad around
+/// them, against 2.25 instructions per multiply-accumulate from the int8 rows
+/// ([`dense_quads_wide`]); elsewhere [`dense_quads_paired_portable`].
+#[inline(never)]
+pub fn dense_quads_paired(xs: &[i16], words: &[u32], acc: &mut [u32]) {
+    if !quads_paired_fit(xs, words, acc) {
+        return;
+    }
+    #[cfg(all(infer_core_long_multiply, not(infer_core_dsp)))]
+    {
+        // Registers: the pairs' 64-bit sums r0:r1 (units 0, 1) and r2:r3 (units 2, 3); the
+        // value r4; the pair words r5, r8; the value pointer r9 and the chunk's end r10;
+        // the words' pointer r11; the accumulator pointer r12; lr scratch. On the stack
+        // (pushed from r0–r3): the values' start [sp] and end [sp, #4], quads left
+        // [sp, #8].
+        // SAFETY: per quad and chunk, r9 reads at most 128 halves of `xs` up to r10, which
+        // is at most the values' end (2-aligned, as LDRSH needs; every chunk a whole four
+        // of values, as the length is), so per quad exactly the `xs.len()` values; r11
+        // reads two words per value, 2 · xs.len() per quad (quads · 2 · xs.len() checked
+        // above; a `u32` slice is word-aligned, as LDM needs); r12 reads and writes the
+        // quad's four words of `acc` (checked above, word-aligned as LDM/STM need) and
+        // moves on by four. The block pops the four words it pushes; every register it
+        // writes is declared.
+        unsafe {
+            core::arch::asm!(
+                "push {{r0, r1, r2, r3}}",
+                "3:",
+                "ldr r9, [sp]",
+                "4:",
+                // This chunk: up to 128 values, to the end at most.
+                "add r10, r9, #256",
+                "ldr lr, [sp, #4]",
+                "cmp r10, lr",
+                "it hi",
+                "movhi r10, lr",
+                "movs r0, #0",
+                "movs r1, #0",
+                "movs r2, #0",
+                "movs r3, #0",
+                "2:",
+                paired_value!(),
+                paired_value!(),
+                paired_value!(),
+                paired_value!(),
+                "cmp r9, r10",
+                "bne 2b",
+                // The chunk's four sums into the quad's.
+                "ldm r12, {{r5, r8}}",
+                split_into!("r0", "r1", "r5", "r8"),
+                "stm r12!, {{r5, r8}}",
+                "ldm r12, {{r5, r8}}",
+                split_into!("r2", "r3", "r5", "r8"),
+                "stm r12!, {{r5, r8}}",
+                "ldr lr, [sp, #4]",
+                "cmp r9, lr",
+                "itt ne",
+                "subne r12, #16",
+                "bne 4b",
+                "ldr lr, [sp, #8]",
+                "subs lr, #1",
+                "str lr, [sp, #8]",
+                "bne 3b",
+                "add sp, #16",
+                inout("r0") xs.as_ptr() => _,
+                inout("r1") xs.as_ptr().wrapping_add(xs.len()) => _,
+                inout("r2") acc.len() / 4 => _,
+                out("r3") _,
+                out("r4") _,
+                out("r5") _,
+                out("r8") _,
+                out("r9") _,
+                out("r10") _,
+                inout("r11") words.as_ptr() => _,
+                inout("r12") acc.as_mut_ptr() => _,
+                out("lr") _,
+            );
+        }
+    }
+    #[cfg(not(all(infer_core_long_multiply, not(infer_core_dsp))))]
+    dense_quads_paired_portable(xs, words, acc);
+}
+
+/// [`dense_quads_paired`] in plain integer arithmetic, chunk by chunk as the assembly sums
+/// (the reference the assembly is tested against, and the code elsewhere).
+pub fn dense_quads_paired_portable(xs: &[i16], words: &[u32], acc: &mut [u32]) {
+    if !quads_paired_fit(xs, words, acc) {
+        return;
+    }
+    let n = xs.len();
+    for (quad, words) in acc.chunks_exact_mut(4).zip(words.chunks_exact(2 * n)) {
+        let chunks = xs.chunks(CHUNK_TAPS).zip(words.chunks(2 * CHUNK_TAPS));
+        for (xs, words) in chunks {
+            let mut wide = [0i64; 2];
+            for (&x, pair) in xs.iter().zip(words.chunks_exact(2)) {
+                for (sum, &word) in wide.iter_mut().zip(pair) {
+                    let product = i64::from(x).wrapping_mul(i64::from(word as i32));
+                    *sum = sum.wrapping_add(product);
+                }
+            }
+            let [(s0, s1), (s2, s3)] = wide.map(split);
+            for (a, s) in quad.iter_mut().zip([s0, s1, s2, s3]) {
+                *a = a.wrapping_add(s as u32);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -614,6 +787,72 @@ mod tests {
             let mut values = start[..len - 1].to_vec();
             pair_filters(&conv, &mut values);
             assert_eq!(values, start[..len - 1], "case {case}");
+        }
+    }
+
+    #[test]
+    fn dense_quads_paired_add_the_sums_of_products() {
+        use crate::stack::prepared::{is_dense_prepared, Preparation::Paired};
+        let mut rng = TestRng(0x9A1D);
+        for case in 0..90 {
+            // Across chunk ends (128 values), with extreme values and weights.
+            let n = match case % 6 {
+                0 => 4,
+                1 => 128,
+                2 => 132,
+                3 => 640,
+                _ => 4 * (1 + rng.below(70) as usize),
+            };
+            let units = 1 + rng.below(14) as usize;
+            let extreme = case % 5 == 0;
+            let xs: Vec<i16> = (0..n)
+                .map(|_| match extreme {
+                    true => [255, -255][rng.below(2) as usize],
+                    false => rng.below(511) as i16 - 255,
+                })
+                .collect();
+            let w: Vec<u8> = (0..units * n)
+                .map(|_| match extreme {
+                    true => [0x80, 0x7f][rng.below(2) as usize],
+                    false => rng.next_u64() as u8,
+                })
+                .collect();
+            let words: Vec<u32> = dense_pair_words_of(&w, n, units).collect();
+            assert_eq!(words.len(), dense_pair_words(n, units));
+            assert_eq!(
+                is_dense_prepared(&w, n, units, &words, Paired),
+                units >= 4,
+                "case {case}"
+            );
+            let start: Vec<u32> = (0..units).map(|_| rng.next_u64() as u32).collect();
+            let mut want = start.clone();
+            for (u, a) in want.iter_mut().take(units / 4 * 4).enumerate() {
+                let sum = (0..n).fold(0i32, |s, i| {
+                    s.wrapping_add(i32::from(xs[i]) * i32::from(w[u * n + i] as i8))
+                });
+                *a = a.wrapping_add(sum as u32);
+            }
+            let mut got = start.clone();
+            dense_quads_paired(&xs, &words, &mut got);
+            assert_eq!(got, want, "case {case}");
+            let mut got = start.clone();
+            dense_quads_paired_portable(&xs, &words, &mut got);
+            assert_eq!(got, want, "portable, case {case}");
+            // Short words, or values not whole fours: nothing computed.
+            if units >= 4 {
+                let mut got = start.clone();
+                dense_quads_paired(&xs, &words[..words.len() - 1], &mut got);
+                assert_eq!(got, start, "short words, case {case}");
+                let mut got = start.clone();
+                dense_quads_paired(&xs[..n - 1], &words, &mut got);
+                assert_eq!(got, start, "odd values, case {case}");
+                let mut changed = words.clone();
+                changed[rng.below(words.len() as u64) as usize] ^= 1;
+                assert!(
+                    !is_dense_prepared(&w, n, units, &changed, Paired),
+                    "case {case}"
+                );
+            }
         }
     }
 

@@ -20,7 +20,9 @@ use crate::kernels::dsp::{
     DenseRows,
 };
 use crate::kernels::mve::{dense_rows_i8, DenseRowsI8};
-use crate::kernels::pairs::{dense_quads_wide, dot4_wide};
+use crate::kernels::pairs::{
+    dense_pair_words, dense_quads_paired, dense_quads_wide, dot4_wide, PAIRED,
+};
 use crate::kernels::ChannelRequant;
 
 /// Units whose sums are computed, then requantized, together (on the stack: 32 words).
@@ -163,9 +165,17 @@ pub(crate) fn dense_direct(
                 }
             }
             Way::Wide => {
-                // Whole quads in one call (whole sixteens of values), the rest four rows at
-                // a time (the last row repeated where a quad is short).
-                if n % 16 == 0 {
+                // Whole quads in one call (from the paired rows if the model has them,
+                // else from whole sixteens of values), the rest four rows at a time (the
+                // last row repeated where a quad is short).
+                let paired = d
+                    .wide
+                    .get(first / 4 * dense_pair_words(n, 4)..)
+                    .filter(|_| PAIRED && d.wide.len() == dense_pair_words(n, d.units));
+                if let Some(words) = paired {
+                    dense_quads_paired(xs, words, acc);
+                    done = count / 4 * 4;
+                } else if n % 16 == 0 {
                     dense_quads_wide(xs, weights, n, acc);
                     done = count / 4 * 4;
                 }

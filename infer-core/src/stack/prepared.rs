@@ -3,29 +3,34 @@
 //! A DSP core's four-pixel conv kernel ([`crate::kernels::dsp::quad_filters`]) unpacks each
 //! group of four int8 weights into two words of 16-bit halves (a load and two `SXTB16`) for
 //! every four output pixels, and its dense kernel over a vector
-//! ([`crate::kernels::dsp::dense_quads`]) for every use. A firmware's build script can do
-//! that once instead ([`crate::kernels::dsp::widen_filter`],
-//! [`crate::kernels::dsp::dense_wide_words_of`]), keep the widened rows in flash beside the
+//! ([`crate::kernels::dsp::dense_quads`]) for every use. The Cortex-M3, without `SMLAD`,
+//! multiplies one weight at a time, but with `SMLAL` it can take two units' weights of a
+//! dense layer in one pair word ([`crate::kernels::pairs::dense_quads_paired`]). A
+//! firmware's build script can prepare the weights once, as the target's kernels take them
+//! ([`Preparation`]: [`crate::kernels::dsp::widen_filter`] and
+//! [`crate::kernels::dsp::dense_wide_words_of`] on a DSP core,
+//! [`crate::kernels::pairs::dense_pair_words_of`] on the M3), keep them in flash beside the
 //! model (twice the layer's weight bytes) and hand them to [`StackFile::prepare`]: the
-//! kernels then load a group's weights with one `LDM`
-//! ([`crate::kernels::dsp::dense_quads_widened`] for the dense layers). The file checks them against its own weights
-//! when it is given them, so that prepared rows of another model are never used: such an
-//! operation runs from its int8 weights, with the same results.
+//! kernels then load them with `LDM`s. The file checks them against its own weights when it
+//! is given them, so that prepared rows of another model (or for another core) are never
+//! used: such an operation runs from its int8 weights, with the same results.
 
 use super::format::{Op, StackFile, MAX_OPS};
-use crate::kernels::dsp::{is_dense_widened, is_widened};
+use crate::kernels::dsp::{dense_wide_words_of, is_widened};
+use crate::kernels::pairs::{dense_pair_words, dense_pair_words_of, PAIRED};
 
-/// The widened weights of one conv or dense operation.
+/// The prepared weights of one conv or dense operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PreparedWeights<'a> {
     /// The operation's index in the model.
     pub op: usize,
-    /// Its filters' rows, widened.
+    /// Its filters' rows, prepared ([`Preparation`]).
     pub words: &'a [u32],
 }
 
 /// A bit per operation of `file` whose entry in `prepared` (its first, which is the one
-/// used) holds exactly its conv or dense weights widened.
+/// used) holds exactly its conv or dense weights prepared as this build's kernels take them
+/// (dense rows paired on the Cortex-M3, [`PAIRED`]; else widened).
 #[inline(never)]
 pub(crate) fn matching(file: &StackFile<'_>, prepared: &[PreparedWeights<'_>]) -> u32 {
     let mut mask = 0;
@@ -36,7 +41,12 @@ pub(crate) fn matching(file: &StackFile<'_>, prepared: &[PreparedWeights<'_>]) -
         let matches = match file.ops.get(p.op) {
             Some(Op::Dense(d)) => {
                 let (inputs, units) = (d.inputs as usize, usize::from(d.units));
-                is_dense_widened(d.params.weights, inputs, units, p.words)
+                let build = if PAIRED {
+                    Preparation::Paired
+                } else {
+                    Preparation::Widened
+                };
+                is_dense_prepared(d.params.weights, inputs, units, p.words, build)
             }
             Some(op) => op
                 .conv()
@@ -48,4 +58,59 @@ pub(crate) fn matching(file: &StackFile<'_>, prepared: &[PreparedWeights<'_>]) -
         }
     }
     mask
+}
+
+/// How a target's kernels take prepared weights, if they take any: what its firmware's
+/// build script prepares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preparation {
+    /// A DSP core without Helium (Cortex-M4, M7, `thumbv7em-*`): every conv through the
+    /// four-pixel kernel and every dense layer over a vector, widened to 16-bit halves.
+    Widened,
+    /// The Cortex-M3 (`thumbv7m-*`): every dense layer over a vector, its units paired.
+    Paired,
+}
+
+impl Preparation {
+    /// The preparation a build for the target triple `target` takes: none on the M0 (no
+    /// long multiply) or on Helium cores (which multiply the int8 weights as they are).
+    ///
+    /// ```
+    /// use infer_core::stack::prepared::Preparation;
+    /// assert_eq!(Preparation::for_target("thumbv7em-none-eabihf"), Some(Preparation::Widened));
+    /// assert_eq!(Preparation::for_target("thumbv7m-none-eabi"), Some(Preparation::Paired));
+    /// assert_eq!(Preparation::for_target("thumbv6m-none-eabi"), None);
+    /// ```
+    pub fn for_target(target: &str) -> Option<Self> {
+        if target.starts_with("thumbv7em") {
+            Some(Self::Widened)
+        } else if target.starts_with("thumbv7m") {
+            Some(Self::Paired)
+        } else {
+            None
+        }
+    }
+}
+
+/// Whether `words` holds exactly the rows of a dense layer of `units` rows of `inputs` int8
+/// weights (`weights`) prepared as `preparation` says (widened,
+/// [`crate::kernels::dsp::dense_wide_words_of`]; paired,
+/// [`crate::kernels::pairs::dense_pair_words_of`]; either way its whole quads of units, the
+/// same number of words): what a model's prepared weights must be to be used.
+pub fn is_dense_prepared(
+    weights: &[u8],
+    inputs: usize,
+    units: usize,
+    words: &[u32],
+    preparation: Preparation,
+) -> bool {
+    let fits = inputs % 4 == 0
+        && units >= 4
+        && weights.len() / inputs.max(1) >= units
+        && words.len() == dense_pair_words(inputs, units);
+    let words = words.iter().copied();
+    fits && match preparation {
+        Preparation::Widened => dense_wide_words_of(weights, inputs, units).eq(words),
+        Preparation::Paired => dense_pair_words_of(weights, inputs, units).eq(words),
+    }
 }

@@ -2,7 +2,7 @@
 //! host tests can only run the twins): on the Cortex-M55 the Helium (MVE) loops of
 //! `kernels::mve` and the DSP blocks of `kernels::dsp` (which dispatch to the MVE ones
 //! there), on the Cortex-M4F (`--target thumbv7em-none-eabihf`) the DSP blocks alone, on
-//! the Cortex-M3 (`--target thumbv7m-none-eabi`) the pair-patch loop of `kernels::pairs`;
+//! the Cortex-M3 (`--target thumbv7m-none-eabi`) the pair loops of `kernels::pairs`;
 //! on random sizes and random values (any bits where the kernel takes any).
 //!
 //! Prints `kernel-check: <n> cases, every result equal to the portable twin's` and exits 0;
@@ -316,6 +316,18 @@ fn main() -> ! {
         pairs::dense_quads_wide(&xs[..n], rows, stride, &mut got[..units]);
         pairs::dense_quads_wide_portable(&xs[..n], rows, stride, &mut want[..units]);
         check("dense_quads_wide", case, got, want);
+
+        // Quads of units from paired rows: whole fours of values (chunks of 128), any bits
+        // in the values and the pair words (the patch's words, as any rows').
+        let n = 4 * (1 + rng.below(53));
+        let units = 4 + rng.below(9);
+        let words = &patch[..units / 4 * 2 * n];
+        let mut got = [0u32; 12];
+        rng.fill_words(&mut got);
+        let mut want = got;
+        pairs::dense_quads_paired(&xs[..n], words, &mut got[..units]);
+        pairs::dense_quads_paired_portable(&xs[..n], words, &mut want[..units]);
+        check("dense_quads_paired", case, got, want);
 
         // Four pixels' sums of a pair patch: any number of taps (chunks of 128; eight, two
         // and one at a time), any bits in the pair words, a patch starting at any pair of
