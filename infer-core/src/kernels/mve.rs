@@ -519,7 +519,7 @@ impl QuadConvI8<'_> {
 
     /// Whether the sizes fit the slices and `values`: [`quad_filters_i8`]' precondition.
     pub(crate) fn fits(&self, values: &[u32]) -> bool {
-        self.taps >= 16
+        self.taps > 0
             && self.filters > 0
             && self.offset_terms.len() >= self.filters
             && self.patch.len() >= Self::patch_bytes(self.taps)
@@ -589,6 +589,9 @@ pub fn quad_filters_i8(conv: &QuadConvI8<'_>, values: &mut [u32]) {
                     "mov.w r10, #0",
                     "mov.w r12, #0",
                     "mov.w lr, #0",
+                    // Whole blocks of sixteen taps, if any.
+                    "cmp r9, #0",
+                    "beq 5f",
                     "2:",
                     "vldrb.s8 q0, [r1], #16",
                     "vldrb.s8 q1, [r3], #16",
@@ -606,6 +609,7 @@ pub fn quad_filters_i8(conv: &QuadConvI8<'_>, values: &mut [u32]) {
                     "vmladava.s8 lr, q3, q1",
                     "subs r9, #1",
                     "bne 2b",
+                    "5:",
                     // The taps after the whole blocks: the weights' other lanes zero.
                     "ldr r9, [sp, #32]",
                     "cmp r9, #0",
@@ -742,7 +746,7 @@ pub fn quad_filters_i8(conv: &QuadConvI8<'_>, values: &mut [u32]) {
         // above; predicated past `taps`) and is moved back to the next row; r10 reads one
         // word of `offset_terms` per filter (filters checked above; word-aligned); lr reads
         // and writes `values` at p · stride + f for p < 4, f < filters (checked above). The
-        // loop count `taps` is ≥ 16. The block pops the two words it pushes; nothing else
+        // loop count `taps` is ≥ 1. The block pops the two words it pushes; nothing else
         // is read or written, and every register written is declared (explicit registers:
         // `VMLADAVA` takes even ones).
         unsafe {

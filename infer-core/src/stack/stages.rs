@@ -231,8 +231,8 @@ pub const fn stream3x3_bytes(filters: usize, units: usize) -> usize {
 /// without one), computing `pixels` conv pixels at once: the packed patch (the conv's
 /// patch of `pixels` pixels, or the position's values for the dense layer), one word per
 /// channel of each position computed at once (with four pixels, four positions for a conv
-/// without a pool), one per unit, and with four pixels and a conv of 16 taps or more one
-/// per filter (its offset term for an int8 patch, [`offset_terms`]).
+/// without a pool), one per unit, and with four pixels and a conv one per filter (its
+/// offset term for an int8 patch, [`offset_terms`]).
 pub const fn general_words(
     taps: usize,
     channels: usize,
@@ -258,10 +258,10 @@ pub const fn general_words(
 }
 
 /// Words of a conv's offset terms ([`offset_terms`]) in its working memory: one per filter
-/// where its quads may go through int8 patches (four pixels at once, 16 taps or more,
+/// where its quads may go through int8 patches (four pixels at once,
 /// [`int8_quads_possible`] on some core).
 const fn term_words(taps: usize, channels: usize, pixels: Pixels) -> usize {
-    if matches!(pixels, Pixels::Four) && taps >= 16 {
+    if matches!(pixels, Pixels::Four) && int8_patch_fits(taps) {
         channels
     } else {
         0
@@ -323,16 +323,25 @@ const QUAD_PIXELS: bool = cfg!(any(infer_core_dsp, test));
 /// Whether a quad of conv pixels (the first at output position `pos`) goes through an
 /// int8 patch ([`quad_filters_i8`]: the input values as they are, the offset folded into
 /// the sums) rather than a widened one: on MVE cores, whose `VMLADAVA.S8` multiplies 16
-/// int8 pairs at once, for 16 taps or more. The unit tests take both ways, alternating
+/// int8 pairs at once (a patch of under 16 taps in one predicated block: the Cortex-M55 ran
+/// tutorial-full's 9-tap first conv 52,000 instructions faster than through a widened
+/// patch). The unit tests take both ways, alternating
 /// between quads.
 fn int8_quads(g: &ConvGeometry, pos: usize) -> bool {
     int8_quads_possible(g) && (cfg!(infer_core_mve) || pos / QUAD % 2 == 1)
 }
 
 /// Whether any quad of a conv may go through an int8 patch ([`int8_quads`]): on MVE cores
-/// (and in the unit tests), for 16 taps or more.
+/// (and in the unit tests), where the patch buffer, sized for a packed quad patch, holds
+/// the int8 one ([`int8_patch_fits`]).
 fn int8_quads_possible(g: &ConvGeometry) -> bool {
-    cfg!(any(infer_core_mve, test)) && g.taps() >= 16
+    cfg!(any(infer_core_mve, test)) && int8_patch_fits(g.taps())
+}
+
+/// Whether a quad patch of `taps` packed words ([`PatchWords`], as the buffers are sized)
+/// holds an int8 quad patch ([`QuadConvI8::patch_bytes`]): from 6 taps on.
+const fn int8_patch_fits(taps: usize) -> bool {
+    taps > 0 && QuadConvI8::patch_bytes(taps) <= 4 * QUAD * PatchWords::words(taps)
 }
 
 /// Whether conv pixels go up to four at a time through a pair patch ([`pair_filters`], which
