@@ -133,7 +133,7 @@ fn classify_all(network: &net::Network, counter: &TickCounter, load_stack: usize
         }
         hprintln!("digit {} label={} pred={}", index, digit.label, pred);
         hprint!("logits {}", index);
-        for logit in logits {
+        for logit in &logits {
             hprint!(" {}", logit);
         }
         hprintln!();

@@ -59,11 +59,13 @@ pub const RUN_STACK: usize = 1920;
 
 /// Stack each operation adds while the firmware classifies: its typed layer lives in
 /// `main`'s frame (56–64 B on the Cortex-M for a conv, depthwise conv or dense layer, their
-/// widened weights' slice included) and the digit loop's frames grow with the stages.
-/// Measured beside [`RUN_STACK`]: MLPerf Tiny keyword spotting (eleven operations) peaks
-/// 798 B above `RUN_STACK`'s figure on the M4F, a fitted DS-CNN (seven) 696 B (448 B
-/// before the one arena and the widened weights).
-pub const STACK_PER_OP: usize = 104;
+/// prepared weights' slice included) and the digit loop's frames grow with the stages.
+/// Measured beside [`RUN_STACK`] (`stack_peak_bytes` less the buffers, input and logits):
+/// MLPerf Tiny keyword spotting (eleven operations) peaks 3,422 B on the M55, visual wake
+/// words (29) 5,752 B on the M3 (its inference alone 2,328 B of it), ResNet-8 (16) 3,588 B
+/// on the M55, a fitted DS-CNN (seven) 696 B above `RUN_STACK` on the M4F.
+/// `tests/tests/stack_firmware.rs` and `tests/tests/imported_firmware.rs` check every run.
+pub const STACK_PER_OP: usize = 144;
 
 /// Stack two stages run as one through a ring take besides [`RUN_STACK`]
 /// (`stages::run_chain`'s frame and the first stage's calls nested in it, while the
@@ -74,13 +76,14 @@ pub const CHAIN_STACK: usize = 768;
 /// Stack decoding the model.bin takes (`net::load`: `StackFile::decode`, which
 /// keeps the operations encoded and decodes one at a time, and each layer's
 /// `from_file`), before the buffers exist, plus `main`'s frame and the reset
-/// handler's (under 512 B). Measured `load_stack_bytes` on the M4F: 1,356–1,484 B
-/// for the spec'd networks (`tests/tests/stack_firmware.rs`), 1,724 B for MLPerf
-/// Tiny keyword spotting (eleven operations), 2,084 B for ResNet-8 (its
-/// additions check the tensor they name; 1,884 B before its convs took their adds in
-/// place). It was 812 B for two-blocks before the
-/// operation enum grew the imported models' variants: serde's derived decoding keeps
-/// a slot for each variant in `decode_op`'s frame and its callers'.
+/// handler's (under 512 B), besides the typed network itself, which `load` builds in
+/// its frame and returns into `main`'s ([`STACK_PER_OP`] per operation, as while it
+/// classifies: [`Ram::load_stack`]). Measured `load_stack_bytes` on the M4F: 1,356–1,484 B
+/// for the spec'd networks (`tests/tests/stack_firmware.rs`), 1,724 B for MLPerf Tiny
+/// keyword spotting (eleven operations), 2,188 B for ResNet-8, 2,940 B for visual wake
+/// words (29 operations; `tests/tests/imported_firmware.rs`). It was 812 B for two-blocks
+/// before the operation enum grew the imported models' variants: serde's derived
+/// decoding keeps a slot for each variant in `decode_op`'s frame and its callers'.
 pub const LOAD_STACK: usize = 2560;
 
 /// A spec, its int8 plan, and where it came from.
@@ -496,6 +499,8 @@ pub struct Ram {
     pub kernel_stack: usize,
     /// The int8 input image.
     pub input: usize,
+    /// The wide logits (`[i32; CLASSES]`, the caller's array that `infer_into` writes).
+    pub logits: usize,
     /// [`CHAIN_STACK`] if two stages run as one, else 0.
     pub chain_stack: usize,
     /// [`STACK_PER_OP`] for each operation.
@@ -511,22 +516,30 @@ impl Ram {
             patch: 4 * plan.patch_words(pixels),
             kernel_stack: plan.stack_bytes(),
             input: plan.input_len(),
+            logits: 4 * plan.classes(),
             chain_stack: if chained { CHAIN_STACK } else { 0 },
             layers_stack: STACK_PER_OP * plan.ops.len(),
         }
     }
 
-    /// Buffers, patch, kernel scratch and input: what the network keeps while it
+    /// Buffers, patch, kernel scratch, input and logits: what the network keeps while it
     /// classifies.
     pub fn network(&self) -> usize {
-        self.arena + self.patch + self.kernel_stack + self.input
+        self.arena + self.patch + self.kernel_stack + self.input + self.logits
     }
 
     /// The RAM the firmware needs for the network: the network and its stack
     /// ([`RUN_STACK`], [`STACK_PER_OP`] per operation, [`CHAIN_STACK`] if it chains)
-    /// while it classifies, or [`LOAD_STACK`] while it loads, whichever is more.
+    /// while it classifies, or its stack while it loads ([`Ram::load_stack`]), whichever
+    /// is more.
     pub fn total(&self) -> usize {
-        (self.network() + self.run_stack()).max(LOAD_STACK)
+        (self.network() + self.run_stack()).max(self.load_stack())
+    }
+
+    /// The stack while the model loads, before the buffers exist: [`LOAD_STACK`] and the
+    /// typed network being built ([`STACK_PER_OP`] per operation).
+    pub fn load_stack(&self) -> usize {
+        LOAD_STACK + self.layers_stack
     }
 
     /// The stack while it classifies.
@@ -537,13 +550,15 @@ impl Ram {
     /// How [`Ram::total`] adds up, for messages.
     pub fn explain(&self) -> String {
         format!(
-            "activation arena {}, patch {}, fused-kernel scratch {}, input {} and {} of stack \
-             while it classifies, at least {LOAD_STACK} while the model loads",
+            "activation arena {}, patch {}, fused-kernel scratch {}, input {}, logits {} and {} \
+             of stack while it classifies, at least {} while the model loads",
             self.arena,
             self.patch,
             self.kernel_stack,
             self.input,
-            self.run_stack()
+            self.logits,
+            self.run_stack(),
+            self.load_stack()
         )
     }
 }

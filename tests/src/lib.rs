@@ -256,6 +256,44 @@ pub fn build_firmware_on(
     Ok(out)
 }
 
+/// The number after `key` (e.g. `"load_stack_bytes="`) in the firmware's output.
+pub fn report_number(stdout: &str, key: &str) -> Result<u64> {
+    let at = stdout
+        .find(key)
+        .with_context(|| format!("no {key} in:\n{stdout}"))?;
+    let digits: String = stdout[at + key.len()..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits
+        .parse()
+        .with_context(|| format!("{key} is not followed by a number"))
+}
+
+/// Checks that the build's RAM estimate (`ram_estimate_bytes`) covers what a firmware run
+/// of a network of `ops` operations on `board` printed: the deepest stack while it
+/// classified, and while it loaded the model (from `main`, whose own frame and the reset
+/// handler's take under 512 bytes), the latter within `model_spec::codegen`'s `LOAD_STACK`
+/// and the typed network (`STACK_PER_OP` per operation).
+pub fn check_ram_estimate(board: &str, stdout: &str, ops: usize) -> Result<()> {
+    use model_spec::codegen::{LOAD_STACK, STACK_PER_OP};
+    let estimate = report_number(stdout, "ram_estimate_bytes=")?;
+    let statics = report_number(stdout, "static_ram_bytes=")?;
+    let load = report_number(stdout, "load_stack_bytes=")?;
+    let peak = report_number(stdout, "stack_peak_bytes=")?;
+    // Loading holds one decoded operation at a time (issue 11, point 7) and the typed
+    // network it builds.
+    ensure!(
+        load + 512 <= (LOAD_STACK + STACK_PER_OP * ops) as u64,
+        "{board}: loading the model took {load} bytes of stack"
+    );
+    ensure!(
+        peak + statics <= estimate && load + 512 + statics <= estimate,
+        "{board}: measured more RAM than the build estimated:\n{stdout}"
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

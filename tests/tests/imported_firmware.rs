@@ -5,7 +5,9 @@
 
 use anyhow::{ensure, Context, Result};
 use e2e_tests::stack_model::host_logits;
-use e2e_tests::{board, parse_firmware_output, run_firmware_on, workspace_root};
+use e2e_tests::{
+    board, check_ram_estimate, parse_firmware_output, run_firmware_on, workspace_root,
+};
 use trainer::tflite::import;
 
 /// Imports `tests/fixtures/mlperf-tiny/{name}`, runs `count` pseudo-random inputs (`seed`)
@@ -54,6 +56,7 @@ fn check_on_boards(name: &str, count: usize, seed: u32, boards: &[&str]) -> Resu
             "{stdout}"
         );
         ensure!(report.logits.len() == count, "{name}: {stdout}");
+        check_ram_estimate(name, &stdout, file.ops.len())?;
         for (i, (firmware, host)) in report.logits.iter().zip(&host).enumerate() {
             ensure!(
                 firmware == host,

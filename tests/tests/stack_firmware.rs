@@ -14,8 +14,8 @@
 use anyhow::{Context, Result};
 use e2e_tests::stack_model::{host_logits, random_model, random_model_with_input};
 use e2e_tests::{
-    board, build_firmware_on, data_dir, parse_firmware_output, run_firmware_on, run_trainer,
-    workspace_root, Board, BOARDS,
+    board, build_firmware_on, check_ram_estimate, data_dir, parse_firmware_output, run_firmware_on,
+    run_trainer, workspace_root, Board, BOARDS,
 };
 use infer_core::format::QuantParams;
 use infer_core::stack::stages::Kernel;
@@ -66,20 +66,6 @@ type = "dense"
 units = 10
 activation = "softmax"
 "#;
-
-/// The number after `key` (e.g. `"load_stack_bytes="`) in the firmware's output.
-fn number(stdout: &str, key: &str) -> Result<u64> {
-    let at = stdout
-        .find(key)
-        .with_context(|| format!("no {key} in:\n{stdout}"))?;
-    let digits: String = stdout[at + key.len()..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits
-        .parse()
-        .with_context(|| format!("{key} is not followed by a number"))
-}
 
 /// The int8 plan of `spec`, a spec file or a preset.
 fn plan_of(spec: &Path) -> Result<Plan> {
@@ -206,25 +192,7 @@ impl Case {
             assert_eq!(usize::from(line.pred), class, "{}: digit {i}", board.name);
         }
         assert_eq!(report.summary.total, n);
-        // The build's RAM estimate covers what the run measured: the deepest stack while it
-        // classified, and while it loaded the model (from `main`, whose own frame and the
-        // reset handler's take under 512 bytes).
-        let estimate = number(&stdout, "ram_estimate_bytes=")?;
-        let statics = number(&stdout, "static_ram_bytes=")?;
-        let load = number(&stdout, "load_stack_bytes=")?;
-        // Loading holds one decoded operation at a time (issue 11, point 7): its stack,
-        // with `main`'s frame, within the build's LOAD_STACK whatever the network.
-        assert!(
-            load + 512 <= model_spec::codegen::LOAD_STACK as u64,
-            "{}: decoding the model took {load} bytes of stack",
-            board.name
-        );
-        assert!(
-            report.summary.stack_peak_bytes + statics <= estimate
-                && load + 512 + statics <= estimate,
-            "{}: measured more RAM than the build estimated:\n{stdout}",
-            board.name
-        );
+        check_ram_estimate(board.name, &stdout, self.plan.ops.len())?;
         // One entry per stage of the plan (its operations' `<type>_<index>` joined by `+`),
         // then the argmax; the stages add up to the whole inference within 2 % (counter
         // reads are subtracted, tick rounding not).
