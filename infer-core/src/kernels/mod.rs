@@ -103,6 +103,13 @@ impl<'a> ChannelRequant<'a> {
             dsp::requantize_relu(self, values, channels);
             return;
         }
+        self.requantize_each(values, channels);
+    }
+
+    /// [`ChannelRequant::requantize_positions`] for any requantization (a left shift
+    /// too): each sum with its bias through [`ChannelRequant::apply`].
+    #[inline(never)]
+    pub(crate) fn requantize_each(&self, values: &mut [u32], channels: usize) {
         self.map_positions(values, channels, |acc, m, s| {
             i32::from(self.apply(acc, dsp::word(m) as i32, i32::from(s)))
         });

@@ -1456,7 +1456,12 @@ fn conv_positions(
         }
     };
     let count = if n == 1 { p * p } else { n };
-    let several = pixels == Pixels::Four && monotonic;
+    // Each position's values hold its sums, requantized at the end, where the
+    // requantization is monotonic (a pool window's maximum taken before it) or each
+    // position is one pixel (no pool); else (a window with a left shift) each pixel's
+    // requantized values, their maximum taken as they come.
+    let sums = monotonic || n > 1;
+    let several = pixels == Pixels::Four && sums;
     let pairs = PAIR_PIXELS && several && (!cfg!(test) || pos / QUAD % 3 == 2);
     let quads = QUAD_PIXELS && several && !pairs;
     let kernel_row = g.k_w * g.in_c;
@@ -1560,13 +1565,16 @@ fn conv_positions(
             let Some(values) = values.get_mut(slot * channels..(slot + 1) * channels) else {
                 return;
             };
-            one_pixel(cp, input, at, monotonic, patch, values);
+            one_pixel(cp, input, at, sums, patch, values);
             i += 1;
         }
     }
     if monotonic {
         // The max accumulators with their bias, requantized.
         cp.requant.requantize_positions(values, channels);
+    } else if sums {
+        // One pixel's sums per position, with a left shift somewhere: the general way.
+        cp.requant.requantize_each(values, channels);
     }
 }
 
