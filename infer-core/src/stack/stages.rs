@@ -1269,8 +1269,19 @@ impl<'p, 'a, 'w> StageRun<'p, 'a, 'w> {
         let (_, w, c) = self.parts.input;
         let (out_w, channels) = (self.out_w, self.channels);
         let n_in = self.out_h * out_w * channels;
-        for row in rows.start..rows.end.min(self.out_h) {
-            let end = (row + 1) * out_w;
+        let last = rows.end.min(self.out_h);
+        // A conv's positions computed at once run on into the next row of `rows` (whose
+        // input rows are all held: every caller of several rows gives the whole input),
+        // so that rows narrower than four positions, or not a multiple of four, fill
+        // quads too; not into a ring's next row, which may wrap around (past the row's
+        // end, a position's column goes on counting, and its place follows the row's).
+        let spans = self.parts.conv.is_some()
+            && match output {
+                Out::Values(out) => out.is_whole(),
+                Out::Logits(_) => true,
+            };
+        for row in rows.start..last {
+            let end = if spans { last } else { row + 1 } * out_w;
             let mut pos = row * out_w;
             while pos < end {
                 let n = self.at_once.min(end - pos);
@@ -1323,6 +1334,9 @@ impl<'p, 'a, 'w> StageRun<'p, 'a, 'w> {
                     }
                 }
                 pos += n;
+            }
+            if spans {
+                break;
             }
         }
     }
@@ -1464,7 +1478,7 @@ fn conv_positions(
                 gather_pair_patch(g, kernel_row, input, cp.input_offset, at, patch, k);
             }
             // Their positions: all one (a pool window) or consecutive.
-            let (first, stride) = (pixel(i).1, if n == 1 { 0 } else { channels });
+            let (first, stride) = (pixel(i).1, if n == 1 && p > 1 { 0 } else { channels });
             let Some(values) = values.get_mut(first * channels..) else {
                 return;
             };
