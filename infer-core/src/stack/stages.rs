@@ -1449,7 +1449,6 @@ fn conv_positions(
     if out_w == 0 || channels == 0 {
         return;
     }
-    values.fill(i32::MIN as u32);
     // Conv pixel `i` and the position (0..n) its values go to.
     let (out_w, p) = (out_w.max(1), p.max(1));
     let (py, px) = (pos / out_w, pos % out_w);
@@ -1464,6 +1463,11 @@ fn conv_positions(
     let several = pixels == Pixels::Four && monotonic;
     let pairs = PAIR_PIXELS && several && (!cfg!(test) || pos / QUAD % 3 == 2);
     let quads = QUAD_PIXELS && several && !pairs;
+    // The running maxima start at the least value, unless pair patches store every value
+    // (not a pool window's).
+    if !pairs || n == 1 && p > 1 {
+        values.fill(i32::MIN as u32);
+    }
     let kernel_row = g.k_w * g.in_c;
     let mut i = 0;
     while i < count {
