@@ -1815,7 +1815,7 @@ pub fn window_sums(patch: &Patch, f: &Filter3x3) -> [i32; 4] {
 /// give −128.
 ///
 /// A loop of assembly on DSP cores and the Cortex-M3 (it needs only `UMLAL`, `USAT` and
-/// `SSAT`) when the floor is the zero point itself and the ceiling 127 (23 instructions
+/// `SSAT`) when the floor is the zero point itself and the ceiling 127 (20 instructions
 /// per positive sum, 8 per other; on MVE cores 12 per four sums,
 /// `mve::requantize_relu_mve`); elsewhere [`requantize_relu_portable`].
 #[inline(always)]
@@ -1856,8 +1856,12 @@ fn requantize_relu_dsp(rq: &ChannelRequant<'_>, values: &mut [u32], channels: us
     };
     // Registers: the position's values r0, biases r1, multipliers r2, shifts r3, the
     // channel r4 (counting down), the zero point (= the floor) r5, the sum r8, the
-    // product's low word r9 and high word r10, the multiplier then the rounding bit r11,
-    // the shift r12, the channels lr; positions left on the stack.
+    // product's low word r9 and high word r10, the multiplier r11, the shift r12, the
+    // channels lr; positions left on the stack. `scale_positive`'s two roundings in
+    // fewer steps: with the sum doubled, the high word of `2 · sum · m + 2^31` is
+    // `(sum · m + 2^30) >> 31`, and `(x + 2^(r−1)) >> r` is `x >> r` plus bit `r − 1` of
+    // `x`, the carry `LSRS` leaves (a shift by 0 leaves the carry alone, and `LSLS` of a
+    // positive sum cleared it).
     // SAFETY: for each of `values.len() / channels` (≥ 1) positions, it reads and writes
     // words i < channels of the position's `channels` values (within `values`, checked by
     // the caller, `relu_fits`; word-aligned), and reads words i of the biases and the
@@ -1877,16 +1881,17 @@ fn requantize_relu_dsp(rq: &ChannelRequant<'_>, values: &mut [u32], channels: us
             "ble 4f",
             "ldr r11, [r2, r4, lsl #2]",
             "ldrsb r12, [r3, r4]",
-            "mov r9, #0x40000000",
+            "mov r9, #0x80000000",
             "movs r10, #0",
+            // 2 · sum (< 2^32), C = 0 (its top bit); r10 = (2 · sum · m + 2^31) >> 32,
+            // the doubling high multiply.
+            "lsls r8, r8, #1",
             "umlal r9, r10, r8, r11",
-            "lsrs r9, r9, #31",
-            "orr r8, r9, r10, lsl #1",
+            // The rounding shift: r10 >> −shift plus the last bit shifted out (C, still 0
+            // for a shift of 0).
             "rsb r12, r12, #0",
-            "movs r11, #1",
-            "lsl r11, r11, r12",
-            "add r8, r8, r11, lsr #1",
-            "lsr r8, r8, r12",
+            "lsrs r8, r10, r12",
+            "adc r8, r8, #0",
             "usat r8, #8, r8",
             "add r8, r8, r5",
             "ssat r8, #8, r8",

@@ -200,6 +200,11 @@ impl<'m, T> MapRows<'m, T> {
         }
     }
 
+    /// Whether the whole map is held (not a ring of its rows).
+    pub fn is_whole(&self) -> bool {
+        self.held.get() == usize::MAX
+    }
+
     /// Where row `y` is held.
     #[inline(always)]
     pub fn slot(&self, y: usize) -> usize {

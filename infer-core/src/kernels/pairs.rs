@@ -12,8 +12,8 @@
 //! A *pair patch* holds the patches of up to four pixels: tap `t`'s pair words are words
 //! `2t` (pixels 0 and 1) and `2t + 1` (pixels 2 and 3), `2 · taps` words in all (no more
 //! than a quad patch of [`super::dot`]). [`pair_filters`] runs over all the filters, each
-//! over the taps in [`filter_sums`]: per two taps one load of four pair words (`LDM`), two
-//! weight loads and four `SMLAL`s, eight multiply-accumulates in seven instructions.
+//! over the taps: per two taps one load of four pair words (`LDM`), two weight loads and
+//! four `SMLAL`s, eight multiply-accumulates in seven instructions.
 //!
 //! A dense layer over a vector has no second pixel to pair; there the Cortex-M3 takes four
 //! units at a time from the values widened once ([`dot4_wide`]: per value one halfword
@@ -21,12 +21,12 @@
 //!
 //! Like [`super::dsp`], this module holds inline assembly and so allows `unsafe` code: on a
 //! core with `SMLAL` and without the DSP extension (`cfg(infer_core_long_multiply)` without
-//! `cfg(infer_core_dsp)`, set by `build.rs`), [`filter_sums`] is one block of assembly (LLVM's
-//! own loop unrolls and spills: the Cortex-M3 ran two-blocks in 1,727,854 instructions
-//! through it, 1,076,357 through a first assembly loop). Everywhere else, including the
-//! host where the tests run, it is its portable twin [`filter_sums_portable`], which the
-//! assembly must equal bit for bit (`tests/kernel-check` runs both on the Cortex-M3 under
-//! QEMU).
+//! `cfg(infer_core_dsp)`, set by `build.rs`), [`pair_filters`] is one block of assembly
+//! over all the filters (LLVM's own loop unrolls and spills: the Cortex-M3 ran two-blocks
+//! in 1,727,854 instructions through it, 1,076,357 through a first assembly loop per
+//! filter). Everywhere else, including the host where the tests run, it is its portable
+//! twin [`pair_filters_portable`], which the assembly must equal bit for bit
+//! (`tests/kernel-check` runs both on the Cortex-M3 under QEMU).
 
 #![allow(unsafe_code)]
 
@@ -78,6 +78,12 @@ pub struct PairConv<'a> {
 }
 
 impl PairConv<'_> {
+    /// Whether the patch is a background to skip ([`PairConv::background`] and all zeros).
+    fn is_background(&self) -> bool {
+        let patch = self.patch.get(..2 * self.taps).unwrap_or_default();
+        self.background && patch.iter().fold(0, |a, &w| a | w) == 0
+    }
+
     /// Whether the sizes fit the slices and `values`: [`pair_filters`]' precondition.
     fn fits(&self, values: &[u32]) -> bool {
         let Self {
@@ -103,13 +109,32 @@ impl PairConv<'_> {
 /// window), folded into the running max `values[f]` (the patch's other pixels are computed
 /// from whatever their words hold, and dropped). With [`PairConv::background`], a patch of
 /// zeros sums to 0 without the products. Computes nothing if a size does not fit.
+///
+/// With `SMLAL` and without the DSP extension (the Cortex-M3) one block of assembly runs
+/// over all the filters (a background patch excepted): per filter, eight taps (32
+/// multiply-accumulates of pixels) in 30 instructions — per two taps one `LDM` of four pair
+/// words, two weight loads, four `SMLAL`s — then two taps at a time and a last one, and
+/// about 35 instructions around them (the split, the four stores, the loop; more per
+/// further chunk of [`CHUNK_TAPS`] taps and for a pool window); elsewhere
+/// [`pair_filters_portable`].
 #[inline(never)]
 pub fn pair_filters(conv: &PairConv<'_>, values: &mut [u32]) {
+    #[cfg(all(infer_core_long_multiply, not(infer_core_dsp)))]
+    if conv.fits(values) && !conv.is_background() {
+        pair_filters_asm(conv, values);
+        return;
+    }
+    pair_filters_portable(conv, values);
+}
+
+/// [`pair_filters`] in plain integer arithmetic, one filter at a time through
+/// [`filter_sums`] (the reference the assembly is tested against, and the code elsewhere).
+pub fn pair_filters_portable(conv: &PairConv<'_>, values: &mut [u32]) {
     if !conv.fits(values) {
         return;
     }
     let patch = conv.patch.get(..2 * conv.taps).unwrap_or_default();
-    let background = conv.background && patch.iter().fold(0, |a, &w| a | w) == 0;
+    let background = conv.is_background();
     let rows = conv.weights.chunks_exact(conv.taps).take(conv.filters);
     for (f, w) in rows.enumerate() {
         let sums = if background {
@@ -123,7 +148,7 @@ pub fn pair_filters(conv: &PairConv<'_>, values: &mut [u32]) {
     }
 }
 
-/// Two taps of [`filter_sums`]' loops: two taps of both pair words (`LDM` into r2–r5), each
+/// Two taps of [`pair_filters`]' loops: two taps of both pair words (`LDM` into r2–r5), each
 /// tap's weight into lr, four `SMLAL`s into the pairs' 64-bit sums r0:r1 and r8:r9.
 #[cfg(all(infer_core_long_multiply, not(infer_core_dsp)))]
 macro_rules! two_taps {
@@ -140,18 +165,17 @@ macro_rules! two_taps {
     };
 }
 
-/// One 64-bit pair sum `$lo:$hi` of [`filter_sums`] split ([`split`]) and added to the sums
-/// `$a` and `$b` (lr is scratch).
+/// The 64-bit pair sum `$lo:$hi` [`split`] into the sums `$a` (its first value's) and `$b`
+/// (`$lo` and `$hi` are overwritten).
 #[cfg(all(infer_core_long_multiply, not(infer_core_dsp)))]
-macro_rules! split_into {
+macro_rules! split_pair {
     ($lo:literal, $hi:literal, $a:literal, $b:literal) => {
         concat!(
-            "sbfx lr, ",
+            "sbfx ",
+            $a,
+            ", ",
             $lo,
             ", #0, #23\n",
-            "add ",
-            $a,
-            ", lr\n",
             "adds ",
             $lo,
             ", ",
@@ -168,129 +192,207 @@ macro_rules! split_into {
             $lo,
             ", #23\n",
             "orr ",
-            $lo,
+            $b,
             ", ",
             $lo,
             ", ",
             $hi,
             ", lsl #9\n",
-            "add ",
-            $b,
-            ", ",
-            $lo,
-            "\n",
         )
     };
+}
+
+/// One chunk of one filter in [`pair_filters`]' assembly: the r12 (≥ 1) taps from the pair
+/// words at r10 and the weights at r11 (both stepping on) into the 64-bit sums r0:r1 and
+/// r8:r9 — eight taps at a time, two, a last one — then [`split`] into the four pixels'
+/// sums r2–r5 (lr is scratch).
+#[cfg(all(infer_core_long_multiply, not(infer_core_dsp)))]
+macro_rules! chunk_sums {
+    () => {
+        concat!(
+            "movs r0, #0\n",
+            "movs r1, #0\n",
+            "mov.w r8, #0\n",
+            "mov.w r9, #0\n",
+            "subs r12, r12, #8\n",
+            "blo 52f\n",
+            "51:\n",
+            two_taps!(),
+            two_taps!(),
+            two_taps!(),
+            two_taps!(),
+            "subs r12, r12, #8\n",
+            "bhs 51b\n",
+            // r12 = taps left − 8: two at a time while at least two are left.
+            "52:\n",
+            "adds r12, r12, #6\n",
+            "bmi 54f\n",
+            "53:\n",
+            two_taps!(),
+            "subs r12, r12, #2\n",
+            "bpl 53b\n",
+            // r12 = taps left − 2: the last one, if any.
+            "54:\n",
+            "adds r12, r12, #1\n",
+            "bne 55f\n",
+            "ldrd r2, r3, [r10], #8\n",
+            "ldrsb lr, [r11], #1\n",
+            "smlal r0, r1, r2, lr\n",
+            "smlal r8, r9, r3, lr\n",
+            "55:\n",
+            split_pair!("r0", "r1", "r2", "r3"),
+            split_pair!("r8", "r9", "r4", "r5"),
+        )
+    };
+}
+
+/// [`pair_filters`]' assembly, for sizes that fit and a patch that is not a skipped
+/// background.
+#[cfg(all(infer_core_long_multiply, not(infer_core_dsp)))]
+fn pair_filters_asm(conv: &PairConv<'_>, values: &mut [u32]) {
+    let PairConv {
+        patch,
+        weights,
+        taps,
+        filters,
+        pixels,
+        stride,
+        ..
+    } = *conv;
+    let first = taps.min(CHUNK_TAPS);
+    // Bytes from a filter's value of pixel 0 to pixel p's; a pixel past `pixels` takes
+    // pixel 0's place, which the block stores last.
+    let offset = |p: usize| if p < pixels { 4 * p * stride } else { 0 };
+    // A pool window's pixel count (its sums folded into the running max), else 0.
+    let fold = if stride == 0 { pixels } else { 0 };
+    let start = values.as_mut_ptr();
+    // Registers: the 64-bit sums r0:r1 and r8:r9, the pair words r2–r5 (then the four
+    // sums), the weight lr, the pair words' pointer r10, the weights' r11 (filter after
+    // filter), the taps left r12. On the stack: the taps left after this chunk [sp], the
+    // values' pointer (filter f's value of pixel 0) [sp, #4], the other pixels' offsets
+    // [sp, #8..20], the values' end [sp, #20], the patch [sp, #24], the first chunk's taps
+    // [sp, #28], the taps after it [sp, #32], `fold` [sp, #36], the four sums of the
+    // chunks so far [sp, #40..56].
+    // SAFETY: per filter (`filters` ≥ 1 of them, the loop ending when the values' pointer
+    // reaches `start + filters`), r10 reads the patch's first 2 · taps words (at least
+    // that long, checked by the caller, `fits`; word-aligned, as LDM and LDRD need) and
+    // r11 the filter's `taps` bytes of `weights` (rows one after the other, `filters`
+    // rows within it, checked); each loop tests its count before running. The stores
+    // go to `values[p · stride + f]` for p < pixels (p ≥ pixels store to p = 0 first)
+    // or, folding, `values[f]`, all within `values` (checked: longer than
+    // `(pixels − 1) · stride + filters − 1`; word-aligned). The block writes only the 56
+    // bytes it reserves below the stack pointer (a multiple of 8, so the stack stays
+    // aligned) and gives them back; every register it writes is declared.
+    unsafe {
+        core::arch::asm!(
+            "sub sp, #56",
+            "str r0, [sp, #4]",
+            "strd r1, r2, [sp, #8]",
+            "strd r3, r4, [sp, #16]",
+            "strd r5, r8, [sp, #24]",
+            "strd r9, r12, [sp, #32]",
+            // Filter after filter: the first chunk.
+            "1:",
+            "ldr r10, [sp, #24]",
+            "ldr r12, [sp, #28]",
+            chunk_sums!(),
+            "ldr r0, [sp, #32]",
+            "cbnz r0, 20f",
+            // The filter's four sums r2–r5: stored, or folded.
+            "3:",
+            "ldr r0, [sp, #36]",
+            "cbnz r0, 10f",
+            "ldr r10, [sp, #4]",
+            "ldrd r0, r1, [sp, #8]",
+            "ldr r8, [sp, #16]",
+            "str r5, [r10, r8]",
+            "str r4, [r10, r1]",
+            "str r3, [r10, r0]",
+            "str r2, [r10], #4",
+            "4:",
+            "str r10, [sp, #4]",
+            "ldr r0, [sp, #20]",
+            "cmp r10, r0",
+            "bne 1b",
+            "b 9f",
+            "20:",
+            "b 21f",
+            // Folded: a pixel past the window's (r0 of them) takes pixel 0's sum.
+            "10:",
+            "ldr r10, [sp, #4]",
+            "cmp r0, #2",
+            "it lo",
+            "movlo r3, r2",
+            "cmp r0, #3",
+            "it lo",
+            "movlo r4, r2",
+            "cmp r0, #4",
+            "it lo",
+            "movlo r5, r2",
+            "ldr r1, [r10]",
+            "cmp r1, r2",
+            "it lt",
+            "movlt r1, r2",
+            "cmp r1, r3",
+            "it lt",
+            "movlt r1, r3",
+            "cmp r1, r4",
+            "it lt",
+            "movlt r1, r4",
+            "cmp r1, r5",
+            "it lt",
+            "movlt r1, r5",
+            "str r1, [r10], #4",
+            "b 4b",
+            // Further chunks (r0 taps left): the sums so far on the stack.
+            "21:",
+            "mov r12, r0",
+            "strd r2, r3, [sp, #40]",
+            "strd r4, r5, [sp, #48]",
+            "22:",
+            // This chunk: r12 = min(taps left, 128); the taps left after it to [sp].
+            "subs r2, r12, #128",
+            "it ls",
+            "movls r2, #0",
+            "str r2, [sp]",
+            "it hi",
+            "movhi r12, #128",
+            chunk_sums!(),
+            "ldrd r0, r1, [sp, #40]",
+            "add r2, r0",
+            "add r3, r1",
+            "ldrd r0, r1, [sp, #48]",
+            "add r4, r0",
+            "add r5, r1",
+            "ldr r12, [sp]",
+            "cmp r12, #0",
+            "beq 3b",
+            "strd r2, r3, [sp, #40]",
+            "strd r4, r5, [sp, #48]",
+            "b 22b",
+            "9:",
+            "add sp, #56",
+            inout("r0") start => _,
+            inout("r1") offset(1) => _,
+            inout("r2") offset(2) => _,
+            inout("r3") offset(3) => _,
+            inout("r4") start.wrapping_add(filters) => _,
+            inout("r5") patch.as_ptr() => _,
+            inout("r8") first => _,
+            inout("r9") taps - first => _,
+            out("r10") _,
+            inout("r11") weights.as_ptr() => _,
+            inout("r12") fold => _,
+            out("lr") _,
+        );
+    }
 }
 
 /// The four pixels' sums of a pair patch (`2 · w.len()` words) with one filter's int8
 /// weights `w` (bytes), wrapping: for each chunk of [`CHUNK_TAPS`] taps, the two 64-bit
 /// sums of the pair words (as `i32`, any bits) times the weights, [`split`] and added.
 /// `[0; 4]` if `patch` is shorter than `2 · w.len()` words.
-///
-/// With `SMLAL` and without the DSP extension (the Cortex-M3) this is one block of
-/// assembly: eight taps (32 multiply-accumulates of pixels) in 30 instructions — per two
-/// taps one `LDM` of four pair words, two weight loads, four `SMLAL`s — then two taps at a
-/// time and a last one, and about 35 instructions per chunk around them; elsewhere
-/// [`filter_sums_portable`].
-#[inline(always)]
 pub fn filter_sums(patch: &[u32], w: &[u8]) -> [i32; 4] {
-    if patch.len() / 2 < w.len() {
-        return [0; 4];
-    }
-    #[cfg(all(infer_core_long_multiply, not(infer_core_dsp)))]
-    {
-        let (s0, s1, s2, s3): (i32, i32, i32, i32);
-        // SAFETY: r12 counts the `w.len()` taps down, a chunk of at most 128 at a time (the
-        // taps left after it on the stack at [sp], the four sums at [sp, #8..24]); per tap
-        // r10 reads two words of `patch` (2 · w.len() words, checked above; word-aligned,
-        // as LDM and LDRD need) and r11 one byte of `w`; each loop tests its count before
-        // running. The block writes only the 24 bytes it reserves below the stack pointer
-        // (a multiple of 8, so the stack stays aligned) and gives them back; every register
-        // written (the pointers and the count, r0–r5, r8, r9, lr, the flags) is declared.
-        unsafe {
-            core::arch::asm!(
-                "sub sp, #24",
-                "movs r2, #0",
-                "movs r3, #0",
-                "strd r2, r3, [sp, #8]",
-                "strd r2, r3, [sp, #16]",
-                "1:",
-                // This chunk: r12 = min(taps left, 128); the taps left after it to [sp].
-                "subs r2, r12, #128",
-                "it ls",
-                "movls r2, #0",
-                "str r2, [sp]",
-                "it hi",
-                "movhi r12, #128",
-                "movs r0, #0",
-                "movs r1, #0",
-                "mov.w r8, #0",
-                "mov.w r9, #0",
-                // Eight taps at a time while at least eight are left.
-                "subs r12, r12, #8",
-                "blo 5f",
-                "2:",
-                two_taps!(),
-                two_taps!(),
-                two_taps!(),
-                two_taps!(),
-                "subs r12, r12, #8",
-                "bhs 2b",
-                "5:",
-                // r12 = taps left − 8: two at a time while at least two are left.
-                "adds r12, r12, #6",
-                "bmi 6f",
-                "7:",
-                two_taps!(),
-                "subs r12, r12, #2",
-                "bpl 7b",
-                "6:",
-                // r12 = taps left − 2: the last one, if any.
-                "adds r12, r12, #1",
-                "bne 8f",
-                "ldrd r2, r3, [r10], #8",
-                "ldrsb lr, [r11], #1",
-                "smlal r0, r1, r2, lr",
-                "smlal r8, r9, r3, lr",
-                "8:",
-                // The chunk's four sums into the pixels'.
-                "ldrd r2, r3, [sp, #8]",
-                "ldrd r4, r5, [sp, #16]",
-                split_into!("r0", "r1", "r2", "r3"),
-                split_into!("r8", "r9", "r4", "r5"),
-                "ldr r12, [sp]",
-                "cmp r12, #0",
-                "beq 9f",
-                "strd r2, r3, [sp, #8]",
-                "strd r4, r5, [sp, #16]",
-                "b 1b",
-                "9:",
-                "add sp, #24",
-                inout("r10") patch.as_ptr() => _,
-                inout("r11") w.as_ptr() => _,
-                inout("r12") w.len() => _,
-                out("r2") s0,
-                out("r3") s1,
-                out("r4") s2,
-                out("r5") s3,
-                out("r0") _,
-                out("r1") _,
-                out("r8") _,
-                out("r9") _,
-                out("lr") _,
-                options(readonly),
-            );
-        }
-        [s0, s1, s2, s3]
-    }
-    #[cfg(not(all(infer_core_long_multiply, not(infer_core_dsp))))]
-    filter_sums_portable(patch, w)
-}
-
-/// [`filter_sums`] in plain integer arithmetic (the reference the assembly is tested
-/// against, and the code elsewhere).
-pub fn filter_sums_portable(patch: &[u32], w: &[u8]) -> [i32; 4] {
     if patch.len() / 2 < w.len() {
         return [0; 4];
     }
@@ -622,11 +724,15 @@ pub fn dense_quads_paired(xs: &[i16], words: &[u32], acc: &mut [u32]) {
                 "cmp r9, r10",
                 "bne 2b",
                 // The chunk's four sums into the quad's.
+                split_pair!("r0", "r1", "r4", "lr"),
                 "ldm r12, {{r5, r8}}",
-                split_into!("r0", "r1", "r5", "r8"),
+                "add r5, r4",
+                "add r8, lr",
                 "stm r12!, {{r5, r8}}",
+                split_pair!("r2", "r3", "r4", "lr"),
                 "ldm r12, {{r5, r8}}",
-                split_into!("r2", "r3", "r5", "r8"),
+                "add r5, r4",
+                "add r8, lr",
                 "stm r12!, {{r5, r8}}",
                 "ldr lr, [sp, #4]",
                 "cmp r9, lr",

@@ -1278,8 +1278,19 @@ impl<'p, 'a, 'w> StageRun<'p, 'a, 'w> {
         let (_, w, c) = self.parts.input;
         let (out_w, channels) = (self.out_w, self.channels);
         let n_in = self.out_h * out_w * channels;
-        for row in rows.start..rows.end.min(self.out_h) {
-            let end = (row + 1) * out_w;
+        let last = rows.end.min(self.out_h);
+        // A conv's positions computed at once run on into the next row of `rows` (whose
+        // input rows are all held: every caller of several rows gives the whole input),
+        // so that rows narrower than four positions, or not a multiple of four, fill
+        // quads too; not into a ring's next row, which may wrap around (past the row's
+        // end, a position's column goes on counting, and its place follows the row's).
+        let spans = self.parts.conv.is_some()
+            && match output {
+                Out::Values(out) => out.is_whole(),
+                Out::Logits(_) => true,
+            };
+        for row in rows.start..last {
+            let end = if spans { last } else { row + 1 } * out_w;
             let mut pos = row * out_w;
             while pos < end {
                 let n = self.at_once.min(end - pos);
@@ -1332,6 +1343,9 @@ impl<'p, 'a, 'w> StageRun<'p, 'a, 'w> {
                     }
                 }
                 pos += n;
+            }
+            if spans {
+                break;
             }
         }
     }
@@ -1444,7 +1458,6 @@ fn conv_positions(
     if out_w == 0 || channels == 0 {
         return;
     }
-    values.fill(i32::MIN as u32);
     // Conv pixel `i` and the position (0..n) its values go to.
     let (out_w, p) = (out_w.max(1), p.max(1));
     let (py, px) = (pos / out_w, pos % out_w);
@@ -1464,6 +1477,11 @@ fn conv_positions(
     let several = pixels == Pixels::Four && sums;
     let pairs = PAIR_PIXELS && several && (!cfg!(test) || pos / QUAD % 3 == 2);
     let quads = QUAD_PIXELS && several && !pairs;
+    // The running maxima start at the least value, unless pair patches store every value
+    // (not a pool window's).
+    if !pairs || n == 1 && p > 1 {
+        values.fill(i32::MIN as u32);
+    }
     let kernel_row = g.k_w * g.in_c;
     let mut i = 0;
     while i < count {
@@ -1478,7 +1496,7 @@ fn conv_positions(
                 gather_pair_patch(g, kernel_row, input, cp.input_offset, at, patch, k);
             }
             // Their positions: all one (a pool window) or consecutive.
-            let (first, stride) = (pixel(i).1, if n == 1 { 0 } else { channels });
+            let (first, stride) = (pixel(i).1, if n == 1 && p > 1 { 0 } else { channels });
             let Some(values) = values.get_mut(first * channels..) else {
                 return;
             };

@@ -2,7 +2,7 @@
 //! host tests can only run the twins): on the Cortex-M55 the Helium (MVE) loops of
 //! `kernels::mve` and the DSP blocks of `kernels::dsp` (which dispatch to the MVE ones
 //! there), on the Cortex-M4F (`--target thumbv7em-none-eabihf`) the DSP blocks alone, on
-//! the Cortex-M3 (`--target thumbv7m-none-eabi`) the pair loops of `kernels::pairs`;
+//! the Cortex-M3 (`--target thumbv7m-none-eabi`) the pair blocks of `kernels::pairs`;
 //! on random sizes and random values (any bits where the kernel takes any).
 //!
 //! Prints `kernel-check: <n> cases, every result equal to the portable twin's` and exits 0;
@@ -329,19 +329,35 @@ fn main() -> ! {
         pairs::dense_quads_paired_portable(&xs[..n], words, &mut want[..units]);
         check("dense_quads_paired", case, got, want);
 
-        // Four pixels' sums of a pair patch: any number of taps (chunks of 128; eight, two
-        // and one at a time), any bits in the pair words, a patch starting at any pair of
-        // words.
-        let taps = rng.below(300);
+        // A pair patch of up to four pixels, all filters, stored or folded into running
+        // maxima (stride 0: a pool window): any number of taps (chunks of 128; eight, two
+        // and one at a time), any bits in the pair words (all zeros, a background, now
+        // and then), a patch starting at any pair of words.
+        let filters = 1 + rng.below(12);
+        let taps = 1 + rng.below(300.min(weights.len() / filters));
         let start = 2 * rng.below(40);
-        let (words, w) = (&patch[start..], &weights[..taps]);
-        let got = pairs::filter_sums(words, w);
-        check(
-            "filter_sums",
-            case,
-            got,
-            pairs::filter_sums_portable(words, w),
-        );
+        let pixels = 1 + rng.below(4);
+        let stride = [0, filters, filters + rng.below(4)][rng.below(3)];
+        let zeros = [0u32; 2 * 300];
+        let words = match case % 8 {
+            0 => &zeros[..2 * taps],
+            _ => &patch[start..start + 2 * taps],
+        };
+        let conv = pairs::PairConv {
+            patch: words,
+            weights: &weights[..filters * taps],
+            taps,
+            filters,
+            pixels,
+            stride,
+            background: rng.below(2) == 0,
+        };
+        let mut got = [0u32; 64];
+        rng.fill_words(&mut got);
+        let mut want = got;
+        pairs::pair_filters(&conv, &mut got);
+        pairs::pair_filters_portable(&conv, &mut want);
+        check("pair_filters", case, got, want);
 
         // Blocks of four channels' depthwise pixels: up to 3 × 4 pixels, nine taps at any
         // offsets (some negative from the origin), any weights of 16 bits, biases,
