@@ -1264,65 +1264,70 @@ impl<'p, 'a, 'w> StageRun<'p, 'a, 'w> {
     }
 
     /// Computes output rows `rows` from `input`: into `output`'s rows, or into the dense
-    /// accumulators.
+    /// accumulators. The positions computed at once may span rows (a 6 × 6 map's 36 conv
+    /// pixels are nine quads, not six quads and twelve single pixels), so `input` must hold
+    /// every input row that `rows` need.
     fn rows(&mut self, input: MapRows<'_, &[i8]>, rows: Range<usize>, output: &mut Out<'_>) {
         let (_, w, c) = self.parts.input;
-        let (out_w, channels) = (self.out_w, self.channels);
+        let (out_w, channels) = (self.out_w.max(1), self.channels);
         let n_in = self.out_h * out_w * channels;
-        for row in rows.start..rows.end.min(self.out_h) {
-            let end = (row + 1) * out_w;
-            let mut pos = row * out_w;
-            while pos < end {
-                let n = self.at_once.min(end - pos);
-                let at = (pos, n, out_w);
-                match &self.parts.conv {
-                    Some(cp) => conv_positions(
-                        cp,
-                        input,
-                        at,
-                        (self.p, self.pixels),
-                        self.monotonic,
-                        (self.patch, self.terms),
-                        self.values,
-                    ),
-                    None => {
-                        pool_position(input, (w, c), (row, pos - row * out_w), self.p, self.values)
-                    }
-                }
-                for (k, values) in self
-                    .values
-                    .chunks_exact(channels.max(1))
-                    .take(n)
-                    .enumerate()
-                {
-                    let start = (pos + k) * channels;
-                    match (&self.parts.dense, &mut *output) {
-                        (None, Out::Values(out)) => {
-                            let col = pos + k - row * out_w;
-                            let slot = (out.slot(row) * out_w + col) * channels;
-                            let Some(out) = out.data.get_mut(slot..slot + channels) else {
-                                return;
-                            };
-                            match &self.add {
-                                Some(add) => {
-                                    for (o, &v) in out.iter_mut().zip(values.iter()) {
-                                        *o = add.one(v as i32 as i8, *o);
-                                    }
+        let end = rows.end.min(self.out_h) * out_w;
+        let mut pos = rows.start * out_w;
+        // The row and column of position `pos`.
+        let (mut row, mut col) = (rows.start, 0);
+        while pos < end {
+            let n = self.at_once.min(end - pos);
+            let at = (pos, n, out_w);
+            match &self.parts.conv {
+                Some(cp) => conv_positions(
+                    cp,
+                    input,
+                    at,
+                    (self.p, self.pixels),
+                    self.monotonic,
+                    (self.patch, self.terms),
+                    self.values,
+                ),
+                None => pool_position(input, (w, c), (row, col), self.p, self.values),
+            }
+            for (k, values) in self
+                .values
+                .chunks_exact(channels.max(1))
+                .take(n)
+                .enumerate()
+            {
+                let start = (pos + k) * channels;
+                match (&self.parts.dense, &mut *output) {
+                    (None, Out::Values(out)) => {
+                        let (mut row, mut col) = (row, col + k);
+                        while col >= out_w {
+                            (row, col) = (row + 1, col - out_w);
+                        }
+                        let slot = (out.slot(row) * out_w + col) * channels;
+                        let Some(out) = out.data.get_mut(slot..slot + channels) else {
+                            return;
+                        };
+                        match &self.add {
+                            Some(add) => {
+                                for (o, &v) in out.iter_mut().zip(values.iter()) {
+                                    *o = add.one(v as i32 as i8, *o);
                                 }
-                                None => {
-                                    for (o, &v) in out.iter_mut().zip(values.iter()) {
-                                        *o = v as i32 as i8;
-                                    }
+                            }
+                            None => {
+                                for (o, &v) in out.iter_mut().zip(values.iter()) {
+                                    *o = v as i32 as i8;
                                 }
                             }
                         }
-                        (Some(d), _) => {
-                            dense_position(d, values, n_in, start, self.patch, self.acc)
-                        }
-                        (None, Out::Logits(_)) => return,
                     }
+                    (Some(d), _) => dense_position(d, values, n_in, start, self.patch, self.acc),
+                    (None, Out::Logits(_)) => return,
                 }
-                pos += n;
+            }
+            pos += n;
+            col += n;
+            while col >= out_w {
+                (row, col) = (row + 1, col - out_w);
             }
         }
     }
