@@ -10,12 +10,14 @@
 //! The fast path of a multiplier-1 conv with at most [`MAX_TAPS`] taps (MobileNet's and
 //! DS-CNN's 3×3) goes channel group by channel group: four channels at a time (then one by
 //! one). A group of four whose requantization allows it (no fused activation, multipliers
-//! ≥ 0, right shifts, sums below 2^30), over a map of more than nine output pixels, goes
-//! through [`dsp::dw_quads`]: its output pixels in
-//! blocks whose windows have the same taps inside the input (the interior, each border
-//! row and column, each corner), every block one call, each pixel's sums started from the
+//! ≥ 0, right shifts, sums below 2^30) goes through [`dsp::dw_quads`]: on a small map
+//! (at most [`MAX_PADDED_WORDS`] padded pixels, where the copy costs less than the border
+//! blocks it spares) from a copy of its inputs inside a border of zero points, the whole
+//! map one block; otherwise, over a map of more than nine output pixels, its output pixels
+//! in blocks whose windows have the same taps inside the input (the interior, each border
+//! row and column, each corner), every block one call. Each pixel's sums start from the
 //! bias with the input offset's share of its inside taps folded in (`bias + offset · Σ w`),
-//! its outside taps given zero weights, and requantized in the same loop. Other groups keep
+//! its outside taps given zero weights, and are requantized in the same loop. Other groups keep
 //! their weights on the stack and compute every output pixel in registers: pixels whose
 //! window lies inside the input start from the folded bias and multiply the int8 inputs as
 //! they are; border pixels start from the bare bias and add the offset to each input they
