@@ -328,6 +328,36 @@ pub(crate) fn gather_patch(
     writer.finish();
 }
 
+/// [`gather_patch`] for a 1 × 1 kernel (`g.k_h` and `g.k_w` 1; others gather nothing),
+/// whose patch is its pixel's channels (never padding): one run, without the walk of
+/// [`patch_runs`]. (`_kernel_row`: the same arguments as [`gather_patch`].)
+#[inline(never)]
+pub(crate) fn gather_pixel_patch(
+    g: &ConvGeometry,
+    _kernel_row: usize,
+    input: MapRows<'_, &[i8]>,
+    input_offset: i32,
+    (oy, ox): (usize, usize),
+    patch: &mut [u32],
+    slot: PatchSlot,
+) {
+    if g.k_h != 1 || g.k_w != 1 {
+        return;
+    }
+    let mut writer = PatchWriter::new(patch, g.in_c, slot);
+    let (iy, ix) = (oy * g.stride, ox * g.stride);
+    let start = (input.slot(iy) * g.in_w + ix) * g.in_c;
+    match input
+        .data
+        .get(start..start + g.in_c)
+        .filter(|_| ix < g.in_w)
+    {
+        Some(run) => writer.push_run(run, input_offset),
+        None => writer.zeros(g.in_c),
+    }
+    writer.finish();
+}
+
 /// Gathers the patch of output pixel `(oy, ox)` of `input` (whole or a ring of its rows)
 /// into pixel `pixel` (0 to 3) of a pair patch ([`super::pairs`]): value `t` (offset
 /// added; padding as 0) into word `2t + pixel / 2`, as the pair word's first value (the

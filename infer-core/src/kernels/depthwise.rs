@@ -10,12 +10,14 @@
 //! The fast path of a multiplier-1 conv with at most [`MAX_TAPS`] taps (MobileNet's and
 //! DS-CNN's 3×3) goes channel group by channel group: four channels at a time (then one by
 //! one). A group of four whose requantization allows it (no fused activation, multipliers
-//! ≥ 0, right shifts, sums below 2^30), over a map of more than nine output pixels, goes
-//! through [`dsp::dw_quads`]: its output pixels in
-//! blocks whose windows have the same taps inside the input (the interior, each border
-//! row and column, each corner), every block one call, each pixel's sums started from the
+//! ≥ 0, right shifts, sums below 2^30) goes through [`dsp::dw_quads`]: on a small map
+//! (at most [`MAX_PADDED_WORDS`] padded pixels, where the copy costs less than the border
+//! blocks it spares) from a copy of its inputs inside a border of zero points, the whole
+//! map one block; otherwise, over a map of more than nine output pixels, its output pixels
+//! in blocks whose windows have the same taps inside the input (the interior, each border
+//! row and column, each corner), every block one call. Each pixel's sums start from the
 //! bias with the input offset's share of its inside taps folded in (`bias + offset · Σ w`),
-//! its outside taps given zero weights, and requantized in the same loop. Other groups keep
+//! its outside taps given zero weights, and are requantized in the same loop. Other groups keep
 //! their weights on the stack and compute every output pixel in registers: pixels whose
 //! window lies inside the input start from the folded bias and multiply the int8 inputs as
 //! they are; border pixels start from the bare bias and add the offset to each input they
@@ -113,9 +115,46 @@ pub fn depthwise_i8_reference(
     }
 }
 
-/// Words of scratch [`depthwise_i8`] takes: one accumulator per output channel.
+/// Words of scratch [`depthwise_i8`] takes: one accumulator per output channel, or a
+/// channel group's zero-padded input ([`padded_words`]) if that is more.
 pub const fn depthwise_scratch_words(g: &DepthwiseGeometry) -> usize {
-    g.out_c()
+    let padded = padded_words(g);
+    if padded > g.out_c() {
+        padded
+    } else {
+        g.out_c()
+    }
+}
+
+/// Most words of a channel group's zero-padded input (4 KiB): maps up to about 32 × 32,
+/// whose border pixels are a large share of their pixels. Larger maps go in blocks of
+/// pixels whose windows have the same taps inside the input.
+pub const MAX_PADDED_WORDS: usize = 1024;
+
+/// Rows and columns of the zero-padded input of a channel group: the input rows and columns
+/// the output's windows cover, padding included.
+const fn padded_dims(g: &DepthwiseGeometry) -> (usize, usize) {
+    let (win, out_h, out_w) = (&g.window, g.out_h(), g.out_w());
+    if out_h == 0 || out_w == 0 {
+        return (0, 0);
+    }
+    (
+        (out_h - 1) * win.stride_h + win.k_h,
+        (out_w - 1) * win.stride_w + win.k_w,
+    )
+}
+
+/// Words of a channel group's zero-padded input (one word per pixel: four channels' int8
+/// values) if the conv's groups of four may go through it (a multiplier of 1, at most
+/// [`MAX_TAPS`] taps, at most [`MAX_PADDED_WORDS`] words), else 0.
+pub const fn padded_words(g: &DepthwiseGeometry) -> usize {
+    let (h, w) = padded_dims(g);
+    let words = h * w;
+    if g.multiplier == 1 && g.window.k_h * g.window.k_w <= MAX_TAPS && words <= MAX_PADDED_WORDS {
+        words
+    } else {
+        0
+    }
 }
 
 /// The fast path, bit for bit [`depthwise_i8_reference`]: by channel groups where it can
@@ -139,7 +178,7 @@ pub fn depthwise_i8(
         weights,
         requant,
     };
-    let done = conv.by_groups(output, true);
+    let done = conv.by_groups(acc, output, true);
     if !done {
         conv.by_pixels(acc, output);
     }
@@ -294,7 +333,76 @@ fn taps_inside(origin: isize, kernel: usize, len: usize) -> Range<usize> {
     first..end.max(first)
 }
 
+/// Where [`Operands::quad`] reads a channel group's inputs: the conv's input, or the
+/// group's zero-padded copy (one word per pixel, no padding around it).
+struct Source {
+    /// Rows and columns.
+    h: usize,
+    w: usize,
+    /// Bytes from one pixel to the next.
+    step: usize,
+    /// The group's first byte in a pixel.
+    first: usize,
+    /// Padding rows above and columns left of the map.
+    pad_top: usize,
+    pad_left: usize,
+}
+
 impl Operands<'_, '_> {
+    /// The zero-padded copy of a channel group's inputs ([`padded_words`] of `scratch`),
+    /// every word the input zero point's four bytes (the padding adds nothing to a sum),
+    /// for [`Operands::quad`] to copy the group's inputs into: `None` if the conv has none,
+    /// `scratch` is short or the zero point is not an int8.
+    fn padded<'s>(&self, scratch: &'s mut [u32]) -> Option<&'s mut [u32]> {
+        let words = padded_words(self.g);
+        let zero_point = i8::try_from(self.input_offset.checked_neg()?).ok()?;
+        let copy = scratch.get_mut(..words).filter(|_| words > 0)?;
+        copy.fill(u32::from_ne_bytes([zero_point as u8; 4]));
+        Some(copy)
+    }
+
+    /// Whether copying a group's inputs into a zero-padded map (some 6 instructions a pixel
+    /// on the M4F) costs less than the blocks of border pixels it spares (some 700 each):
+    /// on small maps, not on large ones nor where a stride of 2 leaves few borders.
+    fn copy_pays(&self) -> bool {
+        let (g, win) = (self.g, &self.g.window);
+        if padded_words(g) == 0 {
+            return false;
+        }
+        let (pad_top, pad_left) = (win.pad_top(g.in_h), win.pad_left(g.in_w));
+        let rows = segments(g.out_h(), win.stride_h, pad_top, win.k_h, g.in_h).count();
+        let cols = segments(g.out_w(), win.stride_w, pad_left, win.k_w, g.in_w).count();
+        6 * g.in_h * g.in_w < 700 * (rows * cols).saturating_sub(1)
+    }
+
+    /// Copies channels `c0 .. c0 + 4` of each input pixel `(y, x)` into word
+    /// `(y + pad_top) · cols + x + pad_left` of `padded` (a map `cols` wide, its border left
+    /// as it is); pixels that fall outside it are not copied.
+    fn copy_group(&self, c0: usize, padded: &mut [u32], cols: usize) {
+        let g = self.g;
+        let (pad_top, pad_left) = (g.window.pad_top(g.in_h), g.window.pad_left(g.in_w));
+        let Some(row_len) = NonZeroUsize::new(g.in_w * g.in_c) else {
+            return;
+        };
+        // At least four channels (no zero-chunk panic path), `c0 + 4` of them.
+        let channels = g.in_c;
+        if channels < 4 || c0 > channels - 4 {
+            return;
+        }
+        let width = cols.saturating_sub(pad_left).min(g.in_w);
+        for (y, row) in self.input.chunks_exact(row_len.get()).enumerate() {
+            let at = (y + pad_top) * cols + pad_left;
+            let Some(words) = padded.get_mut(at..at + width) else {
+                return;
+            };
+            for (word, pixel) in words.iter_mut().zip(row.chunks_exact(channels)) {
+                if let Some(values) = pixel.get(c0..c0 + 4).and_then(|v| v.first_chunk()) {
+                    *word = dsp::word_i8(values);
+                }
+            }
+        }
+    }
+
     /// The plan of the channel-group paths: `None` for a multiplier other than 1 or more
     /// than [`MAX_TAPS`] kernel taps.
     fn plan(&self) -> Option<Plan<'_, '_>> {
@@ -333,23 +441,34 @@ impl Operands<'_, '_> {
     }
 
     /// [`depthwise_i8`] channel group by channel group (four channels, then one), for a
-    /// multiplier of 1 and at most [`MAX_TAPS`] kernel taps, `L4` the way of four lanes
-    /// (after [`Operands::quad`]'s if `quads` and it takes the group); false (nothing
+    /// multiplier of 1 and at most [`MAX_TAPS`] kernel taps: groups of four through
+    /// [`Operands::quad`] if `quads` and it takes them (from their zero-padded copy in
+    /// `scratch` where it fits, [`padded_words`]), else the bytes way; false (nothing
     /// computed) for other convs.
-    fn by_groups(&self, output: &mut [i8], quads: bool) -> bool {
+    fn by_groups(&self, scratch: &mut [u32], output: &mut [i8], quads: bool) -> bool {
         let Some(plan) = self.plan() else {
             return false;
         };
         let g = self.g;
-        // Maps of nine output pixels or fewer are all border blocks of a pixel or two, whose
-        // set-up costs more than the pixel: those go the bytes way.
-        let use_quads = quads && rq_clamp_is_int8(self.requant) && g.out_h() * g.out_w() > 9;
+        let use_quads = quads && rq_clamp_is_int8(self.requant);
+        let mut padded = if use_quads && self.copy_pays() {
+            self.padded(scratch)
+        } else {
+            None
+        };
+        // Without a padded copy, maps of nine output pixels or fewer are all border blocks
+        // of a pixel or two, whose set-up costs more than the pixel: those go the bytes way.
+        let blocks = use_quads && g.out_h() * g.out_w() > 9;
         let quads = g.in_c / 4 * 4;
         for c0 in (0..quads).step_by(4) {
-            if use_quads && Self::quad(&plan, c0, output).is_some() {
-                continue;
+            let done = match padded.as_deref_mut() {
+                Some(copy) => Self::quad(&plan, c0, Some(copy), output),
+                None if blocks => Self::quad(&plan, c0, None, output),
+                None => None,
+            };
+            if done.is_none() {
+                Self::channel_group::<4, Bytes>(&plan, c0, output);
             }
-            Self::channel_group::<4, Bytes>(&plan, c0, output);
         }
         for c0 in quads..g.in_c {
             Self::channel_group::<1, Bytes>(&plan, c0, output);
@@ -359,17 +478,23 @@ impl Operands<'_, '_> {
 
     /// Output channels `c0 .. c0 + 4` of every output pixel through [`dsp::dw_quads`], one
     /// block of pixels per kind of window (the taps inside the input the same): `None`
-    /// (maybe some computed) if the group's requantization or sums do not fit it (a
+    /// (nothing computed) if the group's requantization or sums do not fit it (a
     /// multiplier < 0, a shift outside `-31..=-1`, sums that may reach 2^30) or a slice is
     /// short.
     ///
     /// Every block starts from the bias with the input offset's share of the taps inside
     /// folded in, `bias + offset · Σ w`, and its taps outside the input get zero weights
-    /// (and read the first inside tap's word).
-    fn quad(p: &Plan<'_, '_>, c0: usize, output: &mut [i8]) -> Option<()> {
+    /// (and read the first inside tap's word). With `padded` ([`Operands::padded`]) the
+    /// group's inputs are first copied into it, inside its border of zero points: every
+    /// window lies inside, and the map is one block.
+    fn quad(
+        p: &Plan<'_, '_>,
+        c0: usize,
+        padded: Option<&mut [u32]>,
+        output: &mut [i8],
+    ) -> Option<()> {
         let (g, offset, rq) = (p.conv.g, p.conv.input_offset, p.conv.requant);
         let win = &g.window;
-        let channels = g.in_c;
         let mut q = dsp::DwQuad::default();
         let mut bias = [0i32; 4];
         for (l, (r, b)) in q.requant.iter_mut().zip(&mut bias).enumerate() {
@@ -385,46 +510,79 @@ impl Operands<'_, '_> {
                 zero_point: rq.output_offset,
             };
         }
-        // Each tap's offset and doubled packed weights, and its weights as they are.
+        // Where the group's inputs are read: the input, or the padded copy.
+        let src = match &padded {
+            Some(copy) => Source {
+                h: copy.len() / padded_dims(g).1.max(1),
+                w: padded_dims(g).1,
+                step: 4,
+                first: 0,
+                pad_top: 0,
+                pad_left: 0,
+            },
+            None => Source {
+                h: g.in_h,
+                w: g.in_w,
+                step: g.in_c,
+                first: c0,
+                pad_top: win.pad_top(g.in_h),
+                pad_left: win.pad_left(g.in_w),
+            },
+        };
+        // Each tap's offset and doubled packed weights (the taps past the kernel's: zero
+        // weights reading the first tap's word), its weights as they are, and their sums
+        // over all taps.
         let mut full = [[0u32; dsp::DW_TAP_WORDS]; dsp::DW_TAPS];
         let mut w = [[0i32; 4]; dsp::DW_TAPS];
-        let mut magnitude = [0i64; 4];
-        for (t, ((f, w), &o)) in full
-            .iter_mut()
-            .zip(&mut w)
-            .zip(&p.offsets)
-            .take(p.taps)
-            .enumerate()
-        {
-            let at = t * channels + c0;
-            let bytes: &[u8; 4] = p.conv.weights.get(at..at + 4)?.first_chunk()?;
-            *w = bytes.map(|b| i32::from(b as i8));
-            *f = dsp::dw_tap(i32::try_from(o).ok()?, w.map(|w| 2 * w));
-            for (m, &w) in magnitude.iter_mut().zip(w.iter()) {
-                *m += i64::from(w.unsigned_abs());
+        let mut total = [0i32; 4];
+        let mut taps = full.iter_mut().zip(&mut w).enumerate();
+        for ky in 0..win.k_h {
+            for (kx, (t, (f, w))) in (0..win.k_w).zip(&mut taps) {
+                let at = t * g.in_c + c0;
+                let bytes: &[u8; 4] = p.conv.weights.get(at..at + 4)?.first_chunk()?;
+                *w = bytes.map(|b| i32::from(b as i8));
+                let o = (ky * src.w + kx) * src.step;
+                *f = dsp::dw_tap(i32::try_from(o).ok()?, w.map(|w| 2 * w));
+                for (s, &w) in total.iter_mut().zip(w.iter()) {
+                    *s += w;
+                }
             }
         }
-        // |sum| ≤ |bias| + |offset · Σ w| + 128 · Σ |w|: below 2^30, the doubled sums fit.
-        for (&b, &m) in bias.iter().zip(&magnitude) {
-            let bound = i64::from(b.unsigned_abs()) + (i64::from(offset.unsigned_abs()) + 128) * m;
-            if bound >= 1 << 30 {
-                return None;
-            }
+        // |sum| ≤ |bias| + |offset · Σ w| + 128 · Σ |w| ≤ |bias| + (|offset| + 128) · 128 ·
+        // taps: below 2^30, the doubled sums fit.
+        let worst = (i64::from(offset.unsigned_abs()) + 128) * 128 * p.taps as i64;
+        if bias
+            .iter()
+            .any(|&b| i64::from(b.unsigned_abs()) + worst >= 1 << 30)
+        {
+            return None;
         }
         let step = |n: usize| i32::try_from(n).ok();
-        q.in_step = step(win.stride_w * channels)?;
-        q.in_row = step(win.stride_h * g.in_w * channels)?;
-        q.out_step = step(channels)?;
-        q.out_row = step(g.out_w() * channels)?;
-        let (pad_top, pad_left) = (win.pad_top(g.in_h), win.pad_left(g.in_w));
-        for (oys, ky) in segments(g.out_h(), win.stride_h, pad_top, win.k_h, g.in_h) {
-            for (oxs, kx) in segments(g.out_w(), win.stride_w, pad_left, win.k_w, g.in_w) {
+        q.in_step = step(win.stride_w * src.step)?;
+        q.in_row = step(win.stride_h * src.w * src.step)?;
+        q.out_step = step(g.in_c)?;
+        q.out_row = step(g.out_w() * g.in_c)?;
+        let input: &[i8] = match padded {
+            Some(copy) => {
+                p.conv.copy_group(c0, copy, src.w);
+                dsp::int8_of_words(copy)
+            }
+            None => p.conv.input,
+        };
+        let (pad_top, pad_left) = (src.pad_top, src.pad_left);
+        for (oys, ky) in segments(g.out_h(), win.stride_h, pad_top, win.k_h, src.h) {
+            for (oxs, kx) in segments(g.out_w(), win.stride_w, pad_left, win.k_w, src.w) {
                 // Taps outside read the first inside tap's word (any readable word).
                 let first = full[(ky.start * win.k_w + kx.start).min(dsp::DW_TAPS - 1)][0];
                 let outside = dsp::dw_tap(first as i32, [0; 4]);
                 let mut sums = [0i32; 4];
                 let mut t = 0;
-                for y in 0..win.k_h {
+                if ky.len() == win.k_h && kx.len() == win.k_w {
+                    // Every tap inside (the interior, or a padded copy).
+                    (q.taps, sums) = (full, total);
+                    t = win.k_h * win.k_w;
+                }
+                for y in (0..win.k_h).skip(t) {
                     let row = ky.contains(&y);
                     for x in 0..win.k_w {
                         if let (Some(tap), Some(f), Some(w)) =
@@ -452,9 +610,9 @@ impl Operands<'_, '_> {
                 q.cols = u32::try_from(oxs.len()).ok()?;
                 let y0 = (oys.start * win.stride_h) as isize - pad_top as isize;
                 let x0 = (oxs.start * win.stride_w) as isize - pad_left as isize;
-                let origin = (y0 * g.in_w as isize + x0) * channels as isize + c0 as isize;
-                let out_at = (oys.start * g.out_w() + oxs.start) * channels + c0;
-                dsp::dw_quads(&q, p.conv.input, origin, output, out_at);
+                let origin = (y0 * src.w as isize + x0) * src.step as isize + src.first as isize;
+                let out_at = (oys.start * g.out_w() + oxs.start) * g.in_c + c0;
+                dsp::dw_quads(&q, input, origin, output, out_at);
             }
         }
         Some(())
@@ -722,11 +880,13 @@ pub(crate) mod tests {
             }
         }
 
-        /// Whether the conv goes by channel groups; if so, asserts both ways of four lanes
-        /// (bytes alone, and the four-channel blocks where they fit) compute `want`.
+        /// Whether the conv goes by channel groups; if so, asserts every way of four lanes
+        /// (bytes alone, the four-channel blocks where they fit, and those from the padded
+        /// copy where the scratch holds it) computes `want`.
         fn by_groups_match(&self, want: &[i8]) -> bool {
             let mut got = vec![0i8; want.len()];
-            if !self.by_groups(&mut got, false) {
+            let mut scratch = vec![0u32; depthwise_scratch_words(self.g)];
+            if !self.by_groups(&mut scratch, &mut got, false) {
                 return false;
             }
             assert_eq!(
@@ -734,13 +894,15 @@ pub(crate) mod tests {
                 "bytes, offset {} {:?}",
                 self.input_offset, self.g
             );
-            got.fill(0);
-            assert!(self.by_groups(&mut got, true));
-            assert_eq!(
-                got, want,
-                "quads, offset {} {:?}",
-                self.input_offset, self.g
-            );
+            for (way, scratch) in [("blocks", &mut [][..]), ("padded", &mut scratch[..])] {
+                got.fill(0);
+                assert!(self.by_groups(scratch, &mut got, true));
+                assert_eq!(
+                    got, want,
+                    "quads ({way}), offset {} {:?}",
+                    self.input_offset, self.g
+                );
+            }
             true
         }
     }
@@ -833,9 +995,17 @@ pub(crate) mod tests {
             let plan = conv.plan().unwrap();
             let mut got = vec![0i8; len];
             for c0 in (0..g.in_c).step_by(4) {
-                assert!(Operands::quad(&plan, c0, &mut got).is_some(), "{g:?}");
+                assert!(Operands::quad(&plan, c0, None, &mut got).is_some(), "{g:?}");
             }
-            assert_eq!(got, want, "{g:?}");
+            assert_eq!(got, want, "blocks {g:?}");
+            // The same from the zero-padded copy (every map here has one).
+            let mut scratch = vec![0u32; depthwise_scratch_words(&g)];
+            let copy = conv.padded(&mut scratch).unwrap();
+            got.fill(0);
+            for c0 in (0..g.in_c).step_by(4) {
+                assert!(Operands::quad(&plan, c0, Some(&mut *copy), &mut got).is_some());
+            }
+            assert_eq!(got, want, "padded {g:?}");
         }
     }
 

@@ -14,7 +14,7 @@ use super::stages::{
 };
 use crate::kernels::average_pool::{average_pool, AvgPoolGeometry};
 use crate::kernels::conv::{out_dim, ConvGeometry};
-use crate::kernels::depthwise::{depthwise_i8, DepthwiseGeometry};
+use crate::kernels::depthwise::{depthwise_i8, depthwise_scratch_words, DepthwiseGeometry};
 use crate::kernels::fused::{
     background_start, Stream3x3, StreamLayers, StreamScratch, NATIVE_PAIRED,
 };
@@ -377,7 +377,7 @@ impl<
 {
     const IN: usize = IH * IW * C;
     const OUT: usize = Self::GEOMETRY.out_h() * Self::GEOMETRY.out_w() * C * M;
-    const PATCH_WORDS: usize = C * M;
+    const PATCH_WORDS: usize = depthwise_scratch_words(&Self::GEOMETRY);
     const TYPE: &'static str = "depthwise_conv2d";
 
     fn from_file(file: &StackFile<'a>, index: usize) -> Result<Self, Error> {

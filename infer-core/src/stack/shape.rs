@@ -8,7 +8,7 @@ use crate::format::ChannelParams;
 use crate::kernels::add::ADD_SCRATCH_WORDS;
 use crate::kernels::average_pool::AvgPoolGeometry;
 use crate::kernels::conv::{ConvGeometry, Padding};
-use crate::kernels::depthwise::DepthwiseGeometry;
+use crate::kernels::depthwise::{depthwise_scratch_words, DepthwiseGeometry};
 use crate::Error;
 use core::fmt;
 
@@ -181,7 +181,7 @@ impl OpShape {
             | OpShape::Add { .. }
             | OpShape::Branch { .. } => 0,
             OpShape::Dense { units, .. } => units,
-            OpShape::DepthwiseConv2d { geometry: g, .. } => g.out_c(),
+            OpShape::DepthwiseConv2d { geometry: g, .. } => depthwise_scratch_words(&g),
         }
     }
 
@@ -227,7 +227,7 @@ impl OpShape {
     /// the others, whose working memory the stage plan counts).
     pub const fn alone_words(&self) -> usize {
         match *self {
-            OpShape::DepthwiseConv2d { geometry: g, .. } => g.out_c(),
+            OpShape::DepthwiseConv2d { geometry: g, .. } => depthwise_scratch_words(&g),
             OpShape::AvgPool2d { geometry: g, .. } => g.channels,
             OpShape::Add { .. } => ADD_SCRATCH_WORDS,
             _ => 0,

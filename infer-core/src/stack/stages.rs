@@ -39,7 +39,8 @@ use super::format::{input_offset, Op, StackFile, MAX_OPS};
 pub use super::shape::OpShape;
 use crate::kernels::add::{AddParams, AddTables, ADD_SCRATCH_WORDS};
 use crate::kernels::conv::{
-    gather_pair_patch, gather_patch, gather_patch_i8, ConvGeometry, Padding, PatchSlot,
+    gather_pair_patch, gather_patch, gather_patch_i8, gather_pixel_patch, ConvGeometry, Padding,
+    PatchSlot,
 };
 use crate::kernels::dense::{dense_unit, finish_logits};
 use crate::kernels::dot::{
@@ -1483,6 +1484,12 @@ fn conv_positions(
         values.fill(i32::MIN as u32);
     }
     let kernel_row = g.k_w * g.in_c;
+    // A 1 × 1 kernel's quads gather each pixel's channels as one run.
+    let gather = if g.k_h == 1 && g.k_w == 1 {
+        gather_pixel_patch
+    } else {
+        gather_patch
+    };
     let mut i = 0;
     while i < count {
         if pairs {
@@ -1557,7 +1564,7 @@ fn conv_positions(
                     pixels: QUAD,
                 };
                 let at = pixel(i + k).0;
-                gather_patch(g, kernel_row, input, cp.input_offset, at, patch, slot);
+                gather(g, kernel_row, input, cp.input_offset, at, patch, slot);
             }
             let Some(values) = values.get_mut(first * channels..) else {
                 return;

@@ -17,7 +17,9 @@ use cortex_m_rt::entry;
 use cortex_m_semihosting::debug::{self, ExitStatus, EXIT_FAILURE, EXIT_SUCCESS};
 use cortex_m_semihosting::hprintln;
 use infer_core::kernels::conv::Padding;
-use infer_core::kernels::depthwise::{depthwise_i8, depthwise_i8_reference, DepthwiseGeometry};
+use infer_core::kernels::depthwise::{
+    depthwise_i8, depthwise_i8_reference, depthwise_scratch_words, DepthwiseGeometry,
+};
 use infer_core::kernels::dot::PatchWords;
 use infer_core::kernels::window::Window;
 use infer_core::kernels::{dsp, mve, pairs, ChannelRequant};
@@ -422,17 +424,26 @@ fn main() -> ! {
             let m32 = (1u32 << 30) | (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) >> 2);
             m.copy_from_slice(&m32.to_le_bytes());
         }
+        // With an int8 clamp (every third case) right shifts and biases below 2^20, so that
+        // the groups of four take `dsp::dw_quads`; else shifts of 1 to -10, any biases.
+        let quads = case % 3 == 0;
         let mut shifts = [0u8; 9];
         for (s, &b) in shifts.iter_mut().zip(shift) {
-            *s = (-((b % 12) as i8) + 1) as u8;
+            *s = (-((b % 12) as i8) + if quads { -1 } else { 1 }) as u8;
+        }
+        let mut biases = [0u8; 36];
+        for (b, random) in biases.chunks_exact_mut(4).zip(bias.chunks_exact(4)) {
+            let random = i32::from_le_bytes([random[0], random[1], random[2], random[3]]);
+            let value = if quads { random >> 12 } else { random };
+            b.copy_from_slice(&value.to_le_bytes());
         }
         let zero_point = dw_rng.below(256) as i32 - 128;
         let rq = ChannelRequant {
-            bias,
+            bias: &biases,
             multiplier: &multipliers,
             shift: &shifts,
             output_offset: zero_point,
-            activation_min: if case % 3 == 0 { -128 } else { zero_point },
+            activation_min: if quads { -128 } else { zero_point },
             activation_max: 127,
         };
         let offset = dw_rng.below(256) as i32 - 127;
@@ -442,8 +453,16 @@ fn main() -> ! {
             &input[..g.in_h * g.in_w * g.in_c],
             &weights[100..100 + g.weights()],
         );
-        let mut scratch = [0u32; 9];
-        depthwise_i8(&g, input, offset, w, &rq, &mut scratch, &mut got[..n]);
+        // Every other pair of cases without room for the zero-padded copy: the groups of
+        // four go in blocks of pixels then, else all from the copy (up to 10 × 10 words).
+        let mut scratch = [0u32; 100];
+        let words = if case / 2 % 2 == 0 {
+            g.out_c()
+        } else {
+            depthwise_scratch_words(&g)
+        };
+        let scratch = &mut scratch[..words];
+        depthwise_i8(&g, input, offset, w, &rq, scratch, &mut got[..n]);
         depthwise_i8_reference(&g, input, offset, w, &rq, &mut want[..n]);
         check("depthwise_i8", case, got, want);
         checked += 1;
