@@ -181,7 +181,7 @@ impl OpShape {
             | OpShape::Add { .. }
             | OpShape::Branch { .. } => 0,
             OpShape::Dense { units, .. } => units,
-            OpShape::DepthwiseConv2d { geometry: g, .. } => depthwise_scratch_words(&g),
+            OpShape::DepthwiseConv2d { geometry: g, .. } => g.out_c(),
         }
     }
 
