@@ -1134,7 +1134,7 @@ macro_rules! quad_filters_asm {
 /// single taps (8 each), and about 27 per filter around them (about 37 for a pool window,
 /// whose four sums go to one running max). With widened rows ([`QuadConv::wide`]) a group's
 /// weights are one `LDM`: 90 instructions per block of 32 taps, 13 per group after them.
-/// (MVE cores take convs of 16 taps or more through an int8 patch instead,
+/// (MVE cores take convs of 6 taps or more through an int8 patch instead,
 /// `mve::quad_filters_i8`); elsewhere [`quad_filters_portable`].
 #[inline(never)]
 pub fn quad_filters(conv: &QuadConv<'_>, values: &mut [u32]) {

@@ -15,9 +15,11 @@
 //! over the taps: per two taps one load of four pair words (`LDM`), two weight loads and
 //! four `SMLAL`s, eight multiply-accumulates in seven instructions.
 //!
-//! A dense layer over a vector has no second pixel to pair; there the Cortex-M3 takes four
-//! units at a time from the values widened once ([`dot4_wide`]: per value one halfword
-//! load, per unit one byte load and one `MLA`).
+//! A dense layer over a vector has no second pixel to pair; it pairs units instead: from
+//! rows whose units the build paired ([`dense_pair_words_of`], `crate::stack::prepared`) one
+//! `SMLAL` multiplies a value by two units' weights ([`dense_quads_paired`]); from the int8
+//! rows alone the Cortex-M3 takes four units at a time from the values widened once
+//! ([`dot4_wide`]: per value one halfword load, per unit one byte load and one `MLA`).
 //!
 //! Like [`super::dsp`], this module holds inline assembly and so allows `unsafe` code: on a
 //! core with `SMLAL` and without the DSP extension (`cfg(infer_core_long_multiply)` without
