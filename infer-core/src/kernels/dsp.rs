@@ -1816,15 +1816,12 @@ pub fn window_sums(patch: &Patch, f: &Filter3x3) -> [i32; 4] {
 ///
 /// A loop of assembly on DSP cores and the Cortex-M3 (it needs only `UMLAL`, `USAT` and
 /// `SSAT`) when the floor is the zero point itself and the ceiling 127 (20 instructions
-/// per positive sum, 8 per other; on MVE cores 12 per four sums,
-/// `mve::requantize_relu_mve`); elsewhere [`requantize_relu_portable`].
+/// per positive sum, 8 per other; MVE cores take every right-shift requantization through
+/// [`super::mve::requantize_right`]); elsewhere [`requantize_relu_portable`].
 #[inline(always)]
 pub fn requantize_relu(rq: &ChannelRequant<'_>, values: &mut [u32], channels: usize) {
-    #[cfg(infer_core_long_multiply)]
+    #[cfg(all(infer_core_long_multiply, not(infer_core_mve)))]
     if relu_fits(rq, values, channels) {
-        #[cfg(infer_core_mve)]
-        super::mve::requantize_relu_mve(rq, values, channels);
-        #[cfg(not(infer_core_mve))]
         requantize_relu_dsp(rq, values, channels);
         return;
     }
@@ -1833,7 +1830,7 @@ pub fn requantize_relu(rq: &ChannelRequant<'_>, values: &mut [u32], channels: us
 
 /// Whether [`requantize_relu`]'s assembly can run: whole positions of at least one channel,
 /// parameters for every channel, the floor at the zero point (in `-128..=127`), ceiling 127.
-#[cfg(infer_core_long_multiply)]
+#[cfg(all(infer_core_long_multiply, not(infer_core_mve)))]
 pub(crate) fn relu_fits(rq: &ChannelRequant<'_>, values: &[u32], channels: usize) -> bool {
     channels > 0
         && values.len() >= channels

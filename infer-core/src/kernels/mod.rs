@@ -93,12 +93,17 @@ impl<'a> ChannelRequant<'a> {
     /// Requantizes, in place, whole positions of accumulators without their bias (`values`:
     /// one `i32` per channel, as `u32` bits, `channels` per position) to int8 values (as the
     /// `u32` bits of an `i32`): the bias added, then [`Self::apply`]. Channels past the
-    /// parameters give −128. For a monotonic requantization (every shift ≤ 0, which a
-    /// stage that requantizes its windows' maxima has): one with its floor at or above the
-    /// zero point (a ReLU) takes the shorter way of [`dsp::requantize_relu`] to the same
-    /// values; with a left shift that way's values are unspecified.
+    /// parameters give −128. For a monotonic requantization only (every shift ≤ 0, which a
+    /// stage that requantizes its windows' maxima has; callers check): on MVE cores every
+    /// one takes [`mve::requantize_right`], elsewhere one with its floor at or above the
+    /// zero point (a ReLU) the shorter way of [`dsp::requantize_relu`] to the same values;
+    /// with a left shift those ways' values are unspecified.
     #[inline(never)]
     pub(crate) fn requantize_positions(&self, values: &mut [u32], channels: usize) {
+        if cfg!(infer_core_mve) {
+            mve::requantize_right(self, values, channels);
+            return;
+        }
         if self.activation_min >= self.output_offset {
             dsp::requantize_relu(self, values, channels);
             return;

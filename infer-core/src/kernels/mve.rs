@@ -25,6 +25,7 @@ use core::arch::asm;
 use super::dot::dot_i8_offset;
 use super::dsp::{smlad, sxtb16, sxtb16_ror8};
 use super::put_sum;
+use super::ChannelRequant;
 
 /// Halfword offsets that put eight taps of a packed patch (`x0 x2 x1 x3 x4 x6 x5 x7`) back
 /// into their order: lane `i` loads halfword `GATHER[i]`.
@@ -236,16 +237,63 @@ macro_rules! pixel_max {
         )
     };
 }
-/// [`super::dsp::requantize_relu`] on an MVE core, where `dsp::relu_fits`: four channels
-/// at a time, in twelve instructions (the sums, biases and multipliers loaded as vectors of
-/// any alignment, `VQRDMULH` — exactly TFLite's saturating rounding doubling high multiply
-/// — then `VRSHL` by the negative shift — its rounding division, exact for the sums > 0
-/// that matter; a sum ≤ 0 gives a value ≤ 0, which the floor replaces — the zero point
-/// added with saturation, the clamp, the store; the last four tail-predicated).
+/// Requantizes whole positions of sums without their bias (`values`: one `i32` per channel
+/// as `u32` bits, `channels` per position) to int8 values (as the `u32` bits of an `i32`)
+/// with a requantization whose shifts are all right shifts (≤ 0; a left shift gives
+/// unspecified values), multipliers ≥ 0 (as every valid model's) and any clamp: each sum with its bias through
+/// [`ChannelRequant::apply`]; channels past the parameters give −128.
+///
+/// On an MVE core, where the slices hold whole positions and the clamp lies in int8, a loop
+/// of assembly: four channels at a time in fifteen instructions, twelve with a ReLU. The
+/// sums, biases and multipliers are loaded as vectors of any alignment and the bias added;
+/// `VQRDMULH` is exactly TFLite's saturating rounding doubling high multiply; then a
+/// negative value with a shift is made one less (with saturation), so that `VRSHL` by the
+/// negative shift, which rounds ties up, rounds them away from zero as TFLite's rounding
+/// division does (a ReLU's floor replaces every value ≤ 0, so it skips this); then the
+/// zero point added with saturation, the clamp, the store; the last four tail-predicated.
+/// Elsewhere [`requantize_right_portable`].
+#[inline(always)]
+pub fn requantize_right(rq: &ChannelRequant<'_>, values: &mut [u32], channels: usize) {
+    #[cfg(infer_core_mve)]
+    if right_fits(rq, values, channels) {
+        if rq.activation_min >= rq.output_offset {
+            requantize_right_mve::<false>(rq, values, channels);
+        } else {
+            requantize_right_mve::<true>(rq, values, channels);
+        }
+        return;
+    }
+    requantize_right_portable(rq, values, channels);
+}
+
+/// [`requantize_right`] in plain integer arithmetic: each sum with its bias through
+/// [`ChannelRequant::apply`] (the reference the assembly is tested against).
+pub fn requantize_right_portable(rq: &ChannelRequant<'_>, values: &mut [u32], channels: usize) {
+    rq.requantize_each(values, channels);
+}
+
+/// Whether [`requantize_right`]'s assembly can run: whole positions of at least one
+/// channel, parameters for every channel, the clamp's bounds in int8.
+#[cfg(infer_core_mve)]
+fn right_fits(rq: &ChannelRequant<'_>, values: &[u32], channels: usize) -> bool {
+    let int8 = -128..=127;
+    channels > 0
+        && values.len() >= channels
+        && rq.bias.len() / 4 >= channels
+        && rq.multiplier.len() / 4 >= channels
+        && rq.shift.len() >= channels
+        && int8.contains(&rq.activation_min)
+        && int8.contains(&rq.activation_max)
+}
+
+/// [`requantize_right`]'s assembly, where `right_fits`: with `ROUNDED_NEGATIVE` every sum
+/// exact; without, for a floor at or above the zero point (a ReLU), three instructions
+/// fewer and only the sums > 0 exact (a sum ≤ 0 gives a value ≤ 0, which the floor
+/// replaces).
 #[cfg(infer_core_mve)]
 #[inline(never)]
-pub(crate) fn requantize_relu_mve(
-    rq: &super::ChannelRequant<'_>,
+fn requantize_right_mve<const ROUNDED_NEGATIVE: bool>(
+    rq: &ChannelRequant<'_>,
     values: &mut [u32],
     channels: usize,
 ) {
@@ -254,57 +302,75 @@ pub(crate) fn requantize_relu_mve(
     let Some(positions) = values.len().checked_div(channels) else {
         return;
     };
-    // SAFETY: the caller checked (`dsp::relu_fits`) that `values` holds at least one whole
-    // position of `channels` ≥ 1 values and the parameters at least `channels` biases,
-    // multipliers (4 bytes each) and shifts. For each of `values.len() / channels`
-    // positions, the tail-predicated loop reads and writes the position's `channels` words
-    // (word-aligned) and reads `4 · channels` bytes of biases and multipliers and
-    // `channels` shifts (byte loads, any alignment); lanes past `channels` neither load
-    // nor store. Every register written is declared; no stack.
-    unsafe {
-        asm!(
-            "vdup.32 q6, r8",
-            "vdup.32 q7, r9",
-            "3:",
-            "mov r0, r12",
-            "mov r8, r1",
-            "mov r9, r2",
-            "mov r3, r10",
-            "dlstp.32 lr, r4",
-            "2:",
-            "vldrw.u32 q0, [r0]",
-            "vldrb.u8 q1, [r8], #16",
-            "vadd.i32 q0, q0, q1",
-            "vldrb.u8 q1, [r9], #16",
-            "vqrdmulh.s32 q0, q0, q1",
-            "vldrb.s32 q1, [r3], #4",
-            "vrshl.s32 q0, q0, q1",
-            "vqadd.s32 q0, q0, r11",
-            "vmax.s32 q0, q0, q6",
-            "vmin.s32 q0, q0, q7",
-            "vstrw.32 q0, [r0], #16",
-            "letp lr, 2b",
-            "add.w r12, r12, r4, lsl #2",
-            "subs r5, #1",
-            "bne 3b",
-            inout("r8") rq.activation_min => _,
-            inout("r9") rq.activation_max => _,
-            in("r1") rq.bias.as_ptr(),
-            in("r2") rq.multiplier.as_ptr(),
-            in("r10") rq.shift.as_ptr(),
-            in("r4") channels,
-            inout("r5") positions => _,
-            in("r11") rq.output_offset,
-            inout("r12") values.as_mut_ptr() => _,
-            out("r0") _,
-            out("r3") _,
-            out("lr") _,
-            out("q0") _,
-            out("q1") _,
-            out("q6") _,
-            out("q7") _,
-            options(nostack),
+    /// The loop, with `$negative` after the doubling high multiply (q0, the shifts in q1).
+    macro_rules! requantize_loop {
+        ($($negative:literal),*) => {
+            // SAFETY: the caller checked (`right_fits`) that `values` holds at least one
+            // whole position of `channels` ≥ 1 values and the parameters at least
+            // `channels` biases, multipliers (4 bytes each) and shifts. For each of
+            // `values.len() / channels` positions, the tail-predicated loop reads and
+            // writes the position's `channels` words (word-aligned) and reads `4 ·
+            // channels` bytes of biases and multipliers and `channels` shifts (byte loads,
+            // any alignment); lanes past `channels` neither load nor store. Every register
+            // written is declared; no stack.
+            unsafe {
+                asm!(
+                    "vdup.32 q6, r8",
+                    "vdup.32 q7, r9",
+                    "3:",
+                    "mov r0, r12",
+                    "mov r8, r1",
+                    "mov r9, r2",
+                    "mov r3, r10",
+                    "dlstp.32 lr, r4",
+                    "2:",
+                    "vldrw.u32 q0, [r0]",
+                    "vldrb.u8 q1, [r8], #16",
+                    "vadd.i32 q0, q0, q1",
+                    "vldrb.u8 q1, [r9], #16",
+                    "vqrdmulh.s32 q0, q0, q1",
+                    "vldrb.s32 q1, [r3], #4",
+                    $($negative,)*
+                    "vrshl.s32 q0, q0, q1",
+                    "vqadd.s32 q0, q0, r11",
+                    "vmax.s32 q0, q0, q6",
+                    "vmin.s32 q0, q0, q7",
+                    "vstrw.32 q0, [r0], #16",
+                    "letp lr, 2b",
+                    "add.w r12, r12, r4, lsl #2",
+                    "subs r5, #1",
+                    "bne 3b",
+                    inout("r8") rq.activation_min => _,
+                    inout("r9") rq.activation_max => _,
+                    in("r1") rq.bias.as_ptr(),
+                    in("r2") rq.multiplier.as_ptr(),
+                    in("r10") rq.shift.as_ptr(),
+                    in("r4") channels,
+                    inout("r5") positions => _,
+                    in("r11") rq.output_offset,
+                    inout("r12") values.as_mut_ptr() => _,
+                    out("r0") _,
+                    out("r3") _,
+                    out("lr") _,
+                    out("q0") _,
+                    out("q1") _,
+                    out("q2") _,
+                    out("q6") _,
+                    out("q7") _,
+                    options(nostack),
+                );
+            }
+        };
+    }
+    if ROUNDED_NEGATIVE {
+        // −1 where the value is negative and the shift not 0 (both sign bits set).
+        requantize_loop!(
+            "vand q2, q0, q1",
+            "vshr.s32 q2, q2, #31",
+            "vqadd.s32 q0, q0, q2"
         );
+    } else {
+        requantize_loop!();
     }
 }
 

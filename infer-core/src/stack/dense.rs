@@ -217,7 +217,7 @@ pub(crate) fn dense_direct(
 
 /// Writes units `first..first + acc.len()` of dense layer `d` from their sums without bias
 /// `acc` (overwritten): int8 values a block at a time where the requantization allows
-/// ([`ChannelRequant::requantize_positions`]: no ReLU, or a monotonic one), else unit by
+/// ([`ChannelRequant::requantize_positions`], for a monotonic one), else unit by
 /// unit; or wide logits. With `add`, each value is added in place to the one it replaces.
 fn finish_block(
     d: &DensePart<'_>,
@@ -232,8 +232,7 @@ fn finish_block(
             let Some(output) = output.data.get_mut(first..) else {
                 return;
             };
-            let relu = rq.activation_min >= rq.output_offset;
-            if relu && !d.monotonic {
+            if !d.monotonic {
                 for (u, (o, &a)) in output.iter_mut().zip(acc.iter()).enumerate() {
                     *o = added(add, dense_unit(&d.requant, first + u, a as i32), *o);
                 }

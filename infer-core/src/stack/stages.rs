@@ -989,7 +989,7 @@ pub struct DensePart<'a> {
     /// Minus its input's zero point.
     pub input_offset: i32,
     /// Every unit's requantization is monotonic (multiplier ≥ 0, no left shift), so that
-    /// a ReLU layer's sums may be requantized the shorter way (`requantize_positions`);
+    /// its sums may be requantized a block at a time (`requantize_positions`);
     /// found when the layer is loaded.
     pub monotonic: bool,
 }

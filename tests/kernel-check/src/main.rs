@@ -231,11 +231,25 @@ fn main() -> ! {
         for v in got.iter_mut() {
             *v = ((rng.next() as i32) >> rng.below(32)) as u32;
         }
+        let sums = got;
         let mut want = got;
         let n = positions * channels;
         dsp::requantize_relu(&rq, &mut got[..n], channels);
         dsp::requantize_relu_portable(&rq, &mut want[..n], channels);
         check("requantize_relu", case, got, want);
+
+        // The same sums and parameters, a ReLU or any clamp inside int8 (either way round)
+        // or none, every sum requantized exactly.
+        let bounds = [rng.below(256) as i32 - 128, rng.below(256) as i32 - 128];
+        let rq = ChannelRequant {
+            activation_min: [zero_point, bounds[0], -128][case % 3],
+            activation_max: [127, bounds[1], 127][case % 3],
+            ..rq
+        };
+        let (mut got, mut want) = (sums, sums);
+        mve::requantize_right(&rq, &mut got[..n], channels);
+        mve::requantize_right_portable(&rq, &mut want[..n], channels);
+        check("requantize_right", case, got, want);
 
         // A streamed dense layer's step, pairs of units over whole octets of values; a
         // dense layer's quads of units over whole 32s. Any stride.
