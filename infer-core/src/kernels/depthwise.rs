@@ -24,9 +24,9 @@
 //! visit. Other convs accumulate all channels of one output pixel in a scratch row of
 //! `i32`, visiting only the kernel taps inside the input.
 
-use super::dsp;
 use super::window::Window;
 use super::ChannelRequant;
+use super::{dsp, mve};
 use core::num::NonZeroUsize;
 use core::ops::Range;
 
@@ -333,6 +333,19 @@ fn taps_inside(origin: isize, kernel: usize, len: usize) -> Range<usize> {
     first..end.max(first)
 }
 
+/// Whether [`mve::dw_group`] takes a window: 3 × 3.
+fn vector_window(win: &Window) -> bool {
+    win.k_h == 3 && win.k_w == 3
+}
+
+/// Whether the group of channels from `c0` of a conv with window `win` goes through
+/// [`mve::dw_group`] (from its zero-padded copy, or its interior pixels) rather than
+/// [`dsp::dw_quads`] alone: a 3 × 3 window on MVE cores (every other group in the unit
+/// tests).
+fn vector_channels(win: &Window, c0: usize) -> bool {
+    vector_window(win) && (cfg!(infer_core_mve) || (cfg!(test) && c0 / 4 % 2 == 1))
+}
+
 /// Where [`Operands::quad`] reads a channel group's inputs: the conv's input, or the
 /// group's zero-padded copy (one word per pixel, no padding around it).
 struct Source {
@@ -368,6 +381,10 @@ impl Operands<'_, '_> {
         let (g, win) = (self.g, &self.g.window);
         if padded_words(g) == 0 {
             return false;
+        }
+        if cfg!(infer_core_mve) && vector_window(win) {
+            // The vector kernel takes the whole copy at a fraction of the blocks' cost.
+            return true;
         }
         let (pad_top, pad_left) = (win.pad_top(g.in_h), win.pad_left(g.in_w));
         let rows = segments(g.out_h(), win.stride_h, pad_top, win.k_h, g.in_h).count();
@@ -461,9 +478,14 @@ impl Operands<'_, '_> {
         let blocks = use_quads && g.out_h() * g.out_w() > 9;
         let quads = g.in_c / 4 * 4;
         for c0 in (0..quads).step_by(4) {
+            // The vector kernel takes a padded copy, or else the interior block.
+            let vector = vector_channels(&g.window, c0);
             let done = match padded.as_deref_mut() {
-                Some(copy) => Self::quad(&plan, c0, Some(copy), output),
-                None if blocks => Self::quad(&plan, c0, None, output),
+                Some(copy) if vector => Self::vector(&plan, c0, Some(copy), output),
+                Some(copy) => Self::quad(&plan, c0, Some(copy), true, output),
+                None if blocks && vector => Self::quad(&plan, c0, None, false, output)
+                    .and_then(|()| Self::vector(&plan, c0, None, output)),
+                None if blocks => Self::quad(&plan, c0, None, true, output),
                 None => None,
             };
             if done.is_none() {
@@ -476,44 +498,49 @@ impl Operands<'_, '_> {
         true
     }
 
-    /// Output channels `c0 .. c0 + 4` of every output pixel through [`dsp::dw_quads`], one
-    /// block of pixels per kind of window (the taps inside the input the same): `None`
-    /// (nothing computed) if the group's requantization or sums do not fit it (a
-    /// multiplier < 0, a shift outside `-31..=-1`, sums that may reach 2^30) or a slice is
-    /// short.
-    ///
-    /// Every block starts from the bias with the input offset's share of the taps inside
-    /// folded in, `bias + offset · Σ w`, and its taps outside the input get zero weights
-    /// (and read the first inside tap's word). With `padded` ([`Operands::padded`]) the
-    /// group's inputs are first copied into it, inside its border of zero points: every
-    /// window lies inside, and the map is one block.
-    fn quad(
-        p: &Plan<'_, '_>,
-        c0: usize,
-        padded: Option<&mut [u32]>,
-        output: &mut [i8],
-    ) -> Option<()> {
+    /// The parameters of the group of channels `c0 .. c0 + 4` that its four-channel kernels
+    /// take (each channel's weights, its bias with the input offset's share of every tap
+    /// folded in, `bias + offset · Σ w`, and its requantization; the geometry left 0):
+    /// `None` if its requantization or sums do not fit them (a multiplier < 0, a shift
+    /// outside `-31..=-1`, sums that may reach 2^30) or a slice is short.
+    fn group_params(p: &Plan<'_, '_>, c0: usize) -> Option<mve::DwGroup> {
         let (g, offset, rq) = (p.conv.g, p.conv.input_offset, p.conv.requant);
-        let win = &g.window;
-        let mut q = dsp::DwQuad::default();
-        let mut bias = [0i32; 4];
-        for (l, (r, b)) in q.requant.iter_mut().zip(&mut bias).enumerate() {
+        let mut group = mve::DwGroup::default();
+        // |sum| ≤ |bias| + |offset · Σ w| + 128 · Σ |w| ≤ |bias| + (|offset| + 128) · 128 ·
+        // taps: below 2^30 (the DSP kernel's doubled sums fit).
+        let worst = (i64::from(offset.unsigned_abs()) + 128) * 128 * p.taps as i64;
+        let mut total = [0i32; 4];
+        for t in 0..p.taps.min(MAX_TAPS) {
+            let at = t * g.in_c + c0;
+            let bytes: &[u8; 4] = p.conv.weights.get(at..at + 4)?.first_chunk()?;
+            for ((w, s), &b) in group.weights.iter_mut().zip(&mut total).zip(bytes) {
+                w[t] = b as i8;
+                *s += i32::from(b as i8);
+            }
+        }
+        for (l, &total) in total.iter().enumerate() {
             let (bias, multiplier, shift) = rq.channel(c0 + l)?;
-            if multiplier < 0 || !(-31..=-1).contains(&shift) {
+            if multiplier < 0
+                || !(-31..=-1).contains(&shift)
+                || i64::from(bias.unsigned_abs()) + worst >= 1 << 30
+            {
                 return None;
             }
-            *b = bias;
-            *r = dsp::DwRequant {
-                multiplier,
-                half: 1 << (-shift - 1),
-                shift: -shift,
-                zero_point: rq.output_offset,
-            };
+            group.bias[l] = bias.wrapping_add(offset.wrapping_mul(total));
+            group.multiplier[l] = multiplier;
+            group.shift[l] = -shift;
+            group.zero_point[l] = rq.output_offset;
         }
-        // Where the group's inputs are read: the input, or the padded copy.
-        let src = match &padded {
-            Some(copy) => Source {
-                h: copy.len() / padded_dims(g).1.max(1),
+        Some(group)
+    }
+
+    /// Where the group of channels from `c0` is read: the conv's input, or (`padded`) its
+    /// zero-padded copy of `words` words.
+    fn source(&self, c0: usize, padded: Option<usize>) -> Source {
+        let (g, win) = (self.g, &self.g.window);
+        match padded {
+            Some(words) => Source {
+                h: words / padded_dims(g).1.max(1),
                 w: padded_dims(g).1,
                 step: 4,
                 first: 0,
@@ -528,34 +555,59 @@ impl Operands<'_, '_> {
                 pad_top: win.pad_top(g.in_h),
                 pad_left: win.pad_left(g.in_w),
             },
-        };
-        // Each tap's offset and doubled packed weights (the taps past the kernel's: zero
-        // weights reading the first tap's word), its weights as they are, and their sums
-        // over all taps.
-        let mut full = [[0u32; dsp::DW_TAP_WORDS]; dsp::DW_TAPS];
+        }
+    }
+
+    /// Output channels `c0 .. c0 + 4` of every output pixel (or, without `interior`, of
+    /// the border pixels only) through [`dsp::dw_quads`], one block of pixels per kind of
+    /// window (the taps inside the input the same): `None` (nothing computed) if the
+    /// group's parameters do not fit it ([`Operands::group_params`]).
+    ///
+    /// Every block starts from the bias with the input offset's share of the taps inside
+    /// folded in, `bias + offset · Σ w`, and its taps outside the input get zero weights
+    /// (and read the first inside tap's word). With `padded` ([`Operands::padded`]) the
+    /// group's inputs are first copied into it, inside its border of zero points: every
+    /// window lies inside, and the map is one block.
+    fn quad(
+        p: &Plan<'_, '_>,
+        c0: usize,
+        padded: Option<&mut [u32]>,
+        interior: bool,
+        output: &mut [i8],
+    ) -> Option<()> {
+        let (g, offset) = (p.conv.g, p.conv.input_offset);
+        let win = &g.window;
+        let params = Self::group_params(p, c0)?;
+        // Each tap's four weights, each channel's sum of them and its bias.
         let mut w = [[0i32; 4]; dsp::DW_TAPS];
         let mut total = [0i32; 4];
-        let mut taps = full.iter_mut().zip(&mut w).enumerate();
-        for ky in 0..win.k_h {
-            for (kx, (t, (f, w))) in (0..win.k_w).zip(&mut taps) {
-                let at = t * g.in_c + c0;
-                let bytes: &[u8; 4] = p.conv.weights.get(at..at + 4)?.first_chunk()?;
-                *w = bytes.map(|b| i32::from(b as i8));
-                let o = (ky * src.w + kx) * src.step;
-                *f = dsp::dw_tap(i32::try_from(o).ok()?, w.map(|w| 2 * w));
-                for (s, &w) in total.iter_mut().zip(w.iter()) {
-                    *s += w;
-                }
+        for (l, (channel, s)) in params.weights.iter().zip(&mut total).enumerate() {
+            for (w, &x) in w.iter_mut().zip(channel) {
+                w[l] = i32::from(x);
+                *s += i32::from(x);
             }
         }
-        // |sum| ≤ |bias| + |offset · Σ w| + 128 · Σ |w| ≤ |bias| + (|offset| + 128) · 128 ·
-        // taps: below 2^30, the doubled sums fit.
-        let worst = (i64::from(offset.unsigned_abs()) + 128) * 128 * p.taps as i64;
-        if bias
-            .iter()
-            .any(|&b| i64::from(b.unsigned_abs()) + worst >= 1 << 30)
-        {
-            return None;
+        let bias: [i32; 4] =
+            core::array::from_fn(|l| params.bias[l].wrapping_sub(offset.wrapping_mul(total[l])));
+        let mut q = dsp::DwQuad {
+            requant: core::array::from_fn(|l| dsp::DwRequant {
+                multiplier: params.multiplier[l],
+                half: 1 << (params.shift[l] - 1),
+                shift: params.shift[l],
+                zero_point: params.zero_point[l],
+            }),
+            ..dsp::DwQuad::default()
+        };
+        let src = p.conv.source(c0, padded.as_ref().map(|copy| copy.len()));
+        // Each tap's offset and doubled packed weights (the taps past the kernel's: zero
+        // weights reading the first tap's word).
+        let mut full = [[0u32; dsp::DW_TAP_WORDS]; dsp::DW_TAPS];
+        let mut taps = full.iter_mut().zip(&w);
+        for ky in 0..win.k_h {
+            for (kx, (f, w)) in (0..win.k_w).zip(&mut taps) {
+                let o = (ky * src.w + kx) * src.step;
+                *f = dsp::dw_tap(i32::try_from(o).ok()?, w.map(|w| 2 * w));
+            }
         }
         let step = |n: usize| i32::try_from(n).ok();
         q.in_step = step(win.stride_w * src.step)?;
@@ -572,12 +624,16 @@ impl Operands<'_, '_> {
         let (pad_top, pad_left) = (src.pad_top, src.pad_left);
         for (oys, ky) in segments(g.out_h(), win.stride_h, pad_top, win.k_h, src.h) {
             for (oxs, kx) in segments(g.out_w(), win.stride_w, pad_left, win.k_w, src.w) {
+                let inside = ky.len() == win.k_h && kx.len() == win.k_w;
+                if inside && !interior {
+                    continue;
+                }
                 // Taps outside read the first inside tap's word (any readable word).
                 let first = full[(ky.start * win.k_w + kx.start).min(dsp::DW_TAPS - 1)][0];
                 let outside = dsp::dw_tap(first as i32, [0; 4]);
                 let mut sums = [0i32; 4];
                 let mut t = 0;
-                if ky.len() == win.k_h && kx.len() == win.k_w {
+                if inside {
                     // Every tap inside (the interior, or a padded copy).
                     (q.taps, sums) = (full, total);
                     t = win.k_h * win.k_w;
@@ -615,6 +671,55 @@ impl Operands<'_, '_> {
                 dsp::dw_quads(&q, input, origin, output, out_at);
             }
         }
+        Some(())
+    }
+
+    /// Output channels `c0 .. c0 + 4` of a 3 × 3 conv through [`mve::dw_group`]: with
+    /// `padded` ([`Operands::padded`]) every output pixel from the group's copy, one block;
+    /// else the pixels whose window lies inside the input (the border ones are
+    /// [`Operands::quad`]'s). `None` (nothing computed) if the group's parameters do not
+    /// fit ([`Operands::group_params`]). The lanes run along the rows, or down the columns
+    /// where that leaves fewer lanes empty (KWS's maps are 5 wide and 25 high).
+    fn vector(
+        p: &Plan<'_, '_>,
+        c0: usize,
+        padded: Option<&mut [u32]>,
+        output: &mut [i8],
+    ) -> Option<()> {
+        let g = p.conv.g;
+        let win = &g.window;
+        let mut group = Self::group_params(p, c0)?;
+        let src = p.conv.source(c0, padded.as_ref().map(|copy| copy.len()));
+        let (input, (rows, cols)): (&[i8], _) = match padded {
+            Some(copy) => {
+                p.conv.copy_group(c0, copy, src.w);
+                (dsp::int8_of_words(copy), (0..g.out_h(), 0..g.out_w()))
+            }
+            None => (p.conv.input, (p.rows.clone(), p.cols.clone())),
+        };
+        if rows.is_empty() || cols.is_empty() {
+            return Some(());
+        }
+        let y0 = rows.start * win.stride_h - src.pad_top;
+        let x0 = cols.start * win.stride_w - src.pad_left;
+        let origin = (y0 * src.w + x0) * src.step + src.first;
+        let out_at = (rows.start * g.out_w() + cols.start) * g.in_c + c0;
+        let row = src.w * src.step;
+        // (`Range::len` would keep an assertion's panic path.)
+        let (n, m) = (rows.end - rows.start, cols.end - cols.start);
+        let along = (
+            (win.stride_w * src.step, g.in_c, m),
+            (win.stride_h * row, g.out_w() * g.in_c, n),
+        );
+        let (lanes, rows) = if n * m.div_ceil(4) <= m * n.div_ceil(4) {
+            along
+        } else {
+            (along.1, along.0)
+        };
+        (group.row, group.col) = (row, src.step);
+        (group.in_step, group.out_step, group.cols) = lanes;
+        (group.in_row, group.out_row, group.rows) = rows;
+        mve::dw_group(&group, input, origin, output, out_at);
         Some(())
     }
 
@@ -995,7 +1100,10 @@ pub(crate) mod tests {
             let plan = conv.plan().unwrap();
             let mut got = vec![0i8; len];
             for c0 in (0..g.in_c).step_by(4) {
-                assert!(Operands::quad(&plan, c0, None, &mut got).is_some(), "{g:?}");
+                assert!(
+                    Operands::quad(&plan, c0, None, true, &mut got).is_some(),
+                    "{g:?}"
+                );
             }
             assert_eq!(got, want, "blocks {g:?}");
             // The same from the zero-padded copy (every map here has one).
@@ -1003,7 +1111,7 @@ pub(crate) mod tests {
             let copy = conv.padded(&mut scratch).unwrap();
             got.fill(0);
             for c0 in (0..g.in_c).step_by(4) {
-                assert!(Operands::quad(&plan, c0, Some(&mut *copy), &mut got).is_some());
+                assert!(Operands::quad(&plan, c0, Some(&mut *copy), true, &mut got).is_some());
             }
             assert_eq!(got, want, "padded {g:?}");
         }

@@ -374,6 +374,413 @@ fn requantize_right_mve<const ROUNDED_NEGATIVE: bool>(
     }
 }
 
+/// Four channels of a block of depthwise output pixels with a 3 × 3 window, as
+/// [`dw_group`] computes them: `rows × cols` pixels whose windows lie inside the input (a
+/// map of int8 values, `col` bytes from one pixel of a channel to the next: its channels,
+/// or four in a group's zero-padded copy; channel `l`'s value one byte after channel
+/// `l − 1`'s).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DwGroup {
+    /// Each channel's weights, row by row (a 3 × 3 window's nine; as parameters of any
+    /// window of up to nine taps, its taps in order, the rest 0).
+    pub weights: [[i8; 9]; 4],
+    /// Each channel's sum before the taps (the bias with the input offset's share folded
+    /// in).
+    pub bias: [i32; 4],
+    /// Each channel's Q31 multiplier (≥ 0).
+    pub multiplier: [i32; 4],
+    /// Each channel's right shift, `1..=31`.
+    pub shift: [i32; 4],
+    /// Each channel's output zero point.
+    pub zero_point: [i32; 4],
+    /// Input bytes from a row of the map to the next.
+    pub row: usize,
+    /// Input bytes from a pixel of the map to the next in its row.
+    pub col: usize,
+    /// Input bytes from one pixel's window to the next pixel's in a row.
+    pub in_step: usize,
+    /// Input bytes from one row of windows to the next.
+    pub in_row: usize,
+    /// Output bytes from one pixel to the next in a row.
+    pub out_step: usize,
+    /// Output bytes from one row to the next.
+    pub out_row: usize,
+    /// Pixels per row.
+    pub cols: usize,
+    /// Rows.
+    pub rows: usize,
+}
+
+impl DwGroup {
+    /// Whether every byte the block reads, from `origin` on (pixel (0, 0)'s window's first
+    /// byte of the first channel), lies inside `input` (`len` bytes) and every output,
+    /// from `out_at` on, inside `output` (`out_len` bytes), with at least one pixel and the
+    /// steps in `u32`.
+    #[cfg_attr(not(any(infer_core_mve, test)), allow(dead_code))]
+    fn fits(&self, len: usize, origin: usize, out_len: usize, out_at: usize) -> bool {
+        let last = |row: usize, step: usize| {
+            self.rows
+                .checked_sub(1)?
+                .checked_mul(row)?
+                .checked_add(self.cols.checked_sub(1)?.checked_mul(step)?)
+        };
+        let ends = || -> Option<(usize, usize)> {
+            let read = origin
+                .checked_add(last(self.in_row, self.in_step)?)?
+                .checked_add(self.row.checked_mul(2)?)?
+                .checked_add(self.col.checked_mul(2)?)?
+                .checked_add(3)?;
+            let written = out_at
+                .checked_add(last(self.out_row, self.out_step)?)?
+                .checked_add(3)?;
+            let steps = [self.in_step, self.out_step, self.row, self.col].map(|s| s.checked_mul(4));
+            steps
+                .iter()
+                .all(|s| s.is_some_and(|s| u32::try_from(s).is_ok()))
+                .then_some((read, written))
+        };
+        matches!(ends(), Some((read, written)) if read < len && written < out_len)
+    }
+}
+
+/// The parameters [`dw_group`]'s assembly loads for one channel (`repr(C)`, word-aligned): the vectors
+/// first, then the words it reads in its loops.
+#[cfg(infer_core_mve)]
+#[repr(C, align(8))]
+struct DwChannelAsm {
+    /// q2–q4: byte offsets of the four pixels' window rows 0, 1, 2 from a quad's origin.
+    gather: [[u32; 4]; 3],
+    /// q5: byte offsets of the four pixels' outputs from the quad's first.
+    scatter: [u32; 4],
+    /// q6: the sum before the taps, in each lane.
+    bias: [i32; 4],
+    /// q7: minus the right shift, in each lane.
+    shift: [i32; 4],
+    multiplier: i32,
+    zero_point: i32,
+    /// From one quad's origin to the next's, less the two window columns stepped over.
+    quad_in: i32,
+    /// From one window column to the next.
+    col: i32,
+    quad_out: i32,
+    in_row: i32,
+    out_row: i32,
+    cols: u32,
+    rows: u32,
+}
+
+// Where the assembly of [`dw_group`] finds the vectors (in order from the start) and the
+// words it reads in its loops.
+#[cfg(infer_core_mve)]
+const _: () = assert!(core::mem::offset_of!(DwChannelAsm, shift) == 80);
+#[cfg(infer_core_mve)]
+mod dw_at {
+    use super::DwChannelAsm;
+    use core::mem::offset_of;
+    pub const MULTIPLIER: usize = offset_of!(DwChannelAsm, multiplier);
+    pub const ZERO_POINT: usize = offset_of!(DwChannelAsm, zero_point);
+    pub const QUAD_IN: usize = offset_of!(DwChannelAsm, quad_in);
+    pub const COL: usize = offset_of!(DwChannelAsm, col);
+    pub const QUAD_OUT: usize = offset_of!(DwChannelAsm, quad_out);
+    pub const IN_ROW: usize = offset_of!(DwChannelAsm, in_row);
+    pub const OUT_ROW: usize = offset_of!(DwChannelAsm, out_row);
+    pub const COLS: usize = offset_of!(DwChannelAsm, cols);
+    pub const ROWS: usize = offset_of!(DwChannelAsm, rows);
+}
+
+/// Computes the block of `group` for its four channels: channel `l`'s pixel `(i, j)` (row
+/// `i < rows`, column `j < cols`) sums `bias + Σ x · w` over its 3 × 3 window, whose tap
+/// `(ky, kx)` is byte `origin + l + i · in_row + j · in_step + ky · row + kx · col` of
+/// `input`, requantizes it ([`dw_requantize_mve`]) and writes it to byte `out_at + l + i ·
+/// out_row + j · out_step` of `output`. A block that does not fit the slices is computed as
+/// far as it does.
+///
+/// On an MVE core, where the whole block fits, a loop of assembly per channel over four
+/// pixels at a time (the lanes), tail-predicated at a row's end: 37 instructions per four
+/// outputs (per tap one gather load and one `VMLA` by the weight, held in a register; the
+/// requantization; one scatter store); elsewhere [`dw_group_portable`].
+#[inline(always)]
+pub fn dw_group(group: &DwGroup, input: &[i8], origin: usize, output: &mut [i8], out_at: usize) {
+    #[cfg(infer_core_mve)]
+    if group.fits(input.len(), origin, output.len(), out_at) {
+        dw_group_mve(group, input, origin, output, out_at);
+        return;
+    }
+    dw_group_portable(group, input, origin, output, out_at);
+}
+
+/// [`dw_group`]'s assembly, where the block fits.
+#[cfg(infer_core_mve)]
+#[inline(never)]
+fn dw_group_mve(group: &DwGroup, input: &[i8], origin: usize, output: &mut [i8], out_at: usize) {
+    // Steps fit a `u32` (`fits`); the quad's are wrapping `i32` bits.
+    let word = |n: usize| n as u32;
+    let lanes = |step: usize| [0, 1, 2, 3].map(|i| word(i * step));
+    let quad = |step: usize, less: usize| (word(4 * step).wrapping_sub(word(less))) as i32;
+    let g = lanes(group.in_step);
+    let mut p = DwChannelAsm {
+        gather: [0, 1, 2].map(|ky| g.map(|o| o.wrapping_add(word(ky * group.row)))),
+        scatter: lanes(group.out_step),
+        bias: [0; 4],
+        shift: [0; 4],
+        multiplier: 0,
+        zero_point: 0,
+        quad_in: quad(group.in_step, 2 * group.col),
+        col: word(group.col) as i32,
+        quad_out: quad(group.out_step, 0),
+        in_row: word(group.in_row) as i32,
+        out_row: word(group.out_row) as i32,
+        cols: word(group.cols),
+        rows: 0,
+    };
+    for (l, w) in group.weights.iter().enumerate() {
+        p.bias = [group.bias[l]; 4];
+        p.shift = [group.shift[l].wrapping_neg(); 4];
+        p.multiplier = group.multiplier[l];
+        p.zero_point = group.zero_point[l];
+        p.rows = word(group.rows);
+        // Registers: the nine weights r0–r5, r8–r10; the quad's window origin r11 and output
+        // r12; the parameters r6 and a loaded word r7 (both saved); the loop count lr. q0 the
+        // sums, q1 the loaded values, q2–q7 the parameters' vectors.
+        // SAFETY: the caller checked `fits`: every byte the block reads, `origin + l + i ·
+        // in_row + j · in_step + ky · row + kx · col` for every pixel (i < rows, j < cols) and tap, lies
+        // inside `input`, and every output byte inside `output`; rows and cols are at least 1.
+        // The row loop is tail-predicated, so lanes past `cols` neither load nor store. r6
+        // reads and writes `p` (`repr(C)`, aligned, only the row count written), which nothing
+        // else borrows. The block saves r6 and r7 (which cannot be operands: LLVM's base and
+        // frame pointers) and pops all it pushes; every other register it writes is declared.
+        unsafe {
+            asm!(
+                "push {{r6, r7}}",
+                "mov r6, lr",
+                "vldrw.u32 q2, [r6]",
+                "vldrw.u32 q3, [r6, #16]",
+                "vldrw.u32 q4, [r6, #32]",
+                "vldrw.u32 q5, [r6, #48]",
+                "vldrw.u32 q6, [r6, #64]",
+                "vldrw.u32 q7, [r6, #80]",
+                "3:",
+                "push {{r11, r12}}",
+                "ldr r7, [r6, #{cols}]",
+                "dlstp.32 lr, r7",
+                "2:",
+                "vmov q0, q6",
+                "vldrb.s32 q1, [r11, q2]",
+                "vmla.s32 q0, q1, r0",
+                "vldrb.s32 q1, [r11, q3]",
+                "vmla.s32 q0, q1, r3",
+                "vldrb.s32 q1, [r11, q4]",
+                "vmla.s32 q0, q1, r8",
+                "ldr r7, [r6, #{col}]",
+                "add r11, r7",
+                "vldrb.s32 q1, [r11, q2]",
+                "vmla.s32 q0, q1, r1",
+                "vldrb.s32 q1, [r11, q3]",
+                "vmla.s32 q0, q1, r4",
+                "vldrb.s32 q1, [r11, q4]",
+                "vmla.s32 q0, q1, r9",
+                "add r11, r7",
+                "vldrb.s32 q1, [r11, q2]",
+                "vmla.s32 q0, q1, r2",
+                "vldrb.s32 q1, [r11, q3]",
+                "vmla.s32 q0, q1, r5",
+                "vldrb.s32 q1, [r11, q4]",
+                "vmla.s32 q0, q1, r10",
+                // The requantization: the doubling high multiply, one less where negative,
+                // the rounding shift, the zero point, saturated to int8 in two narrowings.
+                "ldr r7, [r6, #{multiplier}]",
+                "vqrdmulh.s32 q0, q0, r7",
+                "vshr.s32 q1, q0, #31",
+                "vadd.i32 q0, q0, q1",
+                "vrshl.s32 q0, q0, q7",
+                "ldr r7, [r6, #{zero_point}]",
+                "vadd.i32 q0, q0, r7",
+                "vqmovnb.s32 q0, q0",
+                "vqmovnb.s16 q0, q0",
+                "vstrb.32 q0, [r12, q5]",
+                "ldr r7, [r6, #{quad_in}]",
+                "add r11, r7",
+                "ldr r7, [r6, #{quad_out}]",
+                "add r12, r7",
+                "letp lr, 2b",
+                "pop {{r11, r12}}",
+                "ldr r7, [r6, #{in_row}]",
+                "add r11, r7",
+                "ldr r7, [r6, #{out_row}]",
+                "add r12, r7",
+                "ldr r7, [r6, #{rows}]",
+                "subs r7, #1",
+                "str r7, [r6, #{rows}]",
+                "bne 3b",
+                "pop {{r6, r7}}",
+                in("r0") i32::from(w[0]),
+                in("r1") i32::from(w[1]),
+                in("r2") i32::from(w[2]),
+                in("r3") i32::from(w[3]),
+                in("r4") i32::from(w[4]),
+                in("r5") i32::from(w[5]),
+                in("r8") i32::from(w[6]),
+                in("r9") i32::from(w[7]),
+                in("r10") i32::from(w[8]),
+                inout("r11") input.as_ptr().wrapping_add(origin + l) => _,
+                inout("r12") output.as_mut_ptr().wrapping_add(out_at + l) => _,
+                inout("lr") core::ptr::from_mut(&mut p) => _,
+                out("q0") _,
+                out("q1") _,
+                out("q2") _,
+                out("q3") _,
+                out("q4") _,
+                out("q5") _,
+                out("q6") _,
+                out("q7") _,
+                multiplier = const dw_at::MULTIPLIER,
+                zero_point = const dw_at::ZERO_POINT,
+                quad_in = const dw_at::QUAD_IN,
+                col = const dw_at::COL,
+                quad_out = const dw_at::QUAD_OUT,
+                in_row = const dw_at::IN_ROW,
+                out_row = const dw_at::OUT_ROW,
+                cols = const dw_at::COLS,
+                rows = const dw_at::ROWS,
+            );
+        }
+    }
+}
+
+/// [`dw_group`]'s requantization of a sum `acc` as its assembly computes it: `VQRDMULH`
+/// by the multiplier (the saturating rounding doubling high multiply), one less if that is
+/// negative, `VRSHL` right by the shift (ties rounded up), the zero point added, saturated
+/// to int8. For `|acc| < 2^30` this is [`super::dsp::dw_requantize`] of the doubled sum,
+/// TFLite's value.
+pub fn dw_requantize_mve(acc: i32, multiplier: i32, shift: i32, zero_point: i32) -> i8 {
+    let product = 2 * i64::from(acc) * i64::from(multiplier) + (1 << 31);
+    let high = (product >> 32).clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
+    let x = high.wrapping_add(high >> 31);
+    let s = shift.clamp(0, 31);
+    let shifted = if s == 0 {
+        x
+    } else {
+        ((i64::from(x) + (1 << (s - 1))) >> s) as i32
+    };
+    shifted.wrapping_add(zero_point).clamp(-128, 127) as i8
+}
+
+/// [`dw_group`] in plain integer arithmetic (the reference the assembly is tested against,
+/// and the code elsewhere): taps outside `input` and outputs outside `output` are skipped.
+#[cfg_attr(infer_core_mve, inline(never))]
+pub fn dw_group_portable(
+    group: &DwGroup,
+    input: &[i8],
+    origin: usize,
+    output: &mut [i8],
+    out_at: usize,
+) {
+    let at = |start: usize, row: usize, step: usize, i: usize, j: usize| {
+        start
+            .wrapping_add(row.wrapping_mul(i))
+            .wrapping_add(step.wrapping_mul(j))
+    };
+    for (l, weights) in group.weights.iter().enumerate() {
+        for i in 0..group.rows {
+            for j in 0..group.cols {
+                let pixel = at(origin + l, group.in_row, group.in_step, i, j);
+                let mut acc = group.bias[l];
+                for (t, &w) in weights.iter().enumerate() {
+                    let tap = pixel.wrapping_add((t / 3) * group.row + (t % 3) * group.col);
+                    if let Some(&x) = input.get(tap) {
+                        acc = acc.wrapping_add(i32::from(x) * i32::from(w));
+                    }
+                }
+                let out = at(out_at + l, group.out_row, group.out_step, i, j);
+                if let Some(out) = output.get_mut(out) {
+                    let (m, s, z) = (group.multiplier[l], group.shift[l], group.zero_point[l]);
+                    *out = dw_requantize_mve(acc, m, s, z);
+                }
+            }
+        }
+    }
+}
+
+/// [`super::add::AddTables::add_words`]' assembly on an MVE core: each value of `values`
+/// (int8 values as `u32` bits) added to the byte of `other` at its place, in place, over the
+/// shorter of the two, from the tables `ta` and `tb` of each input's scaled values (256
+/// words each, indexed by the value's byte) and the output requantization of `p`. False
+/// (nothing done) where it cannot run: tables shorter than 256 words, or a left shift.
+#[cfg(infer_core_mve)]
+#[inline(never)]
+pub(crate) fn add_words(
+    ta: &[u32],
+    tb: &[u32],
+    p: &super::add::AddParams,
+    values: &[u32],
+    other: &mut [i8],
+) -> bool {
+    if ta.len() < 256 || tb.len() < 256 || p.output_shift > 0 {
+        return false;
+    }
+    let n = values.len().min(other.len());
+    if n == 0 {
+        return true;
+    }
+    // Registers: the values r0, the other operand r1, the tables r2 r3, the count, then the
+    // loop, lr; the multiplier r5, the zero point r4; q4–q7 the floor, the ceiling, the
+    // byte mask and the shift in every lane.
+    // SAFETY: the tail-predicated loop runs over `n` lanes (lanes past it neither load nor
+    // store): it reads `n` words of `values` (word-aligned) and reads and writes `n` bytes of
+    // `other` (both at least `n` long), and gathers words of `ta` and `tb` at indices
+    // 0..=255 (a byte, masked or loaded as one; both tables at least 256 words, checked
+    // above, word-aligned). Every register written is declared; no stack.
+    unsafe {
+        asm!(
+            "vdup.32 q4, {floor}",
+            "vdup.32 q5, {ceiling}",
+            "vdup.32 q6, {mask}",
+            "vdup.32 q7, {shift}",
+            "dlstp.32 lr, {n}",
+            "2:",
+            "vldrw.u32 q0, [r0], #16",
+            "vand q0, q0, q6",
+            "vldrb.u32 q1, [r1]",
+            "vldrw.u32 q2, [r2, q0, uxtw #2]",
+            "vldrw.u32 q3, [r3, q1, uxtw #2]",
+            "vadd.i32 q0, q2, q3",
+            "vqrdmulh.s32 q0, q0, r5",
+            // −1 where the value is negative and the shift not 0 (both sign bits set).
+            "vand q1, q0, q7",
+            "vshr.s32 q1, q1, #31",
+            "vqadd.s32 q0, q0, q1",
+            "vrshl.s32 q0, q0, q7",
+            "vqadd.s32 q0, q0, r4",
+            "vmax.s32 q0, q0, q4",
+            "vmin.s32 q0, q0, q5",
+            "vstrb.32 q0, [r1], #4",
+            "letp lr, 2b",
+            floor = in(reg) i32::from(p.min),
+            ceiling = in(reg) i32::from(p.max),
+            mask = in(reg) 255,
+            shift = in(reg) p.output_shift,
+            n = in(reg) n,
+            inout("r0") values.as_ptr() => _,
+            inout("r1") other.as_mut_ptr() => _,
+            in("r2") ta.as_ptr(),
+            in("r3") tb.as_ptr(),
+            in("r4") p.output_zero_point,
+            in("r5") p.output_multiplier,
+            out("lr") _,
+            out("q0") _,
+            out("q1") _,
+            out("q2") _,
+            out("q3") _,
+            out("q4") _,
+            out("q5") _,
+            out("q6") _,
+            out("q7") _,
+            options(nostack),
+        );
+    }
+    true
+}
+
 /// What [`dense_rows_i8`] computes: one position's `channels` int8 values as they are
 /// (`values`), the dense layer's weight rows from that position on (row `u` is
 /// `weights[u · stride..][..channels]`, int8 bytes, any alignment), and the `offset` added
@@ -976,6 +1383,36 @@ mod tests {
     use crate::kernels::dot::{pack_patch, PatchWords};
     use crate::kernels::TestRng;
     use std::vec::Vec;
+
+    /// A depthwise block fits exactly when its last pixel's last tap of its last channel
+    /// lies inside the input and its last output inside the output.
+    #[test]
+    fn dw_groups_fit_exactly_when_every_byte_is_inside() {
+        let mut rng = TestRng(0xD6F1);
+        for _ in 0..200 {
+            let group = DwGroup {
+                row: rng.below(40) as usize,
+                col: rng.below(12) as usize,
+                in_step: rng.below(16) as usize,
+                in_row: rng.below(100) as usize,
+                out_step: rng.below(16) as usize,
+                out_row: rng.below(100) as usize,
+                cols: 1 + rng.below(9) as usize,
+                rows: 1 + rng.below(4) as usize,
+                ..DwGroup::default()
+            };
+            let (origin, out_at) = (rng.below(20) as usize, rng.below(20) as usize);
+            let (i, j) = (group.rows - 1, group.cols - 1);
+            let read = origin + i * group.in_row + j * group.in_step + 2 * group.row;
+            let read = read + 2 * group.col + 3;
+            let written = out_at + i * group.out_row + j * group.out_step + 3;
+            assert!(group.fits(read + 1, origin, written + 1, out_at));
+            assert!(!group.fits(read, origin, written + 1, out_at));
+            assert!(!group.fits(read + 1, origin, written, out_at));
+        }
+        let empty = DwGroup::default();
+        assert!(!empty.fits(1 << 20, 0, 1 << 20, 0), "no pixels");
+    }
 
     /// The lanes of the assembly's gather: eight taps of a packed patch in their order.
     #[test]

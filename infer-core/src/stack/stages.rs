@@ -1325,11 +1325,7 @@ impl<'p, 'a, 'w> StageRun<'p, 'a, 'w> {
                                 return;
                             };
                             match &self.add {
-                                Some(add) => {
-                                    for (o, &v) in out.iter_mut().zip(values.iter()) {
-                                        *o = add.one(v as i32 as i8, *o);
-                                    }
-                                }
+                                Some(add) => add.add_words(values, out),
                                 None => {
                                     for (o, &v) in out.iter_mut().zip(values.iter()) {
                                         *o = v as i32 as i8;

@@ -16,6 +16,7 @@ use core::panic::PanicInfo;
 use cortex_m_rt::entry;
 use cortex_m_semihosting::debug::{self, ExitStatus, EXIT_FAILURE, EXIT_SUCCESS};
 use cortex_m_semihosting::hprintln;
+use infer_core::kernels::add::{AddParams, AddTables, ADD_SCRATCH_WORDS};
 use infer_core::kernels::conv::Padding;
 use infer_core::kernels::depthwise::{
     depthwise_i8, depthwise_i8_reference, depthwise_scratch_words, DepthwiseGeometry,
@@ -413,6 +414,82 @@ fn main() -> ! {
         dsp::dw_quads(&q, &input, origin, &mut got, out_at);
         dsp::dw_quads_portable(&q, &input, origin, &mut want, out_at);
         check("dw_quads", case, got, want);
+
+        // Four channels' block of 3 × 3 depthwise pixels (the MVE assembly on the M55): up
+        // to 3 × 9 pixels (lanes past a row's last four predicated off), any steps,
+        // weights, biases, multipliers and zero points, shifts 1 to 31; now and then a
+        // block that does not fit `input`.
+        let mut group = mve::DwGroup {
+            row: 4 * (1 + dw_rng.below(10)),
+            col: 1 + dw_rng.below(12),
+            in_step: 4 * dw_rng.below(4),
+            in_row: dw_rng.below(120),
+            out_step: dw_rng.below(8),
+            out_row: dw_rng.below(40),
+            cols: 1 + dw_rng.below(9),
+            rows: 1 + dw_rng.below(3),
+            ..mve::DwGroup::default()
+        };
+        for l in 0..4 {
+            group.weights[l] = [0; 9].map(|_| dw_rng.next() as i8);
+            group.bias[l] = (dw_rng.next() as i32) >> dw_rng.below(32);
+            group.multiplier[l] = dw_rng.next() as i32;
+            group.shift[l] = 1 + dw_rng.below(31) as i32;
+            group.zero_point[l] = dw_rng.below(256) as i32 - 128;
+        }
+        let origin = if case % 10 == 9 {
+            590
+        } else {
+            dw_rng.below(44)
+        };
+        let out_at = dw_rng.below(20);
+        let mut got = [0i8; 256];
+        got.iter_mut().for_each(|x| *x = dw_rng.next() as i8);
+        let mut want = got;
+        mve::dw_group(&group, &input, origin, &mut got, out_at);
+        mve::dw_group_portable(&group, &input, origin, &mut want, out_at);
+        check("dw_group", case, got, want);
+
+        // An add computed in place from its tables (the MVE assembly on the M55): up to 37
+        // values of any int8, any input scales (or, every third case, scales of one bit,
+        // whose outputs round ties), an output multiplier and right shift, zero point and
+        // clamp (either way round).
+        let bound = |rng: &mut Rng| (rng.below(256) as i32 - 128) as i8;
+        let mut p = AddParams {
+            offsets: [0; 2].map(|_| dw_rng.below(256) as i32 - 128),
+            multipliers: [0; 2].map(|_| (dw_rng.next() as u32 >> 1) as i32),
+            shifts: [0; 2].map(|_| -(dw_rng.below(12) as i32)),
+            left_shift: 20,
+            output_multiplier: (dw_rng.next() as u32 >> 1) as i32,
+            output_shift: -(dw_rng.below(32) as i32),
+            output_zero_point: dw_rng.below(256) as i32 - 128,
+            min: if case % 2 == 0 {
+                -128
+            } else {
+                bound(&mut dw_rng)
+            },
+            max: if case % 2 == 0 {
+                127
+            } else {
+                bound(&mut dw_rng)
+            },
+        };
+        if case % 3 == 0 {
+            // Multipliers of one bit (0.5), so that the output's rounding meets ties.
+            p.multipliers = [1 << 30; 2];
+            p.shifts = [0; 2];
+            (p.output_multiplier, p.output_shift) = (1 << 30, -19 - dw_rng.below(2) as i32);
+        }
+        let mut words = [0u32; ADD_SCRATCH_WORDS];
+        let tables = AddTables::new(&p, &mut words);
+        let n = dw_rng.below(38);
+        let values: [u32; 37] = core::array::from_fn(|_| (dw_rng.next() as i8) as i32 as u32);
+        let mut got = [0i8; 37];
+        got.iter_mut().for_each(|x| *x = dw_rng.next() as i8);
+        let mut want = got;
+        tables.add_words(&values[..n], &mut got);
+        tables.add_words_portable(&values[..n], &mut want);
+        check("add_words", case, got, want);
 
         // A whole depthwise conv (multiplier 1, up to 3 × 3, strides 1 and 2, same
         // padding: interior and border pixels) against its naive reference.
