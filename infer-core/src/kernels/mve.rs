@@ -367,10 +367,14 @@ impl DenseRowsI8<'_> {
 /// per unit; an odd last unit is left alone), wrapping. Computes nothing if a size does
 /// not fit.
 ///
-/// On an MVE core one block of assembly: sixteen values of two units (32
-/// multiply-accumulates) in eight instructions (the values, per unit its weights, one
-/// `VMLADAVA.S8` and one `VADDVA.S8`, the loop end; the last sixteen tail-predicated), 17
-/// per pair of units around them; elsewhere [`dense_rows_i8_portable`].
+/// On an MVE core blocks of assembly. With offset 0 (a caller that added `offset · Σ w`
+/// into `acc` itself) first the units four at a time: sixteen values of four units (64
+/// multiply-accumulates) in ten instructions (the values, per unit its weights and one
+/// `VMLADAVA.S8`, the loop end; the last sixteen tail-predicated), 16 per quad of units
+/// around them. Then, and with any other offset, the units two at a time: sixteen values of
+/// two units in eight instructions (the values, per unit its weights, one `VMLADAVA.S8`
+/// and one `VADDVA.S8`, the loop end), 17 per pair around them. Elsewhere
+/// [`dense_rows_i8_portable`].
 #[cfg_attr(infer_core_mve, inline(never))]
 #[cfg_attr(not(infer_core_mve), inline(always))]
 pub fn dense_rows_i8(rows: &DenseRowsI8<'_>, acc: &mut [u32]) {
@@ -380,6 +384,79 @@ pub fn dense_rows_i8(rows: &DenseRowsI8<'_>, acc: &mut [u32]) {
     #[cfg(infer_core_mve)]
     {
         let ch = rows.channels;
+        // Units four at a time where the offset is 0; the rest in pairs.
+        let quads = if rows.offset == 0 { acc.len() / 4 } else { 0 };
+        if quads > 0 {
+            // Registers: the four units' sums r0 r2 r4 r8 (`VMLADAVA` takes even ones), their
+            // rows' pointers r1 r3 r5 r9, the values' pointer r11, the values r12, the
+            // sums' pointer r10. On the stack: quads left [sp], the step from where a row's
+            // pointer ends (it overshoots to a whole sixteen) to the row four on [sp, #4],
+            // the values' count [sp, #8].
+            // SAFETY: per quad of units, r11 reads the `channels` bytes of `values`, r1, r3, r5
+            // and r9 read `channels` bytes of rows 4i to 4i + 3 (the last row ends within
+            // `weights`, checked above as 4 · quads ≤ units; byte loads, lanes past
+            // `channels` predicated off), r10 reads and writes four words of `acc` (checked
+            // above; word-aligned as LDRD/STRD need). The block pops the three words it
+            // pushes; every register written is declared.
+            unsafe {
+                asm!(
+                    "push {{r0, r2, r4}}",
+                    "3:",
+                    "ldrd r0, r2, [r10]",
+                    "ldrd r4, r8, [r10, #8]",
+                    "ldr r11, [sp, #8]",
+                    "dlstp.8 lr, r11",
+                    "mov r11, r12",
+                    "2:",
+                    "vldrb.u8 q0, [r11], #16",
+                    "vldrb.u8 q1, [r1], #16",
+                    "vmladava.s8 r0, q0, q1",
+                    "vldrb.u8 q2, [r3], #16",
+                    "vmladava.s8 r2, q0, q2",
+                    "vldrb.u8 q1, [r5], #16",
+                    "vmladava.s8 r4, q0, q1",
+                    "vldrb.u8 q2, [r9], #16",
+                    "vmladava.s8 r8, q0, q2",
+                    "letp lr, 2b",
+                    "strd r0, r2, [r10], #8",
+                    "strd r4, r8, [r10], #8",
+                    "ldr r11, [sp, #4]",
+                    "add r1, r11",
+                    "add r3, r11",
+                    "add r5, r11",
+                    "add r9, r11",
+                    "ldr r11, [sp]",
+                    "subs r11, #1",
+                    "str r11, [sp]",
+                    "bne 3b",
+                    "add sp, #12",
+                    inout("r0") quads => _,
+                    inout("r2") (4 * rows.stride).wrapping_sub(ch.div_ceil(16) * 16) => _,
+                    inout("r4") ch => _,
+                    inout("r1") rows.weights.as_ptr() => _,
+                    inout("r3") rows.weights.as_ptr().wrapping_add(rows.stride) => _,
+                    inout("r5") rows.weights.as_ptr().wrapping_add(2 * rows.stride) => _,
+                    inout("r9") rows.weights.as_ptr().wrapping_add(3 * rows.stride) => _,
+                    in("r12") rows.values.as_ptr(),
+                    inout("r10") acc.as_mut_ptr() => _,
+                    out("r8") _,
+                    out("r11") _,
+                    out("lr") _,
+                    out("q0") _,
+                    out("q1") _,
+                    out("q2") _,
+                );
+            }
+        }
+        let (acc, weights) = (
+            acc.get_mut(4 * quads..).unwrap_or_default(),
+            rows.weights
+                .get(4 * quads * rows.stride..)
+                .unwrap_or_default(),
+        );
+        if acc.len() < 2 {
+            return;
+        }
         // On the stack: pairs left [sp], the offset [sp, #4], the step from where a row's
         // pointer ends (it overshoots to a whole sixteen) to the row after next [sp, #8].
         // SAFETY: per pair of units, r9 reads the `channels` bytes of `values`, r1 and r3
@@ -419,9 +496,9 @@ pub fn dense_rows_i8(rows: &DenseRowsI8<'_>, acc: &mut [u32]) {
                 "add sp, #12",
                 inout("r0") acc.len() / 2 => _,
                 inout("r2") rows.offset => _,
-                inout("r4") 2 * rows.stride - ch.div_ceil(16) * 16 => _,
-                inout("r1") rows.weights.as_ptr() => _,
-                inout("r3") rows.weights.as_ptr().wrapping_add(rows.stride) => _,
+                inout("r4") (2 * rows.stride).wrapping_sub(ch.div_ceil(16) * 16) => _,
+                inout("r1") weights.as_ptr() => _,
+                inout("r3") weights.as_ptr().wrapping_add(rows.stride) => _,
                 in("r5") rows.values.as_ptr(),
                 in("r11") ch,
                 inout("r12") acc.as_mut_ptr() => _,
@@ -526,13 +603,26 @@ pub struct QuadConvI8<'a> {
 /// [`QuadConvI8`] adds to a filter's sums of the int8 values as they are. Terms past the
 /// rows are left alone.
 pub fn offset_terms(weights: &[u8], taps: usize, offset: i32, terms: &mut [u32]) {
-    for (term, row) in terms.iter_mut().zip(weights.chunks_exact(taps.max(1))) {
-        let sum = row
-            .iter()
-            .fold(0i32, |a, &w| a.wrapping_add(i32::from(w as i8)));
-        *term = offset.wrapping_mul(sum) as u32;
+    for (term, sum) in terms.iter_mut().zip(row_sums(weights, taps)) {
+        *term = offset.wrapping_mul(sum as i32) as u32;
     }
 }
+
+/// The sums of the int8 weights of each whole row of `len` bytes of `weights` (wrapping, as
+/// `u32` bits): a conv's filters' (for [`offset_terms`]) or a dense layer's units' (the
+/// unit sums a Helium build prepares, [`UNIT_SUMS`]).
+pub fn row_sums(weights: &[u8], len: usize) -> impl Iterator<Item = u32> + '_ {
+    weights.chunks_exact(len.max(1)).map(|row| {
+        row.iter()
+            .fold(0i32, |a, &w| a.wrapping_add(i32::from(w as i8))) as u32
+    })
+}
+
+/// Whether this build's dense layers take each unit's weight sum ([`row_sums`])
+/// prepared beside the model (`crate::stack::prepared`): on MVE cores (and in the unit
+/// tests). Their sums then start from `offset · Σ w`, and [`dense_rows_i8`] takes the
+/// values with offset 0, four units at a time.
+pub const UNIT_SUMS: bool = cfg!(any(infer_core_mve, test));
 
 impl QuadConvI8<'_> {
     /// Bytes of a quad patch of `taps` taps.
@@ -899,6 +989,56 @@ mod tests {
             .collect();
         let gathered: Vec<i32> = GATHER.iter().map(|&o| halves[usize::from(o)]).collect();
         assert_eq!(gathered, (100..108).collect::<Vec<_>>());
+    }
+
+    /// A streamed dense layer's step from int8 values against the sums of products written
+    /// out, on random units (an odd last one left alone), channels (1 up to four blocks and
+    /// a partial one), strides and offsets (0, whose units may go four at a time, the
+    /// extremes, any); a slice too short adds nothing.
+    #[test]
+    fn dense_rows_add_each_units_sum_of_products() {
+        let mut rng = TestRng(0xDE45);
+        for case in 0..300 {
+            let channels = 1 + rng.below(70) as usize;
+            let units = 2 + rng.below(11) as usize;
+            let stride = channels + rng.below(5) as usize;
+            let offset = [0, -127, 128, rng.below(256) as i32 - 127][case % 4];
+            let values: Vec<i8> = (0..channels).map(|_| rng.next_u64() as i8).collect();
+            let weights: Vec<u8> = (0..(units - 1) * stride + channels)
+                .map(|_| rng.next_u64() as u8)
+                .collect();
+            let start: Vec<u32> = (0..units).map(|_| rng.next_u64() as u32).collect();
+            let want: Vec<u32> = (0..units)
+                .map(|u| {
+                    if u == units / 2 * 2 {
+                        return start[u];
+                    }
+                    let row = &weights[u * stride..][..channels];
+                    let sum = values.iter().zip(row).fold(0i32, |a, (&x, &w)| {
+                        a.wrapping_add((i32::from(x) + offset) * i32::from(w as i8))
+                    });
+                    start[u].wrapping_add(sum as u32)
+                })
+                .collect();
+            let rows = DenseRowsI8 {
+                values: &values,
+                weights: &weights,
+                channels,
+                stride,
+                offset,
+            };
+            let mut acc = start.clone();
+            dense_rows_i8(&rows, &mut acc);
+            assert_eq!(acc, want, "case {case}");
+            let short = DenseRowsI8 {
+                weights: &weights[..weights.len() - 1],
+                ..rows
+            };
+            let mut acc = start.clone();
+            dense_rows_i8(&short, &mut acc);
+            let whole = units / 2 * 2 == units;
+            assert_eq!(acc == start, whole, "case {case}");
+        }
     }
 
     /// Two and four filters' dot products over whole groups of four taps, against the sum
