@@ -1270,7 +1270,7 @@ impl<'p, 'a, 'w> StageRun<'p, 'a, 'w> {
         let (acc, terms) = acc.split_at_mut_checked(units)?;
         acc.fill(0);
         // With unit sums, the dense layer's sums start from its offset terms.
-        if let Some(d) = &parts.dense {
+        if let (true, Some(d)) = (UNIT_SUMS, &parts.dense) {
             d.start_sums(0, acc);
         }
         let terms = terms.get_mut(..term_words(taps, channels, pixels))?;
@@ -1792,7 +1792,7 @@ fn dense_position(
     };
     // With unit sums (the offset terms already in `acc`), the values as they are with offset
     // 0, every position; else unless every one is at the zero point.
-    let sums = !d.unit_sums.is_empty();
+    let sums = UNIT_SUMS && !d.unit_sums.is_empty();
     if sums || int8_dense(d.units, at / ch.max(1)) {
         let offset = if sums { 0 } else { d.input_offset };
         let zero_point = d.input_offset.wrapping_neg();
