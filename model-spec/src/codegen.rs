@@ -39,6 +39,7 @@ use crate::plan::{wire_fields, OpShape, Plan, PlanOp};
 use crate::spec::{Padding, Spec, PRESETS};
 use infer_core::format::QuantParams;
 use infer_core::kernels::dsp::{dense_wide_words_of, wide_words, widen_filter};
+use infer_core::kernels::mve::row_sums;
 use infer_core::kernels::pairs::dense_pair_words_of;
 use infer_core::stack::prepared::Preparation;
 use infer_core::stack::stages::{plan_file, Kernel, Pixels, Stage};
@@ -227,8 +228,10 @@ impl Network {
     /// dense layer over a vector of whole fours of inputs and at least four units
     /// (`infer_core::kernels::pairs::dense_pair_words_of`). Twice each such layer's weight
     /// bytes of flash, for about a tenth fewer instructions in a multi-channel conv and half
-    /// in such a dense layer ([`crate::boards::Board::preparation`] says which boards take
-    /// which).
+    /// in such a dense layer. Unit sums for a Helium core: every dense layer but one in the
+    /// one-channel 3×3 conv's own kernel, one word per unit
+    /// (`infer_core::kernels::mve::row_sums`), for about 40 % fewer instructions in it
+    /// ([`crate::boards::Board::preparation`] says which boards take which).
     ///
     /// # Errors
     /// Bytes that are not a valid format-3 model.
@@ -252,6 +255,12 @@ impl Network {
                 .iter()
                 .any(|st| st.first == index && st.dense && !st.conv && !st.pool)
         };
+        // A dense layer in a stage of the one-channel 3×3 conv's own kernel.
+        let in_own_kernel = |index: usize| {
+            stages.iter().any(|st| {
+                st.kernel == Kernel::Stream3x3 && (st.first..st.first + st.ops()).contains(&index)
+            })
+        };
         let widened = preparation == Preparation::Widened;
         self.prepared = file
             .ops
@@ -259,6 +268,12 @@ impl Network {
             .enumerate()
             .filter_map(|(index, op)| {
                 let words: Vec<u32> = match op {
+                    Op::Dense(d) if preparation == Preparation::UnitSums => {
+                        if in_own_kernel(index) {
+                            return None;
+                        }
+                        row_sums(d.params.weights, d.inputs as usize).collect()
+                    }
                     Op::Dense(d) => {
                         let (inputs, units) = (d.inputs as usize, usize::from(d.units));
                         let whole = if widened { 16 } else { 4 };
@@ -353,7 +368,8 @@ pub fn build(model: impl AsRef<Path>, spec: Option<&str>) -> Result<Network, Str
     let mut network = Network::from_bytes(&model.as_ref().display().to_string(), &bytes)?;
     // A DSP core without Helium (Cortex-M4, M7) runs the convs and dense layers faster from
     // weights widened into flash beside the model, the Cortex-M3 its dense layers from
-    // paired rows (`Network::prepare_weights`).
+    // paired rows, the Cortex-M55 its dense layers from unit sums
+    // (`Network::prepare_weights`).
     let target = env::var("TARGET").unwrap_or_default();
     if let Some(preparation) = Preparation::for_target(&target) {
         network.prepare_weights(&bytes, preparation)?;

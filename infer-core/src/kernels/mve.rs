@@ -237,6 +237,29 @@ macro_rules! pixel_max {
         )
     };
 }
+/// One block of sixteen taps of [`quad_filters_i8`]'s pair of filters (their weights in q0
+/// and q1): per pixel, a load of its sixteen taps from r9 and two `VMLADAVA.S8`s into the
+/// pixel's sums of the two filters.
+#[cfg(infer_core_mve)]
+macro_rules! quad_block {
+    () => {
+        concat!(
+            "vldrb.s8 q2, [r9], #16\n",
+            "vmladava.s8 r0, q2, q0\n",
+            "vmladava.s8 r2, q2, q1\n",
+            "vldrb.s8 q3, [r9], #16\n",
+            "vmladava.s8 r4, q3, q0\n",
+            "vmladava.s8 r6, q3, q1\n",
+            "vldrb.s8 q2, [r9], #16\n",
+            "vmladava.s8 r8, q2, q0\n",
+            "vmladava.s8 r10, q2, q1\n",
+            "vldrb.s8 q3, [r9], #16\n",
+            "vmladava.s8 r12, q3, q0\n",
+            "vmladava.s8 lr, q3, q1\n",
+        )
+    };
+}
+
 /// Requantizes whole positions of sums without their bias (`values`: one `i32` per channel
 /// as `u32` bits, `channels` per position) to int8 values (as the `u32` bits of an `i32`)
 /// with a requantization whose shifts are all right shifts (≤ 0; a left shift gives
@@ -817,10 +840,14 @@ impl DenseRowsI8<'_> {
 /// per unit; an odd last unit is left alone), wrapping. Computes nothing if a size does
 /// not fit.
 ///
-/// On an MVE core one block of assembly: sixteen values of two units (32
-/// multiply-accumulates) in eight instructions (the values, per unit its weights, one
-/// `VMLADAVA.S8` and one `VADDVA.S8`, the loop end; the last sixteen tail-predicated), 17
-/// per pair of units around them; elsewhere [`dense_rows_i8_portable`].
+/// On an MVE core blocks of assembly. With offset 0 (a caller that added `offset · Σ w`
+/// into `acc` itself) first the units four at a time: sixteen values of four units (64
+/// multiply-accumulates) in ten instructions (the values, per unit its weights and one
+/// `VMLADAVA.S8`, the loop end; the last sixteen tail-predicated), 16 per quad of units
+/// around them. Then, and with any other offset, the units two at a time: sixteen values of
+/// two units in eight instructions (the values, per unit its weights, one `VMLADAVA.S8`
+/// and one `VADDVA.S8`, the loop end), 17 per pair around them. Elsewhere
+/// [`dense_rows_i8_portable`].
 #[cfg_attr(infer_core_mve, inline(never))]
 #[cfg_attr(not(infer_core_mve), inline(always))]
 pub fn dense_rows_i8(rows: &DenseRowsI8<'_>, acc: &mut [u32]) {
@@ -830,6 +857,79 @@ pub fn dense_rows_i8(rows: &DenseRowsI8<'_>, acc: &mut [u32]) {
     #[cfg(infer_core_mve)]
     {
         let ch = rows.channels;
+        // Units four at a time where the offset is 0; the rest in pairs.
+        let quads = if rows.offset == 0 { acc.len() / 4 } else { 0 };
+        if quads > 0 {
+            // Registers: the four units' sums r0 r2 r4 r8 (`VMLADAVA` takes even ones), their
+            // rows' pointers r1 r3 r5 r9, the values' pointer r11, the values r12, the
+            // sums' pointer r10. On the stack: quads left [sp], the step from where a row's
+            // pointer ends (it overshoots to a whole sixteen) to the row four on [sp, #4],
+            // the values' count [sp, #8].
+            // SAFETY: per quad of units, r11 reads the `channels` bytes of `values`, r1, r3, r5
+            // and r9 read `channels` bytes of rows 4i to 4i + 3 (the last row ends within
+            // `weights`, checked above as 4 · quads ≤ units; byte loads, lanes past
+            // `channels` predicated off), r10 reads and writes four words of `acc` (checked
+            // above; word-aligned as LDRD/STRD need). The block pops the three words it
+            // pushes; every register written is declared.
+            unsafe {
+                asm!(
+                    "push {{r0, r2, r4}}",
+                    "3:",
+                    "ldrd r0, r2, [r10]",
+                    "ldrd r4, r8, [r10, #8]",
+                    "ldr r11, [sp, #8]",
+                    "dlstp.8 lr, r11",
+                    "mov r11, r12",
+                    "2:",
+                    "vldrb.u8 q0, [r11], #16",
+                    "vldrb.u8 q1, [r1], #16",
+                    "vmladava.s8 r0, q0, q1",
+                    "vldrb.u8 q2, [r3], #16",
+                    "vmladava.s8 r2, q0, q2",
+                    "vldrb.u8 q1, [r5], #16",
+                    "vmladava.s8 r4, q0, q1",
+                    "vldrb.u8 q2, [r9], #16",
+                    "vmladava.s8 r8, q0, q2",
+                    "letp lr, 2b",
+                    "strd r0, r2, [r10], #8",
+                    "strd r4, r8, [r10], #8",
+                    "ldr r11, [sp, #4]",
+                    "add r1, r11",
+                    "add r3, r11",
+                    "add r5, r11",
+                    "add r9, r11",
+                    "ldr r11, [sp]",
+                    "subs r11, #1",
+                    "str r11, [sp]",
+                    "bne 3b",
+                    "add sp, #12",
+                    inout("r0") quads => _,
+                    inout("r2") (4 * rows.stride).wrapping_sub(ch.div_ceil(16) * 16) => _,
+                    inout("r4") ch => _,
+                    inout("r1") rows.weights.as_ptr() => _,
+                    inout("r3") rows.weights.as_ptr().wrapping_add(rows.stride) => _,
+                    inout("r5") rows.weights.as_ptr().wrapping_add(2 * rows.stride) => _,
+                    inout("r9") rows.weights.as_ptr().wrapping_add(3 * rows.stride) => _,
+                    in("r12") rows.values.as_ptr(),
+                    inout("r10") acc.as_mut_ptr() => _,
+                    out("r8") _,
+                    out("r11") _,
+                    out("lr") _,
+                    out("q0") _,
+                    out("q1") _,
+                    out("q2") _,
+                );
+            }
+        }
+        let (acc, weights) = (
+            acc.get_mut(4 * quads..).unwrap_or_default(),
+            rows.weights
+                .get(4 * quads * rows.stride..)
+                .unwrap_or_default(),
+        );
+        if acc.len() < 2 {
+            return;
+        }
         // On the stack: pairs left [sp], the offset [sp, #4], the step from where a row's
         // pointer ends (it overshoots to a whole sixteen) to the row after next [sp, #8].
         // SAFETY: per pair of units, r9 reads the `channels` bytes of `values`, r1 and r3
@@ -869,9 +969,9 @@ pub fn dense_rows_i8(rows: &DenseRowsI8<'_>, acc: &mut [u32]) {
                 "add sp, #12",
                 inout("r0") acc.len() / 2 => _,
                 inout("r2") rows.offset => _,
-                inout("r4") 2 * rows.stride - ch.div_ceil(16) * 16 => _,
-                inout("r1") rows.weights.as_ptr() => _,
-                inout("r3") rows.weights.as_ptr().wrapping_add(rows.stride) => _,
+                inout("r4") (2 * rows.stride).wrapping_sub(ch.div_ceil(16) * 16) => _,
+                inout("r1") weights.as_ptr() => _,
+                inout("r3") weights.as_ptr().wrapping_add(rows.stride) => _,
                 in("r5") rows.values.as_ptr(),
                 in("r11") ch,
                 inout("r12") acc.as_mut_ptr() => _,
@@ -976,13 +1076,26 @@ pub struct QuadConvI8<'a> {
 /// [`QuadConvI8`] adds to a filter's sums of the int8 values as they are. Terms past the
 /// rows are left alone.
 pub fn offset_terms(weights: &[u8], taps: usize, offset: i32, terms: &mut [u32]) {
-    for (term, row) in terms.iter_mut().zip(weights.chunks_exact(taps.max(1))) {
-        let sum = row
-            .iter()
-            .fold(0i32, |a, &w| a.wrapping_add(i32::from(w as i8)));
-        *term = offset.wrapping_mul(sum) as u32;
+    for (term, sum) in terms.iter_mut().zip(row_sums(weights, taps)) {
+        *term = offset.wrapping_mul(sum as i32) as u32;
     }
 }
+
+/// The sums of the int8 weights of each whole row of `len` bytes of `weights` (wrapping, as
+/// `u32` bits): a conv's filters' (for [`offset_terms`]) or a dense layer's units' (the
+/// unit sums a Helium build prepares, [`UNIT_SUMS`]).
+pub fn row_sums(weights: &[u8], len: usize) -> impl Iterator<Item = u32> + '_ {
+    weights.chunks_exact(len.max(1)).map(|row| {
+        row.iter()
+            .fold(0i32, |a, &w| a.wrapping_add(i32::from(w as i8))) as u32
+    })
+}
+
+/// Whether this build's dense layers take each unit's weight sum ([`row_sums`])
+/// prepared beside the model (`crate::stack::prepared`): on MVE cores (and in the unit
+/// tests). Their sums then start from `offset · Σ w`, and [`dense_rows_i8`] takes the
+/// values with offset 0, four units at a time.
+pub const UNIT_SUMS: bool = cfg!(any(infer_core_mve, test));
 
 impl QuadConvI8<'_> {
     /// Bytes of a quad patch of `taps` taps.
@@ -1004,16 +1117,18 @@ impl QuadConvI8<'_> {
 /// Four pixels' convolutions from an int8 quad patch ([`QuadConvI8`]): for filter `f` and
 /// pixel `p`, the sum `Σ (x_p + offset) · w_f` (as `i32`, computed as `Σ x_p · w_f` plus the
 /// filter's offset term, the same sum modulo 2³²) stored at `values[p · stride + f]`, or,
-/// with stride 0 (a pool window), folded into the running max `values[f]` (the window's
-/// offset term is added to the max of its four sums, the same while the sums fit an `i32`,
-/// as every valid model's do). Computes nothing if a size does not fit.
+/// with stride 0 (a pool window), folded into the running max `values[f]` (the assembly
+/// adds an odd last filter's offset term to the max of its four sums, the same while the
+/// sums fit an `i32`, as every valid model's do). Computes nothing if a size does not fit.
 ///
-/// On an MVE core two blocks of assembly: the filters two at a time, sixteen taps of the four
-/// pixels (128 multiply-accumulates) in sixteen instructions (both filters' sixteen weights,
-/// per pixel one load of its sixteen taps and two `VMLADAVA.S8`s into eight accumulators,
-/// the loop end; a last partial block with its weights' lanes past `taps` predicated off,
-/// so zero), then the offset terms and the stores or maxima; an odd last filter alone, in
-/// nine instructions per 64 (its loop tail-predicated); elsewhere
+/// On an MVE core two blocks of assembly: the filters two at a time, their eight sums (one
+/// per filter and pixel, in registers) starting from the offset terms; 32 taps of the four
+/// pixels (256 multiply-accumulates) in 30 instructions (per sixteen taps both filters'
+/// weights, per pixel one load of its taps and two `VMLADAVA.S8`s; the loop end), the taps
+/// left sixteen at a time with the weights' lanes past `taps` predicated off (so zero);
+/// then the stores, or each filter's running max with its four sums in four instructions
+/// (two `VMOV`s into a vector, one `VMAXV`, the load and store shared by the pair); an odd
+/// last filter alone, in nine instructions per 64 (its loop tail-predicated); elsewhere
 /// [`quad_filters_i8_portable`].
 #[cfg_attr(infer_core_mve, inline(never))]
 #[cfg_attr(not(infer_core_mve), inline(always))]
@@ -1027,159 +1142,111 @@ pub fn quad_filters_i8(conv: &QuadConvI8<'_>, values: &mut [u32]) {
         let pairs = conv.filters / 2;
         if pairs > 0 {
             // Registers: filter 2i's four sums r0 r4 r8 r12, filter 2i + 1's r2 r6 r10 lr
-            // (`VMLADAVA` takes even ones); the rows' pointers r1 r3, the patch pointer r5,
-            // the block count r9. On the stack (pushed from r0–r5, r8–r10): pairs left [sp],
-            // the pair's first row [sp, #4], taps [sp, #8], the offset terms [sp, #12], the
-            // values [sp, #16], the patch [sp, #20], the stride in bytes [sp, #24], whole
-            // blocks of sixteen taps [sp, #28], the taps after them [sp, #32].
-            // SAFETY: per pair, r5 reads 4 · taps.div_ceil(16) · 16 bytes of `patch` from its
+            // (`VMLADAVA` takes even ones), starting from their offset terms; the rows'
+            // pointers r1 r3, the patch pointer r9, the count r5, the patch r11, the offset
+            // terms' pointer r7. On the stack (pushed from r0, r2, r4, r5, r8–r10): where
+            // the offset terms end [sp], taps [sp, #4], the values [sp, #8], the stride in
+            // bytes [sp, #12], pairs of whole blocks of sixteen taps [sp, #16], the taps
+            // after them [sp, #20], the bytes the rows' pointers overshoot a row by (the
+            // last block's loads step 16) [sp, #24].
+            // SAFETY: per pair, r9 reads 4 · taps.div_ceil(16) · 16 bytes of `patch` from its
             // start (checked above, byte loads); r1 and r3 read rows 2i and 2i + 1, `taps`
             // bytes each (2 · pairs · taps ≤ filters · taps checked above; the last partial
-            // block's loads predicated to the `taps % 16` lanes left, which `VCTP` sets, the
-            // others zeroed and not read); two words of `offset_terms` per pair (filters
+            // block's loads predicated to the lanes left, which `VCTP` sets, the others
+            // zeroed and not read); r7 reads two words of `offset_terms` per pair (filters
             // checked above; word-aligned); `values` read and written at p · stride + 2i and
             // p · stride + 2i + 1 for p < 4 (checked above; word-aligned, as LDRD/STRD need).
-            // r6 (which cannot be named) is saved on the stack and restored; the block pops
-            // everything it pushes, reads and writes nothing else, and every register written
-            // is declared.
+            // r6 and r7 (which cannot be named) are saved on the stack and restored; the
+            // block pops everything it pushes, reads and writes nothing else, and every
+            // register written is declared.
             unsafe {
                 asm!(
-                    "push {{r6}}",
-                    "push {{r0, r1, r2, r3, r4, r5, r8, r9, r10}}",
+                    "push {{r6, r7}}",
+                    "push {{r0, r2, r4, r5, r8, r9, r10}}",
+                    "mov r7, r3",
+                    "add r3, r1, r2",
                     "3:",
-                    "ldr r1, [sp, #4]",
-                    "ldr r11, [sp, #8]",
-                    "add r3, r1, r11",
-                    "add r11, r3, r11",
-                    "str r11, [sp, #4]",
-                    "ldr r5, [sp, #20]",
-                    "ldr r9, [sp, #28]",
-                    "movs r0, #0",
-                    "movs r2, #0",
-                    "movs r4, #0",
-                    "movs r6, #0",
-                    "mov.w r8, #0",
-                    "mov.w r10, #0",
-                    "mov.w r12, #0",
-                    "mov.w lr, #0",
-                    // Whole blocks of sixteen taps, if any.
-                    "cmp r9, #0",
-                    "beq 5f",
+                    // The pair's sums start from its offset terms.
+                    "ldrd r0, r2, [r7], #8",
+                    "mov r4, r0",
+                    "mov r8, r0",
+                    "mov r12, r0",
+                    "mov r6, r2",
+                    "mov r10, r2",
+                    "mov lr, r2",
+                    "mov r9, r11",
+                    // Pairs of whole blocks of sixteen taps, if any.
+                    "ldr r5, [sp, #16]",
+                    "cbz r5, 5f",
                     "2:",
                     "vldrb.s8 q0, [r1], #16",
                     "vldrb.s8 q1, [r3], #16",
-                    "vldrb.s8 q2, [r5], #16",
-                    "vmladava.s8 r0, q2, q0",
-                    "vmladava.s8 r2, q2, q1",
-                    "vldrb.s8 q3, [r5], #16",
-                    "vmladava.s8 r4, q3, q0",
-                    "vmladava.s8 r6, q3, q1",
-                    "vldrb.s8 q2, [r5], #16",
-                    "vmladava.s8 r8, q2, q0",
-                    "vmladava.s8 r10, q2, q1",
-                    "vldrb.s8 q3, [r5], #16",
-                    "vmladava.s8 r12, q3, q0",
-                    "vmladava.s8 lr, q3, q1",
-                    "subs r9, #1",
+                    quad_block!(),
+                    "vldrb.s8 q0, [r1], #16",
+                    "vldrb.s8 q1, [r3], #16",
+                    quad_block!(),
+                    "subs r5, #1",
                     "bne 2b",
                     "5:",
-                    // The taps after the whole blocks: the weights' other lanes zero.
-                    "ldr r9, [sp, #32]",
-                    "cmp r9, #0",
-                    "beq 4f",
-                    "vctp.8 r9",
+                    // The taps after them (under 32), sixteen at a time, the weights' lanes
+                    // past the taps zero.
+                    "ldr r5, [sp, #20]",
+                    "cbz r5, 4f",
+                    "6:",
+                    "vctp.8 r5",
                     "vpstt",
-                    "vldrbt.s8 q0, [r1]",
-                    "vldrbt.s8 q1, [r3]",
-                    "vldrb.s8 q2, [r5], #16",
-                    "vmladava.s8 r0, q2, q0",
-                    "vmladava.s8 r2, q2, q1",
-                    "vldrb.s8 q3, [r5], #16",
-                    "vmladava.s8 r4, q3, q0",
-                    "vmladava.s8 r6, q3, q1",
-                    "vldrb.s8 q2, [r5], #16",
-                    "vmladava.s8 r8, q2, q0",
-                    "vmladava.s8 r10, q2, q1",
-                    "vldrb.s8 q3, [r5], #16",
-                    "vmladava.s8 r12, q3, q0",
-                    "vmladava.s8 lr, q3, q1",
+                    "vldrbt.s8 q0, [r1], #16",
+                    "vldrbt.s8 q1, [r3], #16",
+                    quad_block!(),
+                    "subs r5, #16",
+                    "bgt 6b",
                     "4:",
-                    // The pair's offset terms into r1 and r3; the values' pointer r5.
-                    "ldr r9, [sp, #12]",
-                    "ldr r1, [r9], #4",
-                    "ldr r3, [r9], #4",
-                    "str r9, [sp, #12]",
-                    "ldr r5, [sp, #16]",
-                    "ldr r9, [sp, #24]",
-                    "cmp r9, #0",
-                    "bne 9f",
-                    // Stride 0 (a pool window): each filter's four sums' max, its offset
-                    // term, then its running max.
-                    "cmp r0, r4",
-                    "it lt",
-                    "movlt r0, r4",
-                    "cmp r0, r8",
-                    "it lt",
-                    "movlt r0, r8",
-                    "cmp r0, r12",
-                    "it lt",
-                    "movlt r0, r12",
-                    "add r0, r1",
-                    "cmp r2, r6",
-                    "it lt",
-                    "movlt r2, r6",
-                    "cmp r2, r10",
-                    "it lt",
-                    "movlt r2, r10",
-                    "cmp r2, lr",
-                    "it lt",
-                    "movlt r2, lr",
-                    "add r2, r3",
-                    "ldrd r4, r6, [r5]",
-                    "cmp r0, r4",
-                    "it lt",
-                    "movlt r0, r4",
-                    "cmp r2, r6",
-                    "it lt",
-                    "movlt r2, r6",
-                    "strd r0, r2, [r5], #8",
+                    // The next pair's rows (both pointers overshot theirs by as much), the
+                    // values' pointer r9, the stride r5.
+                    "ldr r5, [sp, #24]",
+                    "subs r1, r3, r5",
+                    "ldr r5, [sp, #4]",
+                    "add r3, r1, r5",
+                    "ldr r9, [sp, #8]",
+                    "ldr r5, [sp, #12]",
+                    "cbz r5, 9f",
+                    // A stride (four pixels of their own): the sums stored, pixel by pixel.
+                    "strd r0, r2, [r9], #8",
+                    "add r0, r9, r5",
+                    "strd r4, r6, [r0, #-8]",
+                    "add r0, r5",
+                    "strd r8, r10, [r0, #-8]",
+                    "add r0, r5",
+                    "strd r12, lr, [r0, #-8]",
                     "b 10f",
-                    // A stride (four pixels of their own): the sums and their offset terms
-                    // stored, pixel by pixel.
+                    // Stride 0 (a pool window): each filter's running max with its four
+                    // sums (`VMAXV` takes the max of a vector's lanes and a register).
                     "9:",
-                    "add r0, r1",
-                    "add r4, r1",
-                    "add r8, r1",
-                    "add r12, r1",
-                    "add r2, r3",
-                    "add r6, r3",
-                    "add r10, r3",
-                    "add lr, r3",
-                    "add r11, r5, r9",
-                    "strd r0, r2, [r5], #8",
-                    "strd r4, r6, [r11]",
-                    "add r11, r9",
-                    "strd r8, r10, [r11]",
-                    "add r11, r9",
-                    "strd r12, lr, [r11]",
+                    "vmov q0[2], q0[0], r0, r4",
+                    "vmov q0[3], q0[1], r8, r12",
+                    "vmov q1[2], q1[0], r2, r6",
+                    "vmov q1[3], q1[1], r10, lr",
+                    "ldrd r0, r2, [r9]",
+                    "vmaxv.s32 r0, q0",
+                    "vmaxv.s32 r2, q1",
+                    "strd r0, r2, [r9], #8",
                     "10:",
-                    "str r5, [sp, #16]",
-                    "ldr r0, [sp]",
-                    "subs r0, #1",
-                    "str r0, [sp]",
+                    "str r9, [sp, #8]",
+                    "ldr r5, [sp]",
+                    "cmp r7, r5",
                     "bne 3b",
-                    "add sp, #36",
-                    "pop {{r6}}",
-                    inout("r0") pairs => _,
+                    "add sp, #28",
+                    "pop {{r6, r7}}",
+                    inout("r0") conv.offset_terms.as_ptr().wrapping_add(2 * pairs) => _,
                     inout("r1") conv.weights.as_ptr() => _,
                     inout("r2") taps => _,
                     inout("r3") conv.offset_terms.as_ptr() => _,
                     inout("r4") values.as_mut_ptr() => _,
-                    inout("r5") conv.patch.as_ptr() => _,
-                    inout("r8") 4 * conv.stride => _,
-                    inout("r9") taps / 16 => _,
-                    inout("r10") taps % 16 => _,
-                    out("r11") _,
+                    inout("r5") 4 * conv.stride => _,
+                    inout("r8") taps / 32 => _,
+                    inout("r9") taps % 32 => _,
+                    inout("r10") taps.div_ceil(16) * 16 - taps => _,
+                    inout("r11") conv.patch.as_ptr() => _,
                     out("r12") _,
                     out("lr") _,
                     out("q0") _,
@@ -1425,6 +1492,56 @@ mod tests {
             .collect();
         let gathered: Vec<i32> = GATHER.iter().map(|&o| halves[usize::from(o)]).collect();
         assert_eq!(gathered, (100..108).collect::<Vec<_>>());
+    }
+
+    /// A streamed dense layer's step from int8 values against the sums of products written
+    /// out, on random units (an odd last one left alone), channels (1 up to four blocks and
+    /// a partial one), strides and offsets (0, whose units may go four at a time, the
+    /// extremes, any); a slice too short adds nothing.
+    #[test]
+    fn dense_rows_add_each_units_sum_of_products() {
+        let mut rng = TestRng(0xDE45);
+        for case in 0..300 {
+            let channels = 1 + rng.below(70) as usize;
+            let units = 2 + rng.below(11) as usize;
+            let stride = channels + rng.below(5) as usize;
+            let offset = [0, -127, 128, rng.below(256) as i32 - 127][case % 4];
+            let values: Vec<i8> = (0..channels).map(|_| rng.next_u64() as i8).collect();
+            let weights: Vec<u8> = (0..(units - 1) * stride + channels)
+                .map(|_| rng.next_u64() as u8)
+                .collect();
+            let start: Vec<u32> = (0..units).map(|_| rng.next_u64() as u32).collect();
+            let want: Vec<u32> = (0..units)
+                .map(|u| {
+                    if u == units / 2 * 2 {
+                        return start[u];
+                    }
+                    let row = &weights[u * stride..][..channels];
+                    let sum = values.iter().zip(row).fold(0i32, |a, (&x, &w)| {
+                        a.wrapping_add((i32::from(x) + offset) * i32::from(w as i8))
+                    });
+                    start[u].wrapping_add(sum as u32)
+                })
+                .collect();
+            let rows = DenseRowsI8 {
+                values: &values,
+                weights: &weights,
+                channels,
+                stride,
+                offset,
+            };
+            let mut acc = start.clone();
+            dense_rows_i8(&rows, &mut acc);
+            assert_eq!(acc, want, "case {case}");
+            let short = DenseRowsI8 {
+                weights: &weights[..weights.len() - 1],
+                ..rows
+            };
+            let mut acc = start.clone();
+            dense_rows_i8(&short, &mut acc);
+            let whole = units / 2 * 2 == units;
+            assert_eq!(acc == start, whole, "case {case}");
+        }
     }
 
     /// Two and four filters' dot products over whole groups of four taps, against the sum

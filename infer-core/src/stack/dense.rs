@@ -200,7 +200,7 @@ pub(crate) fn dense_direct(
                     weights,
                     channels: n,
                     stride: n,
-                    offset: d.input_offset,
+                    offset: d.start_sums(first, acc),
                 };
                 dense_rows_i8(&rows, acc);
                 done = count / 2 * 2;
@@ -278,6 +278,7 @@ mod tests {
     use super::super::run::BufferSizes;
     use super::*;
     use crate::kernels::dsp::dense_wide_words_of;
+    use crate::kernels::mve::row_sums;
     use crate::kernels::TestRng;
     use std::collections::BTreeSet;
     use std::vec::Vec;
@@ -384,12 +385,30 @@ mod tests {
                 assert_eq!(prepared_file.prepared(*op), &words[..], "case {case}");
             }
             widened_layers += widened.len();
+            // And with every layer's unit sums, as a Helium build prepares them.
+            let sums: Vec<Vec<u32>> = shapes
+                .iter()
+                .zip(&owned)
+                .map(|(&(inputs, _, _), p)| row_sums(&p.weights, inputs).collect())
+                .collect();
+            let prepared: Vec<PreparedWeights<'_>> = sums
+                .iter()
+                .enumerate()
+                .map(|(op, words)| PreparedWeights { op, words })
+                .collect();
+            let mut sums_file = file;
+            sums_file.prepare(&prepared);
+            for (op, words) in sums.iter().enumerate() {
+                assert_eq!(sums_file.prepared(op), &words[..], "case {case}");
+            }
             for _ in 0..3 {
                 let x: Vec<i8> = (0..n0).map(|_| rng.i8()).collect();
                 let [reference, fast] = reference_and_fast(&file, &x, &sizes);
                 assert_eq!(fast, reference, "case {case}: {shapes:?}");
                 let [_, widened] = reference_and_fast(&prepared_file, &x, &sizes);
                 assert_eq!(widened, reference, "widened, case {case}: {shapes:?}");
+                let [_, summed] = reference_and_fast(&sums_file, &x, &sizes);
+                assert_eq!(summed, reference, "unit sums, case {case}: {shapes:?}");
             }
         }
         assert!(

@@ -11,12 +11,16 @@
 //! [`crate::kernels::dsp::dense_wide_words_of`] on a DSP core,
 //! [`crate::kernels::pairs::dense_pair_words_of`] on the M3), keep them in flash beside the
 //! model (twice the layer's weight bytes) and hand them to [`StackFile::prepare`]: the
-//! kernels then load them with `LDM`s. The file checks them against its own weights when it
+//! kernels then load them with `LDM`s. A Helium core multiplies the int8 weights as they
+//! are, but a dense layer's offset term, `offset · Σ w` per unit, would take one `VADDVA`
+//! per sixteen weights (at every position of a streamed one): its build prepares each
+//! unit's weight sum instead (one word per unit). The file checks them against its own weights when it
 //! is given them, so that prepared rows of another model (or for another core) are never
 //! used: such an operation runs from its int8 weights, with the same results.
 
 use super::format::{Op, StackFile, MAX_OPS};
 use crate::kernels::dsp::{dense_wide_words_of, is_widened};
+use crate::kernels::mve::{row_sums, UNIT_SUMS};
 use crate::kernels::pairs::{dense_pair_words, dense_pair_words_of, PAIRED};
 
 /// The prepared weights of one conv or dense operation.
@@ -30,7 +34,8 @@ pub struct PreparedWeights<'a> {
 
 /// A bit per operation of `file` whose entry in `prepared` (its first, which is the one
 /// used) holds exactly its conv or dense weights prepared as this build's kernels take them
-/// (dense rows paired on the Cortex-M3, [`PAIRED`]; else widened).
+/// (dense rows paired on the Cortex-M3, [`PAIRED`]; else widened; and on Helium cores,
+/// [`UNIT_SUMS`], a dense layer's unit sums).
 #[inline(never)]
 pub(crate) fn matching(file: &StackFile<'_>, prepared: &[PreparedWeights<'_>]) -> u32 {
     let mut mask = 0;
@@ -41,7 +46,10 @@ pub(crate) fn matching(file: &StackFile<'_>, prepared: &[PreparedWeights<'_>]) -
         let matches = match file.ops.get(p.op) {
             Some(Op::Dense(d)) => {
                 let (inputs, units) = (d.inputs as usize, usize::from(d.units));
-                let build = if PAIRED {
+                // Unit sums are one word per unit, fewer than any widened or paired rows.
+                let build = if UNIT_SUMS && p.words.len() == units {
+                    Preparation::UnitSums
+                } else if PAIRED {
                     Preparation::Paired
                 } else {
                     Preparation::Widened
@@ -69,16 +77,27 @@ pub enum Preparation {
     Widened,
     /// The Cortex-M3 (`thumbv7m-*`): every dense layer over a vector, its units paired.
     Paired,
+    /// A Helium core (Cortex-M55, M85: `thumbv8m.main-*`): every dense layer's per-unit
+    /// weight sums ([`crate::kernels::mve::row_sums`], one word per unit), so that
+    /// its sums start from `offset · Σ w` and its steps multiply the int8 values as they
+    /// are, four units at a time ([`crate::kernels::mve::dense_rows_i8`]). (A `thumbv8m.main`
+    /// core without Helium, such as the Cortex-M33, ignores them.)
+    UnitSums,
 }
 
 impl Preparation {
     /// The preparation a build for the target triple `target` takes: none on the M0 (no
-    /// long multiply) or on Helium cores (which multiply the int8 weights as they are).
+    /// long multiply); on Helium cores the unit sums alone (they multiply the int8 weights
+    /// as they are).
     ///
     /// ```
     /// use infer_core::stack::prepared::Preparation;
     /// assert_eq!(Preparation::for_target("thumbv7em-none-eabihf"), Some(Preparation::Widened));
     /// assert_eq!(Preparation::for_target("thumbv7m-none-eabi"), Some(Preparation::Paired));
+    /// assert_eq!(
+    ///     Preparation::for_target("thumbv8m.main-none-eabihf"),
+    ///     Some(Preparation::UnitSums)
+    /// );
     /// assert_eq!(Preparation::for_target("thumbv6m-none-eabi"), None);
     /// ```
     pub fn for_target(target: &str) -> Option<Self> {
@@ -86,6 +105,8 @@ impl Preparation {
             Some(Self::Widened)
         } else if target.starts_with("thumbv7m") {
             Some(Self::Paired)
+        } else if target.starts_with("thumbv8m.main") {
+            Some(Self::UnitSums)
         } else {
             None
         }
@@ -96,7 +117,8 @@ impl Preparation {
 /// weights (`weights`) prepared as `preparation` says (widened,
 /// [`crate::kernels::dsp::dense_wide_words_of`]; paired,
 /// [`crate::kernels::pairs::dense_pair_words_of`]; either way its whole quads of units, the
-/// same number of words): what a model's prepared weights must be to be used.
+/// same number of words; unit sums, [`crate::kernels::mve::row_sums`], one word per unit):
+/// what a model's prepared weights must be to be used.
 pub fn is_dense_prepared(
     weights: &[u8],
     inputs: usize,
@@ -104,6 +126,14 @@ pub fn is_dense_prepared(
     words: &[u32],
     preparation: Preparation,
 ) -> bool {
+    if preparation == Preparation::UnitSums {
+        return inputs > 0
+            && words.len() == units
+            && weights.len() / inputs >= units
+            && row_sums(weights, inputs)
+                .take(units)
+                .eq(words.iter().copied());
+    }
     let fits = inputs % 4 == 0
         && units >= 4
         && weights.len() / inputs.max(1) >= units
@@ -112,5 +142,6 @@ pub fn is_dense_prepared(
     fits && match preparation {
         Preparation::Widened => dense_wide_words_of(weights, inputs, units).eq(words),
         Preparation::Paired => dense_pair_words_of(weights, inputs, units).eq(words),
+        Preparation::UnitSums => false,
     }
 }

@@ -47,7 +47,9 @@ use crate::kernels::dot::{
     dot_i8_offset, dot_packed, dot_packed2, dot_packed4, four_filters, pack_patch, PatchWords,
 };
 use crate::kernels::dsp::{dense_rows, int8_of_words, quad_filters, DenseRows, QuadConv};
-use crate::kernels::mve::{dense_rows_i8, offset_terms, quad_filters_i8, DenseRowsI8, QuadConvI8};
+use crate::kernels::mve::{
+    dense_rows_i8, offset_terms, quad_filters_i8, DenseRowsI8, QuadConvI8, UNIT_SUMS,
+};
 use crate::kernels::pairs::{pair_filters, PairConv};
 use crate::kernels::{ChannelRequant, MapRows};
 use core::ops::Range;
@@ -984,6 +986,11 @@ pub struct DensePart<'a> {
     /// ([`crate::kernels::dsp::dense_wide_words_of`]), if the model was given them
     /// ([`StackFile::prepare`]), else empty.
     pub wide: &'a [u32],
+    /// On Helium cores ([`UNIT_SUMS`]), each unit's weight sum, if the model was given them
+    /// ([`StackFile::prepare`]), else empty: the layer's sums then start from
+    /// `input_offset · Σ w` (`DensePart::start_sums`) and its steps take the values with
+    /// offset 0.
+    pub unit_sums: &'a [u32],
     /// Its requantization (with the ReLU if it has one).
     pub requant: ChannelRequant<'a>,
     /// Minus its input's zero point.
@@ -992,6 +999,21 @@ pub struct DensePart<'a> {
     /// its sums may be requantized a block at a time (`requantize_positions`);
     /// found when the layer is loaded.
     pub monotonic: bool,
+}
+
+impl DensePart<'_> {
+    /// With unit sums, starts the sums `acc` of units `first..` from their offset terms
+    /// (`input_offset · Σ w`) and returns 0, the offset its steps then take; else leaves
+    /// `acc` alone and returns the input offset.
+    pub(crate) fn start_sums(&self, first: usize, acc: &mut [u32]) -> i32 {
+        let Some(sums) = self.unit_sums.get(first..).filter(|s| !s.is_empty()) else {
+            return self.input_offset;
+        };
+        for (a, &sum) in acc.iter_mut().zip(sums) {
+            *a = self.input_offset.wrapping_mul(sum as i32) as u32;
+        }
+        0
+    }
 }
 
 /// A stage with its parameters: what [`run_general`] computes.
@@ -1062,11 +1084,14 @@ pub(crate) fn dense_part<'a>(
     d: &super::format::DenseOp<'a>,
 ) -> DensePart<'a> {
     let requant = ChannelRequant::from_params(&d.params, d.relu);
+    let prepared = file.prepared(index);
+    let sums = UNIT_SUMS && prepared.len() == usize::from(d.units);
     DensePart {
         inputs: d.inputs as usize,
         units: d.units.into(),
         weights: d.params.weights,
-        wide: file.prepared(index),
+        wide: if sums { &[] } else { prepared },
+        unit_sums: if sums { prepared } else { &[] },
         requant,
         input_offset: input_offset(file, index),
         monotonic: monotonic(&requant, d.units.into()),
@@ -1244,6 +1269,10 @@ impl<'p, 'a, 'w> StageRun<'p, 'a, 'w> {
         let (values, acc) = work.split_at_mut_checked(at_once * channels)?;
         let (acc, terms) = acc.split_at_mut_checked(units)?;
         acc.fill(0);
+        // With unit sums, the dense layer's sums start from its offset terms.
+        if let (true, Some(d)) = (UNIT_SUMS, &parts.dense) {
+            d.start_sums(0, acc);
+        }
         let terms = terms.get_mut(..term_words(taps, channels, pixels))?;
         if let Some(cp) = parts
             .conv
@@ -1757,10 +1786,13 @@ fn dense_position(
     let Some(patch) = patch.get_mut(..PatchWords::words(ch)) else {
         return;
     };
-    if int8_dense(d.units, at / ch.max(1)) {
-        // The values as they are, unless every one is at the zero point.
+    // With unit sums (the offset terms already in `acc`), the values as they are with offset
+    // 0, every position; else unless every one is at the zero point.
+    let sums = UNIT_SUMS && !d.unit_sums.is_empty();
+    if sums || int8_dense(d.units, at / ch.max(1)) {
+        let offset = if sums { 0 } else { d.input_offset };
         let zero_point = d.input_offset.wrapping_neg();
-        if values.iter().all(|&v| v as i32 == zero_point) {
+        if !sums && values.iter().all(|&v| v as i32 == zero_point) {
             return;
         }
         let bytes = int8_of_words(patch);
@@ -1772,14 +1804,14 @@ fn dense_position(
             weights: d.weights.get(at..).unwrap_or_default(),
             channels: ch,
             stride: n_in,
-            offset: d.input_offset,
+            offset,
         };
         dense_rows_i8(&rows, acc);
         if let (true, Some(last)) = (d.units % 2 == 1, acc.last_mut()) {
             let row = d.weights.get((d.units - 1) * n_in + at..);
             let row = row.and_then(|r| r.get(..ch)).unwrap_or_default();
             let values = rows.values.get(..ch).unwrap_or_default();
-            *last = last.wrapping_add(dot_i8_offset(values, d.input_offset, row) as u32);
+            *last = last.wrapping_add(dot_i8_offset(values, offset, row) as u32);
         }
         return;
     }
@@ -2542,6 +2574,7 @@ mod graph_tests {
                     units,
                     weights: &p.weights,
                     wide: &[],
+                    unit_sums: &[],
                     requant,
                     input_offset,
                     monotonic: monotonic(&requant, units),

@@ -554,6 +554,7 @@ fn widened(file: &StackFile<'_>, index: usize) -> Vec<u32> {
 #[test]
 fn prepared_weights_are_used_when_they_match_and_ignored_otherwise() {
     use super::prepared::PreparedWeights;
+    use crate::kernels::mve::row_sums;
     let mut rng = TestRng(0x91DE);
     for case in 0..8 {
         let (params, others) = (model(&mut rng), model(&mut rng));
@@ -594,6 +595,11 @@ fn prepared_weights_are_used_when_they_match_and_ignored_otherwise() {
         for index in [1, 2, 3, 4, 40] {
             assert!(with.prepared(index).is_empty(), "case {case}, op {index}");
         }
+        // With the streamed dense layer's unit sums (op 3, after conv 1 and its pool).
+        let Some(Op::Dense(d)) = decoded.ops.get(3) else {
+            panic!("op 3 is the streamed dense layer");
+        };
+        let sums: Vec<u32> = row_sums(d.params.weights, d.inputs as usize).collect();
         let only_own = [
             PreparedWeights {
                 op: 0,
@@ -603,10 +609,23 @@ fn prepared_weights_are_used_when_they_match_and_ignored_otherwise() {
                 op: 1,
                 words: &own[1],
             },
+            PreparedWeights {
+                op: 3,
+                words: &sums,
+            },
         ];
         let mut own_file = decoded;
         own_file.prepare(&only_own);
         assert_eq!(own_file.prepared(1), &own[1][..]);
+        assert_eq!(own_file.prepared(3), &sums[..]);
+        // Sums one off are not its own.
+        let mut off = sums.clone();
+        let at = case % off.len();
+        off[at] ^= 1;
+        let off = [PreparedWeights { op: 3, words: &off }];
+        let mut off_file = decoded;
+        off_file.prepare(&off);
+        assert!(off_file.prepared(3).is_empty(), "case {case}");
         let image: [i8; 200] = core::array::from_fn(|_| rng.i8());
         let infer = |file: &StackFile<'_>, kernels| {
             let (mut arena, mut patch) = (vec![0i8; ARENA], vec![0u32; STAGE_PATCH]);
