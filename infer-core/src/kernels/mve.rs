@@ -466,19 +466,22 @@ impl DwGroup {
     }
 }
 
-/// The parameters [`dw_group`]'s assembly loads for one channel (`repr(C)`, word-aligned): the vectors
-/// first, then the words it reads in its loops.
+/// The parameters [`dw_group`]'s assembly loads for one channel (`repr(C)`, word-aligned):
+/// the words it turns into vectors when it starts, then those it reads in its loops.
 #[cfg(infer_core_mve)]
-#[repr(C, align(8))]
+#[repr(C)]
 struct DwChannelAsm {
-    /// q2–q4: byte offsets of the four pixels' window rows 0, 1, 2 from a quad's origin.
-    gather: [[u32; 4]; 3],
-    /// q5: byte offsets of the four pixels' outputs from the quad's first.
-    scatter: [u32; 4],
+    /// Input bytes from one pixel's window to the next's (q2–q4, the four pixels' window
+    /// rows 0, 1, 2, are `i · in_step + ky · row`).
+    in_step: u32,
+    /// Input bytes from one row of the map to the next.
+    row: u32,
+    /// Output bytes from one pixel to the next (q5: `i · out_step`).
+    out_step: u32,
     /// q6: the sum before the taps, in each lane.
-    bias: [i32; 4],
+    bias: i32,
     /// q7: minus the right shift, in each lane.
-    shift: [i32; 4],
+    shift: i32,
     multiplier: i32,
     zero_point: i32,
     /// From one quad's origin to the next's, less the two window columns stepped over.
@@ -492,14 +495,16 @@ struct DwChannelAsm {
     rows: u32,
 }
 
-// Where the assembly of [`dw_group`] finds the vectors (in order from the start) and the
-// words it reads in its loops.
-#[cfg(infer_core_mve)]
-const _: () = assert!(core::mem::offset_of!(DwChannelAsm, shift) == 80);
+// Where the assembly of [`dw_group`] finds the words it reads.
 #[cfg(infer_core_mve)]
 mod dw_at {
     use super::DwChannelAsm;
     use core::mem::offset_of;
+    pub const IN_STEP: usize = offset_of!(DwChannelAsm, in_step);
+    pub const ROW: usize = offset_of!(DwChannelAsm, row);
+    pub const OUT_STEP: usize = offset_of!(DwChannelAsm, out_step);
+    pub const BIAS: usize = offset_of!(DwChannelAsm, bias);
+    pub const SHIFT: usize = offset_of!(DwChannelAsm, shift);
     pub const MULTIPLIER: usize = offset_of!(DwChannelAsm, multiplier);
     pub const ZERO_POINT: usize = offset_of!(DwChannelAsm, zero_point);
     pub const QUAD_IN: usize = offset_of!(DwChannelAsm, quad_in);
@@ -538,14 +543,13 @@ pub fn dw_group(group: &DwGroup, input: &[i8], origin: usize, output: &mut [i8],
 fn dw_group_mve(group: &DwGroup, input: &[i8], origin: usize, output: &mut [i8], out_at: usize) {
     // Steps fit a `u32` (`fits`); the quad's are wrapping `i32` bits.
     let word = |n: usize| n as u32;
-    let lanes = |step: usize| [0, 1, 2, 3].map(|i| word(i * step));
     let quad = |step: usize, less: usize| (word(4 * step).wrapping_sub(word(less))) as i32;
-    let g = lanes(group.in_step);
     let mut p = DwChannelAsm {
-        gather: [0, 1, 2].map(|ky| g.map(|o| o.wrapping_add(word(ky * group.row)))),
-        scatter: lanes(group.out_step),
-        bias: [0; 4],
-        shift: [0; 4],
+        in_step: word(group.in_step),
+        row: word(group.row),
+        out_step: word(group.out_step),
+        bias: 0,
+        shift: 0,
         multiplier: 0,
         zero_point: 0,
         quad_in: quad(group.in_step, 2 * group.col),
@@ -557,8 +561,8 @@ fn dw_group_mve(group: &DwGroup, input: &[i8], origin: usize, output: &mut [i8],
         rows: 0,
     };
     for (l, w) in group.weights.iter().enumerate() {
-        p.bias = [group.bias[l]; 4];
-        p.shift = [group.shift[l].wrapping_neg(); 4];
+        p.bias = group.bias[l];
+        p.shift = group.shift[l].wrapping_neg();
         p.multiplier = group.multiplier[l];
         p.zero_point = group.zero_point[l];
         p.rows = word(group.rows);
@@ -576,12 +580,20 @@ fn dw_group_mve(group: &DwGroup, input: &[i8], origin: usize, output: &mut [i8],
             asm!(
                 "push {{r6, r7}}",
                 "mov r6, lr",
-                "vldrw.u32 q2, [r6]",
-                "vldrw.u32 q3, [r6, #16]",
-                "vldrw.u32 q4, [r6, #32]",
-                "vldrw.u32 q5, [r6, #48]",
-                "vldrw.u32 q6, [r6, #64]",
-                "vldrw.u32 q7, [r6, #80]",
+                // q2 = 0, 1, 2, 3; the offsets of the outputs, then of the window rows.
+                "mov lr, #0",
+                "vidup.u32 q2, lr, #1",
+                "ldr r7, [r6, #{out_step}]",
+                "vmul.i32 q5, q2, r7",
+                "ldr r7, [r6, #{in_step}]",
+                "vmul.i32 q2, q2, r7",
+                "ldr r7, [r6, #{row}]",
+                "vadd.i32 q3, q2, r7",
+                "vadd.i32 q4, q3, r7",
+                "ldr r7, [r6, #{bias}]",
+                "vdup.32 q6, r7",
+                "ldr r7, [r6, #{shift}]",
+                "vdup.32 q7, r7",
                 "3:",
                 "push {{r11, r12}}",
                 "ldr r7, [r6, #{cols}]",
@@ -656,6 +668,11 @@ fn dw_group_mve(group: &DwGroup, input: &[i8], origin: usize, output: &mut [i8],
                 out("q5") _,
                 out("q6") _,
                 out("q7") _,
+                in_step = const dw_at::IN_STEP,
+                row = const dw_at::ROW,
+                out_step = const dw_at::OUT_STEP,
+                bias = const dw_at::BIAS,
+                shift = const dw_at::SHIFT,
                 multiplier = const dw_at::MULTIPLIER,
                 zero_point = const dw_at::ZERO_POINT,
                 quad_in = const dw_at::QUAD_IN,
