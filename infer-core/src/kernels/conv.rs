@@ -431,10 +431,9 @@ pub(crate) fn gather_patch_i8(
             let len = (16 - lane).min(n - done);
             let at = 64 * ((t + done) / 16) + 16 * pixel + lane;
             if let Some(out) = patch.get_mut(at..at + len) {
-                match run.and_then(|r| r.get(done..done + len)) {
-                    Some(values) => out.copy_from_slice(values),
-                    None => out.fill(zero_point),
-                }
+                // (`len` ≤ 16: within one block.)
+                let values = run.and_then(|r| r.get(done..done + len));
+                super::mve::copy_short(values, zero_point, out);
             }
             done += len;
         }

@@ -1020,6 +1020,65 @@ pub fn dense_rows_i8_portable(rows: &DenseRowsI8<'_>, acc: &mut [u32]) {
     }
 }
 
+/// Copies the first `min(run.len(), out.len(), 16)` bytes of `run` into `out`, or, without
+/// `run`, fills as many of `out` (at most 16) with `fill`: a piece of a patch's run within
+/// one block of sixteen taps.
+///
+/// On an MVE core five instructions (`VCTP` and one predicated load and store, or a
+/// duplicated byte and one predicated store) instead of a `memcpy` or `memset` call;
+/// elsewhere [`copy_short_portable`].
+#[inline(always)]
+pub fn copy_short(run: Option<&[i8]>, fill: i8, out: &mut [i8]) {
+    #[cfg(infer_core_mve)]
+    {
+        let n = run.map_or(out.len(), |r| r.len().min(out.len())).min(16);
+        // SAFETY: `VCTP` enables the first `n` byte lanes, n ≤ 16 and no more than `out`
+        // holds (nor `run`, when it is read): the predicated load reads and the predicated
+        // store writes only those bytes (byte accesses, no alignment needed). Registers
+        // written are declared; no stack.
+        unsafe {
+            match run {
+                Some(run) => asm!(
+                    "vctp.8 {n}",
+                    "vpstt",
+                    "vldrbt.u8 q0, [{src}]",
+                    "vstrbt.8 q0, [{dst}]",
+                    n = in(reg) n,
+                    src = in(reg) run.as_ptr(),
+                    dst = in(reg) out.as_mut_ptr(),
+                    out("q0") _,
+                    options(nostack),
+                ),
+                None => asm!(
+                    "vdup.8 q0, {fill}",
+                    "vctp.8 {n}",
+                    "vpst",
+                    "vstrbt.8 q0, [{dst}]",
+                    fill = in(reg) i32::from(fill),
+                    n = in(reg) n,
+                    dst = in(reg) out.as_mut_ptr(),
+                    out("q0") _,
+                    options(nostack),
+                ),
+            }
+        }
+    }
+    #[cfg(not(infer_core_mve))]
+    copy_short_portable(run, fill, out);
+}
+
+/// [`copy_short`] in plain Rust (the reference the assembly is tested against, and the code
+/// elsewhere).
+pub fn copy_short_portable(run: Option<&[i8]>, fill: i8, out: &mut [i8]) {
+    let n = run.map_or(out.len(), |r| r.len().min(out.len())).min(16);
+    if let Some(out) = out.get_mut(..n) {
+        match run.and_then(|r| r.get(..n)) {
+            Some(values) => out.copy_from_slice(values),
+            None => out.fill(fill),
+        }
+    }
+}
+
 /// Copies `blocks` blocks of sixteen bytes from `run` into `patch`, the blocks 64 bytes
 /// apart there (one pixel's share of an int8 quad patch, [`QuadConvI8`]). Blocks past the
 /// end of `run` or `patch` are dropped.

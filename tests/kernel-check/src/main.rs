@@ -493,6 +493,18 @@ fn main() -> ! {
         tables.add_words_portable(&values[..n], &mut want);
         check("add_words", case, got, want);
 
+        // A short copy or fill of up to sixteen bytes into a longer or shorter slice.
+        let run: [i8; 20] = core::array::from_fn(|_| dw_rng.next() as i8);
+        let (n, m) = (dw_rng.below(21), dw_rng.below(21));
+        let fill = dw_rng.next() as i8;
+        let source = (case % 4 != 3).then_some(&run[..n]);
+        let mut got = [0i8; 24];
+        got.iter_mut().for_each(|x| *x = dw_rng.next() as i8);
+        let mut want = got;
+        mve::copy_short(source, fill, &mut got[2..2 + m]);
+        mve::copy_short_portable(source, fill, &mut want[2..2 + m]);
+        check("copy_short", case, got, want);
+
         // A whole depthwise conv (multiplier 1, up to 3 × 3, strides 1 and 2, same
         // padding: interior and border pixels) against its naive reference.
         let g = DepthwiseGeometry {
