@@ -499,26 +499,24 @@ impl Operands<'_, '_> {
     }
 
     /// The parameters of the group of channels `c0 .. c0 + 4` that its four-channel kernels
-    /// take (each channel's weights, its bias with the input offset's share of every tap
-    /// folded in, `bias + offset · Σ w`, and its requantization; the geometry left 0):
-    /// `None` if its requantization or sums do not fit them (a multiplier < 0, a shift
-    /// outside `-31..=-1`, sums that may reach 2^30) or a slice is short.
+    /// take (each channel's weights, its bare bias, whose input offset's share of the taps
+    /// inside the kernels fold in, and its requantization; the geometry left 0): `None` if
+    /// its requantization or sums do not fit them (a multiplier < 0, a shift outside
+    /// `-31..=-1`, sums that may reach 2^30) or a slice is short.
     fn group_params(p: &Plan<'_, '_>, c0: usize) -> Option<mve::DwGroup> {
         let (g, offset, rq) = (p.conv.g, p.conv.input_offset, p.conv.requant);
         let mut group = mve::DwGroup::default();
         // |sum| ≤ |bias| + |offset · Σ w| + 128 · Σ |w| ≤ |bias| + (|offset| + 128) · 128 ·
         // taps: below 2^30 (the DSP kernel's doubled sums fit).
         let worst = (i64::from(offset.unsigned_abs()) + 128) * 128 * p.taps as i64;
-        let mut total = [0i32; 4];
         for t in 0..p.taps.min(MAX_TAPS) {
             let at = t * g.in_c + c0;
             let bytes: &[u8; 4] = p.conv.weights.get(at..at + 4)?.first_chunk()?;
-            for ((w, s), &b) in group.weights.iter_mut().zip(&mut total).zip(bytes) {
+            for (w, &b) in group.weights.iter_mut().zip(bytes) {
                 w[t] = b as i8;
-                *s += i32::from(b as i8);
             }
         }
-        for (l, &total) in total.iter().enumerate() {
+        for l in 0..4 {
             let (bias, multiplier, shift) = rq.channel(c0 + l)?;
             if multiplier < 0
                 || !(-31..=-1).contains(&shift)
@@ -526,7 +524,7 @@ impl Operands<'_, '_> {
             {
                 return None;
             }
-            group.bias[l] = bias.wrapping_add(offset.wrapping_mul(total));
+            group.bias[l] = bias;
             group.multiplier[l] = multiplier;
             group.shift[l] = -shift;
             group.zero_point[l] = rq.output_offset;
@@ -578,7 +576,8 @@ impl Operands<'_, '_> {
         let (g, offset) = (p.conv.g, p.conv.input_offset);
         let win = &g.window;
         let params = Self::group_params(p, c0)?;
-        // Each tap's four weights, each channel's sum of them and its bias.
+        let bias = params.bias;
+        // Each tap's four weights, and each channel's sum of them.
         let mut w = [[0i32; 4]; dsp::DW_TAPS];
         let mut total = [0i32; 4];
         for (l, (channel, s)) in params.weights.iter().zip(&mut total).enumerate() {
@@ -587,8 +586,6 @@ impl Operands<'_, '_> {
                 *s += i32::from(x);
             }
         }
-        let bias: [i32; 4] =
-            core::array::from_fn(|l| params.bias[l].wrapping_sub(offset.wrapping_mul(total[l])));
         let mut q = dsp::DwQuad {
             requant: core::array::from_fn(|l| dsp::DwRequant {
                 multiplier: params.multiplier[l],
@@ -689,6 +686,11 @@ impl Operands<'_, '_> {
         let g = p.conv.g;
         let win = &g.window;
         let mut group = Self::group_params(p, c0)?;
+        // Every tap inside: the input offset's share of all of them in the bias.
+        for (b, w) in group.bias.iter_mut().zip(&group.weights) {
+            let total = w.iter().map(|&w| i32::from(w)).sum::<i32>();
+            *b = b.wrapping_add(p.conv.input_offset.wrapping_mul(total));
+        }
         let src = p.conv.source(c0, padded.as_ref().map(|copy| copy.len()));
         let (input, (rows, cols)): (&[i8], _) = match padded {
             Some(copy) => {
