@@ -145,6 +145,15 @@ impl fmt::Display for Error {
                 f,
                 "model.bin does not fit this build: it has {found} operations, {compiled} compiled (seen at {op}); rebuild the firmware from the model's spec or train the compiled spec"
             ),
+            Error::OpMismatch {
+                op,
+                what: "stage facts",
+                found,
+                compiled,
+            } => write!(
+                f,
+                "model.bin does not fit this build: the stage from operation {op} was compiled for other facts of its quantization or shapes (`infer_core::stack::facts`: {found:#x} in the file, {compiled:#x} compiled); rebuild the firmware with this model"
+            ),
             Error::OpMismatch { op, what, found, compiled } => write!(
                 f,
                 "model.bin does not fit this build: operation {op}'s {what} is {found} in the file, {compiled} compiled; rebuild the firmware from the model's spec or train the compiled spec"

@@ -41,8 +41,9 @@ use infer_core::format::QuantParams;
 use infer_core::kernels::dsp::{dense_wide_words_of, wide_words, widen_filter};
 use infer_core::kernels::mve::row_sums;
 use infer_core::kernels::pairs::dense_pair_words_of;
+use infer_core::stack::facts::{holds, known, Facts, ALL, FOUR, LOGITS, NONE};
 use infer_core::stack::prepared::Preparation;
-use infer_core::stack::stages::{plan_file, Kernel, Pixels, Stage};
+use infer_core::stack::stages::{facts_of, plan_file, Kernel, Parts, Pixels, Stage};
 use infer_core::stack::Op;
 use infer_core::stack::StackFile;
 use std::env;
@@ -195,6 +196,10 @@ pub struct Network {
     /// Conv and dense weights prepared for the target's kernels
     /// ([`Network::prepare_weights`]): `(operation, words)`, emitted as `PREPARED`.
     pub prepared: Vec<(usize, Vec<u32>)>,
+    /// What each stage of the plan may take as fixed at compile time
+    /// (`infer_core::stack::stages::facts_of`; the pixels at once and whether the stage
+    /// writes the logits are added when the code is generated).
+    pub facts: Vec<Facts>,
 }
 
 impl Network {
@@ -214,6 +219,12 @@ impl Network {
             embed: None,
             pixels: Pixels::Four,
             prepared: Vec::new(),
+            facts: plan_file(&file)
+                .iter()
+                .map(|stage| {
+                    Parts::of(&file, stage).map_or(NONE, |p| facts_of(&p, Pixels::Four, false))
+                })
+                .collect(),
         })
     }
 
@@ -329,10 +340,19 @@ impl Network {
     /// The network's Rust code, to `include!` in a module.
     pub fn generate(&self) -> String {
         let prepared = !self.prepared.is_empty();
+        let facts: Vec<Facts> = self
+            .facts
+            .iter()
+            .enumerate()
+            .map(|(j, &f)| {
+                let last = j + 1 == self.facts.len();
+                known(known(f, FOUR, self.pixels == Pixels::Four), LOGITS, last)
+            })
+            .collect();
         let mut out = generate(
             &self.model,
             self.spec.as_deref(),
-            &self.plan,
+            (&self.plan, &facts),
             &self.ram(),
             prepared,
         );
@@ -581,7 +601,13 @@ impl Ram {
 
 /// The generated module: see the text it writes. `plan` is the model's (named `model`),
 /// checked against `spec` if given.
-fn generate(model: &str, spec: Option<&str>, plan: &Plan, ram: &Ram, prepared: bool) -> String {
+fn generate(
+    model: &str,
+    spec: Option<&str>,
+    (plan, facts): (&Plan, &[Facts]),
+    ram: &Ram,
+    prepared: bool,
+) -> String {
     let ops = &plan.ops;
     let (h, w, c) = plan.input;
     let mut used = Imports::default();
@@ -732,8 +758,26 @@ fn generate(model: &str, spec: Option<&str>, plan: &Plan, ram: &Ram, prepared: b
     ));
     for (j, st) in stages.iter().enumerate() {
         let (lifetime, ty) = stage_type(st, ops, &mut used);
+        let f = facts.get(j).copied().unwrap_or(NONE);
+        let (ty, known_facts) = if st.kernel == Kernel::General && !st.alone && f != NONE {
+            used.specialized = true;
+            let holding: Vec<&str> = ALL
+                .iter()
+                .filter(|&&(_, fact)| holds(f, fact, || false))
+                .map(|&(name, _)| name)
+                .collect();
+            (
+                format!("Specialized<{ty}, {f:#010x}>"),
+                format!(
+                    "\n/// Compiled for its facts (`infer_core::stack::facts`): {}.",
+                    holding.join(", ")
+                ),
+            )
+        } else {
+            (ty, String::new())
+        };
         item(format!(
-            "/// Stage {j}: operations {}..={} ({:?} kernel).\npub type Stage{j}{lifetime} = {ty};",
+            "/// Stage {j}: operations {}..={} ({:?} kernel).{known_facts}\npub type Stage{j}{lifetime} = {ty};",
             st.first,
             st.last(),
             st.kernel
@@ -1119,6 +1163,9 @@ pub struct Network<'a> {{
     if used.pool {
         layers.push("MaxPool2d");
     }
+    if used.specialized {
+        layers.push("Specialized");
+    }
     if used.streamed {
         layers.push("Streamed");
     }
@@ -1218,6 +1265,8 @@ struct Imports {
     chain_logits: bool,
     /// A stage with an add in place.
     add_in_place: bool,
+    /// A stage compiled for its facts.
+    specialized: bool,
     /// `stages::regions`.
     regions: bool,
     /// `stages::regions_mut` (a chain's ring and output).

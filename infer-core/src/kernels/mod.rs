@@ -97,18 +97,24 @@ impl<'a> ChannelRequant<'a> {
     /// stage that requantizes its windows' maxima has; callers check): on MVE cores every
     /// one takes [`mve::requantize_right`], elsewhere one with its floor at or above the
     /// zero point (a ReLU) the shorter way of [`dsp::requantize_relu`] to the same values;
-    /// with a left shift those ways' values are unspecified.
-    #[inline(never)]
-    pub(crate) fn requantize_positions(&self, values: &mut [u32], channels: usize) {
+    /// with a left shift those ways' values are unspecified. `relu` is
+    /// [`Self::relu_floor`], which a caller may know at compile time.
+    #[inline(always)]
+    pub(crate) fn requantize_positions(&self, values: &mut [u32], channels: usize, relu: bool) {
         if cfg!(infer_core_mve) {
             mve::requantize_right(self, values, channels);
             return;
         }
-        if self.activation_min >= self.output_offset {
+        if relu {
             dsp::requantize_relu(self, values, channels);
             return;
         }
         self.requantize_each(values, channels);
+    }
+
+    /// Whether the floor is at or above the output zero point (a ReLU's).
+    pub fn relu_floor(&self) -> bool {
+        self.activation_min >= self.output_offset
     }
 
     /// [`ChannelRequant::requantize_positions`] for any requantization (a left shift

@@ -40,7 +40,10 @@ fn groups_fit(patch: &[u32], rows: &[&[u8]], groups: usize) -> bool {
 /// The four weights of group `g` of row `w`, as one little-endian word.
 #[inline(always)]
 fn weight_word(w: &[u8]) -> u32 {
-    u32::from_le_bytes([w[0], w[1], w[2], w[3]])
+    // (Callers give chunks of four; no index, so nothing can panic where the optimiser loses
+    // track of their length.)
+    w.first_chunk()
+        .map_or(0, |&bytes| u32::from_le_bytes(bytes))
 }
 
 /// Four filters' dot products over the first `groups` groups of four taps of a packed patch

@@ -238,7 +238,7 @@ fn finish_block(
                 }
                 return;
             }
-            rq.requantize_positions(acc, acc.len());
+            rq.requantize_positions(acc, acc.len(), rq.relu_floor());
             for (o, &a) in output.iter_mut().zip(acc.iter()) {
                 *o = added(add, a as i32 as i8, *o);
             }

@@ -7,10 +7,11 @@
 //! [`crate::kernels`] (the fast paths, tested bit for bit against the references).
 
 use super::dense::dense_words;
+use super::facts::{self, Facts, Known, KnownFacts, Unknown};
 use super::format::{input_offset, Op, Padding, StackFile};
 use super::stages::{
-    dense_part, general_words, run_chain, run_general, run_general_logits, run_general_rows,
-    ConvPart, DensePart, Out, Parts, Pixels,
+    dense_part, facts_of, general_words, run_chain, run_general, run_general_logits,
+    run_general_rows, ConvPart, DensePart, Out, Parts, Pixels,
 };
 use crate::kernels::average_pool::{average_pool, AvgPoolGeometry};
 use crate::kernels::conv::{out_dim, ConvGeometry};
@@ -235,7 +236,7 @@ impl<
     }
 
     fn run(&self, input: &[i8], patch: &mut [u32], output: &mut [i8]) {
-        run_general(&self.parts(), input, patch, output);
+        run_general::<Unknown>(&self.parts(), input, patch, output);
     }
 }
 
@@ -640,7 +641,7 @@ impl<'a, const I: usize, const U: usize, const RELU: bool> Layer<'a> for Dense<'
             dense: Some(self.part),
             add: None,
         };
-        run_general(&parts, input, patch, output);
+        run_general::<Unknown>(&parts, input, patch, output);
     }
 }
 
@@ -653,7 +654,7 @@ impl<'a, const I: usize, const U: usize> Logits<'a> for Dense<'a, I, U, false> {
             dense: Some(self.part),
             add: None,
         };
-        run_general_logits(&parts, input, patch, logits);
+        run_general_logits::<Unknown>(&parts, input, patch, logits);
     }
 }
 
@@ -744,7 +745,7 @@ impl<'a, C: Producer<'a>, P: Producer<'a>> Layer<'a> for ConvPool<C, P> {
     }
 
     fn run(&self, input: &[i8], patch: &mut [u32], output: &mut [i8]) {
-        run_general(&self.parts(), input, patch, output);
+        run_general::<Unknown>(&self.parts(), input, patch, output);
     }
 }
 
@@ -797,7 +798,7 @@ impl<'a, P: Producer<'a>, const I: usize, const U: usize, const RELU: bool> Laye
             dense: Some(self.dense.part),
             ..self.producer.parts()
         };
-        run_general(&parts, input, patch, output);
+        run_general::<Unknown>(&parts, input, patch, output);
     }
 }
 
@@ -809,7 +810,7 @@ impl<'a, P: Producer<'a>, const I: usize, const U: usize> Logits<'a>
             dense: Some(self.dense.part),
             ..self.producer.parts()
         };
-        run_general_logits(&parts, input, patch, logits);
+        run_general_logits::<Unknown>(&parts, input, patch, logits);
     }
 }
 
@@ -1070,7 +1071,7 @@ impl<'a, T: Producer<'a>> RowSource<'a> for T {
     ) {
         let parts = self.parts();
         consume(&mut |rows, out| {
-            run_general_rows(&parts, input, patch, MapRows::ring(out, held), rows);
+            run_general_rows::<Unknown>(&parts, input, patch, MapRows::ring(out, held), rows);
         });
     }
 }
@@ -1078,11 +1079,16 @@ impl<'a, T: Producer<'a>> RowSource<'a> for T {
 /// A stage computed by [`super::stages::run_general`] from its [`Parts`]: the second of
 /// two stages run as one ([`Chain`]).
 pub trait GeneralStage<'a>: Layer<'a> {
+    /// What is known of the stage at compile time ([`Specialized`]).
+    type Known: KnownFacts;
+
     /// The stage, with its parameters.
     fn stage_parts(&self) -> Parts<'a>;
 }
 
 impl<'a, T: Producer<'a>> GeneralStage<'a> for T {
+    type Known = Unknown;
+
     fn stage_parts(&self) -> Parts<'a> {
         self.parts()
     }
@@ -1091,6 +1097,8 @@ impl<'a, T: Producer<'a>> GeneralStage<'a> for T {
 impl<'a, P: Producer<'a>, const I: usize, const U: usize, const RELU: bool> GeneralStage<'a>
     for Streamed<'a, P, I, U, RELU>
 {
+    type Known = Unknown;
+
     fn stage_parts(&self) -> Parts<'a> {
         Parts {
             dense: Some(self.dense.part),
@@ -1102,6 +1110,8 @@ impl<'a, P: Producer<'a>, const I: usize, const U: usize, const RELU: bool> Gene
 impl<'a, const I: usize, const U: usize, const RELU: bool> GeneralStage<'a>
     for Dense<'a, I, U, RELU>
 {
+    type Known = Unknown;
+
     fn stage_parts(&self) -> Parts<'a> {
         Parts {
             input: (1, 1, I),
@@ -1160,11 +1170,91 @@ impl<
     /// Computes the sums into `output`, which holds tensor `OTHER` (`OUT` values) and gets
     /// the add's output.
     fn run(&self, input: &[i8], patch: &mut [u32], output: &mut [i8]) {
-        let parts = Parts {
+        run_general::<Unknown>(&self.stage_parts(), input, patch, output);
+    }
+}
+
+impl<
+        'a,
+        S: GeneralStage<'a>,
+        const H: usize,
+        const W: usize,
+        const C: usize,
+        const OTHER: usize,
+    > GeneralStage<'a> for AddInPlace<S, Add<H, W, C, OTHER>>
+{
+    type Known = Unknown;
+
+    fn stage_parts(&self) -> Parts<'a> {
+        Parts {
             add: Some(self.add.params),
             ..self.stage.stage_parts()
-        };
-        run_general(&parts, input, patch, output);
+        }
+    }
+}
+
+/// A stage `S` computed with the facts `F` known at compile time ([`super::facts`]): the
+/// firmware's build script finds them in the model ([`facts_of`]) and wraps the stage in
+/// this, so that only the code the stage runs is compiled in. The facts are checked
+/// against the model when it loads.
+#[derive(Debug, Clone, Copy)]
+pub struct Specialized<S, const F: Facts>(S);
+
+impl<'a, S: GeneralStage<'a>, const F: Facts> Layer<'a> for Specialized<S, F> {
+    const IN: usize = S::IN;
+    const OUT: usize = S::OUT;
+    const PATCH_WORDS: usize = S::PATCH_WORDS;
+    const TYPE: &'static str = S::TYPE;
+    const OPS: usize = S::OPS;
+
+    /// As `S`'s, then [`Error::OpMismatch`] (`what` = `"stage facts"`) where the stage
+    /// of `file` has other facts than `F` says.
+    fn from_file(file: &StackFile<'a>, index: usize) -> Result<Self, Error> {
+        let stage = S::from_file(file, index)?;
+        let logits = index + S::OPS == file.ops.len();
+        let found = facts_of(&stage.stage_parts(), Pixels::BUILT, logits);
+        if !facts::agree(found, F) {
+            return Err(Error::OpMismatch {
+                op: index as u16,
+                what: "stage facts",
+                found,
+                compiled: F,
+            });
+        }
+        Ok(Self(stage))
+    }
+
+    fn run(&self, input: &[i8], patch: &mut [u32], output: &mut [i8]) {
+        run_general::<Known<F>>(&self.0.stage_parts(), input, patch, output);
+    }
+}
+
+impl<'a, S: GeneralStage<'a> + Logits<'a>, const F: Facts> Logits<'a> for Specialized<S, F> {
+    fn run_logits(&self, input: &[i8], patch: &mut [u32], logits: &mut [i32]) {
+        run_general_logits::<Known<F>>(&self.0.stage_parts(), input, patch, logits);
+    }
+}
+
+impl<'a, S: GeneralStage<'a>, const F: Facts> GeneralStage<'a> for Specialized<S, F> {
+    type Known = Known<F>;
+
+    fn stage_parts(&self) -> Parts<'a> {
+        self.0.stage_parts()
+    }
+}
+
+impl<'a, S: Producer<'a>, const F: Facts> RowSource<'a> for Specialized<S, F> {
+    fn with_rows(
+        &self,
+        input: &[i8],
+        patch: &mut [u32],
+        held: usize,
+        consume: &mut dyn FnMut(&mut RowWriter<'_>),
+    ) {
+        let parts = self.0.parts();
+        consume(&mut |rows, out| {
+            run_general_rows::<Known<F>>(&parts, input, patch, MapRows::ring(out, held), rows);
+        });
     }
 }
 
@@ -1199,11 +1289,10 @@ impl<'a, P: RowSource<'a>, C: GeneralStage<'a>, const R: usize> Chain<P, C, R> {
     /// through `ring`.
     pub fn run(&self, input: &[i8], ring: &mut [i8], patch: &mut [u32], output: Out<'_>) {
         let (first_patch, patch) = patch.split_at_mut(P::PATCH_WORDS.min(patch.len()));
-        let parts = self.second.stage_parts();
         let mut output = Some(output);
         self.first.with_rows(input, first_patch, R, &mut |make| {
             if let Some(output) = output.take() {
-                run_chain(make, &parts, ring, R, patch, output);
+                run_chain::<C::Known>(make, &self.second.stage_parts(), ring, R, patch, output);
             }
         });
     }

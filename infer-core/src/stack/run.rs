@@ -1,6 +1,7 @@
 //! Runs a format-3 model whose shapes are known only at run time: for host tools (the
 //! trainer's evaluation), tests, and as the reference the typed networks are checked against.
 
+use super::facts::Unknown;
 use super::format::{input_offset, Op, StackFile};
 use super::stages::{
     assign_buffers, plan_file, regions, regions_mut, run_add, run_alone, run_chain, run_general,
@@ -288,7 +289,7 @@ fn run_stages(
             let (producer_words, words) = patch.split_at_mut(words);
             let mut make = |rows: Range<usize>, ring: &mut [i8]| {
                 let ring = MapRows::ring(ring, stage.ring_in);
-                run_general_rows(&producer, input, producer_words, ring, rows);
+                run_general_rows::<Unknown>(&producer, input, producer_words, ring, rows);
             };
             let ring_len = producer_stage.out_len(&shapes);
             let ring_at = plan.region(stage.first, ring_len).unwrap_or(0..0);
@@ -304,7 +305,7 @@ fn run_stages(
             } else {
                 Out::Values(MapRows::whole_mut(out))
             };
-            run_chain(&mut make, &parts, ring, stage.ring_in, words, out);
+            run_chain::<Unknown>(&mut make, &parts, ring, stage.ring_in, words, out);
             if j == last_stage {
                 break;
             }
@@ -332,7 +333,7 @@ fn run_stages(
         let parts = Parts::of(file, stage).ok_or(Error::Malformed { what: "stage" })?;
         if j == last_stage {
             // Its last operation is the logits layer (the decoder checked).
-            run_general_logits(&parts, src, patch, logits);
+            run_general_logits::<Unknown>(&parts, src, patch, logits);
             break;
         }
         // With an add in place, `dst` holds its other operand.
@@ -340,7 +341,7 @@ fn run_stages(
         let dst = dst
             .get_mut(..last.out_len())
             .ok_or(Error::BufferTooSmall { available })?;
-        run_general(&parts, src, patch, dst);
+        run_general::<Unknown>(&parts, src, patch, dst);
     }
     Ok(())
 }

@@ -35,6 +35,7 @@
 //! as the unfused reference kernels do (tested on random geometries and quantizations).
 
 use super::dense::{dense_direct, dense_words};
+use super::facts::{self, holds, part, Facts, KnownFacts};
 use super::format::{input_offset, Op, StackFile, MAX_OPS};
 pub use super::shape::OpShape;
 use crate::kernels::add::{AddParams, AddTables, ADD_SCRATCH_WORDS};
@@ -1076,6 +1077,39 @@ impl<'a> Parts<'a> {
     }
 }
 
+/// Every fact ([`super::facts`]) of the stage `parts` computed `pixels` conv pixels at once,
+/// writing the logits if `logits`: what a firmware's build script compiles the stage's typed
+/// layer with (`model_spec::codegen`), and what that layer checks when the model loads.
+pub fn facts_of(parts: &Parts<'_>, pixels: Pixels, logits: bool) -> Facts {
+    use facts::*;
+    let conv = parts.conv.as_ref();
+    let g = conv.map(|cp| &cp.geometry);
+    let channels = g.map_or(parts.input.2, |g| g.filters);
+    let units = parts.dense.as_ref().map(|d| d.units);
+    of_list(&[
+        (CONV, conv.is_some()),
+        (POOL, parts.pool != 0),
+        (POOL2, parts.pool == 2),
+        (DENSE, units.is_some()),
+        (ADD, parts.add.is_some()),
+        (LOGITS, logits),
+        (FOUR, pixels == Pixels::Four),
+        (ONE_CHANNEL, g.is_some_and(|g| g.in_c == 1)),
+        (POINTWISE, g.is_some_and(|g| g.k_h == 1 && g.k_w == 1)),
+        (
+            WHOLE_QUADS,
+            parts.pool == 0 && g.is_some_and(|g| g.out_w() % QUAD == 0),
+        ),
+        (
+            MONOTONIC,
+            conv.is_some_and(|cp| monotonic(&cp.requant, channels)),
+        ),
+        (RELU, conv.is_some_and(|cp| cp.requant.relu_floor())),
+        (EVEN_UNITS, units.is_some_and(|u| u % 2 == 0)),
+        (OCTETS, channels % 8 == 0),
+    ])
+}
+
 /// The [`DensePart`] of dense operation `index` of `file`.
 #[inline(always)]
 pub(crate) fn dense_part<'a>(
@@ -1110,15 +1144,25 @@ fn monotonic(rq: &ChannelRequant<'_>, channels: usize) -> bool {
 /// add ([`Parts::add`]) `output` holds its other operand, and each value is added to the
 /// one it replaces. Bit for bit the unfused reference kernels' result. Short slices
 /// compute less, never panic.
-pub fn run_general(parts: &Parts<'_>, input: &[i8], words: &mut [u32], output: &mut [i8]) {
-    run_stage(parts, input, words, Out::Values(MapRows::whole_mut(output)));
+pub fn run_general<K: KnownFacts>(
+    parts: &Parts<'_>,
+    input: &[i8],
+    words: &mut [u32],
+    output: &mut [i8],
+) {
+    run_stage::<K>(parts, input, words, Out::Values(MapRows::whole_mut(output)));
 }
 
 /// [`run_general`] for the network's last stage, whose dense layer gives the logits:
 /// `logits` gets them wide ([`finish_logits`]). A stage without a dense layer writes
 /// nothing.
-pub fn run_general_logits(parts: &Parts<'_>, input: &[i8], words: &mut [u32], logits: &mut [i32]) {
-    run_stage(parts, input, words, Out::Logits(logits));
+pub fn run_general_logits<K: KnownFacts>(
+    parts: &Parts<'_>,
+    input: &[i8],
+    words: &mut [u32],
+    logits: &mut [i32],
+) {
+    run_stage::<K>(parts, input, words, Out::Logits(logits));
 }
 
 /// Where a stage's outputs go.
@@ -1132,14 +1176,19 @@ pub enum Out<'o> {
 impl Out<'_> {
     /// Writes dense layer `d`'s outputs from its accumulators without bias, `acc` (added
     /// in place with `add`).
-    fn finish(self, d: &DensePart<'_>, acc: impl Iterator<Item = i32>, add: Option<&AddTables>) {
+    fn finish<K: KnownFacts>(
+        self,
+        d: &DensePart<'_>,
+        acc: impl Iterator<Item = i32>,
+        add: Option<&AddTables>,
+    ) {
         match self {
-            Out::Values(output) => {
+            Out::Values(output) if !holds(K::FACTS, facts::LOGITS, || false) => {
                 for (u, (out, a)) in output.data.iter_mut().zip(acc).enumerate() {
                     *out = added(add, dense_unit(&d.requant, u, a), *out);
                 }
             }
-            Out::Logits(logits) => {
+            Out::Logits(logits) if holds(K::FACTS, facts::LOGITS, || true) => {
                 let logits = match logits.get_mut(..d.units) {
                     Some(l) => l,
                     None => logits,
@@ -1149,6 +1198,7 @@ impl Out<'_> {
                 }
                 finish_logits(&d.requant, logits);
             }
+            _ => {}
         }
     }
 }
@@ -1165,11 +1215,11 @@ pub(crate) fn added(add: Option<&AddTables>, value: i8, other: i8) -> i8 {
 
 /// `words` of a stage split into its working memory and, with an add, the add's tables
 /// ([`ADD_SCRATCH_WORDS`] at the end).
-fn add_tables<'w>(
+fn add_tables<'w, K: KnownFacts>(
     parts: &Parts<'_>,
     words: &'w mut [u32],
 ) -> (&'w mut [u32], Option<AddTables<'w>>) {
-    match &parts.add {
+    match part(K::FACTS, facts::ADD, parts.add.as_ref()) {
         Some(p) => {
             let split = words.len().saturating_sub(ADD_SCRATCH_WORDS);
             let (words, tables) = words.split_at_mut(split);
@@ -1180,15 +1230,21 @@ fn add_tables<'w>(
 }
 
 /// [`run_general`] and [`run_general_logits`].
-fn run_stage(parts: &Parts<'_>, input: &[i8], words: &mut [u32], mut output: Out<'_>) {
-    let (words, add) = add_tables(parts, words);
-    if parts.conv.is_none() && parts.pool == 0 {
-        if let Some(d) = &parts.dense {
+fn run_stage<K: KnownFacts>(
+    parts: &Parts<'_>,
+    input: &[i8],
+    words: &mut [u32],
+    mut output: Out<'_>,
+) {
+    let (words, add) = add_tables::<K>(parts, words);
+    let conv = holds(K::FACTS, facts::CONV, || parts.conv.is_some());
+    if !conv && !holds(K::FACTS, facts::POOL, || parts.pool != 0) {
+        if let Some(d) = part(K::FACTS, facts::DENSE, parts.dense.as_ref()) {
             dense_direct(d, input, words, output, add.as_ref());
         }
         return;
     }
-    let Some(mut run) = StageRun::new(parts, words, add) else {
+    let Some(mut run) = StageRun::<K>::new(parts, words, add) else {
         return;
     };
     let input = MapRows::whole(input);
@@ -1199,7 +1255,7 @@ fn run_stage(parts: &Parts<'_>, input: &[i8], words: &mut [u32], mut output: Out
 /// A stage being computed, position row by position row: its parts, its working memory
 /// (the patch, the values of the positions computed at once, and the streamed dense
 /// layer's accumulators, kept from one call of [`StageRun::rows`] to the next).
-struct StageRun<'p, 'a, 'w> {
+struct StageRun<'p, 'a, 'w, K> {
     parts: &'p Parts<'a>,
     patch: &'w mut [u32],
     values: &'w mut [u32],
@@ -1221,9 +1277,11 @@ struct StageRun<'p, 'a, 'w> {
     monotonic: bool,
     /// The add computed in place in the output, if any.
     add: Option<AddTables<'w>>,
+    /// What is known of the stage at compile time.
+    facts: core::marker::PhantomData<K>,
 }
 
-impl<'p, 'a, 'w> StageRun<'p, 'a, 'w> {
+impl<'p, 'a, 'w, K: KnownFacts> StageRun<'p, 'a, 'w, K> {
     /// The run of a stage with a conv or a pool, its working memory taken from `words`
     /// ([`general_words`] of the stage); `None` if `words` is too short or the stage
     /// computes nothing.
@@ -1250,7 +1308,9 @@ impl<'p, 'a, 'w> StageRun<'p, 'a, 'w> {
             0
         };
         // The working memory decides how many pixels go at once.
-        let pixels = if words.len() >= general_words(taps, channels, units, p, Pixels::Four) {
+        let pixels = if holds(K::FACTS, facts::FOUR, || {
+            words.len() >= general_words(taps, channels, units, p, Pixels::Four)
+        }) {
             Pixels::Four
         } else {
             Pixels::One
@@ -1281,10 +1341,11 @@ impl<'p, 'a, 'w> StageRun<'p, 'a, 'w> {
         {
             offset_terms(cp.weights, taps, cp.input_offset, terms);
         }
-        let monotonic = parts
-            .conv
-            .as_ref()
-            .is_none_or(|cp| monotonic(&cp.requant, channels));
+        let monotonic = part(K::FACTS, facts::CONV, parts.conv.as_ref()).is_none_or(|cp| {
+            holds(K::FACTS, facts::MONOTONIC, || {
+                monotonic(&cp.requant, channels)
+            })
+        });
         Some(Self {
             parts,
             patch,
@@ -1299,6 +1360,7 @@ impl<'p, 'a, 'w> StageRun<'p, 'a, 'w> {
             at_once,
             monotonic,
             add,
+            facts: core::marker::PhantomData,
         })
     }
 
@@ -1314,10 +1376,12 @@ impl<'p, 'a, 'w> StageRun<'p, 'a, 'w> {
         // so that rows narrower than four positions, or not a multiple of four, fill
         // quads too; not into a ring's next row, which may wrap around (past the row's
         // end, a position's column goes on counting, and its place follows the row's).
-        let spans = self.parts.conv.is_some()
+        let f = K::FACTS;
+        let conv = holds(f, facts::CONV, || self.parts.conv.is_some());
+        let spans = conv
             && match output {
-                Out::Values(out) => out.is_whole(),
-                Out::Logits(_) => true,
+                Out::Values(out) if !holds(f, facts::LOGITS, || false) => out.is_whole(),
+                _ => true,
             };
         for row in rows.start..last {
             let end = if spans { last } else { row + 1 } * out_w;
@@ -1325,8 +1389,11 @@ impl<'p, 'a, 'w> StageRun<'p, 'a, 'w> {
             while pos < end {
                 let n = self.at_once.min(end - pos);
                 let at = (pos, n, out_w);
-                match &self.parts.conv {
-                    Some(cp) => conv_positions(
+                if conv {
+                    let Some(cp) = &self.parts.conv else {
+                        return;
+                    };
+                    conv_positions::<K>(
                         cp,
                         input,
                         at,
@@ -1334,10 +1401,9 @@ impl<'p, 'a, 'w> StageRun<'p, 'a, 'w> {
                         self.monotonic,
                         (self.patch, self.terms),
                         self.values,
-                    ),
-                    None => {
-                        pool_position(input, (w, c), (row, pos - row * out_w), self.p, self.values)
-                    }
+                    );
+                } else {
+                    pool_position(input, (w, c), (row, pos - row * out_w), self.p, self.values);
                 }
                 for (k, values) in self
                     .values
@@ -1346,8 +1412,15 @@ impl<'p, 'a, 'w> StageRun<'p, 'a, 'w> {
                     .enumerate()
                 {
                     let start = (pos + k) * channels;
-                    match (&self.parts.dense, &mut *output) {
-                        (None, Out::Values(out)) => {
+                    let dense = part(f, facts::DENSE, self.parts.dense.as_ref());
+                    match (dense, &mut *output) {
+                        (Some(d), _) => {
+                            dense_position::<K>(d, values, n_in, start, self.patch, self.acc)
+                        }
+                        (None, Out::Values(out))
+                            if !holds(f, facts::DENSE, || false)
+                                && !holds(f, facts::LOGITS, || false) =>
+                        {
                             let col = pos + k - row * out_w;
                             let slot = (out.slot(row) * out_w + col) * channels;
                             let Some(out) = out.data.get_mut(slot..slot + channels) else {
@@ -1362,10 +1435,7 @@ impl<'p, 'a, 'w> StageRun<'p, 'a, 'w> {
                                 }
                             }
                         }
-                        (Some(d), _) => {
-                            dense_position(d, values, n_in, start, self.patch, self.acc)
-                        }
-                        (None, Out::Logits(_)) => return,
+                        _ => return,
                     }
                 }
                 pos += n;
@@ -1378,8 +1448,8 @@ impl<'p, 'a, 'w> StageRun<'p, 'a, 'w> {
 
     /// Writes the streamed dense layer's outputs (nothing without one).
     fn finish(self, output: Out<'_>) {
-        if let Some(d) = &self.parts.dense {
-            output.finish(d, self.acc.iter().map(|&a| a as i32), self.add.as_ref());
+        if let Some(d) = part(K::FACTS, facts::DENSE, self.parts.dense.as_ref()) {
+            output.finish::<K>(d, self.acc.iter().map(|&a| a as i32), self.add.as_ref());
         }
     }
 }
@@ -1387,17 +1457,17 @@ impl<'p, 'a, 'w> StageRun<'p, 'a, 'w> {
 /// Computes output rows `rows` of a stage without a dense layer (a conv, a pool, or both)
 /// from `input` into `output`, whole or a ring of rows: a producer's share of
 /// [`run_chain`], with `words` ([`general_words`] of the stage) as its working memory.
-pub fn run_general_rows(
+pub fn run_general_rows<K: KnownFacts>(
     parts: &Parts<'_>,
     input: &[i8],
     words: &mut [u32],
     output: MapRows<'_, &mut [i8]>,
     rows: Range<usize>,
 ) {
-    if parts.dense.is_some() {
+    if part(K::FACTS, facts::DENSE, parts.dense.as_ref()).is_some() {
         return;
     }
-    if let Some(mut run) = StageRun::new(parts, words, None) {
+    if let Some(mut run) = StageRun::<K>::new(parts, words, None) {
         run.rows(MapRows::whole(input), rows, &mut Out::Values(output));
     }
 }
@@ -1411,7 +1481,7 @@ pub fn run_general_rows(
 /// computes the row into `output` (its rows, or its streamed dense layer's accumulators,
 /// finished into values or the logits at the end). `words` is the consumer's working
 /// memory ([`general_words`]). Bit for bit the two stages one after the other.
-pub fn run_chain(
+pub fn run_chain<K: KnownFacts>(
     producer: &mut dyn FnMut(Range<usize>, &mut [i8]),
     consumer: &Parts<'_>,
     ring: &mut [i8],
@@ -1419,7 +1489,7 @@ pub fn run_chain(
     words: &mut [u32],
     mut output: Out<'_>,
 ) {
-    let Some(mut run) = StageRun::new(consumer, words, None) else {
+    let Some(mut run) = StageRun::<K>::new(consumer, words, None) else {
         return;
     };
     let (in_h, _, _) = consumer.input;
@@ -1467,7 +1537,7 @@ fn ring_rows(first: &OpShape, pool: usize) -> usize {
 /// quad or pair patch where they can ([`QUAD_PIXELS`], [`PAIR_PIXELS`]), else one at a
 /// time.
 #[inline(never)]
-fn conv_positions(
+fn conv_positions<K: KnownFacts>(
     cp: &ConvPart<'_>,
     input: MapRows<'_, &[i8]>,
     (pos, n, out_w): (usize, usize, usize),
@@ -1476,41 +1546,61 @@ fn conv_positions(
     (patch, terms): (&mut [u32], &[u32]),
     values: &mut [u32],
 ) {
-    let g = &cp.geometry;
+    let (f, g) = (K::FACTS, &cp.geometry);
     let (taps, channels) = (g.taps(), g.filters);
+    // What the facts fix: the pool window, the positions computed at once, the pixels, the
+    // requantization and the kernel.
+    let p = if holds(f, facts::POOL2, || false) {
+        2
+    } else if holds(f, facts::POOL, || true) {
+        p.max(1)
+    } else {
+        1
+    };
+    let four = holds(f, facts::FOUR, || pixels == Pixels::Four);
+    let n = if p == 1 && four && holds(f, facts::WHOLE_QUADS, || false) {
+        QUAD
+    } else {
+        n
+    };
+    let monotonic = holds(f, facts::MONOTONIC, || monotonic);
+    let one_channel = holds(f, facts::ONE_CHANNEL, || g.in_c == 1);
+    let pointwise = holds(f, facts::POINTWISE, || g.k_h == 1 && g.k_w == 1);
     let Some(values) = values.get_mut(..n * channels) else {
         return;
     };
     if out_w == 0 || channels == 0 {
         return;
     }
-    // Conv pixel `i` and the position (0..n) its values go to.
-    let (out_w, p) = (out_w.max(1), p.max(1));
+    // Conv pixel `i` and the position (0..n) its values go to: with a pool, one window's
+    // pixels for one position (`n` = 1).
+    let window = p > 1;
+    let out_w = out_w.max(1);
     let (py, px) = (pos / out_w, pos % out_w);
     let pixel = |i: usize| {
-        if n == 1 {
+        if window {
             ((py * p + i / p, px * p + i % p), 0)
         } else {
             (((pos + i) / out_w, (pos + i) % out_w), i)
         }
     };
-    let count = if n == 1 { p * p } else { n };
+    let count = if window { p * p } else { n };
     // Each position's values hold its sums, requantized at the end, where the
     // requantization is monotonic (a pool window's maximum taken before it) or each
     // position is one pixel (no pool); else (a window with a left shift) each pixel's
     // requantized values, their maximum taken as they come.
     let sums = monotonic || n > 1;
-    let several = pixels == Pixels::Four && sums;
+    let several = four && sums;
     let pairs = PAIR_PIXELS && several && (!cfg!(test) || pos / QUAD % 3 == 2);
     let quads = QUAD_PIXELS && several && !pairs;
     // The running maxima start at the least value, unless pair patches store every value
     // (not a pool window's).
-    if !pairs || n == 1 && p > 1 {
+    if !pairs || window {
         values.fill(i32::MIN as u32);
     }
     let kernel_row = g.k_w * g.in_c;
     // A 1 × 1 kernel's quads gather each pixel's channels as one run.
-    let gather = if g.k_h == 1 && g.k_w == 1 {
+    let gather = if pointwise {
         gather_pixel_patch
     } else {
         gather_patch
@@ -1528,7 +1618,7 @@ fn conv_positions(
                 gather_pair_patch(g, kernel_row, input, cp.input_offset, at, patch, k);
             }
             // Their positions: all one (a pool window) or consecutive.
-            let (first, stride) = (pixel(i).1, if n == 1 && p > 1 { 0 } else { channels });
+            let (first, stride) = (pixel(i).1, if window { 0 } else { channels });
             let Some(values) = values.get_mut(first * channels..) else {
                 return;
             };
@@ -1540,7 +1630,7 @@ fn conv_positions(
                 pixels,
                 stride,
                 // As for the quads: common in an image, rare in a deeper map.
-                background: g.in_c == 1,
+                background: one_channel,
             };
             pair_filters(&conv, values);
             i += pixels;
@@ -1559,7 +1649,7 @@ fn conv_positions(
                     return;
                 };
                 let zero_point = cp.input_offset.wrapping_neg() as i8;
-                if g.in_c == 1 {
+                if one_channel {
                     // Every byte written, so that a background patch is all zero points.
                     bytes.fill(zero_point);
                 }
@@ -1567,7 +1657,7 @@ fn conv_positions(
                     let at = pixel(i + k).0;
                     gather_patch_i8(g, kernel_row, input, zero_point, at, bytes, k);
                 }
-                if g.in_c == 1 && bytes.iter().all(|&b| b == zero_point) {
+                if one_channel && bytes.iter().all(|&b| b == zero_point) {
                     background_quad(values, stride, channels);
                 } else {
                     let conv = QuadConvI8 {
@@ -1596,7 +1686,7 @@ fn conv_positions(
             };
             // A background patch (every sum 0) is common in an image (one channel) and rare
             // in a deeper map, where looking for it costs more than it saves.
-            if g.in_c == 1 && patch.iter().fold(0, |a, &w| a | w) == 0 {
+            if one_channel && patch.iter().fold(0, |a, &w| a | w) == 0 {
                 background_quad(values, stride, channels);
             } else {
                 let conv = QuadConv {
@@ -1621,7 +1711,8 @@ fn conv_positions(
     }
     if monotonic {
         // The max accumulators with their bias, requantized.
-        cp.requant.requantize_positions(values, channels);
+        let relu = holds(f, facts::RELU, || cp.requant.relu_floor());
+        cp.requant.requantize_positions(values, channels, relu);
     } else if sums {
         // One pixel's sums per position, with a left shift somewhere: the general way.
         cp.requant.requantize_each(values, channels);
@@ -1774,7 +1865,7 @@ const DENSE_ROWS: bool = cfg!(any(infer_core_dsp, test));
 /// layer, whose rows are `n_in` long) into the dense accumulators `acc`, unless every value
 /// is at the layer's input zero point.
 #[inline(never)]
-fn dense_position(
+fn dense_position<K: KnownFacts>(
     d: &DensePart<'_>,
     values: &[u32],
     n_in: usize,
@@ -1782,7 +1873,8 @@ fn dense_position(
     patch: &mut [u32],
     acc: &mut [u32],
 ) {
-    let ch = values.len();
+    let (f, ch) = (K::FACTS, values.len());
+    let even = holds(f, facts::EVEN_UNITS, || d.units % 2 == 0);
     let Some(patch) = patch.get_mut(..PatchWords::words(ch)) else {
         return;
     };
@@ -1807,7 +1899,7 @@ fn dense_position(
             offset,
         };
         dense_rows_i8(&rows, acc);
-        if let (true, Some(last)) = (d.units % 2 == 1, acc.last_mut()) {
+        if let (false, Some(last)) = (even, acc.last_mut()) {
             let row = d.weights.get((d.units - 1) * n_in + at..);
             let row = row.and_then(|r| r.get(..ch)).unwrap_or_default();
             let values = rows.values.get(..ch).unwrap_or_default();
@@ -1830,7 +1922,7 @@ fn dense_position(
             .unwrap_or(&[])
     };
     let mut done = 0;
-    if DENSE_ROWS && ch % 8 == 0 && d.units >= 2 {
+    if DENSE_ROWS && holds(f, facts::OCTETS, || ch % 8 == 0) && d.units >= 2 {
         let rows = DenseRows {
             patch,
             weights: d.weights.get(at..).unwrap_or_default(),
@@ -1838,7 +1930,16 @@ fn dense_position(
             stride: n_in,
         };
         dense_rows(&rows, acc);
+        if even {
+            return;
+        }
         done = d.units / 2 * 2;
+    } else if DENSE_ROWS
+        && holds(f, facts::OCTETS, || false)
+        && holds(f, facts::EVEN_UNITS, || false)
+    {
+        // Known whole octets and an even number of units, under two: none.
+        return;
     }
     let acc = acc.get_mut(done..).unwrap_or_default();
     let mut pairs = acc.chunks_exact_mut(2);
@@ -1848,7 +1949,7 @@ fn dense_position(
         pair[0] = pair[0].wrapping_add(s0 as u32);
         pair[1] = pair[1].wrapping_add(s1 as u32);
     }
-    if let [last] = pairs.into_remainder() {
+    if let ([last], false) = (pairs.into_remainder(), even) {
         *last = last.wrapping_add(dot_packed(patch, row(d.units.saturating_sub(1))) as u32);
     }
 }
@@ -1864,7 +1965,9 @@ mod tests {
     use crate::kernels::depthwise::DepthwiseGeometry;
     use crate::kernels::window::Window;
     use crate::kernels::TestRng;
+    use crate::stack::facts::Unknown;
     use std::collections::BTreeSet;
+    use std::vec;
     use std::vec::Vec;
 
     /// Random parameters; with `wild`, some channels get a negative multiplier or a left
@@ -2085,6 +2188,196 @@ mod tests {
             .collect()
     }
 
+    /// Runs the stage `parts` on `x` knowing the facts of `K` and knowing none, and checks
+    /// that both give the same bits: its values over `other` (the add's other operand or
+    /// anything), or with `logits` its logits; without a dense layer also row by row.
+    fn same_as_unknown<K: KnownFacts>(
+        parts: &Parts<'_>,
+        x: &[i8],
+        words: usize,
+        other: &[i8],
+        logits: bool,
+    ) {
+        let run = |known: bool| -> (Vec<i8>, Vec<i32>) {
+            let mut patch = vec![0u32; words];
+            let (mut values, mut wide) = (other.to_vec(), vec![0i32; 16]);
+            match (known, logits) {
+                (true, true) => run_general_logits::<K>(parts, x, &mut patch, &mut wide),
+                (false, true) => run_general_logits::<Unknown>(parts, x, &mut patch, &mut wide),
+                (true, false) => run_general::<K>(parts, x, &mut patch, &mut values),
+                (false, false) => run_general::<Unknown>(parts, x, &mut patch, &mut values),
+            }
+            (values, wide)
+        };
+        assert_eq!(run(true), run(false), "facts {:#x}: {parts:?}", K::FACTS);
+        if parts.dense.is_some() || parts.add.is_some() {
+            return;
+        }
+        // Row by row, in two calls, as a chain's producer writes them.
+        let mut rows = other.to_vec();
+        let out_h = match &parts.conv {
+            Some(cp) => cp.geometry.out_h(),
+            None => parts.input.0,
+        } / parts.pool.max(1);
+        let mut patch = vec![0u32; words];
+        for part in [0..out_h / 2, out_h / 2..out_h] {
+            let output = MapRows::whole_mut(&mut rows);
+            run_general_rows::<K>(parts, x, &mut patch, output, part);
+        }
+        assert_eq!(rows, run(false).0, "rows, facts {:#x}", K::FACTS);
+    }
+
+    /// The engine's instances for these sets of facts, each with its facts.
+    macro_rules! known_sets {
+        ($($facts:expr),* $(,)?) => {
+            [$((
+                $facts,
+                same_as_unknown::<Known<{ $facts }>>
+                    as fn(&Parts<'_>, &[i8], usize, &[i8], bool),
+            )),*]
+        };
+    }
+
+    #[test]
+    fn stages_compute_the_same_bits_whatever_facts_they_know() {
+        use super::facts::*;
+        // Each fact alone, known to hold and known not to (but an add: the random stacks
+        // have none; the graph tests take adds in place), then sets as whole stages know
+        // them.
+        let sets = known_sets![
+            known(NONE, CONV, true),
+            known(NONE, CONV, false),
+            known(NONE, POOL, true),
+            known(NONE, POOL, false),
+            known(NONE, POOL2, true),
+            known(NONE, POOL2, false),
+            known(NONE, DENSE, true),
+            known(NONE, DENSE, false),
+            known(NONE, ADD, false),
+            known(NONE, LOGITS, true),
+            known(NONE, LOGITS, false),
+            known(NONE, FOUR, true),
+            known(NONE, FOUR, false),
+            known(NONE, ONE_CHANNEL, true),
+            known(NONE, ONE_CHANNEL, false),
+            known(NONE, POINTWISE, true),
+            known(NONE, POINTWISE, false),
+            known(NONE, WHOLE_QUADS, true),
+            known(NONE, WHOLE_QUADS, false),
+            known(NONE, MONOTONIC, true),
+            known(NONE, MONOTONIC, false),
+            known(NONE, RELU, true),
+            known(NONE, RELU, false),
+            known(NONE, EVEN_UNITS, true),
+            known(NONE, EVEN_UNITS, false),
+            known(NONE, OCTETS, true),
+            known(NONE, OCTETS, false),
+            // A conv, its 2×2 pool: values, and into a dense layer's logits.
+            of_list(&[
+                (CONV, true),
+                (POOL, true),
+                (POOL2, true),
+                (FOUR, true),
+                (MONOTONIC, true),
+                (RELU, true),
+                (DENSE, false),
+                (ADD, false),
+                (LOGITS, false)
+            ]),
+            of_list(&[
+                (CONV, true),
+                (POOL, true),
+                (POOL2, true),
+                (FOUR, true),
+                (MONOTONIC, true),
+                (DENSE, true),
+                (ADD, false),
+                (LOGITS, true),
+                (EVEN_UNITS, true),
+                (OCTETS, true)
+            ]),
+            // A conv without a pool in whole quads of positions, four or one pixels.
+            of_list(&[
+                (CONV, true),
+                (POOL, false),
+                (POOL2, false),
+                (FOUR, true),
+                (WHOLE_QUADS, true),
+                (MONOTONIC, true),
+                (DENSE, false),
+                (ADD, false),
+                (LOGITS, false)
+            ]),
+            of_list(&[
+                (CONV, true),
+                (POOL, false),
+                (POOL2, false),
+                (FOUR, false),
+                (MONOTONIC, true),
+                (RELU, true),
+                (DENSE, false),
+                (ADD, false)
+            ]),
+            // A pool alone, a dense layer alone.
+            of_list(&[
+                (CONV, false),
+                (POOL, true),
+                (DENSE, false),
+                (ADD, false),
+                (LOGITS, false)
+            ]),
+            of_list(&[
+                (CONV, false),
+                (POOL, false),
+                (DENSE, true),
+                (ADD, false),
+                (EVEN_UNITS, true)
+            ]),
+        ];
+        let mut ran = vec![0usize; sets.len()];
+        let mut rng = TestRng(0xFAC75);
+        let cases = if cfg!(miri) { 6 } else { 800 };
+        for case in 0..cases {
+            let wild = case % 3 == 2;
+            let (hwc, planned, owned) = random_stack(&mut rng, wild);
+            let ops = ops(&planned, &owned);
+            let file = StackFile::new(input(hwc.0, hwc.1, hwc.2), &ops);
+            let pixels = if case % 4 == 3 {
+                Pixels::One
+            } else {
+                Pixels::Four
+            };
+            for stage in plan_file(&file).iter().filter(|s| !s.alone) {
+                let Some(parts) = Parts::of(&file, stage) else {
+                    continue;
+                };
+                let taps = parts.conv.map_or(0, |c| c.geometry.taps());
+                let (channels, out_len) = match &parts.conv {
+                    Some(c) => (c.geometry.filters, c.geometry.out_h() * c.geometry.out_w()),
+                    None => (parts.input.2, parts.input.0 * parts.input.1),
+                };
+                let units = parts.dense.map_or(0, |d| d.units);
+                let words = general_words(taps, channels, units, parts.pool.max(1), pixels);
+                let (h, w, c) = parts.input;
+                let x = image(&mut rng, h * w * c, -input_offset(&file, stage.first));
+                let other = image(&mut rng, out_len * channels, 0);
+                let logits = units > 0 && units <= 16 && case % 2 == 0;
+                let found = facts_of(&parts, pixels, logits);
+                for ((facts, check), ran) in sets.iter().zip(&mut ran) {
+                    if agree(found, *facts) {
+                        check(&parts, &x, words, &other, logits);
+                        *ran += 1;
+                    }
+                }
+            }
+        }
+        if !cfg!(miri) {
+            for ((facts, _), ran) in sets.iter().zip(&ran) {
+                assert!(*ran > 0, "no random stage had the facts {facts:#x}");
+            }
+        }
+    }
+
     #[test]
     fn stages_match_the_unfused_reference_on_random_stacks_and_quantizations() {
         let mut rng = TestRng(0x57A6E5);
@@ -2272,6 +2565,7 @@ mod graph_tests {
     use super::*;
     use crate::format::QuantParams;
     use crate::kernels::TestRng;
+    use crate::stack::facts::Unknown;
     use std::vec;
     use std::vec::Vec;
 
@@ -2590,7 +2884,7 @@ mod graph_tests {
             let packed = crate::stack::dense_words(n, Pixels::Four);
             for words in [packed + ADD_SCRATCH_WORDS, ADD_SCRATCH_WORDS, 10] {
                 let mut out = other.clone();
-                run_general(&parts, &x, &mut vec![0u32; words], &mut out);
+                run_general::<Unknown>(&parts, &x, &mut vec![0u32; words], &mut out);
                 assert_eq!(out, want, "case {case}, {words} words");
             }
         }

@@ -1,14 +1,15 @@
 //! A typed network against [`super::run`] with both kernel sets, on random models; and a file
 //! that does not match the typed network.
 
+use super::facts::{self, of_list, Facts};
 use super::format::tests::{input, OwnedParams};
 use super::format::{ConvOp, DenseOp, Op, Padding, PoolOp, StackFile};
 use super::layers::{
     check_op_count, max, Chain, Conv2d, ConvPool, ConvPool3x3, ConvPoolDense3x3, Dense, Layer,
-    Logits, MaxPool2d, Streamed,
+    Logits, MaxPool2d, Specialized, Streamed,
 };
 use super::run::{run, BufferSizes, Kernels};
-use super::stages::{plan_file, Kernel, Out, Pixels};
+use super::stages::{facts_of, plan_file, Kernel, Out, Parts, Pixels};
 use crate::kernels::conv::conv2d_i8;
 use crate::kernels::fused::{Stream3x3, StreamLayers, StreamScratch};
 use crate::kernels::pool::{max_pool, PoolGeometry};
@@ -149,6 +150,64 @@ fn file<'p>(ops: &'p [Op<'p>]) -> StackFile<'p> {
     StackFile::new(input(10, 10, 2), ops)
 }
 
+// The same stages compiled for the facts their shapes fix ([`Specialized`]), as a build
+// script wraps them; `WRONG` claims a one-channel input for stage 0.
+const FOUR: bool = matches!(Pixels::BUILT, Pixels::Four);
+const FACTS0: Facts = of_list(&[
+    (facts::CONV, true),
+    (facts::POOL, false),
+    (facts::DENSE, false),
+    (facts::ADD, false),
+    (facts::LOGITS, false),
+    (facts::FOUR, FOUR),
+    (facts::ONE_CHANNEL, false),
+    (facts::POINTWISE, false),
+    (facts::WHOLE_QUADS, false),
+]);
+const FACTS1: Facts = of_list(&[
+    (facts::CONV, true),
+    (facts::POOL, true),
+    (facts::POOL2, true),
+    (facts::DENSE, true),
+    (facts::ADD, false),
+    (facts::LOGITS, false),
+    (facts::FOUR, FOUR),
+    (facts::EVEN_UNITS, false),
+    (facts::OCTETS, false),
+]);
+const FACTS2: Facts = of_list(&[
+    (facts::CONV, false),
+    (facts::POOL, false),
+    (facts::DENSE, true),
+    (facts::LOGITS, true),
+    (facts::EVEN_UNITS, true),
+]);
+const WRONG: Facts = facts::known(FACTS0, facts::ONE_CHANNEL, true);
+type KnownChain01<'a, const F0: Facts> =
+    Chain<Specialized<Stage0<'a>, F0>, Specialized<Stage1<'a>, FACTS1>, 5>;
+type KnownStage2<'a> = Specialized<Stage2<'a>, FACTS2>;
+
+struct KnownStaged<'a, const F0: Facts>(KnownChain01<'a, F0>, KnownStage2<'a>);
+
+impl<'a, const F0: Facts> KnownStaged<'a, F0> {
+    fn from_file(file: &StackFile<'a>) -> Result<Self, Error> {
+        Ok(Self(
+            KnownChain01::from_file(file, 0)?,
+            KnownStage2::from_file(file, 4)?,
+        ))
+    }
+
+    fn infer(&self, image: &[i8; 200]) -> [i32; 4] {
+        let (mut a, mut b) = ([0i8; STAGE_A], [0i8; STAGE_B]);
+        let mut patch = [0u32; STAGE_PATCH];
+        let mut logits = [0i32; 4];
+        let out = Out::Values(MapRows::whole_mut(&mut b));
+        self.0.run(image, &mut a, &mut patch, out);
+        self.1.run_logits(&b, &mut patch, &mut logits);
+        logits
+    }
+}
+
 #[test]
 fn typed_fast_and_reference_inference_agree_bit_for_bit() {
     let mut rng = TestRng(0x57AC);
@@ -179,6 +238,7 @@ fn typed_fast_and_reference_inference_agree_bit_for_bit() {
         );
         let typed = Typed::from_file(&decoded).unwrap();
         let staged = Staged::from_file(&decoded).unwrap();
+        let known = KnownStaged::<FACTS0>::from_file(&decoded).unwrap();
         let mut distinct = std::collections::BTreeSet::new();
         for _ in 0..8 {
             let image: [i8; 200] = core::array::from_fn(|_| rng.i8());
@@ -219,6 +279,11 @@ fn typed_fast_and_reference_inference_agree_bit_for_bit() {
                 reference,
                 "typed stages, case {case}"
             );
+            assert_eq!(
+                known.infer(&image).to_vec(),
+                reference,
+                "typed stages compiled for their facts, case {case}"
+            );
             distinct.insert(reference);
         }
         varied += usize::from(distinct.len() > 1);
@@ -256,6 +321,26 @@ fn a_file_of_another_declaration_is_refused_naming_operation_and_property() {
             found: 1,
             compiled: 0
         }
+    );
+    // Stages compiled for other facts than the model's.
+    let good = ops(&params);
+    let good = file(&good);
+    assert!(KnownStaged::<FACTS0>::from_file(&good).is_ok());
+    let stage0 = Parts::of(&good, &plan_file(&good)[0]).unwrap();
+    assert_eq!(
+        KnownStaged::<WRONG>::from_file(&good).err(),
+        Some(Error::OpMismatch {
+            op: 0,
+            what: "stage facts",
+            found: facts_of(&stage0, Pixels::BUILT, false),
+            compiled: WRONG,
+        })
+    );
+    let message = std::format!("{}", KnownStaged::<WRONG>::from_file(&good).err().unwrap());
+    assert!(message.contains("compiled for other facts"), "{message}");
+    assert!(
+        message.ends_with("rebuild the firmware with this model"),
+        "{message}"
     );
     let mut fewer = ops(&params);
     fewer.truncate(4);

@@ -29,11 +29,13 @@ use core::hint::black_box;
 use core::panic::PanicInfo;
 use cortex_m_rt::entry;
 use infer_core::kernels::MapRows;
+use infer_core::stack::facts::{self, of_list};
 use infer_core::stack::layers::{
     check_op_count, max, Add, AddInPlace, AvgPool2d, Branch, Chain, Conv2d, ConvPool, ConvPool3x3,
-    ConvPoolDense3x3, Dense, DepthwiseConv2d, Layer, Logits, MaxPool2d, Streamed,
+    ConvPoolDense3x3, Dense, DepthwiseConv2d, Layer, Logits, MaxPool2d, Specialized, Streamed,
 };
 use infer_core::stack::stages::{regions, Out};
+use infer_core::stack::Pixels;
 use infer_core::stack::{run, Kernels, StackFile};
 use infer_core::Error;
 
@@ -69,6 +71,57 @@ type TwoBlocks<'a> = Chain<
     >,
     4,
 >;
+// The same stages compiled for their facts, as the build script wraps them
+// (`model_spec::codegen`): the first conv (one channel, 26 positions a row) writing its
+// rows, the second with its pool and ReLU dense layer, two-blocks' second giving the logits.
+const FOUR: bool = matches!(Pixels::BUILT, Pixels::Four);
+const CONV0: u32 = of_list(&[
+    (facts::CONV, true),
+    (facts::POOL, false),
+    (facts::POOL2, false),
+    (facts::DENSE, false),
+    (facts::ADD, false),
+    (facts::LOGITS, false),
+    (facts::FOUR, FOUR),
+    (facts::ONE_CHANNEL, true),
+    (facts::POINTWISE, false),
+    (facts::WHOLE_QUADS, false),
+    (facts::MONOTONIC, true),
+    (facts::RELU, true),
+]);
+const CONV_POOL_DENSE: u32 = of_list(&[
+    (facts::CONV, true),
+    (facts::POOL, true),
+    (facts::POOL2, true),
+    (facts::DENSE, true),
+    (facts::ADD, false),
+    (facts::FOUR, FOUR),
+    (facts::ONE_CHANNEL, false),
+    (facts::POINTWISE, false),
+    (facts::MONOTONIC, true),
+    (facts::RELU, true),
+    (facts::EVEN_UNITS, true),
+    (facts::OCTETS, true),
+]);
+type KnownChain01<'a> = Chain<
+    Specialized<Op0<'a>, CONV0>,
+    Specialized<Stage1<'a>, { CONV_POOL_DENSE | facts::LOGITS }>,
+    4,
+>;
+type KnownTwoBlocks<'a> = Chain<
+    ConvPool3x3<'a, 28, 28, 16, true>,
+    Specialized<
+        Streamed<
+            'a,
+            ConvPool<Conv2d<'a, 13, 13, 16, 3, 3, 32, 1, false, true>, MaxPool2d<11, 11, 32, 2>>,
+            800,
+            10,
+            false,
+        >,
+        { CONV_POOL_DENSE | facts::LOGITS | facts::LOGITS << 16 },
+    >,
+    4,
+>;
 const A: usize = max(Op0::OUT, <Op2 as Layer>::OUT);
 const B: usize = max(Op1::OUT, Op3::OUT);
 const PATCH: usize = max(
@@ -76,7 +129,7 @@ const PATCH: usize = max(
         max(Op0::PATCH_WORDS, Op1::PATCH_WORDS),
         Chain01::PATCH_WORDS,
     ),
-    TwoBlocks::PATCH_WORDS,
+    max(TwoBlocks::PATCH_WORDS, KnownChain01::PATCH_WORDS),
 );
 // The tutorial's network on the fused one-channel 3×3 stage, and that stage with its pooled
 // map kept.
@@ -111,6 +164,9 @@ fn stack_typed(
     let out = Out::Values(MapRows::whole_mut(&mut b[..]));
     stages.0.run(image, ring, &mut patch, out);
     stages.1.run_logits(b, &mut patch, &mut logits);
+    let ring = &mut a[..KnownChain01::ring_bytes(26)];
+    let out = Out::Values(MapRows::whole_mut(&mut b[..]));
+    KnownChain01::from_file(&file, 0)?.run(image, ring, &mut patch, out);
     Ok(logits)
 }
 
@@ -124,6 +180,9 @@ fn stack_fused(bytes: &[u8], image: &[i8; 784], a: &mut [i8; A]) -> Result<[i32;
     let mut patch = [0u32; PATCH];
     let ring = &mut a[..TwoBlocks::ring_bytes(13)];
     TwoBlocks::from_file(&file, 0)?.run(image, ring, &mut patch, Out::Logits(&mut logits));
+    let ring = &mut a[..KnownTwoBlocks::ring_bytes(13)];
+    let out = Out::Logits(&mut logits);
+    KnownTwoBlocks::from_file(&file, 0)?.run(image, ring, &mut patch, out);
     Ok(logits)
 }
 

@@ -1,0 +1,136 @@
+//! What the code of a stage may take as fixed when it is compiled: the stage's kind (a
+//! conv, a pool, a dense layer, an add), and properties of its shapes and quantization.
+//!
+//! The one engine ([`super::stages::run_general`] and its kin) is generic over a set of
+//! [`Facts`]. The host's [`super::run()`] knows none of them ([`NONE`]) and asks every
+//! question of the stage's parts at run time; a typed layer ([`super::layers`]) knows
+//! its shapes as const generics and passes what follows from them, so that the compiler
+//! leaves out every branch the stage never takes. A firmware then links only the code
+//! its network runs. A fact given must hold (the typed layers check what they claim when
+//! the model loads); where one does not, the stage computes less, never panics.
+//!
+//! ```
+//! use infer_core::stack::facts::{holds, known, CONV, NONE, POOL};
+//! const F: u32 = known(known(NONE, CONV, true), POOL, false);
+//! assert!(holds(F, CONV, || false)); // known: the run-time answer is never asked
+//! assert!(!holds(F, POOL, || true));
+//! assert!(holds(NONE, POOL, || true)); // unknown: asked at run time
+//! ```
+
+/// A set of facts: bit `f` (one of the constants below) says fact `f` is known, bit
+/// `f << 16` that it holds.
+pub type Facts = u32;
+
+/// Nothing known: every question is answered at run time.
+pub const NONE: Facts = 0;
+/// The stage starts with a conv.
+pub const CONV: Facts = 1 << 0;
+/// It has a max pool.
+pub const POOL: Facts = 1 << 1;
+/// Its max pool's window is 2 × 2.
+pub const POOL2: Facts = 1 << 2;
+/// It ends with a dense layer.
+pub const DENSE: Facts = 1 << 3;
+/// It ends with an add computed in place.
+pub const ADD: Facts = 1 << 4;
+/// Its output is the network's logits (not int8 values).
+pub const LOGITS: Facts = 1 << 5;
+/// It computes four conv pixels at once ([`super::Pixels::Four`]).
+pub const FOUR: Facts = 1 << 6;
+/// Its conv reads one channel.
+pub const ONE_CHANNEL: Facts = 1 << 7;
+/// Its conv's kernel is 1 × 1.
+pub const POINTWISE: Facts = 1 << 8;
+/// Without a pool, every run of output positions it computes at once (a row, or all
+/// rows) is a multiple of four positions long.
+pub const WHOLE_QUADS: Facts = 1 << 9;
+/// Its conv's requantization is monotonic (every multiplier ≥ 0, no left shift).
+pub const MONOTONIC: Facts = 1 << 10;
+/// Its conv's floor is at or above its output zero point (a ReLU's).
+pub const RELU: Facts = 1 << 11;
+/// Its dense layer has an even number of units.
+pub const EVEN_UNITS: Facts = 1 << 12;
+/// The values per position its dense layer reads are a multiple of eight.
+pub const OCTETS: Facts = 1 << 13;
+
+/// Every fact with its name, for messages and generated code.
+pub const ALL: [(&str, Facts); 14] = [
+    ("CONV", CONV),
+    ("POOL", POOL),
+    ("POOL2", POOL2),
+    ("DENSE", DENSE),
+    ("ADD", ADD),
+    ("LOGITS", LOGITS),
+    ("FOUR", FOUR),
+    ("ONE_CHANNEL", ONE_CHANNEL),
+    ("POINTWISE", POINTWISE),
+    ("WHOLE_QUADS", WHOLE_QUADS),
+    ("MONOTONIC", MONOTONIC),
+    ("RELU", RELU),
+    ("EVEN_UNITS", EVEN_UNITS),
+    ("OCTETS", OCTETS),
+];
+
+/// `facts` with `fact` known to hold (`holds`) or not.
+pub const fn known(facts: Facts, fact: Facts, holds: bool) -> Facts {
+    let value = if holds { fact << 16 } else { 0 };
+    (facts & !(fact << 16)) | fact | value
+}
+
+/// The facts `list` says are known, each holding or not.
+pub const fn of_list(list: &[(Facts, bool)]) -> Facts {
+    let mut facts = NONE;
+    let mut i = 0;
+    while i < list.len() {
+        facts = known(facts, list[i].0, list[i].1);
+        i += 1;
+    }
+    facts
+}
+
+/// Whether `fact` holds: as `facts` know it, else `at_run_time()`.
+#[inline(always)]
+pub fn holds(facts: Facts, fact: Facts, at_run_time: impl FnOnce() -> bool) -> bool {
+    if facts & fact != 0 {
+        facts & (fact << 16) != 0
+    } else {
+        at_run_time()
+    }
+}
+
+/// `part` where `fact` (that it exists) may hold; `None` where `facts` know it does not.
+#[inline(always)]
+pub fn part<T>(facts: Facts, fact: Facts, part: Option<T>) -> Option<T> {
+    if facts & fact != 0 && facts & (fact << 16) == 0 {
+        None
+    } else {
+        part
+    }
+}
+
+/// A set of facts as a type, which the engine's functions are generic over: one
+/// instance of each function per set of facts a network's stages have, however many
+/// stages share it.
+pub trait KnownFacts {
+    /// The facts.
+    const FACTS: Facts;
+}
+
+/// The facts `F` as a type.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Known<const F: Facts>;
+
+impl<const F: Facts> KnownFacts for Known<F> {
+    const FACTS: Facts = F;
+}
+
+/// Nothing known ([`NONE`]), as a type: what the host's engine and hand-written typed
+/// layers run with.
+pub type Unknown = Known<NONE>;
+
+/// Whether `found` (every fact of a stage, as [`super::stages::facts_of`] finds them)
+/// agrees with `compiled` on every fact `compiled` knows.
+pub const fn agree(found: Facts, compiled: Facts) -> bool {
+    let known = compiled & 0xffff;
+    (found ^ compiled) & (known << 16) == 0
+}
