@@ -41,7 +41,7 @@ use infer_core::format::QuantParams;
 use infer_core::kernels::dsp::{dense_wide_words_of, wide_words, widen_filter};
 use infer_core::kernels::mve::row_sums;
 use infer_core::kernels::pairs::dense_pair_words_of;
-use infer_core::stack::facts::{holds, known, Facts, ALL, FOUR, LOGITS, NONE};
+use infer_core::stack::facts::{holds, known, Facts, ALL, FOUR, LOGITS, MONOTONIC, NONE, RELU};
 use infer_core::stack::prepared::Preparation;
 use infer_core::stack::stages::{facts_of, plan_file, Kernel, Parts, Pixels, Stage};
 use infer_core::stack::Op;
@@ -757,8 +757,11 @@ fn generate(
         step_names.join(", ")
     ));
     for (j, st) in stages.iter().enumerate() {
-        let (lifetime, ty) = stage_type(st, ops, &mut used);
         let f = facts.get(j).copied().unwrap_or(NONE);
+        // The one-channel 3×3 kernel's requantization, where it is the fast one (a ReLU at
+        // the conv's zero point, right shifts): the exact one is left out.
+        let fast = holds(f, MONOTONIC, || false) && holds(f, RELU, || false);
+        let (lifetime, ty) = stage_type(st, ops, fast, &mut used);
         let (ty, known_facts) = if st.kernel == Kernel::General && !st.alone && f != NONE {
             used.specialized = true;
             let holding: Vec<&str> = ALL
@@ -1306,6 +1309,7 @@ fn stage_lifetime(stage: &Stage, ops: &[crate::plan::PlanOp]) -> &'static str {
 fn stage_type(
     stage: &Stage,
     ops: &[crate::plan::PlanOp],
+    fast: bool,
     used: &mut Imports,
 ) -> (&'static str, String) {
     let op = |i: usize| {
@@ -1329,7 +1333,7 @@ fn stage_type(
                     return (
                         "<'a>",
                         format!(
-                            "ConvPoolDense3x3<'a, {in_h}, {in_w}, {filters}, {units}, {relu}, {dense_relu}>"
+                            "ConvPoolDense3x3<'a, {in_h}, {in_w}, {filters}, {units}, {relu}, {dense_relu}, {fast}>"
                         ),
                     );
                 }
@@ -1337,7 +1341,7 @@ fn stage_type(
                     used.stream3x3_map = true;
                     return (
                         "<'a>",
-                        format!("ConvPool3x3<'a, {in_h}, {in_w}, {filters}, {relu}>"),
+                        format!("ConvPool3x3<'a, {in_h}, {in_w}, {filters}, {relu}, {fast}>"),
                     );
                 }
                 _ => {}

@@ -51,11 +51,11 @@ fn every_test_image_gives_identical_logits_in_every_path() -> Result<()> {
         stage.run_logits(&input, &mut [], &mut logits);
         assert_eq!(logits[..], reference, "image {i}: the typed stage");
         let mut paired = [0i32; 10];
-        Stream3x3::<32, 10, true>::new(&layers, 28, 28, &input, &mut scratch, &start)
+        Stream3x3::<32, 10, true, false>::new(&layers, 28, 28, &input, &mut scratch, &start)
             .run_logits(&mut paired);
         assert_eq!(paired[..], reference, "image {i}: stream, paired");
         let mut plain = [0i32; 10];
-        Stream3x3::<32, 10, false>::new(&layers, 28, 28, &input, &mut scratch, &start)
+        Stream3x3::<32, 10, false, false>::new(&layers, 28, 28, &input, &mut scratch, &start)
             .run_logits(&mut plain);
         assert_eq!(plain[..], reference, "image {i}: stream, plain");
         distinct.insert(reference);

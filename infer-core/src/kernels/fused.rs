@@ -162,6 +162,16 @@ impl Requant {
         }
     }
 
+    /// `self`, known to be [`Requant::Fast`] where `FAST` says so (the typed layers check
+    /// it when the model loads, [`fast_requant`]), so that the exact way's code goes unused.
+    #[inline(always)]
+    fn known<const FAST: bool>(self) -> Self {
+        match self {
+            Requant::Exact if FAST => Requant::Fast { cap: 0 },
+            requant => requant,
+        }
+    }
+
     /// The pooled value (minus the conv zero point) of filter `f`'s four window
     /// accumulators `a`; `conv` and `dense_input_offset` as in [`StreamLayers`].
     #[inline(always)]
@@ -181,7 +191,9 @@ impl Requant {
 
 /// The fast path: one input channel, 3×3 kernel, 2×2 pool, `F` filters, `N` dense units;
 /// `PAIRED` selects the paired ([`dsp::smlad`]) inner loops over the plain ones
-/// ([`NATIVE_PAIRED`] is the right choice for the target). It holds one inference's
+/// ([`NATIVE_PAIRED`] is the right choice for the target); `FAST` compiles in only the
+/// requantization of a ReLU at the conv's zero point with right shifts ([`fast_requant`]
+/// of the layers must hold). It holds one inference's
 /// state: [`Stream3x3::run`] is the whole inference, and its stages are public so that a
 /// profiler can time them one by one. The typed layers `stack::layers::ConvPoolDense3x3`
 /// and `ConvPool3x3` run it.
@@ -198,7 +210,7 @@ impl Requant {
 /// * Pooled values equal to the background's (0 for most filters: the ReLU makes every
 ///   negative response the conv zero point) add nothing to the dense layer: only the
 ///   others are kept, as a list of entries, and multiplied.
-pub struct Stream3x3<'a, 'w, const F: usize, const N: usize, const PAIRED: bool> {
+pub struct Stream3x3<'a, 'w, const F: usize, const N: usize, const PAIRED: bool, const FAST: bool> {
     scratch: &'w mut StreamScratch<F, N>,
     input: &'w [i8],
     in_w: usize,
@@ -217,7 +229,9 @@ pub struct Stream3x3<'a, 'w, const F: usize, const N: usize, const PAIRED: bool>
     background_row: Option<u32>,
 }
 
-impl<'a, 'w, const F: usize, const N: usize, const PAIRED: bool> Stream3x3<'a, 'w, F, N, PAIRED> {
+impl<'a, 'w, const F: usize, const N: usize, const PAIRED: bool, const FAST: bool>
+    Stream3x3<'a, 'w, F, N, PAIRED, FAST>
+{
     /// Prepares an inference on `input` (`in_h × in_w`, one channel): derives the
     /// per-filter parameters and the background values and starts the dense accumulators
     /// at `start`, which must be [`background_start`] of the same layers and shape.
@@ -238,8 +252,8 @@ impl<'a, 'w, const F: usize, const N: usize, const PAIRED: bool> Stream3x3<'a, '
     ) -> Self {
         let right_shifts_only = prepare_filters(layers, &mut scratch.filters);
         scratch.acc = *start;
-        let requant = Requant::choose(layers, right_shifts_only);
-        background_pairs::<F, N, PAIRED>(layers, requant, scratch);
+        let requant = Requant::choose(layers, right_shifts_only).known::<FAST>();
+        background_pairs::<F, N, PAIRED, FAST>(layers, requant, scratch);
         Self {
             scratch,
             input,
@@ -413,6 +427,7 @@ impl<'a, 'w, const F: usize, const N: usize, const PAIRED: bool> Stream3x3<'a, '
     #[inline(always)]
     fn pooled_value(&self, fi: usize, f: &Filter3x3, a: [i32; 4]) -> i32 {
         self.requant
+            .known::<FAST>()
             .pooled(&self.conv, self.dense_input_offset, (fi, f), a)
     }
 
@@ -471,7 +486,7 @@ impl<'a, 'w, const F: usize, const N: usize, const PAIRED: bool> Stream3x3<'a, '
             ],
             out: [0u32; F],
         };
-        let cap = match self.requant {
+        let cap = match self.requant.known::<FAST>() {
             Requant::Fast { cap } => {
                 dsp::windows(&mut po, &self.scratch.filters);
                 cap
@@ -510,11 +525,12 @@ fn exact_all<const F: usize>(
 /// Fills `scratch.background` from `scratch.filters` (see [`StreamScratch::background`]).
 /// A loop of its own (rolled), so that it costs little flash.
 #[inline(never)]
-fn background_pairs<const F: usize, const N: usize, const PAIRED: bool>(
+fn background_pairs<const F: usize, const N: usize, const PAIRED: bool, const FAST: bool>(
     layers: &StreamLayers<'_>,
     requant: Requant,
     scratch: &mut StreamScratch<F, N>,
 ) {
+    let requant = requant.known::<FAST>();
     let n = core::hint::black_box(F).min(F);
     for (fi, f) in scratch.filters.iter().enumerate().take(n) {
         let b = background_value(layers, requant, fi, f);
@@ -553,6 +569,25 @@ fn background_value(layers: &StreamLayers<'_>, requant: Requant, fi: usize, f: &
     requant.pooled(&layers.conv, layers.dense_input_offset, (fi, f), [bias; 4])
 }
 
+/// How every inference of `layers` (a conv of `filters` filters) requantizes its windows.
+fn requant_of(layers: &StreamLayers<'_>, filters: usize) -> Requant {
+    let mut right_shifts_only = true;
+    for fi in 0..filters {
+        right_shifts_only &= layers
+            .conv
+            .channel(fi)
+            .is_none_or(|(_, m, s)| m >= 0 && s <= 0);
+    }
+    Requant::choose(layers, right_shifts_only)
+}
+
+/// Whether every inference of `layers` (a conv of `filters` filters) requantizes the
+/// fast way: a ReLU at the conv's int8 zero point, which the dense layer takes, and
+/// right shifts only. A [`Stream3x3`] compiled with `FAST` needs it.
+pub fn fast_requant(layers: &StreamLayers<'_>, filters: usize) -> bool {
+    requant_of(layers, filters) != Requant::Exact
+}
+
 /// Writes into `acc` the dense accumulators (without bias) of an `in_h × in_w` input that
 /// is all background, where [`Stream3x3::new`] starts them: computed once, when the layer
 /// is made (`stack::layers::ConvPoolDense3x3`), so that an inference spends nothing on the
@@ -566,14 +601,7 @@ pub fn background_start<const F: usize, const N: usize>(
 ) {
     // Opaque trip counts keep the loops rolled (flash, and a small frame).
     let filters = core::hint::black_box(F);
-    let mut right_shifts_only = true;
-    for fi in 0..filters {
-        right_shifts_only &= layers
-            .conv
-            .channel(fi)
-            .is_none_or(|(_, m, s)| m >= 0 && s <= 0);
-    }
-    let requant = Requant::choose(layers, right_shifts_only);
+    let requant = requant_of(layers, filters);
     let n_in = (in_h + 1).saturating_sub(3) / 2 * ((in_w + 1).saturating_sub(3) / 2) * F;
     *acc = [0; N];
     for fi in 0..filters {
@@ -982,7 +1010,7 @@ mod tests {
             let layers = self.layers();
             let mut start = [0; N];
             background_start::<F, N>(&layers, self.g.in_h, self.g.in_w, &mut start);
-            let s = Stream3x3::<F, N, PAIRED>::new(
+            let s = Stream3x3::<F, N, PAIRED, false>::new(
                 &layers,
                 self.g.in_h,
                 self.g.in_w,

@@ -52,9 +52,12 @@ pub const RELU: Facts = 1 << 11;
 pub const EVEN_UNITS: Facts = 1 << 12;
 /// The values per position its dense layer reads are a multiple of eight.
 pub const OCTETS: Facts = 1 << 13;
+/// Its conv's quad patch buffer holds an int8 quad patch (from 6 taps on), which Helium
+/// cores take.
+pub const INT8_PATCH: Facts = 1 << 14;
 
 /// Every fact with its name, for messages and generated code.
-pub const ALL: [(&str, Facts); 14] = [
+pub const ALL: [(&str, Facts); 15] = [
     ("CONV", CONV),
     ("POOL", POOL),
     ("POOL2", POOL2),
@@ -69,6 +72,7 @@ pub const ALL: [(&str, Facts); 14] = [
     ("RELU", RELU),
     ("EVEN_UNITS", EVEN_UNITS),
     ("OCTETS", OCTETS),
+    ("INT8_PATCH", INT8_PATCH),
 ];
 
 /// `facts` with `fact` known to hold (`holds`) or not.

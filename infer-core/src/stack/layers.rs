@@ -17,7 +17,7 @@ use crate::kernels::average_pool::{average_pool, AvgPoolGeometry};
 use crate::kernels::conv::{out_dim, ConvGeometry};
 use crate::kernels::depthwise::{depthwise_i8, depthwise_scratch_words, DepthwiseGeometry};
 use crate::kernels::fused::{
-    background_start, Stream3x3, StreamLayers, StreamScratch, NATIVE_PAIRED,
+    background_start, fast_requant, Stream3x3, StreamLayers, StreamScratch, NATIVE_PAIRED,
 };
 use crate::kernels::pool::{max_pool, PoolGeometry};
 use crate::kernels::window::Window;
@@ -828,7 +828,10 @@ impl<'a, P: Producer<'a>, const I: usize, const U: usize, const RELU: bool> Stre
 /// The first layer's fast path: a one-channel `IH × IW` input, a 3×3 stride-1 valid conv
 /// of `F` filters (ReLU if `RELU`), a 2×2 max pool and the network's last dense layer of `U`
 /// outputs (ReLU if `DRELU`), as [`Stream3x3`] computes them ([`super::stages::Kernel`]'s
-/// `Stream3x3`): its working memory, a [`StreamScratch`], is on the stack.
+/// `Stream3x3`): its working memory, a [`StreamScratch`], is on the stack. With `FAST`, only
+/// the requantization of a ReLU at the conv's zero point with right shifts is compiled in
+/// ([`fast_requant`], checked when the model loads; the firmware's build script sets it
+/// where the model has it).
 #[derive(Debug, Clone, Copy)]
 pub struct ConvPoolDense3x3<
     'a,
@@ -838,6 +841,7 @@ pub struct ConvPoolDense3x3<
     const U: usize,
     const RELU: bool,
     const DRELU: bool,
+    const FAST: bool = false,
 > {
     layers: StreamLayers<'a>,
     /// The dense accumulators of an all-background input ([`background_start`]).
@@ -852,7 +856,8 @@ impl<
         const U: usize,
         const RELU: bool,
         const DRELU: bool,
-    > ConvPoolDense3x3<'a, IH, IW, F, U, RELU, DRELU>
+        const FAST: bool,
+    > ConvPoolDense3x3<'a, IH, IW, F, U, RELU, DRELU, FAST>
 {
     /// Dense inputs: the pooled map.
     pub const INPUTS: usize = (IH - 2) / 2 * ((IW - 2) / 2) * F;
@@ -872,7 +877,8 @@ impl<
         const U: usize,
         const RELU: bool,
         const DRELU: bool,
-    > Layer<'a> for ConvPoolDense3x3<'a, IH, IW, F, U, RELU, DRELU>
+        const FAST: bool,
+    > Layer<'a> for ConvPoolDense3x3<'a, IH, IW, F, U, RELU, DRELU, FAST>
 {
     const IN: usize = IH * IW;
     const OUT: usize = U;
@@ -902,6 +908,7 @@ impl<
         layers.dense_input_offset = input_offset(file, dense);
         layers.dense_weights = d.params.weights;
         layers.dense = ChannelRequant::from_params(&d.params, d.relu);
+        check_fast::<FAST>(&layers, F, index)?;
         let mut stage = Self {
             layers,
             start: [0; U],
@@ -916,17 +923,38 @@ impl<
         };
         let mut scratch = StreamScratch::<F, U>::new();
         if NATIVE_PAIRED && F % 4 == 0 {
-            Stream3x3::<F, U, true>::new(&self.layers, IH, IW, input, &mut scratch, &self.start)
-                .run(output);
+            Stream3x3::<F, U, true, FAST>::new(
+                &self.layers,
+                IH,
+                IW,
+                input,
+                &mut scratch,
+                &self.start,
+            )
+            .run(output);
         } else {
-            Stream3x3::<F, U, false>::new(&self.layers, IH, IW, input, &mut scratch, &self.start)
-                .run(output);
+            Stream3x3::<F, U, false, FAST>::new(
+                &self.layers,
+                IH,
+                IW,
+                input,
+                &mut scratch,
+                &self.start,
+            )
+            .run(output);
         }
     }
 }
 
-impl<'a, const IH: usize, const IW: usize, const F: usize, const U: usize, const RELU: bool>
-    Logits<'a> for ConvPoolDense3x3<'a, IH, IW, F, U, RELU, false>
+impl<
+        'a,
+        const IH: usize,
+        const IW: usize,
+        const F: usize,
+        const U: usize,
+        const RELU: bool,
+        const FAST: bool,
+    > Logits<'a> for ConvPoolDense3x3<'a, IH, IW, F, U, RELU, false, FAST>
 {
     fn run_logits(&self, input: &[i8], _patch: &mut [u32], logits: &mut [i32]) {
         let Some(logits) = logits.first_chunk_mut::<U>() else {
@@ -934,11 +962,25 @@ impl<'a, const IH: usize, const IW: usize, const F: usize, const U: usize, const
         };
         let mut scratch = StreamScratch::<F, U>::new();
         if NATIVE_PAIRED && F % 4 == 0 {
-            Stream3x3::<F, U, true>::new(&self.layers, IH, IW, input, &mut scratch, &self.start)
-                .run_logits(logits);
+            Stream3x3::<F, U, true, FAST>::new(
+                &self.layers,
+                IH,
+                IW,
+                input,
+                &mut scratch,
+                &self.start,
+            )
+            .run_logits(logits);
         } else {
-            Stream3x3::<F, U, false>::new(&self.layers, IH, IW, input, &mut scratch, &self.start)
-                .run_logits(logits);
+            Stream3x3::<F, U, false, FAST>::new(
+                &self.layers,
+                IH,
+                IW,
+                input,
+                &mut scratch,
+                &self.start,
+            )
+            .run_logits(logits);
         }
     }
 }
@@ -946,14 +988,21 @@ impl<'a, const IH: usize, const IW: usize, const F: usize, const U: usize, const
 /// The first layer's fast path with its pooled map kept: a one-channel `IH × IW` input, a
 /// 3×3 stride-1 valid conv of `F` filters (ReLU if `RELU`) and a 2×2 max pool, as
 /// [`Stream3x3`] computes them ([`Stream3x3::conv_pool_into`]); its working memory, a
-/// [`StreamScratch`], is on the stack.
+/// [`StreamScratch`], is on the stack. `FAST` as for [`ConvPoolDense3x3`].
 #[derive(Debug, Clone, Copy)]
-pub struct ConvPool3x3<'a, const IH: usize, const IW: usize, const F: usize, const RELU: bool> {
+pub struct ConvPool3x3<
+    'a,
+    const IH: usize,
+    const IW: usize,
+    const F: usize,
+    const RELU: bool,
+    const FAST: bool = false,
+> {
     layers: StreamLayers<'a>,
 }
 
-impl<'a, const IH: usize, const IW: usize, const F: usize, const RELU: bool>
-    ConvPool3x3<'a, IH, IW, F, RELU>
+impl<'a, const IH: usize, const IW: usize, const F: usize, const RELU: bool, const FAST: bool>
+    ConvPool3x3<'a, IH, IW, F, RELU, FAST>
 {
     /// Bytes of its working memory on the stack.
     pub const STACK_BYTES: usize = StreamScratch::<F, 0>::BYTES;
@@ -964,8 +1013,8 @@ impl<'a, const IH: usize, const IW: usize, const F: usize, const RELU: bool>
     );
 }
 
-impl<'a, const IH: usize, const IW: usize, const F: usize, const RELU: bool> Layer<'a>
-    for ConvPool3x3<'a, IH, IW, F, RELU>
+impl<'a, const IH: usize, const IW: usize, const F: usize, const RELU: bool, const FAST: bool>
+    Layer<'a> for ConvPool3x3<'a, IH, IW, F, RELU, FAST>
 {
     const IN: usize = IH * IW;
     const OUT: usize = Self::POOLED.0 * Self::POOLED.1 * F;
@@ -977,7 +1026,7 @@ impl<'a, const IH: usize, const IW: usize, const F: usize, const RELU: bool> Lay
         let () = Self::SHAPE;
         let conv = Conv2d::<'a, IH, IW, 1, 3, 3, F, 1, false, RELU>::from_file(file, index)?;
         check_pool2(file, index + 1, IH - 2, IW - 2, F)?;
-        Ok(Self {
+        let stage = Self {
             layers: StreamLayers {
                 input_offset: conv.input_offset,
                 conv_weights: conv.weights,
@@ -987,7 +1036,9 @@ impl<'a, const IH: usize, const IW: usize, const F: usize, const RELU: bool> Lay
                 dense_weights: &[],
                 dense: conv.requant,
             },
-        })
+        };
+        check_fast::<FAST>(&stage.layers, F, index)?;
+        Ok(stage)
     }
 
     fn run(&self, input: &[i8], patch: &mut [u32], output: &mut [i8]) {
@@ -998,8 +1049,8 @@ impl<'a, const IH: usize, const IW: usize, const F: usize, const RELU: bool> Lay
     }
 }
 
-impl<'a, const IH: usize, const IW: usize, const F: usize, const RELU: bool> RowSource<'a>
-    for ConvPool3x3<'a, IH, IW, F, RELU>
+impl<'a, const IH: usize, const IW: usize, const F: usize, const RELU: bool, const FAST: bool>
+    RowSource<'a> for ConvPool3x3<'a, IH, IW, F, RELU, FAST>
 {
     fn with_rows(
         &self,
@@ -1011,21 +1062,42 @@ impl<'a, const IH: usize, const IW: usize, const F: usize, const RELU: bool> Row
         let mut scratch = StreamScratch::<F, 0>::new();
         if NATIVE_PAIRED && F % 4 == 0 {
             let mut stream =
-                Stream3x3::<F, 0, true>::new(&self.layers, IH, IW, input, &mut scratch, &[]);
+                Stream3x3::<F, 0, true, FAST>::new(&self.layers, IH, IW, input, &mut scratch, &[]);
             consume(&mut |rows, out| pooled_rows(&mut stream, MapRows::ring(out, held), rows));
         } else {
             let mut stream =
-                Stream3x3::<F, 0, false>::new(&self.layers, IH, IW, input, &mut scratch, &[]);
+                Stream3x3::<F, 0, false, FAST>::new(&self.layers, IH, IW, input, &mut scratch, &[]);
             consume(&mut |rows, out| pooled_rows(&mut stream, MapRows::ring(out, held), rows));
         }
     }
 }
 
+/// With `FAST`, checks that the one-channel 3×3 stage from operation `index`, `layers` (of
+/// `filters` filters), requantizes the fast way ([`fast_requant`]).
+///
+/// # Errors
+/// [`Error::OpMismatch`] (`what` = `"stage facts"`) where it does not.
+fn check_fast<const FAST: bool>(
+    layers: &StreamLayers<'_>,
+    filters: usize,
+    index: usize,
+) -> Result<(), Error> {
+    if FAST && !fast_requant(layers, filters) {
+        return Err(Error::OpMismatch {
+            op: index as u16,
+            what: "stage facts",
+            found: 0,
+            compiled: 1,
+        });
+    }
+    Ok(())
+}
+
 /// Writes rows `rows` of the pooled map of `stream` into `output`'s rows, position by
 /// position.
 #[inline(always)]
-fn pooled_rows<const F: usize, const PAIRED: bool>(
-    stream: &mut Stream3x3<'_, '_, F, 0, PAIRED>,
+fn pooled_rows<const F: usize, const PAIRED: bool, const FAST: bool>(
+    stream: &mut Stream3x3<'_, '_, F, 0, PAIRED, FAST>,
     output: MapRows<'_, &mut [i8]>,
     rows: Range<usize>,
 ) {

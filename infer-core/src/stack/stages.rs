@@ -330,16 +330,16 @@ const QUAD_PIXELS: bool = cfg!(any(infer_core_dsp, test));
 /// int8 pairs at once (a patch of under 16 taps in one predicated block: the Cortex-M55 ran
 /// tutorial-full's 9-tap first conv 52,000 instructions faster than through a widened
 /// patch). The unit tests take both ways, alternating
-/// between quads.
-fn int8_quads(g: &ConvGeometry, pos: usize) -> bool {
-    int8_quads_possible(g) && (cfg!(infer_core_mve) || pos / QUAD % 2 == 1)
+/// between quads. `facts` may know [`facts::INT8_PATCH`].
+fn int8_quads(g: &ConvGeometry, pos: usize, facts: Facts) -> bool {
+    int8_quads_possible(g, facts) && (cfg!(infer_core_mve) || pos / QUAD % 2 == 1)
 }
 
 /// Whether any quad of a conv may go through an int8 patch ([`int8_quads`]): on MVE cores
 /// (and in the unit tests), where the patch buffer, sized for a packed quad patch, holds
-/// the int8 one ([`int8_patch_fits`]).
-fn int8_quads_possible(g: &ConvGeometry) -> bool {
-    cfg!(any(infer_core_mve, test)) && int8_patch_fits(g.taps())
+/// the int8 one ([`int8_patch_fits`]; `facts` may know it, [`facts::INT8_PATCH`]).
+fn int8_quads_possible(g: &ConvGeometry, facts: Facts) -> bool {
+    cfg!(any(infer_core_mve, test)) && holds(facts, facts::INT8_PATCH, || int8_patch_fits(g.taps()))
 }
 
 /// Whether a quad patch of `taps` packed words ([`PatchWords`], as the buffers are sized)
@@ -1105,6 +1105,7 @@ pub fn facts_of(parts: &Parts<'_>, pixels: Pixels, logits: bool) -> Facts {
             conv.is_some_and(|cp| monotonic(&cp.requant, channels)),
         ),
         (RELU, conv.is_some_and(|cp| cp.requant.relu_floor())),
+        (INT8_PATCH, g.is_some_and(|g| int8_patch_fits(g.taps()))),
         (EVEN_UNITS, units.is_some_and(|u| u % 2 == 0)),
         (OCTETS, channels % 8 == 0),
     ])
@@ -1337,7 +1338,7 @@ impl<'p, 'a, 'w, K: KnownFacts> StageRun<'p, 'a, 'w, K> {
         if let Some(cp) = parts
             .conv
             .as_ref()
-            .filter(|cp| pixels == Pixels::Four && int8_quads_possible(&cp.geometry))
+            .filter(|cp| pixels == Pixels::Four && int8_quads_possible(&cp.geometry, K::FACTS))
         {
             offset_terms(cp.weights, taps, cp.input_offset, terms);
         }
@@ -1566,10 +1567,10 @@ fn conv_positions<K: KnownFacts>(
     let monotonic = holds(f, facts::MONOTONIC, || monotonic);
     let one_channel = holds(f, facts::ONE_CHANNEL, || g.in_c == 1);
     let pointwise = holds(f, facts::POINTWISE, || g.k_h == 1 && g.k_w == 1);
-    let Some(values) = values.get_mut(..n * channels) else {
-        return;
-    };
-    if out_w == 0 || channels == 0 {
+    // The positions' values; a quad may write up to four positions' (`values` has room
+    // for them where quads run), of which the first `n` are used.
+    let used = n * channels;
+    if out_w == 0 || channels == 0 || values.len() < used {
         return;
     }
     // Conv pixel `i` and the position (0..n) its values go to: with a pool, one window's
@@ -1596,7 +1597,10 @@ fn conv_positions<K: KnownFacts>(
     // The running maxima start at the least value, unless pair patches store every value
     // (not a pool window's).
     if !pairs || window {
-        values.fill(i32::MIN as u32);
+        values
+            .iter_mut()
+            .take(used)
+            .for_each(|v| *v = i32::MIN as u32);
     }
     let kernel_row = g.k_w * g.in_c;
     // A 1 × 1 kernel's quads gather each pixel's channels as one run.
@@ -1634,13 +1638,16 @@ fn conv_positions<K: KnownFacts>(
             };
             pair_filters(&conv, values);
             i += pixels;
-        } else if quads && i + QUAD <= count {
+        } else if quads {
             let Some(patch) = patch.get_mut(..QUAD * PatchWords::words(taps)) else {
                 return;
             };
-            // The four pixels' positions: all one (a pool window) or consecutive.
-            let (first, stride) = (pixel(i).1, (pixel(i + 1).1 - pixel(i).1) * channels);
-            if int8_quads(g, pos + i) {
+            // The four pixels and their positions: all one (a pool window) or consecutive.
+            // Past the last pixel, a quad repeats it: into the same position (a window's
+            // maximum, or a last pixel alone) or into positions past those used.
+            let pixel = |k: usize| pixel((i + k).min(count - 1));
+            let (first, stride) = (pixel(0).1, (pixel(1).1 - pixel(0).1) * channels);
+            if int8_quads(g, pos + i, f) {
                 let Some(values) = values.get_mut(first * channels..) else {
                     return;
                 };
@@ -1654,7 +1661,7 @@ fn conv_positions<K: KnownFacts>(
                     bytes.fill(zero_point);
                 }
                 for k in 0..QUAD {
-                    let at = pixel(i + k).0;
+                    let at = pixel(k).0;
                     gather_patch_i8(g, kernel_row, input, zero_point, at, bytes, k);
                 }
                 if one_channel && bytes.iter().all(|&b| b == zero_point) {
@@ -1678,7 +1685,7 @@ fn conv_positions<K: KnownFacts>(
                     pixel: k,
                     pixels: QUAD,
                 };
-                let at = pixel(i + k).0;
+                let at = pixel(k).0;
                 gather(g, kernel_row, input, cp.input_offset, at, patch, slot);
             }
             let Some(values) = values.get_mut(first * channels..) else {
@@ -1709,6 +1716,7 @@ fn conv_positions<K: KnownFacts>(
             i += 1;
         }
     }
+    let values = values.get_mut(..used).unwrap_or_default();
     if monotonic {
         // The max accumulators with their bias, requantized.
         let relu = holds(f, facts::RELU, || cp.requant.relu_floor());
@@ -2272,6 +2280,8 @@ mod tests {
             known(NONE, EVEN_UNITS, false),
             known(NONE, OCTETS, true),
             known(NONE, OCTETS, false),
+            known(NONE, INT8_PATCH, true),
+            known(NONE, INT8_PATCH, false),
             // A conv, its 2×2 pool: values, and into a dense layer's logits.
             of_list(&[
                 (CONV, true),

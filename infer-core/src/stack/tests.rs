@@ -11,7 +11,7 @@ use super::layers::{
 use super::run::{run, BufferSizes, Kernels};
 use super::stages::{facts_of, plan_file, Kernel, Out, Parts, Pixels};
 use crate::kernels::conv::conv2d_i8;
-use crate::kernels::fused::{Stream3x3, StreamLayers, StreamScratch};
+use crate::kernels::fused::{fast_requant, Stream3x3, StreamLayers, StreamScratch};
 use crate::kernels::pool::{max_pool, PoolGeometry};
 use crate::kernels::ChannelRequant;
 use crate::kernels::MapRows;
@@ -517,6 +517,36 @@ fn stream3x3_case<const F: usize>(rng: &mut TestRng) {
     assert_eq!(stages.len(), 1);
     assert_eq!(stages[0].kernel, Kernel::Stream3x3);
     let stage = Stage::<F>::from_file(&file, 0).unwrap();
+    // Compiled for the fast requantization only: loaded where the model has it (and then
+    // the same logits), refused where it does not.
+    type Fast<'a, const F: usize> = ConvPoolDense3x3<'a, 10, 12, F, 3, true, false, true>;
+    type FastMap<'a, const F: usize> = ConvPool3x3<'a, 10, 12, F, true, true>;
+    let fast_stage = Fast::<F>::from_file(&file, 0);
+    let fast_map = FastMap::<F>::from_file(&file, 0);
+    let Some(Op::Conv2d(c)) = file.ops.get(0) else {
+        unreachable!()
+    };
+    let layers = StreamLayers {
+        input_offset: 128,
+        conv_weights: c.params.weights,
+        conv: ChannelRequant::from_params(&c.params, true),
+        dense_input_offset: -c.params.output.zero_point,
+        dense_weights: &[],
+        dense: ChannelRequant::from_params(&c.params, true),
+    };
+    let is_fast = fast_requant(&layers, F);
+    assert_eq!(fast_stage.is_ok(), is_fast);
+    assert_eq!(fast_map.is_ok(), is_fast);
+    if let Err(e) = fast_stage {
+        assert!(matches!(
+            e,
+            Error::OpMismatch {
+                op: 0,
+                what: "stage facts",
+                ..
+            }
+        ));
+    }
     let sizes = BufferSizes::of(&file, Pixels::BUILT);
     for _ in 0..6 {
         let background = rng.below(3);
@@ -560,11 +590,13 @@ fn stream3x3_case<const F: usize>(rng: &mut TestRng) {
         stage.run_logits(&image, &mut [], &mut logits);
         assert_eq!(fast, reference);
         assert_eq!(logits.to_vec(), reference, "F = {F}");
+        if let Ok(fast_stage) = &fast_stage {
+            let mut logits = [0i32; 3];
+            fast_stage.run_logits(&image, &mut [], &mut logits);
+            assert_eq!(logits.to_vec(), reference, "fast, F = {F}");
+        }
         // The conv + pool alone, its pooled map kept, against the unfused kernels; both
         // inner loops (paired as on DSP cores, and plain) where `F` allows.
-        let Some(Op::Conv2d(c)) = file.ops.get(0) else {
-            unreachable!()
-        };
         let mut conv_out = vec![0i8; 8 * 10 * F];
         conv2d_i8(
             &c.geometry(),
@@ -589,18 +621,15 @@ fn stream3x3_case<const F: usize>(rng: &mut TestRng) {
         let mut out = vec![0i8; 4 * 5 * F];
         map.run(&image, &mut [], &mut out);
         assert_eq!(out, pooled, "pooled map, F = {F}");
+        if let Ok(fast_map) = &fast_map {
+            let mut out = vec![0i8; 4 * 5 * F];
+            fast_map.run(&image, &mut [], &mut out);
+            assert_eq!(out, pooled, "fast pooled map, F = {F}");
+        }
         if F % 4 == 0 {
-            let layers = StreamLayers {
-                input_offset: 128,
-                conv_weights: c.params.weights,
-                conv: ChannelRequant::from_params(&c.params, true),
-                dense_input_offset: -c.params.output.zero_point,
-                dense_weights: &[],
-                dense: ChannelRequant::from_params(&c.params, true),
-            };
             let mut scratch = StreamScratch::<F, 0>::new();
             let mut stream =
-                Stream3x3::<F, 0, true>::new(&layers, 10, 12, &image, &mut scratch, &[]);
+                Stream3x3::<F, 0, true, false>::new(&layers, 10, 12, &image, &mut scratch, &[]);
             let mut paired = vec![0i8; 4 * 5 * F];
             for (pos, out) in paired.chunks_exact_mut(F).enumerate() {
                 stream.conv_pool_into(pos / 5, pos % 5, out.first_chunk_mut::<F>().unwrap());

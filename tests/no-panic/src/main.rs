@@ -109,7 +109,7 @@ type KnownChain01<'a> = Chain<
     4,
 >;
 type KnownTwoBlocks<'a> = Chain<
-    ConvPool3x3<'a, 28, 28, 16, true>,
+    ConvPool3x3<'a, 28, 28, 16, true, true>,
     Specialized<
         Streamed<
             'a,
@@ -134,6 +134,9 @@ const PATCH: usize = max(
 // The tutorial's network on the fused one-channel 3×3 stage, and that stage with its pooled
 // map kept.
 type Tutorial<'a> = ConvPoolDense3x3<'a, 28, 28, 32, 10, true, false>;
+// The same, compiled for the fast requantization only (as the build script compiles a
+// model that has it).
+type FastTutorial<'a> = ConvPoolDense3x3<'a, 28, 28, 32, 10, true, false, true>;
 type FirstBlock<'a> = ConvPool3x3<'a, 28, 28, 32, true>;
 
 /// Loads and runs the typed full model the way generated firmware code does.
@@ -176,6 +179,7 @@ fn stack_fused(bytes: &[u8], image: &[i8; 784], a: &mut [i8; A]) -> Result<[i32;
     check_op_count(&file, 3)?;
     let mut logits = [0i32; 10];
     Tutorial::from_file(&file, 0)?.run_logits(image, &mut [], &mut logits);
+    FastTutorial::from_file(&file, 0)?.run_logits(image, &mut [], &mut logits);
     FirstBlock::from_file(&file, 0)?.run(image, &mut [], a);
     let mut patch = [0u32; PATCH];
     let ring = &mut a[..TwoBlocks::ring_bytes(13)];
