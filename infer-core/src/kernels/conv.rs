@@ -310,8 +310,9 @@ impl<'p> PatchWriter<'p> {
 /// Gathers the patch of output pixel `(oy, ox)` of `input` (whole or a ring of its rows)
 /// into `patch`, as `slot` says (offset
 /// added, packed as [`pack_patch`] packs; padding as 0); `kernel_row` is `k_w · in_c`.
+/// `INSIDE`: every window of the conv lies inside its input (see [`patch_runs`]).
 #[inline(never)]
-pub(crate) fn gather_patch(
+pub(crate) fn gather_patch<const INSIDE: bool>(
     g: &ConvGeometry,
     kernel_row: usize,
     input: MapRows<'_, &[i8]>,
@@ -321,7 +322,7 @@ pub(crate) fn gather_patch(
     slot: PatchSlot,
 ) {
     let mut writer = PatchWriter::new(patch, g.taps(), slot);
-    patch_runs(g, kernel_row, input, (oy, ox), |run, n| match run {
+    patch_runs::<INSIDE>(g, kernel_row, input, (oy, ox), |run, n| match run {
         Some(run) => writer.push_run(run, input_offset),
         None => writer.zeros(n),
     });
@@ -363,9 +364,9 @@ pub(crate) fn gather_pixel_patch(
 /// added; padding as 0) into word `2t + pixel / 2`, as the pair word's first value (the
 /// word is set) for an even pixel, as its second (added) for an odd one, so the even pixel
 /// of a pair must be gathered first; `kernel_row` is `k_w · in_c`. Values past `patch`
-/// are dropped.
+/// are dropped. `INSIDE` as for [`gather_patch`].
 #[inline(never)]
-pub(crate) fn gather_pair_patch(
+pub(crate) fn gather_pair_patch<const INSIDE: bool>(
     g: &ConvGeometry,
     kernel_row: usize,
     input: MapRows<'_, &[i8]>,
@@ -375,7 +376,7 @@ pub(crate) fn gather_pair_patch(
     pixel: usize,
 ) {
     let (mut at, second) = (pixel / 2, pixel % 2 == 1);
-    patch_runs(g, kernel_row, input, (oy, ox), |run, n| {
+    patch_runs::<INSIDE>(g, kernel_row, input, (oy, ox), |run, n| {
         let words = patch
             .get_mut(at..)
             .unwrap_or_default()
@@ -404,9 +405,9 @@ pub(crate) fn gather_pair_patch(
 /// rows) into pixel `pixel`'s share of an int8 quad patch (`patch`, laid out as
 /// [`super::mve::QuadConvI8`] reads it): the input values as they are, padding as the
 /// input zero point (`zero_point`, which the offset turns into 0); `kernel_row` is
-/// `k_w · in_c`. Bytes past `patch` are dropped.
+/// `k_w · in_c`. Bytes past `patch` are dropped. `INSIDE` as for [`gather_patch`].
 #[inline(never)]
-pub(crate) fn gather_patch_i8(
+pub(crate) fn gather_patch_i8<const INSIDE: bool>(
     g: &ConvGeometry,
     kernel_row: usize,
     input: MapRows<'_, &[i8]>,
@@ -439,21 +440,33 @@ pub(crate) fn gather_patch_i8(
         }
         t += n;
     };
-    patch_runs(g, kernel_row, input, (oy, ox), put);
+    patch_runs::<INSIDE>(g, kernel_row, input, (oy, ox), put);
 }
 
 /// Walks the patch of output pixel `(oy, ox)` of `input` (whole or a ring of its rows) in
 /// tap order as runs: `put(Some(run), n)` for `n` input values, `put(None, n)` for `n` taps
 /// of padding (or of input rows past `input`); `kernel_row` is `k_w · in_c`. Where the
-/// kernel's columns lie inside the input, each kernel row is one run.
+/// kernel's columns lie inside the input, each kernel row is one run. With `INSIDE` (the
+/// caller knows that every window of the conv lies inside its input: no padding) each
+/// kernel row is one run of input values, never padding (a row past `input`'s data gives
+/// a short run).
 #[inline(always)]
-fn patch_runs(
+fn patch_runs<const INSIDE: bool>(
     g: &ConvGeometry,
     kernel_row: usize,
     input: MapRows<'_, &[i8]>,
     (oy, ox): (usize, usize),
     mut put: impl FnMut(Option<&[i8]>, usize),
 ) {
+    if INSIDE {
+        let x0 = ox * g.stride;
+        for ky in 0..g.k_h {
+            let start = (input.slot(oy * g.stride + ky) * g.in_w + x0) * g.in_c;
+            let run = input.data.get(start..start + kernel_row);
+            put(Some(run.unwrap_or_default()), kernel_row);
+        }
+        return;
+    }
     let c = g.in_c;
     let (pad_top, pad_left) = (g.pad_top(), g.pad_left());
     let x0 = ox * g.stride;

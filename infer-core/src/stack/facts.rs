@@ -55,9 +55,11 @@ pub const OCTETS: Facts = 1 << 13;
 /// Its conv's quad patch buffer holds an int8 quad patch (from 6 taps on), which Helium
 /// cores take.
 pub const INT8_PATCH: Facts = 1 << 14;
+/// Every window of its conv lies inside its input (no padding).
+pub const INSIDE: Facts = 1 << 15;
 
 /// Every fact with its name, for messages and generated code.
-pub const ALL: [(&str, Facts); 15] = [
+pub const ALL: [(&str, Facts); 16] = [
     ("CONV", CONV),
     ("POOL", POOL),
     ("POOL2", POOL2),
@@ -73,6 +75,7 @@ pub const ALL: [(&str, Facts); 15] = [
     ("EVEN_UNITS", EVEN_UNITS),
     ("OCTETS", OCTETS),
     ("INT8_PATCH", INT8_PATCH),
+    ("INSIDE", INSIDE),
 ];
 
 /// `facts` with `fact` known to hold (`holds`) or not.

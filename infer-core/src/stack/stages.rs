@@ -1106,6 +1106,7 @@ pub fn facts_of(parts: &Parts<'_>, pixels: Pixels, logits: bool) -> Facts {
         ),
         (RELU, conv.is_some_and(|cp| cp.requant.relu_floor())),
         (INT8_PATCH, g.is_some_and(|g| int8_patch_fits(g.taps()))),
+        (INSIDE, g.is_some_and(windows_inside)),
         (EVEN_UNITS, units.is_some_and(|u| u % 2 == 0)),
         (OCTETS, channels % 8 == 0),
     ])
@@ -1131,6 +1132,17 @@ pub(crate) fn dense_part<'a>(
         input_offset: input_offset(file, index),
         monotonic: monotonic(&requant, d.units.into()),
     }
+}
+
+/// Whether every window of conv `g` lies inside its input: no padding.
+fn windows_inside(g: &ConvGeometry) -> bool {
+    let (out_h, out_w) = (g.out_h(), g.out_w());
+    g.pad_top() == 0
+        && g.pad_left() == 0
+        && out_h > 0
+        && out_w > 0
+        && (out_h - 1) * g.stride + g.k_h <= g.in_h
+        && (out_w - 1) * g.stride + g.k_w <= g.in_w
 }
 
 /// Whether every channel's requantization is monotonic (multiplier ≥ 0, no left shift), so
@@ -1567,6 +1579,7 @@ fn conv_positions<K: KnownFacts>(
     let monotonic = holds(f, facts::MONOTONIC, || monotonic);
     let one_channel = holds(f, facts::ONE_CHANNEL, || g.in_c == 1);
     let pointwise = holds(f, facts::POINTWISE, || g.k_h == 1 && g.k_w == 1);
+    let inside = holds(f, facts::INSIDE, || false);
     // The positions' values; a quad may write up to four positions' (`values` has room
     // for them where quads run), of which the first `n` are used.
     let used = n * channels;
@@ -1606,8 +1619,10 @@ fn conv_positions<K: KnownFacts>(
     // A 1 × 1 kernel's quads gather each pixel's channels as one run.
     let gather = if pointwise {
         gather_pixel_patch
+    } else if inside {
+        gather_patch::<true>
     } else {
-        gather_patch
+        gather_patch::<false>
     };
     let mut i = 0;
     while i < count {
@@ -1619,7 +1634,11 @@ fn conv_positions<K: KnownFacts>(
             };
             for k in 0..pixels {
                 let at = pixel(i + k).0;
-                gather_pair_patch(g, kernel_row, input, cp.input_offset, at, patch, k);
+                if inside {
+                    gather_pair_patch::<true>(g, kernel_row, input, cp.input_offset, at, patch, k);
+                } else {
+                    gather_pair_patch::<false>(g, kernel_row, input, cp.input_offset, at, patch, k);
+                }
             }
             // Their positions: all one (a pool window) or consecutive.
             let (first, stride) = (pixel(i).1, if window { 0 } else { channels });
@@ -1662,7 +1681,11 @@ fn conv_positions<K: KnownFacts>(
                 }
                 for k in 0..QUAD {
                     let at = pixel(k).0;
-                    gather_patch_i8(g, kernel_row, input, zero_point, at, bytes, k);
+                    if inside {
+                        gather_patch_i8::<true>(g, kernel_row, input, zero_point, at, bytes, k);
+                    } else {
+                        gather_patch_i8::<false>(g, kernel_row, input, zero_point, at, bytes, k);
+                    }
                 }
                 if one_channel && bytes.iter().all(|&b| b == zero_point) {
                     background_quad(values, stride, channels);
@@ -1712,7 +1735,7 @@ fn conv_positions<K: KnownFacts>(
             let Some(values) = values.get_mut(slot * channels..(slot + 1) * channels) else {
                 return;
             };
-            one_pixel(cp, input, at, sums, patch, values);
+            one_pixel(cp, input, at, (sums, inside), patch, values);
             i += 1;
         }
     }
@@ -1744,7 +1767,7 @@ fn one_pixel(
     cp: &ConvPart<'_>,
     input: MapRows<'_, &[i8]>,
     at: (usize, usize),
-    monotonic: bool,
+    (monotonic, inside): (bool, bool),
     patch: &mut [u32],
     values: &mut [u32],
 ) {
@@ -1758,15 +1781,12 @@ fn one_pixel(
         return;
     }
     let kernel_row = g.k_w * g.in_c;
-    gather_patch(
-        g,
-        kernel_row,
-        input,
-        cp.input_offset,
-        at,
-        patch,
-        PatchSlot::SINGLE,
-    );
+    let slot = PatchSlot::SINGLE;
+    if inside {
+        gather_patch::<true>(g, kernel_row, input, cp.input_offset, at, patch, slot);
+    } else {
+        gather_patch::<false>(g, kernel_row, input, cp.input_offset, at, patch, slot);
+    }
     let background = patch.iter().fold(0, |a, &w| a | w) == 0;
     let mut weights = cp.weights.chunks_exact(taps);
     // Filters four at a time sharing each patch load (where `four_filters` says), then
@@ -2282,6 +2302,8 @@ mod tests {
             known(NONE, OCTETS, false),
             known(NONE, INT8_PATCH, true),
             known(NONE, INT8_PATCH, false),
+            known(NONE, INSIDE, true),
+            known(NONE, INSIDE, false),
             // A conv, its 2×2 pool: values, and into a dense layer's logits.
             of_list(&[
                 (CONV, true),

@@ -88,6 +88,7 @@ const CONV0: u32 = of_list(&[
     (facts::WHOLE_QUADS, false),
     (facts::MONOTONIC, true),
     (facts::RELU, true),
+    (facts::INSIDE, true),
 ]);
 const CONV_POOL_DENSE: u32 = of_list(&[
     (facts::CONV, true),
@@ -102,6 +103,8 @@ const CONV_POOL_DENSE: u32 = of_list(&[
     (facts::RELU, true),
     (facts::EVEN_UNITS, true),
     (facts::OCTETS, true),
+    (facts::INSIDE, true),
+    (facts::INT8_PATCH, true),
 ]);
 type KnownChain01<'a> = Chain<
     Specialized<Op0<'a>, CONV0>,
