@@ -603,8 +603,32 @@ pub struct Dense<'a, const I: usize, const U: usize, const RELU: bool> {
     part: DensePart<'a>,
 }
 
-impl<const I: usize, const U: usize, const RELU: bool> Dense<'_, I, U, RELU> {
+impl<'a, const I: usize, const U: usize, const RELU: bool> Dense<'a, I, U, RELU> {
     const SHAPE: () = assert!(I > 0 && U > 0, "every dimension must be positive");
+
+    /// Its [`DensePart`], field by field (its sizes the constants they are; and no copy of
+    /// the whole struct, which would call `memcpy`).
+    #[inline(always)]
+    fn part(&self) -> DensePart<'a> {
+        let p = &self.part;
+        DensePart {
+            inputs: I,
+            units: U,
+            weights: p.weights,
+            wide: p.wide,
+            unit_sums: p.unit_sums,
+            requant: ChannelRequant {
+                bias: p.requant.bias,
+                multiplier: p.requant.multiplier,
+                shift: p.requant.shift,
+                output_offset: p.requant.output_offset,
+                activation_min: p.requant.activation_min,
+                activation_max: p.requant.activation_max,
+            },
+            input_offset: p.input_offset,
+            monotonic: p.monotonic,
+        }
+    }
 }
 
 impl<'a, const I: usize, const U: usize, const RELU: bool> Layer<'a> for Dense<'a, I, U, RELU> {
@@ -638,7 +662,7 @@ impl<'a, const I: usize, const U: usize, const RELU: bool> Layer<'a> for Dense<'
             input: (1, 1, I),
             conv: None,
             pool: 0,
-            dense: Some(self.part),
+            dense: Some(self.part()),
             add: None,
         };
         run_general::<Unknown>(&parts, input, patch, output);
@@ -651,7 +675,7 @@ impl<'a, const I: usize, const U: usize> Logits<'a> for Dense<'a, I, U, false> {
             input: (1, 1, I),
             conv: None,
             pool: 0,
-            dense: Some(self.part),
+            dense: Some(self.part()),
             add: None,
         };
         run_general_logits::<Unknown>(&parts, input, patch, logits);
@@ -795,7 +819,7 @@ impl<'a, P: Producer<'a>, const I: usize, const U: usize, const RELU: bool> Laye
 
     fn run(&self, input: &[i8], patch: &mut [u32], output: &mut [i8]) {
         let parts = Parts {
-            dense: Some(self.dense.part),
+            dense: Some(self.dense.part()),
             ..self.producer.parts()
         };
         run_general::<Unknown>(&parts, input, patch, output);
@@ -807,7 +831,7 @@ impl<'a, P: Producer<'a>, const I: usize, const U: usize> Logits<'a>
 {
     fn run_logits(&self, input: &[i8], patch: &mut [u32], logits: &mut [i32]) {
         let parts = Parts {
-            dense: Some(self.dense.part),
+            dense: Some(self.dense.part()),
             ..self.producer.parts()
         };
         run_general_logits::<Unknown>(&parts, input, patch, logits);
@@ -1173,7 +1197,7 @@ impl<'a, P: Producer<'a>, const I: usize, const U: usize, const RELU: bool> Gene
 
     fn stage_parts(&self) -> Parts<'a> {
         Parts {
-            dense: Some(self.dense.part),
+            dense: Some(self.dense.part()),
             ..self.producer.parts()
         }
     }
@@ -1189,7 +1213,7 @@ impl<'a, const I: usize, const U: usize, const RELU: bool> GeneralStage<'a>
             input: (1, 1, I),
             conv: None,
             pool: 0,
-            dense: Some(self.part),
+            dense: Some(self.part()),
             add: None,
         }
     }
