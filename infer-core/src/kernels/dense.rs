@@ -7,7 +7,6 @@
 //! (reference) keeps its int32 accumulators and finishes them, as the stages do, with
 //! [`finish_logits`] into wide (i32) logits of one common scale, zero point 0.
 
-use super::dsp::word;
 use super::ChannelRequant;
 use crate::requant::{multiply_by_quantized_multiplier, scale_right};
 
@@ -73,24 +72,26 @@ pub fn dense_unit(requant: &ChannelRequant<'_>, unit: usize, acc: i32) -> i8 {
 /// requantization arrays are left as they are.
 #[inline(never)]
 pub fn finish_logits(requant: &ChannelRequant<'_>, logits: &mut [i32]) {
-    let params = requant
-        .bias
-        .chunks_exact(4)
-        .zip(requant.multiplier.chunks_exact(4))
-        .zip(requant.shift);
-    for (value, ((bias, mult), &shift)) in logits.iter_mut().zip(params) {
-        let (Some(bias), Some(mult)) = (bias.first_chunk(), mult.first_chunk()) else {
+    for (u, value) in logits.iter_mut().enumerate() {
+        let Some(finished) = logit(requant, u, *value) else {
             break;
         };
-        let acc = value.wrapping_add(word(bias) as i32);
-        let (mult, shift) = (word(mult) as i32, i32::from(shift as i8));
-        *value = if mult >= 0 && shift <= 0 {
-            // The same value, in some twenty instructions rather than seventy.
-            scale_right(acc, mult, shift).saturating_add(requant.output_offset)
-        } else {
-            wide_logit(acc, mult, shift, requant.output_offset)
-        };
+        *value = finished;
     }
+}
+
+/// Class `u`'s logit from its accumulator without bias `acc`, as [`finish_logits`] finishes
+/// each; `None` past the requantization arrays.
+#[inline(always)]
+pub fn logit(requant: &ChannelRequant<'_>, u: usize, acc: i32) -> Option<i32> {
+    let (bias, mult, shift) = requant.channel(u)?;
+    let acc = acc.wrapping_add(bias);
+    Some(if mult >= 0 && shift <= 0 {
+        // The same value, in some twenty instructions rather than seventy.
+        scale_right(acc, mult, shift).saturating_add(requant.output_offset)
+    } else {
+        wide_logit(acc, mult, shift, requant.output_offset)
+    })
 }
 
 /// `out[u] = clamp(requant(bias[u] + Σ_i (in[i] + input_offset) · w[u][i]) + zero point)`.

@@ -11,9 +11,10 @@
 //! of it, and the units' sums are requantized a block at a time
 //! ([`ChannelRequant::requantize_positions`]).
 
+use super::facts::{self, holds, KnownFacts};
 use super::stages::{added, DensePart, Out, Pixels};
 use crate::kernels::add::AddTables;
-use crate::kernels::dense::{dense_unit, finish_logits};
+use crate::kernels::dense::{dense_unit, logit};
 use crate::kernels::dot::{dot_i8_offset, dot_packed, PatchWords};
 use crate::kernels::dsp::{
     dense_quads, dense_quads_widened, dense_rows, dense_wide_words, halves_of_words, pack_groups,
@@ -58,10 +59,14 @@ enum Way {
 /// The way for a layer of `inputs` inputs and `units` units with `words` words of working
 /// memory: on MVE cores the int8 input; where it fits, on DSP cores the packed one (whole
 /// octets of inputs), on the Cortex-M3 the widened one; else unit by unit. The unit tests
-/// take each way in turn, by the layer's sizes.
-fn way(inputs: usize, units: usize, words: usize) -> Way {
-    let fits = words >= dense_words(inputs, Pixels::Four);
-    let packs = fits && inputs % 8 == 0;
+/// take each way in turn, by the layer's sizes. `facts` may know whether the working memory
+/// fits ([`facts::FOUR`]) and the inputs are whole octets ([`facts::OCTETS`]).
+#[inline(always)]
+fn way(inputs: usize, units: usize, words: usize, facts: facts::Facts) -> Way {
+    let fits = holds(facts, facts::FOUR, || {
+        words >= dense_words(inputs, Pixels::Four)
+    });
+    let packs = fits && holds(facts, facts::OCTETS, || inputs % 8 == 0);
     if cfg!(test) {
         return match (inputs + units) % 4 {
             0 if packs => Way::Packed,
@@ -84,7 +89,8 @@ fn way(inputs: usize, units: usize, words: usize) -> Way {
 /// Computes dense layer `d` over `input` into `output`, with `words` ([`dense_words`]) as
 /// working memory; bit for bit [`crate::kernels::dense::dense_i8`] (and, for the logits,
 /// [`crate::kernels::dense::dense_i8_logits`]). Short slices compute less, never panic.
-pub(crate) fn dense_direct(
+/// `K`: what the stage knows at compile time ([`super::facts`]).
+pub(crate) fn dense_direct<K: KnownFacts>(
     d: &DensePart<'_>,
     input: &[i8],
     words: &mut [u32],
@@ -98,7 +104,9 @@ pub(crate) fn dense_direct(
     if n == 0 {
         return;
     }
-    let way = way(n, d.units, words.len());
+    let f = K::FACTS;
+    let way = way(n, d.units, words.len(), f);
+    let even = holds(f, facts::EVEN_UNITS, || d.units % 2 == 0);
     let patch = words
         .get_mut(..dense_words(n, Pixels::Four))
         .unwrap_or_default();
@@ -159,7 +167,7 @@ pub(crate) fn dense_direct(
                 };
                 dense_rows(&rows, acc.get_mut(done..).unwrap_or_default());
                 done = count / 2 * 2;
-                if let Some(last) = acc.get_mut(done) {
+                if let (false, Some(last)) = (even, acc.get_mut(done)) {
                     *last = dot_packed(patch, row(done)) as u32;
                     done += 1;
                 }
@@ -207,10 +215,13 @@ pub(crate) fn dense_direct(
             }
             _ => {}
         }
-        for (u, a) in acc.iter_mut().enumerate().skip(done) {
-            *a = dot_i8_offset(input, d.input_offset, row(u)) as u32;
+        // (None left where the packed way took an even number of units.)
+        if !(way == Way::Packed && even) {
+            for (u, a) in acc.iter_mut().enumerate().skip(done) {
+                *a = dot_i8_offset(input, d.input_offset, row(u)) as u32;
+            }
         }
-        finish_block(d, first, acc, &mut out, add);
+        finish_block::<K>(d, first, acc, &mut out, add);
         first += count;
     }
 }
@@ -219,43 +230,44 @@ pub(crate) fn dense_direct(
 /// `acc` (overwritten): int8 values a block at a time where the requantization allows
 /// ([`ChannelRequant::requantize_positions`], for a monotonic one), else unit by
 /// unit; or wide logits. With `add`, each value is added in place to the one it replaces.
-fn finish_block(
+fn finish_block<K: KnownFacts>(
     d: &DensePart<'_>,
     first: usize,
     acc: &mut [u32],
     out: &mut Out<'_>,
     add: Option<&AddTables<'_>>,
 ) {
-    let rq = skip_channels(&d.requant, first);
+    let (f, rq) = (K::FACTS, skip_channels(&d.requant, first));
     match out {
-        Out::Values(output) => {
+        Out::Values(output) if !holds(f, facts::LOGITS, || false) => {
             let Some(output) = output.data.get_mut(first..) else {
                 return;
             };
-            if !d.monotonic {
+            if !holds(f, facts::MONOTONIC, || d.monotonic) {
                 for (u, (o, &a)) in output.iter_mut().zip(acc.iter()).enumerate() {
                     *o = added(add, dense_unit(&d.requant, first + u, a as i32), *o);
                 }
                 return;
             }
-            rq.requantize_positions(acc, acc.len(), rq.relu_floor());
+            let relu = holds(f, facts::RELU, || rq.relu_floor());
+            rq.requantize_positions(acc, acc.len(), relu);
             for (o, &a) in output.iter_mut().zip(acc.iter()) {
                 *o = added(add, a as i32 as i8, *o);
             }
         }
-        Out::Logits(logits) => {
+        Out::Logits(logits) if holds(f, facts::LOGITS, || true) => {
             let Some(logits) = logits.get_mut(first..) else {
                 return;
             };
-            let n = acc.len().min(logits.len());
-            let (Some(logits), Some(acc)) = (logits.get_mut(..n), acc.get(..n)) else {
-                return;
-            };
-            for (l, &a) in logits.iter_mut().zip(acc) {
-                *l = a as i32;
+            // Each logit from its sum (a copy, then the logits finished in place, would
+            // call `memcpy`).
+            for (u, (l, &a)) in logits.iter_mut().zip(acc.iter()).enumerate() {
+                if let Some(value) = logit(&rq, u, a as i32) {
+                    *l = value;
+                }
             }
-            finish_logits(&rq, logits);
         }
+        _ => {}
     }
 }
 
@@ -344,7 +356,7 @@ mod tests {
                     units % 2 == 1,
                     relu && !wild,
                 ));
-                ways.push(way(n, units, dense_words(n, pixels)));
+                ways.push(way(n, units, dense_words(n, pixels), facts::NONE));
                 owned.push(p);
                 shapes.push((n, units, relu));
                 n = units;

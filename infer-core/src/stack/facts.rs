@@ -44,9 +44,11 @@ pub const POINTWISE: Facts = 1 << 8;
 /// Without a pool, every run of output positions it computes at once (a row, or all
 /// rows) is a multiple of four positions long.
 pub const WHOLE_QUADS: Facts = 1 << 9;
-/// Its conv's requantization is monotonic (every multiplier ≥ 0, no left shift).
+/// Its conv's requantization (without a conv, its dense layer's) is monotonic (every
+/// multiplier ≥ 0, no left shift).
 pub const MONOTONIC: Facts = 1 << 10;
-/// Its conv's floor is at or above its output zero point (a ReLU's).
+/// Its conv's floor (without a conv, its dense layer's) is at or above its output zero point
+/// (a ReLU's).
 pub const RELU: Facts = 1 << 11;
 /// Its dense layer has an even number of units.
 pub const EVEN_UNITS: Facts = 1 << 12;

@@ -1100,11 +1100,23 @@ pub fn facts_of(parts: &Parts<'_>, pixels: Pixels, logits: bool) -> Facts {
             WHOLE_QUADS,
             parts.pool == 0 && g.is_some_and(|g| g.out_w() % QUAD == 0),
         ),
+        // The conv's requantization, or without one the dense layer's.
         (
             MONOTONIC,
-            conv.is_some_and(|cp| monotonic(&cp.requant, channels)),
+            match (conv, &parts.dense) {
+                (Some(cp), _) => monotonic(&cp.requant, channels),
+                (None, Some(d)) => d.monotonic,
+                (None, None) => false,
+            },
         ),
-        (RELU, conv.is_some_and(|cp| cp.requant.relu_floor())),
+        (
+            RELU,
+            match (conv, &parts.dense) {
+                (Some(cp), _) => cp.requant.relu_floor(),
+                (None, Some(d)) => d.requant.relu_floor(),
+                (None, None) => false,
+            },
+        ),
         (INT8_PATCH, g.is_some_and(|g| int8_patch_fits(g.taps()))),
         (INSIDE, g.is_some_and(windows_inside)),
         (EVEN_UNITS, units.is_some_and(|u| u % 2 == 0)),
@@ -1253,7 +1265,7 @@ fn run_stage<K: KnownFacts>(
     let conv = holds(K::FACTS, facts::CONV, || parts.conv.is_some());
     if !conv && !holds(K::FACTS, facts::POOL, || parts.pool != 0) {
         if let Some(d) = part(K::FACTS, facts::DENSE, parts.dense.as_ref()) {
-            dense_direct(d, input, words, output, add.as_ref());
+            dense_direct::<K>(d, input, words, output, add.as_ref());
         }
         return;
     }
