@@ -152,7 +152,7 @@ impl fmt::Display for Error {
                 compiled,
             } => write!(
                 f,
-                "model.bin does not fit this build: the stage from operation {op} was compiled for other facts of its quantization or shapes (`infer_core::stack::facts`: {found:#x} in the file, {compiled:#x} compiled); rebuild the firmware with this model"
+                "model.bin does not fit this build: the stage from operation {op} was compiled for other facts of its quantization or shapes (`infer_core::stack::facts` holding: {found:#x} in the file, {compiled:#x} compiled); rebuild the firmware with this model"
             ),
             Error::OpMismatch { op, what, found, compiled } => write!(
                 f,

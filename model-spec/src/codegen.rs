@@ -41,7 +41,9 @@ use infer_core::format::QuantParams;
 use infer_core::kernels::dsp::{dense_wide_words_of, wide_words, widen_filter};
 use infer_core::kernels::mve::row_sums;
 use infer_core::kernels::pairs::dense_pair_words_of;
-use infer_core::stack::facts::{holds, known, Facts, ALL, FOUR, LOGITS, MONOTONIC, NONE, RELU};
+use infer_core::stack::facts::{
+    holds, known, Facts, ALL, FOUR, LOGITS, MONOTONIC, NONE, PREPARED_CONV, PREPARED_DENSE, RELU,
+};
 use infer_core::stack::prepared::Preparation;
 use infer_core::stack::stages::{facts_of, plan_file, Kernel, Parts, Pixels, Stage};
 use infer_core::stack::Op;
@@ -340,13 +342,26 @@ impl Network {
     /// The network's Rust code, to `include!` in a module.
     pub fn generate(&self) -> String {
         let prepared = !self.prepared.is_empty();
+        // Add what depends on the build: the pixels at once, whether the stage writes the
+        // logits, and which of its layers have prepared weights.
+        let has_prepared = |op: usize| self.prepared.iter().any(|&(at, _)| at == op);
+        let stages = self.plan.stages();
         let facts: Vec<Facts> = self
             .facts
             .iter()
+            .zip(&stages)
             .enumerate()
-            .map(|(j, &f)| {
+            .map(|(j, (&f, st))| {
                 let last = j + 1 == self.facts.len();
-                known(known(f, FOUR, self.pixels == Pixels::Four), LOGITS, last)
+                let dense = st.last() - usize::from(st.add);
+                [
+                    (FOUR, self.pixels == Pixels::Four),
+                    (LOGITS, last),
+                    (PREPARED_CONV, st.conv && has_prepared(st.first)),
+                    (PREPARED_DENSE, st.dense && has_prepared(dense)),
+                ]
+                .iter()
+                .fold(f, |f, &(fact, holds)| known(f, fact, holds))
             })
             .collect();
         let mut out = generate(
@@ -770,7 +785,7 @@ fn generate(
                 .map(|&(name, _)| name)
                 .collect();
             (
-                format!("Specialized<{ty}, {f:#010x}>"),
+                format!("Specialized<{ty}, {f:#018x}>"),
                 format!(
                     "\n/// Compiled for its facts (`infer_core::stack::facts`): {}.",
                     holding.join(", ")

@@ -927,12 +927,12 @@ pub struct QuadConv<'a> {
 }
 
 impl QuadConv<'_> {
-    /// The widened rows, if they are there for every filter.
+    /// The widened rows, if they are there for every filter ([`widened_fit`]).
     fn widened(&self) -> Option<&[u32]> {
         let words = self.filters.checked_mul(wide_words(self.taps))?;
         self.wide
             .get(..words)
-            .filter(|w| w.len() == words && words > 0)
+            .filter(|_| widened_fit(self.wide.len(), self.filters, self.taps))
     }
 
     /// Whether the sizes fit the slices and `values`: [`quad_filters`]' precondition.
@@ -1122,6 +1122,14 @@ macro_rules! quad_filters_asm {
     };
 }
 
+/// Whether `wide_len` words of widened rows hold every one of `filters` filters of `taps`
+/// taps: where [`quad_filters`] takes them.
+pub fn widened_fit(wide_len: usize, filters: usize, taps: usize) -> bool {
+    filters
+        .checked_mul(wide_words(taps))
+        .is_some_and(|words| words > 0 && wide_len >= words)
+}
+
 /// Four pixels' convolutions ([`QuadConv`]): for filter `f` and pixel `p`, the sum
 /// `Σ x_p · w_f` (as `i32`) stored at `values[p · stride + f]`, or, with stride 0 (a pool
 /// window), folded into the running max `values[f]`. Computes nothing if a size does not
@@ -1136,9 +1144,21 @@ macro_rules! quad_filters_asm {
 /// weights are one `LDM`: 90 instructions per block of 32 taps, 13 per group after them.
 /// (MVE cores take convs of 6 taps or more through an int8 patch instead,
 /// `mve::quad_filters_i8`); elsewhere [`quad_filters_portable`].
-#[inline(never)]
+#[inline(always)]
 pub fn quad_filters(conv: &QuadConv<'_>, values: &mut [u32]) {
-    if !conv.fits(values) {
+    if conv.widened().is_some() {
+        quad_filters_rows::<true>(conv, values);
+    } else {
+        quad_filters_rows::<false>(conv, values);
+    }
+}
+
+/// [`quad_filters`] from the widened rows (`WIDE`; without them it computes nothing) or from
+/// the int8 ones: the one a caller that knows which ([`crate::stack::facts::PREPARED_CONV`])
+/// links alone.
+#[inline(never)]
+pub fn quad_filters_rows<const WIDE: bool>(conv: &QuadConv<'_>, values: &mut [u32]) {
+    if !conv.fits(values) || WIDE && conv.widened().is_none() {
         return;
     }
     #[cfg(infer_core_dsp)]
@@ -1162,23 +1182,26 @@ pub fn quad_filters(conv: &QuadConv<'_>, values: &mut [u32]) {
         // pointers); the block saves those two on the stack, uses them as scratch and
         // restores them, and pops everything it pushes. Nothing else is read or written,
         // and every register written is declared.
-        unsafe {
-            match conv.widened() {
-                Some(wide) => quad_filters_asm!(
+        match conv.widened() {
+            Some(wide) if WIDE => unsafe {
+                quad_filters_asm!(
                     quad_group_wide,
                     "ldr r6, [r11], #4",
                     conv,
                     wide.as_ptr(),
                     values
-                ),
-                None => quad_filters_asm!(
+                )
+            },
+            _ if !WIDE => unsafe {
+                quad_filters_asm!(
                     quad_group,
                     "ldrsb r6, [r11], #1",
                     conv,
                     conv.weights.as_ptr(),
                     values
-                ),
-            }
+                )
+            },
+            _ => {}
         }
     }
     #[cfg(not(infer_core_dsp))]

@@ -11,7 +11,7 @@
 //! of it, and the units' sums are requantized a block at a time
 //! ([`ChannelRequant::requantize_positions`]).
 
-use super::facts::{self, holds, KnownFacts};
+use super::facts::{self, holds, part, KnownFacts};
 use super::stages::{added, DensePart, Out, Pixels};
 use crate::kernels::add::AddTables;
 use crate::kernels::dense::{dense_unit, logit};
@@ -150,16 +150,22 @@ pub(crate) fn dense_direct<K: KnownFacts>(
                 };
                 // The block's whole quads from the widened rows if the model has them
                 // (its first unit is a multiple of 4: the quads are the layer's).
+                // (Where the stage knows it has them, the int8 quads go unlinked: prepared
+                // rows that do not fit leave every unit to the pairs below.)
                 let wide = d
                     .wide
                     .get(first / 4 * dense_wide_words(n, 4)..)
                     .filter(|_| d.wide.len() == dense_wide_words(n, d.units) && n % 16 == 0);
-                if let Some(wide) = wide {
-                    dense_quads_widened(patch, wide, n, acc);
-                    done = count / 4 * 4;
-                } else if n % 32 == 0 {
-                    dense_quads(&rows, acc);
-                    done = count / 4 * 4;
+                match part(f, facts::PREPARED_DENSE, wide) {
+                    Some(wide) => {
+                        dense_quads_widened(patch, wide, n, acc);
+                        done = count / 4 * 4;
+                    }
+                    None if !holds(f, facts::PREPARED_DENSE, || false) && n % 32 == 0 => {
+                        dense_quads(&rows, acc);
+                        done = count / 4 * 4;
+                    }
+                    None => {}
                 }
                 let rows = DenseRows {
                     weights: weights.get(done * n..).unwrap_or_default(),

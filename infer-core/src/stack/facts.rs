@@ -10,16 +10,19 @@
 //! the model loads); where one does not, the stage computes less, never panics.
 //!
 //! ```
-//! use infer_core::stack::facts::{holds, known, CONV, NONE, POOL};
-//! const F: u32 = known(known(NONE, CONV, true), POOL, false);
+//! use infer_core::stack::facts::{holds, known, Facts, CONV, NONE, POOL};
+//! const F: Facts = known(known(NONE, CONV, true), POOL, false);
 //! assert!(holds(F, CONV, || false)); // known: the run-time answer is never asked
 //! assert!(!holds(F, POOL, || true));
 //! assert!(holds(NONE, POOL, || true)); // unknown: asked at run time
 //! ```
 
 /// A set of facts: bit `f` (one of the constants below) says fact `f` is known, bit
-/// `f << 16` that it holds.
-pub type Facts = u32;
+/// `f << 32` that it holds.
+pub type Facts = u64;
+
+/// How far a fact's bit is from the bit that says it holds.
+const HOLDS: u32 = 32;
 
 /// Nothing known: every question is answered at run time.
 pub const NONE: Facts = 0;
@@ -41,9 +44,9 @@ pub const FOUR: Facts = 1 << 6;
 pub const ONE_CHANNEL: Facts = 1 << 7;
 /// Its conv's kernel is 1 × 1.
 pub const POINTWISE: Facts = 1 << 8;
-/// Without a pool, every run of output positions it computes at once (a row, or all
-/// rows) is a multiple of four positions long.
-pub const WHOLE_QUADS: Facts = 1 << 9;
+/// Its conv has weights prepared for the core's kernels beside the model
+/// ([`super::prepared`]).
+pub const PREPARED_CONV: Facts = 1 << 9;
 /// Its conv's requantization (without a conv, its dense layer's) is monotonic (every
 /// multiplier ≥ 0, no left shift).
 pub const MONOTONIC: Facts = 1 << 10;
@@ -59,9 +62,12 @@ pub const OCTETS: Facts = 1 << 13;
 pub const INT8_PATCH: Facts = 1 << 14;
 /// Every window of its conv lies inside its input (no padding).
 pub const INSIDE: Facts = 1 << 15;
+/// Its dense layer has weights (or, on Helium cores, unit sums) prepared for the core's
+/// kernels beside the model ([`super::prepared`]).
+pub const PREPARED_DENSE: Facts = 1 << 16;
 
 /// Every fact with its name, for messages and generated code.
-pub const ALL: [(&str, Facts); 16] = [
+pub const ALL: [(&str, Facts); 17] = [
     ("CONV", CONV),
     ("POOL", POOL),
     ("POOL2", POOL2),
@@ -71,19 +77,20 @@ pub const ALL: [(&str, Facts); 16] = [
     ("FOUR", FOUR),
     ("ONE_CHANNEL", ONE_CHANNEL),
     ("POINTWISE", POINTWISE),
-    ("WHOLE_QUADS", WHOLE_QUADS),
+    ("PREPARED_CONV", PREPARED_CONV),
     ("MONOTONIC", MONOTONIC),
     ("RELU", RELU),
     ("EVEN_UNITS", EVEN_UNITS),
     ("OCTETS", OCTETS),
     ("INT8_PATCH", INT8_PATCH),
     ("INSIDE", INSIDE),
+    ("PREPARED_DENSE", PREPARED_DENSE),
 ];
 
 /// `facts` with `fact` known to hold (`holds`) or not.
 pub const fn known(facts: Facts, fact: Facts, holds: bool) -> Facts {
-    let value = if holds { fact << 16 } else { 0 };
-    (facts & !(fact << 16)) | fact | value
+    let value = if holds { fact << HOLDS } else { 0 };
+    (facts & !(fact << HOLDS)) | fact | value
 }
 
 /// The facts `list` says are known, each holding or not.
@@ -101,7 +108,7 @@ pub const fn of_list(list: &[(Facts, bool)]) -> Facts {
 #[inline(always)]
 pub fn holds(facts: Facts, fact: Facts, at_run_time: impl FnOnce() -> bool) -> bool {
     if facts & fact != 0 {
-        facts & (fact << 16) != 0
+        facts & (fact << HOLDS) != 0
     } else {
         at_run_time()
     }
@@ -110,7 +117,7 @@ pub fn holds(facts: Facts, fact: Facts, at_run_time: impl FnOnce() -> bool) -> b
 /// `part` where `fact` (that it exists) may hold; `None` where `facts` know it does not.
 #[inline(always)]
 pub fn part<T>(facts: Facts, fact: Facts, part: Option<T>) -> Option<T> {
-    if facts & fact != 0 && facts & (fact << 16) == 0 {
+    if facts & fact != 0 && facts & (fact << HOLDS) == 0 {
         None
     } else {
         part
@@ -137,9 +144,14 @@ impl<const F: Facts> KnownFacts for Known<F> {
 /// layers run with.
 pub type Unknown = Known<NONE>;
 
+/// The facts of `facts` that are known to hold, as bits (for messages).
+pub const fn holding(facts: Facts) -> u32 {
+    (facts >> HOLDS) as u32
+}
+
 /// Whether `found` (every fact of a stage, as [`super::stages::facts_of`] finds them)
 /// agrees with `compiled` on every fact `compiled` knows.
 pub const fn agree(found: Facts, compiled: Facts) -> bool {
-    let known = compiled & 0xffff;
-    (found ^ compiled) & (known << 16) == 0
+    let known = compiled & 0xffff_ffff;
+    (found ^ compiled) & (known << HOLDS) == 0
 }

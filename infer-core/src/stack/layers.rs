@@ -1313,8 +1313,8 @@ impl<'a, S: GeneralStage<'a>, const F: Facts> Layer<'a> for Specialized<S, F> {
             return Err(Error::OpMismatch {
                 op: index as u16,
                 what: "stage facts",
-                found,
-                compiled: F,
+                found: facts::holding(found),
+                compiled: facts::holding(F),
             });
         }
         Ok(Self(stage))

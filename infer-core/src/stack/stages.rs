@@ -47,7 +47,9 @@ use crate::kernels::dense::{dense_unit, finish_logits};
 use crate::kernels::dot::{
     dot_i8_offset, dot_packed, dot_packed2, dot_packed4, four_filters, pack_patch, PatchWords,
 };
-use crate::kernels::dsp::{dense_rows, int8_of_words, quad_filters, DenseRows, QuadConv};
+use crate::kernels::dsp::{
+    dense_rows, int8_of_words, quad_filters_rows, widened_fit, DenseRows, QuadConv,
+};
 use crate::kernels::mve::{
     dense_rows_i8, offset_terms, quad_filters_i8, DenseRowsI8, QuadConvI8, UNIT_SUMS,
 };
@@ -1096,9 +1098,13 @@ pub fn facts_of(parts: &Parts<'_>, pixels: Pixels, logits: bool) -> Facts {
         (FOUR, pixels == Pixels::Four),
         (ONE_CHANNEL, g.is_some_and(|g| g.in_c == 1)),
         (POINTWISE, g.is_some_and(|g| g.k_h == 1 && g.k_w == 1)),
+        (PREPARED_CONV, conv.is_some_and(widened)),
         (
-            WHOLE_QUADS,
-            parts.pool == 0 && g.is_some_and(|g| g.out_w() % QUAD == 0),
+            PREPARED_DENSE,
+            parts
+                .dense
+                .as_ref()
+                .is_some_and(|d| !d.wide.is_empty() || !d.unit_sums.is_empty()),
         ),
         // The conv's requantization, or without one the dense layer's.
         (
@@ -1144,6 +1150,11 @@ pub(crate) fn dense_part<'a>(
         input_offset: input_offset(file, index),
         monotonic: monotonic(&requant, d.units.into()),
     }
+}
+
+/// Whether conv `cp` has its weights widened for every filter ([`widened_fit`]).
+fn widened(cp: &ConvPart<'_>) -> bool {
+    widened_fit(cp.wide.len(), cp.geometry.filters, cp.geometry.taps())
 }
 
 /// Whether every window of conv `g` lies inside its input: no padding.
@@ -1573,8 +1584,7 @@ fn conv_positions<K: KnownFacts>(
 ) {
     let (f, g) = (K::FACTS, &cp.geometry);
     let (taps, channels) = (g.taps(), g.filters);
-    // What the facts fix: the pool window, the positions computed at once, the pixels, the
-    // requantization and the kernel.
+    // What the facts fix: the pool window, the pixels, the requantization and the kernel.
     let p = if holds(f, facts::POOL2, || false) {
         2
     } else if holds(f, facts::POOL, || true) {
@@ -1583,11 +1593,6 @@ fn conv_positions<K: KnownFacts>(
         1
     };
     let four = holds(f, facts::FOUR, || pixels == Pixels::Four);
-    let n = if p == 1 && four && holds(f, facts::WHOLE_QUADS, || false) {
-        QUAD
-    } else {
-        n
-    };
     let monotonic = holds(f, facts::MONOTONIC, || monotonic);
     let one_channel = holds(f, facts::ONE_CHANNEL, || g.in_c == 1);
     let pointwise = holds(f, facts::POINTWISE, || g.k_h == 1 && g.k_w == 1);
@@ -1739,7 +1744,11 @@ fn conv_positions<K: KnownFacts>(
                     stride,
                     wide: cp.wide,
                 };
-                quad_filters(&conv, values);
+                if holds(f, facts::PREPARED_CONV, || widened(cp)) {
+                    quad_filters_rows::<true>(&conv, values);
+                } else {
+                    quad_filters_rows::<false>(&conv, values);
+                }
             }
             i += QUAD;
         } else {
@@ -2302,8 +2311,8 @@ mod tests {
             known(NONE, ONE_CHANNEL, false),
             known(NONE, POINTWISE, true),
             known(NONE, POINTWISE, false),
-            known(NONE, WHOLE_QUADS, true),
-            known(NONE, WHOLE_QUADS, false),
+            known(NONE, PREPARED_CONV, false),
+            known(NONE, PREPARED_DENSE, false),
             known(NONE, MONOTONIC, true),
             known(NONE, MONOTONIC, false),
             known(NONE, RELU, true),
@@ -2346,7 +2355,6 @@ mod tests {
                 (POOL, false),
                 (POOL2, false),
                 (FOUR, true),
-                (WHOLE_QUADS, true),
                 (MONOTONIC, true),
                 (DENSE, false),
                 (ADD, false),

@@ -162,7 +162,6 @@ const FACTS0: Facts = of_list(&[
     (facts::FOUR, FOUR),
     (facts::ONE_CHANNEL, false),
     (facts::POINTWISE, false),
-    (facts::WHOLE_QUADS, false),
 ]);
 const FACTS1: Facts = of_list(&[
     (facts::CONV, true),
@@ -332,8 +331,8 @@ fn a_file_of_another_declaration_is_refused_naming_operation_and_property() {
         Some(Error::OpMismatch {
             op: 0,
             what: "stage facts",
-            found: facts_of(&stage0, Pixels::BUILT, false),
-            compiled: WRONG,
+            found: facts::holding(facts_of(&stage0, Pixels::BUILT, false)),
+            compiled: facts::holding(WRONG),
         })
     );
     let message = std::format!("{}", KnownStaged::<WRONG>::from_file(&good).err().unwrap());

@@ -29,7 +29,7 @@ use core::hint::black_box;
 use core::panic::PanicInfo;
 use cortex_m_rt::entry;
 use infer_core::kernels::MapRows;
-use infer_core::stack::facts::{self, of_list};
+use infer_core::stack::facts::{self, of_list, Facts};
 use infer_core::stack::layers::{
     check_op_count, max, Add, AddInPlace, AvgPool2d, Branch, Chain, Conv2d, ConvPool, ConvPool3x3,
     ConvPoolDense3x3, Dense, DepthwiseConv2d, Layer, Logits, MaxPool2d, Specialized, Streamed,
@@ -75,7 +75,7 @@ type TwoBlocks<'a> = Chain<
 // (`model_spec::codegen`): the first conv (one channel, 26 positions a row) writing its
 // rows, the second with its pool and ReLU dense layer, two-blocks' second giving the logits.
 const FOUR: bool = matches!(Pixels::BUILT, Pixels::Four);
-const CONV0: u32 = of_list(&[
+const CONV0: Facts = of_list(&[
     (facts::CONV, true),
     (facts::POOL, false),
     (facts::POOL2, false),
@@ -85,12 +85,11 @@ const CONV0: u32 = of_list(&[
     (facts::FOUR, FOUR),
     (facts::ONE_CHANNEL, true),
     (facts::POINTWISE, false),
-    (facts::WHOLE_QUADS, false),
     (facts::MONOTONIC, true),
     (facts::RELU, true),
     (facts::INSIDE, true),
 ]);
-const CONV_POOL_DENSE: u32 = of_list(&[
+const CONV_POOL_DENSE: Facts = of_list(&[
     (facts::CONV, true),
     (facts::POOL, true),
     (facts::POOL2, true),
@@ -108,7 +107,7 @@ const CONV_POOL_DENSE: u32 = of_list(&[
 ]);
 type KnownChain01<'a> = Chain<
     Specialized<Op0<'a>, CONV0>,
-    Specialized<Stage1<'a>, { CONV_POOL_DENSE | facts::LOGITS }>,
+    Specialized<Stage1<'a>, { facts::known(CONV_POOL_DENSE, facts::LOGITS, false) }>,
     4,
 >;
 type KnownTwoBlocks<'a> = Chain<
@@ -121,7 +120,7 @@ type KnownTwoBlocks<'a> = Chain<
             10,
             false,
         >,
-        { CONV_POOL_DENSE | facts::LOGITS | facts::LOGITS << 16 },
+        { facts::known(CONV_POOL_DENSE, facts::LOGITS, true) },
     >,
     4,
 >;
