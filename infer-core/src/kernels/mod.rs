@@ -102,7 +102,7 @@ impl<'a> ChannelRequant<'a> {
     #[inline(always)]
     pub(crate) fn requantize_positions(&self, values: &mut [u32], channels: usize, relu: bool) {
         if cfg!(infer_core_mve) {
-            mve::requantize_right(self, values, channels);
+            mve::requantize_right(self, values, channels, relu);
             return;
         }
         if relu {

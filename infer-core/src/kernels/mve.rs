@@ -277,19 +277,26 @@ macro_rules! quad_block {
 /// negative shift, which rounds ties up, rounds them away from zero as TFLite's rounding
 /// division does (a ReLU's floor replaces every value ≤ 0, so it skips this); then the
 /// zero point added with saturation, the clamp, the store; the last four tail-predicated.
-/// Elsewhere [`requantize_right_portable`].
+/// Elsewhere [`requantize_right_portable`]. `relu` is [`ChannelRequant::relu_floor`], which a
+/// caller may know at compile time. Computes nothing where the sizes do not fit.
 #[inline(always)]
-pub fn requantize_right(rq: &ChannelRequant<'_>, values: &mut [u32], channels: usize) {
+pub fn requantize_right(rq: &ChannelRequant<'_>, values: &mut [u32], channels: usize, relu: bool) {
     #[cfg(infer_core_mve)]
-    if right_fits(rq, values, channels) {
-        if rq.activation_min >= rq.output_offset {
+    {
+        if !right_fits(rq, values, channels) {
+            return;
+        }
+        if relu {
             requantize_right_mve::<false>(rq, values, channels);
         } else {
             requantize_right_mve::<true>(rq, values, channels);
         }
-        return;
     }
-    requantize_right_portable(rq, values, channels);
+    #[cfg(not(infer_core_mve))]
+    {
+        let _ = relu;
+        requantize_right_portable(rq, values, channels);
+    }
 }
 
 /// [`requantize_right`] in plain integer arithmetic: each sum with its bias through

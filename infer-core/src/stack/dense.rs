@@ -186,12 +186,16 @@ pub(crate) fn dense_direct<K: KnownFacts>(
                     .wide
                     .get(first / 4 * dense_pair_words(n, 4)..)
                     .filter(|_| PAIRED && d.wide.len() == dense_pair_words(n, d.units));
-                if let Some(words) = paired {
-                    dense_quads_paired(xs, words, acc);
-                    done = count / 4 * 4;
-                } else if n % 16 == 0 {
-                    dense_quads_wide(xs, weights, n, acc);
-                    done = count / 4 * 4;
+                match part(f, facts::PREPARED_DENSE, paired) {
+                    Some(words) => {
+                        dense_quads_paired(xs, words, acc);
+                        done = count / 4 * 4;
+                    }
+                    None if !holds(f, facts::PREPARED_DENSE, || false) && n % 16 == 0 => {
+                        dense_quads_wide(xs, weights, n, acc);
+                        done = count / 4 * 4;
+                    }
+                    None => {}
                 }
                 let last = count - 1;
                 for (q, quad) in acc

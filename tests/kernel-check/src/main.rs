@@ -250,7 +250,7 @@ fn main() -> ! {
             ..rq
         };
         let (mut got, mut want) = (sums, sums);
-        mve::requantize_right(&rq, &mut got[..n], channels);
+        mve::requantize_right(&rq, &mut got[..n], channels, rq.relu_floor());
         mve::requantize_right_portable(&rq, &mut want[..n], channels);
         check("requantize_right", case, got, want);
 
