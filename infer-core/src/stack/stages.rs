@@ -1696,7 +1696,7 @@ fn conv_positions<K: KnownFacts>(
                     // Every byte written, so that a background patch is all zero points.
                     bytes.fill(zero_point);
                 }
-                for k in 0..QUAD {
+                for k in 0..core::hint::black_box(QUAD) {
                     let at = pixel(k).0;
                     if inside {
                         gather_patch_i8::<true>(g, kernel_row, input, zero_point, at, bytes, k);
@@ -1720,7 +1720,8 @@ fn conv_positions<K: KnownFacts>(
                 i += QUAD;
                 continue;
             }
-            for k in 0..QUAD {
+            // (Rolled: unrolled, the four calls and pixel positions took some 200 B.)
+            for k in 0..core::hint::black_box(QUAD) {
                 let slot = PatchSlot {
                     pixel: k,
                     pixels: QUAD,
@@ -1773,6 +1774,7 @@ fn conv_positions<K: KnownFacts>(
 
 /// Folds a background quad (four pixels whose sums are all 0) into the running maxima
 /// `values`: pixel `k`'s `channels` values from `k · stride` on.
+#[inline(never)]
 fn background_quad(values: &mut [u32], stride: usize, channels: usize) {
     // An opaque trip count keeps the loop rolled: unrolled, it took some 500 B of flash for
     // a path a digit takes a few dozen times.
