@@ -23,7 +23,11 @@
 //!
 //! The network is the model's own: its operations ([`StackFile`], model.bin format 3)
 //! are grouped into fused stages by the one stage plan (`infer_core::stack::stages`) and
-//! become typed layers (`infer_core::stack::layers`).
+//! become typed layers (`infer_core::stack::layers`). Each general stage is compiled for the
+//! facts the model fixes (`layers::Specialized`, `infer_core::stack::facts`, found by
+//! `stages::facts_of` with this build's pixels at once, the logits and the prepared weights
+//! added), and the one-channel 3×3 kernel for its fast requantization where the model has it:
+//! only the code the network runs is linked.
 //! A spec file (`models/*.toml`, or a preset), where given, is only checked against the
 //! model: its int8 plan ([`Plan`], read with the trainer's own parser) must have exactly the
 //! model's operations, or the build stops naming the operation and both shapes

@@ -7,6 +7,7 @@
 //! (reference) keeps its int32 accumulators and finishes them, as the stages do, with
 //! [`finish_logits`] into wide (i32) logits of one common scale, zero point 0.
 
+use super::dsp::word;
 use super::ChannelRequant;
 use crate::requant::{multiply_by_quantized_multiplier, scale_right};
 
@@ -72,26 +73,47 @@ pub fn dense_unit(requant: &ChannelRequant<'_>, unit: usize, acc: i32) -> i8 {
 /// requantization arrays are left as they are.
 #[inline(never)]
 pub fn finish_logits(requant: &ChannelRequant<'_>, logits: &mut [i32]) {
-    for (u, value) in logits.iter_mut().enumerate() {
-        let Some(finished) = logit(requant, u, *value) else {
-            break;
-        };
-        *value = finished;
+    for (value, params) in logits.iter_mut().zip(channel_params(requant)) {
+        *value = logit(requant, *value, params);
     }
 }
 
-/// Class `u`'s logit from its accumulator without bias `acc`, as [`finish_logits`] finishes
-/// each; `None` past the requantization arrays.
+/// [`finish_logits`] of the sums without bias `acc` (as `u32` bits), written into `logits`
+/// (as many as both have, and the requantization arrays).
+#[inline(never)]
+pub fn logits_of(requant: &ChannelRequant<'_>, acc: &[u32], logits: &mut [i32]) {
+    for ((value, &a), params) in logits.iter_mut().zip(acc).zip(channel_params(requant)) {
+        *value = logit(requant, a as i32, params);
+    }
+}
+
+/// Each channel's `(bias, multiplier, shift)`, as far as the arrays go.
 #[inline(always)]
-pub fn logit(requant: &ChannelRequant<'_>, u: usize, acc: i32) -> Option<i32> {
-    let (bias, mult, shift) = requant.channel(u)?;
+fn channel_params<'r>(
+    requant: &'r ChannelRequant<'_>,
+) -> impl Iterator<Item = (i32, i32, i32)> + 'r {
+    requant
+        .bias
+        .chunks_exact(4)
+        .zip(requant.multiplier.chunks_exact(4))
+        .zip(requant.shift)
+        .map_while(|((bias, mult), &shift)| {
+            let (bias, mult) = (bias.first_chunk()?, mult.first_chunk()?);
+            Some((word(bias) as i32, word(mult) as i32, i32::from(shift as i8)))
+        })
+}
+
+/// A logit from its accumulator without bias `acc` and its channel's `(bias, multiplier,
+/// shift)`, as [`finish_logits`] finishes each.
+#[inline(always)]
+fn logit(requant: &ChannelRequant<'_>, acc: i32, (bias, mult, shift): (i32, i32, i32)) -> i32 {
     let acc = acc.wrapping_add(bias);
-    Some(if mult >= 0 && shift <= 0 {
+    if mult >= 0 && shift <= 0 {
         // The same value, in some twenty instructions rather than seventy.
         scale_right(acc, mult, shift).saturating_add(requant.output_offset)
     } else {
         wide_logit(acc, mult, shift, requant.output_offset)
-    })
+    }
 }
 
 /// `out[u] = clamp(requant(bias[u] + Σ_i (in[i] + input_offset) · w[u][i]) + zero point)`.

@@ -14,7 +14,7 @@
 use super::facts::{self, holds, part, KnownFacts};
 use super::stages::{added, DensePart, Out, Pixels};
 use crate::kernels::add::AddTables;
-use crate::kernels::dense::{dense_unit, logit};
+use crate::kernels::dense::{dense_unit, logits_of};
 use crate::kernels::dot::{dot_i8_offset, dot_packed, PatchWords};
 use crate::kernels::dsp::{
     dense_quads, dense_quads_widened, dense_rows, dense_wide_words, halves_of_words, pack_groups,
@@ -269,13 +269,9 @@ fn finish_block<K: KnownFacts>(
             let Some(logits) = logits.get_mut(first..) else {
                 return;
             };
-            // Each logit from its sum (a copy, then the logits finished in place, would
-            // call `memcpy`).
-            for (u, (l, &a)) in logits.iter_mut().zip(acc.iter()).enumerate() {
-                if let Some(value) = logit(&rq, u, a as i32) {
-                    *l = value;
-                }
-            }
+            // From the sums (a copy, then the logits finished in place, would call
+            // `memcpy`).
+            logits_of(&rq, acc, logits);
         }
         _ => {}
     }
