@@ -122,10 +122,17 @@ impl PairConv<'_> {
 #[inline(never)]
 pub fn pair_filters(conv: &PairConv<'_>, values: &mut [u32]) {
     #[cfg(all(infer_core_long_multiply, not(infer_core_dsp)))]
-    if conv.fits(values) && !conv.is_background() {
-        pair_filters_asm(conv, values);
-        return;
+    {
+        if !conv.fits(values) {
+            return;
+        }
+        if conv.is_background() {
+            background_sums(conv, values);
+        } else {
+            pair_filters_asm(conv, values);
+        }
     }
+    #[cfg(not(all(infer_core_long_multiply, not(infer_core_dsp))))]
     pair_filters_portable(conv, values);
 }
 
@@ -135,17 +142,24 @@ pub fn pair_filters_portable(conv: &PairConv<'_>, values: &mut [u32]) {
     if !conv.fits(values) {
         return;
     }
+    if conv.is_background() {
+        background_sums(conv, values);
+        return;
+    }
     let patch = conv.patch.get(..2 * conv.taps).unwrap_or_default();
-    let background = conv.is_background();
     let rows = conv.weights.chunks_exact(conv.taps).take(conv.filters);
     for (f, w) in rows.enumerate() {
-        let sums = if background {
-            [0; 4]
-        } else {
-            filter_sums(patch, w)
-        };
-        for (p, sum) in sums.into_iter().take(conv.pixels).enumerate() {
+        for (p, sum) in filter_sums(patch, w).into_iter().take(conv.pixels).enumerate() {
             put_sum(values, p * conv.stride + f, conv.stride, sum);
+        }
+    }
+}
+
+/// [`pair_filters`] of a background patch (every sum 0), without a multiply.
+fn background_sums(conv: &PairConv<'_>, values: &mut [u32]) {
+    for f in 0..conv.filters {
+        for p in 0..conv.pixels {
+            put_sum(values, p * conv.stride + f, conv.stride, 0);
         }
     }
 }
