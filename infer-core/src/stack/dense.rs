@@ -225,8 +225,8 @@ pub(crate) fn dense_direct<K: KnownFacts>(
             }
             _ => {}
         }
-        // (None left where the packed way took an even number of units.)
-        if !(way == Way::Packed && even) {
+        // (None left where the packed or the int8 way took an even number of units.)
+        if !(matches!(way, Way::Packed | Way::Int8) && even) {
             for (u, a) in acc.iter_mut().enumerate().skip(done) {
                 *a = dot_i8_offset(input, d.input_offset, row(u)) as u32;
             }
