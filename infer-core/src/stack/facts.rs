@@ -3,11 +3,12 @@
 //!
 //! The one engine ([`super::stages::run_general`] and its kin) is generic over a set of
 //! [`Facts`]. The host's [`super::run()`] knows none of them ([`NONE`]) and asks every
-//! question of the stage's parts at run time; a typed layer ([`super::layers`]) knows
-//! its shapes as const generics and passes what follows from them, so that the compiler
-//! leaves out every branch the stage never takes. A firmware then links only the code
-//! its network runs. A fact given must hold (the typed layers check what they claim when
-//! the model loads); where one does not, the stage computes less, never panics.
+//! question of the stage's parts at run time; a firmware's build script finds them in the
+//! model ([`super::stages::facts_of`]) and compiles each general stage for them
+//! ([`super::layers::Specialized`], which checks them when the model loads), so that the
+//! compiler leaves out every branch the stage never takes and the firmware links only the
+//! code its network runs. A fact given must hold; where one does not, the stage computes
+//! less, never panics.
 //!
 //! ```
 //! use infer_core::stack::facts::{holds, known, Facts, CONV, NONE, POOL};
