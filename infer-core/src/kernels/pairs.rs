@@ -149,7 +149,11 @@ pub fn pair_filters_portable(conv: &PairConv<'_>, values: &mut [u32]) {
     let patch = conv.patch.get(..2 * conv.taps).unwrap_or_default();
     let rows = conv.weights.chunks_exact(conv.taps).take(conv.filters);
     for (f, w) in rows.enumerate() {
-        for (p, sum) in filter_sums(patch, w).into_iter().take(conv.pixels).enumerate() {
+        for (p, sum) in filter_sums(patch, w)
+            .into_iter()
+            .take(conv.pixels)
+            .enumerate()
+        {
             put_sum(values, p * conv.stride + f, conv.stride, sum);
         }
     }
