@@ -43,7 +43,7 @@ use crate::kernels::conv::{
     gather_pair_patch, gather_patch, gather_patch_i8, gather_pixel_patch, ConvGeometry, Padding,
     PatchSlot,
 };
-use crate::kernels::dense::{dense_unit, finish_logits};
+use crate::kernels::dense::{dense_unit, logits_of};
 use crate::kernels::dot::{
     dot_i8_offset, dot_packed, dot_packed2, dot_packed4, four_filters, pack_patch, PatchWords,
 };
@@ -1190,7 +1190,7 @@ pub fn run_general<K: KnownFacts>(
 }
 
 /// [`run_general`] for the network's last stage, whose dense layer gives the logits:
-/// `logits` gets them wide ([`finish_logits`]). A stage without a dense layer writes
+/// `logits` gets them wide ([`crate::kernels::dense::finish_logits`]). A stage without a dense layer writes
 /// nothing.
 pub fn run_general_logits<K: KnownFacts>(
     parts: &Parts<'_>,
@@ -1212,27 +1212,15 @@ pub enum Out<'o> {
 impl Out<'_> {
     /// Writes dense layer `d`'s outputs from its accumulators without bias, `acc` (added
     /// in place with `add`).
-    fn finish<K: KnownFacts>(
-        self,
-        d: &DensePart<'_>,
-        acc: impl Iterator<Item = i32>,
-        add: Option<&AddTables>,
-    ) {
+    fn finish<K: KnownFacts>(self, d: &DensePart<'_>, acc: &[u32], add: Option<&AddTables>) {
         match self {
             Out::Values(output) if !holds(K::FACTS, facts::LOGITS, || false) => {
-                for (u, (out, a)) in output.data.iter_mut().zip(acc).enumerate() {
-                    *out = added(add, dense_unit(&d.requant, u, a), *out);
+                for (u, (out, &a)) in output.data.iter_mut().zip(acc).enumerate() {
+                    *out = added(add, dense_unit(&d.requant, u, a as i32), *out);
                 }
             }
             Out::Logits(logits) if holds(K::FACTS, facts::LOGITS, || true) => {
-                let logits = match logits.get_mut(..d.units) {
-                    Some(l) => l,
-                    None => logits,
-                };
-                for (out, a) in logits.iter_mut().zip(acc) {
-                    *out = a;
-                }
-                finish_logits(&d.requant, logits);
+                logits_of(&d.requant, acc, logits);
             }
             _ => {}
         }
@@ -1485,7 +1473,7 @@ impl<'p, 'a, 'w, K: KnownFacts> StageRun<'p, 'a, 'w, K> {
     /// Writes the streamed dense layer's outputs (nothing without one).
     fn finish(self, output: Out<'_>) {
         if let Some(d) = part(K::FACTS, facts::DENSE, self.parts.dense.as_ref()) {
-            output.finish::<K>(d, self.acc.iter().map(|&a| a as i32), self.add.as_ref());
+            output.finish::<K>(d, self.acc, self.add.as_ref());
         }
     }
 }
