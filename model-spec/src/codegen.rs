@@ -46,7 +46,7 @@ use infer_core::kernels::dsp::{dense_wide_words_of, wide_words, widen_filter};
 use infer_core::kernels::mve::row_sums;
 use infer_core::kernels::pairs::dense_pair_words_of;
 use infer_core::stack::facts::{
-    holds, known, Facts, ALL, FOUR, LOGITS, MONOTONIC, NONE, PREPARED_CONV, PREPARED_DENSE, RELU,
+    holds, known, Facts, ALL, FAST_POOL, FOUR, LOGITS, NONE, PREPARED_CONV, PREPARED_DENSE,
 };
 use infer_core::stack::prepared::Preparation;
 use infer_core::stack::stages::{facts_of, plan_file, Kernel, Parts, Pixels, Stage};
@@ -777,9 +777,9 @@ fn generate(
     ));
     for (j, st) in stages.iter().enumerate() {
         let f = facts.get(j).copied().unwrap_or(NONE);
-        // The one-channel 3×3 kernel's requantization, where it is the fast one (a ReLU at
-        // the conv's zero point, right shifts): the exact one is left out.
-        let fast = holds(f, MONOTONIC, || false) && holds(f, RELU, || false);
+        // The one-channel 3×3 kernel's requantization, where it is the fast one: the exact
+        // one is left out.
+        let fast = holds(f, FAST_POOL, || false);
         let (lifetime, ty) = stage_type(st, ops, fast, &mut used);
         let (ty, known_facts) = if st.kernel == Kernel::General && !st.alone && f != NONE {
             used.specialized = true;

@@ -66,9 +66,13 @@ pub const INSIDE: Facts = 1 << 15;
 /// Its dense layer has weights (or, on Helium cores, unit sums) prepared for the core's
 /// kernels beside the model ([`super::prepared`]).
 pub const PREPARED_DENSE: Facts = 1 << 16;
+/// Its conv's pool windows requantize the fast way
+/// ([`crate::kernels::fused::fast_requant`]): what the one-channel 3×3 kernel is compiled
+/// for (`FAST` of [`super::layers::ConvPool3x3`] and [`super::layers::ConvPoolDense3x3`]).
+pub const FAST_POOL: Facts = 1 << 17;
 
 /// Every fact with its name, for messages and generated code.
-pub const ALL: [(&str, Facts); 17] = [
+pub const ALL: [(&str, Facts); 18] = [
     ("CONV", CONV),
     ("POOL", POOL),
     ("POOL2", POOL2),
@@ -86,6 +90,7 @@ pub const ALL: [(&str, Facts); 17] = [
     ("INT8_PATCH", INT8_PATCH),
     ("INSIDE", INSIDE),
     ("PREPARED_DENSE", PREPARED_DENSE),
+    ("FAST_POOL", FAST_POOL),
 ];
 
 /// `facts` with `fact` known to hold (`holds`) or not.

@@ -50,6 +50,7 @@ use crate::kernels::dot::{
 use crate::kernels::dsp::{
     dense_rows, int8_of_words, quad_filters_rows, widened_fit, DenseRows, QuadConv,
 };
+use crate::kernels::fused::{fast_requant, StreamLayers};
 use crate::kernels::mve::{
     dense_rows_i8, offset_terms, quad_filters_i8, DenseRowsI8, QuadConvI8, UNIT_SUMS,
 };
@@ -1125,6 +1126,23 @@ pub fn facts_of(parts: &Parts<'_>, pixels: Pixels, logits: bool) -> Facts {
         ),
         (INT8_PATCH, g.is_some_and(|g| int8_patch_fits(g.taps()))),
         (INSIDE, g.is_some_and(windows_inside)),
+        (
+            FAST_POOL,
+            conv.is_some_and(|cp| {
+                let layers = StreamLayers {
+                    input_offset: cp.input_offset,
+                    conv_weights: cp.weights,
+                    conv: cp.requant,
+                    dense_input_offset: parts
+                        .dense
+                        .as_ref()
+                        .map_or(-cp.requant.output_offset, |d| d.input_offset),
+                    dense_weights: &[],
+                    dense: cp.requant,
+                };
+                fast_requant(&layers, channels)
+            }),
+        ),
         (EVEN_UNITS, units.is_some_and(|u| u % 2 == 0)),
         (OCTETS, channels % 8 == 0),
     ])
