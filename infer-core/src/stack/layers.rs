@@ -1110,8 +1110,8 @@ fn check_fast<const FAST: bool>(
         return Err(Error::OpMismatch {
             op: index as u16,
             what: "stage facts",
-            found: 0,
-            compiled: 1,
+            found: facts::holding(facts::known(facts::NONE, facts::FAST_POOL, false)),
+            compiled: facts::holding(facts::known(facts::NONE, facts::FAST_POOL, true)),
         });
     }
     Ok(())
