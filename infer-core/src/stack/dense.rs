@@ -12,7 +12,7 @@
 //! ([`ChannelRequant::requantize_positions`]).
 
 use super::facts::{self, holds, part, KnownFacts};
-use super::stages::{added, DensePart, Out, Pixels};
+use super::stages::{DensePart, Out, Pixels};
 use crate::kernels::add::AddTables;
 use crate::kernels::dense::{dense_unit, logits_of};
 use crate::kernels::dot::{dot_i8_offset, dot_packed, PatchWords};
@@ -225,8 +225,9 @@ pub(crate) fn dense_direct<K: KnownFacts>(
             }
             _ => {}
         }
-        // (None left where the packed or the int8 way took an even number of units.)
-        if !(matches!(way, Way::Packed | Way::Int8) && even) {
+        // (None left where the wide way took them all, or the packed or the int8 way an
+        // even number of units.)
+        if way != Way::Wide && !(matches!(way, Way::Packed | Way::Int8) && even) {
             for (u, a) in acc.iter_mut().enumerate().skip(done) {
                 *a = dot_i8_offset(input, d.input_offset, row(u)) as u32;
             }
@@ -240,7 +241,10 @@ pub(crate) fn dense_direct<K: KnownFacts>(
 /// `acc` (overwritten): int8 values a block at a time where the requantization allows
 /// ([`ChannelRequant::requantize_positions`], for a monotonic one), else unit by
 /// unit; or wide logits. With `add`, each value is added in place to the one it replaces.
-fn finish_block<K: KnownFacts>(
+/// The one way a dense layer's outputs are finished, whether its stage computed it alone
+/// ([`dense_direct`]) or streamed it (out of line: once per set of facts).
+#[inline(never)]
+pub(crate) fn finish_block<K: KnownFacts>(
     d: &DensePart<'_>,
     first: usize,
     acc: &mut [u32],
@@ -248,18 +252,19 @@ fn finish_block<K: KnownFacts>(
     add: Option<&AddTables<'_>>,
 ) {
     let (f, rq) = (K::FACTS, skip_channels(&d.requant, first));
+    let add = part(f, facts::ADD, add);
     match out {
         Out::Values(output) if !holds(f, facts::LOGITS, || false) => {
             let Some(output) = output.data.get_mut(first..) else {
                 return;
             };
-            if !holds(f, facts::MONOTONIC, || d.monotonic) {
+            if !holds(f, facts::DENSE_MONOTONIC, || d.monotonic) {
                 for (u, (o, &a)) in output.iter_mut().zip(acc.iter()).enumerate() {
                     *o = added(add, dense_unit(&d.requant, first + u, a as i32), *o);
                 }
                 return;
             }
-            let relu = holds(f, facts::RELU, || rq.relu_floor());
+            let relu = holds(f, facts::DENSE_RELU, || rq.relu_floor());
             rq.requantize_positions(acc, acc.len(), relu);
             for (o, &a) in output.iter_mut().zip(acc.iter()) {
                 *o = added(add, a as i32 as i8, *o);
@@ -274,6 +279,16 @@ fn finish_block<K: KnownFacts>(
             logits_of(&rq, acc, logits);
         }
         _ => {}
+    }
+}
+
+/// `value` (a stage's output) added in place to `other` (the value it replaces) with
+/// `add`; without one, `value`.
+#[inline(always)]
+fn added(add: Option<&AddTables<'_>>, value: i8, other: i8) -> i8 {
+    match add {
+        Some(t) => t.one(value, other),
+        None => value,
     }
 }
 

@@ -48,11 +48,9 @@ pub const POINTWISE: Facts = 1 << 8;
 /// Its conv has weights prepared for the core's kernels beside the model
 /// ([`super::prepared`]).
 pub const PREPARED_CONV: Facts = 1 << 9;
-/// Its conv's requantization (without a conv, its dense layer's) is monotonic (every
-/// multiplier ≥ 0, no left shift).
+/// Its conv's requantization is monotonic (every multiplier ≥ 0, no left shift).
 pub const MONOTONIC: Facts = 1 << 10;
-/// Its conv's floor (without a conv, its dense layer's) is at or above its output zero point
-/// (a ReLU's).
+/// Its conv's floor is at or above its output zero point (a ReLU's).
 pub const RELU: Facts = 1 << 11;
 /// Its dense layer has an even number of units.
 pub const EVEN_UNITS: Facts = 1 << 12;
@@ -70,9 +68,13 @@ pub const PREPARED_DENSE: Facts = 1 << 16;
 /// ([`crate::kernels::fused::fast_requant`]): what the one-channel 3×3 kernel is compiled
 /// for (`FAST` of [`super::layers::ConvPool3x3`] and [`super::layers::ConvPoolDense3x3`]).
 pub const FAST_POOL: Facts = 1 << 17;
+/// Its dense layer's requantization is monotonic (as [`MONOTONIC`] for its conv).
+pub const DENSE_MONOTONIC: Facts = 1 << 18;
+/// Its dense layer's floor is at or above its output zero point (as [`RELU`] for its conv).
+pub const DENSE_RELU: Facts = 1 << 19;
 
 /// Every fact with its name, for messages and generated code.
-pub const ALL: [(&str, Facts); 18] = [
+pub const ALL: [(&str, Facts); 20] = [
     ("CONV", CONV),
     ("POOL", POOL),
     ("POOL2", POOL2),
@@ -91,6 +93,8 @@ pub const ALL: [(&str, Facts); 18] = [
     ("INSIDE", INSIDE),
     ("PREPARED_DENSE", PREPARED_DENSE),
     ("FAST_POOL", FAST_POOL),
+    ("DENSE_MONOTONIC", DENSE_MONOTONIC),
+    ("DENSE_RELU", DENSE_RELU),
 ];
 
 /// `facts` with `fact` known to hold (`holds`) or not.

@@ -34,7 +34,7 @@
 //! layers. [`run_general`] computes any stage (any geometry and quantization), bit for bit
 //! as the unfused reference kernels do (tested on random geometries and quantizations).
 
-use super::dense::{dense_direct, dense_words};
+use super::dense::{dense_direct, dense_words, finish_block};
 use super::facts::{self, holds, part, Facts, KnownFacts};
 use super::format::{input_offset, Op, StackFile, MAX_OPS};
 pub use super::shape::OpShape;
@@ -43,7 +43,6 @@ use crate::kernels::conv::{
     gather_pair_patch, gather_patch, gather_patch_i8, gather_pixel_patch, ConvGeometry, Padding,
     PatchSlot,
 };
-use crate::kernels::dense::{dense_unit, logits_of};
 use crate::kernels::dot::{
     dot_i8_offset, dot_packed, dot_packed2, dot_packed4, four_filters, pack_patch, PatchWords,
 };
@@ -55,7 +54,7 @@ use crate::kernels::mve::{
     dense_rows_i8, offset_terms, quad_filters_i8, DenseRowsI8, QuadConvI8, UNIT_SUMS,
 };
 use crate::kernels::pairs::{pair_filters, PairConv};
-use crate::kernels::{ChannelRequant, MapRows};
+use crate::kernels::{put_sum, ChannelRequant, MapRows};
 use core::ops::Range;
 
 /// How a stage is computed.
@@ -1107,22 +1106,18 @@ pub fn facts_of(parts: &Parts<'_>, pixels: Pixels, logits: bool) -> Facts {
                 .as_ref()
                 .is_some_and(|d| !d.wide.is_empty() || !d.unit_sums.is_empty()),
         ),
-        // The conv's requantization, or without one the dense layer's.
         (
             MONOTONIC,
-            match (conv, &parts.dense) {
-                (Some(cp), _) => monotonic(&cp.requant, channels),
-                (None, Some(d)) => d.monotonic,
-                (None, None) => false,
-            },
+            conv.is_some_and(|cp| monotonic(&cp.requant, channels)),
+        ),
+        (RELU, conv.is_some_and(|cp| cp.requant.relu_floor())),
+        (
+            DENSE_MONOTONIC,
+            parts.dense.as_ref().is_some_and(|d| d.monotonic),
         ),
         (
-            RELU,
-            match (conv, &parts.dense) {
-                (Some(cp), _) => cp.requant.relu_floor(),
-                (None, Some(d)) => d.requant.relu_floor(),
-                (None, None) => false,
-            },
+            DENSE_RELU,
+            parts.dense.as_ref().is_some_and(|d| d.requant.relu_floor()),
         ),
         (INT8_PATCH, g.is_some_and(|g| int8_patch_fits(g.taps()))),
         (INSIDE, g.is_some_and(windows_inside)),
@@ -1225,34 +1220,6 @@ pub enum Out<'o> {
     Values(MapRows<'o, &'o mut [i8]>),
     /// The network's wide logits.
     Logits(&'o mut [i32]),
-}
-
-impl Out<'_> {
-    /// Writes dense layer `d`'s outputs from its accumulators without bias, `acc` (added
-    /// in place with `add`).
-    fn finish<K: KnownFacts>(self, d: &DensePart<'_>, acc: &[u32], add: Option<&AddTables>) {
-        match self {
-            Out::Values(output) if !holds(K::FACTS, facts::LOGITS, || false) => {
-                for (u, (out, &a)) in output.data.iter_mut().zip(acc).enumerate() {
-                    *out = added(add, dense_unit(&d.requant, u, a as i32), *out);
-                }
-            }
-            Out::Logits(logits) if holds(K::FACTS, facts::LOGITS, || true) => {
-                logits_of(&d.requant, acc, logits);
-            }
-            _ => {}
-        }
-    }
-}
-
-/// `value` (a stage's output) added in place to `other` (the value it replaces) with
-/// `add`; without one, `value`.
-#[inline(always)]
-pub(crate) fn added(add: Option<&AddTables>, value: i8, other: i8) -> i8 {
-    match add {
-        Some(t) => t.one(value, other),
-        None => value,
-    }
 }
 
 /// `words` of a stage split into its working memory and, with an add, the add's tables
@@ -1468,7 +1435,7 @@ impl<'p, 'a, 'w, K: KnownFacts> StageRun<'p, 'a, 'w, K> {
                             let Some(out) = out.data.get_mut(slot..slot + channels) else {
                                 return;
                             };
-                            match &self.add {
+                            match part(f, facts::ADD, self.add.as_ref()) {
                                 Some(add) => add.add_words(values, out),
                                 None => {
                                     for (o, &v) in out.iter_mut().zip(values.iter()) {
@@ -1491,7 +1458,7 @@ impl<'p, 'a, 'w, K: KnownFacts> StageRun<'p, 'a, 'w, K> {
     /// Writes the streamed dense layer's outputs (nothing without one).
     fn finish(self, output: Out<'_>) {
         if let Some(d) = part(K::FACTS, facts::DENSE, self.parts.dense.as_ref()) {
-            output.finish::<K>(d, self.acc, self.add.as_ref());
+            finish_block::<K>(d, 0, self.acc, &mut { output }, self.add.as_ref());
         }
     }
 }
@@ -1630,9 +1597,10 @@ fn conv_positions<K: KnownFacts>(
     let several = four && sums;
     let pairs = PAIR_PIXELS && several && (!cfg!(test) || pos / QUAD % 3 == 2);
     let quads = QUAD_PIXELS && several && !pairs;
-    // The running maxima start at the least value, unless pair patches store every value
-    // (not a pool window's).
-    if !pairs || window {
+    // The running maxima start at the least value, unless pair or quad patches store every
+    // value (not a pool window's; a last pixel alone, which a quad repeats into its own
+    // position, starts its own below).
+    if !(pairs || quads) || window {
         values
             .iter_mut()
             .take(used)
@@ -1689,6 +1657,13 @@ fn conv_positions<K: KnownFacts>(
             // maximum, or a last pixel alone) or into positions past those used.
             let pixel = |k: usize| pixel((i + k).min(count - 1));
             let (first, stride) = (pixel(0).1, (pixel(1).1 - pixel(0).1) * channels);
+            if stride == 0 && !window {
+                values
+                    .iter_mut()
+                    .skip(first * channels)
+                    .take(channels)
+                    .for_each(|v| *v = i32::MIN as u32);
+            }
             if int8_quads(g, pos + i, f) {
                 let Some(values) = values.get_mut(first * channels..) else {
                     return;
@@ -1763,7 +1738,8 @@ fn conv_positions<K: KnownFacts>(
             let Some(values) = values.get_mut(slot * channels..(slot + 1) * channels) else {
                 return;
             };
-            one_pixel(cp, input, at, (sums, inside), patch, values);
+            let octets = holds(f, facts::OCTETS, || false);
+            one_pixel(cp, input, at, (sums, inside, octets), patch, values);
             i += 1;
         }
     }
@@ -1778,27 +1754,29 @@ fn conv_positions<K: KnownFacts>(
     }
 }
 
-/// Folds a background quad (four pixels whose sums are all 0) into the running maxima
-/// `values`: pixel `k`'s `channels` values from `k · stride` on.
+/// Puts a background quad's sums (four pixels whose sums are all 0) into `values` as the
+/// quad kernels put theirs ([`put_sum`]): pixel `k`'s `channels` values from `k · stride`
+/// on, folded into a pool window's running maxima (`stride` 0) or stored.
 #[inline(never)]
 fn background_quad(values: &mut [u32], stride: usize, channels: usize) {
     // An opaque trip count keeps the loop rolled: unrolled, it took some 500 B of flash for
     // a path a digit takes a few dozen times.
     for k in 0..core::hint::black_box(QUAD) {
-        for v in values.iter_mut().skip(k * stride).take(channels) {
-            *v = (*v as i32).max(0) as u32;
+        for c in 0..channels {
+            put_sum(values, k * stride + c, stride, 0);
         }
     }
 }
 
 /// Folds one conv pixel's accumulators into `values` (one per filter): its patch, then
-/// the filters four at a time where `SMLAD` is emulated, two at a time, one.
+/// the filters four at a time where `SMLAD` is emulated, two at a time, one. With
+/// `octets` (the filters known to be whole octets) no filters are left after the fours.
 #[inline(always)]
 fn one_pixel(
     cp: &ConvPart<'_>,
     input: MapRows<'_, &[i8]>,
     at: (usize, usize),
-    (monotonic, inside): (bool, bool),
+    (monotonic, inside, octets): (bool, bool, bool),
     patch: &mut [u32],
     values: &mut [u32],
 ) {
@@ -1818,7 +1796,8 @@ fn one_pixel(
     } else {
         gather_patch::<false>(g, kernel_row, input, cp.input_offset, at, patch, slot);
     }
-    let background = patch.iter().fold(0, |a, &w| a | w) == 0;
+    // Stops at the first word that is not zero: most patches past the first layer's.
+    let background = !patch.iter().any(|&w| w != 0);
     let mut weights = cp.weights.chunks_exact(taps);
     // Filters four at a time sharing each patch load (where `four_filters` says), then
     // two, then one.
@@ -1845,6 +1824,10 @@ fn one_pixel(
         for (k, (best, a)) in quad.iter_mut().zip(a).enumerate() {
             window(rq, 4 * qi + k, a, monotonic, best);
         }
+    }
+    if octets && four_filters(taps) {
+        // Whole octets: the fours took every filter (no code for the rest).
+        return;
     }
     let done = split;
     let mut pairs = rest.chunks_exact_mut(2);
@@ -2343,6 +2326,10 @@ mod tests {
             known(NONE, INT8_PATCH, false),
             known(NONE, INSIDE, true),
             known(NONE, INSIDE, false),
+            known(NONE, DENSE_MONOTONIC, true),
+            known(NONE, DENSE_MONOTONIC, false),
+            known(NONE, DENSE_RELU, true),
+            known(NONE, DENSE_RELU, false),
             // A conv, its 2×2 pool: values, and into a dense layer's logits.
             of_list(&[
                 (CONV, true),
@@ -2366,6 +2353,15 @@ mod tests {
                 (LOGITS, true),
                 (EVEN_UNITS, true),
                 (OCTETS, true)
+            ]),
+            // A conv into a hidden dense layer's values (ReLU).
+            of_list(&[
+                (CONV, true),
+                (DENSE, true),
+                (ADD, false),
+                (LOGITS, false),
+                (DENSE_MONOTONIC, true),
+                (DENSE_RELU, true)
             ]),
             // A conv without a pool in whole quads of positions, four or one pixels.
             of_list(&[
@@ -2402,6 +2398,15 @@ mod tests {
                 (DENSE, true),
                 (ADD, false),
                 (EVEN_UNITS, true)
+            ]),
+            of_list(&[
+                (CONV, false),
+                (POOL, false),
+                (DENSE, true),
+                (ADD, false),
+                (LOGITS, false),
+                (DENSE_MONOTONIC, true),
+                (DENSE_RELU, true)
             ]),
         ];
         let mut ran = vec![0usize; sets.len()];

@@ -104,6 +104,8 @@ const CONV_POOL_DENSE: Facts = of_list(&[
     (facts::OCTETS, true),
     (facts::INSIDE, true),
     (facts::INT8_PATCH, true),
+    (facts::DENSE_MONOTONIC, true),
+    (facts::DENSE_RELU, true),
 ]);
 type KnownChain01<'a> = Chain<
     Specialized<Op0<'a>, CONV0>,
