@@ -1738,8 +1738,7 @@ fn conv_positions<K: KnownFacts>(
             let Some(values) = values.get_mut(slot * channels..(slot + 1) * channels) else {
                 return;
             };
-            let octets = holds(f, facts::OCTETS, || false);
-            one_pixel(cp, input, at, (sums, inside, octets), patch, values);
+            one_pixel(cp, input, at, (sums, inside), patch, values);
             i += 1;
         }
     }
@@ -1769,14 +1768,13 @@ fn background_quad(values: &mut [u32], stride: usize, channels: usize) {
 }
 
 /// Folds one conv pixel's accumulators into `values` (one per filter): its patch, then
-/// the filters four at a time where `SMLAD` is emulated, two at a time, one. With
-/// `octets` (the filters known to be whole octets) no filters are left after the fours.
+/// the filters four at a time where `SMLAD` is emulated, two at a time, one.
 #[inline(always)]
 fn one_pixel(
     cp: &ConvPart<'_>,
     input: MapRows<'_, &[i8]>,
     at: (usize, usize),
-    (monotonic, inside, octets): (bool, bool, bool),
+    (monotonic, inside): (bool, bool),
     patch: &mut [u32],
     values: &mut [u32],
 ) {
@@ -1824,10 +1822,6 @@ fn one_pixel(
         for (k, (best, a)) in quad.iter_mut().zip(a).enumerate() {
             window(rq, 4 * qi + k, a, monotonic, best);
         }
-    }
-    if octets && four_filters(taps) {
-        // Whole octets: the fours took every filter (no code for the rest).
-        return;
     }
     let done = split;
     let mut pairs = rest.chunks_exact_mut(2);
