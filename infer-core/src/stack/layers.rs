@@ -141,6 +141,24 @@ pub struct Conv2d<
     input_offset: i32,
 }
 
+/// Binds `$stream` to the one-channel 3×3 kernel (`Stream3x3::<$f, $u, PAIRED, $fast>`
+/// made from `$args`) and evaluates `$body`: paired where the core multiplies pairs natively
+/// and the filters are whole quads ([`NATIVE_PAIRED`]), else not — the one place that
+/// chooses.
+macro_rules! with_stream {
+    (<$f:tt, $u:tt, $fast:tt>($($arg:expr),* $(,)?), |$stream:ident| $body:expr) => {
+        if NATIVE_PAIRED && $f % 4 == 0 {
+            #[allow(unused_mut)]
+            let mut $stream = Stream3x3::<$f, $u, true, $fast>::new($($arg),*);
+            $body
+        } else {
+            #[allow(unused_mut)]
+            let mut $stream = Stream3x3::<$f, $u, false, $fast>::new($($arg),*);
+            $body
+        }
+    };
+}
+
 impl<
         'a,
         const IH: usize,
@@ -946,27 +964,10 @@ impl<
             return;
         };
         let mut scratch = StreamScratch::<F, U>::new();
-        if NATIVE_PAIRED && F % 4 == 0 {
-            Stream3x3::<F, U, true, FAST>::new(
-                &self.layers,
-                IH,
-                IW,
-                input,
-                &mut scratch,
-                &self.start,
-            )
-            .run(output);
-        } else {
-            Stream3x3::<F, U, false, FAST>::new(
-                &self.layers,
-                IH,
-                IW,
-                input,
-                &mut scratch,
-                &self.start,
-            )
-            .run(output);
-        }
+        let start = &self.start;
+        with_stream!(<F, U, FAST>(&self.layers, IH, IW, input, &mut scratch, start), |stream| {
+            stream.run(output)
+        });
     }
 }
 
@@ -985,27 +986,10 @@ impl<
             return;
         };
         let mut scratch = StreamScratch::<F, U>::new();
-        if NATIVE_PAIRED && F % 4 == 0 {
-            Stream3x3::<F, U, true, FAST>::new(
-                &self.layers,
-                IH,
-                IW,
-                input,
-                &mut scratch,
-                &self.start,
-            )
-            .run_logits(logits);
-        } else {
-            Stream3x3::<F, U, false, FAST>::new(
-                &self.layers,
-                IH,
-                IW,
-                input,
-                &mut scratch,
-                &self.start,
-            )
-            .run_logits(logits);
-        }
+        let start = &self.start;
+        with_stream!(<F, U, FAST>(&self.layers, IH, IW, input, &mut scratch, start), |stream| {
+            stream.run_logits(logits)
+        });
     }
 }
 
@@ -1084,15 +1068,9 @@ impl<'a, const IH: usize, const IW: usize, const F: usize, const RELU: bool, con
         consume: &mut dyn FnMut(&mut RowWriter<'_>),
     ) {
         let mut scratch = StreamScratch::<F, 0>::new();
-        if NATIVE_PAIRED && F % 4 == 0 {
-            let mut stream =
-                Stream3x3::<F, 0, true, FAST>::new(&self.layers, IH, IW, input, &mut scratch, &[]);
-            consume(&mut |rows, out| pooled_rows(&mut stream, MapRows::ring(out, held), rows));
-        } else {
-            let mut stream =
-                Stream3x3::<F, 0, false, FAST>::new(&self.layers, IH, IW, input, &mut scratch, &[]);
-            consume(&mut |rows, out| pooled_rows(&mut stream, MapRows::ring(out, held), rows));
-        }
+        with_stream!(<F, 0, FAST>(&self.layers, IH, IW, input, &mut scratch, &[]), |stream| {
+            consume(&mut |rows, out| pooled_rows(&mut stream, MapRows::ring(out, held), rows))
+        });
     }
 }
 
