@@ -1,9 +1,11 @@
 //! Code size of a function and everything it calls, read from a Cortex-M ELF.
 //!
 //! The symbol table gives each function's address and size; the call graph
-//! comes from decoding the Thumb `BL` and `B.W` instructions in their bytes
-//! (skipping the literal pools that the `$d` mapping symbols mark). Indirect
-//! calls are not followed; the inference code has none.
+//! comes from decoding the Thumb branches in their bytes (`BL`, `B.W`, `B<c>.W` and
+//! the 16-bit `B`, skipping the literal pools that the `$d` mapping symbols mark), and
+//! from the function pointers a function takes: a `MOVW` (with its `MOVT`) or a
+//! literal-pool word whose value is a function's address with the Thumb bit set (an
+//! indirect call's target, such as the gather a conv chooses at run time).
 
 use anyhow::{bail, ensure, Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
@@ -135,32 +137,64 @@ impl<'a> Elf<'a> {
         bail!("{} is in no loaded section", f.name)
     }
 
-    /// Targets of the `BL` / `B.W` instructions in `f` that lie outside it.
+    /// Targets outside `f` of its branches, and the functions whose addresses it takes
+    /// (see the module documentation).
     fn callees(&self, f: &Function) -> Result<BTreeSet<u32>> {
         let code = self.code(f)?;
-        let mut out = BTreeSet::new();
+        // Branch targets, and values that may be function pointers.
+        let (mut targets, mut pointers) = (BTreeSet::new(), BTreeSet::new());
+        // The last `MOVW` value of each register, for a `MOVT` to complete.
+        let mut movw = [None::<u32>; 16];
         let mut i = 0usize;
         while i + 2 <= code.len() {
             let addr = f.addr + i as u32;
+            let h1 = u16::from_le_bytes([code[i], code[i + 1]]);
             if self.is_data(addr) {
+                // A literal-pool word (aligned) may hold a function pointer.
+                if addr % 4 == 0 {
+                    if let Some(w) = code.get(i..i + 4) {
+                        pointers.insert(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+                    }
+                }
                 i += 2;
                 continue;
             }
-            let h1 = u16::from_le_bytes([code[i], code[i + 1]]);
             if h1 >> 11 < 0b11101 {
+                if let Some(target) = short_branch_target(addr, h1) {
+                    targets.insert(target);
+                }
                 i += 2;
                 continue;
             }
             if let (Some(&a), Some(&b)) = (code.get(i + 2), code.get(i + 3)) {
-                if let Some(target) = branch_target(addr, h1, u16::from_le_bytes([a, b])) {
-                    if !(f.addr..f.addr + f.size).contains(&target) {
-                        out.insert(target);
-                    }
+                let h2 = u16::from_le_bytes([a, b]);
+                if let Some(target) = branch_target(addr, h1, h2) {
+                    targets.insert(target);
+                }
+                if let Some((rd, value, top)) = move_immediate(h1, h2) {
+                    let value = match (top, movw[rd]) {
+                        (true, Some(low)) => low | value << 16,
+                        (true, None) => value << 16,
+                        (false, _) => value,
+                    };
+                    movw[rd] = (!top).then_some(value);
+                    // A `MOVW` alone (an address under 64 KiB) or completed by its `MOVT`.
+                    pointers.insert(value);
                 }
             }
             i += 4;
         }
-        Ok(out)
+        // A function pointer is a function's start with the Thumb bit set.
+        let functions = pointers
+            .into_iter()
+            .filter(|&p| p & 1 == 1 && self.functions.contains_key(&(p & !1)))
+            .map(|p| p & !1);
+        let outside = |t: &u32| !(f.addr..f.addr + f.size).contains(t);
+        Ok(targets
+            .into_iter()
+            .chain(functions)
+            .filter(outside)
+            .collect())
     }
 
     /// True if the last mapping symbol at or before `addr` marks data.
@@ -195,10 +229,49 @@ impl<'a> Elf<'a> {
     }
 }
 
-/// The target of a Thumb-2 `BL` (T1) or `B.W` (T4) at `addr`, else `None`.
+/// The target of a 16-bit Thumb `B` (T2, unconditional) at `addr`, else `None`. (A
+/// conditional 16-bit `B` reaches 256 bytes: never another function in practice.)
+pub fn short_branch_target(addr: u32, h1: u16) -> Option<u32> {
+    if h1 >> 11 != 0b11100 {
+        return None;
+    }
+    // Sign-extend the 12-bit byte offset (11 bits, halfwords).
+    let offset = ((u32::from(h1 & 0x7ff) << 21) as i32) >> 20;
+    Some(addr.wrapping_add(4).wrapping_add(offset as u32))
+}
+
+/// The destination register, the 16-bit immediate and whether it is the top half (`MOVT`,
+/// else `MOVW`) of a Thumb-2 `MOVW` / `MOVT` (T3 / T1) with halfwords `h1`, `h2`.
+pub fn move_immediate(h1: u16, h2: u16) -> Option<(usize, u32, bool)> {
+    let top = match h1 & 0xfbf0 {
+        0xf240 => false,
+        0xf2c0 => true,
+        _ => return None,
+    };
+    if h2 & 0x8000 != 0 {
+        return None;
+    }
+    let (h1, h2) = (u32::from(h1), u32::from(h2));
+    let imm = (h1 & 0xf) << 12 | (h1 >> 10 & 1) << 11 | (h2 >> 12 & 7) << 8 | (h2 & 0xff);
+    Some((usize::from((h2 >> 8 & 0xf) as u8), imm, top))
+}
+
+/// The target of a Thumb-2 `BL` (T1), `B.W` (T4) or `B<c>.W` (T3) at `addr`, else `None`.
 pub fn branch_target(addr: u32, h1: u16, h2: u16) -> Option<u32> {
     let is_bl = h1 & 0xf800 == 0xf000 && h2 & 0xd000 == 0xd000;
     let is_b_w = h1 & 0xf800 == 0xf000 && h2 & 0xd000 == 0x9000;
+    let is_b_cond = h1 & 0xf800 == 0xf000 && h2 & 0xd000 == 0x8000 && (h1 >> 6) & 0xe != 0xe;
+    if is_b_cond {
+        // imm32 = S:J2:J1:imm6:imm11:0, 21 bits.
+        let (h1, h2) = (u32::from(h1), u32::from(h2));
+        let imm = (h1 >> 10 & 1) << 20
+            | (h2 >> 11 & 1) << 19
+            | (h2 >> 13 & 1) << 18
+            | (h1 & 0x3f) << 12
+            | (h2 & 0x7ff) << 1;
+        let offset = ((imm << 11) as i32) >> 11;
+        return Some(addr.wrapping_add(4).wrapping_add(offset as u32));
+    }
     if !(is_bl || is_b_w) {
         return None;
     }
@@ -226,7 +299,26 @@ mod tests {
         assert_eq!(branch_target(0xf16, 0xf7ff, 0xfe32), Some(0xb7e));
         assert_eq!(branch_target(0x29b4, 0xf000, 0xbe2e), Some(0x3614));
         assert_eq!(branch_target(0x2d7c, 0xf7ff, 0xbe20), Some(0x29c0));
+        // `beq.w` (T3): 00 f0 7f 80 at 0x4fc branches to 0x5fe, and 00 f0 57 82 at 0x804 to
+        // 0xcb6.
+        assert_eq!(branch_target(0x4fc, 0xf000, 0x807f), Some(0x5fe));
+        assert_eq!(branch_target(0x804, 0xf000, 0x8257), Some(0xcb6));
         // Not a branch: `ldr.w r0, [r1]` is f8d1 0000.
         assert_eq!(branch_target(0x100, 0xf8d1, 0x0000), None);
+    }
+
+    #[test]
+    fn decodes_the_short_branch_and_moves_of_addresses() {
+        // `b` (T2): fb e7 at 0x416 branches to 0x410; fa e7 at 0x426 to 0x41e.
+        assert_eq!(short_branch_target(0x416, 0xe7fb), Some(0x410));
+        assert_eq!(short_branch_target(0x426, 0xe7fa), Some(0x41e));
+        // A conditional 16-bit branch (`beq`, d0 xx) is not one.
+        assert_eq!(short_branch_target(0x400, 0xd005), None);
+        // `movw r0, #60676` is 4e f6 04 50; `movt r0, #57344` ce f2 00 00; `movw r0,
+        // #18037` 44 f2 75 60.
+        assert_eq!(move_immediate(0xf64e, 0x5004), Some((0, 60676, false)));
+        assert_eq!(move_immediate(0xf2ce, 0x0000), Some((0, 57344, true)));
+        assert_eq!(move_immediate(0xf244, 0x6075), Some((0, 18037, false)));
+        assert_eq!(move_immediate(0xf8d1, 0x0000), None);
     }
 }
