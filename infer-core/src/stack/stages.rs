@@ -40,8 +40,8 @@ use super::format::{input_offset, Op, StackFile, MAX_OPS};
 pub use super::shape::OpShape;
 use crate::kernels::add::{AddParams, AddTables, ADD_SCRATCH_WORDS};
 use crate::kernels::conv::{
-    gather_pair_patch, gather_patch, gather_patch_i8, gather_pixel_patch, ConvGeometry, Padding,
-    PatchSlot,
+    gather_pair_patch, gather_patch, gather_patch_3x3, gather_patch_i8, gather_pixel_patch,
+    ConvGeometry, Padding, PatchSlot,
 };
 use crate::kernels::dot::{
     dot_i8_offset, dot_packed, dot_packed2, dot_packed4, four_filters, pack_patch, PatchWords,
@@ -1607,9 +1607,16 @@ fn conv_positions<K: KnownFacts>(
             .for_each(|v| *v = i32::MIN as u32);
     }
     let kernel_row = g.k_w * g.in_c;
-    // A 1 × 1 kernel's quads gather each pixel's channels as one run.
+    // A 1 × 1 kernel's quads gather each pixel's channels as one run, a one-channel 3 × 3
+    // kernel's its nine values straight into their words.
     let gather = if pointwise {
         gather_pixel_patch
+    } else if one_channel && g.k_h == 3 && g.k_w == 3 {
+        if inside {
+            gather_patch_3x3::<true>
+        } else {
+            gather_patch_3x3::<false>
+        }
     } else if inside {
         gather_patch::<true>
     } else {
