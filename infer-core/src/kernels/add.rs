@@ -105,31 +105,30 @@ impl<'w> AddTables<'w> {
         Self { params: *p, tables }
     }
 
-    /// Adds each value of `values` (input 0: int8 values as the `u32` bits of an `i32`)
-    /// to the one of `other` (input 1) at its place, in place: [`AddTables::one`] of each
-    /// pair, over the shorter of the two.
+    /// Adds each value of `values` (input 0) to the one of `other` (input 1) at its place,
+    /// in place: [`AddTables::one`] of each pair, over the shorter of the two.
     ///
     /// On an MVE core, with the tables and a right-shift output requantization, a loop of
-    /// assembly: four values in fifteen instructions (the values and the other operand's
+    /// assembly: four values in fourteen instructions (the values and the other operand's
     /// bytes loaded as table indices, two gather loads from the tables, the requantization
     /// as [`super::mve::requantize_right`] computes it, the clamp, a narrowing store);
-    /// elsewhere [`AddTables::add_words_portable`].
+    /// elsewhere [`AddTables::add_into_portable`].
     #[inline(always)]
-    pub fn add_words(&self, values: &[u32], other: &mut [i8]) {
+    pub fn add_into(&self, values: &[i8], other: &mut [i8]) {
         #[cfg(infer_core_mve)]
         if let Some((ta, tb)) = self.tables {
-            if super::mve::add_words(ta, tb, &self.params, values, other) {
+            if super::mve::add_into(ta, tb, &self.params, values, other) {
                 return;
             }
         }
-        self.add_words_portable(values, other);
+        self.add_into_portable(values, other);
     }
 
-    /// [`AddTables::add_words`] value by value (the reference its assembly is tested
+    /// [`AddTables::add_into`] value by value (the reference its assembly is tested
     /// against, and the code elsewhere).
-    pub fn add_words_portable(&self, values: &[u32], other: &mut [i8]) {
+    pub fn add_into_portable(&self, values: &[i8], other: &mut [i8]) {
         for (o, &v) in other.iter_mut().zip(values) {
-            *o = self.one(v as i32 as i8, *o);
+            *o = self.one(v, *o);
         }
     }
 

@@ -307,6 +307,19 @@ impl<'p> PatchWriter<'p> {
     }
 }
 
+/// Packs `run` with `offset` added to each value into `patch` as [`pack_patch`] packs it:
+/// whole groups of four through [`pack_groups`], the rest one word each.
+#[inline(always)]
+pub(crate) fn pack_run(patch: &mut [u32], run: &[i8], offset: i32) {
+    let groups = run.len() / 4;
+    pack_groups(run, offset, patch, 2, groups);
+    let tail = run.get(4 * groups..).unwrap_or_default();
+    let words = patch.iter_mut().skip(2 * groups);
+    for (word, &x) in words.zip(tail) {
+        *word = (i32::from(x) + offset) as u32;
+    }
+}
+
 /// Gathers the patch of output pixel `(oy, ox)` of `input` (whole or a ring of its rows)
 /// into `patch`, as `slot` says (offset
 /// added, packed as [`pack_patch`] packs; padding as 0); `kernel_row` is `k_w · in_c`.
@@ -334,10 +347,9 @@ pub(crate) fn gather_patch<const INSIDE: bool>(
 /// window or geometry through [`gather_patch`]. `INSIDE` as for [`gather_patch`]. (The walk
 /// of [`patch_runs`] and [`PatchWriter`]'s value-by-value packing took some 340
 /// instructions per window on the Cortex-M4.)
-#[inline(never)]
+#[inline(always)]
 pub(crate) fn gather_patch_3x3<const INSIDE: bool>(
     g: &ConvGeometry,
-    kernel_row: usize,
     input: MapRows<'_, &[i8]>,
     input_offset: i32,
     at: (usize, usize),
@@ -345,7 +357,7 @@ pub(crate) fn gather_patch_3x3<const INSIDE: bool>(
     slot: PatchSlot,
 ) {
     let Some([r0, r1, r2]) = window_3x3::<INSIDE>(g, input, at) else {
-        gather_patch::<INSIDE>(g, kernel_row, input, input_offset, at, patch, slot);
+        gather_patch::<INSIDE>(g, g.k_w * g.in_c, input, input_offset, at, patch, slot);
         return;
     };
     let v = |x: i8| i32::from(x) + input_offset;
@@ -389,8 +401,16 @@ fn window_3x3<const INSIDE: bool>(
     if !INSIDE && (y + 3 > g.in_h || x + 3 > g.in_w) {
         return None;
     }
+    let w = g.in_w;
+    if input.is_whole() {
+        // The three rows one run apart: one bounds check.
+        let start = y * w + x;
+        let run = input.data.get(start..start + 2 * w + 3)?;
+        let row = |at: usize| run.get(at..)?.first_chunk::<3>().copied();
+        return Some([row(0)?, row(w)?, row(2 * w)?]);
+    }
     let row = |ky: usize| {
-        let start = input.slot(y + ky) * g.in_w + x;
+        let start = input.slot(y + ky) * w + x;
         input.data.get(start..)?.first_chunk::<3>().copied()
     };
     Some([row(0)?, row(1)?, row(2)?])
@@ -729,7 +749,7 @@ mod tests {
             let mut fast = vec![0u32; words];
             for (pixel, &at) in ats.iter().enumerate() {
                 let slot = PatchSlot { pixel, pixels: 4 };
-                gather_patch_3x3::<false>(&g, k * in_c, input, offset, at, &mut fast, slot);
+                gather_patch_3x3::<false>(&g, input, offset, at, &mut fast, slot);
             }
             let mut walked = vec![0u32; words];
             for (pixel, &at) in ats.iter().enumerate() {

@@ -44,6 +44,49 @@ pub fn int8_of_words(words: &mut [u32]) -> &mut [i8] {
     unsafe { core::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<i8>(), 4 * words.len()) }
 }
 
+/// Copies `src` into `dst`, over the shorter of the two. On DSP cores a loop of assembly (a
+/// word at a time, any alignment, then the last two bytes and byte), so that the few dozen
+/// bytes it copies call no `memcpy` (some 730 bytes of flash on the Cortex-M4); elsewhere
+/// `copy_from_slice`.
+#[inline(never)]
+pub fn copy_bytes(dst: &mut [i8], src: &[i8]) {
+    let n = dst.len().min(src.len());
+    #[cfg(infer_core_dsp)]
+    // SAFETY: it reads the first `n` bytes of `src` and writes the first `n` of `dst` (both
+    // at least `n` long), in words of any alignment (which these cores load and store),
+    // then a halfword and a byte; every register written is declared; no stack.
+    unsafe {
+        asm!(
+            "lsrs {words}, {n}, #2",
+            "beq 3f",
+            "2:",
+            "ldr {t}, [{src}], #4",
+            "str {t}, [{dst}], #4",
+            "subs {words}, {words}, #1",
+            "bne 2b",
+            "3:",
+            // Bit 1 of `n` into C, bit 0 into N.
+            "lsls {n}, {n}, #31",
+            "itt cs",
+            "ldrhcs {t}, [{src}], #2",
+            "strhcs {t}, [{dst}], #2",
+            "itt mi",
+            "ldrbmi {t}, [{src}]",
+            "strbmi {t}, [{dst}]",
+            n = inout(reg) n => _,
+            src = inout(reg) src.as_ptr() => _,
+            dst = inout(reg) dst.as_mut_ptr() => _,
+            words = out(reg) _,
+            t = out(reg) _,
+            options(nostack),
+        );
+    }
+    #[cfg(not(infer_core_dsp))]
+    if let (Some(dst), Some(src)) = (dst.get_mut(..n), src.get(..n)) {
+        dst.copy_from_slice(src);
+    }
+}
+
 /// The halves of `words` as `i16` values, in memory order: a working buffer of words seen
 /// as halfwords (for the widened values of `kernels::dot::dot4_wide`).
 #[inline(always)]
@@ -1828,35 +1871,48 @@ pub fn window_sums(patch: &Patch, f: &Filter3x3) -> [i32; 4] {
     .map(|s| f.bias.wrapping_add(s))
 }
 
-/// Requantizes whole positions of accumulators in place (`values`: `channels` `i32` per
-/// position, as `u32` bits, without their bias) to int8 values (the `u32` bits of an
-/// `i32`), for a monotonic requantization (every shift ≤ 0; multipliers are ≥ 0 in any
-/// valid model) whose clamp floor is at or above the output zero point (a ReLU): a sum ≤ 0
-/// is the activation minimum, a positive one is scaled in unsigned arithmetic
-/// (`requant::scale_positive`), offset and clamped — [`ChannelRequant::apply`]'s value. A
-/// shift > 0 gives other (unspecified) values, never a panic; channels past the parameters
-/// give −128.
+/// Requantizes whole positions of accumulators (`values`: `channels` `i32` per position,
+/// as `u32` bits, without their bias) to int8 values: value `i` into `out[i]`, or with `out`
+/// `None` narrowed in place into byte `i` of `values`' memory ([`int8_of_words`]; the bytes
+/// past them unspecified), for a monotonic requantization (every
+/// shift ≤ 0; multipliers are ≥ 0 in any valid model) whose clamp floor is at or above the
+/// output zero point (a ReLU): a sum ≤ 0 is the activation minimum, a positive one is
+/// scaled in unsigned arithmetic (`requant::scale_positive`), offset and clamped —
+/// [`ChannelRequant::apply`]'s value. A shift > 0 gives other (unspecified) values, never a
+/// panic; channels past the parameters give −128.
 ///
 /// A loop of assembly on DSP cores and the Cortex-M3 (it needs only `UMLAL`, `USAT` and
-/// `SSAT`) when the floor is the zero point itself and the ceiling 127 (20 instructions
-/// per positive sum, 8 per other; MVE cores take every right-shift requantization through
+/// `SSAT`) when the floor is the zero point itself and the ceiling 127 (18 instructions
+/// per positive sum on DSP cores, 19 on the Cortex-M3, 8 per other; MVE cores take every right-shift requantization through
 /// [`super::mve::requantize_right`]); elsewhere [`requantize_relu_portable`].
 #[inline(always)]
-pub fn requantize_relu(rq: &ChannelRequant<'_>, values: &mut [u32], channels: usize) {
+pub fn requantize_relu(
+    rq: &ChannelRequant<'_>,
+    values: &mut [u32],
+    channels: usize,
+    out: Option<&mut [i8]>,
+) {
     #[cfg(all(infer_core_long_multiply, not(infer_core_mve)))]
-    if relu_fits(rq, values, channels) {
-        requantize_relu_dsp(rq, values, channels);
+    if relu_fits(rq, values, channels, out.as_deref()) {
+        requantize_relu_dsp(rq, values, channels, out);
         return;
     }
-    requantize_relu_portable(rq, values, channels);
+    requantize_relu_portable(rq, values, channels, out);
 }
 
 /// Whether [`requantize_relu`]'s assembly can run: whole positions of at least one channel,
-/// parameters for every channel, the floor at the zero point (in `-128..=127`), ceiling 127.
+/// a byte in `out` (if any) for each of their values, parameters for every channel, the
+/// floor at the zero point (in `-128..=127`), ceiling 127.
 #[cfg(all(infer_core_long_multiply, not(infer_core_mve)))]
-pub(crate) fn relu_fits(rq: &ChannelRequant<'_>, values: &[u32], channels: usize) -> bool {
+pub(crate) fn relu_fits(
+    rq: &ChannelRequant<'_>,
+    values: &[u32],
+    channels: usize,
+    out: Option<&[i8]>,
+) -> bool {
     channels > 0
         && values.len() >= channels
+        && out.is_none_or(|o| o.len() >= values.len() / channels * channels)
         && rq.bias.len() / 4 >= channels
         && rq.multiplier.len() / 4 >= channels
         && rq.shift.len() >= channels
@@ -1865,81 +1921,108 @@ pub(crate) fn relu_fits(rq: &ChannelRequant<'_>, values: &[u32], channels: usize
         && rq.activation_max == 127
 }
 
+/// [`requantize_relu_dsp`]'s zero point added (r5) to the scaled value (r8, ≥ 0) so that
+/// `SSAT` then clamps the sum to int8: with saturation (`QADD`) on DSP cores; else the value
+/// first clamped to 255 (`USAT`), enough for any zero point in int8.
+#[cfg(all(infer_core_dsp, not(infer_core_mve)))]
+macro_rules! offset_clamped {
+    () => {
+        "qadd r8, r8, r5"
+    };
+}
+#[cfg(all(infer_core_long_multiply, not(infer_core_dsp)))]
+macro_rules! offset_clamped {
+    () => {
+        "usat r8, #8, r8\nadd r8, r8, r5"
+    };
+}
+
 /// [`requantize_relu`]'s assembly, where `relu_fits`.
 #[cfg(all(infer_core_long_multiply, not(infer_core_mve)))]
 #[inline(never)]
-fn requantize_relu_dsp(rq: &ChannelRequant<'_>, values: &mut [u32], channels: usize) {
+fn requantize_relu_dsp(
+    rq: &ChannelRequant<'_>,
+    values: &mut [u32],
+    channels: usize,
+    out: Option<&mut [i8]>,
+) {
     // Positions, without a division the compiler cannot prove safe (the caller checked
     // `channels` > 0; `checked_div` keeps the panic path out of the binary anyway).
     let Some(positions) = values.len().checked_div(channels) else {
         return;
     };
-    // Registers: the position's values r0, biases r1, multipliers r2, shifts r3, the
-    // channel r4 (counting down), the zero point (= the floor) r5, the sum r8, the
-    // product's low word r9 and high word r10, the multiplier r11, the shift r12, the
-    // channels lr; positions left on the stack. `scale_positive`'s two roundings in
-    // fewer steps: with the sum doubled, the high word of `2 · sum · m + 2^31` is
-    // `(sum · m + 2^30) >> 31`, and `(x + 2^(r−1)) >> r` is `x >> r` plus bit `r − 1` of
-    // `x`, the carry `LSRS` leaves (a shift by 0 leaves the carry alone, and `LSLS` of a
-    // positive sum cleared it).
-    // SAFETY: for each of `values.len() / channels` (≥ 1) positions, it reads and writes
-    // words i < channels of the position's `channels` values (within `values`, checked by
-    // the caller, `relu_fits`; word-aligned), and reads words i of the biases and the
-    // multipliers and byte i of the shifts (each at least `channels` long, checked; word
-    // loads may be unaligned on these cores). It pushes one word and pops it, and declares
-    // every register it writes.
+    // Registers: the next sum r0 and the next byte r11 (both running on over the
+    // positions), the ends of the biases r1, multipliers r2 and shifts r3, the channel r4
+    // (counting up from −channels to 0, an offset from those ends), the zero point (= the
+    // floor) r5, the sum r8, the product's low word r9 and high word r10, the multiplier
+    // then the shift r12, the channels lr; positions left on the stack.
+    // `scale_positive`'s two roundings in fewer steps: with the sum doubled, the high word
+    // of `2 · sum · m + 2^31` is `(sum · m + 2^30) >> 31`, and `(x + 2^(r−1)) >> r` is `x
+    // >> r` plus bit `r − 1` of `x`, the carry `LSRS` leaves (a shift by 0 leaves the carry
+    // alone, and `LSLS` of a positive sum cleared it). Value `i`'s byte is at or before
+    // its sum's word, which is read first: the narrowing in place overwrites only sums
+    // already read.
+    // The bytes: `out`'s, or `values`' own.
+    let bytes = match out {
+        Some(out) => out.as_mut_ptr(),
+        None => values.as_mut_ptr().cast::<i8>(),
+    };
+    // SAFETY: for each of `values.len() / channels` (≥ 1) positions, it reads the
+    // position's `channels` words of `values` in order and writes as many bytes from the
+    // start of `out`, or of `values` (at or before the words, read first), on (within
+    // them, checked by the caller, `relu_fits`; words word-aligned), and reads words i < `channels` of the biases and the multipliers and
+    // byte i of the shifts (each at least `channels` long, checked, so the ends passed lie
+    // within or one past them; word loads may be unaligned on these cores). It pushes one word and pops it, and declares every register it writes.
     unsafe {
         asm!(
             "push {{r9}}",
             "3:",
-            "sub r4, lr, #1",
+            "rsb r4, lr, #0",
             "2:",
-            "ldr r8, [r0, r4, lsl #2]",
+            "ldr r8, [r0], #4",
             "ldr r9, [r1, r4, lsl #2]",
             "add r8, r8, r9",
             "cmp r8, #0",
             "ble 4f",
-            "ldr r11, [r2, r4, lsl #2]",
-            "ldrsb r12, [r3, r4]",
-            "mov r9, #0x80000000",
-            "movs r10, #0",
+            "ldr r12, [r2, r4, lsl #2]",
             // 2 · sum (< 2^32), C = 0 (its top bit); r10 = (2 · sum · m + 2^31) >> 32,
-            // the doubling high multiply.
+            // the doubling high multiply: the product's high word plus the top bit of its
+            // low word.
             "lsls r8, r8, #1",
-            "umlal r9, r10, r8, r11",
+            "umull r9, r10, r8, r12",
+            "add r10, r10, r9, lsr #31",
+            "ldrsb r12, [r3, r4]",
             // The rounding shift: r10 >> −shift plus the last bit shifted out (C, still 0
             // for a shift of 0).
             "rsb r12, r12, #0",
             "lsrs r8, r10, r12",
             "adc r8, r8, #0",
-            "usat r8, #8, r8",
-            "add r8, r8, r5",
+            offset_clamped!(),
             "ssat r8, #8, r8",
-            "str r8, [r0, r4, lsl #2]",
-            "subs r4, r4, #1",
-            "bpl 2b",
+            "strb r8, [r11], #1",
+            "adds r4, r4, #1",
+            "bne 2b",
             "b 5f",
             "4:",
-            "str r5, [r0, r4, lsl #2]",
-            "subs r4, r4, #1",
-            "bpl 2b",
+            "strb r5, [r11], #1",
+            "adds r4, r4, #1",
+            "bne 2b",
             "5:",
-            "add r0, r0, lr, lsl #2",
             "ldr r9, [sp]",
             "subs r9, r9, #1",
             "str r9, [sp]",
             "bne 3b",
             "add sp, #4",
-            inout("r0") values.as_mut_ptr() => _,
-            inout("r1") rq.bias.as_ptr() => _,
-            inout("r2") rq.multiplier.as_ptr() => _,
-            inout("r3") rq.shift.as_ptr() => _,
+            inout("r0") values.as_ptr() => _,
+            in("r1") rq.bias.as_ptr().wrapping_add(4 * channels),
+            in("r2") rq.multiplier.as_ptr().wrapping_add(4 * channels),
+            in("r3") rq.shift.as_ptr().wrapping_add(channels),
             out("r4") _,
             in("r5") rq.output_offset,
             out("r8") _,
             inout("r9") positions => _,
             out("r10") _,
-            out("r11") _,
+            inout("r11") bytes => _,
             out("r12") _,
             inout("lr") channels => _,
         );
@@ -1948,16 +2031,22 @@ fn requantize_relu_dsp(rq: &ChannelRequant<'_>, values: &mut [u32], channels: us
 
 /// [`requantize_relu`] in plain Rust (the reference the assembly is tested against, and
 /// the code on other cores).
-#[inline(always)]
-pub fn requantize_relu_portable(rq: &ChannelRequant<'_>, values: &mut [u32], channels: usize) {
+#[inline(never)]
+pub fn requantize_relu_portable(
+    rq: &ChannelRequant<'_>,
+    values: &mut [u32],
+    channels: usize,
+    out: Option<&mut [i8]>,
+) {
     let (offset, min, max) = (rq.output_offset, rq.activation_min, rq.activation_max);
-    rq.map_positions(values, channels, |acc, m, s| {
-        if acc <= 0 {
+    rq.map_positions(values, channels, out, |acc, m, s| {
+        let value = if acc <= 0 {
             min
         } else {
             let scaled = crate::requant::scale_positive(acc, word(m) as i32, i32::from(s)) as u32;
             (scaled.min(255) as i32 + offset).min(max).max(min)
-        }
+        };
+        value as i8
     });
 }
 
@@ -2133,16 +2222,23 @@ mod tests {
                 .map(|_| (rng.next_u64() as i32 >> rng.below(24)) as u32)
                 .collect();
             let mut want = values.clone();
-            rq.map_positions(&mut want, channels, |acc, m, s| {
+            rq.map_positions(&mut want, channels, None, |acc, m, s| {
                 let scaled = multiply_by_quantized_multiplier(acc, word(m) as i32, i32::from(s));
                 scaled
                     .saturating_add(zero_point)
                     .max(rq.activation_min)
-                    .min(127)
+                    .min(127) as i8
             });
+            let mut got = values.clone();
+            requantize_relu(&rq, &mut got, channels, None);
+            let n = positions * channels;
+            let want = &int8_of_words(&mut want)[..n];
+            assert_eq!(&int8_of_words(&mut got)[..n], want, "{case}");
+            // Into bytes of their own.
             let mut got = values;
-            requantize_relu(&rq, &mut got, channels);
-            assert_eq!(got, want, "{case}");
+            let mut out = std::vec![0i8; n];
+            requantize_relu(&rq, &mut got, channels, Some(&mut out));
+            assert_eq!(out, want, "{case}: into bytes");
         }
     }
 

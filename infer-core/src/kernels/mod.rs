@@ -90,26 +90,34 @@ impl<'a> ChannelRequant<'a> {
         ))
     }
 
-    /// Requantizes, in place, whole positions of accumulators without their bias (`values`:
-    /// one `i32` per channel, as `u32` bits, `channels` per position) to int8 values (as the
-    /// `u32` bits of an `i32`): the bias added, then [`Self::apply`]. Channels past the
-    /// parameters give −128. For a monotonic requantization only (every shift ≤ 0, which a
-    /// stage that requantizes its windows' maxima has; callers check): on MVE cores every
-    /// one takes [`mve::requantize_right`], elsewhere one with its floor at or above the
-    /// zero point (a ReLU) the shorter way of [`dsp::requantize_relu`] to the same values;
-    /// with a left shift those ways' values are unspecified. `relu` is
-    /// [`Self::relu_floor`], which a caller may know at compile time.
+    /// Requantizes whole positions of accumulators without their bias (`values`: one `i32`
+    /// per channel, as `u32` bits, `channels` per position) to int8 values: into `out`, value
+    /// `i` at `out[i]`, or with `out` `None` narrowed in place, value `i` into byte `i` of
+    /// `values`' memory ([`dsp::int8_of_words`]; the bytes past the values unspecified).
+    /// Each is the sum with its bias through [`Self::apply`]; channels past the parameters
+    /// give −128. For a monotonic requantization only (every shift ≤ 0, which a stage that
+    /// requantizes its windows' maxima has; callers check): on MVE cores every one takes
+    /// [`mve::requantize_right`], elsewhere one with its floor at or above the zero point (a
+    /// ReLU) the shorter way of [`dsp::requantize_relu`] to the same values; with a left
+    /// shift those ways' values are unspecified. `relu` is [`Self::relu_floor`], which a
+    /// caller may know at compile time.
     #[inline(always)]
-    pub(crate) fn requantize_positions(&self, values: &mut [u32], channels: usize, relu: bool) {
+    pub(crate) fn requantize_positions(
+        &self,
+        values: &mut [u32],
+        channels: usize,
+        relu: bool,
+        out: Option<&mut [i8]>,
+    ) {
         if cfg!(infer_core_mve) {
-            mve::requantize_right(self, values, channels, relu);
+            mve::requantize_right(self, values, channels, relu, out);
             return;
         }
         if relu {
-            dsp::requantize_relu(self, values, channels);
+            dsp::requantize_relu(self, values, channels, out);
             return;
         }
-        self.requantize_each(values, channels);
+        self.requantize_each(values, channels, out);
     }
 
     /// Whether the floor is at or above the output zero point (a ReLU's).
@@ -120,45 +128,68 @@ impl<'a> ChannelRequant<'a> {
     /// [`ChannelRequant::requantize_positions`] for any requantization (a left shift
     /// too): each sum with its bias through [`ChannelRequant::apply`].
     #[inline(never)]
-    pub(crate) fn requantize_each(&self, values: &mut [u32], channels: usize) {
-        self.map_positions(values, channels, |acc, m, s| {
-            i32::from(self.apply(acc, dsp::word(m) as i32, i32::from(s)))
+    pub(crate) fn requantize_each(
+        &self,
+        values: &mut [u32],
+        channels: usize,
+        out: Option<&mut [i8]>,
+    ) {
+        self.map_positions(values, channels, out, |acc, m, s| {
+            self.apply(acc, dsp::word(m) as i32, i32::from(s))
         });
     }
 
-    /// Replaces each accumulator of whole positions (`values`, `channels` per position) by
-    /// `f(sum, multiplier, shift)` (`sum` = the accumulator plus its channel's bias,
-    /// wrapping; the multiplier's bytes, for `f` to read only if it needs them), as `u32`
-    /// bits; channels past the parameters get −128.
+    /// Replaces the accumulators of whole positions (`values`, `channels` per position) by
+    /// the int8 values `f(sum, multiplier, shift)` (`sum` = the accumulator plus its
+    /// channel's bias, wrapping; the multiplier's bytes, for `f` to read only if it needs
+    /// them), into `out` or narrowed in place as [`Self::requantize_positions`] says;
+    /// channels past the parameters get −128.
     #[inline(always)]
     pub(crate) fn map_positions(
         &self,
         values: &mut [u32],
         channels: usize,
-        f: impl Fn(i32, &[u8; 4], i8) -> i32,
+        mut out: Option<&mut [i8]>,
+        f: impl Fn(i32, &[u8; 4], i8) -> i8,
     ) {
-        // Split, not `chunks_exact_mut`: no division (a library call on the Cortex-M0).
         let channels = channels.max(1);
-        let mut rest = values;
-        while let Some((position, tail)) = rest.split_at_mut_checked(channels) {
-            rest = tail;
-            let params = self
+        let mut narrow = Narrowing::default();
+        let mut at = 0;
+        while at + channels <= values.len() {
+            let mut params = self
                 .bias
                 .chunks_exact(4)
                 .zip(self.multiplier.chunks_exact(4))
                 .zip(self.shift);
-            let mut values = position.iter_mut();
-            for (v, ((bias, mult), &shift)) in (&mut values).zip(params) {
-                let (Some(bias), Some(mult)) = (bias.first_chunk(), mult.first_chunk()) else {
-                    break;
+            for _ in 0..channels {
+                let Some(&acc) = values.get(at) else {
+                    return;
                 };
-                let acc = (*v as i32).wrapping_add(dsp::word(bias) as i32);
-                *v = f(acc, mult, shift as i8) as u32;
-            }
-            for v in values {
-                *v = i32::from(i8::MIN) as u32;
+                let value = match params.next() {
+                    Some(((bias, mult), &shift)) => {
+                        match (bias.first_chunk(), mult.first_chunk()) {
+                            (Some(bias), Some(mult)) => f(
+                                (acc as i32).wrapping_add(dsp::word(bias) as i32),
+                                mult,
+                                shift as i8,
+                            ),
+                            _ => i8::MIN,
+                        }
+                    }
+                    None => i8::MIN,
+                };
+                match out.as_deref_mut() {
+                    Some(out) => {
+                        if let Some(o) = out.get_mut(at) {
+                            *o = value;
+                        }
+                    }
+                    None => narrow.push(values, value),
+                }
+                at += 1;
             }
         }
+        narrow.finish(values);
     }
 
     /// Requantizes accumulator `acc` (bias not yet added) of channel `channel`.
@@ -173,6 +204,78 @@ impl<'a> ChannelRequant<'a> {
             self.activation_max,
         )
     }
+}
+
+/// Whether every word of `words` is 0 (a patch's test for background), four words a step.
+#[inline(always)]
+pub(crate) fn all_zero(words: &[u32]) -> bool {
+    let quads = words.chunks_exact(4);
+    let rest = quads.remainder().iter().fold(0, |a, &w| a | w);
+    quads.fold(rest, |a, q| a | q[0] | q[1] | q[2] | q[3]) == 0
+}
+
+/// Narrows int8 values into the words they come from, in order: value `i` into byte `i`
+/// of the words' memory ([`dsp::int8_of_words`]), four to a word, each word written once
+/// its four bytes are known. Word `i / 4` is at or before word `i`, so a caller that reads
+/// word `i` before it pushes value `i` never overwrites a word it has yet to read.
+#[derive(Default)]
+pub(crate) struct Narrowing {
+    /// The next word to write.
+    word: usize,
+    /// Its bytes so far.
+    bytes: [u8; 4],
+    /// How many.
+    filled: usize,
+}
+
+impl Narrowing {
+    /// Pushes the next value.
+    #[inline(always)]
+    pub(crate) fn push(&mut self, words: &mut [u32], value: i8) {
+        if let Some(b) = self.bytes.get_mut(self.filled) {
+            *b = value as u8;
+        }
+        self.filled += 1;
+        if self.filled == 4 {
+            if let Some(w) = words.get_mut(self.word) {
+                *w = u32::from_ne_bytes(self.bytes);
+            }
+            self.word += 1;
+            self.filled = 0;
+        }
+    }
+
+    /// Writes the last word's bytes (the rest of that word unspecified).
+    #[inline(always)]
+    pub(crate) fn finish(self, words: &mut [u32]) {
+        if self.filled > 0 {
+            if let Some(w) = words.get_mut(self.word) {
+                *w = u32::from_ne_bytes(self.bytes);
+            }
+        }
+    }
+}
+
+/// The first `n` values of `values` (int8 values as the `u32` bits of an `i32`: requantized
+/// already) into `out`, or narrowed in place, as [`ChannelRequant::requantize_positions`]
+/// puts its values.
+#[inline(never)]
+pub(crate) fn narrow(values: &mut [u32], n: usize, mut out: Option<&mut [i8]>) {
+    let mut narrow = Narrowing::default();
+    for i in 0..n.min(values.len()) {
+        let Some(&v) = values.get(i) else {
+            return;
+        };
+        match out.as_deref_mut() {
+            Some(out) => {
+                if let Some(o) = out.get_mut(i) {
+                    *o = v as i8;
+                }
+            }
+            None => narrow.push(values, v as i8),
+        }
+    }
+    narrow.finish(values);
 }
 
 /// A stage's input or output map: whole, or its last `held` rows in a ring buffer (row `y`

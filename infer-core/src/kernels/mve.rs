@@ -264,9 +264,11 @@ macro_rules! quad_block {
 }
 
 /// Requantizes whole positions of sums without their bias (`values`: one `i32` per channel
-/// as `u32` bits, `channels` per position) to int8 values (as the `u32` bits of an `i32`)
-/// with a requantization whose shifts are all right shifts (≤ 0; a left shift gives
-/// unspecified values), multipliers ≥ 0 (as every valid model's) and any clamp: each sum with its bias through
+/// as `u32` bits, `channels` per position) to int8 values (value `i` into `out[i]`, or with
+/// `out` `None` narrowed in place into byte `i` of `values`' memory,
+/// [`super::dsp::int8_of_words`]; the bytes past them unspecified) with a requantization
+/// whose shifts are all right shifts (≤ 0; a left shift gives unspecified values),
+/// multipliers ≥ 0 (as every valid model's) and any clamp: each sum with its bias through
 /// [`ChannelRequant::apply`]; channels past the parameters give −128.
 ///
 /// On an MVE core, where the slices hold whole positions and the clamp lies in int8, a loop
@@ -276,42 +278,61 @@ macro_rules! quad_block {
 /// negative value with a shift is made one less (with saturation), so that `VRSHL` by the
 /// negative shift, which rounds ties up, rounds them away from zero as TFLite's rounding
 /// division does (a ReLU's floor replaces every value ≤ 0, so it skips this); then the
-/// zero point added with saturation, the clamp, the store; the last four tail-predicated.
+/// zero point added with saturation, the clamp, the narrowing store; the last four
+/// tail-predicated.
 /// Elsewhere [`requantize_right_portable`]. `relu` is [`ChannelRequant::relu_floor`], which a
 /// caller may know at compile time. Computes nothing where the sizes do not fit.
 #[inline(always)]
-pub fn requantize_right(rq: &ChannelRequant<'_>, values: &mut [u32], channels: usize, relu: bool) {
+pub fn requantize_right(
+    rq: &ChannelRequant<'_>,
+    values: &mut [u32],
+    channels: usize,
+    relu: bool,
+    out: Option<&mut [i8]>,
+) {
     #[cfg(infer_core_mve)]
     {
-        if !right_fits(rq, values, channels) {
+        if !right_fits(rq, values, channels, out.as_deref()) {
             return;
         }
         if relu {
-            requantize_right_mve::<false>(rq, values, channels);
+            requantize_right_mve::<false>(rq, values, channels, out);
         } else {
-            requantize_right_mve::<true>(rq, values, channels);
+            requantize_right_mve::<true>(rq, values, channels, out);
         }
     }
     #[cfg(not(infer_core_mve))]
     {
         let _ = relu;
-        requantize_right_portable(rq, values, channels);
+        requantize_right_portable(rq, values, channels, out);
     }
 }
 
 /// [`requantize_right`] in plain integer arithmetic: each sum with its bias through
 /// [`ChannelRequant::apply`] (the reference the assembly is tested against).
-pub fn requantize_right_portable(rq: &ChannelRequant<'_>, values: &mut [u32], channels: usize) {
-    rq.requantize_each(values, channels);
+pub fn requantize_right_portable(
+    rq: &ChannelRequant<'_>,
+    values: &mut [u32],
+    channels: usize,
+    out: Option<&mut [i8]>,
+) {
+    rq.requantize_each(values, channels, out);
 }
 
 /// Whether [`requantize_right`]'s assembly can run: whole positions of at least one
-/// channel, parameters for every channel, the clamp's bounds in int8.
+/// channel, a byte in `out` (if any) for each of their values, parameters for every
+/// channel, the clamp's bounds in int8.
 #[cfg(infer_core_mve)]
-fn right_fits(rq: &ChannelRequant<'_>, values: &[u32], channels: usize) -> bool {
+fn right_fits(
+    rq: &ChannelRequant<'_>,
+    values: &[u32],
+    channels: usize,
+    out: Option<&[i8]>,
+) -> bool {
     let int8 = -128..=127;
     channels > 0
         && values.len() >= channels
+        && out.is_none_or(|o| o.len() >= values.len() / channels * channels)
         && rq.bias.len() / 4 >= channels
         && rq.multiplier.len() / 4 >= channels
         && rq.shift.len() >= channels
@@ -329,11 +350,17 @@ fn requantize_right_mve<const ROUNDED_NEGATIVE: bool>(
     rq: &ChannelRequant<'_>,
     values: &mut [u32],
     channels: usize,
+    out: Option<&mut [i8]>,
 ) {
     // Positions, without a division the compiler cannot prove safe (the caller checked
     // `channels` > 0; `checked_div` keeps the panic path out of the binary anyway).
     let Some(positions) = values.len().checked_div(channels) else {
         return;
+    };
+    // The bytes: `out`'s, or `values`' own.
+    let bytes = match out {
+        Some(out) => out.as_mut_ptr(),
+        None => values.as_mut_ptr().cast::<i8>(),
     };
     /// The loop, with `$negative` after the doubling high multiply (q0, the shifts in q1).
     macro_rules! requantize_loop {
@@ -341,15 +368,19 @@ fn requantize_right_mve<const ROUNDED_NEGATIVE: bool>(
             // SAFETY: the caller checked (`right_fits`) that `values` holds at least one
             // whole position of `channels` ≥ 1 values and the parameters at least
             // `channels` biases, multipliers (4 bytes each) and shifts. For each of
-            // `values.len() / channels` positions, the tail-predicated loop reads and
-            // writes the position's `channels` words (word-aligned) and reads `4 ·
-            // channels` bytes of biases and multipliers and `channels` shifts (byte loads,
-            // any alignment); lanes past `channels` neither load nor store. Every register
-            // written is declared; no stack.
+            // `values.len() / channels` positions, the tail-predicated loop reads the
+            // position's `channels` words (word-aligned) and writes as many bytes from
+            // byte `position · channels` of `out` (as long, checked), or of `values` (at
+            // or before the words, which are read first: narrowing in place), on, and reads `4 · channels` bytes of
+            // biases and multipliers and `channels` shifts (byte loads, any alignment);
+            // lanes past `channels` neither load nor store. Every register written is
+            // declared; it pushes the positions left and pops them.
             unsafe {
                 asm!(
                     "vdup.32 q6, r8",
                     "vdup.32 q7, r9",
+                    "push {{r5}}",
+                    "mov r5, r0",
                     "3:",
                     "mov r0, r12",
                     "mov r8, r1",
@@ -357,7 +388,7 @@ fn requantize_right_mve<const ROUNDED_NEGATIVE: bool>(
                     "mov r3, r10",
                     "dlstp.32 lr, r4",
                     "2:",
-                    "vldrw.u32 q0, [r0]",
+                    "vldrw.u32 q0, [r0], #16",
                     "vldrb.u8 q1, [r8], #16",
                     "vadd.i32 q0, q0, q1",
                     "vldrb.u8 q1, [r9], #16",
@@ -368,11 +399,19 @@ fn requantize_right_mve<const ROUNDED_NEGATIVE: bool>(
                     "vqadd.s32 q0, q0, r11",
                     "vmax.s32 q0, q0, q6",
                     "vmin.s32 q0, q0, q7",
-                    "vstrw.32 q0, [r0], #16",
+                    "vstrb.32 q0, [r5], #4",
                     "letp lr, 2b",
                     "add.w r12, r12, r4, lsl #2",
-                    "subs r5, #1",
+                    // The byte pointer went on four bytes for the last vector, whole or
+                    // not: back by `−channels mod 4`.
+                    "rsb r0, r4, #0",
+                    "and r0, r0, #3",
+                    "sub r5, r5, r0",
+                    "ldr r0, [sp]",
+                    "subs r0, #1",
+                    "str r0, [sp]",
                     "bne 3b",
+                    "add sp, #4",
                     inout("r8") rq.activation_min => _,
                     inout("r9") rq.activation_max => _,
                     in("r1") rq.bias.as_ptr(),
@@ -382,7 +421,7 @@ fn requantize_right_mve<const ROUNDED_NEGATIVE: bool>(
                     inout("r5") positions => _,
                     in("r11") rq.output_offset,
                     inout("r12") values.as_mut_ptr() => _,
-                    out("r0") _,
+                    inout("r0") bytes => _,
                     out("r3") _,
                     out("lr") _,
                     out("q0") _,
@@ -390,7 +429,6 @@ fn requantize_right_mve<const ROUNDED_NEGATIVE: bool>(
                     out("q2") _,
                     out("q6") _,
                     out("q7") _,
-                    options(nostack),
                 );
             }
         };
@@ -751,18 +789,18 @@ pub fn dw_group_portable(
     }
 }
 
-/// [`super::add::AddTables::add_words`]' assembly on an MVE core: each value of `values`
-/// (int8 values as `u32` bits) added to the byte of `other` at its place, in place, over the
-/// shorter of the two, from the tables `ta` and `tb` of each input's scaled values (256
-/// words each, indexed by the value's byte) and the output requantization of `p`. False
-/// (nothing done) where it cannot run: tables shorter than 256 words, or a left shift.
+/// [`super::add::AddTables::add_into`]' assembly on an MVE core: each value of `values`
+/// added to the byte of `other` at its place, in place, over the shorter of the two, from
+/// the tables `ta` and `tb` of each input's scaled values (256 words each, indexed by the
+/// value's byte) and the output requantization of `p`. False (nothing done) where it cannot
+/// run: tables shorter than 256 words, or a left shift.
 #[cfg(infer_core_mve)]
 #[inline(never)]
-pub(crate) fn add_words(
+pub(crate) fn add_into(
     ta: &[u32],
     tb: &[u32],
     p: &super::add::AddParams,
-    values: &[u32],
+    values: &[i8],
     other: &mut [i8],
 ) -> bool {
     if ta.len() < 256 || tb.len() < 256 || p.output_shift > 0 {
@@ -773,23 +811,21 @@ pub(crate) fn add_words(
         return true;
     }
     // Registers: the values r0, the other operand r1, the tables r2 r3, the count, then the
-    // loop, lr; the multiplier r5, the zero point r4; q4–q7 the floor, the ceiling, the
-    // byte mask and the shift in every lane.
+    // loop, lr; the multiplier r5, the zero point r4; q4, q5 and q7 the floor, the ceiling
+    // and the shift in every lane.
     // SAFETY: the tail-predicated loop runs over `n` lanes (lanes past it neither load nor
-    // store): it reads `n` words of `values` (word-aligned) and reads and writes `n` bytes of
-    // `other` (both at least `n` long), and gathers words of `ta` and `tb` at indices
-    // 0..=255 (a byte, masked or loaded as one; both tables at least 256 words, checked
-    // above, word-aligned). Every register written is declared; no stack.
+    // store): it reads `n` bytes of `values` and reads and writes `n` bytes of `other` (both
+    // at least `n` long), and gathers words of `ta` and `tb` at indices 0..=255 (a byte
+    // loaded as one; both tables at least 256 words, checked above, word-aligned). Every
+    // register written is declared; no stack.
     unsafe {
         asm!(
             "vdup.32 q4, {floor}",
             "vdup.32 q5, {ceiling}",
-            "vdup.32 q6, {mask}",
             "vdup.32 q7, {shift}",
             "dlstp.32 lr, {n}",
             "2:",
-            "vldrw.u32 q0, [r0], #16",
-            "vand q0, q0, q6",
+            "vldrb.u32 q0, [r0], #4",
             "vldrb.u32 q1, [r1]",
             "vldrw.u32 q2, [r2, q0, uxtw #2]",
             "vldrw.u32 q3, [r3, q1, uxtw #2]",
@@ -807,7 +843,6 @@ pub(crate) fn add_words(
             "letp lr, 2b",
             floor = in(reg) i32::from(p.min),
             ceiling = in(reg) i32::from(p.max),
-            mask = in(reg) 255,
             shift = in(reg) p.output_shift,
             n = in(reg) n,
             inout("r0") values.as_ptr() => _,
@@ -823,7 +858,6 @@ pub(crate) fn add_words(
             out("q3") _,
             out("q4") _,
             out("q5") _,
-            out("q6") _,
             out("q7") _,
             options(nostack),
         );

@@ -83,7 +83,7 @@ impl PairConv<'_> {
     /// Whether the patch is a background to skip ([`PairConv::background`] and all zeros).
     fn is_background(&self) -> bool {
         let patch = self.patch.get(..2 * self.taps).unwrap_or_default();
-        self.background && patch.iter().fold(0, |a, &w| a | w) == 0
+        self.background && super::all_zero(patch)
     }
 
     /// Whether the sizes fit the slices and `values`: [`pair_filters`]' precondition.

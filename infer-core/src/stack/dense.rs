@@ -17,8 +17,8 @@ use crate::kernels::add::AddTables;
 use crate::kernels::dense::{dense_unit, logits_of};
 use crate::kernels::dot::{dot_i8_offset, dot_packed, PatchWords};
 use crate::kernels::dsp::{
-    dense_quads, dense_quads_widened, dense_rows, dense_wide_words, halves_of_words, pack_groups,
-    DenseRows,
+    dense_quads, dense_quads_widened, dense_rows, dense_wide_words, halves_of_words, int8_of_words,
+    pack_groups, DenseRows,
 };
 use crate::kernels::mve::{dense_rows_i8, DenseRowsI8};
 use crate::kernels::pairs::{
@@ -265,9 +265,14 @@ pub(crate) fn finish_block<K: KnownFacts>(
                 return;
             }
             let relu = holds(f, facts::DENSE_RELU, || rq.relu_floor());
-            rq.requantize_positions(acc, acc.len(), relu);
-            for (o, &a) in output.iter_mut().zip(acc.iter()) {
-                *o = added(add, a as i32 as i8, *o);
+            let n = acc.len();
+            let Some(add) = add else {
+                rq.requantize_positions(acc, n, relu, Some(output));
+                return;
+            };
+            rq.requantize_positions(acc, n, relu, None);
+            for (o, &a) in output.iter_mut().zip(int8_of_words(acc).iter().take(n)) {
+                *o = add.one(a, *o);
             }
         }
         Out::Logits(logits) if holds(f, facts::LOGITS, || true) => {

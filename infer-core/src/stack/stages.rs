@@ -41,20 +41,20 @@ pub use super::shape::OpShape;
 use crate::kernels::add::{AddParams, AddTables, ADD_SCRATCH_WORDS};
 use crate::kernels::conv::{
     gather_pair_patch, gather_patch, gather_patch_3x3, gather_patch_i8, gather_pixel_patch,
-    ConvGeometry, Padding, PatchSlot,
+    pack_run, ConvGeometry, Padding, PatchSlot,
 };
 use crate::kernels::dot::{
-    dot_i8_offset, dot_packed, dot_packed2, dot_packed4, four_filters, pack_patch, PatchWords,
+    dot_i8_offset, dot_packed, dot_packed2, dot_packed4, four_filters, PatchWords,
 };
 use crate::kernels::dsp::{
-    dense_rows, int8_of_words, quad_filters_rows, widened_fit, DenseRows, QuadConv,
+    copy_bytes, dense_rows, int8_of_words, quad_filters_rows, widened_fit, DenseRows, QuadConv,
 };
 use crate::kernels::fused::{fast_requant, StreamLayers};
 use crate::kernels::mve::{
     dense_rows_i8, offset_terms, quad_filters_i8, DenseRowsI8, QuadConvI8, UNIT_SUMS,
 };
 use crate::kernels::pairs::{pair_filters, PairConv};
-use crate::kernels::{put_sum, ChannelRequant, MapRows};
+use crate::kernels::{all_zero, narrow, put_sum, ChannelRequant, MapRows};
 use core::ops::Range;
 
 /// How a stage is computed.
@@ -1398,11 +1398,36 @@ impl<'p, 'a, 'w, K: KnownFacts> StageRun<'p, 'a, 'w, K> {
             while pos < end {
                 let n = self.at_once.min(end - pos);
                 let at = (pos, n, out_w);
+                let dense = part(f, facts::DENSE, self.parts.dense.as_ref());
+                let add = part(f, facts::ADD, self.add.as_ref());
+                // The positions' place in the output map (they follow each other there: in
+                // one row, or in a whole map), if the stage writes one.
+                let place = match &mut *output {
+                    Out::Values(out)
+                        if dense.is_none()
+                            && !holds(f, facts::DENSE, || false)
+                            && !holds(f, facts::LOGITS, || false) =>
+                    {
+                        let col = pos - row * out_w;
+                        let slot = (out.slot(row) * out_w + col) * channels;
+                        let Some(out) = out.data.get_mut(slot..slot + n * channels) else {
+                            return;
+                        };
+                        Some(out)
+                    }
+                    _ => None,
+                };
+                // Without an add, the values go straight there; else into the first bytes
+                // of `values`.
+                let (place, direct) = match (place, add) {
+                    (Some(place), None) => (None, Some(place)),
+                    (place, _) => (place, None),
+                };
                 if conv {
                     let Some(cp) = &self.parts.conv else {
                         return;
                     };
-                    conv_positions::<K>(
+                    let background = conv_positions::<K>(
                         cp,
                         input,
                         at,
@@ -1411,41 +1436,28 @@ impl<'p, 'a, 'w, K: KnownFacts> StageRun<'p, 'a, 'w, K> {
                         (self.patch, self.terms),
                         self.values,
                     );
+                    let how = (n, self.monotonic, background);
+                    requantize_conv::<K>(cp, self.values, how, direct);
                 } else {
-                    pool_position(input, (w, c), (row, pos - row * out_w), self.p, self.values);
+                    let at = (row, pos - row * out_w);
+                    let bytes = match direct {
+                        Some(direct) => direct,
+                        None => int8_of_words(self.values),
+                    };
+                    pool_position(input, (w, c), at, self.p, bytes);
                 }
-                for (k, values) in self
-                    .values
-                    .chunks_exact(channels.max(1))
-                    .take(n)
-                    .enumerate()
-                {
-                    let start = (pos + k) * channels;
-                    let dense = part(f, facts::DENSE, self.parts.dense.as_ref());
-                    match (dense, &mut *output) {
-                        (Some(d), _) => {
-                            dense_position::<K>(d, values, n_in, start, self.patch, self.acc)
+                let Some(bytes) = int8_of_words(self.values).get(..n * channels) else {
+                    return;
+                };
+                match (dense, place, add) {
+                    (Some(d), _, _) => {
+                        for (k, values) in bytes.chunks_exact(channels.max(1)).enumerate() {
+                            let start = (pos + k) * channels;
+                            dense_position::<K>(d, values, n_in, start, self.patch, self.acc);
                         }
-                        (None, Out::Values(out))
-                            if !holds(f, facts::DENSE, || false)
-                                && !holds(f, facts::LOGITS, || false) =>
-                        {
-                            let col = pos + k - row * out_w;
-                            let slot = (out.slot(row) * out_w + col) * channels;
-                            let Some(out) = out.data.get_mut(slot..slot + channels) else {
-                                return;
-                            };
-                            match part(f, facts::ADD, self.add.as_ref()) {
-                                Some(add) => add.add_words(values, out),
-                                None => {
-                                    for (o, &v) in out.iter_mut().zip(values.iter()) {
-                                        *o = v as i32 as i8;
-                                    }
-                                }
-                            }
-                        }
-                        _ => return,
                     }
+                    (None, Some(place), Some(add)) => add.add_into(bytes, place),
+                    _ => {}
                 }
                 pos += n;
             }
@@ -1539,12 +1551,14 @@ fn ring_rows(first: &OpShape, pool: usize) -> usize {
     }
 }
 
-/// The conv (and pool) values of `n` consecutive output positions from `pos` of a grid
-/// `out_w` wide into `values` (one `i8` per filter and position, as `u32` bits of an
-/// `i32`): with a pool (`p > 1`, `n` = 1) the max over the window's `p²` conv pixels, else
-/// one pixel per position. With [`Pixels::Four`] the pixels go four at a time through a
-/// quad or pair patch where they can ([`QUAD_PIXELS`], [`PAIR_PIXELS`]), else one at a
-/// time.
+/// The conv (and pool) sums of `n` consecutive output positions from `pos` of a grid
+/// `out_w` wide into `values` (one `i32` per filter and position, as `u32` bits), for
+/// [`requantize_conv`]: with a pool (`p > 1`, `n` = 1) the max over the window's `p²` conv
+/// pixels, else one pixel per position (with a pool and a left shift, the maximum of the
+/// pixels' requantized values instead). With [`Pixels::Four`] the pixels go four at a time
+/// through a quad or pair patch where they can ([`QUAD_PIXELS`], [`PAIR_PIXELS`]), else one
+/// at a time. True if every position's sums are 0 (a background quad), of which only the
+/// first position's are written.
 #[inline(never)]
 fn conv_positions<K: KnownFacts>(
     cp: &ConvPart<'_>,
@@ -1554,7 +1568,7 @@ fn conv_positions<K: KnownFacts>(
     monotonic: bool,
     (patch, terms): (&mut [u32], &[u32]),
     values: &mut [u32],
-) {
+) -> bool {
     let (f, g) = (K::FACTS, &cp.geometry);
     let (taps, channels) = (g.taps(), g.filters);
     // What the facts fix: the pool window, the pixels, the requantization and the kernel.
@@ -1574,7 +1588,7 @@ fn conv_positions<K: KnownFacts>(
     // for them where quads run), of which the first `n` are used.
     let used = n * channels;
     if out_w == 0 || channels == 0 || values.len() < used {
-        return;
+        return false;
     }
     // Conv pixel `i` and the position (0..n) its values go to: with a pool, one window's
     // pixels for one position (`n` = 1).
@@ -1608,27 +1622,25 @@ fn conv_positions<K: KnownFacts>(
     }
     let kernel_row = g.k_w * g.in_c;
     // A 1 × 1 kernel's quads gather each pixel's channels as one run, a one-channel 3 × 3
-    // kernel's its nine values straight into their words.
+    // kernel's (below) its nine values straight into their words.
+    let three = one_channel && g.k_h == 3 && g.k_w == 3;
     let gather = if pointwise {
         gather_pixel_patch
-    } else if one_channel && g.k_h == 3 && g.k_w == 3 {
-        if inside {
-            gather_patch_3x3::<true>
-        } else {
-            gather_patch_3x3::<false>
-        }
     } else if inside {
         gather_patch::<true>
     } else {
         gather_patch::<false>
     };
+    // Whether every position's sums are 0 (a background quad covering them all): the first
+    // position's sums, set to 0, are then the only ones requantized.
+    let mut background = false;
     let mut i = 0;
     while i < count {
         if pairs {
             // Up to four pixels through a pair patch.
             let pixels = (count - i).min(QUAD);
             let Some(patch) = patch.get_mut(..2 * taps) else {
-                return;
+                return false;
             };
             for k in 0..pixels {
                 let at = pixel(i + k).0;
@@ -1641,7 +1653,7 @@ fn conv_positions<K: KnownFacts>(
             // Their positions: all one (a pool window) or consecutive.
             let (first, stride) = (pixel(i).1, if window { 0 } else { channels });
             let Some(values) = values.get_mut(first * channels..) else {
-                return;
+                return false;
             };
             let conv = PairConv {
                 patch,
@@ -1657,7 +1669,7 @@ fn conv_positions<K: KnownFacts>(
             i += pixels;
         } else if quads {
             let Some(patch) = patch.get_mut(..QUAD * PatchWords::words(taps)) else {
-                return;
+                return false;
             };
             // The four pixels and their positions: all one (a pool window) or consecutive.
             // Past the last pixel, a quad repeats it: into the same position (a window's
@@ -1673,11 +1685,11 @@ fn conv_positions<K: KnownFacts>(
             }
             if int8_quads(g, pos + i, f) {
                 let Some(values) = values.get_mut(first * channels..) else {
-                    return;
+                    return false;
                 };
                 let Some(bytes) = int8_of_words(patch).get_mut(..QuadConvI8::patch_bytes(taps))
                 else {
-                    return;
+                    return false;
                 };
                 let zero_point = cp.input_offset.wrapping_neg() as i8;
                 if one_channel {
@@ -1693,7 +1705,7 @@ fn conv_positions<K: KnownFacts>(
                     }
                 }
                 if one_channel && bytes.iter().all(|&b| b == zero_point) {
-                    background_quad(values, stride, channels);
+                    background = background_quad(values, (stride, window), channels);
                 } else {
                     let conv = QuadConvI8 {
                         patch: bytes,
@@ -1715,15 +1727,23 @@ fn conv_positions<K: KnownFacts>(
                     pixels: QUAD,
                 };
                 let at = pixel(k).0;
-                gather(g, kernel_row, input, cp.input_offset, at, patch, slot);
+                match (three, inside) {
+                    (true, true) => {
+                        gather_patch_3x3::<true>(g, input, cp.input_offset, at, patch, slot)
+                    }
+                    (true, false) => {
+                        gather_patch_3x3::<false>(g, input, cp.input_offset, at, patch, slot)
+                    }
+                    _ => gather(g, kernel_row, input, cp.input_offset, at, patch, slot),
+                }
             }
             let Some(values) = values.get_mut(first * channels..) else {
-                return;
+                return false;
             };
             // A background patch (every sum 0) is common in an image (one channel) and rare
             // in a deeper map, where looking for it costs more than it saves.
-            if one_channel && patch.iter().fold(0, |a, &w| a | w) == 0 {
-                background_quad(values, stride, channels);
+            if one_channel && all_zero(patch) {
+                background = background_quad(values, (stride, window), channels);
             } else {
                 let conv = QuadConv {
                     patch,
@@ -1743,28 +1763,80 @@ fn conv_positions<K: KnownFacts>(
         } else {
             let (at, slot) = pixel(i);
             let Some(values) = values.get_mut(slot * channels..(slot + 1) * channels) else {
-                return;
+                return false;
             };
             one_pixel(cp, input, at, (sums, inside), patch, values);
             i += 1;
         }
     }
-    let values = values.get_mut(..used).unwrap_or_default();
+    background
+}
+
+/// Requantizes the `n` positions [`conv_positions`] computed (`background`: its result)
+/// into `out`, or narrowed in place in `values` ([`ChannelRequant::requantize_positions`]).
+#[inline(never)]
+fn requantize_conv<K: KnownFacts>(
+    cp: &ConvPart<'_>,
+    values: &mut [u32],
+    (n, monotonic, background): (usize, bool, bool),
+    mut out: Option<&mut [i8]>,
+) {
+    let f = K::FACTS;
+    let channels = cp.geometry.filters;
+    let monotonic = holds(f, facts::MONOTONIC, || monotonic);
+    // A background quad set only the first position's sums.
+    let (values, positions) = if background {
+        (values.get_mut(..channels).unwrap_or_default(), n)
+    } else {
+        (values.get_mut(..n * channels).unwrap_or_default(), 1)
+    };
     if monotonic {
         // The max accumulators with their bias, requantized.
         let relu = holds(f, facts::RELU, || cp.requant.relu_floor());
-        cp.requant.requantize_positions(values, channels, relu);
-    } else if sums {
+        cp.requant
+            .requantize_positions(values, channels, relu, out.as_deref_mut());
+    } else if n > 1 {
         // One pixel's sums per position, with a left shift somewhere: the general way.
-        cp.requant.requantize_each(values, channels);
+        cp.requant
+            .requantize_each(values, channels, out.as_deref_mut());
+    } else {
+        // The maxima of requantized values (or one pixel's, requantized as it came).
+        let n = values.len();
+        narrow(values, n, out.as_deref_mut());
+    }
+    if positions > 1 {
+        // A background quad's values: the first position's, for each (its `n` ≤ 4
+        // positions' bytes fit the first position's words).
+        let bytes = match out {
+            Some(out) => out,
+            None => int8_of_words(values),
+        };
+        if let Some((first, rest)) = bytes.split_at_mut_checked(channels) {
+            for position in rest.chunks_exact_mut(channels.max(1)).take(positions - 1) {
+                copy_bytes(position, first);
+            }
+        }
     }
 }
 
 /// Puts a background quad's sums (four pixels whose sums are all 0) into `values` as the
 /// quad kernels put theirs ([`put_sum`]): pixel `k`'s `channels` values from `k · stride`
-/// on, folded into a pool window's running maxima (`stride` 0) or stored.
+/// on, folded into a pool window's running maxima (`window`, `stride` 0). Without a window,
+/// the quad covers every position of its call (at most four): only the first position's
+/// sums are set, and the result says so (true).
+#[inline(always)]
+fn background_quad(values: &mut [u32], (stride, window): (usize, bool), channels: usize) -> bool {
+    if !window {
+        values.iter_mut().take(channels).for_each(|v| *v = 0);
+        return true;
+    }
+    background_window(values, stride, channels);
+    false
+}
+
+/// [`background_quad`] for a pool window: each sum folded into the window's running maxima.
 #[inline(never)]
-fn background_quad(values: &mut [u32], stride: usize, channels: usize) {
+fn background_window(values: &mut [u32], stride: usize, channels: usize) {
     // An opaque trip count keeps the loop rolled: unrolled, it took some 500 B of flash for
     // a path a digit takes a few dozen times.
     for k in 0..core::hint::black_box(QUAD) {
@@ -1869,16 +1941,20 @@ fn window(rq: &ChannelRequant<'_>, f: usize, a: i32, monotonic: bool, best: &mut
     *best = (*best as i32).max(v) as u32;
 }
 
-/// The max pool of position `(py, px)` of an `_ × w × c` input into `values`.
+/// The max pool of position `(py, px)` of an `_ × w × c` input into the first `c` bytes of
+/// `values`.
 #[inline(never)]
 fn pool_position(
     input: MapRows<'_, &[i8]>,
     (w, c): (usize, usize),
     (py, px): (usize, usize),
     p: usize,
-    values: &mut [u32],
+    values: &mut [i8],
 ) {
-    values.fill(i32::MIN as u32);
+    let Some(values) = values.get_mut(..c) else {
+        return;
+    };
+    values.fill(i8::MIN);
     for dy in 0..p {
         for dx in 0..p {
             let start = (input.slot(py * p + dy) * w + px * p + dx) * c;
@@ -1886,7 +1962,7 @@ fn pool_position(
                 return;
             };
             for (v, &x) in values.iter_mut().zip(px_values) {
-                *v = (*v as i32).max(i32::from(x)) as u32;
+                *v = (*v).max(x);
             }
         }
     }
@@ -1912,7 +1988,7 @@ const DENSE_ROWS: bool = cfg!(any(infer_core_dsp, infer_core_long_multiply, test
 #[inline(never)]
 fn dense_position<K: KnownFacts>(
     d: &DensePart<'_>,
-    values: &[u32],
+    values: &[i8],
     n_in: usize,
     at: usize,
     patch: &mut [u32],
@@ -1935,15 +2011,11 @@ fn dense_position<K: KnownFacts>(
     if sums || int8_dense(d.units, at / ch.max(1)) {
         let offset = if sums { 0 } else { d.input_offset };
         let zero_point = d.input_offset.wrapping_neg();
-        if !sums && values.iter().all(|&v| v as i32 == zero_point) {
+        if !sums && values.iter().all(|&v| i32::from(v) == zero_point) {
             return;
         }
-        let bytes = int8_of_words(patch);
-        for (b, &v) in bytes.iter_mut().zip(values) {
-            *b = v as i8;
-        }
         let rows = DenseRowsI8 {
-            values: bytes,
+            values,
             weights: d.weights.get(at..).unwrap_or_default(),
             channels: ch,
             stride: n_in,
@@ -1958,12 +2030,8 @@ fn dense_position<K: KnownFacts>(
         }
         return;
     }
-    pack_patch(patch, ch, |k| {
-        values
-            .get(k)
-            .map_or(0, |&v| (v as i32).wrapping_add(d.input_offset))
-    });
-    if patch.iter().fold(0, |a, &w| a | w) == 0 {
+    pack_run(patch, values.get(..ch).unwrap_or_default(), d.input_offset);
+    if all_zero(patch) {
         return;
     }
     let row = |u: usize| {

@@ -63,6 +63,16 @@ fn check<T: PartialEq + core::fmt::Debug>(kernel: &str, case: usize, got: T, wan
     }
 }
 
+/// The first `n` int8 values narrowed into `words` (value `i` at byte `i` of their
+/// memory), the rest 0.
+fn narrowed(words: &[u32; 64], n: usize) -> [i8; 64] {
+    let mut bytes = [0i8; 64];
+    for (i, b) in bytes.iter_mut().enumerate().take(n) {
+        *b = words[i / 4].to_ne_bytes()[i % 4] as i8;
+    }
+    bytes
+}
+
 #[entry]
 fn main() -> ! {
     let mut rng = Rng(0x4D56_4531);
@@ -237,9 +247,23 @@ fn main() -> ! {
         let sums = got;
         let mut want = got;
         let n = positions * channels;
-        dsp::requantize_relu(&rq, &mut got[..n], channels);
-        dsp::requantize_relu_portable(&rq, &mut want[..n], channels);
-        check("requantize_relu", case, got, want);
+        dsp::requantize_relu(&rq, &mut got[..n], channels, None);
+        dsp::requantize_relu_portable(&rq, &mut want[..n], channels, None);
+        check(
+            "requantize_relu",
+            case,
+            narrowed(&got, n),
+            narrowed(&want, n),
+        );
+        // The same into bytes of their own.
+        let (mut got, mut bytes) = (sums, [0i8; 64]);
+        dsp::requantize_relu(&rq, &mut got[..n], channels, Some(&mut bytes[..n]));
+        check(
+            "requantize_relu into bytes",
+            case,
+            bytes,
+            narrowed(&want, n),
+        );
 
         // The same sums and parameters, a ReLU or any clamp inside int8 (either way round)
         // or none, every sum requantized exactly.
@@ -250,9 +274,23 @@ fn main() -> ! {
             ..rq
         };
         let (mut got, mut want) = (sums, sums);
-        mve::requantize_right(&rq, &mut got[..n], channels, rq.relu_floor());
-        mve::requantize_right_portable(&rq, &mut want[..n], channels);
-        check("requantize_right", case, got, want);
+        mve::requantize_right(&rq, &mut got[..n], channels, rq.relu_floor(), None);
+        mve::requantize_right_portable(&rq, &mut want[..n], channels, None);
+        check(
+            "requantize_right",
+            case,
+            narrowed(&got, n),
+            narrowed(&want, n),
+        );
+        let (mut got, mut bytes) = (sums, [0i8; 64]);
+        let into = Some(&mut bytes[..n]);
+        mve::requantize_right(&rq, &mut got[..n], channels, rq.relu_floor(), into);
+        check(
+            "requantize_right into bytes",
+            case,
+            bytes,
+            narrowed(&want, n),
+        );
 
         // A streamed dense layer's step, pairs of units over whole octets of values; a
         // dense layer's quads of units over whole 32s. Any stride.
@@ -485,13 +523,13 @@ fn main() -> ! {
         let mut words = [0u32; ADD_SCRATCH_WORDS];
         let tables = AddTables::new(&p, &mut words);
         let n = dw_rng.below(38);
-        let values: [u32; 37] = core::array::from_fn(|_| (dw_rng.next() as i8) as i32 as u32);
+        let values: [i8; 37] = core::array::from_fn(|_| dw_rng.next() as i8);
         let mut got = [0i8; 37];
         got.iter_mut().for_each(|x| *x = dw_rng.next() as i8);
         let mut want = got;
-        tables.add_words(&values[..n], &mut got);
-        tables.add_words_portable(&values[..n], &mut want);
-        check("add_words", case, got, want);
+        tables.add_into(&values[..n], &mut got);
+        tables.add_into_portable(&values[..n], &mut want);
+        check("add_into", case, got, want);
 
         // A short copy or fill of up to sixteen bytes into a longer or shorter slice.
         let run: [i8; 20] = core::array::from_fn(|_| dw_rng.next() as i8);
@@ -504,6 +542,18 @@ fn main() -> ! {
         mve::copy_short(source, fill, &mut got[2..2 + m]);
         mve::copy_short_portable(source, fill, &mut want[2..2 + m]);
         check("copy_short", case, got, want);
+
+        // A copy of up to 40 bytes between any alignments, into a slice shorter or longer.
+        let run: [i8; 44] = core::array::from_fn(|_| dw_rng.next() as i8);
+        let (from, to) = (dw_rng.below(4), dw_rng.below(4));
+        let (n, m) = (dw_rng.below(41), dw_rng.below(41));
+        let mut got = [0i8; 44];
+        got.iter_mut().for_each(|x| *x = dw_rng.next() as i8);
+        let mut want = got;
+        dsp::copy_bytes(&mut got[to..to + m], &run[from..from + n]);
+        let k = n.min(m);
+        want[to..to + k].copy_from_slice(&run[from..from + k]);
+        check("copy_bytes", case, got, want);
 
         // A whole depthwise conv (multiplier 1, up to 3 × 3, strides 1 and 2, same
         // padding: interior and border pixels) against its naive reference.
