@@ -1848,7 +1848,7 @@ fn background_window(values: &mut [u32], stride: usize, channels: usize) {
 
 /// Folds one conv pixel's accumulators into `values` (one per filter): its patch, then
 /// the filters four at a time where `SMLAD` is emulated, two at a time, one.
-#[inline(always)]
+#[inline(never)]
 fn one_pixel(
     cp: &ConvPart<'_>,
     input: MapRows<'_, &[i8]>,
