@@ -222,36 +222,39 @@ pub(crate) fn all_zero(words: &[u32]) -> bool {
 pub(crate) struct Narrowing {
     /// The next word to write.
     word: usize,
-    /// Its bytes so far.
-    bytes: [u8; 4],
-    /// How many.
-    filled: usize,
+    /// Its bytes so far, the first in the low bits.
+    bytes: u32,
+    /// Bits filled.
+    shift: u32,
 }
 
 impl Narrowing {
     /// Pushes the next value.
     #[inline(always)]
     pub(crate) fn push(&mut self, words: &mut [u32], value: i8) {
-        if let Some(b) = self.bytes.get_mut(self.filled) {
-            *b = value as u8;
-        }
-        self.filled += 1;
-        if self.filled == 4 {
-            if let Some(w) = words.get_mut(self.word) {
-                *w = u32::from_ne_bytes(self.bytes);
-            }
+        self.bytes |= u32::from(value as u8) << self.shift;
+        self.shift += 8;
+        if self.shift == 32 {
+            self.put(words);
             self.word += 1;
-            self.filled = 0;
+            self.bytes = 0;
+            self.shift = 0;
+        }
+    }
+
+    /// Writes the word so far (its first byte at the lowest address).
+    #[inline(always)]
+    fn put(&self, words: &mut [u32]) {
+        if let Some(w) = words.get_mut(self.word) {
+            *w = u32::from_ne_bytes(self.bytes.to_le_bytes());
         }
     }
 
     /// Writes the last word's bytes (the rest of that word unspecified).
     #[inline(always)]
     pub(crate) fn finish(self, words: &mut [u32]) {
-        if self.filled > 0 {
-            if let Some(w) = words.get_mut(self.word) {
-                *w = u32::from_ne_bytes(self.bytes);
-            }
+        if self.shift > 0 {
+            self.put(words);
         }
     }
 }
