@@ -49,7 +49,7 @@ use infer_core::stack::facts::{
     holds, known, Facts, ALL, FAST_POOL, FOUR, LOGITS, NONE, PREPARED_CONV, PREPARED_DENSE,
 };
 use infer_core::stack::prepared::Preparation;
-use infer_core::stack::stages::{facts_of, plan_file, Kernel, Parts, Pixels, Stage};
+use infer_core::stack::stages::{facts_of, plan_file, shapes_of, Kernel, Parts, Pixels, Stage};
 use infer_core::stack::Op;
 use infer_core::stack::StackFile;
 use std::env;
@@ -239,9 +239,10 @@ impl Network {
     /// keeps them in flash beside the model (`bytes`, as given to [`Network::from_bytes`]) and
     /// loads the network with them. Widened for a DSP core: every conv that runs through the
     /// four-pixel kernel (all but a one-channel 3×3 conv fused with its pool;
-    /// `infer_core::kernels::dsp::widen_filter`), and every dense layer over a vector (not
-    /// streamed after a conv or pool) of whole sixteens of inputs and at least four units
-    /// (`infer_core::kernels::dsp::dense_wide_words_of`). Paired for the Cortex-M3: every
+    /// `infer_core::kernels::dsp::widen_filter`), and every dense layer of at least four
+    /// units over a vector of whole sixteens of inputs, or streamed after a conv or pool
+    /// whose positions each give it whole sixteens of values (but in the one-channel 3×3
+    /// conv's own kernel; `infer_core::kernels::dsp::dense_wide_words_of`). Paired for the Cortex-M3: every
     /// dense layer over a vector of whole fours of inputs and at least four units
     /// (`infer_core::kernels::pairs::dense_pair_words_of`). Twice each such layer's weight
     /// bytes of flash, for about a tenth fewer instructions in a multi-channel conv and half
@@ -272,6 +273,23 @@ impl Network {
                 .iter()
                 .any(|st| st.first == index && st.dense && !st.conv && !st.pool)
         };
+        // A dense layer streamed after a conv or pool (not in the one-channel 3×3 conv's
+        // own kernel), each position giving it whole sixteens of values.
+        let shapes = shapes_of(&file);
+        let streamed_by_sixteens = |index: usize| {
+            let channels = index
+                .checked_sub(1)
+                .and_then(|producer| shapes.get(producer))
+                .map_or(0, |s| s.out_hwc().2);
+            channels % 16 == 0
+                && channels > 0
+                && stages.iter().any(|st| {
+                    st.kernel == Kernel::General
+                        && st.dense
+                        && (st.conv || st.pool)
+                        && (st.first..st.first + st.ops()).contains(&index)
+                })
+        };
         // A dense layer in a stage of the one-channel 3×3 conv's own kernel.
         let in_own_kernel = |index: usize| {
             stages.iter().any(|st| {
@@ -294,7 +312,8 @@ impl Network {
                     Op::Dense(d) => {
                         let (inputs, units) = (d.inputs as usize, usize::from(d.units));
                         let whole = if widened { 16 } else { 4 };
-                        if !over_vector(index) || inputs % whole != 0 || units < 4 {
+                        let over = over_vector(index) && inputs % whole == 0;
+                        if !(over || widened && streamed_by_sixteens(index)) || units < 4 {
                             return None;
                         }
                         if widened {
@@ -1483,7 +1502,7 @@ mod tests {
     }
 
     #[test]
-    fn widened_conv_weights_are_generated_beside_the_model_only_when_asked() {
+    fn widened_weights_are_generated_beside_the_model_only_when_asked() {
         let mut network = Network::from_bytes("two-blocks.bin", TWO_BLOCKS).unwrap();
         let code = network.generate();
         assert!(!code.contains("PREPARED"), "{code}");
@@ -1496,12 +1515,19 @@ mod tests {
         network
             .prepare_weights(TWO_BLOCKS, Preparation::Widened)
             .unwrap();
-        // The second conv (op 2), as the model's own weights widened; the first, one
-        // channel 3×3 with its pool, has a kernel of its own.
+        // The second conv (op 2), as the model's own weights widened, and the dense layer
+        // streamed after it and its pool (op 4: 32 values a position), as its rows widened;
+        // the first conv, one channel 3×3 with its pool, has a kernel of its own.
         let file = StackFile::decode(TWO_BLOCKS).unwrap();
         let ops: Vec<usize> = network.prepared.iter().map(|(op, _)| *op).collect();
-        assert_eq!(ops, [2]);
+        assert_eq!(ops, [2, 4]);
         for (op, words) in &network.prepared {
+            if let Some(Op::Dense(d)) = file.ops.get(*op) {
+                let (inputs, units) = (d.inputs as usize, usize::from(d.units));
+                let rows: Vec<u32> = dense_wide_words_of(d.params.weights, inputs, units).collect();
+                assert_eq!(words, &rows);
+                continue;
+            }
             let (c, g) = file
                 .ops
                 .get(*op)

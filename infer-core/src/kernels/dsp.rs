@@ -1716,40 +1716,60 @@ macro_rules! dense_group_wide {
 }
 
 /// Whether [`dense_quads_widened`]'s sizes fit: whole sixteens of inputs (at least one),
-/// the packed patch, at least one quad of units in `acc` and its widened rows.
-fn widened_quads_fit(patch: &[u32], wide: &[u32], inputs: usize, acc: &[u32]) -> bool {
+/// the packed patch, at least one quad of units in `acc` and its widened rows, each quad's
+/// `quad_words` (at least `2 · inputs`) after the one before.
+fn widened_quads_fit(
+    patch: &[u32],
+    wide: &[u32],
+    (inputs, quad_words): (usize, usize),
+    acc: &[u32],
+) -> bool {
     let quads = acc.len() / 4;
     inputs >= 16
         && inputs % 16 == 0
         && patch.len() >= inputs / 2
         && quads > 0
-        && wide.len() / quads >= 2 * inputs
+        && quad_words >= 2 * inputs
+        && (quads - 1)
+            .checked_mul(quad_words)
+            .and_then(|w| w.checked_add(2 * inputs))
+            .is_some_and(|words| wide.len() >= words)
 }
 
 /// [`dense_quads`] from widened rows ([`dense_wide_words_of`], `wide` from the first quad
 /// of `acc`'s units on): adds each unit's dot product of the packed `patch` (`inputs`
 /// values, [`crate::kernels::dot::pack_patch`]'s layout) into `acc`, whole quads of units
-/// (the units after them are left alone), wrapping. Computes nothing if a size does not fit
-/// (fewer than 16 inputs or not a multiple of 16, short slices).
+/// (the units after them are left alone), wrapping. A quad's `2 · inputs` words are
+/// `quad_words` after the quad's before: `2 · inputs` where the patch is the layer's whole
+/// input, the layer's `2 · inputs` where it is one position's of a streamed layer (`wide`
+/// then from that position's first word on, twice its first input). Computes nothing if a
+/// size does not fit (fewer than 16 inputs or not a multiple of 16, short slices).
 ///
 /// On a DSP core one block of assembly: sixteen inputs of four units (64
 /// multiply-accumulates) in 46 instructions (per four inputs the two patch words in one
 /// `LDRD`, the four units' eight weight words in two `LDM`s, eight `SMLAD`s), 11 per quad
 /// of units around them; elsewhere [`dense_quads_widened_portable`].
 #[inline(never)]
-pub fn dense_quads_widened(patch: &[u32], wide: &[u32], inputs: usize, acc: &mut [u32]) {
-    if !widened_quads_fit(patch, wide, inputs, acc) {
+pub fn dense_quads_widened(
+    patch: &[u32],
+    wide: &[u32],
+    (inputs, quad_words): (usize, usize),
+    acc: &mut [u32],
+) {
+    if !widened_quads_fit(patch, wide, (inputs, quad_words), acc) {
         return;
     }
     #[cfg(infer_core_dsp)]
     {
         // Registers: the four units' sums r0–r3; patch words r4 r5; the widened weights
         // r6–r9; the patch pointer r10, its end r12; the widened rows' pointer r11; quads
-        // left lr. On the stack (pushed from r0 r1): the accumulator pointer [sp], the
-        // patch [sp, #4].
+        // left lr. On the stack (pushed from r0–r2): the accumulator pointer [sp], the
+        // patch [sp, #4], the bytes from a quad's last widened word to the next's first
+        // [sp, #8].
         // SAFETY: per quad, r10 reads the inputs / 2 words of `patch` (checked above;
-        // word-aligned, as LDRD needs) up to r12, r11 reads 2 · inputs words of `wide`
-        // (quads · 2 · inputs checked above; a `u32` slice is word-aligned, as LDM needs),
+        // word-aligned, as LDRD needs) up to r12, r11 reads 2 · inputs words of `wide`,
+        // quad q's from word q · quad_words on ((quads − 1) · quad_words + 2 · inputs
+        // checked above; a `u32` slice is word-aligned, as LDM needs),
         // [sp] walks `acc` four words per quad (checked above, word-aligned as LDM/STM
         // need); the inner loop runs inputs / 16 ≥ 1 times. r6 and r7 (which cannot be
         // named) are saved on the stack and restored; the block pops everything it pushes,
@@ -1757,7 +1777,7 @@ pub fn dense_quads_widened(patch: &[u32], wide: &[u32], inputs: usize, acc: &mut
         unsafe {
             asm!(
                 "push {{r6, r7}}",
-                "push {{r0, r1}}",
+                "push {{r0, r1, r2}}",
                 "3:",
                 "ldr r10, [sp, #4]",
                 "ldr r8, [sp]",
@@ -1772,13 +1792,15 @@ pub fn dense_quads_widened(patch: &[u32], wide: &[u32], inputs: usize, acc: &mut
                 "ldr r8, [sp]",
                 "stm r8!, {{r0, r1, r2, r3}}",
                 "str r8, [sp]",
+                "ldr r9, [sp, #8]",
+                "add r11, r11, r9",
                 "subs lr, #1",
                 "bne 3b",
-                "add sp, #8",
+                "add sp, #12",
                 "pop {{r6, r7}}",
                 inout("r0") acc.as_mut_ptr() => _,
                 inout("r1") patch.as_ptr() => _,
-                out("r2") _,
+                inout("r2") 4 * (quad_words - 2 * inputs) => _,
                 out("r3") _,
                 out("r4") _,
                 out("r5") _,
@@ -1792,17 +1814,25 @@ pub fn dense_quads_widened(patch: &[u32], wide: &[u32], inputs: usize, acc: &mut
         }
     }
     #[cfg(not(infer_core_dsp))]
-    dense_quads_widened_portable(patch, wide, inputs, acc);
+    dense_quads_widened_portable(patch, wide, (inputs, quad_words), acc);
 }
 
 /// [`dense_quads_widened`] in plain integer arithmetic (the reference the assembly is
 /// tested against, and the code elsewhere).
-pub fn dense_quads_widened_portable(patch: &[u32], wide: &[u32], inputs: usize, acc: &mut [u32]) {
-    if !widened_quads_fit(patch, wide, inputs, acc) {
+pub fn dense_quads_widened_portable(
+    patch: &[u32],
+    wide: &[u32],
+    (inputs, quad_words): (usize, usize),
+    acc: &mut [u32],
+) {
+    if !widened_quads_fit(patch, wide, (inputs, quad_words), acc) {
         return;
     }
     let groups = inputs / 4;
-    for (quad, words) in acc.chunks_exact_mut(4).zip(wide.chunks_exact(8 * groups)) {
+    for (q, quad) in acc.chunks_exact_mut(4).enumerate() {
+        let Some(words) = wide.get(q * quad_words..).and_then(|w| w.get(..8 * groups)) else {
+            return;
+        };
         let mut sums = [0i32; 4];
         for (x, w) in patch.chunks_exact(2).zip(words.chunks_exact(8)) {
             for (j, sum) in sums.iter_mut().enumerate() {
@@ -2402,17 +2432,28 @@ mod tests {
             }
             for kernel in [dense_quads_widened, dense_quads_widened_portable] {
                 let mut got = start.clone();
-                kernel(&patch, &wide, inputs, &mut got);
+                kernel(&patch, &wide, (inputs, 2 * inputs), &mut got);
                 assert_eq!(got, want, "case {case}: {inputs} inputs, {units} units");
                 // One word short: nothing changes (when there is a quad at all).
                 let mut got = start.clone();
-                kernel(
-                    &patch,
-                    &wide[..wide.len().saturating_sub(1)],
-                    inputs,
-                    &mut got,
-                );
+                let short = &wide[..wide.len().saturating_sub(1)];
+                kernel(&patch, short, (inputs, 2 * inputs), &mut got);
                 assert_eq!(got, start, "case {case}");
+                // The last sixteen inputs alone, as a streamed layer's position: each
+                // quad's words from the position's on, the layer's apart.
+                let at = inputs - 16;
+                let mut got = start.clone();
+                let mut want = start.clone();
+                for (u, acc) in want.iter_mut().enumerate().take(units / 4 * 4) {
+                    let sum: i32 = (at..inputs)
+                        .map(|i| x[i] * i32::from(w[u * inputs + i] as i8))
+                        .sum();
+                    *acc = acc.wrapping_add(sum as u32);
+                }
+                let position = &patch[at / 2..];
+                let rows = wide.get(2 * at..).unwrap_or_default();
+                kernel(position, rows, (16, 2 * inputs), &mut got);
+                assert_eq!(got, want, "case {case}: inputs {at}.. alone");
             }
             // A weight of a widened row changed: the rows are another layer's.
             if units >= 4 {

@@ -158,7 +158,7 @@ pub(crate) fn dense_direct<K: KnownFacts>(
                     .filter(|_| d.wide.len() == dense_wide_words(n, d.units) && n % 16 == 0);
                 match part(f, facts::PREPARED_DENSE, wide) {
                     Some(wide) => {
-                        dense_quads_widened(patch, wide, n, acc);
+                        dense_quads_widened(patch, wide, (n, 2 * n), acc);
                         done = count / 4 * 4;
                     }
                     None if !holds(f, facts::PREPARED_DENSE, || false) && n % 32 == 0 => {
@@ -328,6 +328,70 @@ mod tests {
             1 => 4 * (1 + rng.below(40) as usize),
             _ => 8 * (1 + rng.below(90) as usize),
         }
+    }
+
+    /// A conv (with a pool or without) streamed into a dense layer whose rows the build
+    /// widened: each position's values take their share of every quad's words
+    /// (`dense_quads_widened` with the layer's stride between quads), the units after the
+    /// whole quads their int8 rows; bit for bit the reference.
+    #[test]
+    fn a_streamed_dense_layer_takes_its_widened_rows_position_by_position() {
+        use super::super::format::{ConvOp, PoolOp};
+        use crate::kernels::conv::Padding;
+        let mut rng = TestRng(0x5EA3);
+        let mut pooled = 0;
+        for case in 0..40 {
+            let filters = 16 * (1 + rng.below(2) as usize);
+            let units = 4 + rng.below(7) as usize;
+            let pool = 1 + rng.below(2) as usize;
+            let side = 4 / pool;
+            let inputs = side * side * filters;
+            let conv = OwnedParams::random(&mut rng, filters * 9 * 2, filters);
+            let dense = OwnedParams::logits(&mut rng, units * inputs, units);
+            let mut ops = std::vec![Op::Conv2d(ConvOp {
+                in_h: 6,
+                in_w: 6,
+                in_c: 2,
+                filters: filters as u16,
+                kernel: 3,
+                stride: 1,
+                padding: Padding::Valid,
+                relu: true,
+                params: conv.view(),
+            })];
+            if pool == 2 {
+                pooled += 1;
+                ops.push(Op::MaxPool2d(PoolOp {
+                    in_h: 4,
+                    in_w: 4,
+                    channels: filters as u16,
+                    pool: 2,
+                }));
+            }
+            let op = ops.len();
+            ops.push(Op::Dense(DenseOp {
+                inputs: inputs as u32,
+                units: units as u16,
+                relu: false,
+                params: dense.view(),
+            }));
+            let file = StackFile::new(input(6, 6, 2), &ops);
+            let words: Vec<u32> = dense_wide_words_of(&dense.weights, inputs, units).collect();
+            let prepared = [PreparedWeights { op, words: &words }];
+            let mut widened = file;
+            widened.prepare(&prepared);
+            assert_eq!(widened.prepared(op), &words[..], "case {case}");
+            let sizes = BufferSizes::of(&file, Pixels::Four);
+            for _ in 0..3 {
+                let x: Vec<i8> = (0..72).map(|_| rng.i8()).collect();
+                let [reference, fast] = reference_and_fast(&widened, &x, &sizes);
+                assert_eq!(
+                    fast, reference,
+                    "case {case}: {filters} filters, {units} units"
+                );
+            }
+        }
+        assert!(pooled > 5 && pooled < 35, "{pooled}");
     }
 
     #[test]

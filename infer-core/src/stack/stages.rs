@@ -47,13 +47,14 @@ use crate::kernels::dot::{
     dot_i8_offset, dot_packed, dot_packed2, dot_packed4, four_filters, PatchWords,
 };
 use crate::kernels::dsp::{
-    copy_bytes, dense_rows, int8_of_words, quad_filters_rows, widened_fit, DenseRows, QuadConv,
+    copy_bytes, dense_quads_widened, dense_rows, int8_of_words, quad_filters_rows, widened_fit,
+    DenseRows, QuadConv,
 };
 use crate::kernels::fused::{fast_requant, StreamLayers};
 use crate::kernels::mve::{
     dense_rows_i8, offset_terms, quad_filters_i8, DenseRowsI8, QuadConvI8, UNIT_SUMS,
 };
-use crate::kernels::pairs::{pair_filters, PairConv};
+use crate::kernels::pairs::{pair_filters, PairConv, PAIRED};
 use crate::kernels::{all_zero, narrow, put_sum, ChannelRequant, MapRows};
 use core::ops::Range;
 
@@ -1101,10 +1102,12 @@ pub fn facts_of(parts: &Parts<'_>, pixels: Pixels, logits: bool) -> Facts {
         (PREPARED_CONV, conv.is_some_and(widened)),
         (
             PREPARED_DENSE,
-            parts
-                .dense
-                .as_ref()
-                .is_some_and(|d| !d.wide.is_empty() || !d.unit_sums.is_empty()),
+            parts.dense.as_ref().is_some_and(|d| {
+                // Streamed after a conv or pool, widened rows for whole sixteens of values
+                // a position (`dense_position`).
+                let streamed = conv.is_some() || parts.pool != 0;
+                !d.unit_sums.is_empty() || !d.wide.is_empty() && (!streamed || channels % 16 == 0)
+            }),
         ),
         (
             MONOTONIC,
@@ -2041,14 +2044,31 @@ fn dense_position<K: KnownFacts>(
             .unwrap_or(&[])
     };
     let mut done = 0;
-    if DENSE_ROWS && holds(f, facts::OCTETS, || ch % 8 == 0) && d.units >= 2 {
+    // Whole quads of units from the rows the build widened beside the model (DSP cores: the
+    // Cortex-M3's prepared rows are paired, another layout, and Helium cores' are unit sums,
+    // taken above), where it has them (the model checked them, `StackFile::prepare`, for
+    // whole sixteens of values a position): each quad's words of the position's inputs.
+    let widened_rows = !PAIRED && !cfg!(infer_core_mve);
+    if widened_rows
+        && holds(f, facts::PREPARED_DENSE, || {
+            !d.wide.is_empty() && ch % 16 == 0
+        })
+    {
+        let wide = d.wide.get(2 * at..).unwrap_or_default();
+        dense_quads_widened(patch, wide, (ch, 2 * n_in), acc);
+        done = d.units / 4 * 4;
+        if done == d.units {
+            return;
+        }
+    }
+    if DENSE_ROWS && holds(f, facts::OCTETS, || ch % 8 == 0) && d.units - done >= 2 {
         let rows = DenseRows {
             patch,
-            weights: d.weights.get(at..).unwrap_or_default(),
+            weights: d.weights.get(done * n_in + at..).unwrap_or_default(),
             channels: ch,
             stride: n_in,
         };
-        dense_rows(&rows, acc);
+        dense_rows(&rows, acc.get_mut(done..).unwrap_or_default());
         if even {
             return;
         }

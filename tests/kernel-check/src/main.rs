@@ -339,9 +339,21 @@ fn main() -> ! {
         let mut got = [0u32; 16];
         rng.fill_words(&mut got);
         let mut want = got;
-        dsp::dense_quads_widened(&patch[..inputs / 2], wide, inputs, &mut got[..units]);
-        dsp::dense_quads_widened_portable(&patch[..inputs / 2], wide, inputs, &mut want[..units]);
+        let sizes = (inputs, 2 * inputs);
+        dsp::dense_quads_widened(&patch[..inputs / 2], wide, sizes, &mut got[..units]);
+        dsp::dense_quads_widened_portable(&patch[..inputs / 2], wide, sizes, &mut want[..units]);
         check("dense_quads_widened", case, got, want);
+        // The same rows, sixteen inputs of them from a multiple of sixteen on (a streamed
+        // layer's position): each quad's words from there, 2 · inputs apart.
+        let at = 16 * rng.below(inputs / 16);
+        let mut got = [0u32; 16];
+        rng.fill_words(&mut got);
+        let mut want = got;
+        let (position, sizes) = (&patch[at / 2..at / 2 + 8], (16, 2 * inputs));
+        dsp::dense_quads_widened(position, &wide[2 * at..], sizes, &mut got[..units]);
+        let rows = &wide[2 * at..];
+        dsp::dense_quads_widened_portable(position, rows, sizes, &mut want[..units]);
+        check("dense_quads_widened at a position", case, got, want);
 
         // Four units from widened values: any count of values, any bits in them, rows at
         // any alignment.
