@@ -59,12 +59,7 @@ static WRAPS: AtomicU32 = AtomicU32::new(0);
 /// A running SysTick, counting up in ticks from when it was started.
 pub struct TickCounter {
     _syst: SYST,
-    /// Instructions a [`TickCounter::now`] call adds to an interval.
-    overhead_insns: u64,
 }
-
-/// Counter reads [`TickCounter::start`] times to measure their cost.
-const OVERHEAD_READS: u64 = 1_000;
 
 impl TickCounter {
     /// Starts SysTick from the processor clock with its wrap exception on.
@@ -79,40 +74,31 @@ impl TickCounter {
         // load, not a wrap: no exception). Reading 0 as "RELOAD ticks in"
         // would make the first interval negative, so wait for the load.
         while SYST::get_current() == 0 {}
-        let mut counter = Self {
-            _syst: syst,
-            overhead_insns: 0,
-        };
-        let start = counter.now();
-        for _ in 0..OVERHEAD_READS {
-            core::hint::black_box(counter.now());
-        }
-        let ticks = counter.now() - start;
-        counter.overhead_insns = ticks_to_insns(ticks) / (OVERHEAD_READS + 1);
-        counter
-    }
-
-    /// Instructions one [`TickCounter::now`] call adds to the interval it ends
-    /// (and the loop around it), measured at start over 1,000 reads.
-    pub fn overhead_insns(&self) -> u64 {
-        self.overhead_insns
+        Self { _syst: syst }
     }
 
     /// Ticks since [`TickCounter::start`].
     pub fn now(&self) -> u64 {
-        cortex_m::interrupt::free(|_| {
-            let mut wraps = WRAPS.load(Ordering::Relaxed);
-            let mut current = SYST::get_current();
-            if SCB::is_pendst_pending() {
-                // The counter wrapped but the handler has not run yet (it is
-                // masked here): count that wrap, and re-read the counter,
-                // which is now certainly past it.
-                wraps = wraps.wrapping_add(1);
-                current = SYST::get_current();
-            }
-            u64::from(wraps) * (u64::from(RELOAD) + 1) + u64::from(RELOAD - current)
-        })
+        ticks()
     }
+}
+
+/// Ticks since the counter started: [`TickCounter::now`] for code that cannot hold the
+/// counter (a probe, which the engine calls with no arguments); meaningless before a
+/// [`TickCounter`] has started.
+pub fn ticks() -> u64 {
+    cortex_m::interrupt::free(|_| {
+        let mut wraps = WRAPS.load(Ordering::Relaxed);
+        let mut current = SYST::get_current();
+        if SCB::is_pendst_pending() {
+            // The counter wrapped but the handler has not run yet (it is
+            // masked here): count that wrap, and re-read the counter,
+            // which is now certainly past it.
+            wraps = wraps.wrapping_add(1);
+            current = SYST::get_current();
+        }
+        u64::from(wraps) * (u64::from(RELOAD) + 1) + u64::from(RELOAD - current)
+    })
 }
 
 #[exception]

@@ -6,11 +6,13 @@
 //! `ZERO_INPUT` and `fill_input` (the input buffer), `Scratch` (the working
 //! memory `main` keeps for the whole run), `infer_digit` (one inference, the
 //! unit `insns_per_inference` and `cargo xtask bench-mcu` measure), `Profile`
-//! (the `layers:` line), `print_network` and `print_memory` (the `network:` and
+//! (the `layers:` line: the same network with a probe), `print_network` and `print_memory` (the `network:` and
 //! `memory:` lines).
 
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use cortex_m_semihosting::{hprint, hprintln};
 use infer_core::kernels::activation::argmax;
+use infer_core::probe::Probe;
 use infer_core::Error;
 
 use crate::cycles::{self, TickCounter};
@@ -24,7 +26,7 @@ pub mod generated {
 pub use generated::Scratch;
 pub use generated::CLASSES;
 pub use generated::INPUT;
-use generated::{OPS, STAGES, STAGE_NAMES};
+use generated::{LAYER_NAMES, OPS};
 
 /// The network, its weights in flash.
 pub type Network = generated::Network<'static>;
@@ -95,57 +97,137 @@ pub fn print_memory(infer_stack_bytes: usize, load_stack_bytes: usize, static_ra
     );
 }
 
-/// Ticks per stage (the fused groups of operations the network runs), summed
-/// over the profiled inferences: the inference run with a counter read after
-/// each stage
-/// ([`generated::Network::infer_probed`]). Consecutive reads share their
-/// endpoints, so every instruction falls in exactly one interval; each interval
-/// also holds one counter read, whose cost is subtracted.
-#[derive(Default)]
+/// The probe of a profiled inference ([`infer_core::probe`]): each time the engine
+/// enters an operation it reads the counter and gives the ticks since the last read to the
+/// operation it leaves. Consecutive reads share their endpoints, so every instruction falls
+/// in exactly one interval, and each interval holds one probe call, whose cost
+/// [`Profile::print`] subtracts.
+struct LayerTimer;
+
+/// Per operation of the inference being profiled (and, at `OPS`, the time outside the
+/// operations: the argmax): the ticks, and the intervals (probe calls) they were counted in.
+static OP_TICKS: [AtomicU32; OPS + 1] = [const { AtomicU32::new(0) }; OPS + 1];
+static OP_CALLS: [AtomicU32; OPS + 1] = [const { AtomicU32::new(0) }; OPS + 1];
+/// The operation being computed.
+static CURRENT: AtomicUsize = AtomicUsize::new(OPS);
+/// The counter at the last probe call (its low 32 bits: an interval is far shorter).
+static LAST: AtomicU32 = AtomicU32::new(0);
+
+impl LayerTimer {
+    /// Zeroes the counts; the time from now on is outside the operations until the
+    /// inference enters its first.
+    fn start() {
+        for (ticks, calls) in OP_TICKS.iter().zip(&OP_CALLS) {
+            ticks.store(0, Ordering::Relaxed);
+            calls.store(0, Ordering::Relaxed);
+        }
+        CURRENT.store(OPS, Ordering::Relaxed);
+        LAST.store(cycles::ticks() as u32, Ordering::Relaxed);
+    }
+}
+
+impl Probe for LayerTimer {
+    // Out of line, so that every call costs the same as the calls `Profile::print` times.
+    #[inline(never)]
+    fn enter(op: usize) {
+        let now = cycles::ticks() as u32;
+        let left = CURRENT.load(Ordering::Relaxed);
+        if let (Some(ticks), Some(calls)) = (OP_TICKS.get(left), OP_CALLS.get(left)) {
+            let interval = now.wrapping_sub(LAST.load(Ordering::Relaxed));
+            ticks.store(ticks.load(Ordering::Relaxed) + interval, Ordering::Relaxed);
+            calls.store(calls.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        }
+        CURRENT.store(op, Ordering::Relaxed);
+        LAST.store(now, Ordering::Relaxed);
+    }
+}
+
+/// Ticks and probe calls per operation ([`LayerTimer`]), summed over the profiled
+/// inferences: the same network, compiled with the probe, run again on each input.
 pub struct Profile {
-    /// Ticks of each stage.
-    stages: [u64; STAGES],
-    /// Ticks of the argmax.
-    argmax: u64,
+    /// The network compiled with the probe, its weights the same flash.
+    network: generated::ProbedNetwork<'static, LayerTimer>,
+    /// Ticks of each operation, and after the last (`OPS`) of the argmax.
+    ticks: [u64; OPS + 1],
+    /// Probe calls counted in each.
+    calls: [u64; OPS + 1],
     /// Inferences profiled.
     runs: u64,
 }
 
 impl Profile {
-    /// Profiles one inference on `input`; returns its class.
+    /// A profile of no inference yet.
+    ///
+    /// # Errors
+    /// As [`load`] (the same model).
+    #[inline(never)]
+    pub fn new() -> Result<Self, Error> {
+        Ok(Self {
+            network: generated::ProbedNetwork::from_bytes(model::MODEL)?,
+            ticks: [0; OPS + 1],
+            calls: [0; OPS + 1],
+            runs: 0,
+        })
+    }
+
+    /// Profiles one inference on `input`, then the argmax; returns the class.
     #[inline(never)]
     pub fn add(
         &mut self,
-        counter: &TickCounter,
-        net: &Network,
         input: &Input,
         scratch: &mut Scratch,
         logits: &mut [i32; CLASSES],
     ) -> usize {
-        let mut last = counter.now();
-        net.infer_probed(input, scratch, logits, |stage| {
-            let now = counter.now();
-            if let Some(ticks) = self.stages.get_mut(stage) {
-                *ticks += now - last;
-            }
-            last = now;
-        });
+        LayerTimer::start();
+        self.network.infer_into(input, scratch, logits);
         let class = argmax(logits);
-        self.argmax += counter.now() - last;
+        LayerTimer::enter(OPS);
+        for (op, (ticks, calls)) in self.ticks.iter_mut().zip(&mut self.calls).enumerate() {
+            *ticks += OP_TICKS
+                .get(op)
+                .map_or(0, |t| u64::from(t.load(Ordering::Relaxed)));
+            *calls += OP_CALLS
+                .get(op)
+                .map_or(0, |c| u64::from(c.load(Ordering::Relaxed)));
+        }
         self.runs += 1;
         class
     }
 
-    /// Prints the `layers:` line: mean instructions per stage (named after its
-    /// operations, `<type>_<index>` joined by `+`) and of the argmax.
+    /// Prints the `layers:` line: mean instructions per layer (named after its operations,
+    /// [`generated::LAYER_NAMES`]) and of the argmax, each less its probe calls' cost
+    /// (measured here over 1,000 calls).
     pub fn print(&self, counter: &TickCounter) {
-        let runs = self.runs.max(1);
-        let overhead = counter.overhead_insns();
-        let mean = |ticks: u64| (cycles::ticks_to_insns(ticks) / runs).saturating_sub(overhead);
-        hprint!("layers:");
-        for (name, &ticks) in STAGE_NAMES.iter().zip(&self.stages) {
-            hprint!(" {}={}", name, mean(ticks));
+        const CALLS: u64 = 1_000;
+        let start = counter.now();
+        for _ in 0..CALLS / 10 {
+            for _ in 0..10 {
+                LayerTimer::enter(OPS);
+            }
         }
-        hprintln!(" argmax={}", mean(self.argmax));
+        let call_ticks = counter.now() - start;
+        let runs = self.runs.max(1);
+        let mean = |op: usize| {
+            let ticks = self.ticks.get(op).copied().unwrap_or(0);
+            let calls = self.calls.get(op).copied().unwrap_or(0);
+            let probing = calls * call_ticks / CALLS;
+            cycles::ticks_to_insns(ticks.saturating_sub(probing)) / runs
+        };
+        hprint!("layers:");
+        // An operation timed with the one before (no name of its own) adds to its time.
+        let mut op = 0;
+        while op < OPS {
+            let mut insns = mean(op);
+            let mut next = op + 1;
+            while LAYER_NAMES.get(next).is_some_and(|name| name.is_empty()) {
+                insns += mean(next);
+                next += 1;
+            }
+            if let Some(name) = LAYER_NAMES.get(op) {
+                hprint!(" {}={}", name, insns);
+            }
+            op = next;
+        }
+        hprintln!(" argmax={}", mean(OPS));
     }
 }

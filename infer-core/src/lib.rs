@@ -48,6 +48,7 @@ extern crate std;
 pub mod error;
 pub mod format;
 pub mod kernels;
+pub mod probe;
 pub mod requant;
 pub mod stack;
 

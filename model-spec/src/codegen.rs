@@ -34,10 +34,10 @@
 //! ([`Declared::check_model`]). [`Ram`] estimates what the network needs for a board check
 //! (`firmware-example/build/main.rs`, which uses [`Network`] directly for its own messages).
 //!
-//! The generated module holds `INPUT`, `CLASSES`, `OPS`, `STAGES`, `STAGE_NAMES`, one type
+//! The generated module holds `INPUT`, `CLASSES`, `OPS`, `LAYER_NAMES`, one type
 //! alias `StageJ` per fused stage, the arena and patch sizes with compile-time
 //! checks that the stages chain and agree with model-spec's RAM figures, `Scratch` (the working memory), `Network` (`from_bytes`, `infer`,
-//! `infer_into`, `infer_probed`), `pixels_to_input` and, from [`build`], `MODEL`.
+//! `infer_into`; `ProbedNetwork` the same telling a probe each layer: [`infer_core::probe`]), `pixels_to_input` and, from [`build`], `MODEL`.
 
 use crate::plan::{wire_fields, OpShape, Plan, PlanOp};
 use crate::spec::{Padding, Spec, PRESETS};
@@ -781,26 +781,33 @@ fn generate(
     // `stack::run` and the RAM estimate).
     let stages = plan.stages();
     let last_stage = stages.len().saturating_sub(1);
-    let step_names: Vec<String> = plan
-        .step_names()
+    let mut layer_names = vec![String::from("\"\""); ops.len()];
+    for (first, name) in plan.layer_names() {
+        if let Some(slot) = layer_names.get_mut(first) {
+            *slot = format!("\"{name}\"");
+        }
+    }
+    item(format!(
+        "/// Each operation's name in the `layers:` line, where the probe ([`infer_core::probe`])\n/// is told it: a layer's (`<type>_<index>`, a conv's max pool with it as\n/// `conv2d_<i>+maxpool2d_<i+1>`); empty for an operation timed with the one before.\npub const LAYER_NAMES: [&str; OPS] = [{}];",
+        layer_names.join(", ")
+    ));
+    // The stages that tell the network's probe which operation they compute: those
+    // compiled for their facts, and the one-channel 3×3 kernel.
+    let probed: Vec<bool> = stages
         .iter()
-        .map(|name| format!("\"{name}\""))
+        .enumerate()
+        .map(|(j, st)| match st.kernel {
+            Kernel::General => !st.alone && facts.get(j).is_some_and(|&f| f != NONE),
+            Kernel::Stream3x3 => true,
+        })
         .collect();
-    item(format!(
-        "/// Steps: the fused groups of operations the network runs (a stage, or two run as\n/// one through a ring buffer).\npub const STAGES: usize = {};",
-        step_names.len()
-    ));
-    item(format!(
-        "/// Each step's name in the `layers:` line: its operations'.\npub const STAGE_NAMES: [&str; STAGES] = [{}];",
-        step_names.join(", ")
-    ));
     for (j, st) in stages.iter().enumerate() {
         let f = facts.get(j).copied().unwrap_or(NONE);
         // The one-channel 3×3 kernel's requantization, where it is the fast one: the exact
         // one is left out.
         let fast = holds(f, FAST_POOL, || false);
         let (lifetime, ty) = stage_type(st, ops, fast, &mut used);
-        let (ty, known_facts) = if st.kernel == Kernel::General && !st.alone && f != NONE {
+        let (ty, known_facts) = if probed[j] && st.kernel == Kernel::General {
             used.specialized = true;
             let holding: Vec<&str> = ALL
                 .iter()
@@ -808,7 +815,7 @@ fn generate(
                 .map(|&(name, _)| name)
                 .collect();
             (
-                format!("Specialized<{ty}, {f:#018x}>"),
+                format!("Specialized<{ty}, {f:#018x}, P>"),
                 format!(
                     "\n/// Compiled for its facts (`infer_core::stack::facts`): {}.",
                     holding.join(", ")
@@ -818,10 +825,11 @@ fn generate(
             (ty, String::new())
         };
         item(format!(
-            "/// Stage {j}: operations {}..={} ({:?} kernel).{known_facts}\npub type Stage{j}{lifetime} = {ty};",
+            "/// Stage {j}: operations {}..={} ({:?} kernel).{known_facts}\npub type Stage{j}{} = {ty};",
             st.first,
             st.last(),
-            st.kernel
+            st.kernel,
+            generics(lifetime, probed[j], true),
         ));
     }
     // The stage that writes tensor `t` (the output of operation `t − 1`, the last of a
@@ -844,9 +852,10 @@ fn generate(
         let next = j + 1;
         let ring = stages[next].ring_in;
         item(format!(
-            "/// Stages {j} and {next} run as one, stage {next} reading stage {j}'s map through a ring of\n/// {ring} rows.\npub type Chain{j}<'a> = Chain<Stage{j}{}, Stage{next}{}, {ring}>;",
-            stage_lifetime(st, ops),
-            stage_lifetime(&stages[next], ops)
+            "/// Stages {j} and {next} run as one, stage {next} reading stage {j}'s map through a ring of\n/// {ring} rows.\npub type Chain{j}{} = Chain<Stage{j}{}, Stage{next}{}, {ring}>;",
+            generics("<'a>", probed[j] || probed[next], true),
+            generics(stage_lifetime(st, ops), probed[j], false),
+            generics(stage_lifetime(&stages[next], ops), probed[next], false)
         ));
     }
     item(String::new());
@@ -867,7 +876,7 @@ fn generate(
     for (j, st) in stages.iter().enumerate().filter(|&(j, _)| j != last_stage) {
         let out = if chained(j) {
             let rows = shapes[st.last()].out_hwc().0;
-            format!("Chain{j}::ring_bytes({rows})")
+            format!("<Chain{j}>::ring_bytes({rows})")
         } else {
             format!("<Stage{j} as Layer>::OUT")
         };
@@ -883,7 +892,7 @@ fn generate(
         .filter(|&j| !chained(j))
         .map(|j| {
             if stages[j].ring_in > 0 {
-                format!("Chain{}::PATCH_WORDS", j - 1)
+                format!("<Chain{}>::PATCH_WORDS", j - 1)
             } else {
                 format!("<Stage{j} as Layer>::PATCH_WORDS")
             }
@@ -902,7 +911,7 @@ fn generate(
         .iter()
         .enumerate()
         .filter(|(_, st)| st.kernel == Kernel::Stream3x3)
-        .map(|(j, _)| format!("Stage{j}::STACK_BYTES"))
+        .map(|(j, _)| format!("<Stage{j}>::STACK_BYTES"))
         .collect();
     if !stream_stack.is_empty() {
         agree.push(format!(
@@ -956,16 +965,25 @@ impl Default for Scratch {{
         .filter(|&(j, _)| stages[j].ring_in == 0)
         .map(|(j, st)| {
             if chained(j) {
-                format!("    chain{j}: Chain{j}<'a>,\n")
+                let p = probed[j] || probed[j + 1];
+                format!("    chain{j}: Chain{j}{},\n", generics("<'a>", p, false))
             } else {
-                format!("    stage{j}: Stage{j}{},\n", stage_lifetime(st, ops))
+                format!(
+                    "    stage{j}: Stage{j}{},\n",
+                    generics(stage_lifetime(st, ops), probed[j], false)
+                )
             }
         })
         .collect();
     item(format!(
-        "/// The network of {model}, its weights borrowed from the model bytes.
-pub struct Network<'a> {{
-{fields}}}
+        "/// The network of {model}, its weights borrowed from the model bytes, telling the
+/// probe `P` each operation it computes ([`infer_core::probe`]).
+pub struct ProbedNetwork<'a, P> {{
+{fields}    probe: PhantomData<P>,
+}}
+
+/// The network, with no probe.
+pub type Network<'a> = ProbedNetwork<'a, NoProbe>;
 "
     ));
 
@@ -986,7 +1004,6 @@ pub struct Network<'a> {{
         })
         .collect();
     let mut runs = String::new();
-    let mut step = 0;
     // Binds `dst` to the region of tensor `out` (`out_len` values; none: the logits) and
     // `src`, … to the regions of `reads` (the input's name where a tensor is the input).
     let mut bind = |runs: &mut String, out: Option<(usize, usize)>, reads: &[(usize, usize)]| {
@@ -1033,6 +1050,13 @@ pub struct Network<'a> {{
             // The next stage's run computes this one too, writing its rows into its ring.
             continue;
         }
+        // The probe is told the stage's first operation (of a chain, the first stage's).
+        let entered = if st.ring_in > 0 {
+            stages[j - 1].first
+        } else {
+            st.first
+        };
+        let _ = writeln!(runs, "        P::enter({entered});");
         let last = j == last_stage;
         let out_len = shapes[st.last()].out_len();
         let out = (!last).then_some((st.last() + 1, out_len));
@@ -1093,9 +1117,8 @@ pub struct Network<'a> {{
                 }
             }
         }
-        let _ = writeln!(runs, "        probe({step});");
-        step += 1;
     }
+    let _ = writeln!(runs, "        P::enter(OPS);");
     let from_bytes_body = if prepared {
         "let mut file = StackFile::decode(bytes)?;
         file.prepare(&PREPARED);
@@ -1105,7 +1128,7 @@ pub struct Network<'a> {{
     };
     let arena = if uses_arena { "arena, " } else { "" };
     item(format!(
-        "impl<'a> Network<'a> {{
+        "impl<'a, P: Probe> ProbedNetwork<'a, P> {{
     /// Decodes a format-3 model and checks every operation against this network's types.
     ///
     /// # Errors
@@ -1126,7 +1149,8 @@ pub struct Network<'a> {{
     pub fn from_file(file: &StackFile<'a>) -> Result<Self, Error> {{
         check_op_count(file, OPS)?;
         Ok(Self {{
-{loads}        }})
+{loads}            probe: PhantomData,
+        }})
     }}
 
     /// The wide logits of `input` (int32 accumulators requantized to one common scale,
@@ -1139,22 +1163,11 @@ pub struct Network<'a> {{
         logits
     }}
 
-    /// [`Network::infer`] into the caller's `logits` (no copy of them: for many classes,
-    /// the caller's array is the only one).
+    /// [`Self::infer`] into the caller's `logits` (no copy of them: for many classes,
+    /// the caller's array is the only one). Tells `P` each operation it computes, and
+    /// `OPS` at the end.
     #[inline(always)]
     pub fn infer_into(&self, input: &[i8; INPUT], scratch: &mut Scratch, logits: &mut [i32; CLASSES]) {{
-        self.infer_probed(input, scratch, logits, |_| {{}});
-    }}
-
-    /// [`Network::infer_into`], calling `probe(j)` after stage `j` (to time the stages).
-    #[inline(always)]
-    pub fn infer_probed(
-        &self,
-        input: &[i8; INPUT],
-        scratch: &mut Scratch,
-        logits: &mut [i32; CLASSES],
-        mut probe: impl FnMut(usize),
-    ) {{
         let Scratch {{ {arena}patch }} = scratch;
 {runs}    }}
 }}"
@@ -1233,7 +1246,9 @@ pub struct Network<'a> {{
         ));
     }
     line("use infer_core::stack::StackFile;");
+    line("use infer_core::probe::{NoProbe, Probe};");
     line("use infer_core::Error;");
+    line("use core::marker::PhantomData;");
     line("");
     out.push_str(&body);
     out
@@ -1331,6 +1346,23 @@ fn borrows(kind: &OpShape) -> bool {
     )
 }
 
+/// The generic parameters of a stage's or chain's alias, `lifetime` (`"<'a>"` or `""`) and,
+/// if `probed`, the probe `P` (`P = NoProbe` where the alias is `declared`).
+fn generics(lifetime: &str, probed: bool, declared: bool) -> String {
+    let mut params = Vec::new();
+    if !lifetime.is_empty() {
+        params.push("'a");
+    }
+    if probed {
+        params.push(if declared { "P = NoProbe" } else { "P" });
+    }
+    if params.is_empty() {
+        String::new()
+    } else {
+        format!("<{}>", params.join(", "))
+    }
+}
+
 /// `<'a>` unless the stage is a pool alone (which borrows nothing).
 fn stage_lifetime(stage: &Stage, ops: &[crate::plan::PlanOp]) -> &'static str {
     let pool_alone = stage.pool && !stage.conv && !stage.dense;
@@ -1371,7 +1403,7 @@ fn stage_type(
                     return (
                         "<'a>",
                         format!(
-                            "ConvPoolDense3x3<'a, {in_h}, {in_w}, {filters}, {units}, {relu}, {dense_relu}, {fast}>"
+                            "ConvPoolDense3x3<'a, {in_h}, {in_w}, {filters}, {units}, {relu}, {dense_relu}, {fast}, P>"
                         ),
                     );
                 }
@@ -1379,7 +1411,7 @@ fn stage_type(
                     used.stream3x3_map = true;
                     return (
                         "<'a>",
-                        format!("ConvPool3x3<'a, {in_h}, {in_w}, {filters}, {relu}, {fast}>"),
+                        format!("ConvPool3x3<'a, {in_h}, {in_w}, {filters}, {relu}, {fast}, P>"),
                     );
                 }
                 _ => {}

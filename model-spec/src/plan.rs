@@ -288,22 +288,29 @@ impl Plan {
         stages::plan(&self.shapes())
     }
 
-    /// The name of each step the firmware runs and profiles (its `layers:` line): a stage,
-    /// or two stages run as one through a ring ([`stages::Stage::ring_in`]); each named
-    /// after its operations, `<type>_<index>` joined by `+`.
-    pub fn step_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = Vec::new();
+    /// The layers the firmware profiles (its `layers:` line), each as the index of its
+    /// first operation and its name, `<type>_<index>`: every operation, but that a conv
+    /// and the max pool fused into it are one layer (`conv2d_<i>+maxpool2d_<i+1>`: the
+    /// pool is the conv's requantization's max), and so are a dense layer and the add
+    /// computed in place after it (`dense_<i>+add_<i+1>`: its sums are added as they are
+    /// finished).
+    pub fn layer_names(&self) -> Vec<(usize, String)> {
+        let name = |i: usize| format!("{}_{i}", self.ops[i].kind.type_name());
+        let mut layers: Vec<(usize, String)> = Vec::new();
         for stage in &self.stages() {
-            let name = (stage.first..=stage.last())
-                .map(|i| format!("{}_{i}", self.ops[i].kind.type_name()))
-                .collect::<Vec<_>>()
-                .join("+");
-            match names.last_mut() {
-                Some(last) if stage.ring_in > 0 => *last = format!("{last}+{name}"),
-                _ => names.push(name),
+            let mut i = stage.first;
+            while i <= stage.last() {
+                let joined = match self.ops[i].kind {
+                    OpShape::Conv2d { .. } if stage.conv && stage.pool && i == stage.first => 2,
+                    OpShape::Dense { .. } if stage.dense && stage.add => 2,
+                    _ => 1,
+                };
+                let names: Vec<String> = (i..i + joined).map(name).collect();
+                layers.push((i, names.join("+")));
+                i += joined;
             }
         }
-        names
+        layers
     }
 
     /// Bytes of the activation arena (`stages::assign_buffers`): every stage's output but
@@ -397,7 +404,12 @@ mod tests {
         // Stages: conv; conv + pool + dense 128 (streamed); dense 10. The first two run as
         // one, the second reading the first's 26 × 26 × 32 map through a ring of 4 rows.
         assert_eq!(plan.stages().len(), 3);
-        assert_eq!(plan.step_names().len(), 2);
+        // Profiled layer by layer: the pool is the second conv's.
+        let layers: Vec<String> = plan.layer_names().into_iter().map(|(_, n)| n).collect();
+        assert_eq!(
+            layers,
+            ["conv2d_0", "conv2d_1+maxpool2d_2", "dense_3", "dense_4"]
+        );
         assert_eq!(plan.arena(), 4 * 26 * 32 + 128);
         assert_eq!(plan.patch_len(), 3 * 3 * 32);
         // Both convs' working memory: the first's quad patch (4 × 5 words for 9 taps), four

@@ -65,9 +65,9 @@ fn every_board_computes_exactly_the_host_reference_logits() -> Result<()> {
             board.name
         );
 
-        // The stage-by-stage profile accounts for the whole inference: its stages (less
+        // The layer-by-layer profile accounts for the whole inference: its layers (less
         // the argmax, which `insns_per_inference` leaves out) add up to the total within
-        // 2 % (counter reads are subtracted, tick rounding is not).
+        // 2 % (the probe's counter reads are subtracted, tick rounding is not).
         let staged: u64 = report
             .layers
             .iter()
@@ -77,7 +77,7 @@ fn every_board_computes_exactly_the_host_reference_logits() -> Result<()> {
         let total = report.summary.insns_per_inference;
         assert!(
             staged.abs_diff(total) * 50 <= total,
-            "{}: stages {staged} vs inference {total}: {:?}",
+            "{}: layers {staged} vs inference {total}: {:?}",
             board.name,
             report.layers
         );

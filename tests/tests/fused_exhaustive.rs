@@ -10,6 +10,7 @@ use anyhow::{bail, Result};
 use e2e_tests::{data_dir, workspace_root};
 use infer_core::kernels::fused::{background_start, Stream3x3, StreamLayers, StreamScratch};
 use infer_core::kernels::ChannelRequant;
+use infer_core::probe::NoProbe;
 use infer_core::stack::layers::{ConvPoolDense3x3, Layer, Logits};
 use infer_core::stack::{Kernels, Op, StackFile};
 use trainer::data;
@@ -52,11 +53,11 @@ fn every_test_image_gives_identical_logits_in_every_path() -> Result<()> {
         assert_eq!(logits[..], reference, "image {i}: the typed stage");
         let mut paired = [0i32; 10];
         Stream3x3::<32, 10, true, false>::new(&layers, 28, 28, &input, &mut scratch, &start)
-            .run_logits(&mut paired);
+            .run_logits::<NoProbe>(&mut paired, 0);
         assert_eq!(paired[..], reference, "image {i}: stream, paired");
         let mut plain = [0i32; 10];
         Stream3x3::<32, 10, false, false>::new(&layers, 28, 28, &input, &mut scratch, &start)
-            .run_logits(&mut plain);
+            .run_logits::<NoProbe>(&mut plain, 0);
         assert_eq!(plain[..], reference, "image {i}: stream, plain");
         distinct.insert(reference);
     }

@@ -193,13 +193,14 @@ impl Case {
         }
         assert_eq!(report.summary.total, n);
         check_ram_estimate(board.name, &stdout, self.plan.ops.len())?;
-        // One entry per stage of the plan (its operations' `<type>_<index>` joined by `+`),
-        // then the argmax; the stages add up to the whole inference within 2 % (counter
-        // reads are subtracted, tick rounding not).
+        // One entry per layer of the plan (`<type>_<index>`, a conv's fused pool with it),
+        // then the argmax; the layers add up to the whole inference within 2 % (the
+        // probe's counter reads are subtracted, tick rounding not).
         let names: Vec<String> = self
             .plan
-            .step_names()
+            .layer_names()
             .into_iter()
+            .map(|(_, name)| name)
             .chain(["argmax".to_string()])
             .collect();
         let reported: Vec<&String> = report.layers.iter().map(|(name, _)| name).collect();
@@ -213,7 +214,7 @@ impl Case {
         let total = report.summary.insns_per_inference;
         assert!(
             staged.abs_diff(total) * 50 <= total,
-            "{}: stages {staged} vs inference {total}: {:?}",
+            "{}: layers {staged} vs inference {total}: {:?}",
             board.name,
             report.layers
         );

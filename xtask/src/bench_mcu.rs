@@ -16,7 +16,8 @@
 //!   stay in flash.
 //!
 //! The model runs as its own network (generated from the model, checked against
-//! `--spec` if given); the layer columns are the steps of its plan. For the networks
+//! `--spec` if given); the layer columns are its layers (a conv and the max pool fused into
+//! it as one), each with its instructions per multiply-accumulate. For the networks
 //! CMSIS-NN was measured on (the tutorial, `models/two-blocks.toml`, tutorial-full, and the
 //! MLPerf Tiny models imported from `tests/fixtures/mlperf-tiny/`) the table gives its
 //! figures beside ours.
@@ -210,7 +211,7 @@ pub fn run(args: &Args) -> Result<()> {
         table(
             &rows,
             known,
-            macs,
+            (macs, &layer_macs(&network.plan)),
             (count, inputs.labelled),
             weights,
             model_bytes.len(),
@@ -246,42 +247,59 @@ fn known_network(plan: &Plan) -> Result<Option<&'static str>> {
         .map(|&(name, _, _)| name))
 }
 
-/// Multiply-accumulates of one inference: each conv's outputs times its taps, each
-/// depthwise conv's times its kernel's, each dense layer's outputs times its inputs.
+/// Multiply-accumulates of one inference ([`op_macs`] of every operation).
 fn macs(plan: &Plan) -> u64 {
-    plan.ops
-        .iter()
-        .map(|op| {
-            let k = op.kind;
-            let per_output = match k {
-                model_spec::plan::OpShape::Conv2d { .. } => k.taps(),
-                model_spec::plan::OpShape::DepthwiseConv2d { geometry: g, .. } => {
-                    g.window.k_h * g.window.k_w
-                }
-                model_spec::plan::OpShape::Dense { inputs, .. } => inputs,
-                model_spec::plan::OpShape::MaxPool2d { .. }
-                | model_spec::plan::OpShape::AvgPool2d { .. }
-                | model_spec::plan::OpShape::Add { .. }
-                | model_spec::plan::OpShape::Branch { .. } => 0,
-            };
-            (k.out_len() * per_output) as u64
-        })
-        .sum()
+    plan.ops.iter().map(|op| op_macs(op.kind)).sum()
 }
 
-/// The results as a Markdown table; the stage columns are the first row's `layers:` names
-/// (the stages of the network's plan).
+/// Multiply-accumulates of each layer of the `layers:` line ([`Plan::layer_names`]), by name.
+fn layer_macs(plan: &Plan) -> Vec<(String, u64)> {
+    plan.layer_names()
+        .into_iter()
+        .map(|(first, name)| {
+            let ops = name.matches('+').count() + 1;
+            let macs = plan
+                .ops
+                .iter()
+                .skip(first)
+                .take(ops)
+                .map(|op| op_macs(op.kind));
+            (name, macs.sum())
+        })
+        .collect()
+}
+
+/// Multiply-accumulates of one operation: a conv's outputs times its taps, a depthwise
+/// conv's times its kernel's, a dense layer's outputs times its inputs, none elsewhere.
+fn op_macs(k: model_spec::plan::OpShape) -> u64 {
+    let per_output = match k {
+        model_spec::plan::OpShape::Conv2d { .. } => k.taps(),
+        model_spec::plan::OpShape::DepthwiseConv2d { geometry: g, .. } => {
+            g.window.k_h * g.window.k_w
+        }
+        model_spec::plan::OpShape::Dense { inputs, .. } => inputs,
+        model_spec::plan::OpShape::MaxPool2d { .. }
+        | model_spec::plan::OpShape::AvgPool2d { .. }
+        | model_spec::plan::OpShape::Add { .. }
+        | model_spec::plan::OpShape::Branch { .. } => 0,
+    };
+    (k.out_len() * per_output) as u64
+}
+
+/// The results as a Markdown table; the layer columns are the first row's `layers:` names
+/// (the layers of the network's plan), each value with its instructions per
+/// multiply-accumulate where the layer has any (`layer_macs`).
 fn table(
     rows: &[Row],
     known: Option<&str>,
-    macs: u64,
+    (macs, layer_macs): (u64, &[(String, u64)]),
     (count, labelled): (usize, bool),
     weights: usize,
     model_bytes: usize,
     small_ram: bool,
 ) -> String {
     let mut out = String::new();
-    let stages: Vec<&str> = rows.first().map_or(Vec::new(), |row| {
+    let layers: Vec<&str> = rows.first().map_or(Vec::new(), |row| {
         row.run
             .report
             .layers
@@ -317,8 +335,8 @@ fn table(
         out,
         "| board | core | insns/inference | insns/MAC | CMSIS-NN | vs CMSIS-NN |"
     );
-    for stage in &stages {
-        let _ = write!(out, " {stage} |");
+    for layer in &layers {
+        let _ = write!(out, " {layer} |");
     }
     let _ = writeln!(
         out,
@@ -326,7 +344,7 @@ fn table(
          inference code B | weight B (model.bin) | correct |"
     );
     let _ = write!(out, "| --- | --- | ---: | ---: | ---: | ---: |");
-    for _ in &stages {
+    for _ in &layers {
         let _ = write!(out, " ---: |");
     }
     let _ = writeln!(out, " ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
@@ -350,11 +368,16 @@ fn table(
             cmsis,
             vs
         );
-        for stage in &stages {
-            let value = r
-                .report
-                .layer(stage)
-                .map_or("?".to_string(), |v| v.to_string());
+        for layer in &layers {
+            let macs = layer_macs
+                .iter()
+                .find(|(name, _)| name == layer)
+                .map_or(0, |&(_, m)| m);
+            let value = match r.report.layer(layer) {
+                None => "?".to_string(),
+                Some(v) if macs > 0 => format!("{v} ({:.2}/MAC)", v as f64 / macs as f64),
+                Some(v) => v.to_string(),
+            };
             let _ = write!(out, " {value} |");
         }
         let _ = writeln!(

@@ -7,7 +7,7 @@
 //! network: …
 //! digit <i> label=<l> pred=<p>
 //! logits <i> <l0> … <lN>
-//! layers: <stage>=<n> … argmax=<n>
+//! layers: <layer>=<n> … argmax=<n>
 //! memory: infer_stack_bytes=<n> static_ram_bytes=<n> scratch_bytes=<n> load_stack_bytes=<n>
 //! summary: correct=<n> total=<n> insns_per_inference=<n> stack_peak_bytes=<n>
 //! ```
@@ -69,7 +69,7 @@ pub struct FirmwareReport {
 }
 
 impl FirmwareReport {
-    /// Instructions of stage `name` from the `layers:` line.
+    /// Instructions of layer `name` from the `layers:` line.
     pub fn layer(&self, name: &str) -> Option<u64> {
         self.layers.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
     }

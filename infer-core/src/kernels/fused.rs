@@ -22,6 +22,7 @@
 
 use super::dsp;
 use super::ChannelRequant;
+use crate::probe::Probe;
 
 /// The parameters of the fused layers, read in place from model bytes.
 #[derive(Debug, Clone, Copy)]
@@ -384,26 +385,30 @@ impl<'a, 'w, const F: usize, const N: usize, const PAIRED: bool, const FAST: boo
         super::dense::finish_logits(&self.dense, logits);
     }
 
-    /// Runs the whole inference: both stages at every position, then [`Self::finish`].
+    /// Runs the whole inference: both stages at every position, then [`Self::finish`];
+    /// tells `P` when it goes from the conv (operation `first`, its pool with it) to the
+    /// dense layer (`first + 2`) and back.
     #[inline(always)]
-    pub fn run(mut self, outputs: &mut [i8; N]) {
-        self.stream();
+    pub fn run<P: Probe>(mut self, outputs: &mut [i8; N], first: usize) {
+        self.stream::<P>(first);
         self.finish(outputs);
     }
 
     /// [`Self::run`] for the network's last dense layer: then [`Self::finish_logits`].
     #[inline(always)]
-    pub fn run_logits(mut self, logits: &mut [i32; N]) {
-        self.stream();
+    pub fn run_logits<P: Probe>(mut self, logits: &mut [i32; N], first: usize) {
+        self.stream::<P>(first);
         self.finish_logits(logits);
     }
 
     /// Both stages at every position.
     #[inline(always)]
-    fn stream(&mut self) {
+    fn stream<P: Probe>(&mut self, first: usize) {
         for row in 0..self.pooled_h {
             for col in 0..self.pooled_w {
+                P::enter(first);
                 self.conv_pool(row, col);
+                P::enter(first + 2);
                 self.dense(row, col);
             }
         }
@@ -1019,7 +1024,7 @@ mod tests {
                 &start,
             );
             assert_eq!(s.requant == Requant::Exact, !self.fast_requant());
-            s.run(&mut out);
+            s.run::<crate::probe::NoProbe>(&mut out, 0);
             out.to_vec()
         }
 

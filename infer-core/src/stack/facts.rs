@@ -18,6 +18,9 @@
 //! assert!(holds(NONE, POOL, || true)); // unknown: asked at run time
 //! ```
 
+use crate::probe::{NoProbe, Probe};
+use core::marker::PhantomData;
+
 /// A set of facts: bit `f` (one of the constants below) says fact `f` is known, bit
 /// `f << 32` that it holds.
 pub type Facts = u64;
@@ -136,18 +139,22 @@ pub fn part<T>(facts: Facts, fact: Facts, part: Option<T>) -> Option<T> {
 
 /// A set of facts as a type, which the engine's functions are generic over: one
 /// instance of each function per set of facts a network's stages have, however many
-/// stages share it.
+/// stages share it. With them comes the [`Probe`] the stage tells which operation it
+/// computes ([`NoProbe`] but where a firmware times its operations).
 pub trait KnownFacts {
     /// The facts.
     const FACTS: Facts;
+    /// Where the stage says which of its operations it computes.
+    type Probe: Probe;
 }
 
-/// The facts `F` as a type.
+/// The facts `F` as a type, with the probe `P`.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Known<const F: Facts>;
+pub struct Known<const F: Facts, P = NoProbe>(PhantomData<P>);
 
-impl<const F: Facts> KnownFacts for Known<F> {
+impl<const F: Facts, P: Probe> KnownFacts for Known<F, P> {
     const FACTS: Facts = F;
+    type Probe = P;
 }
 
 /// Nothing known ([`NONE`]), as a type: what the host's engine and hand-written typed

@@ -22,7 +22,9 @@ use crate::kernels::fused::{
 use crate::kernels::pool::{max_pool, PoolGeometry};
 use crate::kernels::window::Window;
 use crate::kernels::{ChannelRequant, MapRows};
+use crate::probe::{NoProbe, Probe};
 use crate::Error;
+use core::marker::PhantomData;
 use core::ops::Range;
 
 /// One operation of a typed stack.
@@ -677,6 +679,7 @@ impl<'a, const I: usize, const U: usize, const RELU: bool> Layer<'a> for Dense<'
 
     fn run(&self, input: &[i8], patch: &mut [u32], output: &mut [i8]) {
         let parts = Parts {
+            first: 0,
             input: (1, 1, I),
             conv: None,
             pool: 0,
@@ -690,6 +693,7 @@ impl<'a, const I: usize, const U: usize, const RELU: bool> Layer<'a> for Dense<'
 impl<'a, const I: usize, const U: usize> Logits<'a> for Dense<'a, I, U, false> {
     fn run_logits(&self, input: &[i8], patch: &mut [u32], logits: &mut [i32]) {
         let parts = Parts {
+            first: 0,
             input: (1, 1, I),
             conv: None,
             pool: 0,
@@ -732,6 +736,7 @@ impl<
 
     fn parts(&self) -> Parts<'a> {
         Parts {
+            first: 0,
             input: (IH, IW, IC),
             conv: Some(ConvPart {
                 geometry: Self::GEOMETRY,
@@ -756,6 +761,7 @@ impl<'a, const IH: usize, const IW: usize, const C: usize, const P: usize> Produ
 
     fn parts(&self) -> Parts<'a> {
         Parts {
+            first: 0,
             input: (IH, IW, C),
             conv: None,
             pool: P,
@@ -884,10 +890,14 @@ pub struct ConvPoolDense3x3<
     const RELU: bool,
     const DRELU: bool,
     const FAST: bool = false,
+    P = NoProbe,
 > {
     layers: StreamLayers<'a>,
     /// The dense accumulators of an all-background input ([`background_start`]).
     start: [i32; U],
+    /// The index of its conv in the model (what it tells the probe `P`).
+    first: usize,
+    probe: PhantomData<P>,
 }
 
 impl<
@@ -899,7 +909,8 @@ impl<
         const RELU: bool,
         const DRELU: bool,
         const FAST: bool,
-    > ConvPoolDense3x3<'a, IH, IW, F, U, RELU, DRELU, FAST>
+        P,
+    > ConvPoolDense3x3<'a, IH, IW, F, U, RELU, DRELU, FAST, P>
 {
     /// Dense inputs: the pooled map.
     pub const INPUTS: usize = (IH - 2) / 2 * ((IW - 2) / 2) * F;
@@ -920,7 +931,8 @@ impl<
         const RELU: bool,
         const DRELU: bool,
         const FAST: bool,
-    > Layer<'a> for ConvPoolDense3x3<'a, IH, IW, F, U, RELU, DRELU, FAST>
+        P: Probe,
+    > Layer<'a> for ConvPoolDense3x3<'a, IH, IW, F, U, RELU, DRELU, FAST, P>
 {
     const IN: usize = IH * IW;
     const OUT: usize = U;
@@ -954,6 +966,8 @@ impl<
         let mut stage = Self {
             layers,
             start: [0; U],
+            first: index,
+            probe: PhantomData,
         };
         background_start::<F, U>(&stage.layers, IH, IW, &mut stage.start);
         Ok(stage)
@@ -966,7 +980,7 @@ impl<
         let mut scratch = StreamScratch::<F, U>::new();
         let start = &self.start;
         with_stream!(<F, U, FAST>(&self.layers, IH, IW, input, &mut scratch, start), |stream| {
-            stream.run(output)
+            stream.run::<P>(output, self.first)
         });
     }
 }
@@ -979,7 +993,8 @@ impl<
         const U: usize,
         const RELU: bool,
         const FAST: bool,
-    > Logits<'a> for ConvPoolDense3x3<'a, IH, IW, F, U, RELU, false, FAST>
+        P: Probe,
+    > Logits<'a> for ConvPoolDense3x3<'a, IH, IW, F, U, RELU, false, FAST, P>
 {
     fn run_logits(&self, input: &[i8], _patch: &mut [u32], logits: &mut [i32]) {
         let Some(logits) = logits.first_chunk_mut::<U>() else {
@@ -988,7 +1003,7 @@ impl<
         let mut scratch = StreamScratch::<F, U>::new();
         let start = &self.start;
         with_stream!(<F, U, FAST>(&self.layers, IH, IW, input, &mut scratch, start), |stream| {
-            stream.run_logits(logits)
+            stream.run_logits::<P>(logits, self.first)
         });
     }
 }
@@ -1005,12 +1020,23 @@ pub struct ConvPool3x3<
     const F: usize,
     const RELU: bool,
     const FAST: bool = false,
+    P = NoProbe,
 > {
     layers: StreamLayers<'a>,
+    /// The index of its conv in the model (what it tells the probe `P`).
+    first: usize,
+    probe: PhantomData<P>,
 }
 
-impl<'a, const IH: usize, const IW: usize, const F: usize, const RELU: bool, const FAST: bool>
-    ConvPool3x3<'a, IH, IW, F, RELU, FAST>
+impl<
+        'a,
+        const IH: usize,
+        const IW: usize,
+        const F: usize,
+        const RELU: bool,
+        const FAST: bool,
+        P,
+    > ConvPool3x3<'a, IH, IW, F, RELU, FAST, P>
 {
     /// Bytes of its working memory on the stack.
     pub const STACK_BYTES: usize = StreamScratch::<F, 0>::BYTES;
@@ -1021,8 +1047,15 @@ impl<'a, const IH: usize, const IW: usize, const F: usize, const RELU: bool, con
     );
 }
 
-impl<'a, const IH: usize, const IW: usize, const F: usize, const RELU: bool, const FAST: bool>
-    Layer<'a> for ConvPool3x3<'a, IH, IW, F, RELU, FAST>
+impl<
+        'a,
+        const IH: usize,
+        const IW: usize,
+        const F: usize,
+        const RELU: bool,
+        const FAST: bool,
+        P: Probe,
+    > Layer<'a> for ConvPool3x3<'a, IH, IW, F, RELU, FAST, P>
 {
     const IN: usize = IH * IW;
     const OUT: usize = Self::POOLED.0 * Self::POOLED.1 * F;
@@ -1044,6 +1077,8 @@ impl<'a, const IH: usize, const IW: usize, const F: usize, const RELU: bool, con
                 dense_weights: &[],
                 dense: conv.requant,
             },
+            first: index,
+            probe: PhantomData,
         };
         check_fast::<FAST>(&stage.layers, F, index)?;
         Ok(stage)
@@ -1057,8 +1092,15 @@ impl<'a, const IH: usize, const IW: usize, const F: usize, const RELU: bool, con
     }
 }
 
-impl<'a, const IH: usize, const IW: usize, const F: usize, const RELU: bool, const FAST: bool>
-    RowSource<'a> for ConvPool3x3<'a, IH, IW, F, RELU, FAST>
+impl<
+        'a,
+        const IH: usize,
+        const IW: usize,
+        const F: usize,
+        const RELU: bool,
+        const FAST: bool,
+        P: Probe,
+    > RowSource<'a> for ConvPool3x3<'a, IH, IW, F, RELU, FAST, P>
 {
     fn with_rows(
         &self,
@@ -1069,7 +1111,10 @@ impl<'a, const IH: usize, const IW: usize, const F: usize, const RELU: bool, con
     ) {
         let mut scratch = StreamScratch::<F, 0>::new();
         with_stream!(<F, 0, FAST>(&self.layers, IH, IW, input, &mut scratch, &[]), |stream| {
-            consume(&mut |rows, out| pooled_rows(&mut stream, MapRows::ring(out, held), rows))
+            consume(&mut |rows, out| {
+                P::enter(self.first);
+                pooled_rows(&mut stream, MapRows::ring(out, held), rows);
+            })
         });
     }
 }
@@ -1188,6 +1233,7 @@ impl<'a, const I: usize, const U: usize, const RELU: bool> GeneralStage<'a>
 
     fn stage_parts(&self) -> Parts<'a> {
         Parts {
+            first: 0,
             input: (1, 1, I),
             conv: None,
             pool: 0,
@@ -1270,11 +1316,27 @@ impl<
 /// A stage `S` computed with the facts `F` known at compile time ([`super::facts`]): the
 /// firmware's build script finds them in the model ([`facts_of`]) and wraps the stage in
 /// this, so that only the code the stage runs is compiled in. The facts are checked
-/// against the model when it loads.
+/// against the model when it loads. The stage tells the probe `P` which of its operations
+/// it computes ([`crate::probe`]; by default none).
 #[derive(Debug, Clone, Copy)]
-pub struct Specialized<S, const F: Facts>(S);
+pub struct Specialized<S, const F: Facts, P = NoProbe> {
+    stage: S,
+    /// The index of the stage's first operation.
+    first: usize,
+    probe: PhantomData<P>,
+}
 
-impl<'a, S: GeneralStage<'a>, const F: Facts> Layer<'a> for Specialized<S, F> {
+impl<S, const F: Facts, P> Specialized<S, F, P> {
+    /// The stage's parts, its operations' indices with them.
+    fn parts_at<'a>(&self, parts: Parts<'a>) -> Parts<'a> {
+        Parts {
+            first: self.first,
+            ..parts
+        }
+    }
+}
+
+impl<'a, S: GeneralStage<'a>, const F: Facts, P: Probe> Layer<'a> for Specialized<S, F, P> {
     const IN: usize = S::IN;
     const OUT: usize = S::OUT;
     const PATCH_WORDS: usize = S::PATCH_WORDS;
@@ -1295,29 +1357,35 @@ impl<'a, S: GeneralStage<'a>, const F: Facts> Layer<'a> for Specialized<S, F> {
                 compiled: facts::holding(F),
             });
         }
-        Ok(Self(stage))
+        Ok(Self {
+            stage,
+            first: index,
+            probe: PhantomData,
+        })
     }
 
     fn run(&self, input: &[i8], patch: &mut [u32], output: &mut [i8]) {
-        run_general::<Known<F>>(&self.0.stage_parts(), input, patch, output);
+        run_general::<Known<F, P>>(&self.stage_parts(), input, patch, output);
     }
 }
 
-impl<'a, S: GeneralStage<'a> + Logits<'a>, const F: Facts> Logits<'a> for Specialized<S, F> {
+impl<'a, S: GeneralStage<'a> + Logits<'a>, const F: Facts, P: Probe> Logits<'a>
+    for Specialized<S, F, P>
+{
     fn run_logits(&self, input: &[i8], patch: &mut [u32], logits: &mut [i32]) {
-        run_general_logits::<Known<F>>(&self.0.stage_parts(), input, patch, logits);
+        run_general_logits::<Known<F, P>>(&self.stage_parts(), input, patch, logits);
     }
 }
 
-impl<'a, S: GeneralStage<'a>, const F: Facts> GeneralStage<'a> for Specialized<S, F> {
-    type Known = Known<F>;
+impl<'a, S: GeneralStage<'a>, const F: Facts, P: Probe> GeneralStage<'a> for Specialized<S, F, P> {
+    type Known = Known<F, P>;
 
     fn stage_parts(&self) -> Parts<'a> {
-        self.0.stage_parts()
+        self.parts_at(self.stage.stage_parts())
     }
 }
 
-impl<'a, S: Producer<'a>, const F: Facts> RowSource<'a> for Specialized<S, F> {
+impl<'a, S: Producer<'a>, const F: Facts, P: Probe> RowSource<'a> for Specialized<S, F, P> {
     fn with_rows(
         &self,
         input: &[i8],
@@ -1325,9 +1393,9 @@ impl<'a, S: Producer<'a>, const F: Facts> RowSource<'a> for Specialized<S, F> {
         held: usize,
         consume: &mut dyn FnMut(&mut RowWriter<'_>),
     ) {
-        let parts = self.0.parts();
+        let parts = self.parts_at(self.stage.parts());
         consume(&mut |rows, out| {
-            run_general_rows::<Known<F>>(&parts, input, patch, MapRows::ring(out, held), rows);
+            run_general_rows::<Known<F, P>>(&parts, input, patch, MapRows::ring(out, held), rows);
         });
     }
 }

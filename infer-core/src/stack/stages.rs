@@ -56,6 +56,7 @@ use crate::kernels::mve::{
 };
 use crate::kernels::pairs::{pair_filters, PairConv, PAIRED};
 use crate::kernels::{all_zero, narrow, put_sum, ChannelRequant, MapRows};
+use crate::probe::Probe;
 use core::ops::Range;
 
 /// How a stage is computed.
@@ -1023,6 +1024,9 @@ impl DensePart<'_> {
 /// A stage with its parameters: what [`run_general`] computes.
 #[derive(Debug, Clone, Copy)]
 pub struct Parts<'a> {
+    /// The index of the stage's first operation in the model: what it tells its probe
+    /// ([`KnownFacts::Probe`]); 0 where nothing is probed.
+    pub first: usize,
     /// The stage's input `(rows, columns, channels)`.
     pub input: (usize, usize, usize),
     /// Its conv, if any.
@@ -1035,12 +1039,25 @@ pub struct Parts<'a> {
     pub add: Option<AddParams>,
 }
 
+impl Parts<'_> {
+    /// The index of its dense layer (or of what would follow its conv and pool).
+    fn dense_op(&self) -> usize {
+        self.first + usize::from(self.conv.is_some()) + usize::from(self.pool != 0)
+    }
+
+    /// The index of its add (or of what would follow its other parts).
+    fn add_op(&self) -> usize {
+        self.dense_op() + usize::from(self.dense.is_some())
+    }
+}
+
 impl<'a> Parts<'a> {
     /// The parameters of `stage` of `file` (`None` if the operations are not the stage's).
     pub fn of(file: &StackFile<'a>, stage: &Stage) -> Option<Self> {
         let mut at = stage.first;
         let input = file.ops.get(at)?.shape().in_hwc();
         let mut parts = Parts {
+            first: stage.first,
             input,
             conv: None,
             pool: 0,
@@ -1248,6 +1265,7 @@ fn run_stage<K: KnownFacts>(
     words: &mut [u32],
     mut output: Out<'_>,
 ) {
+    K::Probe::enter(parts.first);
     let (words, add) = add_tables::<K>(parts, words);
     let conv = holds(K::FACTS, facts::CONV, || parts.conv.is_some());
     if !conv && !holds(K::FACTS, facts::POOL, || parts.pool != 0) {
@@ -1426,6 +1444,7 @@ impl<'p, 'a, 'w, K: KnownFacts> StageRun<'p, 'a, 'w, K> {
                     (Some(place), None) => (None, Some(place)),
                     (place, _) => (place, None),
                 };
+                K::Probe::enter(self.parts.first);
                 if conv {
                     let Some(cp) = &self.parts.conv else {
                         return;
@@ -1454,12 +1473,16 @@ impl<'p, 'a, 'w, K: KnownFacts> StageRun<'p, 'a, 'w, K> {
                 };
                 match (dense, place, add) {
                     (Some(d), _, _) => {
+                        K::Probe::enter(self.parts.dense_op());
                         for (k, values) in bytes.chunks_exact(channels.max(1)).enumerate() {
                             let start = (pos + k) * channels;
                             dense_position::<K>(d, values, n_in, start, self.patch, self.acc);
                         }
                     }
-                    (None, Some(place), Some(add)) => add.add_into(bytes, place),
+                    (None, Some(place), Some(add)) => {
+                        K::Probe::enter(self.parts.add_op());
+                        add.add_into(bytes, place);
+                    }
                     _ => {}
                 }
                 pos += n;
@@ -1473,6 +1496,7 @@ impl<'p, 'a, 'w, K: KnownFacts> StageRun<'p, 'a, 'w, K> {
     /// Writes the streamed dense layer's outputs (nothing without one).
     fn finish(self, output: Out<'_>) {
         if let Some(d) = part(K::FACTS, facts::DENSE, self.parts.dense.as_ref()) {
+            K::Probe::enter(self.parts.dense_op());
             finish_block::<K>(d, 0, self.acc, &mut { output }, self.add.as_ref());
         }
     }
@@ -1491,6 +1515,7 @@ pub fn run_general_rows<K: KnownFacts>(
     if part(K::FACTS, facts::DENSE, parts.dense.as_ref()).is_some() {
         return;
     }
+    K::Probe::enter(parts.first);
     if let Some(mut run) = StageRun::<K>::new(parts, words, None) {
         run.rows(MapRows::whole(input), rows, &mut Out::Values(output));
     }
@@ -1513,6 +1538,7 @@ pub fn run_chain<K: KnownFacts>(
     words: &mut [u32],
     mut output: Out<'_>,
 ) {
+    K::Probe::enter(consumer.first);
     let Some(mut run) = StageRun::<K>::new(consumer, words, None) else {
         return;
     };
@@ -3024,6 +3050,7 @@ mod graph_tests {
                 max: 127,
             };
             let parts = Parts {
+                first: 0,
                 input: (1, 1, n),
                 conv: None,
                 pool: 0,

@@ -6,7 +6,7 @@ use super::format::tests::{input, OwnedParams};
 use super::format::{ConvOp, DenseOp, Op, Padding, PoolOp, StackFile};
 use super::layers::{
     check_op_count, max, Chain, Conv2d, ConvPool, ConvPool3x3, ConvPoolDense3x3, Dense, Layer,
-    Logits, MaxPool2d, Specialized, Streamed,
+    Logits, MaxPool2d, RowSource, Specialized, Streamed,
 };
 use super::run::{run, BufferSizes, Kernels};
 use super::stages::{facts_of, plan_file, Kernel, Out, Parts, Pixels};
@@ -16,6 +16,7 @@ use crate::kernels::pool::{max_pool, PoolGeometry};
 use crate::kernels::ChannelRequant;
 use crate::kernels::MapRows;
 use crate::kernels::TestRng;
+use crate::probe::{NoProbe, Probe};
 use crate::Error;
 use std::vec;
 use std::vec::Vec;
@@ -182,13 +183,13 @@ const FACTS2: Facts = of_list(&[
     (facts::EVEN_UNITS, true),
 ]);
 const WRONG: Facts = facts::known(FACTS0, facts::ONE_CHANNEL, true);
-type KnownChain01<'a, const F0: Facts> =
-    Chain<Specialized<Stage0<'a>, F0>, Specialized<Stage1<'a>, FACTS1>, 5>;
-type KnownStage2<'a> = Specialized<Stage2<'a>, FACTS2>;
+type KnownChain01<'a, const F0: Facts, P = NoProbe> =
+    Chain<Specialized<Stage0<'a>, F0, P>, Specialized<Stage1<'a>, FACTS1, P>, 5>;
+type KnownStage2<'a, P = NoProbe> = Specialized<Stage2<'a>, FACTS2, P>;
 
-struct KnownStaged<'a, const F0: Facts>(KnownChain01<'a, F0>, KnownStage2<'a>);
+struct KnownStaged<'a, const F0: Facts, P = NoProbe>(KnownChain01<'a, F0, P>, KnownStage2<'a, P>);
 
-impl<'a, const F0: Facts> KnownStaged<'a, F0> {
+impl<'a, const F0: Facts, P: Probe> KnownStaged<'a, F0, P> {
     fn from_file(file: &StackFile<'a>) -> Result<Self, Error> {
         Ok(Self(
             KnownChain01::from_file(file, 0)?,
@@ -204,6 +205,54 @@ impl<'a, const F0: Facts> KnownStaged<'a, F0> {
         self.0.run(image, &mut a, &mut patch, out);
         self.1.run_logits(&b, &mut patch, &mut logits);
         logits
+    }
+}
+
+std::thread_local! {
+    /// The operations [`Recorder`] was told, a run of the same one told once.
+    static ENTERED: core::cell::RefCell<Vec<usize>> = const { core::cell::RefCell::new(Vec::new()) };
+}
+
+/// A probe that records the operations it is told.
+struct Recorder;
+
+impl Probe for Recorder {
+    fn enter(op: usize) {
+        ENTERED.with(|e| {
+            let mut e = e.borrow_mut();
+            if e.last() != Some(&op) {
+                e.push(op);
+            }
+        });
+    }
+}
+
+#[test]
+fn a_probed_stack_tells_each_layer_as_it_goes_and_computes_the_same() {
+    let mut rng = TestRng(0x9B0E);
+    for _ in 0..8 {
+        let params = model(&mut rng);
+        let ops = ops(&params);
+        let file = file(&ops);
+        let plain = KnownStaged::<FACTS0>::from_file(&file).unwrap();
+        let probed = KnownStaged::<FACTS0, Recorder>::from_file(&file).unwrap();
+        let image: [i8; 200] = core::array::from_fn(|_| rng.i8());
+        ENTERED.with(|e| e.borrow_mut().clear());
+        assert_eq!(probed.infer(&image), plain.infer(&image));
+        let entered = ENTERED.with(|e| e.borrow().clone());
+        // The chain sets up its second stage (operation 1), then goes back and forth
+        // between the first conv (0), the second conv with its pool (1, never the pool's
+        // own 2) and the streamed dense layer (3), which finishes; then the last dense (4).
+        assert_eq!(entered[..2], [1, 0]);
+        assert_eq!(entered[entered.len() - 2..], [3, 4]);
+        let mut seen: Vec<usize> = entered.clone();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen, [0, 1, 3, 4]);
+        // Every position of the second stage (4 × 4 conv positions, pooled 2 × 2: 2 × 2)
+        // goes from the conv to the dense layer.
+        let to_dense = entered.windows(2).filter(|w| w == &[1, 3]).count();
+        assert_eq!(to_dense, 4, "{entered:?}");
     }
 }
 
@@ -589,6 +638,17 @@ fn stream3x3_case<const F: usize>(rng: &mut TestRng) {
         stage.run_logits(&image, &mut [], &mut logits);
         assert_eq!(fast, reference);
         assert_eq!(logits.to_vec(), reference, "F = {F}");
+        // With a probe: the same logits, and each of the 4 × 5 pooled positions goes from
+        // the conv (with its pool, operation 0) to the dense layer (2).
+        type Probed<'a, const F: usize> =
+            ConvPoolDense3x3<'a, 10, 12, F, 3, true, false, false, Recorder>;
+        let probed = Probed::<F>::from_file(&file, 0).unwrap();
+        ENTERED.with(|e| e.borrow_mut().clear());
+        let mut logits = [0i32; 3];
+        probed.run_logits(&image, &mut [], &mut logits);
+        assert_eq!(logits.to_vec(), reference, "probed, F = {F}");
+        let entered = ENTERED.with(|e| e.borrow().clone());
+        assert_eq!(entered, [0, 2].repeat(20), "F = {F}");
         if let Ok(fast_stage) = &fast_stage {
             let mut logits = [0i32; 3];
             fast_stage.run_logits(&image, &mut [], &mut logits);
@@ -620,6 +680,19 @@ fn stream3x3_case<const F: usize>(rng: &mut TestRng) {
         let mut out = vec![0i8; 4 * 5 * F];
         map.run(&image, &mut [], &mut out);
         assert_eq!(out, pooled, "pooled map, F = {F}");
+        // As a chain's first stage, it tells a probe its conv each time it writes rows
+        // between the second stage's (here operation 9).
+        let probed = ConvPool3x3::<10, 12, F, true, false, Recorder>::from_file(&file, 0).unwrap();
+        let mut ring = vec![0i8; 2 * 5 * F];
+        ENTERED.with(|e| e.borrow_mut().clear());
+        probed.with_rows(&image, &mut [], 2, &mut |write| {
+            for rows in [0..2, 2..4] {
+                Recorder::enter(9);
+                write(rows, &mut ring);
+            }
+        });
+        assert_eq!(ENTERED.with(|e| e.borrow().clone()), [9, 0, 9, 0]);
+        assert_eq!(ring, pooled[2 * 5 * F..], "F = {F}");
         if let Ok(fast_map) = &fast_map {
             let mut out = vec![0i8; 4 * 5 * F];
             fast_map.run(&image, &mut [], &mut out);
