@@ -62,14 +62,6 @@ fn main() -> ! {
         hprintln!("error: core peripherals already taken");
         exit::failure()
     };
-    let (loaded, load_stack) = stack::depth_of(net::load);
-    let network = match loaded {
-        Ok(network) => network,
-        Err(error) => {
-            hprintln!("error: cannot load the model: {}", error);
-            exit::failure()
-        }
-    };
     let counter = TickCounter::start(peripherals.SYST);
     hprintln!(
         "board: {} insns_per_tick={}/{}",
@@ -91,29 +83,64 @@ fn main() -> ! {
         exit::failure()
     }
     net::print_network();
-    classify_all(&network, &counter, load_stack)
+    // The two runs one after the other, each with its own copy of the network in its
+    // own frame: the stack never holds both.
+    let timed = timed_run(&counter);
+    let profile = profiled_run();
+    if profile.predictions() != timed.predictions {
+        hprintln!("error: the profiled inferences disagree with the timed ones");
+        exit::failure()
+    }
+    profile.print(&counter);
+    net::print_memory(timed.infer_stack, timed.load_stack, stack::static_bytes());
+    hprintln!(
+        "summary: correct={} total={} insns_per_inference={} stack_peak_bytes={}",
+        timed.correct,
+        timed.total,
+        cycles::ticks_to_insns(timed.ticks) / timed.total.max(1),
+        stack::peak_bytes()
+    );
+    exit::success()
 }
 
-/// Classifies every digit, prints the per-digit lines and the summary, and
-/// exits. A function of its own so that its frame (the network's scratch, the
-/// input) and the model's loading in `main` (`net::load`, not inlined) never
-/// take stack at the same time.
+/// What the timed run measured.
+struct Timed {
+    /// Digits classified, and of them correctly.
+    total: u64,
+    correct: u64,
+    /// Ticks of every inference.
+    ticks: u64,
+    /// Stack of one inference, and of loading the model.
+    infer_stack: usize,
+    load_stack: usize,
+    /// The predictions' checksum ([`net::checksum`]).
+    predictions: u32,
+}
+
+/// Loads the model and classifies every digit with it ([`classify_all`]).
 #[inline(never)]
-fn classify_all(network: &net::Network, counter: &TickCounter, load_stack: usize) -> ! {
+fn timed_run(counter: &TickCounter) -> Timed {
+    let (loaded, load_stack) = stack::depth_of(net::load);
+    match loaded {
+        Ok(network) => classify_all(&network, counter, load_stack),
+        Err(error) => {
+            hprintln!("error: cannot load the model: {}", error);
+            exit::failure()
+        }
+    }
+}
+
+/// Classifies every digit, timed, and prints the per-digit lines. A function of its own
+/// so that its frame (the network's scratch, the input) and the model's loading
+/// (`net::load`, not inlined) never take stack at the same time.
+#[inline(never)]
+fn classify_all(network: &net::Network, counter: &TickCounter, load_stack: usize) -> Timed {
     let mut scratch = net::Scratch::new();
     // One input buffer for every digit: on the micro:bit a second copy of it
     // can be the difference between fitting the RAM and not.
     let mut input = net::ZERO_INPUT;
     // The logits, written in place by every inference.
     let mut logits = [0; net::CLASSES];
-    // The same network compiled with a probe, to time its layers (`layers:`).
-    let mut profile = match net::Profile::new() {
-        Ok(profile) => profile,
-        Err(error) => {
-            hprintln!("error: cannot load the model a second time: {}", error);
-            exit::failure()
-        }
-    };
     let infer_stack = match digits::all().next() {
         Some(digit) => {
             net::fill_input(&mut input, digit.pixels);
@@ -123,9 +150,14 @@ fn classify_all(network: &net::Network, counter: &TickCounter, load_stack: usize
     };
 
     stack::paint();
-    let mut correct = 0u64;
-    let mut total = 0u64;
-    let mut ticks = 0u64;
+    let mut timed = Timed {
+        total: 0,
+        correct: 0,
+        ticks: 0,
+        infer_stack,
+        load_stack,
+        predictions: 0,
+    };
     for (index, digit) in digits::all().enumerate() {
         net::fill_input(&mut input, digit.pixels);
         // The inference may not assume anything about the input.
@@ -135,32 +167,40 @@ fn classify_all(network: &net::Network, counter: &TickCounter, load_stack: usize
         let end = counter.now();
         black_box(&mut logits);
         let pred = argmax(&logits);
-        ticks += end - start;
-        total += 1;
+        timed.ticks += end - start;
+        timed.total += 1;
         if pred == usize::from(digit.label) {
-            correct += 1;
+            timed.correct += 1;
         }
+        timed.predictions = net::checksum(timed.predictions, pred);
         hprintln!("digit {} label={} pred={}", index, digit.label, pred);
         hprint!("logits {}", index);
         for logit in &logits {
             hprint!(" {}", logit);
         }
         hprintln!();
-        // The profiled run writes the same array: the timed run's logits are printed.
-        if profile.add(&input, &mut scratch, &mut logits) != pred {
-            hprintln!("error: digit {}: the profiled inference disagrees", index);
+    }
+    timed
+}
+
+/// Classifies every digit again with the network compiled with a probe, which times its
+/// layers (the `layers:` line).
+#[inline(never)]
+fn profiled_run() -> net::Profile {
+    let network = match net::load_probed() {
+        Ok(network) => network,
+        Err(error) => {
+            hprintln!("error: cannot load the model: {}", error);
             exit::failure()
         }
+    };
+    let mut scratch = net::Scratch::new();
+    let mut input = net::ZERO_INPUT;
+    let mut logits = [0; net::CLASSES];
+    let mut profile = net::Profile::default();
+    for digit in digits::all() {
+        net::fill_input(&mut input, digit.pixels);
+        profile.add(&network, &input, &mut scratch, &mut logits);
     }
-
-    profile.print(counter);
-    net::print_memory(infer_stack, load_stack, stack::static_bytes());
-    hprintln!(
-        "summary: correct={} total={} insns_per_inference={} stack_peak_bytes={}",
-        correct,
-        total,
-        cycles::ticks_to_insns(ticks) / total.max(1),
-        stack::peak_bytes()
-    );
-    exit::success()
+    profile
 }

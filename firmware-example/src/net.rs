@@ -102,7 +102,7 @@ pub fn print_memory(infer_stack_bytes: usize, load_stack_bytes: usize, static_ra
 /// operation it leaves. Consecutive reads share their endpoints, so every instruction falls
 /// in exactly one interval, and each interval holds one probe call, whose cost
 /// [`Profile::print`] subtracts.
-struct LayerTimer;
+pub struct LayerTimer;
 
 /// Per operation of the inference being profiled (and, at `OPS`, the time outside the
 /// operations: the argmax): the ticks, and the intervals (probe calls) they were counted in.
@@ -142,44 +142,50 @@ impl Probe for LayerTimer {
     }
 }
 
+/// The network compiled with the probe that times its layers ([`LayerTimer`]).
+pub type ProbedNetwork = generated::ProbedNetwork<'static, LayerTimer>;
+
+/// Loads the embedded model as [`load`] does, compiled with the probe.
+///
+/// # Errors
+/// As [`generated::ProbedNetwork::from_bytes`].
+#[inline(never)]
+pub fn load_probed() -> Result<ProbedNetwork, Error> {
+    ProbedNetwork::from_bytes(model::MODEL)
+}
+
+/// `sum` with class `class` of the next input: a checksum of a run's predictions, in
+/// order.
+pub fn checksum(sum: u32, class: usize) -> u32 {
+    sum.wrapping_mul(31).wrapping_add(class as u32 + 1)
+}
+
 /// Ticks and probe calls per operation ([`LayerTimer`]), summed over the profiled
-/// inferences: the same network, compiled with the probe, run again on each input.
+/// inferences, and the checksum of their predictions ([`checksum`]).
+#[derive(Default)]
 pub struct Profile {
-    /// The network compiled with the probe, its weights the same flash.
-    network: generated::ProbedNetwork<'static, LayerTimer>,
     /// Ticks of each operation, and after the last (`OPS`) of the argmax.
     ticks: [u64; OPS + 1],
     /// Probe calls counted in each.
     calls: [u64; OPS + 1],
     /// Inferences profiled.
     runs: u64,
+    /// Their predictions' checksum.
+    predictions: u32,
 }
 
 impl Profile {
-    /// A profile of no inference yet.
-    ///
-    /// # Errors
-    /// As [`load`] (the same model).
-    #[inline(never)]
-    pub fn new() -> Result<Self, Error> {
-        Ok(Self {
-            network: generated::ProbedNetwork::from_bytes(model::MODEL)?,
-            ticks: [0; OPS + 1],
-            calls: [0; OPS + 1],
-            runs: 0,
-        })
-    }
-
-    /// Profiles one inference on `input`, then the argmax; returns the class.
+    /// Profiles one inference of `network` on `input`, then the argmax.
     #[inline(never)]
     pub fn add(
         &mut self,
+        network: &ProbedNetwork,
         input: &Input,
         scratch: &mut Scratch,
         logits: &mut [i32; CLASSES],
-    ) -> usize {
+    ) {
         LayerTimer::start();
-        self.network.infer_into(input, scratch, logits);
+        network.infer_into(input, scratch, logits);
         let class = argmax(logits);
         LayerTimer::enter(OPS);
         for (op, (ticks, calls)) in self.ticks.iter_mut().zip(&mut self.calls).enumerate() {
@@ -191,7 +197,12 @@ impl Profile {
                 .map_or(0, |c| u64::from(c.load(Ordering::Relaxed)));
         }
         self.runs += 1;
-        class
+        self.predictions = checksum(self.predictions, class);
+    }
+
+    /// The checksum of the profiled inferences' predictions ([`checksum`]).
+    pub fn predictions(&self) -> u32 {
+        self.predictions
     }
 
     /// Prints the `layers:` line: mean instructions per layer (named after its operations,

@@ -316,25 +316,58 @@ impl<'a, 'w, const F: usize, const N: usize, const PAIRED: bool, const FAST: boo
             _ => return,
         };
         let n_in = self.pooled_h * self.pooled_w * F;
-        let weights = self.dense_weights;
-        let row = |u: usize| -> Option<&[u8; F]> {
-            weights.get(u * n_in + pos * F..)?.first_chunk::<F>()
-        };
-        for (pair, acc) in s.acc.chunks_mut(2).enumerate() {
-            let (Some(r0), Some(&a0)) = (row(2 * pair), acc.first()) else {
-                return;
-            };
-            // A lone last unit runs as a pair with itself; only the first sum is kept.
-            let r1 = row(2 * pair + 1).unwrap_or(r0);
-            let a1 = acc.get(1).copied().unwrap_or(0);
-            let sums = if PAIRED {
-                dense_paired(entries, r0, r1, [a0, a1])
-            } else {
-                dense_scalar(entries, r0, r1, [a0, a1])
-            };
-            for (a, s) in acc.iter_mut().zip(sums) {
-                *a = s;
+        // Each unit's weights at this position.
+        let zero = [0; F];
+        let mut columns = [&zero; N];
+        for (u, column) in columns.iter_mut().enumerate() {
+            let start = u * n_in + pos * F;
+            match self
+                .dense_weights
+                .get(start..)
+                .and_then(|w| w.first_chunk::<F>())
+            {
+                Some(w) => *column = w,
+                None => return,
             }
+        }
+        // Four units at a time over the entries, their sums in registers; then two; a lone
+        // last unit runs as a pair with itself (only the first sum kept).
+        let mut quads = s.acc.chunks_exact_mut(4);
+        let mut column_quads = columns.chunks_exact(4);
+        for (a, c) in (&mut quads).zip(&mut column_quads) {
+            let start = [a[0], a[1], a[2], a[3]];
+            let sums = if PAIRED {
+                entries.chunks_exact(3).fold(start, |a, e| {
+                    let [a0, a1] = paired_entry(e, c[0], c[1], [a[0], a[1]]);
+                    let [a2, a3] = paired_entry(e, c[2], c[3], [a[2], a[3]]);
+                    [a0, a1, a2, a3]
+                })
+            } else {
+                entries.iter().fold(start, |a, &e| {
+                    let [a0, a1] = scalar_entry(e, c[0], c[1], [a[0], a[1]]);
+                    let [a2, a3] = scalar_entry(e, c[2], c[3], [a[2], a[3]]);
+                    [a0, a1, a2, a3]
+                })
+            };
+            a.copy_from_slice(&sums);
+        }
+        let sums = |c0, c1, acc| {
+            if PAIRED {
+                let e = entries.chunks_exact(3);
+                e.fold(acc, |a, e| paired_entry(e, c0, c1, a))
+            } else {
+                entries.iter().fold(acc, |a, &e| scalar_entry(e, c0, c1, a))
+            }
+        };
+        let mut pairs = quads.into_remainder().chunks_exact_mut(2);
+        let mut column_pairs = column_quads.remainder().chunks_exact(2);
+        for (a, c) in (&mut pairs).zip(&mut column_pairs) {
+            let [a0, a1] = sums(c[0], c[1], [a[0], a[1]]);
+            a[0] = a0;
+            a[1] = a1;
+        }
+        if let ([a], [c]) = (pairs.into_remainder(), column_pairs.remainder()) {
+            *a = sums(c, c, [*a, 0])[0];
         }
     }
 
@@ -773,55 +806,49 @@ fn bound(k: usize, max: usize, mask: bool) -> usize {
     }
 }
 
-/// Dense stage for two units with rows `r0`, `r1` over scalar entries.
+/// Dense stage for two units, `c0` and `c1` their weights at the position, of a scalar
+/// entry (a filter's pooled value): their sums `acc` with it.
 #[inline(always)]
-fn dense_scalar<const F: usize>(
-    entries: &[u32],
-    r0: &[u8; F],
-    r1: &[u8; F],
-    start: [i32; 2],
-) -> [i32; 2] {
-    let [mut a0, mut a1] = start;
-    for &e in entries {
-        // Always `k < F`; bounding it again lets the compiler see that the loads are in
-        // bounds (a mask when it can).
-        let k = bound((e >> 16) as usize, F.saturating_sub(1), F.is_power_of_two());
-        let v = dsp::lo(e);
-        if let (Some(&w0), Some(&w1)) = (r0.get(k), r1.get(k)) {
-            a0 = a0.wrapping_add(v * i32::from(w0 as i8));
-            a1 = a1.wrapping_add(v * i32::from(w1 as i8));
-        }
+fn scalar_entry<const F: usize>(e: u32, c0: &[u8; F], c1: &[u8; F], acc: [i32; 2]) -> [i32; 2] {
+    // Always `k < F`; bounding it again lets the compiler see that the loads are in
+    // bounds (a mask when it can).
+    let k = bound((e >> 16) as usize, F.saturating_sub(1), F.is_power_of_two());
+    let v = dsp::lo(e);
+    let [a0, a1] = acc;
+    match (c0.get(k), c1.get(k)) {
+        (Some(&w0), Some(&w1)) => [
+            a0.wrapping_add(v * i32::from(w0 as i8)),
+            a1.wrapping_add(v * i32::from(w1 as i8)),
+        ],
+        _ => acc,
     }
-    [a0, a1]
 }
 
-/// Dense stage for two units with rows `r0`, `r1` over paired entries: each entry is
-/// four filters, whose four weight bytes one load fetches and [`dsp::sxtb16`] unpacks.
+/// Dense stage for two units, `c0` and `c1` their weights at the position, of a paired
+/// entry (`e`: three words, four filters' pooled values and their first filter), whose four
+/// weight bytes one load fetches and [`dsp::sxtb16`] unpacks: their sums `acc` with it.
 #[inline(always)]
-fn dense_paired<const F: usize>(
-    entries: &[u32],
-    r0: &[u8; F],
-    r1: &[u8; F],
-    start: [i32; 2],
-) -> [i32; 2] {
-    let [mut a0, mut a1] = start;
-    for e in entries.chunks_exact(3) {
-        // Always `4·g ≤ F − 4` (the entries are this module's); bounding it again lets
-        // the compiler see that the loads are in bounds (a mask when it can).
-        let k = bound(e[2] as usize, F.saturating_sub(4), F.is_power_of_two());
-        let (Some(w0), Some(w1)) = (
-            r0.get(k..).and_then(|w| w.first_chunk::<4>()),
-            r1.get(k..).and_then(|w| w.first_chunk::<4>()),
-        ) else {
-            continue;
-        };
-        let (w0, w1) = (u32::from_le_bytes(*w0), u32::from_le_bytes(*w1));
-        a0 = dsp::smlad(dsp::sxtb16(w0), e[0], a0);
-        a0 = dsp::smlad(dsp::sxtb16_ror8(w0), e[1], a0);
-        a1 = dsp::smlad(dsp::sxtb16(w1), e[0], a1);
-        a1 = dsp::smlad(dsp::sxtb16_ror8(w1), e[1], a1);
-    }
-    [a0, a1]
+fn paired_entry<const F: usize>(e: &[u32], c0: &[u8; F], c1: &[u8; F], acc: [i32; 2]) -> [i32; 2] {
+    // Always `4·g ≤ F − 4` (the entries are this module's); bounding it again lets
+    // the compiler see that the loads are in bounds (a mask when it can).
+    let &[e0, e1, first] = e else {
+        return acc;
+    };
+    let k = bound(first as usize, F.saturating_sub(4), F.is_power_of_two());
+    let (Some(w0), Some(w1)) = (
+        c0.get(k..).and_then(|w| w.first_chunk::<4>()),
+        c1.get(k..).and_then(|w| w.first_chunk::<4>()),
+    ) else {
+        return acc;
+    };
+    let (w0, w1) = (u32::from_le_bytes(*w0), u32::from_le_bytes(*w1));
+    let [a0, a1] = acc;
+    let a0 = dsp::smlad(dsp::sxtb16(w0), e0, a0);
+    let a1 = dsp::smlad(dsp::sxtb16(w1), e0, a1);
+    [
+        dsp::smlad(dsp::sxtb16_ror8(w0), e1, a0),
+        dsp::smlad(dsp::sxtb16_ror8(w1), e1, a1),
+    ]
 }
 
 #[cfg(test)]
@@ -831,13 +858,14 @@ mod tests {
     use std::{boxed::Box, vec, vec::Vec};
 
     /// Filters and units of the small fast-path cases.
-    const SHAPES: [(usize, usize); 11] = [
+    const SHAPES: [(usize, usize); 12] = [
         (1, 1),
         (1, 3),
         (2, 2),
         (3, 1),
         (4, 3),
         (4, 4),
+        (4, 7),
         (5, 2),
         (7, 5),
         (8, 1),
@@ -1052,6 +1080,7 @@ mod tests {
                 (3, 1),
                 (4, 3),
                 (4, 4),
+                (4, 7),
                 (5, 2),
                 (7, 5),
                 (8, 1),
