@@ -4,9 +4,11 @@
 //! `FIRMWARE_SPEC` if set) into `$OUT_DIR/network.rs` ([`generated`]); this
 //! module runs and times it behind one interface for `main`: `Network`, `load`,
 //! `ZERO_INPUT` and `fill_input` (the input buffer), `Scratch` (the working
-//! memory `main` keeps for the whole run), `infer_digit` (one inference, the
-//! unit `insns_per_inference` and `cargo xtask bench-mcu` measure), `Profile`
-//! (the `layers:` line: the same network with a probe), `print_network` and `print_memory` (the `network:` and
+//! memory each run keeps for its digits), `infer_digit` (one inference, the
+//! unit `insns_per_inference` and `cargo xtask bench-mcu` measure),
+//! `ProbedNetwork`, `load_probed` and `Profile` (the same network compiled with
+//! the probe `LayerTimer`, and the `layers:` line it gives), `checksum` (of a
+//! run's predictions), `print_network` and `print_memory` (the `network:` and
 //! `memory:` lines).
 
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};

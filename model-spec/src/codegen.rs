@@ -61,9 +61,12 @@ use std::path::{Path, PathBuf};
 /// patch and input: `main`'s and the digit loop's frames, the layer calls,
 /// printing and the SysTick exception. Measured (`stack_peak_bytes` less
 /// `scratch_bytes` and the input): 1.1 KiB on the Cortex-M4F, up to 1.8 KiB on the M0
-/// (1,840 B for a six-operation stack with wide i32 logits);
-/// `tests/tests/stack_firmware.rs` checks every run stays within the estimate.
-pub const RUN_STACK: usize = 1920;
+/// (1,840 B for a six-operation stack with wide i32 logits). 256 B more since the
+/// firmware's inference is the network's only caller and LLVM inlines its stages into one
+/// frame (MLPerf Tiny keyword spotting's inference stack on the M55 1,980 -> 2,164 B, its
+/// run 210 B over the estimate before); `tests/tests/stack_firmware.rs` and
+/// `tests/tests/imported_firmware.rs` check every run stays within the estimate.
+pub const RUN_STACK: usize = 2176;
 
 /// Stack each operation adds while the firmware classifies: its typed layer lives in
 /// `main`'s frame (56–64 B on the Cortex-M for a conv, depthwise conv or dense layer, their
