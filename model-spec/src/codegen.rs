@@ -788,8 +788,8 @@ fn generate(
     let stages = plan.stages();
     let last_stage = stages.len().saturating_sub(1);
     let mut layer_names = vec![String::from("\"\""); ops.len()];
-    for (first, name) in plan.layer_names() {
-        if let Some(slot) = layer_names.get_mut(first) {
+    for (ops, name) in plan.layer_names() {
+        if let Some(slot) = layer_names.get_mut(ops.start) {
             *slot = format!("\"{name}\"");
         }
     }

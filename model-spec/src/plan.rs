@@ -31,6 +31,7 @@ use infer_core::kernels::depthwise::DepthwiseGeometry;
 use infer_core::kernels::window::Window;
 use infer_core::stack::stages::{self, Pixels, Stages};
 pub use infer_core::stack::OpShape;
+use std::ops::Range;
 
 /// The operation's shape fields in the order model.bin (format 3) writes them: conv
 /// `in_h, in_w, in_c, filters, kernel, stride` (and the kernel's columns last if it is not
@@ -288,15 +289,15 @@ impl Plan {
         stages::plan(&self.shapes())
     }
 
-    /// The layers the firmware profiles (its `layers:` line), each as the index of its
-    /// first operation and its name, `<type>_<index>`: every operation, but that a conv
+    /// The layers the firmware profiles (its `layers:` line), each as its operations'
+    /// indices and its name, `<type>_<index>`: every operation, but that a conv
     /// and the max pool fused into it are one layer (`conv2d_<i>+maxpool2d_<i+1>`: the
     /// pool is the conv's requantization's max), and so are a dense layer and the add
     /// computed in place after it (`dense_<i>+add_<i+1>`: its sums are added as they are
     /// finished).
-    pub fn layer_names(&self) -> Vec<(usize, String)> {
+    pub fn layer_names(&self) -> Vec<(Range<usize>, String)> {
         let name = |i: usize| format!("{}_{i}", self.ops[i].kind.type_name());
-        let mut layers: Vec<(usize, String)> = Vec::new();
+        let mut layers = Vec::new();
         for stage in &self.stages() {
             let mut i = stage.first;
             while i <= stage.last() {
@@ -306,7 +307,7 @@ impl Plan {
                     _ => 1,
                 };
                 let names: Vec<String> = (i..i + joined).map(name).collect();
-                layers.push((i, names.join("+")));
+                layers.push((i..i + joined, names.join("+")));
                 i += joined;
             }
         }

@@ -256,15 +256,9 @@ fn macs(plan: &Plan) -> u64 {
 fn layer_macs(plan: &Plan) -> Vec<(String, u64)> {
     plan.layer_names()
         .into_iter()
-        .map(|(first, name)| {
-            let ops = name.matches('+').count() + 1;
-            let macs = plan
-                .ops
-                .iter()
-                .skip(first)
-                .take(ops)
-                .map(|op| op_macs(op.kind));
-            (name, macs.sum())
+        .map(|(ops, name)| {
+            let layer = plan.ops.get(ops).unwrap_or_default();
+            (name, layer.iter().map(|op| op_macs(op.kind)).sum())
         })
         .collect()
 }
