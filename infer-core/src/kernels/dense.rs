@@ -82,7 +82,28 @@ pub fn finish_logits(requant: &ChannelRequant<'_>, logits: &mut [i32]) {
 /// (as many as both have, and the requantization arrays).
 #[inline(never)]
 pub fn logits_of(requant: &ChannelRequant<'_>, acc: &[u32], logits: &mut [i32]) {
-    for ((value, &a), params) in logits.iter_mut().zip(acc).zip(channel_params(requant)) {
+    // The channels' arrays cut to the logits' count first: one loop bound, no per-channel
+    // checks (some fifteen instructions a logit fewer than zipping the arrays' chunks).
+    let rq = requant;
+    let n = logits.len().min(acc.len()).min(rq.shift.len());
+    let n = n.min(rq.bias.len() / 4).min(rq.multiplier.len() / 4);
+    let (Some(logits), Some(acc), Some(shift)) =
+        (logits.get_mut(..n), acc.get(..n), rq.shift.get(..n))
+    else {
+        return;
+    };
+    let (Some(bias), Some(multiplier)) = (rq.bias.get(..4 * n), rq.multiplier.get(..4 * n)) else {
+        return;
+    };
+    let params = bias
+        .chunks_exact(4)
+        .zip(multiplier.chunks_exact(4))
+        .zip(shift);
+    for ((value, &a), ((bias, mult), &shift)) in logits.iter_mut().zip(acc).zip(params) {
+        let (Some(bias), Some(mult)) = (bias.first_chunk(), mult.first_chunk()) else {
+            return;
+        };
+        let params = (word(bias) as i32, word(mult) as i32, i32::from(shift as i8));
         *value = logit(requant, a as i32, params);
     }
 }

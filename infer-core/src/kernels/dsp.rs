@@ -1666,17 +1666,19 @@ pub fn dense_quads(rows: &DenseRows<'_>, acc: &mut [u32]) {
     dense_quads_portable(rows, acc);
 }
 
-/// Words of a dense layer's rows widened for [`dense_quads_widened`]: its whole quads of
-/// units (`units / 4 · 4` rows of `inputs`, a multiple of 4) as 16-bit halves, two words per
-/// four weights.
+/// Words of a dense layer's rows widened for [`dense_quads_widened`] and
+/// [`dense_widened_i8`]: its whole quads of units and, where two units are left after them,
+/// that pair (`units / 2 · 2` rows of `inputs`, a multiple of 4), as 16-bit halves, two
+/// words per four weights.
 pub const fn dense_wide_words(inputs: usize, units: usize) -> usize {
-    units / 4 * 4 * (inputs / 4 * 2)
+    units / 2 * 2 * (inputs / 4 * 2)
 }
 
 /// A dense layer's `units` rows of `inputs` int8 weights (`weights`, `inputs` a multiple of
-/// 4) as [`dense_quads_widened`] loads them: per quad of units, per group of four inputs,
-/// each unit's `(w0, w2)` and `(w1, w3)` (what `SXTB16` makes of the group's word, and of it
-/// rotated by 8). [`dense_wide_words`] words; the units after the last whole quad are not
+/// 4) as [`dense_quads_widened`] and [`dense_widened_i8`] load them: per quad of units, per
+/// group of four inputs, each unit's `(w0, w2)` and `(w1, w3)` (what `SXTB16` makes of the
+/// group's word, and of it rotated by 8); then the pair of units after the last whole quad,
+/// if there is one, the same way. [`dense_wide_words`] words; an odd last unit is not
 /// widened.
 pub fn dense_wide_words_of(
     weights: &[u8],
@@ -1684,11 +1686,12 @@ pub fn dense_wide_words_of(
     units: usize,
 ) -> impl Iterator<Item = u32> + '_ {
     let groups = inputs / 4;
-    (0..units / 4).flat_map(move |q| {
+    let pair = (units % 4 >= 2).then_some((units / 4 * 4, 2));
+    let blocks = (0..units / 4).map(|q| (4 * q, 4)).chain(pair);
+    blocks.flat_map(move |(first, count)| {
         (0..groups).flat_map(move |g| {
-            (0..4).flat_map(move |j| {
-                let at = (4 * q + j) * inputs + 4 * g;
-                group_halves(weights.get(at..).unwrap_or_default())
+            (first..first + count).flat_map(move |u| {
+                group_halves(weights.get(u * inputs + 4 * g..).unwrap_or_default())
             })
         })
     })
@@ -1842,6 +1845,206 @@ pub fn dense_quads_widened_portable(
         for (a, sum) in quad.iter_mut().zip(sums) {
             *a = a.wrapping_add(sum as u32);
         }
+    }
+}
+
+/// One group of four int8 values of [`dense_widened_i8`] for a quad of units: the values'
+/// word (r4) widened with the offsets (lr) into r4 r5, as [`dense_group_wide`] loads them
+/// packed, then units 0 and 1's widened weights (r6–r9, one `LDM`) and units 2 and 3's.
+#[cfg(infer_core_dsp)]
+macro_rules! dense_group_i8 {
+    () => {
+        concat!(
+            dense_pair_group_i8!(),
+            "ldm r11!, {{r6, r7, r8, r9}}\n",
+            "smlad r2, r6, r4, r2\n",
+            "smlad r2, r7, r5, r2\n",
+            "smlad r3, r8, r4, r3\n",
+            "smlad r3, r9, r5, r3\n",
+        )
+    };
+}
+
+/// [`dense_group_i8`] for a pair of units (sums r0 r1).
+#[cfg(infer_core_dsp)]
+macro_rules! dense_pair_group_i8 {
+    () => {
+        concat!(
+            "ldr r4, [r10], #4\n",
+            "sxtab16 r5, lr, r4, ror #8\n",
+            "sxtab16 r4, lr, r4\n",
+            "ldm r11!, {{r6, r7, r8, r9}}\n",
+            "smlad r0, r6, r4, r0\n",
+            "smlad r0, r7, r5, r0\n",
+            "smlad r1, r8, r4, r1\n",
+            "smlad r1, r9, r5, r1\n",
+        )
+    };
+}
+
+/// Whether [`dense_widened_i8`]'s sizes fit: whole sixteens of inputs (at least one), the
+/// values, at least two units in `acc`, and their widened rows.
+fn widened_i8_fit(values: &[i8], wide: &[u32], inputs: usize, acc: &[u32]) -> bool {
+    inputs >= 16
+        && inputs % 16 == 0
+        && values.len() >= inputs
+        && acc.len() >= 2
+        && acc.len() / 2 * 2 <= wide.len() / (inputs / 2)
+}
+
+/// A dense layer over its int8 input from the rows the build widened
+/// ([`dense_wide_words_of`], `wide` from the first of `acc`'s units on, a multiple of 4):
+/// adds to each unit of `acc` its dot product of `values[i] + offset` (`offset` in
+/// `-128..=128`, `inputs` values) with its row, whole quads of units, then a pair (an odd
+/// last unit is left alone), wrapping. Computes nothing if a size does not fit (fewer than
+/// 16 inputs or not a multiple of 16, fewer than two units, short slices).
+///
+/// Unlike [`dense_quads_widened`], the input needs no packed copy (no working memory): each
+/// quad widens every group of four values again, in the word load and two `SXTAB16` that
+/// replace the packed words' `LDRD`. On a DSP core two blocks of assembly: sixteen inputs of
+/// four units (64 multiply-accumulates) in 52 instructions, 12 per quad around them; sixteen
+/// of a pair in 32; elsewhere [`dense_widened_i8_portable`].
+#[inline(never)]
+pub fn dense_widened_i8(values: &[i8], offset: i32, wide: &[u32], inputs: usize, acc: &mut [u32]) {
+    if !widened_i8_fit(values, wide, inputs, acc) {
+        return;
+    }
+    #[cfg(infer_core_dsp)]
+    {
+        let quads = acc.len() / 4;
+        let end = values.as_ptr().wrapping_add(inputs);
+        let offsets = pack(offset, offset);
+        if quads > 0 {
+            // Registers: the four units' sums r0–r3; the widened values r4 r5; the widened
+            // weights r6–r9; the values' pointer r10, their end r12; the widened rows'
+            // pointer r11; the offsets lr. On the stack (pushed from r0–r2): the
+            // accumulator pointer [sp], the values [sp, #4], quads left [sp, #8].
+            // SAFETY: per quad, r10 reads the `inputs` bytes of `values` (checked above;
+            // word loads, aligned or not: Armv7E-M loads unaligned words) up to r12; r11
+            // reads 2 · inputs words of `wide` per quad, the quads one after the other
+            // (checked above; a `u32` slice is word-aligned, as LDM needs); [sp] walks
+            // `acc` four words per quad (checked above, word-aligned as LDM/STM need); the
+            // inner loop runs inputs / 16 ≥ 1 times, the outer quads ≥ 1. r6 and r7 (which
+            // cannot be named) are saved on the stack and restored; the block pops
+            // everything it pushes, reads and writes nothing else, and every register it
+            // writes is declared.
+            unsafe {
+                asm!(
+                    "push {{r6, r7}}",
+                    "push {{r0, r1, r2}}",
+                    "3:",
+                    "ldr r10, [sp, #4]",
+                    "ldr r8, [sp]",
+                    "ldm r8, {{r0, r1, r2, r3}}",
+                    "2:",
+                    dense_group_i8!(),
+                    dense_group_i8!(),
+                    dense_group_i8!(),
+                    dense_group_i8!(),
+                    "cmp r10, r12",
+                    "bne 2b",
+                    "ldr r8, [sp]",
+                    "stm r8!, {{r0, r1, r2, r3}}",
+                    "str r8, [sp]",
+                    "ldr r8, [sp, #8]",
+                    "subs r8, #1",
+                    "str r8, [sp, #8]",
+                    "bne 3b",
+                    "add sp, #12",
+                    "pop {{r6, r7}}",
+                    inout("r0") acc.as_mut_ptr() => _,
+                    inout("r1") values.as_ptr() => _,
+                    inout("r2") quads => _,
+                    out("r3") _,
+                    out("r4") _,
+                    out("r5") _,
+                    out("r8") _,
+                    out("r9") _,
+                    out("r10") _,
+                    inout("r11") wide.as_ptr() => _,
+                    in("r12") end,
+                    in("lr") offsets,
+                );
+            }
+        }
+        if acc.len() % 4 >= 2 {
+            let sums = acc.as_mut_ptr().wrapping_add(4 * quads);
+            let rows = wide.as_ptr().wrapping_add(quads * 2 * inputs);
+            // Registers as above, the pair's sums r0 r1, its accumulator pointer r2.
+            // SAFETY: r10 reads the `inputs` bytes of `values` up to r12 (as above); r11
+            // reads the pair's 2 · inputs words of `wide`, after the quads' (checked above);
+            // r2 points at the pair's two words of `acc` (LDRD/STRD: word-aligned); the
+            // loop runs inputs / 16 ≥ 1 times. r6 and r7 are saved and restored as above;
+            // every register written is declared.
+            unsafe {
+                asm!(
+                    "push {{r6, r7}}",
+                    "ldrd r0, r1, [r2]",
+                    "2:",
+                    dense_pair_group_i8!(),
+                    dense_pair_group_i8!(),
+                    dense_pair_group_i8!(),
+                    dense_pair_group_i8!(),
+                    "cmp r10, r12",
+                    "bne 2b",
+                    "strd r0, r1, [r2]",
+                    "pop {{r6, r7}}",
+                    out("r0") _,
+                    out("r1") _,
+                    in("r2") sums,
+                    out("r4") _,
+                    out("r5") _,
+                    out("r8") _,
+                    out("r9") _,
+                    inout("r10") values.as_ptr() => _,
+                    inout("r11") rows => _,
+                    in("r12") end,
+                    in("lr") offsets,
+                );
+            }
+        }
+    }
+    #[cfg(not(infer_core_dsp))]
+    dense_widened_i8_portable(values, offset, wide, inputs, acc);
+}
+
+/// [`dense_widened_i8`] in plain integer arithmetic (the reference the assembly is tested
+/// against, and the code elsewhere).
+pub fn dense_widened_i8_portable(
+    values: &[i8],
+    offset: i32,
+    wide: &[u32],
+    inputs: usize,
+    acc: &mut [u32],
+) {
+    if !widened_i8_fit(values, wide, inputs, acc) {
+        return;
+    }
+    let groups = inputs / 4;
+    let widened = |g: &[i8]| {
+        let [a, b, c, d] = g.first_chunk::<4>().map_or([0; 4], |g| g.map(i32::from));
+        [pack(a + offset, c + offset), pack(b + offset, d + offset)]
+    };
+    let units = acc.len() / 2 * 2;
+    let (mut first, mut rows) = (0, wide);
+    while first < units {
+        let count = if units - first >= 4 { 4 } else { 2 };
+        let Some((block, rest)) = rows.split_at_checked(2 * count * groups) else {
+            return;
+        };
+        let mut sums = [0i32; 4];
+        for (g, w) in values.chunks_exact(4).zip(block.chunks_exact(2 * count)) {
+            let [lo, hi] = widened(g);
+            for (sum, w) in sums.iter_mut().zip(w.chunks_exact(2)) {
+                *sum = smlad(w[1], hi, smlad(w[0], lo, *sum));
+            }
+        }
+        let quad = acc.iter_mut().skip(first).take(count);
+        for (a, sum) in quad.zip(sums) {
+            *a = a.wrapping_add(sum as u32);
+        }
+        first += count;
+        rows = rest;
     }
 }
 
@@ -2434,9 +2637,9 @@ mod tests {
                 let mut got = start.clone();
                 kernel(&patch, &wide, (inputs, 2 * inputs), &mut got);
                 assert_eq!(got, want, "case {case}: {inputs} inputs, {units} units");
-                // One word short: nothing changes (when there is a quad at all).
+                // The quads' words one short: nothing changes (when there is a quad at all).
                 let mut got = start.clone();
-                let short = &wide[..wide.len().saturating_sub(1)];
+                let short = &wide[..(units / 4 * 2 * inputs).saturating_sub(1)];
                 kernel(&patch, short, (inputs, 2 * inputs), &mut got);
                 assert_eq!(got, start, "case {case}");
                 // The last sixteen inputs alone, as a streamed layer's position: each
@@ -2525,6 +2728,52 @@ mod tests {
                 assert_eq!(got, start);
             }
         }
+    }
+
+    /// A dense layer from its int8 input and widened rows: whole quads, then a pair, an odd
+    /// last unit left alone; the sums of `(x + offset) · w`, added to what `acc` held.
+    #[test]
+    fn widened_rows_over_int8_values_add_each_units_dot_product() {
+        let mut rng = TestRng(0x1D8);
+        let mut computed = 0;
+        for case in 0..200 {
+            let inputs = if case % 9 == 8 {
+                4 * (1 + rng.below(12) as usize)
+            } else {
+                16 * (1 + rng.below(12) as usize)
+            };
+            let units = 1 + rng.below(14) as usize;
+            let offset = rng.below(257) as i32 - 128;
+            let x: std::vec::Vec<i8> = (0..inputs).map(|_| rng.i8()).collect();
+            let w: std::vec::Vec<u8> = (0..units * inputs).map(|_| rng.next_u64() as u8).collect();
+            let wide: std::vec::Vec<u32> = dense_wide_words_of(&w, inputs, units).collect();
+            assert_eq!(wide.len(), dense_wide_words(inputs, units), "case {case}");
+            let start: std::vec::Vec<u32> = (0..units).map(|_| rng.next_u64() as u32).collect();
+            let mut want = start.clone();
+            let fits = inputs % 16 == 0 && units >= 2;
+            if fits {
+                computed += 1;
+                for (u, acc) in want.iter_mut().take(units / 2 * 2).enumerate() {
+                    let sum: i32 = (0..inputs)
+                        .map(|t| (i32::from(x[t]) + offset) * i32::from(w[u * inputs + t] as i8))
+                        .sum();
+                    *acc = acc.wrapping_add(sum as u32);
+                }
+            }
+            let mut got = start.clone();
+            dense_widened_i8(&x, offset, &wide, inputs, &mut got);
+            assert_eq!(got, want, "case {case}: {inputs} inputs, {units} units");
+            let mut got = start.clone();
+            dense_widened_i8_portable(&x, offset, &wide, inputs, &mut got);
+            assert_eq!(got, want, "portable, case {case}");
+            // One word short, or one value: nothing changes.
+            let mut got = start.clone();
+            let short = &wide[..wide.len().saturating_sub(1)];
+            dense_widened_i8(&x, offset, short, inputs, &mut got);
+            dense_widened_i8(&x[..inputs - 1], offset, &wide, inputs, &mut got);
+            assert_eq!(got, start, "case {case}");
+        }
+        assert!(computed > 100, "{computed}");
     }
 
     /// A block of depthwise pixels fits exactly when every word it reads and writes lies

@@ -7,8 +7,9 @@
 //! hundred per unit on the Cortex-M4F (the offset's share `offset · Σ w` summed again for
 //! every unit, one call and one requantization per unit). Here the input is prepared once
 //! for every unit (widened with its offset added, as the core's kernels take it: packed
-//! for `SMLAD`, or kept as int8 for Helium's `VMLADAVA.S8`), several units share each load
-//! of it, and the units' sums are requantized a block at a time
+//! for `SMLAD`, or kept as int8 for Helium's `VMLADAVA.S8`, or on DSP cores whose build
+//! widened the rows kept as int8 and widened in registers, [`dense_widened_i8`]), several
+//! units share each load of it, and the units' sums are requantized a block at a time
 //! ([`ChannelRequant::requantize_positions`]).
 
 use super::facts::{self, holds, part, KnownFacts};
@@ -17,7 +18,7 @@ use crate::kernels::add::AddTables;
 use crate::kernels::dense::{dense_unit, logits_of};
 use crate::kernels::dot::{dot_i8_offset, dot_packed, PatchWords};
 use crate::kernels::dsp::{
-    dense_quads, dense_quads_widened, dense_rows, dense_wide_words, halves_of_words, int8_of_words,
+    dense_quads, dense_rows, dense_wide_words, dense_widened_i8, halves_of_words, int8_of_words,
     pack_groups, DenseRows,
 };
 use crate::kernels::mve::{dense_rows_i8, DenseRowsI8};
@@ -44,6 +45,9 @@ pub const fn dense_words(inputs: usize, pixels: Pixels) -> usize {
 /// How a layer's units are computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Way {
+    /// From the int8 input and the rows the build widened, quads of units and a last pair
+    /// through [`dense_widened_i8`] (no working memory).
+    Widened,
     /// From the packed input: quads of units through [`dense_quads`] (whole 32s of
     /// inputs), pairs through [`dense_rows`].
     Packed,
@@ -57,17 +61,21 @@ enum Way {
 }
 
 /// The way for a layer of `inputs` inputs and `units` units with `words` words of working
-/// memory: on MVE cores the int8 input; where it fits, on DSP cores the packed one (whole
-/// octets of inputs), on the Cortex-M3 the widened one; else unit by unit. The unit tests
-/// take each way in turn, by the layer's sizes. `facts` may know whether the working memory
+/// memory: on MVE cores the int8 input; on DSP cores the rows the build widened (`widened`:
+/// the model has them), else where it fits the packed input (whole octets of inputs); on
+/// the Cortex-M3 the widened input where it fits; else unit by unit. The unit tests take
+/// each way in turn, by the layer's sizes. `facts` may know whether the working memory
 /// fits ([`facts::FOUR`]) and the inputs are whole octets ([`facts::OCTETS`]).
 #[inline(always)]
-fn way(inputs: usize, units: usize, words: usize, facts: facts::Facts) -> Way {
+fn way(inputs: usize, units: usize, words: usize, facts: facts::Facts, widened: bool) -> Way {
     let fits = holds(facts, facts::FOUR, || {
         words >= dense_words(inputs, Pixels::Four)
     });
     let packs = fits && holds(facts, facts::OCTETS, || inputs % 8 == 0);
     if cfg!(test) {
+        if widened && (inputs / 16 + units) % 3 != 0 {
+            return Way::Widened;
+        }
         return match (inputs + units) % 4 {
             0 if packs => Way::Packed,
             1 if fits => Way::Wide,
@@ -77,6 +85,8 @@ fn way(inputs: usize, units: usize, words: usize, facts: facts::Facts) -> Way {
     }
     if cfg!(infer_core_mve) {
         Way::Int8
+    } else if cfg!(infer_core_dsp) && widened {
+        Way::Widened
     } else if cfg!(infer_core_dsp) && packs {
         Way::Packed
     } else if cfg!(all(infer_core_long_multiply, not(infer_core_dsp))) && fits {
@@ -89,11 +99,14 @@ fn way(inputs: usize, units: usize, words: usize, facts: facts::Facts) -> Way {
 /// Computes dense layer `d` over `input` into `output`, with `words` ([`dense_words`]) as
 /// working memory; bit for bit [`crate::kernels::dense::dense_i8`] (and, for the logits,
 /// [`crate::kernels::dense::dense_i8_logits`]). Short slices compute less, never panic.
-/// `K`: what the stage knows at compile time ([`super::facts`]).
+/// `K`: what the stage knows at compile time ([`super::facts`]); `alone`: the layer is its
+/// stage's only operation, so that what `K` knows of the working memory is of `words` (a
+/// stage that held the layer's input gives its conv's instead, [`super::stages::held_words`]).
 pub(crate) fn dense_direct<K: KnownFacts>(
     d: &DensePart<'_>,
     input: &[i8],
     words: &mut [u32],
+    alone: bool,
     mut out: Out<'_>,
     add: Option<&AddTables<'_>>,
 ) {
@@ -105,7 +118,15 @@ pub(crate) fn dense_direct<K: KnownFacts>(
         return;
     }
     let f = K::FACTS;
-    let way = way(n, d.units, words.len(), f);
+    // The rows the build widened, whole (the model checked them, `StackFile::prepare`).
+    // (Where the stage knows it has them, the other ways' quads go unlinked: rows that do
+    // not fit leave every unit to the units' loop below.)
+    let widened_rows = (d.wide.len() == dense_wide_words(n, d.units) && n % 16 == 0)
+        .then_some(d.wide)
+        .filter(|_| !PAIRED && !cfg!(infer_core_mve));
+    let widened = holds(f, facts::PREPARED_DENSE, || widened_rows.is_some());
+    let facts = if alone { f } else { f & !facts::FOUR };
+    let way = way(n, d.units, words.len(), facts, widened && !PAIRED);
     let even = holds(f, facts::EVEN_UNITS, || d.units % 2 == 0);
     let patch = words
         .get_mut(..dense_words(n, Pixels::Four))
@@ -141,6 +162,15 @@ pub(crate) fn dense_direct<K: KnownFacts>(
         };
         let mut done = 0;
         match way {
+            Way::Widened => {
+                // The block's quads (its first unit is a multiple of 4: the quads are the
+                // layer's) and the layer's last pair, if in the block.
+                let block = first / 4 * dense_wide_words(n, 4);
+                if let Some(wide) = widened_rows.and_then(|w| w.get(block..)) {
+                    dense_widened_i8(input, d.input_offset, wide, n, acc);
+                    done = count / 2 * 2;
+                }
+            }
             Way::Packed if count >= 2 => {
                 let rows = DenseRows {
                     patch,
@@ -148,24 +178,10 @@ pub(crate) fn dense_direct<K: KnownFacts>(
                     channels: n,
                     stride: n,
                 };
-                // The block's whole quads from the widened rows if the model has them
-                // (its first unit is a multiple of 4: the quads are the layer's).
-                // (Where the stage knows it has them, the int8 quads go unlinked: prepared
-                // rows that do not fit leave every unit to the pairs below.)
-                let wide = d
-                    .wide
-                    .get(first / 4 * dense_wide_words(n, 4)..)
-                    .filter(|_| d.wide.len() == dense_wide_words(n, d.units) && n % 16 == 0);
-                match part(f, facts::PREPARED_DENSE, wide) {
-                    Some(wide) => {
-                        dense_quads_widened(patch, wide, (n, 2 * n), acc);
-                        done = count / 4 * 4;
-                    }
-                    None if !holds(f, facts::PREPARED_DENSE, || false) && n % 32 == 0 => {
-                        dense_quads(&rows, acc);
-                        done = count / 4 * 4;
-                    }
-                    None => {}
+                // The block's whole quads from whole 32s of inputs.
+                if n % 32 == 0 {
+                    dense_quads(&rows, acc);
+                    done = count / 4 * 4;
                 }
                 let rows = DenseRows {
                     weights: weights.get(done * n..).unwrap_or_default(),
@@ -225,9 +241,15 @@ pub(crate) fn dense_direct<K: KnownFacts>(
             }
             _ => {}
         }
-        // (None left where the wide way took them all, or the packed or the int8 way an
-        // even number of units.)
-        if way != Way::Wide && !(matches!(way, Way::Packed | Way::Int8) && even) {
+        // (None left where the wide way took them all, or the packed, int8 or widened way
+        // an even number of units.)
+        let rest_done = match way {
+            Way::Wide => true,
+            Way::Packed | Way::Int8 => even,
+            Way::Widened => even && done == count,
+            Way::Units => false,
+        };
+        if !rest_done {
             for (u, a) in acc.iter_mut().enumerate().skip(done) {
                 *a = dot_i8_offset(input, d.input_offset, row(u)) as u32;
             }
@@ -446,7 +468,7 @@ mod tests {
                     units % 2 == 1,
                     relu && !wild,
                 ));
-                ways.push(way(n, units, dense_words(n, pixels), facts::NONE));
+                ways.push(way(n, units, dense_words(n, pixels), facts::NONE, false));
                 owned.push(p);
                 shapes.push((n, units, relu));
                 n = units;
@@ -487,6 +509,10 @@ mod tests {
                 assert_eq!(prepared_file.prepared(*op), &words[..], "case {case}");
             }
             widened_layers += widened.len();
+            for (op, _) in &widened {
+                let (inputs, units, _) = shapes[*op];
+                ways.push(way(inputs, units, 0, facts::NONE, true));
+            }
             // And with every layer's unit sums, as a Helium build prepares them.
             let sums: Vec<Vec<u32>> = shapes
                 .iter()
@@ -528,7 +554,7 @@ mod tests {
                 }
             }
             assert!(seen.iter().any(|s| s.1));
-            for w in [Way::Packed, Way::Wide, Way::Int8, Way::Units] {
+            for w in [Way::Widened, Way::Packed, Way::Wide, Way::Int8, Way::Units] {
                 assert!(ways.contains(&w), "{w:?}");
             }
         }

@@ -217,7 +217,7 @@ impl<
 {
     const IN: usize = IH * IW * IC;
     const OUT: usize = Self::OH * Self::OW * F;
-    const PATCH_WORDS: usize = general_words(KH * KW * IC, F, 0, 1, Pixels::BUILT);
+    const PATCH_WORDS: usize = general_words(KH * KW * IC, F, (0, 0), 1, Pixels::BUILT);
     const TYPE: &'static str = "conv2d";
 
     fn from_file(file: &StackFile<'a>, index: usize) -> Result<Self, Error> {
@@ -782,7 +782,7 @@ pub struct ConvPool<C, P> {
 impl<'a, C: Producer<'a>, P: Producer<'a>> Layer<'a> for ConvPool<C, P> {
     const IN: usize = C::IN;
     const OUT: usize = P::OUT;
-    const PATCH_WORDS: usize = general_words(C::TAPS, C::CHANNELS, 0, P::POOL, Pixels::BUILT);
+    const PATCH_WORDS: usize = general_words(C::TAPS, C::CHANNELS, (0, 0), P::POOL, Pixels::BUILT);
     const TYPE: &'static str = "conv2d+maxpool2d";
     const OPS: usize = 2;
 
@@ -831,7 +831,7 @@ impl<'a, P: Producer<'a>, const I: usize, const U: usize, const RELU: bool> Laye
 {
     const IN: usize = P::IN;
     const OUT: usize = U;
-    const PATCH_WORDS: usize = general_words(P::TAPS, P::CHANNELS, U, P::POOL, Pixels::BUILT);
+    const PATCH_WORDS: usize = general_words(P::TAPS, P::CHANNELS, (I, U), P::POOL, Pixels::BUILT);
     const TYPE: &'static str = "stage+dense";
     const OPS: usize = P::OPS + 1;
 

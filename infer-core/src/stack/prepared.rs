@@ -19,7 +19,7 @@
 //! used: such an operation runs from its int8 weights, with the same results.
 
 use super::format::{Op, StackFile, MAX_OPS};
-use crate::kernels::dsp::{dense_wide_words_of, is_widened};
+use crate::kernels::dsp::{dense_wide_words, dense_wide_words_of, is_widened};
 use crate::kernels::mve::{row_sums, UNIT_SUMS};
 use crate::kernels::pairs::{dense_pair_words, dense_pair_words_of, PAIRED};
 
@@ -116,8 +116,7 @@ impl Preparation {
 /// Whether `words` holds exactly the rows of a dense layer of `units` rows of `inputs` int8
 /// weights (`weights`) prepared as `preparation` says (widened,
 /// [`crate::kernels::dsp::dense_wide_words_of`]; paired,
-/// [`crate::kernels::pairs::dense_pair_words_of`]; either way its whole quads of units, the
-/// same number of words; unit sums, [`crate::kernels::mve::row_sums`], one word per unit):
+/// [`crate::kernels::pairs::dense_pair_words_of`], its whole quads of units; unit sums, [`crate::kernels::mve::row_sums`], one word per unit):
 /// what a model's prepared weights must be to be used.
 pub fn is_dense_prepared(
     weights: &[u8],
@@ -134,10 +133,14 @@ pub fn is_dense_prepared(
                 .take(units)
                 .eq(words.iter().copied());
     }
+    let count = match preparation {
+        Preparation::Widened => dense_wide_words(inputs, units),
+        _ => dense_pair_words(inputs, units),
+    };
     let fits = inputs % 4 == 0
         && units >= 4
         && weights.len() / inputs.max(1) >= units
-        && words.len() == dense_pair_words(inputs, units);
+        && words.len() == count;
     let words = words.iter().copied();
     fits && match preparation {
         Preparation::Widened => dense_wide_words_of(weights, inputs, units).eq(words),

@@ -203,16 +203,15 @@ impl Stage {
             return dense_words(inputs, pixels);
         }
         let (taps, channels) = self.taps_channels(shapes);
-        let units = if self.dense {
-            shapes.get(self.dense_index()).map_or(0, OpShape::units)
-        } else {
-            0
+        let (inputs, units) = match shapes.get(self.dense_index()) {
+            Some(dense) if self.dense => (dense.in_len(), dense.units()),
+            _ => (0, 0),
         };
         let pool = match shapes.get(self.first + usize::from(self.conv)) {
             Some(&OpShape::MaxPool2d { pool, .. }) if self.pool => pool,
             _ => 1,
         };
-        general_words(taps, channels, units, pool, pixels)
+        general_words(taps, channels, (inputs, units), pool, pixels)
     }
 
     /// Bytes of working memory the stage's kernel keeps on its stack: the
@@ -235,16 +234,17 @@ pub const fn stream3x3_bytes(filters: usize, units: usize) -> usize {
 
 /// Words of `patch` that [`run_general`] needs for a stage with a conv of `taps` values per
 /// patch (0 without a conv), a max pool of window side `pool` (1 without one), `channels`
-/// values per position before the dense layer, and a dense layer of `units` outputs (0
-/// without one), computing `pixels` conv pixels at once: the packed patch (the conv's
-/// patch of `pixels` pixels, or the position's values for the dense layer), one word per
-/// channel of each position computed at once (with four pixels, four positions for a conv
-/// without a pool), one per unit, and with four pixels and a conv one per filter (its
-/// offset term for an int8 patch, [`offset_terms`]).
+/// values per position before the dense layer, and a dense layer of `inputs` inputs and
+/// `units` outputs (0 without one), computing `pixels` conv pixels at once: the packed
+/// patch (the conv's patch of `pixels` pixels, or the position's values for the dense
+/// layer), one word per channel of each position computed at once (with four pixels, four
+/// positions for a conv without a pool), one per unit, with four pixels and a conv one per
+/// filter (its offset term for an int8 patch, [`offset_terms`]), and the dense layer's
+/// whole input where the stage holds it ([`held_words`]).
 pub const fn general_words(
     taps: usize,
     channels: usize,
-    units: usize,
+    (inputs, units): (usize, usize),
     pool: usize,
     pixels: Pixels,
 ) -> usize {
@@ -263,6 +263,39 @@ pub const fn general_words(
         + positions_at_once(taps, pool, pixels) * channels
         + units
         + term_words(taps, channels, pixels)
+        + held_words(inputs, units, pixels)
+}
+
+/// Largest dense input (int8 values) a stage computing four pixels at once holds whole
+/// rather than streams ([`held_words`]).
+const HELD_INPUTS: usize = 1024;
+
+/// Fewest units of a dense layer whose input a stage streams whatever its size.
+const STREAMED_UNITS: usize = 16;
+
+/// Words in which a stage computing `pixels` conv pixels at once keeps its dense layer's
+/// whole input (`inputs` int8 values, `units` outputs), to compute the layer once over it
+/// at the end (as a dense layer alone) rather than position by position as the values
+/// come: 0 where it streams them. The build's trade between RAM and instructions again: a
+/// streamed layer takes each position's values as they come, a call and the values'
+/// packing per position, which a layer of few units does not amortize. Two-blocks' 800 →
+/// 10 layer (25 positions of 32 values) on the Cortex-M4F: streamed 1.96 instructions per
+/// multiply-accumulate, held 0.96 for 800 bytes more. A small-RAM build
+/// ([`Pixels::One`]) streams every layer; the default one holds inputs of at most
+/// `HELD_INPUTS` (1,024) values for layers of fewer than `STREAMED_UNITS` (16) units.
+/// (The unit tests hold the input of every other layer, by its sizes' parity, so that
+/// their random stacks take both ways.)
+pub const fn held_words(inputs: usize, units: usize, pixels: Pixels) -> usize {
+    let small = if cfg!(test) {
+        (inputs + units) % 2 == 0
+    } else {
+        units < STREAMED_UNITS && inputs <= HELD_INPUTS
+    };
+    if matches!(pixels, Pixels::Four) && units > 0 && small {
+        inputs.div_ceil(4)
+    } else {
+        0
+    }
 }
 
 /// Words of a conv's offset terms ([`offset_terms`]) in its working memory: one per filter
@@ -1270,7 +1303,7 @@ fn run_stage<K: KnownFacts>(
     let conv = holds(K::FACTS, facts::CONV, || parts.conv.is_some());
     if !conv && !holds(K::FACTS, facts::POOL, || parts.pool != 0) {
         if let Some(d) = part(K::FACTS, facts::DENSE, parts.dense.as_ref()) {
-            dense_direct::<K>(d, input, words, output, add.as_ref());
+            dense_direct::<K>(d, input, words, true, output, add.as_ref());
         }
         return;
     }
@@ -1292,6 +1325,9 @@ struct StageRun<'p, 'a, 'w, K> {
     acc: &'w mut [u32],
     /// The conv's offset terms, where its quads may go through int8 patches.
     terms: &'w mut [u32],
+    /// The dense layer's whole input, where the stage holds it ([`held_words`]; else
+    /// empty: the layer takes each position's values as they come).
+    held: &'w mut [u32],
     /// The pool window's side (1 without a pool).
     p: usize,
     /// Output positions per row, and rows.
@@ -1332,6 +1368,7 @@ impl<'p, 'a, 'w, K: KnownFacts> StageRun<'p, 'a, 'w, K> {
         if channels == 0 || out_w == 0 {
             return None;
         }
+        let inputs = out_h * out_w * channels;
         let values_words = if units > 0 {
             PatchWords::words(channels)
         } else {
@@ -1339,7 +1376,7 @@ impl<'p, 'a, 'w, K: KnownFacts> StageRun<'p, 'a, 'w, K> {
         };
         // The working memory decides how many pixels go at once.
         let pixels = if holds(K::FACTS, facts::FOUR, || {
-            words.len() >= general_words(taps, channels, units, p, Pixels::Four)
+            words.len() >= general_words(taps, channels, (inputs, units), p, Pixels::Four)
         }) {
             Pixels::Four
         } else {
@@ -1358,12 +1395,13 @@ impl<'p, 'a, 'w, K: KnownFacts> StageRun<'p, 'a, 'w, K> {
         let (patch, work) = words.split_at_mut_checked(conv_words.max(values_words))?;
         let (values, acc) = work.split_at_mut_checked(at_once * channels)?;
         let (acc, terms) = acc.split_at_mut_checked(units)?;
+        let (terms, held) = terms.split_at_mut_checked(term_words(taps, channels, pixels))?;
+        let held = held.get_mut(..held_words(inputs, units, pixels))?;
         acc.fill(0);
         // With unit sums, the dense layer's sums start from its offset terms.
         if let (true, Some(d)) = (UNIT_SUMS, &parts.dense) {
             d.start_sums(0, acc);
         }
-        let terms = terms.get_mut(..term_words(taps, channels, pixels))?;
         if let Some(cp) = parts
             .conv
             .as_ref()
@@ -1382,6 +1420,7 @@ impl<'p, 'a, 'w, K: KnownFacts> StageRun<'p, 'a, 'w, K> {
             values,
             acc,
             terms,
+            held,
             p,
             out_w,
             out_h,
@@ -1438,11 +1477,17 @@ impl<'p, 'a, 'w, K: KnownFacts> StageRun<'p, 'a, 'w, K> {
                     }
                     _ => None,
                 };
-                // Without an add, the values go straight there; else into the first bytes
-                // of `values`.
+                // Without an add, the values go straight there (or where the stage holds
+                // its dense layer's input); else into the first bytes of `values`.
                 let (place, direct) = match (place, add) {
                     (Some(place), None) => (None, Some(place)),
                     (place, _) => (place, None),
+                };
+                let holding = !self.held.is_empty();
+                let held_at = pos * channels..(pos + n) * channels;
+                let direct = match int8_of_words(self.held).get_mut(held_at) {
+                    Some(held) if holding && dense.is_some() => Some(held),
+                    _ => direct,
                 };
                 K::Probe::enter(self.parts.first);
                 if conv {
@@ -1472,6 +1517,8 @@ impl<'p, 'a, 'w, K: KnownFacts> StageRun<'p, 'a, 'w, K> {
                     return;
                 };
                 match (dense, place, add) {
+                    // (Held: the values are in place.)
+                    (Some(_), _, _) if holding => {}
                     (Some(d), _, _) => {
                         K::Probe::enter(self.parts.dense_op());
                         for (k, values) in bytes.chunks_exact(channels.max(1)).enumerate() {
@@ -1493,11 +1540,17 @@ impl<'p, 'a, 'w, K: KnownFacts> StageRun<'p, 'a, 'w, K> {
         }
     }
 
-    /// Writes the streamed dense layer's outputs (nothing without one).
+    /// Writes the dense layer's outputs (nothing without one): from the streamed layer's
+    /// sums, or computed now over the input the stage held, with the conv's working memory.
     fn finish(self, output: Out<'_>) {
         if let Some(d) = part(K::FACTS, facts::DENSE, self.parts.dense.as_ref()) {
             K::Probe::enter(self.parts.dense_op());
-            finish_block::<K>(d, 0, self.acc, &mut { output }, self.add.as_ref());
+            if self.held.is_empty() {
+                finish_block::<K>(d, 0, self.acc, &mut { output }, self.add.as_ref());
+            } else {
+                let input = int8_of_words(self.held);
+                dense_direct::<K>(d, input, self.patch, false, output, self.add.as_ref());
+            }
         }
     }
 }
@@ -2547,7 +2600,8 @@ mod tests {
                     None => (parts.input.2, parts.input.0 * parts.input.1),
                 };
                 let units = parts.dense.map_or(0, |d| d.units);
-                let words = general_words(taps, channels, units, parts.pool.max(1), pixels);
+                let dense = parts.dense.map_or((0, 0), |d| (d.inputs, d.units));
+                let words = general_words(taps, channels, dense, parts.pool.max(1), pixels);
                 let (h, w, c) = parts.input;
                 let x = image(&mut rng, h * w * c, -input_offset(&file, stage.first));
                 let other = image(&mut rng, out_len * channels, 0);

@@ -355,6 +355,19 @@ fn main() -> ! {
         dsp::dense_quads_widened_portable(position, rows, sizes, &mut want[..units]);
         check("dense_quads_widened at a position", case, got, want);
 
+        // The same rows over int8 values with an offset (quads, then a pair), the values
+        // at any alignment.
+        let start = rng.below(4);
+        let offset = rng.below(257) as i32 - 128;
+        let values: [i8; 100] = core::array::from_fn(|_| rng.next() as i8);
+        let values = &values[start..start + inputs];
+        let mut got = [0u32; 16];
+        rng.fill_words(&mut got);
+        let mut want = got;
+        dsp::dense_widened_i8(values, offset, wide, inputs, &mut got[..units]);
+        dsp::dense_widened_i8_portable(values, offset, wide, inputs, &mut want[..units]);
+        check("dense_widened_i8", case, got, want);
+
         // Four units from widened values: any count of values, any bits in them, rows at
         // any alignment.
         let values = rng.below(300);
