@@ -79,20 +79,24 @@ pub(crate) fn scale_positive(acc: i32, multiplier: i32, shift: i32) -> i32 {
 }
 
 /// [`multiply_by_quantized_multiplier`] of any accumulator `acc` with `multiplier` ≥ 0
-/// and `shift` ≤ 0: the same value, in one signed long multiply-accumulate and the
-/// rounding division's few steps. The doubling high multiply of a product `ab` (never
-/// saturating: `multiplier` ≥ 0) is `(ab + 2^30) >> 31` whatever its sign: for `ab < 0`
-/// gemmlowp's nudge is `1 − 2^30` and C's division truncates toward zero, and truncating
-/// `(ab + 1 − 2^30) / 2^31` is flooring `(ab + 1 − 2^30 + 2^31 − 1) / 2^31`. The rounding
-/// division by `2^r` is gemmlowp's (ties away from zero). Other arguments give unspecified
-/// values, never a panic.
+/// and `shift` ≤ 0: the same value, from the magnitude in unsigned arithmetic. The
+/// doubling high multiply of a negative product `−|acc|·m` is `−((|acc|·m + 2^30 − 1) >> 31)`
+/// (its nudge is `1 − 2^30` and C's division truncates), and the rounding division of a
+/// value ≤ 0 is minus that of its magnitude (ties away from zero), so both signs take
+/// [`scale_positive`]'s steps with a nudge one smaller for the negative. Other arguments
+/// give unspecified values, never a panic.
 #[inline(always)]
 pub(crate) fn scale_right(acc: i32, multiplier: i32, shift: i32) -> i32 {
-    let high = ((i64::from(acc) * i64::from(multiplier) + (1 << 30)) >> 31) as i32;
+    let negative = acc < 0;
+    let product = u64::from(acc.unsigned_abs()) * u64::from(multiplier as u32);
+    let high = ((product + (1 << 30) - u64::from(negative)) >> 31) as u32;
     let r = (-shift).clamp(0, 31) as u32;
-    let mask = (1u32 << r).wrapping_sub(1) as i32;
-    let threshold = (mask >> 1) + i32::from(high < 0);
-    (high >> r).wrapping_add(i32::from(high & mask > threshold))
+    let scaled = (high.wrapping_add((1u32 << r) >> 1) >> r) as i32;
+    if negative {
+        scaled.wrapping_neg()
+    } else {
+        scaled
+    }
 }
 
 #[cfg(test)]
