@@ -49,7 +49,9 @@ use infer_core::stack::facts::{
     holds, known, Facts, ALL, FAST_POOL, FOUR, LOGITS, NONE, PREPARED_CONV, PREPARED_DENSE,
 };
 use infer_core::stack::prepared::Preparation;
-use infer_core::stack::stages::{facts_of, plan_file, shapes_of, Kernel, Parts, Pixels, Stage};
+use infer_core::stack::stages::{
+    depthwise_covered, facts_of, plan_file, shapes_of, Kernel, Parts, Pixels, Stage,
+};
 use infer_core::stack::Op;
 use infer_core::stack::StackFile;
 use std::env;
@@ -212,6 +214,10 @@ pub struct Network {
     /// (`infer_core::stack::stages::facts_of`; the pixels at once and whether the stage
     /// writes the logits are added when the code is generated).
     pub facts: Vec<Facts>,
+    /// For each operation, whether it is a depthwise conv whose every channel goes through
+    /// the four-channel kernels (`infer_core::kernels::depthwise::covered_by_quads`): its
+    /// layer is compiled without the other ways.
+    pub depthwise_covered: Vec<bool>,
 }
 
 impl Network {
@@ -236,6 +242,9 @@ impl Network {
                 .map(|stage| {
                     Parts::of(&file, stage).map_or(NONE, |p| facts_of(&p, Pixels::Four, false))
                 })
+                .collect(),
+            depthwise_covered: (0..file.ops.len())
+                .map(|index| depthwise_covered(&file, index))
                 .collect(),
         })
     }
@@ -396,7 +405,7 @@ impl Network {
         let mut out = generate(
             &self.model,
             self.spec.as_deref(),
-            (&self.plan, &facts),
+            (&self.plan, &facts, &self.depthwise_covered),
             &self.ram(),
             prepared,
         );
@@ -648,7 +657,7 @@ impl Ram {
 fn generate(
     model: &str,
     spec: Option<&str>,
-    (plan, facts): (&Plan, &[Facts]),
+    (plan, facts, covered): (&Plan, &[Facts], &[bool]),
     ram: &Ram,
     prepared: bool,
 ) -> String {
@@ -736,7 +745,9 @@ fn generate(
                 used.depthwise = true;
                 let same = g.window.padding == Padding::Same;
                 let fields = generic_list(&op.kind);
-                ("<'a>", format!("DepthwiseConv2d<'a, {fields}, {same}>"))
+                let covered = covered.get(i).copied().unwrap_or(false);
+                let ty = format!("DepthwiseConv2d<'a, {fields}, {same}, {covered}>");
+                ("<'a>", ty)
             }
             OpShape::AvgPool2d { geometry: g, .. } => {
                 used.avg_pool = true;

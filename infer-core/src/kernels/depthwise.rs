@@ -162,7 +162,11 @@ pub const fn padded_words(g: &DepthwiseGeometry) -> usize {
 /// its channels in `acc` (at least [`depthwise_scratch_words`] words), each kernel tap
 /// inside the input adding one input pixel times one weight row. Short slices compute
 /// less, never panic.
-pub fn depthwise_i8(
+///
+/// `COVERED`: compiled for a conv whose every channel goes through the four-channel
+/// kernels ([`covered_by_quads`]), without the other ways (some 7 KiB of Cortex-M4 code):
+/// a conv that is not computes less. The typed layer checks it when the model loads.
+pub fn depthwise_i8<const COVERED: bool>(
     g: &DepthwiseGeometry,
     input: &[i8],
     input_offset: i32,
@@ -178,10 +182,43 @@ pub fn depthwise_i8(
         weights,
         requant,
     };
-    let done = conv.by_groups(acc, output, true);
-    if !done {
+    let done = conv.by_groups(acc, output, true, COVERED);
+    if !done && !COVERED {
         conv.by_pixels(acc, output);
     }
+}
+
+/// Whether [`depthwise_i8`], with [`depthwise_scratch_words`] of scratch, computes every
+/// channel of the conv through its four-channel kernels ([`dsp::dw_quads`], and on Helium
+/// cores `mve::dw_group`): a multiplier of 1, at most [`MAX_TAPS`] kernel taps, whole quads
+/// of channels, the whole int8 clamp, every group's requantization and sums within the
+/// kernels' reach, and its output pixels from a zero-padded copy or in blocks (more than
+/// nine). What a build may compile it for (`COVERED`).
+pub fn covered_by_quads(
+    g: &DepthwiseGeometry,
+    input_offset: i32,
+    weights: &[u8],
+    requant: &ChannelRequant<'_>,
+) -> bool {
+    let conv = Operands {
+        g,
+        input: &[],
+        input_offset,
+        weights,
+        requant,
+    };
+    let Some(plan) = conv.plan() else {
+        return false;
+    };
+    // As `by_groups` decides: a padded copy (`Operands::padded`), else blocks.
+    let zero_point = input_offset
+        .checked_neg()
+        .and_then(|z| i8::try_from(z).ok());
+    let padded = conv.copy_pays() && zero_point.is_some();
+    g.in_c % 4 == 0
+        && rq_clamp_is_int8(requant)
+        && (padded || g.out_h() * g.out_w() > 9)
+        && (0..g.in_c / 4).all(|q| Operands::group_params(&plan, 4 * q).is_some())
 }
 
 /// The operands of one depthwise conv, for its ways of computing.
@@ -462,7 +499,14 @@ impl Operands<'_, '_> {
     /// [`Operands::quad`] if `quads` and it takes them (from their zero-padded copy in
     /// `scratch` where it fits, [`padded_words`]), else the bytes way; false (nothing
     /// computed) for other convs.
-    fn by_groups(&self, scratch: &mut [u32], output: &mut [i8], quads: bool) -> bool {
+    #[inline(always)]
+    fn by_groups(
+        &self,
+        scratch: &mut [u32],
+        output: &mut [i8],
+        quads: bool,
+        covered: bool,
+    ) -> bool {
         let Some(plan) = self.plan() else {
             return false;
         };
@@ -488,12 +532,14 @@ impl Operands<'_, '_> {
                 None if blocks => Self::quad(&plan, c0, None, true, output),
                 None => None,
             };
-            if done.is_none() {
+            if done.is_none() && !covered {
                 Self::channel_group::<4, Bytes>(&plan, c0, output);
             }
         }
-        for c0 in quads..g.in_c {
-            Self::channel_group::<1, Bytes>(&plan, c0, output);
+        if !covered {
+            for c0 in quads..g.in_c {
+                Self::channel_group::<1, Bytes>(&plan, c0, output);
+            }
         }
         true
     }
@@ -957,7 +1003,7 @@ pub(crate) mod tests {
             depthwise_i8_reference(&g, &input, offset, &weights, &rq.view(), &mut want);
             let mut got = vec![0i8; len];
             let mut acc = vec![0u32; depthwise_scratch_words(&g)];
-            depthwise_i8(&g, &input, offset, &weights, &rq.view(), &mut acc, &mut got);
+            depthwise_i8::<false>(&g, &input, offset, &weights, &rq.view(), &mut acc, &mut got);
             assert_eq!(got, want, "{g:?}");
             let view = rq.view();
             let conv = Operands::of(&g, &input, offset, &weights, &view);
@@ -993,7 +1039,7 @@ pub(crate) mod tests {
         fn by_groups_match(&self, want: &[i8]) -> bool {
             let mut got = vec![0i8; want.len()];
             let mut scratch = vec![0u32; depthwise_scratch_words(self.g)];
-            if !self.by_groups(&mut scratch, &mut got, false) {
+            if !self.by_groups(&mut scratch, &mut got, false, false) {
                 return false;
             }
             assert_eq!(
@@ -1003,7 +1049,7 @@ pub(crate) mod tests {
             );
             for (way, scratch) in [("blocks", &mut [][..]), ("padded", &mut scratch[..])] {
                 got.fill(0);
-                assert!(self.by_groups(scratch, &mut got, true));
+                assert!(self.by_groups(scratch, &mut got, true, false));
                 assert_eq!(
                     got, want,
                     "quads ({way}), offset {} {:?}",
@@ -1062,6 +1108,7 @@ pub(crate) mod tests {
         // through `dsp::dw_quads`, whatever the kernel (up to 3 × 3 and 1 × 9), strides,
         // padding and map; its results are the reference's.
         let mut rng = TestRng(0x0D5F);
+        let mut covered_maps = 0;
         for case in 0..400 {
             let (k_h, k_w) = if case % 10 == 9 {
                 (1, 9)
@@ -1116,7 +1163,22 @@ pub(crate) mod tests {
                 assert!(Operands::quad(&plan, c0, Some(&mut *copy), true, &mut got).is_some());
             }
             assert_eq!(got, want, "padded {g:?}");
+            // Covered (`depthwise_i8` takes the padded copy or the blocks) where the copy
+            // pays or the map has more than nine output pixels; compiled for it, the same.
+            let covered = covered_by_quads(&g, offset, &weights, &view);
+            assert_eq!(covered, conv.copy_pays() || len / g.in_c > 9, "{g:?}");
+            if covered {
+                covered_maps += 1;
+                got.fill(0);
+                depthwise_i8::<true>(&g, &input, offset, &weights, &view, &mut scratch, &mut got);
+                assert_eq!(got, want, "covered {g:?}");
+            }
+            // A clamp narrower than int8 (a fused activation): not covered.
+            let mut narrow = rq.view();
+            narrow.activation_min = -127;
+            assert!(!covered_by_quads(&g, offset, &weights, &narrow));
         }
+        assert!(covered_maps > 100, "{covered_maps}");
     }
 
     #[test]
@@ -1146,7 +1208,7 @@ pub(crate) mod tests {
             activation_max: 127,
         };
         let mut out = [0i8; 8];
-        depthwise_i8(
+        depthwise_i8::<false>(
             &g,
             &[10, 20, -10, 4],
             0,

@@ -10,8 +10,8 @@ use super::dense::dense_words;
 use super::facts::{self, Facts, Known, KnownFacts, Unknown};
 use super::format::{input_offset, Op, Padding, StackFile};
 use super::stages::{
-    dense_part, facts_of, general_words, run_chain, run_general, run_general_logits,
-    run_general_rows, ConvPart, DensePart, Out, Parts, Pixels,
+    dense_part, depthwise_covered, facts_of, general_words, run_chain, run_general,
+    run_general_logits, run_general_rows, ConvPart, DensePart, Out, Parts, Pixels,
 };
 use crate::kernels::average_pool::{average_pool, AvgPoolGeometry};
 use crate::kernels::conv::{out_dim, ConvGeometry};
@@ -333,7 +333,10 @@ fn expect_window(
 
 /// Depthwise convolution: `IH × IW × C` input, `M` output channels per input channel, a
 /// `KH × KW` kernel with strides `SH` and `SW`, same padding if `SAME`; the fused activation
-/// (its output range) comes from the model.
+/// (its output range) comes from the model. With `COVERED`, compiled for a conv whose every
+/// channel goes through the four-channel kernels
+/// ([`crate::kernels::depthwise::covered_by_quads`], checked when the model loads), the other
+/// ways left out.
 #[derive(Debug, Clone, Copy)]
 pub struct DepthwiseConv2d<
     'a,
@@ -346,6 +349,7 @@ pub struct DepthwiseConv2d<
     const SH: usize,
     const SW: usize,
     const SAME: bool,
+    const COVERED: bool = false,
 > {
     weights: &'a [u8],
     requant: ChannelRequant<'a>,
@@ -363,7 +367,8 @@ impl<
         const SH: usize,
         const SW: usize,
         const SAME: bool,
-    > DepthwiseConv2d<'a, IH, IW, C, M, KH, KW, SH, SW, SAME>
+        const COVERED: bool,
+    > DepthwiseConv2d<'a, IH, IW, C, M, KH, KW, SH, SW, SAME, COVERED>
 {
     const GEOMETRY: DepthwiseGeometry = DepthwiseGeometry {
         in_h: IH,
@@ -394,7 +399,8 @@ impl<
         const SH: usize,
         const SW: usize,
         const SAME: bool,
-    > Layer<'a> for DepthwiseConv2d<'a, IH, IW, C, M, KH, KW, SH, SW, SAME>
+        const COVERED: bool,
+    > Layer<'a> for DepthwiseConv2d<'a, IH, IW, C, M, KH, KW, SH, SW, SAME, COVERED>
 {
     const IN: usize = IH * IW * C;
     const OUT: usize = Self::GEOMETRY.out_h() * Self::GEOMETRY.out_w() * C * M;
@@ -425,6 +431,14 @@ impl<
             &g.window,
             &Self::GEOMETRY.window,
         )?;
+        if COVERED && !depthwise_covered(file, index) {
+            return Err(Error::OpMismatch {
+                op: index as u16,
+                what: "depthwise channels through the four-channel kernels (0 no, 1 yes)",
+                found: 0,
+                compiled: 1,
+            });
+        }
         Ok(Self {
             weights: d.params.weights,
             requant: ChannelRequant::from_params_clamped(&d.params, d.min, d.max),
@@ -433,7 +447,7 @@ impl<
     }
 
     fn run(&self, input: &[i8], patch: &mut [u32], output: &mut [i8]) {
-        depthwise_i8(
+        depthwise_i8::<COVERED>(
             &Self::GEOMETRY,
             input,
             self.input_offset,

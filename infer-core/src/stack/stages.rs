@@ -934,7 +934,7 @@ pub fn run_alone(
             if reference {
                 depthwise_i8_reference(&g, input, offset, d.params.weights, &requant, output);
             } else {
-                depthwise_i8(&g, input, offset, d.params.weights, &requant, words, output);
+                depthwise_i8::<false>(&g, input, offset, d.params.weights, &requant, words, output);
             }
         }
         Some(Op::AvgPool2d(p)) => {
@@ -947,6 +947,18 @@ pub fn run_alone(
         }
         _ => {}
     }
+}
+
+/// Whether operation `index` of `file` is a depthwise conv whose every channel goes through
+/// the four-channel kernels ([`crate::kernels::depthwise::covered_by_quads`]): what its
+/// typed layer may be compiled for.
+pub fn depthwise_covered(file: &StackFile<'_>, index: usize) -> bool {
+    let Some(Op::DepthwiseConv2d(d)) = file.ops.get(index) else {
+        return false;
+    };
+    let requant = ChannelRequant::from_params_clamped(&d.params, d.min, d.max);
+    let offset = input_offset(file, index);
+    crate::kernels::depthwise::covered_by_quads(&d.geometry(), offset, d.params.weights, &requant)
 }
 
 /// The requantization of add operation `index` of `file` (`None` for another operation):

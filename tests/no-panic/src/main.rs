@@ -198,6 +198,8 @@ fn stack_fused(bytes: &[u8], image: &[i8; 784], a: &mut [i8; A]) -> Result<[i32;
 // conv of stride 2 with same padding as visual wake words', and the pool and classifier).
 type Kws0<'a> = Conv2d<'a, 49, 10, 1, 10, 4, 64, 2, true, true>;
 type Kws1<'a> = DepthwiseConv2d<'a, 25, 5, 64, 1, 3, 3, 1, 1, true>;
+/// The same conv compiled for channels that all go through the four-channel kernels.
+type Kws1Covered<'a> = DepthwiseConv2d<'a, 25, 5, 64, 1, 3, 3, 1, 1, true, true>;
 type Vww<'a> = DepthwiseConv2d<'a, 25, 5, 64, 2, 3, 3, 2, 2, true>;
 type KwsPool = AvgPool2d<25, 5, 64, 25, 5, 25, 5, false>;
 type KwsDense<'a> = Dense<'a, 64, 12, false>;
@@ -225,7 +227,10 @@ fn stack_imported(bytes: &[u8], input: &[i8; 490]) -> Result<[i32; 12], Error> {
     let mut patch = [0u32; IMPORTED_PATCH];
     let mut logits = [0i32; 12];
     ops.0.run(input, &mut patch, &mut a);
-    ops.1.run(&a, &mut patch, &mut b);
+    match Kws1Covered::from_file(&file, 1) {
+        Ok(covered) => covered.run(&a, &mut patch, &mut b),
+        Err(_) => ops.1.run(&a, &mut patch, &mut b),
+    }
     ops.2.run(&b, &mut patch, &mut a);
     ops.3.run(&a, &mut patch, &mut b);
     ops.4.run_logits(&b, &mut patch, &mut logits);
