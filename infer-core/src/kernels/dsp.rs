@@ -2143,12 +2143,7 @@ pub(crate) fn relu_fits(
     channels: usize,
     out: Option<&[i8]>,
 ) -> bool {
-    channels > 0
-        && values.len() >= channels
-        && out.is_none_or(|o| o.len() >= values.len() / channels * channels)
-        && rq.bias.len() / 4 >= channels
-        && rq.multiplier.len() / 4 >= channels
-        && rq.shift.len() >= channels
+    rq.positions_fit(values, channels, out)
         && rq.activation_min == rq.output_offset
         && (-128..=127).contains(&rq.output_offset)
         && rq.activation_max == 127
@@ -2281,6 +2276,124 @@ pub fn requantize_relu_portable(
         };
         value as i8
     });
+}
+
+/// Requantizes whole positions of accumulators as [`requantize_relu`] does (into `out`, or
+/// narrowed in place), each sum with its bias through [`ChannelRequant::apply`], for a
+/// monotonic requantization (every shift ≤ 0, multipliers ≥ 0; callers check) whose clamp
+/// is the whole int8 range (no fused activation: a conv before an add). A shift > 0 or a
+/// multiplier < 0 gives other (unspecified) values, never a panic.
+///
+/// A loop of assembly on the Cortex-M3 and DSP cores where the sizes fit (whole positions,
+/// parameters for every channel, a byte in `out` for each value): each sum's magnitude
+/// scaled as `requant::scale_right` scales it (one `UMULL`, the nudge one smaller for a
+/// negative sum), its sign put back, the zero point added and the value saturated to
+/// int8, in 26 instructions (some 70 through `requantize_each` on the Cortex-M4F);
+/// elsewhere `requantize_each`.
+#[inline(always)]
+pub fn requantize_int8(
+    rq: &ChannelRequant<'_>,
+    values: &mut [u32],
+    channels: usize,
+    out: Option<&mut [i8]>,
+) {
+    #[cfg(all(infer_core_long_multiply, not(infer_core_mve)))]
+    if int8_fits(rq, values, channels, out.as_deref()) {
+        requantize_int8_asm(rq, values, channels, out);
+        return;
+    }
+    rq.requantize_each(values, channels, out);
+}
+
+/// Whether [`requantize_int8`]'s assembly can run: as [`relu_fits`], the clamp the whole
+/// int8 range.
+#[cfg(all(infer_core_long_multiply, not(infer_core_mve)))]
+fn int8_fits(rq: &ChannelRequant<'_>, values: &[u32], channels: usize, out: Option<&[i8]>) -> bool {
+    rq.positions_fit(values, channels, out) && rq.activation_min == -128 && rq.activation_max == 127
+}
+
+/// [`requantize_int8`]'s assembly, where `int8_fits`.
+#[cfg(all(infer_core_long_multiply, not(infer_core_mve)))]
+#[inline(never)]
+fn requantize_int8_asm(
+    rq: &ChannelRequant<'_>,
+    values: &mut [u32],
+    channels: usize,
+    out: Option<&mut [i8]>,
+) {
+    let Some(positions) = values.len().checked_div(channels) else {
+        return;
+    };
+    // Registers as in `requantize_relu_dsp`: the next sum r0 and the next byte r11, the
+    // ends of the biases r1, multipliers r2 and shifts r3, the channel r4 (from −channels
+    // up to 0), the zero point r5, the channels lr; positions left on the stack. Per value:
+    // the sum r8, its sign (0 or −1) r9, then its magnitude r8 times the multiplier r12
+    // into r10 (low) r12 (high); the nudge `2^30 − 1` for a negative sum, `2^30` else
+    // (r8), added; `ORRS` leaves the high word shifted in with C = 0 (its top bit: the
+    // product is below 2^62), so that `LSRS` by a shift of 0 leaves C = 0 for `ADC`.
+    // The signed value, saturated to 9 bits, plus the zero point, saturated to 8: the
+    // saturating sum's value, whatever the magnitude.
+    let bytes = match out {
+        Some(out) => out.as_mut_ptr(),
+        None => values.as_mut_ptr().cast::<i8>(),
+    };
+    // SAFETY: as `requantize_relu_dsp`'s: for each of `values.len() / channels` (≥ 1)
+    // positions it reads the position's `channels` words of `values` in order and writes as
+    // many bytes of `out`, or of `values` (at or before the words, read first), checked by
+    // the caller (`int8_fits`); it reads words i < `channels` of the biases and multipliers
+    // and byte i of the shifts (each at least `channels` long, checked; the ends passed
+    // lie within or one past them; word loads may be unaligned on these cores). It pushes
+    // one word and pops it, and declares every register it writes.
+    unsafe {
+        asm!(
+            "push {{r9}}",
+            "3:",
+            "rsb r4, lr, #0",
+            "2:",
+            "ldr r8, [r0], #4",
+            "ldr r9, [r1, r4, lsl #2]",
+            "add r8, r8, r9",
+            "ldr r12, [r2, r4, lsl #2]",
+            "asr r9, r8, #31",
+            "eor r8, r8, r9",
+            "sub r8, r8, r9",
+            "umull r10, r12, r8, r12",
+            "add r8, r9, #0x40000000",
+            "adds r10, r10, r8",
+            "adc r12, r12, #0",
+            "lsr r10, r10, #31",
+            "orrs r12, r10, r12, lsl #1",
+            "ldrsb r8, [r3, r4]",
+            "rsb r8, r8, #0",
+            "lsrs r8, r12, r8",
+            "adc r8, r8, #0",
+            "eor r8, r8, r9",
+            "sub r8, r8, r9",
+            "ssat r8, #9, r8",
+            "add r8, r8, r5",
+            "ssat r8, #8, r8",
+            "strb r8, [r11], #1",
+            "adds r4, r4, #1",
+            "bne 2b",
+            "ldr r9, [sp]",
+            "subs r9, r9, #1",
+            "str r9, [sp]",
+            "bne 3b",
+            "add sp, #4",
+            inout("r0") values.as_ptr() => _,
+            in("r1") rq.bias.as_ptr().wrapping_add(4 * channels),
+            in("r2") rq.multiplier.as_ptr().wrapping_add(4 * channels),
+            in("r3") rq.shift.as_ptr().wrapping_add(channels),
+            out("r4") _,
+            in("r5") rq.output_offset,
+            out("r8") _,
+            inout("r9") positions => _,
+            out("r10") _,
+            inout("r11") bytes => _,
+            out("r12") _,
+            inout("lr") channels => _,
+        );
+    }
 }
 
 /// Whether `groups` groups fit `run` (four values each) and `patch` (two words, `step`

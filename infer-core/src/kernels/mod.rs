@@ -98,8 +98,9 @@ impl<'a> ChannelRequant<'a> {
     /// give −128. For a monotonic requantization only (every shift ≤ 0, which a stage that
     /// requantizes its windows' maxima has; callers check): on MVE cores every one takes
     /// [`mve::requantize_right`], elsewhere one with its floor at or above the zero point (a
-    /// ReLU) the shorter way of [`dsp::requantize_relu`] to the same values; with a left
-    /// shift those ways' values are unspecified. `relu` is [`Self::relu_floor`], which a
+    /// ReLU) the shorter way of [`dsp::requantize_relu`], any other
+    /// [`dsp::requantize_int8`], to the same values; with a left shift those ways' values are
+    /// unspecified. `relu` is [`Self::relu_floor`], which a
     /// caller may know at compile time.
     #[inline(always)]
     pub(crate) fn requantize_positions(
@@ -117,7 +118,25 @@ impl<'a> ChannelRequant<'a> {
             dsp::requantize_relu(self, values, channels, out);
             return;
         }
-        self.requantize_each(values, channels, out);
+        dsp::requantize_int8(self, values, channels, out);
+    }
+
+    /// Whether whole positions of `channels` accumulators (at least one) fit `values`, a
+    /// byte in `out` (if any) for each of their values, and parameters every channel: what
+    /// the requantizing loops of assembly need.
+    #[allow(dead_code)] // (Not on the Cortex-M0 nor the host.)
+    pub(crate) fn positions_fit(
+        &self,
+        values: &[u32],
+        channels: usize,
+        out: Option<&[i8]>,
+    ) -> bool {
+        channels > 0
+            && values.len() >= channels
+            && out.is_none_or(|o| o.len() >= values.len() / channels * channels)
+            && self.bias.len() / 4 >= channels
+            && self.multiplier.len() / 4 >= channels
+            && self.shift.len() >= channels
     }
 
     /// Whether the floor is at or above the output zero point (a ReLU's).

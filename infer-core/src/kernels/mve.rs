@@ -330,12 +330,7 @@ fn right_fits(
     out: Option<&[i8]>,
 ) -> bool {
     let int8 = -128..=127;
-    channels > 0
-        && values.len() >= channels
-        && out.is_none_or(|o| o.len() >= values.len() / channels * channels)
-        && rq.bias.len() / 4 >= channels
-        && rq.multiplier.len() / 4 >= channels
-        && rq.shift.len() >= channels
+    rq.positions_fit(values, channels, out)
         && int8.contains(&rq.activation_min)
         && int8.contains(&rq.activation_max)
 }

@@ -19,7 +19,8 @@ use cortex_m_semihosting::hprintln;
 use infer_core::kernels::add::{AddParams, AddTables, ADD_SCRATCH_WORDS};
 use infer_core::kernels::conv::Padding;
 use infer_core::kernels::depthwise::{
-    depthwise_i8, depthwise_i8_reference, depthwise_scratch_words, DepthwiseGeometry,
+    covered_by_quads, depthwise_i8, depthwise_i8_reference, depthwise_scratch_words,
+    DepthwiseGeometry,
 };
 use infer_core::kernels::dot::PatchWords;
 use infer_core::kernels::window::Window;
@@ -260,6 +261,34 @@ fn main() -> ! {
         dsp::requantize_relu(&rq, &mut got[..n], channels, Some(&mut bytes[..n]));
         check(
             "requantize_relu into bytes",
+            case,
+            bytes,
+            narrowed(&want, n),
+        );
+
+        // The same sums and parameters without a fused activation (the whole int8 clamp),
+        // sums of either sign and the extremes too, every one requantized exactly.
+        let whole = ChannelRequant {
+            activation_min: -128,
+            activation_max: 127,
+            ..rq
+        };
+        let mut extremes = sums;
+        extremes[0] = i32::MIN as u32;
+        extremes[n - 1] = i32::MAX as u32;
+        let (mut got, mut want) = (extremes, extremes);
+        dsp::requantize_int8(&whole, &mut got[..n], channels, None);
+        mve::requantize_right_portable(&whole, &mut want[..n], channels, None);
+        check(
+            "requantize_int8",
+            case,
+            narrowed(&got, n),
+            narrowed(&want, n),
+        );
+        let (mut got, mut bytes) = (extremes, [0i8; 64]);
+        dsp::requantize_int8(&whole, &mut got[..n], channels, Some(&mut bytes[..n]));
+        check(
+            "requantize_int8 into bytes",
             case,
             bytes,
             narrowed(&want, n),
@@ -642,7 +671,13 @@ fn main() -> ! {
             depthwise_scratch_words(&g)
         };
         let scratch = &mut scratch[..words];
-        depthwise_i8(&g, input, offset, w, &rq, scratch, &mut got[..n]);
+        // Compiled for channels that all go the four-channel way where they do (with the
+        // scratch a typed layer gives it).
+        if words == depthwise_scratch_words(&g) && covered_by_quads(&g, offset, w, &rq) {
+            depthwise_i8::<true>(&g, input, offset, w, &rq, scratch, &mut got[..n]);
+        } else {
+            depthwise_i8::<false>(&g, input, offset, w, &rq, scratch, &mut got[..n]);
+        }
         depthwise_i8_reference(&g, input, offset, w, &rq, &mut want[..n]);
         check("depthwise_i8", case, got, want);
         checked += 1;
