@@ -2312,6 +2312,37 @@ fn int8_fits(rq: &ChannelRequant<'_>, values: &[u32], channels: usize, out: Opti
     rq.positions_fit(values, channels, out) && rq.activation_min == -128 && rq.activation_max == 127
 }
 
+/// The sum in r8 (its bias added) scaled by the multiplier in r12 and the shift that
+/// `$shift` loads into r8, as `requant::scale_right` scales it (a multiplier ≥ 0, a shift
+/// ≤ 0): its sign r9 (0 or −1), its magnitude times the multiplier into r10 (low) r12
+/// (high), the nudge `2^30`, one smaller for a negative sum (r8), added; `ORRS` leaves the
+/// doubling high multiply in r12 with C = 0 (its top bit: the product is below 2^62), so
+/// that `LSRS` by a shift of 0 leaves C = 0 for `ADC`, which rounds; then the sign put
+/// back. The scaled value in r8.
+#[cfg(infer_core_long_multiply)]
+macro_rules! signed_scale {
+    ($shift:literal) => {
+        concat!(
+            "asr r9, r8, #31\n",
+            "eor r8, r8, r9\n",
+            "sub r8, r8, r9\n",
+            "umull r10, r12, r8, r12\n",
+            "add r8, r9, #0x40000000\n",
+            "adds r10, r10, r8\n",
+            "adc r12, r12, #0\n",
+            "lsr r10, r10, #31\n",
+            "orrs r12, r10, r12, lsl #1\n",
+            $shift,
+            "\n",
+            "rsb r8, r8, #0\n",
+            "lsrs r8, r12, r8\n",
+            "adc r8, r8, #0\n",
+            "eor r8, r8, r9\n",
+            "sub r8, r8, r9\n",
+        )
+    };
+}
+
 /// [`requantize_int8`]'s assembly, where `int8_fits`.
 #[cfg(all(infer_core_long_multiply, not(infer_core_mve)))]
 #[inline(never)]
@@ -2326,13 +2357,10 @@ fn requantize_int8_asm(
     };
     // Registers as in `requantize_relu_dsp`: the next sum r0 and the next byte r11, the
     // ends of the biases r1, multipliers r2 and shifts r3, the channel r4 (from −channels
-    // up to 0), the zero point r5, the channels lr; positions left on the stack. Per value:
-    // the sum r8, its sign (0 or −1) r9, then its magnitude r8 times the multiplier r12
-    // into r10 (low) r12 (high); the nudge `2^30 − 1` for a negative sum, `2^30` else
-    // (r8), added; `ORRS` leaves the high word shifted in with C = 0 (its top bit: the
-    // product is below 2^62), so that `LSRS` by a shift of 0 leaves C = 0 for `ADC`.
-    // The signed value, saturated to 9 bits, plus the zero point, saturated to 8: the
-    // saturating sum's value, whatever the magnitude.
+    // up to 0), the zero point r5, the channels lr; positions left on the stack. Per value
+    // the sum r8 and the multiplier r12, scaled (`signed_scale`); the signed value,
+    // saturated to 9 bits, plus the zero point, saturated to 8: the saturating sum's
+    // value, whatever the magnitude.
     let bytes = match out {
         Some(out) => out.as_mut_ptr(),
         None => values.as_mut_ptr().cast::<i8>(),
@@ -2354,21 +2382,7 @@ fn requantize_int8_asm(
             "ldr r9, [r1, r4, lsl #2]",
             "add r8, r8, r9",
             "ldr r12, [r2, r4, lsl #2]",
-            "asr r9, r8, #31",
-            "eor r8, r8, r9",
-            "sub r8, r8, r9",
-            "umull r10, r12, r8, r12",
-            "add r8, r9, #0x40000000",
-            "adds r10, r10, r8",
-            "adc r12, r12, #0",
-            "lsr r10, r10, #31",
-            "orrs r12, r10, r12, lsl #1",
-            "ldrsb r8, [r3, r4]",
-            "rsb r8, r8, #0",
-            "lsrs r8, r12, r8",
-            "adc r8, r8, #0",
-            "eor r8, r8, r9",
-            "sub r8, r8, r9",
+            signed_scale!("ldrsb r8, [r3, r4]"),
             "ssat r8, #9, r8",
             "add r8, r8, r5",
             "ssat r8, #8, r8",
@@ -2392,6 +2406,66 @@ fn requantize_int8_asm(
             inout("r11") bytes => _,
             out("r12") _,
             inout("lr") channels => _,
+        );
+    }
+}
+
+/// [`super::dense::logits_of`] for a model's logits layer, whose requantization loading
+/// checked (multipliers ≥ 0, shifts in `-31..=0`, output zero point 0; other parameters
+/// give other, unspecified, values, never a panic): the same wide logits.
+///
+/// A loop of assembly on the Cortex-M3 and DSP cores (22 instructions a logit, some 40
+/// through `logits_of`): each sum's magnitude scaled as `requant::scale_right` scales it,
+/// as [`requantize_int8`] does, its sign put back; elsewhere `logits_of`.
+#[inline(always)]
+pub fn logits_right(rq: &ChannelRequant<'_>, acc: &[u32], logits: &mut [i32]) {
+    #[cfg(infer_core_long_multiply)]
+    {
+        let n = logits.len().min(acc.len()).min(rq.shift.len());
+        let n = n.min(rq.bias.len() / 4).min(rq.multiplier.len() / 4);
+        if n > 0 {
+            logits_right_asm(rq, acc, &mut logits[..n]);
+        }
+    }
+    #[cfg(not(infer_core_long_multiply))]
+    super::dense::logits_of(rq, acc, logits);
+}
+
+/// [`logits_right`]'s assembly, for `logits.len()` (≥ 1) logits whose sums and parameters
+/// the caller checked are there.
+#[cfg(infer_core_long_multiply)]
+#[inline(never)]
+fn logits_right_asm(rq: &ChannelRequant<'_>, acc: &[u32], logits: &mut [i32]) {
+    // Registers: the sums r0, biases r1, multipliers r2, shifts r3 and logits r11 walking
+    // on, the logits left lr; per logit the sum r8 and the multiplier r12, scaled
+    // (`signed_scale`, which writes r9 and r10 too).
+    // SAFETY: the loop runs `logits.len()` (≥ 1) times, reading that many words of `acc`,
+    // of the biases and the multipliers (word loads may be unaligned on these cores) and
+    // bytes of the shifts, and writing that many words of `logits`: the caller checked
+    // each is at least that long. It touches no stack and declares every register it
+    // writes.
+    unsafe {
+        asm!(
+            "2:",
+            "ldr r8, [r0], #4",
+            "ldr r9, [r1], #4",
+            "add r8, r8, r9",
+            "ldr r12, [r2], #4",
+            signed_scale!("ldrsb r8, [r3], #1"),
+            "str r8, [r11], #4",
+            "subs lr, lr, #1",
+            "bne 2b",
+            inout("r0") acc.as_ptr() => _,
+            inout("r1") rq.bias.as_ptr() => _,
+            inout("r2") rq.multiplier.as_ptr() => _,
+            inout("r3") rq.shift.as_ptr() => _,
+            out("r8") _,
+            out("r9") _,
+            out("r10") _,
+            inout("r11") logits.as_mut_ptr() => _,
+            out("r12") _,
+            inout("lr") logits.len() => _,
+            options(nostack),
         );
     }
 }

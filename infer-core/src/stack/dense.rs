@@ -15,11 +15,11 @@
 use super::facts::{self, holds, part, KnownFacts};
 use super::stages::{DensePart, Out, Pixels};
 use crate::kernels::add::AddTables;
-use crate::kernels::dense::{dense_unit, logits_of};
+use crate::kernels::dense::dense_unit;
 use crate::kernels::dot::{dot_i8_offset, dot_packed, PatchWords};
 use crate::kernels::dsp::{
     dense_quads, dense_rows, dense_wide_words, dense_widened_i8, halves_of_words, int8_of_words,
-    pack_groups, DenseRows,
+    logits_right, pack_groups, DenseRows,
 };
 use crate::kernels::mve::{dense_rows_i8, DenseRowsI8};
 use crate::kernels::pairs::{
@@ -302,8 +302,8 @@ pub(crate) fn finish_block<K: KnownFacts>(
                 return;
             };
             // From the sums (a copy, then the logits finished in place, would call
-            // `memcpy`).
-            logits_of(&rq, acc, logits);
+            // `memcpy`); the requantization is a logits layer's, which loading checked.
+            logits_right(&rq, acc, logits);
         }
         _ => {}
     }

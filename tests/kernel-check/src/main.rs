@@ -24,7 +24,7 @@ use infer_core::kernels::depthwise::{
 };
 use infer_core::kernels::dot::PatchWords;
 use infer_core::kernels::window::Window;
-use infer_core::kernels::{dsp, mve, pairs, ChannelRequant};
+use infer_core::kernels::{dense, dsp, mve, pairs, ChannelRequant};
 
 /// Random cases per kernel.
 const CASES: usize = 300;
@@ -293,6 +293,16 @@ fn main() -> ! {
             bytes,
             narrowed(&want, n),
         );
+
+        // The same sums and parameters as a logits layer's (zero point 0): wide logits.
+        let logits_rq = ChannelRequant {
+            output_offset: 0,
+            ..whole
+        };
+        let (mut got, mut want) = ([0i32; 64], [0i32; 64]);
+        dsp::logits_right(&logits_rq, &extremes[..n], &mut got[..n]);
+        dense::logits_of(&logits_rq, &extremes[..n], &mut want[..n]);
+        check("logits_right", case, got, want);
 
         // The same sums and parameters, a ReLU or any clamp inside int8 (either way round)
         // or none, every sum requantized exactly.
