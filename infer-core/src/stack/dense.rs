@@ -101,15 +101,36 @@ fn way(inputs: usize, units: usize, words: usize, facts: facts::Facts, widened: 
 /// [`crate::kernels::dense::dense_i8_logits`]). Short slices compute less, never panic.
 /// `K`: what the stage knows at compile time ([`super::facts`]); `alone`: the layer is its
 /// stage's only operation, so that what `K` knows of the working memory is of `words` (a
-/// stage that held the layer's input gives its conv's instead, [`super::stages::held_words`]).
+/// stage that held the layer's input gives its conv's instead, [`super::stages::held_words`],
+/// and its words for the units' sums to [`dense_with_sums`]).
 pub(crate) fn dense_direct<K: KnownFacts>(
     d: &DensePart<'_>,
     input: &[i8],
     words: &mut [u32],
     alone: bool,
+    out: Out<'_>,
+    add: Option<&AddTables<'_>>,
+) {
+    let mut sums = [0u32; BLOCK];
+    dense_with_sums::<K>(d, input, (words, &mut sums), alone, out, add);
+}
+
+/// [`dense_direct`] with `sums` for the units' sums, a block of `sums.len()` units at a
+/// time (all of them, if it has a word for each; else whole quads; none without four
+/// words).
+pub(crate) fn dense_with_sums<K: KnownFacts>(
+    d: &DensePart<'_>,
+    input: &[i8],
+    (words, sums): (&mut [u32], &mut [u32]),
+    alone: bool,
     mut out: Out<'_>,
     add: Option<&AddTables<'_>>,
 ) {
+    let block = if sums.len() >= d.units {
+        d.units
+    } else {
+        sums.len() / 4 * 4
+    };
     let n = d.inputs;
     let Some(input) = input.get(..n) else {
         return;
@@ -145,10 +166,9 @@ pub(crate) fn dense_direct<K: KnownFacts>(
         }
         _ => (&[], &[]),
     };
-    let mut sums = [0u32; BLOCK];
     let mut first = 0;
-    while first < d.units {
-        let count = (d.units - first).min(BLOCK);
+    while first < d.units && block > 0 {
+        let count = (d.units - first).min(block);
         let Some(acc) = sums.get_mut(..count) else {
             return;
         };

@@ -34,7 +34,7 @@
 //! layers. [`run_general`] computes any stage (any geometry and quantization), bit for bit
 //! as the unfused reference kernels do (tested on random geometries and quantizations).
 
-use super::dense::{dense_direct, dense_words, finish_block};
+use super::dense::{dense_direct, dense_with_sums, dense_words, finish_block};
 use super::facts::{self, holds, part, Facts, KnownFacts};
 use super::format::{input_offset, Op, StackFile, MAX_OPS};
 pub use super::shape::OpShape;
@@ -1560,8 +1560,10 @@ impl<'p, 'a, 'w, K: KnownFacts> StageRun<'p, 'a, 'w, K> {
             if self.held.is_empty() {
                 finish_block::<K>(d, 0, self.acc, &mut { output }, self.add.as_ref());
             } else {
+                // The sums in the stage's words for them, not on the stack.
                 let input = int8_of_words(self.held);
-                dense_direct::<K>(d, input, self.patch, false, output, self.add.as_ref());
+                let words = (self.patch, self.acc);
+                dense_with_sums::<K>(d, input, words, false, output, self.add.as_ref());
             }
         }
     }
