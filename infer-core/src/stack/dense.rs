@@ -18,8 +18,8 @@ use crate::kernels::add::AddTables;
 use crate::kernels::dense::dense_unit;
 use crate::kernels::dot::{dot_i8_offset, dot_packed, PatchWords};
 use crate::kernels::dsp::{
-    dense_quads, dense_rows, dense_wide_words, dense_widened_i8, halves_of_words, int8_of_words,
-    logits_right, pack_groups, DenseRows,
+    dense_quads, dense_quads_widened, dense_rows, dense_wide_words, dense_widened_i8,
+    halves_of_words, int8_of_words, logits_right, pack_groups, DenseRows,
 };
 use crate::kernels::mve::{dense_rows_i8, DenseRowsI8};
 use crate::kernels::pairs::{
@@ -41,6 +41,13 @@ pub const fn dense_words(inputs: usize, pixels: Pixels) -> usize {
         Pixels::One => 0,
     }
 }
+
+/// Units from which a DSP core packs a dense layer's input once (where its working memory
+/// holds it) rather than widening it in registers for every quad of units: a group of four
+/// values costs some 9 instructions to pack, then 11 a quad ([`dense_quads_widened`]), or
+/// 13 a quad widened each time ([`dense_widened_i8`]; MLPerf Tiny's anomaly detection, of
+/// 128-unit layers, took 6.6 % more instructions so).
+const WIDENED_UNITS: usize = 24;
 
 /// How a layer's units are computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +92,7 @@ fn way(inputs: usize, units: usize, words: usize, facts: facts::Facts, widened: 
     }
     if cfg!(infer_core_mve) {
         Way::Int8
-    } else if cfg!(infer_core_dsp) && widened {
+    } else if cfg!(infer_core_dsp) && widened && (!packs || units < WIDENED_UNITS) {
         Way::Widened
     } else if cfg!(infer_core_dsp) && packs {
         Way::Packed
@@ -198,10 +205,21 @@ pub(crate) fn dense_with_sums<K: KnownFacts>(
                     channels: n,
                     stride: n,
                 };
-                // The block's whole quads from whole 32s of inputs.
-                if n % 32 == 0 {
-                    dense_quads(&rows, acc);
-                    done = count / 4 * 4;
+                // The block's whole quads from the widened rows if the model has them (its
+                // first unit is a multiple of 4: the quads are the layer's), else from
+                // whole 32s of inputs. (Where the stage knows it has them, the int8 quads
+                // go unlinked: rows that do not fit leave every unit to the pairs below.)
+                let block = first / 4 * dense_wide_words(n, 4);
+                match widened_rows.and_then(|w| w.get(block..)) {
+                    Some(wide) => {
+                        dense_quads_widened(patch, wide, (n, 2 * n), acc);
+                        done = count / 4 * 4;
+                    }
+                    None if !widened && n % 32 == 0 => {
+                        dense_quads(&rows, acc);
+                        done = count / 4 * 4;
+                    }
+                    None => {}
                 }
                 let rows = DenseRows {
                     weights: weights.get(done * n..).unwrap_or_default(),
