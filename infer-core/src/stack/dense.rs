@@ -192,8 +192,8 @@ pub(crate) fn dense_with_sums<K: KnownFacts>(
             Way::Widened => {
                 // The block's quads (its first unit is a multiple of 4: the quads are the
                 // layer's) and the layer's last pair, if in the block.
-                let block = first / 4 * dense_wide_words(n, 4);
-                if let Some(wide) = widened_rows.and_then(|w| w.get(block..)) {
+                let quads_at = first / 4 * dense_wide_words(n, 4);
+                if let Some(wide) = widened_rows.and_then(|w| w.get(quads_at..)) {
                     dense_widened_i8(input, d.input_offset, wide, n, acc);
                     done = count / 2 * 2;
                 }
@@ -209,8 +209,8 @@ pub(crate) fn dense_with_sums<K: KnownFacts>(
                 // first unit is a multiple of 4: the quads are the layer's), else from
                 // whole 32s of inputs. (Where the stage knows it has them, the int8 quads
                 // go unlinked: rows that do not fit leave every unit to the pairs below.)
-                let block = first / 4 * dense_wide_words(n, 4);
-                match widened_rows.and_then(|w| w.get(block..)) {
+                let quads_at = first / 4 * dense_wide_words(n, 4);
+                match widened_rows.and_then(|w| w.get(quads_at..)) {
                     Some(wide) => {
                         dense_quads_widened(patch, wide, (n, 2 * n), acc);
                         done = count / 4 * 4;

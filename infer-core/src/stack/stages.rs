@@ -280,7 +280,7 @@ const STREAMED_UNITS: usize = 16;
 /// streamed layer takes each position's values as they come, a call and the values'
 /// packing per position, which a layer of few units does not amortize. Two-blocks' 800 →
 /// 10 layer (25 positions of 32 values) on the Cortex-M4F: streamed 1.96 instructions per
-/// multiply-accumulate, held 0.96 for 800 bytes more. A small-RAM build
+/// multiply-accumulate, held 0.93 for 800 bytes more. A small-RAM build
 /// ([`Pixels::One`]) streams every layer; the default one holds inputs of at most
 /// `HELD_INPUTS` (1,024) values for layers of fewer than `STREAMED_UNITS` (16) units.
 /// (The unit tests hold the input of every other layer, by its sizes' parity, so that
