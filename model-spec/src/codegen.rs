@@ -66,9 +66,10 @@ use std::path::{Path, PathBuf};
 /// (1,840 B for a six-operation stack with wide i32 logits). 256 B more since the
 /// firmware's inference is the network's only caller and LLVM inlines its stages into one
 /// frame (MLPerf Tiny keyword spotting's inference stack on the M55 1,980 -> 2,164 B, its
-/// run 210 B over the estimate before); `tests/tests/stack_firmware.rs` and
+/// run 210 B over the estimate before), and 128 B more since a depthwise conv's set-up is
+/// inlined into it (the same, 2,164 -> 2,280 B); `tests/tests/stack_firmware.rs` and
 /// `tests/tests/imported_firmware.rs` check every run stays within the estimate.
-pub const RUN_STACK: usize = 2176;
+pub const RUN_STACK: usize = 2304;
 
 /// Stack each operation adds while the firmware classifies: its typed layer lives in
 /// `main`'s frame (56–64 B on the Cortex-M for a conv, depthwise conv or dense layer, their
