@@ -2165,7 +2165,78 @@ macro_rules! offset_clamped {
     };
 }
 
-/// [`requantize_relu`]'s assembly, where `relu_fits`.
+/// A loop of assembly over whole positions of accumulators: each value's sum read and its
+/// bias added into r8, then `$body` (which leaves the int8 value in r8, or branches to a
+/// label of `$cold`, which the loop enters only by those branches), the byte stored; the
+/// loop of [`requantize_relu`] and [`requantize_int8`] (their functions return early if
+/// `channels` is 0).
+///
+/// Registers: the next sum r0 and the next byte r11 (both running on over the positions),
+/// the ends of the biases r1, multipliers r2 and shifts r3, the channel r4 (counting up
+/// from −channels to 0, an offset from those ends), the zero point r5, r8–r10 and r12 for
+/// `$body`, the channels lr; positions left on the stack. Value `i`'s byte is at or before
+/// its sum's word, which is read first: the narrowing in place overwrites only sums
+/// already read.
+#[cfg(all(infer_core_long_multiply, not(infer_core_mve)))]
+macro_rules! requantize_loop {
+    ($rq:expr, $values:expr, $channels:expr, $out:expr, [$($body:tt)*], [$($cold:tt)*]) => {{
+        let (rq, values, channels, out): (&ChannelRequant<'_>, &mut [u32], usize, Option<&mut [i8]>) =
+            ($rq, $values, $channels, $out);
+        // Positions, without a division the compiler cannot prove safe (the caller checked
+        // `channels` > 0; `checked_div` keeps the panic path out of the binary anyway).
+        let Some(positions) = values.len().checked_div(channels) else {
+            return;
+        };
+        // The bytes: `out`'s, or `values`' own.
+        let bytes = match out {
+            Some(out) => out.as_mut_ptr(),
+            None => values.as_mut_ptr().cast::<i8>(),
+        };
+        // SAFETY: for each of `values.len() / channels` (≥ 1) positions, it reads the
+        // position's `channels` words of `values` in order and writes as many bytes from
+        // the start of `out`, or of `values` (at or before the words, read first), on
+        // (within them, checked by the caller, `ChannelRequant::positions_fit`; words
+        // word-aligned), and reads words i < `channels` of the biases and the multipliers
+        // and byte i of the shifts (each at least `channels` long, checked, so the ends
+        // passed lie within or one past them; word loads may be unaligned on these cores).
+        // It pushes one word and pops it, and declares every register it writes.
+        unsafe {
+            asm!(
+                "push {{r9}}",
+                "3:",
+                "rsb r4, lr, #0",
+                "2:",
+                "ldr r8, [r0], #4",
+                "ldr r9, [r1, r4, lsl #2]",
+                "add r8, r8, r9",
+                $($body)*
+                "strb r8, [r11], #1",
+                "adds r4, r4, #1",
+                "bne 2b",
+                $($cold)*
+                "ldr r9, [sp]",
+                "subs r9, r9, #1",
+                "str r9, [sp]",
+                "bne 3b",
+                "add sp, #4",
+                inout("r0") values.as_ptr() => _,
+                in("r1") rq.bias.as_ptr().wrapping_add(4 * channels),
+                in("r2") rq.multiplier.as_ptr().wrapping_add(4 * channels),
+                in("r3") rq.shift.as_ptr().wrapping_add(channels),
+                out("r4") _,
+                in("r5") rq.output_offset,
+                out("r8") _,
+                inout("r9") positions => _,
+                out("r10") _,
+                inout("r11") bytes => _,
+                out("r12") _,
+                inout("lr") channels => _,
+            );
+        }
+    }};
+}
+
+/// [`requantize_relu`]'s assembly, where `relu_fits` (the zero point r5 is the floor).
 #[cfg(all(infer_core_long_multiply, not(infer_core_mve)))]
 #[inline(never)]
 fn requantize_relu_dsp(
@@ -2174,42 +2245,17 @@ fn requantize_relu_dsp(
     channels: usize,
     out: Option<&mut [i8]>,
 ) {
-    // Positions, without a division the compiler cannot prove safe (the caller checked
-    // `channels` > 0; `checked_div` keeps the panic path out of the binary anyway).
-    let Some(positions) = values.len().checked_div(channels) else {
-        return;
-    };
-    // Registers: the next sum r0 and the next byte r11 (both running on over the
-    // positions), the ends of the biases r1, multipliers r2 and shifts r3, the channel r4
-    // (counting up from −channels to 0, an offset from those ends), the zero point (= the
-    // floor) r5, the sum r8, the product's low word r9 and high word r10, the multiplier
-    // then the shift r12, the channels lr; positions left on the stack.
-    // `scale_positive`'s two roundings in fewer steps: with the sum doubled, the high word
-    // of `2 · sum · m + 2^31` is `(sum · m + 2^30) >> 31`, and `(x + 2^(r−1)) >> r` is `x
-    // >> r` plus bit `r − 1` of `x`, the carry `LSRS` leaves (a shift by 0 leaves the carry
-    // alone, and `LSLS` of a positive sum cleared it). Value `i`'s byte is at or before
-    // its sum's word, which is read first: the narrowing in place overwrites only sums
-    // already read.
-    // The bytes: `out`'s, or `values`' own.
-    let bytes = match out {
-        Some(out) => out.as_mut_ptr(),
-        None => values.as_mut_ptr().cast::<i8>(),
-    };
-    // SAFETY: for each of `values.len() / channels` (≥ 1) positions, it reads the
-    // position's `channels` words of `values` in order and writes as many bytes from the
-    // start of `out`, or of `values` (at or before the words, read first), on (within
-    // them, checked by the caller, `relu_fits`; words word-aligned), and reads words i < `channels` of the biases and the multipliers and
-    // byte i of the shifts (each at least `channels` long, checked, so the ends passed lie
-    // within or one past them; word loads may be unaligned on these cores). It pushes one word and pops it, and declares every register it writes.
-    unsafe {
-        asm!(
-            "push {{r9}}",
-            "3:",
-            "rsb r4, lr, #0",
-            "2:",
-            "ldr r8, [r0], #4",
-            "ldr r9, [r1, r4, lsl #2]",
-            "add r8, r8, r9",
+    // A sum ≤ 0 is the floor (out of line). Else `scale_positive`'s two roundings in fewer
+    // steps: with the sum doubled, the high word of `2 · sum · m + 2^31` is
+    // `(sum · m + 2^30) >> 31`, and `(x + 2^(r−1)) >> r` is `x >> r` plus bit `r − 1` of
+    // `x`, the carry `LSRS` leaves (a shift by 0 leaves the carry alone, and `LSLS` of a
+    // positive sum cleared it).
+    requantize_loop!(
+        rq,
+        values,
+        channels,
+        out,
+        [
             "cmp r8, #0",
             "ble 4f",
             "ldr r12, [r2, r4, lsl #2]",
@@ -2227,34 +2273,16 @@ fn requantize_relu_dsp(
             "adc r8, r8, #0",
             offset_clamped!(),
             "ssat r8, #8, r8",
-            "strb r8, [r11], #1",
-            "adds r4, r4, #1",
-            "bne 2b",
+        ],
+        [
             "b 5f",
             "4:",
             "strb r5, [r11], #1",
             "adds r4, r4, #1",
             "bne 2b",
             "5:",
-            "ldr r9, [sp]",
-            "subs r9, r9, #1",
-            "str r9, [sp]",
-            "bne 3b",
-            "add sp, #4",
-            inout("r0") values.as_ptr() => _,
-            in("r1") rq.bias.as_ptr().wrapping_add(4 * channels),
-            in("r2") rq.multiplier.as_ptr().wrapping_add(4 * channels),
-            in("r3") rq.shift.as_ptr().wrapping_add(channels),
-            out("r4") _,
-            in("r5") rq.output_offset,
-            out("r8") _,
-            inout("r9") positions => _,
-            out("r10") _,
-            inout("r11") bytes => _,
-            out("r12") _,
-            inout("lr") channels => _,
-        );
-    }
+        ]
+    );
 }
 
 /// [`requantize_relu`] in plain Rust (the reference the assembly is tested against, and
@@ -2352,62 +2380,23 @@ fn requantize_int8_asm(
     channels: usize,
     out: Option<&mut [i8]>,
 ) {
-    let Some(positions) = values.len().checked_div(channels) else {
-        return;
-    };
-    // Registers as in `requantize_relu_dsp`: the next sum r0 and the next byte r11, the
-    // ends of the biases r1, multipliers r2 and shifts r3, the channel r4 (from −channels
-    // up to 0), the zero point r5, the channels lr; positions left on the stack. Per value
-    // the sum r8 and the multiplier r12, scaled (`signed_scale`); the signed value,
-    // saturated to 9 bits, plus the zero point, saturated to 8: the saturating sum's
-    // value, whatever the magnitude.
-    let bytes = match out {
-        Some(out) => out.as_mut_ptr(),
-        None => values.as_mut_ptr().cast::<i8>(),
-    };
-    // SAFETY: as `requantize_relu_dsp`'s: for each of `values.len() / channels` (≥ 1)
-    // positions it reads the position's `channels` words of `values` in order and writes as
-    // many bytes of `out`, or of `values` (at or before the words, read first), checked by
-    // the caller (`int8_fits`); it reads words i < `channels` of the biases and multipliers
-    // and byte i of the shifts (each at least `channels` long, checked; the ends passed
-    // lie within or one past them; word loads may be unaligned on these cores). It pushes
-    // one word and pops it, and declares every register it writes.
-    unsafe {
-        asm!(
-            "push {{r9}}",
-            "3:",
-            "rsb r4, lr, #0",
-            "2:",
-            "ldr r8, [r0], #4",
-            "ldr r9, [r1, r4, lsl #2]",
-            "add r8, r8, r9",
+    // The sum scaled by its channel's multiplier r12 and shift (`signed_scale`); the
+    // signed value, saturated to 9 bits, plus the zero point, saturated to 8: the
+    // saturating sum's value, whatever the magnitude.
+    requantize_loop!(
+        rq,
+        values,
+        channels,
+        out,
+        [
             "ldr r12, [r2, r4, lsl #2]",
             signed_scale!("ldrsb r8, [r3, r4]"),
             "ssat r8, #9, r8",
             "add r8, r8, r5",
             "ssat r8, #8, r8",
-            "strb r8, [r11], #1",
-            "adds r4, r4, #1",
-            "bne 2b",
-            "ldr r9, [sp]",
-            "subs r9, r9, #1",
-            "str r9, [sp]",
-            "bne 3b",
-            "add sp, #4",
-            inout("r0") values.as_ptr() => _,
-            in("r1") rq.bias.as_ptr().wrapping_add(4 * channels),
-            in("r2") rq.multiplier.as_ptr().wrapping_add(4 * channels),
-            in("r3") rq.shift.as_ptr().wrapping_add(channels),
-            out("r4") _,
-            in("r5") rq.output_offset,
-            out("r8") _,
-            inout("r9") positions => _,
-            out("r10") _,
-            inout("r11") bytes => _,
-            out("r12") _,
-            inout("lr") channels => _,
-        );
-    }
+        ],
+        []
+    );
 }
 
 /// [`super::dense::logits_of`] for a model's logits layer, whose requantization loading
