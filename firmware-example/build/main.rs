@@ -30,7 +30,7 @@
 //!   on the Cortex-M0 in every build, `Board::default_pixels`).
 //! - the crate's feature `narrow-weights`: on a board whose kernels take prepared
 //!   weights (`Board::preparation`: widened on the M4F and M7, dense units paired
-//!   on the M3, dense unit sums on the M55), none are generated; the layers run
+//!   on the M3, dense offset terms on the M55), none are generated; the layers run
 //!   from the model's int8 weights alone (less flash, more instructions).
 
 use model_spec::codegen as network;

@@ -43,11 +43,12 @@ use crate::plan::{wire_fields, OpShape, Plan, PlanOp};
 use crate::spec::{Padding, Spec, PRESETS};
 use infer_core::format::QuantParams;
 use infer_core::kernels::dsp::{dense_wide_words_of, wide_words, widen_filter};
-use infer_core::kernels::mve::row_sums;
+use infer_core::kernels::mve::dense_offset_terms;
 use infer_core::kernels::pairs::dense_pair_words_of;
 use infer_core::stack::facts::{
     holds, known, Facts, ALL, FAST_POOL, FOUR, LOGITS, NONE, PREPARED_CONV, PREPARED_DENSE,
 };
+use infer_core::stack::format::input_offset;
 use infer_core::stack::prepared::Preparation;
 use infer_core::stack::stages::{
     depthwise_covered, facts_of, plan_file, shapes_of, Kernel, Parts, Pixels, Stage,
@@ -262,9 +263,10 @@ impl Network {
     /// dense layer over a vector of whole fours of inputs and at least four units
     /// (`infer_core::kernels::pairs::dense_pair_words_of`). Twice each such layer's weight
     /// bytes of flash, for about a tenth fewer instructions in a multi-channel conv and half
-    /// in such a dense layer. Unit sums for a Helium core: every dense layer but one in the
+    /// in such a dense layer (a dense layer's rows followed by its offset terms, one word a
+    /// unit). Offset terms alone for a Helium core: every dense layer but one in the
     /// one-channel 3×3 conv's own kernel, one word per unit
-    /// (`infer_core::kernels::mve::row_sums`), for about 40 % fewer instructions in it
+    /// (`infer_core::kernels::mve::dense_offset_terms`), for about 40 % fewer instructions in it
     /// ([`crate::boards::Board::preparation`] says which boards take which).
     ///
     /// # Errors
@@ -319,11 +321,12 @@ impl Network {
             .enumerate()
             .filter_map(|(index, op)| {
                 let words: Vec<u32> = match op {
-                    Op::Dense(d) if preparation == Preparation::UnitSums => {
+                    Op::Dense(d) if preparation == Preparation::OffsetTerms => {
                         if in_own_kernel(index) {
                             return None;
                         }
-                        row_sums(d.params.weights, d.inputs as usize).collect()
+                        let offset = input_offset(&file, index);
+                        dense_offset_terms(d.params.weights, d.inputs as usize, offset).collect()
                     }
                     Op::Dense(d) => {
                         let (inputs, units) = (d.inputs as usize, usize::from(d.units));
@@ -333,7 +336,8 @@ impl Network {
                             return None;
                         }
                         if widened {
-                            dense_wide_words_of(d.params.weights, inputs, units).collect()
+                            let offset = input_offset(&file, index);
+                            dense_wide_words_of(d.params.weights, inputs, units, offset).collect()
                         } else {
                             dense_pair_words_of(d.params.weights, inputs, units).collect()
                         }
@@ -442,7 +446,7 @@ pub fn build(model: impl AsRef<Path>, spec: Option<&str>) -> Result<Network, Str
     let mut network = Network::from_bytes(&model.as_ref().display().to_string(), &bytes)?;
     // A DSP core without Helium (Cortex-M4, M7) runs the convs and dense layers faster from
     // weights widened into flash beside the model, the Cortex-M3 its dense layers from
-    // paired rows, the Cortex-M55 its dense layers from unit sums
+    // paired rows, the Cortex-M55 its dense layers from their offset terms
     // (`Network::prepare_weights`).
     let target = env::var("TARGET").unwrap_or_default();
     if let Some(preparation) = Preparation::for_target(&target) {
@@ -1566,15 +1570,18 @@ mod tests {
             .prepare_weights(TWO_BLOCKS, Preparation::Widened)
             .unwrap();
         // The second conv (op 2), as the model's own weights widened, and the dense layer
-        // streamed after it and its pool (op 4: 32 values a position), as its rows widened;
-        // the first conv, one channel 3×3 with its pool, has a kernel of its own.
+        // after it and its pool (op 4: 32 values a position), as its rows widened and its
+        // offset terms; the first conv, one channel 3×3 with its pool, has a kernel of its
+        // own.
         let file = StackFile::decode(TWO_BLOCKS).unwrap();
         let ops: Vec<usize> = network.prepared.iter().map(|(op, _)| *op).collect();
         assert_eq!(ops, [2, 4]);
         for (op, words) in &network.prepared {
             if let Some(Op::Dense(d)) = file.ops.get(*op) {
                 let (inputs, units) = (d.inputs as usize, usize::from(d.units));
-                let rows: Vec<u32> = dense_wide_words_of(d.params.weights, inputs, units).collect();
+                let offset = input_offset(&file, *op);
+                let rows: Vec<u32> =
+                    dense_wide_words_of(d.params.weights, inputs, units, offset).collect();
                 assert_eq!(words, &rows);
                 continue;
             }

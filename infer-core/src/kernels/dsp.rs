@@ -15,6 +15,7 @@
 use core::arch::asm;
 
 use super::fused::Filter3x3;
+use super::mve::dense_offset_terms;
 use super::{put_sum, ChannelRequant};
 
 /// The low half of `x`, sign-extended.
@@ -1678,23 +1679,27 @@ pub const fn dense_wide_words(inputs: usize, units: usize) -> usize {
 /// 4) as [`dense_quads_widened`] and [`dense_widened_i8`] load them: per quad of units, per
 /// group of four inputs, each unit's `(w0, w2)` and `(w1, w3)` (what `SXTB16` makes of the
 /// group's word, and of it rotated by 8); then the pair of units after the last whole quad,
-/// if there is one, the same way. [`dense_wide_words`] words; an odd last unit is not
-/// widened.
+/// if there is one, the same way ([`dense_wide_words`] words; an odd last unit is not
+/// widened). Then each unit's offset term for the input offset `offset`
+/// ([`dense_offset_terms`], `units` words), which [`dense_widened_i8`]'s sums start from:
+/// what a DSP core's build prepares beside the model.
 pub fn dense_wide_words_of(
     weights: &[u8],
     inputs: usize,
     units: usize,
+    offset: i32,
 ) -> impl Iterator<Item = u32> + '_ {
     let groups = inputs / 4;
     let pair = (units % 4 >= 2).then_some((units / 4 * 4, 2));
     let blocks = (0..units / 4).map(|q| (4 * q, 4)).chain(pair);
-    blocks.flat_map(move |(first, count)| {
+    let rows = blocks.flat_map(move |(first, count)| {
         (0..groups).flat_map(move |g| {
             (first..first + count).flat_map(move |u| {
                 group_halves(weights.get(u * inputs + 4 * g..).unwrap_or_default())
             })
         })
-    })
+    });
+    rows.chain(dense_offset_terms(weights, inputs, offset).take(units))
 }
 
 /// One group of four inputs of [`dense_quads_widened`]: the two patch words into r4 r5,
@@ -1848,99 +1853,144 @@ pub fn dense_quads_widened_portable(
     }
 }
 
-/// One group of four int8 values of [`dense_widened_i8`] for a quad of units: the values'
-/// word (r4) widened with the offsets (lr) into r4 r5, as [`dense_group_wide`] loads them
-/// packed, then units 0 and 1's widened weights (r6–r9, one `LDM`) and units 2 and 3's.
+/// One pair of units of [`dense_widened_i8`] over a group of four int8 values widened into
+/// the registers `$lo` (values 0 and 2) and `$hi` (1 and 3): the pair's widened weights
+/// (r6–r9, one `LDM`) into its sums r0 r1, as [`dense_group_wide`] takes them.
 #[cfg(infer_core_dsp)]
-macro_rules! dense_group_i8 {
-    () => {
+macro_rules! dense_pair_i8 {
+    ($lo:literal, $hi:literal) => {
         concat!(
-            dense_pair_group_i8!(),
             "ldm r11!, {{r6, r7, r8, r9}}\n",
-            "smlad r2, r6, r4, r2\n",
-            "smlad r2, r7, r5, r2\n",
-            "smlad r3, r8, r4, r3\n",
-            "smlad r3, r9, r5, r3\n",
+            "smlad r0, r6, ",
+            $lo,
+            ", r0\n",
+            "smlad r0, r7, ",
+            $hi,
+            ", r0\n",
+            "smlad r1, r8, ",
+            $lo,
+            ", r1\n",
+            "smlad r1, r9, ",
+            $hi,
+            ", r1\n",
         )
     };
 }
 
-/// [`dense_group_i8`] for a pair of units (sums r0 r1).
+/// [`dense_pair_i8`] for a quad of units (sums r0–r3): units 0 and 1, then 2 and 3.
 #[cfg(infer_core_dsp)]
-macro_rules! dense_pair_group_i8 {
-    () => {
+macro_rules! dense_quad_i8 {
+    ($lo:literal, $hi:literal) => {
         concat!(
-            "ldr r4, [r10], #4\n",
-            "sxtab16 r5, lr, r4, ror #8\n",
-            "sxtab16 r4, lr, r4\n",
+            dense_pair_i8!($lo, $hi),
             "ldm r11!, {{r6, r7, r8, r9}}\n",
-            "smlad r0, r6, r4, r0\n",
-            "smlad r0, r7, r5, r0\n",
-            "smlad r1, r8, r4, r1\n",
-            "smlad r1, r9, r5, r1\n",
+            "smlad r2, r6, ",
+            $lo,
+            ", r2\n",
+            "smlad r2, r7, ",
+            $hi,
+            ", r2\n",
+            "smlad r3, r8, ",
+            $lo,
+            ", r3\n",
+            "smlad r3, r9, ",
+            $hi,
+            ", r3\n",
+        )
+    };
+}
+
+/// Eight int8 values of [`dense_widened_i8`] for the units of `$units` ([`dense_pair_i8`]
+/// or [`dense_quad_i8`]): one `LDRD` of the values (r4 r5), each word widened in two
+/// `SXTB16`s (into r4 and lr) and taken by the units.
+#[cfg(infer_core_dsp)]
+macro_rules! dense_octet_i8 {
+    ($units:ident) => {
+        concat!(
+            "ldrd r4, r5, [r10], #8\n",
+            "sxtb16 lr, r4, ror #8\n",
+            "sxtb16 r4, r4\n",
+            $units!("r4", "lr"),
+            "sxtb16 lr, r5, ror #8\n",
+            "sxtb16 r4, r5\n",
+            $units!("r4", "lr"),
         )
     };
 }
 
 /// Whether [`dense_widened_i8`]'s sizes fit: whole sixteens of inputs (at least one), the
-/// values, at least two units in `acc`, and their widened rows.
-fn widened_i8_fit(values: &[i8], wide: &[u32], inputs: usize, acc: &[u32]) -> bool {
+/// values word-aligned (for `LDRD`), at least two units in `acc`, and their widened rows
+/// and offset terms.
+fn widened_i8_fit(
+    values: &[i8],
+    (wide, terms): (&[u32], &[u32]),
+    inputs: usize,
+    acc: &[u32],
+) -> bool {
+    let units = acc.len() / 2 * 2;
     inputs >= 16
         && inputs % 16 == 0
         && values.len() >= inputs
-        && acc.len() >= 2
-        && acc.len() / 2 * 2 <= wide.len() / (inputs / 2)
+        && values.as_ptr() as usize % 4 == 0
+        && units >= 2
+        && units <= wide.len() / (inputs / 2)
+        && terms.len() >= units
 }
 
-/// A dense layer over its int8 input from the rows the build widened
-/// ([`dense_wide_words_of`], `wide` from the first of `acc`'s units on, a multiple of 4):
-/// adds to each unit of `acc` its dot product of `values[i] + offset` (`offset` in
-/// `-128..=128`, `inputs` values) with its row, whole quads of units, then a pair (an odd
-/// last unit is left alone), wrapping. Computes nothing if a size does not fit (fewer than
-/// 16 inputs or not a multiple of 16, fewer than two units, short slices).
+/// A dense layer over its int8 input from the rows the build widened and its offset terms
+/// ([`dense_wide_words_of`]; `wide` and `terms` from the first of `acc`'s units on, a
+/// multiple of 4): writes each unit of `acc` its offset term plus its row's dot product with
+/// the `inputs` values as they are (wrapping): the unit's sum of `w · (x + offset)`. Whole
+/// quads of units, then a pair; an odd last unit is left alone. Returns whether it computed
+/// them: nothing if a size does not fit (fewer than 16 inputs or not a multiple of 16, the
+/// values not word-aligned, fewer than two units, short slices).
 ///
 /// Unlike [`dense_quads_widened`], the input needs no packed copy (no working memory): each
-/// quad widens every group of four values again, in the word load and two `SXTAB16` that
-/// replace the packed words' `LDRD`. On a DSP core two blocks of assembly: sixteen inputs of
-/// four units (64 multiply-accumulates) in 52 instructions, 12 per quad around them; sixteen
-/// of a pair in 32; elsewhere [`dense_widened_i8_portable`].
+/// quad widens every group of four values again, in two `SXTB16` (the offset is in the
+/// terms), the values loaded eight at a time. On a DSP core two blocks of assembly: sixteen
+/// inputs of four units (64 multiply-accumulates) in 52 instructions, 11 per quad around
+/// them; sixteen of a pair in 32; elsewhere [`dense_widened_i8_portable`].
 #[inline(never)]
-pub fn dense_widened_i8(values: &[i8], offset: i32, wide: &[u32], inputs: usize, acc: &mut [u32]) {
-    if !widened_i8_fit(values, wide, inputs, acc) {
-        return;
+pub fn dense_widened_i8(
+    values: &[i8],
+    (wide, terms): (&[u32], &[u32]),
+    inputs: usize,
+    acc: &mut [u32],
+) -> bool {
+    if !widened_i8_fit(values, (wide, terms), inputs, acc) {
+        return false;
     }
     #[cfg(infer_core_dsp)]
     {
         let quads = acc.len() / 4;
         let end = values.as_ptr().wrapping_add(inputs);
-        let offsets = pack(offset, offset);
         if quads > 0 {
-            // Registers: the four units' sums r0–r3; the widened values r4 r5; the widened
-            // weights r6–r9; the values' pointer r10, their end r12; the widened rows'
-            // pointer r11; the offsets lr. On the stack (pushed from r0–r2): the
-            // accumulator pointer [sp], the values [sp, #4], quads left [sp, #8].
-            // SAFETY: per quad, r10 reads the `inputs` bytes of `values` (checked above;
-            // word loads, aligned or not: Armv7E-M loads unaligned words) up to r12; r11
-            // reads 2 · inputs words of `wide` per quad, the quads one after the other
-            // (checked above; a `u32` slice is word-aligned, as LDM needs); [sp] walks
-            // `acc` four words per quad (checked above, word-aligned as LDM/STM need); the
-            // inner loop runs inputs / 16 ≥ 1 times, the outer quads ≥ 1. r6 and r7 (which
-            // cannot be named) are saved on the stack and restored; the block pops
-            // everything it pushes, reads and writes nothing else, and every register it
-            // writes is declared.
+            // Registers: the four units' sums r0–r3; the values' words r4 r5, widened into
+            // r4 and lr; the widened weights r6–r9; the values' pointer r10, their end r12;
+            // the widened rows' pointer r11. On the stack (pushed from r0–r3): the
+            // accumulator pointer [sp], the values [sp, #4], quads left [sp, #8], the
+            // offset terms' pointer [sp, #12].
+            // SAFETY: per quad, r10 reads the `inputs` bytes of `values` (checked above,
+            // word-aligned as LDRD needs) up to r12; r11 reads 2 · inputs words of `wide`
+            // per quad, the quads one after the other (checked above; a `u32` slice is
+            // word-aligned, as LDM needs); [sp, #12] walks `terms` and [sp] `acc`, four
+            // words per quad (checked above, word-aligned as LDM/STM need); the inner loop
+            // runs inputs / 16 ≥ 1 times, the outer quads ≥ 1. r6 and r7 (which cannot be
+            // named) are saved on the stack and restored; the block pops everything it
+            // pushes, reads and writes nothing else, and every register it writes is
+            // declared.
             unsafe {
                 asm!(
                     "push {{r6, r7}}",
-                    "push {{r0, r1, r2}}",
+                    "push {{r0, r1, r2, r3}}",
                     "3:",
                     "ldr r10, [sp, #4]",
-                    "ldr r8, [sp]",
-                    "ldm r8, {{r0, r1, r2, r3}}",
+                    "ldr r8, [sp, #12]",
+                    "ldm r8!, {{r0, r1, r2, r3}}",
+                    "str r8, [sp, #12]",
                     "2:",
-                    dense_group_i8!(),
-                    dense_group_i8!(),
-                    dense_group_i8!(),
-                    dense_group_i8!(),
+                    dense_octet_i8!(dense_quad_i8),
+                    dense_octet_i8!(dense_quad_i8),
                     "cmp r10, r12",
                     "bne 2b",
                     "ldr r8, [sp]",
@@ -1950,12 +2000,12 @@ pub fn dense_widened_i8(values: &[i8], offset: i32, wide: &[u32], inputs: usize,
                     "subs r8, #1",
                     "str r8, [sp, #8]",
                     "bne 3b",
-                    "add sp, #12",
+                    "add sp, #16",
                     "pop {{r6, r7}}",
                     inout("r0") acc.as_mut_ptr() => _,
                     inout("r1") values.as_ptr() => _,
                     inout("r2") quads => _,
-                    out("r3") _,
+                    inout("r3") terms.as_ptr() => _,
                     out("r4") _,
                     out("r5") _,
                     out("r8") _,
@@ -1963,28 +2013,28 @@ pub fn dense_widened_i8(values: &[i8], offset: i32, wide: &[u32], inputs: usize,
                     out("r10") _,
                     inout("r11") wide.as_ptr() => _,
                     in("r12") end,
-                    in("lr") offsets,
+                    out("lr") _,
                 );
             }
         }
         if acc.len() % 4 >= 2 {
             let sums = acc.as_mut_ptr().wrapping_add(4 * quads);
+            let terms = terms.as_ptr().wrapping_add(4 * quads);
             let rows = wide.as_ptr().wrapping_add(quads * 2 * inputs);
-            // Registers as above, the pair's sums r0 r1, its accumulator pointer r2.
+            // Registers as above, the pair's sums r0 r1, its accumulator pointer r2, its
+            // offset terms' pointer r3.
             // SAFETY: r10 reads the `inputs` bytes of `values` up to r12 (as above); r11
             // reads the pair's 2 · inputs words of `wide`, after the quads' (checked above);
-            // r2 points at the pair's two words of `acc` (LDRD/STRD: word-aligned); the
-            // loop runs inputs / 16 ≥ 1 times. r6 and r7 are saved and restored as above;
-            // every register written is declared.
+            // r3 and r2 point at the pair's two words of `terms` and `acc` (checked above;
+            // LDRD/STRD: word-aligned); the loop runs inputs / 16 ≥ 1 times. r6 and r7 are
+            // saved and restored as above; every register written is declared.
             unsafe {
                 asm!(
                     "push {{r6, r7}}",
-                    "ldrd r0, r1, [r2]",
+                    "ldrd r0, r1, [r3]",
                     "2:",
-                    dense_pair_group_i8!(),
-                    dense_pair_group_i8!(),
-                    dense_pair_group_i8!(),
-                    dense_pair_group_i8!(),
+                    dense_octet_i8!(dense_pair_i8),
+                    dense_octet_i8!(dense_pair_i8),
                     "cmp r10, r12",
                     "bne 2b",
                     "strd r0, r1, [r2]",
@@ -1992,6 +2042,7 @@ pub fn dense_widened_i8(values: &[i8], offset: i32, wide: &[u32], inputs: usize,
                     out("r0") _,
                     out("r1") _,
                     in("r2") sums,
+                    in("r3") terms,
                     out("r4") _,
                     out("r5") _,
                     out("r8") _,
@@ -1999,40 +2050,43 @@ pub fn dense_widened_i8(values: &[i8], offset: i32, wide: &[u32], inputs: usize,
                     inout("r10") values.as_ptr() => _,
                     inout("r11") rows => _,
                     in("r12") end,
-                    in("lr") offsets,
+                    out("lr") _,
                 );
             }
         }
     }
     #[cfg(not(infer_core_dsp))]
-    dense_widened_i8_portable(values, offset, wide, inputs, acc);
+    dense_widened_i8_portable(values, (wide, terms), inputs, acc);
+    true
 }
 
 /// [`dense_widened_i8`] in plain integer arithmetic (the reference the assembly is tested
 /// against, and the code elsewhere).
 pub fn dense_widened_i8_portable(
     values: &[i8],
-    offset: i32,
-    wide: &[u32],
+    (wide, terms): (&[u32], &[u32]),
     inputs: usize,
     acc: &mut [u32],
-) {
-    if !widened_i8_fit(values, wide, inputs, acc) {
-        return;
+) -> bool {
+    if !widened_i8_fit(values, (wide, terms), inputs, acc) {
+        return false;
     }
     let groups = inputs / 4;
     let widened = |g: &[i8]| {
         let [a, b, c, d] = g.first_chunk::<4>().map_or([0; 4], |g| g.map(i32::from));
-        [pack(a + offset, c + offset), pack(b + offset, d + offset)]
+        [pack(a, c), pack(b, d)]
     };
     let units = acc.len() / 2 * 2;
     let (mut first, mut rows) = (0, wide);
     while first < units {
         let count = if units - first >= 4 { 4 } else { 2 };
         let Some((block, rest)) = rows.split_at_checked(2 * count * groups) else {
-            return;
+            return false;
         };
         let mut sums = [0i32; 4];
+        for (sum, &term) in sums.iter_mut().zip(terms.iter().skip(first)) {
+            *sum = term as i32;
+        }
         for (g, w) in values.chunks_exact(4).zip(block.chunks_exact(2 * count)) {
             let [lo, hi] = widened(g);
             for (sum, w) in sums.iter_mut().zip(w.chunks_exact(2)) {
@@ -2041,11 +2095,12 @@ pub fn dense_widened_i8_portable(
         }
         let quad = acc.iter_mut().skip(first).take(count);
         for (a, sum) in quad.zip(sums) {
-            *a = a.wrapping_add(sum as u32);
+            *a = sum as u32;
         }
         first += count;
         rows = rest;
     }
+    true
 }
 
 /// [`dense_quads`] in plain integer arithmetic (the reference the assembly is tested
@@ -2795,12 +2850,28 @@ mod tests {
                 .chunks_exact(4)
                 .flat_map(|q| [pack(q[0], q[2]), pack(q[1], q[3])])
                 .collect();
-            let wide: std::vec::Vec<u32> = dense_wide_words_of(&w, inputs, units).collect();
-            assert_eq!(wide.len(), dense_wide_words(inputs, units));
-            assert_eq!(
-                is_dense_prepared(&w, inputs, units, &wide, Widened),
-                units >= 4
-            );
+            let offset = rng.below(257) as i32 - 128;
+            let wide: std::vec::Vec<u32> = dense_wide_words_of(&w, inputs, units, offset).collect();
+            assert_eq!(wide.len(), dense_wide_words(inputs, units) + units);
+            let layer = (&w[..], inputs, units, offset);
+            assert_eq!(is_dense_prepared(layer, &wide, Widened), units >= 4);
+            // The terms of another input offset are another layer's (unless every row
+            // sums to zero).
+            if units >= 4 {
+                let row_sum = |u: usize| -> i32 {
+                    w[u * inputs..(u + 1) * inputs]
+                        .iter()
+                        .map(|&v| i32::from(v as i8))
+                        .sum()
+                };
+                let other = (&w[..], inputs, units, offset ^ 1);
+                let same = (0..units).all(|u| row_sum(u) == 0);
+                assert_eq!(
+                    is_dense_prepared(other, &wide, Widened),
+                    same,
+                    "case {case}"
+                );
+            }
             let start: std::vec::Vec<u32> = (0..units).map(|_| rng.next_u64() as u32).collect();
             let mut want = start.clone();
             for (u, acc) in want.iter_mut().enumerate().take(units / 4 * 4) {
@@ -2839,7 +2910,7 @@ mod tests {
                 let mut other = w.clone();
                 other[rng.below((units / 4 * 4 * inputs) as u64) as usize] ^= 1;
                 assert!(
-                    !is_dense_prepared(&other, inputs, units, &wide, Widened),
+                    !is_dense_prepared((&other, inputs, units, offset), &wide, Widened),
                     "case {case}"
                 );
             }
@@ -2906,10 +2977,11 @@ mod tests {
         }
     }
 
-    /// A dense layer from its int8 input and widened rows: whole quads, then a pair, an odd
-    /// last unit left alone; the sums of `(x + offset) · w`, added to what `acc` held.
+    /// A dense layer from its int8 input, widened rows and offset terms: whole quads, then
+    /// a pair, an odd last unit left alone; each unit's sum of `(x + offset) · w` written,
+    /// only from word-aligned values.
     #[test]
-    fn widened_rows_over_int8_values_add_each_units_dot_product() {
+    fn widened_rows_over_int8_values_write_each_units_dot_product() {
         let mut rng = TestRng(0x1D8);
         let mut computed = 0;
         for case in 0..200 {
@@ -2920,34 +2992,56 @@ mod tests {
             };
             let units = 1 + rng.below(14) as usize;
             let offset = rng.below(257) as i32 - 128;
-            let x: std::vec::Vec<i8> = (0..inputs).map(|_| rng.i8()).collect();
+            // The values from byte `start` of word-aligned memory (misaligned one case in
+            // five).
+            let start = if case % 5 == 4 {
+                1 + rng.below(3) as usize
+            } else {
+                0
+            };
+            let mut words = std::vec![0u32; inputs / 4 + 1];
+            let bytes = int8_of_words(&mut words);
+            for b in bytes.iter_mut() {
+                *b = rng.i8();
+            }
+            let x = &bytes[start..start + inputs];
             let w: std::vec::Vec<u8> = (0..units * inputs).map(|_| rng.next_u64() as u8).collect();
-            let wide: std::vec::Vec<u32> = dense_wide_words_of(&w, inputs, units).collect();
-            assert_eq!(wide.len(), dense_wide_words(inputs, units), "case {case}");
-            let start: std::vec::Vec<u32> = (0..units).map(|_| rng.next_u64() as u32).collect();
-            let mut want = start.clone();
-            let fits = inputs % 16 == 0 && units >= 2;
+            let prepared: std::vec::Vec<u32> =
+                dense_wide_words_of(&w, inputs, units, offset).collect();
+            let (wide, terms) = prepared.split_at(dense_wide_words(inputs, units));
+            assert_eq!(terms.len(), units, "case {case}");
+            let start_sums: std::vec::Vec<u32> =
+                (0..units).map(|_| rng.next_u64() as u32).collect();
+            let mut want = start_sums.clone();
+            let fits = inputs % 16 == 0 && units >= 2 && start == 0;
             if fits {
                 computed += 1;
                 for (u, acc) in want.iter_mut().take(units / 2 * 2).enumerate() {
                     let sum: i32 = (0..inputs)
                         .map(|t| (i32::from(x[t]) + offset) * i32::from(w[u * inputs + t] as i8))
                         .sum();
-                    *acc = acc.wrapping_add(sum as u32);
+                    *acc = sum as u32;
                 }
             }
-            let mut got = start.clone();
-            dense_widened_i8(&x, offset, &wide, inputs, &mut got);
+            let mut got = start_sums.clone();
+            assert_eq!(dense_widened_i8(x, (wide, terms), inputs, &mut got), fits);
             assert_eq!(got, want, "case {case}: {inputs} inputs, {units} units");
-            let mut got = start.clone();
-            dense_widened_i8_portable(&x, offset, &wide, inputs, &mut got);
-            assert_eq!(got, want, "portable, case {case}");
-            // One word short, or one value: nothing changes.
-            let mut got = start.clone();
+            let mut got = start_sums.clone();
+            let portable = dense_widened_i8_portable(x, (wide, terms), inputs, &mut got);
+            assert_eq!((portable, &got), (fits, &want), "portable, case {case}");
+            // One word short, one term short, or one value: nothing changes.
+            let mut got = start_sums.clone();
             let short = &wide[..wide.len().saturating_sub(1)];
-            dense_widened_i8(&x, offset, short, inputs, &mut got);
-            dense_widened_i8(&x[..inputs - 1], offset, &wide, inputs, &mut got);
-            assert_eq!(got, start, "case {case}");
+            let few = &terms[..units / 2 * 2 - usize::from(units >= 2)];
+            assert!(!dense_widened_i8(x, (short, terms), inputs, &mut got));
+            assert!(!dense_widened_i8(x, (wide, few), inputs, &mut got));
+            assert!(!dense_widened_i8(
+                &x[..inputs - 1],
+                (wide, terms),
+                inputs,
+                &mut got
+            ));
+            assert_eq!(got, start_sums, "case {case}");
         }
         assert!(computed > 100, "{computed}");
     }

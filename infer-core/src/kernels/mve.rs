@@ -46,6 +46,41 @@ fn weight_word(w: &[u8]) -> u32 {
         .map_or(0, |&bytes| u32::from_le_bytes(bytes))
 }
 
+/// Copies `src` into `dst`, over the shorter of the two. On an MVE core a loop of assembly
+/// (four words an iteration, the last tail-predicated), so that a dense layer's offset terms
+/// (the sums it starts from) call no `memcpy` (some 900 bytes of flash on the Cortex-M55);
+/// elsewhere `copy_from_slice`.
+#[cfg_attr(infer_core_mve, inline(never))]
+#[cfg_attr(not(infer_core_mve), inline(always))]
+pub fn copy_words(dst: &mut [u32], src: &[u32]) {
+    let n = dst.len().min(src.len());
+    // SAFETY: the loop runs over `n` words (tail-predicated: lanes past the count neither
+    // load nor store; none if `n` is 0), reading the first `n` words of `src` and writing
+    // the first `n` of `dst`, both at least that long (word-aligned, as `VLDRW`/`VSTRW`
+    // need). It touches no stack and declares every register it writes.
+    #[cfg(infer_core_mve)]
+    unsafe {
+        asm!(
+            "wlstp.32 lr, {n}, 3f",
+            "2:",
+            "vldrw.u32 q0, [{src}], #16",
+            "vstrw.32 q0, [{dst}], #16",
+            "letp lr, 2b",
+            "3:",
+            n = in(reg) n,
+            src = inout(reg) src.as_ptr() => _,
+            dst = inout(reg) dst.as_mut_ptr() => _,
+            out("lr") _,
+            out("q0") _,
+            options(nostack),
+        );
+    }
+    #[cfg(not(infer_core_mve))]
+    if let (Some(dst), Some(src)) = (dst.get_mut(..n), src.get(..n)) {
+        dst.copy_from_slice(src);
+    }
+}
+
 /// Four filters' dot products over the first `groups` groups of four taps of a packed patch
 /// and int8 weight rows `w` (bytes, any alignment), added to `acc`. Returns `acc` unchanged
 /// if a slice is shorter than that.
@@ -1197,8 +1232,8 @@ pub fn offset_terms(weights: &[u8], taps: usize, offset: i32, terms: &mut [u32])
 }
 
 /// The sums of the int8 weights of each whole row of `len` bytes of `weights` (wrapping, as
-/// `u32` bits): a conv's filters' (for [`offset_terms`]) or a dense layer's units' (the
-/// unit sums a Helium build prepares, [`UNIT_SUMS`]).
+/// `u32` bits): a conv's filters' (for [`offset_terms`]) or a dense layer's units' (for
+/// [`dense_offset_terms`]).
 pub fn row_sums(weights: &[u8], len: usize) -> impl Iterator<Item = u32> + '_ {
     weights.chunks_exact(len.max(1)).map(|row| {
         row.iter()
@@ -1206,11 +1241,23 @@ pub fn row_sums(weights: &[u8], len: usize) -> impl Iterator<Item = u32> + '_ {
     })
 }
 
-/// Whether this build's dense layers take each unit's weight sum ([`row_sums`])
-/// prepared beside the model (`crate::stack::prepared`): on MVE cores (and in the unit
-/// tests). Their sums then start from `offset · Σ w`, and [`dense_rows_i8`] takes the
-/// values with offset 0, four units at a time.
-pub const UNIT_SUMS: bool = cfg!(any(infer_core_mve, test));
+/// Each unit's offset term, `offset · Σ w` (wrapping, as `u32` bits), of a dense layer of
+/// rows of `inputs` int8 weights (`weights`) whose input offset is `offset`: what a build
+/// prepares beside the model (`crate::stack::prepared`) for a layer's sums to start from,
+/// so that its steps take the int8 values as they are (offset 0).
+pub fn dense_offset_terms(
+    weights: &[u8],
+    inputs: usize,
+    offset: i32,
+) -> impl Iterator<Item = u32> + '_ {
+    row_sums(weights, inputs).map(move |sum| offset.wrapping_mul(sum as i32) as u32)
+}
+
+/// Whether this build's dense layers may take their offset terms alone
+/// ([`dense_offset_terms`], prepared beside the model, `crate::stack::prepared`): on MVE
+/// cores (and in the unit tests). Their sums then start from the terms, and
+/// [`dense_rows_i8`] takes the values with offset 0, four units at a time.
+pub const TERMS_ALONE: bool = cfg!(any(infer_core_mve, test));
 
 impl QuadConvI8<'_> {
     /// Bytes of a quad patch of `taps` taps.

@@ -946,7 +946,7 @@ mod tests {
             let words: Vec<u32> = dense_pair_words_of(&w, n, units).collect();
             assert_eq!(words.len(), dense_pair_words(n, units));
             assert_eq!(
-                is_dense_prepared(&w, n, units, &words, Paired),
+                is_dense_prepared((&w, n, units, 0), &words, Paired),
                 units >= 4,
                 "case {case}"
             );
@@ -975,7 +975,7 @@ mod tests {
                 let mut changed = words.clone();
                 changed[rng.below(words.len() as u64) as usize] ^= 1;
                 assert!(
-                    !is_dense_prepared(&w, n, units, &changed, Paired),
+                    !is_dense_prepared((&w, n, units, 0), &changed, Paired),
                     "case {case}"
                 );
             }

@@ -27,18 +27,21 @@ use crate::kernels::pairs::{
 };
 use crate::kernels::ChannelRequant;
 
-/// Units whose sums are computed, then requantized, together (on the stack: 32 words).
+/// Units whose sums are computed, then requantized, together (at most: a stage's words for them,
+/// [`dense_words`]).
 const BLOCK: usize = 32;
 
-/// Words of working memory a dense layer of `inputs` inputs alone takes, computing
-/// `pixels` conv pixels at once (the build's trade between RAM and instructions): with
-/// four, its input packed ([`PatchWords::words`], sized on every core: the DSP cores
-/// take it, the Helium cores the int8 input as it is); with one, nothing (the units one by
-/// one, [`dot_i8_offset`]).
-pub const fn dense_words(inputs: usize, pixels: Pixels) -> usize {
+/// Words of working memory a dense layer of `inputs` inputs and `units` units alone takes,
+/// computing `pixels` conv pixels at once (the build's trade between RAM and instructions):
+/// a word for each unit's sum (32 at most, a block of units at a time; on the stack they
+/// would be cleared at every call), then with four, its input packed
+/// ([`PatchWords::words`], sized on every core: the DSP cores take it, the Helium cores the
+/// int8 input as it is); with one, no more (the units one by one, [`dot_i8_offset`]).
+pub const fn dense_words(inputs: usize, units: usize, pixels: Pixels) -> usize {
+    let sums = if units < BLOCK { units } else { BLOCK };
     match pixels {
-        Pixels::Four => PatchWords::words(inputs),
-        Pixels::One => 0,
+        Pixels::Four => sums + PatchWords::words(inputs),
+        Pixels::One => sums,
     }
 }
 
@@ -75,9 +78,7 @@ enum Way {
 /// fits ([`facts::FOUR`]) and the inputs are whole octets ([`facts::OCTETS`]).
 #[inline(always)]
 fn way(inputs: usize, units: usize, words: usize, facts: facts::Facts, widened: bool) -> Way {
-    let fits = holds(facts, facts::FOUR, || {
-        words >= dense_words(inputs, Pixels::Four)
-    });
+    let fits = holds(facts, facts::FOUR, || words >= PatchWords::words(inputs));
     let packs = fits && holds(facts, facts::OCTETS, || inputs % 8 == 0);
     if cfg!(test) {
         if widened && (inputs / 16 + units) % 3 != 0 {
@@ -103,23 +104,23 @@ fn way(inputs: usize, units: usize, words: usize, facts: facts::Facts, widened: 
     }
 }
 
-/// Computes dense layer `d` over `input` into `output`, with `words` ([`dense_words`]) as
-/// working memory; bit for bit [`crate::kernels::dense::dense_i8`] (and, for the logits,
+/// Computes dense layer `d`, its stage's only operation, over `input` into `output`, with
+/// `words` ([`dense_words`]) as working memory: the units' sums, then the packed input; bit
+/// for bit [`crate::kernels::dense::dense_i8`] (and, for the logits,
 /// [`crate::kernels::dense::dense_i8_logits`]). Short slices compute less, never panic.
-/// `K`: what the stage knows at compile time ([`super::facts`]); `alone`: the layer is its
-/// stage's only operation, so that what `K` knows of the working memory is of `words` (a
-/// stage that held the layer's input gives its conv's instead, [`super::stages::held_words`],
-/// and its words for the units' sums to [`dense_with_sums`]).
+/// `K`: what the stage knows at compile time ([`super::facts`]). (A stage that held the
+/// layer's input gives its conv's words, [`super::stages::held_words`], and its own for the
+/// sums to [`dense_with_sums`].)
+#[inline(always)]
 pub(crate) fn dense_direct<K: KnownFacts>(
     d: &DensePart<'_>,
     input: &[i8],
     words: &mut [u32],
-    alone: bool,
     out: Out<'_>,
     add: Option<&AddTables<'_>>,
 ) {
-    let mut sums = [0u32; BLOCK];
-    dense_with_sums::<K>(d, input, (words, &mut sums), alone, out, add);
+    let (sums, patch) = words.split_at_mut(d.units.min(BLOCK).min(words.len()));
+    dense_with_sums::<K>(d, input, (patch, sums), true, out, add);
 }
 
 /// [`dense_direct`] with `sums` for the units' sums, a block of `sums.len()` units at a
@@ -156,9 +157,7 @@ pub(crate) fn dense_with_sums<K: KnownFacts>(
     let facts = if alone { f } else { f & !facts::FOUR };
     let way = way(n, d.units, words.len(), facts, widened && !PAIRED);
     let even = holds(f, facts::EVEN_UNITS, || d.units % 2 == 0);
-    let patch = words
-        .get_mut(..dense_words(n, Pixels::Four))
-        .unwrap_or_default();
+    let patch = words.get_mut(..PatchWords::words(n)).unwrap_or_default();
     let (patch, xs): (&[u32], &[i16]) = match way {
         Way::Packed => {
             pack_groups(input, d.input_offset, patch, 2, n / 4);
@@ -179,7 +178,10 @@ pub(crate) fn dense_with_sums<K: KnownFacts>(
         let Some(acc) = sums.get_mut(..count) else {
             return;
         };
-        acc.fill(0);
+        // (The widened way writes its units' sums, the units' loop all the others.)
+        if way != Way::Widened {
+            acc.fill(0);
+        }
         let weights = d.weights.get(first * n..).unwrap_or_default();
         let row = |u: usize| {
             weights
@@ -191,11 +193,14 @@ pub(crate) fn dense_with_sums<K: KnownFacts>(
         match way {
             Way::Widened => {
                 // The block's quads (its first unit is a multiple of 4: the quads are the
-                // layer's) and the layer's last pair, if in the block.
+                // layer's) and the layer's last pair, if in the block; all from the units'
+                // loop if the input is not word-aligned.
                 let quads_at = first / 4 * dense_wide_words(n, 4);
+                let terms = d.offset_terms.get(first..).unwrap_or_default();
                 if let Some(wide) = widened_rows.and_then(|w| w.get(quads_at..)) {
-                    dense_widened_i8(input, d.input_offset, wide, n, acc);
-                    done = count / 2 * 2;
+                    if dense_widened_i8(input, (wide, terms), n, acc) {
+                        done = count / 2 * 2;
+                    }
                 }
             }
             Way::Packed if count >= 2 => {
@@ -370,13 +375,13 @@ fn skip_channels<'a>(rq: &ChannelRequant<'a>, first: usize) -> ChannelRequant<'a
 #[cfg(test)]
 mod tests {
     use super::super::format::tests::{input, OwnedParams};
-    use super::super::format::{DenseOp, Op, StackFile};
+    use super::super::format::{input_offset, DenseOp, Op, StackFile};
     use super::super::prepared::PreparedWeights;
     use super::super::run::tests::reference_and_fast;
     use super::super::run::BufferSizes;
     use super::*;
     use crate::kernels::dsp::dense_wide_words_of;
-    use crate::kernels::mve::row_sums;
+    use crate::kernels::mve::dense_offset_terms;
     use crate::kernels::TestRng;
     use std::collections::BTreeSet;
     use std::vec::Vec;
@@ -436,7 +441,9 @@ mod tests {
                 params: dense.view(),
             }));
             let file = StackFile::new(input(6, 6, 2), &ops);
-            let words: Vec<u32> = dense_wide_words_of(&dense.weights, inputs, units).collect();
+            let offset = input_offset(&file, op);
+            let words: Vec<u32> =
+                dense_wide_words_of(&dense.weights, inputs, units, offset).collect();
             let prepared = [PreparedWeights { op, words: &words }];
             let mut widened = file;
             widened.prepare(&prepared);
@@ -506,7 +513,13 @@ mod tests {
                     units % 2 == 1,
                     relu && !wild,
                 ));
-                ways.push(way(n, units, dense_words(n, pixels), facts::NONE, false));
+                ways.push(way(
+                    n,
+                    units,
+                    dense_words(n, units, pixels),
+                    facts::NONE,
+                    false,
+                ));
                 owned.push(p);
                 shapes.push((n, units, relu));
                 n = units;
@@ -534,7 +547,11 @@ mod tests {
                 .enumerate()
                 .filter(|(_, (&(inputs, units, _), _))| inputs % 16 == 0 && units >= 4)
                 .map(|(op, (&(inputs, units, _), p))| {
-                    (op, dense_wide_words_of(&p.weights, inputs, units).collect())
+                    let offset = input_offset(&file, op);
+                    (
+                        op,
+                        dense_wide_words_of(&p.weights, inputs, units, offset).collect(),
+                    )
                 })
                 .collect();
             let prepared: Vec<PreparedWeights<'_>> = widened
@@ -551,11 +568,14 @@ mod tests {
                 let (inputs, units, _) = shapes[*op];
                 ways.push(way(inputs, units, 0, facts::NONE, true));
             }
-            // And with every layer's unit sums, as a Helium build prepares them.
+            // And with every layer's offset terms alone, as a Helium build prepares them.
             let sums: Vec<Vec<u32>> = shapes
                 .iter()
                 .zip(&owned)
-                .map(|(&(inputs, _, _), p)| row_sums(&p.weights, inputs).collect())
+                .enumerate()
+                .map(|(op, (&(inputs, _, _), p))| {
+                    dense_offset_terms(&p.weights, inputs, input_offset(&file, op)).collect()
+                })
                 .collect();
             let prepared: Vec<PreparedWeights<'_>> = sums
                 .iter()
@@ -574,7 +594,7 @@ mod tests {
                 let [_, widened] = reference_and_fast(&prepared_file, &x, &sizes);
                 assert_eq!(widened, reference, "widened, case {case}: {shapes:?}");
                 let [_, summed] = reference_and_fast(&sums_file, &x, &sizes);
-                assert_eq!(summed, reference, "unit sums, case {case}: {shapes:?}");
+                assert_eq!(summed, reference, "offset terms, case {case}: {shapes:?}");
             }
         }
         assert!(

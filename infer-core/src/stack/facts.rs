@@ -64,7 +64,7 @@ pub const OCTETS: Facts = 1 << 13;
 pub const INT8_PATCH: Facts = 1 << 14;
 /// Every window of its conv lies inside its input (no padding).
 pub const INSIDE: Facts = 1 << 15;
-/// Its dense layer has weights (or, on Helium cores, unit sums) prepared for the core's
+/// Its dense layer has weights (or, on Helium cores, offset terms) prepared for the core's
 /// kernels beside the model ([`super::prepared`]).
 pub const PREPARED_DENSE: Facts = 1 << 16;
 /// Its conv's pool windows requantize the fast way

@@ -650,7 +650,7 @@ impl<'a, const I: usize, const U: usize, const RELU: bool> Dense<'a, I, U, RELU>
             units: U,
             weights: p.weights,
             wide: p.wide,
-            unit_sums: p.unit_sums,
+            offset_terms: p.offset_terms,
             requant: ChannelRequant {
                 bias: p.requant.bias,
                 multiplier: p.requant.multiplier,
@@ -668,7 +668,7 @@ impl<'a, const I: usize, const U: usize, const RELU: bool> Dense<'a, I, U, RELU>
 impl<'a, const I: usize, const U: usize, const RELU: bool> Layer<'a> for Dense<'a, I, U, RELU> {
     const IN: usize = I;
     const OUT: usize = U;
-    const PATCH_WORDS: usize = dense_words(I, Pixels::BUILT);
+    const PATCH_WORDS: usize = dense_words(I, U, Pixels::BUILT);
     const TYPE: &'static str = "dense";
 
     fn from_file(file: &StackFile<'a>, index: usize) -> Result<Self, Error> {

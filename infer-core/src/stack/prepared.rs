@@ -11,16 +11,18 @@
 //! [`crate::kernels::dsp::dense_wide_words_of`] on a DSP core,
 //! [`crate::kernels::pairs::dense_pair_words_of`] on the M3), keep them in flash beside the
 //! model (twice the layer's weight bytes) and hand them to [`StackFile::prepare`]: the
-//! kernels then load them with `LDM`s. A Helium core multiplies the int8 weights as they
-//! are, but a dense layer's offset term, `offset · Σ w` per unit, would take one `VADDVA`
-//! per sixteen weights (at every position of a streamed one): its build prepares each
-//! unit's weight sum instead (one word per unit). The file checks them against its own weights when it
+//! kernels then load them with `LDM`s. A dense layer's offset term, `offset · Σ w` per unit
+//! ([`crate::kernels::mve::dense_offset_terms`]), is prepared too, so that its sums start
+//! from it and its steps take the int8 values as they are: after the widened rows on a DSP
+//! core ([`crate::kernels::dsp::dense_widened_i8`]), alone on a Helium core, which
+//! multiplies the int8 weights as they are (the terms would take one `VADDVA` per sixteen
+//! weights, at every position of a streamed layer). The file checks them against its own weights when it
 //! is given them, so that prepared rows of another model (or for another core) are never
 //! used: such an operation runs from its int8 weights, with the same results.
 
-use super::format::{Op, StackFile, MAX_OPS};
+use super::format::{input_offset, Op, StackFile, MAX_OPS};
 use crate::kernels::dsp::{dense_wide_words, dense_wide_words_of, is_widened};
-use crate::kernels::mve::{row_sums, UNIT_SUMS};
+use crate::kernels::mve::{dense_offset_terms, TERMS_ALONE};
 use crate::kernels::pairs::{dense_pair_words, dense_pair_words_of, PAIRED};
 
 /// The prepared weights of one conv or dense operation.
@@ -35,7 +37,7 @@ pub struct PreparedWeights<'a> {
 /// A bit per operation of `file` whose entry in `prepared` (its first, which is the one
 /// used) holds exactly its conv or dense weights prepared as this build's kernels take them
 /// (dense rows paired on the Cortex-M3, [`PAIRED`]; else widened; and on Helium cores,
-/// [`UNIT_SUMS`], a dense layer's unit sums).
+/// [`TERMS_ALONE`], a dense layer's offset terms).
 #[inline(never)]
 pub(crate) fn matching(file: &StackFile<'_>, prepared: &[PreparedWeights<'_>]) -> u32 {
     let mut mask = 0;
@@ -46,15 +48,18 @@ pub(crate) fn matching(file: &StackFile<'_>, prepared: &[PreparedWeights<'_>]) -
         let matches = match file.ops.get(p.op) {
             Some(Op::Dense(d)) => {
                 let (inputs, units) = (d.inputs as usize, usize::from(d.units));
-                // Unit sums are one word per unit, fewer than any widened or paired rows.
-                let build = if UNIT_SUMS && p.words.len() == units {
-                    Preparation::UnitSums
+                // Offset terms alone are one word per unit, fewer than any widened or
+                // paired rows.
+                let build = if TERMS_ALONE && p.words.len() == units {
+                    Preparation::OffsetTerms
                 } else if PAIRED {
                     Preparation::Paired
                 } else {
                     Preparation::Widened
                 };
-                is_dense_prepared(d.params.weights, inputs, units, p.words, build)
+                let offset = input_offset(file, p.op);
+                let layer = (d.params.weights, inputs, units, offset);
+                is_dense_prepared(layer, p.words, build)
             }
             Some(op) => op
                 .conv()
@@ -73,22 +78,23 @@ pub(crate) fn matching(file: &StackFile<'_>, prepared: &[PreparedWeights<'_>]) -
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Preparation {
     /// A DSP core without Helium (Cortex-M4, M7, `thumbv7em-*`): every conv through the
-    /// four-pixel kernel and every dense layer over a vector, widened to 16-bit halves.
+    /// four-pixel kernel and every dense layer over a vector, widened to 16-bit halves
+    /// (a dense layer's followed by its offset terms).
     Widened,
     /// The Cortex-M3 (`thumbv7m-*`): every dense layer over a vector, its units paired.
     Paired,
-    /// A Helium core (Cortex-M55, M85: `thumbv8m.main-*`): every dense layer's per-unit
-    /// weight sums ([`crate::kernels::mve::row_sums`], one word per unit), so that
-    /// its sums start from `offset · Σ w` and its steps multiply the int8 values as they
-    /// are, four units at a time ([`crate::kernels::mve::dense_rows_i8`]). (A `thumbv8m.main`
+    /// A Helium core (Cortex-M55, M85: `thumbv8m.main-*`): every dense layer's offset
+    /// terms alone ([`crate::kernels::mve::dense_offset_terms`], one word per unit), so
+    /// that its sums start from them and its steps multiply the int8 values as they are,
+    /// four units at a time ([`crate::kernels::mve::dense_rows_i8`]). (A `thumbv8m.main`
     /// core without Helium, such as the Cortex-M33, ignores them.)
-    UnitSums,
+    OffsetTerms,
 }
 
 impl Preparation {
     /// The preparation a build for the target triple `target` takes: none on the M0 (no
-    /// long multiply); on Helium cores the unit sums alone (they multiply the int8 weights
-    /// as they are).
+    /// long multiply); on Helium cores the offset terms alone (they multiply the int8
+    /// weights as they are).
     ///
     /// ```
     /// use infer_core::stack::prepared::Preparation;
@@ -96,7 +102,7 @@ impl Preparation {
     /// assert_eq!(Preparation::for_target("thumbv7m-none-eabi"), Some(Preparation::Paired));
     /// assert_eq!(
     ///     Preparation::for_target("thumbv8m.main-none-eabihf"),
-    ///     Some(Preparation::UnitSums)
+    ///     Some(Preparation::OffsetTerms)
     /// );
     /// assert_eq!(Preparation::for_target("thumbv6m-none-eabi"), None);
     /// ```
@@ -106,45 +112,54 @@ impl Preparation {
         } else if target.starts_with("thumbv7m") {
             Some(Self::Paired)
         } else if target.starts_with("thumbv8m.main") {
-            Some(Self::UnitSums)
+            Some(Self::OffsetTerms)
         } else {
             None
         }
     }
 }
 
-/// Whether `words` holds exactly the rows of a dense layer of `units` rows of `inputs` int8
-/// weights (`weights`) prepared as `preparation` says (widened,
-/// [`crate::kernels::dsp::dense_wide_words_of`]; paired,
-/// [`crate::kernels::pairs::dense_pair_words_of`], its whole quads of units; unit sums, [`crate::kernels::mve::row_sums`], one word per unit):
-/// what a model's prepared weights must be to be used.
+/// Whether `words` holds exactly the prepared weights of a dense layer `(weights, inputs,
+/// units, offset)` (`units` rows of `inputs` int8 weights, its input offset) as
+/// `preparation` says (widened, [`crate::kernels::dsp::dense_wide_words_of`]; paired,
+/// [`crate::kernels::pairs::dense_pair_words_of`], its whole quads of units; offset terms,
+/// [`crate::kernels::mve::dense_offset_terms`], one word per unit): what a model's prepared
+/// weights must be to be used.
 pub fn is_dense_prepared(
-    weights: &[u8],
-    inputs: usize,
-    units: usize,
+    (weights, inputs, units, offset): (&[u8], usize, usize, i32),
     words: &[u32],
     preparation: Preparation,
 ) -> bool {
-    if preparation == Preparation::UnitSums {
-        return inputs > 0
-            && words.len() == units
-            && weights.len() / inputs >= units
-            && row_sums(weights, inputs)
-                .take(units)
-                .eq(words.iter().copied());
-    }
     let count = match preparation {
-        Preparation::Widened => dense_wide_words(inputs, units),
-        _ => dense_pair_words(inputs, units),
+        Preparation::Widened => dense_wide_words(inputs, units) + units,
+        Preparation::Paired => dense_pair_words(inputs, units),
+        Preparation::OffsetTerms => units,
     };
-    let fits = inputs % 4 == 0
-        && units >= 4
-        && weights.len() / inputs.max(1) >= units
-        && words.len() == count;
+    let whole = match preparation {
+        Preparation::OffsetTerms => inputs > 0,
+        _ => inputs % 4 == 0 && units >= 4,
+    };
+    let fits = whole && weights.len() / inputs.max(1) >= units && words.len() == count;
     let words = words.iter().copied();
     fits && match preparation {
-        Preparation::Widened => dense_wide_words_of(weights, inputs, units).eq(words),
+        Preparation::Widened => dense_wide_words_of(weights, inputs, units, offset).eq(words),
         Preparation::Paired => dense_pair_words_of(weights, inputs, units).eq(words),
-        Preparation::UnitSums => false,
+        Preparation::OffsetTerms => dense_offset_terms(weights, inputs, offset)
+            .take(units)
+            .eq(words),
+    }
+}
+
+/// A dense layer's prepared weights (`prepared`, as [`StackFile::prepare`] found them
+/// matching, or empty) split into its prepared rows (widened or paired) and its offset
+/// terms, for a layer of `inputs` inputs and `units` units.
+pub(crate) fn prepared_dense(prepared: &[u32], inputs: usize, units: usize) -> (&[u32], &[u32]) {
+    if TERMS_ALONE && prepared.len() == units {
+        return (&[], prepared);
+    }
+    let rows = dense_wide_words(inputs, units);
+    match prepared.split_at_checked(rows) {
+        Some(split) if !PAIRED && prepared.len() == rows + units => split,
+        _ => (prepared, &[]),
     }
 }

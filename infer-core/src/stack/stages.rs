@@ -37,6 +37,7 @@
 use super::dense::{dense_direct, dense_with_sums, dense_words, finish_block};
 use super::facts::{self, holds, part, Facts, KnownFacts};
 use super::format::{input_offset, Op, StackFile, MAX_OPS};
+use super::prepared::prepared_dense;
 pub use super::shape::OpShape;
 use crate::kernels::add::{AddParams, AddTables, ADD_SCRATCH_WORDS};
 use crate::kernels::conv::{
@@ -52,7 +53,7 @@ use crate::kernels::dsp::{
 };
 use crate::kernels::fused::{fast_requant, StreamLayers};
 use crate::kernels::mve::{
-    dense_rows_i8, offset_terms, quad_filters_i8, DenseRowsI8, QuadConvI8, UNIT_SUMS,
+    copy_words, dense_rows_i8, offset_terms, quad_filters_i8, DenseRowsI8, QuadConvI8, TERMS_ALONE,
 };
 use crate::kernels::pairs::{pair_filters, PairConv, PAIRED};
 use crate::kernels::{all_zero, narrow, put_sum, ChannelRequant, MapRows};
@@ -199,8 +200,9 @@ impl Stage {
             return shapes.get(self.first).map_or(0, OpShape::alone_words);
         }
         if !self.conv && !self.pool {
-            let inputs = shapes.get(self.first).map_or(0, OpShape::in_len);
-            return dense_words(inputs, pixels);
+            let dense = shapes.get(self.first);
+            let (inputs, units) = dense.map_or((0, 0), |d| (d.in_len(), d.units()));
+            return dense_words(inputs, units, pixels);
         }
         let (taps, channels) = self.taps_channels(shapes);
         let (inputs, units) = match shapes.get(self.dense_index()) {
@@ -1036,11 +1038,12 @@ pub struct DensePart<'a> {
     /// ([`crate::kernels::dsp::dense_wide_words_of`]), if the model was given them
     /// ([`StackFile::prepare`]), else empty.
     pub wide: &'a [u32],
-    /// On Helium cores ([`UNIT_SUMS`]), each unit's weight sum, if the model was given them
-    /// ([`StackFile::prepare`]), else empty: the layer's sums then start from
-    /// `input_offset · Σ w` (`DensePart::start_sums`) and its steps take the values with
-    /// offset 0.
-    pub unit_sums: &'a [u32],
+    /// Each unit's offset term, `input_offset · Σ w`
+    /// ([`crate::kernels::mve::dense_offset_terms`]), if the model was given them
+    /// ([`StackFile::prepare`]: alone on Helium cores, [`TERMS_ALONE`]; after the widened
+    /// rows on DSP cores), else empty: the sums of the ways that take the int8 values as
+    /// they are start from them.
+    pub offset_terms: &'a [u32],
     /// Its requantization (with the ReLU if it has one).
     pub requant: ChannelRequant<'a>,
     /// Minus its input's zero point.
@@ -1052,16 +1055,23 @@ pub struct DensePart<'a> {
 }
 
 impl DensePart<'_> {
-    /// With unit sums, starts the sums `acc` of units `first..` from their offset terms
-    /// (`input_offset · Σ w`) and returns 0, the offset its steps then take; else leaves
-    /// `acc` alone and returns the input offset.
+    /// Whether the layer has its offset terms alone ([`TERMS_ALONE`]: Helium cores' way,
+    /// [`crate::kernels::mve::dense_rows_i8`] from the int8 values as they are).
+    pub(crate) fn terms_alone(&self) -> bool {
+        // (A Helium build prepares no rows: only the unit tests give a layer both.)
+        let no_rows = cfg!(infer_core_mve) || self.wide.is_empty();
+        TERMS_ALONE && no_rows && !self.offset_terms.is_empty()
+    }
+
+    /// With its offset terms alone, starts the sums `acc` of units `first..` from them and
+    /// returns 0, the offset its steps then take; else leaves `acc` alone and returns the
+    /// input offset.
     pub(crate) fn start_sums(&self, first: usize, acc: &mut [u32]) -> i32 {
-        let Some(sums) = self.unit_sums.get(first..).filter(|s| !s.is_empty()) else {
+        let terms = self.offset_terms.get(first..).unwrap_or_default();
+        if !self.terms_alone() || terms.is_empty() {
             return self.input_offset;
-        };
-        for (a, &sum) in acc.iter_mut().zip(sums) {
-            *a = self.input_offset.wrapping_mul(sum as i32) as u32;
         }
+        copy_words(acc, terms);
         0
     }
 }
@@ -1168,7 +1178,7 @@ pub fn facts_of(parts: &Parts<'_>, pixels: Pixels, logits: bool) -> Facts {
                 // Streamed after a conv or pool, widened rows for whole sixteens of values
                 // a position (`dense_position`).
                 let streamed = conv.is_some() || parts.pool != 0;
-                !d.unit_sums.is_empty() || !d.wide.is_empty() && (!streamed || channels % 16 == 0)
+                d.terms_alone() || !d.wide.is_empty() && (!streamed || channels % 16 == 0)
             }),
         ),
         (
@@ -1216,14 +1226,14 @@ pub(crate) fn dense_part<'a>(
     d: &super::format::DenseOp<'a>,
 ) -> DensePart<'a> {
     let requant = ChannelRequant::from_params(&d.params, d.relu);
-    let prepared = file.prepared(index);
-    let sums = UNIT_SUMS && prepared.len() == usize::from(d.units);
+    let (inputs, units) = (d.inputs as usize, usize::from(d.units));
+    let (wide, offset_terms) = prepared_dense(file.prepared(index), inputs, units);
     DensePart {
-        inputs: d.inputs as usize,
-        units: d.units.into(),
+        inputs,
+        units,
         weights: d.params.weights,
-        wide: if sums { &[] } else { prepared },
-        unit_sums: if sums { prepared } else { &[] },
+        wide,
+        offset_terms,
         requant,
         input_offset: input_offset(file, index),
         monotonic: monotonic(&requant, d.units.into()),
@@ -1315,7 +1325,7 @@ fn run_stage<K: KnownFacts>(
     let conv = holds(K::FACTS, facts::CONV, || parts.conv.is_some());
     if !conv && !holds(K::FACTS, facts::POOL, || parts.pool != 0) {
         if let Some(d) = part(K::FACTS, facts::DENSE, parts.dense.as_ref()) {
-            dense_direct::<K>(d, input, words, true, output, add.as_ref());
+            dense_direct::<K>(d, input, words, output, add.as_ref());
         }
         return;
     }
@@ -1410,8 +1420,8 @@ impl<'p, 'a, 'w, K: KnownFacts> StageRun<'p, 'a, 'w, K> {
         let (terms, held) = terms.split_at_mut_checked(term_words(taps, channels, pixels))?;
         let held = held.get_mut(..held_words(inputs, units, pixels))?;
         acc.fill(0);
-        // With unit sums, the dense layer's sums start from its offset terms.
-        if let (true, Some(d)) = (UNIT_SUMS, &parts.dense) {
+        // With offset terms alone, the dense layer's sums start from them.
+        if let (true, Some(d)) = (TERMS_ALONE, &parts.dense) {
             d.start_sums(0, acc);
         }
         if let Some(cp) = parts
@@ -2101,9 +2111,9 @@ fn dense_position<K: KnownFacts>(
     let Some(patch) = patch.get_mut(..PatchWords::words(ch)) else {
         return;
     };
-    // With unit sums (the offset terms already in `acc`), the values as they are with offset
-    // 0, every position; else unless every one is at the zero point.
-    let sums = UNIT_SUMS && !d.unit_sums.is_empty();
+    // With offset terms alone (already in `acc`), the values as they are with offset 0,
+    // every position; else unless every one is at the zero point.
+    let sums = d.terms_alone();
     if sums || int8_dense(d.units, at / ch.max(1)) {
         let offset = if sums { 0 } else { d.input_offset };
         let zero_point = d.input_offset.wrapping_neg();
@@ -2138,7 +2148,7 @@ fn dense_position<K: KnownFacts>(
     };
     let mut done = 0;
     // Whole quads of units from the rows the build widened beside the model (DSP cores: the
-    // Cortex-M3's prepared rows are paired, another layout, and Helium cores' are unit sums,
+    // Cortex-M3's prepared rows are paired, another layout, and Helium cores' are offset terms,
     // taken above), where it has them (the model checked them, `StackFile::prepare`, for
     // whole sixteens of values a position): each quad's words of the position's inputs.
     let widened_rows = !PAIRED && !cfg!(infer_core_mve);
@@ -3091,7 +3101,8 @@ mod graph_tests {
 
     /// A dense layer with an add in place (which no model.bin holds yet: the decoder's adds
     /// read maps) through `run_general`, with and without the add's tables and the packed
-    /// input: the dense layer's outputs, then the add, bit for bit.
+    /// input (the words of either build): the dense layer's outputs, then the add, bit for
+    /// bit.
     #[test]
     fn a_dense_layer_adds_in_place_as_the_reference_does() {
         use crate::kernels::add::add_reference;
@@ -3127,7 +3138,7 @@ mod graph_tests {
                     units,
                     weights: &p.weights,
                     wide: &[],
-                    unit_sums: &[],
+                    offset_terms: &[],
                     requant,
                     input_offset,
                     monotonic: monotonic(&requant, units),
@@ -3140,12 +3151,14 @@ mod graph_tests {
             dense_i8(&x, input_offset, &p.weights, &requant, &mut values);
             let mut want = vec![0i8; units];
             add_reference(&add, &values, &other, &mut want);
-            let packed = crate::stack::dense_words(n, Pixels::Four);
-            for words in [packed + ADD_SCRATCH_WORDS, ADD_SCRATCH_WORDS, 10] {
+            let [four, one] = [Pixels::Four, Pixels::One].map(|p| dense_words(n, units, p));
+            for words in [four + ADD_SCRATCH_WORDS, one + ADD_SCRATCH_WORDS] {
                 let mut out = other.clone();
                 run_general::<Unknown>(&parts, &x, &mut vec![0u32; words], &mut out);
                 assert_eq!(out, want, "case {case}, {words} words");
             }
+            // Too few words for the sums: less is computed, without a panic.
+            run_general::<Unknown>(&parts, &x, &mut [0u32; 3], &mut other.clone());
         }
     }
 

@@ -753,7 +753,7 @@ fn widened(file: &StackFile<'_>, index: usize) -> Vec<u32> {
 #[test]
 fn prepared_weights_are_used_when_they_match_and_ignored_otherwise() {
     use super::prepared::PreparedWeights;
-    use crate::kernels::mve::row_sums;
+    use crate::kernels::mve::dense_offset_terms;
     let mut rng = TestRng(0x91DE);
     for case in 0..8 {
         let (params, others) = (model(&mut rng), model(&mut rng));
@@ -794,11 +794,13 @@ fn prepared_weights_are_used_when_they_match_and_ignored_otherwise() {
         for index in [1, 2, 3, 4, 40] {
             assert!(with.prepared(index).is_empty(), "case {case}, op {index}");
         }
-        // With the streamed dense layer's unit sums (op 3, after conv 1 and its pool).
+        // With the streamed dense layer's offset terms (op 3, after conv 1 and its pool).
         let Some(Op::Dense(d)) = decoded.ops.get(3) else {
             panic!("op 3 is the streamed dense layer");
         };
-        let sums: Vec<u32> = row_sums(d.params.weights, d.inputs as usize).collect();
+        let offset = super::format::input_offset(&decoded, 3);
+        let sums: Vec<u32> =
+            dense_offset_terms(d.params.weights, d.inputs as usize, offset).collect();
         let only_own = [
             PreparedWeights {
                 op: 0,
@@ -817,7 +819,7 @@ fn prepared_weights_are_used_when_they_match_and_ignored_otherwise() {
         own_file.prepare(&only_own);
         assert_eq!(own_file.prepared(1), &own[1][..]);
         assert_eq!(own_file.prepared(3), &sums[..]);
-        // Sums one off are not its own.
+        // Terms one off are not its own.
         let mut off = sums.clone();
         let at = case % off.len();
         off[at] ^= 1;

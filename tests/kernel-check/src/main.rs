@@ -189,6 +189,19 @@ fn main() -> ! {
         mve::copy_blocks_portable(&run, &mut want, blocks);
         check("copy_blocks", case, got, want);
 
+        // Words (a dense layer's offset terms) into sums, any count, either slice the
+        // shorter: the first words of the shorter copied, the rest as they were.
+        let mut src = [0u32; 40];
+        rng.fill_words(&mut src);
+        let mut got = [0u32; 40];
+        rng.fill_words(&mut got);
+        let mut want = got;
+        let (n_dst, n_src) = (rng.below(41), rng.below(41));
+        mve::copy_words(&mut got[..n_dst], &src[..n_src]);
+        let n = n_dst.min(n_src);
+        want[..n].copy_from_slice(&src[..n]);
+        check("copy_words", case, got, want);
+
         // Four pixels' int8 quad patch (the bytes of random words), all filters, any taps
         // (the last block partial most of the time; under 16, no whole block), any offset.
         let taps = 1 + rng.below(160);
@@ -394,18 +407,32 @@ fn main() -> ! {
         dsp::dense_quads_widened_portable(position, rows, sizes, &mut want[..units]);
         check("dense_quads_widened at a position", case, got, want);
 
-        // The same rows over int8 values with an offset (quads, then a pair), the values
-        // at any alignment.
-        let start = rng.below(4);
-        let offset = rng.below(257) as i32 - 128;
-        let values: [i8; 100] = core::array::from_fn(|_| rng.next() as i8);
-        let values = &values[start..start + inputs];
+        // The same rows over int8 values with offset terms (random words, as any
+        // layer's; quads, then a pair), the values word-aligned three times in four, else
+        // not (then neither computes anything).
+        let start = if rng.below(4) == 0 {
+            1 + rng.below(3)
+        } else {
+            0
+        };
+        let mut value_words = [0u32; 26];
+        rng.fill_words(&mut value_words);
+        let values = &dsp::int8_of_words(&mut value_words)[start..start + inputs];
+        let mut terms = [0u32; 16];
+        rng.fill_words(&mut terms);
         let mut got = [0u32; 16];
         rng.fill_words(&mut got);
         let mut want = got;
-        dsp::dense_widened_i8(values, offset, wide, inputs, &mut got[..units]);
-        dsp::dense_widened_i8_portable(values, offset, wide, inputs, &mut want[..units]);
+        let rows = (wide, &terms[..units]);
+        let ran = dsp::dense_widened_i8(values, rows, inputs, &mut got[..units]);
+        let ran_portable = dsp::dense_widened_i8_portable(values, rows, inputs, &mut want[..units]);
         check("dense_widened_i8", case, got, want);
+        check(
+            "dense_widened_i8 computed",
+            case,
+            (ran, ran_portable),
+            (start == 0, start == 0),
+        );
 
         // Four units from widened values: any count of values, any bits in them, rows at
         // any alignment.
