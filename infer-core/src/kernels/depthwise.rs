@@ -324,10 +324,23 @@ struct Plan<'a, 'p> {
 
 /// The outputs `o` of `0..out` whose window `o · stride − pad .. + kernel` lies inside
 /// `0..len` (a run: none, or from the first to the last such).
+#[inline(never)]
 fn interior(out: usize, stride: usize, pad: usize, kernel: usize, len: usize) -> Range<usize> {
-    let inside = |o: usize| o * stride >= pad && o * stride - pad + kernel <= len;
-    let first = (0..out).find(|&o| inside(o)).unwrap_or(out);
-    first..(first..out).find(|&o| !inside(o)).unwrap_or(out)
+    // `o · stride ≥ pad` and `o · stride ≤ len + pad − kernel`: from ⌈pad / stride⌉ to
+    // ⌊(len + pad − kernel) / stride⌋ (a stride of 0 would leave every output or none).
+    let Some(stride) = NonZeroUsize::new(stride) else {
+        let all = pad == 0 && kernel <= len;
+        return if all { 0..out } else { out..out };
+    };
+    let first = pad.div_ceil(stride.get());
+    let Some(room) = (len + pad).checked_sub(kernel) else {
+        return out..out;
+    };
+    let end = (room / stride.get() + 1).min(out);
+    if first >= end {
+        return out..out;
+    }
+    first..end
 }
 
 /// The runs of outputs `o` of `0..out` whose windows (`o · stride − pad .. + kernel`
@@ -341,10 +354,16 @@ fn segments(
     len: usize,
 ) -> impl Iterator<Item = (Range<usize>, Range<usize>)> {
     let taps = move |o: usize| taps_inside((o * stride) as isize - pad as isize, kernel, len);
+    // The interior is one run, taken at once (not output by output).
+    let middle = interior(out, stride, pad, kernel, len);
     let mut o = 0;
     core::iter::from_fn(move || {
         if o >= out {
             return None;
+        }
+        if o == middle.start && middle.start < middle.end {
+            o = middle.end;
+            return Some((middle.clone(), 0..kernel));
         }
         let (start, inside) = (o, taps(o));
         o += 1;
@@ -1184,6 +1203,42 @@ pub(crate) mod tests {
             assert!(!covered_by_quads(&g, offset, &weights, &narrow));
         }
         assert!(covered_maps > 100, "{covered_maps}");
+    }
+
+    /// The interior and the runs of outputs with the same taps inside, against the
+    /// windows written out, on every small geometry.
+    #[test]
+    fn interiors_and_segments_match_the_windows_written_out() {
+        for (out, stride, pad, kernel, len) in (0..12).flat_map(|out| {
+            (0..4).flat_map(move |stride| {
+                (0..4).flat_map(move |pad| {
+                    (1..5).flat_map(move |kernel| {
+                        (0..12).map(move |len| (out, stride, pad, kernel, len))
+                    })
+                })
+            })
+        }) {
+            let origin = |o: usize| (o * stride) as isize - pad as isize;
+            let inside = |o: usize| origin(o) >= 0 && origin(o) + kernel as isize <= len as isize;
+            let first = (0..out).find(|&o| inside(o)).unwrap_or(out);
+            let want = first..(first..out).find(|&o| !inside(o)).unwrap_or(out);
+            let case = (out, stride, pad, kernel, len);
+            assert_eq!(interior(out, stride, pad, kernel, len), want, "{case:?}");
+            if stride == 0 {
+                continue;
+            }
+            // Every output once, in order, each run's outputs with the run's taps.
+            let mut next = 0;
+            for (run, taps) in segments(out, stride, pad, kernel, len) {
+                assert_eq!(run.start, next, "{case:?}");
+                assert!(run.end > run.start, "{case:?}");
+                for o in run.clone() {
+                    assert_eq!(taps_inside(origin(o), kernel, len), taps, "{case:?}");
+                }
+                next = run.end;
+            }
+            assert_eq!(next, out, "{case:?}");
+        }
     }
 
     #[test]
