@@ -108,16 +108,21 @@ impl<'w> AddTables<'w> {
     /// Adds each value of `values` (input 0) to the one of `other` (input 1) at its place,
     /// in place: [`AddTables::one`] of each pair, over the shorter of the two.
     ///
-    /// On an MVE core, with the tables and a right-shift output requantization, a loop of
-    /// assembly: four values in fourteen instructions (the values and the other operand's
+    /// With the tables and a right-shift output requantization, a loop of assembly: on an
+    /// MVE core four values in fourteen instructions (the values and the other operand's
     /// bytes loaded as table indices, two gather loads from the tables, the requantization
-    /// as [`super::mve::requantize_right`] computes it, the clamp, a narrowing store);
+    /// as [`super::mve::requantize_right`] computes it, the clamp, a narrowing store); on
+    /// the Cortex-M3 and DSP cores one value in 32 (`dsp::add_into`);
     /// elsewhere [`AddTables::add_into_portable`].
     #[inline(always)]
     pub fn add_into(&self, values: &[i8], other: &mut [i8]) {
-        #[cfg(infer_core_mve)]
+        #[cfg(infer_core_long_multiply)]
         if let Some((ta, tb)) = self.tables {
-            if super::mve::add_into(ta, tb, &self.params, values, other) {
+            #[cfg(infer_core_mve)]
+            let done = super::mve::add_into(ta, tb, &self.params, values, other);
+            #[cfg(not(infer_core_mve))]
+            let done = super::dsp::add_into(ta, tb, &self.params, values, other);
+            if done {
                 return;
             }
         }

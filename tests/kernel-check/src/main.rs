@@ -581,7 +581,8 @@ fn main() -> ! {
         mve::dw_group_portable(&group, &input, origin, &mut want, out_at);
         check("dw_group", case, got, want);
 
-        // An add computed in place from its tables (the MVE assembly on the M55): up to 37
+        // An add computed in place from its tables (the assembly of each core: Helium's on
+        // the M55, `dsp::add_into` on the M3 and M4): up to 37
         // values of any int8, any input scales (or, every third case, scales of one bit,
         // whose outputs round ties), an output multiplier and right shift, zero point and
         // clamp (either way round).
