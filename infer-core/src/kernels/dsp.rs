@@ -1066,17 +1066,17 @@ macro_rules! quad_max {
 /// widened rows'. `$weights` is the rows' first byte or word.
 #[cfg(infer_core_dsp)]
 macro_rules! quad_filters_asm {
-    ($group:ident, $single:literal, $conv:expr, $weights:expr, $values:expr) => {
+    ($group:ident, $single:literal, $conv:expr, $weights:expr, $end:expr, $values:expr) => {
         asm!(
                 "push {{r6, r7}}",
-                "push {{r0, r1, r2, r3, r10, lr}}",
+                "push {{r0, r1, r2, r10, lr}}",
                 "3:",
                 "movs r0, #0",
                 "movs r1, #0",
                 "mov.w r8, #0",
                 "mov.w r9, #0",
-                "ldr r10, [sp, #16]",
-                "ldr lr, [sp, #20]",
+                "ldr r10, [sp, #12]",
+                "ldr lr, [sp, #16]",
                 // Blocks of 32 taps, after one of 16 if their count is odd (the flags of
                 // the shift last until the loop: nothing between sets them).
                 "lsrs lr, lr, #1",
@@ -1098,17 +1098,20 @@ macro_rules! quad_filters_asm {
                 $group!(),
                 "subs lr, lr, #1",
                 "bne 2b",
+                // The groups of four taps after the blocks (the low byte of [sp, #8]) and
+                // the single taps (the next): on most convs none, one test.
                 "4:",
-                "ldr lr, [sp, #8]",
-                "cmp lr, #0",
+                "ldr r2, [sp, #8]",
+                "cbz r2, 7f",
+                "ands lr, r2, #0xff",
                 "beq 5f",
                 "6:",
                 $group!(),
                 "subs lr, lr, #1",
                 "bne 6b",
                 "5:",
-                "ldr lr, [sp, #12]",
-                "cmp lr, #0",
+                "ldr lr, [sp, #8]",
+                "lsrs lr, lr, #8",
                 "beq 7f",
                 "8:",
                 $single,
@@ -1142,18 +1145,19 @@ macro_rules! quad_filters_asm {
                 "add.w r3, r3, r2, lsl #1",
                 "str r8, [r3]",
                 "str r9, [r3, r2]",
+                // The next filter, until the weights' end (below it: a loop that ends
+                // whatever it is given).
                 "10:",
                 "adds r12, #4",
                 "ldr r2, [sp]",
-                "subs r2, #1",
-                "str r2, [sp]",
-                "bne 3b",
-                "add sp, #24",
+                "cmp r11, r2",
+                "blo 3b",
+                "add sp, #20",
                 "pop {{r6, r7}}",
-                inout("r0") $conv.filters => _,
+                inout("r0") $end => _,
                 inout("r1") 4 * $conv.stride => _,
-                inout("r2") $conv.taps % 16 / 4 => _,
-                inout("r3") $conv.taps % 4 => _,
+                inout("r2") $conv.taps % 16 / 4 | $conv.taps % 4 << 8 => _,
+                out("r3") _,
                 inout("r10") $conv.patch.as_ptr() => _,
                 inout("lr") $conv.taps / 16 => _,
                 inout("r11") $weights => _,
@@ -1209,10 +1213,11 @@ pub fn quad_filters_rows<const WIDE: bool>(conv: &QuadConv<'_>, values: &mut [u3
     {
         // Registers: accumulators of pixels 0–3 in r0 r1 r8 r9; patch words r2–r5; the
         // unpacked weights r6 r7; the patch pointer r10, the weight pointer r11, the
-        // values pointer r12, the loop count lr. On the stack (pushed from r0–r3, r10,
-        // lr): filters left [sp], stride in bytes [sp, #4], groups of four taps after the
-        // blocks of sixteen [sp, #8], single taps after those [sp, #12], the patch
-        // [sp, #16], blocks of sixteen taps [sp, #20].
+        // values pointer r12, the loop count lr. On the stack (pushed from r0–r2, r10,
+        // lr): the weights' end [sp] (the filters' loop ends when r11 reaches it), stride in
+        // bytes [sp, #4], groups of four taps after the blocks of sixteen (low byte) and
+        // single taps after those (next byte) [sp, #8], the patch [sp, #12], blocks of
+        // sixteen taps [sp, #16].
         // SAFETY: r10 reads the 4 · PatchWords::words(taps) words of `patch` per filter
         // (checked above; word-aligned, which LDM needs), r11 reads taps bytes of
         // `weights` per filter (filters · taps checked above; LDR of a word may be
@@ -1220,7 +1225,8 @@ pub fn quad_filters_rows<const WIDE: bool>(conv: &QuadConv<'_>, values: &mut [u3
         // `wide` per filter (filters · wide_words(taps) checked by `widened`; a `u32`
         // slice is word-aligned, which LDM needs), r12 reads and writes `values` at
         // p · stride + f for p < 4, f < filters (checked above); each loop count is tested
-        // for 0 before its loop. The twelve registers that can be operands are all named
+        // for 0 before its loop, and r11 steps by a whole row per filter (taps > 0), so that
+        // it meets the end after `filters` ≥ 1 of them. The twelve registers that can be operands are all named
         // here (r2–r5 by name also because LDM needs its registers in ascending order), so
         // no operand is in r6 or r7 (which cannot be named: LLVM's base and frame
         // pointers); the block saves those two on the stack, uses them as scratch and
@@ -1233,6 +1239,8 @@ pub fn quad_filters_rows<const WIDE: bool>(conv: &QuadConv<'_>, values: &mut [u3
                     "ldr r6, [r11], #4",
                     conv,
                     wide.as_ptr(),
+                    wide.as_ptr()
+                        .wrapping_add(conv.filters * wide_words(conv.taps)),
                     values
                 )
             },
@@ -1242,6 +1250,7 @@ pub fn quad_filters_rows<const WIDE: bool>(conv: &QuadConv<'_>, values: &mut [u3
                     "ldrsb r6, [r11], #1",
                     conv,
                     conv.weights.as_ptr(),
+                    conv.weights.as_ptr().wrapping_add(conv.filters * conv.taps),
                     values
                 )
             },
