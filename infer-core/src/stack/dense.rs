@@ -6,11 +6,11 @@
 //! input; so did this engine, at four instructions per multiply-accumulate and some
 //! hundred per unit on the Cortex-M4F (the offset's share `offset · Σ w` summed again for
 //! every unit, one call and one requantization per unit). Here the input is prepared once
-//! for every unit (widened with its offset added, as the core's kernels take it: packed
-//! for `SMLAD`, or kept as int8 for Helium's `VMLADAVA.S8`, or on DSP cores whose build
-//! widened the rows kept as int8 and widened in registers, [`dense_widened_i8`]), several
-//! units share each load of it, and the units' sums are requantized a block at a time
-//! ([`ChannelRequant::requantize_positions`]).
+//! for every unit (widened with its offset added, as the core's kernels take it, packed for
+//! `SMLAD`; or kept as int8, the sums starting from the offset terms the build prepared:
+//! for Helium's `VMLADAVA.S8`, and on DSP cores whose build widened the rows, widened in
+//! registers, [`dense_widened_i8`]), several units share each load of it, and the units'
+//! sums are requantized a block at a time ([`ChannelRequant::requantize_positions`]).
 
 use super::facts::{self, holds, part, KnownFacts};
 use super::stages::{DensePart, Out, Pixels};
