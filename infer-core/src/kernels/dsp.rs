@@ -2181,7 +2181,8 @@ pub fn window_sums(patch: &Patch, f: &Filter3x3) -> [i32; 4] {
 /// A loop of assembly on DSP cores and the Cortex-M3 (it needs only `UMLAL`, `USAT` and
 /// `SSAT`) when the floor is the zero point itself and the ceiling 127 (18 instructions
 /// per positive sum on DSP cores, 19 on the Cortex-M3, 8 per other; MVE cores take every right-shift requantization through
-/// [`super::mve::requantize_right`]); elsewhere [`requantize_relu_portable`].
+/// [`super::mve::requantize_right`]), other clamps there through
+/// [`ChannelRequant::apply`] value by value; elsewhere [`requantize_relu_portable`].
 #[inline(always)]
 pub fn requantize_relu(
     rq: &ChannelRequant<'_>,
@@ -2190,10 +2191,16 @@ pub fn requantize_relu(
     out: Option<&mut [i8]>,
 ) {
     #[cfg(all(infer_core_long_multiply, not(infer_core_mve)))]
-    if relu_fits(rq, values, channels, out.as_deref()) {
-        requantize_relu_dsp(rq, values, channels, out);
-        return;
+    {
+        if relu_fits(rq, values, channels, out.as_deref()) {
+            requantize_relu_dsp(rq, values, channels, out);
+        } else {
+            // The general way (the same values), which the other requantizations fall back
+            // to as well: one fallback linked, not two (550 B on the Cortex-M4F).
+            rq.requantize_each(values, channels, out);
+        }
     }
+    #[cfg(not(all(infer_core_long_multiply, not(infer_core_mve))))]
     requantize_relu_portable(rq, values, channels, out);
 }
 

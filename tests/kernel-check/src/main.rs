@@ -278,6 +278,20 @@ fn main() -> ! {
             bytes,
             narrowed(&want, n),
         );
+        // A ceiling below 127 (a ReLU6's, say): the general way, the same values.
+        let capped = ChannelRequant {
+            activation_max: zero_point.max(rng.below(127) as i32),
+            ..rq
+        };
+        let (mut got, mut want) = (sums, sums);
+        dsp::requantize_relu(&capped, &mut got[..n], channels, None);
+        dsp::requantize_relu_portable(&capped, &mut want[..n], channels, None);
+        check(
+            "requantize_relu capped",
+            case,
+            narrowed(&got, n),
+            narrowed(&want, n),
+        );
 
         // The same sums and parameters without a fused activation (the whole int8 clamp),
         // sums of either sign and the extremes too, every one requantized exactly.
