@@ -43,7 +43,7 @@ use crate::plan::{wire_fields, OpShape, Plan, PlanOp};
 use crate::spec::{Padding, Spec, PRESETS};
 use infer_core::format::QuantParams;
 use infer_core::kernels::dsp::{dense_wide_words_of, wide_words, widen_filter};
-use infer_core::kernels::mve::dense_offset_terms;
+use infer_core::kernels::mve::row_offset_terms;
 use infer_core::kernels::pairs::dense_pair_words_of;
 use infer_core::stack::facts::{
     holds, known, Facts, ALL, FAST_POOL, FOUR, LOGITS, NONE, PREPARED_CONV, PREPARED_DENSE,
@@ -266,7 +266,7 @@ impl Network {
     /// in such a dense layer (a dense layer's rows followed by its offset terms, one word a
     /// unit). Offset terms alone for a Helium core: every dense layer but one in the
     /// one-channel 3×3 conv's own kernel, one word per unit
-    /// (`infer_core::kernels::mve::dense_offset_terms`), for about 40 % fewer instructions in it
+    /// (`infer_core::kernels::mve::row_offset_terms`), for about 40 % fewer instructions in it
     /// ([`crate::boards::Board::preparation`] says which boards take which).
     ///
     /// # Errors
@@ -326,7 +326,7 @@ impl Network {
                             return None;
                         }
                         let offset = input_offset(&file, index);
-                        dense_offset_terms(d.params.weights, d.inputs as usize, offset).collect()
+                        row_offset_terms(d.params.weights, d.inputs as usize, offset).collect()
                     }
                     Op::Dense(d) => {
                         let (inputs, units) = (d.inputs as usize, usize::from(d.units));

@@ -15,7 +15,7 @@
 use core::arch::asm;
 
 use super::fused::Filter3x3;
-use super::mve::dense_offset_terms;
+use super::mve::row_offset_terms;
 use super::{put_sum, ChannelRequant};
 
 /// The low half of `x`, sign-extended.
@@ -1690,7 +1690,7 @@ pub const fn dense_wide_words(inputs: usize, units: usize) -> usize {
 /// group's word, and of it rotated by 8); then the pair of units after the last whole quad,
 /// if there is one, the same way ([`dense_wide_words`] words; an odd last unit is not
 /// widened). Then each unit's offset term for the input offset `offset`
-/// ([`dense_offset_terms`], `units` words), which [`dense_widened_i8`]'s sums start from:
+/// ([`row_offset_terms`], `units` words), which [`dense_widened_i8`]'s sums start from:
 /// what a DSP core's build prepares beside the model.
 pub fn dense_wide_words_of(
     weights: &[u8],
@@ -1708,7 +1708,7 @@ pub fn dense_wide_words_of(
             })
         })
     });
-    rows.chain(dense_offset_terms(weights, inputs, offset).take(units))
+    rows.chain(row_offset_terms(weights, inputs, offset).take(units))
 }
 
 /// One group of four inputs of [`dense_quads_widened`]: the two patch words into r4 r5,

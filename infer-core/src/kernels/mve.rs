@@ -1221,40 +1221,34 @@ pub struct QuadConvI8<'a> {
     pub stride: usize,
 }
 
-/// Writes each filter's offset term, `offset · Σ w` (wrapping, as `u32` bits), into
-/// `terms`, for the `filters` rows of `taps` int8 weights in `weights`: what
-/// [`QuadConvI8`] adds to a filter's sums of the int8 values as they are. Terms past the
-/// rows are left alone.
+/// Writes each filter's offset term ([`row_offset_terms`]) into `terms`, for the `filters`
+/// rows of `taps` int8 weights in `weights`: what [`QuadConvI8`] adds to a filter's sums of
+/// the int8 values as they are. Terms past the rows are left alone.
 pub fn offset_terms(weights: &[u8], taps: usize, offset: i32, terms: &mut [u32]) {
-    for (term, sum) in terms.iter_mut().zip(row_sums(weights, taps)) {
-        *term = offset.wrapping_mul(sum as i32) as u32;
+    for (term, t) in terms
+        .iter_mut()
+        .zip(row_offset_terms(weights, taps, offset))
+    {
+        *term = t;
     }
 }
 
-/// The sums of the int8 weights of each whole row of `len` bytes of `weights` (wrapping, as
-/// `u32` bits): a conv's filters' (for [`offset_terms`]) or a dense layer's units' (for
-/// [`dense_offset_terms`]).
-pub fn row_sums(weights: &[u8], len: usize) -> impl Iterator<Item = u32> + '_ {
-    weights.chunks_exact(len.max(1)).map(|row| {
-        row.iter()
-            .fold(0i32, |a, &w| a.wrapping_add(i32::from(w as i8))) as u32
+/// Each whole row's offset term, `offset · Σ w` (wrapping, as `u32` bits), for rows of `len`
+/// int8 weights (`weights`) whose input offset is `offset`: a conv's filters' (computed at
+/// every inference, [`offset_terms`]) or a dense layer's units' (what a build prepares
+/// beside the model, `crate::stack::prepared`, for the layer's sums to start from, so that
+/// its steps take the int8 values as they are).
+pub fn row_offset_terms(weights: &[u8], len: usize, offset: i32) -> impl Iterator<Item = u32> + '_ {
+    weights.chunks_exact(len.max(1)).map(move |row| {
+        let sum = row
+            .iter()
+            .fold(0i32, |a, &w| a.wrapping_add(i32::from(w as i8)));
+        offset.wrapping_mul(sum) as u32
     })
 }
 
-/// Each unit's offset term, `offset · Σ w` (wrapping, as `u32` bits), of a dense layer of
-/// rows of `inputs` int8 weights (`weights`) whose input offset is `offset`: what a build
-/// prepares beside the model (`crate::stack::prepared`) for a layer's sums to start from,
-/// so that its steps take the int8 values as they are (offset 0).
-pub fn dense_offset_terms(
-    weights: &[u8],
-    inputs: usize,
-    offset: i32,
-) -> impl Iterator<Item = u32> + '_ {
-    row_sums(weights, inputs).map(move |sum| offset.wrapping_mul(sum as i32) as u32)
-}
-
 /// Whether this build's dense layers may take their offset terms alone
-/// ([`dense_offset_terms`], prepared beside the model, `crate::stack::prepared`): on MVE
+/// ([`row_offset_terms`], prepared beside the model, `crate::stack::prepared`): on MVE
 /// cores (and in the unit tests). Their sums then start from the terms, and
 /// [`dense_rows_i8`] takes the values with offset 0, four units at a time.
 pub const TERMS_ALONE: bool = cfg!(any(infer_core_mve, test));

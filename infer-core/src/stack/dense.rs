@@ -381,7 +381,7 @@ mod tests {
     use super::super::run::BufferSizes;
     use super::*;
     use crate::kernels::dsp::dense_wide_words_of;
-    use crate::kernels::mve::dense_offset_terms;
+    use crate::kernels::mve::row_offset_terms;
     use crate::kernels::TestRng;
     use std::collections::BTreeSet;
     use std::vec::Vec;
@@ -574,7 +574,7 @@ mod tests {
                 .zip(&owned)
                 .enumerate()
                 .map(|(op, (&(inputs, _, _), p))| {
-                    dense_offset_terms(&p.weights, inputs, input_offset(&file, op)).collect()
+                    row_offset_terms(&p.weights, inputs, input_offset(&file, op)).collect()
                 })
                 .collect();
             let prepared: Vec<PreparedWeights<'_>> = sums

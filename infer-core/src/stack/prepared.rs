@@ -12,7 +12,7 @@
 //! [`crate::kernels::pairs::dense_pair_words_of`] on the M3), keep them in flash beside the
 //! model (twice the layer's weight bytes) and hand them to [`StackFile::prepare`]: the
 //! kernels then load them with `LDM`s. A dense layer's offset term, `offset · Σ w` per unit
-//! ([`crate::kernels::mve::dense_offset_terms`]), is prepared too, so that its sums start
+//! ([`crate::kernels::mve::row_offset_terms`]), is prepared too, so that its sums start
 //! from it and its steps take the int8 values as they are: after the widened rows on a DSP
 //! core ([`crate::kernels::dsp::dense_widened_i8`]), alone on a Helium core, which
 //! multiplies the int8 weights as they are (the terms would take one `VADDVA` per sixteen
@@ -22,7 +22,7 @@
 
 use super::format::{input_offset, Op, StackFile, MAX_OPS};
 use crate::kernels::dsp::{dense_wide_words, dense_wide_words_of, is_widened};
-use crate::kernels::mve::{dense_offset_terms, TERMS_ALONE};
+use crate::kernels::mve::{row_offset_terms, TERMS_ALONE};
 use crate::kernels::pairs::{dense_pair_words, dense_pair_words_of, PAIRED};
 
 /// The prepared weights of one conv or dense operation.
@@ -84,7 +84,7 @@ pub enum Preparation {
     /// The Cortex-M3 (`thumbv7m-*`): every dense layer over a vector, its units paired.
     Paired,
     /// A Helium core (Cortex-M55, M85: `thumbv8m.main-*`): every dense layer's offset
-    /// terms alone ([`crate::kernels::mve::dense_offset_terms`], one word per unit), so
+    /// terms alone ([`crate::kernels::mve::row_offset_terms`], one word per unit), so
     /// that its sums start from them and its steps multiply the int8 values as they are,
     /// four units at a time ([`crate::kernels::mve::dense_rows_i8`]). (A `thumbv8m.main`
     /// core without Helium, such as the Cortex-M33, ignores them.)
@@ -123,7 +123,7 @@ impl Preparation {
 /// units, offset)` (`units` rows of `inputs` int8 weights, its input offset) as
 /// `preparation` says (widened, [`crate::kernels::dsp::dense_wide_words_of`]; paired,
 /// [`crate::kernels::pairs::dense_pair_words_of`], its whole quads of units; offset terms,
-/// [`crate::kernels::mve::dense_offset_terms`], one word per unit): what a model's prepared
+/// [`crate::kernels::mve::row_offset_terms`], one word per unit): what a model's prepared
 /// weights must be to be used.
 pub fn is_dense_prepared(
     (weights, inputs, units, offset): (&[u8], usize, usize, i32),
@@ -144,7 +144,7 @@ pub fn is_dense_prepared(
     fits && match preparation {
         Preparation::Widened => dense_wide_words_of(weights, inputs, units, offset).eq(words),
         Preparation::Paired => dense_pair_words_of(weights, inputs, units).eq(words),
-        Preparation::OffsetTerms => dense_offset_terms(weights, inputs, offset)
+        Preparation::OffsetTerms => row_offset_terms(weights, inputs, offset)
             .take(units)
             .eq(words),
     }

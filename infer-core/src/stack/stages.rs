@@ -1039,7 +1039,7 @@ pub struct DensePart<'a> {
     /// ([`StackFile::prepare`]), else empty.
     pub wide: &'a [u32],
     /// Each unit's offset term, `input_offset · Σ w`
-    /// ([`crate::kernels::mve::dense_offset_terms`]), if the model was given them
+    /// ([`crate::kernels::mve::row_offset_terms`]), if the model was given them
     /// ([`StackFile::prepare`]: alone on Helium cores, [`TERMS_ALONE`]; after the widened
     /// rows on DSP cores), else empty: the sums of the ways that take the int8 values as
     /// they are start from them.

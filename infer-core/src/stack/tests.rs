@@ -753,7 +753,7 @@ fn widened(file: &StackFile<'_>, index: usize) -> Vec<u32> {
 #[test]
 fn prepared_weights_are_used_when_they_match_and_ignored_otherwise() {
     use super::prepared::PreparedWeights;
-    use crate::kernels::mve::dense_offset_terms;
+    use crate::kernels::mve::row_offset_terms;
     let mut rng = TestRng(0x91DE);
     for case in 0..8 {
         let (params, others) = (model(&mut rng), model(&mut rng));
@@ -800,7 +800,7 @@ fn prepared_weights_are_used_when_they_match_and_ignored_otherwise() {
         };
         let offset = super::format::input_offset(&decoded, 3);
         let sums: Vec<u32> =
-            dense_offset_terms(d.params.weights, d.inputs as usize, offset).collect();
+            row_offset_terms(d.params.weights, d.inputs as usize, offset).collect();
         let only_own = [
             PreparedWeights {
                 op: 0,
