@@ -981,6 +981,11 @@ impl QuadConv<'_> {
 
     /// Whether the sizes fit the slices and `values`: [`quad_filters`]' precondition.
     pub(crate) fn fits(&self, values: &[u32]) -> bool {
+        self.fits_len(values.len())
+    }
+
+    /// [`Self::fits`] for `len` results (sums or bytes).
+    fn fits_len(&self, len: usize) -> bool {
         let Self {
             patch,
             weights,
@@ -993,7 +998,7 @@ impl QuadConv<'_> {
             && filters > 0
             && patch.len() >= 4 * crate::kernels::dot::PatchWords::words(taps)
             && weights.len() / taps >= filters
-            && values.len() > 3 * stride + filters - 1
+            && len > 3 * stride + filters - 1
     }
 }
 
@@ -1061,112 +1066,204 @@ macro_rules! quad_max {
     };
 }
 
-/// [`quad_filters`]' assembly, its weights' group loads (`$group`, a macro like
-/// [`quad_group`]) and single-tap load into r6 (`$single`) given: the int8 rows' or the
-/// widened rows'. `$weights` is the rows' first byte or word.
+/// One filter's taps of four pixels in [`quad_filters`]' assembly and
+/// [`quad_filters_relu`]'s, into the sums r0 r1 r8 r9 (as they started), its weights' group
+/// loads (`$group`, a macro like [`quad_group`]) and single-tap load into r6 (`$single`)
+/// given: the int8 rows' or the widened rows'. The patch from [sp, #12], the blocks of
+/// sixteen taps [sp, #16], the groups and single taps after them [sp, #8]; ends at label 7
+/// with the weights' pointer r11 at the next filter's row.
+#[cfg(infer_core_dsp)]
+macro_rules! quad_taps {
+    ($group:ident, $single:literal) => {
+        concat!(
+            "ldr r10, [sp, #12]\n",
+            "ldr lr, [sp, #16]\n",
+            // Blocks of 32 taps, after one of 16 if their count is odd (the flags of
+            // the shift last until the loop: nothing between sets them).
+            "lsrs lr, lr, #1\n",
+            "bcc 11f\n",
+            $group!(),
+            $group!(),
+            $group!(),
+            $group!(),
+            "11:\n",
+            "beq 4f\n",
+            "2:\n",
+            $group!(),
+            $group!(),
+            $group!(),
+            $group!(),
+            $group!(),
+            $group!(),
+            $group!(),
+            $group!(),
+            "subs lr, lr, #1\n",
+            "bne 2b\n",
+            // The groups of four taps after the blocks (the low byte of [sp, #8]) and
+            // the single taps (the next): on most convs none, one test.
+            "4:\n",
+            "ldr r2, [sp, #8]\n",
+            "cbz r2, 7f\n",
+            "ands lr, r2, #0xff\n",
+            "beq 5f\n",
+            "6:\n",
+            $group!(),
+            "subs lr, lr, #1\n",
+            "bne 6b\n",
+            "5:\n",
+            "ldr lr, [sp, #8]\n",
+            "lsrs lr, lr, #8\n",
+            "beq 7f\n",
+            "8:\n",
+            $single,
+            "\n",
+            "ldm r10!, {{r2, r3, r4, r5}}\n",
+            "mla r0, r2, r6, r0\n",
+            "mla r1, r3, r6, r1\n",
+            "mla r8, r4, r6, r8\n",
+            "mla r9, r5, r6, r9\n",
+            "subs lr, lr, #1\n",
+            "bne 8b\n",
+            "7:\n",
+        )
+    };
+}
+
+/// One sum's requantization in [`quad_filters_asm`]: the sum `$acc` (its bias in it)
+/// clamped to 0..2^31 − 1, times the doubled multiplier r3 into r6 (low) r7 (high); the
+/// doubling high multiply's rounding, the top bit of the low word, added (`ADDS` leaves C =
+/// 0: the high word is below 2^31), so that `LSRS` by the shift r4 (`-shift`, 0..=31)
+/// leaves the last bit shifted out in C (or C = 0 for a shift of 0), which `ADC` adds; the
+/// zero point r5 added with saturation, the value saturated to int8, in r7: `relu_value`'s
+/// steps, as `requantize_relu_dsp` takes them.
+#[cfg(infer_core_dsp)]
+macro_rules! relu_byte {
+    ($acc:literal) => {
+        concat!(
+            "usat r6, #31, ",
+            $acc,
+            "\n",
+            "umull r6, r7, r6, r3\n",
+            "adds r7, r7, r6, lsr #31\n",
+            "lsrs r7, r7, r4\n",
+            "adc r7, r7, #0\n",
+            "qadd r7, r7, r5\n",
+            "ssat r7, #8, r7\n",
+        )
+    };
+}
+
+/// The assembly of [`quad_filters`] and [`quad_filters_relu`]: per filter [`quad_taps`] with
+/// `$group` and `$single`, from sums at 0 that are then stored (or folded into a pool
+/// window's maxima), or, given a ReLU's requantization (the last parameter 1), from sums
+/// at the filter's bias that are then requantized ([`relu_byte`]) and stored as bytes.
+/// `$loops` holds the stride in bytes, the groups and single taps after the blocks, the
+/// patch and the blocks of sixteen taps; `$weights` is the rows' first byte or word, `$end`
+/// their end; `$params` the requantization's bases, zero point and 1 (0s without).
 #[cfg(infer_core_dsp)]
 macro_rules! quad_filters_asm {
-    ($group:ident, $single:literal, $conv:expr, $weights:expr, $end:expr, $values:expr) => {
+    (
+        $group:ident,
+        $single:literal,
+        $loops:ident,
+        ($weights:expr, $end:expr),
+        $params:ident,
+        $out:expr
+    ) => {
         asm!(
-                "push {{r6, r7}}",
-                "push {{r0, r1, r2, r10, lr}}",
-                "3:",
-                "movs r0, #0",
-                "movs r1, #0",
-                "mov.w r8, #0",
-                "mov.w r9, #0",
-                "ldr r10, [sp, #12]",
-                "ldr lr, [sp, #16]",
-                // Blocks of 32 taps, after one of 16 if their count is odd (the flags of
-                // the shift last until the loop: nothing between sets them).
-                "lsrs lr, lr, #1",
-                "bcc 11f",
-                $group!(),
-                $group!(),
-                $group!(),
-                $group!(),
-                "11:",
-                "beq 4f",
-                "2:",
-                $group!(),
-                $group!(),
-                $group!(),
-                $group!(),
-                $group!(),
-                $group!(),
-                $group!(),
-                $group!(),
-                "subs lr, lr, #1",
-                "bne 2b",
-                // The groups of four taps after the blocks (the low byte of [sp, #8]) and
-                // the single taps (the next): on most convs none, one test.
-                "4:",
-                "ldr r2, [sp, #8]",
-                "cbz r2, 7f",
-                "ands lr, r2, #0xff",
-                "beq 5f",
-                "6:",
-                $group!(),
-                "subs lr, lr, #1",
-                "bne 6b",
-                "5:",
-                "ldr lr, [sp, #8]",
-                "lsrs lr, lr, #8",
-                "beq 7f",
-                "8:",
-                $single,
-                "ldm r10!, {{r2, r3, r4, r5}}",
-                "mla r0, r2, r6, r0",
-                "mla r1, r3, r6, r1",
-                "mla r8, r4, r6, r8",
-                "mla r9, r5, r6, r9",
-                "subs lr, lr, #1",
-                "bne 8b",
-                "7:",
-                "ldr r2, [sp, #4]",
-                "mov r3, r12",
-                "cbnz r2, 9f",
-                // Stride 0 (a pool window): the four sums' max, then one running max.
-                "cmp r0, r1",
-                "it lt",
-                "movlt r0, r1",
-                "cmp r0, r8",
-                "it lt",
-                "movlt r0, r8",
-                "cmp r0, r9",
-                "it lt",
-                "movlt r0, r9",
-                quad_max!("r0"),
-                "b 10f",
-                // A stride (four pixels of their own): the sums stored.
-                "9:",
-                "str r0, [r3]",
-                "str r1, [r3, r2]",
-                "add.w r3, r3, r2, lsl #1",
-                "str r8, [r3]",
-                "str r9, [r3, r2]",
-                // The next filter, until the weights' end (below it: a loop that ends
-                // whatever it is given).
-                "10:",
-                "adds r12, #4",
-                "ldr r2, [sp]",
-                "cmp r11, r2",
-                "blo 3b",
-                "add sp, #20",
-                "pop {{r6, r7}}",
-                inout("r0") $end => _,
-                inout("r1") 4 * $conv.stride => _,
-                inout("r2") $conv.taps % 16 / 4 | $conv.taps % 4 << 8 => _,
-                out("r3") _,
-                inout("r10") $conv.patch.as_ptr() => _,
-                inout("lr") $conv.taps / 16 => _,
-                inout("r11") $weights => _,
-                inout("r12") $values.as_mut_ptr() => _,
-                out("r4") _,
-                out("r5") _,
-                out("r8") _,
-                out("r9") _,
-            )
+            "push {{r6, r7}}",
+            "push {{r3, r4, r5, r8, r9}}",
+            "push {{r0, r1, r2, r10, lr}}",
+            "cmp r9, #0",
+            "bne.w 20f",
+            // Each filter's four sums start at 0 (or at its bias: below).
+            "3:",
+            "movs r0, #0",
+            "movs r1, #0",
+            "mov.w r8, #0",
+            "mov.w r9, #0",
+            "17:",
+            quad_taps!($group, $single),
+            "ldr r2, [sp, #36]",
+            "cbnz r2, 14f",
+            "ldr r2, [sp, #4]",
+            "mov r3, r12",
+            "cbnz r2, 9f",
+            // Stride 0 (a pool window): the four sums' max, then one running max.
+            "cmp r0, r1",
+            "it lt",
+            "movlt r0, r1",
+            "cmp r0, r8",
+            "it lt",
+            "movlt r0, r8",
+            "cmp r0, r9",
+            "it lt",
+            "movlt r0, r9",
+            quad_max!("r0"),
+            "b 10f",
+            // A stride (four pixels of their own): the sums stored.
+            "9:",
+            "str r0, [r3]",
+            "str r1, [r3, r2]",
+            "add.w r3, r3, r2, lsl #1",
+            "str r8, [r3]",
+            "str r9, [r3, r2]",
+            // The next filter, until the weights' end (below it: a loop that ends whatever
+            // it is given).
+            "10:",
+            "adds r12, #4",
+            "ldr r2, [sp]",
+            "cmp r11, r2",
+            "blo 3b",
+            "b 16f",
+            // The requantization: the filter's multiplier doubled (r3), its shift negated
+            // (r4), the zero point (r5), the stride (r2); the four bytes stored.
+            "14:",
+            "ldr r3, [sp, #24]",
+            "ldr r3, [r3, r12, lsl #2]",
+            "lsls r3, r3, #1",
+            "ldr r4, [sp, #28]",
+            "ldrsb r4, [r4, r12]",
+            "rsbs r4, r4, #0",
+            "ldr r5, [sp, #32]",
+            "ldr r2, [sp, #4]",
+            relu_byte!("r0"),
+            "strb r7, [r12]",
+            relu_byte!("r1"),
+            "strb r7, [r12, r2]",
+            "add.w r10, r12, r2, lsl #1",
+            relu_byte!("r8"),
+            "strb r7, [r10]",
+            relu_byte!("r9"),
+            "strb r7, [r10, r2]",
+            "adds r12, #1",
+            "ldr r2, [sp]",
+            "cmp r11, r2",
+            "bhs 16f",
+            // The next filter's four sums start at its bias.
+            "20:",
+            "ldr r2, [sp, #20]",
+            "ldr r0, [r2, r12, lsl #2]",
+            "mov r1, r0",
+            "mov r8, r0",
+            "mov r9, r0",
+            "b 17b",
+            "16:",
+            "add sp, #40",
+            "pop {{r6, r7}}",
+            inout("r0") $end => _,
+            inout("r1") $loops.0 => _,
+            inout("r2") $loops.1 => _,
+            inout("r3") $params.0 => _,
+            inout("r4") $params.1 => _,
+            inout("r5") $params.2 => _,
+            inout("r8") $params.3 => _,
+            inout("r9") $params.4 => _,
+            inout("r10") $loops.2 => _,
+            inout("lr") $loops.3 => _,
+            inout("r11") $weights => _,
+            inout("r12") $out => _,
+        )
     };
 }
 
@@ -1204,61 +1301,115 @@ pub fn quad_filters(conv: &QuadConv<'_>, values: &mut [u32]) {
 /// [`quad_filters`] from the widened rows (`WIDE`; without them it computes nothing) or from
 /// the int8 ones: the one a caller that knows which ([`crate::stack::facts::PREPARED_CONV`])
 /// links alone.
-#[inline(never)]
+#[inline(always)]
 pub fn quad_filters_rows<const WIDE: bool>(conv: &QuadConv<'_>, values: &mut [u32]) {
-    if !conv.fits(values) || WIDE && conv.widened().is_none() {
-        return;
-    }
     #[cfg(infer_core_dsp)]
-    {
-        // Registers: accumulators of pixels 0–3 in r0 r1 r8 r9; patch words r2–r5; the
-        // unpacked weights r6 r7; the patch pointer r10, the weight pointer r11, the
-        // values pointer r12, the loop count lr. On the stack (pushed from r0–r2, r10,
-        // lr): the weights' end [sp] (the filters' loop ends when r11 reaches it), stride in
-        // bytes [sp, #4], groups of four taps after the blocks of sixteen (low byte) and
-        // single taps after those (next byte) [sp, #8], the patch [sp, #12], blocks of
-        // sixteen taps [sp, #16].
-        // SAFETY: r10 reads the 4 · PatchWords::words(taps) words of `patch` per filter
-        // (checked above; word-aligned, which LDM needs), r11 reads taps bytes of
-        // `weights` per filter (filters · taps checked above; LDR of a word may be
-        // unaligned on these cores) or, with widened rows, wide_words(taps) words of
-        // `wide` per filter (filters · wide_words(taps) checked by `widened`; a `u32`
-        // slice is word-aligned, which LDM needs), r12 reads and writes `values` at
-        // p · stride + f for p < 4, f < filters (checked above); each loop count is tested
-        // for 0 before its loop, and r11 steps by a whole row per filter (taps > 0), so that
-        // it meets the end after `filters` ≥ 1 of them. The twelve registers that can be operands are all named
-        // here (r2–r5 by name also because LDM needs its registers in ascending order), so
-        // no operand is in r6 or r7 (which cannot be named: LLVM's base and frame
-        // pointers); the block saves those two on the stack, uses them as scratch and
-        // restores them, and pops everything it pushes. Nothing else is read or written,
-        // and every register written is declared.
-        match conv.widened() {
-            Some(wide) if WIDE => unsafe {
-                quad_filters_asm!(
-                    quad_group_wide,
-                    "ldr r6, [r11], #4",
-                    conv,
-                    wide.as_ptr(),
-                    wide.as_ptr()
-                        .wrapping_add(conv.filters * wide_words(conv.taps)),
-                    values
-                )
-            },
-            _ if !WIDE => unsafe {
-                quad_filters_asm!(
-                    quad_group,
-                    "ldrsb r6, [r11], #1",
-                    conv,
-                    conv.weights.as_ptr(),
-                    conv.weights.as_ptr().wrapping_add(conv.filters * conv.taps),
-                    values
-                )
-            },
-            _ => {}
-        }
-    }
+    quad_block::<WIDE>(conv, (values.as_mut_ptr() as usize, values.len()), None);
     #[cfg(not(infer_core_dsp))]
-    quad_filters_portable(conv, values);
+    if !WIDE || conv.widened().is_some() {
+        quad_filters_portable(conv, values);
+    }
+}
+
+/// The block of assembly of [`quad_filters_rows`] (`rq` `None`: sums into the `len` `u32`
+/// values at `out`) and [`quad_filters_relu_rows`] (into `len` bytes at `out`), where the
+/// sizes fit ([`QuadConv::fits_len`], [`relu_quad_fits`]) and, with `WIDE`, the widened
+/// rows are there (true); else nothing (false).
+#[cfg(infer_core_dsp)]
+#[inline(never)]
+fn quad_block<const WIDE: bool>(
+    conv: &QuadConv<'_>,
+    (out, len): (usize, usize),
+    rq: Option<&ChannelRequant<'_>>,
+) -> bool {
+    let fits = match rq {
+        Some(rq) => relu_quad_fits(conv, rq, len),
+        None => conv.fits_len(len),
+    };
+    if !fits || WIDE && conv.widened().is_none() {
+        return false;
+    }
+    // Registers: accumulators of pixels 0–3 in r0 r1 r8 r9; patch words r2–r5; the
+    // unpacked weights r6 r7; the patch pointer r10, the weight pointer r11, the output
+    // pointer r12 (the next filter's sum, or byte, of the first pixel; pixel p's is
+    // p · stride values on), the loop count lr. On the stack (pushed from r0–r5, r8, r10,
+    // lr): the weights' end [sp] (the filters' loop ends when r11 reaches it), stride in
+    // bytes [sp, #4], groups of four taps after the blocks of sixteen (low byte) and single
+    // taps after those (next byte) [sp, #8], the patch [sp, #12], blocks of sixteen taps
+    // [sp, #16]; with a requantization, the biases' [sp, #20], the multipliers' [sp, #24]
+    // and the shifts' [sp, #28] bases, each less its stride times the output's address, so
+    // that filter f's parameter is at base + 4 · r12 (base + r12 for a shift), the zero
+    // point [sp, #32], and 1 at [sp, #36]; without, 0 there.
+    let (params, size) = match rq {
+        Some(rq) => {
+            let base = |params: &[u8], size: usize| {
+                (params.as_ptr() as usize).wrapping_sub(out.wrapping_mul(size))
+            };
+            let params = (
+                base(rq.bias, 4),
+                base(rq.multiplier, 4),
+                base(rq.shift, 1),
+                rq.output_offset,
+                1,
+            );
+            (params, 1)
+        }
+        None => ((0, 0, 0, 0, 0), 4),
+    };
+    let taps = conv.taps;
+    let loops = (
+        size * conv.stride,
+        taps % 16 / 4 | taps % 4 << 8,
+        conv.patch.as_ptr(),
+        taps / 16,
+    );
+    // SAFETY: r10 reads the 4 · PatchWords::words(taps) words of `patch` per filter
+    // (checked by the caller, `QuadConv::fits_len`; word-aligned, which LDM needs), r11
+    // reads taps bytes of `weights` per filter (filters · taps checked) or, with widened
+    // rows, wide_words(taps) words of `wide` per filter (filters · wide_words(taps) checked
+    // by `widened`; a `u32` slice is word-aligned, which LDM needs); r12 reads and writes
+    // the values at p · stride + f (words), or writes the bytes there, for p < 4, f <
+    // filters (checked: `out` holds more than 3 · stride + filters − 1 of them), and with a
+    // requantization reads filter f's bias and multiplier words (unaligned loads may be, on
+    // these cores) and its shift byte (each array covers the filters, checked by
+    // `ChannelRequant::covers`): base + 4 · r12 is the parameter's address modulo 2^32.
+    // Each loop count is tested for 0 before its loop, and r11 steps by a whole row per
+    // filter (taps > 0), so that it meets the end after `filters` ≥ 1 of them. The twelve
+    // registers that can be operands are all named here (r2–r5 by name also because LDM
+    // needs its registers in ascending order), so no operand is in r6 or r7 (which cannot
+    // be named: LLVM's base and frame pointers); the block saves those two on the stack,
+    // uses them as scratch and restores them, and pops everything it pushes. Nothing else
+    // is read or written, and every register written is declared.
+    match conv.widened() {
+        Some(wide) if WIDE => unsafe {
+            quad_filters_asm!(
+                quad_group_wide,
+                "ldr r6, [r11], #4",
+                loops,
+                (
+                    wide.as_ptr(),
+                    wide.as_ptr().wrapping_add(conv.filters * wide_words(taps))
+                ),
+                params,
+                out
+            )
+        },
+        _ if !WIDE => unsafe {
+            quad_filters_asm!(
+                quad_group,
+                "ldrsb r6, [r11], #1",
+                loops,
+                (
+                    conv.weights.as_ptr(),
+                    conv.weights.as_ptr().wrapping_add(conv.filters * taps)
+                ),
+                params,
+                out
+            )
+        },
+        _ => return false,
+    }
+    true
 }
 
 /// [`quad_filters`] in plain integer arithmetic (the reference the assembly is tested
@@ -1267,30 +1418,99 @@ pub fn quad_filters_portable(conv: &QuadConv<'_>, values: &mut [u32]) {
     if !conv.fits(values) {
         return;
     }
-    let QuadConv {
-        patch,
-        weights,
-        taps,
-        filters,
-        stride,
-        ..
-    } = *conv;
-    let (grouped, tail) = patch.split_at(taps / 4 * 8);
+    for (f, acc) in filter_sums(conv).enumerate() {
+        for (p, acc) in acc.into_iter().enumerate() {
+            put_sum(values, p * conv.stride + f, conv.stride, acc);
+        }
+    }
+}
+
+/// Each filter's four pixel sums of [`quad_filters_portable`], in order.
+fn filter_sums<'c>(conv: &'c QuadConv<'_>) -> impl Iterator<Item = [i32; 4]> + 'c {
+    let taps = conv.taps;
+    let (grouped, tail) = conv
+        .patch
+        .split_at_checked(taps / 4 * 8)
+        .unwrap_or_default();
     let per_filter = wide_words(taps);
-    for f in 0..filters {
+    (0..conv.filters).map(move |f| {
         // The filter's words as the assembly loads them: widened, or widened here.
-        let acc = match conv.widened() {
+        match conv.widened() {
             Some(wide) => {
                 let row = wide.get(f * per_filter..).unwrap_or_default();
                 quad_sums(row.iter().copied(), grouped, tail, taps)
             }
             None => {
-                let row = weights.get(f * taps..).unwrap_or_default();
+                let row = conv.weights.get(f * taps..).unwrap_or_default();
                 quad_sums(wide_filter_words(row, taps), grouped, tail, taps)
             }
+        }
+    })
+}
+
+/// Whether [`quad_filters_relu`] can run: the conv fits `len` bytes of output, and `rq` is
+/// a ReLU's requantization up to 127 (its floor the zero point, in int8) with parameters
+/// for every filter.
+pub fn relu_quad_fits(conv: &QuadConv<'_>, rq: &ChannelRequant<'_>, len: usize) -> bool {
+    conv.fits_len(len) && rq.is_relu_to_127() && rq.covers(conv.filters)
+}
+
+/// [`quad_filters`] with a ReLU's requantization (a floor at the zero point, the ceiling
+/// 127: [`relu_quad_fits`]): for filter `f` and pixel `p`, the sum `Σ x_p · w_f` with its
+/// bias, requantized as [`requantize_relu`] requantizes it, into `out[p · stride + f]` (the
+/// pixels in order: with stride 0, the last pixel's value). For a monotonic requantization
+/// (multipliers ≥ 0, shifts in −31..=0; other parameters give unspecified values, never a
+/// panic). True if it computed them; nothing if [`relu_quad_fits`] does not hold.
+///
+/// On DSP cores [`quad_filters`]' block of assembly: its loops with each filter's four sums
+/// starting from its bias, then each one's requantization in seven instructions and its
+/// store, about 25 per filter around them, where storing the sums and requantizing them
+/// after took some 15 a value (the stages take it where the core has no MVE, whose
+/// requantization takes four channels at a time); elsewhere [`quad_filters_relu_portable`].
+#[inline(always)]
+pub fn quad_filters_relu(conv: &QuadConv<'_>, rq: &ChannelRequant<'_>, out: &mut [i8]) -> bool {
+    if conv.widened().is_some() {
+        quad_filters_relu_rows::<true>(conv, rq, out)
+    } else {
+        quad_filters_relu_rows::<false>(conv, rq, out)
+    }
+}
+
+/// [`quad_filters_relu`] from the widened rows (`WIDE`; without them it computes nothing) or
+/// from the int8 ones, as [`quad_filters_rows`]: true if it computed them ([`relu_quad_fits`],
+/// and with `WIDE` the widened rows there).
+#[inline(always)]
+pub fn quad_filters_relu_rows<const WIDE: bool>(
+    conv: &QuadConv<'_>,
+    rq: &ChannelRequant<'_>,
+    out: &mut [i8],
+) -> bool {
+    #[cfg(infer_core_dsp)]
+    return quad_block::<WIDE>(conv, (out.as_mut_ptr() as usize, out.len()), Some(rq));
+    #[cfg(not(infer_core_dsp))]
+    {
+        let fits = (!WIDE || conv.widened().is_some()) && relu_quad_fits(conv, rq, out.len());
+        if fits {
+            quad_filters_relu_portable(conv, rq, out);
+        }
+        fits
+    }
+}
+
+/// [`quad_filters_relu`] in plain integer arithmetic: [`quad_filters_portable`]'s sums,
+/// each with its bias requantized as [`requantize_relu_portable`] requantizes it.
+pub fn quad_filters_relu_portable(conv: &QuadConv<'_>, rq: &ChannelRequant<'_>, out: &mut [i8]) {
+    if !relu_quad_fits(conv, rq, out.len()) {
+        return;
+    }
+    for (f, acc) in filter_sums(conv).enumerate() {
+        let Some((bias, multiplier, shift)) = rq.channel(f) else {
+            return;
         };
         for (p, acc) in acc.into_iter().enumerate() {
-            put_sum(values, p * stride + f, stride, acc);
+            if let Some(o) = out.get_mut(p * conv.stride + f) {
+                *o = relu_value(rq, acc.wrapping_add(bias), multiplier, shift);
+            }
         }
     }
 }
@@ -2214,10 +2434,7 @@ pub(crate) fn relu_fits(
     channels: usize,
     out: Option<&[i8]>,
 ) -> bool {
-    rq.positions_fit(values, channels, out)
-        && rq.activation_min == rq.output_offset
-        && (-128..=127).contains(&rq.output_offset)
-        && rq.activation_max == 127
+    rq.positions_fit(values, channels, out) && rq.is_relu_to_127()
 }
 
 /// [`requantize_relu_dsp`]'s zero point added (r5) to the scaled value (r8, ≥ 0) so that
@@ -2365,16 +2582,24 @@ pub fn requantize_relu_portable(
     channels: usize,
     out: Option<&mut [i8]>,
 ) {
-    let (offset, min, max) = (rq.output_offset, rq.activation_min, rq.activation_max);
     rq.map_positions(values, channels, out, |acc, m, s| {
-        let value = if acc <= 0 {
-            min
-        } else {
-            let scaled = crate::requant::scale_positive(acc, word(m) as i32, i32::from(s)) as u32;
-            (scaled.min(255) as i32 + offset).min(max).max(min)
-        };
-        value as i8
+        relu_value(rq, acc, word(m) as i32, i32::from(s))
     });
+}
+
+/// One sum `acc` (its bias added) of a ReLU's requantization `rq` with `multiplier` and
+/// `shift`, as [`requantize_relu`] and [`quad_filters_relu`] give it: the floor for a sum ≤ 0,
+/// else the sum scaled ([`crate::requant::scale_positive`]), the zero point added, clamped.
+#[inline(always)]
+fn relu_value(rq: &ChannelRequant<'_>, acc: i32, multiplier: i32, shift: i32) -> i8 {
+    let (offset, min, max) = (rq.output_offset, rq.activation_min, rq.activation_max);
+    let value = if acc <= 0 {
+        min
+    } else {
+        let scaled = crate::requant::scale_positive(acc, multiplier, shift) as u32;
+        (scaled.min(255) as i32 + offset).min(max).max(min)
+    };
+    value as i8
 }
 
 /// Requantizes whole positions of accumulators as [`requantize_relu`] does (into `out`, or
@@ -2838,6 +3063,22 @@ mod tests {
         }
     }
 
+    /// The quad patch of four pixels' `taps` values, written out from its definition.
+    fn quad_patch(x: &[Vec<i32>; 4], taps: usize) -> Vec<u32> {
+        let mut patch = std::vec![0u32; 4 * crate::kernels::dot::PatchWords::words(taps)];
+        for (p, x) in x.iter().enumerate() {
+            for g in 0..taps / 4 {
+                let t = 4 * g;
+                patch[8 * g + 2 * p] = pack(x[t], x[t + 2]);
+                patch[8 * g + 2 * p + 1] = pack(x[t + 1], x[t + 3]);
+            }
+            for i in 0..taps % 4 {
+                patch[taps / 4 * 8 + 4 * i + p] = x[taps / 4 * 4 + i] as u32;
+            }
+        }
+        patch
+    }
+
     /// Four pixels' convolutions stored, or folded into a pool window's maxima, over quad patches of random
     /// lengths, against the sums of products written out.
     #[test]
@@ -2850,18 +3091,7 @@ mod tests {
             let x: [std::vec::Vec<i32>; 4] =
                 [0; 4].map(|_| (0..taps).map(|_| rng.below(511) as i32 - 255).collect());
             let w: std::vec::Vec<u8> = (0..taps * filters).map(|_| rng.next_u64() as u8).collect();
-            // The quad patch, written out from its definition.
-            let mut patch = std::vec![0u32; 4 * crate::kernels::dot::PatchWords::words(taps)];
-            for (p, x) in x.iter().enumerate() {
-                for g in 0..taps / 4 {
-                    let t = 4 * g;
-                    patch[8 * g + 2 * p] = pack(x[t], x[t + 2]);
-                    patch[8 * g + 2 * p + 1] = pack(x[t + 1], x[t + 3]);
-                }
-                for i in 0..taps % 4 {
-                    patch[taps / 4 * 8 + 4 * i + p] = x[taps / 4 * 4 + i] as u32;
-                }
-            }
+            let patch = quad_patch(&x, taps);
             let start: std::vec::Vec<u32> = (0..3 * stride + filters)
                 .map(|_| (rng.below(2001) as i32 - 1000) as u32)
                 .collect();
@@ -2930,6 +3160,98 @@ mod tests {
                 &mut got,
             );
             assert_eq!(got, start);
+        }
+    }
+
+    /// Four pixels' convolutions requantized by a ReLU's requantization, over random taps,
+    /// filters, strides and parameters (sums of every magnitude), against TFLite's
+    /// requantization of the sums written out; a clamp or parameters the kernel does not
+    /// take leave the output as it was.
+    #[test]
+    fn quad_filters_relu_requantize_the_sums_of_products() {
+        let mut rng = TestRng(0x7E1A);
+        for case in 0..80 {
+            let taps = 1 + rng.below(70) as usize;
+            let filters = 1 + rng.below(6) as usize;
+            let stride = [filters, filters + 2, 0][case % 3];
+            // Values of every size, so that sums reach far past the clamp both ways.
+            let x: [Vec<i32>; 4] = [0; 4].map(|_| {
+                let bound = [16, 64, 256][rng.below(3) as usize];
+                (0..taps)
+                    .map(|_| rng.below(2 * bound - 1) as i32 - (bound as i32 - 1))
+                    .collect()
+            });
+            let w: Vec<u8> = (0..taps * filters).map(|_| rng.next_u64() as u8).collect();
+            let patch = quad_patch(&x, taps);
+            let bias: Vec<u8> = (0..filters)
+                .flat_map(|_| ((rng.next_u64() as i32) >> (8 + rng.below(24))).to_le_bytes())
+                .collect();
+            let multiplier: Vec<u8> = (0..filters)
+                .flat_map(|_| ((rng.next_u64() as u32) >> 1).to_le_bytes())
+                .collect();
+            let shift: Vec<u8> = (0..filters)
+                .map(|_| (-(rng.below(32) as i8)) as u8)
+                .collect();
+            let zero_point = rng.below(256) as i32 - 128;
+            let rq = ChannelRequant {
+                bias: &bias,
+                multiplier: &multiplier,
+                shift: &shift,
+                output_offset: zero_point,
+                activation_min: zero_point,
+                activation_max: 127,
+            };
+            let start: Vec<i8> = (0..3 * stride + filters).map(|_| rng.i8()).collect();
+            let mut want = start.clone();
+            for (p, x) in x.iter().enumerate() {
+                for f in 0..filters {
+                    let sum: i32 = (0..taps)
+                        .map(|t| x[t] * i32::from(w[f * taps + t] as i8))
+                        .sum();
+                    let (b, m, s) = rq.channel(f).unwrap();
+                    let scaled = multiply_by_quantized_multiplier(sum.wrapping_add(b), m, s);
+                    want[p * stride + f] =
+                        scaled.saturating_add(zero_point).clamp(zero_point, 127) as i8;
+                }
+            }
+            let mut wide = std::vec![0u32; filters * wide_words(taps)];
+            assert!(widen_filter(&w, taps, filters, &mut wide));
+            let conv = QuadConv {
+                patch: &patch,
+                weights: &w,
+                taps,
+                filters,
+                stride,
+                wide: &[],
+            };
+            for wide in [&[][..], &wide] {
+                let conv = QuadConv { wide, ..conv };
+                let mut got = start.clone();
+                assert!(quad_filters_relu(&conv, &rq, &mut got));
+                assert_eq!(got, want, "case {case}: {taps} taps, {} wide", wide.len());
+                let mut got = start.clone();
+                quad_filters_relu_portable(&conv, &rq, &mut got);
+                assert_eq!(got, want, "portable, case {case}");
+            }
+            // A ceiling below 127, parameters one filter short, an output one byte short:
+            // nothing written.
+            let capped = ChannelRequant {
+                activation_max: 100,
+                ..rq
+            };
+            let short = ChannelRequant {
+                shift: &shift[..filters - 1],
+                ..rq
+            };
+            for (rq, len) in [
+                (capped, start.len()),
+                (short, start.len()),
+                (rq, start.len() - 1),
+            ] {
+                let mut got = start.clone();
+                assert!(!quad_filters_relu(&conv, &rq, &mut got[..len]));
+                assert_eq!(got, start, "case {case}");
+            }
         }
     }
 

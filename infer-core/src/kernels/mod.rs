@@ -134,9 +134,22 @@ impl<'a> ChannelRequant<'a> {
         channels > 0
             && values.len() >= channels
             && out.is_none_or(|o| o.len() >= values.len() / channels * channels)
-            && self.bias.len() / 4 >= channels
+            && self.covers(channels)
+    }
+
+    /// Whether the parameters cover `channels` channels.
+    pub(crate) fn covers(&self, channels: usize) -> bool {
+        self.bias.len() / 4 >= channels
             && self.multiplier.len() / 4 >= channels
             && self.shift.len() >= channels
+    }
+
+    /// Whether the clamp is a ReLU's up to 127: the floor the zero point (in int8), the
+    /// ceiling 127 (the clamp the ReLU's assembly takes, [`dsp::requantize_relu`]).
+    pub(crate) fn is_relu_to_127(&self) -> bool {
+        self.activation_min == self.output_offset
+            && (-128..=127).contains(&self.output_offset)
+            && self.activation_max == 127
     }
 
     /// Whether the floor is at or above the output zero point (a ReLU's).

@@ -48,8 +48,8 @@ use crate::kernels::dot::{
     dot_i8_offset, dot_packed, dot_packed2, dot_packed4, four_filters, PatchWords,
 };
 use crate::kernels::dsp::{
-    copy_bytes, dense_quads_widened, dense_rows, int8_of_words, quad_filters_rows, widened_fit,
-    DenseRows, QuadConv,
+    copy_bytes, dense_quads_widened, dense_rows, int8_of_words, quad_filters_relu_rows,
+    quad_filters_rows, widened_fit, DenseRows, QuadConv,
 };
 use crate::kernels::fused::{fast_requant, StreamLayers};
 use crate::kernels::mve::{
@@ -386,6 +386,11 @@ fn int8_quads_possible(g: &ConvGeometry, facts: Facts) -> bool {
 const fn int8_patch_fits(taps: usize) -> bool {
     taps > 0 && QuadConvI8::patch_bytes(taps) <= 4 * QUAD * PatchWords::words(taps)
 }
+
+/// Whether a quad of conv pixels with a ReLU's requantization requantizes its sums itself
+/// ([`quad_filters_relu_rows`]): on DSP cores without MVE (whose requantization takes four
+/// channels at a time), and in the unit tests.
+const RELU_QUADS: bool = cfg!(any(all(infer_core_dsp, not(infer_core_mve)), test));
 
 /// Whether conv pixels go up to four at a time through a pair patch ([`pair_filters`], which
 /// needs a monotonic requantization): on cores with `SMLAL` but no DSP extension (the
@@ -1507,7 +1512,7 @@ impl<'p, 'a, 'w, K: KnownFacts> StageRun<'p, 'a, 'w, K> {
                 };
                 let holding = !self.held.is_empty();
                 let held_at = pos * channels..(pos + n) * channels;
-                let direct = match int8_of_words(self.held).get_mut(held_at) {
+                let mut direct = match int8_of_words(self.held).get_mut(held_at) {
                     Some(held) if holding && dense.is_some() => Some(held),
                     _ => direct,
                 };
@@ -1516,17 +1521,19 @@ impl<'p, 'a, 'w, K: KnownFacts> StageRun<'p, 'a, 'w, K> {
                     let Some(cp) = &self.parts.conv else {
                         return;
                     };
-                    let background = conv_positions::<K>(
+                    let sums = conv_positions::<K>(
                         cp,
                         input,
                         at,
                         (self.p, self.pixels),
                         self.monotonic,
                         (self.patch, self.terms),
-                        self.values,
+                        (self.values, direct.as_deref_mut()),
                     );
-                    let how = (n, self.monotonic, background);
-                    requantize_conv::<K>(cp, self.values, how, direct);
+                    if sums != Sums::Requantized {
+                        let how = (n, self.monotonic, sums == Sums::Background);
+                        requantize_conv::<K>(cp, self.values, how, direct);
+                    }
                 } else {
                     let at = (row, pos - row * out_w);
                     let bytes = match direct {
@@ -1663,8 +1670,9 @@ fn ring_rows(first: &OpShape, pool: usize) -> usize {
 /// pixels, else one pixel per position (with a pool and a left shift, the maximum of the
 /// pixels' requantized values instead). With [`Pixels::Four`] the pixels go four at a time
 /// through a quad or pair patch where they can ([`QUAD_PIXELS`], [`PAIR_PIXELS`]), else one
-/// at a time. True if every position's sums are 0 (a background quad), of which only the
-/// first position's are written.
+/// at a time. Four positions of a ReLU's requantization up to 127 through a quad patch on
+/// a DSP core without MVE ([`RELU_QUADS`]) are requantized at once instead, into `out` or
+/// narrowed in place in `values` as [`requantize_conv`] would write them.
 #[inline(never)]
 fn conv_positions<K: KnownFacts>(
     cp: &ConvPart<'_>,
@@ -1673,8 +1681,8 @@ fn conv_positions<K: KnownFacts>(
     (p, pixels): (usize, Pixels),
     monotonic: bool,
     (patch, terms): (&mut [u32], &[u32]),
-    values: &mut [u32],
-) -> bool {
+    (values, mut out): (&mut [u32], Option<&mut [i8]>),
+) -> Sums {
     let (f, g) = (K::FACTS, &cp.geometry);
     let (taps, channels) = (g.taps(), g.filters);
     // What the facts fix: the pool window, the pixels, the requantization and the kernel.
@@ -1694,7 +1702,7 @@ fn conv_positions<K: KnownFacts>(
     // for them where quads run), of which the first `n` are used.
     let used = n * channels;
     if out_w == 0 || channels == 0 || values.len() < used {
-        return false;
+        return Sums::Each;
     }
     // Conv pixel `i` and the position (0..n) its values go to: with a pool, one window's
     // pixels for one position (`n` = 1).
@@ -1740,13 +1748,17 @@ fn conv_positions<K: KnownFacts>(
     // Whether every position's sums are 0 (a background quad covering them all): the first
     // position's sums, set to 0, are then the only ones requantized.
     let mut background = false;
+    // Whether a quad of four positions may requantize its sums itself, if its
+    // requantization is a ReLU's up to 127 (which the kernel tests: a stage with a ReLU and
+    // one without then share their code).
+    let requantizes = RELU_QUADS && quads && !window && n == QUAD && monotonic;
     let mut i = 0;
     while i < count {
         if pairs {
             // Up to four pixels through a pair patch.
             let pixels = (count - i).min(QUAD);
             let Some(patch) = patch.get_mut(..2 * taps) else {
-                return false;
+                return Sums::Each;
             };
             for k in 0..pixels {
                 let at = pixel(i + k).0;
@@ -1759,7 +1771,7 @@ fn conv_positions<K: KnownFacts>(
             // Their positions: all one (a pool window) or consecutive.
             let (first, stride) = (pixel(i).1, if window { 0 } else { channels });
             let Some(values) = values.get_mut(first * channels..) else {
-                return false;
+                return Sums::Each;
             };
             let conv = PairConv {
                 patch,
@@ -1775,7 +1787,7 @@ fn conv_positions<K: KnownFacts>(
             i += pixels;
         } else if quads {
             let Some(patch) = patch.get_mut(..QUAD * PatchWords::words(taps)) else {
-                return false;
+                return Sums::Each;
             };
             // The four pixels and their positions: all one (a pool window) or consecutive.
             // Past the last pixel, a quad repeats it: into the same position (a window's
@@ -1791,11 +1803,11 @@ fn conv_positions<K: KnownFacts>(
             }
             if int8_quads(g, pos + i, f) {
                 let Some(values) = values.get_mut(first * channels..) else {
-                    return false;
+                    return Sums::Each;
                 };
                 let Some(bytes) = int8_of_words(patch).get_mut(..QuadConvI8::patch_bytes(taps))
                 else {
-                    return false;
+                    return Sums::Each;
                 };
                 let zero_point = cp.input_offset.wrapping_neg() as i8;
                 if one_channel {
@@ -1844,7 +1856,7 @@ fn conv_positions<K: KnownFacts>(
                 }
             }
             let Some(values) = values.get_mut(first * channels..) else {
-                return false;
+                return Sums::Each;
             };
             // A background patch (every sum 0) is common in an image (one channel) and rare
             // in a deeper map, where looking for it costs more than it saves.
@@ -1859,7 +1871,22 @@ fn conv_positions<K: KnownFacts>(
                     stride,
                     wide: cp.wide,
                 };
-                if holds(f, facts::PREPARED_CONV, || widened(cp)) {
+                let wide = holds(f, facts::PREPARED_CONV, || widened(cp));
+                if requantizes {
+                    let bytes = match out.as_deref_mut() {
+                        Some(out) => out,
+                        None => int8_of_words(values),
+                    };
+                    let done = if wide {
+                        quad_filters_relu_rows::<true>(&conv, &cp.requant, bytes)
+                    } else {
+                        quad_filters_relu_rows::<false>(&conv, &cp.requant, bytes)
+                    };
+                    if done {
+                        return Sums::Requantized;
+                    }
+                }
+                if wide {
                     quad_filters_rows::<true>(&conv, values);
                 } else {
                     quad_filters_rows::<false>(&conv, values);
@@ -1869,13 +1896,29 @@ fn conv_positions<K: KnownFacts>(
         } else {
             let (at, slot) = pixel(i);
             let Some(values) = values.get_mut(slot * channels..(slot + 1) * channels) else {
-                return false;
+                return Sums::Each;
             };
             one_pixel(cp, input, at, (sums, inside), patch, values);
             i += 1;
         }
     }
-    background
+    if background {
+        Sums::Background
+    } else {
+        Sums::Each
+    }
+}
+
+/// What [`conv_positions`] leaves [`requantize_conv`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sums {
+    /// Each position's sums.
+    Each,
+    /// Every position's sums 0 (a background quad), of which only the first position's are
+    /// written.
+    Background,
+    /// None: the positions' int8 values are written.
+    Requantized,
 }
 
 /// Requantizes the `n` positions [`conv_positions`] computed (`background`: its result)

@@ -159,6 +159,8 @@ fn main() -> ! {
         dsp::quad_filters_portable(&conv, &mut want);
         check("quad_filters_wide", case, got, want);
 
+        let quad = (taps, filters, stride);
+
         // A streamed dense layer's step from int8 values: any units, any channels; offset
         // 0 (the units four at a time, then a pair) half the time.
         let channels = 1 + rng.below(160);
@@ -292,6 +294,28 @@ fn main() -> ! {
             narrowed(&got, n),
             narrowed(&want, n),
         );
+
+        // Four pixels' convolutions with the same ReLU's requantization into bytes, from the
+        // int8 rows and from the widened ones.
+        let (taps, filters, stride) = quad;
+        let conv = dsp::QuadConv {
+            patch: &patch[..4 * PatchWords::words(taps)],
+            weights: &weights[..filters * taps],
+            taps,
+            filters,
+            stride,
+            wide: &wide[..filters * dsp::wide_words(taps)],
+        };
+        for conv in [dsp::QuadConv { wide: &[], ..conv }, conv] {
+            let mut got = [0u8; 64];
+            rng.fill_bytes(&mut got);
+            let mut got = got.map(|b| b as i8);
+            let mut want = got;
+            let computed = dsp::quad_filters_relu(&conv, &rq, &mut got);
+            check("quad_filters_relu computed", case, computed, true);
+            dsp::quad_filters_relu_portable(&conv, &rq, &mut want);
+            check("quad_filters_relu", case, got, want);
+        }
 
         // The same sums and parameters without a fused activation (the whole int8 clamp),
         // sums of either sign and the extremes too, every one requantized exactly.
