@@ -334,6 +334,34 @@ pub(crate) fn gather_patch<const INSIDE: bool>(
     patch: &mut [u32],
     slot: PatchSlot,
 ) {
+    // A window inside the input whose kernel rows are whole groups of four taps: each row
+    // one run, packed at once (the walk below took some 300 instructions more a window).
+    let (x0, y0) = (ox * g.stride, oy * g.stride);
+    let (pad_top, pad_left) = if INSIDE {
+        (0, 0)
+    } else {
+        (g.pad_top(), g.pad_left())
+    };
+    let inside = INSIDE
+        || x0 >= pad_left
+            && x0 - pad_left + g.k_w <= g.in_w
+            && y0 >= pad_top
+            && y0 - pad_top + g.k_h <= g.in_h;
+    if inside && kernel_row % 4 == 0 {
+        let (groups, step) = (kernel_row / 4, 2 * slot.pixels);
+        let mut at = 2 * slot.pixel;
+        for ky in 0..g.k_h {
+            let start = (input.slot(y0 - pad_top + ky) * g.in_w + x0 - pad_left) * g.in_c;
+            let run = input
+                .data
+                .get(start..start + kernel_row)
+                .unwrap_or_default();
+            let words = patch.get_mut(at..).unwrap_or_default();
+            pack_groups(run, input_offset, words, step, groups);
+            at += step * groups;
+        }
+        return;
+    }
     let mut writer = PatchWriter::new(patch, g.taps(), slot);
     patch_runs::<INSIDE>(g, kernel_row, input, (oy, ox), |run, n| match run {
         Some(run) => writer.push_run(run, input_offset),
