@@ -334,8 +334,8 @@ pub(crate) fn gather_patch<const INSIDE: bool>(
     patch: &mut [u32],
     slot: PatchSlot,
 ) {
-    // A window inside the input whose kernel rows are whole groups of four taps: each row
-    // one run, packed at once (the walk below took some 300 instructions more a window).
+    // A window inside the input: each kernel row one run (the walk below took some 300
+    // instructions more a window); every window of a conv `INSIDE`.
     let (x0, y0) = (ox * g.stride, oy * g.stride);
     let (pad_top, pad_left) = if INSIDE {
         (0, 0)
@@ -347,26 +347,39 @@ pub(crate) fn gather_patch<const INSIDE: bool>(
             && x0 - pad_left + g.k_w <= g.in_w
             && y0 >= pad_top
             && y0 - pad_top + g.k_h <= g.in_h;
+    let run = |ky: usize| {
+        let start = (input.slot(y0 - pad_top + ky) * g.in_w + x0 - pad_left) * g.in_c;
+        input
+            .data
+            .get(start..start + kernel_row)
+            .unwrap_or_default()
+    };
     if inside && kernel_row % 4 == 0 {
+        // Whole groups: each row packed at once.
         let (groups, step) = (kernel_row / 4, 2 * slot.pixels);
-        let mut at = 2 * slot.pixel;
         for ky in 0..g.k_h {
-            let start = (input.slot(y0 - pad_top + ky) * g.in_w + x0 - pad_left) * g.in_c;
-            let run = input
-                .data
-                .get(start..start + kernel_row)
-                .unwrap_or_default();
-            let words = patch.get_mut(at..).unwrap_or_default();
-            pack_groups(run, input_offset, words, step, groups);
-            at += step * groups;
+            let words = patch.get_mut((2 * slot.pixel + ky * step * groups)..);
+            pack_groups(
+                run(ky),
+                input_offset,
+                words.unwrap_or_default(),
+                step,
+                groups,
+            );
         }
         return;
     }
     let mut writer = PatchWriter::new(patch, g.taps(), slot);
-    patch_runs::<INSIDE>(g, kernel_row, input, (oy, ox), |run, n| match run {
-        Some(run) => writer.push_run(run, input_offset),
-        None => writer.zeros(n),
-    });
+    if INSIDE {
+        for ky in 0..g.k_h {
+            writer.push_run(run(ky), input_offset);
+        }
+    } else {
+        patch_runs::<false>(g, kernel_row, input, (oy, ox), |run, n| match run {
+            Some(run) => writer.push_run(run, input_offset),
+            None => writer.zeros(n),
+        });
+    }
     writer.finish();
 }
 
