@@ -1284,7 +1284,7 @@ pub fn widened_fit(wide_len: usize, filters: usize, taps: usize) -> bool {
 /// multiply-accumulates) in 106 instructions — each weight word loaded and unpacked once for
 /// the four pixels, the patch loaded four words per `LDM` — after one block of sixteen if
 /// their count is odd, then the remaining groups of four taps (15 instructions each) and
-/// single taps (8 each), and about 23 per filter around them (about 34 for a pool window,
+/// single taps (8 each), and about 25 per filter around them (about 36 for a pool window,
 /// whose four sums go to one running max). With widened rows ([`QuadConv::wide`]) a group's
 /// weights are one `LDM`: 90 instructions per block of 32 taps, 13 per group after them.
 /// (MVE cores take convs of 6 taps or more through an int8 patch instead,
