@@ -2975,23 +2975,9 @@ mod tests {
         for case in 0..2000 {
             let channels = 1 + rng.below(12) as usize;
             let positions = 1 + rng.below(3) as usize;
-            let bytes = |rng: &mut TestRng, n: usize| -> Vec<u8> {
-                (0..n).map(|_| rng.next_u64() as u8).collect()
-            };
             // Biases and sums of every magnitude, so that most results land inside the
             // clamp.
-            let bias: Vec<u8> = (0..channels)
-                .flat_map(|_| ((rng.next_u64() as i32) >> rng.below(32)).to_le_bytes())
-                .collect();
-            let mut multiplier = bytes(&mut rng, 4 * channels);
-            multiplier
-                .iter_mut()
-                .skip(3)
-                .step_by(4)
-                .for_each(|b| *b &= 0x7F);
-            let shift: Vec<u8> = (0..channels)
-                .map(|_| (-(rng.below(32) as i8)) as u8)
-                .collect();
+            let (bias, multiplier, shift) = requant_params(&mut rng, channels);
             let zero_point = rng.below(256) as i32 - 128;
             let rq = ChannelRequant {
                 bias: &bias,
@@ -3061,6 +3047,21 @@ mod tests {
                 start
             );
         }
+    }
+
+    /// Random requantization parameters of `channels` channels, as the model holds them:
+    /// biases of every magnitude, multipliers ≥ 0, shifts in −31..=0.
+    fn requant_params(rng: &mut TestRng, channels: usize) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        let bias = (0..channels)
+            .flat_map(|_| ((rng.next_u64() as i32) >> rng.below(32)).to_le_bytes())
+            .collect();
+        let multiplier = (0..channels)
+            .flat_map(|_| ((rng.next_u64() as u32) >> 1).to_le_bytes())
+            .collect();
+        let shift = (0..channels)
+            .map(|_| (-(rng.below(32) as i8)) as u8)
+            .collect();
+        (bias, multiplier, shift)
     }
 
     /// The quad patch of four pixels' `taps` values, written out from its definition.
@@ -3183,15 +3184,7 @@ mod tests {
             });
             let w: Vec<u8> = (0..taps * filters).map(|_| rng.next_u64() as u8).collect();
             let patch = quad_patch(&x, taps);
-            let bias: Vec<u8> = (0..filters)
-                .flat_map(|_| ((rng.next_u64() as i32) >> (8 + rng.below(24))).to_le_bytes())
-                .collect();
-            let multiplier: Vec<u8> = (0..filters)
-                .flat_map(|_| ((rng.next_u64() as u32) >> 1).to_le_bytes())
-                .collect();
-            let shift: Vec<u8> = (0..filters)
-                .map(|_| (-(rng.below(32) as i8)) as u8)
-                .collect();
+            let (bias, multiplier, shift) = requant_params(&mut rng, filters);
             let zero_point = rng.below(256) as i32 - 128;
             let rq = ChannelRequant {
                 bias: &bias,
