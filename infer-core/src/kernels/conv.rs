@@ -31,10 +31,30 @@ pub const fn out_dim(input: usize, kernel: usize, stride: usize, padding: Paddin
             if kernel > input {
                 0
             } else {
-                (input - kernel) / stride + 1
+                by_stride(input - kernel, stride, false) + 1
             }
         }
-        Padding::Same => input.div_ceil(stride),
+        Padding::Same => by_stride(input, stride, true),
+    }
+}
+
+/// `n / stride` (`stride` > 0), rounded up with `up`. Strides 1 and 2 without a division
+/// where the core has no divide instruction (the Cortex-M0 calls a library routine of some
+/// 70 instructions: resnet-tiny's geometry, computed again for each pixel, took some 370,000
+/// instructions an inference of them there).
+#[inline(always)]
+const fn by_stride(n: usize, stride: usize, up: bool) -> usize {
+    if cfg!(all(target_arch = "arm", not(infer_core_long_multiply))) {
+        match stride {
+            1 => return n,
+            2 => return (n + up as usize) / 2,
+            _ => {}
+        }
+    }
+    if up {
+        n.div_ceil(stride)
+    } else {
+        n / stride
     }
 }
 
