@@ -74,6 +74,24 @@ fn narrowed(words: &[u32; 64], n: usize) -> [i8; 64] {
     bytes
 }
 
+/// A requantizing kernel (`asm`) and its portable twin (`twin`), each narrowing the first `n`
+/// of the same `sums` in place: their values checked equal. The twin's values, which the
+/// kernel's into-bytes form must give too.
+fn check_narrowed(
+    kernel: &str,
+    case: usize,
+    (sums, n): ([u32; 64], usize),
+    asm: impl FnOnce(&mut [u32]),
+    twin: impl FnOnce(&mut [u32]),
+) -> [i8; 64] {
+    let (mut got, mut want) = (sums, sums);
+    asm(&mut got[..n]);
+    twin(&mut want[..n]);
+    let want = narrowed(&want, n);
+    check(kernel, case, narrowed(&got, n), want);
+    want
+}
+
 #[entry]
 fn main() -> ! {
     let mut rng = Rng(0x4D56_4531);
@@ -261,38 +279,29 @@ fn main() -> ! {
             *v = ((rng.next() as i32) >> rng.below(32)) as u32;
         }
         let sums = got;
-        let mut want = got;
         let n = positions * channels;
-        dsp::requantize_relu(&rq, &mut got[..n], channels, None);
-        dsp::requantize_relu_portable(&rq, &mut want[..n], channels, None);
-        check(
+        let want = check_narrowed(
             "requantize_relu",
             case,
-            narrowed(&got, n),
-            narrowed(&want, n),
+            (sums, n),
+            |got| dsp::requantize_relu(&rq, got, channels, None),
+            |want| dsp::requantize_relu_portable(&rq, want, channels, None),
         );
         // The same into bytes of their own.
         let (mut got, mut bytes) = (sums, [0i8; 64]);
         dsp::requantize_relu(&rq, &mut got[..n], channels, Some(&mut bytes[..n]));
-        check(
-            "requantize_relu into bytes",
-            case,
-            bytes,
-            narrowed(&want, n),
-        );
+        check("requantize_relu into bytes", case, bytes, want);
         // A ceiling below 127 (a ReLU6's, say): the general way, the same values.
         let capped = ChannelRequant {
             activation_max: zero_point.max(rng.below(127) as i32),
             ..rq
         };
-        let (mut got, mut want) = (sums, sums);
-        dsp::requantize_relu(&capped, &mut got[..n], channels, None);
-        dsp::requantize_relu_portable(&capped, &mut want[..n], channels, None);
-        check(
+        check_narrowed(
             "requantize_relu capped",
             case,
-            narrowed(&got, n),
-            narrowed(&want, n),
+            (sums, n),
+            |got| dsp::requantize_relu(&capped, got, channels, None),
+            |want| dsp::requantize_relu_portable(&capped, want, channels, None),
         );
 
         // Four pixels' convolutions with the same ReLU's requantization into bytes, from the
@@ -327,23 +336,16 @@ fn main() -> ! {
         let mut extremes = sums;
         extremes[0] = i32::MIN as u32;
         extremes[n - 1] = i32::MAX as u32;
-        let (mut got, mut want) = (extremes, extremes);
-        dsp::requantize_int8(&whole, &mut got[..n], channels, None);
-        mve::requantize_right_portable(&whole, &mut want[..n], channels, None);
-        check(
+        let want = check_narrowed(
             "requantize_int8",
             case,
-            narrowed(&got, n),
-            narrowed(&want, n),
+            (extremes, n),
+            |got| dsp::requantize_int8(&whole, got, channels, None),
+            |want| mve::requantize_right_portable(&whole, want, channels, None),
         );
         let (mut got, mut bytes) = (extremes, [0i8; 64]);
         dsp::requantize_int8(&whole, &mut got[..n], channels, Some(&mut bytes[..n]));
-        check(
-            "requantize_int8 into bytes",
-            case,
-            bytes,
-            narrowed(&want, n),
-        );
+        check("requantize_int8 into bytes", case, bytes, want);
 
         // The same sums and parameters as a logits layer's (zero point 0): wide logits.
         let logits_rq = ChannelRequant {
@@ -363,24 +365,17 @@ fn main() -> ! {
             activation_max: [127, bounds[1], 127][case % 3],
             ..rq
         };
-        let (mut got, mut want) = (sums, sums);
-        mve::requantize_right(&rq, &mut got[..n], channels, rq.relu_floor(), None);
-        mve::requantize_right_portable(&rq, &mut want[..n], channels, None);
-        check(
+        let want = check_narrowed(
             "requantize_right",
             case,
-            narrowed(&got, n),
-            narrowed(&want, n),
+            (sums, n),
+            |got| mve::requantize_right(&rq, got, channels, rq.relu_floor(), None),
+            |want| mve::requantize_right_portable(&rq, want, channels, None),
         );
         let (mut got, mut bytes) = (sums, [0i8; 64]);
         let into = Some(&mut bytes[..n]);
         mve::requantize_right(&rq, &mut got[..n], channels, rq.relu_floor(), into);
-        check(
-            "requantize_right into bytes",
-            case,
-            bytes,
-            narrowed(&want, n),
-        );
+        check("requantize_right into bytes", case, bytes, want);
 
         // A streamed dense layer's step, pairs of units over whole octets of values; a
         // dense layer's quads of units over whole 32s. Any stride.
