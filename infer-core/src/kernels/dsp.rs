@@ -2977,15 +2977,11 @@ mod tests {
             let positions = 1 + rng.below(3) as usize;
             // Biases and sums of every magnitude, so that most results land inside the
             // clamp.
-            let (bias, multiplier, shift) = requant_params(&mut rng, channels);
-            let zero_point = rng.below(256) as i32 - 128;
+            let params = RandomRequant::new(&mut rng, channels);
+            let zero_point = params.zero_point;
             let rq = ChannelRequant {
-                bias: &bias,
-                multiplier: &multiplier,
-                shift: &shift,
-                output_offset: zero_point,
                 activation_min: if rng.below(4) == 0 { -128 } else { zero_point },
-                activation_max: 127,
+                ..params.relu()
             };
             if rq.activation_min < rq.output_offset {
                 continue;
@@ -3049,19 +3045,46 @@ mod tests {
         }
     }
 
-    /// Random requantization parameters of `channels` channels, as the model holds them:
-    /// biases of every magnitude, multipliers ≥ 0, shifts in −31..=0.
-    fn requant_params(rng: &mut TestRng, channels: usize) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
-        let bias = (0..channels)
-            .flat_map(|_| ((rng.next_u64() as i32) >> rng.below(32)).to_le_bytes())
-            .collect();
-        let multiplier = (0..channels)
-            .flat_map(|_| ((rng.next_u64() as u32) >> 1).to_le_bytes())
-            .collect();
-        let shift = (0..channels)
-            .map(|_| (-(rng.below(32) as i8)) as u8)
-            .collect();
-        (bias, multiplier, shift)
+    /// Random requantization parameters of some channels, as the model holds them: biases of
+    /// every magnitude, multipliers ≥ 0, shifts in −31..=0, a zero point in int8.
+    struct RandomRequant {
+        bias: Vec<u8>,
+        multiplier: Vec<u8>,
+        shift: Vec<u8>,
+        zero_point: i32,
+    }
+
+    impl RandomRequant {
+        fn new(rng: &mut TestRng, channels: usize) -> Self {
+            let bias = (0..channels)
+                .flat_map(|_| ((rng.next_u64() as i32) >> rng.below(32)).to_le_bytes())
+                .collect();
+            let multiplier = (0..channels)
+                .flat_map(|_| ((rng.next_u64() as u32) >> 1).to_le_bytes())
+                .collect();
+            let shift = (0..channels)
+                .map(|_| (-(rng.below(32) as i8)) as u8)
+                .collect();
+            let zero_point = rng.below(256) as i32 - 128;
+            Self {
+                bias,
+                multiplier,
+                shift,
+                zero_point,
+            }
+        }
+
+        /// Their ReLU's requantization: the floor at the zero point, the ceiling 127.
+        fn relu(&self) -> ChannelRequant<'_> {
+            ChannelRequant {
+                bias: &self.bias,
+                multiplier: &self.multiplier,
+                shift: &self.shift,
+                output_offset: self.zero_point,
+                activation_min: self.zero_point,
+                activation_max: 127,
+            }
+        }
     }
 
     /// The quad patch of four pixels' `taps` values, written out from its definition.
@@ -3184,16 +3207,9 @@ mod tests {
             });
             let w: Vec<u8> = (0..taps * filters).map(|_| rng.next_u64() as u8).collect();
             let patch = quad_patch(&x, taps);
-            let (bias, multiplier, shift) = requant_params(&mut rng, filters);
-            let zero_point = rng.below(256) as i32 - 128;
-            let rq = ChannelRequant {
-                bias: &bias,
-                multiplier: &multiplier,
-                shift: &shift,
-                output_offset: zero_point,
-                activation_min: zero_point,
-                activation_max: 127,
-            };
+            let params = RandomRequant::new(&mut rng, filters);
+            let zero_point = params.zero_point;
+            let rq = params.relu();
             let start: Vec<i8> = (0..3 * stride + filters).map(|_| rng.i8()).collect();
             let mut want = start.clone();
             for (p, x) in x.iter().enumerate() {
@@ -3233,7 +3249,7 @@ mod tests {
                 ..rq
             };
             let short = ChannelRequant {
-                shift: &shift[..filters - 1],
+                shift: &params.shift[..filters - 1],
                 ..rq
             };
             for (rq, len) in [
