@@ -846,6 +846,17 @@ fn generate(
         } else {
             (ty, String::new())
         };
+        // Over its own input: the two tensors share a region of the arena.
+        let (ty, known_facts) = if st.over_input {
+            used.in_place = true;
+            let words = st.over_input_words(&shapes);
+            (
+                format!("InPlace<{ty}, {words}>"),
+                format!("{known_facts}\n/// Computed over its input, which dies there."),
+            )
+        } else {
+            (ty, known_facts)
+        };
         item(format!(
             "/// Stage {j}: operations {}..={} ({:?} kernel).{known_facts}\npub type Stage{j}{} = {ty};",
             st.first,
@@ -1026,6 +1037,8 @@ pub type Network<'a> = ProbedNetwork<'a, NoProbe>;
         })
         .collect();
     let mut runs = String::new();
+    // A stage over its own input binds its region (`stages::regions`).
+    let mut over_regions = false;
     // Binds `dst` to the region of tensor `out` (`out_len` values; none: the logits) and
     // `src`, … to the regions of `reads` (the input's name where a tensor is the input).
     let mut bind = |runs: &mut String, out: Option<(usize, usize)>, reads: &[(usize, usize)]| {
@@ -1124,6 +1137,13 @@ pub type Network<'a> = ProbedNetwork<'a, NoProbe>;
                         names[0], names[1]
                     );
                 }
+                _ if st.over_input && !last => {
+                    let len = in_len.max(out_len);
+                    let map = region(st.first, len).unwrap_or_else(|| "0..0".into());
+                    over_regions = true;
+                    let _ = writeln!(runs, "        let (map, []) = regions(arena, {map}, []);");
+                    let _ = writeln!(runs, "        self.stage{j}.run_in_place(map, patch);");
+                }
                 _ => {
                     let names = bind(&mut runs, out, &[(st.first, in_len)]);
                     if last {
@@ -1141,6 +1161,7 @@ pub type Network<'a> = ProbedNetwork<'a, NoProbe>;
         }
     }
     let _ = writeln!(runs, "        P::enter(OPS);");
+    used.regions |= over_regions;
     let from_bytes_body = if prepared {
         "let mut file = StackFile::decode(bytes)?;
         file.prepare(&PREPARED);
@@ -1231,6 +1252,9 @@ pub type Network<'a> = ProbedNetwork<'a, NoProbe>;
     }
     if used.depthwise {
         layers.push("DepthwiseConv2d");
+    }
+    if used.in_place {
+        layers.push("InPlace");
     }
     layers.push("Layer");
     if !used.chain_logits {
@@ -1345,6 +1369,8 @@ struct Imports {
     add_in_place: bool,
     /// A stage compiled for its facts.
     specialized: bool,
+    /// A stage over its own input.
+    in_place: bool,
     /// `stages::regions`.
     regions: bool,
     /// `stages::regions_mut` (a chain's ring and output).

@@ -188,6 +188,46 @@ pub fn depthwise_i8<const COVERED: bool>(
     }
 }
 
+/// Whether a depthwise conv of shape `g` can run over its own input
+/// ([`depthwise_i8_in_place`]): a multiplier of 1 and at most [`MAX_TAPS`] taps over a map
+/// whose channel group's zero-padded copy fits [`MAX_PADDED_WORDS`] ([`padded_words`]), whole
+/// groups of four channels, and no more output pixels than input pixels.
+pub const fn in_place_fits(g: &DepthwiseGeometry) -> bool {
+    padded_words(g) > 0 && g.in_c > 0 && g.in_c % 4 == 0 && g.out_h() * g.out_w() <= g.in_h * g.in_w
+}
+
+/// [`depthwise_i8`] over its own input, for a conv that [`in_place_fits`]: `map` holds the
+/// input (`in_h × in_w × in_c`) and receives the output (`out_h × out_w × out_c` from its
+/// start), bit for bit [`depthwise_i8_reference`]'s. Each group of four channels is first
+/// copied into its zero-padded copy in `scratch` ([`depthwise_scratch_words`]), then
+/// computed from it, writing only its own channels of the output pixels: output pixel `p`
+/// lies where input pixel `p` was, whose group's channels the copy already holds, and no
+/// other group's. Groups the four-channel kernels do not take are computed from the copy in
+/// plain arithmetic. Other convs, short slices or scratch compute nothing.
+///
+/// `COVERED` as for [`depthwise_i8`]: compiled for a conv whose every channel goes through
+/// the four-channel kernels, without the plain arithmetic.
+pub fn depthwise_i8_in_place<const COVERED: bool>(
+    g: &DepthwiseGeometry,
+    map: &mut [i8],
+    input_offset: i32,
+    weights: &[u8],
+    requant: &ChannelRequant<'_>,
+    scratch: &mut [u32],
+) {
+    if !in_place_fits(g) {
+        return;
+    }
+    let conv = Operands {
+        g,
+        input: &[],
+        input_offset,
+        weights,
+        requant,
+    };
+    let _ = conv.in_place::<COVERED>(scratch, map);
+}
+
 /// Whether [`depthwise_i8`], with [`depthwise_scratch_words`] of scratch, computes every
 /// channel of the conv through its four-channel kernels ([`dsp::dw_quads`], and on Helium
 /// cores `mve::dw_group`): a multiplier of 1, at most [`MAX_TAPS`] kernel taps, whole quads
@@ -449,10 +489,11 @@ impl Operands<'_, '_> {
         6 * g.in_h * g.in_w < 700 * (rows * cols).saturating_sub(1)
     }
 
-    /// Copies channels `c0 .. c0 + 4` of each input pixel `(y, x)` into word
-    /// `(y + pad_top) · cols + x + pad_left` of `padded` (a map `cols` wide, its border left
-    /// as it is); pixels that fall outside it are not copied.
-    fn copy_group(&self, c0: usize, padded: &mut [u32], cols: usize) {
+    /// Copies channels `c0 .. c0 + 4` of each pixel `(y, x)` of `input` (the conv's input,
+    /// or the map a conv in place overwrites) into word `(y + pad_top) · cols + x + pad_left`
+    /// of `padded` (a map `cols` wide, its border left as it is); pixels that fall outside
+    /// it are not copied.
+    fn copy_group(&self, input: &[i8], c0: usize, padded: &mut [u32], cols: usize) {
         let g = self.g;
         let (pad_top, pad_left) = (g.window.pad_top(g.in_h), g.window.pad_left(g.in_w));
         let Some(row_len) = NonZeroUsize::new(g.in_w * g.in_c) else {
@@ -464,7 +505,7 @@ impl Operands<'_, '_> {
             return;
         }
         let width = cols.saturating_sub(pad_left).min(g.in_w);
-        for (y, row) in self.input.chunks_exact(row_len.get()).enumerate() {
+        for (y, row) in input.chunks_exact(row_len.get()).enumerate() {
             let at = (y + pad_top) * cols + pad_left;
             let Some(words) = padded.get_mut(at..at + width) else {
                 return;
@@ -545,6 +586,9 @@ impl Operands<'_, '_> {
         for c0 in (0..quads).step_by(4) {
             // The vector kernel takes a padded copy, or else the interior block.
             let vector = vector_channels(&g.window, c0);
+            if let Some(copy) = padded.as_deref_mut() {
+                self.copy_group(self.input, c0, copy, padded_dims(g).1);
+            }
             let done = match padded.as_deref_mut() {
                 Some(copy) if vector => Self::vector(&plan, c0, Some(copy), output),
                 Some(copy) => Self::quad(&plan, c0, Some(copy), true, output),
@@ -563,6 +607,57 @@ impl Operands<'_, '_> {
             }
         }
         true
+    }
+
+    /// [`depthwise_i8_in_place`]'s groups: each copied out of `map`, then computed into it.
+    fn in_place<const COVERED: bool>(&self, scratch: &mut [u32], map: &mut [i8]) -> Option<()> {
+        let plan = self.plan()?;
+        let copy = self.padded(scratch)?;
+        let g = self.g;
+        let cols = padded_dims(g).1;
+        let quads = rq_clamp_is_int8(self.requant);
+        for c0 in (0..g.in_c).step_by(4) {
+            self.copy_group(map, c0, copy, cols);
+            let done = match quads {
+                false => None,
+                true if vector_channels(&g.window, c0) => {
+                    Self::vector(&plan, c0, Some(&mut *copy), map)
+                }
+                true => Self::quad(&plan, c0, Some(&mut *copy), true, map),
+            };
+            if done.is_none() && !COVERED {
+                self.padded_group(c0, copy, cols, map)?;
+            }
+        }
+        Some(())
+    }
+
+    /// Output channels `c0 .. c0 + 4` of every output pixel from the group's zero-padded
+    /// copy (`cols` words wide; its padding adds 0), tap by tap in plain arithmetic: any
+    /// requantization. `None` (the rest not computed) if a slice is short.
+    fn padded_group(&self, c0: usize, copy: &[u32], cols: usize, output: &mut [i8]) -> Option<()> {
+        let (g, win, rq) = (self.g, &self.g.window, self.requant);
+        for oy in 0..g.out_h() {
+            for ox in 0..g.out_w() {
+                for l in 0..4 {
+                    let c = c0 + l;
+                    let (bias, mult, shift) = rq.channel(c)?;
+                    let mut acc: i32 = 0;
+                    for ky in 0..win.k_h {
+                        for kx in 0..win.k_w {
+                            let at = (oy * win.stride_h + ky) * cols + ox * win.stride_w + kx;
+                            let x = copy.get(at)?.to_ne_bytes()[l] as i8;
+                            let w = *self.weights.get((ky * win.k_w + kx) * g.in_c + c)? as i8;
+                            let x = i32::from(x) + self.input_offset;
+                            acc = acc.wrapping_add(x.wrapping_mul(i32::from(w)));
+                        }
+                    }
+                    let out = output.get_mut((oy * g.out_w() + ox) * g.in_c + c)?;
+                    *out = rq.apply(acc.wrapping_add(bias), mult, shift);
+                }
+            }
+        }
+        Some(())
     }
 
     /// The parameters of the group of channels `c0 .. c0 + 4` that its four-channel kernels
@@ -682,10 +777,7 @@ impl Operands<'_, '_> {
         q.out_step = step(g.in_c)?;
         q.out_row = step(g.out_w() * g.in_c)?;
         let input: &[i8] = match padded {
-            Some(copy) => {
-                p.conv.copy_group(c0, copy, src.w);
-                dsp::int8_of_words(copy)
-            }
+            Some(copy) => dsp::int8_of_words(copy),
             None => p.conv.input,
         };
         let (pad_top, pad_left) = (src.pad_top, src.pad_left);
@@ -763,10 +855,7 @@ impl Operands<'_, '_> {
         }
         let src = p.conv.source(c0, padded.as_ref().map(|copy| copy.len()));
         let (input, (rows, cols)): (&[i8], _) = match padded {
-            Some(copy) => {
-                p.conv.copy_group(c0, copy, src.w);
-                (dsp::int8_of_words(copy), (0..g.out_h(), 0..g.out_w()))
-            }
+            Some(copy) => (dsp::int8_of_words(copy), (0..g.out_h(), 0..g.out_w())),
             None => (p.conv.input, (p.rows.clone(), p.cols.clone())),
         };
         if rows.is_empty() || cols.is_empty() {
@@ -1040,6 +1129,50 @@ pub(crate) mod tests {
         assert!(seen.iter().all(|&s| s), "{seen:?}");
     }
 
+    /// A depthwise conv run over its own input equals the reference, on random geometries
+    /// that fit ([`in_place_fits`]) and random requantizations: those of the four-channel
+    /// kernels and those they refuse (a left shift, a clamp short of int8), computed from
+    /// the padded copy.
+    #[test]
+    fn in_place_matches_the_reference() {
+        let mut rng = TestRng(0x1A9C);
+        let cases = if cfg!(miri) { 10 } else { 600 };
+        let (mut kernels, mut plain) = (0, 0);
+        for _ in 0..cases {
+            let g = DepthwiseGeometry {
+                in_h: 1 + rng.below(12) as usize,
+                in_w: 1 + rng.below(12) as usize,
+                in_c: 4 * (1 + rng.below(3) as usize),
+                multiplier: 1,
+                window: Window::random(&mut rng),
+            };
+            if !in_place_fits(&g) {
+                continue;
+            }
+            let Some((input, weights)) = random_tensors(&mut rng, &g) else {
+                continue;
+            };
+            let rq = Requant::random(&mut rng, g.out_c());
+            let view = rq.view();
+            let offset = rng.below(256) as i32 - 127;
+            let len = g.out_h() * g.out_w() * g.out_c();
+            let mut want = vec![0i8; len];
+            depthwise_i8_reference(&g, &input, offset, &weights, &view, &mut want);
+            let mut map = input.clone();
+            let mut scratch = vec![0u32; depthwise_scratch_words(&g)];
+            depthwise_i8_in_place::<false>(&g, &mut map, offset, &weights, &view, &mut scratch);
+            assert_eq!(map[..len], want[..], "{g:?}");
+            let conv = Operands::of(&g, &[], offset, &weights, &view);
+            let plan = conv.plan().expect("a multiplier of 1");
+            if rq_clamp_is_int8(&view) && Operands::group_params(&plan, 0).is_some() {
+                kernels += 1;
+            } else {
+                plain += 1;
+            }
+        }
+        assert!(kernels > 50 && plain > 50, "{kernels} {plain}");
+    }
+
     impl<'a, 'p> Operands<'a, 'p> {
         fn of(
             g: &'a DepthwiseGeometry,
@@ -1184,6 +1317,7 @@ pub(crate) mod tests {
             let copy = conv.padded(&mut scratch).unwrap();
             got.fill(0);
             for c0 in (0..g.in_c).step_by(4) {
+                conv.copy_group(&input, c0, copy, padded_dims(&g).1);
                 assert!(Operands::quad(&plan, c0, Some(&mut *copy), true, &mut got).is_some());
             }
             assert_eq!(got, want, "padded {g:?}");

@@ -749,6 +749,7 @@ impl<'a> StackFile<'a> {
                 other: t.filter(|_| !branch),
                 branch: t.filter(|_| branch),
                 in_place: false,
+                over_input: false,
                 out_len: 1,
             }
         });

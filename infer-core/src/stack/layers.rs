@@ -11,11 +11,14 @@ use super::facts::{self, Facts, Known, KnownFacts, Unknown};
 use super::format::{input_offset, Op, Padding, StackFile};
 use super::stages::{
     dense_part, depthwise_covered, facts_of, general_words, run_chain, run_general,
-    run_general_logits, run_general_rows, ConvPart, DensePart, Out, Parts, Pixels,
+    run_general_logits, run_general_rows, run_pointwise_in_place, ConvPart, DensePart, Out, Parts,
+    Pixels,
 };
 use crate::kernels::average_pool::{average_pool, AvgPoolGeometry};
 use crate::kernels::conv::{out_dim, ConvGeometry};
-use crate::kernels::depthwise::{depthwise_i8, depthwise_scratch_words, DepthwiseGeometry};
+use crate::kernels::depthwise::{
+    depthwise_i8, depthwise_i8_in_place, depthwise_scratch_words, in_place_fits, DepthwiseGeometry,
+};
 use crate::kernels::fused::{
     background_start, fast_requant, Stream3x3, StreamLayers, StreamScratch, NATIVE_PAIRED,
 };
@@ -60,6 +63,47 @@ pub trait Logits<'a>: Layer<'a> {
     /// zero point 0, not clipped to int8: [`crate::kernels::dense::finish_logits`]) from
     /// `input` (`IN` values). Slices of other lengths compute less, never panic.
     fn run_logits(&self, input: &[i8], patch: &mut [u32], logits: &mut [i32]);
+}
+
+/// A layer that can compute its output over its input (the plan's
+/// [`super::stages::Stage::over_input`]), in place of [`Layer::run`]: a network runs it
+/// through [`InPlace`].
+pub trait OverInput<'a>: Layer<'a> {
+    /// Computes the `OUT` values from the start of `map` over the `IN` values it holds, with
+    /// `patch` ([`Layer::PATCH_WORDS`] and the words [`InPlace`] adds). Slices of other
+    /// lengths compute less, never panic.
+    fn run_over(&self, map: &mut [i8], patch: &mut [u32]);
+}
+
+/// Layer `S` computed over its input ([`OverInput`]), with `WORDS` words of working memory
+/// beyond its own (a pointwise conv's chunk of input,
+/// [`super::stages::Stage::over_input_words`]).
+#[derive(Debug, Clone, Copy)]
+pub struct InPlace<S, const WORDS: usize>(S);
+
+impl<'a, S: OverInput<'a>, const WORDS: usize> InPlace<S, WORDS> {
+    /// Computes the output over the input in `map` ([`OverInput::run_over`]).
+    #[inline(always)]
+    pub fn run_in_place(&self, map: &mut [i8], patch: &mut [u32]) {
+        self.0.run_over(map, patch);
+    }
+}
+
+impl<'a, S: OverInput<'a>, const WORDS: usize> Layer<'a> for InPlace<S, WORDS> {
+    const IN: usize = S::IN;
+    const OUT: usize = S::OUT;
+    const PATCH_WORDS: usize = S::PATCH_WORDS + WORDS;
+    const TYPE: &'static str = S::TYPE;
+    const OPS: usize = S::OPS;
+
+    fn from_file(file: &StackFile<'a>, index: usize) -> Result<Self, Error> {
+        S::from_file(file, index).map(Self)
+    }
+
+    /// `S`'s own, from a separate input.
+    fn run(&self, input: &[i8], patch: &mut [u32], output: &mut [i8]) {
+        self.0.run(input, patch, output);
+    }
 }
 
 /// Checks that `file` has exactly `count` operations.
@@ -386,6 +430,10 @@ impl<
             && Self::GEOMETRY.out_w() > 0,
         "every dimension must be positive and a valid kernel must fit in the input"
     );
+    const IN_PLACE: () = assert!(
+        in_place_fits(&Self::GEOMETRY),
+        "a depthwise conv over its input needs a multiplier of 1, whole groups of four channels and a padded copy that fits"
+    );
 }
 
 impl<
@@ -455,6 +503,33 @@ impl<
             &self.requant,
             patch,
             output,
+        );
+    }
+}
+
+impl<
+        'a,
+        const IH: usize,
+        const IW: usize,
+        const C: usize,
+        const M: usize,
+        const KH: usize,
+        const KW: usize,
+        const SH: usize,
+        const SW: usize,
+        const SAME: bool,
+        const COVERED: bool,
+    > OverInput<'a> for DepthwiseConv2d<'a, IH, IW, C, M, KH, KW, SH, SW, SAME, COVERED>
+{
+    fn run_over(&self, map: &mut [i8], patch: &mut [u32]) {
+        let () = Self::IN_PLACE;
+        depthwise_i8_in_place::<COVERED>(
+            &Self::GEOMETRY,
+            map,
+            self.input_offset,
+            self.weights,
+            &self.requant,
+            patch,
         );
     }
 }
@@ -1380,6 +1455,13 @@ impl<'a, S: GeneralStage<'a>, const F: Facts, P: Probe> Layer<'a> for Specialize
 
     fn run(&self, input: &[i8], patch: &mut [u32], output: &mut [i8]) {
         run_general::<Known<F, P>>(&self.stage_parts(), input, patch, output);
+    }
+}
+
+impl<'a, S: GeneralStage<'a>, const F: Facts, P: Probe> OverInput<'a> for Specialized<S, F, P> {
+    /// A 1 × 1 conv's stage ([`run_pointwise_in_place`]; others compute nothing).
+    fn run_over(&self, map: &mut [i8], patch: &mut [u32]) {
+        run_pointwise_in_place::<Known<F, P>>(&self.stage_parts(), map, patch);
     }
 }
 

@@ -4,9 +4,9 @@
 use super::facts::Unknown;
 use super::format::{input_offset, Op, StackFile};
 use super::stages::{
-    assign_buffers, plan_file, regions, regions_mut, run_add, run_alone, run_chain, run_general,
-    run_general_logits, run_general_rows, shapes_of, stage_buffers, BufferPlan, OpShape, Out,
-    Parts, Pixels, Unit,
+    assign_buffers, plan_file, regions, regions_mut, run_add, run_alone, run_alone_in_place,
+    run_chain, run_general, run_general_logits, run_general_rows, run_pointwise_in_place,
+    shapes_of, stage_buffers, BufferPlan, OpShape, Out, Parts, Pixels, Unit,
 };
 use crate::kernels::conv::conv2d_i8;
 use crate::kernels::dense::{dense_i8, dense_i8_logits};
@@ -308,6 +308,22 @@ fn run_stages(
             run_chain::<Unknown>(&mut make, &parts, ring, stage.ring_in, words, out);
             if j == last_stage {
                 break;
+            }
+            continue;
+        }
+        if stage.over_input && j != last_stage {
+            // Its input's storage gets its output.
+            let len = first.in_len().max(last.out_len());
+            let available = arena.len();
+            let map = plan
+                .region(stage.first, len)
+                .and_then(|r| arena.get_mut(r))
+                .ok_or(Error::BufferTooSmall { available })?;
+            if stage.alone {
+                run_alone_in_place(file, stage.first, map, patch);
+            } else {
+                let parts = Parts::of(file, stage).ok_or(Error::Malformed { what: "stage" })?;
+                run_pointwise_in_place::<Unknown>(&parts, map, patch);
             }
             continue;
         }

@@ -44,6 +44,7 @@ use crate::kernels::conv::{
     gather_pair_patch, gather_patch, gather_patch_3x3, gather_patch_i8, gather_pixel_patch,
     pack_run, ConvGeometry, Padding, PatchSlot,
 };
+use crate::kernels::depthwise::in_place_fits;
 use crate::kernels::dot::{
     dot_i8_offset, dot_packed, dot_packed2, dot_packed4, four_filters, PatchWords,
 };
@@ -99,6 +100,9 @@ pub struct Stage {
     /// Rows of the ring buffer it writes its output into, for the next stage's
     /// [`Stage::ring_in`]; 0: it writes the whole map.
     pub ring_out: usize,
+    /// Writes its output over its input, which dies there ([`overwrites_input`]): the
+    /// two tensors share one storage.
+    pub over_input: bool,
 }
 
 /// The stages of a stack, first to last.
@@ -191,7 +195,18 @@ impl Stage {
     /// in place, its tables after the rest ([`ADD_SCRATCH_WORDS`]).
     fn own_words(&self, shapes: &[OpShape], pixels: Pixels) -> usize {
         let tables = if self.add { ADD_SCRATCH_WORDS } else { 0 };
-        self.compute_words(shapes, pixels) + tables
+        self.compute_words(shapes, pixels) + tables + self.over_input_words(shapes)
+    }
+
+    /// Words of a conv over its own input ([`Stage::over_input`]) for the chunk of input
+    /// it copies ([`run_pointwise_in_place`]); 0 for other stages.
+    pub fn over_input_words(&self, shapes: &[OpShape]) -> usize {
+        match shapes.get(self.first) {
+            Some(&OpShape::Conv2d { geometry: g, .. }) if self.over_input => {
+                pointwise_chunk_words(g.in_h, g.in_w, g.in_c)
+            }
+            _ => 0,
+        }
     }
 
     /// [`Stage::own_words`] but an add's tables.
@@ -467,6 +482,7 @@ pub fn plan(shapes: &[OpShape]) -> Stages {
             kernel,
             ring_in: 0,
             ring_out: 0,
+            over_input: false,
         };
         // The second stage, if it starts with a conv or a pool, reads the first's output
         // through a ring of the rows one of its output rows needs, when the first writes a
@@ -492,10 +508,49 @@ pub fn plan(shapes: &[OpShape]) -> Stages {
                 stage.ring_in = rows;
             }
         }
+        stage.over_input = overwrites_input(shapes, &stage);
         // At most one stage per operation, and `MAX_OPS` is the capacity.
         let _ = stages.push(stage);
     }
     stages
+}
+
+/// Whether `stage` writes its output over the map it reads (the output of the operation
+/// before it, read by nothing else, neither the model's input nor a tensor a branch
+/// names, read whole), as large as its output: a depthwise conv alone that [`in_place_fits`] (each channel group
+/// copies its inputs before it writes its outputs), or a conv alone of a 1 × 1 kernel and
+/// stride 1 with no more filters than input channels (each output position lies at or
+/// before its input position; [`run_pointwise_in_place`] copies a chunk of positions at a
+/// time).
+pub fn overwrites_input(shapes: &[OpShape], stage: &Stage) -> bool {
+    let first = stage.first;
+    let kind = match shapes.get(first) {
+        Some(OpShape::DepthwiseConv2d { geometry, .. }) => stage.alone && in_place_fits(geometry),
+        Some(OpShape::Conv2d { geometry: g, .. }) => {
+            stage.conv
+                && stage.ops() == 1
+                && stage.kernel == Kernel::General
+                && g.k_h == 1
+                && g.k_w == 1
+                && g.stride == 1
+                && g.filters <= g.in_c
+        }
+        _ => false,
+    };
+    let read_before = first
+        .checked_sub(1)
+        .and_then(|k| shapes.get(k))
+        .is_some_and(|s| !matches!(s, OpShape::Branch { .. }));
+    // Only where the output is as large as the input: a storage keeps its largest size
+    // for as long as it lives, so a smaller output over its input would hold the input's
+    // bytes until the output dies (on ds-cnn, a strided depthwise conv in place took
+    // 1,568 B more arena than beside its input).
+    let same_size = shapes.get(first).is_some_and(|s| s.in_len() == s.out_len());
+    kind && read_before
+        && same_size
+        && stage.ring_in == 0
+        && stage.ring_out == 0
+        && !named_later(shapes, first)
 }
 
 /// Whether an add or a branch reads tensor `t` (0 the input, `k + 1` the output of
@@ -563,6 +618,9 @@ pub struct Unit {
     /// It ends with an add computed in place ([`Stage::add`]): its output takes the
     /// storage of its other operand, which dies there.
     pub in_place: bool,
+    /// It writes its output over the tensor it reads ([`Stage::over_input`]), which dies
+    /// there: the two share a storage.
+    pub over_input: bool,
     /// Values it writes.
     pub out_len: usize,
 }
@@ -584,6 +642,7 @@ impl Unit {
         match head {
             Some(shape) => Self {
                 in_place: stage.add,
+                over_input: stage.over_input,
                 ..Self::of(first, last, shape, out_len)
             },
             None => Self {
@@ -592,6 +651,7 @@ impl Unit {
                 other: None,
                 branch: None,
                 in_place: false,
+                over_input: false,
                 out_len,
             },
         }
@@ -609,6 +669,7 @@ impl Unit {
             other,
             branch,
             in_place: false,
+            over_input: false,
             out_len,
         }
     }
@@ -706,6 +767,13 @@ fn plan_buffers<const ARENA: bool, I: Iterator<Item = Unit> + Clone>(
                         s
                     }
                     (true, _) => return None,
+                    // Over the tensor it reads, which dies here (not the model's input).
+                    (false, _) if u.over_input => {
+                        if read == 0 {
+                            return None;
+                        }
+                        read
+                    }
                     (false, _) => out as u8,
                 };
                 *storage.get_mut(out)? = own;
@@ -746,6 +814,8 @@ fn plan_buffers<const ARENA: bool, I: Iterator<Item = Unit> + Clone>(
         let free = match u.other.filter(|_| u.in_place) {
             // Its other operand's buffer, which it overwrites.
             Some(other) => usize::from(*tensors.get(other)?),
+            // The buffer of what it reads, which it overwrites.
+            None if u.over_input => usize::from(*tensors.get(u.first)?),
             None => {
                 let dead = |t: u8| {
                     t == NONE
@@ -953,6 +1023,26 @@ pub fn run_alone(
             }
         }
         _ => {}
+    }
+}
+
+/// Computes operation `index` of `file`, a depthwise conv stage that [`overwrites_input`],
+/// over its input in `map`, with `words` ([`OpShape::alone_words`]) as scratch
+/// ([`crate::kernels::depthwise::depthwise_i8_in_place`]). Other operations compute
+/// nothing.
+pub fn run_alone_in_place(file: &StackFile<'_>, index: usize, map: &mut [i8], words: &mut [u32]) {
+    use crate::kernels::depthwise::depthwise_i8_in_place;
+    if let Some(Op::DepthwiseConv2d(d)) = file.ops.get(index) {
+        let requant = ChannelRequant::from_params_clamped(&d.params, d.min, d.max);
+        let offset = input_offset(file, index);
+        depthwise_i8_in_place::<false>(
+            &d.geometry(),
+            map,
+            offset,
+            d.params.weights,
+            &requant,
+            words,
+        );
     }
 }
 
@@ -1602,6 +1692,75 @@ pub fn run_general_rows<K: KnownFacts>(
     K::Probe::enter(parts.first);
     if let Some(mut run) = StageRun::<K>::new(parts, words, None) {
         run.rows(MapRows::whole(input), rows, &mut Out::Values(output));
+    }
+}
+
+/// Positions per chunk of an `h × w` map that [`run_pointwise_in_place`] computes at a time:
+/// the fewest that are whole quads of positions, at least a row and a divisor of the map's
+/// positions (14 × 14: 28), else a row.
+pub const fn pointwise_chunk(h: usize, w: usize) -> usize {
+    let n = h * w;
+    let mut k = w.div_ceil(4) * 4;
+    while k > 0 && k <= n {
+        if n % k == 0 {
+            return k;
+        }
+        k += 4;
+    }
+    w
+}
+
+/// Words of the chunk of input positions [`run_pointwise_in_place`] copies, for an
+/// `h × w × c` input.
+pub const fn pointwise_chunk_words(h: usize, w: usize, c: usize) -> usize {
+    (pointwise_chunk(h, w) * c).div_ceil(4)
+}
+
+/// Computes a stage of a 1 × 1 conv of stride 1 (its only operation, no more filters than
+/// input channels: [`overwrites_input`]) over its own input: `map` holds the input and
+/// gets the output from its start. Chunk by chunk of [`pointwise_chunk`] positions, in
+/// order: the chunk's inputs are copied into the last [`pointwise_chunk_words`] of `words`
+/// (the rest is the stage's own, [`general_words`]), then its outputs written where its
+/// inputs began, at or before them (no later chunk's input is touched). Bit for bit
+/// [`run_general`] from a separate input. Other stages compute nothing.
+pub fn run_pointwise_in_place<K: KnownFacts>(parts: &Parts<'_>, map: &mut [i8], words: &mut [u32]) {
+    let Some(cp) = &parts.conv else {
+        return;
+    };
+    let g = cp.geometry;
+    let (h, w, c) = parts.input;
+    if g.k_h != 1 || g.k_w != 1 || g.stride != 1 || g.filters > c || parts.pool != 0 {
+        return;
+    }
+    let k = pointwise_chunk(h, w);
+    let Some(chunks) = (h * w).checked_div(k) else {
+        return;
+    };
+    let split = words.len().saturating_sub(pointwise_chunk_words(h, w, c));
+    let (words, copy) = words.split_at_mut(split);
+    let Some(copy) = int8_of_words(copy).get_mut(..k * c) else {
+        return;
+    };
+    // The map as `chunks` rows of `k` positions: a 1 × 1 conv computes each position alone.
+    let mut geometry = g;
+    (geometry.in_h, geometry.in_w) = (chunks, k);
+    let chunked = Parts {
+        input: (chunks, k, c),
+        conv: Some(ConvPart { geometry, ..*cp }),
+        ..*parts
+    };
+    K::Probe::enter(parts.first);
+    let Some(mut run) = StageRun::<K>::new(&chunked, words, None) else {
+        return;
+    };
+    let (in_chunk, out_chunk) = (k * c, k * g.filters);
+    for r in 0..chunks {
+        copy_bytes(copy, map.get(r * in_chunk..).unwrap_or_default());
+        let Some(out) = map.get_mut(r * out_chunk..(r + 1) * out_chunk) else {
+            return;
+        };
+        let input = MapRows::ring(&*copy, 1);
+        run.rows(input, r..r + 1, &mut Out::Values(MapRows::ring(out, 1)));
     }
 }
 
@@ -2305,11 +2464,12 @@ mod tests {
                     k_h: k,
                     k_w,
                     // Sometimes 16 filters: the next conv's patch is then whole blocks of
-                    // 16 taps, the quad kernel's block loop.
-                    filters: if rng.below(4) == 0 {
-                        16
-                    } else {
-                        1 + rng.below(9) as usize
+                    // 16 taps, the quad kernel's block loop; sometimes as many as the input
+                    // has channels: a 1 × 1 conv then runs over its input.
+                    filters: match rng.below(6) {
+                        0 => 16,
+                        1 => c,
+                        _ => 1 + rng.below(9) as usize,
                     },
                     stride: 1 + rng.below(2) as usize,
                     padding: if rng.below(2) == 0 {
@@ -2701,6 +2861,8 @@ mod tests {
         // The imported models' operations: convs whose kernel is not square, depthwise
         // convs and average pools (stages of their own).
         let mut imported = BTreeSet::new();
+        // Stages over their own input, by alone (a depthwise conv, else a 1 × 1 conv).
+        let mut over = BTreeSet::new();
         for case in 0..cases {
             let wild = case % 3 == 2;
             let (hwc, planned, owned) = random_stack(&mut rng, wild);
@@ -2735,6 +2897,9 @@ mod tests {
                     .and_then(|p| p.conv)
                     .map(|c| monotonic(&c.requant, c.geometry.filters));
                 seen.insert((s.conv, s.pool, s.dense, monotonic));
+                if s.over_input {
+                    over.insert(s.alone);
+                }
                 if s.ring_in > 0 {
                     chains.insert((s.conv, s.dense));
                 }
@@ -2777,6 +2942,7 @@ mod tests {
             }
             let all = ["avgpool2d", "conv2d_rect", "depthwise_conv2d"];
             assert_eq!(imported.into_iter().collect::<Vec<_>>(), all);
+            assert_eq!(over.into_iter().collect::<Vec<_>>(), [false, true]);
         }
     }
 
@@ -2888,6 +3054,7 @@ mod graph_tests {
             other: None,
             branch: None,
             in_place: false,
+            over_input: false,
             out_len: 10 + j,
         });
         let plan = assign_buffers(units).unwrap();
