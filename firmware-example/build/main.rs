@@ -30,7 +30,8 @@
 //!   on the Cortex-M0 in every build, `Board::default_pixels`).
 //! - the crate's feature `narrow-weights`: on a board whose kernels take prepared
 //!   weights (`Board::preparation`: widened on the M4F and M7, dense units paired
-//!   on the M3, dense offset terms on the M55), none are generated; the layers run
+//!   on the M3, dense offset terms on the M55, conv weights as words on the M0), none
+//!   are generated; the layers run
 //!   from the model's int8 weights alone (less flash, more instructions).
 
 use model_spec::codegen as network;
@@ -104,12 +105,14 @@ fn stack_network(
         board.default_pixels()
     };
     let narrow = env::var_os("CARGO_FEATURE_NARROW_WEIGHTS").is_some();
-    if let (infer_core::stack::Pixels::Four, Some(preparation), false) =
-        (network.pixels, board.preparation(), narrow)
-    {
-        network
-            .prepare_weights(model, preparation)
-            .unwrap_or_else(|e| fail(&e));
+    // The M0's words serve its one pixel at a time; the other preparations, four.
+    let four = network.pixels == infer_core::stack::Pixels::Four;
+    if let (Some(preparation), false) = (board.preparation(), narrow) {
+        if four || preparation == infer_core::stack::prepared::Preparation::Words {
+            network
+                .prepare_weights(model, preparation)
+                .unwrap_or_else(|e| fail(&e));
+        }
     }
     if let Some(spec) = spec {
         let declared = network::Declared::load(crate_dir, spec).unwrap_or_else(|e| fail(&e));

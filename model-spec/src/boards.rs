@@ -118,7 +118,8 @@ impl Board {
     /// (`infer_core::stack::prepared`), if they do: widened on the DSP cores without Helium
     /// (M4F, M7), whose kernels would otherwise unpack each group of four weights again and
     /// again; dense units paired on the M3; on the M55 (which multiplies int8 by int8 as
-    /// the weights are) each dense layer's offset terms; none on the M0.
+    /// the weights are) each dense layer's offset terms; on the M0 (no long multiply, one
+    /// pixel at a time) its convs' weights widened to words.
     pub fn preparation(&self) -> Option<Preparation> {
         Preparation::for_target(self.target)
     }

@@ -45,6 +45,7 @@ use infer_core::format::QuantParams;
 use infer_core::kernels::dsp::{dense_wide_words_of, wide_words, widen_filter};
 use infer_core::kernels::mve::row_offset_terms;
 use infer_core::kernels::pairs::dense_pair_words_of;
+use infer_core::kernels::words::word_weights_of;
 use infer_core::stack::facts::{
     holds, known, Facts, ALL, FAST_POOL, FOUR, LOGITS, NONE, PREPARED_CONV, PREPARED_DENSE,
 };
@@ -266,7 +267,10 @@ impl Network {
     /// in such a dense layer (a dense layer's rows followed by its offset terms, one word a
     /// unit). Offset terms alone for a Helium core: every dense layer but one in the
     /// one-channel 3×3 conv's own kernel, one word per unit
-    /// (`infer_core::kernels::mve::row_offset_terms`), for about 40 % fewer instructions in it
+    /// (`infer_core::kernels::mve::row_offset_terms`), for about 40 % fewer instructions in it.
+    /// Words for the Cortex-M0: every conv's whole quads of filters, a word per weight
+    /// (`infer_core::kernels::words::word_weights_of`, four times the weight bytes), for
+    /// about a third fewer instructions in all
     /// ([`crate::boards::Board::preparation`] says which boards take which).
     ///
     /// # Errors
@@ -328,6 +332,8 @@ impl Network {
                         let offset = input_offset(&file, index);
                         row_offset_terms(d.params.weights, d.inputs as usize, offset).collect()
                     }
+                    // The M0 takes its dense layers' int8 rows as they are.
+                    Op::Dense(_) if preparation == Preparation::Words => return None,
                     Op::Dense(d) => {
                         let (inputs, units) = (d.inputs as usize, usize::from(d.units));
                         let whole = if widened { 16 } else { 4 };
@@ -341,6 +347,13 @@ impl Network {
                         } else {
                             dense_pair_words_of(d.params.weights, inputs, units).collect()
                         }
+                    }
+                    _ if preparation == Preparation::Words => {
+                        let (c, g) = op.conv()?;
+                        if g.filters < 4 || own_kernel(index) {
+                            return None;
+                        }
+                        word_weights_of(c.params.weights, g.taps(), g.filters).collect()
                     }
                     _ => {
                         let (c, g) = op.conv()?;

@@ -1,5 +1,5 @@
 //! Puts the board's memory map (the firmware example's, by target: `mps3-an547.x` for the
-//! Cortex-M55, `mps2.x` for the Cortex-M4F and M3) on the linker's search path as
+//! Cortex-M55, `microbit.x` for the Cortex-M0, `mps2.x` for the Cortex-M4F and M3) on the linker's search path as
 //! `memory.x` and links with cortex-m-rt's `link.x`.
 
 use std::path::PathBuf;
@@ -10,6 +10,8 @@ fn main() {
     let target = env::var("TARGET").unwrap_or_default();
     let board = if target.starts_with("thumbv8m.main") {
         "mps3-an547.x"
+    } else if target.starts_with("thumbv6m") {
+        "microbit.x"
     } else {
         "mps2.x"
     };

@@ -483,7 +483,12 @@ impl DwQuad {
 /// `acc + ((a · b + 2^31) >> 32)`, wrapping: `SMMLAR`.
 #[inline(always)]
 pub fn smmlar(a: i32, b: i32, acc: i32) -> i32 {
-    acc.wrapping_add(((i64::from(a) * i64::from(b) + (1 << 31)) >> 32) as i32)
+    // From the magnitudes (`wide_product`: no library call on the Cortex-M0): a product
+    // `−p` rounds to `−((p + 2^31 − 1) >> 32)`.
+    let negative = (a ^ b) < 0;
+    let p = crate::requant::wide_product(a.unsigned_abs(), b.unsigned_abs());
+    let high = ((p + (1 << 31) - u64::from(negative)) >> 32) as i32;
+    acc.wrapping_add(if negative { high.wrapping_neg() } else { high })
 }
 
 /// One doubled sum requantized as [`dw_quads`] does: `SMMLAR` with the rounding half,
@@ -2364,8 +2369,8 @@ pub fn windows_portable<const F: usize>(po: &mut PatchOut<F>, filters: &[Filter3
         *out = if m <= 0 {
             0
         } else {
-            let x =
-                ((u64::from(m as u32) * u64::from(f.multiplier as u32) + (1 << 30)) >> 31) as u32;
+            let product = crate::requant::wide_product(m as u32, f.multiplier as u32);
+            let x = ((product + (1 << 30)) >> 31) as u32;
             let r = f.right_shift() & 31;
             (x + ((1 << r) >> 1)) >> r
         };
@@ -2916,8 +2921,13 @@ pub fn pack_groups_portable(
     }
     let offsets = pack(offset, offset);
     let run = run.get(..groups.saturating_mul(4)).unwrap_or(run);
-    for (q, words) in run.chunks_exact(4).zip(patch.chunks_mut(step)) {
-        if let (Ok(q), [w0, w1, ..]) = (<&[i8; 4]>::try_from(q), words) {
+    // Each group's words by index (zipped with `chunks_mut(step)`, the iterator's length
+    // took a division: a library call per run on the Cortex-M0).
+    for (k, q) in run.chunks_exact(4).enumerate() {
+        if let (Ok(q), Some([w0, w1])) = (
+            <&[i8; 4]>::try_from(q),
+            patch.get_mut(k * step..k * step + 2),
+        ) {
             let x = word_i8(q);
             *w0 = sadd16(sxtb16(x), offsets);
             *w1 = sadd16(sxtb16_ror8(x), offsets);
@@ -2933,6 +2943,38 @@ mod tests {
     use crate::requant::multiply_by_quantized_multiplier;
     use crate::stack::prepared::{is_dense_prepared, Preparation::Widened};
     use std::vec::Vec;
+
+    /// `smmlar` from the magnitudes equals the signed 64-bit `(a · b + 2^31) >> 32`, on edge
+    /// and random operands of both signs.
+    #[test]
+    fn smmlar_is_the_rounded_high_product() {
+        let mut rng = TestRng(0x5A4A);
+        let want = |a: i32, b: i32, acc: i32| {
+            acc.wrapping_add(((i64::from(a) * i64::from(b) + (1 << 31)) >> 32) as i32)
+        };
+        let edges = [
+            0,
+            1,
+            -1,
+            i32::MIN,
+            i32::MAX,
+            1 << 30,
+            -(1 << 30),
+            0xFFFF,
+            -0x10000,
+        ];
+        for &a in &edges {
+            for &b in &edges {
+                assert_eq!(smmlar(a, b, 7), want(a, b, 7), "{a} {b}");
+            }
+        }
+        for _ in 0..100_000 {
+            let a = (rng.next_u64() as i32) >> rng.below(32);
+            let b = (rng.next_u64() as i32) >> rng.below(32);
+            let acc = rng.next_u64() as i32;
+            assert_eq!(smmlar(a, b, acc), want(a, b, acc), "{a} {b} {acc}");
+        }
+    }
 
     /// Packing whole groups of int8 values with an offset, a packed patch's groups and one
     /// pixel's share of a quad patch, against `pack_patch`, on random lengths, offsets and

@@ -751,7 +751,8 @@ fn pooled_value(f: &Filter3x3, a: [i32; 4], cap: u32) -> i32 {
         return 0;
     }
     // Both factors are non-negative: an unsigned 32×32 → 64-bit multiply.
-    let x = ((u64::from(m as u32) * u64::from(f.multiplier as u32) + (1 << 30)) >> 31) as u32;
+    let product = crate::requant::wide_product(m as u32, f.multiplier as u32);
+    let x = ((product + (1 << 30)) >> 31) as u32;
     let r = f.right_shift() & 31;
     let half = (1u32 << r) >> 1;
     ((x + half) >> r).min(cap) as i32

@@ -28,6 +28,7 @@ pub mod pairs;
 pub mod pool;
 pub mod softmax;
 pub mod window;
+pub mod words;
 
 use core::num::NonZeroUsize;
 

@@ -5,13 +5,15 @@
 //! every four output pixels, and its dense kernel over a vector
 //! ([`crate::kernels::dsp::dense_quads`]) for every use. The Cortex-M3, without `SMLAD`,
 //! multiplies one weight at a time, but with `SMLAL` it can take two units' weights of a
-//! dense layer in one pair word ([`crate::kernels::pairs::dense_quads_paired`]). A
-//! firmware's build script can prepare the weights once, as the target's kernels take them
-//! ([`Preparation`]: [`crate::kernels::dsp::widen_filter`] and
-//! [`crate::kernels::dsp::dense_wide_words_of`] on a DSP core,
-//! [`crate::kernels::pairs::dense_pair_words_of`] on the M3), keep them in flash beside the
-//! model (twice the layer's weight bytes) and hand them to [`StackFile::prepare`]: the
-//! kernels then load them with `LDM`s. A dense layer's offset term, `offset · Σ w` per unit
+//! dense layer in one pair word ([`crate::kernels::pairs::dense_quads_paired`]). The
+//! Cortex-M0, with neither, multiplies a conv's weights as words
+//! ([`crate::kernels::words`]). A firmware's build script can prepare the weights once, as
+//! the target's kernels take them ([`Preparation`]: [`crate::kernels::dsp::widen_filter`]
+//! and [`crate::kernels::dsp::dense_wide_words_of`] on a DSP core,
+//! [`crate::kernels::pairs::dense_pair_words_of`] on the M3,
+//! [`crate::kernels::words::word_weights_of`] on the M0), keep them in flash beside the
+//! model (twice the layer's weight bytes; four times on the M0) and hand them to
+//! [`StackFile::prepare`]: the kernels then load them with `LDM`s. A dense layer's offset term, `offset · Σ w` per unit
 //! ([`crate::kernels::mve::row_offset_terms`]), is prepared too, so that its sums start
 //! from it and its steps take the int8 values as they are: after the widened rows on a DSP
 //! core ([`crate::kernels::dsp::dense_widened_i8`]), alone on a Helium core, which
@@ -24,6 +26,7 @@ use super::format::{input_offset, Op, StackFile, MAX_OPS};
 use crate::kernels::dsp::{dense_wide_words, dense_wide_words_of, is_widened};
 use crate::kernels::mve::{row_offset_terms, TERMS_ALONE};
 use crate::kernels::pairs::{dense_pair_words, dense_pair_words_of, PAIRED};
+use crate::kernels::words::{is_word_weights, WORD_WEIGHTS};
 
 /// The prepared weights of one conv or dense operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,8 +39,9 @@ pub struct PreparedWeights<'a> {
 
 /// A bit per operation of `file` whose entry in `prepared` (its first, which is the one
 /// used) holds exactly its conv or dense weights prepared as this build's kernels take them
-/// (dense rows paired on the Cortex-M3, [`PAIRED`]; else widened; and on Helium cores,
-/// [`TERMS_ALONE`], a dense layer's offset terms).
+/// (dense rows paired on the Cortex-M3, [`PAIRED`]; conv weights as words on the M0,
+/// [`WORD_WEIGHTS`]; else widened; and on Helium cores, [`TERMS_ALONE`], a dense layer's
+/// offset terms).
 #[inline(never)]
 pub(crate) fn matching(file: &StackFile<'_>, prepared: &[PreparedWeights<'_>]) -> u32 {
     let mut mask = 0;
@@ -61,9 +65,14 @@ pub(crate) fn matching(file: &StackFile<'_>, prepared: &[PreparedWeights<'_>]) -
                 let layer = (d.params.weights, inputs, units, offset);
                 is_dense_prepared(layer, p.words, build)
             }
-            Some(op) => op
-                .conv()
-                .is_some_and(|(c, g)| is_widened(c.params.weights, g.taps(), g.filters, p.words)),
+            Some(op) => op.conv().is_some_and(|(c, g)| {
+                let (weights, taps) = (c.params.weights, g.taps());
+                if WORD_WEIGHTS {
+                    is_word_weights(weights, taps, g.filters, p.words)
+                } else {
+                    is_widened(weights, taps, g.filters, p.words)
+                }
+            }),
             None => false,
         };
         if matches {
@@ -89,12 +98,15 @@ pub enum Preparation {
     /// four units at a time ([`crate::kernels::mve::dense_rows_i8`]). (A `thumbv8m.main`
     /// core without Helium, such as the Cortex-M33, ignores them.)
     OffsetTerms,
+    /// The Cortex-M0 (`thumbv6m-*`, no long multiply): every conv's whole quads of filters
+    /// widened to a word per weight ([`crate::kernels::words::word_weights_of`]).
+    Words,
 }
 
 impl Preparation {
-    /// The preparation a build for the target triple `target` takes: none on the M0 (no
-    /// long multiply); on Helium cores the offset terms alone (they multiply the int8
-    /// weights as they are).
+    /// The preparation a build for the target triple `target` takes: on Helium cores the
+    /// offset terms alone (they multiply the int8 weights as they are); on the M0 its convs'
+    /// weights as words; none for other targets.
     ///
     /// ```
     /// use infer_core::stack::prepared::Preparation;
@@ -104,7 +116,8 @@ impl Preparation {
     ///     Preparation::for_target("thumbv8m.main-none-eabihf"),
     ///     Some(Preparation::OffsetTerms)
     /// );
-    /// assert_eq!(Preparation::for_target("thumbv6m-none-eabi"), None);
+    /// assert_eq!(Preparation::for_target("thumbv6m-none-eabi"), Some(Preparation::Words));
+    /// assert_eq!(Preparation::for_target("x86_64-unknown-linux-gnu"), None);
     /// ```
     pub fn for_target(target: &str) -> Option<Self> {
         if target.starts_with("thumbv7em") {
@@ -113,6 +126,8 @@ impl Preparation {
             Some(Self::Paired)
         } else if target.starts_with("thumbv8m.main") {
             Some(Self::OffsetTerms)
+        } else if target.starts_with("thumbv6m") {
+            Some(Self::Words)
         } else {
             None
         }
@@ -131,6 +146,8 @@ pub fn is_dense_prepared(
     preparation: Preparation,
 ) -> bool {
     let count = match preparation {
+        // The M0 prepares no dense layer.
+        Preparation::Words => return false,
         Preparation::Widened => dense_wide_words(inputs, units) + units,
         Preparation::Paired => dense_pair_words(inputs, units),
         Preparation::OffsetTerms => units,
@@ -147,6 +164,7 @@ pub fn is_dense_prepared(
         Preparation::OffsetTerms => row_offset_terms(weights, inputs, offset)
             .take(units)
             .eq(words),
+        Preparation::Words => false,
     }
 }
 

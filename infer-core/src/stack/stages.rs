@@ -57,6 +57,7 @@ use crate::kernels::mve::{
     copy_words, dense_rows_i8, offset_terms, quad_filters_i8, DenseRowsI8, QuadConvI8, TERMS_ALONE,
 };
 use crate::kernels::pairs::{pair_filters, PairConv, PAIRED};
+use crate::kernels::words::{dot4_words, word_weights_len, WORD_WEIGHTS};
 use crate::kernels::{all_zero, narrow, put_sum, ChannelRequant, MapRows};
 use crate::probe::Probe;
 use core::ops::Range;
@@ -1337,7 +1338,12 @@ pub(crate) fn dense_part<'a>(
 
 /// Whether conv `cp` has its weights widened for every filter ([`widened_fit`]).
 fn widened(cp: &ConvPart<'_>) -> bool {
-    widened_fit(cp.wide.len(), cp.geometry.filters, cp.geometry.taps())
+    let (taps, filters) = (cp.geometry.taps(), cp.geometry.filters);
+    if WORD_WEIGHTS {
+        // Every filter from the words: whole quads of them.
+        return filters % 4 == 0 && taps > 0 && cp.wide.len() == word_weights_len(taps, filters);
+    }
+    widened_fit(cp.wide.len(), filters, taps)
 }
 
 /// Whether every window of conv `g` lies inside its input: no padding.
@@ -1572,9 +1578,12 @@ impl<'p, 'a, 'w, K: KnownFacts> StageRun<'p, 'a, 'w, K> {
         for row in rows.start..last {
             let end = if spans { last } else { row + 1 } * out_w;
             let mut pos = row * out_w;
+            // The position's row and column, stepped (no division: a library call on the
+            // Cortex-M0).
+            let mut place_at = (row, 0);
             while pos < end {
                 let n = self.at_once.min(end - pos);
-                let at = (pos, n, out_w);
+                let at = (pos, n, out_w, place_at);
                 let dense = part(f, facts::DENSE, self.parts.dense.as_ref());
                 let add = part(f, facts::ADD, self.add.as_ref());
                 // The positions' place in the output map (they follow each other there: in
@@ -1652,6 +1661,7 @@ impl<'p, 'a, 'w, K: KnownFacts> StageRun<'p, 'a, 'w, K> {
                     _ => {}
                 }
                 pos += n;
+                place_at = step_position(place_at, n, out_w);
             }
             if spans {
                 break;
@@ -1823,6 +1833,19 @@ fn ring_rows(first: &OpShape, pool: usize) -> usize {
     }
 }
 
+/// The row and column `n` positions on from `(row, col)` in a grid `out_w` wide, for a few
+/// positions (`n` up to about four): stepped row by row, without a division (on the
+/// Cortex-M0 a library call of some 45 instructions).
+#[inline(always)]
+fn step_position((mut row, col): (usize, usize), n: usize, out_w: usize) -> (usize, usize) {
+    let mut col = col + n;
+    while col >= out_w && out_w > 0 {
+        col -= out_w;
+        row += 1;
+    }
+    (row, col)
+}
+
 /// The conv (and pool) sums of `n` consecutive output positions from `pos` of a grid
 /// `out_w` wide into `values` (one `i32` per filter and position, as `u32` bits), for
 /// [`requantize_conv`]: with a pool (`p > 1`, `n` = 1) the max over the window's `p²` conv
@@ -1836,7 +1859,7 @@ fn ring_rows(first: &OpShape, pool: usize) -> usize {
 fn conv_positions<K: KnownFacts>(
     cp: &ConvPart<'_>,
     input: MapRows<'_, &[i8]>,
-    (pos, n, out_w): (usize, usize, usize),
+    (pos, n, out_w, (py, px)): (usize, usize, usize, (usize, usize)),
     (p, pixels): (usize, Pixels),
     monotonic: bool,
     (patch, terms): (&mut [u32], &[u32]),
@@ -1867,12 +1890,17 @@ fn conv_positions<K: KnownFacts>(
     // pixels for one position (`n` = 1).
     let window = p > 1;
     let out_w = out_w.max(1);
-    let (py, px) = (pos / out_w, pos % out_w);
     let pixel = |i: usize| {
         if window {
             ((py * p + i / p, px * p + i % p), 0)
         } else {
-            (((pos + i) / out_w, (pos + i) % out_w), i)
+            // Stepped where a division is a library call; else divided.
+            let at = if cfg!(all(target_arch = "arm", not(infer_core_long_multiply))) {
+                step_position((py, px), i, out_w)
+            } else {
+                ((pos + i) / out_w, (pos + i) % out_w)
+            };
+            (at, i)
         }
     };
     let count = if window { p * p } else { n };
@@ -2057,7 +2085,9 @@ fn conv_positions<K: KnownFacts>(
             let Some(values) = values.get_mut(slot * channels..(slot + 1) * channels) else {
                 return Sums::Each;
             };
-            one_pixel(cp, input, at, (sums, inside), patch, values);
+            // Words for every filter where the build prepared them (the Cortex-M0's).
+            let prepared = WORD_WEIGHTS && holds(f, facts::PREPARED_CONV, || widened(cp));
+            one_pixel(cp, input, at, (sums, inside, prepared), patch, values);
             i += 1;
         }
     }
@@ -2155,13 +2185,15 @@ fn background_window(values: &mut [u32], stride: usize, channels: usize) {
 }
 
 /// Folds one conv pixel's accumulators into `values` (one per filter): its patch, then
-/// the filters four at a time where `SMLAD` is emulated, two at a time, one.
+/// the filters four at a time where `SMLAD` is emulated, two at a time, one; or, with
+/// `prepared` (the Cortex-M0's weights widened to words for every filter, `widened`), all
+/// four at a time from the words ([`dot4_words`]).
 #[inline(never)]
 fn one_pixel(
     cp: &ConvPart<'_>,
     input: MapRows<'_, &[i8]>,
     at: (usize, usize),
-    (monotonic, inside): (bool, bool),
+    (monotonic, inside, prepared): (bool, bool, bool),
     patch: &mut [u32],
     values: &mut [u32],
 ) {
@@ -2183,6 +2215,25 @@ fn one_pixel(
     }
     // Stops at the first word that is not zero: most patches past the first layer's.
     let background = !patch.iter().any(|&w| w != 0);
+    if prepared {
+        // On the Cortex-M0, every filter's weights widened to words (`kernels::words`,
+        // whole quads of filters: `widened`), four filters at a time.
+        for (qi, quad) in values.chunks_exact_mut(4).enumerate() {
+            let a = if background {
+                [0; 4]
+            } else {
+                dot4_words(
+                    patch,
+                    cp.wide.get(4 * taps * qi..).unwrap_or_default(),
+                    taps,
+                )
+            };
+            for (k, (best, a)) in quad.iter_mut().zip(a).enumerate() {
+                window(rq, 4 * qi + k, a, monotonic, best);
+            }
+        }
+        return;
+    }
     let mut weights = cp.weights.chunks_exact(taps);
     // Filters four at a time sharing each patch load (where `four_filters` says), then
     // two, then one.
