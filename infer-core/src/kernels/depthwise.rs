@@ -590,8 +590,7 @@ impl Operands<'_, '_> {
                 self.copy_group(self.input, c0, copy, padded_dims(g).1);
             }
             let done = match padded.as_deref_mut() {
-                Some(copy) if vector => Self::vector(&plan, c0, Some(copy), output),
-                Some(copy) => Self::quad(&plan, c0, Some(copy), true, output),
+                Some(copy) => Self::from_copy(&plan, c0, copy, output),
                 None if blocks && vector => Self::quad(&plan, c0, None, false, output)
                     .and_then(|()| Self::vector(&plan, c0, None, output)),
                 None if blocks => Self::quad(&plan, c0, None, true, output),
@@ -609,6 +608,19 @@ impl Operands<'_, '_> {
         true
     }
 
+    /// Output channels `c0 .. c0 + 4` from the group's zero-padded copy (already taken,
+    /// [`Operands::copy_group`]): through [`Operands::vector`] where it takes the window,
+    /// else [`Operands::quad`]; `None` (nothing computed) if the group's parameters do not
+    /// fit them.
+    #[inline(always)]
+    fn from_copy(p: &Plan<'_, '_>, c0: usize, copy: &mut [u32], output: &mut [i8]) -> Option<()> {
+        if vector_channels(&p.conv.g.window, c0) {
+            Self::vector(p, c0, Some(copy), output)
+        } else {
+            Self::quad(p, c0, Some(copy), true, output)
+        }
+    }
+
     /// [`depthwise_i8_in_place`]'s groups: each copied out of `map`, then computed into it.
     fn in_place<const COVERED: bool>(&self, scratch: &mut [u32], map: &mut [i8]) -> Option<()> {
         let plan = self.plan()?;
@@ -618,12 +630,10 @@ impl Operands<'_, '_> {
         let quads = rq_clamp_is_int8(self.requant);
         for c0 in (0..g.in_c).step_by(4) {
             self.copy_group(map, c0, copy, cols);
-            let done = match quads {
-                false => None,
-                true if vector_channels(&g.window, c0) => {
-                    Self::vector(&plan, c0, Some(&mut *copy), map)
-                }
-                true => Self::quad(&plan, c0, Some(&mut *copy), true, map),
+            let done = if quads {
+                Self::from_copy(&plan, c0, copy, map)
+            } else {
+                None
             };
             if done.is_none() && !COVERED {
                 self.padded_group(c0, copy, cols, map)?;

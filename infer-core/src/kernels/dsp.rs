@@ -2976,6 +2976,26 @@ mod tests {
         }
     }
 
+    /// The quad conv of `patch` and the int8 rows `w` (no widened rows in it), the rows
+    /// widened ([`widen_filter`]), and whether they widened.
+    fn quad_conv<'a>(
+        patch: &'a [u32],
+        w: &'a [u8],
+        (taps, filters, stride): (usize, usize, usize),
+    ) -> (QuadConv<'a>, Vec<u32>, bool) {
+        let mut wide = std::vec![0u32; filters * wide_words(taps)];
+        let widened = widen_filter(w, taps, filters, &mut wide);
+        let conv = QuadConv {
+            patch,
+            weights: w,
+            taps,
+            filters,
+            stride,
+            wide: &[],
+        };
+        (conv, wide, widened)
+    }
+
     /// Packing whole groups of int8 values with an offset, a packed patch's groups and one
     /// pixel's share of a quad patch, against `pack_patch`, on random lengths, offsets and
     /// values; nothing else is written.
@@ -3172,17 +3192,9 @@ mod tests {
                     }
                 }
             }
-            let mut wide = std::vec![0u32; filters * wide_words(taps)];
-            assert_eq!(widen_filter(&w, taps, filters, &mut wide), taps > 0);
+            let (conv, wide, widened) = quad_conv(&patch, &w, (taps, filters, stride));
+            assert_eq!(widened, taps > 0);
             assert_eq!(is_widened(&w, taps, filters, &wide), taps > 0);
-            let conv = QuadConv {
-                patch: &patch,
-                weights: &w,
-                taps,
-                filters,
-                stride,
-                wide: &[],
-            };
             // From the int8 rows, from the widened rows, and from widened rows one word
             // short (ignored: the int8 rows serve).
             let short_wide = &wide[..wide.len().saturating_sub(1)];
@@ -3265,16 +3277,8 @@ mod tests {
                         scaled.saturating_add(zero_point).clamp(zero_point, 127) as i8;
                 }
             }
-            let mut wide = std::vec![0u32; filters * wide_words(taps)];
-            assert!(widen_filter(&w, taps, filters, &mut wide));
-            let conv = QuadConv {
-                patch: &patch,
-                weights: &w,
-                taps,
-                filters,
-                stride,
-                wide: &[],
-            };
+            let (conv, wide, widened) = quad_conv(&patch, &w, (taps, filters, stride));
+            assert!(widened);
             for wide in [&[][..], &wide] {
                 let conv = QuadConv { wide, ..conv };
                 let mut got = start.clone();

@@ -96,21 +96,14 @@ pub fn dot4_words(patch: &[u32], words: &[u32], taps: usize) -> [i32; 4] {
     };
     #[cfg(not(all(target_arch = "arm", not(infer_core_long_multiply))))]
     let acc = groups_portable(patch, words, groups);
-    match (patch.get(2 * groups..), words.get(16 * groups..)) {
-        (Some(patch), Some(words)) => tail_taps(patch, words, taps - 4 * groups, acc),
-        _ => acc,
-    }
+    tail_taps(patch, words, taps, acc)
 }
 
 /// [`dot4_words`] in plain integer arithmetic (the reference the assembly is tested
 /// against).
 pub fn dot4_words_portable(patch: &[u32], words: &[u32], taps: usize) -> [i32; 4] {
-    let groups = taps / 4;
-    let acc = groups_portable(patch, words, groups);
-    match (patch.get(2 * groups..), words.get(16 * groups..)) {
-        (Some(patch), Some(words)) => tail_taps(patch, words, taps - 4 * groups, acc),
-        _ => acc,
-    }
+    let acc = groups_portable(patch, words, taps / 4);
+    tail_taps(patch, words, taps, acc)
 }
 
 /// The four sums over `groups` whole groups of four taps, in plain integer arithmetic.
@@ -133,11 +126,15 @@ fn groups_portable(patch: &[u32], words: &[u32], groups: usize) -> [i32; 4] {
     acc
 }
 
-/// `acc` plus the `count` taps after the whole groups: a patch word (one value) and four
-/// weight words each.
+/// `acc` plus the taps of `taps` after its whole groups of four: a patch word (one value)
+/// and four weight words each, after the groups' (none if a slice is short).
 #[inline(always)]
-fn tail_taps(patch: &[u32], words: &[u32], count: usize, mut acc: [i32; 4]) -> [i32; 4] {
-    for (&x, ws) in patch.iter().zip(words.chunks_exact(4)).take(count) {
+fn tail_taps(patch: &[u32], words: &[u32], taps: usize, mut acc: [i32; 4]) -> [i32; 4] {
+    let groups = taps / 4;
+    let (Some(patch), Some(words)) = (patch.get(2 * groups..), words.get(16 * groups..)) else {
+        return acc;
+    };
+    for (&x, ws) in patch.iter().zip(words.chunks_exact(4)).take(taps % 4) {
         for (acc, &w) in acc.iter_mut().zip(ws) {
             *acc = acc.wrapping_add((x as i32).wrapping_mul(w as i32));
         }

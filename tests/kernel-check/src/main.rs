@@ -183,14 +183,7 @@ fn check_all() -> usize {
         let taps = 1 + rng.below(160);
         let filters = 1 + rng.below(12);
         let stride = [0, filters, filters + rng.below(4)][rng.below(3)];
-        let conv = dsp::QuadConv {
-            patch: &patch[..4 * PatchWords::words(taps)],
-            weights: &weights[..filters * taps],
-            taps,
-            filters,
-            stride,
-            wide: &[],
-        };
+        let conv = quad_conv(&patch, &weights, (taps, filters, stride), &[]);
         let mut got = [0u32; 64];
         rng.fill_words(&mut got);
         let mut want = got;
@@ -343,14 +336,8 @@ fn check_all() -> usize {
         // Four pixels' convolutions with the same ReLU's requantization into bytes, from the
         // int8 rows and from the widened ones.
         let (taps, filters, stride) = quad;
-        let conv = dsp::QuadConv {
-            patch: &patch[..4 * PatchWords::words(taps)],
-            weights: &weights[..filters * taps],
-            taps,
-            filters,
-            stride,
-            wide: &wide[..filters * dsp::wide_words(taps)],
-        };
+        let wide = &wide[..filters * dsp::wide_words(taps)];
+        let conv = quad_conv(&patch, &weights, (taps, filters, stride), wide);
         for conv in [dsp::QuadConv { wide: &[], ..conv }, conv] {
             let mut got = [0u8; 64];
             rng.fill_bytes(&mut got);
@@ -790,6 +777,24 @@ fn check_all() -> usize {
         checked += 1;
     }
     checked
+}
+
+/// The quad conv of the first `taps` taps of four pixels in `patch` and the first `filters`
+/// rows of `weights`, with the widened rows `wide` (or none).
+fn quad_conv<'a>(
+    patch: &'a [u32],
+    weights: &'a [u8],
+    (taps, filters, stride): (usize, usize, usize),
+    wide: &'a [u32],
+) -> dsp::QuadConv<'a> {
+    dsp::QuadConv {
+        patch: &patch[..4 * PatchWords::words(taps)],
+        weights: &weights[..filters * taps],
+        taps,
+        filters,
+        stride,
+        wide,
+    }
 }
 
 /// Ends the run: QEMU exits with `status`.
