@@ -85,14 +85,21 @@ pub fn requantize(
     min: i32,
     max: i32,
 ) -> i8 {
-    let scaled = if multiplier >= 0 && shift <= 0 {
-        scale_right(acc, multiplier, shift)
-    } else {
-        multiply_by_quantized_multiplier(acc, multiplier, shift)
-    };
+    let scaled = scale(acc, multiplier, shift);
     // `max(min).min(max)`, not `clamp(min, max)`: the same for `min <= max`, and no panic
     // path (`clamp` asserts `min <= max`, which the optimiser cannot always prove).
     scaled.saturating_add(output_zero_point).max(min).min(max) as i8
+}
+
+/// [`multiply_by_quantized_multiplier`]'s value: with a multiplier ≥ 0 and no left shift
+/// (the common case) by `scale_right`, else by the general way.
+#[inline(always)]
+pub fn scale(x: i32, multiplier: i32, shift: i32) -> i32 {
+    if multiplier >= 0 && shift <= 0 {
+        scale_right(x, multiplier, shift)
+    } else {
+        multiply_by_quantized_multiplier(x, multiplier, shift)
+    }
 }
 
 /// [`multiply_by_quantized_multiplier`] of an accumulator `acc` > 0 with `multiplier` ≥ 0

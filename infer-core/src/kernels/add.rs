@@ -14,7 +14,7 @@
 //! scratch) and every output costs two table loads, an addition and one requantization
 //! instead of three.
 
-use crate::requant::{multiply_by_quantized_multiplier, requantize};
+use crate::requant::{multiply_by_quantized_multiplier, requantize, scale};
 
 /// Words of scratch [`add`] takes for its tables: 256 per input.
 pub const ADD_SCRATCH_WORDS: usize = 512;
@@ -43,14 +43,55 @@ pub struct AddParams {
 }
 
 impl AddParams {
-    /// Input `k`'s (0 or 1) value `x` scaled to the common fixed-point scale.
+    /// Input `k`'s (0 or 1) value `x` scaled to the common fixed-point scale, by
+    /// `requant::scale` (`scale_right` for the usual multipliers ≥ 0 and shifts ≤ 0: the
+    /// tables took some 76 instructions a value on the Cortex-M4F through the general
+    /// way), or with `REFERENCE` literally by [`multiply_by_quantized_multiplier`].
     #[inline(always)]
-    fn scaled(&self, k: usize, x: i8) -> i32 {
+    fn scaled<const REFERENCE: bool>(&self, k: usize, x: i8) -> i32 {
         let (offset, multiplier, shift) = (self.offsets[k], self.multipliers[k], self.shifts[k]);
         let shifted = offset
             .wrapping_add(i32::from(x))
             .wrapping_shl(self.left_shift);
-        multiply_by_quantized_multiplier(shifted, multiplier, shift)
+        if REFERENCE {
+            multiply_by_quantized_multiplier(shifted, multiplier, shift)
+        } else {
+            scale(shifted, multiplier, shift)
+        }
+    }
+
+    /// Input `k`'s scaled values into `table`, indexed by the value's byte (0..=127, then
+    /// −128..=−1). For the usual parameters (a multiplier ≥ 0, a shift ≤ 0, a left shift up
+    /// to 22, an offset of an int8 zero point) stepped: the product `(x + offset) · 2^left
+    /// · m` grows by `m · 2^left` from one value to the next, the doubling high multiply is
+    /// `(product + 2^30) >> 31` (no saturation: the product is below 2^61) and the rounding
+    /// division, ties away from zero, `(h − [h < 0] + 2^(e−1)) >> e` (some 12 instructions a
+    /// value on the Cortex-M4F, 47 through [`crate::requant::scale`]); else value by value.
+    fn tabulate(&self, k: usize, table: &mut [u32]) {
+        let (offset, multiplier, shift) = (self.offsets[k], self.multipliers[k], self.shifts[k]);
+        if multiplier < 0 || shift > 0 || self.left_shift > 22 || !(-128..=128).contains(&offset) {
+            for (v, entry) in table.iter_mut().enumerate() {
+                *entry = self.scaled::<false>(k, v as u8 as i8) as u32;
+            }
+            return;
+        }
+        let e = (-shift).min(31) as u32;
+        let nudge = (1i32 << e) >> 1;
+        let step = i64::from(multiplier) << self.left_shift;
+        let (positive, negative) = table.split_at_mut(table.len().min(128));
+        for (first, entries) in [(0, positive), (-128, negative)] {
+            let mut product = i64::from(offset + first) * step + (1 << 30);
+            for entry in entries.iter_mut().take(128) {
+                let h = (product >> 31) as i32;
+                let rounded = if e == 0 {
+                    h
+                } else {
+                    (h + (h >> 31) + nudge) >> e
+                };
+                *entry = rounded as u32;
+                product += step;
+            }
+        }
     }
 
     /// The output of the sum of two scaled values.
@@ -71,7 +112,9 @@ impl AddParams {
 /// kernel computes it. Short slices compute less, never panic.
 pub fn add_reference(p: &AddParams, a: &[i8], b: &[i8], output: &mut [i8]) {
     for ((y, &x0), &x1) in output.iter_mut().zip(a).zip(b) {
-        let sum = p.scaled(0, x0).wrapping_add(p.scaled(1, x1));
+        let sum = p
+            .scaled::<true>(0, x0)
+            .wrapping_add(p.scaled::<true>(1, x1));
         *y = p.output(sum);
     }
 }
@@ -94,12 +137,8 @@ impl<'w> AddTables<'w> {
             .get_mut(..ADD_SCRATCH_WORDS)
             .map(|w| w.split_at_mut(ADD_SCRATCH_WORDS / 2))
             .map(|(ta, tb)| {
-                for (v, (sa, sb)) in ta.iter_mut().zip(tb.iter_mut()).enumerate() {
-                    // Indexed by the value's byte: 0..=127, then −128..=−1.
-                    let x = v as u8 as i8;
-                    *sa = p.scaled(0, x) as u32;
-                    *sb = p.scaled(1, x) as u32;
-                }
+                p.tabulate(0, ta);
+                p.tabulate(1, tb);
                 (&*ta, &*tb)
             });
         Self { params: *p, tables }
@@ -145,10 +184,14 @@ impl<'w> AddTables<'w> {
             Some((ta, tb)) => {
                 match (ta.get(usize::from(x0 as u8)), tb.get(usize::from(x1 as u8))) {
                     (Some(&s0), Some(&s1)) => (s0 as i32).wrapping_add(s1 as i32),
-                    _ => p.scaled(0, x0).wrapping_add(p.scaled(1, x1)),
+                    _ => p
+                        .scaled::<false>(0, x0)
+                        .wrapping_add(p.scaled::<false>(1, x1)),
                 }
             }
-            None => p.scaled(0, x0).wrapping_add(p.scaled(1, x1)),
+            None => p
+                .scaled::<false>(0, x0)
+                .wrapping_add(p.scaled::<false>(1, x1)),
         };
         p.output(scaled)
     }

@@ -1072,7 +1072,7 @@ macro_rules! quad_max {
 }
 
 /// One filter's taps of four pixels in [`quad_filters`]' assembly and
-/// [`quad_filters_relu`]'s, into the sums r0 r1 r8 r9 (as they started), its weights' group
+/// [`quad_filters_requant`]'s, into the sums r0 r1 r8 r9 (as they started), its weights' group
 /// loads (`$group`, a macro like [`quad_group`]) and single-tap load into r6 (`$single`)
 /// given: the int8 rows' or the widened rows'. The patch from [sp, #12], the blocks of
 /// sixteen taps [sp, #16], the groups and single taps after them [sp, #8]; ends at label 7
@@ -1158,7 +1158,76 @@ macro_rules! relu_byte {
     };
 }
 
-/// The assembly of [`quad_filters`] and [`quad_filters_relu`]: per filter [`quad_taps`] with
+/// The doubling high multiply `(sum · m + 2^30) >> 31` of the sum `$acc` and the multiplier
+/// r3, into r7 (r6 scratch): bits 31 and up of the product (`LSLS` leaves bit 31 of the low
+/// word in C for `ADC`), plus its bit 30 (the nudge's carry).
+#[cfg(infer_core_dsp)]
+macro_rules! doubling_high {
+    ($acc:literal) => {
+        concat!(
+            "smull r6, r7, ",
+            $acc,
+            ", r3\n",
+            "lsls r6, r6, #1\n",
+            "adc r7, r7, r7\n",
+            "add r7, r7, r6, lsr #31\n",
+        )
+    };
+}
+
+/// One sum's requantization in [`quad_filters_asm`] without a fused activation (the whole
+/// int8 range): the sum `$acc` (its bias in it) and the multiplier r3's
+/// [`doubling_high`]; for a shift r4 (`-shift`, 1..=31) the rounding division, half away from
+/// zero: one less for a value below 0, so that `ASRS` rounds half up with the last bit
+/// shifted out (C), which `ADC` adds with the zero point r5; the value saturated to int8,
+/// in r7: `requant::requantize`'s value in nine instructions. (A shift of 0 takes
+/// [`int8_byte_unshifted`].)
+#[cfg(infer_core_dsp)]
+macro_rules! int8_byte {
+    ($acc:literal) => {
+        concat!(
+            doubling_high!($acc),
+            "add r7, r7, r7, asr #31\n",
+            "asrs r7, r7, r4\n",
+            "adc r7, r7, r5\n",
+            "ssat r7, #8, r7\n",
+        )
+    };
+}
+
+/// [`int8_byte`] for a shift of 0: the doubling high multiply, the zero point added with
+/// saturation, the value saturated to int8, in r7.
+#[cfg(infer_core_dsp)]
+macro_rules! int8_byte_unshifted {
+    ($acc:literal) => {
+        concat!(
+            doubling_high!($acc),
+            "qadd r7, r7, r5\n",
+            "ssat r7, #8, r7\n",
+        )
+    };
+}
+
+/// The four bytes of one filter in [`quad_filters_asm`], each requantized by `$byte` (a
+/// macro like [`relu_byte`]) and stored at r12 and on by the stride r2 (r10 scratch).
+#[cfg(infer_core_dsp)]
+macro_rules! quad_bytes {
+    ($byte:ident) => {
+        concat!(
+            $byte!("r0"),
+            "strb r7, [r12]\n",
+            $byte!("r1"),
+            "strb r7, [r12, r2]\n",
+            "add.w r10, r12, r2, lsl #1\n",
+            $byte!("r8"),
+            "strb r7, [r10]\n",
+            $byte!("r9"),
+            "strb r7, [r10, r2]\n",
+        )
+    };
+}
+
+/// The assembly of [`quad_filters`] and [`quad_filters_requant`]: per filter [`quad_taps`] with
 /// `$group` and `$single`, from sums at 0 that are then stored (or folded into a pool
 /// window's maxima), or, given a ReLU's requantization (the last parameter 1), from sums
 /// at the filter's bias that are then requantized ([`relu_byte`]) and stored as bytes.
@@ -1221,26 +1290,24 @@ macro_rules! quad_filters_asm {
             "cmp r11, r2",
             "blo 3b",
             "b 16f",
-            // The requantization: the filter's multiplier doubled (r3), its shift negated
-            // (r4), the zero point (r5), the stride (r2); the four bytes stored.
+            // The requantization: the filter's multiplier (r3), its shift negated (r4), the
+            // zero point (r5), the stride (r2); the four bytes stored. A ReLU's (1 at
+            // [sp, #36]) with the multiplier doubled, the whole int8 range's (2) with the
+            // shift at most 31 (as the reference takes it), one of 0 apart.
+            // (r2: [sp, #36], the flags of its test kept to the branch.)
             "14:",
+            "cmp r2, #1",
             "ldr r3, [sp, #24]",
             "ldr r3, [r3, r12, lsl #2]",
-            "lsls r3, r3, #1",
             "ldr r4, [sp, #28]",
             "ldrsb r4, [r4, r12]",
-            "rsbs r4, r4, #0",
+            "rsb r4, r4, #0",
             "ldr r5, [sp, #32]",
             "ldr r2, [sp, #4]",
-            relu_byte!("r0"),
-            "strb r7, [r12]",
-            relu_byte!("r1"),
-            "strb r7, [r12, r2]",
-            "add.w r10, r12, r2, lsl #1",
-            relu_byte!("r8"),
-            "strb r7, [r10]",
-            relu_byte!("r9"),
-            "strb r7, [r10, r2]",
+            "bne 21f",
+            "lsls r3, r3, #1",
+            quad_bytes!(relu_byte),
+            "23:",
             "adds r12, #1",
             "ldr r2, [sp]",
             "cmp r11, r2",
@@ -1253,6 +1320,15 @@ macro_rules! quad_filters_asm {
             "mov r8, r0",
             "mov r9, r0",
             "b 17b",
+            "21:",
+            "usat r4, #5, r4",
+            "cmp r4, #0",
+            "beq 22f",
+            quad_bytes!(int8_byte),
+            "b 23b",
+            "22:",
+            quad_bytes!(int8_byte_unshifted),
+            "b 23b",
             "16:",
             "add sp, #40",
             "pop {{r6, r7}}",
@@ -1317,8 +1393,8 @@ pub fn quad_filters_rows<const WIDE: bool>(conv: &QuadConv<'_>, values: &mut [u3
 }
 
 /// The block of assembly of [`quad_filters_rows`] (`rq` `None`: sums into the `len` `u32`
-/// values at `out`) and [`quad_filters_relu_rows`] (into `len` bytes at `out`), where the
-/// sizes fit ([`QuadConv::fits_len`], [`relu_quad_fits`]) and, with `WIDE`, the widened
+/// values at `out`) and [`quad_filters_requant_rows`] (into `len` bytes at `out`), where the
+/// sizes fit ([`QuadConv::fits_len`], [`requant_quad_fits`]) and, with `WIDE`, the widened
 /// rows are there (true); else nothing (false).
 #[cfg(infer_core_dsp)]
 #[inline(never)]
@@ -1328,7 +1404,7 @@ fn quad_block<const WIDE: bool>(
     rq: Option<&ChannelRequant<'_>>,
 ) -> bool {
     let fits = match rq {
-        Some(rq) => relu_quad_fits(conv, rq, len),
+        Some(rq) => requant_quad_fits(conv, rq, len),
         None => conv.fits_len(len),
     };
     if !fits || WIDE && conv.widened().is_none() {
@@ -1344,7 +1420,8 @@ fn quad_block<const WIDE: bool>(
     // [sp, #16]; with a requantization, the biases' [sp, #20], the multipliers' [sp, #24]
     // and the shifts' [sp, #28] bases, each less its stride times the output's address, so
     // that filter f's parameter is at base + 4 · r12 (base + r12 for a shift), the zero
-    // point [sp, #32], and 1 at [sp, #36]; without, 0 there.
+    // point [sp, #32], and at [sp, #36] 1 for a ReLU's, 2 for the whole int8 range's;
+    // without, 0 there.
     let (params, size) = match rq {
         Some(rq) => {
             let base = |params: &[u8], size: usize| {
@@ -1355,7 +1432,7 @@ fn quad_block<const WIDE: bool>(
                 base(rq.multiplier, 4),
                 base(rq.shift, 1),
                 rq.output_offset,
-                1,
+                if rq.is_relu_to_127() { 1 } else { 2 },
             );
             (params, 1)
         }
@@ -1453,39 +1530,42 @@ fn filter_sums<'c>(conv: &'c QuadConv<'_>) -> impl Iterator<Item = [i32; 4]> + '
     })
 }
 
-/// Whether [`quad_filters_relu`] can run: the conv fits `len` bytes of output, and `rq` is
-/// a ReLU's requantization up to 127 (its floor the zero point, in int8) with parameters
-/// for every filter.
-pub fn relu_quad_fits(conv: &QuadConv<'_>, rq: &ChannelRequant<'_>, len: usize) -> bool {
-    conv.fits_len(len) && rq.is_relu_to_127() && rq.covers(conv.filters)
+/// Whether [`quad_filters_requant`] can run: the conv fits `len` bytes of output, and `rq`
+/// has parameters for every filter and is a ReLU's requantization up to 127 (its floor the
+/// zero point, in int8) or one without a fused activation (the whole int8 range).
+pub fn requant_quad_fits(conv: &QuadConv<'_>, rq: &ChannelRequant<'_>, len: usize) -> bool {
+    conv.fits_len(len) && (rq.is_relu_to_127() || rq.is_whole_int8()) && rq.covers(conv.filters)
 }
 
-/// [`quad_filters`] with a ReLU's requantization (a floor at the zero point, the ceiling
-/// 127: [`relu_quad_fits`]): for filter `f` and pixel `p`, the sum `Σ x_p · w_f` with its
-/// bias, requantized as [`requantize_relu`] requantizes it, into `out[p · stride + f]` (the
-/// pixels in order: with stride 0, the last pixel's value). For a monotonic requantization
-/// (multipliers ≥ 0, shifts in −31..=0; other parameters give unspecified values, never a
-/// panic). True if it computed them; nothing if [`relu_quad_fits`] does not hold.
+/// [`quad_filters`] with the requantization `rq` ([`requant_quad_fits`]: a ReLU's up to 127,
+/// or the whole int8 range): for filter `f` and pixel `p`, the sum `Σ x_p · w_f` with its
+/// bias, requantized as [`requantize_relu`] or [`requantize_int8`] requantize it, into
+/// `out[p · stride + f]` (the pixels in order: with stride 0, the last pixel's value). For
+/// a monotonic requantization (multipliers ≥ 0, shifts ≤ 0; other parameters give
+/// unspecified values, never a panic). True if it computed them; nothing if
+/// [`requant_quad_fits`] does not hold.
 ///
 /// On DSP cores [`quad_filters`]' block of assembly: its loops with each filter's four sums
-/// starting from its bias, then each one's requantization in seven instructions and its
-/// store, about 25 per filter around them, where storing the sums and requantizing them
-/// after took some 15 a value (the stages take it where the core has no MVE, whose
-/// requantization takes four channels at a time); elsewhere [`quad_filters_relu_portable`].
+/// starting from its bias, then each one's requantization (seven instructions for a ReLU's,
+/// nine for the whole range's) and its store, about 25 per filter around them, where
+/// storing the sums and requantizing them after took some 15 a value for a ReLU's and 27
+/// for the whole range's (the stages take it where the core has no MVE, whose
+/// requantization takes four channels at a time); elsewhere
+/// [`quad_filters_requant_portable`].
 #[inline(always)]
-pub fn quad_filters_relu(conv: &QuadConv<'_>, rq: &ChannelRequant<'_>, out: &mut [i8]) -> bool {
+pub fn quad_filters_requant(conv: &QuadConv<'_>, rq: &ChannelRequant<'_>, out: &mut [i8]) -> bool {
     if conv.widened().is_some() {
-        quad_filters_relu_rows::<true>(conv, rq, out)
+        quad_filters_requant_rows::<true>(conv, rq, out)
     } else {
-        quad_filters_relu_rows::<false>(conv, rq, out)
+        quad_filters_requant_rows::<false>(conv, rq, out)
     }
 }
 
-/// [`quad_filters_relu`] from the widened rows (`WIDE`; without them it computes nothing) or
-/// from the int8 ones, as [`quad_filters_rows`]: true if it computed them ([`relu_quad_fits`],
-/// and with `WIDE` the widened rows there).
+/// [`quad_filters_requant`] from the widened rows (`WIDE`; without them it computes nothing)
+/// or from the int8 ones, as [`quad_filters_rows`]: true if it computed them
+/// ([`requant_quad_fits`], and with `WIDE` the widened rows there).
 #[inline(always)]
-pub fn quad_filters_relu_rows<const WIDE: bool>(
+pub fn quad_filters_requant_rows<const WIDE: bool>(
     conv: &QuadConv<'_>,
     rq: &ChannelRequant<'_>,
     out: &mut [i8],
@@ -1494,27 +1574,34 @@ pub fn quad_filters_relu_rows<const WIDE: bool>(
     return quad_block::<WIDE>(conv, (out.as_mut_ptr() as usize, out.len()), Some(rq));
     #[cfg(not(infer_core_dsp))]
     {
-        let fits = (!WIDE || conv.widened().is_some()) && relu_quad_fits(conv, rq, out.len());
+        let fits = (!WIDE || conv.widened().is_some()) && requant_quad_fits(conv, rq, out.len());
         if fits {
-            quad_filters_relu_portable(conv, rq, out);
+            quad_filters_requant_portable(conv, rq, out);
         }
         fits
     }
 }
 
-/// [`quad_filters_relu`] in plain integer arithmetic: [`quad_filters_portable`]'s sums,
-/// each with its bias requantized as [`requantize_relu_portable`] requantizes it.
-pub fn quad_filters_relu_portable(conv: &QuadConv<'_>, rq: &ChannelRequant<'_>, out: &mut [i8]) {
-    if !relu_quad_fits(conv, rq, out.len()) {
+/// [`quad_filters_requant`] in plain integer arithmetic: [`quad_filters_portable`]'s sums,
+/// each with its bias requantized as [`requantize_relu_portable`] requantizes it (a ReLU's)
+/// or as TFLite does ([`ChannelRequant::apply`], the whole int8 range).
+pub fn quad_filters_requant_portable(conv: &QuadConv<'_>, rq: &ChannelRequant<'_>, out: &mut [i8]) {
+    if !requant_quad_fits(conv, rq, out.len()) {
         return;
     }
+    let relu = rq.is_relu_to_127();
     for (f, acc) in filter_sums(conv).enumerate() {
         let Some((bias, multiplier, shift)) = rq.channel(f) else {
             return;
         };
         for (p, acc) in acc.into_iter().enumerate() {
             if let Some(o) = out.get_mut(p * conv.stride + f) {
-                *o = relu_value(rq, acc.wrapping_add(bias), multiplier, shift);
+                let acc = acc.wrapping_add(bias);
+                *o = if relu {
+                    relu_value(rq, acc, multiplier, shift)
+                } else {
+                    rq.apply(acc, multiplier, shift)
+                };
             }
         }
     }
@@ -2593,7 +2680,7 @@ pub fn requantize_relu_portable(
 }
 
 /// One sum `acc` (its bias added) of a ReLU's requantization `rq` with `multiplier` and
-/// `shift`, as [`requantize_relu`] and [`quad_filters_relu`] give it: the floor for a sum ≤ 0,
+/// `shift`, as [`requantize_relu`] and [`quad_filters_requant`] give it: the floor for a sum ≤ 0,
 /// else the sum scaled ([`crate::requant::scale_positive`]), the zero point added, clamped.
 #[inline(always)]
 fn relu_value(rq: &ChannelRequant<'_>, acc: i32, multiplier: i32, shift: i32) -> i8 {
@@ -2676,10 +2763,12 @@ macro_rules! signed_scale {
 /// whose own loop is `mve::add_into`): each value of `values` added to the byte of `other`
 /// at its place, in place, over the shorter of the two, from the tables `ta` and `tb` of
 /// each input's scaled values (256 words each, indexed by the value's byte) and the output
-/// requantization of `p`, scaled as `requant::scale_right` scales it ([`signed_scale`]).
-/// 32 instructions a value, where the requantization in Rust took some 50. False (nothing
-/// done) where it cannot run: tables shorter than 256 words, an output multiplier below 0,
-/// a shift outside `-31..=0` or a zero point outside int8.
+/// requantization of `p`: the doubling high multiply `(sum · m + 2^30) >> 31` from the
+/// product's bits, the rounding division as [`int8_byte`] takes it, the zero point added,
+/// the clamp. 19 instructions a value with a ReLU's clamp, where scaling the magnitude
+/// (`requant::scale_right`'s way) took 32 and the requantization in Rust some 50. False (nothing done) where it
+/// cannot run: tables shorter than 256 words, a shift outside `-31..=-1` or a zero point
+/// outside int8.
 #[cfg(all(infer_core_long_multiply, not(infer_core_mve)))]
 #[inline(never)]
 pub(crate) fn add_into(
@@ -2692,8 +2781,7 @@ pub(crate) fn add_into(
     let zero_point = p.output_zero_point;
     if ta.len() < 256
         || tb.len() < 256
-        || p.output_multiplier < 0
-        || !(-31..=0).contains(&p.output_shift)
+        || !(-31..=-1).contains(&p.output_shift)
         || !(-128..=127).contains(&zero_point)
     {
         return false;
@@ -2702,53 +2790,72 @@ pub(crate) fn add_into(
     if n == 0 {
         return true;
     }
-    // The clamp before the zero point is added: the same value as adding it, then clamping
-    // to `min..=max` (the ceiling taken last, as `requant::requantize` takes it).
-    let bounds = [i32::from(p.min) - zero_point, i32::from(p.max) - zero_point];
+    // The clamp after the zero point is added (the scaled sum is below 2^30 in magnitude:
+    // no overflow): to int8 by `SSAT`, then up to the floor r6 and down to the ceiling r7
+    // where they are not the int8 range's ends (a ReLU's floor: two compares fewer).
+    let bounds = [i32::from(p.min), i32::from(p.max)];
     // Registers: the values r0, the other operand r1 and its end r4, the tables r2 r3, the
-    // zero point r5, the bounds r6 r7 (loaded from r8), the multiplier r11 and the shift lr;
-    // per value its sum in r8, scaled (`signed_scale`, which writes r9, r10 and r12 too).
+    // zero point r5, the bounds r6 r7 (loaded from r8), the multiplier r11 and the shift
+    // `-shift` lr; per value its sum in r8, its product in r9 (low) r10 (high).
     // SAFETY: the loop runs `n` (≥ 1) times: it reads `n` bytes of `values` and reads and
     // writes `n` bytes of `other` (both at least `n` long, `r1` up to `r4`), reads words
     // 0..=255 of `ta` and `tb` (a byte loaded as the index; both at least 256 words, checked
     // above, word-aligned) and the two words of `bounds`. r6 and r7 (which cannot be named)
     // are saved on the stack and restored; every other register written is declared.
-    unsafe {
-        asm!(
-            "push {{r6, r7}}",
-            "ldrd r6, r7, [r8]",
-            "2:",
-            "ldrb r8, [r0], #1",
-            "ldrb r9, [r1]",
-            "ldr r8, [r2, r8, lsl #2]",
-            "ldr r9, [r3, r9, lsl #2]",
-            "add r8, r8, r9",
-            "mov r12, r11",
-            signed_scale!("mov r8, lr"),
+    macro_rules! add_loop {
+        ($($clamp:literal),*) => {
+            unsafe {
+                asm!(
+                    "push {{r6, r7}}",
+                    "ldrd r6, r7, [r8]",
+                    "2:",
+                    "ldrb r8, [r0], #1",
+                    "ldrb r9, [r1]",
+                    "ldr r8, [r2, r8, lsl #2]",
+                    "ldr r9, [r3, r9, lsl #2]",
+                    "add r8, r8, r9",
+                    // The doubling high multiply: bits 31 and up of the product, plus its
+                    // bit 30.
+                    "smull r9, r10, r8, r11",
+                    "lsls r9, r9, #1",
+                    "adc r10, r10, r10",
+                    "add r10, r10, r9, lsr #31",
+                    // The rounding division by 2^lr, ties away from zero; the zero point.
+                    "add r10, r10, r10, asr #31",
+                    "asrs r10, r10, lr",
+                    "adc r8, r10, r5",
+                    "ssat r8, #8, r8",
+                    $($clamp,)*
+                    "strb r8, [r1], #1",
+                    "cmp r1, r4",
+                    "bne 2b",
+                    "pop {{r6, r7}}",
+                    inout("r0") values.as_ptr() => _,
+                    inout("r1") other.as_mut_ptr() => _,
+                    in("r2") ta.as_ptr(),
+                    in("r3") tb.as_ptr(),
+                    in("r4") other.as_ptr().wrapping_add(n),
+                    in("r5") zero_point,
+                    inout("r8") bounds.as_ptr() => _,
+                    out("r9") _,
+                    out("r10") _,
+                    in("r11") p.output_multiplier,
+                    in("lr") -p.output_shift,
+                )
+            }
+        };
+    }
+    match (p.min, p.max) {
+        (-128, 127) => add_loop!(),
+        (_, 127) => add_loop!("cmp r8, r6", "it lt", "movlt r8, r6"),
+        _ => add_loop!(
             "cmp r8, r6",
             "it lt",
             "movlt r8, r6",
             "cmp r8, r7",
             "it gt",
-            "movgt r8, r7",
-            "add r8, r8, r5",
-            "strb r8, [r1], #1",
-            "cmp r1, r4",
-            "bne 2b",
-            "pop {{r6, r7}}",
-            inout("r0") values.as_ptr() => _,
-            inout("r1") other.as_mut_ptr() => _,
-            in("r2") ta.as_ptr(),
-            in("r3") tb.as_ptr(),
-            in("r4") other.as_ptr().wrapping_add(n),
-            in("r5") zero_point,
-            inout("r8") bounds.as_ptr() => _,
-            out("r9") _,
-            out("r10") _,
-            in("r11") p.output_multiplier,
-            out("r12") _,
-            in("lr") p.output_shift,
-        );
+            "movgt r8, r7"
+        ),
     }
     true
 }
@@ -3241,14 +3348,15 @@ mod tests {
         }
     }
 
-    /// Four pixels' convolutions requantized by a ReLU's requantization, over random taps,
-    /// filters, strides and parameters (sums of every magnitude), against TFLite's
+    /// Four pixels' convolutions requantized by a ReLU's requantization and by one without
+    /// a fused activation (the whole int8 range), over random taps, filters, strides and
+    /// parameters (sums of every magnitude, shifts 0 to −33), against TFLite's
     /// requantization of the sums written out; a clamp or parameters the kernel does not
     /// take leave the output as it was.
     #[test]
-    fn quad_filters_relu_requantize_the_sums_of_products() {
+    fn quad_filters_requant_requantize_the_sums_of_products() {
         let mut rng = TestRng(0x7E1A);
-        for case in 0..80 {
+        for case in 0..160 {
             let taps = 1 + rng.below(70) as usize;
             let filters = 1 + rng.below(6) as usize;
             let stride = [filters, filters + 2, 0][case % 3];
@@ -3261,9 +3369,21 @@ mod tests {
             });
             let w: Vec<u8> = (0..taps * filters).map(|_| rng.next_u64() as u8).collect();
             let patch = quad_patch(&x, taps);
-            let params = RandomRequant::new(&mut rng, filters);
+            let mut params = RandomRequant::new(&mut rng, filters);
+            // Shifts past the reference's 31 too, and none.
+            if case % 4 == 1 {
+                params.shift[0] = [0u8, (-32i8) as u8, (-33i8) as u8][case % 3];
+            }
             let zero_point = params.zero_point;
-            let rq = params.relu();
+            let relu = case % 2 == 0;
+            let rq = if relu {
+                params.relu()
+            } else {
+                ChannelRequant {
+                    activation_min: -128,
+                    ..params.relu()
+                }
+            };
             let start: Vec<i8> = (0..3 * stride + filters).map(|_| rng.i8()).collect();
             let mut want = start.clone();
             for (p, x) in x.iter().enumerate() {
@@ -3273,8 +3393,9 @@ mod tests {
                         .sum();
                     let (b, m, s) = rq.channel(f).unwrap();
                     let scaled = multiply_by_quantized_multiplier(sum.wrapping_add(b), m, s);
+                    let floor = if relu { zero_point } else { -128 };
                     want[p * stride + f] =
-                        scaled.saturating_add(zero_point).clamp(zero_point, 127) as i8;
+                        scaled.saturating_add(zero_point).clamp(floor, 127) as i8;
                 }
             }
             let (conv, wide, widened) = quad_conv(&patch, &w, (taps, filters, stride));
@@ -3282,10 +3403,10 @@ mod tests {
             for wide in [&[][..], &wide] {
                 let conv = QuadConv { wide, ..conv };
                 let mut got = start.clone();
-                assert!(quad_filters_relu(&conv, &rq, &mut got));
+                assert!(quad_filters_requant(&conv, &rq, &mut got));
                 assert_eq!(got, want, "case {case}: {taps} taps, {} wide", wide.len());
                 let mut got = start.clone();
-                quad_filters_relu_portable(&conv, &rq, &mut got);
+                quad_filters_requant_portable(&conv, &rq, &mut got);
                 assert_eq!(got, want, "portable, case {case}");
             }
             // A ceiling below 127, parameters one filter short, an output one byte short:
@@ -3304,7 +3425,7 @@ mod tests {
                 (rq, start.len() - 1),
             ] {
                 let mut got = start.clone();
-                assert!(!quad_filters_relu(&conv, &rq, &mut got[..len]));
+                assert!(!quad_filters_requant(&conv, &rq, &mut got[..len]));
                 assert_eq!(got, start, "case {case}");
             }
         }

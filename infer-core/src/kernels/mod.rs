@@ -153,6 +153,14 @@ impl<'a> ChannelRequant<'a> {
             && self.activation_max == 127
     }
 
+    /// Whether the clamp is the whole int8 range (no fused activation) and the zero point
+    /// an int8 value (the clamp [`dsp::requantize_int8`]'s assembly takes).
+    pub(crate) fn is_whole_int8(&self) -> bool {
+        self.activation_min == -128
+            && self.activation_max == 127
+            && (-128..=127).contains(&self.output_offset)
+    }
+
     /// Whether the floor is at or above the output zero point (a ReLU's).
     pub fn relu_floor(&self) -> bool {
         self.activation_min >= self.output_offset

@@ -41,15 +41,15 @@ use super::prepared::prepared_dense;
 pub use super::shape::OpShape;
 use crate::kernels::add::{AddParams, AddTables, ADD_SCRATCH_WORDS};
 use crate::kernels::conv::{
-    gather_pair_patch, gather_patch, gather_patch_3x3, gather_patch_i8, gather_pixel_patch,
-    pack_run, ConvGeometry, Padding, PatchSlot,
+    gather_groups, gather_pair_patch, gather_patch, gather_patch_3x3, gather_patch_i8,
+    gather_pixel_patch, pack_run, ConvGeometry, Padding, PatchSlot,
 };
 use crate::kernels::depthwise::in_place_fits;
 use crate::kernels::dot::{
     dot_i8_offset, dot_packed, dot_packed2, dot_packed4, four_filters, PatchWords,
 };
 use crate::kernels::dsp::{
-    copy_bytes, dense_quads_widened, dense_rows, int8_of_words, quad_filters_relu_rows,
+    copy_bytes, dense_quads_widened, dense_rows, int8_of_words, quad_filters_requant_rows,
     quad_filters_rows, widened_fit, DenseRows, QuadConv,
 };
 use crate::kernels::fused::{fast_requant, StreamLayers};
@@ -403,10 +403,11 @@ const fn int8_patch_fits(taps: usize) -> bool {
     taps > 0 && QuadConvI8::patch_bytes(taps) <= 4 * QUAD * PatchWords::words(taps)
 }
 
-/// Whether a quad of conv pixels with a ReLU's requantization requantizes its sums itself
-/// ([`quad_filters_relu_rows`]): on DSP cores without MVE (whose requantization takes four
+/// Whether a quad of conv pixels requantizes its sums itself (a ReLU's requantization up to
+/// 127, or the whole int8 range's)
+/// ([`quad_filters_requant_rows`]): on DSP cores without MVE (whose requantization takes four
 /// channels at a time), and in the unit tests.
-const RELU_QUADS: bool = cfg!(any(all(infer_core_dsp, not(infer_core_mve)), test));
+const REQUANT_QUADS: bool = cfg!(any(all(infer_core_dsp, not(infer_core_mve)), test));
 
 /// Whether conv pixels go up to four at a time through a pair patch ([`pair_filters`], which
 /// needs a monotonic requantization): on cores with `SMLAL` but no DSP extension (the
@@ -1892,8 +1893,8 @@ fn step_position((mut row, col): (usize, usize), n: usize, out_w: usize) -> (usi
 /// pixels, else one pixel per position (with a pool and a left shift, the maximum of the
 /// pixels' requantized values instead). With [`Pixels::Four`] the pixels go four at a time
 /// through a quad or pair patch where they can ([`QUAD_PIXELS`], [`PAIR_PIXELS`]), else one
-/// at a time. Four positions of a ReLU's requantization up to 127 through a quad patch on
-/// a DSP core without MVE ([`RELU_QUADS`]) are requantized at once instead, into `out` or
+/// at a time. Four positions of a ReLU's requantization up to 127, or of one without a
+/// fused activation, through a quad patch on a DSP core without MVE ([`REQUANT_QUADS`]) are requantized at once instead, into `out` or
 /// narrowed in place in `values` as [`requantize_conv`] would write them.
 #[inline(never)]
 fn conv_positions<K: KnownFacts>(
@@ -1976,9 +1977,9 @@ fn conv_positions<K: KnownFacts>(
     // position's sums, set to 0, are then the only ones requantized.
     let mut background = false;
     // Whether a quad of four positions may requantize its sums itself, if its
-    // requantization is a ReLU's up to 127 (which the kernel tests: a stage with a ReLU and
-    // one without then share their code).
-    let requantizes = RELU_QUADS && quads && !window && n == QUAD && monotonic;
+    // requantization is a ReLU's up to 127 or the whole int8 range's (which the kernel
+    // tests).
+    let requantizes = REQUANT_QUADS && quads && !window && n == QUAD && monotonic;
     let mut i = 0;
     while i < count {
         if pairs {
@@ -2065,8 +2066,26 @@ fn conv_positions<K: KnownFacts>(
                 i += QUAD;
                 continue;
             }
+            // A conv (not 1 × 1: one run per pixel) of whole groups of channels: each run of
+            // the four pixels along one row
+            // at once (a quad may end one row and begin the next, or repeat its last pixel).
+            let groups = !window && !three && !pointwise && g.in_c % 4 == 0;
+            let mut k = 0;
+            while groups && k < QUAD {
+                let at = pixel(k).0;
+                let mut run = 1;
+                while k + run < QUAD && pixel(k + run).0 == (at.0, at.1 + run) {
+                    run += 1;
+                }
+                let slot = PatchSlot {
+                    pixel: k,
+                    pixels: QUAD,
+                };
+                gather_groups(g, input, cp.input_offset, at, patch, (slot, run));
+                k += run;
+            }
             // (Rolled: unrolled, the four calls and pixel positions took some 200 B.)
-            for k in 0..core::hint::black_box(QUAD) {
+            for k in 0..core::hint::black_box(if groups { 0 } else { QUAD }) {
                 let slot = PatchSlot {
                     pixel: k,
                     pixels: QUAD,
@@ -2105,9 +2124,9 @@ fn conv_positions<K: KnownFacts>(
                         None => int8_of_words(values),
                     };
                     let done = if wide {
-                        quad_filters_relu_rows::<true>(&conv, &cp.requant, bytes)
+                        quad_filters_requant_rows::<true>(&conv, &cp.requant, bytes)
                     } else {
-                        quad_filters_relu_rows::<false>(&conv, &cp.requant, bytes)
+                        quad_filters_requant_rows::<false>(&conv, &cp.requant, bytes)
                     };
                     if done {
                         return Sums::Requantized;

@@ -333,20 +333,30 @@ fn check_all() -> usize {
             |want| dsp::requantize_relu_portable(&capped, want, channels, None),
         );
 
-        // Four pixels' convolutions with the same ReLU's requantization into bytes, from the
-        // int8 rows and from the widened ones.
+        // Four pixels' convolutions with the same ReLU's requantization into bytes, and with
+        // none (the whole int8 range), from the int8 rows and from the widened ones.
         let (taps, filters, stride) = quad;
         let wide = &wide[..filters * dsp::wide_words(taps)];
         let conv = quad_conv(&patch, &weights, (taps, filters, stride), wide);
-        for conv in [dsp::QuadConv { wide: &[], ..conv }, conv] {
+        let whole_rq = ChannelRequant {
+            activation_min: -128,
+            activation_max: 127,
+            ..rq
+        };
+        for (conv, rq) in [
+            (dsp::QuadConv { wide: &[], ..conv }, rq),
+            (conv, rq),
+            (dsp::QuadConv { wide: &[], ..conv }, whole_rq),
+            (conv, whole_rq),
+        ] {
             let mut got = [0u8; 64];
             rng.fill_bytes(&mut got);
             let mut got = got.map(|b| b as i8);
             let mut want = got;
-            let computed = dsp::quad_filters_relu(&conv, &rq, &mut got);
-            check("quad_filters_relu computed", case, computed, true);
-            dsp::quad_filters_relu_portable(&conv, &rq, &mut want);
-            check("quad_filters_relu", case, got, want);
+            let computed = dsp::quad_filters_requant(&conv, &rq, &mut got);
+            check("quad_filters_requant computed", case, computed, true);
+            dsp::quad_filters_requant_portable(&conv, &rq, &mut want);
+            check("quad_filters_requant", case, got, want);
         }
 
         // The same sums and parameters without a fused activation (the whole int8 clamp),
@@ -656,12 +666,17 @@ fn check_all() -> usize {
             } else {
                 bound(&mut dw_rng)
             },
-            max: if case % 2 == 0 {
+            max: if case % 4 != 3 {
                 127
             } else {
                 bound(&mut dw_rng)
             },
         };
+        // A ReLU's clamp (the floor the zero point, the ceiling 127), each clamp of
+        // `dsp::add_into`'s three loops in turn.
+        if case % 4 == 1 {
+            p.min = p.output_zero_point as i8;
+        }
         if case % 3 == 0 {
             // Multipliers of one bit (0.5), so that the output's rounding meets ties.
             p.multipliers = [1 << 30; 2];
