@@ -1159,25 +1159,67 @@ macro_rules! relu_byte {
 }
 
 /// The doubling high multiply `(sum · m + 2^30) >> 31` of the sum `$acc` and the multiplier
-/// r3, into r7 (r6 scratch): bits 31 and up of the product (`LSLS` leaves bit 31 of the low
-/// word in C for `ADC`), plus its bit 30 (the nudge's carry).
-#[cfg(infer_core_dsp)]
+/// `$m`, into `$hi` (`$lo` scratch): bits 31 and up of the product (`LSLS` leaves bit 31 of
+/// the low word in C for `ADC`), plus its bit 30 (the nudge's carry). TFLite's doubling high
+/// multiply of any sum and a multiplier ≥ 0, in four instructions.
+#[cfg(infer_core_long_multiply)]
 macro_rules! doubling_high {
-    ($acc:literal) => {
+    ($acc:literal, $m:literal, $lo:literal, $hi:literal) => {
         concat!(
-            "smull r6, r7, ",
+            "smull ",
+            $lo,
+            ", ",
+            $hi,
+            ", ",
             $acc,
-            ", r3\n",
-            "lsls r6, r6, #1\n",
-            "adc r7, r7, r7\n",
-            "add r7, r7, r6, lsr #31\n",
+            ", ",
+            $m,
+            "\n",
+            "lsls ",
+            $lo,
+            ", ",
+            $lo,
+            ", #1\n",
+            "adc ",
+            $hi,
+            ", ",
+            $hi,
+            ", ",
+            $hi,
+            "\n",
+            "add ",
+            $hi,
+            ", ",
+            $hi,
+            ", ",
+            $lo,
+            ", lsr #31\n",
+        )
+    };
+}
+
+/// The rounding division of r10 by `2^e`, ties away from zero (TFLite's), `e` the negated
+/// shift in r12 clamped to 0..=31 as the reference clamps it: for `e` ≥ 1 one less for a
+/// value below 0, so that `ASRS` rounds half up with the last bit shifted out, which it
+/// leaves in C for an `ADC` to add; for `e` = 0 the value, C = 0 (`CMP`'s borrow, which
+/// `ASRS` by 0 keeps).
+#[cfg(infer_core_long_multiply)]
+macro_rules! rounding_shift {
+    () => {
+        concat!(
+            "rsb r12, r12, #0\n",
+            "usat r12, #5, r12\n",
+            "cmp r12, #1\n",
+            "it hs\n",
+            "addhs r10, r10, r10, asr #31\n",
+            "asrs r10, r10, r12\n",
         )
     };
 }
 
 /// One sum's requantization in [`quad_filters_asm`] without a fused activation (the whole
-/// int8 range): the sum `$acc` (its bias in it) and the multiplier r3's
-/// [`doubling_high`]; for a shift r4 (`-shift`, 1..=31) the rounding division, half away from
+/// int8 range): the [`doubling_high`] of the sum `$acc` (its bias in it) and the multiplier
+/// r3; for a shift r4 (`-shift`, 1..=31) the rounding division, half away from
 /// zero: one less for a value below 0, so that `ASRS` rounds half up with the last bit
 /// shifted out (C), which `ADC` adds with the zero point r5; the value saturated to int8,
 /// in r7: `requant::requantize`'s value in nine instructions. (A shift of 0 takes
@@ -1186,7 +1228,7 @@ macro_rules! doubling_high {
 macro_rules! int8_byte {
     ($acc:literal) => {
         concat!(
-            doubling_high!($acc),
+            doubling_high!($acc, "r3", "r6", "r7"),
             "add r7, r7, r7, asr #31\n",
             "asrs r7, r7, r4\n",
             "adc r7, r7, r5\n",
@@ -1201,7 +1243,7 @@ macro_rules! int8_byte {
 macro_rules! int8_byte_unshifted {
     ($acc:literal) => {
         concat!(
-            doubling_high!($acc),
+            doubling_high!($acc, "r3", "r6", "r7"),
             "qadd r7, r7, r5\n",
             "ssat r7, #8, r7\n",
         )
@@ -2700,11 +2742,10 @@ fn relu_value(rq: &ChannelRequant<'_>, acc: i32, multiplier: i32, shift: i32) ->
 /// multiplier < 0 gives other (unspecified) values, never a panic.
 ///
 /// A loop of assembly on the Cortex-M3 and DSP cores where the sizes fit (whole positions,
-/// parameters for every channel, a byte in `out` for each value): each sum's magnitude
-/// scaled as `requant::scale_right` scales it (one `UMULL`, the nudge one smaller for a
-/// negative sum), its sign put back, the zero point added and the value saturated to
-/// int8, in 26 instructions (some 70 through `requantize_each` on the Cortex-M4F);
-/// elsewhere `requantize_each`.
+/// parameters for every channel, a byte in `out` for each value): each sum's
+/// [`doubling_high`] multiply and [`rounding_shift`], the zero point added and the value
+/// saturated to int8, in 22 instructions (26 from the sum's magnitude, some 70 through
+/// `requantize_each` on the Cortex-M4F); elsewhere `requantize_each`.
 #[inline(always)]
 pub fn requantize_int8(
     rq: &ChannelRequant<'_>,
@@ -2727,46 +2768,15 @@ fn int8_fits(rq: &ChannelRequant<'_>, values: &[u32], channels: usize, out: Opti
     rq.positions_fit(values, channels, out) && rq.activation_min == -128 && rq.activation_max == 127
 }
 
-/// The sum in r8 (its bias added) scaled by the multiplier in r12 and the shift that
-/// `$shift` loads into r8, as `requant::scale_right` scales it (a multiplier ≥ 0, a shift
-/// ≤ 0): its sign r9 (0 or −1), its magnitude times the multiplier into r10 (low) r12
-/// (high), the nudge `2^30`, one smaller for a negative sum (r8), added; `ORRS` leaves the
-/// doubling high multiply in r12 with C = 0 (its top bit: the product is below 2^62), so
-/// that `LSRS` by a shift of 0 leaves C = 0 for `ADC`, which rounds; then the sign put
-/// back. The scaled value in r8.
-#[cfg(infer_core_long_multiply)]
-macro_rules! signed_scale {
-    ($shift:literal) => {
-        concat!(
-            "asr r9, r8, #31\n",
-            "eor r8, r8, r9\n",
-            "sub r8, r8, r9\n",
-            "umull r10, r12, r8, r12\n",
-            "add r8, r9, #0x40000000\n",
-            "adds r10, r10, r8\n",
-            "adc r12, r12, #0\n",
-            "lsr r10, r10, #31\n",
-            "orrs r12, r10, r12, lsl #1\n",
-            $shift,
-            "\n",
-            "rsb r8, r8, #0\n",
-            "lsrs r8, r12, r8\n",
-            "adc r8, r8, #0\n",
-            "eor r8, r8, r9\n",
-            "sub r8, r8, r9\n",
-        )
-    };
-}
-
 /// [`super::add::AddTables::add_into`]'s assembly on the Cortex-M3 and DSP cores (not MVE,
 /// whose own loop is `mve::add_into`): each value of `values` added to the byte of `other`
 /// at its place, in place, over the shorter of the two, from the tables `ta` and `tb` of
 /// each input's scaled values (256 words each, indexed by the value's byte) and the output
-/// requantization of `p`: the doubling high multiply `(sum · m + 2^30) >> 31` from the
-/// product's bits, the rounding division as [`int8_byte`] takes it, the zero point added,
+/// requantization of `p`: the [`doubling_high`] multiply, the rounding division as
+/// [`int8_byte`] takes it, the zero point added,
 /// the clamp. 19 instructions a value with a ReLU's clamp, where scaling the magnitude
-/// (`requant::scale_right`'s way) took 32 and the requantization in Rust some 50. False (nothing done) where it
-/// cannot run: tables shorter than 256 words, a shift outside `-31..=-1` or a zero point
+/// (`requant::scale_right`'s way) took 32 and the requantization in Rust some 50. False
+/// (nothing done) where it cannot run: tables shorter than 256 words, a shift outside `-31..=-1` or a zero point
 /// outside int8.
 #[cfg(all(infer_core_long_multiply, not(infer_core_mve)))]
 #[inline(never)]
@@ -2813,12 +2823,7 @@ pub(crate) fn add_into(
                     "ldr r8, [r2, r8, lsl #2]",
                     "ldr r9, [r3, r9, lsl #2]",
                     "add r8, r8, r9",
-                    // The doubling high multiply: bits 31 and up of the product, plus its
-                    // bit 30.
-                    "smull r9, r10, r8, r11",
-                    "lsls r9, r9, #1",
-                    "adc r10, r10, r10",
-                    "add r10, r10, r9, lsr #31",
+                    doubling_high!("r8", "r11", "r9", "r10"),
                     // The rounding division by 2^lr, ties away from zero; the zero point.
                     "add r10, r10, r10, asr #31",
                     "asrs r10, r10, lr",
@@ -2868,9 +2873,10 @@ fn requantize_int8_asm(
     channels: usize,
     out: Option<&mut [i8]>,
 ) {
-    // The sum scaled by its channel's multiplier r12 and shift (`signed_scale`); the
-    // signed value, saturated to 9 bits, plus the zero point, saturated to 8: the
-    // saturating sum's value, whatever the magnitude.
+    // The sum's doubling high multiply by its channel's multiplier, rounded by its shift
+    // (`rounding_shift`); the value saturated to 9 bits (SSAT keeps C), plus the rounding
+    // bit and the zero point, saturated to 8: the saturating sum's value, whatever the
+    // magnitude.
     requantize_loop!(
         rq,
         values,
@@ -2878,9 +2884,11 @@ fn requantize_int8_asm(
         out,
         [
             "ldr r12, [r2, r4, lsl #2]",
-            signed_scale!("ldrsb r8, [r3, r4]"),
-            "ssat r8, #9, r8",
-            "add r8, r8, r5",
+            doubling_high!("r8", "r12", "r9", "r10"),
+            "ldrsb r12, [r3, r4]",
+            rounding_shift!(),
+            "ssat r10, #9, r10",
+            "adc r8, r10, r5",
             "ssat r8, #8, r8",
         ],
         []
@@ -2891,9 +2899,9 @@ fn requantize_int8_asm(
 /// checked (multipliers ≥ 0, shifts in `-31..=0`, output zero point 0; other parameters
 /// give other, unspecified, values, never a panic): the same wide logits.
 ///
-/// A loop of assembly on the Cortex-M3 and DSP cores (22 instructions a logit, some 40
-/// through `logits_of`): each sum's magnitude scaled as `requant::scale_right` scales it,
-/// as [`requantize_int8`] does, its sign put back; elsewhere `logits_of`.
+/// A loop of assembly on the Cortex-M3 and DSP cores (20 instructions a logit, some 40
+/// through `logits_of`): each sum's doubling high multiply and rounding division as
+/// [`requantize_int8`] takes them; elsewhere `logits_of`.
 #[inline(always)]
 pub fn logits_right(rq: &ChannelRequant<'_>, acc: &[u32], logits: &mut [i32]) {
     #[cfg(infer_core_long_multiply)]
@@ -2914,8 +2922,8 @@ pub fn logits_right(rq: &ChannelRequant<'_>, acc: &[u32], logits: &mut [i32]) {
 #[inline(never)]
 fn logits_right_asm(rq: &ChannelRequant<'_>, acc: &[u32], logits: &mut [i32]) {
     // Registers: the sums r0, biases r1, multipliers r2, shifts r3 and logits r11 walking
-    // on, the logits left lr; per logit the sum r8 and the multiplier r12, scaled
-    // (`signed_scale`, which writes r9 and r10 too).
+    // on, the logits left lr; per logit the sum r8, the multiplier and then the shift r12,
+    // the product r9 (low) r10 (high).
     // SAFETY: the loop runs `logits.len()` (≥ 1) times, reading that many words of `acc`,
     // of the biases and the multipliers (word loads may be unaligned on these cores) and
     // bytes of the shifts, and writing that many words of `logits`: the caller checked
@@ -2928,7 +2936,10 @@ fn logits_right_asm(rq: &ChannelRequant<'_>, acc: &[u32], logits: &mut [i32]) {
             "ldr r9, [r1], #4",
             "add r8, r8, r9",
             "ldr r12, [r2], #4",
-            signed_scale!("ldrsb r8, [r3], #1"),
+            doubling_high!("r8", "r12", "r9", "r10"),
+            "ldrsb r12, [r3], #1",
+            rounding_shift!(),
+            "adc r8, r10, #0",
             "str r8, [r11], #4",
             "subs lr, lr, #1",
             "bne 2b",
