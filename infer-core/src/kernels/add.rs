@@ -136,7 +136,7 @@ pub struct AddTables<'w> {
 
 impl<'w> AddTables<'w> {
     /// The tables of `p` in `words` (its first [`ADD_SCRATCH_WORDS`]; with fewer, or for
-    /// parameters that are not [`AddParams::steppable`], none).
+    /// parameters that are not `AddParams::steppable`, none).
     pub fn new(p: &AddParams, words: &'w mut [u32]) -> Self {
         let tables = words
             .get_mut(..ADD_SCRATCH_WORDS)

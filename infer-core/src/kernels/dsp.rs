@@ -2743,7 +2743,7 @@ fn relu_value(rq: &ChannelRequant<'_>, acc: i32, multiplier: i32, shift: i32) ->
 ///
 /// A loop of assembly on the Cortex-M3 and DSP cores where the sizes fit (whole positions,
 /// parameters for every channel, a byte in `out` for each value): each sum's
-/// [`doubling_high`] multiply and [`rounding_shift`], the zero point added and the value
+/// `doubling_high` multiply and `rounding_shift`, the zero point added and the value
 /// saturated to int8, in 22 instructions (26 from the sum's magnitude, some 70 through
 /// `requantize_each` on the Cortex-M4F); elsewhere `requantize_each`.
 #[inline(always)]
