@@ -1275,7 +1275,7 @@ macro_rules! quad_bytes {
 /// at the filter's bias that are then requantized ([`relu_byte`]) and stored as bytes.
 /// `$loops` holds the stride in bytes, the groups and single taps after the blocks, the
 /// patch and the blocks of sixteen taps; `$weights` is the rows' first byte or word, `$end`
-/// their end; `$params` the requantization's bases, zero point and 1 (0s without).
+/// their end; `$params` the requantization's bases, zero point and mode (0s without).
 #[cfg(infer_core_dsp)]
 macro_rules! quad_filters_asm {
     (
@@ -1290,7 +1290,7 @@ macro_rules! quad_filters_asm {
             "push {{r6, r7}}",
             "push {{r3, r4, r5, r8, r9}}",
             "push {{r0, r1, r2, r10, lr}}",
-            "cmp r9, #0",
+            "cmp r1, #0",
             "bne.w 20f",
             // Each filter's four sums start at 0 (or at its bias: below).
             "3:",
@@ -1300,9 +1300,9 @@ macro_rules! quad_filters_asm {
             "mov.w r9, #0",
             "17:",
             quad_taps!($group, $single),
-            "ldr r2, [sp, #36]",
-            "cbnz r2, 14f",
             "ldr r2, [sp, #4]",
+            "cbnz r2, 14f",
+            "ldr r2, [sp, #36]",
             "mov r3, r12",
             "cbnz r2, 9f",
             // Stride 0 (a pool window): the four sums' max, then one running max.
@@ -1334,18 +1334,16 @@ macro_rules! quad_filters_asm {
             "b 16f",
             // The requantization: the filter's multiplier (r3), its shift negated (r4), the
             // zero point (r5), the stride (r2); the four bytes stored. A ReLU's (1 at
-            // [sp, #36]) with the multiplier doubled, the whole int8 range's (2) with the
+            // [sp, #4]) with the multiplier doubled, the whole int8 range's (2) with the
             // shift at most 31 (as the reference takes it), one of 0 apart.
-            // (r2: [sp, #36], the flags of its test kept to the branch.)
+            // (r2: [sp, #4], the flags of its test kept to the branch.)
             "14:",
             "cmp r2, #1",
-            "ldr r3, [sp, #24]",
+            "ldrd r3, r4, [sp, #24]",
             "ldr r3, [r3, r12, lsl #2]",
-            "ldr r4, [sp, #28]",
             "ldrsb r4, [r4, r12]",
             "rsb r4, r4, #0",
-            "ldr r5, [sp, #32]",
-            "ldr r2, [sp, #4]",
+            "ldrd r5, r2, [sp, #32]",
             "bne 21f",
             "lsls r3, r3, #1",
             quad_bytes!(relu_byte),
@@ -1374,13 +1372,13 @@ macro_rules! quad_filters_asm {
             "add sp, #40",
             "pop {{r6, r7}}",
             inout("r0") $end => _,
-            inout("r1") $loops.0 => _,
+            inout("r1") $params.4 => _,
             inout("r2") $loops.1 => _,
             inout("r3") $params.0 => _,
             inout("r4") $params.1 => _,
             inout("r5") $params.2 => _,
             inout("r8") $params.3 => _,
-            inout("r9") $params.4 => _,
+            inout("r9") $loops.0 => _,
             inout("r10") $loops.2 => _,
             inout("lr") $loops.3 => _,
             inout("r11") $weights => _,
@@ -1455,14 +1453,14 @@ fn quad_block<const WIDE: bool>(
     // unpacked weights r6 r7; the patch pointer r10, the weight pointer r11, the output
     // pointer r12 (the next filter's sum, or byte, of the first pixel; pixel p's is
     // p · stride values on), the loop count lr. On the stack (pushed from r0–r5, r8, r10,
-    // lr): the weights' end [sp] (the filters' loop ends when r11 reaches it), stride in
-    // bytes [sp, #4], groups of four taps after the blocks of sixteen (low byte) and single
-    // taps after those (next byte) [sp, #8], the patch [sp, #12], blocks of sixteen taps
-    // [sp, #16]; with a requantization, the biases' [sp, #20], the multipliers' [sp, #24]
-    // and the shifts' [sp, #28] bases, each less its stride times the output's address, so
-    // that filter f's parameter is at base + 4 · r12 (base + r12 for a shift), the zero
-    // point [sp, #32], and at [sp, #36] 1 for a ReLU's, 2 for the whole int8 range's;
-    // without, 0 there.
+    // lr): the weights' end [sp] (the filters' loop ends when r11 reaches it), at [sp, #4]
+    // 1 for a ReLU's requantization, 2 for the whole int8 range's, without one 0, groups of
+    // four taps after the blocks of sixteen (low byte) and single taps after those (next
+    // byte) [sp, #8], the patch [sp, #12], blocks of sixteen taps [sp, #16]; with a
+    // requantization, the biases' [sp, #20], the multipliers' [sp, #24] and the shifts'
+    // [sp, #28] bases, each less its stride times the output's address, so that filter f's
+    // parameter is at base + 4 · r12 (base + r12 for a shift), the zero point [sp, #32]
+    // (0 without); the stride in bytes [sp, #36] (beside the zero point: one `LDRD`).
     let (params, size) = match rq {
         Some(rq) => {
             let base = |params: &[u8], size: usize| {
