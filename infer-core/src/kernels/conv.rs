@@ -389,7 +389,7 @@ pub(crate) fn gather_patch<const INSIDE: bool>(
         }
         return;
     }
-    if g.in_c % 4 == 0 {
+    if !INSIDE && g.in_c % 4 == 0 {
         // Whole groups per pixel, the window over the border: each kernel row's pixels
         // inside the input packed at once, the padding's groups 0 (the walk below took
         // some 900 instructions a window of 3 × 3 × 8 on the Cortex-M4F).
@@ -518,8 +518,14 @@ pub(crate) fn gather_patch_3x3<const INSIDE: bool>(
     patch: &mut [u32],
     slot: PatchSlot,
 ) {
-    let window = window_3x3::<INSIDE>(g, input, at)
-        .or_else(|| padded_window_3x3(g, input, input_offset, at));
+    let window = window_3x3::<INSIDE>(g, input, at).or_else(|| {
+        // (Not linked where every window lies inside the input.)
+        if INSIDE {
+            None
+        } else {
+            padded_window_3x3(g, input, input_offset, at)
+        }
+    });
     let Some([r0, r1, r2]) = window else {
         gather_patch::<INSIDE>(g, g.k_w * g.in_c, input, input_offset, at, patch, slot);
         return;

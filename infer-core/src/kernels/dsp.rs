@@ -1269,6 +1269,32 @@ macro_rules! quad_bytes {
     };
 }
 
+/// The whole int8 range's requantization of a filter's four sums in [`quad_filters_asm`]
+/// (label 21, the mode 2): a shift clamped to 31 as the reference clamps it, one of 0 apart.
+#[cfg(infer_core_dsp)]
+macro_rules! int8_tail {
+    () => {
+        concat!(
+            "21:\n",
+            "usat r4, #5, r4\n",
+            "cbnz r4, 22f\n",
+            quad_bytes!(int8_byte_unshifted),
+            "b 23b\n",
+            "22:\n",
+            quad_bytes!(int8_byte),
+            "b 23b\n",
+        )
+    };
+}
+
+/// [`int8_tail`] left out (a block that never takes the mode 2): label 21 alone.
+#[cfg(infer_core_dsp)]
+macro_rules! no_int8_tail {
+    () => {
+        "21:\n"
+    };
+}
+
 /// The assembly of [`quad_filters`] and [`quad_filters_requant`]: per filter [`quad_taps`] with
 /// `$group` and `$single`, from sums at 0 that are then stored (or folded into a pool
 /// window's maxima), or, given a ReLU's requantization (the last parameter 1), from sums
@@ -1284,7 +1310,8 @@ macro_rules! quad_filters_asm {
         $loops:ident,
         ($weights:expr, $end:expr),
         $params:ident,
-        $out:expr
+        $out:expr,
+        $int8:ident
     ) => {
         asm!(
             "push {{r6, r7}}",
@@ -1360,14 +1387,7 @@ macro_rules! quad_filters_asm {
             "mov r8, r0",
             "mov r9, r0",
             "b 17b",
-            "21:",
-            "usat r4, #5, r4",
-            "cbnz r4, 22f",
-            quad_bytes!(int8_byte_unshifted),
-            "b 23b",
-            "22:",
-            quad_bytes!(int8_byte),
-            "b 23b",
+            $int8!(),
             "16:",
             "add sp, #40",
             "pop {{r6, r7}}",
@@ -1424,7 +1444,7 @@ pub fn quad_filters(conv: &QuadConv<'_>, values: &mut [u32]) {
 #[inline(always)]
 pub fn quad_filters_rows<const WIDE: bool>(conv: &QuadConv<'_>, values: &mut [u32]) {
     #[cfg(infer_core_dsp)]
-    quad_block::<WIDE>(conv, (values.as_mut_ptr() as usize, values.len()), None);
+    quad_block::<WIDE, false>(conv, (values.as_mut_ptr() as usize, values.len()), None);
     #[cfg(not(infer_core_dsp))]
     if !WIDE || conv.widened().is_some() {
         quad_filters_portable(conv, values);
@@ -1437,13 +1457,13 @@ pub fn quad_filters_rows<const WIDE: bool>(conv: &QuadConv<'_>, values: &mut [u3
 /// rows are there (true); else nothing (false).
 #[cfg(infer_core_dsp)]
 #[inline(never)]
-fn quad_block<const WIDE: bool>(
+fn quad_block<const WIDE: bool, const INT8: bool>(
     conv: &QuadConv<'_>,
     (out, len): (usize, usize),
     rq: Option<&ChannelRequant<'_>>,
 ) -> bool {
     let fits = match rq {
-        Some(rq) => requant_quad_fits(conv, rq, len),
+        Some(rq) => requant_quad_fits(conv, rq, len) && (INT8 || rq.is_relu_to_127()),
         None => conv.fits_len(len),
     };
     if !fits || WIDE && conv.widened().is_none() {
@@ -1501,33 +1521,53 @@ fn quad_block<const WIDE: bool>(
     // be named: LLVM's base and frame pointers); the block saves those two on the stack,
     // uses them as scratch and restores them, and pops everything it pushes. Nothing else
     // is read or written, and every register written is declared.
+    // The block with the whole int8 range's requantization (`INT8`) or without it.
+    macro_rules! block {
+        ($group:ident, $single:literal, ($weights:expr, $end:expr)) => {
+            if INT8 {
+                unsafe {
+                    quad_filters_asm!(
+                        $group,
+                        $single,
+                        loops,
+                        ($weights, $end),
+                        params,
+                        out,
+                        int8_tail
+                    )
+                }
+            } else {
+                unsafe {
+                    quad_filters_asm!(
+                        $group,
+                        $single,
+                        loops,
+                        ($weights, $end),
+                        params,
+                        out,
+                        no_int8_tail
+                    )
+                }
+            }
+        };
+    }
     match conv.widened() {
-        Some(wide) if WIDE => unsafe {
-            quad_filters_asm!(
-                quad_group_wide,
-                "ldr r6, [r11], #4",
-                loops,
-                (
-                    wide.as_ptr(),
-                    wide.as_ptr().wrapping_add(conv.filters * wide_words(taps))
-                ),
-                params,
-                out
+        Some(wide) if WIDE => block!(
+            quad_group_wide,
+            "ldr r6, [r11], #4",
+            (
+                wide.as_ptr(),
+                wide.as_ptr().wrapping_add(conv.filters * wide_words(taps))
             )
-        },
-        _ if !WIDE => unsafe {
-            quad_filters_asm!(
-                quad_group,
-                "ldrsb r6, [r11], #1",
-                loops,
-                (
-                    conv.weights.as_ptr(),
-                    conv.weights.as_ptr().wrapping_add(conv.filters * taps)
-                ),
-                params,
-                out
+        ),
+        _ if !WIDE => block!(
+            quad_group,
+            "ldrsb r6, [r11], #1",
+            (
+                conv.weights.as_ptr(),
+                conv.weights.as_ptr().wrapping_add(conv.filters * taps)
             )
-        },
+        ),
         _ => return false,
     }
     true
@@ -1594,26 +1634,30 @@ pub fn requant_quad_fits(conv: &QuadConv<'_>, rq: &ChannelRequant<'_>, len: usiz
 #[inline(always)]
 pub fn quad_filters_requant(conv: &QuadConv<'_>, rq: &ChannelRequant<'_>, out: &mut [i8]) -> bool {
     if conv.widened().is_some() {
-        quad_filters_requant_rows::<true>(conv, rq, out)
+        quad_filters_requant_rows::<true, true>(conv, rq, out)
     } else {
-        quad_filters_requant_rows::<false>(conv, rq, out)
+        quad_filters_requant_rows::<false, true>(conv, rq, out)
     }
 }
 
 /// [`quad_filters_requant`] from the widened rows (`WIDE`; without them it computes nothing)
-/// or from the int8 ones, as [`quad_filters_rows`]: true if it computed them
-/// ([`requant_quad_fits`], and with `WIDE` the widened rows there).
+/// or from the int8 ones, as [`quad_filters_rows`], with the whole int8 range's
+/// requantization compiled in (`INT8`) or only a ReLU's (a stage whose facts fix a ReLU
+/// floor links no more): true if it computed them ([`requant_quad_fits`], a ReLU's without
+/// `INT8`, and with `WIDE` the widened rows there).
 #[inline(always)]
-pub fn quad_filters_requant_rows<const WIDE: bool>(
+pub fn quad_filters_requant_rows<const WIDE: bool, const INT8: bool>(
     conv: &QuadConv<'_>,
     rq: &ChannelRequant<'_>,
     out: &mut [i8],
 ) -> bool {
     #[cfg(infer_core_dsp)]
-    return quad_block::<WIDE>(conv, (out.as_mut_ptr() as usize, out.len()), Some(rq));
+    return quad_block::<WIDE, INT8>(conv, (out.as_mut_ptr() as usize, out.len()), Some(rq));
     #[cfg(not(infer_core_dsp))]
     {
-        let fits = (!WIDE || conv.widened().is_some()) && requant_quad_fits(conv, rq, out.len());
+        let fits = (!WIDE || conv.widened().is_some())
+            && requant_quad_fits(conv, rq, out.len())
+            && (INT8 || rq.is_relu_to_127());
         if fits {
             quad_filters_requant_portable(conv, rq, out);
         }

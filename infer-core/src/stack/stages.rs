@@ -2069,7 +2069,7 @@ fn conv_positions<K: KnownFacts>(
             // A conv (not 1 × 1: one run per pixel) of whole groups of channels: each run of
             // the four pixels along one row
             // at once (a quad may end one row and begin the next, or repeat its last pixel).
-            let groups = !window && !three && !pointwise && g.in_c % 4 == 0;
+            let groups = !window && !one_channel && !pointwise && g.in_c % 4 == 0;
             let mut k = 0;
             while groups && k < QUAD {
                 let at = pixel(k).0;
@@ -2123,10 +2123,18 @@ fn conv_positions<K: KnownFacts>(
                         Some(out) => out,
                         None => int8_of_words(values),
                     };
-                    let done = if wide {
-                        quad_filters_requant_rows::<true>(&conv, &cp.requant, bytes)
-                    } else {
-                        quad_filters_requant_rows::<false>(&conv, &cp.requant, bytes)
+                    // A stage whose facts fix a ReLU floor links no whole-range assembly.
+                    let relu = holds(f, facts::RELU, || cp.requant.relu_floor());
+                    let rq = &cp.requant;
+                    let done = match (wide, relu) {
+                        (true, true) => quad_filters_requant_rows::<true, false>(&conv, rq, bytes),
+                        (true, false) => quad_filters_requant_rows::<true, true>(&conv, rq, bytes),
+                        (false, true) => {
+                            quad_filters_requant_rows::<false, false>(&conv, rq, bytes)
+                        }
+                        (false, false) => {
+                            quad_filters_requant_rows::<false, true>(&conv, rq, bytes)
+                        }
                     };
                     if done {
                         return Sums::Requantized;
