@@ -6,7 +6,7 @@
 
 #[cfg(doc)]
 use super::dot::pack_patch;
-use super::dsp::{pack, pack_groups};
+use super::dsp::{copy_bytes, gather_3x3_run, pack, pack_groups, QUAD_3X3_WORDS};
 use super::pairs::pair_word;
 use super::{ChannelRequant, MapRows};
 use core::num::NonZeroUsize;
@@ -504,119 +504,125 @@ fn zero_groups(words: &mut [u32], step: usize, range: core::ops::Range<usize>) {
     }
 }
 
-/// [`gather_patch`] for a one-channel 3 × 3 kernel (an image's first conv): a window inside
-/// the input, its three rows of three values put straight into their five words; any other
-/// window or geometry through [`gather_patch`]. `INSIDE` as for [`gather_patch`]. (The walk
-/// of [`patch_runs`] and [`PatchWriter`]'s value-by-value packing took some 340
-/// instructions per window on the Cortex-M4.)
-#[inline(always)]
-pub(crate) fn gather_patch_3x3<const INSIDE: bool>(
-    g: &ConvGeometry,
-    input: MapRows<'_, &[i8]>,
-    input_offset: i32,
-    at: (usize, usize),
-    patch: &mut [u32],
-    slot: PatchSlot,
-) {
-    let window = window_3x3::<INSIDE>(g, input, at).or_else(|| {
-        // (Not linked where every window lies inside the input.)
-        if INSIDE {
-            None
-        } else {
-            padded_window_3x3(g, input, input_offset, at)
-        }
-    });
-    let Some([r0, r1, r2]) = window else {
-        gather_patch::<INSIDE>(g, g.k_w * g.in_c, input, input_offset, at, patch, slot);
-        return;
-    };
-    let v = |x: i8| i32::from(x) + input_offset;
-    // `PatchWriter`'s places for nine taps: two groups of four, `2 · pixels` words apart,
-    // then the ninth value alone.
-    let PatchSlot { pixel, pixels } = slot;
-    let (first, second, tail) = (2 * pixel, 2 * (pixel + pixels), 4 * pixels + pixel);
-    let words = [
-        (first, pack(v(r0[0]), v(r0[2]))),
-        (first + 1, pack(v(r0[1]), v(r1[0]))),
-        (second, pack(v(r1[1]), v(r2[0]))),
-        (second + 1, pack(v(r1[2]), v(r2[1]))),
-        (tail, v(r2[2]) as u32),
-    ];
-    for (i, word) in words {
-        if let Some(w) = patch.get_mut(i) {
-            *w = word;
-        }
-    }
-}
-
-/// The three rows of three input values of output pixel `(oy, ox)`'s window, if the conv
-/// is one-channel 3 × 3, the window lies inside the input and `input` holds its rows.
-#[inline(always)]
-fn window_3x3<const INSIDE: bool>(
-    g: &ConvGeometry,
-    input: MapRows<'_, &[i8]>,
-    (oy, ox): (usize, usize),
-) -> Option<[[i8; 3]; 3]> {
-    if g.in_c != 1 || g.k_h != 3 || g.k_w != 3 {
-        return None;
-    }
-    let (y, x) = if INSIDE {
-        (oy * g.stride, ox * g.stride)
-    } else {
-        (
-            (oy * g.stride).checked_sub(g.pad_top())?,
-            (ox * g.stride).checked_sub(g.pad_left())?,
-        )
-    };
-    if !INSIDE && (y + 3 > g.in_h || x + 3 > g.in_w) {
-        return None;
-    }
-    let w = g.in_w;
-    if input.is_whole() {
-        // The three rows one run apart: one bounds check.
-        let start = y * w + x;
-        let run = input.data.get(start..start + 2 * w + 3)?;
-        let row = |at: usize| run.get(at..)?.first_chunk::<3>().copied();
-        return Some([row(0)?, row(w)?, row(2 * w)?]);
-    }
-    let row = |ky: usize| {
-        let start = input.slot(y + ky) * w + x;
-        input.data.get(start..)?.first_chunk::<3>().copied()
-    };
-    Some([row(0)?, row(1)?, row(2)?])
-}
-
-/// [`window_3x3`] of a window over the input's border: its values outside the input the
-/// input's zero point (`-input_offset`, which the offset takes to 0, as padding is), if
-/// that is an int8 value. (Through the walk, such a window took some 690 instructions on
-/// the Cortex-M4F.)
+/// [`gather_patch`] for the four pixels `at` of a quad patch (pixel `k` into slot `k`) of
+/// a one-channel 3 × 3 kernel (an image's first conv): each run of pixels along one row at
+/// once through [`gather_3x3_run`], from the input's rows where its windows lie inside a
+/// whole input, else from a copy of them with the padding as the input's zero point
+/// (`-input_offset`, which the offset takes to 0, as padding is).
+/// Returns whether any of the patch's words is nonzero (a background quad's are all 0);
+/// `None` for another kernel, a zero point outside int8, or (`INSIDE`, as for
+/// [`gather_patch`]) a ring of the input's rows: the caller gathers the quad through
+/// [`gather_patch`]. (Through [`gather_patch`] one value at a time, a
+/// window took some 340 instructions on the Cortex-M4F; one window at a time, with the
+/// border found for each, about 240.)
 #[inline(never)]
-fn padded_window_3x3(
+pub(crate) fn gather_quad_3x3<const INSIDE: bool>(
     g: &ConvGeometry,
     input: MapRows<'_, &[i8]>,
     input_offset: i32,
-    (oy, ox): (usize, usize),
-) -> Option<[[i8; 3]; 3]> {
+    at: [(usize, usize); 4],
+    patch: &mut [u32; QUAD_3X3_WORDS],
+) -> Option<bool> {
     if g.in_c != 1 || g.k_h != 3 || g.k_w != 3 {
         return None;
     }
     let zero_point = i8::try_from(input_offset.checked_neg()?).ok()?;
-    let (pad_top, pad_left) = (g.pad_top(), g.pad_left());
-    let columns: [Option<usize>; 3] = core::array::from_fn(|kx| {
-        (ox * g.stride + kx)
-            .checked_sub(pad_left)
-            .filter(|&x| x < g.in_w)
-    });
-    Some(core::array::from_fn(|ky| {
-        let row = (oy * g.stride + ky)
-            .checked_sub(pad_top)
-            .filter(|&y| y < g.in_h)
-            .and_then(|y| input.data.get(input.slot(y) * g.in_w..)?.get(..g.in_w));
-        columns.map(|x| match (row, x) {
-            (Some(row), Some(x)) => row.get(x).copied().unwrap_or(zero_point),
-            _ => zero_point,
-        })
-    }))
+    let (pad_top, pad_left) = if INSIDE {
+        (0, 0)
+    } else {
+        (g.pad_top(), g.pad_left())
+    };
+    let s = g.stride;
+    // Runs of up to four windows (of one for a stride over 2: a padded run's rows must fit
+    // `PaddedRows`).
+    let most = if s <= 2 { 4 } else { 1 };
+    let mut any = 0;
+    let mut k = 0;
+    while let Some(&(oy, ox)) = at.get(k) {
+        let mut run = 1;
+        while run < most && at.get(k + run) == Some(&(oy, ox + run)) {
+            run += 1;
+        }
+        // The bytes of each row the run's word loads read: its windows', and one more.
+        let span = (run - 1) * s + 4;
+        let (y, x) = (oy * s, ox * s);
+        // (Every window of a conv `INSIDE` lies inside: no test.)
+        let rows = match (y.checked_sub(pad_top), x.checked_sub(pad_left)) {
+            (Some(y), Some(x)) if INSIDE || y + 3 <= g.in_h && x + span - 1 <= g.in_w => {
+                window_rows(input, (y, x), g.in_w, span)
+            }
+            _ => None,
+        };
+        let padded;
+        let rows = match rows {
+            Some(rows) => rows,
+            // (Not linked where every window lies inside the input.)
+            None if INSIDE => return None,
+            None => {
+                padded = PaddedRows::of(g, input, zero_point, (y, x), span);
+                padded.0.each_ref().map(|r| &r[..])
+            }
+        };
+        any |= gather_3x3_run(rows, s, input_offset, (k, run), patch);
+        k += run;
+    }
+    Some(any != 0)
+}
+
+/// The three rows of a run of one-channel 3 × 3 windows inside a whole input (not a ring of
+/// its rows: an image's first conv reads it whole), from input row `y` and column `x` on,
+/// `span` bytes each (which may run on into the next row).
+#[inline(always)]
+fn window_rows<'a>(
+    input: MapRows<'_, &'a [i8]>,
+    (y, x): (usize, usize),
+    w: usize,
+    span: usize,
+) -> Option<[&'a [i8]; 3]> {
+    if !input.is_whole() {
+        return None;
+    }
+    let start = y * w + x;
+    let rows = input.data.get(start..start + 2 * w + span)?;
+    Some([rows, rows.get(w..)?, rows.get(2 * w..)?])
+}
+
+/// Bytes of each row of [`PaddedRows`].
+const PADDED_SPAN: usize = 12;
+
+/// A run of one-channel 3 × 3 windows over the input's border, its three rows copied with
+/// their padding as the input's zero point.
+struct PaddedRows([[i8; PADDED_SPAN]; 3]);
+
+impl PaddedRows {
+    /// The rows of the padded map from row `y` and column `x` on, `span` (at most
+    /// [`PADDED_SPAN`]) bytes each.
+    #[inline(never)]
+    fn of(
+        g: &ConvGeometry,
+        input: MapRows<'_, &[i8]>,
+        zero_point: i8,
+        (y, x): (usize, usize),
+        span: usize,
+    ) -> Self {
+        let (pad_top, pad_left, w) = (g.pad_top(), g.pad_left(), g.in_w);
+        // Columns `first..end` of the input, at `to` on in each copy.
+        let to = pad_left.saturating_sub(x);
+        let first = x.saturating_sub(pad_left);
+        let end = (x + span).saturating_sub(pad_left).min(w);
+        let mut rows = [[zero_point; PADDED_SPAN]; 3];
+        for (ky, copy) in rows.iter_mut().enumerate() {
+            let Some(y) = (y + ky).checked_sub(pad_top).filter(|&y| y < g.in_h) else {
+                continue;
+            };
+            let start = input.slot(y) * w;
+            let values = input.data.get(start + first..start + end.max(first));
+            if let (Some(values), Some(copy)) = (values, copy.get_mut(to..)) {
+                copy_bytes(copy, values);
+            }
+        }
+        Self(rows)
+    }
 }
 
 /// [`gather_patch`] for a 1 × 1 kernel (`g.k_h` and `g.k_w` 1; others gather nothing),
@@ -932,7 +938,11 @@ mod tests {
             if out_h == 0 || out_w == 0 {
                 continue;
             }
-            let map: Vec<i8> = (0..g.in_h * g.in_w * in_c).map(|_| rng.i8()).collect();
+            // Sometimes all background (every value the zero point of offset 128).
+            let background = case % 11 == 0;
+            let map: Vec<i8> = (0..g.in_h * g.in_w * in_c)
+                .map(|_| if background { -128 } else { rng.i8() })
+                .collect();
             // The whole map, or a ring of its last rows that holds every row a window
             // of output row `oy` needs.
             let oy = rng.below(out_h as u64) as usize;
@@ -956,15 +966,43 @@ mod tests {
                 }
                 MapRows::ring(&ring[..], held)
             };
-            // Four pixels of row `oy`, in any order, repeated or not.
-            let ox: [usize; 4] = core::array::from_fn(|_| rng.below(out_w as u64) as usize);
-            let ats = ox.map(|x| (oy, x));
-            let offset = rng.below(256) as i32 - 128;
+            // Four pixels of row `oy`, in any order, repeated or not; of the whole map,
+            // sometimes of the next row too (a pool window's).
+            // Half the time a run from a column on (the last pixel repeated past the row's
+            // end, as a quad repeats it).
+            let start = rng.below(out_w as u64) as usize;
+            let ox: [usize; 4] = core::array::from_fn(|k| {
+                if case / 5 % 2 == 0 {
+                    (start + k).min(out_w - 1)
+                } else {
+                    rng.below(out_w as u64) as usize
+                }
+            });
+            let next = (oy + 1).min(out_h - 1);
+            let two_rows = held == usize::MAX && case % 3 == 0;
+            let ats: [(usize, usize); 4] =
+                core::array::from_fn(|k| (if two_rows && k >= 2 { next } else { oy }, ox[k]));
+            // Sometimes the offset of an image's zero point (padding as background).
+            let offset = if background || case % 7 == 0 {
+                128
+            } else {
+                rng.below(256) as i32 - 128
+            };
             let words = 4 * super::super::dot::PatchWords::words(g.taps());
-            let mut fast = vec![1u32; words];
-            for (pixel, &at) in ats.iter().enumerate() {
-                let slot = PatchSlot { pixel, pixels: 4 };
-                gather_patch_3x3::<false>(&g, input, offset, at, &mut fast, slot);
+            let mut fast = vec![1u32; words.max(QUAD_3X3_WORDS)];
+            let quad = fast.first_chunk_mut::<QUAD_3X3_WORDS>().unwrap();
+            match gather_quad_3x3::<false>(&g, input, offset, ats, quad) {
+                Some(any) => {
+                    let nonzero = fast[..words].iter().any(|&w| w != 0);
+                    assert_eq!(any, nonzero, "case {case}: {g:?} at {ats:?}");
+                }
+                None => {
+                    assert!(in_c != 1 || k != 3 || !(-127..=128).contains(&offset));
+                    for (pixel, &at) in ats.iter().enumerate() {
+                        let slot = PatchSlot { pixel, pixels: 4 };
+                        gather_patch::<false>(&g, g.k_w * in_c, input, offset, at, &mut fast, slot);
+                    }
+                }
             }
             let mut walked = vec![1u32; words];
             for (pixel, &at) in ats.iter().enumerate() {

@@ -3094,6 +3094,175 @@ pub fn pack_groups_portable(
     }
 }
 
+/// Words of a quad patch of a one-channel 3 × 3 kernel: five per pixel, two groups of
+/// four values and the ninth alone ([`crate::kernels::dot::PatchWords`]).
+pub const QUAD_3X3_WORDS: usize = 20;
+
+/// Puts a one-channel 3 × 3 window (`window[ky][kx]`, `offset` added to each value) into
+/// pixel `pixel` (0 to 3) of a quad patch as [`crate::kernels::dot::pack_patch`] packs nine
+/// taps: words `2p, 2p + 1` and `8 + 2p, 9 + 2p` the two groups, word `16 + p` the ninth
+/// value. Returns the five words OR-ed (0: every value 0 with its offset).
+#[inline(always)]
+pub fn put_window_3x3(
+    patch: &mut [u32; QUAD_3X3_WORDS],
+    pixel: usize,
+    [r0, r1, r2]: [[i8; 3]; 3],
+    offset: i32,
+) -> u32 {
+    let v = |x: i8| i32::from(x) + offset;
+    let words = [
+        (2 * pixel, pack(v(r0[0]), v(r0[2]))),
+        (2 * pixel + 1, pack(v(r0[1]), v(r1[0]))),
+        (8 + 2 * pixel, pack(v(r1[1]), v(r2[0]))),
+        (9 + 2 * pixel, pack(v(r1[2]), v(r2[1]))),
+        (16 + pixel, v(r2[2]) as u32),
+    ];
+    let mut any = 0;
+    for (i, word) in words {
+        if let Some(w) = patch.get_mut(i) {
+            *w = word;
+        }
+        any |= word;
+    }
+    any
+}
+
+/// Puts `count` one-channel 3 × 3 windows of a row of output pixels into pixels
+/// `first..first + count` of a quad patch, as [`put_window_3x3`] puts each: window `k`'s
+/// row `ky` is `rows[ky][k · step..][..3]` (`step`: the conv's stride), `offset` (in
+/// `-128..=128`) added to each value. Returns the words written OR-ed. Each window's rows
+/// must hold one byte past it (the word loads below read it): windows after the first that
+/// lacks it, or past the quad, are not written.
+///
+/// A loop of assembly on DSP cores, 26 instructions a window: one word load per row, six
+/// `SXTAB16` and three `PKHBT` / `PKHTB` for the five words, two `STRD` and a `STR`;
+/// elsewhere [`gather_3x3_run_portable`].
+#[inline(always)]
+pub fn gather_3x3_run(
+    rows: [&[i8]; 3],
+    step: usize,
+    offset: i32,
+    (first, count): (usize, usize),
+    patch: &mut [u32; QUAD_3X3_WORDS],
+) -> u32 {
+    let count = windows_3x3_fitting(&rows, step, (first, count));
+    if count == 0 {
+        return 0;
+    }
+    #[cfg(infer_core_dsp)]
+    return gather_3x3_run_dsp(rows, step, offset, (first, count), patch);
+    #[cfg(not(infer_core_dsp))]
+    gather_3x3_run_portable(rows, step, offset, (first, count), patch)
+}
+
+/// How many of `count` windows from pixel `first` [`gather_3x3_run`] writes: those within
+/// the quad whose rows hold one byte past them.
+#[inline(always)]
+fn windows_3x3_fitting(rows: &[&[i8]; 3], step: usize, (first, count): (usize, usize)) -> usize {
+    let shortest = rows.iter().map(|r| r.len()).min().unwrap_or(0);
+    let mut count = count.min(4usize.saturating_sub(first));
+    while count > 0 && (count - 1).saturating_mul(step).saturating_add(4) > shortest {
+        count -= 1;
+    }
+    count
+}
+
+/// [`gather_3x3_run`]'s DSP assembly, for the windows it found to fit.
+#[cfg(infer_core_dsp)]
+#[inline(always)]
+fn gather_3x3_run_dsp(
+    rows: [&[i8]; 3],
+    step: usize,
+    offset: i32,
+    (first, count): (usize, usize),
+    patch: &mut [u32; QUAD_3X3_WORDS],
+) -> u32 {
+    let any: u32;
+    let words = patch.as_mut_ptr();
+    // SAFETY: the loop runs `count` times (1 to 4 - `first`, checked by the caller,
+    // `gather_3x3_run`). Window `k` reads the word at byte `k · step` of each row, within
+    // it (each row holds `(count - 1) · step + 4` bytes, checked; Armv7E-M and Armv8-M load
+    // unaligned words), and writes words `2p, 2p + 1, 8 + 2p, 9 + 2p, 16 + p` of `patch`
+    // for `p = first + k < 4`, within its 20 (`STRD` to a word-aligned `u32` buffer that
+    // nothing else borrows). r6 and r7 (not operands) are saved on the stack and restored;
+    // every other register written is declared.
+    unsafe {
+        asm!(
+            "push {{r6, r7}}",
+            "mov r6, r9",
+            "mov r7, r8",
+            "2:",
+            "ldr r8, [r0]",
+            "ldr r9, [r1]",
+            "ldr r10, [r2]",
+            "add r0, r3",
+            "add r1, r3",
+            "add r2, r3",
+            // (a0, a2), then (a1, b0).
+            "sxtab16 r11, r4, r8",
+            "sxtab16 r8, r4, r8, ror #8",
+            "sxtab16 r12, r4, r9",
+            "pkhbt r8, r8, r12, lsl #16",
+            "orr lr, lr, r11",
+            "orr lr, lr, r8",
+            "strd r11, r8, [r5], #8",
+            // (b1, c0), then (b2, c1): c1 the top of (c3, c1).
+            "sxtab16 r11, r4, r9, ror #8",
+            "sxtab16 r9, r4, r10",
+            "pkhbt r11, r11, r9, lsl #16",
+            "sxtab16 r8, r4, r10, ror #24",
+            "pkhtb r8, r8, r12, asr #16",
+            "strd r11, r8, [r5, #24]",
+            "orr lr, lr, r11",
+            "orr lr, lr, r8",
+            // c2 alone.
+            "asr r9, r9, #16",
+            "str r9, [r6], #4",
+            "orr lr, lr, r9",
+            "subs r7, #1",
+            "bne 2b",
+            "pop {{r6, r7}}",
+            inout("r0") rows[0].as_ptr() => _,
+            inout("r1") rows[1].as_ptr() => _,
+            inout("r2") rows[2].as_ptr() => _,
+            in("r3") step,
+            in("r4") pack(offset, offset),
+            inout("r5") words.add(2 * first) => _,
+            inout("r8") count => _,
+            inout("r9") words.add(16 + first) => _,
+            out("r10") _,
+            out("r11") _,
+            out("r12") _,
+            inout("lr") 0u32 => any,
+        );
+    }
+    any
+}
+
+/// [`gather_3x3_run`] in plain integer arithmetic, window by window through
+/// [`put_window_3x3`]: the reference the assembly is tested against, and the code on
+/// other cores.
+#[inline(always)]
+pub fn gather_3x3_run_portable(
+    rows: [&[i8]; 3],
+    step: usize,
+    offset: i32,
+    (first, count): (usize, usize),
+    patch: &mut [u32; QUAD_3X3_WORDS],
+) -> u32 {
+    let mut any = 0;
+    for k in 0..windows_3x3_fitting(&rows, step, (first, count)) {
+        let window = rows.map(|r| {
+            let at = k.saturating_mul(step);
+            r.get(at..).and_then(|r| r.first_chunk::<3>()).copied()
+        });
+        if let [Some(r0), Some(r1), Some(r2)] = window {
+            any |= put_window_3x3(patch, first + k, [r0, r1, r2], offset);
+        }
+    }
+    any
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,8 +41,8 @@ use super::prepared::prepared_dense;
 pub use super::shape::OpShape;
 use crate::kernels::add::{AddParams, AddTables, ADD_SCRATCH_WORDS};
 use crate::kernels::conv::{
-    gather_groups, gather_pair_patch, gather_patch, gather_patch_3x3, gather_patch_i8,
-    gather_pixel_patch, pack_run, ConvGeometry, Padding, PatchSlot,
+    gather_groups, gather_pair_patch, gather_patch, gather_patch_i8, gather_pixel_patch,
+    gather_quad_3x3, pack_run, ConvGeometry, Padding, PatchSlot,
 };
 use crate::kernels::depthwise::in_place_fits;
 use crate::kernels::dot::{
@@ -2066,6 +2066,19 @@ fn conv_positions<K: KnownFacts>(
                 i += QUAD;
                 continue;
             }
+            // A one-channel 3 × 3 kernel's quad at once, and whether it is background (else
+            // looked for below).
+            let quad_3x3 = match patch.first_chunk_mut() {
+                Some(quad) if three => {
+                    let at = core::array::from_fn(|k| pixel(k).0);
+                    if inside {
+                        gather_quad_3x3::<true>(g, input, cp.input_offset, at, quad)
+                    } else {
+                        gather_quad_3x3::<false>(g, input, cp.input_offset, at, quad)
+                    }
+                }
+                _ => None,
+            };
             // A conv (not 1 × 1: one run per pixel) of whole groups of channels: each run of
             // the four pixels along one row
             // at once (a quad may end one row and begin the next, or repeat its last pixel).
@@ -2085,28 +2098,32 @@ fn conv_positions<K: KnownFacts>(
                 k += run;
             }
             // (Rolled: unrolled, the four calls and pixel positions took some 200 B.)
-            for k in 0..core::hint::black_box(if groups { 0 } else { QUAD }) {
+            let walks = groups || quad_3x3.is_some();
+            for k in 0..core::hint::black_box(if walks { 0 } else { QUAD }) {
                 let slot = PatchSlot {
                     pixel: k,
                     pixels: QUAD,
                 };
-                let at = pixel(k).0;
-                match (three, inside) {
-                    (true, true) => {
-                        gather_patch_3x3::<true>(g, input, cp.input_offset, at, patch, slot)
-                    }
-                    (true, false) => {
-                        gather_patch_3x3::<false>(g, input, cp.input_offset, at, patch, slot)
-                    }
-                    _ => gather(g, kernel_row, input, cp.input_offset, at, patch, slot),
-                }
+                gather(
+                    g,
+                    kernel_row,
+                    input,
+                    cp.input_offset,
+                    pixel(k).0,
+                    patch,
+                    slot,
+                );
             }
             let Some(values) = values.get_mut(first * channels..) else {
                 return Sums::Each;
             };
             // A background patch (every sum 0) is common in an image (one channel) and rare
             // in a deeper map, where looking for it costs more than it saves.
-            if one_channel && all_zero(patch) {
+            let background_patch = match quad_3x3 {
+                Some(nonzero) => !nonzero,
+                None => one_channel && all_zero(patch),
+            };
+            if background_patch {
                 background = background_quad(values, (stride, window), channels);
             } else {
                 let conv = QuadConv {

@@ -177,6 +177,20 @@ fn check_all() -> usize {
             check("pack_groups", case, got, want);
         }
 
+        // One-channel 3 × 3 windows of a run into a quad patch, over random words: rows of
+        // any length (those too short for a window's word loads end the run), strides 1
+        // to 3, any first pixel and count (past the quad: not written).
+        let len = rng.below(14);
+        let rows = [0, 1, 2].map(|r| &run[r * 16..r * 16 + len]);
+        let step = 1 + rng.below(3);
+        let (first, count) = (rng.below(4), 1 + rng.below(4));
+        let mut got = [0u32; dsp::QUAD_3X3_WORDS];
+        rng.fill_words(&mut got);
+        let mut want = got;
+        let any = dsp::gather_3x3_run(rows, step, offset, (first, count), &mut got);
+        let any_want = dsp::gather_3x3_run_portable(rows, step, offset, (first, count), &mut want);
+        check("gather_3x3_run", case, (got, any), (want, any_want));
+
         // Four pixels' quad patch, all filters, into running maxima (stride 0: a pool
         // window; else consecutive positions).
         // Any count of taps (whole blocks of sixteen, groups of four, single taps).
