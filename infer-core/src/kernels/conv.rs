@@ -6,7 +6,9 @@
 
 #[cfg(doc)]
 use super::dot::pack_patch;
-use super::dsp::{copy_bytes, gather_3x3_run, pack, pack_groups, QUAD_3X3_WORDS};
+#[cfg(doc)]
+use super::dsp::gather_3x3_run;
+use super::dsp::{copy_bytes, pack, pack_groups};
 use super::pairs::pair_word;
 use super::{ChannelRequant, MapRows};
 use core::num::NonZeroUsize;
@@ -506,22 +508,24 @@ fn zero_groups(words: &mut [u32], step: usize, range: core::ops::Range<usize>) {
 
 /// [`gather_patch`] for the four pixels `at` of a quad patch (pixel `k` into slot `k`) of
 /// a one-channel 3 × 3 kernel (an image's first conv): each run of pixels along one row at
-/// once through [`gather_3x3_run`], from the input's rows where its windows lie inside a
-/// whole input, else from a copy of them with the padding as the input's zero point
-/// (`-input_offset`, which the offset takes to 0, as padding is).
-/// Returns whether any of the patch's words is nonzero (a background quad's are all 0);
-/// `None` for another kernel, a zero point outside int8, or (`INSIDE`, as for
-/// [`gather_patch`]) a ring of the input's rows: the caller gathers the quad through
-/// [`gather_patch`]. (Through [`gather_patch`] one value at a time, a
-/// window took some 340 instructions on the Cortex-M4F; one window at a time, with the
-/// border found for each, about 240.)
+/// once, `put(rows, stride, (first pixel, count))` putting its windows into the patch
+/// (a packed one's [`gather_3x3_run`], an int8 one's [`super::mve::put_3x3_run_i8`],
+/// whose result is nonzero if a value put is), from the input's rows where its windows lie
+/// inside a whole input, else from a copy of them with the padding as the input's zero
+/// point (`-input_offset`, which the offset takes to 0, as padding is). Each row given
+/// holds one byte past the run's windows. Returns whether any value put is nonzero (with
+/// its offset: a background quad's are all 0); `None` for another kernel, a zero point
+/// outside int8, or (`INSIDE`, as for [`gather_patch`]) a ring of the input's rows: the
+/// caller gathers the quad through [`gather_patch`]. (Through [`gather_patch`] one value at
+/// a time, a window took some 340 instructions on the Cortex-M4F; one window at a time,
+/// with the border found for each, about 240.)
 #[inline(never)]
 pub(crate) fn gather_quad_3x3<const INSIDE: bool>(
     g: &ConvGeometry,
     input: MapRows<'_, &[i8]>,
     input_offset: i32,
     at: [(usize, usize); 4],
-    patch: &mut [u32; QUAD_3X3_WORDS],
+    mut put: impl FnMut([&[i8]; 3], usize, (usize, usize)) -> u32,
 ) -> Option<bool> {
     if g.in_c != 1 || g.k_h != 3 || g.k_w != 3 {
         return None;
@@ -563,7 +567,7 @@ pub(crate) fn gather_quad_3x3<const INSIDE: bool>(
                 padded.0.each_ref().map(|r| &r[..])
             }
         };
-        any |= gather_3x3_run(rows, s, input_offset, (k, run), patch);
+        any |= put(rows, s, (k, run));
         k += run;
     }
     Some(any != 0)
@@ -792,6 +796,8 @@ fn patch_runs<const INSIDE: bool>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::dsp::{gather_3x3_run, QUAD_3X3_WORDS};
+    use crate::kernels::mve::{put_3x3_run_i8, QUAD_I8_BYTES};
     use crate::kernels::TestRng;
     use crate::requant::requantize;
     use std::{vec, vec::Vec};
@@ -991,7 +997,8 @@ mod tests {
             let words = 4 * super::super::dot::PatchWords::words(g.taps());
             let mut fast = vec![1u32; words.max(QUAD_3X3_WORDS)];
             let quad = fast.first_chunk_mut::<QUAD_3X3_WORDS>().unwrap();
-            match gather_quad_3x3::<false>(&g, input, offset, ats, quad) {
+            let put = |rows: [&[i8]; 3], s, run| gather_3x3_run(rows, s, offset, run, quad);
+            match gather_quad_3x3::<false>(&g, input, offset, ats, put) {
                 Some(any) => {
                     let nonzero = fast[..words].iter().any(|&w| w != 0);
                     assert_eq!(any, nonzero, "case {case}: {g:?} at {ats:?}");
@@ -1014,6 +1021,26 @@ mod tests {
                 walked[..],
                 "case {case}: {g:?} at {ats:?}"
             );
+            // The int8 quad patch of a one-channel 3 × 3 kernel the same way, its taps
+            // equal to the int8 walk's.
+            if let (1, 3, Ok(zero_point)) = (in_c, k, i8::try_from(-offset)) {
+                let mut fast = [1i8; QUAD_I8_BYTES];
+                let put =
+                    |rows: [&[i8]; 3], s, run| put_3x3_run_i8(rows, s, zero_point, run, &mut fast);
+                let any = gather_quad_3x3::<false>(&g, input, offset, ats, put);
+                let mut walked = [1i8; QUAD_I8_BYTES];
+                for (pixel, &at) in ats.iter().enumerate() {
+                    gather_patch_i8::<false>(&g, 3, input, zero_point, at, &mut walked, pixel);
+                }
+                for p in 0..4 {
+                    let taps = 16 * p..16 * p + 9;
+                    assert_eq!(fast[taps.clone()], walked[taps], "case {case}: {g:?}");
+                }
+                let background = walked
+                    .chunks(16)
+                    .all(|taps| taps[..9].iter().all(|&v| v == zero_point));
+                assert_eq!(any, Some(!background), "case {case}: {g:?} at {ats:?}");
+            }
             // Whole groups: four pixels of the row from a column on, at once.
             if in_c % 4 == 0 {
                 let ox = rng.below(out_w as u64) as usize;

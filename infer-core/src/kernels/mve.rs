@@ -1270,6 +1270,41 @@ impl QuadConvI8<'_> {
     }
 }
 
+/// Bytes of an int8 quad patch of up to 16 taps ([`QuadConvI8::patch_bytes`]).
+pub(crate) const QUAD_I8_BYTES: usize = 64;
+
+/// Puts `count` one-channel 3 × 3 windows of a row of output pixels into pixels
+/// `first..first + count` of an int8 quad patch of nine taps ([`QuadConvI8`]'s layout:
+/// pixel `p`'s taps at bytes `16p..16p + 9`, the rest of its block left alone): window
+/// `k`'s row `ky` is `rows[ky][k · step..][..3]`, its values as they are. Returns the values
+/// put, each XOR-ed with `zero_point`, OR-ed (0: every value the zero point, a
+/// background). A row that lacks a window's values, or a window past the quad, is not
+/// written.
+#[inline(always)]
+pub(crate) fn put_3x3_run_i8(
+    rows: [&[i8]; 3],
+    step: usize,
+    zero_point: i8,
+    (first, count): (usize, usize),
+    patch: &mut [i8; QUAD_I8_BYTES],
+) -> u32 {
+    let mut any = 0;
+    for k in 0..count.min(4usize.saturating_sub(first)) {
+        let at = k.saturating_mul(step);
+        for (ky, row) in rows.iter().enumerate() {
+            let values = row.get(at..).and_then(|r| r.first_chunk::<3>());
+            let out = patch.get_mut(16 * (first + k) + 3 * ky..);
+            if let (Some(values), Some(out)) = (values, out.and_then(|o| o.first_chunk_mut())) {
+                *out = *values;
+                any |= values
+                    .iter()
+                    .fold(0, |a, &v| a | u32::from((v ^ zero_point) as u8));
+            }
+        }
+    }
+    any
+}
+
 /// Four pixels' convolutions from an int8 quad patch ([`QuadConvI8`]): for filter `f` and
 /// pixel `p`, the sum `Σ (x_p + offset) · w_f` (as `i32`, computed as `Σ x_p · w_f` plus the
 /// filter's offset term, the same sum modulo 2³²) stored at `values[p · stride + f]`, or,

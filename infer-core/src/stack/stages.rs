@@ -49,12 +49,13 @@ use crate::kernels::dot::{
     dot_i8_offset, dot_packed, dot_packed2, dot_packed4, four_filters, PatchWords,
 };
 use crate::kernels::dsp::{
-    copy_bytes, dense_quads_widened, dense_rows, int8_of_words, quad_filters_requant_rows,
-    quad_filters_rows, widened_fit, DenseRows, QuadConv,
+    copy_bytes, dense_quads_widened, dense_rows, gather_3x3_run, int8_of_words,
+    quad_filters_requant_rows, quad_filters_rows, widened_fit, DenseRows, QuadConv,
 };
 use crate::kernels::fused::{fast_requant, StreamLayers};
 use crate::kernels::mve::{
-    copy_words, dense_rows_i8, offset_terms, quad_filters_i8, DenseRowsI8, QuadConvI8, TERMS_ALONE,
+    copy_words, dense_rows_i8, offset_terms, put_3x3_run_i8, quad_filters_i8, DenseRowsI8,
+    QuadConvI8, TERMS_ALONE,
 };
 use crate::kernels::pairs::{pair_filters, PairConv, PAIRED};
 use crate::kernels::words::{dot4_words, word_weights_len, WORD_WEIGHTS};
@@ -2038,11 +2039,27 @@ fn conv_positions<K: KnownFacts>(
                     return Sums::Each;
                 };
                 let zero_point = cp.input_offset.wrapping_neg() as i8;
-                if one_channel {
+                // A one-channel 3 × 3 kernel's quad at once, and whether it is background
+                // (else looked for below).
+                let quad_3x3 = match bytes.first_chunk_mut() {
+                    Some(quad) if three => {
+                        let at = core::array::from_fn(|k| pixel(k).0);
+                        let put = |rows: [&[i8]; 3], s, run| {
+                            put_3x3_run_i8(rows, s, zero_point, run, quad)
+                        };
+                        if inside {
+                            gather_quad_3x3::<true>(g, input, cp.input_offset, at, put)
+                        } else {
+                            gather_quad_3x3::<false>(g, input, cp.input_offset, at, put)
+                        }
+                    }
+                    _ => None,
+                };
+                if one_channel && quad_3x3.is_none() {
                     // Every byte written, so that a background patch is all zero points.
                     bytes.fill(zero_point);
                 }
-                for k in 0..core::hint::black_box(QUAD) {
+                for k in 0..core::hint::black_box(if quad_3x3.is_some() { 0 } else { QUAD }) {
                     let at = pixel(k).0;
                     if inside {
                         gather_patch_i8::<true>(g, kernel_row, input, zero_point, at, bytes, k);
@@ -2050,7 +2067,11 @@ fn conv_positions<K: KnownFacts>(
                         gather_patch_i8::<false>(g, kernel_row, input, zero_point, at, bytes, k);
                     }
                 }
-                if one_channel && bytes.iter().all(|&b| b == zero_point) {
+                let background_patch = match quad_3x3 {
+                    Some(nonzero) => !nonzero,
+                    None => one_channel && bytes.iter().all(|&b| b == zero_point),
+                };
+                if background_patch {
                     background = background_quad(values, (stride, window), channels);
                 } else {
                     let conv = QuadConvI8 {
@@ -2071,10 +2092,12 @@ fn conv_positions<K: KnownFacts>(
             let quad_3x3 = match patch.first_chunk_mut() {
                 Some(quad) if three => {
                     let at = core::array::from_fn(|k| pixel(k).0);
+                    let offset = cp.input_offset;
+                    let put = |rows: [&[i8]; 3], s, run| gather_3x3_run(rows, s, offset, run, quad);
                     if inside {
-                        gather_quad_3x3::<true>(g, input, cp.input_offset, at, quad)
+                        gather_quad_3x3::<true>(g, input, offset, at, put)
                     } else {
-                        gather_quad_3x3::<false>(g, input, cp.input_offset, at, quad)
+                        gather_quad_3x3::<false>(g, input, offset, at, put)
                     }
                 }
                 _ => None,
