@@ -1094,6 +1094,93 @@ pub fn dense_rows_i8_portable(rows: &DenseRowsI8<'_>, acc: &mut [u32]) {
     }
 }
 
+/// Puts `run` as taps `t..t + run.len()` of pixel `pixel` (0 to 3) of an int8 quad patch
+/// ([`QuadConvI8`]'s layout: tap `t` at byte `64 · (t / 16) + 16 · pixel + t % 16`). Taps
+/// past `patch` are dropped.
+///
+/// On an MVE core one block of assembly: a predicated vector load and store for the piece
+/// up to the first block's end and for the last piece, a loop of three instructions per
+/// whole block between (the next block 48 bytes on), where the pieces through
+/// [`copy_short`] (and a loop of whole blocks), with the slicing around them, took some 85
+/// instructions a run of 24; elsewhere [`put_run_i8_portable`].
+#[inline(always)]
+pub fn put_run_i8(run: &[i8], t: usize, pixel: usize, patch: &mut [i8]) {
+    #[cfg(infer_core_mve)]
+    {
+        let n = run.len();
+        let last = (t + n).checked_sub(1).map(|last| tap_byte(last, pixel));
+        if pixel < 4 && last.is_some_and(|last| last < patch.len()) {
+            let dst = patch.as_mut_ptr().wrapping_add(tap_byte(t, pixel));
+            // SAFETY: the pieces cover taps t..t + n (n > 0), each within one block of
+            // sixteen taps (`VCTP` enables the piece's first `len` ≤ 16 byte lanes): the
+            // predicated stores write bytes `tap_byte(u, pixel)` for those taps only, the
+            // last within `patch` (checked above), so every one is (they rise with the
+            // tap); the predicated loads read the run's `n` bytes, piece by piece. Byte
+            // accesses, no alignment needed. Registers written are declared; no stack.
+            unsafe {
+                asm!(
+                    // The piece up to the end of the first block.
+                    "vctp.8 {len}",
+                    "vpstt",
+                    "vldrbt.u8 q0, [{src}]",
+                    "vstrbt.8 q0, [{dst}]",
+                    "add {src}, {len}",
+                    "add {dst}, {len}",
+                    "subs {n}, {len}",
+                    "beq 3f",
+                    // It ended its block: this pixel's lanes of the next one. Whole blocks.
+                    "add {dst}, #48",
+                    "lsrs {len}, {n}, #4",
+                    "beq 4f",
+                    "dls lr, {len}",
+                    "2:",
+                    "vldrb.u8 q0, [{src}], #16",
+                    "vstrb.8 q0, [{dst}], #64",
+                    "le lr, 2b",
+                    // The last piece.
+                    "4:",
+                    "ands {n}, {n}, #15",
+                    "beq 3f",
+                    "vctp.8 {n}",
+                    "vpstt",
+                    "vldrbt.u8 q0, [{src}]",
+                    "vstrbt.8 q0, [{dst}]",
+                    "3:",
+                    src = inout(reg) run.as_ptr() => _,
+                    dst = inout(reg) dst => _,
+                    n = inout(reg) n => _,
+                    len = inout(reg) (16 - t % 16).min(n) => _,
+                    out("lr") _,
+                    out("q0") _,
+                    options(nostack),
+                );
+            }
+            return;
+        }
+    }
+    put_run_i8_portable(run, t, pixel, patch);
+}
+
+/// The byte of tap `t` of pixel `pixel` in an int8 quad patch.
+#[inline(always)]
+const fn tap_byte(t: usize, pixel: usize) -> usize {
+    64 * (t / 16) + 16 * pixel + t % 16
+}
+
+/// [`put_run_i8`] byte by byte (the reference the assembly is tested against, and the code
+/// elsewhere).
+#[inline(always)]
+pub fn put_run_i8_portable(run: &[i8], t: usize, pixel: usize, patch: &mut [i8]) {
+    if pixel >= 4 {
+        return;
+    }
+    for (i, &value) in run.iter().enumerate() {
+        if let Some(byte) = patch.get_mut(tap_byte(t + i, pixel)) {
+            *byte = value;
+        }
+    }
+}
+
 /// Copies the first `min(run.len(), out.len(), 16)` bytes of `run` into `out`, or, without
 /// `run`, fills as many of `out` (at most 16) with `fill`: a piece of a patch's run within
 /// one block of sixteen taps.
@@ -1149,51 +1236,6 @@ pub fn copy_short_portable(run: Option<&[i8]>, fill: i8, out: &mut [i8]) {
         match run.and_then(|r| r.get(..n)) {
             Some(values) => out.copy_from_slice(values),
             None => out.fill(fill),
-        }
-    }
-}
-
-/// Copies `blocks` blocks of sixteen bytes from `run` into `patch`, the blocks 64 bytes
-/// apart there (one pixel's share of an int8 quad patch, [`QuadConvI8`]). Blocks past the
-/// end of `run` or `patch` are dropped.
-///
-/// On an MVE core a loop of three instructions per block (one vector load, one store, the
-/// loop end); elsewhere [`copy_blocks_portable`].
-#[inline(always)]
-pub fn copy_blocks(run: &[i8], patch: &mut [i8], blocks: usize) {
-    #[cfg(infer_core_mve)]
-    if blocks > 0 && run.len() / 16 >= blocks && patch.len() >= 64 * (blocks - 1) + 16 {
-        // SAFETY: the loop runs `blocks` (≥ 1) times, reading bytes 16k..16k + 16 of `run`
-        // and writing bytes 64k..64k + 16 of `patch` for k < blocks, all within them
-        // (checked above; byte accesses, no alignment needed). Registers written are
-        // declared; no stack.
-        unsafe {
-            asm!(
-                "dls lr, {n}",
-                "2:",
-                "vldrb.u8 q0, [{src}], #16",
-                "vstrb.8 q0, [{dst}], #64",
-                "le lr, 2b",
-                n = in(reg) blocks,
-                src = inout(reg) run.as_ptr() => _,
-                dst = inout(reg) patch.as_mut_ptr() => _,
-                out("lr") _,
-                out("q0") _,
-                options(nostack),
-            );
-        }
-        return;
-    }
-    copy_blocks_portable(run, patch, blocks);
-}
-
-/// [`copy_blocks`] in plain Rust (the reference the assembly is tested against, and the
-/// code elsewhere).
-#[inline(always)]
-pub fn copy_blocks_portable(run: &[i8], patch: &mut [i8], blocks: usize) {
-    for (src, dst) in run.chunks_exact(16).zip(patch.chunks_mut(64)).take(blocks) {
-        if let Some(dst) = dst.get_mut(..16) {
-            dst.copy_from_slice(src);
         }
     }
 }

@@ -242,15 +242,17 @@ fn check_all() -> usize {
         mve::dense_rows_i8_portable(&rows, &mut want[..units]);
         check("dense_rows_i8", case, got, want);
 
-        // Blocks of sixteen bytes into one pixel's share of an int8 quad patch.
-        let blocks = rng.below(10);
+        // A run of taps into one pixel's share of an int8 quad patch: from any tap, any
+        // length (past the patch: the portable twin drops them), any pixel (past the
+        // quad: nothing).
+        let (t, len, pixel) = (rng.below(50), rng.below(100), rng.below(5));
         let mut bytes = [0u8; 64 * 9 + 16];
         rng.fill_bytes(&mut bytes);
         let mut got = bytes.map(|b| b as i8);
         let mut want = got;
-        mve::copy_blocks(&run, &mut got, blocks);
-        mve::copy_blocks_portable(&run, &mut want, blocks);
-        check("copy_blocks", case, got, want);
+        mve::put_run_i8(&run[..len], t, pixel, &mut got);
+        mve::put_run_i8_portable(&run[..len], t, pixel, &mut want);
+        check("put_run_i8", case, got, want);
 
         // Words (a dense layer's offset terms) into sums, any count, either slice the
         // shorter: the first words of the shorter copied, the rest as they were.
