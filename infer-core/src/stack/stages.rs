@@ -2128,8 +2128,8 @@ fn conv_positions<K: KnownFacts>(
                 k += run;
             }
             // (Rolled: unrolled, the four calls and pixel positions took some 200 B.)
-            let walks = groups || quad_3x3.is_some();
-            for k in 0..core::hint::black_box(if walks { 0 } else { QUAD }) {
+            let gathered = groups || quad_3x3.is_some();
+            for k in 0..core::hint::black_box(if gathered { 0 } else { QUAD }) {
                 let slot = PatchSlot {
                     pixel: k,
                     pixels: QUAD,
