@@ -1217,22 +1217,56 @@ macro_rules! rounding_shift {
     };
 }
 
+/// The rounding division of `$hi` (a doubling high product) by `2^$shift` (`$shift` 1..=31),
+/// half away from zero: one less for a value below 0, so that `ASRS` rounds half up with
+/// the last bit shifted out (C), which `ADC` adds with the zero point `$zp`; the value
+/// saturated to int8, in `$out`. Four instructions, for the quads' whole-range
+/// requantization ([`int8_byte`]) and the add's ([`add_into`]).
+#[cfg(infer_core_long_multiply)]
+macro_rules! rounded_int8 {
+    ($hi:literal, $shift:literal, $zp:literal, $out:literal) => {
+        concat!(
+            "add ",
+            $hi,
+            ", ",
+            $hi,
+            ", ",
+            $hi,
+            ", asr #31\n",
+            "asrs ",
+            $hi,
+            ", ",
+            $hi,
+            ", ",
+            $shift,
+            "\n",
+            "adc ",
+            $out,
+            ", ",
+            $hi,
+            ", ",
+            $zp,
+            "\n",
+            "ssat ",
+            $out,
+            ", #8, ",
+            $out,
+            "\n",
+        )
+    };
+}
+
 /// One sum's requantization in [`quad_filters_asm`] without a fused activation (the whole
 /// int8 range): the [`doubling_high`] of the sum `$acc` (its bias in it) and the multiplier
-/// r3; for a shift r4 (`-shift`, 1..=31) the rounding division, half away from
-/// zero: one less for a value below 0, so that `ASRS` rounds half up with the last bit
-/// shifted out (C), which `ADC` adds with the zero point r5; the value saturated to int8,
-/// in r7: `requant::requantize`'s value in nine instructions. (A shift of 0 takes
+/// r3, then for a shift r4 (`-shift`, 1..=31) [`rounded_int8`] with the zero point r5, in
+/// r7: `requant::requantize`'s value in nine instructions. (A shift of 0 takes
 /// [`int8_byte_unshifted`].)
 #[cfg(infer_core_dsp)]
 macro_rules! int8_byte {
     ($acc:literal) => {
         concat!(
             doubling_high!($acc, "r3", "r6", "r7"),
-            "add r7, r7, r7, asr #31\n",
-            "asrs r7, r7, r4\n",
-            "adc r7, r7, r5\n",
-            "ssat r7, #8, r7\n",
+            rounded_int8!("r7", "r4", "r5", "r7"),
         )
     };
 }
@@ -2867,10 +2901,7 @@ pub(crate) fn add_into(
                     "add r8, r8, r9",
                     doubling_high!("r8", "r11", "r9", "r10"),
                     // The rounding division by 2^lr, ties away from zero; the zero point.
-                    "add r10, r10, r10, asr #31",
-                    "asrs r10, r10, lr",
-                    "adc r8, r10, r5",
-                    "ssat r8, #8, r8",
+                    rounded_int8!("r10", "lr", "r5", "r8"),
                     $($clamp,)*
                     "strb r8, [r1], #1",
                     "cmp r1, r4",
