@@ -9,7 +9,9 @@ use super::dot::pack_patch;
 #[cfg(doc)]
 use super::dsp::gather_3x3_run;
 use super::dsp::{copy_bytes, pack, pack_groups};
+use super::mve::TapRuns;
 use super::pairs::pair_word;
+use super::window::taps_inside;
 use super::{ChannelRequant, MapRows};
 use core::num::NonZeroUsize;
 
@@ -701,83 +703,117 @@ pub(crate) fn gather_pair_patch<const INSIDE: bool>(
     });
 }
 
-/// Gathers the int8 patch of output pixel `(oy, ox)` of `input` (whole or a ring of its
-/// rows) into pixel `pixel`'s share of an int8 quad patch (`patch`, laid out as
-/// [`super::mve::QuadConvI8`] reads it): the input values as they are, padding as the
-/// input zero point (`zero_point`, which the offset turns into 0); `kernel_row` is
-/// `k_w · in_c`. Bytes past `patch` are dropped. `INSIDE` as for [`gather_patch`].
+/// Gathers the int8 patches of output pixels `at` of `input` (whole or a ring of its rows)
+/// into an int8 quad patch (`patch`, laid out as [`super::mve::QuadConvI8`] reads it): the
+/// input values as they are, padding as the input zero point (`zero_point`, which the
+/// offset turns into 0); `kernel_row` is `k_w · in_c`. A window whose taps reach past
+/// `patch` is not written. `INSIDE`: every window of the conv lies inside its input (no
+/// padding), as for [`gather_patch`].
+///
+/// The windows inside the input go in at once ([`super::mve::put_quad_i8`]: all their
+/// kernel rows from a whole input, one kernel row at a time from a ring); the others, over
+/// the border, through [`gather_border_i8`]. (Walked tap run by tap run, the padding found
+/// for each, a window of 3 × 3 × 8 took some 250 instructions on the Cortex-M55 inside the
+/// input and 600 over its border.)
 #[inline(never)]
-pub(crate) fn gather_patch_i8<const INSIDE: bool>(
+pub(crate) fn gather_quad_i8<const INSIDE: bool>(
     g: &ConvGeometry,
     kernel_row: usize,
+    input: MapRows<'_, &[i8]>,
+    zero_point: i8,
+    at: [(usize, usize); 4],
+    patch: &mut [i8],
+) {
+    let pads = if INSIDE {
+        (0, 0)
+    } else {
+        (g.pad_top(), g.pad_left())
+    };
+    let (c, row) = (g.in_c, g.in_w * g.in_c);
+    // The last first row and column of a window inside the input (none: no window is).
+    let last = g.in_h.checked_sub(g.k_h).zip(g.in_w.checked_sub(g.k_w));
+    let (last_y, last_x) = last.unwrap_or((0, 0));
+    // Each window's first row and column (`None`: over the border, gathered alone).
+    let mut first = [None; 4];
+    for (k, (oy, ox)) in at.into_iter().enumerate() {
+        // (Wrapping: a window above or left of the input starts past the last.)
+        let y = (oy * g.stride).wrapping_sub(pads.0);
+        let x = (ox * g.stride).wrapping_sub(pads.1);
+        if last.is_some() && y <= last_y && x <= last_x {
+            first[k] = Some((y, x));
+        } else if !INSIDE {
+            gather_border_i8(g, (kernel_row, pads), input, zero_point, (oy, ox), patch, k);
+        }
+    }
+    // The others at once: from a whole input all their kernel rows, from a ring one row at
+    // a time, each window from where its row starts (`usize::MAX`: none).
+    let (rows, steps) = if input.is_whole() {
+        (g.k_h, 1)
+    } else {
+        (1, g.k_h)
+    };
+    let mut runs = TapRuns::window(rows, kernel_row, row);
+    for ky in 0..steps {
+        let mut offsets = [usize::MAX; 4];
+        // (Not unrolled: four copies of a ring's row slot, a division each, made the code
+        // larger and no faster.)
+        for k in 0..core::hint::black_box(4) {
+            if let (Some(o), Some(Some((y, x)))) = (offsets.get_mut(k), first.get(k)) {
+                *o = input.slot(y + ky) * row + x * c;
+            }
+        }
+        super::mve::put_quad_i8(input.data, offsets, &runs, patch);
+        runs.tap += kernel_row;
+    }
+}
+
+/// [`gather_quad_i8`]'s window of output pixel `(oy, ox)` over the input's border, into
+/// pixel `pixel`: the zero point into all its taps ([`super::mve::fill_taps_i8`]), then
+/// each kernel row's columns inside the input as one run ([`super::mve::put_rows_i8`]; all
+/// rows in one call from a whole input). `pads`: the padding before the input's rows and
+/// columns.
+#[inline(never)]
+fn gather_border_i8(
+    g: &ConvGeometry,
+    (kernel_row, pads): (usize, (usize, usize)),
     input: MapRows<'_, &[i8]>,
     zero_point: i8,
     (oy, ox): (usize, usize),
     patch: &mut [i8],
     pixel: usize,
 ) {
-    // Writes `n` taps from tap `t` on: `run`'s values, or the zero point.
-    let mut t = 0;
-    let put = |run: Option<&[i8]>, n: usize| {
-        if let Some(run) = run.and_then(|r| r.get(..n)) {
-            super::mve::put_run_i8(run, t, pixel, patch);
-        } else {
-            // The zero point, piece by piece within the blocks of sixteen taps.
-            let mut done = 0;
-            while done < n {
-                let lane = (t + done) % 16;
-                let len = (16 - lane).min(n - done);
-                let at = 64 * ((t + done) / 16) + 16 * pixel + lane;
-                if let Some(out) = patch.get_mut(at..at + len) {
-                    super::mve::copy_short(None, zero_point, out);
-                }
-                done += len;
-            }
-        }
-        t += n;
-    };
-    patch_runs::<INSIDE>(g, kernel_row, input, (oy, ox), put);
-}
-
-/// [`gather_patch_i8`] for a window inside a whole input (not a ring of its rows): each of
-/// its kernel rows one run ([`super::mve::put_run_i8`]), `pads` the padding before the
-/// input's rows and columns (found once for a quad). Returns false for a window over the
-/// border or a ring: the caller walks. (Through the walk, with the padding found for each
-/// pixel and its runs put sixteen taps at a time, a window of 3 × 3 × 8 took some 500
-/// instructions on the Cortex-M55.)
-#[inline(never)]
-pub(crate) fn gather_inside_i8(
-    g: &ConvGeometry,
-    kernel_row: usize,
-    input: MapRows<'_, &[i8]>,
-    (pad_top, pad_left): (usize, usize),
-    (oy, ox): (usize, usize),
-    patch: &mut [i8],
-    pixel: usize,
-) -> bool {
-    let y = (oy * g.stride).checked_sub(pad_top);
-    let x = (ox * g.stride).checked_sub(pad_left);
-    let (Some(y), Some(x)) = (y, x) else {
-        return false;
-    };
-    if !input.is_whole() || y + g.k_h > g.in_h || x + g.k_w > g.in_w {
-        return false;
-    }
+    super::mve::fill_taps_i8(zero_point, g.k_h * kernel_row, pixel, patch);
+    let y0 = (oy * g.stride) as isize - pads.0 as isize;
+    let x0 = (ox * g.stride) as isize - pads.1 as isize;
+    let rows = taps_inside(y0, g.k_h, g.in_h);
+    let cols = taps_inside(x0, g.k_w, g.in_w);
+    // (`Range::len` would keep an assertion's panic path.)
+    let (n_rows, n_cols) = (rows.end - rows.start, cols.end - cols.start);
+    // The first inside row's and column's input position (both ≥ 0).
+    let (iy, ix) = (
+        (y0 + rows.start as isize) as usize,
+        (x0 + cols.start as isize) as usize,
+    );
     let row = g.in_w * g.in_c;
-    let start = y * row + x * g.in_c;
-    let Some(rows) = input
-        .data
-        .get(start..start + (g.k_h - 1) * row + kernel_row)
-    else {
-        return false;
+    let mut runs = TapRuns {
+        rows: n_rows,
+        len: n_cols * g.in_c,
+        stride: row,
+        tap: rows.start * kernel_row + cols.start * g.in_c,
+        tap_step: kernel_row,
     };
-    for ky in 0..g.k_h {
-        let run = rows
-            .get(ky * row..ky * row + kernel_row)
-            .unwrap_or_default();
-        super::mve::put_run_i8(run, ky * kernel_row, pixel, patch);
+    if input.is_whole() {
+        let src = input.data.get(iy * row + ix * g.in_c..).unwrap_or_default();
+        super::mve::put_rows_i8(src, &runs, pixel, patch);
+        return;
     }
-    true
+    runs.rows = 1;
+    for y in iy..iy + n_rows {
+        let start = input.slot(y) * row + ix * g.in_c;
+        let src = input.data.get(start..).unwrap_or_default();
+        super::mve::put_rows_i8(src, &runs, pixel, patch);
+        runs.tap += kernel_row;
+    }
 }
 
 /// Walks the patch of output pixel `(oy, ox)` of `input` (whole or a ring of its rows) in
@@ -838,6 +874,35 @@ mod tests {
     use crate::kernels::TestRng;
     use crate::requant::requantize;
     use std::{vec, vec::Vec};
+
+    /// Pixel `pixel`'s share of an int8 quad patch tap by tap: the input value of each
+    /// tap of output pixel `(oy, ox)`'s window, or the zero point for padding.
+    fn int8_window_reference(
+        g: &ConvGeometry,
+        input: MapRows<'_, &[i8]>,
+        zero_point: i8,
+        (oy, ox): (usize, usize),
+        patch: &mut [i8],
+        pixel: usize,
+    ) {
+        for ky in 0..g.k_h {
+            for kx in 0..g.k_w {
+                for c in 0..g.in_c {
+                    let t = (ky * g.k_w + kx) * g.in_c + c;
+                    let iy = (oy * g.stride + ky) as isize - g.pad_top() as isize;
+                    let ix = (ox * g.stride + kx) as isize - g.pad_left() as isize;
+                    let outside =
+                        iy < 0 || ix < 0 || iy >= g.in_h as isize || ix >= g.in_w as isize;
+                    patch[64 * (t / 16) + 16 * pixel + t % 16] = if outside {
+                        zero_point
+                    } else {
+                        let row = input.slot(iy as usize);
+                        input.data[(row * g.in_w + ix as usize) * g.in_c + c]
+                    };
+                }
+            }
+        }
+    }
 
     /// Naive 6-loop reference with explicit indices.
     #[allow(clippy::too_many_arguments)]
@@ -1067,7 +1132,7 @@ mod tests {
                 let any = gather_quad_3x3::<false>(&g, input, offset, ats, put);
                 let mut walked = [1i8; QUAD_I8_BYTES];
                 for (pixel, &at) in ats.iter().enumerate() {
-                    gather_patch_i8::<false>(&g, 3, input, zero_point, at, &mut walked, pixel);
+                    int8_window_reference(&g, input, zero_point, at, &mut walked, pixel);
                 }
                 for p in 0..4 {
                     let taps = 16 * p..16 * p + 9;
@@ -1078,36 +1143,21 @@ mod tests {
                     .all(|taps| taps[..9].iter().all(|&v| v == zero_point));
                 assert_eq!(any, Some(!background), "case {case}: {g:?} at {ats:?}");
             }
-            // An int8 patch's windows inside a whole input, each kernel row at once, equal
-            // to the walk's (others left to it).
+            // Every pixel's int8 patch, its rows inside the input as runs (and over the
+            // border its padding filled first), tap for tap the reference's.
             let zero_point = (-offset).clamp(-128, 127) as i8;
-            let pads = (g.pad_top(), g.pad_left());
             let bytes = super::super::mve::QuadConvI8::patch_bytes(g.taps());
             let (mut fast, mut walked) = (vec![1i8; bytes], vec![1i8; bytes]);
+            gather_quad_i8::<false>(&g, g.k_w * in_c, input, zero_point, ats, &mut fast);
             for (pixel, &at) in ats.iter().enumerate() {
-                let kernel_row = g.k_w * in_c;
-                if gather_inside_i8(&g, kernel_row, input, pads, at, &mut fast, pixel) {
-                    gather_patch_i8::<false>(
-                        &g,
-                        kernel_row,
-                        input,
-                        zero_point,
-                        at,
-                        &mut walked,
-                        pixel,
-                    );
-                    let taps = (0..g.taps()).map(|t| 64 * (t / 16) + 16 * pixel + t % 16);
-                    for b in taps {
-                        assert_eq!(fast[b], walked[b], "case {case}: {g:?} at {at:?}");
-                    }
-                } else {
-                    let y = (at.0 * g.stride).checked_sub(pads.0);
-                    let x = (at.1 * g.stride).checked_sub(pads.1);
-                    let inside = y.zip(x).is_some_and(|(y, x)| {
-                        y + g.k_h <= g.in_h && x + g.k_w <= g.in_w && held == usize::MAX
-                    });
-                    assert!(!inside, "case {case}: {g:?} at {at:?} is inside");
-                }
+                int8_window_reference(&g, input, zero_point, at, &mut walked, pixel);
+            }
+            assert_eq!(fast, walked, "case {case}: {g:?} at {ats:?}");
+            // Without padding, the same knowing every window inside.
+            if g.padding == Padding::Valid {
+                fast.fill(1);
+                gather_quad_i8::<true>(&g, g.k_w * in_c, input, zero_point, ats, &mut fast);
+                assert_eq!(fast, walked, "case {case}: {g:?} at {ats:?}");
             }
             // Whole groups: four pixels of the row from a column on, at once.
             if in_c % 4 == 0 {

@@ -24,7 +24,7 @@
 //! visit. Other convs accumulate all channels of one output pixel in a scratch row of
 //! `i32`, visiting only the kernel taps inside the input.
 
-use super::window::Window;
+use super::window::{taps_inside, Window};
 use super::ChannelRequant;
 use super::{dsp, mve};
 use core::num::NonZeroUsize;
@@ -418,15 +418,6 @@ fn segments(
 /// [`dsp::dw_quads`] does.
 fn rq_clamp_is_int8(rq: &ChannelRequant<'_>) -> bool {
     rq.activation_min == -128 && rq.activation_max == 127
-}
-
-/// The window positions `k` of `0..kernel` whose input `origin + k` lies in `0..len`.
-#[inline(always)]
-fn taps_inside(origin: isize, kernel: usize, len: usize) -> Range<usize> {
-    // `max` and `min`, not `clamp`, which asserts its bounds are ordered (a panic path).
-    let first = (-origin).max(0).min(kernel as isize) as usize;
-    let end = (len as isize - origin).max(0).min(kernel as isize) as usize;
-    first..end.max(first)
 }
 
 /// Whether [`mve::dw_group`] takes a window: 3 × 3.

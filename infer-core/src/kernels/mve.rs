@@ -1094,72 +1094,164 @@ pub fn dense_rows_i8_portable(rows: &DenseRowsI8<'_>, acc: &mut [u32]) {
     }
 }
 
-/// Puts `run` as taps `t..t + run.len()` of pixel `pixel` (0 to 3) of an int8 quad patch
-/// ([`QuadConvI8`]'s layout: tap `t` at byte `64 · (t / 16) + 16 · pixel + t % 16`). Taps
-/// past `patch` are dropped.
-///
-/// On an MVE core one block of assembly: a predicated vector load and store for the piece
-/// up to the first block's end and for the last piece, a loop of three instructions per
-/// whole block between (the next block 48 bytes on), where the pieces through
-/// [`copy_short`] (and a loop of whole blocks), with the slicing around them, took some 85
-/// instructions a run of 24; elsewhere [`put_run_i8_portable`].
-#[inline(always)]
-pub fn put_run_i8(run: &[i8], t: usize, pixel: usize, patch: &mut [i8]) {
-    #[cfg(infer_core_mve)]
-    {
-        let n = run.len();
-        let last = (t + n).checked_sub(1).map(|last| tap_byte(last, pixel));
-        if pixel < 4 && last.is_some_and(|last| last < patch.len()) {
-            let dst = patch.as_mut_ptr().wrapping_add(tap_byte(t, pixel));
-            // SAFETY: the pieces cover taps t..t + n (n > 0), each within one block of
-            // sixteen taps (`VCTP` enables the piece's first `len` ≤ 16 byte lanes): the
-            // predicated stores write bytes `tap_byte(u, pixel)` for those taps only, the
-            // last within `patch` (checked above), so every one is (they rise with the
-            // tap); the predicated loads read the run's `n` bytes, piece by piece. Byte
-            // accesses, no alignment needed. Registers written are declared; no stack.
-            unsafe {
-                asm!(
-                    // The piece up to the end of the first block.
-                    "vctp.8 {len}",
-                    "vpstt",
-                    "vldrbt.u8 q0, [{src}]",
-                    "vstrbt.8 q0, [{dst}]",
-                    "add {src}, {len}",
-                    "add {dst}, {len}",
-                    "subs {n}, {len}",
-                    "beq 3f",
-                    // It ended its block: this pixel's lanes of the next one. Whole blocks.
-                    "add {dst}, #48",
-                    "lsrs {len}, {n}, #4",
-                    "beq 4f",
-                    "dls lr, {len}",
-                    "2:",
-                    "vldrb.u8 q0, [{src}], #16",
-                    "vstrb.8 q0, [{dst}], #64",
-                    "le lr, 2b",
-                    // The last piece.
-                    "4:",
-                    "ands {n}, {n}, #15",
-                    "beq 3f",
-                    "vctp.8 {n}",
-                    "vpstt",
-                    "vldrbt.u8 q0, [{src}]",
-                    "vstrbt.8 q0, [{dst}]",
-                    "3:",
-                    src = inout(reg) run.as_ptr() => _,
-                    dst = inout(reg) dst => _,
-                    n = inout(reg) n => _,
-                    len = inout(reg) (16 - t % 16).min(n) => _,
-                    out("lr") _,
-                    out("q0") _,
-                    options(nostack),
-                );
-            }
-            return;
+/// Runs of a window to put into one pixel's share of an int8 quad patch
+/// ([`put_rows_i8`]): `rows` runs of `len` bytes, `stride` bytes apart in the source, the
+/// first run's first byte tap `tap` and each next run's `tap_step` taps on (a window's
+/// rows: its kernel rows' columns inside the input).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TapRuns {
+    /// How many runs.
+    pub rows: usize,
+    /// Bytes in each run.
+    pub len: usize,
+    /// Bytes from one run's start to the next's in the source.
+    pub stride: usize,
+    /// The tap of the first run's first byte.
+    pub tap: usize,
+    /// Taps from one run's first to the next's.
+    pub tap_step: usize,
+}
+
+impl TapRuns {
+    /// A window's `rows` runs of `len` bytes, `stride` bytes apart, as its taps
+    /// `0..rows · len` (each kernel row one run).
+    pub const fn window(rows: usize, len: usize, stride: usize) -> Self {
+        Self {
+            rows,
+            len,
+            stride,
+            tap: 0,
+            tap_step: len,
         }
     }
-    put_run_i8_portable(run, t, pixel, patch);
+
+    /// Whether the runs, read from a source of `src` bytes, go into pixel `pixel` of a patch
+    /// of `patch` bytes: at least one run of at least one byte, the last run's end within
+    /// the source, the last tap's byte within the patch (the bytes of a pixel's taps rise
+    /// with the tap), the pixel one of four, no overflow.
+    pub fn fit(&self, src: usize, pixel: usize, patch: usize) -> bool {
+        self.reach(pixel)
+            .is_some_and(|(read, byte)| read <= src && byte < patch)
+    }
+
+    /// The bytes of the source the runs read and the byte of their last tap in pixel
+    /// `pixel`: `None` without a run of at least one byte, for a pixel past the four, or on
+    /// overflow.
+    #[inline(always)]
+    fn reach(&self, pixel: usize) -> Option<(usize, usize)> {
+        let last = |step: usize| self.rows.checked_sub(1)?.checked_mul(step);
+        let read = last(self.stride)?.checked_add(self.len)?;
+        let tap = last(self.tap_step)?
+            .checked_add(self.tap)?
+            .checked_add(self.len.checked_sub(1)?)?;
+        (tap < MAX_PATCH_TAPS && pixel < 4).then(|| (read, tap_byte(tap, pixel)))
+    }
 }
+
+/// One run of [`put_rows_i8`] and [`put_quad_i8`]: `{len}` bytes from `{src}` (which
+/// steps past them) as taps `{t}..` of the pixel whose first lane `{base}` points at, a
+/// predicated piece up to the end of the first block of sixteen taps, whole blocks (the next
+/// 48 bytes on), a predicated last piece; `{piece}`, `{dst}`, `{left}` and `q0` scratch.
+#[cfg(infer_core_mve)]
+macro_rules! put_run {
+    () => {
+        concat!(
+            // This run's first byte: block `t / 16`, lane `t % 16` of the pixel's sixteen.
+            "and {piece}, {t}, #15\n",
+            "lsrs {dst}, {t}, #4\n",
+            "add {dst}, {base}, {dst}, lsl #6\n",
+            "add {dst}, {piece}\n",
+            // The piece up to the end of the first block.
+            "rsb {piece}, {piece}, #16\n",
+            "cmp {piece}, {len}\n",
+            "it hi\n",
+            "movhi {piece}, {len}\n",
+            "vctp.8 {piece}\n",
+            "vpstt\n",
+            "vldrbt.u8 q0, [{src}]\n",
+            "vstrbt.8 q0, [{dst}]\n",
+            "add {src}, {piece}\n",
+            "subs {left}, {len}, {piece}\n",
+            "beq 3f\n",
+            // It ended its block: this pixel's lanes of the next one. Whole blocks.
+            "add {dst}, {piece}\n",
+            "add {dst}, #48\n",
+            "lsrs {piece}, {left}, #4\n",
+            "beq 4f\n",
+            "2:\n",
+            "vldrb.u8 q0, [{src}], #16\n",
+            "vstrb.8 q0, [{dst}], #64\n",
+            "subs {piece}, #1\n",
+            "bne 2b\n",
+            // The last piece.
+            "4:\n",
+            "ands {left}, {left}, #15\n",
+            "beq 3f\n",
+            "vctp.8 {left}\n",
+            "vpstt\n",
+            "vldrbt.u8 q0, [{src}]\n",
+            "vstrbt.8 q0, [{dst}]\n",
+            "add {src}, {left}\n",
+            "3:\n",
+        )
+    };
+}
+
+/// Puts the runs `runs` of `src` into pixel `pixel` (0 to 3) of an int8 quad patch
+/// ([`QuadConvI8`]'s layout: tap `t` at byte `64 · (t / 16) + 16 · pixel + t % 16`).
+/// Nothing is written unless they fit ([`TapRuns::fit`]: the pixel, every run within
+/// `src`, every tap within `patch`).
+///
+/// On an MVE core one block of assembly, a loop over the runs: a predicated vector load
+/// and store for each run's piece up to its first block's end and for its last piece, a
+/// loop of four instructions per whole block between (the next block 48 bytes on). A
+/// window of three runs of 24 so took some 130 instructions where a call per run, with
+/// the slicing around it, took some 250 on the Cortex-M55. Elsewhere
+/// [`put_rows_i8_portable`].
+#[inline(always)]
+pub fn put_rows_i8(src: &[i8], runs: &TapRuns, pixel: usize, patch: &mut [i8]) {
+    #[cfg(infer_core_mve)]
+    if runs.fit(src.len(), pixel, patch.len()) {
+        // SAFETY: `rows` ≥ 1 and `len` ≥ 1 (`fit`). Run `r` reads bytes `r · stride ..
+        // r · stride + len` of `src` (the source pointer steps `len` through the run, then
+        // `stride - len`, wrapping), the last run's end within `src` (`fit`). Each run's
+        // pieces cover its taps, each within one block of sixteen taps (`VCTP` enables the
+        // piece's first `len` ≤ 16 byte lanes): the predicated stores write bytes
+        // `tap_byte(u, pixel)` for those taps only, the last run's last within `patch`
+        // (`fit`), so every one is (they rise with the tap). Byte accesses, no alignment
+        // needed. Registers written are declared; no stack.
+        unsafe {
+            asm!(
+                "1:",
+                put_run!(),
+                // The next run.
+                "add {src}, {skip}",
+                "add {t}, {tap_step}",
+                "subs {rows}, #1",
+                "bne 1b",
+                src = inout(reg) src.as_ptr() => _,
+                base = in(reg) patch.as_mut_ptr().wrapping_add(16 * pixel),
+                t = inout(reg) runs.tap => _,
+                len = in(reg) runs.len,
+                rows = inout(reg) runs.rows => _,
+                skip = in(reg) runs.stride.wrapping_sub(runs.len),
+                tap_step = in(reg) runs.tap_step,
+                piece = out(reg) _,
+                dst = out(reg) _,
+                left = out(reg) _,
+                out("q0") _,
+                options(nostack),
+            );
+        }
+    }
+    #[cfg(not(infer_core_mve))]
+    put_rows_i8_portable(src, runs, pixel, patch);
+}
+
+/// The taps an int8 quad patch may have for [`put_rows_i8`], [`put_quad_i8`] and
+/// [`fill_taps_i8`]: a tap's byte (`tap_byte`, at most 4 · tap + 63) and a count of taps
+/// (a signed one, in [`fill_taps_i8`]) cannot overflow below it.
+const MAX_PATCH_TAPS: usize = 1 << 24;
 
 /// The byte of tap `t` of pixel `pixel` in an int8 quad patch.
 #[inline(always)]
@@ -1167,75 +1259,170 @@ const fn tap_byte(t: usize, pixel: usize) -> usize {
     64 * (t / 16) + 16 * pixel + t % 16
 }
 
-/// [`put_run_i8`] byte by byte (the reference the assembly is tested against, and the code
-/// elsewhere).
+/// [`put_rows_i8`] byte by byte (the reference the assembly is tested against, and the
+/// code elsewhere).
 #[inline(always)]
-pub fn put_run_i8_portable(run: &[i8], t: usize, pixel: usize, patch: &mut [i8]) {
-    if pixel >= 4 {
+pub fn put_rows_i8_portable(src: &[i8], runs: &TapRuns, pixel: usize, patch: &mut [i8]) {
+    if !runs.fit(src.len(), pixel, patch.len()) {
         return;
     }
-    for (i, &value) in run.iter().enumerate() {
-        if let Some(byte) = patch.get_mut(tap_byte(t + i, pixel)) {
-            *byte = value;
-        }
-    }
-}
-
-/// Copies the first `min(run.len(), out.len(), 16)` bytes of `run` into `out`, or, without
-/// `run`, fills as many of `out` (at most 16) with `fill`: a piece of a patch's run within
-/// one block of sixteen taps.
-///
-/// On an MVE core five instructions (`VCTP` and one predicated load and store, or a
-/// duplicated byte and one predicated store) instead of a `memcpy` or `memset` call;
-/// elsewhere [`copy_short_portable`].
-#[inline(always)]
-pub fn copy_short(run: Option<&[i8]>, fill: i8, out: &mut [i8]) {
-    #[cfg(infer_core_mve)]
-    {
-        let n = run.map_or(out.len(), |r| r.len().min(out.len())).min(16);
-        // SAFETY: `VCTP` enables the first `n` byte lanes, n ≤ 16 and no more than `out`
-        // holds (nor `run`, when it is read): the predicated load reads and the predicated
-        // store writes only those bytes (byte accesses, no alignment needed). Registers
-        // written are declared; no stack.
-        unsafe {
-            match run {
-                Some(run) => asm!(
-                    "vctp.8 {n}",
-                    "vpstt",
-                    "vldrbt.u8 q0, [{src}]",
-                    "vstrbt.8 q0, [{dst}]",
-                    n = in(reg) n,
-                    src = in(reg) run.as_ptr(),
-                    dst = in(reg) out.as_mut_ptr(),
-                    out("q0") _,
-                    options(nostack),
-                ),
-                None => asm!(
-                    "vdup.8 q0, {fill}",
-                    "vctp.8 {n}",
-                    "vpst",
-                    "vstrbt.8 q0, [{dst}]",
-                    fill = in(reg) i32::from(fill),
-                    n = in(reg) n,
-                    dst = in(reg) out.as_mut_ptr(),
-                    out("q0") _,
-                    options(nostack),
-                ),
+    for r in 0..runs.rows {
+        let run = src.get(r * runs.stride..).unwrap_or_default();
+        let first = runs.tap + r * runs.tap_step;
+        for (i, &value) in run.iter().take(runs.len).enumerate() {
+            if let Some(byte) = patch.get_mut(tap_byte(first + i, pixel)) {
+                *byte = value;
             }
         }
     }
-    #[cfg(not(infer_core_mve))]
-    copy_short_portable(run, fill, out);
 }
 
-/// [`copy_short`] in plain Rust (the reference the assembly is tested against, and the code
-/// elsewhere).
-pub fn copy_short_portable(run: Option<&[i8]>, fill: i8, out: &mut [i8]) {
-    let n = run.map_or(out.len(), |r| r.len().min(out.len())).min(16);
-    if let Some(out) = out.get_mut(..n) {
-        match run.and_then(|r| r.get(..n)) {
-            Some(values) => out.copy_from_slice(values),
-            None => out.fill(fill),
+/// Puts up to four windows of `src` into an int8 quad patch ([`put_rows_i8`]'s layout):
+/// window `p`, from byte `offsets[p]` of `src` on (`usize::MAX`: none, the pixel left as it
+/// is), into pixel `p`, each as `runs`, runs of consecutive taps (`tap_step` = `len`: whole
+/// kernel rows, as [`TapRuns::window`]). Nothing is written unless every window fits
+/// ([`TapRuns::fit`]) and the taps are consecutive.
+///
+/// On an MVE core one block of assembly for the four (each run as in [`put_rows_i8`]),
+/// where a call of [`put_rows_i8`] for each pixel, with the checks around it, took some 120
+/// instructions more a pixel on the Cortex-M55; elsewhere [`put_quad_i8_portable`].
+#[cfg_attr(infer_core_mve, inline(never))]
+pub fn put_quad_i8(src: &[i8], offsets: [usize; 4], runs: &TapRuns, patch: &mut [i8]) {
+    #[cfg(infer_core_mve)]
+    if quad_fits(src.len(), &offsets, runs, patch.len()) {
+        // The windows' first bytes (null: no window).
+        let starts = offsets.map(|o| match o {
+            usize::MAX => core::ptr::null(),
+            o => src.as_ptr().wrapping_add(o),
+        });
+        // SAFETY: `rows` ≥ 1 and `len` ≥ 1, taps `tap + r · len` (`quad_fits`: the taps
+        // are consecutive, their end `tap + rows · len` one past the last, which `fit`
+        // bounds; no overflow). `starts` holds four pointers, read one at a time (`lr`
+        // counts them): null ones are skipped, the others point into `src` at least the
+        // runs' reach before its end (`quad_fits`). For each window, run `r` reads bytes
+        // `r · stride .. r · stride + len` from its start (the source pointer steps `len`
+        // through the run, then `stride - len`, wrapping), and writes its taps as
+        // [`put_rows_i8`] writes them into the window's pixel, the last tap's byte within
+        // `patch` (`quad_fits`, for the last pixel, whose bytes lie past the others'). Byte
+        // accesses, no alignment needed. Registers written are declared; no stack.
+        unsafe {
+            asm!(
+                "5:",
+                "ldr {src}, [{starts}], #4",
+                "cmp {src}, #0",
+                "beq 6f",
+                "mov {t}, {tap}",
+                "1:",
+                put_run!(),
+                // The next run.
+                "add {src}, {skip}",
+                "add {t}, {len}",
+                "cmp {t}, {end}",
+                "blo 1b",
+                // The next window.
+                "6:",
+                "add {base}, #16",
+                "subs lr, #1",
+                "bne 5b",
+                starts = inout(reg) starts.as_ptr() => _,
+                src = out(reg) _,
+                base = inout(reg) patch.as_mut_ptr() => _,
+                t = out(reg) _,
+                tap = in(reg) runs.tap,
+                len = in(reg) runs.len,
+                end = in(reg) runs.tap + runs.rows * runs.len,
+                skip = in(reg) runs.stride.wrapping_sub(runs.len),
+                piece = out(reg) _,
+                dst = out(reg) _,
+                left = out(reg) _,
+                inout("lr") 4 => _,
+                out("q0") _,
+                options(nostack),
+            );
+        }
+    }
+    #[cfg(not(infer_core_mve))]
+    put_quad_i8_portable(src, offsets, runs, patch);
+}
+
+/// Whether [`put_quad_i8`] takes its windows: `runs` of consecutive taps (`tap_step` =
+/// `len`: whole kernel rows) that fit ([`TapRuns::fit`]) the last pixel of a patch of
+/// `patch` bytes (whose bytes lie past the others') from every offset of a source of `src`
+/// bytes.
+fn quad_fits(src: usize, offsets: &[usize; 4], runs: &TapRuns, patch: usize) -> bool {
+    let Some((read, byte)) = runs.reach(3) else {
+        return false;
+    };
+    let fits = |&o: &usize| o == usize::MAX || src.checked_sub(o).is_some_and(|n| n >= read);
+    runs.tap_step == runs.len && byte < patch && offsets.iter().all(fits)
+}
+
+/// [`put_quad_i8`] byte by byte (the reference the assembly is tested against, and the
+/// code elsewhere).
+#[inline(always)]
+pub fn put_quad_i8_portable(src: &[i8], offsets: [usize; 4], runs: &TapRuns, patch: &mut [i8]) {
+    if !quad_fits(src.len(), &offsets, runs, patch.len()) {
+        return;
+    }
+    for (pixel, o) in offsets.into_iter().enumerate() {
+        if let Some(window) = src.get(o..) {
+            put_rows_i8_portable(window, runs, pixel, patch);
+        }
+    }
+}
+
+/// Fills taps `0..taps` of pixel `pixel` (0 to 3) of an int8 quad patch with `fill` (a
+/// window's padding: the input zero point). Nothing is written unless the pixel is one of
+/// four and every tap lies within `patch`.
+///
+/// On an MVE core a loop of a predicated store per block of sixteen taps; elsewhere
+/// [`fill_taps_i8_portable`].
+#[inline(always)]
+pub fn fill_taps_i8(fill: i8, taps: usize, pixel: usize, patch: &mut [i8]) {
+    #[cfg(infer_core_mve)]
+    if fill_fits(taps, pixel, patch.len()) {
+        // SAFETY: block `b` (while taps are left) stores the pixel's lanes of taps
+        // `16 · b ..` up to the count left (`VCTP` enables the first `min(left, 16)` byte
+        // lanes), bytes `tap_byte(t, pixel)` for taps `t < taps`, the last within `patch`
+        // (`fill_fits`), so every one is. `taps` ≥ 1 and at most `MAX_PATCH_TAPS` (the
+        // signed count left cannot overflow). Byte stores, no alignment needed. Registers
+        // written are declared; no stack.
+        unsafe {
+            asm!(
+                "vdup.8 q0, {fill}",
+                "2:",
+                "vctp.8 {left}",
+                "vpst",
+                "vstrbt.8 q0, [{dst}], #64",
+                "subs {left}, #16",
+                "bgt 2b",
+                fill = in(reg) i32::from(fill),
+                left = inout(reg) taps => _,
+                dst = inout(reg) patch.as_mut_ptr().wrapping_add(16 * pixel) => _,
+                out("q0") _,
+                options(nostack),
+            );
+        }
+    }
+    #[cfg(not(infer_core_mve))]
+    fill_taps_i8_portable(fill, taps, pixel, patch);
+}
+
+/// Whether [`fill_taps_i8`] takes `taps` taps of pixel `pixel` of a patch of `patch` bytes.
+fn fill_fits(taps: usize, pixel: usize, patch: usize) -> bool {
+    pixel < 4 && (1..=MAX_PATCH_TAPS).contains(&taps) && tap_byte(taps - 1, pixel) < patch
+}
+
+/// [`fill_taps_i8`] byte by byte (the reference the assembly is tested against, and the
+/// code elsewhere).
+#[inline(always)]
+pub fn fill_taps_i8_portable(fill: i8, taps: usize, pixel: usize, patch: &mut [i8]) {
+    if !fill_fits(taps, pixel, patch.len()) {
+        return;
+    }
+    for t in 0..taps {
+        if let Some(byte) = patch.get_mut(tap_byte(t, pixel)) {
+            *byte = fill;
         }
     }
 }

@@ -98,11 +98,17 @@ impl fmt::Display for Window {
 /// The window positions `k` (of `0..kernel`) whose input index `start + k − pad` lies in
 /// `0..len`, and `start − pad`.
 fn inside(start: usize, pad: usize, kernel: usize, len: usize) -> (Range<usize>, isize) {
-    // `max` and `min`, not `clamp`, which asserts its bounds are ordered (a panic path).
     let origin = start as isize - pad as isize;
+    (taps_inside(origin, kernel, len), origin)
+}
+
+/// The window positions `k` of `0..kernel` whose input `origin + k` lies in `0..len`.
+#[inline(always)]
+pub(crate) fn taps_inside(origin: isize, kernel: usize, len: usize) -> Range<usize> {
+    // `max` and `min`, not `clamp`, which asserts its bounds are ordered (a panic path).
     let first = (-origin).max(0).min(kernel as isize) as usize;
     let end = (len as isize - origin).max(0).min(kernel as isize) as usize;
-    (first..end.max(first), origin)
+    first..end.max(first)
 }
 
 #[cfg(test)]

@@ -41,8 +41,8 @@ use super::prepared::prepared_dense;
 pub use super::shape::OpShape;
 use crate::kernels::add::{AddParams, AddTables, ADD_SCRATCH_WORDS};
 use crate::kernels::conv::{
-    gather_groups, gather_inside_i8, gather_pair_patch, gather_patch, gather_patch_i8,
-    gather_pixel_patch, gather_quad_3x3, pack_run, ConvGeometry, Padding, PatchSlot,
+    gather_groups, gather_pair_patch, gather_patch, gather_pixel_patch, gather_quad_3x3,
+    gather_quad_i8, pack_run, ConvGeometry, Padding, PatchSlot,
 };
 use crate::kernels::depthwise::in_place_fits;
 use crate::kernels::dot::{
@@ -2059,19 +2059,12 @@ fn conv_positions<K: KnownFacts>(
                     // Every byte written, so that a background patch is all zero points.
                     bytes.fill(zero_point);
                 }
-                // With padding, windows inside a whole input each row at once, others
-                // walked (without, the walk takes each row at once).
-                let pads = (g.pad_top(), g.pad_left());
-                for k in 0..core::hint::black_box(if quad_3x3.is_some() { 0 } else { QUAD }) {
-                    let at = pixel(k).0;
-                    let fast = !inside && !one_channel;
-                    if fast && gather_inside_i8(g, kernel_row, input, pads, at, bytes, k) {
-                        continue;
-                    }
+                if quad_3x3.is_none() {
+                    let at = core::array::from_fn(|k| pixel(k).0);
                     if inside {
-                        gather_patch_i8::<true>(g, kernel_row, input, zero_point, at, bytes, k);
+                        gather_quad_i8::<true>(g, kernel_row, input, zero_point, at, bytes);
                     } else {
-                        gather_patch_i8::<false>(g, kernel_row, input, zero_point, at, bytes, k);
+                        gather_quad_i8::<false>(g, kernel_row, input, zero_point, at, bytes);
                     }
                 }
                 let background_patch = match quad_3x3 {

@@ -242,17 +242,50 @@ fn check_all() -> usize {
         mve::dense_rows_i8_portable(&rows, &mut want[..units]);
         check("dense_rows_i8", case, got, want);
 
-        // A run of taps into one pixel's share of an int8 quad patch: from any tap, any
-        // length (past the patch: the portable twin drops them), any pixel (past the
-        // quad: nothing).
-        let (t, len, pixel) = (rng.below(50), rng.below(100), rng.below(5));
+        // Runs of a window into one pixel's share of an int8 quad patch: any rows, any
+        // length, any source stride (even shorter than a run) and tap step, from any tap,
+        // any pixel (past the patch, the source or the quad: nothing written).
+        let runs = mve::TapRuns {
+            rows: rng.below(5),
+            len: rng.below(40),
+            stride: rng.below(50),
+            tap: rng.below(50),
+            tap_step: rng.below(60),
+        };
+        let pixel = rng.below(5);
         let mut bytes = [0u8; 64 * 9 + 16];
         rng.fill_bytes(&mut bytes);
         let mut got = bytes.map(|b| b as i8);
         let mut want = got;
-        mve::put_run_i8(&run[..len], t, pixel, &mut got);
-        mve::put_run_i8_portable(&run[..len], t, pixel, &mut want);
-        check("put_run_i8", case, got, want);
+        let src = &run[..rng.below(run.len() + 1)];
+        mve::put_rows_i8(src, &runs, pixel, &mut got);
+        mve::put_rows_i8_portable(src, &runs, pixel, &mut want);
+        check("put_rows_i8", case, got, want);
+
+        // Up to four windows into their pixels' shares at once: any rows, length and
+        // stride, each window anywhere in the source (sometimes reaching past it: nothing
+        // written), some pixels without one.
+        let (rows, len, stride) = (rng.below(5), rng.below(40), rng.below(50));
+        // Now and then runs that are not a window's (both refuse them).
+        let mut runs = mve::TapRuns::window(rows, len, stride);
+        runs.tap = [0, 0, 0, 0, 0, 0, 17, 1][rng.below(8)];
+        runs.tap_step += usize::from(rng.below(16) == 0);
+        let offsets: [usize; 4] = core::array::from_fn(|_| match rng.below(4) {
+            0 => usize::MAX,
+            _ => rng.below(run.len()),
+        });
+        let mut want = got;
+        mve::put_quad_i8(&run, offsets, &runs, &mut got);
+        mve::put_quad_i8_portable(&run, offsets, &runs, &mut want);
+        check("put_quad_i8", case, got, want);
+
+        // A window's padding: the zero point into taps 0.. of one pixel's share, any count
+        // (past the patch: nothing written), any pixel.
+        let (taps, pixel, fill) = (rng.below(160), rng.below(5), rng.below(256) as i8);
+        let mut want = got;
+        mve::fill_taps_i8(fill, taps, pixel, &mut got);
+        mve::fill_taps_i8_portable(fill, taps, pixel, &mut want);
+        check("fill_taps_i8", case, got, want);
 
         // Words (a dense layer's offset terms) into sums, any count, either slice the
         // shorter: the first words of the shorter copied, the rest as they were.
@@ -716,18 +749,6 @@ fn check_all() -> usize {
         tables.add_into(&values[..n], &mut got);
         tables.add_into_portable(&values[..n], &mut want);
         check("add_into", case, got, want);
-
-        // A short copy or fill of up to sixteen bytes into a longer or shorter slice.
-        let run: [i8; 20] = core::array::from_fn(|_| dw_rng.next() as i8);
-        let (n, m) = (dw_rng.below(21), dw_rng.below(21));
-        let fill = dw_rng.next() as i8;
-        let source = (case % 4 != 3).then_some(&run[..n]);
-        let mut got = [0i8; 24];
-        got.iter_mut().for_each(|x| *x = dw_rng.next() as i8);
-        let mut want = got;
-        mve::copy_short(source, fill, &mut got[2..2 + m]);
-        mve::copy_short_portable(source, fill, &mut want[2..2 + m]);
-        check("copy_short", case, got, want);
 
         // A copy of up to 40 bytes between any alignments, into a slice shorter or longer.
         let run: [i8; 44] = core::array::from_fn(|_| dw_rng.next() as i8);
