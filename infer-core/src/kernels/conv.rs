@@ -8,7 +8,7 @@
 use super::dot::pack_patch;
 #[cfg(doc)]
 use super::dsp::gather_3x3_run;
-use super::dsp::{copy_bytes, pack, pack_groups};
+use super::dsp::{copy_bytes, int8_of_words, pack, pack_groups};
 use super::mve::TapRuns;
 use super::pairs::pair_word;
 use super::window::taps_inside;
@@ -544,6 +544,7 @@ pub(crate) fn gather_quad_3x3<const INSIDE: bool>(
     let most = if s <= 2 { 4 } else { 1 };
     let mut any = 0;
     let mut k = 0;
+    let mut padded = PaddedRows([0; PADDED_WORDS]);
     while let Some(&(oy, ox)) = at.get(k) {
         let mut run = 1;
         while run < most && at.get(k + run) == Some(&(oy, ox + run)) {
@@ -559,15 +560,11 @@ pub(crate) fn gather_quad_3x3<const INSIDE: bool>(
             }
             _ => None,
         };
-        let padded;
         let rows = match rows {
             Some(rows) => rows,
             // (Not linked where every window lies inside the input.)
             None if INSIDE => return None,
-            None => {
-                padded = PaddedRows::of(g, input, zero_point, (y, x), span);
-                padded.0.each_ref().map(|r| &r[..])
-            }
+            None => padded.fill(g, input, zero_point, (y, x), span),
         };
         any |= put(rows, s, (k, run));
         k += run;
@@ -596,28 +593,35 @@ fn window_rows<'a>(
 /// Bytes of each row of [`PaddedRows`].
 const PADDED_SPAN: usize = 12;
 
+/// Words of [`PaddedRows`]: three rows of [`PADDED_SPAN`] bytes.
+const PADDED_WORDS: usize = 3 * PADDED_SPAN / 4;
+
 /// A run of one-channel 3 × 3 windows over the input's border, its three rows copied with
-/// their padding as the input's zero point.
-struct PaddedRows([[i8; PADDED_SPAN]; 3]);
+/// their padding as the input's zero point: words, so that filling them takes word stores,
+/// not a `memset` (nor, returned by value, a `memcpy`: some 900 bytes of flash on the
+/// Cortex-M4 between them).
+struct PaddedRows([u32; PADDED_WORDS]);
 
 impl PaddedRows {
-    /// The rows of the padded map from row `y` and column `x` on, `span` (at most
-    /// [`PADDED_SPAN`]) bytes each.
+    /// Fills the rows with those of the padded map from row `y` and column `x` on, `span`
+    /// (at most [`PADDED_SPAN`]) bytes each, and returns them.
     #[inline(never)]
-    fn of(
+    fn fill(
+        &mut self,
         g: &ConvGeometry,
         input: MapRows<'_, &[i8]>,
         zero_point: i8,
         (y, x): (usize, usize),
         span: usize,
-    ) -> Self {
+    ) -> [&[i8]; 3] {
         let (pad_top, pad_left, w) = (g.pad_top(), g.pad_left(), g.in_w);
         // Columns `first..end` of the input, at `to` on in each copy.
         let to = pad_left.saturating_sub(x);
         let first = x.saturating_sub(pad_left);
         let end = (x + span).saturating_sub(pad_left).min(w);
-        let mut rows = [[zero_point; PADDED_SPAN]; 3];
-        for (ky, copy) in rows.iter_mut().enumerate() {
+        self.0.fill(u32::from_ne_bytes([zero_point as u8; 4]));
+        let bytes = int8_of_words(&mut self.0);
+        for (ky, copy) in bytes.chunks_exact_mut(PADDED_SPAN).enumerate() {
             let Some(y) = (y + ky).checked_sub(pad_top).filter(|&y| y < g.in_h) else {
                 continue;
             };
@@ -627,7 +631,9 @@ impl PaddedRows {
                 copy_bytes(copy, values);
             }
         }
-        Self(rows)
+        let (bytes, rest) = bytes.split_at(PADDED_SPAN.min(bytes.len()));
+        let (second, third) = rest.split_at(PADDED_SPAN.min(rest.len()));
+        [bytes, second, third]
     }
 }
 

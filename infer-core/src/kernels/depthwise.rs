@@ -258,7 +258,10 @@ pub fn covered_by_quads(
     g.in_c % 4 == 0
         && rq_clamp_is_int8(requant)
         && (padded || g.out_h() * g.out_w() > 9)
-        && (0..g.in_c / 4).all(|q| Operands::group_params(&plan, 4 * q).is_some())
+        && (0..g.in_c / 4).all(|q| {
+            let group = &mut mve::DwGroup::default();
+            Operands::group_params(&plan, 4 * q, group).is_some()
+        })
 }
 
 /// The operands of one depthwise conv, for its ways of computing.
@@ -661,17 +664,16 @@ impl Operands<'_, '_> {
         Some(())
     }
 
-    /// The parameters of the group of channels `c0 .. c0 + 4` that its four-channel kernels
-    /// take (each channel's weights, its bare bias, whose input offset's share of the taps
-    /// inside the kernels fold in, and its requantization; the geometry left 0): `None` if
-    /// its requantization or sums do not fit them (a multiplier < 0, a shift outside
-    /// `-31..=-1`, sums that may reach 2^30) or a slice is short.
-    /// (Inlined: out of line, the group's parameters were returned through a `memcpy`,
-    /// keyword spotting's depthwise convs 2 % slower.)
+    /// Puts into `group` the parameters of the group of channels `c0 .. c0 + 4` that its
+    /// four-channel kernels take (each channel's weights, its bare bias, whose input
+    /// offset's share of the taps inside the kernels fold in, and its requantization; the
+    /// geometry as it was): `None` if its requantization or sums do not fit them (a
+    /// multiplier < 0, a shift outside `-31..=-1`, sums that may reach 2^30) or a slice is
+    /// short. (Written in place: returned, the group's parameters were moved through a
+    /// `memcpy`, keyword spotting's depthwise convs 2 % slower out of line.)
     #[inline(always)]
-    fn group_params(p: &Plan<'_, '_>, c0: usize) -> Option<mve::DwGroup> {
+    fn group_params(p: &Plan<'_, '_>, c0: usize, group: &mut mve::DwGroup) -> Option<()> {
         let (g, offset, rq) = (p.conv.g, p.conv.input_offset, p.conv.requant);
-        let mut group = mve::DwGroup::default();
         // |sum| ≤ |bias| + |offset · Σ w| + 128 · Σ |w| ≤ |bias| + (|offset| + 128) · 128 ·
         // taps: below 2^30 (the DSP kernel's doubled sums fit).
         let worst = (i64::from(offset.unsigned_abs()) + 128) * 128 * p.taps as i64;
@@ -695,7 +697,7 @@ impl Operands<'_, '_> {
             group.shift[l] = -shift;
             group.zero_point[l] = rq.output_offset;
         }
-        Some(group)
+        Some(())
     }
 
     /// Where the group of channels from `c0` is read: the conv's input, or (`padded`) its
@@ -741,15 +743,14 @@ impl Operands<'_, '_> {
     ) -> Option<()> {
         let (g, offset) = (p.conv.g, p.conv.input_offset);
         let win = &g.window;
-        let params = Self::group_params(p, c0)?;
+        let mut params = mve::DwGroup::default();
+        Self::group_params(p, c0, &mut params)?;
         let bias = params.bias;
-        // Each tap's four weights, and each channel's sum of them.
+        // Each tap's four weights.
         let mut w = [[0i32; 4]; dsp::DW_TAPS];
-        let mut total = [0i32; 4];
-        for (l, (channel, s)) in params.weights.iter().zip(&mut total).enumerate() {
+        for (l, channel) in params.weights.iter().enumerate() {
             for (w, &x) in w.iter_mut().zip(channel) {
                 w[l] = i32::from(x);
-                *s += i32::from(x);
             }
         }
         let mut q = dsp::DwQuad {
@@ -791,14 +792,12 @@ impl Operands<'_, '_> {
                 // Taps outside read the first inside tap's word (any readable word).
                 let first = full[(ky.start * win.k_w + kx.start).min(dsp::DW_TAPS - 1)][0];
                 let outside = dsp::dw_tap(first as i32, [0; 4]);
+                // Each tap inside the input its weights (and their sum in the bias), each
+                // outside zero weights. (Every tap of the interior, or of a padded copy,
+                // copied at once took a `memcpy`.)
                 let mut sums = [0i32; 4];
                 let mut t = 0;
-                if inside {
-                    // Every tap inside (the interior, or a padded copy).
-                    (q.taps, sums) = (full, total);
-                    t = win.k_h * win.k_w;
-                }
-                for y in (0..win.k_h).skip(t) {
+                for y in 0..win.k_h {
                     let row = ky.contains(&y);
                     for x in 0..win.k_w {
                         if let (Some(tap), Some(f), Some(w)) =
@@ -848,7 +847,8 @@ impl Operands<'_, '_> {
     ) -> Option<()> {
         let g = p.conv.g;
         let win = &g.window;
-        let mut group = Self::group_params(p, c0)?;
+        let mut group = mve::DwGroup::default();
+        Self::group_params(p, c0, &mut group)?;
         // Every tap inside: the input offset's share of all of them in the bias.
         for (b, w) in group.bias.iter_mut().zip(&group.weights) {
             let total = w.iter().map(|&w| i32::from(w)).sum::<i32>();
@@ -1165,7 +1165,8 @@ pub(crate) mod tests {
             assert_eq!(map[..len], want[..], "{g:?}");
             let conv = Operands::of(&g, &[], offset, &weights, &view);
             let plan = conv.plan().expect("a multiplier of 1");
-            if rq_clamp_is_int8(&view) && Operands::group_params(&plan, 0).is_some() {
+            let group = &mut mve::DwGroup::default();
+            if rq_clamp_is_int8(&view) && Operands::group_params(&plan, 0, group).is_some() {
                 kernels += 1;
             } else {
                 plain += 1;

@@ -440,8 +440,7 @@ const DW_COLS: usize = core::mem::offset_of!(DwQuad, cols);
 const _: () = assert!(DW_STEPS == 4 * (4 + DW_TAPS * DW_TAP_WORDS + 16));
 
 impl DwQuad {
-    #[cfg_attr(not(any(infer_core_long_multiply, test)), allow(dead_code))]
-    /// Whether [`dw_quads`]' assembly may run: at least one pixel, steps ≥ 0, every tap's
+    /// Whether [`dw_quads`] computes the block (and its assembly may run): at least one pixel, steps ≥ 0, every tap's
     /// word inside `input` (`len` bytes) for every pixel (the first
     /// origin at `origin`) and every pixel's four outputs inside `output` (`out_len`
     /// bytes, the first at `out_at`).
@@ -587,20 +586,21 @@ macro_rules! dw_requant {
 /// `j < cols`) reads its taps' words at `origin + i · in_row + j · in_step + offset` of
 /// `input` (int8 values of four channels each) and writes its four channels at
 /// `out_at + i · out_row + j · out_step` of `output`: for each channel `c`, `bias[c] +
-/// Σ x[c] · w[c]` over the taps, requantized by [`dw_requantize`]. Taps whose word falls
-/// outside `input` are skipped, pixels outside `output` not written.
+/// Σ x[c] · w[c]` over the taps, requantized by [`dw_requantize`]. Nothing is computed
+/// unless every word read and written lies inside the slices.
 ///
-/// When every word read and written lies inside the slices, one block of assembly
-/// (`dw_quads_asm`): per pixel 108 instructions on a DSP core (the biases loaded, eight
-/// per tap, seven per channel's requantization, seven to step on), 130 on the Cortex-M3
-/// (ten per tap, eight per requantization); elsewhere [`dw_quads_portable`].
+/// One block of assembly (`dw_quads_asm`): per pixel 108 instructions on a DSP core (the
+/// biases loaded, eight per tap, seven per channel's requantization, seven to step on), 130
+/// on the Cortex-M3 (ten per tap, eight per requantization); elsewhere
+/// [`dw_quads_portable`]. (The assembly's cores linked the portable twin as well, for
+/// blocks that do not fit, until such blocks computed nothing: 844 bytes of flash.)
 #[inline(never)]
 pub fn dw_quads(q: &DwQuad, input: &[i8], origin: isize, output: &mut [i8], out_at: usize) {
     #[cfg(infer_core_long_multiply)]
     if q.fits(input.len(), origin, output.len(), out_at) {
         dw_quads_asm(q, input, origin, output, out_at);
-        return;
     }
+    #[cfg(not(infer_core_long_multiply))]
     dw_quads_portable(q, input, origin, output, out_at);
 }
 
@@ -686,6 +686,9 @@ pub fn dw_quads_portable(
     output: &mut [i8],
     out_at: usize,
 ) {
+    if !q.fits(input.len(), origin, output.len(), out_at) {
+        return;
+    }
     let at = |start: isize, row: i32, step: i32, i: u32, j: u32| {
         start
             .wrapping_add((row as isize).wrapping_mul(i as isize))

@@ -1454,7 +1454,9 @@ fn run_stage<K: KnownFacts>(
         }
         return;
     }
-    let Some(mut run) = StageRun::<K>::new(parts, words, add) else {
+    // (Used where it lies: moved out of the `Option`, the stage took a `memcpy`.)
+    let mut stage = StageRun::<K>::new(parts, words, add);
+    let Some(run) = stage.as_mut() else {
         return;
     };
     let input = MapRows::whole(input);
@@ -1695,7 +1697,7 @@ impl<'p, 'a, 'w, K: KnownFacts> StageRun<'p, 'a, 'w, K> {
 
     /// Writes the dense layer's outputs (nothing without one): from the streamed layer's
     /// sums, or computed now over the input the stage held, with the conv's working memory.
-    fn finish(self, output: Out<'_>) {
+    fn finish(&mut self, output: Out<'_>) {
         if let Some(d) = part(K::FACTS, facts::DENSE, self.parts.dense.as_ref()) {
             K::Probe::enter(self.parts.dense_op());
             if self.held.is_empty() {
@@ -1703,7 +1705,7 @@ impl<'p, 'a, 'w, K: KnownFacts> StageRun<'p, 'a, 'w, K> {
             } else {
                 // The sums in the stage's words for them, not on the stack.
                 let input = int8_of_words(self.held);
-                let words = (self.patch, self.acc);
+                let words = (&mut *self.patch, &mut *self.acc);
                 dense_with_sums::<K>(d, input, words, false, output, self.add.as_ref());
             }
         }
@@ -1724,7 +1726,7 @@ pub fn run_general_rows<K: KnownFacts>(
         return;
     }
     K::Probe::enter(parts.first);
-    if let Some(mut run) = StageRun::<K>::new(parts, words, None) {
+    if let Some(run) = StageRun::<K>::new(parts, words, None).as_mut() {
         run.rows(MapRows::whole(input), rows, &mut Out::Values(output));
     }
 }
@@ -1797,7 +1799,9 @@ pub fn run_pointwise_in_place<K: KnownFacts>(parts: &Parts<'_>, map: &mut [i8], 
             conv: Some(ConvPart { geometry, ..*cp }),
             ..*parts
         };
-        let Some(mut run) = StageRun::<K>::new(&chunked, &mut *words, None) else {
+        // (Used where it lies: moved out of the `Option`, the stage took a `memcpy`.)
+        let mut stage = StageRun::<K>::new(&chunked, &mut *words, None);
+        let Some(run) = stage.as_mut() else {
             return;
         };
         for r in 0..rows {
@@ -1834,7 +1838,9 @@ pub fn run_chain<K: KnownFacts>(
     mut output: Out<'_>,
 ) {
     K::Probe::enter(consumer.first);
-    let Some(mut run) = StageRun::<K>::new(consumer, words, None) else {
+    // (Used where it lies: moved out of the `Option`, the stage took a `memcpy`.)
+    let mut stage = StageRun::<K>::new(consumer, words, None);
+    let Some(run) = stage.as_mut() else {
         return;
     };
     let (in_h, _, _) = consumer.input;
