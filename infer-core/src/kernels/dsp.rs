@@ -457,10 +457,14 @@ impl DwQuad {
         let inside = || -> Option<bool> {
             let rows = isize::try_from(self.rows).ok()?.checked_sub(1)?;
             let cols = isize::try_from(self.cols).ok()?.checked_sub(1)?;
-            let last = |row: i32, step: i32| {
-                rows.checked_mul(row as isize)?
-                    .checked_add(cols.checked_mul(step as isize)?)
+            // (Small factors multiplied as they are: `checked_mul` is a 64-bit multiply, a
+            // library call on the Cortex-M0, where four of them per block made ds-cnn's
+            // depthwise convs 2 % slower.)
+            let mul = |n: isize, step: i32| match (n, step) {
+                (0..0x8000, -0x8000..0x8000) => Some(n * step as isize),
+                _ => n.checked_mul(step as isize),
             };
+            let last = |row: i32, step: i32| mul(rows, row)?.checked_add(mul(cols, step)?);
             let end = origin
                 .checked_add(last(self.in_row, self.in_step)?)?
                 .checked_add(hi as isize)?
