@@ -8,7 +8,7 @@
 use super::dot::pack_patch;
 #[cfg(doc)]
 use super::dsp::gather_3x3_run;
-use super::dsp::{copy_bytes, int8_of_words, pack, pack_groups};
+use super::dsp::{copy_bytes, int8_of_words, pack, pack_groups, pack_pixel_groups};
 use super::mve::TapRuns;
 use super::pairs::pair_word;
 use super::window::taps_inside;
@@ -459,11 +459,14 @@ pub(crate) fn gather_groups(
                 return;
             };
             let first = 2 * slot.pixel + ky * step * groups;
-            for k in 0..count {
-                let words = patch.get_mut(first + 2 * k..).unwrap_or_default();
-                let run = run.get(k * pixel_step..).unwrap_or_default();
-                pack_groups(run, input_offset, words, step, groups);
-            }
+            let words = patch.get_mut(first..).unwrap_or_default();
+            pack_pixel_groups(
+                run,
+                input_offset,
+                words,
+                (step, groups),
+                (count, pixel_step),
+            );
         }
         return;
     }

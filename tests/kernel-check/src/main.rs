@@ -176,6 +176,17 @@ fn check_all() -> usize {
             dsp::pack_groups_portable(&run, offset, &mut want, step, groups);
             check("pack_groups", case, got, want);
         }
+        // Up to four pixels' runs at once, any pixel step (even overlapping runs), groups
+        // and step; some reaching past the run or the patch (nothing written).
+        let (count, pixel_step) = (rng.below(5), rng.below(48));
+        let (step, groups) = ([2, 8, 24][rng.below(3)], rng.below(14));
+        let mut got = [0u32; 8 * 40 + 2];
+        rng.fill_words(&mut got);
+        let mut want = got;
+        let pixels = (count, pixel_step);
+        dsp::pack_pixel_groups(&run, offset, &mut got, (step, groups), pixels);
+        dsp::pack_pixel_groups_portable(&run, offset, &mut want, (step, groups), pixels);
+        check("pack_pixel_groups", case, got, want);
 
         // One-channel 3 × 3 windows of a run into a quad patch, over random words: rows of
         // any length (those too short for a window's word loads end the run), strides 1
