@@ -75,9 +75,11 @@ pub const FAST_POOL: Facts = 1 << 17;
 pub const DENSE_MONOTONIC: Facts = 1 << 18;
 /// Its dense layer's floor is at or above its output zero point (as [`RELU`] for its conv).
 pub const DENSE_RELU: Facts = 1 << 19;
+/// Its conv's kernel is 3 × 3.
+pub const KERNEL_3X3: Facts = 1 << 20;
 
 /// Every fact with its name, for messages and generated code.
-pub const ALL: [(&str, Facts); 20] = [
+pub const ALL: [(&str, Facts); 21] = [
     ("CONV", CONV),
     ("POOL", POOL),
     ("POOL2", POOL2),
@@ -98,6 +100,7 @@ pub const ALL: [(&str, Facts); 20] = [
     ("FAST_POOL", FAST_POOL),
     ("DENSE_MONOTONIC", DENSE_MONOTONIC),
     ("DENSE_RELU", DENSE_RELU),
+    ("KERNEL_3X3", KERNEL_3X3),
 ];
 
 /// `facts` with `fact` known to hold (`holds`) or not.

@@ -1291,6 +1291,7 @@ pub fn facts_of(parts: &Parts<'_>, pixels: Pixels, logits: bool) -> Facts {
         (FOUR, pixels == Pixels::Four),
         (ONE_CHANNEL, g.is_some_and(|g| g.in_c == 1)),
         (POINTWISE, g.is_some_and(|g| g.k_h == 1 && g.k_w == 1)),
+        (KERNEL_3X3, g.is_some_and(|g| g.k_h == 3 && g.k_w == 3)),
         (PREPARED_CONV, conv.is_some_and(widened)),
         (
             PREPARED_DENSE,
@@ -1972,7 +1973,7 @@ fn conv_positions<K: KnownFacts>(
     let kernel_row = g.k_w * g.in_c;
     // A 1 × 1 kernel's quads gather each pixel's channels as one run, a one-channel 3 × 3
     // kernel's (below) its nine values straight into their words.
-    let three = one_channel && g.k_h == 3 && g.k_w == 3;
+    let three = one_channel && holds(f, facts::KERNEL_3X3, || g.k_h == 3 && g.k_w == 3);
     let gather = if pointwise {
         gather_pixel_patch
     } else if inside {
@@ -2126,9 +2127,17 @@ fn conv_positions<K: KnownFacts>(
                 gather_groups(g, input, cp.input_offset, at, patch, (slot, run));
                 k += run;
             }
-            // (Rolled: unrolled, the four calls and pixel positions took some 200 B.)
-            let gathered = groups || quad_3x3.is_some();
-            for k in 0..core::hint::black_box(if gathered { 0 } else { QUAD }) {
+            // A one-channel 3 × 3 kernel with padding is always `gather_quad_3x3`'s: it
+            // declines only an input zero point outside int8, which no model that loads
+            // has (`format::check_output_quant`), so that its stage links no walk (some
+            // 3,500 B of ds-cnn's code on the M4F). (Rolled: unrolled, the four calls and
+            // pixel positions took some 200 B.)
+            let gathered = groups || quad_3x3.is_some() || three && !inside;
+            for k in 0..if gathered {
+                0
+            } else {
+                core::hint::black_box(QUAD)
+            } {
                 let slot = PatchSlot {
                     pixel: k,
                     pixels: QUAD,
