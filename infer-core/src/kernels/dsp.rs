@@ -3068,6 +3068,28 @@ pub fn pack_groups(run: &[i8], offset: i32, patch: &mut [u32], step: usize, grou
     pack_groups_portable(run, offset, patch, step, groups);
 }
 
+/// The loop of [`pack_groups`]' and [`pack_pixel_groups`]' DSP assembly: `{n}` groups of
+/// four int8 values from `{run}` (which steps past them), each widened (`SXTB16`), offset
+/// (`SADD16` with `{offsets}`) and stored as two words at `{patch}` (which steps
+/// `{advance}` bytes a group); `{x}`, `{a}` and `{b}` scratch.
+#[cfg(all(infer_core_dsp, not(infer_core_mve)))]
+macro_rules! pack_loop {
+    () => {
+        concat!(
+            "2:\n",
+            "ldr {x}, [{run}], #4\n",
+            "sxtb16 {a}, {x}\n",
+            "sxtb16 {b}, {x}, ror #8\n",
+            "sadd16 {a}, {a}, {offsets}\n",
+            "sadd16 {b}, {b}, {offsets}\n",
+            "strd {a}, {b}, [{patch}]\n",
+            "add {patch}, {advance}\n",
+            "subs {n}, #1\n",
+            "bne 2b\n",
+        )
+    };
+}
+
 /// [`pack_groups`]' DSP assembly, for sizes that fit (`pack_fits`).
 #[cfg(all(infer_core_dsp, not(infer_core_mve)))]
 #[inline(never)]
@@ -3079,16 +3101,7 @@ fn pack_groups_dsp(run: &[i8], offset: i32, patch: &mut [u32], step: usize, grou
     // that nothing else borrows). It touches no stack; every register it writes is declared.
     unsafe {
         asm!(
-            "2:",
-            "ldr {x}, [{run}], #4",
-            "sxtb16 {a}, {x}",
-            "sxtb16 {b}, {x}, ror #8",
-            "sadd16 {a}, {a}, {offsets}",
-            "sadd16 {b}, {b}, {offsets}",
-            "strd {a}, {b}, [{patch}]",
-            "add {patch}, {advance}",
-            "subs {n}, #1",
-            "bne 2b",
+            pack_loop!(),
             run = inout(reg) run.as_ptr() => _,
             patch = inout(reg) patch.as_mut_ptr() => _,
             n = inout(reg) groups => _,
@@ -3135,16 +3148,7 @@ pub fn pack_pixel_groups(
         asm!(
             "3:",
             "mov {n}, {groups}",
-            "2:",
-            "ldr {x}, [{run}], #4",
-            "sxtb16 {a}, {x}",
-            "sxtb16 {b}, {x}, ror #8",
-            "sadd16 {a}, {a}, {offsets}",
-            "sadd16 {b}, {b}, {offsets}",
-            "strd {a}, {b}, [{patch}]",
-            "add {patch}, {advance}",
-            "subs {n}, #1",
-            "bne 2b",
+            pack_loop!(),
             "add {run}, {run_skip}",
             "sub {patch}, {rewind}",
             "subs lr, #1",
