@@ -547,7 +547,9 @@ pub(crate) fn gather_quad_3x3<const INSIDE: bool>(
     let most = if s <= 2 { 4 } else { 1 };
     let mut any = 0;
     let mut k = 0;
-    let mut padded = PaddedRows([0; PADDED_WORDS]);
+    // Made only for a run over the border (made at every call, its zeroing took a
+    // `memclr` call a quad: resnet-tiny's first conv some 1,500 instructions a digit).
+    let mut padded;
     while let Some(&(oy, ox)) = at.get(k) {
         let mut run = 1;
         while run < most && at.get(k + run) == Some(&(oy, ox + run)) {
@@ -567,7 +569,10 @@ pub(crate) fn gather_quad_3x3<const INSIDE: bool>(
             Some(rows) => rows,
             // (Not linked where every window lies inside the input.)
             None if INSIDE => return None,
-            None => padded.fill(g, input, zero_point, (y, x), span),
+            None => {
+                padded = PaddedRows([u32::from_ne_bytes([zero_point as u8; 4]); PADDED_WORDS]);
+                padded.fill(g, input, (y, x), span)
+            }
         };
         any |= put(rows, s, (k, run));
         k += run;
@@ -606,14 +611,13 @@ const PADDED_WORDS: usize = 3 * PADDED_SPAN / 4;
 struct PaddedRows([u32; PADDED_WORDS]);
 
 impl PaddedRows {
-    /// Fills the rows with those of the padded map from row `y` and column `x` on, `span`
-    /// (at most [`PADDED_SPAN`]) bytes each, and returns them.
+    /// Fills the rows (made of the input's zero point) with those of the padded map from row
+    /// `y` and column `x` on, `span` (at most [`PADDED_SPAN`]) bytes each, and returns them.
     #[inline(never)]
     fn fill(
         &mut self,
         g: &ConvGeometry,
         input: MapRows<'_, &[i8]>,
-        zero_point: i8,
         (y, x): (usize, usize),
         span: usize,
     ) -> [&[i8]; 3] {
@@ -622,7 +626,6 @@ impl PaddedRows {
         let to = pad_left.saturating_sub(x);
         let first = x.saturating_sub(pad_left);
         let end = (x + span).saturating_sub(pad_left).min(w);
-        self.0.fill(u32::from_ne_bytes([zero_point as u8; 4]));
         let bytes = int8_of_words(&mut self.0);
         for (ky, copy) in bytes.chunks_exact_mut(PADDED_SPAN).enumerate() {
             let Some(y) = (y + ky).checked_sub(pad_top).filter(|&y| y < g.in_h) else {
