@@ -1081,51 +1081,50 @@ macro_rules! quad_max {
 /// One filter's taps of four pixels in [`quad_filters`]' assembly and
 /// [`quad_filters_requant`]'s, into the sums r0 r1 r8 r9 (as they started), its weights' group
 /// loads (`$group`, a macro like [`quad_group`]) and single-tap load into r6 (`$single`)
-/// given: the int8 rows' or the widened rows'. The patch from [sp, #12], the blocks of
-/// sixteen taps [sp, #16], the groups and single taps after them [sp, #8]; ends at label 7
-/// with the weights' pointer r11 at the next filter's row.
+/// given: the int8 rows' or the widened rows'. The patch from [sp, #12]; the groups of four
+/// taps run as a loop of eight, entered by `TBB` at the group that leaves a whole number of
+/// passes ([sp, #8], low byte: 8 − groups mod 8, 0 for a multiple of 8, 8 for none) for
+/// [sp, #16] passes; then the single taps (the next byte of [sp, #8]). Ends at label 7 with
+/// the weights' pointer r11 at the next filter's row. (Entered so, the loop takes neither a
+/// block of sixteen before it nor a loop of the groups left after it: 176 bytes of flash
+/// less, and a 3 × 3 conv of one channel, two groups and a single tap, 7 instructions less
+/// per filter and quad.)
 #[cfg(infer_core_dsp)]
 macro_rules! quad_taps {
     ($group:ident, $single:literal) => {
         concat!(
             "ldr r10, [sp, #12]\n",
             "ldr lr, [sp, #16]\n",
-            // Blocks of 32 taps, after one of 16 if their count is odd (the flags of
-            // the shift last until the loop: nothing between sets them).
-            "lsrs lr, lr, #1\n",
-            "bcc 11f\n",
+            "ldrb r2, [sp, #8]\n",
+            "tbb [pc, r2]\n",
+            "30:\n",
+            ".byte (31f - 30b) / 2, (32f - 30b) / 2, (33f - 30b) / 2, (34f - 30b) / 2\n",
+            ".byte (35f - 30b) / 2, (36f - 30b) / 2, (37f - 30b) / 2, (38f - 30b) / 2\n",
+            ".byte (4f - 30b) / 2\n",
+            ".p2align 1\n",
+            "31:\n",
             $group!(),
+            "32:\n",
             $group!(),
+            "33:\n",
             $group!(),
+            "34:\n",
             $group!(),
-            "11:\n",
-            "beq 4f\n",
-            "2:\n",
+            "35:\n",
             $group!(),
+            "36:\n",
             $group!(),
+            "37:\n",
             $group!(),
-            $group!(),
-            $group!(),
-            $group!(),
-            $group!(),
+            "38:\n",
             $group!(),
             "subs lr, lr, #1\n",
-            "bne 2b\n",
-            // The groups of four taps after the blocks (the low byte of [sp, #8]) and
-            // the single taps (the next): on most convs none, one test.
+            "bne 31b\n",
+            // The single taps: on most convs none, one test.
             "4:\n",
-            "ldr r2, [sp, #8]\n",
+            "ldrb r2, [sp, #9]\n",
             "cbz r2, 7f\n",
-            "ands lr, r2, #0xff\n",
-            "beq 5f\n",
-            "6:\n",
-            $group!(),
-            "subs lr, lr, #1\n",
-            "bne 6b\n",
-            "5:\n",
-            "ldr lr, [sp, #8]\n",
-            "lsrs lr, lr, #8\n",
-            "beq 7f\n",
+            "mov lr, r2\n",
             "8:\n",
             $single,
             "\n",
@@ -1463,11 +1462,11 @@ pub fn widened_fit(wide_len: usize, filters: usize, taps: usize) -> bool {
 ///
 /// On a DSP core this is one block of assembly: 32 taps of four pixels (128
 /// multiply-accumulates) in 106 instructions — each weight word loaded and unpacked once for
-/// the four pixels, the patch loaded four words per `LDM` — after one block of sixteen if
-/// their count is odd, then the remaining groups of four taps (15 instructions each) and
-/// single taps (8 each), and about 25 per filter around them (about 36 for a pool window,
-/// whose four sums go to one running max). With widened rows ([`QuadConv::wide`]) a group's
-/// weights are one `LDM`: 90 instructions per block of 32 taps, 13 per group after them.
+/// the four pixels, the patch loaded four words per `LDM` — a loop of eight groups of four
+/// taps entered where the groups' count leaves whole passes (13 instructions a group), then
+/// the single taps (8 each), and about 25 per filter around them (about 36 for a pool
+/// window, whose four sums go to one running max). With widened rows ([`QuadConv::wide`]) a
+/// group's weights are one `LDM`: 90 instructions per block of 32 taps, 11 a group.
 /// (MVE cores take convs of 6 taps or more through an int8 patch instead,
 /// `mve::quad_filters_i8`); elsewhere [`quad_filters_portable`].
 #[inline(always)]
@@ -1515,9 +1514,9 @@ fn quad_block<const WIDE: bool, const INT8: bool>(
     // pointer r12 (the next filter's sum, or byte, of the first pixel; pixel p's is
     // p · stride values on), the loop count lr. On the stack (pushed from r0–r5, r8, r10,
     // lr): the weights' end [sp] (the filters' loop ends when r11 reaches it), at [sp, #4]
-    // 1 for a ReLU's requantization, 2 for the whole int8 range's, without one 0, groups of
-    // four taps after the blocks of sixteen (low byte) and single taps after those (next
-    // byte) [sp, #8], the patch [sp, #12], blocks of sixteen taps [sp, #16]; with a
+    // 1 for a ReLU's requantization, 2 for the whole int8 range's, without one 0, the group
+    // the loop of eight groups is entered at (low byte) and the single taps after the
+    // groups (next byte) [sp, #8], the patch [sp, #12], the loop's passes [sp, #16]; with a
     // requantization, the biases' [sp, #20], the multipliers' [sp, #24] and the shifts'
     // [sp, #28] bases, each less its stride times the output's address, so that filter f's
     // parameter is at base + 4 · r12 (base + r12 for a shift), the zero point [sp, #32]
@@ -1539,11 +1538,14 @@ fn quad_block<const WIDE: bool, const INT8: bool>(
         None => ((0, 0, 0, 0, 0), 4),
     };
     let taps = conv.taps;
+    // The group the loop of eight is entered at (8: none) and its passes ([`quad_taps`]).
+    let groups = taps / 4;
+    let entry = if groups == 0 { 8 } else { (8 - groups % 8) % 8 };
     let loops = (
         size * conv.stride,
-        taps % 16 / 4 | taps % 4 << 8,
+        entry | taps % 4 << 8,
         conv.patch.as_ptr(),
-        taps / 16,
+        groups.div_ceil(8),
     );
     // SAFETY: r10 reads the 4 · PatchWords::words(taps) words of `patch` per filter
     // (checked by the caller, `QuadConv::fits_len`; word-aligned, which LDM needs), r11
