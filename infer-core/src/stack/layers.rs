@@ -261,7 +261,7 @@ impl<
 {
     const IN: usize = IH * IW * IC;
     const OUT: usize = Self::OH * Self::OW * F;
-    const PATCH_WORDS: usize = general_words(KH * KW * IC, F, (0, 0), 1, Pixels::BUILT);
+    const PATCH_WORDS: usize = general_words((KH * KW * IC, IC == 1), F, (0, 0), 1, Pixels::BUILT);
     const TYPE: &'static str = "conv2d";
 
     fn from_file(file: &StackFile<'a>, index: usize) -> Result<Self, Error> {
@@ -798,6 +798,8 @@ impl<'a, const I: usize, const U: usize> Logits<'a> for Dense<'a, I, U, false> {
 pub trait Producer<'a>: Layer<'a> {
     /// Values in one conv patch (0 without a conv).
     const TAPS: usize;
+    /// Whether it has a conv of one input channel.
+    const ONE_CHANNEL: bool;
     /// Values per output position.
     const CHANNELS: usize;
     /// Its max pool's window side (1 without a pool).
@@ -820,6 +822,7 @@ impl<
     > Producer<'a> for Conv2d<'a, IH, IW, IC, KH, KW, F, S, SAME, RELU>
 {
     const TAPS: usize = KH * KW * IC;
+    const ONE_CHANNEL: bool = IC == 1;
     const CHANNELS: usize = F;
     const POOL: usize = 1;
 
@@ -845,6 +848,7 @@ impl<'a, const IH: usize, const IW: usize, const C: usize, const P: usize> Produ
     for MaxPool2d<IH, IW, C, P>
 {
     const TAPS: usize = 0;
+    const ONE_CHANNEL: bool = false;
     const CHANNELS: usize = C;
     const POOL: usize = P;
 
@@ -871,7 +875,13 @@ pub struct ConvPool<C, P> {
 impl<'a, C: Producer<'a>, P: Producer<'a>> Layer<'a> for ConvPool<C, P> {
     const IN: usize = C::IN;
     const OUT: usize = P::OUT;
-    const PATCH_WORDS: usize = general_words(C::TAPS, C::CHANNELS, (0, 0), P::POOL, Pixels::BUILT);
+    const PATCH_WORDS: usize = general_words(
+        (C::TAPS, C::ONE_CHANNEL),
+        C::CHANNELS,
+        (0, 0),
+        P::POOL,
+        Pixels::BUILT,
+    );
     const TYPE: &'static str = "conv2d+maxpool2d";
     const OPS: usize = 2;
 
@@ -895,6 +905,7 @@ impl<'a, C: Producer<'a>, P: Producer<'a>> ConvPool<C, P> {
 
 impl<'a, C: Producer<'a>, P: Producer<'a>> Producer<'a> for ConvPool<C, P> {
     const TAPS: usize = C::TAPS;
+    const ONE_CHANNEL: bool = C::ONE_CHANNEL;
     const CHANNELS: usize = C::CHANNELS;
     const POOL: usize = P::POOL;
 
@@ -920,7 +931,13 @@ impl<'a, P: Producer<'a>, const I: usize, const U: usize, const RELU: bool> Laye
 {
     const IN: usize = P::IN;
     const OUT: usize = U;
-    const PATCH_WORDS: usize = general_words(P::TAPS, P::CHANNELS, (I, U), P::POOL, Pixels::BUILT);
+    const PATCH_WORDS: usize = general_words(
+        (P::TAPS, P::ONE_CHANNEL),
+        P::CHANNELS,
+        (I, U),
+        P::POOL,
+        Pixels::BUILT,
+    );
     const TYPE: &'static str = "stage+dense";
     const OPS: usize = P::OPS + 1;
 

@@ -222,6 +222,10 @@ impl Stage {
             return dense_words(inputs, units, pixels);
         }
         let (taps, channels) = self.taps_channels(shapes);
+        let one_channel = matches!(
+            shapes.get(self.first),
+            Some(OpShape::Conv2d { geometry, .. }) if self.conv && geometry.in_c == 1
+        );
         let (inputs, units) = match shapes.get(self.dense_index()) {
             Some(dense) if self.dense => (dense.in_len(), dense.units()),
             _ => (0, 0),
@@ -230,7 +234,7 @@ impl Stage {
             Some(&OpShape::MaxPool2d { pool, .. }) if self.pool => pool,
             _ => 1,
         };
-        general_words(taps, channels, (inputs, units), pool, pixels)
+        general_words((taps, one_channel), channels, (inputs, units), pool, pixels)
     }
 
     /// Bytes of working memory the stage's kernel keeps on its stack: the
@@ -261,7 +265,7 @@ pub const fn stream3x3_bytes(filters: usize, units: usize) -> usize {
 /// filter (its offset term for an int8 patch, [`offset_terms`]), and the dense layer's
 /// whole input where the stage holds it ([`held_words`]).
 pub const fn general_words(
-    taps: usize,
+    (taps, one_channel): (usize, bool),
     channels: usize,
     (inputs, units): (usize, usize),
     pool: usize,
@@ -283,6 +287,7 @@ pub const fn general_words(
         + units
         + term_words(taps, channels, pixels)
         + held_words(inputs, units, pixels)
+        + background_words(one_channel, channels, pool, pixels)
 }
 
 /// Largest dense input (int8 values) a stage computing four pixels at once holds whole
@@ -312,6 +317,22 @@ pub const fn held_words(inputs: usize, units: usize, pixels: Pixels) -> usize {
     };
     if matches!(pixels, Pixels::Four) && units > 0 && small {
         inputs.div_ceil(4)
+    } else {
+        0
+    }
+}
+
+/// Words of a stage's background values ([`StageRun::background`]) in its working memory:
+/// four positions' bytes, a word per channel, where its conv's quads may find a background
+/// (a conv of one input channel, four pixels at once, no pool).
+const fn background_words(
+    one_channel: bool,
+    channels: usize,
+    pool: usize,
+    pixels: Pixels,
+) -> usize {
+    if one_channel && pool <= 1 && matches!(pixels, Pixels::Four) {
+        channels
     } else {
         0
     }
@@ -1478,6 +1499,11 @@ struct StageRun<'p, 'a, 'w, K> {
     /// The dense layer's whole input, where the stage holds it ([`held_words`]; else
     /// empty: the layer takes each position's values as they come).
     held: &'w mut [u32],
+    /// Four positions of a background quad's values, once one is requantized
+    /// (`background_kept`), for every later one ([`background_words`]; else empty).
+    background: &'w mut [u32],
+    /// Whether `background` holds them.
+    background_kept: bool,
     /// The pool window's side (1 without a pool).
     p: usize,
     /// Output positions per row, and rows.
@@ -1514,6 +1540,7 @@ impl<'p, 'a, 'w, K: KnownFacts> StageRun<'p, 'a, 'w, K> {
         let p = parts.pool.max(1);
         let (out_h, out_w) = (grid_h / p, grid_w / p);
         let taps = parts.conv.as_ref().map_or(0, |cp| cp.geometry.taps());
+        let one_channel = parts.conv.as_ref().is_some_and(|cp| cp.geometry.in_c == 1);
         let units = parts.dense.as_ref().map_or(0, |d| d.units);
         if channels == 0 || out_w == 0 {
             return None;
@@ -1526,6 +1553,7 @@ impl<'p, 'a, 'w, K: KnownFacts> StageRun<'p, 'a, 'w, K> {
         };
         // The working memory decides how many pixels go at once.
         let pixels = if holds(K::FACTS, facts::FOUR, || {
+            let taps = (taps, one_channel);
             words.len() >= general_words(taps, channels, (inputs, units), p, Pixels::Four)
         }) {
             Pixels::Four
@@ -1546,7 +1574,9 @@ impl<'p, 'a, 'w, K: KnownFacts> StageRun<'p, 'a, 'w, K> {
         let (values, acc) = work.split_at_mut_checked(at_once * channels)?;
         let (acc, terms) = acc.split_at_mut_checked(units)?;
         let (terms, held) = terms.split_at_mut_checked(term_words(taps, channels, pixels))?;
-        let held = held.get_mut(..held_words(inputs, units, pixels))?;
+        let (held, background) = held.split_at_mut_checked(held_words(inputs, units, pixels))?;
+        let background =
+            background.get_mut(..background_words(one_channel, channels, p, pixels))?;
         acc.fill(0);
         // With offset terms alone, the dense layer's sums start from them.
         if let (true, Some(d)) = (TERMS_ALONE, &parts.dense) {
@@ -1571,6 +1601,8 @@ impl<'p, 'a, 'w, K: KnownFacts> StageRun<'p, 'a, 'w, K> {
             acc,
             terms,
             held,
+            background,
+            background_kept: false,
             p,
             out_w,
             out_h,
@@ -1656,9 +1688,15 @@ impl<'p, 'a, 'w, K: KnownFacts> StageRun<'p, 'a, 'w, K> {
                         (self.patch, self.terms),
                         (self.values, direct.as_deref_mut()),
                     );
-                    if sums != Sums::Requantized {
-                        let how = (n, self.monotonic, sums == Sums::Background);
-                        requantize_conv::<K>(cp, self.values, how, direct);
+                    let background = sums == Sums::Background;
+                    if background && self.background_kept {
+                        // A background quad's values are the first one's.
+                        put_background(self.background, self.values, n * channels, direct);
+                    } else if sums != Sums::Requantized {
+                        let how = (n, self.monotonic, background);
+                        let kept = &mut *self.background;
+                        self.background_kept =
+                            requantize_conv::<K>(cp, self.values, how, direct, kept);
                     }
                 } else {
                     let at = (row, pos - row * out_w);
@@ -2233,14 +2271,16 @@ enum Sums {
 }
 
 /// Requantizes the `n` positions [`conv_positions`] computed (`background`: its result)
-/// into `out`, or narrowed in place in `values` ([`ChannelRequant::requantize_positions`]).
+/// into `out`, or narrowed in place in `values` ([`ChannelRequant::requantize_positions`]);
+/// a background quad's values also into `kept` ([`keep_background`]: true if they are).
 #[inline(never)]
 fn requantize_conv<K: KnownFacts>(
     cp: &ConvPart<'_>,
     values: &mut [u32],
     (n, monotonic, background): (usize, bool, bool),
     mut out: Option<&mut [i8]>,
-) {
+    kept: &mut [u32],
+) -> bool {
     let f = K::FACTS;
     let channels = cp.geometry.filters;
     let monotonic = holds(f, facts::MONOTONIC, || monotonic);
@@ -2264,18 +2304,51 @@ fn requantize_conv<K: KnownFacts>(
         let n = values.len();
         narrow(values, n, out.as_deref_mut());
     }
+    let bytes = match out {
+        Some(out) => out,
+        None => int8_of_words(values),
+    };
     if positions > 1 {
         // A background quad's values: the first position's, for each (its `n` ≤ 4
         // positions' bytes fit the first position's words).
-        let bytes = match out {
-            Some(out) => out,
-            None => int8_of_words(values),
-        };
         if let Some((first, rest)) = bytes.split_at_mut_checked(channels) {
             for position in rest.chunks_exact_mut(channels.max(1)).take(positions - 1) {
                 copy_bytes(position, first);
             }
         }
+    }
+    background && keep_background(bytes, kept)
+}
+
+/// Keeps a background quad's values (`bytes`, its positions' and at least the first's)
+/// in `kept` ([`StageRun::background`]) as four positions' (the first position's
+/// repeated): true if they fit.
+#[inline(always)]
+fn keep_background(bytes: &[i8], kept: &mut [u32]) -> bool {
+    let kept = int8_of_words(kept);
+    let channels = kept.len() / QUAD;
+    match bytes.get(..channels) {
+        Some(first) if channels > 0 => {
+            for position in kept.chunks_exact_mut(channels) {
+                copy_bytes(position, first);
+            }
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Puts a background quad's `len` bytes (its positions' values) from those kept (`kept`,
+/// [`keep_background`]) into `out`, or into `values`' bytes without it, as
+/// [`requantize_conv`] puts them.
+#[inline(never)]
+fn put_background(kept: &mut [u32], values: &mut [u32], len: usize, out: Option<&mut [i8]>) {
+    let bytes = match out {
+        Some(out) => out,
+        None => int8_of_words(values),
+    };
+    if let (Some(to), Some(from)) = (bytes.get_mut(..len), int8_of_words(kept).get(..len)) {
+        copy_bytes(to, from);
     }
 }
 
@@ -3001,6 +3074,8 @@ mod tests {
                 };
                 let units = parts.dense.map_or(0, |d| d.units);
                 let dense = parts.dense.map_or((0, 0), |d| (d.inputs, d.units));
+                let one_channel = parts.conv.is_some_and(|c| c.geometry.in_c == 1);
+                let taps = (taps, one_channel);
                 let words = general_words(taps, channels, dense, parts.pool.max(1), pixels);
                 let (h, w, c) = parts.input;
                 let x = image(&mut rng, h * w * c, -input_offset(&file, stage.first));
@@ -3476,6 +3551,68 @@ mod graph_tests {
             let short = &mut arena[..3 * 144 - 10];
             let short = run(&file, &x, Kernels::Fast, short, &mut patch, &mut out);
             assert!(matches!(short, Err(crate::Error::BufferTooSmall { .. })));
+        }
+    }
+
+    /// A one-channel conv without a pool over images mostly of background (the input's
+    /// zero point), whose background quads after the first take the values the stage kept
+    /// ([`StageRun::background`]): into the map a conv reads next, or into the values a
+    /// dense layer takes; both pixel counts, the reference's bits.
+    #[test]
+    fn background_quads_after_the_first_match_the_reference() {
+        let mut rng = TestRng(0xb6_0d);
+        for case in 0..90 {
+            let (h, w) = (4 + rng.below(12) as u16, 4 + rng.below(12) as u16);
+            let f = 1 + rng.below(12) as u16;
+            let c0 = OwnedParams::random(&mut rng, usize::from(f) * 9, f.into());
+            let c1 = OwnedParams::random(&mut rng, 4 * 9 * usize::from(f), 4);
+            let mut first = conv(&c0, (h, w, 1), f, 3, 1 + rng.below(2) as u16);
+            if let Op::Conv2d(c) = &mut first {
+                c.relu = case % 2 == 0;
+                if case % 4 == 1 {
+                    c.padding = Padding::Valid;
+                }
+            }
+            let (oh, ow, oc) = first.out_shape();
+            let next = conv(&c1, (oh as u16, ow as u16, oc as u16), 4, 3, 1);
+            // The first conv's map read by a conv, or its values by a dense layer.
+            let chained = case % 3 != 0;
+            let inputs = if chained { oh * ow * 4 } else { oh * ow * oc };
+            let d = OwnedParams::logits(&mut rng, inputs * 3, 3);
+            let dense = Op::Dense(DenseOp {
+                inputs: inputs as u32,
+                units: 3,
+                relu: false,
+                params: d.view(),
+            });
+            let ops = if chained {
+                vec![first, next, dense]
+            } else {
+                vec![first, dense]
+            };
+            let file = StackFile::new(input(h, w, 1), &ops);
+            file.validate().unwrap();
+            let background = 2 + rng.below(8);
+            let x: Vec<i8> = (0..usize::from(h) * usize::from(w))
+                .map(|_| {
+                    if rng.below(10) < background {
+                        -128
+                    } else {
+                        rng.i8()
+                    }
+                })
+                .collect();
+            for pixels in [Pixels::Four, Pixels::One] {
+                let sizes = BufferSizes::of(&file, pixels);
+                let mut patch = vec![0u32; sizes.patch_words];
+                let mut arena = vec![0i8; sizes.arena];
+                let mut logits = [[0i32; 3]; 2];
+                for (kernels, out) in [Kernels::Reference, Kernels::Fast].iter().zip(&mut logits) {
+                    patch.fill(rng.i8() as u32);
+                    run(&file, &x, *kernels, &mut arena, &mut patch, out).unwrap();
+                }
+                assert_eq!(logits[0], logits[1], "case {case} {pixels:?}");
+            }
         }
     }
 
