@@ -160,10 +160,11 @@ mod tests {
         // Stages: conv 1 → A (a ring of 4 rows, conv 2 running with it); conv 2 + pool +
         // dense (streamed) → B; dense → the logits: the two side by side in the arena.
         assert_eq!(full.activations, 4 * 26 * 32 + 128);
-        // Each conv's working memory ends with one offset term per filter.
+        // Each conv's working memory ends with one offset term per filter; the first's
+        // (one channel, no pool) then with its background quad's values, a word per filter.
         assert_eq!(
             full.patch,
-            ((4 * 5 + 4 * 32 + 32) + (4 * 144 + 64 + 128 + 64)) * 4
+            ((4 * 5 + 4 * 32 + 32 + 32) + (4 * 144 + 64 + 128 + 64)) * 4
         );
         assert_eq!(full.ram, 784 + full.activations + full.patch + 40);
         // The small-RAM build: one pixel's patch and values, no offset terms.

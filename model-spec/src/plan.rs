@@ -414,11 +414,12 @@ mod tests {
         assert_eq!(plan.arena(), 4 * 26 * 32 + 128);
         assert_eq!(plan.patch_len(), 3 * 3 * 32);
         // Both convs' working memory: the first's quad patch (4 × 5 words for 9 taps), four
-        // positions' 32 values and 32 offset terms (for int8 patches); the second's quad
-        // patch (4 × 144 words), its 64 pooled values, 128 accumulators and 64 offset terms.
+        // positions' 32 values, 32 offset terms (for int8 patches) and its background quad's
+        // values (32 words: one channel, no pool); the second's quad patch (4 × 144 words),
+        // its 64 pooled values, 128 accumulators and 64 offset terms.
         assert_eq!(
             plan.patch_words(Pixels::Four),
-            (4 * 5 + 4 * 32 + 32) + (4 * (3 * 3 * 32 / 2) + 64 + 128 + 64)
+            (4 * 5 + 4 * 32 + 32 + 32) + (4 * (3 * 3 * 32 / 2) + 64 + 128 + 64)
         );
         // One pixel at a time: one patch each, one position's values, no offset terms.
         assert_eq!(

@@ -77,9 +77,11 @@ pub const DENSE_MONOTONIC: Facts = 1 << 18;
 pub const DENSE_RELU: Facts = 1 << 19;
 /// Its conv's kernel is 3 × 3.
 pub const KERNEL_3X3: Facts = 1 << 20;
+/// Its dense layer's units are a multiple of four.
+pub const QUAD_UNITS: Facts = 1 << 21;
 
 /// Every fact with its name, for messages and generated code.
-pub const ALL: [(&str, Facts); 21] = [
+pub const ALL: [(&str, Facts); 22] = [
     ("CONV", CONV),
     ("POOL", POOL),
     ("POOL2", POOL2),
@@ -101,6 +103,7 @@ pub const ALL: [(&str, Facts); 21] = [
     ("DENSE_MONOTONIC", DENSE_MONOTONIC),
     ("DENSE_RELU", DENSE_RELU),
     ("KERNEL_3X3", KERNEL_3X3),
+    ("QUAD_UNITS", QUAD_UNITS),
 ];
 
 /// `facts` with `fact` known to hold (`holds`) or not.
