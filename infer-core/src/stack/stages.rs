@@ -1689,7 +1689,9 @@ impl<'p, 'a, 'w, K: KnownFacts> StageRun<'p, 'a, 'w, K> {
                         (self.patch, self.terms),
                         (self.values, direct.as_deref_mut()),
                     );
-                    let background = sums == Sums::Background;
+                    // (Only a conv of one channel finds a background: no code for others.)
+                    let background = sums == Sums::Background
+                        && holds(f, facts::ONE_CHANNEL, || cp.geometry.in_c == 1);
                     if background && self.background_kept {
                         // A background quad's values are the first one's.
                         put_background(self.background, self.values, n * channels, direct);
