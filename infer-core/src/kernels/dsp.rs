@@ -3317,7 +3317,11 @@ pub fn gather_3x3_run(
 /// How many of `count` windows from pixel `first` [`gather_3x3_run`] writes: those within
 /// the quad whose rows hold one byte past them.
 #[inline(always)]
-fn windows_3x3_fitting(rows: &[&[i8]; 3], step: usize, (first, count): (usize, usize)) -> usize {
+pub(crate) fn windows_3x3_fitting(
+    rows: &[&[i8]; 3],
+    step: usize,
+    (first, count): (usize, usize),
+) -> usize {
     let shortest = rows.iter().map(|r| r.len()).min().unwrap_or(0);
     let mut count = count.min(4usize.saturating_sub(first));
     while count > 0 && (count - 1).saturating_mul(step).saturating_add(4) > shortest {

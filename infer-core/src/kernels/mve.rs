@@ -1500,17 +1500,104 @@ impl QuadConvI8<'_> {
 }
 
 /// Bytes of an int8 quad patch of up to 16 taps ([`QuadConvI8::patch_bytes`]).
-pub(crate) const QUAD_I8_BYTES: usize = 64;
+pub const QUAD_I8_BYTES: usize = 64;
 
 /// Puts `count` one-channel 3 × 3 windows of a row of output pixels into pixels
 /// `first..first + count` of an int8 quad patch of nine taps ([`QuadConvI8`]'s layout:
 /// pixel `p`'s taps at bytes `16p..16p + 9`, the rest of its block left alone): window
 /// `k`'s row `ky` is `rows[ky][k · step..][..3]`, its values as they are. Returns the values
 /// put, each XOR-ed with `zero_point`, OR-ed (0: every value the zero point, a
-/// background). A row that lacks a window's values, or a window past the quad, is not
-/// written.
+/// background). Each window's rows must hold one byte past it (the assembly's word loads
+/// read it), as for [`super::dsp::gather_3x3_run`]: windows from the first that lacks it,
+/// or past the quad, are not written.
+///
+/// On an MVE core one loop of assembly, 20 instructions a window (a word load and store a
+/// row), where the bytes one by one took some 150 on the Cortex-M55; elsewhere
+/// [`put_3x3_run_i8_portable`].
 #[inline(always)]
-pub(crate) fn put_3x3_run_i8(
+pub fn put_3x3_run_i8(
+    rows: [&[i8]; 3],
+    step: usize,
+    zero_point: i8,
+    (first, count): (usize, usize),
+    patch: &mut [i8; QUAD_I8_BYTES],
+) -> u32 {
+    let count = super::dsp::windows_3x3_fitting(&rows, step, (first, count));
+    if count == 0 {
+        return 0;
+    }
+    #[cfg(infer_core_mve)]
+    return put_3x3_words(rows, step, zero_point, (first, count), patch);
+    #[cfg(not(infer_core_mve))]
+    put_3x3_run_i8_portable(rows, step, zero_point, (first, count), patch)
+}
+
+/// [`put_3x3_run_i8`]'s assembly, for `count` (1 to `4 - first`) windows whose rows hold
+/// `(count - 1) · step + 4` bytes each (`dsp::windows_3x3_fitting`).
+#[cfg(infer_core_mve)]
+#[inline(always)]
+fn put_3x3_words(
+    rows: [&[i8]; 3],
+    step: usize,
+    zero_point: i8,
+    (first, count): (usize, usize),
+    patch: &mut [i8; QUAD_I8_BYTES],
+) -> u32 {
+    let any: u32;
+    // SAFETY: the loop runs `count` ≥ 1 times (checked by the caller). Window `k` reads the
+    // word at byte `k · step` of each row, within it (each holds `(count - 1) · step + 4`
+    // bytes, checked; Armv8-M loads unaligned words), and writes bytes `16p..16p + 9` of
+    // `patch` for `p = first + k < 4` (`count ≤ 4 - first`, checked), within its 64: row 0's
+    // word at `16p`, row 1's at `16p + 3` over row 0's fourth byte, row 2's low halfword
+    // at `16p + 6` over row 1's fourth byte and its third byte at `16p + 8` (unaligned
+    // stores, which Armv8-M makes to memory). Registers written are declared; no stack.
+    unsafe {
+        asm!(
+            "2:",
+            "ldr {a}, [{r0}]",
+            "ldr {b}, [{r1}]",
+            "ldr {c}, [{r2}]",
+            "add {r0}, {step}",
+            "add {r1}, {step}",
+            "add {r2}, {step}",
+            "str {a}, [{p}]",
+            "str {b}, [{p}, #3]",
+            "strh {c}, [{p}, #6]",
+            // Each row's three values XOR-ed with the zero point (shifted past the fourth).
+            "eors {a}, {zp}",
+            "eors {b}, {zp}",
+            "orr {any}, {any}, {a}, lsl #8",
+            "orr {any}, {any}, {b}, lsl #8",
+            "lsrs {a}, {c}, #16",
+            "strb {a}, [{p}, #8]",
+            "eors {c}, {zp}",
+            "orr {any}, {any}, {c}, lsl #8",
+            "adds {p}, #16",
+            "subs {n}, #1",
+            "bne 2b",
+            r0 = inout(reg) rows[0].as_ptr() => _,
+            r1 = inout(reg) rows[1].as_ptr() => _,
+            r2 = inout(reg) rows[2].as_ptr() => _,
+            step = in(reg) step,
+            zp = in(reg) u32::from(zero_point as u8) * 0x0101_0101,
+            p = inout(reg) patch.as_mut_ptr().wrapping_add(16 * first) => _,
+            n = inout(reg) count => _,
+            any = inout(reg) 0u32 => any,
+            a = out(reg) _,
+            b = out(reg) _,
+            c = out(reg) _,
+            options(nostack),
+        );
+    }
+    // The three bytes' ORs folded into one, as the portable twin's.
+    let any = any >> 8;
+    (any | any >> 8 | any >> 16) & 0xff
+}
+
+/// [`put_3x3_run_i8`] byte by byte (the reference the assembly is tested against, and the
+/// code elsewhere).
+#[inline(always)]
+pub fn put_3x3_run_i8_portable(
     rows: [&[i8]; 3],
     step: usize,
     zero_point: i8,
@@ -1518,7 +1605,7 @@ pub(crate) fn put_3x3_run_i8(
     patch: &mut [i8; QUAD_I8_BYTES],
 ) -> u32 {
     let mut any = 0;
-    for k in 0..count.min(4usize.saturating_sub(first)) {
+    for k in 0..super::dsp::windows_3x3_fitting(&rows, step, (first, count)) {
         let at = k.saturating_mul(step);
         for (ky, row) in rows.iter().enumerate() {
             let values = row.get(at..).and_then(|r| r.first_chunk::<3>());

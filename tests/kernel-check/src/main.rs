@@ -290,6 +290,37 @@ fn check_all() -> usize {
         mve::put_quad_i8_portable(&run, offsets, &runs, &mut want);
         check("put_quad_i8", case, got, want);
 
+        // One-channel 3 × 3 windows of a row into an int8 quad patch: rows holding the word
+        // loads' byte past the windows or not (from the first window without it, none
+        // written), any step, first pixel and count (past the quad: not written), any zero
+        // point.
+        let mut bytes = [0u32; 24];
+        rng.fill_words(&mut bytes);
+        let bytes = dsp::int8_of_words(&mut bytes);
+        let step = 1 + rng.below(3);
+        let len = 3 + rng.below(12);
+        let rows = [0, 1, 2].map(|r| &bytes[r * 32..][..len + rng.below(2)]);
+        let (first, count) = (rng.below(5), rng.below(6));
+        let zero_point = [bytes[0], rng.below(256) as i8][rng.below(2)];
+        let mut got_words = [0u32; 16];
+        rng.fill_words(&mut got_words);
+        let mut want_words = got_words;
+        let got_patch = dsp::int8_of_words(&mut got_words)
+            .first_chunk_mut()
+            .unwrap();
+        let any = mve::put_3x3_run_i8(rows, step, zero_point, (first, count), got_patch);
+        let want_patch = dsp::int8_of_words(&mut want_words)
+            .first_chunk_mut()
+            .unwrap();
+        let any_want =
+            mve::put_3x3_run_i8_portable(rows, step, zero_point, (first, count), want_patch);
+        check(
+            "put_3x3_run_i8",
+            case,
+            (got_words, any),
+            (want_words, any_want),
+        );
+
         // A window's padding: the zero point into taps 0.. of one pixel's share, any count
         // (past the patch: nothing written), any pixel.
         let (taps, pixel, fill) = (rng.below(160), rng.below(5), rng.below(256) as i8);
