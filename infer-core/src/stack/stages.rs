@@ -3360,6 +3360,7 @@ mod tests {
 mod graph_tests {
     use super::super::format::tests::{input, OwnedParams};
     use super::super::format::{AddOp, BranchOp, ConvOp, DenseOp, PoolOp};
+    use super::super::run::tests::reference_and_fast;
     use super::super::run::{run, BufferSizes, Kernels};
     use super::*;
     use crate::format::QuantParams;
@@ -3610,15 +3611,9 @@ mod graph_tests {
                 })
                 .collect();
             for pixels in [Pixels::Four, Pixels::One] {
-                let sizes = BufferSizes::of(&file, pixels);
-                let mut patch = vec![0u32; sizes.patch_words];
-                let mut arena = vec![0i8; sizes.arena];
-                let mut logits = [[0i32; 3]; 2];
-                for (kernels, out) in [Kernels::Reference, Kernels::Fast].iter().zip(&mut logits) {
-                    patch.fill(rng.i8() as u32);
-                    run(&file, &x, *kernels, &mut arena, &mut patch, out).unwrap();
-                }
-                assert_eq!(logits[0], logits[1], "case {case} {pixels:?}");
+                let [reference, fast] =
+                    reference_and_fast(&file, &x, &BufferSizes::of(&file, pixels));
+                assert_eq!(fast, reference, "case {case} {pixels:?}");
             }
         }
     }
