@@ -2871,7 +2871,7 @@ mod tests {
 
     /// A random image, often with background (the input zero point `zero_point`) patches
     /// or all background.
-    fn image(rng: &mut TestRng, len: usize, zero_point: i32) -> Vec<i8> {
+    pub(super) fn image(rng: &mut TestRng, len: usize, zero_point: i32) -> Vec<i8> {
         let background = rng.below(4);
         (0..len)
             .map(|_| {
@@ -3562,7 +3562,7 @@ mod graph_tests {
         }
     }
 
-    /// A one-channel conv without a pool over images mostly of background (the input's
+    /// A one-channel conv without a pool over images often of background (the input's
     /// zero point), whose background quads after the first take the values the stage kept
     /// ([`StageRun::background`]): into the map a conv reads next, or into the values a
     /// dense layer takes; both pixel counts, the reference's bits.
@@ -3600,16 +3600,7 @@ mod graph_tests {
             };
             let file = StackFile::new(input(h, w, 1), &ops);
             file.validate().unwrap();
-            let background = 2 + rng.below(8);
-            let x: Vec<i8> = (0..usize::from(h) * usize::from(w))
-                .map(|_| {
-                    if rng.below(10) < background {
-                        -128
-                    } else {
-                        rng.i8()
-                    }
-                })
-                .collect();
+            let x = super::tests::image(&mut rng, usize::from(h) * usize::from(w), -128);
             for pixels in [Pixels::Four, Pixels::One] {
                 let [reference, fast] =
                     reference_and_fast(&file, &x, &BufferSizes::of(&file, pixels));
