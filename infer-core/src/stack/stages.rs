@@ -2315,8 +2315,9 @@ fn requantize_conv<K: KnownFacts>(
         // A background quad's values: the first position's, for each (its `n` ≤ 4
         // positions' bytes fit the first position's words).
         if let Some((first, rest)) = bytes.split_at_mut_checked(channels) {
-            for position in rest.chunks_exact_mut(channels.max(1)).take(positions - 1) {
-                copy_bytes(position, first);
+            let len = ((positions - 1) * channels).min(rest.len());
+            if let Some(rest) = rest.get_mut(..len) {
+                repeat_position(rest, first);
             }
         }
     }
@@ -2332,12 +2333,18 @@ fn keep_background(bytes: &[i8], kept: &mut [u32]) -> bool {
     let channels = kept.len() / QUAD;
     match bytes.get(..channels) {
         Some(first) if channels > 0 => {
-            for position in kept.chunks_exact_mut(channels) {
-                copy_bytes(position, first);
-            }
+            repeat_position(kept, first);
             true
         }
         _ => false,
+    }
+}
+
+/// Copies one position's values (`first`, at least one) into each whole position of `to`.
+#[inline(always)]
+fn repeat_position(to: &mut [i8], first: &[i8]) {
+    for position in to.chunks_exact_mut(first.len().max(1)) {
+        copy_bytes(position, first);
     }
 }
 
