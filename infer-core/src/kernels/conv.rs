@@ -425,11 +425,13 @@ fn gather_walk<const INSIDE: bool>(
 
 /// [`gather_patch`] for a conv whose pixels are whole groups of four channels, of `count`
 /// output pixels of row `oy` from column `ox` on (`ox + k` into slot `slot.pixel + k`):
-/// per kernel row, found once for them all, each pixel's columns inside the input packed at
-/// once ([`pack_groups`]), the groups of its columns left and right of the input and of a
-/// row above or below it 0. (Through [`gather_patch`] one pixel at a time, the four
-/// pixels of a quad of a 3 × 3 × 8 kernel took some 1,000 instructions on the Cortex-M4F,
-/// 2,500 over the border.)
+/// per kernel row, the pixels whose windows lie inside the input's columns packed at once
+/// ([`pack_pixel_groups`]), each other pixel's columns inside the input packed
+/// ([`pack_groups`]) and the groups of its columns left and right of the input 0, a row
+/// above or below the input 0 for every pixel. (Through [`gather_patch`] one pixel at a
+/// time, the four pixels of a quad of a 3 × 3 × 8 kernel took some 1,000 instructions on
+/// the Cortex-M4F, 2,500 over the border; with every pixel of a quad over the border packed
+/// alone, about 1,800.)
 #[inline(never)]
 pub(crate) fn gather_groups(
     g: &ConvGeometry,
@@ -442,57 +444,48 @@ pub(crate) fn gather_groups(
     let pixel_groups = g.in_c / 4;
     let (groups, step) = (g.k_w * pixel_groups, 2 * slot.pixels);
     let (pad_top, pad_left) = (g.pad_top(), g.pad_left());
-    let row_len = g.in_w * g.in_c;
-    // Every window inside the input: each pixel's kernel row one run of whole groups.
-    let (x0, y0) = (ox * g.stride, oy * g.stride);
-    let (pixel_step, kernel_row) = (g.stride * g.in_c, g.k_w * g.in_c);
-    let span = pixel_step * count.saturating_sub(1) + kernel_row;
-    if x0 >= pad_left
-        && (x0 - pad_left) * g.in_c + span <= row_len
-        && y0 >= pad_top
-        && y0 - pad_top + g.k_h <= g.in_h
-    {
-        let start = (x0 - pad_left) * g.in_c;
-        for ky in 0..g.k_h {
-            let at = input.slot(y0 - pad_top + ky) * row_len + start;
-            let Some(run) = input.data.get(at..at + span) else {
-                return;
-            };
-            let first = 2 * slot.pixel + ky * step * groups;
-            let words = patch.get_mut(first..).unwrap_or_default();
-            pack_pixel_groups(
-                run,
-                input_offset,
-                words,
-                (step, groups),
-                (count, pixel_step),
-            );
-        }
-        return;
+    let (s, row_len) = (g.stride, g.in_w * g.in_c);
+    let (x0, y0) = (ox * s, oy * s);
+    // Pixels `first..end` have their windows inside the input's columns; those before
+    // begin left of it, those after end right of it.
+    let mut first = 0;
+    while first < count && x0 + first * s < pad_left {
+        first += 1;
     }
-    // Over the border: each pixel's first value inside the input and its groups left of,
-    // inside and up to the right of the input, found once for every kernel row (at most
-    // four pixels).
-    let count = count.min(4);
-    let columns: [(usize, usize, usize); 4] = core::array::from_fn(|k| {
-        let x0 = (ox + k) * g.stride;
-        let left = pad_left.saturating_sub(x0).min(g.k_w);
-        let right = (g.in_w + pad_left).saturating_sub(x0).clamp(left, g.k_w);
-        let x = (x0 + left).saturating_sub(pad_left);
-        (x * g.in_c, left * pixel_groups, right * pixel_groups)
-    });
+    let mut end = first;
+    while end < count && x0 + end * s + g.k_w <= g.in_w + pad_left {
+        end += 1;
+    }
     for ky in 0..g.k_h {
+        let words_first = 2 * slot.pixel + ky * step * groups;
         let y = (y0 + ky).checked_sub(pad_top).filter(|&y| y < g.in_h);
         let row = y.and_then(|y| input.data.get(input.slot(y) * row_len..)?.get(..row_len));
-        let first = 2 * slot.pixel + ky * step * groups;
-        for (k, &(x, left, right)) in columns.iter().enumerate().take(count) {
-            let words = patch.get_mut(first + 2 * k..).unwrap_or_default();
-            let Some(row) = row else {
+        let Some(row) = row else {
+            // A row of padding: every pixel's groups 0.
+            for k in 0..count {
+                let words = patch.get_mut(words_first + 2 * k..).unwrap_or_default();
                 zero_groups(words, step, 0..groups);
-                continue;
-            };
+            }
+            continue;
+        };
+        if first < end {
+            let run = row.get((x0 + first * s - pad_left) * g.in_c..);
+            let words = patch.get_mut(words_first + 2 * first..);
+            if let (Some(run), Some(words)) = (run, words) {
+                let pixels = (end - first, s * g.in_c);
+                pack_pixel_groups(run, input_offset, words, (step, groups), pixels);
+            }
+        }
+        for k in (0..first).chain(end..count) {
+            // Its columns left of, inside and up to the right of the input, in groups.
+            let x = x0 + k * s;
+            let left = pad_left.saturating_sub(x).min(g.k_w);
+            let right = (g.in_w + pad_left).saturating_sub(x).clamp(left, g.k_w);
+            let column = (x + left).saturating_sub(pad_left);
+            let (left, right) = (left * pixel_groups, right * pixel_groups);
+            let words = patch.get_mut(words_first + 2 * k..).unwrap_or_default();
             zero_groups(words, step, 0..left);
-            let run = row.get(x..).unwrap_or_default();
+            let run = row.get(column * g.in_c..).unwrap_or_default();
             if let Some(inside) = words.get_mut(left * step..) {
                 pack_groups(run, input_offset, inside, step, right - left);
             }
