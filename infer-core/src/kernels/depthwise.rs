@@ -743,18 +743,16 @@ impl Operands<'_, '_> {
     ) -> Option<()> {
         let (g, offset) = (p.conv.g, p.conv.input_offset);
         let win = &g.window;
+        // (Each a division or two: found once.)
+        let (out_h, out_w) = (g.out_h(), g.out_w());
         let mut params = mve::DwGroup::default();
         Self::group_params(p, c0, &mut params)?;
         let bias = params.bias;
-        // Each tap's four weights, and each channel's sum of them.
-        let mut w = [[0i32; 4]; dsp::DW_TAPS];
-        let mut total = [0i32; 4];
-        for (l, (channel, s)) in params.weights.iter().zip(&mut total).enumerate() {
-            for (w, &x) in w.iter_mut().zip(channel) {
-                w[l] = i32::from(x);
-                *s += i32::from(x);
-            }
-        }
+        // Each tap's four weights (read where used: an array of them, filled for the nine
+        // taps unrolled, took some 300 B of code).
+        let weights = |t: usize| -> [i32; 4] {
+            core::array::from_fn(|l| params.weights[l].get(t).map_or(0, |&x| i32::from(x)))
+        };
         let mut q = dsp::DwQuad {
             requant: core::array::from_fn(|l| dsp::DwRequant {
                 multiplier: params.multiplier[l],
@@ -768,10 +766,16 @@ impl Operands<'_, '_> {
         // Each tap's offset and doubled packed weights (the taps past the kernel's: zero
         // weights reading the first tap's word).
         let mut full = [[0u32; dsp::DW_TAP_WORDS]; dsp::DW_TAPS];
-        let mut taps = full.iter_mut().zip(&w);
+        // (And each channel's sum of them.)
+        let mut total = [0i32; 4];
+        let mut taps = full.iter_mut().enumerate();
         for ky in 0..win.k_h {
-            for (kx, (f, w)) in (0..win.k_w).zip(&mut taps) {
+            for (kx, (t, f)) in (0..win.k_w).zip(&mut taps) {
                 let o = (ky * src.w + kx) * src.step;
+                let w = weights(t);
+                for (s, w) in total.iter_mut().zip(w) {
+                    *s += w;
+                }
                 *f = dsp::dw_tap(i32::try_from(o).ok()?, w.map(|w| 2 * w));
             }
         }
@@ -779,14 +783,14 @@ impl Operands<'_, '_> {
         q.in_step = step(win.stride_w * src.step)?;
         q.in_row = step(win.stride_h * src.w * src.step)?;
         q.out_step = step(g.in_c)?;
-        q.out_row = step(g.out_w() * g.in_c)?;
+        q.out_row = step(out_w * g.in_c)?;
         let input: &[i8] = match padded {
             Some(copy) => dsp::int8_of_words(copy),
             None => p.conv.input,
         };
         let (pad_top, pad_left) = (src.pad_top, src.pad_left);
-        for (oys, ky) in segments(g.out_h(), win.stride_h, pad_top, win.k_h, src.h) {
-            for (oxs, kx) in segments(g.out_w(), win.stride_w, pad_left, win.k_w, src.w) {
+        for (oys, ky) in segments(out_h, win.stride_h, pad_top, win.k_h, src.h) {
+            for (oxs, kx) in segments(out_w, win.stride_w, pad_left, win.k_w, src.w) {
                 let inside = ky.len() == win.k_h && kx.len() == win.k_w;
                 if inside && !interior {
                     continue;
@@ -810,11 +814,9 @@ impl Operands<'_, '_> {
                 for y in (0..win.k_h).skip(t) {
                     let row = ky.contains(&y);
                     for x in 0..win.k_w {
-                        if let (Some(tap), Some(f), Some(w)) =
-                            (q.taps.get_mut(t), full.get(t), w.get(t))
-                        {
+                        if let (Some(tap), Some(f)) = (q.taps.get_mut(t), full.get(t)) {
                             *tap = if row && kx.contains(&x) {
-                                for (s, &w) in sums.iter_mut().zip(w) {
+                                for (s, w) in sums.iter_mut().zip(weights(t)) {
                                     *s += w;
                                 }
                                 *f
@@ -836,7 +838,7 @@ impl Operands<'_, '_> {
                 let y0 = (oys.start * win.stride_h) as isize - pad_top as isize;
                 let x0 = (oxs.start * win.stride_w) as isize - pad_left as isize;
                 let origin = (y0 * src.w as isize + x0) * src.step as isize + src.first as isize;
-                let out_at = (oys.start * g.out_w() + oxs.start) * g.in_c + c0;
+                let out_at = (oys.start * out_w + oxs.start) * g.in_c + c0;
                 dsp::dw_quads(&q, input, origin, output, out_at);
             }
         }
