@@ -2497,12 +2497,22 @@ fn window(rq: &ChannelRequant<'_>, f: usize, a: i32, monotonic: bool, best: &mut
     let v = if monotonic {
         a
     } else {
-        let Some((bias, m, s)) = rq.channel(f) else {
+        let Some(v) = requantized(rq, f, a) else {
             return;
         };
-        i32::from(rq.apply(a.wrapping_add(bias), m, s))
+        v
     };
     *best = (*best as i32).max(v) as u32;
+}
+
+/// Filter `f`'s requantization of accumulator `a` (without bias), `None` past the
+/// filters. (Not inlined: a requantization inlined into each of [`one_pixel`]'s dozen
+/// uses of [`window`] took some 3 KB of code on the Cortex-M0, for the rare model whose
+/// requantization is not monotonic.)
+#[inline(never)]
+fn requantized(rq: &ChannelRequant<'_>, f: usize, a: i32) -> Option<i32> {
+    let (bias, m, s) = rq.channel(f)?;
+    Some(i32::from(rq.apply(a.wrapping_add(bias), m, s)))
 }
 
 /// The max pool of position `(py, px)` of an `_ × w × c` input into the first `c` bytes of
