@@ -517,7 +517,6 @@ impl DwGroup {
     /// byte of the first channel), lies inside `input` (`len` bytes) and every output,
     /// from `out_at` on, inside `output` (`out_len` bytes), with at least one pixel and the
     /// steps in `u32`.
-    #[cfg_attr(not(any(infer_core_mve, test)), allow(dead_code))]
     fn fits(&self, len: usize, origin: usize, out_len: usize, out_at: usize) -> bool {
         let last = |row: usize, step: usize| {
             self.rows
@@ -598,20 +597,22 @@ mod dw_at {
 /// `i < rows`, column `j < cols`) sums `bias + Σ x · w` over its 3 × 3 window, whose tap
 /// `(ky, kx)` is byte `origin + l + i · in_row + j · in_step + ky · row + kx · col` of
 /// `input`, requantizes it ([`dw_requantize_mve`]) and writes it to byte `out_at + l + i ·
-/// out_row + j · out_step` of `output`. A block that does not fit the slices is computed as
-/// far as it does.
+/// out_row + j · out_step` of `output`. Nothing is computed unless the whole block fits the
+/// slices: every byte it would read inside `input`, every one it would write inside `output`.
 ///
-/// On an MVE core, where the whole block fits, a loop of assembly per channel over four
-/// pixels at a time (the lanes), tail-predicated at a row's end: 37 instructions per four
-/// outputs (per tap one gather load and one `VMLA` by the weight, held in a register; the
-/// requantization; one scatter store); elsewhere [`dw_group_portable`].
+/// On an MVE core a loop of assembly per channel over four pixels at a time (the lanes),
+/// tail-predicated at a row's end: 37 instructions per four outputs (per tap one gather
+/// load and one `VMLA` by the weight, held in a register; the requantization; one scatter
+/// store); elsewhere [`dw_group_portable`]. (The MVE cores linked the portable twin as well,
+/// for blocks that do not fit, until such blocks computed nothing: some 1,000 bytes of
+/// flash.)
 #[inline(always)]
 pub fn dw_group(group: &DwGroup, input: &[i8], origin: usize, output: &mut [i8], out_at: usize) {
     #[cfg(infer_core_mve)]
     if group.fits(input.len(), origin, output.len(), out_at) {
         dw_group_mve(group, input, origin, output, out_at);
-        return;
     }
+    #[cfg(not(infer_core_mve))]
     dw_group_portable(group, input, origin, output, out_at);
 }
 
@@ -784,8 +785,7 @@ pub fn dw_requantize_mve(acc: i32, multiplier: i32, shift: i32, zero_point: i32)
 }
 
 /// [`dw_group`] in plain integer arithmetic (the reference the assembly is tested against,
-/// and the code elsewhere): taps outside `input` and outputs outside `output` are skipped.
-#[cfg_attr(infer_core_mve, inline(never))]
+/// and the code elsewhere): nothing unless the whole block fits, as there.
 pub fn dw_group_portable(
     group: &DwGroup,
     input: &[i8],
@@ -793,6 +793,9 @@ pub fn dw_group_portable(
     output: &mut [i8],
     out_at: usize,
 ) {
+    if !group.fits(input.len(), origin, output.len(), out_at) {
+        return;
+    }
     let at = |start: usize, row: usize, step: usize, i: usize, j: usize| {
         start
             .wrapping_add(row.wrapping_mul(i))
