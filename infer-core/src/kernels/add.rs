@@ -70,6 +70,16 @@ impl AddParams {
             && (-128..=128).contains(&self.offsets[k])
     }
 
+    /// Whether an add of these parameters, its tables made ([`AddTables::new`]), takes the
+    /// assembly of [`AddTables::add_into`] on every core that has one: both inputs
+    /// steppable, an output requantization by a right shift and a zero point in int8.
+    pub fn tabled(&self) -> bool {
+        self.steppable(0)
+            && self.steppable(1)
+            && (-31..=-1).contains(&self.output_shift)
+            && (-128..=127).contains(&self.output_zero_point)
+    }
+
     /// Input `k`'s scaled values into `table`, indexed by the value's byte (0..=127, then
     /// −128..=−1), for parameters that are [`AddParams::steppable`] (others give unspecified
     /// values, never a panic): the product `(x + offset) · 2^left
@@ -159,8 +169,13 @@ impl<'w> AddTables<'w> {
     /// as [`super::mve::requantize_right`] computes it, the clamp, a narrowing store); on
     /// the Cortex-M3 and DSP cores one value in 32 (`dsp::add_into`);
     /// elsewhere [`AddTables::add_into_portable`].
+    ///
+    /// With `TABLED` (a caller that knows the parameters [`AddParams::tabled`] and their
+    /// tables made), the cores with that assembly link nothing else: where it cannot run,
+    /// nothing is computed. (The portable loop beside it took some 870 B of code on the
+    /// Cortex-M4.)
     #[inline(always)]
-    pub fn add_into(&self, values: &[i8], other: &mut [i8]) {
+    pub fn add_into<const TABLED: bool>(&self, values: &[i8], other: &mut [i8]) {
         #[cfg(infer_core_long_multiply)]
         if let Some((ta, tb)) = self.tables {
             #[cfg(infer_core_mve)]
@@ -170,6 +185,9 @@ impl<'w> AddTables<'w> {
             if done {
                 return;
             }
+        }
+        if TABLED && cfg!(infer_core_long_multiply) {
+            return;
         }
         self.add_into_portable(values, other);
     }

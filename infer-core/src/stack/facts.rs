@@ -79,9 +79,12 @@ pub const DENSE_RELU: Facts = 1 << 19;
 pub const KERNEL_3X3: Facts = 1 << 20;
 /// Its dense layer's units are a multiple of four.
 pub const QUAD_UNITS: Facts = 1 << 21;
+/// Its add's parameters are ones its tables' assembly takes
+/// ([`crate::kernels::add::AddParams::tabled`]).
+pub const ADD_TABLED: Facts = 1 << 22;
 
 /// Every fact with its name, for messages and generated code.
-pub const ALL: [(&str, Facts); 22] = [
+pub const ALL: [(&str, Facts); 23] = [
     ("CONV", CONV),
     ("POOL", POOL),
     ("POOL2", POOL2),
@@ -104,6 +107,7 @@ pub const ALL: [(&str, Facts); 22] = [
     ("DENSE_RELU", DENSE_RELU),
     ("KERNEL_3X3", KERNEL_3X3),
     ("QUAD_UNITS", QUAD_UNITS),
+    ("ADD_TABLED", ADD_TABLED),
 ];
 
 /// `facts` with `fact` known to hold (`holds`) or not.

@@ -1357,6 +1357,10 @@ pub fn facts_of(parts: &Parts<'_>, pixels: Pixels, logits: bool) -> Facts {
         ),
         (EVEN_UNITS, units.is_some_and(|u| u % 2 == 0)),
         (QUAD_UNITS, units.is_some_and(|u| u % 4 == 0)),
+        (
+            ADD_TABLED,
+            parts.add.as_ref().is_some_and(AddParams::tabled),
+        ),
         (OCTETS, channels % 8 == 0),
     ])
 }
@@ -1724,7 +1728,11 @@ impl<'p, 'a, 'w, K: KnownFacts> StageRun<'p, 'a, 'w, K> {
                     }
                     (None, Some(place), Some(add)) => {
                         K::Probe::enter(self.parts.add_op());
-                        add.add_into(bytes, place);
+                        if holds(f, facts::ADD_TABLED, || false) {
+                            add.add_into::<true>(bytes, place);
+                        } else {
+                            add.add_into::<false>(bytes, place);
+                        }
                     }
                     _ => {}
                 }

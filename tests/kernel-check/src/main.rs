@@ -788,9 +788,17 @@ fn check_all() -> usize {
         let mut got = [0i8; 37];
         got.iter_mut().for_each(|x| *x = dw_rng.next() as i8);
         let mut want = got;
-        tables.add_into(&values[..n], &mut got);
+        let before = got;
+        tables.add_into::<false>(&values[..n], &mut got);
         tables.add_into_portable(&values[..n], &mut want);
         check("add_into", case, got, want);
+        // Knowing the parameters tabled: the same where they are (and on a core without
+        // the assembly, the portable loop).
+        if p.tabled() {
+            let mut tabled = before;
+            tables.add_into::<true>(&values[..n], &mut tabled);
+            check("add_into tabled", case, tabled, want);
+        }
 
         // A copy of up to 40 bytes between any alignments, into a slice shorter or longer.
         let run: [i8; 44] = core::array::from_fn(|_| dw_rng.next() as i8);
