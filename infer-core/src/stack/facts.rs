@@ -82,9 +82,11 @@ pub const QUAD_UNITS: Facts = 1 << 21;
 /// Its add's parameters are ones its tables' assembly takes
 /// ([`crate::kernels::add::AddParams::tabled`]).
 pub const ADD_TABLED: Facts = 1 << 22;
+/// Its conv's input channels are whole groups of four.
+pub const GROUPS: Facts = 1 << 23;
 
 /// Every fact with its name, for messages and generated code.
-pub const ALL: [(&str, Facts); 23] = [
+pub const ALL: [(&str, Facts); 24] = [
     ("CONV", CONV),
     ("POOL", POOL),
     ("POOL2", POOL2),
@@ -108,6 +110,7 @@ pub const ALL: [(&str, Facts); 23] = [
     ("KERNEL_3X3", KERNEL_3X3),
     ("QUAD_UNITS", QUAD_UNITS),
     ("ADD_TABLED", ADD_TABLED),
+    ("GROUPS", GROUPS),
 ];
 
 /// `facts` with `fact` known to hold (`holds`) or not.
