@@ -3304,12 +3304,12 @@ pub fn gather_3x3_run(
     (first, count): (usize, usize),
     patch: &mut [u32; QUAD_3X3_WORDS],
 ) -> u32 {
-    let count = windows_3x3_fitting(&rows, step, (first, count));
-    if count == 0 {
-        return 0;
-    }
+    // (The portable twin counts the windows that fit itself.)
     #[cfg(infer_core_dsp)]
-    return gather_3x3_run_dsp(rows, step, offset, (first, count), patch);
+    return match windows_3x3_fitting(&rows, step, (first, count)) {
+        0 => 0,
+        count => gather_3x3_run_dsp(rows, step, offset, (first, count), patch),
+    };
     #[cfg(not(infer_core_dsp))]
     gather_3x3_run_portable(rows, step, offset, (first, count), patch)
 }

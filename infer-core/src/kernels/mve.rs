@@ -1525,12 +1525,12 @@ pub fn put_3x3_run_i8(
     (first, count): (usize, usize),
     patch: &mut [i8; QUAD_I8_BYTES],
 ) -> u32 {
-    let count = super::dsp::windows_3x3_fitting(&rows, step, (first, count));
-    if count == 0 {
-        return 0;
-    }
+    // (The portable twin counts the windows that fit itself.)
     #[cfg(infer_core_mve)]
-    return put_3x3_words(rows, step, zero_point, (first, count), patch);
+    return match super::dsp::windows_3x3_fitting(&rows, step, (first, count)) {
+        0 => 0,
+        count => put_3x3_words(rows, step, zero_point, (first, count), patch),
+    };
     #[cfg(not(infer_core_mve))]
     put_3x3_run_i8_portable(rows, step, zero_point, (first, count), patch)
 }
